@@ -1,0 +1,379 @@
+"""A thin ctypes binding for the PKCS#11 calls python-pkcs11 0.10.1 does not expose (FACTS).
+
+It reaches the module instance python-pkcs11 already loaded and initialised: dlopen of the same
+path returns the same handle, so C_GetFunctionList hands out pointers into that initialised
+module, and session/object handles from python-pkcs11 (`session.handle`, `obj.handle`) are valid
+here. It never calls C_Initialize and holds no lock: the caller serialises calls per library.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+from ctypes import POINTER, Structure, byref, c_ubyte, c_ulong, c_void_p
+
+from ..codes import CKRError
+from ..model import LibraryInfo, MechanismInfo, SessionInfo, SlotInfo, TokenInfo
+
+CK_ULONG = c_ulong  # unsigned long on Linux; structs are not packed there
+CK_RV = CK_ULONG
+CK_BYTE_PTR = POINTER(c_ubyte)
+
+CKR_OK = 0x0
+CKR_BUFFER_TOO_SMALL = 0x150
+CKF_DONT_BLOCK = 0x1
+CKF_RW_SESSION = 0x2
+CKF_SERIAL_SESSION = 0x4
+
+# python-pkcs11's p11_open calls dlopen(path, RTLD_LAZY) (RTLD_LOCAL by default); the same
+# flags plus RTLD_NOLOAD only find that loaded instance and never load (uninitialised) a new one.
+DLOPEN_MODE = os.RTLD_LAZY | os.RTLD_LOCAL
+DLOPEN_MODE_EXISTING = DLOPEN_MODE | os.RTLD_NOLOAD
+
+SLOT_FLAGS = {0x1: "CKF_TOKEN_PRESENT", 0x2: "CKF_REMOVABLE_DEVICE", 0x4: "CKF_HW_SLOT"}
+
+TOKEN_FLAGS = {
+    0x1: "CKF_RNG",
+    0x2: "CKF_WRITE_PROTECTED",
+    0x4: "CKF_LOGIN_REQUIRED",
+    0x8: "CKF_USER_PIN_INITIALIZED",
+    0x20: "CKF_RESTORE_KEY_NOT_NEEDED",
+    0x40: "CKF_CLOCK_ON_TOKEN",
+    0x100: "CKF_PROTECTED_AUTHENTICATION_PATH",
+    0x200: "CKF_DUAL_CRYPTO_OPERATIONS",
+    0x400: "CKF_TOKEN_INITIALIZED",
+    0x800: "CKF_SECONDARY_AUTHENTICATION",
+    0x10000: "CKF_USER_PIN_COUNT_LOW",
+    0x20000: "CKF_USER_PIN_FINAL_TRY",
+    0x40000: "CKF_USER_PIN_LOCKED",
+    0x80000: "CKF_USER_PIN_TO_BE_CHANGED",
+    0x100000: "CKF_SO_PIN_COUNT_LOW",
+    0x200000: "CKF_SO_PIN_FINAL_TRY",
+    0x400000: "CKF_SO_PIN_LOCKED",
+    0x800000: "CKF_SO_PIN_TO_BE_CHANGED",
+    0x1000000: "CKF_ERROR_STATE",
+}
+
+SESSION_FLAGS = {CKF_RW_SESSION: "CKF_RW_SESSION", CKF_SERIAL_SESSION: "CKF_SERIAL_SESSION"}
+
+MECHANISM_FLAGS = {
+    0x1: "CKF_HW",
+    0x100: "CKF_ENCRYPT",
+    0x200: "CKF_DECRYPT",
+    0x400: "CKF_DIGEST",
+    0x800: "CKF_SIGN",
+    0x1000: "CKF_SIGN_RECOVER",
+    0x2000: "CKF_VERIFY",
+    0x4000: "CKF_VERIFY_RECOVER",
+    0x8000: "CKF_GENERATE",
+    0x10000: "CKF_GENERATE_KEY_PAIR",
+    0x20000: "CKF_WRAP",
+    0x40000: "CKF_UNWRAP",
+    0x80000: "CKF_DERIVE",
+    0x100000: "CKF_EC_F_P",
+    0x200000: "CKF_EC_F_2M",
+    0x400000: "CKF_EC_ECPARAMETERS",
+    0x800000: "CKF_EC_NAMEDCURVE",  # = CKF_EC_OID in v3.0
+    0x1000000: "CKF_EC_UNCOMPRESS",
+    0x2000000: "CKF_EC_COMPRESS",
+    0x80000000: "CKF_EXTENSION",
+}
+
+
+class CK_VERSION(Structure):
+    _fields_ = [("major", c_ubyte), ("minor", c_ubyte)]
+
+
+class CK_INFO(Structure):
+    _fields_ = [
+        ("cryptokiVersion", CK_VERSION),
+        ("manufacturerID", c_ubyte * 32),
+        ("flags", CK_ULONG),
+        ("libraryDescription", c_ubyte * 32),
+        ("libraryVersion", CK_VERSION),
+    ]
+
+
+class CK_SLOT_INFO(Structure):
+    _fields_ = [
+        ("slotDescription", c_ubyte * 64),
+        ("manufacturerID", c_ubyte * 32),
+        ("flags", CK_ULONG),
+        ("hardwareVersion", CK_VERSION),
+        ("firmwareVersion", CK_VERSION),
+    ]
+
+
+class CK_TOKEN_INFO(Structure):
+    _fields_ = [
+        ("label", c_ubyte * 32),
+        ("manufacturerID", c_ubyte * 32),
+        ("model", c_ubyte * 16),
+        ("serialNumber", c_ubyte * 16),
+        ("flags", CK_ULONG),
+        ("ulMaxSessionCount", CK_ULONG),
+        ("ulSessionCount", CK_ULONG),
+        ("ulMaxRwSessionCount", CK_ULONG),
+        ("ulRwSessionCount", CK_ULONG),
+        ("ulMaxPinLen", CK_ULONG),
+        ("ulMinPinLen", CK_ULONG),
+        ("ulTotalPublicMemory", CK_ULONG),
+        ("ulFreePublicMemory", CK_ULONG),
+        ("ulTotalPrivateMemory", CK_ULONG),
+        ("ulFreePrivateMemory", CK_ULONG),
+        ("hardwareVersion", CK_VERSION),
+        ("firmwareVersion", CK_VERSION),
+        ("utcTime", c_ubyte * 16),
+    ]
+
+
+class CK_SESSION_INFO(Structure):
+    _fields_ = [
+        ("slotID", CK_ULONG),
+        ("state", CK_ULONG),
+        ("flags", CK_ULONG),
+        ("ulDeviceError", CK_ULONG),
+    ]
+
+
+class CK_MECHANISM_INFO(Structure):
+    _fields_ = [("ulMinKeySize", CK_ULONG), ("ulMaxKeySize", CK_ULONG), ("flags", CK_ULONG)]
+
+
+# CK_FUNCTION_LIST of PKCS#11 v2.40, in spec order.
+FUNCTION_NAMES = (
+    "C_Initialize", "C_Finalize", "C_GetInfo", "C_GetFunctionList", "C_GetSlotList",
+    "C_GetSlotInfo", "C_GetTokenInfo", "C_GetMechanismList", "C_GetMechanismInfo",
+    "C_InitToken", "C_InitPIN", "C_SetPIN", "C_OpenSession", "C_CloseSession",
+    "C_CloseAllSessions", "C_GetSessionInfo", "C_GetOperationState", "C_SetOperationState",
+    "C_Login", "C_Logout", "C_CreateObject", "C_CopyObject", "C_DestroyObject",
+    "C_GetObjectSize", "C_GetAttributeValue", "C_SetAttributeValue", "C_FindObjectsInit",
+    "C_FindObjects", "C_FindObjectsFinal", "C_EncryptInit", "C_Encrypt", "C_EncryptUpdate",
+    "C_EncryptFinal", "C_DecryptInit", "C_Decrypt", "C_DecryptUpdate", "C_DecryptFinal",
+    "C_DigestInit", "C_Digest", "C_DigestUpdate", "C_DigestKey", "C_DigestFinal",
+    "C_SignInit", "C_Sign", "C_SignUpdate", "C_SignFinal", "C_SignRecoverInit",
+    "C_SignRecover", "C_VerifyInit", "C_Verify", "C_VerifyUpdate", "C_VerifyFinal",
+    "C_VerifyRecoverInit", "C_VerifyRecover", "C_DigestEncryptUpdate",
+    "C_DecryptDigestUpdate", "C_SignEncryptUpdate", "C_DecryptVerifyUpdate",
+    "C_GenerateKey", "C_GenerateKeyPair", "C_WrapKey", "C_UnwrapKey", "C_DeriveKey",
+    "C_SeedRandom", "C_GenerateRandom", "C_GetFunctionStatus", "C_CancelFunction",
+    "C_WaitForSlotEvent",
+)
+
+
+class CK_FUNCTION_LIST(Structure):
+    _fields_ = [("version", CK_VERSION)] + [(name, c_void_p) for name in FUNCTION_NAMES]
+
+
+_UL, _PUL = CK_ULONG, POINTER(CK_ULONG)
+
+# Argument types of the functions this module calls (CK_SLOT_ID, handles and flags are CK_ULONG).
+PROTOTYPES = {
+    "C_GetInfo": (POINTER(CK_INFO),),
+    "C_GetSlotList": (c_ubyte, _PUL, _PUL),
+    "C_GetSlotInfo": (_UL, POINTER(CK_SLOT_INFO)),
+    "C_GetTokenInfo": (_UL, POINTER(CK_TOKEN_INFO)),
+    "C_GetMechanismList": (_UL, _PUL, _PUL),
+    "C_GetMechanismInfo": (_UL, _UL, POINTER(CK_MECHANISM_INFO)),
+    "C_InitToken": (_UL, CK_BYTE_PTR, _UL, CK_BYTE_PTR),
+    "C_InitPIN": (_UL, CK_BYTE_PTR, _UL),
+    "C_SetPIN": (_UL, CK_BYTE_PTR, _UL, CK_BYTE_PTR, _UL),
+    "C_OpenSession": (_UL, _UL, c_void_p, c_void_p, _PUL),
+    "C_CloseSession": (_UL,),
+    "C_CloseAllSessions": (_UL,),
+    "C_GetSessionInfo": (_UL, POINTER(CK_SESSION_INFO)),
+    "C_Login": (_UL, _UL, CK_BYTE_PTR, _UL),
+    "C_Logout": (_UL,),
+    "C_GetObjectSize": (_UL, _UL, _PUL),
+    "C_GenerateRandom": (_UL, CK_BYTE_PTR, _UL),
+    "C_WaitForSlotEvent": (_UL, _PUL, c_void_p),
+}
+
+
+def _text(field) -> str:
+    return bytes(field).decode("utf-8", errors="replace").rstrip(" \x00")
+
+
+def _version(v: CK_VERSION) -> tuple[int, int]:
+    return (v.major, v.minor)
+
+
+def _flag_names(flags: int, table: dict[int, str]) -> tuple[str, ...]:
+    return tuple(name for bit, name in table.items() if flags & bit)
+
+
+def _secret(pin: str) -> tuple[ctypes.Array, int]:
+    data = pin.encode("utf-8")
+    return (c_ubyte * max(len(data), 1)).from_buffer_copy(data or b"\0"), len(data)
+
+
+class RawModule:
+    """The same, already initialised PKCS#11 module python-pkcs11 loaded from `path`."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        try:
+            self._dll = ctypes.CDLL(path, mode=DLOPEN_MODE_EXISTING)
+        except OSError as exc:
+            raise OSError(f"{path} is not loaded yet: load it with pkcs11.lib() first") from exc
+        function_list = POINTER(CK_FUNCTION_LIST)()
+        get_function_list = self._dll.C_GetFunctionList
+        get_function_list.argtypes = (POINTER(POINTER(CK_FUNCTION_LIST)),)
+        get_function_list.restype = CK_RV
+        self._check(get_function_list(byref(function_list)), "C_GetFunctionList")
+        self.function_list = function_list.contents
+        self._functions = {
+            name: ctypes.CFUNCTYPE(CK_RV, *argtypes)(getattr(self.function_list, name))
+            for name, argtypes in PROTOTYPES.items()
+        }
+
+    @staticmethod
+    def _check(rv: int, function: str) -> None:
+        if rv != CKR_OK:
+            raise CKRError(rv, function)
+
+    def _call(self, function: str, *args) -> None:
+        self._check(self._functions[function](*args), function)
+
+    def _ulong_list(self, function: str, first_arg: int) -> list[int]:
+        count = CK_ULONG(0)
+        while True:
+            self._call(function, first_arg, None, byref(count))
+            items = (CK_ULONG * count.value)()
+            rv = self._functions[function](first_arg, items, byref(count))
+            if rv != CKR_BUFFER_TOO_SMALL:  # the list grew between the two calls: ask again
+                self._check(rv, function)
+                return list(items[: count.value])
+
+    def has_symbol(self, name: str) -> bool:
+        """Vendor extension detection (e.g. Luna's CA_GetHAState) by dlsym on this library."""
+        try:
+            getattr(self._dll, name)
+        except AttributeError:
+            return False
+        return True
+
+    def get_info(self) -> LibraryInfo:
+        info = CK_INFO()
+        self._call("C_GetInfo", byref(info))
+        return LibraryInfo(
+            cryptoki_version=_version(info.cryptokiVersion),
+            manufacturer_id=_text(info.manufacturerID),
+            library_description=_text(info.libraryDescription),
+            library_version=_version(info.libraryVersion),
+            path=self.path,
+        )
+
+    def get_slot_list(self, token_present: bool) -> list[int]:
+        return self._ulong_list("C_GetSlotList", int(bool(token_present)))
+
+    def get_slot_info(self, slot_id: int) -> SlotInfo:
+        info = CK_SLOT_INFO()
+        self._call("C_GetSlotInfo", slot_id, byref(info))
+        return SlotInfo(
+            slot_id=slot_id,
+            description=_text(info.slotDescription),
+            manufacturer_id=_text(info.manufacturerID),
+            flags=info.flags,
+            flag_names=_flag_names(info.flags, SLOT_FLAGS),
+            hardware_version=_version(info.hardwareVersion),
+            firmware_version=_version(info.firmwareVersion),
+        )
+
+    def get_token_info(self, slot_id: int) -> TokenInfo:
+        info = CK_TOKEN_INFO()
+        self._call("C_GetTokenInfo", slot_id, byref(info))
+        return TokenInfo(
+            label=_text(info.label),
+            manufacturer_id=_text(info.manufacturerID),
+            model=_text(info.model),
+            serial_number=_text(info.serialNumber),
+            flags=info.flags,
+            flag_names=_flag_names(info.flags, TOKEN_FLAGS),
+            max_session_count=info.ulMaxSessionCount,
+            session_count=info.ulSessionCount,
+            max_rw_session_count=info.ulMaxRwSessionCount,
+            rw_session_count=info.ulRwSessionCount,
+            max_pin_len=info.ulMaxPinLen,
+            min_pin_len=info.ulMinPinLen,
+            total_public_memory=info.ulTotalPublicMemory,
+            free_public_memory=info.ulFreePublicMemory,
+            total_private_memory=info.ulTotalPrivateMemory,
+            free_private_memory=info.ulFreePrivateMemory,
+            hardware_version=_version(info.hardwareVersion),
+            firmware_version=_version(info.firmwareVersion),
+            utc_time=_text(info.utcTime),
+        )
+
+    def get_mechanism_list(self, slot_id: int) -> list[int]:
+        return self._ulong_list("C_GetMechanismList", slot_id)
+
+    def get_mechanism_info(self, slot_id: int, mechanism: int) -> MechanismInfo:
+        info = CK_MECHANISM_INFO()
+        self._call("C_GetMechanismInfo", slot_id, mechanism, byref(info))
+        return MechanismInfo(
+            mechanism=mechanism,
+            name="",  # the caller names it from its mechanism table
+            min_key_size=info.ulMinKeySize,
+            max_key_size=info.ulMaxKeySize,
+            flags=info.flags,
+            flag_names=_flag_names(info.flags, MECHANISM_FLAGS),
+        )
+
+    def init_token(self, slot_id: int, so_pin: str, label: str) -> None:
+        encoded = label.encode("utf-8")
+        if len(encoded) > 32:
+            raise ValueError("token label is longer than 32 bytes")
+        padded = (c_ubyte * 32).from_buffer_copy(encoded.ljust(32, b" "))
+        pin, pin_len = _secret(so_pin)
+        self._call("C_InitToken", slot_id, pin, pin_len, padded)
+
+    def init_pin(self, session: int, pin: str) -> None:
+        self._call("C_InitPIN", session, *_secret(pin))
+
+    def set_pin(self, session: int, old_pin: str, new_pin: str) -> None:
+        self._call("C_SetPIN", session, *_secret(old_pin), *_secret(new_pin))
+
+    def login(self, session: int, user_type: int, pin: str) -> None:
+        self._call("C_Login", session, user_type, *_secret(pin))
+
+    def logout(self, session: int) -> None:
+        self._call("C_Logout", session)
+
+    def open_session(self, slot_id: int, rw: bool) -> int:
+        handle = CK_ULONG(0)
+        flags = CKF_SERIAL_SESSION | (CKF_RW_SESSION if rw else 0)
+        self._call("C_OpenSession", slot_id, flags, None, None, byref(handle))
+        return handle.value
+
+    def close_session(self, session: int) -> None:
+        self._call("C_CloseSession", session)
+
+    def close_all_sessions(self, slot_id: int) -> None:
+        self._call("C_CloseAllSessions", slot_id)
+
+    def get_session_info(self, session: int) -> SessionInfo:
+        info = CK_SESSION_INFO()
+        self._call("C_GetSessionInfo", session, byref(info))
+        return SessionInfo(
+            handle=session,
+            slot_id=info.slotID,
+            state=info.state,
+            flags=info.flags,
+            flag_names=_flag_names(info.flags, SESSION_FLAGS),
+            device_error=info.ulDeviceError,
+        )
+
+    def get_object_size(self, session: int, obj: int) -> int:
+        size = CK_ULONG(0)
+        self._call("C_GetObjectSize", session, obj, byref(size))
+        return size.value
+
+    def generate_random(self, session: int, n: int) -> bytes:
+        buffer = (c_ubyte * n)()
+        self._call("C_GenerateRandom", session, buffer, n)
+        return bytes(buffer)
+
+    def wait_for_slot_event(self, block: bool = False) -> int:
+        slot_id = CK_ULONG(0)
+        self._call("C_WaitForSlotEvent", 0 if block else CKF_DONT_BLOCK, byref(slot_id), None)
+        return slot_id.value
