@@ -1,0 +1,141 @@
+"""Command-line entry points: parse options, build objects, hand over. Nothing else."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from .provision import DEFAULT_MEMBERS, DEFAULT_SO_PIN, DEFAULT_USER_PIN, ProvisionError
+from .settings import SettingsError, load_settings
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+class Fail(click.ClickException):
+    """One clear line on stderr and exit code 2, never a traceback."""
+    exit_code = EXIT_USAGE
+
+    def show(self, file=None) -> None:
+        click.echo(f"ckdemo: {self.message}", err=True)
+
+
+def _settings(ctx: click.Context, auto_provision: bool = True):
+    o = ctx.obj
+    try:
+        return load_settings(o["home"], o["config"], o["module"], auto_provision=auto_provision)
+    except (SettingsError, ProvisionError) as exc:
+        raise Fail(str(exc)) from None
+
+
+def _workspace(settings):
+    from .harness import build_workspace
+    try:
+        return build_workspace(settings)
+    except SettingsError as exc:
+        raise Fail(str(exc)) from None
+
+
+@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--home", envvar="CKDEMO_HOME", type=click.Path(file_okay=False),
+              help="State folder (default ./.ckdemo; env CKDEMO_HOME).")
+@click.option("--config", envvar="CKDEMO_CONFIG", type=click.Path(dir_okay=False),
+              help="Configuration file in Chrystoki.conf syntax (default HOME/Chrystoki.conf).")
+@click.option("--module", envvar="CKDEMO_MODULE", type=click.Path(dir_okay=False),
+              help="Use this PKCS#11 library (e.g. Luna libCryptoki2.so) instead of the members.")
+@click.pass_context
+def main(ctx: click.Context, home, config, module) -> None:
+    """CKDemo-like PKCS#11 test harness. Without a command: the interactive menu on a terminal,
+    or a replay of the script on standard input."""
+    ctx.obj = {"home": home, "config": config, "module": module}
+    if ctx.invoked_subcommand is None:
+        if sys.stdin.isatty():
+            ctx.exit(_interactive(ctx))
+        ctx.exit(_replay(ctx, "-", None, None, False))
+
+
+def _interactive(ctx: click.Context) -> int:
+    from .menu.context import Context
+    from .menu.io import TerminalIO
+    from .menu.loop import MenuLoop
+
+    workspace = _workspace(_settings(ctx))
+    try:
+        MenuLoop(Context(workspace, TerminalIO())).run()
+    except KeyboardInterrupt:
+        click.echo("\n(interrupted)")
+    return EXIT_OK
+
+
+def _replay(ctx: click.Context, script: str, transcript: str | None, junit: str | None,
+            keep_going: bool) -> int:
+    from .menu.context import Context
+    from .menu.loop import MenuLoop
+    from .replay import junit as junit_xml
+    from .replay.runner import Replay, stdout_outputs
+    from .replay.script import ScriptError, load, parse
+
+    name = "stdin" if script == "-" else Path(script).name
+    try:
+        lines = parse(sys.stdin.read(), "<stdin>") if script == "-" else load(script)
+    except ScriptError as exc:
+        if junit:
+            junit_xml.write([], junit, name, error=str(exc))
+        raise Fail(str(exc)) from None
+    settings = _settings(ctx)
+    workspace = _workspace(settings)
+    workspace.options.show_menu = False  # the transcript shows the menu once, not every step
+    try:
+        out = open(transcript, "w") if transcript else None
+    except OSError as exc:
+        raise Fail(f"cannot write transcript {transcript}: {exc.strerror}") from None
+    replay = Replay(lines, settings.secrets(), stdout_outputs(out), keep_going=keep_going)
+    error = None
+    try:
+        MenuLoop(Context(workspace, replay), observer=replay.observe).run()
+    except ScriptError as exc:
+        error = str(exc)
+        replay.write(f"\nScript error: {error}\n")
+    finally:
+        replay.write("\n" + replay.summary() + "\n")
+        if out:
+            out.close()
+    if junit:
+        junit_xml.write(replay.steps, junit, name, error=error)
+    if error:
+        return EXIT_USAGE
+    return EXIT_FAILED if replay.failed else EXIT_OK
+
+
+@main.command()
+@click.argument("script", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--transcript", type=click.Path(dir_okay=False), help="Also write the transcript here.")
+@click.option("--junit", type=click.Path(dir_okay=False), help="Write a JUnit XML report here.")
+@click.option("--keep-going", is_flag=True, help="Go on after a step that failed its expectation.")
+@click.pass_context
+def run(ctx: click.Context, script, transcript, junit, keep_going) -> None:
+    """Replay SCRIPT (or - for standard input) through the menu; exit 1 if a step fails."""
+    ctx.exit(_replay(ctx, script, transcript, junit, keep_going))
+
+
+@main.command()
+@click.option("--members", default=DEFAULT_MEMBERS, show_default=True, type=click.IntRange(1, 16),
+              help="Number of SoftHSM2 member tokens.")
+@click.option("--force", is_flag=True, help="Delete existing member tokens and start again.")
+@click.option("--user-pin", default=DEFAULT_USER_PIN, show_default=True, envvar="CKDEMO_USER_PIN")
+@click.option("--so-pin", default=DEFAULT_SO_PIN, show_default=True, envvar="CKDEMO_SO_PIN")
+@click.option("--label-prefix", default="member", show_default=True)
+@click.pass_context
+def init(ctx: click.Context, members, force, user_pin, so_pin, label_prefix) -> None:
+    """Provision the state folder: a private SoftHSM2 config and member tokens."""
+    from .provision import member_labels, provision
+    from .settings import DEFAULT_HOME
+    import os
+
+    home = Path(ctx.obj["home"] or os.environ.get("CKDEMO_HOME") or DEFAULT_HOME)
+    try:
+        done = provision(home, members, force, member_labels(members, label_prefix), user_pin, so_pin)
+    except ProvisionError as exc:
+        raise Fail(str(exc)) from None
+    click.echo(f"Provisioned {done.home}: {len(done.labels)} SoftHSM2 member tokens "
+               f"({', '.join(done.labels)}); config {done.config_path}")

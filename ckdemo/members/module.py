@@ -1,0 +1,107 @@
+"""One loaded PKCS#11 library: python-pkcs11's `lib`, the ctypes escape hatch, and one lock.
+
+FACTS 1: python-pkcs11 initialises modules without OS locking and SoftHSM2 then crashes under
+two concurrent calls, so every call into one loaded library is serialised by its lock.
+"""
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager
+from typing import Callable, Iterator, TypeVar
+
+import pkcs11
+
+from ..codes import CKR_GENERAL_ERROR, CKR_SLOT_ID_INVALID, CKRError
+from ..model import LibraryInfo
+from .errors import pkcs11_call
+from .raw import RawModule
+
+T = TypeVar("T")
+
+
+class Module:
+    """A PKCS#11 library loaded once per path (a copy under another path is another instance)."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.lock = threading.RLock()
+        self._lib = None
+        self._raw: RawModule | None = None
+
+    def load(self) -> "Module":
+        with self.lock:
+            if self._lib is None:
+                try:
+                    self._lib = pkcs11.lib(self.path)
+                except pkcs11.PKCS11Error as exc:
+                    if "loading" in str(exc):  # dlopen failed: no such file, not a PKCS#11 library
+                        raise CKRError(CKR_GENERAL_ERROR, "C_GetFunctionList",
+                                       f"cannot load {self.path}") from exc
+                    with pkcs11_call("C_Initialize"):
+                        raise
+                self._raw = RawModule(self.path)
+        return self
+
+    @property
+    def lib(self):
+        return self.load()._lib
+
+    @property
+    def raw(self) -> RawModule:
+        self.load()
+        assert self._raw is not None
+        return self._raw
+
+    @contextmanager
+    def calling(self, function: str) -> Iterator[None]:
+        """Hold the module lock and turn python-pkcs11 errors into CKRError(function)."""
+        with self.lock, pkcs11_call(function):
+            yield
+
+    def call(self, function: str, fn: Callable[..., T], *args, **kwargs) -> T:
+        with self.calling(function):
+            return fn(*args, **kwargs)
+
+    def info(self) -> LibraryInfo:
+        info = self.call("C_GetInfo", self.raw.get_info)
+        return LibraryInfo(info.cryptoki_version, info.manufacturer_id, info.library_description,
+                           info.library_version, self.path)
+
+    def slot_ids(self, token_present: bool = False) -> list[int]:
+        return self.call("C_GetSlotList", self.raw.get_slot_list, token_present)
+
+    def reinitialize(self) -> None:
+        """C_Finalize + C_Initialize: every session and handle from before is gone (FACTS 3)."""
+        with self.lock:
+            lib = self.lib
+            try:
+                with pkcs11_call("C_Finalize"):
+                    lib.finalize()
+            except CKRError:
+                pass  # a dead remote module still finalises locally; initialise is what counts
+            with pkcs11_call("C_Initialize"):
+                lib.initialize()
+
+    def pkcs11_token(self, slot_id: int):
+        """The python-pkcs11 Token in slot_id (only the member layer sees this object)."""
+        with self.calling("C_GetSlotList"):
+            for slot in self.lib.get_slots():
+                if slot.slot_id == slot_id:
+                    with pkcs11_call("C_GetTokenInfo"):
+                        return slot.get_token()
+        raise CKRError(CKR_SLOT_ID_INVALID, "C_GetSlotInfo")
+
+    def __repr__(self) -> str:
+        return f"Module({self.path!r})"
+
+
+_modules: dict[str, Module] = {}
+_modules_lock = threading.Lock()
+
+
+def module_for(path: str) -> Module:
+    """The one Module per library path in this process (dlopen gives one instance per path)."""
+    with _modules_lock:
+        if path not in _modules:
+            _modules[path] = Module(path)
+        return _modules[path]

@@ -1,0 +1,70 @@
+"""A physical slot: one slot id in one loaded module, with the token it holds."""
+from __future__ import annotations
+
+from ..codes import CKRError
+from ..model import LibraryInfo, MechanismInfo, SlotInfo, TokenInfo
+from .module import Module
+from .names import mechanism_name
+from .session import PhysicalSession
+
+
+class PhysicalSlot:
+    """The operations CKDemo's token menu needs, on one slot of one module."""
+
+    is_virtual = False
+
+    def __init__(self, module: Module, slot_id: int) -> None:
+        self.module = module
+        self.slot_id = slot_id
+
+    @property
+    def raw(self):
+        return self.module.raw
+
+    def slot_info(self) -> SlotInfo:
+        return self.module.call("C_GetSlotInfo", self.raw.get_slot_info, self.slot_id)
+
+    def token_info(self) -> TokenInfo:
+        return self.module.call("C_GetTokenInfo", self.raw.get_token_info, self.slot_id)
+
+    def description(self) -> str:
+        """What the slot list shows: the slot description and, when present, the token label."""
+        info = self.slot_info()
+        if not info.token_present:
+            return f"{info.description} (no token)"
+        try:
+            label = self.token_info().label
+        except CKRError:  # a token that cannot answer still gets listed
+            return info.description
+        return f"{info.description} ({label or 'uninitialised token'})"
+
+    def mechanisms(self) -> list[tuple[int, str]]:
+        codes = self.module.call("C_GetMechanismList", self.raw.get_mechanism_list, self.slot_id)
+        return [(code, mechanism_name(code)) for code in codes]
+
+    def mechanism_info(self, mechanism: int) -> MechanismInfo:
+        info = self.module.call("C_GetMechanismInfo", self.raw.get_mechanism_info,
+                                self.slot_id, mechanism)
+        return MechanismInfo(mechanism, mechanism_name(mechanism), info.min_key_size,
+                             info.max_key_size, info.flags, info.flag_names)
+
+    def init_token(self, so_pin: str, label: str) -> None:
+        self.module.call("C_InitToken", self.raw.init_token, self.slot_id, so_pin, label)
+
+    def open_session(self, rw: bool = True) -> PhysicalSession:
+        token = self.module.pkcs11_token(self.slot_id)
+        session = self.module.call("C_OpenSession", token.open, rw=rw)
+        return PhysicalSession(self, session, rw)
+
+    def library_info(self) -> LibraryInfo:
+        return self.module.info()
+
+    def wait_for_event(self) -> int:
+        """C_WaitForSlotEvent without blocking: a slot id, or CKRError(CKR_NO_EVENT)."""
+        return self.module.call("C_WaitForSlotEvent", self.raw.wait_for_slot_event, False)
+
+    def close_all_sessions(self) -> None:
+        self.module.call("C_CloseAllSessions", self.raw.close_all_sessions, self.slot_id)
+
+    def __repr__(self) -> str:
+        return f"PhysicalSlot({self.module.path!r}, {self.slot_id})"

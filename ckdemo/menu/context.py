@@ -1,0 +1,108 @@
+"""What a handler gets: prompts that validate, slot and session pickers, and output helpers."""
+from __future__ import annotations
+
+from typing import Any, Iterable, Sequence
+
+from ..codes import CKRError
+from ..workspace import OpenSession, Workspace
+from . import render
+from .io import MenuIO
+
+
+class InputError(Exception):
+    """The answer cannot be used: one line for the user, the choice is abandoned."""
+
+
+class Context:
+    def __init__(self, workspace: Workspace, io: MenuIO) -> None:
+        self.workspace = workspace
+        self.io = io
+
+    # output
+    def say(self, text: str = "") -> None:
+        self.io.write(text + "\n")
+
+    def table(self, rows: Iterable[Sequence], headers: Sequence[str]) -> None:
+        self.say(render.table(rows, headers))
+
+    def fields(self, pairs: Iterable[tuple[str, object]]) -> None:
+        self.say(render.fields(pairs))
+
+    # input
+    def ask(self, prompt: str, default: str | None = None) -> str:
+        answer = self.io.ask(prompt).strip()
+        if not answer and default is not None:
+            return default
+        return answer
+
+    def ask_secret(self, prompt: str) -> str:
+        answer = self.io.ask(prompt, secret=True)
+        if not answer:
+            raise InputError("Invalid input: an empty PIN.")
+        return answer
+
+    def ask_int(self, prompt: str, minimum: int | None = None, maximum: int | None = None,
+                default: int | None = None) -> int:
+        text = self.ask(prompt, None if default is None else str(default))
+        try:
+            value = int(text, 0)
+        except ValueError:
+            raise InputError(f"Invalid input ({text}): a number is needed.") from None
+        if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+            raise InputError(f"Invalid input ({text}): choose {minimum}-{maximum}.")
+        return value
+
+    def ask_choice(self, prompt: str, options: Sequence[tuple[int, str]]) -> int:
+        """Numbered options, e.g. [(0, 'SO'), (1, 'User')]; returns the number chosen."""
+        text = ", ".join(f"{label} [{n}]" for n, label in options)
+        value = self.ask_int(f"{prompt} {text} : ")
+        if value not in {n for n, _ in options}:
+            raise InputError(f"Invalid input ({value}): choose one of "
+                             f"{', '.join(str(n) for n, _ in options)}.")
+        return value
+
+    def ask_yes_no(self, prompt: str, default: bool) -> bool:
+        text = self.ask(f"{prompt} [{'Y/n' if default else 'y/N'}] : ", "y" if default else "n")
+        if text.lower() in ("y", "yes", "1"):
+            return True
+        if text.lower() in ("n", "no", "0"):
+            return False
+        raise InputError(f"Invalid input ({text}): answer y or n.")
+
+    # pickers
+    def choose_slot(self) -> tuple[int, Any]:
+        slots = self.workspace.slots
+        if not slots:
+            raise InputError("No slots available.")
+        if len(slots) == 1:  # CKDemo picks a lone slot without asking
+            return 1, slots[0]
+        self.say("Slots available:")
+        for number, slot in enumerate(slots, start=1):
+            self.say(f"\tslot#{number} - {slot_label(slot)}")
+        number = self.ask_int("Select a slot: ")
+        if not 1 <= number <= len(slots):
+            raise InputError(f"Invalid input: there is no slot#{number} (slots are 1-{len(slots)}).")
+        return number, slots[number - 1]
+
+    def choose_session(self) -> OpenSession:
+        handle = self.ask_int("Enter your session handle : ")
+        matches = self.workspace.sessions_with_handle(handle)
+        if not matches:
+            open_ = ", ".join(str(s.handle) for s in self.workspace.sessions)
+            raise InputError(f"Invalid input: no open session with handle {handle} "
+                             + (f"(open: {open_})." if open_ else "(none is open: use choice 1)."))
+        if len(matches) == 1:
+            return matches[0]
+        numbers = sorted(s.slot_number for s in matches)
+        slot = self.ask_int(f"Handle {handle} is open on slots {numbers}; which slot# : ")
+        for match in matches:
+            if match.slot_number == slot:
+                return match
+        raise InputError(f"Invalid input: session {handle} is not open on slot#{slot}.")
+
+
+def slot_label(slot: Any) -> str:
+    try:
+        return slot.description()
+    except CKRError as exc:  # a dead member still appears in the list, with why
+        return f"{getattr(slot, 'fallback_description', 'slot')} ({exc.name})"

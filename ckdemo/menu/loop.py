@@ -1,0 +1,103 @@
+"""The menu loop: read a choice, dispatch it to its handler, print the status line."""
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+from ..codes import CKR_FUNCTION_NOT_SUPPORTED, CKR_OK, CKRError
+from . import render
+from .context import Context, InputError
+from .io import EndOfInput
+from .table import BY_NUMBER, HELP, QUIT, Entry
+
+BAD_INPUT = "BAD_INPUT"  # the step's answers could not be used (no PKCS#11 call failed)
+NO_ANSWER = "NO_ANSWER"  # input ended while a prompt was waiting
+PROMPT = "Enter your choice : "
+PROMPT_NO_MENU = "Enter your choice (99 for help): "
+
+
+@dataclass
+class StepResult:
+    choice: int | None
+    title: str
+    status: str  # a CKR_* name, BAD_INPUT or NO_ANSWER
+    ckr: int | None = None
+    message: str = ""
+
+
+Observer = Callable[[StepResult], None]
+
+
+def resolve(entry: Entry) -> Callable[[Context], None] | None:
+    if not entry.handler:
+        return None
+    module_name, function = entry.handler.split(":")
+    module = importlib.import_module(f"ckdemo.handlers.{module_name}")
+    return getattr(module, function)
+
+
+class MenuLoop:
+    def __init__(self, context: Context, extra: Sequence[Entry] = (), extra_groups: Sequence = (),
+                 observer: Observer | None = None) -> None:
+        self.context = context
+        self.entries = dict(BY_NUMBER)
+        self.entries.update({e.number: e for e in extra})
+        self.menu = render.menu_text(extra, extra_groups)
+        self.observer = observer or (lambda result: None)
+
+    def run(self) -> None:
+        io = self.context.io
+        show = self.context.workspace.options
+        io.write(self.menu)
+        while True:
+            try:
+                text = io.ask_choice(PROMPT if show.show_menu else PROMPT_NO_MENU).strip()
+            except EndOfInput:
+                return
+            if not text:
+                continue
+            try:
+                number = int(text)
+            except ValueError:
+                io.write(f"Invalid input ({text}).\n")
+                self.observer(StepResult(None, text, BAD_INPUT, message=f"Invalid input ({text})."))
+                continue
+            if number == QUIT:
+                return
+            if number == HELP:
+                io.write(self.menu)
+                continue
+            entry = self.entries.get(number)
+            if entry is None:
+                io.write(f"Invalid input ({number}).\n")
+                self.observer(StepResult(number, text, BAD_INPUT, message=f"Invalid input ({number})."))
+                continue
+            result = self.dispatch(entry)
+            self.observer(result)
+            if result.status == NO_ANSWER:
+                return
+            if show.show_menu:
+                io.write("\n" + self.menu)
+
+    def dispatch(self, entry: Entry) -> StepResult:
+        context = self.context
+        handler = resolve(entry)
+        try:
+            if handler is None:
+                raise CKRError(CKR_FUNCTION_NOT_SUPPORTED, entry.title, entry.unavailable)
+            handler(context)
+        except CKRError as exc:
+            if exc.detail:
+                context.say(f"{entry.title}: {exc.detail}")
+            context.say(render.status_line(exc.ckr, exc.function))
+            return StepResult(entry.number, entry.title, exc.name, exc.ckr, str(exc))
+        except InputError as exc:
+            context.say(str(exc))
+            return StepResult(entry.number, entry.title, BAD_INPUT, message=str(exc))
+        except EndOfInput as exc:
+            message = f"Input ended while waiting for an answer to '{str(exc).strip()}'."
+            context.say("\n" + message)
+            return StepResult(entry.number, entry.title, NO_ANSWER, message=message)
+        context.say(render.status_line(CKR_OK))
+        return StepResult(entry.number, entry.title, "CKR_OK", CKR_OK)

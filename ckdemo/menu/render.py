@@ -1,0 +1,53 @@
+"""All screen formatting in one place: the menu, status lines, tables and field lists."""
+from __future__ import annotations
+
+from typing import Iterable, Sequence
+
+from tabulate import tabulate
+
+from ..codes import CKR_OK, ckr_name
+from .table import GROUPS, MENU, Entry
+
+
+def menu_text(extra: Sequence[Entry] = (), extra_groups: Sequence = ()) -> str:
+    lines: list[str] = []
+    groups = list(GROUPS) + list(extra_groups)
+    entries = list(MENU) + list(extra)
+    for group in groups:
+        members = [e for e in entries if e.group == group.heading]
+        if not members:
+            continue
+        lines.append(group.heading)
+        cells = [f"({e.number:2d}) {e.title:<{group.width}}" for e in members]
+        for i in range(0, len(cells), group.columns):
+            lines.append("".join(cells[i:i + group.columns]).rstrip())
+    lines.append("(0) Quit demo")
+    return "\n".join(lines) + "\n"
+
+
+def status_line(ckr: int, function: str = "") -> str:
+    if ckr == CKR_OK:
+        return "Status: Doing great, no errors (CKR_OK)"
+    return f"Status: {function or 'The last call'} returned error. ({ckr_name(ckr)} 0x{ckr:08X})"
+
+
+def table(rows: Iterable[Sequence], headers: Sequence[str]) -> str:
+    return tabulate(list(rows), headers=list(headers), tablefmt="simple", disable_numparse=True)
+
+
+def fields(pairs: Iterable[tuple[str, object]], indent: int = 3) -> str:
+    pairs = list(pairs)
+    width = max((len(k) for k, _ in pairs), default=0)
+    return "\n".join(f"{' ' * indent}{k:<{width}} : {v}" for k, v in pairs)
+
+
+def version(v: tuple[int, int]) -> str:
+    return f"{v[0]}.{v[1]}"
+
+
+def flags(value: int, names: Sequence[str]) -> str:
+    return f"0x{value:08X}" + (f" ({' | '.join(names)})" if names else "")
+
+
+def hexdump(data: bytes) -> str:
+    return data.hex()

@@ -1,0 +1,140 @@
+"""CKDemo's main menu as data: number, title, group, and the handler that serves it.
+
+Numbers, titles and group headings follow CKDemo (seed: luna-ha-autorecovery.txt). A handler is
+named as "module:function" under ckdemo.handlers; None means ckdemo has no implementation yet,
+and `unavailable` says why in one line.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Entry:
+    number: int
+    title: str
+    group: str
+    handler: str | None = None  # "token:open_session"
+    unavailable: str = ""  # why there is no handler (names the PKCS#11 / CA_ function)
+
+
+@dataclass(frozen=True)
+class Group:
+    heading: str
+    columns: int = 3
+    width: int = 14  # title column width, as CKDemo pads it
+
+
+GROUPS = [
+    Group("TOKEN FUNCTIONS"),
+    Group("OBJECT MANAGEMENT FUNCTIONS"),
+    Group("SECURITY FUNCTIONS"),
+    Group("HIGH AVAILABILITY RECOVERY FUNCTIONS"),
+    Group("KEY FUNCTIONS"),
+    Group("CA FUNCTIONS"),
+    Group("CCM FUNCTIONS"),
+    Group("OTHERS"),
+    Group("OFFBOARD KEY STORAGE:", columns=2, width=24),
+    Group("SCRIPT EXECUTION:", columns=1, width=30),
+]
+
+LATER = "comes with the {what} (not implemented in ckdemo yet)"
+
+
+def _luna(function: str) -> str:
+    return f"Luna extension {function}: not part of standard PKCS#11"
+
+
+def _later(function: str, what: str) -> str:
+    return f"{function} " + LATER.format(what=what)
+
+
+_T, _O, _S, _H, _K, _C, _M, _X, _B, _E = (g.heading for g in GROUPS)
+OBJ, SEC, KEY = "object functions", "security functions", "key functions"
+
+MENU: list[Entry] = [
+    Entry(1, "Open Session", _T, "token:open_session"),
+    Entry(2, "Close Session", _T, "token:close_session"),
+    Entry(3, "Login", _T, "token:login"),
+    Entry(4, "Logout", _T, "token:logout"),
+    Entry(5, "Change PIN", _T, "token:change_pin"),
+    Entry(6, "Init Token", _T, "token:init_token"),
+    Entry(7, "Init Pin", _T, "token:init_pin"),
+    Entry(8, "Mechanism List", _T, "token:mechanism_list"),
+    Entry(9, "Mechanism Info", _T, "token:mechanism_info"),
+    Entry(10, "Get Info", _T, "token:get_info"),
+    Entry(11, "Slot Info", _T, "token:slot_info"),
+    Entry(12, "Token Info", _T, "token:token_info"),
+    Entry(13, "Session Info", _T, "token:session_info"),
+    Entry(14, "Get Slot List", _T, "token:get_slot_list"),
+    Entry(15, "Wait for Slot Event", _T, "token:wait_for_slot_event"),
+    Entry(16, "InitToken(ind)", _T, None, _luna("CA_IndirectInitToken")),
+    Entry(17, "InitPin (ind)", _T, None, _luna("CA_IndirectInitPIN")),
+    Entry(18, "Login (ind)", _T, None, _luna("CA_IndirectLogin")),
+    Entry(19, "CloneMofN", _T, None, _luna("CA_CloneMofN")),
+    Entry(20, "Create object", _O, None, _later("C_CreateObject", OBJ)),
+    Entry(21, "Copy object", _O, None, _later("C_CopyObject", OBJ)),
+    Entry(22, "Destroy object", _O, None, _later("C_DestroyObject", OBJ)),
+    Entry(23, "Object size", _O, None, _later("C_GetObjectSize", OBJ)),
+    Entry(24, "Get attribute", _O, None, _later("C_GetAttributeValue", OBJ)),
+    Entry(25, "Set attribute", _O, None, _later("C_SetAttributeValue", OBJ)),
+    Entry(26, "Find object", _O, None, _later("C_FindObjects", OBJ)),
+    Entry(27, "Display Object", _O, None, _later("C_GetAttributeValue", OBJ)),
+    Entry(40, "Encrypt file", _S, None, _later("C_Encrypt", SEC)),
+    Entry(41, "Decrypt file", _S, None, _later("C_Decrypt", SEC)),
+    Entry(42, "Sign", _S, None, _later("C_Sign", SEC)),
+    Entry(43, "Verify", _S, None, _later("C_Verify", SEC)),
+    Entry(44, "Hash file", _S, None, _later("C_Digest", SEC)),
+    Entry(45, "Simple Generate Key", _S, None, _later("C_GenerateKey", SEC)),
+    Entry(46, "Digest Key", _S, None, _later("C_DigestKey", SEC)),
+    Entry(50, "HA Init", _H, None, _later("HA Init", "HA virtual slot")),
+    Entry(51, "HA Login", _H, None, _later("HA Login", "HA virtual slot")),
+    Entry(52, "HA Status", _H, None, _later("HA Status", "HA virtual slot")),
+    Entry(60, "Wrap key", _K, None, _later("C_WrapKey", KEY)),
+    Entry(61, "Unwrap key", _K, None, _later("C_UnwrapKey", KEY)),
+    Entry(62, "Generate random number", _K, None, _later("C_GenerateRandom", KEY)),
+    Entry(63, "Derive Key", _K, None, _later("C_DeriveKey", KEY)),
+    Entry(64, "PBE Key Gen", _K, None, _later("C_GenerateKey (PBE)", KEY)),
+    Entry(65, "Create known keys", _K, None, _later("C_CreateObject", KEY)),
+    Entry(66, "Seed RNG", _K, None, _later("C_SeedRandom", KEY)),
+    Entry(67, "EC User Defined Curves", _K, None, _later("C_GenerateKeyPair (EC)", KEY)),
+    Entry(70, "Set Domain", _C, None, _luna("CA_SetDomain")),
+    Entry(71, "Clone Key", _C, None, _luna("CA_CloneObject")),
+    Entry(72, "Set MofN", _C, None, _luna("CA_SetMofN")),
+    Entry(73, "Generate MofN", _C, None, _luna("CA_GenerateMofN")),
+    Entry(74, "Activate MofN", _C, None, _luna("CA_ActivateMofN")),
+    Entry(75, "Generate Token Keys", _C, None, _luna("CA_GenerateTokenKeys")),
+    Entry(76, "Get Token Cert", _C, None, _luna("CA_GetTokenCertificateInfo")),
+    Entry(77, "Sign Token Cert", _C, None, _luna("CA_SetTokenCertificateSignature")),
+    Entry(78, "Generate CertCo Cert", _C, None, _luna("CA_GenerateCertCoCert")),
+    Entry(79, "Modify MofN", _C, None, _luna("CA_ModifyMofN")),
+    Entry(86, "Dup. MofN Keys", _C, None, _luna("CA_DuplicateMofN")),
+    Entry(87, "Deactivate MofN", _C, None, _luna("CA_DeactivateMofN")),
+    Entry(80, "Module List", _M, None, _luna("CA_GetModuleList")),
+    Entry(81, "Module Info", _M, None, _luna("CA_GetModuleInfo")),
+    Entry(82, "Load Module", _M, None, _luna("CA_LoadModule")),
+    Entry(83, "Load Enc Mod", _M, None, _luna("CA_LoadEncryptedModule")),
+    Entry(84, "Unload Module", _M, None, _luna("CA_UnloadModule")),
+    Entry(85, "Module function Call", _M, None, _luna("CA_PerformModuleCall")),
+    Entry(90, "Self Test", _X, None, _later("Self Test", "other functions")),
+    Entry(94, "Open Access", _X, None, _later("Open Access", "other functions")),
+    Entry(95, "Close Access", _X, None, _later("Close Access", "other functions")),
+    Entry(97, "Set App ID", _X, None, _later("Set App ID", "other functions")),
+    Entry(98, "Options", _X, "options:options"),
+    Entry(101, "Extract Masked Object", _B, None, _luna("CA_ExtractMaskedObject")),
+    Entry(102, "Insert Masked Object", _B, None, _luna("CA_InsertMaskedObject")),
+    Entry(103, "Multisign With Value", _B, None, _luna("CA_MultisignValue")),
+    Entry(104, "Clone Object", _B, None, _luna("CA_CloneObject")),
+    Entry(105, "SIMExtract", _B, None, _luna("CA_SIMExtract")),
+    Entry(106, "SIMInsert", _B, None, _luna("CA_SIMInsert")),
+    Entry(107, "SimMultiSign", _B, None, _luna("CA_SIMMultiSign")),
+    Entry(108, "Execute Script", _E, None, _luna("CA_PerformSelfTest/script execution")),
+    Entry(109, "Execute Asynchronous Script", _E, None, _luna("asynchronous script execution")),
+    Entry(110, "Execute Single Part Script", _E, None, _luna("single part script execution")),
+]
+
+QUIT = 0
+HELP = 99
+
+BY_NUMBER: dict[int, Entry] = {e.number: e for e in MENU}
+assert len(BY_NUMBER) == len(MENU), "duplicate menu number"

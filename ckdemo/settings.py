@@ -1,0 +1,80 @@
+"""Where ckdemo's state and configuration come from: --home, --config, --module and env vars."""
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config.chrystoki import ChrystokiConf, ChrystokiSyntaxError
+from .provision import CKDEMO_SECTION, CONFIG_NAME, is_provisioned, provision
+
+DEFAULT_HOME = ".ckdemo"
+# Script variables filled from the config when the environment does not set them.
+SECRET_KEYS = {"CKDEMO_USER_PIN": "UserPIN", "CKDEMO_SO_PIN": "SOPIN"}
+
+
+class SettingsError(Exception):
+    """The configuration cannot be used; the message is one line for the user."""
+
+
+@dataclass
+class Settings:
+    home: Path
+    config_path: Path
+    conf: ChrystokiConf
+    module_override: str | None = None
+
+    def libraries(self) -> list[str]:
+        """PKCS#11 libraries to load, in order: --module, CKDemo LibraryNN, Luna's LibUNIX64."""
+        if self.module_override:
+            return [self.module_override]
+        ours = self.conf.section(CKDEMO_SECTION)
+        numbered = sorted((k for k in ours if re.fullmatch(r"Library\d+", k)), key=lambda k: int(k[7:]))
+        paths = [ours[k] for k in numbered if ours[k]]
+        if not paths:
+            luna = self.conf.get("Chrystoki2", "LibUNIX64") or self.conf.get("Chrystoki2", "LibUNIX")
+            paths = [luna] if luna else []
+        return paths
+
+    def member_labels(self) -> list[str]:
+        value = self.conf.get(CKDEMO_SECTION, "Members") or ""
+        return [label.strip() for label in value.split(",") if label.strip()]
+
+    def softhsm_conf(self) -> str | None:
+        return self.conf.get(CKDEMO_SECTION, "SoftHSM2Conf")
+
+    def secrets(self) -> dict[str, str]:
+        """${NAME} values for scripts: the environment first, then the config's test PINs."""
+        values = {}
+        for name, key in SECRET_KEYS.items():
+            value = os.environ.get(name) or self.conf.get(CKDEMO_SECTION, key)
+            if value:
+                values[name] = value
+        return values
+
+    def apply_environment(self) -> None:
+        """SoftHSM2 reads SOFTHSM2_CONF at C_Initialize: set it before any library loads."""
+        conf = self.softhsm_conf()
+        if conf and not self.module_override:
+            os.environ["SOFTHSM2_CONF"] = conf
+
+
+def load_settings(home: str | Path | None = None, config: str | Path | None = None,
+                  module: str | None = None, auto_provision: bool = True) -> Settings:
+    home_path = Path(home or os.environ.get("CKDEMO_HOME") or DEFAULT_HOME).expanduser()
+    if config:
+        config_path = Path(config).expanduser()
+        if not config_path.exists():
+            raise SettingsError(f"config file not found: {config_path}")
+    else:
+        config_path = home_path / CONFIG_NAME
+        if not is_provisioned(home_path) and auto_provision and not module:
+            provision(home_path)
+    try:
+        conf = ChrystokiConf.load(config_path) if config_path.exists() else ChrystokiConf.parse("")
+    except ChrystokiSyntaxError as exc:
+        raise SettingsError(str(exc)) from None
+    except OSError as exc:
+        raise SettingsError(f"cannot read config {config_path}: {exc.strerror}") from None
+    return Settings(home_path.resolve(), config_path, conf, module)

@@ -1,0 +1,52 @@
+"""What the menu works on: the numbered slot list and the sessions opened through it.
+
+Slots are physical member slots or HA virtual slots; both offer the same operations, so nothing
+here (or in the handlers) can tell them apart.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class OpenSession:
+    slot_number: int
+    slot: Any
+    session: Any
+
+    @property
+    def handle(self) -> int:
+        return self.session.handle
+
+
+@dataclass
+class Options:
+    """Harness settings shown and changed by choice 98."""
+    show_menu: bool = True  # redisplay the menu before every prompt (CKDemo's default)
+    hex_echo: bool = True  # show data (random bytes, signatures) in hex
+
+
+@dataclass
+class Workspace:
+    slots: list[Any]
+    sessions: list[OpenSession] = field(default_factory=list)
+    options: Options = field(default_factory=Options)
+    app_id: tuple[int, int] | None = None
+
+    def slot(self, number: int) -> Any:
+        return self.slots[number - 1]
+
+    def add_session(self, slot_number: int, session: Any) -> OpenSession:
+        opened = OpenSession(slot_number, self.slot(slot_number), session)
+        self.sessions.append(opened)
+        return opened
+
+    def sessions_with_handle(self, handle: int) -> list[OpenSession]:
+        return [s for s in self.sessions if s.handle == handle]
+
+    def forget_session(self, opened: OpenSession) -> None:
+        self.sessions.remove(opened)
+
+    def forget_slot_sessions(self, slot_number: int) -> None:
+        self.sessions = [s for s in self.sessions if s.slot_number != slot_number]
