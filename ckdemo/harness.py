@@ -1,7 +1,10 @@
 """Builds the workspace the menu drives: loads the configured libraries and lists their slots."""
 from __future__ import annotations
 
+from pathlib import Path
+
 from .codes import CKRError
+from .config import ha as ha_config
 from .settings import Settings, SettingsError
 from .workspace import Workspace
 
@@ -23,7 +26,51 @@ def build_workspace(settings: Settings) -> Workspace:
         except CKRError as exc:
             raise SettingsError(f"cannot use PKCS#11 library {path}: {exc}") from None
         slots.extend(PhysicalSlot(module, slot_id) for slot_id in slot_ids)
-    return Workspace(_in_member_order(slots, settings.member_labels()))
+    slots = _in_member_order(slots, settings.member_labels())
+    groups = build_groups(settings, slots)
+    ha = ha_config.settings(settings.conf)
+    if ha.ha_only and groups:  # Luna's HAOnly: members are hidden, only virtual slots listed
+        members = {id(m.slot) for g in groups for m in g.members}
+        slots = [s for s in slots if id(s) not in members]
+    return Workspace(slots + groups)
+
+
+def build_groups(settings: Settings, slots: list) -> list:
+    from .ha.events import HALog
+    from .ha.group import HAGroup
+    from .ha.member import HAMember
+    from .ha.policy import RecoveryPolicy
+
+    try:
+        ha = ha_config.settings(settings.conf)
+    except ValueError as exc:
+        raise SettingsError(str(exc)) from None
+    by_serial = {}
+    for slot in slots:
+        try:
+            if slot.slot_info().token_present:
+                info = slot.token_info()
+                by_serial.setdefault(info.serial_number, (slot, info.label))
+        except CKRError:
+            continue  # a slot that cannot answer cannot be a member now; recovery looks again
+    groups = []
+    log = HALog(_log_path(settings, ha)) if ha.log_enabled else HALog()
+    for number, group in enumerate(ha_config.groups(settings.conf)):
+        members = [HAMember(serial, *by_serial.get(serial, (None, ""))) for serial in group.members]
+        policy = RecoveryPolicy(ha.interval_s, ha.reconnect_attempts)
+        groups.append(HAGroup(group.label, group.serial, members, policy, log,
+                              slot_id=HA_SLOT_ID_BASE + number))
+    return groups
+
+
+def _log_path(settings: Settings, ha) -> Path:
+    if not ha.log_path:
+        return settings.home / "ha.log"
+    path = Path(ha.log_path)
+    return path / "haErrorLog.txt" if path.is_dir() else path
+
+
+HA_SLOT_ID_BASE = 0x5000  # virtual slot ids: clear of SoftHSM's small free-slot ids
 
 
 def _in_member_order(slots: list, labels: list[str]) -> list:

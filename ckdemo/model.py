@@ -98,3 +98,40 @@ class MechanismInfo:
     max_key_size: int
     flags: int
     flag_names: tuple[str, ...] = field(default_factory=tuple)
+
+
+# Object classes, key types and attributes the harness names (spec 2.40 values). Templates above
+# the member layer are plain {CKA_*: value} dicts with these numbers.
+CKO_DATA, CKO_PUBLIC_KEY, CKO_PRIVATE_KEY, CKO_SECRET_KEY = 0x0, 0x2, 0x3, 0x4
+CKK_RSA, CKK_EC, CKK_GENERIC_SECRET, CKK_AES = 0x0, 0x3, 0x10, 0x1F
+CKA_CLASS, CKA_TOKEN, CKA_PRIVATE, CKA_LABEL = 0x0, 0x1, 0x2, 0x3
+CKA_VALUE, CKA_KEY_TYPE, CKA_ID, CKA_SENSITIVE = 0x11, 0x100, 0x102, 0x103
+CKA_ENCRYPT, CKA_DECRYPT, CKA_WRAP, CKA_UNWRAP = 0x104, 0x105, 0x106, 0x107
+CKA_SIGN, CKA_VERIFY, CKA_DERIVE = 0x108, 0x10A, 0x10C
+CKA_MODULUS, CKA_MODULUS_BITS, CKA_PUBLIC_EXPONENT = 0x120, 0x121, 0x122
+CKA_VALUE_LEN, CKA_EXTRACTABLE, CKA_MODIFIABLE = 0x161, 0x162, 0x170
+CKA_EC_PARAMS, CKA_EC_POINT = 0x180, 0x181
+CKA_TRUSTED, CKA_WRAP_WITH_TRUSTED = 0x86, 0x210
+CKA_ALWAYS_SENSITIVE, CKA_NEVER_EXTRACTABLE, CKA_LOCAL = 0x165, 0x164, 0x163
+
+CLASS_NAMES = {CKO_DATA: "CKO_DATA", CKO_PUBLIC_KEY: "CKO_PUBLIC_KEY",
+               CKO_PRIVATE_KEY: "CKO_PRIVATE_KEY", CKO_SECRET_KEY: "CKO_SECRET_KEY"}
+KEY_TYPE_NAMES = {CKK_RSA: "CKK_RSA", CKK_EC: "CKK_EC", CKK_GENERIC_SECRET: "CKK_GENERIC_SECRET",
+                  CKK_AES: "CKK_AES"}
+
+# Mechanisms the harness itself uses by number
+CKM_RSA_PKCS_KEY_PAIR_GEN, CKM_EC_KEY_PAIR_GEN, CKM_AES_KEY_GEN = 0x0, 0x1040, 0x1080
+CKM_SHA256_RSA_PKCS, CKM_ECDSA, CKM_AES_KEY_WRAP_PAD = 0x40, 0x1041, 0x210A
+
+
+@dataclass(frozen=True)
+class KeySpec:
+    """What to generate: 'rsa' (bits), 'ec' (curve name), 'aes' or 'generic' (bytes)."""
+    kind: str
+    size: int | str
+    label: str
+    key_id: bytes
+    token: bool = True
+    sensitive: bool = True
+    extractable: bool = False
+    wrap_with_trusted: bool = False

@@ -11,12 +11,14 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
+from .config import ha as ha_config
 from .config.chrystoki import ChrystokiConf
 
 DEFAULT_MEMBERS = 3
 DEFAULT_LABEL_PREFIX = "member"  # tokens member1, member2, ...
 DEFAULT_USER_PIN = "1234"
 DEFAULT_SO_PIN = "5678"
+DEFAULT_GROUP_LABEL = "ckdemo-ha"  # the one HA group over all provisioned members
 CONFIG_NAME = "Chrystoki.conf"  # Luna's client config syntax, so a Luna user recognises it
 CKDEMO_SECTION = "CKDemo"  # our own keys, for what Luna's file has no key for
 
@@ -70,10 +72,16 @@ def _softhsm_util(conf: Path, *args: str) -> str:
     return done.stdout
 
 
-def existing_labels(conf: Path) -> list[str]:
-    out = _softhsm_util(conf, "--show-slots")
-    return [line.split(":", 1)[1].strip() for line in out.splitlines()
-            if line.strip().startswith("Label:") and line.split(":", 1)[1].strip()]
+def existing_tokens(conf: Path) -> dict[str, str]:
+    """Initialised tokens as {label: serial}, read back with softhsm2-util."""
+    tokens, serial = {}, ""
+    for line in _softhsm_util(conf, "--show-slots").splitlines():
+        name, _, value = line.strip().partition(":")
+        if name == "Serial number":
+            serial = value.strip()
+        elif name == "Label" and value.strip():
+            tokens[value.strip()] = serial
+    return tokens
 
 
 def provision(home: Path, members: int = DEFAULT_MEMBERS, force: bool = False,
@@ -94,11 +102,12 @@ def provision(home: Path, members: int = DEFAULT_MEMBERS, force: bool = False,
     softhsm_conf = home / "softhsm2.conf"
     softhsm_conf.write_text(f"directories.tokendir = {tokens}\nobjectstore.backend = file\n"
                             "log.level = ERROR\nslots.removable = false\n")
-    present = set(existing_labels(softhsm_conf))
+    present = existing_tokens(softhsm_conf)
     for label in labels:
         if label not in present:
             _softhsm_util(softhsm_conf, "--init-token", "--free", "--label", label,
                           "--pin", user_pin, "--so-pin", so_pin)
+    serials = existing_tokens(softhsm_conf)
 
     config_path = home / CONFIG_NAME
     conf = ChrystokiConf.load(config_path) if config_path.exists() and not force else ChrystokiConf.parse("")
@@ -109,5 +118,7 @@ def provision(home: Path, members: int = DEFAULT_MEMBERS, force: bool = False,
     # replace them (ckdemo init --user-pin/--so-pin) before storing anything of value.
     conf.set(CKDEMO_SECTION, "UserPIN", user_pin)
     conf.set(CKDEMO_SECTION, "SOPIN", so_pin)
+    if not ha_config.groups(conf):
+        ha_config.set_group(conf, DEFAULT_GROUP_LABEL, [serials[label] for label in labels])
     conf.save(config_path)
     return Provisioned(home, config_path, softhsm_conf, labels)

@@ -11,7 +11,7 @@ from typing import Callable, Iterator, TypeVar
 
 import pkcs11
 
-from ..codes import CKR_GENERAL_ERROR, CKR_SLOT_ID_INVALID, CKRError
+from ..codes import CKR_DEVICE_ERROR, CKR_GENERAL_ERROR, CKR_SLOT_ID_INVALID, CKRError
 from ..model import LibraryInfo
 from .errors import pkcs11_call
 from .raw import RawModule
@@ -27,6 +27,7 @@ class Module:
         self.lock = threading.RLock()
         self._lib = None
         self._raw: RawModule | None = None
+        self.failed_slots: set[int] = set()  # simulated member failures (fault injection)
 
     def load(self) -> "Module":
         with self.lock:
@@ -90,6 +91,23 @@ class Module:
                     with pkcs11_call("C_GetTokenInfo"):
                         return slot.get_token()
         raise CKRError(CKR_SLOT_ID_INVALID, "C_GetSlotInfo")
+
+    # Simulated failure at the member boundary: the token behaves as a dead device until
+    # restored, and comes back as a rebooted one (every session from before is gone).
+    def check_fault(self, slot_id: int, function: str) -> None:
+        if slot_id in self.failed_slots:
+            raise CKRError(CKR_DEVICE_ERROR, function)
+
+    def fail_slot(self, slot_id: int) -> None:
+        with self.lock:
+            try:
+                self.call("C_CloseAllSessions", self.raw.close_all_sessions, slot_id)
+            except CKRError:
+                pass  # already unreachable: failing it is what we want anyway
+            self.failed_slots.add(slot_id)
+
+    def restore_slot(self, slot_id: int) -> None:
+        self.failed_slots.discard(slot_id)
 
     def __repr__(self) -> str:
         return f"Module({self.path!r})"

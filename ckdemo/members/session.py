@@ -1,12 +1,28 @@
-"""A session on a physical slot: python-pkcs11's Session plus the calls it does not expose."""
+"""A session on a physical slot: python-pkcs11's Session plus the calls it does not expose.
+
+Objects are named by their integer handles above this module; the python-pkcs11 Object
+wrappers stay in a per-session cache here.
+"""
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ..model import SessionInfo
+from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
+from pkcs11.util.ec import encode_named_curve_parameters
+
+from ..codes import CKR_OBJECT_HANDLE_INVALID, CKRError
+from ..model import (CKA_CLASS, CKA_EXTRACTABLE, CKA_ID, CKA_LABEL, CKA_SENSITIVE, CKA_TOKEN,
+                     CKA_WRAP_WITH_TRUSTED, KeySpec, SessionInfo)
 
 if TYPE_CHECKING:
     from .slot import PhysicalSlot
+
+CURVES = {"P-256": "secp256r1", "P-384": "secp384r1", "P-521": "secp521r1"}
+KEY_TYPES = {"aes": KeyType.AES, "generic": KeyType.GENERIC_SECRET}
+
+
+def _template(template: dict[int, object] | None) -> dict:
+    return {Attribute(k): v for k, v in (template or {}).items()}
 
 
 class PhysicalSession:
@@ -17,31 +33,139 @@ class PhysicalSession:
         self._session = session
         self.rw = rw
         self.handle: int = session.handle
+        self._objects: dict[int, object] = {}
 
     @property
     def _module(self):
         return self.slot.module
 
+    def _call(self, function: str, fn, *args, **kwargs):
+        self._module.check_fault(self.slot.slot_id, function)
+        return self._module.call(function, fn, *args, **kwargs)
+
+    def _calling(self, function: str):
+        self._module.check_fault(self.slot.slot_id, function)
+        return self._module.calling(function)
+
+    # session and login state
     def login(self, user_type: int, pin: str) -> None:
-        self._module.call("C_Login", self._module.raw.login, self.handle, user_type, pin)
+        self._call("C_Login", self._module.raw.login, self.handle, user_type, pin)
 
     def logout(self) -> None:
-        self._module.call("C_Logout", self._module.raw.logout, self.handle)
+        self._call("C_Logout", self._module.raw.logout, self.handle)
 
     def close(self) -> None:
-        self._module.call("C_CloseSession", self._session.close)
+        self._objects.clear()
+        self._call("C_CloseSession", self._session.close)
 
     def info(self) -> SessionInfo:
-        return self._module.call("C_GetSessionInfo", self._module.raw.get_session_info, self.handle)
+        return self._call("C_GetSessionInfo", self._module.raw.get_session_info, self.handle)
 
     def init_pin(self, pin: str) -> None:
-        self._module.call("C_InitPIN", self._module.raw.init_pin, self.handle, pin)
+        self._call("C_InitPIN", self._module.raw.init_pin, self.handle, pin)
 
     def set_pin(self, old_pin: str, new_pin: str) -> None:
-        self._module.call("C_SetPIN", self._module.raw.set_pin, self.handle, old_pin, new_pin)
+        self._call("C_SetPIN", self._module.raw.set_pin, self.handle, old_pin, new_pin)
 
     def generate_random(self, length: int) -> bytes:
-        return self._module.call("C_GenerateRandom", self._session.generate_random, length * 8)
+        return self._call("C_GenerateRandom", self._session.generate_random, length * 8)
+
+    # objects
+    def _remember(self, obj) -> int:
+        self._objects[obj.handle] = obj
+        return obj.handle
+
+    def _object(self, handle: int):
+        if handle not in self._objects:
+            with self._calling("C_FindObjects"):
+                for obj in self._session.get_objects({}):
+                    self._objects.setdefault(obj.handle, obj)
+        try:
+            return self._objects[handle]
+        except KeyError:
+            raise CKRError(CKR_OBJECT_HANDLE_INVALID, "C_GetAttributeValue",
+                           f"no object with handle {handle} in session {self.handle}") from None
+
+    def find_objects(self, template: dict[int, object]) -> list[int]:
+        with self._calling("C_FindObjects"):
+            return [self._remember(obj) for obj in self._session.get_objects(_template(template))]
+
+    def get_attributes(self, handle: int, attributes: list[int]) -> dict[int, object]:
+        obj = self._object(handle)
+        with self._calling("C_GetAttributeValue"):
+            values = obj.get_attributes([Attribute(a) for a in attributes])
+        return {int(k): v for k, v in values.items()}
+
+    def create_object(self, template: dict[int, object]) -> int:
+        with self._calling("C_CreateObject"):
+            return self._remember(self._session.create_object(_template(template)))
+
+    def destroy_object(self, handle: int) -> None:
+        obj = self._object(handle)
+        with self._calling("C_DestroyObject"):
+            obj.destroy()
+        self._objects.pop(handle, None)
+
+    # keys
+    def generate(self, spec: KeySpec) -> list[int]:
+        """Generate a secret key ([handle]) or a key pair ([public, private])."""
+        common = {Attribute.LABEL: spec.label, Attribute.ID: spec.key_id,
+                  Attribute.TOKEN: spec.token}
+        secret = {Attribute.SENSITIVE: spec.sensitive, Attribute.EXTRACTABLE: spec.extractable,
+                  Attribute.PRIVATE: True}
+        if spec.wrap_with_trusted:
+            secret[Attribute.WRAP_WITH_TRUSTED] = True
+        if spec.kind in KEY_TYPES:
+            with self._calling("C_GenerateKey"):
+                key = self._session.generate_key(KEY_TYPES[spec.kind], int(spec.size) * 8,
+                                                 template={**common, **secret})
+            return [self._remember(key)]
+        public = {**common, Attribute.PRIVATE: False}
+        private = {**common, **secret}
+        with self._calling("C_GenerateKeyPair"):
+            if spec.kind == "rsa":
+                pub, priv = self._session.generate_keypair(
+                    KeyType.RSA, int(spec.size), public_template=public, private_template=private)
+            elif spec.kind == "ec":
+                params = self._session.create_domain_parameters(
+                    KeyType.EC, {Attribute.EC_PARAMS: encode_named_curve_parameters(CURVES[spec.size])},
+                    local=True)
+                pub, priv = params.generate_keypair(public_template=public, private_template=private)
+            else:
+                raise ValueError(f"unknown key kind {spec.kind!r}")
+        return [self._remember(pub), self._remember(priv)]
+
+    def sign(self, handle: int, mechanism: int, data: bytes) -> bytes:
+        key = self._object(handle)
+        with self._calling("C_Sign"):
+            return key.sign(data, mechanism=Mechanism(mechanism))
+
+    def verify(self, handle: int, mechanism: int, data: bytes, signature: bytes) -> bool:
+        key = self._object(handle)
+        with self._calling("C_Verify"):
+            return key.verify(data, signature, mechanism=Mechanism(mechanism))
+
+    def wrap_key(self, wrapping: int, key: int, mechanism: int) -> bytes:
+        wrapper, wrapped = self._object(wrapping), self._object(key)
+        with self._calling("C_WrapKey"):
+            return wrapper.wrap_key(wrapped, mechanism=Mechanism(mechanism))
+
+    def unwrap_key(self, unwrapping: int, object_class: int, key_type: int, data: bytes,
+                   mechanism: int, template: dict[int, object]) -> int:
+        unwrapper = self._object(unwrapping)
+        # python-pkcs11's default unwrap template sets capabilities a private key must not have
+        # (FACTS: SoftHSM answers CKR_ATTRIBUTE_TYPE_INVALID); pass only what we mean.
+        import pkcs11
+        defaults = {a: pkcs11.DEFAULT for a in (Attribute.ENCRYPT, Attribute.VERIFY, Attribute.WRAP,
+                                                Attribute.DECRYPT, Attribute.SIGN, Attribute.UNWRAP,
+                                                Attribute.DERIVE, Attribute.TOKEN, Attribute.PRIVATE,
+                                                Attribute.LABEL, Attribute.ID, Attribute.SENSITIVE,
+                                                Attribute.EXTRACTABLE, Attribute.MODIFIABLE)}
+        with self._calling("C_UnwrapKey"):
+            key = unwrapper.unwrap_key(ObjectClass(object_class), KeyType(key_type), data,
+                                       mechanism=Mechanism(mechanism),
+                                       template={**defaults, **_template(template)})
+        return self._remember(key)
 
     def __repr__(self) -> str:
         return f"PhysicalSession({self.slot!r}, handle={self.handle})"

@@ -12,20 +12,25 @@ class PhysicalSlot:
     """The operations CKDemo's token menu needs, on one slot of one module."""
 
     is_virtual = False
+    fallback_description = "physical slot"
 
     def __init__(self, module: Module, slot_id: int) -> None:
         self.module = module
         self.slot_id = slot_id
+
+    def _call(self, function: str, fn, *args, **kwargs):
+        self.module.check_fault(self.slot_id, function)
+        return self.module.call(function, fn, *args, **kwargs)
 
     @property
     def raw(self):
         return self.module.raw
 
     def slot_info(self) -> SlotInfo:
-        return self.module.call("C_GetSlotInfo", self.raw.get_slot_info, self.slot_id)
+        return self._call("C_GetSlotInfo", self.raw.get_slot_info, self.slot_id)
 
     def token_info(self) -> TokenInfo:
-        return self.module.call("C_GetTokenInfo", self.raw.get_token_info, self.slot_id)
+        return self._call("C_GetTokenInfo", self.raw.get_token_info, self.slot_id)
 
     def description(self) -> str:
         """What the slot list shows: the slot description and, when present, the token label."""
@@ -39,21 +44,22 @@ class PhysicalSlot:
         return f"{info.description} ({label or 'uninitialised token'})"
 
     def mechanisms(self) -> list[tuple[int, str]]:
-        codes = self.module.call("C_GetMechanismList", self.raw.get_mechanism_list, self.slot_id)
+        codes = self._call("C_GetMechanismList", self.raw.get_mechanism_list, self.slot_id)
         return [(code, mechanism_name(code)) for code in codes]
 
     def mechanism_info(self, mechanism: int) -> MechanismInfo:
-        info = self.module.call("C_GetMechanismInfo", self.raw.get_mechanism_info,
+        info = self._call("C_GetMechanismInfo", self.raw.get_mechanism_info,
                                 self.slot_id, mechanism)
         return MechanismInfo(mechanism, mechanism_name(mechanism), info.min_key_size,
                              info.max_key_size, info.flags, info.flag_names)
 
     def init_token(self, so_pin: str, label: str) -> None:
-        self.module.call("C_InitToken", self.raw.init_token, self.slot_id, so_pin, label)
+        self._call("C_InitToken", self.raw.init_token, self.slot_id, so_pin, label)
 
     def open_session(self, rw: bool = True) -> PhysicalSession:
+        self.module.check_fault(self.slot_id, "C_OpenSession")
         token = self.module.pkcs11_token(self.slot_id)
-        session = self.module.call("C_OpenSession", token.open, rw=rw)
+        session = self._call("C_OpenSession", token.open, rw=rw)
         return PhysicalSession(self, session, rw)
 
     def library_info(self) -> LibraryInfo:
@@ -61,10 +67,20 @@ class PhysicalSlot:
 
     def wait_for_event(self) -> int:
         """C_WaitForSlotEvent without blocking: a slot id, or CKRError(CKR_NO_EVENT)."""
-        return self.module.call("C_WaitForSlotEvent", self.raw.wait_for_slot_event, False)
+        return self._call("C_WaitForSlotEvent", self.raw.wait_for_slot_event, False)
+
+    def fail(self) -> None:
+        self.module.fail_slot(self.slot_id)
+
+    def restore(self) -> None:
+        self.module.restore_slot(self.slot_id)
+
+    @property
+    def failed(self) -> bool:
+        return self.slot_id in self.module.failed_slots
 
     def close_all_sessions(self) -> None:
-        self.module.call("C_CloseAllSessions", self.raw.close_all_sessions, self.slot_id)
+        self._call("C_CloseAllSessions", self.raw.close_all_sessions, self.slot_id)
 
     def __repr__(self) -> str:
         return f"PhysicalSlot({self.module.path!r}, {self.slot_id})"

@@ -36,6 +36,7 @@ GROUPS = [
     Group("OTHERS"),
     Group("OFFBOARD KEY STORAGE:", columns=2, width=24),
     Group("SCRIPT EXECUTION:", columns=1, width=30),
+    Group("HA TEST FUNCTIONS (ckdemo)", columns=3, width=14),
 ]
 
 LATER = "comes with the {what} (not implemented in ckdemo yet)"
@@ -49,7 +50,7 @@ def _later(function: str, what: str) -> str:
     return f"{function} " + LATER.format(what=what)
 
 
-_T, _O, _S, _H, _K, _C, _M, _X, _B, _E = (g.heading for g in GROUPS)
+_T, _O, _S, _H, _K, _C, _M, _X, _B, _E, _HT = (g.heading for g in GROUPS)
 OBJ, SEC, KEY = "object functions", "security functions", "key functions"
 
 MENU: list[Entry] = [
@@ -82,17 +83,17 @@ MENU: list[Entry] = [
     Entry(27, "Display Object", _O, None, _later("C_GetAttributeValue", OBJ)),
     Entry(40, "Encrypt file", _S, None, _later("C_Encrypt", SEC)),
     Entry(41, "Decrypt file", _S, None, _later("C_Decrypt", SEC)),
-    Entry(42, "Sign", _S, None, _later("C_Sign", SEC)),
-    Entry(43, "Verify", _S, None, _later("C_Verify", SEC)),
+    Entry(42, "Sign", _S, "crypto:sign"),
+    Entry(43, "Verify", _S, "crypto:verify"),
     Entry(44, "Hash file", _S, None, _later("C_Digest", SEC)),
-    Entry(45, "Simple Generate Key", _S, None, _later("C_GenerateKey", SEC)),
+    Entry(45, "Simple Generate Key", _S, "crypto:generate_key"),
     Entry(46, "Digest Key", _S, None, _later("C_DigestKey", SEC)),
-    Entry(50, "HA Init", _H, None, _later("HA Init", "HA virtual slot")),
-    Entry(51, "HA Login", _H, None, _later("HA Login", "HA virtual slot")),
-    Entry(52, "HA Status", _H, None, _later("HA Status", "HA virtual slot")),
+    Entry(50, "HA Init", _H, "ha:ha_init"),
+    Entry(51, "HA Login", _H, "ha:ha_login"),
+    Entry(52, "HA Status", _H, "ha:ha_status"),
     Entry(60, "Wrap key", _K, None, _later("C_WrapKey", KEY)),
     Entry(61, "Unwrap key", _K, None, _later("C_UnwrapKey", KEY)),
-    Entry(62, "Generate random number", _K, None, _later("C_GenerateRandom", KEY)),
+    Entry(62, "Generate random number", _K, "crypto:generate_random"),
     Entry(63, "Derive Key", _K, None, _later("C_DeriveKey", KEY)),
     Entry(64, "PBE Key Gen", _K, None, _later("C_GenerateKey (PBE)", KEY)),
     Entry(65, "Create known keys", _K, None, _later("C_CreateObject", KEY)),
@@ -131,6 +132,9 @@ MENU: list[Entry] = [
     Entry(108, "Execute Script", _E, None, _luna("CA_PerformSelfTest/script execution")),
     Entry(109, "Execute Asynchronous Script", _E, None, _luna("asynchronous script execution")),
     Entry(110, "Execute Single Part Script", _E, None, _luna("single part script execution")),
+    Entry(120, "Fail member", _HT, "ha:fail_member"),
+    Entry(121, "Restore member", _HT, "ha:restore_member"),
+    Entry(122, "Member stats", _HT, "ha:member_stats"),
 ]
 
 QUIT = 0

@@ -1,0 +1,386 @@
+"""The HA virtual slot: load balancing, failover, detection and auto-recovery over members.
+
+It offers the operations of a physical slot, so a handler cannot tell the two apart. Nothing
+here knows the menu or python-pkcs11: members are physical slots from ckdemo.members.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, TypeVar
+
+from ..codes import (CKR_DEVICE_ERROR, CKR_FUNCTION_NOT_SUPPORTED, CKR_NO_EVENT, CKR_OK,
+                     CKR_USER_ALREADY_LOGGED_IN, CKR_USER_NOT_LOGGED_IN, SESSION_LOST, CKRError,
+                     is_member_fatal)
+from ..model import (CKA_CLASS, CKA_ID, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, CKO_SECRET_KEY, CKU_SO,
+                     LibraryInfo, MechanismInfo, SlotInfo, TokenInfo)
+from . import replication
+from .events import HALog
+from .member import HAMember, MemberState
+from .policy import RecoveryPolicy
+
+T = TypeVar("T")
+HA_SLOT_DESCRIPTION = "HA Virtual Card Slot"  # seed: "slot#3 - HA Virtual Card Slot"
+KEY_CLASSES = (CKO_PUBLIC_KEY, CKO_PRIVATE_KEY, CKO_SECRET_KEY)
+
+
+class HAGroup:
+    is_virtual = True
+    fallback_description = HA_SLOT_DESCRIPTION
+
+    def __init__(self, label: str, serial: str, members: list[HAMember], policy: RecoveryPolicy,
+                 log: HALog | None = None, slot_id: int = 0, balance: bool = True) -> None:
+        self.label = label
+        self.serial = serial
+        self.members = members
+        self.policy = policy
+        self.log = log or HALog()
+        self.slot_id = slot_id
+        self.balance = balance  # False: every call goes to the first active member (CKDemo nolb)
+        self.credentials: tuple[int, str] | None = None  # HA login, kept in memory only
+        self.sessions: dict[int, Any] = {}
+        self._next_session = 1
+        self._next_object = 1
+        self._next_member = 0
+        for member in members:
+            if not member.active:
+                self._disconnect(member, "not found at start")
+
+    # ---- the seed: detection and recovery inside every call ---------------------------------
+    def before_call(self) -> None:
+        for member in self.members:
+            if member.state in (MemberState.FAILED, MemberState.DOWN) and member.recovery \
+                    and self.policy.due(member.recovery):
+                self._attempt_recovery(member)
+
+    def member_failed(self, member: HAMember, error: CKRError) -> None:
+        if not member.active:
+            return
+        member.last_error = error
+        self._disconnect(member, f"{error.function} returned {error.name}")
+
+    def _disconnect(self, member: HAMember, why: str) -> None:
+        member.state = MemberState.FAILED
+        member.recovery = self.policy.disconnected()
+        member.generation += 1  # sessions and handles from before are void (FACTS 3)
+        member.anchor = None
+        self.log.record(self.serial, member.serial, "failed", why)
+
+    def _attempt_recovery(self, member: HAMember) -> None:
+        assert member.recovery is not None
+        attempt = member.recovery.recover_attempt_count + 1
+        try:
+            self._reconnect(member)
+        except CKRError as exc:
+            self.policy.attempted(member.recovery, recovered=False)
+            self.log.record(self.serial, member.serial, "recovery-attempt",
+                            f"#{attempt} failed: {exc}")
+            return
+        except MemberRejected as exc:
+            self.policy.attempted(member.recovery, recovered=False)
+            member.state = MemberState.REJECTED
+            self.log.record(self.serial, member.serial, "rejected", str(exc))
+            return
+        self.policy.attempted(member.recovery, recovered=True)
+        member.state = MemberState.ACTIVE
+        member.recovery = None
+        self.log.record(self.serial, member.serial, "recovered", f"after {attempt} attempt(s)")
+
+    def _reconnect(self, member: HAMember) -> None:
+        if member.slot is None:
+            raise CKRError(CKR_DEVICE_ERROR, "C_GetSlotList", "member slot not found")
+        info = member.slot.token_info()
+        if info.serial_number != member.serial:
+            raise MemberRejected(f"slot now holds token {info.serial_number}, not {member.serial}")
+        anchor = member.slot.open_session(rw=True)
+        if self.credentials:
+            try:
+                anchor.login(*self.credentials)
+            except CKRError as exc:
+                if exc.ckr != CKR_USER_ALREADY_LOGGED_IN:
+                    _close_quietly(anchor)
+                    raise
+        member.anchor = anchor
+        source = self._source_member(exclude=member)
+        if source is not None and replication.find_domain_key(self._session(source)) is not None \
+                and replication.find_domain_key(anchor) is None:
+            member.anchor = None
+            _close_quietly(anchor)
+            raise MemberRejected("came back without the HA domain key (token re-initialised?): "
+                                 "run HA Init (50) to admit it again")
+        if source is not None:
+            self._resynchronise(source, member)
+
+    def _resynchronise(self, source: HAMember, target: HAMember) -> None:
+        """Copy objects created while the member was away; destroy those destroyed meanwhile."""
+        src, dst = self._session(source), target.anchor
+        have = {replication.object_key(replication.identity(src, h)): h for h in _keys(src)}
+        held = {replication.object_key(replication.identity(dst, h)): h for h in _keys(dst)}
+        copied = [k for k in have if k not in held and k[1] != replication.DOMAIN_KEY_ID]
+        removed = [k for k in held if k not in have and k[1] != replication.DOMAIN_KEY_ID]
+        for key in copied:
+            replication.replicate(src, have[key], dst)
+        for key in removed:
+            dst.destroy_object(held[key])
+        if copied or removed:
+            self.log.record(self.serial, target.serial, "resynchronised",
+                            f"{len(copied)} object(s) copied, {len(removed)} destroyed")
+
+    # ---- choosing members and running calls with failover -----------------------------------
+    def active_members(self) -> list[HAMember]:
+        return [m for m in self.members if m.active]
+
+    def primary(self) -> HAMember:
+        self.before_call()
+        active = self.active_members()
+        if not active:
+            raise CKRError(CKR_DEVICE_ERROR, "HA", "no HA group member is available")
+        return active[0]
+
+    def _source_member(self, exclude: HAMember) -> HAMember | None:
+        for member in self.active_members():
+            if member is not exclude:
+                return member
+        return None
+
+    def _pick(self, candidates: list[HAMember]) -> HAMember:
+        if not self.balance:
+            return candidates[0]
+        # round robin over the members still eligible for this call
+        ordered = sorted(candidates, key=lambda m: (self.members.index(m) - self._next_member)
+                         % len(self.members))
+        chosen = ordered[0]
+        self._next_member = (self.members.index(chosen) + 1) % len(self.members)
+        return chosen
+
+    def run(self, function: str, op: Callable[[HAMember], T],
+            eligible: Callable[[HAMember], bool] | None = None) -> T:
+        """A single-part call on one member, repeated on another when the member fails."""
+        self.before_call()
+        errors: list[str] = []
+        while True:
+            candidates = [m for m in self.active_members() if eligible is None or eligible(m)]
+            if not candidates:
+                detail = "no HA group member is available" + (f" ({'; '.join(errors)})" if errors else "")
+                raise CKRError(CKR_DEVICE_ERROR, function, detail)
+            member = self._pick(candidates)
+            try:
+                result = op(member)
+            except CKRError as exc:
+                if self._is_member_failure(exc):
+                    self.member_failed(member, exc)
+                    errors.append(f"{member.serial}: {exc.name}")
+                    continue
+                raise
+            member.calls += 1
+            return result
+
+    def on_all(self, function: str, op: Callable[[HAMember], T]) -> list[tuple[HAMember, T]]:
+        """A key-management call on every active member; a member failure fails only the member."""
+        self.before_call()
+        done = []
+        for member in self.active_members():
+            try:
+                done.append((member, op(member)))
+            except CKRError as exc:
+                if not self._is_member_failure(exc):
+                    raise
+                self.member_failed(member, exc)
+            member.calls += 1
+        if not done:
+            raise CKRError(CKR_DEVICE_ERROR, function, "no HA group member is available")
+        return done
+
+    def _is_member_failure(self, exc: CKRError) -> bool:
+        if is_member_fatal(exc.ckr):
+            return True
+        # a member that forgot our sessions or login was restarted behind our back
+        return exc.ckr in SESSION_LOST and (exc.ckr != CKR_USER_NOT_LOGGED_IN or bool(self.credentials))
+
+    def _session(self, member: HAMember):
+        """The member's anchor session (opened on demand; it carries the login)."""
+        if member.anchor is None:
+            member.anchor = member.slot.open_session(rw=True)
+            if self.credentials:
+                try:
+                    member.anchor.login(*self.credentials)
+                except CKRError as exc:
+                    if exc.ckr != CKR_USER_ALREADY_LOGGED_IN:
+                        raise
+        return member.anchor
+
+    # ---- HA functions (menu 50-52, fault injection) --------------------------------------------
+    def ha_init(self, so_pin: str) -> list[str]:
+        """Create the domain key on every member that lacks it (one SO login per member)."""
+        self.before_call()
+        value = None
+        created = []
+        for member in self.active_members():
+            session = member.slot.open_session(rw=True)
+            try:
+                session.login(CKU_SO, so_pin)
+                try:
+                    if replication.find_domain_key(session) is None:
+                        if value is None:
+                            value = session.generate_random(replication.DOMAIN_KEY_BYTES)
+                            existing = self._existing_domain_member(member)
+                            if existing is not None:
+                                raise CKRError(CKR_FUNCTION_NOT_SUPPORTED, "HA Init",
+                                               f"member {existing} already has a domain key and "
+                                               "its value cannot leave it; re-initialise the group")
+                        session.create_object(replication.domain_key_template(value))
+                        created.append(member.serial)
+                finally:
+                    session.logout()
+            finally:
+                _close_quietly(session)
+        value = None
+        for member in self.members:
+            if member.state is MemberState.REJECTED:  # HA Init re-admits a rejected member
+                member.state = MemberState.DOWN
+                member.recovery = self.policy.disconnected()
+                member.recovery.last_recover_attempt -= self.policy.interval_s + 1
+        return created
+
+    def _existing_domain_member(self, exclude: HAMember) -> str | None:
+        for member in self.active_members():
+            if member is not exclude and replication.find_domain_key(self._session(member)) is not None:
+                return member.serial
+        return None
+
+    def login(self, user_type: int, pin: str) -> None:
+        """Log in on every active member with one PIN (HA Login / C_Login on the HA slot)."""
+        self.before_call()
+        done = []
+        for member in self.active_members():
+            try:
+                self._session(member).login(user_type, pin)
+            except CKRError as exc:
+                if exc.ckr == CKR_USER_ALREADY_LOGGED_IN and self.credentials is None:
+                    pass  # already logged in by a physical-slot session of ours: same state
+                elif self._is_member_failure(exc):
+                    self.member_failed(member, exc)
+                    continue
+                else:
+                    for other in done:
+                        _logout_quietly(other.anchor)
+                    raise
+            done.append(member)
+        if not done:
+            raise CKRError(CKR_DEVICE_ERROR, "C_Login", "no HA group member is available")
+        self.credentials = (user_type, pin)
+
+    def logout(self) -> None:
+        self.before_call()
+        if self.credentials is None:
+            raise CKRError(CKR_USER_NOT_LOGGED_IN, "C_Logout")
+        self.credentials = None
+        for member in self.active_members():
+            if member.anchor is not None:
+                _logout_quietly(member.anchor)
+
+    def status(self) -> list[tuple[HAMember, int]]:
+        """Seed: a failed member shows CKR_DEVICE_ERROR once, then CKR_TOKEN_NOT_PRESENT."""
+        self.before_call()
+        report = []
+        for member in self.members:
+            if member.active:
+                try:
+                    member.slot.token_info()
+                except CKRError as exc:
+                    if self._is_member_failure(exc):
+                        self.member_failed(member, exc)
+            report.append((member, member.status_code()))
+            if member.state is MemberState.FAILED:
+                member.state = MemberState.DOWN
+        return report
+
+    def member(self, ref: str) -> HAMember:
+        """A member by number in the group (1-based), token label or serial."""
+        for number, member in enumerate(self.members, start=1):
+            if ref in (str(number), member.serial, member.label):
+                return member
+        raise KeyError(ref)
+
+    def fail_member(self, member: HAMember) -> None:
+        member.slot.fail()
+
+    def restore_member(self, member: HAMember) -> None:
+        member.slot.restore()
+
+    # ---- the slot interface --------------------------------------------------------------------
+    def description(self) -> str:
+        return HA_SLOT_DESCRIPTION
+
+    def slot_info(self) -> SlotInfo:
+        self.before_call()
+        return SlotInfo(self.slot_id, HA_SLOT_DESCRIPTION, "ckdemo HA", 0x1, ("CKF_TOKEN_PRESENT",),
+                        (1, 0), (1, 0))
+
+    def token_info(self) -> TokenInfo:
+        info = self.run("C_GetTokenInfo", lambda m: m.slot.token_info())
+        rw = sum(1 for s in self.sessions.values() if s.rw)
+        return TokenInfo(self.label, "ckdemo HA", "HA virtual token", self.serial, info.flags,
+                         info.flag_names, info.max_session_count, len(self.sessions),
+                         info.max_rw_session_count, rw, info.max_pin_len, info.min_pin_len,
+                         info.total_public_memory, info.free_public_memory,
+                         info.total_private_memory, info.free_private_memory,
+                         info.hardware_version, info.firmware_version, info.utc_time)
+
+    def mechanisms(self) -> list[tuple[int, str]]:
+        return self.run("C_GetMechanismList", lambda m: m.slot.mechanisms())
+
+    def mechanism_info(self, mechanism: int) -> MechanismInfo:
+        return self.run("C_GetMechanismInfo", lambda m: m.slot.mechanism_info(mechanism))
+
+    def library_info(self) -> LibraryInfo:
+        info = self.run("C_GetInfo", lambda m: m.slot.library_info())
+        return LibraryInfo(info.cryptoki_version, "ckdemo HA",
+                           f"HA group {self.label} over {len(self.members)} members",
+                           (1, 0), info.path)
+
+    def init_token(self, so_pin: str, label: str) -> None:
+        raise CKRError(CKR_FUNCTION_NOT_SUPPORTED, "C_InitToken",
+                       "the HA virtual slot cannot be initialised; initialise each member's slot")
+
+    def wait_for_event(self) -> int:
+        self.before_call()
+        raise CKRError(CKR_NO_EVENT, "C_WaitForSlotEvent")
+
+    def open_session(self, rw: bool = True):
+        from .session import VirtualSession
+        self.primary()  # fails like a device when no member is left
+        session = VirtualSession(self, self._next_session, rw)
+        self.sessions[session.handle] = session
+        self._next_session += 1
+        return session
+
+    def allocate_object_handle(self) -> int:
+        handle, self._next_object = self._next_object, self._next_object + 1
+        return handle
+
+    def __repr__(self) -> str:
+        return f"HAGroup({self.label}, {self.serial}, {self.members})"
+
+
+class MemberRejected(Exception):
+    """A member came back but must not rejoin silently (another token, or an emptied one)."""
+
+
+def _keys(session) -> list[int]:
+    handles = []
+    for cls in KEY_CLASSES:
+        handles.extend(session.find_objects({CKA_CLASS: cls}))
+    return [h for h in handles if session.get_attributes(h, [CKA_ID]).get(CKA_ID)]
+
+
+def _close_quietly(session) -> None:
+    try:
+        session.close()
+    except CKRError:
+        pass  # the member is being given up on: its session goes with it
+
+
+def _logout_quietly(session) -> None:
+    try:
+        session.logout()
+    except CKRError:
+        pass  # already logged out, or the member is gone: the goal state holds

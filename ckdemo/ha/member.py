@@ -1,0 +1,42 @@
+"""One member of an HA group: a physical slot known by its token serial, and its health."""
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from ..codes import CKR_DEVICE_ERROR, CKR_OK, CKR_TOKEN_NOT_PRESENT, CKR_TOKEN_NOT_RECOGNIZED, CKRError
+from .policy import RecoveryState
+
+
+class MemberState(enum.Enum):
+    ACTIVE = "active"
+    FAILED = "failed"  # failure seen, not yet reported: HA status shows CKR_DEVICE_ERROR once
+    DOWN = "down"  # reported: HA status shows CKR_TOKEN_NOT_PRESENT until it is back
+    REJECTED = "rejected"  # came back with another or an empty token: kept out until HA Init
+
+
+STATUS_CODE = {MemberState.ACTIVE: CKR_OK, MemberState.FAILED: CKR_DEVICE_ERROR,
+               MemberState.DOWN: CKR_TOKEN_NOT_PRESENT, MemberState.REJECTED: CKR_TOKEN_NOT_RECOGNIZED}
+
+
+class HAMember:
+    def __init__(self, serial: str, slot: Any | None, label: str = "") -> None:
+        self.serial = serial
+        self.slot = slot  # a physical slot, or None while it cannot be found
+        self.label = label
+        self.state = MemberState.ACTIVE if slot is not None else MemberState.DOWN
+        self.recovery: RecoveryState | None = None
+        self.calls = 0  # calls served (load-balancing share)
+        self.generation = 0  # bumped at each recovery: older sessions and handles are void
+        self.anchor = None  # the member session that holds the login (FACTS 5)
+        self.last_error: CKRError | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.state is MemberState.ACTIVE
+
+    def status_code(self) -> int:
+        return STATUS_CODE[self.state]
+
+    def __repr__(self) -> str:
+        return f"HAMember({self.serial}, {self.state.value})"

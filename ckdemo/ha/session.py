@@ -1,0 +1,191 @@
+"""A virtual session on the HA slot: virtual session and object handles over member sessions."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..codes import CKR_OBJECT_HANDLE_INVALID, CKR_USER_NOT_LOGGED_IN, CKRError
+from ..model import (CKA_CLASS, CKA_ID, CKA_LABEL, CKU_SO, KeySpec, SessionInfo)
+from . import replication
+from .member import HAMember
+
+CKF_RW_SESSION, CKF_SERIAL_SESSION = 0x2, 0x4
+RO_PUBLIC, RO_USER, RW_PUBLIC, RW_USER, RW_SO = range(5)  # CKS_* session states
+
+
+@dataclass
+class VirtualObject:
+    handle: int
+    key: tuple  # (class, CKA_ID, label): how members are searched, never by member handle
+    # member serial -> (member generation, member handle)
+    on_member: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+
+class VirtualSession:
+    def __init__(self, group, handle: int, rw: bool) -> None:
+        self.group = group
+        self.handle = handle
+        self.rw = rw
+        self.objects: dict[int, VirtualObject] = {}
+        self._by_key: dict[tuple, VirtualObject] = {}
+
+    # ---- session and login -------------------------------------------------------------------
+    def login(self, user_type: int, pin: str) -> None:
+        self.group.login(user_type, pin)
+
+    def logout(self) -> None:
+        self.group.logout()
+
+    def close(self) -> None:
+        self.group.before_call()
+        self.group.sessions.pop(self.handle, None)
+        self.objects.clear()
+
+    def info(self) -> SessionInfo:
+        self.group.before_call()
+        creds = self.group.credentials
+        if creds is None:
+            state = RW_PUBLIC if self.rw else RO_PUBLIC
+        elif creds[0] == CKU_SO:
+            state = RW_SO
+        else:
+            state = RW_USER if self.rw else RO_USER
+        flags = CKF_SERIAL_SESSION | (CKF_RW_SESSION if self.rw else 0)
+        names = (("CKF_RW_SESSION",) if self.rw else ()) + ("CKF_SERIAL_SESSION",)
+        return SessionInfo(self.handle, self.group.slot_id, state, flags, names, 0)
+
+    def init_pin(self, pin: str) -> None:
+        self.group.on_all("C_InitPIN", lambda m: self.group._session(m).init_pin(pin))
+
+    def set_pin(self, old_pin: str, new_pin: str) -> None:
+        self.group.on_all("C_SetPIN", lambda m: self.group._session(m).set_pin(old_pin, new_pin))
+        if self.group.credentials:
+            self.group.credentials = (self.group.credentials[0], new_pin)
+
+    # ---- load-balanced single-part calls ------------------------------------------------------
+    def generate_random(self, length: int) -> bytes:
+        return self.group.run("C_GenerateRandom",
+                              lambda m: self.group._session(m).generate_random(length))
+
+    def sign(self, handle: int, mechanism: int, data: bytes) -> bytes:
+        obj = self._object(handle)
+        return self.group.run("C_Sign", lambda m: self.group._session(m).sign(
+            self._on(m, obj), mechanism, data))
+
+    def verify(self, handle: int, mechanism: int, data: bytes, signature: bytes) -> bool:
+        obj = self._object(handle)
+        return self.group.run("C_Verify", lambda m: self.group._session(m).verify(
+            self._on(m, obj), mechanism, data, signature))
+
+    def get_attributes(self, handle: int, attributes: list[int]) -> dict[int, Any]:
+        obj = self._object(handle)
+        return self.group.run("C_GetAttributeValue", lambda m: self.group._session(m).get_attributes(
+            self._on(m, obj), attributes))
+
+    def find_objects(self, template: dict[int, Any]) -> list[int]:
+        """Searches stay on one member (LUNA.md); results get virtual handles."""
+        def search(member: HAMember) -> list[int]:
+            session = self.group._session(member)
+            found = []
+            for h in session.find_objects(template):
+                ident = replication.identity(session, h)
+                found.append(self._register(replication.object_key(ident), member, h).handle)
+            return found
+        return self.group.run("C_FindObjects", search)
+
+    # ---- key management: on the primary, then copied to every other active member -------------
+    def generate(self, spec: KeySpec) -> list[int]:
+        if not spec.key_id:
+            spec = _with(spec, key_id=os.urandom(8))  # members find the key by CKA_ID
+        # every HA key must be able to travel to other members under the domain key only
+        spec = _with(spec, extractable=True, wrap_with_trusted=True)
+        primary, handles = self._on_primary("C_GenerateKeyPair",
+                                            lambda s: s.generate(spec))
+        return self._replicate_all(primary, handles)
+
+    def create_object(self, template: dict[int, Any]) -> int:
+        """The caller typed the values: create them on every member alike."""
+        results = self.group.on_all("C_CreateObject",
+                                    lambda m: self.group._session(m).create_object(template))
+        first_member, first_handle = results[0]
+        ident = replication.identity(self.group._session(first_member), first_handle)
+        obj = self._register(replication.object_key(ident), first_member, first_handle)
+        for member, handle in results[1:]:
+            obj.on_member[member.serial] = (member.generation, handle)
+        return obj.handle
+
+    def destroy_object(self, handle: int) -> None:
+        obj = self._object(handle)
+        self.group.on_all("C_DestroyObject",
+                          lambda m: self.group._session(m).destroy_object(self._on(m, obj)))
+        self.objects.pop(handle, None)
+        self._by_key.pop(obj.key, None)
+
+    def _on_primary(self, function: str, op) -> tuple[HAMember, Any]:
+        def call(m: HAMember):
+            return m, op(self.group._session(m))
+        return self.group.run(function, call)
+
+    def _replicate_all(self, source: HAMember, handles: list[int]) -> list[int]:
+        src = self.group._session(source)
+        virtual = []
+        for h in handles:
+            key = replication.object_key(replication.identity(src, h))
+            obj = self._register(key, source, h)
+            for member in self.group.active_members():
+                if member is source:
+                    continue
+                try:
+                    copy = replication.replicate(src, h, self.group._session(member))
+                except CKRError as exc:
+                    if not self.group._is_member_failure(exc):
+                        raise
+                    self.group.member_failed(member, exc)
+                    continue
+                obj.on_member[member.serial] = (member.generation, copy)
+            virtual.append(obj.handle)
+        self.group.log.record(self.group.serial, source.serial, "replicated",
+                              f"{len(handles)} object(s) to {len(self.group.active_members()) - 1} member(s)")
+        return virtual
+
+    # ---- virtual object handles ----------------------------------------------------------------
+    def _register(self, key: tuple, member: HAMember, member_handle: int) -> VirtualObject:
+        obj = self._by_key.get(key)
+        if obj is None:
+            obj = VirtualObject(self.group.allocate_object_handle(), key)
+            self.objects[obj.handle] = obj
+            self._by_key[key] = obj
+        obj.on_member[member.serial] = (member.generation, member_handle)
+        return obj
+
+    def _object(self, handle: int) -> VirtualObject:
+        self.group.before_call()
+        try:
+            return self.objects[handle]
+        except KeyError:
+            raise CKRError(CKR_OBJECT_HANDLE_INVALID, "C_GetAttributeValue",
+                           f"no object with handle {handle} in session {self.handle}") from None
+
+    def _on(self, member: HAMember, obj: VirtualObject) -> int:
+        """The member's own handle for a virtual object, found again after a recovery."""
+        known = obj.on_member.get(member.serial)
+        if known and known[0] == member.generation:
+            return known[1]
+        cls, key_id, label = obj.key
+        template = {CKA_CLASS: cls, CKA_ID: key_id}
+        if label:
+            template[CKA_LABEL] = label
+        found = self.group._session(member).find_objects(template)
+        if not found:
+            if self.group.credentials is None:
+                raise CKRError(CKR_USER_NOT_LOGGED_IN, "C_FindObjects")
+            raise CKRError(CKR_OBJECT_HANDLE_INVALID, "C_FindObjects",
+                           f"object {obj.handle} is missing on member {member.serial}")
+        obj.on_member[member.serial] = (member.generation, found[0])
+        return found[0]
+
+
+def _with(spec: KeySpec, **changes) -> KeySpec:
+    from dataclasses import replace
+    return replace(spec, **changes)

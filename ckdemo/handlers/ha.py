@@ -1,0 +1,78 @@
+"""HIGH AVAILABILITY RECOVERY FUNCTIONS (50-52) and ckdemo's HA test functions (120-122)."""
+from __future__ import annotations
+
+from typing import Any
+
+from ..codes import ckr_name
+from ..menu.context import Context, InputError
+from ..model import CKU_USER
+
+
+def _choose_group(ctx: Context) -> tuple[int, Any]:
+    number, slot = ctx.choose_slot()
+    if not getattr(slot, "is_virtual", False):
+        raise InputError(f"slot#{number} is not an HA virtual slot.")
+    return number, slot
+
+
+def _choose_member(ctx: Context, group) -> Any:
+    for n, member in enumerate(group.members, start=1):
+        ctx.say(f"\t({n}) HSM {member.serial} {member.label}")
+    n = ctx.ask_int("Select a member: ", 1, len(group.members))
+    return group.members[n - 1]
+
+
+def ha_init(ctx: Context) -> None:
+    _, group = _choose_group(ctx)
+    so_pin = ctx.ask_secret("Enter SO PIN (the same on every member) : ")
+    created = group.ha_init(so_pin)
+    if created:
+        ctx.say(f"HA domain key created on {len(created)} member(s): {', '.join(created)}")
+    else:
+        ctx.say("Every active member already holds the HA domain key.")
+
+
+def ha_login(ctx: Context) -> None:
+    _, group = _choose_group(ctx)
+    pin = ctx.ask_secret("Enter PIN : ")
+    group.login(CKU_USER, pin)
+    ctx.say(f"Logged in to {len(group.active_members())} member(s) of HA group {group.serial}.")
+
+
+def ha_status(ctx: Context) -> None:
+    _, group = _choose_group(ctx)
+    report = group.status()
+    ctx.say("")
+    ctx.say(f"HA group {group.serial} status:")
+    for member, code in report:
+        ctx.say(f"     HSM {member.serial}\t- {ckr_name(code)}")
+
+
+def fail_member(ctx: Context) -> None:
+    _, group = _choose_group(ctx)
+    member = _choose_member(ctx, group)
+    group.fail_member(member)
+    ctx.say(f"HSM {member.serial} ({member.label}) now fails every call, as a dead device "
+            "(simulated; its sessions are gone).")
+
+
+def restore_member(ctx: Context) -> None:
+    _, group = _choose_group(ctx)
+    member = _choose_member(ctx, group)
+    group.restore_member(member)
+    ctx.say(f"HSM {member.serial} ({member.label}) is back in service; the HA group takes it "
+            f"back on a call after {group.policy.interval_s:g} s.")
+
+
+def member_stats(ctx: Context) -> None:
+    _, group = _choose_group(ctx)
+    rows = []
+    for n, m in enumerate(group.members, start=1):
+        r = m.recovery
+        rows.append((n, m.serial, m.label, m.state.value, m.calls,
+                     r.recover_attempt_count if r else "-"))
+    ctx.table(rows, ["#", "HSM", "Label", "State", "Calls", "Recovery attempts"])
+    retries = group.policy.retries
+    ctx.say(f"Recovery: every {group.policy.interval_s:g} s, "
+            f"{'unlimited' if retries < 0 else retries} attempts; "
+            f"load balancing {'on' if group.balance else 'off'}.")
