@@ -1,7 +1,7 @@
 # Every target installs what is missing first, so each works as the first command on a fresh machine.
 VENV := .venv
 CKDEMO := $(VENV)/bin/ckdemo
-DEMO ?= scripts/token-tour
+DEMO ?= scripts/ha-failover-demo
 
 .PHONY: setup demo test menu clean
 

@@ -34,6 +34,11 @@ class Workspace:
     options: Options = field(default_factory=Options)
     app_id: tuple[int, int] | None = None
 
+    def notices(self) -> list[str]:
+        """HA events that happened since the last call (failures, recoveries), once each."""
+        logs = {id(s.log): s.log for s in self.slots if getattr(s, "is_virtual", False)}
+        return [e.message() for log in logs.values() for e in log.unseen()]
+
     def slot(self, number: int) -> Any:
         return self.slots[number - 1]
 

@@ -15,6 +15,11 @@ class HAEvent:
     event: str  # failed, recovery-attempt, recovered, resynchronised, rejected, ...
     detail: str = ""
 
+    def message(self) -> str:
+        """The event without its time, as the menu shows it."""
+        return f"HA group {self.group} member {self.member} {self.event}" + \
+            (f": {self.detail}" if self.detail else "")
+
     def line(self) -> str:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(self.when))
         return f"{stamp} HA group {self.group} member {self.member} {self.event}" + \
@@ -27,6 +32,13 @@ class HALog:
     path: Path | None = None
     wall_clock: Callable[[], float] = time.time
     events: list[HAEvent] = field(default_factory=list)
+    _shown: int = 0
+
+    def unseen(self) -> list[HAEvent]:
+        """Events since the last call, for the screen (the log file has them all)."""
+        new = self.events[self._shown:]
+        self._shown = len(self.events)
+        return new
 
     def record(self, group: str, member: str, event: str, detail: str = "") -> HAEvent:
         item = HAEvent(self.wall_clock(), group, member, event, detail)

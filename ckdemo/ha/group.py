@@ -124,6 +124,27 @@ class HAGroup:
             self.log.record(self.serial, target.serial, "resynchronised",
                             f"{len(copied)} object(s) copied, {len(removed)} destroyed")
 
+    def synchronize(self) -> int:
+        """Every key object on any active member is copied to the members that lack it."""
+        self.before_call()
+        inventory = {}
+        for member in self.active_members():
+            session = self._session(member)
+            inventory[member.serial] = {
+                replication.object_key(replication.identity(session, h)): h for h in _keys(session)}
+        copied = 0
+        for target in self.active_members():
+            have = inventory[target.serial]
+            for source in self.active_members():
+                for key, handle in inventory[source.serial].items():
+                    if key not in have and key[1] != replication.DOMAIN_KEY_ID:
+                        have[key] = replication.replicate(self._session(source), handle,
+                                                          self._session(target))
+                        copied += 1
+        if copied:
+            self.log.record(self.serial, "*", "synchronised", f"{copied} object(s) copied")
+        return copied
+
     # ---- choosing members and running calls with failover -----------------------------------
     def active_members(self) -> list[HAMember]:
         return [m for m in self.members if m.active]

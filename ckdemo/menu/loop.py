@@ -24,6 +24,7 @@ class StepResult:
     status: str  # a CKR_* name, BAD_INPUT or NO_ANSWER
     ckr: int | None = None
     message: str = ""
+    function: str = ""
 
 
 Observer = Callable[[StepResult], None]
@@ -81,6 +82,14 @@ class MenuLoop:
                 io.write("\n" + self.menu)
 
     def dispatch(self, entry: Entry) -> StepResult:
+        result = self._dispatch(entry)
+        for notice in self.context.workspace.notices():
+            self.context.say(f"  ({notice})")
+        if result.ckr is not None:
+            self.context.say(render.status_line(result.ckr, result.function))
+        return result
+
+    def _dispatch(self, entry: Entry) -> StepResult:
         context = self.context
         handler = resolve(entry)
         try:
@@ -90,8 +99,7 @@ class MenuLoop:
         except CKRError as exc:
             if exc.detail:
                 context.say(f"{entry.title}: {exc.detail}")
-            context.say(render.status_line(exc.ckr, exc.function))
-            return StepResult(entry.number, entry.title, exc.name, exc.ckr, str(exc))
+            return StepResult(entry.number, entry.title, exc.name, exc.ckr, str(exc), exc.function)
         except InputError as exc:
             context.say(str(exc))
             return StepResult(entry.number, entry.title, BAD_INPUT, message=str(exc))
@@ -99,5 +107,4 @@ class MenuLoop:
             message = f"Input ended while waiting for an answer to '{str(exc).strip()}'."
             context.say("\n" + message)
             return StepResult(entry.number, entry.title, NO_ANSWER, message=message)
-        context.say(render.status_line(CKR_OK))
         return StepResult(entry.number, entry.title, "CKR_OK", CKR_OK)

@@ -52,6 +52,7 @@ class Replay:
     variables: dict[str, str]
     outputs: list[TextIO]
     keep_going: bool = False
+    control: Callable[[Directive], str] | None = None  # HA directives (@fail, @restore, ...)
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.monotonic
     steps: list[Step] = field(default_factory=list)
@@ -107,6 +108,10 @@ class Replay:
             step.expect_line = d.line
             mark = "ok" if step.passed else "NOT MET"
             self.write(f"@expect {step.expected}: {mark}\n")
+        else:
+            if self.control is None:
+                raise ScriptError(f"line {d.line}: @{d.name} needs an HA group in the configuration")
+            self.write(f"@{d.name} {d.argument}: {self.control(d)}\n")
 
     def observe(self, result: StepResult) -> None:
         self.steps.append(Step(result, self._choice_line, self.clock() - self._choice_started))

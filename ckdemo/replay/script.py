@@ -5,6 +5,10 @@
     ${CKDEMO_USER_PIN}          (a secret from the environment, never printed)
     @expect CKR_PIN_INCORRECT   (the last choice must have ended with this result)
     @sleep 1.5                  (wait, e.g. for a recovery interval)
+    @fail member1               (HA member by label, serial or number: fails as a dead device)
+    @restore member1            (the member is back in service; the HA group recovers it)
+    @ha-interval 2              (recovery interval X for this run, seconds)
+    @ha-retry 3                 (recovery attempts N for this run; -1 unlimited, 0 off)
 """
 from __future__ import annotations
 
@@ -40,7 +44,8 @@ class Directive:
     argument: str
 
 
-DIRECTIVES = ("expect", "sleep")
+DIRECTIVES = ("expect", "sleep", "fail", "restore", "ha-interval", "ha-retry")
+NUMERIC = {"sleep": float, "ha-interval": float, "ha-retry": int}
 
 
 def parse(text: str, source: str = "<script>") -> list[Line]:
@@ -73,14 +78,15 @@ def directive(line: Line, source: str = "<script>") -> Directive:
     if name not in DIRECTIVES:
         raise ScriptError(f"{source}:{line.number}: unknown directive @{name} "
                           f"(known: {', '.join('@' + d for d in DIRECTIVES)})")
-    if name == "sleep":
+    if name in NUMERIC:
         try:
-            if float(argument) < 0:
+            if NUMERIC[name](argument) < (-1 if name == "ha-retry" else 0):
                 raise ValueError
         except ValueError:
-            raise ScriptError(f"{source}:{line.number}: @sleep needs seconds, got {argument!r}") from None
-    if name == "expect" and not argument:
-        raise ScriptError(f"{source}:{line.number}: @expect needs a result name, e.g. CKR_OK")
+            raise ScriptError(f"{source}:{line.number}: @{name} needs a number, got {argument!r}") from None
+    if not argument:
+        raise ScriptError(f"{source}:{line.number}: @{name} needs an argument "
+                          "(e.g. @expect CKR_OK, @fail member1)")
     return Directive(line.number, name, argument)
 
 

@@ -1,0 +1,34 @@
+"""HA directives of a script (@fail, @restore, @ha-interval, @ha-retry) on the running groups."""
+from __future__ import annotations
+
+from ..workspace import Workspace
+from .script import Directive, ScriptError
+
+
+class HAControl:
+    def __init__(self, workspace: Workspace) -> None:
+        self.groups = [s for s in workspace.slots if getattr(s, "is_virtual", False)]
+
+    def __call__(self, d: Directive) -> str:
+        if not self.groups:
+            raise ScriptError(f"line {d.line}: @{d.name}: no HA group is configured")
+        if d.name == "ha-interval":
+            for group in self.groups:
+                group.policy.interval_s = float(d.argument)
+            return f"recovery interval {float(d.argument):g} s"
+        if d.name == "ha-retry":
+            for group in self.groups:
+                group.policy.retries = int(d.argument)
+            return f"recovery attempts {int(d.argument)}"
+        for group in self.groups:
+            try:
+                member = group.member(d.argument)
+            except KeyError:
+                continue
+            if d.name == "fail":
+                group.fail_member(member)
+                return f"HSM {member.serial} ({member.label}) fails as a dead device"
+            group.restore_member(member)
+            return f"HSM {member.serial} ({member.label}) is back in service"
+        raise ScriptError(f"line {d.line}: @{d.name} {d.argument}: no such HA member "
+                          "(use its label, serial or number in the group)")
