@@ -249,3 +249,90 @@ def synchronize(ctx: click.Context, pin: str | None) -> None:
         except CKRError as exc:
             raise Fail(f"HA group {group.label}: {exc}") from None
         click.echo(f"HA group {group.label}: {copied} object(s) copied.")
+
+
+@main.command(name="bench")
+@click.option("--op", "operation", default="rsa-sign", show_default=True,
+              type=click.Choice(["rsa-sign", "ecdsa-sign", "aes-encrypt", "digest", "random"]))
+@click.option("--slot", "slot_ref", default="both", show_default=True,
+              help="A slot# number, 'ha' (the first HA slot), 'direct' (its first member), "
+                   "or 'both' (HA and direct side by side, ratio in one run).")
+@click.option("--seconds", default=5.0, show_default=True, type=click.FloatRange(min=0.1))
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(1, 64))
+@click.option("--key-size", default=0, type=click.IntRange(min=0), help="RSA bits / AES bits.")
+@click.option("--data-size", default=32, show_default=True, type=click.IntRange(1, 1 << 20))
+@click.option("--pin", envvar="CKDEMO_USER_PIN", help="User PIN (default: the config's test PIN).")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@click.pass_context
+def bench_command(ctx, operation, slot_ref, seconds, threads, key_size, data_size, pin, as_json):
+    """Throughput and latency of one operation on a slot, or HA vs direct in the same run."""
+    import json
+    from tabulate import tabulate
+    from . import bench
+    from .codes import CKR_USER_ALREADY_LOGGED_IN, CKRError
+    from .model import CKU_USER
+
+    settings = _settings(ctx)
+    workspace = _workspace(settings)
+    pin = pin or settings.secrets().get("CKDEMO_USER_PIN")
+    groups = [s for s in workspace.slots if getattr(s, "is_virtual", False)]
+    chosen = []
+    if slot_ref in ("ha", "both", "direct"):
+        if not groups:
+            raise Fail("no HA group configured: use --slot N")
+        direct = groups[0].members[0].slot
+        chosen = {"ha": [("HA", groups[0])], "direct": [("direct", direct)],
+                  "both": [("direct", direct), ("HA", groups[0])]}[slot_ref]
+    else:
+        try:
+            chosen = [(f"slot#{slot_ref}", workspace.slot(int(slot_ref)))]
+        except (ValueError, IndexError):
+            raise Fail(f"--slot {slot_ref}: not a slot number (1-{len(workspace.slots)}), ha, direct or both") from None
+    try:
+        for _, slot in chosen:
+            if pin:
+                session = slot.open_session(rw=True)
+                try:
+                    session.login(CKU_USER, pin)
+                except CKRError as exc:
+                    if exc.ckr != CKR_USER_ALREADY_LOGGED_IN:
+                        raise
+        if sys.stderr.isatty():
+            with click.progressbar(length=1, label=f"{operation} for {seconds:g} s", file=sys.stderr,
+                                   show_percent=False, show_eta=False,
+                                   item_show_func=lambda n: n) as bar:
+                done = [0]
+
+                def tick(n: int) -> None:
+                    done[0] += n
+                    bar.current_item = f"{done[0]} ops"
+                    bar.render_progress()
+                results = bench.bench(chosen, operation, seconds, threads, key_size, data_size, tick)
+                bar.update(1)
+        else:
+            click.echo(f"{operation} for {seconds:g} s on {', '.join(n for n, _ in chosen)} ...",
+                       err=True)
+            results = bench.bench(chosen, operation, seconds, threads, key_size, data_size)
+    except CKRError as exc:
+        raise Fail(str(exc)) from None
+    figures = [r.as_dict() for r in results]
+    ratio = None
+    if len(results) == 2 and results[0].ops_per_s:
+        d, h = results
+        ratio = {"ha_over_direct": round(h.ops_per_s / d.ops_per_s, 3),
+                 "added_us_per_call": round(1e6 / h.ops_per_s - 1e6 / d.ops_per_s, 2)
+                 if h.ops_per_s else None}
+    if as_json:
+        click.echo(json.dumps({"results": figures, "ratio": ratio}, indent=2))
+        return
+    rows = [(f["slot"], f["operation"], f["threads"], f["ops"], f["ops_per_s"],
+             f["latency_us"]["p50"], f["latency_us"]["p95"], f["latency_us"]["p99"],
+             f["latency_us"]["max"], f["errors"],
+             " ".join(f"{k[-4:]}:{v:.0%}" for k, v in f["member_share"].items()) or "-")
+            for f in figures]
+    click.echo(tabulate(rows, headers=["slot", "op", "thr", "ops", "ops/s", "p50 us", "p95 us",
+                                       "p99 us", "max us", "err", "member share"],
+                        disable_numparse=True))
+    if ratio:
+        click.echo(f"HA/direct = {ratio['ha_over_direct']} "
+                   f"(HA adds {ratio['added_us_per_call']} us per call), measured in one run")

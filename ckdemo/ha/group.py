@@ -5,6 +5,7 @@ here knows the menu or python-pkcs11: members are physical slots from ckdemo.mem
 """
 from __future__ import annotations
 
+import threading
 from typing import Any, Callable, TypeVar
 
 from ..codes import (CKR_DEVICE_ERROR, CKR_FUNCTION_NOT_SUPPORTED, CKR_NO_EVENT, CKR_OK,
@@ -40,22 +41,31 @@ class HAGroup:
         self._next_session = 1
         self._next_object = 1
         self._next_member = 0
-        for member in members:
+        self._lock = threading.RLock()  # member state, round robin and anchors across threads
+        for index, member in enumerate(members):
+            member.index = index
             if not member.active:
                 self._disconnect(member, "not found at start")
 
     # ---- the seed: detection and recovery inside every call ---------------------------------
     def before_call(self) -> None:
+        if all(m.active for m in self.members):
+            return  # the common case costs one pass and no lock
+        with self._lock:
+            self._recover_due()
+
+    def _recover_due(self) -> None:
         for member in self.members:
             if member.state in (MemberState.FAILED, MemberState.DOWN) and member.recovery \
                     and self.policy.due(member.recovery):
                 self._attempt_recovery(member)
 
     def member_failed(self, member: HAMember, error: CKRError) -> None:
-        if not member.active:
-            return
-        member.last_error = error
-        self._disconnect(member, f"{error.function} returned {error.name}")
+        with self._lock:
+            if not member.active:
+                return
+            member.last_error = error
+            self._disconnect(member, f"{error.function} returned {error.name}")
 
     def _disconnect(self, member: HAMember, why: str) -> None:
         member.state = MemberState.FAILED
@@ -163,13 +173,12 @@ class HAGroup:
         return None
 
     def _pick(self, candidates: list[HAMember]) -> HAMember:
-        if not self.balance:
+        if not self.balance or len(candidates) == 1:
             return candidates[0]
-        # round robin over the members still eligible for this call
-        ordered = sorted(candidates, key=lambda m: (self.members.index(m) - self._next_member)
-                         % len(self.members))
-        chosen = ordered[0]
-        self._next_member = (self.members.index(chosen) + 1) % len(self.members)
+        with self._lock:  # round robin over the members still eligible for this call
+            count = len(self.members)
+            chosen = min(candidates, key=lambda m: (m.index - self._next_member) % count)
+            self._next_member = (chosen.index + 1) % count
         return chosen
 
     def run(self, function: str, op: Callable[[HAMember], T],
@@ -218,7 +227,12 @@ class HAGroup:
 
     def _session(self, member: HAMember):
         """The member's anchor session (opened on demand; it carries the login)."""
-        if member.anchor is None:
+        anchor = member.anchor
+        if anchor is not None:
+            return anchor
+        with self._lock:
+            if member.anchor is not None:
+                return member.anchor
             member.anchor = member.slot.open_session(rw=True)
             if self.credentials:
                 try:

@@ -78,6 +78,19 @@ class VirtualSession:
         return self.group.run("C_Verify", lambda m: self.group._session(m).verify(
             self._on(m, obj), mechanism, data, signature))
 
+    def encrypt(self, handle: int, mechanism: int, data: bytes, param: bytes | None = None) -> bytes:
+        obj = self._object(handle)
+        return self.group.run("C_Encrypt", lambda m: self.group._session(m).encrypt(
+            self._on(m, obj), mechanism, data, param))
+
+    def decrypt(self, handle: int, mechanism: int, data: bytes, param: bytes | None = None) -> bytes:
+        obj = self._object(handle)
+        return self.group.run("C_Decrypt", lambda m: self.group._session(m).decrypt(
+            self._on(m, obj), mechanism, data, param))
+
+    def digest(self, mechanism: int, data: bytes) -> bytes:
+        return self.group.run("C_Digest", lambda m: self.group._session(m).digest(mechanism, data))
+
     def get_attributes(self, handle: int, attributes: list[int]) -> dict[int, Any]:
         obj = self._object(handle)
         return self.group.run("C_GetAttributeValue", lambda m: self.group._session(m).get_attributes(

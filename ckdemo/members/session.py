@@ -145,6 +145,20 @@ class PhysicalSession:
         with self._calling("C_Verify"):
             return key.verify(data, signature, mechanism=Mechanism(mechanism))
 
+    def encrypt(self, handle: int, mechanism: int, data: bytes, param: bytes | None = None) -> bytes:
+        key = self._object(handle)
+        with self._calling("C_Encrypt"):
+            return key.encrypt(data, mechanism=Mechanism(mechanism), mechanism_param=param)
+
+    def decrypt(self, handle: int, mechanism: int, data: bytes, param: bytes | None = None) -> bytes:
+        key = self._object(handle)
+        with self._calling("C_Decrypt"):
+            return key.decrypt(data, mechanism=Mechanism(mechanism), mechanism_param=param)
+
+    def digest(self, mechanism: int, data: bytes) -> bytes:
+        with self._calling("C_Digest"):
+            return self._session.digest(data, mechanism=Mechanism(mechanism))
+
     def wrap_key(self, wrapping: int, key: int, mechanism: int) -> bytes:
         wrapper, wrapped = self._object(wrapping), self._object(key)
         with self._calling("C_WrapKey"):

@@ -1,0 +1,147 @@
+"""`ckdemo bench`: a multitoken-style throughput and latency run on any slot, or HA vs direct.
+
+Works through the slot interface only, so the HA virtual slot and a physical slot are measured
+by the same code. With two slots, rounds alternate between them in one run, so the ratio is not
+skewed by a noisy neighbour that comes and goes.
+"""
+from __future__ import annotations
+
+import os
+import statistics
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .codes import CKRError
+from .model import CKM_ECDSA, CKM_SHA256_RSA_PKCS, KeySpec
+
+CKM_AES_CBC_PAD, CKM_SHA256 = 0x1085, 0x250
+OPERATIONS = ("rsa-sign", "ecdsa-sign", "aes-encrypt", "digest", "random")
+ROUNDS = 6  # alternating rounds per slot in a side-by-side run
+
+
+@dataclass
+class Result:
+    slot: str
+    operation: str
+    threads: int
+    ops: int = 0
+    errors: int = 0
+    seconds: float = 0.0
+    latencies_ns: list[int] = field(default_factory=list)
+    member_share: dict[str, float] = field(default_factory=dict)
+    first_error: str = ""
+
+    @property
+    def ops_per_s(self) -> float:
+        return self.ops / self.seconds if self.seconds else 0.0
+
+    def percentile(self, p: float) -> float:
+        """Latency in microseconds."""
+        if not self.latencies_ns:
+            return 0.0
+        ordered = sorted(self.latencies_ns)
+        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] / 1000
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"slot": self.slot, "operation": self.operation, "threads": self.threads,
+                "ops": self.ops, "errors": self.errors, "seconds": round(self.seconds, 3),
+                "ops_per_s": round(self.ops_per_s, 1),
+                "latency_us": {"p50": self.percentile(50), "p95": self.percentile(95),
+                               "p99": self.percentile(99), "max": self.percentile(100)},
+                "member_share": self.member_share, "first_error": self.first_error}
+
+
+def prepare(session, operation: str, key_size: int, data_size: int) -> Callable[[], Any]:
+    """Keys are session objects made for the run; returns the operation as a call."""
+    data = os.urandom(data_size)
+    tag = os.urandom(4).hex()
+    if operation == "rsa-sign":
+        _, key = session.generate(KeySpec("rsa", key_size or 2048, f"bench-{tag}", b"", token=False))
+        return lambda: session.sign(key, CKM_SHA256_RSA_PKCS, data)
+    if operation == "ecdsa-sign":
+        _, key = session.generate(KeySpec("ec", "P-256", f"bench-{tag}", b"", token=False))
+        digest = data[:32].ljust(32, b"\0")
+        return lambda: session.sign(key, CKM_ECDSA, digest)
+    if operation == "aes-encrypt":
+        (key,) = session.generate(KeySpec("aes", (key_size or 256) // 8, f"bench-{tag}", b"",
+                                          token=False))
+        iv = bytes(16)
+        return lambda: session.encrypt(key, CKM_AES_CBC_PAD, data, iv)
+    if operation == "digest":
+        return lambda: session.digest(CKM_SHA256, data)
+    if operation == "random":
+        return lambda: session.generate_random(data_size)
+    raise ValueError(f"unknown operation {operation!r} (known: {', '.join(OPERATIONS)})")
+
+
+def run_for(calls: list[Callable[[], Any]], seconds: float, result: Result,
+            tick: Callable[[int], None]) -> None:
+    """One thread per call object (each with its own session) for the given time."""
+    stop_at = time.perf_counter() + seconds
+    lock = threading.Lock()
+
+    def worker(call: Callable[[], Any]) -> None:
+        local, errors, first = [], 0, ""
+        while time.perf_counter() < stop_at:
+            start = time.perf_counter_ns()
+            try:
+                call()
+            except Exception as exc:  # counted and reported: a benchmark must not stop on one
+                errors += 1
+                first = first or str(exc)
+                continue
+            local.append(time.perf_counter_ns() - start)
+            if len(local) % 256 == 0:
+                tick(256)
+        with lock:
+            result.latencies_ns.extend(local)
+            result.ops += len(local)
+            result.errors += errors
+            result.first_error = result.first_error or first
+            tick(len(local) % 256)
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=worker, args=(c,)) for c in calls]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    result.seconds += time.perf_counter() - started
+
+
+def member_calls(slot) -> dict[str, int]:
+    return {m.serial: m.calls for m in getattr(slot, "members", [])}
+
+
+def bench(slots: list[tuple[str, Any]], operation: str, seconds: float, threads: int = 1,
+          key_size: int = 0, data_size: int = 32, tick: Callable[[int], None] = lambda n: None
+          ) -> list[Result]:
+    prepared = []
+    for name, slot in slots:
+        sessions = [slot.open_session(rw=True) for _ in range(threads)]
+        calls = [prepare(s, operation, key_size, data_size) for s in sessions]
+        for call in calls:
+            call()  # warm up: first-use costs (object lookups, anchors) are not measured
+        prepared.append((Result(name, operation, threads), slot, calls, sessions))
+    rounds = ROUNDS if len(slots) > 1 else 1
+    before = {id(slot): member_calls(slot) for _, slot, _, _ in prepared}
+    for _ in range(rounds):
+        for result, slot, calls, _ in prepared:
+            run_for(calls, seconds / rounds, result, tick)
+    for result, slot, _, sessions in prepared:
+        after = member_calls(slot)
+        total = sum(after[k] - before[id(slot)].get(k, 0) for k in after) or 1
+        result.member_share = {k: round((after[k] - before[id(slot)].get(k, 0)) / total, 3)
+                               for k in after}
+        for s in sessions:
+            try:
+                s.close()
+            except CKRError:
+                pass  # closing after the run is best effort; the figures are taken
+    return [r for r, _, _, _ in prepared]
+
+
+def median(values: list[float]) -> float:
+    return statistics.median(values) if values else 0.0
