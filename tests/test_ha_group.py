@@ -1,0 +1,507 @@
+"""The HA group on real SoftHSM2 members, in process, with a fake clock for the recovery timing.
+
+Isolation: python-pkcs11 keeps one loaded library per path and SoftHSM2 reads SOFTHSM2_CONF
+only at C_Initialize, so each workspace here loads its own private copy of libsofthsm2.so,
+pointed at its own provisioned home. Member failures are simulated at the member boundary
+(`HAGroup.fail_member` / `restore_member`); every test leaves all members back in the group.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from ckdemo.codes import (CKR_DEVICE_ERROR, CKR_OBJECT_HANDLE_INVALID, CKR_OK, CKR_PIN_INCORRECT,
+                          CKR_TOKEN_NOT_PRESENT, CKR_TOKEN_NOT_RECOGNIZED, CKRError, ckr_name)
+from ckdemo.config.chrystoki import ChrystokiConf
+from ckdemo.harness import build_workspace
+from ckdemo.model import (CKA_CLASS, CKA_ID, CKA_MODULUS, CKA_PUBLIC_EXPONENT, CKM_ECDSA,
+                          CKM_SHA256_RSA_PKCS, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, CKU_USER, KeySpec)
+from ckdemo.provision import CKDEMO_SECTION, CONFIG_NAME
+from ckdemo.provision import provision as provision_home
+from ckdemo.settings import load_settings
+from conftest import SO_PIN, SOFTHSM_LIB, USER_PIN, requires_softhsm, softhsm_env
+
+pytestmark = requires_softhsm
+
+
+class FakeClock:
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@dataclass
+class HA:
+    home: Path
+    group: object  # ckdemo.ha.group.HAGroup
+    clock: FakeClock
+    session: object  # a VirtualSession on the HA slot, logged in through the group
+
+    @property
+    def x(self) -> float:
+        return self.group.policy.interval_s
+
+    def events(self, serial: str, since: int = 0) -> list[str]:
+        return [e.event for e in self.group.log.events[since:] if e.member == serial]
+
+    def status(self) -> dict[str, str]:
+        return {member.serial: ckr_name(code) for member, code in self.group.status()}
+
+
+def build_ha(tmp: Path, members: int = 3) -> HA:
+    """A provisioned home, a private copy of SoftHSM2 for it, HA Init and HA Login done."""
+    home = tmp / "home"
+    provision_home(home, members=members)
+    library = tmp / f"libsofthsm2-{uuid.uuid4().hex[:12]}.so"
+    shutil.copy(SOFTHSM_LIB, library)
+    conf = ChrystokiConf.load(home / CONFIG_NAME)
+    conf.set(CKDEMO_SECTION, "Library00", str(library))
+    conf.save(home / CONFIG_NAME)
+    saved = os.environ.get("SOFTHSM2_CONF")
+    os.environ["SOFTHSM2_CONF"] = str(home / "softhsm2.conf")
+    try:
+        workspace = build_workspace(load_settings(home))  # C_Initialize of the copy reads it now
+    finally:
+        if saved is None:
+            os.environ.pop("SOFTHSM2_CONF", None)
+        else:
+            os.environ["SOFTHSM2_CONF"] = saved
+    group = workspace.slots[-1]
+    assert getattr(group, "is_virtual", False), workspace.slots
+    assert [m.slot.module.path for m in group.members] == [str(library)] * members
+    clock = FakeClock()
+    group.policy.clock = clock
+    group.ha_init(SO_PIN)
+    group.login(CKU_USER, USER_PIN)
+    return HA(home, group, clock, group.open_session())
+
+
+def heal(ha: HA) -> None:
+    """Restore every member and let one call after X take them all back."""
+    ha.group.policy.retries = -1
+    for member in ha.group.members:
+        ha.group.restore_member(member)
+        if member.recovery is not None:
+            member.recovery.recover_attempt_count = 0
+    ha.clock.advance(ha.x + 1)
+    ha.group.status()
+
+
+@pytest.fixture(scope="module")
+def shared(tmp_path_factory) -> HA:
+    ha = build_ha(tmp_path_factory.mktemp("ha-group"))
+    yield ha
+    heal(ha)
+
+
+@pytest.fixture
+def ha(shared) -> HA:
+    assert all(m.active for m in shared.group.members), shared.group.members
+    yield shared
+    heal(shared)
+    assert all(m.active for m in shared.group.members), \
+        f"members left out after the test: {shared.group.members}"
+
+
+@pytest.fixture
+def fresh(tmp_path) -> HA:
+    """A group of its own, for tests that change login state or re-initialise a token."""
+    ha = build_ha(tmp_path)
+    yield ha
+    for member in ha.group.members:
+        ha.group.restore_member(member)
+
+
+@pytest.fixture(scope="module")
+def rsa_key(shared):
+    """An RSA-2048 key pair generated on the HA slot: (public handle, private handle, public key)."""
+    pub, priv = shared.session.generate(KeySpec("rsa", 2048, "ha-group-sign", b""))
+    values = shared.session.get_attributes(pub, [CKA_MODULUS, CKA_PUBLIC_EXPONENT])
+    public_key = rsa.RSAPublicNumbers(int.from_bytes(values[CKA_PUBLIC_EXPONENT], "big"),
+                                      int.from_bytes(values[CKA_MODULUS], "big")).public_key()
+    return pub, priv, public_key
+
+
+def sign(ha: HA, priv: int, data: bytes = b"ckdemo HA test") -> bytes:
+    return ha.session.sign(priv, CKM_SHA256_RSA_PKCS, data)
+
+
+def verify(public_key, signature: bytes, data: bytes) -> None:
+    public_key.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())  # raises if bad
+
+
+# ---- detection, as in the seed -------------------------------------------------------------------
+def test_interval_defaults_to_one_minute_and_retries_to_unlimited(ha):
+    assert ha.group.policy.interval_s == 60
+    assert ha.group.policy.retries == -1
+
+
+def test_seed_detection_device_error_once_then_token_not_present(ha, rsa_key):
+    m1, m2, m3 = ha.group.members
+    ha.group.fail_member(m1)
+    first = ha.status()
+    second = ha.status()
+    third = ha.status()
+    assert first == {m1.serial: "CKR_DEVICE_ERROR", m2.serial: "CKR_OK", m3.serial: "CKR_OK"}
+    assert second == {m1.serial: "CKR_TOKEN_NOT_PRESENT", m2.serial: "CKR_OK", m3.serial: "CKR_OK"}
+    assert third == second
+    # the survivors keep serving
+    served = m1.calls
+    for n in range(4):
+        verify(rsa_key[2], sign(ha, rsa_key[1], b"%d" % n), b"%d" % n)
+    assert m1.calls == served
+
+
+def test_status_codes_are_the_seed_values(ha):
+    m1 = ha.group.members[0]
+    ha.group.fail_member(m1)
+    codes = [dict((m.serial, c) for m, c in ha.group.status())[m1.serial] for _ in range(2)]
+    assert codes == [CKR_DEVICE_ERROR, CKR_TOKEN_NOT_PRESENT]
+    heal(ha)
+    assert {c for _, c in ha.group.status()} == {CKR_OK}
+
+
+# ---- auto-recovery inside a call ---------------------------------------------------------------
+def test_recovery_happens_inside_a_call_only_after_x(ha, rsa_key):
+    m1 = ha.group.members[0]
+    mark = len(ha.group.log.events)
+    ha.group.fail_member(m1)
+    ha.status()  # detected at t0
+    # after X, still failed: the call makes one recovery attempt, which fails
+    ha.clock.advance(ha.x + 1)
+    sign(ha, rsa_key[1])
+    sign(ha, rsa_key[1])  # same instant: no second attempt
+    assert ha.events(m1.serial, mark) == ["failed", "recovery-attempt"]
+    assert m1.recovery.recover_attempt_count == 1
+    # restored, but less than X since the last attempt: a call does not take it back
+    ha.group.restore_member(m1)
+    ha.clock.advance(ha.x - 1)
+    sign(ha, rsa_key[1])
+    assert not m1.active
+    assert ha.status()[m1.serial] == "CKR_TOKEN_NOT_PRESENT"
+    # past X: the next call recovers it before doing its own work
+    ha.clock.advance(2)
+    verify(rsa_key[2], sign(ha, rsa_key[1]), b"ckdemo HA test")
+    assert m1.active
+    assert set(ha.status().values()) == {"CKR_OK"}
+    assert ha.events(m1.serial, mark) == ["failed", "recovery-attempt", "recovered"]
+    recovered = [e for e in ha.group.log.events[mark:] if e.event == "recovered"][0]
+    assert recovered.group == ha.group.serial and m1.serial in recovered.line()
+    # and it is back in the rotation
+    before = m1.calls
+    for _ in range(3):
+        sign(ha, rsa_key[1])
+    assert m1.calls > before
+
+
+def test_idle_group_recovers_nothing(ha):
+    m1 = ha.group.members[0]
+    ha.group.fail_member(m1)
+    ha.status()
+    ha.group.restore_member(m1)
+    mark = len(ha.group.log.events)
+    ha.clock.advance(1000 * ha.x)
+    # no call: nothing ran, however long the clock says it has been
+    assert not m1.active
+    assert ha.group.log.events[mark:] == []
+    # the first call after that recovers it
+    ha.session.generate_random(16)
+    assert m1.active
+    assert ha.events(m1.serial, mark) == ["recovered"]
+
+
+def test_failed_members_keep_their_own_timers(ha):
+    m1, m2, m3 = ha.group.members
+    mark = len(ha.group.log.events)
+    ha.group.fail_member(m1)
+    ha.status()  # m1 down at t0
+    ha.clock.advance(ha.x / 2)
+    ha.group.fail_member(m2)
+    ha.status()  # m2 down at t0 + X/2
+    ha.group.restore_member(m1)
+    ha.group.restore_member(m2)
+    ha.clock.advance(ha.x / 2 + 1)  # t0 + X + 1: only m1 is due
+    ha.session.generate_random(16)
+    assert (m1.active, m2.active, m3.active) == (True, False, True)
+    ha.clock.advance(ha.x / 2)  # t0 + X/2 + X + 1: now m2 is due
+    ha.session.generate_random(16)
+    assert (m1.active, m2.active, m3.active) == (True, True, True)
+    assert ha.events(m1.serial, mark) == ["failed", "recovered"]
+    assert ha.events(m2.serial, mark) == ["failed", "recovered"]
+
+
+def test_retry_limit_counts_per_member(ha, rsa_key):
+    """reconnAtt N=2: a member still failed gets 2 attempts and no more; another recovers."""
+    m1, m2, m3 = ha.group.members
+    ha.group.policy.retries = 2
+    mark = len(ha.group.log.events)
+    ha.group.fail_member(m1)
+    ha.group.fail_member(m2)
+    ha.status()
+    ha.group.restore_member(m2)  # m2 comes back, m1 stays dead
+    for _ in range(5):
+        ha.clock.advance(ha.x + 1)
+        verify(rsa_key[2], sign(ha, rsa_key[1]), b"ckdemo HA test")
+    assert ha.events(m1.serial, mark) == ["failed", "recovery-attempt", "recovery-attempt"]
+    assert ha.events(m2.serial, mark) == ["failed", "recovered"]
+    assert m1.recovery.recover_attempt_count == 2 and m2.active
+    # m1 comes back now, but its N attempts are used up: it is not taken back
+    ha.group.restore_member(m1)
+    for _ in range(3):
+        ha.clock.advance(ha.x + 1)
+        sign(ha, rsa_key[1])
+    assert not m1.active
+    assert ha.events(m1.serial, mark).count("recovery-attempt") == 2
+    assert "recovered" not in ha.events(m1.serial, mark)
+
+
+def test_retries_zero_turns_auto_recovery_off(ha):
+    m3 = ha.group.members[2]
+    ha.group.policy.retries = 0
+    mark = len(ha.group.log.events)
+    ha.group.fail_member(m3)
+    ha.status()
+    ha.group.restore_member(m3)
+    for _ in range(3):
+        ha.clock.advance(10 * ha.x)
+        ha.session.generate_random(16)
+    assert not m3.active
+    assert ha.events(m3.serial, mark) == ["failed"]
+
+
+# ---- load balancing and failover ---------------------------------------------------------------
+def test_load_balancing_each_member_serves_a_quarter(ha, rsa_key):
+    before = {m.serial: m.calls for m in ha.group.members}
+    for n in range(300):
+        sign(ha, rsa_key[1], b"lb %d" % n)
+    served = {m.serial: m.calls - before[m.serial] for m in ha.group.members}
+    assert sum(served.values()) == 300
+    for serial, count in served.items():
+        assert count / 300 >= 0.25, served
+
+
+def test_failover_mid_loop_1000_signs_no_visible_error(ha, rsa_key):
+    m2 = ha.group.members[1]
+    errors, signatures = [], []
+    for n in range(1000):
+        if n == 500:
+            ha.group.fail_member(m2)
+            calls_at_failure = m2.calls
+        data = b"failover %d" % n
+        try:
+            signatures.append((data, sign(ha, rsa_key[1], data)))
+        except CKRError as exc:  # counted, not raised: the figure is the point
+            errors.append(f"{n}: {exc}")
+    assert errors == []
+    assert len(signatures) == 1000
+    assert not m2.active, "the failure was never hit: the test proved nothing"
+    assert m2.calls == calls_at_failure
+    assert "failed" in ha.events(m2.serial)
+    for data, signature in signatures:
+        verify(rsa_key[2], signature, data)
+
+
+def test_all_members_failed_is_a_device_error(ha, rsa_key):
+    for member in ha.group.members:
+        ha.group.fail_member(member)
+    with pytest.raises(CKRError) as caught:
+        sign(ha, rsa_key[1])
+    assert caught.value.ckr == CKR_DEVICE_ERROR
+    assert "no HA group member is available" in str(caught.value)
+    for member in ha.group.members:  # every member's own error is kept in the final one
+        assert member.serial in str(caught.value)
+        assert not member.active
+    # a later call still fails the same way, without a traceback-worthy exception type
+    with pytest.raises(CKRError) as again:
+        ha.session.generate_random(8)
+    assert again.value.ckr == CKR_DEVICE_ERROR
+
+
+# ---- application errors are answers, not failover ----------------------------------------------
+def test_wrong_pin_is_not_failover(fresh):
+    group = fresh.group
+    group.logout()
+    mark = len(group.log.events)
+    with pytest.raises(CKRError) as caught:
+        group.login(CKU_USER, "0000")
+    assert caught.value.ckr == CKR_PIN_INCORRECT
+    assert all(m.active for m in group.members)
+    assert group.credentials is None
+    assert [e for e in group.log.events[mark:] if e.event == "failed"] == []
+    group.login(CKU_USER, USER_PIN)  # and the right PIN still works on every member
+    session = group.open_session()
+    pub, priv = session.generate(KeySpec("rsa", 2048, "after-wrong-pin", b""))
+    for _ in range(3):
+        session.sign(priv, CKM_SHA256_RSA_PKCS, b"x")
+    assert all(m.calls > 0 for m in group.members)
+
+
+def test_bad_object_handle_is_not_failover(ha, rsa_key):
+    mark = len(ha.group.log.events)
+    with pytest.raises(CKRError) as caught:
+        ha.session.sign(987654, CKM_SHA256_RSA_PKCS, b"x")
+    assert caught.value.ckr == CKR_OBJECT_HANDLE_INVALID
+    assert all(m.active for m in ha.group.members)
+    assert [e for e in ha.group.log.events[mark:] if e.event == "failed"] == []
+    sign(ha, rsa_key[1])
+
+
+@pytest.mark.xfail(reason="BUG: ckdemo/ha/session.py VirtualSession._object raises "
+                          "CKR_OBJECT_HANDLE_INVALID as 'C_GetAttributeValue' whatever the call "
+                          "(a bad handle in Sign reports C_GetAttributeValue)", strict=True)
+def test_bad_object_handle_names_the_function_called(ha):
+    with pytest.raises(CKRError) as caught:
+        ha.session.sign(987654, CKM_SHA256_RSA_PKCS, b"x")
+    assert caught.value.function == "C_Sign"
+
+
+@pytest.mark.xfail(reason="BUG: SoftHSM answers C_SignInit with a mechanism that does not fit the "
+                          "key (CKM_ECDSA on an RSA key) with CKR_GENERAL_ERROR; ckdemo/codes.py "
+                          "MEMBER_FATAL lists CKR_GENERAL_ERROR, so HAGroup.run marks every member "
+                          "failed and the application gets CKR_DEVICE_ERROR", strict=True)
+def test_mechanism_that_does_not_fit_the_key_is_not_failover(ha, rsa_key):
+    mark = len(ha.group.log.events)
+    with pytest.raises(CKRError) as caught:
+        ha.session.sign(rsa_key[1], CKM_ECDSA, bytes(32))
+    failed = [e.member for e in ha.group.log.events[mark:] if e.event == "failed"]
+    assert failed == [], f"an application error took members out: {failed}"
+    assert caught.value.ckr != CKR_DEVICE_ERROR
+    assert all(m.active for m in ha.group.members)
+
+
+# ---- resynchronisation and rejection at recovery ------------------------------------------------
+def member_objects(member, key_id: bytes) -> set[int]:
+    """Object classes with this CKA_ID on the member, read through its own physical session."""
+    session = member.slot.open_session(rw=False)
+    try:
+        return {session.get_attributes(h, [CKA_CLASS])[CKA_CLASS]
+                for h in session.find_objects({CKA_ID: key_id})}
+    finally:
+        session.close()
+
+
+def test_recovered_member_is_resynchronised(ha):
+    m1, m2, m3 = ha.group.members
+    gone_id, new_id = os.urandom(8), os.urandom(8)
+    gone_pub, gone_priv = ha.session.generate(KeySpec("rsa", 2048, "resync-gone", gone_id))
+    assert member_objects(m2, gone_id) == {CKO_PUBLIC_KEY, CKO_PRIVATE_KEY}
+    ha.group.fail_member(m2)
+    ha.status()
+    # while m2 is away: one key appears, one disappears
+    new_pub, new_priv = ha.session.generate(KeySpec("rsa", 2048, "resync-new", new_id))
+    ha.session.destroy_object(gone_priv)
+    ha.session.destroy_object(gone_pub)
+    assert member_objects(m1, new_id) == {CKO_PUBLIC_KEY, CKO_PRIVATE_KEY}
+    assert member_objects(m1, gone_id) == set()
+    ha.group.restore_member(m2)
+    # m2 lost its login with its sessions: only public objects are visible on it for now
+    assert member_objects(m2, new_id) == set() and member_objects(m2, gone_id) == {CKO_PUBLIC_KEY}
+    mark = len(ha.group.log.events)
+    ha.clock.advance(ha.x + 1)
+    ha.session.generate_random(16)
+    assert m2.active
+    assert member_objects(m2, new_id) == {CKO_PUBLIC_KEY, CKO_PRIVATE_KEY}
+    assert member_objects(m2, gone_id) == set()
+    resync = [e for e in ha.group.log.events[mark:] if e.event == "resynchronised"]
+    assert [e.member for e in resync] == [m2.serial]
+    assert "2 object(s) copied" in resync[0].detail and "2 destroyed" in resync[0].detail
+    # the copied key works on m2 itself: fail the others so only m2 can serve
+    values = ha.session.get_attributes(new_pub, [CKA_MODULUS, CKA_PUBLIC_EXPONENT])
+    public_key = rsa.RSAPublicNumbers(int.from_bytes(values[CKA_PUBLIC_EXPONENT], "big"),
+                                      int.from_bytes(values[CKA_MODULUS], "big")).public_key()
+    ha.group.fail_member(m1)
+    ha.group.fail_member(m3)
+    before = m2.calls
+    verify(public_key, ha.session.sign(new_priv, CKM_SHA256_RSA_PKCS, b"m2 only"), b"m2 only")
+    assert m2.calls == before + 1
+
+
+def _reinit_with_softhsm_util(ha: HA, member) -> None:
+    done = subprocess.run(["softhsm2-util", "--init-token", "--serial", member.serial,
+                           "--label", member.label, "--so-pin", SO_PIN, "--pin", USER_PIN],
+                          capture_output=True, text=True, timeout=60, env=softhsm_env(ha.home))
+    assert done.returncode == 0, done.stderr
+
+
+def test_member_back_with_reinitialised_token_is_rejected(fresh):
+    group = fresh.group
+    m1, m2, m3 = group.members
+    session = fresh.session
+    pub, priv = session.generate(KeySpec("rsa", 2048, "before-reinit", b""))
+    group.fail_member(m3)
+    fresh.status()
+    _reinit_with_softhsm_util(fresh, m3)  # same serial, same PINs, but empty: no domain key
+    group.restore_member(m3)
+    mark = len(group.log.events)
+    fresh.clock.advance(fresh.x + 1)
+    session.sign(priv, CKM_SHA256_RSA_PKCS, b"x")  # the call goes on without it
+    assert not m3.active
+    assert fresh.status()[m3.serial] == "CKR_TOKEN_NOT_RECOGNIZED"
+    assert dict((m.serial, c) for m, c in group.status())[m3.serial] == CKR_TOKEN_NOT_RECOGNIZED
+    rejected = [e for e in group.log.events[mark:] if e.event == "rejected"]
+    assert [e.member for e in rejected] == [m3.serial]
+    assert "domain key" in rejected[0].detail
+    # it stays out: no further attempts, no calls served, however many calls come
+    calls = m3.calls
+    for _ in range(3):
+        fresh.clock.advance(fresh.x + 1)
+        session.sign(priv, CKM_SHA256_RSA_PKCS, b"x")
+    assert not m3.active and m3.calls == calls
+    assert "recovered" not in fresh.events(m3.serial, mark)
+
+
+@pytest.mark.xfail(reason="BUG: ckdemo/ha/group.py HAGroup._reconnect: a member whose token came "
+                          "back re-initialised without a user PIN fails C_Login with "
+                          "CKR_USER_PIN_NOT_INITIALIZED, counted as an ordinary failed recovery "
+                          "attempt: status stays CKR_TOKEN_NOT_PRESENT, no 'rejected' event, and "
+                          "recovery retries forever", strict=True)
+def test_member_back_with_emptied_token_is_rejected(fresh):
+    group = fresh.group
+    m3 = group.members[2]
+    group.fail_member(m3)  # closes every session on the slot, so C_InitToken is allowed
+    fresh.status()
+    m3.slot.module.raw.init_token(m3.slot.slot_id, SO_PIN, m3.label)  # C_InitToken, in process
+    group.restore_member(m3)
+    mark = len(group.log.events)
+    fresh.clock.advance(fresh.x + 1)
+    fresh.session.generate_random(8)
+    assert not m3.active
+    assert fresh.status()[m3.serial] == "CKR_TOKEN_NOT_RECOGNIZED"
+    assert "rejected" in fresh.events(m3.serial, mark)
+
+
+@pytest.mark.xfail(reason="BUG: the 'rejected' log line says 'run HA Init (50) to admit it again', "
+                          "but HAGroup.ha_init only visits active members (the rejected one never "
+                          "gets a domain key) and fails with CKR_USER_ANOTHER_ALREADY_LOGGED_IN "
+                          "while HA Login is in effect: following the advice re-rejects it",
+                   strict=True)
+def test_rejected_member_is_admitted_again_after_ha_init_as_the_log_says(fresh):
+    group = fresh.group
+    m3 = group.members[2]
+    pub, priv = fresh.session.generate(KeySpec("rsa", 2048, "before-reinit", b""))
+    group.fail_member(m3)
+    fresh.status()
+    _reinit_with_softhsm_util(fresh, m3)
+    group.restore_member(m3)
+    fresh.clock.advance(fresh.x + 1)
+    fresh.session.generate_random(8)
+    assert "HA Init" in [e for e in group.log.events if e.event == "rejected"][-1].detail
+    group.logout()
+    group.ha_init(SO_PIN)
+    group.login(CKU_USER, USER_PIN)
+    fresh.clock.advance(fresh.x + 1)
+    fresh.session.generate_random(8)
+    assert m3.active

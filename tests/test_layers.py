@@ -1,0 +1,106 @@
+"""Dependencies point one way (STYLE: cli -> menu -> handlers -> ha -> members), checked with ast.
+
+Every import counts, including those inside functions and relative ones, resolved to absolute
+module names; `importlib.import_module("...")` / `__import__("...")` with a literal count too.
+"""
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parent.parent / "ckdemo"
+
+
+def module_name(path: Path) -> str:
+    parts = list(path.relative_to(PACKAGE.parent).with_suffix("").parts)
+    if parts[-1] == "__init__":
+        parts.pop()
+    return ".".join(parts)
+
+
+def imports_of_source(source: str, name: str, is_package: bool = False) -> set[str]:
+    """Absolute names a module imports (for `from a import b`, both `a` and `a.b`)."""
+    package = name.split(".") if is_package else name.split(".")[:-1]
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package[:len(package) - node.level + 1]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            found.add(target)
+            found.update(f"{target}.{alias.name}" for alias in node.names if alias.name != "*")
+        elif isinstance(node, ast.Call) and node.args and isinstance(node.args[0], ast.Constant) \
+                and isinstance(node.args[0].value, str):
+            func = node.func
+            called = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+            if called in ("import_module", "__import__"):
+                found.add(node.args[0].value)
+    found.discard("")
+    return found
+
+
+def imports_of(path: Path) -> set[str]:
+    return imports_of_source(path.read_text(), module_name(path), path.name == "__init__.py")
+
+
+def sources(*subpackages: str) -> list[Path]:
+    roots = [PACKAGE / sub for sub in subpackages] if subpackages else [PACKAGE]
+    return sorted(p for root in roots for p in root.rglob("*.py"))
+
+
+def offending(paths: list[Path], forbidden: tuple[str, ...]) -> dict[str, list[str]]:
+    bad = {}
+    for path in paths:
+        hits = sorted(name for name in imports_of(path)
+                      if any(name == f or name.startswith(f + ".") for f in forbidden))
+        if hits:
+            bad[str(path.relative_to(PACKAGE.parent))] = hits
+    return bad
+
+
+# ---- the scanner itself ----------------------------------------------------------------------------
+def test_scanner_resolves_relative_and_nested_imports():
+    source = ("from __future__ import annotations\n"
+              "from ..menu.context import Context\n"
+              "from . import replication\n"
+              "from .. import handlers\n"
+              "def later():\n"
+              "    import pkcs11.util.ec\n"
+              "    import importlib\n"
+              "    importlib.import_module('ctypes')\n")
+    found = imports_of_source(source, "ckdemo.ha.group")
+    assert {"ckdemo.menu.context", "ckdemo.ha.replication", "ckdemo.handlers",
+            "pkcs11.util.ec", "ctypes"} <= found
+    assert imports_of_source("from .policy import X", "ckdemo.ha", is_package=True) >= {"ckdemo.ha.policy"}
+
+
+def test_scanner_sees_the_member_layer_use_pkcs11_and_ctypes():
+    members = {module_name(p): imports_of(p) for p in sources("members")}
+    assert "pkcs11" in members["ckdemo.members.module"]
+    assert any("ctypes" in names for names in members.values())
+    assert "ckdemo.ha.policy" in imports_of(PACKAGE / "config" / "ha.py")
+
+
+@pytest.mark.parametrize("subpackage", ["ha", "menu", "handlers", "members"])
+def test_layer_exists(subpackage):
+    assert sources(subpackage), f"ckdemo/{subpackage} has no modules: the rules below check nothing"
+
+
+# ---- the rules -----------------------------------------------------------------------------------
+def test_ha_imports_no_ui_and_no_pkcs11():
+    assert offending(sources("ha"), ("ckdemo.menu", "ckdemo.handlers", "ckdemo.cli", "pkcs11")) == {}
+
+
+def test_menu_and_handlers_do_not_reach_members_or_pkcs11():
+    assert offending(sources("menu", "handlers"), ("pkcs11", "ckdemo.members")) == {}
+
+
+def test_only_members_import_pkcs11_or_ctypes():
+    outside = [p for p in sources() if (PACKAGE / "members") not in p.parents]
+    assert offending(outside, ("pkcs11", "ctypes")) == {}
