@@ -128,10 +128,14 @@ MEMBER_FATAL = frozenset({
     CKR_TOKEN_NOT_PRESENT,
     CKR_TOKEN_NOT_RECOGNIZED,
     CKR_CRYPTOKI_NOT_INITIALIZED,  # the module was finalised under us: only C_Initialize helps
-    # The spec calls GENERAL_ERROR "some horrible, unrecoverable error" that may leave the token
-    # inconsistent, and SoftHSM's token-store faults give it and stay broken until re-init
-    # (FACTS 7): trust another member with the request rather than retry this one.
-    CKR_GENERAL_ERROR,
+    # Not CKR_GENERAL_ERROR: SoftHSM answers it for a mechanism that does not fit the key, an
+    # application error that would otherwise fail every member in turn (FACTS 7: its token-store
+    # faults give it too, but those are not a realistic member failure).
+})
+
+# Answers about credentials: retrying them on another member (or in recovery) burns PIN tries.
+CREDENTIALS_REJECTED = frozenset({
+    CKR_PIN_INCORRECT, CKR_PIN_LOCKED, CKR_PIN_EXPIRED, CKR_USER_PIN_NOT_INITIALIZED,
 })
 
 # The member is healthy but our session or its login is gone (re-init, C_Logout from another

@@ -359,19 +359,12 @@ def test_bad_object_handle_is_not_failover(ha, rsa_key):
     sign(ha, rsa_key[1])
 
 
-@pytest.mark.xfail(reason="BUG: ckdemo/ha/session.py VirtualSession._object raises "
-                          "CKR_OBJECT_HANDLE_INVALID as 'C_GetAttributeValue' whatever the call "
-                          "(a bad handle in Sign reports C_GetAttributeValue)", strict=True)
 def test_bad_object_handle_names_the_function_called(ha):
     with pytest.raises(CKRError) as caught:
         ha.session.sign(987654, CKM_SHA256_RSA_PKCS, b"x")
     assert caught.value.function == "C_Sign"
 
 
-@pytest.mark.xfail(reason="BUG: SoftHSM answers C_SignInit with a mechanism that does not fit the "
-                          "key (CKM_ECDSA on an RSA key) with CKR_GENERAL_ERROR; ckdemo/codes.py "
-                          "MEMBER_FATAL lists CKR_GENERAL_ERROR, so HAGroup.run marks every member "
-                          "failed and the application gets CKR_DEVICE_ERROR", strict=True)
 def test_mechanism_that_does_not_fit_the_key_is_not_failover(ha, rsa_key):
     mark = len(ha.group.log.events)
     with pytest.raises(CKRError) as caught:
@@ -463,11 +456,6 @@ def test_member_back_with_reinitialised_token_is_rejected(fresh):
     assert "recovered" not in fresh.events(m3.serial, mark)
 
 
-@pytest.mark.xfail(reason="BUG: ckdemo/ha/group.py HAGroup._reconnect: a member whose token came "
-                          "back re-initialised without a user PIN fails C_Login with "
-                          "CKR_USER_PIN_NOT_INITIALIZED, counted as an ordinary failed recovery "
-                          "attempt: status stays CKR_TOKEN_NOT_PRESENT, no 'rejected' event, and "
-                          "recovery retries forever", strict=True)
 def test_member_back_with_emptied_token_is_rejected(fresh):
     group = fresh.group
     m3 = group.members[2]
@@ -483,11 +471,6 @@ def test_member_back_with_emptied_token_is_rejected(fresh):
     assert "rejected" in fresh.events(m3.serial, mark)
 
 
-@pytest.mark.xfail(reason="BUG: the 'rejected' log line says 'run HA Init (50) to admit it again', "
-                          "but HAGroup.ha_init only visits active members (the rejected one never "
-                          "gets a domain key) and fails with CKR_USER_ANOTHER_ALREADY_LOGGED_IN "
-                          "while HA Login is in effect: following the advice re-rejects it",
-                   strict=True)
 def test_rejected_member_is_admitted_again_after_ha_init_as_the_log_says(fresh):
     group = fresh.group
     m3 = group.members[2]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable, TypeVar
 
-from ..codes import (CKR_DEVICE_ERROR, CKR_FUNCTION_NOT_SUPPORTED, CKR_NO_EVENT, CKR_OK,
+from ..codes import (CREDENTIALS_REJECTED, CKR_DEVICE_ERROR, CKR_FUNCTION_NOT_SUPPORTED, CKR_NO_EVENT, CKR_OK,
                      CKR_USER_ALREADY_LOGGED_IN, CKR_USER_NOT_LOGGED_IN, SESSION_LOST, CKRError,
                      is_member_fatal)
 from ..model import (CKA_CLASS, CKA_ID, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, CKO_SECRET_KEY, CKU_SO,
@@ -21,6 +21,7 @@ from .policy import RecoveryPolicy
 T = TypeVar("T")
 HA_SLOT_DESCRIPTION = "HA Virtual Card Slot"  # seed: "slot#3 - HA Virtual Card Slot"
 KEY_CLASSES = (CKO_PUBLIC_KEY, CKO_PRIVATE_KEY, CKO_SECRET_KEY)
+CKF_USER_PIN_INITIALIZED = 0x8
 
 
 class HAGroup:
@@ -101,23 +102,29 @@ class HAGroup:
         if info.serial_number != member.serial:
             raise MemberRejected(f"slot now holds token {info.serial_number}, not {member.serial}")
         anchor = member.slot.open_session(rw=True)
-        if self.credentials:
-            try:
-                anchor.login(*self.credentials)
-            except CKRError as exc:
-                if exc.ckr != CKR_USER_ALREADY_LOGGED_IN:
-                    _close_quietly(anchor)
-                    raise
-        member.anchor = anchor
-        source = self._source_member(exclude=member)
-        if source is not None and replication.find_domain_key(self._session(source)) is not None \
-                and replication.find_domain_key(anchor) is None:
+        try:
+            # the domain key is a public object: checked before any login, so an emptied token
+            # (no user PIN) is recognised as such and not retried forever
+            source = self._source_member(exclude=member)
+            if source is not None and replication.find_domain_key(self._session(source)) is not None \
+                    and replication.find_domain_key(anchor) is None:
+                raise MemberRejected("came back without the HA domain key (token re-initialised?): "
+                                     "run HA Init (50) to admit it again")
+            if self.credentials:
+                try:
+                    anchor.login(*self.credentials)
+                except CKRError as exc:
+                    if exc.ckr in CREDENTIALS_REJECTED:
+                        raise MemberRejected(f"the HA login is refused there ({exc.name})") from None
+                    if exc.ckr != CKR_USER_ALREADY_LOGGED_IN:
+                        raise
+            member.anchor = anchor
+            if source is not None:
+                self._resynchronise(source, member)
+        except BaseException:
             member.anchor = None
             _close_quietly(anchor)
-            raise MemberRejected("came back without the HA domain key (token re-initialised?): "
-                                 "run HA Init (50) to admit it again")
-        if source is not None:
-            self._resynchronise(source, member)
+            raise
 
     def _resynchronise(self, source: HAMember, target: HAMember) -> None:
         """Copy objects created while the member was away; destroy those destroyed meanwhile."""
@@ -244,42 +251,62 @@ class HAGroup:
 
     # ---- HA functions (menu 50-52, fault injection) --------------------------------------------
     def ha_init(self, so_pin: str) -> list[str]:
-        """Create the domain key on every member that lacks it (one SO login per member)."""
+        """Put the domain key on every reachable member (one SO login each) and admit members
+        that were rejected. When some member lacks the key while others hold it, a new key
+        replaces it everywhere: the old value cannot leave its members, and keys already on the
+        members are stored by them, not wrapped, so nothing depends on the old one."""
         self.before_call()
-        value = None
-        created = []
-        for member in self.active_members():
-            session = member.slot.open_session(rw=True)
-            try:
-                session.login(CKU_SO, so_pin)
+        targets = [m for m in self.members if m.active or m.state is MemberState.REJECTED]
+        if not targets:
+            raise CKRError(CKR_DEVICE_ERROR, "HA Init", "no HA group member is available")
+        credentials = self.credentials
+        if credentials:  # an SO login needs the user logged out of the token (PKCS#11)
+            self.logout()
+        try:
+            present = {m.serial: self._has_domain_key(m) for m in targets}
+            rotate = any(present.values()) and not all(present.values())
+            value = None
+            changed = []
+            for member in targets:
+                if present[member.serial] and not rotate:
+                    continue
+                session = member.slot.open_session(rw=True)
                 try:
-                    if replication.find_domain_key(session) is None:
-                        if value is None:
-                            value = session.generate_random(replication.DOMAIN_KEY_BYTES)
-                            existing = self._existing_domain_member(member)
-                            if existing is not None:
-                                raise CKRError(CKR_FUNCTION_NOT_SUPPORTED, "HA Init",
-                                               f"member {existing} already has a domain key and "
-                                               "its value cannot leave it; re-initialise the group")
+                    session.login(CKU_SO, so_pin)
+                    try:
+                        value = value or session.generate_random(replication.DOMAIN_KEY_BYTES)
+                        old = replication.find_domain_key(session)
+                        if old is not None:
+                            session.destroy_object(old)
                         session.create_object(replication.domain_key_template(value))
-                        created.append(member.serial)
+                        if credentials and not member.slot.token_info().flags & CKF_USER_PIN_INITIALIZED:
+                            session.init_pin(credentials[1])  # an emptied token gets the HA PIN
+                        changed.append(member.serial)
+                    finally:
+                        _logout_quietly(session)
                 finally:
-                    session.logout()
-            finally:
-                _close_quietly(session)
-        value = None
-        for member in self.members:
-            if member.state is MemberState.REJECTED:  # HA Init re-admits a rejected member
+                    _close_quietly(session)
+            value = None
+        finally:
+            if credentials:
+                self.login(*credentials)
+        for member in targets:
+            if member.state is MemberState.REJECTED:  # taken back by the next call's recovery
                 member.state = MemberState.DOWN
                 member.recovery = self.policy.disconnected()
                 member.recovery.last_recover_attempt -= self.policy.interval_s + 1
-        return created
+                self.log.record(self.serial, member.serial, "readmitted", "by HA Init")
+        if changed:
+            self.log.record(self.serial, ",".join(changed), "domain-key",
+                            "replaced on every member" if rotate else "created")
+        return changed
 
-    def _existing_domain_member(self, exclude: HAMember) -> str | None:
-        for member in self.active_members():
-            if member is not exclude and replication.find_domain_key(self._session(member)) is not None:
-                return member.serial
-        return None
+    def _has_domain_key(self, member: HAMember) -> bool:
+        session = member.slot.open_session(rw=False)
+        try:
+            return replication.find_domain_key(session) is not None
+        finally:
+            _close_quietly(session)
 
     def login(self, user_type: int, pin: str) -> None:
         """Log in on every active member with one PIN (HA Login / C_Login on the HA slot)."""

@@ -23,6 +23,8 @@ DOMAIN_KEY_BYTES = 32
 # capability attributes copied to a replica, by object class
 CAPABILITIES = {
     CKO_PRIVATE_KEY: (CKA_SIGN, CKA_DECRYPT, CKA_UNWRAP, CKA_DERIVE),
+    # (not CKA_VALUE_LEN: SoftHSM 2.6.1 refuses it in an unwrap template and stores 0 on every
+    # unwrapped secret key; the key value itself is intact)
     CKO_SECRET_KEY: (CKA_ENCRYPT, CKA_DECRYPT, CKA_WRAP, CKA_UNWRAP, CKA_SIGN, CKA_VERIFY, CKA_DERIVE),
     CKO_PUBLIC_KEY: (CKA_VERIFY, CKA_ENCRYPT, CKA_WRAP),
 }

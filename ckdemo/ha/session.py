@@ -69,22 +69,22 @@ class VirtualSession:
                               lambda m: self.group._session(m).generate_random(length))
 
     def sign(self, handle: int, mechanism: int, data: bytes) -> bytes:
-        obj = self._object(handle)
+        obj = self._object(handle, "C_Sign")
         return self.group.run("C_Sign", lambda m: self.group._session(m).sign(
             self._on(m, obj), mechanism, data))
 
     def verify(self, handle: int, mechanism: int, data: bytes, signature: bytes) -> bool:
-        obj = self._object(handle)
+        obj = self._object(handle, "C_Verify")
         return self.group.run("C_Verify", lambda m: self.group._session(m).verify(
             self._on(m, obj), mechanism, data, signature))
 
     def encrypt(self, handle: int, mechanism: int, data: bytes, param: bytes | None = None) -> bytes:
-        obj = self._object(handle)
+        obj = self._object(handle, "C_Encrypt")
         return self.group.run("C_Encrypt", lambda m: self.group._session(m).encrypt(
             self._on(m, obj), mechanism, data, param))
 
     def decrypt(self, handle: int, mechanism: int, data: bytes, param: bytes | None = None) -> bytes:
-        obj = self._object(handle)
+        obj = self._object(handle, "C_Decrypt")
         return self.group.run("C_Decrypt", lambda m: self.group._session(m).decrypt(
             self._on(m, obj), mechanism, data, param))
 
@@ -92,7 +92,7 @@ class VirtualSession:
         return self.group.run("C_Digest", lambda m: self.group._session(m).digest(mechanism, data))
 
     def get_attributes(self, handle: int, attributes: list[int]) -> dict[int, Any]:
-        obj = self._object(handle)
+        obj = self._object(handle, "C_GetAttributeValue")
         return self.group.run("C_GetAttributeValue", lambda m: self.group._session(m).get_attributes(
             self._on(m, obj), attributes))
 
@@ -129,7 +129,7 @@ class VirtualSession:
         return obj.handle
 
     def destroy_object(self, handle: int) -> None:
-        obj = self._object(handle)
+        obj = self._object(handle, "C_DestroyObject")
         self.group.on_all("C_DestroyObject",
                           lambda m: self.group._session(m).destroy_object(self._on(m, obj)))
         self.objects.pop(handle, None)
@@ -172,12 +172,12 @@ class VirtualSession:
         obj.on_member[member.serial] = (member.generation, member_handle)
         return obj
 
-    def _object(self, handle: int) -> VirtualObject:
+    def _object(self, handle: int, function: str) -> VirtualObject:
         self.group.before_call()
         try:
             return self.objects[handle]
         except KeyError:
-            raise CKRError(CKR_OBJECT_HANDLE_INVALID, "C_GetAttributeValue",
+            raise CKRError(CKR_OBJECT_HANDLE_INVALID, function,
                            f"no object with handle {handle} in session {self.handle}") from None
 
     def _on(self, member: HAMember, obj: VirtualObject) -> int:
