@@ -135,3 +135,40 @@ class KeySpec:
     sensitive: bool = True
     extractable: bool = False
     wrap_with_trusted: bool = False
+
+
+# Mechanism parameters in plain terms; the member layer turns them into the library's own.
+CKM_SHA_1, CKM_SHA256, CKM_SHA384, CKM_SHA512 = 0x220, 0x250, 0x260, 0x270
+CKG_MGF1_SHA1, CKG_MGF1_SHA256, CKG_MGF1_SHA384, CKG_MGF1_SHA512 = 0x1, 0x2, 0x3, 0x4
+CKD_NULL = 0x1
+
+
+@dataclass(frozen=True)
+class GCMParam:
+    nonce: bytes
+    aad: bytes = b""
+    tag_bits: int = 128
+
+
+@dataclass(frozen=True)
+class OAEPParam:
+    hash_mechanism: int = CKM_SHA_1  # SoftHSM 2.6 takes SHA-1 only (FACTS 6)
+    mgf: int = CKG_MGF1_SHA1
+    source: bytes | None = None
+
+
+@dataclass(frozen=True)
+class PSSParam:
+    hash_mechanism: int
+    mgf: int
+    salt_length: int
+
+
+@dataclass(frozen=True)
+class ECDHParam:
+    public_data: bytes  # the other party's EC point (DER OCTET STRING or raw)
+    kdf: int = CKD_NULL
+    shared_data: bytes | None = None
+
+
+MechanismParam = bytes | GCMParam | OAEPParam | PSSParam | ECDHParam | None

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Iterable, Iterator
 
 from ..codes import CKR_OBJECT_HANDLE_INVALID, CKR_USER_NOT_LOGGED_IN, CKRError
-from ..model import (CKA_CLASS, CKA_ID, CKA_LABEL, CKU_SO, KeySpec, SessionInfo)
+from ..model import (CKA_CLASS, CKA_ID, CKA_LABEL, CKA_TOKEN, CKU_SO, KeySpec, MechanismParam,
+                     SessionInfo)
 from . import replication
 from .member import HAMember
 
@@ -20,6 +21,7 @@ class VirtualObject:
     key: tuple  # (class, CKA_ID, label): how members are searched, never by member handle
     # member serial -> (member generation, member handle)
     on_member: dict[str, tuple[int, int]] = field(default_factory=dict)
+    session_object: bool = False  # CKA_TOKEN false: destroyed when its virtual session closes
 
 
 class VirtualSession:
@@ -38,7 +40,13 @@ class VirtualSession:
         self.group.logout()
 
     def close(self) -> None:
+        """Session objects follow the session: they go from every member with it."""
         self.group.before_call()
+        for obj in [o for o in self.objects.values() if o.session_object]:
+            try:
+                self.destroy_object(obj.handle)
+            except CKRError:
+                pass  # gone with a failed member already; the close itself must succeed
         self.group.sessions.pop(self.handle, None)
         self.objects.clear()
 
@@ -68,28 +76,138 @@ class VirtualSession:
         return self.group.run("C_GenerateRandom",
                               lambda m: self.group._session(m).generate_random(length))
 
-    def sign(self, handle: int, mechanism: int, data: bytes) -> bytes:
+    def sign(self, handle: int, mechanism: int, data: bytes, param: MechanismParam = None) -> bytes:
         obj = self._object(handle, "C_Sign")
         return self.group.run("C_Sign", lambda m: self.group._session(m).sign(
-            self._on(m, obj), mechanism, data))
+            self._on(m, obj), mechanism, data, param))
 
-    def verify(self, handle: int, mechanism: int, data: bytes, signature: bytes) -> bool:
+    def verify(self, handle: int, mechanism: int, data: bytes, signature: bytes,
+               param: MechanismParam = None) -> None:
         obj = self._object(handle, "C_Verify")
-        return self.group.run("C_Verify", lambda m: self.group._session(m).verify(
-            self._on(m, obj), mechanism, data, signature))
+        self.group.run("C_Verify", lambda m: self.group._session(m).verify(
+            self._on(m, obj), mechanism, data, signature, param))
 
-    def encrypt(self, handle: int, mechanism: int, data: bytes, param: bytes | None = None) -> bytes:
+    def encrypt(self, handle: int, mechanism: int, data: bytes, param: MechanismParam = None) -> bytes:
         obj = self._object(handle, "C_Encrypt")
         return self.group.run("C_Encrypt", lambda m: self.group._session(m).encrypt(
             self._on(m, obj), mechanism, data, param))
 
-    def decrypt(self, handle: int, mechanism: int, data: bytes, param: bytes | None = None) -> bytes:
+    def decrypt(self, handle: int, mechanism: int, data: bytes, param: MechanismParam = None) -> bytes:
         obj = self._object(handle, "C_Decrypt")
         return self.group.run("C_Decrypt", lambda m: self.group._session(m).decrypt(
             self._on(m, obj), mechanism, data, param))
 
     def digest(self, mechanism: int, data: bytes) -> bytes:
         return self.group.run("C_Digest", lambda m: self.group._session(m).digest(mechanism, data))
+
+    def digest_key(self, mechanism: int, handle: int) -> bytes:
+        obj = self._object(handle, "C_DigestKey")
+        return self.group.run("C_DigestKey", lambda m: self.group._session(m).digest_key(
+            mechanism, self._on(m, obj)))
+
+    def wrap_key(self, wrapping: int, key: int, mechanism: int, param: MechanismParam = None) -> bytes:
+        wrapper, wrapped = self._object(wrapping, "C_WrapKey"), self._object(key, "C_WrapKey")
+        return self.group.run("C_WrapKey", lambda m: self.group._session(m).wrap_key(
+            self._on(m, wrapper), self._on(m, wrapped), mechanism, param))
+
+    def read_attribute(self, handle: int, attribute: int):
+        obj = self._object(handle, "C_GetAttributeValue")
+        return self.group.run("C_GetAttributeValue", lambda m: self.group._session(m).read_attribute(
+            self._on(m, obj), attribute))
+
+    def object_size(self, handle: int) -> int:
+        obj = self._object(handle, "C_GetObjectSize")
+        return self.group.run("C_GetObjectSize", lambda m: self.group._session(m).object_size(
+            self._on(m, obj)))
+
+    # ---- multi-part: pinned to one member; a member failure mid-way fails back to the caller
+    def encrypt_stream(self, handle: int, mechanism: int, chunks: Iterable[bytes],
+                       param: MechanismParam = None) -> Iterator[bytes]:
+        obj = self._object(handle, "C_EncryptInit")
+        return self._pinned("C_EncryptInit", lambda s, m: s.encrypt_stream(
+            self._on(m, obj), mechanism, chunks, param))
+
+    def decrypt_stream(self, handle: int, mechanism: int, chunks: Iterable[bytes],
+                       param: MechanismParam = None) -> Iterator[bytes]:
+        obj = self._object(handle, "C_DecryptInit")
+        return self._pinned("C_DecryptInit", lambda s, m: s.decrypt_stream(
+            self._on(m, obj), mechanism, chunks, param))
+
+    def digest_stream(self, mechanism: int, chunks: Iterable[bytes]) -> bytes:
+        # a digest that failed half-way cannot be resumed elsewhere: the chunks are consumed
+        member = self.group.run("C_DigestInit", lambda m: m)
+        try:
+            return self.group._session(member).digest_stream(mechanism, chunks)
+        except CKRError as exc:
+            if self.group._is_member_failure(exc):
+                self.group.member_failed(member, exc)
+            raise
+
+    def _pinned(self, function: str, start) -> Iterator[bytes]:
+        member = self.group.run(function, lambda m: m)
+        stream = start(self.group._session(member), member)
+        try:
+            yield from stream
+        except CKRError as exc:
+            if self.group._is_member_failure(exc):
+                self.group.member_failed(member, exc)
+            raise
+
+    # ---- changes applied on every member ----------------------------------------------------
+    def seed_random(self, seed: bytes) -> None:
+        self.group.on_all("C_SeedRandom", lambda m: self.group._session(m).seed_random(seed))
+
+    def set_attributes(self, handle: int, template: dict[int, Any]) -> None:
+        obj = self._object(handle, "C_SetAttributeValue")
+        self.group.on_all("C_SetAttributeValue", lambda m: self.group._session(m).set_attributes(
+            self._on(m, obj), template))
+        if CKA_ID in template or CKA_LABEL in template:  # its identity on members changed
+            self._rekey(obj, template)
+
+    def copy_object(self, handle: int, template: dict[int, Any]) -> int:
+        obj = self._object(handle, "C_CopyObject")
+        if CKA_ID not in template and CKA_LABEL not in template:
+            template = {**template, CKA_ID: os.urandom(8)}  # members must tell copies apart
+        results = self.group.on_all("C_CopyObject", lambda m: self.group._session(m).copy_object(
+            self._on(m, obj), template))
+        return self._register_results(results)
+
+    def unwrap_key(self, unwrapping: int, object_class: int, key_type: int, data: bytes,
+                   mechanism: int, template: dict[int, Any], param: MechanismParam = None) -> int:
+        """Unwrapped on every member: the unwrapping key is the same on all, so is the result."""
+        wrapper = self._object(unwrapping, "C_UnwrapKey")
+        template = self._identified(template)
+        results = self.group.on_all("C_UnwrapKey", lambda m: self.group._session(m).unwrap_key(
+            self._on(m, wrapper), object_class, key_type, data, mechanism, template, param))
+        return self._register_results(results)
+
+    def derive_key(self, base: int, mechanism: int, param: MechanismParam, key_type: int,
+                   length: int, template: dict[int, Any]) -> int:
+        """Derived on every member: same base key and inputs give the same key everywhere."""
+        base_obj = self._object(base, "C_DeriveKey")
+        template = self._identified(template)
+        results = self.group.on_all("C_DeriveKey", lambda m: self.group._session(m).derive_key(
+            self._on(m, base_obj), mechanism, param, key_type, length, template))
+        return self._register_results(results)
+
+    def _identified(self, template: dict[int, Any]) -> dict[int, Any]:
+        return template if template.get(CKA_ID) else {**template, CKA_ID: os.urandom(8)}
+
+    def _register_results(self, results) -> int:
+        first_member, first_handle = results[0]
+        ident = replication.identity(self.group._session(first_member), first_handle)
+        obj = self._register(replication.object_key(ident), first_member, first_handle)
+        obj.session_object = not ident.get(CKA_TOKEN, True)
+        for member, handle in results[1:]:
+            obj.on_member[member.serial] = (member.generation, handle)
+        return obj.handle
+
+    def _rekey(self, obj: VirtualObject, template: dict[int, Any]) -> None:
+        cls, key_id, label = obj.key
+        new = (cls, bytes(template.get(CKA_ID, key_id)), template.get(CKA_LABEL, label))
+        self._by_key.pop(obj.key, None)
+        obj.key = new
+        self._by_key[new] = obj
 
     def get_attributes(self, handle: int, attributes: list[int]) -> dict[int, Any]:
         obj = self._object(handle, "C_GetAttributeValue")
@@ -119,14 +237,10 @@ class VirtualSession:
 
     def create_object(self, template: dict[int, Any]) -> int:
         """The caller typed the values: create them on every member alike."""
+        template = self._identified(template)
         results = self.group.on_all("C_CreateObject",
                                     lambda m: self.group._session(m).create_object(template))
-        first_member, first_handle = results[0]
-        ident = replication.identity(self.group._session(first_member), first_handle)
-        obj = self._register(replication.object_key(ident), first_member, first_handle)
-        for member, handle in results[1:]:
-            obj.on_member[member.serial] = (member.generation, handle)
-        return obj.handle
+        return self._register_results(results)
 
     def destroy_object(self, handle: int) -> None:
         obj = self._object(handle, "C_DestroyObject")
@@ -144,8 +258,9 @@ class VirtualSession:
         src = self.group._session(source)
         virtual = []
         for h in handles:
-            key = replication.object_key(replication.identity(src, h))
-            obj = self._register(key, source, h)
+            ident = replication.identity(src, h)
+            obj = self._register(replication.object_key(ident), source, h)
+            obj.session_object = not ident.get(CKA_TOKEN, True)
             for member in self.group.active_members():
                 if member is source:
                     continue

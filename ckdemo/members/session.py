@@ -5,18 +5,20 @@ wrappers stay in a per-session cache here.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11.util.ec import encode_named_curve_parameters
 
-from ..codes import CKR_OBJECT_HANDLE_INVALID, CKRError
+from ..codes import CKR_OBJECT_HANDLE_INVALID, CKR_SIGNATURE_INVALID, CKRError
 from ..model import (CKA_CLASS, CKA_EXTRACTABLE, CKA_ID, CKA_LABEL, CKA_SENSITIVE, CKA_TOKEN,
-                     CKA_WRAP_WITH_TRUSTED, KeySpec, SessionInfo)
+                     CKA_WRAP_WITH_TRUSTED, KeySpec, MechanismParam, SessionInfo)
+from .params import to_pkcs11
 
 if TYPE_CHECKING:
     from .slot import PhysicalSlot
 
+STREAM_BUFFER = 64 * 1024  # multi-part chunk size for file operations
 CURVES = {"P-256": "secp256r1", "P-384": "secp384r1", "P-521": "secp521r1"}
 KEY_TYPES = {"aes": KeyType.AES, "generic": KeyType.GENERIC_SECRET}
 
@@ -135,37 +137,106 @@ class PhysicalSession:
                 raise ValueError(f"unknown key kind {spec.kind!r}")
         return [self._remember(pub), self._remember(priv)]
 
-    def sign(self, handle: int, mechanism: int, data: bytes) -> bytes:
+    def sign(self, handle: int, mechanism: int, data: bytes, param: MechanismParam = None) -> bytes:
         key = self._object(handle)
         with self._calling("C_Sign"):
-            return key.sign(data, mechanism=Mechanism(mechanism))
+            return key.sign(data, mechanism=Mechanism(mechanism), mechanism_param=to_pkcs11(param))
 
-    def verify(self, handle: int, mechanism: int, data: bytes, signature: bytes) -> bool:
+    def verify(self, handle: int, mechanism: int, data: bytes, signature: bytes,
+               param: MechanismParam = None) -> None:
+        """Returns when the signature is good; CKRError(CKR_SIGNATURE_INVALID) otherwise."""
         key = self._object(handle)
         with self._calling("C_Verify"):
-            return key.verify(data, signature, mechanism=Mechanism(mechanism))
+            if not key.verify(data, signature, mechanism=Mechanism(mechanism),
+                              mechanism_param=to_pkcs11(param)):
+                raise CKRError(CKR_SIGNATURE_INVALID, "C_Verify")
 
-    def encrypt(self, handle: int, mechanism: int, data: bytes, param: bytes | None = None) -> bytes:
+    def encrypt(self, handle: int, mechanism: int, data: bytes, param: MechanismParam = None) -> bytes:
         key = self._object(handle)
         with self._calling("C_Encrypt"):
-            return key.encrypt(data, mechanism=Mechanism(mechanism), mechanism_param=param)
+            return key.encrypt(data, mechanism=Mechanism(mechanism), mechanism_param=to_pkcs11(param))
 
-    def decrypt(self, handle: int, mechanism: int, data: bytes, param: bytes | None = None) -> bytes:
+    def decrypt(self, handle: int, mechanism: int, data: bytes, param: MechanismParam = None) -> bytes:
         key = self._object(handle)
         with self._calling("C_Decrypt"):
-            return key.decrypt(data, mechanism=Mechanism(mechanism), mechanism_param=param)
+            return key.decrypt(data, mechanism=Mechanism(mechanism), mechanism_param=to_pkcs11(param))
+
+    def encrypt_stream(self, handle: int, mechanism: int, chunks: Iterable[bytes],
+                       param: MechanismParam = None) -> Iterator[bytes]:
+        """Multi-part C_EncryptUpdate/C_EncryptFinal over chunks; constant memory."""
+        return self._stream("C_EncryptUpdate", self._object(handle).encrypt, mechanism, chunks, param)
+
+    def decrypt_stream(self, handle: int, mechanism: int, chunks: Iterable[bytes],
+                       param: MechanismParam = None) -> Iterator[bytes]:
+        return self._stream("C_DecryptUpdate", self._object(handle).decrypt, mechanism, chunks, param)
+
+    def _stream(self, function, operation, mechanism, chunks, param) -> Iterator[bytes]:
+        with self._calling(function):
+            output = operation(iter(chunks), mechanism=Mechanism(mechanism),
+                               mechanism_param=to_pkcs11(param), buffer_size=STREAM_BUFFER)
+        while True:
+            with self._calling(function):
+                try:
+                    piece = next(output)
+                except StopIteration:
+                    return
+            if piece:
+                yield piece
 
     def digest(self, mechanism: int, data: bytes) -> bytes:
         with self._calling("C_Digest"):
             return self._session.digest(data, mechanism=Mechanism(mechanism))
 
-    def wrap_key(self, wrapping: int, key: int, mechanism: int) -> bytes:
+    def digest_stream(self, mechanism: int, chunks: Iterable[bytes]) -> bytes:
+        with self._calling("C_DigestUpdate"):
+            return self._session.digest(iter(chunks), mechanism=Mechanism(mechanism))
+
+    def digest_key(self, mechanism: int, handle: int) -> bytes:
+        key = self._object(handle)
+        with self._calling("C_DigestKey"):
+            return self._session.digest(key, mechanism=Mechanism(mechanism))
+
+    def seed_random(self, seed: bytes) -> None:
+        self._call("C_SeedRandom", self._session.seed_random, seed)
+
+    def copy_object(self, handle: int, template: dict[int, object]) -> int:
+        obj = self._object(handle)
+        with self._calling("C_CopyObject"):
+            return self._remember(obj.copy(_template(template)))
+
+    def set_attributes(self, handle: int, template: dict[int, object]) -> None:
+        obj = self._object(handle)
+        for attribute, value in template.items():
+            with self._calling("C_SetAttributeValue"):
+                obj[Attribute(attribute)] = value
+
+    def read_attribute(self, handle: int, attribute: int):
+        """One attribute; CKRError(CKR_ATTRIBUTE_SENSITIVE / _TYPE_INVALID) when unreadable."""
+        obj = self._object(handle)
+        with self._calling("C_GetAttributeValue"):
+            value = obj[Attribute(attribute)]
+        return int(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    def object_size(self, handle: int) -> int:
+        self._object(handle)
+        return self._call("C_GetObjectSize", self._module.raw.get_object_size, self.handle, handle)
+
+    def derive_key(self, base: int, mechanism: int, param: MechanismParam, key_type: int,
+                   length: int, template: dict[int, object]) -> int:
+        key = self._object(base)
+        with self._calling("C_DeriveKey"):
+            derived = key.derive_key(KeyType(key_type), length * 8, mechanism=Mechanism(mechanism),
+                                     mechanism_param=to_pkcs11(param), template=_template(template))
+        return self._remember(derived)
+
+    def wrap_key(self, wrapping: int, key: int, mechanism: int, param: MechanismParam = None) -> bytes:
         wrapper, wrapped = self._object(wrapping), self._object(key)
         with self._calling("C_WrapKey"):
-            return wrapper.wrap_key(wrapped, mechanism=Mechanism(mechanism))
+            return wrapper.wrap_key(wrapped, mechanism=Mechanism(mechanism),
+                                    mechanism_param=to_pkcs11(param))
 
     def unwrap_key(self, unwrapping: int, object_class: int, key_type: int, data: bytes,
-                   mechanism: int, template: dict[int, object]) -> int:
+                   mechanism: int, template: dict[int, object], param: MechanismParam = None) -> int:
         unwrapper = self._object(unwrapping)
         # python-pkcs11's default unwrap template sets capabilities a private key must not have
         # (FACTS: SoftHSM answers CKR_ATTRIBUTE_TYPE_INVALID); pass only what we mean.
@@ -178,6 +249,7 @@ class PhysicalSession:
         with self._calling("C_UnwrapKey"):
             key = unwrapper.unwrap_key(ObjectClass(object_class), KeyType(key_type), data,
                                        mechanism=Mechanism(mechanism),
+                                       mechanism_param=to_pkcs11(param),
                                        template={**defaults, **_template(template)})
         return self._remember(key)
 
