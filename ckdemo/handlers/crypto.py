@@ -1,10 +1,14 @@
-"""Key generation, signing and random numbers (42, 43, 45, 62) on any slot."""
+"""Key generation, signing, key digests and random numbers (42, 43, 45, 46, 62) on any slot."""
 from __future__ import annotations
 
+import hashlib
+import os
 from pathlib import Path
 
 from ..menu.context import Context, InputError
-from ..model import CKM_ECDSA, KeySpec
+from ..model import (CKG_MGF1_SHA256, CKG_MGF1_SHA384, CKG_MGF1_SHA512, CKM_ECDSA, CKM_SHA256,
+                     CKM_SHA384, CKM_SHA512, CKM_SHA_1, KeySpec, PSSParam)
+from .files import atomic_output
 
 # (menu label, key kind, size)
 KEY_CHOICES = [
@@ -13,15 +17,24 @@ KEY_CHOICES = [
     ("EC P-384 key pair", "ec", "P-384"), ("AES-128 key", "aes", 16), ("AES-256 key", "aes", 32),
     ("Generic secret (32 bytes)", "generic", 32),
 ]
+# (menu label, mechanism, parameter, digest the harness applies first for raw ECDSA)
 SIGN_MECHANISMS = [
-    ("CKM_SHA256_RSA_PKCS", 0x40), ("CKM_SHA384_RSA_PKCS", 0x41), ("CKM_SHA512_RSA_PKCS", 0x42),
-    ("CKM_SHA256_RSA_PKCS_PSS", 0x43), ("CKM_ECDSA (SHA-256 digest of the data)", CKM_ECDSA),
-    ("CKM_SHA256_HMAC", 0x251),
+    ("CKM_SHA256_RSA_PKCS", 0x40, None, None), ("CKM_SHA384_RSA_PKCS", 0x41, None, None),
+    ("CKM_SHA512_RSA_PKCS", 0x42, None, None),
+    ("CKM_SHA256_RSA_PKCS_PSS", 0x43, PSSParam(CKM_SHA256, CKG_MGF1_SHA256, 32), None),
+    ("CKM_SHA384_RSA_PKCS_PSS", 0x44, PSSParam(CKM_SHA384, CKG_MGF1_SHA384, 48), None),
+    ("CKM_SHA512_RSA_PKCS_PSS", 0x45, PSSParam(CKM_SHA512, CKG_MGF1_SHA512, 64), None),
+    ("CKM_ECDSA (SHA-256 digest of the data)", CKM_ECDSA, None, "sha256"),
+    ("CKM_ECDSA (SHA-384 digest of the data)", CKM_ECDSA, None, "sha384"),
+    ("CKM_SHA256_HMAC", 0x251, None, None),
 ]
+DIGESTS = [("CKM_SHA_1", CKM_SHA_1), ("CKM_SHA256", CKM_SHA256), ("CKM_SHA384", CKM_SHA384),
+           ("CKM_SHA512", CKM_SHA512)]
 
 
-def _data(ctx: Context, prompt: str) -> bytes:
-    text = ctx.ask(prompt)
+def _data(ctx: Context, prompt: str, text: str | None = None) -> bytes:
+    """Text as typed, or the bytes of @file."""
+    text = ctx.ask(prompt) if text is None else text
     if text.startswith("@"):
         try:
             return Path(text[1:]).read_bytes()
@@ -32,18 +45,26 @@ def _data(ctx: Context, prompt: str) -> bytes:
     return text.encode()
 
 
-def _mechanism(ctx: Context) -> tuple[str, int]:
-    for n, (name, _) in enumerate(SIGN_MECHANISMS, start=1):
+def output_file_or_none(text: str) -> Path | None:
+    if not text:
+        return None
+    path = Path(text).expanduser()
+    folder = path.parent if str(path.parent) else Path(".")
+    if path.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK):
+        raise InputError(f"Cannot write {path}: the folder does not exist or is not writable.")
+    return path
+
+
+def _mechanism(ctx: Context):
+    for n, (name, *_) in enumerate(SIGN_MECHANISMS, start=1):
         ctx.say(f"\t({n}) {name}")
     n = ctx.ask_int("Select mechanism: ", 1, len(SIGN_MECHANISMS))
     return SIGN_MECHANISMS[n - 1]
 
 
-def _prepare(mechanism: int, data: bytes) -> bytes:
-    if mechanism == CKM_ECDSA:  # raw ECDSA signs a digest (SoftHSM has no CKM_ECDSA_SHA256)
-        import hashlib
-        return hashlib.sha256(data).digest()
-    return data
+def _prepare(prehash: str | None, data: bytes) -> bytes:
+    # raw CKM_ECDSA signs a digest (SoftHSM has no CKM_ECDSA_SHA256): hash here, as CKDemo does
+    return hashlib.new(prehash, data).digest() if prehash else data
 
 
 def generate_key(ctx: Context) -> None:
@@ -54,7 +75,10 @@ def generate_key(ctx: Context) -> None:
     title, kind, size = KEY_CHOICES[n - 1]
     label = ctx.ask("Enter key label : ", default=f"ckdemo-{kind}")
     token = ctx.ask_yes_no("Token object?", True)
-    handles = opened.session.generate(KeySpec(kind, size, label, b"", token=token))
+    sensitive = ctx.ask_yes_no("Sensitive?", True)
+    extractable = ctx.ask_yes_no("Extractable?", False)
+    handles = opened.session.generate(KeySpec(kind, size, label, b"", token=token,
+                                              sensitive=sensitive, extractable=extractable))
     if len(handles) == 2:
         ctx.say(f"Generated {title}: public key handle {handles[0]}, private key handle {handles[1]}")
     else:
@@ -64,25 +88,45 @@ def generate_key(ctx: Context) -> None:
 def sign(ctx: Context) -> None:
     opened = ctx.choose_session()
     key = ctx.ask_int("Enter signing key handle : ", 0)
-    name, mechanism = _mechanism(ctx)
+    name, mechanism, param, prehash = _mechanism(ctx)
     data = _data(ctx, "Enter data to sign (text, or @file) : ")
-    signature = opened.session.sign(key, mechanism, _prepare(mechanism, data))
+    save = ctx.ask("Save the signature to file (empty = no) : ")
+    target = output_file_or_none(save)
+    signature = opened.session.sign(key, mechanism, _prepare(prehash, data), param)
     ctx.say(f"Signature ({len(signature)} bytes, {name.split()[0]}):")
     ctx.say(signature.hex() if ctx.workspace.options.hex_echo else "(hex echo off)")
+    if target is not None:
+        with atomic_output(target) as out:
+            out.write(signature)
+        ctx.say(f"Signature written to {target}.")
 
 
 def verify(ctx: Context) -> None:
     opened = ctx.choose_session()
     key = ctx.ask_int("Enter verification key handle : ", 0)
-    name, mechanism = _mechanism(ctx)
+    name, mechanism, param, prehash = _mechanism(ctx)
     data = _data(ctx, "Enter signed data (text, or @file) : ")
-    text = ctx.ask("Enter signature (hex) : ")
-    try:
-        signature = bytes.fromhex(text)
-    except ValueError:
-        raise InputError("Invalid input: the signature must be hex.") from None
-    opened.session.verify(key, mechanism, _prepare(mechanism, data), signature)
+    text = ctx.ask("Enter signature (hex, or @file) : ")
+    if text.startswith("@"):
+        signature = _data(ctx, "", text)
+    else:
+        try:
+            signature = bytes.fromhex(text)
+        except ValueError:
+            raise InputError("Invalid input: the signature must be hex or @file.") from None
+    opened.session.verify(key, mechanism, _prepare(prehash, data), signature, param)
     ctx.say("Signature verified.")
+
+
+def digest_key(ctx: Context) -> None:
+    opened = ctx.choose_session()
+    for n, (name, _) in enumerate(DIGESTS, start=1):
+        ctx.say(f"\t({n}) {name}")
+    name, mechanism = DIGESTS[ctx.ask_int("Select mechanism: ", 1, len(DIGESTS)) - 1]
+    key = ctx.ask_int("Enter key handle : ", 0)
+    digest = opened.session.digest_key(mechanism, key)
+    ctx.say(f"{name} of key {key}:")
+    ctx.say(digest.hex())
 
 
 def generate_random(ctx: Context) -> None:

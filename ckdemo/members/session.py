@@ -214,7 +214,10 @@ class PhysicalSession:
         """One attribute; CKRError(CKR_ATTRIBUTE_SENSITIVE / _TYPE_INVALID) when unreadable."""
         obj = self._object(handle)
         with self._calling("C_GetAttributeValue"):
-            value = obj[Attribute(attribute)]
+            try:
+                value = obj[Attribute(attribute)]
+            except ValueError:
+                return None  # python-pkcs11 cannot decode an empty value (e.g. CKA_START_DATE)
         return int(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
     def object_size(self, handle: int) -> int:

@@ -11,6 +11,7 @@ from .context import Context, InputError
 from .io import EndOfInput
 from .table import BY_NUMBER, HELP, QUIT, Entry
 
+INTERNAL_ERROR = "INTERNAL_ERROR"  # a bug in ckdemo: reported in one line, the menu goes on
 BAD_INPUT = "BAD_INPUT"  # the step's answers could not be used (no PKCS#11 call failed)
 NO_ANSWER = "NO_ANSWER"  # input ended while a prompt was waiting
 PROMPT = "Enter your choice : "
@@ -36,6 +37,20 @@ def resolve(entry: Entry) -> Callable[[Context], None] | None:
     module_name, function = entry.handler.split(":")
     module = importlib.import_module(f"ckdemo.handlers.{module_name}")
     return getattr(module, function)
+
+
+def report_internal_error(exc: BaseException) -> str:
+    """Writes the traceback where a bug report can pick it up; returns where."""
+    import os
+    import tempfile
+    import traceback
+    path = os.path.join(os.environ.get("CKDEMO_HOME") or tempfile.gettempdir(), "ckdemo-errors.log")
+    try:
+        with open(path, "a") as log:
+            log.write("".join(traceback.format_exception(exc)) + "\n")
+    except OSError:
+        return "nowhere (the error log could not be written)"
+    return path
 
 
 class MenuLoop:
@@ -107,4 +122,12 @@ class MenuLoop:
             message = f"Input ended while waiting for an answer to '{str(exc).strip()}'."
             context.say("\n" + message)
             return StepResult(entry.number, entry.title, NO_ANSWER, message=message)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except Exception as exc:  # a ckdemo bug must not end the session or lose its state
+            where = report_internal_error(exc)
+            message = (f"Internal error in {entry.title}: {type(exc).__name__}: {exc} "
+                       f"(a ckdemo bug; details in {where})")
+            context.say(message)
+            return StepResult(entry.number, entry.title, INTERNAL_ERROR, message=message)
         return StepResult(entry.number, entry.title, "CKR_OK", CKR_OK)

@@ -3,6 +3,7 @@
     # a comment line            (ignored, as are blank lines)
     3                           (an answer: a menu choice or the answer to a prompt)
     ${CKDEMO_USER_PIN}          (a secret from the environment, never printed)
+    ""                          (an empty answer: Enter at a prompt; blank lines are skipped)
     @expect CKR_PIN_INCORRECT   (the last choice must have ended with this result)
     @sleep 1.5                  (wait, e.g. for a recovery interval)
     @fail member1               (HA member by label, serial or number: fails as a dead device)
@@ -90,7 +91,12 @@ def directive(line: Line, source: str = "<script>") -> Directive:
     return Directive(line.number, name, argument)
 
 
+EMPTY_ANSWER = '""'
+
+
 def expand(line: Line, variables: dict[str, str]) -> str:
+    if line.text == EMPTY_ANSWER:
+        return ""
     def value(match: re.Match) -> str:
         name = match.group(1)
         if name not in variables:

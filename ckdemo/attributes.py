@@ -1,0 +1,145 @@
+"""CKA_* attributes by name: how a typed value is parsed and a read value is shown.
+
+Used by the object handlers (create, copy, get, set, find, display). Values travel as plain
+Python: bool, int, bytes, str.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .model import CLASS_NAMES, KEY_TYPE_NAMES
+
+CLASS_NAMES_ALL = {**CLASS_NAMES, 0x1: "CKO_CERTIFICATE", 0x5: "CKO_HW_FEATURE",
+                   0x6: "CKO_DOMAIN_PARAMETERS", 0x7: "CKO_MECHANISM", 0x8: "CKO_OTP_KEY"}
+KEY_TYPE_NAMES_ALL = {**KEY_TYPE_NAMES, 0x1: "CKK_DSA", 0x2: "CKK_DH", 0x13: "CKK_DES3",
+                      0x15: "CKK_DES2", 0x2B: "CKK_SHA256_HMAC", 0x40: "CKK_EC_EDWARDS",
+                      0x41: "CKK_EC_MONTGOMERY"}
+
+
+@dataclass(frozen=True)
+class AttributeDef:
+    name: str
+    code: int
+    kind: str  # bool, ulong, bytes, text, class, keytype, date
+    sensitive_value: bool = False  # shown as <sensitive> when the token refuses to reveal it
+
+
+_TABLE = [
+    ("CKA_CLASS", 0x000, "class"), ("CKA_TOKEN", 0x001, "bool"), ("CKA_PRIVATE", 0x002, "bool"),
+    ("CKA_LABEL", 0x003, "text"), ("CKA_APPLICATION", 0x010, "text"), ("CKA_VALUE", 0x011, "bytes"),
+    ("CKA_OBJECT_ID", 0x012, "bytes"), ("CKA_CERTIFICATE_TYPE", 0x080, "ulong"),
+    ("CKA_ISSUER", 0x081, "bytes"), ("CKA_SERIAL_NUMBER", 0x082, "bytes"),
+    ("CKA_TRUSTED", 0x086, "bool"), ("CKA_CERTIFICATE_CATEGORY", 0x087, "ulong"),
+    ("CKA_CHECK_VALUE", 0x090, "bytes"), ("CKA_KEY_TYPE", 0x100, "keytype"),
+    ("CKA_SUBJECT", 0x101, "bytes"), ("CKA_ID", 0x102, "bytes"), ("CKA_SENSITIVE", 0x103, "bool"),
+    ("CKA_ENCRYPT", 0x104, "bool"), ("CKA_DECRYPT", 0x105, "bool"), ("CKA_WRAP", 0x106, "bool"),
+    ("CKA_UNWRAP", 0x107, "bool"), ("CKA_SIGN", 0x108, "bool"), ("CKA_SIGN_RECOVER", 0x109, "bool"),
+    ("CKA_VERIFY", 0x10A, "bool"), ("CKA_VERIFY_RECOVER", 0x10B, "bool"), ("CKA_DERIVE", 0x10C, "bool"),
+    ("CKA_START_DATE", 0x110, "date"), ("CKA_END_DATE", 0x111, "date"),
+    ("CKA_MODULUS", 0x120, "bytes"), ("CKA_MODULUS_BITS", 0x121, "ulong"),
+    ("CKA_PUBLIC_EXPONENT", 0x122, "bytes"), ("CKA_PRIVATE_EXPONENT", 0x123, "bytes"),
+    ("CKA_PRIME_1", 0x124, "bytes"), ("CKA_PRIME_2", 0x125, "bytes"), ("CKA_EXPONENT_1", 0x126, "bytes"),
+    ("CKA_EXPONENT_2", 0x127, "bytes"), ("CKA_COEFFICIENT", 0x128, "bytes"),
+    ("CKA_PUBLIC_KEY_INFO", 0x129, "bytes"), ("CKA_PRIME", 0x130, "bytes"),
+    ("CKA_SUBPRIME", 0x131, "bytes"), ("CKA_BASE", 0x132, "bytes"),
+    ("CKA_VALUE_BITS", 0x160, "ulong"), ("CKA_VALUE_LEN", 0x161, "ulong"),
+    ("CKA_EXTRACTABLE", 0x162, "bool"), ("CKA_LOCAL", 0x163, "bool"),
+    ("CKA_NEVER_EXTRACTABLE", 0x164, "bool"), ("CKA_ALWAYS_SENSITIVE", 0x165, "bool"),
+    ("CKA_KEY_GEN_MECHANISM", 0x166, "ulong"), ("CKA_MODIFIABLE", 0x170, "bool"),
+    ("CKA_COPYABLE", 0x171, "bool"), ("CKA_DESTROYABLE", 0x172, "bool"),
+    ("CKA_EC_PARAMS", 0x180, "bytes"), ("CKA_EC_POINT", 0x181, "bytes"),
+    ("CKA_ALWAYS_AUTHENTICATE", 0x202, "bool"), ("CKA_WRAP_WITH_TRUSTED", 0x210, "bool"),
+]
+SECRET_PARTS = {"CKA_VALUE", "CKA_PRIVATE_EXPONENT", "CKA_PRIME_1", "CKA_PRIME_2", "CKA_EXPONENT_1",
+                "CKA_EXPONENT_2", "CKA_COEFFICIENT"}
+
+ATTRIBUTES = [AttributeDef(n, c, k, n in SECRET_PARTS) for n, c, k in _TABLE]
+BY_NAME = {a.name: a for a in ATTRIBUTES}
+BY_CODE = {a.code: a for a in ATTRIBUTES}
+
+
+def lookup(name: str) -> AttributeDef:
+    key = name.strip().upper()
+    if not key.startswith("CKA_"):
+        key = "CKA_" + key
+    try:
+        return BY_NAME[key]
+    except KeyError:
+        raise KeyError(f"unknown attribute {name.strip()!r} (e.g. CKA_LABEL, CKA_ID, CKA_ENCRYPT)") from None
+
+
+def _named(value: str, names: dict[int, str], what: str) -> int:
+    key = value.strip().upper()
+    for code, name in names.items():
+        if key in (name, name.split("_", 1)[1]):
+            return code
+    try:
+        return int(value, 0)
+    except ValueError:
+        raise ValueError(f"{value!r} is not a {what} (e.g. {next(iter(names.values()))})") from None
+
+
+def parse(attribute: AttributeDef, text: str):
+    """A typed value: true/false, numbers, hex (0x... or hex:...), text, CKO_/CKK_ names."""
+    text = text.strip()
+    if attribute.kind == "bool":
+        if text.lower() in ("true", "yes", "y", "1", "on"):
+            return True
+        if text.lower() in ("false", "no", "n", "0", "off"):
+            return False
+        raise ValueError(f"{attribute.name} needs true or false, not {text!r}")
+    if attribute.kind == "ulong":
+        try:
+            return int(text, 0)
+        except ValueError:
+            raise ValueError(f"{attribute.name} needs a number, not {text!r}") from None
+    if attribute.kind == "class":
+        return _named(text, CLASS_NAMES_ALL, "object class")
+    if attribute.kind == "keytype":
+        return _named(text, KEY_TYPE_NAMES_ALL, "key type")
+    if attribute.kind == "bytes":
+        raw = text[4:] if text.lower().startswith("hex:") else text[2:] if text.lower().startswith("0x") else None
+        if raw is None:
+            return text.encode()  # plain text, e.g. CKA_ID=mykey
+        try:
+            return bytes.fromhex(raw)
+        except ValueError:
+            raise ValueError(f"{attribute.name}: {text!r} is not valid hex") from None
+    if attribute.kind == "date":
+        import datetime
+        try:
+            return datetime.date.fromisoformat(text)
+        except ValueError:
+            raise ValueError(f"{attribute.name} needs a date YYYY-MM-DD, not {text!r}") from None
+    return text
+
+
+def parse_assignment(text: str) -> tuple[AttributeDef, object]:
+    """'CKA_LABEL=my key' -> (CKA_LABEL, 'my key')."""
+    name, sep, value = text.partition("=")
+    if not sep:
+        raise ValueError(f"{text!r}: write NAME=VALUE, e.g. CKA_LABEL=mykey")
+    attribute = lookup(name)
+    return attribute, parse(attribute, value)
+
+
+def render(attribute: AttributeDef | None, value, wrap: int = 0) -> str:
+    """Text for a value; long byte strings are cut into lines of `wrap` hex digits."""
+    text = _render(attribute, value)
+    if wrap and isinstance(value, (bytes, bytearray)) and len(text) > wrap:
+        return "\n".join(text[i:i + wrap] for i in range(0, len(text), wrap))
+    return text
+
+
+def _render(attribute: AttributeDef | None, value) -> str:
+    if isinstance(value, bool):
+        return "TRUE" if value else "FALSE"
+    if attribute is not None and attribute.kind == "class" and isinstance(value, int):
+        return CLASS_NAMES_ALL.get(value, f"0x{value:08X}")
+    if attribute is not None and attribute.kind == "keytype" and isinstance(value, int):
+        return KEY_TYPE_NAMES_ALL.get(value, f"0x{value:08X}")
+    if isinstance(value, (bytes, bytearray)):
+        return bytes(value).hex() if value else "(empty)"
+    if value is None:
+        return "(empty)"
+    return str(value)
