@@ -1,0 +1,114 @@
+"""Shared set-up for the CLI-level tests: a real `ckdemo` in a subprocess, real SoftHSM2 tokens in
+a private state folder, and pkcs11-tool as the independent client that reads token state back.
+
+The CLI always runs as a subprocess: python-pkcs11 keeps one loaded library per path and SoftHSM2
+reads SOFTHSM2_CONF only at C_Initialize, so one process per run is the only honest isolation.
+"""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+SOFTHSM_LIB = "/usr/lib/softhsm/libsofthsm2.so"
+USER_PIN, SO_PIN = "1234", "5678"  # ckdemo's documented defaults (ckdemo/provision.py)
+MEMBERS = ("member1", "member2", "member3")
+TIMEOUT_S = 120
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """os.environ without what a developer's shell may carry to point ckdemo or SoftHSM elsewhere
+    (CKDEMO_HOME, CKDEMO_MODULE, CKDEMO_USER_PIN, ..., SOFTHSM2_CONF), plus `extra`."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("CKDEMO_") and k != "SOFTHSM2_CONF"}
+    env.update(extra)
+    return env
+
+
+def softhsm_env(home: Path) -> dict[str, str]:
+    """The environment under which SoftHSM2 sees exactly the tokens of one ckdemo home."""
+    return clean_env(SOFTHSM2_CONF=str(Path(home) / "softhsm2.conf"))
+
+
+def assert_pins_hidden(text: str, *pins: str) -> None:
+    """No PIN appears as a word of its own (a hex serial may contain '1234'); masks do appear."""
+    for pin in pins:
+        found = re.search(rf"(?<![0-9A-Za-z]){re.escape(pin)}(?![0-9A-Za-z])", text)
+        assert found is None, f"PIN {pin!r} visible: ...{text[max(0, found.start() - 80):found.end() + 20]!r}"
+    assert "****" in text
+
+
+def no_traceback(*texts: str) -> None:
+    for text in texts:
+        assert "Traceback" not in text, text
+
+
+requires_softhsm = pytest.mark.skipif(
+    not (os.path.exists(SOFTHSM_LIB) and shutil.which("softhsm2-util") and shutil.which("pkcs11-tool")),
+    reason="SoftHSM2 (libsofthsm2.so, softhsm2-util) or OpenSC pkcs11-tool is not installed")
+# CLI test modules: `from conftest import requires_softhsm` then `pytestmark = requires_softhsm`.
+
+
+@pytest.fixture(scope="session")
+def ckdemo_bin() -> Path:
+    path = Path(sys.executable).parent / "ckdemo"
+    assert path.exists(), f"{path} missing: pip install -e .[test] in this virtual environment"
+    return path
+
+
+@pytest.fixture(scope="session")
+def run_ckdemo(ckdemo_bin) -> Callable[..., subprocess.CompletedProcess]:
+    """run_ckdemo(home, *args, input=None, env=None, cwd=None): `ckdemo --home HOME ARGS...`.
+
+    home=None leaves --home out (to test CKDEMO_HOME); env adds variables to a clean environment.
+    """
+    def run(home: Path | None, *args: str, input: str | None = None,
+            env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+        command = [str(ckdemo_bin)] + (["--home", str(home)] if home is not None else []) + list(args)
+        return subprocess.run(command, input=input, capture_output=True, text=True,
+                              timeout=TIMEOUT_S, env=clean_env(**(env or {})),
+                              cwd=cwd or _existing_parent(home))
+    return run
+
+
+def _existing_parent(home: Path | None) -> Path | None:
+    """Run next to the home, so a stray default ./.ckdemo would land in the test's tmp folder."""
+    if home is None:
+        return None
+    return next(p for p in Path(home).parents if p.is_dir())
+
+
+@pytest.fixture(scope="session")
+def provision(run_ckdemo) -> Callable[..., Path]:
+    """provision(home, *init_args): `ckdemo --home HOME init ...`, checked; returns HOME."""
+    def make(home: Path, *args: str) -> Path:
+        done = run_ckdemo(home, "init", *args)
+        assert done.returncode == 0, done.stderr
+        return home
+    return make
+
+
+@pytest.fixture
+def home(tmp_path, provision) -> Path:
+    """A fresh provisioned home for a test that changes token state."""
+    return provision(tmp_path / "home")
+
+
+@pytest.fixture(scope="module")
+def shared_home(tmp_path_factory, provision) -> Path:
+    """One provisioned home per module, for tests that only read token state (or restore it)."""
+    return provision(tmp_path_factory.mktemp("shared") / "home")
+
+
+@pytest.fixture(scope="session")
+def independent() -> Callable[..., subprocess.CompletedProcess]:
+    """independent(home, *args): pkcs11-tool on SoftHSM2 with that home's tokens, not checked."""
+    def run(home: Path, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["pkcs11-tool", "--module", SOFTHSM_LIB, *args], capture_output=True,
+                              text=True, timeout=TIMEOUT_S, env=softhsm_env(home))
+    return run
