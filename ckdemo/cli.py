@@ -54,14 +54,26 @@ def main(ctx: click.Context, home, config, module) -> None:
         ctx.exit(_replay(ctx, "-", None, None, False))
 
 
+def _error_log(settings) -> str:
+    return str(settings.home / "errors.log")
+
+
+def _write_junit(junit_xml, steps, path: str, name: str, error: str | None) -> None:
+    try:
+        junit_xml.write(steps, path, name, error=error)
+    except OSError as exc:
+        raise Fail(f"cannot write JUnit report {path}: {exc.strerror}") from None
+
+
 def _interactive(ctx: click.Context) -> int:
     from .menu.context import Context
     from .menu.io import TerminalIO
     from .menu.loop import MenuLoop
 
-    workspace = _workspace(_settings(ctx))
+    workspace_settings = _settings(ctx)
+    workspace = _workspace(workspace_settings)
     try:
-        MenuLoop(Context(workspace, TerminalIO())).run()
+        MenuLoop(Context(workspace, TerminalIO()), error_log=_error_log(workspace_settings)).run()
     except KeyboardInterrupt:
         click.echo("\n(interrupted)")
     return EXIT_OK
@@ -80,7 +92,7 @@ def _replay(ctx: click.Context, script: str, transcript: str | None, junit: str 
         lines = parse(sys.stdin.read(), "<stdin>") if script == "-" else load(script)
     except ScriptError as exc:
         if junit:
-            junit_xml.write([], junit, name, error=str(exc))
+            _write_junit(junit_xml, [], junit, name, str(exc))
         raise Fail(str(exc)) from None
     settings = _settings(ctx)
     workspace = _workspace(settings)
@@ -94,7 +106,8 @@ def _replay(ctx: click.Context, script: str, transcript: str | None, junit: str 
                     control=HAControl(workspace))
     error = None
     try:
-        MenuLoop(Context(workspace, replay), observer=replay.observe).run()
+        MenuLoop(Context(workspace, replay), observer=replay.observe,
+                 error_log=_error_log(settings)).run()
     except ScriptError as exc:
         error = str(exc)
         replay.write(f"\nScript error: {error}\n")
@@ -103,7 +116,7 @@ def _replay(ctx: click.Context, script: str, transcript: str | None, junit: str 
         if out:
             out.close()
     if junit:
-        junit_xml.write(replay.steps, junit, name, error=error)
+        _write_junit(junit_xml, replay.steps, junit, name, error)
     if error:
         return EXIT_USAGE
     return EXIT_FAILED if replay.failed else EXIT_OK
@@ -127,8 +140,11 @@ def run(ctx: click.Context, script, transcript, junit, keep_going) -> None:
 @click.option("--user-pin", default=DEFAULT_USER_PIN, show_default=True, envvar="CKDEMO_USER_PIN")
 @click.option("--so-pin", default=DEFAULT_SO_PIN, show_default=True, envvar="CKDEMO_SO_PIN")
 @click.option("--label-prefix", default="member", show_default=True)
+@click.option("--remote/--local", default=None,
+              help="Serve members from p11-kit server processes (real process kills) or load them "
+                   "in-process (default: keep the current choice; local at first).")
 @click.pass_context
-def init(ctx: click.Context, members, force, user_pin, so_pin, label_prefix) -> None:
+def init(ctx: click.Context, members, force, user_pin, so_pin, label_prefix, remote) -> None:
     """Provision the state folder: a private SoftHSM2 config and member tokens."""
     from .provision import member_labels, provision
     from .settings import DEFAULT_HOME
@@ -136,7 +152,8 @@ def init(ctx: click.Context, members, force, user_pin, so_pin, label_prefix) -> 
 
     home = Path(ctx.obj["home"] or os.environ.get("CKDEMO_HOME") or DEFAULT_HOME)
     try:
-        done = provision(home, members, force, member_labels(members, label_prefix), user_pin, so_pin)
+        done = provision(home, members, force, member_labels(members, label_prefix), user_pin, so_pin,
+                         remote)
     except ProvisionError as exc:
         raise Fail(str(exc)) from None
     click.echo(f"Provisioned {done.home}: {len(done.labels)} SoftHSM2 member tokens "
@@ -336,3 +353,74 @@ def bench_command(ctx, operation, slot_ref, seconds, threads, key_size, data_siz
     if ratio:
         click.echo(f"HA/direct = {ratio['ha_over_direct']} "
                    f"(HA adds {ratio['added_us_per_call']} us per call), measured in one run")
+
+
+@main.group()
+def member() -> None:
+    """Remote members: p11-kit server processes serving one member token each."""
+
+
+def _servers(ctx: click.Context, name: str | None):
+    from .harness import member_servers
+    from .members.remote import RemoteError
+    settings = _settings(ctx)
+    try:
+        servers = member_servers(settings)
+    except RemoteError as exc:
+        raise Fail(str(exc)) from None
+    if not servers:
+        raise Fail(f"no remote members in {settings.config_path} (ckdemo init --remote)")
+    if name in (None, "all"):
+        return servers
+    chosen = [s for s in servers if s.label == name]
+    if not chosen:
+        raise Fail(f"no remote member {name!r} (remote members: {', '.join(s.label for s in servers)})")
+    return chosen
+
+
+@member.command()
+@click.argument("name", required=False)
+@click.pass_context
+def serve(ctx: click.Context, name: str | None) -> None:
+    """Start the server of NAME (default: all); it keeps running after ckdemo exits."""
+    from .members.remote import RemoteError
+    for server in _servers(ctx, name):
+        try:
+            click.echo(f"{server.label}: serving on {server.socket} (pid {server.serve()})")
+        except RemoteError as exc:
+            raise Fail(str(exc)) from None
+
+
+@member.command()
+@click.argument("name")
+@click.pass_context
+def kill(ctx: click.Context, name: str) -> None:
+    """SIGKILL to NAME's server process group, as a power cut ('all' for every member)."""
+    for server in _servers(ctx, name):
+        if not server.managed:
+            raise Fail(f"{server.label} is served elsewhere ({server.socket}); ckdemo does not kill it")
+        click.echo(f"{server.label}: {'killed' if server.kill() else 'was not running'}")
+
+
+@member.command()
+@click.argument("name")
+@click.pass_context
+def restart(ctx: click.Context, name: str) -> None:
+    """Kill NAME's server and serve it again (the HA group recovers it on a later call)."""
+    from .members.remote import RemoteError
+    for server in _servers(ctx, name):
+        try:
+            click.echo(f"{server.label}: restarted (pid {server.restart()})")
+        except RemoteError as exc:
+            raise Fail(str(exc)) from None
+
+
+@member.command(name="list")
+@click.pass_context
+def list_members(ctx: click.Context) -> None:
+    """Remote members with pid, socket and state."""
+    from tabulate import tabulate
+    rows = [(s.label, s.pid() or "-", s.socket, s.state(), "ckdemo" if s.managed else "elsewhere")
+            for s in _servers(ctx, None)]
+    click.echo(tabulate(rows, headers=["member", "pid", "socket", "state", "served by"],
+                        disable_numparse=True))

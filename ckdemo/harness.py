@@ -9,7 +9,7 @@ from .settings import Settings, SettingsError
 from .workspace import Workspace
 
 
-def build_workspace(settings: Settings) -> Workspace:
+def build_workspace(settings: Settings, start_servers: bool = True) -> Workspace:
     from .members.module import module_for  # python-pkcs11 is imported only when needed
     from .members.slot import PhysicalSlot
 
@@ -26,6 +26,9 @@ def build_workspace(settings: Settings) -> Workspace:
         except CKRError as exc:
             raise SettingsError(f"cannot use PKCS#11 library {path}: {exc}") from None
         slots.extend(PhysicalSlot(module, slot_id) for slot_id in slot_ids)
+    remote = settings.remote_members()
+    if remote:  # those tokens are reached through their servers, not loaded here as well
+        slots = [s for s in slots if _label(s) not in remote] + _remote_slots(settings, start_servers)
     slots = _in_member_order(slots, settings.member_labels())
     groups = build_groups(settings, slots)
     ha = ha_config.settings(settings.conf)
@@ -46,7 +49,11 @@ def build_groups(settings: Settings, slots: list) -> list:
     except ValueError as exc:
         raise SettingsError(str(exc)) from None
     by_serial = {}
+    serials = settings.member_serials()
     for slot in slots:
+        label = getattr(slot, "member_label", None)
+        if label and label in serials:  # a remote member: known even while its server is down
+            by_serial[serials[label]] = (slot, label)
         try:
             if slot.slot_info().token_present:
                 info = slot.token_info()
@@ -73,12 +80,62 @@ def _log_path(settings: Settings, ha) -> Path:
 HA_SLOT_ID_BASE = 0x5000  # virtual slot ids: clear of SoftHSM's small free-slot ids
 
 
+def _label(slot) -> str | None:
+    try:
+        return slot.token_info().label if slot.slot_info().token_present else None
+    except CKRError:
+        return getattr(slot, "member_label", None)
+
+
 def _in_member_order(slots: list, labels: list[str]) -> list:
     """Members first in the configured order, so slot#1 is member1 whatever ids SoftHSM drew."""
     def key(slot) -> tuple[int, int]:
-        try:
-            label = slot.token_info().label if slot.slot_info().token_present else None
-        except CKRError:
-            label = None
-        return (labels.index(label) if label in labels else len(labels), slot.slot_id)
+        label = getattr(slot, "member_label", None) or _label(slot)
+        return (labels.index(label) if label in labels else len(labels), slot.slot_id or 0)
     return sorted(slots, key=key)
+
+
+def member_servers(settings: Settings) -> list:
+    """The p11-kit servers of the remote members, in member order."""
+    from .members.remote import MemberServer
+    from .provision import softhsm_library
+
+    servers = []
+    for label in settings.remote_members():
+        socket, managed = settings.member_socket(label)
+        servers.append(MemberServer(label, socket, settings.home / "run", softhsm_library(),
+                                    settings.softhsm_conf(), managed))
+    return servers
+
+
+def _remote_slots(settings: Settings, start_servers: bool) -> list:
+    import atexit
+    from .members.remote import RemoteError, client_module
+    from .members.slot import PhysicalSlot
+
+    slots, started = [], []
+    try:
+        for server in member_servers(settings):
+            if start_servers and server.managed and server.pid() is None:
+                started.append((server, server.serve()))
+            module = client_module(server, settings.home / "lib")
+            try:
+                ids = module.slot_ids(token_present=True)
+            except CKRError:
+                ids = []  # server down: the member starts failed and recovery finds it later
+            slot = PhysicalSlot(module, ids[0] if ids else None)
+            slot.member_label = server.label
+            slot.server = server
+            slot.fallback_description = f"p11-kit remote member {server.label}"
+            slots.append(slot)
+    except RemoteError as exc:
+        raise SettingsError(str(exc)) from None
+    if started:  # servers this process started end with it; `ckdemo member serve` ones stay
+        atexit.register(_stop, started)
+    return slots
+
+
+def _stop(started: list) -> None:
+    for server, pid in started:
+        if server.pid() == pid:
+            server.kill()

@@ -86,7 +86,7 @@ def existing_tokens(conf: Path) -> dict[str, str]:
 
 def provision(home: Path, members: int = DEFAULT_MEMBERS, force: bool = False,
               labels: list[str] | None = None, user_pin: str = DEFAULT_USER_PIN,
-              so_pin: str = DEFAULT_SO_PIN) -> Provisioned:
+              so_pin: str = DEFAULT_SO_PIN, remote: bool | None = None) -> Provisioned:
     """Create (or complete) the state folder: config, SoftHSM2 config and member tokens."""
     if members < 1:
         raise ProvisionError("--members must be at least 1")
@@ -114,6 +114,12 @@ def provision(home: Path, members: int = DEFAULT_MEMBERS, force: bool = False,
     conf.set(CKDEMO_SECTION, "Library00", library)
     conf.set(CKDEMO_SECTION, "SoftHSM2Conf", str(softhsm_conf))
     conf.set(CKDEMO_SECTION, "Members", ",".join(labels))
+    conf.set(CKDEMO_SECTION, "MemberSerials", ",".join(serials[label] for label in labels))
+    if remote is not None:  # members served by p11-kit server processes (see members/remote.py)
+        if remote:
+            conf.set(CKDEMO_SECTION, "RemoteMembers", ",".join(labels))
+        else:
+            conf.remove(CKDEMO_SECTION, "RemoteMembers")
     # Default test-token PINs, kept in this 0700 folder only so unattended scripts can run;
     # replace them (ckdemo init --user-pin/--so-pin) before storing anything of value.
     conf.set(CKDEMO_SECTION, "UserPIN", user_pin)

@@ -41,16 +41,34 @@ class Settings:
         value = self.conf.get(CKDEMO_SECTION, "Members") or ""
         return [label.strip() for label in value.split(",") if label.strip()]
 
+    def member_serials(self) -> dict[str, str]:
+        """Provisioned member labels -> token serials (to reach a member that is down)."""
+        serials = [s.strip() for s in (self.conf.get(CKDEMO_SECTION, "MemberSerials") or "").split(",")]
+        return {label: serial for label, serial in zip(self.member_labels(), serials) if serial}
+
+    def remote_members(self) -> list[str]:
+        value = self.conf.get(CKDEMO_SECTION, "RemoteMembers") or ""
+        return [label.strip() for label in value.split(",") if label.strip()]
+
+    def member_socket(self, label: str) -> tuple[Path, bool]:
+        """The member's socket and whether ckdemo runs its server (False: attach only)."""
+        explicit = self.conf.get(CKDEMO_SECTION, f"Socket_{label}")
+        if explicit:
+            return Path(explicit).expanduser(), False
+        return self.home / "run" / f"{label}.sock", True
+
     def softhsm_conf(self) -> str | None:
         return self.conf.get(CKDEMO_SECTION, "SoftHSM2Conf")
 
     def secrets(self) -> dict[str, str]:
-        """${NAME} values for scripts: the environment first, then the config's test PINs."""
+        """${NAME} values for scripts: any environment variable, and for the two PIN names the
+        config's test PINs when the environment does not set them."""
         values = {}
         for name, key in SECRET_KEYS.items():
-            value = os.environ.get(name) or self.conf.get(CKDEMO_SECTION, key)
+            value = self.conf.get(CKDEMO_SECTION, key)
             if value:
                 values[name] = value
+        values.update({k: v for k, v in os.environ.items() if v})
         return values
 
     def apply_environment(self) -> None:

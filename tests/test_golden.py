@@ -107,7 +107,7 @@ def test_two_provisions_normalise_to_the_same_text(run_ckdemo, transcripts, tmp_
     (r"(?m)^(\s+Label\s+: )member1$", r"\1member2"),
     (r"(?m)^\d+ mechanisms\.$", "1 mechanisms."),
     (r"(?m)^(   Min key size) : ", r"\1: "),  # a field list's own alignment
-    (r"(?m)^(0x[0-9A-F]{8})  (CKM_AES_CBC)$", r"\1 \2"),  # a table with no slot id in it
+    (r"(?m)^(\d+ +0x[0-9A-F]{8})  (CKM_AES_CBC)$", r"\1 \2"),  # a table with no slot id in it
     # the slot list: a row, the count
     (r"(?m)^slot#2  ", "slot#9  "),
     (r"(?m)^\d+ slots\.$", "99 slots."),

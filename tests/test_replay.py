@@ -127,10 +127,6 @@ def test_expect_before_any_choice_exits_2(replay):
     assert "Script error: line 1: @expect before any menu choice" in done.stdout
 
 
-@pytest.mark.xfail(strict=True, reason="product regression (a7108d8): MenuLoop.dispatch's new "
-                   "catch-all (ckdemo/menu/loop.py, `except Exception`) turns the ScriptError of an "
-                   "unset ${VAR} into an INTERNAL_ERROR step ('a ckdemo bug', exit 1) instead of a "
-                   "script error (exit 2)")
 def test_an_unset_variable_exits_2_naming_it(replay):
     done = replay(LOGIN_WRONG_PIN.replace("not-the-pin", "${CKDEMO_TEST_UNSET_PIN}") + "0\n")
     assert done.returncode == 2
@@ -146,8 +142,6 @@ def test_pin_variable_from_the_environment_overrides_the_config(replay):
     assert_pins_hidden(done.stdout, "env-pin-0042", USER_PIN)
 
 
-@pytest.mark.xfail(strict=True, reason="product bug: only CKDEMO_USER_PIN/CKDEMO_SO_PIN are offered "
-                   "to scripts (Settings.secrets); an exported ${QA_PIN} is reported 'not set'")
 def test_any_exported_variable_can_hold_a_secret(replay):
     done = replay(LOGIN_WRONG_PIN.replace("not-the-pin", "${QA_PIN}") + "0\n", env={"QA_PIN": USER_PIN})
     assert done.returncode == 0, done.stdout
@@ -296,9 +290,6 @@ def test_junit_report_for_a_script_that_cannot_run(run_ckdemo, shared_home, tmp_
     assert error is not None and error.get("message") == f"script not found: {missing}"
 
 
-@pytest.mark.xfail(strict=True, reason="product bug: ckdemo/cli.py _replay writes --junit without "
-                   "catching OSError (lines 83 and 106): a traceback instead of one line, after the "
-                   "whole replay ran")
 def test_junit_to_an_unwritable_place_is_one_line(run_ckdemo, shared_home, tmp_path):
     done = run_ckdemo(shared_home, "run", "--junit", str(tmp_path / "missing" / "junit.xml"), "-",
                       input="14\n0\n")

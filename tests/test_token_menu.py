@@ -453,7 +453,7 @@ def test_mechanism_list_matches_pkcs11_tool(menu, shared_home, independent):
         0
         """)
     assert code == 0, out
-    listed = re.findall(r"^0x[0-9A-F]{8}  CKM_\w+$", out, re.MULTILINE)
+    listed = re.findall(r"^\d+ +0x[0-9A-F]{8}  CKM_\w+$", out, re.MULTILINE)
     count = int(re.search(r"^(\d+) mechanisms\.$", out, re.MULTILINE).group(1))
     assert count == len(listed) > 0
 
@@ -506,7 +506,7 @@ def test_mechanism_info_by_number_in_the_list(menu, shared_home):
         """)
     assert code == 0, out
     # 2 is not a mechanism SoftHSM has (CKM_RSA_9796), so it means the second row of the list
-    second = re.findall(r"^(0x[0-9A-F]{8})  (CKM_\w+)$", out, re.MULTILINE)[1]
+    second = re.findall(r"^\d+ +(0x[0-9A-F]{8})  (CKM_\w+)$", out, re.MULTILINE)[1]
     assert second[0] != "0x00000002"
     assert field(out, "Mechanism") == [f"{second[1]} ({second[0]})"]
 
@@ -800,10 +800,6 @@ def test_pins_of_a_custom_provision_never_reach_stdout_or_the_transcript(run_ckd
     assert "Logged in as Crypto User on session 1." in done.stdout
 
 
-@pytest.mark.xfail(strict=True, reason="product bug: ckdemo/handlers/token.py _pick_mechanism reads "
-                   "'1' as the value CKM_RSA_PKCS, not as row #1 of the list the prompt offers "
-                   "('name, value, or # in the list'); every row whose number is also a mechanism "
-                   "value of the slot cannot be chosen by number")
 def test_mechanism_info_by_row_one(menu, shared_home):
     code, out = menu(shared_home, """\
         8
@@ -814,5 +810,5 @@ def test_mechanism_info_by_row_one(menu, shared_home):
         0
         """)
     assert code == 0, out
-    first = re.search(r"^(0x[0-9A-F]{8})  (CKM_\w+)$", out, re.MULTILINE).groups()
+    first = re.search(r"^\d+ +(0x[0-9A-F]{8})  (CKM_\w+)$", out, re.MULTILINE).groups()
     assert field(out, "Mechanism") == [f"{first[1]} ({first[0]})"]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Callable, TypeVar
 
-from ..codes import (CREDENTIALS_REJECTED, CKR_DEVICE_ERROR, CKR_FUNCTION_NOT_SUPPORTED, CKR_NO_EVENT, CKR_OK,
+from ..codes import (CREDENTIALS_REJECTED, CKR_DEVICE_ERROR, CKR_MECHANISM_INVALID, CKR_FUNCTION_NOT_SUPPORTED, CKR_NO_EVENT, CKR_OK,
                      CKR_USER_ALREADY_LOGGED_IN, CKR_USER_NOT_LOGGED_IN, SESSION_LOST, CKRError,
                      is_member_fatal)
 from ..model import (CKA_CLASS, CKA_ID, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, CKO_SECRET_KEY, CKU_SO,
@@ -98,6 +98,7 @@ class HAGroup:
     def _reconnect(self, member: HAMember) -> None:
         if member.slot is None:
             raise CKRError(CKR_DEVICE_ERROR, "C_GetSlotList", "member slot not found")
+        member.slot.reconnect(member.serial)  # re-initialises a member's own module only
         info = member.slot.token_info()
         if info.serial_number != member.serial:
             raise MemberRejected(f"slot now holds token {info.serial_number}, not {member.serial}")
@@ -133,13 +134,21 @@ class HAGroup:
         held = {replication.object_key(replication.identity(dst, h)): h for h in _keys(dst)}
         copied = [k for k in have if k not in held and k[1] != replication.DOMAIN_KEY_ID]
         removed = [k for k in held if k not in have and k[1] != replication.DOMAIN_KEY_ID]
+        refused = []
         for key in copied:
-            replication.replicate(src, have[key], dst)
+            try:
+                replication.replicate(src, have[key], dst)
+            except CKRError as exc:
+                if self._is_member_failure(exc):
+                    raise
+                refused.append(f"{key[2] or key[1].hex()}: {exc.name}")
         for key in removed:
             dst.destroy_object(held[key])
         if copied or removed:
             self.log.record(self.serial, target.serial, "resynchronised",
-                            f"{len(copied)} object(s) copied, {len(removed)} destroyed")
+                            f"{len(copied) - len(refused)} object(s) copied, {len(removed)} destroyed"
+                            + (f"; not copied (calls needing them go to other members): "
+                               f"{', '.join(refused)}" if refused else ""))
 
     def synchronize(self) -> int:
         """Every key object on any active member is copied to the members that lack it."""
@@ -188,14 +197,25 @@ class HAGroup:
             self._next_member = (chosen.index + 1) % count
         return chosen
 
-    def run(self, function: str, op: Callable[[HAMember], T],
-            eligible: Callable[[HAMember], bool] | None = None) -> T:
-        """A single-part call on one member, repeated on another when the member fails."""
+    def run(self, function: str, op: Callable[[HAMember], T], mechanism: int | None = None) -> T:
+        """A single-part call on one member, repeated on another when the member fails.
+
+        A member that refuses the mechanism (a remote member's transport cannot carry its
+        parameters) is not failed: the call goes to a member that can, and that member is
+        skipped for the mechanism from then on."""
         self.before_call()
         errors: list[str] = []
+        refused: list[HAMember] = []
+        missing: list[HAMember] = []
         while True:
-            candidates = [m for m in self.active_members() if eligible is None or eligible(m)]
+            active = self.active_members()
+            candidates = [m for m in active if m not in refused and m not in missing
+                          and mechanism not in m.refused]
+            if not candidates and mechanism is not None and not refused:
+                candidates = active  # every member refused it before: ask again, things change
             if not candidates:
+                if refused:
+                    raise refused_error
                 detail = "no HA group member is available" + (f" ({'; '.join(errors)})" if errors else "")
                 raise CKRError(CKR_DEVICE_ERROR, function, detail)
             member = self._pick(candidates)
@@ -206,8 +226,19 @@ class HAGroup:
                     self.member_failed(member, exc)
                     errors.append(f"{member.serial}: {exc.name}")
                     continue
+                if exc.ckr == CKR_MECHANISM_INVALID and mechanism is not None:
+                    refused.append(member)
+                    refused_error = exc
+                    continue
+                if isinstance(exc, ObjectMissing):
+                    missing.append(member)
+                    if len(missing) < len(active):
+                        continue
                 raise
             member.calls += 1
+            if refused:
+                for other in refused:
+                    other.refused.add(mechanism)
             return result
 
     def on_all(self, function: str, op: Callable[[HAMember], T]) -> list[tuple[HAMember, T]]:
@@ -362,11 +393,12 @@ class HAGroup:
                 return member
         raise KeyError(ref)
 
-    def fail_member(self, member: HAMember) -> None:
-        member.slot.fail()
+    def fail_member(self, member: HAMember) -> str:
+        """Fault injection: how the member was failed, in words."""
+        return member.slot.fail()
 
-    def restore_member(self, member: HAMember) -> None:
-        member.slot.restore()
+    def restore_member(self, member: HAMember) -> str:
+        return member.slot.restore()
 
     # ---- the slot interface --------------------------------------------------------------------
     def description(self) -> str:
@@ -421,6 +453,10 @@ class HAGroup:
 
     def __repr__(self) -> str:
         return f"HAGroup({self.label}, {self.serial}, {self.members})"
+
+
+class ObjectMissing(CKRError):
+    """The object is not on this member (it could not be copied there): ask another member."""
 
 
 class MemberRejected(Exception):

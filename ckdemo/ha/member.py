@@ -28,6 +28,7 @@ class HAMember:
         self.recovery: RecoveryState | None = None
         self.calls = 0  # calls served (load-balancing share)
         self.index = 0  # position in the group (set by the group)
+        self.refused: set[int] = set()  # mechanisms this member cannot do (e.g. over p11-kit RPC)
         self.generation = 0  # bumped at each recovery: older sessions and handles are void
         self.anchor = None  # the member session that holds the login (FACTS 5)
         self.last_error: CKRError | None = None

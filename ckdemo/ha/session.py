@@ -9,6 +9,7 @@ from ..codes import CKR_OBJECT_HANDLE_INVALID, CKR_USER_NOT_LOGGED_IN, CKRError
 from ..model import (CKA_CLASS, CKA_ID, CKA_LABEL, CKA_TOKEN, CKU_SO, KeySpec, MechanismParam,
                      SessionInfo)
 from . import replication
+from .group import ObjectMissing
 from .member import HAMember
 
 CKF_RW_SESSION, CKF_SERIAL_SESSION = 0x2, 0x4
@@ -79,36 +80,37 @@ class VirtualSession:
     def sign(self, handle: int, mechanism: int, data: bytes, param: MechanismParam = None) -> bytes:
         obj = self._object(handle, "C_Sign")
         return self.group.run("C_Sign", lambda m: self.group._session(m).sign(
-            self._on(m, obj), mechanism, data, param))
+            self._on(m, obj), mechanism, data, param), mechanism=mechanism)
 
     def verify(self, handle: int, mechanism: int, data: bytes, signature: bytes,
                param: MechanismParam = None) -> None:
         obj = self._object(handle, "C_Verify")
         self.group.run("C_Verify", lambda m: self.group._session(m).verify(
-            self._on(m, obj), mechanism, data, signature, param))
+            self._on(m, obj), mechanism, data, signature, param), mechanism=mechanism)
 
     def encrypt(self, handle: int, mechanism: int, data: bytes, param: MechanismParam = None) -> bytes:
         obj = self._object(handle, "C_Encrypt")
         return self.group.run("C_Encrypt", lambda m: self.group._session(m).encrypt(
-            self._on(m, obj), mechanism, data, param))
+            self._on(m, obj), mechanism, data, param), mechanism=mechanism)
 
     def decrypt(self, handle: int, mechanism: int, data: bytes, param: MechanismParam = None) -> bytes:
         obj = self._object(handle, "C_Decrypt")
         return self.group.run("C_Decrypt", lambda m: self.group._session(m).decrypt(
-            self._on(m, obj), mechanism, data, param))
+            self._on(m, obj), mechanism, data, param), mechanism=mechanism)
 
     def digest(self, mechanism: int, data: bytes) -> bytes:
-        return self.group.run("C_Digest", lambda m: self.group._session(m).digest(mechanism, data))
+        return self.group.run("C_Digest", lambda m: self.group._session(m).digest(mechanism, data),
+                              mechanism=mechanism)
 
     def digest_key(self, mechanism: int, handle: int) -> bytes:
         obj = self._object(handle, "C_DigestKey")
         return self.group.run("C_DigestKey", lambda m: self.group._session(m).digest_key(
-            mechanism, self._on(m, obj)))
+            mechanism, self._on(m, obj)), mechanism=mechanism)
 
     def wrap_key(self, wrapping: int, key: int, mechanism: int, param: MechanismParam = None) -> bytes:
         wrapper, wrapped = self._object(wrapping, "C_WrapKey"), self._object(key, "C_WrapKey")
         return self.group.run("C_WrapKey", lambda m: self.group._session(m).wrap_key(
-            self._on(m, wrapper), self._on(m, wrapped), mechanism, param))
+            self._on(m, wrapper), self._on(m, wrapped), mechanism, param), mechanism=mechanism)
 
     def read_attribute(self, handle: int, attribute: int):
         obj = self._object(handle, "C_GetAttributeValue")
@@ -255,27 +257,47 @@ class VirtualSession:
         return self.group.run(function, call)
 
     def _replicate_all(self, source: HAMember, handles: list[int]) -> list[int]:
+        """Copies new objects to every other active member. If a copy is refused (not a member
+        failure: e.g. a transport that cannot carry the wrap mechanism), nothing is left on only
+        some members: every copy and the originals are destroyed and the refusal is returned."""
         src = self.group._session(source)
-        virtual = []
+        copies: list[tuple[HAMember, int]] = []
+        placed: list[tuple[VirtualObject, dict[str, tuple[int, int]]]] = []
         for h in handles:
             ident = replication.identity(src, h)
-            obj = self._register(replication.object_key(ident), source, h)
-            obj.session_object = not ident.get(CKA_TOKEN, True)
+            on_member = {source.serial: (source.generation, h)}
             for member in self.group.active_members():
                 if member is source:
                     continue
                 try:
                     copy = replication.replicate(src, h, self.group._session(member))
                 except CKRError as exc:
-                    if not self.group._is_member_failure(exc):
-                        raise
-                    self.group.member_failed(member, exc)
-                    continue
-                obj.on_member[member.serial] = (member.generation, copy)
+                    if self.group._is_member_failure(exc):
+                        self.group.member_failed(member, exc)
+                        continue
+                    self._undo(source, handles, copies)
+                    raise CKRError(exc.ckr, exc.function,
+                                   f"the new key could not be copied to member {member.serial}, so it "
+                                   f"was removed from every member" + (f": {exc.detail}" if exc.detail else ""))
+                copies.append((member, copy))
+                on_member[member.serial] = (member.generation, copy)
+            placed.append((ident, on_member))
+        virtual = []
+        for ident, on_member in placed:
+            obj = self._register(replication.object_key(ident), source, on_member[source.serial][1])
+            obj.on_member.update(on_member)
+            obj.session_object = not ident.get(CKA_TOKEN, True)
             virtual.append(obj.handle)
         self.group.log.record(self.group.serial, source.serial, "replicated",
                               f"{len(handles)} object(s) to {len(self.group.active_members()) - 1} member(s)")
         return virtual
+
+    def _undo(self, source: HAMember, handles: list[int], copies: list[tuple[HAMember, int]]) -> None:
+        for member, handle in copies + [(source, h) for h in handles]:
+            try:
+                self.group._session(member).destroy_object(handle)
+            except CKRError:
+                pass  # best effort: the refusal being reported is what the caller must see
 
     # ---- virtual object handles ----------------------------------------------------------------
     def _register(self, key: tuple, member: HAMember, member_handle: int) -> VirtualObject:
@@ -308,8 +330,8 @@ class VirtualSession:
         if not found:
             if self.group.credentials is None:
                 raise CKRError(CKR_USER_NOT_LOGGED_IN, "C_FindObjects")
-            raise CKRError(CKR_OBJECT_HANDLE_INVALID, "C_FindObjects",
-                           f"object {obj.handle} is missing on member {member.serial}")
+            raise ObjectMissing(CKR_OBJECT_HANDLE_INVALID, "C_FindObjects",
+                                f"object {obj.handle} is missing on member {member.serial}")
         obj.on_member[member.serial] = (member.generation, found[0])
         return found[0]
 

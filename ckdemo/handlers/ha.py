@@ -51,17 +51,16 @@ def ha_status(ctx: Context) -> None:
 def fail_member(ctx: Context) -> None:
     _, group = _choose_group(ctx)
     member = _choose_member(ctx, group)
-    group.fail_member(member)
-    ctx.say(f"HSM {member.serial} ({member.label}) now fails every call, as a dead device "
-            "(simulated; its sessions are gone).")
+    how = group.fail_member(member)
+    ctx.say(f"HSM {member.serial} ({member.label}) is down: {how}.")
 
 
 def restore_member(ctx: Context) -> None:
     _, group = _choose_group(ctx)
     member = _choose_member(ctx, group)
-    group.restore_member(member)
-    ctx.say(f"HSM {member.serial} ({member.label}) is back in service; the HA group takes it "
-            f"back on a call after {group.policy.interval_s:g} s.")
+    how = group.restore_member(member)
+    ctx.say(f"HSM {member.serial} ({member.label}) is back in service ({how}); the HA group takes "
+            f"it back on a call after {group.policy.interval_s:g} s.")
 
 
 def member_stats(ctx: Context) -> None:

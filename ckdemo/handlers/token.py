@@ -78,14 +78,15 @@ def init_pin(ctx: Context) -> None:
 def mechanism_list(ctx: Context) -> None:
     _, slot = ctx.choose_slot()
     mechanisms = slot.mechanisms()
-    ctx.table(((f"0x{code:08X}", name) for code, name in mechanisms), ["Value", "Mechanism"])
+    ctx.table(((n, f"0x{code:08X}", name) for n, (code, name) in enumerate(mechanisms, start=1)),
+              ["#", "Value", "Mechanism"])
     ctx.say(f"{len(mechanisms)} mechanisms.")
 
 
 def mechanism_info(ctx: Context) -> None:
     _, slot = ctx.choose_slot()
     mechanisms = slot.mechanisms()
-    text = ctx.ask("Enter mechanism (name, value, or # in the list) : ")
+    text = ctx.ask("Enter mechanism (name, 0x value, or row # in the list) : ")
     mechanism = _pick_mechanism(text, mechanisms)
     info = slot.mechanism_info(mechanism)
     ctx.fields([("Mechanism", f"{info.name} (0x{info.mechanism:08X})"),
@@ -104,9 +105,9 @@ def _pick_mechanism(text: str, mechanisms: list[tuple[int, str]]) -> int:
         raise InputError(f"Invalid input ({text}): not a mechanism of this slot.") from None
     if text.strip().lower().startswith("0x"):
         return value
-    if 1 <= value <= len(mechanisms) and value not in {c for c, _ in mechanisms}:
+    if 1 <= value <= len(mechanisms):  # a plain number is a row of the list (8 Mechanism List)
         return mechanisms[value - 1][0]
-    return value
+    raise InputError(f"Invalid input ({text}): rows are 1-{len(mechanisms)}; a value is written 0x...")
 
 
 def get_info(ctx: Context) -> None:

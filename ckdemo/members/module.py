@@ -5,13 +5,15 @@ two concurrent calls, so every call into one loaded library is serialised by its
 """
 from __future__ import annotations
 
+import os
 import threading
 from contextlib import contextmanager
 from typing import Callable, Iterator, TypeVar
 
 import pkcs11
 
-from ..codes import CKR_DEVICE_ERROR, CKR_GENERAL_ERROR, CKR_SLOT_ID_INVALID, CKRError
+from ..codes import (CKR_DEVICE_ERROR, CKR_GENERAL_ERROR, CKR_MECHANISM_INVALID, CKR_SLOT_ID_INVALID,
+                     CKRError)
 from ..model import LibraryInfo
 from .errors import pkcs11_call
 from .raw import RawModule
@@ -28,19 +30,43 @@ class Module:
         self._lib = None
         self._raw: RawModule | None = None
         self.failed_slots: set[int] = set()  # simulated member failures (fault injection)
+        self.dedicated = False  # one member's own instance: re-initialising it touches no other
+        self.transport_limit = ""  # what the transport cannot carry (named on MECHANISM_INVALID)
+        self.environment: dict[str, str] = {}  # variables the library reads at C_Initialize
+        self.environment_lock: threading.Lock | None = None
+
+    @contextmanager
+    def _initialising(self) -> Iterator[None]:
+        """Environment the module reads at C_Initialize, set under a process-wide lock."""
+        if not self.environment:
+            yield
+            return
+        assert self.environment_lock is not None
+        with self.environment_lock:
+            saved = {k: os.environ.get(k) for k in self.environment}
+            os.environ.update(self.environment)
+            try:
+                yield
+            finally:
+                for key, value in saved.items():
+                    if value is None:
+                        os.environ.pop(key, None)
+                    else:
+                        os.environ[key] = value
 
     def load(self) -> "Module":
         with self.lock:
             if self._lib is None:
                 try:
-                    self._lib = pkcs11.lib(self.path)
+                    with self._initialising():
+                        self._lib = pkcs11.lib(self.path)
                 except pkcs11.PKCS11Error as exc:
                     if "loading" in str(exc):  # dlopen failed: no such file, not a PKCS#11 library
                         raise CKRError(CKR_GENERAL_ERROR, "C_GetFunctionList",
                                        f"cannot load {self.path}") from exc
                     with pkcs11_call("C_Initialize"):
                         raise
-                self._raw = RawModule(self.path)
+                self._raw = RawModule(self.path, _function_list_address(self._lib))
         return self
 
     @property
@@ -56,8 +82,13 @@ class Module:
     @contextmanager
     def calling(self, function: str) -> Iterator[None]:
         """Hold the module lock and turn python-pkcs11 errors into CKRError(function)."""
-        with self.lock, pkcs11_call(function):
-            yield
+        try:
+            with self.lock, pkcs11_call(function):
+                yield
+        except CKRError as exc:
+            if exc.ckr == CKR_MECHANISM_INVALID and self.transport_limit and not exc.detail:
+                raise CKRError(exc.ckr, exc.function, self.transport_limit) from exc
+            raise
 
     def call(self, function: str, fn: Callable[..., T], *args, **kwargs) -> T:
         with self.calling(function):
@@ -80,7 +111,7 @@ class Module:
                     lib.finalize()
             except CKRError:
                 pass  # a dead remote module still finalises locally; initialise is what counts
-            with pkcs11_call("C_Initialize"):
+            with pkcs11_call("C_Initialize"), self._initialising():
                 lib.initialize()
 
     def pkcs11_token(self, slot_id: int):
@@ -111,6 +142,30 @@ class Module:
 
     def __repr__(self) -> str:
         return f"Module({self.path!r})"
+
+
+PYTHON_PKCS11_LAYOUT = "0.10.1"  # the release whose object layout _function_list_address knows
+
+
+def _function_list_address(lib) -> int | None:
+    """The CK_FUNCTION_LIST pointer python-pkcs11 0.10.1 initialised (its `lib` object starts
+    with PyObject_HEAD, then `CK_FUNCTION_LIST *funclist`). Checked before use: the list must
+    answer C_GetInfo as the library python-pkcs11 loaded; otherwise None (own list)."""
+    import ctypes
+    from importlib.metadata import version
+    if version("python-pkcs11") != PYTHON_PKCS11_LAYOUT:
+        return None  # another layout: never follow a pointer we have not checked
+    try:
+        address = ctypes.c_void_p.from_address(id(lib) + 2 * ctypes.sizeof(ctypes.c_void_p)).value
+    except (ValueError, OSError):
+        return None
+    if not address:
+        return None
+    try:
+        probe = RawModule(lib.so, address).get_info()
+    except (CKRError, OSError):
+        return None
+    return address if probe.library_description == lib.library_description else None
 
 
 _modules: dict[str, Module] = {}

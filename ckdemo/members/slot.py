@@ -1,7 +1,7 @@
 """A physical slot: one slot id in one loaded module, with the token it holds."""
 from __future__ import annotations
 
-from ..codes import CKRError
+from ..codes import CKR_TOKEN_NOT_PRESENT, CKRError
 from ..model import LibraryInfo, MechanismInfo, SlotInfo, TokenInfo
 from .module import Module
 from .names import mechanism_name
@@ -13,14 +13,35 @@ class PhysicalSlot:
 
     is_virtual = False
     fallback_description = "physical slot"
+    member_label: str | None = None  # set for a remote member's slot (known while it is down)
+    server = None  # the remote member's MemberServer, for real kills
 
-    def __init__(self, module: Module, slot_id: int) -> None:
+    def __init__(self, module: Module, slot_id: int | None) -> None:
         self.module = module
         self.slot_id = slot_id
 
     def _call(self, function: str, fn, *args, **kwargs):
-        self.module.check_fault(self.slot_id, function)
+        self._check(function)
         return self.module.call(function, fn, *args, **kwargs)
+
+    def _check(self, function: str) -> None:
+        if self.slot_id is None:  # a remote member whose server was not reachable yet
+            raise CKRError(CKR_TOKEN_NOT_PRESENT, function, "member not reachable")
+        self.module.check_fault(self.slot_id, function)
+
+    def reconnect(self, serial: str) -> None:
+        """Find the token again by serial (slot ids change); a member's own module instance is
+        re-initialised first, which is what brings a restarted remote member back (FACTS 2)."""
+        if self.module.dedicated:
+            self.module.reinitialize()
+        for slot_id in self.module.slot_ids(token_present=True):
+            try:
+                if self.module.call("C_GetTokenInfo", self.raw.get_token_info, slot_id).serial_number == serial:
+                    self.slot_id = slot_id
+                    return
+            except CKRError:
+                continue
+        raise CKRError(CKR_TOKEN_NOT_PRESENT, "C_GetSlotList", f"token {serial} not found")
 
     @property
     def raw(self):
@@ -41,7 +62,8 @@ class PhysicalSlot:
             label = self.token_info().label
         except CKRError:  # a token that cannot answer still gets listed
             return info.description
-        return f"{info.description} ({label or 'uninitialised token'})"
+        where = ", remote" if self.server is not None else ""
+        return f"{info.description} ({label or 'uninitialised token'}{where})"
 
     def mechanisms(self) -> list[tuple[int, str]]:
         codes = self._call("C_GetMechanismList", self.raw.get_mechanism_list, self.slot_id)
@@ -57,7 +79,7 @@ class PhysicalSlot:
         self._call("C_InitToken", self.raw.init_token, self.slot_id, so_pin, label)
 
     def open_session(self, rw: bool = True) -> PhysicalSession:
-        self.module.check_fault(self.slot_id, "C_OpenSession")
+        self._check("C_OpenSession")
         token = self.module.pkcs11_token(self.slot_id)
         session = self._call("C_OpenSession", token.open, rw=rw)
         return PhysicalSession(self, session, rw)
@@ -69,11 +91,19 @@ class PhysicalSlot:
         """C_WaitForSlotEvent without blocking: a slot id, or CKRError(CKR_NO_EVENT)."""
         return self._call("C_WaitForSlotEvent", self.raw.wait_for_slot_event, False)
 
-    def fail(self) -> None:
+    def fail(self) -> str:
+        """A remote member's server gets a real SIGKILL; a local one fails simulated."""
+        if self.server is not None:
+            self.server.kill()
+            return "its p11-kit server was killed (SIGKILL to the process group)"
         self.module.fail_slot(self.slot_id)
+        return "simulated: every call returns CKR_DEVICE_ERROR, its sessions are gone"
 
-    def restore(self) -> None:
+    def restore(self) -> str:
+        if self.server is not None:
+            return f"its p11-kit server is serving again (pid {self.server.serve()})"
         self.module.restore_slot(self.slot_id)
+        return "simulated failure lifted"
 
     @property
     def failed(self) -> bool:

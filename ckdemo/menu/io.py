@@ -10,6 +10,11 @@ class EndOfInput(Exception):
     """No answer left: EOF on the terminal, or the end of a script, while a prompt waits."""
 
 
+class InputAborted(Exception):
+    """The input source cannot go on (e.g. a script that cannot be run as written): the menu
+    loop stops and the caller reports it."""
+
+
 class MenuIO(Protocol):
     def write(self, text: str) -> None: ...
     def ask(self, prompt: str, secret: bool = False) -> str: ...

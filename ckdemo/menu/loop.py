@@ -8,7 +8,7 @@ from typing import Callable, Sequence
 from ..codes import CKR_FUNCTION_NOT_SUPPORTED, CKR_OK, CKRError
 from . import render
 from .context import Context, InputError
-from .io import EndOfInput
+from .io import EndOfInput, InputAborted
 from .table import BY_NUMBER, HELP, QUIT, Entry
 
 INTERNAL_ERROR = "INTERNAL_ERROR"  # a bug in ckdemo: reported in one line, the menu goes on
@@ -39,12 +39,9 @@ def resolve(entry: Entry) -> Callable[[Context], None] | None:
     return getattr(module, function)
 
 
-def report_internal_error(exc: BaseException) -> str:
+def report_internal_error(exc: BaseException, path: str) -> str:
     """Writes the traceback where a bug report can pick it up; returns where."""
-    import os
-    import tempfile
     import traceback
-    path = os.path.join(os.environ.get("CKDEMO_HOME") or tempfile.gettempdir(), "ckdemo-errors.log")
     try:
         with open(path, "a") as log:
             log.write("".join(traceback.format_exception(exc)) + "\n")
@@ -55,8 +52,9 @@ def report_internal_error(exc: BaseException) -> str:
 
 class MenuLoop:
     def __init__(self, context: Context, extra: Sequence[Entry] = (), extra_groups: Sequence = (),
-                 observer: Observer | None = None) -> None:
+                 observer: Observer | None = None, error_log: str = "ckdemo-errors.log") -> None:
         self.context = context
+        self.error_log = error_log
         self.entries = dict(BY_NUMBER)
         self.entries.update({e.number: e for e in extra})
         self.menu = render.menu_text(extra, extra_groups)
@@ -122,10 +120,10 @@ class MenuLoop:
             message = f"Input ended while waiting for an answer to '{str(exc).strip()}'."
             context.say("\n" + message)
             return StepResult(entry.number, entry.title, NO_ANSWER, message=message)
-        except (KeyboardInterrupt, SystemExit):
+        except (KeyboardInterrupt, SystemExit, InputAborted):
             raise
         except Exception as exc:  # a ckdemo bug must not end the session or lose its state
-            where = report_internal_error(exc)
+            where = report_internal_error(exc, self.error_log)
             message = (f"Internal error in {entry.title}: {type(exc).__name__}: {exc} "
                        f"(a ckdemo bug; details in {where})")
             context.say(message)

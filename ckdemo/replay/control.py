@@ -26,9 +26,7 @@ class HAControl:
             except KeyError:
                 continue
             if d.name == "fail":
-                group.fail_member(member)
-                return f"HSM {member.serial} ({member.label}) fails as a dead device"
-            group.restore_member(member)
-            return f"HSM {member.serial} ({member.label}) is back in service"
+                return f"HSM {member.serial} ({member.label}) is down: {group.fail_member(member)}"
+            return f"HSM {member.serial} ({member.label}) is back: {group.restore_member(member)}"
         raise ScriptError(f"line {d.line}: @{d.name} {d.argument}: no such HA member "
                           "(use its label, serial or number in the group)")

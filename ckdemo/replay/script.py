@@ -17,10 +17,12 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..menu.io import InputAborted
+
 VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-class ScriptError(Exception):
+class ScriptError(InputAborted):
     """The script cannot be run as written; the message names the line."""
 
 

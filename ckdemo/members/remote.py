@@ -1,0 +1,172 @@
+"""Members served by another process: a `p11-kit server` per member token, reached through a
+private copy of `p11-kit-client.so` per member.
+
+Why one client copy per member (FACTS 2): p11-kit-client reads P11_KIT_SERVER_ADDRESS once, at
+C_Initialize of a loaded module, and dlopen gives one instance per file path. A copy under
+another path is another instance with its own address, its own sessions and its own
+C_Finalize/C_Initialize, so a dead member is re-initialised alone while the others keep their
+sessions. The p11-kit proxy with `remote:` lines would share one failure domain (one dead member
+breaks slot listing for all, and re-init renumbers every slot).
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..codes import CKRError
+from .module import Module, module_for
+
+CLIENT_CANDIDATES = (
+    "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so",
+    "/usr/lib/aarch64-linux-gnu/pkcs11/p11-kit-client.so",
+    "/usr/lib/pkcs11/p11-kit-client.so",
+)
+# FACTS: p11-kit 0.24.1 RPC forwards only mechanisms without parameters (plus RSA-OAEP)
+TRANSPORT_LIMIT = ("p11-kit RPC (0.24) carries only mechanisms without parameters (and RSA-OAEP): "
+                   "AES-CBC/GCM, AES key wrap, RSA-PSS and ECDH cannot reach a remote member")
+START_TIMEOUT_S = 5.0
+_environment = threading.Lock()  # P11_KIT_SERVER_ADDRESS is process-wide: one loader at a time
+
+
+class RemoteError(Exception):
+    """A member server could not be started or reached; one line for the user."""
+
+
+def client_library() -> str:
+    for path in CLIENT_CANDIDATES:
+        if os.path.exists(path):
+            return path
+    raise RemoteError("p11-kit-client.so not found: apt-get install p11-kit-modules")
+
+
+@dataclass
+class MemberServer:
+    """One member token served by `p11-kit server` on a unix socket, in its own process group."""
+    label: str
+    socket: Path
+    run_dir: Path
+    provider: str
+    softhsm_conf: str | None = None
+    managed: bool = True  # False: attach to a server someone else runs (e.g. an SSH-forwarded socket)
+
+    @property
+    def pid_file(self) -> Path:
+        return self.run_dir / f"{self.label}.pid"
+
+    @property
+    def address(self) -> str:
+        return f"unix:path={self.socket}"
+
+    def pid(self) -> int | None:
+        """The server's pid when it runs (the pid is also its process group)."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+            os.kill(pid, 0)
+        except (OSError, ValueError):
+            return None
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
+                if b"p11-kit" not in cmdline.read():
+                    return None  # the pid was reused by another program
+        except OSError:
+            return None
+        return pid
+
+    def state(self) -> str:
+        if not self.managed:
+            return "attached" if self.socket.exists() else "no socket"
+        return "running" if self.pid() else "dead"
+
+    def serve(self) -> int:
+        if not self.managed:
+            raise RemoteError(f"{self.label} is served elsewhere ({self.socket}); ckdemo only attaches")
+        running = self.pid()
+        if running:
+            return running
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.socket.exists():
+            self.socket.unlink()  # left by a killed server: the new one cannot bind over it
+        env = dict(os.environ)
+        if self.softhsm_conf:
+            env["SOFTHSM2_CONF"] = self.softhsm_conf
+        env.pop("P11_KIT_SERVER_ADDRESS", None)
+        log = open(self.run_dir / f"{self.label}.log", "ab")
+        try:
+            process = subprocess.Popen(
+                ["p11-kit", "server", "-f", "-n", str(self.socket), "--provider", self.provider,
+                 f"pkcs11:token={self.label}"],
+                env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
+                start_new_session=True)  # its own process group: a kill takes its children too
+        except FileNotFoundError:
+            raise RemoteError("p11-kit not found: apt-get install p11-kit") from None
+        finally:
+            log.close()
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while not self.socket.exists():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RemoteError(f"p11-kit server for {self.label} did not start "
+                                  f"(see {self.run_dir / (self.label + '.log')})")
+            time.sleep(0.01)
+        self.pid_file.write_text(f"{process.pid}\n")
+        return process.pid
+
+    def kill(self) -> bool:
+        """SIGKILL to the server's process group: a power cut, not a shutdown."""
+        pid = self.pid()
+        if pid is None:
+            return False
+        try:
+            os.killpg(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        for _ in range(200):  # reap-free wait: the child is not ours after a restart of ckdemo
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            try:
+                os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                pass
+            time.sleep(0.005)
+        self.pid_file.unlink(missing_ok=True)
+        return True
+
+    def restart(self) -> int:
+        self.kill()
+        return self.serve()
+
+
+def client_module(server: MemberServer, lib_dir: Path) -> Module:
+    """The member's own copy of p11-kit-client.so, initialised with the member's address."""
+    lib_dir.mkdir(parents=True, exist_ok=True)
+    source = client_library()
+    copy = lib_dir / f"p11-kit-client-{server.label}.so"
+    if not copy.exists() or copy.stat().st_size != os.path.getsize(source):
+        temp = copy.with_suffix(".tmp")
+        shutil.copyfile(source, temp)
+        os.replace(temp, copy)
+    module = module_for(str(copy))
+    module.dedicated = True
+    module.transport_limit = TRANSPORT_LIMIT
+    module.environment = {"P11_KIT_SERVER_ADDRESS": server.address}
+    module.environment_lock = _environment
+    try:
+        module.load()
+    except CKRError as exc:
+        raise RemoteError(f"cannot load {copy}: {exc}") from None
+    return module
+
+
+def check_loadable() -> None:
+    """Raises RemoteError naming what is missing for remote members."""
+    client_library()
+    if shutil.which("p11-kit") is None:
+        raise RemoteError("p11-kit not found: apt-get install p11-kit")
+
