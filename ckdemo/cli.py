@@ -424,3 +424,75 @@ def list_members(ctx: click.Context) -> None:
             for s in _servers(ctx, None)]
     click.echo(tabulate(rows, headers=["member", "pid", "socket", "state", "served by"],
                         disable_numparse=True))
+
+
+def _range(text: str) -> tuple[float, float]:
+    low, _, high = text.partition(",")
+    try:
+        pair = (float(low), float(high or low))
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: write MIN,MAX seconds, e.g. 2,4") from None
+    if pair[0] <= 0 or pair[1] < pair[0]:
+        raise click.BadParameter(f"{text!r}: need 0 < MIN <= MAX")
+    return pair
+
+
+@main.command()
+@click.option("--seconds", default=30.0, show_default=True, type=click.FloatRange(min=3))
+@click.option("--seed", default=1, show_default=True, type=int, help="Chaos schedule seed.")
+@click.option("--interval", default=0.5, show_default=True, type=click.FloatRange(min=0),
+              help="Recovery interval X during the soak (seconds).")
+@click.option("--kill-every", default="2,4", show_default=True, help="MIN,MAX seconds between kills.")
+@click.option("--down-for", default="0.5,1.5", show_default=True, help="MIN,MAX seconds a member stays down.")
+@click.option("--pin", envvar="CKDEMO_USER_PIN", help="User PIN (default: the config's test PIN).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def soak(ctx, seconds, seed, interval, kill_every, down_for, pin, as_json) -> None:
+    """Chaos: sign and encrypt/decrypt on the HA slot while members are killed and brought back
+    (real SIGKILLs for remote members). Exit 1 on any application-visible failure or when the
+    members end up holding different key material."""
+    import json
+    from tabulate import tabulate
+    from . import soak as chaos_run
+    from .codes import CKRError
+
+    chaos = chaos_run.Chaos(seed, _range(kill_every), _range(down_for))
+    settings = _settings(ctx)
+    pin = pin or settings.secrets().get("CKDEMO_USER_PIN")
+    if not pin:
+        raise Fail("no user PIN: pass --pin or set CKDEMO_USER_PIN")
+    workspace = _workspace(settings)
+    groups = [s for s in workspace.slots if getattr(s, "is_virtual", False)]
+    if not groups or len(groups[0].members) < 2:
+        raise Fail("a soak needs an HA group with at least two members")
+    click.echo(f"soak: {seconds:g} s on HA group {groups[0].label} ({len(groups[0].members)} members, "
+               f"seed {seed})...", err=True)
+    try:
+        report = chaos_run.run(groups[0], seconds, chaos, pin, interval)
+    except CKRError as exc:
+        raise Fail(f"soak could not start: {exc}") from None
+    figures = report.as_dict()
+    ok = not report.failures and figures["consistency"].get("identical", False)
+    if as_json:
+        click.echo(json.dumps(figures, indent=2))
+        ctx.exit(EXIT_OK if ok else EXIT_FAILED)
+    click.echo(f"operations: {figures['operations']} in {figures['seconds']} s; "
+               f"application-visible failures: {figures['application_failures']}")
+    for sample in figures["failure_samples"]:
+        click.echo(f"  failure: {sample}")
+    click.echo(f"kills: {figures['kills']}, restores: {figures['restores']}, "
+               f"p99 latency {figures['p99_ms']} ms overall")
+    if figures["around_failures"]:
+        click.echo(tabulate([(r["t"], r["member"], r["slowest_ms"], r["p99_ms"])
+                             for r in figures["around_failures"]],
+                            headers=["kill at s", "member", "slowest ms (next 2 s)", "p99 ms (next 2 s)"],
+                            disable_numparse=True))
+    click.echo(f"worst p99 added around a failure: {figures['worst_added_p99_ms']} ms")
+    for r in figures["recoveries"]:
+        click.echo(f"  recovered {r['member']} at {r['t']} s, inside call {r['call']}")
+    c = figures["consistency"]
+    click.echo(f"consistency: all members active {c.get('all_members_active')}, "
+               f"same objects and key material {c.get('identical')}")
+    click.echo(f"RSS: {figures['rss_start_kb']} kB -> {figures['rss_end_kb']} kB "
+               f"({figures['rss_growth_kb']:+d} kB)")
+    ctx.exit(EXIT_OK if ok else EXIT_FAILED)

@@ -113,11 +113,11 @@ def _remote_slots(settings: Settings, start_servers: bool) -> list:
     from .members.remote import RemoteError, client_module
     from .members.slot import PhysicalSlot
 
-    slots, started = [], []
+    slots, servers = [], member_servers(settings)
     try:
-        for server in member_servers(settings):
+        for server in servers:
             if start_servers and server.managed and server.pid() is None:
-                started.append((server, server.serve()))
+                server.serve()
             module = client_module(server, settings.home / "lib")
             try:
                 ids = module.slot_ids(token_present=True)
@@ -130,12 +130,13 @@ def _remote_slots(settings: Settings, start_servers: bool) -> list:
             slots.append(slot)
     except RemoteError as exc:
         raise SettingsError(str(exc)) from None
-    if started:  # servers this process started end with it; `ckdemo member serve` ones stay
-        atexit.register(_stop, started)
+    # servers this process started (at start, or on a restore) end with it;
+    # those started by `ckdemo member serve` keep running
+    atexit.register(_stop, servers)
     return slots
 
 
-def _stop(started: list) -> None:
-    for server, pid in started:
-        if server.pid() == pid:
+def _stop(servers: list) -> None:
+    for server in servers:
+        if server.started_here is not None and server.pid() == server.started_here:
             server.kill()

@@ -54,6 +54,7 @@ class MemberServer:
     provider: str
     softhsm_conf: str | None = None
     managed: bool = True  # False: attach to a server someone else runs (e.g. an SSH-forwarded socket)
+    started_here: int | None = None  # pid of the server this process started last
 
     @property
     def pid_file(self) -> Path:
@@ -71,8 +72,8 @@ class MemberServer:
         except (OSError, ValueError):
             return None
         try:
-            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:
-                if b"p11-kit" not in cmdline.read():
+            with open(f"/proc/{pid}/cmdline", "rb") as cmdline:  # p11-kit-server's argv[0] is "server"
+                if f"pkcs11:token={self.label}".encode() not in cmdline.read():
                     return None  # the pid was reused by another program
         except OSError:
             return None
@@ -114,6 +115,7 @@ class MemberServer:
                                   f"(see {self.run_dir / (self.label + '.log')})")
             time.sleep(0.01)
         self.pid_file.write_text(f"{process.pid}\n")
+        self.started_here = process.pid
         return process.pid
 
     def kill(self) -> bool:

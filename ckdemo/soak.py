@@ -1,0 +1,205 @@
+"""`ckdemo soak`: a chaos run on the HA slot. A workload signs and encrypts/decrypts while a
+seeded chaos thread kills members and brings them back, never all at once. Reports what the
+application saw, the latency around each failure, every recovery and the call that triggered
+it, and at the end whether every member holds the same objects with the same key material.
+
+Works through the slot interface only (fail/restore are real SIGKILLs for remote members).
+"""
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from .codes import CKRError
+from .known_keys import KNOWN_AES256, KNOWN_RSA2048
+from .model import (CKA_CLASS, CKA_ID, CKA_LABEL, CKA_MODULUS, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY,
+                    CKO_SECRET_KEY, CKU_USER, CKM_SHA256_RSA_PKCS)
+
+CKM_AES_ECB = 0x1081  # carried by p11-kit RPC (no parameters), unlike AES-CBC
+WINDOW_S = 2.0  # latency "around a failure": from the kill to this long after it
+BLOCK = bytes(range(16))
+
+
+@dataclass
+class Chaos:
+    seed: int
+    kill_every: tuple[float, float] = (2.0, 4.0)  # seconds between kills, drawn uniformly
+    down_for: tuple[float, float] = (0.5, 1.5)  # seconds a member stays down
+
+
+@dataclass
+class Report:
+    seconds: float = 0.0
+    operations: int = 0
+    failures: list[str] = field(default_factory=list)
+    kills: list[tuple[float, str]] = field(default_factory=list)  # (time, member serial)
+    restores: list[tuple[float, str]] = field(default_factory=list)
+    recoveries: list[tuple[float, str, str]] = field(default_factory=list)  # (time, serial, call)
+    latencies: list[tuple[float, float]] = field(default_factory=list)  # (start time, seconds)
+    consistency: dict[str, Any] = field(default_factory=dict)
+    rss_start_kb: int = 0
+    rss_end_kb: int = 0
+
+    def p99_ms(self, start: float = float("-inf"), end: float = float("inf")) -> float:
+        values = sorted(d for t, d in self.latencies if start <= t < end)
+        return values[min(len(values) - 1, int(0.99 * len(values)))] * 1000 if values else 0.0
+
+    def around_failures(self) -> list[dict[str, Any]]:
+        rows = []
+        for when, serial in self.kills:
+            window = [d for t, d in self.latencies if when <= t < when + WINDOW_S]
+            rows.append({"t": round(when, 2), "member": serial,
+                         "slowest_ms": round(max(window) * 1000, 2) if window else 0.0,
+                         "p99_ms": round(self.p99_ms(when, when + WINDOW_S), 2)})
+        return rows
+
+    def as_dict(self) -> dict[str, Any]:
+        baseline = self.p99_ms()
+        around = self.around_failures()
+        return {"seconds": round(self.seconds, 1), "operations": self.operations,
+                "application_failures": len(self.failures), "failure_samples": self.failures[:5],
+                "kills": len(self.kills), "restores": len(self.restores),
+                "recoveries": [{"t": round(t, 2), "member": s, "call": c} for t, s, c in self.recoveries],
+                "p99_ms": round(baseline, 2), "around_failures": around,
+                "worst_added_p99_ms": round(max((r["p99_ms"] for r in around), default=0.0) - baseline, 2),
+                "consistency": self.consistency, "rss_start_kb": self.rss_start_kb,
+                "rss_end_kb": self.rss_end_kb, "rss_growth_kb": self.rss_end_kb - self.rss_start_kb}
+
+
+def rss_kb() -> int:
+    with open("/proc/self/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def _create_keys(session, tag: str) -> tuple[int, int]:
+    """The run's keys, on every member: the known RSA and AES keys under labels of this run."""
+    handles = []
+    for known in (KNOWN_RSA2048, KNOWN_AES256):
+        for template in known.templates(token=True, private=True, label=f"soak-{tag}",
+                                        key_id=f"soak-{tag}-{known.key_id[-1:].decode()}".encode()):
+            handles.append(session.create_object(template))
+    _, rsa_private, aes = handles
+    return rsa_private, aes
+
+
+def run(group, seconds: float, chaos: Chaos, pin: str, interval_s: float = 0.5,
+        progress: Callable[[int], None] = lambda n: None) -> Report:
+    report = Report(rss_start_kb=rss_kb())
+    group.policy.interval_s = interval_s
+    if group.credentials is None:
+        group.login(CKU_USER, pin)
+    session = group.open_session(rw=True)
+    tag = os.urandom(3).hex()
+    rsa, aes = _create_keys(session, tag)
+    start = time.monotonic()
+    stop = threading.Event()
+    chaos_thread = threading.Thread(target=_chaos, args=(group, chaos, start, seconds, stop, report),
+                                    daemon=True)
+    chaos_thread.start()
+    seen = len(group.log.events)
+    n = 0
+    while time.monotonic() - start < seconds:
+        n += 1
+        for name, call in (("C_Sign", lambda: session.sign(rsa, CKM_SHA256_RSA_PKCS, b"soak %d" % n)),
+                           ("C_Encrypt+C_Decrypt", lambda: session.decrypt(
+                               aes, CKM_AES_ECB, session.encrypt(aes, CKM_AES_ECB, BLOCK)))):
+            began = time.monotonic()
+            try:
+                result = call()
+                if name != "C_Sign" and result != BLOCK:
+                    report.failures.append(f"{began - start:.2f}s {name}: decrypted bytes differ")
+            except CKRError as exc:
+                report.failures.append(f"{began - start:.2f}s {name}: {exc}")
+            report.latencies.append((began - start, time.monotonic() - began))
+            report.operations += 1
+            for event in group.log.events[seen:]:
+                if event.event == "recovered":
+                    report.recoveries.append((time.monotonic() - start, event.member, f"#{n} {name}"))
+            seen = len(group.log.events)
+        if n % 64 == 0:
+            progress(128)
+    stop.set()
+    chaos_thread.join()
+    report.seconds = time.monotonic() - start
+    report.consistency = _settle_and_compare(group, session, f"soak-{tag}")
+    for handle in (rsa, aes):
+        try:
+            session.destroy_object(handle)
+        except CKRError:
+            pass  # a member still down keeps its copy; the next resynchronisation removes it
+    session.close()
+    report.rss_end_kb = rss_kb()
+    return report
+
+
+def _chaos(group, chaos: Chaos, start: float, seconds: float, stop: threading.Event,
+           report: Report) -> None:
+    rng = random.Random(chaos.seed)
+    down: dict[Any, float] = {}  # member -> when to bring it back
+    next_kill = rng.uniform(*chaos.kill_every)
+    while not stop.is_set():
+        now = time.monotonic() - start
+        for member, back_at in list(down.items()):
+            if now >= back_at:
+                member.slot.restore()
+                report.restores.append((now, member.serial))
+                del down[member]
+        alive = [m for m in group.members if m not in down]
+        if now >= next_kill and now < seconds - 1.0 and len(alive) > 1:  # never all at once
+            victim = rng.choice(alive)
+            victim.slot.fail()
+            report.kills.append((now, victim.serial))
+            down[victim] = now + rng.uniform(*chaos.down_for)
+            next_kill = now + rng.uniform(*chaos.kill_every)
+        stop.wait(0.02)
+    for member in down:  # the run is over: everybody back
+        member.slot.restore()
+        report.restores.append((time.monotonic() - start, member.serial))
+
+
+def _settle_and_compare(group, session, label: str, timeout_s: float = 15.0) -> dict[str, Any]:
+    """Calls until every member is back (recovery runs inside calls), then compares members."""
+    deadline = time.monotonic() + timeout_s
+    while not all(m.active for m in group.members) and time.monotonic() < deadline:
+        try:
+            session.generate_random(8)
+        except CKRError:
+            pass  # a call is what drives recovery; its answer does not matter here
+        time.sleep(min(0.1, group.policy.interval_s / 2))
+    result: dict[str, Any] = {"all_members_active": all(m.active for m in group.members)}
+    fingerprints = {}
+    for member in group.members:
+        try:
+            fingerprints[member.serial] = _fingerprint(member.slot, label)
+        except CKRError as exc:
+            fingerprints[member.serial] = f"unreadable: {exc.name}"
+    result["members"] = fingerprints
+    result["identical"] = len({repr(v) for v in fingerprints.values()}) == 1
+    return result
+
+
+def _fingerprint(slot, label: str) -> dict[str, str]:
+    """Public values of the run's objects on one member: RSA modulus hash, AES KCV."""
+    import hashlib
+    physical = slot.open_session(rw=False)
+    try:
+        found = {}
+        for cls in (CKO_PUBLIC_KEY, CKO_PRIVATE_KEY, CKO_SECRET_KEY):
+            for handle in physical.find_objects({CKA_CLASS: cls, CKA_LABEL: label}):
+                key_id = physical.get_attributes(handle, [CKA_ID])[CKA_ID]
+                if cls == CKO_SECRET_KEY:
+                    value = physical.encrypt(handle, CKM_AES_ECB, bytes(16))[:3].hex()  # KCV
+                else:
+                    modulus = physical.get_attributes(handle, [CKA_MODULUS])[CKA_MODULUS]
+                    value = hashlib.sha256(modulus).hexdigest()[:16]
+                found[f"{cls}:{bytes(key_id).decode(errors='replace')}"] = value
+        return dict(sorted(found.items()))
+    finally:
+        physical.close()
