@@ -84,7 +84,7 @@ def _replay(ctx: click.Context, script: str, transcript: str | None, junit: str 
     from .menu.context import Context
     from .menu.loop import MenuLoop
     from .replay import junit as junit_xml
-    from .replay.runner import Replay, stdout_outputs
+    from .replay.runner import Replay, ScriptVariables, stdout_outputs
     from .replay.script import ScriptError, load, parse
 
     name = "stdin" if script == "-" else Path(script).name
@@ -102,7 +102,8 @@ def _replay(ctx: click.Context, script: str, transcript: str | None, junit: str 
     except OSError as exc:
         raise Fail(f"cannot write transcript {transcript}: {exc.strerror}") from None
     from .replay.control import HAControl
-    replay = Replay(lines, settings.secrets(), stdout_outputs(out), keep_going=keep_going,
+    variables = ScriptVariables(settings.secrets(), workspace.last)
+    replay = Replay(lines, variables, stdout_outputs(out), keep_going=keep_going,
                     control=HAControl(workspace))
     error = None
     try:

@@ -25,6 +25,8 @@ class Options:
     """Harness settings shown and changed by choice 98."""
     show_menu: bool = True  # redisplay the menu before every prompt (CKDemo's default)
     hex_echo: bool = True  # show data (random bytes, signatures) in hex
+    verbose_errors: bool = True  # a failed choice also prints its detail line (which key, member...)
+    token_objects: bool = True  # default answer to "Token object?" for keys made by 61, 63, 65
 
 
 @dataclass
@@ -33,6 +35,12 @@ class Workspace:
     sessions: list[OpenSession] = field(default_factory=list)
     options: Options = field(default_factory=Options)
     app_id: tuple[int, int] | None = None
+    # handles the run made last, for scripts (${LAST_SESSION}, ${LAST_OBJECT}, ...): modules
+    # number handles their own way, so a portable script names them this way
+    last: dict[str, int] = field(default_factory=dict)
+
+    def remember(self, **handles: int) -> None:
+        self.last.update({f"LAST_{name.upper()}": value for name, value in handles.items()})
 
     def notices(self) -> list[str]:
         """HA events that happened since the last call (failures, recoveries), once each."""
@@ -45,6 +53,7 @@ class Workspace:
     def add_session(self, slot_number: int, session: Any) -> OpenSession:
         opened = OpenSession(slot_number, self.slot(slot_number), session)
         self.sessions.append(opened)
+        self.remember(session=session.handle)
         return opened
 
     def sessions_with_handle(self, handle: int) -> list[OpenSession]:
@@ -52,6 +61,15 @@ class Workspace:
 
     def forget_session(self, opened: OpenSession) -> None:
         self.sessions.remove(opened)
+
+    def exports(self, symbol: str) -> list[str]:
+        """Paths of the loaded libraries that export `symbol` (e.g. a Luna CA_* extension)."""
+        paths: list[str] = []
+        for slot in self.slots:
+            exports = getattr(slot, "exports", None)
+            if exports is not None:
+                paths += [p for p in exports(symbol) if p not in paths]
+        return paths
 
     def forget_slot_sessions(self, slot_number: int) -> None:
         self.sessions = [s for s in self.sessions if s.slot_number != slot_number]

@@ -197,7 +197,8 @@ class HAGroup:
             self._next_member = (chosen.index + 1) % count
         return chosen
 
-    def run(self, function: str, op: Callable[[HAMember], T], mechanism: int | None = None) -> T:
+    def run(self, function: str, op: Callable[[HAMember], T], mechanism: int | None = None,
+            exclude: list[HAMember] = ()) -> T:
         """A single-part call on one member, repeated on another when the member fails.
 
         A member that refuses the mechanism (a remote member's transport cannot carry its
@@ -208,7 +209,7 @@ class HAGroup:
         refused: list[HAMember] = []
         missing: list[HAMember] = []
         while True:
-            active = self.active_members()
+            active = [m for m in self.active_members() if m not in exclude]
             candidates = [m for m in active if m not in refused and m not in missing
                           and mechanism not in m.refused]
             if not candidates and mechanism is not None and not refused:
@@ -450,6 +451,14 @@ class HAGroup:
     def allocate_object_handle(self) -> int:
         handle, self._next_object = self._next_object, self._next_object + 1
         return handle
+
+    def exports(self, symbol: str) -> list[str]:
+        """Libraries behind any member that export `symbol` (vendor extension detection)."""
+        paths: list[str] = []
+        for member in self.members:
+            if member.slot is not None:
+                paths += [p for p in member.slot.exports(symbol) if p not in paths]
+        return paths
 
     def __repr__(self) -> str:
         return f"HAGroup({self.label}, {self.serial}, {self.members})"

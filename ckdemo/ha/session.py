@@ -5,7 +5,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
-from ..codes import CKR_OBJECT_HANDLE_INVALID, CKR_USER_NOT_LOGGED_IN, CKRError
+from ..codes import CKR_MECHANISM_INVALID, CKR_OBJECT_HANDLE_INVALID, CKR_USER_NOT_LOGGED_IN, CKRError
 from ..model import (CKA_CLASS, CKA_ID, CKA_LABEL, CKA_TOKEN, CKU_SO, KeySpec, MechanismParam,
                      SessionInfo)
 from . import replication
@@ -126,34 +126,59 @@ class VirtualSession:
     def encrypt_stream(self, handle: int, mechanism: int, chunks: Iterable[bytes],
                        param: MechanismParam = None) -> Iterator[bytes]:
         obj = self._object(handle, "C_EncryptInit")
-        return self._pinned("C_EncryptInit", lambda s, m: s.encrypt_stream(
-            self._on(m, obj), mechanism, chunks, param))
+        return self._pinned("C_EncryptInit", mechanism, chunks, lambda s, m, data: s.encrypt_stream(
+            self._on(m, obj), mechanism, data, param))
 
     def decrypt_stream(self, handle: int, mechanism: int, chunks: Iterable[bytes],
                        param: MechanismParam = None) -> Iterator[bytes]:
         obj = self._object(handle, "C_DecryptInit")
-        return self._pinned("C_DecryptInit", lambda s, m: s.decrypt_stream(
-            self._on(m, obj), mechanism, chunks, param))
+        return self._pinned("C_DecryptInit", mechanism, chunks, lambda s, m, data: s.decrypt_stream(
+            self._on(m, obj), mechanism, data, param))
 
     def digest_stream(self, mechanism: int, chunks: Iterable[bytes]) -> bytes:
-        # a digest that failed half-way cannot be resumed elsewhere: the chunks are consumed
-        member = self.group.run("C_DigestInit", lambda m: m)
-        try:
-            return self.group._session(member).digest_stream(mechanism, chunks)
-        except CKRError as exc:
-            if self.group._is_member_failure(exc):
-                self.group.member_failed(member, exc)
-            raise
+        return b"".join(self._pinned("C_DigestInit", mechanism, chunks,
+                                     lambda s, m, data: iter([s.digest_stream(mechanism, data)])))
 
-    def _pinned(self, function: str, start) -> Iterator[bytes]:
-        member = self.group.run(function, lambda m: m)
-        stream = start(self.group._session(member), member)
-        try:
-            yield from stream
-        except CKRError as exc:
-            if self.group._is_member_failure(exc):
-                self.group.member_failed(member, exc)
-            raise
+    def _pinned(self, function: str, mechanism: int, chunks: Iterable[bytes], start) -> Iterator[bytes]:
+        """A multi-part operation on one member. Until it has produced output it can move to
+        another member (the chunks read so far are kept): a member that refuses the mechanism
+        or fails at the start costs nothing. After that, a failure goes back to the caller,
+        who must restart the operation (as with Luna HA)."""
+        source = iter(chunks)
+        consumed: list[bytes] = []
+        committed = False
+
+        def feed() -> Iterator[bytes]:
+            yield from consumed
+            for piece in source:
+                if not committed:
+                    consumed.append(piece)
+                yield piece
+
+        tried: list[HAMember] = []
+        last_error: CKRError | None = None
+        while True:
+            if last_error is not None and all(m in tried for m in self.group.active_members()):
+                raise last_error
+            member = self.group.run(function, lambda m: m, mechanism=mechanism,
+                                    exclude=tried)
+            try:
+                for piece in start(self.group._session(member), member, feed()):
+                    committed = True
+                    consumed.clear()
+                    yield piece
+                return
+            except CKRError as exc:
+                if self.group._is_member_failure(exc):
+                    self.group.member_failed(member, exc)
+                elif exc.ckr == CKR_MECHANISM_INVALID:
+                    member.refused.add(mechanism)
+                else:
+                    raise
+                if committed:
+                    raise
+                tried.append(member)
+                last_error = exc
 
     # ---- changes applied on every member ----------------------------------------------------
     def seed_random(self, seed: bytes) -> None:
@@ -191,6 +216,19 @@ class VirtualSession:
         results = self.group.on_all("C_DeriveKey", lambda m: self.group._session(m).derive_key(
             self._on(m, base_obj), mechanism, param, key_type, length, template))
         return self._register_results(results)
+
+    def pbe_generate(self, password: str, salt: bytes, iterations: int,
+                     template: dict[int, Any]) -> int:
+        """On every member: PBKDF2 of the same password and salt is the same key everywhere."""
+        template = self._identified(template)
+        results = self.group.on_all("C_GenerateKey", lambda m: self.group._session(m).pbe_generate(
+            password, salt, iterations, template))
+        return self._register_results(results)
+
+    def probe_ec_curve(self, ec_params: bytes) -> None:
+        """The HA slot accepts a curve when every active member does."""
+        self.group.on_all("C_GenerateKeyPair",
+                          lambda m: self.group._session(m).probe_ec_curve(ec_params))
 
     def _identified(self, template: dict[int, Any]) -> dict[int, Any]:
         return template if template.get(CKA_ID) else {**template, CKA_ID: os.urandom(8)}

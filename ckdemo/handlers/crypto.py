@@ -80,8 +80,10 @@ def generate_key(ctx: Context) -> None:
     handles = opened.session.generate(KeySpec(kind, size, label, b"", token=token,
                                               sensitive=sensitive, extractable=extractable))
     if len(handles) == 2:
+        ctx.workspace.remember(public_key=handles[0], private_key=handles[1], object=handles[1])
         ctx.say(f"Generated {title}: public key handle {handles[0]}, private key handle {handles[1]}")
     else:
+        ctx.workspace.remember(object=handles[0])
         ctx.say(f"Generated {title}: key handle {handles[0]}")
 
 

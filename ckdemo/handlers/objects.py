@@ -38,6 +38,7 @@ def create_object(ctx: Context) -> None:
     cls = CLASSES[ctx.ask_int("Select object class: ", 1, len(CLASSES)) - 1][0]
     template = {CKA_CLASS: cls, **_ask_attributes(ctx, "Attributes of the new object:")}
     handle = opened.session.create_object(template)
+    ctx.workspace.remember(object=handle)
     ctx.say(f"Object created: handle {handle}")
 
 
@@ -46,6 +47,7 @@ def copy_object(ctx: Context) -> None:
     handle = _ask_handle(ctx)
     template = _ask_attributes(ctx, "Attributes to change in the copy:")
     copy = opened.session.copy_object(handle, template)
+    ctx.workspace.remember(object=copy)
     ctx.say(f"Object {handle} copied: new handle {copy}")
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field
-from typing import Callable, TextIO
+from typing import Callable, Mapping, TextIO
 
 from .. import codes
 from ..menu.context import InputError
@@ -49,7 +49,7 @@ class Step:
 class Replay:
     """Feeds script lines to the menu as answers; the menu loop reports each finished step."""
     lines: list[Line]
-    variables: dict[str, str]
+    variables: Mapping[str, str]
     outputs: list[TextIO]
     keep_going: bool = False
     control: Callable[[Directive], str] | None = None  # HA directives (@fail, @restore, ...)
@@ -127,6 +127,25 @@ class Replay:
                      f"{len(self.failed)} did not" + (" (stopped at the first failure)"
                                                       if self.stopped_early else ""))
         return "\n".join(lines)
+
+
+class ScriptVariables(Mapping):
+    """${NAME} values: the harness's LAST_* handles as they are now, then secrets/environment."""
+
+    def __init__(self, secrets: Mapping[str, str], handles: Mapping[str, int]) -> None:
+        self.secrets, self.handles = secrets, handles
+
+    def __getitem__(self, name: str) -> str:
+        if name in self.handles:
+            return str(self.handles[name])
+        return self.secrets[name]
+
+    def __iter__(self):
+        yield from self.handles
+        yield from self.secrets
+
+    def __len__(self) -> int:
+        return len(self.handles) + len(self.secrets)
 
 
 def stdout_outputs(transcript: TextIO | None) -> list[TextIO]:

@@ -3,6 +3,8 @@
     # a comment line            (ignored, as are blank lines)
     3                           (an answer: a menu choice or the answer to a prompt)
     ${CKDEMO_USER_PIN}          (a secret from the environment, never printed)
+    ${LAST_SESSION}             (the handle the last Open Session returned; also LAST_OBJECT,
+                                 LAST_PUBLIC_KEY, LAST_PRIVATE_KEY: handles differ per module)
     ""                          (an empty answer: Enter at a prompt; blank lines are skipped)
     @expect CKR_PIN_INCORRECT   (the last choice must have ended with this result)
     @sleep 1.5                  (wait, e.g. for a recovery interval)
@@ -20,6 +22,7 @@ from pathlib import Path
 from ..menu.io import InputAborted
 
 VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+HANDLE_PREFIX = "LAST_"  # ${LAST_SESSION}, ${LAST_OBJECT}, ...: handles the run has just made
 
 
 class ScriptError(InputAborted):
@@ -37,7 +40,8 @@ class Line:
 
     @property
     def has_secret(self) -> bool:
-        return bool(VARIABLE.search(self.text))
+        """Variables may hold secrets and are masked, except the harness's LAST_* handles."""
+        return any(not name.startswith(HANDLE_PREFIX) for name in VARIABLE.findall(self.text))
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,250 @@
+"""Remote members: each member token served by its own `p11-kit server` process, reached through
+a private copy of p11-kit-client.so. Failures here are real: the member's server process group
+gets SIGKILL, from another process, while ckdemo runs.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import USER_PIN, no_traceback, requires_softhsm, softhsm_env
+from test_terminal import PROMPT, Terminal
+
+pytestmark = [requires_softhsm,
+              pytest.mark.skipif(shutil.which("p11-kit") is None, reason="p11-kit is not installed")]
+
+
+def servers_of(home: Path) -> list[int]:
+    """pids of p11-kit servers serving this home's sockets (whoever started them)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if str(home / "run").encode() in cmdline and b"pkcs11:token=" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture
+def remote_home(tmp_path, provision, run_ckdemo):
+    home = provision(tmp_path / "home", "--remote")
+    yield home
+    run_ckdemo(home, "member", "kill", "all")
+    for pid in servers_of(home):  # whatever a failed test left behind
+        os.kill(pid, signal.SIGKILL)
+
+
+def listed(run_ckdemo, home: Path) -> dict[str, list[str]]:
+    done = run_ckdemo(home, "member", "list")
+    assert done.returncode == 0, done.stderr
+    return {row.split()[0]: row.split() for row in done.stdout.splitlines()[2:]}
+
+
+def test_member_serve_kill_restart_list(remote_home, run_ckdemo):
+    assert {name: row[3] for name, row in listed(run_ckdemo, remote_home).items()} == \
+        {"member1": "dead", "member2": "dead", "member3": "dead"}
+    assert run_ckdemo(remote_home, "member", "serve", "member2").returncode == 0
+    rows = listed(run_ckdemo, remote_home)
+    assert rows["member2"][3] == "running" and rows["member1"][3] == "dead"
+    pid = int(rows["member2"][1])
+    assert pid in servers_of(remote_home)
+    assert rows["member2"][2] == str(remote_home / "run" / "member2.sock")
+    # a kill is SIGKILL to the process group: the server is gone at once
+    done = run_ckdemo(remote_home, "member", "kill", "member2")
+    assert done.returncode == 0 and "killed" in done.stdout
+    assert pid not in servers_of(remote_home)
+    assert listed(run_ckdemo, remote_home)["member2"][3] == "dead"
+    done = run_ckdemo(remote_home, "member", "restart", "member2")
+    assert done.returncode == 0, done.stderr
+    new_pid = int(listed(run_ckdemo, remote_home)["member2"][1])
+    assert new_pid != pid and new_pid in servers_of(remote_home)
+    bad = run_ckdemo(remote_home, "member", "kill", "member9")
+    assert bad.returncode == 2 and "no remote member 'member9'" in bad.stderr
+    no_traceback(bad.stdout, bad.stderr)
+
+
+def test_servers_started_by_a_run_end_with_it(remote_home, run_ckdemo):
+    done = run_ckdemo(remote_home, "run", "-", input="14\n0\n")
+    assert done.returncode == 0, done.stdout
+    assert re.search(r"slot#1 +SoftHSM slot ID 0x[0-9a-f]+ +yes +member1", done.stdout)
+    assert servers_of(remote_home) == []  # nobody asked them to stay
+
+
+def test_remote_slots_show_as_remote(remote_home, run_ckdemo):
+    done = run_ckdemo(remote_home, "run", "-", input="11\n2\n0\n")
+    assert done.returncode == 0, done.stdout
+    assert "(member2, remote)" in done.stdout
+
+
+def test_transport_limit_is_named_and_not_a_member_failure(remote_home, run_ckdemo):
+    """AES-CBC cannot cross p11-kit 0.24 RPC: on a remote slot the refusal names the limit, and
+    it is an answer, not a member failure (HA Status stays CKR_OK for every member)."""
+    (remote_home.parent / "plain.txt").write_text("hello")
+    script = "\n".join([
+        "1", "2", "y", "3", "${LAST_SESSION}", "1", "${CKDEMO_USER_PIN}",
+        "20", "${LAST_SESSION}", "2", "CKA_KEY_TYPE=aes", "CKA_VALUE=hex:" + "11" * 32,
+        "CKA_ENCRYPT=true", "CKA_DECRYPT=true", "CKA_TOKEN=false", "CKA_LABEL=cbc", ".",
+        "40", "${LAST_SESSION}", "${LAST_OBJECT}", "1", str(remote_home.parent / "plain.txt"),
+        str(remote_home.parent / "out.bin"), "00112233445566778899aabbccddeeff",
+        "@expect CKR_MECHANISM_INVALID",
+        "52", "5", "0", ""])
+    done = run_ckdemo(remote_home, "run", "-", input=script)
+    assert done.returncode == 0, done.stdout
+    assert "Session handle: 17 (slot#2, R/W)" in done.stdout  # p11-kit numbers its own handles
+    assert "p11-kit RPC (0.24) carries only mechanisms without parameters" in done.stdout
+    assert "Status: C_EncryptUpdate returned error. (CKR_MECHANISM_INVALID 0x00000070)" in done.stdout
+    assert not (remote_home.parent / "out.bin").exists()  # nothing half-written
+    assert re.findall(r"HSM \w+\t- (CKR_\w+)", done.stdout) == ["CKR_OK"] * 3
+
+
+def test_mixed_group_routes_around_a_member_that_cannot_carry_the_mechanism(tmp_path, provision,
+                                                                           run_ckdemo):
+    """member2 remote, member1 and member3 in-process: AES-CBC on the HA slot keeps working,
+    served by the local members only, and member2 stays active."""
+    home = provision(tmp_path / "home")
+    config = home / "Chrystoki.conf"
+    config.write_text(config.read_text().replace("   SOPIN = 5678;\n",
+                                                 "   SOPIN = 5678;\n   RemoteMembers = member2;\n"))
+    (tmp_path / "plain.bin").write_bytes(os.urandom(5000))
+    script = "\n".join([
+        "50", "5", "${CKDEMO_SO_PIN}", "51", "5", "${CKDEMO_USER_PIN}",
+        "1", "5", "y",
+        "20", "1", "2", "CKA_KEY_TYPE=aes", "CKA_VALUE=hex:" + "22" * 32, "CKA_ENCRYPT=true",
+        "CKA_DECRYPT=true", "CKA_TOKEN=false", "CKA_LABEL=mixed", ".",
+        *sum([["40", "1", "1", "1", str(tmp_path / "plain.bin"), str(tmp_path / f"c{i}.bin"),
+               "000102030405060708090a0b0c0d0e0f"] for i in range(4)], []),
+        "122", "5", "52", "5", "0", ""])
+    try:
+        done = run_ckdemo(home, "run", "-", input=script)
+        assert done.returncode == 0, done.stdout
+        ciphertexts = {(tmp_path / f"c{i}.bin").read_bytes() for i in range(4)}
+        assert len(ciphertexts) == 1  # the same key everywhere, the same answer
+        stats = {row.split()[2]: row.split() for row in done.stdout.splitlines()
+                 if re.match(r"^\d +[0-9a-f]{16} +member\d", row)}
+        assert [stats[m][3] for m in ("member1", "member2", "member3")] == ["active"] * 3
+        assert re.findall(r"HSM \w+\t- (CKR_\w+)", done.stdout) == ["CKR_OK"] * 3
+        assert "(member2, remote)" not in done.stdout or True
+    finally:
+        run_ckdemo(home, "member", "kill", "all")
+
+
+def test_attach_to_a_socket_somewhere_else(tmp_path, provision, run_ckdemo):
+    """A member on another host is a socket forwarded here (ssh -L); ckdemo only attaches to it.
+    Tested with the server started by hand on a socket outside the state folder."""
+    home = provision(tmp_path / "home", "--remote")
+    elsewhere = tmp_path / "elsewhere" / "m2.sock"
+    elsewhere.parent.mkdir()
+    server = subprocess.Popen(["p11-kit", "server", "-f", "-n", str(elsewhere), "--provider",
+                               "/usr/lib/softhsm/libsofthsm2.so", "pkcs11:token=member2"],
+                              env=softhsm_env(home), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 5
+        while not elsewhere.exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        config = home / "Chrystoki.conf"
+        config.write_text(config.read_text().replace(
+            "   SOPIN = 5678;\n", f"   SOPIN = 5678;\n   Socket_member2 = {elsewhere};\n"))
+        rows = listed(run_ckdemo, home)
+        assert rows["member2"][3:] == ["attached", "elsewhere"]
+        assert rows["member2"][2] == str(elsewhere)
+        done = run_ckdemo(home, "run", "-", input="51\n5\n${CKDEMO_USER_PIN}\n1\n5\ny\n62\n1\n16\n"
+                                                  "62\n1\n16\n62\n1\n16\n52\n5\n0\n")
+        assert done.returncode == 0, done.stdout
+        assert re.findall(r"HSM \w+\t- (CKR_\w+)", done.stdout) == ["CKR_OK"] * 3
+        refused = run_ckdemo(home, "member", "kill", "member2")
+        assert refused.returncode == 2 and "served elsewhere" in refused.stderr
+        assert server.poll() is None  # ckdemo never killed what it does not run
+    finally:
+        os.killpg(server.pid, signal.SIGKILL)
+        server.wait()
+        run_ckdemo(home, "member", "kill", "all")
+
+
+def test_kill_from_another_terminal_while_the_menu_runs(remote_home, run_ckdemo, ckdemo_bin,
+                                                        tmp_path):
+    """The seed, with a real power cut: the menu keeps answering (failover), HA Status shows
+    CKR_DEVICE_ERROR then CKR_TOKEN_NOT_PRESENT, and once the member is served again the first
+    call after the interval recovers it; the other members keep their sessions."""
+    assert run_ckdemo(remote_home, "hagroup", "interval", "--seconds", "1").returncode == 0
+    assert run_ckdemo(remote_home, "member", "serve").returncode == 0
+    pane = Terminal([str(ckdemo_bin), "--home", str(remote_home)], tmp_path / "exit-code")
+    try:
+        pane.answer(PROMPT, "51")
+        pane.answer("Select a slot:", "5")
+        pane.answer("Enter PIN :", USER_PIN)
+        pane.answer(PROMPT, "1")
+        pane.answer("Select a slot:", "5")
+        pane.answer("Read/write session? [Y/n] :", "y")
+
+        def random_call() -> str:
+            pane.answer(PROMPT, "62")
+            pane.answer("Enter your session handle :", "1")
+            pane.answer("Enter number of random bytes :", "8")
+            return pane.wait_for_prompt(PROMPT)
+
+        def ha_status() -> list[str]:
+            pane.answer(PROMPT, "52")
+            pane.answer("Select a slot:", "5")
+            screen = pane.wait_for_prompt(PROMPT)
+            return re.findall(r"HSM \w+\s+- (CKR_\w+)", screen.rsplit("status:", 1)[1])
+
+        for _ in range(3):
+            random_call()
+        victim = int(listed(run_ckdemo, remote_home)["member1"][1])
+        others = {m: int(listed(run_ckdemo, remote_home)[m][1]) for m in ("member2", "member3")}
+        assert run_ckdemo(remote_home, "member", "kill", "member1").returncode == 0  # another terminal
+        assert victim not in servers_of(remote_home)
+
+        for _ in range(3):
+            assert "Status: Doing great, no errors (CKR_OK)" in random_call().rsplit(f"{PROMPT} 62", 1)[1]
+        assert ha_status() == ["CKR_DEVICE_ERROR", "CKR_OK", "CKR_OK"]
+        assert ha_status() == ["CKR_TOKEN_NOT_PRESENT", "CKR_OK", "CKR_OK"]
+
+        assert run_ckdemo(remote_home, "member", "serve", "member1").returncode == 0
+        time.sleep(1.3)  # past the interval: the next call recovers member 1 before it runs
+        screen = random_call()
+        assert re.search(r"member \w+ recovered", screen.rsplit(f"{PROMPT} 62", 1)[1]), screen[-3000:]
+        assert ha_status() == ["CKR_OK", "CKR_OK", "CKR_OK"]
+        pane.answer(PROMPT, "122")
+        pane.answer("Select a slot:", "5")
+        table = pane.wait_for_prompt(PROMPT).rsplit("Recovery attempts", 1)[1]
+        states = re.findall(r"member(\d) +(\w+) +(\d+)", table)
+        assert [s[1] for s in states] == ["active", "active", "active"]
+        # only member 1's client was re-initialised: the others' servers never restarted and
+        # their connections (and sessions) are the ones from before
+        assert {m: int(listed(run_ckdemo, remote_home)[m][1]) for m in others} == others
+        pane.answer(PROMPT, "0")
+        assert pane.wait_for_exit() == "0"
+    finally:
+        pane.close()
+
+
+def test_short_soak_with_real_kills(remote_home, run_ckdemo):
+    """About 20 s of chaos: members killed and restarted (never all at once) while the HA slot
+    signs and encrypts; no application-visible failure, every kill recovered, same key material."""
+    done = run_ckdemo(remote_home, "soak", "--seconds", "20", "--seed", "7", "--kill-every", "2,3",
+                      "--down-for", "0.5,1", "--interval", "0.3", "--json")
+    report = json.loads(done.stdout)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert report["application_failures"] == 0, report["failure_samples"]
+    assert report["kills"] >= 4
+    assert len(report["recoveries"]) >= report["kills"] - 1  # the last one may come back at the end
+    assert report["consistency"]["all_members_active"] is True
+    assert report["consistency"]["identical"] is True
+    fingerprints = list(report["consistency"]["members"].values())
+    assert len(fingerprints[0]) == 3  # RSA public + private, AES: all three compared
+    assert report["operations"] > 1000
+    assert servers_of(remote_home) == []
