@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .codes import CKRError
+from .known_keys import KNOWN_AES256, KNOWN_EC_P256, KNOWN_RSA2048
 from .model import CKM_ECDSA, CKM_SHA256_RSA_PKCS, KeySpec
 
-CKM_AES_CBC_PAD, CKM_SHA256 = 0x1085, 0x250
-OPERATIONS = ("rsa-sign", "ecdsa-sign", "aes-encrypt", "digest", "random")
+CKM_AES_CBC_PAD, CKM_AES_ECB, CKM_SHA256 = 0x1085, 0x1081, 0x250
+OPERATIONS = ("rsa-sign", "ecdsa-sign", "aes-encrypt", "aes-ecb", "digest", "random")
 ROUNDS = 6  # alternating rounds per slot in a side-by-side run
 
 
@@ -53,22 +54,37 @@ class Result:
                 "member_share": self.member_share, "first_error": self.first_error}
 
 
+def _known(session, known, tag: str) -> int:
+    """The known test key as session objects (created on every member of an HA slot): no key
+    generation in the set-up, and no key wrapping, which remote members could not carry."""
+    handles = [session.create_object(t) for t in
+               known.templates(token=False, private=True, label=f"bench-{tag}",
+                               key_id=f"bench-{tag}".encode())]
+    return handles[-1]  # the private or secret part
+
+
 def prepare(session, operation: str, key_size: int, data_size: int) -> Callable[[], Any]:
-    """Keys are session objects made for the run; returns the operation as a call."""
+    """Returns the operation as a call; keys are the known test keys unless a size is asked."""
     data = os.urandom(data_size)
     tag = os.urandom(4).hex()
     if operation == "rsa-sign":
-        _, key = session.generate(KeySpec("rsa", key_size or 2048, f"bench-{tag}", b"", token=False))
+        if key_size and key_size != 2048:
+            _, key = session.generate(KeySpec("rsa", key_size, f"bench-{tag}", b"", token=False))
+        else:
+            key = _known(session, KNOWN_RSA2048, tag)
         return lambda: session.sign(key, CKM_SHA256_RSA_PKCS, data)
     if operation == "ecdsa-sign":
-        _, key = session.generate(KeySpec("ec", "P-256", f"bench-{tag}", b"", token=False))
+        key = _known(session, KNOWN_EC_P256, tag)
         digest = data[:32].ljust(32, b"\0")
         return lambda: session.sign(key, CKM_ECDSA, digest)
     if operation == "aes-encrypt":
-        (key,) = session.generate(KeySpec("aes", (key_size or 256) // 8, f"bench-{tag}", b"",
-                                          token=False))
+        key = _known(session, KNOWN_AES256, tag)
         iv = bytes(16)
         return lambda: session.encrypt(key, CKM_AES_CBC_PAD, data, iv)
+    if operation == "aes-ecb":  # the AES operation p11-kit RPC can carry (no parameters)
+        key = _known(session, KNOWN_AES256, tag)
+        block = data[:16].ljust(16, b"\0") * max(1, data_size // 16)
+        return lambda: session.encrypt(key, CKM_AES_ECB, block)
     if operation == "digest":
         return lambda: session.digest(CKM_SHA256, data)
     if operation == "random":

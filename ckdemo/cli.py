@@ -271,7 +271,7 @@ def synchronize(ctx: click.Context, pin: str | None) -> None:
 
 @main.command(name="bench")
 @click.option("--op", "operation", default="rsa-sign", show_default=True,
-              type=click.Choice(["rsa-sign", "ecdsa-sign", "aes-encrypt", "digest", "random"]))
+              type=click.Choice(["rsa-sign", "ecdsa-sign", "aes-encrypt", "aes-ecb", "digest", "random"]))
 @click.option("--slot", "slot_ref", default="both", show_default=True,
               help="A slot# number, 'ha' (the first HA slot), 'direct' (its first member), "
                    "or 'both' (HA and direct side by side, ratio in one run).")
@@ -279,10 +279,13 @@ def synchronize(ctx: click.Context, pin: str | None) -> None:
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(1, 64))
 @click.option("--key-size", default=0, type=click.IntRange(min=0), help="RSA bits / AES bits.")
 @click.option("--data-size", default=32, show_default=True, type=click.IntRange(1, 1 << 20))
+@click.option("--members", "member_count", default=0, type=click.IntRange(min=0),
+              help="Use only the first N members of the HA group (0: all).")
 @click.option("--pin", envvar="CKDEMO_USER_PIN", help="User PIN (default: the config's test PIN).")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 @click.pass_context
-def bench_command(ctx, operation, slot_ref, seconds, threads, key_size, data_size, pin, as_json):
+def bench_command(ctx, operation, slot_ref, seconds, threads, key_size, data_size, member_count,
+                  pin, as_json):
     """Throughput and latency of one operation on a slot, or HA vs direct in the same run."""
     import json
     from tabulate import tabulate
@@ -298,6 +301,8 @@ def bench_command(ctx, operation, slot_ref, seconds, threads, key_size, data_siz
     if slot_ref in ("ha", "both", "direct"):
         if not groups:
             raise Fail("no HA group configured: use --slot N")
+        if member_count:
+            groups[0] = _first_members(groups[0], member_count)
         direct = groups[0].members[0].slot
         chosen = {"ha": [("HA", groups[0])], "direct": [("direct", direct)],
                   "both": [("direct", direct), ("HA", groups[0])]}[slot_ref]
@@ -425,6 +430,19 @@ def list_members(ctx: click.Context) -> None:
             for s in _servers(ctx, None)]
     click.echo(tabulate(rows, headers=["member", "pid", "socket", "state", "served by"],
                         disable_numparse=True))
+
+
+def _first_members(group, count: int):
+    """The same group over its first `count` members only (for 1 vs 2 vs 3 member figures)."""
+    from .ha.group import HAGroup
+    from .ha.member import HAMember
+    from .ha.policy import RecoveryPolicy
+    if count > len(group.members):
+        raise Fail(f"--members {count}: the group has {len(group.members)}")
+    members = [HAMember(m.serial, m.slot, m.label) for m in group.members[:count]]
+    return HAGroup(group.label, group.serial, members,
+                   RecoveryPolicy(group.policy.interval_s, group.policy.retries), group.log,
+                   group.slot_id)
 
 
 def _range(text: str) -> tuple[float, float]:
