@@ -87,14 +87,20 @@ def generate_key(ctx: Context) -> None:
         ctx.say(f"Generated {title}: key handle {handles[0]}")
 
 
-def sign(ctx: Context) -> None:
+def _signing_request(ctx: Context, role: str, what: str):
+    """Session, key handle, mechanism (with parameter and pre-hash) and the data, as typed."""
     opened = ctx.choose_session()
-    key = ctx.ask_int("Enter signing key handle : ", 0)
+    key = ctx.ask_int(f"Enter {role} key handle : ", 0)
     name, mechanism, param, prehash = _mechanism(ctx)
-    data = _data(ctx, "Enter data to sign (text, or @file) : ")
+    data = _prepare(prehash, _data(ctx, f"Enter {what} (text, or @file) : "))
+    return opened, key, name, mechanism, param, data
+
+
+def sign(ctx: Context) -> None:
+    opened, key, name, mechanism, param, data = _signing_request(ctx, "signing", "data to sign")
     save = ctx.ask("Save the signature to file (empty = no) : ")
     target = output_file_or_none(save)
-    signature = opened.session.sign(key, mechanism, _prepare(prehash, data), param)
+    signature = opened.session.sign(key, mechanism, data, param)
     ctx.say(f"Signature ({len(signature)} bytes, {name.split()[0]}):")
     ctx.say(signature.hex() if ctx.workspace.options.hex_echo else "(hex echo off)")
     if target is not None:
@@ -104,10 +110,7 @@ def sign(ctx: Context) -> None:
 
 
 def verify(ctx: Context) -> None:
-    opened = ctx.choose_session()
-    key = ctx.ask_int("Enter verification key handle : ", 0)
-    name, mechanism, param, prehash = _mechanism(ctx)
-    data = _data(ctx, "Enter signed data (text, or @file) : ")
+    opened, key, name, mechanism, param, data = _signing_request(ctx, "verification", "signed data")
     text = ctx.ask("Enter signature (hex, or @file) : ")
     if text.startswith("@"):
         signature = _data(ctx, "", text)
@@ -116,7 +119,7 @@ def verify(ctx: Context) -> None:
             signature = bytes.fromhex(text)
         except ValueError:
             raise InputError("Invalid input: the signature must be hex or @file.") from None
-    opened.session.verify(key, mechanism, _prepare(prehash, data), signature, param)
+    opened.session.verify(key, mechanism, data, signature, param)
     ctx.say("Signature verified.")
 
 

@@ -20,10 +20,7 @@ def _ask_attributes(ctx: Context, prompt: str) -> dict[int, object]:
         text = ctx.ask("Attribute : ")
         if text in DONE:
             return template
-        try:
-            attribute, value = attributes.parse_assignment(text)
-        except (KeyError, ValueError) as exc:
-            raise InputError(f"Invalid input: {exc.args[0]}") from None
+        attribute, value = _typed(attributes.parse_assignment, text)
         template[attribute.code] = value
 
 
@@ -66,14 +63,18 @@ def object_size(ctx: Context) -> None:
     ctx.say(f"Object {handle} size: {shown}")
 
 
+def _typed(parse, text: str):
+    """An attribute name or NAME=VALUE as typed; a wrong one is the user's one clear line."""
+    try:
+        return parse(text)
+    except (KeyError, ValueError) as exc:
+        raise InputError(f"Invalid input: {exc.args[0]}") from None
+
+
 def get_attribute(ctx: Context) -> None:
     opened = ctx.choose_session()
     handle = _ask_handle(ctx)
-    name = ctx.ask("Enter attribute name (e.g. CKA_LABEL) : ")
-    try:
-        attribute = attributes.lookup(name)
-    except KeyError as exc:
-        raise InputError(f"Invalid input: {exc.args[0]}") from None
+    attribute = _typed(attributes.lookup, ctx.ask("Enter attribute name (e.g. CKA_LABEL) : "))
     value = opened.session.read_attribute(handle, attribute.code)
     ctx.say(f"{attribute.name} = {attributes.render(attribute, value)}")
 
@@ -81,11 +82,8 @@ def get_attribute(ctx: Context) -> None:
 def set_attribute(ctx: Context) -> None:
     opened = ctx.choose_session()
     handle = _ask_handle(ctx)
-    text = ctx.ask("Enter NAME=VALUE (e.g. CKA_LABEL=newname) : ")
-    try:
-        attribute, value = attributes.parse_assignment(text)
-    except (KeyError, ValueError) as exc:
-        raise InputError(f"Invalid input: {exc.args[0]}") from None
+    attribute, value = _typed(attributes.parse_assignment,
+                              ctx.ask("Enter NAME=VALUE (e.g. CKA_LABEL=newname) : "))
     opened.session.set_attributes(handle, {attribute.code: value})
     ctx.say(f"{attribute.name} of object {handle} set to {attributes.render(attribute, value)}")
 
