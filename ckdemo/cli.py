@@ -242,7 +242,8 @@ def show(ctx: click.Context) -> None:
     cfg = ha.settings(settings.conf)
     click.echo(f"\nreconnAtt = {cfg.reconnect_attempts} ({'unlimited' if cfg.reconnect_attempts < 0 else 'off' if cfg.reconnect_attempts == 0 else 'attempts'}); "
                f"AutoReconnectInterval = {cfg.interval_s:g} s; HAOnly = {int(cfg.ha_only)}; "
-               f"haLogStatus = {'enabled' if cfg.log_enabled else 'disabled'}")
+               f"haLogStatus = {'enabled' if cfg.log_enabled else 'disabled'}"
+               + (f"; haLogPath = {cfg.log_path}" if cfg.log_path else ""))
     click.echo("Per-member call counts belong to a running session: menu choice 122.")
 
 

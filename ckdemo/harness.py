@@ -32,9 +32,8 @@ def build_workspace(settings: Settings, start_servers: bool = True) -> Workspace
     slots = _in_member_order(slots, settings.member_labels())
     groups = build_groups(settings, slots)
     ha = ha_config.settings(settings.conf)
-    if ha.ha_only and groups:  # Luna's HAOnly: members are hidden, only virtual slots listed
-        members = {id(m.slot) for g in groups for m in g.members}
-        slots = [s for s in slots if id(s) not in members]
+    if ha.ha_only and groups:  # Luna's HAOnly: physical slots hidden, only virtual slots listed
+        slots = []
     return Workspace(slots + groups)
 
 
