@@ -6,6 +6,8 @@ from ..menu.context import Context
 SETTINGS = [
     ("show_menu", "Display the menu before every prompt"),
     ("hex_echo", "Show data (random bytes, signatures) in hex"),
+    ("verbose_errors", "Print the detail line under a failed choice"),
+    ("token_objects", "Unwrapped, derived and known keys default to token objects"),
 ]
 
 

@@ -256,5 +256,25 @@ class PhysicalSession:
                                        template={**defaults, **_template(template)})
         return self._remember(key)
 
+    def pbe_generate(self, password: str, salt: bytes, iterations: int,
+                     template: dict[int, object]) -> int:
+        """C_GenerateKey with CKM_PKCS5_PBKD2 (HMAC-SHA256 PRF), through ctypes (members/pbe.py)."""
+        from . import pbe
+        return self._call("C_GenerateKey", pbe.generate_key, self._module.raw, self.handle,
+                          password, salt, iterations, template)
+
+    def probe_ec_curve(self, ec_params: bytes) -> None:
+        """Generate a public session key pair on these DER ECParameters and destroy it again:
+        returns when the module accepts the curve, CKRError with its answer otherwise."""
+        public = {Attribute.EC_PARAMS: ec_params, Attribute.TOKEN: False, Attribute.PRIVATE: False,
+                  Attribute.VERIFY: True}
+        private = {Attribute.TOKEN: False, Attribute.PRIVATE: False, Attribute.SIGN: True}
+        with self._calling("C_GenerateKeyPair"):
+            pair = self._session.generate_keypair(KeyType.EC, public_template=public,
+                                                  private_template=private)
+        for key in pair:
+            with self._calling("C_DestroyObject"):
+                key.destroy()
+
     def __repr__(self) -> str:
         return f"PhysicalSession({self.slot!r}, handle={self.handle})"

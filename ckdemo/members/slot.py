@@ -112,5 +112,13 @@ class PhysicalSlot:
     def close_all_sessions(self) -> None:
         self._call("C_CloseAllSessions", self.raw.close_all_sessions, self.slot_id)
 
+    def exports(self, symbol: str) -> list[str]:
+        """The library behind this slot, if it exports `symbol` (vendor extension detection,
+        e.g. Luna's CA_SetDomain, by dlsym): [path] or []."""
+        try:
+            return [self.module.path] if self.module.raw.has_symbol(symbol) else []
+        except (CKRError, OSError):  # a library that cannot be reached exports nothing we can use
+            return []
+
     def __repr__(self) -> str:
         return f"PhysicalSlot({self.module.path!r}, {self.slot_id})"

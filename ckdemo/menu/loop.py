@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, Sequence
 
 from ..codes import CKR_FUNCTION_NOT_SUPPORTED, CKR_OK, CKRError
@@ -36,7 +37,8 @@ def resolve(entry: Entry) -> Callable[[Context], None] | None:
         return None
     module_name, function = entry.handler.split(":")
     module = importlib.import_module(f"ckdemo.handlers.{module_name}")
-    return getattr(module, function)
+    handler = getattr(module, function)
+    return partial(handler, entry=entry) if entry.extension else handler
 
 
 def report_internal_error(exc: BaseException, path: str) -> str:
@@ -110,7 +112,7 @@ class MenuLoop:
                 raise CKRError(CKR_FUNCTION_NOT_SUPPORTED, entry.title, entry.unavailable)
             handler(context)
         except CKRError as exc:
-            if exc.detail:
+            if exc.detail and context.workspace.options.verbose_errors:
                 context.say(f"{entry.title}: {exc.detail}")
             return StepResult(entry.number, entry.title, exc.name, exc.ckr, str(exc), exc.function)
         except InputError as exc:

@@ -16,6 +16,7 @@ class Entry:
     group: str
     handler: str | None = None  # "token:open_session"
     unavailable: str = ""  # why there is no handler (names the PKCS#11 / CA_ function)
+    extension: str = ""  # a Luna-only choice: the vendor function it would call (handler gets the entry)
 
 
 @dataclass(frozen=True)
@@ -42,8 +43,9 @@ GROUPS = [
 LATER = "comes with the {what} (not implemented in ckdemo yet)"
 
 
-def _luna(function: str) -> str:
-    return f"Luna extension {function}: not part of standard PKCS#11"
+def _luna(function: str) -> tuple[str, str, str]:
+    """handler, unavailable, extension of a Luna-only choice (others:luna_only detects the symbol)."""
+    return "others:luna_only", f"Luna extension {function}: not part of standard PKCS#11", function
 
 
 def _later(function: str, what: str) -> str:
@@ -69,10 +71,10 @@ MENU: list[Entry] = [
     Entry(13, "Session Info", _T, "token:session_info"),
     Entry(14, "Get Slot List", _T, "token:get_slot_list"),
     Entry(15, "Wait for Slot Event", _T, "token:wait_for_slot_event"),
-    Entry(16, "InitToken(ind)", _T, None, _luna("CA_IndirectInitToken")),
-    Entry(17, "InitPin (ind)", _T, None, _luna("CA_IndirectInitPIN")),
-    Entry(18, "Login (ind)", _T, None, _luna("CA_IndirectLogin")),
-    Entry(19, "CloneMofN", _T, None, _luna("CA_CloneMofN")),
+    Entry(16, "InitToken(ind)", _T, *_luna("CA_IndirectInitToken")),
+    Entry(17, "InitPin (ind)", _T, *_luna("CA_IndirectInitPIN")),
+    Entry(18, "Login (ind)", _T, *_luna("CA_IndirectLogin")),
+    Entry(19, "CloneMofN", _T, *_luna("CA_CloneMofN")),
     Entry(20, "Create object", _O, "objects:create_object"),
     Entry(21, "Copy object", _O, "objects:copy_object"),
     Entry(22, "Destroy object", _O, "objects:destroy_object"),
@@ -99,39 +101,39 @@ MENU: list[Entry] = [
     Entry(65, "Create known keys", _K, "keys:create_known_keys"),
     Entry(66, "Seed RNG", _K, "keys:seed_rng"),
     Entry(67, "EC User Defined Curves", _K, "keys:ec_curves"),
-    Entry(70, "Set Domain", _C, None, _luna("CA_SetDomain")),
-    Entry(71, "Clone Key", _C, None, _luna("CA_CloneObject")),
-    Entry(72, "Set MofN", _C, None, _luna("CA_SetMofN")),
-    Entry(73, "Generate MofN", _C, None, _luna("CA_GenerateMofN")),
-    Entry(74, "Activate MofN", _C, None, _luna("CA_ActivateMofN")),
-    Entry(75, "Generate Token Keys", _C, None, _luna("CA_GenerateTokenKeys")),
-    Entry(76, "Get Token Cert", _C, None, _luna("CA_GetTokenCertificateInfo")),
-    Entry(77, "Sign Token Cert", _C, None, _luna("CA_SetTokenCertificateSignature")),
-    Entry(78, "Generate CertCo Cert", _C, None, _luna("CA_GenerateCertCoCert")),
-    Entry(79, "Modify MofN", _C, None, _luna("CA_ModifyMofN")),
-    Entry(86, "Dup. MofN Keys", _C, None, _luna("CA_DuplicateMofN")),
-    Entry(87, "Deactivate MofN", _C, None, _luna("CA_DeactivateMofN")),
-    Entry(80, "Module List", _M, None, _luna("CA_GetModuleList")),
-    Entry(81, "Module Info", _M, None, _luna("CA_GetModuleInfo")),
-    Entry(82, "Load Module", _M, None, _luna("CA_LoadModule")),
-    Entry(83, "Load Enc Mod", _M, None, _luna("CA_LoadEncryptedModule")),
-    Entry(84, "Unload Module", _M, None, _luna("CA_UnloadModule")),
-    Entry(85, "Module function Call", _M, None, _luna("CA_PerformModuleCall")),
+    Entry(70, "Set Domain", _C, *_luna("CA_SetDomain")),
+    Entry(71, "Clone Key", _C, *_luna("CA_CloneObject")),
+    Entry(72, "Set MofN", _C, *_luna("CA_SetMofN")),
+    Entry(73, "Generate MofN", _C, *_luna("CA_GenerateMofN")),
+    Entry(74, "Activate MofN", _C, *_luna("CA_ActivateMofN")),
+    Entry(75, "Generate Token Keys", _C, *_luna("CA_GenerateTokenKeys")),
+    Entry(76, "Get Token Cert", _C, *_luna("CA_GetTokenCertificateInfo")),
+    Entry(77, "Sign Token Cert", _C, *_luna("CA_SetTokenCertificateSignature")),
+    Entry(78, "Generate CertCo Cert", _C, *_luna("CA_GenerateCertCoCert")),
+    Entry(79, "Modify MofN", _C, *_luna("CA_ModifyMofN")),
+    Entry(86, "Dup. MofN Keys", _C, *_luna("CA_DuplicateMofN")),
+    Entry(87, "Deactivate MofN", _C, *_luna("CA_DeactivateMofN")),
+    Entry(80, "Module List", _M, *_luna("CA_GetModuleList")),
+    Entry(81, "Module Info", _M, *_luna("CA_GetModuleInfo")),
+    Entry(82, "Load Module", _M, *_luna("CA_LoadModule")),
+    Entry(83, "Load Enc Mod", _M, *_luna("CA_LoadEncryptedModule")),
+    Entry(84, "Unload Module", _M, *_luna("CA_UnloadModule")),
+    Entry(85, "Module function Call", _M, *_luna("CA_PerformModuleCall")),
     Entry(90, "Self Test", _X, "others:self_test"),
     Entry(94, "Open Access", _X, "others:open_access"),
     Entry(95, "Close Access", _X, "others:close_access"),
     Entry(97, "Set App ID", _X, "others:set_app_id"),
     Entry(98, "Options", _X, "options:options"),
-    Entry(101, "Extract Masked Object", _B, None, _luna("CA_ExtractMaskedObject")),
-    Entry(102, "Insert Masked Object", _B, None, _luna("CA_InsertMaskedObject")),
-    Entry(103, "Multisign With Value", _B, None, _luna("CA_MultisignValue")),
-    Entry(104, "Clone Object", _B, None, _luna("CA_CloneObject")),
-    Entry(105, "SIMExtract", _B, None, _luna("CA_SIMExtract")),
-    Entry(106, "SIMInsert", _B, None, _luna("CA_SIMInsert")),
-    Entry(107, "SimMultiSign", _B, None, _luna("CA_SIMMultiSign")),
-    Entry(108, "Execute Script", _E, None, _luna("CA_PerformSelfTest/script execution")),
-    Entry(109, "Execute Asynchronous Script", _E, None, _luna("asynchronous script execution")),
-    Entry(110, "Execute Single Part Script", _E, None, _luna("single part script execution")),
+    Entry(101, "Extract Masked Object", _B, *_luna("CA_ExtractMaskedObject")),
+    Entry(102, "Insert Masked Object", _B, *_luna("CA_InsertMaskedObject")),
+    Entry(103, "Multisign With Value", _B, *_luna("CA_MultisignValue")),
+    Entry(104, "Clone Object", _B, *_luna("CA_CloneObject")),
+    Entry(105, "SIMExtract", _B, *_luna("CA_SIMExtract")),
+    Entry(106, "SIMInsert", _B, *_luna("CA_SIMInsert")),
+    Entry(107, "SimMultiSign", _B, *_luna("CA_SIMMultiSign")),
+    Entry(108, "Execute Script", _E, *_luna("CA_PerformSelfTest/script execution")),
+    Entry(109, "Execute Asynchronous Script", _E, *_luna("asynchronous script execution")),
+    Entry(110, "Execute Single Part Script", _E, *_luna("single part script execution")),
     Entry(120, "Fail member", _HT, "ha:fail_member"),
     Entry(121, "Restore member", _HT, "ha:restore_member"),
     Entry(122, "Member stats", _HT, "ha:member_stats"),
