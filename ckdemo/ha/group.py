@@ -189,13 +189,24 @@ class HAGroup:
         return None
 
     def _pick(self, candidates: list[HAMember]) -> HAMember:
+        """Least-busy round robin (as Luna HA): the member with the fewest calls in flight, ties
+        broken in turn. One caller thread gets plain round robin; several spread out."""
         if not self.balance or len(candidates) == 1:
-            return candidates[0]
-        with self._lock:  # round robin over the members still eligible for this call
+            chosen = candidates[0]
+            with self._lock:
+                chosen.outstanding += 1
+            return chosen
+        with self._lock:
             count = len(self.members)
-            chosen = min(candidates, key=lambda m: (m.index - self._next_member) % count)
+            chosen = min(candidates, key=lambda m: (m.outstanding,
+                                                    (m.index - self._next_member) % count))
             self._next_member = (chosen.index + 1) % count
+            chosen.outstanding += 1
         return chosen
+
+    def _done(self, member: HAMember) -> None:
+        with self._lock:
+            member.outstanding -= 1
 
     def run(self, function: str, op: Callable[[HAMember], T], mechanism: int | None = None,
             exclude: list[HAMember] = ()) -> T:
@@ -236,6 +247,8 @@ class HAGroup:
                     if len(missing) < len(active):
                         continue
                 raise
+            finally:
+                self._done(member)
             member.calls += 1
             if refused:
                 for other in refused:

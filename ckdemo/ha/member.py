@@ -27,6 +27,7 @@ class HAMember:
         self.state = MemberState.ACTIVE if slot is not None else MemberState.DOWN
         self.recovery: RecoveryState | None = None
         self.calls = 0  # calls served (load-balancing share)
+        self.outstanding = 0  # calls in flight now (least-busy balancing)
         self.index = 0  # position in the group (set by the group)
         self.refused: set[int] = set()  # mechanisms this member cannot do (e.g. over p11-kit RPC)
         self.generation = 0  # bumped at each recovery: older sessions and handles are void
