@@ -613,3 +613,109 @@ def test_explicit_curves_are_offered_where_the_module_advertises_them():
     assert "Try P-256 given as explicit parameters? [Y/n] : " in screen.text
     assert session.tried[-1] == kk.P256_EXPLICIT_PARAMS
     assert "P-256 as explicit parameters: accepted." in screen.text
+
+
+# ---------------------------------------------------------------- the HA slot and its members
+
+HA_SLOT = 5  # a default home: member1-3, the empty SoftHSM slot, then the HA slot
+MEMBERS = ("member1", "member2", "member3")
+
+
+def test_ha_slot_known_keys_unwrap_and_derive_reach_every_member(menu, home, independent, tmp_path):
+    wrapped = tmp_path / "hmac.wrap"
+    code, out = menu(home, f"""\
+        50
+        {HA_SLOT}
+        5678
+        51
+        {HA_SLOT}
+        {USER_PIN}
+        1
+        {HA_SLOT}
+        y
+        65
+        ${{LAST_SESSION}}
+        y
+        60
+        ${{LAST_SESSION}}
+        ${{LAST_KNOWN_AES256}}
+        ${{LAST_KNOWN_HMAC}}
+        2
+        {wrapped}
+        61
+        ${{LAST_SESSION}}
+        ${{LAST_KNOWN_AES256}}
+        2
+        {wrapped}
+        1
+        2
+        ha-unwrapped-hmac
+        y
+        63
+        ${{LAST_SESSION}}
+        ${{LAST_KNOWN_EC_P256_PRIVATE}}
+        ${{LAST_KNOWN_EC_P256_PUBLIC}}
+        3
+        ha-derived
+        y
+        0
+        """)
+    assert code == 0, out
+    assert aes_key_unwrap_with_padding(kk.AES256_VALUE, wrapped.read_bytes()) == kk.HMAC_VALUE
+    for member in MEMBERS:
+        listed = independent(home, "--token-label", member, "--login", "--pin", USER_PIN,
+                             "--list-objects").stdout
+        for label in [k.label for k in kk.KNOWN_KEYS] + ["ha-unwrapped-hmac", "ha-derived"]:
+            assert f"label:      {label}" in listed, (member, label, listed)
+
+
+def test_a_key_wrapped_on_one_member_unwraps_on_another(menu, home, tmp_path):
+    wrapped = tmp_path / "rsa.wrap"
+    code, out = menu(home, f"""\
+        1
+        1
+        y
+        3
+        ${{LAST_SESSION}}
+        1
+        {USER_PIN}
+        65
+        ${{LAST_SESSION}}
+        n
+        60
+        ${{LAST_SESSION}}
+        ${{LAST_KNOWN_AES256}}
+        ${{LAST_KNOWN_RSA2048_PRIVATE}}
+        2
+        {wrapped}
+        1
+        2
+        y
+        3
+        ${{LAST_SESSION}}
+        1
+        {USER_PIN}
+        65
+        ${{LAST_SESSION}}
+        n
+        61
+        ${{LAST_SESSION}}
+        ${{LAST_KNOWN_AES256}}
+        2
+        {wrapped}
+        2
+        3
+        from-member1
+        n
+        42
+        ${{LAST_SESSION}}
+        ${{LAST_OBJECT}}
+        1
+        {kk.SIGNED_MESSAGE.decode()}
+        ""
+        0
+        """)
+    assert code == 0, out
+    assert "Unwrapped private key, type RSA (CKM_AES_KEY_WRAP_PAD, session object)" in out
+    # PKCS#1 v1.5 is deterministic: member2's copy signs exactly as the known key does
+    assert kk.RSA_SHA256_SIGNATURE.hex() in out

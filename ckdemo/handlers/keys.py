@@ -26,8 +26,8 @@ WRAP_MECHANISMS = [
     ("CKM_AES_KEY_WRAP_PAD (RFC 5649: any key, private keys too)", CKM_AES_KEY_WRAP_PAD, None),
     ("CKM_RSA_PKCS_OAEP (SHA-1, MGF1-SHA-1)", CKM_RSA_PKCS_OAEP, OAEPParam()),
 ]
-# (menu label, class, key type, capabilities of the new key)
-UNWRAP_CLASSES = [(1, "Secret key"), (2, "Private key")]
+UNWRAP_CLASSES = [("Secret key", CKO_SECRET_KEY), ("Private key", CKO_PRIVATE_KEY)]
+# class -> [(menu label, key type, capabilities of the new key)]
 KEY_TYPES = {
     CKO_SECRET_KEY: [("AES", CKK_AES, {CKA_ENCRYPT: True, CKA_DECRYPT: True, CKA_WRAP: True,
                                        CKA_UNWRAP: True}),
@@ -127,8 +127,8 @@ def unwrap_key(ctx: Context) -> None:
         raise InputError(f"Cannot read {source}: {exc.strerror}.") from None
     if not data:
         raise InputError(f"Invalid input: {source} is empty.")
-    object_class = (CKO_SECRET_KEY, CKO_PRIVATE_KEY)[
-        _pick(ctx, "Select the class of the wrapped key: ", [c for _, c in UNWRAP_CLASSES])]
+    object_class = UNWRAP_CLASSES[_pick(ctx, "Select the class of the wrapped key: ",
+                                        [label for label, _ in UNWRAP_CLASSES])][1]
     type_name, key_type = ALL_KEY_TYPES[_pick(ctx, "Select its key type: ",
                                               [n for n, _ in ALL_KEY_TYPES])]
     capabilities = {t: caps for _, t, caps in KEY_TYPES[object_class]}
