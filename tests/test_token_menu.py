@@ -714,7 +714,7 @@ def test_options_toggle_the_menu_display(menu, shared_home):
 def test_options_out_of_range(menu, shared_home):
     code, out = menu(shared_home, """\
         98
-        3
+        5
         @expect BAD_INPUT
         98
         x
@@ -722,7 +722,7 @@ def test_options_out_of_range(menu, shared_home):
         0
         """)
     assert code == 0, out
-    assert "Invalid input (3): choose 0-2." in out
+    assert "Invalid input (5): choose 0-4." in out
     assert "Invalid input (x): a number is needed." in out
 
 

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11.util.ec import encode_named_curve_parameters
 
-from ..codes import CKR_OBJECT_HANDLE_INVALID, CKR_SIGNATURE_INVALID, CKRError
+from ..codes import (CKR_KEY_FUNCTION_NOT_PERMITTED, CKR_OBJECT_HANDLE_INVALID,
+                     CKR_SIGNATURE_INVALID, CKRError)
 from ..model import (CKA_CLASS, CKA_EXTRACTABLE, CKA_ID, CKA_LABEL, CKA_SENSITIVE, CKA_TOKEN,
                      CKA_WRAP_WITH_TRUSTED, KeySpec, MechanismParam, SessionInfo)
 from .params import to_pkcs11
@@ -88,6 +89,16 @@ class PhysicalSession:
             raise CKRError(CKR_OBJECT_HANDLE_INVALID, "C_GetAttributeValue",
                            f"no object with handle {handle} in session {self.handle}") from None
 
+    def _operation(self, handle: int, method: str, function: str):
+        """The key's python-pkcs11 operation; it offers only what the key's CKA_SIGN, CKA_WRAP,
+        ... allowed when it was read, so a missing one is the key's own refusal."""
+        operation = getattr(self._object(handle), method, None)
+        if operation is None:
+            raise CKRError(CKR_KEY_FUNCTION_NOT_PERMITTED, function,
+                           f"key {handle} does not allow {method.replace('_', ' ')} "
+                           "(checked by ckdemo before the call)")
+        return operation
+
     def find_objects(self, template: dict[int, object]) -> list[int]:
         with self._calling("C_FindObjects"):
             return [self._remember(obj) for obj in self._session.get_objects(_template(template))]
@@ -138,37 +149,39 @@ class PhysicalSession:
         return [self._remember(pub), self._remember(priv)]
 
     def sign(self, handle: int, mechanism: int, data: bytes, param: MechanismParam = None) -> bytes:
-        key = self._object(handle)
+        sign = self._operation(handle, "sign", "C_SignInit")
         with self._calling("C_Sign"):
-            return key.sign(data, mechanism=Mechanism(mechanism), mechanism_param=to_pkcs11(param))
+            return sign(data, mechanism=Mechanism(mechanism), mechanism_param=to_pkcs11(param))
 
     def verify(self, handle: int, mechanism: int, data: bytes, signature: bytes,
                param: MechanismParam = None) -> None:
         """Returns when the signature is good; CKRError(CKR_SIGNATURE_INVALID) otherwise."""
-        key = self._object(handle)
+        verify = self._operation(handle, "verify", "C_VerifyInit")
         with self._calling("C_Verify"):
-            if not key.verify(data, signature, mechanism=Mechanism(mechanism),
+            if not verify(data, signature, mechanism=Mechanism(mechanism),
                               mechanism_param=to_pkcs11(param)):
                 raise CKRError(CKR_SIGNATURE_INVALID, "C_Verify")
 
     def encrypt(self, handle: int, mechanism: int, data: bytes, param: MechanismParam = None) -> bytes:
-        key = self._object(handle)
+        encrypt = self._operation(handle, "encrypt", "C_EncryptInit")
         with self._calling("C_Encrypt"):
-            return key.encrypt(data, mechanism=Mechanism(mechanism), mechanism_param=to_pkcs11(param))
+            return encrypt(data, mechanism=Mechanism(mechanism), mechanism_param=to_pkcs11(param))
 
     def decrypt(self, handle: int, mechanism: int, data: bytes, param: MechanismParam = None) -> bytes:
-        key = self._object(handle)
+        decrypt = self._operation(handle, "decrypt", "C_DecryptInit")
         with self._calling("C_Decrypt"):
-            return key.decrypt(data, mechanism=Mechanism(mechanism), mechanism_param=to_pkcs11(param))
+            return decrypt(data, mechanism=Mechanism(mechanism), mechanism_param=to_pkcs11(param))
 
     def encrypt_stream(self, handle: int, mechanism: int, chunks: Iterable[bytes],
                        param: MechanismParam = None) -> Iterator[bytes]:
         """Multi-part C_EncryptUpdate/C_EncryptFinal over chunks; constant memory."""
-        return self._stream("C_EncryptUpdate", self._object(handle).encrypt, mechanism, chunks, param)
+        return self._stream("C_EncryptUpdate", self._operation(handle, "encrypt", "C_EncryptInit"),
+                            mechanism, chunks, param)
 
     def decrypt_stream(self, handle: int, mechanism: int, chunks: Iterable[bytes],
                        param: MechanismParam = None) -> Iterator[bytes]:
-        return self._stream("C_DecryptUpdate", self._object(handle).decrypt, mechanism, chunks, param)
+        return self._stream("C_DecryptUpdate", self._operation(handle, "decrypt", "C_DecryptInit"),
+                            mechanism, chunks, param)
 
     def _stream(self, function, operation, mechanism, chunks, param) -> Iterator[bytes]:
         with self._calling(function):
@@ -226,21 +239,21 @@ class PhysicalSession:
 
     def derive_key(self, base: int, mechanism: int, param: MechanismParam, key_type: int,
                    length: int, template: dict[int, object]) -> int:
-        key = self._object(base)
+        derive = self._operation(base, "derive_key", "C_DeriveKey")
         with self._calling("C_DeriveKey"):
-            derived = key.derive_key(KeyType(key_type), length * 8, mechanism=Mechanism(mechanism),
+            derived = derive(KeyType(key_type), length * 8, mechanism=Mechanism(mechanism),
                                      mechanism_param=to_pkcs11(param), template=_template(template))
         return self._remember(derived)
 
     def wrap_key(self, wrapping: int, key: int, mechanism: int, param: MechanismParam = None) -> bytes:
-        wrapper, wrapped = self._object(wrapping), self._object(key)
+        wrap, wrapped = self._operation(wrapping, "wrap_key", "C_WrapKey"), self._object(key)
         with self._calling("C_WrapKey"):
-            return wrapper.wrap_key(wrapped, mechanism=Mechanism(mechanism),
+            return wrap(wrapped, mechanism=Mechanism(mechanism),
                                     mechanism_param=to_pkcs11(param))
 
     def unwrap_key(self, unwrapping: int, object_class: int, key_type: int, data: bytes,
                    mechanism: int, template: dict[int, object], param: MechanismParam = None) -> int:
-        unwrapper = self._object(unwrapping)
+        unwrap = self._operation(unwrapping, "unwrap_key", "C_UnwrapKey")
         # python-pkcs11's default unwrap template sets capabilities a private key must not have
         # (FACTS: SoftHSM answers CKR_ATTRIBUTE_TYPE_INVALID); pass only what we mean.
         import pkcs11
@@ -250,7 +263,7 @@ class PhysicalSession:
                                                 Attribute.LABEL, Attribute.ID, Attribute.SENSITIVE,
                                                 Attribute.EXTRACTABLE, Attribute.MODIFIABLE)}
         with self._calling("C_UnwrapKey"):
-            key = unwrapper.unwrap_key(ObjectClass(object_class), KeyType(key_type), data,
+            key = unwrap(ObjectClass(object_class), KeyType(key_type), data,
                                        mechanism=Mechanism(mechanism),
                                        mechanism_param=to_pkcs11(param),
                                        template={**defaults, **_template(template)})
