@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import random
+from array import array
 import threading
 import time
 from dataclasses import dataclass, field
@@ -39,19 +40,22 @@ class Report:
     kills: list[tuple[float, str]] = field(default_factory=list)  # (time, member serial)
     restores: list[tuple[float, str]] = field(default_factory=list)
     recoveries: list[tuple[float, str, str]] = field(default_factory=list)  # (time, serial, call)
-    latencies: list[tuple[float, float]] = field(default_factory=list)  # (start time, seconds)
+    # call start times and durations, as doubles: a list of tuples would weigh ~100 bytes a call
+    # and drown the RSS figure the soak exists to report
+    started: array = field(default_factory=lambda: array("d"))
+    durations: array = field(default_factory=lambda: array("d"))
     consistency: dict[str, Any] = field(default_factory=dict)
     rss_start_kb: int = 0
     rss_end_kb: int = 0
 
     def p99_ms(self, start: float = float("-inf"), end: float = float("inf")) -> float:
-        values = sorted(d for t, d in self.latencies if start <= t < end)
+        values = sorted(d for t, d in zip(self.started, self.durations) if start <= t < end)
         return values[min(len(values) - 1, int(0.99 * len(values)))] * 1000 if values else 0.0
 
     def around_failures(self) -> list[dict[str, Any]]:
         rows = []
         for when, serial in self.kills:
-            window = [d for t, d in self.latencies if when <= t < when + WINDOW_S]
+            window = [d for t, d in zip(self.started, self.durations) if when <= t < when + WINDOW_S]
             rows.append({"t": round(when, 2), "member": serial,
                          "slowest_ms": round(max(window) * 1000, 2) if window else 0.0,
                          "p99_ms": round(self.p99_ms(when, when + WINDOW_S), 2)})
@@ -117,7 +121,8 @@ def run(group, seconds: float, chaos: Chaos, pin: str, interval_s: float = 0.5,
                     report.failures.append(f"{began - start:.2f}s {name}: decrypted bytes differ")
             except CKRError as exc:
                 report.failures.append(f"{began - start:.2f}s {name}: {exc}")
-            report.latencies.append((began - start, time.monotonic() - began))
+            report.started.append(began - start)
+            report.durations.append(time.monotonic() - began)
             report.operations += 1
             for event in group.log.events[seen:]:
                 if event.event == "recovered":
