@@ -516,3 +516,22 @@ def soak(ctx, seconds, seed, interval, kill_every, down_for, pin, as_json) -> No
     click.echo(f"RSS: {figures['rss_start_kb']} kB -> {figures['rss_end_kb']} kB "
                f"({figures['rss_growth_kb']:+d} kB)")
     ctx.exit(EXIT_OK if ok else EXIT_FAILED)
+
+
+@member.command()
+@click.argument("name")
+@click.pass_context
+def hang(ctx: click.Context, name: str) -> None:
+    """SIGSTOP to NAME's server: it keeps its socket but never answers (a dead network link).
+    The HA group fails it after MemberTimeout seconds (CKDemo section, default 20)."""
+    for server in _servers(ctx, name):
+        click.echo(f"{server.label}: {'stopped' if server.hang() else 'was not running'}")
+
+
+@member.command()
+@click.argument("name")
+@click.pass_context
+def resume(ctx: click.Context, name: str) -> None:
+    """SIGCONT to NAME's server after `member hang`."""
+    for server in _servers(ctx, name):
+        click.echo(f"{server.label}: {'running again' if server.resume() else 'was not running'}")

@@ -10,6 +10,7 @@ from .config.chrystoki import ChrystokiConf, ChrystokiSyntaxError
 from .provision import CKDEMO_SECTION, CONFIG_NAME, is_provisioned, provision
 
 DEFAULT_HOME = ".ckdemo"
+DEFAULT_MEMBER_TIMEOUT_S = 20.0  # LUNA.md: a command running over 20 s fails a member
 # Script variables filled from the config when the environment does not set them.
 SECRET_KEYS = {"CKDEMO_USER_PIN": "UserPIN", "CKDEMO_SO_PIN": "SOPIN"}
 
@@ -45,6 +46,14 @@ class Settings:
         """Provisioned member labels -> token serials (to reach a member that is down)."""
         serials = [s.strip() for s in (self.conf.get(CKDEMO_SECTION, "MemberSerials") or "").split(",")]
         return {label: serial for label, serial in zip(self.member_labels(), serials) if serial}
+
+    def member_timeout(self) -> float:
+        """Seconds a remote member may take to answer before it counts as failed (0: no limit)."""
+        value = self.conf.get(CKDEMO_SECTION, "MemberTimeout")
+        try:
+            return float(value) if value is not None else DEFAULT_MEMBER_TIMEOUT_S
+        except ValueError:
+            raise SettingsError(f"{CKDEMO_SECTION}.MemberTimeout = {value!r} is not a number") from None
 
     def remote_members(self) -> list[str]:
         value = self.conf.get(CKDEMO_SECTION, "RemoteMembers") or ""

@@ -248,3 +248,28 @@ def test_short_soak_with_real_kills(remote_home, run_ckdemo):
     assert len(fingerprints[0]) == 3  # RSA public + private, AES: all three compared
     assert report["operations"] > 1000
     assert servers_of(remote_home) == []
+
+
+def test_a_hung_member_is_failed_after_the_timeout_and_recovers(remote_home, run_ckdemo):
+    """SIGSTOP (a member behind a dead link) blocks p11-kit calls for ever; the HA layer gives
+    each remote member call MemberTimeout seconds, fails the member over, and takes it back
+    after SIGCONT. The application sees no error and no endless wait."""
+    config = remote_home / "Chrystoki.conf"
+    config.write_text(config.read_text().replace("   SOPIN = 5678;\n",
+                                                 "   SOPIN = 5678;\n   MemberTimeout = 1;\n"))
+    call = ["62", "${LAST_SESSION}", "8"]
+    script = "\n".join(["@ha-interval 0.5", "51", "5", "${CKDEMO_USER_PIN}", "1", "5", "y",
+                        *call, "@hang member1", *call, *call, *call, "52", "5", "52", "5",
+                        "@resume member1", "@sleep 0.7", *call, "52", "5", "0", ""])
+    started = time.monotonic()
+    done = run_ckdemo(remote_home, "run", "-", input=script)
+    took = time.monotonic() - started
+    assert done.returncode == 0, done.stdout
+    assert "no answer from member" in done.stdout  # the notice of the failure names why
+    statuses = re.findall(r"HSM \w+\t- (CKR_\w+)", done.stdout)
+    assert statuses == ["CKR_DEVICE_ERROR", "CKR_OK", "CKR_OK",
+                        "CKR_TOKEN_NOT_PRESENT", "CKR_OK", "CKR_OK",
+                        "CKR_OK", "CKR_OK", "CKR_OK"]
+    assert re.search(r"member \w+ recovered", done.stdout)
+    assert took < 30  # one timeout, not an endless wait
+    assert servers_of(remote_home) == []  # even the one that was stopped is gone

@@ -66,7 +66,8 @@ class HAGroup:
             if not member.active:
                 return
             member.last_error = error
-            self._disconnect(member, f"{error.function} returned {error.name}")
+            self._disconnect(member, f"{error.function} returned {error.name}"
+                             + (f": {error.detail}" if error.detail else ""))
 
     def _disconnect(self, member: HAMember, why: str) -> None:
         member.state = MemberState.FAILED
@@ -79,7 +80,7 @@ class HAGroup:
         assert member.recovery is not None
         attempt = member.recovery.recover_attempt_count + 1
         try:
-            self._reconnect(member)
+            self._on_member(member, lambda: self._reconnect(member))
         except CKRError as exc:
             self.policy.attempted(member.recovery, recovered=False)
             self.log.record(self.serial, member.serial, "recovery-attempt",
@@ -232,7 +233,7 @@ class HAGroup:
                 raise CKRError(CKR_DEVICE_ERROR, function, detail)
             member = self._pick(candidates)
             try:
-                result = op(member)
+                result = self._on_member(member, lambda: op(member))
             except CKRError as exc:
                 if self._is_member_failure(exc):
                     self.member_failed(member, exc)
@@ -261,7 +262,7 @@ class HAGroup:
         done = []
         for member in self.active_members():
             try:
-                done.append((member, op(member)))
+                done.append((member, self._on_member(member, lambda: op(member))))
             except CKRError as exc:
                 if not self._is_member_failure(exc):
                     raise
@@ -270,6 +271,13 @@ class HAGroup:
         if not done:
             raise CKRError(CKR_DEVICE_ERROR, function, "no HA group member is available")
         return done
+
+    @staticmethod
+    def _on_member(member: HAMember, fn: Callable[[], T]) -> T:
+        """The call on the member's watchdog worker when it has one (remote members)."""
+        if member.worker is None:
+            return fn()
+        return member.worker.call(member.serial, fn)
 
     def _is_member_failure(self, exc: CKRError) -> bool:
         if is_member_fatal(exc.ckr):
@@ -359,7 +367,7 @@ class HAGroup:
         done = []
         for member in self.active_members():
             try:
-                self._session(member).login(user_type, pin)
+                self._on_member(member, lambda: self._session(member).login(user_type, pin))
             except CKRError as exc:
                 if exc.ckr == CKR_USER_ALREADY_LOGGED_IN and self.credentials is None:
                     pass  # already logged in by a physical-slot session of ours: same state
@@ -391,7 +399,7 @@ class HAGroup:
         for member in self.members:
             if member.active:
                 try:
-                    member.slot.token_info()
+                    self._on_member(member, member.slot.token_info)
                 except CKRError as exc:
                     if self._is_member_failure(exc):
                         self.member_failed(member, exc)
@@ -413,6 +421,12 @@ class HAGroup:
 
     def restore_member(self, member: HAMember) -> str:
         return member.slot.restore()
+
+    def hang_member(self, member: HAMember) -> str:
+        return member.slot.hang()
+
+    def resume_member(self, member: HAMember) -> str:
+        return member.slot.resume()
 
     # ---- the slot interface --------------------------------------------------------------------
     def description(self) -> str:

@@ -34,28 +34,39 @@ class Module:
         self.transport_limit = ""  # what the transport cannot carry (named on MECHANISM_INVALID)
         self.environment: dict[str, str] = {}  # variables the library reads at C_Initialize
         self.environment_lock: threading.Lock | None = None
+        # a module that can hang (a remote member): how long to wait for its lock, and a check
+        # that says an earlier call was given up on and has still not returned
+        self.lock_timeout: float | None = None
+        self.stalled: Callable[[], bool] = lambda: False
 
     @contextmanager
     def _initialising(self) -> Iterator[None]:
-        """Environment the module reads at C_Initialize, set under a process-wide lock."""
+        """Environment the module reads at C_Initialize, set under a process-wide lock. A module
+        that hangs inside C_Initialize (a stopped remote member) read the variable long ago, so
+        after lock_timeout the next module goes ahead rather than wait for ever."""
         if not self.environment:
             yield
             return
         assert self.environment_lock is not None
-        with self.environment_lock:
-            saved = {k: os.environ.get(k) for k in self.environment}
-            os.environ.update(self.environment)
-            try:
-                yield
-            finally:
-                for key, value in saved.items():
-                    if value is None:
-                        os.environ.pop(key, None)
-                    else:
-                        os.environ[key] = value
+        acquired = self.environment_lock.acquire(
+            timeout=-1 if self.lock_timeout is None else self.lock_timeout)
+        saved = {k: os.environ.get(k) for k in self.environment}
+        os.environ.update(self.environment)
+        try:
+            yield
+        finally:
+            for key, value in saved.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
+            if acquired:
+                self.environment_lock.release()
 
     def load(self) -> "Module":
-        with self.lock:
+        if self._lib is not None:
+            return self  # loaded: no lock, so a hung call elsewhere cannot block a lookup
+        with self._locked("C_Initialize"):
             if self._lib is None:
                 try:
                     with self._initialising():
@@ -80,10 +91,24 @@ class Module:
         return self._raw
 
     @contextmanager
+    def _locked(self, function: str) -> Iterator[None]:
+        if self.lock_timeout is None:
+            with self.lock:
+                yield
+            return
+        if self.stalled() or not self.lock.acquire(timeout=self.lock_timeout):
+            raise CKRError(CKR_DEVICE_ERROR, function, "no answer: an earlier call on this "
+                                                       "member has not returned (hung?)")
+        try:
+            yield
+        finally:
+            self.lock.release()
+
+    @contextmanager
     def calling(self, function: str) -> Iterator[None]:
         """Hold the module lock and turn python-pkcs11 errors into CKRError(function)."""
         try:
-            with self.lock, pkcs11_call(function):
+            with self._locked(function), pkcs11_call(function):
                 yield
         except CKRError as exc:
             if exc.ckr == CKR_MECHANISM_INVALID and self.transport_limit and not exc.detail:
@@ -104,7 +129,7 @@ class Module:
 
     def reinitialize(self) -> None:
         """C_Finalize + C_Initialize: every session and handle from before is gone (FACTS 3)."""
-        with self.lock:
+        with self._locked("C_Initialize"):
             lib = self.lib
             try:
                 with pkcs11_call("C_Finalize"):

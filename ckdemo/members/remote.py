@@ -82,7 +82,16 @@ class MemberServer:
     def state(self) -> str:
         if not self.managed:
             return "attached" if self.socket.exists() else "no socket"
-        return "running" if self.pid() else "dead"
+        pid = self.pid()
+        if pid is None:
+            return "dead"
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                if stat.read().rsplit(")", 1)[1].split()[0] == "T":
+                    return "stopped"
+        except OSError:
+            pass
+        return "running"
 
     def serve(self) -> int:
         if not self.managed:
@@ -124,6 +133,7 @@ class MemberServer:
         if pid is None:
             return False
         try:
+            os.killpg(pid, signal.SIGCONT)  # a stopped group would keep its signals pending
             os.killpg(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
@@ -140,16 +150,38 @@ class MemberServer:
         self.pid_file.unlink(missing_ok=True)
         return True
 
+    def hang(self) -> bool:
+        """SIGSTOP to the server's process group: it keeps its socket but never answers, as a
+        member behind a dead network link. resume() sends SIGCONT."""
+        return self._signal(signal.SIGSTOP)
+
+    def resume(self) -> bool:
+        return self._signal(signal.SIGCONT)
+
+    def _signal(self, number: int) -> bool:
+        pid = self.pid()
+        if pid is None:
+            return False
+        try:
+            os.killpg(pid, number)
+        except ProcessLookupError:
+            return False
+        return True
+
     def restart(self) -> int:
         self.kill()
         return self.serve()
 
 
-def client_module(server: MemberServer, lib_dir: Path) -> Module:
+def client_path(server: MemberServer, lib_dir: Path) -> Path:
+    return lib_dir / f"p11-kit-client-{server.label}.so"
+
+
+def client_module(server: MemberServer, lib_dir: Path, timeout: float | None = None) -> Module:
     """The member's own copy of p11-kit-client.so, initialised with the member's address."""
     lib_dir.mkdir(parents=True, exist_ok=True)
     source = client_library()
-    copy = lib_dir / f"p11-kit-client-{server.label}.so"
+    copy = client_path(server, lib_dir)
     if not copy.exists() or copy.stat().st_size != os.path.getsize(source):
         temp = copy.with_suffix(".tmp")
         shutil.copyfile(source, temp)
@@ -159,6 +191,7 @@ def client_module(server: MemberServer, lib_dir: Path) -> Module:
     module.transport_limit = TRANSPORT_LIMIT
     module.environment = {"P11_KIT_SERVER_ADDRESS": server.address}
     module.environment_lock = _environment
+    module.lock_timeout = timeout or None
     try:
         module.load()
     except CKRError as exc:

@@ -1,7 +1,7 @@
 """A physical slot: one slot id in one loaded module, with the token it holds."""
 from __future__ import annotations
 
-from ..codes import CKR_TOKEN_NOT_PRESENT, CKRError
+from ..codes import CKR_FUNCTION_NOT_SUPPORTED, CKR_TOKEN_NOT_PRESENT, CKRError
 from ..model import LibraryInfo, MechanismInfo, SlotInfo, TokenInfo
 from .module import Module
 from .names import mechanism_name
@@ -98,6 +98,19 @@ class PhysicalSlot:
             return "its p11-kit server was killed (SIGKILL to the process group)"
         self.module.fail_slot(self.slot_id)
         return "simulated: every call returns CKR_DEVICE_ERROR, its sessions are gone"
+
+    def hang(self) -> str:
+        if self.server is None:
+            raise CKRError(CKR_FUNCTION_NOT_SUPPORTED, "hang",
+                           "only a remote member (a p11-kit server process) can be made to hang")
+        self.server.hang()
+        return "its p11-kit server was stopped (SIGSTOP): calls get no answer"
+
+    def resume(self) -> str:
+        if self.server is None:
+            raise CKRError(CKR_FUNCTION_NOT_SUPPORTED, "resume", "only a remote member can hang")
+        self.server.resume()
+        return "its p11-kit server runs again (SIGCONT)"
 
     def restore(self) -> str:
         if self.server is not None:

@@ -1,6 +1,7 @@
 """HA directives of a script (@fail, @restore, @ha-interval, @ha-retry) on the running groups."""
 from __future__ import annotations
 
+from ..codes import CKRError
 from ..workspace import Workspace
 from .script import Directive, ScriptError
 
@@ -25,8 +26,11 @@ class HAControl:
                 member = group.member(d.argument)
             except KeyError:
                 continue
-            if d.name == "fail":
-                return f"HSM {member.serial} ({member.label}) is down: {group.fail_member(member)}"
-            return f"HSM {member.serial} ({member.label}) is back: {group.restore_member(member)}"
+            action = {"fail": group.fail_member, "restore": group.restore_member,
+                      "hang": group.hang_member, "resume": group.resume_member}[d.name]
+            try:
+                return f"HSM {member.serial} ({member.label}): {action(member)}"
+            except CKRError as exc:
+                raise ScriptError(f"line {d.line}: @{d.name} {d.argument}: {exc.detail}") from None
         raise ScriptError(f"line {d.line}: @{d.name} {d.argument}: no such HA member "
                           "(use its label, serial or number in the group)")

@@ -10,6 +10,7 @@
     @sleep 1.5                  (wait, e.g. for a recovery interval)
     @fail member1               (HA member by label, serial or number: fails as a dead device)
     @restore member1            (the member is back in service; the HA group recovers it)
+    @hang member2 / @resume ... (a remote member's server stops answering / answers again)
     @ha-interval 2              (recovery interval X for this run, seconds)
     @ha-retry 3                 (recovery attempts N for this run; -1 unlimited, 0 off)
 """
@@ -51,7 +52,7 @@ class Directive:
     argument: str
 
 
-DIRECTIVES = ("expect", "sleep", "fail", "restore", "ha-interval", "ha-retry")
+DIRECTIVES = ("expect", "sleep", "fail", "restore", "hang", "resume", "ha-interval", "ha-retry")
 NUMERIC = {"sleep": float, "ha-interval": float, "ha-retry": int}
 
 
