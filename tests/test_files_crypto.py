@@ -722,11 +722,6 @@ def test_encrypt_with_a_private_key_is_refused_in_one_clear_line(run_ckdemo, hom
     assert files_in(tmp_path) == {"home", "plain.txt"}
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: ckdemo/members/session.py:186 _stream (via decrypt_stream): "
-                   "41 Decrypt file of an empty file with CKM_AES_CBC_PAD ends in 'Internal error ... "
-                   "OverflowError' from python-pkcs11, prints a traceback on stderr (in __del__) and "
-                   "leaves the decrypt operation active: every later call in that session answers "
-                   "CKR_OPERATION_ACTIVE")
 def test_decrypting_an_empty_file_is_one_clear_line(run_ckdemo, home, tmp_path):
     (tmp_path / "empty.bin").write_bytes(b"")
     (tmp_path / "plain.txt").write_bytes(b"plain text\n")
@@ -887,11 +882,6 @@ def test_verify_accepts_what_cryptography_signs_and_refuses_tampering(menu, home
     assert summary(out).endswith(" 0 did not")
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: ckdemo/members/session.py:161 verify() turns every False "
-                   "from python-pkcs11's verify into CKR_SIGNATURE_INVALID, but python-pkcs11 also "
-                   "returns False for CKR_SIGNATURE_LEN_RANGE (pkcs11/types.py:1192): the module's own "
-                   "answer to a signature of the wrong length is lost (SoftHSM answers "
-                   "CKR_SIGNATURE_LEN_RANGE, as pkcs11-tool --verify shows)")
 def test_verify_of_a_signature_of_the_wrong_length_keeps_the_module_answer(menu, home):
     code, out = menu(home, SLOT1, typed_rsa("qa-rsa", RSA_KEY), """\
         43
@@ -999,10 +989,6 @@ def test_sign_and_verify_refusals(menu, home):
     RSA_KEY.public_key().verify(signature, b"data", padding.PKCS1v15(), hashes.SHA256())
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: ckdemo/replay/script.py:40 (Line.is_directive) takes "
-                   "every answer that starts with '@' for a directive, so the '@file' answers 42 Sign and "
-                   "43 Verify offer (ckdemo/handlers/crypto.py:38, :115) cannot be given in a script: "
-                   "'unknown directive @/path' and the replay stops before it starts (exit 2)")
 def test_sign_and_verify_read_data_and_signature_from_files_in_a_script(menu, home, tmp_path):
     data = b"a record kept in a file\n"
     (tmp_path / "record.txt").write_bytes(data)
@@ -1262,10 +1248,6 @@ def test_generated_keys_on_the_ha_slot_are_on_every_member_and_sensitive_by_defa
     assert ids["member1"] == ids["member2"] == ids["member3"]
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: ckdemo/ha/replication.py:67 replicate() forces "
-                   "CKA_SENSITIVE=true on every copy: a key generated on the HA slot with 'Sensitive? "
-                   "n' is readable on the member that generated it and sensitive on the others, so "
-                   "the members of one HA group disagree about the same key")
 def test_ha_non_sensitive_key_is_non_sensitive_on_every_member(menu, home):
     code, out = menu(home, HA, """\
         45

@@ -632,10 +632,6 @@ def test_set_attribute_the_token_refuses(menu, home, independent):
                                                              ("CKO_DATA", "qa-notes", "(empty)")}
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: ckdemo/members/session.py:89 _object() names every "
-                   "unknown handle C_GetAttributeValue, so 22 Destroy object (and 21, 23, 25, 40-43) "
-                   "on a physical slot reports 'C_GetAttributeValue returned error'; the HA slot "
-                   "names the function asked for (C_DestroyObject): the two slot kinds differ")
 def test_an_unknown_handle_names_the_function_asked_for(menu, shared_home):
     code, out = menu(shared_home, SLOT1_LOGIN, """\
         22
@@ -769,10 +765,6 @@ def test_ha_find_and_display_agree_with_every_member(menu, home, independent):
     assert "Status: C_GetAttributeValue returned error. (CKR_OBJECT_HANDLE_INVALID 0x00000082)" in out
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: ckdemo/ha/session.py:280 create_object adds a random "
-                   "CKA_ID to every template (_identified, :233), but a data object has no CKA_ID: "
-                   "20 Create object of a data object on the HA slot fails with "
-                   "CKR_ATTRIBUTE_TYPE_INVALID (and SoftHSM leaves an empty data object on member 1)")
 def test_ha_data_object_reaches_every_member(menu, home, independent):
     code, out = menu(home, HA_LOGIN, """\
         20

@@ -64,7 +64,9 @@ def replicate(source, handle: int, target) -> int:
         raise CKRError(CKR_KEY_NOT_WRAPPABLE, "C_WrapKey", "no HA domain key: run HA Init (50) first")
     wrapped = source.wrap_key(source_domain, handle, CKM_AES_KEY_WRAP_PAD)
     template.pop(CKA_KEY_TYPE, None)
-    template.update({CKA_SENSITIVE: True, CKA_EXTRACTABLE: True, CKA_WRAP_WITH_TRUSTED: True})
+    sensitive = source.get_attributes(handle, [CKA_SENSITIVE])[CKA_SENSITIVE]
+    template.update({CKA_SENSITIVE: bool(sensitive), CKA_EXTRACTABLE: True,
+                     CKA_WRAP_WITH_TRUSTED: True})
     return target.unwrap_key(target_domain, cls, ident[CKA_KEY_TYPE], wrapped,
                              CKM_AES_KEY_WRAP_PAD, template)
 

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
 from ..codes import CKR_MECHANISM_INVALID, CKR_OBJECT_HANDLE_INVALID, CKR_USER_NOT_LOGGED_IN, CKRError
-from ..model import (CKA_CLASS, CKA_ID, CKA_LABEL, CKA_TOKEN, CKU_SO, KeySpec, MechanismParam,
+from ..model import (CKA_CLASS, CKA_ID, CKA_LABEL, CKA_TOKEN, CKO_DATA, CKU_SO, KeySpec, MechanismParam,
                      SessionInfo)
 from . import replication
 from .group import ObjectMissing
@@ -231,7 +231,11 @@ class VirtualSession:
                           lambda m: self.group._session(m).probe_ec_curve(ec_params))
 
     def _identified(self, template: dict[int, Any]) -> dict[int, Any]:
-        return template if template.get(CKA_ID) else {**template, CKA_ID: os.urandom(8)}
+        """Members find an object again by class, CKA_ID and label: give it an ID when none was
+        typed. A data object has no CKA_ID (the token would refuse it): its label names it."""
+        if template.get(CKA_ID) or template.get(CKA_CLASS) == CKO_DATA:
+            return template
+        return {**template, CKA_ID: os.urandom(8)}
 
     def _register_results(self, results) -> int:
         first_member, first_handle = results[0]

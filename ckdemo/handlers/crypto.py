@@ -79,6 +79,9 @@ def generate_key(ctx: Context) -> None:
     extractable = ctx.ask_yes_no("Extractable?", False)
     handles = opened.session.generate(KeySpec(kind, size, label, b"", token=token,
                                               sensitive=sensitive, extractable=extractable))
+    if getattr(opened.slot, "is_virtual", False) and not extractable:
+        ctx.say("(HA slot: the key is extractable only under the group's trusted domain key, "
+                "CKA_WRAP_WITH_TRUSTED, so members can copy it; nothing else can wrap it)")
     if len(handles) == 2:
         ctx.workspace.remember(public_key=handles[0], private_key=handles[1], object=handles[1])
         ctx.say(f"Generated {title}: public key handle {handles[0]}, private key handle {handles[1]}")

@@ -108,9 +108,9 @@ def _crypt_file(ctx: Context, encrypting: bool) -> None:
     mechanism = _cipher(ctx)
     source = input_file(ctx, f"Enter file to {'encrypt' if encrypting else 'decrypt'} : ")
     target = output_file(ctx, "Enter output file : ")
-    if source.stat().st_size == 0 and encrypting and mechanism == CKM_RSA_PKCS_OAEP:
-        raise InputError(f"{source} is empty: nothing to encrypt.")
-    param = _param(ctx, opened.session, mechanism, encrypting)
+    param = _param(ctx, opened.session, mechanism, encrypting)  # every answer read before refusing
+    if source.stat().st_size == 0 and (mechanism == CKM_RSA_PKCS_OAEP or not encrypting):
+        raise InputError(f"{source} is empty: nothing to {'encrypt' if encrypting else 'decrypt'}.")
     session = opened.session
     written = 0
     with atomic_output(target) as out:

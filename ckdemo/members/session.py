@@ -78,7 +78,7 @@ class PhysicalSession:
         self._objects[obj.handle] = obj
         return obj.handle
 
-    def _object(self, handle: int):
+    def _object(self, handle: int, function: str = "C_GetAttributeValue"):
         if handle not in self._objects:
             with self._calling("C_FindObjects"):
                 for obj in self._session.get_objects({}):
@@ -86,13 +86,13 @@ class PhysicalSession:
         try:
             return self._objects[handle]
         except KeyError:
-            raise CKRError(CKR_OBJECT_HANDLE_INVALID, "C_GetAttributeValue",
+            raise CKRError(CKR_OBJECT_HANDLE_INVALID, function,
                            f"no object with handle {handle} in session {self.handle}") from None
 
     def _operation(self, handle: int, method: str, function: str):
         """The key's python-pkcs11 operation; it offers only what the key's CKA_SIGN, CKA_WRAP,
         ... allowed when it was read, so a missing one is the key's own refusal."""
-        operation = getattr(self._object(handle), method, None)
+        operation = getattr(self._object(handle, function), method, None)
         if operation is None:
             raise CKRError(CKR_KEY_FUNCTION_NOT_PERMITTED, function,
                            f"key {handle} does not allow {method.replace('_', ' ')} "
@@ -114,7 +114,7 @@ class PhysicalSession:
             return self._remember(self._session.create_object(_template(template)))
 
     def destroy_object(self, handle: int) -> None:
-        obj = self._object(handle)
+        obj = self._object(handle, "C_DestroyObject")
         with self._calling("C_DestroyObject"):
             obj.destroy()
         self._objects.pop(handle, None)
@@ -156,11 +156,13 @@ class PhysicalSession:
     def verify(self, handle: int, mechanism: int, data: bytes, signature: bytes,
                param: MechanismParam = None) -> None:
         """Returns when the signature is good; CKRError(CKR_SIGNATURE_INVALID) otherwise."""
-        verify = self._operation(handle, "verify", "C_VerifyInit")
+        self._operation(handle, "verify", "C_VerifyInit")
+        key = self._object(handle, "C_VerifyInit")
         with self._calling("C_Verify"):
-            if not verify(data, signature, mechanism=Mechanism(mechanism),
-                              mechanism_param=to_pkcs11(param)):
-                raise CKRError(CKR_SIGNATURE_INVALID, "C_Verify")
+            # python-pkcs11's verify() folds CKR_SIGNATURE_LEN_RANGE into False; its _verify()
+            # raises the module's own answer, which is what the status line must show
+            key._verify(data, signature, mechanism=Mechanism(mechanism),
+                        mechanism_param=to_pkcs11(param))
 
     def encrypt(self, handle: int, mechanism: int, data: bytes, param: MechanismParam = None) -> bytes:
         encrypt = self._operation(handle, "encrypt", "C_EncryptInit")
@@ -187,14 +189,17 @@ class PhysicalSession:
         with self._calling(function):
             output = operation(iter(chunks), mechanism=Mechanism(mechanism),
                                mechanism_param=to_pkcs11(param), buffer_size=STREAM_BUFFER)
-        while True:
-            with self._calling(function):
-                try:
-                    piece = next(output)
-                except StopIteration:
-                    return
-            if piece:
-                yield piece
+        try:
+            while True:
+                with self._calling(function):
+                    try:
+                        piece = next(output)
+                    except StopIteration:
+                        return
+                if piece:
+                    yield piece
+        finally:
+            output.close()  # an abandoned operation is finalised, not left active on the session
 
     def digest(self, mechanism: int, data: bytes) -> bytes:
         with self._calling("C_Digest"):
@@ -205,7 +210,7 @@ class PhysicalSession:
             return self._session.digest(iter(chunks), mechanism=Mechanism(mechanism))
 
     def digest_key(self, mechanism: int, handle: int) -> bytes:
-        key = self._object(handle)
+        key = self._object(handle, "C_DigestKey")
         with self._calling("C_DigestKey"):
             return self._session.digest(key, mechanism=Mechanism(mechanism))
 
@@ -213,12 +218,12 @@ class PhysicalSession:
         self._call("C_SeedRandom", self._session.seed_random, seed)
 
     def copy_object(self, handle: int, template: dict[int, object]) -> int:
-        obj = self._object(handle)
+        obj = self._object(handle, "C_CopyObject")
         with self._calling("C_CopyObject"):
             return self._remember(obj.copy(_template(template)))
 
     def set_attributes(self, handle: int, template: dict[int, object]) -> None:
-        obj = self._object(handle)
+        obj = self._object(handle, "C_SetAttributeValue")
         for attribute, value in template.items():
             with self._calling("C_SetAttributeValue"):
                 obj[Attribute(attribute)] = value
@@ -234,7 +239,7 @@ class PhysicalSession:
         return int(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
     def object_size(self, handle: int) -> int:
-        self._object(handle)
+        self._object(handle, "C_GetObjectSize")
         return self._call("C_GetObjectSize", self._module.raw.get_object_size, self.handle, handle)
 
     def derive_key(self, base: int, mechanism: int, param: MechanismParam, key_type: int,
@@ -246,7 +251,7 @@ class PhysicalSession:
         return self._remember(derived)
 
     def wrap_key(self, wrapping: int, key: int, mechanism: int, param: MechanismParam = None) -> bytes:
-        wrap, wrapped = self._operation(wrapping, "wrap_key", "C_WrapKey"), self._object(key)
+        wrap, wrapped = self._operation(wrapping, "wrap_key", "C_WrapKey"), self._object(key, "C_WrapKey")
         with self._calling("C_WrapKey"):
             return wrap(wrapped, mechanism=Mechanism(mechanism),
                                     mechanism_param=to_pkcs11(param))

@@ -23,6 +23,7 @@ from pathlib import Path
 from ..menu.io import InputAborted
 
 VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+DIRECTIVE_LINE = re.compile(r"@[A-Za-z-]+(\s|$)")
 HANDLE_PREFIX = "LAST_"  # ${LAST_SESSION}, ${LAST_OBJECT}, ...: handles the run has just made
 
 
@@ -37,7 +38,8 @@ class Line:
 
     @property
     def is_directive(self) -> bool:
-        return self.text.startswith("@")
+        """`@word ...` is a directive; `@/path`, `@./file`, `@name.ext` are answers (@file)."""
+        return DIRECTIVE_LINE.match(self.text) is not None
 
     @property
     def has_secret(self) -> bool:
