@@ -117,7 +117,7 @@ def member_servers(settings: Settings) -> list:
 
 def _remote_slots(settings: Settings, start_servers: bool) -> list:
     import atexit
-    from .members.remote import RemoteError, client_module
+    from .members.remote import RemoteError
     from .members.slot import PhysicalSlot
 
     slots, servers = [], member_servers(settings)

@@ -10,10 +10,8 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11.util.ec import encode_named_curve_parameters
 
-from ..codes import (CKR_KEY_FUNCTION_NOT_PERMITTED, CKR_OBJECT_HANDLE_INVALID,
-                     CKR_SIGNATURE_INVALID, CKRError)
-from ..model import (CKA_CLASS, CKA_EXTRACTABLE, CKA_ID, CKA_LABEL, CKA_SENSITIVE, CKA_TOKEN,
-                     CKA_WRAP_WITH_TRUSTED, KeySpec, MechanismParam, SessionInfo)
+from ..codes import CKR_KEY_FUNCTION_NOT_PERMITTED, CKR_OBJECT_HANDLE_INVALID, CKRError
+from ..model import KeySpec, MechanismParam, SessionInfo
 from .params import to_pkcs11
 
 if TYPE_CHECKING:

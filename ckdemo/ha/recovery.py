@@ -1,0 +1,151 @@
+"""The seed's detection and auto-recovery, inside every call on the HA slot (a mixin of HAGroup):
+a member that fails is disconnected; at the start of a later call, once the policy says so, it is
+reconnected, checked to be the same token, logged in again and brought up to date.
+"""
+from __future__ import annotations
+
+from ..codes import CREDENTIALS_REJECTED, CKR_DEVICE_ERROR, CKR_USER_ALREADY_LOGGED_IN, CKRError
+from ..model import CKA_CLASS, CKA_ID, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, CKO_SECRET_KEY
+from . import replication
+from .cleanup import close_quietly
+from .member import HAMember, MemberState
+
+KEY_CLASSES = (CKO_PUBLIC_KEY, CKO_PRIVATE_KEY, CKO_SECRET_KEY)
+
+
+class MemberRejected(Exception):
+    """A member came back but must not rejoin silently (another token, or an emptied one)."""
+
+
+class Recovery:
+    """Detection and recovery for HAGroup (uses its members, policy, log and sessions)."""
+
+    def before_call(self) -> None:
+        if all(m.active for m in self.members):
+            return  # the common case costs one pass and no lock
+        with self._lock:
+            self._recover_due()
+
+    def _recover_due(self) -> None:
+        for member in self.members:
+            if member.state in (MemberState.FAILED, MemberState.DOWN) and member.recovery \
+                    and self.policy.due(member.recovery):
+                self._attempt_recovery(member)
+
+    def member_failed(self, member: HAMember, error: CKRError) -> None:
+        with self._lock:
+            if not member.active:
+                return
+            member.last_error = error
+            self._disconnect(member, f"{error.function} returned {error.name}"
+                             + (f": {error.detail}" if error.detail else ""))
+
+    def _disconnect(self, member: HAMember, why: str) -> None:
+        member.state = MemberState.FAILED
+        member.recovery = self.policy.disconnected()
+        member.generation += 1  # sessions and handles from before are void (FACTS 3)
+        member.anchor = None
+        self.log.record(self.serial, member.serial, "failed", why)
+
+    def _attempt_recovery(self, member: HAMember) -> None:
+        assert member.recovery is not None
+        attempt = member.recovery.recover_attempt_count + 1
+        try:
+            self._on_member(member, lambda: self._reconnect(member))
+        except CKRError as exc:
+            self.policy.attempted(member.recovery, recovered=False)
+            self.log.record(self.serial, member.serial, "recovery-attempt",
+                            f"#{attempt} failed: {exc}")
+            return
+        except MemberRejected as exc:
+            self.policy.attempted(member.recovery, recovered=False)
+            member.state = MemberState.REJECTED
+            self.log.record(self.serial, member.serial, "rejected", str(exc))
+            return
+        self.policy.attempted(member.recovery, recovered=True)
+        member.state = MemberState.ACTIVE
+        member.recovery = None
+        self.log.record(self.serial, member.serial, "recovered", f"after {attempt} attempt(s)")
+
+    def _reconnect(self, member: HAMember) -> None:
+        if member.slot is None:
+            raise CKRError(CKR_DEVICE_ERROR, "C_GetSlotList", "member slot not found")
+        member.slot.reconnect(member.serial)  # re-initialises a member's own module only
+        info = member.slot.token_info()
+        if info.serial_number != member.serial:
+            raise MemberRejected(f"slot now holds token {info.serial_number}, not {member.serial}")
+        anchor = member.slot.open_session(rw=True)
+        try:
+            # the domain key is a public object: checked before any login, so an emptied token
+            # (no user PIN) is recognised as such and not retried forever
+            source = self._source_member(exclude=member)
+            if source is not None and replication.find_domain_key(self._session(source)) is not None \
+                    and replication.find_domain_key(anchor) is None:
+                raise MemberRejected("came back without the HA domain key (token re-initialised?): "
+                                     "run HA Init (50) to admit it again")
+            if self.credentials:
+                try:
+                    anchor.login(*self.credentials)
+                except CKRError as exc:
+                    if exc.ckr in CREDENTIALS_REJECTED:
+                        raise MemberRejected(f"the HA login is refused there ({exc.name})") from None
+                    if exc.ckr != CKR_USER_ALREADY_LOGGED_IN:
+                        raise
+            member.anchor = anchor
+            if source is not None:
+                self._resynchronise(source, member)
+        except BaseException:
+            member.anchor = None
+            close_quietly(anchor)
+            raise
+
+    def _resynchronise(self, source: HAMember, target: HAMember) -> None:
+        """Copy objects created while the member was away; destroy those destroyed meanwhile."""
+        src, dst = self._session(source), target.anchor
+        have = {replication.object_key(replication.identity(src, h)): h for h in _keys(src)}
+        held = {replication.object_key(replication.identity(dst, h)): h for h in _keys(dst)}
+        copied = [k for k in have if k not in held and k[1] != replication.DOMAIN_KEY_ID]
+        removed = [k for k in held if k not in have and k[1] != replication.DOMAIN_KEY_ID]
+        refused = []
+        for key in copied:
+            try:
+                replication.replicate(src, have[key], dst)
+            except CKRError as exc:
+                if self._is_member_failure(exc):
+                    raise
+                refused.append(f"{key[2] or key[1].hex()}: {exc.name}")
+        for key in removed:
+            dst.destroy_object(held[key])
+        if copied or removed:
+            self.log.record(self.serial, target.serial, "resynchronised",
+                            f"{len(copied) - len(refused)} object(s) copied, {len(removed)} destroyed"
+                            + (f"; not copied (calls needing them go to other members): "
+                               f"{', '.join(refused)}" if refused else ""))
+
+    def synchronize(self) -> int:
+        """Every key object on any active member is copied to the members that lack it."""
+        self.before_call()
+        inventory = {}
+        for member in self.active_members():
+            session = self._session(member)
+            inventory[member.serial] = {
+                replication.object_key(replication.identity(session, h)): h for h in _keys(session)}
+        copied = 0
+        for target in self.active_members():
+            have = inventory[target.serial]
+            for source in self.active_members():
+                for key, handle in inventory[source.serial].items():
+                    if key not in have and key[1] != replication.DOMAIN_KEY_ID:
+                        have[key] = replication.replicate(self._session(source), handle,
+                                                          self._session(target))
+                        copied += 1
+        if copied:
+            self.log.record(self.serial, "*", "synchronised", f"{copied} object(s) copied")
+        return copied
+
+
+def _keys(session) -> list[int]:
+    handles = []
+    for cls in KEY_CLASSES:
+        handles.extend(session.find_objects({CKA_CLASS: cls}))
+    return [h for h in handles if session.get_attributes(h, [CKA_ID]).get(CKA_ID)]
