@@ -1,0 +1,185 @@
+"""`ckdemo bench` and `ckdemo soak`: throughput and latency figures, and chaos runs."""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from ..cli import EXIT_FAILED, EXIT_OK, Fail, _settings, _workspace, main
+
+
+@main.command(name="bench")
+@click.option("--op", "operation", default="rsa-sign", show_default=True,
+              type=click.Choice(["rsa-sign", "ecdsa-sign", "aes-encrypt", "aes-ecb", "digest", "random"]))
+@click.option("--slot", "slot_ref", default="both", show_default=True,
+              help="A slot# number, 'ha' (the first HA slot), 'direct' (its first member), "
+                   "or 'both' (HA and direct side by side, ratio in one run).")
+@click.option("--seconds", default=5.0, show_default=True, type=click.FloatRange(min=0.1))
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(1, 64))
+@click.option("--key-size", default=0, type=click.IntRange(min=0), help="RSA bits / AES bits.")
+@click.option("--data-size", default=32, show_default=True, type=click.IntRange(1, 1 << 20))
+@click.option("--members", "member_count", default=0, type=click.IntRange(min=0),
+              help="Use only the first N members of the HA group (0: all).")
+@click.option("--pin", envvar="CKDEMO_USER_PIN", help="User PIN (default: the config's test PIN).")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@click.pass_context
+def bench_command(ctx, operation, slot_ref, seconds, threads, key_size, data_size, member_count,
+                  pin, as_json):
+    """Throughput and latency of one operation on a slot, or HA vs direct in the same run."""
+    import json
+    from tabulate import tabulate
+    from .. import bench
+    from ..codes import CKR_USER_ALREADY_LOGGED_IN, CKRError
+    from ..model import CKU_USER
+
+    settings = _settings(ctx)
+    workspace = _workspace(settings)
+    pin = pin or settings.secrets().get("CKDEMO_USER_PIN")
+    groups = [s for s in workspace.slots if getattr(s, "is_virtual", False)]
+    chosen = []
+    if slot_ref in ("ha", "both", "direct"):
+        if not groups:
+            raise Fail("no HA group configured: use --slot N")
+        if member_count:
+            groups[0] = _first_members(groups[0], member_count)
+        direct = groups[0].members[0].slot
+        chosen = {"ha": [("HA", groups[0])], "direct": [("direct", direct)],
+                  "both": [("direct", direct), ("HA", groups[0])]}[slot_ref]
+    else:
+        try:
+            chosen = [(f"slot#{slot_ref}", workspace.slot(int(slot_ref)))]
+        except (ValueError, IndexError):
+            raise Fail(f"--slot {slot_ref}: not a slot number (1-{len(workspace.slots)}), ha, direct or both") from None
+    try:
+        for _, slot in chosen:
+            if pin:
+                session = slot.open_session(rw=True)
+                try:
+                    session.login(CKU_USER, pin)
+                except CKRError as exc:
+                    if exc.ckr != CKR_USER_ALREADY_LOGGED_IN:
+                        raise
+        if sys.stderr.isatty():
+            with click.progressbar(length=1, label=f"{operation} for {seconds:g} s", file=sys.stderr,
+                                   show_percent=False, show_eta=False,
+                                   item_show_func=lambda n: n) as bar:
+                done = [0]
+
+                def tick(n: int) -> None:
+                    done[0] += n
+                    bar.current_item = f"{done[0]} ops"
+                    bar.render_progress()
+                results = bench.bench(chosen, operation, seconds, threads, key_size, data_size, tick)
+                bar.update(1)
+        else:
+            click.echo(f"{operation} for {seconds:g} s on {', '.join(n for n, _ in chosen)} ...",
+                       err=True)
+            results = bench.bench(chosen, operation, seconds, threads, key_size, data_size)
+    except CKRError as exc:
+        raise Fail(str(exc)) from None
+    figures = [r.as_dict() for r in results]
+    ratio = None
+    if len(results) == 2 and results[0].ops_per_s:
+        d, h = results
+        ratio = {"ha_over_direct": round(h.ops_per_s / d.ops_per_s, 3),
+                 "added_us_per_call": round(1e6 / h.ops_per_s - 1e6 / d.ops_per_s, 2)
+                 if h.ops_per_s else None}
+    if as_json:
+        click.echo(json.dumps({"results": figures, "ratio": ratio}, indent=2))
+        return
+    rows = [(f["slot"], f["operation"], f["threads"], f["ops"], f["ops_per_s"],
+             f["latency_us"]["p50"], f["latency_us"]["p95"], f["latency_us"]["p99"],
+             f["latency_us"]["max"], f["errors"],
+             " ".join(f"{k[-4:]}:{v:.0%}" for k, v in f["member_share"].items()) or "-")
+            for f in figures]
+    click.echo(tabulate(rows, headers=["slot", "op", "thr", "ops", "ops/s", "p50 us", "p95 us",
+                                       "p99 us", "max us", "err", "member share"],
+                        disable_numparse=True))
+    if ratio:
+        click.echo(f"HA/direct = {ratio['ha_over_direct']} "
+                   f"(HA adds {ratio['added_us_per_call']} us per call), measured in one run")
+
+
+def _first_members(group, count: int):
+    """The same group over its first `count` members only (for 1 vs 2 vs 3 member figures)."""
+    from ..ha.group import HAGroup
+    from ..ha.member import HAMember
+    from ..ha.policy import RecoveryPolicy
+    if count > len(group.members):
+        raise Fail(f"--members {count}: the group has {len(group.members)}")
+    members = [HAMember(m.serial, m.slot, m.label) for m in group.members[:count]]
+    return HAGroup(group.label, group.serial, members,
+                   RecoveryPolicy(group.policy.interval_s, group.policy.retries), group.log,
+                   group.slot_id)
+
+
+def _range(text: str) -> tuple[float, float]:
+    low, _, high = text.partition(",")
+    try:
+        pair = (float(low), float(high or low))
+    except ValueError:
+        raise click.BadParameter(f"{text!r}: write MIN,MAX seconds, e.g. 2,4") from None
+    if pair[0] <= 0 or pair[1] < pair[0]:
+        raise click.BadParameter(f"{text!r}: need 0 < MIN <= MAX")
+    return pair
+
+
+@main.command()
+@click.option("--seconds", default=30.0, show_default=True, type=click.FloatRange(min=3))
+@click.option("--seed", default=1, show_default=True, type=int, help="Chaos schedule seed.")
+@click.option("--interval", default=0.5, show_default=True, type=click.FloatRange(min=0),
+              help="Recovery interval X during the soak (seconds).")
+@click.option("--kill-every", default="2,4", show_default=True, help="MIN,MAX seconds between kills.")
+@click.option("--down-for", default="0.5,1.5", show_default=True, help="MIN,MAX seconds a member stays down.")
+@click.option("--pin", envvar="CKDEMO_USER_PIN", help="User PIN (default: the config's test PIN).")
+@click.option("--json", "as_json", is_flag=True)
+@click.pass_context
+def soak(ctx, seconds, seed, interval, kill_every, down_for, pin, as_json) -> None:
+    """Chaos: sign and encrypt/decrypt on the HA slot while members are killed and brought back
+    (real SIGKILLs for remote members). Exit 1 on any application-visible failure or when the
+    members end up holding different key material."""
+    import json
+    from tabulate import tabulate
+    from .. import soak as chaos_run
+    from ..codes import CKRError
+
+    chaos = chaos_run.Chaos(seed, _range(kill_every), _range(down_for))
+    settings = _settings(ctx)
+    pin = pin or settings.secrets().get("CKDEMO_USER_PIN")
+    if not pin:
+        raise Fail("no user PIN: pass --pin or set CKDEMO_USER_PIN")
+    workspace = _workspace(settings)
+    groups = [s for s in workspace.slots if getattr(s, "is_virtual", False)]
+    if not groups or len(groups[0].members) < 2:
+        raise Fail("a soak needs an HA group with at least two members")
+    click.echo(f"soak: {seconds:g} s on HA group {groups[0].label} ({len(groups[0].members)} members, "
+               f"seed {seed})...", err=True)
+    try:
+        report = chaos_run.run(groups[0], seconds, chaos, pin, interval)
+    except CKRError as exc:
+        raise Fail(f"soak could not start: {exc}") from None
+    figures = report.as_dict()
+    ok = not report.failures and figures["consistency"].get("identical", False)
+    if as_json:
+        click.echo(json.dumps(figures, indent=2))
+        ctx.exit(EXIT_OK if ok else EXIT_FAILED)
+    click.echo(f"operations: {figures['operations']} in {figures['seconds']} s; "
+               f"application-visible failures: {figures['application_failures']}")
+    for sample in figures["failure_samples"]:
+        click.echo(f"  failure: {sample}")
+    click.echo(f"kills: {figures['kills']}, restores: {figures['restores']}, "
+               f"p99 latency {figures['p99_ms']} ms overall")
+    if figures["around_failures"]:
+        click.echo(tabulate([(r["t"], r["member"], r["slowest_ms"], r["p99_ms"])
+                             for r in figures["around_failures"]],
+                            headers=["kill at s", "member", "slowest ms (next 2 s)", "p99 ms (next 2 s)"],
+                            disable_numparse=True))
+    click.echo(f"worst p99 added around a failure: {figures['worst_added_p99_ms']} ms")
+    for r in figures["recoveries"]:
+        click.echo(f"  recovered {r['member']} at {r['t']} s, inside call {r['call']}")
+    c = figures["consistency"]
+    click.echo(f"consistency: all members active {c.get('all_members_active')}, "
+               f"same objects and key material {c.get('identical')}")
+    click.echo(f"RSS: {figures['rss_start_kb']} kB -> {figures['rss_end_kb']} kB "
+               f"({figures['rss_growth_kb']:+d} kB)")
+    ctx.exit(EXIT_OK if ok else EXIT_FAILED)

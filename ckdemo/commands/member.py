@@ -1,0 +1,99 @@
+"""`ckdemo member ...`: the p11-kit server processes of remote members."""
+from __future__ import annotations
+
+
+import click
+
+from ..cli import Fail, _settings, main
+
+
+@main.group()
+def member() -> None:
+    """Remote members: p11-kit server processes serving one member token each."""
+
+
+def _servers(ctx: click.Context, name: str | None):
+    from ..harness import member_servers
+    from ..members.remote import RemoteError
+    settings = _settings(ctx)
+    try:
+        servers = member_servers(settings)
+    except RemoteError as exc:
+        raise Fail(str(exc)) from None
+    if not servers:
+        raise Fail(f"no remote members in {settings.config_path} (ckdemo init --remote)")
+    if name in (None, "all"):
+        return servers
+    chosen = [s for s in servers if s.label == name]
+    if not chosen:
+        raise Fail(f"no remote member {name!r} (remote members: {', '.join(s.label for s in servers)})")
+    return chosen
+
+
+@member.command()
+@click.argument("name", required=False)
+@click.pass_context
+def serve(ctx: click.Context, name: str | None) -> None:
+    """Start the server of NAME (default: all); it keeps running after ckdemo exits."""
+    from ..members.remote import RemoteError
+    for server in _servers(ctx, name):
+        try:
+            click.echo(f"{server.label}: serving on {server.socket} (pid {server.serve()})")
+        except RemoteError as exc:
+            raise Fail(str(exc)) from None
+
+
+@member.command()
+@click.argument("name")
+@click.pass_context
+def kill(ctx: click.Context, name: str) -> None:
+    """SIGKILL to NAME's server process group, as a power cut ('all' for every member)."""
+    for server in _servers(ctx, name):
+        if not server.managed:
+            raise Fail(f"{server.label} is served elsewhere ({server.socket}); ckdemo does not kill it")
+        click.echo(f"{server.label}: {'killed' if server.kill() else 'was not running'}")
+
+
+@member.command()
+@click.argument("name")
+@click.pass_context
+def restart(ctx: click.Context, name: str) -> None:
+    """Kill NAME's server and serve it again (the HA group recovers it on a later call)."""
+    from ..members.remote import RemoteError
+    for server in _servers(ctx, name):
+        try:
+            click.echo(f"{server.label}: restarted (pid {server.restart()})")
+        except RemoteError as exc:
+            raise Fail(str(exc)) from None
+
+
+@member.command(name="list")
+@click.pass_context
+def list_members(ctx: click.Context) -> None:
+    """Remote members with pid, socket and state."""
+    from tabulate import tabulate
+    rows = [(s.label, s.pid() or "-", s.socket, s.state(), "ckdemo" if s.managed else "elsewhere")
+            for s in _servers(ctx, None)]
+    click.echo(tabulate(rows, headers=["member", "pid", "socket", "state", "served by"],
+                        disable_numparse=True))
+
+
+
+
+@member.command()
+@click.argument("name")
+@click.pass_context
+def hang(ctx: click.Context, name: str) -> None:
+    """SIGSTOP to NAME's server: it keeps its socket but never answers (a dead network link).
+    The HA group fails it after MemberTimeout seconds (CKDemo section, default 20)."""
+    for server in _servers(ctx, name):
+        click.echo(f"{server.label}: {'stopped' if server.hang() else 'was not running'}")
+
+
+@member.command()
+@click.argument("name")
+@click.pass_context
+def resume(ctx: click.Context, name: str) -> None:
+    """SIGCONT to NAME's server after `member hang`."""
+    for server in _servers(ctx, name):
+        click.echo(f"{server.label}: {'running again' if server.resume() else 'was not running'}")
