@@ -46,17 +46,6 @@ def serve(ctx: click.Context, name: str | None) -> None:
 @member.command()
 @click.argument("name")
 @click.pass_context
-def kill(ctx: click.Context, name: str) -> None:
-    """SIGKILL to NAME's server process group, as a power cut ('all' for every member)."""
-    for server in _servers(ctx, name):
-        if not server.managed:
-            raise Fail(f"{server.label} is served elsewhere ({server.socket}); ckdemo does not kill it")
-        click.echo(f"{server.label}: {'killed' if server.kill() else 'was not running'}")
-
-
-@member.command()
-@click.argument("name")
-@click.pass_context
 def restart(ctx: click.Context, name: str) -> None:
     """Kill NAME's server and serve it again (the HA group recovers it on a later call)."""
     from ..members.remote import RemoteError
@@ -78,22 +67,24 @@ def list_members(ctx: click.Context) -> None:
                         disable_numparse=True))
 
 
+def _signal_command(name: str, signal_name: str, done: str, help_text: str) -> None:
+    """kill, hang and resume: one signal to the server's process group of each member named."""
+    @member.command(name=name, help=help_text)
+    @click.argument("member_name", metavar="NAME")
+    @click.pass_context
+    def command(ctx: click.Context, member_name: str) -> None:
+        for server in _servers(ctx, member_name):
+            if not server.managed:
+                raise Fail(f"{server.label} is served elsewhere ({server.socket}); "
+                           f"ckdemo does not {name} it")
+            sent = getattr(server, signal_name)()
+            click.echo(f"{server.label}: {done if sent else 'was not running'}")
 
 
-@member.command()
-@click.argument("name")
-@click.pass_context
-def hang(ctx: click.Context, name: str) -> None:
-    """SIGSTOP to NAME's server: it keeps its socket but never answers (a dead network link).
-    The HA group fails it after MemberTimeout seconds (CKDemo section, default 20)."""
-    for server in _servers(ctx, name):
-        click.echo(f"{server.label}: {'stopped' if server.hang() else 'was not running'}")
-
-
-@member.command()
-@click.argument("name")
-@click.pass_context
-def resume(ctx: click.Context, name: str) -> None:
-    """SIGCONT to NAME's server after `member hang`."""
-    for server in _servers(ctx, name):
-        click.echo(f"{server.label}: {'running again' if server.resume() else 'was not running'}")
+_signal_command("kill", "kill", "killed",
+                "SIGKILL to NAME's server process group, as a power cut ('all' for every member).")
+_signal_command("hang", "hang", "stopped",
+                "SIGSTOP to NAME's server: it keeps its socket but never answers (a dead network "
+                "link). The HA group fails it after MemberTimeout seconds (CKDemo section, "
+                "default 20).")
+_signal_command("resume", "resume", "running again", "SIGCONT to NAME's server after `member hang`.")
