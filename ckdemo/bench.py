@@ -6,6 +6,7 @@ skewed by a noisy neighbour that comes and goes.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import statistics
 import threading
@@ -93,14 +94,16 @@ def prepare(session, operation: str, key_size: int, data_size: int) -> Callable[
 
 
 def run_for(calls: list[Callable[[], Any]], seconds: float, result: Result,
-            tick: Callable[[int], None]) -> None:
-    """One thread per call object (each with its own session) for the given time."""
-    stop_at = time.perf_counter() + seconds
+            tick: Callable[[int], None], count: int = 0) -> None:
+    """One thread per call object (each with its own session) for the given time, or until
+    `count` calls (all threads together) when a count is given."""
+    stop_at = time.perf_counter() + (seconds if not count else 1e9)
     lock = threading.Lock()
+    started_calls = itertools.count(1)
 
     def worker(call: Callable[[], Any]) -> None:
         local, errors, first = [], 0, ""
-        while time.perf_counter() < stop_at:
+        while time.perf_counter() < stop_at and (not count or next(started_calls) <= count):
             start = time.perf_counter_ns()
             try:
                 call()
@@ -132,8 +135,8 @@ def member_calls(slot) -> dict[str, int]:
 
 
 def bench(slots: list[tuple[str, Any]], operation: str, seconds: float, threads: int = 1,
-          key_size: int = 0, data_size: int = 32, tick: Callable[[int], None] = lambda n: None
-          ) -> list[Result]:
+          key_size: int = 0, data_size: int = 32, tick: Callable[[int], None] = lambda n: None,
+          count: int = 0) -> list[Result]:
     prepared = []
     for name, slot in slots:
         sessions = [slot.open_session(rw=True) for _ in range(threads)]
@@ -145,7 +148,7 @@ def bench(slots: list[tuple[str, Any]], operation: str, seconds: float, threads:
     before = {id(slot): member_calls(slot) for _, slot, _, _ in prepared}
     for _ in range(rounds):
         for result, slot, calls, _ in prepared:
-            run_for(calls, seconds / rounds, result, tick)
+            run_for(calls, seconds / rounds, result, tick, -(-count // rounds) if count else 0)
     for result, slot, _, sessions in prepared:
         after = member_calls(slot)
         total = sum(after[k] - before[id(slot)].get(k, 0) for k in after) or 1

@@ -15,6 +15,8 @@ from ..cli import EXIT_FAILED, EXIT_OK, Fail, _settings, _workspace, main
               help="A slot# number, 'ha' (the first HA slot), 'direct' (its first member), "
                    "or 'both' (HA and direct side by side, ratio in one run).")
 @click.option("--seconds", default=5.0, show_default=True, type=click.FloatRange(min=0.1))
+@click.option("--count", default=0, type=click.IntRange(min=0),
+              help="Stop after this many operations per slot instead of after --seconds.")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(1, 64))
 @click.option("--key-size", default=0, type=click.IntRange(min=0), help="RSA bits / AES bits.")
 @click.option("--data-size", default=32, show_default=True, type=click.IntRange(1, 1 << 20))
@@ -23,8 +25,8 @@ from ..cli import EXIT_FAILED, EXIT_OK, Fail, _settings, _workspace, main
 @click.option("--pin", envvar="CKDEMO_USER_PIN", help="User PIN (default: the config's test PIN).")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 @click.pass_context
-def bench_command(ctx, operation, slot_ref, seconds, threads, key_size, data_size, member_count,
-                  pin, as_json):
+def bench_command(ctx, operation, slot_ref, seconds, count, threads, key_size, data_size,
+                  member_count, pin, as_json):
     """Throughput and latency of one operation on a slot, or HA vs direct in the same run."""
     import json
     from tabulate import tabulate
@@ -69,12 +71,14 @@ def bench_command(ctx, operation, slot_ref, seconds, threads, key_size, data_siz
                     done[0] += n
                     bar.current_item = f"{done[0]} ops"
                     bar.render_progress()
-                results = bench.bench(chosen, operation, seconds, threads, key_size, data_size, tick)
+                results = bench.bench(chosen, operation, seconds, threads, key_size, data_size, tick,
+                                      count)
                 bar.update(1)
         else:
-            click.echo(f"{operation} for {seconds:g} s on {', '.join(n for n, _ in chosen)} ...",
-                       err=True)
-            results = bench.bench(chosen, operation, seconds, threads, key_size, data_size)
+            amount = f"{count} operations" if count else f"{seconds:g} s"
+            click.echo(f"{operation}, {amount} on {', '.join(n for n, _ in chosen)} ...", err=True)
+            results = bench.bench(chosen, operation, seconds, threads, key_size, data_size,
+                                  count=count)
     except CKRError as exc:
         raise Fail(str(exc)) from None
     figures = [r.as_dict() for r in results]
