@@ -12,6 +12,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from textwrap import dedent
 from typing import Callable
 
 import pytest
@@ -81,6 +82,17 @@ def _existing_parent(home: Path | None) -> Path | None:
     if home is None:
         return None
     return next(p for p in Path(home).parents if p.is_dir())
+
+
+@pytest.fixture(scope="session")
+def menu(run_ckdemo) -> Callable[..., tuple[int, str]]:
+    """menu(home, *script_parts) -> (exit code, transcript): the parts, each dedented, typed into
+    `ckdemo --home HOME run -`; never a traceback."""
+    def replay(home: Path, *parts: str) -> tuple[int, str]:
+        done = run_ckdemo(home, "run", "-", input="".join(dedent(part) for part in parts))
+        no_traceback(done.stdout, done.stderr)
+        return done.returncode, done.stdout
+    return replay
 
 
 @pytest.fixture(scope="session")

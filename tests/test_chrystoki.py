@@ -235,10 +235,21 @@ def test_set_new_key_copies_the_neighbours_style_in_ini():
     assert out.replace("haLogStatus=enabled\r\n", "", 1) == original
 
 
-def test_set_new_key_in_empty_section_goes_after_the_header():
-    conf = ChrystokiConf.parse("CardReader = {\n}\n")
-    conf.set("CardReader", "RemoteCommand", "1")
-    assert conf.dumps() == "CardReader = {\n   RemoteCommand = 1;\n}\n"
+@pytest.mark.parametrize("text, section, key, value, expected", [
+    pytest.param("CardReader = {\n}\n", "CardReader", "RemoteCommand", "1",
+                 "CardReader = {\n   RemoteCommand = 1;\n}\n",
+                 id="new key in an empty section goes after the header"),
+    pytest.param("[Luna]\r\nDefaultTimeOut=500000", "Misc", "PE1746Enabled", "0",
+                 "[Luna]\r\nDefaultTimeOut=500000\r\n[Misc]\r\nPE1746Enabled=0\r\n",
+                 id="new section in ini and a missing final newline"),
+    pytest.param("", "HAConfiguration", "HAOnly", "1",
+                 "HAConfiguration = {\n   HAOnly = 1;\n}\n",
+                 id="new section in an empty file"),
+])
+def test_set_writes_exactly(text, section, key, value, expected):
+    conf = ChrystokiConf.parse(text)
+    conf.set(section, key, value)
+    assert conf.dumps() == expected
 
 
 def test_set_in_missing_section_appends_it_at_the_end():
@@ -249,18 +260,6 @@ def test_set_in_missing_section_appends_it_at_the_end():
         "   SoftTokenDir = /usr/safenet/lunaclient/config/stc/token;\n"
         "}\n")
     assert conf.sections()[-1] == "Secure Trusted Channel"
-
-
-def test_new_section_in_ini_and_missing_final_newline():
-    conf = ChrystokiConf.parse("[Luna]\r\nDefaultTimeOut=500000")
-    conf.set("Misc", "PE1746Enabled", "0")
-    assert conf.dumps() == "[Luna]\r\nDefaultTimeOut=500000\r\n[Misc]\r\nPE1746Enabled=0\r\n"
-
-
-def test_set_new_section_in_empty_file():
-    conf = ChrystokiConf.parse("")
-    conf.set("HAConfiguration", "HAOnly", "1")
-    assert conf.dumps() == "HAConfiguration = {\n   HAOnly = 1;\n}\n"
 
 
 def test_set_empty_value_and_value_with_equals():

@@ -12,10 +12,8 @@ After an intended change of the tour or the screen, regenerate and review:
 """
 from __future__ import annotations
 
-import difflib
 import hashlib
 import hmac
-import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,13 +27,11 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.serialization import load_pem_private_key
 
 from conftest import SOFTHSM_LIB, no_traceback, requires_softhsm
+from support import GOLDEN_DIR, REPO, assert_matches_golden
 
 pytestmark = requires_softhsm
 
-REPO = Path(__file__).resolve().parent.parent
 TOUR = REPO / "scripts" / "crypto-tour"
-GOLDEN = Path(__file__).resolve().parent / "golden"
-UPDATE = os.environ.get("CKDEMO_UPDATE_GOLDEN") == "1"
 SLOTS = {"physical": "1", "ha": "5"}  # TOUR_SLOT in a default home: member1, the HA Virtual Card Slot
 
 MESSAGE = b"ckdemo known-answer test"  # what the tour signs
@@ -144,19 +140,8 @@ def test_tour_meets_every_expectation(tours, kind):
 @pytest.mark.parametrize("kind", SLOTS)
 def test_transcript_matches_golden(tours, kind):
     tour = tours[kind]
-    actual = normalise(tour.stdout, tour.home)
-    golden = GOLDEN / f"crypto-tour-{kind}.txt"
-    if UPDATE:
-        golden.parent.mkdir(exist_ok=True)
-        golden.write_text(actual)
-        return
-    assert golden.exists(), f"{golden} missing: run with CKDEMO_UPDATE_GOLDEN=1"
-    expected = golden.read_text()
-    if actual != expected:
-        diff = "".join(difflib.unified_diff(expected.splitlines(True), actual.splitlines(True),
-                                            f"golden/{golden.name}", "this run"))
-        pytest.fail(f"transcript of scripts/crypto-tour ({kind}) differs from its golden file "
-                    f"(CKDEMO_UPDATE_GOLDEN=1 to accept an intended change):\n{diff}")
+    assert_matches_golden(normalise(tour.stdout, tour.home), GOLDEN_DIR / f"crypto-tour-{kind}.txt",
+                          f"scripts/crypto-tour ({kind})")
 
 
 def test_a_second_run_normalises_to_the_same_text(run_ckdemo, provision, tours, tmp_path):

@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.serialization import load_der_public_key
 
 from conftest import (MEMBERS, SOFTHSM_LIB, TIMEOUT_S, USER_PIN, clean_env, no_traceback, requires_softhsm,
                       softhsm_env)
+from support import summary
 
 pytestmark = requires_softhsm
 
@@ -96,16 +97,6 @@ QUIT = "0\n"
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
 EC_KEYS = {"P-256": ec.generate_private_key(ec.SECP256R1()),
            "P-384": ec.generate_private_key(ec.SECP384R1())}
-
-
-@pytest.fixture(scope="module")
-def menu(run_ckdemo):
-    """menu(home, *script_parts) -> (exit code, transcript); never a traceback."""
-    def replay(home, *parts: str) -> tuple[int, str]:
-        done = run_ckdemo(home, "run", "-", input="".join(dedent(p) for p in parts))
-        no_traceback(done.stdout, done.stderr)
-        return done.returncode, done.stdout
-    return replay
 
 
 # ---------------------------------------------------------------- typing keys into 20 Create object
@@ -175,10 +166,6 @@ def digests(transcript: str) -> list[str]:
 
 def ivs(transcript: str) -> list[bytes]:
     return [bytes.fromhex(h) for h in re.findall(r"^IV: ([0-9a-f]+)$", transcript, re.MULTILINE)]
-
-
-def summary(transcript: str) -> str:
-    return transcript.rstrip().splitlines()[-1]
 
 
 def tool_bytes(home: Path, token: str, *args: str) -> bytes:

@@ -9,23 +9,17 @@ After an intended change of the screen (e.g. a new slot in the list), regenerate
 """
 from __future__ import annotations
 
-import difflib
-import os
 import re
 from pathlib import Path
 
 import pytest
 
 from conftest import SOFTHSM_LIB, no_traceback, requires_softhsm
+from support import GOLDEN_DIR, REPO, assert_matches_golden, unalign_id_tables
 
 pytestmark = requires_softhsm
 
-REPO = Path(__file__).resolve().parent.parent
-GOLDEN = Path(__file__).resolve().parent / "golden"
 SCRIPTS = ["token-tour", "negative-cases"]
-UPDATE = os.environ.get("CKDEMO_UPDATE_GOLDEN") == "1"
-
-_TABLE_RULE = re.compile(r"^-+(  -+)*$")
 
 
 def normalise(transcript: str, home: Path) -> str:
@@ -34,23 +28,7 @@ def normalise(transcript: str, home: Path) -> str:
     text = re.sub(r"\(slot id \d+\)", "(slot id <ID>)", text)
     text = re.sub(r"^(\s+Serial number\s+: )[0-9a-f]{16}$", r"\1<SERIAL>", text, flags=re.MULTILINE)
     text = re.sub(r"^(\s+UTC time\s+: )\d{14}(\d\d)?$", r"\1<UTC>", text, flags=re.MULTILINE)
-    return "\n".join(_unalign_tables(text.split("\n")))
-
-
-def _unalign_tables(lines: list[str]) -> list[str]:
-    """A table's column widths follow its longest cell: where a cell held a slot id, keep the
-    cells and their order but not the padding. Other tables keep their exact layout."""
-    out = list(lines)
-    for i, line in enumerate(lines):
-        if not (i and _TABLE_RULE.match(line)):
-            continue
-        end = next((j for j in range(i + 1, len(lines)) if "  " not in lines[j]), len(lines))
-        if not any("<ID>" in row for row in lines[i + 1:end]):  # "5 slots." ends the table
-            continue
-        for j in [i - 1, *range(i + 1, end)]:
-            out[j] = re.sub(r" {2,}", "  ", lines[j]).rstrip()
-        out[i] = "  ".join("--" for _ in line.split())
-    return out
+    return "\n".join(unalign_id_tables(text.split("\n")))
 
 
 @pytest.fixture(scope="module")
@@ -69,19 +47,7 @@ def transcripts(run_ckdemo, tmp_path_factory) -> dict[str, tuple[str, Path]]:
 @pytest.mark.parametrize("name", SCRIPTS)
 def test_transcript_matches_golden(transcripts, name):
     stdout, home = transcripts[name]
-    actual = normalise(stdout, home)
-    golden = GOLDEN / f"{name}.txt"
-    if UPDATE:
-        golden.parent.mkdir(exist_ok=True)
-        golden.write_text(actual)
-        return
-    assert golden.exists(), f"{golden} missing: run with CKDEMO_UPDATE_GOLDEN=1"
-    expected = golden.read_text()
-    if actual != expected:
-        diff = "".join(difflib.unified_diff(expected.splitlines(True), actual.splitlines(True),
-                                            f"golden/{name}.txt", "this run"))
-        pytest.fail(f"transcript of scripts/{name} differs from its golden file "
-                    f"(CKDEMO_UPDATE_GOLDEN=1 to accept an intended change):\n{diff}")
+    assert_matches_golden(normalise(stdout, home), GOLDEN_DIR / f"{name}.txt", f"scripts/{name}")
 
 
 def test_two_provisions_normalise_to_the_same_text(run_ckdemo, transcripts, tmp_path):

@@ -12,8 +12,6 @@ After an intended change of the screen, regenerate and review:
 """
 from __future__ import annotations
 
-import difflib
-import os
 import re
 import subprocess
 from dataclasses import dataclass
@@ -23,17 +21,15 @@ import pytest
 
 from conftest import (MEMBERS, SO_PIN, SOFTHSM_LIB, USER_PIN, assert_pins_hidden, no_traceback,
                       requires_softhsm, softhsm_env)
+from support import GOLDEN_DIR, REPO, assert_matches_golden, unalign_id_tables
 
 pytestmark = requires_softhsm
 
-REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "ha-failover-demo"
-GOLDEN = Path(__file__).resolve().parent / "golden" / "ha-failover-demo.txt"
-UPDATE = os.environ.get("CKDEMO_UPDATE_GOLDEN") == "1"
+GOLDEN = GOLDEN_DIR / "ha-failover-demo.txt"
 
 HA_STATUS_HEADER = re.compile(r"^HA group (\S+) status:$")
 HA_STATUS_LINE = re.compile(r"^     HSM ([0-9a-f]{16})\t- (CKR_[A-Z_]+)$")
-_TABLE_RULE = re.compile(r"^-+(  -+)*$")
 
 
 def token_serials(home: Path) -> dict[str, str]:
@@ -60,24 +56,7 @@ def normalise(transcript: str, home: Path, serials: dict[str, str]) -> str:
         text = text.replace(serials[label], f"<member{position}>")
     text = re.sub(r"SoftHSM slot ID 0x[0-9a-f]+\b", "SoftHSM slot ID <ID>", text)
     text = re.sub(r"\(slot id \d+\)", "(slot id <ID>)", text)
-    return "\n".join(_unalign_id_tables(text.split("\n")))
-
-
-def _unalign_id_tables(lines: list[str]) -> list[str]:
-    """Column widths of a table that holds a slot id follow the id's length: keep the cells and
-    their order, drop the padding. Other tables (the 122 member table) keep their exact layout;
-    SoftHSM serials are always 16 hex digits, so its widths do not vary."""
-    out = list(lines)
-    for i, line in enumerate(lines):
-        if not (i and _TABLE_RULE.match(line)):
-            continue
-        end = next((j for j in range(i + 1, len(lines)) if "  " not in lines[j]), len(lines))
-        if not any("<ID>" in row for row in lines[i + 1:end]):
-            continue
-        for j in [i - 1, *range(i + 1, end)]:
-            out[j] = re.sub(r" {2,}", "  ", lines[j]).rstrip()
-        out[i] = "  ".join("--" for _ in line.split())
-    return out
+    return "\n".join(unalign_id_tables(text.split("\n")))
 
 
 @dataclass
@@ -210,18 +189,7 @@ def test_member_stats_after_the_demo(demo):
 
 def test_transcript_matches_golden(demo):
     assert demo.returncode == 0, demo.stdout[-2000:]
-    actual = demo.normalised()
-    if UPDATE:
-        GOLDEN.parent.mkdir(exist_ok=True)
-        GOLDEN.write_text(actual)
-        return
-    assert GOLDEN.exists(), f"{GOLDEN} missing: run with CKDEMO_UPDATE_GOLDEN=1"
-    expected = GOLDEN.read_text()
-    if actual != expected:
-        diff = "".join(difflib.unified_diff(expected.splitlines(True), actual.splitlines(True),
-                                            "golden/ha-failover-demo.txt", "this run"))
-        pytest.fail("transcript of scripts/ha-failover-demo differs from its golden file "
-                    f"(CKDEMO_UPDATE_GOLDEN=1 to accept an intended change):\n{diff}")
+    assert_matches_golden(demo.normalised(), GOLDEN, "scripts/ha-failover-demo")
 
 
 def test_golden_keeps_the_seed_shapes():

@@ -8,9 +8,7 @@ pointed at its own provisioned home. Member failures are simulated at the member
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,27 +18,12 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from ckdemo.codes import (CKR_DEVICE_ERROR, CKR_OBJECT_HANDLE_INVALID, CKR_OK, CKR_PIN_INCORRECT,
                           CKR_TOKEN_NOT_PRESENT, CKR_TOKEN_NOT_RECOGNIZED, CKRError, ckr_name)
-from ckdemo.config.chrystoki import ChrystokiConf
-from ckdemo.harness import build_workspace
 from ckdemo.model import (CKA_CLASS, CKA_ID, CKA_MODULUS, CKA_PUBLIC_EXPONENT, CKM_ECDSA,
                           CKM_SHA256_RSA_PKCS, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, CKU_USER, KeySpec)
-from ckdemo.provision import CKDEMO_SECTION, CONFIG_NAME
-from ckdemo.provision import provision as provision_home
-from ckdemo.settings import load_settings
-from conftest import SO_PIN, SOFTHSM_LIB, USER_PIN, requires_softhsm, softhsm_env
+from conftest import SO_PIN, USER_PIN, requires_softhsm, softhsm_env
+from support import FakeClock, private_workspace
 
 pytestmark = requires_softhsm
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @dataclass
@@ -63,22 +46,7 @@ class HA:
 
 def build_ha(tmp: Path, members: int = 3) -> HA:
     """A provisioned home, a private copy of SoftHSM2 for it, HA Init and HA Login done."""
-    home = tmp / "home"
-    provision_home(home, members=members)
-    library = tmp / f"libsofthsm2-{uuid.uuid4().hex[:12]}.so"
-    shutil.copy(SOFTHSM_LIB, library)
-    conf = ChrystokiConf.load(home / CONFIG_NAME)
-    conf.set(CKDEMO_SECTION, "Library00", str(library))
-    conf.save(home / CONFIG_NAME)
-    saved = os.environ.get("SOFTHSM2_CONF")
-    os.environ["SOFTHSM2_CONF"] = str(home / "softhsm2.conf")
-    try:
-        workspace = build_workspace(load_settings(home))  # C_Initialize of the copy reads it now
-    finally:
-        if saved is None:
-            os.environ.pop("SOFTHSM2_CONF", None)
-        else:
-            os.environ["SOFTHSM2_CONF"] = saved
+    home, workspace, library = private_workspace(tmp, members)
     group = workspace.slots[-1]
     assert getattr(group, "is_virtual", False), workspace.slots
     assert [m.slot.module.path for m in group.members] == [str(library)] * members

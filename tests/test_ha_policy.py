@@ -11,19 +11,9 @@ import pytest
 
 from ckdemo.ha.policy import (DEFAULT_RECOVERY_INTERVAL_S, DEFAULT_RECOVERY_RETRIES,
                               RecoveryPolicy, RecoveryState)
+from support import FakeClock
 
 X = 60.0
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 @pytest.fixture

@@ -7,11 +7,8 @@ token at a time. Public keys it reads back verify signatures made through the HA
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import shutil
 import subprocess
-import uuid
 from pathlib import Path
 
 import pytest
@@ -19,15 +16,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, utils
 
 from ckdemo.codes import CKR_ATTRIBUTE_SENSITIVE, CKRError
-from ckdemo.config.chrystoki import ChrystokiConf
-from ckdemo.harness import build_workspace
 from ckdemo.model import (CKA_CLASS, CKA_ID, CKA_KEY_TYPE, CKA_LABEL, CKA_MODULUS,
                           CKA_PUBLIC_EXPONENT, CKA_SENSITIVE, CKA_VALUE, CKA_VALUE_LEN, CKM_ECDSA,
                           CKM_SHA256_RSA_PKCS, CKO_PRIVATE_KEY, CKO_SECRET_KEY, CKU_USER, KeySpec)
-from ckdemo.provision import CKDEMO_SECTION, CONFIG_NAME
-from ckdemo.provision import provision as provision_home
-from ckdemo.settings import load_settings
 from conftest import MEMBERS, SO_PIN, SOFTHSM_LIB, USER_PIN, requires_softhsm, softhsm_env
+from support import private_workspace
 
 pytestmark = requires_softhsm
 
@@ -50,22 +43,8 @@ EXPECTED = {  # (object type as pkcs11-tool names it, label, id) every member mu
 def ha(tmp_path_factory):
     """(home, group, session, {label: handles}) with the three keys generated on the HA slot."""
     tmp = tmp_path_factory.mktemp("ha-replication")
-    home = tmp / "home"
-    provision_home(home, members=len(MEMBERS))
-    library = tmp / f"libsofthsm2-{uuid.uuid4().hex[:12]}.so"
-    shutil.copy(SOFTHSM_LIB, library)
-    conf = ChrystokiConf.load(home / CONFIG_NAME)
-    conf.set(CKDEMO_SECTION, "Library00", str(library))
-    conf.save(home / CONFIG_NAME)
-    saved = os.environ.get("SOFTHSM2_CONF")
-    os.environ["SOFTHSM2_CONF"] = str(home / "softhsm2.conf")
-    try:
-        group = build_workspace(load_settings(home)).slots[-1]
-    finally:
-        if saved is None:
-            os.environ.pop("SOFTHSM2_CONF", None)
-        else:
-            os.environ["SOFTHSM2_CONF"] = saved
+    home, workspace, _ = private_workspace(tmp, members=len(MEMBERS))
+    group = workspace.slots[-1]
     assert group.is_virtual and [m.label for m in group.members] == list(MEMBERS)
     group.ha_init(SO_PIN)
     group.login(CKU_USER, USER_PIN)

@@ -11,20 +11,18 @@ import hashlib
 import hmac
 import re
 from pathlib import Path
-from textwrap import dedent
 
-import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
 from cryptography.hazmat.primitives.keywrap import (aes_key_unwrap, aes_key_unwrap_with_padding,
                                                     aes_key_wrap, aes_key_wrap_with_padding)
 
 from ckdemo import known_keys as kk
-from conftest import USER_PIN, no_traceback, requires_softhsm
+from conftest import USER_PIN, requires_softhsm
+from support import OK, Screen, statuses
 
 pytestmark = requires_softhsm
 
-OK = "Status: Doing great, no errors (CKR_OK)"
 LOGIN = f"1\n1\ny\n3\n1\n1\n{USER_PIN}\n"
 KNOWN = LOGIN + "65\n1\nn\n"  # known keys as session objects, handles 2-7
 AES, HMAC, RSA_PUB, RSA_PRIV, EC_PUB, EC_PRIV = range(2, 8)
@@ -39,24 +37,6 @@ def rsa_key() -> rsa.RSAPrivateKey:
 
 def ec_key() -> ec.EllipticCurvePrivateKey:
     return ec.derive_private_key(n(kk.EC_D), ec.SECP256R1())
-
-
-@pytest.fixture(scope="module")
-def menu(run_ckdemo):
-    """menu(home, script) -> (exit code, transcript); never a traceback."""
-    def replay(home, script: str, *args: str) -> tuple[int, str]:
-        done = run_ckdemo(home, "run", *args, "-", input=dedent(script))
-        no_traceback(done.stdout, done.stderr)
-        return done.returncode, done.stdout
-    return replay
-
-
-def statuses(transcript: str) -> list[str]:
-    return re.findall(r"^Status: .*$", transcript, re.MULTILINE)
-
-
-def summary(transcript: str) -> str:
-    return transcript.rstrip().splitlines()[-1]
 
 
 # ---------------------------------------------------------------- the constants themselves
@@ -563,22 +543,6 @@ def test_ec_curves_table_and_explicit_parameters(menu, home):
     assert "P-256 as explicit parameters: accepted, although the module does not advertise " \
            "CKF_EC_ECPARAMETERS." in out
     assert "0 object(s) found." in out  # every probe key pair was destroyed again
-
-
-class Screen:
-    """Answers from a list, output collected: the menu's IO without a terminal."""
-
-    def __init__(self, answers: list[str]) -> None:
-        self.answers, self.text = list(answers), ""
-
-    def write(self, text: str) -> None:
-        self.text += text
-
-    def ask(self, prompt: str, secret: bool = False) -> str:
-        self.text += prompt
-        return self.answers.pop(0)
-
-    ask_choice = ask
 
 
 class CurveSession:

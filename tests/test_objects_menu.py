@@ -13,16 +13,15 @@ from __future__ import annotations
 
 import re
 import subprocess
-from textwrap import dedent
 
 import pytest
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
-from conftest import MEMBERS, SOFTHSM_LIB, USER_PIN, no_traceback, requires_softhsm, softhsm_env
+from conftest import MEMBERS, SOFTHSM_LIB, USER_PIN, requires_softhsm, softhsm_env
+from support import OK, statuses, summary
 
 pytestmark = requires_softhsm
 
-OK = "Status: Doing great, no errors (CKR_OK)"
 AES_VALUE = "2b7e151628aed2a6abf7158809cf4f3c"  # FIPS-197 / SP 800-38A AES-128 key
 
 # session 1 on slot#1 (member1), logged in as Crypto User
@@ -50,31 +49,12 @@ HA_LOGIN = """\
 QUIT = "0\n"
 
 
-@pytest.fixture(scope="module")
-def menu(run_ckdemo):
-    """menu(home, *script_parts) -> (exit code, transcript); never a traceback."""
-    def replay(home, *parts: str) -> tuple[int, str]:
-        script = "".join(dedent(part) for part in parts)
-        done = run_ckdemo(home, "run", "-", input=script)
-        no_traceback(done.stdout, done.stderr)
-        return done.returncode, done.stdout
-    return replay
-
-
 # ---------------------------------------------------------------- reading the transcript
 
 def created(transcript: str) -> list[int]:
     """Handles printed by 20 Create object and 21 Copy object, in order."""
     return [int(h) for h in re.findall(r"^(?:Object created: handle|Object \d+ copied: new handle) (\d+)$",
                                        transcript, re.MULTILINE)]
-
-
-def statuses(transcript: str) -> list[str]:
-    return re.findall(r"^Status: .*$", transcript, re.MULTILINE)
-
-
-def summary(transcript: str) -> str:
-    return transcript.rstrip().splitlines()[-1]
 
 
 def found(transcript: str) -> list[list[tuple[int, str, str, str, str]]]:

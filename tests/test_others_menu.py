@@ -8,10 +8,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
-import uuid
-from pathlib import Path
-from textwrap import dedent
 
 import pytest
 
@@ -21,23 +17,13 @@ from ckdemo.menu.context import Context
 from ckdemo.menu.loop import MenuLoop
 from ckdemo.menu.table import BY_NUMBER
 from ckdemo.workspace import Workspace
-from conftest import SO_PIN, SOFTHSM_LIB, USER_PIN, no_traceback, requires_softhsm
+from conftest import SO_PIN, USER_PIN, no_traceback, requires_softhsm
+from support import OK, REPO, Screen, private_library
 
 pytestmark = requires_softhsm
 
-REPO = Path(__file__).resolve().parent.parent
-OK = "Status: Doing great, no errors (CKR_OK)"
 HA_SLOT = 5  # a default home: member1-3, the empty SoftHSM slot, then the HA slot
 LUNA_ONLY = [e for e in BY_NUMBER.values() if e.extension]
-
-
-@pytest.fixture(scope="module")
-def menu(run_ckdemo):
-    def replay(home, script: str, *args: str) -> tuple[int, str]:
-        done = run_ckdemo(home, "run", *args, "-", input=dedent(script))
-        no_traceback(done.stdout, done.stderr)
-        return done.returncode, done.stdout
-    return replay
 
 
 def results(transcript: str) -> list[tuple[str, str]]:
@@ -78,20 +64,6 @@ def test_self_test_passes_on_the_ha_slot(menu, home, independent):
         listed = independent(home, "--token-label", member, "--login", "--pin", USER_PIN,
                              "--list-objects").stdout
         assert "ckdemo-selftest" not in listed and listed.count("Secret Key Object") == 1, listed
-
-
-class Screen:
-    def __init__(self, answers: list[str]) -> None:
-        self.answers, self.text = list(answers), ""
-
-    def write(self, text: str) -> None:
-        self.text += text
-
-    def ask(self, prompt: str, secret: bool = False) -> str:
-        self.text += prompt
-        return self.answers.pop(0)
-
-    ask_choice = ask
 
 
 class WrongDigestSlot:
@@ -225,8 +197,7 @@ def test_symbol_detection_on_a_real_library(tmp_path, monkeypatch):
     from ckdemo.members.slot import PhysicalSlot
     from ckdemo.provision import provision
     home = provision(tmp_path / "home", members=1).home
-    library = tmp_path / f"libsofthsm2-{uuid.uuid4().hex[:12]}.so"
-    shutil.copy(SOFTHSM_LIB, library)
+    library = private_library(tmp_path)
     monkeypatch.setenv("SOFTHSM2_CONF", str(home / "softhsm2.conf"))
     module = module_for(str(library)).load()
     slot = PhysicalSlot(module, module.slot_ids(token_present=True)[0])

@@ -9,36 +9,15 @@ from __future__ import annotations
 import re
 from textwrap import dedent
 
-import pytest
-
 from conftest import SO_PIN, USER_PIN, assert_pins_hidden, no_traceback, requires_softhsm
+from support import OK, statuses, summary
 
 pytestmark = requires_softhsm
-
-OK = "Status: Doing great, no errors (CKR_OK)"
-
-
-@pytest.fixture(scope="module")
-def menu(run_ckdemo):
-    """menu(home, script, *args) -> (exit code, transcript); never a traceback."""
-    def replay(home, script: str, *args: str) -> tuple[int, str]:
-        done = run_ckdemo(home, "run", *args, "-", input=dedent(script))
-        no_traceback(done.stdout, done.stderr)
-        return done.returncode, done.stdout
-    return replay
 
 
 def field(transcript: str, name: str) -> list[str]:
     """Every value printed as `   Name   : value`, in order."""
     return re.findall(rf"^\s+{re.escape(name)}\s+: (.*)$", transcript, re.MULTILINE)
-
-
-def statuses(transcript: str) -> list[str]:
-    return re.findall(r"^Status: .*$", transcript, re.MULTILINE)
-
-
-def summary(transcript: str) -> str:
-    return transcript.rstrip().splitlines()[-1]
 
 
 # ---------------------------------------------------------------- 1 Open Session, 2 Close Session
