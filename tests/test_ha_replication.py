@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, padding, utils
 
 from ckdemo.codes import CKR_ATTRIBUTE_SENSITIVE, CKRError
 from ckdemo.model import (CKA_CLASS, CKA_ID, CKA_KEY_TYPE, CKA_LABEL, CKA_MODULUS,
-                          CKA_PUBLIC_EXPONENT, CKA_SENSITIVE, CKA_VALUE, CKA_VALUE_LEN, CKM_ECDSA,
+                          CKA_PUBLIC_EXPONENT, CKA_SENSITIVE, CKA_VALUE, CKM_ECDSA,
                           CKM_SHA256_RSA_PKCS, CKO_PRIVATE_KEY, CKO_SECRET_KEY, CKU_USER, KeySpec)
 from conftest import MEMBERS, SO_PIN, SOFTHSM_LIB, USER_PIN, requires_softhsm, softhsm_env
 from support import private_workspace
