@@ -105,13 +105,17 @@ def _replay(ctx: click.Context, script: str, transcript: str | None, junit: str 
     variables = ScriptVariables(settings.secrets(), workspace.last)
     replay = Replay(lines, variables, stdout_outputs(out), keep_going=keep_going,
                     control=HAControl(workspace))
-    error = None
+    error, interrupted = None, False
     try:
         MenuLoop(Context(workspace, replay), observer=replay.observe,
                  error_log=_error_log(settings)).run()
     except ScriptError as exc:
         error = str(exc)
         replay.write(f"\nScript error: {error}\n")
+    except KeyboardInterrupt:
+        interrupted = True
+        replay.stopped_early = True
+        replay.write("\n(interrupted)\n")
     finally:
         replay.write("\n" + replay.summary() + "\n")
         if out:
@@ -120,7 +124,7 @@ def _replay(ctx: click.Context, script: str, transcript: str | None, junit: str 
         _write_junit(junit_xml, replay.steps, junit, name, error)
     if error:
         return EXIT_USAGE
-    return EXIT_FAILED if replay.failed else EXIT_OK
+    return EXIT_FAILED if replay.failed or interrupted else EXIT_OK
 
 
 @main.command()

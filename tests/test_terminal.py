@@ -203,3 +203,21 @@ def test_a_library_that_cannot_load_says_so_in_one_line(ckdemo_bin, terminal_hom
         assert "Traceback" not in "\n".join(lines)
     finally:
         pane.close()
+
+
+def test_ctrl_c_abandons_the_choice_and_keeps_the_session(terminal):
+    """A person who changes their mind mid-choice presses Ctrl-C: the choice goes, the open
+    session stays, and Ctrl-C at the main prompt leaves ckdemo cleanly."""
+    open_session(terminal, "1")
+    terminal.answer(PROMPT, "3")
+    terminal.wait_for_prompt("Enter your session handle :")
+    terminal.tmux("send-keys", "-t", terminal.target, "C-c")
+    screen = terminal.wait_for_prompt(PROMPT)
+    assert "Choice abandoned (interrupted)." in since(screen, f"{PROMPT} 3")
+    assert "Traceback" not in screen
+    terminal.answer(PROMPT, "13")
+    terminal.answer("Enter your session handle :", "1")
+    after = since(terminal.wait_for_prompt(PROMPT), f"{PROMPT} 13")
+    assert "CKS_RW_PUBLIC_SESSION" in after  # the session opened before Ctrl-C is still there
+    terminal.tmux("send-keys", "-t", terminal.target, "C-c")
+    assert terminal.wait_for_exit() == "0"

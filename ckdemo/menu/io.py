@@ -24,9 +24,16 @@ class MenuIO(Protocol):
 class TerminalIO:
     """A person at a terminal (or a pipe): prompts on stdout, answers from stdin."""
 
+    abandon_on_interrupt = True  # Ctrl-C drops the choice in progress, the menu goes on
+
     def __init__(self, stdin: TextIO | None = None, stdout: TextIO | None = None) -> None:
         self.stdin = stdin or sys.stdin
         self.stdout = stdout or sys.stdout
+        if self.stdin.isatty():
+            try:
+                import readline  # noqa: F401  (input() gains editing and history)
+            except ImportError:
+                pass
 
     def write(self, text: str) -> None:
         self.stdout.write(text)
@@ -37,6 +44,12 @@ class TerminalIO:
             try:
                 return getpass.getpass(prompt, stream=self.stdout)
             except EOFError:
+                raise EndOfInput(prompt) from None
+        if self.stdin is sys.stdin and self.stdout is sys.stdout and self.stdin.isatty():
+            try:  # a person at a terminal: line editing and history through readline
+                return input(prompt)
+            except EOFError:
+                self.write("\n")
                 raise EndOfInput(prompt) from None
         self.write(prompt)
         line = self.stdin.readline()

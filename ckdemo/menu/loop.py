@@ -122,7 +122,13 @@ class MenuLoop:
             message = f"Input ended while waiting for an answer to '{str(exc).strip()}'."
             context.say("\n" + message)
             return StepResult(entry.number, entry.title, NO_ANSWER, message=message)
-        except (KeyboardInterrupt, SystemExit, InputAborted):
+        except KeyboardInterrupt:  # Ctrl-C in a choice abandons the choice, not the session
+            if not getattr(context.io, "abandon_on_interrupt", False):
+                raise  # a replay stops: its later answers belong to this choice
+            message = "Choice abandoned (interrupted)."
+            context.say("\n" + message)
+            return StepResult(entry.number, entry.title, BAD_INPUT, message=message)
+        except (SystemExit, InputAborted):
             raise
         except Exception as exc:  # a ckdemo bug must not end the session or lose its state
             where = report_internal_error(exc, self.error_log)
