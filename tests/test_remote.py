@@ -273,3 +273,18 @@ def test_a_hung_member_is_failed_after_the_timeout_and_recovers(remote_home, run
     assert re.search(r"member \w+ recovered", done.stdout)
     assert took < 30  # one timeout, not an endless wait
     assert servers_of(remote_home) == []  # even the one that was stopped is gone
+
+
+def test_the_remote_demo_script(remote_home, run_ckdemo):
+    """scripts/ha-remote-demo (make demo-remote): the seed's story with a real SIGKILL."""
+    for run in (1, 2):  # the known keys are token objects: a second run finds them there
+        done = run_ckdemo(remote_home, "run", str(Path(__file__).parent.parent / "scripts" /
+                                                  "ha-remote-demo"))
+        assert done.returncode == 0, done.stdout
+        statuses = re.findall(r"HSM \w+\t- (CKR_\w+)", done.stdout)
+        assert statuses == ["CKR_OK"] * 3 + ["CKR_DEVICE_ERROR", "CKR_OK", "CKR_OK",
+                                             "CKR_TOKEN_NOT_PRESENT", "CKR_OK", "CKR_OK"] + \
+            ["CKR_OK"] * 3
+        assert "its p11-kit server was killed (SIGKILL to the process group)" in done.stdout
+        assert re.search(r"member \w+ recovered", done.stdout)
+    assert servers_of(remote_home) == []
