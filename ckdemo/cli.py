@@ -31,7 +31,12 @@ def _settings(ctx: click.Context, auto_provision: bool = True):
 def _workspace(settings):
     from .harness import build_workspace
     try:
-        return build_workspace(settings)
+        workspace = build_workspace(settings)
+        if click.get_current_context().obj.get("nolb"):
+            for slot in workspace.slots:
+                if getattr(slot, "is_virtual", False):
+                    slot.balance = False
+        return workspace
     except SettingsError as exc:
         raise Fail(str(exc)) from None
 
@@ -43,11 +48,13 @@ def _workspace(settings):
               help="Configuration file in Chrystoki.conf syntax (default HOME/Chrystoki.conf).")
 @click.option("--module", envvar="CKDEMO_MODULE", type=click.Path(dir_okay=False),
               help="Use this PKCS#11 library (e.g. Luna libCryptoki2.so) instead of the members.")
+@click.option("--nolb", is_flag=True,
+              help="No load balancing: HA calls go to the first active member (CKDemo's nolb).")
 @click.pass_context
-def main(ctx: click.Context, home, config, module) -> None:
+def main(ctx: click.Context, home, config, module, nolb) -> None:
     """CKDemo-like PKCS#11 test harness. Without a command: the interactive menu on a terminal,
     or a replay of the script on standard input."""
-    ctx.obj = {"home": home, "config": config, "module": module}
+    ctx.obj = {"home": home, "config": config, "module": module, "nolb": nolb}
     if ctx.invoked_subcommand is None:
         if sys.stdin.isatty():
             ctx.exit(_interactive(ctx))

@@ -39,3 +39,14 @@ def test_bad_slot_is_one_line(shared_home, run_ckdemo):
     assert done.returncode == 2
     assert done.stderr.strip().startswith("ckdemo: --slot 9: not a slot number")
     no_traceback(done.stdout, done.stderr)
+
+
+def test_nolb_sends_every_call_to_the_first_member(shared_home, run_ckdemo):
+    """CKDemo's nolb: load balancing off, the first active member serves everything."""
+    script = "51\n5\n${CKDEMO_USER_PIN}\n1\n5\ny\n" + "62\n${LAST_SESSION}\n4\n" * 6 + "122\n5\n0\n"
+    done = run_ckdemo(shared_home, "--nolb", "run", "-", input=script)
+    assert done.returncode == 0, done.stdout
+    calls = [int(row.split()[4]) for row in done.stdout.splitlines()
+             if row[:1].isdigit() and " member" in row and "active" in row]
+    assert calls[0] >= 6 and calls[1:] == [0, 0]
+    assert "load balancing off" in done.stdout
