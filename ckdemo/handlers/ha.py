@@ -63,6 +63,20 @@ def restore_member(ctx: Context) -> None:
             f"it back on a call after {group.policy.interval_s:g} s.")
 
 
+def hang_member(ctx: Context) -> None:
+    _, group = _choose_group(ctx)
+    member = _choose_member(ctx, group)
+    how = group.hang_member(member)
+    ctx.say(f"HSM {member.serial} ({member.label}) hangs: {how}.")
+
+
+def resume_member(ctx: Context) -> None:
+    _, group = _choose_group(ctx)
+    member = _choose_member(ctx, group)
+    how = group.resume_member(member)
+    ctx.say(f"HSM {member.serial} ({member.label}): {how}.")
+
+
 def member_stats(ctx: Context) -> None:
     _, group = _choose_group(ctx)
     rows = []

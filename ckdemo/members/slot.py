@@ -101,14 +101,14 @@ class PhysicalSlot:
 
     def hang(self) -> str:
         if self.server is None:
-            raise CKRError(CKR_FUNCTION_NOT_SUPPORTED, "hang",
+            raise CKRError(CKR_FUNCTION_NOT_SUPPORTED, "Hang member",
                            "only a remote member (a p11-kit server process) can be made to hang")
         self.server.hang()
         return "its p11-kit server was stopped (SIGSTOP): calls get no answer"
 
     def resume(self) -> str:
         if self.server is None:
-            raise CKRError(CKR_FUNCTION_NOT_SUPPORTED, "resume", "only a remote member can hang")
+            raise CKRError(CKR_FUNCTION_NOT_SUPPORTED, "Resume member", "only a remote member can hang")
         self.server.resume()
         return "its p11-kit server runs again (SIGCONT)"
 

@@ -137,6 +137,8 @@ MENU: list[Entry] = [
     Entry(120, "Fail member", _HT, "ha:fail_member"),
     Entry(121, "Restore member", _HT, "ha:restore_member"),
     Entry(122, "Member stats", _HT, "ha:member_stats"),
+    Entry(123, "Hang member", _HT, "ha:hang_member"),
+    Entry(124, "Resume member", _HT, "ha:resume_member"),
 ]
 
 QUIT = 0
