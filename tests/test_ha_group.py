@@ -250,6 +250,21 @@ def test_retries_zero_turns_auto_recovery_off(ha):
     assert ha.events(m3.serial, mark) == ["failed"]
 
 
+def test_manual_recovery_when_auto_recovery_is_off(ha):
+    """Choice 125 (Luna's `hagroup recover`): tried now, whatever X and N say."""
+    m3 = ha.group.members[2]
+    ha.group.policy.retries = 0
+    mark = len(ha.group.log.events)
+    ha.group.fail_member(m3)
+    ha.status()
+    assert ha.group.recover_now() == [(m3, False)]  # still dead: one failed attempt, logged
+    ha.group.restore_member(m3)
+    assert ha.group.recover_now() == [(m3, True)]
+    assert m3.active
+    assert ha.events(m3.serial, mark) == ["failed", "recovery-attempt", "recovered"]
+    assert ha.group.recover_now() == []
+
+
 # ---- load balancing and failover ---------------------------------------------------------------
 def test_load_balancing_each_member_serves_a_quarter(ha, rsa_key):
     before = {m.serial: m.calls for m in ha.group.members}

@@ -32,6 +32,17 @@ class Recovery:
                     and self.policy.due(member.recovery):
                 self._attempt_recovery(member)
 
+    def recover_now(self) -> list[tuple[HAMember, bool]]:
+        """Manual recovery (Luna: `hagroup recover`): every member that is down is tried now,
+        whatever X and N say; a success resets its counters as an automatic one does."""
+        tried = []
+        with self._lock:
+            for member in self.members:
+                if member.state in (MemberState.FAILED, MemberState.DOWN) and member.recovery:
+                    self._attempt_recovery(member)
+                    tried.append((member, member.active))
+        return tried
+
     def member_failed(self, member: HAMember, error: CKRError) -> None:
         with self._lock:
             if not member.active:

@@ -77,6 +77,15 @@ def resume_member(ctx: Context) -> None:
     ctx.say(f"HSM {member.serial} ({member.label}): {how}.")
 
 
+def recover_now(ctx: Context) -> None:
+    _, group = _choose_group(ctx)
+    tried = group.recover_now()
+    if not tried:
+        ctx.say("Every member is in service: nothing to recover.")
+    for member, back in tried:
+        ctx.say(f"HSM {member.serial} ({member.label}): {'recovered' if back else 'still down'}")
+
+
 def member_stats(ctx: Context) -> None:
     _, group = _choose_group(ctx)
     rows = []

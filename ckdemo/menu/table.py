@@ -139,6 +139,7 @@ MENU: list[Entry] = [
     Entry(122, "Member stats", _HT, "ha:member_stats"),
     Entry(123, "Hang member", _HT, "ha:hang_member"),
     Entry(124, "Resume member", _HT, "ha:resume_member"),
+    Entry(125, "Recover now", _HT, "ha:recover_now"),
 ]
 
 QUIT = 0
