@@ -155,8 +155,12 @@ def run(ctx: click.Context, script, transcript, junit, keep_going) -> None:
 @click.option("--remote/--local", default=None,
               help="Serve members from p11-kit server processes (real process kills) or load them "
                    "in-process (default: keep the current choice; local at first).")
+@click.option("--isolated/--shared", default=None,
+              help="Load each local member through its own copy of the library (parallel calls, "
+                   "re-initialised alone) or all through one instance (default: keep; shared).")
 @click.pass_context
-def init(ctx: click.Context, members, force, user_pin, so_pin, label_prefix, remote) -> None:
+def init(ctx: click.Context, members, force, user_pin, so_pin, label_prefix, remote,
+         isolated) -> None:
     """Provision the state folder: a private SoftHSM2 config and member tokens."""
     from .provision import member_labels, provision
     from .settings import DEFAULT_HOME
@@ -165,7 +169,7 @@ def init(ctx: click.Context, members, force, user_pin, so_pin, label_prefix, rem
     home = Path(ctx.obj["home"] or os.environ.get("CKDEMO_HOME") or DEFAULT_HOME)
     try:
         done = provision(home, members, force, member_labels(members, label_prefix), user_pin, so_pin,
-                         remote)
+                         remote, isolated)
     except ProvisionError as exc:
         raise Fail(str(exc)) from None
     click.echo(f"Provisioned {done.home}: {len(done.labels)} SoftHSM2 member tokens "

@@ -29,6 +29,9 @@ def build_workspace(settings: Settings, start_servers: bool = True) -> Workspace
     remote = settings.remote_members()
     if remote:  # those tokens are reached through their servers, not loaded here as well
         slots = [s for s in slots if _label(s) not in remote] + _remote_slots(settings, start_servers)
+    isolated = [m for m in settings.isolated_members() if m not in remote]
+    if isolated:  # each through its own instance of the library, not the shared one
+        slots = [s for s in slots if _label(s) not in isolated] + _isolated_slots(settings, isolated)
     slots = _in_member_order(slots, settings.member_labels())
     groups = build_groups(settings, slots)
     ha = ha_config.settings(settings.conf)
@@ -100,6 +103,36 @@ def _in_member_order(slots: list, labels: list[str]) -> list:
         label = getattr(slot, "member_label", None) or _label(slot)
         return (labels.index(label) if label in labels else len(labels), slot.slot_id or 0)
     return sorted(slots, key=key)
+
+
+def _isolated_slots(settings: Settings, labels: list[str]) -> list:
+    """Local members each through a private copy of the library: an independent instance (own
+    lock, own sessions, own C_Finalize/C_Initialize, FACTS 1), so members run calls in parallel
+    and a member is re-initialised alone. Same SOFTHSM2_CONF, each copy uses its own token."""
+    import shutil
+    from .members.module import module_for
+    from .members.slot import PhysicalSlot
+
+    source = settings.libraries()[0]
+    lib_dir = settings.home / "lib"
+    lib_dir.mkdir(parents=True, exist_ok=True)
+    slots = []
+    for label in labels:
+        copy = lib_dir / f"{Path(source).stem}-{label}.so"
+        if not copy.exists() or copy.stat().st_size != Path(source).stat().st_size:
+            shutil.copyfile(source, copy.with_suffix(".tmp"))
+            copy.with_suffix(".tmp").replace(copy)
+        try:
+            module = module_for(str(copy)).load()
+            module.dedicated = True
+            found = [PhysicalSlot(module, i) for i in module.slot_ids(token_present=True)]
+        except CKRError as exc:
+            raise SettingsError(f"cannot load the private copy {copy}: {exc}") from None
+        mine = [slot for slot in found if _label(slot) == label]
+        if mine:
+            mine[0].member_label = label
+            slots.append(mine[0])
+    return slots
 
 
 def member_servers(settings: Settings) -> list:

@@ -86,7 +86,8 @@ def existing_tokens(conf: Path) -> dict[str, str]:
 
 def provision(home: Path, members: int = DEFAULT_MEMBERS, force: bool = False,
               labels: list[str] | None = None, user_pin: str = DEFAULT_USER_PIN,
-              so_pin: str = DEFAULT_SO_PIN, remote: bool | None = None) -> Provisioned:
+              so_pin: str = DEFAULT_SO_PIN, remote: bool | None = None,
+              isolated: bool | None = None) -> Provisioned:
     """Create (or complete) the state folder: config, SoftHSM2 config and member tokens."""
     if members < 1:
         raise ProvisionError("--members must be at least 1")
@@ -115,6 +116,11 @@ def provision(home: Path, members: int = DEFAULT_MEMBERS, force: bool = False,
     conf.set(CKDEMO_SECTION, "SoftHSM2Conf", str(softhsm_conf))
     conf.set(CKDEMO_SECTION, "Members", ",".join(labels))
     conf.set(CKDEMO_SECTION, "MemberSerials", ",".join(serials[label] for label in labels))
+    if isolated is not None:  # a private library instance per local member (harness.py)
+        if isolated:
+            conf.set(CKDEMO_SECTION, "LocalIsolation", "copies")
+        else:
+            conf.remove(CKDEMO_SECTION, "LocalIsolation")
     if remote is not None:  # members served by p11-kit server processes (see members/remote.py)
         if remote:
             conf.set(CKDEMO_SECTION, "RemoteMembers", ",".join(labels))

@@ -55,6 +55,12 @@ class Settings:
         except ValueError:
             raise SettingsError(f"{CKDEMO_SECTION}.MemberTimeout = {value!r} is not a number") from None
 
+    def isolated_members(self) -> list[str]:
+        """Local members loaded through a private copy of the library each (LocalIsolation)."""
+        if (self.conf.get(CKDEMO_SECTION, "LocalIsolation") or "").strip().lower() == "copies":
+            return self.member_labels()
+        return []
+
     def remote_members(self) -> list[str]:
         value = self.conf.get(CKDEMO_SECTION, "RemoteMembers") or ""
         return [label.strip() for label in value.split(",") if label.strip()]

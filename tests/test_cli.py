@@ -9,6 +9,7 @@ import pty
 import re
 import select
 import stat
+from pathlib import Path
 import subprocess
 import time
 
@@ -228,3 +229,17 @@ def test_time_to_first_prompt_on_a_terminal(ckdemo_bin, provision, tmp_path, rec
         os.close(master)
     record_property("first_prompt_s", f"{elapsed:.3f}")
     print(f"\nckdemo start to first prompt: {elapsed:.3f} s (issue target < 0.3 s; not asserted)")
+
+
+def test_isolated_members_each_have_their_own_library_instance(tmp_path, provision, run_ckdemo):
+    """`init --isolated`: every local member through its own copy of libsofthsm2.so (an
+    independent instance: own lock, parallel calls, re-initialised alone), HA still whole."""
+    home = provision(tmp_path / "home", "--isolated")
+    done = run_ckdemo(home, "run", "-", input="10\n1\n10\n2\n10\n3\n0\n")
+    assert done.returncode == 0, done.stdout
+    paths = [line.split(":", 1)[1].strip() for line in done.stdout.splitlines()
+             if line.strip().startswith("Path")]
+    assert paths == [str(home / "lib" / f"libsofthsm2-member{n}.so") for n in (1, 2, 3)]
+    demo = run_ckdemo(home, "run", str(Path(__file__).parent.parent / "scripts" / "ha-failover-demo"))
+    assert demo.returncode == 0, demo.stdout
+    assert "recovered" in demo.stdout
