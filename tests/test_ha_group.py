@@ -265,6 +265,31 @@ def test_manual_recovery_when_auto_recovery_is_off(ha):
     assert ha.group.recover_now() == []
 
 
+def test_member_changes_are_slot_events_of_the_virtual_slot(ha):
+    """15 Wait for Slot Event on the HA slot: one event per member failure or recovery."""
+    from ckdemo.codes import CKR_NO_EVENT, CKRError
+    group, m2 = ha.group, ha.group.members[1]
+
+    def event() -> int | None:
+        try:
+            return group.wait_for_event()
+        except CKRError as exc:
+            assert exc.ckr == CKR_NO_EVENT
+            return None
+    while event() is not None:  # what earlier tests left
+        pass
+    group.fail_member(m2)
+    ha.status()
+    assert event() == group.slot_id
+    assert event() is None
+    group.restore_member(m2)
+    ha.clock.advance(2 * ha.x)
+    ha.session.generate_random(8)  # recovery runs inside a call
+    assert m2.active
+    assert event() == group.slot_id
+    assert event() is None
+
+
 # ---- load balancing and failover ---------------------------------------------------------------
 def test_load_balancing_each_member_serves_a_quarter(ha, rsa_key):
     before = {m.serial: m.calls for m in ha.group.members}

@@ -41,6 +41,7 @@ class HAGroup(Recovery, Administration):
         self._next_object = 1
         self._next_member = 0
         self._lock = threading.RLock()  # member state, round robin and anchors across threads
+        self.slot_events = 0  # member failures and recoveries not yet reported as slot events
         for index, member in enumerate(members):
             member.index = index
             if not member.active:
@@ -213,7 +214,13 @@ class HAGroup(Recovery, Administration):
                        "the HA virtual slot cannot be initialised; initialise each member's slot")
 
     def wait_for_event(self) -> int:
+        """The virtual slot's events are its members' comings and goings: one event for each
+        member that failed or came back since the last wait (C_WaitForSlotEvent, no blocking)."""
         self.before_call()
+        with self._lock:
+            if self.slot_events:
+                self.slot_events -= 1
+                return self.slot_id
         raise CKRError(CKR_NO_EVENT, "C_WaitForSlotEvent")
 
     def open_session(self, rw: bool = True):

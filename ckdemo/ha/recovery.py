@@ -52,6 +52,7 @@ class Recovery:
                              + (f": {error.detail}" if error.detail else ""))
 
     def _disconnect(self, member: HAMember, why: str) -> None:
+        self.slot_events += 1
         member.state = MemberState.FAILED
         member.recovery = self.policy.disconnected()
         member.generation += 1  # sessions and handles from before are void (FACTS 3)
@@ -77,6 +78,7 @@ class Recovery:
         member.state = MemberState.ACTIVE
         member.recovery = None
         self.log.record(self.serial, member.serial, "recovered", f"after {attempt} attempt(s)")
+        self.slot_events += 1
 
     def _reconnect(self, member: HAMember) -> None:
         if member.slot is None:
