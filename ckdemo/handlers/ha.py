@@ -48,33 +48,29 @@ def ha_status(ctx: Context) -> None:
         ctx.say(f"     HSM {member.serial}\t- {ckr_name(code)}")
 
 
-def fail_member(ctx: Context) -> None:
+def _on_member(ctx: Context, action: str, said: str) -> None:
+    """120, 121, 123, 124: pick the HA slot and a member, do `action` to it, say how it went."""
     _, group = _choose_group(ctx)
     member = _choose_member(ctx, group)
-    how = group.fail_member(member)
-    ctx.say(f"HSM {member.serial} ({member.label}) is down: {how}.")
+    how = getattr(group, action)(member)
+    ctx.say(f"HSM {member.serial} ({member.label}) {said.format(how=how, x=group.policy.interval_s)}")
+
+
+def fail_member(ctx: Context) -> None:
+    _on_member(ctx, "fail_member", "is down: {how}.")
 
 
 def restore_member(ctx: Context) -> None:
-    _, group = _choose_group(ctx)
-    member = _choose_member(ctx, group)
-    how = group.restore_member(member)
-    ctx.say(f"HSM {member.serial} ({member.label}) is back in service ({how}); the HA group takes "
-            f"it back on a call after {group.policy.interval_s:g} s.")
+    _on_member(ctx, "restore_member", "is back in service ({how}); the HA group takes it back on "
+                                      "a call after {x:g} s.")
 
 
 def hang_member(ctx: Context) -> None:
-    _, group = _choose_group(ctx)
-    member = _choose_member(ctx, group)
-    how = group.hang_member(member)
-    ctx.say(f"HSM {member.serial} ({member.label}) hangs: {how}.")
+    _on_member(ctx, "hang_member", "hangs: {how}.")
 
 
 def resume_member(ctx: Context) -> None:
-    _, group = _choose_group(ctx)
-    member = _choose_member(ctx, group)
-    how = group.resume_member(member)
-    ctx.say(f"HSM {member.serial} ({member.label}): {how}.")
+    _on_member(ctx, "resume_member", "runs again: {how}.")
 
 
 def recover_now(ctx: Context) -> None:
