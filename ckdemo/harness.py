@@ -75,8 +75,10 @@ def build_groups(settings: Settings, slots: list) -> list:
                 module.lock_timeout = timeout  # physical-slot calls: no endless wait either
                 module.stalled = lambda worker=member.worker: worker.hung
         policy = RecoveryPolicy(ha.interval_s, ha.reconnect_attempts)
-        groups.append(HAGroup(group.label, group.serial, members, policy, log,
-                              slot_id=HA_SLOT_ID_BASE + number))
+        ha_group = HAGroup(group.label, group.serial, members, policy, log,
+                           slot_id=HA_SLOT_ID_BASE + number)
+        ha_group.synchronize_on_recovery = ha_config.synchronize_on_recovery(settings.conf, group.label)
+        groups.append(ha_group)
     return groups
 
 

@@ -71,5 +71,3 @@ class Workspace:
                 paths += [p for p in exports(symbol) if p not in paths]
         return paths
 
-    def forget_slot_sessions(self, slot_number: int) -> None:
-        self.sessions = [s for s in self.sessions if s.slot_number != slot_number]

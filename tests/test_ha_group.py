@@ -394,6 +394,32 @@ def member_objects(member, key_id: bytes) -> set[int]:
         session.close()
 
 
+def test_hasynchronize_off_recovers_without_copying(ha):
+    """HASynchronize = { <label> = 0; }: the member comes back as it is (Luna leaves copying to a
+    manual `hagroup synchronize`); calls for keys it lacks go to the members that have them."""
+    m1, m2, m3 = ha.group.members
+    ha.group.synchronize_on_recovery = False
+    try:
+        ha.group.fail_member(m2)
+        ha.status()
+        key_id = os.urandom(8)
+        pub, priv = ha.session.generate(KeySpec("rsa", 2048, "no-resync", key_id))
+        ha.group.restore_member(m2)
+        mark = len(ha.group.log.events)
+        ha.clock.advance(ha.x + 1)
+        ha.session.generate_random(16)
+        assert m2.active
+        assert member_objects(m2, key_id) == set()
+        assert [e.event for e in ha.group.log.events[mark:]] == ["recovered"]
+        for _ in range(6):  # never lands on m2, which does not hold the key
+            sign(ha, priv)
+        ha.session.destroy_object(priv)  # from the members that hold it; m2 has nothing to do
+        ha.session.destroy_object(pub)
+        assert member_objects(m1, key_id) == set()
+    finally:
+        ha.group.synchronize_on_recovery = True
+
+
 def test_recovered_member_is_resynchronised(ha):
     m1, m2, m3 = ha.group.members
     gone_id, new_id = os.urandom(8), os.urandom(8)

@@ -66,6 +66,11 @@ def settings(conf: ChrystokiConf) -> HASettings:
                       status == "enabled", conf.get(HA_CONFIGURATION, "haLogPath"))
 
 
+def synchronize_on_recovery(conf: ChrystokiConf, label: str) -> bool:
+    """HASynchronize = { <label> = 1; }: on unless the group's entry says 0."""
+    return (conf.get(HA_SYNCHRONIZE, label) or "1").strip() != "0"
+
+
 def set_retry(conf: ChrystokiConf, count: int) -> None:
     conf.set(HA_CONFIGURATION, "reconnAtt", str(count))
 

@@ -42,6 +42,7 @@ class HAGroup(Recovery, Administration):
         self._next_member = 0
         self._lock = threading.RLock()  # member state, round robin and anchors across threads
         self.slot_events = 0  # member failures and recoveries not yet reported as slot events
+        self.synchronize_on_recovery = True  # HASynchronize: bring a recovered member up to date
         for index, member in enumerate(members):
             member.index = index
             if not member.active:
@@ -139,6 +140,8 @@ class HAGroup(Recovery, Administration):
         for member in self.active_members():
             try:
                 done.append((member, self._on_member(member, lambda: op(member))))
+            except ObjectMissing:
+                continue  # the object never reached this member: nothing to do there
             except CKRError as exc:
                 if not self._is_member_failure(exc):
                     raise

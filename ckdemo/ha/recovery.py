@@ -105,7 +105,7 @@ class Recovery:
                     if exc.ckr != CKR_USER_ALREADY_LOGGED_IN:
                         raise
             member.anchor = anchor
-            if source is not None:
+            if source is not None and self.synchronize_on_recovery:
                 self._resynchronise(source, member)
         except BaseException:
             member.anchor = None

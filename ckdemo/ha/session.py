@@ -269,15 +269,14 @@ class VirtualSession:
             return found
         return self.group.run("C_FindObjects", search)
 
-    # ---- key management: on the primary, then copied to every other active member -------------
+    # ---- key management: made on one member, then copied to every other active member -----------
     def generate(self, spec: KeySpec) -> list[int]:
         if not spec.key_id:
             spec = _with(spec, key_id=os.urandom(8))  # members find the key by CKA_ID
         # every HA key must be able to travel to other members under the domain key only
         spec = _with(spec, extractable=True, wrap_with_trusted=True)
-        primary, handles = self._on_primary("C_GenerateKeyPair",
-                                            lambda s: s.generate(spec))
-        return self._replicate_all(primary, handles)
+        source, handles = self._on_one("C_GenerateKeyPair", lambda s: s.generate(spec))
+        return self._replicate_all(source, handles)
 
     def create_object(self, template: dict[int, Any]) -> int:
         """The caller typed the values: create them on every member alike."""
@@ -293,7 +292,8 @@ class VirtualSession:
         self.objects.pop(handle, None)
         self._by_key.pop(obj.key, None)
 
-    def _on_primary(self, function: str, op) -> tuple[HAMember, Any]:
+    def _on_one(self, function: str, op) -> tuple[HAMember, Any]:
+        """op on one member (balanced, failing over), and which member it was."""
         def call(m: HAMember):
             return m, op(self.group._session(m))
         return self.group.run(function, call)

@@ -14,16 +14,3 @@ def mechanism_name(mechanism: int) -> str:
             return f"CKM_VENDOR_DEFINED+0x{mechanism - CKM_VENDOR_DEFINED:X}"
         return f"CKM_0x{mechanism:08X}"
 
-
-def mechanism_value(name: str) -> int:
-    """Accepts 'CKM_SHA256_RSA_PKCS', 'sha256_rsa_pkcs' or a number ('0x40')."""
-    text = name.strip()
-    try:
-        return int(text, 0)
-    except ValueError:
-        pass
-    key = text.upper().removeprefix("CKM_")
-    try:
-        return Mechanism[key].value
-    except KeyError:
-        raise KeyError(f"unknown mechanism {name!r}") from None

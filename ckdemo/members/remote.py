@@ -198,10 +198,3 @@ def client_module(server: MemberServer, lib_dir: Path, timeout: float | None = N
         raise RemoteError(f"cannot load {copy}: {exc}") from None
     return module
 
-
-def check_loadable() -> None:
-    """Raises RemoteError naming what is missing for remote members."""
-    client_library()
-    if shutil.which("p11-kit") is None:
-        raise RemoteError("p11-kit not found: apt-get install p11-kit")
-

@@ -48,6 +48,3 @@ def version(v: tuple[int, int]) -> str:
 def flags(value: int, names: Sequence[str]) -> str:
     return f"0x{value:08X}" + (f" ({' | '.join(names)})" if names else "")
 
-
-def hexdump(data: bytes) -> str:
-    return data.hex()

@@ -40,20 +40,13 @@ GROUPS = [
     Group("HA TEST FUNCTIONS (ckdemo)", columns=3, width=14),
 ]
 
-LATER = "comes with the {what} (not implemented in ckdemo yet)"
-
 
 def _luna(function: str) -> tuple[str, str, str]:
     """handler, unavailable, extension of a Luna-only choice (others:luna_only detects the symbol)."""
     return "others:luna_only", f"Luna extension {function}: not part of standard PKCS#11", function
 
 
-def _later(function: str, what: str) -> str:
-    return f"{function} " + LATER.format(what=what)
-
-
 _T, _O, _S, _H, _K, _C, _M, _X, _B, _E, _HT = (g.heading for g in GROUPS)
-OBJ, SEC, KEY = "object functions", "security functions", "key functions"
 
 MENU: list[Entry] = [
     Entry(1, "Open Session", _T, "token:open_session"),

@@ -32,7 +32,6 @@ class Step:
     line: int  # the script line of the menu choice
     seconds: float
     expected: str = "CKR_OK"
-    expect_line: int | None = None
 
     @property
     def passed(self) -> bool:
@@ -105,7 +104,6 @@ class Replay:
                 raise ScriptError(f"line {d.line}: @expect before any menu choice")
             step = self.steps[-1]
             step.expected = normalise_expectation(d.argument, d.line)
-            step.expect_line = d.line
             mark = "ok" if step.passed else "NOT MET"
             self.write(f"@expect {step.expected}: {mark}\n")
         else:
