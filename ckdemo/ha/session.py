@@ -352,7 +352,7 @@ class VirtualSession:
         return obj
 
     def _object(self, handle: int, function: str) -> VirtualObject:
-        self.group.before_call()
+        """Only a lookup: the call that follows (run, on_all) does the recovery check."""
         try:
             return self.objects[handle]
         except KeyError:

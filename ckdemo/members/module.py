@@ -30,6 +30,7 @@ class Module:
         self._lib = None
         self._raw: RawModule | None = None
         self.failed_slots: set[int] = set()  # simulated member failures (fault injection)
+        self._tokens: dict[int, object] = {}  # python-pkcs11 Token per slot id
         self.dedicated = False  # one member's own instance: re-initialising it touches no other
         self.transport_limit = ""  # what the transport cannot carry (named on MECHANISM_INVALID)
         self.environment: dict[str, str] = {}  # variables the library reads at C_Initialize
@@ -130,6 +131,7 @@ class Module:
     def reinitialize(self) -> None:
         """C_Finalize + C_Initialize: every session and handle from before is gone (FACTS 3)."""
         with self._locked("C_Initialize"):
+            self._tokens.clear()
             lib = self.lib
             try:
                 with pkcs11_call("C_Finalize"):
@@ -140,12 +142,17 @@ class Module:
                 lib.initialize()
 
     def pkcs11_token(self, slot_id: int):
-        """The python-pkcs11 Token in slot_id (only the member layer sees this object)."""
+        """The python-pkcs11 Token in slot_id (only the member layer sees this object). Kept
+        until the module is re-initialised: finding it lists every slot of the module."""
+        token = self._tokens.get(slot_id)
+        if token is not None:
+            return token
         with self.calling("C_GetSlotList"):
             for slot in self.lib.get_slots():
                 if slot.slot_id == slot_id:
                     with pkcs11_call("C_GetTokenInfo"):
-                        return slot.get_token()
+                        token = self._tokens[slot_id] = slot.get_token()
+                    return token
         raise CKRError(CKR_SLOT_ID_INVALID, "C_GetSlotInfo")
 
     # Simulated failure at the member boundary: the token behaves as a dead device until

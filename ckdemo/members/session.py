@@ -93,7 +93,7 @@ class PhysicalSession:
         operation = getattr(self._object(handle, function), method, None)
         if operation is None:
             raise CKRError(CKR_KEY_FUNCTION_NOT_PERMITTED, function,
-                           f"key {handle} does not allow {method.replace('_', ' ')} "
+                           f"key {handle} does not allow {method.strip('_').replace('_', ' ')} "
                            "(checked by ckdemo before the call)")
         return operation
 
@@ -154,12 +154,11 @@ class PhysicalSession:
     def verify(self, handle: int, mechanism: int, data: bytes, signature: bytes,
                param: MechanismParam = None) -> None:
         """Returns when the signature is good; CKRError(CKR_SIGNATURE_INVALID) otherwise."""
-        self._operation(handle, "verify", "C_VerifyInit")
-        key = self._object(handle, "C_VerifyInit")
+        # python-pkcs11's verify() folds CKR_SIGNATURE_LEN_RANGE into False; its _verify()
+        # raises the module's own answer, which is what the status line must show
+        verify = self._operation(handle, "_verify", "C_VerifyInit")
         with self._calling("C_Verify"):
-            # python-pkcs11's verify() folds CKR_SIGNATURE_LEN_RANGE into False; its _verify()
-            # raises the module's own answer, which is what the status line must show
-            key._verify(data, signature, mechanism=Mechanism(mechanism),
+            verify(data, signature, mechanism=Mechanism(mechanism),
                         mechanism_param=to_pkcs11(param))
 
     def encrypt(self, handle: int, mechanism: int, data: bytes, param: MechanismParam = None) -> bytes:
