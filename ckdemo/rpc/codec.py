@@ -1,0 +1,207 @@
+"""Message bodies of the p11-kit RPC protocol (version 0), both directions, from the call table.
+
+A body is: u32 call id, the call's signature as a byte array (no NUL), then its fields in
+signature order (`p11_rpc_message_prep/parse` in rpc-message.c, 0.24.1). A failed call is
+answered with call id 0 and one u64, the CK_RV.
+
+    server: decode_request(body) -> Message;  encode_response(call, *args) / encode_error(ckr)
+    client: encode_request(call, *args);      decode_response(body, call) -> Message
+
+Field values: `y` int, `u` int, `v` Version, `s`/`z` bytes (None = NULL), `M` Mechanism,
+`ay` bytes or BufferSize, `au` sequence of int or BufferSize, `aA` sequence of Attribute,
+`fy`/`fu` int (buffer size offered, 0 = size query), `fA` sequence of AttributeSize. The reply of
+C_GetInfo/GetSlotInfo/GetTokenInfo/GetMechanismInfo/GetSessionInfo is its one structure.
+Every malformed or unencodable message raises CodecError, nothing else.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .attributes import (read_attribute_array, read_attribute_buffer, write_attribute_array,
+                         write_attribute_buffer)
+from .buffer import CodecError, Reader, UnknownCallError, Writer
+from .calls import BY_ID, BY_NAME, CALL_ERROR, Call
+from .mechanisms import read_mechanism, write_mechanism
+from .structs import BufferSize, Version
+
+__all__ = ["CodecError", "UnknownCallError", "Message", "decode_request", "encode_request",
+           "decode_response", "encode_response", "encode_error", "call_of"]
+
+
+@dataclass(frozen=True)
+class Message:
+    call_id: int
+    args: tuple
+
+    @property
+    def call(self) -> Call:
+        return BY_ID[self.call_id]
+
+    @property
+    def name(self) -> str:
+        return self.call.name
+
+    @property
+    def is_error(self) -> bool:
+        return self.call_id == CALL_ERROR
+
+    @property
+    def ckr(self) -> int:
+        """The CK_RV of an error reply."""
+        if not self.is_error:
+            raise AttributeError(f"{self.name} reply is not an error reply")
+        return self.args[0]
+
+
+def call_of(call: int | str | Call) -> Call:
+    if isinstance(call, Call):
+        return call
+    found = BY_NAME.get(call) if isinstance(call, str) else BY_ID.get(call)
+    if found is None:
+        raise UnknownCallError(f"no version-0 call {call!r}", call if isinstance(call, int) else None)
+    return found
+
+
+# ---- one field per signature token ------------------------------------------------------------
+def _write_byte_or_size(writer: Writer, value) -> None:
+    if isinstance(value, BufferSize):
+        writer.byte(0)
+        writer.u32(value.length)
+    elif isinstance(value, (bytes, bytearray, memoryview)):
+        writer.byte(1)
+        writer.byte_array(value)
+    else:
+        raise CodecError(f"`ay` takes bytes or BufferSize, not {type(value).__name__}")
+
+
+def _read_byte_or_size(reader: Reader):
+    presence = reader.byte()
+    if presence == 0:
+        return BufferSize(reader.u32())
+    data = reader.byte_array() if presence == 1 else None
+    if data is None:
+        raise CodecError(f"`ay` with presence byte {presence} and no data")
+    return data
+
+
+def _write_ulongs_or_size(writer: Writer, value) -> None:
+    if isinstance(value, BufferSize):
+        writer.byte(0)
+        writer.u32(value.length)
+        return
+    try:
+        values = tuple(value)
+    except TypeError:
+        raise CodecError(f"`au` takes a sequence of int or BufferSize, not {value!r}") from None
+    writer.byte(1)
+    writer.u32(len(values))
+    for item in values:
+        writer.u64(item)
+
+
+def _read_ulongs_or_size(reader: Reader):
+    presence = reader.byte()
+    count = reader.u32()
+    if presence == 0:
+        return BufferSize(count)
+    if presence != 1:
+        raise CodecError(f"`au` with presence byte {presence}")
+    return tuple(reader.u64() for _ in range(count))
+
+
+def _write_version(writer: Writer, value) -> None:
+    if not isinstance(value, Version):
+        raise CodecError(f"`v` takes a Version, not {value!r}")
+    value.write(writer)
+
+
+_WRITERS = {
+    "y": Writer.byte, "u": Writer.u64, "v": _write_version, "s": Writer.byte_array,
+    "z": Writer.byte_array, "M": write_mechanism, "ay": _write_byte_or_size,
+    "au": _write_ulongs_or_size, "aA": write_attribute_array, "fy": Writer.u32,
+    "fu": Writer.u32, "fA": write_attribute_buffer,
+}
+_READERS = {
+    "y": Reader.byte, "u": Reader.u64, "v": Version.read, "s": Reader.byte_array,
+    "z": Reader.byte_array, "M": read_mechanism, "ay": _read_byte_or_size,
+    "au": _read_ulongs_or_size, "aA": read_attribute_array, "fy": Reader.u32,
+    "fu": Reader.u32, "fA": read_attribute_buffer,
+}
+
+
+# ---- whole bodies ------------------------------------------------------------------------------
+def _encode(call: Call, signature: str, fields: tuple[str, ...], struct: type | None, args) -> bytes:
+    writer = Writer()
+    writer.u32(call.id)
+    writer.byte_array(signature.encode("ascii"))
+    if struct is not None:
+        if len(args) != 1 or not isinstance(args[0], struct):
+            raise CodecError(f"{call.name} reply takes one {struct.__name__}", call.id)
+        args[0].write(writer)
+        return writer.getvalue()
+    if len(args) != len(fields):
+        raise CodecError(f"{call.name} ({signature!r}) takes {len(fields)} values, got {len(args)}",
+                         call.id)
+    try:
+        for token, value in zip(fields, args):
+            _WRITERS[token](writer, value)
+    except CodecError as error:
+        raise CodecError(f"{call.name}: {error}", call.id) from error
+    except (TypeError, AttributeError) as error:  # e.g. a str where bytes are expected
+        raise CodecError(f"{call.name}: {error}", call.id) from error
+    return writer.getvalue()
+
+
+def _decode(body: bytes, is_request: bool, expected: Call | None = None) -> Message:
+    reader = Reader(body)
+    call_id = reader.u32()
+    call = BY_ID.get(call_id)
+    if call is None:
+        raise UnknownCallError(f"unknown call id {call_id}", call_id)
+    if is_request and call_id == CALL_ERROR:
+        raise CodecError("a request cannot carry the error call id 0", call_id)
+    if not is_request and expected is not None and call_id not in (expected.id, CALL_ERROR):
+        raise CodecError(f"reply to {call.name} where {expected.name} was asked", call_id)
+    signature = call.request if is_request else call.response
+    sent = reader.byte_array()
+    if sent is None or sent != signature.encode("ascii"):
+        raise CodecError(f"{call.name}: signature {sent!r}, expected {signature!r}", call_id)
+    try:
+        if not is_request and call.response_struct is not None:
+            args = (call.response_struct.read(reader),)
+        else:
+            args = tuple(_READERS[token](reader) for token in (call.request_fields if is_request
+                                                               else call.response_fields))
+        reader.expect_end()
+    except CodecError as error:
+        raise CodecError(f"{call.name}: {error}", call_id) from error
+    if call_id == CALL_ERROR and args[0] == 0:
+        raise CodecError("error reply with CKR_OK", call_id)  # rpc-client.c: "bad error code"
+    return Message(call_id, args)
+
+
+def encode_request(call: int | str | Call, *args) -> bytes:
+    call = call_of(call)
+    if call.request is None:
+        raise CodecError("the error call id has no request", call.id)
+    return _encode(call, call.request, call.request_fields, None, args)
+
+
+def decode_request(body: bytes) -> Message:
+    return _decode(body, is_request=True)
+
+
+def encode_response(call: int | str | Call, *args) -> bytes:
+    call = call_of(call)
+    return _encode(call, call.response, call.response_fields, call.response_struct, args)
+
+
+def decode_response(body: bytes, call: int | str | Call | None = None) -> Message:
+    """A reply; with `call`, one to another call than that (except an error reply) is refused."""
+    return _decode(body, is_request=False, expected=call_of(call) if call is not None else None)
+
+
+def encode_error(ckr: int) -> bytes:
+    if not isinstance(ckr, int) or ckr <= 0:
+        raise CodecError(f"an error reply needs a CK_RV other than CKR_OK, not {ckr!r}", CALL_ERROR)
+    return encode_response(CALL_ERROR, ckr)
