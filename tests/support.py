@@ -15,6 +15,10 @@ import pytest
 
 from conftest import SOFTHSM_LIB
 
+from ckdemo.ha.replication import CARRIED
+
+DOMAIN_KEYS = len(CARRIED)  # HA domain keys per member: one per kind of key carried
+
 REPO = Path(__file__).resolve().parent.parent
 GOLDEN_DIR = Path(__file__).resolve().parent / "golden"
 UPDATE_GOLDEN = os.environ.get("CKDEMO_UPDATE_GOLDEN") == "1"

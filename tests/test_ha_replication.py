@@ -20,7 +20,7 @@ from ckdemo.model import (CKA_CLASS, CKA_ID, CKA_KEY_TYPE, CKA_LABEL, CKA_MODULU
                           CKA_PUBLIC_EXPONENT, CKA_SENSITIVE, CKA_VALUE, CKM_ECDSA,
                           CKM_SHA256_RSA_PKCS, CKO_PRIVATE_KEY, CKO_SECRET_KEY, CKU_USER, KeySpec)
 from conftest import MEMBERS, SO_PIN, SOFTHSM_LIB, USER_PIN, requires_softhsm, softhsm_env
-from support import private_workspace
+from support import DOMAIN_KEYS, private_workspace
 
 pytestmark = requires_softhsm
 
@@ -105,7 +105,7 @@ def test_members_list_the_same_objects(listings):
     views = {member: sorted((o["type"], o.get("label", ""), o.get("id", "")) for o in objects)
              for member, objects in listings.items()}
     first = views[MEMBERS[0]]
-    assert len(first) == len(EXPECTED) + 1  # + the HA domain key
+    assert len(first) == len(EXPECTED) + DOMAIN_KEYS  # + the HA domain keys
     for member in MEMBERS[1:]:
         assert views[member] == first, member
 
@@ -113,7 +113,7 @@ def test_members_list_the_same_objects(listings):
 def test_private_and_secret_keys_are_sensitive_on_every_member(listings):
     for member, objects in listings.items():
         keys = [o for o in objects if o["type"].startswith(("Private Key", "Secret Key"))]
-        assert len(keys) == 4, keys  # RSA, EC, AES and the HA domain key
+        assert len(keys) == 3 + DOMAIN_KEYS, keys  # RSA, EC, AES and the HA domain keys
         for o in keys:
             access = [a.strip() for a in o.get("access", "").split(",")]
             assert "sensitive" in access, f"{member}: {o}"

@@ -627,7 +627,7 @@ def test_an_unknown_handle_names_the_function_asked_for(menu, shared_home):
 
 def _members(independent, home) -> dict[str, set[tuple[str, str, str]]]:
     """(class, label, id) per member, without the HA group's own domain key."""
-    return {m: {i for i in tool_identities(independent, home, m) if i[1] != "ckdemo HA domain key"}
+    return {m: {i for i in tool_identities(independent, home, m) if not i[1].startswith("ckdemo HA domain key")}
             for m in MEMBERS}
 
 
@@ -732,7 +732,7 @@ def test_ha_find_and_display_agree_with_every_member(menu, home, independent):
     assert created(out) == [1, 2]
     [rows] = found(out)
     ours = {(cls, label, key_id) for _, cls, _, label, key_id in rows}
-    assert ("CKO_SECRET_KEY", "ckdemo HA domain key", b"ckdemo-ha-domain".hex()) in ours
+    assert ("CKO_SECRET_KEY", "ckdemo HA domain key g1 rsa", b"ckdemo-ha-domain/g1/rsa".hex()) in ours
     for member in MEMBERS:
         assert tool_identities(independent, home, member) == ours, member
     opened, secret = displayed(out)[:2]

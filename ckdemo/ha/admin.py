@@ -3,6 +3,8 @@ fault injection on members for demos and tests.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 from ..codes import CKR_DEVICE_ERROR, CKR_USER_ALREADY_LOGGED_IN, CKR_USER_NOT_LOGGED_IN, CKRError
 from ..model import CKU_SO
 from . import replication
@@ -15,61 +17,82 @@ CKF_USER_PIN_INITIALIZED = 0x8
 class Administration:
     """HA Init, login, status and fault injection for HAGroup."""
 
-    def ha_init(self, so_pin: str) -> list[str]:
-        """Put the domain key on every reachable member (one SO login each) and admit members
-        that were rejected. When some member lacks the key while others hold it, a new key
-        replaces it everywhere: the old value cannot leave its members, and keys already on the
-        members are stored by them, not wrapped, so nothing depends on the old one."""
+    def ha_init(self, so_pin: str) -> "HAInitReport":
+        """Put the group's domain keys on every reachable member (one SO login each) and admit
+        members that were rejected. When every member holds the same complete generation there
+        is nothing to do; otherwise a new generation goes on every member (a domain key cannot
+        be destroyed, nor its value leave its member, so re-keying adds keys beside the old
+        ones, which keep their unwrap template and stay harmless). Keys already on the members
+        are stored by them, not wrapped, so nothing depends on an older generation. The weak
+        key of earlier versions (public, destroyable, no unwrap template) is destroyed."""
         self.before_call()
         targets = [m for m in self.members if m.active or m.state is MemberState.REJECTED]
         if not targets:
             raise CKRError(CKR_DEVICE_ERROR, "HA Init", "no HA group member is available")
-        credentials = self.credentials
-        if credentials:  # an SO login needs the user logged out of the token (PKCS#11)
-            self.logout()
-        try:
-            present = {m.serial: self._has_domain_key(m) for m in targets}
-            rotate = any(present.values()) and not all(present.values())
-            value = None
-            changed = []
-            for member in targets:
-                if present[member.serial] and not rotate:
-                    continue
-                session = member.slot.open_session(rw=True)
-                try:
-                    session.login(CKU_SO, so_pin)
-                    try:
-                        value = value or session.generate_random(replication.DOMAIN_KEY_BYTES)
-                        old = replication.find_domain_key(session)
-                        if old is not None:
-                            session.destroy_object(old)
-                        session.create_object(replication.domain_key_template(value))
-                        if credentials and not member.slot.token_info().flags & CKF_USER_PIN_INITIALIZED:
-                            session.init_pin(credentials[1])  # an emptied token gets the HA PIN
-                        changed.append(member.serial)
-                    finally:
-                        logout_quietly(session)
-                finally:
-                    close_quietly(session)
-            value = None
-        finally:
-            if credentials:
-                self.login(*credentials)
+        held = {m.serial: self._domain_keys(m) for m in targets}
+        currents = {keys.current for keys in held.values()}
+        report = HAInitReport(generation=currents.pop() if len(currents) == 1 else None)
+        rekey = report.generation is None
+        if rekey:
+            report.generation = max(keys.newest for keys in held.values()) + 1
+        weak = [m for m in targets if held[m.serial].legacy]
+        if rekey or weak:
+            self._put_domain_keys(so_pin, targets, held, report, rekey)
         for member in targets:
             if member.state is MemberState.REJECTED:  # taken back by the next call's recovery
                 member.state = MemberState.DOWN
                 member.recovery = self.policy.disconnected()
                 member.recovery.last_recover_attempt -= self.policy.interval_s + 1
+                report.readmitted.append(member.serial)
                 self.log.record(self.serial, member.serial, "readmitted", "by HA Init")
-        if changed:
-            self.log.record(self.serial, ",".join(changed), "domain-key",
-                            "replaced on every member" if rotate else "created")
-        return changed
+        if report.weak_removed:
+            self.log.record(self.serial, ",".join(report.weak_removed), "domain-key",
+                            "weak key of an earlier version destroyed")
+        if report.created_on:
+            self.log.record(self.serial, ",".join(report.created_on), "domain-key",
+                            f"generation {report.generation} created")
+        return report
 
-    def _has_domain_key(self, member: HAMember) -> bool:
+    def _put_domain_keys(self, so_pin: str, targets: list[HAMember], held: dict,
+                         report: "HAInitReport", rekey: bool) -> None:
+        credentials = self.credentials
+        if credentials:  # an SO login needs the user logged out of the token (PKCS#11)
+            self.logout()
+        values: dict[str, bytes] = {}
+        try:
+            for member in targets:
+                session = member.slot.open_session(rw=True)
+                try:
+                    session.login(CKU_SO, so_pin)
+                    try:
+                        for handle in held[member.serial].legacy:
+                            session.destroy_object(handle)
+                            report.weak_removed.append(member.serial)
+                        if rekey:
+                            for kind in replication.CARRIED:
+                                if kind not in values:
+                                    values[kind] = session.generate_random(replication.DOMAIN_KEY_BYTES)
+                                session.create_object(replication.domain_key_template(
+                                    values[kind], report.generation, kind))
+                            report.created_on.append(member.serial)
+                            older = [g for g in held[member.serial].generations if g < report.generation]
+                            if older:
+                                report.kept.append((member.serial, sorted(older)))
+                        if credentials and not member.slot.token_info().flags & CKF_USER_PIN_INITIALIZED:
+                            session.init_pin(credentials[1])  # an emptied token gets the HA PIN
+                    finally:
+                        logout_quietly(session)
+                finally:
+                    close_quietly(session)
+        finally:
+            values.clear()
+            if credentials:
+                self.login(*credentials)
+
+    def _domain_keys(self, member: HAMember) -> replication.DomainKeys:
         session = member.slot.open_session(rw=False)
         try:
-            return replication.find_domain_key(session) is not None
+            return replication.domain_keys(session)
         finally:
             close_quietly(session)
 
@@ -139,3 +162,31 @@ class Administration:
 
     def resume_member(self, member: HAMember) -> str:
         return member.slot.resume()
+
+
+@dataclass
+class HAInitReport:
+    """What HA Init did, for the menu and the HA log."""
+    generation: int | None = None
+    created_on: list[str] = field(default_factory=list)
+    weak_removed: list[str] = field(default_factory=list)
+    kept: list[tuple[str, list[int]]] = field(default_factory=list)  # (member, older generations)
+    readmitted: list[str] = field(default_factory=list)
+
+    def lines(self) -> list[str]:
+        said = []
+        if self.weak_removed:
+            said.append(f"weak HA domain key of an earlier version (public, destroyable, no unwrap "
+                        f"template) destroyed on {len(self.weak_removed)} member(s): "
+                        f"{', '.join(self.weak_removed)}")
+        if self.created_on:
+            said.append(f"HA domain keys generation {self.generation} ({', '.join(replication.CARRIED)}) "
+                        f"created on {len(self.created_on)} member(s): {', '.join(self.created_on)}")
+        for serial, older in self.kept:
+            said.append(f"member {serial} keeps generation(s) {', '.join(map(str, older))}: domain keys "
+                        "cannot be destroyed (only re-initialising the token removes them); they "
+                        "unwrap only sensitive, trusted-only keys and are no longer used")
+        if not said:
+            said.append(f"every active member already holds HA domain keys generation "
+                        f"{self.generation}; nothing to do")
+        return said

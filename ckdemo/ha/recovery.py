@@ -92,10 +92,10 @@ class Recovery:
             # the domain key is a public object: checked before any login, so an emptied token
             # (no user PIN) is recognised as such and not retried forever
             source = self._source_member(exclude=member)
-            if source is not None and replication.find_domain_key(self._session(source)) is not None \
-                    and replication.find_domain_key(anchor) is None:
-                raise MemberRejected("came back without the HA domain key (token re-initialised?): "
-                                     "run HA Init (50) to admit it again")
+            wanted = replication.domain_keys(self._session(source)).current if source else None
+            if wanted is not None and wanted not in replication.domain_keys(anchor).complete:
+                raise MemberRejected(f"came back without the HA domain keys (generation {wanted}; "
+                                     "token re-initialised?): run HA Init (50) to admit it again")
             if self.credentials:
                 try:
                     anchor.login(*self.credentials)
@@ -117,8 +117,8 @@ class Recovery:
         src, dst = self._session(source), target.anchor
         have = {replication.object_key(replication.identity(src, h)): h for h in _keys(src)}
         held = {replication.object_key(replication.identity(dst, h)): h for h in _keys(dst)}
-        copied = [k for k in have if k not in held and k[1] != replication.DOMAIN_KEY_ID]
-        removed = [k for k in held if k not in have and k[1] != replication.DOMAIN_KEY_ID]
+        copied = [k for k in have if k not in held and not replication.is_domain_key_id(k[1])]
+        removed = [k for k in held if k not in have and not replication.is_domain_key_id(k[1])]
         refused = []
         for key in copied:
             try:
@@ -148,7 +148,7 @@ class Recovery:
             have = inventory[target.serial]
             for source in self.active_members():
                 for key, handle in inventory[source.serial].items():
-                    if key not in have and key[1] != replication.DOMAIN_KEY_ID:
+                    if key not in have and not replication.is_domain_key_id(key[1]):
                         have[key] = replication.replicate(self._session(source), handle,
                                                           self._session(target))
                         copied += 1

@@ -1,24 +1,58 @@
-"""Key replication between members without plaintext: wrap under the group's domain key.
+"""Key replication between members without plaintext: wrap under the group's domain keys.
 
-The domain key is an AES-256 key with CKA_TRUSTED, identical on every member, sensitive and
-never extractable (FACTS: "Replicating keys between SoftHSM2 members"). Its value is drawn
-from member 1's RNG and crosses host memory once, at HA Init, as a Luna cloning-domain secret
-does; application keys are generated with CKA_WRAP_WITH_TRUSTED and only ever leave a member
-wrapped under it (CKM_AES_KEY_WRAP_PAD).
+A domain key is an AES-256 key with CKA_TRUSTED, identical on every member, sensitive and never
+extractable. Its value is drawn from member 1's RNG and crosses host memory once, at HA Init, as
+a Luna cloning-domain secret does. Application keys are generated with CKA_WRAP_WITH_TRUSTED and
+only ever leave a member wrapped under a domain key (CKM_AES_KEY_WRAP_PAD).
+
+A trusted key alone is not enough (FACTS, "Domain key attacks"): whoever holds the user PIN could
+unwrap a blob again as a non-sensitive key. So every domain key is locked down where the token
+enforces it (SoftHSM 2.6.1 does): not modifiable, copyable or destroyable, usable only for
+CKM_AES_KEY_WRAP_PAD wrap/unwrap, and its CKA_UNWRAP_TEMPLATE makes whatever it unwraps
+sensitive, wrappable by trusted keys only and private, of one class and key type. That is why
+there is one domain key per kind of key carried: an RSA blob cannot come back as a secret key.
+SoftHSM lets only the SO create a trusted key and the SO cannot create private objects, so the
+domain keys are public objects: their values lie unencrypted in the token files, which the state
+folder's 0700 mode protects (README, Security).
+
+Domain keys cannot be destroyed, so re-keying adds a generation beside the old one (CKA_ID
+`ckdemo-ha-domain/g<N>/<kind>`); replication uses the newest generation both members hold. The
+single public, destroyable key of earlier ckdemo versions (CKA_ID `ckdemo-ha-domain`) is weak:
+HA Init destroys it.
 """
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass, field
 from typing import Any
 
-from ..model import (CKA_CLASS, CKA_DECRYPT, CKA_DERIVE, CKA_EC_PARAMS, CKA_EC_POINT, CKA_ENCRYPT,
-                     CKA_EXTRACTABLE, CKA_ID, CKA_KEY_TYPE, CKA_LABEL, CKA_MODULUS, CKA_PRIVATE,
-                     CKA_PUBLIC_EXPONENT, CKA_SENSITIVE, CKA_SIGN, CKA_TOKEN, CKA_TRUSTED, CKA_UNWRAP,
-                     CKA_VALUE, CKA_VERIFY, CKA_WRAP, CKA_WRAP_WITH_TRUSTED, CKK_AES, CKK_EC, CKK_RSA,
+from ..codes import CKR_KEY_NOT_WRAPPABLE, CKRError
+from ..model import (CKA_ALLOWED_MECHANISMS, CKA_CLASS, CKA_COEFFICIENT, CKA_COPYABLE, CKA_DECRYPT,
+                     CKA_DERIVE, CKA_DESTROYABLE, CKA_EC_PARAMS, CKA_EC_POINT, CKA_ENCRYPT,
+                     CKA_EXPONENT_1, CKA_EXPONENT_2, CKA_EXTRACTABLE, CKA_ID, CKA_KEY_TYPE,
+                     CKA_LABEL, CKA_MODIFIABLE, CKA_MODULUS, CKA_PRIME_1, CKA_PRIME_2, CKA_PRIVATE,
+                     CKA_PRIVATE_EXPONENT, CKA_PUBLIC_EXPONENT, CKA_SENSITIVE, CKA_SIGN, CKA_TOKEN,
+                     CKA_TRUSTED, CKA_UNWRAP, CKA_UNWRAP_TEMPLATE, CKA_VALUE, CKA_VERIFY, CKA_WRAP,
+                     CKA_WRAP_WITH_TRUSTED, CKK_AES, CKK_EC, CKK_GENERIC_SECRET, CKK_RSA,
                      CKM_AES_KEY_WRAP_PAD, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, CKO_SECRET_KEY)
 
 DOMAIN_KEY_LABEL = "ckdemo HA domain key"
-DOMAIN_KEY_ID = b"ckdemo-ha-domain"
+DOMAIN_KEY_PREFIX = b"ckdemo-ha-domain"
+LEGACY_DOMAIN_KEY_ID = DOMAIN_KEY_PREFIX  # one weak key, before generations existed
 DOMAIN_KEY_BYTES = 32
+DOMAIN_KEY_MECHANISM = CKM_AES_KEY_WRAP_PAD
+_DOMAIN_ID = re.compile(rb"ckdemo-ha-domain/g(\d+)/([a-z]+)\Z")
+
+# the kinds of key a domain key carries: (class, key type) by name
+CARRIED = {
+    "rsa": (CKO_PRIVATE_KEY, CKK_RSA),
+    "ec": (CKO_PRIVATE_KEY, CKK_EC),
+    "aes": (CKO_SECRET_KEY, CKK_AES),
+    "generic": (CKO_SECRET_KEY, CKK_GENERIC_SECRET),
+}
+KIND_OF = {pair: kind for kind, pair in CARRIED.items()}
+# pinned by every domain key's unwrap template: no user can unwrap a readable copy
+UNWRAP_PINNED = {CKA_SENSITIVE: True, CKA_WRAP_WITH_TRUSTED: True, CKA_PRIVATE: True}
 
 # capability attributes copied to a replica, by object class
 CAPABILITIES = {
@@ -29,48 +63,130 @@ CAPABILITIES = {
     CKO_PUBLIC_KEY: (CKA_VERIFY, CKA_ENCRYPT, CKA_WRAP),
 }
 PUBLIC_VALUES = {CKK_RSA: (CKA_MODULUS, CKA_PUBLIC_EXPONENT), CKK_EC: (CKA_EC_PARAMS, CKA_EC_POINT)}
+# what a key that is not sensitive is copied by (it is readable anyway, so nothing is wrapped)
+CLEAR_VALUES = {
+    (CKO_PRIVATE_KEY, CKK_RSA): (CKA_MODULUS, CKA_PUBLIC_EXPONENT, CKA_PRIVATE_EXPONENT, CKA_PRIME_1,
+                                 CKA_PRIME_2, CKA_EXPONENT_1, CKA_EXPONENT_2, CKA_COEFFICIENT),
+    (CKO_PRIVATE_KEY, CKK_EC): (CKA_EC_PARAMS, CKA_VALUE),
+}
 IDENTITY = (CKA_CLASS, CKA_KEY_TYPE, CKA_ID, CKA_LABEL, CKA_TOKEN, CKA_PRIVATE)
 
 
-def domain_key_template(value: bytes) -> dict[int, Any]:
+def domain_key_id(generation: int, kind: str) -> bytes:
+    return b"%s/g%d/%s" % (DOMAIN_KEY_PREFIX, generation, kind.encode())
+
+
+def is_domain_key_id(key_id: bytes | None) -> bool:
+    return bool(key_id) and bytes(key_id).startswith(DOMAIN_KEY_PREFIX)
+
+
+def domain_key_template(value: bytes, generation: int, kind: str) -> dict[int, Any]:
+    cls, key_type = CARRIED[kind]
     return {CKA_CLASS: CKO_SECRET_KEY, CKA_KEY_TYPE: CKK_AES, CKA_VALUE: value, CKA_TOKEN: True,
-            CKA_PRIVATE: False, CKA_SENSITIVE: True, CKA_EXTRACTABLE: False, CKA_TRUSTED: True,
+            CKA_PRIVATE: False,  # SoftHSM: only the SO may set CKA_TRUSTED, and not on private objects
+            CKA_SENSITIVE: True, CKA_EXTRACTABLE: False, CKA_TRUSTED: True,
             CKA_WRAP: True, CKA_UNWRAP: True, CKA_ENCRYPT: False, CKA_DECRYPT: False,
-            CKA_ID: DOMAIN_KEY_ID, CKA_LABEL: DOMAIN_KEY_LABEL}
+            CKA_SIGN: False, CKA_VERIFY: False, CKA_DERIVE: False,
+            CKA_MODIFIABLE: False, CKA_COPYABLE: False, CKA_DESTROYABLE: False,
+            CKA_ALLOWED_MECHANISMS: [DOMAIN_KEY_MECHANISM],
+            CKA_UNWRAP_TEMPLATE: {CKA_CLASS: cls, CKA_KEY_TYPE: key_type, **UNWRAP_PINNED},
+            CKA_ID: domain_key_id(generation, kind), CKA_LABEL: f"{DOMAIN_KEY_LABEL} g{generation} {kind}"}
 
 
-def find_domain_key(session) -> int | None:
-    found = session.find_objects({CKA_CLASS: CKO_SECRET_KEY, CKA_ID: DOMAIN_KEY_ID})
-    return found[0] if found else None
+@dataclass
+class DomainKeys:
+    """The domain keys one member holds: {generation: {kind: handle}}, and a weak legacy key."""
+    generations: dict[int, dict[str, int]] = field(default_factory=dict)
+    legacy: list[int] = field(default_factory=list)
+
+    @property
+    def complete(self) -> list[int]:
+        """Generations with a key for every kind, oldest first."""
+        return sorted(g for g, kinds in self.generations.items() if set(kinds) == set(CARRIED))
+
+    @property
+    def current(self) -> int | None:
+        complete = self.complete
+        return complete[-1] if complete else None
+
+    @property
+    def newest(self) -> int:
+        return max(self.generations, default=0)
+
+
+def domain_keys(session) -> DomainKeys:
+    """Every trusted secret key of ours on the member (public objects: no login needed)."""
+    found = DomainKeys()
+    for handle in session.find_objects({CKA_CLASS: CKO_SECRET_KEY, CKA_TRUSTED: True}):
+        key_id = bytes(session.get_attributes(handle, [CKA_ID]).get(CKA_ID) or b"")
+        if key_id == LEGACY_DOMAIN_KEY_ID:
+            found.legacy.append(handle)
+            continue
+        match = _DOMAIN_ID.match(key_id)
+        if match and match.group(2).decode() in CARRIED:
+            found.generations.setdefault(int(match.group(1)), {})[match.group(2).decode()] = handle
+    return found
 
 
 def identity(session, handle: int) -> dict[int, Any]:
     return session.get_attributes(handle, list(IDENTITY))
 
 
-def replicate(source, handle: int, target) -> int:
-    """Copy one key object from the source member session to the target member session."""
-    ident = identity(source, handle)
-    cls = ident[CKA_CLASS]
-    capabilities = source.get_attributes(handle, list(CAPABILITIES.get(cls, ())))
-    template = {k: v for k, v in ident.items() if k != CKA_CLASS}
-    template.update(capabilities)
-    if cls == CKO_PUBLIC_KEY:
-        values = source.get_attributes(handle, list(PUBLIC_VALUES[ident[CKA_KEY_TYPE]]))
-        return target.create_object({CKA_CLASS: cls, **template, **values})
-    source_domain, target_domain = find_domain_key(source), find_domain_key(target)
-    if source_domain is None or target_domain is None:
-        from ..codes import CKR_KEY_NOT_WRAPPABLE, CKRError
-        raise CKRError(CKR_KEY_NOT_WRAPPABLE, "C_WrapKey", "no HA domain key: run HA Init (50) first")
-    wrapped = source.wrap_key(source_domain, handle, CKM_AES_KEY_WRAP_PAD)
-    template.pop(CKA_KEY_TYPE, None)
-    sensitive = source.get_attributes(handle, [CKA_SENSITIVE])[CKA_SENSITIVE]
-    template.update({CKA_SENSITIVE: bool(sensitive), CKA_EXTRACTABLE: True,
-                     CKA_WRAP_WITH_TRUSTED: True})
-    return target.unwrap_key(target_domain, cls, ident[CKA_KEY_TYPE], wrapped,
-                             CKM_AES_KEY_WRAP_PAD, template)
-
-
 def object_key(ident: dict[int, Any]) -> tuple:
     """How objects are matched across members: class, CKA_ID and label (never handles)."""
     return (ident[CKA_CLASS], bytes(ident.get(CKA_ID) or b""), ident.get(CKA_LABEL) or "")
+
+
+def find_same(session, ident: dict[int, Any]) -> int | None:
+    """The member's object with the same class, CKA_ID and label, if it has one."""
+    cls, key_id, label = object_key(ident)
+    template: dict[int, Any] = {CKA_CLASS: cls, CKA_ID: key_id}
+    if label:
+        template[CKA_LABEL] = label
+    found = session.find_objects(template)
+    return found[0] if found else None
+
+
+def replicate(source, handle: int, target) -> int:
+    """Copy one key object from the source member session to the target member session; an
+    object the target already has (same class, CKA_ID, label) is not copied twice."""
+    ident = identity(source, handle)
+    existing = find_same(target, ident)
+    if existing is not None:
+        return existing
+    cls, key_type = ident[CKA_CLASS], ident[CKA_KEY_TYPE]
+    template = {k: v for k, v in ident.items() if k not in (CKA_CLASS, CKA_KEY_TYPE)}
+    template.update(source.get_attributes(handle, list(CAPABILITIES.get(cls, ()))))
+    if cls == CKO_PUBLIC_KEY:
+        values = source.get_attributes(handle, list(PUBLIC_VALUES[key_type]))
+        return target.create_object({CKA_CLASS: cls, CKA_KEY_TYPE: key_type, **template, **values})
+    flags = source.get_attributes(handle, [CKA_SENSITIVE, CKA_EXTRACTABLE, CKA_WRAP_WITH_TRUSTED])
+    if not flags[CKA_SENSITIVE]:
+        return _copy_clear(source, handle, target, cls, key_type, {**template, **flags})
+    kind = KIND_OF.get((cls, key_type))
+    if kind is None:
+        raise CKRError(CKR_KEY_NOT_WRAPPABLE, "C_WrapKey",
+                       f"no HA domain key carries this kind of key (class {cls:#x}, key type {key_type:#x})")
+    generation, wrapping, unwrapping = _common_domain_key(source, target, kind)
+    wrapped = source.wrap_key(wrapping, handle, DOMAIN_KEY_MECHANISM)
+    template.update({CKA_EXTRACTABLE: True, **UNWRAP_PINNED})
+    return target.unwrap_key(unwrapping, cls, key_type, wrapped, DOMAIN_KEY_MECHANISM, template)
+
+
+def _common_domain_key(source, target, kind: str) -> tuple[int, int, int]:
+    mine, theirs = domain_keys(source), domain_keys(target)
+    common = [g for g in mine.generations if kind in mine.generations[g]
+              and kind in theirs.generations.get(g, {})]
+    if not common:
+        raise CKRError(CKR_KEY_NOT_WRAPPABLE, "C_WrapKey",
+                       "the members hold no common HA domain key: run HA Init (50)")
+    generation = max(common)
+    return generation, mine.generations[generation][kind], theirs.generations[generation][kind]
+
+
+def _copy_clear(source, handle: int, target, cls: int, key_type: int,
+                template: dict[int, Any]) -> int:
+    """A key that is not sensitive is readable by its owner anyway: copied by value."""
+    names = CLEAR_VALUES.get((cls, key_type), (CKA_VALUE,))
+    values = source.get_attributes(handle, list(names))
+    return target.create_object({CKA_CLASS: cls, CKA_KEY_TYPE: key_type, **template, **values})

@@ -25,11 +25,8 @@ def _choose_member(ctx: Context, group) -> Any:
 def ha_init(ctx: Context) -> None:
     _, group = _choose_group(ctx)
     so_pin = ctx.ask_secret("Enter SO PIN (the same on every member) : ")
-    created = group.ha_init(so_pin)
-    if created:
-        ctx.say(f"HA domain key created on {len(created)} member(s): {', '.join(created)}")
-    else:
-        ctx.say("Every active member already holds the HA domain key.")
+    for line in group.ha_init(so_pin).lines():
+        ctx.say(line[0].upper() + line[1:] + ".")
 
 
 def ha_login(ctx: Context) -> None:

@@ -185,6 +185,7 @@ PROTOTYPES = {
     "C_Logout": (_UL,),
     "C_GetObjectSize": (_UL, _UL, _PUL),
     "C_GenerateRandom": (_UL, CK_BYTE_PTR, _UL),
+    "C_CreateObject": (_UL, c_void_p, _UL, _PUL),
     "C_WaitForSlotEvent": (_UL, _PUL, c_void_p),
 }
 
@@ -373,6 +374,14 @@ class RawModule:
         size = CK_ULONG(0)
         self._call("C_GetObjectSize", session, obj, byref(size))
         return size.value
+
+    def create_object(self, session: int, template: dict) -> int:
+        """C_CreateObject with any template, nested ones included (CKA_UNWRAP_TEMPLATE)."""
+        from .template import Packed
+        packed, handle = Packed(template), CK_ULONG(0)
+        self._call("C_CreateObject", session, ctypes.cast(packed.array, c_void_p), packed.count,
+                   byref(handle))
+        return handle.value
 
     def generate_random(self, session: int, n: int) -> bytes:
         buffer = (c_ubyte * n)()

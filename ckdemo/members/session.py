@@ -108,6 +108,9 @@ class PhysicalSession:
         return {int(k): v for k, v in values.items()}
 
     def create_object(self, template: dict[int, object]) -> int:
+        if any(isinstance(v, (dict, list, tuple)) for v in template.values()):
+            # python-pkcs11 cannot pack CKA_UNWRAP_TEMPLATE or CKA_ALLOWED_MECHANISMS
+            return self._call("C_CreateObject", self._module.raw.create_object, self.handle, template)
         with self._calling("C_CreateObject"):
             return self._remember(self._session.create_object(_template(template)))
 
