@@ -104,3 +104,14 @@ def test_menu_and_handlers_do_not_reach_members_or_pkcs11():
 def test_only_members_import_pkcs11_or_ctypes():
     outside = [p for p in sources() if (PACKAGE / "members") not in p.parents]
     assert offending(outside, ("pkcs11", "ctypes")) == {}
+
+
+def test_rpc_codec_imports_nothing_from_ckdemo_but_codes():
+    """ckdemo/rpc is the wire format only: both the server and a member client build on it."""
+    def foreign(names: set[str]) -> list[str]:
+        return sorted(n for n in names if n in ("pkcs11", "ctypes") or n.startswith(("pkcs11.", "ctypes."))
+                      or (n.startswith("ckdemo.") and not n.startswith(("ckdemo.rpc", "ckdemo.codes"))))
+    assert sources("rpc"), "ckdemo/rpc has no modules: this rule checks nothing"
+    assert {str(p): foreign(imports_of(p)) for p in sources("rpc") if foreign(imports_of(p))} == {}
+    assert foreign(imports_of_source("from ..ha import group", "ckdemo.rpc.codec")) == ["ckdemo.ha", "ckdemo.ha.group"]
+    assert foreign(imports_of_source("from .. import codes", "ckdemo.rpc.codec")) == []
