@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import cached_property
 
 from .structs import Info, MechanismInfo, SessionInfo, SlotInfo, TokenInfo
 
@@ -28,11 +29,11 @@ class Call:
     response: str
     response_struct: type | None = None
 
-    @property
+    @cached_property
     def request_fields(self) -> tuple[str, ...]:
         return tokens(self.request or "")
 
-    @property
+    @cached_property
     def response_fields(self) -> tuple[str, ...]:
         return tokens(self.response)
 
