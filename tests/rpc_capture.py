@@ -76,13 +76,16 @@ class Relay:
             open_ = True
             while open_:
                 for key, _ in selector.select():
-                    data = key.fileobj.recv(1 << 16)
                     other, log = peers[key.fileobj]
+                    try:
+                        data = key.fileobj.recv(1 << 16)
+                        other.sendall(data)
+                    except OSError:  # a peer reset: the conversation ends here, as recorded
+                        data = b""
                     if not data:
                         open_ = False
                         break
                     log += data
-                    other.sendall(data)
         client.close()
         upstream.close()
 
