@@ -1,8 +1,10 @@
 """Builds the workspace the menu drives: loads the configured libraries and lists their slots."""
 from __future__ import annotations
 
+from functools import partial
 from pathlib import Path
 
+from . import interprocess
 from .codes import CKRError
 from .config import ha as ha_config
 from .settings import Settings, SettingsError
@@ -76,7 +78,8 @@ def build_groups(settings: Settings, slots: list) -> list:
                 module.stalled = lambda worker=member.worker: worker.hung
         policy = RecoveryPolicy(ha.interval_s, ha.reconnect_attempts)
         ha_group = HAGroup(group.label, group.serial, members, policy, log,
-                           slot_id=HA_SLOT_ID_BASE + number)
+                           slot_id=HA_SLOT_ID_BASE + number,
+                           state_lock=partial(interprocess.state_lock, settings.home))
         ha_group.synchronize_on_recovery = ha_config.synchronize_on_recovery(settings.conf, group.label)
         groups.append(ha_group)
     return groups

@@ -110,8 +110,8 @@ def synchronize(ctx: click.Context, pin: str | None) -> None:
         raise Fail(f"no HA group in {settings.config_path}")
     for group in groups:
         try:
-            group.login(CKU_USER, pin)
-            copied = group.synchronize()
+            group.login(CKU_USER, pin)  # completes what some members lack, as HASynchronize allows
+            copied = getattr(group, "completed_at_login", 0) + group.synchronize()
         except CKRError as exc:
             raise Fail(f"HA group {group.label}: {exc}") from None
         click.echo(f"HA group {group.label}: {copied} object(s) copied.")

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from ..codes import CKR_DEVICE_ERROR, CKR_USER_ALREADY_LOGGED_IN, CKR_USER_NOT_LOGGED_IN, CKRError
-from ..model import CKU_SO
+from ..model import CKU_SO, CKU_USER
 from . import replication
 from .cleanup import close_quietly, logout_quietly
 from .member import HAMember, MemberState
@@ -117,6 +117,8 @@ class Administration:
         if not done:
             raise CKRError(CKR_DEVICE_ERROR, "C_Login", "no HA group member is available")
         self.credentials = (user_type, pin)
+        if user_type == CKU_USER:  # only the user sees every key object
+            self.completed_at_login = self.complete_objects()
 
     def logout(self) -> None:
         self.before_call()

@@ -6,6 +6,7 @@ here knows the menu or python-pkcs11: members are physical slots from ckdemo.mem
 from __future__ import annotations
 
 import threading
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Callable, TypeVar
 
 from ..codes import (CKR_DEVICE_ERROR, CKR_FUNCTION_NOT_SUPPORTED, CKR_MECHANISM_INVALID,
@@ -27,7 +28,8 @@ class HAGroup(Recovery, Administration):
     fallback_description = HA_SLOT_DESCRIPTION
 
     def __init__(self, label: str, serial: str, members: list[HAMember], policy: RecoveryPolicy,
-                 log: HALog | None = None, slot_id: int = 0, balance: bool = True) -> None:
+                 log: HALog | None = None, slot_id: int = 0, balance: bool = True,
+                 state_lock: Callable[[], AbstractContextManager] = nullcontext) -> None:
         self.label = label
         self.serial = serial
         self.members = members
@@ -35,6 +37,9 @@ class HAGroup(Recovery, Administration):
         self.log = log or HALog()
         self.slot_id = slot_id
         self.balance = balance  # False: every call goes to the first active member (CKDemo nolb)
+        # serialises changes to what the members hold with every other process on the state
+        # folder (replication, synchronization, recovery); always taken before self._lock
+        self.state_lock = state_lock
         self.credentials: tuple[int, str] | None = None  # HA login, kept in memory only
         self.sessions: dict[int, Any] = {}
         self._next_session = 1
@@ -43,6 +48,7 @@ class HAGroup(Recovery, Administration):
         self._lock = threading.RLock()  # member state, round robin and anchors across threads
         self.slot_events = 0  # member failures and recoveries not yet reported as slot events
         self.synchronize_on_recovery = True  # HASynchronize: bring a recovered member up to date
+        self.completed_at_login = 0  # objects the last HA login copied to members that lacked them
         for index, member in enumerate(members):
             member.index = index
             if not member.active:
@@ -135,6 +141,10 @@ class HAGroup(Recovery, Administration):
 
     def on_all(self, function: str, op: Callable[[HAMember], T]) -> list[tuple[HAMember, T]]:
         """A key-management call on every active member; a member failure fails only the member."""
+        with self.state_lock():
+            return self._on_all(function, op)
+
+    def _on_all(self, function: str, op: Callable[[HAMember], T]) -> list[tuple[HAMember, T]]:
         self.before_call()
         done = []
         for member in self.active_members():

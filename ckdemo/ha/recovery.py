@@ -23,20 +23,26 @@ class Recovery:
     def before_call(self) -> None:
         if all(m.active for m in self.members):
             return  # the common case costs one pass and no lock
-        with self._lock:
+        if not any(self._due(m) for m in self.members):
+            return
+        with self.state_lock(), self._lock:
             self._recover_due()
+
+    def _due(self, member: HAMember) -> bool:
+        recovery = member.recovery
+        return member.state in (MemberState.FAILED, MemberState.DOWN) and recovery is not None \
+            and self.policy.due(recovery)
 
     def _recover_due(self) -> None:
         for member in self.members:
-            if member.state in (MemberState.FAILED, MemberState.DOWN) and member.recovery \
-                    and self.policy.due(member.recovery):
+            if self._due(member):
                 self._attempt_recovery(member)
 
     def recover_now(self) -> list[tuple[HAMember, bool]]:
         """Manual recovery (Luna: `hagroup recover`): every member that is down is tried now,
         whatever X and N say; a success resets its counters as an automatic one does."""
         tried = []
-        with self._lock:
+        with self.state_lock(), self._lock:
             for member in self.members:
                 if member.state in (MemberState.FAILED, MemberState.DOWN) and member.recovery:
                     self._attempt_recovery(member)
@@ -135,26 +141,58 @@ class Recovery:
                             + (f"; not copied (calls needing them go to other members): "
                                f"{', '.join(refused)}" if refused else ""))
 
-    def synchronize(self) -> int:
-        """Every key object on any active member is copied to the members that lack it."""
-        self.before_call()
+    def synchronize(self, why: str = "synchronised") -> int:
+        """Every key object on any active member is copied to the members that lack it (class,
+        CKA_ID and label tell objects apart); serialised with every other process's changes,
+        so running it beside a key generation never makes a duplicate."""
+        with self.state_lock():
+            self.before_call()
+            inventory = self._inventory()
+            copied = 0
+            for target in self.active_members():
+                have = inventory[target.serial]
+                for source in self.active_members():
+                    for key, handle in inventory[source.serial].items():
+                        if key not in have:
+                            have[key] = replication.replicate(self._session(source), handle,
+                                                              self._session(target))
+                            copied += 1
+        if copied:
+            self.log.record(self.serial, "*", why, f"{copied} object(s) copied")
+        return copied
+
+    def incomplete(self) -> int:
+        """How many key objects some active members hold and others lack."""
+        with self.state_lock():
+            inventory = self._inventory()
+        everything = set().union(*inventory.values()) if inventory else set()
+        return sum(1 for key in everything if any(key not in held for held in inventory.values()))
+
+    def complete_objects(self) -> int:
+        """At HA login: a key that reached only some members (a ckdemo process killed in the
+        middle of a replication) is completed from a member that has it, as HASynchronize
+        allows; otherwise the HA log says how many objects are incomplete."""
+        try:
+            if self.synchronize_on_recovery:
+                return self.synchronize(why="completed at HA login")
+            missing = self.incomplete()
+            if missing:
+                self.log.record(self.serial, "*", "incomplete",
+                                f"{missing} object(s) on some members only (HASynchronize off: "
+                                "`ckdemo hagroup synchronize` copies them)")
+        except CKRError as exc:
+            self.log.record(self.serial, "*", "incomplete", f"could not complete objects: {exc}")
+        return 0
+
+    def _inventory(self) -> dict[str, dict[tuple, int]]:
         inventory = {}
         for member in self.active_members():
             session = self._session(member)
             inventory[member.serial] = {
-                replication.object_key(replication.identity(session, h)): h for h in _keys(session)}
-        copied = 0
-        for target in self.active_members():
-            have = inventory[target.serial]
-            for source in self.active_members():
-                for key, handle in inventory[source.serial].items():
-                    if key not in have and not replication.is_domain_key_id(key[1]):
-                        have[key] = replication.replicate(self._session(source), handle,
-                                                          self._session(target))
-                        copied += 1
-        if copied:
-            self.log.record(self.serial, "*", "synchronised", f"{copied} object(s) copied")
-        return copied
+                key: h for key, h in ((replication.object_key(replication.identity(session, h)), h)
+                                      for h in _keys(session))
+                if not replication.is_domain_key_id(key[1])}
+        return inventory
 
 
 def _keys(session) -> list[int]:

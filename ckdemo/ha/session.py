@@ -275,8 +275,9 @@ class VirtualSession:
             spec = _with(spec, key_id=os.urandom(8))  # members find the key by CKA_ID
         # every HA key must be able to travel to other members under the domain key only
         spec = _with(spec, extractable=True, wrap_with_trusted=True)
-        source, handles = self._on_one("C_GenerateKeyPair", lambda s: s.generate(spec))
-        return self._replicate_all(source, handles)
+        with self.group.state_lock():  # on every member or on none, seen from any process
+            source, handles = self._on_one("C_GenerateKeyPair", lambda s: s.generate(spec))
+            return self._replicate_all(source, handles)
 
     def create_object(self, template: dict[int, Any]) -> int:
         """The caller typed the values: create them on every member alike."""
