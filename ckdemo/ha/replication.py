@@ -8,9 +8,10 @@ only ever leave a member wrapped under a domain key (CKM_AES_KEY_WRAP_PAD).
 A trusted key alone is not enough (FACTS, "Domain key attacks"): whoever holds the user PIN could
 unwrap a blob again as a non-sensitive key. So every domain key is locked down where the token
 enforces it (SoftHSM 2.6.1 does): not modifiable, copyable or destroyable, usable only for
-CKM_AES_KEY_WRAP_PAD wrap/unwrap, and its CKA_UNWRAP_TEMPLATE makes whatever it unwraps
-sensitive, wrappable by trusted keys only and private, of one class and key type. That is why
-there is one domain key per kind of key carried: an RSA blob cannot come back as a secret key.
+CKM_AES_KEY_WRAP_PAD wrap/unwrap; its CKA_WRAP_TEMPLATE lets it wrap one class and key type only,
+and its CKA_UNWRAP_TEMPLATE makes whatever it unwraps that class and type, sensitive, wrappable
+by trusted keys only and private. That is why there is one domain key per kind of key carried:
+an RSA blob cannot come back as a secret key whose value is the private key's encoding.
 SoftHSM lets only the SO create a trusted key and the SO cannot create private objects, so the
 domain keys are public objects: their values lie unencrypted in the token files, which the state
 folder's 0700 mode protects (README, Security).
@@ -32,7 +33,7 @@ from ..model import (CKA_ALLOWED_MECHANISMS, CKA_CLASS, CKA_COEFFICIENT, CKA_COP
                      CKA_EXPONENT_1, CKA_EXPONENT_2, CKA_EXTRACTABLE, CKA_ID, CKA_KEY_TYPE,
                      CKA_LABEL, CKA_MODIFIABLE, CKA_MODULUS, CKA_PRIME_1, CKA_PRIME_2, CKA_PRIVATE,
                      CKA_PRIVATE_EXPONENT, CKA_PUBLIC_EXPONENT, CKA_SENSITIVE, CKA_SIGN, CKA_TOKEN,
-                     CKA_TRUSTED, CKA_UNWRAP, CKA_UNWRAP_TEMPLATE, CKA_VALUE, CKA_VERIFY, CKA_WRAP,
+                     CKA_TRUSTED, CKA_UNWRAP, CKA_UNWRAP_TEMPLATE, CKA_WRAP_TEMPLATE, CKA_VALUE, CKA_VERIFY, CKA_WRAP,
                      CKA_WRAP_WITH_TRUSTED, CKK_AES, CKK_EC, CKK_GENERIC_SECRET, CKK_RSA,
                      CKM_AES_KEY_WRAP_PAD, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, CKO_SECRET_KEY)
 
@@ -89,6 +90,8 @@ def domain_key_template(value: bytes, generation: int, kind: str) -> dict[int, A
             CKA_SIGN: False, CKA_VERIFY: False, CKA_DERIVE: False,
             CKA_MODIFIABLE: False, CKA_COPYABLE: False, CKA_DESTROYABLE: False,
             CKA_ALLOWED_MECHANISMS: [DOMAIN_KEY_MECHANISM],
+            # it wraps only its own kind of key, and unwraps only that kind, locked down
+            CKA_WRAP_TEMPLATE: {CKA_CLASS: cls, CKA_KEY_TYPE: key_type},
             CKA_UNWRAP_TEMPLATE: {CKA_CLASS: cls, CKA_KEY_TYPE: key_type, **UNWRAP_PINNED},
             CKA_ID: domain_key_id(generation, kind), CKA_LABEL: f"{DOMAIN_KEY_LABEL} g{generation} {kind}"}
 
