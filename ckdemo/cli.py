@@ -146,12 +146,19 @@ def run(ctx: click.Context, script, transcript, junit, keep_going) -> None:
 
 
 @main.command()
-@click.option("--members", default=DEFAULT_MEMBERS, show_default=True, type=click.IntRange(1, 16),
-              help="Number of SoftHSM2 member tokens.")
-@click.option("--force", is_flag=True, help="Delete existing member tokens and start again.")
-@click.option("--user-pin", default=DEFAULT_USER_PIN, show_default=True, envvar="CKDEMO_USER_PIN")
-@click.option("--so-pin", default=DEFAULT_SO_PIN, show_default=True, envvar="CKDEMO_SO_PIN")
-@click.option("--label-prefix", default="member", show_default=True)
+@click.option("--members", type=click.IntRange(1, 16),
+              help=f"Number of SoftHSM2 member tokens (default: keep; {DEFAULT_MEMBERS} at first).")
+@click.option("--force", is_flag=True,
+              help="Delete the member tokens ckdemo made and make new ones (other files stay).")
+@click.option("--user-pin", envvar="CKDEMO_USER_PIN",
+              help=f"User PIN of new tokens (env CKDEMO_USER_PIN, better than argv; default: keep; "
+                   f"{DEFAULT_USER_PIN} at first).")
+@click.option("--so-pin", envvar="CKDEMO_SO_PIN",
+              help=f"SO PIN of new tokens (env CKDEMO_SO_PIN; default: keep; {DEFAULT_SO_PIN} at first).")
+@click.option("--store-pins/--no-store-pins", default=None,
+              help="Keep the PINs in Chrystoki.conf for scripts (default: only the public defaults "
+                   "are kept; other PINs come from CKDEMO_USER_PIN / CKDEMO_SO_PIN).")
+@click.option("--label-prefix", help="Member token labels PREFIX1, PREFIX2, ... (default: member).")
 @click.option("--remote/--local", default=None,
               help="Serve members from p11-kit server processes (real process kills) or load them "
                    "in-process (default: keep the current choice; local at first).")
@@ -159,17 +166,18 @@ def run(ctx: click.Context, script, transcript, junit, keep_going) -> None:
               help="Load each local member through its own copy of the library (parallel calls, "
                    "re-initialised alone) or all through one instance (default: keep; shared).")
 @click.pass_context
-def init(ctx: click.Context, members, force, user_pin, so_pin, label_prefix, remote,
+def init(ctx: click.Context, members, force, user_pin, so_pin, store_pins, label_prefix, remote,
          isolated) -> None:
     """Provision the state folder: a private SoftHSM2 config and member tokens."""
-    from .provision import member_labels, provision
+    from .provision import provision
     from .settings import DEFAULT_HOME
     import os
 
     home = Path(ctx.obj["home"] or os.environ.get("CKDEMO_HOME") or DEFAULT_HOME)
     try:
-        done = provision(home, members, force, member_labels(members, label_prefix), user_pin, so_pin,
-                         remote, isolated)
+        done = provision(home, members=members, force=force, user_pin=user_pin or None,
+                         so_pin=so_pin or None, remote=remote, isolated=isolated,
+                         store_pins=store_pins, label_prefix=label_prefix)
     except ProvisionError as exc:
         raise Fail(str(exc)) from None
     click.echo(f"Provisioned {done.home}: {len(done.labels)} SoftHSM2 member tokens "

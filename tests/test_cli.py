@@ -56,10 +56,16 @@ def test_init_provisions_a_private_home(run_ckdemo, tmp_path):
     assert f"directories.tokendir = {home / 'tokens'}" in (home / "softhsm2.conf").read_text()
 
 
-def test_init_tightens_an_existing_folder(run_ckdemo, tmp_path):
+def test_init_refuses_an_existing_folder_open_to_others_and_leaves_its_mode(run_ckdemo, tmp_path):
+    """ckdemo never chmods a folder it did not create (README, The state folder)."""
     home = tmp_path / "state"
     home.mkdir(mode=0o755)
     os.chmod(home, 0o755)
+    done = run_ckdemo(home, "init")
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1 and "open to other users (mode 0755)" in done.stderr
+    assert mode(home) == 0o755 and list(home.iterdir()) == []
+    os.chmod(home, 0o700)  # the owner decides; then init uses it as it is
     assert run_ckdemo(home, "init").returncode == 0
     assert mode(home) == 0o700
 

@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..childenv import child_environment
 from ..codes import CKRError
 from .module import Module, module_for
 
@@ -102,7 +103,7 @@ class MemberServer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.socket.exists():
             self.socket.unlink()  # left by a killed server: the new one cannot bind over it
-        env = dict(os.environ)
+        env = child_environment()  # never the CKDEMO_*PIN* variables (childenv.py)
         if self.softhsm_conf:
             env["SOFTHSM2_CONF"] = self.softhsm_conf
         env.pop("P11_KIT_SERVER_ADDRESS", None)
