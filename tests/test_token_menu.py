@@ -320,7 +320,8 @@ def test_init_token_on_the_free_slot_then_init_pin_as_so(menu, home, independent
 
 def test_init_token_failures(menu, home, independent):
     code, out = menu(home, f"""\
-        # a wrong SO PIN
+        # a wrong SO PIN (member1 is an HA member: re-initialising it needs the directive)
+        @confirm-destructive
         6
         1
         wrong-so-pin
@@ -336,6 +337,7 @@ def test_init_token_failures(menu, home, independent):
         1
         1
         y
+        @confirm-destructive
         6
         1
         {SO_PIN}
@@ -357,6 +359,7 @@ def test_init_token_failures(menu, home, independent):
 
 def test_reinit_a_member_token_with_its_so_pin(menu, home, independent):
     code, out = menu(home, f"""\
+        @confirm-destructive
         6
         2
         {SO_PIN}
@@ -748,7 +751,7 @@ def test_unknown_choice_and_letters_at_the_main_prompt(menu, shared_home):
 
 def test_pins_of_a_custom_provision_never_reach_stdout_or_the_transcript(run_ckdemo, provision, tmp_path):
     user, so = "Tour-user-5521", "Tour-so-6632"
-    home = provision(tmp_path / "home", "--user-pin", user, "--so-pin", so)
+    home = provision(tmp_path / "home", "--user-pin", user, "--so-pin", so, "--store-pins")
     transcript = tmp_path / "tour.txt"
     done = run_ckdemo(home, "run", "--transcript", str(transcript), "-", input=dedent("""\
         1

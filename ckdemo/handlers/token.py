@@ -62,8 +62,41 @@ def init_token(ctx: Context) -> None:
     label = ctx.ask("Enter token label : ")
     if not label or len(label.encode()) > 32:
         raise InputError("Invalid input: a token label has 1-32 bytes.")
+    # asked last, after every answer: a refusal leaves a script in step
+    membership = ha_membership(ctx, slot)
+    if membership is not None:
+        member, group = membership
+        question = (f"Token {member} is a member of HA group {group}: all its keys will be lost. "
+                    "Re-initialise?")
+        if not confirm_destructive(ctx, question):
+            raise InputError(f"Token {member} not re-initialised.")
     slot.init_token(so_pin, label)
     ctx.say(f"Token in slot#{number} initialised with label '{label}'.")
+
+
+def ha_membership(ctx: Context, slot) -> tuple[str, str] | None:
+    """(member label, group label) when the slot's token belongs to an HA group of the workspace."""
+    serial = None
+    for group in (s for s in ctx.workspace.slots if getattr(s, "is_virtual", False)):
+        for member in group.members:
+            if member.slot is slot:
+                return member.label or member.serial, group.label
+            if serial is None:
+                try:
+                    serial = slot.token_info().serial_number
+                except CKRError:
+                    serial = ""  # unreadable now: matched by slot identity only
+            if serial and member.serial == serial:
+                return member.label or member.serial, group.label
+    return None
+
+
+def confirm_destructive(ctx: Context, question: str) -> bool:
+    """A person answers y/n (default n); a replay goes ahead only after @confirm-destructive."""
+    confirm = getattr(ctx.io, "confirm_destructive", None)
+    if confirm is not None:
+        return confirm(question)
+    return ctx.ask_yes_no(question, False)
 
 
 def init_pin(ctx: Context) -> None:

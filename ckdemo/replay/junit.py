@@ -14,11 +14,12 @@ def write(steps: list[Step], path: str | Path, suite: str, error: str | None = N
                       time=f"{sum(s.seconds for s in steps):.3f}")
     for step in steps:
         r = step.result
-        name = f"line {step.line}: {r.choice if r.choice is not None else r.title} {r.title}"
+        # names and messages come from script answers: masked as in the transcript (masking.py)
+        name = step.mask(f"line {step.line}: {step.choice_text} {r.title}")
         case = ET.SubElement(root, "testcase", classname=suite, name=name, time=f"{step.seconds:.3f}")
         if not step.passed:
             failure = ET.SubElement(case, "failure", message=step.verdict(), type=r.status)
-            failure.text = r.message
+            failure.text = step.mask(r.message)
     if error:
         case = ET.SubElement(root, "testcase", classname=suite, name="script")
         ET.SubElement(case, "error", message=error)

@@ -3,17 +3,22 @@ from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Callable, Mapping, TextIO
 
 from .. import codes
 from ..menu.context import InputError
 from ..menu.io import EndOfInput
 from ..menu.loop import BAD_INPUT, NO_ANSWER, StepResult
+from .masking import MASK, Masker, shown
 from .script import Directive, Line, ScriptError, directive, expand
 
 PSEUDO_RESULTS = (BAD_INPUT, NO_ANSWER)
-MASK = "****"
+CONFIRM_DIRECTIVE = "confirm-destructive"  # the next choice may destroy keys (6 Init Token on an HA member)
+
+
+def _unmasked(text: str) -> str:
+    return text
 
 
 def normalise_expectation(text: str, line: int) -> str:
@@ -32,16 +37,25 @@ class Step:
     line: int  # the script line of the menu choice
     seconds: float
     expected: str = "CKR_OK"
+    shown_choice: str | None = None  # the choice line as the script shows it, when it held a secret
+    mask: Callable[[str], str] = _unmasked  # hides script variables in every text made from the step
 
     @property
     def passed(self) -> bool:
         return self.result.status == self.expected
 
+    @property
+    def choice_text(self) -> str:
+        """The choice as written in a report: its number, or the answer, masked."""
+        if self.shown_choice is not None:
+            return self.shown_choice
+        return str(self.result.choice) if self.result.choice is not None else self.result.title
+
     def verdict(self) -> str:
-        title = f"choice {self.result.choice} ({self.result.title})" if self.result.choice is not None \
-            else f"input {self.result.title!r}"
-        return (f"line {self.line}: {title} ended with {self.result.status}, "
-                f"expected {self.expected}")
+        title = f"choice {self.choice_text} ({self.result.title})" if self.result.choice is not None \
+            else f"input {self.choice_text!r}"
+        return self.mask(f"line {self.line}: {title} ended with {self.result.status}, "
+                         f"expected {self.expected}")
 
 
 @dataclass
@@ -57,11 +71,19 @@ class Replay:
     steps: list[Step] = field(default_factory=list)
     _next: int = 0
     _choice_line: int = 0
+    _choice: Line | None = None  # the script line of the choice in progress
     _choice_started: float = 0.0
+    _confirmed: bool = False  # @confirm-destructive before the choice in progress
     stopped_early: bool = False
+    masker: Masker | None = None
+
+    def __post_init__(self) -> None:
+        if self.masker is None:
+            self.masker = Masker(self.lines, self.variables)
 
     # MenuIO
     def write(self, text: str) -> None:
+        text = self.masker(text)  # no value of a ${NAME} leaves ckdemo (masking.py)
         for out in self.outputs:
             out.write(text)
             out.flush()
@@ -77,9 +99,19 @@ class Replay:
                              f"'{prompt.strip()}' was due.")
         self._next += 1
         answer = expand(line, self.variables)
-        shown = MASK if (secret or line.has_secret) else answer
-        self.write(f"{prompt}{shown}\n")
+        if line.has_secret:
+            self.masker.answered(answer, line)
+        self.write(f"{prompt}{MASK if (secret or line.has_secret) else answer}\n")
         return answer
+
+    def confirm_destructive(self, question: str) -> bool:
+        """A destructive step goes ahead in a script only after a @confirm-destructive line
+        placed before its choice; no answer line is used, so a script never falls out of step."""
+        if self._confirmed:
+            self.write(f"{question} y (@{CONFIRM_DIRECTIVE})\n")
+            return True
+        self.write(f"{question} n (no @{CONFIRM_DIRECTIVE} before this choice)\n")
+        return False
 
     def ask_choice(self, prompt: str) -> str:
         while self._next < len(self.lines) and self.lines[self._next].is_directive:
@@ -90,7 +122,8 @@ class Replay:
             self.stopped_early = True
             raise EndOfInput(prompt)
         if self._next < len(self.lines):
-            self._choice_line = self.lines[self._next].number
+            self._choice = self.lines[self._next]
+            self._choice_line = self._choice.number
         self._choice_started = self.clock()
         return self.ask(prompt)
 
@@ -106,13 +139,24 @@ class Replay:
             step.expected = normalise_expectation(d.argument, d.line)
             mark = "ok" if step.passed else "NOT MET"
             self.write(f"@expect {step.expected}: {mark}\n")
+        elif d.name == CONFIRM_DIRECTIVE:
+            self._confirmed = True
+            self.write(f"@{CONFIRM_DIRECTIVE}: the next choice may destroy keys\n")
         else:
             if self.control is None:
                 raise ScriptError(f"line {d.line}: @{d.name} needs an HA group in the configuration")
             self.write(f"@{d.name} {d.argument}: {self.control(d)}\n")
 
     def observe(self, result: StepResult) -> None:
-        self.steps.append(Step(result, self._choice_line, self.clock() - self._choice_started))
+        shown_choice = None
+        line = self._choice
+        if line is not None and line.has_secret:  # the choice itself was a ${NAME}: out of step
+            shown_choice = shown(line)
+            result = replace(result, title=self.masker.title(result.title))
+        result = replace(result, message=self.masker(result.message))
+        self._confirmed = False  # @confirm-destructive covers one choice
+        self.steps.append(Step(result, self._choice_line, self.clock() - self._choice_started,
+                               shown_choice=shown_choice, mask=self.masker))
 
     @property
     def failed(self) -> list[Step]:

@@ -54,7 +54,9 @@ class Directive:
     argument: str
 
 
-DIRECTIVES = ("expect", "sleep", "fail", "restore", "hang", "resume", "ha-interval", "ha-retry")
+DIRECTIVES = ("expect", "sleep", "fail", "restore", "hang", "resume", "ha-interval", "ha-retry",
+              "confirm-destructive")
+FLAGS = ("confirm-destructive",)  # directives without an argument (replay/runner.py)
 NUMERIC = {"sleep": float, "ha-interval": float, "ha-retry": int}
 
 
@@ -94,7 +96,7 @@ def directive(line: Line, source: str = "<script>") -> Directive:
                 raise ValueError
         except ValueError:
             raise ScriptError(f"{source}:{line.number}: @{name} needs a number, got {argument!r}") from None
-    if not argument:
+    if not argument and name not in FLAGS:
         raise ScriptError(f"{source}:{line.number}: @{name} needs an argument "
                           "(e.g. @expect CKR_OK, @fail member1)")
     return Directive(line.number, name, argument)
