@@ -206,8 +206,8 @@ def _listed(conf: ChrystokiConf | None, key: str) -> list[str]:
 
 
 def _os_message(exc: OSError) -> str:
-    where = f" {exc.filename}" if exc.filename else ""
-    return f"init failed, nothing changed:{where}: {exc.strerror or exc}"
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"init failed, nothing changed: {where}{exc.strerror or exc}"
 
 
 # ---------------------------------------------------------------- PINs
