@@ -1,0 +1,91 @@
+"""Cryptographic operations of one client session, kept server-side between calls.
+
+The slot protocol has single-part calls (and streams driven by an iterator), while a client
+calls Init, then Update ... Final or a single-part call. An operation remembers its key,
+mechanism and parameter, buffers the parts, and does one single-part call on the slot at the
+end. Its output is kept until it is delivered: a size query (buffer length 0) or a buffer too
+small leaves the operation active with the same output, as PKCS#11 requires (so an ECDSA
+signature asked twice is the same signature).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..codes import CKR_DEVICE_MEMORY, CKR_OPERATION_ACTIVE, CKR_OPERATION_NOT_INITIALIZED, CKRError
+from ..model import MechanismParam
+from ..rpc.structs import BufferSize
+
+ENCRYPT, DECRYPT, DIGEST, SIGN, VERIFY = "encrypt", "decrypt", "digest", "sign", "verify"
+MAX_BUFFERED = 64 * 1024 * 1024  # bytes one multi-part operation may collect before its final call
+
+
+@dataclass
+class Operation:
+    kind: str
+    mechanism: int
+    param: MechanismParam = None
+    key: int | None = None
+    parts: list[bytes] = field(default_factory=list)
+    keys: list[int] = field(default_factory=list)  # C_DigestKey parts
+    size: int = 0
+    multi: bool = False
+    _input: bytes | None = None
+    _output: bytes | None = None
+
+    def add(self, data: bytes, function: str) -> None:
+        self.multi = True
+        self.size += len(data)
+        if self.size > MAX_BUFFERED:
+            raise CKRError(CKR_DEVICE_MEMORY, function,
+                           f"more than {MAX_BUFFERED} bytes in one multi-part operation")
+        self.parts.append(bytes(data))
+
+    def collected(self) -> bytes:
+        return b"".join(self.parts)
+
+    def output(self, data: bytes, compute: Callable[[bytes], bytes]) -> bytes:
+        """compute(data), or the output already computed for the same data."""
+        if self._output is None or self._input != data:
+            self._input, self._output = data, compute(data)
+        return self._output
+
+
+class Operations:
+    """At most one operation of each kind per session (find is kept by the session itself)."""
+
+    def __init__(self) -> None:
+        self.active: dict[str, Operation] = {}
+
+    def start(self, operation: Operation, function: str) -> None:
+        if operation.kind in self.active:
+            raise CKRError(CKR_OPERATION_ACTIVE, function)
+        self.active[operation.kind] = operation
+
+    def get(self, kind: str, function: str) -> Operation:
+        try:
+            return self.active[kind]
+        except KeyError:
+            raise CKRError(CKR_OPERATION_NOT_INITIALIZED, function) from None
+
+    def end(self, kind: str) -> None:
+        self.active.pop(kind, None)
+
+    def run(self, kind: str, function: str, body: Callable[[Operation], object]):
+        """body(operation); any refusal ends the operation (PKCS#11), except a size answer."""
+        operation = self.get(kind, function)
+        try:
+            return body(operation)
+        except BaseException:
+            self.end(kind)
+            raise
+
+    def deliver(self, kind: str, output: bytes, offered: int):
+        """The output when the caller's buffer holds it (the operation ends), else its size."""
+        if offered == 0 or offered < len(output):  # 0: a size query (p11-kit sends NULL as 0)
+            return BufferSize(len(output))
+        self.end(kind)
+        return output
+
+    def clear(self) -> None:
+        self.active.clear()

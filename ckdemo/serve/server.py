@@ -1,0 +1,191 @@
+"""The listening socket: one thread per connection, each connection its own application.
+
+Frames are answered one by one, in order (p11-kit's client matches replies by call code, so this
+is right even when several client threads share the socket). A request that does not decode gets
+an error reply; broken framing (a huge length, a frame cut short, EOF inside a frame) closes that
+connection only. However a connection ends, what it held is released (connection.release()).
+"""
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from ..codes import CKRError
+from ..rpc.buffer import CodecError
+from ..rpc.calls import PROTOCOL_VERSION
+from ..rpc.framing import Frame, negotiate_version, read_exact, read_frame, write_frame
+from ..rpc.structs import Info, Version
+from ..slots import Slot
+from .connection import Connection
+from .logins import SharedLogin
+
+STOP_WAIT_S = 5.0  # how long stop() waits for connection threads to release what they hold
+
+
+@dataclass
+class ExposedSlot:
+    """A slot as the clients see it: its id here, and what all connections share about it."""
+    slot_id: int
+    slot: Slot
+    login: SharedLogin
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    sessions: int = 0  # client sessions open on it, all connections together
+    _mechanisms: frozenset[int] | None = None
+
+    def mechanisms(self, refresh: bool = False) -> list[int]:
+        if refresh or self._mechanisms is None:
+            codes = [code for code, _ in self.slot.mechanisms()]
+            self._mechanisms = frozenset(codes)
+            return codes
+        return sorted(self._mechanisms)
+
+    def offers(self, mechanism: int) -> bool:
+        if self._mechanisms is None or mechanism not in self._mechanisms:
+            self.mechanisms(refresh=True)  # members come and go: ask again before refusing
+        return mechanism in (self._mechanisms or ())
+
+    def description(self) -> str:
+        return self.slot.description()
+
+    def token_present(self) -> bool:
+        try:
+            return self.slot.slot_info().token_present
+        except CKRError:
+            return False
+
+
+def expose(slots: list[Slot], log: Callable[[str], None]) -> list[ExposedSlot]:
+    """Slot ids as the slots give them when those are distinct (the HA slot's 0x5000 ...),
+    else numbered from 0 (remote members all say 17)."""
+    ids = [slot.slot_id for slot in slots]
+    if None in ids or len(set(ids)) != len(ids):
+        ids = list(range(len(slots)))
+    return [ExposedSlot(slot_id, slot, SharedLogin(slot, lambda line, i=slot_id: log(f"slot {i:#x}: {line}")))
+            for slot_id, slot in zip(ids, slots)]
+
+
+def peer_pid(connection: socket.socket) -> int | None:
+    try:
+        raw = connection.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        return struct.unpack("3i", raw)[0]
+    except OSError:
+        return None
+
+
+class Server:
+    """Serves `slots` on a Unix socket path (mode 0600: the tokens behind are logged in)."""
+
+    def __init__(self, path: str | os.PathLike, slots: list[Slot], info: Info | None = None,
+                 log: Callable[[str], None] = print,
+                 on_error: Callable[[str, BaseException], None] | None = None) -> None:
+        self.path = os.fspath(path)
+        self.log = log
+        self.on_error = on_error or (lambda where, error: log(f"{where}: internal error "
+                                                              f"{type(error).__name__}: {error}"))
+        self.slots = expose(slots, log)
+        self.info = info or Info(Version(2, 40), "ckdemo", 0, "ckdemo serve", Version(1, 0))
+        self.connections: dict[int, tuple[socket.socket, threading.Thread]] = {}
+        self._lock = threading.Lock()
+        self._count = 0
+        self._stopping = False
+        self.listener = self._listen()
+
+    def _listen(self) -> socket.socket:
+        if os.path.exists(self.path):
+            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                probe.connect(self.path)
+            except OSError:
+                os.unlink(self.path)  # left by a server that died: nobody answers there
+            else:
+                raise OSError(f"another server answers on {self.path}")
+            finally:
+                probe.close()
+        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_mask = os.umask(0o177)
+        try:
+            listener.bind(self.path)
+        finally:
+            os.umask(old_mask)
+        listener.listen(64)
+        return listener
+
+    def serve_forever(self) -> None:
+        while not self._stopping:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:  # closed by stop()
+                return
+            with self._lock:
+                if self._stopping:
+                    connection.close()
+                    return
+                self._count += 1
+                number = self._count
+                thread = threading.Thread(target=self._serve, args=(number, connection),
+                                          name=f"connection-{number}", daemon=True)
+                self.connections[number] = (connection, thread)
+            thread.start()
+
+    def _serve(self, number: int, sock: socket.socket) -> None:
+        started = time.monotonic()
+        self.log(f"connection {number} opened (pid {peer_pid(sock) or '?'})")
+        connection = Connection(number, self.slots, self.info, self.log, self.on_error)
+        how = "closed by the client"
+        try:
+            offered = read_exact(sock, 1)[0]
+            sock.sendall(bytes([negotiate_version(offered, PROTOCOL_VERSION)]))
+            while True:
+                request = read_frame(sock)
+                write_frame(sock, Frame(request.call_code, connection.answer(request.body)))
+        except EOFError:
+            pass
+        except CodecError as error:
+            how = f"closed: broken framing ({error})"
+        except OSError as error:
+            how = "closed by the server" if self._stopping else f"closed: {error.strerror or error}"
+        except Exception as error:  # never a traceback on screen; the connection ends
+            self.on_error(f"connection {number}", error)
+            how = "closed after an internal error"
+        finally:
+            left = len(connection.sessions)
+            try:
+                connection.release()
+            finally:
+                try:
+                    sock.close()
+                finally:
+                    with self._lock:
+                        self.connections.pop(number, None)
+            released = f", {left} session(s) released" if left else ""
+            self.log(f"connection {number} {how} after {connection.calls} call(s) in "
+                     f"{time.monotonic() - started:.1f} s{released}")
+
+    def stop(self) -> None:
+        """Stop accepting, end every connection (each releases its sessions and login), remove
+        the socket."""
+        self._stopping = True
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes a blocked accept() on Linux
+        except OSError:
+            pass
+        self.listener.close()
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        with self._lock:
+            open_now = list(self.connections.values())
+        for sock, _ in open_now:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        deadline = time.monotonic() + STOP_WAIT_S
+        for _, thread in open_now:
+            thread.join(max(0.0, deadline - time.monotonic()))
