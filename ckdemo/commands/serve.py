@@ -1,0 +1,107 @@
+"""`ckdemo serve`: the home's HA slot(s) for any PKCS#11 application, through p11-kit-client.so.
+
+Wiring only: build the workspace, choose the slots, hand them to ckdemo.serve.Server, print what
+happens (one line per connection and per HA event) until Ctrl-C or SIGTERM.
+"""
+from __future__ import annotations
+
+import signal
+import threading
+import time
+from pathlib import Path
+
+import click
+
+from ..cli import Fail, _settings, _workspace, main
+from ..codes import CKRError
+
+P11KIT_CLIENT = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so"  # Debian 12's p11-kit-modules
+EVENT_POLL_S = 0.2  # how often the HA log is read for new events to print
+
+
+class Stop(Exception):
+    """SIGTERM: leave serve_forever as Ctrl-C does."""
+
+
+def _say(line: str) -> None:
+    click.echo(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {line}")
+
+
+@main.command()
+@click.option("--socket", "socket_path", type=click.Path(dir_okay=False),
+              help="Unix socket to listen on (default HOME/run/ckdemo.sock).")
+@click.option("--slots", "which", type=click.Choice(["ha", "all"]), default="ha", show_default=True,
+              help="ha: only the HA virtual slots; all: the members' physical slots too.")
+@click.pass_context
+def serve(ctx: click.Context, socket_path: str | None, which: str) -> None:
+    """Serve the slots over the p11-kit RPC protocol, in the foreground, for any PKCS#11
+    application loading p11-kit-client.so."""
+    from ..ha.group import HAGroup
+    from ..menu.loop import report_internal_error
+    from ..serve import Server
+
+    settings = _settings(ctx)
+    if which == "all":  # in memory only: HAOnly hides the members from the menu, not from here
+        settings.conf.set("HAConfiguration", "HAOnly", "0")
+    workspace = _workspace(settings)
+    groups = [slot for slot in workspace.slots if isinstance(slot, HAGroup)]
+    slots = workspace.slots if which == "all" else groups
+    if not slots:
+        raise Fail(f"no HA group in {settings.config_path} to serve (ckdemo init, or --slots all)")
+    path = Path(socket_path).expanduser() if socket_path else settings.home / "run" / "ckdemo.sock"
+    errors_log = str(settings.home / "errors.log")
+
+    def on_error(where: str, error: BaseException) -> None:
+        where_logged = report_internal_error(error, errors_log)
+        _say(f"{where}: internal error {type(error).__name__}: {error} (details in {where_logged})")
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        server = Server(path, slots, log=_say, on_error=on_error)
+    except OSError as exc:
+        raise Fail(f"cannot listen on {path}: {exc.strerror or exc}") from None
+    address = f"unix:path={path.resolve()}"
+    click.echo(f"export P11_KIT_SERVER_ADDRESS={address}")
+    click.echo(f"pkcs11-tool --module {P11KIT_CLIENT} -L")
+    for exposed in server.slots:
+        _say(f"serving slot {exposed.slot_id:#x}: {_described(exposed)}")
+    _say(f"listening on {path} (Ctrl-C or SIGTERM stops)")
+
+    def terminate(signum, frame):
+        raise Stop()
+    previous = signal.signal(signal.SIGTERM, terminate)
+    stop_events = threading.Event()
+    watcher = threading.Thread(target=_print_events, args=(groups, stop_events), daemon=True)
+    watcher.start()
+    try:
+        server.serve_forever()
+    except (KeyboardInterrupt, Stop):
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the cleanup
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        server.stop()
+        stop_events.set()
+        watcher.join(1)
+        _print_new_events(groups)
+        signal.signal(signal.SIGTERM, previous)
+        _say(f"stopped: sessions closed, {path} removed")
+
+
+def _described(exposed) -> str:
+    try:
+        return exposed.description()
+    except CKRError as error:  # a member that is down still gets served (and recovered)
+        return f"({type(error).__name__}: {error})"
+
+
+def _print_events(groups: list, stop: threading.Event) -> None:
+    while not stop.wait(EVENT_POLL_S):
+        _print_new_events(groups)
+
+
+def _print_new_events(groups: list) -> None:
+    logs = {id(group.log): group.log for group in groups}
+    for log in logs.values():
+        for event in log.unseen():
+            _say(event.message())
