@@ -145,21 +145,44 @@ class Recovery:
         """Every key object on any active member is copied to the members that lack it (class,
         CKA_ID and label tell objects apart); serialised with every other process's changes,
         so running it beside a key generation never makes a duplicate."""
+        refused: list[str] = []
         with self.state_lock():
             self.before_call()
+            torn = self._remove_torn()
             inventory = self._inventory()
             copied = 0
             for target in self.active_members():
                 have = inventory[target.serial]
                 for source in self.active_members():
                     for key, handle in inventory[source.serial].items():
-                        if key not in have:
+                        if key in have or not (source.active and target.active):
+                            continue
+                        try:
                             have[key] = replication.replicate(self._session(source), handle,
                                                               self._session(target))
                             copied += 1
-        if copied:
-            self.log.record(self.serial, "*", why, f"{copied} object(s) copied")
+                        except CKRError as exc:
+                            if not self._is_member_failure(exc):
+                                refused.append(f"{key[2] or key[1].hex()} to {target.serial}: {exc.name}")
+                                continue
+                            self.member_failed(target if target.active else source, exc)
+        if copied or refused or torn:
+            self.log.record(self.serial, "*", why, f"{copied} object(s) copied"
+                            + (f"; {torn} torn object(s) removed (written by a process killed "
+                               "in the middle)" if torn else "")
+                            + (f"; not copied: {', '.join(refused)}" if refused else ""))
         return copied
+
+    def _remove_torn(self) -> int:
+        """Key objects without their key material, as SoftHSM leaves them when the process
+        writing them is killed: unusable, and no member could ever copy them."""
+        removed = 0
+        for member in self.active_members():
+            session = self._session(member)
+            for handle in replication.torn_objects(session):
+                session.destroy_object(handle)
+                removed += 1
+        return removed
 
     def incomplete(self) -> int:
         """How many key objects some active members hold and others lack."""
