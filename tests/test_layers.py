@@ -115,3 +115,22 @@ def test_rpc_codec_imports_nothing_from_ckdemo_but_codes():
     assert {str(p): foreign(imports_of(p)) for p in sources("rpc") if foreign(imports_of(p))} == {}
     assert foreign(imports_of_source("from ..ha import group", "ckdemo.rpc.codec")) == ["ckdemo.ha", "ckdemo.ha.group"]
     assert foreign(imports_of_source("from .. import codes", "ckdemo.rpc.codec")) == []
+
+
+SERVE_MAY_USE = ("ckdemo.serve", "ckdemo.slots", "ckdemo.rpc", "ckdemo.codes", "ckdemo.model")
+
+
+def test_serve_drives_slots_only_through_the_slot_protocol():
+    """ckdemo/serve sees slots through ckdemo.slots: never HA or member internals, never the UI
+    (the cli wiring in ckdemo/commands/serve.py builds the workspace and hands the slots over)."""
+    def foreign(names: set[str]) -> list[str]:
+        return sorted(n for n in names if n in ("pkcs11", "ctypes") or n.startswith(("pkcs11.", "ctypes."))
+                      or (n.startswith("ckdemo.") and not n.startswith(SERVE_MAY_USE)))
+    assert sources("serve"), "ckdemo/serve has no modules: this rule checks nothing"
+    assert {str(p): foreign(imports_of(p)) for p in sources("serve") if foreign(imports_of(p))} == {}
+    assert foreign(imports_of(PACKAGE / "slots.py")) == []
+    bad = imports_of_source("from ..ha.group import HAGroup\nfrom ..members import slot",
+                            "ckdemo.serve.connection")
+    assert foreign(bad) == ["ckdemo.ha.group", "ckdemo.ha.group.HAGroup", "ckdemo.members",
+                            "ckdemo.members.slot"]
+    assert foreign(imports_of_source("from ..slots import Slot", "ckdemo.serve.server")) == []
