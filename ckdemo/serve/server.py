@@ -144,7 +144,8 @@ class Server:
                 request = read_frame(sock)
                 write_frame(sock, Frame(request.call_code, connection.answer(request.body)))
         except EOFError:
-            pass
+            if self._stopping:
+                how = "closed by the server"
         except CodecError as error:
             how = f"closed: broken framing ({error})"
         except OSError as error:

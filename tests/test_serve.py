@@ -1,0 +1,358 @@
+"""`ckdemo serve` against clients nobody here wrote: the unmodified pkcs11-tool through Debian's
+p11-kit-client.so, over local SoftHSM2 members; the keys it makes are read back straight on each
+member's token. Raw-socket clients (our codec) hold logins open at the same time, and misbehave.
+
+One server per module (a subprocess, stopped with SIGTERM in the finalizer, which must leave no
+socket and no traceback behind).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import signal
+import socket
+import struct
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import SOFTHSM_LIB, SO_PIN, USER_PIN, clean_env, no_traceback, requires_softhsm, softhsm_env
+from rpc_capture import P11KIT_CLIENT, tools_missing
+
+from ckdemo import codes
+from ckdemo.rpc import (HANDSHAKE, Attribute, AttributeSize, BufferSize, Frame, Mechanism,
+                        decode_response, encode_request, read_frame, write_frame)
+from ckdemo.rpc.framing import read_exact
+
+pytestmark = [requires_softhsm,
+              pytest.mark.skipif(bool(tools_missing()), reason=str(tools_missing()))]
+
+CKA_CLASS, CKA_PRIVATE, CKA_ID, CKA_LABEL = 0x0, 0x2, 0x102, 0x3
+CKO_PRIVATE_KEY, CKO_PUBLIC_KEY = 0x3, 0x2
+CKM_SHA256_RSA_PKCS, CKM_SHA256 = 0x40, 0x250
+CKF_SERIAL_RW = 0x6
+HA_SLOT = 0x5000
+RSA_ID, EC_ID = "a1", "a2"
+
+
+# ---- the server ----------------------------------------------------------------------------------
+class Served:
+    def __init__(self, home: Path, socket_path: Path, output: Path, process: subprocess.Popen):
+        self.home, self.socket, self.output, self.process = home, socket_path, output, process
+
+    def log(self) -> str:
+        return self.output.read_text()
+
+    def env(self) -> dict[str, str]:
+        return clean_env(P11_KIT_SERVER_ADDRESS=f"unix:path={self.socket}")
+
+    def tool(self, *args: str, input: bytes | None = None) -> subprocess.CompletedProcess:
+        """pkcs11-tool through p11-kit-client.so to this server."""
+        done = subprocess.run(["pkcs11-tool", "--module", P11KIT_CLIENT, *args], env=self.env(),
+                              capture_output=True, timeout=60, input=input)
+        no_traceback(done.stdout.decode(errors="replace"), done.stderr.decode(errors="replace"))
+        return done
+
+    def text(self, *args: str) -> str:
+        done = self.tool(*args)
+        return done.stdout.decode(errors="replace") + done.stderr.decode(errors="replace")
+
+    def wait_for_log(self, needle: str, count: int = 1, timeout: float = 10) -> None:
+        deadline = time.monotonic() + timeout
+        while self.log().count(needle) < count:
+            assert time.monotonic() < deadline, f"{needle!r} x{count} not in the log:\n{self.log()}"
+            time.sleep(0.05)
+
+
+def start_server(ckdemo_bin: Path, home: Path, socket_path: Path | None, output: Path,
+                 *options: str) -> Served:
+    """`ckdemo serve` in the background; socket_path None: the default HOME/run/ckdemo.sock."""
+    where = ["--socket", str(socket_path)] if socket_path else []
+    socket_path = socket_path or home / "run" / "ckdemo.sock"
+    with open(output, "w") as out:
+        process = subprocess.Popen([str(ckdemo_bin), "--home", str(home), "serve", *where, *options],
+                                   stdout=out, stderr=subprocess.STDOUT, env=clean_env(), cwd=home)
+    deadline = time.monotonic() + 30
+    while not socket_path.exists():
+        if process.poll() is not None or time.monotonic() > deadline:
+            process.kill()
+            pytest.fail(f"ckdemo serve did not start:\n{output.read_text()}")
+        time.sleep(0.05)
+    return Served(home, socket_path, output, process)
+
+
+def stop_server(served: Served) -> int:
+    if served.process.poll() is None:
+        served.process.send_signal(signal.SIGTERM)
+    try:
+        return served.process.wait(15)
+    except subprocess.TimeoutExpired:
+        served.process.kill()
+        served.process.wait(5)
+        raise
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, provision, run_ckdemo, ckdemo_bin):
+    home = provision(tmp_path_factory.mktemp("serve") / "home")
+    # HA Init (50) with the SO PIN: the domain keys key generation replicates with (a no-op
+    # when `init` already did it)
+    done = run_ckdemo(home, "run", "-", input=f"50\n5\n{SO_PIN}\n0\n")
+    assert done.returncode == 0, done.stdout + done.stderr
+    server = start_server(ckdemo_bin, home, None, home.parent / "serve.log")
+    yield server
+    code = stop_server(server)
+    log = server.log()
+    no_traceback(log)
+    assert code == 0, log
+    assert not server.socket.exists(), "the socket outlived the server"
+    assert "stopped: sessions closed" in log
+    assert log.count("real login") == log.count("real logout"), log
+
+
+# ---- a raw client of our own (two logins at once, misbehaviour) -------------------------------------
+class RawClient:
+    def __init__(self, path: Path):
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(20)
+        self.sock.connect(str(path))
+        self.sock.sendall(b"\x00")
+        assert read_exact(self.sock, 1) == b"\x00"
+        self.code = 0x10
+
+    def call(self, name: str, *args):
+        self.code += 1
+        write_frame(self.sock, Frame(self.code, encode_request(name, *args), b"client"))
+        reply = read_frame(self.sock)
+        assert reply.call_code == self.code
+        return decode_response(reply.body, name)
+
+    def ok(self, name: str, *args) -> tuple:
+        reply = self.call(name, *args)
+        assert not reply.is_error, f"{name}: {codes.ckr_name(reply.ckr)}"
+        return reply.args
+
+    def ckr(self, name: str, *args) -> int:
+        reply = self.call(name, *args)
+        return reply.ckr if reply.is_error else codes.CKR_OK
+
+    def session(self, pin: str | None = None) -> int:
+        self.ok("C_Initialize", HANDSHAKE, 0, b"\x00")
+        (handle,) = self.ok("C_OpenSession", HA_SLOT, CKF_SERIAL_RW)
+        if pin is not None:
+            self.ok("C_Login", handle, 1, pin.encode())
+        return handle
+
+    def find(self, session: int, *attributes: Attribute) -> tuple[int, ...]:
+        self.ok("C_FindObjectsInit", session, attributes)
+        (found,) = self.ok("C_FindObjects", session, 100)
+        self.ok("C_FindObjectsFinal", session)
+        return found
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def closed(sock: socket.socket) -> bool:
+    """The server closed this connection (a reset when it left our bytes unread)."""
+    try:
+        return sock.recv(100) == b""
+    except ConnectionResetError:
+        return True
+
+
+def key_attributes(key_id: str, object_class: int) -> tuple[Attribute, ...]:
+    return (Attribute(CKA_CLASS, object_class), Attribute(CKA_ID, bytes.fromhex(key_id)))
+
+
+def on_member(home: Path, member: str, *args: str) -> str:
+    done = subprocess.run(["pkcs11-tool", "--module", SOFTHSM_LIB, "--token-label", member, *args],
+                          env=softhsm_env(home), capture_output=True, text=True, timeout=60)
+    return done.stdout + done.stderr
+
+
+# ---- pkcs11-tool -----------------------------------------------------------------------------------
+def test_the_slot_token_mechanisms_and_objects_are_listed(served):
+    shown = served.text("-I", "-L", "-T", "-M", "-O")
+    assert "ckdemo serve" in shown and "Cryptoki version 2.40" in shown
+    assert f"({HA_SLOT:#x}): HA Virtual Card Slot" in shown
+    assert "token label        : ckdemo-ha" in shown and "login required" in shown
+    for mechanism in ("RSA-PKCS-KEY-PAIR-GEN", "ECDSA", "SHA256-RSA-PKCS", "AES-ECB"):
+        assert mechanism in shown, mechanism
+    assert "CKR_" not in shown.replace("CKR_ATTRIBUTE_SENSITIVE", ""), shown
+
+
+def test_login_checks_the_pin(served):
+    wrong = served.text("--login", "--pin", "9999", "-O")
+    assert "CKR_PIN_INCORRECT" in wrong
+    right = served.tool("--login", "--pin", USER_PIN, "-O")
+    assert right.returncode == 0, right.stderr
+
+
+def test_key_pairs_are_made_on_every_member_and_sign(served, tmp_path):
+    for key_type, key_id, label in (("rsa:2048", RSA_ID, "serve-rsa"), ("EC:prime256v1", EC_ID, "serve-ec")):
+        made = served.tool("--login", "--pin", USER_PIN, "--keypairgen", "--key-type", key_type,
+                           "--id", key_id, "--label", label)
+        assert made.returncode == 0, made.stderr
+        assert b"Key pair generated" in made.stdout
+    for member in ("member1", "member2", "member3"):  # straight on each member's own token
+        listed = on_member(served.home, member, "--login", "--pin", USER_PIN, "-O")
+        for kind in ("Private Key Object; RSA", "Public Key Object; RSA 2048 bits",
+                     "Private Key Object; EC", "Public Key Object; EC"):
+            assert kind in listed, f"{kind} missing on {member}:\n{listed}"
+        assert "serve-rsa" in listed and "serve-ec" in listed
+    data = tmp_path / "data.bin"
+    data.write_bytes(b"signed through ckdemo serve\n")
+    for mechanism, key_id in (("RSA-PKCS", RSA_ID), ("ECDSA", EC_ID)):
+        signature = tmp_path / f"{mechanism}.sig"
+        signed = served.tool("--login", "--pin", USER_PIN, "--sign", "-m", mechanism, "--id", key_id,
+                             "-i", str(data), "-o", str(signature))
+        assert signed.returncode == 0, signed.stderr
+        assert signature.stat().st_size == (256 if mechanism == "RSA-PKCS" else 64)
+        verified = served.text("--login", "--pin", USER_PIN, "--verify", "-m", mechanism, "--id", key_id,
+                               "-i", str(data), "--signature-file", str(signature))
+        assert "Signature is valid" in verified, verified
+        # and by SoftHSM itself on another member, with the replica of the public key
+        elsewhere = on_member(served.home, "member3", "--verify", "-m", mechanism, "--id", key_id,
+                              "-i", str(data), "--signature-file", str(signature))
+        assert "Signature is valid" in elsewhere, elsewhere
+    tampered = tmp_path / "tampered.bin"
+    tampered.write_bytes(b"signed through ckdemo serve!\n")
+    refused = served.text("--login", "--pin", USER_PIN, "--verify", "-m", "RSA-PKCS", "--id", RSA_ID,
+                          "-i", str(tampered), "--signature-file", str(tmp_path / "RSA-PKCS.sig"))
+    assert "Signature is valid" not in refused and "Invalid signature" in refused, refused
+
+
+def test_random_and_hash(served, tmp_path):
+    first, second = served.tool("--generate-random", "32"), served.tool("--generate-random", "32")
+    assert first.returncode == 0 and len(first.stdout) == 32 and len(second.stdout) == 32
+    assert first.stdout != second.stdout
+    data = tmp_path / "hash-me"
+    data.write_bytes(os.urandom(100_000))
+    hashed = served.tool("--hash", "-m", "SHA256", "-i", str(data))
+    assert hashed.returncode == 0, hashed.stderr
+    assert hashed.stdout == hashlib.sha256(data.read_bytes()).digest()
+
+
+# ---- one application's login is not another's -----------------------------------------------------
+def test_two_clients_logged_in_and_not(served):
+    served.tool("--login", "--pin", USER_PIN, "--keypairgen", "--key-type", "rsa:1024", "--id", "b1",
+                "--label", "isolation")
+    logged, anonymous = RawClient(served.socket), RawClient(served.socket)
+    try:
+        mine = logged.session(USER_PIN)
+        private = logged.find(mine, *key_attributes("b1", CKO_PRIVATE_KEY))
+        assert len(private) == 1
+        theirs = anonymous.session()
+        # the real token login is held for `logged`; `anonymous` must still not see or use the key
+        assert anonymous.find(theirs, *key_attributes("b1", CKO_PRIVATE_KEY)) == ()
+        assert len(anonymous.find(theirs, *key_attributes("b1", CKO_PUBLIC_KEY))) == 1
+        assert anonymous.find(theirs, Attribute(CKA_PRIVATE, 1)) == ()
+        listed = served.text("-O")  # a third application, pkcs11-tool, not logged in
+        assert "isolation" in listed and "Private Key Object" not in listed, listed
+        assert anonymous.ckr("C_SignInit", theirs, Mechanism(CKM_SHA256_RSA_PKCS), private[0]) in (
+            codes.CKR_USER_NOT_LOGGED_IN, codes.CKR_OBJECT_HANDLE_INVALID, codes.CKR_KEY_HANDLE_INVALID)
+        # a later application's PIN is checked too, though the token is logged in already
+        assert anonymous.ckr("C_Login", theirs, 1, b"0000") == codes.CKR_PIN_INCORRECT
+        assert anonymous.ckr("C_GetSessionInfo", theirs) == codes.CKR_OK
+        assert anonymous.ok("C_GetSessionInfo", theirs)[0].state == 2  # CKS_RW_PUBLIC_SESSION
+        anonymous.ok("C_Login", theirs, 1, USER_PIN.encode())
+        assert anonymous.ok("C_GetSessionInfo", theirs)[0].state == 3  # CKS_RW_USER_FUNCTIONS
+        (their_key,) = anonymous.find(theirs, *key_attributes("b1", CKO_PRIVATE_KEY))
+        anonymous.ok("C_SignInit", theirs, Mechanism(CKM_SHA256_RSA_PKCS), their_key)
+        assert anonymous.ok("C_Sign", theirs, b"x", 0) == (BufferSize(128),)  # size query
+        assert len(anonymous.ok("C_Sign", theirs, b"x", 128)[0]) == 128
+        anonymous.ok("C_Logout", theirs)
+        # logged out, it holds a handle to the private key while the token is still logged in
+        # for `logged`: the server refuses it
+        assert anonymous.ckr("C_SignInit", theirs, Mechanism(CKM_SHA256_RSA_PKCS), their_key) == \
+            codes.CKR_USER_NOT_LOGGED_IN
+        assert anonymous.ckr("C_GetAttributeValue", theirs, their_key, (AttributeSize(CKA_LABEL, 0),)) == \
+            codes.CKR_USER_NOT_LOGGED_IN
+        # its logout is its own: the first application still signs
+        logged.ok("C_SignInit", mine, Mechanism(CKM_SHA256_RSA_PKCS), private[0])
+        assert len(logged.ok("C_Sign", mine, b"still mine", 128)[0]) == 128
+    finally:
+        logged.close()
+        anonymous.close()
+    served.wait_for_log("real logout", served.log().count("real login"))
+
+
+# ---- bad clients ------------------------------------------------------------------------------------
+def test_bad_clients_lose_only_their_connection(served):
+    good = RawClient(served.socket)
+    session = good.session()
+    try:
+        unknown = good.call("C_GetInfo")  # warm-up, then an id past version 0 (a 3.0 call)
+        assert not unknown.is_error
+        good.code += 1
+        write_frame(good.sock, Frame(good.code, struct.pack(">II", 70, 1) + b"u" + bytes(8), b"client"))
+        reply = decode_response(read_frame(good.sock).body)
+        assert reply.is_error and reply.ckr == codes.CKR_FUNCTION_NOT_SUPPORTED
+        good.code += 1
+        write_frame(good.sock, Frame(good.code, struct.pack(">I", 43) + os.urandom(9), b"client"))
+        reply = decode_response(read_frame(good.sock).body)
+        assert reply.is_error and reply.ckr == codes.CKR_DEVICE_ERROR
+        assert good.ckr("C_SignRecoverInit", session, Mechanism(0x1), 1) == codes.CKR_FUNCTION_NOT_SUPPORTED
+        assert good.ckr("C_Sign", session, b"x", 0) == codes.CKR_OPERATION_NOT_INITIALIZED
+        assert good.ckr("C_CloseSession", 0x7777) == codes.CKR_SESSION_HANDLE_INVALID
+
+        garbage = socket.socket(socket.AF_UNIX)
+        garbage.settimeout(10)
+        garbage.connect(str(served.socket))
+        garbage.sendall(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n" + os.urandom(5000))
+        assert garbage.recv(1) == b"\x00"  # the version byte; then the framing is refused
+        assert closed(garbage)
+        huge = RawClient(served.socket)
+        huge.sock.sendall(struct.pack(">III", 0x11, 0, 0xFFFFFFF0))
+        assert closed(huge.sock)
+        truncated = RawClient(served.socket)
+        truncated.sock.sendall(struct.pack(">III", 0x11, 6, 100) + b"client" + b"short")
+        truncated.sock.shutdown(socket.SHUT_WR)
+        assert closed(truncated.sock)
+
+        # an application that dies logged in, in the middle of a multi-part operation
+        dying = RawClient(served.socket)
+        doomed = dying.session(USER_PIN)
+        (key,) = dying.find(doomed, *key_attributes(RSA_ID, CKO_PRIVATE_KEY))
+        dying.ok("C_SignInit", doomed, Mechanism(CKM_SHA256_RSA_PKCS), key)
+        dying.ok("C_SignUpdate", doomed, b"half of it")
+        dying.sock.close()
+        served.wait_for_log("session(s) released")
+
+        # everyone else carries on, and nothing of the dead is left logged in
+        assert good.find(session, *key_attributes(RSA_ID, CKO_PRIVATE_KEY)) == ()
+        good.ok("C_DigestInit", session, Mechanism(CKM_SHA256))
+        (digest,) = good.ok("C_Digest", session, b"abc", 32)
+        assert digest == hashlib.sha256(b"abc").digest()
+        assert "HA Virtual Card Slot" in served.text("-L")
+    finally:
+        good.close()
+    log = served.log()
+    assert "broken framing" in log
+    served.wait_for_log("real logout", log.count("real login"))
+
+
+def test_sigterm_with_a_logged_in_client_and_all_slots(served, ckdemo_bin, tmp_path):
+    """--slots all serves the members too; SIGTERM while a client is logged in ends cleanly."""
+    other = start_server(ckdemo_bin, served.home, tmp_path / "all.sock", tmp_path / "all.log",
+                         "--slots", "all")
+    try:
+        listed = other.text("-L")
+        for label in ("token label        : member1", "token label        : member2",
+                      "token label        : member3", "HA Virtual Card Slot"):
+            assert label in listed, listed
+        client = RawClient(other.socket)
+        client.session(USER_PIN)
+        other.wait_for_log("real login")
+    finally:
+        code = stop_server(other)
+    log = other.log()
+    no_traceback(log)
+    assert code == 0, log
+    assert not other.socket.exists()
+    assert "export P11_KIT_SERVER_ADDRESS=unix:path=" in log and "p11-kit-client.so -L" in log
+    assert "closed by the server" in log and log.count("real logout") == 1, log
+    client.close()
