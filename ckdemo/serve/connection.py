@@ -656,8 +656,8 @@ class Connection:
 
     def C_GenerateRandom(self, handle, length) -> tuple:
         session = self._session(handle, "C_GenerateRandom")
-        if length == 0:
-            return (BufferSize(0),)  # as p11-kit's server: a NULL buffer of length 0
+        if length == 0:  # an empty array, not a NULL one: the client would say BUFFER_TOO_SMALL
+            return (b"",)
         return (self._store(session).generate_random(length),)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from ..codes import (CKR_ATTRIBUTE_VALUE_INVALID, CKR_CURVE_NOT_SUPPORTED, CKR_MECHANISM_INVALID,
                      CKR_TEMPLATE_INCOMPLETE, CKR_TEMPLATE_INCONSISTENT, CKRError)
-from ..model import (CKA_CLASS, CKA_EC_PARAMS, CKA_EXTRACTABLE, CKA_ID, CKA_KEY_TYPE, CKA_LABEL,
+from ..model import (CKA_CLASS, CKA_EC_PARAMS, CKA_PRIVATE, CKA_EXTRACTABLE, CKA_ID, CKA_KEY_TYPE, CKA_LABEL,
                      CKA_MODULUS_BITS, CKA_PUBLIC_EXPONENT, CKA_SENSITIVE, CKA_TOKEN, CKA_VALUE_LEN,
                      CKK_AES, CKK_EC, CKK_GENERIC_SECRET, CKK_RSA, CKM_AES_KEY_GEN,
                      CKM_EC_KEY_PAIR_GEN, CKM_RSA_PKCS_KEY_PAIR_GEN, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY,
@@ -17,8 +17,11 @@ CURVES = {bytes.fromhex("06082a8648ce3d030107"): "P-256",
           bytes.fromhex("06052b81040022"): "P-384",
           bytes.fromhex("06052b81040023"): "P-521"}
 SECRET_KINDS = {CKM_AES_KEY_GEN: ("aes", CKK_AES), CKM_GENERIC_SECRET_KEY_GEN: ("generic", CKK_GENERIC_SECRET)}
-# attributes the KeySpec itself decides; every other one is compared and set afterwards
-IN_SPEC = frozenset({CKA_CLASS, CKA_KEY_TYPE, CKA_TOKEN, CKA_SENSITIVE, CKA_EXTRACTABLE,
+# attributes the KeySpec itself decides; every other one is compared and set afterwards.
+# CKA_PRIVATE too: generate() makes secret and private keys private, public keys public, and a
+# token refuses to change it afterwards (CKR_ATTRIBUTE_READ_ONLY), so a template asking for a
+# public secret key (pkcs11-tool --keygen does) gets a private one: more protected, not less.
+IN_SPEC = frozenset({CKA_CLASS, CKA_KEY_TYPE, CKA_TOKEN, CKA_PRIVATE, CKA_SENSITIVE, CKA_EXTRACTABLE,
                      CKA_MODULUS_BITS, CKA_PUBLIC_EXPONENT, CKA_EC_PARAMS, CKA_VALUE_LEN})
 
 
