@@ -180,8 +180,12 @@ def init(ctx: click.Context, members, force, user_pin, so_pin, store_pins, label
                          store_pins=store_pins, label_prefix=label_prefix)
     except ProvisionError as exc:
         raise Fail(str(exc)) from None
+    except OSError as exc:
+        raise Fail(_os_error("cannot provision the state folder", exc)) from None
     click.echo(f"Provisioned {done.home}: {len(done.labels)} SoftHSM2 member tokens "
                f"({', '.join(done.labels)}); config {done.config_path}")
+    for line in done.ha_init:
+        click.echo(f"HA group: {line}.")
 
 
 # the subcommands register themselves on `main` when imported

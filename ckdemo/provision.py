@@ -24,7 +24,7 @@ import stat
 import subprocess
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from .childenv import child_environment
@@ -65,6 +65,7 @@ class Provisioned:
     config_path: Path
     softhsm_conf: Path
     labels: list[str]
+    ha_init: list[str] = field(default_factory=list)  # what HA Init did on the new group
 
 
 def member_labels(count: int, prefix: str = DEFAULT_LABEL_PREFIX) -> list[str]:
@@ -381,7 +382,23 @@ def _provision(home: Path, staging: Path, library: str, members: int | None, for
             conf.set(CKDEMO_SECTION, key, keep)
     set_up_ha_group(conf, labels, serials)
     _commit(home, staging, remove, conf, config_path, softhsm_conf, tokens)
-    return Provisioned(home, config_path, softhsm_conf, labels)
+    return Provisioned(home, config_path, softhsm_conf, labels,
+                       ha_init=_ready_group(softhsm_conf, library, labels, so))
+
+
+def _ready_group(softhsm_conf: Path, library: str, labels: list[str], so_pin: str | None) -> list[str]:
+    """HA Init right after the tokens are in place, so the group is ready to use as a Luna HA
+    group is once created: the domain keys on every member (HA Init (50) re-keys later).
+    After the commit point: a failure leaves a usable home and says to run 50."""
+    if so_pin is None:
+        return ["HA Init not run (the SO PIN is not known): run HA Init (50) before generating "
+                "keys on the HA slot"]
+    try:
+        return _token_tool(softhsm_conf, {"action": "ha-init", "library": library,
+                                          "labels": labels, "so_pin": so_pin})["said"]
+    except ProvisionError as exc:
+        raise ProvisionError(f"the members are ready but HA Init failed ({exc}): run HA Init "
+                             "(50) before generating keys on the HA slot") from None
 
 
 def _commit(home: Path, staging: Path, remove: list[Path], conf: ChrystokiConf,

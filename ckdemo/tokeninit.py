@@ -13,6 +13,9 @@ Requests (one JSON object on stdin; the answer is one JSON object on stdout):
      "so_pin": S, "user_pin": U}                           -> {"tokens": {label: serial}}
     {"action": "verify", "library": L, "label": T,
      "user_pin": U or null, "so_pin": S or null}           -> {"user": CKR name, "so": CKR name}
+    {"action": "ha-init", "library": L, "labels": [...],
+     "so_pin": S}                                          -> {"said": [lines]}
+       (HA Init over those member tokens: the group's domain keys, so it is ready to use)
 Failure: one line on stderr, exit status 2.
 """
 from __future__ import annotations
@@ -64,10 +67,36 @@ def _login_result(raw, slot: int, user_type: int, pin: str) -> str:
         raw.close_session(session)
 
 
+def _ha_init(library: str, labels: list[str], so_pin: str) -> list[str]:
+    """HA Init (50) as the menu does it, over the member tokens by label."""
+    from .ha.group import HAGroup
+    from .ha.member import HAMember
+    from .ha.policy import RecoveryPolicy
+    from .members.module import module_for
+    from .members.slot import PhysicalSlot
+
+    module = module_for(library).load()
+    by_label = {}
+    for slot_id in module.slot_ids():
+        slot = PhysicalSlot(module, slot_id)
+        if slot.slot_info().token_present:
+            info = slot.token_info()
+            by_label[info.label] = (info.serial_number, slot)
+    missing = [label for label in labels if label not in by_label]
+    if missing:
+        raise RuntimeError(f"member token(s) {', '.join(missing)} not found")
+    members = [HAMember(by_label[label][0], by_label[label][1], label) for label in labels]
+    group = HAGroup("init", "init", members, RecoveryPolicy())
+    return group.ha_init(so_pin).lines()
+
+
 def handle(request: dict) -> dict:
     import pkcs11
 
     from .members.raw import RawModule
+
+    if request["action"] == "ha-init":
+        return {"said": _ha_init(request["library"], list(request["labels"]), request["so_pin"])}
 
     library = request["library"]
     pkcs11.lib(library)  # C_Initialize, with SOFTHSM2_CONF as this process got it

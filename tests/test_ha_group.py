@@ -517,8 +517,21 @@ def test_rejected_member_is_admitted_again_after_ha_init_as_the_log_says(fresh):
     fresh.session.generate_random(8)
     assert "HA Init" in [e for e in group.log.events if e.event == "rejected"][-1].detail
     group.logout()
-    group.ha_init(SO_PIN)
+    report = group.ha_init(SO_PIN)
+    # m3 lost generation 1 with its token, and a domain key cannot travel: generation 2 goes on
+    # every member, the others keep generation 1 (not destroyable, no longer used)
+    assert report.generation == 2 and sorted(report.created_on) == sorted(m.serial for m in group.members)
+    assert sorted(serial for serial, older in report.kept if older == [1]) == sorted(
+        m.serial for m in group.members if m is not m3)
     group.login(CKU_USER, USER_PIN)
     fresh.clock.advance(fresh.x + 1)
     fresh.session.generate_random(8)
     assert m3.active
+    # the key from before travelled to m3 under generation 2, and a new one does too
+    assert member_objects(m3, fresh.session.get_attributes(priv, [CKA_ID])[CKA_ID]) == {
+        CKO_PUBLIC_KEY, CKO_PRIVATE_KEY}
+    new_pub, new_priv = fresh.session.generate(KeySpec("ec", "P-256", "after-rekey", b""))
+    assert member_objects(m3, fresh.session.get_attributes(new_priv, [CKA_ID])[CKA_ID]) == {
+        CKO_PUBLIC_KEY, CKO_PRIVATE_KEY}
+    again = group.ha_init(SO_PIN)
+    assert again.generation == 2 and not again.created_on and "nothing to do" in again.lines()[0]

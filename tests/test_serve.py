@@ -356,3 +356,21 @@ def test_sigterm_with_a_logged_in_client_and_all_slots(served, ckdemo_bin, tmp_p
     assert "export P11_KIT_SERVER_ADDRESS=unix:path=" in log and "p11-kit-client.so -L" in log
     assert "closed by the server" in log and log.count("real logout") == 1, log
     client.close()
+
+
+def test_secret_key_generated_everywhere_encrypts_multi_part(served, tmp_path):
+    made = served.tool("--login", "--pin", USER_PIN, "--keygen", "--key-type", "AES:32", "--id", "c1",
+                       "--label", "serve-aes")
+    assert made.returncode == 0, made.stderr
+    for member in ("member1", "member2", "member3"):
+        assert "serve-aes" in on_member(served.home, member, "--login", "--pin", USER_PIN, "-O",
+                                        "--type", "secrkey")
+    plain = tmp_path / "plain"
+    plain.write_bytes(os.urandom(4096))  # pkcs11-tool encrypts with Update/Final past 1 KiB
+    for direction, source, target in (("--encrypt", plain, tmp_path / "sealed"),
+                                      ("--decrypt", tmp_path / "sealed", tmp_path / "opened")):
+        done = served.tool("--login", "--pin", USER_PIN, direction, "-m", "AES-ECB", "--id", "c1",
+                           "-i", str(source), "-o", str(target))
+        assert done.returncode == 0, done.stderr
+    assert (tmp_path / "sealed").read_bytes() != plain.read_bytes()
+    assert (tmp_path / "opened").read_bytes() == plain.read_bytes()

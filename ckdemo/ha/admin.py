@@ -65,7 +65,8 @@ class Administration:
                 try:
                     session.login(CKU_SO, so_pin)
                     try:
-                        for handle in held[member.serial].legacy:
+                        # found again here: handles die with the last session of the slot
+                        for handle in replication.domain_keys(session).legacy:
                             session.destroy_object(handle)
                             report.weak_removed.append(member.serial)
                         if rekey:
@@ -126,6 +127,7 @@ class Administration:
             raise CKRError(CKR_USER_NOT_LOGGED_IN, "C_Logout")
         self.credentials = None
         for member in self.active_members():
+            member.generation += 1  # handles of private objects are void after a logout (SoftHSM)
             if member.anchor is not None:
                 logout_quietly(member.anchor)
 

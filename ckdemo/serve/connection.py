@@ -31,7 +31,7 @@ from ..rpc.structs import BufferSize, Info, SessionInfo
 from ..slots import Session
 from . import keygen, wire
 from .attributes import read_attributes
-from .operations import DECRYPT, DIGEST, ENCRYPT, SIGN, VERIFY, Operation, Operations
+from .operations import DECRYPT, DIGEST, ECB_BLOCK, ENCRYPT, SIGN, VERIFY, Operation, Operations
 
 CKF_RW_SESSION, CKF_SERIAL_SESSION = 0x2, 0x4
 CKF_DONT_BLOCK = 0x1
@@ -449,8 +449,11 @@ class Connection:
         session = self._session(handle, function)
 
         def body(operation: Operation):
-            data = operation.collected()
-            output = operation.output(data, lambda d: compute(session, operation, d))
+            data = operation.collected() + operation.carry
+            if operation.mechanism in ECB_BLOCK and operation.multi and not data:
+                output = b""  # every block went out with its Update
+            else:
+                output = operation.output(data, lambda d: compute(session, operation, d))
             return (session.operations.deliver(kind, output, offered),)
         return session.operations.run(kind, function, body)
 
@@ -540,11 +543,26 @@ class Connection:
     def _collect(self, handle, kind: str, function: str, data, offered: int) -> tuple:
         """An Update with output: the data is kept, the output comes at Final. A size query
         (buffer length 0) consumes nothing, as with p11-kit's server (the module gets NULL)."""
-        if offered == 0:
-            self._session(handle, function).operations.get(kind, function)
-            return (BufferSize(0),)
-        self._update(handle, kind, function, data)
-        return (b"",)
+        session = self._session(handle, function)
+        operation = session.operations.get(kind, function)
+        block = ECB_BLOCK.get(operation.mechanism)
+        if block is None:  # kept for Final
+            if offered == 0:
+                return (BufferSize(0),)
+            self._update(handle, kind, function, data)
+            return (b"",)
+        pending = operation.carry + _bytes(data)
+        whole = len(pending) // block * block
+        if offered < whole or offered == 0:  # a size query or a buffer too small: nothing used
+            return (BufferSize(whole),)
+        compute = self._encrypt if kind == ENCRYPT else self._decrypt
+
+        def body(op: Operation):
+            op.multi = True
+            output = compute(session, op, pending[:whole]) if whole else b""
+            op.carry = pending[whole:]
+            return (output,)
+        return session.operations.run(kind, function, body)
 
     def C_DigestInit(self, handle, mechanism) -> tuple:
         return self._init(handle, mechanism, None, DIGEST, "C_DigestInit")

@@ -17,6 +17,10 @@ from ..model import MechanismParam
 from ..rpc.structs import BufferSize
 
 ENCRYPT, DECRYPT, DIGEST, SIGN, VERIFY = "encrypt", "decrypt", "digest", "sign", "verify"
+# ECB mechanisms (all the 0.24.1 client lets through for multi-part ciphers) and their block
+# sizes: each complete block is its own single-part call, so Update gives its output at once
+# (clients such as pkcs11-tool expect most output from Update, not all of it at Final)
+ECB_BLOCK = {0x1081: 16, 0x0132: 8, 0x0121: 8}  # CKM_AES_ECB, CKM_DES3_ECB, CKM_DES_ECB
 MAX_BUFFERED = 64 * 1024 * 1024  # bytes one multi-part operation may collect before its final call
 
 
@@ -30,6 +34,7 @@ class Operation:
     keys: list[int] = field(default_factory=list)  # C_DigestKey parts
     size: int = 0
     multi: bool = False
+    carry: bytes = b""  # ECB: the incomplete block waiting for the next Update or Final
     _input: bytes | None = None
     _output: bytes | None = None
 
