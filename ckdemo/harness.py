@@ -140,8 +140,9 @@ def _isolated_slots(settings: Settings, labels: list[str]) -> list:
     return slots
 
 
-def member_servers(settings: Settings) -> list:
-    """The p11-kit servers of the remote members, in member order."""
+def member_servers(settings: Settings, shared_by_runs: bool = False) -> list:
+    """The p11-kit servers of the remote members, in member order. `shared_by_runs`: for a run,
+    whose servers end with the last ckdemo process using them (not for `ckdemo member ...`)."""
     from .members.remote import MemberServer
     from .provision import softhsm_library
 
@@ -149,7 +150,7 @@ def member_servers(settings: Settings) -> list:
     for label in settings.remote_members():
         socket, managed = settings.member_socket(label)
         servers.append(MemberServer(label, socket, settings.home / "run", softhsm_library(),
-                                    settings.softhsm_conf(), managed))
+                                    settings.softhsm_conf(), managed, shared_by_runs=shared_by_runs))
     return servers
 
 
@@ -158,11 +159,14 @@ def _remote_slots(settings: Settings, start_servers: bool) -> list:
     from .members.remote import RemoteError
     from .members.slot import PhysicalSlot
 
-    slots, servers = [], member_servers(settings)
+    slots, servers = [], member_servers(settings, shared_by_runs=True)
+    # every server this process uses holds a lease until it exits; a server a run started (at
+    # start, or on a restore) is stopped by the last process using it, whichever that is; those
+    # started by `ckdemo member serve` keep running
+    atexit.register(_detach, servers)
     try:
         for server in servers:
-            if start_servers and server.managed and server.pid() is None:
-                server.serve()
+            server.attach(start=start_servers)
             module, ids = _connect(server, settings.home / "lib", settings.member_timeout())
             slot = PhysicalSlot(module, ids[0] if ids else None)
             slot.member_label = server.label
@@ -171,9 +175,6 @@ def _remote_slots(settings: Settings, start_servers: bool) -> list:
             slots.append(slot)
     except RemoteError as exc:
         raise SettingsError(str(exc)) from None
-    # servers this process started (at start, or on a restore) end with it;
-    # those started by `ckdemo member serve` keep running
-    atexit.register(_stop, servers)
     return slots
 
 
@@ -209,7 +210,6 @@ def _connect(server, lib_dir: Path, timeout: float):
     return result.get("module") or module_for(str(client_path(server, lib_dir))), result["ids"]
 
 
-def _stop(servers: list) -> None:
+def _detach(servers: list) -> None:
     for server in servers:
-        if server.started_here is not None and server.pid() == server.started_here:
-            server.kill()
+        server.detach()

@@ -131,10 +131,11 @@ class Lease:
             self.fd = _open(self.path)
         _flock_until(self.fd, fcntl.LOCK_EX, time.monotonic() + timeout, self.path, timeout)
 
-    def share(self) -> None:
+    def share(self, timeout: float = DEFAULT_TIMEOUT_S) -> None:
+        """A downgrade, or a wait (up to `timeout`) while another process holds it exclusive."""
         if self.fd is None:
             self.fd = _open(self.path)
-        fcntl.flock(self.fd, fcntl.LOCK_SH)  # a downgrade, or a wait for an exclusive holder
+        _flock_until(self.fd, fcntl.LOCK_SH, time.monotonic() + timeout, self.path, timeout)
 
     def last_user(self) -> bool:
         """Exclusive now or never. A refused conversion may drop our shared lock (flock(2):

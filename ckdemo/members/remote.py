@@ -16,11 +16,12 @@ import signal
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..childenv import child_environment
 from ..codes import CKRError
+from ..interprocess import Lease, LockTimeout
 from .module import Module, module_for
 
 CLIENT_CANDIDATES = (
@@ -32,6 +33,8 @@ CLIENT_CANDIDATES = (
 TRANSPORT_LIMIT = ("p11-kit RPC (0.24) carries only mechanisms without parameters (and RSA-OAEP): "
                    "AES-CBC/GCM, AES key wrap, RSA-PSS and ECDH cannot reach a remote member")
 START_TIMEOUT_S = 5.0
+LEASE_TIMEOUT_S = 30.0  # how long a run waits for another run to finish stopping a server
+STARTED_BY_RUN = "run"  # pid file mark: a run started it, so the last run using it stops it
 _environment = threading.Lock()  # P11_KIT_SERVER_ADDRESS is process-wide: one loader at a time
 
 
@@ -56,6 +59,11 @@ class MemberServer:
     softhsm_conf: str | None = None
     managed: bool = True  # False: attach to a server someone else runs (e.g. an SSH-forwarded socket)
     started_here: int | None = None  # pid of the server this process started last
+    # built for a run: what it starts is stopped by the last ckdemo process using it (a lease);
+    # False for `ckdemo member serve/restart`: those servers keep running
+    shared_by_runs: bool = False
+    _process: subprocess.Popen | None = field(default=None, init=False, repr=False, compare=False)
+    _lease: Lease | None = field(default=None, init=False, repr=False, compare=False)
 
     @property
     def pid_file(self) -> Path:
@@ -68,9 +76,10 @@ class MemberServer:
     def pid(self) -> int | None:
         """The server's pid when it runs (the pid is also its process group)."""
         try:
-            pid = int(self.pid_file.read_text().strip())
-            os.kill(pid, 0)
-        except (OSError, ValueError):
+            pid = int(self.pid_file.read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            return None
+        if not _alive(pid):
             return None
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as cmdline:  # p11-kit-server's argv[0] is "server"
@@ -97,9 +106,51 @@ class MemberServer:
     def serve(self) -> int:
         if not self.managed:
             raise RemoteError(f"{self.label} is served elsewhere ({self.socket}); ckdemo only attaches")
-        running = self.pid()
-        if running:
-            return running
+        # one process at a time looks and starts: a second starter would unlink the first's socket
+        start_lock = Lease(self.run_dir / f"{self.label}.start")
+        try:
+            start_lock.exclusive(LEASE_TIMEOUT_S)
+            return self.pid() or self._start()
+        except LockTimeout as exc:
+            raise RemoteError(f"cannot start {self.label}: {exc.detail}") from None
+        finally:
+            start_lock.release()
+
+    def started_by_run(self) -> bool:
+        try:
+            return self.pid_file.read_text().split()[1:2] == [STARTED_BY_RUN]
+        except OSError:
+            return False
+
+    def attach(self, start: bool = True) -> None:
+        """This process uses the server from now on: hold its lease (shared with every other
+        ckdemo process using it) and start it unless it runs."""
+        if not self.managed:
+            return
+        if self._lease is None:
+            lease = Lease(self.run_dir / f"{self.label}.lease")
+            try:  # waits while a run that was the last user is stopping it
+                lease.share(LEASE_TIMEOUT_S)
+            except LockTimeout as exc:
+                lease.release()
+                raise RemoteError(f"cannot use {self.label}: {exc.detail}") from None
+            self._lease = lease
+        if start and self.pid() is None:
+            self.serve()
+
+    def detach(self) -> None:
+        """This process is done with the server. A server a run started is stopped by the last
+        process using it; one started by `ckdemo member serve` keeps running."""
+        lease, self._lease = self._lease, None
+        if lease is None:
+            return
+        try:
+            if lease.last_user() and self.started_by_run():
+                self.kill()
+        finally:
+            lease.release()
+
+    def _start(self) -> int:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         if self.socket.exists():
             self.socket.unlink()  # left by a killed server: the new one cannot bind over it
@@ -124,8 +175,11 @@ class MemberServer:
                 raise RemoteError(f"p11-kit server for {self.label} did not start "
                                   f"(see {self.run_dir / (self.label + '.log')})")
             time.sleep(0.01)
-        self.pid_file.write_text(f"{process.pid}\n")
+        self.pid_file.write_text(f"{process.pid} {STARTED_BY_RUN if self.shared_by_runs else 'serve'}\n")
         self.started_here = process.pid
+        self._process = process
+        # our child: reaped the moment it dies, whoever kills it (no zombie while we run)
+        threading.Thread(target=process.wait, name=f"reap-{self.label}", daemon=True).start()
         return process.pid
 
     def kill(self) -> bool:
@@ -138,15 +192,14 @@ class MemberServer:
             os.killpg(pid, signal.SIGKILL)
         except ProcessLookupError:
             pass
-        for _ in range(200):  # reap-free wait: the child is not ours after a restart of ckdemo
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                break
-            try:
-                os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
+        if self._process is not None and self._process.pid == pid:
+            try:  # our child: reap it here (the reaper thread may be first)
+                self._process.wait(START_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
                 pass
+        for _ in range(200):  # not our child (another run started it): its parent or init reaps
+            if not _alive(pid):
+                break
             time.sleep(0.005)
         self.pid_file.unlink(missing_ok=True)
         return True
@@ -172,6 +225,16 @@ class MemberServer:
     def restart(self) -> int:
         self.kill()
         return self.serve()
+
+
+def _alive(pid: int) -> bool:
+    """Running or stopped; a zombie (killed, not reaped yet) counts as dead."""
+    try:
+        os.kill(pid, 0)
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
 
 
 def client_path(server: MemberServer, lib_dir: Path) -> Path:
