@@ -5,6 +5,8 @@ Python: bool, int, bytes, str.
 """
 from __future__ import annotations
 
+import struct
+import datetime
 from dataclasses import dataclass
 
 from .model import CLASS_NAMES, KEY_TYPE_NAMES
@@ -14,6 +16,12 @@ CLASS_NAMES_ALL = {**CLASS_NAMES, 0x1: "CKO_CERTIFICATE", 0x5: "CKO_HW_FEATURE",
 KEY_TYPE_NAMES_ALL = {**KEY_TYPE_NAMES, 0x1: "CKK_DSA", 0x2: "CKK_DH", 0x13: "CKK_DES3",
                       0x15: "CKK_DES2", 0x2B: "CKK_SHA256_HMAC", 0x40: "CKK_EC_EDWARDS",
                       0x41: "CKK_EC_MONTGOMERY"}
+
+
+# A CK_ULONG is a C unsigned long: 0 .. 2**64-1 here. A value outside that range must never reach
+# python-pkcs11, whose template packing then fails half-way and frees memory it never allocated
+# (measured: free(): invalid pointer, a segfault). Every typed value is checked in parse().
+ULONG_MAX = 2 ** (8 * struct.calcsize("L")) - 1  # as python-pkcs11 packs it (Struct("L"))
 
 
 @dataclass(frozen=True)
@@ -50,6 +58,9 @@ _TABLE = [
     ("CKA_EC_PARAMS", 0x180, "bytes"), ("CKA_EC_POINT", 0x181, "bytes"),
     ("CKA_ALWAYS_AUTHENTICATE", 0x202, "bool"), ("CKA_WRAP_WITH_TRUSTED", 0x210, "bool"),
 ]
+# python-pkcs11 0.10.1 has no value type for these (no Attribute member, or no packer), so a
+# template carrying one fails inside it: they can be read and shown, never typed into a template
+NOT_IN_TEMPLATES = {"CKA_PUBLIC_KEY_INFO", "CKA_CERTIFICATE_CATEGORY"}
 SECRET_PARTS = {"CKA_VALUE", "CKA_PRIVATE_EXPONENT", "CKA_PRIME_1", "CKA_PRIME_2", "CKA_EXPONENT_1",
                 "CKA_EXPONENT_2", "CKA_COEFFICIENT"}
 
@@ -68,15 +79,37 @@ def lookup(name: str) -> AttributeDef:
         raise KeyError(f"unknown attribute {name.strip()!r} (e.g. CKA_LABEL, CKA_ID, CKA_ENCRYPT)") from None
 
 
-def _named(value: str, names: dict[int, str], what: str) -> int:
+def _ulong(value: str, what: str) -> int:
+    """A CK_ULONG as typed (decimal, 0x hex, 0o, 0b); anything a CK_ULONG cannot hold is refused."""
+    try:
+        number = int(value, 0)
+    except ValueError:
+        raise ValueError(f"{what} needs a number, not {value!r}") from None
+    if not 0 <= number <= ULONG_MAX:
+        raise ValueError(f"{what} needs a number from 0 to {ULONG_MAX:#x} (a CK_ULONG), "
+                         f"not {value!r}")
+    return number
+
+
+def _named(attribute: AttributeDef, value: str, names: dict[int, str], what: str) -> int:
     key = value.strip().upper()
     for code, name in names.items():
         if key in (name, name.split("_", 1)[1]):
             return code
     try:
-        return int(value, 0)
+        int(value, 0)
     except ValueError:
         raise ValueError(f"{value!r} is not a {what} (e.g. {next(iter(names.values()))})") from None
+    return _ulong(value, attribute.name)
+
+
+def _text(attribute: AttributeDef, text: str) -> str:
+    """Text goes to the token as UTF-8: refuse what cannot be encoded (lone surrogates)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{attribute.name}: {text!r} is not valid text (UTF-8)") from None
+    return text
 
 
 def parse(attribute: AttributeDef, text: str):
@@ -89,29 +122,29 @@ def parse(attribute: AttributeDef, text: str):
             return False
         raise ValueError(f"{attribute.name} needs true or false, not {text!r}")
     if attribute.kind == "ulong":
-        try:
-            return int(text, 0)
-        except ValueError:
-            raise ValueError(f"{attribute.name} needs a number, not {text!r}") from None
+        return _ulong(text, attribute.name)
     if attribute.kind == "class":
-        return _named(text, CLASS_NAMES_ALL, "object class")
+        return _named(attribute, text, CLASS_NAMES_ALL, "object class")
     if attribute.kind == "keytype":
-        return _named(text, KEY_TYPE_NAMES_ALL, "key type")
+        return _named(attribute, text, KEY_TYPE_NAMES_ALL, "key type")
     if attribute.kind == "bytes":
         raw = text[4:] if text.lower().startswith("hex:") else text[2:] if text.lower().startswith("0x") else None
         if raw is None:
-            return text.encode()  # plain text, e.g. CKA_ID=mykey
+            return _text(attribute, text).encode()  # plain text, e.g. CKA_ID=mykey
         try:
             return bytes.fromhex(raw)
         except ValueError:
             raise ValueError(f"{attribute.name}: {text!r} is not valid hex") from None
     if attribute.kind == "date":
-        import datetime
         try:
-            return datetime.date.fromisoformat(text)
+            date = datetime.date.fromisoformat(text)
         except ValueError:
-            raise ValueError(f"{attribute.name} needs a date YYYY-MM-DD, not {text!r}") from None
-    return text
+            date = None
+        if date is None or date.year < 1000:  # a CK_DATE holds four year digits
+            raise ValueError(f"{attribute.name} needs a date YYYY-MM-DD (year 1000-9999), "
+                             f"not {text!r}")
+        return date
+    return _text(attribute, text)
 
 
 def parse_assignment(text: str) -> tuple[AttributeDef, object]:
@@ -120,6 +153,9 @@ def parse_assignment(text: str) -> tuple[AttributeDef, object]:
     if not sep:
         raise ValueError(f"{text!r}: write NAME=VALUE, e.g. CKA_LABEL=mykey")
     attribute = lookup(name)
+    if attribute.name in NOT_IN_TEMPLATES:
+        raise ValueError(f"{attribute.name} can be read (24, 27) but not written or searched "
+                         "by ckdemo")
     return attribute, parse(attribute, value)
 
 
