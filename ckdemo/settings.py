@@ -1,6 +1,7 @@
 """Where ckdemo's state and configuration come from: --home, --config, --module and env vars."""
 from __future__ import annotations
 
+import math
 import os
 import re
 from dataclasses import dataclass
@@ -11,6 +12,7 @@ from .provision import CKDEMO_SECTION, CONFIG_NAME, is_provisioned, provision
 
 DEFAULT_HOME = ".ckdemo"
 DEFAULT_MEMBER_TIMEOUT_S = 20.0  # LUNA.md: a command running over 20 s fails a member
+MAX_MEMBER_TIMEOUT_S = 86400.0
 # Script variables filled from the config when the environment does not set them.
 SECRET_KEYS = {"CKDEMO_USER_PIN": "UserPIN", "CKDEMO_SO_PIN": "SOPIN"}
 
@@ -50,10 +52,16 @@ class Settings:
     def member_timeout(self) -> float:
         """Seconds a remote member may take to answer before it counts as failed (0: no limit)."""
         value = self.conf.get(CKDEMO_SECTION, "MemberTimeout")
+        if value is None:
+            return DEFAULT_MEMBER_TIMEOUT_S
         try:
-            return float(value) if value is not None else DEFAULT_MEMBER_TIMEOUT_S
+            seconds = float(value)
         except ValueError:
             raise SettingsError(f"{CKDEMO_SECTION}.MemberTimeout = {value!r} is not a number") from None
+        if not (math.isfinite(seconds) and 0 <= seconds <= MAX_MEMBER_TIMEOUT_S):
+            raise SettingsError(f"{CKDEMO_SECTION}.MemberTimeout = {value!r} is out of range "
+                                f"(seconds, 0 for no limit, at most {MAX_MEMBER_TIMEOUT_S:g})")
+        return seconds
 
     def isolated_members(self) -> list[str]:
         """Local members loaded through a private copy of the library each (LocalIsolation)."""

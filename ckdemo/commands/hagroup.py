@@ -17,7 +17,10 @@ def _edit_conf(ctx: click.Context, change) -> None:
     from ..config.chrystoki import ChrystokiConf
     settings = _settings(ctx)
     conf = ChrystokiConf.load(settings.config_path) if settings.config_path.exists() else settings.conf
-    change(conf)
+    try:
+        change(conf)
+    except ValueError as exc:  # a value the config cannot hold (e.g. nan, out of range)
+        raise Fail(str(exc)) from None
     try:
         conf.save(settings.config_path)
     except OSError as exc:

@@ -1,6 +1,7 @@
 """HA groups and settings in Luna's own Chrystoki.conf names (VirtualToken, HAConfiguration)."""
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 
@@ -10,6 +11,39 @@ from .chrystoki import ChrystokiConf
 VIRTUAL_TOKEN = "VirtualToken"
 HA_CONFIGURATION = "HAConfiguration"
 HA_SYNCHRONIZE = "HASynchronize"
+MAX_RECONNECT_ATTEMPTS = 2 ** 31 - 1  # reconnAtt: -1 unlimited, 0 off, else 1 .. this
+MAX_INTERVAL_S = 86400.0  # AutoReconnectInterval: more than 0 s, at most one day
+
+
+def parse_retries(value: str, what: str = f"{HA_CONFIGURATION}.reconnAtt") -> int:
+    """reconnAtt as written: a whole number, -1 (unlimited), 0 (off) or a count of attempts."""
+    text = value.strip()
+    try:
+        count = int(text)
+    except ValueError:
+        try:
+            float(text)
+        except ValueError:
+            raise ValueError(f"{what} = {value!r} is not a number") from None
+        raise ValueError(f"{what} = {value!r} is not a whole number "
+                         "(-1 unlimited, 0 off, N attempts)") from None
+    if not -1 <= count <= MAX_RECONNECT_ATTEMPTS:
+        raise ValueError(f"{what} = {value!r} is out of range (-1 unlimited, 0 off, "
+                         f"1-{MAX_RECONNECT_ATTEMPTS} attempts)")
+    return count
+
+
+def parse_interval(value: str, what: str = f"{HA_CONFIGURATION}.AutoReconnectInterval") -> float:
+    """AutoReconnectInterval as written: seconds, more than 0 and at most MAX_INTERVAL_S (nan and
+    inf are refused: with them recovery would silently never happen)."""
+    try:
+        seconds = float(value.strip())
+    except ValueError:
+        raise ValueError(f"{what} = {value!r} is not a number") from None
+    if not (math.isfinite(seconds) and 0 < seconds <= MAX_INTERVAL_S):
+        raise ValueError(f"{what} = {value!r} is out of range (seconds, more than 0 and at most "
+                         f"{MAX_INTERVAL_S:g})")
+    return seconds
 
 
 @dataclass(frozen=True)
@@ -53,15 +87,12 @@ def set_group(conf: ChrystokiConf, label: str, members: list[str], index: int = 
 
 
 def settings(conf: ChrystokiConf) -> HASettings:
-    def number(key: str, default: float) -> float:
-        value = conf.get(HA_CONFIGURATION, key)
-        try:
-            return float(value) if value is not None else default
-        except ValueError:
-            raise ValueError(f"{HA_CONFIGURATION}.{key} = {value!r} is not a number") from None
+    """The HAConfiguration section; a value ckdemo cannot use raises ValueError (one line)."""
+    retries = conf.get(HA_CONFIGURATION, "reconnAtt")
+    interval = conf.get(HA_CONFIGURATION, "AutoReconnectInterval")
     status = (conf.get(HA_CONFIGURATION, "haLogStatus") or "").strip().lower()
-    return HASettings(int(number("reconnAtt", DEFAULT_RECOVERY_RETRIES)),
-                      number("AutoReconnectInterval", DEFAULT_RECOVERY_INTERVAL_S),
+    return HASettings(DEFAULT_RECOVERY_RETRIES if retries is None else parse_retries(retries),
+                      DEFAULT_RECOVERY_INTERVAL_S if interval is None else parse_interval(interval),
                       (conf.get(HA_CONFIGURATION, "HAOnly") or "0").strip() == "1",
                       status == "enabled", conf.get(HA_CONFIGURATION, "haLogPath"))
 
@@ -72,8 +103,9 @@ def synchronize_on_recovery(conf: ChrystokiConf, label: str) -> bool:
 
 
 def set_retry(conf: ChrystokiConf, count: int) -> None:
-    conf.set(HA_CONFIGURATION, "reconnAtt", str(count))
+    conf.set(HA_CONFIGURATION, "reconnAtt", str(parse_retries(str(count), "reconnAtt")))
 
 
 def set_interval(conf: ChrystokiConf, seconds: float) -> None:
-    conf.set(HA_CONFIGURATION, "AutoReconnectInterval", f"{seconds:g}")
+    conf.set(HA_CONFIGURATION, "AutoReconnectInterval",
+             f"{parse_interval(repr(seconds), 'AutoReconnectInterval'):g}")
