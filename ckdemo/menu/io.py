@@ -15,6 +15,12 @@ class InputAborted(Exception):
     loop stops and the caller reports it."""
 
 
+def printable(answer: str) -> str:
+    """An answer as text every later step can encode: bytes that were not UTF-8 (decoded as lone
+    surrogates) become U+FFFD, so a label or PIN never fails half-way inside a PKCS#11 call."""
+    return answer.encode("utf-8", "surrogatepass").decode("utf-8", "replace")
+
+
 class MenuIO(Protocol):
     def write(self, text: str) -> None: ...
     def ask(self, prompt: str, secret: bool = False) -> str: ...
@@ -42,12 +48,12 @@ class TerminalIO:
     def ask(self, prompt: str, secret: bool = False) -> str:
         if secret and self.stdin.isatty():
             try:
-                return getpass.getpass(prompt, stream=self.stdout)
+                return printable(getpass.getpass(prompt, stream=self.stdout))
             except EOFError:
                 raise EndOfInput(prompt) from None
         if self.stdin is sys.stdin and self.stdout is sys.stdout and self.stdin.isatty():
             try:  # a person at a terminal: line editing and history through readline
-                return input(prompt)
+                return printable(input(prompt))
             except EOFError:
                 self.write("\n")
                 raise EndOfInput(prompt) from None
@@ -56,7 +62,7 @@ class TerminalIO:
         if not line:
             self.write("\n")
             raise EndOfInput(prompt)
-        return line.rstrip("\r\n")
+        return printable(line.rstrip("\r\n"))
 
     def ask_choice(self, prompt: str) -> str:
         return self.ask(prompt)

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..codes import CKRError
 from ..workspace import Workspace
-from .script import Directive, ScriptError
+from .script import Directive, ScriptError, number
 
 
 class HAControl:
@@ -14,13 +14,15 @@ class HAControl:
         if not self.groups:
             raise ScriptError(f"line {d.line}: @{d.name}: no HA group is configured")
         if d.name == "ha-interval":
+            seconds = number(d.name, d.argument)  # checked when the script was read
             for group in self.groups:
-                group.policy.interval_s = float(d.argument)
-            return f"recovery interval {float(d.argument):g} s"
+                group.policy.interval_s = seconds
+            return f"recovery interval {seconds:g} s"
         if d.name == "ha-retry":
+            count = number(d.name, d.argument)
             for group in self.groups:
-                group.policy.retries = int(d.argument)
-            return f"recovery attempts {int(d.argument)}"
+                group.policy.retries = count
+            return f"recovery attempts {count}"
         for group in self.groups:
             try:
                 member = group.member(d.argument)

@@ -16,14 +16,17 @@
 """
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..config.ha import MAX_INTERVAL_S, MAX_RECONNECT_ATTEMPTS
 from ..menu.io import InputAborted
 
 VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 DIRECTIVE_LINE = re.compile(r"@[A-Za-z-]+(\s|$)")
+UNDECODABLE = re.compile("[\ud800-\udfff]")
 HANDLE_PREFIX = "LAST_"  # ${LAST_SESSION}, ${LAST_OBJECT}, ...: handles the run has just made
 
 
@@ -57,12 +60,27 @@ class Directive:
 DIRECTIVES = ("expect", "sleep", "fail", "restore", "hang", "resume", "ha-interval", "ha-retry",
               "confirm-destructive")
 FLAGS = ("confirm-destructive",)  # directives without an argument (replay/runner.py)
-NUMERIC = {"sleep": float, "ha-interval": float, "ha-retry": int}
+MAX_SLEEP_S = 3600.0  # @sleep: an hour at most (a longer wait is a mistake in the script)
+# numeric directives: (parse, lowest, highest, what the number is)
+NUMERIC = {"sleep": (float, 0.0, MAX_SLEEP_S, "seconds"),
+           "ha-interval": (float, 0.0, MAX_INTERVAL_S, "seconds"),
+           "ha-retry": (int, -1, MAX_RECONNECT_ATTEMPTS, "attempts, -1 unlimited, 0 off")}
+
+
+def number(name: str, argument: str) -> float | int:
+    """The argument of a numeric directive, checked (finite, in range); ValueError if not."""
+    parse, lowest, highest, _ = NUMERIC[name]
+    value = parse(argument)
+    if isinstance(value, float) and not math.isfinite(value) or not lowest <= value <= highest:
+        raise ValueError(argument)
+    return value
 
 
 def parse(text: str, source: str = "<script>") -> list[Line]:
     lines = []
     for number, raw in enumerate(text.splitlines(), start=1):
+        if UNDECODABLE.search(raw):  # bytes that are not UTF-8 (stdin decodes them as surrogates)
+            raise ScriptError(f"{source}:{number}: not valid UTF-8 text")
         stripped = raw.strip()
         if not stripped or stripped.startswith("#"):
             continue
@@ -92,10 +110,11 @@ def directive(line: Line, source: str = "<script>") -> Directive:
                           f"(known: {', '.join('@' + d for d in DIRECTIVES)})")
     if name in NUMERIC:
         try:
-            if NUMERIC[name](argument) < (-1 if name == "ha-retry" else 0):
-                raise ValueError
+            number(name, argument)
         except ValueError:
-            raise ScriptError(f"{source}:{line.number}: @{name} needs a number, got {argument!r}") from None
+            _, lowest, highest, what = NUMERIC[name]
+            raise ScriptError(f"{source}:{line.number}: @{name} needs a number from {lowest:n} to "
+                              f"{highest:n} ({what}), got {argument!r}") from None
     if not argument and name not in FLAGS:
         raise ScriptError(f"{source}:{line.number}: @{name} needs an argument "
                           "(e.g. @expect CKR_OK, @fail member1)")
