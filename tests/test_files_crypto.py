@@ -1004,7 +1004,7 @@ def test_sign_and_verify_read_data_and_signature_from_files_in_a_script(menu, ho
     [signature] = signatures(out)
     assert signature == (tmp_path / "record.sig").read_bytes()  # PKCS#1 v1.5 is deterministic
     assert "Signature verified." in out
-    assert f"Cannot read {tmp_path}/no-such-file: No such file or directory." in out
+    assert f"Cannot read {tmp_path}/no-such-file: no such file." in out
 
 
 # ---------------------------------------------------------------- 42/43 on the HA slot
@@ -1081,7 +1081,7 @@ def test_hash_file_refusals(menu, shared_home, tmp_path):
         """, QUIT)
     assert code == 0, out
     assert f"Cannot read {tmp_path}/missing.bin: no such file." in out
-    assert f"Cannot read {tmp_path}: no such file." in out
+    assert f"Cannot read {tmp_path}: a folder (only regular files are read)." in out
     assert "Invalid input (5): choose 1-4." in out
 
 

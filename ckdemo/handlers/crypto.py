@@ -2,13 +2,12 @@
 from __future__ import annotations
 
 import hashlib
-import os
 from pathlib import Path
 
 from ..menu.context import Context, InputError
 from ..model import (CKG_MGF1_SHA256, CKG_MGF1_SHA384, CKG_MGF1_SHA512, CKM_ECDSA, CKM_SHA256,
                      CKM_SHA384, CKM_SHA512, CKM_SHA_1, KeySpec, PSSParam)
-from .files import atomic_output
+from .files import MAX_FILE_BYTES, atomic_output, file_name, read_regular, writable
 
 # (menu label, key kind, size)
 KEY_CHOICES = [
@@ -33,26 +32,23 @@ DIGESTS = [("CKM_SHA_1", CKM_SHA_1), ("CKM_SHA256", CKM_SHA256), ("CKM_SHA384", 
 
 
 def _data(ctx: Context, prompt: str, text: str | None = None) -> bytes:
-    """Text as typed, or the bytes of @file."""
+    """Text as typed, or the bytes of @file: a regular file of at most MAX_FILE_BYTES (sign and
+    verify are single-part calls; Hash file (44) streams a file of any size)."""
     text = ctx.ask(prompt) if text is None else text
     if text.startswith("@"):
-        try:
-            return Path(text[1:]).read_bytes()
-        except OSError as exc:
-            raise InputError(f"Cannot read {text[1:]}: {exc.strerror}.") from None
+        return read_regular(file_name(text[1:]), MAX_FILE_BYTES)
     if not text:
         raise InputError("Invalid input: empty data.")
-    return text.encode()
+    return text.encode("utf-8", "replace")
 
 
 def output_file_or_none(text: str) -> Path | None:
     if not text:
         return None
-    path = Path(text).expanduser()
-    folder = path.parent if str(path.parent) else Path(".")
-    if path.is_dir() or not folder.is_dir() or not os.access(folder, os.W_OK):
+    path = file_name(text, "write")
+    if path.is_dir():
         raise InputError(f"Cannot write {path}: the folder does not exist or is not writable.")
-    return path
+    return writable(path)
 
 
 def _mechanism(ctx: Context):

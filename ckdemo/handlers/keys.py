@@ -15,7 +15,7 @@ from ..model import (CKA_CLASS, CKA_DECRYPT, CKA_DERIVE, CKA_EC_POINT, CKA_ENCRY
                      CKA_UNWRAP, CKA_VALUE_LEN, CKA_VERIFY, CKA_WRAP, CKK_AES, CKK_EC,
                      CKK_GENERIC_SECRET, CKK_RSA, CKM_AES_KEY_WRAP_PAD, CKM_EC_KEY_PAIR_GEN,
                      CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, CKO_SECRET_KEY, ECDHParam, OAEPParam)
-from .files import atomic_output, input_file, output_file
+from .files import atomic_output, input_file, output_file, read_regular
 
 CKM_AES_KEY_WRAP, CKM_RSA_PKCS_OAEP, CKM_ECDH1_DERIVE = 0x2109, 0x9, 0x1050
 CKM_PKCS5_PBKD2 = 0x3B0
@@ -121,10 +121,7 @@ def unwrap_key(ctx: Context) -> None:
     name, mechanism, param = WRAP_MECHANISMS[_pick(ctx, "Select mechanism: ",
                                                    [m[0] for m in WRAP_MECHANISMS])]
     source = input_file(ctx, "Enter input file name (the wrapped key) : ")
-    try:
-        data = source.read_bytes()
-    except OSError as exc:
-        raise InputError(f"Cannot read {source}: {exc.strerror}.") from None
+    data = read_regular(source)
     if not data:
         raise InputError(f"Invalid input: {source} is empty.")
     object_class = UNWRAP_CLASSES[_pick(ctx, "Select the class of the wrapped key: ",
