@@ -26,6 +26,39 @@ def _settings(ctx: click.Context, auto_provision: bool = True):
         return load_settings(o["home"], o["config"], o["module"], auto_provision=auto_provision)
     except (SettingsError, ProvisionError) as exc:
         raise Fail(str(exc)) from None
+    except OSError as exc:  # e.g. a home below a regular file, or in a folder one may not write
+        raise Fail(_os_error("cannot use the state folder", exc)) from None
+
+
+def _os_error(what: str, exc: OSError) -> str:
+    """One line for an OSError: what failed, the path and the system's reason."""
+    where = f" {exc.filename}" if exc.filename else ""
+    return f"{what}{where}: {exc.strerror or exc}"
+
+
+class SafeGroup(click.Group):
+    """The last line of defence: an exception no layer expected is one line on stderr (exit 2),
+    its traceback goes to HOME/errors.log (as the menu's internal errors do), never the screen."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort,
+                SystemExit, KeyboardInterrupt, EOFError):
+            raise
+        except Exception as exc:
+            from .menu.loop import report_internal_error
+            home = _home_path(ctx.obj or {})
+            where = report_internal_error(exc, str(home / "errors.log")) if home.is_dir() \
+                else "nowhere (no state folder)"
+            raise Fail(f"internal error: {type(exc).__name__}: {exc} (a ckdemo bug; details in "
+                       f"{where})") from None
+
+
+def _home_path(obj: dict) -> Path:
+    import os
+    from .settings import DEFAULT_HOME
+    return Path(obj.get("home") or os.environ.get("CKDEMO_HOME") or DEFAULT_HOME).expanduser()
 
 
 def _workspace(settings):
@@ -41,7 +74,8 @@ def _workspace(settings):
         raise Fail(str(exc)) from None
 
 
-@click.group(invoke_without_command=True, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=SafeGroup, invoke_without_command=True,
+             context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--home", envvar="CKDEMO_HOME", type=click.Path(file_okay=False),
               help="State folder (default ./.ckdemo; env CKDEMO_HOME).")
 @click.option("--config", envvar="CKDEMO_CONFIG", type=click.Path(dir_okay=False),
@@ -170,10 +204,8 @@ def init(ctx: click.Context, members, force, user_pin, so_pin, store_pins, label
          isolated) -> None:
     """Provision the state folder: a private SoftHSM2 config and member tokens."""
     from .provision import provision
-    from .settings import DEFAULT_HOME
-    import os
 
-    home = Path(ctx.obj["home"] or os.environ.get("CKDEMO_HOME") or DEFAULT_HOME)
+    home = _home_path(ctx.obj)
     try:
         done = provision(home, members=members, force=force, user_pin=user_pin or None,
                          so_pin=so_pin or None, remote=remote, isolated=isolated,
