@@ -6,7 +6,9 @@ two concurrent calls, so every call into one loaded library is serialised by its
 from __future__ import annotations
 
 import os
+import sys
 import threading
+import traceback
 from contextlib import contextmanager
 from typing import Callable, Iterator, TypeVar
 
@@ -19,6 +21,33 @@ from .errors import pkcs11_call
 from .raw import RawModule
 
 T = TypeVar("T")
+
+
+def _failed_search_cleanup(value: BaseException | None) -> bool:
+    """python-pkcs11 0.10.1 marks a search active before C_FindObjectsInit; when the init fails
+    (e.g. CKR_OPERATION_ACTIVE, already reported to the user), garbage collection later calls
+    C_FindObjectsFinal for a search that never started, and Cython prints the resulting
+    OperationNotInitialized as a traceback (excepthook, then unraisablehook). Only that is
+    dropped; anything else reaches the default hooks."""
+    if not isinstance(value, pkcs11.exceptions.OperationNotInitialized):
+        return False
+    frames = traceback.extract_tb(value.__traceback__)
+    return any(frame.name.endswith("_finalize") for frame in frames)
+
+
+def _excepthook(kind, value, tb) -> None:
+    if not _failed_search_cleanup(value):
+        _DEFAULT_EXCEPTHOOK(kind, value, tb)
+
+
+def _unraisablehook(unraisable) -> None:
+    if not (_failed_search_cleanup(unraisable.exc_value)
+            and "OperationContext.__del__" in str(unraisable.object)):
+        _DEFAULT_UNRAISABLEHOOK(unraisable)
+
+
+_DEFAULT_EXCEPTHOOK, _DEFAULT_UNRAISABLEHOOK = sys.excepthook, sys.unraisablehook
+sys.excepthook, sys.unraisablehook = _excepthook, _unraisablehook
 
 
 class Module:
