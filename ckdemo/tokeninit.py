@@ -91,16 +91,12 @@ def _ha_init(library: str, labels: list[str], so_pin: str) -> list[str]:
 
 
 def handle(request: dict) -> dict:
-    import pkcs11
-
-    from .members.raw import RawModule
-
-    if request["action"] == "ha-init":
-        return {"said": _ha_init(request["library"], list(request["labels"]), request["so_pin"])}
+    from .members.module import module_for
 
     library = request["library"]
-    pkcs11.lib(library)  # C_Initialize, with SOFTHSM2_CONF as this process got it
-    raw = RawModule(library)
+    if request["action"] == "ha-init":
+        return {"said": _ha_init(library, list(request["labels"]), request["so_pin"])}
+    raw = module_for(library).raw  # C_Initialize, with SOFTHSM2_CONF as this process got it
     action = request["action"]
     if action == "create":
         _create(raw, list(request["labels"]), request["so_pin"], request["user_pin"])

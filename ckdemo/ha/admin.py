@@ -9,6 +9,7 @@ from ..codes import CKR_DEVICE_ERROR, CKR_USER_ALREADY_LOGGED_IN, CKR_USER_NOT_L
 from ..model import CKU_SO, CKU_USER
 from . import replication
 from .cleanup import close_quietly, logout_quietly
+from .failover import MemberFailed, no_member_left
 from .member import HAMember, MemberState
 
 CKF_USER_PIN_INITIALIZED = 0x8
@@ -101,22 +102,22 @@ class Administration:
         """Log in on every active member with one PIN (HA Login / C_Login on the HA slot)."""
         self.before_call()
         done = []
+        failures: list[MemberFailed] = []
         for member in self.active_members():
             try:
-                self._on_member(member, lambda: self._session(member).login(user_type, pin))
+                self.call_member(member, lambda: self._session(member).login(user_type, pin))
+            except MemberFailed as exc:
+                failures.append(exc)
+                continue
             except CKRError as exc:
-                if exc.ckr == CKR_USER_ALREADY_LOGGED_IN and self.credentials is None:
-                    pass  # already logged in by a physical-slot session of ours: same state
-                elif self._is_member_failure(exc):
-                    self.member_failed(member, exc)
-                    continue
-                else:
+                if exc.ckr != CKR_USER_ALREADY_LOGGED_IN or self.credentials is not None:
                     for other in done:
                         logout_quietly(other.anchor)
                     raise
+                # else: already logged in by a physical-slot session of ours: the same state
             done.append(member)
         if not done:
-            raise CKRError(CKR_DEVICE_ERROR, "C_Login", "no HA group member is available")
+            raise no_member_left("C_Login", failures)
         self.credentials = (user_type, pin)
         if user_type == CKU_USER:  # only the user sees every key object
             self.completed_at_login = self.complete_objects()
@@ -138,10 +139,11 @@ class Administration:
         for member in self.members:
             if member.active:
                 try:
-                    self._on_member(member, member.slot.token_info)
-                except CKRError as exc:
-                    if self._is_member_failure(exc):
-                        self.member_failed(member, exc)
+                    self.call_member(member, member.slot.token_info)
+                except MemberFailed:
+                    pass  # shown as CKR_DEVICE_ERROR below
+                except CKRError:
+                    pass  # an answer, not a failure: the member is up
             report.append((member, member.status_code()))
             if member.state is MemberState.FAILED:
                 member.state = MemberState.DOWN

@@ -15,6 +15,7 @@ from ..codes import (CKR_DEVICE_ERROR, CKR_FUNCTION_NOT_SUPPORTED, CKR_MECHANISM
 from ..model import LibraryInfo, MechanismInfo, SlotInfo, TokenInfo
 from .admin import Administration
 from .events import HALog
+from .failover import MemberFailed, no_member_left
 from .member import HAMember
 from .policy import RecoveryPolicy
 from .recovery import Recovery
@@ -99,7 +100,7 @@ class HAGroup(Recovery, Administration):
         parameters) is not failed: the call goes to a member that can, and that member is
         skipped for the mechanism from then on."""
         self.before_call()
-        errors: list[str] = []
+        failures: list[MemberFailed] = []
         refused: list[HAMember] = []
         refused_error: CKRError | None = None
         missing: list[HAMember] = []
@@ -112,16 +113,14 @@ class HAGroup(Recovery, Administration):
             if not candidates:
                 if refused_error is not None:
                     raise refused_error
-                detail = "no HA group member is available" + (f" ({'; '.join(errors)})" if errors else "")
-                raise CKRError(CKR_DEVICE_ERROR, function, detail)
+                raise no_member_left(function, failures)
             member = self._pick(candidates)
             try:
-                result = self._on_member(member, lambda: op(member))
+                result = self.call_member(member, lambda: op(member))
+            except MemberFailed as exc:
+                failures.append(exc)
+                continue
             except CKRError as exc:
-                if self._is_member_failure(exc):
-                    self.member_failed(member, exc)
-                    errors.append(f"{member.serial}: {exc.name}")
-                    continue
                 if exc.ckr == CKR_MECHANISM_INVALID and mechanism is not None:
                     refused.append(member)
                     refused_error = exc
@@ -147,19 +146,31 @@ class HAGroup(Recovery, Administration):
     def _on_all(self, function: str, op: Callable[[HAMember], T]) -> list[tuple[HAMember, T]]:
         self.before_call()
         done = []
+        failures: list[MemberFailed] = []
         for member in self.active_members():
             try:
-                done.append((member, self._on_member(member, lambda: op(member))))
+                done.append((member, self.call_member(member, lambda: op(member))))
             except ObjectMissing:
                 continue  # the object never reached this member: nothing to do there
-            except CKRError as exc:
-                if not self._is_member_failure(exc):
-                    raise
-                self.member_failed(member, exc)
+            except MemberFailed as exc:
+                failures.append(exc)
             member.calls += 1
         if not done:
-            raise CKRError(CKR_DEVICE_ERROR, function, "no HA group member is available")
+            raise no_member_left(function, failures)
         return done
+
+    def call_member(self, member: HAMember, fn: Callable[[], T]) -> T:
+        """fn() on one member. A member-fatal result fails the member and raises MemberFailed
+        (chained to the member's own error); any other result is the application's answer."""
+        try:
+            return self._on_member(member, fn)
+        except MemberFailed:
+            raise
+        except CKRError as exc:
+            if not self.is_member_failure(exc):
+                raise
+            self.member_failed(member, exc)
+            raise MemberFailed(member, exc) from exc
 
     @staticmethod
     def _on_member(member: HAMember, fn: Callable[[], T]) -> T:
@@ -168,7 +179,7 @@ class HAGroup(Recovery, Administration):
             return fn()
         return member.worker.call(member.serial, fn)
 
-    def _is_member_failure(self, exc: CKRError) -> bool:
+    def is_member_failure(self, exc: CKRError) -> bool:
         if is_member_fatal(exc.ckr):
             return True
         # a member that forgot our sessions or login was restarted behind our back

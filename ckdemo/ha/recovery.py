@@ -8,6 +8,7 @@ from ..codes import CREDENTIALS_REJECTED, CKR_DEVICE_ERROR, CKR_USER_ALREADY_LOG
 from ..model import CKA_CLASS, CKA_ID, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, CKO_SECRET_KEY
 from . import replication
 from .cleanup import close_quietly
+from .failover import MemberFailed
 from .member import HAMember, MemberState
 
 KEY_CLASSES = (CKO_PUBLIC_KEY, CKO_PRIVATE_KEY, CKO_SECRET_KEY)
@@ -130,7 +131,7 @@ class Recovery:
             try:
                 replication.replicate(src, have[key], dst)
             except CKRError as exc:
-                if self._is_member_failure(exc):
+                if self.is_member_failure(exc):
                     raise
                 refused.append(f"{key[2] or key[1].hex()}: {exc.name}")
         for key in removed:
@@ -158,14 +159,13 @@ class Recovery:
                         if key in have or not (source.active and target.active):
                             continue
                         try:
-                            have[key] = replication.replicate(self._session(source), handle,
-                                                              self._session(target))
+                            have[key] = self.call_member(target, lambda: replication.replicate(
+                                self._session(source), handle, self._session(target)))
                             copied += 1
+                        except MemberFailed:
+                            continue
                         except CKRError as exc:
-                            if not self._is_member_failure(exc):
-                                refused.append(f"{key[2] or key[1].hex()} to {target.serial}: {exc.name}")
-                                continue
-                            self.member_failed(target if target.active else source, exc)
+                            refused.append(f"{key[2] or key[1].hex()} to {target.serial}: {exc.name}")
         if copied or refused or torn:
             self.log.record(self.serial, "*", why, f"{copied} object(s) copied"
                             + (f"; {torn} torn object(s) removed (written by a process killed "

@@ -9,6 +9,7 @@ from ..codes import CKR_MECHANISM_INVALID, CKR_OBJECT_HANDLE_INVALID, CKR_USER_N
 from ..model import (CKA_CLASS, CKA_ID, CKA_LABEL, CKA_TOKEN, CKO_DATA, CKU_SO, KeySpec, MechanismParam,
                      SessionInfo)
 from . import replication
+from .failover import MemberFailed
 from .group import ObjectMissing
 from .member import HAMember
 
@@ -169,7 +170,7 @@ class VirtualSession:
                     yield piece
                 return
             except CKRError as exc:
-                if self.group._is_member_failure(exc):
+                if self.group.is_member_failure(exc):
                     self.group.member_failed(member, exc)
                 elif exc.ckr == CKR_MECHANISM_INVALID:
                     member.refused.add(mechanism)
@@ -313,11 +314,11 @@ class VirtualSession:
                 if member is source:
                     continue
                 try:
-                    copy = replication.replicate(src, h, self.group._session(member))
+                    copy = self.group.call_member(member, lambda: replication.replicate(
+                        src, h, self.group._session(member)))
+                except MemberFailed:
+                    continue
                 except CKRError as exc:
-                    if self.group._is_member_failure(exc):
-                        self.group.member_failed(member, exc)
-                        continue
                     self._undo(source, handles, copies)
                     raise CKRError(exc.ckr, exc.function,
                                    f"the new key could not be copied to member {member.serial}, so it "
