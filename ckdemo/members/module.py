@@ -25,14 +25,14 @@ T = TypeVar("T")
 
 def _failed_search_cleanup(value: BaseException | None) -> bool:
     """python-pkcs11 0.10.1 marks a search active before C_FindObjectsInit; when the init fails
-    (e.g. CKR_OPERATION_ACTIVE, already reported to the user), garbage collection later calls
-    C_FindObjectsFinal for a search that never started, and Cython prints the resulting
-    OperationNotInitialized as a traceback (excepthook, then unraisablehook). Only that is
-    dropped; anything else reaches the default hooks."""
-    if not isinstance(value, pkcs11.exceptions.OperationNotInitialized):
+    (CKR_OPERATION_ACTIVE, CKR_SESSION_HANDLE_INVALID, ..., already reported to the user),
+    garbage collection later calls C_FindObjectsFinal for a search that never started, and
+    Cython prints its error as a traceback (excepthook, then unraisablehook). Only errors of
+    that cleanup are dropped; anything else reaches the default hooks."""
+    if not isinstance(value, pkcs11.exceptions.PKCS11Error):
         return False
     frames = traceback.extract_tb(value.__traceback__)
-    return any(frame.name.endswith("_finalize") for frame in frames)
+    return any(frame.name.endswith("SearchIter._finalize") for frame in frames)
 
 
 def _excepthook(kind, value, tb) -> None:
