@@ -3,7 +3,7 @@ VENV := .venv
 CKDEMO := $(VENV)/bin/ckdemo
 DEMO ?= scripts/ha-failover-demo
 
-.PHONY: setup demo demo-remote test menu clean
+.PHONY: setup demo demo-remote test fuzz menu clean
 
 setup:
 	@bash scripts/bootstrap
@@ -19,8 +19,14 @@ demo-remote: setup
 test: setup
 	$(VENV)/bin/pytest -q
 
+# the long fuzz run (the suite runs 3,000 interactions); figures appended to docs/FUZZ.md
+FUZZ_COUNT ?= 20000
+FUZZ_SEED ?= 1
+fuzz: setup
+	$(VENV)/bin/python scripts/fuzz --count $(FUZZ_COUNT) --seed $(FUZZ_SEED) --keep .fuzz-failed --report docs/FUZZ.md
+
 menu: setup
 	$(CKDEMO)
 
 clean:
-	rm -rf .ckdemo .ckdemo-remote .pytest_cache build *.egg-info
+	rm -rf .ckdemo .ckdemo-remote .fuzz-failed .pytest_cache build *.egg-info
