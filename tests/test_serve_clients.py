@@ -4,7 +4,9 @@
   the C reference, `p11-kit server`; both outputs are kept and compared check by check;
 - OpenSSL through libengine-pkcs11-openssl signs with a `pkcs11:` URI key of the HA slot, and
   openssl verifies with the public key read straight from a member token;
-- GnuTLS `p11tool` lists the HA key (only after login) and passes `--test-sign` on it.
+- GnuTLS `p11tool` lists the HA key (only after login) and passes `--test-sign` on it;
+- the attribute questions these clients ask (size queries, types a token does not have,
+  vendor-defined types in templates) get the reference's answers, asked of both with our codec.
 """
 from __future__ import annotations
 
@@ -21,7 +23,11 @@ import pytest
 
 from conftest import SOFTHSM_LIB, SO_PIN, USER_PIN, clean_env, no_traceback, requires_softhsm, softhsm_env
 from rpc_capture import P11KIT_CLIENT, tools_missing
-from test_serve import Served, start_server, stop_server
+from test_serve import RawClient, Served, start_server, stop_server
+
+from ckdemo import codes
+from ckdemo.rpc import HANDSHAKE, Attribute, AttributeSize, Mechanism
+from ckdemo.rpc.attributes import UNAVAILABLE
 
 OPENSSL_ENGINE = "/usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so"  # libengine-pkcs11-openssl
 HA_TOKEN = "ckdemo-ha"
@@ -297,3 +303,111 @@ def test_p11tool_test_sign_on_an_ha_key(served, p11tool_keys, label, algorithm):
     wrong = p11tool(served, "--test-sign", "--login", f"pkcs11:token={HA_TOKEN};object={label};type=private",
                     pin="0000")
     assert wrong.returncode != 0 and "Wrong PIN" in shown(wrong), shown(wrong)
+
+
+# ---- attributes: the reference's answers -----------------------------------------------------------
+CKA_CLASS, CKA_TOKEN, CKA_LABEL, CKA_VALUE, CKA_ID = 0x0, 0x1, 0x3, 0x11, 0x102
+CKA_START_DATE, CKA_MODULUS, CKA_VALUE_LEN, CKA_LOCAL = 0x110, 0x120, 0x161, 0x163
+CKA_KEY_GEN_MECHANISM, CKA_DESTROYABLE = 0x166, 0x172
+HA_SLOT, CKF_TOKEN_INITIALIZED = 0x5000, 0x400
+CKO_DATA, CKO_PUBLIC_KEY, CKO_PRIVATE_KEY = 0x0, 0x2, 0x3
+CKM_EC_KEY_PAIR_GEN, CKM_AES_KEY_GEN = 0x1040, 0x1080
+CK_UNAVAILABLE_INFORMATION = 2 ** 64 - 1
+UNNAMED_TYPES = (0xDEAD, 0x80000001)  # not in PKCS#11; vendor-defined (NSS and Luna have such)
+
+
+def logged_in(socket_path: Path) -> tuple[RawClient, int]:
+    client = RawClient(socket_path)
+    client.ok("C_Initialize", HANDSHAKE, 0, b"\x00")
+    (slots,) = client.ok("C_GetSlotList", 1, 8)
+    (session,) = client.ok("C_OpenSession", slots[0], 0x6)
+    client.ok("C_Login", session, 1, USER_PIN.encode())
+    return client, session
+
+
+def outcome(reply) -> str:
+    return codes.ckr_name(reply.ckr if reply.is_error else codes.CKR_OK)
+
+
+def attribute_answers(client: RawClient, session: int, key: int, wanted: list[int], room: int,
+                      compared: frozenset[int] = frozenset()) -> tuple:
+    """(length or UNAVAILABLE, value) per wanted type, then the call's CKR (room 0: size query);
+    the value only for the `compared` types (two tokens' keys differ)."""
+    reply = client.call("C_GetAttributeValue", session, key, tuple(AttributeSize(t, room) for t in wanted))
+    assert not reply.is_error, outcome(reply)
+    attributes, ckr = reply.args
+    return (tuple((a.length, a.value if a.type in compared else None) for a in attributes),
+            codes.ckr_name(ckr))
+
+
+def test_attributes_and_templates_answered_as_the_reference_does(served, reference, rsa_key_on_both):
+    wanted = [CKA_LABEL, CKA_VALUE, CKA_START_DATE, CKA_MODULUS, CKA_DESTROYABLE, *UNNAMED_TYPES]
+    answers = {}
+    for side, socket_path in (("ckdemo serve", served.socket), ("p11-kit server", reference.socket)):
+        client, session = logged_in(socket_path)
+        try:
+            for object_class in (CKO_PRIVATE_KEY, CKO_PUBLIC_KEY):
+                (key,) = client.find(session, Attribute(CKA_CLASS, object_class), Attribute(CKA_ID, b"\x7e"))
+                for room in (0, 512):
+                    answers[(side, object_class, room)] = attribute_answers(
+                        client, session, key, wanted, room, frozenset({CKA_LABEL, CKA_DESTROYABLE}))
+            template = (Attribute(CKA_CLASS, CKO_DATA), Attribute(CKA_TOKEN, 0), Attribute(CKA_LABEL, b"unnamed"))
+            (data,) = client.ok("C_CreateObject", session, template)
+            for unnamed in UNNAMED_TYPES:
+                extra = Attribute(unnamed, b"x")
+                answers[(side, "create", unnamed)] = outcome(client.call("C_CreateObject", session, (*template, extra)))
+                answers[(side, "set", unnamed)] = outcome(client.call("C_SetAttributeValue", session, data, (extra,)))
+                answers[(side, "copy", unnamed)] = outcome(client.call("C_CopyObject", session, data, (extra,)))
+                answers[(side, "find", unnamed)] = client.find(session, extra)
+                generated = client.call("C_GenerateKey", session, Mechanism(CKM_AES_KEY_GEN),
+                                        (Attribute(CKA_VALUE_LEN, 32), Attribute(CKA_TOKEN, 1),
+                                         Attribute(CKA_LABEL, b"unnamed-aes"), extra))
+                answers[(side, "generate", unnamed)] = outcome(generated)
+            # a key refused after it was made is destroyed again, on every member
+            answers[(side, "left behind")] = client.find(session, Attribute(CKA_LABEL, b"unnamed-aes"))
+        finally:
+            client.close()
+    differ = {key[1:]: (answer, answers[("p11-kit server", *key[1:])])
+              for key, answer in answers.items() if key[0] == "ckdemo serve"
+              and answer != answers[("p11-kit server", *key[1:])]}
+    assert not differ, "\n".join(f"{what}: ckdemo serve {ours}, p11-kit server {theirs}"
+                                  for what, (ours, theirs) in differ.items())
+    # what the comparison covers: absent types unavailable, CKA_DESTROYABLE one CK_BBOOL byte
+    (label, value, start, modulus, destroyable, *unnamed), ckr = answers[("ckdemo serve", CKO_PRIVATE_KEY, 512)]
+    assert ckr == "CKR_ATTRIBUTE_TYPE_INVALID" and value == (UNAVAILABLE, None)  # as SoftHSM2 ranks them
+    assert destroyable == (1, b"\x01") and start[0] == 0 and modulus[0] == 256
+    assert all(answer == (UNAVAILABLE, None) for answer in unnamed)
+    assert answers[("ckdemo serve", "generate", UNNAMED_TYPES[0])] == "CKR_ATTRIBUTE_TYPE_INVALID"
+    assert "internal error" not in served.log(), served.log()
+
+
+def test_key_gen_mechanism_of_a_replica_is_unavailable_not_rsa(served, ckdemo_bin, tmp_path):
+    """Through each member's own slot (--slots all): the member that generated the HA key says
+    CKM_EC_KEY_PAIR_GEN, the replicas (made by unwrap) CK_UNAVAILABLE_INFORMATION, as SoftHSM2
+    keeps it; never 0, which would be CKM_RSA_PKCS_KEY_PAIR_GEN."""
+    made = pkcs11_tool(served.env(), "--login", "--pin", USER_PIN, "--keypairgen", "--key-type",
+                       "EC:prime256v1", "--id", "d2", "--label", "keygen-ec")
+    assert made.returncode == 0, shown(made)
+    every_slot = start_server(ckdemo_bin, served.home, tmp_path / "all.sock", tmp_path / "all.log",
+                              "--slots", "all")
+    seen = []
+    try:
+        client = RawClient(every_slot.socket)
+        client.ok("C_Initialize", HANDSHAKE, 0, b"\x00")
+        (slots,) = client.ok("C_GetSlotList", 1, 8)
+        for slot in slots:
+            (token,) = client.ok("C_GetTokenInfo", slot)
+            if slot == HA_SLOT or not token.flags & CKF_TOKEN_INITIALIZED:  # SoftHSM2's free slot
+                continue
+            (session,) = client.ok("C_OpenSession", slot, 0x6)
+            client.ok("C_Login", session, 1, USER_PIN.encode())
+            (key,) = client.find(session, Attribute(CKA_CLASS, CKO_PRIVATE_KEY), Attribute(CKA_ID, b"\xd2"))
+            (local, mechanism), ckr = attribute_answers(client, session, key, [CKA_LOCAL, CKA_KEY_GEN_MECHANISM],
+                                                        8, frozenset({CKA_LOCAL, CKA_KEY_GEN_MECHANISM}))
+            assert ckr == "CKR_OK", ckr
+            seen.append((local[1], mechanism[1]))
+            client.ok("C_Logout", session)
+        client.close()
+    finally:
+        assert stop_server(every_slot) == 0, every_slot.log()
+    assert sorted(seen) == [(0, CK_UNAVAILABLE_INFORMATION)] * 2 + [(1, CKM_EC_KEY_PAIR_GEN)], seen

@@ -30,7 +30,7 @@ from ..rpc.codec import decode_request, encode_error, encode_response
 from ..rpc.structs import BufferSize, Info, SessionInfo
 from ..slots import Session
 from . import keygen, wire
-from .attributes import read_attributes
+from .attributes import UnnamedAttribute, naming, read_attributes
 from .operations import DECRYPT, DIGEST, ECB_BLOCK, ENCRYPT, SIGN, VERIFY, Operation, Operations
 
 CKF_RW_SESSION, CKF_SERIAL_SESSION = 0x2, 0x4
@@ -347,7 +347,8 @@ class Connection:
         template = wire.template(attributes, "C_CreateObject")
         token, private = bool(template.get(CKA_TOKEN, False)), bool(template.get(CKA_PRIVATE, True))
         self._may_create(session, token, private, "C_CreateObject")
-        made = self._store(session).create_object(template)
+        with naming("C_CreateObject"):
+            made = self._store(session).create_object(template)
         return (self._created(session, made, token, private),)
 
     def C_CopyObject(self, handle, source, attributes) -> tuple:
@@ -359,7 +360,9 @@ class Connection:
         token = bool(template.get(CKA_TOKEN, found.get(CKA_TOKEN, True)))
         private = bool(template.get(CKA_PRIVATE, found.get(CKA_PRIVATE, True)))
         self._may_create(session, token, private, "C_CopyObject")
-        return (self._created(session, store.copy_object(source, template), token, private),)
+        with naming("C_CopyObject"):
+            made = store.copy_object(source, template)
+        return (self._created(session, made, token, private),)
 
     def C_DestroyObject(self, handle, target) -> tuple:
         session = self._session(handle, "C_DestroyObject")
@@ -384,7 +387,8 @@ class Connection:
         template = wire.template(attributes, "C_SetAttributeValue")
         if template.get(CKA_PRIVATE) is False and self._user(session) is None:
             raise CKRError(CKR_USER_NOT_LOGGED_IN, "C_SetAttributeValue")
-        self._store(session).set_attributes(target, template)
+        with naming("C_SetAttributeValue"):
+            self._store(session).set_attributes(target, template)
         self.private.pop((session.slot.slot_id, target), None)
         return ()
 
@@ -398,7 +402,11 @@ class Connection:
                 session.found = []
                 return ()
             template[CKA_PRIVATE] = False
-        session.found = list(self._store(session).find_objects(template))
+        try:
+            with naming("C_FindObjectsInit"):
+                session.found = list(self._store(session).find_objects(template))
+        except UnnamedAttribute:  # no object has a type the slot cannot name (SoftHSM2: none found)
+            session.found = []
         if self._user(session) is None:
             for found in session.found:
                 self.private[(session.slot.slot_id, found)] = False
@@ -608,15 +616,17 @@ class Connection:
         """generate(), then what the KeySpec could not say set on each new key; a key that
         cannot be made as asked is destroyed again (on every member) and the refusal returned."""
         store = self._store(session)
-        made = store.generate(spec)
+        with naming(function):
+            made = store.generate(spec)
         try:
             for key, template in zip(made, templates):
                 wanted = keygen.beyond_spec(template)
                 if wanted:
-                    have = store.get_attributes(key, list(wanted))
-                    differ = {a: v for a, v in wanted.items() if have.get(a) != v}
-                    if differ:
-                        store.set_attributes(key, differ)
+                    with naming(function):
+                        have = store.get_attributes(key, list(wanted))
+                        differ = {a: v for a, v in wanted.items() if have.get(a) != v}
+                        if differ:
+                            store.set_attributes(key, differ)
         except CKRError as error:
             for key in made:
                 _quietly(lambda: store.destroy_object(key))
@@ -648,8 +658,9 @@ class Connection:
         object_class, key_type = int(template.pop(CKA_CLASS)), int(template.pop(CKA_KEY_TYPE))
         token, private = bool(template.get(CKA_TOKEN, False)), bool(template.get(CKA_PRIVATE, True))
         self._may_create(session, token, private, "C_UnwrapKey")
-        made = self._store(session).unwrap_key(unwrapping, object_class, key_type, _bytes(wrapped),
-                                               mechanism.type, template, wire.mechanism_param(mechanism))
+        with naming("C_UnwrapKey"):
+            made = self._store(session).unwrap_key(unwrapping, object_class, key_type, _bytes(wrapped),
+                                                   mechanism.type, template, wire.mechanism_param(mechanism))
         return (self._created(session, made, token, private),)
 
     def C_DeriveKey(self, handle, mechanism, base, attributes) -> tuple:
@@ -662,8 +673,9 @@ class Connection:
         key_type, length = int(template.pop(CKA_KEY_TYPE)), int(template.pop(CKA_VALUE_LEN, 0))
         token, private = bool(template.get(CKA_TOKEN, False)), bool(template.get(CKA_PRIVATE, True))
         self._may_create(session, token, private, "C_DeriveKey")
-        made = self._store(session).derive_key(base, mechanism.type, wire.mechanism_param(mechanism),
-                                               key_type, length, template)
+        with naming("C_DeriveKey"):
+            made = self._store(session).derive_key(base, mechanism.type, wire.mechanism_param(mechanism),
+                                                   key_type, length, template)
         return (self._created(session, made, token, private),)
 
     # ---- random ------------------------------------------------------------------------------

@@ -69,7 +69,9 @@ def attribute(attribute_type: int, value: object) -> Attribute:
         return Attribute(attribute_type, value.strftime("%Y%m%d").encode("ascii"))
     if isinstance(value, str):
         return Attribute(attribute_type, value.encode("utf-8"))
-    if isinstance(value, int):  # bool and IntEnum too
+    if isinstance(value, bool):  # a CK_BBOOL 0.24.1 does not map (CKA_DESTROYABLE): one byte
+        return Attribute(attribute_type, bytes([value]))
+    if isinstance(value, int):  # a CK_ULONG 0.24.1 does not map (IntEnum too): native, 8 bytes
         return Attribute(attribute_type, int(value).to_bytes(8, "little"))
     return Attribute(attribute_type, bytes(value or b""))
 
