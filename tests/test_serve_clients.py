@@ -411,3 +411,16 @@ def test_key_gen_mechanism_of_a_replica_is_unavailable_not_rsa(served, ckdemo_bi
     finally:
         assert stop_server(every_slot) == 0, every_slot.log()
     assert sorted(seen) == [(0, CK_UNAVAILABLE_INFORMATION)] * 2 + [(1, CKM_EC_KEY_PAIR_GEN)], seen
+
+
+def test_always_authenticate_key_pair_is_refused_and_left_nowhere(served):
+    """pkcs11-tool --always-auth: the slots' generate() cannot make such a key and a token
+    refuses the flag afterwards; the refusal reaches the client and no half-made key stays."""
+    refused = pkcs11_tool(served.env(), "--login", "--pin", USER_PIN, "--keypairgen", "--key-type",
+                          "rsa:2048", "--id", "d4", "--label", "always-auth", "--always-auth")
+    assert refused.returncode != 0 and b"CKR_ATTRIBUTE_READ_ONLY" in refused.stderr, shown(refused)
+    for member in ("member1", "member2", "member3"):
+        listed = subprocess.run(["pkcs11-tool", "--module", SOFTHSM_LIB, "--token-label", member,
+                                 "--login", "--pin", USER_PIN, "-O"], env=softhsm_env(served.home),
+                                capture_output=True, text=True, timeout=60)
+        assert listed.returncode == 0 and "always-auth" not in listed.stdout, listed.stdout + listed.stderr
