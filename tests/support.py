@@ -18,6 +18,7 @@ from conftest import SOFTHSM_LIB
 from ckdemo.ha.replication import CARRIED
 
 DOMAIN_KEYS = len(CARRIED)  # HA domain keys per member: one per kind of key carried
+DOMAIN_KEY_LABEL = "ckdemo HA domain key"  # every one's label starts so (`ckdemo init` makes them)
 
 REPO = Path(__file__).resolve().parent.parent
 GOLDEN_DIR = Path(__file__).resolve().parent / "golden"

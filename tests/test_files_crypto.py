@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.serialization import load_der_public_key
 
 from conftest import (MEMBERS, SOFTHSM_LIB, TIMEOUT_S, USER_PIN, clean_env, no_traceback, requires_softhsm,
                       softhsm_env)
-from support import summary
+from support import DOMAIN_KEY_LABEL, summary
 
 pytestmark = requires_softhsm
 
@@ -186,7 +186,7 @@ def tool_objects(home: Path, token: str) -> list[dict[str, str]]:
             objects.append({"kind": head.group(1), "header": head.group(2).strip()})
         elif objects and (field := re.match(r"^\s+([\w ]+?):\s+(.*)$", line)):
             objects[-1][field.group(1).strip()] = field.group(2).strip().strip("'")
-    return objects
+    return [o for o in objects if not o.get("label", "").startswith(DOMAIN_KEY_LABEL)]
 
 
 def tool_rsa_public(home: Path, token: str, label: str) -> rsa.RSAPublicKey:

@@ -266,6 +266,8 @@ class VirtualSession:
             found = []
             for h in session.find_objects(template):
                 ident = replication.identity(session, h)
+                if replication.is_domain_key_id(ident.get(CKA_ID)):
+                    continue
                 found.append(self._register(replication.object_key(ident), member, h).handle)
             return found
         return self.group.run("C_FindObjects", search)
