@@ -26,6 +26,10 @@ class MemberFailed(CKRError):
         self.cause = cause
 
 
+class ObjectMissing(CKRError):
+    """The object is not on this member (it could not be copied there): ask another member."""
+
+
 def no_member_left(function: str, failures: list[MemberFailed] = ()) -> CKRError:
     """CKR_DEVICE_ERROR for the application; the failures of this call are named in the detail
     and chained as the cause (an ExceptionGroup of each member's own error)."""

@@ -15,10 +15,11 @@ from ..codes import (CKR_DEVICE_ERROR, CKR_FUNCTION_NOT_SUPPORTED, CKR_MECHANISM
 from ..model import LibraryInfo, MechanismInfo, SlotInfo, TokenInfo
 from .admin import Administration
 from .events import HALog
-from .failover import MemberFailed, no_member_left
+from .failover import MemberFailed, ObjectMissing, no_member_left
 from .member import HAMember
 from .policy import RecoveryPolicy
 from .recovery import Recovery
+from .session import VirtualSession
 
 T = TypeVar("T")
 HA_SLOT_DESCRIPTION = "HA Virtual Card Slot"  # seed: "slot#3 - HA Virtual Card Slot"
@@ -247,8 +248,7 @@ class HAGroup(Recovery, Administration):
                 return self.slot_id
         raise CKRError(CKR_NO_EVENT, "C_WaitForSlotEvent")
 
-    def open_session(self, rw: bool = True):
-        from .session import VirtualSession
+    def open_session(self, rw: bool = True) -> VirtualSession:
         self.primary()  # fails like a device when no member is left
         session = VirtualSession(self, self._next_session, rw)
         self.sessions[session.handle] = session
@@ -270,6 +270,3 @@ class HAGroup(Recovery, Administration):
     def __repr__(self) -> str:
         return f"HAGroup({self.label}, {self.serial}, {self.members})"
 
-
-class ObjectMissing(CKRError):
-    """The object is not on this member (it could not be copied there): ask another member."""

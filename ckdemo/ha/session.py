@@ -9,8 +9,7 @@ from ..codes import CKR_MECHANISM_INVALID, CKR_OBJECT_HANDLE_INVALID, CKR_USER_N
 from ..model import (CKA_CLASS, CKA_ID, CKA_LABEL, CKA_TOKEN, CKO_DATA, CKU_SO, KeySpec, MechanismParam,
                      SessionInfo)
 from . import replication
-from .failover import MemberFailed
-from .group import ObjectMissing
+from .failover import MemberFailed, ObjectMissing
 from .member import HAMember
 
 CKF_RW_SESSION, CKF_SERIAL_SESSION = 0x2, 0x4
@@ -260,7 +259,8 @@ class VirtualSession:
             self._on(m, obj), attributes))
 
     def find_objects(self, template: dict[int, Any]) -> list[int]:
-        """Searches stay on one member (LUNA.md); results get virtual handles."""
+        """Searches stay on one member (LUNA.md); results get virtual handles. The group's own
+        domain keys are not the application's objects: the HA slot does not show them."""
         def search(member: HAMember) -> list[int]:
             session = self.group._session(member)
             found = []
