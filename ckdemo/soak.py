@@ -96,7 +96,7 @@ def _create_keys(session, tag: str) -> tuple[int, int]:
 def run(group, seconds: float, chaos: Chaos, pin: str, interval_s: float = 0.5,
         progress: Callable[[int], None] = lambda n: None) -> Report:
     report = Report(rss_start_kb=rss_kb())
-    group.policy.interval_s = interval_s
+    group.policy.configure(interval_s=interval_s)
     if group.credentials is None:
         group.login(CKU_USER, pin)
     session = group.open_session(rw=True)

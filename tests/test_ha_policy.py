@@ -155,3 +155,26 @@ def test_interval_comes_from_the_policy_not_a_constant(clock):
     assert not p.due(state)
     clock.advance(0.1)
     assert p.due(state)
+
+
+def test_a_readmitted_member_is_due_at_once_and_then_every_x(clock):
+    p = policy(clock)
+    state = p.readmitted()
+    assert p.due(state)  # HA Init let it back in: the next call tries it
+    p.attempted(state, recovered=False)
+    assert not p.due(state)
+    clock.advance(X + 0.001)
+    assert p.due(state)
+
+
+def test_configure_changes_x_and_n_for_members_already_down(clock):
+    p = policy(clock, retries=-1)
+    state = p.disconnected()
+    clock.advance(10)
+    assert not p.due(state)
+    p.configure(interval_s=5)
+    assert p.due(state)  # the new X applies to a member that failed under the old one
+    p.configure(retries=0)
+    assert not p.due(state) and p.exhausted(state)
+    p.configure()  # nothing given: nothing changes
+    assert p.interval_s == 5 and p.retries == 0

@@ -42,8 +42,7 @@ class Administration:
         for member in targets:
             if member.state is MemberState.REJECTED:  # taken back by the next call's recovery
                 member.state = MemberState.DOWN
-                member.recovery = self.policy.disconnected()
-                member.recovery.last_recover_attempt -= self.policy.interval_s + 1
+                member.recovery = self.policy.readmitted()
                 report.readmitted.append(member.serial)
                 self.log.record(self.serial, member.serial, "readmitted", "by HA Init")
         if report.weak_removed:

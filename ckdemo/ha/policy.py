@@ -35,6 +35,17 @@ class RecoveryPolicy:
         """State for a member that has just failed: the first attempt comes X seconds later."""
         return RecoveryState(last_recover_attempt=self.clock())
 
+    def readmitted(self) -> RecoveryState:
+        """State for a member let back in by hand (HA Init): the next call tries it at once."""
+        return RecoveryState(last_recover_attempt=self.clock() - self.interval_s - 1)
+
+    def configure(self, interval_s: float | None = None, retries: int | None = None) -> None:
+        """Change X and/or N while members may be down (lunacm: hagroup interval / retry)."""
+        if interval_s is not None:
+            self.interval_s = interval_s
+        if retries is not None:
+            self.retries = retries
+
     def due(self, state: RecoveryState) -> bool:
         if self.retries == 0:
             return False
