@@ -98,6 +98,25 @@ def show(ctx: click.Context) -> None:
 
 
 @hagroup.command()
+@click.option("--recover", is_flag=True, help="Manual recovery first (Luna: hagroup recover, menu 125).")
+@click.pass_context
+def status(ctx: click.Context, recover: bool) -> None:
+    """Live HA Status from the running `ckdemo serve` (menu choice 52's lines)."""
+    from ..serve.control_client import ControlFailed, NoServer, control_path, request
+    path = control_path(_settings(ctx).home)
+    try:
+        lines = request(path, "recover")["lines"] if recover else []
+        lines += request(path, "status")["lines"]
+    except NoServer as exc:
+        raise Fail(f"{exc}: live HA Status comes from `ckdemo serve`; `hagroup show` reads "
+                   f"the configuration") from None
+    except ControlFailed as exc:
+        raise Fail(f"HA Status: {exc}") from None
+    for line in lines:
+        click.echo(line)
+
+
+@hagroup.command()
 @click.option("--pin", envvar="CKDEMO_USER_PIN", help="User PIN (default: prompt, or the config's test PIN).")
 @click.pass_context
 def synchronize(ctx: click.Context, pin: str | None) -> None:

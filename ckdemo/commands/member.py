@@ -67,6 +67,38 @@ def list_members(ctx: click.Context) -> None:
                         disable_numparse=True))
 
 
+def _through_serve(ctx: click.Context, command: str, name: str) -> None:
+    """fail and restore: the running `ckdemo serve` holds the members, so ask it (control channel)."""
+    from ..serve.control_client import ControlFailed, NoServer, control_path, request
+    try:
+        reply = request(control_path(_settings(ctx).home), command, member=name)
+    except NoServer as exc:
+        raise Fail(f"{exc}: start `ckdemo serve` first (in a menu run, choices 120/121 do this; "
+                   f"remote members also have `member kill` / `member serve`)") from None
+    except ControlFailed as exc:
+        raise Fail(f"{command} {name}: {exc}") from None
+    for line in reply["lines"]:
+        click.echo(line)
+
+
+@member.command()
+@click.argument("name")
+@click.pass_context
+def fail(ctx: click.Context, name: str) -> None:
+    """Fail NAME (label, serial or number) in the running `ckdemo serve`, as menu choice 120:
+    a local member becomes a dead device, a remote member's server is killed."""
+    _through_serve(ctx, "fail", name)
+
+
+@member.command()
+@click.argument("name")
+@click.pass_context
+def restore(ctx: click.Context, name: str) -> None:
+    """Bring NAME back in the running `ckdemo serve`, as menu choice 121; the HA group takes it
+    back on a call after the recovery interval X."""
+    _through_serve(ctx, "restore", name)
+
+
 def _signal_command(name: str, signal_name: str, done: str, help_text: str) -> None:
     """kill, hang and resume: one signal to the server's process group of each member named."""
     @member.command(name=name, help=help_text)

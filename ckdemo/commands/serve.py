@@ -39,6 +39,8 @@ def serve(ctx: click.Context, socket_path: str | None, which: str) -> None:
     from ..ha.group import HAGroup
     from ..menu.loop import report_internal_error
     from ..serve import Server
+    from ..serve.control import ControlServer
+    from ..serve.control_client import control_path
 
     settings = _settings(ctx)
     if which == "all":  # in memory only: HAOnly hides the members from the menu, not from here
@@ -55,17 +57,29 @@ def serve(ctx: click.Context, socket_path: str | None, which: str) -> None:
         where_logged = report_internal_error(error, errors_log)
         _say(f"{where}: internal error {type(error).__name__}: {error} (details in {where_logged})")
 
+    control_at = control_path(settings.home)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         server = Server(path, slots, log=_say, on_error=on_error)
     except OSError as exc:
         raise Fail(f"cannot listen on {path}: {exc.strerror or exc}") from None
+    try:
+        control_at.parent.mkdir(parents=True, exist_ok=True)
+        control: ControlServer | None = ControlServer(control_at, groups, log=_say, on_error=on_error)
+    except OSError as exc:  # e.g. a first `ckdemo serve` of this home holds it: serve on without
+        control = None
+        control_problem = exc.strerror or str(exc)
     address = f"unix:path={path.resolve()}"
     click.echo(f"export P11_KIT_SERVER_ADDRESS={address}")
     click.echo(f"pkcs11-tool --module {P11KIT_CLIENT} -L")
     for exposed in server.slots:
         _say(f"serving slot {exposed.slot_id:#x}: {_described(exposed)}")
     _say(f"listening on {path} (Ctrl-C or SIGTERM stops)")
+    if control is not None:
+        _say(f"control channel on {control_at} (ckdemo hagroup status, ckdemo member fail|restore NAME)")
+        control.start()
+    else:
+        _say(f"no control channel: {control_problem}")
 
     def terminate(signum, frame):
         raise Stop()
@@ -80,12 +94,15 @@ def serve(ctx: click.Context, socket_path: str | None, which: str) -> None:
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the cleanup
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if control is not None:
+            control.stop()
         server.stop()
         stop_events.set()
         watcher.join(1)
         _print_new_events(groups)
         signal.signal(signal.SIGTERM, previous)
-        _say(f"stopped: sessions closed, {path} removed")
+        removed = f"{path} and {control_at.name}" if control is not None else str(path)
+        _say(f"stopped: sessions closed, {removed} removed")
 
 
 def _described(exposed) -> str:

@@ -1,0 +1,229 @@
+"""The control channel of a running `ckdemo serve`: HA Status, fault injection and manual
+recovery for the groups the server holds, from another process (`ckdemo hagroup status`,
+`ckdemo member fail|restore NAME`).
+
+With local members only the serving process can reach its members, so this is the one way in.
+Protocol: JSON lines on a Unix socket (HOME/run/ckdemo.ctl, mode 0600, peers of another user
+refused), one request and one reply per line:
+
+    {"command": "status"}                          -> {"ok": true, "lines": [...], "groups": [...]}
+    {"command": "fail", "member": "member1"}       -> {"ok": true, "lines": ["HSM ... is down: ..."]}
+    {"command": "restore", "member": "member1"}
+    {"command": "recover"}
+    anything else                                  -> {"ok": false, "error": "..."}
+
+The groups are handed in by the cli wiring; this module sees them only through `ControlledGroup`.
+"""
+from __future__ import annotations
+
+import json
+import os
+import socket
+import struct
+import threading
+from typing import Any, Callable, Protocol, Sequence
+
+from ..codes import CKRError, ckr_name
+
+CONTROL_NAME = "ckdemo.ctl"  # beside ckdemo.sock in HOME/run
+MAX_REQUEST_BYTES = 4096  # a request is one short JSON object
+COMMANDS = ("status", "fail", "restore", "recover")
+
+
+class ControlledMember(Protocol):
+    serial: str
+    label: str
+
+
+class RecoveryTiming(Protocol):
+    interval_s: float  # seed: X
+
+
+class ControlledGroup(Protocol):
+    """What the control channel asks of an HA group (ckdemo.ha.group.HAGroup offers it)."""
+    serial: str
+    label: str
+    members: Sequence[ControlledMember]
+    policy: RecoveryTiming
+
+    def status(self) -> list[tuple[ControlledMember, int]]: ...
+    def member(self, ref: str) -> ControlledMember: ...
+    def fail_member(self, member: ControlledMember) -> str: ...
+    def restore_member(self, member: ControlledMember) -> str: ...
+    def recover_now(self) -> list[tuple[ControlledMember, bool]]: ...
+
+
+class ControlError(Exception):
+    """A request the channel cannot carry out: the reply's error text."""
+
+
+def status_lines(group: ControlledGroup, report: list[tuple[ControlledMember, int]]) -> list[str]:
+    """HA Status as menu choice 52 prints it (the seed's format)."""
+    return [f"HA group {group.serial} status:"] + \
+        [f"     HSM {member.serial}\t- {ckr_name(code)}" for member, code in report]
+
+
+class ControlServer:
+    """Answers control requests on `path` in a thread of its own, one thread per client."""
+
+    def __init__(self, path: str | os.PathLike, groups: list[ControlledGroup],
+                 log: Callable[[str], None] = print,
+                 on_error: Callable[[str, BaseException], None] | None = None) -> None:
+        self.path = os.fspath(path)
+        self.groups = groups
+        self.log = log
+        self.on_error = on_error or (lambda where, error: log(f"{where}: internal error "
+                                                              f"{type(error).__name__}: {error}"))
+        self._stopping = False
+        self.listener = _listen(self.path)
+        self.thread = threading.Thread(target=self._accept, name="control", daemon=True)
+
+    def start(self) -> "ControlServer":
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stopping = True
+        try:
+            self.listener.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+        self.listener.close()
+        try:
+            os.unlink(self.path)
+        except FileNotFoundError:
+            pass
+        self.thread.join(2)
+
+    def _accept(self) -> None:
+        while not self._stopping:
+            try:
+                sock, _ = self.listener.accept()
+            except OSError:  # closed by stop()
+                return
+            threading.Thread(target=self._serve, args=(sock,), name="control-client",
+                             daemon=True).start()
+
+    def _serve(self, sock: socket.socket) -> None:
+        with sock:
+            uid = _peer_uid(sock)
+            if uid not in (os.getuid(), 0):
+                self.log(f"control: refused a client of uid {uid}")
+                return
+            reader = sock.makefile("rb")
+            while True:
+                line = reader.readline(MAX_REQUEST_BYTES + 1)
+                if not line:
+                    return
+                if len(line) > MAX_REQUEST_BYTES:
+                    _send(sock, {"ok": False, "error": f"request longer than {MAX_REQUEST_BYTES} bytes"})
+                    return
+                _send(sock, self.answer(line))
+
+    def answer(self, line: bytes) -> dict[str, Any]:
+        try:
+            request = json.loads(line)
+            if not isinstance(request, dict):
+                raise ControlError("a request is a JSON object")
+            command = request.get("command")
+            if command not in COMMANDS:
+                raise ControlError(f"unknown command {command!r} (known: {', '.join(COMMANDS)})")
+            reply = getattr(self, f"_{command}")(request)
+        except (ValueError, UnicodeDecodeError) as error:
+            return {"ok": False, "error": f"not a JSON request: {error}"}
+        except ControlError as error:
+            return {"ok": False, "error": str(error)}
+        except CKRError as error:
+            return {"ok": False, "error": str(error), "ckr": ckr_name(error.ckr)}
+        except Exception as error:  # never a traceback: logged in errors.log, the server goes on
+            self.on_error("control", error)
+            return {"ok": False, "error": f"internal error {type(error).__name__}: {error}"}
+        return {"ok": True, **reply}
+
+    # ---- the commands ------------------------------------------------------------------------
+    def _status(self, request: dict) -> dict:
+        lines, groups = [], []
+        for group in self.groups:
+            report = group.status()
+            lines += status_lines(group, report)
+            groups.append({"label": group.label, "serial": group.serial,
+                           "members": [{"serial": m.serial, "label": m.label, "status": ckr_name(code)}
+                                       for m, code in report]})
+        return {"lines": lines, "groups": groups}
+
+    def _fail(self, request: dict) -> dict:
+        group, member = self._member(request)
+        how = group.fail_member(member)
+        self.log(f"control: HSM {member.serial} ({member.label}) failed: {how}")
+        return {"lines": [f"HSM {member.serial} ({member.label}) is down: {how}."]}
+
+    def _restore(self, request: dict) -> dict:
+        group, member = self._member(request)
+        how = group.restore_member(member)
+        self.log(f"control: HSM {member.serial} ({member.label}) restored: {how}")
+        return {"lines": [f"HSM {member.serial} ({member.label}) is back in service ({how}); "
+                          f"the HA group takes it back on a call after {group.policy.interval_s:g} s."]}
+
+    def _recover(self, request: dict) -> dict:
+        lines = []
+        for group in self.groups:
+            tried = group.recover_now()
+            for member, back in tried:
+                lines.append(f"HSM {member.serial} ({member.label}): "
+                             f"{'recovered' if back else 'still down'}")
+                self.log(f"control: manual recovery of HSM {member.serial}: "
+                         f"{'recovered' if back else 'still down'}")
+        return {"lines": lines or ["Every member is in service: nothing to recover."]}
+
+    def _member(self, request: dict) -> tuple[ControlledGroup, ControlledMember]:
+        ref = request.get("member")
+        if not isinstance(ref, str) or not ref:
+            raise ControlError("which member? (token label, serial or number in the group)")
+        found = []
+        for group in self.groups:
+            try:
+                found.append((group, group.member(ref)))
+            except KeyError:
+                continue
+        if not found:
+            known = ", ".join(m.label or m.serial for g in self.groups for m in g.members)
+            raise ControlError(f"no member {ref!r} in the HA group(s) served (members: {known})")
+        if len(found) > 1:
+            raise ControlError(f"{ref!r} names a member of {len(found)} groups: use its serial")
+        return found[0]
+
+
+def _listen(path: str) -> socket.socket:
+    if os.path.exists(path):
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(path)
+        except OSError:
+            os.unlink(path)  # left by a server that died
+        else:
+            raise OSError(f"another ckdemo serve answers on {path}")
+        finally:
+            probe.close()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_mask = os.umask(0o177)  # 0600: whoever connects can fail members
+    try:
+        listener.bind(path)
+    finally:
+        os.umask(old_mask)
+    listener.listen(8)
+    return listener
+
+
+def _peer_uid(sock: socket.socket) -> int | None:
+    try:
+        raw = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+        return struct.unpack("3i", raw)[1]
+    except OSError:
+        return None
+
+
+def _send(sock: socket.socket, reply: dict) -> None:
+    try:
+        sock.sendall(json.dumps(reply).encode() + b"\n")
+    except OSError:
+        pass  # the client went away: nothing to tell

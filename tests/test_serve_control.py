@@ -1,0 +1,142 @@
+"""The control channel of a running `ckdemo serve` (HOME/run/ckdemo.ctl): with local members the
+server holds the members, so `ckdemo member fail|restore` and `ckdemo hagroup status` reach them
+only through it. An application (pkcs11-tool through p11-kit-client.so) keeps working while a
+member is failed; HA Status shows the seed's CKR_DEVICE_ERROR, then CKR_TOKEN_NOT_PRESENT, then
+CKR_OK after recovery.
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import socket
+import stat
+
+import pytest
+
+from conftest import no_traceback, requires_softhsm
+from rpc_capture import tools_missing
+from test_serve import start_server, stop_server
+
+pytestmark = [requires_softhsm,
+              pytest.mark.skipif(bool(tools_missing()), reason=str(tools_missing()))]
+
+
+def member_status(text: str) -> dict[str, str]:
+    """{serial: CKR_...} from HA Status lines (`     HSM <serial>\t- CKR_...`)."""
+    return dict(re.findall(r"^     HSM (\S+)\t- (CKR_\w+)$", text, re.MULTILINE))
+
+
+def raw_request(path, payload: bytes) -> dict:
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(20)
+        sock.connect(str(path))
+        sock.sendall(payload)
+        return json.loads(sock.makefile("rb").readline())
+
+
+@pytest.fixture
+def served(home, ckdemo_bin):
+    server = start_server(ckdemo_bin, home, None, home.parent / "serve.log")
+    yield server
+    code = stop_server(server)
+    no_traceback(server.log())
+    assert code == 0, server.log()
+
+
+def test_fail_restore_and_status_through_the_running_server(served, run_ckdemo):
+    home = served.home
+    control = home / "run" / "ckdemo.ctl"
+    assert stat.S_IMODE(os.stat(control).st_mode) == 0o600
+
+    def ckdemo(*args: str):
+        done = run_ckdemo(home, *args)
+        no_traceback(done.stdout, done.stderr)
+        return done
+
+    before = ckdemo("hagroup", "status")
+    assert before.returncode == 0, before.stderr
+    assert before.stdout.startswith("HA group 1"), before.stdout
+    serials = list(member_status(before.stdout))
+    assert len(serials) == 3 and set(member_status(before.stdout).values()) == {"CKR_OK"}
+    member1 = serials[0]
+
+    failed = ckdemo("member", "fail", "member1")
+    assert failed.returncode == 0, failed.stderr
+    assert f"HSM {member1} (member1) is down" in failed.stdout
+    served.wait_for_log(f"control: HSM {member1} (member1) failed")
+
+    # the application does not notice: six calls, so the balancer meets member1 (if the first
+    # status had not already failed it over)
+    for _ in range(6):
+        done = served.tool("--generate-random", "32")
+        assert done.returncode == 0 and len(done.stdout) == 32, done.stderr
+
+    first = member_status(ckdemo("hagroup", "status").stdout)
+    assert first == {member1: "CKR_DEVICE_ERROR", serials[1]: "CKR_OK", serials[2]: "CKR_OK"}
+    second = member_status(ckdemo("hagroup", "status").stdout)
+    assert second[member1] == "CKR_TOKEN_NOT_PRESENT"
+
+    restored = ckdemo("member", "restore", "member1")
+    assert restored.returncode == 0, restored.stderr
+    assert "is back in service (simulated failure lifted)" in restored.stdout
+    # X is 60 s by default: nothing recovers it yet; manual recovery does
+    assert member_status(ckdemo("hagroup", "status").stdout)[member1] == "CKR_TOKEN_NOT_PRESENT"
+    recovered = ckdemo("hagroup", "status", "--recover")
+    assert f"HSM {member1} (member1): recovered" in recovered.stdout
+    assert set(member_status(recovered.stdout).values()) == {"CKR_OK"}
+    again = ckdemo("hagroup", "status", "--recover")
+    assert "Every member is in service: nothing to recover." in again.stdout
+
+    wrong = ckdemo("member", "fail", "nobody")
+    assert wrong.returncode == 2
+    assert "no member 'nobody'" in wrong.stderr and "member1, member2, member3" in wrong.stderr
+    served.wait_for_log(f"member {member1} recovered")  # the group's events are logged too
+    assert f"member {member1} failed" in served.log() and f"member {member1} recovered" in served.log()
+
+
+def test_bad_requests_get_an_error_and_the_channel_goes_on(served, run_ckdemo):
+    control = served.home / "run" / "ckdemo.ctl"
+    garbage = raw_request(control, b"not json\n")
+    assert garbage["ok"] is False and garbage["error"].startswith("not a JSON request"), garbage
+    assert raw_request(control, b"[1, 2]\n") == {"ok": False, "error": "a request is a JSON object"}
+    unknown = raw_request(control, b'{"command": "shutdown"}\n')
+    assert unknown["ok"] is False and "unknown command 'shutdown'" in unknown["error"]
+    assert raw_request(control, b'{"command": "fail"}\n')["ok"] is False
+    assert raw_request(control, b"x" * 10000 + b"\n")["error"].startswith("request longer than")
+    # several requests on one connection, then the server still answers everyone
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(20)
+        sock.connect(str(control))
+        sock.sendall(b'{"command": "status"}\n{"command": "recover"}\n')
+        reader = sock.makefile("rb")
+        status, recover = json.loads(reader.readline()), json.loads(reader.readline())
+    assert status["ok"] and status["groups"][0]["label"] == "ckdemo-ha"
+    assert [m["status"] for m in status["groups"][0]["members"]] == ["CKR_OK"] * 3
+    assert recover == {"ok": True, "lines": ["Every member is in service: nothing to recover."]}
+    assert served.tool("--generate-random", "16").returncode == 0
+    assert run_ckdemo(served.home, "hagroup", "status").returncode == 0
+
+
+def test_without_a_server_the_commands_say_so(home, run_ckdemo):
+    for args in (("hagroup", "status"), ("member", "fail", "member1"), ("member", "restore", "member1")):
+        done = run_ckdemo(home, *args)
+        no_traceback(done.stdout, done.stderr)
+        assert done.returncode == 2, done.stdout
+        assert "no ckdemo serve runs for this home" in done.stderr, done.stderr
+
+
+def test_the_control_socket_ends_with_the_server(home, ckdemo_bin, run_ckdemo):
+    server = start_server(ckdemo_bin, home, None, home.parent / "serve.log")
+    control = home / "run" / "ckdemo.ctl"
+    assert control.exists()
+    # a second server of the same home (another socket) serves without a control channel
+    second = start_server(ckdemo_bin, home, home.parent / "second.sock", home.parent / "second.log")
+    assert stop_server(second) == 0
+    assert f"no control channel: another ckdemo serve answers on {control}" in second.log()
+    assert "ckdemo.ctl removed" not in second.log()
+    assert control.exists() and run_ckdemo(home, "hagroup", "status").returncode == 0
+    assert stop_server(server) == 0
+    assert not control.exists()
+    assert "ckdemo.ctl removed" in server.log()
+    assert "no ckdemo serve runs" in run_ckdemo(home, "hagroup", "status").stderr
