@@ -7,9 +7,10 @@ published vectors, and RSA/EC keys `cryptography` made for this run), so `crypto
 other half of every check. Generated keys come from 45 and stay on the token; pkcs11-tool reads
 their public part out.
 
-Handles: the first session of a run is 1; on a physical slot the objects a run creates or finds
-next are 2, 3, ... (SoftHSM numbers sessions and objects from one counter); the HA slot numbers its
-virtual objects from 1. Tests check the handles the menu printed.
+Handles: on a physical slot the first session of a run is 1 and the objects a run creates or finds
+next are 2, 3, ... (SoftHSM numbers sessions and objects from one counter); the HA slot draws its
+virtual session and objects from one process-wide counter (ckdemo.ha.handles) the same way, above
+the physical ones. Scripts name the session ${LAST_SESSION}; tests check the handles the menu printed.
 """
 from __future__ import annotations
 
@@ -34,6 +35,8 @@ from cryptography.hazmat.primitives.serialization import load_der_public_key
 from conftest import (MEMBERS, SOFTHSM_LIB, TIMEOUT_S, USER_PIN, clean_env, no_traceback, requires_softhsm,
                       softhsm_env)
 from support import DOMAIN_KEY_LABEL, summary
+
+from ckdemo.ha.handles import VIRTUAL_HANDLE_BASE
 
 pytestmark = requires_softhsm
 
@@ -77,8 +80,8 @@ SLOT1 = """\
     1
     ${CKDEMO_USER_PIN}
     """
-# HA Init and HA Login on slot#5 (the HA Virtual Card Slot of a default home), session 1 there;
-# the first object of the run will be virtual handle 1
+# HA Init and HA Login on slot#5 (the HA Virtual Card Slot of a default home), a session there;
+# the first object of the run will be the second virtual handle (the session took the first)
 HA = """\
     50
     5
@@ -90,7 +93,9 @@ HA = """\
     5
     y
     """
-SLOTS = {"slot#1": (SLOT1, 2), "HA slot": (HA, 1)}  # login lines, first object handle
+HA_FIRST = VIRTUAL_HANDLE_BASE + 2
+SLOTS = {"slot#1": (SLOT1, 2), "HA slot": (HA, HA_FIRST)}  # login lines, first object handle
+SESSION = "${LAST_SESSION}"  # the session a script works in, physical or virtual
 QUIT = "0\n"
 
 # keys `cryptography` made for this run, typed into the token by the tests
@@ -107,13 +112,13 @@ def _hex(number: int, size: int | None = None) -> str:
 
 def typed_aes(label: str, value: bytes, *extra: str) -> str:
     """One secret key: handle +1."""
-    return "\n".join(["20", "1", "2", "CKA_KEY_TYPE=aes", f"CKA_LABEL={label}",
+    return "\n".join(["20", SESSION, "2", "CKA_KEY_TYPE=aes", f"CKA_LABEL={label}",
                       f"CKA_VALUE=hex:{value.hex()}", "CKA_ENCRYPT=true", "CKA_DECRYPT=true", *extra,
                       "."]) + "\n"
 
 
 def typed_hmac(label: str, value: bytes) -> str:
-    return "\n".join(["20", "1", "2", "CKA_KEY_TYPE=generic_secret", f"CKA_LABEL={label}",
+    return "\n".join(["20", SESSION, "2", "CKA_KEY_TYPE=generic_secret", f"CKA_LABEL={label}",
                       f"CKA_VALUE=hex:{value.hex()}", "CKA_SIGN=true", "CKA_VERIFY=true", "."]) + "\n"
 
 
@@ -121,9 +126,9 @@ def typed_rsa(label: str, key: rsa.RSAPrivateKey) -> str:
     """Public key, then private key: handles +1, +2."""
     p = key.private_numbers()
     public = [f"CKA_MODULUS={_hex(p.public_numbers.n)}", f"CKA_PUBLIC_EXPONENT={_hex(p.public_numbers.e)}"]
-    return "\n".join(["20", "1", "3", "CKA_KEY_TYPE=rsa", f"CKA_LABEL={label}", *public,
+    return "\n".join(["20", SESSION, "3", "CKA_KEY_TYPE=rsa", f"CKA_LABEL={label}", *public,
                       "CKA_VERIFY=true", "CKA_ENCRYPT=true", ".",
-                      "20", "1", "4", "CKA_KEY_TYPE=rsa", f"CKA_LABEL={label}", *public,
+                      "20", SESSION, "4", "CKA_KEY_TYPE=rsa", f"CKA_LABEL={label}", *public,
                       f"CKA_PRIVATE_EXPONENT={_hex(p.d)}", f"CKA_PRIME_1={_hex(p.p)}",
                       f"CKA_PRIME_2={_hex(p.q)}", f"CKA_EXPONENT_1={_hex(p.dmp1)}",
                       f"CKA_EXPONENT_2={_hex(p.dmq1)}", f"CKA_COEFFICIENT={_hex(p.iqmp)}",
@@ -136,9 +141,9 @@ def typed_ec(label: str, key: ec.EllipticCurvePrivateKey) -> str:
     params = EC_PARAMS[key.curve.name]
     point = key.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
     size = (key.curve.key_size + 7) // 8
-    return "\n".join(["20", "1", "3", "CKA_KEY_TYPE=ec", f"CKA_LABEL={label}", f"CKA_EC_PARAMS=hex:{params}",
+    return "\n".join(["20", SESSION, "3", "CKA_KEY_TYPE=ec", f"CKA_LABEL={label}", f"CKA_EC_PARAMS=hex:{params}",
                       f"CKA_EC_POINT=hex:04{len(point):02x}{point.hex()}", "CKA_VERIFY=true", ".",
-                      "20", "1", "4", "CKA_KEY_TYPE=ec", f"CKA_LABEL={label}", f"CKA_EC_PARAMS=hex:{params}",
+                      "20", SESSION, "4", "CKA_KEY_TYPE=ec", f"CKA_LABEL={label}", f"CKA_EC_PARAMS=hex:{params}",
                       f"CKA_VALUE={_hex(key.private_numbers().private_value, size)}", "CKA_SIGN=true",
                       "."]) + "\n"
 
@@ -246,7 +251,7 @@ def test_aes_cbc_file_agrees_with_sp800_38a_and_cryptography(menu, home, tmp_pat
     (tmp_path / "theirs.enc").write_bytes(cbc_encrypt(SP800_38A_KEY, theirs_iv, letter))
     code, out = menu(home, login, typed_aes("qa-sp800-38a", SP800_38A_KEY), f"""\
         40
-        1
+        {SESSION}
         {key}
         1
         {tmp_path}/vector.bin
@@ -254,14 +259,14 @@ def test_aes_cbc_file_agrees_with_sp800_38a_and_cryptography(menu, home, tmp_pat
         {SP800_38A_IV.hex()}
         # an empty IV: the token draws one and shows it
         40
-        1
+        {SESSION}
         {key}
         1
         {tmp_path}/letter.txt
         {tmp_path}/letter.enc
         ""
         41
-        1
+        {SESSION}
         {key}
         1
         {tmp_path}/theirs.enc
@@ -297,7 +302,7 @@ def test_aes_gcm_file_with_aad_both_ways(menu, home, tmp_path, slot):
     (tmp_path / "theirs.gcm").write_bytes(AESGCM(aes_key).encrypt(their_iv, plain, b"their header"))
     code, out = menu(home, login, typed_aes("qa-gcm", aes_key), f"""\
         40
-        1
+        {SESSION}
         {key}
         2
         {tmp_path}/plain.bin
@@ -306,7 +311,7 @@ def test_aes_gcm_file_with_aad_both_ways(menu, home, tmp_path, slot):
         our header
         # no AAD, a token-drawn IV
         40
-        1
+        {SESSION}
         {key}
         2
         {tmp_path}/plain.bin
@@ -314,7 +319,7 @@ def test_aes_gcm_file_with_aad_both_ways(menu, home, tmp_path, slot):
         ""
         ""
         41
-        1
+        {SESSION}
         {key}
         2
         {tmp_path}/theirs.gcm
@@ -345,7 +350,7 @@ def test_gcm_with_a_wrong_tag_aad_or_iv_fails_and_leaves_no_output(menu, home, t
     # SoftHSM 2.6.1 answers a tag that does not match with CKR_GENERAL_ERROR
     code, out = menu(home, login, typed_aes("qa-gcm", aes_key), f"""\
         41
-        1
+        {SESSION}
         {key}
         2
         {tmp_path}/bad-tag.gcm
@@ -354,7 +359,7 @@ def test_gcm_with_a_wrong_tag_aad_or_iv_fails_and_leaves_no_output(menu, home, t
         header
         @expect CKR_GENERAL_ERROR
         41
-        1
+        {SESSION}
         {key}
         2
         {tmp_path}/bad-body.gcm
@@ -363,7 +368,7 @@ def test_gcm_with_a_wrong_tag_aad_or_iv_fails_and_leaves_no_output(menu, home, t
         header
         @expect CKR_GENERAL_ERROR
         41
-        1
+        {SESSION}
         {key}
         2
         {tmp_path}/good.gcm
@@ -372,7 +377,7 @@ def test_gcm_with_a_wrong_tag_aad_or_iv_fails_and_leaves_no_output(menu, home, t
         another header
         @expect CKR_GENERAL_ERROR
         41
-        1
+        {SESSION}
         {key}
         2
         {tmp_path}/good.gcm
@@ -382,7 +387,7 @@ def test_gcm_with_a_wrong_tag_aad_or_iv_fails_and_leaves_no_output(menu, home, t
         @expect CKR_GENERAL_ERROR
         # the session is still usable: the right tag, AAD and IV decrypt
         41
-        1
+        {SESSION}
         {key}
         2
         {tmp_path}/good.gcm
@@ -410,19 +415,19 @@ def test_rsa_oaep_file_both_ways_with_a_known_key(menu, home, tmp_path, slot):
     before = files_in(tmp_path)
     code, out = menu(home, login, typed_rsa("qa-rsa", RSA_KEY), f"""\
         40
-        1
+        {SESSION}
         {public}
         3
         {tmp_path}/secret.bin
         {tmp_path}/ours.oaep
         41
-        1
+        {SESSION}
         {private}
         3
         {tmp_path}/theirs.oaep
         {tmp_path}/theirs.bin
         40
-        1
+        {SESSION}
         {public}
         3
         {tmp_path}/too-big.bin
@@ -838,8 +843,8 @@ def test_verify_accepts_what_cryptography_signs_and_refuses_tampering(menu, home
     def case(handle: int, number: int, signature: bytes) -> None:
         tampered = bytearray(signature)
         tampered[len(tampered) // 2] ^= 0x01
-        good.append(f"43\n1\n{handle}\n{number}\n{data.decode()}\n{signature.hex()}\n")
-        bad.append(f"43\n1\n{handle}\n{number}\n{data.decode()}\n{bytes(tampered).hex()}\n"
+        good.append(f"43\n{SESSION}\n{handle}\n{number}\n{data.decode()}\n{signature.hex()}\n")
+        bad.append(f"43\n{SESSION}\n{handle}\n{number}\n{data.decode()}\n{bytes(tampered).hex()}\n"
                    "@expect CKR_SIGNATURE_INVALID\n")
 
     for number, (_, pad, digest) in RSA_MECHANISMS.items():
@@ -855,7 +860,7 @@ def test_verify_accepts_what_cryptography_signs_and_refuses_tampering(menu, home
                      *good, *bad, f"""\
         # the right signature over other data
         43
-        1
+        {SESSION}
         {rsa_public}
         1
         other data
@@ -1012,18 +1017,18 @@ def test_sign_and_verify_read_data_and_signature_from_files_in_a_script(menu, ho
 def test_ha_signatures_verify_with_the_public_key_of_every_member(menu, home, tmp_path):
     data = b"HA signed record"
     # four signatures per key: the group balances them over its members
-    signs = [f"42\n1\n2\n{4 + i % 2}\n{data.decode()}\n{tmp_path}/rsa-{i}.sig\n" for i in range(4)]
-    signs += [f"42\n1\n4\n{ECDSA_SHA256}\n{data.decode()}\n{tmp_path}/ec-{i}.sig\n" for i in range(4)]
+    signs = [f"42\n{SESSION}\n{HA_FIRST + 1}\n{4 + i % 2}\n{data.decode()}\n{tmp_path}/rsa-{i}.sig\n" for i in range(4)]
+    signs += [f"42\n{SESSION}\n{HA_FIRST + 3}\n{ECDSA_SHA256}\n{data.decode()}\n{tmp_path}/ec-{i}.sig\n" for i in range(4)]
     code, out = menu(home, HA, """\
         45
-        1
+        ${LAST_SESSION}
         1
         qa-ha-rsa
         y
         ""
         ""
         45
-        1
+        ${LAST_SESSION}
         4
         qa-ha-ec
         y
@@ -1031,7 +1036,7 @@ def test_ha_signatures_verify_with_the_public_key_of_every_member(menu, home, tm
         ""
         """, *signs, QUIT)
     assert code == 0, out
-    assert generated(out) == [(1, 2), (3, 4)]
+    assert generated(out) == [(HA_FIRST, HA_FIRST + 1), (HA_FIRST + 2, HA_FIRST + 3)]
     rsa_keys = {m: tool_rsa_public(home, m, "qa-ha-rsa").public_numbers() for m in MEMBERS}
     ec_keys = {m: tool_ec_public(home, m, "qa-ha-ec").public_numbers() for m in MEMBERS}
     assert len(set(rsa_keys.values())) == 1 and len(set(ec_keys.values())) == 1  # one key on every member
@@ -1051,7 +1056,7 @@ def test_hash_file_equals_hashlib(menu, home, tmp_path, slot):
     samples = {"empty.bin": b"", "abc.txt": b"abc", "several-mib.bin": os.urandom(5 * MIB + 17)}
     for name, data in samples.items():
         (tmp_path / name).write_bytes(data)
-    steps = [f"44\n1\n{number}\n{tmp_path}/{name}\n" for name in samples for number in HASHES]
+    steps = [f"44\n{SESSION}\n{number}\n{tmp_path}/{name}\n" for name in samples for number in HASHES]
     code, out = menu(home, login, *steps, QUIT)
     assert code == 0, out
     expected = [hashlib.new(HASHES[number], data).hexdigest() for data in samples.values() for number in HASHES]
@@ -1089,9 +1094,9 @@ def test_hash_file_refusals(menu, shared_home, tmp_path):
 def test_digest_key_equals_hashlib_over_the_key_value(menu, home, slot):
     login, key = SLOTS[slot]
     readable, hidden = os.urandom(32), os.urandom(16)
-    steps = [f"46\n1\n{number}\n{key}\n" for number in HASHES]
+    steps = [f"46\n{SESSION}\n{number}\n{key}\n" for number in HASHES]
     # SoftHSM digests a sensitive key too (C_DigestKey never shows the value)
-    steps.append(f"46\n1\n2\n{key + 1}\n")
+    steps.append(f"46\n{SESSION}\n2\n{key + 1}\n")
     code, out = menu(home, login, typed_aes("qa-readable", readable, "CKA_SENSITIVE=false", "CKA_EXTRACTABLE=true"),
                      typed_aes("qa-hidden", hidden, "CKA_SENSITIVE=true"), *steps, QUIT)
     assert code == 0, out
@@ -1207,14 +1212,14 @@ def test_generate_every_key_type_as_token_or_session_objects(menu, home):
 def test_generated_keys_on_the_ha_slot_are_on_every_member_and_sensitive_by_default(menu, home):
     code, out = menu(home, HA, """\
         45
-        1
+        ${LAST_SESSION}
         7
         qa-ha-aes
         y
         ""
         ""
         45
-        1
+        ${LAST_SESSION}
         4
         qa-ha-p256
         y
@@ -1222,7 +1227,7 @@ def test_generated_keys_on_the_ha_slot_are_on_every_member_and_sensitive_by_defa
         ""
         """, QUIT)
     assert code == 0, out
-    assert generated(out) == [(1,), (2, 3)]
+    assert generated(out) == [(HA_FIRST,), (HA_FIRST + 1, HA_FIRST + 2)]
     for member in MEMBERS:
         tool = _by_label(home, member)
         for kind, label in (("Secret Key Object", "qa-ha-aes"), ("Private Key Object", "qa-ha-p256"),
@@ -1238,7 +1243,7 @@ def test_generated_keys_on_the_ha_slot_are_on_every_member_and_sensitive_by_defa
 def test_ha_non_sensitive_key_is_non_sensitive_on_every_member(menu, home):
     code, out = menu(home, HA, """\
         45
-        1
+        ${LAST_SESSION}
         8
         qa-ha-readable
         y

@@ -301,7 +301,7 @@ def test_synchronize_copies_a_key_back_to_the_member_that_lost_it(run_ckdemo, ho
     """A key generated on the HA slot, destroyed on member3 through its physical slot (22),
     comes back with `hagroup synchronize`: same id, same key material (pkcs11-tool)."""
     generate = ("50\n5\n${CKDEMO_SO_PIN}\n51\n5\n${CKDEMO_USER_PIN}\n1\n5\ny\n"
-                "45\n1\n7\nsync-key\ny\ny\nn\n0\n")
+                "45\n${LAST_SESSION}\n7\nsync-key\ny\ny\nn\n0\n")
     done = run_ckdemo(home, "run", "-", input=generate)
     assert done.returncode == 0, done.stdout
     find = "1\n3\ny\n3\n1\n1\n${CKDEMO_USER_PIN}\n26\n1\nCKA_LABEL=sync-key\n.\n"

@@ -6,8 +6,9 @@ slot), and what 26/27 show must be what pkcs11-tool shows.
 
 Handles: SoftHSM numbers sessions and objects from one counter per process, so the first session
 of a run is handle 1 and the objects a run creates or finds next are 2, 3, ...; the HA slot
-numbers its virtual objects from 1. Each test checks the handles the menu printed, so a script
-never works on an object it did not mean.
+draws its virtual sessions and objects from one process-wide counter (ckdemo.ha.handles), above
+the physical ones. Each test checks the handles the menu printed, so a script never works on an
+object it did not mean.
 """
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from cryptography.hazmat.primitives.serialization import load_der_public_key
 
 from conftest import MEMBERS, SOFTHSM_LIB, USER_PIN, requires_softhsm, softhsm_env
 from support import DOMAIN_KEY_LABEL, DOMAIN_KEYS, OK, statuses, summary
+
+from ckdemo.ha.handles import VIRTUAL_HANDLE_BASE
 
 pytestmark = requires_softhsm
 
@@ -34,7 +37,9 @@ SLOT1_LOGIN = """\
     1
     ${CKDEMO_USER_PIN}
     """
-# HA Init and HA Login on slot#5 (the HA Virtual Card Slot of a default home), then session 1 there
+# the HA slot's session and first objects in a run: one process-wide counter of virtual handles
+HA_SESSION, HA_FIRST, HA_SECOND = (VIRTUAL_HANDLE_BASE + n for n in (1, 2, 3))
+# HA Init and HA Login on slot#5 (the HA Virtual Card Slot of a default home), then HA_SESSION there
 HA_LOGIN = """\
     50
     5
@@ -635,7 +640,7 @@ def _members(independent, home) -> dict[str, set[tuple[str, str, str]]]:
 def test_ha_create_copy_set_and_destroy_reach_every_member(menu, home, independent):
     code, out = menu(home, HA_LOGIN, f"""\
         20
-        1
+        {HA_SESSION}
         2
         CKA_KEY_TYPE=aes
         CKA_LABEL=qa-ha-aes
@@ -646,41 +651,41 @@ def test_ha_create_copy_set_and_destroy_reach_every_member(menu, home, independe
         CKA_ENCRYPT=true
         .
         21
-        1
-        1
+        {HA_SESSION}
+        {HA_FIRST}
         CKA_LABEL=qa-ha-copy
         CKA_ID=hex:0a02
         .
         """, QUIT)
     assert code == 0, out
-    assert created(out) == [1, 2]
+    assert created(out) == [HA_FIRST, HA_SECOND]
     both = {("CKO_SECRET_KEY", "qa-ha-aes", "0a01"), ("CKO_SECRET_KEY", "qa-ha-copy", "0a02")}
     assert _members(independent, home) == {m: both for m in MEMBERS}
 
-    # a later run finds them again by label (virtual handles 1 and 2), renames one, destroys the other
-    code, out = menu(home, HA_LOGIN, """\
+    # a later run finds them again by label (HA_FIRST, HA_SECOND), renames one, destroys the other
+    code, out = menu(home, HA_LOGIN, f"""\
         26
-        1
+        {HA_SESSION}
         CKA_LABEL=qa-ha-aes
         .
         26
-        1
+        {HA_SESSION}
         CKA_LABEL=qa-ha-copy
         .
         25
-        1
-        1
+        {HA_SESSION}
+        {HA_FIRST}
         CKA_LABEL=qa-ha-renamed
         22
-        1
-        2
+        {HA_SESSION}
+        {HA_SECOND}
         24
-        1
-        1
+        {HA_SESSION}
+        {HA_FIRST}
         CKA_LABEL
         """, QUIT)
     assert code == 0, out
-    assert [[r[0] for r in t] for t in found(out)] == [[1], [2]]
+    assert [[r[0] for r in t] for t in found(out)] == [[HA_FIRST], [HA_SECOND]]
     assert "CKA_LABEL = qa-ha-renamed" in out
     after = {("CKO_SECRET_KEY", "qa-ha-renamed", "0a01")}
     assert _members(independent, home) == {m: after for m in MEMBERS}
@@ -690,9 +695,9 @@ def test_ha_create_copy_set_and_destroy_reach_every_member(menu, home, independe
 
 
 def test_ha_find_and_display_agree_with_every_member(menu, home, independent):
-    code, out = menu(home, HA_LOGIN, """\
+    code, out = menu(home, HA_LOGIN, f"""\
         20
-        1
+        {HA_SESSION}
         2
         CKA_KEY_TYPE=aes
         CKA_LABEL=qa-ha-open
@@ -703,7 +708,7 @@ def test_ha_find_and_display_agree_with_every_member(menu, home, independent):
         CKA_EXTRACTABLE=true
         .
         20
-        1
+        {HA_SESSION}
         2
         CKA_KEY_TYPE=generic_secret
         CKA_LABEL=qa-ha-secret
@@ -713,24 +718,24 @@ def test_ha_find_and_display_agree_with_every_member(menu, home, independent):
         CKA_SENSITIVE=true
         .
         26
-        1
+        {HA_SESSION}
         .
         27
-        1
-        1
+        {HA_SESSION}
+        {HA_FIRST}
         27
-        1
-        2
+        {HA_SESSION}
+        {HA_SECOND}
         23
-        1
-        1
+        {HA_SESSION}
+        {HA_FIRST}
         27
-        1
+        {HA_SESSION}
         99
         @expect CKR_OBJECT_HANDLE_INVALID
         """, QUIT)
     assert code == 0, out
-    assert created(out) == [1, 2]
+    assert created(out) == [HA_FIRST, HA_SECOND]
     [rows] = found(out)
     ours = {(cls, label, key_id) for _, cls, _, label, key_id in rows}
     assert not any(label.startswith(DOMAIN_KEY_LABEL) for _, label, _ in ours)  # the group's own
@@ -742,14 +747,14 @@ def test_ha_find_and_display_agree_with_every_member(menu, home, independent):
         assert opened["CKA_VALUE"] == tool["qa-ha-open"]["VALUE"] == "000102030405060708090a0b0c0d0e0f"
         assert "VALUE" not in tool["qa-ha-secret"]
     assert secret["CKA_VALUE"] == "<sensitive>"
-    assert "Object 1 size: unavailable (the module does not say)" in out
+    assert f"Object {HA_FIRST} size: unavailable (the module does not say)" in out
     assert "Status: C_GetAttributeValue returned error. (CKR_OBJECT_HANDLE_INVALID 0x00000082)" in out
 
 
 def test_ha_data_object_reaches_every_member(menu, home, independent):
-    code, out = menu(home, HA_LOGIN, """\
+    code, out = menu(home, HA_LOGIN, f"""\
         20
-        1
+        {HA_SESSION}
         1
         CKA_LABEL=qa-ha-notes
         CKA_TOKEN=true
@@ -757,7 +762,7 @@ def test_ha_data_object_reaches_every_member(menu, home, independent):
         .
         """, QUIT)
     assert code == 0, out
-    assert created(out) == [1]
+    assert created(out) == [HA_FIRST]
     for member in MEMBERS:
         assert _members(independent, home)[member] == {("CKO_DATA", "qa-ha-notes", "(empty)")}, member
         assert tool_read_bytes(home, member, "data", "qa-ha-notes") == b"ha notes"

@@ -18,6 +18,8 @@ import pytest
 from conftest import USER_PIN, no_traceback, requires_softhsm, softhsm_env
 from test_terminal import PROMPT, Terminal
 
+from ckdemo.ha.handles import VIRTUAL_HANDLE_BASE
+
 pytestmark = [requires_softhsm,
               pytest.mark.skipif(shutil.which("p11-kit") is None, reason="p11-kit is not installed")]
 
@@ -160,8 +162,8 @@ def test_attach_to_a_socket_somewhere_else(tmp_path, provision, run_ckdemo):
         rows = listed(run_ckdemo, home)
         assert rows["member2"][3:] == ["attached", "elsewhere"]
         assert rows["member2"][2] == str(elsewhere)
-        done = run_ckdemo(home, "run", "-", input="51\n5\n${CKDEMO_USER_PIN}\n1\n5\ny\n62\n1\n16\n"
-                                                  "62\n1\n16\n62\n1\n16\n52\n5\n0\n")
+        done = run_ckdemo(home, "run", "-", input="51\n5\n${CKDEMO_USER_PIN}\n1\n5\ny\n62\n${LAST_SESSION}\n16\n"
+                                                  "62\n${LAST_SESSION}\n16\n62\n${LAST_SESSION}\n16\n52\n5\n0\n")
         assert done.returncode == 0, done.stdout
         assert re.findall(r"HSM \w+\t- (CKR_\w+)", done.stdout) == ["CKR_OK"] * 3
         refused = run_ckdemo(home, "member", "kill", "member2")
@@ -191,7 +193,7 @@ def test_kill_from_another_terminal_while_the_menu_runs(remote_home, run_ckdemo,
 
         def random_call() -> str:
             pane.answer(PROMPT, "62")
-            pane.answer("Enter your session handle :", "1")
+            pane.answer("Enter your session handle :", str(VIRTUAL_HANDLE_BASE + 1))  # the first virtual one
             pane.answer("Enter number of random bytes :", "8")
             return pane.wait_for_prompt(PROMPT)
 

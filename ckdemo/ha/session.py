@@ -8,7 +8,7 @@ from typing import Any, Iterable, Iterator
 from ..codes import CKR_MECHANISM_INVALID, CKR_OBJECT_HANDLE_INVALID, CKR_USER_NOT_LOGGED_IN, CKRError
 from ..model import (CKA_CLASS, CKA_ID, CKA_LABEL, CKA_TOKEN, CKO_DATA, CKU_SO, KeySpec, MechanismParam,
                      SessionInfo)
-from . import replication
+from . import handles, replication
 from .failover import MemberFailed, ObjectMissing
 from .member import HAMember
 
@@ -28,7 +28,7 @@ class VirtualObject:
 class VirtualSession:
     def __init__(self, group, handle: int, rw: bool) -> None:
         self.group = group
-        self.handle = handle
+        self.handle = handles.allocate()  # process-wide, not the group's count (issue 8 §6)
         self.rw = rw
         self.objects: dict[int, VirtualObject] = {}
         self._by_key: dict[tuple, VirtualObject] = {}
@@ -349,7 +349,7 @@ class VirtualSession:
     def _register(self, key: tuple, member: HAMember, member_handle: int) -> VirtualObject:
         obj = self._by_key.get(key)
         if obj is None:
-            obj = VirtualObject(self.group.allocate_object_handle(), key)
+            obj = VirtualObject(handles.allocate(), key)
             self.objects[obj.handle] = obj
             self._by_key[key] = obj
         obj.on_member[member.serial] = (member.generation, member_handle)
