@@ -44,8 +44,6 @@ class HAGroup(Recovery, Administration):
         self.state_lock = state_lock
         self.credentials: tuple[int, str] | None = None  # HA login, kept in memory only
         self.sessions: dict[int, Any] = {}
-        self._next_session = 1
-        self._next_object = 1
         self._next_member = 0
         self._lock = threading.RLock()  # member state, round robin and anchors across threads
         self.slot_events = 0  # member failures and recoveries not yet reported as slot events
@@ -250,14 +248,10 @@ class HAGroup(Recovery, Administration):
 
     def open_session(self, rw: bool = True) -> VirtualSession:
         self.primary()  # fails like a device when no member is left
-        session = VirtualSession(self, self._next_session, rw)
-        self.sessions[session.handle] = session
-        self._next_session += 1
+        session = VirtualSession(self, rw)  # its handle is unique in the process (handles.py)
+        with self._lock:
+            self.sessions[session.handle] = session
         return session
-
-    def allocate_object_handle(self) -> int:
-        handle, self._next_object = self._next_object, self._next_object + 1
-        return handle
 
     def exports(self, symbol: str) -> list[str]:
         """Libraries behind any member that export `symbol` (vendor extension detection)."""

@@ -26,7 +26,7 @@ class VirtualObject:
 
 
 class VirtualSession:
-    def __init__(self, group, handle: int, rw: bool) -> None:
+    def __init__(self, group, rw: bool) -> None:
         self.group = group
         self.handle = handles.allocate()  # process-wide, not the group's count (issue 8 §6)
         self.rw = rw
