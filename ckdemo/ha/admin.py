@@ -98,7 +98,13 @@ class Administration:
             close_quietly(session)
 
     def login(self, user_type: int, pin: str) -> None:
-        """Log in on every active member with one PIN (HA Login / C_Login on the HA slot)."""
+        """Log in on every active member with one PIN (HA Login / C_Login on the HA slot).
+        Under the state lock: two ckdemo processes logging in to SoftHSM members at the same
+        moment once gave CKR_USER_PIN_NOT_INITIALIZED (a token file read while rewritten)."""
+        with self.state_lock():
+            self._login(user_type, pin)
+
+    def _login(self, user_type: int, pin: str) -> None:
         self.before_call()
         done = []
         failures: list[MemberFailed] = []
