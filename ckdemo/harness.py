@@ -47,7 +47,6 @@ def build_groups(settings: Settings, slots: list) -> list:
     from .ha.group import HAGroup
     from .ha.member import HAMember
     from .ha.policy import RecoveryPolicy
-    from .ha.watchdog import MemberWorker
 
     try:
         ha = ha_config.settings(settings.conf)
@@ -69,13 +68,6 @@ def build_groups(settings: Settings, slots: list) -> list:
     log = HALog(_log_path(settings, ha)) if ha.log_enabled else HALog()
     for number, group in enumerate(ha_config.groups(settings.conf)):
         members = [HAMember(serial, *by_serial.get(serial, (None, ""))) for serial in group.members]
-        timeout = settings.member_timeout()
-        for member in members:  # a remote member can hang (p11-kit has no timeout): a deadline
-            if member.slot is not None and member.slot.server is not None and timeout > 0:
-                member.worker = MemberWorker(member.label or member.serial, timeout)
-                module = member.slot.module
-                module.lock_timeout = timeout  # physical-slot calls: no endless wait either
-                module.stalled = lambda worker=member.worker: worker.hung
         policy = RecoveryPolicy(ha.interval_s, ha.reconnect_attempts)
         ha_group = HAGroup(group.label, group.serial, members, policy, log,
                            slot_id=HA_SLOT_ID_BASE + number,
@@ -155,9 +147,12 @@ def member_servers(settings: Settings, shared_by_runs: bool = False) -> list:
 
 
 def _remote_slots(settings: Settings, start_servers: bool) -> list:
+    """One RemoteSlot per remote member: ckdemo speaks p11-kit RPC to the member's server
+    socket itself (members/rpcclient.py), each member on its own connection, every call with
+    the MemberTimeout deadline of its socket."""
     import atexit
     from .members.remote import RemoteError
-    from .members.slot import PhysicalSlot
+    from .members.rpcslot import RemoteSlot
 
     slots, servers = [], member_servers(settings, shared_by_runs=True)
     # every server this process uses holds a lease until it exits; a server a run started (at
@@ -167,47 +162,10 @@ def _remote_slots(settings: Settings, start_servers: bool) -> list:
     try:
         for server in servers:
             server.attach(start=start_servers)
-            module, ids = _connect(server, settings.home / "lib", settings.member_timeout())
-            slot = PhysicalSlot(module, ids[0] if ids else None)
-            slot.member_label = server.label
-            slot.server = server
-            slot.fallback_description = f"p11-kit remote member {server.label}"
-            slots.append(slot)
+            slots.append(RemoteSlot(server, settings.member_timeout()))
     except RemoteError as exc:
         raise SettingsError(str(exc)) from None
     return slots
-
-
-def _connect(server, lib_dir: Path, timeout: float):
-    """The member's client module and its slot ids, waiting at most `timeout` seconds: a server
-    that is stopped (not dead) would block C_Initialize for ever (p11-kit has no timeout)."""
-    import threading
-    from .members.module import module_for
-    from .members.remote import client_module, client_path
-
-    result: dict = {}
-
-    def connect() -> None:
-        try:
-            module = client_module(server, lib_dir, timeout)
-            result["module"] = module
-            result["ids"] = module.slot_ids(token_present=True)
-        except CKRError:
-            result["ids"] = []  # server down: the member starts failed; recovery finds it later
-        except Exception as exc:  # handed over to the caller below, in its thread
-            result["error"] = exc
-
-    worker = threading.Thread(target=connect, name=f"connect-{server.label}", daemon=True)
-    worker.start()
-    worker.join(timeout if timeout > 0 else None)
-    if "error" in result:
-        raise result["error"]
-    if worker.is_alive():  # hung: the member starts failed, its module flagged as stalled
-        module = module_for(str(client_path(server, lib_dir)))
-        module.dedicated, module.lock_timeout = True, timeout
-        module.stalled = worker.is_alive
-        return module, []
-    return result.get("module") or module_for(str(client_path(server, lib_dir))), result["ids"]
 
 
 def _detach(servers: list) -> None:

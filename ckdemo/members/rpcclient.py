@@ -1,0 +1,173 @@
+"""One connection to a `p11-kit server` socket, speaking the p11-kit RPC protocol version 0
+(ckdemo.rpc is the codec; ../shared/P11KIT-RPC.md the protocol).
+
+The server forks a `p11-kit-remote` child per connection: the connection is the member's
+module instance, and its sessions live and die with it. Calls go one at a time (a lock; the
+child answers in order anyway). The socket gives every call its deadline (MemberTimeout): a
+stopped server never answers, the call fails with CKR_DEVICE_ERROR once the deadline passes and
+the connection is dropped. A dead or restarted server, a broken frame or a timeout all leave the
+connection closed: every later call answers CKR_DEVICE_ERROR until the slot reconnects, which is
+what p11-kit-client.so does until C_Finalize + C_Initialize (FACTS, p11-kit server).
+"""
+from __future__ import annotations
+
+import socket
+import struct
+import threading
+from contextlib import contextmanager
+from typing import Iterator
+
+from ..codes import CKR_ARGUMENTS_BAD, CKR_DEVICE_ERROR, CKRError
+from ..rpc import CodecError, HANDSHAKE, PROTOCOL_VERSION, decode_response, encode_request
+from ..rpc.calls import BY_NAME, CALL_ERROR
+from ..rpc.framing import HEADER, HEADER_SIZE, decode_header
+
+RECEIVE_CHUNK = 64 * 1024  # a reply this size or smaller comes in one recv_into, no allocation
+MAX_CALL_CODE = 0xFFFFFFFF
+
+
+class Connection:
+    """A connected, initialised p11-kit RPC client for one socket."""
+
+    def __init__(self, path: str, name: str, timeout_s: float = 0.0) -> None:
+        """Connects, agrees on version 0 and sends C_Initialize with the handshake; failures
+        raise CKRError(CKR_DEVICE_ERROR) with the reason. timeout_s 0: no deadline."""
+        self.path = path
+        self.name = name
+        self.timeout_s = timeout_s or None
+        self._lock = threading.RLock()
+        self._lock_wait = -1 if self.timeout_s is None else self.timeout_s
+        self._code = 0x0F  # the first call goes out as 0x10, as p11-kit's client numbers them
+        self._closed_because = ""
+        self._sock: socket.socket | None = None
+        self._buffer = bytearray(RECEIVE_CHUNK)
+        self._view = memoryview(self._buffer)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        if self.timeout_s is not None:  # in the kernel: no poll() before every send and recv
+            deadline = struct.pack("ll", int(self.timeout_s), int(self.timeout_s % 1 * 1e6))
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, deadline)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, deadline)
+        try:
+            sock.connect(path)
+            sock.sendall(bytes([PROTOCOL_VERSION]))
+            agreed = sock.recv(1)
+        except BlockingIOError:  # SO_RCVTIMEO passed: EAGAIN
+            sock.close()
+            raise CKRError(CKR_DEVICE_ERROR, "C_Initialize", self._no_answer()) from None
+        except OSError as exc:
+            sock.close()
+            raise CKRError(CKR_DEVICE_ERROR, "C_Initialize",
+                           f"cannot reach member {name} at {path}: {exc.strerror or exc}") from None
+        if agreed != bytes([PROTOCOL_VERSION]):
+            sock.close()
+            raise CKRError(CKR_DEVICE_ERROR, "C_Initialize",
+                           f"member {name}'s server does not speak p11-kit RPC version 0 "
+                           f"(answered {agreed!r})")
+        self._sock = sock
+        self.call("C_Initialize", HANDSHAKE, 0, b"\0")  # the reserved byte p11-kit sends
+
+    def _no_answer(self) -> str:
+        return f"no answer from member {self.name} within {self.timeout_s:g} s (MemberTimeout)"
+
+    @property
+    def alive(self) -> bool:
+        return self._sock is not None
+
+    def close(self, why: str = "closed by ckdemo") -> None:
+        """Drop the connection: the server's child ends and with it every session on it."""
+        with self._lock:
+            self._drop(why)
+
+    def _drop(self, why: str) -> None:
+        sock, self._sock = self._sock, None
+        self._closed_because = self._closed_because or why
+        if sock is not None:
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    def _acquire(self, function: str) -> None:
+        if not self._lock.acquire(timeout=self._lock_wait):
+            raise CKRError(CKR_DEVICE_ERROR, function,
+                           f"member {self.name} is still busy with an earlier call (hung?)")
+
+    @contextmanager
+    def exclusive(self, function: str) -> Iterator[None]:
+        """Several calls that belong together (C_SignInit + C_Sign on one session) with no other
+        call between them; waits at most the deadline for a call in progress."""
+        self._acquire(function)
+        try:
+            yield
+        finally:
+            self._lock.release()
+
+    def call(self, function: str, *args) -> tuple:
+        """One request and its reply's fields; an error reply raises CKRError(its CK_RV)."""
+        call = BY_NAME[function]
+        try:
+            body = encode_request(call, *args)
+        except CodecError as exc:  # a value the protocol cannot carry: the caller's mistake
+            raise CKRError(CKR_ARGUMENTS_BAD, function, f"not encodable for p11-kit RPC: {exc}") from None
+        self._acquire(function)
+        try:
+            sock = self._sock
+            if sock is None:
+                raise CKRError(CKR_DEVICE_ERROR, function,
+                               f"connection to member {self.name} lost ({self._closed_because})")
+            self._code = code = self._code + 1 if self._code < MAX_CALL_CODE else 0x10
+            try:
+                sock.sendall(HEADER.pack(code, 0, len(body)) + body)
+                reply_code, reply = self._receive(sock)
+            except BlockingIOError:  # SO_RCVTIMEO/SO_SNDTIMEO passed: EAGAIN
+                self._drop(self._no_answer())
+                raise CKRError(CKR_DEVICE_ERROR, function, self._no_answer()) from None
+            except (OSError, EOFError, CodecError) as exc:
+                why = f"member {self.name}'s server went away ({exc})"
+                self._drop(why)
+                raise CKRError(CKR_DEVICE_ERROR, function, why) from None
+            if reply_code != code:
+                self._drop(f"reply {reply_code:#x} to call {code:#x}")
+                raise CKRError(CKR_DEVICE_ERROR, function, f"member {self.name} answered out of turn")
+            try:
+                message = decode_response(reply, call)
+            except CodecError as exc:
+                self._drop(f"bad reply: {exc}")
+                raise CKRError(CKR_DEVICE_ERROR, function, f"bad reply from member {self.name}: {exc}") from None
+        finally:
+            self._lock.release()
+        if message.call_id == CALL_ERROR:
+            raise CKRError(message.args[0], function)
+        return message.args
+
+    def _receive(self, sock: socket.socket) -> tuple[int, bytes]:
+        """One reply frame: (call code, body). One recv_into in the usual case; every recv
+        waits at most the deadline (SO_RCVTIMEO)."""
+        count = sock.recv_into(self._buffer)
+        if not count:
+            raise EOFError("connection closed")
+        data = bytes(self._view[:count])
+        while len(data) < HEADER_SIZE:
+            data += self._more(sock)
+        code, options_length, body_length = decode_header(data[:HEADER_SIZE])
+        end = HEADER_SIZE + options_length + body_length
+        if len(data) < end:
+            parts, received = [data], len(data)
+            while received < end:
+                chunk = self._more(sock)
+                parts.append(chunk)
+                received += len(chunk)
+            data = b"".join(parts)
+        if len(data) != end:
+            raise CodecError(f"{len(data) - end} bytes after the reply")
+        return code, data[HEADER_SIZE + options_length:]
+
+    @staticmethod
+    def _more(sock: socket.socket) -> bytes:
+        chunk = sock.recv(RECEIVE_CHUNK)
+        if not chunk:
+            raise EOFError("connection closed inside a reply")
+        return chunk
+
+    def __repr__(self) -> str:
+        return f"Connection({self.path!r}, {'open' if self.alive else 'closed'})"
