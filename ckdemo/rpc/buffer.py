@@ -10,6 +10,7 @@ import struct
 NULL_LENGTH = 0xFFFFFFFF  # rpc-message.c: a byte array whose pointer was NULL
 MAX_ARRAY_LENGTH = 0x7FFFFFFF  # rpc-message.c refuses lengths >= this, both ways
 
+_U8 = struct.Struct(">B")
 _U32 = struct.Struct(">I")
 _U64 = struct.Struct(">Q")
 
@@ -35,23 +36,39 @@ class Reader:
         self.data = bytes(data)
         self.offset = offset
 
+    def _truncated(self, count: int) -> CodecError:
+        return CodecError(f"truncated message: {count} bytes wanted at offset {self.offset}, "
+                          f"{len(self.data) - self.offset} left")
+
     def _take(self, count: int) -> bytes:
         end = self.offset + count
         if count < 0 or end > len(self.data):
-            raise CodecError(f"truncated message: {count} bytes wanted at offset {self.offset}, "
-                             f"{len(self.data) - self.offset} left")
+            raise self._truncated(count)
         chunk = self.data[self.offset:end]
         self.offset = end
         return chunk
 
+    # the primitives read in place (unpack_from): every call of every message goes through them
     def byte(self) -> int:
-        return self._take(1)[0]
+        offset = self.offset
+        if offset >= len(self.data):
+            raise self._truncated(1)
+        self.offset = offset + 1
+        return self.data[offset]
 
     def u32(self) -> int:
-        return _U32.unpack(self._take(4))[0]
+        offset = self.offset
+        if offset + 4 > len(self.data):
+            raise self._truncated(4)
+        self.offset = offset + 4
+        return _U32.unpack_from(self.data, offset)[0]
 
     def u64(self) -> int:
-        return _U64.unpack(self._take(8))[0]
+        offset = self.offset
+        if offset + 8 > len(self.data):
+            raise self._truncated(8)
+        self.offset = offset + 8
+        return _U64.unpack_from(self.data, offset)[0]
 
     def byte_array(self) -> bytes | None:
         length = self.u32()
@@ -74,23 +91,27 @@ class Writer:
 
     __slots__ = ("data",)
 
-    def __init__(self):
-        self.data = bytearray()
+    def __init__(self, prefix: bytes = b""):
+        self.data = bytearray(prefix)
 
+    # struct refuses what does not fit (a bool is an int, as isinstance would have allowed)
     def byte(self, value: int) -> None:
-        if not isinstance(value, int) or not 0 <= value <= 0xFF:
-            raise CodecError(f"not a byte: {value!r}")
-        self.data.append(value)
+        try:
+            self.data += _U8.pack(value)
+        except struct.error:
+            raise CodecError(f"not a byte: {value!r}") from None
 
     def u32(self, value: int) -> None:
-        if not isinstance(value, int) or not 0 <= value <= 0xFFFFFFFF:
-            raise CodecError(f"not a u32: {value!r}")
-        self.data += _U32.pack(value)
+        try:
+            self.data += _U32.pack(value)
+        except struct.error:
+            raise CodecError(f"not a u32: {value!r}") from None
 
     def u64(self, value: int) -> None:
-        if not isinstance(value, int) or not 0 <= value <= 0xFFFFFFFFFFFFFFFF:
-            raise CodecError(f"not a u64 (CK_ULONG): {value!r}")
-        self.data += _U64.pack(value)
+        try:
+            self.data += _U64.pack(value)
+        except struct.error:
+            raise CodecError(f"not a u64 (CK_ULONG): {value!r}") from None
 
     def byte_array(self, value: bytes | None) -> None:
         if value is None:

@@ -16,6 +16,7 @@ Every malformed or unencodable message raises CodecError, nothing else.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import NamedTuple
 
 from .attributes import (read_attribute_array, read_attribute_buffer, write_attribute_array,
                          write_attribute_buffer)
@@ -28,8 +29,7 @@ __all__ = ["CodecError", "UnknownCallError", "Message", "decode_request", "encod
            "decode_response", "encode_response", "encode_error", "call_of"]
 
 
-@dataclass(frozen=True)
-class Message:
+class Message(NamedTuple):  # a tuple: built on every call, cheaper than a frozen dataclass
     call_id: int
     args: tuple
 
@@ -130,21 +130,52 @@ _READERS = {
 
 
 # ---- whole bodies ------------------------------------------------------------------------------
-def _encode(call: Call, signature: str, fields: tuple[str, ...], struct: type | None, args) -> bytes:
+def _prefix(call: Call, signature: str) -> bytes:
+    """What every body of this call and direction starts with: call id and signature."""
     writer = Writer()
     writer.u32(call.id)
     writer.byte_array(signature.encode("ascii"))
+    return writer.getvalue()
+
+
+@dataclass(frozen=True)
+class _Layout:
+    """One call in one direction, worked out once: its fixed prefix and field codecs."""
+    signature: str
+    prefix: bytes
+    fields: tuple[str, ...]
+    readers: tuple
+    writers: tuple
+
+
+def _layouts(request: bool) -> dict[int, _Layout]:
+    found = {}
+    for call in BY_ID.values():
+        signature = call.request if request else call.response
+        if signature is None:
+            continue
+        fields = call.request_fields if request else call.response_fields
+        found[call.id] = _Layout(signature, _prefix(call, signature), fields,
+                                 tuple(_READERS[t] for t in fields), tuple(_WRITERS[t] for t in fields))
+    return found
+
+
+_REQUESTS, _RESPONSES = _layouts(request=True), _layouts(request=False)
+
+
+def _encode(call: Call, layout: _Layout, struct: type | None, args) -> bytes:
+    writer = Writer(layout.prefix)
     if struct is not None:
         if len(args) != 1 or not isinstance(args[0], struct):
             raise CodecError(f"{call.name} reply takes one {struct.__name__}", call.id)
         args[0].write(writer)
         return writer.getvalue()
-    if len(args) != len(fields):
-        raise CodecError(f"{call.name} ({signature!r}) takes {len(fields)} values, got {len(args)}",
-                         call.id)
+    if len(args) != len(layout.writers):
+        raise CodecError(f"{call.name} ({layout.signature!r}) takes {len(layout.writers)} values, "
+                         f"got {len(args)}", call.id)
     try:
-        for token, value in zip(fields, args):
-            _WRITERS[token](writer, value)
+        for write, value in zip(layout.writers, args):
+            write(writer, value)
     except CodecError as error:
         raise CodecError(f"{call.name}: {error}", call.id) from error
     except (TypeError, AttributeError) as error:  # e.g. a str where bytes are expected
@@ -162,16 +193,17 @@ def _decode(body: bytes, is_request: bool, expected: Call | None = None) -> Mess
         raise CodecError("a request cannot carry the error call id 0", call_id)
     if not is_request and expected is not None and call_id not in (expected.id, CALL_ERROR):
         raise CodecError(f"reply to {call.name} where {expected.name} was asked", call_id)
-    signature = call.request if is_request else call.response
-    sent = reader.byte_array()
-    if sent is None or sent != signature.encode("ascii"):
-        raise CodecError(f"{call.name}: signature {sent!r}, expected {signature!r}", call_id)
+    layout = (_REQUESTS if is_request else _RESPONSES)[call_id]
+    if reader.data.startswith(layout.prefix):  # the signature as expected: skip past it
+        reader.offset = len(layout.prefix)
+    else:
+        sent = reader.byte_array()
+        raise CodecError(f"{call.name}: signature {sent!r}, expected {layout.signature!r}", call_id)
     try:
         if not is_request and call.response_struct is not None:
             args = (call.response_struct.read(reader),)
         else:
-            args = tuple(_READERS[token](reader) for token in (call.request_fields if is_request
-                                                               else call.response_fields))
+            args = tuple([read(reader) for read in layout.readers])
         reader.expect_end()
     except CodecError as error:
         raise CodecError(f"{call.name}: {error}", call_id) from error
@@ -184,7 +216,7 @@ def encode_request(call: int | str | Call, *args) -> bytes:
     call = call_of(call)
     if call.request is None:
         raise CodecError("the error call id has no request", call.id)
-    return _encode(call, call.request, call.request_fields, None, args)
+    return _encode(call, _REQUESTS[call.id], None, args)
 
 
 def decode_request(body: bytes) -> Message:
@@ -193,7 +225,7 @@ def decode_request(body: bytes) -> Message:
 
 def encode_response(call: int | str | Call, *args) -> bytes:
     call = call_of(call)
-    return _encode(call, call.response, call.response_fields, call.response_struct, args)
+    return _encode(call, _RESPONSES[call.id], call.response_struct, args)
 
 
 def decode_response(body: bytes, call: int | str | Call | None = None) -> Message:
