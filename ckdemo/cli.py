@@ -221,6 +221,6 @@ def init(ctx: click.Context, members, force, user_pin, so_pin, store_pins, label
 
 
 # the subcommands register themselves on `main` when imported
-from .commands import hagroup, measure, member, serve  # noqa: E402,F401  (registration)
+from .commands import bench_serve, hagroup, measure, member, serve  # noqa: E402,F401  (registration)
 
 __all__ = ["main", "hagroup", "measure", "member"]

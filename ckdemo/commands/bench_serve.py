@@ -1,0 +1,71 @@
+"""`ckdemo bench-serve`: ckdemo serve (HA slot) against p11-kit server (one SoftHSM2 token), both
+measured by clients of p11-kit-client.so in one run (ckdemo.bench_serve does the work)."""
+from __future__ import annotations
+
+import shutil
+import sys
+from pathlib import Path
+
+import click
+
+from ..cli import Fail, _settings, main
+
+
+@main.command(name="bench-serve")
+@click.option("--seconds", default=12.0, show_default=True, type=click.FloatRange(min=0.6),
+              help="Time per measurement (each operation on each server, and each pair), "
+                   "spread over the rounds.")
+@click.option("--rounds", default=6, show_default=True, type=click.IntRange(1, 100),
+              help="Alternating rounds: ckdemo serve, p11-kit server, ckdemo serve ...")
+@click.option("--pin", envvar="CKDEMO_USER_PIN", help="User PIN (default: the config's test PIN).")
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@click.pass_context
+def bench_serve(ctx: click.Context, seconds: float, rounds: int, pin: str | None, as_json: bool) -> None:
+    """An application of p11-kit-client.so against `ckdemo serve` (the HA slot) and against the C
+    `p11-kit server` serving the first member's token: RSA-2048 sign, 32-byte random, and RSA
+    sign by two clients at once; rounds alternate in one run."""
+    import json
+    from tabulate import tabulate
+    from .. import bench_serve as measure
+
+    settings = _settings(ctx)
+    missing = [what for what, there in (("p11-kit", shutil.which("p11-kit")),
+                                        (measure.P11KIT_CLIENT, Path(measure.P11KIT_CLIENT).exists()))
+               if not there]
+    if missing:
+        raise Fail(f"bench-serve needs {' and '.join(missing)} (Debian: p11-kit, p11-kit-modules)")
+    members = [m.strip() for m in (settings.conf.get("CKDemo", "Members") or "").split(",") if m.strip()]
+    softhsm_conf = settings.conf.get("CKDemo", "SoftHSM2Conf")
+    library = settings.conf.get("CKDemo", "Library00")
+    if not (members and softhsm_conf and library):
+        raise Fail(f"{settings.config_path} names no SoftHSM2 members (ckdemo init)")
+    pin = pin or settings.secrets().get("CKDEMO_USER_PIN") or click.prompt("User PIN", hide_input=True)
+    say = (lambda line: click.echo(f"bench-serve: {line}", err=True)) if not as_json else (lambda line: None)
+    try:
+        report = measure.run(settings.home, Path(softhsm_conf), library, members[0], pin, seconds,
+                             rounds, progress=say)
+    except measure.BenchError as exc:
+        raise Fail(str(exc)) from None
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+        return
+    rows = []
+    for op, both in report["operations"].items():
+        for side in ("ckdemo", "p11-kit"):
+            f = both[side]
+            rows.append((op, "ckdemo serve (HA slot)" if side == "ckdemo" else f"p11-kit server ({members[0]})",
+                         f["ops"], f["ops_per_s"], f["latency_us"].get("p50", "-"),
+                         f["latency_us"].get("p99", "-"), f["errors"]))
+    click.echo(tabulate(rows, headers=["op", "server", "ops", "ops/s", "p50 us", "p99 us", "err"],
+                        disable_numparse=True))
+    for op, both in report["operations"].items():
+        click.echo(f"{op}: ckdemo serve / p11-kit server = {both['ratio']}")
+    for side, pair in report["two_clients"].items():
+        click.echo(f"rsa-sign, {side}: 1 client {pair['one_client_ops_per_s']} ops/s, 2 clients at "
+                   f"once {pair['two_clients_ops_per_s']} ops/s (x{pair['scaling']}), "
+                   f"{pair['errors']} error(s)")
+    click.echo(f"{seconds:g} s per measurement in {rounds} alternating rounds, one run")
+    errors = sum(b[s]["errors"] for b in report["operations"].values() for s in ("ckdemo", "p11-kit")) \
+        + sum(p["errors"] for p in report["two_clients"].values())
+    if errors:
+        sys.exit(1)

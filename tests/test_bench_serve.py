@@ -1,0 +1,59 @@
+"""`ckdemo bench-serve`: both servers measured by real clients of p11-kit-client.so in one run;
+the figures (docs/PERFORMANCE.md) come from longer runs, this checks the shape and that nothing
+failed or was left behind."""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+from conftest import no_traceback, requires_softhsm
+from rpc_capture import tools_missing
+
+import pytest
+
+pytestmark = [requires_softhsm,
+              pytest.mark.skipif(bool(tools_missing()), reason=str(tools_missing()))]
+
+
+def processes_using(home: Path) -> list[str]:
+    """Command lines of processes started for this home (its path in argv or environment)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            text = (entry / "cmdline").read_bytes() + (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if str(home).encode() in text:
+            found.append((entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace"))
+    return found
+
+
+def test_both_servers_both_operations_and_two_clients(home, run_ckdemo):
+    done = run_ckdemo(home, "bench-serve", "--seconds", "0.6", "--rounds", "1", "--json")
+    no_traceback(done.stdout, done.stderr)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["reference_token"] == "member1" and report["rounds"] == 1
+    for op in ("rsa-sign", "random"):
+        figures = report["operations"][op]
+        for side in ("ckdemo", "p11-kit"):
+            assert figures[side]["ops"] > 0 and figures[side]["errors"] == 0, figures
+            latency = figures[side]["latency_us"]
+            assert 0 < latency["p50"] <= latency["p99"] <= latency["max"]
+        assert figures["ratio"] == round(figures["ckdemo"]["ops_per_s"] / figures["p11-kit"]["ops_per_s"], 3)
+    for side in ("ckdemo", "p11-kit"):
+        pair = report["two_clients"][side]
+        assert pair["two_clients_ops_per_s"] > 0 and pair["errors"] == 0, pair
+    assert processes_using(home) == []  # ckdemo serve, p11-kit server and clients ended with it
+
+
+def test_table_output(home, run_ckdemo):
+    done = run_ckdemo(home, "bench-serve", "--seconds", "0.6", "--rounds", "1")
+    no_traceback(done.stdout, done.stderr)
+    assert done.returncode == 0, done.stderr
+    assert "rsa-sign: ckdemo serve / p11-kit server = " in done.stdout
+    assert "rsa-sign, ckdemo: 1 client " in done.stdout and "2 clients at once" in done.stdout
+    assert "bench-serve: round 1/1" in done.stderr
