@@ -210,24 +210,18 @@ def _secret(pin: str) -> tuple[ctypes.Array, int]:
 class RawModule:
     """The same, already initialised PKCS#11 module python-pkcs11 loaded from `path`."""
 
-    def __init__(self, path: str, function_list_address: int | None = None) -> None:
-        """function_list_address: the CK_FUNCTION_LIST python-pkcs11 initialised. Needed for
-        modules whose C_GetFunctionList hands out a new, uninitialised instance per call
-        (p11-kit-client does); without it the module's own list is used."""
+    def __init__(self, path: str) -> None:
         self.path = path
         try:
             self._dll = ctypes.CDLL(path, mode=DLOPEN_MODE_EXISTING)
         except OSError as exc:
             raise OSError(f"{path} is not loaded yet: load it with pkcs11.lib() first") from exc
-        if function_list_address:
-            self.function_list = CK_FUNCTION_LIST.from_address(function_list_address)
-        else:
-            function_list = POINTER(CK_FUNCTION_LIST)()
-            get_function_list = self._dll.C_GetFunctionList
-            get_function_list.argtypes = (POINTER(POINTER(CK_FUNCTION_LIST)),)
-            get_function_list.restype = CK_RV
-            self._check(get_function_list(byref(function_list)), "C_GetFunctionList")
-            self.function_list = function_list.contents
+        function_list = POINTER(CK_FUNCTION_LIST)()
+        get_function_list = self._dll.C_GetFunctionList
+        get_function_list.argtypes = (POINTER(POINTER(CK_FUNCTION_LIST)),)
+        get_function_list.restype = CK_RV
+        self._check(get_function_list(byref(function_list)), "C_GetFunctionList")
+        self.function_list = function_list.contents
         self._functions = {
             name: ctypes.CFUNCTYPE(CK_RV, *argtypes)(getattr(self.function_list, name))
             for name, argtypes in PROTOTYPES.items()

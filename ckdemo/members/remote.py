@@ -11,7 +11,6 @@ breaks slot listing for all, and re-init renumbers every slot).
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import threading
@@ -20,33 +19,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..childenv import child_environment
-from ..codes import CKRError
 from ..interprocess import Lease, LockTimeout
-from .module import Module, module_for
 
-CLIENT_CANDIDATES = (
-    "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so",
-    "/usr/lib/aarch64-linux-gnu/pkcs11/p11-kit-client.so",
-    "/usr/lib/pkcs11/p11-kit-client.so",
-)
-# FACTS: p11-kit 0.24.1 RPC forwards only mechanisms without parameters (plus RSA-OAEP)
-TRANSPORT_LIMIT = ("p11-kit RPC (0.24) carries only mechanisms without parameters (and RSA-OAEP): "
-                   "AES-CBC/GCM, AES key wrap, RSA-PSS and ECDH cannot reach a remote member")
 START_TIMEOUT_S = 5.0
 LEASE_TIMEOUT_S = 30.0  # how long a run waits for another run to finish stopping a server
 STARTED_BY_RUN = "run"  # pid file mark: a run started it, so the last run using it stops it
-_environment = threading.Lock()  # P11_KIT_SERVER_ADDRESS is process-wide: one loader at a time
 
 
 class RemoteError(Exception):
     """A member server could not be started or reached; one line for the user."""
-
-
-def client_library() -> str:
-    for path in CLIENT_CANDIDATES:
-        if os.path.exists(path):
-            return path
-    raise RemoteError("p11-kit-client.so not found: apt-get install p11-kit-modules")
 
 
 @dataclass
@@ -235,30 +216,3 @@ def _alive(pid: int) -> bool:
             return stat.read().rsplit(")", 1)[1].split()[0] != "Z"
     except (OSError, IndexError):
         return False
-
-
-def client_path(server: MemberServer, lib_dir: Path) -> Path:
-    return lib_dir / f"p11-kit-client-{server.label}.so"
-
-
-def client_module(server: MemberServer, lib_dir: Path, timeout: float | None = None) -> Module:
-    """The member's own copy of p11-kit-client.so, initialised with the member's address."""
-    lib_dir.mkdir(parents=True, exist_ok=True)
-    source = client_library()
-    copy = client_path(server, lib_dir)
-    if not copy.exists() or copy.stat().st_size != os.path.getsize(source):
-        temp = copy.with_suffix(".tmp")
-        shutil.copyfile(source, temp)
-        os.replace(temp, copy)
-    module = module_for(str(copy))
-    module.dedicated = True
-    module.transport_limit = TRANSPORT_LIMIT
-    module.environment = {"P11_KIT_SERVER_ADDRESS": server.address}
-    module.environment_lock = _environment
-    module.lock_timeout = timeout or None
-    try:
-        module.load()
-    except CKRError as exc:
-        raise RemoteError(f"cannot load {copy}: {exc}") from None
-    return module
-

@@ -10,8 +10,7 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11.util.ec import encode_named_curve_parameters
 
-from ..codes import (CKR_FUNCTION_NOT_SUPPORTED, CKR_KEY_FUNCTION_NOT_PERMITTED,
-                     CKR_OBJECT_HANDLE_INVALID, CKRError)
+from ..codes import CKR_KEY_FUNCTION_NOT_PERMITTED, CKR_OBJECT_HANDLE_INVALID, CKRError
 from ..model import KeySpec, MechanismParam, SessionInfo
 from .params import to_pkcs11
 
@@ -110,11 +109,6 @@ class PhysicalSession:
 
     def create_object(self, template: dict[int, object]) -> int:
         if any(isinstance(v, (dict, list, tuple)) for v in template.values()):
-            if self._module.transport_limit:  # p11-kit server 0.24.1 answers CKR_DEVICE_ERROR
-                raise CKRError(CKR_FUNCTION_NOT_SUPPORTED, "C_CreateObject",
-                               "a remote member's p11-kit 0.24.1 transport cannot carry a template "
-                               "attribute (CKA_UNWRAP_TEMPLATE): such objects are made on the "
-                               "member's own host (`ckdemo init` does it for its members)")
             # python-pkcs11 cannot pack CKA_UNWRAP_TEMPLATE or CKA_ALLOWED_MECHANISMS
             return self._call("C_CreateObject", self._module.raw.create_object, self.handle, template)
         with self._calling("C_CreateObject"):
