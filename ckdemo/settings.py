@@ -7,6 +7,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .config import ha as ha_config
 from .config.chrystoki import ChrystokiConf, ChrystokiSyntaxError
 from .provision import CKDEMO_SECTION, CONFIG_NAME, is_provisioned, provision
 
@@ -63,6 +64,15 @@ class Settings:
                                 f"(seconds, 0 for no limit, at most {MAX_MEMBER_TIMEOUT_S:g})")
         return seconds
 
+    def check(self) -> None:
+        """Every number in the file is checked when it is read, used or not (one line, exit 2),
+        so a wrong value never waits for the day a remote member or a failover needs it."""
+        self.member_timeout()
+        try:
+            ha_config.settings(self.conf)
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
+
     def isolated_members(self) -> list[str]:
         """Local members loaded through a private copy of the library each (LocalIsolation)."""
         if (self.conf.get(CKDEMO_SECTION, "LocalIsolation") or "").strip().lower() == "copies":
@@ -118,4 +128,6 @@ def load_settings(home: str | Path | None = None, config: str | Path | None = No
         raise SettingsError(str(exc)) from None
     except OSError as exc:
         raise SettingsError(f"cannot read config {config_path}: {exc.strerror}") from None
-    return Settings(home_path.resolve(), config_path, conf, module)
+    settings = Settings(home_path.resolve(), config_path, conf, module)
+    settings.check()
+    return settings

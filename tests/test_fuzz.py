@@ -139,7 +139,8 @@ def test_sign_refuses_devices_fifos_big_files_and_nul_in_names(run_ckdemo, home,
               + "".join(f"{sign}{answer}\n@expect BAD_INPUT\n" for answer in (
                   "@/dev/zero", f"@{odd_files}/fifo", f"@{odd_files}/big.bin", f"@{odd_files}/a\0b",
                   "@~nosuchuser/x", f"@{odd_files}"))
-              + f"{sign}signed text\n{odd_files}/dev-null-link\n@expect BAD_INPUT\n0\n")
+              + f"{sign}signed text\n{odd_files}/dev-null-link\n@expect BAD_INPUT\n"
+              + f"{sign}signed text\n{odd_files}/{'A' * 300}\n@expect BAD_INPUT\n0\n")
     done = run_ckdemo(home, "run", "-", input=script)
     no_traceback(done.stdout, done.stderr)
     assert done.returncode == 0, done.stdout[-3000:]
@@ -152,6 +153,7 @@ def test_sign_refuses_devices_fifos_big_files_and_nul_in_names(run_ckdemo, home,
     assert f"Cannot read {odd_files}: a folder" in out
     assert f"Cannot write {odd_files}/dev-null-link: it exists and is not a regular file." in out
     assert os.path.islink(odd_files / "dev-null-link")  # not replaced by a signature file
+    assert f"Cannot write {odd_files}/{'A' * 300}: file name too long." in out  # was internal
     assert "Internal error" not in out and not (home / "errors.log").exists()
 
 

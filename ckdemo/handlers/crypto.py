@@ -45,10 +45,7 @@ def _data(ctx: Context, prompt: str, text: str | None = None) -> bytes:
 def output_file_or_none(text: str) -> Path | None:
     if not text:
         return None
-    path = file_name(text, "write")
-    if path.is_dir():
-        raise InputError(f"Cannot write {path}: the folder does not exist or is not writable.")
-    return writable(path)
+    return writable(file_name(text, "write"))
 
 
 def _mechanism(ctx: Context):

@@ -21,6 +21,7 @@ from ..model import CKM_SHA256, CKM_SHA384, CKM_SHA512, CKM_SHA_1, GCMParam, OAE
 
 CHUNK = 64 * 1024
 MAX_FILE_BYTES = 64 * 1024 * 1024  # a file read whole (an @file answer, one RSA block): 64 MiB
+TEMP_NAME_EXTRA = 10  # atomic_output's temporary file: "." + name + "." + 8 random characters
 CKM_AES_CBC_PAD, CKM_AES_GCM, CKM_RSA_PKCS_OAEP = 0x1085, 0x1087, 0x9
 CIPHERS = [("CKM_AES_CBC_PAD", CKM_AES_CBC_PAD), ("CKM_AES_GCM (128-bit tag appended)", CKM_AES_GCM),
            ("CKM_RSA_PKCS_OAEP (SHA-1, one block: small files only)", CKM_RSA_PKCS_OAEP)]
@@ -92,24 +93,31 @@ def input_file(ctx: Context, prompt: str, max_bytes: int | None = None) -> Path:
 
 
 def output_file(ctx: Context, prompt: str) -> Path:
-    path = file_name(ctx.ask(prompt), "write")
-    if not str(path) or path.is_dir():
-        raise InputError(f"Cannot write {path}: a file name is needed.")
-    return writable(path)
+    return writable(file_name(ctx.ask(prompt), "write"))
 
 
 def writable(path: Path) -> Path:
-    """A target atomic_output may replace: its folder exists and is writable, and it is absent
-    or a regular file (renaming over /dev/null or a FIFO would replace the device itself)."""
+    """A target atomic_output may replace: a file name (with room for the temporary name beside
+    it), its folder exists and is writable, and it is absent or a regular file (renaming over
+    /dev/null or a FIFO would replace the device itself)."""
+    try:
+        return _writable(path)
+    except OSError as exc:  # e.g. a name too long for the file system
+        raise InputError(f"Cannot write {path}: {(exc.strerror or str(exc)).lower()}.") from None
+
+
+def _writable(path: Path) -> Path:
+    if not str(path) or path.is_dir():
+        raise InputError(f"Cannot write {path}: a file name is needed.")
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir() or not os.access(folder, os.W_OK):
         raise InputError(f"Cannot write {path}: the folder does not exist or is not writable.")
+    if len(os.fsencode(path.name)) + TEMP_NAME_EXTRA > os.pathconf(folder, "PC_NAME_MAX"):
+        raise InputError(f"Cannot write {path}: the file name is too long.")
     try:
         mode = path.lstat().st_mode
     except FileNotFoundError:
         return path
-    except OSError as exc:
-        raise InputError(f"Cannot write {path}: {(exc.strerror or str(exc)).lower()}.") from None
     if not (stat.S_ISREG(mode) or stat.S_ISLNK(mode) and path.is_file()):
         raise InputError(f"Cannot write {path}: it exists and is not a regular file.")
     return path
