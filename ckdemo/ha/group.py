@@ -162,7 +162,7 @@ class HAGroup(Recovery, Administration):
         """fn() on one member. A member-fatal result fails the member and raises MemberFailed
         (chained to the member's own error); any other result is the application's answer."""
         try:
-            return self._on_member(member, fn)
+            return fn()  # (a remote member's socket keeps the call's deadline)
         except MemberFailed:
             raise
         except CKRError as exc:
@@ -171,12 +171,7 @@ class HAGroup(Recovery, Administration):
             self.member_failed(member, exc)
             raise MemberFailed(member, exc) from exc
 
-    @staticmethod
-    def _on_member(member: HAMember, fn: Callable[[], T]) -> T:
-        """The call on the member's watchdog worker when it has one (remote members)."""
-        if member.worker is None:
-            return fn()
-        return member.worker.call(member.serial, fn)
+
 
     def is_member_failure(self, exc: CKRError) -> bool:
         if is_member_fatal(exc.ckr):

@@ -33,7 +33,6 @@ class HAMember:
         self.generation = 0  # bumped at each recovery: older sessions and handles are void
         self.anchor = None  # the member session that holds the login (FACTS 5)
         self.last_error: CKRError | None = None
-        self.worker = None  # a watchdog.MemberWorker for members that can hang (remote ones)
 
     @property
     def active(self) -> bool:

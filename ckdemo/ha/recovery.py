@@ -70,7 +70,7 @@ class Recovery:
         assert member.recovery is not None
         attempt = member.recovery.recover_attempt_count + 1
         try:
-            self._on_member(member, lambda: self._reconnect(member))
+            self._reconnect(member)
         except CKRError as exc:
             self.policy.attempted(member.recovery, recovered=False)
             self.log.record(self.serial, member.serial, "recovery-attempt",

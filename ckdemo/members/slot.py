@@ -13,8 +13,7 @@ class PhysicalSlot:
 
     is_virtual = False
     fallback_description = "physical slot"
-    member_label: str | None = None  # set for a remote member's slot (known while it is down)
-    server = None  # the remote member's MemberServer, for real kills
+    member_label: str | None = None  # set for a member's own library copy (init --isolated)
 
     def __init__(self, module: Module, slot_id: int | None) -> None:
         self.module = module
@@ -25,7 +24,7 @@ class PhysicalSlot:
         return self.module.call(function, fn, *args, **kwargs)
 
     def _check(self, function: str) -> None:
-        if self.slot_id is None:  # a remote member whose server was not reachable yet
+        if self.slot_id is None:  # no slot holds the token (yet)
             raise CKRError(CKR_TOKEN_NOT_PRESENT, function, "member not reachable")
         self.module.check_fault(self.slot_id, function)
 
@@ -62,8 +61,7 @@ class PhysicalSlot:
             label = self.token_info().label
         except CKRError:  # a token that cannot answer still gets listed
             return info.description
-        where = ", remote" if self.server is not None else ""
-        return f"{info.description} ({label or 'uninitialised token'}{where})"
+        return f"{info.description} ({label or 'uninitialised token'})"
 
     def mechanisms(self) -> list[tuple[int, str]]:
         codes = self._call("C_GetMechanismList", self.raw.get_mechanism_list, self.slot_id)
@@ -92,29 +90,19 @@ class PhysicalSlot:
         return self._call("C_WaitForSlotEvent", self.raw.wait_for_slot_event, False)
 
     def fail(self) -> str:
-        """A remote member's server gets a real SIGKILL; a local one fails simulated."""
-        if self.server is not None:
-            self.server.kill()
-            return "its p11-kit server was killed (SIGKILL to the process group)"
+        """A member in this process fails simulated (a remote member's server is killed for
+        real: members/rpcslot.py)."""
         self.module.fail_slot(self.slot_id)
         return "simulated: every call returns CKR_DEVICE_ERROR, its sessions are gone"
 
     def hang(self) -> str:
-        if self.server is None:
-            raise CKRError(CKR_FUNCTION_NOT_SUPPORTED, "Hang member",
-                           "only a remote member (a p11-kit server process) can be made to hang")
-        self.server.hang()
-        return "its p11-kit server was stopped (SIGSTOP): calls get no answer"
+        raise CKRError(CKR_FUNCTION_NOT_SUPPORTED, "Hang member",
+                       "only a remote member (a p11-kit server process) can be made to hang")
 
     def resume(self) -> str:
-        if self.server is None:
-            raise CKRError(CKR_FUNCTION_NOT_SUPPORTED, "Resume member", "only a remote member can hang")
-        self.server.resume()
-        return "its p11-kit server runs again (SIGCONT)"
+        raise CKRError(CKR_FUNCTION_NOT_SUPPORTED, "Resume member", "only a remote member can hang")
 
     def restore(self) -> str:
-        if self.server is not None:
-            return f"its p11-kit server is serving again (pid {self.server.serve()})"
         self.module.restore_slot(self.slot_id)
         return "simulated failure lifted"
 
