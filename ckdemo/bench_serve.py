@@ -3,10 +3,10 @@ and against the C `p11-kit server` serving one SoftHSM2 token (the home's first 
 run, rounds alternating, so a neighbour's load hits both sides.
 
 Every party is a process of its own, as in real use: `ckdemo serve` (a child running this
-ckdemo), `p11-kit server` (its own process group), and the clients, each `python -m
-ckdemo.bench_serve` loading p11-kit-client.so through the member layer with one server address
-and driving the same prepared calls as `ckdemo bench` (ckdemo.bench.prepare). A client reads
-JSON lines on stdin (first the set-up, PIN included, then `run` requests) and answers on stdout.
+ckdemo), `p11-kit server` (its own process group), and the clients (scripts/bench-serve-client:
+python-pkcs11 on p11-kit-client.so with one server address, the known RSA-2048 test key as a
+session object). A client reads JSON lines on stdin (first the set-up, PIN included, then `run`
+requests) and answers on stdout.
 
 Measured: RSA-2048 sign and 32-byte random, ckdemo/p11-kit ratio per operation; RSA sign by one
 client and by two clients at once against each server (do members serve two applications in
@@ -37,56 +37,10 @@ class BenchError(Exception):
     """Set-up failed: one line for the user."""
 
 
-# ---- the client process ----------------------------------------------------------------------------
-def client_main() -> int:
-    """A client: set-up line {"pin", "operations", "data_size"}, then {"run": op, "seconds": s}
-    lines answered with {"ops", "errors", "seconds", "first_error"}, then {"quit": true} answered
-    with the latency figures per operation."""
-    from .bench import Result, prepare, run_for
-    from .codes import CKRError
-    from .members.module import module_for
-    from .members.slot import PhysicalSlot
-    from .model import CKU_USER
-
-    def say(message: dict) -> None:
-        sys.stdout.write(json.dumps(message) + "\n")
-        sys.stdout.flush()
-
-    setup = json.loads(sys.stdin.readline())
-    try:
-        module = module_for(P11KIT_CLIENT)
-        slot_ids = module.slot_ids(token_present=True)
-        if not slot_ids:
-            raise CKRError(0xE0, "C_GetSlotList", "no slot with a token")
-        slot = PhysicalSlot(module, slot_ids[0])
-        session = slot.open_session(rw=True)
-        session.login(CKU_USER, setup["pin"])
-        calls = {op: prepare(session, op, 0, setup["data_size"]) for op in setup["operations"]}
-        for call in calls.values():
-            call()  # warm-up, as ckdemo bench does
-    except CKRError as error:
-        say({"error": str(error)})
-        return 2
-    say({"ready": slot.token_info().label})
-    results = {op: Result("client", op, 1) for op in calls}
-    for line in sys.stdin:
-        request = json.loads(line)
-        if request.get("quit"):
-            break
-        op, round_result = request["run"], Result("client", request["run"], 1)
-        run_for([calls[op]], request["seconds"], round_result, lambda n: None)
-        results[op].ops += round_result.ops
-        results[op].errors += round_result.errors
-        results[op].seconds += round_result.seconds
-        results[op].latencies_ns += round_result.latencies_ns
-        say({"ops": round_result.ops, "errors": round_result.errors,
-             "seconds": round_result.seconds, "first_error": round_result.first_error})
-    say({op: result.as_dict()["latency_us"] for op, result in results.items()})
-    try:
-        session.close()
-    except CKRError:
-        pass  # the figures are taken
-    return 0
+# ---- the clients ----------------------------------------------------------------------------------
+# python-pkcs11 straight on p11-kit-client.so, in a process of its own: a script of the
+# repository, since only ckdemo's member layer may load PKCS#11 libraries inside the package
+CLIENT_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "bench-serve-client"
 
 
 class Client:
@@ -95,11 +49,14 @@ class Client:
     def __init__(self, name: str, address: str, pin: str, data_size: int) -> None:
         from .childenv import child_environment
         self.name = name
+        if not CLIENT_SCRIPT.exists():
+            raise BenchError(f"{CLIENT_SCRIPT} is missing: bench-serve runs from the repository "
+                             "(make setup installs it in place)")
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "ckdemo.bench_serve"], stdin=subprocess.PIPE,
+            [sys.executable, str(CLIENT_SCRIPT)], stdin=subprocess.PIPE,
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env=child_environment(P11_KIT_SERVER_ADDRESS=address))
-        self.send({"pin": pin, "operations": list(OPERATIONS), "data_size": data_size})
+        self.send({"pin": pin, "data_size": data_size})
         ready = self.receive()
         if "ready" not in ready:
             raise BenchError(f"client of {name}: {ready.get('error', ready)}")
@@ -274,6 +231,3 @@ def _report(figures: dict, pairs: dict, seconds: float, rounds: int, token: str)
             "errors": two.errors, "first_error": two.first_error}
     return report
 
-
-if __name__ == "__main__":
-    sys.exit(client_main())

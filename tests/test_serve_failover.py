@@ -5,9 +5,9 @@ restart member1`. The application sees no failed signature; HA Status, read thro
 channel by a third process (`ckdemo hagroup status`), shows the seed's CKR_DEVICE_ERROR, then
 CKR_TOKEN_NOT_PRESENT, then CKR_OK once a call after the interval X has recovered member1.
 
-The key is imported through the HA slot (`pkcs11-tool --write-object`: created on every member):
-generating it there is refused over remote members, because replication needs AES key wrap and
-p11-kit-client 0.24.1 does not carry it (README, "Remote members").
+The RSA-2048 key pair is generated on the HA slot by pkcs11-tool through the server (replicated
+to every member over ckdemo's own RPC client, which carries AES key wrap), then read back straight
+from each member's token.
 """
 from __future__ import annotations
 
@@ -28,8 +28,8 @@ from test_remote import servers_of
 from test_serve import start_server, stop_server
 
 pytestmark = [requires_softhsm,
-              pytest.mark.skipif(bool(tools_missing()) or shutil.which("openssl") is None,
-                                 reason=str(tools_missing() or "openssl is not installed"))]
+              pytest.mark.skipif(bool(tools_missing()) or shutil.which("p11-kit") is None,
+                                 reason=str(tools_missing() or "p11-kit is not installed"))]
 
 KEY_ID, KEY_LABEL, TOKEN = "f1", "failover-key", "ckdemo-ha"
 DEADLINE_S = 60  # the whole scenario, from the first signature to the last
@@ -118,18 +118,12 @@ def remote_served(tmp_path, provision, run_ckdemo, ckdemo_bin):
             os.kill(pid, signal.SIGKILL)
 
 
-def import_key_on_every_member(served, folder: Path) -> None:
-    """An RSA-2048 key pair made by openssl, written through the HA slot (C_CreateObject on the
-    HA slot creates on every member), then read back straight from each member's token."""
-    key, public = folder / "key.pem", folder / "public.pem"
-    subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048",
-                    "-out", str(key)], check=True, capture_output=True)
-    subprocess.run(["openssl", "pkey", "-in", str(key), "-pubout", "-out", str(public)],
-                   check=True, capture_output=True)
-    for path, kind in ((key, "privkey"), (public, "pubkey")):
-        done = served.tool("--login", "--pin", USER_PIN, "--write-object", str(path), "--type", kind,
-                           "--id", KEY_ID, "--label", KEY_LABEL)
-        assert done.returncode == 0, done.stderr.decode()
+def generate_key_on_every_member(served) -> None:
+    """`pkcs11-tool --keypairgen` on the HA slot through p11-kit-client.so, then the key read
+    back straight from each member's token (SoftHSM2, not through ckdemo)."""
+    done = served.tool("--login", "--pin", USER_PIN, "--keypairgen", "--key-type", "rsa:2048",
+                       "--id", KEY_ID, "--label", KEY_LABEL)
+    assert done.returncode == 0, done.stderr.decode()
     for member in ("member1", "member2", "member3"):
         listed = subprocess.run(["pkcs11-tool", "--module", SOFTHSM_LIB, "--token-label", member,
                                  "--login", "--pin", USER_PIN, "-O", "--id", KEY_ID],
@@ -139,7 +133,7 @@ def import_key_on_every_member(served, folder: Path) -> None:
 
 def test_an_application_signing_survives_a_member_kill_and_restart(remote_served, run_ckdemo, tmp_path):
     served, home = remote_served, remote_served.home
-    import_key_on_every_member(served, tmp_path)
+    generate_key_on_every_member(served)
 
     def ckdemo(*args: str) -> subprocess.CompletedProcess:
         done = run_ckdemo(home, *args)
