@@ -66,9 +66,8 @@ def _workspace(settings):
     try:
         workspace = build_workspace(settings)
         if click.get_current_context().obj.get("nolb"):
-            for slot in workspace.slots:
-                if getattr(slot, "is_virtual", False):
-                    slot.balance = False
+            for group in workspace.groups:
+                group.balance = False
         return workspace
     except SettingsError as exc:
         raise Fail(str(exc)) from None

@@ -39,7 +39,7 @@ def build_workspace(settings: Settings, start_servers: bool = True) -> Workspace
     ha = ha_config.settings(settings.conf)
     if ha.ha_only and groups:  # Luna's HAOnly: physical slots hidden, only virtual slots listed
         slots = []
-    return Workspace(slots + groups)
+    return Workspace(slots + groups, groups=groups)
 
 
 def build_groups(settings: Settings, slots: list) -> list:

@@ -98,3 +98,7 @@ class Slot(Protocol):
     def open_session(self, rw: bool = True) -> Session: ...
     def wait_for_event(self) -> int:
         """C_WaitForSlotEvent without blocking: a slot id, or CKRError(CKR_NO_EVENT)."""
+
+    def extractability_note(self, extractable: bool) -> str:
+        """What the answer to "Extractable?" means for a key generated here, when the slot
+        gives it a meaning of its own ("" otherwise); the menu prints it."""

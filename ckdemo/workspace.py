@@ -32,6 +32,9 @@ class Options:
 @dataclass
 class Workspace:
     slots: list[Any]
+    # the HA virtual slots among `slots`, as the harness built them: what the HA functions
+    # (50-52, 120-125), the script's HA directives and `hagroup` act on
+    groups: list[Any] = field(default_factory=list)
     sessions: list[OpenSession] = field(default_factory=list)
     options: Options = field(default_factory=Options)
     app_id: tuple[int, int] | None = None
@@ -44,7 +47,7 @@ class Workspace:
 
     def notices(self) -> list[str]:
         """HA events that happened since the last call (failures, recoveries), once each."""
-        logs = {id(s.log): s.log for s in self.slots if getattr(s, "is_virtual", False)}
+        logs = {id(group.log): group.log for group in self.groups}
         return [e.message() for log in logs.values() for e in log.unseen()]
 
     def slot(self, number: int) -> Any:

@@ -48,7 +48,7 @@ def build_ha(tmp: Path, members: int = 3) -> HA:
     """A provisioned home, a private copy of SoftHSM2 for it, HA Init and HA Login done."""
     home, workspace, library = private_workspace(tmp, members)
     group = workspace.slots[-1]
-    assert getattr(group, "is_virtual", False), workspace.slots
+    assert group in workspace.groups, workspace.slots
     assert [m.slot.module.path for m in group.members] == [str(library)] * members
     clock = FakeClock()
     group.policy.clock = clock

@@ -45,7 +45,7 @@ def ha(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("ha-replication")
     home, workspace, _ = private_workspace(tmp, members=len(MEMBERS))
     group = workspace.slots[-1]
-    assert group.is_virtual and [m.label for m in group.members] == list(MEMBERS)
+    assert group in workspace.groups and [m.label for m in group.members] == list(MEMBERS)
     group.ha_init(SO_PIN)
     group.login(CKU_USER, USER_PIN)
     session = group.open_session()

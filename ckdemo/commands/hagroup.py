@@ -79,7 +79,7 @@ def show(ctx: click.Context) -> None:
 
     settings = _settings(ctx)
     workspace = _workspace(settings)
-    groups = [s for s in workspace.slots if getattr(s, "is_virtual", False)]
+    groups = workspace.groups
     if not groups:
         click.echo(f"No HA group in {settings.config_path}.")
         return
@@ -127,7 +127,7 @@ def synchronize(ctx: click.Context, pin: str | None) -> None:
     settings = _settings(ctx)
     pin = pin or settings.secrets().get("CKDEMO_USER_PIN") or click.prompt("User PIN", hide_input=True)
     workspace = _workspace(settings)
-    groups = [s for s in workspace.slots if getattr(s, "is_virtual", False)]
+    groups = workspace.groups
     if not groups:
         raise Fail(f"no HA group in {settings.config_path}")
     for group in groups:

@@ -37,7 +37,7 @@ def bench_command(ctx, operation, slot_ref, seconds, count, threads, key_size, d
     settings = _settings(ctx)
     workspace = _workspace(settings)
     pin = pin or settings.secrets().get("CKDEMO_USER_PIN")
-    groups = [s for s in workspace.slots if getattr(s, "is_virtual", False)]
+    groups = workspace.groups
     chosen = []
     if slot_ref in ("ha", "both", "direct"):
         if not groups:
@@ -153,7 +153,7 @@ def soak(ctx, seconds, seed, interval, kill_every, down_for, pin, as_json) -> No
     if not pin:
         raise Fail("no user PIN: pass --pin or set CKDEMO_USER_PIN")
     workspace = _workspace(settings)
-    groups = [s for s in workspace.slots if getattr(s, "is_virtual", False)]
+    groups = workspace.groups
     if not groups or len(groups[0].members) < 2:
         raise Fail("a soak needs an HA group with at least two members")
     click.echo(f"soak: {seconds:g} s on HA group {groups[0].label} ({len(groups[0].members)} members, "

@@ -26,7 +26,6 @@ HA_SLOT_DESCRIPTION = "HA Virtual Card Slot"  # seed: "slot#3 - HA Virtual Card 
 
 
 class HAGroup(Recovery, Administration):
-    is_virtual = True
     fallback_description = HA_SLOT_DESCRIPTION
 
     def __init__(self, label: str, serial: str, members: list[HAMember], policy: RecoveryPolicy,
@@ -230,6 +229,15 @@ class HAGroup(Recovery, Administration):
     def init_token(self, so_pin: str, label: str) -> None:
         raise CKRError(CKR_FUNCTION_NOT_SUPPORTED, "C_InitToken",
                        "the HA virtual slot cannot be initialised; initialise each member's slot")
+
+    def extractability_note(self, extractable: bool) -> str:
+        """Every HA key is generated CKA_EXTRACTABLE with CKA_WRAP_WITH_TRUSTED, so that members
+        can copy it: say what "Extractable? n" still promises."""
+        if extractable:
+            return ""
+        return ("HA slot: no one holding the user PIN can read or wrap this key in the clear; "
+                "members copy it only wrapped under the group's domain keys, CKA_WRAP_WITH_TRUSTED, "
+                "which unwrap nothing but sensitive, trusted-only keys")
 
     def wait_for_event(self) -> int:
         """The virtual slot's events are its members' comings and goings: one event for each

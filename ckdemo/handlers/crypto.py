@@ -72,10 +72,9 @@ def generate_key(ctx: Context) -> None:
     extractable = ctx.ask_yes_no("Extractable?", False)
     handles = opened.session.generate(KeySpec(kind, size, label, b"", token=token,
                                               sensitive=sensitive, extractable=extractable))
-    if getattr(opened.slot, "is_virtual", False) and not extractable:
-        ctx.say("(HA slot: no one holding the user PIN can read or wrap this key in the clear; "
-                "members copy it only wrapped under the group's domain keys, CKA_WRAP_WITH_TRUSTED, "
-                "which unwrap nothing but sensitive, trusted-only keys)")
+    note = opened.slot.extractability_note(extractable)
+    if note:
+        ctx.say(f"({note})")
     if len(handles) == 2:
         ctx.workspace.remember(public_key=handles[0], private_key=handles[1], object=handles[1])
         ctx.say(f"Generated {title}: public key handle {handles[0]}, private key handle {handles[1]}")

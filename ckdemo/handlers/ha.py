@@ -10,7 +10,7 @@ from ..model import CKU_USER
 
 def _choose_group(ctx: Context) -> tuple[int, Any]:
     number, slot = ctx.choose_slot()
-    if not getattr(slot, "is_virtual", False):
+    if slot not in ctx.workspace.groups:
         raise InputError(f"slot#{number} is not an HA virtual slot.")
     return number, slot
 

@@ -77,7 +77,7 @@ def init_token(ctx: Context) -> None:
 def ha_membership(ctx: Context, slot) -> tuple[str, str] | None:
     """(member label, group label) when the slot's token belongs to an HA group of the workspace."""
     serial = None
-    for group in (s for s in ctx.workspace.slots if getattr(s, "is_virtual", False)):
+    for group in ctx.workspace.groups:
         for member in group.members:
             if member.slot is slot:
                 return member.label or member.serial, group.label

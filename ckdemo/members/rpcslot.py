@@ -34,7 +34,6 @@ def _flag_names(flags: int, table: dict[int, str]) -> tuple[str, ...]:
 class RemoteSlot:
     """One member token behind a p11-kit server socket."""
 
-    is_virtual = False
 
     def __init__(self, server, timeout_s: float = 0.0) -> None:
         """server: the member's MemberServer (socket, and the process to kill/stop when ckdemo
@@ -151,6 +150,9 @@ class RemoteSlot:
         info = connection.call("C_GetSessionInfo", handle)[0]
         return SessionInfo(handle, info.slot_id, info.state, info.flags,
                            _flag_names(info.flags, SESSION_FLAGS), info.device_error)
+
+    def extractability_note(self, extractable: bool) -> str:
+        return ""  # CKA_EXTRACTABLE means what the token says
 
     def wait_for_event(self) -> int:
         return self.call("C_WaitForSlotEvent", CKF_DONT_BLOCK)[0]

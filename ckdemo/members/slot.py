@@ -11,7 +11,6 @@ from .session import PhysicalSession
 class PhysicalSlot:
     """The operations CKDemo's token menu needs, on one slot of one module."""
 
-    is_virtual = False
     fallback_description = "physical slot"
     member_label: str | None = None  # set for a member's own library copy (init --isolated)
 
@@ -84,6 +83,9 @@ class PhysicalSlot:
 
     def library_info(self) -> LibraryInfo:
         return self.module.info()
+
+    def extractability_note(self, extractable: bool) -> str:
+        return ""  # CKA_EXTRACTABLE means what the token says
 
     def wait_for_event(self) -> int:
         """C_WaitForSlotEvent without blocking: a slot id, or CKRError(CKR_NO_EVENT)."""

@@ -8,7 +8,7 @@ from .script import Directive, ScriptError, number
 
 class HAControl:
     def __init__(self, workspace: Workspace) -> None:
-        self.groups = [s for s in workspace.slots if getattr(s, "is_virtual", False)]
+        self.groups = workspace.groups
 
     def __call__(self, d: Directive) -> str:
         if not self.groups:
@@ -16,12 +16,12 @@ class HAControl:
         if d.name == "ha-interval":
             seconds = number(d.name, d.argument)  # checked when the script was read
             for group in self.groups:
-                group.policy.interval_s = seconds
+                group.policy.configure(interval_s=seconds)
             return f"recovery interval {seconds:g} s"
         if d.name == "ha-retry":
             count = number(d.name, d.argument)
             for group in self.groups:
-                group.policy.retries = count
+                group.policy.configure(retries=count)
             return f"recovery attempts {count}"
         for group in self.groups:
             try:
