@@ -56,8 +56,8 @@ class Result:
 
 
 def _known(session, known, tag: str) -> int:
-    """The known test key as session objects (created on every member of an HA slot): no key
-    generation in the set-up, and no key wrapping, which remote members could not carry."""
+    """The known test key as session objects (created on every member of an HA slot): the same
+    key material on every member and in every run, so figures compare like with like."""
     handles = [session.create_object(t) for t in
                known.templates(token=False, private=True, label=f"bench-{tag}",
                                key_id=f"bench-{tag}".encode())]

@@ -1,5 +1,7 @@
-"""`ckdemo soak`: a chaos run on the HA slot. A workload signs and encrypts/decrypts while a
-seeded chaos thread kills members and brings them back, never all at once. Reports what the
+"""`ckdemo soak`: a chaos run on the HA slot. A workload signs (RSA), encrypts and decrypts
+(AES-CBC-PAD) and every GENERATE_EVERY rounds generates an AES key on the HA slot (replicated to
+every member under the domain keys) while a seeded chaos thread kills members and brings them
+back, never all at once. Reports what the
 application saw, the latency around each failure, every recovery and the call that triggered
 it, and at the end whether every member holds the same objects with the same key material.
 
@@ -18,11 +20,14 @@ from typing import Any, Callable
 from .codes import CKRError
 from .known_keys import KNOWN_AES256, KNOWN_RSA2048
 from .model import (CKA_CLASS, CKA_ID, CKA_LABEL, CKA_MODULUS, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY,
-                    CKO_SECRET_KEY, CKU_USER, CKM_SHA256_RSA_PKCS)
+                    CKO_SECRET_KEY, CKU_USER, CKM_SHA256_RSA_PKCS, KeySpec)
 
-CKM_AES_ECB = 0x1081  # carried by p11-kit RPC (no parameters), unlike AES-CBC
+CKM_AES_ECB = 0x1081  # the fingerprint of an AES key: its check value
+CKM_AES_CBC_PAD = 0x1085  # the workload's cipher: its IV travels as a flat byte parameter
+GENERATE_EVERY = 16  # rounds between two key generations on the HA slot
 WINDOW_S = 2.0  # latency "around a failure": from the kill to this long after it
 BLOCK = bytes(range(16))
+IV = bytes(16)
 
 
 @dataclass
@@ -108,16 +113,21 @@ def run(group, seconds: float, chaos: Chaos, pin: str, interval_s: float = 0.5,
                                     daemon=True)
     chaos_thread.start()
     seen = len(group.log.events)
+    generated: list[int] = []
     n = 0
     while time.monotonic() - start < seconds:
         n += 1
-        for name, call in (("C_Sign", lambda: session.sign(rsa, CKM_SHA256_RSA_PKCS, b"soak %d" % n)),
-                           ("C_Encrypt+C_Decrypt", lambda: session.decrypt(
-                               aes, CKM_AES_ECB, session.encrypt(aes, CKM_AES_ECB, BLOCK)))):
+        calls = [("C_Sign", lambda: session.sign(rsa, CKM_SHA256_RSA_PKCS, b"soak %d" % n)),
+                 ("C_Encrypt+C_Decrypt", lambda: session.decrypt(
+                     aes, CKM_AES_CBC_PAD, session.encrypt(aes, CKM_AES_CBC_PAD, BLOCK, IV), IV))]
+        if n % GENERATE_EVERY == 0:
+            calls.append(("C_GenerateKey", lambda: generated.extend(session.generate(KeySpec(
+                "aes", 32, f"soak-{tag}", f"soak-{tag}-gen-{n}".encode())))))
+        for name, call in calls:
             began = time.monotonic()
             try:
                 result = call()
-                if name != "C_Sign" and result != BLOCK:
+                if name == "C_Encrypt+C_Decrypt" and result != BLOCK:
                     report.failures.append(f"{began - start:.2f}s {name}: decrypted bytes differ")
             except CKRError as exc:
                 report.failures.append(f"{began - start:.2f}s {name}: {exc}")
@@ -134,7 +144,8 @@ def run(group, seconds: float, chaos: Chaos, pin: str, interval_s: float = 0.5,
     chaos_thread.join()
     report.seconds = time.monotonic() - start
     report.consistency = _settle_and_compare(group, session, f"soak-{tag}")
-    for handle in (rsa, aes):
+    report.consistency["generated_keys"] = len(generated)
+    for handle in (rsa, aes, *generated):
         try:
             session.destroy_object(handle)
         except CKRError:
