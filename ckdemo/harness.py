@@ -71,8 +71,9 @@ def build_groups(settings: Settings, slots: list) -> list:
         policy = RecoveryPolicy(ha.interval_s, ha.reconnect_attempts)
         ha_group = HAGroup(group.label, group.serial, members, policy, log,
                            slot_id=HA_SLOT_ID_BASE + number,
-                           state_lock=partial(interprocess.state_lock, settings.home))
-        ha_group.synchronize_on_recovery = ha_config.synchronize_on_recovery(settings.conf, group.label)
+                           state_lock=partial(interprocess.state_lock, settings.home),
+                           synchronize_on_recovery=ha_config.synchronize_on_recovery(
+                               settings.conf, group.label))
         groups.append(ha_group)
     return groups
 
@@ -120,15 +121,12 @@ def _isolated_slots(settings: Settings, labels: list[str]) -> list:
             shutil.copyfile(source, copy.with_suffix(".tmp"))
             copy.with_suffix(".tmp").replace(copy)
         try:
-            module = module_for(str(copy)).load()
-            module.dedicated = True
-            found = [PhysicalSlot(module, i) for i in module.slot_ids(token_present=True)]
+            module = module_for(str(copy), dedicated=True).load()
+            found = [PhysicalSlot(module, i, member_label=label)
+                     for i in module.slot_ids(token_present=True)]
         except CKRError as exc:
             raise SettingsError(f"cannot load the private copy {copy}: {exc}") from None
-        mine = [slot for slot in found if _label(slot) == label]
-        if mine:
-            mine[0].member_label = label
-            slots.append(mine[0])
+        slots += [slot for slot in found if _label(slot) == label][:1]
     return slots
 
 

@@ -30,7 +30,8 @@ class HAGroup(Recovery, Administration):
 
     def __init__(self, label: str, serial: str, members: list[HAMember], policy: RecoveryPolicy,
                  log: HALog | None = None, slot_id: int = 0, balance: bool = True,
-                 state_lock: Callable[[], AbstractContextManager] = nullcontext) -> None:
+                 state_lock: Callable[[], AbstractContextManager] = nullcontext,
+                 synchronize_on_recovery: bool = True) -> None:
         self.label = label
         self.serial = serial
         self.members = members
@@ -46,7 +47,8 @@ class HAGroup(Recovery, Administration):
         self._next_member = 0
         self._lock = threading.RLock()  # member state, round robin and anchors across threads
         self.slot_events = 0  # member failures and recoveries not yet reported as slot events
-        self.synchronize_on_recovery = True  # HASynchronize: bring a recovered member up to date
+        # HASynchronize: bring a recovered member up to date (and complete objects at HA login)
+        self.synchronize_on_recovery = synchronize_on_recovery
         self.completed_at_login = 0  # objects the last HA login copied to members that lacked them
         for index, member in enumerate(members):
             member.index = index

@@ -51,14 +51,14 @@ sys.excepthook, sys.unraisablehook = _excepthook, _unraisablehook
 class Module:
     """A PKCS#11 library loaded once per path (a copy under another path is another instance)."""
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, dedicated: bool = False) -> None:
         self.path = path
         self.lock = threading.RLock()
         self._lib = None
         self._raw: RawModule | None = None
         self.failed_slots: set[int] = set()  # simulated member failures (fault injection)
         self._tokens: dict[int, object] = {}  # python-pkcs11 Token per slot id
-        self.dedicated = False  # one member's own instance: re-initialising it touches no other
+        self.dedicated = dedicated  # one member's own instance: re-initialising it touches no other
 
     def load(self) -> "Module":
         if self._lib is not None:
@@ -156,9 +156,10 @@ _modules: dict[str, Module] = {}
 _modules_lock = threading.Lock()
 
 
-def module_for(path: str) -> Module:
-    """The one Module per library path in this process (dlopen gives one instance per path)."""
+def module_for(path: str, dedicated: bool = False) -> Module:
+    """The one Module per library path in this process (dlopen gives one instance per path).
+    dedicated: a member's own copy of the library (init --isolated), re-initialised alone."""
     with _modules_lock:
         if path not in _modules:
-            _modules[path] = Module(path)
+            _modules[path] = Module(path, dedicated)
         return _modules[path]

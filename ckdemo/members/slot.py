@@ -12,11 +12,11 @@ class PhysicalSlot:
     """The operations CKDemo's token menu needs, on one slot of one module."""
 
     fallback_description = "physical slot"
-    member_label: str | None = None  # set for a member's own library copy (init --isolated)
-
-    def __init__(self, module: Module, slot_id: int | None) -> None:
+    def __init__(self, module: Module, slot_id: int | None, member_label: str | None = None) -> None:
+        """member_label: the member a library copy of its own serves (init --isolated)."""
         self.module = module
         self.slot_id = slot_id
+        self.member_label = member_label
 
     def _call(self, function: str, fn, *args, **kwargs):
         self._check(function)
