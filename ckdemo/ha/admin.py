@@ -110,7 +110,7 @@ class Administration:
         failures: list[MemberFailed] = []
         for member in self.active_members():
             try:
-                self.call_member(member, lambda: self._session(member).login(user_type, pin))
+                self.call_member(member, lambda: self.session_for(member).login(user_type, pin))
             except MemberFailed as exc:
                 failures.append(exc)
                 continue

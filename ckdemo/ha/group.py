@@ -19,13 +19,14 @@ from .failover import MemberFailed, ObjectMissing, no_member_left
 from .member import HAMember
 from .policy import RecoveryPolicy
 from .recovery import Recovery
+from .synchronization import Synchronizer
 from .session import VirtualSession
 
 T = TypeVar("T")
 HA_SLOT_DESCRIPTION = "HA Virtual Card Slot"  # seed: "slot#3 - HA Virtual Card Slot"
 
 
-class HAGroup(Recovery, Administration):
+class HAGroup(Administration):
     fallback_description = HA_SLOT_DESCRIPTION
 
     def __init__(self, label: str, serial: str, members: list[HAMember], policy: RecoveryPolicy,
@@ -40,20 +41,22 @@ class HAGroup(Recovery, Administration):
         self.slot_id = slot_id
         self.balance = balance  # False: every call goes to the first active member (CKDemo nolb)
         # serialises changes to what the members hold with every other process on the state
-        # folder (replication, synchronization, recovery); always taken before self._lock
+        # folder (replication, synchronization, recovery); always taken before self.lock
         self.state_lock = state_lock
         self.credentials: tuple[int, str] | None = None  # HA login, kept in memory only
         self.sessions: dict[int, Any] = {}
         self._next_member = 0
-        self._lock = threading.RLock()  # member state, round robin and anchors across threads
+        self.lock = threading.RLock()  # member state, round robin and anchors across threads
         self.slot_events = 0  # member failures and recoveries not yet reported as slot events
         # HASynchronize: bring a recovered member up to date (and complete objects at HA login)
         self.synchronize_on_recovery = synchronize_on_recovery
         self.completed_at_login = 0  # objects the last HA login copied to members that lacked them
+        self.recovery = Recovery(self)
+        self.synchronizer = Synchronizer(self)
         for index, member in enumerate(members):
             member.index = index
             if not member.active:
-                self._disconnect(member, "not found at start")
+                self.recovery.disconnect(member, "not found at start")
 
     # ---- choosing members and running calls with failover -----------------------------------
     def active_members(self) -> list[HAMember]:
@@ -66,7 +69,32 @@ class HAGroup(Recovery, Administration):
             raise CKRError(CKR_DEVICE_ERROR, "HA", "no HA group member is available")
         return active[0]
 
-    def _source_member(self, exclude: HAMember) -> HAMember | None:
+    # ---- recovery and synchronisation: owned objects (recovery.py, synchronization.py) ---------
+    def before_call(self) -> None:
+        """The seed's auto-recovery, at the start of every call on the HA slot."""
+        self.recovery.before_call()
+
+    def member_failed(self, member: HAMember, error: CKRError) -> None:
+        self.recovery.member_failed(member, error)
+
+    def recover_now(self) -> list[tuple[HAMember, bool]]:
+        return self.recovery.recover_now()
+
+    def synchronize(self, why: str = "synchronised") -> int:
+        return self.synchronizer.synchronize(why)
+
+    def incomplete(self) -> int:
+        return self.synchronizer.incomplete()
+
+    def complete_objects(self) -> int:
+        return self.synchronizer.complete_objects()
+
+    def note_slot_event(self) -> None:
+        """A member failed or came back: one more event for C_WaitForSlotEvent."""
+        with self.lock:
+            self.slot_events += 1
+
+    def source_member(self, exclude: HAMember) -> HAMember | None:
         for member in self.active_members():
             if member is not exclude:
                 return member
@@ -77,10 +105,10 @@ class HAGroup(Recovery, Administration):
         broken in turn. One caller thread gets plain round robin; several spread out."""
         if not self.balance or len(candidates) == 1:
             chosen = candidates[0]
-            with self._lock:
+            with self.lock:
                 chosen.outstanding += 1
             return chosen
-        with self._lock:
+        with self.lock:
             count = len(self.members)
             chosen = min(candidates, key=lambda m: (m.outstanding,
                                                     (m.index - self._next_member) % count))
@@ -89,7 +117,7 @@ class HAGroup(Recovery, Administration):
         return chosen
 
     def _done(self, member: HAMember) -> None:
-        with self._lock:
+        with self.lock:
             member.outstanding -= 1
 
     def run(self, function: str, op: Callable[[HAMember], T], mechanism: int | None = None,
@@ -180,12 +208,12 @@ class HAGroup(Recovery, Administration):
         # a member that forgot our sessions or login was restarted behind our back
         return exc.ckr in SESSION_LOST and (exc.ckr != CKR_USER_NOT_LOGGED_IN or bool(self.credentials))
 
-    def _session(self, member: HAMember):
+    def session_for(self, member: HAMember):
         """The member's anchor session (opened on demand; it carries the login)."""
         anchor = member.anchor
         if anchor is not None:
             return anchor
-        with self._lock:
+        with self.lock:
             if member.anchor is not None:
                 return member.anchor
             member.anchor = member.slot.open_session(rw=True)
@@ -245,7 +273,7 @@ class HAGroup(Recovery, Administration):
         """The virtual slot's events are its members' comings and goings: one event for each
         member that failed or came back since the last wait (C_WaitForSlotEvent, no blocking)."""
         self.before_call()
-        with self._lock:
+        with self.lock:
             if self.slot_events:
                 self.slot_events -= 1
                 return self.slot_id
@@ -254,7 +282,7 @@ class HAGroup(Recovery, Administration):
     def open_session(self, rw: bool = True) -> VirtualSession:
         self.primary()  # fails like a device when no member is left
         session = VirtualSession(self, rw)  # its handle is unique in the process (handles.py)
-        with self._lock:
+        with self.lock:
             self.sessions[session.handle] = session
         return session
 

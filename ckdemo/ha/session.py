@@ -65,61 +65,61 @@ class VirtualSession:
         return SessionInfo(self.handle, self.group.slot_id, state, flags, names, 0)
 
     def init_pin(self, pin: str) -> None:
-        self.group.on_all("C_InitPIN", lambda m: self.group._session(m).init_pin(pin))
+        self.group.on_all("C_InitPIN", lambda m: self.group.session_for(m).init_pin(pin))
 
     def set_pin(self, old_pin: str, new_pin: str) -> None:
-        self.group.on_all("C_SetPIN", lambda m: self.group._session(m).set_pin(old_pin, new_pin))
+        self.group.on_all("C_SetPIN", lambda m: self.group.session_for(m).set_pin(old_pin, new_pin))
         if self.group.credentials:
             self.group.credentials = (self.group.credentials[0], new_pin)
 
     # ---- load-balanced single-part calls ------------------------------------------------------
     def generate_random(self, length: int) -> bytes:
         return self.group.run("C_GenerateRandom",
-                              lambda m: self.group._session(m).generate_random(length))
+                              lambda m: self.group.session_for(m).generate_random(length))
 
     def sign(self, handle: int, mechanism: int, data: bytes, param: MechanismParam = None) -> bytes:
         obj = self._object(handle, "C_Sign")
-        return self.group.run("C_Sign", lambda m: self.group._session(m).sign(
+        return self.group.run("C_Sign", lambda m: self.group.session_for(m).sign(
             self._on(m, obj), mechanism, data, param), mechanism=mechanism)
 
     def verify(self, handle: int, mechanism: int, data: bytes, signature: bytes,
                param: MechanismParam = None) -> None:
         obj = self._object(handle, "C_Verify")
-        self.group.run("C_Verify", lambda m: self.group._session(m).verify(
+        self.group.run("C_Verify", lambda m: self.group.session_for(m).verify(
             self._on(m, obj), mechanism, data, signature, param), mechanism=mechanism)
 
     def encrypt(self, handle: int, mechanism: int, data: bytes, param: MechanismParam = None) -> bytes:
         obj = self._object(handle, "C_Encrypt")
-        return self.group.run("C_Encrypt", lambda m: self.group._session(m).encrypt(
+        return self.group.run("C_Encrypt", lambda m: self.group.session_for(m).encrypt(
             self._on(m, obj), mechanism, data, param), mechanism=mechanism)
 
     def decrypt(self, handle: int, mechanism: int, data: bytes, param: MechanismParam = None) -> bytes:
         obj = self._object(handle, "C_Decrypt")
-        return self.group.run("C_Decrypt", lambda m: self.group._session(m).decrypt(
+        return self.group.run("C_Decrypt", lambda m: self.group.session_for(m).decrypt(
             self._on(m, obj), mechanism, data, param), mechanism=mechanism)
 
     def digest(self, mechanism: int, data: bytes) -> bytes:
-        return self.group.run("C_Digest", lambda m: self.group._session(m).digest(mechanism, data),
+        return self.group.run("C_Digest", lambda m: self.group.session_for(m).digest(mechanism, data),
                               mechanism=mechanism)
 
     def digest_key(self, mechanism: int, handle: int) -> bytes:
         obj = self._object(handle, "C_DigestKey")
-        return self.group.run("C_DigestKey", lambda m: self.group._session(m).digest_key(
+        return self.group.run("C_DigestKey", lambda m: self.group.session_for(m).digest_key(
             mechanism, self._on(m, obj)), mechanism=mechanism)
 
     def wrap_key(self, wrapping: int, key: int, mechanism: int, param: MechanismParam = None) -> bytes:
         wrapper, wrapped = self._object(wrapping, "C_WrapKey"), self._object(key, "C_WrapKey")
-        return self.group.run("C_WrapKey", lambda m: self.group._session(m).wrap_key(
+        return self.group.run("C_WrapKey", lambda m: self.group.session_for(m).wrap_key(
             self._on(m, wrapper), self._on(m, wrapped), mechanism, param), mechanism=mechanism)
 
     def read_attribute(self, handle: int, attribute: int):
         obj = self._object(handle, "C_GetAttributeValue")
-        return self.group.run("C_GetAttributeValue", lambda m: self.group._session(m).read_attribute(
+        return self.group.run("C_GetAttributeValue", lambda m: self.group.session_for(m).read_attribute(
             self._on(m, obj), attribute))
 
     def object_size(self, handle: int) -> int:
         obj = self._object(handle, "C_GetObjectSize")
-        return self.group.run("C_GetObjectSize", lambda m: self.group._session(m).object_size(
+        return self.group.run("C_GetObjectSize", lambda m: self.group.session_for(m).object_size(
             self._on(m, obj)))
 
     # ---- multi-part: pinned to one member; a member failure mid-way fails back to the caller
@@ -163,7 +163,7 @@ class VirtualSession:
             member = self.group.run(function, lambda m: m, mechanism=mechanism,
                                     exclude=tried)
             try:
-                for piece in start(self.group._session(member), member, feed()):
+                for piece in start(self.group.session_for(member), member, feed()):
                     committed = True
                     consumed.clear()
                     yield piece
@@ -182,11 +182,11 @@ class VirtualSession:
 
     # ---- changes applied on every member ----------------------------------------------------
     def seed_random(self, seed: bytes) -> None:
-        self.group.on_all("C_SeedRandom", lambda m: self.group._session(m).seed_random(seed))
+        self.group.on_all("C_SeedRandom", lambda m: self.group.session_for(m).seed_random(seed))
 
     def set_attributes(self, handle: int, template: dict[int, Any]) -> None:
         obj = self._object(handle, "C_SetAttributeValue")
-        self.group.on_all("C_SetAttributeValue", lambda m: self.group._session(m).set_attributes(
+        self.group.on_all("C_SetAttributeValue", lambda m: self.group.session_for(m).set_attributes(
             self._on(m, obj), template))
         if CKA_ID in template or CKA_LABEL in template:  # its identity on members changed
             self._rekey(obj, template)
@@ -195,7 +195,7 @@ class VirtualSession:
         obj = self._object(handle, "C_CopyObject")
         if CKA_ID not in template and CKA_LABEL not in template:
             template = {**template, CKA_ID: os.urandom(8)}  # members must tell copies apart
-        results = self.group.on_all("C_CopyObject", lambda m: self.group._session(m).copy_object(
+        results = self.group.on_all("C_CopyObject", lambda m: self.group.session_for(m).copy_object(
             self._on(m, obj), template))
         return self._register_results(results)
 
@@ -204,7 +204,7 @@ class VirtualSession:
         """Unwrapped on every member: the unwrapping key is the same on all, so is the result."""
         wrapper = self._object(unwrapping, "C_UnwrapKey")
         template = self._identified(template)
-        results = self.group.on_all("C_UnwrapKey", lambda m: self.group._session(m).unwrap_key(
+        results = self.group.on_all("C_UnwrapKey", lambda m: self.group.session_for(m).unwrap_key(
             self._on(m, wrapper), object_class, key_type, data, mechanism, template, param))
         return self._register_results(results)
 
@@ -213,7 +213,7 @@ class VirtualSession:
         """Derived on every member: same base key and inputs give the same key everywhere."""
         base_obj = self._object(base, "C_DeriveKey")
         template = self._identified(template)
-        results = self.group.on_all("C_DeriveKey", lambda m: self.group._session(m).derive_key(
+        results = self.group.on_all("C_DeriveKey", lambda m: self.group.session_for(m).derive_key(
             self._on(m, base_obj), mechanism, param, key_type, length, template))
         return self._register_results(results)
 
@@ -221,14 +221,14 @@ class VirtualSession:
                      template: dict[int, Any]) -> int:
         """On every member: PBKDF2 of the same password and salt is the same key everywhere."""
         template = self._identified(template)
-        results = self.group.on_all("C_GenerateKey", lambda m: self.group._session(m).pbe_generate(
+        results = self.group.on_all("C_GenerateKey", lambda m: self.group.session_for(m).pbe_generate(
             password, salt, iterations, template))
         return self._register_results(results)
 
     def probe_ec_curve(self, ec_params: bytes) -> None:
         """The HA slot accepts a curve when every active member does."""
         self.group.on_all("C_GenerateKeyPair",
-                          lambda m: self.group._session(m).probe_ec_curve(ec_params))
+                          lambda m: self.group.session_for(m).probe_ec_curve(ec_params))
 
     def _identified(self, template: dict[int, Any]) -> dict[int, Any]:
         """Members find an object again by class, CKA_ID and label: give it an ID when none was
@@ -239,7 +239,7 @@ class VirtualSession:
 
     def _register_results(self, results) -> int:
         first_member, first_handle = results[0]
-        ident = replication.identity(self.group._session(first_member), first_handle)
+        ident = replication.identity(self.group.session_for(first_member), first_handle)
         obj = self._register(replication.object_key(ident), first_member, first_handle)
         obj.session_object = not ident.get(CKA_TOKEN, True)
         for member, handle in results[1:]:
@@ -255,14 +255,14 @@ class VirtualSession:
 
     def get_attributes(self, handle: int, attributes: list[int]) -> dict[int, Any]:
         obj = self._object(handle, "C_GetAttributeValue")
-        return self.group.run("C_GetAttributeValue", lambda m: self.group._session(m).get_attributes(
+        return self.group.run("C_GetAttributeValue", lambda m: self.group.session_for(m).get_attributes(
             self._on(m, obj), attributes))
 
     def find_objects(self, template: dict[int, Any]) -> list[int]:
         """Searches stay on one member (LUNA.md); results get virtual handles. The group's own
         domain keys are not the application's objects: the HA slot does not show them."""
         def search(member: HAMember) -> list[int]:
-            session = self.group._session(member)
+            session = self.group.session_for(member)
             found = []
             for h in session.find_objects(template):
                 ident = replication.identity(session, h)
@@ -286,27 +286,27 @@ class VirtualSession:
         """The caller typed the values: create them on every member alike."""
         template = self._identified(template)
         results = self.group.on_all("C_CreateObject",
-                                    lambda m: self.group._session(m).create_object(template))
+                                    lambda m: self.group.session_for(m).create_object(template))
         return self._register_results(results)
 
     def destroy_object(self, handle: int) -> None:
         obj = self._object(handle, "C_DestroyObject")
         self.group.on_all("C_DestroyObject",
-                          lambda m: self.group._session(m).destroy_object(self._on(m, obj)))
+                          lambda m: self.group.session_for(m).destroy_object(self._on(m, obj)))
         self.objects.pop(handle, None)
         self._by_key.pop(obj.key, None)
 
     def _on_one(self, function: str, op) -> tuple[HAMember, Any]:
         """op on one member (balanced, failing over), and which member it was."""
         def call(m: HAMember):
-            return m, op(self.group._session(m))
+            return m, op(self.group.session_for(m))
         return self.group.run(function, call)
 
     def _replicate_all(self, source: HAMember, handles: list[int]) -> list[int]:
         """Copies new objects to every other active member. If a copy is refused (not a member
         failure: e.g. a transport that cannot carry the wrap mechanism), nothing is left on only
         some members: every copy and the originals are destroyed and the refusal is returned."""
-        src = self.group._session(source)
+        src = self.group.session_for(source)
         copies: list[tuple[HAMember, int]] = []
         placed: list[tuple[VirtualObject, dict[str, tuple[int, int]]]] = []
         for h in handles:
@@ -317,7 +317,7 @@ class VirtualSession:
                     continue
                 try:
                     copy = self.group.call_member(member, lambda: replication.replicate(
-                        src, h, self.group._session(member)))
+                        src, h, self.group.session_for(member)))
                 except MemberFailed:
                     continue
                 except CKRError as exc:
@@ -341,7 +341,7 @@ class VirtualSession:
     def _undo(self, source: HAMember, handles: list[int], copies: list[tuple[HAMember, int]]) -> None:
         for member, handle in copies + [(source, h) for h in handles]:
             try:
-                self.group._session(member).destroy_object(handle)
+                self.group.session_for(member).destroy_object(handle)
             except CKRError:
                 pass  # best effort: the refusal being reported is what the caller must see
 
@@ -372,7 +372,7 @@ class VirtualSession:
         template = {CKA_CLASS: cls, CKA_ID: key_id}
         if label:
             template[CKA_LABEL] = label
-        found = self.group._session(member).find_objects(template)
+        found = self.group.session_for(member).find_objects(template)
         if not found:
             if self.group.credentials is None:
                 raise CKRError(CKR_USER_NOT_LOGGED_IN, "C_FindObjects")

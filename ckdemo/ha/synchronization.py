@@ -1,0 +1,91 @@
+"""Synchronisation of an HA group's members: every key object on every active member (Luna's
+`hagroup synchronize`), torn objects a killed writer left removed, and the completion at HA login
+of keys that reached only some members."""
+from __future__ import annotations
+
+from ..codes import CKRError
+from . import replication
+from .failover import MemberFailed
+from .recovery import GroupView, key_objects
+
+
+class Synchronizer:
+    """Synchronisation for one HA group, under the state lock shared with other processes."""
+
+    def __init__(self, group: GroupView) -> None:
+        self.group = group
+
+    def synchronize(self, why: str = "synchronised") -> int:
+        """Every key object on any active member is copied to the members that lack it (class,
+        CKA_ID and label tell objects apart); serialised with every other process's changes,
+        so running it beside a key generation never makes a duplicate."""
+        refused: list[str] = []
+        with self.group.state_lock():
+            self.group.before_call()
+            torn = self._remove_torn()
+            inventory = self._inventory()
+            copied = 0
+            for target in self.group.active_members():
+                have = inventory[target.serial]
+                for source in self.group.active_members():
+                    for key, handle in inventory[source.serial].items():
+                        if key in have or not (source.active and target.active):
+                            continue
+                        try:
+                            have[key] = self.group.call_member(target, lambda: replication.replicate(
+                                self.group.session_for(source), handle, self.group.session_for(target)))
+                            copied += 1
+                        except MemberFailed:
+                            continue
+                        except CKRError as exc:
+                            refused.append(f"{key[2] or key[1].hex()} to {target.serial}: {exc.name}")
+        if copied or refused or torn:
+            self.group.log.record(self.group.serial, "*", why, f"{copied} object(s) copied"
+                            + (f"; {torn} torn object(s) removed (written by a process killed "
+                               "in the middle)" if torn else "")
+                            + (f"; not copied: {', '.join(refused)}" if refused else ""))
+        return copied
+
+    def _remove_torn(self) -> int:
+        """Key objects without their key material, as SoftHSM leaves them when the process
+        writing them is killed: unusable, and no member could ever copy them."""
+        removed = 0
+        for member in self.group.active_members():
+            session = self.group.session_for(member)
+            for handle in replication.torn_objects(session):
+                session.destroy_object(handle)
+                removed += 1
+        return removed
+
+    def incomplete(self) -> int:
+        """How many key objects some active members hold and others lack."""
+        with self.group.state_lock():
+            inventory = self._inventory()
+        everything = set().union(*inventory.values()) if inventory else set()
+        return sum(1 for key in everything if any(key not in held for held in inventory.values()))
+
+    def complete_objects(self) -> int:
+        """At HA login: a key that reached only some members (a ckdemo process killed in the
+        middle of a replication) is completed from a member that has it, as HASynchronize
+        allows; otherwise the HA log says how many objects are incomplete."""
+        try:
+            if self.group.synchronize_on_recovery:
+                return self.synchronize(why="completed at HA login")
+            missing = self.incomplete()
+            if missing:
+                self.group.log.record(self.group.serial, "*", "incomplete",
+                                f"{missing} object(s) on some members only (HASynchronize off: "
+                                "`ckdemo hagroup synchronize` copies them)")
+        except CKRError as exc:
+            self.group.log.record(self.group.serial, "*", "incomplete", f"could not complete objects: {exc}")
+        return 0
+
+    def _inventory(self) -> dict[str, dict[tuple, int]]:
+        inventory = {}
+        for member in self.group.active_members():
+            session = self.group.session_for(member)
+            inventory[member.serial] = {
+                key: h for key, h in ((replication.object_key(replication.identity(session, h)), h)
+                                      for h in key_objects(session))
+                if not replication.is_domain_key_id(key[1])}
+        return inventory
