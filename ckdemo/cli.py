@@ -36,6 +36,9 @@ def _os_error(what: str, exc: OSError) -> str:
     return f"{what}{where}: {exc.strerror or exc}"
 
 
+EXIT_BROKEN_PIPE = 141  # as a shell reports a command ended by SIGPIPE
+
+
 class SafeGroup(click.Group):
     """The last line of defence: an exception no layer expected is one line on stderr (exit 2),
     its traceback goes to HOME/errors.log (as the menu's internal errors do), never the screen."""
@@ -46,6 +49,11 @@ class SafeGroup(click.Group):
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort,
                 SystemExit, KeyboardInterrupt, EOFError):
             raise
+        except BrokenPipeError:  # the reader went away (`ckdemo hagroup status | head -2`)
+            import os
+            import sys
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush
+            raise SystemExit(EXIT_BROKEN_PIPE) from None
         except Exception as exc:
             from .menu.loop import report_internal_error
             home = _home_path(ctx.obj or {})

@@ -252,3 +252,16 @@ def test_isolated_members_each_have_their_own_library_instance(tmp_path, provisi
     demo = run_ckdemo(home, "run", str(Path(__file__).parent.parent / "scripts" / "ha-failover-demo"))
     assert demo.returncode == 0, demo.stdout
     assert "recovered" in demo.stdout
+
+
+def test_a_reader_that_goes_away_is_no_internal_error(ckdemo_bin, provision, tmp_path):
+    """`ckdemo hagroup show | head -1`: the pipe closes early; ckdemo ends quietly (141, as a
+    command ended by SIGPIPE), with nothing on stderr and nothing in errors.log."""
+    home = provision(tmp_path / "home")
+    reader = subprocess.Popen([str(ckdemo_bin), "--home", str(home), "hagroup", "show"],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env())
+    reader.stdout.read(1)
+    reader.stdout.close()
+    stderr = reader.stderr.read().decode()
+    assert reader.wait(timeout=60) == 141, stderr
+    assert stderr == "" and not (home / "errors.log").exists()
