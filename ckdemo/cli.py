@@ -132,8 +132,9 @@ def _replay(ctx: click.Context, script: str, transcript: str | None, junit: str 
     from .menu.context import Context
     from .menu.loop import MenuLoop
     from .replay import junit as junit_xml
-    from .replay.runner import Replay, ScriptVariables, stdout_outputs
-    from .replay.script import ScriptError, load, parse
+    from .replay.runner import Replay, stdout_outputs
+    from .replay.script import ScriptError, defaults, load, parse
+    from .replay.variables import ScriptVariables, check, slot_numbers
 
     name = "stdin" if script == "-" else Path(script).name
     try:
@@ -144,13 +145,20 @@ def _replay(ctx: click.Context, script: str, transcript: str | None, junit: str 
         raise Fail(str(exc)) from None
     settings = _settings(ctx)
     workspace = _workspace(settings)
+    variables = ScriptVariables(settings.secrets(), workspace.last,
+                                *slot_numbers(workspace.slots, workspace.groups), defaults(lines))
+    try:
+        check(lines, variables, "<stdin>" if script == "-" else script)
+    except ScriptError as exc:  # before anything runs: one line, as a script that cannot be read
+        if junit:
+            _write_junit(junit_xml, [], junit, name, str(exc))
+        raise Fail(str(exc)) from None
     workspace.options.show_menu = False  # the transcript shows the menu once, not every step
     try:
         out = open(transcript, "w") if transcript else None
     except OSError as exc:
         raise Fail(f"cannot write transcript {transcript}: {exc.strerror}") from None
     from .replay.control import HAControl
-    variables = ScriptVariables(settings.secrets(), workspace.last)
     replay = Replay(lines, variables, stdout_outputs(out), keep_going=keep_going,
                     control=HAControl(workspace))
     error, interrupted = None, False

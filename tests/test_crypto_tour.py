@@ -34,7 +34,9 @@ from ckdemo.ha.handles import VIRTUAL_HANDLE_BASE
 pytestmark = requires_softhsm
 
 TOUR = REPO / "scripts" / "crypto-tour"
-SLOTS = {"physical": "1", "ha": "5"}  # TOUR_SLOT in a default home: member1, the HA Virtual Card Slot
+# TOUR_SLOT per tour: member1; unset, so the script's `@default TOUR_SLOT ${HA_SLOT}` picks the HA slot
+SLOTS = {"physical": "1", "ha": None}
+SLOT_NUMBER = {"physical": 1, "ha": 5}  # in a default home: slot#5 is the HA Virtual Card Slot
 
 MESSAGE = b"ckdemo known-answer test"  # what the tour signs
 CBC_IV = bytes.fromhex("000102030405060708090a0b0c0d0e0f")
@@ -115,7 +117,7 @@ def tours(run_ckdemo, provision, tmp_path_factory) -> dict[str, Tour]:
         base = tmp_path_factory.mktemp(f"crypto-tour-{kind}")
         home, work = provision(base / "home"), base / "work"
         work.mkdir()
-        run = run_ckdemo(home, "run", str(TOUR), env={"TOUR_SLOT": slot}, cwd=work)
+        run = run_ckdemo(home, "run", str(TOUR), env={"TOUR_SLOT": slot} if slot else None, cwd=work)
         no_traceback(run.stdout, run.stderr)
         assert run.returncode == 0, run.stdout + run.stderr
         done[kind] = Tour(run.stdout, home, work)
@@ -136,7 +138,9 @@ def test_tour_meets_every_expectation(tours, kind):
     assert tour.stdout.count("@expect CKR_SIGNATURE_INVALID: ok") == 2
     assert "@expect CKR_GENERAL_ERROR: ok" in tour.stdout
     first = {"physical": 1, "ha": VIRTUAL_HANDLE_BASE + 1}[kind]  # SoftHSM's own; the HA counter's
-    assert f"Session handle: {first} (slot#{SLOTS[kind]}, R/W)" in tour.stdout
+    assert f"Session handle: {first} (slot#{SLOT_NUMBER[kind]}, R/W)" in tour.stdout
+    used = {"physical": "not used, the environment sets TOUR_SLOT", "ha": "used"}[kind]
+    assert f"@default TOUR_SLOT ${{HA_SLOT}}: {used}" in tour.stdout
     assert {p.name for p in tour.work.iterdir()} == TOUR_FILES
 
 

@@ -127,12 +127,12 @@ def test_expect_before_any_choice_exits_2(replay):
     assert "Script error: line 1: @expect before any menu choice" in done.stdout
 
 
-def test_an_unset_variable_exits_2_naming_it(replay):
+def test_an_unset_variable_exits_2_naming_it_before_anything_runs(replay):
     done = replay(LOGIN_WRONG_PIN.replace("not-the-pin", "${CKDEMO_TEST_UNSET_PIN}") + "0\n")
     assert done.returncode == 2
-    assert "Script error: line 9: ${CKDEMO_TEST_UNSET_PIN} is not set (export CKDEMO_TEST_UNSET_PIN=...)" \
-        in done.stdout
-    assert "Logged in" not in done.stdout
+    assert done.stderr.splitlines() == [
+        "ckdemo: <stdin>:9: ${CKDEMO_TEST_UNSET_PIN} is not set (export CKDEMO_TEST_UNSET_PIN=...)"]
+    assert done.stdout == ""  # not even the menu: no session was opened
 
 
 def test_pin_variable_from_the_environment_overrides_the_config(replay):

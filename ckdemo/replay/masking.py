@@ -9,14 +9,15 @@ Three rules, because answers come back in several shapes:
   the script line shows it (`****x`);
 - a shorter value (e.g. TOUR_SLOT=5) is masked where the answer is echoed back
   ("Invalid input (****)") and in step titles, not in every "5" of the transcript.
-The harness's own ${LAST_*} handles are not secrets and are shown.
+The harness's own ${LAST_*} handles and ${HA_SLOT}/${MEMBER_SLOT_n} numbers are not secrets
+and are shown.
 """
 from __future__ import annotations
 
 import re
 from typing import Iterable, Mapping
 
-from .script import HANDLE_PREFIX, VARIABLE, Line
+from .script import VARIABLE, Line, from_harness
 
 MASK = "****"
 MIN_WORD_MASK = 4  # shorter values are masked only where an answer is echoed
@@ -28,14 +29,14 @@ def _word(value: str) -> str:
 
 def shown(line: Line) -> str:
     """The line as a transcript shows it: each secret ${NAME} as ****."""
-    return VARIABLE.sub(lambda m: m.group(0) if m.group(1).startswith(HANDLE_PREFIX) else MASK,
+    return VARIABLE.sub(lambda m: m.group(0) if from_harness(m.group(1)) else MASK,
                         line.text)
 
 
 class Masker:
     def __init__(self, lines: Iterable[Line], variables: Mapping[str, str]) -> None:
         names = {name for line in lines for name in VARIABLE.findall(line.text)
-                 if not name.startswith(HANDLE_PREFIX)}
+                 if not from_harness(name)}
         values = set()
         for name in names:
             try:

@@ -104,6 +104,18 @@ class Replay:
         self.write(f"{prompt}{MASK if (secret or line.has_secret) else answer}\n")
         return answer
 
+    def lone_slot(self) -> None:
+        """CKDemo picks a lone slot without asking (menu/context.py): the script's answer for it,
+        a line that is only a slot variable (${HA_SLOT}, ${MEMBER_SLOT_1}, ${TOUR_SLOT}), is used
+        up here, so one script runs whether the list holds one slot (HAOnly) or several."""
+        if self._next >= len(self.lines) or not self.lines[self._next].slot_answer:
+            return
+        line = self.lines[self._next]
+        self._next += 1
+        if expand(line, self.variables).strip() != "1":
+            raise InputError(f"line {line.number}: {shown(line)} is not slot#1, the only slot.")
+        self.write(f"(the only slot, slot#1, is picked without asking: {shown(line)})\n")
+
     def confirm_destructive(self, question: str) -> bool:
         """A destructive step goes ahead in a script only after a @confirm-destructive line
         placed before its choice; no answer line is used, so a script never falls out of step."""
@@ -139,6 +151,10 @@ class Replay:
             step.expected = normalise_expectation(d.argument, d.line)
             mark = "ok" if step.passed else "NOT MET"
             self.write(f"@expect {step.expected}: {mark}\n")
+        elif d.name == "default":
+            name = d.argument.split(" ", 1)[0]
+            given = name in getattr(self.variables, "secrets", {})
+            self.write(f"@default {d.argument}: {'not used, the environment sets ' + name if given else 'used'}\n")
         elif d.name == CONFIRM_DIRECTIVE:
             self._confirmed = True
             self.write(f"@{CONFIRM_DIRECTIVE}: the next choice may destroy keys\n")
@@ -169,25 +185,6 @@ class Replay:
                      f"{len(self.failed)} did not" + (" (stopped at the first failure)"
                                                       if self.stopped_early else ""))
         return "\n".join(lines)
-
-
-class ScriptVariables(Mapping):
-    """${NAME} values: the harness's LAST_* handles as they are now, then secrets/environment."""
-
-    def __init__(self, secrets: Mapping[str, str], handles: Mapping[str, int]) -> None:
-        self.secrets, self.handles = secrets, handles
-
-    def __getitem__(self, name: str) -> str:
-        if name in self.handles:
-            return str(self.handles[name])
-        return self.secrets[name]
-
-    def __iter__(self):
-        yield from self.handles
-        yield from self.secrets
-
-    def __len__(self) -> int:
-        return len(self.handles) + len(self.secrets)
 
 
 def stdout_outputs(transcript: TextIO | None) -> list[TextIO]:

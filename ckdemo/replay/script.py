@@ -5,6 +5,9 @@
     ${CKDEMO_USER_PIN}          (a secret from the environment, never printed)
     ${LAST_SESSION}             (the handle the last Open Session returned; also LAST_OBJECT,
                                  LAST_PUBLIC_KEY, LAST_PRIVATE_KEY: handles differ per module)
+    ${HA_SLOT}                  (the HA virtual slot's number; HA_SLOT_<label> per group, and
+                                 MEMBER_SLOT_1..n the members' slots: set-ups number slots apart)
+    @default TOUR_SLOT ${HA_SLOT} (TOUR_SLOT when the environment does not set it)
     ""                          (an empty answer: Enter at a prompt; blank lines are skipped)
     @expect CKR_PIN_INCORRECT   (the last choice must have ended with this result)
     @sleep 1.5                  (wait, e.g. for a recovery interval)
@@ -28,6 +31,15 @@ VARIABLE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 DIRECTIVE_LINE = re.compile(r"@[A-Za-z-]+(\s|$)")
 UNDECODABLE = re.compile("[\ud800-\udfff]")
 HANDLE_PREFIX = "LAST_"  # ${LAST_SESSION}, ${LAST_OBJECT}, ...: handles the run has just made
+# slot numbers of this set-up: ${HA_SLOT}, ${HA_SLOT_<label>}, ${MEMBER_SLOT_<n>}
+SLOT_VARIABLE = re.compile(r"HA_SLOT(_\w+)?|MEMBER_SLOT_\d+")
+NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def from_harness(name: str) -> bool:
+    """The harness's own values (handles, slot numbers) are shown; any other ${NAME} may hold a
+    secret and is masked (masking.py)."""
+    return name.startswith(HANDLE_PREFIX) or SLOT_VARIABLE.fullmatch(name) is not None
 
 
 class ScriptError(InputAborted):
@@ -46,8 +58,16 @@ class Line:
 
     @property
     def has_secret(self) -> bool:
-        """Variables may hold secrets and are masked, except the harness's LAST_* handles."""
-        return any(not name.startswith(HANDLE_PREFIX) for name in VARIABLE.findall(self.text))
+        """Variables may hold secrets and are masked, except the harness's handles and slots."""
+        return any(not from_harness(name) for name in VARIABLE.findall(self.text))
+
+    @property
+    def slot_answer(self) -> bool:
+        """The line is one slot variable and nothing else (`${HA_SLOT}`, `${TOUR_SLOT}`): the
+        answer to "Select a slot", which CKDemo does not ask when the list holds one slot."""
+        match = VARIABLE.fullmatch(self.text)
+        return match is not None and (SLOT_VARIABLE.fullmatch(match.group(1)) is not None
+                                      or match.group(1).endswith("_SLOT"))
 
 
 @dataclass(frozen=True)
@@ -58,7 +78,7 @@ class Directive:
 
 
 DIRECTIVES = ("expect", "sleep", "fail", "restore", "hang", "resume", "ha-interval", "ha-retry",
-              "confirm-destructive")
+              "confirm-destructive", "default")
 FLAGS = ("confirm-destructive",)  # directives without an argument (replay/runner.py)
 MAX_SLEEP_S = 3600.0  # @sleep: an hour at most (a longer wait is a mistake in the script)
 # numeric directives: (parse, lowest, highest, what the number is)
@@ -118,7 +138,24 @@ def directive(line: Line, source: str = "<script>") -> Directive:
     if not argument and name not in FLAGS:
         raise ScriptError(f"{source}:{line.number}: @{name} needs an argument "
                           "(e.g. @expect CKR_OK, @fail member1)")
+    if name == "default":
+        variable, _, value = argument.partition(" ")
+        if not NAME.fullmatch(variable) or not value.strip() or from_harness(variable):
+            raise ScriptError(f"{source}:{line.number}: @default needs a variable name and its value "
+                              f"(e.g. @default TOUR_SLOT ${{HA_SLOT}}), got {argument!r}")
     return Directive(line.number, name, argument)
+
+
+def defaults(lines: list[Line]) -> dict[str, str]:
+    """{NAME: value as written} of the script's @default lines (the value may name ${HA_SLOT} ...)."""
+    found = {}
+    for line in lines:
+        if line.is_directive:
+            d = directive(line)
+            if d.name == "default":
+                variable, _, value = d.argument.partition(" ")
+                found[variable] = value.strip()
+    return found
 
 
 EMPTY_ANSWER = '""'
