@@ -134,12 +134,17 @@ def _replay(ctx: click.Context, script: str, transcript: str | None, junit: str 
     from .replay import junit as junit_xml
     from .replay.runner import Replay, stdout_outputs
     from .replay.script import ScriptError, defaults, load, parse
+    from .replay import shipped
     from .replay.variables import ScriptVariables, check, slot_numbers
 
     name = "stdin" if script == "-" else Path(script).name
+    given, script = script, shipped.resolve(script)
     try:
         lines = parse(sys.stdin.read(), "<stdin>") if script == "-" else load(script)
     except ScriptError as exc:
+        if script == given and "/" not in given and not Path(given).exists():
+            exc = ScriptError(f"{exc} (neither a file here nor a shipped script: `ckdemo scripts` "
+                              "lists them)")
         if junit:
             _write_junit(junit_xml, [], junit, name, str(exc))
         raise Fail(str(exc)) from None
@@ -190,8 +195,28 @@ def _replay(ctx: click.Context, script: str, transcript: str | None, junit: str 
 @click.option("--keep-going", is_flag=True, help="Go on after a step that failed its expectation.")
 @click.pass_context
 def run(ctx: click.Context, script, transcript, junit, keep_going) -> None:
-    """Replay SCRIPT (or - for standard input) through the menu; exit 1 if a step fails."""
+    """Replay SCRIPT (a file, the name of a shipped script such as token-tour, or - for standard
+    input) through the menu; exit 1 if a step fails."""
     ctx.exit(_replay(ctx, script, transcript, junit, keep_going))
+
+
+@main.command("scripts")
+@click.argument("name", required=False)
+def scripts_command(name) -> None:
+    """List the shipped scripts with what each shows, or print the script NAME (to copy and edit)."""
+    from .replay import shipped
+
+    if name is not None:
+        path = shipped.find(name)
+        if path is None:
+            raise Fail(f"no shipped script {name!r} (shipped: {', '.join(shipped.names())})")
+        click.echo(path.read_text(), nl=False)
+        return
+    names = shipped.names()
+    width = max(len(n) for n in names)
+    for script in names:
+        click.echo(f"{script:<{width}}  {shipped.summary(shipped.FOLDER / script)}")
+    click.echo(f"\nckdemo run NAME replays one; ckdemo scripts NAME prints it ({shipped.FOLDER}).")
 
 
 @main.command()
