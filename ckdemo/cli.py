@@ -130,7 +130,7 @@ def _interactive(ctx: click.Context) -> int:
 def _replay(ctx: click.Context, script: str, transcript: str | None, junit: str | None,
             keep_going: bool) -> int:
     from .menu.context import Context
-    from .menu.loop import MenuLoop
+    from .menu.loop import PROMPT, MenuLoop
     from .replay import junit as junit_xml
     from .replay.runner import Replay, stdout_outputs
     from .replay.script import ScriptError, defaults, load, parse
@@ -142,7 +142,7 @@ def _replay(ctx: click.Context, script: str, transcript: str | None, junit: str 
     try:
         lines = parse(sys.stdin.read(), "<stdin>") if script == "-" else load(script)
     except ScriptError as exc:
-        if script == given and "/" not in given and not Path(given).exists():
+        if script == given != "-" and "/" not in given and not Path(given).exists():
             exc = ScriptError(f"{exc} (neither a file here nor a shipped script: `ckdemo scripts` "
                               "lists them)")
         if junit:
@@ -169,7 +169,7 @@ def _replay(ctx: click.Context, script: str, transcript: str | None, junit: str 
     error, interrupted = None, False
     try:
         MenuLoop(Context(workspace, replay), observer=replay.observe,
-                 error_log=_error_log(settings)).run()
+                 error_log=_error_log(settings), prompt=PROMPT).run()
     except ScriptError as exc:
         error = str(exc)
         replay.write(f"\nScript error: {error}\n")

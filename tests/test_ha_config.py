@@ -34,7 +34,7 @@ LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d) HA group (\S+) member 
 def slot_rows(transcript: str) -> list[tuple[int, str, str]]:
     """(slot#, description, label) of every row of the first Get Slot List (14) table."""
     lines = transcript.split("\n")
-    start = lines.index("Enter your choice (99 for help): 14")
+    start = lines.index("Enter your choice : 14")
     rows = []
     for line in lines[start + 1:]:
         if line.endswith(" slots."):
@@ -141,7 +141,7 @@ def test_luna_file_settings_drive_the_running_group(luna):
     done = luna.run("run", "-", input="@fail member2\n52\n122\n0\n")
     assert done.returncode == 0, done.stdout + done.stderr
     m1, m2, m3 = luna.member_serials
-    assert f"     HSM {m2}\t- CKR_DEVICE_ERROR" in done.stdout
+    assert f"   HSM {m2} - CKR_DEVICE_ERROR" in done.stdout
     assert "Recovery: every 7 s, 3 attempts; load balancing on." in done.stdout
     log = (luna.logs / "haErrorLog.txt").read_text().splitlines()
     assert len(log) == 1, log

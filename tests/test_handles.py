@@ -41,7 +41,7 @@ def opened(transcript: str) -> dict[int, int]:
 
 def known_key_handles(transcript: str) -> list[list[int]]:
     """The handles each run of 65 Create known keys printed, one list per run."""
-    runs = re.split(r"^Enter your choice \(99 for help\): 65$", transcript, flags=re.MULTILINE)[1:]
+    runs = re.split(r"^Enter your choice : 65$", transcript, flags=re.MULTILINE)[1:]
     return [[int(h) for h in re.findall(r"^ckdemo-known-\S+ .*?  (\d+) +\w[\w ]*$",
                                         run.split("Enter your choice")[0], re.MULTILINE)]
             for run in runs]

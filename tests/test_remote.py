@@ -120,7 +120,7 @@ def test_flat_parameters_travel_and_pointer_parameters_are_refused_naming_the_tr
            "as flat bytes" in done.stdout
     assert "(CKR_MECHANISM_INVALID 0x00000070)" in done.stdout
     assert not (remote_home.parent / "gcm.bin").exists()  # nothing half-written
-    assert re.findall(r"HSM \w+\t- (CKR_\w+)", done.stdout) == ["CKR_OK"] * 3
+    assert re.findall(r"HSM \w+ +- (CKR_\w+)", done.stdout) == ["CKR_OK"] * 3
 
 
 def test_mixed_group_remote_member_serves_aes_cbc_too(tmp_path, provision, run_ckdemo):
@@ -150,7 +150,7 @@ def test_mixed_group_remote_member_serves_aes_cbc_too(tmp_path, provision, run_c
                  if re.match(r"^\d +[0-9a-f]{16} +member\d", row)}
         assert [stats[m][3] for m in ("member1", "member2", "member3")] == ["active"] * 3
         assert int(stats["member2"][4]) >= 2  # the remote member took its share of the calls
-        assert re.findall(r"HSM \w+\t- (CKR_\w+)", done.stdout) == ["CKR_OK"] * 3
+        assert re.findall(r"HSM \w+ +- (CKR_\w+)", done.stdout) == ["CKR_OK"] * 3
     finally:
         run_ckdemo(home, "member", "kill", "all")
 
@@ -178,7 +178,7 @@ def test_attach_to_a_socket_somewhere_else(tmp_path, provision, run_ckdemo):
         done = run_ckdemo(home, "run", "-", input="51\n5\n${CKDEMO_USER_PIN}\n1\n5\ny\n62\n${LAST_SESSION}\n16\n"
                                                   "62\n${LAST_SESSION}\n16\n62\n${LAST_SESSION}\n16\n52\n5\n0\n")
         assert done.returncode == 0, done.stdout
-        assert re.findall(r"HSM \w+\t- (CKR_\w+)", done.stdout) == ["CKR_OK"] * 3
+        assert re.findall(r"HSM \w+ +- (CKR_\w+)", done.stdout) == ["CKR_OK"] * 3
         refused = run_ckdemo(home, "member", "kill", "member2")
         assert refused.returncode == 2 and "served elsewhere" in refused.stderr
         assert server.poll() is None  # ckdemo never killed what it does not run
@@ -285,7 +285,7 @@ def test_a_hung_member_is_failed_after_the_timeout_and_recovers(remote_home, run
     took = time.monotonic() - started
     assert done.returncode == 0, done.stdout
     assert "no answer from member" in done.stdout  # the notice of the failure names why
-    statuses = re.findall(r"HSM \w+\t- (CKR_\w+)", done.stdout)
+    statuses = re.findall(r"HSM \w+ +- (CKR_\w+)", done.stdout)
     assert statuses == ["CKR_DEVICE_ERROR", "CKR_OK", "CKR_OK",
                         "CKR_TOKEN_NOT_PRESENT", "CKR_OK", "CKR_OK",
                         "CKR_OK", "CKR_OK", "CKR_OK"]
@@ -300,7 +300,7 @@ def test_the_remote_demo_script(remote_home, run_ckdemo):
         done = run_ckdemo(remote_home, "run", str(Path(__file__).parent.parent / "scripts" /
                                                   "ha-remote-demo"))
         assert done.returncode == 0, done.stdout
-        statuses = re.findall(r"HSM \w+\t- (CKR_\w+)", done.stdout)
+        statuses = re.findall(r"HSM \w+ +- (CKR_\w+)", done.stdout)
         assert statuses == ["CKR_OK"] * 3 + ["CKR_DEVICE_ERROR", "CKR_OK", "CKR_OK",
                                              "CKR_TOKEN_NOT_PRESENT", "CKR_OK", "CKR_OK"] + \
             ["CKR_OK"] * 3

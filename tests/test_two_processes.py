@@ -140,7 +140,7 @@ def zombie_children(pid: int) -> list[int]:
 
 
 def statuses(stdout: str) -> list[str]:
-    return re.findall(r"HSM \w+\t- (CKR_\w+)", stdout)
+    return re.findall(r"HSM \w+ +- (CKR_\w+)", stdout)
 
 
 def test_the_run_that_started_the_servers_exits_first(remote_home, start_run):

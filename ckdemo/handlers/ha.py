@@ -3,8 +3,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..codes import ckr_name
 from ..menu.context import Context, InputError
+from ..menu.render import ha_status_row
 from ..model import CKU_USER
 
 
@@ -42,7 +42,7 @@ def ha_status(ctx: Context) -> None:
     ctx.say("")
     ctx.say(f"HA group {group.serial} status:")
     for member, code in report:
-        ctx.say(f"     HSM {member.serial}\t- {ckr_name(code)}")
+        ctx.say(ha_status_row(member.serial, code))
 
 
 def _on_member(ctx: Context, action: str, said: str) -> None:

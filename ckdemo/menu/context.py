@@ -81,7 +81,7 @@ class Context:
             return 1, slots[0]
         self.say("Slots available:")
         for number, slot in enumerate(slots, start=1):
-            self.say(f"\tslot#{number} - {slot_label(slot)}")
+            self.say(render.slot_row(number, slot_label(slot)))
         number = self.ask_int("Select a slot: ")
         if not 1 <= number <= len(slots):
             raise InputError(f"Invalid input: there is no slot#{number} (slots are 1-{len(slots)}).")

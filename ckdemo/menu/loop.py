@@ -54,8 +54,10 @@ def report_internal_error(exc: BaseException, path: str) -> str:
 
 class MenuLoop:
     def __init__(self, context: Context, extra: Sequence[Entry] = (), extra_groups: Sequence = (),
-                 observer: Observer | None = None, error_log: str = "ckdemo-errors.log") -> None:
+                 observer: Observer | None = None, error_log: str = "ckdemo-errors.log",
+                 prompt: str | None = None) -> None:
         self.context = context
+        self.prompt = prompt  # a replay always shows CKDemo's own prompt (PROMPT)
         self.error_log = error_log
         self.entries = dict(BY_NUMBER)
         self.entries.update({e.number: e for e in extra})
@@ -68,7 +70,7 @@ class MenuLoop:
         io.write(self.menu)
         while True:
             try:
-                text = io.ask_choice(PROMPT if show.show_menu else PROMPT_NO_MENU).strip()
+                text = io.ask_choice(self.prompt or (PROMPT if show.show_menu else PROMPT_NO_MENU)).strip()
             except EndOfInput:
                 return
             if not text:
@@ -82,7 +84,7 @@ class MenuLoop:
             if number == QUIT:
                 return
             if number == HELP:
-                io.write(self.menu)
+                io.write(self.menu + self.luna_only())
                 continue
             entry = self.entries.get(number)
             if entry is None:
@@ -95,6 +97,13 @@ class MenuLoop:
                 return
             if show.show_menu:
                 io.write("\n" + self.menu)
+
+    def luna_only(self) -> str:
+        """The Luna-only choices, split by whether a loaded module exports their CA_ function."""
+        luna = [e for e in sorted(self.entries.values(), key=lambda e: e.number) if e.extension]
+        exported = {e.number for e in luna if self.context.workspace.exports(e.extension)}
+        return render.luna_only_note([e.number for e in luna if e.number not in exported],
+                                     [e.number for e in luna if e.number in exported])
 
     def dispatch(self, entry: Entry) -> StepResult:
         result = self._dispatch(entry)

@@ -25,6 +25,30 @@ def menu_text(extra: Sequence[Entry] = (), extra_groups: Sequence = ()) -> str:
     return "\n".join(lines) + "\n"
 
 
+SLOT_ROW = "  slot#{number} - {description}"  # CKDemo's slot list (seed), one slot a line
+HA_STATUS_SERIAL_WIDTH = 14  # seed: "   HSM 599447001      - CKR_OK", "   HSM 78665001       - CKR_OK"
+
+
+def slot_row(number: int, description: str) -> str:
+    return SLOT_ROW.format(number=number, description=description)
+
+
+def ha_status_row(serial: str, ckr: int) -> str:
+    """One member's line of HA Status (52), as CKDemo prints it."""
+    return f"   HSM {serial:<{HA_STATUS_SERIAL_WIDTH}} - {ckr_name(ckr)}"
+
+
+def luna_only_note(missing: Sequence[int], present: Sequence[int]) -> str:
+    """What 99 adds under the menu: which choices need a Luna extension the loaded module lacks."""
+    lines = []
+    if missing:
+        lines.append("Luna-only, not in the loaded module (CKR_FUNCTION_NOT_SUPPORTED): "
+                     + ", ".join(str(n) for n in missing))
+    if present:
+        lines.append("Luna-only, exported by the loaded module: " + ", ".join(str(n) for n in present))
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
 def status_line(ckr: int, function: str = "") -> str:
     if ckr == CKR_OK:
         return "Status: Doing great, no errors (CKR_OK)"
