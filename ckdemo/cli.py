@@ -82,12 +82,17 @@ def _workspace(settings):
 
 
 @click.group(cls=SafeGroup, invoke_without_command=True,
-             context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--home", envvar="CKDEMO_HOME", type=click.Path(file_okay=False),
-              help="State folder (default ./.ckdemo; env CKDEMO_HOME).")
-@click.option("--config", envvar="CKDEMO_CONFIG", type=click.Path(dir_okay=False),
+             context_settings={"help_option_names": ["-h", "--help"]},
+             epilog="Environment: CKDEMO_HOME, CKDEMO_CONFIG, CKDEMO_MODULE (the options above); "
+                    "CKDEMO_USER_PIN, CKDEMO_SO_PIN (PINs for init and for ${...} in scripts). "
+                    "Shell completion: eval \"$(_CKDEMO_COMPLETE=bash_source ckdemo)\" (README).")
+@click.version_option(None, "-V", "--version", package_name="ckdemo", prog_name="ckdemo",
+                      message="%(prog)s %(version)s")
+@click.option("--home", envvar="CKDEMO_HOME", show_envvar=True, type=click.Path(file_okay=False),
+              help="State folder (default ./.ckdemo).")
+@click.option("--config", envvar="CKDEMO_CONFIG", show_envvar=True, type=click.Path(dir_okay=False),
               help="Configuration file in Chrystoki.conf syntax (default HOME/Chrystoki.conf).")
-@click.option("--module", envvar="CKDEMO_MODULE", type=click.Path(dir_okay=False),
+@click.option("--module", envvar="CKDEMO_MODULE", show_envvar=True, type=click.Path(dir_okay=False),
               help="Use this PKCS#11 library (e.g. Luna libCryptoki2.so) instead of the members.")
 @click.option("--nolb", is_flag=True,
               help="No load balancing: HA calls go to the first active member (CKDemo's nolb).")
@@ -188,8 +193,17 @@ def _replay(ctx: click.Context, script: str, transcript: str | None, junit: str 
     return EXIT_FAILED if replay.failed or interrupted else EXIT_OK
 
 
+def _complete_script(ctx, param, incomplete: str) -> list:
+    """Shell completion for SCRIPT: the shipped names, then files as the shell completes them."""
+    from click.shell_completion import CompletionItem
+    from .replay import shipped
+    return [CompletionItem(n) for n in shipped.names() if n.startswith(incomplete)] + \
+        [CompletionItem(incomplete, type="file")]
+
+
 @main.command()
-@click.argument("script", type=click.Path(dir_okay=False, allow_dash=True))
+@click.argument("script", type=click.Path(dir_okay=False, allow_dash=True),
+                shell_complete=_complete_script)
 @click.option("--transcript", type=click.Path(dir_okay=False), help="Also write the transcript here.")
 @click.option("--junit", type=click.Path(dir_okay=False), help="Write a JUnit XML report here.")
 @click.option("--keep-going", is_flag=True, help="Go on after a step that failed its expectation.")
@@ -224,10 +238,10 @@ def scripts_command(name) -> None:
               help=f"Number of SoftHSM2 member tokens (default: keep; {DEFAULT_MEMBERS} at first).")
 @click.option("--force", is_flag=True,
               help="Delete the member tokens ckdemo made and make new ones (other files stay).")
-@click.option("--user-pin", envvar="CKDEMO_USER_PIN",
+@click.option("--user-pin", envvar="CKDEMO_USER_PIN", show_envvar=True,
               help=f"User PIN of new tokens (env CKDEMO_USER_PIN, better than argv; default: keep; "
                    f"{DEFAULT_USER_PIN} at first).")
-@click.option("--so-pin", envvar="CKDEMO_SO_PIN",
+@click.option("--so-pin", envvar="CKDEMO_SO_PIN", show_envvar=True,
               help=f"SO PIN of new tokens (env CKDEMO_SO_PIN; default: keep; {DEFAULT_SO_PIN} at first).")
 @click.option("--store-pins/--no-store-pins", default=None,
               help="Keep the PINs in Chrystoki.conf for scripts (default: only the public defaults "

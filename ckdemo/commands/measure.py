@@ -10,16 +10,20 @@ from ..cli import EXIT_FAILED, EXIT_OK, Fail, _settings, _workspace, main
 
 @main.command(name="bench")
 @click.option("--op", "operation", default="rsa-sign", show_default=True,
-              type=click.Choice(["rsa-sign", "ecdsa-sign", "aes-encrypt", "aes-ecb", "digest", "random"]))
+              type=click.Choice(["rsa-sign", "ecdsa-sign", "aes-encrypt", "aes-ecb", "digest", "random"]),
+              help="The operation measured.")
 @click.option("--slot", "slot_ref", default="both", show_default=True,
               help="A slot# number, 'ha' (the first HA slot), 'direct' (its first member), "
                    "or 'both' (HA and direct side by side, ratio in one run).")
-@click.option("--seconds", default=5.0, show_default=True, type=click.FloatRange(min=0.1))
+@click.option("--seconds", default=5.0, show_default=True, type=click.FloatRange(min=0.1),
+              help="How long each slot is measured.")
 @click.option("--count", default=0, type=click.IntRange(min=0),
               help="Stop after this many operations per slot instead of after --seconds.")
-@click.option("--threads", default=1, show_default=True, type=click.IntRange(1, 64))
+@click.option("--threads", default=1, show_default=True, type=click.IntRange(1, 64),
+              help="Threads calling at once, each with its own session.")
 @click.option("--key-size", default=0, type=click.IntRange(min=0), help="RSA bits / AES bits.")
-@click.option("--data-size", default=32, show_default=True, type=click.IntRange(1, 1 << 20))
+@click.option("--data-size", default=32, show_default=True, type=click.IntRange(1, 1 << 20),
+              help="Bytes signed, encrypted, digested or generated per operation.")
 @click.option("--members", "member_count", default=0, type=click.IntRange(min=0),
               help="Use only the first N members of the HA group (0: all).")
 @click.option("--pin", envvar="CKDEMO_USER_PIN", help="User PIN (default: the config's test PIN).")
@@ -129,14 +133,15 @@ def _range(text: str) -> tuple[float, float]:
 
 
 @main.command()
-@click.option("--seconds", default=30.0, show_default=True, type=click.FloatRange(min=3))
+@click.option("--seconds", default=30.0, show_default=True, type=click.FloatRange(min=3),
+              help="How long the workload and the chaos run.")
 @click.option("--seed", default=1, show_default=True, type=int, help="Chaos schedule seed.")
 @click.option("--interval", default=0.5, show_default=True, type=click.FloatRange(min=0),
               help="Recovery interval X during the soak (seconds).")
 @click.option("--kill-every", default="2,4", show_default=True, help="MIN,MAX seconds between kills.")
 @click.option("--down-for", default="0.5,1.5", show_default=True, help="MIN,MAX seconds a member stays down.")
 @click.option("--pin", envvar="CKDEMO_USER_PIN", help="User PIN (default: the config's test PIN).")
-@click.option("--json", "as_json", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_context
 def soak(ctx, seconds, seed, interval, kill_every, down_for, pin, as_json) -> None:
     """Chaos: sign and encrypt/decrypt on the HA slot while members are killed and brought back
