@@ -8,7 +8,8 @@ import re
 from conftest import requires_softhsm
 
 from ckdemo.codes import CKR_DEVICE_ERROR, CKR_OK, CKR_TOKEN_NOT_PRESENT
-from ckdemo.menu.render import ha_status_row, slot_row
+from ckdemo.menu.render import slot_row
+from ckdemo.screens import ha_status_row
 from ckdemo.menu.table import MENU
 
 pytestmark = requires_softhsm

@@ -117,7 +117,8 @@ def test_rpc_codec_imports_nothing_from_ckdemo_but_codes():
     assert foreign(imports_of_source("from .. import codes", "ckdemo.rpc.codec")) == []
 
 
-SERVE_MAY_USE = ("ckdemo.serve", "ckdemo.slots", "ckdemo.rpc", "ckdemo.codes", "ckdemo.model")
+SERVE_MAY_USE = ("ckdemo.serve", "ckdemo.slots", "ckdemo.rpc", "ckdemo.codes", "ckdemo.model",
+                 "ckdemo.screens")
 
 
 def test_serve_drives_slots_only_through_the_slot_protocol():

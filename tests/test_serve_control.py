@@ -23,8 +23,8 @@ pytestmark = [requires_softhsm,
 
 
 def member_status(text: str) -> dict[str, str]:
-    """{serial: CKR_...} from HA Status lines (`     HSM <serial>\t- CKR_...`)."""
-    return dict(re.findall(r"^     HSM (\S+)\t- (CKR_\w+)$", text, re.MULTILINE))
+    """{serial: CKR_...} from HA Status lines (`   HSM <serial>      - CKR_...`, the seed's rows)."""
+    return dict(re.findall(r"^   HSM (\S+) +- (CKR_\w+)$", text, re.MULTILINE))
 
 
 def raw_request(path, payload: bytes) -> dict:

@@ -99,7 +99,7 @@ class Signer:
 
 
 def member_status(text: str) -> dict[str, str]:
-    return dict(re.findall(r"^     HSM (\S+)\t- (CKR_\w+)$", text, re.MULTILINE))
+    return dict(re.findall(r"^   HSM (\S+) +- (CKR_\w+)$", text, re.MULTILINE))
 
 
 @pytest.fixture

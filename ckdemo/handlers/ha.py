@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..menu.context import Context, InputError
-from ..menu.render import ha_status_row
+from ..screens import ha_status_row
 from ..model import CKU_USER
 
 

@@ -26,16 +26,10 @@ def menu_text(extra: Sequence[Entry] = (), extra_groups: Sequence = ()) -> str:
 
 
 SLOT_ROW = "  slot#{number} - {description}"  # CKDemo's slot list (seed), one slot a line
-HA_STATUS_SERIAL_WIDTH = 14  # seed: "   HSM 599447001      - CKR_OK", "   HSM 78665001       - CKR_OK"
 
 
 def slot_row(number: int, description: str) -> str:
     return SLOT_ROW.format(number=number, description=description)
-
-
-def ha_status_row(serial: str, ckr: int) -> str:
-    """One member's line of HA Status (52), as CKDemo prints it."""
-    return f"   HSM {serial:<{HA_STATUS_SERIAL_WIDTH}} - {ckr_name(ckr)}"
 
 
 def luna_only_note(missing: Sequence[int], present: Sequence[int]) -> str:

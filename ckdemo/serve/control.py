@@ -24,6 +24,7 @@ import threading
 from typing import Any, Callable, Protocol, Sequence
 
 from ..codes import CKRError, ckr_name
+from ..screens import ha_status_row
 
 CONTROL_NAME = "ckdemo.ctl"  # beside ckdemo.sock in HOME/run
 MAX_REQUEST_BYTES = 4096  # a request is one short JSON object
@@ -60,7 +61,7 @@ class ControlError(Exception):
 def status_lines(group: ControlledGroup, report: list[tuple[ControlledMember, int]]) -> list[str]:
     """HA Status as menu choice 52 prints it (the seed's format)."""
     return [f"HA group {group.serial} status:"] + \
-        [f"     HSM {member.serial}\t- {ckr_name(code)}" for member, code in report]
+        [ha_status_row(member.serial, code) for member, code in report]
 
 
 class ControlServer:

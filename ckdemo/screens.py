@@ -1,0 +1,12 @@
+"""CKDemo's fixed screen formats that more than one front door prints (the menu's HA Status, 52,
+and the running server's control channel, `ckdemo hagroup status`): one definition each."""
+from __future__ import annotations
+
+from .codes import ckr_name
+
+HA_STATUS_SERIAL_WIDTH = 14  # seed: "   HSM 599447001      - CKR_OK", "   HSM 78665001       - CKR_OK"
+
+
+def ha_status_row(serial: str, ckr: int) -> str:
+    """One member's line of HA Status (52), as CKDemo prints it."""
+    return f"   HSM {serial:<{HA_STATUS_SERIAL_WIDTH}} - {ckr_name(ckr)}"
