@@ -6,35 +6,10 @@ from pathlib import Path
 
 import click
 
+from .commands import bench_serve, hagroup, measure, member, serve
+from .commands.common import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, Fail, home_path, os_error,
+                              settings_for, workspace_for)
 from .provision import DEFAULT_MEMBERS, DEFAULT_SO_PIN, DEFAULT_USER_PIN, ProvisionError
-from .settings import SettingsError, load_settings
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-
-
-class Fail(click.ClickException):
-    """One clear line on stderr and exit code 2, never a traceback."""
-    exit_code = EXIT_USAGE
-
-    def show(self, file=None) -> None:
-        click.echo(f"ckdemo: {self.message}", err=True)
-
-
-def _settings(ctx: click.Context, auto_provision: bool = True):
-    o = ctx.obj
-    try:
-        return load_settings(o["home"], o["config"], o["module"], auto_provision=auto_provision)
-    except (SettingsError, ProvisionError) as exc:
-        raise Fail(str(exc)) from None
-    except OSError as exc:  # e.g. a home below a regular file, or in a folder one may not write
-        raise Fail(_os_error("cannot use the state folder", exc)) from None
-
-
-def _os_error(what: str, exc: OSError) -> str:
-    """One line for an OSError: what failed, the path and the system's reason."""
-    where = f" {exc.filename}" if exc.filename else ""
-    return f"{what}{where}: {exc.strerror or exc}"
-
 
 EXIT_BROKEN_PIPE = 141  # as a shell reports a command ended by SIGPIPE
 
@@ -56,29 +31,11 @@ class SafeGroup(click.Group):
             raise SystemExit(EXIT_BROKEN_PIPE) from None
         except Exception as exc:
             from .menu.loop import report_internal_error
-            home = _home_path(ctx.obj or {})
+            home = home_path(ctx.obj or {})
             where = report_internal_error(exc, str(home / "errors.log")) if home.is_dir() \
                 else "nowhere (no state folder)"
             raise Fail(f"internal error: {type(exc).__name__}: {exc} (a ckdemo bug; details in "
                        f"{where})") from None
-
-
-def _home_path(obj: dict) -> Path:
-    import os
-    from .settings import DEFAULT_HOME
-    return Path(obj.get("home") or os.environ.get("CKDEMO_HOME") or DEFAULT_HOME).expanduser()
-
-
-def _workspace(settings):
-    from .harness import build_workspace
-    try:
-        workspace = build_workspace(settings)
-        if click.get_current_context().obj.get("nolb"):
-            for group in workspace.groups:
-                group.balance = False
-        return workspace
-    except SettingsError as exc:
-        raise Fail(str(exc)) from None
 
 
 @click.group(cls=SafeGroup, invoke_without_command=True,
@@ -123,8 +80,8 @@ def _interactive(ctx: click.Context) -> int:
     from .menu.io import TerminalIO
     from .menu.loop import MenuLoop
 
-    workspace_settings = _settings(ctx)
-    workspace = _workspace(workspace_settings)
+    workspace_settings = settings_for(ctx)
+    workspace = workspace_for(workspace_settings)
     try:
         MenuLoop(Context(workspace, TerminalIO()), error_log=_error_log(workspace_settings)).run()
     except KeyboardInterrupt:
@@ -153,8 +110,8 @@ def _replay(ctx: click.Context, script: str, transcript: str | None, junit: str 
         if junit:
             _write_junit(junit_xml, [], junit, name, str(exc))
         raise Fail(str(exc)) from None
-    settings = _settings(ctx)
-    workspace = _workspace(settings)
+    settings = settings_for(ctx)
+    workspace = workspace_for(settings)
     variables = ScriptVariables(settings.secrets(), workspace.last,
                                 *slot_numbers(workspace.slots, workspace.groups), defaults(lines))
     try:
@@ -259,7 +216,7 @@ def init(ctx: click.Context, members, force, user_pin, so_pin, store_pins, label
     """Provision the state folder: a private SoftHSM2 config and member tokens."""
     from .provision import provision
 
-    home = _home_path(ctx.obj)
+    home = home_path(ctx.obj)
     try:
         done = provision(home, members=members, force=force, user_pin=user_pin or None,
                          so_pin=so_pin or None, remote=remote, isolated=isolated,
@@ -267,14 +224,15 @@ def init(ctx: click.Context, members, force, user_pin, so_pin, store_pins, label
     except ProvisionError as exc:
         raise Fail(str(exc)) from None
     except OSError as exc:
-        raise Fail(_os_error("cannot provision the state folder", exc)) from None
+        raise Fail(os_error("cannot provision the state folder", exc)) from None
     click.echo(f"Provisioned {done.home}: {len(done.labels)} SoftHSM2 member tokens "
                f"({', '.join(done.labels)}); config {done.config_path}")
     for line in done.ha_init:
         click.echo(f"HA group: {line}.")
 
 
-# the subcommands register themselves on `main` when imported
-from .commands import bench_serve, hagroup, measure, member, serve  # noqa: E402,F401  (registration)
+for command in (hagroup.hagroup, member.member, measure.bench_command, measure.soak, serve.serve,
+                bench_serve.bench_serve):
+    main.add_command(command)
 
-__all__ = ["main", "hagroup", "measure", "member"]
+__all__ = ["main"]

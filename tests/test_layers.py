@@ -166,3 +166,48 @@ def test_nobody_asks_which_kind_of_slot_it_holds():
         if "is_virtual" in names:
             asking[str(path)] = "is_virtual"
     assert asking == {}
+
+
+def runtime_imports(path: Path) -> set[str]:
+    """imports_of without the `if TYPE_CHECKING:` blocks (annotations only: never executed)."""
+    tree = ast.parse(path.read_text())
+    for node in ast.walk(tree):
+        if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING":
+            node.body = [ast.Pass()]
+    name = module_name(path)
+    return imports_of_source(ast.unparse(tree), name, is_package=path.name == "__init__.py")
+
+
+def import_graph() -> dict[str, set[str]]:
+    """ckdemo module -> the ckdemo modules it imports at run time (lazy imports inside functions
+    included); a module's own parent packages are not edges (Python imports them first anyway)."""
+    modules = {module_name(p): p for p in sources()}
+    return {name: {n for n in runtime_imports(path)
+                   if n in modules and n != name and not name.startswith(n + ".")}
+            for name, path in modules.items()}
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    found, state = [], {}
+
+    def visit(node: str, path: list[str]) -> None:
+        state[node] = "open"
+        for nxt in sorted(graph.get(node, ())):
+            if state.get(nxt) == "open":
+                found.append(path[path.index(nxt):] + [nxt] if nxt in path else [node, nxt])
+            elif nxt not in state:
+                visit(nxt, path + [nxt])
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [node])
+    return found
+
+
+def test_no_import_loops():
+    """cli <-> commands, group <-> session and the like: one direction only (STYLE)."""
+    assert cycles(import_graph()) == []
+    assert cycles({"ckdemo.cli": {"ckdemo.commands.member"},
+                   "ckdemo.commands.member": {"ckdemo.cli"}}) == [
+        ["ckdemo.cli", "ckdemo.commands.member", "ckdemo.cli"]]

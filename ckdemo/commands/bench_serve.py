@@ -8,10 +8,10 @@ from pathlib import Path
 
 import click
 
-from ..cli import Fail, _settings, main
+from .common import Fail, settings_for
 
 
-@main.command(name="bench-serve")
+@click.command(name="bench-serve")
 @click.option("--seconds", default=12.0, show_default=True, type=click.FloatRange(min=0.6),
               help="Time per measurement (each operation on each server, and each pair), "
                    "spread over the rounds.")
@@ -28,7 +28,7 @@ def bench_serve(ctx: click.Context, seconds: float, rounds: int, pin: str | None
     from tabulate import tabulate
     from .. import bench_serve as measure
 
-    settings = _settings(ctx)
+    settings = settings_for(ctx)
     missing = [what for what, there in (("p11-kit", shutil.which("p11-kit")),
                                         (measure.P11KIT_CLIENT, Path(measure.P11KIT_CLIENT).exists()))
                if not there]

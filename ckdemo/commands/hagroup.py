@@ -5,17 +5,17 @@ from pathlib import Path
 
 import click
 
-from ..cli import Fail, _settings, _workspace, main
+from .common import Fail, settings_for, workspace_for
 
 
-@main.group()
+@click.group()
 def hagroup() -> None:
     """HA group settings in Chrystoki.conf (Luna's lunacm 'hagroup' commands)."""
 
 
 def _edit_conf(ctx: click.Context, change) -> None:
     from ..config.chrystoki import ChrystokiConf
-    settings = _settings(ctx)
+    settings = settings_for(ctx)
     conf = ChrystokiConf.load(settings.config_path) if settings.config_path.exists() else settings.conf
     try:
         change(conf)
@@ -77,8 +77,8 @@ def show(ctx: click.Context) -> None:
     from ..codes import ckr_name
     from ..config import ha
 
-    settings = _settings(ctx)
-    workspace = _workspace(settings)
+    settings = settings_for(ctx)
+    workspace = workspace_for(settings)
     groups = workspace.groups
     if not groups:
         click.echo(f"No HA group in {settings.config_path}.")
@@ -103,7 +103,7 @@ def show(ctx: click.Context) -> None:
 def status(ctx: click.Context, recover: bool) -> None:
     """Live HA Status from the running `ckdemo serve` (menu choice 52's lines)."""
     from ..serve.control_client import ControlFailed, NoServer, control_path, request
-    path = control_path(_settings(ctx).home)
+    path = control_path(settings_for(ctx).home)
     try:
         lines = request(path, "recover")["lines"] if recover else []
         lines += request(path, "status")["lines"]
@@ -124,9 +124,9 @@ def synchronize(ctx: click.Context, pin: str | None) -> None:
     from ..codes import CKRError
     from ..model import CKU_USER
 
-    settings = _settings(ctx)
+    settings = settings_for(ctx)
     pin = pin or settings.secrets().get("CKDEMO_USER_PIN") or click.prompt("User PIN", hide_input=True)
-    workspace = _workspace(settings)
+    workspace = workspace_for(settings)
     groups = workspace.groups
     if not groups:
         raise Fail(f"no HA group in {settings.config_path}")

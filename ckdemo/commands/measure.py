@@ -5,10 +5,10 @@ import sys
 
 import click
 
-from ..cli import EXIT_FAILED, EXIT_OK, Fail, _settings, _workspace, main
+from .common import EXIT_FAILED, EXIT_OK, Fail, settings_for, workspace_for
 
 
-@main.command(name="bench")
+@click.command(name="bench")
 @click.option("--op", "operation", default="rsa-sign", show_default=True,
               type=click.Choice(["rsa-sign", "ecdsa-sign", "aes-encrypt", "aes-ecb", "digest", "random"]),
               help="The operation measured.")
@@ -38,8 +38,8 @@ def bench_command(ctx, operation, slot_ref, seconds, count, threads, key_size, d
     from ..codes import CKR_USER_ALREADY_LOGGED_IN, CKRError
     from ..model import CKU_USER
 
-    settings = _settings(ctx)
-    workspace = _workspace(settings)
+    settings = settings_for(ctx)
+    workspace = workspace_for(settings)
     pin = pin or settings.secrets().get("CKDEMO_USER_PIN")
     groups = workspace.groups
     chosen = []
@@ -132,7 +132,7 @@ def _range(text: str) -> tuple[float, float]:
     return pair
 
 
-@main.command()
+@click.command()
 @click.option("--seconds", default=30.0, show_default=True, type=click.FloatRange(min=3),
               help="How long the workload and the chaos run.")
 @click.option("--seed", default=1, show_default=True, type=int, help="Chaos schedule seed.")
@@ -153,11 +153,11 @@ def soak(ctx, seconds, seed, interval, kill_every, down_for, pin, as_json) -> No
     from ..codes import CKRError
 
     chaos = chaos_run.Chaos(seed, _range(kill_every), _range(down_for))
-    settings = _settings(ctx)
+    settings = settings_for(ctx)
     pin = pin or settings.secrets().get("CKDEMO_USER_PIN")
     if not pin:
         raise Fail("no user PIN: pass --pin or set CKDEMO_USER_PIN")
-    workspace = _workspace(settings)
+    workspace = workspace_for(settings)
     groups = workspace.groups
     if not groups or len(groups[0].members) < 2:
         raise Fail("a soak needs an HA group with at least two members")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import click
 
-from ..cli import Fail, _settings, main
+from .common import Fail, settings_for
 
 
-@main.group()
+@click.group()
 def member() -> None:
     """Remote members: p11-kit server processes serving one member token each."""
 
@@ -15,7 +15,7 @@ def member() -> None:
 def _servers(ctx: click.Context, name: str | None):
     from ..harness import member_servers
     from ..members.remote import RemoteError
-    settings = _settings(ctx)
+    settings = settings_for(ctx)
     try:
         servers = member_servers(settings)
     except RemoteError as exc:
@@ -71,7 +71,7 @@ def _through_serve(ctx: click.Context, command: str, name: str) -> None:
     """fail and restore: the running `ckdemo serve` holds the members, so ask it (control channel)."""
     from ..serve.control_client import ControlFailed, NoServer, control_path, request
     try:
-        reply = request(control_path(_settings(ctx).home), command, member=name)
+        reply = request(control_path(settings_for(ctx).home), command, member=name)
     except NoServer as exc:
         raise Fail(f"{exc}: start `ckdemo serve` first (in a menu run, choices 120/121 do this; "
                    f"remote members also have `member kill` / `member serve`)") from None

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import click
 
-from ..cli import Fail, _settings, _workspace, main
+from .common import Fail, settings_for, workspace_for
 from ..codes import CKRError
 
 P11KIT_CLIENT = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so"  # Debian 12's p11-kit-modules
@@ -27,7 +27,7 @@ def _say(line: str) -> None:
     click.echo(f"{time.strftime('%Y-%m-%dT%H:%M:%S')} {line}")
 
 
-@main.command()
+@click.command()
 @click.option("--socket", "socket_path", type=click.Path(dir_okay=False),
               help="Unix socket to listen on (default HOME/run/ckdemo.sock).")
 @click.option("--slots", "which", type=click.Choice(["ha", "all"]), default="ha", show_default=True,
@@ -42,10 +42,10 @@ def serve(ctx: click.Context, socket_path: str | None, which: str) -> None:
     from ..serve.control import ControlServer
     from ..serve.control_client import control_path
 
-    settings = _settings(ctx)
+    settings = settings_for(ctx)
     if which == "all":  # in memory only: HAOnly hides the members from the menu, not from here
         settings.conf.set("HAConfiguration", "HAOnly", "0")
-    workspace = _workspace(settings)
+    workspace = workspace_for(settings)
     groups = [slot for slot in workspace.slots if isinstance(slot, HAGroup)]
     slots = workspace.slots if which == "all" else groups
     if not slots:
