@@ -25,6 +25,7 @@ from typing import Any, Callable, Protocol, Sequence
 
 from ..codes import CKRError, ckr_name
 from ..screens import ha_status_row
+from . import unixsocket
 
 CONTROL_NAME = "ckdemo.ctl"  # beside ckdemo.sock in HOME/run
 MAX_REQUEST_BYTES = 4096  # a request is one short JSON object
@@ -76,7 +77,7 @@ class ControlServer:
         self.on_error = on_error or (lambda where, error: log(f"{where}: internal error "
                                                               f"{type(error).__name__}: {error}"))
         self._stopping = False
-        self.listener = _listen(self.path)
+        self.listener = unixsocket.listen(self.path, backlog=8)
         self.thread = threading.Thread(target=self._accept, name="control", daemon=True)
 
     def start(self) -> "ControlServer":
@@ -85,15 +86,7 @@ class ControlServer:
 
     def stop(self) -> None:
         self._stopping = True
-        try:
-            self.listener.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
-        self.listener.close()
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+        unixsocket.close(self.listener, self.path)
         self.thread.join(2)
 
     def _accept(self) -> None:
@@ -192,27 +185,6 @@ class ControlServer:
         if len(found) > 1:
             raise ControlError(f"{ref!r} names a member of {len(found)} groups: use its serial")
         return found[0]
-
-
-def _listen(path: str) -> socket.socket:
-    if os.path.exists(path):
-        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        try:
-            probe.connect(path)
-        except OSError:
-            os.unlink(path)  # left by a server that died
-        else:
-            raise OSError(f"another ckdemo serve answers on {path}")
-        finally:
-            probe.close()
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    old_mask = os.umask(0o177)  # 0600: whoever connects can fail members
-    try:
-        listener.bind(path)
-    finally:
-        os.umask(old_mask)
-    listener.listen(8)
-    return listener
 
 
 def _peer_uid(sock: socket.socket) -> int | None:

@@ -22,6 +22,7 @@ from ..rpc.framing import encode_frame, negotiate_version, read_frame_from
 from ..rpc.structs import Info, Version
 from ..slots import Slot
 from .connection import Connection
+from . import unixsocket
 from .logins import SharedLogin
 
 READ_BUFFER = 64 * 1024  # bytes one recv may bring in (several pipelined frames, a large body)
@@ -94,27 +95,7 @@ class Server:
         self._lock = threading.Lock()
         self._count = 0
         self._stopping = False
-        self.listener = self._listen()
-
-    def _listen(self) -> socket.socket:
-        if os.path.exists(self.path):
-            probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            try:
-                probe.connect(self.path)
-            except OSError:
-                os.unlink(self.path)  # left by a server that died: nobody answers there
-            else:
-                raise OSError(f"another server answers on {self.path}")
-            finally:
-                probe.close()
-        listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        old_mask = os.umask(0o177)
-        try:
-            listener.bind(self.path)
-        finally:
-            os.umask(old_mask)
-        listener.listen(64)
-        return listener
+        self.listener = unixsocket.listen(self.path, backlog=64)
 
     def serve_forever(self) -> None:
         while not self._stopping:
@@ -176,15 +157,7 @@ class Server:
         """Stop accepting, end every connection (each releases its sessions and login), remove
         the socket."""
         self._stopping = True
-        try:
-            self.listener.shutdown(socket.SHUT_RDWR)  # wakes a blocked accept() on Linux
-        except OSError:
-            pass
-        self.listener.close()
-        try:
-            os.unlink(self.path)
-        except FileNotFoundError:
-            pass
+        unixsocket.close(self.listener, self.path)
         with self._lock:
             open_now = list(self.connections.values())
         for sock, _ in open_now:

@@ -1,0 +1,40 @@
+"""The server's Unix sockets (the PKCS#11 socket and the control socket): made 0600, taken over
+from a server that died, never from one that still answers; closed with the file removed."""
+from __future__ import annotations
+
+import os
+import socket
+
+
+def listen(path: str, backlog: int) -> socket.socket:
+    if os.path.exists(path):
+        probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        try:
+            probe.connect(path)
+        except OSError:
+            os.unlink(path)  # left by a server that died: nobody answers there
+        else:
+            raise OSError(f"another ckdemo serve answers on {path}")
+        finally:
+            probe.close()
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    old_mask = os.umask(0o177)  # 0600: the state folder's owner only
+    try:
+        listener.bind(path)
+    finally:
+        os.umask(old_mask)
+    listener.listen(backlog)
+    return listener
+
+
+def close(listener: socket.socket, path: str) -> None:
+    """Stop accepting (shutdown wakes a blocked accept() on Linux) and remove the socket file."""
+    try:
+        listener.shutdown(socket.SHUT_RDWR)
+    except OSError:
+        pass
+    listener.close()
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
