@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from ..codes import CKR_DEVICE_ERROR, CKR_FUNCTION_NOT_SUPPORTED, CKR_TOKEN_NOT_PRESENT, CKRError
 from ..model import LibraryInfo, MechanismInfo, SessionInfo, SlotInfo, TokenInfo
-from .names import mechanism_name
+from .names import mechanism_name, slot_description
 from .raw import MECHANISM_FLAGS, SESSION_FLAGS, SLOT_FLAGS, TOKEN_FLAGS
 from .rpcclient import Connection
 from .rpcsession import RemoteSession
@@ -110,14 +110,7 @@ class RemoteSlot:
                          _text(i.utc_time))
 
     def description(self) -> str:
-        info = self.slot_info()
-        if not info.token_present:
-            return f"{info.description} (no token)"
-        try:
-            label = self.token_info().label
-        except CKRError:
-            return info.description
-        return f"{info.description} ({label or 'uninitialised token'}, remote)"
+        return slot_description(self, "remote")
 
     def library_info(self) -> LibraryInfo:
         info = self.call("C_GetInfo")[0]

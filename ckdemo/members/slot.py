@@ -4,7 +4,7 @@ from __future__ import annotations
 from ..codes import CKR_FUNCTION_NOT_SUPPORTED, CKR_TOKEN_NOT_PRESENT, CKRError
 from ..model import LibraryInfo, MechanismInfo, SlotInfo, TokenInfo
 from .module import Module
-from .names import mechanism_name
+from .names import mechanism_name, slot_description
 from .session import PhysicalSession
 
 
@@ -52,15 +52,7 @@ class PhysicalSlot:
         return self._call("C_GetTokenInfo", self.raw.get_token_info, self.slot_id)
 
     def description(self) -> str:
-        """What the slot list shows: the slot description and, when present, the token label."""
-        info = self.slot_info()
-        if not info.token_present:
-            return f"{info.description} (no token)"
-        try:
-            label = self.token_info().label
-        except CKRError:  # a token that cannot answer still gets listed
-            return info.description
-        return f"{info.description} ({label or 'uninitialised token'})"
+        return slot_description(self)
 
     def mechanisms(self) -> list[tuple[int, str]]:
         codes = self._call("C_GetMechanismList", self.raw.get_mechanism_list, self.slot_id)
