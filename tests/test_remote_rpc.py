@@ -204,3 +204,34 @@ def test_a_stopped_server_fails_the_call_within_member_timeout(remote_home):
     slot.reconnect(serial(remote_home, "member3"))
     assert len(slot.open_session().generate_random(8)) == 8
     slot.connection.close()
+
+
+def test_the_crypto_tour_on_the_ha_slot_over_remote_members(remote_home, run_ckdemo):
+    """scripts/crypto-tour on the HA slot, every member remote: every step that works on local
+    members works; the AES-GCM steps alone are refused, with the transport named (issue 10)."""
+    # the GCM decrypt and hash steps read what the (refused) GCM encrypt would have written:
+    # stand-ins let each of them reach its own call rather than stop at a missing file
+    for name in ("crypto-tour.gcm", "crypto-tour.gcm.out"):
+        (remote_home.parent / name).write_bytes(os.urandom(64))
+    done = run_ckdemo(remote_home, "run", "crypto-tour", "--keep-going", cwd=remote_home.parent)
+    no_traceback(done.stdout, done.stderr)
+    failed = re.findall(r"^FAILED line (\d+): choice (\d+) \(.+?\) ended with (CKR_\w+)",
+                        done.stdout, re.MULTILINE)
+    script = (Path(__file__).resolve().parent.parent / "ckdemo" / "scripts_data" /
+              "crypto-tour").read_text().splitlines()
+
+    def step_comment(line: int) -> str:  # the comment block right above the step's choice line
+        block = []
+        for text in reversed(script[:line - 1]):
+            if not text.startswith("#"):
+                break
+            block.append(text)
+        return " ".join(reversed(block))
+
+    assert failed, done.stdout
+    assert all(ckr == "CKR_MECHANISM_INVALID" for _, _, ckr in failed), failed
+    assert all("GCM" in step_comment(int(line)) or "AAD" in step_comment(int(line))
+               for line, _, _ in failed), failed
+    assert done.stdout.count("cannot reach a remote member") == len(failed)
+    summary = re.search(r"Replay: (\d+) steps, (\d+) met", done.stdout)
+    assert int(summary.group(1)) - int(summary.group(2)) == len(failed) == 3
