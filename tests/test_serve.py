@@ -374,3 +374,20 @@ def test_secret_key_generated_everywhere_encrypts_multi_part(served, tmp_path):
         assert done.returncode == 0, done.stderr
     assert (tmp_path / "sealed").read_bytes() != plain.read_bytes()
     assert (tmp_path / "opened").read_bytes() == plain.read_bytes()
+
+
+def test_sigterm_as_soon_as_the_socket_exists_stops_cleanly(home, ckdemo_bin):
+    """A supervisor may send SIGTERM the moment the socket appears, while the server is still
+    setting up: it waits until the server can stop cleanly (exit 0, socket removed)."""
+    for attempt in range(4):
+        socket_path = home.parent / f"early{attempt}.sock"
+        process = subprocess.Popen([str(ckdemo_bin), "--home", str(home), "serve", "--socket",
+                                    str(socket_path)], stdout=subprocess.PIPE,
+                                   stderr=subprocess.STDOUT, env=clean_env(), cwd=home)
+        deadline = time.monotonic() + 30
+        while not socket_path.exists() and time.monotonic() < deadline:
+            time.sleep(0.001)
+        process.send_signal(signal.SIGTERM)
+        output = process.communicate(timeout=30)[0].decode()
+        assert process.returncode == 0, output
+        assert not socket_path.exists() and "Traceback" not in output

@@ -42,6 +42,9 @@ def serve(ctx: click.Context, socket_path: str | None, which: str) -> None:
     from ..serve.control import ControlServer
     from ..serve.control_client import control_path
 
+    # a SIGTERM that comes while the sockets are being set up waits until the server can stop
+    # cleanly (the test harness, systemd and friends send it as soon as the socket exists)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     settings = settings_for(ctx)
     if which == "all":  # in memory only: HAOnly hides the members from the menu, not from here
         settings.conf.set("HAConfiguration", "HAOnly", "0")
@@ -86,8 +89,9 @@ def serve(ctx: click.Context, socket_path: str | None, which: str) -> None:
     previous = signal.signal(signal.SIGTERM, terminate)
     stop_events = threading.Event()
     watcher = threading.Thread(target=_print_events, args=(groups, stop_events), daemon=True)
-    watcher.start()
     try:
+        watcher.start()
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})  # one waiting arrives here
         server.serve_forever()
     except (KeyboardInterrupt, Stop):
         pass
