@@ -33,7 +33,7 @@ from ..model import (CKA_ALLOWED_MECHANISMS, CKA_CLASS, CKA_COEFFICIENT, CKA_COP
                      CKA_EXPONENT_1, CKA_EXPONENT_2, CKA_EXTRACTABLE, CKA_ID, CKA_KEY_TYPE,
                      CKA_LABEL, CKA_MODIFIABLE, CKA_MODULUS, CKA_PRIME_1, CKA_PRIME_2, CKA_PRIVATE,
                      CKA_PRIVATE_EXPONENT, CKA_PUBLIC_EXPONENT, CKA_SENSITIVE, CKA_SIGN, CKA_TOKEN,
-                     CKA_TRUSTED, CKA_UNWRAP, CKA_UNWRAP_TEMPLATE, CKA_VALUE, CKA_VALUE_LEN,
+                     CKA_TRUSTED, CKA_UNWRAP, CKA_UNWRAP_TEMPLATE, CKA_VALUE,
                      CKA_VERIFY, CKA_WRAP, CKA_WRAP_TEMPLATE,
                      CKA_WRAP_WITH_TRUSTED, CKK_AES, CKK_EC, CKK_GENERIC_SECRET, CKK_RSA,
                      CKM_AES_KEY_WRAP_PAD, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, CKO_SECRET_KEY)
@@ -71,9 +71,6 @@ CLEAR_VALUES = {
                                  CKA_PRIME_2, CKA_EXPONENT_1, CKA_EXPONENT_2, CKA_COEFFICIENT),
     (CKO_PRIVATE_KEY, CKK_EC): (CKA_EC_PARAMS, CKA_VALUE),
 }
-# the attribute that is never empty on a usable key (readable even on a sensitive one)
-MATERIAL = {(CKO_PUBLIC_KEY, CKK_RSA): CKA_MODULUS, (CKO_PRIVATE_KEY, CKK_RSA): CKA_MODULUS,
-            (CKO_PUBLIC_KEY, CKK_EC): CKA_EC_PARAMS, (CKO_PRIVATE_KEY, CKK_EC): CKA_EC_PARAMS}
 IDENTITY = (CKA_CLASS, CKA_KEY_TYPE, CKA_ID, CKA_LABEL, CKA_TOKEN, CKA_PRIVATE)
 
 
@@ -133,26 +130,6 @@ def domain_keys(session) -> DomainKeys:
         if match and match.group(2).decode() in CARRIED:
             found.generations.setdefault(int(match.group(1)), {})[match.group(2).decode()] = handle
     return found
-
-
-def torn_objects(session) -> list[int]:
-    """Key objects a killed writer left behind: no CKA_TOKEN (a token object file whose
-    attributes were never written reads as a session object), no CKA_ID, no label and no key
-    material (an empty modulus, EC parameters or key length). Nothing ckdemo made looks so."""
-    torn = []
-    for cls in (CKO_PUBLIC_KEY, CKO_PRIVATE_KEY, CKO_SECRET_KEY):
-        for handle in session.find_objects({CKA_CLASS: cls, CKA_TOKEN: False}):
-            ident = session.get_attributes(handle, [CKA_ID, CKA_LABEL, CKA_KEY_TYPE])
-            if ident.get(CKA_ID) or ident.get(CKA_LABEL):
-                continue
-            material = MATERIAL.get((cls, ident.get(CKA_KEY_TYPE)), CKA_VALUE_LEN)
-            try:
-                value = session.get_attributes(handle, [material]).get(material)
-            except CKRError:
-                value = None  # not even the attribute: never written
-            if not value:
-                torn.append(handle)
-    return torn
 
 
 def identity(session, handle: int) -> dict[int, Any]:

@@ -52,7 +52,7 @@ class Synchronizer:
         removed = 0
         for member in self.group.active_members():
             session = self.group.session_for(member)
-            for handle in replication.torn_objects(session):
+            for handle in session.torn_objects():  # (members/torn.py)
                 session.destroy_object(handle)
                 removed += 1
         return removed

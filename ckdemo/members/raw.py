@@ -20,6 +20,7 @@ CK_BYTE_PTR = POINTER(c_ubyte)
 
 CKR_OK = 0x0
 CKR_BUFFER_TOO_SMALL = 0x150
+CK_UNAVAILABLE_INFORMATION = (1 << (8 * ctypes.sizeof(CK_ULONG))) - 1
 CKF_DONT_BLOCK = 0x1
 CKF_RW_SESSION = 0x2
 CKF_SERIAL_SESSION = 0x4
@@ -186,6 +187,11 @@ PROTOTYPES = {
     "C_GetObjectSize": (_UL, _UL, _PUL),
     "C_GenerateRandom": (_UL, CK_BYTE_PTR, _UL),
     "C_CreateObject": (_UL, c_void_p, _UL, _PUL),
+    "C_DestroyObject": (_UL, _UL),
+    "C_FindObjectsInit": (_UL, c_void_p, _UL),
+    "C_FindObjects": (_UL, _PUL, _UL, _PUL),
+    "C_FindObjectsFinal": (_UL,),
+    "C_GetAttributeValue": (_UL, _UL, c_void_p, _UL),
     "C_WaitForSlotEvent": (_UL, _PUL, c_void_p),
 }
 
@@ -376,6 +382,37 @@ class RawModule:
         self._call("C_CreateObject", session, ctypes.cast(packed.array, c_void_p), packed.count,
                    byref(handle))
         return handle.value
+
+    def find_objects(self, session: int, template: dict) -> list[int]:
+        """Handles only: nothing is read from the objects (a torn one cannot break the search)."""
+        from .template import Packed
+        packed, found = Packed(template), []
+        self._call("C_FindObjectsInit", session, ctypes.cast(packed.array, c_void_p), packed.count)
+        try:
+            batch, count = (CK_ULONG * 64)(), CK_ULONG(0)
+            while True:
+                self._call("C_FindObjects", session, batch, 64, byref(count))
+                found.extend(batch[: count.value])
+                if count.value < 64:
+                    return found
+        finally:
+            self._functions["C_FindObjectsFinal"](session)
+
+    def attribute(self, session: int, handle: int, attribute: int) -> bytes | None:
+        """One attribute's raw value, or None when the object does not have it."""
+        from .template import CK_ATTRIBUTE
+        item = CK_ATTRIBUTE(attribute, None, 0)
+        if self._functions["C_GetAttributeValue"](session, handle, byref(item), 1) != CKR_OK \
+                or item.ulValueLen == CK_UNAVAILABLE_INFORMATION:
+            return None
+        buffer = (c_ubyte * max(item.ulValueLen, 1))()
+        item.pValue = ctypes.cast(buffer, c_void_p)
+        if self._functions["C_GetAttributeValue"](session, handle, byref(item), 1) != CKR_OK:
+            return None
+        return bytes(buffer[: item.ulValueLen])
+
+    def destroy_object(self, session: int, handle: int) -> None:
+        self._call("C_DestroyObject", session, handle)
 
     def generate_random(self, session: int, n: int) -> bytes:
         buffer = (c_ubyte * n)()

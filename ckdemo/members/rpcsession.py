@@ -23,6 +23,7 @@ from ..model import (CKA_CLASS, CKA_DECRYPT, CKA_DERIVE, CKA_EC_PARAMS, CKA_ENCR
 from ..rpc.attributes import ValueType, value_type
 from ..rpc.structs import AttributeSize, BufferSize
 from . import rpcvalues
+from .torn import torn_key_objects
 
 if TYPE_CHECKING:
     from .rpcclient import Connection
@@ -167,6 +168,22 @@ class RemoteSession:
                            "attribute (CKA_UNWRAP_TEMPLATE): such objects are made on the "
                            "member's own host (`ckdemo init` does it for its members)")
         return self._call("C_CreateObject", self.handle, self._template(template, "C_CreateObject"))[0]
+
+    def torn_objects(self) -> list[int]:
+        """Key objects a killed writer left behind on the member (members/torn.py)."""
+        def read(handle: int, attribute: int) -> bytes | None:
+            try:
+                value = self.get_attributes(handle, [attribute]).get(attribute)
+            except CKRError:
+                return None
+            if value is None or isinstance(value, (bytes, bytearray)):
+                return value
+            if isinstance(value, bool):
+                return b"\x01" if value else b"\x00"
+            if isinstance(value, int):
+                return value.to_bytes(8, "little")
+            return str(value).encode()
+        return torn_key_objects(self.find_objects, read)
 
     def destroy_object(self, handle: int) -> None:
         self._call("C_DestroyObject", self.handle, handle)

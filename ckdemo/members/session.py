@@ -13,6 +13,7 @@ from pkcs11.util.ec import encode_named_curve_parameters
 from ..codes import CKR_KEY_FUNCTION_NOT_PERMITTED, CKR_OBJECT_HANDLE_INVALID, CKRError
 from ..model import KeySpec, MechanismParam, SessionInfo
 from .params import to_pkcs11
+from .torn import torn_key_objects
 
 if TYPE_CHECKING:
     from .slot import PhysicalSlot
@@ -115,10 +116,17 @@ class PhysicalSession:
             return self._remember(self._session.create_object(_template(template)))
 
     def destroy_object(self, handle: int) -> None:
-        obj = self._object(handle, "C_DestroyObject")
+        # by handle, without python-pkcs11's object: a torn object could not even be wrapped
         with self._calling("C_DestroyObject"):
-            obj.destroy()
+            self._module.raw.destroy_object(self.handle, handle)
         self._objects.pop(handle, None)
+
+    def torn_objects(self) -> list[int]:
+        """Key objects a killed writer left behind (members/torn.py), found by raw calls."""
+        raw = self._module.raw
+        with self._calling("C_FindObjects"):
+            return torn_key_objects(lambda template: raw.find_objects(self.handle, template),
+                                    lambda handle, attribute: raw.attribute(self.handle, handle, attribute))
 
     # keys
     def generate(self, spec: KeySpec) -> list[int]:
