@@ -154,6 +154,12 @@ class Administration:
                 member.state = MemberState.DOWN
         return report
 
+    def recovery_exhausted(self) -> list[tuple[HAMember, int]]:
+        """Down members automatic recovery has given up on (N attempts made, or N = 0): with
+        the attempts made, for the notice where the user looks (52, 122)."""
+        return [(m, m.recovery.recover_attempt_count) for m in self.members
+                if not m.active and m.recovery is not None and self.policy.exhausted(m.recovery)]
+
     def member(self, ref: str) -> HAMember:
         """A member by number in the group (1-based), token label or serial."""
         for number, member in enumerate(self.members, start=1):

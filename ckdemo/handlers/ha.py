@@ -43,6 +43,17 @@ def ha_status(ctx: Context) -> None:
     ctx.say(f"HA group {group.serial} status:")
     for member, code in report:
         ctx.say(ha_status_row(member.serial, code))
+    _exhausted_notice(ctx, group)
+
+
+def _exhausted_notice(ctx: Context, group) -> None:
+    """Automatic recovery that has given up says so, with the way out (Luna: hagroup recover)."""
+    retries = group.policy.retries
+    for member, attempts in group.recovery_exhausted():
+        made = "automatic recovery is off (0 attempts)" if retries == 0 else \
+            f"recovery attempts exhausted ({attempts} of {retries})"
+        ctx.say(f"HSM {member.serial}: {made}; 125 Recover now, or `ckdemo hagroup status "
+                "--recover` beside a running `ckdemo serve`")
 
 
 def _on_member(ctx: Context, action: str, said: str) -> None:
@@ -91,3 +102,4 @@ def member_stats(ctx: Context) -> None:
     ctx.say(f"Recovery: every {group.policy.interval_s:g} s, "
             f"{'unlimited' if retries < 0 else retries} attempts; "
             f"load balancing {'on' if group.balance else 'off'}.")
+    _exhausted_notice(ctx, group)
