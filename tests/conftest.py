@@ -7,6 +7,7 @@ reads SOFTHSM2_CONF only at C_Initialize, so one process per run is the only hon
 from __future__ import annotations
 
 import os
+import signal
 import re
 import shutil
 import subprocess
@@ -124,3 +125,28 @@ def independent() -> Callable[..., subprocess.CompletedProcess]:
         return subprocess.run(["pkcs11-tool", "--module", SOFTHSM_LIB, *args], capture_output=True,
                               text=True, timeout=TIMEOUT_S, env=softhsm_env(home))
     return run
+
+
+def servers_of(home: Path) -> list[int]:
+    """pids of p11-kit servers serving this home's sockets (whoever started them)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if str(home / "run").encode() in cmdline and b"pkcs11:token=" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.fixture
+def remote_home(tmp_path, provision, run_ckdemo):
+    """A home whose members are p11-kit server processes (`init --remote`), all stopped after."""
+    home = provision(tmp_path / "home", "--remote")
+    yield home
+    run_ckdemo(home, "member", "kill", "all")
+    for pid in servers_of(home):  # whatever a failed test left behind
+        os.kill(pid, signal.SIGKILL)

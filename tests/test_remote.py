@@ -15,37 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from conftest import USER_PIN, no_traceback, requires_softhsm, softhsm_env
+from conftest import USER_PIN, no_traceback, requires_softhsm, servers_of, softhsm_env
 from test_terminal import PROMPT, Terminal
 
 from ckdemo.ha.handles import VIRTUAL_HANDLE_BASE
 
 pytestmark = [requires_softhsm,
               pytest.mark.skipif(shutil.which("p11-kit") is None, reason="p11-kit is not installed")]
-
-
-def servers_of(home: Path) -> list[int]:
-    """pids of p11-kit servers serving this home's sockets (whoever started them)."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        if str(home / "run").encode() in cmdline and b"pkcs11:token=" in cmdline:
-            found.append(int(entry.name))
-    return found
-
-
-@pytest.fixture
-def remote_home(tmp_path, provision, run_ckdemo):
-    home = provision(tmp_path / "home", "--remote")
-    yield home
-    run_ckdemo(home, "member", "kill", "all")
-    for pid in servers_of(home):  # whatever a failed test left behind
-        os.kill(pid, signal.SIGKILL)
 
 
 def listed(run_ckdemo, home: Path) -> dict[str, list[str]]:

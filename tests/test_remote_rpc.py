@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -19,7 +18,6 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicNumbers
 
 from conftest import USER_PIN, no_traceback, requires_softhsm
-from test_remote import servers_of
 
 from ckdemo.codes import (CKR_DEVICE_ERROR, CKR_MECHANISM_INVALID, CKR_SESSION_HANDLE_INVALID,
                           CKRError)
@@ -38,13 +36,10 @@ CKM_AES_GCM = 0x1087
 
 
 @pytest.fixture
-def remote_home(tmp_path, provision, run_ckdemo):
-    home = provision(tmp_path / "home", "--remote")
-    assert run_ckdemo(home, "member", "serve").returncode == 0  # kept running between runs
-    yield home
-    run_ckdemo(home, "member", "kill", "all")
-    for pid in servers_of(home):
-        os.kill(pid, signal.SIGKILL)
+def remote_home(remote_home, run_ckdemo):
+    """conftest's remote home, with its servers kept running between runs (`member serve`)."""
+    assert run_ckdemo(remote_home, "member", "serve").returncode == 0
+    return remote_home
 
 
 def server(home: Path, label: str) -> MemberServer:

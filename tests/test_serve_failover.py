@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SOFTHSM_LIB, USER_PIN, clean_env, no_traceback, requires_softhsm, softhsm_env
+from conftest import (SOFTHSM_LIB, USER_PIN, clean_env, no_traceback, requires_softhsm, servers_of,
+                      softhsm_env)
 from rpc_capture import P11KIT_CLIENT, tools_missing
-from test_remote import servers_of
 from test_serve import start_server, stop_server
 
 pytestmark = [requires_softhsm,

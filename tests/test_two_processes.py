@@ -17,8 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import MEMBERS, TIMEOUT_S, clean_env, no_traceback, requires_softhsm
-from test_remote import servers_of
+from conftest import MEMBERS, TIMEOUT_S, clean_env, no_traceback, requires_softhsm, servers_of
 
 pytestmark = [requires_softhsm,
               pytest.mark.skipif(shutil.which("p11-kit") is None, reason="p11-kit is not installed")]
@@ -43,15 +42,6 @@ signed by the long run
 ""
 """
 HA_STATUS = "52\n5\n"
-
-
-@pytest.fixture
-def remote_home(tmp_path, provision, run_ckdemo):
-    home = provision(tmp_path / "home", "--remote")
-    yield home
-    run_ckdemo(home, "member", "kill", "all")
-    for pid in servers_of(home):  # whatever a failed test left behind
-        os.kill(pid, signal.SIGKILL)
 
 
 @pytest.fixture
