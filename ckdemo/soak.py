@@ -167,9 +167,11 @@ def _chaos(group, chaos: Chaos, start: float, seconds: float, stop: threading.Ev
                 member.slot.restore()
                 report.restores.append((now, member.serial))
                 del down[member]
-        alive = [m for m in group.members if m not in down]
-        if now >= next_kill and now < seconds - 1.0 and len(alive) > 1:  # never all at once
-            victim = rng.choice(alive)
+        # never all at once, as the HA layer sees it: a member whose server is back is not
+        # serving again until a call has recovered it (and resynchronised the keys made meanwhile)
+        serving = [m for m in group.members if m not in down and m.active]
+        if now >= next_kill and now < seconds - 1.0 and len(serving) > 1:
+            victim = rng.choice(serving)
             victim.slot.fail()
             report.kills.append((now, victim.serial))
             down[victim] = now + rng.uniform(*chaos.down_for)
