@@ -103,6 +103,11 @@ def served(tmp_path_factory, provision, run_ckdemo, ckdemo_bin):
     assert done.returncode == 0, done.stdout + done.stderr
     server = start_server(ckdemo_bin, home, None, home.parent / "serve.log")
     yield server
+    stop_cleanly(server)
+
+
+def stop_cleanly(server: Served) -> None:
+    """SIGTERM, then: exit 0, no traceback, socket gone, every real login logged out again."""
     code = stop_server(server)
     log = server.log()
     no_traceback(log)
