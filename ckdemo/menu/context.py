@@ -1,6 +1,7 @@
 """What a handler gets: prompts that validate, slot and session pickers, and output helpers."""
 from __future__ import annotations
 
+import threading
 from typing import Any, Iterable, Sequence
 
 from ..codes import CKRError
@@ -14,13 +15,52 @@ class InputError(Exception):
 
 
 class Context:
+    """Everything on the screen goes through one ordered channel: the menu's and the handlers'
+    lines, and HA events as they happen (`event`), each written whole."""
+
     def __init__(self, workspace: Workspace, io: MenuIO) -> None:
         self.workspace = workspace
         self.io = io
+        self._screen = threading.RLock()
+        self._menu_thread = threading.get_ident()
+        self._waiting = False  # a prompt waits for its answer
+        self._held: list[str] = []  # event lines from other threads while a prompt waits
 
     # output
+    def write(self, text: str) -> None:
+        with self._screen:
+            self._release_held()
+            self.io.write(text)
+
     def say(self, text: str = "") -> None:
-        self.io.write(text + "\n")
+        self.write(text + "\n")
+
+    def event(self, event: Any) -> None:
+        """An HA event (anything with .message()), shown when it happens: between the lines of
+        the call it happened in. From another thread while a prompt waits, it follows the answer
+        instead of splitting the prompt's line."""
+        line = render.event_line(event.message()) + "\n"
+        with self._screen:
+            if self._waiting and threading.get_ident() != self._menu_thread:
+                self._held.append(line)
+            else:
+                self.io.write(line)
+
+    def _release_held(self) -> None:
+        held, self._held = self._held, []
+        for line in held:
+            self.io.write(line)
+
+    def _answer(self, ask, *args, **kwargs) -> str:
+        with self._screen:
+            self._release_held()
+            self._waiting = True
+        try:
+            return ask(*args, **kwargs)
+        finally:
+            with self._screen:
+                self._waiting = False
+                self._release_held()
 
     def table(self, rows: Iterable[Sequence], headers: Sequence[str]) -> None:
         self.say(render.table(rows, headers))
@@ -29,14 +69,17 @@ class Context:
         self.say(render.fields(pairs))
 
     # input
+    def ask_menu_choice(self, prompt: str) -> str:
+        return self._answer(self.io.ask_choice, prompt)
+
     def ask(self, prompt: str, default: str | None = None) -> str:
-        answer = self.io.ask(prompt).strip()
+        answer = self._answer(self.io.ask, prompt).strip()
         if not answer and default is not None:
             return default
         return answer
 
     def ask_secret(self, prompt: str) -> str:
-        answer = self.io.ask(prompt, secret=True)
+        answer = self._answer(self.io.ask, prompt, secret=True)
         if not answer:
             raise InputError("Invalid input: an empty PIN.")
         return answer

@@ -65,12 +65,25 @@ class MenuLoop:
         self.observer = observer or (lambda result: None)
 
     def run(self) -> None:
-        io = self.context.io
+        """The menu, with HA events shown as they happen (between the lines of the call they
+        happened in), those recorded before it started first."""
+        logs = list({id(group.log): group.log for group in self.context.workspace.groups}.values())
+        earlier = [event for log in logs for event in log.follow(self.context.event)]
+        try:
+            for event in sorted(earlier, key=lambda e: e.when):
+                self.context.event(event)
+            self._run()
+        finally:
+            for log in logs:
+                log.unfollow(self.context.event)
+
+    def _run(self) -> None:
         show = self.context.workspace.options
-        io.write(self.menu)
+        self.context.write(self.menu)
         while True:
             try:
-                text = io.ask_choice(self.prompt or (PROMPT if show.show_menu else PROMPT_NO_MENU)).strip()
+                text = self.context.ask_menu_choice(
+                    self.prompt or (PROMPT if show.show_menu else PROMPT_NO_MENU)).strip()
             except EndOfInput:
                 return
             if not text:
@@ -78,17 +91,17 @@ class MenuLoop:
             try:
                 number = int(text)
             except ValueError:
-                io.write(f"Invalid input ({text}).\n")
+                self.context.write(f"Invalid input ({text}).\n")
                 self.observer(StepResult(None, text, BAD_INPUT, message=f"Invalid input ({text})."))
                 continue
             if number == QUIT:
                 return
             if number == HELP:
-                io.write(self.menu + self.luna_only())
+                self.context.write(self.menu + self.luna_only())
                 continue
             entry = self.entries.get(number)
             if entry is None:
-                io.write(f"Invalid input ({number}).\n")
+                self.context.write(f"Invalid input ({number}).\n")
                 self.observer(StepResult(number, text, BAD_INPUT, message=f"Invalid input ({number})."))
                 continue
             result = self.dispatch(entry)
@@ -96,7 +109,7 @@ class MenuLoop:
             if result.status == NO_ANSWER:
                 return
             if show.show_menu:
-                io.write("\n" + self.menu)
+                self.context.write("\n" + self.menu)
 
     def luna_only(self) -> str:
         """The Luna-only choices, split by whether a loaded module exports their CA_ function."""
@@ -106,9 +119,7 @@ class MenuLoop:
                                      [e.number for e in luna if e.number in exported])
 
     def dispatch(self, entry: Entry) -> StepResult:
-        result = self._dispatch(entry)
-        for notice in self.context.workspace.notices():
-            self.context.say(f"  ({notice})")
+        result = self._dispatch(entry)  # HA events are shown as they happen (run)
         if result.ckr is not None:
             self.context.say(render.status_line(result.ckr, result.function))
         return result

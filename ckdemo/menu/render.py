@@ -49,6 +49,11 @@ def status_line(ckr: int, function: str = "") -> str:
     return f"Status: {function or 'The last call'} returned error. ({ckr_name(ckr)} 0x{ckr:08X})"
 
 
+def event_line(message: str) -> str:
+    """An HA event (failed, recovered, ...) as the menu shows it, where it happened."""
+    return f"  ({message})"
+
+
 def table(rows: Iterable[Sequence], headers: Sequence[str]) -> str:
     return tabulate(list(rows), headers=list(headers), tablefmt="simple", disable_numparse=True)
 
