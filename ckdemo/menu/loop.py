@@ -61,6 +61,7 @@ class MenuLoop:
         self.error_log = error_log
         self.entries = dict(BY_NUMBER)
         self.entries.update({e.number: e for e in extra})
+        self.extra, self.extra_groups = extra, extra_groups
         self.menu = render.menu_text(extra, extra_groups)
         self.observer = observer or (lambda result: None)
 
@@ -97,7 +98,7 @@ class MenuLoop:
             if number == QUIT:
                 return
             if number == HELP:
-                self.context.write(self.menu + self.luna_only())
+                self.context.write(self.help())
                 continue
             entry = self.entries.get(number)
             if entry is None:
@@ -111,12 +112,21 @@ class MenuLoop:
             if show.show_menu:
                 self.context.write("\n" + self.menu)
 
-    def luna_only(self) -> str:
-        """The Luna-only choices, split by whether a loaded module exports their CA_ function."""
+    def help(self) -> str:
+        """99: the menu with each Luna-only choice marked, and what the marks mean."""
+        missing, exported = self.luna_only()
+        marks = {n: render.LUNA_ONLY_MISSING for n in missing}
+        marks.update({n: render.LUNA_ONLY_EXPORTED for n in exported})
+        return (render.menu_text(self.extra, self.extra_groups, marks)
+                + render.luna_only_note(missing, exported))
+
+    def luna_only(self) -> tuple[list[int], list[int]]:
+        """The Luna-only choices (a Luna CA_ extension, or a Luna facility ckdemo cannot find by
+        symbol), split by whether a loaded module exports their function: (lacking, exported)."""
         luna = [e for e in sorted(self.entries.values(), key=lambda e: e.number) if e.extension]
         exported = {e.number for e in luna if self.context.workspace.exports(e.extension)}
-        return render.luna_only_note([e.number for e in luna if e.number not in exported],
-                                     [e.number for e in luna if e.number in exported])
+        return ([e.number for e in luna if e.number not in exported],
+                [e.number for e in luna if e.number in exported])
 
     def dispatch(self, entry: Entry) -> StepResult:
         result = self._dispatch(entry)  # HA events are shown as they happen (run)

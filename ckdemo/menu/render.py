@@ -1,7 +1,7 @@
 """All screen formatting in one place: the menu, status lines, tables and field lists."""
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence
 
 from tabulate import tabulate
 
@@ -9,7 +9,9 @@ from ..codes import CKR_OK, ckr_name
 from .table import GROUPS, MENU, Entry
 
 
-def menu_text(extra: Sequence[Entry] = (), extra_groups: Sequence = ()) -> str:
+def menu_text(extra: Sequence[Entry] = (), extra_groups: Sequence = (),
+              marks: Mapping[int, str] | None = None) -> str:
+    """CKDemo's menu; `marks` puts a one-character mark between a choice's number and title (99)."""
     lines: list[str] = []
     groups = list(GROUPS) + list(extra_groups)
     entries = list(MENU) + list(extra)
@@ -18,7 +20,8 @@ def menu_text(extra: Sequence[Entry] = (), extra_groups: Sequence = ()) -> str:
         if not members:
             continue
         lines.append(group.heading)
-        cells = [f"({e.number:2d}) {e.title:<{group.width}}" for e in members]
+        cells = [f"({e.number:2d}){(marks or {}).get(e.number, ' ')}{e.title:<{group.width}}"
+                 for e in members]
         for i in range(0, len(cells), group.columns):
             lines.append("".join(cells[i:i + group.columns]).rstrip())
     lines.append("(0) Quit demo")
@@ -32,9 +35,16 @@ def slot_row(number: int, description: str) -> str:
     return SLOT_ROW.format(number=number, description=description)
 
 
+LUNA_ONLY_MISSING, LUNA_ONLY_EXPORTED = "*", "+"  # 99's marks in the menu
+
+
 def luna_only_note(missing: Sequence[int], present: Sequence[int]) -> str:
     """What 99 adds under the menu: which choices need a Luna extension the loaded module lacks."""
     lines = []
+    if missing or present:
+        lines.append(f"(nn){LUNA_ONLY_MISSING} marks a Luna-only choice the loaded module lacks"
+                     + (f"; (nn){LUNA_ONLY_EXPORTED} one it exports (ckdemo does not call it yet)"
+                        if present else "") + ":")
     if missing:
         lines.append("Luna-only, not in the loaded module (CKR_FUNCTION_NOT_SUPPORTED): "
                      + ", ".join(str(n) for n in missing))
