@@ -21,6 +21,51 @@ from .model import CKM_ECDSA, CKM_SHA256_RSA_PKCS, KeySpec
 CKM_AES_CBC_PAD, CKM_AES_ECB, CKM_SHA256 = 0x1085, 0x1081, 0x250
 OPERATIONS = ("rsa-sign", "ecdsa-sign", "aes-encrypt", "aes-ecb", "digest", "random")
 ROUNDS = 6  # alternating rounds per slot in a side-by-side run
+# a worker tells the progress display about its calls this often, not on every call
+TICK_CALLS, TICK_S = 256, 0.1
+KNOWN_KEY_BITS = {"rsa-sign": 2048, "ecdsa-sign": 256, "aes-encrypt": 256, "aes-ecb": 256}
+
+
+class Progress:
+    """How far a whole bench run is (every slot and round together), read by a display from
+    another thread: measured time against the planned total, or operations against the count."""
+
+    def __init__(self, total_s: float, total_ops: int = 0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.total_s, self.total_ops, self.clock = total_s, total_ops, clock
+        self.ops = 0
+        self.slot = ""  # the slot being measured now
+        self._done_s = 0.0  # measured time of the finished slices
+        self._began: float | None = None  # start of the slice under way
+        self._lock = threading.Lock()
+
+    def begin(self, slot: str) -> None:
+        self.slot, self._began = slot, self.clock()
+
+    def end(self) -> None:
+        if self._began is not None:
+            self._done_s += self.clock() - self._began
+            self._began = None
+
+    def add(self, ops: int) -> None:
+        with self._lock:
+            self.ops += ops
+
+    def measured_s(self) -> float:
+        began = self._began
+        return self._done_s + (self.clock() - began if began is not None else 0.0)
+
+    def fraction(self) -> float:
+        if self.total_ops:
+            return min(1.0, self.ops / self.total_ops)
+        return min(1.0, self.measured_s() / self.total_s) if self.total_s else 1.0
+
+    def eta_s(self) -> float | None:
+        """Seconds of measuring left; with a count, from the rate so far (None before any)."""
+        if not self.total_ops:
+            return max(0.0, self.total_s - self.measured_s())
+        done = self.fraction()
+        return self.measured_s() * (1 - done) / done if done else None
 
 
 @dataclass
@@ -30,7 +75,7 @@ class Result:
     threads: int
     ops: int = 0
     errors: int = 0
-    seconds: float = 0.0
+    seconds: float = 0.0  # measured time, all rounds together
     latencies_ns: list[int] = field(default_factory=list)
     member_share: dict[str, float] = field(default_factory=dict)
     first_error: str = ""
@@ -48,7 +93,7 @@ class Result:
 
     def as_dict(self) -> dict[str, Any]:
         return {"slot": self.slot, "operation": self.operation, "threads": self.threads,
-                "ops": self.ops, "errors": self.errors, "seconds": round(self.seconds, 3),
+                "ops": self.ops, "errors": self.errors, "measured_s": round(self.seconds, 3),
                 "ops_per_s": round(self.ops_per_s, 1),
                 "latency_us": {"p50": self.percentile(50), "p95": self.percentile(95),
                                "p99": self.percentile(99), "max": self.percentile(100)},
@@ -94,7 +139,7 @@ def prepare(session, operation: str, key_size: int, data_size: int) -> Callable[
 
 
 def run_for(calls: list[Callable[[], Any]], seconds: float, result: Result,
-            tick: Callable[[int], None], count: int = 0) -> None:
+            tick: Callable[[int], None] = lambda n: None, count: int = 0) -> None:
     """One thread per call object (each with its own session) for the given time, or until
     `count` calls (all threads together) when a count is given."""
     stop_at = time.perf_counter() + (seconds if not count else 1e9)
@@ -103,7 +148,12 @@ def run_for(calls: list[Callable[[], Any]], seconds: float, result: Result,
 
     def worker(call: Callable[[], Any]) -> None:
         local, errors, first = [], 0, ""
-        while time.perf_counter() < stop_at and (not count or next(started_calls) <= count):
+        untold, told_at = 0, time.perf_counter()  # calls not yet passed to tick, and when last
+        while (now := time.perf_counter()) < stop_at and (not count or next(started_calls) <= count):
+            if untold and (untold >= TICK_CALLS or now - told_at >= TICK_S):
+                tick(untold)
+                untold, told_at = 0, now
+            untold += 1
             start = time.perf_counter_ns()
             try:
                 call()
@@ -112,14 +162,12 @@ def run_for(calls: list[Callable[[], Any]], seconds: float, result: Result,
                 first = first or str(exc)
                 continue
             local.append(time.perf_counter_ns() - start)
-            if len(local) % 256 == 0:
-                tick(256)
         with lock:
             result.latencies_ns.extend(local)
             result.ops += len(local)
             result.errors += errors
             result.first_error = result.first_error or first
-            tick(len(local) % 256)
+        tick(untold)
 
     started = time.perf_counter()
     threads = [threading.Thread(target=worker, args=(c,)) for c in calls]
@@ -134,9 +182,26 @@ def member_calls(slot) -> dict[str, int]:
     return {m.serial: m.calls for m in getattr(slot, "members", [])}
 
 
+def rounds_for(slots: list) -> int:
+    return ROUNDS if len(slots) > 1 else 1
+
+
+def parameters(slots: list[tuple[str, Any]], operation: str, seconds: float, threads: int = 1,
+               key_size: int = 0, data_size: int = 32, count: int = 0) -> dict[str, Any]:
+    """The run as asked, for the JSON report: what another run must repeat to compare."""
+    return {"operation": operation, "slots": [name for name, _ in slots],
+            "members": [m.serial for _, slot in slots for m in getattr(slot, "members", [])],
+            "per_slot_s": None if count else seconds,
+            "duration_s": None if count else seconds * len(slots),
+            "count_per_slot": count or None, "threads": threads, "rounds": rounds_for(slots),
+            "key_size_bits": key_size or KNOWN_KEY_BITS.get(operation),
+            "data_size_bytes": data_size}
+
+
 def bench(slots: list[tuple[str, Any]], operation: str, seconds: float, threads: int = 1,
-          key_size: int = 0, data_size: int = 32, tick: Callable[[int], None] = lambda n: None,
+          key_size: int = 0, data_size: int = 32, progress: Progress | None = None,
           count: int = 0) -> list[Result]:
+    """`seconds` (or `count` operations) per slot; `progress` follows the whole run."""
     prepared = []
     for name, slot in slots:
         sessions = [slot.open_session(rw=True) for _ in range(threads)]
@@ -144,11 +209,20 @@ def bench(slots: list[tuple[str, Any]], operation: str, seconds: float, threads:
         for call in calls:
             call()  # warm up: first-use costs (object lookups, anchors) are not measured
         prepared.append((Result(name, operation, threads), slot, calls, sessions))
-    rounds = ROUNDS if len(slots) > 1 else 1
+    rounds = rounds_for(slots)
+    tick = progress.add if progress else (lambda n: None)
     before = {id(slot): member_calls(slot) for _, slot, _, _ in prepared}
-    for _ in range(rounds):
+    for round_number in range(rounds):
+        # with a count, exactly `count` per slot over all rounds
+        share = count * (round_number + 1) // rounds - count * round_number // rounds
         for result, slot, calls, _ in prepared:
-            run_for(calls, seconds / rounds, result, tick, -(-count // rounds) if count else 0)
+            if count and not share:
+                continue
+            if progress:
+                progress.begin(result.slot)
+            run_for(calls, seconds / rounds, result, tick, share)
+            if progress:
+                progress.end()
     for result, slot, _, sessions in prepared:
         after = member_calls(slot)
         total = sum(after[k] - before[id(slot)].get(k, 0) for k in after) or 1

@@ -15,7 +15,7 @@ from array import array
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from .codes import CKRError
 from .known_keys import KNOWN_AES256, KNOWN_RSA2048
@@ -26,19 +26,24 @@ CKM_AES_ECB = 0x1081  # the fingerprint of an AES key: its check value
 CKM_AES_CBC_PAD = 0x1085  # the workload's cipher: its IV travels as a flat byte parameter
 GENERATE_EVERY = 16  # rounds between two key generations on the HA slot
 WINDOW_S = 2.0  # latency "around a failure": from the kill to this long after it
-BLOCK = bytes(range(16))
+BLOCK = bytes(range(16))  # what each C_Encrypt+C_Decrypt round trip carries
 IV = bytes(16)
+SIGN_DATA_BYTES = 32  # what each C_Sign signs ("soak N", padded)
+RSA_KEY_BITS, AES_KEY_BITS = 2048, 256  # the known keys the workload uses (known_keys.py)
 
 
 @dataclass
 class Chaos:
     seed: int
-    kill_every: tuple[float, float] = (2.0, 4.0)  # seconds between kills, drawn uniformly
-    down_for: tuple[float, float] = (0.5, 1.5)  # seconds a member stays down
+    kill_every_s: tuple[float, float] = (2.0, 4.0)  # between kills, drawn uniformly
+    down_for_s: tuple[float, float] = (0.5, 1.5)  # how long a member stays down
 
 
 @dataclass
 class Report:
+    parameters: dict[str, Any] = field(default_factory=dict)  # the run as asked (run() fills it)
+    began_at: float | None = None  # time.monotonic() when the workload began: a display reads it
+    settling: bool = False  # the workload is over; waiting for every member to be back
     seconds: float = 0.0
     operations: int = 0
     failures: list[str] = field(default_factory=list)
@@ -61,7 +66,7 @@ class Report:
         rows = []
         for when, serial in self.kills:
             window = [d for t, d in zip(self.started, self.durations) if when <= t < when + WINDOW_S]
-            rows.append({"t": round(when, 2), "member": serial,
+            rows.append({"t_s": round(when, 2), "member": serial,
                          "slowest_ms": round(max(window) * 1000, 2) if window else 0.0,
                          "p99_ms": round(self.p99_ms(when, when + WINDOW_S), 2)})
         return rows
@@ -69,10 +74,11 @@ class Report:
     def as_dict(self) -> dict[str, Any]:
         baseline = self.p99_ms()
         around = self.around_failures()
-        return {"seconds": round(self.seconds, 1), "operations": self.operations,
+        return {"parameters": self.parameters,
+                "elapsed_s": round(self.seconds, 1), "operations": self.operations,
                 "application_failures": len(self.failures), "failure_samples": self.failures[:5],
                 "kills": len(self.kills), "restores": len(self.restores),
-                "recoveries": [{"t": round(t, 2), "member": s, "call": c} for t, s, c in self.recoveries],
+                "recoveries": [{"t_s": round(t, 2), "member": s, "call": c} for t, s, c in self.recoveries],
                 "p99_ms": round(baseline, 2), "around_failures": around,
                 "worst_added_p99_ms": round(max((r["p99_ms"] for r in around), default=0.0) - baseline, 2),
                 "consistency": self.consistency, "rss_start_kb": self.rss_start_kb,
@@ -98,16 +104,28 @@ def _create_keys(session, tag: str) -> tuple[int, int]:
     return rsa_private, aes
 
 
+def parameters(group, seconds: float, chaos: Chaos, interval_s: float) -> dict[str, Any]:
+    return {"seed": chaos.seed, "duration_s": seconds, "interval_s": interval_s,
+            "kill_every_s": list(chaos.kill_every_s), "down_for_s": list(chaos.down_for_s),
+            "group": group.label, "members": [m.serial for m in group.members],
+            "rsa_key_bits": RSA_KEY_BITS, "aes_key_bits": AES_KEY_BITS,
+            "sign_data_bytes": SIGN_DATA_BYTES, "encrypt_data_bytes": len(BLOCK),
+            "generate_every_rounds": GENERATE_EVERY, "window_s": WINDOW_S}
+
+
 def run(group, seconds: float, chaos: Chaos, pin: str, interval_s: float = 0.5,
-        progress: Callable[[int], None] = lambda n: None) -> Report:
-    report = Report(rss_start_kb=rss_kb())
+        report: Report | None = None) -> Report:
+    """`report`, when given, is filled as the run goes (a progress display reads it)."""
+    report = report if report is not None else Report()
+    report.rss_start_kb = rss_kb()
+    report.parameters = parameters(group, seconds, chaos, interval_s)
     group.policy.configure(interval_s=interval_s)
     if group.credentials is None:
         group.login(CKU_USER, pin)
     session = group.open_session(rw=True)
     tag = os.urandom(3).hex()
     rsa, aes = _create_keys(session, tag)
-    start = time.monotonic()
+    start = report.began_at = time.monotonic()
     stop = threading.Event()
     chaos_thread = threading.Thread(target=_chaos, args=(group, chaos, start, seconds, stop, report),
                                     daemon=True)
@@ -117,7 +135,8 @@ def run(group, seconds: float, chaos: Chaos, pin: str, interval_s: float = 0.5,
     n = 0
     while time.monotonic() - start < seconds:
         n += 1
-        calls = [("C_Sign", lambda: session.sign(rsa, CKM_SHA256_RSA_PKCS, b"soak %d" % n)),
+        data = (b"soak %d" % n).ljust(SIGN_DATA_BYTES, b".")
+        calls = [("C_Sign", lambda: session.sign(rsa, CKM_SHA256_RSA_PKCS, data)),
                  ("C_Encrypt+C_Decrypt", lambda: session.decrypt(
                      aes, CKM_AES_CBC_PAD, session.encrypt(aes, CKM_AES_CBC_PAD, BLOCK, IV), IV))]
         if n % GENERATE_EVERY == 0:
@@ -138,12 +157,12 @@ def run(group, seconds: float, chaos: Chaos, pin: str, interval_s: float = 0.5,
                 if event.event == "recovered":
                     report.recoveries.append((time.monotonic() - start, event.member, f"#{n} {name}"))
             seen = len(group.log.events)
-        if n % 64 == 0:
-            progress(128)
     stop.set()
     chaos_thread.join()
     report.seconds = time.monotonic() - start
+    report.settling = True
     report.consistency = _settle_and_compare(group, session, f"soak-{tag}")
+    report.settling = False
     report.consistency["generated_keys"] = len(generated)
     for handle in (rsa, aes, *generated):
         try:
@@ -159,7 +178,7 @@ def _chaos(group, chaos: Chaos, start: float, seconds: float, stop: threading.Ev
            report: Report) -> None:
     rng = random.Random(chaos.seed)
     down: dict[Any, float] = {}  # member -> when to bring it back
-    next_kill = rng.uniform(*chaos.kill_every)
+    next_kill = rng.uniform(*chaos.kill_every_s)
     while not stop.is_set():
         now = time.monotonic() - start
         for member, back_at in list(down.items()):
@@ -174,8 +193,8 @@ def _chaos(group, chaos: Chaos, start: float, seconds: float, stop: threading.Ev
             victim = rng.choice(serving)
             victim.slot.fail()
             report.kills.append((now, victim.serial))
-            down[victim] = now + rng.uniform(*chaos.down_for)
-            next_kill = now + rng.uniform(*chaos.kill_every)
+            down[victim] = now + rng.uniform(*chaos.down_for_s)
+            next_kill = now + rng.uniform(*chaos.kill_every_s)
         stop.wait(0.02)
     for member in down:  # the run is over: everybody back
         member.slot.restore()

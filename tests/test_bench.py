@@ -1,11 +1,91 @@
-"""`ckdemo bench`: figures come out of a real run, in the shape a CI job can read."""
+"""`ckdemo bench`: figures come out of a real run, in the shape a CI job can read; on a terminal a
+person sees one progress line over the whole run, and nothing of it reaches a pipe."""
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import re
+import select
+import struct
+import subprocess
+import termios
+import time
+import pty
+from pathlib import Path
 
-from conftest import no_traceback, requires_softhsm
+from conftest import clean_env, no_traceback, requires_softhsm
 
 pytestmark = requires_softhsm
+
+JSON_DOC = Path(__file__).resolve().parent.parent / "docs" / "JSON.md"
+# objects keyed by member serial (their keys are data, not field names), and one not walked further
+BY_SERIAL = {"results[].member_share", "consistency.members"}
+NOT_WALKED = {"consistency.members.<serial>"}
+
+FRAME = re.compile(r"(\d+)%  ([\d.]+)/([\d.]+) s, ([\d,]+) calls  ETA (\d+):(\d\d)  \((\w+)\)")
+
+
+def on_a_terminal(command: list[str], stdout_too: bool = True, timeout_s: float = 90):
+    """Runs `command` with stderr (and stdout unless stdout_too is False, then piped) on a
+    pseudo-terminal 120 columns wide, as a person at a terminal would.
+
+    Returns (exit code, [(seconds since start, text read from the terminal)], piped stdout)."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    started = time.monotonic()
+    child = subprocess.Popen(command, stdin=slave, stdout=slave if stdout_too else subprocess.PIPE,
+                             stderr=slave, env=clean_env(), close_fds=True)
+    os.close(slave)
+    chunks = []
+    while time.monotonic() - started < timeout_s:
+        ready, _, _ = select.select([master], [], [], 1.0)
+        if not ready:
+            if child.poll() is not None:
+                break
+            continue
+        try:
+            data = os.read(master, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        chunks.append((time.monotonic() - started, data.decode(errors="replace")))
+    os.close(master)
+    piped = "" if stdout_too else child.stdout.read().decode()
+    return child.wait(timeout=timeout_s), chunks, piped
+
+
+def field_paths(value, path: str = "") -> set[str]:
+    """Every field of a JSON output as docs/JSON.md writes it: `a.b`, `a[].b`, `x.<serial>`."""
+    found = {path} if path else set()
+    if path in NOT_WALKED:
+        return found
+    if isinstance(value, dict):
+        for key, item in value.items():
+            name = "<serial>" if path in BY_SERIAL else key
+            found |= field_paths(item, f"{path}.{name}" if path else name)
+    elif isinstance(value, list):
+        for item in value:
+            if isinstance(item, (dict, list)):
+                found |= field_paths(item, f"{path}[]") - {f"{path}[]"}
+    return found
+
+
+def undocumented(report: dict) -> list[str]:
+    documented = set(re.findall(r"^\| `([^`]+)` \|", JSON_DOC.read_text(), re.MULTILINE))
+    return sorted(field_paths(report) - documented)
+
+
+def frames(chunks) -> list[tuple[float, str]]:
+    """Each redraw of the progress line (they start with \\r), with when it was read."""
+    found = []
+    for when, text in chunks:
+        for part in text.split("\r")[1:]:
+            part = part.replace("\x1b[K", "").strip()
+            if part:
+                found.append((when, part))
+    return found
 
 
 def test_side_by_side_counts_and_ratio(shared_home, run_ckdemo):
@@ -50,3 +130,62 @@ def test_nolb_sends_every_call_to_the_first_member(shared_home, run_ckdemo):
              if row[:1].isdigit() and " member" in row and "active" in row]
     assert calls[0] >= 6 and calls[1:] == [0, 0]
     assert "load balancing off" in done.stdout
+
+
+def test_json_carries_the_parameters_and_units(shared_home, run_ckdemo):
+    done = run_ckdemo(shared_home, "bench", "--op", "ecdsa-sign", "--count", "10", "--slot", "both",
+                      "--data-size", "48", "--json")
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["parameters"] == {
+        "operation": "ecdsa-sign", "slots": ["direct", "HA"], "members": report["parameters"]["members"],
+        "per_slot_s": None, "duration_s": None, "count_per_slot": 10, "threads": 1, "rounds": 6,
+        "key_size_bits": 256, "data_size_bytes": 48}
+    assert len(report["parameters"]["members"]) == 3
+    # a count that rounds do not divide: still exactly that many per slot
+    assert [r["ops"] for r in report["results"]] == [10, 10]
+    assert all(r["measured_s"] > 0 and "seconds" not in r for r in report["results"])
+    assert set(report["results"][1]["member_share"]) == set(report["parameters"]["members"])
+    assert undocumented(report) == []
+    # the check itself sees a field the page lacks
+    report["results"][0]["new_field"] = 1
+    assert undocumented(report) == ["results[].new_field"]
+
+
+def test_piped_output_carries_no_progress(shared_home, run_ckdemo):
+    done = run_ckdemo(shared_home, "bench", "--op", "random", "--seconds", "0.5", "--slot", "both")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr == ""  # not a terminal: quiet
+    assert "\r" not in done.stdout and "\x1b" not in done.stdout and "ETA" not in done.stdout
+    assert [line.split()[0] for line in done.stdout.splitlines()[2:4]] == ["direct", "HA"]
+
+
+def test_a_terminal_shows_one_bar_over_the_whole_run_with_an_eta(shared_home, ckdemo_bin):
+    """--slot both --seconds 1 measures 2 s: the bar counts to 2 s, the ETA falls, both slots show."""
+    code, chunks, _ = on_a_terminal([str(ckdemo_bin), "--home", str(shared_home), "bench", "--op",
+                                     "random", "--slot", "both", "--seconds", "1"])
+    assert code == 0, chunks
+    shown = [(when, FRAME.search(text)) for when, text in frames(chunks)]
+    moving = [(when, m) for when, m in shown if m]
+    assert len(moving) >= 5, frames(chunks)  # redrawn every 0.2 s over 2 s
+    assert {m.group(3) for _, m in moving} == {"2"}  # the whole run, not one slot's 1 s
+    percents = [int(m.group(1)) for _, m in moving]
+    assert percents == sorted(percents) and percents[0] < 50 and percents[-1] == 100
+    etas = [int(m.group(5)) * 60 + int(m.group(6)) for _, m in moving]
+    assert etas == sorted(etas, reverse=True) and etas[0] >= 1 and etas[-1] == 0
+    assert {m.group(7) for _, m in moving} == {"direct", "HA"}
+    # it moved while the run went on, not all at once at the end
+    assert moving[-1][0] - next(when for when, m in moving if int(m.group(1)) < 50) >= 0.5
+    screen = "".join(text for _, text in chunks)
+    assert "HA/direct = " in screen  # the table follows, on a line of its own
+    assert re.search(r"100%[^\n]*\r?\n", screen)
+
+
+def test_json_to_a_pipe_while_the_bar_goes_to_the_terminal(shared_home, ckdemo_bin):
+    code, chunks, piped = on_a_terminal([str(ckdemo_bin), "--home", str(shared_home), "bench",
+                                         "--op", "digest", "--count", "600", "--slot", "2", "--json"],
+                                        stdout_too=False)
+    assert code == 0, chunks
+    assert json.loads(piped)["results"][0]["ops"] == 600  # stdout is pure JSON
+    last = frames(chunks)[-1][1]
+    assert re.search(r"100%  600/600 calls  ETA 0:00  \(slot#2\)", last), last

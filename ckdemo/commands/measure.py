@@ -1,11 +1,64 @@
 """`ckdemo bench` and `ckdemo soak`: throughput and latency figures, and chaos runs."""
 from __future__ import annotations
 
+import shutil
 import sys
+import threading
+import time
+from typing import Callable, TextIO
 
 import click
 
 from .common import EXIT_FAILED, EXIT_OK, Fail, settings_for, workspace_for
+
+BAR_WIDTH = 24
+REDRAW_S = 0.2  # a person sees the line move; the run does not notice the cost
+
+
+class ProgressLine:
+    """One line on a terminal, redrawn every REDRAW_S while a long run goes on, left showing the
+    final state. Nothing at all when the stream is not a terminal: CI logs and pipes stay clean."""
+
+    def __init__(self, render: Callable[[], str], stream: TextIO | None = None) -> None:
+        self.render, self.stream = render, stream or sys.stderr
+        self.shown = self.stream.isatty()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._redraw, daemon=True)
+
+    def __enter__(self) -> "ProgressLine":
+        if self.shown:
+            self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.shown:
+            self._stop.set()
+            self._thread.join()
+            self._draw()
+            self.stream.write("\n")
+            self.stream.flush()
+
+    def _redraw(self) -> None:
+        while not self._stop.wait(REDRAW_S):
+            self._draw()
+
+    def _draw(self) -> None:
+        width = shutil.get_terminal_size((100, 24)).columns - 1
+        self.stream.write("\r" + self.render()[:width] + "\x1b[K")
+        self.stream.flush()
+
+
+def bar(fraction: float) -> str:
+    filled = round(BAR_WIDTH * max(0.0, min(1.0, fraction)))
+    return "[" + "#" * filled + "-" * (BAR_WIDTH - filled) + "]"
+
+
+def minutes(seconds: float | None) -> str:
+    """m:ss, or --:-- when not known yet."""
+    if seconds is None:
+        return "--:--"
+    whole = int(round(seconds))
+    return f"{whole // 60}:{whole % 60:02d}"
 
 
 @click.command(name="bench")
@@ -16,7 +69,7 @@ from .common import EXIT_FAILED, EXIT_OK, Fail, settings_for, workspace_for
               help="A slot# number, 'ha' (the first HA slot), 'direct' (its first member), "
                    "or 'both' (HA and direct side by side, ratio in one run).")
 @click.option("--seconds", default=5.0, show_default=True, type=click.FloatRange(min=0.1),
-              help="How long each slot is measured.")
+              help="How long each slot is measured (--slot both: twice this in all).")
 @click.option("--count", default=0, type=click.IntRange(min=0),
               help="Stop after this many operations per slot instead of after --seconds.")
 @click.option("--threads", default=1, show_default=True, type=click.IntRange(1, 64),
@@ -65,27 +118,14 @@ def bench_command(ctx, operation, slot_ref, seconds, count, threads, key_size, d
                 except CKRError as exc:
                     if exc.ckr != CKR_USER_ALREADY_LOGGED_IN:
                         raise
-        if sys.stderr.isatty():
-            with click.progressbar(length=1, label=f"{operation} for {seconds:g} s", file=sys.stderr,
-                                   show_percent=False, show_eta=False,
-                                   item_show_func=lambda n: n) as bar:
-                done = [0]
-
-                def tick(n: int) -> None:
-                    done[0] += n
-                    bar.current_item = f"{done[0]} ops"
-                    bar.render_progress()
-                results = bench.bench(chosen, operation, seconds, threads, key_size, data_size, tick,
-                                      count)
-                bar.update(1)
-        else:
-            amount = f"{count} operations" if count else f"{seconds:g} s"
-            click.echo(f"{operation}, {amount} on {', '.join(n for n, _ in chosen)} ...", err=True)
+        progress = bench.Progress(seconds * len(chosen), count * len(chosen))
+        with ProgressLine(lambda: _bench_line(operation, progress)):
             results = bench.bench(chosen, operation, seconds, threads, key_size, data_size,
-                                  count=count)
+                                  progress, count)
     except CKRError as exc:
         raise Fail(str(exc)) from None
     figures = [r.as_dict() for r in results]
+    asked = bench.parameters(chosen, operation, seconds, threads, key_size, data_size, count)
     ratio = None
     if len(results) == 2 and results[0].ops_per_s:
         d, h = results
@@ -93,7 +133,7 @@ def bench_command(ctx, operation, slot_ref, seconds, count, threads, key_size, d
                  "added_us_per_call": round(1e6 / h.ops_per_s - 1e6 / d.ops_per_s, 2)
                  if h.ops_per_s else None}
     if as_json:
-        click.echo(json.dumps({"results": figures, "ratio": ratio}, indent=2))
+        click.echo(json.dumps({"parameters": asked, "results": figures, "ratio": ratio}, indent=2))
         return
     rows = [(f["slot"], f["operation"], f["threads"], f["ops"], f["ops_per_s"],
              f["latency_us"]["p50"], f["latency_us"]["p95"], f["latency_us"]["p99"],
@@ -106,6 +146,30 @@ def bench_command(ctx, operation, slot_ref, seconds, count, threads, key_size, d
     if ratio:
         click.echo(f"HA/direct = {ratio['ha_over_direct']} "
                    f"(HA adds {ratio['added_us_per_call']} us per call), measured in one run")
+
+
+def _bench_line(operation: str, progress) -> str:
+    if not progress.slot:
+        return f"{operation}: preparing keys and sessions ..."
+    if progress.total_ops:
+        amount = f"{progress.ops:,}/{progress.total_ops:,} calls"
+    else:
+        amount = f"{progress.measured_s():.1f}/{progress.total_s:g} s, {progress.ops:,} calls"
+    return (f"{operation} {bar(progress.fraction())} {progress.fraction():4.0%}  {amount}  "
+            f"ETA {minutes(progress.eta_s())}  ({progress.slot})")
+
+
+def _soak_line(report, seconds: float) -> str:
+    if report.began_at is None:
+        return "soak: logging in and creating the run's keys ..."
+    counts = (f"kills {len(report.kills)}  recoveries {len(report.recoveries)}  "
+              f"failures {len(report.failures)}  ops {report.operations:,}")
+    if report.seconds:  # the workload is over
+        state = "waiting for every member to be back" if report.settling else "done"
+        return f"soak {bar(1.0)} {report.seconds:.0f}/{seconds:g} s  {counts}  ({state})"
+    elapsed = min(seconds, time.monotonic() - report.began_at)
+    return (f"soak {bar(elapsed / seconds)} {elapsed:.0f}/{seconds:g} s  "
+            f"ETA {minutes(seconds - elapsed)}  {counts}")
 
 
 def _first_members(group, count: int):
@@ -161,10 +225,10 @@ def soak(ctx, seconds, seed, interval, kill_every, down_for, pin, as_json) -> No
     groups = workspace.groups
     if not groups or len(groups[0].members) < 2:
         raise Fail("a soak needs an HA group with at least two members")
-    click.echo(f"soak: {seconds:g} s on HA group {groups[0].label} ({len(groups[0].members)} members, "
-               f"seed {seed})...", err=True)
+    report = chaos_run.Report()
     try:
-        report = chaos_run.run(groups[0], seconds, chaos, pin, interval)
+        with ProgressLine(lambda: _soak_line(report, seconds)):
+            chaos_run.run(groups[0], seconds, chaos, pin, interval, report)
     except CKRError as exc:
         raise Fail(f"soak could not start: {exc}") from None
     figures = report.as_dict()
@@ -172,20 +236,20 @@ def soak(ctx, seconds, seed, interval, kill_every, down_for, pin, as_json) -> No
     if as_json:
         click.echo(json.dumps(figures, indent=2))
         ctx.exit(EXIT_OK if ok else EXIT_FAILED)
-    click.echo(f"operations: {figures['operations']} in {figures['seconds']} s; "
+    click.echo(f"operations: {figures['operations']} in {figures['elapsed_s']} s; "
                f"application-visible failures: {figures['application_failures']}")
     for sample in figures["failure_samples"]:
         click.echo(f"  failure: {sample}")
     click.echo(f"kills: {figures['kills']}, restores: {figures['restores']}, "
                f"p99 latency {figures['p99_ms']} ms overall")
     if figures["around_failures"]:
-        click.echo(tabulate([(r["t"], r["member"], r["slowest_ms"], r["p99_ms"])
+        click.echo(tabulate([(r["t_s"], r["member"], r["slowest_ms"], r["p99_ms"])
                              for r in figures["around_failures"]],
                             headers=["kill at s", "member", "slowest ms (next 2 s)", "p99 ms (next 2 s)"],
                             disable_numparse=True))
     click.echo(f"worst p99 added around a failure: {figures['worst_added_p99_ms']} ms")
     for r in figures["recoveries"]:
-        click.echo(f"  recovered {r['member']} at {r['t']} s, inside call {r['call']}")
+        click.echo(f"  recovered {r['member']} at {r['t_s']} s, inside call {r['call']}")
     c = figures["consistency"]
     click.echo(f"consistency: all members active {c.get('all_members_active')}, "
                f"same objects and key material {c.get('identical')}")
