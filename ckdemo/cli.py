@@ -1,12 +1,12 @@
 """Command-line entry points: parse options, build objects, hand over. Nothing else."""
 from __future__ import annotations
 
+import importlib
 import sys
 from pathlib import Path
 
 import click
 
-from .commands import bench_serve, hagroup, measure, member, serve
 from .commands.common import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, Fail, home_path, os_error,
                               settings_for, workspace_for)
 from .provision import DEFAULT_MEMBERS, DEFAULT_SO_PIN, DEFAULT_USER_PIN, ProvisionError
@@ -68,7 +68,15 @@ def _error_log(settings) -> str:
     return str(settings.home / "errors.log")
 
 
-def _write_junit(junit_xml, steps, path: str, name: str, error: str | None) -> None:
+def _config_watch(settings, workspace):
+    """`hagroup retry/interval/...` from another terminal reach a running menu (config/watch.py)."""
+    from .config.watch import ConfigWatch
+    return ConfigWatch(settings.config_path, settings.conf, workspace.groups).poll
+
+
+def _write_junit(steps, path: str, name: str, error: str | None) -> None:
+    from .replay import junit as junit_xml  # xml.etree: only for --junit
+
     try:
         junit_xml.write(steps, path, name, error=error)
     except OSError as exc:
@@ -83,7 +91,8 @@ def _interactive(ctx: click.Context) -> int:
     workspace_settings = settings_for(ctx)
     workspace = workspace_for(workspace_settings)
     try:
-        MenuLoop(Context(workspace, TerminalIO()), error_log=_error_log(workspace_settings)).run()
+        MenuLoop(Context(workspace, TerminalIO()), error_log=_error_log(workspace_settings),
+                 watch=_config_watch(workspace_settings, workspace)).run()
     except KeyboardInterrupt:
         click.echo("\n(interrupted)")
     return EXIT_OK
@@ -93,7 +102,6 @@ def _replay(ctx: click.Context, script: str, transcript: str | None, junit: str 
             keep_going: bool) -> int:
     from .menu.context import Context
     from .menu.loop import PROMPT, MenuLoop
-    from .replay import junit as junit_xml
     from .replay.runner import Replay, stdout_outputs
     from .replay.script import ScriptError, defaults, load, parse
     from .replay import shipped
@@ -108,7 +116,7 @@ def _replay(ctx: click.Context, script: str, transcript: str | None, junit: str 
             exc = ScriptError(f"{exc} (neither a file here nor a shipped script: `ckdemo scripts` "
                               "lists them)")
         if junit:
-            _write_junit(junit_xml, [], junit, name, str(exc))
+            _write_junit([], junit, name, str(exc))
         raise Fail(str(exc)) from None
     settings = settings_for(ctx)
     workspace = workspace_for(settings)
@@ -118,7 +126,7 @@ def _replay(ctx: click.Context, script: str, transcript: str | None, junit: str 
         check(lines, variables, "<stdin>" if script == "-" else script)
     except ScriptError as exc:  # before anything runs: one line, as a script that cannot be read
         if junit:
-            _write_junit(junit_xml, [], junit, name, str(exc))
+            _write_junit([], junit, name, str(exc))
         raise Fail(str(exc)) from None
     workspace.options.show_menu = False  # the transcript shows the menu once, not every step
     try:
@@ -131,7 +139,8 @@ def _replay(ctx: click.Context, script: str, transcript: str | None, junit: str 
     error, interrupted = None, False
     try:
         MenuLoop(Context(workspace, replay), observer=replay.observe,
-                 error_log=_error_log(settings), prompt=PROMPT).run()
+                 error_log=_error_log(settings), prompt=PROMPT,
+                 watch=_config_watch(settings, workspace)).run()
     except ScriptError as exc:
         error = str(exc)
         replay.write(f"\nScript error: {error}\n")
@@ -144,7 +153,7 @@ def _replay(ctx: click.Context, script: str, transcript: str | None, junit: str 
         if out:
             out.close()
     if junit:
-        _write_junit(junit_xml, replay.steps, junit, name, error)
+        _write_junit(replay.steps, junit, name, error)
     if error:
         return EXIT_USAGE
     return EXIT_FAILED if replay.failed or interrupted else EXIT_OK
@@ -231,8 +240,32 @@ def init(ctx: click.Context, members, force, user_pin, so_pin, store_pins, label
         click.echo(f"HA group: {line}.")
 
 
-for command in (hagroup.hagroup, member.member, measure.bench_command, measure.soak, serve.serve,
-                bench_serve.bench_serve):
-    main.add_command(command)
+class LazyCommands(dict):
+    """The subcommands by name; one given as "module:attribute" (under ckdemo.commands) is imported
+    when first looked up: by its own invocation, by completion or by --help, which lists them all,
+    never by the menu, which needs none of them (docs/PERFORMANCE.md, Start-up)."""
+
+    def __getitem__(self, name: str) -> click.Command:
+        command = super().__getitem__(name)
+        if isinstance(command, str):
+            module, attribute = command.split(":")
+            command = getattr(importlib.import_module(f"ckdemo.commands.{module}"), attribute)
+            super().__setitem__(name, command)
+        return command
+
+    def get(self, name: str, default=None):
+        return self[name] if name in self else default
+
+    def values(self):
+        return [self[name] for name in self]
+
+    def items(self):
+        return [(name, self[name]) for name in self]
+
+
+main.commands = LazyCommands(main.commands)
+main.commands.update({"hagroup": "hagroup:hagroup", "member": "member:member",
+                      "bench": "measure:bench_command", "soak": "measure:soak",
+                      "serve": "serve:serve", "bench-serve": "bench_serve:bench_serve"})
 
 __all__ = ["main"]

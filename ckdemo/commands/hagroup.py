@@ -1,4 +1,8 @@
-"""`ckdemo hagroup ...`: HA settings in Chrystoki.conf, as lunacm's hagroup commands."""
+"""`ckdemo hagroup ...`: HA groups and settings in Chrystoki.conf, as lunacm's hagroup commands.
+
+LunaCM users type single-dash options (`hagroup haonly -enable`, `hagroup retry -count 3`,
+`hagroup addmember -group L -serial S`): every option here takes that spelling beside its own.
+"""
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,53 +11,123 @@ import click
 
 from .common import Fail, settings_for, workspace_for
 
+# what a running process does with a change (config/watch.py: the menu re-reads the file)
+APPLIED_LIVE = ("A running ckdemo menu applies it before its next choice; a running "
+                "`ckdemo serve` keeps the old value until it restarts.")
+AT_RESTART = "A running ckdemo menu or `ckdemo serve` keeps the old value until it restarts."
+NOT_LIVE_BECAUSE = {
+    "HAOnly": " (HAOnly decides the slot list, and slot numbers must not move under a session)",
+    "haLogStatus": " (the HA log is opened at start)",
+    "HASynchronize": " (the group is built at start)",
+    "members": " (the group is built at start)",
+}
+RECOVERY_MODE_UNSUPPORTED = (
+    "hagroup recoverymode is not supported: Luna's activeBasic and activeEnhanced modes both "
+    "recover members in a background thread, while ckdemo's HA layer recovers a member at the "
+    "start of a call on the HA slot (the seed's rule: every X s, N attempts; hagroup interval, "
+    "hagroup retry), so neither mode can be honoured")
+
 
 @click.group()
 def hagroup() -> None:
-    """HA group settings in Chrystoki.conf (Luna's lunacm 'hagroup' commands)."""
+    """HA groups and settings in Chrystoki.conf (Luna's lunacm 'hagroup' commands; lunacm's
+    single-dash options, e.g. -enable, -count, -group, -serial, are accepted too)."""
 
 
-def _edit_conf(ctx: click.Context, change) -> None:
+def _edit_conf(ctx: click.Context, change, effect: str | None = None) -> None:
+    """Apply `change` to the file and save it; `effect`: what running processes do with it."""
     from ..config.chrystoki import ChrystokiConf
     settings = settings_for(ctx)
     conf = ChrystokiConf.load(settings.config_path) if settings.config_path.exists() else settings.conf
     try:
-        change(conf)
-    except ValueError as exc:  # a value the config cannot hold (e.g. nan, out of range)
+        said = change(conf)
+    except ValueError as exc:  # a value the config cannot hold, or an edit the group refuses
         raise Fail(str(exc)) from None
     try:
         conf.save(settings.config_path)
     except OSError as exc:
         raise Fail(f"cannot write {settings.config_path}: {exc.strerror}") from None
-    click.echo(f"Updated {settings.config_path}")
+    click.echo(f"Updated {settings.config_path}" + (f": {said}" if said else ""))
+    if effect:
+        click.echo(effect)
 
+
+def _group_option(f):
+    return click.option("--group", "-group", "group_ref", metavar="LABEL|SERIAL",
+                        help="The HA group, by label or serial (default: the only group).")(f)
+
+
+# ---- recovery: retry, interval, recover, recoverymode ------------------------------------------
 
 @hagroup.command()
-@click.option("--count", required=True, type=click.IntRange(min=-1),
+@click.option("--count", "-count", required=True, type=click.IntRange(min=-1),
               help="Recovery attempts N (-1 unlimited, 0 turns auto-recovery off).")
 @click.pass_context
 def retry(ctx: click.Context, count: int) -> None:
     """Set HAConfiguration reconnAtt (creates the section, as lunacm does)."""
     from ..config import ha
-    _edit_conf(ctx, lambda conf: ha.set_retry(conf, count))
+    _edit_conf(ctx, lambda conf: ha.set_retry(conf, count), APPLIED_LIVE)
 
 
 @hagroup.command()
-@click.option("--seconds", required=True, type=click.FloatRange(min=0, min_open=True),
+@click.option("--seconds", "-interval", required=True, type=click.FloatRange(min=0, min_open=True),
               help="Recovery interval X in seconds (Luna: 60 minimum; shorter allowed for demos).")
 @click.pass_context
 def interval(ctx: click.Context, seconds: float) -> None:
     """Set HAConfiguration AutoReconnectInterval."""
     from ..config import ha
-    _edit_conf(ctx, lambda conf: ha.set_interval(conf, seconds))
+    _edit_conf(ctx, lambda conf: ha.set_interval(conf, seconds), APPLIED_LIVE)
 
 
 @hagroup.command()
-@click.argument("state", type=click.Choice(["on", "off"]))
 @click.pass_context
-def haonly(ctx: click.Context, state: str) -> None:
+def recover(ctx: click.Context) -> None:
+    """Manual recovery now, whatever X and N say (lunacm: hagroup recover; menu choice 125).
+    Beside a running `ckdemo serve`, its groups recover; otherwise this process tries the
+    members it could not reach at start."""
+    _recover(ctx)
+
+
+@hagroup.command()
+@click.option("--mode", "-mode", type=click.Choice(["activeBasic", "activeEnhanced"]),
+              help="Luna's recovery mode; ckdemo cannot honour either (the command says why).")
+def recoverymode(mode: str | None) -> None:
+    """Luna's recovery mode (activeBasic, activeEnhanced): not supported by ckdemo."""
+    raise Fail(RECOVERY_MODE_UNSUPPORTED)
+
+
+# ---- switches: haonly, log, synchronize -----------------------------------------------------------
+
+def _one_switch(given: dict[str, bool], usage: str) -> str:
+    chosen = [name for name, on in given.items() if on]
+    if len(chosen) != 1:
+        raise Fail(f"give exactly one of {usage}")
+    return chosen[0]
+
+
+@hagroup.command()
+@click.argument("state", required=False, type=click.Choice(["on", "off"]))
+@click.option("--enable", "-enable", is_flag=True, help="HAOnly on (lunacm: hagroup haonly -enable).")
+@click.option("--disable", "-disable", is_flag=True, help="HAOnly off (lunacm: -disable).")
+@click.option("--show", "-show", "show_it", is_flag=True, help="Print HAOnly as the file sets it.")
+@click.pass_context
+def haonly(ctx: click.Context, state: str | None, enable: bool, disable: bool, show_it: bool) -> None:
     """Set HAConfiguration HAOnly: list only the virtual slots, hide the members."""
-    _edit_conf(ctx, lambda conf: conf.set("HAConfiguration", "HAOnly", "1" if state == "on" else "0"))
+    from ..config import ha
+    choice = _one_switch({"on": state == "on" or enable, "off": state == "off" or disable,
+                          "show": show_it}, "on, off, --enable, --disable, --show")
+    if state and (enable or disable or show_it):
+        raise Fail("give exactly one of on, off, --enable, --disable, --show")
+    if choice == "show":
+        on = ha.settings(settings_for(ctx).conf).ha_only
+        click.echo(f"HAOnly = {int(on)} ({'only the HA virtual slots are listed' if on else 'members and HA virtual slots are listed'})")
+        return
+    value = "1" if choice == "on" else "0"
+
+    def change(conf) -> str:
+        conf.set("HAConfiguration", "HAOnly", value)
+        return f"HAOnly = {value}"
+    _edit_conf(ctx, change, AT_RESTART[:-1] + NOT_LIVE_BECAUSE["HAOnly"] + ".")
 
 
 @hagroup.command()
@@ -66,35 +140,161 @@ def log(ctx: click.Context, state: str, path: str | None) -> None:
         conf.set("HAConfiguration", "haLogStatus", "enabled" if state == "on" else "disabled")
         if path:
             conf.set("HAConfiguration", "haLogPath", str(Path(path).resolve()))
-    _edit_conf(ctx, change)
+    _edit_conf(ctx, change, AT_RESTART[:-1] + NOT_LIVE_BECAUSE["haLogStatus"] + ".")
 
+
+@hagroup.command()
+@click.option("--enable", "-enable", is_flag=True,
+              help="HASynchronize on: HA login and a member's recovery copy the objects members lack.")
+@click.option("--disable", "-disable", is_flag=True,
+              help="HASynchronize off: nothing is copied but by `hagroup synchronize` itself.")
+@_group_option
+@click.option("--pin", envvar="CKDEMO_USER_PIN", help="User PIN for the copy (default: prompt, or the config's test PIN).")
+@click.pass_context
+def synchronize(ctx: click.Context, enable: bool, disable: bool, group_ref: str | None,
+                pin: str | None) -> None:
+    """Without a switch: copy every key object to the members that lack it now (lunacm: hagroup
+    synchronize). With --enable/--disable: set the group's HASynchronize switch."""
+    if enable and disable:
+        raise Fail("give one of --enable, --disable (or neither, to copy now)")
+    if enable or disable:
+        from ..config import ha
+
+        def change(conf) -> str:
+            group = ha.find_group(conf, group_ref)
+            ha.set_synchronize(conf, group.label, enable)
+            return f"HASynchronize {group.label} = {int(enable)}"
+        _edit_conf(ctx, change, AT_RESTART[:-1] + NOT_LIVE_BECAUSE["HASynchronize"] + ".")
+        return
+    _copy_now(ctx, group_ref, pin)
+
+
+def _copy_now(ctx: click.Context, group_ref: str | None, pin: str | None) -> None:
+    from ..codes import CKRError
+    from ..model import CKU_USER
+
+    settings = settings_for(ctx)
+    pin = pin or settings.secrets().get("CKDEMO_USER_PIN") or click.prompt("User PIN", hide_input=True)
+    workspace = workspace_for(settings)
+    groups = [g for g in workspace.groups if group_ref in (None, g.label, g.serial)]
+    if not groups:
+        raise Fail(f"no HA group {group_ref!r} in {settings.config_path}" if group_ref
+                   else f"no HA group in {settings.config_path}")
+    for group in groups:
+        try:
+            group.login(CKU_USER, pin)  # completes what some members lack, if HASynchronize is on
+            copied = getattr(group, "completed_at_login", 0) + group.synchronize()
+        except CKRError as exc:
+            raise Fail(f"HA group {group.label}: {exc}") from None
+        click.echo(f"HA group {group.label}: {copied} object(s) copied.")
+
+
+# ---- members: addmember, removemember ------------------------------------------------------------
+
+def _member_options(f):
+    f = click.option("--label", "-label", "token_label", metavar="LABEL",
+                     help="The member's token label (resolved to its serial).")(f)
+    f = click.option("--serial", "-serial", metavar="SERIAL", help="The member's token serial.")(f)
+    return _group_option(f)
+
+
+@hagroup.command()
+@_member_options
+@click.pass_context
+def addmember(ctx: click.Context, group_ref: str | None, serial: str | None,
+              token_label: str | None) -> None:
+    """Add a token to the group's members (lunacm: hagroup addmember -group L -serial S).
+    Only a token ckdemo can see (a loaded library, or the home's provisioned members) is added."""
+    from ..config import ha
+    settings = settings_for(ctx)
+    serial = _resolve_member(settings, serial, token_label, must_exist=True)
+    _edit_conf(ctx, lambda conf: _members_said(ha.add_member(conf, ha.find_group(conf, group_ref), serial)),
+               AT_RESTART[:-1] + NOT_LIVE_BECAUSE["members"] + ".")
+
+
+@hagroup.command()
+@_member_options
+@click.pass_context
+def removemember(ctx: click.Context, group_ref: str | None, serial: str | None,
+                 token_label: str | None) -> None:
+    """Remove a member from the group (never the last one); the group serial stays."""
+    from ..config import ha
+    settings = settings_for(ctx)
+    serial = _resolve_member(settings, serial, token_label, must_exist=False)
+    _edit_conf(ctx, lambda conf: _members_said(ha.remove_member(conf, ha.find_group(conf, group_ref), serial)),
+               AT_RESTART[:-1] + NOT_LIVE_BECAUSE["members"] + ".")
+
+
+def _members_said(group) -> str:
+    return f"HA group {group.label} members = {','.join(group.members)}"
+
+
+def _resolve_member(settings, serial: str | None, token_label: str | None, must_exist: bool) -> str:
+    if (serial is None) == (token_label is None):
+        raise Fail("name the member with one of --serial, --label")
+    if serial is not None and not must_exist:
+        return serial  # removing: the group's own list decides
+    tokens, why = visible_tokens(settings)
+    unseen = f" ({why})" if why else ""
+    if serial is not None:
+        if serial not in tokens:
+            raise Fail(f"no token with serial {serial} that ckdemo can see{unseen}: not added")
+        return serial
+    serials = [s for s, label in tokens.items() if label == token_label]
+    if not serials:
+        raise Fail(f"no token labelled {token_label!r} that ckdemo can see{unseen}")
+    if len(serials) > 1:
+        raise Fail(f"{len(serials)} tokens are labelled {token_label!r} ({', '.join(serials)}): "
+                   "use --serial")
+    return serials[0]
+
+
+def visible_tokens(settings) -> tuple[dict[str, str], str | None]:
+    """serial -> token label of every token ckdemo can see: the home's provisioned members
+    (MemberSerials, reachable even while down) and the tokens of the configured libraries;
+    and why some library could not be asked, if so."""
+    from ..codes import CKRError
+    from ..members.module import module_for
+    from ..members.slot import PhysicalSlot
+
+    tokens = {serial: label for label, serial in settings.member_serials().items()}
+    why = None
+    settings.apply_environment()
+    for path in settings.libraries():
+        try:
+            module = module_for(path).load()
+            for slot_id in module.slot_ids(token_present=True):
+                info = PhysicalSlot(module, slot_id).token_info()
+                tokens[info.serial_number] = info.label
+        except CKRError as exc:
+            why = f"cannot use PKCS#11 library {path}: {exc}"
+    return tokens, why
+
+
+# ---- views: show, listgroups, status -------------------------------------------------------------
 
 @hagroup.command()
 @click.pass_context
 def show(ctx: click.Context) -> None:
-    """Groups, members (found, state), and the HA settings in force."""
-    from tabulate import tabulate
-    from ..codes import ckr_name
-    from ..config import ha
-
+    """Groups, members (found, state), and the HA settings in force. Read from the file; the
+    members' live state only when the PKCS#11 library loads on this machine."""
+    from .hagroup_view import live_reports, render_show
     settings = settings_for(ctx)
-    workspace = workspace_for(settings)
-    groups = workspace.groups
-    if not groups:
-        click.echo(f"No HA group in {settings.config_path}.")
-        return
-    for group in groups:
-        rows = [(n, m.serial, m.label or "-", "yes" if m.slot is not None else "no", ckr_name(code))
-                for n, (m, code) in enumerate(group.status(), start=1)]
-        click.echo(f"HA group {group.label}  serial {group.serial}")
-        click.echo(tabulate(rows, headers=["#", "HSM", "Label", "Found", "Status"],
-                            disable_numparse=True))
-    cfg = ha.settings(settings.conf)
-    click.echo(f"\nreconnAtt = {cfg.reconnect_attempts} ({'unlimited' if cfg.reconnect_attempts < 0 else 'off' if cfg.reconnect_attempts == 0 else 'attempts'}); "
-               f"AutoReconnectInterval = {cfg.interval_s:g} s; HAOnly = {int(cfg.ha_only)}; "
-               f"haLogStatus = {'enabled' if cfg.log_enabled else 'disabled'}"
-               + (f"; haLogPath = {cfg.log_path}" if cfg.log_path else ""))
-    click.echo("Per-member call counts belong to a running session: menu choice 122.")
+    reports, why = live_reports(settings, workspace_for)
+    for line in render_show(settings, reports, why):
+        click.echo(line)
+
+
+@hagroup.command()
+@click.pass_context
+def listgroups(ctx: click.Context) -> None:
+    """The configured HA groups as lunacm lists them: label, group number (serial), members with
+    serials, HASynchronize, and the HA settings; live member state when the library loads."""
+    from .hagroup_view import live_reports, render_listgroups
+    settings = settings_for(ctx)
+    reports, why = live_reports(settings, workspace_for)
+    for line in render_listgroups(settings, reports, why):
+        click.echo(line)
 
 
 @hagroup.command()
@@ -102,38 +302,53 @@ def show(ctx: click.Context) -> None:
 @click.pass_context
 def status(ctx: click.Context, recover: bool) -> None:
     """Live HA Status from the running `ckdemo serve` (menu choice 52's lines)."""
-    from ..serve.control_client import ControlFailed, NoServer, control_path, request
-    path = control_path(settings_for(ctx).home)
+    from ..serve.control_client import NoServer
     try:
-        lines = request(path, "recover")["lines"] if recover else []
-        lines += request(path, "status")["lines"]
+        lines = _from_server(ctx, recover)
     except NoServer as exc:
         raise Fail(f"{exc}: live HA Status comes from `ckdemo serve`; `hagroup show` reads "
                    f"the configuration") from None
-    except ControlFailed as exc:
-        raise Fail(f"HA Status: {exc}") from None
     for line in lines:
         click.echo(line)
 
 
-@hagroup.command()
-@click.option("--pin", envvar="CKDEMO_USER_PIN", help="User PIN (default: prompt, or the config's test PIN).")
-@click.pass_context
-def synchronize(ctx: click.Context, pin: str | None) -> None:
-    """Copy every key object to the members that lack it (Luna: hagroup synchronize)."""
-    from ..codes import CKRError
-    from ..model import CKU_USER
+def _from_server(ctx: click.Context, recover: bool) -> list[str]:
+    """Manual recovery (if asked) and HA Status through the running server's control socket."""
+    from ..serve.control_client import ControlFailed, control_path, request
+    path = control_path(settings_for(ctx).home)
+    try:
+        lines = request(path, "recover")["lines"] if recover else []
+        return lines + request(path, "status")["lines"]
+    except ControlFailed as exc:
+        raise Fail(f"HA Status: {exc}") from None
 
+
+def _recover(ctx: click.Context) -> None:
+    from ..screens import ha_status_row
+    from ..serve.control_client import NoServer
+    try:
+        lines = _from_server(ctx, recover=True)
+    except NoServer:
+        lines = None
+    if lines is not None:
+        for line in lines:
+            click.echo(line)
+        return
+    # no server: a new process connects to every member it can reach at start; the others
+    # are tried now, as choice 125 tries them in a menu
     settings = settings_for(ctx)
-    pin = pin or settings.secrets().get("CKDEMO_USER_PIN") or click.prompt("User PIN", hide_input=True)
-    workspace = workspace_for(settings)
-    groups = workspace.groups
+    groups = workspace_for(settings).groups
     if not groups:
         raise Fail(f"no HA group in {settings.config_path}")
+    click.echo("No ckdemo serve runs for this home: recovering in this process (a running menu "
+               "recovers with choice 125).")
     for group in groups:
-        try:
-            group.login(CKU_USER, pin)  # completes what some members lack, as HASynchronize allows
-            copied = getattr(group, "completed_at_login", 0) + group.synchronize()
-        except CKRError as exc:
-            raise Fail(f"HA group {group.label}: {exc}") from None
-        click.echo(f"HA group {group.label}: {copied} object(s) copied.")
+        tried = group.recover_now()
+        for member, back in tried:
+            click.echo(f"HSM {member.serial} ({member.label or '-'}): "
+                       f"{'recovered' if back else 'still down'}")
+        if not tried:
+            click.echo("Every member is in service: nothing to recover.")
+        click.echo(f"HA group {group.serial} status:")
+        for member, code in group.status():
+            click.echo(ha_status_row(member.serial, code))

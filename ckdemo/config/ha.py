@@ -11,6 +11,7 @@ from .chrystoki import ChrystokiConf
 VIRTUAL_TOKEN = "VirtualToken"
 HA_CONFIGURATION = "HAConfiguration"
 HA_SYNCHRONIZE = "HASynchronize"
+RECOVERY_MODE = "VirtualTokenActiveRecovery"  # lunacm: hagroup recoverymode (activeBasic, ...)
 MAX_RECONNECT_ATTEMPTS = 2 ** 31 - 1  # reconnAtt: -1 unlimited, 0 off, else 1 .. this
 MAX_INTERVAL_S = 86400.0  # AutoReconnectInterval: more than 0 s, at most one day
 
@@ -100,6 +101,62 @@ def settings(conf: ChrystokiConf) -> HASettings:
 def synchronize_on_recovery(conf: ChrystokiConf, label: str) -> bool:
     """HASynchronize = { <label> = 1; }: on unless the group's entry says 0."""
     return (conf.get(HA_SYNCHRONIZE, label) or "1").strip() != "0"
+
+
+def set_synchronize(conf: ChrystokiConf, label: str, on: bool) -> None:
+    """HASynchronize = { <label> = 1|0; } (lunacm: hagroup synchronize -group L -enable|-disable)."""
+    conf.set(HA_SYNCHRONIZE, label, "1" if on else "0")
+
+
+def recovery_mode(conf: ChrystokiConf) -> str | None:
+    """VirtualTokenActiveRecovery as written by lunacm, if the file has it (ckdemo does not honour
+    it: see `hagroup recoverymode`)."""
+    return conf.get(VIRTUAL_TOKEN, RECOVERY_MODE)
+
+
+def find_group(conf: ChrystokiConf, ref: str | None) -> GroupConfig:
+    """The group a `hagroup` command names by label or serial; without a name, the only group."""
+    found = groups(conf)
+    if not found:
+        raise ValueError("no HA group in the configuration (VirtualToken section)")
+    if ref is None:
+        if len(found) > 1:
+            raise ValueError(f"{len(found)} HA groups are configured: name one with --group "
+                             f"({', '.join(g.label for g in found)})")
+        return found[0]
+    matches = [g for g in found if ref in (g.label, g.serial)]
+    if not matches:
+        raise ValueError(f"no HA group {ref!r} (groups: {', '.join(g.label for g in found)})")
+    if len(matches) > 1:
+        raise ValueError(f"{ref!r} names {len(matches)} HA groups: use the group serial")
+    return matches[0]
+
+
+def add_member(conf: ChrystokiConf, group: GroupConfig, serial: str) -> GroupConfig:
+    """The member joins the end of the list (lunacm: hagroup addmember); the group serial stays."""
+    if serial in group.members:
+        raise ValueError(f"HSM {serial} is already a member of HA group {group.label}")
+    return _set_members(conf, group, group.members + [serial])
+
+
+def remove_member(conf: ChrystokiConf, group: GroupConfig, serial: str) -> GroupConfig:
+    """The member leaves the list; the last member cannot leave (a group needs one), and the
+    group serial stays what it was even when the first member leaves (the virtual slot's
+    identity must not change under the applications using it)."""
+    if serial not in group.members:
+        raise ValueError(f"HSM {serial} is not a member of HA group {group.label} "
+                         f"(members: {', '.join(group.members)})")
+    if len(group.members) == 1:
+        raise ValueError(f"HSM {serial} is the last member of HA group {group.label}: a group "
+                         "needs one member (edit VirtualToken by hand to delete the group)")
+    return _set_members(conf, group, [m for m in group.members if m != serial])
+
+
+def _set_members(conf: ChrystokiConf, group: GroupConfig, members: list[str]) -> GroupConfig:
+    nn = f"{group.index:02d}"
+    conf.set(VIRTUAL_TOKEN, f"VirtualToken{nn}SN", group.serial)  # written out if it was implied
+    conf.set(VIRTUAL_TOKEN, f"VirtualToken{nn}Members", ",".join(members))
+    return GroupConfig(group.index, group.label, group.serial, members)
 
 
 def set_retry(conf: ChrystokiConf, count: int) -> None:

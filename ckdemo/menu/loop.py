@@ -55,8 +55,11 @@ def report_internal_error(exc: BaseException, path: str) -> str:
 class MenuLoop:
     def __init__(self, context: Context, extra: Sequence[Entry] = (), extra_groups: Sequence = (),
                  observer: Observer | None = None, error_log: str = "ckdemo-errors.log",
-                 prompt: str | None = None) -> None:
+                 prompt: str | None = None,
+                 watch: Callable[[], list[str]] | None = None) -> None:
         self.context = context
+        # before each choice: changes made to the config meanwhile, applied or named (config/watch.py)
+        self.watch = watch or (lambda: [])
         self.prompt = prompt  # a replay always shows CKDemo's own prompt (PROMPT)
         self.error_log = error_log
         self.entries = dict(BY_NUMBER)
@@ -89,6 +92,8 @@ class MenuLoop:
                 return
             if not text:
                 continue
+            for notice in self.watch():
+                self.context.say(f"  ({notice})")
             try:
                 number = int(text)
             except ValueError:
