@@ -3,8 +3,6 @@ from __future__ import annotations
 
 from typing import Iterable, Mapping, Sequence
 
-from tabulate import tabulate
-
 from ..codes import CKR_OK, ckr_name
 from .table import GROUPS, MENU, Entry
 
@@ -65,6 +63,7 @@ def event_line(message: str) -> str:
 
 
 def table(rows: Iterable[Sequence], headers: Sequence[str]) -> str:
+    from tabulate import tabulate  # ~20 ms to import; the first screen has no table
     return tabulate(list(rows), headers=list(headers), tablefmt="simple", disable_numparse=True)
 
 
