@@ -255,8 +255,7 @@ def test_junit_report_one_case_per_choice(run_ckdemo, shared_home, tmp_path):
     cases = suite.findall("testcase")
     # 1 open, 3 login, 14 slot list, x (bad input), 12 token info; 0 quits and is no test case
     assert [c.get("name") for c in cases] == [
-        "line 2: 1 Open Session", "line 6: 3 Login", "line 10: 14 Get Slot List", "line 11: x x",
-        "line 12: 12 Token Info"]
+        "1 Open Session #1", "3 Login #1", "14 Get Slot List #1", "input x #1", "12 Token Info #1"]
     assert suite.get("tests") == "5"
     assert suite.get("errors") == "0"
     failed = [c for c in cases if c.find("failure") is not None]

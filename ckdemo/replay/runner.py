@@ -4,12 +4,14 @@ from __future__ import annotations
 import sys
 import time
 from dataclasses import dataclass, field, replace
+from datetime import datetime
 from typing import Callable, Mapping, TextIO
 
 from .. import codes
 from ..menu.context import InputError
 from ..menu.io import EndOfInput
 from ..menu.loop import BAD_INPUT, NO_ANSWER, StepResult
+from ..menu.table import BY_NUMBER, HELP, QUIT
 from .masking import MASK, Masker, shown
 from .script import Directive, Line, ScriptError, directive, expand
 
@@ -39,10 +41,29 @@ class Step:
     expected: str = "CKR_OK"
     shown_choice: str | None = None  # the choice line as the script shows it, when it held a secret
     mask: Callable[[str], str] = _unmasked  # hides script variables in every text made from the step
+    ordinal: int = 1  # among the run's steps of the same choice: 3 Login #2 is the second login
+    transcript: list[str] = field(default_factory=list)  # what the step wrote, masked as the screen
 
     @property
     def passed(self) -> bool:
         return self.result.status == self.expected
+
+    @property
+    def key(self) -> tuple[int | None, str]:
+        """What makes steps "the same choice": the menu number and title, or the input (a choice
+        line that held a secret counts as input: its number could be the secret)."""
+        if self.result.choice is None or self.shown_choice is not None:
+            return None, self.choice_text
+        return self.result.choice, self.mask(self.result.title)
+
+    @property
+    def name(self) -> str:
+        """A name that survives editing the script: no line number, an ordinal instead."""
+        return step_name(*self.key, self.ordinal)
+
+    @property
+    def output(self) -> str:
+        return "".join(self.transcript)
 
     @property
     def choice_text(self) -> str:
@@ -58,6 +79,97 @@ class Step:
                          f"expected {self.expected}")
 
 
+def step_name(choice: int | None, title: str, ordinal: int) -> str:
+    if choice is None:
+        return f"input {title} #{ordinal}"
+    return f"{choice} #{ordinal}" if title == str(choice) else f"{choice} {title} #{ordinal}"
+
+
+@dataclass
+class NotRun:
+    """A step of the script that did not run: an earlier step failed and the replay stopped."""
+    choice: int
+    title: str
+    line: int  # the script line of the choice
+    lines: list[str]  # the choice and the answers read as its own, as the transcript shows them
+    ordinal: int = 1
+
+    @property
+    def key(self) -> tuple[int, str]:
+        return self.choice, self.title
+
+    @property
+    def name(self) -> str:
+        return step_name(self.choice, self.title, self.ordinal)
+
+
+class StepLog(list):
+    """The steps of one replay, in order, and what a report needs beside them: when the run began
+    (wall clock, and on the replay's clock for the suite time, sleeps included) and the script's
+    steps that a failure kept from running."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self.clock = clock
+        self.began = clock()
+        self.began_at = datetime.now()
+        self.not_run: list[NotRun] = []
+
+    def elapsed_s(self) -> float:
+        return self.clock() - self.began
+
+    def next_ordinal(self, key: tuple) -> int:
+        return 1 + sum(1 for s in [*self, *self.not_run] if s.key == key)
+
+
+def menu_choice(line: Line) -> int | None:
+    """The line's menu number when it can be a choice (a number of the menu, quit or help)."""
+    if line.is_directive or not line.text.isdigit():
+        return None
+    number = int(line.text)
+    return number if number in BY_NUMBER or number in (QUIT, HELP) else None
+
+
+def remaining_steps(lines: list[Line], answers: Mapping[int, int | None]) -> list[tuple[int, list[Line]]]:
+    """(choice, its lines) for each menu choice of lines the replay has not read, up to quit.
+
+    Which line is a choice is known for sure only as the menu runs (the answers a choice asks
+    for depend on the token and on earlier answers). So: a choice this run has made, with the
+    same number of answers each time (`answers`), takes that many lines again; any other takes
+    the lines up to the next menu number that opens a paragraph (after a comment, a blank line
+    or a directive, as scripts are written) or the script's final 0. A line that is no menu
+    number where a choice is due is left out."""
+    found: list[tuple[int, list[Line]]] = []
+    i = 0
+    while i < len(lines):
+        line = lines[i]
+        i += 1
+        number = menu_choice(line)
+        if number is None:
+            continue
+        if number == QUIT:
+            break
+        if number == HELP:
+            continue  # 99 shows the menu: no step
+        own = [line]
+        count = answers.get(number)
+        while i < len(lines) and not lines[i].is_directive:
+            if count is not None and len(own) > count:
+                break
+            if count is None and menu_choice(lines[i]) is not None \
+                    and (lines[i].number > lines[i - 1].number + 1 or _ends(lines, i)):
+                break
+            own.append(lines[i])
+            i += 1
+        found.append((number, own))
+    return found
+
+
+def _ends(lines: list[Line], i: int) -> bool:
+    """lines[i] is a 0 that ends the script (only directives after it): quit, not an answer."""
+    return lines[i].text == str(QUIT) and all(line.is_directive for line in lines[i + 1:])
+
+
 @dataclass
 class Replay:
     """Feeds script lines to the menu as answers; the menu loop reports each finished step."""
@@ -68,8 +180,11 @@ class Replay:
     control: Callable[[Directive], str] | None = None  # HA directives (@fail, @restore, ...)
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.monotonic
-    steps: list[Step] = field(default_factory=list)
+    steps: StepLog = field(init=False)
     _next: int = 0
+    _choice_index: int = 0  # where in `lines` the choice in progress is
+    _answers: dict[int, int | None] = field(default_factory=dict)  # choice -> answers it read, None if it varied
+    _transcript: list[str] = field(default_factory=list)  # the current step's output
     _choice_line: int = 0
     _choice: Line | None = None  # the script line of the choice in progress
     _choice_started: float = 0.0
@@ -80,10 +195,12 @@ class Replay:
     def __post_init__(self) -> None:
         if self.masker is None:
             self.masker = Masker(self.lines, self.variables)
+        self.steps = StepLog(self.clock)
 
     # MenuIO
     def write(self, text: str) -> None:
         text = self.masker(text)  # no value of a ${NAME} leaves ckdemo (masking.py)
+        self._transcript.append(text)
         for out in self.outputs:
             out.write(text)
             out.flush()
@@ -130,14 +247,23 @@ class Replay:
             line = self.lines[self._next]
             self._next += 1
             self.directive(directive(line))
+        self._transcript = []  # from here on: the next step's output (or none's)
         if self.steps and not self.steps[-1].passed and not self.keep_going:
             self.stopped_early = True
+            self._plan_not_run()
             raise EndOfInput(prompt)
         if self._next < len(self.lines):
             self._choice = self.lines[self._next]
             self._choice_line = self._choice.number
+        self._choice_index = self._next
         self._choice_started = self.clock()
         return self.ask(prompt)
+
+    def _plan_not_run(self) -> None:
+        for number, own in remaining_steps(self.lines[self._next:], self._answers):
+            title = BY_NUMBER[number].title
+            self.steps.not_run.append(NotRun(number, title, own[0].number, [shown(l) for l in own],
+                                             self.steps.next_ordinal((number, title))))
 
     # directives and results
     def directive(self, d: Directive) -> None:
@@ -171,8 +297,16 @@ class Replay:
             result = replace(result, title=self.masker.title(result.title))
         result = replace(result, message=self.masker(result.message))
         self._confirmed = False  # @confirm-destructive covers one choice
-        self.steps.append(Step(result, self._choice_line, self.clock() - self._choice_started,
-                               shown_choice=shown_choice, mask=self.masker))
+        if result.choice is not None and result.status not in PSEUDO_RESULTS:
+            # a choice that ran to its end read all its answers: a plan for the lines not run
+            answered = self._next - self._choice_index - 1
+            seen = self._answers.setdefault(result.choice, answered)
+            if seen != answered:
+                self._answers[result.choice] = None
+        step = Step(result, self._choice_line, self.clock() - self._choice_started,
+                    shown_choice=shown_choice, mask=self.masker, transcript=self._transcript)
+        step.ordinal = self.steps.next_ordinal(step.key)
+        self.steps.append(step)
 
     @property
     def failed(self) -> list[Step]:
