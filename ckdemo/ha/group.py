@@ -16,13 +16,14 @@ from ..model import LibraryInfo, MechanismInfo, SlotInfo, TokenInfo
 from .admin import Administration
 from .events import HALog
 from .failover import MemberFailed, ObjectMissing, no_member_left
-from .member import HAMember
+from .member import HAMember, MemberState
 from .policy import RecoveryPolicy
 from .recovery import Recovery
 from .synchronization import Synchronizer
 from .session import VirtualSession
 
 T = TypeVar("T")
+ACTIVE = MemberState.ACTIVE
 HA_SLOT_DESCRIPTION = "HA Virtual Card Slot"  # seed: "slot#3 - HA Virtual Card Slot"
 
 
@@ -100,21 +101,29 @@ class HAGroup(Administration):
                 return member
         return None
 
-    def _pick(self, candidates: list[HAMember]) -> HAMember:
-        """Least-busy round robin (as Luna HA): the member with the fewest calls in flight, ties
-        broken in turn. One caller thread gets plain round robin; several spread out."""
-        if not self.balance or len(candidates) == 1:
-            chosen = candidates[0]
-            with self.lock:
+    def _pick(self, skip, mechanism: int | None) -> HAMember | None:
+        """Least-busy round robin (as Luna HA): of the active members not in `skip` and not
+        known to refuse `mechanism`, the one with the fewest calls in flight, ties broken in
+        turn; None when there is none. One caller thread gets plain round robin; several
+        spread out. One pass under the lock: this runs on every load-balanced call."""
+        members = self.members
+        count = len(members)
+        with self.lock:
+            start = self._next_member if self.balance else 0
+            chosen = None
+            for step in range(count):
+                member = members[(start + step) % count]
+                if member.state is not ACTIVE or member in skip or mechanism in member.refused:
+                    continue
+                if chosen is None or member.outstanding < chosen.outstanding:
+                    chosen = member
+                    if not self.balance or not member.outstanding:
+                        break
+            if chosen is not None:
+                if self.balance:
+                    self._next_member = (chosen.index + 1) % count
                 chosen.outstanding += 1
             return chosen
-        with self.lock:
-            count = len(self.members)
-            chosen = min(candidates, key=lambda m: (m.outstanding,
-                                                    (m.index - self._next_member) % count))
-            self._next_member = (chosen.index + 1) % count
-            chosen.outstanding += 1
-        return chosen
 
     def _done(self, member: HAMember) -> None:
         with self.lock:
@@ -132,17 +141,15 @@ class HAGroup(Administration):
         refused: list[HAMember] = []
         refused_error: CKRError | None = None
         missing: list[HAMember] = []
+        skip = exclude
         while True:
-            active = [m for m in self.active_members() if m not in exclude]
-            candidates = [m for m in active if m not in refused and m not in missing
-                          and mechanism not in m.refused]
-            if not candidates and mechanism is not None and not refused:
-                candidates = active  # every member refused it before: ask again, things change
-            if not candidates:
+            member = self._pick(skip, mechanism)
+            if member is None and mechanism is not None and not refused:
+                member = self._pick(skip, None)  # every member refused it before: ask again
+            if member is None:
                 if refused_error is not None:
                     raise refused_error
                 raise no_member_left(function, failures)
-            member = self._pick(candidates)
             try:
                 result = self.call_member(member, lambda: op(member))
             except MemberFailed as exc:
@@ -152,10 +159,12 @@ class HAGroup(Administration):
                 if exc.ckr == CKR_MECHANISM_INVALID and mechanism is not None:
                     refused.append(member)
                     refused_error = exc
+                    skip = [*exclude, *refused, *missing]
                     continue
                 if isinstance(exc, ObjectMissing):
                     missing.append(member)
-                    if len(missing) < len(active):
+                    skip = [*exclude, *refused, *missing]
+                    if len(missing) < len([m for m in self.active_members() if m not in exclude]):
                         continue
                 raise
             finally:

@@ -51,7 +51,10 @@ class Recovery:
 
     def before_call(self) -> None:
         members = self.group.members
-        if all(m.active for m in members):
+        for member in members:
+            if not member.active:
+                break
+        else:
             return  # the common case costs one pass and no lock
         if not any(self._due(m) for m in members):
             return

@@ -15,7 +15,7 @@ import pkcs11
 
 from ..codes import CKR_DEVICE_ERROR, CKR_GENERAL_ERROR, CKR_SLOT_ID_INVALID, CKRError
 from ..model import LibraryInfo
-from .errors import pkcs11_call
+from .errors import pkcs11_call, translate
 from .raw import RawModule
 
 T = TypeVar("T")
@@ -93,8 +93,13 @@ class Module:
             yield
 
     def call(self, function: str, fn: Callable[..., T], *args, **kwargs) -> T:
-        with self.calling(function):
-            return fn(*args, **kwargs)
+        # calling() spelt out: every member call of every slot comes through here, and two
+        # context managers cost more than the library call they wrap (docs/PERFORMANCE.md)
+        with self.lock:
+            try:
+                return fn(*args, **kwargs)
+            except pkcs11.PKCS11Error as exc:
+                raise translate(exc, function) from exc
 
     def info(self) -> LibraryInfo:
         info = self.call("C_GetInfo", self.raw.get_info)

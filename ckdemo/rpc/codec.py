@@ -54,6 +54,10 @@ class Message(NamedTuple):  # a tuple: built on every call, cheaper than a froze
 
 
 def call_of(call: int | str | Call) -> Call:
+    if type(call) is int:  # the server's replies: by far the most frequent look-up
+        found = BY_ID.get(call)
+        if found is not None:
+            return found
     if isinstance(call, Call):
         return call
     found = BY_NAME.get(call) if isinstance(call, str) else BY_ID.get(call)

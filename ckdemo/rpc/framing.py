@@ -115,19 +115,54 @@ def read_frame(sock, max_body: int = MAX_BODY_LENGTH) -> Frame:
     return Frame(call_code, body, options)
 
 
-def read_frame_from(stream, max_body: int = MAX_BODY_LENGTH) -> Frame:
-    """read_frame on a buffered binary stream (`sock.makefile("rb")`): one recv brings in as much
-    as the peer sent, so a request costs one system call rather than one per part."""
-    header = stream.read(HEADER_SIZE)
-    if not header:
-        raise EOFError("peer closed the connection")
-    if len(header) < HEADER_SIZE:
-        raise CodecError(f"connection closed inside a frame ({len(header)} of {HEADER_SIZE} bytes)")
-    call_code, options_length, body_length = decode_header(header, max_body)
-    rest = stream.read(options_length + body_length) if options_length + body_length else b""
-    if len(rest) < options_length + body_length:
-        raise CodecError("connection closed after a frame header")
-    return Frame(call_code, rest[options_length:], rest[:options_length])
+class FrameStream:
+    """Frames from a blocking socket, for a server's request loop: one recv() per request in the
+    usual case (a request is one small frame), pipelined frames kept for the next call, a large
+    frame gathered over several recv()s. next() gives (call code, body); EOFError at a clean end,
+    CodecError for broken framing (a frame cut short, a huge length)."""
+
+    READ_SIZE = 64 * 1024  # what one recv() may bring in
+
+    def __init__(self, sock, max_body: int = MAX_BODY_LENGTH) -> None:
+        self.sock = sock
+        self.max_body = max_body
+        self.pending = b""  # bytes received after the last frame handed out
+
+    def version(self) -> int:
+        """The peer's version byte, which opens its stream."""
+        data = self.pending or self.sock.recv(self.READ_SIZE)
+        if not data:
+            raise EOFError("peer closed the connection")
+        self.pending = data[1:]
+        return data[0]
+
+    def next(self) -> tuple[int, bytes]:
+        data = self.pending
+        while True:
+            if len(data) >= HEADER_SIZE:
+                call_code, options_length, body_length = HEADER.unpack_from(data)
+                if options_length > MAX_OPTIONS_LENGTH or body_length > self.max_body:
+                    decode_header(data[:HEADER_SIZE], self.max_body)  # raises, saying which
+                end = HEADER_SIZE + options_length + body_length
+                if len(data) < end:
+                    data = self._gather(data, end)
+                self.pending = data[end:]
+                return call_code, data[HEADER_SIZE + options_length:end]
+            data = self._gather(data, HEADER_SIZE)
+
+    def _gather(self, data: bytes, size: int) -> bytes:
+        """`data` and what follows it on the socket, at least `size` bytes in all."""
+        parts, received = [data], len(data)
+        while received < size:
+            chunk = self.sock.recv(min(max(size - received, self.READ_SIZE), 1 << 20))
+            if not chunk:
+                self.pending = b""
+                if not received:
+                    raise EOFError("peer closed the connection")
+                raise CodecError(f"connection closed inside a frame ({received} of {size} bytes)")
+            parts.append(chunk)
+            received += len(chunk)
+        return parts[1] if len(parts) == 2 and not data else b"".join(parts)
 
 
 def write_frame(sock, frame: Frame) -> None:

@@ -25,7 +25,7 @@ from ..codes import (CKR_ARGUMENTS_BAD, CKR_FUNCTION_NOT_SUPPORTED, CKR_GENERAL_
 from ..model import (CKA_CLASS, CKA_KEY_TYPE, CKA_PRIVATE, CKA_TOKEN, CKA_VALUE_LEN,
                      CKU_CONTEXT_SPECIFIC, CKU_SO, CKU_USER)
 from ..rpc.buffer import CodecError, UnknownCallError
-from ..rpc.calls import HANDSHAKE
+from ..rpc.calls import BY_ID, HANDSHAKE
 from ..rpc.codec import decode_request, encode_error, encode_response
 from ..rpc.structs import BufferSize, Info, SessionInfo
 from ..slots import Session
@@ -80,11 +80,12 @@ class Connection:
             return encode_error(CKR_FUNCTION_NOT_SUPPORTED)
         except CodecError:
             return encode_error(codes.CKR_DEVICE_ERROR)  # what p11-kit answers a parse error
-        handler = getattr(self, request.name, None) if request.name.startswith("C_") else None
+        call_id, args = request
+        handler = _HANDLERS.get(call_id)
         if handler is None:
             return encode_error(CKR_FUNCTION_NOT_SUPPORTED)
         try:
-            return encode_response(request.call_id, *handler(*request.args))
+            return encode_response(call_id, *handler(self, *args))
         except CKRError as error:
             return encode_error(error.ckr or CKR_GENERAL_ERROR)
         except Exception as error:  # a ckdemo bug: this call fails, the connection lives on
@@ -696,3 +697,8 @@ def _quietly(call) -> None:
         call()
     except CKRError:
         pass  # gone already (a failed member, a closed session): the state we wanted
+
+
+# call id -> the method answering it (a version-0 call without one is CKR_FUNCTION_NOT_SUPPORTED)
+_HANDLERS = {call.id: getattr(Connection, call.name) for call in BY_ID.values()
+             if call.name.startswith("C_") and callable(getattr(Connection, call.name, None))}

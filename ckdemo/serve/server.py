@@ -18,14 +18,13 @@ from typing import Callable
 from ..codes import CKRError
 from ..rpc.buffer import CodecError
 from ..rpc.calls import PROTOCOL_VERSION
-from ..rpc.framing import encode_frame, negotiate_version, read_frame_from
+from ..rpc.framing import HEADER, FrameStream, negotiate_version
 from ..rpc.structs import Info, Version
 from ..slots import Slot
 from .connection import Connection
 from . import unixsocket
 from .logins import SharedLogin
 
-READ_BUFFER = 64 * 1024  # bytes one recv may bring in (several pipelined frames, a large body)
 STOP_WAIT_S = 5.0  # how long stop() waits for connection threads to release what they hold
 
 
@@ -119,15 +118,14 @@ class Server:
         self.log(f"connection {number} opened (pid {peer_pid(sock) or '?'})")
         connection = Connection(number, self.slots, self.info, self.log, self.on_error)
         how = "closed by the client"
-        stream = sock.makefile("rb", buffering=READ_BUFFER)
+        frames = FrameStream(sock)
         try:
-            offered = stream.read(1)
-            if not offered:
-                raise EOFError("peer closed the connection")
-            sock.sendall(bytes([negotiate_version(offered[0], PROTOCOL_VERSION)]))
+            sock.sendall(bytes([negotiate_version(frames.version(), PROTOCOL_VERSION)]))
+            answer, send, pack = connection.answer, sock.sendall, HEADER.pack
             while True:
-                request = read_frame_from(stream)
-                sock.sendall(encode_frame(request.call_code, connection.answer(request.body)))
+                call_code, body = frames.next()
+                reply = answer(body)
+                send(pack(call_code, 0, len(reply)) + reply)
         except EOFError:
             if self._stopping:
                 how = "closed by the server"
@@ -144,7 +142,6 @@ class Server:
                 connection.release()
             finally:
                 try:
-                    stream.close()  # the socket closes for real only once its file is closed
                     sock.close()
                 finally:
                     with self._lock:
