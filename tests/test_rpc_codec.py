@@ -409,3 +409,23 @@ def test_frames():
     assert reader.feed(frame[5:] + frame) == [Frame(0x10, b"body", b"client")] * 2
     with pytest.raises(CodecError):
         encode_frame(1 << 32, b"")
+
+
+def test_the_fast_replies_are_the_bytes_the_general_encoder_writes():
+    """encode_response builds empty and `ay` replies without a Writer: same bytes as the
+    general path (a bytearray takes it), for every call with such a reply."""
+    from ckdemo.rpc.calls import BY_ID
+    from ckdemo.rpc.codec import decode_response, encode_response
+    checked = 0
+    for call in BY_ID.values():
+        if call.response == "ay":
+            for data in (b"", b"\x00" * 3, bytes(range(256))):
+                fast = encode_response(call.id, data)
+                assert fast == encode_response(call.id, bytearray(data))
+                assert decode_response(fast, call.id).args == (data,)
+                checked += 1
+        elif call.response == "":
+            assert encode_response(call.id) == encode_response(call.name)
+            assert decode_response(encode_response(call.id), call.id).args == ()
+            checked += 1
+    assert checked > 20

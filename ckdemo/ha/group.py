@@ -151,7 +151,7 @@ class HAGroup(Administration):
                     raise refused_error
                 raise no_member_left(function, failures)
             try:
-                result = self.call_member(member, lambda: op(member))
+                result = self.call_member(member, op, member)
             except MemberFailed as exc:
                 failures.append(exc)
                 continue
@@ -186,7 +186,7 @@ class HAGroup(Administration):
         failures: list[MemberFailed] = []
         for member in self.active_members():
             try:
-                done.append((member, self.call_member(member, lambda: op(member))))
+                done.append((member, self.call_member(member, op, member)))
             except ObjectMissing:
                 continue  # the object never reached this member: nothing to do there
             except MemberFailed as exc:
@@ -196,11 +196,12 @@ class HAGroup(Administration):
             raise no_member_left(function, failures)
         return done
 
-    def call_member(self, member: HAMember, fn: Callable[[], T]) -> T:
-        """fn() on one member. A member-fatal result fails the member and raises MemberFailed
-        (chained to the member's own error); any other result is the application's answer."""
+    def call_member(self, member: HAMember, fn: Callable[..., T], *args) -> T:
+        """fn(*args) on one member. A member-fatal result fails the member and raises
+        MemberFailed (chained to the member's own error); any other result is the
+        application's answer."""
         try:
-            return fn()  # (a remote member's socket keeps the call's deadline)
+            return fn(*args)  # (a remote member's socket keeps the call's deadline)
         except MemberFailed:
             raise
         except CKRError as exc:

@@ -42,8 +42,9 @@ class PhysicalSession:
         return self.slot.module
 
     def _call(self, function: str, fn, *args, **kwargs):
-        self._module.check_fault(self.slot.slot_id, function)
-        return self._module.call(function, fn, *args, **kwargs)
+        module = self.slot.module
+        module.check_fault(self.slot.slot_id, function)
+        return module.call(function, fn, *args, **kwargs)
 
     def _calling(self, function: str):
         self._module.check_fault(self.slot.slot_id, function)

@@ -15,12 +15,13 @@ Every malformed or unencodable message raises CodecError, nothing else.
 """
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass
 from typing import NamedTuple
 
 from .attributes import (read_attribute_array, read_attribute_buffer, write_attribute_array,
                          write_attribute_buffer)
-from .buffer import CodecError, Reader, UnknownCallError, Writer
+from .buffer import MAX_ARRAY_LENGTH, CodecError, Reader, UnknownCallError, Writer
 from .calls import BY_ID, BY_NAME, CALL_ERROR, Call
 from .mechanisms import read_mechanism, write_mechanism
 from .structs import BufferSize, Version
@@ -142,6 +143,11 @@ def _prefix(call: Call, signature: str) -> bytes:
     return writer.getvalue()
 
 
+# fields of a fixed size: the leading run of them is read with one struct (most requests are
+# mainly or only these: a session handle, a buffer size ...)
+_FIXED = {"y": "B", "u": "Q", "fy": "I", "fu": "I"}
+
+
 @dataclass(frozen=True)
 class _Layout:
     """One call in one direction, worked out once: its fixed prefix and field codecs."""
@@ -150,6 +156,17 @@ class _Layout:
     fields: tuple[str, ...]
     readers: tuple
     writers: tuple
+    head: struct.Struct | None  # the leading fixed-size fields, read at once
+    rest: tuple  # readers of the fields after them
+
+
+def _head(fields: tuple[str, ...]) -> tuple[struct.Struct | None, int]:
+    count = 0
+    while count < len(fields) and fields[count] in _FIXED:
+        count += 1
+    if not count:
+        return None, 0
+    return struct.Struct(">" + "".join(_FIXED[t] for t in fields[:count])), count
 
 
 def _layouts(request: bool) -> dict[int, _Layout]:
@@ -159,12 +176,16 @@ def _layouts(request: bool) -> dict[int, _Layout]:
         if signature is None:
             continue
         fields = call.request_fields if request else call.response_fields
-        found[call.id] = _Layout(signature, _prefix(call, signature), fields,
-                                 tuple(_READERS[t] for t in fields), tuple(_WRITERS[t] for t in fields))
+        readers = tuple(_READERS[t] for t in fields)
+        head, count = _head(fields)
+        found[call.id] = _Layout(signature, _prefix(call, signature), fields, readers,
+                                 tuple(_WRITERS[t] for t in fields), head, readers[count:])
     return found
 
 
 _REQUESTS, _RESPONSES = _layouts(request=True), _layouts(request=False)
+_U32 = struct.Struct(">I")
+_PRESENT = b"\x01"  # an `ay` with its data (0: only a size)
 
 
 def _encode(call: Call, layout: _Layout, struct: type | None, args) -> bytes:
@@ -206,6 +227,14 @@ def _decode(body: bytes, is_request: bool, expected: Call | None = None) -> Mess
     try:
         if not is_request and call.response_struct is not None:
             args = (call.response_struct.read(reader),)
+        elif layout.head is not None:
+            head = layout.head
+            if reader.offset + head.size > len(reader.data):
+                raise reader._truncated(head.size)
+            args = head.unpack_from(reader.data, reader.offset)
+            reader.offset += head.size
+            if layout.rest:
+                args += tuple([read(reader) for read in layout.rest])
         else:
             args = tuple([read(reader) for read in layout.readers])
         reader.expect_end()
@@ -229,7 +258,14 @@ def decode_request(body: bytes) -> Message:
 
 def encode_response(call: int | str | Call, *args) -> bytes:
     call = call_of(call)
-    return _encode(call, _RESPONSES[call.id], call.response_struct, args)
+    layout = _RESPONSES[call.id]
+    # the replies of most calls a busy client makes, built without a Writer: nothing, or bytes
+    if not args and not layout.writers:
+        return layout.prefix
+    if layout.fields == ("ay",) and len(args) == 1 and type(args[0]) is bytes \
+            and len(args[0]) < MAX_ARRAY_LENGTH:
+        return b"".join((layout.prefix, _PRESENT, _U32.pack(len(args[0])), args[0]))
+    return _encode(call, layout, call.response_struct, args)
 
 
 def decode_response(body: bytes, call: int | str | Call | None = None) -> Message:
