@@ -19,7 +19,8 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from ckdemo.codes import (CKR_DEVICE_ERROR, CKR_OBJECT_HANDLE_INVALID, CKR_OK, CKR_PIN_INCORRECT,
                           CKR_TOKEN_NOT_PRESENT, CKR_TOKEN_NOT_RECOGNIZED, CKRError, ckr_name)
 from ckdemo.model import (CKA_CLASS, CKA_ID, CKA_MODULUS, CKA_PUBLIC_EXPONENT, CKM_ECDSA,
-                          CKM_SHA256_RSA_PKCS, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, CKU_USER, KeySpec)
+                          CKM_SHA256_RSA_PKCS, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, CKO_SECRET_KEY, CKU_USER,
+                          KeySpec)
 from conftest import SO_PIN, USER_PIN, requires_softhsm, softhsm_env
 from support import FakeClock, private_workspace
 
@@ -535,3 +536,46 @@ def test_rejected_member_is_admitted_again_after_ha_init_as_the_log_says(fresh):
         CKO_PUBLIC_KEY, CKO_PRIVATE_KEY}
     again = group.ha_init(SO_PIN)
     assert again.generation == 2 and not again.created_on and "nothing to do" in again.lines()[0]
+
+
+def _key_ids_on(ha: HA, member) -> list[bytes]:
+    """CKA_IDs of the secret keys a member holds, read on the member's own session."""
+    session = ha.group.session_for(member)
+    return [session.get_attributes(h, [CKA_ID])[CKA_ID]
+            for h in session.find_objects({CKA_CLASS: CKO_SECRET_KEY})]
+
+
+def test_a_source_failing_in_the_middle_of_a_copy_is_blamed_alone(ha, monkeypatch):
+    """The member a new key is being copied from fails after one copy is made (the soak saw a
+    killed source blamed on the members the copy was going to, and every member left out).
+    Now: only the source is failed, the copy made is removed, the key is generated again on
+    another member and reaches the rest; the source's own copy goes when it comes back."""
+    from ckdemo.ha import replication
+    original, calls, sources = replication.replicate, [], []
+
+    def replicate(source, handle, target):
+        calls.append(target.member)
+        if len(calls) == 2:  # one copy made, the source dies before the second
+            sources.append(source.member)
+            ha.group.fail_member(source.member)
+        return original(source, handle, target)
+
+    monkeypatch.setattr(replication, "replicate", replicate)
+    key_id = os.urandom(6)
+    (handle,) = ha.session.generate(KeySpec("aes", 32, "blame-source", key_id))
+    monkeypatch.setattr(replication, "replicate", original)
+    (first,) = sources
+    assert [m for m in ha.group.members if not m.active] == [first]
+    others = [m for m in ha.group.members if m is not first]
+    assert all(_key_ids_on(ha, m).count(key_id) == 1 for m in others)  # once: the first copy went
+    assert ha.session.encrypt(handle, 0x1082, b"0" * 16, b"\0" * 16)  # CKM_AES_CBC on a live member
+    heal(ha)  # the source comes back: resynchronised, its orphan destroyed or kept as the one copy
+    assert all(m.active for m in ha.group.members)
+    assert all(_key_ids_on(ha, m).count(key_id) == 1 for m in ha.group.members)
+    # and it is one key: the same block encrypts alike on every member's own copy
+    ciphertexts = set()
+    for member in ha.group.members:
+        session = ha.group.session_for(member)
+        (own,) = session.find_objects({CKA_CLASS: CKO_SECRET_KEY, CKA_ID: key_id})
+        ciphertexts.add(session.encrypt(own, 0x1081, b"1" * 16))  # CKM_AES_ECB
+    assert len(ciphertexts) == 1

@@ -40,3 +40,24 @@ def no_member_left(function: str, failures: list[MemberFailed] = ()) -> CKRError
     if failures:
         error.__cause__ = ExceptionGroup("member errors", [f.cause for f in failures])
     return error
+
+
+class OnMember:
+    """A member's session whose every call goes through the group's call_member, so a
+    member-fatal result fails *that* member. A copy from one member to another calls both: a
+    source that dies in the middle must not be blamed on the member the copy was going to."""
+
+    def __init__(self, group, member: "HAMember") -> None:
+        self.group = group
+        self.member = member
+        self.session = group.session_for(member)
+
+    def __getattr__(self, name: str):
+        attribute = getattr(self.session, name)
+        if not callable(attribute):
+            return attribute
+        group, member = self.group, self.member
+
+        def call(*args, **kwargs):
+            return group.call_member(member, lambda: attribute(*args, **kwargs))
+        return call

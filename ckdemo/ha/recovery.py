@@ -156,6 +156,9 @@ class Recovery:
         src, dst = self.group.session_for(source), target.anchor
         have = {replication.object_key(replication.identity(src, h)): h for h in key_objects(src)}
         held = {replication.object_key(replication.identity(dst, h)): h for h in key_objects(dst)}
+        replaced = self._diverged(src, have, dst, held)
+        for key in replaced:
+            dst.destroy_object(held.pop(key))  # another key under the same name: copied anew
         copied = [k for k in have if k not in held and not replication.is_domain_key_id(k[1])]
         removed = [k for k in held if k not in have and not replication.is_domain_key_id(k[1])]
         refused = []
@@ -171,8 +174,28 @@ class Recovery:
         if copied or removed:
             self.group.log.record(self.group.serial, target.serial, "resynchronised",
                             f"{len(copied) - len(refused)} object(s) copied, {len(removed)} destroyed"
+                            + (f" ({len(replaced)} of the copies replace another key under the same "
+                               "class, CKA_ID and label)" if replaced else "")
                             + (f"; not copied (calls needing them go to other members): "
                                f"{', '.join(refused)}" if refused else ""))
+
+
+    @staticmethod
+    def _diverged(src, have: dict, dst, held: dict) -> set[tuple]:
+        """Objects with the same class, CKA_ID and label but another key: what a member keeps
+        of a key generation that failed over while it went down (it generated, then died
+        before its key was copied; another member generated the key the application got)."""
+        diverged = set()
+        for key in have.keys() & held.keys():
+            if replication.is_domain_key_id(key[1]):
+                continue
+            mine = replication.fingerprint(src, have[key])
+            if mine is not None and mine != replication.fingerprint(dst, held[key]):
+                diverged.add(key)
+        for cls, key_id, label in list(diverged):  # an EC private key goes with its public key
+            if cls == CKO_PUBLIC_KEY and (CKO_PRIVATE_KEY, key_id, label) in held:
+                diverged.add((CKO_PRIVATE_KEY, key_id, label))
+        return diverged
 
 
 def key_objects(session) -> list[int]:

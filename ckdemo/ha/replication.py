@@ -36,7 +36,7 @@ from ..model import (CKA_ALLOWED_MECHANISMS, CKA_CLASS, CKA_COEFFICIENT, CKA_COP
                      CKA_TRUSTED, CKA_UNWRAP, CKA_UNWRAP_TEMPLATE, CKA_VALUE,
                      CKA_VERIFY, CKA_WRAP, CKA_WRAP_TEMPLATE,
                      CKA_WRAP_WITH_TRUSTED, CKK_AES, CKK_EC, CKK_GENERIC_SECRET, CKK_RSA,
-                     CKM_AES_KEY_WRAP_PAD, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, CKO_SECRET_KEY)
+                     CKM_AES_KEY_WRAP_PAD, CKM_SHA256, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, CKO_SECRET_KEY)
 
 DOMAIN_KEY_LABEL = "ckdemo HA domain key"
 DOMAIN_KEY_PREFIX = b"ckdemo-ha-domain"
@@ -139,6 +139,36 @@ def identity(session, handle: int) -> dict[int, Any]:
 def object_key(ident: dict[int, Any]) -> tuple:
     """How objects are matched across members: class, CKA_ID and label (never handles)."""
     return (ident[CKA_CLASS], bytes(ident.get(CKA_ID) or b""), ident.get(CKA_LABEL) or "")
+
+
+# a public value that differs between two keys: two members' objects of the same identity are
+# one key only when it matches (an EC private key has none: it goes with its public key)
+FINGERPRINT = {(CKO_PUBLIC_KEY, CKK_RSA): CKA_MODULUS, (CKO_PRIVATE_KEY, CKK_RSA): CKA_MODULUS,
+               (CKO_PUBLIC_KEY, CKK_EC): CKA_EC_POINT}
+
+
+def fingerprint(session, handle: int) -> bytes | None:
+    """The key's public distinguishing value (KCV, modulus, EC point); None when it has none
+    the member will show."""
+    kind = session.get_attributes(handle, [CKA_CLASS, CKA_KEY_TYPE])
+    try:
+        if kind[CKA_CLASS] == CKO_SECRET_KEY:
+            # SoftHSM computes CKA_CHECK_VALUE for generated keys only, not for unwrapped
+            # copies: the SHA-256 of the key value, computed on the member, is the KCV here
+            return session.digest_key(CKM_SHA256, handle)
+        attribute = FINGERPRINT.get((kind[CKA_CLASS], kind[CKA_KEY_TYPE]))
+        if attribute is None:
+            return None
+        value = session.get_attributes(handle, [attribute])[attribute]
+    except CKRError as exc:
+        if exc.name in UNREADABLE:
+            return None
+        raise
+    return bytes(value) if value else None
+
+
+UNREADABLE = ("CKR_ATTRIBUTE_TYPE_INVALID", "CKR_ATTRIBUTE_SENSITIVE", "CKR_KEY_INDIGESTIBLE",
+              "CKR_KEY_FUNCTION_NOT_PERMITTED", "CKR_MECHANISM_INVALID", "CKR_FUNCTION_NOT_SUPPORTED")
 
 
 def find_same(session, ident: dict[int, Any]) -> int | None:

@@ -9,7 +9,7 @@ from ..codes import CKR_MECHANISM_INVALID, CKR_OBJECT_HANDLE_INVALID, CKR_USER_N
 from ..model import (CKA_CLASS, CKA_ID, CKA_LABEL, CKA_TOKEN, CKO_DATA, CKU_SO, KeySpec, MechanismParam,
                      SessionInfo)
 from . import handles, replication
-from .failover import MemberFailed, ObjectMissing
+from .failover import MemberFailed, ObjectMissing, OnMember, no_member_left
 from .member import HAMember
 
 CKF_RW_SESSION, CKF_SERIAL_SESSION = 0x2, 0x4
@@ -279,8 +279,17 @@ class VirtualSession:
         # every HA key must be able to travel to other members under the domain key only
         spec = _with(spec, extractable=True, wrap_with_trusted=True)
         with self.group.state_lock():  # on every member or on none, seen from any process
-            source, handles = self._on_one("C_GenerateKeyPair", lambda s: s.generate(spec))
-            return self._replicate_all(source, handles)
+            for _ in self.group.members:
+                source, handles = self._on_one("C_GenerateKeyPair", lambda s: s.generate(spec))
+                try:
+                    return self._replicate_all(source, handles)
+                except MemberFailed as exc:
+                    if exc.member is not source:
+                        raise
+                    # the source died while its keys were being copied: the copies are gone
+                    # again, the source's own are removed when it comes back (resynchronisation
+                    # destroys what no other member holds): generate on another member
+            raise no_member_left("C_GenerateKeyPair")
 
     def create_object(self, template: dict[int, Any]) -> int:
         """The caller typed the values: create them on every member alike."""
@@ -306,28 +315,34 @@ class VirtualSession:
         """Copies new objects to every other active member. If a copy is refused (not a member
         failure: e.g. a transport that cannot carry the wrap mechanism), nothing is left on only
         some members: every copy and the originals are destroyed and the refusal is returned."""
-        src = self.group.session_for(source)
+        src = OnMember(self.group, source)
         copies: list[tuple[HAMember, int]] = []
         placed: list[tuple[VirtualObject, dict[str, tuple[int, int]]]] = []
-        for h in handles:
-            ident = replication.identity(src, h)
-            on_member = {source.serial: (source.generation, h)}
-            for member in self.group.active_members():
-                if member is source:
-                    continue
-                try:
-                    copy = self.group.call_member(member, lambda: replication.replicate(
-                        src, h, self.group.session_for(member)))
-                except MemberFailed:
-                    continue
-                except CKRError as exc:
-                    self._undo(source, handles, copies)
-                    raise CKRError(exc.ckr, exc.function,
-                                   f"the new key could not be copied to member {member.serial}, so it "
-                                   f"was removed from every member" + (f": {exc.detail}" if exc.detail else ""))
-                copies.append((member, copy))
-                on_member[member.serial] = (member.generation, copy)
-            placed.append((ident, on_member))
+        try:
+            for h in handles:
+                ident = replication.identity(src, h)
+                on_member = {source.serial: (source.generation, h)}
+                for member in self.group.active_members():
+                    if member is source:
+                        continue
+                    try:
+                        copy = replication.replicate(src, h, OnMember(self.group, member))
+                    except MemberFailed as exc:
+                        if exc.member is source:
+                            raise
+                        continue  # that member failed: it gets the key when it is resynchronised
+                    except CKRError as exc:
+                        self._undo(source, handles, copies)
+                        raise CKRError(exc.ckr, exc.function,
+                                       f"the new key could not be copied to member {member.serial}, so "
+                                       f"it was removed from every member"
+                                       + (f": {exc.detail}" if exc.detail else ""))
+                    copies.append((member, copy))
+                    on_member[member.serial] = (member.generation, copy)
+                placed.append((ident, on_member))
+        except MemberFailed:  # the source failed (a target's failure never gets here)
+            self._undo(source, [], copies)  # on the members still there
+            raise
         virtual = []
         for ident, on_member in placed:
             obj = self._register(replication.object_key(ident), source, on_member[source.serial][1])

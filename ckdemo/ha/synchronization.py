@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..codes import CKRError
 from . import replication
-from .failover import MemberFailed
+from .failover import MemberFailed, OnMember
 from .recovery import GroupView, key_objects
 
 
@@ -32,8 +32,8 @@ class Synchronizer:
                         if key in have or not (source.active and target.active):
                             continue
                         try:
-                            have[key] = self.group.call_member(target, lambda: replication.replicate(
-                                self.group.session_for(source), handle, self.group.session_for(target)))
+                            have[key] = replication.replicate(OnMember(self.group, source), handle,
+                                                              OnMember(self.group, target))
                             copied += 1
                         except MemberFailed:
                             continue
