@@ -1,0 +1,192 @@
+"""Cryptographic calls of a connection (part of Connection): Init keeps the operation, the last call does it on the slot."""
+from __future__ import annotations
+
+from . import wire
+from .. import codes
+from ..codes import CKR_FUNCTION_NOT_SUPPORTED, CKR_MECHANISM_INVALID, CKRError
+from ..rpc.structs import BufferSize
+from ..slots import Session
+from .client_session import ClientSession, arg_bytes
+from .operations import DECRYPT, DIGEST, ECB_BLOCK, ENCRYPT, SIGN, VERIFY, Operation
+
+
+class CryptoCalls:
+    """C_SignInit ... C_DigestFinal, C_SeedRandom, C_GenerateRandom."""
+
+    def _init(self, handle, mechanism, key, kind: str, function: str) -> tuple:
+        session = self._session(handle, function)
+        if key is not None:
+            self._usable(session, key, function)
+        if not session.slot.offers(mechanism.type):
+            raise CKRError(CKR_MECHANISM_INVALID, function,
+                           f"mechanism {mechanism.type:#x} is not offered by this slot")
+        session.operations.start(Operation(kind, mechanism.type, wire.mechanism_param(mechanism), key),
+                                 function)
+        return ()
+
+    def _single(self, handle, kind: str, function: str, data, offered: int, compute) -> tuple:
+        session = self._session(handle, function)
+
+        def body(operation: Operation):
+            if operation.multi:
+                raise CKRError(codes.CKR_OPERATION_ACTIVE, function, "a multi-part operation is going on")
+            output = operation.output(arg_bytes(data), lambda d: compute(session, operation, d))
+            return (session.operations.deliver(kind, output, offered),)
+        return session.operations.run(kind, function, body)
+
+    def _update(self, handle, kind: str, function: str, data) -> tuple:
+        session = self._session(handle, function)
+        session.operations.run(kind, function, lambda operation: operation.add(arg_bytes(data), function))
+        return ()
+
+    def _final(self, handle, kind: str, function: str, offered: int, compute) -> tuple:
+        session = self._session(handle, function)
+
+        def body(operation: Operation):
+            data = operation.collected() + operation.carry
+            if operation.mechanism in ECB_BLOCK and operation.multi and not data:
+                output = b""  # every block went out with its Update
+            else:
+                output = operation.output(data, lambda d: compute(session, operation, d))
+            return (session.operations.deliver(kind, output, offered),)
+        return session.operations.run(kind, function, body)
+
+    def _keyed(self, session: ClientSession, operation: Operation, function: str) -> Session:
+        self._usable(session, operation.key, function)  # still, after a logout in between
+        return self._store(session)
+
+    def _sign(self, session, op, data):
+        return self._keyed(session, op, "C_Sign").sign(op.key, op.mechanism, data, op.param)
+
+    def _encrypt(self, session, op, data):
+        return self._keyed(session, op, "C_Encrypt").encrypt(op.key, op.mechanism, data, op.param)
+
+    def _decrypt(self, session, op, data):
+        return self._keyed(session, op, "C_Decrypt").decrypt(op.key, op.mechanism, data, op.param)
+
+    def _digest(self, session, op, data):
+        if not op.keys:
+            return self._store(session).digest(op.mechanism, data)
+        if len(op.keys) == 1 and not op.parts:
+            op.key = op.keys[0]
+            return self._keyed(session, op, "C_DigestKey").digest_key(op.mechanism, op.key)
+        raise CKRError(CKR_FUNCTION_NOT_SUPPORTED, "C_DigestFinal",
+                       "C_DigestKey mixed with other parts is not served (the slots digest one key alone)")
+
+    def C_SignInit(self, handle, mechanism, key) -> tuple:
+        return self._init(handle, mechanism, key, SIGN, "C_SignInit")
+
+    def C_Sign(self, handle, data, offered) -> tuple:
+        return self._single(handle, SIGN, "C_Sign", data, offered, self._sign)
+
+    def C_SignUpdate(self, handle, data) -> tuple:
+        return self._update(handle, SIGN, "C_SignUpdate", data)
+
+    def C_SignFinal(self, handle, offered) -> tuple:
+        return self._final(handle, SIGN, "C_SignFinal", offered, self._sign)
+
+    def C_VerifyInit(self, handle, mechanism, key) -> tuple:
+        return self._init(handle, mechanism, key, VERIFY, "C_VerifyInit")
+
+    def _verify(self, handle, function: str, data, signature) -> tuple:
+        session = self._session(handle, function)
+
+        def body(op: Operation):
+            if data is not None and op.multi:
+                raise CKRError(codes.CKR_OPERATION_ACTIVE, function, "a multi-part operation is going on")
+            message = op.collected() if data is None else arg_bytes(data)
+            self._keyed(session, op, function).verify(op.key, op.mechanism, message,
+                                                      arg_bytes(signature), op.param)
+            session.operations.end(VERIFY)
+            return ()
+        return session.operations.run(VERIFY, function, body)
+
+    def C_Verify(self, handle, data, signature) -> tuple:
+        return self._verify(handle, "C_Verify", data, signature)
+
+    def C_VerifyUpdate(self, handle, data) -> tuple:
+        return self._update(handle, VERIFY, "C_VerifyUpdate", data)
+
+    def C_VerifyFinal(self, handle, signature) -> tuple:
+        return self._verify(handle, "C_VerifyFinal", None, signature)
+
+    def C_EncryptInit(self, handle, mechanism, key) -> tuple:
+        return self._init(handle, mechanism, key, ENCRYPT, "C_EncryptInit")
+
+    def C_Encrypt(self, handle, data, offered) -> tuple:
+        return self._single(handle, ENCRYPT, "C_Encrypt", data, offered, self._encrypt)
+
+    def C_EncryptUpdate(self, handle, data, offered) -> tuple:
+        return self._collect(handle, ENCRYPT, "C_EncryptUpdate", data, offered)
+
+    def C_EncryptFinal(self, handle, offered) -> tuple:
+        return self._final(handle, ENCRYPT, "C_EncryptFinal", offered, self._encrypt)
+
+    def C_DecryptInit(self, handle, mechanism, key) -> tuple:
+        return self._init(handle, mechanism, key, DECRYPT, "C_DecryptInit")
+
+    def C_Decrypt(self, handle, data, offered) -> tuple:
+        return self._single(handle, DECRYPT, "C_Decrypt", data, offered, self._decrypt)
+
+    def C_DecryptUpdate(self, handle, data, offered) -> tuple:
+        return self._collect(handle, DECRYPT, "C_DecryptUpdate", data, offered)
+
+    def C_DecryptFinal(self, handle, offered) -> tuple:
+        return self._final(handle, DECRYPT, "C_DecryptFinal", offered, self._decrypt)
+
+    def _collect(self, handle, kind: str, function: str, data, offered: int) -> tuple:
+        """An Update with output: the data is kept, the output comes at Final. A size query
+        (buffer length 0) consumes nothing, as with p11-kit's server (the module gets NULL)."""
+        session = self._session(handle, function)
+        operation = session.operations.get(kind, function)
+        block = ECB_BLOCK.get(operation.mechanism)
+        if block is None:  # kept for Final
+            if offered == 0:
+                return (BufferSize(0),)
+            self._update(handle, kind, function, data)
+            return (b"",)
+        pending = operation.carry + arg_bytes(data)
+        whole = len(pending) // block * block
+        if offered < whole or offered == 0:  # a size query or a buffer too small: nothing used
+            return (BufferSize(whole),)
+        compute = self._encrypt if kind == ENCRYPT else self._decrypt
+
+        def body(op: Operation):
+            op.multi = True
+            output = compute(session, op, pending[:whole]) if whole else b""
+            op.carry = pending[whole:]
+            return (output,)
+        return session.operations.run(kind, function, body)
+
+    def C_DigestInit(self, handle, mechanism) -> tuple:
+        return self._init(handle, mechanism, None, DIGEST, "C_DigestInit")
+
+    def C_Digest(self, handle, data, offered) -> tuple:
+        return self._single(handle, DIGEST, "C_Digest", data, offered, self._digest)
+
+    def C_DigestUpdate(self, handle, data) -> tuple:
+        return self._update(handle, DIGEST, "C_DigestUpdate", data)
+
+    def C_DigestKey(self, handle, key) -> tuple:
+        session = self._session(handle, "C_DigestKey")
+        self._usable(session, key, "C_DigestKey")
+
+        def add(operation: Operation) -> None:
+            operation.multi = True
+            operation.keys.append(key)
+        session.operations.run(DIGEST, "C_DigestKey", add)
+        return ()
+
+    def C_DigestFinal(self, handle, offered) -> tuple:
+        return self._final(handle, DIGEST, "C_DigestFinal", offered, self._digest)
+
+    def C_SeedRandom(self, handle, seed) -> tuple:
+        session = self._session(handle, "C_SeedRandom")
+        self._store(session).seed_random(arg_bytes(seed))
+        return ()
+
+    def C_GenerateRandom(self, handle, length) -> tuple:
+        session = self._session(handle, "C_GenerateRandom")
+        if length == 0:  # an empty array, not a NULL one: the client would say BUFFER_TOO_SMALL
+            return (b"",)
+        return (self._store(session).generate_random(length),)

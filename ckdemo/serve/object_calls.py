@@ -1,0 +1,96 @@
+"""Object calls of a connection (part of Connection): a connection not logged in sees public objects only."""
+from __future__ import annotations
+
+from . import wire
+from .. import codes
+from ..codes import CKR_OPERATION_NOT_INITIALIZED, CKR_USER_NOT_LOGGED_IN, CKRError
+from ..model import CKA_PRIVATE, CKA_TOKEN
+from .attributes import UnnamedAttribute, naming, read_attributes
+
+
+class ObjectCalls:
+    """C_CreateObject ... C_FindObjectsFinal."""
+
+    def C_CreateObject(self, handle, attributes) -> tuple:
+        session = self._session(handle, "C_CreateObject")
+        template = wire.template(attributes, "C_CreateObject")
+        token, private = bool(template.get(CKA_TOKEN, False)), bool(template.get(CKA_PRIVATE, True))
+        self._may_create(session, token, private, "C_CreateObject")
+        with naming("C_CreateObject"):
+            made = self._store(session).create_object(template)
+        return (self._created(session, made, token, private),)
+
+    def C_CopyObject(self, handle, source, attributes) -> tuple:
+        session = self._session(handle, "C_CopyObject")
+        self._usable(session, source, "C_CopyObject")
+        template = wire.template(attributes, "C_CopyObject")
+        store = self._store(session)
+        found = store.get_attributes(source, [CKA_TOKEN, CKA_PRIVATE])
+        token = bool(template.get(CKA_TOKEN, found.get(CKA_TOKEN, True)))
+        private = bool(template.get(CKA_PRIVATE, found.get(CKA_PRIVATE, True)))
+        self._may_create(session, token, private, "C_CopyObject")
+        with naming("C_CopyObject"):
+            made = store.copy_object(source, template)
+        return (self._created(session, made, token, private),)
+
+    def C_DestroyObject(self, handle, target) -> tuple:
+        session = self._session(handle, "C_DestroyObject")
+        self._may_change(session, target, "C_DestroyObject")
+        self._store(session).destroy_object(target)
+        self._forget(session, target)
+        return ()
+
+    def C_GetObjectSize(self, handle, target) -> tuple:
+        session = self._session(handle, "C_GetObjectSize")
+        self._usable(session, target, "C_GetObjectSize")
+        return (self._store(session).object_size(target),)
+
+    def C_GetAttributeValue(self, handle, target, wanted) -> tuple:
+        session = self._session(handle, "C_GetAttributeValue")
+        self._usable(session, target, "C_GetAttributeValue")
+        return read_attributes(self._store(session), target, wanted)
+
+    def C_SetAttributeValue(self, handle, target, attributes) -> tuple:
+        session = self._session(handle, "C_SetAttributeValue")
+        self._may_change(session, target, "C_SetAttributeValue")
+        template = wire.template(attributes, "C_SetAttributeValue")
+        if template.get(CKA_PRIVATE) is False and self._user(session) is None:
+            raise CKRError(CKR_USER_NOT_LOGGED_IN, "C_SetAttributeValue")
+        with naming("C_SetAttributeValue"):
+            self._store(session).set_attributes(target, template)
+        self.private.pop((session.slot.slot_id, target), None)
+        return ()
+
+    def C_FindObjectsInit(self, handle, attributes) -> tuple:
+        session = self._session(handle, "C_FindObjectsInit")
+        if session.found is not None:
+            raise CKRError(codes.CKR_OPERATION_ACTIVE, "C_FindObjectsInit")
+        template = wire.template(attributes, "C_FindObjectsInit")
+        if self._user(session) is None:  # public objects only, whoever else logged in
+            if template.get(CKA_PRIVATE) is True:
+                session.found = []
+                return ()
+            template[CKA_PRIVATE] = False
+        try:
+            with naming("C_FindObjectsInit"):
+                session.found = list(self._store(session).find_objects(template))
+        except UnnamedAttribute:  # no object has a type the slot cannot name (SoftHSM2: none found)
+            session.found = []
+        if self._user(session) is None:
+            for found in session.found:
+                self.private[(session.slot.slot_id, found)] = False
+        return ()
+
+    def C_FindObjects(self, handle, most) -> tuple:
+        session = self._session(handle, "C_FindObjects")
+        if session.found is None:
+            raise CKRError(CKR_OPERATION_NOT_INITIALIZED, "C_FindObjects")
+        batch, session.found = session.found[:most], session.found[most:]
+        return (tuple(batch),)
+
+    def C_FindObjectsFinal(self, handle) -> tuple:
+        session = self._session(handle, "C_FindObjectsFinal")
+        if session.found is None:
+            raise CKRError(CKR_OPERATION_NOT_INITIALIZED, "C_FindObjectsFinal")
+        session.found = None
+        return ()

@@ -1,0 +1,140 @@
+"""Sessions and login of a connection (part of Connection): each connection logs in on its own."""
+from __future__ import annotations
+
+from ..codes import (CKR_ARGUMENTS_BAD, CKR_PIN_INCORRECT, CKR_PIN_INVALID,
+                     CKR_SESSION_PARALLEL_NOT_SUPPORTED, CKR_SESSION_READ_ONLY,
+                     CKR_SESSION_READ_ONLY_EXISTS, CKR_SESSION_READ_WRITE_SO_EXISTS,
+                     CKR_USER_ALREADY_LOGGED_IN, CKR_USER_ANOTHER_ALREADY_LOGGED_IN,
+                     CKR_USER_NOT_LOGGED_IN, CKR_USER_TYPE_INVALID, CKRError)
+from ..model import CKU_CONTEXT_SPECIFIC, CKU_SO, CKU_USER
+from ..rpc.structs import BufferSize, SessionInfo
+from .client_session import (CKF_RW_SESSION, CKF_SERIAL_SESSION, RO_PUBLIC, RO_USER, RW_PUBLIC,
+                             RW_SO, RW_USER, ClientSession, quietly)
+
+
+class SessionCalls:
+    """C_OpenSession ... C_SetPIN."""
+
+    def C_OpenSession(self, slot_id, flags) -> tuple:
+        exposed = self._slot(slot_id, "C_OpenSession")
+        if not flags & CKF_SERIAL_SESSION:
+            raise CKRError(CKR_SESSION_PARALLEL_NOT_SUPPORTED, "C_OpenSession")
+        rw = bool(flags & CKF_RW_SESSION)
+        if not rw and self.logged_in.get(slot_id) == CKU_SO:
+            raise CKRError(CKR_SESSION_READ_WRITE_SO_EXISTS, "C_OpenSession")
+        with exposed.lock:
+            if slot_id not in self.stores:
+                self.stores[slot_id] = exposed.slot.open_session(rw=True)
+            exposed.sessions += 1
+        handle, self._next_session = self._next_session, self._next_session + 1
+        self.sessions[handle] = ClientSession(handle, exposed, rw)
+        return (handle,)
+
+    def C_CloseSession(self, handle) -> tuple:
+        self._close(self._session(handle, "C_CloseSession"))
+        return ()
+
+    def C_CloseAllSessions(self, slot_id) -> tuple:
+        exposed = self._slot(slot_id, "C_CloseAllSessions")
+        for session in [s for s in self.sessions.values() if s.slot is exposed]:
+            self._close(session)
+        return ()
+
+    def _close(self, session: ClientSession) -> None:
+        session.operations.clear()
+        store = self.stores.get(session.slot.slot_id)
+        for handle in sorted(session.session_objects):
+            quietly(lambda: store.destroy_object(handle))
+            self.private.pop((session.slot.slot_id, handle), None)
+        self.sessions.pop(session.handle, None)
+        exposed = session.slot
+        with exposed.lock:
+            exposed.sessions -= 1
+        if any(s.slot is exposed for s in self.sessions.values()):
+            return
+        # the application's last session with the token: its login ends too (PKCS#11)
+        with exposed.lock:
+            store = self.stores.pop(exposed.slot_id, None)
+            if store is not None:
+                quietly(store.close)
+        self.private = {k: v for k, v in self.private.items() if k[0] != exposed.slot_id}
+        if exposed.slot_id in self.logged_in:
+            self._logout(exposed)
+
+    def C_GetSessionInfo(self, handle) -> tuple:
+        session = self._session(handle, "C_GetSessionInfo")
+        user = self._user(session)
+        if user == CKU_SO:
+            state = RW_SO
+        elif user is None:
+            state = RW_PUBLIC if session.rw else RO_PUBLIC
+        else:
+            state = RW_USER if session.rw else RO_USER
+        flags = CKF_SERIAL_SESSION | (CKF_RW_SESSION if session.rw else 0)
+        return (SessionInfo(session.slot.slot_id, state, flags, 0),)
+
+    @staticmethod
+    def _pin(pin, function: str) -> str:
+        if isinstance(pin, BufferSize):
+            raise CKRError(CKR_ARGUMENTS_BAD, function, "no PIN given (protected authentication "
+                                                        "path is not served)")
+        try:
+            return bytes(pin).decode("utf-8")
+        except UnicodeDecodeError:
+            raise CKRError(CKR_PIN_INVALID, function, "the PIN is not UTF-8") from None
+
+    def C_Login(self, handle, user_type, pin) -> tuple:
+        session = self._session(handle, "C_Login")
+        exposed, pin = session.slot, self._pin(pin, "C_Login")
+        user = self._user(session)
+        if user_type == CKU_CONTEXT_SPECIFIC:
+            if user is None:
+                raise CKRError(CKR_USER_NOT_LOGGED_IN, "C_Login")
+            if not exposed.login.check_pin(pin):
+                raise CKRError(CKR_PIN_INCORRECT, "C_Login")
+            return ()
+        if user_type not in (CKU_SO, CKU_USER):
+            raise CKRError(CKR_USER_TYPE_INVALID, "C_Login")
+        if user is not None:
+            raise CKRError(CKR_USER_ALREADY_LOGGED_IN if user == user_type
+                           else CKR_USER_ANOTHER_ALREADY_LOGGED_IN, "C_Login")
+        if user_type == CKU_SO and any(s.slot is exposed and not s.rw for s in self.sessions.values()):
+            raise CKRError(CKR_SESSION_READ_ONLY_EXISTS, "C_Login")
+        exposed.login.login(self.number, user_type, pin)
+        self.logged_in[exposed.slot_id] = user_type
+        self.log(f"connection {self.number}: logged in as {'SO' if user_type == CKU_SO else 'user'} "
+                 f"on slot {exposed.slot_id:#x}")
+        return ()
+
+    def C_Logout(self, handle) -> tuple:
+        session = self._session(handle, "C_Logout")
+        if self._user(session) is None:
+            raise CKRError(CKR_USER_NOT_LOGGED_IN, "C_Logout")
+        self._logout(session.slot)
+        return ()
+
+    def _logout(self, exposed) -> None:
+        self.logged_in.pop(exposed.slot_id, None)
+        try:
+            exposed.login.logout(self.number)
+        except CKRError:
+            pass  # not a holder any more: nothing of ours to undo
+        self.log(f"connection {self.number}: logged out of slot {exposed.slot_id:#x}")
+
+    def C_InitPIN(self, handle, pin) -> tuple:
+        session = self._session(handle, "C_InitPIN")
+        if self._user(session) != CKU_SO:
+            raise CKRError(CKR_USER_NOT_LOGGED_IN, "C_InitPIN", "C_InitPIN needs the SO logged in")
+        if not session.rw:
+            raise CKRError(CKR_SESSION_READ_ONLY, "C_InitPIN")
+        self._store(session).init_pin(self._pin(pin, "C_InitPIN"))
+        return ()
+
+    def C_SetPIN(self, handle, old_pin, new_pin) -> tuple:
+        session = self._session(handle, "C_SetPIN")
+        if not session.rw:
+            raise CKRError(CKR_SESSION_READ_ONLY, "C_SetPIN")
+        new = self._pin(new_pin, "C_SetPIN")
+        self._store(session).set_pin(self._pin(old_pin, "C_SetPIN"), new)
+        session.slot.login.pin_changed(self._user(session) or CKU_USER, new)
+        return ()
