@@ -52,8 +52,9 @@ def _exhausted_notice(ctx: Context, group) -> None:
     for member, attempts in group.recovery_exhausted():
         made = "automatic recovery is off (0 attempts)" if retries == 0 else \
             f"recovery attempts exhausted ({attempts} of {retries})"
-        ctx.say(f"HSM {member.serial}: {made}; 125 Recover now, or `ckdemo hagroup status "
-                "--recover` beside a running `ckdemo serve`")
+        # the verb recovers a serve's groups; without a serve only its own process's members
+        ctx.say(f"HSM {member.serial}: {made}; 125 Recover now or `ckdemo hagroup recover` "
+                "beside a running `ckdemo serve`")
 
 
 def _on_member(ctx: Context, action: str, said: str) -> None:
