@@ -4,9 +4,11 @@ shows it, and the menu at start stays CKDemo's own."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 from conftest import requires_softhsm
 
+from ckdemo.menu import render
 from ckdemo.menu.context import Context
 from ckdemo.menu.loop import MenuLoop
 from ckdemo.menu.table import BY_NUMBER, MENU
@@ -81,3 +83,18 @@ def test_a_luna_extension_the_module_exports_is_marked_apart():
     assert {n for n, mark in shown.items() if mark == "*"} == set(LUNA_ONLY) - {19, 70}
     assert "(nn)+ one it exports (ckdemo does not call it yet)" in screen.text
     assert "Luna-only, exported by the loaded module: 19, 70\n" in screen.text
+
+
+def test_readme_describes_99_as_the_menu_prints_it():
+    """README's paragraph on 99 quotes a marked row and the legend: both are on the 99 screen of a
+    module without Luna extensions, and the paragraph names both marks."""
+    readme = (Path(__file__).parent.parent / "README.md").read_text().replace("\n", " ")
+    paragraph = readme[readme.index("99 (help) prints it again"):].split("`).", 1)[0]
+    row = re.search(r"On SoftHSM2: `([^`]+)`", paragraph).group(1)
+    legend = paragraph.rsplit("(`", 1)[1].split(", ...", 1)[0]
+    screen = EchoScreen(["99", "0"])
+    MenuLoop(Context(Workspace([LunaLikeSlot(set())]), screen), prompt="Enter your choice : ").run()
+    shown = help_screen(screen.text)
+    assert row + "\n" in shown and legend in shown.replace("\n", " ")
+    assert f"`{render.LUNA_ONLY_MISSING}` where the loaded module lacks" in paragraph
+    assert f"`{render.LUNA_ONLY_EXPORTED}` where the module exports it" in paragraph
