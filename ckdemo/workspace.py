@@ -45,11 +45,6 @@ class Workspace:
     def remember(self, **handles: int) -> None:
         self.last.update({f"LAST_{name.upper()}": value for name, value in handles.items()})
 
-    def notices(self) -> list[str]:
-        """HA events that happened since the last call (failures, recoveries), once each."""
-        logs = {id(group.log): group.log for group in self.groups}
-        return [e.message() for log in logs.values() for e in log.unseen()]
-
     def slot(self, number: int) -> Any:
         return self.slots[number - 1]
 
