@@ -4,6 +4,7 @@ Provisioned tokens are read back with softhsm2-util under the home's own SOFTHSM
 """
 from __future__ import annotations
 
+import fcntl
 import os
 import pty
 import re
@@ -254,14 +255,40 @@ def test_isolated_members_each_have_their_own_library_instance(tmp_path, provisi
     assert "recovered" in demo.stdout
 
 
-def test_a_reader_that_goes_away_is_no_internal_error(ckdemo_bin, provision, tmp_path):
-    """`ckdemo hagroup show | head -1`: the pipe closes early; ckdemo ends quietly (141, as a
-    command ended by SIGPIPE), with nothing on stderr and nothing in errors.log."""
+PIPE_BYTES = 4096  # one page, the least a Linux pipe holds (F_SETPIPE_SZ)
+
+
+def test_a_reader_that_goes_away_is_no_internal_error(ckdemo_bin, run_ckdemo, provision, tmp_path):
+    """`ckdemo hagroup show | head -1`: the reader takes the first byte and closes the pipe while
+    ckdemo has more to write; ckdemo ends quietly (141, as a command ended by SIGPIPE), with
+    nothing on stderr and nothing in errors.log. The output is larger than the pipe holds, so
+    ckdemo cannot finish writing before the reader goes away, however the two are scheduled (one
+    group's 450 bytes fit in the pipe: ckdemo could write them all and exit 0 first)."""
     home = provision(tmp_path / "home")
-    reader = subprocess.Popen([str(ckdemo_bin), "--home", str(home), "hagroup", "show"],
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=clean_env())
-    reader.stdout.read(1)
-    reader.stdout.close()
-    stderr = reader.stderr.read().decode()
-    assert reader.wait(timeout=60) == 141, stderr
+    add_groups(home / "Chrystoki.conf", 40)
+    whole = run_ckdemo(home, "hagroup", "show")
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
+    holds = fcntl.fcntl(write_end, fcntl.F_GETPIPE_SZ)
+    assert whole.returncode == 0 and len(whole.stdout.encode()) > holds + 1, whole.stderr
+    writer = subprocess.Popen([str(ckdemo_bin), "--home", str(home), "hagroup", "show"],
+                              stdout=write_end, stderr=subprocess.PIPE, env=clean_env())
+    os.close(write_end)
+    try:
+        assert os.read(read_end, 1)  # ckdemo has begun to write; what is left cannot fit the pipe
+    finally:
+        os.close(read_end)
+    stderr = writer.stderr.read().decode()
+    assert writer.wait(timeout=60) == 141, stderr
     assert stderr == "" and not (home / "errors.log").exists()
+
+
+def add_groups(conf_path: Path, count: int) -> None:
+    """`count` more HA groups in the file, each of two members no token has (shown as not found)."""
+    from ckdemo.config.chrystoki import ChrystokiConf
+    conf = ChrystokiConf.load(conf_path)
+    for n in range(1, count + 1):
+        conf.set("VirtualToken", f"VirtualToken{n:02d}Label", f"extra-group-{n}")
+        conf.set("VirtualToken", f"VirtualToken{n:02d}SN", f"1{n:015d}")
+        conf.set("VirtualToken", f"VirtualToken{n:02d}Members", f"{n:016x},{n + 1000:016x}")
+    conf.save(conf_path)
