@@ -10,3 +10,14 @@ HA_STATUS_SERIAL_WIDTH = 14  # seed: "   HSM 599447001      - CKR_OK", "   HSM 7
 def ha_status_row(serial: str, ckr: int) -> str:
     """One member's line of HA Status (52), as CKDemo prints it."""
     return f"   HSM {serial:<{HA_STATUS_SERIAL_WIDTH}} - {ckr_name(ckr)}"
+
+
+def exhausted_notices(retries: int, exhausted, way_out: str) -> list[str]:
+    """A line per member automatic recovery has given up on ((member, attempts made) pairs; N
+    attempts made, or N = 0), with the way out where the user reads it."""
+    lines = []
+    for member, attempts in exhausted:
+        made = "automatic recovery is off (0 attempts)" if retries == 0 else \
+            f"recovery attempts exhausted ({attempts} of {retries})"
+        lines.append(f"HSM {member.serial}: {made}; {way_out}")
+    return lines

@@ -140,3 +140,29 @@ def test_the_control_socket_ends_with_the_server(home, ckdemo_bin, run_ckdemo):
     assert not control.exists()
     assert "ckdemo.ctl removed" in server.log()
     assert "no ckdemo serve runs" in run_ckdemo(home, "hagroup", "status").stderr
+
+
+def test_status_through_the_server_says_when_recovery_is_off(home, ckdemo_bin, run_ckdemo):
+    """N = 0 (`hagroup retry --count 0`): a failed member is never recovered automatically, and
+    `ckdemo hagroup status` beside the server says so with the way out, as 52 does in the menu;
+    `ckdemo hagroup recover` takes it back through the server."""
+    assert run_ckdemo(home, "hagroup", "retry", "--count", "0").returncode == 0
+    served = start_server(ckdemo_bin, home, None, home.parent / "serve.log")
+    try:
+        assert run_ckdemo(home, "member", "fail", "member2").returncode == 0
+        status = run_ckdemo(home, "hagroup", "status")
+        member2 = [s for s, c in member_status(status.stdout).items() if c != "CKR_OK"]
+        assert len(member2) == 1, status.stdout
+        assert (f"HSM {member2[0]}: automatic recovery is off (0 attempts); "
+                "`ckdemo hagroup recover` recovers it now") in status.stdout
+        assert run_ckdemo(home, "member", "restore", "member2").returncode == 0
+        recovered = run_ckdemo(home, "hagroup", "recover")
+        no_traceback(recovered.stdout, recovered.stderr)
+        assert f"HSM {member2[0]} (member2): recovered" in recovered.stdout, recovered.stdout
+        after = run_ckdemo(home, "hagroup", "status")
+        assert set(member_status(after.stdout).values()) == {"CKR_OK"}
+        assert "automatic recovery is off" not in after.stdout
+    finally:
+        code = stop_server(served)
+    no_traceback(served.log())
+    assert code == 0, served.log()

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..menu.context import Context, InputError
-from ..screens import ha_status_row
+from ..screens import exhausted_notices, ha_status_row
 from ..model import CKU_USER
 
 
@@ -48,13 +48,11 @@ def ha_status(ctx: Context) -> None:
 
 def _exhausted_notice(ctx: Context, group) -> None:
     """Automatic recovery that has given up says so, with the way out (Luna: hagroup recover)."""
-    retries = group.policy.retries
-    for member, attempts in group.recovery_exhausted():
-        made = "automatic recovery is off (0 attempts)" if retries == 0 else \
-            f"recovery attempts exhausted ({attempts} of {retries})"
-        # the verb recovers a serve's groups; without a serve only its own process's members
-        ctx.say(f"HSM {member.serial}: {made}; 125 Recover now or `ckdemo hagroup recover` "
-                "beside a running `ckdemo serve`")
+    # the verb recovers a serve's groups; without a serve only its own process's members
+    for line in exhausted_notices(group.policy.retries, group.recovery_exhausted(),
+                                  "125 Recover now or `ckdemo hagroup recover` beside a running "
+                                  "`ckdemo serve`"):
+        ctx.say(line)
 
 
 def _on_member(ctx: Context, action: str, said: str) -> None:

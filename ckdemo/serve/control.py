@@ -24,7 +24,7 @@ import threading
 from typing import Any, Callable, Protocol, Sequence
 
 from ..codes import CKRError, ckr_name
-from ..screens import ha_status_row
+from ..screens import exhausted_notices, ha_status_row
 from . import unixsocket
 
 CONTROL_NAME = "ckdemo.ctl"  # beside ckdemo.sock in HOME/run
@@ -39,6 +39,7 @@ class ControlledMember(Protocol):
 
 class RecoveryTiming(Protocol):
     interval_s: float  # seed: X
+    retries: int  # seed: N
 
 
 class ControlledGroup(Protocol):
@@ -53,6 +54,7 @@ class ControlledGroup(Protocol):
     def fail_member(self, member: ControlledMember) -> str: ...
     def restore_member(self, member: ControlledMember) -> str: ...
     def recover_now(self) -> list[tuple[ControlledMember, bool]]: ...
+    def recovery_exhausted(self) -> list[tuple[ControlledMember, int]]: ...
 
 
 class ControlError(Exception):
@@ -62,7 +64,9 @@ class ControlError(Exception):
 def status_lines(group: ControlledGroup, report: list[tuple[ControlledMember, int]]) -> list[str]:
     """HA Status as menu choice 52 prints it (the seed's format)."""
     return [f"HA group {group.serial} status:"] + \
-        [ha_status_row(member.serial, code) for member, code in report]
+        [ha_status_row(member.serial, code) for member, code in report] + \
+        exhausted_notices(group.policy.retries, group.recovery_exhausted(),
+                          "`ckdemo hagroup recover` recovers it now")
 
 
 class ControlServer:
