@@ -37,6 +37,16 @@ def _recovery_mode_note(conf) -> list[str]:
             "a call; `ckdemo hagroup recoverymode` says why)"] if mode else []
 
 
+def _members(group, number: int, live: LiveState | None, labels: dict[str, str]) -> list[tuple]:
+    """(n, serial, label, found, status code) per member of the group: its live state when the
+    library loaded, else what the file says (found and code None)."""
+    if live is not None and number < len(live):
+        return [(n, m.serial, m.label or "-", m.slot is not None, code)
+                for n, (m, code) in enumerate(live[number], start=1)]
+    return [(n, serial, labels.get(serial, "-"), None, None)
+            for n, serial in enumerate(group.members, start=1)]
+
+
 def render_show(settings, live: LiveState | None, why: str | None) -> list[str]:
     conf = settings.conf
     groups = ha.groups(conf)
@@ -45,12 +55,9 @@ def render_show(settings, live: LiveState | None, why: str | None) -> list[str]:
     labels = {serial: label for label, serial in settings.member_serials().items()}
     lines = []
     for number, group in enumerate(groups):
-        if live is not None and number < len(live):
-            rows = [(n, m.serial, m.label or "-", "yes" if m.slot is not None else "no", ckr_name(code))
-                    for n, (m, code) in enumerate(live[number], start=1)]
-        else:
-            rows = [(n, serial, labels.get(serial, "-"), "-", "-")
-                    for n, serial in enumerate(group.members, start=1)]
+        rows = [(n, serial, label, "-" if found is None else ("yes" if found else "no"),
+                 "-" if code is None else ckr_name(code))
+                for n, serial, label, found, code in _members(group, number, live, labels)]
         lines.append(f"HA group {group.label}  serial {group.serial}")
         lines += tabulate(rows, headers=["#", "HSM", "Label", "Found", "Status"],
                           disable_numparse=True).splitlines()
@@ -82,13 +89,9 @@ def render_listgroups(settings, live: LiveState | None, why: str | None) -> list
                   f"Synchronization:  {'enabled' if sync else 'disabled'} (HASynchronize)",
                   f"Group Members:    {', '.join(group.members) or '<none>'}",
                   "Standby Members:  <none>", ""]
-        if live is not None and number < len(live):
-            rows = [(n, m.serial, m.label or "-",
-                     ("alive" if code == CKR_OK else "down") + f" ({ckr_name(code)})")
-                    for n, (m, code) in enumerate(live[number], start=1)]
-        else:
-            rows = [(n, serial, labels.get(serial, "-"), "not known")
-                    for n, serial in enumerate(group.members, start=1)]
+        rows = [(n, serial, label, "not known" if code is None else
+                 ("alive" if code == CKR_OK else "down") + f" ({ckr_name(code)})")
+                for n, serial, label, _, code in _members(group, number, live, labels)]
         lines += tabulate(rows, headers=["#", "Member S/N", "Member Label", "Status"],
                           disable_numparse=True).splitlines()
         lines.append("")
