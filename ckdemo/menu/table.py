@@ -139,4 +139,18 @@ QUIT = 0
 HELP = 99
 
 BY_NUMBER: dict[int, Entry] = {e.number: e for e in MENU}
+
+# How many answers a choice reads on its usual path, one script line each, as its handler asks
+# them (a script cannot tell a choice from an answer without this: `2` may be Close Session or
+# a slot number). A replay that stops at a failure plans the steps it did not run with it
+# (JUnit <skipped/>); a choice missing here, or whose count varies, is split at paragraphs.
+# tests/test_junit.py checks it against real runs of every shipped script.
+USUAL_ANSWERS: dict[int, int] = {
+    1: 2, 2: 1, 3: 3, 4: 1, 7: 3, 8: 1, 9: 2, 11: 1, 12: 1, 13: 1, 14: 0,  # token functions
+    22: 2,  # objects
+    42: 5, 43: 5, 44: 3, 45: 6, 46: 3,  # security functions
+    50: 2, 51: 2, 52: 1, 122: 1,  # high availability
+    60: 5, 61: 8, 62: 2, 63: 6, 64: 5, 65: 2, 66: 2, 67: 2,  # key functions
+    70: 0, 90: 1, 94: 0, 95: 0,  # others
+}
 assert len(BY_NUMBER) == len(MENU), "duplicate menu number"

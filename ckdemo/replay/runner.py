@@ -11,7 +11,7 @@ from .. import codes
 from ..menu.context import InputError
 from ..menu.io import EndOfInput
 from ..menu.loop import BAD_INPUT, NO_ANSWER, StepResult
-from ..menu.table import BY_NUMBER, HELP, QUIT
+from ..menu.table import BY_NUMBER, HELP, QUIT, USUAL_ANSWERS
 from .masking import MASK, Masker, shown
 from .script import Directive, Line, ScriptError, directive, expand
 
@@ -135,10 +135,11 @@ def remaining_steps(lines: list[Line], answers: Mapping[int, int | None]) -> lis
 
     Which line is a choice is known for sure only as the menu runs (the answers a choice asks
     for depend on the token and on earlier answers). So: a choice this run has made, with the
-    same number of answers each time (`answers`), takes that many lines again; any other takes
-    the lines up to the next menu number that opens a paragraph (after a comment, a blank line
-    or a directive, as scripts are written) or the script's final 0. A line that is no menu
-    number where a choice is due is left out."""
+    same number of answers each time (`answers`), takes that many lines again; one it has not
+    made takes the answers its menu entry usually reads (menu.table.USUAL_ANSWERS); any other
+    takes the lines up to the next menu number that opens a paragraph (after a comment, a
+    blank line or a directive, as scripts are written) or the script's final 0. A line that is
+    no menu number where a choice is due is left out."""
     found: list[tuple[int, list[Line]]] = []
     i = 0
     while i < len(lines):
@@ -152,7 +153,7 @@ def remaining_steps(lines: list[Line], answers: Mapping[int, int | None]) -> lis
         if number == HELP:
             continue  # 99 shows the menu: no step
         own = [line]
-        count = answers.get(number)
+        count = answers[number] if number in answers else USUAL_ANSWERS.get(number)
         while i < len(lines) and not lines[i].is_directive:
             if count is not None and len(own) > count:
                 break
