@@ -37,27 +37,36 @@ def _recovery_mode_note(conf) -> list[str]:
             "a call; `ckdemo hagroup recoverymode` says why)"] if mode else []
 
 
-def _members(group, number: int, live: LiveState | None, labels: dict[str, str]) -> list[tuple]:
-    """(n, serial, label, found, status code) per member of the group: its live state when the
-    library loaded, else what the file says (found and code None)."""
-    if live is not None and number < len(live):
-        return [(n, m.serial, m.label or "-", m.slot is not None, code)
-                for n, (m, code) in enumerate(live[number], start=1)]
-    return [(n, serial, labels.get(serial, "-"), None, None)
-            for n, serial in enumerate(group.members, start=1)]
+def _groups(settings, live: LiveState | None) -> list[tuple] | str:
+    """Each configured group with its members' (n, serial, label, found, status code): live
+    state when the library loaded, else what the file says (found and code None); or the line
+    saying there is no group."""
+    groups = ha.groups(settings.conf)
+    if not groups:
+        return f"No HA group in {settings.config_path}."
+    labels = {serial: label for label, serial in settings.member_serials().items()}
+    found = []
+    for number, group in enumerate(groups):
+        if live is not None and number < len(live):
+            members = [(n, m.serial, m.label or "-", m.slot is not None, code)
+                       for n, (m, code) in enumerate(live[number], start=1)]
+        else:
+            members = [(n, serial, labels.get(serial, "-"), None, None)
+                       for n, serial in enumerate(group.members, start=1)]
+        found.append((group, members))
+    return found
 
 
 def render_show(settings, live: LiveState | None, why: str | None) -> list[str]:
     conf = settings.conf
-    groups = ha.groups(conf)
-    if not groups:
-        return [f"No HA group in {settings.config_path}."]
-    labels = {serial: label for label, serial in settings.member_serials().items()}
+    groups = _groups(settings, live)
+    if isinstance(groups, str):
+        return [groups]
     lines = []
-    for number, group in enumerate(groups):
+    for group, members in groups:
         rows = [(n, serial, label, "-" if found is None else ("yes" if found else "no"),
                  "-" if code is None else ckr_name(code))
-                for n, serial, label, found, code in _members(group, number, live, labels)]
+                for n, serial, label, found, code in members]
         lines.append(f"HA group {group.label}  serial {group.serial}")
         lines += tabulate(rows, headers=["#", "HSM", "Label", "Found", "Status"],
                           disable_numparse=True).splitlines()
@@ -77,12 +86,11 @@ def render_show(settings, live: LiveState | None, why: str | None) -> list[str]:
 
 def render_listgroups(settings, live: LiveState | None, why: str | None) -> list[str]:
     conf = settings.conf
-    groups = ha.groups(conf)
-    if not groups:
-        return [f"No HA group in {settings.config_path}."]
-    labels = {serial: label for label, serial in settings.member_serials().items()}
+    groups = _groups(settings, live)
+    if isinstance(groups, str):
+        return [groups]
     lines = []
-    for number, group in enumerate(groups):
+    for group, members in groups:
         sync = ha.synchronize_on_recovery(conf, group.label)
         lines += [f"HA Group Label:   {group.label}",
                   f"HA Group Number:  {group.serial}",
@@ -91,7 +99,7 @@ def render_listgroups(settings, live: LiveState | None, why: str | None) -> list
                   "Standby Members:  <none>", ""]
         rows = [(n, serial, label, "not known" if code is None else
                  ("alive" if code == CKR_OK else "down") + f" ({ckr_name(code)})")
-                for n, serial, label, _, code in _members(group, number, live, labels)]
+                for n, serial, label, _, code in members]
         lines += tabulate(rows, headers=["#", "Member S/N", "Member Label", "Status"],
                           disable_numparse=True).splitlines()
         lines.append("")
