@@ -340,6 +340,67 @@ def test_bad_clients_lose_only_their_connection(served):
     served.wait_for_log("real logout", log.count("real login"))
 
 
+WAIT_FOR_SLOT_EVENT = 65  # blocks until an event when asked to: a legitimate wait, not fuzzed
+
+
+def test_random_requests_get_answers_and_leave_the_server_serving(served):
+    """Seeded, well-framed but random requests (random call ids and bodies, and valid requests
+    with bytes changed or cut short), 4,000 of them: every one gets an answer (an error reply
+    when it makes no sense) on a connection that stays open, no internal error is logged, and
+    a good client is answered throughout."""
+    import random
+    rng = random.Random(20261126)
+    good = RawClient(served.socket)
+    handle = good.session()
+    fuzzer = RawClient(served.socket)
+    valid = [encode_request("C_Initialize", HANDSHAKE, 0, b"\x00"),
+             encode_request("C_GetSlotList", 1, 16), encode_request("C_GetInfo"),
+             encode_request("C_OpenSession", HA_SLOT, CKF_SERIAL_RW),
+             encode_request("C_GenerateRandom", 1, 16), encode_request("C_FindObjectsInit", 1, ()),
+             encode_request("C_FindObjects", 1, 10), encode_request("C_CloseSession", 1),
+             encode_request("C_Login", 1, 1, b"not-the-pin"), encode_request("C_Logout", 1),
+             encode_request("C_GetTokenInfo", HA_SLOT),
+             encode_request("C_SignInit", 1, Mechanism(CKM_SHA256_RSA_PKCS), 1),
+             encode_request("C_Sign", 1, b"data", 256)]
+    answered = 0
+    try:
+        for number in range(4000):
+            if rng.random() < 0.3:
+                body = struct.pack(">I", rng.randrange(0, 80)) + rng.randbytes(rng.randrange(0, 64))
+            else:
+                body = bytearray(rng.choice(valid))
+                for _ in range(rng.randrange(1, 4)):
+                    body[rng.randrange(len(body))] = rng.randrange(256)
+                if rng.random() < 0.3:
+                    body = body[:rng.randrange(len(body) + 1)]
+                body = bytes(body)
+            if body[:4] == struct.pack(">I", WAIT_FOR_SLOT_EVENT):
+                continue
+            fuzzer.code += 1
+            write_frame(fuzzer.sock, Frame(fuzzer.code, body, b"client"))
+            reply = read_frame(fuzzer.sock)
+            assert reply.call_code == fuzzer.code
+            decode_response(reply.body)  # a well-formed reply, whatever was asked
+            answered += 1
+            if number % 500 == 0:
+                assert len(good.ok("C_GenerateRandom", handle, 8)[0]) == 8
+    finally:
+        fuzzer.close()
+        good.close()
+    assert answered > 3500
+    # what the fuzz found: a C_GenerateRandom of 855,638,032 bytes was served (a client's u32
+    # length made the server allocate it); now it is refused
+    again = RawClient(served.socket)
+    try:
+        mine = again.session()
+        assert again.ckr("C_GenerateRandom", mine, 0x33000010) == codes.CKR_DEVICE_MEMORY
+        assert len(again.ok("C_GenerateRandom", mine, 1 << 20)[0]) == 1 << 20
+    finally:
+        again.close()
+    log = served.log()
+    assert "internal error" not in log and "Traceback" not in log
+
+
 def test_sigterm_with_a_logged_in_client_and_all_slots(served, ckdemo_bin, tmp_path):
     """--slots all serves the members too; SIGTERM while a client is logged in ends cleanly."""
     other = start_server(ckdemo_bin, served.home, tmp_path / "all.sock", tmp_path / "all.log",

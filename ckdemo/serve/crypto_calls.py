@@ -10,6 +10,8 @@ from .client_session import ClientSession, arg_bytes
 from .operations import DECRYPT, DIGEST, ECB_BLOCK, ENCRYPT, SIGN, VERIFY, Operation
 
 
+MAX_RANDOM_BYTES = 1 << 20  # per C_GenerateRandom (the wire's frames stop at 16 MiB)
+
 class CryptoCalls:
     """C_SignInit ... C_DigestFinal, C_SeedRandom, C_GenerateRandom."""
 
@@ -189,4 +191,7 @@ class CryptoCalls:
         session = self._session(handle, "C_GenerateRandom")
         if length == 0:  # an empty array, not a NULL one: the client would say BUFFER_TOO_SMALL
             return (b"",)
+        if length > MAX_RANDOM_BYTES:  # a client's u32 must not make the server allocate 4 GB
+            raise CKRError(codes.CKR_DEVICE_MEMORY, "C_GenerateRandom",
+                           f"{length} random bytes asked, this server gives at most {MAX_RANDOM_BYTES}")
         return (self._store(session).generate_random(length),)
