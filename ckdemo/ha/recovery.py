@@ -154,9 +154,11 @@ class Recovery:
     def _resynchronise(self, source: HAMember, target: HAMember) -> None:
         """Copy objects created while the member was away; destroy those destroyed meanwhile."""
         src, dst = self.group.session_for(source), target.anchor
-        have = {replication.object_key(replication.identity(src, h)): h for h in key_objects(src)}
-        held = {replication.object_key(replication.identity(dst, h)): h for h in key_objects(dst)}
-        replaced = self._diverged(src, have, dst, held)
+        theirs = {h: replication.identity(src, h) for h in key_objects(src)}
+        mine = {h: replication.identity(dst, h) for h in key_objects(dst)}
+        have = {replication.object_key(ident): h for h, ident in theirs.items()}
+        held = {replication.object_key(ident): h for h, ident in mine.items()}
+        replaced = self._diverged(src, have, theirs, dst, held, mine)
         for key in replaced:
             dst.destroy_object(held.pop(key))  # another key under the same name: copied anew
         copied = [k for k in have if k not in held and not replication.is_domain_key_id(k[1])]
@@ -181,7 +183,7 @@ class Recovery:
 
 
     @staticmethod
-    def _diverged(src, have: dict, dst, held: dict) -> set[tuple]:
+    def _diverged(src, have: dict, theirs: dict, dst, held: dict, mine: dict) -> set[tuple]:
         """Objects with the same class, CKA_ID and label but another key: what a member keeps
         of a key generation that failed over while it went down (it generated, then died
         before its key was copied; another member generated the key the application got)."""
@@ -189,8 +191,8 @@ class Recovery:
         for key in have.keys() & held.keys():
             if replication.is_domain_key_id(key[1]):
                 continue
-            mine = replication.fingerprint(src, have[key])
-            if mine is not None and mine != replication.fingerprint(dst, held[key]):
+            value = replication.fingerprint(src, have[key], theirs[have[key]])
+            if value is not None and value != replication.fingerprint(dst, held[key], mine[held[key]]):
                 diverged.add(key)
         for cls, key_id, label in list(diverged):  # an EC private key goes with its public key
             if cls == CKO_PUBLIC_KEY and (CKO_PRIVATE_KEY, key_id, label) in held:

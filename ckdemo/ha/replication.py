@@ -27,6 +27,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from .. import codes
 from ..codes import CKR_KEY_NOT_WRAPPABLE, CKRError
 from ..model import (CKA_ALLOWED_MECHANISMS, CKA_CLASS, CKA_COEFFICIENT, CKA_COPYABLE, CKA_DECRYPT,
                      CKA_DERIVE, CKA_DESTROYABLE, CKA_EC_PARAMS, CKA_EC_POINT, CKA_ENCRYPT,
@@ -147,28 +148,29 @@ FINGERPRINT = {(CKO_PUBLIC_KEY, CKK_RSA): CKA_MODULUS, (CKO_PRIVATE_KEY, CKK_RSA
                (CKO_PUBLIC_KEY, CKK_EC): CKA_EC_POINT}
 
 
-def fingerprint(session, handle: int) -> bytes | None:
+def fingerprint(session, handle: int, ident: dict[int, Any]) -> bytes | None:
     """The key's public distinguishing value (KCV, modulus, EC point); None when it has none
-    the member will show."""
-    kind = session.get_attributes(handle, [CKA_CLASS, CKA_KEY_TYPE])
+    the member will show. `ident`: the object's identity (class and key type) as read."""
+    cls, key_type = ident[CKA_CLASS], ident.get(CKA_KEY_TYPE)
     try:
-        if kind[CKA_CLASS] == CKO_SECRET_KEY:
+        if cls == CKO_SECRET_KEY:
             # SoftHSM computes CKA_CHECK_VALUE for generated keys only, not for unwrapped
             # copies: the SHA-256 of the key value, computed on the member, is the KCV here
             return session.digest_key(CKM_SHA256, handle)
-        attribute = FINGERPRINT.get((kind[CKA_CLASS], kind[CKA_KEY_TYPE]))
+        attribute = FINGERPRINT.get((cls, key_type))
         if attribute is None:
             return None
         value = session.get_attributes(handle, [attribute])[attribute]
     except CKRError as exc:
-        if exc.name in UNREADABLE:
+        if exc.ckr in UNREADABLE:
             return None
         raise
     return bytes(value) if value else None
 
 
-UNREADABLE = ("CKR_ATTRIBUTE_TYPE_INVALID", "CKR_ATTRIBUTE_SENSITIVE", "CKR_KEY_INDIGESTIBLE",
-              "CKR_KEY_FUNCTION_NOT_PERMITTED", "CKR_MECHANISM_INVALID", "CKR_FUNCTION_NOT_SUPPORTED")
+UNREADABLE = frozenset((codes.CKR_ATTRIBUTE_TYPE_INVALID, codes.CKR_ATTRIBUTE_SENSITIVE,
+                        codes.CKR_KEY_INDIGESTIBLE, codes.CKR_KEY_FUNCTION_NOT_PERMITTED,
+                        codes.CKR_MECHANISM_INVALID, codes.CKR_FUNCTION_NOT_SUPPORTED))
 
 
 def find_same(session, ident: dict[int, Any]) -> int | None:

@@ -279,6 +279,7 @@ class VirtualSession:
         # every HA key must be able to travel to other members under the domain key only
         spec = _with(spec, extractable=True, wrap_with_trusted=True)
         with self.group.state_lock():  # on every member or on none, seen from any process
+            failures: list[MemberFailed] = []
             for _ in self.group.members:
                 source, handles = self._on_one("C_GenerateKeyPair", lambda s: s.generate(spec))
                 try:
@@ -286,10 +287,11 @@ class VirtualSession:
                 except MemberFailed as exc:
                     if exc.member is not source:
                         raise
+                    failures.append(exc)
                     # the source died while its keys were being copied: the copies are gone
                     # again, the source's own are removed when it comes back (resynchronisation
                     # destroys what no other member holds): generate on another member
-            raise no_member_left("C_GenerateKeyPair")
+            raise no_member_left("C_GenerateKeyPair", failures)
 
     def create_object(self, template: dict[int, Any]) -> int:
         """The caller typed the values: create them on every member alike."""
