@@ -315,3 +315,39 @@ def test_menu_extractable_n_on_the_ha_slot_means_no_clear_copy(attacked):
     bad = [a | {"member": m} for m in ATTACKED for a in attempts(attacked, m, *expected)
            if a["leaked"] or a["rv"] not in expected[a["no"]]]
     assert not bad, "'Extractable? n' keys not protected:\n" + table(bad)
+
+
+
+DIGEST_ATTACK = """
+import json, sys, pkcs11
+from pkcs11 import Attribute, Mechanism, ObjectClass
+token = pkcs11.lib(sys.argv[1]).get_token(token_label=sys.argv[2])
+found = []
+with token.open(user_pin=sys.argv[3]) as session:
+    keys = list(session.get_objects({Attribute.CLASS: ObjectClass.SECRET_KEY}))
+    for key in keys:
+        if not bytes(key[Attribute.ID]).startswith(b"ckdemo-ha-domain"):
+            continue
+        try:
+            value = key[Attribute.VALUE].hex()
+        except pkcs11.PKCS11Error as error:
+            value = type(error).__name__
+        found.append({"digest": session.digest(key, mechanism=Mechanism.SHA256).hex(), "value": value})
+print(json.dumps(found))
+"""
+
+
+def test_a_digest_of_a_domain_key_is_all_the_user_pin_gets_and_it_is_not_the_key(attacked):
+    """SoftHSM2 lets the user C_DigestKey a sensitive, unextractable key (a fact about the token,
+    kept here so a change shows; README Security): straight on a member with the user PIN, what
+    comes back is SHA-256 of each domain key, 32 bytes, one per key, and the value stays
+    unreadable."""
+    from conftest import SOFTHSM_LIB
+    done = subprocess.run([sys.executable, "-c", DIGEST_ATTACK, SOFTHSM_LIB, MEMBERS[0], USER_PIN],
+                          capture_output=True, text=True, timeout=60, env=softhsm_env(attacked.home))
+    assert done.returncode == 0, done.stderr
+    found = json.loads(done.stdout)
+    assert len(found) >= 4  # rsa, ec, aes, generic
+    assert all(len(bytes.fromhex(f["digest"])) == 32 for f in found)
+    assert len({f["digest"] for f in found}) == len(found)
+    assert all(f["value"] == "AttributeSensitive" for f in found)
