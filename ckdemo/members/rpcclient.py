@@ -20,9 +20,8 @@ from typing import Iterator
 from ..codes import CKR_ARGUMENTS_BAD, CKR_DEVICE_ERROR, CKRError
 from ..rpc import CodecError, HANDSHAKE, PROTOCOL_VERSION, decode_response, encode_request
 from ..rpc.calls import BY_NAME, CALL_ERROR
-from ..rpc.framing import HEADER, HEADER_SIZE, decode_header
+from ..rpc.framing import HEADER, FrameStream
 
-RECEIVE_CHUNK = 64 * 1024  # a reply this size or smaller comes in one recv_into, no allocation
 MAX_CALL_CODE = 0xFFFFFFFF
 
 
@@ -40,8 +39,6 @@ class Connection:
         self._code = 0x0F  # the first call goes out as 0x10, as p11-kit's client numbers them
         self._closed_because = ""
         self._sock: socket.socket | None = None
-        self._buffer = bytearray(RECEIVE_CHUNK)
-        self._view = memoryview(self._buffer)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         if self.timeout_s is not None:  # in the kernel: no poll() before every send and recv
             deadline = struct.pack("ll", int(self.timeout_s), int(self.timeout_s % 1 * 1e6))
@@ -140,34 +137,16 @@ class Connection:
             raise CKRError(message.args[0], function)
         return message.args
 
-    def _receive(self, sock: socket.socket) -> tuple[int, bytes]:
-        """One reply frame: (call code, body). One recv_into in the usual case; every recv
-        waits at most the deadline (SO_RCVTIMEO)."""
-        count = sock.recv_into(self._buffer)
-        if not count:
-            raise EOFError("connection closed")
-        data = bytes(self._view[:count])
-        while len(data) < HEADER_SIZE:
-            data += self._more(sock)
-        code, options_length, body_length = decode_header(data[:HEADER_SIZE])
-        end = HEADER_SIZE + options_length + body_length
-        if len(data) < end:
-            parts, received = [data], len(data)
-            while received < end:
-                chunk = self._more(sock)
-                parts.append(chunk)
-                received += len(chunk)
-            data = b"".join(parts)
-        if len(data) != end:
-            raise CodecError(f"{len(data) - end} bytes after the reply")
-        return code, data[HEADER_SIZE + options_length:]
-
     @staticmethod
-    def _more(sock: socket.socket) -> bytes:
-        chunk = sock.recv(RECEIVE_CHUNK)
-        if not chunk:
-            raise EOFError("connection closed inside a reply")
-        return chunk
+    def _receive(sock: socket.socket) -> tuple[int, bytes]:
+        """One reply frame: (call code, body), read as the server reads requests (one recv in
+        the usual case); every recv waits at most the deadline (SO_RCVTIMEO). A server sends
+        nothing unasked: bytes after the reply break the connection."""
+        frames = FrameStream(sock)
+        code, body = frames.next()
+        if frames.pending:
+            raise CodecError(f"{len(frames.pending)} bytes after the reply")
+        return code, body
 
     def __repr__(self) -> str:
         return f"Connection({self.path!r}, {'open' if self.alive else 'closed'})"
