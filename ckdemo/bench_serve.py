@@ -147,6 +147,7 @@ class Figure:
     errors: int = 0
     first_error: str = ""
     latency_us: dict[str, float] = field(default_factory=dict)
+    per_round: list[float] = field(default_factory=list)  # ops/s of each round
 
     @property
     def ops_per_s(self) -> float:
@@ -157,6 +158,23 @@ class Figure:
         self.seconds += answer["seconds"]
         self.errors += answer["errors"]
         self.first_error = self.first_error or answer["first_error"]
+        if answer["seconds"]:
+            self.per_round.append(answer["ops"] / answer["seconds"])
+
+
+def paired(ours: Figure, theirs: Figure) -> dict[str, Any]:
+    """The ratio of each round (the two servers measured one after the other), its median and
+    quartiles: the machine's drift and a neighbour's load show as spread, not as a wrong ratio."""
+    ratios = sorted(a / b for a, b in zip(ours.per_round, theirs.per_round) if b)
+    if not ratios:
+        return {"median": None, "q1": None, "q3": None, "rounds": 0}
+
+    def at(fraction: float) -> float:  # linear interpolation between the closest ranks
+        position = fraction * (len(ratios) - 1)
+        low = int(position)
+        high = min(low + 1, len(ratios) - 1)
+        return round(ratios[low] + (ratios[high] - ratios[low]) * (position - low), 3)
+    return {"median": at(0.5), "q1": at(0.25), "q3": at(0.75), "rounds": len(ratios)}
 
 
 def _run_together(clients: list[Client], op: str, seconds: float) -> list[dict]:
@@ -222,7 +240,8 @@ def _report(figures: dict, pairs: dict, seconds: float, rounds: int, token: str)
         ours, theirs = figures["ckdemo", op], figures["p11-kit", op]
         report["operations"][op] = {
             "ckdemo": shown(ours), "p11-kit": shown(theirs),
-            "ratio": round(ours.ops_per_s / theirs.ops_per_s, 3) if theirs.ops_per_s else None}
+            "ratio": round(ours.ops_per_s / theirs.ops_per_s, 3) if theirs.ops_per_s else None,
+            "ratio_per_round": paired(ours, theirs)}
     for side in ("ckdemo", "p11-kit"):
         one, two = figures[side, "rsa-sign"], pairs[side]
         report["two_clients"][side] = {

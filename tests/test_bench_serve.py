@@ -45,6 +45,9 @@ def test_both_servers_both_operations_and_two_clients(home, run_ckdemo):
             assert 0 < latency["p50"] <= latency["p99"] <= latency["max"]
         ratio = figures["ckdemo"]["ops_per_s"] / figures["p11-kit"]["ops_per_s"]
         assert figures["ratio"] == pytest.approx(ratio, abs=0.002)
+        per_round = figures["ratio_per_round"]
+        assert per_round["rounds"] == 1 and per_round["q1"] == per_round["median"] == per_round["q3"]
+        assert per_round["median"] == pytest.approx(ratio, rel=0.01)  # one round: the same ratio
     for side in ("ckdemo", "p11-kit"):
         pair = report["two_clients"][side]
         assert pair["two_clients_ops_per_s"] > 0 and pair["errors"] == 0, pair
@@ -58,3 +61,10 @@ def test_table_output(home, run_ckdemo):
     assert "rsa-sign: ckdemo serve / p11-kit server = " in done.stdout
     assert "rsa-sign, ckdemo: 1 client " in done.stdout and "2 clients at once" in done.stdout
     assert "bench-serve: round 1/1" in done.stderr
+
+
+def test_the_ratio_of_each_round_gives_median_and_quartiles():
+    from ckdemo.bench_serve import Figure, paired
+    ours, theirs = Figure(per_round=[90.0, 100.0, 110.0, 95.0]), Figure(per_round=[100.0] * 4)
+    assert paired(ours, theirs) == {"median": 0.975, "q1": 0.938, "q3": 1.025, "rounds": 4}
+    assert paired(Figure(), Figure())["median"] is None

@@ -285,6 +285,90 @@ def test_two_clients_logged_in_and_not(served):
     served.wait_for_log("real logout", served.log().count("real login"))
 
 
+# ---- a signature computed while its size travels ----------------------------------------------------
+CKM_RSA_PKCS, CKM_ECDSA = 0x1, 0x1041
+
+
+def _sign(client: RawClient, session: int, mechanism: int, key: int, data: bytes) -> tuple:
+    """Size query, then the signature: (size answered, CKR of the second call, signature)."""
+    client.ok("C_SignInit", session, Mechanism(mechanism), key)
+    (size,) = client.ok("C_Sign", session, data, 0)
+    reply = client.call("C_Sign", session, data, size.length)
+    return size, (reply.ckr if reply.is_error else codes.CKR_OK), (None if reply.is_error else reply.args[0])
+
+
+def test_a_signature_is_computed_after_its_size_is_answered(served, run_ckdemo):
+    """Once a connection has signed with a key and mechanism, a size query is answered at once
+    and the member signs while the client sends the call that fetches the signature: the
+    signature is the one the member gives, a refusal comes with the fetch (ending the
+    operation), and a member failing meanwhile fails over as any call does."""
+    served.tool("--login", "--pin", USER_PIN, "--keypairgen", "--key-type", "rsa:1024", "--id", "b3",
+                "--label", "overlap")
+    served.tool("--login", "--pin", USER_PIN, "--keypairgen", "--key-type", "EC:prime256v1", "--id", "b4",
+                "--label", "overlap-ec")
+    fresh, client = RawClient(served.socket), RawClient(served.socket)
+    try:
+        session = client.session(USER_PIN)
+        (rsa,) = client.find(session, *key_attributes("b3", CKO_PRIVATE_KEY))
+        (ec,) = client.find(session, *key_attributes("b4", CKO_PRIVATE_KEY))
+        # PKCS#1 v1.5 is deterministic: a connection's first signature (no size known yet,
+        # signed before the size is answered) equals a later one of the same data
+        reference = fresh.session(USER_PIN)
+        (fresh_rsa,) = fresh.find(reference, *key_attributes("b3", CKO_PRIVATE_KEY))
+        expected = {data: _sign(fresh, reference, CKM_RSA_PKCS, fresh_rsa, data)[2]
+                    for data in (b"first", b"second", b"third")}
+        for data in (b"first", b"second", b"third", b"first"):
+            size, ckr, signature = _sign(client, session, CKM_RSA_PKCS, rsa, data)
+            assert (size, ckr, signature) == (BufferSize(128), codes.CKR_OK, expected[data])
+        # too long for raw RSA-1024: the size query succeeds, the fetch says why not (as the
+        # member said it to a size query asked first), and the operation is over
+        too_long = b"x" * 200
+        other = RawClient(served.socket)
+        try:
+            first = other.session(USER_PIN)
+            (other_rsa,) = other.find(first, *key_attributes("b3", CKO_PRIVATE_KEY))
+            other.ok("C_SignInit", first, Mechanism(CKM_RSA_PKCS), other_rsa)
+            refusal = other.ckr("C_Sign", first, too_long, 0)
+        finally:
+            other.close()
+        assert refusal != codes.CKR_OK
+        size, ckr, _ = _sign(client, session, CKM_RSA_PKCS, rsa, too_long)
+        assert (size, ckr) == (BufferSize(128), refusal)
+        assert client.ckr("C_Sign", session, b"x", 128) == codes.CKR_OPERATION_NOT_INITIALIZED
+        # ECDSA: asked twice, the same signature (the operation keeps what it computed)
+        for _ in range(2):
+            client.ok("C_SignInit", session, Mechanism(CKM_ECDSA), ec)
+            digest = hashlib.sha256(os.urandom(8)).digest()
+            assert client.ok("C_Sign", session, digest, 0) == (BufferSize(64),)
+            assert client.ok("C_Sign", session, digest, 0) == (BufferSize(64),)
+            (signature,) = client.ok("C_Sign", session, digest, 64)
+            assert len(signature) == 64
+            client.ok("C_VerifyInit", session, Mechanism(CKM_ECDSA), client.find(
+                session, *key_attributes("b4", CKO_PUBLIC_KEY))[0])
+            assert client.ckr("C_Verify", session, digest, signature) == codes.CKR_OK
+        # member1 dies behind the server's back: the signatures computed after their size has
+        # been answered fail over to the other members, and none fails
+        done = run_ckdemo(served.home, "member", "fail", "member1")
+        assert done.returncode == 0, done.stdout + done.stderr
+        try:
+            for number in range(6):
+                data = b"during the failure %d" % number
+                size, ckr, signature = _sign(client, session, CKM_RSA_PKCS, rsa, data)
+                assert (size, ckr) == (BufferSize(128), codes.CKR_OK)
+                assert signature == _sign(fresh, reference, CKM_RSA_PKCS, fresh_rsa, data)[2]
+            served.wait_for_log("failed: C_Sign returned CKR_DEVICE_ERROR")
+        finally:
+            done = run_ckdemo(served.home, "member", "restore", "member1")
+            assert done.returncode == 0, done.stdout + done.stderr
+            # back in the group now (X is 60 s): the tests after this one need every member
+            done = run_ckdemo(served.home, "hagroup", "status", "--recover")
+            assert "(member1): recovered" in done.stdout, done.stdout + done.stderr
+    finally:
+        client.close()
+        fresh.close()
+    assert "internal error" not in served.log()
+
+
 # ---- bad clients ------------------------------------------------------------------------------------
 def test_bad_clients_lose_only_their_connection(served):
     good = RawClient(served.socket)

@@ -59,7 +59,10 @@ def bench_serve(ctx: click.Context, seconds: float, rounds: int, pin: str | None
     click.echo(tabulate(rows, headers=["op", "server", "ops", "ops/s", "p50 us", "p99 us", "err"],
                         disable_numparse=True))
     for op, both in report["operations"].items():
-        click.echo(f"{op}: ckdemo serve / p11-kit server = {both['ratio']}")
+        spread = both["ratio_per_round"]
+        per_round = (f" (per round: median {spread['median']}, quartiles {spread['q1']}-{spread['q3']})"
+                     if spread["rounds"] > 1 else "")
+        click.echo(f"{op}: ckdemo serve / p11-kit server = {both['ratio']}{per_round}")
     for side, pair in report["two_clients"].items():
         click.echo(f"rsa-sign, {side}: 1 client {pair['one_client_ops_per_s']} ops/s, 2 clients at "
                    f"once {pair['two_clients_ops_per_s']} ops/s (x{pair['scaling']}), "

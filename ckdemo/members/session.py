@@ -23,6 +23,18 @@ CURVES = {"P-256": "secp256r1", "P-384": "secp384r1", "P-521": "secp521r1"}
 KEY_TYPES = {"aes": KeyType.AES, "generic": KeyType.GENERIC_SECRET}
 
 
+_MECHANISMS: dict[int, Mechanism] = {}
+
+
+def _mechanism(code: int) -> Mechanism:
+    """python-pkcs11's Mechanism for a code (an enum call costs more than the dict look-up)."""
+    try:
+        return _MECHANISMS[code]
+    except KeyError:
+        mechanism = _MECHANISMS[code] = Mechanism(code)
+        return mechanism
+
+
 def _template(template: dict[int, object] | None) -> dict:
     return {Attribute(k): v for k, v in (template or {}).items()}
 
@@ -158,30 +170,28 @@ class PhysicalSession:
                 raise ValueError(f"unknown key kind {spec.kind!r}")
         return [self._remember(pub), self._remember(priv)]
 
+    # single-part crypto: python-pkcs11's Cython `_sign`/`_encrypt`/... straight (its public
+    # methods only dispatch bytes to them), through module.call (no context managers): these
+    # run once per signature of every application on the HA slot (docs/PERFORMANCE.md)
     def sign(self, handle: int, mechanism: int, data: bytes, param: MechanismParam = None) -> bytes:
-        sign = self._operation(handle, "sign", "C_SignInit")
-        with self._calling("C_Sign"):
-            return sign(data, mechanism=Mechanism(mechanism), mechanism_param=to_pkcs11(param))
+        return self._call("C_Sign", self._operation(handle, "_sign", "C_SignInit"), bytes(data),
+                          mechanism=_mechanism(mechanism), mechanism_param=to_pkcs11(param))
 
     def verify(self, handle: int, mechanism: int, data: bytes, signature: bytes,
                param: MechanismParam = None) -> None:
         """Returns when the signature is good; CKRError(CKR_SIGNATURE_INVALID) otherwise."""
         # python-pkcs11's verify() folds CKR_SIGNATURE_LEN_RANGE into False; its _verify()
         # raises the module's own answer, which is what the status line must show
-        verify = self._operation(handle, "_verify", "C_VerifyInit")
-        with self._calling("C_Verify"):
-            verify(data, signature, mechanism=Mechanism(mechanism),
-                        mechanism_param=to_pkcs11(param))
+        self._call("C_Verify", self._operation(handle, "_verify", "C_VerifyInit"), bytes(data),
+                   signature, mechanism=_mechanism(mechanism), mechanism_param=to_pkcs11(param))
 
     def encrypt(self, handle: int, mechanism: int, data: bytes, param: MechanismParam = None) -> bytes:
-        encrypt = self._operation(handle, "encrypt", "C_EncryptInit")
-        with self._calling("C_Encrypt"):
-            return encrypt(data, mechanism=Mechanism(mechanism), mechanism_param=to_pkcs11(param))
+        return self._call("C_Encrypt", self._operation(handle, "_encrypt", "C_EncryptInit"),
+                          bytes(data), mechanism=_mechanism(mechanism), mechanism_param=to_pkcs11(param))
 
     def decrypt(self, handle: int, mechanism: int, data: bytes, param: MechanismParam = None) -> bytes:
-        decrypt = self._operation(handle, "decrypt", "C_DecryptInit")
-        with self._calling("C_Decrypt"):
-            return decrypt(data, mechanism=Mechanism(mechanism), mechanism_param=to_pkcs11(param))
+        return self._call("C_Decrypt", self._operation(handle, "_decrypt", "C_DecryptInit"),
+                          bytes(data), mechanism=_mechanism(mechanism), mechanism_param=to_pkcs11(param))
 
     def encrypt_stream(self, handle: int, mechanism: int, chunks: Iterable[bytes],
                        param: MechanismParam = None) -> Iterator[bytes]:
@@ -196,7 +206,7 @@ class PhysicalSession:
 
     def _stream(self, function, operation, mechanism, chunks, param) -> Iterator[bytes]:
         with self._calling(function):
-            output = operation(iter(chunks), mechanism=Mechanism(mechanism),
+            output = operation(iter(chunks), mechanism=_mechanism(mechanism),
                                mechanism_param=to_pkcs11(param), buffer_size=STREAM_BUFFER)
         try:
             while True:
@@ -212,16 +222,16 @@ class PhysicalSession:
 
     def digest(self, mechanism: int, data: bytes) -> bytes:
         with self._calling("C_Digest"):
-            return self._session.digest(data, mechanism=Mechanism(mechanism))
+            return self._session.digest(data, mechanism=_mechanism(mechanism))
 
     def digest_stream(self, mechanism: int, chunks: Iterable[bytes]) -> bytes:
         with self._calling("C_DigestUpdate"):
-            return self._session.digest(iter(chunks), mechanism=Mechanism(mechanism))
+            return self._session.digest(iter(chunks), mechanism=_mechanism(mechanism))
 
     def digest_key(self, mechanism: int, handle: int) -> bytes:
         key = self._object(handle, "C_DigestKey")
         with self._calling("C_DigestKey"):
-            return self._session.digest(key, mechanism=Mechanism(mechanism))
+            return self._session.digest(key, mechanism=_mechanism(mechanism))
 
     def seed_random(self, seed: bytes) -> None:
         self._call("C_SeedRandom", self._session.seed_random, seed)
@@ -255,14 +265,14 @@ class PhysicalSession:
                    length: int, template: dict[int, object]) -> int:
         derive = self._operation(base, "derive_key", "C_DeriveKey")
         with self._calling("C_DeriveKey"):
-            derived = derive(KeyType(key_type), length * 8, mechanism=Mechanism(mechanism),
+            derived = derive(KeyType(key_type), length * 8, mechanism=_mechanism(mechanism),
                                      mechanism_param=to_pkcs11(param), template=_template(template))
         return self._remember(derived)
 
     def wrap_key(self, wrapping: int, key: int, mechanism: int, param: MechanismParam = None) -> bytes:
         wrap, wrapped = self._operation(wrapping, "wrap_key", "C_WrapKey"), self._object(key, "C_WrapKey")
         with self._calling("C_WrapKey"):
-            return wrap(wrapped, mechanism=Mechanism(mechanism),
+            return wrap(wrapped, mechanism=_mechanism(mechanism),
                                     mechanism_param=to_pkcs11(param))
 
     def unwrap_key(self, unwrapping: int, object_class: int, key_type: int, data: bytes,
@@ -278,7 +288,7 @@ class PhysicalSession:
                                                 Attribute.EXTRACTABLE, Attribute.MODIFIABLE)}
         with self._calling("C_UnwrapKey"):
             key = unwrap(ObjectClass(object_class), KeyType(key_type), data,
-                                       mechanism=Mechanism(mechanism),
+                                       mechanism=_mechanism(mechanism),
                                        mechanism_param=to_pkcs11(param),
                                        template={**defaults, **_template(template)})
         return self._remember(key)

@@ -48,6 +48,10 @@ class Connection(SlotCalls, SessionCalls, ObjectCalls, CryptoCalls, KeyCalls):
         self.private: dict[tuple[int, int], bool] = {}  # (slot id, object) -> CKA_PRIVATE
         self.calls = 0
         self._next_session = 1
+        # work a reply promised, to do once it has gone (crypto_calls: a signature whose size
+        # was answered first); the request loop calls run_after_reply() after each send
+        self.after_reply: Callable[[], None] | None = None
+        self.signature_sizes: dict[tuple, int] = {}  # (slot, key, mechanism, param) -> bytes
 
     # ---- the request loop's entry ------------------------------------------------------------
     def answer(self, body: bytes) -> bytes:
@@ -70,6 +74,14 @@ class Connection(SlotCalls, SessionCalls, ObjectCalls, CryptoCalls, KeyCalls):
         except Exception as error:  # a ckdemo bug: this call fails, the connection lives on
             self.on_error(f"connection {self.number}: {request.name}", error)
             return encode_error(CKR_GENERAL_ERROR)
+
+    def run_after_reply(self) -> None:
+        """The work the last reply promised; never raises (a refusal is kept for the next call)."""
+        work, self.after_reply = self.after_reply, None
+        try:
+            work()
+        except Exception as error:  # a ckdemo bug: the promise is broken, the connection lives on
+            self.on_error(f"connection {self.number}: work after a reply", error)
 
     def release(self) -> None:
         """Everything this application left: sessions, session objects, operations, login."""
@@ -136,8 +148,11 @@ class Connection(SlotCalls, SessionCalls, ObjectCalls, CryptoCalls, KeyCalls):
         return handle
 
     def _forget(self, session: ClientSession, handle: int) -> None:
-        self.private.pop((session.slot.slot_id, handle), None)
+        slot_id = session.slot.slot_id
+        self.private.pop((slot_id, handle), None)
         session.session_objects.discard(handle)
+        for key in [k for k in self.signature_sizes if k[0] == slot_id and k[1] == handle]:
+            del self.signature_sizes[key]
 
 
 # call id -> the method answering it (a version-0 call without one is CKR_FUNCTION_NOT_SUPPORTED)

@@ -12,6 +12,22 @@ from .operations import DECRYPT, DIGEST, ECB_BLOCK, ENCRYPT, SIGN, VERIFY, Opera
 
 MAX_RANDOM_BYTES = 1 << 20  # per C_GenerateRandom (the wire's frames stop at 16 MiB)
 
+# A signature's size depends on the key and mechanism only. When a client asks it (buffer size
+# 0) and this connection has signed with that key and mechanism before, the size is answered at
+# once and the signature computed after the reply has gone (Connection.after_reply), while the
+# client is busy sending the call that fetches it: the member's work overlaps one round trip.
+# A refusal found then is the answer to that call, which PKCS#11 allows (a size query that
+# succeeds does not promise the signature).
+def _size_key(session, operation: Operation):
+    """What a signature's size depends on; None when the parameter cannot be a dict key."""
+    try:
+        key = (session.slot.slot_id, operation.key, operation.mechanism, operation.param)
+        hash(key)
+    except TypeError:
+        return None
+    return key
+
+
 class CryptoCalls:
     """C_SignInit ... C_DigestFinal, C_SeedRandom, C_GenerateRandom."""
 
@@ -22,8 +38,10 @@ class CryptoCalls:
         if not session.slot.offers(mechanism.type):
             raise CKRError(CKR_MECHANISM_INVALID, function,
                            f"mechanism {mechanism.type:#x} is not offered by this slot")
-        session.operations.start(Operation(kind, mechanism.type, wire.mechanism_param(mechanism), key),
-                                 function)
+        operation = Operation(kind, mechanism.type, wire.mechanism_param(mechanism), key)
+        if kind == SIGN:
+            operation.size_key = _size_key(session, operation)
+        session.operations.start(operation, function)
         return ()
 
     def _single(self, handle, kind: str, function: str, data, offered: int, compute) -> tuple:
@@ -32,7 +50,18 @@ class CryptoCalls:
         def body(operation: Operation):
             if operation.multi:
                 raise CKRError(codes.CKR_OPERATION_ACTIVE, function, "a multi-part operation is going on")
-            output = operation.output(arg_bytes(data), lambda d: compute(session, operation, d))
+            message = arg_bytes(data)
+            work = lambda d: compute(session, operation, d)
+            size_key = operation.size_key
+            if size_key is not None:  # a signature
+                if not offered and size_key in self.signature_sizes:
+                    if not operation.ready_for(message):
+                        self.after_reply = lambda: operation.prepare(message, work)
+                    return (BufferSize(self.signature_sizes[size_key]),)
+                output = operation.output(message, work)
+                self.signature_sizes[size_key] = len(output)
+            else:
+                output = operation.output(message, work)
             return (session.operations.deliver(kind, output, offered),)
         return session.operations.run(kind, function, body)
 

@@ -37,6 +37,9 @@ class Operation:
     carry: bytes = b""  # ECB: the incomplete block waiting for the next Update or Final
     _input: bytes | None = None
     _output: bytes | None = None
+    size_key: tuple | None = None  # a signature's: what its size depends on (crypto_calls)
+    _error: CKRError | None = None  # what computing the output for _input raised, kept for the caller
+
 
     def add(self, data: bytes, function: str) -> None:
         self.multi = True
@@ -50,10 +53,23 @@ class Operation:
         return b"".join(self.parts)
 
     def output(self, data: bytes, compute: Callable[[bytes], bytes]) -> bytes:
-        """compute(data), or the output already computed for the same data."""
-        if self._output is None or self._input != data:
-            self._input, self._output = data, compute(data)
+        """compute(data), or the output (or the refusal) already computed for the same data."""
+        if self._input != data or (self._output is None and self._error is None):
+            self.prepare(data, compute)
+        if self._error is not None:
+            raise self._error
         return self._output
+
+    def ready_for(self, data: bytes) -> bool:
+        return self._input == data and (self._output is not None or self._error is not None)
+
+    def prepare(self, data: bytes, compute: Callable[[bytes], bytes]) -> None:
+        """Compute the output for data now; a refusal is kept and raised when the output is asked."""
+        self._input, self._output, self._error = data, None, None
+        try:
+            self._output = compute(data)
+        except CKRError as error:
+            self._error = error
 
 
 class Operations:

@@ -126,6 +126,8 @@ class Server:
                 call_code, body = frames.next()
                 reply = answer(body)
                 send(pack(call_code, 0, len(reply)) + reply)
+                if connection.after_reply is not None:
+                    connection.run_after_reply()
         except EOFError:
             if self._stopping:
                 how = "closed by the server"

@@ -45,7 +45,7 @@ class SessionCalls:
         store = self.stores.get(session.slot.slot_id)
         for handle in sorted(session.session_objects):
             quietly(lambda: store.destroy_object(handle))
-            self.private.pop((session.slot.slot_id, handle), None)
+            self._forget(session, handle)
         self.sessions.pop(session.handle, None)
         exposed = session.slot
         with exposed.lock:
@@ -58,6 +58,7 @@ class SessionCalls:
             if store is not None:
                 quietly(store.close)
         self.private = {k: v for k, v in self.private.items() if k[0] != exposed.slot_id}
+        self.signature_sizes = {k: v for k, v in self.signature_sizes.items() if k[0] != exposed.slot_id}
         if exposed.slot_id in self.logged_in:
             self._logout(exposed)
 
