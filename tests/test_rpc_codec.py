@@ -429,3 +429,62 @@ def test_the_fast_replies_are_the_bytes_the_general_encoder_writes():
             assert decode_response(encode_response(call.id), call.id).args == ()
             checked += 1
     assert checked > 20
+
+
+def test_the_fast_request_reader_agrees_with_the_general_one(exchanges):
+    """Requests of simple shape (fixed fields, `ay`, `M`) are read in one pass: for every such
+    call, captured and random well-formed bodies, mutated and cut ones, the fast reader gives
+    the general decoder's fields or steps aside (None) for it to raise."""
+    from ckdemo.rpc import codec
+    rng = random.Random(20261127)
+    shapes = {call_id: layout for call_id, layout in codec._REQUESTS.items() if layout.fast is not None}
+    names = {BY_ID[call_id].name for call_id in shapes}
+    assert {"C_SignInit", "C_Sign", "C_Encrypt", "C_GenerateRandom", "C_Verify", "C_DigestUpdate"} <= names
+
+    def value(token):
+        if token == "u":
+            return rng.choice((0, 1, rng.getrandbits(64)))
+        if token in ("fy", "fu"):
+            return rng.choice((0, 32, rng.getrandbits(32)))
+        if token == "y":
+            return rng.randrange(256)
+        if token == "ay":
+            return rng.choice((BufferSize(rng.randrange(1 << 16)), rng.randbytes(rng.randrange(0, 300))))
+        if rng.random() < 0.1:  # a structured parameter: the general decoder's
+            from ckdemo.rpc import RsaPkcsPssParams
+            return Mechanism(0x0D, RsaPkcsPssParams(0x250, 2, 32))
+        return Mechanism(rng.choice((0x1, 0x40, 0x1041, 0x1081, 0x6)), rng.choice((None, b"", rng.randbytes(16))))
+
+    bodies = [q.body for _, q, _ in exchanges if q.body[:4] and int.from_bytes(q.body[:4], "big") in shapes]
+    for call_id, layout in shapes.items():
+        for _ in range(40):
+            bodies.append(encode_request(call_id, *[value(t) for t in layout.fields]))
+    mutated = []
+    for body in bodies:
+        for _ in range(6):
+            changed = bytearray(body)
+            for _ in range(rng.randint(1, 3)):
+                changed[rng.randrange(len(changed))] = rng.choice((0, 1, 0xFF, 0x7F, rng.randrange(256)))
+            mutated.append(bytes(changed))
+        mutated.append(body[:rng.randrange(len(body))])
+        mutated.append(body + b"\x00")
+    fast_taken = 0
+    for body in bodies + mutated:
+        call_id = int.from_bytes(body[:4], "big") if len(body) >= 4 else None
+        layout = shapes.get(call_id)
+        try:
+            expected = codec._decode(body, is_request=True)
+        except CodecError:
+            expected = None
+        fast = None
+        if layout is not None and body.startswith(layout.prefix):
+            fast = codec._read_fast(body, len(layout.prefix), layout.fast)
+        if fast is not None:
+            fast_taken += 1
+            assert expected is not None and fast == expected.args, body
+        if expected is None:
+            with pytest.raises(CodecError):
+                decode_request(body)
+        else:
+            assert decode_request(body) == expected
+    assert fast_taken > len(bodies) // 2

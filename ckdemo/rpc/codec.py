@@ -21,9 +21,10 @@ from typing import NamedTuple
 
 from .attributes import (read_attribute_array, read_attribute_buffer, write_attribute_array,
                          write_attribute_buffer)
-from .buffer import MAX_ARRAY_LENGTH, CodecError, Reader, UnknownCallError, Writer
+from .buffer import MAX_ARRAY_LENGTH, NULL_LENGTH, CodecError, Reader, UnknownCallError, Writer
 from .calls import BY_ID, BY_NAME, CALL_ERROR, Call
-from .mechanisms import read_mechanism, write_mechanism
+from .mechanisms import (CKM_RSA_PKCS_OAEP, CKM_RSA_PKCS_PSS, Mechanism, read_mechanism,
+                         write_mechanism)
 from .structs import BufferSize, Version
 
 __all__ = ["CodecError", "UnknownCallError", "Message", "decode_request", "encode_request",
@@ -158,6 +159,7 @@ class _Layout:
     writers: tuple
     head: struct.Struct | None  # the leading fixed-size fields, read at once
     rest: tuple  # readers of the fields after them
+    fast: tuple | None = None  # a request of simple shape: the steps of _read_fast
 
 
 def _head(fields: tuple[str, ...]) -> tuple[struct.Struct | None, int]:
@@ -179,12 +181,84 @@ def _layouts(request: bool) -> dict[int, _Layout]:
         readers = tuple(_READERS[t] for t in fields)
         head, count = _head(fields)
         found[call.id] = _Layout(signature, _prefix(call, signature), fields, readers,
-                                 tuple(_WRITERS[t] for t in fields), head, readers[count:])
+                                 tuple(_WRITERS[t] for t in fields), head, readers[count:],
+                                 _fast_steps(fields) if request and call.id != CALL_ERROR else None)
     return found
+
+
+# ---- requests of simple shape, read without a Reader -------------------------------------------
+# Most requests a busy application sends (C_SignInit, C_Sign, C_Encrypt, C_GenerateRandom ...)
+# hold only fixed-size fields, `ay` and `M`. They are read in one pass over the body, with no
+# method call per field. Anything irregular (a NULL array, a length out of range, a PSS or OAEP
+# parameter, a body cut short or too long) leaves the fast path: the general decoder reads the
+# body again and says what is wrong.
+_FIXED_RUN, _BYTES, _MECHANISM = 0, 1, 2
+_PARAMETER_STRUCTS = (CKM_RSA_PKCS_PSS, CKM_RSA_PKCS_OAEP)
+
+
+def _fast_steps(fields: tuple[str, ...]) -> tuple | None:
+    steps, run = [], ""
+    for token in fields:
+        if token in _FIXED:
+            run += _FIXED[token]
+            continue
+        if run:
+            steps.append((_FIXED_RUN, struct.Struct(">" + run)))
+            run = ""
+        if token == "ay":
+            steps.append((_BYTES, None))
+        elif token == "M":
+            steps.append((_MECHANISM, None))
+        else:
+            return None
+    if run:
+        steps.append((_FIXED_RUN, struct.Struct(">" + run)))
+    return tuple(steps)
+
+
+def _read_fast(body: bytes, offset: int, steps: tuple) -> tuple | None:
+    """The fields of a request body from `offset`, or None for the general decoder (see above)."""
+    end = len(body)
+    args: list = []
+    for kind, fixed in steps:
+        if kind == _FIXED_RUN:
+            if offset + fixed.size > end:
+                return None
+            args.extend(fixed.unpack_from(body, offset))
+            offset += fixed.size
+        elif kind == _BYTES:  # presence byte, length, the bytes when present
+            if offset + 5 > end:
+                return None
+            presence = body[offset]
+            (length,) = _U32.unpack_from(body, offset + 1)
+            offset += 5
+            if presence == 0:
+                args.append(BufferSize(length))
+                continue
+            if presence != 1 or length >= MAX_ARRAY_LENGTH or offset + length > end:
+                return None
+            args.append(body[offset:offset + length])
+            offset += length
+        else:  # a mechanism: type, then its parameter as a byte array (NULL: none)
+            if offset + 8 > end:
+                return None
+            mechanism_type, length = _U32_PAIR.unpack_from(body, offset)
+            offset += 8
+            if mechanism_type in _PARAMETER_STRUCTS:
+                return None
+            if length == NULL_LENGTH:
+                args.append(Mechanism(mechanism_type, None))
+                continue
+            if length >= MAX_ARRAY_LENGTH or offset + length > end:
+                return None
+            args.append(Mechanism(mechanism_type, body[offset:offset + length]))
+            offset += length
+    return tuple(args) if offset == end else None
 
 
 _REQUESTS, _RESPONSES = _layouts(request=True), _layouts(request=False)
 _U32 = struct.Struct(">I")
+_U32_PAIR = struct.Struct(">II")
 _PRESENT = b"\x01"  # an `ay` with its data (0: only a size)
 
 
@@ -253,6 +327,13 @@ def encode_request(call: int | str | Call, *args) -> bytes:
 
 
 def decode_request(body: bytes) -> Message:
+    if type(body) is bytes and len(body) >= 4:
+        (call_id,) = _U32.unpack_from(body)
+        layout = _REQUESTS.get(call_id)
+        if layout is not None and layout.fast is not None and body.startswith(layout.prefix):
+            args = _read_fast(body, len(layout.prefix), layout.fast)
+            if args is not None:
+                return Message(call_id, args)
     return _decode(body, is_request=True)
 
 
