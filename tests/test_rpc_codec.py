@@ -412,8 +412,10 @@ def test_frames():
 
 
 def test_the_fast_replies_are_the_bytes_the_general_encoder_writes():
-    """encode_response builds empty and `ay` replies without a Writer: same bytes as the
-    general path (a bytearray takes it), for every call with such a reply."""
+    """encode_response builds empty and `ay` replies (data or a size) without a Writer: same
+    bytes as the general path (a bytearray takes it), for every call with such a reply."""
+    from ckdemo.rpc import codec
+    from ckdemo.rpc.buffer import Writer
     from ckdemo.rpc.calls import BY_ID
     from ckdemo.rpc.codec import decode_response, encode_response
     checked = 0
@@ -424,6 +426,14 @@ def test_the_fast_replies_are_the_bytes_the_general_encoder_writes():
                 assert fast == encode_response(call.id, bytearray(data))
                 assert decode_response(fast, call.id).args == (data,)
                 checked += 1
+            for size in (0, 64, 0xFFFFFFFF):
+                fast = encode_response(call.id, BufferSize(size))
+                writer = Writer(codec._RESPONSES[call.id].prefix)
+                codec._write_byte_or_size(writer, BufferSize(size))
+                assert fast == writer.getvalue()
+                assert decode_response(fast, call.id).args == (BufferSize(size),)
+            with pytest.raises(CodecError):
+                encode_response(call.id, BufferSize(1 << 32))
         elif call.response == "":
             assert encode_response(call.id) == encode_response(call.name)
             assert decode_response(encode_response(call.id), call.id).args == ()

@@ -259,7 +259,7 @@ def _read_fast(body: bytes, offset: int, steps: tuple) -> tuple | None:
 _REQUESTS, _RESPONSES = _layouts(request=True), _layouts(request=False)
 _U32 = struct.Struct(">I")
 _U32_PAIR = struct.Struct(">II")
-_PRESENT = b"\x01"  # an `ay` with its data (0: only a size)
+_PRESENT, _ABSENT = b"\x01", b"\x00"  # an `ay` with its data, or only its size
 
 
 def _encode(call: Call, layout: _Layout, struct: type | None, args) -> bytes:
@@ -343,9 +343,12 @@ def encode_response(call: int | str | Call, *args) -> bytes:
     # the replies of most calls a busy client makes, built without a Writer: nothing, or bytes
     if not args and not layout.writers:
         return layout.prefix
-    if layout.fields == ("ay",) and len(args) == 1 and type(args[0]) is bytes \
-            and len(args[0]) < MAX_ARRAY_LENGTH:
-        return b"".join((layout.prefix, _PRESENT, _U32.pack(len(args[0])), args[0]))
+    if layout.fields == ("ay",) and len(args) == 1:
+        value = args[0]
+        if type(value) is bytes and len(value) < MAX_ARRAY_LENGTH:
+            return b"".join((layout.prefix, _PRESENT, _U32.pack(len(value)), value))
+        if type(value) is BufferSize and 0 <= value.length <= 0xFFFFFFFF:  # a size answer
+            return b"".join((layout.prefix, _ABSENT, _U32.pack(value.length)))
     return _encode(call, layout, call.response_struct, args)
 
 
