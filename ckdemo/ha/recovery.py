@@ -17,6 +17,8 @@ from .member import HAMember, MemberState
 from .events import HALog
 from .policy import RecoveryPolicy
 
+_ACTIVE = MemberState.ACTIVE
+
 KEY_CLASSES = (CKO_PUBLIC_KEY, CKO_PRIVATE_KEY, CKO_SECRET_KEY)
 
 
@@ -52,10 +54,10 @@ class Recovery:
     def before_call(self) -> None:
         members = self.group.members
         for member in members:
-            if not member.active:
+            if member.state is not _ACTIVE:
                 break
         else:
-            return  # the common case costs one pass and no lock
+            return  # the common case costs one pass, no call and no lock
         if not any(self._due(m) for m in members):
             return
         with self.group.state_lock(), self.group.lock:

@@ -1,6 +1,8 @@
 """Cryptographic calls of a connection (part of Connection): Init keeps the operation, the last call does it on the slot."""
 from __future__ import annotations
 
+from functools import partial
+
 from . import wire
 from .. import codes
 from ..codes import CKR_FUNCTION_NOT_SUPPORTED, CKR_MECHANISM_INVALID, CKRError
@@ -45,25 +47,31 @@ class CryptoCalls:
         return ()
 
     def _single(self, handle, kind: str, function: str, data, offered: int, compute) -> tuple:
+        # written out, no closures: every signature of every application passes here twice
         session = self._session(handle, function)
-
-        def body(operation: Operation):
+        operations = session.operations
+        operation = operations.get(kind, function)
+        try:  # any refusal ends the operation (PKCS#11), except a size answer
             if operation.multi:
                 raise CKRError(codes.CKR_OPERATION_ACTIVE, function, "a multi-part operation is going on")
             message = arg_bytes(data)
-            work = lambda d: compute(session, operation, d)
+            work = partial(compute, session, operation)
             size_key = operation.size_key
-            if size_key is not None:  # a signature
-                if not offered and size_key in self.signature_sizes:
-                    if not operation.ready_for(message):
-                        self.after_reply = lambda: operation.prepare(message, work)
-                    return (BufferSize(self.signature_sizes[size_key]),)
+            if size_key is None:
+                output = operation.output(message, work)
+            else:  # a signature
+                if not offered:
+                    size = self.signature_sizes.get(size_key)
+                    if size is not None:
+                        if not operation.ready_for(message):
+                            self.after_reply = partial(operation.prepare, message, work)
+                        return (BufferSize(size),)
                 output = operation.output(message, work)
                 self.signature_sizes[size_key] = len(output)
-            else:
-                output = operation.output(message, work)
-            return (session.operations.deliver(kind, output, offered),)
-        return session.operations.run(kind, function, body)
+            return (operations.deliver(kind, output, offered),)
+        except BaseException:
+            operations.end(kind)
+            raise
 
     def _update(self, handle, kind: str, function: str, data) -> tuple:
         session = self._session(handle, function)

@@ -24,7 +24,7 @@ ECB_BLOCK = {0x1081: 16, 0x0132: 8, 0x0121: 8}  # CKM_AES_ECB, CKM_DES3_ECB, CKM
 MAX_BUFFERED = 64 * 1024 * 1024  # bytes one multi-part operation may collect before its final call
 
 
-@dataclass
+@dataclass(slots=True)
 class Operation:
     kind: str
     mechanism: int
