@@ -205,10 +205,16 @@ def run(home: Path, softhsm_conf: Path, library: str, reference_token: str, pin:
         slice_s = seconds / rounds
         for number in range(1, rounds + 1):
             progress(f"round {number}/{rounds}")
+            # who goes first changes every round: the first of a pair runs right after the
+            # two-client load of the round before, and must not always be the same server
+            singles, doubles = [("ckdemo", a), ("p11-kit", b)], [("ckdemo", [a, a2]), ("p11-kit", [b, b2])]
+            if number % 2 == 0:
+                singles.reverse()
+                doubles.reverse()
             for op in OPERATIONS:
-                figures["ckdemo", op].add(_run_together([a], op, slice_s)[0])
-                figures["p11-kit", op].add(_run_together([b], op, slice_s)[0])
-            for side, two in (("ckdemo", [a, a2]), ("p11-kit", [b, b2])):
+                for side, client in singles:
+                    figures[side, op].add(_run_together([client], op, slice_s)[0])
+            for side, two in doubles:
                 answers = _run_together(two, "rsa-sign", slice_s)
                 pair = pairs[side]
                 pair.ops += sum(x["ops"] for x in answers)

@@ -16,7 +16,7 @@ from .common import Fail, settings_for
               help="Time per measurement (each operation on each server, and each pair), "
                    "spread over the rounds.")
 @click.option("--rounds", default=6, show_default=True, type=click.IntRange(1, 100),
-              help="Alternating rounds: ckdemo serve, p11-kit server, ckdemo serve ...")
+              help="Rounds: each measures both servers, one after the other, the first one changing every round.")
 @click.option("--pin", envvar="CKDEMO_USER_PIN", help="User PIN (default: the config's test PIN).")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 @click.pass_context
