@@ -40,7 +40,6 @@ class Operation:
     size_key: tuple | None = None  # a signature's: what its size depends on (crypto_calls)
     _error: CKRError | None = None  # what computing the output for _input raised, kept for the caller
 
-
     def add(self, data: bytes, function: str) -> None:
         self.multi = True
         self.size += len(data)
