@@ -20,10 +20,10 @@ MAX_RANDOM_BYTES = 1 << 20  # per C_GenerateRandom (the wire's frames stop at 16
 # client is busy sending the call that fetches it: the member's work overlaps one round trip.
 # A refusal found then is the answer to that call, which PKCS#11 allows (a size query that
 # succeeds does not promise the signature).
-def _size_key(session, operation: Operation):
+def _size_key(slot_id: int, key: int | None, mechanism: int, param) -> tuple | None:
     """What a signature's size depends on; None when the parameter cannot be a dict key."""
     try:
-        key = (session.slot.slot_id, operation.key, operation.mechanism, operation.param)
+        key = (slot_id, key, mechanism, param)
         hash(key)
     except TypeError:
         return None
@@ -40,10 +40,9 @@ class CryptoCalls:
         if not session.slot.offers(mechanism.type):
             raise CKRError(CKR_MECHANISM_INVALID, function,
                            f"mechanism {mechanism.type:#x} is not offered by this slot")
-        operation = Operation(kind, mechanism.type, wire.mechanism_param(mechanism), key)
-        if kind == SIGN:
-            operation.size_key = _size_key(session, operation)
-        session.operations.start(operation, function)
+        param = wire.mechanism_param(mechanism)
+        size_key = _size_key(session.slot.slot_id, key, mechanism.type, param) if kind == SIGN else None
+        session.operations.start(Operation(kind, mechanism.type, param, key, size_key=size_key), function)
         return ()
 
     def _single(self, handle, kind: str, function: str, data, offered: int, compute) -> tuple:
