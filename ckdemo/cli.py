@@ -218,7 +218,8 @@ def scripts_command(name) -> None:
                    "in-process (default: keep the current choice; local at first).")
 @click.option("--isolated/--shared", default=None,
               help="Load each local member through its own copy of the library (parallel calls, "
-                   "re-initialised alone) or all through one instance (default: keep; shared).")
+                   "re-initialised alone) or all through one instance (default: keep; at first the menu "
+                   "shares one instance and ckdemo serve gives each member a copy).")
 @click.pass_context
 def init(ctx: click.Context, members, force, user_pin, so_pin, store_pins, label_prefix, remote,
          isolated) -> None:

@@ -359,10 +359,7 @@ def _provision(home: Path, staging: Path, library: str, members: int | None, for
     conf.set(CKDEMO_SECTION, "Members", ",".join(labels))
     conf.set(CKDEMO_SECTION, "MemberSerials", ",".join(serials[label] for label in labels))
     if isolated is not None:  # a private library instance per local member (harness.py)
-        if isolated:
-            conf.set(CKDEMO_SECTION, "LocalIsolation", "copies")
-        else:
-            conf.remove(CKDEMO_SECTION, "LocalIsolation")
+        conf.set(CKDEMO_SECTION, "LocalIsolation", "copies" if isolated else "none")
     if remote is not None:  # members served by p11-kit server processes (see members/remote.py)
         if remote:
             conf.set(CKDEMO_SECTION, "RemoteMembers", ",".join(labels))

@@ -14,6 +14,7 @@ from .provision import CKDEMO_SECTION, CONFIG_NAME, is_provisioned, provision
 DEFAULT_HOME = ".ckdemo"
 DEFAULT_MEMBER_TIMEOUT_S = 20.0  # LUNA.md: a command running over 20 s fails a member
 MAX_MEMBER_TIMEOUT_S = 86400.0
+ISOLATION_VALUES = ("copies", "none", "")  # LocalIsolation; "": each command's own default
 # Script variables filled from the config when the environment does not set them.
 SECRET_KEYS = {"CKDEMO_USER_PIN": "UserPIN", "CKDEMO_SO_PIN": "SOPIN"}
 
@@ -68,16 +69,24 @@ class Settings:
         """Every number in the file is checked when it is read, used or not (one line, exit 2),
         so a wrong value never waits for the day a remote member or a failover needs it."""
         self.member_timeout()
+        self.isolation()
         try:
             ha_config.settings(self.conf)
         except ValueError as exc:
             raise SettingsError(str(exc)) from None
 
+    def isolation(self) -> str:
+        """LocalIsolation: "copies" (a private copy of the library per local member), "none" (all
+        through one instance) or "" (not said: the command chooses; the menu shares, serve copies)."""
+        value = (self.conf.get(CKDEMO_SECTION, "LocalIsolation") or "").strip().lower()
+        if value not in ISOLATION_VALUES:
+            raise SettingsError(f"{CKDEMO_SECTION}.LocalIsolation = {value!r} is not one of "
+                                f"{', '.join(v for v in ISOLATION_VALUES if v)}")
+        return value
+
     def isolated_members(self) -> list[str]:
         """Local members loaded through a private copy of the library each (LocalIsolation)."""
-        if (self.conf.get(CKDEMO_SECTION, "LocalIsolation") or "").strip().lower() == "copies":
-            return self.member_labels()
-        return []
+        return self.member_labels() if self.isolation() == "copies" else []
 
     def remote_members(self) -> list[str]:
         value = self.conf.get(CKDEMO_SECTION, "RemoteMembers") or ""

@@ -253,6 +253,10 @@ def test_isolated_members_each_have_their_own_library_instance(tmp_path, provisi
     demo = run_ckdemo(home, "run", str(Path(__file__).parent.parent / "scripts" / "ha-failover-demo"))
     assert demo.returncode == 0, demo.stdout
     assert "recovered" in demo.stdout
+    provision(home, "--shared")  # said, not left unsaid: serve would give copies to an unset home
+    assert "LocalIsolation = none;" in (home / "Chrystoki.conf").read_text()
+    done = run_ckdemo(home, "run", "-", input="10\n1\n0\n")
+    assert re.search(rf"^\s+Path\s+: {re.escape(SOFTHSM_LIB)}$", done.stdout, re.MULTILINE), done.stdout
 
 
 PIPE_BYTES = 4096  # one page, the least a Linux pipe holds (F_SETPIPE_SZ)

@@ -541,3 +541,41 @@ def test_sigterm_as_soon_as_the_socket_exists_stops_cleanly(home, ckdemo_bin):
         output = process.communicate(timeout=30)[0].decode()
         assert process.returncode == 0, output
         assert not socket_path.exists() and "Traceback" not in output
+
+
+def _mapped_copies(process: subprocess.Popen, home: Path) -> list[str]:
+    """The member copies of libsofthsm2.so the server process has loaded (/proc/PID/maps)."""
+    maps = Path(f"/proc/{process.pid}/maps").read_text()
+    return sorted({line.split()[-1].rsplit("/", 1)[-1] for line in maps.splitlines()
+                   if str(home / "lib") in line})
+
+
+def test_local_members_get_a_library_copy_each_unless_shared(served, ckdemo_bin, tmp_path):
+    """On a home that does not say (a new home), serve loads each local member through its own copy
+    of libsofthsm2.so, so applications sign on several members at once (FACTS 1: one instance is
+    one lock); --shared, or LocalIsolation = none in the home, keeps one instance; a wrong value
+    is one line and exit 2."""
+    assert _mapped_copies(served.process, served.home) == [
+        f"libsofthsm2-member{n}.so" for n in (1, 2, 3)]
+    assert "local members member1, member2, member3: each through its own copy" in served.log()
+    shared = start_server(ckdemo_bin, served.home, tmp_path / "shared.sock", tmp_path / "shared.log",
+                          "--shared")
+    try:
+        assert _mapped_copies(shared.process, served.home) == []
+        assert "all through one instance of the library" in shared.log()
+        assert "HA Virtual Card Slot" in shared.text("-L")
+    finally:
+        stop_cleanly(shared)
+    conf = served.home / "Chrystoki.conf"
+    saved = conf.read_text()
+    try:
+        conf.write_text(saved.replace("CKDemo = {", "CKDemo = {\n   LocalIsolation = threads;", 1))
+        done = subprocess.run([str(ckdemo_bin), "--home", str(served.home), "serve", "--socket",
+                               str(tmp_path / "bad.sock")], capture_output=True, text=True,
+                              env=clean_env(), timeout=60)
+    finally:
+        conf.write_text(saved)
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert done.stderr.strip().splitlines() == [
+        "ckdemo: CKDemo.LocalIsolation = 'threads' is not one of copies, none"], done.stderr
+    assert not (tmp_path / "bad.sock").exists()

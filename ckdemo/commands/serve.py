@@ -14,6 +14,7 @@ import click
 
 from .common import Fail, settings_for, workspace_for
 from ..codes import CKRError
+from ..provision import CKDEMO_SECTION
 
 P11KIT_CLIENT = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so"  # Debian 12's p11-kit-modules
 EVENT_POLL_S = 0.2  # how often the HA log is read for new events to print
@@ -32,8 +33,12 @@ def _say(line: str) -> None:
               help="Unix socket to listen on (default HOME/run/ckdemo.sock).")
 @click.option("--slots", "which", type=click.Choice(["ha", "all"]), default="ha", show_default=True,
               help="ha: only the HA virtual slots; all: the members' physical slots too.")
+@click.option("--isolated/--shared", default=None,
+              help="Each local member through its own copy of the library, so applications sign "
+                   "on several members at once, or all through one instance (default: the home's "
+                   "LocalIsolation; isolated when the home does not say).")
 @click.pass_context
-def serve(ctx: click.Context, socket_path: str | None, which: str) -> None:
+def serve(ctx: click.Context, socket_path: str | None, which: str, isolated: bool | None) -> None:
     """Serve the slots over the p11-kit RPC protocol, in the foreground, for any PKCS#11
     application loading p11-kit-client.so."""
     from ..ha.group import HAGroup
@@ -48,6 +53,8 @@ def serve(ctx: click.Context, socket_path: str | None, which: str) -> None:
     settings = settings_for(ctx)
     if which == "all":  # in memory only: HAOnly hides the members from the menu, not from here
         settings.conf.set("HAConfiguration", "HAOnly", "0")
+    if isolated is not None or not settings.isolation():  # in memory only, checked at load
+        settings.conf.set(CKDEMO_SECTION, "LocalIsolation", "none" if isolated is False else "copies")
     workspace = workspace_for(settings)
     groups = [slot for slot in workspace.slots if isinstance(slot, HAGroup)]
     slots = workspace.slots if which == "all" else groups
@@ -77,6 +84,9 @@ def serve(ctx: click.Context, socket_path: str | None, which: str) -> None:
     click.echo(f"pkcs11-tool --module {P11KIT_CLIENT} -L")
     for exposed in server.slots:
         _say(f"serving slot {exposed.slot_id:#x}: {_described(exposed)}")
+    local = [m for m in settings.member_labels() if m not in settings.remote_members()]
+    if local:
+        _say(_isolation_line(local, settings.isolated_members()))
     _say(f"listening on {path} (Ctrl-C or SIGTERM stops)")
     if control is not None:
         _say(f"control channel on {control_at} (ckdemo hagroup status, ckdemo member fail|restore NAME)")
@@ -107,6 +117,14 @@ def serve(ctx: click.Context, socket_path: str | None, which: str) -> None:
         signal.signal(signal.SIGTERM, previous)
         removed = f"{path} and {control_at.name}" if control is not None else str(path)
         _say(f"stopped: sessions closed, {removed} removed")
+
+
+def _isolation_line(local: list[str], isolated: list[str]) -> str:
+    if isolated:
+        return (f"local members {', '.join(local)}: each through its own copy of the library "
+                "(calls of several applications run at once; --shared for one instance)")
+    return (f"local members {', '.join(local)}: all through one instance of the library "
+            "(one call at a time; --isolated for a copy each)")
 
 
 def _described(exposed) -> str:
