@@ -369,6 +369,53 @@ def test_a_signature_is_computed_after_its_size_is_answered(served, run_ckdemo):
     assert "internal error" not in served.log()
 
 
+def test_the_calls_around_a_signature_are_answered_as_predicted(served):
+    """An application signing again and again: the call fetching a signature and the next
+    C_SignInit with the same session, mechanism and key are answered before they are handled,
+    with what their handlers then answer. Anything else in between ends the predictions: a
+    logout (C_SignInit refused), another buffer size or other data for the fetch."""
+    served.tool("--login", "--pin", USER_PIN, "--keypairgen", "--key-type", "rsa:1024", "--id", "b5",
+                "--label", "predicted")
+    client, fresh = RawClient(served.socket), RawClient(served.socket)
+    try:
+        session = client.session(USER_PIN)
+        (rsa,) = client.find(session, *key_attributes("b5", CKO_PRIVATE_KEY))
+        reference = fresh.session(USER_PIN)
+        (fresh_rsa,) = fresh.find(reference, *key_attributes("b5", CKO_PRIVATE_KEY))
+        expected = {data: _sign(fresh, reference, CKM_RSA_PKCS, fresh_rsa, data)[2]
+                    for data in (b"one", b"two")}
+        for number in range(10):  # the first cycle teaches the size; then 2 calls each predicted
+            data = (b"one", b"two")[number % 2]
+            assert _sign(client, session, CKM_RSA_PKCS, rsa, data) == (
+                BufferSize(128), codes.CKR_OK, expected[data])
+        client.close()
+        served.wait_for_log("after 36 call(s) (18 answered as predicted)")
+
+        client = RawClient(served.socket)
+        session = client.session(USER_PIN)
+        (rsa,) = client.find(session, *key_attributes("b5", CKO_PRIVATE_KEY))
+        for _ in range(2):
+            _sign(client, session, CKM_RSA_PKCS, rsa, b"one")
+        # the fetch with other data than the size query signs that data; a larger buffer too
+        client.ok("C_SignInit", session, Mechanism(CKM_RSA_PKCS), rsa)
+        assert client.ok("C_Sign", session, b"one", 0) == (BufferSize(128),)
+        assert client.ok("C_Sign", session, b"two", 128) == (expected[b"two"],)
+        client.ok("C_SignInit", session, Mechanism(CKM_RSA_PKCS), rsa)
+        assert client.ok("C_Sign", session, b"two", 0) == (BufferSize(128),)
+        assert client.ok("C_Sign", session, b"two", 4096) == (expected[b"two"],)
+        # logged out after a signature: the same C_SignInit is refused, as it must be
+        client.ok("C_Logout", session)
+        assert client.ckr("C_SignInit", session, Mechanism(CKM_RSA_PKCS), rsa) == \
+            codes.CKR_USER_NOT_LOGGED_IN
+        client.ok("C_Login", session, 1, USER_PIN.encode())
+        assert _sign(client, session, CKM_RSA_PKCS, rsa, b"two") == (
+            BufferSize(128), codes.CKR_OK, expected[b"two"])
+    finally:
+        client.close()
+        fresh.close()
+    assert "internal error" not in served.log()
+
+
 # ---- bad clients ------------------------------------------------------------------------------------
 def test_bad_clients_lose_only_their_connection(served):
     good = RawClient(served.socket)

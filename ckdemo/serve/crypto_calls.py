@@ -6,6 +6,8 @@ from functools import partial
 from . import wire
 from .. import codes
 from ..codes import CKR_FUNCTION_NOT_SUPPORTED, CKR_MECHANISM_INVALID, CKRError
+from ..rpc.calls import BY_NAME
+from ..rpc.codec import encode_request, encode_response
 from ..rpc.structs import BufferSize
 from ..slots import Session
 from .client_session import ClientSession, arg_bytes
@@ -20,6 +22,14 @@ MAX_RANDOM_BYTES = 1 << 20  # per C_GenerateRandom (the wire's frames stop at 16
 # client is busy sending the call that fetches it: the member's work overlaps one round trip.
 # A refusal found then is the answer to that call, which PKCS#11 allows (a size query that
 # succeeds does not promise the signature).
+#
+# The two calls around it are known before they come (Connection.predict): the fetch, once the
+# signature is computed (its request is the size query with the signature's length as buffer),
+# and the next C_SignInit with the same session, mechanism and key, once a signature is delivered
+# (nothing of this connection has changed if it is the very next request, and the slot still
+# offers the mechanism). Their replies go out first; the handlers run after, as for any call.
+_C_SIGN_INIT, _C_SIGN = BY_NAME["C_SignInit"], BY_NAME["C_Sign"]
+_SIGN_INIT_DONE = encode_response(_C_SIGN_INIT)  # CKR_OK, nothing more
 def _size_key(slot_id: int, key: int | None, mechanism: int, param) -> tuple | None:
     """What a signature's size depends on; None when the parameter cannot be a dict key."""
     try:
@@ -42,7 +52,9 @@ class CryptoCalls:
                            f"mechanism {mechanism.type:#x} is not offered by this slot")
         param = wire.mechanism_param(mechanism)
         size_key = _size_key(session.slot.slot_id, key, mechanism.type, param) if kind == SIGN else None
-        session.operations.start(Operation(kind, mechanism.type, param, key, size_key=size_key), function)
+        init = (handle, mechanism, key) if size_key is not None else None
+        session.operations.start(Operation(kind, mechanism.type, param, key, size_key=size_key,
+                                           init=init), function)
         return ()
 
     def _single(self, handle, kind: str, function: str, data, offered: int, compute) -> tuple:
@@ -63,14 +75,31 @@ class CryptoCalls:
                     size = self.signature_sizes.get(size_key)
                     if size is not None:
                         if not operation.ready_for(message):
-                            self.after_reply = partial(operation.prepare, message, work)
+                            self.after_reply = partial(self._sign_ahead, handle, operation, message, work)
                         return (BufferSize(size),)
                 output = operation.output(message, work)
                 self.signature_sizes[size_key] = len(output)
+                delivered = operations.deliver(kind, output, offered)
+                if delivered is output:  # the operation is over: the same Init may well follow
+                    self._predict_init(session, operation)
+                return (delivered,)
             return (operations.deliver(kind, output, offered),)
         except BaseException:
             operations.end(kind)
             raise
+
+    def _sign_ahead(self, handle: int, operation: Operation, message: bytes, work) -> None:
+        """The signature whose size has been answered; then the call fetching it is known."""
+        operation.prepare(message, work)
+        output = operation.computed()
+        if output is not None:
+            self.predict(encode_request(_C_SIGN, handle, message, len(output)),
+                         encode_response(_C_SIGN, output))
+
+    def _predict_init(self, session: ClientSession, operation: Operation) -> None:
+        handle, mechanism, key = operation.init
+        self.predict(encode_request(_C_SIGN_INIT, handle, mechanism, key), _SIGN_INIT_DONE,
+                     partial(session.slot.still_offers, mechanism.type))
 
     def _update(self, handle, kind: str, function: str, data) -> tuple:
         session = self._session(handle, function)

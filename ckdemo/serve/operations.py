@@ -39,6 +39,11 @@ class Operation:
     _output: bytes | None = None
     size_key: tuple | None = None  # a signature's: what its size depends on (crypto_calls)
     _error: CKRError | None = None  # what computing the output for _input raised, kept for the caller
+    init: tuple | None = None  # a signature's: the Init call's arguments, to predict it again
+
+    def computed(self) -> bytes | None:
+        """The output prepared for the last input, if it was computed without a refusal."""
+        return self._output
 
     def add(self, data: bytes, function: str) -> None:
         self.multi = True

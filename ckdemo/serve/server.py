@@ -50,6 +50,10 @@ class ExposedSlot:
             self.mechanisms(refresh=True)  # members come and go: ask again before refusing
         return mechanism in (self._mechanisms or ())
 
+    def still_offers(self, mechanism: int) -> bool:
+        """offers() without asking the slot: what a C_*Init answered before it came relies on."""
+        return self._mechanisms is not None and mechanism in self._mechanisms
+
     def description(self) -> str:
         return self.slot.description()
 
@@ -122,10 +126,16 @@ class Server:
         try:
             sock.sendall(bytes([negotiate_version(frames.version(), PROTOCOL_VERSION)]))
             answer, send, pack = connection.answer, sock.sendall, HEADER.pack
+            predicted = connection.predicted
             while True:
                 call_code, body = frames.next()
-                reply = answer(body)
-                send(pack(call_code, 0, len(reply)) + reply)
+                early = connection.early_reply(body) if predicted else None
+                if early is None:
+                    reply = answer(body)
+                    send(pack(call_code, 0, len(reply)) + reply)
+                else:  # known before it came: sent first, handled after (Connection.predict)
+                    send(pack(call_code, 0, len(early)) + early)
+                    connection.answer_sent(body, early)
                 if connection.after_reply is not None:
                     connection.run_after_reply()
         except EOFError:
@@ -149,7 +159,8 @@ class Server:
                     with self._lock:
                         self.connections.pop(number, None)
             released = f", {left} session(s) released" if left else ""
-            self.log(f"connection {number} {how} after {connection.calls} call(s) in "
+            early = f" ({connection.early} answered as predicted)" if connection.early else ""
+            self.log(f"connection {number} {how} after {connection.calls} call(s){early} in "
                      f"{time.monotonic() - started:.1f} s{released}")
 
     def stop(self) -> None:
