@@ -109,6 +109,12 @@ class HAGroup(Administration):
         members = self.members
         count = len(members)
         with self.lock:
+            if self.balance and not skip:  # the usual case: the next in turn is free and able
+                member = members[self._next_member]
+                if member.state is ACTIVE and not member.outstanding and mechanism not in member.refused:
+                    self._next_member = (member.index + 1) % count
+                    member.outstanding = 1
+                    return member
             start = self._next_member if self.balance else 0
             chosen = None
             for step in range(count):
@@ -136,7 +142,7 @@ class HAGroup(Administration):
         A member that refuses the mechanism (a remote member's transport cannot carry its
         parameters) is not failed: the call goes to a member that can, and that member is
         skipped for the mechanism from then on."""
-        self.before_call()
+        self.recovery.before_call()  # (before_call() spelt out: this runs on every balanced call)
         failures: list[MemberFailed] = []
         refused: list[HAMember] = []
         refused_error: CKRError | None = None
@@ -168,7 +174,8 @@ class HAGroup(Administration):
                         continue
                 raise
             finally:
-                self._done(member)
+                with self.lock:  # (_done spelt out)
+                    member.outstanding -= 1
             member.calls += 1
             if refused:
                 for other in refused:
