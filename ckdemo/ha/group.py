@@ -131,10 +131,6 @@ class HAGroup(Administration):
                 chosen.outstanding += 1
             return chosen
 
-    def _done(self, member: HAMember) -> None:
-        with self.lock:
-            member.outstanding -= 1
-
     def run(self, function: str, op: Callable[[HAMember], T], mechanism: int | None = None,
             exclude: list[HAMember] = ()) -> T:
         """A single-part call on one member, repeated on another when the member fails.
@@ -174,7 +170,7 @@ class HAGroup(Administration):
                         continue
                 raise
             finally:
-                with self.lock:  # (_done spelt out)
+                with self.lock:  # the member is free again (least-busy balancing)
                     member.outstanding -= 1
             member.calls += 1
             if refused:
