@@ -297,6 +297,13 @@ def _sign(client: RawClient, session: int, mechanism: int, key: int, data: bytes
     return size, (reply.ckr if reply.is_error else codes.CKR_OK), (None if reply.is_error else reply.args[0])
 
 
+def _signer(client: RawClient, key_id: str) -> tuple[int, int]:
+    """A logged-in session of this client and the private key with that id: (session, key)."""
+    session = client.session(USER_PIN)
+    (key,) = client.find(session, *key_attributes(key_id, CKO_PRIVATE_KEY))
+    return session, key
+
+
 def test_a_signature_is_computed_after_its_size_is_answered(served, run_ckdemo):
     """Once a connection has signed with a key and mechanism, a size query is answered at once
     and the member signs while the client sends the call that fetches the signature: the
@@ -308,13 +315,11 @@ def test_a_signature_is_computed_after_its_size_is_answered(served, run_ckdemo):
                 "--label", "overlap-ec")
     fresh, client = RawClient(served.socket), RawClient(served.socket)
     try:
-        session = client.session(USER_PIN)
-        (rsa,) = client.find(session, *key_attributes("b3", CKO_PRIVATE_KEY))
+        session, rsa = _signer(client, "b3")
         (ec,) = client.find(session, *key_attributes("b4", CKO_PRIVATE_KEY))
         # PKCS#1 v1.5 is deterministic: a connection's first signature (no size known yet,
         # signed before the size is answered) equals a later one of the same data
-        reference = fresh.session(USER_PIN)
-        (fresh_rsa,) = fresh.find(reference, *key_attributes("b3", CKO_PRIVATE_KEY))
+        reference, fresh_rsa = _signer(fresh, "b3")
         expected = {data: _sign(fresh, reference, CKM_RSA_PKCS, fresh_rsa, data)[2]
                     for data in (b"first", b"second", b"third")}
         for data in (b"first", b"second", b"third", b"first"):
@@ -325,8 +330,7 @@ def test_a_signature_is_computed_after_its_size_is_answered(served, run_ckdemo):
         too_long = b"x" * 200
         other = RawClient(served.socket)
         try:
-            first = other.session(USER_PIN)
-            (other_rsa,) = other.find(first, *key_attributes("b3", CKO_PRIVATE_KEY))
+            first, other_rsa = _signer(other, "b3")
             other.ok("C_SignInit", first, Mechanism(CKM_RSA_PKCS), other_rsa)
             refusal = other.ckr("C_Sign", first, too_long, 0)
         finally:
@@ -378,10 +382,8 @@ def test_the_calls_around_a_signature_are_answered_as_predicted(served):
                 "--label", "predicted")
     client, fresh = RawClient(served.socket), RawClient(served.socket)
     try:
-        session = client.session(USER_PIN)
-        (rsa,) = client.find(session, *key_attributes("b5", CKO_PRIVATE_KEY))
-        reference = fresh.session(USER_PIN)
-        (fresh_rsa,) = fresh.find(reference, *key_attributes("b5", CKO_PRIVATE_KEY))
+        session, rsa = _signer(client, "b5")
+        reference, fresh_rsa = _signer(fresh, "b5")
         expected = {data: _sign(fresh, reference, CKM_RSA_PKCS, fresh_rsa, data)[2]
                     for data in (b"one", b"two")}
         for number in range(10):  # the first cycle teaches the size; then 2 calls each predicted
@@ -392,8 +394,7 @@ def test_the_calls_around_a_signature_are_answered_as_predicted(served):
         served.wait_for_log("after 36 call(s) (18 answered as predicted)")
 
         client = RawClient(served.socket)
-        session = client.session(USER_PIN)
-        (rsa,) = client.find(session, *key_attributes("b5", CKO_PRIVATE_KEY))
+        session, rsa = _signer(client, "b5")
         for _ in range(2):
             _sign(client, session, CKM_RSA_PKCS, rsa, b"one")
         # the fetch with other data than the size query signs that data; a larger buffer too
