@@ -404,7 +404,16 @@ def test_the_calls_around_a_signature_are_answered_as_predicted(served):
         client.ok("C_SignInit", session, Mechanism(CKM_RSA_PKCS), rsa)
         assert client.ok("C_Sign", session, b"two", 0) == (BufferSize(128),)
         assert client.ok("C_Sign", session, b"two", 4096) == (expected[b"two"],)
-        # logged out after a signature: the same C_SignInit is refused, as it must be
+        # logged out between the size query and the fetch: the signature made before is not
+        # handed out (as a signature not made yet is not); logged out after a signature: the
+        # same C_SignInit is refused, as it must be
+        client.ok("C_SignInit", session, Mechanism(CKM_RSA_PKCS), rsa)
+        assert client.ok("C_Sign", session, b"two", 0) == (BufferSize(128),)
+        client.ok("C_Logout", session)
+        assert client.ckr("C_Sign", session, b"two", 128) == codes.CKR_USER_NOT_LOGGED_IN
+        client.ok("C_Login", session, 1, USER_PIN.encode())
+        assert client.ckr("C_Sign", session, b"two", 128) == codes.CKR_OPERATION_NOT_INITIALIZED
+        _sign(client, session, CKM_RSA_PKCS, rsa, b"two")
         client.ok("C_Logout", session)
         assert client.ckr("C_SignInit", session, Mechanism(CKM_RSA_PKCS), rsa) == \
             codes.CKR_USER_NOT_LOGGED_IN

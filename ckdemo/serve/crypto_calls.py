@@ -65,6 +65,8 @@ class CryptoCalls:
         try:  # any refusal ends the operation (PKCS#11), except a size answer
             if operation.multi:
                 raise CKRError(codes.CKR_OPERATION_ACTIVE, function, "a multi-part operation is going on")
+            if operation.key is not None:  # logged out since Init: not even an output made before
+                self._usable(session, operation.key, function)
             message = arg_bytes(data)
             work = partial(compute, session, operation)
             size_key = operation.size_key
