@@ -426,6 +426,27 @@ def test_the_calls_around_a_signature_are_answered_as_predicted(served):
     assert "internal error" not in served.log()
 
 
+def test_random_bytes_are_made_ahead_for_the_same_request(served):
+    """After a C_GenerateRandom of up to 4 KiB the slot makes as many bytes again, and the same
+    request is answered with them at once: every answer is fresh (no two alike), of the length
+    asked; other lengths, a larger request or anything in between are answered as usual."""
+    client = RawClient(served.socket)
+    try:
+        session = client.session()
+        answers = [client.ok("C_GenerateRandom", session, 32)[0] for _ in range(20)]
+        assert len(set(answers)) == 20 and {len(a) for a in answers} == {32}
+        assert [len(client.ok("C_GenerateRandom", session, n)[0]) for n in (16, 32, 16)] == [16, 32, 16]
+        client.ok("C_SeedRandom", session, b"seed")
+        large = [client.ok("C_GenerateRandom", session, 8192)[0] for _ in range(2)]
+        assert large[0] != large[1] and len(large[1]) == 8192
+        client.ok("C_GenerateRandom", session, 32)
+    finally:
+        client.close()
+    # 2 set-up calls, 20 + 3 + 1 seed + 2 large + 1; predicted: the 19 repeats of 32 bytes only
+    served.wait_for_log("after 29 call(s) (19 answered as predicted)")
+    assert "internal error" not in served.log()
+
+
 # ---- bad clients ------------------------------------------------------------------------------------
 def test_bad_clients_lose_only_their_connection(served):
     good = RawClient(served.socket)

@@ -21,6 +21,7 @@ class ClientSession:
     found: list[int] | None = None
     session_objects: set[int] = field(default_factory=set)  # CKA_TOKEN false, made here
     wrapped: tuple | None = None  # (request, output) kept for a C_WrapKey size query
+    random_ahead: bytes | None = None  # made after a C_GenerateRandom for the same one again
 
 
 def arg_bytes(value) -> bytes:

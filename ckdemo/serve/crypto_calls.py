@@ -15,6 +15,7 @@ from .operations import DECRYPT, DIGEST, ECB_BLOCK, ENCRYPT, SIGN, VERIFY, Opera
 
 
 MAX_RANDOM_BYTES = 1 << 20  # per C_GenerateRandom (the wire's frames stop at 16 MiB)
+MAX_RANDOM_AHEAD = 4096  # a C_GenerateRandom up to this size gets the next one made ahead
 
 # A signature's size depends on the key and mechanism only. When a client asks it (buffer size
 # 0) and this connection has signed with that key and mechanism before, the size is answered at
@@ -28,7 +29,12 @@ MAX_RANDOM_BYTES = 1 << 20  # per C_GenerateRandom (the wire's frames stop at 16
 # and the next C_SignInit with the same session, mechanism and key, once a signature is delivered
 # (nothing of this connection has changed if it is the very next request, and the slot still
 # offers the mechanism). Their replies go out first; the handlers run after, as for any call.
+#
+# Random bytes the same way: after a C_GenerateRandom of up to MAX_RANDOM_AHEAD bytes, the slot
+# makes as many again for the session (after the reply has gone), and the same request is
+# predicted with them; the handler hands out what was made ahead when there is some.
 _C_SIGN_INIT, _C_SIGN = BY_NAME["C_SignInit"], BY_NAME["C_Sign"]
+_C_GENERATE_RANDOM = BY_NAME["C_GenerateRandom"]
 _SIGN_INIT_DONE = encode_response(_C_SIGN_INIT)  # CKR_OK, nothing more
 def _size_key(slot_id: int, key: int | None, mechanism: int, param) -> tuple | None:
     """What a signature's size depends on; None when the parameter cannot be a dict key."""
@@ -252,6 +258,8 @@ class CryptoCalls:
     def C_SeedRandom(self, handle, seed) -> tuple:
         session = self._session(handle, "C_SeedRandom")
         self._store(session).seed_random(arg_bytes(seed))
+        for each in self.sessions.values():  # bytes made before the seed are not handed out
+            each.random_ahead = None
         return ()
 
     def C_GenerateRandom(self, handle, length) -> tuple:
@@ -261,4 +269,20 @@ class CryptoCalls:
         if length > MAX_RANDOM_BYTES:  # a client's u32 must not make the server allocate 4 GB
             raise CKRError(codes.CKR_DEVICE_MEMORY, "C_GenerateRandom",
                            f"{length} random bytes asked, this server gives at most {MAX_RANDOM_BYTES}")
-        return (self._store(session).generate_random(length),)
+        ahead, session.random_ahead = session.random_ahead, None
+        if ahead is None or len(ahead) != length:
+            ahead = self._store(session).generate_random(length)
+        if length <= MAX_RANDOM_AHEAD:
+            self.after_reply = partial(self._random_ahead, handle, session, length)
+        return (ahead,)
+
+    def _random_ahead(self, handle: int, session: ClientSession, length: int) -> None:
+        if self.sessions.get(handle) is not session:
+            return
+        try:
+            made = self._store(session).generate_random(length)
+        except CKRError:
+            return  # the next request asks the slot itself, and gets its answer
+        session.random_ahead = made
+        self.predict(encode_request(_C_GENERATE_RANDOM, handle, length),
+                     encode_response(_C_GENERATE_RANDOM, made))
