@@ -36,6 +36,8 @@ MAX_RANDOM_AHEAD = 4096  # a C_GenerateRandom up to this size gets the next one 
 _C_SIGN_INIT, _C_SIGN = BY_NAME["C_SignInit"], BY_NAME["C_Sign"]
 _C_GENERATE_RANDOM = BY_NAME["C_GenerateRandom"]
 _SIGN_INIT_DONE = encode_response(_C_SIGN_INIT)  # CKR_OK, nothing more
+
+
 def _size_key(slot_id: int, key: int | None, mechanism: int, param) -> tuple | None:
     """What a signature's size depends on; None when the parameter cannot be a dict key."""
     try:
