@@ -447,6 +447,56 @@ def test_random_bytes_are_made_ahead_for_the_same_request(served):
     assert "internal error" not in served.log()
 
 
+def test_mutated_copies_of_predicted_requests_are_answered_as_usual(served):
+    """Seeded: after each sign-and-random cycle (predictions armed), a copy of a predicted
+    request with bytes changed, cut or added is sent instead: each is answered, a cycle after it
+    gives the same signature, and no predicted reply ever disagrees with its handler (that
+    would be logged as an internal error)."""
+    import random
+    rng = random.Random(20261127)
+    served.tool("--login", "--pin", USER_PIN, "--keypairgen", "--key-type", "rsa:1024", "--id", "b6",
+                "--label", "mutated")
+    client = RawClient(served.socket)
+
+    def mutated(body: bytes) -> bytes:
+        body = bytearray(body)
+        for _ in range(rng.randint(1, 3)):
+            choice = rng.random()
+            if choice < 0.4 and body:
+                body[rng.randrange(len(body))] = rng.randrange(256)
+            elif choice < 0.7:
+                body = body[:rng.randrange(len(body) + 1)]
+            else:
+                body += rng.randbytes(rng.randint(1, 8))
+        return bytes(body)
+    try:
+        session, rsa = _signer(client, "b6")
+        expected = {}
+        sent = 0
+        for number in range(150):
+            data = b"cycle %d" % rng.randrange(3)
+            size, ckr, signature = _sign(client, session, CKM_RSA_PKCS, rsa, data)
+            assert ckr == codes.CKR_OK and expected.setdefault(data, signature) == signature
+            client.ok("C_GenerateRandom", session, 32)
+            predicted = (encode_request("C_SignInit", session, Mechanism(CKM_RSA_PKCS), rsa),
+                         encode_request("C_Sign", session, data, size.length),
+                         encode_request("C_GenerateRandom", session, 32))
+            client.code += 1
+            write_frame(client.sock, Frame(client.code, mutated(rng.choice(predicted)), b"fuzz"))
+            assert read_frame(client.sock).call_code == client.code
+            sent += 1
+            if client.ckr("C_SignInit", session, Mechanism(CKM_RSA_PKCS), rsa) != codes.CKR_OK:
+                client.call("C_Sign", session, b"end it", 4096)  # a mutation began another one
+                client.ok("C_SignInit", session, Mechanism(CKM_RSA_PKCS), rsa)
+            (size,) = client.ok("C_Sign", session, data, 0)
+            assert client.ok("C_Sign", session, data, size.length) == (expected[data],)
+    finally:
+        client.close()
+    assert sent == 150
+    log = served.log()
+    assert "internal error" not in log and "Traceback" not in log
+
+
 # ---- bad clients ------------------------------------------------------------------------------------
 def test_bad_clients_lose_only_their_connection(served):
     good = RawClient(served.socket)
