@@ -84,6 +84,10 @@ class Settings:
                                 f"{', '.join(v for v in ISOLATION_VALUES if v)}")
         return value
 
+    def isolate(self, isolated: bool) -> None:
+        """LocalIsolation for this process only (the file is not written)."""
+        self.conf.set(CKDEMO_SECTION, "LocalIsolation", "copies" if isolated else "none")
+
     def isolated_members(self) -> list[str]:
         """Local members loaded through a private copy of the library each (LocalIsolation)."""
         return self.member_labels() if self.isolation() == "copies" else []

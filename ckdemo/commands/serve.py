@@ -14,7 +14,6 @@ import click
 
 from .common import Fail, settings_for, workspace_for
 from ..codes import CKRError
-from ..provision import CKDEMO_SECTION
 
 P11KIT_CLIENT = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so"  # Debian 12's p11-kit-modules
 EVENT_POLL_S = 0.2  # how often the HA log is read for new events to print
@@ -53,8 +52,8 @@ def serve(ctx: click.Context, socket_path: str | None, which: str, isolated: boo
     settings = settings_for(ctx)
     if which == "all":  # in memory only: HAOnly hides the members from the menu, not from here
         settings.conf.set("HAConfiguration", "HAOnly", "0")
-    if isolated is not None or not settings.isolation():  # in memory only, checked at load
-        settings.conf.set(CKDEMO_SECTION, "LocalIsolation", "none" if isolated is False else "copies")
+    if isolated is not None or not settings.isolation():  # serve's own default: a copy each
+        settings.isolate(isolated is not False)
     workspace = workspace_for(settings)
     groups = [slot for slot in workspace.slots if isinstance(slot, HAGroup)]
     slots = workspace.slots if which == "all" else groups

@@ -5,6 +5,7 @@ wrappers stay in a per-session cache here.
 """
 from __future__ import annotations
 
+from functools import cache
 from typing import TYPE_CHECKING, Iterable, Iterator
 
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
@@ -23,16 +24,10 @@ CURVES = {"P-256": "secp256r1", "P-384": "secp384r1", "P-521": "secp521r1"}
 KEY_TYPES = {"aes": KeyType.AES, "generic": KeyType.GENERIC_SECRET}
 
 
-_MECHANISMS: dict[int, Mechanism] = {}
-
-
+@cache
 def _mechanism(code: int) -> Mechanism:
-    """python-pkcs11's Mechanism for a code (an enum call costs more than the dict look-up)."""
-    try:
-        return _MECHANISMS[code]
-    except KeyError:
-        mechanism = _MECHANISMS[code] = Mechanism(code)
-        return mechanism
+    """python-pkcs11's Mechanism for a code (an enum call costs more than the cache look-up)."""
+    return Mechanism(code)
 
 
 def _template(template: dict[int, object] | None) -> dict:

@@ -58,7 +58,7 @@ class Operation:
 
     def output(self, data: bytes, compute: Callable[[bytes], bytes]) -> bytes:
         """compute(data), or the output (or the refusal) already computed for the same data."""
-        if self._input != data or (self._output is None and self._error is None):
+        if not self.ready_for(data):
             self.prepare(data, compute)
         if self._error is not None:
             raise self._error
