@@ -426,6 +426,28 @@ def test_the_calls_around_a_signature_are_answered_as_predicted(served):
     assert "internal error" not in served.log()
 
 
+def test_a_multi_part_signature_is_not_handed_out_after_a_logout(served):
+    """C_SignUpdate, a C_SignFinal size query (the signature is made and kept for the fetch),
+    C_Logout: the fetch is CKR_USER_NOT_LOGGED_IN, as with a single-part C_Sign."""
+    served.tool("--login", "--pin", USER_PIN, "--keypairgen", "--key-type", "rsa:1024", "--id", "b7",
+                "--label", "multi-part")
+    client = RawClient(served.socket)
+    try:
+        session, rsa = _signer(client, "b7")
+        for logout in (False, True):
+            client.ok("C_SignInit", session, Mechanism(CKM_SHA256_RSA_PKCS), rsa)
+            client.ok("C_SignUpdate", session, b"part one, ")
+            client.ok("C_SignUpdate", session, b"part two")
+            assert client.ok("C_SignFinal", session, 0) == (BufferSize(128),)
+            if logout:
+                client.ok("C_Logout", session)
+                assert client.ckr("C_SignFinal", session, 128) == codes.CKR_USER_NOT_LOGGED_IN
+            else:
+                assert len(client.ok("C_SignFinal", session, 128)[0]) == 128
+    finally:
+        client.close()
+
+
 def test_random_bytes_are_made_ahead_for_the_same_request(served):
     """After a C_GenerateRandom of up to 4 KiB the slot makes as many bytes again, and the same
     request is answered with them at once: every answer is fresh (no two alike), of the length

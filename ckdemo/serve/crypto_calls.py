@@ -73,8 +73,7 @@ class CryptoCalls:
         try:  # any refusal ends the operation (PKCS#11), except a size answer
             if operation.multi:
                 raise CKRError(codes.CKR_OPERATION_ACTIVE, function, "a multi-part operation is going on")
-            if operation.key is not None:  # logged out since Init: not even an output made before
-                self._usable(session, operation.key, function)
+            self._may_deliver(session, operation, function)
             message = arg_bytes(data)
             work = partial(compute, session, operation)
             size_key = operation.size_key
@@ -120,6 +119,7 @@ class CryptoCalls:
         session = self._session(handle, function)
 
         def body(operation: Operation):
+            self._may_deliver(session, operation, function)
             data = operation.collected() + operation.carry
             if operation.mechanism in ECB_BLOCK and operation.multi and not data:
                 output = b""  # every block went out with its Update
@@ -127,6 +127,11 @@ class CryptoCalls:
                 output = operation.output(data, lambda d: compute(session, operation, d))
             return (session.operations.deliver(kind, output, offered),)
         return session.operations.run(kind, function, body)
+
+    def _may_deliver(self, session: ClientSession, operation: Operation, function: str) -> None:
+        """Logged out since Init: no output, not even one made before (and kept for a fetch)."""
+        if operation.key is not None:
+            self._usable(session, operation.key, function)
 
     def _keyed(self, session: ClientSession, operation: Operation, function: str) -> Session:
         self._usable(session, operation.key, function)  # still, after a logout in between
