@@ -5,10 +5,10 @@ Python: bool, int, bytes, str.
 """
 from __future__ import annotations
 
-import struct
 import datetime
 from dataclasses import dataclass
 
+from . import attribute_table as table
 from .model import CLASS_NAMES, KEY_TYPE_NAMES
 
 CLASS_NAMES_ALL = {**CLASS_NAMES, 0x1: "CKO_CERTIFICATE", 0x5: "CKO_HW_FEATURE",
@@ -21,7 +21,7 @@ KEY_TYPE_NAMES_ALL = {**KEY_TYPE_NAMES, 0x1: "CKK_DSA", 0x2: "CKK_DH", 0x13: "CK
 # A CK_ULONG is a C unsigned long: 0 .. 2**64-1 here. A value outside that range must never reach
 # python-pkcs11, whose template packing then fails half-way and frees memory it never allocated
 # (measured: free(): invalid pointer, a segfault). Every typed value is checked in parse().
-ULONG_MAX = 2 ** (8 * struct.calcsize("L")) - 1  # as python-pkcs11 packs it (Struct("L"))
+ULONG_MAX = table.ULONG_MAX
 
 
 @dataclass(frozen=True)
@@ -32,39 +32,30 @@ class AttributeDef:
     sensitive_value: bool = False  # shown as <sensitive> when the token refuses to reveal it
 
 
-_TABLE = [
-    ("CKA_CLASS", 0x000, "class"), ("CKA_TOKEN", 0x001, "bool"), ("CKA_PRIVATE", 0x002, "bool"),
-    ("CKA_LABEL", 0x003, "text"), ("CKA_APPLICATION", 0x010, "text"), ("CKA_VALUE", 0x011, "bytes"),
-    ("CKA_OBJECT_ID", 0x012, "bytes"), ("CKA_CERTIFICATE_TYPE", 0x080, "ulong"),
-    ("CKA_ISSUER", 0x081, "bytes"), ("CKA_SERIAL_NUMBER", 0x082, "bytes"),
-    ("CKA_TRUSTED", 0x086, "bool"), ("CKA_CERTIFICATE_CATEGORY", 0x087, "ulong"),
-    ("CKA_CHECK_VALUE", 0x090, "bytes"), ("CKA_KEY_TYPE", 0x100, "keytype"),
-    ("CKA_SUBJECT", 0x101, "bytes"), ("CKA_ID", 0x102, "bytes"), ("CKA_SENSITIVE", 0x103, "bool"),
-    ("CKA_ENCRYPT", 0x104, "bool"), ("CKA_DECRYPT", 0x105, "bool"), ("CKA_WRAP", 0x106, "bool"),
-    ("CKA_UNWRAP", 0x107, "bool"), ("CKA_SIGN", 0x108, "bool"), ("CKA_SIGN_RECOVER", 0x109, "bool"),
-    ("CKA_VERIFY", 0x10A, "bool"), ("CKA_VERIFY_RECOVER", 0x10B, "bool"), ("CKA_DERIVE", 0x10C, "bool"),
-    ("CKA_START_DATE", 0x110, "date"), ("CKA_END_DATE", 0x111, "date"),
-    ("CKA_MODULUS", 0x120, "bytes"), ("CKA_MODULUS_BITS", 0x121, "ulong"),
-    ("CKA_PUBLIC_EXPONENT", 0x122, "bytes"), ("CKA_PRIVATE_EXPONENT", 0x123, "bytes"),
-    ("CKA_PRIME_1", 0x124, "bytes"), ("CKA_PRIME_2", 0x125, "bytes"), ("CKA_EXPONENT_1", 0x126, "bytes"),
-    ("CKA_EXPONENT_2", 0x127, "bytes"), ("CKA_COEFFICIENT", 0x128, "bytes"),
-    ("CKA_PUBLIC_KEY_INFO", 0x129, "bytes"), ("CKA_PRIME", 0x130, "bytes"),
-    ("CKA_SUBPRIME", 0x131, "bytes"), ("CKA_BASE", 0x132, "bytes"),
-    ("CKA_VALUE_BITS", 0x160, "ulong"), ("CKA_VALUE_LEN", 0x161, "ulong"),
-    ("CKA_EXTRACTABLE", 0x162, "bool"), ("CKA_LOCAL", 0x163, "bool"),
-    ("CKA_NEVER_EXTRACTABLE", 0x164, "bool"), ("CKA_ALWAYS_SENSITIVE", 0x165, "bool"),
-    ("CKA_KEY_GEN_MECHANISM", 0x166, "ulong"), ("CKA_MODIFIABLE", 0x170, "bool"),
-    ("CKA_COPYABLE", 0x171, "bool"), ("CKA_DESTROYABLE", 0x172, "bool"),
-    ("CKA_EC_PARAMS", 0x180, "bytes"), ("CKA_EC_POINT", 0x181, "bytes"),
-    ("CKA_ALWAYS_AUTHENTICATE", 0x202, "bool"), ("CKA_WRAP_WITH_TRUSTED", 0x210, "bool"),
-]
+# the attributes the menu reads, types and shows (24, 25, 26, 27); codes and kinds from the one
+# table (ckdemo.attribute_table)
+MENU_ATTRIBUTES = (
+    "CKA_CLASS", "CKA_TOKEN", "CKA_PRIVATE", "CKA_LABEL", "CKA_APPLICATION", "CKA_VALUE",
+    "CKA_OBJECT_ID", "CKA_CERTIFICATE_TYPE", "CKA_ISSUER", "CKA_SERIAL_NUMBER", "CKA_TRUSTED",
+    "CKA_CERTIFICATE_CATEGORY", "CKA_CHECK_VALUE", "CKA_KEY_TYPE", "CKA_SUBJECT", "CKA_ID",
+    "CKA_SENSITIVE", "CKA_ENCRYPT", "CKA_DECRYPT", "CKA_WRAP", "CKA_UNWRAP", "CKA_SIGN",
+    "CKA_SIGN_RECOVER", "CKA_VERIFY", "CKA_VERIFY_RECOVER", "CKA_DERIVE", "CKA_START_DATE",
+    "CKA_END_DATE", "CKA_MODULUS", "CKA_MODULUS_BITS", "CKA_PUBLIC_EXPONENT",
+    "CKA_PRIVATE_EXPONENT", "CKA_PRIME_1", "CKA_PRIME_2", "CKA_EXPONENT_1", "CKA_EXPONENT_2",
+    "CKA_COEFFICIENT", "CKA_PUBLIC_KEY_INFO", "CKA_PRIME", "CKA_SUBPRIME", "CKA_BASE",
+    "CKA_VALUE_BITS", "CKA_VALUE_LEN", "CKA_EXTRACTABLE", "CKA_LOCAL", "CKA_NEVER_EXTRACTABLE",
+    "CKA_ALWAYS_SENSITIVE", "CKA_KEY_GEN_MECHANISM", "CKA_MODIFIABLE", "CKA_COPYABLE",
+    "CKA_DESTROYABLE", "CKA_EC_PARAMS", "CKA_EC_POINT", "CKA_ALWAYS_AUTHENTICATE",
+    "CKA_WRAP_WITH_TRUSTED",
+)
 # python-pkcs11 0.10.1 has no value type for these (no Attribute member, or no packer), so a
 # template carrying one fails inside it: they can be read and shown, never typed into a template
 NOT_IN_TEMPLATES = {"CKA_PUBLIC_KEY_INFO", "CKA_CERTIFICATE_CATEGORY"}
 SECRET_PARTS = {"CKA_VALUE", "CKA_PRIVATE_EXPONENT", "CKA_PRIME_1", "CKA_PRIME_2", "CKA_EXPONENT_1",
                 "CKA_EXPONENT_2", "CKA_COEFFICIENT"}
 
-ATTRIBUTES = [AttributeDef(n, c, k, n in SECRET_PARTS) for n, c, k in _TABLE]
+ATTRIBUTES = [AttributeDef(n, table.BY_NAME[n].code, table.BY_NAME[n].kind, n in SECRET_PARTS)
+              for n in MENU_ATTRIBUTES]
 BY_NAME = {a.name: a for a in ATTRIBUTES}
 BY_CODE = {a.code: a for a in ATTRIBUTES}
 

@@ -8,7 +8,8 @@ on python-pkcs11's `pkcs11/types.py` (`Slot`, `Token`, `Session`), with integer 
 Values, both ways: templates are `{CKA_*: value}` dicts with plain Python values -- bool for
 CK_BBOOL attributes, int for CK_ULONG ones, str for the UTF-8 text attributes in
 TEXT_ATTRIBUTES, datetime.date for DATE_ATTRIBUTES, bytes for everything else (a nested
-template is a dict, allowed mechanisms a list of int). Refusals are `codes.CKRError` with the
+template is a dict, allowed mechanisms a list of int): the kinds of ckdemo.attribute_table,
+which checks every template before a member library sees it. Refusals are `codes.CKRError` with the
 module's CKR_* code.
 """
 from __future__ import annotations
@@ -18,9 +19,7 @@ from typing import Iterable, Iterator, Protocol, runtime_checkable
 from .model import (KeySpec, LibraryInfo, MechanismInfo, MechanismParam, SessionInfo, SlotInfo,
                     TokenInfo)
 
-CKA_LABEL, CKA_APPLICATION, CKA_UNIQUE_ID, CKA_URL = 0x003, 0x010, 0x004, 0x089
-TEXT_ATTRIBUTES = frozenset({CKA_LABEL, CKA_APPLICATION, CKA_UNIQUE_ID, CKA_URL})
-DATE_ATTRIBUTES = frozenset({0x110, 0x111})  # CKA_START_DATE, CKA_END_DATE
+from .attribute_table import DATE_ATTRIBUTES, TEXT_ATTRIBUTES  # noqa: F401 (the kinds named above)
 
 
 @runtime_checkable

@@ -187,6 +187,8 @@ PROTOTYPES = {
     "C_GetObjectSize": (_UL, _UL, _PUL),
     "C_GenerateRandom": (_UL, CK_BYTE_PTR, _UL),
     "C_CreateObject": (_UL, c_void_p, _UL, _PUL),
+    "C_CopyObject": (_UL, _UL, c_void_p, _UL, _PUL),
+    "C_SetAttributeValue": (_UL, _UL, c_void_p, _UL),
     "C_DestroyObject": (_UL, _UL),
     "C_FindObjectsInit": (_UL, c_void_p, _UL),
     "C_FindObjects": (_UL, _PUL, _UL, _PUL),
@@ -382,6 +384,20 @@ class RawModule:
         self._call("C_CreateObject", session, ctypes.cast(packed.array, c_void_p), packed.count,
                    byref(handle))
         return handle.value
+
+    def copy_object(self, session: int, handle: int, template: dict) -> int:
+        from .template import Packed
+        packed, new = Packed(template), CK_ULONG(0)
+        self._call("C_CopyObject", session, handle, ctypes.cast(packed.array, c_void_p),
+                   packed.count, byref(new))
+        return new.value
+
+    def set_attribute_value(self, session: int, handle: int, template: dict) -> None:
+        """One C_SetAttributeValue with the whole template: the token applies all or nothing."""
+        from .template import Packed
+        packed = Packed(template)
+        self._call("C_SetAttributeValue", session, handle, ctypes.cast(packed.array, c_void_p),
+                   packed.count)
 
     def find_objects(self, session: int, template: dict) -> list[int]:
         """Handles only: nothing is read from the objects (a torn one cannot break the search)."""

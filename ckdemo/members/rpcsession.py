@@ -86,7 +86,7 @@ class RemoteSession:
 
     def _template(self, template: dict[int, object] | None, function: str):
         try:
-            return rpcvalues.template(template)
+            return rpcvalues.template(template, function)
         except (TypeError, ValueError) as exc:
             raise CKRError(CKR_ATTRIBUTE_VALUE_INVALID, function, str(exc)) from None
 

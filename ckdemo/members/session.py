@@ -5,13 +5,18 @@ wrappers stay in a per-session cache here.
 """
 from __future__ import annotations
 
+import datetime
+import struct
 from functools import cache
 from typing import TYPE_CHECKING, Iterable, Iterator
 
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
+from pkcs11.attributes import AttributeMapper
 from pkcs11.util.ec import encode_named_curve_parameters
 
-from ..codes import CKR_KEY_FUNCTION_NOT_PERMITTED, CKR_OBJECT_HANDLE_INVALID, CKRError
+from .. import attribute_table
+from ..codes import (CKR_ATTRIBUTE_TYPE_INVALID, CKR_KEY_FUNCTION_NOT_PERMITTED,
+                     CKR_OBJECT_HANDLE_INVALID, CKRError)
 from ..model import KeySpec, MechanismParam, SessionInfo
 from .params import to_pkcs11
 from .torn import torn_key_objects
@@ -30,8 +35,36 @@ def _mechanism(code: int) -> Mechanism:
     return Mechanism(code)
 
 
-def _template(template: dict[int, object] | None) -> dict:
-    return {Attribute(k): v for k, v in (template or {}).items()}
+_MAPPER = AttributeMapper()
+
+
+def _pkcs11_template(template: dict[int, object], function: str) -> dict | None:
+    """The template checked against the one table, as python-pkcs11 takes it; None when
+    python-pkcs11 cannot pack a value (a type it has no packer for, an empty or early date, a
+    nested template): its template packing fails half-way and frees memory it never allocated
+    (FACTS: SIGSEGV / free(): invalid pointer), so such a template goes the ctypes way."""
+    converted = {}
+    for code, value in attribute_table.check(template or {}, function).items():
+        if isinstance(value, datetime.date) and value.year < 1000:
+            return None  # python-pkcs11's strftime("%Y") would not give four digits
+        try:
+            key = Attribute(code)
+            _MAPPER.pack_attribute(key, value)
+        except (ValueError, TypeError, AttributeError, NotImplementedError, struct.error):
+            return None  # the packer's own refusal: the ctypes path packs by the table instead
+        converted[key] = value
+    return converted
+
+
+def _template(template: dict[int, object] | None, function: str) -> dict:
+    """For calls only python-pkcs11 makes here (unwrap, derive): a template it cannot pack is
+    refused in one line instead."""
+    converted = _pkcs11_template(template or {}, function)
+    if converted is None:
+        raise CKRError(CKR_ATTRIBUTE_TYPE_INVALID, function,
+                       "ckdemo passes this template to the module through python-pkcs11, which "
+                       "cannot encode one of its attributes (vendor, nested or empty date)")
+    return converted
 
 
 class PhysicalSession:
@@ -107,8 +140,11 @@ class PhysicalSession:
         return operation
 
     def find_objects(self, template: dict[int, object]) -> list[int]:
+        converted = _pkcs11_template(template, "C_FindObjectsInit")
+        if converted is None:
+            return self._call("C_FindObjectsInit", self._module.raw.find_objects, self.handle, template)
         with self._calling("C_FindObjects"):
-            return [self._remember(obj) for obj in self._session.get_objects(_template(template))]
+            return [self._remember(obj) for obj in self._session.get_objects(converted)]
 
     def get_attributes(self, handle: int, attributes: list[int]) -> dict[int, object]:
         obj = self._object(handle)
@@ -117,11 +153,11 @@ class PhysicalSession:
         return {int(k): v for k, v in values.items()}
 
     def create_object(self, template: dict[int, object]) -> int:
-        if any(isinstance(v, (dict, list, tuple)) for v in template.values()):
-            # python-pkcs11 cannot pack CKA_UNWRAP_TEMPLATE or CKA_ALLOWED_MECHANISMS
+        converted = _pkcs11_template(template, "C_CreateObject")
+        if converted is None:  # CKA_UNWRAP_TEMPLATE, CKA_ALLOWED_MECHANISMS, vendor types ...
             return self._call("C_CreateObject", self._module.raw.create_object, self.handle, template)
         with self._calling("C_CreateObject"):
-            return self._remember(self._session.create_object(_template(template)))
+            return self._remember(self._session.create_object(converted))
 
     def destroy_object(self, handle: int) -> None:
         # by handle, without python-pkcs11's object: a torn object could not even be wrapped
@@ -233,14 +269,21 @@ class PhysicalSession:
 
     def copy_object(self, handle: int, template: dict[int, object]) -> int:
         obj = self._object(handle, "C_CopyObject")
+        converted = _pkcs11_template(template, "C_CopyObject")
+        if converted is None:
+            return self._call("C_CopyObject", self._module.raw.copy_object, self.handle, handle,
+                              template)
         with self._calling("C_CopyObject"):
-            return self._remember(obj.copy(_template(template)))
+            return self._remember(obj.copy(converted))
 
     def set_attributes(self, handle: int, template: dict[int, object]) -> None:
-        obj = self._object(handle, "C_SetAttributeValue")
-        for attribute, value in template.items():
-            with self._calling("C_SetAttributeValue"):
-                obj[Attribute(attribute)] = value
+        """One C_SetAttributeValue with the whole template, as the application sent it: the
+        token applies all of it or none (one attribute at a time could stop half-way)."""
+        self._object(handle, "C_SetAttributeValue")
+        attribute_table.check(template, "C_SetAttributeValue")
+        self._call("C_SetAttributeValue", self._module.raw.set_attribute_value, self.handle,
+                   handle, template)
+        self._objects.pop(handle, None)  # python-pkcs11 knew its capabilities as they were
 
     def read_attribute(self, handle: int, attribute: int):
         """One attribute; CKRError(CKR_ATTRIBUTE_SENSITIVE / _TYPE_INVALID) when unreadable."""
@@ -261,7 +304,7 @@ class PhysicalSession:
         derive = self._operation(base, "derive_key", "C_DeriveKey")
         with self._calling("C_DeriveKey"):
             derived = derive(KeyType(key_type), length * 8, mechanism=_mechanism(mechanism),
-                                     mechanism_param=to_pkcs11(param), template=_template(template))
+                                     mechanism_param=to_pkcs11(param), template=_template(template, "C_DeriveKey"))
         return self._remember(derived)
 
     def wrap_key(self, wrapping: int, key: int, mechanism: int, param: MechanismParam = None) -> bytes:
@@ -285,7 +328,7 @@ class PhysicalSession:
             key = unwrap(ObjectClass(object_class), KeyType(key_type), data,
                                        mechanism=_mechanism(mechanism),
                                        mechanism_param=to_pkcs11(param),
-                                       template={**defaults, **_template(template)})
+                                       template={**defaults, **_template(template, "C_UnwrapKey")})
         return self._remember(key)
 
     def pbe_generate(self, password: str, salt: bytes, iterations: int,

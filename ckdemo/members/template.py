@@ -3,11 +3,12 @@
 python-pkcs11 0.10.1 packs only flat values; an attribute whose value is itself a template
 (CKA_UNWRAP_TEMPLATE, CKA_WRAP_TEMPLATE) or a mechanism list (CKA_ALLOWED_MECHANISMS) needs this.
 Values are packed by their Python type: bool -> CK_BBOOL, int -> CK_ULONG, bytes/str -> bytes,
-dict -> nested template, list/tuple of ints -> CK_ULONG array.
+dict -> nested template, list/tuple of ints -> CK_ULONG array, a date -> CK_DATE.
 """
 from __future__ import annotations
 
 import ctypes
+import datetime
 from ctypes import Structure, c_ubyte, c_ulong, c_void_p
 from typing import Any
 
@@ -36,6 +37,8 @@ class Packed:
             return ctypes.cast(nested.array, c_void_p).value, ctypes.sizeof(CK_ATTRIBUTE) * nested.count
         if isinstance(value, bool):
             data = bytes([1 if value else 0])
+        elif isinstance(value, datetime.date):
+            data = f"{value.year:04d}{value.month:02d}{value.day:02d}".encode("ascii")
         elif isinstance(value, int):
             data = bytes(CK_ULONG(value))
         elif isinstance(value, (list, tuple)):
