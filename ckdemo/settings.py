@@ -9,6 +9,7 @@ from pathlib import Path
 
 from .config import ha as ha_config
 from .config.chrystoki import ChrystokiConf, ChrystokiSyntaxError
+from .ha.pin_lock import DEFAULT_FAILED_LOGIN_LIMIT
 from .provision import CKDEMO_SECTION, CONFIG_NAME, is_provisioned, provision
 
 DEFAULT_HOME = ".ckdemo"
@@ -65,10 +66,28 @@ class Settings:
                                 f"(seconds, 0 for no limit, at most {MAX_MEMBER_TIMEOUT_S:g})")
         return seconds
 
+    def failed_login_limit(self) -> int:
+        """FailedLoginLimit: wrong user PINs in a row before the HA slot locks the PIN (0: never)."""
+        value = self.conf.get(CKDEMO_SECTION, "FailedLoginLimit")
+        if value is None:
+            return DEFAULT_FAILED_LOGIN_LIMIT
+        try:
+            limit = int(value.strip())
+        except ValueError:
+            limit = -1
+        if not 0 <= limit <= 1000:
+            raise SettingsError(f"{CKDEMO_SECTION}.FailedLoginLimit = {value!r} is not a whole "
+                                "number from 0 (never lock) to 1000")
+        return limit
+
+    def pin_lock_path(self) -> Path:
+        return self.home / "state" / "pin-lock.json"
+
     def check(self) -> None:
         """Every number in the file is checked when it is read, used or not (one line, exit 2),
         so a wrong value never waits for the day a remote member or a failover needs it."""
         self.member_timeout()
+        self.failed_login_limit()
         self.isolation()
         try:
             ha_config.settings(self.conf)

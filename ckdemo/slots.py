@@ -81,6 +81,18 @@ class Session(Protocol):
 
 
 @runtime_checkable
+class LoginCounter(Protocol):
+    """A slot that counts wrong user PINs itself (the HA slot): what a front door that checks a
+    PIN on its own (ckdemo serve, for a second application) must report to it."""
+
+    def check(self, function: str = "C_Login") -> None:
+        """CKRError(CKR_PIN_LOCKED) when the user PIN is locked."""
+    def failed(self, function: str = "C_Login") -> Exception:
+        """Count a wrong PIN: the CKRError to answer it with."""
+    def succeeded(self) -> None: ...
+
+
+@runtime_checkable
 class Slot(Protocol):
     """A slot with its token: what the token menu and `ckdemo serve` ask of it."""
 
@@ -97,6 +109,9 @@ class Slot(Protocol):
     def open_session(self, rw: bool = True) -> Session: ...
     def wait_for_event(self) -> int:
         """C_WaitForSlotEvent without blocking: a slot id, or CKRError(CKR_NO_EVENT)."""
+
+    def login_counter(self) -> LoginCounter | None:
+        """The slot's own count of wrong user PINs, None when the token counts them itself."""
 
     def extractability_note(self, extractable: bool) -> str:
         """What the answer to "Extractable?" means for a key generated here, when the slot

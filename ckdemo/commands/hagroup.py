@@ -189,6 +189,42 @@ def _copy_now(ctx: click.Context, group_ref: str | None, pin: str | None) -> Non
         click.echo(f"HA group {group.label}: {copied} object(s) copied.")
 
 
+# ---- the user PIN lock: unlockpin ----------------------------------------------------------------
+
+@hagroup.command()
+@_group_option
+@click.option("--so-pin", envvar="CKDEMO_SO_PIN", help="SO PIN (default: prompt, or the config's test PIN).")
+@click.pass_context
+def unlockpin(ctx: click.Context, group_ref: str | None, so_pin: str | None) -> None:
+    """Unlock the HA slot's user PIN after too many wrong PINs (FailedLoginLimit), as the SO:
+    the SO logs in to the group, the count goes back to 0, the SO logs out. The user PIN
+    itself is unchanged (C_InitPIN on the HA slot sets a new one and unlocks too)."""
+    from ..codes import CKRError
+    from ..model import CKU_SO
+
+    settings = settings_for(ctx)
+    so_pin = so_pin or settings.secrets().get("CKDEMO_SO_PIN") or click.prompt("SO PIN", hide_input=True)
+    workspace = workspace_for(settings)
+    groups = [g for g in workspace.groups if group_ref in (None, g.label, g.serial)]
+    if not groups:
+        raise Fail(f"no HA group {group_ref!r} in {settings.config_path}" if group_ref
+                   else f"no HA group in {settings.config_path}")
+    for group in groups:
+        try:
+            group.login(CKU_SO, so_pin)  # the members check the SO PIN
+        except CKRError as exc:
+            raise Fail(f"HA group {group.label}: SO login: {exc}") from None
+        try:
+            was = group.pin_unlocked()
+        finally:
+            try:
+                group.logout()
+            except CKRError:
+                pass  # the members forgot the SO login already: the state we wanted
+        click.echo(f"HA group {group.label}: user PIN unlocked "
+                   + (f"(it had {was} wrong PIN(s) in a row)." if was else "(it was not locked)."))
+
+
 # ---- members: addmember, removemember ------------------------------------------------------------
 
 def _member_options(f):

@@ -5,7 +5,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..codes import CKR_DEVICE_ERROR, CKR_USER_ALREADY_LOGGED_IN, CKR_USER_NOT_LOGGED_IN, CKRError
+from ..codes import (CKR_DEVICE_ERROR, CKR_PIN_INCORRECT, CKR_USER_ALREADY_LOGGED_IN,
+                     CKR_USER_NOT_LOGGED_IN, CKRError)
 from ..model import CKU_SO, CKU_USER
 from . import replication
 from .cleanup import close_quietly, logout_quietly
@@ -102,7 +103,35 @@ class Administration:
         Under the state lock: two ckdemo processes logging in to SoftHSM members at the same
         moment once gave CKR_USER_PIN_NOT_INITIALIZED (a token file read while rewritten)."""
         with self.state_lock():
-            self._login(user_type, pin)
+            if user_type != CKU_USER:
+                self._login(user_type, pin)
+                return
+            self.pin_lock.check()
+            try:
+                self._login(user_type, pin)
+            except CKRError as exc:
+                if exc.ckr == CKR_PIN_INCORRECT:
+                    raise self.pin_failed() from exc
+                raise
+            self.pin_lock.succeeded()
+
+    def pin_failed(self) -> CKRError:
+        """Count a wrong user PIN (the token's answer, or a server's check of a PIN it kept):
+        the error to answer with; the lock is written to the HA log when it happens."""
+        error = self.pin_lock.failed()
+        if self.pin_lock.locked:
+            self.log.record(self.serial, "-", "user PIN locked",
+                            f"after {self.pin_lock.failures} wrong PIN(s) in a row")
+        return error
+
+    def pin_unlocked(self) -> int:
+        """The SO set the user PIN (C_InitPIN on the HA slot): the failed-login count starts
+        again; returns how many wrong PINs it held."""
+        was = self.pin_lock.unlock()
+        if was:
+            self.log.record(self.serial, "-", "user PIN unlocked",
+                            f"after {was} wrong PIN(s) in a row (the SO's C_InitPIN)")
+        return was
 
     def _login(self, user_type: int, pin: str) -> None:
         self.before_call()

@@ -17,6 +17,7 @@ from .admin import Administration
 from .events import HALog
 from .failover import MemberFailed, ObjectMissing, no_member_left
 from .member import HAMember, MemberState
+from .pin_lock import PIN_FLAG_NAMES, PIN_FLAGS, PinLock
 from .policy import RecoveryPolicy
 from .recovery import Recovery
 from .synchronization import Synchronizer
@@ -33,7 +34,7 @@ class HAGroup(Administration):
     def __init__(self, label: str, serial: str, members: list[HAMember], policy: RecoveryPolicy,
                  log: HALog | None = None, slot_id: int = 0, balance: bool = True,
                  state_lock: Callable[[], AbstractContextManager] = nullcontext,
-                 synchronize_on_recovery: bool = True) -> None:
+                 synchronize_on_recovery: bool = True, pin_lock: PinLock | None = None) -> None:
         self.label = label
         self.serial = serial
         self.members = members
@@ -45,6 +46,7 @@ class HAGroup(Administration):
         # folder (replication, synchronization, recovery); always taken before self.lock
         self.state_lock = state_lock
         self.credentials: tuple[int, str] | None = None  # HA login, kept in memory only
+        self.pin_lock = pin_lock or PinLock()  # wrong user PINs in a row, and the lock after N
         self.sessions: dict[int, Any] = {}
         self._next_member = 0
         self.lock = threading.RLock()  # member state, round robin and anchors across threads
@@ -250,8 +252,11 @@ class HAGroup(Administration):
     def token_info(self) -> TokenInfo:
         info = self.run("C_GetTokenInfo", lambda m: m.slot.token_info())
         rw = sum(1 for s in self.sessions.values() if s.rw)
-        return TokenInfo(self.label, "ckdemo HA", "HA virtual token", self.serial, info.flags,
-                         info.flag_names, info.max_session_count, len(self.sessions),
+        flags = (info.flags & ~PIN_FLAGS) | self.pin_lock.flags()  # the HA slot's own count
+        names = tuple(n for n in info.flag_names if n not in PIN_FLAG_NAMES.values()) + tuple(
+            name for bit, name in PIN_FLAG_NAMES.items() if flags & bit)
+        return TokenInfo(self.label, "ckdemo HA", "HA virtual token", self.serial, flags,
+                         names, info.max_session_count, len(self.sessions),
                          info.max_rw_session_count, rw, info.max_pin_len, info.min_pin_len,
                          info.total_public_memory, info.free_public_memory,
                          info.total_private_memory, info.free_private_memory,
@@ -272,6 +277,9 @@ class HAGroup(Administration):
     def init_token(self, so_pin: str, label: str) -> None:
         raise CKRError(CKR_FUNCTION_NOT_SUPPORTED, "C_InitToken",
                        "the HA virtual slot cannot be initialised; initialise each member's slot")
+
+    def login_counter(self) -> "HALoginCounter":
+        return HALoginCounter(self)
 
     def extractability_note(self, extractable: bool) -> str:
         """Every HA key is generated CKA_EXTRACTABLE with CKA_WRAP_WITH_TRUSTED, so that members
@@ -310,3 +318,18 @@ class HAGroup(Administration):
     def __repr__(self) -> str:
         return f"HAGroup({self.label}, {self.serial}, {self.members})"
 
+
+class HALoginCounter:
+    """The HA slot's count of wrong user PINs, for a server that checked a PIN itself."""
+
+    def __init__(self, group: HAGroup) -> None:
+        self.group = group
+
+    def check(self, function: str = "C_Login") -> None:
+        self.group.pin_lock.check(function)
+
+    def failed(self, function: str = "C_Login") -> CKRError:
+        return self.group.pin_failed()
+
+    def succeeded(self) -> None:
+        self.group.pin_lock.succeeded()

@@ -66,6 +66,7 @@ class VirtualSession:
 
     def init_pin(self, pin: str) -> None:
         self.group.on_all("C_InitPIN", lambda m: self.group.session_for(m).init_pin(pin))
+        self.group.pin_unlocked()  # as on a token: a new user PIN is not locked
 
     def set_pin(self, old_pin: str, new_pin: str) -> None:
         self.group.on_all("C_SetPIN", lambda m: self.group.session_for(m).set_pin(old_pin, new_pin))

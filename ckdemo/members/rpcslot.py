@@ -144,6 +144,9 @@ class RemoteSlot:
         return SessionInfo(handle, info.slot_id, info.state, info.flags,
                            _flag_names(info.flags, SESSION_FLAGS), info.device_error)
 
+    def login_counter(self) -> None:
+        return None  # the token counts wrong PINs itself
+
     def extractability_note(self, extractable: bool) -> str:
         return ""  # CKA_EXTRACTABLE means what the token says
 

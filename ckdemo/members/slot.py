@@ -76,6 +76,9 @@ class PhysicalSlot:
     def library_info(self) -> LibraryInfo:
         return self.module.info()
 
+    def login_counter(self) -> None:
+        return None  # the token counts wrong PINs itself
+
     def extractability_note(self, extractable: bool) -> str:
         return ""  # CKA_EXTRACTABLE means what the token says
 

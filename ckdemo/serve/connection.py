@@ -15,9 +15,10 @@ from __future__ import annotations
 from typing import Callable
 
 from .. import codes
-from ..codes import (CKR_FUNCTION_NOT_SUPPORTED, CKR_GENERAL_ERROR, CKR_SESSION_HANDLE_INVALID,
+from ..codes import (CKR_FUNCTION_NOT_SUPPORTED, CKR_GENERAL_ERROR, CKR_OBJECT_HANDLE_INVALID,
+                     CKR_SESSION_HANDLE_INVALID,
                      CKR_SESSION_READ_ONLY, CKR_SLOT_ID_INVALID, CKR_USER_NOT_LOGGED_IN, CKRError)
-from ..model import CKA_PRIVATE, CKA_TOKEN
+from ..model import CKA_CLASS, CKA_ID, CKA_LABEL, CKA_PRIVATE, CKA_TOKEN
 from ..rpc.buffer import CodecError, UnknownCallError
 from ..rpc.calls import BY_ID
 from ..rpc.codec import decode_request, encode_error, encode_response
@@ -46,6 +47,7 @@ class Connection(SlotCalls, SessionCalls, ObjectCalls, CryptoCalls, KeyCalls):
         self.stores: dict[int, Session] = {}  # server slot id -> the slot session behind
         self.logged_in: dict[int, int] = {}  # server slot id -> user type
         self.private: dict[tuple[int, int], bool] = {}  # (slot id, object) -> CKA_PRIVATE
+        self.identities: dict[tuple[int, int], tuple | None] = {}  # (slot id, object) -> _identity
         self.calls = 0
         self._next_session = 1
         # work a reply promised, to do once it has gone (crypto_calls: a signature whose size
@@ -149,7 +151,10 @@ class Connection(SlotCalls, SessionCalls, ObjectCalls, CryptoCalls, KeyCalls):
         return self.private[key]
 
     def _usable(self, session: ClientSession, handle: int, function: str) -> None:
-        """A private object is for a connection that logged in, not for one riding on another's."""
+        """Another application's session object does not exist for this one; a private object
+        is for a connection that logged in, not for one riding on another's."""
+        if session.slot.owners and not self._visible(session, handle):
+            raise CKRError(CKR_OBJECT_HANDLE_INVALID, function, f"no object {handle} here")
         if self._user(session) is None and self._is_private(session, handle):
             raise CKRError(CKR_USER_NOT_LOGGED_IN, function,
                            f"object {handle} is private and this application is not logged in")
@@ -173,12 +178,43 @@ class Connection(SlotCalls, SessionCalls, ObjectCalls, CryptoCalls, KeyCalls):
             self.private[(session.slot.slot_id, handle)] = private
         if not token:
             session.session_objects.add(handle)
+            identity = self._identity(session, handle)
+            if identity is not None:
+                session.slot.owners.setdefault(identity, set()).add(self.number)
         return handle
+
+    def _identity(self, session: ClientSession, handle: int) -> tuple | None:
+        """(class, CKA_ID, label) of a session object, None for a token object (read once)."""
+        key = (session.slot.slot_id, handle)
+        if key not in self.identities:
+            found = self._store(session).get_attributes(handle, [CKA_TOKEN, CKA_CLASS, CKA_ID, CKA_LABEL])
+            self.identities[key] = None if found.get(CKA_TOKEN, True) else \
+                (found.get(CKA_CLASS), bytes(found.get(CKA_ID) or b""), found.get(CKA_LABEL) or "")
+        return self.identities[key]
+
+    def _visible(self, session: ClientSession, handle: int) -> bool:
+        """Not another application's session object."""
+        owners = session.slot.owners.get(self._identity(session, handle))
+        return owners is None or self.number in owners
+
+    def _own(self, session: ClientSession, found: list[int]) -> list[int]:
+        """The objects a search may show this application."""
+        if not session.slot.owners:
+            return list(found)
+        return [handle for handle in found if self._visible(session, handle)]
 
     def _forget(self, session: ClientSession, handle: int) -> None:
         slot_id = session.slot.slot_id
         self.private.pop((slot_id, handle), None)
-        session.session_objects.discard(handle)
+        if handle in session.session_objects:
+            session.session_objects.discard(handle)
+            identity = self.identities.get((slot_id, handle))
+            owners = session.slot.owners.get(identity)
+            if owners is not None:
+                owners.discard(self.number)
+                if not owners:
+                    session.slot.owners.pop(identity, None)
+        self.identities.pop((slot_id, handle), None)
         for key in [k for k in self.signature_sizes if k[0] == slot_id and k[1] == handle]:
             del self.signature_sizes[key]
 

@@ -4,7 +4,8 @@ PKCS#11 login is per application; a member's (or the HA group's) real login is s
 connection of this process. So the server holds the real login itself, for as long as at least
 one connection is logged in: the first C_Login logs in for real (the token checks the PIN), a
 later connection's PIN is compared, in constant time, with the one that succeeded (kept only as
-an HMAC under a per-process random key), and the real logout comes with the last connection's
+an HMAC under a per-process random key) -- a wrong one counted by the slot's own login counter
+(the HA slot locks the PIN after N in a row, whoever checked it) -- and the real logout comes with the last connection's
 logout, last session close or disconnection.
 """
 from __future__ import annotations
@@ -16,6 +17,7 @@ import threading
 
 from ..codes import (CKR_PIN_INCORRECT, CKR_USER_ANOTHER_ALREADY_LOGGED_IN,
                      CKR_USER_ALREADY_LOGGED_IN, CKR_USER_NOT_LOGGED_IN, CKRError)
+from ..model import CKU_USER
 from ..slots import Session, Slot
 
 _PIN_KEY = os.urandom(32)
@@ -45,8 +47,15 @@ class SharedLogin:
                 if user_type != self.user_type:
                     raise CKRError(CKR_USER_ANOTHER_ALREADY_LOGGED_IN, "C_Login",
                                    "another application is logged in as the other user type")
+                counter = self.slot.login_counter() if user_type == CKU_USER else None
+                if counter is not None:
+                    counter.check()  # locked: even the right PIN is refused, as by the token
                 if not hmac.compare_digest(_digest(pin), self._pin or b""):
+                    if counter is not None:
+                        raise counter.failed()
                     raise CKRError(CKR_PIN_INCORRECT, "C_Login")
+                if counter is not None:
+                    counter.succeeded()
             else:
                 anchor = self.slot.open_session(rw=True)
                 try:

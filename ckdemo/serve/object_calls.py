@@ -73,7 +73,7 @@ class ObjectCalls:
             template[CKA_PRIVATE] = False
         try:
             with naming("C_FindObjectsInit"):
-                session.found = list(self._store(session).find_objects(template))
+                session.found = self._own(session, self._store(session).find_objects(template))
         except UnnamedAttribute:  # no object has a type the slot cannot name (SoftHSM2: none found)
             session.found = []
         if self._user(session) is None:

@@ -36,6 +36,12 @@ class ExposedSlot:
     login: SharedLogin
     lock: threading.Lock = field(default_factory=threading.Lock)
     sessions: int = 0  # client sessions open on it, all connections together
+    # session objects (CKA_TOKEN false), by (class, CKA_ID, label) -> the connections that made
+    # them. The members see one application (this server), so they would show every
+    # connection's session objects to all; PKCS#11 gives each application its own, and so does
+    # Connection._usable. By identity, not handle: the HA slot numbers one object differently in
+    # each connection's session.
+    owners: dict[tuple, set[int]] = field(default_factory=dict)
     _mechanisms: frozenset[int] | None = None
 
     def mechanisms(self, refresh: bool = False) -> list[int]:
