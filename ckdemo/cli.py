@@ -226,6 +226,10 @@ def init(ctx: click.Context, members, force, user_pin, so_pin, store_pins, label
     """Provision the state folder: a private SoftHSM2 config and member tokens."""
     from .provision import provision
 
+    if ctx.obj.get("module"):
+        raise Fail(f"init makes SoftHSM2 member tokens; --module {ctx.obj['module']} (a library "
+                   "used instead of the members) does not apply to it: leave it out, or run the "
+                   "menu with --module and no init")
     home = home_path(ctx.obj)
     try:
         done = provision(home, members=members, force=force, user_pin=user_pin or None,

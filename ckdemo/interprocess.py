@@ -155,8 +155,12 @@ class Lease:
 
 
 def _open(path: Path) -> int:
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    except OSError as exc:  # a read-only home: one line, the call fails, the harness goes on
+        raise CKRError(CKR_FUNCTION_FAILED, "ckdemo lock",
+                       f"cannot open {path}: {exc.strerror or exc} (the home must be writable)") from None
 
 
 def _flock_until(fd: int, operation: int, deadline: float, path: Path, timeout: float) -> None:

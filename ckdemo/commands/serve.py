@@ -13,6 +13,7 @@ from pathlib import Path
 import click
 
 from .common import Fail, settings_for, workspace_for
+from ..serve.server import DEFAULT_MAX_CONNECTIONS
 from ..codes import CKRError
 
 P11KIT_CLIENT = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so"  # Debian 12's p11-kit-modules
@@ -36,8 +37,12 @@ def _say(line: str) -> None:
               help="Each local member through its own copy of the library, so applications sign "
                    "on several members at once, or all through one instance (default: the home's "
                    "LocalIsolation; isolated when the home does not say).")
+@click.option("--max-connections", type=click.IntRange(1, 10000), default=DEFAULT_MAX_CONNECTIONS,
+              show_default=True,
+              help="Applications connected at once; one more is refused (closed, one log line).")
 @click.pass_context
-def serve(ctx: click.Context, socket_path: str | None, which: str, isolated: bool | None) -> None:
+def serve(ctx: click.Context, socket_path: str | None, which: str, isolated: bool | None,
+          max_connections: int) -> None:
     """Serve the slots over the p11-kit RPC protocol, in the foreground, for any PKCS#11
     application loading p11-kit-client.so."""
     from ..ha.group import HAGroup
@@ -69,7 +74,7 @@ def serve(ctx: click.Context, socket_path: str | None, which: str, isolated: boo
     control_at = control_path(settings.home)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        server = Server(path, slots, log=_say, on_error=on_error)
+        server = Server(path, slots, log=_say, on_error=on_error, max_connections=max_connections)
     except OSError as exc:
         raise Fail(f"cannot listen on {path}: {exc.strerror or exc}") from None
     try:

@@ -92,6 +92,9 @@ def settings(conf: ChrystokiConf) -> HASettings:
     retries = conf.get(HA_CONFIGURATION, "reconnAtt")
     interval = conf.get(HA_CONFIGURATION, "AutoReconnectInterval")
     status = (conf.get(HA_CONFIGURATION, "haLogStatus") or "").strip().lower()
+    for label, value in conf.section(HA_SYNCHRONIZE).items():
+        if value.strip() not in ("0", "1"):  # nan, yes, 2 ...: not a switch Luna writes
+            raise ValueError(f"{HA_SYNCHRONIZE}.{label} = {value!r} is not 1 (on) or 0 (off)")
     return HASettings(DEFAULT_RECOVERY_RETRIES if retries is None else parse_retries(retries),
                       DEFAULT_RECOVERY_INTERVAL_S if interval is None else parse_interval(interval),
                       (conf.get(HA_CONFIGURATION, "HAOnly") or "0").strip() == "1",

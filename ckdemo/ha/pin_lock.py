@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
-from ..codes import CKR_PIN_INCORRECT, CKR_PIN_LOCKED, CKRError
+from ..codes import CKR_FUNCTION_FAILED, CKR_PIN_INCORRECT, CKR_PIN_LOCKED, CKRError
 
 # Luna partition policy 20, "Max failed user logins allowed": 10 by default (Thales' partition
 # policy table; the allowed range is 1-10). 0 here turns counting off.
@@ -105,8 +105,15 @@ class PinLock:
                 yield state
                 self._failures = int(state["failures"])
                 return
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+            except OSError as exc:
+                if not write and not self.path.exists():
+                    yield {}  # nothing counted yet, and nothing to count in a read-only home
+                    return
+                raise CKRError(CKR_FUNCTION_FAILED, "ckdemo", f"cannot keep the failed-login "
+                               f"count in {self.path}: {exc.strerror or exc}") from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX if write else fcntl.LOCK_SH)
                 raw = os.pread(fd, 4096, 0)

@@ -5,15 +5,17 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
-from ..codes import CKR_MECHANISM_INVALID, CKR_OBJECT_HANDLE_INVALID, CKR_USER_NOT_LOGGED_IN, CKRError
-from ..model import (CKA_CLASS, CKA_ID, CKA_LABEL, CKA_TOKEN, CKO_DATA, CKU_SO, KeySpec, MechanismParam,
-                     SessionInfo)
+from ..codes import (CKR_KEY_INDIGESTIBLE, CKR_MECHANISM_INVALID, CKR_OBJECT_HANDLE_INVALID,
+                     CKR_USER_NOT_LOGGED_IN, CKRError)
+from ..model import (CKA_CLASS, CKA_ID, CKA_LABEL, CKA_SENSITIVE, CKA_TOKEN, CKA_VALUE_LEN,
+                     CKO_DATA, CKU_SO, KeySpec, MechanismParam, SessionInfo)
 from . import handles, replication
 from .failover import MemberFailed, ObjectMissing, OnMember, no_member_left
 from .member import HAMember
 
 CKF_RW_SESSION, CKF_SERIAL_SESSION = 0x2, 0x4
 RO_PUBLIC, RO_USER, RW_PUBLIC, RW_USER, RW_SO = range(5)  # CKS_* session states
+MIN_DIGESTIBLE_BYTES = 16  # a sensitive key's digest is only as secret as 128 bits of key
 
 
 @dataclass
@@ -104,7 +106,20 @@ class VirtualSession:
                               mechanism=mechanism)
 
     def digest_key(self, mechanism: int, handle: int) -> bytes:
+        """A sensitive key shorter than MIN_DIGESTIBLE_BYTES is not digested: its digest would
+        give the key away to a brute force at once (a 2-byte secret: 65,536 tries). A single
+        SoftHSM2 token digests it; the HA slot answers CKR_KEY_INDIGESTIBLE (docs/SECURITY.md)."""
         obj = self._object(handle, "C_DigestKey")
+        # every member's reading: SoftHSM2 stores CKA_VALUE_LEN 0 on an unwrapped copy, only the
+        # member that generated the key knows its length
+        read = self.group.on_all("C_DigestKey", lambda m: self.group.session_for(m).get_attributes(
+            self._on(m, obj), [CKA_SENSITIVE, CKA_VALUE_LEN]))
+        sensitive = any(found.get(CKA_SENSITIVE) for _, found in read)
+        length = max(int(found.get(CKA_VALUE_LEN) or 0) for _, found in read)
+        if sensitive and length < MIN_DIGESTIBLE_BYTES:
+            raise CKRError(CKR_KEY_INDIGESTIBLE, "C_DigestKey",
+                           f"a sensitive key of {length} byte(s) is not digested (its digest "
+                           f"would reveal it; at least {MIN_DIGESTIBLE_BYTES} bytes)")
         return self.group.run("C_DigestKey", lambda m: self.group.session_for(m).digest_key(
             mechanism, self._on(m, obj)), mechanism=mechanism)
 

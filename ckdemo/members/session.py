@@ -15,7 +15,7 @@ from pkcs11.attributes import AttributeMapper
 from pkcs11.util.ec import encode_named_curve_parameters
 
 from .. import attribute_table
-from ..codes import (CKR_ATTRIBUTE_TYPE_INVALID, CKR_KEY_FUNCTION_NOT_PERMITTED,
+from ..codes import (CKR_ATTRIBUTE_TYPE_INVALID, CKR_KEY_FUNCTION_NOT_PERMITTED, CKR_MECHANISM_INVALID,
                      CKR_OBJECT_HANDLE_INVALID, CKRError)
 from ..model import KeySpec, MechanismParam, SessionInfo
 from .params import to_pkcs11
@@ -31,8 +31,14 @@ KEY_TYPES = {"aes": KeyType.AES, "generic": KeyType.GENERIC_SECRET}
 
 @cache
 def _mechanism(code: int) -> Mechanism:
-    """python-pkcs11's Mechanism for a code (an enum call costs more than the cache look-up)."""
-    return Mechanism(code)
+    """python-pkcs11's Mechanism for a code (an enum call costs more than the cache look-up);
+    one its table does not name (a vendor's, a newer one) cannot be passed by it at all."""
+    try:
+        return Mechanism(code)
+    except ValueError:
+        raise CKRError(CKR_MECHANISM_INVALID, "C_*Init",
+                       f"mechanism {code:#x} is not one python-pkcs11 0.10.1 can pass to the "
+                       "module") from None
 
 
 _MAPPER = AttributeMapper()

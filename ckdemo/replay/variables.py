@@ -67,6 +67,11 @@ class ScriptVariables(Mapping):
         self.defaults = dict(defaults or {})
 
     def __getitem__(self, name: str) -> str:
+        return self._value(name, ())
+
+    def _value(self, name: str, resolving: tuple[str, ...]) -> str:
+        if name in resolving:  # @default X ${X}, or X -> Y -> X: no value, why_missing says why
+            raise KeyError(name)
         if name in self.handles:
             return str(self.handles[name])
         if name in self.slots:
@@ -74,7 +79,8 @@ class ScriptVariables(Mapping):
         if name in self.secrets:
             return self.secrets[name]
         if name in self.defaults:
-            return VARIABLE.sub(lambda m: self[m.group(1)], self.defaults[name])
+            return VARIABLE.sub(lambda m: self._value(m.group(1), (*resolving, name)),
+                                self.defaults[name])
         raise KeyError(name)
 
     def __iter__(self) -> Iterator[str]:
@@ -86,13 +92,19 @@ class ScriptVariables(Mapping):
     def __len__(self) -> int:
         return sum(1 for _ in self)
 
-    def why_missing(self, name: str) -> str:
+    def why_missing(self, name: str, resolving: tuple[str, ...] = ()) -> str:
         """One line: why ${name} has no value here."""
         if name in self.defaults and name not in self.secrets:
             inner = [m.group(1) for m in VARIABLE.finditer(self.defaults[name]) if m.group(1) not in self]
+            if inner and inner[0] in (*resolving, name):
+                cycle = " -> ".join("${" + n + "}" for n in (*resolving, name, inner[0]))
+                return f"${{{resolving[0] if resolving else name}}} has no value: its @default " \
+                       f"lines refer back to themselves ({cycle})"
+            if inner and resolving:
+                return self.why_missing(inner[0], (*resolving, name))
             if inner:
                 return (f"${{{name}}} is not set and its @default needs "
-                        f"{self.why_missing(inner[0])} (or export {name}=...)")
+                        f"{self.why_missing(inner[0], (*resolving, name))} (or export {name}=...)")
         if name in self.missing:
             return f"${{{name}}}: {self.missing[name]}"
         if name.startswith("MEMBER_SLOT_") and "MEMBER_SLOT_" in self.missing:

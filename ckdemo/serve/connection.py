@@ -28,6 +28,7 @@ from .client_session import ClientSession
 from .crypto_calls import CryptoCalls
 from .key_calls import KeyCalls
 from .object_calls import ObjectCalls
+from .operations import CONNECTION_BUFFERED, Budget
 from .session_calls import SessionCalls
 from .slot_calls import SlotCalls
 
@@ -36,8 +37,11 @@ class Connection(SlotCalls, SessionCalls, ObjectCalls, CryptoCalls, KeyCalls):
     """One application's state, and the look-ups its calls share (the calls: *_calls.py)."""
 
     def __init__(self, number: int, slots: list, info: Info, log: Callable[[str], None],
-                 on_error: Callable[[str, BaseException], None]) -> None:
+                 on_error: Callable[[str, BaseException], None],
+                 budget: Budget | None = None) -> None:
         self.number = number
+        # multi-part input this application may hold, inside the server's (operations.Budget)
+        self.budget = budget or Budget(CONNECTION_BUFFERED)
         self.order = slots
         self.slots = {s.slot_id: s for s in slots}
         self.info = info

@@ -256,6 +256,12 @@ class CryptoCalls:
         def add(operation: Operation) -> None:
             operation.multi = True
             operation.keys.append(key)
+            if len(operation.keys) == 1 and not operation.parts:
+                # digested now, so a key the slot will not digest is refused here, as a token
+                # refuses it (CKR_KEY_INDIGESTIBLE), not at C_DigestFinal; Final hands it out
+                operation.prepare(b"", lambda data: self._digest(session, operation, data))
+                if operation.computed() is None:
+                    operation.output(b"", None)  # raises the refusal kept by prepare
         session.operations.run(DIGEST, "C_DigestKey", add)
         return ()
 

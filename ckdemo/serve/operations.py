@@ -9,6 +9,7 @@ signature asked twice is the same signature).
 """
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -22,6 +23,38 @@ ENCRYPT, DECRYPT, DIGEST, SIGN, VERIFY = "encrypt", "decrypt", "digest", "sign",
 # (clients such as pkcs11-tool expect most output from Update, not all of it at Final)
 ECB_BLOCK = {0x1081: 16, 0x0132: 8, 0x0121: 8}  # CKM_AES_ECB, CKM_DES3_ECB, CKM_DES_ECB
 MAX_BUFFERED = 64 * 1024 * 1024  # bytes one multi-part operation may collect before its final call
+CONNECTION_BUFFERED = 64 * 1024 * 1024  # ... all operations of one application together
+SERVER_BUFFERED = 256 * 1024 * 1024  # ... all applications together
+
+
+class Budget:
+    """Bytes that multi-part operations hold, bounded: one per connection, inside one for the
+    server, so one application cannot take the memory every other one needs (CKR_DEVICE_MEMORY,
+    as a token that is full answers)."""
+
+    def __init__(self, limit: int, parent: "Budget | None" = None, what: str = "this application") -> None:
+        self.limit = limit
+        self.parent = parent
+        self.what = what
+        self.used = 0
+        self._lock = threading.Lock()
+
+    def take(self, size: int, function: str) -> None:
+        with self._lock:
+            if self.used + size > self.limit:
+                raise CKRError(CKR_DEVICE_MEMORY, function,
+                               f"{self.what} holds {self.used} bytes of multi-part input already "
+                               f"(at most {self.limit})")
+            if self.parent is not None:
+                self.parent.take(size, function)
+            self.used += size
+
+    def give(self, size: int) -> None:
+        with self._lock:
+            size = min(size, self.used)
+            self.used -= size
+            if self.parent is not None:
+                self.parent.give(size)
 
 
 @dataclass(slots=True)
@@ -40,6 +73,7 @@ class Operation:
     size_key: tuple | None = None  # a signature's: what its size depends on (crypto_calls)
     _error: CKRError | None = None  # what computing the output for _input raised, kept for the caller
     init: tuple | None = None  # a signature's: the Init call's arguments, to predict it again
+    budget: Budget | None = None  # what the buffered parts are charged to (Operations.start)
 
     def computed(self) -> bytes | None:
         """The output prepared for the last input, if it was computed without a refusal."""
@@ -47,11 +81,19 @@ class Operation:
 
     def add(self, data: bytes, function: str) -> None:
         self.multi = True
-        self.size += len(data)
-        if self.size > MAX_BUFFERED:
+        if self.size + len(data) > MAX_BUFFERED:
             raise CKRError(CKR_DEVICE_MEMORY, function,
                            f"more than {MAX_BUFFERED} bytes in one multi-part operation")
+        if self.budget is not None:
+            self.budget.take(len(data), function)
+        self.size += len(data)
         self.parts.append(bytes(data))
+
+    def release(self) -> None:
+        """The buffered parts go (the operation ended): their bytes back to the budget."""
+        if self.budget is not None and self.size:
+            self.budget.give(self.size)
+        self.parts, self.size = [], 0
 
     def collected(self) -> bytes:
         return b"".join(self.parts)
@@ -79,12 +121,14 @@ class Operation:
 class Operations:
     """At most one operation of each kind per session (find is kept by the session itself)."""
 
-    def __init__(self) -> None:
+    def __init__(self, budget: Budget | None = None) -> None:
         self.active: dict[str, Operation] = {}
+        self.budget = budget
 
     def start(self, operation: Operation, function: str) -> None:
         if operation.kind in self.active:
             raise CKRError(CKR_OPERATION_ACTIVE, function)
+        operation.budget = self.budget
         self.active[operation.kind] = operation
 
     def get(self, kind: str, function: str) -> Operation:
@@ -94,7 +138,9 @@ class Operations:
             raise CKRError(CKR_OPERATION_NOT_INITIALIZED, function) from None
 
     def end(self, kind: str) -> None:
-        self.active.pop(kind, None)
+        ended = self.active.pop(kind, None)
+        if ended is not None:
+            ended.release()
 
     def run(self, kind: str, function: str, body: Callable[[Operation], object]):
         """body(operation); any refusal ends the operation (PKCS#11), except a size answer."""
@@ -113,4 +159,6 @@ class Operations:
         return output
 
     def clear(self) -> None:
+        for operation in self.active.values():
+            operation.release()
         self.active.clear()

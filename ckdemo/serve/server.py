@@ -24,7 +24,9 @@ from ..slots import Slot
 from .connection import Connection
 from . import unixsocket
 from .logins import SharedLogin
+from .operations import CONNECTION_BUFFERED, SERVER_BUFFERED, Budget
 
+DEFAULT_MAX_CONNECTIONS = 64  # applications at once; each holds a thread and its sessions
 STOP_WAIT_S = 5.0  # how long stop() waits for connection threads to release what they hold
 
 
@@ -93,8 +95,11 @@ class Server:
 
     def __init__(self, path: str | os.PathLike, slots: list[Slot], info: Info | None = None,
                  log: Callable[[str], None] = print,
-                 on_error: Callable[[str, BaseException], None] | None = None) -> None:
+                 on_error: Callable[[str, BaseException], None] | None = None,
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
         self.path = os.fspath(path)
+        self.max_connections = max_connections
+        self.budget = Budget(SERVER_BUFFERED, what="the server")  # every connection's is inside
         self.log = log
         self.on_error = on_error or (lambda where, error: log(f"{where}: internal error "
                                                               f"{type(error).__name__}: {error}"))
@@ -116,17 +121,30 @@ class Server:
                 if self._stopping:
                     connection.close()
                     return
+                if len(self.connections) >= self.max_connections:
+                    self.log(f"refused a connection (pid {peer_pid(connection) or '?'}): "
+                             f"{len(self.connections)} open already (--max-connections "
+                             f"{self.max_connections})")
+                    connection.close()
+                    continue
                 self._count += 1
                 number = self._count
                 thread = threading.Thread(target=self._serve, args=(number, connection),
                                           name=f"connection-{number}", daemon=True)
                 self.connections[number] = (connection, thread)
-            thread.start()
+            try:
+                thread.start()
+            except RuntimeError as error:  # no thread to be had (memory, ulimit): this one fails alone
+                with self._lock:
+                    self.connections.pop(number, None)
+                connection.close()
+                self.log(f"connection {number} refused: no thread could serve it ({error})")
 
     def _serve(self, number: int, sock: socket.socket) -> None:
         started = time.monotonic()
         self.log(f"connection {number} opened (pid {peer_pid(sock) or '?'})")
-        connection = Connection(number, self.slots, self.info, self.log, self.on_error)
+        connection = Connection(number, self.slots, self.info, self.log, self.on_error,
+                                Budget(CONNECTION_BUFFERED, self.budget, f"connection {number}"))
         how = "closed by the client"
         frames = FrameStream(sock)
         try:

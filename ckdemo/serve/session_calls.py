@@ -10,6 +10,7 @@ from ..model import CKU_CONTEXT_SPECIFIC, CKU_SO, CKU_USER
 from ..rpc.structs import BufferSize, SessionInfo
 from .client_session import (CKF_RW_SESSION, CKF_SERIAL_SESSION, RO_PUBLIC, RO_USER, RW_PUBLIC,
                              RW_SO, RW_USER, ClientSession, quietly)
+from .operations import Operations
 
 
 class SessionCalls:
@@ -27,7 +28,7 @@ class SessionCalls:
                 self.stores[slot_id] = exposed.slot.open_session(rw=True)
             exposed.sessions += 1
         handle, self._next_session = self._next_session, self._next_session + 1
-        self.sessions[handle] = ClientSession(handle, exposed, rw)
+        self.sessions[handle] = ClientSession(handle, exposed, rw, Operations(self.budget))
         return (handle,)
 
     def C_CloseSession(self, handle) -> tuple:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import socket
+import stat
 
 
 def listen(path: str, backlog: int) -> socket.socket:
+    if os.path.lexists(path) and not stat.S_ISSOCK(os.lstat(path).st_mode):
+        raise OSError(f"{path} exists and is not a socket (a file of yours?): not replaced")
     if os.path.exists(path):
         probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
