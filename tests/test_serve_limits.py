@@ -1,0 +1,79 @@
+"""`ckdemo serve` under resource exhaustion: a connection that cannot be served fails alone.
+
+Under an address-space limit (prlimit --as, as `ulimit -v` sets it) only so many connection
+threads can start; before, the next one ended the whole server ("cannot join thread before it is
+started") and every application with it. Now that connection is closed with one log line and the
+others, and the server, go on.
+"""
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import time
+
+import pytest
+
+from conftest import clean_env, no_traceback, requires_softhsm
+from test_serve import RawClient, Served, stop_cleanly
+
+from ckdemo.rpc import HANDSHAKE
+
+pytestmark = [requires_softhsm,
+              pytest.mark.skipif(shutil.which("prlimit") is None, reason="prlimit (util-linux) is missing")]
+
+ADDRESS_SPACE = 1_200_000_000  # bytes: the server starts (about 190 MB), a few dozen threads fit
+
+
+def test_connections_beyond_what_threads_allow_are_refused_alone(tmp_path, provision, ckdemo_bin):
+    home = provision(tmp_path / "home")
+    sock_path, log_path = tmp_path / "s.sock", tmp_path / "serve.log"
+    with open(log_path, "w") as out:
+        process = subprocess.Popen(["prlimit", f"--as={ADDRESS_SPACE}", str(ckdemo_bin), "--home",
+                                    str(home), "serve", "--socket", str(sock_path),
+                                    "--max-connections", "1000"],
+                                   stdout=out, stderr=subprocess.STDOUT, env=clean_env(), cwd=home)
+    served = Served(home, sock_path, log_path, process)
+    deadline = time.monotonic() + 30
+    while not sock_path.exists():
+        assert process.poll() is None and time.monotonic() < deadline, served.log()
+        time.sleep(0.05)
+    idle = []
+    try:
+        for _ in range(300):  # idle applications: each holds a thread while it is connected
+            connection = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            connection.connect(str(sock_path))
+            connection.sendall(b"\x00")
+            idle.append(connection)
+        served.wait_for_log("no thread could serve it", timeout=20)
+        assert process.poll() is None, served.log()
+        answered = 0
+        for connection in idle:
+            connection.settimeout(2)
+            try:
+                answered += connection.recv(1) == b"\x00"
+            except OSError:
+                pass
+        assert 0 < answered < 300, answered
+        for connection in idle:
+            connection.close()
+        idle.clear()
+        # the threads are back: a new application is served as before
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                client = RawClient(sock_path)
+                client.ok("C_Initialize", HANDSHAKE, 0, b"\x00")
+                assert client.ok("C_GetInfo")
+                client.close()
+                break
+            except (OSError, AssertionError):
+                assert time.monotonic() < deadline, served.log()
+                time.sleep(0.2)
+        log = served.log()
+        assert "internal error" not in log
+        no_traceback(log)
+    finally:
+        for connection in idle:
+            connection.close()
+        stop_cleanly(served)
