@@ -24,7 +24,7 @@ import ctypes
 import json
 import os
 import sys
-from ctypes import POINTER, byref, c_ubyte, c_ulong, c_void_p
+from ctypes import byref, c_ubyte, c_ulong, c_void_p
 
 import pkcs11
 from pkcs11 import Attribute, ObjectClass

@@ -11,7 +11,7 @@ import datetime
 
 import pytest
 
-from conftest import SO_PIN, USER_PIN, requires_softhsm
+from conftest import USER_PIN, requires_softhsm
 from support import private_workspace
 
 from ckdemo import attribute_table as table

@@ -6,7 +6,6 @@ member token (outside ckdemo) reads what every member holds.
 """
 from __future__ import annotations
 
-import os
 import random
 import re
 import signal

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import copy
 import socket
-from datetime import datetime, timedelta
+from datetime import datetime
 from textwrap import dedent
 
 import pytest

@@ -6,7 +6,6 @@ checks the PIN against its kept HMAC) alike, in one count per home that survives
 """
 from __future__ import annotations
 
-import pytest
 
 from conftest import SO_PIN, USER_PIN, no_traceback, requires_softhsm
 from support import private_workspace

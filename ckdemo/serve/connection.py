@@ -52,6 +52,9 @@ class Connection(SlotCalls, SessionCalls, ObjectCalls, CryptoCalls, KeyCalls):
         self.logged_in: dict[int, int] = {}  # server slot id -> user type
         self.private: dict[tuple[int, int], bool] = {}  # (slot id, object) -> CKA_PRIVATE
         self.identities: dict[tuple[int, int], tuple | None] = {}  # (slot id, object) -> _identity
+        # slot events told to this application, per slot: it starts at what had happened when
+        # it connected (events before that are not its own)
+        self.events_told = {s.slot_id: s.collect_events() for s in slots}  # never raises
         self.calls = 0
         self._next_session = 1
         # work a reply promised, to do once it has gone (crypto_calls: a signature whose size

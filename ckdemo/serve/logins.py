@@ -72,10 +72,6 @@ class SharedLogin:
                 self.log("real login")
             self.holders.add(connection)
 
-    def check_pin(self, pin: str) -> bool:
-        with self.lock:
-            return bool(self.holders) and hmac.compare_digest(_digest(pin), self._pin or b"")
-
     def pin_changed(self, user_type: int, pin: str) -> None:
         with self.lock:
             if self.holders and user_type == self.user_type:

@@ -15,7 +15,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from ..codes import CKRError
+from ..codes import CKR_NO_EVENT, CKRError
 from ..rpc.buffer import CodecError
 from ..rpc.calls import PROTOCOL_VERSION
 from ..rpc.framing import HEADER, FrameStream, negotiate_version
@@ -27,7 +27,8 @@ from .logins import SharedLogin
 from .operations import CONNECTION_BUFFERED, SERVER_BUFFERED, Budget
 
 DEFAULT_MAX_CONNECTIONS = 64  # applications at once; each holds a thread and its sessions
-STOP_WAIT_S = 5.0  # how long stop() waits for connection threads to release what they hold
+STOP_WAIT_S = 5.0
+MAX_EVENTS_AT_ONCE = 1000  # a slot that reports events without end cannot hold a call forever  # how long stop() waits for connection threads to release what they hold
 
 
 @dataclass
@@ -44,6 +45,10 @@ class ExposedSlot:
     # Connection._usable. By identity, not handle: the HA slot numbers one object differently in
     # each connection's session.
     owners: dict[tuple, set[int]] = field(default_factory=dict)
+    # slot events taken from the slot so far; each connection counts the ones it has been told,
+    # so every application sees each event once, and none from before it connected
+    events: int = 0
+    events_supported: bool = True
     _mechanisms: frozenset[int] | None = None
 
     def mechanisms(self, refresh: bool = False) -> list[int]:
@@ -64,6 +69,19 @@ class ExposedSlot:
 
     def description(self) -> str:
         return self.slot.description()
+
+    def collect_events(self) -> int:
+        """Take every event the slot has (without blocking); the count of all taken so far."""
+        with self.lock:
+            for _ in range(MAX_EVENTS_AT_ONCE):
+                try:
+                    self.slot.wait_for_event()
+                except CKRError as error:
+                    if error.ckr != CKR_NO_EVENT:
+                        self.events_supported = False
+                    break
+                self.events += 1
+            return self.events
 
     def token_present(self) -> bool:
         try:

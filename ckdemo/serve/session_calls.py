@@ -1,11 +1,12 @@
 """Sessions and login of a connection (part of Connection): each connection logs in on its own."""
 from __future__ import annotations
 
-from ..codes import (CKR_ARGUMENTS_BAD, CKR_PIN_INCORRECT, CKR_PIN_INVALID,
+from ..codes import (CKR_ARGUMENTS_BAD, CKR_PIN_INVALID,
                      CKR_SESSION_PARALLEL_NOT_SUPPORTED, CKR_SESSION_READ_ONLY,
                      CKR_SESSION_READ_ONLY_EXISTS, CKR_SESSION_READ_WRITE_SO_EXISTS,
                      CKR_USER_ALREADY_LOGGED_IN, CKR_USER_ANOTHER_ALREADY_LOGGED_IN,
-                     CKR_USER_NOT_LOGGED_IN, CKR_USER_TYPE_INVALID, CKRError)
+                     CKR_OPERATION_NOT_INITIALIZED, CKR_USER_NOT_LOGGED_IN,
+                     CKR_USER_TYPE_INVALID, CKRError)
 from ..model import CKU_CONTEXT_SPECIFIC, CKU_SO, CKU_USER
 from ..rpc.structs import BufferSize, SessionInfo
 from .client_session import (CKF_RW_SESSION, CKF_SERIAL_SESSION, RO_PUBLIC, RO_USER, RW_PUBLIC,
@@ -91,11 +92,10 @@ class SessionCalls:
         exposed, pin = session.slot, self._pin(pin, "C_Login")
         user = self._user(session)
         if user_type == CKU_CONTEXT_SPECIFIC:
-            if user is None:
-                raise CKRError(CKR_USER_NOT_LOGGED_IN, "C_Login")
-            if not exposed.login.check_pin(pin):
-                raise CKRError(CKR_PIN_INCORRECT, "C_Login")
-            return ()
+            # only an operation on a CKA_ALWAYS_AUTHENTICATE key asks for it, and no key the
+            # served slots make has one: as SoftHSM2 answers without such an operation
+            raise CKRError(CKR_OPERATION_NOT_INITIALIZED, "C_Login",
+                           "no operation in this session needs a context-specific login")
         if user_type not in (CKU_SO, CKU_USER):
             raise CKRError(CKR_USER_TYPE_INVALID, "C_Login")
         if user is not None:

@@ -60,10 +60,12 @@ class SlotCalls:
                            "only CKF_DONT_BLOCK is served")
         answer = CKR_FUNCTION_NOT_SUPPORTED
         for exposed in self.order:
-            try:
-                exposed.slot.wait_for_event()
+            total = exposed.collect_events()
+            if not exposed.events_supported:
+                continue
+            answer = CKR_NO_EVENT
+            told = self.events_told.setdefault(exposed.slot_id, total)
+            if told < total:  # this application's next event, whoever took it from the slot
+                self.events_told[exposed.slot_id] = told + 1
                 return (exposed.slot_id,)
-            except CKRError as error:
-                if error.ckr == CKR_NO_EVENT:
-                    answer = CKR_NO_EVENT
         raise CKRError(answer, "C_WaitForSlotEvent")
