@@ -1,17 +1,19 @@
 """The HA slot through `ckdemo serve` answers as one token does, for what each application sees
 of its own: slot events (each application sees each once, none from before it connected) and
-a context-specific login with no operation that needs one (SoftHSM2 2.6.1's answer)."""
+a context-specific login with no operation that needs one (SoftHSM2 2.6.1's answer), and public
+objects readable by an application with no login, whichever member answers."""
 from __future__ import annotations
 
 from conftest import USER_PIN, no_traceback, requires_softhsm
 from test_serve import RawClient, start_server, stop_cleanly
 
 from ckdemo import codes
-from ckdemo.rpc import HANDSHAKE
+from ckdemo.rpc import HANDSHAKE, Attribute, AttributeSize
 
 pytestmark = requires_softhsm
 
 HA_SLOT, CKF_DONT_BLOCK, CKU_CONTEXT_SPECIFIC = 0x5000, 0x1, 2
+CKA_CLASS, CKA_TOKEN, CKA_PRIVATE, CKA_LABEL, CKA_VALUE = 0x0, 0x1, 0x2, 0x3, 0x11
 
 
 def connect(served) -> RawClient:
@@ -72,5 +74,36 @@ def test_a_context_specific_login_without_an_operation_is_operation_not_initiali
             if when == "before login":
                 client.ok("C_Login", session, 1, USER_PIN.encode())
         client.close()
+    finally:
+        stop_cleanly(served)
+
+
+def test_a_public_data_object_reads_the_same_on_every_member_after_a_logout(
+        tmp_path, provision, ckdemo_bin):
+    """A data object has no CKA_ID: members found it again by an empty CKA_ID, found nothing,
+    and a reader with no login got CKR_USER_NOT_LOGGED_IN from two members of three."""
+    home = provision(tmp_path / "home")
+    served = start_server(ckdemo_bin, home, None, tmp_path / "serve.log")
+    try:
+        maker = connect(served)
+        (made_in,) = maker.ok("C_OpenSession", HA_SLOT, 0x6)
+        maker.ok("C_Login", made_in, 1, USER_PIN.encode())
+        template = (Attribute(CKA_CLASS, 0), Attribute(CKA_TOKEN, 1), Attribute(CKA_PRIVATE, 0),
+                    Attribute(CKA_LABEL, b"public-data"), Attribute(CKA_VALUE, b"hello"))
+        (made,) = maker.ok("C_CreateObject", made_in, template)
+        maker.ok("C_Logout", made_in)
+        reader = connect(served)
+        (read_in,) = reader.ok("C_OpenSession", HA_SLOT, 0x6)
+        reader.ok("C_FindObjectsInit", read_in, (Attribute(CKA_LABEL, b"public-data"),))
+        (found,) = reader.ok("C_FindObjects", read_in, 10)
+        reader.ok("C_FindObjectsFinal", read_in)
+        assert len(found) == 1
+        for _ in range(6):  # whichever member answers
+            values, ckr = reader.ok("C_GetAttributeValue", read_in, found[0], (AttributeSize(CKA_VALUE, 64),))
+            assert ckr == 0 and values[0].value == b"hello"
+        maker.ok("C_Login", made_in, 1, USER_PIN.encode())
+        maker.ok("C_DestroyObject", made_in, made)  # found again on every member
+        for client in (maker, reader):
+            client.close()
     finally:
         stop_cleanly(served)

@@ -37,7 +37,8 @@ from ..model import (CKA_ALLOWED_MECHANISMS, CKA_CLASS, CKA_COEFFICIENT, CKA_COP
                      CKA_TRUSTED, CKA_UNWRAP, CKA_UNWRAP_TEMPLATE, CKA_VALUE,
                      CKA_VERIFY, CKA_WRAP, CKA_WRAP_TEMPLATE,
                      CKA_WRAP_WITH_TRUSTED, CKK_AES, CKK_EC, CKK_GENERIC_SECRET, CKK_RSA,
-                     CKM_AES_KEY_WRAP_PAD, CKM_SHA256, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, CKO_SECRET_KEY)
+                     CKM_AES_KEY_WRAP_PAD, CKM_SHA256, CKO_DATA, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY,
+                     CKO_SECRET_KEY)
 
 DOMAIN_KEY_LABEL = "ckdemo HA domain key"
 DOMAIN_KEY_PREFIX = b"ckdemo-ha-domain"
@@ -173,13 +174,21 @@ UNREADABLE = frozenset((codes.CKR_ATTRIBUTE_TYPE_INVALID, codes.CKR_ATTRIBUTE_SE
                         codes.CKR_MECHANISM_INVALID, codes.CKR_FUNCTION_NOT_SUPPORTED))
 
 
-def find_same(session, ident: dict[int, Any]) -> int | None:
-    """The member's object with the same class, CKA_ID and label, if it has one."""
-    cls, key_id, label = object_key(ident)
-    template: dict[int, Any] = {CKA_CLASS: cls, CKA_ID: key_id}
+def search_template(key: tuple) -> dict[int, Any]:
+    """The search that finds an object of this object_key on a member. A data object has no
+    CKA_ID at all (searching CKA_ID = "" would find nothing): its class and label name it."""
+    cls, key_id, label = key
+    template: dict[int, Any] = {CKA_CLASS: cls}
+    if cls != CKO_DATA:
+        template[CKA_ID] = key_id
     if label:
         template[CKA_LABEL] = label
-    found = session.find_objects(template)
+    return template
+
+
+def find_same(session, ident: dict[int, Any]) -> int | None:
+    """The member's object with the same class, CKA_ID and label, if it has one."""
+    found = session.find_objects(search_template(object_key(ident)))
     return found[0] if found else None
 
 

@@ -284,7 +284,9 @@ class VirtualSession:
                 ident = replication.identity(session, h)
                 if replication.is_domain_key_id(ident.get(CKA_ID)):
                     continue
-                found.append(self._register(replication.object_key(ident), member, h).handle)
+                handle = self._register(replication.object_key(ident), member, h).handle
+                if handle not in found:  # two objects of one identity (class, ID, label) are one here
+                    found.append(handle)
             return found
         return self.group.run("C_FindObjects", search)
 
@@ -401,11 +403,7 @@ class VirtualSession:
         known = obj.on_member.get(member.serial)
         if known and known[0] == member.generation:
             return known[1]
-        cls, key_id, label = obj.key
-        template = {CKA_CLASS: cls, CKA_ID: key_id}
-        if label:
-            template[CKA_LABEL] = label
-        found = self.group.session_for(member).find_objects(template)
+        found = self.group.session_for(member).find_objects(replication.search_template(obj.key))
         if not found:
             if self.group.credentials is None:
                 raise CKRError(CKR_USER_NOT_LOGGED_IN, "C_FindObjects")
