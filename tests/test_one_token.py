@@ -8,12 +8,14 @@ from conftest import USER_PIN, no_traceback, requires_softhsm
 from test_serve import RawClient, start_server, stop_cleanly
 
 from ckdemo import codes
-from ckdemo.rpc import HANDSHAKE, Attribute, AttributeSize
+from ckdemo.rpc import HANDSHAKE, Attribute, AttributeSize, Mechanism
 
 pytestmark = requires_softhsm
 
 HA_SLOT, CKF_DONT_BLOCK, CKU_CONTEXT_SPECIFIC = 0x5000, 0x1, 2
 CKA_CLASS, CKA_TOKEN, CKA_PRIVATE, CKA_LABEL, CKA_VALUE = 0x0, 0x1, 0x2, 0x3, 0x11
+CKA_SIGN, CKA_VALUE_LEN, CKA_EC_PARAMS = 0x108, 0x161, 0x180
+P256 = bytes.fromhex("06082a8648ce3d030107")
 
 
 def connect(served) -> RawClient:
@@ -105,5 +107,40 @@ def test_a_public_data_object_reads_the_same_on_every_member_after_a_logout(
         maker.ok("C_DestroyObject", made_in, made)  # found again on every member
         for client in (maker, reader):
             client.close()
+    finally:
+        stop_cleanly(served)
+
+
+def test_searches_give_the_same_objects_in_the_same_order_whichever_member_serves(
+        tmp_path, provision, ckdemo_bin):
+    """pkcs11-tool --test enumerates keys by index over separate searches: an order that changed
+    with the member made it test one key twice and skip another."""
+    home = provision(tmp_path / "home")
+    served = start_server(ckdemo_bin, home, None, tmp_path / "serve.log")
+    try:
+        client = connect(served)
+        (session,) = client.ok("C_OpenSession", HA_SLOT, 0x6)
+        client.ok("C_Login", session, 1, USER_PIN.encode())
+        for number in range(3):
+            client.ok("C_GenerateKeyPair", session, Mechanism(0x1040),  # CKM_EC_KEY_PAIR_GEN
+                      (Attribute(CKA_TOKEN, 1), Attribute(CKA_EC_PARAMS, P256), Attribute(CKA_LABEL, b"ec%d" % number)),
+                      (Attribute(CKA_TOKEN, 1), Attribute(CKA_LABEL, b"ec%d" % number), Attribute(CKA_SIGN, 1)))
+            client.ok("C_GenerateKey", session, Mechanism(0x1080),  # CKM_AES_KEY_GEN
+                      (Attribute(CKA_VALUE_LEN, 32), Attribute(CKA_TOKEN, 1), Attribute(CKA_LABEL, b"aes%d" % number)))
+        client.close()
+        stop_cleanly(served)
+        # a new server loads the objects from each member's files, each in its own order
+        served = start_server(ckdemo_bin, home, None, tmp_path / "serve2.log")
+        client = connect(served)
+        (session,) = client.ok("C_OpenSession", HA_SLOT, 0x6)
+        client.ok("C_Login", session, 1, USER_PIN.encode())
+        orders = []
+        for _ in range(9):  # three rounds over the three members
+            client.ok("C_FindObjectsInit", session, ())
+            (found,) = client.ok("C_FindObjects", session, 100)
+            client.ok("C_FindObjectsFinal", session)
+            orders.append(found)
+        assert len(orders[0]) == 9 and all(order == orders[0] for order in orders), orders
+        client.close()
     finally:
         stop_cleanly(served)

@@ -287,7 +287,10 @@ class VirtualSession:
                 handle = self._register(replication.object_key(ident), member, h).handle
                 if handle not in found:  # two objects of one identity (class, ID, label) are one here
                     found.append(handle)
-            return found
+            # the same order every time, whichever member searched: the order in which this
+            # session first saw each object (a member's own order differs from the next one's,
+            # and applications that enumerate by index, pkcs11-tool --test, rely on it)
+            return sorted(found)
         return self.group.run("C_FindObjects", search)
 
     # ---- key management: made on one member, then copied to every other active member -----------
