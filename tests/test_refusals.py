@@ -111,3 +111,16 @@ def test_a_read_only_home_is_one_line_per_call_not_an_internal_error(tmp_path, p
         no_traceback(text)
     finally:
         subprocess.run(["umount", str(mounted)], check=True)
+
+
+def test_a_refused_set_attribute_value_changes_nothing_on_any_member(ha):
+    """SoftHSM2 keeps the attributes it set before the one it refuses; on the HA slot that left
+    member 1 with the new label and the others with the old one, and searches alternated."""
+    data = ha.create_object({0x0: 0, 0x1: False, 0x3: "before", CKA_VALUE: b"v"})
+    assert ckr(ha.set_attributes, data, {0x3: "after", 0x0: 4}) == "CKR_ATTRIBUTE_READ_ONLY"
+    for _ in range(4):  # whichever member answers
+        assert ha.get_attributes(data, [0x3]) == {0x3: "before"}
+        assert ha.find_objects({0x3: "after"}) == []
+        assert ha.find_objects({0x3: "before"}) == [data]
+    ha.set_attributes(data, {0x3: "after"})
+    assert [ha.get_attributes(data, [0x3])[0x3] for _ in range(4)] == ["after"] * 4

@@ -201,11 +201,37 @@ class VirtualSession:
         self.group.on_all("C_SeedRandom", lambda m: self.group.session_for(m).seed_random(seed))
 
     def set_attributes(self, handle: int, template: dict[int, Any]) -> None:
+        """All or nothing across members: a refusal (SoftHSM2 keeps what it set before the
+        attribute it refused) puts back, on every member, the values read before."""
         obj = self._object(handle, "C_SetAttributeValue")
-        self.group.on_all("C_SetAttributeValue", lambda m: self.group.session_for(m).set_attributes(
-            self._on(m, obj), template))
+        before = self._readable(handle, list(template))
+        try:
+            self.group.on_all("C_SetAttributeValue", lambda m: self.group.session_for(m).set_attributes(
+                self._on(m, obj), template))
+        except MemberFailed:
+            raise
+        except CKRError:
+            if before:
+                self.group.on_all("C_SetAttributeValue", lambda m: self._put_back(m, obj, before))
+            raise
         if CKA_ID in template or CKA_LABEL in template:  # its identity on members changed
             self._rekey(obj, template)
+
+    def _readable(self, handle: int, attributes: list[int]) -> dict[int, Any]:
+        try:
+            return self.get_attributes(handle, attributes)
+        except MemberFailed:
+            raise
+        except CKRError:
+            return {}  # nothing readable (sensitive values): nothing to put back either
+
+    def _put_back(self, member: HAMember, obj: VirtualObject, values: dict[int, Any]) -> None:
+        session = self.group.session_for(member)
+        for attribute, value in values.items():  # one by one: what the token takes back
+            try:
+                session.set_attributes(self._on(member, obj), {attribute: value})
+            except CKRError:
+                pass  # never changed, or a one-way change (EXTRACTABLE TRUE -> FALSE)
 
     def copy_object(self, handle: int, template: dict[int, Any]) -> int:
         obj = self._object(handle, "C_CopyObject")
