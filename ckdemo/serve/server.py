@@ -28,6 +28,7 @@ from .operations import CONNECTION_BUFFERED, SERVER_BUFFERED, Budget
 
 DEFAULT_MAX_CONNECTIONS = 64  # applications at once; each holds a thread and its sessions
 STOP_WAIT_S = 5.0
+ACCEPT_WAKE_S = 0.5
 MAX_EVENTS_AT_ONCE = 1000  # a slot that reports events without end cannot hold a call forever  # how long stop() waits for connection threads to release what they hold
 
 
@@ -130,9 +131,14 @@ class Server:
         self.listener = unixsocket.listen(self.path, backlog=64)
 
     def serve_forever(self) -> None:
+        # a signal the kernel hands to another thread does not interrupt accept(): wake now and
+        # then, so the main thread runs the SIGTERM handler (it once waited here for ever)
+        self.listener.settimeout(ACCEPT_WAKE_S)
         while not self._stopping:
             try:
                 connection, _ = self.listener.accept()
+            except TimeoutError:
+                continue
             except OSError:  # closed by stop()
                 return
             with self._lock:

@@ -20,13 +20,24 @@ def listen(path: str, backlog: int) -> socket.socket:
             raise OSError(f"another ckdemo serve answers on {path}")
         finally:
             probe.close()
+    # bound and listening under a name of its own, then renamed: a client that connects the
+    # moment the socket file appears is never refused (bind() makes the file before listen())
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    building = os.path.join(os.path.dirname(path), f".{os.getpid()}.s")  # short: sun_path is 108
     old_mask = os.umask(0o177)  # 0600: the state folder's owner only
     try:
-        listener.bind(path)
+        if os.path.lexists(building):
+            os.unlink(building)
+        listener.bind(building)
+        listener.listen(backlog)
+        os.rename(building, path)
+    except OSError:
+        listener.close()
+        if os.path.lexists(building):
+            os.unlink(building)
+        raise
     finally:
         os.umask(old_mask)
-    listener.listen(backlog)
     return listener
 
 

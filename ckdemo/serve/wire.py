@@ -1,6 +1,7 @@
 """Between the wire (ckdemo.rpc values) and the slot protocol's plain values (ckdemo.slots)."""
 from __future__ import annotations
 
+from ..codes import CKR_MECHANISM_PARAM_INVALID, CKRError
 from ..model import MechanismParam, OAEPParam, PSSParam
 from ..model import LibraryInfo, MechanismInfo as SlotMechanismInfo, SlotInfo as SlotSlotInfo
 from ..model import TokenInfo as SlotTokenInfo
@@ -36,8 +37,31 @@ def native_length(wire: Attribute) -> int:
 
 
 # ---- mechanisms --------------------------------------------------------------------------------
+# Mechanisms whose parameter is flat bytes -- an IV, a counter block, a CK_ULONG, three
+# CK_ULONGs -- so a client may send it as a byte array (p11-kit's server decodes any parameter it
+# has no encoder for that way). Any other parameter sent as bytes could be a structure holding
+# pointers (CK_GCM_PARAMS, CK_ECDH1_DERIVE_PARAMS, CK_KEY_DERIVATION_STRING_DATA ...) that the
+# module would follow into this process's memory (measured: C_Encrypt after an AES-GCM init with
+# a raw 48-byte parameter killed the server): CKR_MECHANISM_PARAM_INVALID instead.
+FLAT_PARAMETERS = frozenset({
+    0x0122, 0x0125, 0x0133, 0x0136,  # CKM_DES_CBC(_PAD), CKM_DES3_CBC(_PAD): an IV
+    0x1082, 0x1085, 0x1089,  # CKM_AES_CBC, CKM_AES_CBC_PAD, CKM_AES_CTS: an IV
+    0x1086,  # CKM_AES_CTR: CK_AES_CTR_PARAMS (a CK_ULONG and a 16-byte block)
+    0x2104, 0x2105, 0x2106, 0x2107, 0x2108,  # CKM_AES_OFB, CFB64, CFB8, CFB128, CFB1: an IV
+    0x2109, 0x210A,  # CKM_AES_KEY_WRAP, CKM_AES_KEY_WRAP_PAD: an optional IV
+    0x0043, 0x0044, 0x0045, 0x0046, 0x0047,  # CKM_SHA*_RSA_PKCS_PSS: three CK_ULONGs
+    0x0222, 0x0232, 0x0252, 0x0257, 0x0262, 0x0272,  # CKM_SHA*_HMAC_GENERAL: a CK_ULONG
+    0x1084, 0x108B,  # CKM_AES_MAC_GENERAL, CKM_AES_CMAC_GENERAL: a CK_ULONG
+})
+
+
 def mechanism_param(mechanism: Mechanism) -> MechanismParam:
     parameter = mechanism.parameter
+    if isinstance(parameter, (bytes, bytearray)) and parameter \
+            and mechanism.type not in FLAT_PARAMETERS:
+        raise CKRError(CKR_MECHANISM_PARAM_INVALID, "C_*Init",
+                       f"mechanism {mechanism.type:#x} takes a parameter this server does not "
+                       "decode; sent as bytes it could hold pointers")
     if isinstance(parameter, RsaPkcsPssParams):
         return PSSParam(parameter.hash_alg, parameter.mgf, parameter.salt_length)
     if isinstance(parameter, RsaPkcsOaepParams):
