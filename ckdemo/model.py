@@ -176,3 +176,20 @@ class ECDHParam:
 
 
 MechanismParam = bytes | GCMParam | OAEPParam | PSSParam | ECDHParam | None
+
+
+# The key type each mechanism takes (what a token checks at Init): RSA PKCS, X.509, OAEP, PSS,
+# SHA*-RSA(-PSS); ECDSA(-SHA*); the AES modes and CMAC. SoftHSM2 2.6.1 does not check it for
+# RSA verification: C_Verify with an RSA mechanism and an EC key kills its process.
+KEY_TYPE_OF = {
+    **{m: 0x0 for m in (0x1, 0x3, 0x5, 0x6, 0x9, 0xD, 0xE, 0x40, 0x41, 0x42, 0x43, 0x44, 0x45,
+                        0x46, 0x47)},
+    **{m: 0x3 for m in (0x1041, 0x1042, 0x1043, 0x1044, 0x1045, 0x1046)},
+    **{m: 0x1F for m in (0x1081, 0x1082, 0x1085, 0x1086, 0x1087, 0x1088, 0x1089, 0x108A,
+                         0x2104, 0x2105, 0x2106, 0x2107, 0x2108)},
+}
+# HMAC mechanisms: the key type of their own (beside CKK_GENERIC_SECRET) and the shortest key in
+# bytes SoftHSM2 takes (the hash length): CKM_MD5/SHA_1/SHA224/SHA256/SHA384/SHA512_HMAC
+HMAC = {0x211: (0x27, 16), 0x221: (0x28, 20), 0x256: (0x2E, 28), 0x251: (0x2B, 32),
+        0x261: (0x2C, 48), 0x271: (0x2D, 64)}
+

@@ -15,6 +15,7 @@ pytestmark = requires_softhsm
 HA_SLOT, CKF_DONT_BLOCK, CKU_CONTEXT_SPECIFIC = 0x5000, 0x1, 2
 CKA_CLASS, CKA_TOKEN, CKA_PRIVATE, CKA_LABEL, CKA_VALUE = 0x0, 0x1, 0x2, 0x3, 0x11
 CKA_SIGN, CKA_VALUE_LEN, CKA_EC_PARAMS = 0x108, 0x161, 0x180
+CKA_KEY_TYPE, CKA_ENCRYPT, CKA_DECRYPT, CKA_VERIFY = 0x100, 0x104, 0x105, 0x10A
 P256 = bytes.fromhex("06082a8648ce3d030107")
 
 
@@ -141,6 +142,45 @@ def test_searches_give_the_same_objects_in_the_same_order_whichever_member_serve
             client.ok("C_FindObjectsFinal", session)
             orders.append(found)
         assert len(orders[0]) == 9 and all(order == orders[0] for order in orders), orders
+        client.close()
+    finally:
+        stop_cleanly(served)
+
+
+def test_an_init_with_a_key_that_cannot_do_it_is_refused_at_init_as_by_a_token(
+        tmp_path, provision, ckdemo_bin):
+    """The server keeps operations and works at the single-part call, so it used to answer CKR_OK
+    at Init and refuse a call later. SoftHSM2 refuses at Init (usage flag, key type, HMAC key
+    length), and C_Verify with an RSA mechanism and an EC key kills a SoftHSM2 process."""
+    home = provision(tmp_path / "home")
+    served = start_server(ckdemo_bin, home, None, tmp_path / "serve.log")
+    try:
+        client = connect(served)
+        (session,) = client.ok("C_OpenSession", HA_SLOT, 0x6)
+        client.ok("C_Login", session, 1, USER_PIN.encode())
+        ec_public, ec_private = client.ok(
+            "C_GenerateKeyPair", session, Mechanism(0x1040),
+            (Attribute(CKA_TOKEN, 0), Attribute(CKA_EC_PARAMS, P256), Attribute(CKA_VERIFY, 1)),
+            (Attribute(CKA_TOKEN, 0), Attribute(CKA_SIGN, 1)))
+        (short,) = client.ok("C_CreateObject", session, (
+            Attribute(CKA_CLASS, 4), Attribute(CKA_KEY_TYPE, 0x10), Attribute(CKA_TOKEN, 0),
+            Attribute(CKA_SIGN, 1), Attribute(CKA_VALUE, b"k" * 16)))
+        (aes,) = client.ok("C_GenerateKey", session, Mechanism(0x1080), (
+            Attribute(CKA_VALUE_LEN, 32), Attribute(CKA_TOKEN, 0), Attribute(CKA_ENCRYPT, 1),
+            Attribute(CKA_DECRYPT, 0)))
+        cases = [("C_VerifyInit", Mechanism(0x40), ec_public, "CKR_KEY_TYPE_INCONSISTENT"),
+                 ("C_SignInit", Mechanism(0x251), short, "CKR_KEY_SIZE_RANGE"),
+                 ("C_SignInit", Mechanism(0x251), ec_private, "CKR_KEY_TYPE_INCONSISTENT"),
+                 ("C_DecryptInit", Mechanism(0x1081), aes, "CKR_KEY_FUNCTION_NOT_PERMITTED"),
+                 ("C_EncryptInit", Mechanism(0x1), aes, "CKR_KEY_TYPE_INCONSISTENT"),
+                 ("C_SignInit", Mechanism(0x1041), ec_private, "CKR_OK")]
+        for call, mechanism, key, expected in cases:
+            reply = client.call(call, session, mechanism, key)
+            answer = codes.ckr_name(reply.ckr) if reply.is_error else "CKR_OK"
+            assert answer == expected, (call, hex(mechanism.type))
+        (signature,) = client.ok("C_Sign", session, b"d" * 32, 256)
+        assert len(signature) == 64
+        assert served.process.poll() is None
         client.close()
     finally:
         stop_cleanly(served)

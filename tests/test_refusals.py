@@ -124,3 +124,12 @@ def test_a_refused_set_attribute_value_changes_nothing_on_any_member(ha):
         assert ha.find_objects({0x3: "before"}) == [data]
     ha.set_attributes(data, {0x3: "after"})
     assert [ha.get_attributes(data, [0x3])[0x3] for _ in range(4)] == ["after"] * 4
+
+
+def test_verifying_with_an_rsa_mechanism_and_an_ec_key_is_refused_not_a_crash(ha):
+    """SoftHSM2 2.6.1 accepts C_VerifyInit(CKM_SHA256_RSA_PKCS) with an EC key and its C_Verify
+    then kills the process: here, the process running this test."""
+    public, private = ha.generate(KeySpec("ec", "P-256", "ec-verify", b""))
+    signature = ha.sign(private, 0x1041, b"d" * 32)
+    assert ckr(ha.verify, public, 0x40, b"data", signature) == "CKR_KEY_TYPE_INCONSISTENT"
+    assert ckr(ha.verify, public, 0x1041, b"d" * 32, signature) == "CKR_OK"

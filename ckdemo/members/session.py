@@ -15,9 +15,10 @@ from pkcs11.attributes import AttributeMapper
 from pkcs11.util.ec import encode_named_curve_parameters
 
 from .. import attribute_table
-from ..codes import (CKR_ATTRIBUTE_TYPE_INVALID, CKR_KEY_FUNCTION_NOT_PERMITTED, CKR_MECHANISM_INVALID,
-                     CKR_OBJECT_HANDLE_INVALID, CKRError)
-from ..model import KeySpec, MechanismParam, SessionInfo
+from ..codes import (CKR_ATTRIBUTE_TYPE_INVALID, CKR_KEY_FUNCTION_NOT_PERMITTED,
+                     CKR_KEY_TYPE_INCONSISTENT, CKR_MECHANISM_INVALID, CKR_OBJECT_HANDLE_INVALID,
+                     CKRError)
+from ..model import KEY_TYPE_OF, KeySpec, MechanismParam, SessionInfo
 from .params import to_pkcs11
 from .torn import torn_key_objects
 
@@ -219,8 +220,19 @@ class PhysicalSession:
         """Returns when the signature is good; CKRError(CKR_SIGNATURE_INVALID) otherwise."""
         # python-pkcs11's verify() folds CKR_SIGNATURE_LEN_RANGE into False; its _verify()
         # raises the module's own answer, which is what the status line must show
+        wanted = KEY_TYPE_OF.get(mechanism)
+        if wanted is not None and self._key_type(handle) != wanted:  # SoftHSM2 would crash
+            raise CKRError(CKR_KEY_TYPE_INCONSISTENT, "C_VerifyInit",
+                           f"mechanism {mechanism:#x} takes a key of type {wanted:#x} "
+                           "(checked by ckdemo: SoftHSM2 2.6.1 crashes on it)")
         self._call("C_Verify", self._operation(handle, "_verify", "C_VerifyInit"), bytes(data),
                    signature, mechanism=_mechanism(mechanism), mechanism_param=to_pkcs11(param))
+
+    def _key_type(self, handle: int) -> int | None:
+        try:
+            return int(self.get_attributes(handle, [Attribute.KEY_TYPE.value]).get(Attribute.KEY_TYPE.value))
+        except (CKRError, TypeError):
+            return None
 
     def encrypt(self, handle: int, mechanism: int, data: bytes, param: MechanismParam = None) -> bytes:
         return self._call("C_Encrypt", self._operation(handle, "_encrypt", "C_EncryptInit"),

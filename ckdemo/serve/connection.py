@@ -52,6 +52,7 @@ class Connection(SlotCalls, SessionCalls, ObjectCalls, CryptoCalls, KeyCalls):
         self.logged_in: dict[int, int] = {}  # server slot id -> user type
         self.private: dict[tuple[int, int], bool] = {}  # (slot id, object) -> CKA_PRIVATE
         self.identities: dict[tuple[int, int], tuple | None] = {}  # (slot id, object) -> _identity
+        self.key_facts: dict[tuple[int, int], object] = {}  # (slot id, key) -> key_checks.KeyFacts
         # slot events told to this application, per slot: it starts at what had happened when
         # it connected (events before that are not its own)
         self.events_told = {s.slot_id: s.collect_events() for s in slots}  # never raises
@@ -222,6 +223,7 @@ class Connection(SlotCalls, SessionCalls, ObjectCalls, CryptoCalls, KeyCalls):
                 if not owners:
                     session.slot.owners.pop(identity, None)
         self.identities.pop((slot_id, handle), None)
+        self.key_facts.pop((slot_id, handle), None)
         for key in [k for k in self.signature_sizes if k[0] == slot_id and k[1] == handle]:
             del self.signature_sizes[key]
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from functools import partial
 
-from . import wire
+from . import key_checks, wire
 from .. import codes
 from ..codes import CKR_FUNCTION_NOT_SUPPORTED, CKR_MECHANISM_INVALID, CKRError
 from ..rpc.calls import BY_NAME
@@ -59,11 +59,22 @@ class CryptoCalls:
             raise CKRError(CKR_MECHANISM_INVALID, function,
                            f"mechanism {mechanism.type:#x} is not offered by this slot")
         param = wire.mechanism_param(mechanism)
+        if key is not None and kind in key_checks.USAGE:
+            key_checks.check(kind, mechanism.type, self._key_facts(session, key), function)
         size_key = _size_key(session.slot.slot_id, key, mechanism.type, param) if kind == SIGN else None
         init = (handle, mechanism, key) if size_key is not None else None
         session.operations.start(Operation(kind, mechanism.type, param, key, size_key=size_key,
                                            init=init), function)
         return ()
+
+    def _key_facts(self, session: ClientSession, key: int) -> key_checks.KeyFacts:
+        """Read once per key (forgotten when the key changes or goes: Connection._forget)."""
+        cache = (session.slot.slot_id, key)
+        facts = self.key_facts.get(cache)
+        if facts is None:
+            facts = key_checks.KeyFacts.read(self._store(session).get_attributes(key, key_checks.FACTS))
+            self.key_facts[cache] = facts
+        return facts
 
     def _single(self, handle, kind: str, function: str, data, offered: int, compute) -> tuple:
         # written out, no closures: every signature of every application passes here twice

@@ -59,6 +59,7 @@ class ObjectCalls:
         with naming("C_SetAttributeValue"):
             self._store(session).set_attributes(target, template)
         self.private.pop((session.slot.slot_id, target), None)
+        self.key_facts.pop((session.slot.slot_id, target), None)  # its usage flags may have changed
         return ()
 
     def C_FindObjectsInit(self, handle, attributes) -> tuple:

@@ -61,6 +61,7 @@ class SessionCalls:
                 quietly(store.close)
         self.private = {k: v for k, v in self.private.items() if k[0] != exposed.slot_id}
         self.identities = {k: v for k, v in self.identities.items() if k[0] != exposed.slot_id}
+        self.key_facts = {k: v for k, v in self.key_facts.items() if k[0] != exposed.slot_id}
         self.signature_sizes = {k: v for k, v in self.signature_sizes.items() if k[0] != exposed.slot_id}
         if exposed.slot_id in self.logged_in:
             self._logout(exposed)

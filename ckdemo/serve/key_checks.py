@@ -1,0 +1,62 @@
+"""What a token checks at C_SignInit, C_VerifyInit, C_EncryptInit, C_DecryptInit, before any data.
+
+The server keeps an operation and does the member's work at the single-part call or at Final,
+so without these checks an Init with a key that may not sign, or of the wrong type, answered
+CKR_OK and the refusal came one call later: an application saw its Init succeed where one token
+refuses it (found by the differential test against one SoftHSM2 token). Worse, SoftHSM2 2.6.1
+crashes the process on C_Verify with an RSA mechanism and an EC key: the HA slot's members live
+in this process, so the type is checked here first. Order and codes follow SoftHSM2's
+(`SoftHSM::MacSignInit`, `SymEncryptInit` ...): the key's usage flag, its type for the mechanism,
+then, for HMAC, the key's length.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..codes import (CKR_KEY_FUNCTION_NOT_PERMITTED, CKR_KEY_SIZE_RANGE, CKR_KEY_TYPE_INCONSISTENT,
+                     CKRError)
+from ..model import HMAC, KEY_TYPE_OF
+from .operations import DECRYPT, ENCRYPT, SIGN, VERIFY
+
+CKA_ENCRYPT, CKA_DECRYPT, CKA_SIGN, CKA_VERIFY = 0x104, 0x105, 0x108, 0x10A
+CKA_KEY_TYPE, CKA_VALUE_LEN = 0x100, 0x161
+USAGE = {SIGN: CKA_SIGN, VERIFY: CKA_VERIFY, ENCRYPT: CKA_ENCRYPT, DECRYPT: CKA_DECRYPT}
+FACTS = [CKA_KEY_TYPE, CKA_VALUE_LEN, *USAGE.values()]
+
+CKK_GENERIC_SECRET = 0x10
+
+
+@dataclass(frozen=True)
+class KeyFacts:
+    """What the checks need of a key, read once per key and connection."""
+    key_type: int | None
+    length: int  # bytes of a secret key's value; 0 when the slot does not say
+    usage: frozenset[str]
+
+    @classmethod
+    def read(cls, values: dict[int, object]) -> "KeyFacts":
+        key_type = values.get(CKA_KEY_TYPE)
+        return cls(int(key_type) if key_type is not None else None,
+                   int(values.get(CKA_VALUE_LEN) or 0),
+                   frozenset(kind for kind, attribute in USAGE.items() if values.get(attribute)))
+
+
+def check(kind: str, mechanism: int, key: KeyFacts, function: str) -> None:
+    """CKRError with the code one token gives at this Init; nothing when it would accept."""
+    if kind not in key.usage:
+        raise CKRError(CKR_KEY_FUNCTION_NOT_PERMITTED, function,
+                       f"the key's {kind} flag (CKA_{kind.upper()}) is not set")
+    if mechanism in HMAC:
+        own_type, shortest = HMAC[mechanism]
+        if key.key_type not in (CKK_GENERIC_SECRET, own_type):
+            raise CKRError(CKR_KEY_TYPE_INCONSISTENT, function,
+                           f"mechanism {mechanism:#x} takes a generic secret key")
+        if 0 < key.length < shortest:  # 0: the length is not known here, the member decides
+            raise CKRError(CKR_KEY_SIZE_RANGE, function,
+                           f"mechanism {mechanism:#x} needs a key of at least {shortest} bytes")
+        return
+    wanted = KEY_TYPE_OF.get(mechanism)
+    if wanted is not None and key.key_type != wanted:
+        raise CKRError(CKR_KEY_TYPE_INCONSISTENT, function,
+                       f"mechanism {mechanism:#x} takes a key of type {wanted:#x}, not "
+                       f"{key.key_type if key.key_type is None else hex(key.key_type)}")
