@@ -184,3 +184,31 @@ def test_an_init_with_a_key_that_cannot_do_it_is_refused_at_init_as_by_a_token(
         client.close()
     finally:
         stop_cleanly(served)
+
+
+def test_one_operation_at_a_time_in_a_session_as_softhsm2_keeps_it(tmp_path, provision, ckdemo_bin):
+    home = provision(tmp_path / "home")
+    served = start_server(ckdemo_bin, home, None, tmp_path / "serve.log")
+    try:
+        client = connect(served)
+        (session,) = client.ok("C_OpenSession", HA_SLOT, 0x6)
+        client.ok("C_Login", session, 1, USER_PIN.encode())
+        _, private = client.ok(
+            "C_GenerateKeyPair", session, Mechanism(0x1040),
+            (Attribute(CKA_TOKEN, 0), Attribute(CKA_EC_PARAMS, P256)),
+            (Attribute(CKA_TOKEN, 0), Attribute(CKA_SIGN, 1)))
+
+        def answer(call, *args) -> str:
+            reply = client.call(call, session, *args)
+            return codes.ckr_name(reply.ckr) if reply.is_error else "CKR_OK"
+        assert answer("C_SignInit", Mechanism(0x1041), private) == "CKR_OK"
+        assert answer("C_DigestInit", Mechanism(0x250)) == "CKR_OPERATION_ACTIVE"
+        assert answer("C_FindObjectsInit", ()) == "CKR_OPERATION_ACTIVE"
+        assert answer("C_Sign", b"d" * 32, 256) == "CKR_OK"  # the signature ends it
+        assert answer("C_FindObjectsInit", ()) == "CKR_OK"
+        assert answer("C_DigestInit", Mechanism(0x250)) == "CKR_OPERATION_ACTIVE"
+        assert answer("C_FindObjectsFinal") == "CKR_OK"
+        assert answer("C_DigestInit", Mechanism(0x250)) == "CKR_OK"
+        client.close()
+    finally:
+        stop_cleanly(served)

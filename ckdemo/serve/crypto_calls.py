@@ -53,6 +53,8 @@ class CryptoCalls:
 
     def _init(self, handle, mechanism, key, kind: str, function: str) -> tuple:
         session = self._session(handle, function)
+        if session.found is not None:  # a search is going on: one operation at a time
+            raise CKRError(codes.CKR_OPERATION_ACTIVE, function, "a search is active in this session")
         if key is not None:
             self._usable(session, key, function)
         if not session.slot.offers(mechanism.type):

@@ -64,7 +64,7 @@ class ObjectCalls:
 
     def C_FindObjectsInit(self, handle, attributes) -> tuple:
         session = self._session(handle, "C_FindObjectsInit")
-        if session.found is not None:
+        if session.found is not None or session.operations.active:  # one operation at a time
             raise CKRError(codes.CKR_OPERATION_ACTIVE, "C_FindObjectsInit")
         template = wire.template(attributes, "C_FindObjectsInit")
         if self._user(session) is None:  # public objects only, whoever else logged in

@@ -119,15 +119,18 @@ class Operation:
 
 
 class Operations:
-    """At most one operation of each kind per session (find is kept by the session itself)."""
+    """At most one operation per session, whatever its kind (find is kept by the session itself,
+    and excludes the others too): SoftHSM2 answers CKR_OPERATION_ACTIVE to a C_DigestInit while a
+    signature is going on, and the HA slot answers as one token does."""
 
     def __init__(self, budget: Budget | None = None) -> None:
         self.active: dict[str, Operation] = {}
         self.budget = budget
 
     def start(self, operation: Operation, function: str) -> None:
-        if operation.kind in self.active:
-            raise CKRError(CKR_OPERATION_ACTIVE, function)
+        if self.active:  # one operation at a time in a session, of any kind, as SoftHSM2 keeps it
+            raise CKRError(CKR_OPERATION_ACTIVE, function,
+                           f"a {next(iter(self.active))} operation is active in this session")
         operation.budget = self.budget
         self.active[operation.kind] = operation
 
