@@ -133,3 +133,19 @@ def test_verifying_with_an_rsa_mechanism_and_an_ec_key_is_refused_not_a_crash(ha
     signature = ha.sign(private, 0x1041, b"d" * 32)
     assert ckr(ha.verify, public, 0x40, b"data", signature) == "CKR_KEY_TYPE_INCONSISTENT"
     assert ckr(ha.verify, public, 0x1041, b"d" * 32, signature) == "CKR_OK"
+
+
+def test_an_so_refused_a_private_key_is_an_answer_not_every_member_failing(tmp_path):
+    """Differential test: SO login, C_GenerateKey of a private token key. One token answers
+    CKR_USER_NOT_LOGGED_IN; the HA slot took it for members that forgot their login, failed
+    every member and answered CKR_DEVICE_ERROR to every application until a recovery."""
+    home, workspace, _ = private_workspace(tmp_path, 2)
+    group = workspace.groups[0]
+    group.ha_init(SO_PIN)
+    session = group.open_session()
+    session.login(0, SO_PIN)
+    assert ckr(session.generate, KeySpec("aes", 32, "so-key", b"")) == "CKR_USER_NOT_LOGGED_IN"
+    assert all(member.active for member in group.members), group.members
+    assert len(session.generate_random(8)) == 8
+    session.logout()
+    session.close()

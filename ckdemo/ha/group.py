@@ -12,7 +12,7 @@ from typing import Any, Callable, TypeVar
 from ..codes import (CKR_DEVICE_ERROR, CKR_FUNCTION_NOT_SUPPORTED, CKR_MECHANISM_INVALID,
                      CKR_NO_EVENT, CKR_USER_ALREADY_LOGGED_IN, CKR_USER_NOT_LOGGED_IN, SESSION_LOST,
                      CKRError, is_member_fatal)
-from ..model import LibraryInfo, MechanismInfo, SlotInfo, TokenInfo
+from ..model import CKU_USER, LibraryInfo, MechanismInfo, SlotInfo, TokenInfo
 from .admin import Administration
 from .events import HALog
 from .failover import MemberFailed, ObjectMissing, no_member_left
@@ -215,13 +215,15 @@ class HAGroup(Administration):
             self.member_failed(member, exc)
             raise MemberFailed(member, exc) from exc
 
-
-
     def is_member_failure(self, exc: CKRError) -> bool:
         if is_member_fatal(exc.ckr):
             return True
-        # a member that forgot our sessions or login was restarted behind our back
-        return exc.ckr in SESSION_LOST and (exc.ckr != CKR_USER_NOT_LOGGED_IN or bool(self.credentials))
+        # a member that forgot our sessions or login was restarted behind our back; "not logged
+        # in" means that only under a user login: the SO is refused private objects as an answer
+        # (an SO's C_GenerateKey of a private key once took every member out of the group)
+        if exc.ckr == CKR_USER_NOT_LOGGED_IN:
+            return self.credentials is not None and self.credentials[0] == CKU_USER
+        return exc.ckr in SESSION_LOST
 
     def session_for(self, member: HAMember):
         """The member's anchor session (opened on demand; it carries the login)."""
