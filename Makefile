@@ -30,3 +30,11 @@ menu: setup
 
 clean:
 	rm -rf .ckdemo .ckdemo-remote .fuzz-failed .pytest_cache build *.egg-info
+
+# the differential test, the long run: the HA slot against one SoftHSM2 token (the suite runs a
+# short one, tests/test_difftest.py); figures appended to docs/DIFFTEST.md, exit 1 on a defect
+.PHONY: difftest
+DIFFTEST_MINUTES ?= 10
+DIFFTEST_SEED ?= 1
+difftest: setup
+	$(VENV)/bin/python scripts/difftest --seed $(DIFFTEST_SEED) --minutes $(DIFFTEST_MINUTES) --calls 150 --faults 1 --shrink 20 --report docs/DIFFTEST.md
