@@ -168,7 +168,10 @@ def test_an_init_with_a_key_that_cannot_do_it_is_refused_at_init_as_by_a_token(
         (aes,) = client.ok("C_GenerateKey", session, Mechanism(0x1080), (
             Attribute(CKA_VALUE_LEN, 32), Attribute(CKA_TOKEN, 0), Attribute(CKA_ENCRYPT, 1),
             Attribute(CKA_DECRYPT, 0)))
+        (data,) = client.ok("C_CreateObject", session, (
+            Attribute(CKA_CLASS, 0), Attribute(CKA_TOKEN, 0), Attribute(CKA_LABEL, b"not a key")))
         cases = [("C_VerifyInit", Mechanism(0x40), ec_public, "CKR_KEY_TYPE_INCONSISTENT"),
+                 ("C_SignInit", Mechanism(0x1041), data, "CKR_KEY_FUNCTION_NOT_PERMITTED"),
                  ("C_SignInit", Mechanism(0x251), short, "CKR_KEY_SIZE_RANGE"),
                  ("C_SignInit", Mechanism(0x251), ec_private, "CKR_KEY_TYPE_INCONSISTENT"),
                  ("C_DecryptInit", Mechanism(0x1081), aes, "CKR_KEY_FUNCTION_NOT_PERMITTED"),

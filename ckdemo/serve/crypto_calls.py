@@ -74,7 +74,13 @@ class CryptoCalls:
         cache = (session.slot.slot_id, key)
         facts = self.key_facts.get(cache)
         if facts is None:
-            facts = key_checks.KeyFacts.read(self._store(session).get_attributes(key, key_checks.FACTS))
+            try:
+                values = self._store(session).get_attributes(key, key_checks.FACTS)
+            except CKRError as error:  # none of them: a data object, which may do nothing
+                if error.ckr not in (codes.CKR_ATTRIBUTE_TYPE_INVALID, codes.CKR_ATTRIBUTE_SENSITIVE):
+                    raise
+                values = {}
+            facts = key_checks.KeyFacts.read(values)
             self.key_facts[cache] = facts
         return facts
 
