@@ -4,6 +4,8 @@ a context-specific login with no operation that needs one (SoftHSM2 2.6.1's answ
 objects readable by an application with no login, whichever member answers."""
 from __future__ import annotations
 
+import hashlib
+
 from conftest import USER_PIN, no_traceback, requires_softhsm
 from test_serve import RawClient, start_server, stop_cleanly
 
@@ -16,6 +18,7 @@ HA_SLOT, CKF_DONT_BLOCK, CKU_CONTEXT_SPECIFIC = 0x5000, 0x1, 2
 CKA_CLASS, CKA_TOKEN, CKA_PRIVATE, CKA_LABEL, CKA_VALUE = 0x0, 0x1, 0x2, 0x3, 0x11
 CKA_SIGN, CKA_VALUE_LEN, CKA_EC_PARAMS = 0x108, 0x161, 0x180
 CKA_KEY_TYPE, CKA_ENCRYPT, CKA_DECRYPT, CKA_VERIFY = 0x100, 0x104, 0x105, 0x10A
+CKA_SENSITIVE = 0x103
 P256 = bytes.fromhex("06082a8648ce3d030107")
 
 
@@ -212,6 +215,34 @@ def test_one_operation_at_a_time_in_a_session_as_softhsm2_keeps_it(tmp_path, pro
         assert answer("C_DigestInit", Mechanism(0x250)) == "CKR_OPERATION_ACTIVE"
         assert answer("C_FindObjectsFinal") == "CKR_OK"
         assert answer("C_DigestInit", Mechanism(0x250)) == "CKR_OK"
+        client.close()
+    finally:
+        stop_cleanly(served)
+
+
+def test_a_digest_over_data_and_keys_in_any_order(tmp_path, provision, ckdemo_bin):
+    """C_DigestKey between C_DigestUpdate calls: one token digests them in order; the server
+    answered CKR_FUNCTION_NOT_SUPPORTED (differential test defect 6)."""
+    home = provision(tmp_path / "home")
+    served = start_server(ckdemo_bin, home, None, tmp_path / "serve.log")
+    try:
+        client = connect(served)
+        (session,) = client.ok("C_OpenSession", HA_SLOT, 0x6)
+        client.ok("C_Login", session, 1, USER_PIN.encode())
+        value = bytes(range(32))
+        (key,) = client.ok("C_CreateObject", session, (
+            Attribute(CKA_CLASS, 4), Attribute(CKA_KEY_TYPE, 0x10), Attribute(CKA_TOKEN, 0),
+            Attribute(CKA_SENSITIVE, 0), Attribute(CKA_VALUE, value)))
+        for parts in ([b"prefix", key, b"suffix"], [key, b"after"], [b"a", key, key, b"b"]):
+            client.ok("C_DigestInit", session, Mechanism(0x250))
+            for part in parts:
+                if isinstance(part, bytes):
+                    client.ok("C_DigestUpdate", session, part)
+                else:
+                    client.ok("C_DigestKey", session, part)
+            (digest,) = client.ok("C_DigestFinal", session, 64)
+            expected = hashlib.sha256(b"".join(value if p == key else p for p in parts)).digest()
+            assert digest == expected, parts
         client.close()
     finally:
         stop_cleanly(served)

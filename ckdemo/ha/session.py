@@ -109,6 +109,19 @@ class VirtualSession:
         """A sensitive key shorter than MIN_DIGESTIBLE_BYTES is not digested: its digest would
         give the key away to a brute force at once (a 2-byte secret: 65,536 tries). A single
         SoftHSM2 token digests it; the HA slot answers CKR_KEY_INDIGESTIBLE (docs/SECURITY.md)."""
+        obj = self._digestible(handle)
+        return self.group.run("C_DigestKey", lambda m: self.group.session_for(m).digest_key(
+            mechanism, self._on(m, obj)), mechanism=mechanism)
+
+    def digest_parts(self, mechanism: int, parts: list[bytes | int]) -> bytes:
+        keys = {p: self._digestible(p) for p in parts if not isinstance(p, (bytes, bytearray))}
+
+        def on(member: HAMember) -> bytes:
+            pieces = [p if isinstance(p, (bytes, bytearray)) else self._on(member, keys[p]) for p in parts]
+            return self.group.session_for(member).digest_parts(mechanism, pieces)
+        return self.group.run("C_DigestKey", on, mechanism=mechanism)
+
+    def _digestible(self, handle: int) -> VirtualObject:
         obj = self._object(handle, "C_DigestKey")
         # every member's reading: SoftHSM2 stores CKA_VALUE_LEN 0 on an unwrapped copy, only the
         # member that generated the key knows its length
@@ -120,8 +133,7 @@ class VirtualSession:
             raise CKRError(CKR_KEY_INDIGESTIBLE, "C_DigestKey",
                            f"a sensitive key of {length} byte(s) is not digested (its digest "
                            f"would reveal it; at least {MIN_DIGESTIBLE_BYTES} bytes)")
-        return self.group.run("C_DigestKey", lambda m: self.group.session_for(m).digest_key(
-            mechanism, self._on(m, obj)), mechanism=mechanism)
+        return obj
 
     def wrap_key(self, wrapping: int, key: int, mechanism: int, param: MechanismParam = None) -> bytes:
         wrapper, wrapped = self._object(wrapping, "C_WrapKey"), self._object(key, "C_WrapKey")

@@ -302,6 +302,24 @@ class RemoteSession:
             self._call("C_DigestKey", self.handle, handle)
             return self._output("C_DigestFinal", DIGEST_ROOM, self.handle)
 
+    def digest_parts(self, mechanism: int, parts: list[bytes | int]) -> bytes:
+        wire = self._mechanism(mechanism, None, "C_DigestInit")
+        with self._connection.exclusive("C_DigestInit"):
+            self._call("C_DigestInit", self.handle, wire)
+            finished = False
+            try:
+                for part in parts:
+                    if isinstance(part, (bytes, bytearray)):
+                        if part:
+                            self._call("C_DigestUpdate", self.handle, bytes(part))
+                    else:
+                        self._call("C_DigestKey", self.handle, part)
+                finished = True
+                return self._output("C_DigestFinal", DIGEST_ROOM, self.handle)
+            finally:
+                if not finished:
+                    self._abandon("C_DigestFinal", DIGEST_ROOM)
+
     def digest_stream(self, mechanism: int, chunks: Iterable[bytes]) -> bytes:
         wire = self._mechanism(mechanism, None, "C_DigestInit")
         self._call("C_DigestInit", self.handle, wire)

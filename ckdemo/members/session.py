@@ -282,6 +282,12 @@ class PhysicalSession:
         with self._calling("C_DigestKey"):
             return self._session.digest(key, mechanism=_mechanism(mechanism))
 
+    def digest_parts(self, mechanism: int, parts: list[bytes | int]) -> bytes:
+        pieces = [bytes(p) if isinstance(p, (bytes, bytearray)) else self._object(p, "C_DigestKey")
+                  for p in parts]
+        with self._calling("C_DigestUpdate"):
+            return self._session.digest(iter(pieces), mechanism=_mechanism(mechanism))
+
     def seed_random(self, seed: bytes) -> None:
         self._call("C_SeedRandom", self._session.seed_random, seed)
 

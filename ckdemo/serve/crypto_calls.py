@@ -5,7 +5,7 @@ from functools import partial
 
 from . import key_checks, wire
 from .. import codes
-from ..codes import CKR_FUNCTION_NOT_SUPPORTED, CKR_MECHANISM_INVALID, CKRError
+from ..codes import CKR_MECHANISM_INVALID, CKRError
 from ..rpc.calls import BY_NAME
 from ..rpc.codec import encode_request, encode_response
 from ..rpc.structs import BufferSize
@@ -46,6 +46,20 @@ def _size_key(slot_id: int, key: int | None, mechanism: int, param) -> tuple | N
     except TypeError:
         return None
     return key
+
+
+def _in_order(op: Operation) -> list[bytes | int]:
+    """The data parts and the keys of a digest in the order the application gave them."""
+    pieces: list[bytes | int] = []
+    keys = iter(zip(op.key_at, op.keys))
+    waiting = next(keys, None)
+    for index, part in enumerate(op.parts + [b""]):
+        while waiting is not None and waiting[0] <= index:
+            pieces.append(waiting[1])
+            waiting = next(keys, None)
+        if part:
+            pieces.append(part)
+    return pieces
 
 
 class CryptoCalls:
@@ -171,8 +185,9 @@ class CryptoCalls:
         if len(op.keys) == 1 and not op.parts:
             op.key = op.keys[0]
             return self._keyed(session, op, "C_DigestKey").digest_key(op.mechanism, op.key)
-        raise CKRError(CKR_FUNCTION_NOT_SUPPORTED, "C_DigestFinal",
-                       "C_DigestKey mixed with other parts is not served (the slots digest one key alone)")
+        for key in op.keys:  # still, after a logout in between
+            self._usable(session, key, "C_DigestFinal")
+        return self._store(session).digest_parts(op.mechanism, _in_order(op))
 
     def C_SignInit(self, handle, mechanism, key) -> tuple:
         return self._init(handle, mechanism, key, SIGN, "C_SignInit")
@@ -274,6 +289,7 @@ class CryptoCalls:
 
         def add(operation: Operation) -> None:
             operation.multi = True
+            operation.key_at.append(len(operation.parts))
             operation.keys.append(key)
             if len(operation.keys) == 1 and not operation.parts:
                 # digested now, so a key the slot will not digest is refused here, as a token

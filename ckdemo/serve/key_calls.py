@@ -24,8 +24,10 @@ class KeyCalls:
         session = self._session(handle, "C_GenerateKeyPair")
         public = wire.template(public_attributes, "C_GenerateKeyPair")
         private = wire.template(private_attributes, "C_GenerateKeyPair")
+        # the session and login first, as a token checks them before the templates' contents
+        token = bool(public.get(CKA_TOKEN, False)) or bool(private.get(CKA_TOKEN, False))
+        self._may_create(session, token, True, "C_GenerateKeyPair")
         spec = keygen.key_pair_spec(mechanism.type, public, private)
-        self._may_create(session, spec.token, True, "C_GenerateKeyPair")
         made = self._generate(session, spec, [public, private], "C_GenerateKeyPair")
         return tuple(self._created(session, h, spec.token, None) for h in made)
 

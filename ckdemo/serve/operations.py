@@ -65,6 +65,7 @@ class Operation:
     key: int | None = None
     parts: list[bytes] = field(default_factory=list)
     keys: list[int] = field(default_factory=list)  # C_DigestKey parts
+    key_at: list[int] = field(default_factory=list)  # ... each after that many data parts
     size: int = 0
     multi: bool = False
     carry: bytes = b""  # ECB: the incomplete block waiting for the next Update or Final
