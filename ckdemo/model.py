@@ -139,6 +139,11 @@ class KeySpec:
     sensitive: bool = True
     extractable: bool = False
     wrap_with_trusted: bool = False
+    # more attributes of the new key(s), given at generation because some can be given only then
+    # (CKA_MODIFIABLE, CKA_COPYABLE, CKA_DESTROYABLE = FALSE): (CKA_*, value) pairs for the
+    # secret or private key, and for the public key of a pair
+    extra: tuple[tuple[int, object], ...] = ()
+    public_extra: tuple[tuple[int, object], ...] = ()
 
 
 # Mechanism parameters in plain terms; the member layer turns them into the library's own.

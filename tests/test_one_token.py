@@ -18,7 +18,7 @@ HA_SLOT, CKF_DONT_BLOCK, CKU_CONTEXT_SPECIFIC = 0x5000, 0x1, 2
 CKA_CLASS, CKA_TOKEN, CKA_PRIVATE, CKA_LABEL, CKA_VALUE = 0x0, 0x1, 0x2, 0x3, 0x11
 CKA_SIGN, CKA_VALUE_LEN, CKA_EC_PARAMS = 0x108, 0x161, 0x180
 CKA_KEY_TYPE, CKA_ENCRYPT, CKA_DECRYPT, CKA_VERIFY = 0x100, 0x104, 0x105, 0x10A
-CKA_SENSITIVE = 0x103
+CKA_SENSITIVE, CKA_MODIFIABLE, CKA_COPYABLE = 0x103, 0x170, 0x171
 P256 = bytes.fromhex("06082a8648ce3d030107")
 
 
@@ -243,6 +243,35 @@ def test_a_digest_over_data_and_keys_in_any_order(tmp_path, provision, ckdemo_bi
             (digest,) = client.ok("C_DigestFinal", session, 64)
             expected = hashlib.sha256(b"".join(value if p == key else p for p in parts)).digest()
             assert digest == expected, parts
+        client.close()
+    finally:
+        stop_cleanly(served)
+
+
+def test_attributes_a_key_takes_only_at_creation_are_given_at_generation_on_every_member(
+        tmp_path, provision, ckdemo_bin):
+    """COPYABLE or MODIFIABLE = FALSE cannot be set after a key is made: the server used to set
+    them afterwards and answered CKR_ATTRIBUTE_READ_ONLY where one token makes the key
+    (differential test defect 4). Every member's copy carries them."""
+    home = provision(tmp_path / "home")
+    served = start_server(ckdemo_bin, home, None, tmp_path / "serve.log")
+    try:
+        client = connect(served)
+        (session,) = client.ok("C_OpenSession", HA_SLOT, 0x6)
+        client.ok("C_Login", session, 1, USER_PIN.encode())
+        (aes,) = client.ok("C_GenerateKey", session, Mechanism(0x1080), (
+            Attribute(CKA_VALUE_LEN, 32), Attribute(CKA_TOKEN, 1), Attribute(CKA_COPYABLE, 0)))
+        _, private = client.ok(
+            "C_GenerateKeyPair", session, Mechanism(0x1040),
+            (Attribute(CKA_TOKEN, 1), Attribute(CKA_EC_PARAMS, P256)),
+            (Attribute(CKA_TOKEN, 1), Attribute(CKA_SIGN, 1), Attribute(CKA_MODIFIABLE, 0)))
+        for _ in range(6):  # whichever member answers
+            values, _ = client.ok("C_GetAttributeValue", session, aes, (AttributeSize(CKA_COPYABLE, 1),))
+            assert values[0].value == b"\x00" or values[0].value == 0
+            values, _ = client.ok("C_GetAttributeValue", session, private, (AttributeSize(CKA_MODIFIABLE, 1),))
+            assert values[0].value == 0
+        reply = client.call("C_CopyObject", session, aes, ())
+        assert reply.is_error and codes.ckr_name(reply.ckr) == "CKR_ACTION_PROHIBITED"
         client.close()
     finally:
         stop_cleanly(served)

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import codes
-from ..codes import CKR_KEY_NOT_WRAPPABLE, CKRError
+from ..codes import CKR_KEY_NOT_WRAPPABLE, CKR_TEMPLATE_INCONSISTENT, CKRError
 from ..model import (CKA_ALLOWED_MECHANISMS, CKA_CLASS, CKA_COEFFICIENT, CKA_COPYABLE, CKA_DECRYPT,
                      CKA_DERIVE, CKA_DESTROYABLE, CKA_EC_PARAMS, CKA_EC_POINT, CKA_ENCRYPT,
                      CKA_EXPONENT_1, CKA_EXPONENT_2, CKA_EXTRACTABLE, CKA_ID, CKA_KEY_TYPE,
@@ -66,6 +66,9 @@ CAPABILITIES = {
     CKO_SECRET_KEY: (CKA_ENCRYPT, CKA_DECRYPT, CKA_WRAP, CKA_UNWRAP, CKA_SIGN, CKA_VERIFY, CKA_DERIVE),
     CKO_PUBLIC_KEY: (CKA_VERIFY, CKA_ENCRYPT, CKA_WRAP),
 }
+# given at creation only (a token refuses to set them FALSE later): copied to every replica
+AT_CREATION = (CKA_MODIFIABLE, CKA_COPYABLE, CKA_DESTROYABLE)
+NOT_AT_UNWRAP = (CKA_DESTROYABLE, CKA_MODIFIABLE)  # measured on SoftHSM2 2.6.1; MODIFIABLE last
 PUBLIC_VALUES = {CKK_RSA: (CKA_MODULUS, CKA_PUBLIC_EXPONENT), CKK_EC: (CKA_EC_PARAMS, CKA_EC_POINT)}
 # what a key that is not sensitive is copied by (it is readable anyway, so nothing is wrapped)
 CLEAR_VALUES = {
@@ -202,6 +205,7 @@ def replicate(source, handle: int, target) -> int:
     cls, key_type = ident[CKA_CLASS], ident[CKA_KEY_TYPE]
     template = {k: v for k, v in ident.items() if k not in (CKA_CLASS, CKA_KEY_TYPE)}
     template.update(source.get_attributes(handle, list(CAPABILITIES.get(cls, ()))))
+    template.update(source.get_attributes(handle, list(AT_CREATION)))
     if cls == CKO_PUBLIC_KEY:
         values = source.get_attributes(handle, list(PUBLIC_VALUES[key_type]))
         return target.create_object({CKA_CLASS: cls, CKA_KEY_TYPE: key_type, **template, **values})
@@ -214,8 +218,24 @@ def replicate(source, handle: int, target) -> int:
                        f"no HA domain key carries this kind of key (class {cls:#x}, key type {key_type:#x})")
     generation, wrapping, unwrapping = _common_domain_key(source, target, kind)
     wrapped = source.wrap_key(wrapping, handle, DOMAIN_KEY_MECHANISM)
+    # SoftHSM2 takes CKA_MODIFIABLE and CKA_DESTROYABLE at creation and copy, not at unwrap
+    # (CKR_ATTRIBUTE_READ_ONLY), and CKA_COPYABLE at unwrap, not at copy: a key with MODIFIABLE
+    # or DESTROYABLE FALSE is unwrapped without them and copied with them (the unwrapped one
+    # destroyed); one that also has COPYABLE FALSE cannot be made so on a replica
+    later = {a: template.pop(a) for a in NOT_AT_UNWRAP if a in template}
+    later = {a: v for a, v in later.items() if v is False}
+    if later and template.get(CKA_COPYABLE) is False:
+        raise CKRError(CKR_TEMPLATE_INCONSISTENT, "C_UnwrapKey",
+                       "a key both not copyable and not modifiable (or not destroyable) cannot be "
+                       "copied to another SoftHSM2 member")
     template.update({CKA_EXTRACTABLE: True, **UNWRAP_PINNED})
-    return target.unwrap_key(unwrapping, cls, key_type, wrapped, DOMAIN_KEY_MECHANISM, template)
+    made = target.unwrap_key(unwrapping, cls, key_type, wrapped, DOMAIN_KEY_MECHANISM, template)
+    if not later:
+        return made
+    try:
+        return target.copy_object(made, later)
+    finally:
+        target.destroy_object(made)
 
 
 def _common_domain_key(source, target, kind: str) -> tuple[int, int, int]:

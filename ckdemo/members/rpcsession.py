@@ -210,7 +210,7 @@ class RemoteSession:
         if spec.kind in KEY_TYPES:
             key_type, mechanism = KEY_TYPES[spec.kind]
             template = {CKA_CLASS: CKO_SECRET_KEY, **SECRET_CAPABILITIES[key_type], **common,
-                        CKA_VALUE_LEN: int(spec.size), **secret}
+                        CKA_VALUE_LEN: int(spec.size), **secret, **dict(spec.extra)}
             return [self._call("C_GenerateKey", self.handle, rpcvalues.mechanism(mechanism, None, ""),
                                self._template(template, "C_GenerateKey"))[0]]
         if spec.kind not in PAIR_CAPABILITIES:
@@ -223,7 +223,8 @@ class RemoteSession:
         else:
             mechanism = CKM_EC_KEY_PAIR_GEN
             public[CKA_EC_PARAMS] = CURVES[spec.size]
-        private = {CKA_CLASS: CKO_PRIVATE_KEY, **private_caps, **common, **secret}
+        public.update(spec.public_extra)
+        private = {CKA_CLASS: CKO_PRIVATE_KEY, **private_caps, **common, **secret, **dict(spec.extra)}
         pair = self._call("C_GenerateKeyPair", self.handle, rpcvalues.mechanism(mechanism, None, ""),
                           self._template(public, "C_GenerateKeyPair"),
                           self._template(private, "C_GenerateKeyPair"))

@@ -188,13 +188,15 @@ class PhysicalSession:
                   Attribute.PRIVATE: True}
         if spec.wrap_with_trusted:
             secret[Attribute.WRAP_WITH_TRUSTED] = True
+        function = "C_GenerateKey" if spec.kind in KEY_TYPES else "C_GenerateKeyPair"
+        extra = _template(dict(spec.extra), function)
         if spec.kind in KEY_TYPES:
             with self._calling("C_GenerateKey"):
                 key = self._session.generate_key(KEY_TYPES[spec.kind], int(spec.size) * 8,
-                                                 template={**common, **secret})
+                                                 template={**common, **secret, **extra})
             return [self._remember(key)]
-        public = {**common, Attribute.PRIVATE: False}
-        private = {**common, **secret}
+        public = {**common, Attribute.PRIVATE: False, **_template(dict(spec.public_extra), function)}
+        private = {**common, **secret, **extra}
         with self._calling("C_GenerateKeyPair"):
             if spec.kind == "rsa":
                 pub, priv = self._session.generate_keypair(

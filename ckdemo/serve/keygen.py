@@ -38,7 +38,8 @@ def secret_key_spec(mechanism: int, template: dict[int, object]) -> KeySpec:
     return KeySpec(kind, int(template[CKA_VALUE_LEN]), str(template.get(CKA_LABEL, "")),
                    bytes(template.get(CKA_ID, b"")), token=bool(template.get(CKA_TOKEN, False)),
                    sensitive=bool(template.get(CKA_SENSITIVE, True)),
-                   extractable=bool(template.get(CKA_EXTRACTABLE, False)))
+                   extractable=bool(template.get(CKA_EXTRACTABLE, False)),
+                   extra=at_generation(template))
 
 
 def key_pair_spec(mechanism: int, public: dict[int, object], private: dict[int, object]) -> KeySpec:
@@ -75,12 +76,20 @@ def key_pair_spec(mechanism: int, public: dict[int, object], private: dict[int, 
     return KeySpec(kind, size, str(private.get(CKA_LABEL, public.get(CKA_LABEL, ""))),
                    bytes(private.get(CKA_ID, public.get(CKA_ID, b""))), token=token,
                    sensitive=bool(private.get(CKA_SENSITIVE, True)),
-                   extractable=bool(private.get(CKA_EXTRACTABLE, False)))
+                   extractable=bool(private.get(CKA_EXTRACTABLE, False)),
+                   extra=at_generation(private), public_extra=at_generation(public))
 
 
 def beyond_spec(template: dict[int, object]) -> dict[int, object]:
     """What the KeySpec did not carry: usage flags, a label or ID of its own ..."""
     return {a: v for a, v in template.items() if a not in IN_SPEC}
+
+
+def at_generation(template: dict[int, object]) -> tuple[tuple[int, object], ...]:
+    """What goes into the generation itself (KeySpec.extra): every attribute beyond the spec but
+    the label and ID, which name the key on the members and are set afterwards when a half of a
+    pair has its own."""
+    return tuple((a, v) for a, v in beyond_spec(template).items() if a not in (CKA_LABEL, CKA_ID))
 
 
 def _expect(template: dict[int, object], attribute: int, value: int, function: str) -> None:
