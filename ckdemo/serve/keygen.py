@@ -11,6 +11,9 @@ from ..model import (CKA_CLASS, CKA_EC_PARAMS, CKA_PRIVATE, CKA_EXTRACTABLE, CKA
                      CKO_SECRET_KEY, KeySpec)
 
 CKM_GENERIC_SECRET_KEY_GEN = 0x350
+# what a template that does not say gets, as on one SoftHSM2 token (PKCS#11 leaves it to the
+# token): not sensitive. An application that wants its key secret says CKA_SENSITIVE = TRUE.
+TOKEN_DEFAULT_SENSITIVE = False
 RSA_EXPONENT = 65537  # what the member layer generates with (python-pkcs11's default)
 # DER ECParameters (namedCurve OID) -> the curve names KeySpec takes
 CURVES = {bytes.fromhex("06082a8648ce3d030107"): "P-256",
@@ -37,7 +40,7 @@ def secret_key_spec(mechanism: int, template: dict[int, object]) -> KeySpec:
         raise CKRError(CKR_TEMPLATE_INCOMPLETE, function, "CKA_VALUE_LEN is needed")
     return KeySpec(kind, int(template[CKA_VALUE_LEN]), str(template.get(CKA_LABEL, "")),
                    bytes(template.get(CKA_ID, b"")), token=bool(template.get(CKA_TOKEN, False)),
-                   sensitive=bool(template.get(CKA_SENSITIVE, True)),
+                   sensitive=bool(template.get(CKA_SENSITIVE, TOKEN_DEFAULT_SENSITIVE)),
                    extractable=bool(template.get(CKA_EXTRACTABLE, False)),
                    extra=at_generation(template))
 
@@ -75,7 +78,7 @@ def key_pair_spec(mechanism: int, public: dict[int, object], private: dict[int, 
                        "a public and a private key of one pair are both token or both session objects here")
     return KeySpec(kind, size, str(private.get(CKA_LABEL, public.get(CKA_LABEL, ""))),
                    bytes(private.get(CKA_ID, public.get(CKA_ID, b""))), token=token,
-                   sensitive=bool(private.get(CKA_SENSITIVE, True)),
+                   sensitive=bool(private.get(CKA_SENSITIVE, TOKEN_DEFAULT_SENSITIVE)),
                    extractable=bool(private.get(CKA_EXTRACTABLE, False)),
                    extra=at_generation(private), public_extra=at_generation(public))
 
