@@ -275,3 +275,56 @@ def test_attributes_a_key_takes_only_at_creation_are_given_at_generation_on_ever
         client.close()
     finally:
         stop_cleanly(served)
+
+
+def test_an_so_login_beside_a_read_only_session_is_refused_for_the_session_first(
+        tmp_path, provision, ckdemo_bin):
+    """R/O session, user login, SO login: SoftHSM2 answers CKR_SESSION_READ_ONLY_EXISTS (it checks
+    the sessions first); the server answered CKR_USER_ANOTHER_ALREADY_LOGGED_IN."""
+    home = provision(tmp_path / "home")
+    served = start_server(ckdemo_bin, home, None, tmp_path / "serve.log")
+    try:
+        client = connect(served)
+        (session,) = client.ok("C_OpenSession", HA_SLOT, 0x4)  # serial, read-only
+        client.ok("C_Login", session, 1, USER_PIN.encode())
+        reply = client.call("C_Login", session, 0, b"5678")
+        assert reply.is_error and codes.ckr_name(reply.ckr) == "CKR_SESSION_READ_ONLY_EXISTS"
+        client.close()
+    finally:
+        stop_cleanly(served)
+
+
+def test_a_key_pair_with_a_token_half_and_a_session_half(tmp_path, provision, ckdemo_bin):
+    """pkcs11-tool and others make a token private key with a session public key: one token
+    does; the server refused it with CKR_TEMPLATE_INCONSISTENT (differential test defect 4)."""
+    home = provision(tmp_path / "home")
+    served = start_server(ckdemo_bin, home, None, tmp_path / "serve.log")
+    try:
+        client = connect(served)
+        (session,) = client.ok("C_OpenSession", HA_SLOT, 0x6)
+        client.ok("C_Login", session, 1, USER_PIN.encode())
+        public, private = client.ok(
+            "C_GenerateKeyPair", session, Mechanism(0x1040),
+            (Attribute(CKA_EC_PARAMS, P256), Attribute(CKA_LABEL, b"halves")),
+            (Attribute(CKA_TOKEN, 1), Attribute(CKA_SIGN, 1), Attribute(CKA_LABEL, b"halves")))
+        for _ in range(6):  # whichever member answers
+            for key, token in ((public, 0), (private, 1)):
+                values, _ = client.ok("C_GetAttributeValue", session, key, (AttributeSize(CKA_TOKEN, 1),))
+                assert values[0].value == token
+        client.ok("C_SignInit", session, Mechanism(0x1041), private)
+        (signature,) = client.ok("C_Sign", session, b"d" * 32, 256)
+        client.ok("C_VerifyInit", session, Mechanism(0x1041), public)
+        client.ok("C_Verify", session, b"d" * 32, signature)
+        client.close()
+        # the session half went with the session; the token half stays
+        other = connect(served)
+        (look,) = other.ok("C_OpenSession", HA_SLOT, 0x6)
+        other.ok("C_Login", look, 1, USER_PIN.encode())
+        other.ok("C_FindObjectsInit", look, (Attribute(CKA_LABEL, b"halves"),))
+        (found,) = other.ok("C_FindObjects", look, 10)
+        other.ok("C_FindObjectsFinal", look)
+        assert len(found) == 1
+        other.ok("C_DestroyObject", look, found[0])
+        other.close()
+    finally:
+        stop_cleanly(served)

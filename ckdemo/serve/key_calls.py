@@ -29,7 +29,8 @@ class KeyCalls:
         self._may_create(session, token, True, "C_GenerateKeyPair")
         spec = keygen.key_pair_spec(mechanism.type, public, private)
         made = self._generate(session, spec, [public, private], "C_GenerateKeyPair")
-        return tuple(self._created(session, h, spec.token, None) for h in made)
+        tokens = (bool(public.get(CKA_TOKEN, False)), spec.token)  # each half says for itself
+        return tuple(self._created(session, h, half_token, None) for h, half_token in zip(made, tokens))
 
     def _generate(self, session: ClientSession, spec, templates: list[dict], function: str) -> list[int]:
         """generate(), then what the KeySpec could not say set on each new key; a key that

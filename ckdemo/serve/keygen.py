@@ -73,14 +73,14 @@ def key_pair_spec(mechanism: int, public: dict[int, object], private: dict[int, 
     _expect(public, CKA_KEY_TYPE, key_type, function)
     _expect(private, CKA_KEY_TYPE, key_type, function)
     token = bool(private.get(CKA_TOKEN, False))
-    if bool(public.get(CKA_TOKEN, False)) != token:
-        raise CKRError(CKR_TEMPLATE_INCONSISTENT, function,
-                       "a public and a private key of one pair are both token or both session objects here")
+    public_extra = at_generation(public)
+    if bool(public.get(CKA_TOKEN, False)) != token:  # a token key with a session half, or back
+        public_extra += ((CKA_TOKEN, bool(public.get(CKA_TOKEN, False))),)
     return KeySpec(kind, size, str(private.get(CKA_LABEL, public.get(CKA_LABEL, ""))),
                    bytes(private.get(CKA_ID, public.get(CKA_ID, b""))), token=token,
                    sensitive=bool(private.get(CKA_SENSITIVE, TOKEN_DEFAULT_SENSITIVE)),
                    extractable=bool(private.get(CKA_EXTRACTABLE, False)),
-                   extra=at_generation(private), public_extra=at_generation(public))
+                   extra=at_generation(private), public_extra=public_extra)
 
 
 def beyond_spec(template: dict[int, object]) -> dict[int, object]:

@@ -99,11 +99,12 @@ class SessionCalls:
                            "no operation in this session needs a context-specific login")
         if user_type not in (CKU_SO, CKU_USER):
             raise CKRError(CKR_USER_TYPE_INVALID, "C_Login")
+        # a read-only session refuses an SO login before anything else, as SoftHSM2 checks it
+        if user_type == CKU_SO and any(s.slot is exposed and not s.rw for s in self.sessions.values()):
+            raise CKRError(CKR_SESSION_READ_ONLY_EXISTS, "C_Login")
         if user is not None:
             raise CKRError(CKR_USER_ALREADY_LOGGED_IN if user == user_type
                            else CKR_USER_ANOTHER_ALREADY_LOGGED_IN, "C_Login")
-        if user_type == CKU_SO and any(s.slot is exposed and not s.rw for s in self.sessions.values()):
-            raise CKRError(CKR_SESSION_READ_ONLY_EXISTS, "C_Login")
         exposed.login.login(self.number, user_type, pin)
         self.logged_in[exposed.slot_id] = user_type
         self.log(f"connection {self.number}: logged in as {'SO' if user_type == CKU_SO else 'user'} "
