@@ -49,7 +49,7 @@ def test_a_refused_short_key_digest_is_an_allowed_difference_and_so_is_what_foll
     "HA slot defects (docs/DIFFTEST.md): generated keys read back other CKA_SENSITIVE, "
     "EXTRACTABLE (TRUE when asked FALSE), LOCAL, ALWAYS_SENSITIVE, NEVER_EXTRACTABLE, KEY_GEN_MECHANISM, "
     "VALUE_LEN and SIGN/VERIFY/ENCRYPT/DECRYPT/WRAP/UNWRAP/DERIVE defaults; "
-    "key pairs with a token half and a session half refused; data objects of one class and label merged, "
+    "data objects of one class and label merged, "
     "so searches differ (and their order now and then); public keys without a login refused; the "
     "application's keys do not wrap under its own AES key"))
 def test_the_ha_slot_answers_as_one_token(tmp_path, provision, run_ckdemo, ckdemo_bin):

@@ -80,3 +80,39 @@ def test_connections_beyond_what_threads_allow_are_refused_alone(tmp_path, provi
         for connection in idle:
             connection.close()
         stop_cleanly(served)
+
+
+def test_objects_the_token_refuses_cost_an_application_its_share_then_device_memory(
+        tmp_path, provision, ckdemo_bin):
+    """SoftHSM2 keeps about 2.8 KB for every object it refuses to make, until the library is
+    unloaded: a hostile application grew the server from 32 to 906 MiB in ten minutes of refused
+    C_CreateObject calls. Each refusal is charged now; past the application's share (16 MiB,
+    4,096 refusals) it gets CKR_DEVICE_MEMORY, and the others go on."""
+    from test_serve import start_server
+    from ckdemo import codes
+    from ckdemo.rpc import Attribute
+    home = provision(tmp_path / "home")
+    served = start_server(ckdemo_bin, home, None, tmp_path / "serve.log")
+    try:
+        hostile = RawClient(served.socket)
+        hostile.ok("C_Initialize", HANDSHAKE, 0, b"\x00")
+        (session,) = hostile.ok("C_OpenSession", 0x5000, 0x6)
+        refused = (Attribute(0x0, 0), Attribute(0x1, 0), Attribute(0x2, 0), Attribute(0x80000000, b"x"))
+        answers = {}
+        for _ in range(4100):
+            reply = hostile.call("C_CreateObject", session, refused)
+            name = codes.ckr_name(reply.ckr) if reply.is_error else "CKR_OK"
+            answers[name] = answers.get(name, 0) + 1
+        assert answers == {"CKR_ATTRIBUTE_TYPE_INVALID": 4096, "CKR_DEVICE_MEMORY": 4}, answers
+        other = RawClient(served.socket)
+        other.ok("C_Initialize", HANDSHAKE, 0, b"\x00")
+        (theirs,) = other.ok("C_OpenSession", 0x5000, 0x6)
+        (made,) = other.ok("C_CreateObject", theirs, (Attribute(0x0, 0), Attribute(0x1, 0),
+                                                      Attribute(0x2, 0), Attribute(0x3, b"fine")))
+        other.ok("C_DestroyObject", theirs, made)
+        served.wait_for_log("restart ckdemo serve to reclaim it")
+        assert served.log().count("restart ckdemo serve to reclaim it") == 1
+        hostile.close()
+        other.close()
+    finally:
+        stop_cleanly(served)

@@ -12,7 +12,8 @@ session_calls, object_calls, crypto_calls, key_calls; this module holds the stat
 """
 from __future__ import annotations
 
-from typing import Callable
+from contextlib import contextmanager
+from typing import Callable, Iterator
 
 from .. import codes
 from ..codes import (CKR_FUNCTION_NOT_SUPPORTED, CKR_GENERAL_ERROR, CKR_OBJECT_HANDLE_INVALID,
@@ -27,8 +28,9 @@ from ..slots import Session
 from .client_session import ClientSession
 from .crypto_calls import CryptoCalls
 from .key_calls import KeyCalls
+from .attributes import naming
 from .object_calls import ObjectCalls
-from .operations import CONNECTION_BUFFERED, Budget
+from .operations import CONNECTION_BUFFERED, CONNECTION_LOST, REFUSED_OBJECT_BYTES, Budget
 from .session_calls import SessionCalls
 from .slot_calls import SlotCalls
 
@@ -38,10 +40,13 @@ class Connection(SlotCalls, SessionCalls, ObjectCalls, CryptoCalls, KeyCalls):
 
     def __init__(self, number: int, slots: list, info: Info, log: Callable[[str], None],
                  on_error: Callable[[str, BaseException], None],
-                 budget: Budget | None = None) -> None:
+                 budget: Budget | None = None, lost: Budget | None = None) -> None:
         self.number = number
         # multi-part input this application may hold, inside the server's (operations.Budget)
         self.budget = budget or Budget(CONNECTION_BUFFERED)
+        # member memory its refused objects cost for good, inside the server's (_making)
+        self.lost = lost or Budget(CONNECTION_LOST)
+        self.told_lost = False
         self.order = slots
         self.slots = {s.slot_id: s for s in slots}
         self.info = info
@@ -210,6 +215,31 @@ class Connection(SlotCalls, SessionCalls, ObjectCalls, CryptoCalls, KeyCalls):
         if not session.slot.owners:
             return list(found)
         return [handle for handle in found if self._visible(session, handle)]
+
+    @contextmanager
+    def _making(self, function: str) -> Iterator[None]:
+        """Around a call that makes an object on the token. Each refusal costs member memory
+        for good (operations.REFUSED_OBJECT_BYTES): reserved first, kept when the token
+        refuses, given back when it makes the object; beyond this application's or the server's
+        share, CKR_DEVICE_MEMORY before the token is asked."""
+        try:
+            self.lost.take(REFUSED_OBJECT_BYTES, function)
+        except CKRError:
+            if not self.told_lost:
+                self.told_lost = True
+                self.log(f"connection {self.number}: {function} refused with CKR_DEVICE_MEMORY: "
+                         "the member libraries keep memory for every object they refused to make "
+                         "(SoftHSM2), and this application or the server has used its share; "
+                         "restart ckdemo serve to reclaim it")
+            raise
+        made = False
+        try:
+            with naming(function):
+                yield
+            made = True
+        finally:
+            if made:
+                self.lost.give(REFUSED_OBJECT_BYTES)
 
     def _forget(self, session: ClientSession, handle: int) -> None:
         slot_id = session.slot.slot_id

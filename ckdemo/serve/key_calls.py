@@ -36,7 +36,7 @@ class KeyCalls:
         """generate(), then what the KeySpec could not say set on each new key; a key that
         cannot be made as asked is destroyed again (on every member) and the refusal returned."""
         store = self._store(session)
-        with naming(function):
+        with self._making(function):
             made = store.generate(spec)
         try:
             for key, template in zip(made, templates):
@@ -78,7 +78,7 @@ class KeyCalls:
         object_class, key_type = int(template.pop(CKA_CLASS)), int(template.pop(CKA_KEY_TYPE))
         token, private = bool(template.get(CKA_TOKEN, False)), bool(template.get(CKA_PRIVATE, True))
         self._may_create(session, token, private, "C_UnwrapKey")
-        with naming("C_UnwrapKey"):
+        with self._making("C_UnwrapKey"):
             made = self._store(session).unwrap_key(unwrapping, object_class, key_type, arg_bytes(wrapped),
                                                    mechanism.type, template, wire.mechanism_param(mechanism))
         return (self._created(session, made, token, private),)
@@ -93,7 +93,7 @@ class KeyCalls:
         key_type, length = int(template.pop(CKA_KEY_TYPE)), int(template.pop(CKA_VALUE_LEN, 0))
         token, private = bool(template.get(CKA_TOKEN, False)), bool(template.get(CKA_PRIVATE, True))
         self._may_create(session, token, private, "C_DeriveKey")
-        with naming("C_DeriveKey"):
+        with self._making("C_DeriveKey"):
             made = self._store(session).derive_key(base, mechanism.type, wire.mechanism_param(mechanism),
                                                    key_type, length, template)
         return (self._created(session, made, token, private),)

@@ -16,7 +16,7 @@ class ObjectCalls:
         template = wire.template(attributes, "C_CreateObject")
         token, private = bool(template.get(CKA_TOKEN, False)), bool(template.get(CKA_PRIVATE, True))
         self._may_create(session, token, private, "C_CreateObject")
-        with naming("C_CreateObject"):
+        with self._making("C_CreateObject"):
             made = self._store(session).create_object(template)
         return (self._created(session, made, token, private),)
 
@@ -29,7 +29,7 @@ class ObjectCalls:
         token = bool(template.get(CKA_TOKEN, found.get(CKA_TOKEN, True)))
         private = bool(template.get(CKA_PRIVATE, found.get(CKA_PRIVATE, True)))
         self._may_create(session, token, private, "C_CopyObject")
-        with naming("C_CopyObject"):
+        with self._making("C_CopyObject"):
             made = store.copy_object(source, template)
         return (self._created(session, made, token, private),)
 

@@ -25,6 +25,13 @@ ECB_BLOCK = {0x1081: 16, 0x0132: 8, 0x0121: 8}  # CKM_AES_ECB, CKM_DES3_ECB, CKM
 MAX_BUFFERED = 64 * 1024 * 1024  # bytes one multi-part operation may collect before its final call
 CONNECTION_BUFFERED = 64 * 1024 * 1024  # ... all operations of one application together
 SERVER_BUFFERED = 256 * 1024 * 1024  # ... all applications together
+# SoftHSM2 2.6.1 keeps about 2.8 KB for every object it refuses to make (C_CreateObject,
+# C_CopyObject, a generation or unwrap whose template it refuses) and gives it back only when the
+# library is unloaded (docs/FUZZ.md); the server keeps its members loaded for every application,
+# so each such refusal is charged for good: per connection, and for the server
+REFUSED_OBJECT_BYTES = 4096
+CONNECTION_LOST = 16 * 1024 * 1024  # about 4,000 refused objects per application
+SERVER_LOST = 64 * 1024 * 1024  # about 16,000 for the server's life: then CKR_DEVICE_MEMORY
 
 
 class Budget:

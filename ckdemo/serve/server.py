@@ -24,7 +24,7 @@ from ..slots import Slot
 from .connection import Connection
 from . import unixsocket
 from .logins import SharedLogin
-from .operations import CONNECTION_BUFFERED, SERVER_BUFFERED, Budget
+from .operations import CONNECTION_BUFFERED, CONNECTION_LOST, SERVER_BUFFERED, SERVER_LOST, Budget
 
 DEFAULT_MAX_CONNECTIONS = 64  # applications at once; each holds a thread and its sessions
 STOP_WAIT_S = 5.0
@@ -119,6 +119,7 @@ class Server:
         self.path = os.fspath(path)
         self.max_connections = max_connections
         self.budget = Budget(SERVER_BUFFERED, what="the server")  # every connection's is inside
+        self.lost = Budget(SERVER_LOST, what="the server's member libraries")
         self.log = log
         self.on_error = on_error or (lambda where, error: log(f"{where}: internal error "
                                                               f"{type(error).__name__}: {error}"))
@@ -168,7 +169,8 @@ class Server:
         started = time.monotonic()
         self.log(f"connection {number} opened (pid {peer_pid(sock) or '?'})")
         connection = Connection(number, self.slots, self.info, self.log, self.on_error,
-                                Budget(CONNECTION_BUFFERED, self.budget, f"connection {number}"))
+                                Budget(CONNECTION_BUFFERED, self.budget, f"connection {number}"),
+                                Budget(CONNECTION_LOST, self.lost, f"connection {number}"))
         how = "closed by the client"
         frames = FrameStream(sock)
         try:
