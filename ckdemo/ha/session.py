@@ -319,7 +319,12 @@ class VirtualSession:
             session = self.group.session_for(member)
             found = []
             for h in session.find_objects(template):
-                ident = replication.identity(session, h)
+                try:
+                    ident = replication.identity(session, h)
+                except CKRError as error:
+                    if error.ckr != CKR_OBJECT_HANDLE_INVALID:
+                        raise
+                    continue  # destroyed since the search by another application: gone, as on a token
                 if replication.is_domain_key_id(ident.get(CKA_ID)):
                     continue
                 handle = self._register(replication.object_key(ident), member, h).handle
