@@ -70,8 +70,7 @@ def build_groups(settings: Settings, slots: list) -> list:
     for number, group in enumerate(ha_config.groups(settings.conf)):
         members = [HAMember(serial, *by_serial.get(serial, (None, ""))) for serial in group.members]
         policy = RecoveryPolicy(ha.interval_s, ha.reconnect_attempts)
-        pin_lock = PinLock(settings.pin_lock_path().with_name(f"pin-lock-{group.serial}.json"),
-                           settings.failed_login_limit())
+        pin_lock = PinLock(settings.pin_lock_path(group.serial), settings.failed_login_limit())
         ha_group = HAGroup(group.label, group.serial, members, policy, log,
                            slot_id=HA_SLOT_ID_BASE + number, pin_lock=pin_lock,
                            state_lock=partial(interprocess.state_lock, settings.home),

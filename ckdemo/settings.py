@@ -80,8 +80,9 @@ class Settings:
                                 "number from 0 (never lock) to 1000")
         return limit
 
-    def pin_lock_path(self) -> Path:
-        return self.home / "state" / "pin-lock.json"
+    def pin_lock_path(self, group_serial: str) -> Path:
+        """The failed-login count of one HA group (ckdemo/ha/pin_lock.py)."""
+        return self.home / "state" / f"pin-lock-{group_serial}.json"
 
     def check(self) -> None:
         """Every number in the file is checked when it is read, used or not (one line, exit 2),

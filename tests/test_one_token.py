@@ -5,6 +5,10 @@ objects readable by an application with no login, whichever member answers."""
 from __future__ import annotations
 
 import hashlib
+from contextlib import contextmanager
+from typing import Iterator
+
+import pytest
 
 from conftest import USER_PIN, no_traceback, requires_softhsm
 from test_serve import RawClient, start_server, stop_cleanly
@@ -20,6 +24,28 @@ CKA_SIGN, CKA_VALUE_LEN, CKA_EC_PARAMS = 0x108, 0x161, 0x180
 CKA_KEY_TYPE, CKA_ENCRYPT, CKA_DECRYPT, CKA_VERIFY = 0x100, 0x104, 0x105, 0x10A
 CKA_SENSITIVE, CKA_MODIFIABLE, CKA_COPYABLE = 0x103, 0x170, 0x171
 P256 = bytes.fromhex("06082a8648ce3d030107")
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, provision, ckdemo_bin):
+    """One server for the tests that make only objects of their own (unique labels)."""
+    folder = tmp_path_factory.mktemp("one-token")
+    server = start_server(ckdemo_bin, provision(folder / "home"), None, folder / "serve.log")
+    yield server
+    stop_cleanly(server)
+
+
+@contextmanager
+def session_on(served, flags: int = 0x6, login: bool = True) -> Iterator[tuple[RawClient, int]]:
+    """A new application with one session on the HA slot, logged in as the user by default."""
+    client = connect(served)
+    (session,) = client.ok("C_OpenSession", HA_SLOT, flags)
+    if login:
+        client.ok("C_Login", session, 1, USER_PIN.encode())
+    try:
+        yield client, session
+    finally:
+        client.close()
 
 
 def connect(served) -> RawClient:
@@ -67,21 +93,13 @@ def test_each_application_sees_each_slot_event_once_and_none_from_before(
     no_traceback(served.log())
 
 
-def test_a_context_specific_login_without_an_operation_is_operation_not_initialized(
-        tmp_path, provision, ckdemo_bin):
-    home = provision(tmp_path / "home")
-    served = start_server(ckdemo_bin, home, None, tmp_path / "serve.log")
-    try:
-        client = connect(served)
-        (session,) = client.ok("C_OpenSession", HA_SLOT, 0x6)
+def test_a_context_specific_login_without_an_operation_is_operation_not_initialized(served):
+    with session_on(served, 0x6, login=False) as (client, session):
         for when in ("before login", "after login"):
             reply = client.call("C_Login", session, CKU_CONTEXT_SPECIFIC, USER_PIN.encode())
             assert reply.is_error and codes.ckr_name(reply.ckr) == "CKR_OPERATION_NOT_INITIALIZED", when
             if when == "before login":
                 client.ok("C_Login", session, 1, USER_PIN.encode())
-        client.close()
-    finally:
-        stop_cleanly(served)
 
 
 def test_a_public_data_object_reads_the_same_on_every_member_after_a_logout(
@@ -150,17 +168,11 @@ def test_searches_give_the_same_objects_in_the_same_order_whichever_member_serve
         stop_cleanly(served)
 
 
-def test_an_init_with_a_key_that_cannot_do_it_is_refused_at_init_as_by_a_token(
-        tmp_path, provision, ckdemo_bin):
+def test_an_init_with_a_key_that_cannot_do_it_is_refused_at_init_as_by_a_token(served):
     """The server keeps operations and works at the single-part call, so it used to answer CKR_OK
     at Init and refuse a call later. SoftHSM2 refuses at Init (usage flag, key type, HMAC key
     length), and C_Verify with an RSA mechanism and an EC key kills a SoftHSM2 process."""
-    home = provision(tmp_path / "home")
-    served = start_server(ckdemo_bin, home, None, tmp_path / "serve.log")
-    try:
-        client = connect(served)
-        (session,) = client.ok("C_OpenSession", HA_SLOT, 0x6)
-        client.ok("C_Login", session, 1, USER_PIN.encode())
+    with session_on(served, 0x6) as (client, session):
         ec_public, ec_private = client.ok(
             "C_GenerateKeyPair", session, Mechanism(0x1040),
             (Attribute(CKA_TOKEN, 0), Attribute(CKA_EC_PARAMS, P256), Attribute(CKA_VERIFY, 1)),
@@ -187,18 +199,10 @@ def test_an_init_with_a_key_that_cannot_do_it_is_refused_at_init_as_by_a_token(
         (signature,) = client.ok("C_Sign", session, b"d" * 32, 256)
         assert len(signature) == 64
         assert served.process.poll() is None
-        client.close()
-    finally:
-        stop_cleanly(served)
 
 
-def test_one_operation_at_a_time_in_a_session_as_softhsm2_keeps_it(tmp_path, provision, ckdemo_bin):
-    home = provision(tmp_path / "home")
-    served = start_server(ckdemo_bin, home, None, tmp_path / "serve.log")
-    try:
-        client = connect(served)
-        (session,) = client.ok("C_OpenSession", HA_SLOT, 0x6)
-        client.ok("C_Login", session, 1, USER_PIN.encode())
+def test_one_operation_at_a_time_in_a_session_as_softhsm2_keeps_it(served):
+    with session_on(served, 0x6) as (client, session):
         _, private = client.ok(
             "C_GenerateKeyPair", session, Mechanism(0x1040),
             (Attribute(CKA_TOKEN, 0), Attribute(CKA_EC_PARAMS, P256)),
@@ -215,20 +219,12 @@ def test_one_operation_at_a_time_in_a_session_as_softhsm2_keeps_it(tmp_path, pro
         assert answer("C_DigestInit", Mechanism(0x250)) == "CKR_OPERATION_ACTIVE"
         assert answer("C_FindObjectsFinal") == "CKR_OK"
         assert answer("C_DigestInit", Mechanism(0x250)) == "CKR_OK"
-        client.close()
-    finally:
-        stop_cleanly(served)
 
 
-def test_a_digest_over_data_and_keys_in_any_order(tmp_path, provision, ckdemo_bin):
+def test_a_digest_over_data_and_keys_in_any_order(served):
     """C_DigestKey between C_DigestUpdate calls: one token digests them in order; the server
     answered CKR_FUNCTION_NOT_SUPPORTED (differential test defect 6)."""
-    home = provision(tmp_path / "home")
-    served = start_server(ckdemo_bin, home, None, tmp_path / "serve.log")
-    try:
-        client = connect(served)
-        (session,) = client.ok("C_OpenSession", HA_SLOT, 0x6)
-        client.ok("C_Login", session, 1, USER_PIN.encode())
+    with session_on(served, 0x6) as (client, session):
         value = bytes(range(32))
         (key,) = client.ok("C_CreateObject", session, (
             Attribute(CKA_CLASS, 4), Attribute(CKA_KEY_TYPE, 0x10), Attribute(CKA_TOKEN, 0),
@@ -243,22 +239,13 @@ def test_a_digest_over_data_and_keys_in_any_order(tmp_path, provision, ckdemo_bi
             (digest,) = client.ok("C_DigestFinal", session, 64)
             expected = hashlib.sha256(b"".join(value if p == key else p for p in parts)).digest()
             assert digest == expected, parts
-        client.close()
-    finally:
-        stop_cleanly(served)
 
 
-def test_attributes_a_key_takes_only_at_creation_are_given_at_generation_on_every_member(
-        tmp_path, provision, ckdemo_bin):
+def test_attributes_a_key_takes_only_at_creation_are_given_at_generation_on_every_member(served):
     """COPYABLE or MODIFIABLE = FALSE cannot be set after a key is made: the server used to set
     them afterwards and answered CKR_ATTRIBUTE_READ_ONLY where one token makes the key
     (differential test defect 4). Every member's copy carries them."""
-    home = provision(tmp_path / "home")
-    served = start_server(ckdemo_bin, home, None, tmp_path / "serve.log")
-    try:
-        client = connect(served)
-        (session,) = client.ok("C_OpenSession", HA_SLOT, 0x6)
-        client.ok("C_Login", session, 1, USER_PIN.encode())
+    with session_on(served, 0x6) as (client, session):
         (aes,) = client.ok("C_GenerateKey", session, Mechanism(0x1080), (
             Attribute(CKA_VALUE_LEN, 32), Attribute(CKA_TOKEN, 1), Attribute(CKA_COPYABLE, 0)))
         _, private = client.ok(
@@ -272,37 +259,20 @@ def test_attributes_a_key_takes_only_at_creation_are_given_at_generation_on_ever
             assert values[0].value == 0
         reply = client.call("C_CopyObject", session, aes, ())
         assert reply.is_error and codes.ckr_name(reply.ckr) == "CKR_ACTION_PROHIBITED"
-        client.close()
-    finally:
-        stop_cleanly(served)
 
 
-def test_an_so_login_beside_a_read_only_session_is_refused_for_the_session_first(
-        tmp_path, provision, ckdemo_bin):
+def test_an_so_login_beside_a_read_only_session_is_refused_for_the_session_first(served):
     """R/O session, user login, SO login: SoftHSM2 answers CKR_SESSION_READ_ONLY_EXISTS (it checks
     the sessions first); the server answered CKR_USER_ANOTHER_ALREADY_LOGGED_IN."""
-    home = provision(tmp_path / "home")
-    served = start_server(ckdemo_bin, home, None, tmp_path / "serve.log")
-    try:
-        client = connect(served)
-        (session,) = client.ok("C_OpenSession", HA_SLOT, 0x4)  # serial, read-only
-        client.ok("C_Login", session, 1, USER_PIN.encode())
+    with session_on(served, 0x4) as (client, session):  # serial, read-only
         reply = client.call("C_Login", session, 0, b"5678")
         assert reply.is_error and codes.ckr_name(reply.ckr) == "CKR_SESSION_READ_ONLY_EXISTS"
-        client.close()
-    finally:
-        stop_cleanly(served)
 
 
-def test_a_key_pair_with_a_token_half_and_a_session_half(tmp_path, provision, ckdemo_bin):
+def test_a_key_pair_with_a_token_half_and_a_session_half(served):
     """pkcs11-tool and others make a token private key with a session public key: one token
     does; the server refused it with CKR_TEMPLATE_INCONSISTENT (differential test defect 4)."""
-    home = provision(tmp_path / "home")
-    served = start_server(ckdemo_bin, home, None, tmp_path / "serve.log")
-    try:
-        client = connect(served)
-        (session,) = client.ok("C_OpenSession", HA_SLOT, 0x6)
-        client.ok("C_Login", session, 1, USER_PIN.encode())
+    with session_on(served) as (client, session):
         public, private = client.ok(
             "C_GenerateKeyPair", session, Mechanism(0x1040),
             (Attribute(CKA_EC_PARAMS, P256), Attribute(CKA_LABEL, b"halves")),
@@ -315,16 +285,12 @@ def test_a_key_pair_with_a_token_half_and_a_session_half(tmp_path, provision, ck
         (signature,) = client.ok("C_Sign", session, b"d" * 32, 256)
         client.ok("C_VerifyInit", session, Mechanism(0x1041), public)
         client.ok("C_Verify", session, b"d" * 32, signature)
-        client.close()
-        # the session half went with the session; the token half stays
-        other = connect(served)
-        (look,) = other.ok("C_OpenSession", HA_SLOT, 0x6)
-        other.ok("C_Login", look, 1, USER_PIN.encode())
+        closed = served.log().count("closed by the client")
+    # the session half went with the session; the token half stays
+    served.wait_for_log("closed by the client", closed + 1)
+    with session_on(served) as (other, look):
         other.ok("C_FindObjectsInit", look, (Attribute(CKA_LABEL, b"halves"),))
         (found,) = other.ok("C_FindObjects", look, 10)
         other.ok("C_FindObjectsFinal", look)
         assert len(found) == 1
         other.ok("C_DestroyObject", look, found[0])
-        other.close()
-    finally:
-        stop_cleanly(served)

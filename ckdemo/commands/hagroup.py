@@ -169,18 +169,22 @@ def synchronize(ctx: click.Context, enable: bool, disable: bool, group_ref: str 
     _copy_now(ctx, group_ref, pin)
 
 
+def _chosen_groups(settings, group_ref: str | None) -> list:
+    """The HA groups -group names (label or serial), or every group; Fail when there is none."""
+    groups = [g for g in workspace_for(settings).groups if group_ref in (None, g.label, g.serial)]
+    if not groups:
+        raise Fail(f"no HA group {group_ref!r} in {settings.config_path}" if group_ref
+                   else f"no HA group in {settings.config_path}")
+    return groups
+
+
 def _copy_now(ctx: click.Context, group_ref: str | None, pin: str | None) -> None:
     from ..codes import CKRError
     from ..model import CKU_USER
 
     settings = settings_for(ctx)
     pin = pin or settings.secrets().get("CKDEMO_USER_PIN") or click.prompt("User PIN", hide_input=True)
-    workspace = workspace_for(settings)
-    groups = [g for g in workspace.groups if group_ref in (None, g.label, g.serial)]
-    if not groups:
-        raise Fail(f"no HA group {group_ref!r} in {settings.config_path}" if group_ref
-                   else f"no HA group in {settings.config_path}")
-    for group in groups:
+    for group in _chosen_groups(settings, group_ref):
         try:
             group.login(CKU_USER, pin)  # completes what some members lack, if HASynchronize is on
             copied = getattr(group, "completed_at_login", 0) + group.synchronize()
@@ -204,12 +208,7 @@ def unlockpin(ctx: click.Context, group_ref: str | None, so_pin: str | None) -> 
 
     settings = settings_for(ctx)
     so_pin = so_pin or settings.secrets().get("CKDEMO_SO_PIN") or click.prompt("SO PIN", hide_input=True)
-    workspace = workspace_for(settings)
-    groups = [g for g in workspace.groups if group_ref in (None, g.label, g.serial)]
-    if not groups:
-        raise Fail(f"no HA group {group_ref!r} in {settings.config_path}" if group_ref
-                   else f"no HA group in {settings.config_path}")
-    for group in groups:
+    for group in _chosen_groups(settings, group_ref):
         try:
             group.login(CKU_SO, so_pin)  # the members check the SO PIN
         except CKRError as exc:

@@ -30,6 +30,7 @@ DEFAULT_FAILED_LOGIN_LIMIT = 10
 CKF_USER_PIN_COUNT_LOW = 0x00010000
 CKF_USER_PIN_FINAL_TRY = 0x00020000
 CKF_USER_PIN_LOCKED = 0x00040000
+RECORD = b'{"failures": %10d}\n'  # fixed width
 PIN_FLAGS = CKF_USER_PIN_COUNT_LOW | CKF_USER_PIN_FINAL_TRY | CKF_USER_PIN_LOCKED
 PIN_FLAG_NAMES = {CKF_USER_PIN_COUNT_LOW: "CKF_USER_PIN_COUNT_LOW",
                   CKF_USER_PIN_FINAL_TRY: "CKF_USER_PIN_FINAL_TRY",
@@ -126,8 +127,8 @@ class PinLock:
                 before = dict(state)
                 yield state
                 if write and state != before:
-                    data = json.dumps(state).encode()
-                    os.ftruncate(fd, 0)
-                    os.pwrite(fd, data, 0)
+                    # one record of one width, one pwrite, no truncation: a process killed
+                    # while it writes leaves the old count or the new one, never none
+                    os.pwrite(fd, RECORD % int(state["failures"]), 0)
             finally:
                 os.close(fd)

@@ -231,10 +231,8 @@ class PhysicalSession:
                    signature, mechanism=_mechanism(mechanism), mechanism_param=to_pkcs11(param))
 
     def _key_type(self, handle: int) -> int | None:
-        try:
-            return int(self.get_attributes(handle, [Attribute.KEY_TYPE.value]).get(Attribute.KEY_TYPE.value))
-        except (CKRError, TypeError):
-            return None
+        """python-pkcs11 reads it once per key object (cached_property)."""
+        return getattr(self._object(handle, "C_VerifyInit"), "key_type", None)
 
     def encrypt(self, handle: int, mechanism: int, data: bytes, param: MechanismParam = None) -> bytes:
         return self._call("C_Encrypt", self._operation(handle, "_encrypt", "C_EncryptInit"),
