@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .slot import PhysicalSlot
 
 STREAM_BUFFER = 64 * 1024  # multi-part chunk size for file operations
+SEARCH_ATTEMPTS = 3  # a search that met an object destroyed meanwhile is made again
 CURVES = {"P-256": "secp256r1", "P-384": "secp384r1", "P-521": "secp521r1"}
 KEY_TYPES = {"aes": KeyType.AES, "generic": KeyType.GENERIC_SECRET}
 
@@ -127,9 +128,8 @@ class PhysicalSession:
 
     def _object(self, handle: int, function: str = "C_GetAttributeValue"):
         if handle not in self._objects:
-            with self._calling("C_FindObjects"):
-                for obj in self._session.get_objects({}):
-                    self._objects.setdefault(obj.handle, obj)
+            for obj in self._listed({}):
+                self._objects.setdefault(obj.handle, obj)
         try:
             return self._objects[handle]
         except KeyError:
@@ -150,8 +150,20 @@ class PhysicalSession:
         converted = _pkcs11_template(template, "C_FindObjectsInit")
         if converted is None:
             return self._call("C_FindObjectsInit", self._module.raw.find_objects, self.handle, template)
-        with self._calling("C_FindObjects"):
-            return [self._remember(obj) for obj in self._session.get_objects(converted)]
+        return [self._remember(obj) for obj in self._listed(converted)]
+
+    def _listed(self, template: dict) -> list:
+        """python-pkcs11's objects of a search. It reads each object's class as it lists them,
+        so an object another application destroys meanwhile fails the whole search
+        (CKR_OBJECT_HANDLE_INVALID): the search is made again, as a token's would not see it."""
+        for attempt in range(SEARCH_ATTEMPTS):
+            try:
+                with self._calling("C_FindObjects"):
+                    return list(self._session.get_objects(template))
+            except CKRError as error:
+                if error.ckr != CKR_OBJECT_HANDLE_INVALID or attempt == SEARCH_ATTEMPTS - 1:
+                    raise
+        return []
 
     def get_attributes(self, handle: int, attributes: list[int]) -> dict[int, object]:
         obj = self._object(handle)

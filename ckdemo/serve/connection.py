@@ -206,8 +206,14 @@ class Connection(SlotCalls, SessionCalls, ObjectCalls, CryptoCalls, KeyCalls):
         return self.identities[key]
 
     def _visible(self, session: ClientSession, handle: int) -> bool:
-        """Not another application's session object."""
-        owners = session.slot.owners.get(self._identity(session, handle))
+        """Not another application's session object (nor one destroyed since it was found)."""
+        try:
+            identity = self._identity(session, handle)
+        except CKRError as error:
+            if error.ckr != CKR_OBJECT_HANDLE_INVALID:
+                raise
+            return False
+        owners = session.slot.owners.get(identity)
         return owners is None or self.number in owners
 
     def _own(self, session: ClientSession, found: list[int]) -> list[int]:
