@@ -48,6 +48,7 @@ def build_groups(settings: Settings, slots: list) -> list:
     from .ha.member import HAMember
     from .ha.pin_lock import PinLock
     from .ha.policy import RecoveryPolicy
+    from .ha.vault import Vault
 
     try:
         ha = ha_config.settings(settings.conf)
@@ -73,6 +74,7 @@ def build_groups(settings: Settings, slots: list) -> list:
         pin_lock = PinLock(settings.pin_lock_path(group.serial), settings.failed_login_limit())
         ha_group = HAGroup(group.label, group.serial, members, policy, log,
                            slot_id=HA_SLOT_ID_BASE + number, pin_lock=pin_lock,
+                           vault=Vault(settings.vault_dir(group.serial)),
                            state_lock=partial(interprocess.state_lock, settings.home),
                            synchronize_on_recovery=ha_config.synchronize_on_recovery(
                                settings.conf, group.label))

@@ -84,6 +84,10 @@ class Settings:
         """The failed-login count of one HA group (ckdemo/ha/pin_lock.py)."""
         return self.home / "state" / f"pin-lock-{group_serial}.json"
 
+    def vault_dir(self, group_serial: str) -> Path:
+        """What the HA group keeps of each token key (ckdemo/ha/vault.py)."""
+        return self.home / "state" / f"vault-{group_serial}"
+
     def check(self) -> None:
         """Every number in the file is checked when it is read, used or not (one line, exit 2),
         so a wrong value never waits for the day a remote member or a failover needs it."""

@@ -24,6 +24,7 @@ import ctypes
 import json
 import os
 import sys
+from pathlib import Path
 from ctypes import byref, c_ubyte, c_ulong, c_void_p
 
 import pkcs11
@@ -353,7 +354,10 @@ def kwp_unwrap_with_ecb_oracle(decrypt_block, blob: bytes) -> bytes | None:
 # ------------------------------------------------------------------ the attacks
 
 class Attacker:
-    def __init__(self, member: str, key_labels: list[str], destroy_first: str) -> None:
+    def __init__(self, member: str, key_labels: list[str], destroy_first: str,
+                 kept: list[tuple[str, int | None, bytes]] = ()) -> None:
+        # (label, domain key generation, blob) read from the home's state files, as a local user could
+        self.kept = list(kept)
         self.member = member
         self.key_labels = key_labels
         self.destroy_first = destroy_first
@@ -539,6 +543,23 @@ class Attacker:
                     self.record("1a", f"wrap HA {kind} key under domain key #{i} (KWP)", "user", rv,
                                 key=kind, dk=i, allowed=True)
                     if rv != 0:
+                        continue
+                    self.blobs.append((i, kind, blob))
+                    self.unwrap_attacks(s, dk, i, kind, cls, ktype, blob, own, own_value)
+
+            # 1 again, with the blobs the HA slot keeps in its state folder (an unextractable key
+            # cannot be wrapped any more: these are what an attacker who reads the files has)
+            kind_of = {keys[k]["label"]: k for k in kinds}
+            for label, generation, blob in self.kept:
+                kind = kind_of.get(label)
+                if kind is None:
+                    continue
+                cls, ktype = self.key_class(kind)
+                # the domain key that wrapped it, named by the record (every one when it is not)
+                named = b"ckdemo-ha-domain/g%d/%s" % (generation or 0, kind.encode())
+                chosen = [i for i, key_id in enumerate(self.dk_ids) if key_id == named]
+                for i, dk in enumerate(dks):
+                    if chosen and i not in chosen:
                         continue
                     self.blobs.append((i, kind, blob))
                     self.unwrap_attacks(s, dk, i, kind, cls, ktype, blob, own, own_value)
@@ -868,8 +889,17 @@ def main() -> None:
     parser.add_argument("--keys", default="atk-rsa,atk-ec,atk-aes")
     parser.add_argument("--destroy-first", choices=("user", "nologin"), default="nologin")
     parser.add_argument("--inspect-only", action="store_true")
+    parser.add_argument("--kept", help="a folder of the HA slot's kept keys (JSON files holding "
+                        "\"label\" and a hex \"blob\"): every blob goes through the unwrap attacks")
     args = parser.parse_args()
-    attacker = Attacker(args.member, args.keys.split(","), args.destroy_first)
+    kept = []
+    if args.kept:
+        for path in sorted(Path(args.kept).glob("*.json")):
+            record = json.loads(path.read_text())
+            if record.get("blob"):
+                kept.append((record.get("label", ""), record.get("generation"),
+                             bytes.fromhex(record["blob"])))
+    attacker = Attacker(args.member, args.keys.split(","), args.destroy_first, kept)
     json.dump(attacker.run(args.inspect_only), sys.stdout, indent=1)
     sys.stdout.write("\n")
 

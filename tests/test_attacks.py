@@ -88,8 +88,10 @@ def attacked(tmp_path_factory, provision, menu) -> Attacked:
     for kind, title in KEY_CHOICE.items():
         assert f"Generated {title}" in transcript, transcript[-3000:]
     reports = {MEMBERS[2]: _member_report(home, MEMBERS[2], "--inspect-only")}
+    kept = sorted((home / "state").glob("vault-*"))  # the HA slot's kept blobs (one group)
+    assert len(kept) == 1 and list(kept[0].glob("*.json")), list((home / "state").iterdir())
     for member, first in ATTACKED.items():
-        reports[member] = _member_report(home, member, "--destroy-first", first)
+        reports[member] = _member_report(home, member, "--destroy-first", first, "--kept", str(kept[0]))
     return Attacked(home, slot, transcript, reports)
 
 
@@ -158,7 +160,17 @@ def test_1f_unwrap_public_copy_without_login_refused__CKR_TEMPLATE_INCONSISTENT(
 
 @pytest.mark.parametrize("member", list(ATTACKED))
 def test_2_wrap_under_own_key_refused__CKR_KEY_NOT_WRAPPABLE(attacked, member):
-    assert_refused(attempts(attacked, member, "2"), {KEY_NOT_WRAPPABLE}, "wrap under an untrusted key")
+    """(CKR_KEY_UNEXTRACTABLE first, now that the HA keys are unextractable on every member.)"""
+    assert_refused(attempts(attacked, member, "2"), {KEY_NOT_WRAPPABLE, KEY_UNEXTRACTABLE},
+                   "wrap under an untrusted key")
+
+
+@pytest.mark.parametrize("member", list(ATTACKED))
+def test_1a_an_unextractable_ha_key_cannot_even_be_wrapped_under_a_domain_key(attacked, member):
+    """Keys made "Extractable? n" on the HA slot are CKA_EXTRACTABLE=FALSE on every member: the
+    unwrap attacks 1b-1f can only start from the blobs the HA slot keeps in its state folder."""
+    found = [a for a in attacked.reports[member]["attacks"] if a["no"] == "1a"]
+    assert found and {a["rv"] for a in found} == {KEY_UNEXTRACTABLE}, table(found)
 
 
 @pytest.mark.parametrize("member", list(ATTACKED))
@@ -261,6 +273,7 @@ def test_9_ha_keys_on_every_member_are_sensitive_and_wrap_only_with_trusted(atta
             assert info, f"{member}: HA {kind} key {LABELS[kind]} not found"
             assert info["CKA_SENSITIVE"] is True, (member, kind, info)
             assert info["CKA_WRAP_WITH_TRUSTED"] is True, (member, kind, info)
+            assert info["CKA_EXTRACTABLE"] is False, (member, kind, info)  # as the application asked
             assert info["CKA_PRIVATE"] is True and info["CKA_TOKEN"] is True, (member, kind, info)
 
 
@@ -310,7 +323,7 @@ def test_menu_extractable_n_on_the_ha_slot_means_no_clear_copy(attacked):
     assert attacked.transcript.count("Extractable? [y/N] : n") == 3, attacked.transcript[-2000:]
     expected = {"1b": {TEMPLATE_INCONSISTENT}, "1c": {TEMPLATE_INCONSISTENT},
                 "1d": {TEMPLATE_INCONSISTENT}, "1e": {TEMPLATE_INCONSISTENT, "CKR_FUNCTION_FAILED"},
-                "1f": {TEMPLATE_INCONSISTENT, "CKR_USER_NOT_LOGGED_IN"}, "2": {KEY_NOT_WRAPPABLE},
+                "1f": {TEMPLATE_INCONSISTENT, "CKR_USER_NOT_LOGGED_IN"}, "2": {KEY_NOT_WRAPPABLE, KEY_UNEXTRACTABLE},
                 "3": {ATTRIBUTE_SENSITIVE}}
     bad = [a | {"member": m} for m in ATTACKED for a in attempts(attacked, m, *expected)
            if a["leaked"] or a["rv"] not in expected[a["no"]]]

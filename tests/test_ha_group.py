@@ -553,12 +553,12 @@ def test_a_source_failing_in_the_middle_of_a_copy_is_blamed_alone(ha, monkeypatc
     from ckdemo.ha import replication
     original, calls, sources = replication.replicate, [], []
 
-    def replicate(source, handle, target):
+    def replicate(source, handle, target, *kept_and_final):
         calls.append(target.member)
         if len(calls) == 2:  # one copy made, the source dies before the second
             sources.append(source.member)
             ha.group.fail_member(source.member)
-        return original(source, handle, target)
+        return original(source, handle, target, *kept_and_final)
 
     monkeypatch.setattr(replication, "replicate", replicate)
     key_id = os.urandom(6)

@@ -50,7 +50,8 @@ def test_a_mechanism_python_pkcs11_cannot_name_is_mechanism_invalid_not_a_crash(
 def test_a_short_sensitive_key_is_not_digested_a_long_one_is(ha):
     (short,) = ha.generate(KeySpec("generic", 2, "short", b"", sensitive=True))
     assert ckr(ha.digest_key, CKM_SHA256, short) == "CKR_KEY_INDIGESTIBLE"
-    (readable,) = ha.generate(KeySpec("generic", 2, "short-readable", b"", sensitive=False))
+    (readable,) = ha.generate(KeySpec("generic", 2, "short-readable", b"", sensitive=False,
+                                     extractable=True))
     value = ha.get_attributes(readable, [CKA_VALUE])[CKA_VALUE]
     # not sensitive: its value is readable anyway, so its digest gives nothing away
     assert ha.digest_key(CKM_SHA256, readable) == hashlib.sha256(value).digest()

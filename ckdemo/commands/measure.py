@@ -182,7 +182,7 @@ def _first_members(group, count: int):
     members = [HAMember(m.serial, m.slot, m.label) for m in group.members[:count]]
     return HAGroup(group.label, group.serial, members,
                    RecoveryPolicy(group.policy.interval_s, group.policy.retries), group.log,
-                   group.slot_id)
+                   group.slot_id, vault=group.vault)
 
 
 def _range(text: str) -> tuple[float, float]:

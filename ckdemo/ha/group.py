@@ -17,6 +17,7 @@ from .admin import Administration
 from .events import HALog
 from .failover import MemberFailed, ObjectMissing, no_member_left
 from .member import HAMember, MemberState
+from .vault import Vault
 from .pin_lock import PIN_FLAG_NAMES, PIN_FLAGS, PinLock
 from .policy import RecoveryPolicy
 from .recovery import Recovery
@@ -34,7 +35,8 @@ class HAGroup(Administration):
     def __init__(self, label: str, serial: str, members: list[HAMember], policy: RecoveryPolicy,
                  log: HALog | None = None, slot_id: int = 0, balance: bool = True,
                  state_lock: Callable[[], AbstractContextManager] = nullcontext,
-                 synchronize_on_recovery: bool = True, pin_lock: PinLock | None = None) -> None:
+                 synchronize_on_recovery: bool = True, pin_lock: PinLock | None = None,
+                 vault: Vault | None = None) -> None:
         self.label = label
         self.serial = serial
         self.members = members
@@ -47,6 +49,8 @@ class HAGroup(Administration):
         self.state_lock = state_lock
         self.credentials: tuple[int, str] | None = None  # HA login, kept in memory only
         self.pin_lock = pin_lock or PinLock()  # wrong user PINs in a row, and the lock after N
+        # what one token would answer of each key, and the blobs of unextractable keys (vault.py)
+        self.vault = vault if vault is not None else Vault()
         self.sessions: dict[int, Any] = {}
         self._next_member = 0
         self.lock = threading.RLock()  # member state, round robin and anchors across threads

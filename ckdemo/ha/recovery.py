@@ -16,6 +16,7 @@ from .cleanup import close_quietly
 from .member import HAMember, MemberState
 from .events import HALog
 from .policy import RecoveryPolicy
+from .vault import Vault
 
 _ACTIVE = MemberState.ACTIVE
 
@@ -32,6 +33,7 @@ class GroupView(Protocol):
     state_lock: Callable[[], AbstractContextManager]
     credentials: tuple[int, str] | None
     synchronize_on_recovery: bool
+    vault: Vault  # what is kept of each key (vault.py)
 
     def active_members(self) -> list[HAMember]: ...
     def source_member(self, exclude: HAMember) -> HAMember | None: ...
@@ -168,7 +170,7 @@ class Recovery:
         refused = []
         for key in copied:
             try:
-                replication.replicate(src, have[key], dst)
+                replication.replicate(src, have[key], dst, self.group.vault.get(key))
             except CKRError as exc:
                 if self.group.is_member_failure(exc):
                     raise

@@ -23,6 +23,7 @@ HA Init destroys it.
 """
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,11 +35,11 @@ from ..model import (CKA_ALLOWED_MECHANISMS, CKA_CLASS, CKA_COEFFICIENT, CKA_COP
                      CKA_EXPONENT_1, CKA_EXPONENT_2, CKA_EXTRACTABLE, CKA_ID, CKA_KEY_TYPE,
                      CKA_LABEL, CKA_MODIFIABLE, CKA_MODULUS, CKA_PRIME_1, CKA_PRIME_2, CKA_PRIVATE,
                      CKA_PRIVATE_EXPONENT, CKA_PUBLIC_EXPONENT, CKA_SENSITIVE, CKA_SIGN, CKA_TOKEN,
-                     CKA_TRUSTED, CKA_UNWRAP, CKA_UNWRAP_TEMPLATE, CKA_VALUE,
-                     CKA_VERIFY, CKA_WRAP, CKA_WRAP_TEMPLATE,
-                     CKA_WRAP_WITH_TRUSTED, CKK_AES, CKK_EC, CKK_GENERIC_SECRET, CKK_RSA,
-                     CKM_AES_KEY_WRAP_PAD, CKM_SHA256, CKO_DATA, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY,
-                     CKO_SECRET_KEY)
+                     CKA_TRUSTED, CKA_UNWRAP, CKA_UNWRAP_TEMPLATE, CKA_VALUE, CKA_VERIFY, CKA_WRAP,
+                     CKA_WRAP_TEMPLATE, CKA_WRAP_WITH_TRUSTED, CKK_AES, CKK_EC, CKK_GENERIC_SECRET,
+                     CKK_RSA, CKM_AES_KEY_WRAP_PAD, CKM_SHA256, CKO_DATA, CKO_PRIVATE_KEY,
+                     CKO_PUBLIC_KEY, CKO_SECRET_KEY)
+from .vault import FACTS, Kept
 
 DOMAIN_KEY_LABEL = "ckdemo HA domain key"
 DOMAIN_KEY_PREFIX = b"ckdemo-ha-domain"
@@ -195,9 +196,14 @@ def find_same(session, ident: dict[int, Any]) -> int | None:
     return found[0] if found else None
 
 
-def replicate(source, handle: int, target) -> int:
+def replicate(source, handle: int, target, kept: Kept | None = None,
+              final: dict[int, Any] | None = None) -> int:
     """Copy one key object from the source member session to the target member session; an
-    object the target already has (same class, CKA_ID, label) is not copied twice."""
+    object the target already has (same class, CKA_ID, label) is not copied twice. The copy
+    is made as the source's is: sensitive and extractable as it is, so a key the application
+    made unextractable stays so on every member. Such a key cannot be wrapped on the source:
+    it comes from the blob the vault kept of it (`kept`, vault.py) instead. `final`: values the
+    copy takes instead of the source's (a new key copied before its own is made unextractable)."""
     ident = identity(source, handle)
     existing = find_same(target, ident)
     if existing is not None:
@@ -210,14 +216,11 @@ def replicate(source, handle: int, target) -> int:
         values = source.get_attributes(handle, list(PUBLIC_VALUES[key_type]))
         return target.create_object({CKA_CLASS: cls, CKA_KEY_TYPE: key_type, **template, **values})
     flags = source.get_attributes(handle, [CKA_SENSITIVE, CKA_EXTRACTABLE, CKA_WRAP_WITH_TRUSTED])
-    if not flags[CKA_SENSITIVE]:
-        return _copy_clear(source, handle, target, cls, key_type, {**template, **flags})
-    kind = KIND_OF.get((cls, key_type))
-    if kind is None:
-        raise CKRError(CKR_KEY_NOT_WRAPPABLE, "C_WrapKey",
-                       f"no HA domain key carries this kind of key (class {cls:#x}, key type {key_type:#x})")
-    generation, wrapping, unwrapping = _common_domain_key(source, target, kind)
-    wrapped = source.wrap_key(wrapping, handle, DOMAIN_KEY_MECHANISM)
+    unwrapping = _kept_domain_key(target, cls, key_type, kept)
+    if not flags[CKA_SENSITIVE] and (flags[CKA_EXTRACTABLE] or unwrapping is None):
+        # (a key neither sensitive nor extractable cannot be read: it comes from the blob, and
+        # that copy is sensitive, which the vault's record answers for it)
+        return _copy_clear(source, handle, target, cls, key_type, {**template, **flags, **(final or {})})
     # SoftHSM2 takes CKA_MODIFIABLE and CKA_DESTROYABLE at creation and copy, not at unwrap
     # (CKR_ATTRIBUTE_READ_ONLY), and CKA_COPYABLE at unwrap, not at copy: a key with MODIFIABLE
     # or DESTROYABLE FALSE is unwrapped without them and copied with them (the unwrapped one
@@ -228,14 +231,117 @@ def replicate(source, handle: int, target) -> int:
         raise CKRError(CKR_TEMPLATE_INCONSISTENT, "C_UnwrapKey",
                        "a key both not copyable and not modifiable (or not destroyable) cannot be "
                        "copied to another SoftHSM2 member")
-    template.update({CKA_EXTRACTABLE: True, **UNWRAP_PINNED})
-    made = target.unwrap_key(unwrapping, cls, key_type, wrapped, DOMAIN_KEY_MECHANISM, template)
+    template[CKA_EXTRACTABLE] = bool(flags[CKA_EXTRACTABLE])
+    template.update(final or {})
+    if unwrapping is not None:  # the blob kept when the key was made
+        made = target.unwrap_key(unwrapping, cls, key_type, kept.blob, DOMAIN_KEY_MECHANISM,
+                                 {**template, **UNWRAP_PINNED})
+    elif flags[CKA_EXTRACTABLE] and not flags[CKA_WRAP_WITH_TRUSTED]:
+        # any key of the user's may wrap it: so may a key made for this one copy
+        made = _transport(source, handle, target, cls, key_type,
+                          {**template, CKA_SENSITIVE: True, CKA_WRAP_WITH_TRUSTED: False})
+    else:
+        kind = _kind(cls, key_type)
+        _, wrapping, unwrapping = _common_domain_key(source, target, kind)
+        if flags[CKA_EXTRACTABLE] or _kept_domain_key(source, cls, key_type, kept) is None:
+            wrapped = source.wrap_key(wrapping, handle, DOMAIN_KEY_MECHANISM)
+        else:  # kept under a generation the target lacks (it was re-initialised): wrapped anew
+            wrapped = _rewrapped(source, cls, key_type, kept, wrapping)
+        made = target.unwrap_key(unwrapping, cls, key_type, wrapped, DOMAIN_KEY_MECHANISM,
+                                 {**template, **UNWRAP_PINNED})
     if not later:
         return made
     try:
         return target.copy_object(made, later)
     finally:
         target.destroy_object(made)
+
+
+def _kind(cls: int, key_type: int) -> str:
+    kind = KIND_OF.get((cls, key_type))
+    if kind is None:
+        raise CKRError(CKR_KEY_NOT_WRAPPABLE, "C_WrapKey",
+                       f"no HA domain key carries this kind of key (class {cls:#x}, key type {key_type:#x})")
+    return kind
+
+
+def _kept_domain_key(target, cls: int, key_type: int, kept: Kept | None) -> int | None:
+    """The target's domain key that unwraps the kept blob, if there is a blob and it has it."""
+    if kept is None or not kept.blob or kept.generation is None:
+        return None
+    kind = KIND_OF.get((cls, key_type))
+    return domain_keys(target).generations.get(kept.generation, {}).get(kind) if kind else None
+
+
+def _rewrapped(source, cls: int, key_type: int, kept: Kept, wrapping: int) -> bytes:
+    """The kept blob, unwrapped on the source as a session key (sensitive, trusted-only: all the
+    older domain key allows) and wrapped under the domain key the target holds too."""
+    older = _kept_domain_key(source, cls, key_type, kept)
+    temporary = source.unwrap_key(older, cls, key_type, kept.blob, DOMAIN_KEY_MECHANISM,
+                                  {CKA_TOKEN: False, CKA_EXTRACTABLE: True, CKA_ID: TWIN_ID,
+                                   **UNWRAP_PINNED})
+    try:
+        return source.wrap_key(wrapping, temporary, DOMAIN_KEY_MECHANISM)
+    finally:
+        source.destroy_object(temporary)
+
+
+def keep(source, handle: int, cls: int, key_type: int) -> tuple[int, bytes] | None:
+    """The key (still extractable) wrapped under the source's newest domain key of its kind:
+    (generation, blob) for the vault; None when no domain key carries such a key."""
+    kind = KIND_OF.get((cls, key_type))
+    if kind is None:
+        return None
+    held = domain_keys(source).generations
+    generations = [g for g, kinds in held.items() if kind in kinds]
+    if not generations:
+        return None
+    generation = max(generations)
+    return generation, source.wrap_key(held[generation][kind], handle, DOMAIN_KEY_MECHANISM)
+
+
+# the HA slot's own short-lived session keys: hidden from the application as domain keys are
+TRANSPORT_ID = DOMAIN_KEY_PREFIX + b"/transport"
+TWIN_ID = DOMAIN_KEY_PREFIX + b"/twin"
+
+
+def _transport(source, handle: int, target, cls: int, key_type: int,
+               template: dict[int, Any]) -> int:
+    """A key its owner may wrap under any key of theirs (extractable, not wrap-with-trusted)
+    goes under a session key made for this one copy on both members, then destroyed."""
+    value = os.urandom(DOMAIN_KEY_BYTES)
+    transport = {CKA_CLASS: CKO_SECRET_KEY, CKA_KEY_TYPE: CKK_AES, CKA_VALUE: value,
+                 CKA_TOKEN: False, CKA_PRIVATE: True, CKA_SENSITIVE: True, CKA_EXTRACTABLE: False,
+                 CKA_WRAP: True, CKA_UNWRAP: True, CKA_ENCRYPT: False, CKA_DECRYPT: False,
+                 CKA_SIGN: False, CKA_VERIFY: False, CKA_DERIVE: False, CKA_ID: TRANSPORT_ID}
+    made: list[tuple[Any, int]] = []
+    try:
+        wrapping = source.create_object(transport)
+        made.append((source, wrapping))
+        unwrapping = target.create_object(transport)
+        made.append((target, unwrapping))
+        wrapped = source.wrap_key(wrapping, handle, DOMAIN_KEY_MECHANISM)
+        return target.unwrap_key(unwrapping, cls, key_type, wrapped, DOMAIN_KEY_MECHANISM, template)
+    finally:
+        for session, key in made:
+            try:
+                session.destroy_object(key)
+            except CKRError:
+                pass  # a session key: it goes with the member session anyway
+
+
+def read_facts(session, handle: int) -> dict[int, Any]:
+    """What the member's object answers for vault.FACTS (those it has)."""
+    try:
+        found = session.get_attributes(handle, list(FACTS))
+    except (CKRError, ValueError):
+        found = {}
+        for attribute in FACTS:
+            try:
+                found[attribute] = session.read_attribute(handle, attribute)
+            except (CKRError, ValueError):
+                continue
+    return {a: v for a, v in found.items() if v is not None}
 
 
 def _common_domain_key(source, target, kind: str) -> tuple[int, int, int]:

@@ -2,19 +2,24 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Iterator
+from typing import Any
 
 from ..codes import (CKR_KEY_INDIGESTIBLE, CKR_MECHANISM_INVALID, CKR_OBJECT_HANDLE_INVALID,
                      CKR_USER_NOT_LOGGED_IN, CKRError)
-from ..model import (CKA_CLASS, CKA_ID, CKA_LABEL, CKA_SENSITIVE, CKA_TOKEN, CKA_VALUE_LEN,
-                     CKO_DATA, CKU_SO, KeySpec, MechanismParam, SessionInfo)
+from ..model import (CKA_CLASS, CKA_EXTRACTABLE, CKA_ID, CKA_KEY_TYPE, CKA_LABEL, CKA_MODIFIABLE,
+                     CKA_NEVER_EXTRACTABLE, CKA_SENSITIVE, CKA_TOKEN, CKA_VALUE_LEN,
+                     CKA_WRAP_WITH_TRUSTED, CKO_DATA, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY,
+                     CKO_SECRET_KEY, CKU_SO, KeySpec, MechanismParam, SessionInfo)
 from . import handles, replication
 from .failover import MemberFailed, ObjectMissing, OnMember, no_member_left
 from .member import HAMember
+from .vault import FACTS, Kept
 
 CKF_RW_SESSION, CKF_SERIAL_SESSION = 0x2, 0x4
 RO_PUBLIC, RO_USER, RW_PUBLIC, RW_USER, RW_SO = range(5)  # CKS_* session states
+SEARCHED_BY_RECORD = frozenset(FACTS) | {CKA_SENSITIVE}  # a record may answer them (vault.py)
 MIN_DIGESTIBLE_BYTES = 16  # a sensitive key's digest is only as secret as 128 bits of key
 
 
@@ -142,6 +147,9 @@ class VirtualSession:
 
     def read_attribute(self, handle: int, attribute: int):
         obj = self._object(handle, "C_GetAttributeValue")
+        facts = self._facts(obj)
+        if attribute in facts:
+            return self.get_attributes(handle, [attribute])[attribute]
         return self.group.run("C_GetAttributeValue", lambda m: self.group.session_for(m).read_attribute(
             self._on(m, obj), attribute))
 
@@ -216,6 +224,8 @@ class VirtualSession:
         """All or nothing across members: a refusal (SoftHSM2 keeps what it set before the
         attribute it refused) puts back, on every member, the values read before."""
         obj = self._object(handle, "C_SetAttributeValue")
+        if template.get(CKA_EXTRACTABLE) is False:
+            self._keep_before_hardening(obj)
         before = self._readable(handle, list(template))
         try:
             self.group.on_all("C_SetAttributeValue", lambda m: self.group.session_for(m).set_attributes(
@@ -226,8 +236,42 @@ class VirtualSession:
             if before:
                 self.group.on_all("C_SetAttributeValue", lambda m: self._put_back(m, obj, before))
             raise
+        kept = self.group.vault.get(obj.key)
+        if kept is not None and CKA_SENSITIVE in template and CKA_SENSITIVE in kept.facts:
+            kept.facts[CKA_SENSITIVE] = bool(template[CKA_SENSITIVE])  # now so on every copy
+            self.group.vault.put(obj.key, kept, token=not obj.session_object)
         if CKA_ID in template or CKA_LABEL in template:  # its identity on members changed
             self._rekey(obj, template)
+
+    def _keep_before_hardening(self, obj: VirtualObject) -> None:
+        """A sensitive key about to become unextractable is wrapped under the domain key while
+        it still can be: a member that comes back, or is added later, gets it from the vault."""
+        kept = self.group.vault.get(obj.key)
+        if kept is not None and kept.blob:
+            return
+
+        def wrap(member: HAMember):
+            session = OnMember(self.group, member)
+            h = self._on(member, obj)
+            found = session.get_attributes(h, [CKA_CLASS, CKA_KEY_TYPE, CKA_TOKEN])
+            if found[CKA_CLASS] not in (CKO_PRIVATE_KEY, CKO_SECRET_KEY):
+                return None
+            flags = session.get_attributes(h, [CKA_SENSITIVE, CKA_EXTRACTABLE])
+            if not (flags[CKA_SENSITIVE] and flags[CKA_EXTRACTABLE]):
+                return None
+            return found[CKA_TOKEN], replication.keep(session, h, found[CKA_CLASS], found[CKA_KEY_TYPE])
+        try:
+            made = self.group.run("C_SetAttributeValue", wrap)
+        except MemberFailed:
+            raise
+        except CKRError:
+            return  # the set itself says what is wrong with the object
+        if made is None or made[1] is None:
+            return
+        token, (generation, blob) = made
+        kept = kept or Kept()
+        kept.generation, kept.blob = generation, blob
+        self.group.vault.put(obj.key, kept, token=bool(token))
 
     def _readable(self, handle: int, attributes: list[int]) -> dict[int, Any]:
         try:
@@ -249,9 +293,13 @@ class VirtualSession:
         obj = self._object(handle, "C_CopyObject")
         if CKA_ID not in template and CKA_LABEL not in template:
             template = {**template, CKA_ID: os.urandom(8)}  # members must tell copies apart
+        if template.get(CKA_EXTRACTABLE) is False:
+            self._keep_before_hardening(obj)
+        kept = self.group.vault.get(obj.key)
         results = self.group.on_all("C_CopyObject", lambda m: self.group.session_for(m).copy_object(
             self._on(m, obj), template))
-        return self._register_results(results)
+        handle = self._register_results(results, kept)
+        return handle
 
     def unwrap_key(self, unwrapping: int, object_class: int, key_type: int, data: bytes,
                    mechanism: int, template: dict[int, Any], param: MechanismParam = None) -> int:
@@ -260,7 +308,10 @@ class VirtualSession:
         template = self._identified(template)
         results = self.group.on_all("C_UnwrapKey", lambda m: self.group.session_for(m).unwrap_key(
             self._on(m, wrapper), object_class, key_type, data, mechanism, template, param))
-        return self._register_results(results)
+        handle = self._register_results(results)
+        self._keep_by_twin(handle, template, lambda m, twin: self.group.session_for(m).unwrap_key(
+            self._on(m, wrapper), object_class, key_type, data, mechanism, twin, param))
+        return handle
 
     def derive_key(self, base: int, mechanism: int, param: MechanismParam, key_type: int,
                    length: int, template: dict[int, Any]) -> int:
@@ -269,7 +320,10 @@ class VirtualSession:
         template = self._identified(template)
         results = self.group.on_all("C_DeriveKey", lambda m: self.group.session_for(m).derive_key(
             self._on(m, base_obj), mechanism, param, key_type, length, template))
-        return self._register_results(results)
+        handle = self._register_results(results)
+        self._keep_by_twin(handle, template, lambda m, twin: self.group.session_for(m).derive_key(
+            self._on(m, base_obj), mechanism, param, key_type, length, twin))
+        return handle
 
     def pbe_generate(self, password: str, salt: bytes, iterations: int,
                      template: dict[int, Any]) -> int:
@@ -291,11 +345,19 @@ class VirtualSession:
             return template
         return {**template, CKA_ID: os.urandom(8)}
 
-    def _register_results(self, results) -> int:
+    def _register_results(self, results, kept: Kept | None = None) -> int:
+        """A new object made on every member alike: its record in the vault is what the first
+        member says of it (copies: the original's), so a copy made later by recovery answers
+        the same."""
         first_member, first_handle = results[0]
-        ident = replication.identity(self.group.session_for(first_member), first_handle)
+        first = self.group.session_for(first_member)
+        ident = replication.identity(first, first_handle)
         obj = self._register(replication.object_key(ident), first_member, first_handle)
         obj.session_object = not ident.get(CKA_TOKEN, True)
+        if ident[CKA_CLASS] in (CKO_PUBLIC_KEY, CKO_PRIVATE_KEY, CKO_SECRET_KEY):
+            record = Kept(dict(kept.facts), kept.blob, kept.generation) if kept else Kept(
+                replication.read_facts(first, first_handle))
+            self.group.vault.put(obj.key, record, token=not obj.session_object)
         for member, handle in results[1:]:
             obj.on_member[member.serial] = (member.generation, handle)
         return obj.handle
@@ -304,21 +366,38 @@ class VirtualSession:
         cls, key_id, label = obj.key
         new = (cls, bytes(template.get(CKA_ID, key_id)), template.get(CKA_LABEL, label))
         self._by_key.pop(obj.key, None)
+        self.group.vault.move(obj.key, new)
         obj.key = new
         self._by_key[new] = obj
 
     def get_attributes(self, handle: int, attributes: list[int]) -> dict[int, Any]:
+        """What one token would answer: the facts kept of the key (vault.py) over what the
+        serving member's copy says of itself."""
         obj = self._object(handle, "C_GetAttributeValue")
-        return self.group.run("C_GetAttributeValue", lambda m: self.group.session_for(m).get_attributes(
-            self._on(m, obj), attributes))
+        facts = self._facts(obj)
+        asked = [a for a in attributes if a not in facts] or [CKA_CLASS]  # the object is still there
+        found = self.group.run("C_GetAttributeValue", lambda m: self.group.session_for(m).get_attributes(
+            self._on(m, obj), asked))
+        found = {a: v for a, v in found.items() if a in attributes}
+        found.update({a: facts[a] for a in attributes if a in facts})
+        return found
+
+    def _facts(self, obj: VirtualObject) -> dict[int, Any]:
+        kept = self.group.vault.get(obj.key)
+        return kept.facts if kept else {}
 
     def find_objects(self, template: dict[int, Any]) -> list[int]:
         """Searches stay on one member (LUNA.md); results get virtual handles. The group's own
-        domain keys are not the application's objects: the HA slot does not show them."""
+        domain keys are not the application's objects: the HA slot does not show them. The
+        attributes a key's record answers (vault.FACTS) are matched against the record, not
+        against the member's copy."""
+        by_record = {a: v for a, v in template.items() if a in SEARCHED_BY_RECORD}
+        on_member = {a: v for a, v in template.items() if a not in SEARCHED_BY_RECORD}
+
         def search(member: HAMember) -> list[int]:
             session = self.group.session_for(member)
             found = []
-            for h in session.find_objects(template):
+            for h in session.find_objects(on_member):
                 try:
                     ident = replication.identity(session, h)
                 except CKRError as error:
@@ -327,7 +406,10 @@ class VirtualSession:
                     continue  # destroyed since the search by another application: gone, as on a token
                 if replication.is_domain_key_id(ident.get(CKA_ID)):
                     continue
-                handle = self._register(replication.object_key(ident), member, h).handle
+                key = replication.object_key(ident)
+                if by_record and not self._matches(session, h, key, by_record):
+                    continue
+                handle = self._register(key, member, h).handle
                 if handle not in found:  # two objects of one identity (class, ID, label) are one here
                     found.append(handle)
             # the same order every time, whichever member searched: the order in which this
@@ -336,33 +418,140 @@ class VirtualSession:
             return sorted(found)
         return self.group.run("C_FindObjects", search)
 
+    def _matches(self, session, h: int, key: tuple, wanted: dict[int, Any]) -> bool:
+        kept = self.group.vault.get(key)
+        facts = kept.facts if kept else {}
+        for attribute, value in wanted.items():
+            if attribute in facts:
+                have = facts[attribute]
+            else:
+                try:
+                    have = session.read_attribute(h, attribute)
+                except CKRError as error:
+                    if self.group.is_member_failure(error):
+                        raise
+                    return False  # the object has no such attribute, or will not say
+            if have is None or _plain(have) != _plain(value):
+                return False
+        return True
+
     # ---- key management: made on one member, then copied to every other active member -----------
     def generate(self, spec: KeySpec) -> list[int]:
         if not spec.key_id:
             spec = _with(spec, key_id=os.urandom(8))  # members find the key by CKA_ID
-        # every HA key must be able to travel to other members under the domain key only
-        spec = _with(spec, extractable=True, wrap_with_trusted=True)
+        asked_wwt = bool(dict(spec.extra).get(CKA_WRAP_WITH_TRUSTED, spec.wrap_with_trusted))
+        # a key the application wants unextractable could never be copied: it is made extractable
+        # (a sensitive one by trusted keys only), wrapped once under the domain key for the vault,
+        # copied to the other members as unextractable, and made so on its own member (vault.py).
+        # One that is also not modifiable cannot be changed afterwards: it stays extractable
+        # (by trusted keys only, when sensitive).
+        made = spec
+        if not spec.extractable:
+            made = _with(spec, extractable=True, wrap_with_trusted=spec.sensitive or asked_wwt,
+                         extra=tuple((a, v) for a, v in spec.extra
+                                     if a not in (CKA_EXTRACTABLE, CKA_WRAP_WITH_TRUSTED)))
+        harden = made is not spec and dict(spec.extra).get(CKA_MODIFIABLE, True) is not False
         with self.group.state_lock():  # on every member or on none, seen from any process
             failures: list[MemberFailed] = []
             for _ in self.group.members:
-                source, handles = self._on_one("C_GenerateKeyPair", lambda s: s.generate(spec))
+                source, handles = self._on_one("C_GenerateKeyPair", lambda s: s.generate(made))
+                kept: list[tuple] = []
                 try:
-                    return self._replicate_all(source, handles)
+                    kept = self._keep_generated(source, handles, harden, spec, asked_wwt)
+                    virtual = self._replicate_all(source, handles,
+                                                  {CKA_EXTRACTABLE: False} if harden else {})
+                    if harden:  # the generating member's own copy, last
+                        src = OnMember(self.group, source)
+                        for h in handles[-1:]:  # the secret key, or the private key of a pair
+                            src.set_attributes(h, {CKA_EXTRACTABLE: False})
+                    return virtual
                 except MemberFailed as exc:
+                    self._forget(kept)
                     if exc.member is not source:
                         raise
                     failures.append(exc)
                     # the source died while its keys were being copied: the copies are gone
                     # again, the source's own are removed when it comes back (resynchronisation
                     # destroys what no other member holds): generate on another member
+                except BaseException:
+                    self._forget(kept)
+                    raise
             raise no_member_left("C_GenerateKeyPair", failures)
+
+    def _keep_generated(self, source: HAMember, handles: list[int], harden: bool, spec: KeySpec,
+                        asked_wwt: bool) -> list[tuple]:
+        """The vault's record of each new key: what the generating member says of it (it is
+        LOCAL, its KEY_GEN_MECHANISM ...) and, for a key to be made unextractable, the blob and
+        what one token would say of such a key."""
+        src = OnMember(self.group, source)
+        keys = []
+        for h in handles:
+            ident = replication.identity(src, h)
+            kept = Kept(replication.read_facts(src, h))
+            cls = ident[CKA_CLASS]
+            if harden and cls in (CKO_PRIVATE_KEY, CKO_SECRET_KEY):
+                blob = replication.keep(src, h, cls, ident[CKA_KEY_TYPE])
+                if blob is not None:
+                    kept.generation, kept.blob = blob
+                kept.facts.update({CKA_NEVER_EXTRACTABLE: True, CKA_WRAP_WITH_TRUSTED: asked_wwt})
+                if not spec.sensitive:  # a copy from the blob is sensitive: say what was asked
+                    kept.facts[CKA_SENSITIVE] = False
+            key = replication.object_key(ident)
+            self.group.vault.put(key, kept, token=bool(ident.get(CKA_TOKEN, True)))
+            keys.append(key)
+        return keys
+
+    def _forget(self, keys: list[tuple]) -> None:
+        for key in keys:
+            self.group.vault.drop(key)
 
     def create_object(self, template: dict[int, Any]) -> int:
         """The caller typed the values: create them on every member alike."""
         template = self._identified(template)
         results = self.group.on_all("C_CreateObject",
                                     lambda m: self.group.session_for(m).create_object(template))
-        return self._register_results(results)
+        handle = self._register_results(results)
+        self._keep_by_twin(handle, template, lambda m, twin: self.group.session_for(m).create_object(
+            {**template, **twin}))
+        return handle
+
+    def _keep_by_twin(self, handle: int, template: dict[int, Any], make) -> None:
+        """A sensitive, unextractable key made alike on every member (created from a value,
+        unwrapped, derived) is made once more on one member as a session key that trusted keys
+        may wrap, wrapped under the domain key for the vault, and destroyed: a member that comes
+        back gets it from the vault, while every member's copy is exactly what was asked."""
+        obj = self.objects[handle]
+        kept = self.group.vault.get(obj.key)
+        if kept is None or kept.blob or obj.key[0] not in (CKO_PRIVATE_KEY, CKO_SECRET_KEY):
+            return
+        twin = {CKA_TOKEN: False, CKA_EXTRACTABLE: True, CKA_WRAP_WITH_TRUSTED: True,
+                CKA_ID: replication.TWIN_ID, CKA_LABEL: "", CKA_MODIFIABLE: True,
+                replication.CKA_DESTROYABLE: True}
+
+        def wrap(member: HAMember):
+            session = OnMember(self.group, member)
+            found = session.get_attributes(self._on(member, obj), [CKA_KEY_TYPE, CKA_SENSITIVE,
+                                                                   CKA_EXTRACTABLE])
+            if not found[CKA_SENSITIVE] or found[CKA_EXTRACTABLE]:
+                return None
+            made = make(member, {**{a: v for a, v in template.items()
+                                     if a not in replication.AT_CREATION}, **twin})
+            try:
+                return replication.keep(session, made, obj.key[0], found[CKA_KEY_TYPE])
+            finally:
+                session.destroy_object(made)
+        try:
+            blob = self.group.run("C_CreateObject", wrap)
+        except MemberFailed:
+            raise
+        except CKRError as exc:  # e.g. an unwrapping key whose own template forbids the twin
+            self.group.log.record(self.group.serial, "*", "not kept",
+                                  f"{obj.key[2] or obj.key[1].hex()}: {exc.name}: a member that "
+                                  "comes back cannot get this unextractable key")
+            return
+        if blob is not None:
+            kept.generation, kept.blob = blob
+            self.group.vault.put(obj.key, kept, token=not obj.session_object)
 
     def destroy_object(self, handle: int) -> None:
         obj = self._object(handle, "C_DestroyObject")
@@ -370,6 +559,7 @@ class VirtualSession:
                           lambda m: self.group.session_for(m).destroy_object(self._on(m, obj)))
         self.objects.pop(handle, None)
         self._by_key.pop(obj.key, None)
+        self.group.vault.drop(obj.key)
 
     def _on_one(self, function: str, op) -> tuple[HAMember, Any]:
         """op on one member (balanced, failing over), and which member it was."""
@@ -377,7 +567,8 @@ class VirtualSession:
             return m, op(self.group.session_for(m))
         return self.group.run(function, call)
 
-    def _replicate_all(self, source: HAMember, handles: list[int]) -> list[int]:
+    def _replicate_all(self, source: HAMember, handles: list[int],
+                       final: dict[int, Any] | None = None) -> list[int]:
         """Copies new objects to every other active member. If a copy is refused (not a member
         failure: e.g. a transport that cannot carry the wrap mechanism), nothing is left on only
         some members: every copy and the originals are destroyed and the refusal is returned."""
@@ -392,7 +583,9 @@ class VirtualSession:
                     if member is source:
                         continue
                     try:
-                        copy = replication.replicate(src, h, OnMember(self.group, member))
+                        copy = replication.replicate(src, h, OnMember(self.group, member),
+                                                     self.group.vault.get(replication.object_key(ident)),
+                                                     final if ident[CKA_CLASS] != CKO_PUBLIC_KEY else None)
                     except MemberFailed as exc:
                         if exc.member is source:
                             raise
@@ -457,6 +650,14 @@ class VirtualSession:
                                 f"object {obj.handle} is missing on member {member.serial}")
         obj.on_member[member.serial] = (member.generation, found[0])
         return found[0]
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, (bytes, bytearray, memoryview)):
+        return bytes(value)
+    if isinstance(value, bool):
+        return int(value)
+    return int(value) if isinstance(value, int) else value
 
 
 def _with(spec: KeySpec, **changes) -> KeySpec:

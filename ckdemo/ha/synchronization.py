@@ -33,7 +33,8 @@ class Synchronizer:
                             continue
                         try:
                             have[key] = replication.replicate(OnMember(self.group, source), handle,
-                                                              OnMember(self.group, target))
+                                                              OnMember(self.group, target),
+                                                              self.group.vault.get(key))
                             copied += 1
                         except MemberFailed:
                             continue
