@@ -294,3 +294,30 @@ def test_a_key_pair_with_a_token_half_and_a_session_half(served):
         other.ok("C_FindObjectsFinal", look)
         assert len(found) == 1
         other.ok("C_DestroyObject", look, found[0])
+
+
+def test_two_data_objects_of_one_label_are_two_objects(served):
+    """Data objects have no CKA_ID: the HA slot told them apart by class and label only, so two
+    of one label were one object (a search found one, a destroy removed one or the other on each
+    member: differential test defect 7). Their values tell them apart now."""
+    with session_on(served) as (client, session):
+        made = [client.ok("C_CreateObject", session, (
+            Attribute(CKA_CLASS, 0), Attribute(CKA_TOKEN, 1), Attribute(CKA_LABEL, b"twins"),
+            Attribute(CKA_VALUE, value)))[0] for value in (b"first", b"second", b"third")]
+        for _ in range(6):  # whichever member searches
+            client.ok("C_FindObjectsInit", session, (Attribute(CKA_LABEL, b"twins"),))
+            (found,) = client.ok("C_FindObjects", session, 10)
+            client.ok("C_FindObjectsFinal", session)
+            assert sorted(found) == sorted(made)
+        client.ok("C_DestroyObject", session, made[1])
+        for _ in range(6):  # the second one gone from every member, the others kept
+            client.ok("C_FindObjectsInit", session, (Attribute(CKA_LABEL, b"twins"),))
+            (found,) = client.ok("C_FindObjects", session, 10)
+            client.ok("C_FindObjectsFinal", session)
+            values = []
+            for handle in found:
+                read, _ = client.ok("C_GetAttributeValue", session, handle, (AttributeSize(CKA_VALUE, 16),))
+                values.append(bytes(read[0].value))
+            assert sorted(values) == [b"first", b"third"]
+        for handle in (made[0], made[2]):
+            client.ok("C_DestroyObject", session, handle)

@@ -139,12 +139,17 @@ def domain_keys(session) -> DomainKeys:
 
 
 def identity(session, handle: int) -> dict[int, Any]:
-    return session.get_attributes(handle, list(IDENTITY))
+    ident = session.get_attributes(handle, list(IDENTITY))
+    if ident.get(CKA_CLASS) == CKO_DATA:  # no CKA_ID: its value tells two of one label apart
+        ident.update(session.get_attributes(handle, [CKA_VALUE]))
+    return ident
 
 
 def object_key(ident: dict[int, Any]) -> tuple:
-    """How objects are matched across members: class, CKA_ID and label (never handles)."""
-    return (ident[CKA_CLASS], bytes(ident.get(CKA_ID) or b""), ident.get(CKA_LABEL) or "")
+    """How objects are matched across members (never by handle): class, CKA_ID and label; a
+    data object, which has no CKA_ID, by class, value and label."""
+    named_by = CKA_VALUE if ident[CKA_CLASS] == CKO_DATA else CKA_ID
+    return (ident[CKA_CLASS], bytes(ident.get(named_by) or b""), ident.get(CKA_LABEL) or "")
 
 
 # a public value that differs between two keys: two members' objects of the same identity are
@@ -180,11 +185,11 @@ UNREADABLE = frozenset((codes.CKR_ATTRIBUTE_TYPE_INVALID, codes.CKR_ATTRIBUTE_SE
 
 def search_template(key: tuple) -> dict[int, Any]:
     """The search that finds an object of this object_key on a member. A data object has no
-    CKA_ID at all (searching CKA_ID = "" would find nothing): its class and label name it."""
-    cls, key_id, label = key
-    template: dict[int, Any] = {CKA_CLASS: cls}
-    if cls != CKO_DATA:
-        template[CKA_ID] = key_id
+    CKA_ID at all (searching CKA_ID = "" would find nothing): its class, value and label name it."""
+    cls, name, label = key
+    if cls == CKO_DATA:
+        return {CKA_CLASS: cls, CKA_VALUE: name, CKA_LABEL: label}
+    template: dict[int, Any] = {CKA_CLASS: cls, CKA_ID: name}
     if label:
         template[CKA_LABEL] = label
     return template

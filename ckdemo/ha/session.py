@@ -9,7 +9,7 @@ from typing import Any
 from ..codes import (CKR_KEY_INDIGESTIBLE, CKR_MECHANISM_INVALID, CKR_OBJECT_HANDLE_INVALID,
                      CKR_USER_NOT_LOGGED_IN, CKRError)
 from ..model import (CKA_CLASS, CKA_EXTRACTABLE, CKA_ID, CKA_KEY_TYPE, CKA_LABEL, CKA_MODIFIABLE,
-                     CKA_NEVER_EXTRACTABLE, CKA_SENSITIVE, CKA_TOKEN, CKA_VALUE_LEN,
+                     CKA_NEVER_EXTRACTABLE, CKA_SENSITIVE, CKA_TOKEN, CKA_VALUE, CKA_VALUE_LEN,
                      CKA_WRAP_WITH_TRUSTED, CKO_DATA, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY,
                      CKO_SECRET_KEY, CKU_SO, KeySpec, MechanismParam, SessionInfo)
 from . import handles, replication
@@ -240,7 +240,8 @@ class VirtualSession:
         if kept is not None and CKA_SENSITIVE in template and CKA_SENSITIVE in kept.facts:
             kept.facts[CKA_SENSITIVE] = bool(template[CKA_SENSITIVE])  # now so on every copy
             self.group.vault.put(obj.key, kept, token=not obj.session_object)
-        if CKA_ID in template or CKA_LABEL in template:  # its identity on members changed
+        if CKA_ID in template or CKA_LABEL in template or (  # its identity on members changed
+                obj.key[0] == CKO_DATA and CKA_VALUE in template):
             self._rekey(obj, template)
 
     def _keep_before_hardening(self, obj: VirtualObject) -> None:
@@ -340,7 +341,7 @@ class VirtualSession:
 
     def _identified(self, template: dict[int, Any]) -> dict[int, Any]:
         """Members find an object again by class, CKA_ID and label: give it an ID when none was
-        typed. A data object has no CKA_ID (the token would refuse it): its label names it."""
+        typed. A data object has no CKA_ID (the token would refuse it): its value and label name it."""
         if template.get(CKA_ID) or template.get(CKA_CLASS) == CKO_DATA:
             return template
         return {**template, CKA_ID: os.urandom(8)}
@@ -363,8 +364,9 @@ class VirtualSession:
         return obj.handle
 
     def _rekey(self, obj: VirtualObject, template: dict[int, Any]) -> None:
-        cls, key_id, label = obj.key
-        new = (cls, bytes(template.get(CKA_ID, key_id)), template.get(CKA_LABEL, label))
+        cls, name, label = obj.key
+        named_by = CKA_VALUE if cls == CKO_DATA else CKA_ID
+        new = (cls, bytes(template.get(named_by, name)), template.get(CKA_LABEL, label))
         self._by_key.pop(obj.key, None)
         self.group.vault.move(obj.key, new)
         obj.key = new
