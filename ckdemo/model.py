@@ -145,6 +145,9 @@ class KeySpec:
     # secret or private key, and for the public key of a pair
     extra: tuple[tuple[int, object], ...] = ()
     public_extra: tuple[tuple[int, object], ...] = ()
+    # True: a usage flag (CKA_SIGN, CKA_ENCRYPT ...) the spec does not give is the token's own
+    # default, as for an application's template; False: python-pkcs11's defaults (the menu's keys)
+    token_defaults: bool = False
 
 
 # Mechanism parameters in plain terms; the member layer turns them into the library's own.

@@ -198,3 +198,28 @@ def test_a_new_application_sees_the_same_answers(served):
             assert read(other, session, key)[CKA_LOCAL] == 1
     finally:
         other.close()
+
+
+def test_usage_flags_a_template_does_not_give_are_the_tokens_defaults(served):
+    """Differential test defect 3: the members generated through python-pkcs11, which writes its
+    own defaults into every template (a generic secret key: SIGN, ENCRYPT ... FALSE; an EC private
+    key: DERIVE TRUE). One SoftHSM2 2.6.1 token gives (measured straight on a token with ctypes):
+    secret keys ENCRYPT, DECRYPT, SIGN, VERIFY, WRAP, UNWRAP TRUE and DERIVE FALSE; EC public
+    keys ENCRYPT, VERIFY, WRAP TRUE, DERIVE FALSE; EC private keys DECRYPT, SIGN, UNWRAP TRUE,
+    DERIVE FALSE."""
+    usage = (0x104, 0x105, 0x108, 0x10A, 0x106, 0x107, 0x10C)  # ENCRYPT ... DERIVE
+    secret = dict(zip(usage, (1, 1, 1, 1, 1, 1, 0)))
+    with session_on(served) as (client, session):
+        keys = {}
+        for mechanism in (0x1080, 0x350):  # AES, generic secret
+            (keys[mechanism],) = client.ok("C_GenerateKey", session, Mechanism(mechanism), (
+                Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_SENSITIVE, 1)))
+        public, private = client.ok("C_GenerateKeyPair", session, Mechanism(CKM_EC_KEY_PAIR_GEN),
+                                    (Attribute(CKA_EC_PARAMS, P256),), ())
+        for _ in range(3):  # whichever member answers
+            for key in keys.values():
+                assert read(client, session, key, usage) == secret
+            assert {a: v for a, v in read(client, session, public, (0x104, 0x10A, 0x106, 0x10C)).items()} == {
+                0x104: 1, 0x10A: 1, 0x106: 1, 0x10C: 0}
+            assert read(client, session, private, (0x105, 0x108, 0x107, 0x10C)) == {
+                0x105: 1, 0x108: 1, 0x107: 1, 0x10C: 0}

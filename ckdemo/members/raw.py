@@ -161,6 +161,10 @@ FUNCTION_NAMES = (
 )
 
 
+class CK_MECHANISM(Structure):
+    _fields_ = [("mechanism", CK_ULONG), ("pParameter", c_void_p), ("ulParameterLen", CK_ULONG)]
+
+
 class CK_FUNCTION_LIST(Structure):
     _fields_ = [("version", CK_VERSION)] + [(name, c_void_p) for name in FUNCTION_NAMES]
 
@@ -195,6 +199,8 @@ PROTOTYPES = {
     "C_FindObjectsFinal": (_UL,),
     "C_GetAttributeValue": (_UL, _UL, c_void_p, _UL),
     "C_WaitForSlotEvent": (_UL, _PUL, c_void_p),
+    "C_GenerateKey": (_UL, POINTER(CK_MECHANISM), c_void_p, _UL, _PUL),
+    "C_GenerateKeyPair": (_UL, POINTER(CK_MECHANISM), c_void_p, _UL, c_void_p, _UL, _PUL, _PUL),
 }
 
 
@@ -429,6 +435,26 @@ class RawModule:
 
     def destroy_object(self, session: int, handle: int) -> None:
         self._call("C_DestroyObject", session, handle)
+
+    def generate_key(self, session: int, mechanism: int, template: dict) -> int:
+        """C_GenerateKey with exactly this template (no parameter: the key generation mechanisms
+        ckdemo uses take none)."""
+        from .template import Packed
+        packed, handle = Packed(template), CK_ULONG(0)
+        self._call("C_GenerateKey", session, byref(CK_MECHANISM(mechanism, None, 0)),
+                   ctypes.cast(packed.array, c_void_p), packed.count, byref(handle))
+        return handle.value
+
+    def generate_key_pair(self, session: int, mechanism: int, public: dict,
+                          private: dict) -> tuple[int, int]:
+        from .template import Packed
+        packed_public, packed_private = Packed(public), Packed(private)
+        public_handle, private_handle = CK_ULONG(0), CK_ULONG(0)
+        self._call("C_GenerateKeyPair", session, byref(CK_MECHANISM(mechanism, None, 0)),
+                   ctypes.cast(packed_public.array, c_void_p), packed_public.count,
+                   ctypes.cast(packed_private.array, c_void_p), packed_private.count,
+                   byref(public_handle), byref(private_handle))
+        return public_handle.value, private_handle.value
 
     def generate_random(self, session: int, n: int) -> bytes:
         buffer = (c_ubyte * n)()

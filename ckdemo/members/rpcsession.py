@@ -12,24 +12,20 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Iterable, Iterator
 
 from ..codes import (CKR_ATTRIBUTE_TYPE_INVALID, CKR_ATTRIBUTE_VALUE_INVALID, CKR_BUFFER_TOO_SMALL,
-                     CKR_FUNCTION_NOT_SUPPORTED, CKR_MECHANISM_INVALID, CKR_OK,
-                     CKRError)
-from ..model import (CKA_CLASS, CKA_DECRYPT, CKA_DERIVE, CKA_EC_PARAMS, CKA_ENCRYPT,
-                     CKA_EXTRACTABLE, CKA_ID, CKA_KEY_TYPE, CKA_LABEL, CKA_MODULUS_BITS, CKA_PRIVATE,
-                     CKA_PUBLIC_EXPONENT, CKA_SENSITIVE, CKA_SIGN, CKA_TOKEN, CKA_UNWRAP, CKA_VALUE_LEN,
-                     CKA_VERIFY, CKA_WRAP, CKA_WRAP_WITH_TRUSTED, CKK_AES, CKK_GENERIC_SECRET,
-                     CKM_AES_KEY_GEN, CKM_EC_KEY_PAIR_GEN, CKM_RSA_PKCS_KEY_PAIR_GEN, CKO_PRIVATE_KEY,
-                     CKO_PUBLIC_KEY, CKO_SECRET_KEY, KeySpec, MechanismParam, SessionInfo)
+                     CKR_FUNCTION_NOT_SUPPORTED, CKR_MECHANISM_INVALID, CKR_OK, CKRError)
+from ..model import (CKA_CLASS, CKA_EC_PARAMS, CKA_ID, CKA_KEY_TYPE, CKA_LABEL, CKA_PRIVATE,
+                     CKA_SENSITIVE, CKA_SIGN, CKA_TOKEN, CKA_VALUE_LEN, CKA_VERIFY,
+                     CKK_GENERIC_SECRET, CKM_EC_KEY_PAIR_GEN, CKO_SECRET_KEY, KeySpec,
+                     MechanismParam, SessionInfo)
 from ..rpc.attributes import ValueType, value_type
 from ..rpc.structs import AttributeSize, BufferSize
-from . import rpcvalues
+from . import keygen, rpcvalues
 from .torn import torn_key_objects
 
 if TYPE_CHECKING:
     from .rpcclient import Connection
     from .rpcslot import RemoteSlot
 
-CKM_GENERIC_SECRET_KEY_GEN = 0x350
 CKM_PKCS5_PBKD2 = 0x3B0
 FIND_BATCH = 256
 SIGNATURE_ROOM = 1024  # RSA-8192
@@ -40,25 +36,6 @@ ATTRIBUTE_ROOM = {ValueType.BYTE: 1, ValueType.ULONG: 8, ValueType.DATE: 8,
                   ValueType.MECHANISM_TYPE_ARRAY: 8 * 64}
 VALUE_ROOM = 2048  # a byte-array attribute (modulus, EC point, certificate ...)
 STREAM_BUFFER = 64 * 1024
-CURVES = {  # DER OIDs of the named curves (ECParameters namedCurve)
-    "P-256": bytes.fromhex("06082a8648ce3d030107"),
-    "P-384": bytes.fromhex("06052b81040022"),
-    "P-521": bytes.fromhex("06052b81040023"),
-}
-# python-pkcs11's default capabilities by key type (DEFAULT_KEY_CAPABILITIES)
-SECRET_CAPABILITIES = {CKK_AES: {CKA_ENCRYPT: True, CKA_DECRYPT: True, CKA_WRAP: True,
-                                 CKA_UNWRAP: True, CKA_SIGN: True, CKA_VERIFY: True, CKA_DERIVE: False},
-                       CKK_GENERIC_SECRET: {CKA_ENCRYPT: False, CKA_DECRYPT: False, CKA_WRAP: False,
-                                            CKA_UNWRAP: False, CKA_SIGN: False, CKA_VERIFY: False,
-                                            CKA_DERIVE: False}}
-KEY_TYPES = {"aes": (CKK_AES, CKM_AES_KEY_GEN), "generic": (CKK_GENERIC_SECRET, CKM_GENERIC_SECRET_KEY_GEN)}
-PAIR_CAPABILITIES = {  # (public, private) capability attributes for RSA and EC pairs
-    "rsa": ({CKA_ENCRYPT: True, CKA_WRAP: True, CKA_VERIFY: True},
-            {CKA_DECRYPT: True, CKA_UNWRAP: True, CKA_SIGN: True, CKA_DERIVE: False}),
-    "ec": ({CKA_ENCRYPT: False, CKA_WRAP: False, CKA_VERIFY: True},
-           {CKA_DECRYPT: False, CKA_UNWRAP: False, CKA_SIGN: True, CKA_DERIVE: True}),
-}
-RSA_PUBLIC_EXPONENT = b"\x01\x00\x01"
 
 
 class RemoteSession:
@@ -201,31 +178,13 @@ class RemoteSession:
 
     # ---- keys --------------------------------------------------------------------------------------
     def generate(self, spec: KeySpec) -> list[int]:
-        """A secret key ([handle]) or a key pair ([public, private]), with python-pkcs11's
-        default attributes (generate_key / generate_keypair) and the spec's on top."""
-        common = {CKA_ID: spec.key_id, CKA_LABEL: spec.label, CKA_TOKEN: spec.token}
-        secret = {CKA_PRIVATE: True, CKA_SENSITIVE: spec.sensitive, CKA_EXTRACTABLE: spec.extractable}
-        if spec.wrap_with_trusted:
-            secret[CKA_WRAP_WITH_TRUSTED] = True
-        if spec.kind in KEY_TYPES:
-            key_type, mechanism = KEY_TYPES[spec.kind]
-            template = {CKA_CLASS: CKO_SECRET_KEY, **SECRET_CAPABILITIES[key_type], **common,
-                        CKA_VALUE_LEN: int(spec.size), **secret, **dict(spec.extra)}
-            return [self._call("C_GenerateKey", self.handle, rpcvalues.mechanism(mechanism, None, ""),
-                               self._template(template, "C_GenerateKey"))[0]]
-        if spec.kind not in PAIR_CAPABILITIES:
-            raise ValueError(f"unknown key kind {spec.kind!r}")
-        public_caps, private_caps = PAIR_CAPABILITIES[spec.kind]
-        public = {CKA_CLASS: CKO_PUBLIC_KEY, **public_caps, **common, CKA_PRIVATE: False}
-        if spec.kind == "rsa":
-            mechanism = CKM_RSA_PKCS_KEY_PAIR_GEN
-            public.update({CKA_PUBLIC_EXPONENT: RSA_PUBLIC_EXPONENT, CKA_MODULUS_BITS: int(spec.size)})
-        else:
-            mechanism = CKM_EC_KEY_PAIR_GEN
-            public[CKA_EC_PARAMS] = CURVES[spec.size]
-        public.update(spec.public_extra)
-        private = {CKA_CLASS: CKO_PRIVATE_KEY, **private_caps, **common, **secret, **dict(spec.extra)}
-        pair = self._call("C_GenerateKeyPair", self.handle, rpcvalues.mechanism(mechanism, None, ""),
+        """A secret key ([handle]) or a key pair ([public, private]) (keygen.py says with what)."""
+        mechanism, public, private = keygen.templates(spec)
+        wire = rpcvalues.mechanism(mechanism, None, "")
+        if public is None:
+            return [self._call("C_GenerateKey", self.handle, wire,
+                               self._template(private, "C_GenerateKey"))[0]]
+        pair = self._call("C_GenerateKeyPair", self.handle, wire,
                           self._template(public, "C_GenerateKeyPair"),
                           self._template(private, "C_GenerateKeyPair"))
         return [pair[0], pair[1]]
@@ -246,7 +205,7 @@ class RemoteSession:
         wire = self._mechanism(mechanism, param, "C_DeriveKey")
         full = {CKA_CLASS: CKO_SECRET_KEY, CKA_KEY_TYPE: key_type, CKA_ID: b"", CKA_LABEL: "",
                 CKA_PRIVATE: True, CKA_SENSITIVE: True,
-                **SECRET_CAPABILITIES.get(key_type, SECRET_CAPABILITIES[CKK_GENERIC_SECRET]),
+                **keygen.SECRET_CAPABILITIES.get(key_type, keygen.SECRET_CAPABILITIES[CKK_GENERIC_SECRET]),
                 CKA_TOKEN: False, **({CKA_VALUE_LEN: length} if length else {}), **template}
         return self._call("C_DeriveKey", self.handle, wire, base, self._template(full, "C_DeriveKey"))[0]
 

@@ -12,13 +12,14 @@ from typing import TYPE_CHECKING, Iterable, Iterator
 
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11.attributes import AttributeMapper
-from pkcs11.util.ec import encode_named_curve_parameters
 
 from .. import attribute_table
 from ..codes import (CKR_ATTRIBUTE_TYPE_INVALID, CKR_KEY_FUNCTION_NOT_PERMITTED,
                      CKR_KEY_TYPE_INCONSISTENT, CKR_MECHANISM_INVALID, CKR_OBJECT_HANDLE_INVALID,
                      CKRError)
-from ..model import KEY_TYPE_OF, KeySpec, MechanismParam, SessionInfo
+from ..model import (CKA_CLASS, CKA_ID, CKA_LABEL, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, CKO_SECRET_KEY,
+                     KEY_TYPE_OF, KeySpec, MechanismParam, SessionInfo)
+from . import keygen
 from .params import to_pkcs11
 from .torn import torn_key_objects
 
@@ -27,8 +28,6 @@ if TYPE_CHECKING:
 
 STREAM_BUFFER = 64 * 1024  # multi-part chunk size for file operations
 SEARCH_ATTEMPTS = 3  # a search that met an object destroyed meanwhile is made again
-CURVES = {"P-256": "secp256r1", "P-384": "secp384r1", "P-521": "secp521r1"}
-KEY_TYPES = {"aes": KeyType.AES, "generic": KeyType.GENERIC_SECRET}
 
 
 @cache
@@ -193,34 +192,28 @@ class PhysicalSession:
 
     # keys
     def generate(self, spec: KeySpec) -> list[int]:
-        """Generate a secret key ([handle]) or a key pair ([public, private])."""
-        common = {Attribute.LABEL: spec.label, Attribute.ID: spec.key_id,
-                  Attribute.TOKEN: spec.token}
-        secret = {Attribute.SENSITIVE: spec.sensitive, Attribute.EXTRACTABLE: spec.extractable,
-                  Attribute.PRIVATE: True}
-        if spec.wrap_with_trusted:
-            secret[Attribute.WRAP_WITH_TRUSTED] = True
-        function = "C_GenerateKey" if spec.kind in KEY_TYPES else "C_GenerateKeyPair"
-        extra = _template(dict(spec.extra), function)
-        if spec.kind in KEY_TYPES:
-            with self._calling("C_GenerateKey"):
-                key = self._session.generate_key(KEY_TYPES[spec.kind], int(spec.size) * 8,
-                                                 template={**common, **secret, **extra})
-            return [self._remember(key)]
-        public = {**common, Attribute.PRIVATE: False, **_template(dict(spec.public_extra), function)}
-        private = {**common, **secret, **extra}
-        with self._calling("C_GenerateKeyPair"):
-            if spec.kind == "rsa":
-                pub, priv = self._session.generate_keypair(
-                    KeyType.RSA, int(spec.size), public_template=public, private_template=private)
-            elif spec.kind == "ec":
-                params = self._session.create_domain_parameters(
-                    KeyType.EC, {Attribute.EC_PARAMS: encode_named_curve_parameters(CURVES[spec.size])},
-                    local=True)
-                pub, priv = params.generate_keypair(public_template=public, private_template=private)
-            else:
-                raise ValueError(f"unknown key kind {spec.kind!r}")
-        return [self._remember(pub), self._remember(priv)]
+        """Generate a secret key ([handle]) or a key pair ([public, private]) with the templates
+        keygen.py makes, as they are (python-pkcs11 would write its own defaults into them)."""
+        mechanism, public, private = keygen.templates(spec)
+        raw = self._module.raw
+        if public is None:
+            made = [self._call("C_GenerateKey", raw.generate_key, self.handle, mechanism, private)]
+        else:
+            made = list(self._call("C_GenerateKeyPair", raw.generate_key_pair, self.handle, mechanism,
+                                   public, private))
+        self._adopt(private)
+        return made
+
+    def _adopt(self, template: dict[int, object]) -> None:
+        """Objects a raw call made, as python-pkcs11's objects, found by their class, ID and
+        label: listing every object would make the token number objects no one asked for (a
+        script's handles would shift)."""
+        for cls in ((template[CKA_CLASS],) if template[CKA_CLASS] == CKO_SECRET_KEY
+                    else (CKO_PUBLIC_KEY, CKO_PRIVATE_KEY)):
+            wanted = _pkcs11_template({CKA_CLASS: cls, CKA_ID: template[CKA_ID],
+                                       CKA_LABEL: template[CKA_LABEL]}, "C_FindObjectsInit")
+            for obj in self._listed(wanted) if wanted is not None else ():
+                self._objects.setdefault(obj.handle, obj)
 
     # single-part crypto: python-pkcs11's Cython `_sign`/`_encrypt`/... straight (its public
     # methods only dispatch bytes to them), through module.call (no context managers): these

@@ -42,7 +42,7 @@ def secret_key_spec(mechanism: int, template: dict[int, object]) -> KeySpec:
                    bytes(template.get(CKA_ID, b"")), token=bool(template.get(CKA_TOKEN, False)),
                    sensitive=bool(template.get(CKA_SENSITIVE, TOKEN_DEFAULT_SENSITIVE)),
                    extractable=bool(template.get(CKA_EXTRACTABLE, False)),
-                   extra=at_generation(template))
+                   extra=at_generation(template), token_defaults=True)
 
 
 def key_pair_spec(mechanism: int, public: dict[int, object], private: dict[int, object]) -> KeySpec:
@@ -80,7 +80,7 @@ def key_pair_spec(mechanism: int, public: dict[int, object], private: dict[int, 
                    bytes(private.get(CKA_ID, public.get(CKA_ID, b""))), token=token,
                    sensitive=bool(private.get(CKA_SENSITIVE, TOKEN_DEFAULT_SENSITIVE)),
                    extractable=bool(private.get(CKA_EXTRACTABLE, False)),
-                   extra=at_generation(private), public_extra=public_extra)
+                   extra=at_generation(private), public_extra=public_extra, token_defaults=True)
 
 
 def beyond_spec(template: dict[int, object]) -> dict[int, object]:
