@@ -18,7 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from ckdemo.codes import (CKR_DEVICE_ERROR, CKR_OBJECT_HANDLE_INVALID, CKR_OK, CKR_PIN_INCORRECT,
                           CKR_TOKEN_NOT_PRESENT, CKR_TOKEN_NOT_RECOGNIZED, CKRError, ckr_name)
-from ckdemo.model import (CKA_CLASS, CKA_ID, CKA_MODULUS, CKA_PUBLIC_EXPONENT, CKM_ECDSA,
+from ckdemo.model import (CKA_CLASS, CKA_ID, CKA_LABEL, CKA_MODULUS, CKA_PUBLIC_EXPONENT, CKM_ECDSA,
                           CKM_SHA256_RSA_PKCS, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, CKO_SECRET_KEY, CKU_USER,
                           KeySpec)
 from conftest import SO_PIN, USER_PIN, requires_softhsm, softhsm_env
@@ -323,20 +323,63 @@ def test_failover_mid_loop_1000_signs_no_visible_error(ha, rsa_key):
         verify(rsa_key[2], signature, data)
 
 
-def test_all_members_failed_is_a_device_error(ha, rsa_key):
+def test_all_members_failed_is_a_device_error(fresh):
+    """(On a group of its own: losing every member loses the sessions, as Luna's does.)"""
+    ha = fresh
+    _, private = ha.session.generate(KeySpec("rsa", 2048, "all-members-failed", b""))
     for member in ha.group.members:
         ha.group.fail_member(member)
     with pytest.raises(CKRError) as caught:
-        sign(ha, rsa_key[1])
+        sign(ha, private)
     assert caught.value.ckr == CKR_DEVICE_ERROR
     assert "no HA group member is available" in str(caught.value)
     for member in ha.group.members:  # every member's own error is kept in the final one
         assert member.serial in str(caught.value)
         assert not member.active
-    # a later call still fails the same way, without a traceback-worthy exception type
+    # a new session cannot even be opened while no member is left (a CKRError, not a crash)
     with pytest.raises(CKRError) as again:
-        ha.session.generate_random(8)
+        ha.group.open_session()
     assert again.value.ckr == CKR_DEVICE_ERROR
+
+
+def test_losing_every_member_loses_the_sessions_and_the_login_as_luna(fresh):
+    """Luna HA: when every member is lost, the login and every session go with them; once members
+    are back the application must C_Finalize and C_Initialize (new sessions) and log in again.
+    The same session used to keep its login and work again."""
+    group, old = fresh.group, fresh.session
+    pub, priv = old.generate(KeySpec("ec", "P-256", "before-the-loss", b""))
+    for member in group.members:
+        group.fail_member(member)
+    with pytest.raises(CKRError) as caught:
+        old.sign(priv, CKM_ECDSA, b"d" * 32)
+    assert caught.value.ckr == CKR_DEVICE_ERROR
+    assert "lost" in [e.event for e in group.log.events][-1]
+    assert group.credentials is None
+    heal(fresh)
+    assert all(m.active for m in group.members)
+    for call in (lambda: old.sign(priv, CKM_ECDSA, b"d" * 32), lambda: old.generate_random(8),
+                 lambda: old.info()):
+        with pytest.raises(CKRError) as stale:
+            call()
+        assert stale.value.name == "CKR_SESSION_HANDLE_INVALID", stale.value
+    old.close()  # closing it is fine: the application tidies up before C_Finalize
+    new = group.open_session()
+    assert new.info().state in (0, 2)  # CKS_RO_PUBLIC_SESSION / CKS_RW_PUBLIC_SESSION: no login
+    assert new.find_objects({CKA_CLASS: CKO_PRIVATE_KEY}) == []  # private objects: not without a login
+    with pytest.raises(CKRError) as private:
+        new.generate(KeySpec("ec", "P-256", "needs-a-login", b""))
+    assert private.value.name == "CKR_USER_NOT_LOGGED_IN"
+    group.login(CKU_USER, USER_PIN)
+    (key,) = new.find_objects({CKA_CLASS: CKO_PRIVATE_KEY, CKA_ID: old_id(fresh, pub)})
+    assert len(new.sign(key, CKM_ECDSA, b"d" * 32)) == 64  # the keys are still there
+
+
+def old_id(ha: HA, pub: int) -> bytes:
+    """The CKA_ID the HA slot gave a key, read on a member (the old session cannot be asked)."""
+    member = ha.group.members[0]
+    session = ha.group.session_for(member)
+    found = session.find_objects({CKA_CLASS: CKO_PUBLIC_KEY, CKA_LABEL: "before-the-loss"})
+    return session.get_attributes(found[0], [CKA_ID])[CKA_ID]
 
 
 # ---- application errors are answers, not failover ----------------------------------------------

@@ -321,3 +321,46 @@ def test_two_data_objects_of_one_label_are_two_objects(served):
             assert sorted(values) == [b"first", b"third"]
         for handle in (made[0], made[2]):
             client.ok("C_DestroyObject", session, handle)
+
+
+def test_losing_every_member_loses_sessions_and_logins_until_the_application_initializes_again(
+        tmp_path, provision, ckdemo_bin, run_ckdemo):
+    """Luna HA (docs/HA.md): every member lost, then back: the applications' sessions are gone
+    (CKR_SESSION_HANDLE_INVALID) and so is the login; after C_Finalize and C_Initialize each
+    application logs in again (a real login: the server's shared one went with the token)."""
+    home = provision(tmp_path / "home")
+    served = start_server(ckdemo_bin, home, None, tmp_path / "serve.log")
+    try:
+        first, second = connect(served), connect(served)
+        sessions = []
+        for client in (first, second):
+            (session,) = client.ok("C_OpenSession", HA_SLOT, 0x6)
+            client.ok("C_Login", session, 1, USER_PIN.encode())
+            sessions.append(session)
+        for member in ("member1", "member2", "member3"):
+            done = run_ckdemo(home, "member", "fail", member)
+            assert done.returncode == 0, done.stdout + done.stderr
+        lost = first.call("C_GenerateRandom", sessions[0], 8)
+        assert codes.ckr_name(lost.ckr) == "CKR_DEVICE_ERROR"
+        for member in ("member1", "member2", "member3"):
+            assert run_ckdemo(home, "member", "restore", member).returncode == 0
+        recovered = run_ckdemo(home, "hagroup", "recover")
+        assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+        for client, session in zip((first, second), sessions):
+            stale = client.call("C_GenerateRandom", session, 8)
+            assert codes.ckr_name(stale.ckr) == "CKR_SESSION_HANDLE_INVALID"
+            client.ok("C_Finalize")
+            client.ok("C_Initialize", HANDSHAKE, 0, b"\x00")
+            (session,) = client.ok("C_OpenSession", HA_SLOT, 0x6)
+            wrong = client.call("C_Login", session, 1, b"0000")  # a real login checks the PIN
+            assert codes.ckr_name(wrong.ckr) == "CKR_PIN_INCORRECT"
+            client.ok("C_Login", session, 1, USER_PIN.encode())
+            (key,) = client.ok("C_GenerateKey", session, Mechanism(0x1080), (
+                Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_TOKEN, 0)))
+            client.ok("C_DestroyObject", session, key)
+        for client in (first, second):
+            client.close()
+    finally:
+        stop_cleanly(served)
+    no_traceback(served.log())
+    assert "must log in again" in served.log()

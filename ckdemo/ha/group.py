@@ -48,6 +48,7 @@ class HAGroup(Administration):
         # folder (replication, synchronization, recovery); always taken before self.lock
         self.state_lock = state_lock
         self.credentials: tuple[int, str] | None = None  # HA login, kept in memory only
+        self.epoch = 0  # sessions opened before every member was lost are void (lose_everything)
         self.pin_lock = pin_lock or PinLock()  # wrong user PINs in a row, and the lock after N
         # what one token would answer of each key, and the blobs of unextractable keys (vault.py)
         self.vault = vault if vault is not None else Vault()
@@ -95,6 +96,17 @@ class HAGroup(Administration):
 
     def complete_objects(self) -> int:
         return self.synchronizer.complete_objects()
+
+    def lose_everything(self) -> None:
+        """Every member is lost: as on Luna, the login and every session go with them. Members
+        that come back are not logged in; the application must finalize, initialize (open new
+        sessions) and log in again (docs/HA.md, "Losing every member")."""
+        with self.lock:
+            self.credentials = None
+            self.epoch += 1
+        self.log.record(self.serial, "*", "lost",
+                        "every member is lost: the login and every session are gone (the "
+                        "application must C_Finalize, C_Initialize and log in again)")
 
     def note_slot_event(self) -> None:
         """A member failed or came back: one more event for C_WaitForSlotEvent."""

@@ -41,6 +41,7 @@ class GroupView(Protocol):
     def is_member_failure(self, exc: CKRError) -> bool: ...
     def call_member(self, member: HAMember, fn, *args): ...
     def note_slot_event(self) -> None: ...
+    def lose_everything(self) -> None: ...
 
 
 class MemberRejected(Exception):
@@ -96,11 +97,14 @@ class Recovery:
 
     def disconnect(self, member: HAMember, why: str) -> None:
         self.group.note_slot_event()
+        was_serving = any(m.active for m in self.group.members)
         member.state = MemberState.FAILED
         member.recovery = self.group.policy.disconnected()
         member.generation += 1  # sessions and handles from before are void (FACTS 3)
         member.anchor = None
         self.group.log.record(self.group.serial, member.serial, "failed", why)
+        if was_serving and not any(m.active for m in self.group.members):
+            self.group.lose_everything()
 
     def _attempt_recovery(self, member: HAMember) -> None:
         assert member.recovery is not None

@@ -1,13 +1,14 @@
 """A virtual session on the HA slot: virtual session and object handles over member sessions."""
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 from ..codes import (CKR_KEY_INDIGESTIBLE, CKR_MECHANISM_INVALID, CKR_OBJECT_HANDLE_INVALID,
-                     CKR_USER_NOT_LOGGED_IN, CKRError)
+                     CKR_SESSION_HANDLE_INVALID, CKR_USER_NOT_LOGGED_IN, CKRError)
 from ..model import (CKA_CLASS, CKA_EXTRACTABLE, CKA_ID, CKA_KEY_TYPE, CKA_LABEL, CKA_MODIFIABLE,
                      CKA_NEVER_EXTRACTABLE, CKA_SENSITIVE, CKA_TOKEN, CKA_VALUE, CKA_VALUE_LEN,
                      CKA_WRAP_WITH_TRUSTED, CKO_DATA, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY,
@@ -32,9 +33,32 @@ class VirtualObject:
     session_object: bool = False  # CKA_TOKEN false: destroyed when its virtual session closes
 
 
+def _lost_with_every_member(cls):
+    """Every call but close of a session opened before the group lost every member answers
+    CKR_SESSION_HANDLE_INVALID, as a Luna HA slot's sessions do (HAGroup.lose_everything)."""
+    for name, function in list(vars(cls).items()):
+        if name.startswith("_") or name == "close" or not callable(function):
+            continue
+        setattr(cls, name, _checked(function))
+    return cls
+
+
+def _checked(function):
+    @functools.wraps(function)
+    def call(self, *args, **kwargs):
+        if self.epoch != self.group.epoch:
+            raise CKRError(CKR_SESSION_HANDLE_INVALID, "HA",
+                           f"session {self.handle} was lost with every member of the HA group: "
+                           "finalize, initialize and log in again")
+        return function(self, *args, **kwargs)
+    return call
+
+
+@_lost_with_every_member
 class VirtualSession:
     def __init__(self, group, rw: bool) -> None:
         self.group = group
+        self.epoch = group.epoch
         self.handle = handles.allocate()  # process-wide, not the group's count (issue 8 §6)
         self.rw = rw
         self.objects: dict[int, VirtualObject] = {}

@@ -15,7 +15,7 @@ import hmac
 import os
 import threading
 
-from ..codes import (CKR_PIN_INCORRECT, CKR_USER_ANOTHER_ALREADY_LOGGED_IN,
+from ..codes import (CKR_PIN_INCORRECT, CKR_SESSION_HANDLE_INVALID, CKR_USER_ANOTHER_ALREADY_LOGGED_IN,
                      CKR_USER_ALREADY_LOGGED_IN, CKR_USER_NOT_LOGGED_IN, CKRError)
 from ..model import CKU_USER
 from ..slots import Session, Slot
@@ -41,6 +41,13 @@ class SharedLogin:
 
     def login(self, connection: int, user_type: int, pin: str) -> None:
         with self.lock:
+            if self.holders and self._lost():
+                self.log("real logout: the token lost the login (every HA member lost); "
+                         f"{len(self.holders)} application(s) must log in again")
+                self.holders.clear()
+                anchor, self._anchor, self.user_type, self._pin = self._anchor, None, None, None
+                if anchor is not None:
+                    _quietly(anchor.close)
             if connection in self.holders:
                 raise CKRError(CKR_USER_ALREADY_LOGGED_IN, "C_Login")
             if self.holders:
@@ -71,6 +78,17 @@ class SharedLogin:
                 self._anchor, self.user_type, self._pin = anchor, user_type, _digest(pin)
                 self.log("real login")
             self.holders.add(connection)
+
+    def _lost(self) -> bool:
+        """The anchor session is gone: the token lost the login with it (an HA slot that lost
+        every member does so, as Luna's does)."""
+        if self._anchor is None:
+            return False
+        try:
+            self._anchor.info()
+        except CKRError as error:
+            return error.ckr == CKR_SESSION_HANDLE_INVALID
+        return False
 
     def pin_changed(self, user_type: int, pin: str) -> None:
         with self.lock:
