@@ -622,3 +622,36 @@ def test_a_source_failing_in_the_middle_of_a_copy_is_blamed_alone(ha, monkeypatc
         (own,) = session.find_objects({CKA_CLASS: CKO_SECRET_KEY, CKA_ID: key_id})
         ciphertexts.add(session.encrypt(own, 0x1081, b"1" * 16))  # CKM_AES_ECB
     assert len(ciphertexts) == 1
+
+
+def test_a_source_failing_before_its_own_copy_is_made_unextractable_leaves_one_key(ha, monkeypatch):
+    """An unextractable key is copied to the other members first and made unextractable on its
+    own member last: a source that fails at that last step must take the copies with it (they
+    stayed, the key was generated again on another member, which then kept the first copy under
+    the same name: two keys for one; found by the soak with real kills)."""
+    from ckdemo.ha import replication
+    original, calls, sources = replication.replicate, [], []
+    copies = len(ha.group.members) - 1
+
+    def replicate(source, handle, target, *kept_and_final):
+        made = original(source, handle, target, *kept_and_final)
+        calls.append(target.member)
+        if len(calls) == copies:  # every copy made: the source dies before hardening its own
+            sources.append(source.member)
+            ha.group.fail_member(source.member)
+        return made
+
+    monkeypatch.setattr(replication, "replicate", replicate)
+    key_id = os.urandom(6)
+    (handle,) = ha.session.generate(KeySpec("aes", 32, "harden-source", key_id))
+    monkeypatch.setattr(replication, "replicate", original)
+    (first,) = sources
+    heal(ha)
+    ciphertexts = set()
+    for member in ha.group.members:
+        session = ha.group.session_for(member)
+        found = session.find_objects({CKA_CLASS: CKO_SECRET_KEY, CKA_ID: key_id})
+        assert len(found) == 1, (member.serial, found)
+        ciphertexts.add(session.encrypt(found[0], 0x1081, b"1" * 16))  # CKM_AES_ECB
+    assert len(ciphertexts) == 1  # one key on every member, the first source's included
+    assert first.active

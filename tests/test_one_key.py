@@ -223,3 +223,34 @@ def test_usage_flags_a_template_does_not_give_are_the_tokens_defaults(served):
                 0x104: 1, 0x10A: 1, 0x106: 1, 0x10C: 0}
             assert read(client, session, private, (0x105, 0x108, 0x107, 0x10C)) == {
                 0x105: 1, 0x108: 1, 0x107: 1, 0x10C: 0}
+
+
+def test_a_created_key_neither_sensitive_nor_extractable_reaches_a_member_that_comes_back(
+        served, run_ckdemo):
+    """SoftHSM2's default for a bare template: not sensitive, not extractable. No one may read
+    its value, so a member that missed it could not get it (the HA login logged "not copied ...
+    CKR_ATTRIBUTE_SENSITIVE" again and again in the differential test): it is kept too, and the
+    copy from the record reads CKA_SENSITIVE FALSE as asked."""
+    home = served.home
+    assert run_ckdemo(home, "member", "fail", "member2").returncode == 0
+    try:
+        with session_on(served) as (client, session):
+            for _ in range(4):  # member2 is found failed
+                client.ok("C_GenerateRandom", session, 8)
+            (key,) = client.ok("C_CreateObject", session, (
+                Attribute(CKA_CLASS, CKO_SECRET_KEY), Attribute(0x100, 0x1F), Attribute(0x11, b"k" * 16),
+                Attribute(CKA_TOKEN, 1), Attribute(CKA_ENCRYPT, 1), Attribute(CKA_LABEL, b"bare-created")))
+    finally:
+        assert run_ckdemo(home, "member", "restore", "member2").returncode == 0
+    assert run_ckdemo(home, "hagroup", "recover").returncode == 0
+    with session_on(served) as (client, session):  # (the HA login completes what members lack)
+        copies = [k for k in on_the_member(home, "member2", "bare-created") if k["CLASS"] == CKO_SECRET_KEY]
+        assert len(copies) == 1 and copies[0]["EXTRACTABLE"] == 0, copies
+        (found_key,) = found(client, session, Attribute(CKA_LABEL, b"bare-created"))
+        for _ in range(6):
+            assert read(client, session, found_key, (CKA_SENSITIVE, CKA_EXTRACTABLE)) == {
+                CKA_SENSITIVE: 0, CKA_EXTRACTABLE: 0}
+            client.ok("C_EncryptInit", session, Mechanism(0x1081), found_key)  # CKM_AES_ECB
+            (block,) = client.ok("C_Encrypt", session, bytes(16), 64)
+            assert len(block) == 16
+        client.ok("C_DestroyObject", session, found_key)

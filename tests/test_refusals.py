@@ -150,3 +150,20 @@ def test_an_so_refused_a_private_key_is_an_answer_not_every_member_failing(tmp_p
     assert len(session.generate_random(8)) == 8
     session.logout()
     session.close()
+
+
+def test_a_key_a_member_will_not_digest_leaves_no_digest_running_on_the_shared_session(ha):
+    """SoftHSM2 2.6.1 leaves its digest running after refusing a C_DigestKey
+    (CKR_KEY_INDIGESTIBLE: only secret keys are digested): the member session, which every
+    application of the HA slot shares, then answered CKR_OPERATION_ACTIVE to every search, and
+    the member fell out of the group at its next recovery (seen in the differential test)."""
+    keys = ha.generate(KeySpec("ec", "P-256", "not-digested", b"", sensitive=False, extractable=True))
+    keys += ha.generate(KeySpec("rsa", 1024, "not-digested", b"", sensitive=False, extractable=True))
+    for key in keys:  # an EC public key is digested by SoftHSM2, the others are refused
+        answers = {ckr(ha.digest_parts, CKM_SHA256, [b"prefix", key]) for _ in range(3)}  # each member
+        answers |= {ckr(ha.digest_key, CKM_SHA256, key) for _ in range(3)}
+        assert len(answers) == 1 and answers <= {"CKR_OK", "CKR_KEY_INDIGESTIBLE"}, answers
+    for _ in range(6):
+        assert len(ha.find_objects({0x3: "not-digested"})) == 4  # CKA_LABEL
+        assert len(ha.digest(CKM_SHA256, b"abc")) == 32
+    assert all(member.active for member in ha.group.members)

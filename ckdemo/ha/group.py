@@ -49,6 +49,9 @@ class HAGroup(Administration):
         self.state_lock = state_lock
         self.credentials: tuple[int, str] | None = None  # HA login, kept in memory only
         self.epoch = 0  # sessions opened before every member was lost are void (lose_everything)
+        # member serial -> identities of keys it generated and failed before they were copied:
+        # another member made the key the application got; these are replaced when it is back
+        self.orphans: dict[str, set[tuple]] = {}
         self.pin_lock = pin_lock or PinLock()  # wrong user PINs in a row, and the lock after N
         # what one token would answer of each key, and the blobs of unextractable keys (vault.py)
         self.vault = vault if vault is not None else Vault()

@@ -34,6 +34,7 @@ class GroupView(Protocol):
     credentials: tuple[int, str] | None
     synchronize_on_recovery: bool
     vault: Vault  # what is kept of each key (vault.py)
+    orphans: dict[str, set[tuple]]  # member serial -> keys it made and failed before copying
 
     def active_members(self) -> list[HAMember]: ...
     def source_member(self, exclude: HAMember) -> HAMember | None: ...
@@ -166,7 +167,11 @@ class Recovery:
         mine = {h: replication.identity(dst, h) for h in key_objects(dst)}
         have = {replication.object_key(ident): h for h, ident in theirs.items()}
         held = {replication.object_key(ident): h for h, ident in mine.items()}
-        replaced = self._diverged(src, have, theirs, dst, held, mine)
+        # keys it generated and failed before copying them: another member made the application's
+        # (a fingerprint cannot tell an unextractable secret key from another: this can)
+        orphans = self.group.orphans.get(target.serial, set())
+        orphaned = {key for key in orphans if key in held and key in have}
+        replaced = self._diverged(src, have, theirs, dst, held, mine) | orphaned
         for key in replaced:
             dst.destroy_object(held.pop(key))  # another key under the same name: copied anew
         copied = [k for k in have if k not in held and not replication.is_domain_key_id(k[1])]
@@ -181,6 +186,7 @@ class Recovery:
                 refused.append(f"{key[2] or key[1].hex()}: {exc.name}")
         for key in removed:
             dst.destroy_object(held[key])
+        self.group.orphans.pop(target.serial, None)
         if copied or removed:
             self.group.log.record(self.group.serial, target.serial, "resynchronised",
                             f"{len(copied) - len(refused)} object(s) copied, {len(removed)} destroyed"

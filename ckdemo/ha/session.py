@@ -7,8 +7,9 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..codes import (CKR_KEY_INDIGESTIBLE, CKR_MECHANISM_INVALID, CKR_OBJECT_HANDLE_INVALID,
-                     CKR_SESSION_HANDLE_INVALID, CKR_USER_NOT_LOGGED_IN, CKRError)
+from ..codes import (CKR_ATTRIBUTE_TYPE_INVALID, CKR_KEY_INDIGESTIBLE, CKR_MECHANISM_INVALID,
+                     CKR_OBJECT_HANDLE_INVALID, CKR_SESSION_HANDLE_INVALID, CKR_USER_NOT_LOGGED_IN,
+                     CKRError)
 from ..model import (CKA_CLASS, CKA_EXTRACTABLE, CKA_ID, CKA_KEY_TYPE, CKA_LABEL, CKA_MODIFIABLE,
                      CKA_NEVER_EXTRACTABLE, CKA_SENSITIVE, CKA_TOKEN, CKA_VALUE, CKA_VALUE_LEN,
                      CKA_WRAP_WITH_TRUSTED, CKO_DATA, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY,
@@ -154,8 +155,15 @@ class VirtualSession:
         obj = self._object(handle, "C_DigestKey")
         # every member's reading: SoftHSM2 stores CKA_VALUE_LEN 0 on an unwrapped copy, only the
         # member that generated the key knows its length
-        read = self.group.on_all("C_DigestKey", lambda m: self.group.session_for(m).get_attributes(
-            self._on(m, obj), [CKA_SENSITIVE, CKA_VALUE_LEN]))
+        try:
+            read = self.group.on_all("C_DigestKey", lambda m: self.group.session_for(m).get_attributes(
+                self._on(m, obj), [CKA_SENSITIVE, CKA_VALUE_LEN]))
+        except MemberFailed:
+            raise
+        except CKRError as error:
+            if error.ckr == CKR_ATTRIBUTE_TYPE_INVALID:
+                return obj  # not a secret key: the token answers what it digests of it
+            raise
         sensitive = any(found.get(CKA_SENSITIVE) for _, found in read)
         length = max(int(found.get(CKA_VALUE_LEN) or 0) for _, found in read)
         if sensitive and length < MIN_DIGESTIBLE_BYTES:
@@ -269,8 +277,8 @@ class VirtualSession:
             self._rekey(obj, template)
 
     def _keep_before_hardening(self, obj: VirtualObject) -> None:
-        """A sensitive key about to become unextractable is wrapped under the domain key while
-        it still can be: a member that comes back, or is added later, gets it from the vault."""
+        """A key about to become unextractable is wrapped under the domain key while it still
+        can be: a member that comes back, or is added later, gets it from the vault."""
         kept = self.group.vault.get(obj.key)
         if kept is not None and kept.blob:
             return
@@ -282,20 +290,23 @@ class VirtualSession:
             if found[CKA_CLASS] not in (CKO_PRIVATE_KEY, CKO_SECRET_KEY):
                 return None
             flags = session.get_attributes(h, [CKA_SENSITIVE, CKA_EXTRACTABLE])
-            if not (flags[CKA_SENSITIVE] and flags[CKA_EXTRACTABLE]):
+            if not flags[CKA_EXTRACTABLE]:
                 return None
-            return found[CKA_TOKEN], replication.keep(session, h, found[CKA_CLASS], found[CKA_KEY_TYPE])
+            return (found[CKA_TOKEN], bool(flags[CKA_SENSITIVE]),
+                    replication.keep(session, h, found[CKA_CLASS], found[CKA_KEY_TYPE]))
         try:
             made = self.group.run("C_SetAttributeValue", wrap)
         except MemberFailed:
             raise
         except CKRError:
             return  # the set itself says what is wrong with the object
-        if made is None or made[1] is None:
+        if made is None or made[2] is None:
             return
-        token, (generation, blob) = made
+        token, sensitive, (generation, blob) = made
         kept = kept or Kept()
         kept.generation, kept.blob = generation, blob
+        if not sensitive:  # a copy from the blob is sensitive: the record says what it is
+            kept.facts[CKA_SENSITIVE] = False
         self.group.vault.put(obj.key, kept, token=bool(token))
 
     def _readable(self, handle: int, attributes: list[int]) -> dict[int, Any]:
@@ -484,17 +495,14 @@ class VirtualSession:
                 kept: list[tuple] = []
                 try:
                     kept = self._keep_generated(source, handles, harden, spec, asked_wwt)
-                    virtual = self._replicate_all(source, handles,
-                                                  {CKA_EXTRACTABLE: False} if harden else {})
-                    if harden:  # the generating member's own copy, last
-                        src = OnMember(self.group, source)
-                        for h in handles[-1:]:  # the secret key, or the private key of a pair
-                            src.set_attributes(h, {CKA_EXTRACTABLE: False})
-                    return virtual
+                    return self._replicate_all(source, handles,
+                                               {CKA_EXTRACTABLE: False} if harden else {})
                 except MemberFailed as exc:
                     self._forget(kept)
                     if exc.member is not source:
                         raise
+                    with self.group.lock:
+                        self.group.orphans.setdefault(source.serial, set()).update(_identities(spec))
                     failures.append(exc)
                     # the source died while its keys were being copied: the copies are gone
                     # again, the source's own are removed when it comes back (resynchronisation
@@ -542,10 +550,10 @@ class VirtualSession:
         return handle
 
     def _keep_by_twin(self, handle: int, template: dict[int, Any], make) -> None:
-        """A sensitive, unextractable key made alike on every member (created from a value,
-        unwrapped, derived) is made once more on one member as a session key that trusted keys
-        may wrap, wrapped under the domain key for the vault, and destroyed: a member that comes
-        back gets it from the vault, while every member's copy is exactly what was asked."""
+        """An unextractable key made alike on every member (created from a value, unwrapped,
+        derived) is made once more on one member as a session key that trusted keys may wrap,
+        wrapped under the domain key for the vault, and destroyed: a member that comes back gets
+        it from the vault, while every member's copy is exactly what was asked."""
         obj = self.objects[handle]
         kept = self.group.vault.get(obj.key)
         if kept is None or kept.blob or obj.key[0] not in (CKO_PRIVATE_KEY, CKO_SECRET_KEY):
@@ -558,12 +566,13 @@ class VirtualSession:
             session = OnMember(self.group, member)
             found = session.get_attributes(self._on(member, obj), [CKA_KEY_TYPE, CKA_SENSITIVE,
                                                                    CKA_EXTRACTABLE])
-            if not found[CKA_SENSITIVE] or found[CKA_EXTRACTABLE]:
+            if found[CKA_EXTRACTABLE]:
                 return None
             made = make(member, {**{a: v for a, v in template.items()
                                      if a not in replication.AT_CREATION}, **twin})
             try:
-                return replication.keep(session, made, obj.key[0], found[CKA_KEY_TYPE])
+                return bool(found[CKA_SENSITIVE]), replication.keep(session, made, obj.key[0],
+                                                                     found[CKA_KEY_TYPE])
             finally:
                 session.destroy_object(made)
         try:
@@ -575,8 +584,10 @@ class VirtualSession:
                                   f"{obj.key[2] or obj.key[1].hex()}: {exc.name}: a member that "
                                   "comes back cannot get this unextractable key")
             return
-        if blob is not None:
-            kept.generation, kept.blob = blob
+        if blob is not None and blob[1] is not None:
+            sensitive, (kept.generation, kept.blob) = blob
+            if not sensitive:  # a copy from the blob is sensitive: the record says what it is
+                kept.facts[CKA_SENSITIVE] = False
             self.group.vault.put(obj.key, kept, token=not obj.session_object)
 
     def destroy_object(self, handle: int) -> None:
@@ -597,7 +608,9 @@ class VirtualSession:
                        final: dict[int, Any] | None = None) -> list[int]:
         """Copies new objects to every other active member. If a copy is refused (not a member
         failure: e.g. a transport that cannot carry the wrap mechanism), nothing is left on only
-        some members: every copy and the originals are destroyed and the refusal is returned."""
+        some members: every copy and the originals are destroyed and the refusal is returned.
+        `final`: what the copies take instead of the source's values, and the source's own copy
+        last (a key made unextractable); a source that fails there takes the copies with it."""
         src = OnMember(self.group, source)
         copies: list[tuple[HAMember, int]] = []
         placed: list[tuple[VirtualObject, dict[str, tuple[int, int]]]] = []
@@ -625,6 +638,14 @@ class VirtualSession:
                     copies.append((member, copy))
                     on_member[member.serial] = (member.generation, copy)
                 placed.append((ident, on_member))
+            if final:  # the generating member's own copy, last (the secret or private key)
+                try:
+                    src.set_attributes(handles[-1], final)
+                except MemberFailed:
+                    raise
+                except CKRError:  # refused: the key goes from every member, as refused
+                    self._undo(source, handles, copies)
+                    raise
         except MemberFailed:  # the source failed (a target's failure never gets here)
             self._undo(source, [], copies)  # on the members still there
             raise
@@ -676,6 +697,12 @@ class VirtualSession:
                                 f"object {obj.handle} is missing on member {member.serial}")
         obj.on_member[member.serial] = (member.generation, found[0])
         return found[0]
+
+
+def _identities(spec: KeySpec) -> list[tuple]:
+    """The object_key of each key a generation of this spec makes (replication.object_key)."""
+    classes = (CKO_SECRET_KEY,) if spec.kind in ("aes", "generic") else (CKO_PUBLIC_KEY, CKO_PRIVATE_KEY)
+    return [(cls, bytes(spec.key_id), spec.label) for cls in classes]
 
 
 def _plain(value: Any) -> Any:

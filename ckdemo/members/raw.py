@@ -200,6 +200,7 @@ PROTOTYPES = {
     "C_GetAttributeValue": (_UL, _UL, c_void_p, _UL),
     "C_WaitForSlotEvent": (_UL, _PUL, c_void_p),
     "C_GenerateKey": (_UL, POINTER(CK_MECHANISM), c_void_p, _UL, _PUL),
+    "C_DigestFinal": (_UL, CK_BYTE_PTR, _PUL),
     "C_GenerateKeyPair": (_UL, POINTER(CK_MECHANISM), c_void_p, _UL, c_void_p, _UL, _PUL, _PUL),
 }
 
@@ -435,6 +436,14 @@ class RawModule:
 
     def destroy_object(self, session: int, handle: int) -> None:
         self._call("C_DestroyObject", session, handle)
+
+    def end_digest(self, session: int) -> None:
+        """Ends whatever digest the session has running, if any (a C_DigestFinal with room for
+        any digest; its answer does not matter). SoftHSM2 2.6.1 leaves a digest running after a
+        C_DigestKey it refuses (CKR_KEY_INDIGESTIBLE): the session would answer
+        CKR_OPERATION_ACTIVE to everything after, searches included."""
+        room, length = (c_ubyte * 512)(), CK_ULONG(512)
+        self._functions["C_DigestFinal"](session, room, byref(length))
 
     def generate_key(self, session: int, mechanism: int, template: dict) -> int:
         """C_GenerateKey with exactly this template (no parameter: the key generation mechanisms

@@ -256,11 +256,7 @@ class RemoteSession:
         return self._single("C_DigestInit", "C_Digest", None, mechanism, None, DIGEST_ROOM, bytes(data))
 
     def digest_key(self, mechanism: int, handle: int) -> bytes:
-        wire = self._mechanism(mechanism, None, "C_DigestInit")
-        with self._connection.exclusive("C_DigestInit"):
-            self._call("C_DigestInit", self.handle, wire)
-            self._call("C_DigestKey", self.handle, handle)
-            return self._output("C_DigestFinal", DIGEST_ROOM, self.handle)
+        return self.digest_parts(mechanism, [handle])  # a refused key ends the digest there too
 
     def digest_parts(self, mechanism: int, parts: list[bytes | int]) -> bytes:
         wire = self._mechanism(mechanism, None, "C_DigestInit")

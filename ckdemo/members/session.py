@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 import struct
+from contextlib import contextmanager
 from functools import cache
 from typing import TYPE_CHECKING, Iterable, Iterator
 
@@ -284,14 +285,25 @@ class PhysicalSession:
 
     def digest_key(self, mechanism: int, handle: int) -> bytes:
         key = self._object(handle, "C_DigestKey")
-        with self._calling("C_DigestKey"):
+        with self._ending_digest(), self._calling("C_DigestKey"):
             return self._session.digest(key, mechanism=_mechanism(mechanism))
 
     def digest_parts(self, mechanism: int, parts: list[bytes | int]) -> bytes:
         pieces = [bytes(p) if isinstance(p, (bytes, bytearray)) else self._object(p, "C_DigestKey")
                   for p in parts]
-        with self._calling("C_DigestUpdate"):
+        with self._ending_digest(), self._calling("C_DigestUpdate"):
             return self._session.digest(iter(pieces), mechanism=_mechanism(mechanism))
+
+    @contextmanager
+    def _ending_digest(self):
+        """A digest that fails half-way is ended on the token: this session is shared (by the
+        HA group, by every application of serve), and one left running makes every later call
+        on it CKR_OPERATION_ACTIVE (raw.end_digest)."""
+        try:
+            yield
+        except BaseException:
+            self._module.raw.end_digest(self.handle)
+            raise
 
     def seed_random(self, seed: bytes) -> None:
         self._call("C_SeedRandom", self._session.seed_random, seed)
