@@ -364,3 +364,19 @@ def test_losing_every_member_loses_sessions_and_logins_until_the_application_ini
         stop_cleanly(served)
     no_traceback(served.log())
     assert "must log in again" in served.log()
+
+
+def test_a_digest_over_a_data_object_is_the_tokens_answer_not_an_internal_error(served):
+    """C_DigestKey of a data object: SoftHSM2 answers it; the member layer handed it to
+    python-pkcs11, which digests keys only: an internal error (TypeError) and CKR_GENERAL_ERROR."""
+    with session_on(served) as (client, session):
+        (data,) = client.ok("C_CreateObject", session, (
+            Attribute(CKA_CLASS, 0), Attribute(CKA_TOKEN, 0), Attribute(CKA_VALUE, b"not a key")))
+        for _ in range(3):  # each member
+            client.ok("C_DigestInit", session, Mechanism(0x250))
+            client.ok("C_DigestUpdate", session, b"prefix")
+            reply = client.call("C_DigestKey", session, data)
+            if not reply.is_error:
+                reply = client.call("C_DigestFinal", session, 64)
+            assert not reply.is_error or codes.ckr_name(reply.ckr) != "CKR_GENERAL_ERROR", reply
+    assert "internal error" not in served.log()

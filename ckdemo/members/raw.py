@@ -201,6 +201,9 @@ PROTOTYPES = {
     "C_WaitForSlotEvent": (_UL, _PUL, c_void_p),
     "C_GenerateKey": (_UL, POINTER(CK_MECHANISM), c_void_p, _UL, _PUL),
     "C_DigestFinal": (_UL, CK_BYTE_PTR, _PUL),
+    "C_DigestInit": (_UL, POINTER(CK_MECHANISM)),
+    "C_DigestUpdate": (_UL, CK_BYTE_PTR, _UL),
+    "C_DigestKey": (_UL, _UL),
     "C_GenerateKeyPair": (_UL, POINTER(CK_MECHANISM), c_void_p, _UL, c_void_p, _UL, _PUL, _PUL),
 }
 
@@ -436,6 +439,26 @@ class RawModule:
 
     def destroy_object(self, session: int, handle: int) -> None:
         self._call("C_DestroyObject", session, handle)
+
+    def digest_parts(self, session: int, mechanism: int, parts: list) -> bytes:
+        """One digest over data (bytes) and objects (handles, C_DigestKey), in order, with the
+        token's own answer for any object; a digest that fails half-way is ended (end_digest)."""
+        self._call("C_DigestInit", session, byref(CK_MECHANISM(mechanism, None, 0)))
+        try:
+            for part in parts:
+                if isinstance(part, (bytes, bytearray)):
+                    if part:
+                        data = bytes(part)
+                        self._call("C_DigestUpdate", session, (c_ubyte * len(data)).from_buffer_copy(data),
+                                   len(data))
+                else:
+                    self._call("C_DigestKey", session, part)
+            room, length = (c_ubyte * 512)(), CK_ULONG(512)
+            self._call("C_DigestFinal", session, room, byref(length))
+        except BaseException:
+            self.end_digest(session)
+            raise
+        return bytes(room[: length.value])
 
     def end_digest(self, session: int) -> None:
         """Ends whatever digest the session has running, if any (a C_DigestFinal with room for

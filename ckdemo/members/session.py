@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import datetime
 import struct
-from contextlib import contextmanager
 from functools import cache
 from typing import TYPE_CHECKING, Iterable, Iterator
 
@@ -284,26 +283,12 @@ class PhysicalSession:
             return self._session.digest(iter(chunks), mechanism=_mechanism(mechanism))
 
     def digest_key(self, mechanism: int, handle: int) -> bytes:
-        key = self._object(handle, "C_DigestKey")
-        with self._ending_digest(), self._calling("C_DigestKey"):
-            return self._session.digest(key, mechanism=_mechanism(mechanism))
+        return self.digest_parts(mechanism, [handle])
 
     def digest_parts(self, mechanism: int, parts: list[bytes | int]) -> bytes:
-        pieces = [bytes(p) if isinstance(p, (bytes, bytearray)) else self._object(p, "C_DigestKey")
-                  for p in parts]
-        with self._ending_digest(), self._calling("C_DigestUpdate"):
-            return self._session.digest(iter(pieces), mechanism=_mechanism(mechanism))
-
-    @contextmanager
-    def _ending_digest(self):
-        """A digest that fails half-way is ended on the token: this session is shared (by the
-        HA group, by every application of serve), and one left running makes every later call
-        on it CKR_OPERATION_ACTIVE (raw.end_digest)."""
-        try:
-            yield
-        except BaseException:
-            self._module.raw.end_digest(self.handle)
-            raise
+        """Through ctypes: python-pkcs11 digests keys only (a data object was a TypeError), and
+        leaves a digest running when the token refuses a key (raw.digest_parts ends it)."""
+        return self._call("C_DigestKey", self._module.raw.digest_parts, self.handle, mechanism, list(parts))
 
     def seed_random(self, seed: bytes) -> None:
         self._call("C_SeedRandom", self._session.seed_random, seed)

@@ -312,8 +312,8 @@ class CryptoCalls:
 
     def C_GenerateRandom(self, handle, length) -> tuple:
         session = self._session(handle, "C_GenerateRandom")
-        if length == 0:  # an empty array, not a NULL one: the client would say BUFFER_TOO_SMALL
-            return (b"",)
+        if length == 0:  # as one token behind p11-kit server: its server hands the token NULL
+            raise CKRError(codes.CKR_ARGUMENTS_BAD, "C_GenerateRandom", "no room for random bytes")
         if length > MAX_RANDOM_BYTES:  # a client's u32 must not make the server allocate 4 GB
             raise CKRError(codes.CKR_DEVICE_MEMORY, "C_GenerateRandom",
                            f"{length} random bytes asked, this server gives at most {MAX_RANDOM_BYTES}")
