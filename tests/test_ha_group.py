@@ -655,3 +655,30 @@ def test_a_source_failing_before_its_own_copy_is_made_unextractable_leaves_one_k
         ciphertexts.add(session.encrypt(found[0], 0x1081, b"1" * 16))  # CKM_AES_ECB
     assert len(ciphertexts) == 1  # one key on every member, the first source's included
     assert first.active
+
+
+def test_a_key_destroyed_while_a_member_was_down_does_not_come_back_when_it_recovers_before_a_login(fresh):
+    """A member recovered while no user is logged in can be brought up to date in its public
+    objects only; at the next login the HA slot completed objects as a union, so a key the
+    application destroyed while the member was down came back to every member (extractable
+    keys) or was logged "not copied" for ever (found by the differential test). At the login
+    that member is now made as its source is: the destroyed key goes from it."""
+    group, session = fresh.group, fresh.session
+    (key,) = session.generate(KeySpec("aes", 32, "destroyed-while-down", b"", sensitive=True,
+                                      extractable=True))
+    key_id = session.get_attributes(key, [CKA_ID])[CKA_ID]
+    down = group.members[2]
+    group.fail_member(down)
+    fresh.clock.advance(fresh.x + 1)
+    session.generate_random(8)  # the failure is seen
+    assert not down.active
+    session.destroy_object(key)
+    group.logout()
+    group.restore_member(down)
+    fresh.clock.advance(fresh.x + 1)
+    session.generate_random(8)  # recovered with no login: the private key is invisible to it
+    assert down.active
+    group.login(CKU_USER, USER_PIN)
+    for member in group.members:
+        assert _key_ids_on(fresh, member).count(key_id) == 0, member.serial
+    assert session.find_objects({CKA_CLASS: CKO_SECRET_KEY, CKA_ID: key_id}) == []

@@ -154,6 +154,7 @@ class Administration:
             raise no_member_left("C_Login", failures)
         self.credentials = (user_type, pin)
         if user_type == CKU_USER:  # only the user sees every key object
+            self.recovery.resynchronise_private()
             self.completed_at_login = self.complete_objects()
 
     def logout(self) -> None:

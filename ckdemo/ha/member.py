@@ -32,6 +32,9 @@ class HAMember:
         self.refused: set[int] = set()  # mechanisms this member cannot do (e.g. over p11-kit RPC)
         self.generation = 0  # bumped at each recovery: older sessions and handles are void
         self.anchor = None  # the member session that holds the login (FACTS 5)
+        # recovered while no user was logged in: brought up to date in its public objects only
+        # (the private ones are invisible); made as its source is at the next user login
+        self.private_unsynced = False
         self.last_error: CKRError | None = None
 
     @property

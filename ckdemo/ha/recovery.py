@@ -10,7 +10,7 @@ from contextlib import AbstractContextManager
 from typing import Callable, Protocol
 
 from ..codes import CREDENTIALS_REJECTED, CKR_DEVICE_ERROR, CKR_USER_ALREADY_LOGGED_IN, CKRError
-from ..model import CKA_CLASS, CKA_ID, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, CKO_SECRET_KEY
+from ..model import CKA_CLASS, CKA_ID, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, CKO_SECRET_KEY, CKU_USER
 from . import replication
 from .cleanup import close_quietly
 from .member import HAMember, MemberState
@@ -155,10 +155,34 @@ class Recovery:
             member.anchor = anchor
             if source is not None and self.group.synchronize_on_recovery:
                 self._resynchronise(source, member)
+                member.private_unsynced = not self._user_logged_in()
         except BaseException:
             member.anchor = None
             close_quietly(anchor)
             raise
+
+    def _user_logged_in(self) -> bool:
+        return self.group.credentials is not None and self.group.credentials[0] == CKU_USER
+
+    def resynchronise_private(self) -> None:
+        """At a user login: members that came back while no user was logged in are made as a
+        member that did not miss anything (copies and destructions alike). Completing objects
+        as a union instead would bring back a key destroyed while such a member was down."""
+        for member in self.group.active_members():
+            if not member.private_unsynced:
+                continue
+            source = next((m for m in self.group.active_members()
+                           if m is not member and not m.private_unsynced), None)
+            if source is None:
+                continue  # every member missed something: the union is all there is to go by
+            try:
+                self._resynchronise(source, member)
+            except CKRError as exc:
+                if self.group.is_member_failure(exc):
+                    self.member_failed(member, exc)
+                    continue
+                raise
+            member.private_unsynced = False
 
     def _resynchronise(self, source: HAMember, target: HAMember) -> None:
         """Copy objects created while the member was away; destroy those destroyed meanwhile."""
