@@ -380,3 +380,20 @@ def test_a_digest_over_a_data_object_is_the_tokens_answer_not_an_internal_error(
                 reply = client.call("C_DigestFinal", session, 64)
             assert not reply.is_error or codes.ckr_name(reply.ckr) != "CKR_GENERAL_ERROR", reply
     assert "internal error" not in served.log()
+
+
+def test_a_private_object_after_a_logout_is_an_invalid_handle_as_on_a_token(served):
+    """Differential test defect 13: C_Login, C_CreateObject(DATA, PRIVATE), C_Logout, then the
+    object's handle: SoftHSM2 forgot it (CKR_OBJECT_HANDLE_INVALID; a key's handle in an Init:
+    CKR_KEY_HANDLE_INVALID); the server answered CKR_USER_NOT_LOGGED_IN."""
+    with session_on(served) as (client, session):
+        (data,) = client.ok("C_CreateObject", session, (
+            Attribute(CKA_CLASS, 0), Attribute(CKA_TOKEN, 0), Attribute(CKA_PRIVATE, 1),
+            Attribute(CKA_LABEL, b"private-after-logout")))
+        (key,) = client.ok("C_GenerateKey", session, Mechanism(0x1080), (
+            Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_PRIVATE, 1), Attribute(CKA_ENCRYPT, 1)))
+        client.ok("C_Logout", session)
+        reply = client.call("C_GetAttributeValue", session, data, (AttributeSize(CKA_LABEL, 64),))
+        assert codes.ckr_name(reply.ckr) == "CKR_OBJECT_HANDLE_INVALID"
+        reply = client.call("C_EncryptInit", session, Mechanism(0x1081), key)
+        assert codes.ckr_name(reply.ckr) == "CKR_KEY_HANDLE_INVALID"

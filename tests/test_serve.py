@@ -271,11 +271,12 @@ def test_two_clients_logged_in_and_not(served):
         assert len(anonymous.ok("C_Sign", theirs, b"x", 128)[0]) == 128
         anonymous.ok("C_Logout", theirs)
         # logged out, it holds a handle to the private key while the token is still logged in
-        # for `logged`: the server refuses it
+        # for `logged`: the server refuses it, as a token forgets private objects' handles at
+        # C_Logout (differential test defect 13)
         assert anonymous.ckr("C_SignInit", theirs, Mechanism(CKM_SHA256_RSA_PKCS), their_key) == \
-            codes.CKR_USER_NOT_LOGGED_IN
+            codes.CKR_KEY_HANDLE_INVALID
         assert anonymous.ckr("C_GetAttributeValue", theirs, their_key, (AttributeSize(CKA_LABEL, 0),)) == \
-            codes.CKR_USER_NOT_LOGGED_IN
+            codes.CKR_OBJECT_HANDLE_INVALID
         # its logout is its own: the first application still signs
         logged.ok("C_SignInit", mine, Mechanism(CKM_SHA256_RSA_PKCS), private[0])
         assert len(logged.ok("C_Sign", mine, b"still mine", 128)[0]) == 128
@@ -416,7 +417,7 @@ def test_the_calls_around_a_signature_are_answered_as_predicted(served):
         _sign(client, session, CKM_RSA_PKCS, rsa, b"two")
         client.ok("C_Logout", session)
         assert client.ckr("C_SignInit", session, Mechanism(CKM_RSA_PKCS), rsa) == \
-            codes.CKR_USER_NOT_LOGGED_IN
+            codes.CKR_KEY_HANDLE_INVALID
         client.ok("C_Login", session, 1, USER_PIN.encode())
         assert _sign(client, session, CKM_RSA_PKCS, rsa, b"two") == (
             BufferSize(128), codes.CKR_OK, expected[b"two"])

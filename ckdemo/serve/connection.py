@@ -16,9 +16,9 @@ from contextlib import contextmanager
 from typing import Callable, Iterator
 
 from .. import codes
-from ..codes import (CKR_FUNCTION_NOT_SUPPORTED, CKR_GENERAL_ERROR, CKR_OBJECT_HANDLE_INVALID,
-                     CKR_SESSION_HANDLE_INVALID,
-                     CKR_SESSION_READ_ONLY, CKR_SLOT_ID_INVALID, CKR_USER_NOT_LOGGED_IN, CKRError)
+from ..codes import (CKR_FUNCTION_NOT_SUPPORTED, CKR_GENERAL_ERROR, CKR_KEY_HANDLE_INVALID,
+                     CKR_OBJECT_HANDLE_INVALID, CKR_SESSION_HANDLE_INVALID, CKR_SESSION_READ_ONLY,
+                     CKR_SLOT_ID_INVALID, CKR_USER_NOT_LOGGED_IN, CKRError)
 from ..model import CKA_CLASS, CKA_ID, CKA_LABEL, CKA_PRIVATE, CKA_TOKEN
 from ..rpc.buffer import CodecError, UnknownCallError
 from ..rpc.calls import BY_ID
@@ -159,17 +159,25 @@ class Connection(SlotCalls, SessionCalls, ObjectCalls, CryptoCalls, KeyCalls):
     def _is_private(self, session: ClientSession, handle: int) -> bool:
         key = (session.slot.slot_id, handle)
         if key not in self.private:
-            found = self._store(session).get_attributes(handle, [CKA_PRIVATE])
+            try:
+                found = self._store(session).get_attributes(handle, [CKA_PRIVATE])
+            except CKRError as error:
+                if error.ckr != CKR_USER_NOT_LOGGED_IN:
+                    raise
+                found = {}  # it takes a login to read it: a private object
             self.private[key] = bool(found.get(CKA_PRIVATE, True))
         return self.private[key]
 
     def _usable(self, session: ClientSession, handle: int, function: str) -> None:
         """Another application's session object does not exist for this one; a private object
-        is for a connection that logged in, not for one riding on another's."""
+        is for a connection that logged in, not for one riding on another's: to one that is
+        not (or no more) logged in, its handle is invalid, as a token forgets private objects'
+        handles at C_Logout (SoftHSM2). An operation begun before a logout: not logged in."""
         if session.slot.owners and not self._visible(session, handle):
-            raise CKRError(CKR_OBJECT_HANDLE_INVALID, function, f"no object {handle} here")
+            raise CKRError(_invalid(function), function, f"no object {handle} here")
         if self._user(session) is None and self._is_private(session, handle):
-            raise CKRError(CKR_USER_NOT_LOGGED_IN, function,
+            code = CKR_USER_NOT_LOGGED_IN if function in CONTINUED else _invalid(function)
+            raise CKRError(code, function,
                            f"object {handle} is private and this application is not logged in")
 
     def _may_create(self, session: ClientSession, token: bool, private: bool, function: str) -> None:
@@ -267,3 +275,16 @@ class Connection(SlotCalls, SessionCalls, ObjectCalls, CryptoCalls, KeyCalls):
 # call id -> the method answering it (a version-0 call without one is CKR_FUNCTION_NOT_SUPPORTED)
 _HANDLERS = {call.id: getattr(Connection, call.name) for call in BY_ID.values()
              if call.name.startswith("C_") and callable(getattr(Connection, call.name, None))}
+
+
+# what a token answers for a handle it does not know, by function (SoftHSM2 2.6.1)
+KEY_FUNCTIONS = frozenset({"C_SignInit", "C_VerifyInit", "C_EncryptInit", "C_DecryptInit",
+                           "C_DigestKey", "C_WrapKey", "C_UnwrapKey", "C_DeriveKey"})
+# the parts of an operation begun before a logout
+CONTINUED = frozenset({"C_Sign", "C_SignUpdate", "C_SignFinal", "C_Verify", "C_VerifyUpdate",
+                       "C_VerifyFinal", "C_Encrypt", "C_EncryptUpdate", "C_EncryptFinal", "C_Decrypt",
+                       "C_DecryptUpdate", "C_DecryptFinal", "C_DigestFinal"})
+
+
+def _invalid(function: str) -> int:
+    return CKR_KEY_HANDLE_INVALID if function in KEY_FUNCTIONS else CKR_OBJECT_HANDLE_INVALID
