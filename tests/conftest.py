@@ -150,3 +150,14 @@ def remote_home(tmp_path, provision, run_ckdemo):
     run_ckdemo(home, "member", "kill", "all")
     for pid in servers_of(home):  # whatever a failed test left behind
         os.kill(pid, signal.SIGKILL)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory, provision, ckdemo_bin):
+    """One `ckdemo serve` per module, for tests that make only objects of their own (unique
+    labels); modules that need a server of another kind define their own `served`."""
+    from test_serve import start_server, stop_cleanly
+    folder = tmp_path_factory.mktemp("served")
+    server = start_server(ckdemo_bin, provision(folder / "home"), None, folder / "serve.log")
+    yield server
+    stop_cleanly(server)

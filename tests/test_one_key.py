@@ -10,11 +10,8 @@ import json
 import subprocess
 import sys
 
-import pytest
-
 from conftest import MEMBERS, SOFTHSM_LIB, USER_PIN, requires_softhsm, softhsm_env
 from test_one_token import HA_SLOT, connect, session_on
-from test_serve import start_server, stop_cleanly
 
 from ckdemo import codes
 from ckdemo.rpc import Attribute, AttributeSize, Mechanism
@@ -69,14 +66,6 @@ def found(client, session, *template) -> list[int]:
     (handles,) = client.ok("C_FindObjects", session, 50)
     client.ok("C_FindObjectsFinal", session)
     return list(handles)
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory, provision, ckdemo_bin):
-    folder = tmp_path_factory.mktemp("one-key")
-    server = start_server(ckdemo_bin, provision(folder / "home"), None, folder / "serve.log")
-    yield server
-    stop_cleanly(server)
 
 
 def test_an_unextractable_key_is_unextractable_everywhere_and_answers_as_one_token(served):

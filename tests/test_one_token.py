@@ -8,8 +8,6 @@ import hashlib
 from contextlib import contextmanager
 from typing import Iterator
 
-import pytest
-
 from conftest import USER_PIN, no_traceback, requires_softhsm
 from test_serve import RawClient, start_server, stop_cleanly
 
@@ -24,15 +22,6 @@ CKA_SIGN, CKA_VALUE_LEN, CKA_EC_PARAMS = 0x108, 0x161, 0x180
 CKA_KEY_TYPE, CKA_ENCRYPT, CKA_DECRYPT, CKA_VERIFY = 0x100, 0x104, 0x105, 0x10A
 CKA_SENSITIVE, CKA_MODIFIABLE, CKA_COPYABLE = 0x103, 0x170, 0x171
 P256 = bytes.fromhex("06082a8648ce3d030107")
-
-
-@pytest.fixture(scope="module")
-def served(tmp_path_factory, provision, ckdemo_bin):
-    """One server for the tests that make only objects of their own (unique labels)."""
-    folder = tmp_path_factory.mktemp("one-token")
-    server = start_server(ckdemo_bin, provision(folder / "home"), None, folder / "serve.log")
-    yield server
-    stop_cleanly(server)
 
 
 @contextmanager

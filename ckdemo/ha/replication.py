@@ -248,10 +248,11 @@ def replicate(source, handle: int, target, kept: Kept | None = None,
     else:
         kind = _kind(cls, key_type)
         _, wrapping, unwrapping = _common_domain_key(source, target, kind)
-        if flags[CKA_EXTRACTABLE] or _kept_domain_key(source, cls, key_type, kept) is None:
+        older = None if flags[CKA_EXTRACTABLE] else _kept_domain_key(source, cls, key_type, kept)
+        if older is None:
             wrapped = source.wrap_key(wrapping, handle, DOMAIN_KEY_MECHANISM)
         else:  # kept under a generation the target lacks (it was re-initialised): wrapped anew
-            wrapped = _rewrapped(source, cls, key_type, kept, wrapping)
+            wrapped = _rewrapped(source, cls, key_type, kept.blob, older, wrapping)
         made = target.unwrap_key(unwrapping, cls, key_type, wrapped, DOMAIN_KEY_MECHANISM,
                                  {**template, **UNWRAP_PINNED})
     if not later:
@@ -278,11 +279,10 @@ def _kept_domain_key(target, cls: int, key_type: int, kept: Kept | None) -> int 
     return domain_keys(target).generations.get(kept.generation, {}).get(kind) if kind else None
 
 
-def _rewrapped(source, cls: int, key_type: int, kept: Kept, wrapping: int) -> bytes:
-    """The kept blob, unwrapped on the source as a session key (sensitive, trusted-only: all the
-    older domain key allows) and wrapped under the domain key the target holds too."""
-    older = _kept_domain_key(source, cls, key_type, kept)
-    temporary = source.unwrap_key(older, cls, key_type, kept.blob, DOMAIN_KEY_MECHANISM,
+def _rewrapped(source, cls: int, key_type: int, blob: bytes, older: int, wrapping: int) -> bytes:
+    """The kept blob, unwrapped on the source with the older domain key as a session key
+    (sensitive, trusted-only: all that key allows) and wrapped under the one the target holds."""
+    temporary = source.unwrap_key(older, cls, key_type, blob, DOMAIN_KEY_MECHANISM,
                                   {CKA_TOKEN: False, CKA_EXTRACTABLE: True, CKA_ID: TWIN_ID,
                                    **UNWRAP_PINNED})
     try:

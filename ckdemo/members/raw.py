@@ -468,13 +468,18 @@ class RawModule:
         room, length = (c_ubyte * 512)(), CK_ULONG(512)
         self._functions["C_DigestFinal"](session, room, byref(length))
 
-    def generate_key(self, session: int, mechanism: int, template: dict) -> int:
-        """C_GenerateKey with exactly this template (no parameter: the key generation mechanisms
-        ckdemo uses take none)."""
+    def generate_key(self, session: int, mechanism: int, template: dict,
+                     parameter: Structure | None = None) -> int:
+        """C_GenerateKey with exactly this template, and the mechanism's parameter structure if
+        it takes one (CKM_PKCS5_PBKD2: members/pbe.py)."""
         from .template import Packed
         packed, handle = Packed(template), CK_ULONG(0)
-        self._call("C_GenerateKey", session, byref(CK_MECHANISM(mechanism, None, 0)),
-                   ctypes.cast(packed.array, c_void_p), packed.count, byref(handle))
+        if parameter is None:
+            chosen = CK_MECHANISM(mechanism, None, 0)
+        else:
+            chosen = CK_MECHANISM(mechanism, ctypes.cast(byref(parameter), c_void_p), ctypes.sizeof(parameter))
+        self._call("C_GenerateKey", session, byref(chosen), ctypes.cast(packed.array, c_void_p),
+                   packed.count, byref(handle))
         return handle.value
 
     def generate_key_pair(self, session: int, mechanism: int, public: dict,
