@@ -682,3 +682,31 @@ def test_a_key_destroyed_while_a_member_was_down_does_not_come_back_when_it_reco
     for member in group.members:
         assert _key_ids_on(fresh, member).count(key_id) == 0, member.serial
     assert session.find_objects({CKA_CLASS: CKO_SECRET_KEY, CKA_ID: key_id}) == []
+
+
+def test_every_session_lists_objects_in_the_order_the_group_made_them(fresh):
+    """One token lists its objects in the order it made them, in every session; the HA slot
+    did so only per session (the order each session first saw them from whichever member served
+    its first search), so two connections enumerating by index saw different keys at one index."""
+    from ckdemo.model import CKA_TOKEN, CKA_VALUE, CKO_DATA
+    made = []
+    for number in (3, 1, 2, 0):  # labels out of order: the order is the making, not the name
+        made.append(fresh.session.create_object({CKA_CLASS: CKO_DATA, CKA_TOKEN: True,
+                                                 CKA_LABEL: f"order-{number}", CKA_VALUE: b"v%d" % number}))
+    wanted = {CKA_CLASS: CKO_DATA}
+
+    def labels(session) -> list[str]:
+        return [session.get_attributes(h, [CKA_LABEL])[CKA_LABEL] for h in session.find_objects(wanted)]
+    first = labels(fresh.session)
+    assert first == ["order-3", "order-1", "order-2", "order-0"]
+    other = fresh.group.open_session()
+    served_by = set()
+    for _ in range(2 * len(fresh.group.members)):  # every member serves some of the searches
+        before = {m.serial: m.calls for m in fresh.group.members}
+        assert labels(other) == first
+        served_by |= {m.serial for m in fresh.group.members if m.calls != before[m.serial]}
+    assert len(served_by) == len(fresh.group.members)
+    fresh.session.destroy_object(made[1])  # made again: listed last, as a token lists it
+    fresh.session.create_object({CKA_CLASS: CKO_DATA, CKA_TOKEN: True, CKA_LABEL: "order-1",
+                                 CKA_VALUE: b"v1"})
+    assert labels(other) == ["order-3", "order-2", "order-0", "order-1"]

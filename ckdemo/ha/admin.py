@@ -10,7 +10,7 @@ from ..codes import (CKR_DEVICE_ERROR, CKR_PIN_INCORRECT, CKR_USER_ALREADY_LOGGE
 from ..model import CKU_SO, CKU_USER
 from . import replication
 from .cleanup import close_quietly, logout_quietly
-from .failover import MemberFailed, no_member_left
+from .failover import MemberFailed
 from .member import HAMember, MemberState
 
 CKF_USER_PIN_INITIALIZED = 0x8
@@ -134,24 +134,14 @@ class Administration:
         return was
 
     def _login(self, user_type: int, pin: str) -> None:
-        self.before_call()
-        done = []
-        failures: list[MemberFailed] = []
-        for member in self.active_members():
+        def login(session, member: HAMember) -> None:
             try:
-                self.call_member(member, lambda: self.session_for(member).login(user_type, pin))
-            except MemberFailed as exc:
-                failures.append(exc)
-                continue
+                session.login(user_type, pin)
             except CKRError as exc:
                 if exc.ckr != CKR_USER_ALREADY_LOGGED_IN or self.credentials is not None:
-                    for other in done:
-                        logout_quietly(other.anchor)
                     raise
                 # else: already logged in by a physical-slot session of ours: the same state
-            done.append(member)
-        if not done:
-            raise no_member_left("C_Login", failures)
+        self.failover.every("C_Login", login, undo=lambda session, member, _: logout_quietly(session), counted=False)
         self.credentials = (user_type, pin)
         if user_type == CKU_USER:  # only the user sees every key object
             self.recovery.resynchronise_private()
@@ -174,7 +164,7 @@ class Administration:
         for member in self.members:
             if member.active:
                 try:
-                    self.call_member(member, member.slot.token_info)
+                    self.failover.pinned(member, member.slot.token_info)
                 except MemberFailed:
                     pass  # shown as CKR_DEVICE_ERROR below
                 except CKRError:

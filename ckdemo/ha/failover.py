@@ -1,19 +1,24 @@
-"""Failover in one place (as redis-py's retry.py): what a member failure is, and the error the
-application sees when no member is left, with every member's own error chained to it.
+"""Failover in one place (as redis-py's retry.py): the one engine that runs a call on the HA
+group's members, what a member failure is, and the error the application sees when no member
+is left, with every member's own error chained to it.
 
-The group's `call_member` runs one call on one member; a member-fatal result fails the member
-and comes back as MemberFailed, which every caller handles the same way: try another member,
-or leave that member out. Application answers (CKR_PIN_INCORRECT, CKR_MECHANISM_INVALID, ...)
-pass through unchanged.
+A member-fatal result fails the member and comes back as MemberFailed, which the engine handles
+the same way everywhere: try another member, or leave that member out. Application answers
+(CKR_PIN_INCORRECT, CKR_MECHANISM_INVALID, ...) pass through unchanged.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
-from ..codes import CKR_DEVICE_ERROR, CKRError
+from ..codes import CKR_DEVICE_ERROR, CKR_MECHANISM_INVALID, CKRError
+from .member import MemberState
 
 if TYPE_CHECKING:
     from .member import HAMember
+
+T = TypeVar("T")
+_ACTIVE = MemberState.ACTIVE
 
 
 class MemberFailed(CKRError):
@@ -42,22 +47,234 @@ def no_member_left(function: str, failures: list[MemberFailed] = ()) -> CKRError
     return error
 
 
+class Failover:
+    """One HA group's failover engine (as redis-py's Retry): which member serves (least-busy
+    round robin), the calls in flight on each, and the rule that tells a member's failure from
+    the application's answer (handed in). Three entry points:
+
+    - one(): a call on one member, moved to another when that member fails;
+    - every(): a change on every active member, all or nothing: an answer that refuses it
+      is undone on the members that had made it;
+    - pinned(): a call on one given member, failed with it (on() pins every call of a session).
+
+    An operation takes (session, member): the member's session (its login anchor) and the member.
+    """
+
+    def __init__(self, members: list["HAMember"], *, session_for: Callable[["HAMember"], Any],
+                 is_failure: Callable[[CKRError], bool],
+                 failed: Callable[["HAMember", CKRError], None],
+                 before_call: Callable[[], None], lock, balance: bool = True) -> None:
+        self.members = members
+        self.session_for = session_for
+        self.is_failure = is_failure
+        self.failed = failed
+        self.before_call = before_call
+        self.lock = lock
+        self.balance = balance  # False: every call goes to the first active member (CKDemo nolb)
+        self._next = 0
+
+    def active(self) -> list["HAMember"]:
+        return [m for m in self.members if m.state is _ACTIVE]
+
+    # ---- one member ---------------------------------------------------------------------------
+    def _pick(self, skip, mechanism: int | None) -> "HAMember | None":
+        """Least-busy round robin (as Luna HA): of the active members not in `skip` and not
+        known to refuse `mechanism`, the one with the fewest calls in flight, ties broken in
+        turn; None when there is none. One caller thread gets plain round robin; several
+        spread out. One pass under the lock: this runs on every load-balanced call."""
+        members = self.members
+        count = len(members)
+        with self.lock:
+            if self.balance and not skip:  # the usual case: the next in turn is free and able
+                member = members[self._next]
+                if member.state is _ACTIVE and not member.outstanding and mechanism not in member.refused:
+                    self._next = (member.index + 1) % count
+                    member.outstanding = 1
+                    return member
+            start = self._next if self.balance else 0
+            chosen = None
+            for step in range(count):
+                member = members[(start + step) % count]
+                if member.state is not _ACTIVE or member in skip or mechanism in member.refused:
+                    continue
+                if chosen is None or member.outstanding < chosen.outstanding:
+                    chosen = member
+                    if not self.balance or not member.outstanding:
+                        break
+            if chosen is not None:
+                if self.balance:
+                    self._next = (chosen.index + 1) % count
+                chosen.outstanding += 1
+            return chosen
+
+    def one(self, function: str, op: Callable[[Any, "HAMember"], T], mechanism: int | None = None,
+            exclude: Sequence["HAMember"] = (), session: bool = True) -> T:
+        """op on one member, repeated on another when the member fails. session=False: a call
+        on the member's slot, which needs no session (op gets None).
+
+        A member that refuses the mechanism (a remote member's transport cannot carry its
+        parameters) is not failed: the call goes to a member that can, and that member is
+        skipped for the mechanism from then on. An object missing on a member (it could not be
+        copied there) sends the call to another member."""
+        self.before_call()
+        failures: list[MemberFailed] = []
+        refused: list["HAMember"] = []
+        refused_error: CKRError | None = None
+        missing: list["HAMember"] = []
+        skip = exclude
+        while True:
+            member = self._pick(skip, mechanism)
+            if member is None and mechanism is not None and not refused:
+                member = self._pick(skip, None)  # every member refused it before: ask again
+            if member is None:
+                if refused_error is not None:
+                    raise refused_error
+                raise no_member_left(function, failures)
+            try:
+                result = op((member.anchor or self.session_for(member)) if session else None, member)
+            except MemberFailed as exc:
+                if exc.member is not member:
+                    raise  # another member the operation used (a copy's source) failed
+                failures.append(exc)
+                continue
+            except CKRError as exc:
+                if self.is_failure(exc):
+                    self.failed(member, exc)
+                    failures.append(MemberFailed(member, exc))
+                    continue
+                if exc.ckr == CKR_MECHANISM_INVALID and mechanism is not None:
+                    refused.append(member)
+                    refused_error = exc
+                    skip = [*exclude, *refused, *missing]
+                    continue
+                if isinstance(exc, ObjectMissing):
+                    missing.append(member)
+                    skip = [*exclude, *refused, *missing]
+                    if len(missing) < len([m for m in self.active() if m not in exclude]):
+                        continue
+                raise
+            finally:
+                with self.lock:  # the member is free again (least-busy balancing)
+                    member.outstanding -= 1
+            member.calls += 1
+            for other in refused:
+                other.refused.add(mechanism)
+            return result
+
+    # ---- every member ---------------------------------------------------------------------------
+    def every(self, function: str, op: Callable[[Any, "HAMember"], T],
+              undo: Callable[[Any, "HAMember", T], None] | None = None,
+              exclude: Sequence["HAMember"] = (), counted: bool = True) -> list[tuple["HAMember", T]]:
+        """op on every active member (but `exclude`). A member failure fails only that member;
+        an object a member never received is skipped there; any other refusal is undone (`undo`
+        with what op returned) on the members that had done it, and raised: all or nothing.
+        counted=False: the group's own housekeeping, not a call of the application's."""
+        self.before_call()
+        done: list[tuple["HAMember", T]] = []
+        failures: list[MemberFailed] = []
+        for member in self.active():
+            if member in exclude:
+                continue
+            try:
+                done.append((member, self.pinned(member, lambda: op(self.session_for(member), member))))
+            except ObjectMissing:
+                continue  # the object never reached this member: nothing to do there
+            except MemberFailed as exc:
+                if exc.member is not member:
+                    raise
+                failures.append(exc)
+                continue
+            except CKRError:
+                if undo is not None:
+                    for other, result in reversed(done):
+                        try:
+                            undo(self.session_for(other), other, result)
+                        except CKRError:
+                            pass  # best effort: the refusal is what the caller must see
+                raise
+            if counted:
+                member.calls += 1
+        if not done:
+            raise no_member_left(function, failures)
+        return done
+
+    # ---- one given member -----------------------------------------------------------------------
+    def pinned(self, member: "HAMember", fn: Callable[..., T], *args) -> T:
+        """fn(*args) for one member. A member-fatal result fails the member and raises
+        MemberFailed (chained to the member's own error); any other result is the
+        application's answer."""
+        try:
+            return fn(*args)  # (a remote member's socket keeps the call's deadline)
+        except MemberFailed:
+            raise
+        except CKRError as exc:
+            if not self.is_failure(exc):
+                raise
+            self.failed(member, exc)
+            raise MemberFailed(member, exc) from exc
+
+    def on(self, member: "HAMember") -> "OnMember":
+        """The member's session with every call pinned to the member."""
+        return OnMember(self, member)
+
+    def stream(self, function: str, mechanism: int, chunks: Iterable[bytes],
+               start: Callable[[Any, "HAMember", Iterator[bytes]], Iterator[bytes]]) -> Iterator[bytes]:
+        """A multi-part operation pinned to one member. Until it has produced output it can move
+        to another member (the chunks read so far are kept): a member that refuses the mechanism
+        or fails at the start costs nothing. After that, a failure goes back to the caller, who
+        must restart the operation (as with Luna HA)."""
+        source = iter(chunks)
+        consumed: list[bytes] = []
+        committed = False
+
+        def feed() -> Iterator[bytes]:
+            yield from consumed
+            for piece in source:
+                if not committed:
+                    consumed.append(piece)
+                yield piece
+
+        tried: list["HAMember"] = []
+        last_error: CKRError | None = None
+        while True:
+            if last_error is not None and all(m in tried for m in self.active()):
+                raise last_error
+            member = self.one(function, lambda s, m: m, mechanism=mechanism, exclude=tried)
+            try:
+                for piece in start(self.session_for(member), member, feed()):
+                    committed = True
+                    consumed.clear()
+                    yield piece
+                return
+            except CKRError as exc:
+                if self.is_failure(exc):
+                    self.failed(member, exc)
+                elif exc.ckr == CKR_MECHANISM_INVALID:
+                    member.refused.add(mechanism)
+                else:
+                    raise
+                if committed:
+                    raise
+                tried.append(member)
+                last_error = exc
+
+
 class OnMember:
-    """A member's session whose every call goes through the group's call_member, so a
+    """A member's session whose every call is pinned to the member (Failover.pinned), so a
     member-fatal result fails *that* member. A copy from one member to another calls both: a
     source that dies in the middle must not be blamed on the member the copy was going to."""
 
-    def __init__(self, group, member: "HAMember") -> None:
-        self.group = group
+    def __init__(self, failover: Failover, member: "HAMember") -> None:
+        self.failover = failover
         self.member = member
-        self.session = group.session_for(member)
+        self.session = failover.session_for(member)
 
     def __getattr__(self, name: str):
         attribute = getattr(self.session, name)
         if not callable(attribute):
             return attribute
-        group, member = self.group, self.member
+        failover, member = self.failover, self.member
 
         def call(*args, **kwargs):
-            return group.call_member(member, lambda: attribute(*args, **kwargs))
+            return failover.pinned(member, attribute, *args, **kwargs)
         return call

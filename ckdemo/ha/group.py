@@ -5,9 +5,10 @@ here knows the menu or python-pkcs11: members are physical slots from ckdemo.mem
 """
 from __future__ import annotations
 
+import itertools
 import threading
 from contextlib import AbstractContextManager, nullcontext
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable
 
 from ..codes import (CKR_DEVICE_ERROR, CKR_FUNCTION_NOT_SUPPORTED, CKR_MECHANISM_INVALID,
                      CKR_NO_EVENT, CKR_USER_ALREADY_LOGGED_IN, CKR_USER_NOT_LOGGED_IN, SESSION_LOST,
@@ -15,7 +16,7 @@ from ..codes import (CKR_DEVICE_ERROR, CKR_FUNCTION_NOT_SUPPORTED, CKR_MECHANISM
 from ..model import CKU_USER, LibraryInfo, MechanismInfo, SlotInfo, TokenInfo
 from .admin import Administration
 from .events import HALog
-from .failover import MemberFailed, ObjectMissing, no_member_left
+from .failover import Failover
 from .member import HAMember, MemberState
 from .vault import Vault
 from .pin_lock import PIN_FLAG_NAMES, PIN_FLAGS, PinLock
@@ -24,8 +25,6 @@ from .recovery import Recovery
 from .synchronization import Synchronizer
 from .session import VirtualSession
 
-T = TypeVar("T")
-ACTIVE = MemberState.ACTIVE
 HA_SLOT_DESCRIPTION = "HA Virtual Card Slot"  # seed: "slot#3 - HA Virtual Card Slot"
 
 
@@ -43,7 +42,6 @@ class HAGroup(Administration):
         self.policy = policy
         self.log = log or HALog()
         self.slot_id = slot_id
-        self.balance = balance  # False: every call goes to the first active member (CKDemo nolb)
         # serialises changes to what the members hold with every other process on the state
         # folder (replication, synchronization, recovery); always taken before self.lock
         self.state_lock = state_lock
@@ -56,20 +54,36 @@ class HAGroup(Administration):
         # what one token would answer of each key, and the blobs of unextractable keys (vault.py)
         self.vault = vault if vault is not None else Vault()
         self.sessions: dict[int, Any] = {}
-        self._next_member = 0
+        # identity -> its place in searches: the order the group made or first saw each object
+        self.order: dict[tuple, int] = {}
+        self._places = itertools.count(1)
         self.lock = threading.RLock()  # member state, round robin and anchors across threads
         self.slot_events = 0  # member failures and recoveries not yet reported as slot events
         # HASynchronize: bring a recovered member up to date (and complete objects at HA login)
         self.synchronize_on_recovery = synchronize_on_recovery
         self.completed_at_login = 0  # objects the last HA login copied to members that lacked them
         self.recovery = Recovery(self)
+        # which member serves each call, and what a member failure is (failover.py)
+        self.failover = Failover(members, session_for=self.session_for,
+                                 is_failure=self.is_member_failure, failed=self.member_failed,
+                                 before_call=self.recovery.before_call, lock=self.lock,
+                                 balance=balance)
         self.synchronizer = Synchronizer(self)
         for index, member in enumerate(members):
             member.index = index
             if not member.active:
                 self.recovery.disconnect(member, "not found at start")
 
-    # ---- choosing members and running calls with failover -----------------------------------
+    # ---- members ------------------------------------------------------------------------------
+    @property
+    def balance(self) -> bool:
+        """False: every call goes to the first active member (CKDemo nolb)."""
+        return self.failover.balance
+
+    @balance.setter
+    def balance(self, on: bool) -> None:
+        self.failover.balance = on
+
     def active_members(self) -> list[HAMember]:
         return [m for m in self.members if m.active]
 
@@ -111,6 +125,12 @@ class HAGroup(Administration):
                         "every member is lost: the login and every session are gone (the "
                         "application must C_Finalize, C_Initialize and log in again)")
 
+    def place(self, key: tuple) -> int:
+        """The next place in search order, for an object the group makes or sees first."""
+        with self.lock:
+            place = self.order[key] = self.order.get(key) or next(self._places)
+        return place
+
     def note_slot_event(self) -> None:
         """A member failed or came back: one more event for C_WaitForSlotEvent."""
         with self.lock:
@@ -121,118 +141,6 @@ class HAGroup(Administration):
             if member is not exclude:
                 return member
         return None
-
-    def _pick(self, skip, mechanism: int | None) -> HAMember | None:
-        """Least-busy round robin (as Luna HA): of the active members not in `skip` and not
-        known to refuse `mechanism`, the one with the fewest calls in flight, ties broken in
-        turn; None when there is none. One caller thread gets plain round robin; several
-        spread out. One pass under the lock: this runs on every load-balanced call."""
-        members = self.members
-        count = len(members)
-        with self.lock:
-            if self.balance and not skip:  # the usual case: the next in turn is free and able
-                member = members[self._next_member]
-                if member.state is ACTIVE and not member.outstanding and mechanism not in member.refused:
-                    self._next_member = (member.index + 1) % count
-                    member.outstanding = 1
-                    return member
-            start = self._next_member if self.balance else 0
-            chosen = None
-            for step in range(count):
-                member = members[(start + step) % count]
-                if member.state is not ACTIVE or member in skip or mechanism in member.refused:
-                    continue
-                if chosen is None or member.outstanding < chosen.outstanding:
-                    chosen = member
-                    if not self.balance or not member.outstanding:
-                        break
-            if chosen is not None:
-                if self.balance:
-                    self._next_member = (chosen.index + 1) % count
-                chosen.outstanding += 1
-            return chosen
-
-    def run(self, function: str, op: Callable[[HAMember], T], mechanism: int | None = None,
-            exclude: list[HAMember] = ()) -> T:
-        """A single-part call on one member, repeated on another when the member fails.
-
-        A member that refuses the mechanism (a remote member's transport cannot carry its
-        parameters) is not failed: the call goes to a member that can, and that member is
-        skipped for the mechanism from then on."""
-        self.recovery.before_call()  # (before_call() spelt out: this runs on every balanced call)
-        failures: list[MemberFailed] = []
-        refused: list[HAMember] = []
-        refused_error: CKRError | None = None
-        missing: list[HAMember] = []
-        skip = exclude
-        while True:
-            member = self._pick(skip, mechanism)
-            if member is None and mechanism is not None and not refused:
-                member = self._pick(skip, None)  # every member refused it before: ask again
-            if member is None:
-                if refused_error is not None:
-                    raise refused_error
-                raise no_member_left(function, failures)
-            try:
-                result = self.call_member(member, op, member)
-            except MemberFailed as exc:
-                failures.append(exc)
-                continue
-            except CKRError as exc:
-                if exc.ckr == CKR_MECHANISM_INVALID and mechanism is not None:
-                    refused.append(member)
-                    refused_error = exc
-                    skip = [*exclude, *refused, *missing]
-                    continue
-                if isinstance(exc, ObjectMissing):
-                    missing.append(member)
-                    skip = [*exclude, *refused, *missing]
-                    if len(missing) < len([m for m in self.active_members() if m not in exclude]):
-                        continue
-                raise
-            finally:
-                with self.lock:  # the member is free again (least-busy balancing)
-                    member.outstanding -= 1
-            member.calls += 1
-            if refused:
-                for other in refused:
-                    other.refused.add(mechanism)
-            return result
-
-    def on_all(self, function: str, op: Callable[[HAMember], T]) -> list[tuple[HAMember, T]]:
-        """A key-management call on every active member; a member failure fails only the member."""
-        with self.state_lock():
-            return self._on_all(function, op)
-
-    def _on_all(self, function: str, op: Callable[[HAMember], T]) -> list[tuple[HAMember, T]]:
-        self.before_call()
-        done = []
-        failures: list[MemberFailed] = []
-        for member in self.active_members():
-            try:
-                done.append((member, self.call_member(member, op, member)))
-            except ObjectMissing:
-                continue  # the object never reached this member: nothing to do there
-            except MemberFailed as exc:
-                failures.append(exc)
-            member.calls += 1
-        if not done:
-            raise no_member_left(function, failures)
-        return done
-
-    def call_member(self, member: HAMember, fn: Callable[..., T], *args) -> T:
-        """fn(*args) on one member. A member-fatal result fails the member and raises
-        MemberFailed (chained to the member's own error); any other result is the
-        application's answer."""
-        try:
-            return fn(*args)  # (a remote member's socket keeps the call's deadline)
-        except MemberFailed:
-            raise
-        except CKRError as exc:
-            if not self.is_member_failure(exc):
-                raise
-            self.member_failed(member, exc)
-            raise MemberFailed(member, exc) from exc
 
     def is_member_failure(self, exc: CKRError) -> bool:
         if is_member_fatal(exc.ckr):
@@ -271,7 +179,7 @@ class HAGroup(Administration):
                         (1, 0), (1, 0))
 
     def token_info(self) -> TokenInfo:
-        info = self.run("C_GetTokenInfo", lambda m: m.slot.token_info())
+        info = self.failover.one("C_GetTokenInfo", lambda _, m: m.slot.token_info(), session=False)
         rw = sum(1 for s in self.sessions.values() if s.rw)
         flags = (info.flags & ~PIN_FLAGS) | self.pin_lock.flags()  # the HA slot's own count
         names = tuple(n for n in info.flag_names if n not in PIN_FLAG_NAMES.values()) + tuple(
@@ -284,13 +192,14 @@ class HAGroup(Administration):
                          info.hardware_version, info.firmware_version, info.utc_time)
 
     def mechanisms(self) -> list[tuple[int, str]]:
-        return self.run("C_GetMechanismList", lambda m: m.slot.mechanisms())
+        return self.failover.one("C_GetMechanismList", lambda _, m: m.slot.mechanisms(), session=False)
 
     def mechanism_info(self, mechanism: int) -> MechanismInfo:
-        return self.run("C_GetMechanismInfo", lambda m: m.slot.mechanism_info(mechanism))
+        return self.failover.one("C_GetMechanismInfo", lambda _, m: m.slot.mechanism_info(mechanism),
+                                 session=False)
 
     def library_info(self) -> LibraryInfo:
-        info = self.run("C_GetInfo", lambda m: m.slot.library_info())
+        info = self.failover.one("C_GetInfo", lambda _, m: m.slot.library_info(), session=False)
         return LibraryInfo(info.cryptoki_version, "ckdemo HA",
                            f"HA group {self.label} over {len(self.members)} members",
                            (1, 0), info.path)

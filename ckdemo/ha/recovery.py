@@ -7,13 +7,15 @@ Recovery is an object the group owns; what it uses of the group is declared in G
 from __future__ import annotations
 
 from contextlib import AbstractContextManager
-from typing import Callable, Protocol
+from typing import TYPE_CHECKING, Callable, Protocol
 
 from ..codes import CREDENTIALS_REJECTED, CKR_DEVICE_ERROR, CKR_USER_ALREADY_LOGGED_IN, CKRError
 from ..model import CKA_CLASS, CKA_ID, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, CKO_SECRET_KEY, CKU_USER
 from . import replication
 from .cleanup import close_quietly
 from .member import HAMember, MemberState
+if TYPE_CHECKING:
+    from .failover import Failover
 from .events import HALog
 from .policy import RecoveryPolicy
 from .vault import Vault
@@ -35,12 +37,12 @@ class GroupView(Protocol):
     synchronize_on_recovery: bool
     vault: Vault  # what is kept of each key (vault.py)
     orphans: dict[str, set[tuple]]  # member serial -> keys it made and failed before copying
+    failover: Failover  # runs calls on members (failover.py)
 
     def active_members(self) -> list[HAMember]: ...
     def source_member(self, exclude: HAMember) -> HAMember | None: ...
     def session_for(self, member: HAMember): ...
     def is_member_failure(self, exc: CKRError) -> bool: ...
-    def call_member(self, member: HAMember, fn, *args): ...
     def note_slot_event(self) -> None: ...
     def lose_everything(self) -> None: ...
 

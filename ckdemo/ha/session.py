@@ -15,7 +15,7 @@ from ..model import (CKA_CLASS, CKA_EXTRACTABLE, CKA_ID, CKA_KEY_TYPE, CKA_LABEL
                      CKA_WRAP_WITH_TRUSTED, CKO_DATA, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY,
                      CKO_SECRET_KEY, CKU_SO, KeySpec, MechanismParam, SessionInfo)
 from . import handles, replication
-from .failover import MemberFailed, ObjectMissing, OnMember, no_member_left
+from .failover import MemberFailed, ObjectMissing
 from .member import HAMember
 from .vault import FACTS, Kept
 
@@ -62,6 +62,7 @@ class VirtualSession:
         self.epoch = group.epoch
         self.handle = handles.allocate()  # process-wide, not the group's count (issue 8 §6)
         self.rw = rw
+        self.failover = group.failover  # runs every call on the members (failover.py)
         self.objects: dict[int, VirtualObject] = {}
         self._by_key: dict[tuple, VirtualObject] = {}
 
@@ -97,42 +98,42 @@ class VirtualSession:
         return SessionInfo(self.handle, self.group.slot_id, state, flags, names, 0)
 
     def init_pin(self, pin: str) -> None:
-        self.group.on_all("C_InitPIN", lambda m: self.group.session_for(m).init_pin(pin))
+        self._everywhere("C_InitPIN", lambda s, m: s.init_pin(pin))
         self.group.pin_unlocked()  # as on a token: a new user PIN is not locked
 
     def set_pin(self, old_pin: str, new_pin: str) -> None:
-        self.group.on_all("C_SetPIN", lambda m: self.group.session_for(m).set_pin(old_pin, new_pin))
+        self._everywhere("C_SetPIN", lambda s, m: s.set_pin(old_pin, new_pin))
         if self.group.credentials:
             self.group.credentials = (self.group.credentials[0], new_pin)
 
     # ---- load-balanced single-part calls ------------------------------------------------------
     def generate_random(self, length: int) -> bytes:
-        return self.group.run("C_GenerateRandom",
-                              lambda m: self.group.session_for(m).generate_random(length))
+        return self.failover.one("C_GenerateRandom",
+                              lambda s, m: s.generate_random(length))
 
     def sign(self, handle: int, mechanism: int, data: bytes, param: MechanismParam = None) -> bytes:
         obj = self._object(handle, "C_Sign")
-        return self.group.run("C_Sign", lambda m: self.group.session_for(m).sign(
+        return self.failover.one("C_Sign", lambda s, m: s.sign(
             self._on(m, obj), mechanism, data, param), mechanism=mechanism)
 
     def verify(self, handle: int, mechanism: int, data: bytes, signature: bytes,
                param: MechanismParam = None) -> None:
         obj = self._object(handle, "C_Verify")
-        self.group.run("C_Verify", lambda m: self.group.session_for(m).verify(
+        self.failover.one("C_Verify", lambda s, m: s.verify(
             self._on(m, obj), mechanism, data, signature, param), mechanism=mechanism)
 
     def encrypt(self, handle: int, mechanism: int, data: bytes, param: MechanismParam = None) -> bytes:
         obj = self._object(handle, "C_Encrypt")
-        return self.group.run("C_Encrypt", lambda m: self.group.session_for(m).encrypt(
+        return self.failover.one("C_Encrypt", lambda s, m: s.encrypt(
             self._on(m, obj), mechanism, data, param), mechanism=mechanism)
 
     def decrypt(self, handle: int, mechanism: int, data: bytes, param: MechanismParam = None) -> bytes:
         obj = self._object(handle, "C_Decrypt")
-        return self.group.run("C_Decrypt", lambda m: self.group.session_for(m).decrypt(
+        return self.failover.one("C_Decrypt", lambda s, m: s.decrypt(
             self._on(m, obj), mechanism, data, param), mechanism=mechanism)
 
     def digest(self, mechanism: int, data: bytes) -> bytes:
-        return self.group.run("C_Digest", lambda m: self.group.session_for(m).digest(mechanism, data),
+        return self.failover.one("C_Digest", lambda s, m: s.digest(mechanism, data),
                               mechanism=mechanism)
 
     def digest_key(self, mechanism: int, handle: int) -> bytes:
@@ -140,23 +141,23 @@ class VirtualSession:
         give the key away to a brute force at once (a 2-byte secret: 65,536 tries). A single
         SoftHSM2 token digests it; the HA slot answers CKR_KEY_INDIGESTIBLE (docs/SECURITY.md)."""
         obj = self._digestible(handle)
-        return self.group.run("C_DigestKey", lambda m: self.group.session_for(m).digest_key(
+        return self.failover.one("C_DigestKey", lambda s, m: s.digest_key(
             mechanism, self._on(m, obj)), mechanism=mechanism)
 
     def digest_parts(self, mechanism: int, parts: list[bytes | int]) -> bytes:
         keys = {p: self._digestible(p) for p in parts if not isinstance(p, (bytes, bytearray))}
 
-        def on(member: HAMember) -> bytes:
+        def on(session, member: HAMember) -> bytes:
             pieces = [p if isinstance(p, (bytes, bytearray)) else self._on(member, keys[p]) for p in parts]
-            return self.group.session_for(member).digest_parts(mechanism, pieces)
-        return self.group.run("C_DigestKey", on, mechanism=mechanism)
+            return session.digest_parts(mechanism, pieces)
+        return self.failover.one("C_DigestKey", on, mechanism=mechanism)
 
     def _digestible(self, handle: int) -> VirtualObject:
         obj = self._object(handle, "C_DigestKey")
         # every member's reading: SoftHSM2 stores CKA_VALUE_LEN 0 on an unwrapped copy, only the
         # member that generated the key knows its length
         try:
-            read = self.group.on_all("C_DigestKey", lambda m: self.group.session_for(m).get_attributes(
+            read = self._everywhere("C_DigestKey", lambda s, m: s.get_attributes(
                 self._on(m, obj), [CKA_SENSITIVE, CKA_VALUE_LEN]))
         except MemberFailed:
             raise
@@ -174,7 +175,7 @@ class VirtualSession:
 
     def wrap_key(self, wrapping: int, key: int, mechanism: int, param: MechanismParam = None) -> bytes:
         wrapper, wrapped = self._object(wrapping, "C_WrapKey"), self._object(key, "C_WrapKey")
-        return self.group.run("C_WrapKey", lambda m: self.group.session_for(m).wrap_key(
+        return self.failover.one("C_WrapKey", lambda s, m: s.wrap_key(
             self._on(m, wrapper), self._on(m, wrapped), mechanism, param), mechanism=mechanism)
 
     def read_attribute(self, handle: int, attribute: int):
@@ -182,75 +183,39 @@ class VirtualSession:
         facts = self._facts(obj)
         if attribute in facts:
             return self.get_attributes(handle, [attribute])[attribute]
-        return self.group.run("C_GetAttributeValue", lambda m: self.group.session_for(m).read_attribute(
+        return self.failover.one("C_GetAttributeValue", lambda s, m: s.read_attribute(
             self._on(m, obj), attribute))
 
     def object_size(self, handle: int) -> int:
         obj = self._object(handle, "C_GetObjectSize")
-        return self.group.run("C_GetObjectSize", lambda m: self.group.session_for(m).object_size(
+        return self.failover.one("C_GetObjectSize", lambda s, m: s.object_size(
             self._on(m, obj)))
 
     # ---- multi-part: pinned to one member; a member failure mid-way fails back to the caller
     def encrypt_stream(self, handle: int, mechanism: int, chunks: Iterable[bytes],
                        param: MechanismParam = None) -> Iterator[bytes]:
         obj = self._object(handle, "C_EncryptInit")
-        return self._pinned("C_EncryptInit", mechanism, chunks, lambda s, m, data: s.encrypt_stream(
+        return self.failover.stream("C_EncryptInit", mechanism, chunks, lambda s, m, data: s.encrypt_stream(
             self._on(m, obj), mechanism, data, param))
 
     def decrypt_stream(self, handle: int, mechanism: int, chunks: Iterable[bytes],
                        param: MechanismParam = None) -> Iterator[bytes]:
         obj = self._object(handle, "C_DecryptInit")
-        return self._pinned("C_DecryptInit", mechanism, chunks, lambda s, m, data: s.decrypt_stream(
+        return self.failover.stream("C_DecryptInit", mechanism, chunks, lambda s, m, data: s.decrypt_stream(
             self._on(m, obj), mechanism, data, param))
 
     def digest_stream(self, mechanism: int, chunks: Iterable[bytes]) -> bytes:
-        return b"".join(self._pinned("C_DigestInit", mechanism, chunks,
+        return b"".join(self.failover.stream("C_DigestInit", mechanism, chunks,
                                      lambda s, m, data: iter([s.digest_stream(mechanism, data)])))
 
-    def _pinned(self, function: str, mechanism: int, chunks: Iterable[bytes], start) -> Iterator[bytes]:
-        """A multi-part operation on one member. Until it has produced output it can move to
-        another member (the chunks read so far are kept): a member that refuses the mechanism
-        or fails at the start costs nothing. After that, a failure goes back to the caller,
-        who must restart the operation (as with Luna HA)."""
-        source = iter(chunks)
-        consumed: list[bytes] = []
-        committed = False
-
-        def feed() -> Iterator[bytes]:
-            yield from consumed
-            for piece in source:
-                if not committed:
-                    consumed.append(piece)
-                yield piece
-
-        tried: list[HAMember] = []
-        last_error: CKRError | None = None
-        while True:
-            if last_error is not None and all(m in tried for m in self.group.active_members()):
-                raise last_error
-            member = self.group.run(function, lambda m: m, mechanism=mechanism,
-                                    exclude=tried)
-            try:
-                for piece in start(self.group.session_for(member), member, feed()):
-                    committed = True
-                    consumed.clear()
-                    yield piece
-                return
-            except CKRError as exc:
-                if self.group.is_member_failure(exc):
-                    self.group.member_failed(member, exc)
-                elif exc.ckr == CKR_MECHANISM_INVALID:
-                    member.refused.add(mechanism)
-                else:
-                    raise
-                if committed:
-                    raise
-                tried.append(member)
-                last_error = exc
-
     # ---- changes applied on every member ----------------------------------------------------
+    def _everywhere(self, function: str, op, undo=None) -> list[tuple[HAMember, Any]]:
+        """A change on every active member, seen from any process as one (the state lock)."""
+        with self.group.state_lock():
+            return self.failover.every(function, op, undo)
+
     def seed_random(self, seed: bytes) -> None:
-        self.group.on_all("C_SeedRandom", lambda m: self.group.session_for(m).seed_random(seed))
+        self._everywhere("C_SeedRandom", lambda s, m: s.seed_random(seed))
 
     def set_attributes(self, handle: int, template: dict[int, Any]) -> None:
         """All or nothing across members: a refusal (SoftHSM2 keeps what it set before the
@@ -260,13 +225,13 @@ class VirtualSession:
             self._keep_before_hardening(obj)
         before = self._readable(handle, list(template))
         try:
-            self.group.on_all("C_SetAttributeValue", lambda m: self.group.session_for(m).set_attributes(
+            self._everywhere("C_SetAttributeValue", lambda s, m: s.set_attributes(
                 self._on(m, obj), template))
         except MemberFailed:
             raise
         except CKRError:
             if before:
-                self.group.on_all("C_SetAttributeValue", lambda m: self._put_back(m, obj, before))
+                self._everywhere("C_SetAttributeValue", lambda s, m: self._put_back(s, m, obj, before))
             raise
         kept = self.group.vault.get(obj.key)
         if kept is not None and CKA_SENSITIVE in template and CKA_SENSITIVE in kept.facts:
@@ -283,8 +248,8 @@ class VirtualSession:
         if kept is not None and kept.blob:
             return
 
-        def wrap(member: HAMember):
-            session = OnMember(self.group, member)
+        def wrap(_, member: HAMember):
+            session = self.failover.on(member)
             h = self._on(member, obj)
             found = session.get_attributes(h, [CKA_CLASS, CKA_KEY_TYPE, CKA_TOKEN])
             if found[CKA_CLASS] not in (CKO_PRIVATE_KEY, CKO_SECRET_KEY):
@@ -295,7 +260,7 @@ class VirtualSession:
             return (found[CKA_TOKEN], bool(flags[CKA_SENSITIVE]),
                     replication.keep(session, h, found[CKA_CLASS], found[CKA_KEY_TYPE]))
         try:
-            made = self.group.run("C_SetAttributeValue", wrap)
+            made = self.failover.one("C_SetAttributeValue", wrap)
         except MemberFailed:
             raise
         except CKRError:
@@ -317,8 +282,7 @@ class VirtualSession:
         except CKRError:
             return {}  # nothing readable (sensitive values): nothing to put back either
 
-    def _put_back(self, member: HAMember, obj: VirtualObject, values: dict[int, Any]) -> None:
-        session = self.group.session_for(member)
+    def _put_back(self, session, member: HAMember, obj: VirtualObject, values: dict[int, Any]) -> None:
         for attribute, value in values.items():  # one by one: what the token takes back
             try:
                 session.set_attributes(self._on(member, obj), {attribute: value})
@@ -332,8 +296,8 @@ class VirtualSession:
         if template.get(CKA_EXTRACTABLE) is False:
             self._keep_before_hardening(obj)
         kept = self.group.vault.get(obj.key)
-        results = self.group.on_all("C_CopyObject", lambda m: self.group.session_for(m).copy_object(
-            self._on(m, obj), template))
+        results = self._everywhere("C_CopyObject", lambda s, m: s.copy_object(
+            self._on(m, obj), template), _destroy_made)
         handle = self._register_results(results, kept)
         return handle
 
@@ -342,10 +306,10 @@ class VirtualSession:
         """Unwrapped on every member: the unwrapping key is the same on all, so is the result."""
         wrapper = self._object(unwrapping, "C_UnwrapKey")
         template = self._identified(template)
-        results = self.group.on_all("C_UnwrapKey", lambda m: self.group.session_for(m).unwrap_key(
-            self._on(m, wrapper), object_class, key_type, data, mechanism, template, param))
+        results = self._everywhere("C_UnwrapKey", lambda s, m: s.unwrap_key(
+            self._on(m, wrapper), object_class, key_type, data, mechanism, template, param), _destroy_made)
         handle = self._register_results(results)
-        self._keep_by_twin(handle, template, lambda m, twin: self.group.session_for(m).unwrap_key(
+        self._keep_by_twin(handle, template, lambda s, m, twin: s.unwrap_key(
             self._on(m, wrapper), object_class, key_type, data, mechanism, twin, param))
         return handle
 
@@ -354,10 +318,10 @@ class VirtualSession:
         """Derived on every member: same base key and inputs give the same key everywhere."""
         base_obj = self._object(base, "C_DeriveKey")
         template = self._identified(template)
-        results = self.group.on_all("C_DeriveKey", lambda m: self.group.session_for(m).derive_key(
-            self._on(m, base_obj), mechanism, param, key_type, length, template))
+        results = self._everywhere("C_DeriveKey", lambda s, m: s.derive_key(
+            self._on(m, base_obj), mechanism, param, key_type, length, template), _destroy_made)
         handle = self._register_results(results)
-        self._keep_by_twin(handle, template, lambda m, twin: self.group.session_for(m).derive_key(
+        self._keep_by_twin(handle, template, lambda s, m, twin: s.derive_key(
             self._on(m, base_obj), mechanism, param, key_type, length, twin))
         return handle
 
@@ -365,14 +329,14 @@ class VirtualSession:
                      template: dict[int, Any]) -> int:
         """On every member: PBKDF2 of the same password and salt is the same key everywhere."""
         template = self._identified(template)
-        results = self.group.on_all("C_GenerateKey", lambda m: self.group.session_for(m).pbe_generate(
-            password, salt, iterations, template))
+        results = self._everywhere("C_GenerateKey", lambda s, m: s.pbe_generate(
+            password, salt, iterations, template), _destroy_made)
         return self._register_results(results)
 
     def probe_ec_curve(self, ec_params: bytes) -> None:
         """The HA slot accepts a curve when every active member does."""
-        self.group.on_all("C_GenerateKeyPair",
-                          lambda m: self.group.session_for(m).probe_ec_curve(ec_params))
+        self._everywhere("C_GenerateKeyPair",
+                          lambda s, m: s.probe_ec_curve(ec_params))
 
     def _identified(self, template: dict[int, Any]) -> dict[int, Any]:
         """Members find an object again by class, CKA_ID and label: give it an ID when none was
@@ -386,7 +350,7 @@ class VirtualSession:
         member says of it (copies: the original's), so a copy made later by recovery answers
         the same."""
         first_member, first_handle = results[0]
-        first = self.group.session_for(first_member)
+        first = self.failover.on(first_member)
         ident = replication.identity(first, first_handle)
         obj = self._register(replication.object_key(ident), first_member, first_handle)
         obj.session_object = not ident.get(CKA_TOKEN, True)
@@ -404,6 +368,7 @@ class VirtualSession:
         new = (cls, bytes(template.get(named_by, name)), template.get(CKA_LABEL, label))
         self._by_key.pop(obj.key, None)
         self.group.vault.move(obj.key, new)
+        self.group.order[new] = self.group.order.pop(obj.key, None) or self.group.place(new)
         obj.key = new
         self._by_key[new] = obj
 
@@ -413,7 +378,7 @@ class VirtualSession:
         obj = self._object(handle, "C_GetAttributeValue")
         facts = self._facts(obj)
         asked = [a for a in attributes if a not in facts] or [CKA_CLASS]  # the object is still there
-        found = self.group.run("C_GetAttributeValue", lambda m: self.group.session_for(m).get_attributes(
+        found = self.failover.one("C_GetAttributeValue", lambda s, m: s.get_attributes(
             self._on(m, obj), asked))
         found = {a: v for a, v in found.items() if a in attributes}
         found.update({a: facts[a] for a in attributes if a in facts})
@@ -431,8 +396,7 @@ class VirtualSession:
         by_record = {a: v for a, v in template.items() if a in SEARCHED_BY_RECORD}
         on_member = {a: v for a, v in template.items() if a not in SEARCHED_BY_RECORD}
 
-        def search(member: HAMember) -> list[int]:
-            session = self.group.session_for(member)
+        def search(session, member: HAMember) -> list[int]:
             found = []
             for h in session.find_objects(on_member):
                 try:
@@ -446,14 +410,17 @@ class VirtualSession:
                 key = replication.object_key(ident)
                 if by_record and not self._matches(session, h, key, by_record):
                     continue
-                handle = self._register(key, member, h).handle
-                if handle not in found:  # two objects of one identity (class, ID, label) are one here
-                    found.append(handle)
-            # the same order every time, whichever member searched: the order in which this
-            # session first saw each object (a member's own order differs from the next one's,
-            # and applications that enumerate by index, pkcs11-tool --test, rely on it)
-            return sorted(found)
-        return self.group.run("C_FindObjects", search)
+                obj = self._register(key, member, h)
+                if obj not in found:  # two objects of one identity (class, ID, label) are one here
+                    found.append(obj)
+            # the same order every time, whichever member searched and in every session: the
+            # order in which the group made or first saw each object, as a token lists its objects
+            # in the order it made them (a member's own order differs from the next one's, and
+            # applications that enumerate by index, pkcs11-tool --test, rely on it)
+            order = self.group.order
+            found.sort(key=lambda o: order[o.key])
+            return [o.handle for o in found]
+        return self.failover.one("C_FindObjects", search)
 
     def _matches(self, session, h: int, key: tuple, wanted: dict[int, Any]) -> bool:
         kept = self.group.vault.get(key)
@@ -489,35 +456,36 @@ class VirtualSession:
                                      if a not in (CKA_EXTRACTABLE, CKA_WRAP_WITH_TRUSTED)))
         harden = made is not spec and dict(spec.extra).get(CKA_MODIFIABLE, True) is not False
         with self.group.state_lock():  # on every member or on none, seen from any process
-            failures: list[MemberFailed] = []
-            for _ in self.group.members:
-                source, handles = self._on_one("C_GenerateKeyPair", lambda s: s.generate(made))
-                kept: list[tuple] = []
-                try:
-                    kept = self._keep_generated(source, handles, harden, spec, asked_wwt)
-                    return self._replicate_all(source, handles,
-                                               {CKA_EXTRACTABLE: False} if harden else {})
-                except MemberFailed as exc:
-                    self._forget(kept)
-                    if exc.member is not source:
-                        raise
-                    with self.group.lock:
-                        self.group.orphans.setdefault(source.serial, set()).update(_identities(spec))
-                    failures.append(exc)
-                    # the source died while its keys were being copied: the copies are gone
-                    # again, the source's own are removed when it comes back (resynchronisation
-                    # destroys what no other member holds): generate on another member
-                except BaseException:
-                    self._forget(kept)
-                    raise
-            raise no_member_left("C_GenerateKeyPair", failures)
+            return self.failover.one("C_GenerateKeyPair", lambda s, m: self._generate_on(
+                s, m, made, harden, spec, asked_wwt))
+
+    def _generate_on(self, session, source: HAMember, made: KeySpec, harden: bool, spec: KeySpec,
+                     asked_wwt: bool) -> list[int]:
+        """The keys generated on `source` and copied to every other member. A source that dies
+        while they are copied takes the copies with it (the failover engine then generates on
+        another member); its own keys are removed when it comes back (resynchronisation
+        destroys what no other member holds, and the orphans are replaced)."""
+        handles = session.generate(made)
+        kept: list[tuple] = []
+        try:
+            kept = self._keep_generated(source, handles, harden, spec, asked_wwt)
+            return self._replicate_all(source, handles, {CKA_EXTRACTABLE: False} if harden else {})
+        except MemberFailed as exc:
+            self._forget(kept)
+            if exc.member is source:
+                with self.group.lock:
+                    self.group.orphans.setdefault(source.serial, set()).update(_identities(spec))
+            raise
+        except BaseException:
+            self._forget(kept)
+            raise
 
     def _keep_generated(self, source: HAMember, handles: list[int], harden: bool, spec: KeySpec,
                         asked_wwt: bool) -> list[tuple]:
         """The vault's record of each new key: what the generating member says of it (it is
         LOCAL, its KEY_GEN_MECHANISM ...) and, for a key to be made unextractable, the blob and
         what one token would say of such a key."""
-        src = OnMember(self.group, source)
+        src = self.failover.on(source)
         keys = []
         for h in handles:
             ident = replication.identity(src, h)
@@ -542,10 +510,10 @@ class VirtualSession:
     def create_object(self, template: dict[int, Any]) -> int:
         """The caller typed the values: create them on every member alike."""
         template = self._identified(template)
-        results = self.group.on_all("C_CreateObject",
-                                    lambda m: self.group.session_for(m).create_object(template))
+        results = self._everywhere("C_CreateObject",
+                                    lambda s, m: s.create_object(template), _destroy_made)
         handle = self._register_results(results)
-        self._keep_by_twin(handle, template, lambda m, twin: self.group.session_for(m).create_object(
+        self._keep_by_twin(handle, template, lambda s, m, twin: s.create_object(
             {**template, **twin}))
         return handle
 
@@ -562,13 +530,13 @@ class VirtualSession:
                 CKA_ID: replication.TWIN_ID, CKA_LABEL: "", CKA_MODIFIABLE: True,
                 replication.CKA_DESTROYABLE: True}
 
-        def wrap(member: HAMember):
-            session = OnMember(self.group, member)
+        def wrap(_, member: HAMember):
+            session = self.failover.on(member)
             found = session.get_attributes(self._on(member, obj), [CKA_KEY_TYPE, CKA_SENSITIVE,
                                                                    CKA_EXTRACTABLE])
             if found[CKA_EXTRACTABLE]:
                 return None
-            made = make(member, {**{a: v for a, v in template.items()
+            made = make(session, member, {**{a: v for a, v in template.items()
                                      if a not in replication.AT_CREATION}, **twin})
             try:
                 return bool(found[CKA_SENSITIVE]), replication.keep(session, made, obj.key[0],
@@ -576,7 +544,7 @@ class VirtualSession:
             finally:
                 session.destroy_object(made)
         try:
-            blob = self.group.run("C_CreateObject", wrap)
+            blob = self.failover.one("C_CreateObject", wrap)
         except MemberFailed:
             raise
         except CKRError as exc:  # e.g. an unwrapping key whose own template forbids the twin
@@ -592,17 +560,12 @@ class VirtualSession:
 
     def destroy_object(self, handle: int) -> None:
         obj = self._object(handle, "C_DestroyObject")
-        self.group.on_all("C_DestroyObject",
-                          lambda m: self.group.session_for(m).destroy_object(self._on(m, obj)))
+        self._everywhere("C_DestroyObject",
+                          lambda s, m: s.destroy_object(self._on(m, obj)))
         self.objects.pop(handle, None)
         self._by_key.pop(obj.key, None)
         self.group.vault.drop(obj.key)
-
-    def _on_one(self, function: str, op) -> tuple[HAMember, Any]:
-        """op on one member (balanced, failing over), and which member it was."""
-        def call(m: HAMember):
-            return m, op(self.group.session_for(m))
-        return self.group.run(function, call)
+        self.group.order.pop(obj.key, None)  # made again later: listed last, as on a token
 
     def _replicate_all(self, source: HAMember, handles: list[int],
                        final: dict[int, Any] | None = None) -> list[int]:
@@ -611,7 +574,7 @@ class VirtualSession:
         some members: every copy and the originals are destroyed and the refusal is returned.
         `final`: what the copies take instead of the source's values, and the source's own copy
         last (a key made unextractable); a source that fails there takes the copies with it."""
-        src = OnMember(self.group, source)
+        src = self.failover.on(source)
         copies: list[tuple[HAMember, int]] = []
         placed: list[tuple[VirtualObject, dict[str, tuple[int, int]]]] = []
         try:
@@ -622,7 +585,7 @@ class VirtualSession:
                     if member is source:
                         continue
                     try:
-                        copy = replication.replicate(src, h, OnMember(self.group, member),
+                        copy = replication.replicate(src, h, self.failover.on(member),
                                                      self.group.vault.get(replication.object_key(ident)),
                                                      final if ident[CKA_CLASS] != CKO_PUBLIC_KEY else None)
                     except MemberFailed as exc:
@@ -670,9 +633,17 @@ class VirtualSession:
     def _register(self, key: tuple, member: HAMember, member_handle: int) -> VirtualObject:
         obj = self._by_key.get(key)
         if obj is None:
+            if key not in self.group.order:
+                self.group.place(key)
             obj = VirtualObject(handles.allocate(), key)
             self.objects[obj.handle] = obj
             self._by_key[key] = obj
+        known = obj.on_member.get(member.serial)
+        if known is not None and known != (member.generation, member_handle) \
+                and known[0] == member.generation:
+            # destroyed and made again (by another session): the other members' handles are
+            # stale too; each is found again at its next use
+            obj.on_member.clear()
         obj.on_member[member.serial] = (member.generation, member_handle)
         return obj
 
@@ -697,6 +668,11 @@ class VirtualSession:
                                 f"object {obj.handle} is missing on member {member.serial}")
         obj.on_member[member.serial] = (member.generation, found[0])
         return found[0]
+
+
+def _destroy_made(session, member: HAMember, handle: int) -> None:
+    """Undo of an object made on a member, when another member refused to make it."""
+    session.destroy_object(handle)
 
 
 def _identities(spec: KeySpec) -> list[tuple]:

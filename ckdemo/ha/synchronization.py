@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from ..codes import CKRError
 from . import replication
-from .failover import MemberFailed, OnMember
+from .failover import MemberFailed
 from .recovery import GroupView, key_objects
 
 
@@ -32,8 +32,8 @@ class Synchronizer:
                         if key in have or not (source.active and target.active):
                             continue
                         try:
-                            have[key] = replication.replicate(OnMember(self.group, source), handle,
-                                                              OnMember(self.group, target),
+                            have[key] = replication.replicate(self.group.failover.on(source), handle,
+                                                              self.group.failover.on(target),
                                                               self.group.vault.get(key))
                             copied += 1
                         except MemberFailed:
@@ -50,13 +50,13 @@ class Synchronizer:
     def _remove_torn(self) -> int:
         """Key objects without their key material, as SoftHSM leaves them when the process
         writing them is killed: unusable, and no member could ever copy them."""
-        removed = 0
-        for member in self.group.active_members():
-            session = self.group.session_for(member)
-            for handle in session.torn_objects():  # (members/torn.py)
+        def remove(session, member) -> int:
+            torn = session.torn_objects()  # (members/torn.py)
+            for handle in torn:
                 session.destroy_object(handle)
-                removed += 1
-        return removed
+            return len(torn)
+        return sum(removed for _, removed in self.group.failover.every("C_DestroyObject", remove,
+                                                                   counted=False))
 
     def incomplete(self) -> int:
         """How many key objects some active members hold and others lack."""
@@ -82,11 +82,9 @@ class Synchronizer:
         return 0
 
     def _inventory(self) -> dict[str, dict[tuple, int]]:
-        inventory = {}
-        for member in self.group.active_members():
-            session = self.group.session_for(member)
-            inventory[member.serial] = {
-                key: h for key, h in ((replication.object_key(replication.identity(session, h)), h)
-                                      for h in key_objects(session))
-                if not replication.is_domain_key_id(key[1])}
-        return inventory
+        def held(session, member) -> dict[tuple, int]:
+            return {key: h for key, h in ((replication.object_key(replication.identity(session, h)), h)
+                                          for h in key_objects(session))
+                    if not replication.is_domain_key_id(key[1])}
+        return {member.serial: found for member, found in self.group.failover.every("C_FindObjects", held,
+                                                                                     counted=False)}
