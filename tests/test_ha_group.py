@@ -710,3 +710,24 @@ def test_every_session_lists_objects_in_the_order_the_group_made_them(fresh):
     fresh.session.create_object({CKA_CLASS: CKO_DATA, CKA_TOKEN: True, CKA_LABEL: "order-1",
                                  CKA_VALUE: b"v1"})
     assert labels(other) == ["order-3", "order-2", "order-0", "order-1"]
+
+
+def test_a_change_one_member_refuses_is_undone_on_the_members_that_made_it(fresh):
+    """The failover engine's every-member entry point is all or nothing: a member's answer that
+    refuses the change (here CKR_TEMPLATE_INCONSISTENT from the second member only) undoes it
+    on the members that had made it, and the refusal reaches the caller."""
+    from ckdemo.codes import CKR_TEMPLATE_INCONSISTENT
+    from ckdemo.model import CKA_TOKEN, CKA_VALUE, CKO_DATA
+    template = {CKA_CLASS: CKO_DATA, CKA_TOKEN: True, CKA_LABEL: "all-or-nothing", CKA_VALUE: b"x"}
+    second = fresh.group.members[1]
+
+    def create(session, member):
+        if member is second:
+            raise CKRError(CKR_TEMPLATE_INCONSISTENT, "C_CreateObject")
+        return session.create_object(template)
+    with pytest.raises(CKRError) as refused:
+        fresh.group.failover.every("C_CreateObject", create, undo=lambda s, m, h: s.destroy_object(h))
+    assert refused.value.ckr == CKR_TEMPLATE_INCONSISTENT
+    for member in fresh.group.members:  # read back on each member's own session
+        assert fresh.group.session_for(member).find_objects({CKA_LABEL: "all-or-nothing"}) == [], member
+    assert all(m.active for m in fresh.group.members)  # an answer, not a member failure
