@@ -179,7 +179,7 @@ def run_for(calls: list[Callable[[], Any]], seconds: float, result: Result,
 
 
 def member_calls(slot) -> dict[str, int]:
-    return {m.serial: m.calls for m in getattr(slot, "members", [])}
+    return slot.member_calls()
 
 
 def rounds_for(slots: list) -> int:
@@ -190,7 +190,7 @@ def parameters(slots: list[tuple[str, Any]], operation: str, seconds: float, thr
                key_size: int = 0, data_size: int = 32, count: int = 0) -> dict[str, Any]:
     """The run as asked, for the JSON report: what another run must repeat to compare."""
     return {"operation": operation, "slots": [name for name, _ in slots],
-            "members": [m.serial for _, slot in slots for m in getattr(slot, "members", [])],
+            "members": [serial for _, slot in slots for serial in slot.member_calls()],
             "per_slot_s": None if count else seconds,
             "duration_s": None if count else seconds * len(slots),
             "count_per_slot": count or None, "threads": threads, "rounds": rounds_for(slots),

@@ -57,7 +57,7 @@ def build_groups(settings: Settings, slots: list) -> list:
     by_serial = {}
     serials = settings.member_serials()
     for slot in slots:
-        label = getattr(slot, "member_label", None)
+        label = slot.member_label
         if label and label in serials:  # a remote member: known even while its server is down
             by_serial[serials[label]] = (slot, label)
         try:
@@ -96,13 +96,13 @@ def _label(slot) -> str | None:
     try:
         return slot.token_info().label if slot.slot_info().token_present else None
     except CKRError:
-        return getattr(slot, "member_label", None)
+        return slot.member_label
 
 
 def _in_member_order(slots: list, labels: list[str]) -> list:
     """Members first in the configured order, so slot#1 is member1 whatever ids SoftHSM drew."""
     def key(slot) -> tuple[int, int]:
-        label = getattr(slot, "member_label", None) or _label(slot)
+        label = slot.member_label or _label(slot)
         return (labels.index(label) if label in labels else len(labels), slot.slot_id or 0)
     return sorted(slots, key=key)
 

@@ -64,8 +64,6 @@ class Workspace:
         """Paths of the loaded libraries that export `symbol` (e.g. a Luna CA_* extension)."""
         paths: list[str] = []
         for slot in self.slots:
-            exports = getattr(slot, "exports", None)
-            if exports is not None:
-                paths += [p for p in exports(symbol) if p not in paths]
+            paths += [p for p in slot.exports(symbol) if p not in paths]
         return paths
 

@@ -216,3 +216,91 @@ def test_no_import_loops():
     assert cycles({"ckdemo.cli": {"ckdemo.commands.member"},
                    "ckdemo.commands.member": {"ckdemo.cli"}}) == [
         ["ckdemo.cli", "ckdemo.commands.member", "ckdemo.cli"]]
+
+
+# ---- what each part may import (an allow-list: a new import is a decision written here) ----------
+FOUNDATIONS = {"ckdemo.codes", "ckdemo.model", "ckdemo.attribute_table"}
+MAY_IMPORT: dict[str, set[str]] = {
+    "ckdemo.__main__": {"ckdemo.cli"},
+    "ckdemo.codes": set(),
+    "ckdemo.model": {"ckdemo.codes"},
+    "ckdemo.attribute_table": {"ckdemo.codes"},
+    "ckdemo.slots": FOUNDATIONS,
+    "ckdemo.screens": FOUNDATIONS,
+    "ckdemo.known_keys": FOUNDATIONS,
+    "ckdemo.attributes": FOUNDATIONS,
+    "ckdemo.interprocess": FOUNDATIONS,
+    "ckdemo.childenv": FOUNDATIONS,
+    "ckdemo.rpc": FOUNDATIONS,
+    "ckdemo.members": FOUNDATIONS | {"ckdemo.slots", "ckdemo.rpc", "ckdemo.childenv",
+                                     "ckdemo.interprocess", "pkcs11", "ctypes"},
+    "ckdemo.ha": FOUNDATIONS | {"ckdemo.slots"},
+    "ckdemo.config": FOUNDATIONS | {"ckdemo.ha"},  # the HA settings name the recovery defaults
+    "ckdemo.provision": FOUNDATIONS | {"ckdemo.config", "ckdemo.childenv"},
+    "ckdemo.settings": FOUNDATIONS | {"ckdemo.config", "ckdemo.ha", "ckdemo.provision"},
+    "ckdemo.tokeninit": FOUNDATIONS | {"ckdemo.ha", "ckdemo.members"},
+    "ckdemo.workspace": FOUNDATIONS | {"ckdemo.slots"},
+    "ckdemo.harness": FOUNDATIONS | {"ckdemo.config", "ckdemo.ha", "ckdemo.interprocess", "ckdemo.members",
+                                     "ckdemo.provision", "ckdemo.settings", "ckdemo.workspace"},
+    "ckdemo.serve": FOUNDATIONS | {"ckdemo.slots", "ckdemo.rpc", "ckdemo.screens"},
+    "ckdemo.menu": FOUNDATIONS | {"ckdemo.workspace", "ckdemo.slots", "tabulate"},
+    "ckdemo.handlers": FOUNDATIONS | {"ckdemo.menu", "ckdemo.slots", "ckdemo.attributes", "ckdemo.known_keys",
+                                      "ckdemo.screens"},
+    "ckdemo.replay": FOUNDATIONS | {"ckdemo.menu", "ckdemo.workspace", "ckdemo.config"},
+    "ckdemo.bench": FOUNDATIONS | {"ckdemo.known_keys"},
+    "ckdemo.soak": FOUNDATIONS | {"ckdemo.known_keys"},
+    "ckdemo.bench_serve": FOUNDATIONS | {"ckdemo.childenv"},
+    "ckdemo.commands": FOUNDATIONS | {"ckdemo.bench", "ckdemo.bench_serve", "ckdemo.soak", "ckdemo.config",
+                                      "ckdemo.ha", "ckdemo.harness", "ckdemo.members", "ckdemo.menu",
+                                      "ckdemo.provision", "ckdemo.screens", "ckdemo.serve", "ckdemo.settings",
+                                      "click", "tabulate"},
+    "ckdemo.cli": {"ckdemo.commands", "ckdemo.config", "ckdemo.menu", "ckdemo.provision", "ckdemo.replay",
+                   "click"},
+}
+WATCHED_OUTSIDE = ("pkcs11", "ctypes", "click", "tabulate")
+
+
+def part_of(name: str) -> str:
+    """ckdemo.ha.group -> ckdemo.ha; ckdemo.bench -> ckdemo.bench."""
+    return ".".join(name.split(".")[:2])
+
+
+def not_allowed(path: Path, names: set[str] | None = None) -> list[str]:
+    part = part_of(module_name(path))
+    allowed = MAY_IMPORT[part]
+    found = imports_of(path) if names is None else names
+    used = {part_of(n) for n in found if n.startswith("ckdemo.")} | {
+        n.split(".")[0] for n in found if n.split(".")[0] in WATCHED_OUTSIDE}
+    return sorted(used - allowed - {part})
+
+
+def test_every_part_of_the_package_says_what_it_may_import():
+    parts = {part_of(module_name(p)) for p in sources()} - {"ckdemo"}
+    assert sorted(parts - set(MAY_IMPORT)) == [], "a new part: write down what it may import"
+    assert {str(p.relative_to(PACKAGE.parent)): not_allowed(p) for p in sources()
+            if module_name(p) != "ckdemo" and not_allowed(p)} == {}
+
+
+@pytest.mark.parametrize("importer, source", [
+    ("ckdemo.handlers.keys", "from ..harness import build_workspace"),
+    ("ckdemo.handlers.keys", "from ..serve import server"),
+    ("ckdemo.handlers.keys", "from .. import cli"),
+    ("ckdemo.handlers.keys", "from ..rpc import codec"),
+    ("ckdemo.handlers.keys", "from ..ha.group import HAGroup"),
+    ("ckdemo.handlers.keys", "from ..members.slot import PhysicalSlot"),
+    ("ckdemo.menu.loop", "from ..serve import server"),
+    ("ckdemo.ha.group", "from ..config import chrystoki"),
+    ("ckdemo.ha.group", "from ..rpc import codec"),
+    ("ckdemo.ha.group", "from ..menu import context"),
+    ("ckdemo.ha.group", "import pkcs11"),
+    ("ckdemo.members.slot", "from ..settings import Settings"),
+    ("ckdemo.members.slot", "from ..provision import provision"),
+    ("ckdemo.members.slot", "from ..ha import group"),
+    ("ckdemo.serve.server", "from ..ha.group import HAGroup"),
+    ("ckdemo.serve.server", "from ..members import slot"),
+    ("ckdemo.rpc.codec", "from ..members import rpcclient"),
+    ("ckdemo.slots", "from .ha import group"),
+])
+def test_the_allow_list_refuses_an_import_across_the_layers(importer, source):
+    path = PACKAGE.parent / (importer.replace(".", "/") + ".py")
+    assert not_allowed(path, imports_of_source(source, importer)) != [], source

@@ -187,7 +187,7 @@ def _copy_now(ctx: click.Context, group_ref: str | None, pin: str | None) -> Non
     for group in _chosen_groups(settings, group_ref):
         try:
             group.login(CKU_USER, pin)  # completes what some members lack, if HASynchronize is on
-            copied = getattr(group, "completed_at_login", 0) + group.synchronize()
+            copied = group.completed_at_login + group.synchronize()
         except CKRError as exc:
             raise Fail(f"HA group {group.label}: {exc}") from None
         click.echo(f"HA group {group.label}: {copied} object(s) copied.")

@@ -14,6 +14,7 @@ from ..codes import (CKR_DEVICE_ERROR, CKR_FUNCTION_NOT_SUPPORTED, CKR_MECHANISM
                      CKR_NO_EVENT, CKR_USER_ALREADY_LOGGED_IN, CKR_USER_NOT_LOGGED_IN, SESSION_LOST,
                      CKRError, is_member_fatal)
 from ..model import CKU_USER, LibraryInfo, MechanismInfo, SlotInfo, TokenInfo
+from ..slots import LoginCounter, Slot
 from .admin import Administration
 from .events import HALog
 from .failover import Failover
@@ -28,7 +29,7 @@ from .session import VirtualSession
 HA_SLOT_DESCRIPTION = "HA Virtual Card Slot"  # seed: "slot#3 - HA Virtual Card Slot"
 
 
-class HAGroup(Administration):
+class HAGroup(Administration, Slot):
     fallback_description = HA_SLOT_DESCRIPTION
 
     def __init__(self, label: str, serial: str, members: list[HAMember], policy: RecoveryPolicy,
@@ -237,6 +238,9 @@ class HAGroup(Administration):
             self.sessions[session.handle] = session
         return session
 
+    def member_calls(self) -> dict[str, int]:
+        return {m.serial: m.calls for m in self.members}
+
     def exports(self, symbol: str) -> list[str]:
         """Libraries behind any member that export `symbol` (vendor extension detection)."""
         paths: list[str] = []
@@ -249,7 +253,7 @@ class HAGroup(Administration):
         return f"HAGroup({self.label}, {self.serial}, {self.members})"
 
 
-class HALoginCounter:
+class HALoginCounter(LoginCounter):
     """The HA slot's count of wrong user PINs, for a server that checked a PIN itself."""
 
     def __init__(self, group: HAGroup) -> None:

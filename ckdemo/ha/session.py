@@ -14,6 +14,7 @@ from ..model import (CKA_CLASS, CKA_EXTRACTABLE, CKA_ID, CKA_KEY_TYPE, CKA_LABEL
                      CKA_NEVER_EXTRACTABLE, CKA_SENSITIVE, CKA_TOKEN, CKA_VALUE, CKA_VALUE_LEN,
                      CKA_WRAP_WITH_TRUSTED, CKO_DATA, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY,
                      CKO_SECRET_KEY, CKU_SO, KeySpec, MechanismParam, SessionInfo)
+from ..slots import Session
 from . import handles, replication
 from .failover import MemberFailed, ObjectMissing
 from .member import HAMember
@@ -56,7 +57,7 @@ def _checked(function):
 
 
 @_lost_with_every_member
-class VirtualSession:
+class VirtualSession(Session):
     def __init__(self, group, rw: bool) -> None:
         self.group = group
         self.epoch = group.epoch

@@ -202,7 +202,7 @@ def get_slot_list(ctx: Context) -> None:
             label = slot.token_info().label if info.token_present else "-"
             rows.append((f"slot#{number}", info.description, "yes" if info.token_present else "no", label))
         except CKRError as exc:
-            rows.append((f"slot#{number}", getattr(slot, "fallback_description", "slot"), "?", exc.name))
+            rows.append((f"slot#{number}", slot.fallback_description, "?", exc.name))
     ctx.table(rows, ["Slot", "Description", "Token", "Label"])
     ctx.say(f"{len(rows)} slots.")
 

@@ -19,6 +19,7 @@ from ..model import (CKA_CLASS, CKA_EC_PARAMS, CKA_ID, CKA_KEY_TYPE, CKA_LABEL, 
                      MechanismParam, SessionInfo)
 from ..rpc.attributes import ValueType, value_type
 from ..rpc.structs import AttributeSize, BufferSize
+from ..slots import MemberSession
 from . import keygen, rpcvalues
 from .torn import torn_key_objects
 
@@ -38,7 +39,7 @@ VALUE_ROOM = 2048  # a byte-array attribute (modulus, EC point, certificate ...)
 STREAM_BUFFER = 64 * 1024
 
 
-class RemoteSession:
+class RemoteSession(MemberSession):
     def __init__(self, slot: "RemoteSlot", connection: "Connection", handle: int, rw: bool) -> None:
         self.slot = slot
         self._connection = connection

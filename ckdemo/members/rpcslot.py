@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from ..codes import CKR_DEVICE_ERROR, CKR_FUNCTION_NOT_SUPPORTED, CKR_TOKEN_NOT_PRESENT, CKRError
 from ..model import LibraryInfo, MechanismInfo, SessionInfo, SlotInfo, TokenInfo
+from ..slots import MemberSlot
 from .names import mechanism_name, slot_description
 from .raw import MECHANISM_FLAGS, SESSION_FLAGS, SLOT_FLAGS, TOKEN_FLAGS
 from .rpcclient import Connection
@@ -31,7 +32,7 @@ def _flag_names(flags: int, table: dict[int, str]) -> tuple[str, ...]:
     return tuple(name for bit, name in table.items() if flags & bit)
 
 
-class RemoteSlot:
+class RemoteSlot(MemberSlot):
     """One member token behind a p11-kit server socket."""
 
 

@@ -19,6 +19,7 @@ from ..codes import (CKR_ATTRIBUTE_TYPE_INVALID, CKR_KEY_FUNCTION_NOT_PERMITTED,
                      CKRError)
 from ..model import (CKA_CLASS, CKA_ID, CKA_LABEL, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, CKO_SECRET_KEY,
                      KEY_TYPE_OF, KeySpec, MechanismParam, SessionInfo)
+from ..slots import MemberSession
 from . import keygen
 from .params import to_pkcs11
 from .torn import torn_key_objects
@@ -74,7 +75,7 @@ def _template(template: dict[int, object] | None, function: str) -> dict:
     return converted
 
 
-class PhysicalSession:
+class PhysicalSession(MemberSession):
     """Opened without a PIN (CKDemo logs in as a separate step), so closing it never logs out."""
 
     def __init__(self, slot: "PhysicalSlot", session, rw: bool) -> None:

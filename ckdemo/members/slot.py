@@ -5,10 +5,11 @@ from ..codes import CKR_FUNCTION_NOT_SUPPORTED, CKR_TOKEN_NOT_PRESENT, CKRError
 from ..model import LibraryInfo, MechanismInfo, SlotInfo, TokenInfo
 from .module import Module
 from .names import mechanism_name, slot_description
+from ..slots import MemberSlot
 from .session import PhysicalSession
 
 
-class PhysicalSlot:
+class PhysicalSlot(MemberSlot):
     """The operations CKDemo's token menu needs, on one slot of one module."""
 
     fallback_description = "physical slot"

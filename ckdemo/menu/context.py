@@ -151,4 +151,4 @@ def slot_label(slot: Any) -> str:
     try:
         return slot.description()
     except CKRError as exc:  # a dead member still appears in the list, with why
-        return f"{getattr(slot, 'fallback_description', 'slot')} ({exc.name})"
+        return f"{slot.fallback_description} ({exc.name})"
