@@ -43,11 +43,9 @@ def build_workspace(settings: Settings, start_servers: bool = True) -> Workspace
 
 
 def build_groups(settings: Settings, slots: list) -> list:
+    from .ha.build import GroupConfig, build_group
     from .ha.events import HALog
-    from .ha.group import HAGroup
-    from .ha.member import HAMember
     from .ha.pin_lock import PinLock
-    from .ha.policy import RecoveryPolicy
     from .ha.vault import Vault
 
     try:
@@ -69,16 +67,15 @@ def build_groups(settings: Settings, slots: list) -> list:
     groups = []
     log = HALog(_log_path(settings, ha)) if ha.log_enabled else HALog()
     for number, group in enumerate(ha_config.groups(settings.conf)):
-        members = [HAMember(serial, *by_serial.get(serial, (None, ""))) for serial in group.members]
-        policy = RecoveryPolicy(ha.interval_s, ha.reconnect_attempts)
-        pin_lock = PinLock(settings.pin_lock_path(group.serial), settings.failed_login_limit())
-        ha_group = HAGroup(group.label, group.serial, members, policy, log,
-                           slot_id=HA_SLOT_ID_BASE + number, pin_lock=pin_lock,
-                           vault=Vault(settings.vault_dir(group.serial)),
-                           state_lock=partial(interprocess.state_lock, settings.home),
-                           synchronize_on_recovery=ha_config.synchronize_on_recovery(
-                               settings.conf, group.label))
-        groups.append(ha_group)
+        config = GroupConfig(group.label, group.serial, ha.interval_s, ha.reconnect_attempts,
+                             HA_SLOT_ID_BASE + number, synchronize_on_recovery=ha_config.
+                             synchronize_on_recovery(settings.conf, group.label))
+        members = [(serial, *by_serial.get(serial, (None, ""))) for serial in group.members]
+        groups.append(build_group(
+            config, members, log=log,
+            pin_lock=PinLock(settings.pin_lock_path(group.serial), settings.failed_login_limit()),
+            vault=Vault(settings.vault_dir(group.serial)),
+            state_lock=partial(interprocess.state_lock, settings.home)))
     return groups
 
 

@@ -83,8 +83,9 @@ class Session(ABC):
 
     # cryptography, single-part and streamed
     @abstractmethod
-    def sign(self, handle: int, mechanism: int, data: bytes,
-             param: MechanismParam = None) -> bytes: ...
+    def sign(self, handle: int, mechanism: int, data: bytes, param: MechanismParam = None,
+             context_pin: str | None = None) -> bytes:
+        """context_pin: the context-specific login a CKA_ALWAYS_AUTHENTICATE key asks for."""
     @abstractmethod
     def verify(self, handle: int, mechanism: int, data: bytes, signature: bytes,
                param: MechanismParam = None) -> None:
@@ -93,8 +94,8 @@ class Session(ABC):
     def encrypt(self, handle: int, mechanism: int, data: bytes,
                 param: MechanismParam = None) -> bytes: ...
     @abstractmethod
-    def decrypt(self, handle: int, mechanism: int, data: bytes,
-                param: MechanismParam = None) -> bytes: ...
+    def decrypt(self, handle: int, mechanism: int, data: bytes, param: MechanismParam = None,
+                context_pin: str | None = None) -> bytes: ...
     @abstractmethod
     def encrypt_stream(self, handle: int, mechanism: int, chunks: Iterable[bytes],
                        param: MechanismParam = None) -> Iterator[bytes]: ...

@@ -69,9 +69,7 @@ def _login_result(raw, slot: int, user_type: int, pin: str) -> str:
 
 def _ha_init(library: str, labels: list[str], so_pin: str) -> list[str]:
     """HA Init (50) as the menu does it, over the member tokens by label."""
-    from .ha.group import HAGroup
-    from .ha.member import HAMember
-    from .ha.policy import RecoveryPolicy
+    from .ha.build import GroupConfig, build_group
     from .members.module import module_for
     from .members.slot import PhysicalSlot
 
@@ -85,8 +83,8 @@ def _ha_init(library: str, labels: list[str], so_pin: str) -> list[str]:
     missing = [label for label in labels if label not in by_label]
     if missing:
         raise RuntimeError(f"member token(s) {', '.join(missing)} not found")
-    members = [HAMember(by_label[label][0], by_label[label][1], label) for label in labels]
-    group = HAGroup("init", "init", members, RecoveryPolicy())
+    group = build_group(GroupConfig("init", "init"),
+                        [(by_label[label][0], by_label[label][1], label) for label in labels])
     return group.ha_init(so_pin).lines()
 
 

@@ -10,6 +10,7 @@ from typing import Iterator
 
 from conftest import USER_PIN, no_traceback, requires_softhsm
 from test_serve import RawClient, start_server, stop_cleanly
+from test_serve_clients import reference  # noqa: F401 (one SoftHSM2 token behind p11-kit server)
 
 from ckdemo import codes
 from ckdemo.rpc import HANDSHAKE, Attribute, AttributeSize, Mechanism
@@ -386,3 +387,62 @@ def test_a_private_object_after_a_logout_is_an_invalid_handle_as_on_a_token(serv
         assert codes.ckr_name(reply.ckr) == "CKR_OBJECT_HANDLE_INVALID"
         reply = client.call("C_EncryptInit", session, Mechanism(0x1081), key)
         assert codes.ckr_name(reply.ckr) == "CKR_KEY_HANDLE_INVALID"
+
+
+def test_an_always_authenticate_key_asks_a_context_login_for_each_use_as_on_one_token(served, reference):
+    """A key pair with CKA_ALWAYS_AUTHENTICATE (smart-card style signing keys): made on the HA
+    slot (it was refused with CKR_ATTRIBUTE_READ_ONLY), and every C_Sign or C_Decrypt after
+    its Init asks for C_Login(CKU_CONTEXT_SPECIFIC) with the right PIN first, as on one SoftHSM2
+    token behind p11-kit server: the same answers, call for call, on both."""
+    CKA_ALWAYS_AUTHENTICATE, CKA_MODULUS_BITS, CKA_PUBLIC_EXPONENT = 0x202, 0x121, 0x122
+    SHA256_RSA_PKCS, RSA_PKCS, RSA_KEY_PAIR_GEN = 0x40, 0x1, 0x0
+    data = b"sign me, once per login"
+
+    def story(socket) -> tuple[list[str], bytes, bytes]:
+        client = RawClient(socket)
+        try:
+            client.ok("C_Initialize", HANDSHAKE, 0, b"\x00")
+            (slots,) = client.ok("C_GetSlotList", 1, 8)
+            (session,) = client.ok("C_OpenSession", slots[0], 0x6)
+            client.ok("C_Login", session, 1, USER_PIN.encode())
+            public, private = client.ok(
+                "C_GenerateKeyPair", session, Mechanism(RSA_KEY_PAIR_GEN),
+                (Attribute(CKA_TOKEN, 0), Attribute(CKA_MODULUS_BITS, 2048),
+                 Attribute(CKA_PUBLIC_EXPONENT, b"\x01\x00\x01"), Attribute(CKA_VERIFY, 1),
+                 Attribute(CKA_ENCRYPT, 1)),
+                (Attribute(CKA_TOKEN, 0), Attribute(CKA_SIGN, 1), Attribute(CKA_DECRYPT, 1),
+                 Attribute(CKA_SENSITIVE, 1), Attribute(CKA_ALWAYS_AUTHENTICATE, 1)))
+            seen = []
+
+            def note(name, *args):
+                reply = client.call(name, *args)
+                seen.append(f"{name} {codes.ckr_name(reply.ckr) if reply.is_error else 'CKR_OK'}")
+                return None if reply.is_error else reply.args
+            note("C_Login", session, CKU_CONTEXT_SPECIFIC, USER_PIN.encode())  # no operation
+            note("C_SignInit", session, Mechanism(SHA256_RSA_PKCS), private)
+            note("C_Sign", session, data, 256)  # no context login: refused, and the operation ends
+            note("C_Sign", session, data, 256)
+            note("C_SignInit", session, Mechanism(SHA256_RSA_PKCS), private)
+            note("C_Login", session, CKU_CONTEXT_SPECIFIC, b"0000")  # the wrong PIN
+            note("C_Login", session, CKU_CONTEXT_SPECIFIC, USER_PIN.encode())
+            (signature,) = note("C_Sign", session, data, 256)
+            note("C_SignInit", session, Mechanism(SHA256_RSA_PKCS), private)  # each use asks again
+            note("C_Sign", session, data, 256)
+            note("C_VerifyInit", session, Mechanism(SHA256_RSA_PKCS), public)
+            note("C_Verify", session, data, signature)
+            note("C_EncryptInit", session, Mechanism(RSA_PKCS), public)
+            (ciphertext,) = note("C_Encrypt", session, data, 256)
+            note("C_DecryptInit", session, Mechanism(RSA_PKCS), private)
+            note("C_Login", session, CKU_CONTEXT_SPECIFIC, USER_PIN.encode())
+            (plain,) = note("C_Decrypt", session, ciphertext, 256)
+            attributes, _ = note("C_GetAttributeValue", session, private,
+                                 (AttributeSize(CKA_ALWAYS_AUTHENTICATE, 1),))
+            seen.append(f"ALWAYS_AUTHENTICATE {attributes[0].value!r}")
+            return seen, signature, plain
+        finally:
+            client.close()
+    ours, their_story = story(served.socket), story(reference.socket)
+    assert ours[0] == their_story[0]
+    assert "C_Sign CKR_USER_NOT_LOGGED_IN" in ours[0] and "C_Login CKR_PIN_INCORRECT" in ours[0]
+    assert len(ours[1]) == len(their_story[1]) == 256  # (two keys: each verified by its own side)
+    assert ours[2] == their_story[2] == b"sign me, once per login"

@@ -434,14 +434,26 @@ def test_key_gen_mechanism_of_a_replica_is_unavailable_not_rsa(served, ckdemo_bi
     assert sorted(seen) == [(0, CK_UNAVAILABLE_INFORMATION)] * 2 + [(1, CKM_EC_KEY_PAIR_GEN)], seen
 
 
-def test_always_authenticate_key_pair_is_refused_and_left_nowhere(served):
-    """pkcs11-tool --always-auth: the slots' generate() cannot make such a key and a token
-    refuses the flag afterwards; the refusal reaches the client and no half-made key stays."""
-    refused = pkcs11_tool(served.env(), "--login", "--pin", USER_PIN, "--keypairgen", "--key-type",
-                          "rsa:2048", "--id", "d4", "--label", "always-auth", "--always-auth")
-    assert refused.returncode != 0 and b"CKR_ATTRIBUTE_READ_ONLY" in refused.stderr, shown(refused)
+def test_always_authenticate_key_pair_signs_with_pkcs11_tool_and_is_so_on_every_member(served, tmp_path):
+    """pkcs11-tool --always-auth (refused with CKR_ATTRIBUTE_READ_ONLY before): the key pair is
+    made, pkcs11-tool signs with it (it logs in CKU_CONTEXT_SPECIFIC after C_SignInit, as the key
+    asks) on whichever member serves, and every member's copy asks the same, read straight on
+    each token with the user PIN."""
+    made = pkcs11_tool(served.env(), "--login", "--pin", USER_PIN, "--keypairgen", "--key-type",
+                       "rsa:2048", "--id", "d4", "--label", "always-auth", "--always-auth")
+    assert made.returncode == 0 and b"always authenticate" in made.stdout, shown(made)
+    (tmp_path / "data").write_bytes(b"signed with a context-specific login")
+    for round in range(3):  # three members serve in turn
+        signed = pkcs11_tool(served.env(), "--login", "--pin", USER_PIN, "--sign", "--id", "d4",
+                             "-m", "SHA256-RSA-PKCS", "-i", str(tmp_path / "data"), "-o",
+                             str(tmp_path / f"sig{round}"))
+        assert signed.returncode == 0, shown(signed)
+        checked = pkcs11_tool(served.env(), "--login", "--pin", USER_PIN, "--verify", "--id", "d4",
+                              "-m", "SHA256-RSA-PKCS", "-i", str(tmp_path / "data"),
+                              "--signature-file", str(tmp_path / f"sig{round}"))
+        assert checked.returncode == 0 and b"Signature is valid" in checked.stdout, shown(checked)
     for member in ("member1", "member2", "member3"):
         listed = subprocess.run(["pkcs11-tool", "--module", SOFTHSM_LIB, "--token-label", member,
-                                 "--login", "--pin", USER_PIN, "-O"], env=softhsm_env(served.home),
-                                capture_output=True, text=True, timeout=60)
-        assert listed.returncode == 0 and "always-auth" not in listed.stdout, listed.stdout + listed.stderr
+                                 "--login", "--pin", USER_PIN, "-O", "--type", "privkey", "--id", "d4"],
+                                env=softhsm_env(served.home), capture_output=True, text=True, timeout=60)
+        assert listed.returncode == 0 and "always authenticate" in listed.stdout, listed.stdout + listed.stderr

@@ -174,15 +174,13 @@ def _soak_line(report, seconds: float) -> str:
 
 def _first_members(group, count: int):
     """The same group over its first `count` members only (for 1 vs 2 vs 3 member figures)."""
-    from ..ha.group import HAGroup
-    from ..ha.member import HAMember
-    from ..ha.policy import RecoveryPolicy
+    from ..ha.build import GroupConfig, build_group
     if count > len(group.members):
         raise Fail(f"--members {count}: the group has {len(group.members)}")
-    members = [HAMember(m.serial, m.slot, m.label) for m in group.members[:count]]
-    return HAGroup(group.label, group.serial, members,
-                   RecoveryPolicy(group.policy.interval_s, group.policy.retries), group.log,
-                   group.slot_id, vault=group.vault)
+    config = GroupConfig(group.label, group.serial, group.policy.interval_s, group.policy.retries,
+                         group.slot_id, group.balance)
+    return build_group(config, [(m.serial, m.slot, m.label) for m in group.members[:count]],
+                       group.policy.clock, log=group.log, vault=group.vault)
 
 
 def _range(text: str) -> tuple[float, float]:

@@ -1,5 +1,5 @@
-"""HA functions of the group (a mixin of HAGroup): HA Init, HA login and logout, HA Status, and
-fault injection on members for demos and tests.
+"""HA functions of the group (an object the group owns): HA Init, HA login and logout, HA Status,
+and fault injection on members for demos and tests.
 """
 from __future__ import annotations
 
@@ -17,7 +17,10 @@ CKF_USER_PIN_INITIALIZED = 0x8
 
 
 class Administration:
-    """HA Init, login, status and fault injection for HAGroup."""
+    """HA Init, login, status and fault injection of one HAGroup (which hands these on)."""
+
+    def __init__(self, group) -> None:
+        self.group = group
 
     def ha_init(self, so_pin: str) -> "HAInitReport":
         """Put the group's domain keys on every reachable member (one SO login each) and admit
@@ -27,8 +30,8 @@ class Administration:
         ones, which keep their unwrap template and stay harmless). Keys already on the members
         are stored by them, not wrapped, so nothing depends on an older generation. The weak
         key of earlier versions (public, destroyable, no unwrap template) is destroyed."""
-        self.before_call()
-        targets = [m for m in self.members if m.active or m.state is MemberState.REJECTED]
+        self.group.before_call()
+        targets = [m for m in self.group.members if m.active or m.state is MemberState.REJECTED]
         if not targets:
             raise CKRError(CKR_DEVICE_ERROR, "HA Init", "no HA group member is available")
         held = {m.serial: self._domain_keys(m) for m in targets}
@@ -42,21 +45,20 @@ class Administration:
             self._put_domain_keys(so_pin, targets, held, report, rekey)
         for member in targets:
             if member.state is MemberState.REJECTED:  # taken back by the next call's recovery
-                member.state = MemberState.DOWN
-                member.recovery = self.policy.readmitted()
+                member.readmit(self.group.policy.readmitted())
                 report.readmitted.append(member.serial)
-                self.log.record(self.serial, member.serial, "readmitted", "by HA Init")
+                self.group.log.record(self.group.serial, member.serial, "readmitted", "by HA Init")
         if report.weak_removed:
-            self.log.record(self.serial, ",".join(report.weak_removed), "domain-key",
+            self.group.log.record(self.group.serial, ",".join(report.weak_removed), "domain-key",
                             "weak key of an earlier version destroyed")
         if report.created_on:
-            self.log.record(self.serial, ",".join(report.created_on), "domain-key",
+            self.group.log.record(self.group.serial, ",".join(report.created_on), "domain-key",
                             f"generation {report.generation} created")
         return report
 
     def _put_domain_keys(self, so_pin: str, targets: list[HAMember], held: dict,
                          report: "HAInitReport", rekey: bool) -> None:
-        credentials = self.credentials
+        credentials = self.group.credentials
         if credentials:  # an SO login needs the user logged out of the token (PKCS#11)
             self.logout()
         values: dict[str, bytes] = {}
@@ -102,34 +104,34 @@ class Administration:
         """Log in on every active member with one PIN (HA Login / C_Login on the HA slot).
         Under the state lock: two ckdemo processes logging in to SoftHSM members at the same
         moment once gave CKR_USER_PIN_NOT_INITIALIZED (a token file read while rewritten)."""
-        with self.state_lock():
+        with self.group.state_lock():
             if user_type != CKU_USER:
                 self._login(user_type, pin)
                 return
-            self.pin_lock.check()
+            self.group.pin_lock.check()
             try:
                 self._login(user_type, pin)
             except CKRError as exc:
                 if exc.ckr == CKR_PIN_INCORRECT:
                     raise self.pin_failed() from exc
                 raise
-            self.pin_lock.succeeded()
+            self.group.pin_lock.succeeded()
 
     def pin_failed(self) -> CKRError:
         """Count a wrong user PIN (the token's answer, or a server's check of a PIN it kept):
         the error to answer with; the lock is written to the HA log when it happens."""
-        error = self.pin_lock.failed()
-        if self.pin_lock.locked:
-            self.log.record(self.serial, "-", "user PIN locked",
-                            f"after {self.pin_lock.failures} wrong PIN(s) in a row")
+        error = self.group.pin_lock.failed()
+        if self.group.pin_lock.locked:
+            self.group.log.record(self.group.serial, "-", "user PIN locked",
+                            f"after {self.group.pin_lock.failures} wrong PIN(s) in a row")
         return error
 
     def pin_unlocked(self) -> int:
         """The SO set the user PIN (C_InitPIN on the HA slot): the failed-login count starts
         again; returns how many wrong PINs it held."""
-        was = self.pin_lock.unlock()
+        was = self.group.pin_lock.unlock()
         if was:
-            self.log.record(self.serial, "-", "user PIN unlocked",
+            self.group.log.record(self.group.serial, "-", "user PIN unlocked",
                             f"after {was} wrong PIN(s) in a row (the SO's C_InitPIN)")
         return was
 
@@ -138,51 +140,50 @@ class Administration:
             try:
                 session.login(user_type, pin)
             except CKRError as exc:
-                if exc.ckr != CKR_USER_ALREADY_LOGGED_IN or self.credentials is not None:
+                if exc.ckr != CKR_USER_ALREADY_LOGGED_IN or self.group.credentials is not None:
                     raise
                 # else: already logged in by a physical-slot session of ours: the same state
-        self.failover.every("C_Login", login, undo=lambda session, member, _: logout_quietly(session), counted=False)
-        self.credentials = (user_type, pin)
+        self.group.failover.every("C_Login", login, undo=lambda session, member, _: logout_quietly(session), counted=False)
+        self.group.credentials = (user_type, pin)
         if user_type == CKU_USER:  # only the user sees every key object
-            self.recovery.resynchronise_private()
-            self.completed_at_login = self.complete_objects()
+            self.group.recovery.resynchronise_private()
+            self.group.completed_at_login = self.group.complete_objects()
 
     def logout(self) -> None:
-        self.before_call()
-        if self.credentials is None:
+        self.group.before_call()
+        if self.group.credentials is None:
             raise CKRError(CKR_USER_NOT_LOGGED_IN, "C_Logout")
-        self.credentials = None
-        for member in self.active_members():
+        self.group.credentials = None
+        for member in self.group.active_members():
             member.generation += 1  # handles of private objects are void after a logout (SoftHSM)
             if member.anchor is not None:
                 logout_quietly(member.anchor)
 
     def status(self) -> list[tuple[HAMember, int]]:
         """Seed: a failed member shows CKR_DEVICE_ERROR once, then CKR_TOKEN_NOT_PRESENT."""
-        self.before_call()
+        self.group.before_call()
         report = []
-        for member in self.members:
+        for member in self.group.members:
             if member.active:
                 try:
-                    self.failover.pinned(member, member.slot.token_info)
+                    self.group.failover.pinned(member, member.slot.token_info)
                 except MemberFailed:
                     pass  # shown as CKR_DEVICE_ERROR below
                 except CKRError:
                     pass  # an answer, not a failure: the member is up
             report.append((member, member.status_code()))
-            if member.state is MemberState.FAILED:
-                member.state = MemberState.DOWN
+            member.reported()
         return report
 
     def recovery_exhausted(self) -> list[tuple[HAMember, int]]:
         """Down members automatic recovery has given up on (N attempts made, or N = 0): with
         the attempts made, for the notice where the user looks (52, 122)."""
-        return [(m, m.recovery.recover_attempt_count) for m in self.members
-                if not m.active and m.recovery is not None and self.policy.exhausted(m.recovery)]
+        return [(m, m.recovery.recover_attempt_count) for m in self.group.members
+                if not m.active and m.recovery is not None and self.group.policy.exhausted(m.recovery)]
 
     def member(self, ref: str) -> HAMember:
         """A member by number in the group (1-based), token label or serial."""
-        for number, member in enumerate(self.members, start=1):
+        for number, member in enumerate(self.group.members, start=1):
             if ref in (str(number), member.serial, member.label):
                 return member
         raise KeyError(ref)

@@ -29,7 +29,7 @@ from .session import VirtualSession
 HA_SLOT_DESCRIPTION = "HA Virtual Card Slot"  # seed: "slot#3 - HA Virtual Card Slot"
 
 
-class HAGroup(Administration, Slot):
+class HAGroup(Slot):
     fallback_description = HA_SLOT_DESCRIPTION
 
     def __init__(self, label: str, serial: str, members: list[HAMember], policy: RecoveryPolicy,
@@ -58,12 +58,15 @@ class HAGroup(Administration, Slot):
         # identity -> its place in searches: the order the group made or first saw each object
         self.order: dict[tuple, int] = {}
         self._places = itertools.count(1)
+        # identity -> CKA_ALWAYS_AUTHENTICATE of a private key (its uses log in on members)
+        self.reauthenticated: dict[tuple, bool] = {}
         self.lock = threading.RLock()  # member state, round robin and anchors across threads
         self.slot_events = 0  # member failures and recoveries not yet reported as slot events
         # HASynchronize: bring a recovered member up to date (and complete objects at HA login)
         self.synchronize_on_recovery = synchronize_on_recovery
         self.completed_at_login = 0  # objects the last HA login copied to members that lacked them
         self.recovery = Recovery(self)
+        self.admin = Administration(self)  # HA Init, HA login, HA Status, fault injection
         # which member serves each call, and what a member failure is (failover.py)
         self.failover = Failover(members, session_for=self.session_for,
                                  is_failure=self.is_member_failure, failed=self.member_failed,
@@ -169,6 +172,43 @@ class HAGroup(Administration, Slot):
                     if exc.ckr != CKR_USER_ALREADY_LOGGED_IN:
                         raise
         return member.anchor
+
+    # ---- HA functions (admin.py) ----------------------------------------------------------------
+    def ha_init(self, so_pin: str):
+        return self.admin.ha_init(so_pin)
+
+    def login(self, user_type: int, pin: str) -> None:
+        self.admin.login(user_type, pin)
+
+    def logout(self) -> None:
+        self.admin.logout()
+
+    def pin_failed(self) -> CKRError:
+        return self.admin.pin_failed()
+
+    def pin_unlocked(self) -> int:
+        return self.admin.pin_unlocked()
+
+    def status(self) -> list[tuple[HAMember, int]]:
+        return self.admin.status()
+
+    def recovery_exhausted(self) -> list[tuple[HAMember, int]]:
+        return self.admin.recovery_exhausted()
+
+    def member(self, ref: str) -> HAMember:
+        return self.admin.member(ref)
+
+    def fail_member(self, member: HAMember) -> str:
+        return self.admin.fail_member(member)
+
+    def restore_member(self, member: HAMember) -> str:
+        return self.admin.restore_member(member)
+
+    def hang_member(self, member: HAMember) -> str:
+        return self.admin.hang_member(member)
+
+    def resume_member(self, member: HAMember) -> str:
+        return self.admin.resume_member(member)
 
     # ---- the slot interface --------------------------------------------------------------------
     def description(self) -> str:

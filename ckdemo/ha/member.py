@@ -41,6 +41,39 @@ class HAMember:
     def active(self) -> bool:
         return self.state is MemberState.ACTIVE
 
+    @property
+    def down(self) -> bool:
+        """Failed or reported down: automatic recovery looks at it."""
+        return self.state in (MemberState.FAILED, MemberState.DOWN)
+
+    # ---- the member's state machine: every change of state is one of these -------------------
+    def fail(self, recovery: RecoveryState) -> None:
+        """A member-fatal result: out of service; its sessions and handles are void (FACTS 3)."""
+        self.state = MemberState.FAILED
+        self.recovery = recovery
+        self.generation += 1
+        self.anchor = None
+
+    def reported(self) -> None:
+        """HA Status has shown the failure (CKR_DEVICE_ERROR) once: CKR_TOKEN_NOT_PRESENT now."""
+        if self.state is MemberState.FAILED:
+            self.state = MemberState.DOWN
+
+    def rejoin(self) -> None:
+        """Recovered: back in service."""
+        self.state = MemberState.ACTIVE
+        self.recovery = None
+
+    def reject(self) -> None:
+        """Came back as another or an emptied token: kept out until HA Init."""
+        self.state = MemberState.REJECTED
+
+    def readmit(self, recovery: RecoveryState) -> None:
+        """HA Init let a rejected member back: the next recovery takes it in."""
+        if self.state is MemberState.REJECTED:
+            self.state = MemberState.DOWN
+            self.recovery = recovery
+
     def status_code(self) -> int:
         return STATUS_CODE[self.state]
 

@@ -71,7 +71,7 @@ class Recovery:
 
     def _due(self, member: HAMember) -> bool:
         recovery = member.recovery
-        return member.state in (MemberState.FAILED, MemberState.DOWN) and recovery is not None \
+        return member.down and recovery is not None \
             and self.group.policy.due(recovery)
 
     def _recover_due(self) -> None:
@@ -85,7 +85,7 @@ class Recovery:
         tried = []
         with self.group.state_lock(), self.group.lock:
             for member in self.group.members:
-                if member.state in (MemberState.FAILED, MemberState.DOWN) and member.recovery:
+                if member.down and member.recovery:
                     self._attempt_recovery(member)
                     tried.append((member, member.active))
         return tried
@@ -101,10 +101,7 @@ class Recovery:
     def disconnect(self, member: HAMember, why: str) -> None:
         self.group.note_slot_event()
         was_serving = any(m.active for m in self.group.members)
-        member.state = MemberState.FAILED
-        member.recovery = self.group.policy.disconnected()
-        member.generation += 1  # sessions and handles from before are void (FACTS 3)
-        member.anchor = None
+        member.fail(self.group.policy.disconnected())
         self.group.log.record(self.group.serial, member.serial, "failed", why)
         if was_serving and not any(m.active for m in self.group.members):
             self.group.lose_everything()
@@ -121,12 +118,11 @@ class Recovery:
             return
         except MemberRejected as exc:
             self.group.policy.attempted(member.recovery, recovered=False)
-            member.state = MemberState.REJECTED
+            member.reject()
             self.group.log.record(self.group.serial, member.serial, "rejected", str(exc))
             return
         self.group.policy.attempted(member.recovery, recovered=True)
-        member.state = MemberState.ACTIVE
-        member.recovery = None
+        member.rejoin()
         self.group.log.record(self.group.serial, member.serial, "recovered", f"after {attempt} attempt(s)")
         self.group.note_slot_event()
 

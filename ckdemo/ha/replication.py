@@ -30,7 +30,7 @@ from typing import Any
 
 from .. import codes
 from ..codes import CKR_KEY_NOT_WRAPPABLE, CKR_TEMPLATE_INCONSISTENT, CKRError
-from ..model import (CKA_ALLOWED_MECHANISMS, CKA_CLASS, CKA_COEFFICIENT, CKA_COPYABLE, CKA_DECRYPT,
+from ..model import (CKA_ALLOWED_MECHANISMS, CKA_ALWAYS_AUTHENTICATE, CKA_CLASS, CKA_COEFFICIENT, CKA_COPYABLE, CKA_DECRYPT,
                      CKA_DERIVE, CKA_DESTROYABLE, CKA_EC_PARAMS, CKA_EC_POINT, CKA_ENCRYPT,
                      CKA_EXPONENT_1, CKA_EXPONENT_2, CKA_EXTRACTABLE, CKA_ID, CKA_KEY_TYPE,
                      CKA_LABEL, CKA_MODIFIABLE, CKA_MODULUS, CKA_PRIME_1, CKA_PRIME_2, CKA_PRIVATE,
@@ -61,7 +61,8 @@ UNWRAP_PINNED = {CKA_SENSITIVE: True, CKA_WRAP_WITH_TRUSTED: True, CKA_PRIVATE: 
 
 # capability attributes copied to a replica, by object class
 CAPABILITIES = {
-    CKO_PRIVATE_KEY: (CKA_SIGN, CKA_DECRYPT, CKA_UNWRAP, CKA_DERIVE),
+    # (and whether each use asks for a context-specific login, which a token takes at any time)
+    CKO_PRIVATE_KEY: (CKA_SIGN, CKA_DECRYPT, CKA_UNWRAP, CKA_DERIVE, CKA_ALWAYS_AUTHENTICATE),
     # (not CKA_VALUE_LEN: SoftHSM 2.6.1 refuses it in an unwrap template and stores 0 on every
     # unwrapped secret key; the key value itself is intact)
     CKO_SECRET_KEY: (CKA_ENCRYPT, CKA_DECRYPT, CKA_WRAP, CKA_UNWRAP, CKA_SIGN, CKA_VERIFY, CKA_DERIVE),

@@ -10,7 +10,7 @@ from typing import Any
 from ..codes import (CKR_ATTRIBUTE_TYPE_INVALID, CKR_KEY_INDIGESTIBLE, CKR_MECHANISM_INVALID,
                      CKR_OBJECT_HANDLE_INVALID, CKR_SESSION_HANDLE_INVALID, CKR_USER_NOT_LOGGED_IN,
                      CKRError)
-from ..model import (CKA_CLASS, CKA_EXTRACTABLE, CKA_ID, CKA_KEY_TYPE, CKA_LABEL, CKA_MODIFIABLE,
+from ..model import (CKA_ALWAYS_AUTHENTICATE, CKA_CLASS, CKA_EXTRACTABLE, CKA_ID, CKA_KEY_TYPE, CKA_LABEL, CKA_MODIFIABLE,
                      CKA_NEVER_EXTRACTABLE, CKA_SENSITIVE, CKA_TOKEN, CKA_VALUE, CKA_VALUE_LEN,
                      CKA_WRAP_WITH_TRUSTED, CKO_DATA, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY,
                      CKO_SECRET_KEY, CKU_SO, KeySpec, MechanismParam, SessionInfo)
@@ -112,8 +112,13 @@ class VirtualSession(Session):
         return self.failover.one("C_GenerateRandom",
                               lambda s, m: s.generate_random(length))
 
-    def sign(self, handle: int, mechanism: int, data: bytes, param: MechanismParam = None) -> bytes:
+    def sign(self, handle: int, mechanism: int, data: bytes, param: MechanismParam = None,
+             context_pin: str | None = None) -> bytes:
         obj = self._object(handle, "C_Sign")
+        if obj.key[0] == CKO_PRIVATE_KEY and self.group.reauthenticated.get(obj.key) is not False:
+            return self.failover.one("C_Sign", lambda s, m: self._reauthenticated(
+                s, m, obj, context_pin).sign(self._on(m, obj), mechanism, data, param,
+                                             **self._context(obj, context_pin)), mechanism=mechanism)
         return self.failover.one("C_Sign", lambda s, m: s.sign(
             self._on(m, obj), mechanism, data, param), mechanism=mechanism)
 
@@ -128,10 +133,39 @@ class VirtualSession(Session):
         return self.failover.one("C_Encrypt", lambda s, m: s.encrypt(
             self._on(m, obj), mechanism, data, param), mechanism=mechanism)
 
-    def decrypt(self, handle: int, mechanism: int, data: bytes, param: MechanismParam = None) -> bytes:
+    def decrypt(self, handle: int, mechanism: int, data: bytes, param: MechanismParam = None,
+                context_pin: str | None = None) -> bytes:
         obj = self._object(handle, "C_Decrypt")
+        if obj.key[0] == CKO_PRIVATE_KEY and self.group.reauthenticated.get(obj.key) is not False:
+            return self.failover.one("C_Decrypt", lambda s, m: self._reauthenticated(
+                s, m, obj, context_pin).decrypt(self._on(m, obj), mechanism, data, param,
+                                                **self._context(obj, context_pin)), mechanism=mechanism)
         return self.failover.one("C_Decrypt", lambda s, m: s.decrypt(
             self._on(m, obj), mechanism, data, param), mechanism=mechanism)
+
+    def _reauthenticated(self, session, member: HAMember, obj: VirtualObject, given: str | None):
+        """The member session, once it is known whether each use of the key asks for a
+        context-specific login (read on the serving member, in the same call, once a key)."""
+        if self.group.reauthenticated.get(obj.key) is None:
+            try:
+                found = session.get_attributes(self._on(member, obj), [CKA_ALWAYS_AUTHENTICATE])
+            except CKRError as error:
+                if self.group.is_member_failure(error):
+                    raise
+                found = {}  # not readable: the operation's own answer says what is wrong
+            self.group.reauthenticated[obj.key] = bool(found.get(CKA_ALWAYS_AUTHENTICATE))
+        return session
+
+    def _context(self, obj: VirtualObject, given: str | None) -> dict[str, str | None]:
+        """The context-specific login of a CKA_ALWAYS_AUTHENTICATE key's operation on the member:
+        with the PIN the application gave (a server checked it), else the HA login's own (the
+        menu has no such step)."""
+        if not self.group.reauthenticated.get(obj.key):
+            return {}
+        if given is None:
+            credentials = self.group.credentials
+            given = credentials[1] if credentials and credentials[0] != CKU_SO else None
+        return {"context_pin": given}
 
     def digest(self, mechanism: int, data: bytes) -> bytes:
         return self.failover.one("C_Digest", lambda s, m: s.digest(mechanism, data),
@@ -234,6 +268,8 @@ class VirtualSession(Session):
             if before:
                 self._everywhere("C_SetAttributeValue", lambda s, m: self._put_back(s, m, obj, before))
             raise
+        if CKA_ALWAYS_AUTHENTICATE in template:
+            self.group.reauthenticated.pop(obj.key, None)
         kept = self.group.vault.get(obj.key)
         if kept is not None and CKA_SENSITIVE in template and CKA_SENSITIVE in kept.facts:
             kept.facts[CKA_SENSITIVE] = bool(template[CKA_SENSITIVE])  # now so on every copy
@@ -369,6 +405,7 @@ class VirtualSession(Session):
         new = (cls, bytes(template.get(named_by, name)), template.get(CKA_LABEL, label))
         self._by_key.pop(obj.key, None)
         self.group.vault.move(obj.key, new)
+        self.group.reauthenticated.pop(obj.key, None)
         self.group.order[new] = self.group.order.pop(obj.key, None) or self.group.place(new)
         obj.key = new
         self._by_key[new] = obj
@@ -567,6 +604,7 @@ class VirtualSession(Session):
         self._by_key.pop(obj.key, None)
         self.group.vault.drop(obj.key)
         self.group.order.pop(obj.key, None)  # made again later: listed last, as on a token
+        self.group.reauthenticated.pop(obj.key, None)
 
     def _replicate_all(self, source: HAMember, handles: list[int],
                        final: dict[int, Any] | None = None) -> list[int]:

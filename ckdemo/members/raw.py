@@ -11,7 +11,7 @@ import ctypes
 import os
 from ctypes import POINTER, Structure, byref, c_ubyte, c_ulong, c_void_p
 
-from ..codes import CKRError
+from ..codes import CKR_MECHANISM_PARAM_INVALID, CKRError
 from ..model import LibraryInfo, MechanismInfo, SessionInfo, SlotInfo, TokenInfo
 
 CK_ULONG = c_ulong  # unsigned long on Linux; structs are not packed there
@@ -205,7 +205,50 @@ PROTOTYPES = {
     "C_DigestUpdate": (_UL, CK_BYTE_PTR, _UL),
     "C_DigestKey": (_UL, _UL),
     "C_GenerateKeyPair": (_UL, POINTER(CK_MECHANISM), c_void_p, _UL, c_void_p, _UL, _PUL, _PUL),
+    "C_SignInit": (_UL, POINTER(CK_MECHANISM), _UL),
+    "C_Sign": (_UL, CK_BYTE_PTR, _UL, CK_BYTE_PTR, _PUL),
+    "C_DecryptInit": (_UL, POINTER(CK_MECHANISM), _UL),
+    "C_Decrypt": (_UL, CK_BYTE_PTR, _UL, CK_BYTE_PTR, _PUL),
 }
+REAUTHENTICATED = {"sign": ("C_SignInit", "C_Sign"), "decrypt": ("C_DecryptInit", "C_Decrypt")}
+CKU_CONTEXT_SPECIFIC = 2
+
+
+class CK_RSA_PKCS_PSS_PARAMS(Structure):
+    _fields_ = [("hashAlg", CK_ULONG), ("mgf", CK_ULONG), ("sLen", CK_ULONG)]
+
+
+class CK_RSA_PKCS_OAEP_PARAMS(Structure):
+    _fields_ = [("hashAlg", CK_ULONG), ("mgf", CK_ULONG), ("source", CK_ULONG),
+                ("pSourceData", c_void_p), ("ulSourceDataLen", CK_ULONG)]
+
+
+CKZ_DATA_SPECIFIED = 0x1
+
+
+def _mechanism(mechanism: int, param) -> tuple[CK_MECHANISM, list]:
+    """CK_MECHANISM for `param` (none, raw bytes, PSS or OAEP), and what must outlive the call."""
+    from ..model import OAEPParam, PSSParam
+    keep: list = []
+    if param is None:
+        return CK_MECHANISM(mechanism, None, 0), keep
+    if isinstance(param, (bytes, bytearray)):
+        structure = (c_ubyte * max(len(param), 1)).from_buffer_copy(bytes(param) or b"\0")
+        keep.append(structure)
+        return CK_MECHANISM(mechanism, ctypes.cast(structure, c_void_p), len(param)), keep
+    if isinstance(param, PSSParam):
+        structure = CK_RSA_PKCS_PSS_PARAMS(param.hash_mechanism, param.mgf, param.salt_length)
+    elif isinstance(param, OAEPParam):
+        source = bytes(param.source or b"")
+        data = (c_ubyte * max(len(source), 1)).from_buffer_copy(source or b"\0")
+        keep.append(data)
+        structure = CK_RSA_PKCS_OAEP_PARAMS(param.hash_mechanism, param.mgf, CKZ_DATA_SPECIFIED,
+                                            ctypes.cast(data, c_void_p) if source else None, len(source))
+    else:
+        raise CKRError(CKR_MECHANISM_PARAM_INVALID, "C_SignInit",
+                       f"ckdemo passes no {type(param).__name__} to an always-authenticate key's operation")
+    keep.append(structure)
+    return CK_MECHANISM(mechanism, ctypes.cast(byref(structure), c_void_p), ctypes.sizeof(structure)), keep
 
 
 def _text(field) -> str:
@@ -492,6 +535,25 @@ class RawModule:
                    ctypes.cast(packed_private.array, c_void_p), packed_private.count,
                    byref(public_handle), byref(private_handle))
         return public_handle.value, private_handle.value
+
+    def reauthenticated(self, session: int, operation: str, key: int, mechanism: int, param,
+                        data: bytes, pin: str, room: int) -> bytes:
+        """C_SignInit or C_DecryptInit, the context-specific login a CKA_ALWAYS_AUTHENTICATE key
+        asks for, then C_Sign or C_Decrypt: the three in a row (python-pkcs11 has no room for
+        the login between Init and the operation)."""
+        init, function = REAUTHENTICATED[operation]
+        chosen, keep = _mechanism(mechanism, param)
+        self._call(init, session, byref(chosen), key)
+        secret, length = _secret(pin)
+        rv = self._functions["C_Login"](session, CKU_CONTEXT_SPECIFIC, secret, length)
+        if rv != CKR_OK:
+            self._functions[function](session, None, 0, None, byref(CK_ULONG(0)))  # ends it
+            raise CKRError(rv, "C_Login")
+        source = (c_ubyte * max(len(data), 1)).from_buffer_copy(bytes(data) or b"\0")
+        output, size = (c_ubyte * room)(), CK_ULONG(room)
+        self._call(function, session, source, len(data), output, byref(size))
+        del keep
+        return bytes(output[:size.value])
 
     def generate_random(self, session: int, n: int) -> bytes:
         buffer = (c_ubyte * n)()

@@ -15,8 +15,8 @@ from ..codes import (CKR_ATTRIBUTE_TYPE_INVALID, CKR_ATTRIBUTE_VALUE_INVALID, CK
                      CKR_FUNCTION_NOT_SUPPORTED, CKR_MECHANISM_INVALID, CKR_OK, CKRError)
 from ..model import (CKA_CLASS, CKA_EC_PARAMS, CKA_ID, CKA_KEY_TYPE, CKA_LABEL, CKA_PRIVATE,
                      CKA_SENSITIVE, CKA_SIGN, CKA_TOKEN, CKA_VALUE_LEN, CKA_VERIFY,
-                     CKK_GENERIC_SECRET, CKM_EC_KEY_PAIR_GEN, CKO_SECRET_KEY, KeySpec,
-                     MechanismParam, SessionInfo)
+                     CKK_GENERIC_SECRET, CKM_EC_KEY_PAIR_GEN, CKO_SECRET_KEY, CKU_CONTEXT_SPECIFIC,
+                     KeySpec, MechanismParam, SessionInfo)
 from ..rpc.attributes import ValueType, value_type
 from ..rpc.structs import AttributeSize, BufferSize
 from ..slots import MemberSession
@@ -37,6 +37,15 @@ ATTRIBUTE_ROOM = {ValueType.BYTE: 1, ValueType.ULONG: 8, ValueType.DATE: 8,
                   ValueType.MECHANISM_TYPE_ARRAY: 8 * 64}
 VALUE_ROOM = 2048  # a byte-array attribute (modulus, EC point, certificate ...)
 STREAM_BUFFER = 64 * 1024
+
+
+def _end_quietly(call) -> None:
+    """Ends an operation a refused context-specific login left open (the module ends it on the
+    next call, which it refuses)."""
+    try:
+        call()
+    except CKRError:
+        pass
 
 
 class RemoteSession(MemberSession):
@@ -226,19 +235,27 @@ class RemoteSession(MemberSession):
 
     # ---- single-part cryptography: init and operation with nothing in between --------------------
     def _single(self, init: str, function: str, key: int | None, mechanism: int,
-                param: MechanismParam, room: int | None, *data):
+                param: MechanismParam, room: int | None, *data, context_pin: str | None = None):
         wire = self._mechanism(mechanism, param, init)
         with self._connection.exclusive(init):
             if key is None:
                 self._call(init, self.handle, wire)
             else:
                 self._call(init, self.handle, wire, key)
+            if context_pin is not None:  # a CKA_ALWAYS_AUTHENTICATE key: its login, after Init
+                try:
+                    self._call("C_Login", self.handle, CKU_CONTEXT_SPECIFIC, context_pin.encode("utf-8"))
+                except CKRError:
+                    _end_quietly(lambda: self._call(function, self.handle, *data, 0))
+                    raise
             if room is None:
                 return self._call(function, self.handle, *data)
             return self._output(function, room, self.handle, *data)
 
-    def sign(self, handle: int, mechanism: int, data: bytes, param: MechanismParam = None) -> bytes:
-        return self._single("C_SignInit", "C_Sign", handle, mechanism, param, SIGNATURE_ROOM, bytes(data))
+    def sign(self, handle: int, mechanism: int, data: bytes, param: MechanismParam = None,
+             context_pin: str | None = None) -> bytes:
+        return self._single("C_SignInit", "C_Sign", handle, mechanism, param, SIGNATURE_ROOM, bytes(data),
+                            context_pin=context_pin)
 
     def verify(self, handle: int, mechanism: int, data: bytes, signature: bytes,
                param: MechanismParam = None) -> None:
@@ -249,9 +266,10 @@ class RemoteSession(MemberSession):
         return self._single("C_EncryptInit", "C_Encrypt", handle, mechanism, param,
                             len(data) + BLOCK_ROOM + SIGNATURE_ROOM, bytes(data))
 
-    def decrypt(self, handle: int, mechanism: int, data: bytes, param: MechanismParam = None) -> bytes:
+    def decrypt(self, handle: int, mechanism: int, data: bytes, param: MechanismParam = None,
+                context_pin: str | None = None) -> bytes:
         return self._single("C_DecryptInit", "C_Decrypt", handle, mechanism, param,
-                            len(data) + BLOCK_ROOM, bytes(data))
+                            len(data) + BLOCK_ROOM, bytes(data), context_pin=context_pin)
 
     def digest(self, mechanism: int, data: bytes) -> bytes:
         return self._single("C_DigestInit", "C_Digest", None, mechanism, None, DIGEST_ROOM, bytes(data))

@@ -75,6 +75,9 @@ def _template(template: dict[int, object] | None, function: str) -> dict:
     return converted
 
 
+REAUTHENTICATED_ROOM = 1024  # a signature or plaintext of an RSA-8192 or EC key fits
+
+
 class PhysicalSession(MemberSession):
     """Opened without a PIN (CKDemo logs in as a separate step), so closing it never logs out."""
 
@@ -219,9 +222,19 @@ class PhysicalSession(MemberSession):
     # single-part crypto: python-pkcs11's Cython `_sign`/`_encrypt`/... straight (its public
     # methods only dispatch bytes to them), through module.call (no context managers): these
     # run once per signature of every application on the HA slot (docs/PERFORMANCE.md)
-    def sign(self, handle: int, mechanism: int, data: bytes, param: MechanismParam = None) -> bytes:
+    def sign(self, handle: int, mechanism: int, data: bytes, param: MechanismParam = None,
+             context_pin: str | None = None) -> bytes:
+        if context_pin is not None:
+            return self._reauthenticated("sign", handle, mechanism, param, data, context_pin)
         return self._call("C_Sign", self._operation(handle, "_sign", "C_SignInit"), bytes(data),
                           mechanism=_mechanism(mechanism), mechanism_param=to_pkcs11(param))
+
+    def _reauthenticated(self, operation: str, handle: int, mechanism: int, param, data: bytes,
+                         pin: str) -> bytes:
+        """An operation on a CKA_ALWAYS_AUTHENTICATE key, with its context-specific login."""
+        return self._call(f"C_{operation.title()}", self._module.raw.reauthenticated, self.handle,
+                          operation, handle, mechanism, param, bytes(data), pin,
+                          max(REAUTHENTICATED_ROOM, len(data)))
 
     def verify(self, handle: int, mechanism: int, data: bytes, signature: bytes,
                param: MechanismParam = None) -> None:
@@ -244,7 +257,10 @@ class PhysicalSession(MemberSession):
         return self._call("C_Encrypt", self._operation(handle, "_encrypt", "C_EncryptInit"),
                           bytes(data), mechanism=_mechanism(mechanism), mechanism_param=to_pkcs11(param))
 
-    def decrypt(self, handle: int, mechanism: int, data: bytes, param: MechanismParam = None) -> bytes:
+    def decrypt(self, handle: int, mechanism: int, data: bytes, param: MechanismParam = None,
+                context_pin: str | None = None) -> bytes:
+        if context_pin is not None:
+            return self._reauthenticated("decrypt", handle, mechanism, param, data, context_pin)
         return self._call("C_Decrypt", self._operation(handle, "_decrypt", "C_DecryptInit"),
                           bytes(data), mechanism=_mechanism(mechanism), mechanism_param=to_pkcs11(param))
 

@@ -75,13 +75,26 @@ class CryptoCalls:
             raise CKRError(CKR_MECHANISM_INVALID, function,
                            f"mechanism {mechanism.type:#x} is not offered by this slot")
         param = wire.mechanism_param(mechanism)
+        reauthenticate = False
         if key is not None and kind in key_checks.USAGE:
-            key_checks.check(kind, mechanism.type, self._key_facts(session, key), function)
-        size_key = _size_key(session.slot.slot_id, key, mechanism.type, param) if kind == SIGN else None
+            facts = self._key_facts(session, key)
+            key_checks.check(kind, mechanism.type, facts, function)
+            reauthenticate = facts.always_authenticate and kind in key_checks.REAUTHENTICATED
+        # (nothing of an always-authenticate key's operation is predicted or made ahead)
+        size_key = _size_key(session.slot.slot_id, key, mechanism.type, param) \
+            if kind == SIGN and not reauthenticate else None
         init = (handle, mechanism, key) if size_key is not None else None
         session.operations.start(Operation(kind, mechanism.type, param, key, size_key=size_key,
-                                           init=init), function)
+                                           init=init, reauthenticate=reauthenticate), function)
         return ()
+
+    @staticmethod
+    def _logged_in_for(operation: Operation, function: str) -> None:
+        """A CKA_ALWAYS_AUTHENTICATE key's operation goes on only after its context-specific
+        login: else it ends with CKR_USER_NOT_LOGGED_IN, as SoftHSM2 ends it."""
+        if operation.reauthenticate:
+            raise CKRError(codes.CKR_USER_NOT_LOGGED_IN, function,
+                           "the key is CKA_ALWAYS_AUTHENTICATE: C_Login(CKU_CONTEXT_SPECIFIC) first")
 
     def _key_facts(self, session: ClientSession, key: int) -> key_checks.KeyFacts:
         """Read once per key (forgotten when the key changes or goes: Connection._forget)."""
@@ -94,9 +107,18 @@ class CryptoCalls:
                 if error.ckr not in (codes.CKR_ATTRIBUTE_TYPE_INVALID, codes.CKR_ATTRIBUTE_SENSITIVE):
                     raise
                 values = {}
-            facts = key_checks.KeyFacts.read(values)
+            facts = key_checks.KeyFacts.read(values, self._always_authenticate(session, key))
             self.key_facts[cache] = facts
         return facts
+
+    def _always_authenticate(self, session: ClientSession, key: int) -> bool:
+        try:
+            found = self._store(session).get_attributes(key, [key_checks.CKA_ALWAYS_AUTHENTICATE])
+        except CKRError as error:  # not a private key: it has no such attribute
+            if error.ckr not in (codes.CKR_ATTRIBUTE_TYPE_INVALID, codes.CKR_ATTRIBUTE_SENSITIVE):
+                raise
+            return False
+        return bool(found.get(key_checks.CKA_ALWAYS_AUTHENTICATE))
 
     def _single(self, handle, kind: str, function: str, data, offered: int, compute) -> tuple:
         # written out, no closures: every signature of every application passes here twice
@@ -104,6 +126,7 @@ class CryptoCalls:
         operations = session.operations
         operation = operations.get(kind, function)
         try:  # any refusal ends the operation (PKCS#11), except a size answer
+            self._logged_in_for(operation, function)
             if operation.multi:
                 raise CKRError(codes.CKR_OPERATION_ACTIVE, function, "a multi-part operation is going on")
             self._may_deliver(session, operation, function)
@@ -145,13 +168,18 @@ class CryptoCalls:
 
     def _update(self, handle, kind: str, function: str, data) -> tuple:
         session = self._session(handle, function)
-        session.operations.run(kind, function, lambda operation: operation.add(arg_bytes(data), function))
+
+        def body(operation: Operation) -> None:
+            self._logged_in_for(operation, function)
+            operation.add(arg_bytes(data), function)
+        session.operations.run(kind, function, body)
         return ()
 
     def _final(self, handle, kind: str, function: str, offered: int, compute) -> tuple:
         session = self._session(handle, function)
 
         def body(operation: Operation):
+            self._logged_in_for(operation, function)
             self._may_deliver(session, operation, function)
             data = operation.collected() + operation.carry
             if operation.mechanism in ECB_BLOCK and operation.multi and not data:
@@ -171,12 +199,18 @@ class CryptoCalls:
         return self._store(session)
 
     def _sign(self, session, op, data):
+        if op.context_pin is not None:
+            return self._keyed(session, op, "C_Sign").sign(op.key, op.mechanism, data, op.param,
+                                                           context_pin=op.context_pin)
         return self._keyed(session, op, "C_Sign").sign(op.key, op.mechanism, data, op.param)
 
     def _encrypt(self, session, op, data):
         return self._keyed(session, op, "C_Encrypt").encrypt(op.key, op.mechanism, data, op.param)
 
     def _decrypt(self, session, op, data):
+        if op.context_pin is not None:
+            return self._keyed(session, op, "C_Decrypt").decrypt(op.key, op.mechanism, data, op.param,
+                                                                 context_pin=op.context_pin)
         return self._keyed(session, op, "C_Decrypt").decrypt(op.key, op.mechanism, data, op.param)
 
     def _digest(self, session, op, data):

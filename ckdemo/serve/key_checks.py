@@ -22,6 +22,8 @@ CKA_ENCRYPT, CKA_DECRYPT, CKA_SIGN, CKA_VERIFY = 0x104, 0x105, 0x108, 0x10A
 CKA_KEY_TYPE, CKA_VALUE_LEN = 0x100, 0x161
 USAGE = {SIGN: CKA_SIGN, VERIFY: CKA_VERIFY, ENCRYPT: CKA_ENCRYPT, DECRYPT: CKA_DECRYPT}
 FACTS = [CKA_KEY_TYPE, CKA_VALUE_LEN, *USAGE.values()]
+CKA_ALWAYS_AUTHENTICATE = 0x202  # private keys only: read on its own
+REAUTHENTICATED = (SIGN, DECRYPT)  # what SoftHSM2 asks a context-specific login for
 
 CKK_GENERIC_SECRET = 0x10
 
@@ -32,13 +34,15 @@ class KeyFacts:
     key_type: int | None
     length: int  # bytes of a secret key's value; 0 when the slot does not say
     usage: frozenset[str]
+    always_authenticate: bool = False  # each sign or decrypt asks for a context-specific login
 
     @classmethod
-    def read(cls, values: dict[int, object]) -> "KeyFacts":
+    def read(cls, values: dict[int, object], always_authenticate: bool = False) -> "KeyFacts":
         key_type = values.get(CKA_KEY_TYPE)
         return cls(int(key_type) if key_type is not None else None,
                    int(values.get(CKA_VALUE_LEN) or 0),
-                   frozenset(kind for kind, attribute in USAGE.items() if values.get(attribute)))
+                   frozenset(kind for kind, attribute in USAGE.items() if values.get(attribute)),
+                   always_authenticate)
 
 
 def check(kind: str, mechanism: int, key: KeyFacts, function: str) -> None:

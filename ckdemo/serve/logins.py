@@ -79,6 +79,22 @@ class SharedLogin:
                 self.log("real login")
             self.holders.add(connection)
 
+    def reauthenticate(self, connection: int, pin: str) -> None:
+        """A context-specific login: the PIN of the login this connection holds, checked as a
+        second application's is (and counted by the slot when wrong)."""
+        with self.lock:
+            if connection not in self.holders:
+                raise CKRError(CKR_USER_NOT_LOGGED_IN, "C_Login")
+            counter = self.slot.login_counter() if self.user_type == CKU_USER else None
+            if counter is not None:
+                counter.check()
+            if not hmac.compare_digest(_digest(pin), self._pin or b""):
+                if counter is not None:
+                    raise counter.failed()
+                raise CKRError(CKR_PIN_INCORRECT, "C_Login")
+            if counter is not None:
+                counter.succeeded()
+
     def _lost(self) -> bool:
         """The anchor session is gone: the token lost the login with it (an HA slot that lost
         every member does so, as Luna's does)."""

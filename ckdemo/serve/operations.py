@@ -82,6 +82,10 @@ class Operation:
     _error: CKRError | None = None  # what computing the output for _input raised, kept for the caller
     init: tuple | None = None  # a signature's: the Init call's arguments, to predict it again
     budget: Budget | None = None  # what the buffered parts are charged to (Operations.start)
+    # a CKA_ALWAYS_AUTHENTICATE key's: the context-specific login is still due; once given, its
+    # PIN (checked) for the members' own logins, kept for this one operation only
+    reauthenticate: bool = False
+    context_pin: str | None = None
 
     def computed(self) -> bytes | None:
         """The output prepared for the last input, if it was computed without a refusal."""
@@ -168,6 +172,13 @@ class Operations:
             return BufferSize(len(output))
         self.end(kind)
         return output
+
+    def waiting_for_login(self) -> Operation | None:
+        """The operation of a CKA_ALWAYS_AUTHENTICATE key whose context-specific login is due."""
+        for operation in self.active.values():
+            if operation.reauthenticate:
+                return operation
+        return None
 
     def clear(self) -> None:
         for operation in self.active.values():

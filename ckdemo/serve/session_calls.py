@@ -93,10 +93,14 @@ class SessionCalls:
         exposed, pin = session.slot, self._pin(pin, "C_Login")
         user = self._user(session)
         if user_type == CKU_CONTEXT_SPECIFIC:
-            # only an operation on a CKA_ALWAYS_AUTHENTICATE key asks for it, and no key the
-            # served slots make has one: as SoftHSM2 answers without such an operation
-            raise CKRError(CKR_OPERATION_NOT_INITIALIZED, "C_Login",
-                           "no operation in this session needs a context-specific login")
+            # only an operation on a CKA_ALWAYS_AUTHENTICATE key asks for it (SoftHSM2's order)
+            operation = session.operations.waiting_for_login()
+            if operation is None:
+                raise CKRError(CKR_OPERATION_NOT_INITIALIZED, "C_Login",
+                               "no operation in this session needs a context-specific login")
+            exposed.login.reauthenticate(self.number, pin)
+            operation.reauthenticate, operation.context_pin = False, pin
+            return ()
         if user_type not in (CKU_SO, CKU_USER):
             raise CKRError(CKR_USER_TYPE_INVALID, "C_Login")
         # a read-only session refuses an SO login before anything else, as SoftHSM2 checks it
