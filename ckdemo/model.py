@@ -141,6 +141,9 @@ class KeySpec:
     sensitive: bool = True
     extractable: bool = False
     wrap_with_trusted: bool = False
+    # CKA_PRIVATE of the secret or private key (a public key is public): TRUE is a token's default;
+    # FALSE makes a key any session may use, logged in or not, as PKCS#11 allows
+    private: bool = True
     # more attributes of the new key(s), given at generation because some can be given only then
     # (CKA_MODIFIABLE, CKA_COPYABLE, CKA_DESTROYABLE = FALSE): (CKA_*, value) pairs for the
     # secret or private key, and for the public key of a pair

@@ -564,6 +564,9 @@ class Attacker:
                     self.blobs.append((i, kind, blob))
                     self.unwrap_attacks(s, dk, i, kind, cls, ktype, blob, own, own_value)
 
+            # 12. the family of domain keys for keys that are not private (CKA_PRIVATE=FALSE)
+            self.public_family_attacks(s, dks, kinds, kind_of)
+
             # 5. the domain keys for anything but wrap/unwrap
             for i, dk in enumerate(dks):
                 self.usage_attacks(s, dk, i, "user")
@@ -592,6 +595,38 @@ class Attacker:
             self.loosen_attacks(s, keys, kinds, dks, own, own_value)
 
             # 6 and 10 (changing the domain keys) come last: phase_user_changes
+
+    def public_family_attacks(self, s, dks, kinds, kind_of) -> None:
+        """12: the domain keys of the family for keys that are not private (ids ending "pub"):
+        (a) a private key of one's own, extractable by trusted keys only, wrapped under one to be
+        unwrapped as a public key (usable with no login): the wrap must be refused; (b) a blob
+        the HA slot kept (made under the private family) unwrapped with the public family's key
+        of the same kind, with everything that key's unwrap template asks: no key may come out."""
+        by_id = {bytes(key_id): i for i, key_id in enumerate(self.dk_ids)}
+        mine = {CKA_CLASS: CKO_SECRET_KEY, CKA_KEY_TYPE: CKK_AES, CKA_VALUE_LEN: 32, CKA_TOKEN: False,
+                CKA_PRIVATE: True, CKA_SENSITIVE: True, CKA_EXTRACTABLE: True, CKA_WRAP_WITH_TRUSTED: True,
+                CKA_ENCRYPT: True, CKA_LABEL: "attacker-private"}
+        rv, private_own = generate(s, CKM_AES_KEY_GEN, mine)
+        for key_id, i in by_id.items():
+            if not key_id.endswith(b"/aespub") or rv != 0:
+                continue
+            rv2, blob = wrap(s, CKM_AES_KEY_WRAP_PAD, dks[i], private_own)
+            self.record("12a", f"wrap a private AES key of one's own under domain key #{i} "
+                        "(public family)", "user", rv2, dk=i)
+        for label, generation, blob in self.kept:
+            kind = kind_of.get(label)
+            if kind is None:
+                continue
+            cls, ktype = self.key_class(kind)
+            named = b"ckdemo-ha-domain/g%d/%spub" % (generation or 0, kind.encode())
+            if named not in by_id:
+                continue
+            i = by_id[named]
+            rv2, h = unwrap(s, CKM_AES_KEY_WRAP_PAD, dks[i], blob,
+                            {CKA_CLASS: cls, CKA_KEY_TYPE: ktype, CKA_TOKEN: False, CKA_PRIVATE: False,
+                             CKA_SENSITIVE: True, CKA_WRAP_WITH_TRUSTED: True, CKA_EXTRACTABLE: True})
+            self.record("12b", f"unwrap the kept {kind} blob with domain key #{i} (public family) as a "
+                        "public key", "user", rv2, key=kind, dk=i)
 
     def unwrap_attacks(self, s, dk, i, kind, cls, ktype, blob, own, own_value) -> None:
         base = {CKA_CLASS: cls, CKA_KEY_TYPE: ktype, CKA_TOKEN: False}

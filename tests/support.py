@@ -15,9 +15,9 @@ import pytest
 
 from conftest import SOFTHSM_LIB
 
-from ckdemo.ha.replication import CARRIED
+from ckdemo.ha.replication import ALL_KINDS
 
-DOMAIN_KEYS = len(CARRIED)  # HA domain keys per member: one per kind of key carried
+DOMAIN_KEYS = len(ALL_KINDS)  # HA domain keys per member: one per kind of key carried, two families
 DOMAIN_KEY_LABEL = "ckdemo HA domain key"  # every one's label starts so (`ckdemo init` makes them)
 
 REPO = Path(__file__).resolve().parent.parent

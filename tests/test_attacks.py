@@ -156,6 +156,19 @@ def test_1f_unwrap_public_copy_without_login_refused__CKR_TEMPLATE_INCONSISTENT(
                    "no-login unwrap with CKA_PRIVATE=FALSE")
 
 
+@pytest.mark.parametrize("member", list(ATTACKED))
+def test_12_the_public_family_of_domain_keys_carries_nothing_private(attacked, member):
+    """Keys an application made CKA_PRIVATE=FALSE are copied under domain keys of their own: a
+    private key of the attacker's (trusted-only extractable) cannot be wrapped under one to come
+    out as a key any no-login session may use (CKR_KEY_NOT_WRAPPABLE: its wrap template), and a
+    blob the HA slot kept of a private key does not unwrap under one (another key: the AES key
+    wrap's integrity check fails)."""
+    assert_refused(attempts(attacked, member, "12a"), {KEY_NOT_WRAPPABLE}, "wrap a private key")
+    assert_refused(attempts(attacked, member, "12b"),
+                   {"CKR_WRAPPED_KEY_INVALID", "CKR_ENCRYPTED_DATA_INVALID", "CKR_FUNCTION_FAILED",
+                    "CKR_WRAPPED_KEY_LEN_RANGE", "CKR_GENERAL_ERROR"}, "unwrap a private key's blob")
+
+
 # ------------------------------------------------------------------ 2, 3: the HA keys themselves
 
 @pytest.mark.parametrize("member", list(ATTACKED))

@@ -51,8 +51,8 @@ def test_init_provisions_a_private_home(run_ckdemo, tmp_path):
     provisioned, ready = done.stdout.strip().splitlines()
     assert provisioned == (f"Provisioned {home}: 3 SoftHSM2 member tokens "
                            f"(member1, member2, member3); config {home / 'Chrystoki.conf'}")
-    assert ready.startswith("HA group: HA domain keys generation 1 (rsa, ec, aes, generic) "
-                            "created on 3 member(s): ")
+    assert ready.startswith("HA group: HA domain keys generation 1 (rsa, ec, aes, generic; for "
+                            "private keys and for keys that are not) created on 3 member(s): ")
     assert mode(home) == 0o700
     assert mode(home / "Chrystoki.conf") == 0o600
     assert sorted(tokens(home)) == ["member1", "member2", "member3"]

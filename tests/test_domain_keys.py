@@ -57,9 +57,10 @@ def domain_key_ids(home: Path, member: str) -> list[bytes]:
 
 
 def test_init_leaves_the_group_ready_for_key_generation(home, menu, run_ckdemo):
-    for member in MEMBERS:  # four domain keys, public objects: listed without a login
+    for member in MEMBERS:  # eight domain keys, public objects: listed without a login
         assert sorted(domain_key_ids(home, member)) == sorted(
-            b"ckdemo-ha-domain/g1/" + kind for kind in (b"rsa", b"ec", b"aes", b"generic"))
+            b"ckdemo-ha-domain/g1/" + kind + family for kind in (b"rsa", b"ec", b"aes", b"generic")
+            for family in (b"", b"pub"))
     code, out = menu(home, GENERATE)  # no HA Init (50) first
     assert code == 0, out
     assert "replicated: 2 object(s) to 2 member(s)" in out

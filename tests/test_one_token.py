@@ -5,10 +5,11 @@ objects readable by an application with no login, whichever member answers."""
 from __future__ import annotations
 
 import hashlib
+import subprocess
 from contextlib import contextmanager
 from typing import Iterator
 
-from conftest import USER_PIN, no_traceback, requires_softhsm
+from conftest import SOFTHSM_LIB, USER_PIN, no_traceback, requires_softhsm, softhsm_env
 from test_serve import RawClient, start_server, stop_cleanly
 from test_serve_clients import reference  # noqa: F401 (one SoftHSM2 token behind p11-kit server)
 
@@ -446,3 +447,69 @@ def test_an_always_authenticate_key_asks_a_context_login_for_each_use_as_on_one_
     assert "C_Sign CKR_USER_NOT_LOGGED_IN" in ours[0] and "C_Login CKR_PIN_INCORRECT" in ours[0]
     assert len(ours[1]) == len(their_story[1]) == 256  # (two keys: each verified by its own side)
     assert ours[2] == their_story[2] == b"sign me, once per login"
+
+
+def test_keys_asked_public_are_public_and_made_without_a_login_as_on_one_token(served, reference):
+    """CKA_PRIVATE = FALSE on a secret key or a private key (allowed by PKCS#11, the token's
+    default is TRUE): one token makes it without any login in a R/W session and anyone may use it;
+    the HA slot refused it without a login (CKR_USER_NOT_LOGGED_IN) and made it private with one
+    (differential test defect 11). The same answers, call for call, on both; the keys really are
+    public on every member (listed there with no login)."""
+    AES_KEY_GEN, AES_ECB, EC_KEY_PAIR_GEN, ECDSA = 0x1080, 0x1081, 0x1040, 0x1041
+
+    def on_members_without_login() -> None:
+        for member in ("member1", "member2", "member3"):  # read straight on each token
+            listed = subprocess.run(["pkcs11-tool", "--module", SOFTHSM_LIB, "--token-label", member,
+                                     "-O"], env=softhsm_env(served.home), capture_output=True,
+                                    text=True, timeout=60)
+            assert "public-aes" in listed.stdout and listed.stdout.count("public-ec") == 2, listed.stdout
+
+    def story(socket, check=lambda: None) -> list[str]:
+        client = RawClient(socket)
+        seen = []
+        try:
+            client.ok("C_Initialize", HANDSHAKE, 0, b"\x00")
+            (slots,) = client.ok("C_GetSlotList", 1, 8)
+            (session,) = client.ok("C_OpenSession", slots[0], 0x6)
+
+            def note(name, *args):
+                reply = client.call(name, *args)
+                seen.append(f"{name} {codes.ckr_name(reply.ckr) if reply.is_error else 'CKR_OK'}")
+                return None if reply.is_error else reply.args
+            made = note("C_GenerateKey", session, Mechanism(AES_KEY_GEN),
+                        (Attribute(CKA_VALUE_LEN, 32), Attribute(CKA_TOKEN, 1), Attribute(CKA_PRIVATE, 0),
+                         Attribute(CKA_SENSITIVE, 1), Attribute(CKA_ENCRYPT, 1), Attribute(CKA_DECRYPT, 1),
+                         Attribute(CKA_LABEL, b"public-aes")))
+            pair = note("C_GenerateKeyPair", session, Mechanism(EC_KEY_PAIR_GEN),
+                        (Attribute(CKA_TOKEN, 1), Attribute(CKA_EC_PARAMS, P256), Attribute(CKA_VERIFY, 1),
+                         Attribute(CKA_LABEL, b"public-ec")),
+                        (Attribute(CKA_TOKEN, 1), Attribute(CKA_PRIVATE, 0), Attribute(CKA_SENSITIVE, 1),
+                         Attribute(CKA_SIGN, 1), Attribute(CKA_LABEL, b"public-ec")))
+            if made and pair:
+                (aes,), (public, private) = made, pair
+                for _ in range(3):  # whichever member serves
+                    values, _ = client.ok("C_GetAttributeValue", session, aes, (AttributeSize(CKA_PRIVATE, 1),))
+                    seen.append(f"AES CKA_PRIVATE {values[0].value!r}")
+                    values, _ = client.ok("C_GetAttributeValue", session, private, (AttributeSize(CKA_PRIVATE, 1),))
+                    seen.append(f"EC CKA_PRIVATE {values[0].value!r}")
+                    note("C_EncryptInit", session, Mechanism(AES_ECB), aes)
+                    (sealed,) = note("C_Encrypt", session, b"0123456789abcdef", 16)
+                    note("C_DecryptInit", session, Mechanism(AES_ECB), aes)
+                    (opened,) = note("C_Decrypt", session, sealed, 16)
+                    seen.append(f"round trip {opened == b'0123456789abcdef'}")
+                    note("C_SignInit", session, Mechanism(ECDSA), private)
+                    (signature,) = note("C_Sign", session, b"\x01" * 32, 64)
+                    note("C_VerifyInit", session, Mechanism(ECDSA), public)
+                    note("C_Verify", session, b"\x01" * 32, signature)
+                client.ok("C_Login", session, 1, USER_PIN.encode())  # and the same with a login
+                values, _ = client.ok("C_GetAttributeValue", session, aes, (AttributeSize(CKA_PRIVATE, 1),))
+                seen.append(f"logged in: AES CKA_PRIVATE {values[0].value!r}")
+                check()
+                for handle in (aes, public, private):  # nothing left for the next test
+                    note("C_DestroyObject", session, handle)
+            return seen
+        finally:
+            client.close()
+    ours, theirs = story(served.socket, on_members_without_login), story(reference.socket)
+    assert ours == theirs
+    assert "C_GenerateKey CKR_OK" in ours and "round trip True" in ours and "C_Verify CKR_OK" in ours

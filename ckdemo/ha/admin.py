@@ -73,7 +73,7 @@ class Administration:
                             session.destroy_object(handle)
                             report.weak_removed.append(member.serial)
                         if rekey:
-                            for kind in replication.CARRIED:
+                            for kind in replication.ALL_KINDS:
                                 if kind not in values:
                                     values[kind] = session.generate_random(replication.DOMAIN_KEY_BYTES)
                                 session.create_object(replication.domain_key_template(
@@ -218,7 +218,7 @@ class HAInitReport:
                         f"template) destroyed on {len(self.weak_removed)} member(s): "
                         f"{', '.join(self.weak_removed)}")
         if self.created_on:
-            said.append(f"HA domain keys generation {self.generation} ({', '.join(replication.CARRIED)}) "
+            said.append(f"HA domain keys generation {self.generation} ({', '.join(replication.CARRIED)}; for private keys and for keys that are not) "
                         f"created on {len(self.created_on)} member(s): {', '.join(self.created_on)}")
         for serial, older in self.kept:
             said.append(f"member {serial} keeps generation(s) {', '.join(map(str, older))}: domain keys "

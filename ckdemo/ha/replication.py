@@ -56,8 +56,23 @@ CARRIED = {
     "generic": (CKO_SECRET_KEY, CKK_GENERIC_SECRET),
 }
 KIND_OF = {pair: kind for kind, pair in CARRIED.items()}
+# keys an application made CKA_PRIVATE = FALSE (any session may use them, logged in or not) have
+# domain keys of their own: such a domain key wraps only a key that is not private and unwraps
+# only into one, and its blobs are nothing a private family's key unwraps, nor the other way
+PUBLIC_FAMILY = "pub"
+ALL_KINDS = (*CARRIED, *(kind + PUBLIC_FAMILY for kind in CARRIED))
 # pinned by every domain key's unwrap template: no user can unwrap a readable copy
 UNWRAP_PINNED = {CKA_SENSITIVE: True, CKA_WRAP_WITH_TRUSTED: True, CKA_PRIVATE: True}
+
+
+def unwrap_pinned(private: bool) -> dict[int, Any]:
+    return {**UNWRAP_PINNED, CKA_PRIVATE: bool(private)}
+
+
+def kind_of(cls: int, key_type: int, private: bool = True) -> str | None:
+    """The domain key family that carries a key of this class, type and CKA_PRIVATE."""
+    kind = KIND_OF.get((cls, key_type))
+    return kind if kind is None or private else kind + PUBLIC_FAMILY
 
 # capability attributes copied to a replica, by object class
 CAPABILITIES = {
@@ -90,7 +105,9 @@ def is_domain_key_id(key_id: bytes | None) -> bool:
 
 
 def domain_key_template(value: bytes, generation: int, kind: str) -> dict[int, Any]:
-    cls, key_type = CARRIED[kind]
+    private = not kind.endswith(PUBLIC_FAMILY)
+    cls, key_type = CARRIED[kind if private else kind[:-len(PUBLIC_FAMILY)]]
+    wraps = {CKA_CLASS: cls, CKA_KEY_TYPE: key_type, **({} if private else {CKA_PRIVATE: False})}
     return {CKA_CLASS: CKO_SECRET_KEY, CKA_KEY_TYPE: CKK_AES, CKA_VALUE: value, CKA_TOKEN: True,
             CKA_PRIVATE: False,  # SoftHSM: only the SO may set CKA_TRUSTED, and not on private objects
             CKA_SENSITIVE: True, CKA_EXTRACTABLE: False, CKA_TRUSTED: True,
@@ -99,8 +116,8 @@ def domain_key_template(value: bytes, generation: int, kind: str) -> dict[int, A
             CKA_MODIFIABLE: False, CKA_COPYABLE: False, CKA_DESTROYABLE: False,
             CKA_ALLOWED_MECHANISMS: [DOMAIN_KEY_MECHANISM],
             # it wraps only its own kind of key, and unwraps only that kind, locked down
-            CKA_WRAP_TEMPLATE: {CKA_CLASS: cls, CKA_KEY_TYPE: key_type},
-            CKA_UNWRAP_TEMPLATE: {CKA_CLASS: cls, CKA_KEY_TYPE: key_type, **UNWRAP_PINNED},
+            CKA_WRAP_TEMPLATE: wraps,
+            CKA_UNWRAP_TEMPLATE: {CKA_CLASS: cls, CKA_KEY_TYPE: key_type, **unwrap_pinned(private)},
             CKA_ID: domain_key_id(generation, kind), CKA_LABEL: f"{DOMAIN_KEY_LABEL} g{generation} {kind}"}
 
 
@@ -113,7 +130,7 @@ class DomainKeys:
     @property
     def complete(self) -> list[int]:
         """Generations with a key for every kind, oldest first."""
-        return sorted(g for g, kinds in self.generations.items() if set(kinds) == set(CARRIED))
+        return sorted(g for g, kinds in self.generations.items() if set(kinds) == set(ALL_KINDS))
 
     @property
     def current(self) -> int | None:
@@ -134,7 +151,7 @@ def domain_keys(session) -> DomainKeys:
             found.legacy.append(handle)
             continue
         match = _DOMAIN_ID.match(key_id)
-        if match and match.group(2).decode() in CARRIED:
+        if match and match.group(2).decode() in ALL_KINDS:
             found.generations.setdefault(int(match.group(1)), {})[match.group(2).decode()] = handle
     return found
 
@@ -222,7 +239,9 @@ def replicate(source, handle: int, target, kept: Kept | None = None,
         values = source.get_attributes(handle, list(PUBLIC_VALUES[key_type]))
         return target.create_object({CKA_CLASS: cls, CKA_KEY_TYPE: key_type, **template, **values})
     flags = source.get_attributes(handle, [CKA_SENSITIVE, CKA_EXTRACTABLE, CKA_WRAP_WITH_TRUSTED])
-    unwrapping = _kept_domain_key(target, cls, key_type, kept)
+    private = bool(ident.get(CKA_PRIVATE, True))
+    pinned = unwrap_pinned(private)
+    unwrapping = _kept_domain_key(target, cls, key_type, kept, private)
     if not flags[CKA_SENSITIVE] and (flags[CKA_EXTRACTABLE] or unwrapping is None):
         # (a key neither sensitive nor extractable cannot be read: it comes from the blob, and
         # that copy is sensitive, which the vault's record answers for it)
@@ -241,21 +260,21 @@ def replicate(source, handle: int, target, kept: Kept | None = None,
     template.update(final or {})
     if unwrapping is not None:  # the blob kept when the key was made
         made = target.unwrap_key(unwrapping, cls, key_type, kept.blob, DOMAIN_KEY_MECHANISM,
-                                 {**template, **UNWRAP_PINNED})
+                                 {**template, **pinned})
     elif flags[CKA_EXTRACTABLE] and not flags[CKA_WRAP_WITH_TRUSTED]:
         # any key of the user's may wrap it: so may a key made for this one copy
         made = _transport(source, handle, target, cls, key_type,
                           {**template, CKA_SENSITIVE: True, CKA_WRAP_WITH_TRUSTED: False})
     else:
-        kind = _kind(cls, key_type)
+        kind = _kind(cls, key_type, private)
         _, wrapping, unwrapping = _common_domain_key(source, target, kind)
-        older = None if flags[CKA_EXTRACTABLE] else _kept_domain_key(source, cls, key_type, kept)
+        older = None if flags[CKA_EXTRACTABLE] else _kept_domain_key(source, cls, key_type, kept, private)
         if older is None:
             wrapped = source.wrap_key(wrapping, handle, DOMAIN_KEY_MECHANISM)
         else:  # kept under a generation the target lacks (it was re-initialised): wrapped anew
-            wrapped = _rewrapped(source, cls, key_type, kept.blob, older, wrapping)
+            wrapped = _rewrapped(source, cls, key_type, kept.blob, older, wrapping, private)
         made = target.unwrap_key(unwrapping, cls, key_type, wrapped, DOMAIN_KEY_MECHANISM,
-                                 {**template, **UNWRAP_PINNED})
+                                 {**template, **pinned})
     if not later:
         return made
     try:
@@ -264,28 +283,30 @@ def replicate(source, handle: int, target, kept: Kept | None = None,
         target.destroy_object(made)
 
 
-def _kind(cls: int, key_type: int) -> str:
-    kind = KIND_OF.get((cls, key_type))
+def _kind(cls: int, key_type: int, private: bool = True) -> str:
+    kind = kind_of(cls, key_type, private)
     if kind is None:
         raise CKRError(CKR_KEY_NOT_WRAPPABLE, "C_WrapKey",
                        f"no HA domain key carries this kind of key (class {cls:#x}, key type {key_type:#x})")
     return kind
 
 
-def _kept_domain_key(target, cls: int, key_type: int, kept: Kept | None) -> int | None:
+def _kept_domain_key(target, cls: int, key_type: int, kept: Kept | None,
+                     private: bool = True) -> int | None:
     """The target's domain key that unwraps the kept blob, if there is a blob and it has it."""
     if kept is None or not kept.blob or kept.generation is None:
         return None
-    kind = KIND_OF.get((cls, key_type))
+    kind = kind_of(cls, key_type, private)
     return domain_keys(target).generations.get(kept.generation, {}).get(kind) if kind else None
 
 
-def _rewrapped(source, cls: int, key_type: int, blob: bytes, older: int, wrapping: int) -> bytes:
+def _rewrapped(source, cls: int, key_type: int, blob: bytes, older: int, wrapping: int,
+               private: bool = True) -> bytes:
     """The kept blob, unwrapped on the source with the older domain key as a session key
     (sensitive, trusted-only: all that key allows) and wrapped under the one the target holds."""
     temporary = source.unwrap_key(older, cls, key_type, blob, DOMAIN_KEY_MECHANISM,
                                   {CKA_TOKEN: False, CKA_EXTRACTABLE: True, CKA_ID: TWIN_ID,
-                                   **UNWRAP_PINNED})
+                                   **unwrap_pinned(private)})
     try:
         return source.wrap_key(wrapping, temporary, DOMAIN_KEY_MECHANISM)
     finally:
@@ -295,7 +316,7 @@ def _rewrapped(source, cls: int, key_type: int, blob: bytes, older: int, wrappin
 def keep(source, handle: int, cls: int, key_type: int) -> tuple[int, bytes] | None:
     """The key (still extractable) wrapped under the source's newest domain key of its kind:
     (generation, blob) for the vault; None when no domain key carries such a key."""
-    kind = KIND_OF.get((cls, key_type))
+    kind = kind_of(cls, key_type, bool(source.get_attributes(handle, [CKA_PRIVATE]).get(CKA_PRIVATE, True)))
     if kind is None:
         return None
     held = domain_keys(source).generations
@@ -317,8 +338,10 @@ def _transport(source, handle: int, target, cls: int, key_type: int,
     goes under a session key made for this one copy on both members, then destroyed."""
     value = os.urandom(DOMAIN_KEY_BYTES)
     transport = {CKA_CLASS: CKO_SECRET_KEY, CKA_KEY_TYPE: CKK_AES, CKA_VALUE: value,
-                 CKA_TOKEN: False, CKA_PRIVATE: True, CKA_SENSITIVE: True, CKA_EXTRACTABLE: False,
-                 CKA_WRAP: True, CKA_UNWRAP: True, CKA_ENCRYPT: False, CKA_DECRYPT: False,
+                 # (as private as the key it carries: a key that is not private is copied with
+                 # no login, and anyone may wrap it anyway)
+                 CKA_TOKEN: False, CKA_PRIVATE: bool(template.get(CKA_PRIVATE, True)),
+                 CKA_SENSITIVE: True, CKA_EXTRACTABLE: False, CKA_WRAP: True, CKA_UNWRAP: True, CKA_ENCRYPT: False, CKA_DECRYPT: False,
                  CKA_SIGN: False, CKA_VERIFY: False, CKA_DERIVE: False, CKA_ID: TRANSPORT_ID}
     made: list[tuple[Any, int]] = []
     try:

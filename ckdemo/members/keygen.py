@@ -45,7 +45,7 @@ Template = dict[int, Any]
 def templates(spec: KeySpec) -> tuple[int, Template | None, Template]:
     """(mechanism, public key template or None for a secret key, secret or private key template)."""
     common = {CKA_ID: spec.key_id, CKA_LABEL: spec.label, CKA_TOKEN: spec.token}
-    secret = {CKA_PRIVATE: True, CKA_SENSITIVE: spec.sensitive, CKA_EXTRACTABLE: spec.extractable}
+    secret = {CKA_PRIVATE: spec.private, CKA_SENSITIVE: spec.sensitive, CKA_EXTRACTABLE: spec.extractable}
     if spec.wrap_with_trusted:
         secret[CKA_WRAP_WITH_TRUSTED] = True
     if spec.kind in KEY_TYPES:

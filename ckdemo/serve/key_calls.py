@@ -16,7 +16,7 @@ class KeyCalls:
         session = self._session(handle, "C_GenerateKey")
         template = wire.template(attributes, "C_GenerateKey")
         spec = keygen.secret_key_spec(mechanism.type, template)
-        self._may_create(session, spec.token, True, "C_GenerateKey")  # generate() makes it private
+        self._may_create(session, spec.token, spec.private, "C_GenerateKey")
         made = self._generate(session, spec, [template], "C_GenerateKey")
         return (self._created(session, made[0], spec.token, None),)
 
@@ -26,7 +26,9 @@ class KeyCalls:
         private = wire.template(private_attributes, "C_GenerateKeyPair")
         # the session and login first, as a token checks them before the templates' contents
         token = bool(public.get(CKA_TOKEN, False)) or bool(private.get(CKA_TOKEN, False))
-        self._may_create(session, token, True, "C_GenerateKeyPair")
+        private_key = bool(private.get(CKA_PRIVATE, keygen.TOKEN_DEFAULT_PRIVATE))
+        self._may_create(session, token, private_key or bool(public.get(CKA_PRIVATE, False)),
+                         "C_GenerateKeyPair")
         spec = keygen.key_pair_spec(mechanism.type, public, private)
         made = self._generate(session, spec, [public, private], "C_GenerateKeyPair")
         tokens = (bool(public.get(CKA_TOKEN, False)), spec.token)  # each half says for itself

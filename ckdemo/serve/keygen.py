@@ -21,9 +21,8 @@ CURVES = {bytes.fromhex("06082a8648ce3d030107"): "P-256",
           bytes.fromhex("06052b81040023"): "P-521"}
 SECRET_KINDS = {CKM_AES_KEY_GEN: ("aes", CKK_AES), CKM_GENERIC_SECRET_KEY_GEN: ("generic", CKK_GENERIC_SECRET)}
 # attributes the KeySpec itself decides; every other one is compared and set afterwards.
-# CKA_PRIVATE too: generate() makes secret and private keys private, public keys public, and a
-# token refuses to change it afterwards (CKR_ATTRIBUTE_READ_ONLY), so a template asking for a
-# public secret key (pkcs11-tool --keygen does) gets a private one: more protected, not less.
+# CKA_PRIVATE of a secret or private key too (a token's default TRUE); a public key is public.
+TOKEN_DEFAULT_PRIVATE = True
 IN_SPEC = frozenset({CKA_CLASS, CKA_KEY_TYPE, CKA_TOKEN, CKA_PRIVATE, CKA_SENSITIVE, CKA_EXTRACTABLE,
                      CKA_MODULUS_BITS, CKA_PUBLIC_EXPONENT, CKA_EC_PARAMS, CKA_VALUE_LEN})
 
@@ -42,6 +41,7 @@ def secret_key_spec(mechanism: int, template: dict[int, object]) -> KeySpec:
                    bytes(template.get(CKA_ID, b"")), token=bool(template.get(CKA_TOKEN, False)),
                    sensitive=bool(template.get(CKA_SENSITIVE, TOKEN_DEFAULT_SENSITIVE)),
                    extractable=bool(template.get(CKA_EXTRACTABLE, False)),
+                   private=bool(template.get(CKA_PRIVATE, TOKEN_DEFAULT_PRIVATE)),
                    extra=at_generation(template), token_defaults=True)
 
 
@@ -74,12 +74,15 @@ def key_pair_spec(mechanism: int, public: dict[int, object], private: dict[int, 
     _expect(private, CKA_KEY_TYPE, key_type, function)
     token = bool(private.get(CKA_TOKEN, False))
     public_extra = at_generation(public)
+    if CKA_PRIVATE in public:  # a public key asked private (a token's default is public)
+        public_extra += ((CKA_PRIVATE, bool(public[CKA_PRIVATE])),)
     if bool(public.get(CKA_TOKEN, False)) != token:  # a token key with a session half, or back
         public_extra += ((CKA_TOKEN, bool(public.get(CKA_TOKEN, False))),)
     return KeySpec(kind, size, str(private.get(CKA_LABEL, public.get(CKA_LABEL, ""))),
                    bytes(private.get(CKA_ID, public.get(CKA_ID, b""))), token=token,
                    sensitive=bool(private.get(CKA_SENSITIVE, TOKEN_DEFAULT_SENSITIVE)),
                    extractable=bool(private.get(CKA_EXTRACTABLE, False)),
+                   private=bool(private.get(CKA_PRIVATE, TOKEN_DEFAULT_PRIVATE)),
                    extra=at_generation(private), public_extra=public_extra, token_defaults=True)
 
 
