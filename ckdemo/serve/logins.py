@@ -54,15 +54,7 @@ class SharedLogin:
                 if user_type != self.user_type:
                     raise CKRError(CKR_USER_ANOTHER_ALREADY_LOGGED_IN, "C_Login",
                                    "another application is logged in as the other user type")
-                counter = self.slot.login_counter() if user_type == CKU_USER else None
-                if counter is not None:
-                    counter.check()  # locked: even the right PIN is refused, as by the token
-                if not hmac.compare_digest(_digest(pin), self._pin or b""):
-                    if counter is not None:
-                        raise counter.failed()
-                    raise CKRError(CKR_PIN_INCORRECT, "C_Login")
-                if counter is not None:
-                    counter.succeeded()
+                self._check(user_type, pin)
             else:
                 anchor = self.slot.open_session(rw=True)
                 try:
@@ -85,15 +77,20 @@ class SharedLogin:
         with self.lock:
             if connection not in self.holders:
                 raise CKRError(CKR_USER_NOT_LOGGED_IN, "C_Login")
-            counter = self.slot.login_counter() if self.user_type == CKU_USER else None
+            self._check(self.user_type, pin)
+
+    def _check(self, user_type: int, pin: str) -> None:
+        """The PIN against the one the real login took, in constant time; a wrong one counted by
+        the slot's own login counter (the HA slot's PIN lock), a locked PIN refused even when right."""
+        counter = self.slot.login_counter() if user_type == CKU_USER else None
+        if counter is not None:
+            counter.check()  # locked: even the right PIN is refused, as by the token
+        if not hmac.compare_digest(_digest(pin), self._pin or b""):
             if counter is not None:
-                counter.check()
-            if not hmac.compare_digest(_digest(pin), self._pin or b""):
-                if counter is not None:
-                    raise counter.failed()
-                raise CKRError(CKR_PIN_INCORRECT, "C_Login")
-            if counter is not None:
-                counter.succeeded()
+                raise counter.failed()
+            raise CKRError(CKR_PIN_INCORRECT, "C_Login")
+        if counter is not None:
+            counter.succeeded()
 
     def _lost(self) -> bool:
         """The anchor session is gone: the token lost the login with it (an HA slot that lost
