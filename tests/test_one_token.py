@@ -513,3 +513,34 @@ def test_keys_asked_public_are_public_and_made_without_a_login_as_on_one_token(s
     ours, theirs = story(served.socket, on_members_without_login), story(reference.socket)
     assert ours == theirs
     assert "C_GenerateKey CKR_OK" in ours and "round trip True" in ours and "C_Verify CKR_OK" in ours
+
+
+def test_an_unwrap_of_a_blob_no_aes_key_wrap_makes_is_refused_first_as_by_one_token(served, reference):
+    """SoftHSM2 checks an AES key wrap's blob length before the unwrapping key, the login or the
+    template: the HA slot answered CKR_KEY_FUNCTION_NOT_PERMITTED, CKR_USER_NOT_LOGGED_IN,
+    CKR_TEMPLATE_INCOMPLETE ... where one token says CKR_WRAPPED_KEY_LEN_RANGE (differential test)."""
+    AES_KEY_GEN, KEY_WRAP, KEY_WRAP_PAD = 0x1080, 0x2109, 0x210A
+
+    def story(socket) -> list[str]:
+        client = RawClient(socket)
+        try:
+            client.ok("C_Initialize", HANDSHAKE, 0, b"\x00")
+            (slots,) = client.ok("C_GetSlotList", 1, 8)
+            (session,) = client.ok("C_OpenSession", slots[0], 0x6)
+            client.ok("C_Login", session, 1, USER_PIN.encode())
+            (no_unwrap,) = client.ok("C_GenerateKey", session, Mechanism(AES_KEY_GEN),
+                                     (Attribute(CKA_VALUE_LEN, 32), Attribute(CKA_TOKEN, 0)))
+            seen = []
+            for mechanism, blob, template in (
+                    (KEY_WRAP_PAD, b"\x01" * 10, (Attribute(CKA_CLASS, 4), Attribute(CKA_KEY_TYPE, 0x1F))),
+                    (KEY_WRAP_PAD, b"\x01" * 20, (Attribute(CKA_CLASS, 4), Attribute(CKA_KEY_TYPE, 0x1F))),
+                    (KEY_WRAP, b"\x01" * 16, ()),  # short, and no class: the length first
+                    (KEY_WRAP_PAD, b"\x01" * 24, ())):  # the right length: the key's own refusal
+                reply = client.call("C_UnwrapKey", session, Mechanism(mechanism), no_unwrap, blob, template)
+                seen.append(codes.ckr_name(reply.ckr) if reply.is_error else "CKR_OK")
+            return seen
+        finally:
+            client.close()
+    ours, theirs = story(served.socket), story(reference.socket)
+    assert ours == theirs
+    assert ours[:3] == ["CKR_WRAPPED_KEY_LEN_RANGE"] * 3

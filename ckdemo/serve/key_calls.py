@@ -1,7 +1,7 @@
 """Key generation, wrapping and derivation calls of a connection (part of Connection)."""
 from __future__ import annotations
 
-from . import keygen, wire
+from . import key_checks, keygen, wire
 from ..codes import CKR_TEMPLATE_INCOMPLETE, CKRError
 from ..model import CKA_CLASS, CKA_KEY_TYPE, CKA_PRIVATE, CKA_TOKEN, CKA_VALUE_LEN
 from ..rpc.structs import BufferSize
@@ -73,6 +73,7 @@ class KeyCalls:
 
     def C_UnwrapKey(self, handle, mechanism, unwrapping, wrapped, attributes) -> tuple:
         session = self._session(handle, "C_UnwrapKey")
+        key_checks.check_wrapped_length(mechanism.type, len(arg_bytes(wrapped)))
         self._usable(session, unwrapping, "C_UnwrapKey")
         template = wire.template(attributes, "C_UnwrapKey")
         if CKA_CLASS not in template or CKA_KEY_TYPE not in template:

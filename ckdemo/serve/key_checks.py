@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..codes import (CKR_KEY_FUNCTION_NOT_PERMITTED, CKR_KEY_SIZE_RANGE, CKR_KEY_TYPE_INCONSISTENT,
-                     CKRError)
+                     CKR_WRAPPED_KEY_LEN_RANGE, CKRError)
 from ..model import HMAC, KEY_TYPE_OF
 from .operations import DECRYPT, ENCRYPT, SIGN, VERIFY
 
@@ -43,6 +43,20 @@ class KeyFacts:
                    int(values.get(CKA_VALUE_LEN) or 0),
                    frozenset(kind for kind, attribute in USAGE.items() if values.get(attribute)),
                    always_authenticate)
+
+
+# C_UnwrapKey: SoftHSM2 checks the wrapped key's length for the AES key wraps before anything
+# else (its session aside): the shortest blob and the 8-byte blocks of RFC 3394 / RFC 5649
+CKM_AES_KEY_WRAP, CKM_AES_KEY_WRAP_PAD = 0x2109, 0x210A
+SHORTEST_WRAPPED = {CKM_AES_KEY_WRAP: 24, CKM_AES_KEY_WRAP_PAD: 16}
+
+
+def check_wrapped_length(mechanism: int, length: int) -> None:
+    """CKR_WRAPPED_KEY_LEN_RANGE for a blob no AES key wrap makes, as one token answers first."""
+    shortest = SHORTEST_WRAPPED.get(mechanism)
+    if shortest is not None and (length < shortest or length % 8):
+        raise CKRError(CKR_WRAPPED_KEY_LEN_RANGE, "C_UnwrapKey",
+                       f"{length} bytes: mechanism {mechanism:#x} unwraps 8-byte blocks, at least {shortest}")
 
 
 def check(kind: str, mechanism: int, key: KeyFacts, function: str) -> None:
