@@ -544,3 +544,36 @@ def test_an_unwrap_of_a_blob_no_aes_key_wrap_makes_is_refused_first_as_by_one_to
     ours, theirs = story(served.socket), story(reference.socket)
     assert ours == theirs
     assert ours[:3] == ["CKR_WRAPPED_KEY_LEN_RANGE"] * 3
+
+
+def test_an_init_while_an_operation_is_active_is_refused_before_the_key_is_looked_at(served, reference):
+    """One token answers CKR_OPERATION_ACTIVE to a second Init in a session before it looks at the
+    key (its handle, usage flag or type); the HA slot checked the key first (differential test:
+    six families of C_SignInit / C_VerifyInit / C_EncryptInit / C_DecryptInit)."""
+    AES_KEY_GEN, AES_ECB, SHA256_HMAC, SHA256 = 0x1080, 0x1081, 0x251, 0x250
+
+    def story(socket) -> list[str]:
+        client = RawClient(socket)
+        try:
+            client.ok("C_Initialize", HANDSHAKE, 0, b"\x00")
+            (slots,) = client.ok("C_GetSlotList", 1, 8)
+            (session,) = client.ok("C_OpenSession", slots[0], 0x6)
+            client.ok("C_Login", session, 1, USER_PIN.encode())
+            (aes,) = client.ok("C_GenerateKey", session, Mechanism(AES_KEY_GEN),
+                               (Attribute(CKA_VALUE_LEN, 32), Attribute(CKA_TOKEN, 0),
+                                Attribute(CKA_ENCRYPT, 0), Attribute(CKA_DECRYPT, 0)))
+            client.ok("C_DigestInit", session, Mechanism(SHA256))
+            seen = []
+            for name, mechanism, key in (("C_SignInit", SHA256_HMAC, aes),  # wrong type too
+                                         ("C_VerifyInit", SHA256_HMAC, aes),
+                                         ("C_EncryptInit", AES_ECB, aes),  # no CKA_ENCRYPT
+                                         ("C_DecryptInit", AES_ECB, aes),
+                                         ("C_SignInit", SHA256_HMAC, 0x7777)):  # no such key
+                reply = client.call(name, session, Mechanism(mechanism), key)
+                seen.append(f"{name} {codes.ckr_name(reply.ckr) if reply.is_error else 'CKR_OK'}")
+            return seen
+        finally:
+            client.close()
+    ours, theirs = story(served.socket), story(reference.socket)
+    assert ours == theirs
+    assert all(line.endswith("CKR_OPERATION_ACTIVE") for line in ours), ours

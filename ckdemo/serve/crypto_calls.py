@@ -69,6 +69,9 @@ class CryptoCalls:
         session = self._session(handle, function)
         if session.found is not None:  # a search is going on: one operation at a time
             raise CKRError(codes.CKR_OPERATION_ACTIVE, function, "a search is active in this session")
+        if session.operations.active:  # before the key, as SoftHSM2 checks (SignInit, DigestInit ...)
+            raise CKRError(codes.CKR_OPERATION_ACTIVE, function,
+                           f"a {next(iter(session.operations.active))} operation is active in this session")
         if key is not None:
             self._usable(session, key, function)
         if not session.slot.offers(mechanism.type):
