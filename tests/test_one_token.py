@@ -577,3 +577,30 @@ def test_an_init_while_an_operation_is_active_is_refused_before_the_key_is_looke
     ours, theirs = story(served.socket), story(reference.socket)
     assert ours == theirs
     assert all(line.endswith("CKR_OPERATION_ACTIVE") for line in ours), ours
+
+
+def test_a_generation_with_no_login_is_refused_for_the_login_before_the_template(served, reference):
+    """A private secret key asked without a login and without CKA_VALUE_LEN: one token answers
+    CKR_USER_NOT_LOGGED_IN (it checks the login before the template's contents), the HA slot
+    answered CKR_TEMPLATE_INCOMPLETE (differential test); a public one: the template's answer."""
+    GENERIC_SECRET_KEY_GEN, AES_KEY_GEN = 0x350, 0x1080
+
+    def story(socket) -> list[str]:
+        client = RawClient(socket)
+        try:
+            client.ok("C_Initialize", HANDSHAKE, 0, b"\x00")
+            (slots,) = client.ok("C_GetSlotList", 1, 8)
+            (session,) = client.ok("C_OpenSession", slots[0], 0x6)
+            seen = []
+            for mechanism, template in (
+                    (GENERIC_SECRET_KEY_GEN, (Attribute(CKA_TOKEN, 0), Attribute(CKA_SIGN, 1))),
+                    (AES_KEY_GEN, (Attribute(CKA_TOKEN, 1),)),
+                    (AES_KEY_GEN, (Attribute(CKA_TOKEN, 0), Attribute(CKA_PRIVATE, 0)))):
+                reply = client.call("C_GenerateKey", session, Mechanism(mechanism), template)
+                seen.append(codes.ckr_name(reply.ckr) if reply.is_error else "CKR_OK")
+            return seen
+        finally:
+            client.close()
+    ours, theirs = story(served.socket), story(reference.socket)
+    assert ours == theirs
+    assert ours == ["CKR_USER_NOT_LOGGED_IN", "CKR_USER_NOT_LOGGED_IN", "CKR_TEMPLATE_INCOMPLETE"]

@@ -15,8 +15,10 @@ class KeyCalls:
     def C_GenerateKey(self, handle, mechanism, attributes) -> tuple:
         session = self._session(handle, "C_GenerateKey")
         template = wire.template(attributes, "C_GenerateKey")
+        if mechanism.type in keygen.SECRET_KINDS:  # the login before the template's contents,
+            self._may_create(session, bool(template.get(CKA_TOKEN, False)),  # as SoftHSM2 checks
+                             bool(template.get(CKA_PRIVATE, keygen.TOKEN_DEFAULT_PRIVATE)), "C_GenerateKey")
         spec = keygen.secret_key_spec(mechanism.type, template)
-        self._may_create(session, spec.token, spec.private, "C_GenerateKey")
         made = self._generate(session, spec, [template], "C_GenerateKey")
         return (self._created(session, made[0], spec.token, None),)
 
