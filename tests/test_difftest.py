@@ -47,8 +47,7 @@ def test_a_refused_short_key_digest_is_an_allowed_difference_and_so_is_what_foll
 
 @pytest.mark.xfail(strict=False, reason=(
     "HA slot defects (docs/DIFFTEST.md, 'Seen in that run and not fixed yet'): search order read a "
-    "few at a time; keys both unextractable and not modifiable wrappable by trusted keys; copies "
-    "of data objects; handles after a logout; more checks in another order"))
+    "few at a time; copies of data objects; handles after a logout; more checks in another order"))
 def test_the_ha_slot_answers_as_one_token(tmp_path, provision, run_ckdemo, ckdemo_bin):
     with difftest.servers(tmp_path, provision, run_ckdemo, ckdemo_bin) as both:
         done = difftest.run(both, SEED, SEQUENCES, CALLS, FAULTS)

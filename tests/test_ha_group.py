@@ -731,3 +731,31 @@ def test_a_change_one_member_refuses_is_undone_on_the_members_that_made_it(fresh
     for member in fresh.group.members:  # read back on each member's own session
         assert fresh.group.session_for(member).find_objects({CKA_LABEL: "all-or-nothing"}) == [], member
     assert all(m.active for m in fresh.group.members)  # an answer, not a member failure
+
+
+@pytest.mark.parametrize("sensitive", [True, False], ids=["sensitive", "not-sensitive"])
+def test_a_key_asked_unextractable_and_not_modifiable_is_both_on_every_member(fresh, sensitive):
+    """It was generated extractable (so members could copy it) and could not be made
+    unextractable afterwards (not modifiable): every member's copy stayed extractable by trusted
+    keys (differential test: CKA_EXTRACTABLE 0 vs 1, C_WrapKey CKR_OK where one token refuses).
+    Now each copy, its own member's included, is made as asked."""
+    from ckdemo.model import CKA_EXTRACTABLE, CKA_LOCAL, CKA_MODIFIABLE, CKA_NEVER_EXTRACTABLE
+    from ckdemo.codes import CKR_ATTRIBUTE_READ_ONLY
+    (key,) = fresh.session.generate(KeySpec("aes", 32, f"locked-{sensitive}", b"", token=True,
+                                            sensitive=sensitive, extractable=False,
+                                            extra=((CKA_MODIFIABLE, False),)))
+    for _ in range(len(fresh.group.members)):  # whichever member answers
+        found = fresh.session.get_attributes(key, [CKA_EXTRACTABLE, CKA_NEVER_EXTRACTABLE, CKA_LOCAL,
+                                                   CKA_MODIFIABLE])
+        assert found == {CKA_EXTRACTABLE: False, CKA_NEVER_EXTRACTABLE: True, CKA_LOCAL: True,
+                         CKA_MODIFIABLE: False}, found
+    label = f"locked-{sensitive}"
+    for member in fresh.group.members:  # each member's own copy, read on its own session
+        session = fresh.group.session_for(member)
+        (copy,) = session.find_objects({CKA_CLASS: CKO_SECRET_KEY, CKA_LABEL: label})
+        assert session.get_attributes(copy, [CKA_EXTRACTABLE, CKA_MODIFIABLE]) == {
+            CKA_EXTRACTABLE: False, CKA_MODIFIABLE: False}, member
+        with pytest.raises(CKRError) as refused:
+            session.set_attributes(copy, {CKA_LABEL: "changed"})
+        assert refused.value.ckr in (CKR_ATTRIBUTE_READ_ONLY, 0x1B)  # CKR_ACTION_PROHIBITED
+    assert all(m.active for m in fresh.group.members)

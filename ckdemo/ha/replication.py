@@ -220,21 +220,23 @@ def find_same(session, ident: dict[int, Any]) -> int | None:
 
 
 def replicate(source, handle: int, target, kept: Kept | None = None,
-              final: dict[int, Any] | None = None) -> int:
+              final: dict[int, Any] | None = None, again: bool = False) -> int:
     """Copy one key object from the source member session to the target member session; an
     object the target already has (same class, CKA_ID, label) is not copied twice. The copy
     is made as the source's is: sensitive and extractable as it is, so a key the application
     made unextractable stays so on every member. Such a key cannot be wrapped on the source:
     it comes from the blob the vault kept of it (`kept`, vault.py) instead. `final`: values the
-    copy takes instead of the source's (a new key copied before its own is made unextractable)."""
+    copy takes instead of the source's (a new key copied before its own is made unextractable).
+    again: made even where the same key is (the source's own key made anew, as asked)."""
     ident = identity(source, handle)
-    existing = find_same(target, ident)
+    existing = None if again else find_same(target, ident)
     if existing is not None:
         return existing
     cls, key_type = ident[CKA_CLASS], ident[CKA_KEY_TYPE]
     template = {k: v for k, v in ident.items() if k not in (CKA_CLASS, CKA_KEY_TYPE)}
     template.update(source.get_attributes(handle, list(CAPABILITIES.get(cls, ()))))
     template.update(source.get_attributes(handle, list(AT_CREATION)))
+    template.update({a: v for a, v in (final or {}).items() if a in AT_CREATION})
     if cls == CKO_PUBLIC_KEY:
         values = source.get_attributes(handle, list(PUBLIC_VALUES[key_type]))
         return target.create_object({CKA_CLASS: cls, CKA_KEY_TYPE: key_type, **template, **values})
@@ -257,7 +259,7 @@ def replicate(source, handle: int, target, kept: Kept | None = None,
                        "a key both not copyable and not modifiable (or not destroyable) cannot be "
                        "copied to another SoftHSM2 member")
     template[CKA_EXTRACTABLE] = bool(flags[CKA_EXTRACTABLE])
-    template.update(final or {})
+    template.update({a: v for a, v in (final or {}).items() if a not in NOT_AT_UNWRAP})
     if unwrapping is not None:  # the blob kept when the key was made
         made = target.unwrap_key(unwrapping, cls, key_type, kept.blob, DOMAIN_KEY_MECHANISM,
                                  {**template, **pinned})

@@ -485,19 +485,21 @@ class VirtualSession(Session):
         # a key the application wants unextractable could never be copied: it is made extractable
         # (a sensitive one by trusted keys only), wrapped once under the domain key for the vault,
         # copied to the other members as unextractable, and made so on its own member (vault.py).
-        # One that is also not modifiable cannot be changed afterwards: it stays extractable
-        # (by trusted keys only, when sensitive).
-        made = spec
+        # One that is also not modifiable (or not destroyable) is generated modifiable: its own
+        # member's copy is then made anew, as asked, and the one generated destroyed.
+        made, final = spec, {}
         if not spec.extractable:
+            asked = dict(spec.extra)
+            final = {CKA_EXTRACTABLE: False, **{a: False for a in replication.NOT_AT_UNWRAP
+                                                if asked.get(a, True) is False}}
             made = _with(spec, extractable=True, wrap_with_trusted=spec.sensitive or asked_wwt,
                          extra=tuple((a, v) for a, v in spec.extra
-                                     if a not in (CKA_EXTRACTABLE, CKA_WRAP_WITH_TRUSTED)))
-        harden = made is not spec and dict(spec.extra).get(CKA_MODIFIABLE, True) is not False
+                                     if a not in (CKA_EXTRACTABLE, CKA_WRAP_WITH_TRUSTED, *final)))
         with self.group.state_lock():  # on every member or on none, seen from any process
             return self.failover.one("C_GenerateKeyPair", lambda s, m: self._generate_on(
-                s, m, made, harden, spec, asked_wwt))
+                s, m, made, final, spec, asked_wwt))
 
-    def _generate_on(self, session, source: HAMember, made: KeySpec, harden: bool, spec: KeySpec,
+    def _generate_on(self, session, source: HAMember, made: KeySpec, final: dict[int, Any], spec: KeySpec,
                      asked_wwt: bool) -> list[int]:
         """The keys generated on `source` and copied to every other member. A source that dies
         while they are copied takes the copies with it (the failover engine then generates on
@@ -506,8 +508,8 @@ class VirtualSession(Session):
         handles = session.generate(made)
         kept: list[tuple] = []
         try:
-            kept = self._keep_generated(source, handles, harden, spec, asked_wwt)
-            return self._replicate_all(source, handles, {CKA_EXTRACTABLE: False} if harden else {})
+            kept = self._keep_generated(source, handles, bool(final), spec, asked_wwt)
+            return self._replicate_all(source, handles, final)
         except MemberFailed as exc:
             self._forget(kept)
             if exc.member is source:
@@ -642,12 +644,14 @@ class VirtualSession(Session):
                 placed.append((ident, on_member))
             if final:  # the generating member's own copy, last (the secret or private key)
                 try:
-                    src.set_attributes(handles[-1], final)
+                    remade = self._harden_source(src, handles[-1], placed[-1][0], final)
                 except MemberFailed:
                     raise
                 except CKRError:  # refused: the key goes from every member, as refused
                     self._undo(source, handles, copies)
                     raise
+                placed[-1][1][source.serial] = (source.generation, remade)
+                handles = [*handles[:-1], remade]
         except MemberFailed:  # the source failed (a target's failure never gets here)
             self._undo(source, [], copies)  # on the members still there
             raise
@@ -660,6 +664,18 @@ class VirtualSession(Session):
         self.group.log.record(self.group.serial, source.serial, "replicated",
                               f"{len(handles)} object(s) to {len(self.group.active_members()) - 1} member(s)")
         return virtual
+
+    def _harden_source(self, src, handle: int, ident: dict[int, Any], final: dict[int, Any]) -> int:
+        """The generating member's own key made as asked: unextractable (set, a one-way change),
+        and, when it must also be not modifiable or not destroyable, made anew as the other
+        members' copies are (from the blob kept of it) and the generated one destroyed."""
+        if not any(a in final for a in replication.NOT_AT_UNWRAP):
+            src.set_attributes(handle, final)
+            return handle
+        kept = self.group.vault.get(replication.object_key(ident))
+        remade = replication.replicate(src, handle, src, kept, final, again=True)
+        src.destroy_object(handle)
+        return remade
 
     def _undo(self, source: HAMember, handles: list[int], copies: list[tuple[HAMember, int]]) -> None:
         for member, handle in copies + [(source, h) for h in handles]:
