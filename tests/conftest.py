@@ -25,9 +25,11 @@ TIMEOUT_S = 120
 
 def clean_env(**extra: str) -> dict[str, str]:
     """os.environ without what a developer's shell may carry to point ckdemo or SoftHSM elsewhere
-    (CKDEMO_HOME, CKDEMO_MODULE, CKDEMO_USER_PIN, ..., SOFTHSM2_CONF), plus `extra`."""
+    (CKDEMO_HOME, CKDEMO_MODULE, CKDEMO_USER_PIN, ..., SOFTHSM2_CONF), plus `extra`. COLUMNS and
+    LINES go too: they would override a pseudo-terminal's size (pytest-xdist workers carry
+    COLUMNS=80, which cut the progress lines the terminal tests read)."""
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith("CKDEMO_") and k != "SOFTHSM2_CONF"}
+           if not k.startswith("CKDEMO_") and k not in ("SOFTHSM2_CONF", "COLUMNS", "LINES")}
     env.update(extra)
     return env
 
