@@ -52,6 +52,41 @@ def no_traceback(*texts: str) -> None:
         assert "Traceback" not in text, text
 
 
+# ---------------------------------------------------------------- parallel runs (pytest-xdist)
+# `make test` runs the suite on several workers with `--dist loadfile`: a module's tests run in
+# order on one worker, so a module-scoped fixture (a provisioned home, a server) is made once and
+# tests that build on an earlier test's objects (test_serve.py, test_serve_clients.py) keep their
+# order. These modules hold a test of 10 s or more (serial, 2 cores) that no worker can share:
+# they start first, so that none of them starts last and leaves the other workers idle at the end.
+LONGEST_FIRST = ("test_fuzz.py", "test_hostile_serve.py", "test_remote.py", "test_difftest.py",
+                 "test_bad_input_sweep.py", "test_crash_consistency.py")
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+    """--dist loadfile with the modules of LONGEST_FIRST first, then the others, most tests first
+    (xdist's own order for loadfile); other --dist modes are xdist's."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    def rank(module: str, tests: int) -> tuple[int, int]:
+        name = Path(module).name
+        return (LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST), -tests)
+
+    class LongestFirst(LoadFileScheduling):
+        def _assign_work_unit(self, node) -> None:
+            # the queue of modules is complete when the first one is handed out: reorder it once
+            if not getattr(self, "_ordered", False):
+                ordered = sorted(self.workqueue.items(), key=lambda unit: rank(unit[0], len(unit[1])))
+                self.workqueue.clear()
+                self.workqueue.update(ordered)
+                self._ordered = True
+            super()._assign_work_unit(node)
+
+    return LongestFirst(config, log)
+
+
 requires_softhsm = pytest.mark.skipif(
     not (os.path.exists(SOFTHSM_LIB) and shutil.which("softhsm2-util") and shutil.which("pkcs11-tool")),
     reason="SoftHSM2 (libsofthsm2.so, softhsm2-util) or OpenSC pkcs11-tool is not installed")
