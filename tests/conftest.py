@@ -133,14 +133,54 @@ def menu(run_ckdemo) -> Callable[..., tuple[int, str]]:
     return replay
 
 
-@pytest.fixture(scope="session")
-def provision(run_ckdemo) -> Callable[..., Path]:
-    """provision(home, *init_args): `ckdemo --home HOME init ...`, checked; returns HOME."""
-    def make(home: Path, *args: str) -> Path:
+def provisioner(run_ckdemo, templates: Path | None = None) -> Callable[..., Path]:
+    """provision(home, *init_args) -> HOME as `ckdemo --home HOME init ARGS...` leaves it (checked).
+
+    With a `templates` folder, init runs once per distinct ARGS, into a template home there, and
+    each new HOME is a copy of that template: `init` costs ~0.4 s of CPU (two PKCS#11 child
+    processes: token set-up, then HA Init), a copy a few milliseconds. The copies differ from homes
+    made by init only in sharing token serials and domain keys with the other copies of this run
+    (each home still has its own token folder and config). A HOME that exists already gets a real
+    init: re-provisioning is what such a test looks at. Without `templates` (scripts/difftest),
+    every call runs init. `ckdemo init` itself is tested with real runs (test_init.py, test_cli.py).
+    """
+    made: dict[tuple[str, ...], Path] = {}
+
+    def init(home: Path, *args: str) -> Path:
         done = run_ckdemo(home, "init", *args)
         assert done.returncode == 0, done.stderr
         return home
+
+    def make(home: Path, *args: str) -> Path:
+        home = Path(home)
+        if templates is None or home.exists() or home.is_symlink():
+            return init(home, *args)
+        if args not in made:
+            made[args] = init(templates / f"home{len(made)}", *args)
+        copy_home(made[args], home)
+        return home
     return make
+
+
+HOME_PATH_FILES = ("Chrystoki.conf", "softhsm2.conf")  # the only files of a new home that name it
+
+
+def copy_home(template: Path, home: Path) -> None:
+    """A copy of a home just made by init, pointed at its new place (mode 0700 kept)."""
+    shutil.copytree(template, home, symlinks=True)
+    old, new = str(template.resolve()), str(home.resolve())
+    for name in HOME_PATH_FILES:
+        path = home / name
+        text = path.read_text()
+        assert text.count(old) == 1, f"{name} no longer names its home once: a template copy would be wrong:\n{text}"
+        path.write_text(text.replace(old, new))
+
+
+@pytest.fixture(scope="session")
+def provision(run_ckdemo, tmp_path_factory) -> Callable[..., Path]:
+    """provision(home, *init_args): HOME as `ckdemo --home HOME init ...` leaves it; returns HOME
+    (a copy of a template home made by that init once per session: see provisioner)."""
+    return provisioner(run_ckdemo, tmp_path_factory.mktemp("templates"))
 
 
 @pytest.fixture
