@@ -16,8 +16,11 @@ demo-remote: setup
 	$(CKDEMO) --home .ckdemo-remote init --remote
 	$(CKDEMO) --home .ckdemo-remote run scripts/ha-remote-demo
 
+# the suite on TEST_WORKERS pytest-xdist workers, each test module on one worker (tests/conftest.py);
+# most tests wait on subprocesses, so more workers than cores pays. TEST_WORKERS=0: one process
+TEST_WORKERS ?= 4
 test: setup
-	$(VENV)/bin/pytest -q
+	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # the long fuzz run (the suite runs 3,000 interactions); figures appended to docs/FUZZ.md
 FUZZ_COUNT ?= 20000

@@ -25,9 +25,11 @@ TIMEOUT_S = 120
 
 def clean_env(**extra: str) -> dict[str, str]:
     """os.environ without what a developer's shell may carry to point ckdemo or SoftHSM elsewhere
-    (CKDEMO_HOME, CKDEMO_MODULE, CKDEMO_USER_PIN, ..., SOFTHSM2_CONF), plus `extra`."""
+    (CKDEMO_HOME, CKDEMO_MODULE, CKDEMO_USER_PIN, ..., SOFTHSM2_CONF), plus `extra`. COLUMNS and
+    LINES go too: they would override a pseudo-terminal's size (pytest-xdist workers carry
+    COLUMNS=80, which cut the progress lines the terminal tests read)."""
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith("CKDEMO_") and k != "SOFTHSM2_CONF"}
+           if not k.startswith("CKDEMO_") and k not in ("SOFTHSM2_CONF", "COLUMNS", "LINES")}
     env.update(extra)
     return env
 
@@ -48,6 +50,41 @@ def assert_pins_hidden(text: str, *pins: str) -> None:
 def no_traceback(*texts: str) -> None:
     for text in texts:
         assert "Traceback" not in text, text
+
+
+# ---------------------------------------------------------------- parallel runs (pytest-xdist)
+# `make test` runs the suite on several workers with `--dist loadfile`: a module's tests run in
+# order on one worker, so a module-scoped fixture (a provisioned home, a server) is made once and
+# tests that build on an earlier test's objects (test_serve.py, test_serve_clients.py) keep their
+# order. These modules hold a test of 10 s or more (serial, 2 cores) that no worker can share:
+# they start first, so that none of them starts last and leaves the other workers idle at the end.
+LONGEST_FIRST = ("test_fuzz.py", "test_hostile_serve.py", "test_remote.py", "test_difftest.py",
+                 "test_bad_input_sweep.py", "test_crash_consistency.py")
+
+
+@pytest.hookimpl(optionalhook=True, tryfirst=True)
+def pytest_xdist_make_scheduler(config, log):
+    """--dist loadfile with the modules of LONGEST_FIRST first, then the others, most tests first
+    (xdist's own order for loadfile); other --dist modes are xdist's."""
+    if config.getvalue("dist") != "loadfile":
+        return None
+    from xdist.scheduler import LoadFileScheduling
+
+    def rank(module: str, tests: int) -> tuple[int, int]:
+        name = Path(module).name
+        return (LONGEST_FIRST.index(name) if name in LONGEST_FIRST else len(LONGEST_FIRST), -tests)
+
+    class LongestFirst(LoadFileScheduling):
+        def _assign_work_unit(self, node) -> None:
+            # the queue of modules is complete when the first one is handed out: reorder it once
+            if not getattr(self, "_ordered", False):
+                ordered = sorted(self.workqueue.items(), key=lambda unit: rank(unit[0], len(unit[1])))
+                self.workqueue.clear()
+                self.workqueue.update(ordered)
+                self._ordered = True
+            super()._assign_work_unit(node)
+
+    return LongestFirst(config, log)
 
 
 requires_softhsm = pytest.mark.skipif(
@@ -96,14 +133,54 @@ def menu(run_ckdemo) -> Callable[..., tuple[int, str]]:
     return replay
 
 
-@pytest.fixture(scope="session")
-def provision(run_ckdemo) -> Callable[..., Path]:
-    """provision(home, *init_args): `ckdemo --home HOME init ...`, checked; returns HOME."""
-    def make(home: Path, *args: str) -> Path:
+def provisioner(run_ckdemo, templates: Path | None = None) -> Callable[..., Path]:
+    """provision(home, *init_args) -> HOME as `ckdemo --home HOME init ARGS...` leaves it (checked).
+
+    With a `templates` folder, init runs once per distinct ARGS, into a template home there, and
+    each new HOME is a copy of that template: `init` costs ~0.4 s of CPU (two PKCS#11 child
+    processes: token set-up, then HA Init), a copy a few milliseconds. The copies differ from homes
+    made by init only in sharing token serials and domain keys with the other copies of this run
+    (each home still has its own token folder and config). A HOME that exists already gets a real
+    init: re-provisioning is what such a test looks at. Without `templates` (scripts/difftest),
+    every call runs init. `ckdemo init` itself is tested with real runs (test_init.py, test_cli.py).
+    """
+    made: dict[tuple[str, ...], Path] = {}
+
+    def init(home: Path, *args: str) -> Path:
         done = run_ckdemo(home, "init", *args)
         assert done.returncode == 0, done.stderr
         return home
+
+    def make(home: Path, *args: str) -> Path:
+        home = Path(home)
+        if templates is None or home.exists() or home.is_symlink():
+            return init(home, *args)
+        if args not in made:
+            made[args] = init(templates / f"home{len(made)}", *args)
+        copy_home(made[args], home)
+        return home
     return make
+
+
+HOME_PATH_FILES = ("Chrystoki.conf", "softhsm2.conf")  # the only files of a new home that name it
+
+
+def copy_home(template: Path, home: Path) -> None:
+    """A copy of a home just made by init, pointed at its new place (mode 0700 kept)."""
+    shutil.copytree(template, home, symlinks=True)
+    old, new = str(template.resolve()), str(home.resolve())
+    for name in HOME_PATH_FILES:
+        path = home / name
+        text = path.read_text()
+        assert text.count(old) == 1, f"{name} no longer names its home once: a template copy would be wrong:\n{text}"
+        path.write_text(text.replace(old, new))
+
+
+@pytest.fixture(scope="session")
+def provision(run_ckdemo, tmp_path_factory) -> Callable[..., Path]:
+    """provision(home, *init_args): HOME as `ckdemo --home HOME init ...` leaves it; returns HOME
+    (a copy of a template home made by that init once per session: see provisioner)."""
+    return provisioner(run_ckdemo, tmp_path_factory.mktemp("templates"))
 
 
 @pytest.fixture

@@ -265,7 +265,7 @@ def plain_fixtures() -> tuple[Callable, Callable, Path]:
     import conftest
     ckdemo_bin = conftest.ckdemo_bin.__wrapped__()
     run_ckdemo = conftest.run_ckdemo.__wrapped__(ckdemo_bin)
-    return conftest.provision.__wrapped__(run_ckdemo), run_ckdemo, ckdemo_bin
+    return conftest.provisioner(run_ckdemo), run_ckdemo, ckdemo_bin
 
 
 # ---- sending a call to one side, and what of its answer is compared ----------------------------------

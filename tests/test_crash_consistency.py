@@ -29,7 +29,7 @@ def member_objects(independent, home: Path, member: str) -> Counter:
     """(class line, label, id) -> how many of them the member holds, by pkcs11-tool, logged in."""
     listed = independent(home, "--token-label", member, "--login", "--pin", USER_PIN,
                          "--list-objects")
-    assert listed.returncode == 0, listed.stderr
+    assert listed.returncode == 0, listed.stderr + token_files(home)
     found: Counter = Counter()
     current: dict[str, str] | None = None
     for line in listed.stdout.splitlines() + ["END"]:
@@ -43,6 +43,12 @@ def member_objects(independent, home: Path, member: str) -> Counter:
             if name.strip() in ("label", "ID"):
                 current["label" if name.strip() == "label" else "id"] = value.strip()
     return found
+
+
+def token_files(home: Path) -> str:
+    """The token folders' files and sizes (when a member token cannot be read after a SIGKILL)."""
+    return "".join(f"\n{path.relative_to(home)} {path.stat().st_size} bytes"
+                   for path in sorted((home / "tokens").glob("*/*")) if path.is_file())
 
 
 def holdings(independent, home: Path) -> dict[str, Counter]:

@@ -154,7 +154,7 @@ def test_attach_to_a_socket_somewhere_else(tmp_path, provision, run_ckdemo):
         done = run_ckdemo(home, "run", "-", input="51\n5\n${CKDEMO_USER_PIN}\n1\n5\ny\n62\n${LAST_SESSION}\n16\n"
                                                   "62\n${LAST_SESSION}\n16\n62\n${LAST_SESSION}\n16\n52\n5\n0\n")
         assert done.returncode == 0, done.stdout
-        assert re.findall(r"HSM \w+ +- (CKR_\w+)", done.stdout) == ["CKR_OK"] * 3
+        assert re.findall(r"HSM \w+ +- (CKR_\w+)", done.stdout) == ["CKR_OK"] * 3, done.stdout
         refused = run_ckdemo(home, "member", "kill", "member2")
         assert refused.returncode == 2 and "served elsewhere" in refused.stderr
         assert server.poll() is None  # ckdemo never killed what it does not run

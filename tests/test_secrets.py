@@ -44,10 +44,18 @@ def _descendants(root: int) -> set[int]:
 
 
 class ProcSampler:
-    """Reads /proc/<pid>/cmdline and environ of every descendant of `root` until stopped."""
+    """Reads /proc/<pid>/cmdline and environ of every descendant of `root` until stopped.
+
+    Between fork and exec a child is still a copy of its parent: /proc shows the parent's command
+    line and the parent's environment (which has the PINs: the test gives them to ckdemo). Such a
+    copy of the root is not a child command line or environment: a reading whose command line is
+    still the root's is left out (counted in `copies`). The command line is read first: once it is
+    not the root's, the process has exec'd, and the environment read after it is the child's own
+    (an exec between the two readings only leaves that one reading out; the next one has it)."""
 
     def __init__(self, root: int) -> None:
-        self.root, self.seen, self.texts = root, set(), []
+        self.root, self.seen, self.texts, self.copies = root, set(), [], 0
+        self.root_cmdline = Path(f"/proc/{root}/cmdline").read_bytes()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -55,12 +63,17 @@ class ProcSampler:
     def _run(self) -> None:
         while not self._stop.is_set():
             for pid in _descendants(self.root):
+                read = {}
                 for part in ("cmdline", "environ"):
                     try:
                         with open(f"/proc/{pid}/{part}", "rb") as f:
-                            data = f.read()
+                            read[part] = f.read()
                     except OSError:
-                        continue
+                        pass
+                if read.get("cmdline") == self.root_cmdline:
+                    self.copies += 1
+                    continue
+                for part, data in read.items():
                     if data:
                         self.seen.add(pid)
                         self.texts.append((pid, part, data.replace(b"\0", b" ").decode(errors="replace")))

@@ -68,18 +68,22 @@ class Served:
 
 def start_server(ckdemo_bin: Path, home: Path, socket_path: Path | None, output: Path,
                  *options: str) -> Served:
-    """`ckdemo serve` in the background; socket_path None: the default HOME/run/ckdemo.sock."""
+    """`ckdemo serve` in the background, once it is set up; socket_path None: the default
+    HOME/run/ckdemo.sock. The socket exists before serve has said how it serves and made its
+    control channel: its last start-up line says whether it has one ("control channel on ..." or
+    "no control channel: ..."); a test that read the log or used the control channel as soon as
+    the socket existed failed now and then on a loaded machine."""
     where = ["--socket", str(socket_path)] if socket_path else []
     socket_path = socket_path or home / "run" / "ckdemo.sock"
     with open(output, "w") as out:
         process = subprocess.Popen([str(ckdemo_bin), "--home", str(home), "serve", *where, *options],
                                    stdout=out, stderr=subprocess.STDOUT, env=clean_env(), cwd=home)
     deadline = time.monotonic() + 30
-    while not socket_path.exists():
+    while not (socket_path.exists() and "control channel" in output.read_text()):
         if process.poll() is not None or time.monotonic() > deadline:
             process.kill()
             pytest.fail(f"ckdemo serve did not start:\n{output.read_text()}")
-        time.sleep(0.05)
+        time.sleep(0.02)
     return Served(home, socket_path, output, process)
 
 

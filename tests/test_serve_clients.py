@@ -200,15 +200,58 @@ def rsa_key_on_both(served, reference):
         make_rsa_key_pair(env, "7f", "p11test-ec", "EC:prime256v1")
 
 
+def key_order(output: str) -> list[str]:
+    """The private keys in the order a `pkcs11-tool --test` run enumerated them (in its first
+    section that went through the keys)."""
+    order: list[str] = []
+    for line in output.splitlines():
+        if (key := re.match(r"\s*testing key \d+ \(([^)]*)\)", line)):
+            if key.group(1) in order:  # the next section, or the first key again with 1 mechanism
+                break
+            order.append(key.group(1))
+    return order
+
+
+def reference_key_order(reference: Reference) -> list[str]:
+    """The reference's private keys in the order it enumerates them (a search by class, as --test's)."""
+    listed = pkcs11_tool(reference.env(), "--login", "--pin", USER_PIN, "--list-objects", "--type", "privkey")
+    assert listed.returncode == 0, shown(listed)
+    return re.findall(r"^\s*label:\s*(\S+)", shown(listed), re.MULTILINE)
+
+
+def put_reference_keys_in_order(reference: Reference, wanted: list[str]) -> None:
+    """pkcs11-tool --test tries every mechanism on the first key it enumerates and one on the others,
+    so two runs can be compared check by check only over the same key order. Each side lists the
+    two key pairs in an order of its own (the reference, a fresh SoftHSM2 process per connection,
+    in the heap order it loaded their files in: RSA or EC first from one token to the next); a run
+    where ckdemo serve had EC first and the reference RSA first failed the comparison (Verify: the
+    mechanisms tried on the reference's first key only). The reference's EC key pair is made again,
+    under new file names, until the reference enumerates as ckdemo serve's run did (same labels
+    and IDs), and the test checks that both runs went through the keys in the same order."""
+    if not wanted:  # ckdemo serve's run stopped before the keys: nothing to line up
+        return
+    for _ in range(30):  # each attempt is a coin toss
+        if reference_key_order(reference) == wanted:
+            return
+        for kind in ("privkey", "pubkey"):
+            gone = pkcs11_tool(reference.env(), "--login", "--pin", USER_PIN, "--delete-object",
+                               "--type", kind, "--id", "7f")
+            assert gone.returncode == 0, shown(gone)
+        make_rsa_key_pair(reference.env(), "7f", "p11test-ec", "EC:prime256v1")
+    pytest.fail(f"the reference never enumerated its keys as {wanted}: {reference_key_order(reference)}")
+
+
 # --allow-sw: SoftHSM2 has no CKF_HW mechanism, and without it pkcs11-tool skips the Signatures
 # section ("Signatures: not implemented") on both sides
 @pytest.mark.parametrize("extra", [(), ("--allow-sw",)], ids=["as-issued", "allow-sw"])
 def test_pkcs11_tool_test_passes_what_the_reference_passes(served, reference, rsa_key_on_both, tmp_path, extra):
     ours = run_test(served.env(), tmp_path / "ckdemo-serve.txt", *extra)
+    put_reference_keys_in_order(reference, key_order(ours.output))
     theirs = run_test(reference.env(), tmp_path / "p11-kit-server.txt", *extra)
     both = (f"\n--- ckdemo serve ({len(ours.passed)} checks OK; {tmp_path / 'ckdemo-serve.txt'}) ---\n"
             f"{ours.output}\n--- p11-kit server, one SoftHSM2 token ({len(theirs.passed)} checks OK; "
             f"{tmp_path / 'p11-kit-server.txt'}) ---\n{theirs.output}")
+    assert key_order(theirs.output) == key_order(ours.output), both  # compared over the same order
     # the yardstick really ran: digests, verification and decryption passed on the reference
     for check in (("Digests", "SHA256"), ("Decryption", "RSA-PKCS")):
         assert check in theirs.passed, f"the reference did not pass {check}:{both}"

@@ -155,7 +155,8 @@ def test_an_application_signing_survives_a_member_kill_and_restart(remote_served
         assert first == {member1: "CKR_DEVICE_ERROR", serials[1]: "CKR_OK", serials[2]: "CKR_OK"}
         assert member_status(ckdemo("hagroup", "status").stdout)[member1] == "CKR_TOKEN_NOT_PRESENT"
         signer.wait_for(at_kill + 300)  # signing goes on over member2 and member3
-        time.sleep(1.5)  # at least one recovery attempt on the dead member, inside a call
+        # at least one recovery attempt on the dead member, inside a call (interval 1 s)
+        served.wait_for_log(f"member {member1} recovery-attempt: #1 failed")
         assert member_status(ckdemo("hagroup", "status").stdout)[member1] == "CKR_TOKEN_NOT_PRESENT"
 
         assert ckdemo("member", "restart", "member1").stdout.startswith("member1: restarted")

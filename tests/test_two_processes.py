@@ -89,10 +89,19 @@ def until(condition, what: str, timeout: float = 10.0):
 
 
 def server_pids(home: Path) -> dict[str, int]:
-    """member label -> pid of its p11-kit server, for the servers that run."""
+    """member label -> pid of its p11-kit server, for the servers that run. A server forks a child
+    for each connection, which shows the server's command line until it execs p11-kit-remote: a
+    process whose parent is one of the servers is such a child, not a server (once, under load,
+    the member3 entry was a child's pid)."""
+    pids = servers_of(home)
     found = {}
-    for pid in servers_of(home):
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    for pid in pids:
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            if parent_of(pid) in pids:
+                continue
+        except (OSError, IndexError, ValueError):  # gone meanwhile
+            continue
         for label in MEMBERS:
             if f"pkcs11:token={label}".encode() in cmdline and str(home).encode() in cmdline:
                 found[label] = pid
