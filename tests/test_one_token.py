@@ -39,6 +39,22 @@ def session_on(served, flags: int = 0x6, login: bool = True) -> Iterator[tuple[R
         client.close()
 
 
+@contextmanager
+def on_first_slot(socket, login: bool = True) -> Iterator[tuple[RawClient, int]]:
+    """An application with one R/W session on the first slot of a server (the HA slot of ckdemo
+    serve, or the one token behind p11-kit server), logged in as the user by default."""
+    client = RawClient(socket)
+    try:
+        client.ok("C_Initialize", HANDSHAKE, 0, b"\x00")
+        (slots,) = client.ok("C_GetSlotList", 1, 8)
+        (session,) = client.ok("C_OpenSession", slots[0], 0x6)
+        if login:
+            client.ok("C_Login", session, 1, USER_PIN.encode())
+        yield client, session
+    finally:
+        client.close()
+
+
 def connect(served) -> RawClient:
     client = RawClient(served.socket)
     client.ok("C_Initialize", HANDSHAKE, 0, b"\x00")
@@ -400,12 +416,7 @@ def test_an_always_authenticate_key_asks_a_context_login_for_each_use_as_on_one_
     data = b"sign me, once per login"
 
     def story(socket) -> tuple[list[str], bytes, bytes]:
-        client = RawClient(socket)
-        try:
-            client.ok("C_Initialize", HANDSHAKE, 0, b"\x00")
-            (slots,) = client.ok("C_GetSlotList", 1, 8)
-            (session,) = client.ok("C_OpenSession", slots[0], 0x6)
-            client.ok("C_Login", session, 1, USER_PIN.encode())
+        with on_first_slot(socket) as (client, session):
             public, private = client.ok(
                 "C_GenerateKeyPair", session, Mechanism(RSA_KEY_PAIR_GEN),
                 (Attribute(CKA_TOKEN, 0), Attribute(CKA_MODULUS_BITS, 2048),
@@ -440,8 +451,6 @@ def test_an_always_authenticate_key_asks_a_context_login_for_each_use_as_on_one_
                                  (AttributeSize(CKA_ALWAYS_AUTHENTICATE, 1),))
             seen.append(f"ALWAYS_AUTHENTICATE {attributes[0].value!r}")
             return seen, signature, plain
-        finally:
-            client.close()
     ours, their_story = story(served.socket), story(reference.socket)
     assert ours[0] == their_story[0]
     assert "C_Sign CKR_USER_NOT_LOGGED_IN" in ours[0] and "C_Login CKR_PIN_INCORRECT" in ours[0]
@@ -465,12 +474,8 @@ def test_keys_asked_public_are_public_and_made_without_a_login_as_on_one_token(s
             assert "public-aes" in listed.stdout and listed.stdout.count("public-ec") == 2, listed.stdout
 
     def story(socket, check=lambda: None) -> list[str]:
-        client = RawClient(socket)
         seen = []
-        try:
-            client.ok("C_Initialize", HANDSHAKE, 0, b"\x00")
-            (slots,) = client.ok("C_GetSlotList", 1, 8)
-            (session,) = client.ok("C_OpenSession", slots[0], 0x6)
+        with on_first_slot(socket, login=False) as (client, session):
 
             def note(name, *args):
                 reply = client.call(name, *args)
@@ -508,8 +513,6 @@ def test_keys_asked_public_are_public_and_made_without_a_login_as_on_one_token(s
                 for handle in (aes, public, private):  # nothing left for the next test
                     note("C_DestroyObject", session, handle)
             return seen
-        finally:
-            client.close()
     ours, theirs = story(served.socket, on_members_without_login), story(reference.socket)
     assert ours == theirs
     assert "C_GenerateKey CKR_OK" in ours and "round trip True" in ours and "C_Verify CKR_OK" in ours
@@ -522,12 +525,7 @@ def test_an_unwrap_of_a_blob_no_aes_key_wrap_makes_is_refused_first_as_by_one_to
     AES_KEY_GEN, KEY_WRAP, KEY_WRAP_PAD = 0x1080, 0x2109, 0x210A
 
     def story(socket) -> list[str]:
-        client = RawClient(socket)
-        try:
-            client.ok("C_Initialize", HANDSHAKE, 0, b"\x00")
-            (slots,) = client.ok("C_GetSlotList", 1, 8)
-            (session,) = client.ok("C_OpenSession", slots[0], 0x6)
-            client.ok("C_Login", session, 1, USER_PIN.encode())
+        with on_first_slot(socket) as (client, session):
             (no_unwrap,) = client.ok("C_GenerateKey", session, Mechanism(AES_KEY_GEN),
                                      (Attribute(CKA_VALUE_LEN, 32), Attribute(CKA_TOKEN, 0)))
             seen = []
@@ -539,8 +537,6 @@ def test_an_unwrap_of_a_blob_no_aes_key_wrap_makes_is_refused_first_as_by_one_to
                 reply = client.call("C_UnwrapKey", session, Mechanism(mechanism), no_unwrap, blob, template)
                 seen.append(codes.ckr_name(reply.ckr) if reply.is_error else "CKR_OK")
             return seen
-        finally:
-            client.close()
     ours, theirs = story(served.socket), story(reference.socket)
     assert ours == theirs
     assert ours[:3] == ["CKR_WRAPPED_KEY_LEN_RANGE"] * 3
@@ -553,12 +549,7 @@ def test_an_init_while_an_operation_is_active_is_refused_before_the_key_is_looke
     AES_KEY_GEN, AES_ECB, SHA256_HMAC, SHA256 = 0x1080, 0x1081, 0x251, 0x250
 
     def story(socket) -> list[str]:
-        client = RawClient(socket)
-        try:
-            client.ok("C_Initialize", HANDSHAKE, 0, b"\x00")
-            (slots,) = client.ok("C_GetSlotList", 1, 8)
-            (session,) = client.ok("C_OpenSession", slots[0], 0x6)
-            client.ok("C_Login", session, 1, USER_PIN.encode())
+        with on_first_slot(socket) as (client, session):
             (aes,) = client.ok("C_GenerateKey", session, Mechanism(AES_KEY_GEN),
                                (Attribute(CKA_VALUE_LEN, 32), Attribute(CKA_TOKEN, 0),
                                 Attribute(CKA_ENCRYPT, 0), Attribute(CKA_DECRYPT, 0)))
@@ -572,8 +563,6 @@ def test_an_init_while_an_operation_is_active_is_refused_before_the_key_is_looke
                 reply = client.call(name, session, Mechanism(mechanism), key)
                 seen.append(f"{name} {codes.ckr_name(reply.ckr) if reply.is_error else 'CKR_OK'}")
             return seen
-        finally:
-            client.close()
     ours, theirs = story(served.socket), story(reference.socket)
     assert ours == theirs
     assert all(line.endswith("CKR_OPERATION_ACTIVE") for line in ours), ours
@@ -586,11 +575,7 @@ def test_a_generation_with_no_login_is_refused_for_the_login_before_the_template
     GENERIC_SECRET_KEY_GEN, AES_KEY_GEN = 0x350, 0x1080
 
     def story(socket) -> list[str]:
-        client = RawClient(socket)
-        try:
-            client.ok("C_Initialize", HANDSHAKE, 0, b"\x00")
-            (slots,) = client.ok("C_GetSlotList", 1, 8)
-            (session,) = client.ok("C_OpenSession", slots[0], 0x6)
+        with on_first_slot(socket, login=False) as (client, session):
             seen = []
             for mechanism, template in (
                     (GENERIC_SECRET_KEY_GEN, (Attribute(CKA_TOKEN, 0), Attribute(CKA_SIGN, 1))),
@@ -599,8 +584,6 @@ def test_a_generation_with_no_login_is_refused_for_the_login_before_the_template
                 reply = client.call("C_GenerateKey", session, Mechanism(mechanism), template)
                 seen.append(codes.ckr_name(reply.ckr) if reply.is_error else "CKR_OK")
             return seen
-        finally:
-            client.close()
     ours, theirs = story(served.socket), story(reference.socket)
     assert ours == theirs
     assert ours == ["CKR_USER_NOT_LOGGED_IN", "CKR_USER_NOT_LOGGED_IN", "CKR_TEMPLATE_INCOMPLETE"]
