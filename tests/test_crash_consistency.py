@@ -82,6 +82,19 @@ def start_run(ckdemo_bin: Path, home: Path, script: str) -> subprocess.Popen:
     return process
 
 
+def wait_until_logged_in(process: subprocess.Popen, home: Path) -> None:
+    """Until the run's HA Login and Open Session are answered (its first two statuses): from there
+    on a SIGKILL lands in key generation. SoftHSM2 rewrites a token's token.object in place at
+    every C_Login, so a SIGKILL in the middle of the login can leave that file empty and the token
+    gone (it did once on a loaded machine, member2's token.object 0 bytes): a SoftHSM2 limit,
+    not the crash this test is about."""
+    transcript = home.parent / "transcript.txt"
+    deadline = time.monotonic() + TIMEOUT_S
+    while transcript.read_text().count("Status: ") < 2:
+        assert process.poll() is None and time.monotonic() < deadline, transcript.read_text()[-3000:]
+        time.sleep(0.01)
+
+
 @pytest.fixture
 def group_home(home, menu) -> Path:
     code, out = menu(home, f"50\n{HA_SLOT}\n{SO_PIN}\n0\n")
@@ -117,6 +130,7 @@ def test_sigkill_during_key_generation_leaves_every_member_alike(group_home, men
     partial_trials = 0
     for trial in range(TRIALS):
         process = start_run(ckdemo_bin, home, generator_script(40, f"kill{trial}"))
+        wait_until_logged_in(process, home)
         time.sleep(chance.uniform(0.6, 1.8))
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=TIMEOUT_S)
