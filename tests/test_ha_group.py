@@ -759,3 +759,21 @@ def test_a_key_asked_unextractable_and_not_modifiable_is_both_on_every_member(fr
             session.set_attributes(copy, {CKA_LABEL: "changed"})
         assert refused.value.ckr in (CKR_ATTRIBUTE_READ_ONLY, 0x1B)  # CKR_ACTION_PROHIBITED
     assert all(m.active for m in fresh.group.members)
+
+
+def test_an_object_another_session_destroyed_and_this_one_made_again_is_listed_last(fresh):
+    """Session B destroys an object session A had seen; A makes it again: A's search lists it last
+    (an internal error before: the object had no place in the group's order any more; found by
+    the typed-template fuzz of test_hostile_serve)."""
+    from ckdemo.model import CKA_TOKEN, CKA_VALUE, CKO_DATA
+    a, b = fresh.session, fresh.group.open_session()
+
+    def make(label: str) -> int:
+        return a.create_object({CKA_CLASS: CKO_DATA, CKA_TOKEN: False, CKA_LABEL: label, CKA_VALUE: b"v"})
+    make("again-1"), make("again-2")
+    wanted = {CKA_CLASS: CKO_DATA, CKA_VALUE: b"v"}
+    assert len(b.find_objects(wanted)) == 2
+    (first,) = [h for h in b.find_objects(wanted) if b.get_attributes(h, [CKA_LABEL])[CKA_LABEL] == "again-1"]
+    b.destroy_object(first)
+    make("again-1")
+    assert [a.get_attributes(h, [CKA_LABEL])[CKA_LABEL] for h in a.find_objects(wanted)] == ["again-2", "again-1"]

@@ -686,10 +686,10 @@ class VirtualSession(Session):
 
     # ---- virtual object handles ----------------------------------------------------------------
     def _register(self, key: tuple, member: HAMember, member_handle: int) -> VirtualObject:
+        if key not in self.group.order:  # new to the group, or destroyed and made again
+            self.group.place(key)
         obj = self._by_key.get(key)
         if obj is None:
-            if key not in self.group.order:
-                self.group.place(key)
             obj = VirtualObject(handles.allocate(), key)
             self.objects[obj.handle] = obj
             self._by_key[key] = obj
