@@ -52,6 +52,22 @@ def no_traceback(*texts: str) -> None:
         assert "Traceback" not in text, text
 
 
+def pytest_configure(config) -> None:
+    """The ckdemo package byte-compiled once per run, where Python keeps it (__pycache__, which
+    git ignores and test_packaging leaves out). A run starts ~900 ckdemo processes; with
+    PYTHONDONTWRITEBYTECODE=1 in the environment each compiled most of its modules from source
+    again, ~60 ms of CPU a process (a quarter of a `ckdemo run`); ckdemo's own token set-up child
+    (`python -I`) writes its modules' bytecode there whatever the environment says. Python checks
+    every .pyc against its source, so an edited module is compiled again."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # the controller (or the one process) did it
+        return
+    import compileall
+    import importlib.util
+    spec = importlib.util.find_spec("ckdemo")
+    for folder in spec.submodule_search_locations if spec else []:
+        compileall.compile_dir(folder, quiet=2)
+
+
 # ---------------------------------------------------------------- parallel runs (pytest-xdist)
 # `make test` runs the suite on several workers with `--dist loadfile`: a module's tests run in
 # order on one worker, so a module-scoped fixture (a provisioned home, a server) is made once and
