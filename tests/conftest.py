@@ -240,6 +240,8 @@ def remote_home(tmp_path, provision, run_ckdemo):
     """A home whose members are p11-kit server processes (`init --remote`), all stopped after."""
     home = provision(tmp_path / "home", "--remote")
     yield home
+    for log in sorted((home / "run").glob("*.log")) if (home / "run").is_dir() else []:
+        print(f"--- {log.name} (shown when the test failed):\n{log.read_text(errors='replace')[-3000:]}")
     run_ckdemo(home, "member", "kill", "all")
     for pid in servers_of(home):  # whatever a failed test left behind
         os.kill(pid, signal.SIGKILL)
