@@ -52,6 +52,22 @@ def no_traceback(*texts: str) -> None:
         assert "Traceback" not in text, text
 
 
+def pytest_configure(config) -> None:
+    """The ckdemo package byte-compiled once per run, where Python keeps it (__pycache__, which
+    git ignores and test_packaging leaves out). A run starts ~900 ckdemo processes; with
+    PYTHONDONTWRITEBYTECODE=1 in the environment each compiled most of its modules from source
+    again, ~60 ms of CPU a process (a quarter of a `ckdemo run`); ckdemo's own token set-up child
+    (`python -I`) writes its modules' bytecode there whatever the environment says. Python checks
+    every .pyc against its source, so an edited module is compiled again."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):  # the controller (or the one process) did it
+        return
+    import compileall
+    import importlib.util
+    spec = importlib.util.find_spec("ckdemo")
+    for folder in spec.submodule_search_locations if spec else []:
+        compileall.compile_dir(folder, quiet=2)
+
+
 # ---------------------------------------------------------------- parallel runs (pytest-xdist)
 # `make test` runs the suite on several workers with `--dist loadfile`: a module's tests run in
 # order on one worker, so a module-scoped fixture (a provisioned home, a server) is made once and
@@ -224,6 +240,8 @@ def remote_home(tmp_path, provision, run_ckdemo):
     """A home whose members are p11-kit server processes (`init --remote`), all stopped after."""
     home = provision(tmp_path / "home", "--remote")
     yield home
+    for log in sorted((home / "run").glob("*.log")) if (home / "run").is_dir() else []:
+        print(f"--- {log.name} (shown when the test failed):\n{log.read_text(errors='replace')[-3000:]}")
     run_ckdemo(home, "member", "kill", "all")
     for pid in servers_of(home):  # whatever a failed test left behind
         os.kill(pid, signal.SIGKILL)

@@ -146,15 +146,22 @@ def test_sigkill_during_key_generation_leaves_every_member_alike(group_home, men
 
 def test_synchronize_beside_a_generator_makes_no_duplicates(group_home, independent, ckdemo_bin,
                                                             run_ckdemo):
+    """`hagroup synchronize` again and again while a run generates 40 key pairs. On a loaded machine
+    one synchronize once outlasted the whole generator (the test proved nothing and said so): the
+    generator then runs again with new labels, up to 3 times, until one has had synchronize beside
+    it at least twice; the members must agree after every round."""
     home = group_home
-    generator = start_run(ckdemo_bin, home, generator_script(40, "busy"))
-    runs = 0
-    while generator.poll() is None:
-        done = run_ckdemo(home, "hagroup", "synchronize")
-        assert done.returncode == 0, done.stdout + done.stderr
-        runs += 1
-    assert generator.returncode == 0, (home.parent / "transcript.txt").read_text()
+    for attempt in range(3):
+        generator = start_run(ckdemo_bin, home, generator_script(40, f"busy{attempt}"))
+        runs = 0
+        while generator.poll() is None:
+            done = run_ckdemo(home, "hagroup", "synchronize")
+            assert done.returncode == 0, done.stdout + done.stderr
+            runs += 1
+        assert generator.returncode == 0, (home.parent / "transcript.txt").read_text()
+        held = holdings(independent, home)
+        assert_consistent(held)
+        assert sum(1 for t, label, _ in held[MEMBERS[0]] if label.startswith(f"busy{attempt}-")) == 80
+        if runs >= 2:
+            break
     assert runs >= 2, "synchronize never ran beside the generator"
-    held = holdings(independent, home)
-    assert_consistent(held)
-    assert sum(1 for t, label, _ in held[MEMBERS[0]] if label.startswith("busy-")) == 80

@@ -24,6 +24,12 @@ pytestmark = [requires_softhsm,
               pytest.mark.skipif(shutil.which("p11-kit") is None, reason="p11-kit is not installed")]
 
 
+def with_server_logs(text: str, home: Path) -> str:
+    """A transcript, then the end of each member server's log (HOME/run/<member>.log)."""
+    logs = sorted((home / "run").glob("*.log")) if (home / "run").is_dir() else []
+    return text + "".join(f"\n--- {log.name}:\n{log.read_text(errors='replace')[-2000:]}" for log in logs)
+
+
 def listed(run_ckdemo, home: Path) -> dict[str, list[str]]:
     done = run_ckdemo(home, "member", "list")
     assert done.returncode == 0, done.stderr
@@ -96,7 +102,8 @@ def test_flat_parameters_travel_and_pointer_parameters_are_refused_naming_the_tr
            "as flat bytes" in done.stdout
     assert "(CKR_MECHANISM_INVALID 0x00000070)" in done.stdout
     assert not (remote_home.parent / "gcm.bin").exists()  # nothing half-written
-    assert re.findall(r"HSM \w+ +- (CKR_\w+)", done.stdout) == ["CKR_OK"] * 3
+    assert re.findall(r"HSM \w+ +- (CKR_\w+)", done.stdout) == ["CKR_OK"] * 3, \
+        with_server_logs(done.stdout, remote_home)
 
 
 def test_mixed_group_remote_member_serves_aes_cbc_too(tmp_path, provision, run_ckdemo):
@@ -154,7 +161,8 @@ def test_attach_to_a_socket_somewhere_else(tmp_path, provision, run_ckdemo):
         done = run_ckdemo(home, "run", "-", input="51\n5\n${CKDEMO_USER_PIN}\n1\n5\ny\n62\n${LAST_SESSION}\n16\n"
                                                   "62\n${LAST_SESSION}\n16\n62\n${LAST_SESSION}\n16\n52\n5\n0\n")
         assert done.returncode == 0, done.stdout
-        assert re.findall(r"HSM \w+ +- (CKR_\w+)", done.stdout) == ["CKR_OK"] * 3, done.stdout
+        assert re.findall(r"HSM \w+ +- (CKR_\w+)", done.stdout) == ["CKR_OK"] * 3, \
+            with_server_logs(done.stdout, home)
         refused = run_ckdemo(home, "member", "kill", "member2")
         assert refused.returncode == 2 and "served elsewhere" in refused.stderr
         assert server.poll() is None  # ckdemo never killed what it does not run
@@ -279,7 +287,7 @@ def test_the_remote_demo_script(remote_home, run_ckdemo):
         statuses = re.findall(r"HSM \w+ +- (CKR_\w+)", done.stdout)
         assert statuses == ["CKR_OK"] * 3 + ["CKR_DEVICE_ERROR", "CKR_OK", "CKR_OK",
                                              "CKR_TOKEN_NOT_PRESENT", "CKR_OK", "CKR_OK"] + \
-            ["CKR_OK"] * 3
+            ["CKR_OK"] * 3, with_server_logs(done.stdout, remote_home)
         assert "its p11-kit server was killed (SIGKILL to the process group)" in done.stdout
         assert re.search(r"member \w+ recovered", done.stdout)
     assert servers_of(remote_home) == []
