@@ -146,13 +146,16 @@ def test_sigkill_during_key_generation_leaves_every_member_alike(group_home, men
 
 def test_synchronize_beside_a_generator_makes_no_duplicates(group_home, independent, ckdemo_bin,
                                                             run_ckdemo):
-    """`hagroup synchronize` again and again while a run generates 40 key pairs. On a loaded machine
-    one synchronize once outlasted the whole generator (the test proved nothing and said so): the
-    generator then runs again with new labels, up to 3 times, until one has had synchronize beside
-    it at least twice; the members must agree after every round."""
+    """`hagroup synchronize` again and again while a run generates key pairs. One synchronize has
+    outlasted a whole 40-key generator (on a saturated machine, and once in CI): the test then
+    proved nothing and said so. Each round starts its synchronize runs once the generator is logged
+    in, and a round that had fewer than two beside it is followed by one with twice as many keys (up
+    to 160); the members must agree after every round."""
     home = group_home
+    count = 40
     for attempt in range(3):
-        generator = start_run(ckdemo_bin, home, generator_script(40, f"busy{attempt}"))
+        generator = start_run(ckdemo_bin, home, generator_script(count, f"busy{attempt}"))
+        wait_until_logged_in(generator, home)
         runs = 0
         while generator.poll() is None:
             done = run_ckdemo(home, "hagroup", "synchronize")
@@ -161,7 +164,9 @@ def test_synchronize_beside_a_generator_makes_no_duplicates(group_home, independ
         assert generator.returncode == 0, (home.parent / "transcript.txt").read_text()
         held = holdings(independent, home)
         assert_consistent(held)
-        assert sum(1 for t, label, _ in held[MEMBERS[0]] if label.startswith(f"busy{attempt}-")) == 80
+        made = sum(1 for t, label, _ in held[MEMBERS[0]] if label.startswith(f"busy{attempt}-"))
+        assert made == 2 * count
         if runs >= 2:
             break
+        count *= 2
     assert runs >= 2, "synchronize never ran beside the generator"
