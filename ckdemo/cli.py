@@ -271,6 +271,7 @@ class LazyCommands(dict):
 main.commands = LazyCommands(main.commands)
 main.commands.update({"hagroup": "hagroup:hagroup", "member": "member:member",
                       "bench": "measure:bench_command", "soak": "measure:soak",
-                      "serve": "serve:serve", "bench-serve": "bench_serve:bench_serve"})
+                      "serve": "serve:serve", "bench-serve": "bench_serve:bench_serve",
+                      "fault": "fault:fault"})
 
 __all__ = ["main"]

@@ -79,7 +79,8 @@ def serve(ctx: click.Context, socket_path: str | None, which: str, isolated: boo
         raise Fail(f"cannot listen on {path}: {exc.strerror or exc}") from None
     try:
         control_at.parent.mkdir(parents=True, exist_ok=True)
-        control: ControlServer | None = ControlServer(control_at, groups, log=_say, on_error=on_error)
+        control: ControlServer | None = ControlServer(control_at, groups, log=_say, on_error=on_error,
+                                                    faults=server.faults)
     except OSError as exc:  # e.g. a first `ckdemo serve` of this home holds it: serve on without
         control = None
         control_problem = exc.strerror or str(exc)
@@ -93,7 +94,8 @@ def serve(ctx: click.Context, socket_path: str | None, which: str, isolated: boo
         _say(_isolation_line(local, settings.isolated_members()))
     _say(f"listening on {path} (Ctrl-C or SIGTERM stops)")
     if control is not None:
-        _say(f"control channel on {control_at} (ckdemo hagroup status, ckdemo member fail|restore NAME)")
+        _say(f"control channel on {control_at} (ckdemo hagroup status, ckdemo member fail|restore "
+             "NAME, ckdemo fault add|list|clear)")
         control.start()
     else:
         _say(f"no control channel: {control_problem}")

@@ -10,7 +10,15 @@ refused), one request and one reply per line:
     {"command": "fail", "member": "member1"}       -> {"ok": true, "lines": ["HSM ... is down: ..."]}
     {"command": "restore", "member": "member1"}
     {"command": "recover"}
+    {"command": "fault_add", "fault": {"calls": "C_Sign", "error": "CKR_DEVICE_ERROR", "count": 3}}
+                                                   -> {"ok": true, "fault": {"id": 1, ...}, "lines": [...]}
+    {"command": "fault_list"}                      -> {"ok": true, "faults": [...], "lines": [...]}
+    {"command": "fault_clear"} / {"command": "fault_clear", "id": 1}
+    {"command": "restart_hsm"} / {"command": "reset_library"}
     anything else                                  -> {"ok": false, "error": "..."}
+
+A fault's settings are the ones `ckdemo fault add` takes (ckdemo.serve.faults.FaultSpec.parse);
+docs/FAULTS.md describes them field by field.
 
 The groups are handed in by the cli wiring; this module sees them only through `ControlledGroup`.
 """
@@ -26,10 +34,12 @@ from typing import Any, Callable, Protocol, Sequence
 from ..codes import CKRError, ckr_name
 from ..screens import exhausted_notices, ha_status_row
 from . import unixsocket
+from .faults import FaultBook, FaultError, FaultSpec
 
 CONTROL_NAME = "ckdemo.ctl"  # beside ckdemo.sock in HOME/run
 MAX_REQUEST_BYTES = 4096  # a request is one short JSON object
-COMMANDS = ("status", "fail", "restore", "recover")
+COMMANDS = ("status", "fail", "restore", "recover", "fault_add", "fault_list", "fault_clear",
+            "restart_hsm", "reset_library")
 
 
 class ControlledMember(Protocol):
@@ -74,9 +84,11 @@ class ControlServer:
 
     def __init__(self, path: str | os.PathLike, groups: list[ControlledGroup],
                  log: Callable[[str], None] = print,
-                 on_error: Callable[[str, BaseException], None] | None = None) -> None:
+                 on_error: Callable[[str, BaseException], None] | None = None,
+                 faults: FaultBook | None = None) -> None:
         self.path = os.fspath(path)
         self.groups = groups
+        self.faults = faults
         self.log = log
         self.on_error = on_error or (lambda where, error: log(f"{where}: internal error "
                                                               f"{type(error).__name__}: {error}"))
@@ -129,7 +141,7 @@ class ControlServer:
             reply = getattr(self, f"_{command}")(request)
         except (ValueError, UnicodeDecodeError) as error:
             return {"ok": False, "error": f"not a JSON request: {error}"}
-        except ControlError as error:
+        except (ControlError, FaultError) as error:
             return {"ok": False, "error": str(error)}
         except CKRError as error:
             return {"ok": False, "error": str(error), "ckr": ckr_name(error.ckr)}
@@ -172,6 +184,44 @@ class ControlServer:
                 self.log(f"control: manual recovery of HSM {member.serial}: "
                          f"{'recovered' if back else 'still down'}")
         return {"lines": lines or ["Every member is in service: nothing to recover."]}
+
+    # ---- the fault lab ------------------------------------------------------------------------
+    def _book(self) -> FaultBook:
+        if self.faults is None:
+            raise ControlError("this server injects no faults")
+        return self.faults
+
+    def _fault_add(self, request: dict) -> dict:
+        fault = self._book().add(FaultSpec.parse(request.get("fault")))
+        shown = fault.as_json(self._book().clock())
+        return {"fault": shown, "lines": [f"fault {fault.id}: {shown['describe']}"]}
+
+    def _fault_list(self, request: dict) -> dict:
+        book = self._book()
+        now = book.clock()
+        faults = [fault.as_json(now) for fault in book.faults()]
+        lines = [f"fault {f['id']}: {f['describe']} ({f['injected']} of {f['matched']} matching "
+                 f"call(s) taken{', spent' if f['spent'] else ''})" for f in faults]
+        return {"faults": faults, "restarts": book.restarts, "resets": book.resets,
+                "lines": lines or ["No fault in force."]}
+
+    def _fault_clear(self, request: dict) -> dict:
+        which = request.get("id")
+        if which is not None and (isinstance(which, bool) or not isinstance(which, int)):
+            raise ControlError(f"a fault id is a number (ckdemo fault list), not {which!r}")
+        gone = self._book().clear(which)
+        return {"cleared": [f.id for f in gone],
+                "lines": [f"fault {f.id} cleared ({f.injected} call(s) taken)" for f in gone]
+                or ["No fault in force."]}
+
+    def _restart_hsm(self, request: dict) -> dict:
+        self._book().restart_hsm()
+        return {"lines": ["HSM restart: every application's sessions and login end at its next call."]}
+
+    def _reset_library(self, request: dict) -> dict:
+        self._book().reset_library()
+        return {"lines": ["Library reset: every application gets CKR_CRYPTOKI_NOT_INITIALIZED until "
+                          "it calls C_Initialize again."]}
 
     def _member(self, request: dict) -> tuple[ControlledGroup, ControlledMember]:
         ref = request.get("member")

@@ -22,6 +22,8 @@ from ..rpc.framing import HEADER, FrameStream, negotiate_version
 from ..rpc.structs import Info, Version
 from ..slots import Slot
 from .connection import Connection
+from .faulted import FaultedAnswers
+from .faults import FaultBook
 from . import unixsocket
 from .logins import SharedLogin
 from .operations import CONNECTION_BUFFERED, CONNECTION_LOST, SERVER_BUFFERED, SERVER_LOST, Budget
@@ -115,8 +117,11 @@ class Server:
     def __init__(self, path: str | os.PathLike, slots: list[Slot], info: Info | None = None,
                  log: Callable[[str], None] = print,
                  on_error: Callable[[str, BaseException], None] | None = None,
-                 max_connections: int = DEFAULT_MAX_CONNECTIONS) -> None:
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS,
+                 faults: FaultBook | None = None) -> None:
         self.path = os.fspath(path)
+        # the fault lab's rules (ckdemo fault add ...): none, and the request loop never looks
+        self.faults = faults or FaultBook(log=log)
         self.max_connections = max_connections
         self.budget = Budget(SERVER_BUFFERED, what="the server")  # every connection's is inside
         self.lost = Budget(SERVER_LOST, what="the server's member libraries")
@@ -177,8 +182,18 @@ class Server:
             sock.sendall(bytes([negotiate_version(frames.version(), PROTOCOL_VERSION)]))
             answer, send, pack = connection.answer, sock.sendall, HEADER.pack
             predicted = connection.predicted
+            faults, faulted = self.faults, FaultedAnswers(connection, self.faults)
             while True:
                 call_code, body = frames.next()
+                if faults.active:  # the fault lab: a wrapper around answering
+                    reply = faulted.answer(body)
+                    if reply is None:
+                        how = "closed by a fault (disconnect)"
+                        break
+                    send(pack(call_code, 0, len(reply)) + reply)
+                    if connection.after_reply is not None:
+                        connection.run_after_reply()
+                    continue
                 early = connection.early_reply(body) if predicted else None
                 if early is None:
                     reply = answer(body)
@@ -217,6 +232,7 @@ class Server:
         """Stop accepting, end every connection (each releases its sessions and login), remove
         the socket."""
         self._stopping = True
+        self.faults.close()  # hangs end: their connections can be released
         unixsocket.close(self.listener, self.path)
         with self._lock:
             open_now = list(self.connections.values())

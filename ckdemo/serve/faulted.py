@@ -1,0 +1,153 @@
+"""Answering a request with the fault lab's faults applied: a wrapper around Connection.answer.
+
+The request loop calls `FaultedAnswers.answer` instead of `Connection.answer` while the server's
+FaultBook holds a rule or has had an event; with none, this module is not on the path at all.
+What each fault does to the call:
+
+- error: the call is not made; the application gets the code. A part of an operation that fails
+  ends the operation, as on a token (PKCS#11 5.2: an error other than a size answer ends it), so
+  the application's next C_*Init starts afresh.
+- latency / hang: the call is made after the delay (a hang: until its time is up or the fault is
+  cleared).
+- disconnect: no reply, the connection closes (the call is not made).
+- corrupt: the call is made and the last byte of its output is flipped.
+- HSM restart: at this connection's next call, every session it had ends and its login is lost
+  (the application sees CKR_SESSION_HANDLE_INVALID, and new session handles after that).
+- library reset: the same, and every call but C_Initialize answers CKR_CRYPTOKI_NOT_INITIALIZED
+  until the application initializes again (p11-kit's client reconnects at C_Initialize).
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from ..codes import CKR_CRYPTOKI_NOT_INITIALIZED, CKRError
+from ..rpc.buffer import CodecError
+from ..rpc.calls import BY_ID, CALL_ERROR
+from ..rpc.codec import decode_request, decode_response, encode_error
+from .faults import OUTPUT_CALLS, CallRecord, FaultBook, Injection
+
+# the parts of an operation after its C_*Init: an error ends the operation
+OPERATION_KINDS = {
+    "C_Sign": "sign", "C_SignUpdate": "sign", "C_SignFinal": "sign",
+    "C_Verify": "verify", "C_VerifyUpdate": "verify", "C_VerifyFinal": "verify",
+    "C_Encrypt": "encrypt", "C_EncryptUpdate": "encrypt", "C_EncryptFinal": "encrypt",
+    "C_Decrypt": "decrypt", "C_DecryptUpdate": "decrypt", "C_DecryptFinal": "decrypt",
+    "C_Digest": "digest", "C_DigestUpdate": "digest", "C_DigestKey": "digest",
+    "C_DigestFinal": "digest",
+}
+
+
+def call_name(body: bytes) -> str:
+    """The PKCS#11 function a request body calls ('' when it names none)."""
+    if len(body) < 4:
+        return ""
+    call = BY_ID.get(int.from_bytes(body[:4], "big"))
+    return call.name if call is not None and call.id != CALL_ERROR else ""
+
+
+def _size_query(body: bytes) -> bool:
+    """A call asking for the size of its output only (the buffer it offers is NULL: p11-kit
+    sends its length as 0)."""
+    try:
+        return decode_request(body).args[-1] == 0
+    except (CodecError, CKRError, IndexError):
+        return False
+
+
+def corrupted(reply: bytes) -> bytes:
+    """The reply with the last byte of its output flipped (an error reply stays as it is)."""
+    if len(reply) < 5 or int.from_bytes(reply[:4], "big") == CALL_ERROR:
+        return reply
+    return reply[:-1] + bytes([reply[-1] ^ 0x01])
+
+
+def result_of(reply: bytes | None) -> int | None:
+    """The CK_RV a reply carries (CKR_OK for a reply with results); None: no reply was sent."""
+    if reply is None:
+        return None
+    if len(reply) >= 4 and int.from_bytes(reply[:4], "big") == CALL_ERROR:
+        try:
+            return int(decode_response(reply).args[0])
+        except (CodecError, IndexError, ValueError):
+            return None
+    return 0
+
+
+@dataclass
+class Seen:
+    """What this connection has been through of the server-wide events."""
+    restarts: int
+    resets: int
+    uninitialized: bool = False
+
+
+class FaultedAnswers:
+    """One connection's requests with faults applied (one per connection, in its thread)."""
+
+    def __init__(self, connection, book: FaultBook) -> None:
+        self.connection = connection
+        self.book = book
+        self.seen = Seen(book.restarts, book.resets)
+
+    def answer(self, body: bytes) -> bytes | None:
+        """The reply to `body`; None: close the connection without one. With a journal on the
+        book, every call is told to it with its fault and result."""
+        journal = self.book.journal
+        if journal is None:
+            return self._answer(body)[0]
+        started = time.monotonic()
+        reply, name, injection = self._answer(body)
+        journal(CallRecord(self.connection.number, name, started, time.monotonic() - started,
+                           injection, result_of(reply)))
+        return reply
+
+    def _answer(self, body: bytes) -> tuple[bytes | None, str, Injection | None]:
+        connection = self.connection
+        connection.predicted.clear()  # replies sent ahead would go round the faults
+        self._events_due()
+        name = call_name(body)
+        if self.seen.uninitialized:
+            if name != "C_Initialize":
+                connection.calls += 1
+                return encode_error(CKR_CRYPTOKI_NOT_INITIALIZED), name, None
+            self.seen.uninitialized = False
+        injection = self.book.for_call(connection.number, name,
+                                       name in OUTPUT_CALLS and _size_query(body))
+        if injection is None:
+            return connection.answer(body), name, None
+        self.book.wait_out(injection)
+        if injection.disconnect:
+            connection.calls += 1
+            return None, name, injection
+        if injection.error is not None:
+            connection.calls += 1
+            self._end_operation(name, body)
+            return encode_error(injection.error), name, injection
+        reply = connection.answer(body)
+        return (corrupted(reply) if injection.corrupt else reply), name, injection
+
+    def _events_due(self) -> None:
+        book, seen, connection = self.book, self.seen, self.connection
+        if book.restarts > seen.restarts:
+            seen.restarts = book.restarts
+            connection.release()
+            connection.log(f"connection {connection.number}: HSM restart: its sessions and login are gone")
+        if book.resets > seen.resets:
+            seen.resets = book.resets
+            connection.release()
+            seen.uninitialized = True
+            connection.log(f"connection {connection.number}: library reset: "
+                           "CKR_CRYPTOKI_NOT_INITIALIZED until C_Initialize")
+
+    def _end_operation(self, name: str, body: bytes) -> None:
+        kind = OPERATION_KINDS.get(name)
+        if kind is None:
+            return
+        try:
+            handle = decode_request(body).args[0]
+        except (CodecError, CKRError, IndexError):
+            return  # the call would have been refused for its request: nothing began
+        session = self.connection.sessions.get(handle)
+        if session is not None:
+            session.operations.end(kind)
