@@ -272,6 +272,6 @@ main.commands = LazyCommands(main.commands)
 main.commands.update({"hagroup": "hagroup:hagroup", "member": "member:member",
                       "bench": "measure:bench_command", "soak": "measure:soak",
                       "serve": "serve:serve", "bench-serve": "bench_serve:bench_serve",
-                      "fault": "fault:fault"})
+                      "fault": "fault:fault", "lab": "lab:lab"})
 
 __all__ = ["main"]

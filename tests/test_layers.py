@@ -243,6 +243,8 @@ MAY_IMPORT: dict[str, set[str]] = {
     "ckdemo.harness": FOUNDATIONS | {"ckdemo.config", "ckdemo.ha", "ckdemo.interprocess", "ckdemo.members",
                                      "ckdemo.provision", "ckdemo.settings", "ckdemo.workspace"},
     "ckdemo.serve": FOUNDATIONS | {"ckdemo.slots", "ckdemo.rpc", "ckdemo.screens"},
+    # the fault lab: scenarios, the call journal, the report; it drives a server it is handed
+    "ckdemo.lab": FOUNDATIONS | {"ckdemo.serve"},
     "ckdemo.menu": FOUNDATIONS | {"ckdemo.workspace", "ckdemo.slots", "tabulate"},
     "ckdemo.handlers": FOUNDATIONS | {"ckdemo.menu", "ckdemo.slots", "ckdemo.attributes", "ckdemo.known_keys",
                                       "ckdemo.screens"},
@@ -253,7 +255,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "ckdemo.commands": FOUNDATIONS | {"ckdemo.bench", "ckdemo.bench_serve", "ckdemo.soak", "ckdemo.config",
                                       "ckdemo.ha", "ckdemo.harness", "ckdemo.members", "ckdemo.menu",
                                       "ckdemo.provision", "ckdemo.screens", "ckdemo.serve", "ckdemo.settings",
-                                      "click", "tabulate"},
+                                      "ckdemo.lab", "click", "tabulate"},
     "ckdemo.cli": {"ckdemo.commands", "ckdemo.config", "ckdemo.menu", "ckdemo.provision", "ckdemo.replay",
                    "click"},
 }

@@ -8,6 +8,7 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -18,6 +19,60 @@ from ..codes import CKRError
 
 P11KIT_CLIENT = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so"  # Debian 12's p11-kit-modules
 EVENT_POLL_S = 0.2  # how often the HA log is read for new events to print
+
+
+@dataclass
+class Served:
+    """A server built from a home, listening, with its control channel (not started)."""
+    server: "Server"  # noqa: F821
+    groups: list
+    path: Path
+    control_at: Path
+    control: "ControlServer | None"  # noqa: F821
+    control_problem: str
+    settings: object
+
+
+def build_server(settings, socket_path: str | None, which: str = "ha", isolated: bool | None = None,
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS, control: bool = True) -> Served:
+    """The home's slots behind a listening Server (and its control channel, when `control` and
+    the home has none running): what `ckdemo serve` and `ckdemo lab run` both serve."""
+    from ..ha.group import HAGroup
+    from ..menu.loop import report_internal_error
+    from ..serve import Server
+    from ..serve.control import ControlServer
+    from ..serve.control_client import control_path
+
+    if which == "all":  # in memory only: HAOnly hides the members from the menu, not from here
+        settings.conf.set("HAConfiguration", "HAOnly", "0")
+    if isolated is not None or not settings.isolation():  # serve's own default: a copy each
+        settings.isolate(isolated is not False)
+    workspace = workspace_for(settings)
+    groups = [slot for slot in workspace.slots if isinstance(slot, HAGroup)]
+    slots = workspace.slots if which == "all" else groups
+    if not slots:
+        raise Fail(f"no HA group in {settings.config_path} to serve (ckdemo init, or --slots all)")
+    path = Path(socket_path).expanduser() if socket_path else settings.home / "run" / "ckdemo.sock"
+    errors_log = str(settings.home / "errors.log")
+
+    def on_error(where: str, error: BaseException) -> None:
+        where_logged = report_internal_error(error, errors_log)
+        _say(f"{where}: internal error {type(error).__name__}: {error} (details in {where_logged})")
+
+    control_at = control_path(settings.home)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        server = Server(path, slots, log=_say, on_error=on_error, max_connections=max_connections)
+    except OSError as exc:
+        raise Fail(f"cannot listen on {path}: {exc.strerror or exc}") from None
+    channel, problem = None, "not asked for"
+    if control:
+        try:
+            control_at.parent.mkdir(parents=True, exist_ok=True)
+            channel = ControlServer(control_at, groups, log=_say, on_error=on_error, faults=server.faults)
+        except OSError as exc:  # e.g. a first `ckdemo serve` of this home holds it: serve on without
+            problem = exc.strerror or str(exc)
+    return Served(server, groups, path, control_at, channel, problem, settings)
 
 
 class Stop(Exception):
@@ -45,45 +100,13 @@ def serve(ctx: click.Context, socket_path: str | None, which: str, isolated: boo
           max_connections: int) -> None:
     """Serve the slots over the p11-kit RPC protocol, in the foreground, for any PKCS#11
     application loading p11-kit-client.so."""
-    from ..ha.group import HAGroup
-    from ..menu.loop import report_internal_error
-    from ..serve import Server
-    from ..serve.control import ControlServer
-    from ..serve.control_client import control_path
-
     # a SIGTERM that comes while the sockets are being set up waits until the server can stop
     # cleanly (the test harness, systemd and friends send it as soon as the socket exists)
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     settings = settings_for(ctx)
-    if which == "all":  # in memory only: HAOnly hides the members from the menu, not from here
-        settings.conf.set("HAConfiguration", "HAOnly", "0")
-    if isolated is not None or not settings.isolation():  # serve's own default: a copy each
-        settings.isolate(isolated is not False)
-    workspace = workspace_for(settings)
-    groups = [slot for slot in workspace.slots if isinstance(slot, HAGroup)]
-    slots = workspace.slots if which == "all" else groups
-    if not slots:
-        raise Fail(f"no HA group in {settings.config_path} to serve (ckdemo init, or --slots all)")
-    path = Path(socket_path).expanduser() if socket_path else settings.home / "run" / "ckdemo.sock"
-    errors_log = str(settings.home / "errors.log")
-
-    def on_error(where: str, error: BaseException) -> None:
-        where_logged = report_internal_error(error, errors_log)
-        _say(f"{where}: internal error {type(error).__name__}: {error} (details in {where_logged})")
-
-    control_at = control_path(settings.home)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        server = Server(path, slots, log=_say, on_error=on_error, max_connections=max_connections)
-    except OSError as exc:
-        raise Fail(f"cannot listen on {path}: {exc.strerror or exc}") from None
-    try:
-        control_at.parent.mkdir(parents=True, exist_ok=True)
-        control: ControlServer | None = ControlServer(control_at, groups, log=_say, on_error=on_error,
-                                                    faults=server.faults)
-    except OSError as exc:  # e.g. a first `ckdemo serve` of this home holds it: serve on without
-        control = None
-        control_problem = exc.strerror or str(exc)
+    served = build_server(settings, socket_path, which, isolated, max_connections)
+    server, groups, path, control_at = served.server, served.groups, served.path, served.control_at
+    control, control_problem = served.control, served.control_problem
     address = f"unix:path={path.resolve()}"
     click.echo(f"export P11_KIT_SERVER_ADDRESS={address}")
     click.echo(f"pkcs11-tool --module {P11KIT_CLIENT} -L")

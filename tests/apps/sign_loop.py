@@ -6,11 +6,15 @@ retry-and-reopen wrapper); --reinitialize also finalizes and initializes the lib
 (what CKR_CRYPTOKI_NOT_INITIALIZED asks for). The key is a token EC key pair labelled --label,
 made on the first run. Exit 1 when any signature failed.
 
+--seconds S stops after S seconds (or COUNT signatures, whichever comes first).
+
 Usage: sign_loop.py MODULE TOKEN_LABEL PIN COUNT [--label L] [--verify] [--reopen] [--reinitialize]
+                    [--seconds S]
 """
 import hashlib
 import json
 import sys
+import time
 
 import pkcs11
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
@@ -51,12 +55,16 @@ def main() -> int:
     label = sys.argv[sys.argv.index("--label") + 1] if "--label" in sys.argv else "lab-signer"
     verify, reopen, reinitialize = ("--verify" in sys.argv, "--reopen" in sys.argv,
                                     "--reinitialize" in sys.argv)
+    seconds = float(sys.argv[sys.argv.index("--seconds") + 1]) if "--seconds" in sys.argv else None
     lib = pkcs11.lib(module)
     token = lib.get_token(token_label=token_label)
     session = open_session(token, pin)
     private, public = keys(session, label)
     failures = 0
+    ends = time.monotonic() + seconds if seconds else None
     for n in range(count):
+        if ends is not None and time.monotonic() > ends:
+            break
         digest = hashlib.sha256(b"payload %d" % n).digest()
         try:
             signature = private.sign(digest, mechanism=Mechanism.ECDSA)

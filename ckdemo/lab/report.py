@@ -1,0 +1,232 @@
+"""A lab run's report: text for the terminal, JSON (docs/FAULTS.md, field by field), JUnit (one
+case per step, for CI), and one self-contained HTML page with an SVG timeline (no script, no
+font or style from the network: it reads the same offline)."""
+from __future__ import annotations
+
+import html
+import json
+import xml.etree.ElementTree as ET
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from ..serve.faults import CallRecord
+from .analysis import RunResult, StepResult, result_name
+from .journal import Bin, Mark
+
+REPORT_VERSION = 1
+
+
+def as_json(run: RunResult, calls: list[CallRecord], bins: list[Bin], bin_s: float, marks: list[Mark],
+            start: float, dropped: int, version: str, extra: dict[str, Any]) -> dict[str, Any]:
+    scenario = run.scenario
+    return {
+        "report_version": REPORT_VERSION, "ckdemo_version": version,
+        "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "scenario": {"name": scenario.name, "file": scenario.path, "seed": scenario.seed,
+                     "timeout_s": scenario.timeout_s},
+        "command": run.command, **extra,
+        "expectations_met": run.held,
+        "app_exit": run.app_exit, "duration_s": round(run.duration_s, 3),
+        "calls": {"total": run.calls, "kept": len(calls), "dropped": dropped,
+                  "by_result": run.by_result},
+        "checks": [_check(c) for c in run.checks],
+        "steps": [_step(s) for s in run.steps],
+        "timeline_bin_s": bin_s,
+        "timeline": [{"at_s": round(n * bin_s, 3), "calls": b.calls, "failures": b.failures,
+                      "slowest_ms": round(b.slowest_s * 1000, 3),
+                      "mean_ms": round(b.total_s * 1000 / b.calls, 3) if b.calls else 0.0}
+                     for n, b in enumerate(bins)],
+        "marks": [{"at_s": round(m.at, 3), "what": m.what, "step": m.step} for m in marks],
+        "call_log": [{"at_s": round(c.started - start, 6), "connection": c.connection,
+                      "call": c.name, "ms": round(c.seconds * 1000, 3),
+                      "fault": c.injection.describe() if c.injection else None,
+                      "fault_ids": list(c.injection.faults) if c.injection else [],
+                      "result": result_name(c.result)} for c in calls],
+    }
+
+
+def _check(check) -> dict[str, Any]:
+    return {"expectation": check.expectation, "held": check.held, "seen": check.seen}
+
+
+def _step(s: StepResult) -> dict[str, Any]:
+    return {"name": s.step.name, "at_s": s.step.at, "until_s": round(s.end, 3),
+            "injects": s.step.describe(), "reached": s.reached, "fault_id": s.fault_id,
+            "calls": s.calls, "calls_faulted": s.injected, "failures": s.failures,
+            "failed_calls": s.failed_calls, "reactions": s.reactions,
+            "recovered_after_s": s.recovered_after_s, "held": s.held,
+            "checks": [_check(c) for c in s.checks]}
+
+
+def text(run: RunResult) -> list[str]:
+    scenario = run.scenario
+    lines = [f"Lab run of {scenario.name} (seed {scenario.seed}): {run.calls} call(s) in "
+             f"{run.duration_s:.1f} s; the application "
+             + ("was stopped at the timeout" if run.app_exit is None else f"exited {run.app_exit}")]
+    for s in run.steps:
+        failures = ", ".join(f"{n} x{k}" for n, k in s.failures.items()) or "none"
+        recovered = ("" if not s.failures else
+                     "; never succeeded again" if s.recovered_after_s is None else
+                     f"; succeeded again {s.recovered_after_s:.3f} s after the last failure")
+        lines.append(f"  {s.step.at:7.2f} s  {s.step.name}: {s.step.describe()}"
+                     + ("" if s.reached else " (not reached)"))
+        lines.append(f"             {s.calls} call(s), {s.injected} faulted; failures seen: {failures}"
+                     + (f"; reactions: {', '.join(s.reactions)}" if s.reactions else "") + recovered)
+        for check in s.checks:
+            lines.append(f"             [{'met' if check.held else 'NOT MET'}] {check.expectation} "
+                         f"({check.seen})")
+    for check in run.checks:
+        lines.append(f"  [{'met' if check.held else 'NOT MET'}] {check.expectation} ({check.seen})")
+    met = sum(c.held for c in run.checks) + sum(c.held for s in run.steps for c in s.checks)
+    total = len(run.checks) + sum(len(s.checks) for s in run.steps)
+    lines.append(f"{met} of {total} expectation(s) met" + ("" if run.held else ": FAILED"))
+    return lines
+
+
+def junit(run: RunResult) -> bytes:
+    cases = [(s.step.name, s.checks, s.step.describe()) for s in run.steps] + \
+        [("the whole run", run.checks, "application exit and run-level expectations")]
+    failures = sum(1 for _, checks, _ in cases if not all(c.held for c in checks))
+    suite = ET.Element("testsuite", name=f"ckdemo lab: {run.scenario.name}", tests=str(len(cases)),
+                       failures=str(failures), errors="0", time=f"{run.duration_s:.3f}")
+    properties = ET.SubElement(suite, "properties")
+    ET.SubElement(properties, "property", name="seed", value=str(run.scenario.seed))
+    ET.SubElement(properties, "property", name="command", value=" ".join(run.command))
+    for name, checks, what in cases:
+        case = ET.SubElement(suite, "testcase", classname=f"lab.{run.scenario.name}", name=name)
+        bad = [c for c in checks if not c.held]
+        if bad:
+            failure = ET.SubElement(case, "failure", message="; ".join(c.expectation for c in bad))
+            failure.text = "\n".join(f"{c.expectation}: {c.seen}" for c in bad)
+        out = ET.SubElement(case, "system-out")
+        out.text = what + "".join(f"\n[{'met' if c.held else 'NOT MET'}] {c.expectation} ({c.seen})"
+                                  for c in checks)
+    return ET.tostring(suite, encoding="utf-8", xml_declaration=True)
+
+
+# ---- the HTML page ----------------------------------------------------------------------------
+WIDTH, HEIGHT, LEFT, RIGHT, TOP, BOTTOM = 960, 320, 56, 56, 24, 40
+
+
+def timeline_svg(run: RunResult, bins: list[Bin], bin_s: float, marks: list[Mark]) -> str:
+    """Calls per second (bars, one per bin), the slowest call of each bin (line, right axis), the
+    steps' windows shaded where they inject something, failures as red marks, member changes as
+    dashed lines."""
+    seconds = max(1.0, run.duration_s, len(bins) * bin_s)
+    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+    rates = [b.calls / bin_s for b in bins]
+    most_calls = max([round(r) for r in rates] + [1])
+    slowest = max([b.slowest_s for b in bins] + [0.001])
+
+    def x(t: float) -> float:
+        return LEFT + plot_w * min(max(t, 0.0), seconds) / seconds
+
+    def y_calls(n: float) -> float:
+        return TOP + plot_h * (1 - n / most_calls)
+
+    def y_latency(s: float) -> float:
+        return TOP + plot_h * (1 - s / slowest)
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
+             f'viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="timeline" class="timeline">',
+             f'<rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" class="plot"/>']
+    for s in run.steps:
+        if s.step.fault is not None or s.step.event or s.step.member:
+            parts.append(f'<rect class="window" x="{x(s.start):.1f}" y="{TOP}" '
+                         f'width="{max(2.0, x(s.end) - x(s.start)):.1f}" height="{plot_h}">'
+                         f'<title>{html.escape(s.step.name)}: {html.escape(s.step.describe())}</title></rect>')
+            parts.append(f'<text class="step" x="{x(s.start) + 3:.1f}" y="{TOP + 12}">'
+                         f'{html.escape(s.step.name[:28])}</text>')
+    width = max(1.0, plot_w * bin_s / seconds - 0.5)
+    for n, b in enumerate(bins):
+        at = n * bin_s
+        if b.calls:
+            parts.append(f'<rect class="calls" x="{x(at):.1f}" y="{y_calls(rates[n]):.1f}" '
+                         f'width="{width:.1f}" height="{TOP + plot_h - y_calls(rates[n]):.1f}">'
+                         f'<title>{at:.1f} s: {b.calls} call(s), {b.failures} failed, slowest '
+                         f'{b.slowest_s * 1000:.1f} ms</title></rect>')
+        if b.failures:
+            parts.append(f'<rect class="failure" x="{x(at):.1f}" y="{TOP + plot_h - 8}" '
+                         f'width="{width:.1f}" height="8"><title>{at:.1f} s: {b.failures} failure(s)'
+                         '</title></rect>')
+    points = " ".join(f"{x((n + 0.5) * bin_s):.1f},{y_latency(b.slowest_s):.1f}"
+                      for n, b in enumerate(bins) if b.calls)
+    if points:
+        parts.append(f'<polyline class="latency" points="{points}"/>')
+    for mark in marks:
+        if mark.what.startswith("member"):
+            parts.append(f'<line class="member" x1="{x(mark.at):.1f}" x2="{x(mark.at):.1f}" y1="{TOP}" '
+                         f'y2="{TOP + plot_h}"><title>{html.escape(mark.what)}</title></line>')
+    parts += [f'<text class="axis" x="{LEFT - 6}" y="{TOP + 4}" text-anchor="end">{most_calls}</text>',
+              f'<text class="axis" x="{LEFT - 6}" y="{TOP + plot_h}" text-anchor="end">0</text>',
+              f'<text class="axis" x="{LEFT - 6}" y="{TOP + plot_h / 2:.0f}" text-anchor="end">calls/s</text>',
+              f'<text class="axis latency-label" x="{WIDTH - RIGHT + 6}" y="{TOP + 4}">'
+              f'{slowest * 1000:.0f} ms</text>',
+              f'<text class="axis latency-label" x="{WIDTH - RIGHT + 6}" y="{TOP + plot_h / 2:.0f}">slowest</text>',
+              f'<text class="axis" x="{LEFT}" y="{HEIGHT - 14}">0 s</text>',
+              f'<text class="axis" x="{WIDTH - RIGHT}" y="{HEIGHT - 14}" text-anchor="end">{seconds:.0f} s</text>',
+              "</svg>"]
+    return "\n".join(parts)
+
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
+h1 { font-size: 1.4em; } .met { color: #176f2c; } .notmet { color: #b00020; font-weight: bold; }
+table { border-collapse: collapse; margin: 1em 0; } td, th { border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-align: top; }
+.plot { fill: #fafafa; stroke: #999; } .window { fill: #f6c343; fill-opacity: 0.25; }
+.calls { fill: #4a78c2; } .failure { fill: #b00020; } .latency { fill: none; stroke: #e07000; stroke-width: 1.5; }
+.member { stroke: #6a3d9a; stroke-dasharray: 4 3; } .axis, .step { font-size: 11px; fill: #444; } .latency-label { fill: #e07000; }
+"""
+
+
+def page(run: RunResult, bins: list[Bin], bin_s: float, marks: list[Mark]) -> str:
+    scenario = run.scenario
+    verdict = "every expectation met" if run.held else "expectations NOT met"
+    rows = []
+    for s in run.steps:
+        checks = "<br>".join(f'<span class="{"met" if c.held else "notmet"}">'
+                             f'{"met" if c.held else "NOT MET"}</span>: {html.escape(c.expectation)} '
+                             f'({html.escape(c.seen)})' for c in s.checks) or "-"
+        failures = ", ".join(f"{html.escape(n)} x{k}" for n, k in s.failures.items()) or "none"
+        recovered = "-" if not s.failures else ("never" if s.recovered_after_s is None
+                                                else f"{s.recovered_after_s:.3f} s")
+        rows.append(f"<tr><td>{s.step.at:g} s</td><td>{html.escape(s.step.name)}</td>"
+                    f"<td>{html.escape(s.step.describe())}</td><td>{s.calls}</td><td>{s.injected}</td>"
+                    f"<td>{failures}</td><td>{html.escape(', '.join(s.reactions) or '-')}</td>"
+                    f"<td>{recovered}</td><td>{checks}</td></tr>")
+    run_checks = "".join(f'<li class="{"met" if c.held else "notmet"}">{html.escape(c.expectation)} '
+                         f'({html.escape(c.seen)})</li>' for c in run.checks)
+    results = ", ".join(f"{html.escape(k)}: {v}" for k, v in run.by_result.items())
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>ckdemo lab: {html.escape(scenario.name)}</title>
+<style>{STYLE}</style></head><body>
+<h1>ckdemo lab: {html.escape(scenario.name)} <span class="{'met' if run.held else 'notmet'}">({verdict})</span></h1>
+<p>Seed {scenario.seed}; command <code>{html.escape(' '.join(run.command))}</code>;
+{run.calls} call(s) in {run.duration_s:.1f} s; the application
+{'was stopped at the timeout' if run.app_exit is None else f'exited {run.app_exit}'}. Results: {results or 'none'}.</p>
+<h2>Timeline</h2>
+{timeline_svg(run, bins, bin_s, marks)}
+<p>Bars: calls per second in each {bin_s:g} s (blue), failures (red); line: the slowest call of each {bin_s:g} s (orange);
+shaded: the steps that inject something; dashed: member changes.</p>
+<h2>Steps</h2>
+<table><tr><th>at</th><th>step</th><th>injects</th><th>calls</th><th>faulted</th><th>failures seen</th>
+<th>reactions</th><th>succeeded again after</th><th>expectations</th></tr>
+{''.join(rows)}</table>
+<h2>The whole run</h2><ul>{run_checks or '<li>no run-level expectation</li>'}</ul>
+</body></html>
+"""
+
+
+def write(folder: Path, report: dict[str, Any], run: RunResult, bins: list[Bin], bin_s: float,
+          marks: list[Mark]) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name, content in (("report.json", json.dumps(report, indent=1).encode()),
+                          ("report.xml", junit(run)),
+                          ("report.html", page(run, bins, bin_s, marks).encode()),
+                          ("report.txt", ("\n".join(text(run)) + "\n").encode())):
+        path = folder / name
+        path.write_bytes(content)
+        written.append(path)
+    return written

@@ -1,0 +1,268 @@
+"""`ckdemo lab run SCENARIO -- COMMAND`: a real application (tests/apps/sign_loop.py, python-pkcs11
+through Debian's p11-kit-client.so) under a scenario of faults; the report says what it saw, and
+the exit code says whether every expectation held. Scenario files are checked line by line.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import xml.etree.ElementTree as ET
+from pathlib import Path
+
+import pytest
+
+from conftest import USER_PIN, clean_env, no_traceback, requires_softhsm
+from rpc_capture import tools_missing
+
+from ckdemo.lab.scenario import ScenarioError, load, parse
+
+pytestmark = [requires_softhsm,
+              pytest.mark.skipif(bool(tools_missing()), reason=str(tools_missing()))]
+
+APP = Path(__file__).parent / "apps" / "sign_loop.py"
+
+
+def app_command(count: int, *options: str) -> list[str]:
+    """The application, reading where to go from the environment the lab gives it."""
+    code = ("import os, subprocess, sys; e = os.environ; sys.exit(subprocess.call([sys.executable, "
+            f"{str(APP)!r}, e['CKDEMO_P11_MODULE'], e['CKDEMO_TOKEN_LABEL'], e['CKDEMO_USER_PIN'], "
+            f"{str(count)!r}] + {list(options)!r}))")
+    return [sys.executable, "-c", code]
+
+
+@pytest.fixture(scope="module")
+def lab_home(tmp_path_factory, provision):
+    return provision(tmp_path_factory.mktemp("lab") / "home")
+
+
+def lab(run_ckdemo, home: Path | None, scenario: Path, report: Path, *command: str,
+        extra: tuple[str, ...] = ()) -> subprocess.CompletedProcess:
+    where = () if home is None else ("--home", str(home))
+    done = subprocess.run([str(Path(sys.executable).parent / "ckdemo"), *where, "lab", "run",
+                           str(scenario), "--report", str(report), *extra, "--", *command],
+                          capture_output=True, text=True, env=clean_env(), timeout=180)
+    no_traceback(done.stdout, done.stderr)
+    return done
+
+
+def write(folder: Path, text: str, name: str = "scenario.toml") -> Path:
+    path = folder / name
+    path.write_text(text)
+    return path
+
+
+def test_a_scenario_of_errors_a_member_failure_and_a_restart_is_reported_step_by_step(
+        lab_home, tmp_path, run_ckdemo):
+    scenario = write(tmp_path, """
+seed = 3
+timeout = 120
+expect = { app_exit = 1 }
+[[step]]
+name = "three device errors"
+at = 0.2
+fault = { calls = "C_Sign", error = "CKR_DEVICE_ERROR", count = 3 }
+expect = { app_failures = 3, app_recovers_within = 5.0 }
+[[step]]
+name = "member1 fails"
+at = 0.8
+member = { action = "fail", name = "member1" }
+expect = { app_failures = 0, calls_min = 1 }
+[[step]]
+name = "member1 back"
+at = 1.4
+member = { action = "restore", name = "member1" }
+expect = { app_failures = 0 }
+[[step]]
+name = "appliance reboot"
+at = 2.0
+event = "restart_hsm"
+expect = { app_failures_max = 1, app_recovers_within = 5.0 }
+""")
+    report = tmp_path / "report"
+    done = lab(run_ckdemo, lab_home, scenario, report, *app_command(10**9, "--reopen", "--seconds", "3"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "8 of 8 expectation(s) met" in done.stdout, done.stdout
+    data = json.loads((report / "report.json").read_text())
+    steps = {s["name"]: s for s in data["steps"]}
+    assert steps["three device errors"]["failures"] == {"CKR_DEVICE_ERROR": 3}
+    assert steps["three device errors"]["calls_faulted"] == 3
+    assert steps["member1 fails"]["failures"] == {} and steps["member1 fails"]["calls"] > 0
+    reboot = steps["appliance reboot"]
+    assert reboot["failures"] == {"CKR_SESSION_HANDLE_INVALID": 1}, reboot
+    assert {"opened a new session", "logged in again"} <= set(reboot["reactions"]), reboot
+    assert data["scenario"]["seed"] == 3 and data["expectations_met"] is True
+    assert data["calls"]["total"] == len(data["call_log"]) > 100
+    faulted = [c for c in data["call_log"] if c["fault"]]
+    assert [c["result"] for c in faulted] == ["CKR_DEVICE_ERROR"] * 3
+    assert any("member1: fail" in m["what"] for m in data["marks"])
+    suite = ET.parse(report / "report.xml").getroot()
+    assert suite.get("tests") == "5" and suite.get("failures") == "0"
+    assert (report / "app.log").read_text().count('"ok": true') > 100
+
+
+def test_an_expectation_that_does_not_hold_fails_the_run_and_its_junit_case(lab_home, tmp_path,
+                                                                              run_ckdemo):
+    scenario = write(tmp_path, """
+[[step]]
+name = "one device error"
+at = 0.1
+fault = { calls = "C_Sign", error = "CKR_DEVICE_ERROR", count = 1 }
+expect = { app_failures = 0 }
+""")
+    done = lab(run_ckdemo, lab_home, scenario, tmp_path / "r", *app_command(300))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "[NOT MET] the application sees 0 failure(s) (1 seen)" in done.stdout
+    suite = ET.parse(tmp_path / "r" / "report.xml").getroot()
+    assert suite.get("failures") == "1"
+    failure = suite.find("testcase[@name='one device error']/failure")
+    assert failure is not None and "1 seen" in failure.text
+
+
+def failing_signatures(report: Path) -> list[int]:
+    lines = [json.loads(line) for line in (report / "app.log").read_text().splitlines()
+             if line.startswith("{")]
+    return [line["n"] for line in lines if line.get("ok") is False]
+
+
+def test_seeded_chaos_is_repeatable_and_a_retry_wrapper_changes_what_the_report_shows(
+        lab_home, tmp_path, run_ckdemo):
+    scenario = write(tmp_path, """
+seed = 11
+[[step]]
+name = "random device errors"
+at = 0.0
+fault = { calls = "C_Sign", error = "CKR_DEVICE_ERROR", probability = 0.05, count = 8 }
+""")
+    runs = {}
+    for name, seed, options in (("plain", "11", ()), ("again", "11", ()), ("other seed", "12", ()),
+                                ("wrapped", "11", ("--reopen",))):
+        report = tmp_path / name.replace(" ", "-")
+        done = lab(run_ckdemo, lab_home, scenario, report, *app_command(250, *options),
+                   extra=("--seed", seed))
+        assert done.returncode == 0, done.stdout + done.stderr  # no expectation: the report tells
+        runs[name] = (failing_signatures(report), json.loads((report / "report.json").read_text()))
+    assert runs["plain"][0] == runs["again"][0] and len(runs["plain"][0]) == 8
+    assert runs["other seed"][0] != runs["plain"][0]
+    plain, wrapped = runs["plain"][1]["steps"][0], runs["wrapped"][1]["steps"][0]
+    assert runs["wrapped"][0] == runs["plain"][0]  # the same calls failed ...
+    assert "opened a new session" not in plain["reactions"]  # ... one application just went on,
+    assert "opened a new session" in wrapped["reactions"]  # the other reopened each time
+
+
+def test_a_fresh_temporary_home_when_none_is_given_and_it_is_gone_after(tmp_path, run_ckdemo):
+    scenario = write(tmp_path, '[[step]]\nname = "quiet"\nat = 0.0\nevent = "clear"\n'
+                               'expect = { app_failures = 0 }\n')
+    done = lab(run_ckdemo, None, scenario, tmp_path / "r", *app_command(20))
+    assert done.returncode == 0, done.stdout + done.stderr
+    home = json.loads((tmp_path / "r" / "report.json").read_text())["home"]
+    assert "a fresh home in" in done.stderr and not Path(home).exists()
+
+
+def test_an_application_that_outlives_the_timeout_is_stopped_and_the_run_fails(lab_home, tmp_path,
+                                                                                run_ckdemo):
+    scenario = write(tmp_path, 'timeout = 1.5\n[[step]]\nname = "nothing"\nat = 0.0\nevent = "clear"\n')
+    done = lab(run_ckdemo, lab_home, scenario, tmp_path / "r", *app_command(10_000_000))
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "[NOT MET] the application ends before the timeout" in done.stdout
+
+
+@pytest.mark.parametrize("text, says", [
+    ("seed = [", "not TOML"),
+    ("[[step]]\nname = 'x'\nat = 1\nfault = { calls = 'C_Sgn', error = 'CKR_DEVICE_ERROR' }",
+     "step 1 (x): unknown call 'C_Sgn'"),
+    ("[[step]]\nname = 'x'\nat = 1\nfault = { calls = 'C_Sign', error = 'CKR_WHAT' }",
+     "unknown return value 'CKR_WHAT'"),
+    ("[[step]]\nname = 'x'\nat = -1\nevent = 'clear'", "at is a number of seconds from 0"),
+    ("[[step]]\nname = 'x'\nat = 1e300\nevent = 'clear'", "at is a number of seconds from 0"),
+    ("[[step]]\nname = 'x'\nevent = 'clear'", "when? give at ="),
+    ("[[step]]\nname = 'x'\nat = 1\nevent = 'explode'", "event is one of"),
+    ("[[step]]\nname = 'x'\nat = 1\nevent = 'clear'\nfault = { error = 5 }", "one of fault, event, member"),
+    ("[[step]]\nname = 'x'\nat = 1\nfault = { calls = 'C_Sign', latency = 5, for = 10 }\n"
+     "[[step]]\nname = 'y'\nat = 2\nevent = 'clear'", "windows overlap"),
+    ("[[step]]\nname = 'x'\nat = 1\nevent = 'clear'\n[[step]]\nname = 'x'\nat = 2\nevent = 'clear'",
+     "step names appear twice: x"),
+    ("[[step]]\nname = 'x'\nat = 1\nevent = 'clear'\nexpect = { app_exit = 0 }", "app_exit is about the whole run"),
+    ("[[step]]\nname = 'x'\nat = 1\nevent = 'clear'\nexpect = { app_failures = -1 }", "app_failures is a whole number"),
+    ("[[step]]\nname = 'x'\nat = 1\nevent = 'clear'\nexpect = { nonsense = 1 }", "unknown expectation"),
+    ("title = 'x'", "unknown key(s) title"),
+    ("seed = 1", "no step"),
+    ("[chaos]\nevery = 0\nfaults = [{ error = 5 }]", "every is above 0"),
+    ("[chaos]\nevery = 0.001\nuntil = 1e4\nfaults = [{ error = 5 }]", "more than 10000 faults"),
+])
+def test_a_bad_scenario_gets_one_clear_line_and_the_application_is_not_started(tmp_path, run_ckdemo,
+                                                                                text, says):
+    scenario = write(tmp_path, text)
+    marker = tmp_path / "started"
+    done = lab(run_ckdemo, tmp_path / "unused-home", scenario, tmp_path / "r", "touch", str(marker))
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert says in done.stderr and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert not marker.exists() and not (tmp_path / "unused-home").exists()
+
+
+def test_a_missing_scenario_or_program_gets_one_line(tmp_path, run_ckdemo):
+    done = lab(run_ckdemo, tmp_path / "h", tmp_path / "none.toml", tmp_path / "r", "true")
+    assert done.returncode == 2 and "no such scenario file" in done.stderr
+    scenario = write(tmp_path, '[[step]]\nname = "x"\nat = 0\nevent = "clear"\n')
+    done = lab(run_ckdemo, tmp_path / "h", scenario, tmp_path / "r", "no-such-program-here")
+    assert done.returncode == 2 and "cannot run 'no-such-program-here'" in done.stderr
+
+
+def test_chaos_steps_come_from_the_seed():
+    text = {"chaos": {"start": 1.0, "until": 21.0, "every": 2.0,
+                      "faults": [{"calls": "sign", "error": "CKR_DEVICE_ERROR", "count": 1},
+                                 {"calls": "sign", "latency": 300, "for": 0.9}]}}
+    first, again, other = parse(text, seed=5), parse(text, seed=5), parse(text, seed=6)
+    assert first.steps == again.steps and len(first.steps) == 10
+    assert [s.at for s in first.steps] != [s.at for s in other.steps]
+    assert {s.fault.kind for s in first.steps} == {"error", "latency"}
+
+
+def test_the_html_report_renders_offline_in_chromium(lab_home, tmp_path, run_ckdemo):
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.skip("Debian's chromium is not installed (scripts/bootstrap installs it)")
+    scenario = write(tmp_path, """
+[[step]]
+name = "slow signatures"
+at = 0.2
+fault = { calls = "C_Sign", latency = 20, count = 20 }
+[[step]]
+name = "errors"
+at = 0.8
+fault = { calls = "C_Sign", error = "CKR_DEVICE_ERROR", count = 2 }
+""")
+    done = lab(run_ckdemo, lab_home, scenario, tmp_path / "r", *app_command(3000))
+    assert done.returncode == 0, done.stdout + done.stderr
+    page = tmp_path / "r" / "report.html"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+             "--disable-background-networking", "--disable-component-update", "--disable-sync",
+             f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([chromium, *flags, "--dump-dom", page.as_uri()], capture_output=True,
+                         text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    rendered = dom.stdout
+    assert '<svg' in rendered and 'class="timeline"' in rendered
+    assert rendered.count('class="window"') == 2 and 'class="latency"' in rendered
+    assert 'class="failure"' in rendered and "<script" not in rendered
+    assert "http://" not in page.read_text().replace("http://www.w3.org/2000/svg", "")
+    shot = tmp_path / "r" / "report.png"
+    subprocess.run([chromium, *flags, f"--screenshot={shot}", "--window-size=1100,900", page.as_uri()],
+                   capture_output=True, timeout=120)
+    assert shot.exists() and shot.stat().st_size > 10_000
+    kept = Path(__file__).parent / "artifacts"  # the screenshot, for a person to look at (git ignores it)
+    kept.mkdir(exist_ok=True)
+    shutil.copy(shot, kept / "lab-report.png")
+    print(f"screenshot: {kept / 'lab-report.png'}")
+
+
+def test_the_timeline_bins_grow_wider_and_stay_few_whatever_the_run_length():
+    from ckdemo.lab.journal import MAX_BINS, Journal
+    from ckdemo.serve.faults import CallRecord
+    journal = Journal(start=0.0)
+    for n in range(50_000):
+        journal.record(CallRecord(1, "C_Sign", n * 0.1, 0.001, None, 0 if n % 10 else 0x30))
+    calls, bins, bin_s, _ = journal.snapshot()
+    assert len(bins) <= MAX_BINS and bin_s >= 5000 / MAX_BINS
+    assert sum(b.calls for b in bins) == 50_000 and sum(b.failures for b in bins) == 5_000
