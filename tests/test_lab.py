@@ -266,3 +266,51 @@ def test_the_timeline_bins_grow_wider_and_stay_few_whatever_the_run_length():
     calls, bins, bin_s, _ = journal.snapshot()
     assert len(bins) <= MAX_BINS and bin_s >= 5000 / MAX_BINS
     assert sum(b.calls for b in bins) == 50_000 and sum(b.failures for b in bins) == 5_000
+
+
+def test_a_member_killed_and_another_hung_under_a_running_application_cost_it_no_failure(
+        remote_home, tmp_path, run_ckdemo):
+    """Remote members (each its own p11-kit server process): member1's process is killed and
+    started again, member2's is stopped (SIGSTOP) and resumed, while the application signs; the
+    HA slot fails over, and the report shows no failure the application saw. MemberTimeout is
+    1 s here, so the hung member costs one call a second at most (the default is 20 s)."""
+    conf = remote_home / "Chrystoki.conf"
+    conf.write_text(conf.read_text().replace("[CKDemo]", "[CKDemo]\nMemberTimeout = 1", 1))
+    assert run_ckdemo(remote_home, "hagroup", "interval", "--seconds", "1").returncode == 0
+    scenario = write(tmp_path, """
+timeout = 90
+expect = { app_exit = 0, app_failures = 0 }
+[[step]]
+name = "member1 killed"
+at = 0.5
+member = { action = "kill", name = "member1" }
+expect = { app_failures = 0, calls_min = 10 }
+[[step]]
+name = "member1 started again"
+at = 1.5
+member = { action = "restart", name = "member1" }
+[[step]]
+name = "member2 hangs"
+at = 3.0
+member = { action = "hang", name = "member2" }
+expect = { app_failures = 0 }
+[[step]]
+name = "member2 resumes"
+at = 4.5
+member = { action = "resume", name = "member2" }
+""")
+    done = lab(run_ckdemo, remote_home, scenario, tmp_path / "r", *app_command(10**9, "--seconds", "6"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    data = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert data["calls"]["by_result"].keys() == {"CKR_OK"}, data["calls"]["by_result"]
+    marks = " ".join(m["what"] for m in data["marks"])
+    assert "member1: kill (server process killed)" in marks and "member2: hang" in marks
+
+
+def test_kill_on_a_member_served_in_process_is_refused_with_the_reason(lab_home, tmp_path, run_ckdemo):
+    scenario = write(tmp_path, '[[step]]\nname = "kill"\nat = 0.1\n'
+                               'member = { action = "kill", name = "member1" }\n')
+    done = lab(run_ckdemo, lab_home, scenario, tmp_path / "r", *app_command(200))
+    assert "kill needs a remote member (ckdemo init --remote)" in done.stderr, done.stderr
+    data = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert data["steps"][0]["reached"] is False

@@ -84,8 +84,11 @@ def run(ctx: click.Context, scenario_file: str, command: tuple[str, ...], seed: 
                 ours = version("ckdemo")
             except PackageNotFoundError:
                 ours = "unknown"
+            from ..harness import member_servers
+            processes = {server.label: server for server in member_servers(settings)}
             done = run_lab(scenario, served.server, groups, list(command), env, Path(report_dir),
-                           ours, extra, log=lambda line: click.echo(line, err=True))
+                           ours, extra, log=lambda line: click.echo(line, err=True),
+                           processes=processes)
         except LabError as error:
             raise Fail(str(error)) from None
         finally:

@@ -15,7 +15,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Protocol, Sequence
 
 from ..serve.control import ControlledGroup
 from ..serve.faults import FaultBook
@@ -35,13 +35,23 @@ class LabRun:
     app_log: Path
 
 
+class MemberProcess(Protocol):
+    """A remote member's server process (ckdemo.members.remote.MemberServer offers it)."""
+    def kill(self) -> bool: ...
+    def restart(self) -> int: ...
+    def hang(self) -> bool: ...
+    def resume(self) -> bool: ...
+
+
 class Timeline(threading.Thread):
     """Applies the steps at their times (seconds after `start`) until stopped."""
 
     def __init__(self, scenario: Scenario, book: FaultBook, groups: Sequence[ControlledGroup],
-                 journal: Journal, log: Callable[[str], None]) -> None:
+                 journal: Journal, log: Callable[[str], None],
+                 processes: Mapping[str, MemberProcess] | None = None) -> None:
         super().__init__(name="lab-timeline", daemon=True)
         self.scenario, self.book, self.groups, self.journal, self.log = scenario, book, groups, journal, log
+        self.processes = dict(processes or {})  # member label -> its server process (remote members)
         self.stopped = threading.Event()
         self.applied: dict[str, tuple[float, int | None]] = {}
 
@@ -73,7 +83,20 @@ class Timeline(threading.Thread):
         elif step.member is not None:
             action, name = step.member
             group, member = self._member(name)
-            how = group.fail_member(member) if action == "fail" else group.restore_member(member)
+            if action == "fail":
+                how = group.fail_member(member)
+            elif action == "restore":
+                how = group.restore_member(member)
+            else:
+                process = self.processes.get(member.label)
+                if process is None:
+                    raise LookupError(f"{action} needs a remote member (ckdemo init --remote): "
+                                      f"{member.label} is served in this process; fail and restore "
+                                      "work on any member")
+                done = getattr(process, action)()
+                how = {"kill": "server process killed", "restart": f"server process {done} started",
+                       "hang": "server process stopped (SIGSTOP)",
+                       "resume": "server process resumed (SIGCONT)"}[action] if done else "no process"
             self.journal.mark(time.monotonic(), f"member {member.label}: {action} ({how})", step.name)
         return None
 
@@ -89,7 +112,7 @@ class Timeline(threading.Thread):
 
 def run(scenario: Scenario, server, groups: Sequence[ControlledGroup], command: list[str],
         env: dict[str, str], folder: Path, version: str, extra: dict,
-        log: Callable[[str], None]) -> LabRun:
+        log: Callable[[str], None], processes: Mapping[str, MemberProcess] | None = None) -> LabRun:
     folder.mkdir(parents=True, exist_ok=True)
     app_log = folder / "app.log"
     serving = threading.Thread(target=server.serve_forever, name="lab-serve", daemon=True)
@@ -99,7 +122,7 @@ def run(scenario: Scenario, server, groups: Sequence[ControlledGroup], command: 
     with open(app_log, "wb") as output:
         journal = Journal(time.monotonic())
         book.watch(journal.record)
-        timeline = Timeline(scenario, book, groups, journal, log)
+        timeline = Timeline(scenario, book, groups, journal, log, processes)
         try:
             process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT,
                                        start_new_session=True)
@@ -121,6 +144,8 @@ def run(scenario: Scenario, server, groups: Sequence[ControlledGroup], command: 
             duration = time.monotonic() - journal.start
             timeline.stopped.set()
             timeline.join(STOP_GRACE_S)
+            for process in (processes or {}).values():
+                process.resume()  # no member left stopped behind the run
             book.watch(None)
             book.close()  # no fault outlives the run; held calls are answered
             server.stop()

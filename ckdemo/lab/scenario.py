@@ -12,7 +12,8 @@ the application is expected to do under each.
     [[step]]
     name = "member1 dies"
     at = 4.0
-    member = { action = "fail", name = "member1" }   # also "restore"
+    member = { action = "fail", name = "member1" }   # also restore; kill, restart, hang, resume
+                                                     # (a remote member's server process)
     expect = { app_failures = 0 }
     [[step]]
     name = "appliance reboot"
@@ -44,7 +45,9 @@ DEFAULT_TIMEOUT_S = 300.0
 MAX_TIMEOUT_S = 24 * 3600.0
 MAX_STEPS = 10_000
 EVENTS = ("restart_hsm", "reset_library", "clear")
-MEMBER_ACTIONS = ("fail", "restore")
+# fail/restore: any member (as menu choices 120/121); kill, restart, hang, resume: a remote
+# member's p11-kit server process (SIGKILL, a new one, SIGSTOP, SIGCONT)
+MEMBER_ACTIONS = ("fail", "restore", "kill", "restart", "hang", "resume")
 STEP_KEYS = frozenset({"name", "at", "fault", "event", "member", "expect"})
 EXPECT_KEYS = frozenset({"app_failures", "app_failures_max", "app_recovers_within", "calls_min",
                          "app_exit"})
@@ -185,7 +188,8 @@ def _step(raw: Any, where: str, seed: int, index: int) -> Step:
     elif "member" in raw:
         given = raw["member"]
         if not isinstance(given, dict) or set(given) != {"action", "name"}:
-            raise ScenarioError(f"{where}: member = {{ action = \"fail\" | \"restore\", name = \"member1\" }}")
+            raise ScenarioError(f"{where}: member = {{ action = \"fail\", name = \"member1\" }} "
+                                f"(actions: {', '.join(MEMBER_ACTIONS)})")
         if given["action"] not in MEMBER_ACTIONS or not isinstance(given["name"], str):
             raise ScenarioError(f"{where}: member action is one of {', '.join(MEMBER_ACTIONS)} and "
                                 "name a member's label, serial or number")
