@@ -35,6 +35,7 @@ CALLS = {
     "C_DigestUpdate": (39, "uay", ""), "C_SignInit": (42, "uMu", ""), "C_Sign": (43, "uayfy", "ay"),
     "C_GenerateKey": (58, "uMaA", "u"), "C_GenerateKeyPair": (59, "uMaAaA", "uu"),
     "C_UnwrapKey": (61, "uMuayaA", "u"), "C_DeriveKey": (62, "uMuaA", "u"),
+    "C_WaitForSlotEvent": (65, "u", "u"),
 }
 REPLY_SIGNATURES = {call_id: reply for call_id, _, reply in CALLS.values()} | {0: "u"}
 

@@ -265,3 +265,84 @@ def test_a_fault_never_takes_initialize_or_finalize():
     assert book.for_call(1, "C_GetInfo").error == 0x30
     with pytest.raises(FaultError, match="exactly one"):
         FaultSpec.parse({"calls": "C_Sign"})
+
+
+REMOVAL_APP = r'''
+import json, sys
+import pkcs11
+from pkcs11.exceptions import PKCS11Error
+module, label, pin = sys.argv[1:4]
+lib = pkcs11.lib(module)
+token = lib.get_token(token_label=label)
+session = token.open(user_pin=pin)
+print("ready", flush=True)
+sys.stdin.readline()  # the token is removed now
+seen = {}
+def attempt(name, call):
+    try:
+        call()
+        seen[name] = "ok"
+    except PKCS11Error as error:
+        seen[name] = type(error).__name__
+attempt("random on the old session", lambda: session.generate_random(64))
+attempt("open a session", lambda: token.open(user_pin=pin))
+slot = lib.get_slots()[0]
+seen["token present"] = bool(slot.flags & pkcs11.SlotFlag.TOKEN_PRESENT)
+seen["slots with a token"] = len(lib.get_slots(token_present=True))
+print(json.dumps(seen), flush=True)
+sys.stdin.readline()  # the token is back
+seen = {}
+attempt("open a session", lambda: token.open(user_pin=pin).generate_random(16))
+seen["token present"] = bool(lib.get_slots()[0].flags & pkcs11.SlotFlag.TOKEN_PRESENT)
+print(json.dumps(seen), flush=True)
+'''
+
+
+def test_a_removed_token_ends_the_sessions_and_refuses_new_ones_until_it_is_back(served, fault, tmp_path):
+    """python-pkcs11 through p11-kit-client.so sees what a removed token does; an RPC client of
+    our own (not ckdemo's codec) polls C_WaitForSlotEvent: one event at the removal, one at the
+    insertion; one that connects after them sees neither."""
+    from hostile_client import Client
+    CKF_DONT_BLOCK, CKR_NO_EVENT = 1, 0x8
+    poller = Client(served.socket)
+    poller.initialize()
+    assert poller.call("C_WaitForSlotEvent", CKF_DONT_BLOCK).rv == CKR_NO_EVENT
+    script = tmp_path / "removal.py"
+    script.write_text(REMOVAL_APP)
+    process = subprocess.Popen([sys.executable, str(script), P11KIT_CLIENT, TOKEN, USER_PIN],
+                               env=served.env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    assert process.stdout.readline().strip() == "ready"
+    fault("add", "--remove-token")
+    process.stdin.write("\n")
+    process.stdin.flush()
+    removed = json.loads(process.stdout.readline())
+    fault("add", "--insert-token")
+    process.stdin.write("\n")
+    process.stdin.flush()
+    back = json.loads(process.stdout.readline())
+    out, err = process.communicate(timeout=30)
+    no_traceback(out, err)
+    assert removed["random on the old session"] == "SessionHandleInvalid", removed
+    assert removed["open a session"] == "TokenNotPresent", removed
+    assert removed["token present"] is False and removed["slots with a token"] == 0
+    assert back == {"open a session": "ok", "token present": True}, back
+    served.wait_for_log("token removed: its sessions are gone")
+    events = [poller.call("C_WaitForSlotEvent", CKF_DONT_BLOCK) for _ in range(3)]
+    assert [e.rv for e in events] == [0, 0, CKR_NO_EVENT] and events[0].values == [0x5000], events
+    late = Client(served.socket)
+    late.initialize()
+    assert late.call("C_WaitForSlotEvent", CKF_DONT_BLOCK).rv == CKR_NO_EVENT
+    poller.close()
+    late.close()
+
+
+def test_a_changed_serial_number_is_what_token_info_reads_from_then_on(served, fault):
+    before = served.text("-L")
+    fault("add", "--change-serial")
+    after = served.text("-L")
+    serial = lambda text: next(l.split(":", 1)[1].strip() for l in text.splitlines() if "serial num" in l)
+    assert serial(after) != serial(before) and serial(after).endswith("-1"), (before, after)
+    fault("add", "--change-serial")
+    assert serial(served.text("-L")).endswith("-2")
+    assert fault("add", "--insert-token", ok=False).strip().endswith("the token is in its slot (remove it first)")

@@ -47,6 +47,9 @@ def _ask(ctx: click.Context, command: str, as_json: bool = False, **arguments: A
               help="Every application's sessions and login end at its next call (no CALLS).")
 @click.option("--reset-library", is_flag=True,
               help="Every call answers CKR_CRYPTOKI_NOT_INITIALIZED until C_Initialize (no CALLS).")
+@click.option("--remove-token", is_flag=True, help="The token leaves its slot: sessions end, slot event.")
+@click.option("--insert-token", is_flag=True, help="The token is back in its slot (slot event).")
+@click.option("--change-serial", is_flag=True, help="The token reads another serial number from now on.")
 @click.option("--count", type=int, help="Take the next COUNT matching calls, then stop.")
 @click.option("--every", type=int, help="Take every Nth matching call.")
 @click.option("--probability", type=float, help="Take a matching call with this chance (0 < p <= 1).")
@@ -58,7 +61,7 @@ def _ask(ctx: click.Context, command: str, as_json: bool = False, **arguments: A
 @click.pass_context
 def add(ctx: click.Context, calls: str, error: str | None, latency: float | None, jitter: float | None,
         hang: float | None, disconnect: bool, corrupt: bool, restart_hsm: bool, reset_library: bool,
-        count: int | None, every: int | None, probability: float | None, seed: int | None,
+        remove_token: bool, insert_token: bool, change_serial: bool, count: int | None, every: int | None, probability: float | None, seed: int | None,
         after: float | None, for_s: float | None, connection: int | None, as_json: bool) -> None:
     """Add a fault on CALLS (PKCS#11 names or groups, comma separated; none: every call).
 
@@ -68,13 +71,17 @@ def add(ctx: click.Context, calls: str, error: str | None, latency: float | None
     ckdemo fault add C_Sign --hang 5        ckdemo fault add sign --disconnect --count 1
     ckdemo fault add --restart-hsm          ckdemo fault add --reset-library
     """
-    if restart_hsm or reset_library:
+    events = [name for name, given in (("restart_hsm", restart_hsm), ("reset_library", reset_library),
+                                       ("remove_token", remove_token), ("insert_token", insert_token),
+                                       ("change_serial", change_serial)) if given]
+    if events:
         rest = [n for n, v in (("CALLS", calls), ("--error", error), ("--latency", latency),
                                ("--hang", hang), ("--disconnect", disconnect), ("--corrupt", corrupt),
                                ("--count", count)) if v]
-        if rest or (restart_hsm and reset_library):
-            raise Fail("--restart-hsm and --reset-library are events of their own: give one alone")
-        _ask(ctx, "restart_hsm" if restart_hsm else "reset_library", as_json)
+        if rest or len(events) > 1:
+            raise Fail("--restart-hsm, --reset-library, --remove-token, --insert-token and "
+                       "--change-serial are events of their own: give one alone")
+        _ask(ctx, events[0], as_json)
         return
     given = {"calls": calls, "error": error, "latency": latency, "jitter": jitter,
              "hang": (True if hang == 0 else hang), "disconnect": disconnect or None,

@@ -78,6 +78,12 @@ class Timeline(threading.Thread):
             self.book.restart_hsm()
         elif step.event == "reset_library":
             self.book.reset_library()
+        elif step.event == "remove_token":
+            self.book.remove_token()
+        elif step.event == "insert_token":
+            self.book.insert_token()
+        elif step.event == "change_serial":
+            self.book.change_serial()
         elif step.event == "clear":
             self.book.clear()
         elif step.member is not None:

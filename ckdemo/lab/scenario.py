@@ -18,7 +18,8 @@ the application is expected to do under each.
     [[step]]
     name = "appliance reboot"
     at = 8.0
-    event = "restart_hsm"         # or "reset_library", "clear" (every fault ends)
+    event = "restart_hsm"         # or reset_library, remove_token, insert_token, change_serial,
+                                  # clear (every fault ends)
     [chaos]                       # steps made from the seed: one fault every `every` seconds
     start = 1.0
     until = 20.0
@@ -44,7 +45,7 @@ from ..serve.faults import FaultError, FaultSpec
 DEFAULT_TIMEOUT_S = 300.0
 MAX_TIMEOUT_S = 24 * 3600.0
 MAX_STEPS = 10_000
-EVENTS = ("restart_hsm", "reset_library", "clear")
+EVENTS = ("restart_hsm", "reset_library", "remove_token", "insert_token", "change_serial", "clear")
 # fail/restore: any member (as menu choices 120/121); kill, restart, hang, resume: a remote
 # member's p11-kit server process (SIGKILL, a new one, SIGSTOP, SIGCONT)
 MEMBER_ACTIONS = ("fail", "restore", "kill", "restart", "hang", "resume")
@@ -86,6 +87,8 @@ class Step:
         if self.member is not None:
             return f"member {self.member[1]}: {self.member[0]}"
         return {"restart_hsm": "HSM restart", "reset_library": "library reset",
+                "remove_token": "token removed", "insert_token": "token inserted",
+                "change_serial": "serial number changed",
                 "clear": "every fault cleared"}.get(self.event or "", "nothing injected")
 
 

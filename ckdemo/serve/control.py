@@ -14,7 +14,8 @@ refused), one request and one reply per line:
                                                    -> {"ok": true, "fault": {"id": 1, ...}, "lines": [...]}
     {"command": "fault_list"}                      -> {"ok": true, "faults": [...], "lines": [...]}
     {"command": "fault_clear"} / {"command": "fault_clear", "id": 1}
-    {"command": "restart_hsm"} / {"command": "reset_library"}
+    {"command": "restart_hsm"} / {"command": "reset_library"} / {"command": "remove_token"} /
+    {"command": "insert_token"} / {"command": "change_serial"}
     anything else                                  -> {"ok": false, "error": "..."}
 
 A fault's settings are the ones `ckdemo fault add` takes (ckdemo.serve.faults.FaultSpec.parse);
@@ -39,7 +40,7 @@ from .faults import FaultBook, FaultError, FaultSpec
 CONTROL_NAME = "ckdemo.ctl"  # beside ckdemo.sock in HOME/run
 MAX_REQUEST_BYTES = 4096  # a request is one short JSON object
 COMMANDS = ("status", "fail", "restore", "recover", "fault_add", "fault_list", "fault_clear",
-            "restart_hsm", "reset_library")
+            "restart_hsm", "reset_library", "remove_token", "insert_token", "change_serial")
 
 
 class ControlledMember(Protocol):
@@ -222,6 +223,19 @@ class ControlServer:
         self._book().reset_library()
         return {"lines": ["Library reset: every application gets CKR_CRYPTOKI_NOT_INITIALIZED until "
                           "it calls C_Initialize again."]}
+
+    def _remove_token(self, request: dict) -> dict:
+        self._book().remove_token()
+        return {"lines": ["Token removed: sessions end, CKR_TOKEN_NOT_PRESENT until `ckdemo fault add "
+                          "--insert-token`; each application gets a slot event."]}
+
+    def _insert_token(self, request: dict) -> dict:
+        self._book().insert_token()
+        return {"lines": ["Token inserted: applications may open sessions again; each gets a slot event."]}
+
+    def _change_serial(self, request: dict) -> dict:
+        changes = self._book().change_serial()
+        return {"lines": [f"The token's serial number reads differently from now on (change {changes})."]}
 
     def _member(self, request: dict) -> tuple[ControlledGroup, ControlledMember]:
         ref = request.get("member")

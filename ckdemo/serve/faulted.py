@@ -15,16 +15,21 @@ What each fault does to the call:
   (the application sees CKR_SESSION_HANDLE_INVALID, and new session handles after that).
 - library reset: the same, and every call but C_Initialize answers CKR_CRYPTOKI_NOT_INITIALIZED
   until the application initializes again (p11-kit's client reconnects at C_Initialize).
+- token removed: every session ends; the slot says no token (C_GetSlotInfo's flags, C_GetSlotList
+  with tokenPresent), token calls answer CKR_TOKEN_NOT_PRESENT, and C_WaitForSlotEvent tells each
+  connection of the removal, and later of the insertion, once.
+- serial change: C_GetTokenInfo gives another serial number from then on (as a cluster whose
+  nodes have different serials, or an HSM replaced behind the same address).
 """
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
-from ..codes import CKR_CRYPTOKI_NOT_INITIALIZED, CKRError
+from ..codes import CKR_CRYPTOKI_NOT_INITIALIZED, CKR_TOKEN_NOT_PRESENT, CKRError
 from ..rpc.buffer import CodecError
 from ..rpc.calls import BY_ID, CALL_ERROR
-from ..rpc.codec import decode_request, decode_response, encode_error
+from ..rpc.codec import decode_request, decode_response, encode_error, encode_response
 from .faults import OUTPUT_CALLS, CallRecord, FaultBook, Injection
 
 # the parts of an operation after its C_*Init: an error ends the operation
@@ -62,6 +67,22 @@ def corrupted(reply: bytes) -> bytes:
     return reply[:-1] + bytes([reply[-1] ^ 0x01])
 
 
+def _rewritten(reply: bytes, name: str, change) -> bytes:
+    if int.from_bytes(reply[:4], "big") == CALL_ERROR:
+        return reply
+    try:
+        return encode_response(name, change(decode_response(reply, name).args[0]))
+    except (CodecError, IndexError):
+        return reply
+
+
+def _serial(serial: bytes | str, changes: int) -> str:
+    """Another serial number of the same width (16 characters)."""
+    text = serial.decode(errors="replace") if isinstance(serial, bytes) else serial
+    suffix = f"-{changes}"
+    return (text.strip()[:16 - len(suffix)] + suffix).ljust(16)
+
+
 def result_of(reply: bytes | None) -> int | None:
     """The CK_RV a reply carries (CKR_OK for a reply with results); None: no reply was sent."""
     if reply is None:
@@ -74,12 +95,21 @@ def result_of(reply: bytes | None) -> int | None:
     return 0
 
 
+CKF_TOKEN_PRESENT = 0x1
+# what a slot without its token refuses (the slot itself still answers)
+TOKEN_CALLS = frozenset({"C_GetTokenInfo", "C_OpenSession", "C_GetMechanismList",
+                         "C_GetMechanismInfo", "C_InitToken"})
+
+
 @dataclass
 class Seen:
     """What this connection has been through of the server-wide events."""
     restarts: int
     resets: int
+    removals: int
+    insertions: int
     uninitialized: bool = False
+    slot_events: list[int] = field(default_factory=list)  # slot ids still to tell C_WaitForSlotEvent
 
 
 class FaultedAnswers:
@@ -88,7 +118,7 @@ class FaultedAnswers:
     def __init__(self, connection, book: FaultBook) -> None:
         self.connection = connection
         self.book = book
-        self.seen = Seen(book.restarts, book.resets)
+        self.seen = Seen(book.restarts, book.resets, book.removals, book.insertions)
 
     def answer(self, body: bytes) -> bytes | None:
         """The reply to `body`; None: close the connection without one. With a journal on the
@@ -112,10 +142,14 @@ class FaultedAnswers:
                 connection.calls += 1
                 return encode_error(CKR_CRYPTOKI_NOT_INITIALIZED), name, None
             self.seen.uninitialized = False
+        token = self._token_answer(name, body)
+        if token is not None:
+            connection.calls += 1
+            return token, name, None
         injection = self.book.for_call(connection.number, name,
                                        name in OUTPUT_CALLS and _size_query(body))
         if injection is None:
-            return connection.answer(body), name, None
+            return self._changed(name, connection.answer(body)), name, None
         self.book.wait_out(injection)
         if injection.disconnect:
             connection.calls += 1
@@ -124,7 +158,7 @@ class FaultedAnswers:
             connection.calls += 1
             self._end_operation(name, body)
             return encode_error(injection.error), name, injection
-        reply = connection.answer(body)
+        reply = self._changed(name, connection.answer(body))
         return (corrupted(reply) if injection.corrupt else reply), name, injection
 
     def _events_due(self) -> None:
@@ -139,6 +173,40 @@ class FaultedAnswers:
             seen.uninitialized = True
             connection.log(f"connection {connection.number}: library reset: "
                            "CKR_CRYPTOKI_NOT_INITIALIZED until C_Initialize")
+        if book.removals > seen.removals:
+            seen.removals = book.removals
+            connection.release()
+            seen.slot_events += [s.slot_id for s in connection.order]
+            connection.log(f"connection {connection.number}: token removed: its sessions are gone")
+        if book.insertions > seen.insertions:
+            seen.insertions = book.insertions
+            seen.slot_events += [s.slot_id for s in connection.order]
+
+    def _token_answer(self, name: str, body: bytes) -> bytes | None:
+        """The answer of a slot whose token is out, or a slot event due; None: answer as usual."""
+        if name == "C_WaitForSlotEvent" and self.seen.slot_events:
+            return encode_response("C_WaitForSlotEvent", self.seen.slot_events.pop(0))
+        if not self.book.removed:
+            return None
+        if name in TOKEN_CALLS:
+            return encode_error(CKR_TOKEN_NOT_PRESENT)
+        if name == "C_GetSlotList":
+            try:
+                token_present = decode_request(body).args[0]
+            except (CodecError, CKRError, IndexError):
+                return None
+            return encode_response("C_GetSlotList", ()) if token_present else None
+        return None
+
+    def _changed(self, name: str, reply: bytes) -> bytes:
+        """A slot's flags without its token, a token's changed serial number."""
+        book = self.book
+        if name == "C_GetSlotInfo" and book.removed:
+            return _rewritten(reply, name, lambda info: replace(info, flags=info.flags & ~CKF_TOKEN_PRESENT))
+        if name == "C_GetTokenInfo" and book.serial_changes:
+            return _rewritten(reply, name, lambda info: replace(
+                info, serial_number=_serial(info.serial_number, book.serial_changes)))
+        return reply
 
     def _end_operation(self, name: str, body: bytes) -> None:
         kind = OPERATION_KINDS.get(name)

@@ -248,6 +248,9 @@ class FaultBook:
         # server-wide events, each counted: a connection older than the count has one due
         self.restarts = 0
         self.resets = 0
+        self.removals = 0  # token removed (every session ends, TOKEN_NOT_PRESENT until inserted)
+        self.insertions = 0
+        self.serial_changes = 0  # the token's serial number reads differently from then on
         self.active = False  # any rule, event or journal: the request loop's one cheap test
         self.closed = False
         self.journal: Callable[[CallRecord], None] | None = None
@@ -259,8 +262,8 @@ class FaultBook:
             self._update()
 
     def _update(self) -> None:
-        self.active = bool(self._faults) or self.restarts > 0 or self.resets > 0 or \
-            self.journal is not None
+        self.active = bool(self._faults) or self.journal is not None or \
+            (self.restarts + self.resets + self.removals + self.serial_changes) > 0
 
     def add(self, spec: FaultSpec) -> Fault:
         with self._lock:
@@ -306,6 +309,33 @@ class FaultBook:
             self._update()
         self.log("fault: library reset (CKR_CRYPTOKI_NOT_INITIALIZED until C_Initialize)")
         return self.resets
+
+    @property
+    def removed(self) -> bool:
+        return self.removals > self.insertions
+
+    def remove_token(self) -> None:
+        with self._lock:
+            if self.removals > self.insertions:
+                raise FaultError("the token is removed already (insert it first)")
+            self.removals += 1
+            self._update()
+        self.log("fault: token removed (sessions end; CKR_TOKEN_NOT_PRESENT until it is inserted)")
+
+    def insert_token(self) -> None:
+        with self._lock:
+            if self.removals == self.insertions:
+                raise FaultError("the token is in its slot (remove it first)")
+            self.insertions += 1
+            self._update()
+        self.log("fault: token inserted again")
+
+    def change_serial(self) -> int:
+        with self._lock:
+            self.serial_changes += 1
+            self._update()
+        self.log(f"fault: the token's serial number changes (change {self.serial_changes})")
+        return self.serial_changes
 
     def for_call(self, connection: int, name: str, sizing: bool = False) -> Injection | None:
         """What to do to this call of this connection; None: answer it as usual. `sizing`: the
