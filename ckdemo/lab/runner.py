@@ -152,7 +152,7 @@ def run(scenario: Scenario, server, groups: Sequence[ControlledGroup], command: 
             timeline.join(STOP_GRACE_S)
             for process in (processes or {}).values():
                 process.resume()  # no member left stopped behind the run
-            book.watch(None)
+            book.unwatch(journal.record)
             book.close()  # no fault outlives the run; held calls are answered
             server.stop()
             serving.join(STOP_GRACE_S)

@@ -25,22 +25,26 @@ The groups are handed in by the cli wiring; this module sees them only through `
 """
 from __future__ import annotations
 
+import collections
 import json
 import os
 import socket
 import struct
 import threading
+import time
 from typing import Any, Callable, Protocol, Sequence
 
 from ..codes import CKRError, ckr_name
 from ..screens import exhausted_notices, ha_status_row
 from . import unixsocket
-from .faults import FaultBook, FaultError, FaultSpec
+from .faults import CallRecord, FaultBook, FaultError, FaultSpec
 
 CONTROL_NAME = "ckdemo.ctl"  # beside ckdemo.sock in HOME/run
 MAX_REQUEST_BYTES = 4096  # a request is one short JSON object
 COMMANDS = ("status", "fail", "restore", "recover", "fault_add", "fault_list", "fault_clear",
-            "restart_hsm", "reset_library", "remove_token", "insert_token", "change_serial")
+            "restart_hsm", "reset_library", "remove_token", "insert_token", "change_serial", "journal_start", "journal_read")
+JOURNAL_KEPT = 100_000  # calls the journal keeps (the oldest go first)
+JOURNAL_READ_MAX = 5_000  # calls one journal_read answers (read again from "next" for more)
 
 
 class ControlledMember(Protocol):
@@ -90,6 +94,9 @@ class ControlServer:
         self.path = os.fspath(path)
         self.groups = groups
         self.faults = faults
+        self._journal: collections.deque | None = None  # (seq, CallRecord), when asked for
+        self._journal_next = 0
+        self._journal_lock = threading.Lock()
         self.log = log
         self.on_error = on_error or (lambda where, error: log(f"{where}: internal error "
                                                               f"{type(error).__name__}: {error}"))
@@ -103,6 +110,7 @@ class ControlServer:
 
     def stop(self) -> None:
         self._stopping = True
+        self.stop_journal()
         unixsocket.close(self.listener, self.path)
         self.thread.join(2)
 
@@ -236,6 +244,39 @@ class ControlServer:
     def _change_serial(self, request: dict) -> dict:
         changes = self._book().change_serial()
         return {"lines": [f"The token's serial number reads differently from now on (change {changes})."]}
+
+    def _journal_start(self, request: dict) -> dict:
+        book = self._book()
+        with self._journal_lock:
+            self._journal = collections.deque(maxlen=JOURNAL_KEPT)
+        book.watch(self._keep)
+        return {"next": self._journal_next, "lines": ["Every call is kept from now on (journal_read)."]}
+
+    def _keep(self, call: CallRecord) -> None:
+        with self._journal_lock:
+            if self._journal is not None:
+                self._journal.append((self._journal_next, call))
+                self._journal_next += 1
+
+    def _journal_read(self, request: dict) -> dict:
+        after = request.get("after", 0)
+        if isinstance(after, bool) or not isinstance(after, int) or after < 0:
+            raise ControlError(f"after is a call number from 0, not {after!r}")
+        with self._journal_lock:
+            if self._journal is None:
+                raise ControlError("no journal: journal_start first")
+            found = [(n, c) for n, c in self._journal if n >= after][:JOURNAL_READ_MAX]
+            following = found[-1][0] + 1 if found else max(after, self._journal_next)
+        now = time.monotonic()
+        calls = [{"seq": n, "connection": c.connection, "call": c.name, "ago_s": round(now - c.started, 6),
+                  "ms": round(c.seconds * 1000, 3),
+                  "fault": c.injection.describe() if c.injection else None,
+                  "result": "no reply" if c.result is None else ckr_name(c.result)} for n, c in found]
+        return {"calls": calls, "next": following, "lines": [f"{len(calls)} call(s)"]}
+
+    def stop_journal(self) -> None:
+        if self.faults is not None:
+            self.faults.unwatch(self._keep)
 
     def _member(self, request: dict) -> tuple[ControlledGroup, ControlledMember]:
         ref = request.get("member")

@@ -121,15 +121,17 @@ class FaultedAnswers:
         self.seen = Seen(book.restarts, book.resets, book.removals, book.insertions)
 
     def answer(self, body: bytes) -> bytes | None:
-        """The reply to `body`; None: close the connection without one. With a journal on the
-        book, every call is told to it with its fault and result."""
-        journal = self.book.journal
-        if journal is None:
+        """The reply to `body`; None: close the connection without one. With journals on the
+        book, every call is told to them with its fault and result."""
+        journals = self.book.journals
+        if not journals:
             return self._answer(body)[0]
         started = time.monotonic()
         reply, name, injection = self._answer(body)
-        journal(CallRecord(self.connection.number, name, started, time.monotonic() - started,
-                           injection, result_of(reply)))
+        record = CallRecord(self.connection.number, name, started, time.monotonic() - started,
+                            injection, result_of(reply))
+        for journal in journals:
+            journal(record)
         return reply
 
     def _answer(self, body: bytes) -> tuple[bytes | None, str, Injection | None]:

@@ -253,16 +253,22 @@ class FaultBook:
         self.serial_changes = 0  # the token's serial number reads differently from then on
         self.active = False  # any rule, event or journal: the request loop's one cheap test
         self.closed = False
-        self.journal: Callable[[CallRecord], None] | None = None
+        self.journals: tuple[Callable[[CallRecord], None], ...] = ()
 
-    def watch(self, journal: Callable[[CallRecord], None] | None) -> None:
-        """Tell `journal` every call from now on (None: stop); it runs in connection threads."""
+    def watch(self, journal: Callable[[CallRecord], None]) -> None:
+        """Tell `journal` every call from now on; it runs in connection threads."""
         with self._lock:
-            self.journal = journal
+            if journal not in self.journals:
+                self.journals += (journal,)
+            self._update()
+
+    def unwatch(self, journal: Callable[[CallRecord], None]) -> None:
+        with self._lock:
+            self.journals = tuple(j for j in self.journals if j != journal)
             self._update()
 
     def _update(self) -> None:
-        self.active = bool(self._faults) or self.journal is not None or \
+        self.active = bool(self._faults) or bool(self.journals) or \
             (self.restarts + self.resets + self.removals + self.serial_changes) > 0
 
     def add(self, spec: FaultSpec) -> Fault:

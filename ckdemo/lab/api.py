@@ -1,0 +1,168 @@
+"""The fault lab for an application's own tests, in Python: a served HA token and a handle to
+inject faults into the application's calls and read what it did.
+
+    from ckdemo.lab.api import FaultLab
+
+    with FaultLab() as lab:                       # a fresh temporary home, served
+        app = subprocess.run(["my-app"], env=lab.env)          # or load lab.module in-process
+        lab.fault("C_Sign", error="CKR_DEVICE_ERROR", count=3)
+        lab.restart_hsm()
+        print(lab.calls())                        # every call since the lab started
+
+`ckdemo serve` runs as a child process (the members' libraries stay out of the test process);
+faults and the journal go over its control channel (JSON lines, docs/FAULTS.md). The pytest
+plugin (ckdemo.lab.pytest_plugin) gives the same as the `fault_lab` fixture.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from ..serve.control_client import ControlFailed, NoServer, control_path, request
+
+START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 15.0
+DEFAULT_USER_PIN, DEFAULT_SO_PIN = "1234", "5678"  # what a fresh home is made with
+
+
+class LabFailed(Exception):
+    """The lab could not start, or the server refused a request: one line."""
+
+
+class FaultLab:
+    """A served HA token with faults on demand. `home`: serve that ckdemo home (default: a fresh
+    temporary one, removed at close); `ckdemo`: the command to run (default: this Python's)."""
+
+    def __init__(self, home: str | os.PathLike | None = None, ckdemo: list[str] | None = None,
+                 log: str | os.PathLike | None = None) -> None:
+        self._temporary = None if home is not None else Path(tempfile.mkdtemp(prefix="ckdemo-lab-"))
+        self.home = Path(home) if home is not None else self._temporary / "home"
+        self._command = ckdemo or [sys.executable, "-m", "ckdemo"]
+        self.socket = self.home / "run" / "ckdemo.sock"
+        self.log_path = Path(log) if log else (self._temporary or self.home.parent) / "fault-lab-serve.log"
+        self.module = ""  # p11-kit-client.so, as serve names it when it starts
+        self.token_label = "ckdemo-ha"
+        self.user_pin, self.so_pin = DEFAULT_USER_PIN, DEFAULT_SO_PIN
+        self._process: subprocess.Popen | None = None
+        self._read = 0
+
+    # ---- life ----------------------------------------------------------------------------------
+    def start(self) -> "FaultLab":
+        environment = {k: v for k, v in os.environ.items() if not k.startswith("CKDEMO_")}
+        with open(self.log_path, "w") as output:
+            self._process = subprocess.Popen([*self._command, "--home", str(self.home), "serve"],
+                                             stdout=output, stderr=subprocess.STDOUT, env=environment)
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while "control channel" not in self.log_path.read_text(errors="replace"):
+            if self._process.poll() is not None or time.monotonic() > deadline:
+                self.close()
+                raise LabFailed(f"ckdemo serve did not start: {self.log_tail()}")
+            time.sleep(0.02)
+        if "no control channel" in self.log_path.read_text(errors="replace"):
+            self.close()
+            raise LabFailed(f"ckdemo serve has no control channel: {self.log_tail()}")
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            if line.startswith("pkcs11-tool --module "):
+                self.module = line.split()[2]
+        self._ask("journal_start")
+        return self
+
+    def close(self) -> None:
+        process, self._process = self._process, None
+        if process is not None and process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        if self._temporary is not None:
+            shutil.rmtree(self._temporary, ignore_errors=True)
+
+    def __enter__(self) -> "FaultLab":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def env(self) -> dict[str, str]:
+        """os.environ plus where the application finds the token: what `ckdemo lab run` gives."""
+        return {**os.environ, "P11_KIT_SERVER_ADDRESS": f"unix:path={self.socket}",
+                "CKDEMO_P11_MODULE": self.module, "CKDEMO_TOKEN_LABEL": self.token_label,
+                "CKDEMO_USER_PIN": self.user_pin}
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    # ---- faults --------------------------------------------------------------------------------
+    def fault(self, calls: str | list[str] = "", **settings: Any) -> int:
+        """Add a fault (the settings of `ckdemo fault add`: error, latency, jitter, hang, disconnect,
+        corrupt, count, every, probability, seed, after, for_ (or "for"), connection); its id."""
+        if "for_" in settings:
+            settings["for"] = settings.pop("for_")
+        reply = self._ask("fault_add", fault={"calls": calls, **settings})
+        return reply["fault"]["id"]
+
+    def faults(self) -> list[dict[str, Any]]:
+        return self._ask("fault_list")["faults"]
+
+    def clear(self, fault_id: int | None = None) -> None:
+        self._ask("fault_clear", **({} if fault_id is None else {"id": fault_id}))
+
+    def restart_hsm(self) -> None:
+        self._ask("restart_hsm")
+
+    def reset_library(self) -> None:
+        self._ask("reset_library")
+
+    def remove_token(self) -> None:
+        self._ask("remove_token")
+
+    def insert_token(self) -> None:
+        self._ask("insert_token")
+
+    def change_serial(self) -> None:
+        self._ask("change_serial")
+
+    def fail_member(self, name: str) -> None:
+        self._ask("fail", member=name)
+
+    def restore_member(self, name: str) -> None:
+        self._ask("restore", member=name)
+
+    # ---- what the application did --------------------------------------------------------------
+    def calls(self, new_only: bool = False) -> list[dict[str, Any]]:
+        """The calls applications made since the lab started (`new_only`: since the last read):
+        {"seq", "connection", "call", "ms", "fault", "result"} each."""
+        found, after = [], (self._read if new_only else 0)
+        while True:
+            reply = self._ask("journal_read", after=after)
+            found += reply["calls"]
+            if not reply["calls"] or reply["next"] == after:
+                break
+            after = reply["next"]
+        self._read = after
+        return found
+
+    def failures(self, new_only: bool = False) -> list[dict[str, Any]]:
+        """The calls that did not answer CKR_OK (size answers and CKR_USER_ALREADY_LOGGED_IN are
+        answers, not failures: see ckdemo.lab.journal)."""
+        answers = {"CKR_OK", "CKR_BUFFER_TOO_SMALL", "CKR_NO_EVENT", "CKR_USER_ALREADY_LOGGED_IN"}
+        return [c for c in self.calls(new_only) if c["result"] not in answers]
+
+    def _ask(self, command: str, **arguments: Any) -> dict[str, Any]:
+        try:
+            return request(control_path(self.home), command, **arguments)
+        except (NoServer, ControlFailed) as error:
+            raise LabFailed(f"{command}: {error}") from None
