@@ -15,7 +15,7 @@ RO_PUBLIC, RO_USER, RW_PUBLIC, RW_USER, RW_SO = range(5)  # CKS_*
 @dataclass
 class ClientSession:
     handle: int
-    slot: "ExposedSlot"  # noqa: F821  (server.ExposedSlot)
+    slot: "ExposedSlot"  # noqa: F821  (exposed.ExposedSlot)
     rw: bool
     operations: Operations = field(default_factory=Operations)
     found: list[int] | None = None

@@ -1,8 +1,8 @@
 """One client connection: one application, with its own sessions, login state and operations.
 
 Every version-0 call is a method named after it (`C_Sign(...)`), taking the request's fields in
-signature order and returning the reply's; a call without a method is answered
-CKR_FUNCTION_NOT_SUPPORTED. Client session handles are the connection's own; behind them, one
+signature order and returning the reply's; dispatch.py says which answers which (a call it
+does not list is answered CKR_FUNCTION_NOT_SUPPORTED). Client session handles are the connection's own; behind them, one
 slot session per slot carries every call of this connection (so object handles are valid in all
 of its sessions, as PKCS#11 wants). Login is enforced here (see logins.py): a connection that
 is not logged in neither sees nor uses private objects, whoever else is logged in.
@@ -21,7 +21,6 @@ from ..codes import (CKR_FUNCTION_NOT_SUPPORTED, CKR_GENERAL_ERROR, CKR_KEY_HAND
                      CKR_SLOT_ID_INVALID, CKR_USER_NOT_LOGGED_IN, CKRError)
 from ..model import CKA_CLASS, CKA_ID, CKA_LABEL, CKA_PRIVATE, CKA_TOKEN
 from ..rpc.buffer import CodecError, UnknownCallError
-from ..rpc.calls import BY_ID
 from ..rpc.codec import decode_request, encode_error, encode_response
 from ..rpc.structs import Info
 from ..slots import Session
@@ -40,8 +39,10 @@ class Connection(SlotCalls, SessionCalls, ObjectCalls, CryptoCalls, KeyCalls):
 
     def __init__(self, number: int, slots: list, info: Info, log: Callable[[str], None],
                  on_error: Callable[[str, BaseException], None],
-                 budget: Budget | None = None, lost: Budget | None = None) -> None:
+                 budget: Budget | None = None, lost: Budget | None = None,
+                 handlers: dict[int, Callable] | None = None) -> None:
         self.number = number
+        self.handlers = handlers or {}  # call id -> method (dispatch.BY_ID, handed in by the server)
         # multi-part input this application may hold, inside the server's (operations.Budget)
         self.budget = budget or Budget(CONNECTION_BUFFERED)
         # member memory its refused objects cost for good, inside the server's (_making)
@@ -83,7 +84,7 @@ class Connection(SlotCalls, SessionCalls, ObjectCalls, CryptoCalls, KeyCalls):
         except CodecError:
             return encode_error(codes.CKR_DEVICE_ERROR)  # what p11-kit answers a parse error
         call_id, args = request
-        handler = _HANDLERS.get(call_id)
+        handler = self.handlers.get(call_id)
         if handler is None:
             return encode_error(CKR_FUNCTION_NOT_SUPPORTED)
         try:
@@ -270,11 +271,6 @@ class Connection(SlotCalls, SessionCalls, ObjectCalls, CryptoCalls, KeyCalls):
         self.key_facts.pop((slot_id, handle), None)
         for key in [k for k in self.signature_sizes if k[0] == slot_id and k[1] == handle]:
             del self.signature_sizes[key]
-
-
-# call id -> the method answering it (a version-0 call without one is CKR_FUNCTION_NOT_SUPPORTED)
-_HANDLERS = {call.id: getattr(Connection, call.name) for call in BY_ID.values()
-             if call.name.startswith("C_") and callable(getattr(Connection, call.name, None))}
 
 
 # what a token answers for a handle it does not know, by function (SoftHSM2 2.6.1)
