@@ -71,7 +71,6 @@ class Connection(SlotCalls, SessionCalls, ObjectCalls, CryptoCalls, KeyCalls):
         # requests whose replies are known before they come (crypto_calls: the next calls of an
         # application that signs again and again); any other request ends them all
         self.predicted: dict[bytes, tuple[bytes, Callable[[], bool] | None]] = {}
-        self.early = 0  # requests answered from a prediction
 
     # ---- the request loop's entry ------------------------------------------------------------
     def answer(self, body: bytes) -> bytes:
@@ -97,26 +96,8 @@ class Connection(SlotCalls, SessionCalls, ObjectCalls, CryptoCalls, KeyCalls):
 
     def predict(self, request: bytes, reply: bytes, holds: Callable[[], bool] | None = None) -> None:
         """`reply` is the answer to `request` if it is the next request and holds() (when given)
-        is still true then: the request loop may send it before handling the request."""
+        is still true then: predicted.PredictedAnswers may send it before handling the request."""
         self.predicted[request] = (reply, holds)
-
-    def early_reply(self, body: bytes) -> bytes | None:
-        """The reply to this request when it was predicted, else None; either way every other
-        prediction is over (the request may change what they depended on)."""
-        found = self.predicted.pop(body, None)
-        self.predicted.clear()
-        if found is None or (found[1] is not None and not found[1]()):
-            return None
-        self.early += 1
-        return found[0]
-
-    def answer_sent(self, body: bytes, sent: bytes) -> None:
-        """Handle a request whose predicted reply has gone already: the handler runs as for any
-        request (the state changes it makes are the point) and must give the same reply."""
-        reply = self.answer(body)
-        if reply != sent:  # a prediction that did not hold: a ckdemo bug, the client was misled
-            self.on_error(f"connection {self.number}: a predicted reply",
-                          AssertionError(f"sent {sent.hex()}, the handler answered {reply.hex()}"))
 
     def run_after_reply(self) -> None:
         """The work the last reply promised; never raises (a refusal is kept for the next call)."""

@@ -23,6 +23,7 @@ from .connection import Connection
 from .exposed import expose
 from .dispatch import BY_ID as HANDLERS
 from .faulted import FaultedAnswers
+from .predicted import PredictedAnswers
 from .faults import FaultBook
 from . import unixsocket
 from .operations import CONNECTION_BUFFERED, CONNECTION_LOST, SERVER_BUFFERED, SERVER_LOST, Budget
@@ -108,11 +109,12 @@ class Server:
                                 HANDLERS)
         how = "closed by the client"
         frames = FrameStream(sock)
+        predicted = PredictedAnswers(connection)
         try:
             sock.sendall(bytes([negotiate_version(frames.version(), PROTOCOL_VERSION)]))
-            answer, send, pack = connection.answer, sock.sendall, HEADER.pack
-            predicted = connection.predicted
+            send, pack = sock.sendall, HEADER.pack
             faults, faulted = self.faults, FaultedAnswers(connection, self.faults)
+            serve = predicted.serve
             while True:
                 call_code, body = frames.next()
                 if faults.active:  # the fault lab: a wrapper around answering
@@ -121,16 +123,8 @@ class Server:
                         how = "closed by a fault (disconnect)"
                         break
                     send(pack(call_code, 0, len(reply)) + reply)
-                    if connection.after_reply is not None:
-                        connection.run_after_reply()
-                    continue
-                early = connection.early_reply(body) if predicted else None
-                if early is None:
-                    reply = answer(body)
-                    send(pack(call_code, 0, len(reply)) + reply)
-                else:  # known before it came: sent first, handled after (Connection.predict)
-                    send(pack(call_code, 0, len(early)) + early)
-                    connection.answer_sent(body, early)
+                else:  # replies known ahead: another wrapper around answering
+                    serve(call_code, body, send)
                 if connection.after_reply is not None:
                     connection.run_after_reply()
         except EOFError:
@@ -154,7 +148,7 @@ class Server:
                     with self._lock:
                         self.connections.pop(number, None)
             released = f", {left} session(s) released" if left else ""
-            early = f" ({connection.early} answered as predicted)" if connection.early else ""
+            early = f" ({predicted.early} answered as predicted)" if predicted.early else ""
             self.log(f"connection {number} {how} after {connection.calls} call(s){early} in "
                      f"{time.monotonic() - started:.1f} s{released}")
 
