@@ -73,11 +73,14 @@ def analyse(scenario: Scenario, command: list[str], calls: list[CallRecord], sta
             total_calls: int) -> RunResult:
     """`applied`: step name -> (time applied, s after start; the fault id it added, if any)."""
     ordered = sorted(calls, key=lambda c: c.started)
+    # a step's window: from when it was applied (a step never applied: from the end of the run)
+    starts = [applied[s.name][0] if s.name in applied else max(s.at, duration_s)
+              for s in scenario.steps]
     steps = []
     for n, step in enumerate(scenario.steps):
-        begin = step.at
-        end = scenario.steps[n + 1].at if n + 1 < len(scenario.steps) else max(duration_s, begin)
-        when, fault_id = applied.get(step.name, (begin, None))
+        begin = starts[n]
+        end = max(begin, starts[n + 1] if n + 1 < len(starts) else duration_s)
+        fault_id = applied[step.name][1] if step.name in applied else None
         steps.append(_step(step, begin, end, step.name in applied, fault_id, ordered, start))
     checks = []
     if app_exit is None:

@@ -50,6 +50,7 @@ class Journal:
     dropped: int = 0  # calls beyond MAX_CALLS (counted in the bins only)
     bins: list[Bin] = field(default_factory=list)
     bin_s: float = FIRST_BIN_S
+    count: int = 0  # calls so far
     marks: list[Mark] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -57,6 +58,7 @@ class Journal:
         """Called by serve's connection threads, once per call."""
         at = max(0.0, call.started - self.start)
         with self._lock:
+            self.count += 1
             if len(self.calls) < MAX_CALLS:
                 self.calls.append(call)
             else:

@@ -51,7 +51,8 @@ def _check(check) -> dict[str, Any]:
 
 
 def _step(s: StepResult) -> dict[str, Any]:
-    return {"name": s.step.name, "at_s": s.step.at, "until_s": round(s.end, 3),
+    return {"name": s.step.name, "at_s": round(s.start, 3), "until_s": round(s.end, 3),
+            "after_calls": s.step.after_calls,
             "injects": s.step.describe(), "reached": s.reached, "fault_id": s.fault_id,
             "calls": s.calls, "calls_faulted": s.injected, "failures": s.failures,
             "failed_calls": s.failed_calls, "reactions": s.reactions,
@@ -69,7 +70,7 @@ def text(run: RunResult) -> list[str]:
         recovered = ("" if not s.failures else
                      "; never succeeded again" if s.recovered_after_s is None else
                      f"; succeeded again {s.recovered_after_s:.3f} s after the last failure")
-        lines.append(f"  {s.step.at:7.2f} s  {s.step.name}: {s.step.describe()}"
+        lines.append(f"  {s.start:7.2f} s  {s.step.name}: {s.step.describe()}"
                      + ("" if s.reached else " (not reached)"))
         lines.append(f"             {s.calls} call(s), {s.injected} faulted; failures seen: {failures}"
                      + (f"; reactions: {', '.join(s.reactions)}" if s.reactions else "") + recovered)
@@ -191,7 +192,7 @@ def page(run: RunResult, bins: list[Bin], bin_s: float, marks: list[Mark]) -> st
         failures = ", ".join(f"{html.escape(n)} x{k}" for n, k in s.failures.items()) or "none"
         recovered = "-" if not s.failures else ("never" if s.recovered_after_s is None
                                                 else f"{s.recovered_after_s:.3f} s")
-        rows.append(f"<tr><td>{s.step.at:g} s</td><td>{html.escape(s.step.name)}</td>"
+        rows.append(f"<tr><td>{s.start:.2f} s</td><td>{html.escape(s.step.name)}</td>"
                     f"<td>{html.escape(s.step.describe())}</td><td>{s.calls}</td><td>{s.injected}</td>"
                     f"<td>{failures}</td><td>{html.escape(', '.join(s.reactions) or '-')}</td>"
                     f"<td>{recovered}</td><td>{checks}</td></tr>")

@@ -25,6 +25,7 @@ from .report import as_json, write
 from .scenario import Scenario, Step
 
 STOP_GRACE_S = 5.0
+CALL_COUNT_POLL_S = 0.002  # how often a step that waits for the application's calls looks
 
 
 @dataclass
@@ -59,13 +60,16 @@ class Timeline(threading.Thread):
         for step in self.scenario.steps:
             if self.stopped.wait(max(0.0, self.journal.start + step.at - time.monotonic())):
                 return
+            while step.after_calls is not None and self.journal.count < step.after_calls:
+                if self.stopped.wait(CALL_COUNT_POLL_S):
+                    return
+            now = time.monotonic()  # before: a call its fault takes may come before it returns
             try:
                 fault_id = self._apply(step)
             except Exception as error:  # a member that cannot be failed, ...: said, the run goes on
                 self.log(f"lab: step {step.name!r} could not be applied: {error}")
                 self.journal.mark(time.monotonic(), f"not applied: {error}", step.name)
                 continue
-            now = time.monotonic()
             self.applied[step.name] = (now - self.journal.start, fault_id)
             if step.member is None:  # a member's change is marked with what it did
                 self.journal.mark(now, step.describe(), step.name)

@@ -6,7 +6,8 @@ the application is expected to do under each.
     expect = { app_exit = 0 }     # about the whole run
     [[step]]
     name = "three device errors on C_Sign"
-    at = 1.0                      # seconds after the application started
+    at = 1.0                      # seconds after the application started; or
+                                  # after_calls = 40: once the application has made 40 calls
     fault = { calls = ["C_Sign"], error = "CKR_DEVICE_ERROR", count = 3 }
     expect = { app_failures = 3, app_recovers_within = 5.0 }
     [[step]]
@@ -49,7 +50,7 @@ EVENTS = ("restart_hsm", "reset_library", "remove_token", "insert_token", "chang
 # fail/restore: any member (as menu choices 120/121); kill, restart, hang, resume: a remote
 # member's p11-kit server process (SIGKILL, a new one, SIGSTOP, SIGCONT)
 MEMBER_ACTIONS = ("fail", "restore", "kill", "restart", "hang", "resume")
-STEP_KEYS = frozenset({"name", "at", "fault", "event", "member", "expect"})
+STEP_KEYS = frozenset({"name", "at", "after_calls", "fault", "event", "member", "expect"})
 EXPECT_KEYS = frozenset({"app_failures", "app_failures_max", "app_recovers_within", "calls_min",
                          "app_exit"})
 TOP_KEYS = frozenset({"seed", "timeout", "expect", "step", "chaos", "name"})
@@ -75,11 +76,12 @@ class Expect:
 @dataclass(frozen=True)
 class Step:
     name: str
-    at: float
+    at: float  # seconds after the application started (after_calls: the earliest)
     fault: FaultSpec | None = None
     event: str | None = None
     member: tuple[str, str] | None = None  # (action, member name)
     expect: Expect = field(default_factory=Expect)
+    after_calls: int | None = None  # ... and once the application has made this many calls
 
     def describe(self) -> str:
         if self.fault is not None:
@@ -142,6 +144,12 @@ def parse(data: dict[str, Any], where: str = "scenario", seed: int | None = None
     twice = sorted({n for n in names if names.count(n) > 1})
     if twice:
         raise ScenarioError(f"{where}: step names appear twice: {', '.join(twice)}")
+    counted = [s for s in steps if s.after_calls is not None]
+    if counted and len(counted) != len(steps):
+        raise ScenarioError(f"{where}: give every step `at` or every step `after_calls`, not both kinds "
+                            "(the order of the steps must be known before the run)")
+    if counted:
+        steps.sort(key=lambda s: s.after_calls)
     steps.sort(key=lambda s: s.at)  # stable: steps at the same time keep the file's order
     for step, following in zip(steps, steps[1:]):
         spec = step.fault
@@ -169,9 +177,11 @@ def _step(raw: Any, where: str, seed: int, index: int) -> Step:
     if not isinstance(name, str) or not name.strip():
         raise ScenarioError(f"{where}: name is a non-empty string")
     where = f"{where} ({name})"
-    if "at" not in raw:
-        raise ScenarioError(f"{where}: when? give at = seconds after the application started")
-    at = _seconds(raw["at"], f"{where}: at", MAX_TIMEOUT_S)
+    if "at" not in raw and "after_calls" not in raw:
+        raise ScenarioError(f"{where}: when? give at = seconds after the application started, "
+                            "or after_calls = the calls it has made by then")
+    at = _seconds(raw.get("at", 0.0), f"{where}: at", MAX_TIMEOUT_S)
+    after_calls = _int(raw["after_calls"], f"{where}: after_calls", 1) if "after_calls" in raw else None
     actions = [k for k in ("fault", "event", "member") if k in raw]
     if len(actions) > 1:
         raise ScenarioError(f"{where}: one of fault, event, member per step (got {', '.join(actions)})")
@@ -197,7 +207,8 @@ def _step(raw: Any, where: str, seed: int, index: int) -> Step:
             raise ScenarioError(f"{where}: member action is one of {', '.join(MEMBER_ACTIONS)} and "
                                 "name a member's label, serial or number")
         member = (given["action"], given["name"])
-    return Step(name.strip(), at, fault, event, member, _expect(raw.get("expect", {}), f"{where}: expect"))
+    return Step(name.strip(), at, fault, event, member, _expect(raw.get("expect", {}), f"{where}: expect"),
+                after_calls)
 
 
 def _chaos(raw: Any, where: str, seed: int, first: int) -> list[Step]:
