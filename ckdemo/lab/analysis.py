@@ -37,6 +37,8 @@ class StepResult:
     failures: dict[str, int] = field(default_factory=dict)
     reactions: list[str] = field(default_factory=list)
     recovered_after_s: float | None = None  # None: never succeeded again (or nothing failed)
+    faulted_ms: float | None = None  # the calls its fault took: their mean time to the reply
+    unfaulted_ms: float | None = None  # ... and the same functions' other calls in the window
     checks: list[Check] = field(default_factory=list)
 
     @property
@@ -102,7 +104,14 @@ def _step(step: Step, begin: float, end: float, reached: bool, fault_id: int | N
     inside = [c for c in ordered if begin <= c.started - start < end]
     result.calls = len(inside)
     if fault_id is not None:
-        result.injected = sum(1 for c in ordered if c.injection and fault_id in c.injection.faults)
+        taken = [c for c in ordered if c.injection and fault_id in c.injection.faults]
+        result.injected = len(taken)
+        if taken:
+            names = {c.name for c in taken}
+            others = [c for c in inside if c.name in names and not (c.injection and fault_id in c.injection.faults)]
+            result.faulted_ms = round(1000 * sum(c.seconds for c in taken) / len(taken), 3)
+            if others:
+                result.unfaulted_ms = round(1000 * sum(c.seconds for c in others) / len(others), 3)
     failures = [c for c in inside if failed(c.result)]
     result.failures = dict(Counter(result_name(c.result) for c in failures).most_common())
     if failures:

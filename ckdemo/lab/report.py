@@ -56,7 +56,8 @@ def _step(s: StepResult) -> dict[str, Any]:
             "injects": s.step.describe(), "reached": s.reached, "fault_id": s.fault_id,
             "calls": s.calls, "calls_faulted": s.injected, "failures": s.failures,
             "failed_calls": s.failed_calls, "reactions": s.reactions,
-            "recovered_after_s": s.recovered_after_s, "held": s.held,
+            "recovered_after_s": s.recovered_after_s, "faulted_ms": s.faulted_ms,
+            "unfaulted_ms": s.unfaulted_ms, "held": s.held,
             "checks": [_check(c) for c in s.checks]}
 
 
@@ -74,6 +75,10 @@ def text(run: RunResult) -> list[str]:
                      + ("" if s.reached else " (not reached)"))
         lines.append(f"             {s.calls} call(s), {s.injected} faulted; failures seen: {failures}"
                      + (f"; reactions: {', '.join(s.reactions)}" if s.reactions else "") + recovered)
+        if s.faulted_ms is not None:
+            lines.append(f"             a faulted call took {s.faulted_ms:.1f} ms on average"
+                         + ("" if s.unfaulted_ms is None else
+                            f" (the same functions' other calls: {s.unfaulted_ms:.1f} ms)"))
         for check in s.checks:
             lines.append(f"             [{'met' if check.held else 'NOT MET'}] {check.expectation} "
                          f"({check.seen})")
@@ -81,7 +86,8 @@ def text(run: RunResult) -> list[str]:
         lines.append(f"  [{'met' if check.held else 'NOT MET'}] {check.expectation} ({check.seen})")
     met = sum(c.held for c in run.checks) + sum(c.held for s in run.steps for c in s.checks)
     total = len(run.checks) + sum(len(s.checks) for s in run.steps)
-    lines.append(f"{met} of {total} expectation(s) met" + ("" if run.held else ": FAILED"))
+    lines.append("no expectation to check: the report tells what happened" if not total else
+                 f"{met} of {total} expectation(s) met" + ("" if run.held else ": FAILED"))
     return lines
 
 
