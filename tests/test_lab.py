@@ -61,27 +61,27 @@ timeout = 120
 expect = { app_exit = 1 }
 [[step]]
 name = "three device errors"
-at = 0.2
+after_calls = 60
 fault = { calls = "C_Sign", error = "CKR_DEVICE_ERROR", count = 3 }
 expect = { app_failures = 3, app_recovers_within = 5.0 }
 [[step]]
 name = "member1 fails"
-at = 0.8
+after_calls = 600
 member = { action = "fail", name = "member1" }
 expect = { app_failures = 0, calls_min = 1 }
 [[step]]
 name = "member1 back"
-at = 1.4
+after_calls = 1200
 member = { action = "restore", name = "member1" }
 expect = { app_failures = 0 }
 [[step]]
 name = "appliance reboot"
-at = 2.0
+after_calls = 1800
 event = "restart_hsm"
 expect = { app_failures_max = 1, app_recovers_within = 5.0 }
 """)
     report = tmp_path / "report"
-    done = lab(run_ckdemo, lab_home, scenario, report, *app_command(10**9, "--reopen", "--seconds", "3"))
+    done = lab(run_ckdemo, lab_home, scenario, report, *app_command(1500, "--reopen"))
     assert done.returncode == 0, done.stdout + done.stderr
     assert "8 of 8 expectation(s) met" in done.stdout, done.stdout
     data = json.loads((report / "report.json").read_text())
@@ -282,24 +282,24 @@ timeout = 90
 expect = { app_exit = 0, app_failures = 0 }
 [[step]]
 name = "member1 killed"
-at = 0.5
+after_calls = 60
 member = { action = "kill", name = "member1" }
 expect = { app_failures = 0, calls_min = 10 }
 [[step]]
 name = "member1 started again"
-at = 1.5
+after_calls = 600
 member = { action = "restart", name = "member1" }
 [[step]]
 name = "member2 hangs"
-at = 3.0
+after_calls = 1200
 member = { action = "hang", name = "member2" }
 expect = { app_failures = 0 }
 [[step]]
 name = "member2 resumes"
-at = 4.5
+after_calls = 1800
 member = { action = "resume", name = "member2" }
 """)
-    done = lab(run_ckdemo, remote_home, scenario, tmp_path / "r", *app_command(10**9, "--seconds", "6"))
+    done = lab(run_ckdemo, remote_home, scenario, tmp_path / "r", *app_command(800))
     assert done.returncode == 0, done.stdout + done.stderr
     data = json.loads((tmp_path / "r" / "report.json").read_text())
     assert data["calls"]["by_result"].keys() == {"CKR_OK"}, data["calls"]["by_result"]
