@@ -314,3 +314,70 @@ def test_kill_on_a_member_served_in_process_is_refused_with_the_reason(lab_home,
     assert "kill needs a remote member (ckdemo init --remote)" in done.stderr, done.stderr
     data = json.loads((tmp_path / "r" / "report.json").read_text())
     assert data["steps"][0]["reached"] is False
+
+
+def test_a_member_lost_in_the_middle_of_multi_part_signatures_costs_the_application_nothing(
+        lab_home, tmp_path, run_ckdemo):
+    """Each signature is 20 C_SignUpdate calls and a C_SignFinal (RSA-2048); member1 fails while
+    they go on, several of them in the middle of one."""
+    scenario = write(tmp_path, """
+expect = { app_exit = 0, app_failures = 0 }
+[[step]]
+name = "member1 fails in the middle"
+after_calls = 230
+member = { action = "fail", name = "member1" }
+expect = { app_failures = 0 }
+[[step]]
+name = "member2 fails too"
+after_calls = 700
+member = { action = "fail", name = "member2" }
+expect = { app_failures = 0 }
+""")
+    done = lab(run_ckdemo, lab_home, scenario, tmp_path / "r", *app_command(60, "--parts", "20"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    data = json.loads((tmp_path / "r" / "report.json").read_text())
+    updates = [c for c in data["call_log"] if c["call"] == "C_SignUpdate"]
+    assert len(updates) >= 60 * 20 and data["calls"]["by_result"].keys() == {"CKR_OK"}
+
+
+def test_every_member_lost_is_what_luna_shows_and_a_reinitializing_application_comes_back(
+        lab_home, tmp_path, run_ckdemo):
+    """Every member failed: the application's calls fail and its sessions are gone (Luna's
+    semantics, docs/HA.md); restored, an application that finalizes and initializes again signs
+    again; the report shows it reconnected and when."""
+    assert run_ckdemo(lab_home, "hagroup", "interval", "--seconds", "0.2").returncode == 0
+    scenario = write(tmp_path, """
+timeout = 120
+[[step]]
+name = "every member fails"
+after_calls = 60
+member = { action = "fail", name = "member1" }
+[[step]]
+name = "member2 fails"
+after_calls = 61
+member = { action = "fail", name = "member2" }
+[[step]]
+name = "member3 fails"
+after_calls = 62
+member = { action = "fail", name = "member3" }
+expect = { app_failures_max = 10000 }
+[[step]]
+name = "member1 back"
+after_calls = 120
+member = { action = "restore", name = "member1" }
+[[step]]
+name = "all back"
+after_calls = 121
+member = { action = "restore", name = "member2" }
+""")
+    done = lab(run_ckdemo, lab_home, scenario, tmp_path / "r",
+               *app_command(400, "--reinitialize", "--seconds", "20"))
+    data = json.loads((tmp_path / "r" / "report.json").read_text())
+    steps = {s["name"]: s for s in data["steps"]}
+    lost = steps["member3 fails"]
+    assert lost["failures"] and set(lost["failures"]) <= {
+        "CKR_DEVICE_ERROR", "CKR_SESSION_HANDLE_INVALID", "CKR_TOKEN_NOT_PRESENT"}, lost
+    assert "reconnected" in lost["reactions"] + steps["member1 back"]["reactions"] + \
+        steps["all back"]["reactions"], data["steps"]
+    app = [json.loads(line) for line in (tmp_path / "r" / "app.log").read_text().splitlines()]
+    assert app[-1].get("ok") is True, app[-5:]  # it signs again once members are back

@@ -6,7 +6,9 @@ retry-and-reopen wrapper); --reinitialize also finalizes and initializes the lib
 (what CKR_CRYPTOKI_NOT_INITIALIZED asks for). The key is a token EC key pair labelled --label,
 made on the first run. Exit 1 when any signature failed.
 
---seconds S stops after S seconds (or COUNT signatures, whichever comes first).
+--seconds S stops after S seconds (or COUNT signatures, whichever comes first). --parts K signs
+each message in K parts (C_SignUpdate ... C_SignFinal) with an RSA-2048 key pair and
+CKM_SHA256_RSA_PKCS (SoftHSM2's ECDSA does not hash, so it has no multi-part form).
 
 Usage: sign_loop.py MODULE TOKEN_LABEL PIN COUNT [--label L] [--verify] [--reopen] [--reinitialize]
                     [--seconds S]
@@ -26,7 +28,14 @@ def say(**fields) -> None:
     print(json.dumps(fields), flush=True)
 
 
-def keys(session, label: str):
+def keys(session, label: str, rsa: bool = False):
+    if rsa:
+        try:
+            return (session.get_key(ObjectClass.PRIVATE_KEY, KeyType.RSA, label=label + "-rsa"),
+                    session.get_key(ObjectClass.PUBLIC_KEY, KeyType.RSA, label=label + "-rsa"))
+        except pkcs11.NoSuchKey:
+            public, private = session.generate_keypair(KeyType.RSA, 2048, label=label + "-rsa", store=True)
+            return private, public
     try:
         return (session.get_key(ObjectClass.PRIVATE_KEY, KeyType.EC, label=label),
                 session.get_key(ObjectClass.PUBLIC_KEY, KeyType.EC, label=label))
@@ -56,10 +65,11 @@ def main() -> int:
     verify, reopen, reinitialize = ("--verify" in sys.argv, "--reopen" in sys.argv,
                                     "--reinitialize" in sys.argv)
     seconds = float(sys.argv[sys.argv.index("--seconds") + 1]) if "--seconds" in sys.argv else None
+    parts = int(sys.argv[sys.argv.index("--parts") + 1]) if "--parts" in sys.argv else 0
     lib = pkcs11.lib(module)
     token = lib.get_token(token_label=token_label)
     session = open_session(token, pin)
-    private, public = keys(session, label)
+    private, public = keys(session, label, rsa=bool(parts))
     failures = 0
     ends = time.monotonic() + seconds if seconds else None
     for n in range(count):
@@ -67,8 +77,14 @@ def main() -> int:
             break
         digest = hashlib.sha256(b"payload %d" % n).digest()
         try:
-            signature = private.sign(digest, mechanism=Mechanism.ECDSA)
-            if verify and not public.verify(digest, signature, mechanism=Mechanism.ECDSA):
+            if parts:  # an iterable: python-pkcs11 signs it with C_SignUpdate per part
+                chunks = [b"part %d of message %d;" % (k, n) for k in range(parts)]
+                signature = private.sign(iter(chunks), mechanism=Mechanism.SHA256_RSA_PKCS)
+                good = public.verify(b"".join(chunks), signature, mechanism=Mechanism.SHA256_RSA_PKCS)
+            else:
+                signature = private.sign(digest, mechanism=Mechanism.ECDSA)
+                good = public.verify(digest, signature, mechanism=Mechanism.ECDSA) if verify else True
+            if not good:
                 failures += 1
                 say(n=n, ok=False, error="wrong signature")
                 continue
@@ -83,7 +99,7 @@ def main() -> int:
                     lib.reinitialize()
                     token = lib.get_token(token_label=token_label)
                 session = open_session(token, pin)
-                private, public = keys(session, label)
+                private, public = keys(session, label, rsa=bool(parts))
                 say(n=n, reopened=True)
             except PKCS11Error as again:
                 say(n=n, reopened=False, error=error_name(again))
