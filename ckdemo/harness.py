@@ -69,7 +69,8 @@ def build_groups(settings: Settings, slots: list) -> list:
     for number, group in enumerate(ha_config.groups(settings.conf)):
         config = GroupConfig(group.label, group.serial, ha.interval_s, ha.reconnect_attempts,
                              HA_SLOT_ID_BASE + number, synchronize_on_recovery=ha_config.
-                             synchronize_on_recovery(settings.conf, group.label))
+                             synchronize_on_recovery(settings.conf, group.label),
+                             recovery_mode=ha.recovery_mode)
         members = [(serial, *by_serial.get(serial, (None, ""))) for serial in group.members]
         groups.append(build_group(
             config, members, log=log,

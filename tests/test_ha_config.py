@@ -142,7 +142,7 @@ def test_luna_file_settings_drive_the_running_group(luna):
     assert done.returncode == 0, done.stdout + done.stderr
     m1, m2, m3 = luna.member_serials
     assert f"   HSM {m2} - CKR_DEVICE_ERROR" in done.stdout
-    assert "Recovery: every 7 s, 3 attempts; load balancing on." in done.stdout
+    assert "Recovery (activeBasic, inside a call): every 7 s, 3 attempts; load balancing on." in done.stdout
     log = (luna.logs / "haErrorLog.txt").read_text().splitlines()
     assert len(log) == 1, log
     match = LOG_LINE.match(log[0])
@@ -222,6 +222,7 @@ def test_hagroup_show_on_a_fresh_home(run_ckdemo, home):
         f"3    {m3}  member3  yes      CKR_OK\n"
         "\n"
         "reconnAtt = -1 (unlimited); AutoReconnectInterval = 60 s; HAOnly = 0; haLogStatus = disabled\n"
+        "Recovery mode:     activeBasic (inside an application call)\n"
         "Per-member call counts belong to a running session: menu choice 122.\n")
 
 
@@ -241,7 +242,7 @@ def test_retry_and_interval_create_and_fill_haconfiguration(run_ckdemo, home):
            "haLogStatus = disabled" in show.stdout.splitlines()
     stats = run_ckdemo(home, "run", "-", input="122\n5\n0\n")
     assert stats.returncode == 0, stats.stdout
-    assert "Recovery: every 2.5 s, 4 attempts; load balancing on." in stats.stdout
+    assert "Recovery (activeBasic, inside a call): every 2.5 s, 4 attempts; load balancing on." in stats.stdout
 
 
 def test_interval_alone_creates_haconfiguration(run_ckdemo, home):

@@ -183,7 +183,7 @@ def test_member_stats_after_the_demo(demo):
     assert [(r[1], r[2], r[3], r[5]) for r in rows] == [
         (demo.serials[label], label, "active", "-") for label in MEMBERS]
     assert all(int(r[4]) >= 1 for r in rows), rows  # every member served calls
-    assert lines[start + 5] == "Recovery: every 2 s, unlimited attempts; load balancing on."
+    assert lines[start + 5] == "Recovery (activeBasic, inside a call): every 2 s, unlimited attempts; load balancing on."
 
 
 # ------------------------------------------------------------------------------ the golden file

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -777,3 +778,49 @@ def test_an_object_another_session_destroyed_and_this_one_made_again_is_listed_l
     b.destroy_object(first)
     make("again-1")
     assert [a.get_attributes(h, [CKA_LABEL])[CKA_LABEL] for h in a.find_objects(wanted)] == ["again-2", "again-1"]
+
+
+def wait_for(condition, what: str, seconds: float = 10.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.01)
+
+
+def looked(ha: HA, times: int) -> None:
+    """Until the background recovery thread has looked `times` times more."""
+    start = ha.group.background.passes
+    wait_for(lambda: ha.group.background.passes >= start + times, "the background thread stopped")
+
+
+def test_active_enhanced_recovers_in_the_background_with_no_call_and_obeys_x_and_n(ha):
+    """Luna's activeEnhanced: the group's own thread tries a failed member every X s (the
+    policy's clock, here the test's), N times at most, and takes it back without any
+    application call; activeBasic (the seed) again afterwards."""
+    m1 = ha.group.members[0]
+    ha.group.policy.retries = 2
+    ha.group.set_recovery_mode("activeEnhanced")
+    try:
+        assert ha.group.background.running and not ha.group.recovery.in_calls
+        ha.group.background.poll_s = 0.01  # the policy's clock is the test's: look often
+        mark = len(ha.group.log.events)
+        ha.group.fail_member(m1)
+        ha.status()
+        ha.clock.advance(ha.x + 1)  # X has passed: one attempt (the member is still dead)
+        wait_for(lambda: m1.recovery.recover_attempt_count == 1, "no background attempt after X")
+        ha.clock.advance(ha.x / 2)
+        looked(ha, 3)  # the thread looks three times more: not due before X
+        assert m1.recovery.recover_attempt_count == 1
+        ha.clock.advance(ha.x)
+        wait_for(lambda: m1.recovery.recover_attempt_count == 2, "no second attempt")
+        ha.group.restore_member(m1)
+        ha.clock.advance(ha.x + 1)
+        looked(ha, 3)  # N = 2 attempts spent: the restored member stays out
+        assert not m1.active and ha.group.recovery_exhausted()
+        ha.group.policy.retries = -1  # hagroup retry -count -1: attempts again
+        wait_for(lambda: m1.active, "the background thread did not take the member back")
+        assert ha.events(m1.serial, mark) == ["failed", "recovery-attempt", "recovery-attempt",
+                                              "recovered"]
+    finally:
+        ha.group.set_recovery_mode("activeBasic")
+    assert ha.group.background is None and ha.group.recovery.in_calls

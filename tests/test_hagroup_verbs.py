@@ -1,7 +1,7 @@
 """LunaCM's `hagroup` verbs as Luna users type them (issue 11), on real SoftHSM2 tokens.
 
 - listgroups, recover, haonly -enable/-disable/-show, synchronize -enable/-disable,
-  addmember/removemember, recoverymode (refused, with why), beside ckdemo's own spellings;
+  addmember/removemember, recoverymode, beside ckdemo's own spellings;
 - `hagroup show` / `listgroups` on a Luna client's Chrystoki.conf when the Luna library is not on
   this machine: the groups from the file, and the members' live state only when the library loads;
 - a change made while a menu runs: the menu re-reads the file before the next choice (tmux drives
@@ -94,7 +94,7 @@ def test_show_a_luna_file_without_the_luna_library(luna):
            f"haLogStatus = enabled; haLogPath = {luna.logs}" in lines
     [why] = [line for line in lines if line.startswith("Members' live state not shown:")]
     assert f"cannot use PKCS#11 library {MISSING_LUNA_LIBRARY}" in why
-    assert "VirtualTokenActiveRecovery = activeBasic: not honoured" in out
+    assert "Recovery mode:     activeBasic (inside an application call)" in out
 
 
 def test_listgroups_a_luna_file_without_the_luna_library(luna):
@@ -181,16 +181,24 @@ def test_retry_and_interval_take_lunacm_spellings(run_ckdemo, home):
     assert "   reconnAtt = 2;\n" in text and "   AutoReconnectInterval = 7;\n" in text
 
 
-def test_recoverymode_is_refused_with_why(run_ckdemo, home):
+def test_recoverymode_sets_luna_s_key_and_shows_it(run_ckdemo, home):
     conf = home / "Chrystoki.conf"
-    before = conf.read_bytes()
-    for args in (("-mode", "activeEnhanced"), ("--mode", "activeBasic"), ()):
-        line = refused(run_ckdemo(home, "hagroup", "recoverymode", *args))
-        assert line.startswith("ckdemo: hagroup recoverymode is not supported:")
-        assert "background thread" in line and "start of a call" in line
-    assert conf.read_bytes() == before
-    assert "'fast' is not one of 'activeBasic', 'activeEnhanced'" in run_ckdemo(
-        home, "hagroup", "recoverymode", "-mode", "fast").stderr
+    shown = run_ckdemo(home, "hagroup", "recoverymode")
+    assert shown.returncode == 0 and "Recovery mode: activeBasic" in shown.stdout, shown.stderr
+    done = run_ckdemo(home, "hagroup", "recoverymode", "-mode", "activeenhanced")  # any case
+    assert done.returncode == 0, done.stderr
+    assert "VirtualTokenActiveRecovery = activeEnhanced" in conf.read_text()
+    assert "Recovery mode:     activeEnhanced (in the background" in \
+        run_ckdemo(home, "hagroup", "listgroups").stdout
+    assert run_ckdemo(home, "hagroup", "recoverymode", "--mode", "activeBasic").returncode == 0
+    assert "VirtualTokenActiveRecovery = activeBasic" in conf.read_text()
+    refused_mode = run_ckdemo(home, "hagroup", "recoverymode", "-mode", "fast")
+    assert refused_mode.returncode == 2 and "'fast' is not one of" in refused_mode.stderr
+    text = conf.read_text().replace("VirtualTokenActiveRecovery = activeBasic",
+                                    "VirtualTokenActiveRecovery = sometimes")
+    conf.write_text(text)
+    bad = run_ckdemo(home, "hagroup", "recoverymode")
+    assert bad.returncode == 2 and "'sometimes': one of activeBasic, activeEnhanced" in bad.stderr
 
 
 def test_hasynchronize_switch_decides_what_ha_login_completes(run_ckdemo, menu, home, independent):
@@ -352,7 +360,7 @@ def test_a_running_menu_picks_up_interval_and_retry_and_names_haonly(home, ckdem
         [ha_slot] = re.findall(r"slot#(\d+) - HA Virtual Card Slot", screen)
         pane.answer("Select a slot:", ha_slot)
         screen = since(pane.wait_for_prompt(PROMPT), "Select a slot: " + ha_slot)
-        assert "Recovery: every 60 s, unlimited attempts" in screen
+        assert "Recovery (activeBasic, inside a call): every 60 s, unlimited attempts" in screen
 
         # member2 fails, then its failure is lifted: with X = 60 s it stays out
         pane.answer(PROMPT, "120")
@@ -379,7 +387,7 @@ def test_a_running_menu_picks_up_interval_and_retry_and_names_haonly(home, ckdem
         pane.answer(PROMPT, "122")
         pane.answer("Select a slot:", ha_slot)
         screen = since(pane.wait_for_prompt(PROMPT), "Select a slot: " + ha_slot)
-        assert "Recovery: every 0.5 s, 2 attempts" in screen
+        assert "Recovery (activeBasic, inside a call): every 0.5 s, 2 attempts" in screen
 
         # HAOnly cannot change under a running menu: it says so and keeps its slot list
         ok(run_ckdemo(home, "hagroup", "haonly", "-enable"))

@@ -166,3 +166,28 @@ def test_status_through_the_server_says_when_recovery_is_off(home, ckdemo_bin, r
         code = stop_server(served)
     no_traceback(served.log())
     assert code == 0, served.log()
+
+
+def test_active_enhanced_recovers_a_member_in_the_background_with_no_application_call(
+        home, ckdemo_bin, run_ckdemo):
+    """`hagroup recoverymode -mode activeEnhanced`, X = 0.3 s: a member failed through the control
+    channel (and seen failed by HA Status), then restored, is taken back by serve's own recovery
+    thread: the HA log line comes with no application connected and no call after the restore."""
+    assert run_ckdemo(home, "hagroup", "recoverymode", "-mode", "activeEnhanced").returncode == 0
+    assert run_ckdemo(home, "hagroup", "interval", "--seconds", "0.3").returncode == 0
+    served = start_server(ckdemo_bin, home, None, home.parent / "serve.log")
+    try:
+        assert "recovery activeEnhanced (in the background), every 0.3 s" in served.log()
+        failed = run_ckdemo(home, "member", "fail", "member2")
+        assert failed.returncode == 0, failed.stderr
+        serial = re.search(r"HSM (\S+) \(member2\) is down", failed.stdout).group(1)
+        status = run_ckdemo(home, "hagroup", "status")  # HA Status asks every member: detected
+        assert member_status(status.stdout)[serial] == "CKR_DEVICE_ERROR", status.stdout
+        restored = run_ckdemo(home, "member", "restore", "member2")
+        assert restored.returncode == 0, restored.stderr
+        served.wait_for_log(f"member {serial} recovered")
+        assert "connection 1 opened" not in served.log()  # no application made it happen
+    finally:
+        code = stop_server(served)
+        no_traceback(served.log())
+        assert code == 0, served.log()

@@ -21,13 +21,6 @@ NOT_LIVE_BECAUSE = {
     "HASynchronize": " (the group is built at start)",
     "members": " (the group is built at start)",
 }
-RECOVERY_MODE_UNSUPPORTED = (
-    "hagroup recoverymode is not supported: Luna's activeBasic and activeEnhanced modes both "
-    "recover members in a background thread, while ckdemo's HA layer recovers a member at the "
-    "start of a call on the HA slot (the seed's rule: every X s, N attempts; hagroup interval, "
-    "hagroup retry), so neither mode can be honoured")
-
-
 @click.group()
 def hagroup() -> None:
     """HA groups and settings in Chrystoki.conf (Luna's lunacm 'hagroup' commands; lunacm's
@@ -89,11 +82,29 @@ def recover(ctx: click.Context) -> None:
 
 
 @hagroup.command()
-@click.option("--mode", "-mode", type=click.Choice(["activeBasic", "activeEnhanced"]),
-              help="Luna's recovery mode; ckdemo cannot honour either (the command says why).")
-def recoverymode(mode: str | None) -> None:
-    """Luna's recovery mode (activeBasic, activeEnhanced): not supported by ckdemo."""
-    raise Fail(RECOVERY_MODE_UNSUPPORTED)
+@click.option("--mode", "-mode", type=click.Choice(["activeBasic", "activeEnhanced"], case_sensitive=False),
+              help="activeBasic: recovery inside application calls (the default); activeEnhanced: "
+                   "in the background, every X s, with no call needed.")
+@click.pass_context
+def recoverymode(ctx: click.Context, mode: str | None) -> None:
+    """Set (or, without -mode, show) Luna's recovery mode: VirtualToken VirtualTokenActiveRecovery."""
+    from ..config import ha
+    if mode is None:
+        settings = settings_for(ctx)
+        try:
+            now = ha.recovery_mode(settings.conf)
+        except ValueError as exc:
+            raise Fail(str(exc)) from None
+        click.echo(f"Recovery mode: {now} ({_mode_words(now)})")
+        return
+    chosen = next(m for m in ha.RECOVERY_MODES if m.lower() == mode.lower())
+    _edit_conf(ctx, lambda conf: ha.set_recovery_mode(conf, chosen), APPLIED_LIVE)
+
+
+def _mode_words(mode: str) -> str:
+    return ("a failed member is tried in the background every X s, no application call needed"
+            if mode == "activeEnhanced" else "a failed member is tried inside an application call, "
+            "every X s (the seed)")
 
 
 # ---- switches: haonly, log, synchronize -----------------------------------------------------------

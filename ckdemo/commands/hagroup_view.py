@@ -33,8 +33,9 @@ def _not_live(why: str | None) -> list[str]:
 
 def _recovery_mode_note(conf) -> list[str]:
     mode = ha.recovery_mode(conf)
-    return [f"{ha.RECOVERY_MODE} = {mode}: not honoured (ckdemo recovers a member at the start of "
-            "a call; `ckdemo hagroup recoverymode` says why)"] if mode else []
+    return [f"Recovery mode:     {mode} ("
+            + ("in the background, no application call needed" if mode == "activeEnhanced"
+               else "inside an application call") + ")"]
 
 
 def _groups(settings, live: LiveState | None) -> list[tuple] | str:

@@ -112,6 +112,11 @@ def serve(ctx: click.Context, socket_path: str | None, which: str, isolated: boo
     click.echo(f"pkcs11-tool --module {P11KIT_CLIENT} -L")
     for exposed in server.slots:
         _say(f"serving slot {exposed.slot_id:#x}: {_described(exposed)}")
+    for group in groups:
+        where = "in the background" if group.recovery_mode == "activeEnhanced" else "inside a call"
+        _say(f"HA group {group.serial}: recovery {group.recovery_mode} ({where}), every "
+             f"{group.policy.interval_s:g} s, "
+             f"{'unlimited' if group.policy.retries < 0 else group.policy.retries} attempts")
     local = [m for m in settings.member_labels() if m not in settings.remote_members()]
     if local:
         _say(_isolation_line(local, settings.isolated_members()))

@@ -62,6 +62,7 @@ class HASettings:
     ha_only: bool = False  # HAOnly
     log_enabled: bool = False  # haLogStatus
     log_path: str | None = None  # haLogPath (a folder in Luna; a file or folder here)
+    recovery_mode: str = "activeBasic"  # VirtualToken.VirtualTokenActiveRecovery
 
 
 def groups(conf: ChrystokiConf) -> list[GroupConfig]:
@@ -98,7 +99,8 @@ def settings(conf: ChrystokiConf) -> HASettings:
     return HASettings(DEFAULT_RECOVERY_RETRIES if retries is None else parse_retries(retries),
                       DEFAULT_RECOVERY_INTERVAL_S if interval is None else parse_interval(interval),
                       (conf.get(HA_CONFIGURATION, "HAOnly") or "0").strip() == "1",
-                      status == "enabled", conf.get(HA_CONFIGURATION, "haLogPath"))
+                      status == "enabled", conf.get(HA_CONFIGURATION, "haLogPath"),
+                      recovery_mode(conf))
 
 
 def synchronize_on_recovery(conf: ChrystokiConf, label: str) -> bool:
@@ -111,10 +113,22 @@ def set_synchronize(conf: ChrystokiConf, label: str, on: bool) -> None:
     conf.set(HA_SYNCHRONIZE, label, "1" if on else "0")
 
 
-def recovery_mode(conf: ChrystokiConf) -> str | None:
-    """VirtualTokenActiveRecovery as written by lunacm, if the file has it (ckdemo does not honour
-    it: see `hagroup recoverymode`)."""
-    return conf.get(VIRTUAL_TOKEN, RECOVERY_MODE)
+RECOVERY_MODES = ("activeBasic", "activeEnhanced")
+
+
+def recovery_mode(conf: ChrystokiConf) -> str:
+    """VirtualTokenActiveRecovery as lunacm writes it (hagroup recoverymode): activeBasic (the
+    default: recovery inside application calls) or activeEnhanced (in the background); any case."""
+    value = (conf.get(VIRTUAL_TOKEN, RECOVERY_MODE) or "activeBasic").strip()
+    for mode in RECOVERY_MODES:
+        if value.lower() == mode.lower():
+            return mode
+    raise ValueError(f"{VIRTUAL_TOKEN}.{RECOVERY_MODE} = {value!r}: one of {', '.join(RECOVERY_MODES)}")
+
+
+def set_recovery_mode(conf: ChrystokiConf, mode: str) -> None:
+    """lunacm: hagroup recoverymode -mode activeBasic|activeEnhanced."""
+    conf.set(VIRTUAL_TOKEN, RECOVERY_MODE, mode)
 
 
 def find_group(conf: ChrystokiConf, ref: str | None) -> GroupConfig:

@@ -3,7 +3,7 @@
 Before each choice the menu asks `ConfigWatch.poll()`; when Chrystoki.conf has changed (a new
 mtime, size or inode: `hagroup` saves by renaming a new file over the old one), it is read again.
 Recovery X and N (AutoReconnectInterval, reconnAtt) are handed to each group's policy through
-`configure()`. What a running process cannot change under its user is named instead, with the
+`configure()`, the recovery mode (VirtualTokenActiveRecovery) through `set_recovery_mode()`. What a running process cannot change under its user is named instead, with the
 value it keeps until it restarts: HAOnly (the slot list, and the slot numbers scripts and open
 sessions use), haLogStatus/haLogPath (the log is opened at start), HASynchronize and the
 members of a group (the group is built at start).
@@ -26,6 +26,8 @@ class Configurable(Protocol):
 class WatchedGroup(Protocol):
     label: str
     policy: Configurable
+
+    def set_recovery_mode(self, mode: str) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -83,6 +85,13 @@ class ConfigWatch:
                 group.policy.configure(interval_s=x, retries=n)
             notices.append(f"{self.path.name} changed: recovery every {x:g} s, "
                            f"{retries_words(n)}, from this choice on")
+        mode = new.settings.recovery_mode
+        if mode != old.settings.recovery_mode and self.groups:
+            for group in self.groups:
+                group.set_recovery_mode(mode)
+            notices.append(f"{self.path.name} changed: recovery mode {mode} ("
+                           + ("in the background" if mode == "activeEnhanced" else
+                              "inside application calls") + "), from this choice on")
         kept = self.running
         for name, before, after, running in (
                 ("HAOnly", old.settings.ha_only, new.settings.ha_only, kept.settings.ha_only),

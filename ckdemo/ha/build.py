@@ -26,6 +26,7 @@ class GroupConfig:
     slot_id: int = 0
     balance: bool = True
     synchronize_on_recovery: bool = True
+    recovery_mode: str = "activeBasic"  # lunacm: hagroup recoverymode (activeEnhanced: background)
 
 
 def build_group(config: GroupConfig, members: Sequence[tuple[str, Any, str]],
@@ -37,4 +38,4 @@ def build_group(config: GroupConfig, members: Sequence[tuple[str, Any, str]],
                    RecoveryPolicy(config.interval_s, config.retries, clock), log,
                    slot_id=config.slot_id, balance=config.balance, state_lock=state_lock,
                    synchronize_on_recovery=config.synchronize_on_recovery, pin_lock=pin_lock,
-                   vault=vault)
+                   vault=vault, recovery_mode=config.recovery_mode)

@@ -22,7 +22,7 @@ from .member import HAMember, MemberState
 from .vault import Vault
 from .pin_lock import PIN_FLAG_NAMES, PIN_FLAGS, PinLock
 from .policy import RecoveryPolicy
-from .recovery import Recovery
+from .recovery import ACTIVE_BASIC, ACTIVE_ENHANCED, RECOVERY_MODES, BackgroundRecovery, Recovery
 from .synchronization import Synchronizer
 from .session import VirtualSession
 
@@ -36,7 +36,7 @@ class HAGroup(Slot):
                  log: HALog | None = None, slot_id: int = 0, balance: bool = True,
                  state_lock: Callable[[], AbstractContextManager] = nullcontext,
                  synchronize_on_recovery: bool = True, pin_lock: PinLock | None = None,
-                 vault: Vault | None = None) -> None:
+                 vault: Vault | None = None, recovery_mode: str = ACTIVE_BASIC) -> None:
         self.label = label
         self.serial = serial
         self.members = members
@@ -77,6 +77,31 @@ class HAGroup(Slot):
             member.index = index
             if not member.active:
                 self.recovery.disconnect(member, "not found at start")
+        self.background: BackgroundRecovery | None = None
+        self.recovery_mode = ACTIVE_BASIC
+        self.set_recovery_mode(recovery_mode)
+
+    def set_recovery_mode(self, mode: str) -> None:
+        """activeBasic: recovery inside application calls (the seed); activeEnhanced: in the
+        background, with no call needed (lunacm: hagroup recoverymode -mode ...)."""
+        if mode not in RECOVERY_MODES:
+            raise ValueError(f"recovery mode {mode!r}: one of {', '.join(RECOVERY_MODES)}")
+        if mode == self.recovery_mode and (mode == ACTIVE_BASIC or self.background is not None):
+            return
+        if self.background is not None:
+            self.background.stop()
+            self.background = None
+        self.recovery_mode = mode
+        if mode == ACTIVE_ENHANCED:
+            self.background = BackgroundRecovery(
+                self.recovery, self.policy, self.serial,
+                log=lambda line: self.log.record(self.serial, "-", "background-recovery", line)).start()
+
+    def close(self) -> None:
+        """Stop what runs in the background (activeEnhanced's recovery thread)."""
+        if self.background is not None:
+            self.background.stop()
+            self.background = None
 
     # ---- members ------------------------------------------------------------------------------
     @property

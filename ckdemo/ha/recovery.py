@@ -1,11 +1,17 @@
-"""The seed's detection and auto-recovery, inside every call on the HA slot: a member that fails
-is disconnected; at the start of a later call, once the policy says so, it is reconnected,
-checked to be the same token, logged in again and brought up to date.
+"""The seed's detection and auto-recovery: a member that fails is disconnected; once the policy
+says so (every X s, N attempts), it is reconnected, checked to be the same token, logged in
+again and brought up to date. Where the attempt runs is Luna's recovery mode:
+
+- activeBasic (the seed, the default): at the start of an application's call on the HA slot;
+- activeEnhanced: in a background thread of the group, with no application call needed
+  (`BackgroundRecovery`); application calls then never carry a recovery.
 
 Recovery is an object the group owns; what it uses of the group is declared in GroupView.
 """
 from __future__ import annotations
 
+import atexit
+import threading
 from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Callable, Protocol
 
@@ -23,6 +29,10 @@ from .vault import Vault
 _ACTIVE = MemberState.ACTIVE
 
 KEY_CLASSES = (CKO_PUBLIC_KEY, CKO_PRIVATE_KEY, CKO_SECRET_KEY)
+ACTIVE_BASIC, ACTIVE_ENHANCED = "activeBasic", "activeEnhanced"  # lunacm: hagroup recoverymode
+RECOVERY_MODES = (ACTIVE_BASIC, ACTIVE_ENHANCED)
+BACKGROUND_POLL_S = 0.5  # how often the background thread looks (at most; X/4 when X is shorter)
+BACKGROUND_STOP_S = 5.0  # how long stopping waits for an attempt under way
 
 
 class GroupView(Protocol):
@@ -56,8 +66,14 @@ class Recovery:
 
     def __init__(self, group: GroupView) -> None:
         self.group = group
+        self.in_calls = True  # activeBasic; activeEnhanced: the background thread recovers
 
     def before_call(self) -> None:
+        if self.in_calls:
+            self.recover_due()
+
+    def recover_due(self) -> None:
+        """Every member whose attempt is due (the policy's X and N) is tried now."""
         members = self.group.members
         for member in members:
             if member.state is not _ACTIVE:
@@ -241,3 +257,47 @@ def key_objects(session) -> list[int]:
     for cls in KEY_CLASSES:
         handles.extend(session.find_objects({CKA_CLASS: cls}))
     return [h for h in handles if session.get_attributes(h, [CKA_ID]).get(CKA_ID)]
+
+
+class BackgroundRecovery:
+    """activeEnhanced: a thread that tries the members whose attempt is due (the same X and N,
+    the same counters), so a failed member comes back with no application call. Stopped by
+    stop() and at interpreter exit (no member library is called while Python shuts down)."""
+
+    def __init__(self, recovery: Recovery, policy, name: str,
+                 log: Callable[[str], None] = lambda line: None) -> None:
+        self.recovery = recovery
+        self.policy = policy
+        self.log = log
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name=f"ha-recovery-{name}", daemon=True)
+        self.poll_s: float | None = None  # how often it looks (None: X/4, at most BACKGROUND_POLL_S)
+        self.passes = 0  # times it looked
+        self.attempts = 0  # ... and found a member due
+
+    def start(self) -> "BackgroundRecovery":
+        self.recovery.in_calls = False
+        self.thread.start()
+        atexit.register(self.stop)
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self.thread.is_alive() and self.thread is not threading.current_thread():
+            self.thread.join(BACKGROUND_STOP_S)
+        self.recovery.in_calls = True
+        atexit.unregister(self.stop)
+
+    @property
+    def running(self) -> bool:
+        return self.thread.is_alive() and not self._stop.is_set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.poll_s or min(BACKGROUND_POLL_S, max(0.01, self.policy.interval_s / 4))):
+            self.passes += 1
+            try:
+                if any(self.recovery._due(m) for m in self.recovery.group.members):
+                    self.attempts += 1
+                    self.recovery.recover_due()
+            except Exception as error:  # never end the thread: the next pass tries again
+                self.log(f"background recovery: {type(error).__name__}: {error}")

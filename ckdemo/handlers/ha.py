@@ -92,13 +92,14 @@ def recover_now(ctx: Context) -> None:
 def member_stats(ctx: Context) -> None:
     _, group = _choose_group(ctx)
     rows = []
+    retries = group.policy.retries
+    most = "unlimited" if retries < 0 else str(retries)
     for n, m in enumerate(group.members, start=1):
         r = m.recovery
         rows.append((n, m.serial, m.label, m.state.value, m.calls,
-                     r.recover_attempt_count if r else "-"))
+                     f"{r.recover_attempt_count} of {most}" if r else "-"))
     ctx.table(rows, ["#", "HSM", "Label", "State", "Calls", "Recovery attempts"])
-    retries = group.policy.retries
-    ctx.say(f"Recovery: every {group.policy.interval_s:g} s, "
-            f"{'unlimited' if retries < 0 else retries} attempts; "
-            f"load balancing {'on' if group.balance else 'off'}.")
+    where = "in the background" if group.recovery_mode == "activeEnhanced" else "inside a call"
+    ctx.say(f"Recovery ({group.recovery_mode}, {where}): every {group.policy.interval_s:g} s, "
+            f"{most} attempts; load balancing {'on' if group.balance else 'off'}.")
     _exhausted_notice(ctx, group)
