@@ -27,7 +27,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-P11KIT_CLIENT = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so"  # Debian 12's p11-kit-modules
 OPERATIONS = ("rsa-sign", "random")
 START_TIMEOUT_S = 30.0
 CLIENT_TIMEOUT_S = 120.0  # one round plus set-up; a client that stays silent longer is stuck

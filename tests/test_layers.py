@@ -231,12 +231,13 @@ MAY_IMPORT: dict[str, set[str]] = {
     "ckdemo.attributes": FOUNDATIONS,
     "ckdemo.interprocess": FOUNDATIONS,
     "ckdemo.childenv": FOUNDATIONS,
+    "ckdemo.libraries": set(),  # standard library only: scripts/bootstrap runs it before any venv
     "ckdemo.rpc": FOUNDATIONS,
     "ckdemo.members": FOUNDATIONS | {"ckdemo.slots", "ckdemo.rpc", "ckdemo.childenv",
                                      "ckdemo.interprocess", "pkcs11", "ctypes"},
     "ckdemo.ha": FOUNDATIONS | {"ckdemo.slots"},
     "ckdemo.config": FOUNDATIONS | {"ckdemo.ha"},  # the HA settings name the recovery defaults
-    "ckdemo.provision": FOUNDATIONS | {"ckdemo.config", "ckdemo.childenv"},
+    "ckdemo.provision": FOUNDATIONS | {"ckdemo.config", "ckdemo.childenv", "ckdemo.libraries"},
     "ckdemo.settings": FOUNDATIONS | {"ckdemo.config", "ckdemo.ha", "ckdemo.provision"},
     "ckdemo.tokeninit": FOUNDATIONS | {"ckdemo.ha", "ckdemo.members"},
     "ckdemo.workspace": FOUNDATIONS | {"ckdemo.slots"},
@@ -251,7 +252,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "ckdemo.soak": FOUNDATIONS | {"ckdemo.known_keys"},
     "ckdemo.bench_serve": FOUNDATIONS | {"ckdemo.childenv"},
     "ckdemo.commands": FOUNDATIONS | {"ckdemo.bench", "ckdemo.bench_serve", "ckdemo.soak", "ckdemo.config",
-                                      "ckdemo.ha", "ckdemo.harness", "ckdemo.members", "ckdemo.menu",
+                                      "ckdemo.ha", "ckdemo.harness", "ckdemo.libraries", "ckdemo.members", "ckdemo.menu",
                                       "ckdemo.provision", "ckdemo.screens", "ckdemo.serve", "ckdemo.settings",
                                       "click", "tabulate"},
     "ckdemo.cli": {"ckdemo.commands", "ckdemo.config", "ckdemo.menu", "ckdemo.provision", "ckdemo.replay",

@@ -26,14 +26,15 @@ def bench_serve(ctx: click.Context, seconds: float, rounds: int, pin: str | None
     sign by two clients at once; rounds alternate in one run."""
     import json
     from tabulate import tabulate
-    from .. import bench_serve as measure
+    from .. import bench_serve as measure, libraries
 
     settings = settings_for(ctx)
-    missing = [what for what, there in (("p11-kit", shutil.which("p11-kit")),
-                                        (measure.P11KIT_CLIENT, Path(measure.P11KIT_CLIENT).exists()))
-               if not there]
-    if missing:
-        raise Fail(f"bench-serve needs {' and '.join(missing)} (Debian: p11-kit, p11-kit-modules)")
+    if not shutil.which("p11-kit"):
+        raise Fail("bench-serve needs the p11-kit command; on Debian or Ubuntu: apt-get install p11-kit")
+    try:
+        libraries.find(libraries.P11KIT_CLIENT)  # the clients load it (scripts/bench-serve-client)
+    except libraries.LibraryNotFound as missing:
+        raise Fail(f"bench-serve: {missing}") from None
     members = [m.strip() for m in (settings.conf.get("CKDemo", "Members") or "").split(",") if m.strip()]
     softhsm_conf = settings.conf.get("CKDemo", "SoftHSM2Conf")
     library = settings.conf.get("CKDemo", "Library00")
