@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .codes import CKRError
+from .histogram import LatencyHistogram
 from .known_keys import KNOWN_AES256, KNOWN_EC_P256, KNOWN_RSA2048
 from .model import CKM_ECDSA, CKM_SHA256_RSA_PKCS, KeySpec
 
@@ -76,7 +77,7 @@ class Result:
     ops: int = 0
     errors: int = 0
     seconds: float = 0.0  # measured time, all rounds together
-    latencies_ns: list[int] = field(default_factory=list)
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)  # ns, bounded memory
     member_share: dict[str, float] = field(default_factory=dict)
     first_error: str = ""
 
@@ -84,19 +85,11 @@ class Result:
     def ops_per_s(self) -> float:
         return self.ops / self.seconds if self.seconds else 0.0
 
-    def percentile(self, p: float) -> float:
-        """Latency in microseconds."""
-        if not self.latencies_ns:
-            return 0.0
-        ordered = sorted(self.latencies_ns)
-        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] / 1000
-
     def as_dict(self) -> dict[str, Any]:
         return {"slot": self.slot, "operation": self.operation, "threads": self.threads,
                 "ops": self.ops, "errors": self.errors, "measured_s": round(self.seconds, 3),
                 "ops_per_s": round(self.ops_per_s, 1),
-                "latency_us": {"p50": self.percentile(50), "p95": self.percentile(95),
-                               "p99": self.percentile(99), "max": self.percentile(100)},
+                "latency_us": self.latency.percentiles_us(),
                 "member_share": self.member_share, "first_error": self.first_error}
 
 
@@ -147,7 +140,7 @@ def run_for(calls: list[Callable[[], Any]], seconds: float, result: Result,
     started_calls = itertools.count(1)
 
     def worker(call: Callable[[], Any]) -> None:
-        local, errors, first = [], 0, ""
+        local, done, errors, first = LatencyHistogram(), 0, 0, ""
         untold, told_at = 0, time.perf_counter()  # calls not yet passed to tick, and when last
         while (now := time.perf_counter()) < stop_at and (not count or next(started_calls) <= count):
             if untold and (untold >= TICK_CALLS or now - told_at >= TICK_S):
@@ -161,10 +154,11 @@ def run_for(calls: list[Callable[[], Any]], seconds: float, result: Result,
                 errors += 1
                 first = first or str(exc)
                 continue
-            local.append(time.perf_counter_ns() - start)
+            local.record(time.perf_counter_ns() - start)
+            done += 1
         with lock:
-            result.latencies_ns.extend(local)
-            result.ops += len(local)
+            result.latency.merge(local)
+            result.ops += done
             result.errors += errors
             result.first_error = result.first_error or first
         tick(untold)

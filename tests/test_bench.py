@@ -9,6 +9,7 @@ import re
 import select
 import struct
 import subprocess
+import sys
 import termios
 import time
 import pty
@@ -189,3 +190,24 @@ def test_json_to_a_pipe_while_the_bar_goes_to_the_terminal(shared_home, ckdemo_b
     assert json.loads(piped)["results"][0]["ops"] == 600  # stdout is pure JSON
     last = frames(chunks)[-1][1]
     assert re.search(r"100%  600/600 calls  ETA 0:00  \(slot#2\)", last), last
+
+
+MEMORY_LIMIT_MB = 60
+
+
+def test_memory_stays_bounded_however_many_calls(shared_home, ckdemo_bin):
+    """`--op random` makes ~250,000 calls a second: keeping every latency grew ~11 MB a second
+    (143 MB peak for 2 x 5 s); the histogram keeps the process under MEMORY_LIMIT_MB."""
+    measure = ("import resource, subprocess, sys\n"
+               "done = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE)\n"
+               "print(done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+               "print(done.stdout.decode())")
+    done = subprocess.run([sys.executable, "-c", measure, str(ckdemo_bin), "--home", str(shared_home),
+                           "bench", "--op", "random", "--slot", "both", "--seconds", "3", "--json"],
+                          capture_output=True, text=True, env=clean_env(), timeout=60)
+    code, peak_kb = map(int, done.stdout.split("\n", 1)[0].split())
+    report = json.loads(done.stdout.split("\n", 1)[1])
+    assert code == 0, done.stderr
+    calls = sum(r["ops"] for r in report["results"])
+    assert calls > 100_000  # enough calls that a list of them would show
+    assert peak_kb < MEMORY_LIMIT_MB * 1024, f"{peak_kb // 1024} MB for {calls:,} calls"

@@ -248,8 +248,9 @@ MAY_IMPORT: dict[str, set[str]] = {
     "ckdemo.handlers": FOUNDATIONS | {"ckdemo.menu", "ckdemo.slots", "ckdemo.attributes", "ckdemo.known_keys",
                                       "ckdemo.screens"},
     "ckdemo.replay": FOUNDATIONS | {"ckdemo.menu", "ckdemo.workspace", "ckdemo.config"},
-    "ckdemo.bench": FOUNDATIONS | {"ckdemo.known_keys"},
-    "ckdemo.soak": FOUNDATIONS | {"ckdemo.known_keys"},
+    "ckdemo.histogram": set(),  # standard library only: bench-serve's client processes load it too
+    "ckdemo.bench": FOUNDATIONS | {"ckdemo.known_keys", "ckdemo.histogram"},
+    "ckdemo.soak": FOUNDATIONS | {"ckdemo.known_keys", "ckdemo.histogram"},
     "ckdemo.bench_serve": FOUNDATIONS | {"ckdemo.childenv"},
     "ckdemo.commands": FOUNDATIONS | {"ckdemo.bench", "ckdemo.bench_serve", "ckdemo.soak", "ckdemo.config",
                                       "ckdemo.ha", "ckdemo.harness", "ckdemo.libraries", "ckdemo.members", "ckdemo.menu",
