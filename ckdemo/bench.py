@@ -132,9 +132,12 @@ def prepare(session, operation: str, key_size: int, data_size: int) -> Callable[
 
 
 def run_for(calls: list[Callable[[], Any]], seconds: float, result: Result,
-            tick: Callable[[int], None] = lambda n: None, count: int = 0) -> None:
+            tick: Callable[[int], None] = lambda n: None, count: int = 0,
+            stop: threading.Event | None = None) -> None:
     """One thread per call object (each with its own session) for the given time, or until
-    `count` calls (all threads together) when a count is given."""
+    `count` calls (all threads together) when a count is given, or until `stop` is set (a
+    threading.Event, or interruption.StopRequest)."""
+    stop = stop or threading.Event()
     stop_at = time.perf_counter() + (seconds if not count else 1e9)
     lock = threading.Lock()
     started_calls = itertools.count(1)
@@ -142,7 +145,8 @@ def run_for(calls: list[Callable[[], Any]], seconds: float, result: Result,
     def worker(call: Callable[[], Any]) -> None:
         local, done, errors, first = LatencyHistogram(), 0, 0, ""
         untold, told_at = 0, time.perf_counter()  # calls not yet passed to tick, and when last
-        while (now := time.perf_counter()) < stop_at and (not count or next(started_calls) <= count):
+        while ((now := time.perf_counter()) < stop_at and not stop.is_set()
+               and (not count or next(started_calls) <= count)):
             if untold and (untold >= TICK_CALLS or now - told_at >= TICK_S):
                 tick(untold)
                 untold, told_at = 0, now
@@ -194,15 +198,38 @@ def parameters(slots: list[tuple[str, Any]], operation: str, seconds: float, thr
 
 def bench(slots: list[tuple[str, Any]], operation: str, seconds: float, threads: int = 1,
           key_size: int = 0, data_size: int = 32, progress: Progress | None = None,
-          count: int = 0) -> list[Result]:
-    """`seconds` (or `count` operations) per slot; `progress` follows the whole run."""
-    prepared = []
+          count: int = 0, stop: threading.Event | None = None) -> list[Result]:
+    """`seconds` (or `count` operations) per slot; `progress` follows the whole run. When `stop`
+    is set the run ends where it is: the figures so far, every session (and so every session key
+    the run made) closed. The keys are session objects: nothing of a run outlives its sessions."""
+    prepared: list[tuple[Result, Any, list, list]] = []
+    stop = stop or threading.Event()
+    try:
+        _measure(slots, operation, seconds, threads, key_size, data_size, progress, count, stop,
+                 prepared)
+    finally:
+        for _, _, _, sessions in prepared:
+            for s in sessions:
+                try:
+                    s.close()
+                except CKRError:
+                    pass  # closing after the run is best effort; the figures are taken
+    return [r for r, _, _, _ in prepared]
+
+
+def _measure(slots, operation, seconds, threads, key_size, data_size, progress, count, stop,
+             prepared: list) -> None:
     for name, slot in slots:
-        sessions = [slot.open_session(rw=True) for _ in range(threads)]
-        calls = [prepare(s, operation, key_size, data_size) for s in sessions]
+        if stop.is_set():
+            return
+        sessions: list = []
+        prepared.append((Result(name, operation, threads), slot, [], sessions))
+        for _ in range(threads):
+            sessions.append(slot.open_session(rw=True))
+        calls = prepared[-1][2]
+        calls.extend(prepare(s, operation, key_size, data_size) for s in sessions)
         for call in calls:
             call()  # warm up: first-use costs (object lookups, anchors) are not measured
-        prepared.append((Result(name, operation, threads), slot, calls, sessions))
     rounds = rounds_for(slots)
     tick = progress.add if progress else (lambda n: None)
     before = {id(slot): member_calls(slot) for _, slot, _, _ in prepared}
@@ -210,24 +237,18 @@ def bench(slots: list[tuple[str, Any]], operation: str, seconds: float, threads:
         # with a count, exactly `count` per slot over all rounds
         share = count * (round_number + 1) // rounds - count * round_number // rounds
         for result, slot, calls, _ in prepared:
-            if count and not share:
+            if stop.is_set() or (count and not share):
                 continue
             if progress:
                 progress.begin(result.slot)
-            run_for(calls, seconds / rounds, result, tick, share)
+            run_for(calls, seconds / rounds, result, tick, share, stop)
             if progress:
                 progress.end()
-    for result, slot, _, sessions in prepared:
+    for result, slot, _, _ in prepared:
         after = member_calls(slot)
         total = sum(after[k] - before[id(slot)].get(k, 0) for k in after) or 1
         result.member_share = {k: round((after[k] - before[id(slot)].get(k, 0)) / total, 3)
                                for k in after}
-        for s in sessions:
-            try:
-                s.close()
-            except CKRError:
-                pass  # closing after the run is best effort; the figures are taken
-    return [r for r, _, _, _ in prepared]
 
 
 def median(values: list[float]) -> float:

@@ -45,6 +45,8 @@ class Report:
     parameters: dict[str, Any] = field(default_factory=dict)  # the run as asked (run() fills it)
     began_at: float | None = None  # time.monotonic() when the workload began: a display reads it
     settling: bool = False  # the workload is over; waiting for every member to be back
+    cleaning: bool = False  # removing the run's objects from every member
+    interrupted: bool = False  # stopped early (Ctrl-C): the figures cover what ran
     seconds: float = 0.0
     operations: int = 0
     failures: list[str] = field(default_factory=list)
@@ -70,7 +72,7 @@ class Report:
     def as_dict(self) -> dict[str, Any]:
         baseline = self.p99_ms()
         around = self.windows.rows(self.kills)
-        return {"parameters": self.parameters,
+        return {"parameters": self.parameters, "interrupted": self.interrupted,
                 "elapsed_s": round(self.seconds, 1), "operations": self.operations,
                 "application_failures": len(self.failures), "failure_samples": self.failures[:5],
                 "kills": len(self.kills), "restores": len(self.restores),
@@ -157,9 +159,12 @@ def parameters(group, seconds: float, chaos: Chaos, interval_s: float) -> dict[s
 
 
 def run(group, seconds: float, chaos: Chaos, pin: str, interval_s: float = 0.5,
-        report: Report | None = None) -> Report:
-    """`report`, when given, is filled as the run goes (a progress display reads it)."""
+        report: Report | None = None, interrupt: threading.Event | None = None) -> Report:
+    """`report`, when given, is filled as the run goes (a progress display reads it). When
+    `interrupt` is set the workload ends there; the members are still brought back, compared and
+    cleared of the run's objects."""
     report = report if report is not None else Report()
+    interrupt = interrupt or threading.Event()
     report.rss_start_kb = rss_kb()
     report.parameters = parameters(group, seconds, chaos, interval_s)
     group.policy.configure(interval_s=interval_s)
@@ -176,7 +181,7 @@ def run(group, seconds: float, chaos: Chaos, pin: str, interval_s: float = 0.5,
     seen = len(group.log.events)
     generated: list[int] = []
     n = 0
-    while time.monotonic() - start < seconds:
+    while time.monotonic() - start < seconds and not interrupt.is_set():
         n += 1
         data = (b"soak %d" % n).ljust(SIGN_DATA_BYTES, b".")
         calls = [("C_Sign", lambda: session.sign(rsa, CKM_SHA256_RSA_PKCS, data)),
@@ -201,19 +206,31 @@ def run(group, seconds: float, chaos: Chaos, pin: str, interval_s: float = 0.5,
             seen = len(group.log.events)
     stop.set()
     chaos_thread.join()
+    report.interrupted = interrupt.is_set()
     report.seconds = time.monotonic() - start
     report.settling = True
     report.consistency = _settle_and_compare(group, session, f"soak-{tag}")
-    report.settling = False
+    report.settling, report.cleaning = False, True
     report.consistency["generated_keys"] = len(generated)
-    for handle in (rsa, aes, *generated):
+    _remove_run_objects(session, f"soak-{tag}")
+    report.cleaning = False
+    session.close()
+    report.rss_end_kb = rss_kb()
+    return report
+
+
+def _remove_run_objects(session, label: str) -> None:
+    """Every object of the run (its label), found on the HA slot and destroyed on every member:
+    the handles noted along the way miss a key whose C_GenerateKey answer a failure swallowed."""
+    try:
+        handles = session.find_objects({CKA_LABEL: label})
+    except CKRError:
+        return  # the consistency figures already say the members are not all there
+    for handle in handles:
         try:
             session.destroy_object(handle)
         except CKRError:
             pass  # a member still down keeps its copy; the next resynchronisation removes it
-    session.close()
-    report.rss_end_kb = rss_kb()
-    return report
 
 
 def _chaos(group, chaos: Chaos, start: float, seconds: float, stop: threading.Event,

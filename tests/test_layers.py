@@ -251,12 +251,14 @@ MAY_IMPORT: dict[str, set[str]] = {
     "ckdemo.histogram": set(),  # standard library only: bench-serve's client processes load it too
     "ckdemo.bench": FOUNDATIONS | {"ckdemo.known_keys", "ckdemo.histogram"},
     "ckdemo.soak": FOUNDATIONS | {"ckdemo.known_keys", "ckdemo.histogram"},
-    "ckdemo.bench_serve": FOUNDATIONS | {"ckdemo.childenv"},
+    "ckdemo.interruption": set(),
+    "ckdemo.exit_codes": set(),
+    "ckdemo.bench_serve": FOUNDATIONS | {"ckdemo.childenv", "ckdemo.interruption"},
     "ckdemo.commands": FOUNDATIONS | {"ckdemo.bench", "ckdemo.bench_serve", "ckdemo.soak", "ckdemo.config",
-                                      "ckdemo.ha", "ckdemo.harness", "ckdemo.libraries", "ckdemo.members", "ckdemo.menu",
+                                      "ckdemo.exit_codes", "ckdemo.ha", "ckdemo.harness", "ckdemo.interruption", "ckdemo.libraries", "ckdemo.members", "ckdemo.menu",
                                       "ckdemo.provision", "ckdemo.screens", "ckdemo.serve", "ckdemo.settings",
                                       "click", "tabulate"},
-    "ckdemo.cli": {"ckdemo.commands", "ckdemo.config", "ckdemo.menu", "ckdemo.provision", "ckdemo.replay",
+    "ckdemo.cli": {"ckdemo.commands", "ckdemo.config", "ckdemo.exit_codes", "ckdemo.menu", "ckdemo.provision", "ckdemo.replay",
                    "click"},
 }
 WATCHED_OUTSIDE = ("pkcs11", "ctypes", "click", "tabulate")
