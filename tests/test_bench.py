@@ -7,13 +7,16 @@ import json
 import os
 import re
 import select
+import signal
 import struct
 import subprocess
 import sys
 import termios
+import threading
 import time
 import pty
 from pathlib import Path
+from typing import Callable
 
 from conftest import clean_env, no_traceback, requires_softhsm
 
@@ -55,6 +58,46 @@ def on_a_terminal(command: list[str], stdout_too: bool = True, timeout_s: float 
     os.close(master)
     piped = "" if stdout_too else child.stdout.read().decode()
     return child.wait(timeout=timeout_s), chunks, piped
+
+
+def on_a_terminal_until(command: list[str], interrupt_when: Callable[[str], bool],
+                        timeout_s: float = 90, env: dict[str, str] | None = None):
+    """Runs `command` with stderr on a pseudo-terminal (so the progress line shows) and stdout
+    piped; sends one SIGINT once `interrupt_when(everything the terminal showed so far)` is true.
+
+    Returns (exit code, [(seconds since start, terminal text)], stdout)."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 200, 0, 0))
+    started = time.monotonic()
+    child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave,
+                             env=env or clean_env(), close_fds=True, start_new_session=True)
+    os.close(slave)
+    piped: list[bytes] = []
+    reader = threading.Thread(target=lambda: piped.append(child.stdout.read()), daemon=True)
+    reader.start()
+    chunks, screen, sent = [], "", False
+    while time.monotonic() - started < timeout_s:
+        ready, _, _ = select.select([master], [], [], 0.5)
+        if not ready:
+            if child.poll() is not None:
+                break
+            continue
+        try:
+            data = os.read(master, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        text = data.decode(errors="replace")
+        chunks.append((time.monotonic() - started, text))
+        screen += text
+        if not sent and interrupt_when(screen):
+            child.send_signal(signal.SIGINT)
+            sent = True
+    os.close(master)
+    code = child.wait(timeout=timeout_s)
+    reader.join(timeout_s)
+    return code, chunks, b"".join(piped).decode()
 
 
 def field_paths(value, path: str = "") -> set[str]:
