@@ -61,19 +61,22 @@ def on_a_terminal(command: list[str], stdout_too: bool = True, timeout_s: float 
 
 
 def on_a_terminal_until(command: list[str], interrupt_when: Callable[[str], bool],
-                        timeout_s: float = 90, env: dict[str, str] | None = None):
-    """Runs `command` with stderr on a pseudo-terminal (so the progress line shows) and stdout
-    piped; sends one SIGINT once `interrupt_when(everything the terminal showed so far)` is true.
+                        timeout_s: float = 90, stdout_too: bool = False):
+    """Runs `command` with stderr (and stdout when stdout_too, else piped) on a pseudo-terminal,
+    so the progress line shows; sends one SIGINT once `interrupt_when(everything the terminal
+    showed so far)` is true.
 
-    Returns (exit code, [(seconds since start, terminal text)], stdout)."""
+    Returns (exit code, [(seconds since start, terminal text)], piped stdout)."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 200, 0, 0))
     started = time.monotonic()
-    child = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=slave,
-                             env=env or clean_env(), close_fds=True, start_new_session=True)
+    child = subprocess.Popen(command, stdin=subprocess.DEVNULL,
+                             stdout=slave if stdout_too else subprocess.PIPE, stderr=slave,
+                             env=clean_env(), close_fds=True, start_new_session=True)
     os.close(slave)
     piped: list[bytes] = []
-    reader = threading.Thread(target=lambda: piped.append(child.stdout.read()), daemon=True)
+    reader = threading.Thread(target=lambda: piped.append(child.stdout.read() if child.stdout else b""),
+                              daemon=True)
     reader.start()
     chunks, screen, sent = [], "", False
     while time.monotonic() - started < timeout_s:

@@ -139,3 +139,18 @@ def test_bench_exits_1_when_calls_failed(remote_home, run_ckdemo, ckdemo_bin):
     assert int(row[9]) > 0  # the err column
     assert re.search(r"^direct: \d+ call\(s\) failed, the first: .*CKR_", piped, re.MULTILINE), piped
     no_traceback(piped)
+
+
+@requires_softhsm
+def test_a_replay_interrupted_by_ctrl_c_exits_130_with_its_summary(shared_home, ckdemo_bin, tmp_path):
+    script = tmp_path / "long"
+    script.write_text(STEP + "@sleep 60\n" + STEP)
+    junit = tmp_path / "report.xml"
+    code, chunks, _ = on_a_terminal_until(
+        [str(ckdemo_bin), "--home", str(shared_home), "run", str(script), "--junit", str(junit)],
+        lambda screen: "Status: " in screen, stdout_too=True)  # the first step is done
+    screen = "".join(text for _, text in chunks)
+    assert code == exit_codes.INTERRUPTED, screen
+    assert "(interrupted)" in screen and "Replay: 1 steps" in screen
+    assert junit.exists()
+    no_traceback(screen)
