@@ -72,7 +72,10 @@ def on_a_terminal_until(command: list[str], interrupt_when: Callable[[str], bool
     started = time.monotonic()
     child = subprocess.Popen(command, stdin=subprocess.DEVNULL,
                              stdout=slave if stdout_too else subprocess.PIPE, stderr=slave,
-                             env=clean_env(), close_fds=True, start_new_session=True)
+                             env=clean_env(), close_fds=True, start_new_session=True,
+                             # as at a terminal: a shell's background job (`make test &`) passes
+                             # SIGINT on ignored, and Python then keeps ignoring it
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     os.close(slave)
     piped: list[bytes] = []
     reader = threading.Thread(target=lambda: piped.append(child.stdout.read() if child.stdout else b""),
