@@ -11,6 +11,9 @@ from .. import exit_codes
 from ..provision import ProvisionError
 from ..settings import SettingsError, load_settings
 
+# the names commands used before exit_codes.py, kept for code written against them
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = exit_codes.OK, exit_codes.FAILED, exit_codes.USAGE
+
 
 class Fail(click.ClickException):
     """One clear line on stderr and exit code 2 (usage or configuration), never a traceback."""

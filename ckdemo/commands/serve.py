@@ -156,3 +156,10 @@ def _p11kit_client() -> str:
         return libraries.find(libraries.P11KIT_CLIENT)
     except libraries.LibraryNotFound:
         return "p11-kit-client.so  # not installed here: apt-get install p11-kit-modules"
+
+
+def __getattr__(name: str) -> str:
+    """`P11KIT_CLIENT`, a literal path here before libraries.py, looked up when code asks for it."""
+    if name == "P11KIT_CLIENT":
+        return _p11kit_client()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
