@@ -65,7 +65,7 @@ def test_missing_is_one_line_naming_the_debian_package(library, package):
         find(library, only(), lambda: "x86_64-linux-gnu", lambda: "/usr/lib/x86_64-linux-gnu/pkcs11")
     line = str(missing.value)
     assert "\n" not in line and f"apt-get install {package}" in line
-    assert f"/usr/lib/x86_64-linux-gnu/" in line  # where it looked
+    assert "/usr/lib/x86_64-linux-gnu/" in line  # where it looked
 
 
 def test_scripts_ask_it_from_the_command_line():
