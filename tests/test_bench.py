@@ -252,7 +252,7 @@ def test_memory_stays_bounded_however_many_calls(shared_home, ckdemo_bin):
                "print(done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
                "print(done.stdout.decode())")
     done = subprocess.run([sys.executable, "-c", measure, str(ckdemo_bin), "--home", str(shared_home),
-                           "bench", "--op", "random", "--slot", "both", "--seconds", "3", "--json"],
+                           "bench", "--op", "random", "--slot", "both", "--seconds", "2", "--json"],
                           capture_output=True, text=True, env=clean_env(), timeout=60)
     code, peak_kb = map(int, done.stdout.split("\n", 1)[0].split())
     report = json.loads(done.stdout.split("\n", 1)[1])

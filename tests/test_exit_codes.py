@@ -131,7 +131,7 @@ def test_bench_exits_1_when_calls_failed(remote_home, run_ckdemo, ckdemo_bin):
 
     code, chunks, piped = on_a_terminal_until(
         [str(ckdemo_bin), "--home", str(remote_home), "bench", "--op", "digest", "--slot", "direct",
-         "--seconds", "3"], kill_once_measuring)
+         "--seconds", "2"], kill_once_measuring)
     assert killed and killed[0].returncode == 0, killed
     assert code == exit_codes.FAILED, (piped, frames(chunks))
     row = next(line.split() for line in piped.splitlines() if line.startswith("direct"))

@@ -88,7 +88,8 @@ def test_soak(fresh_home, ckdemo_bin, independent):
         return re.search(r"kills [1-9].*ops [1-9]", screen) is not None
 
     code, chunks, out = on_a_terminal_until(
-        [str(ckdemo_bin), "--home", str(home), "soak", "--seconds", "120", "--json"], killed_once)
+        [str(ckdemo_bin), "--home", str(home), "soak", "--seconds", "120", "--kill-every", "0.5,0.8",
+         "--json"], killed_once)
     screen = "".join(text for _, text in chunks)
     assert code == INTERRUPTED, (out, screen)
     no_traceback(out, screen)
@@ -110,7 +111,7 @@ def test_bench_serve(fresh_home, ckdemo_bin, independent):
     table shows round one's figures, the servers and clients are gone."""
     home, before = fresh_home
     code, chunks, out = on_a_terminal_until(
-        [str(ckdemo_bin), "--home", str(home), "bench-serve", "--seconds", "1.8", "--rounds", "3"],
+        [str(ckdemo_bin), "--home", str(home), "bench-serve", "--seconds", "0.9", "--rounds", "3"],
         lambda screen: "round 2/3" in screen)
     screen = "".join(text for _, text in chunks)
     assert code == INTERRUPTED, (out, screen)
