@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from .codes import CKRError
+from .histogram import LatencyHistogram
 from .known_keys import KNOWN_AES256, KNOWN_EC_P256, KNOWN_RSA2048
 from .model import CKM_ECDSA, CKM_SHA256_RSA_PKCS, KeySpec
 
@@ -76,7 +77,7 @@ class Result:
     ops: int = 0
     errors: int = 0
     seconds: float = 0.0  # measured time, all rounds together
-    latencies_ns: list[int] = field(default_factory=list)
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)  # ns, bounded memory
     member_share: dict[str, float] = field(default_factory=dict)
     first_error: str = ""
 
@@ -84,19 +85,11 @@ class Result:
     def ops_per_s(self) -> float:
         return self.ops / self.seconds if self.seconds else 0.0
 
-    def percentile(self, p: float) -> float:
-        """Latency in microseconds."""
-        if not self.latencies_ns:
-            return 0.0
-        ordered = sorted(self.latencies_ns)
-        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] / 1000
-
     def as_dict(self) -> dict[str, Any]:
         return {"slot": self.slot, "operation": self.operation, "threads": self.threads,
                 "ops": self.ops, "errors": self.errors, "measured_s": round(self.seconds, 3),
                 "ops_per_s": round(self.ops_per_s, 1),
-                "latency_us": {"p50": self.percentile(50), "p95": self.percentile(95),
-                               "p99": self.percentile(99), "max": self.percentile(100)},
+                "latency_us": self.latency.percentiles_us(),
                 "member_share": self.member_share, "first_error": self.first_error}
 
 
@@ -139,17 +132,21 @@ def prepare(session, operation: str, key_size: int, data_size: int) -> Callable[
 
 
 def run_for(calls: list[Callable[[], Any]], seconds: float, result: Result,
-            tick: Callable[[int], None] = lambda n: None, count: int = 0) -> None:
+            tick: Callable[[int], None] = lambda n: None, count: int = 0,
+            stop: threading.Event | None = None) -> None:
     """One thread per call object (each with its own session) for the given time, or until
-    `count` calls (all threads together) when a count is given."""
+    `count` calls (all threads together) when a count is given, or until `stop` is set (a
+    threading.Event, or interruption.StopRequest)."""
+    stop = stop or threading.Event()
     stop_at = time.perf_counter() + (seconds if not count else 1e9)
     lock = threading.Lock()
     started_calls = itertools.count(1)
 
     def worker(call: Callable[[], Any]) -> None:
-        local, errors, first = [], 0, ""
+        local, done, errors, first = LatencyHistogram(), 0, 0, ""
         untold, told_at = 0, time.perf_counter()  # calls not yet passed to tick, and when last
-        while (now := time.perf_counter()) < stop_at and (not count or next(started_calls) <= count):
+        while ((now := time.perf_counter()) < stop_at and not stop.is_set()
+               and (not count or next(started_calls) <= count)):
             if untold and (untold >= TICK_CALLS or now - told_at >= TICK_S):
                 tick(untold)
                 untold, told_at = 0, now
@@ -161,10 +158,11 @@ def run_for(calls: list[Callable[[], Any]], seconds: float, result: Result,
                 errors += 1
                 first = first or str(exc)
                 continue
-            local.append(time.perf_counter_ns() - start)
+            local.record(time.perf_counter_ns() - start)
+            done += 1
         with lock:
-            result.latencies_ns.extend(local)
-            result.ops += len(local)
+            result.latency.merge(local)
+            result.ops += done
             result.errors += errors
             result.first_error = result.first_error or first
         tick(untold)
@@ -200,15 +198,38 @@ def parameters(slots: list[tuple[str, Any]], operation: str, seconds: float, thr
 
 def bench(slots: list[tuple[str, Any]], operation: str, seconds: float, threads: int = 1,
           key_size: int = 0, data_size: int = 32, progress: Progress | None = None,
-          count: int = 0) -> list[Result]:
-    """`seconds` (or `count` operations) per slot; `progress` follows the whole run."""
-    prepared = []
+          count: int = 0, stop: threading.Event | None = None) -> list[Result]:
+    """`seconds` (or `count` operations) per slot; `progress` follows the whole run. When `stop`
+    is set the run ends where it is: the figures so far, every session (and so every session key
+    the run made) closed. The keys are session objects: nothing of a run outlives its sessions."""
+    prepared: list[tuple[Result, Any, list, list]] = []
+    stop = stop or threading.Event()
+    try:
+        _measure(slots, operation, seconds, threads, key_size, data_size, progress, count, stop,
+                 prepared)
+    finally:
+        for _, _, _, sessions in prepared:
+            for s in sessions:
+                try:
+                    s.close()
+                except CKRError:
+                    pass  # closing after the run is best effort; the figures are taken
+    return [r for r, _, _, _ in prepared]
+
+
+def _measure(slots, operation, seconds, threads, key_size, data_size, progress, count, stop,
+             prepared: list) -> None:
     for name, slot in slots:
-        sessions = [slot.open_session(rw=True) for _ in range(threads)]
-        calls = [prepare(s, operation, key_size, data_size) for s in sessions]
+        if stop.is_set():
+            return
+        sessions: list = []
+        prepared.append((Result(name, operation, threads), slot, [], sessions))
+        for _ in range(threads):
+            sessions.append(slot.open_session(rw=True))
+        calls = prepared[-1][2]
+        calls.extend(prepare(s, operation, key_size, data_size) for s in sessions)
         for call in calls:
             call()  # warm up: first-use costs (object lookups, anchors) are not measured
-        prepared.append((Result(name, operation, threads), slot, calls, sessions))
     rounds = rounds_for(slots)
     tick = progress.add if progress else (lambda n: None)
     before = {id(slot): member_calls(slot) for _, slot, _, _ in prepared}
@@ -216,24 +237,18 @@ def bench(slots: list[tuple[str, Any]], operation: str, seconds: float, threads:
         # with a count, exactly `count` per slot over all rounds
         share = count * (round_number + 1) // rounds - count * round_number // rounds
         for result, slot, calls, _ in prepared:
-            if count and not share:
+            if stop.is_set() or (count and not share):
                 continue
             if progress:
                 progress.begin(result.slot)
-            run_for(calls, seconds / rounds, result, tick, share)
+            run_for(calls, seconds / rounds, result, tick, share, stop)
             if progress:
                 progress.end()
-    for result, slot, _, sessions in prepared:
+    for result, slot, _, _ in prepared:
         after = member_calls(slot)
         total = sum(after[k] - before[id(slot)].get(k, 0) for k in after) or 1
         result.member_share = {k: round((after[k] - before[id(slot)].get(k, 0)) / total, 3)
                                for k in after}
-        for s in sessions:
-            try:
-                s.close()
-            except CKRError:
-                pass  # closing after the run is best effort; the figures are taken
-    return [r for r, _, _, _ in prepared]
 
 
 def median(values: list[float]) -> float:

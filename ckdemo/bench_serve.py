@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-P11KIT_CLIENT = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so"  # Debian 12's p11-kit-modules
+from .interruption import StopRequest
 OPERATIONS = ("rsa-sign", "random")
 START_TIMEOUT_S = 30.0
 CLIENT_TIMEOUT_S = 120.0  # one round plus set-up; a client that stays silent longer is stuck
@@ -87,6 +87,11 @@ class Client:
         self.process.wait(10)
         return latency
 
+    def interrupt(self) -> None:
+        """Ends the measurement under way now: the client answers with what it did so far."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+
     def kill(self) -> None:
         if self.process.poll() is None:
             self.process.kill()
@@ -128,7 +133,7 @@ def start_p11kit_server(softhsm_conf: Path, library: str, token: str, folder: Pa
     return process
 
 
-def stop(process: subprocess.Popen) -> None:
+def stop_server(process: subprocess.Popen) -> None:
     if process.poll() is None:
         os.killpg(process.pid, signal.SIGTERM)
         try:
@@ -185,25 +190,34 @@ def _run_together(clients: list[Client], op: str, seconds: float) -> list[dict]:
 
 def run(home: Path, softhsm_conf: Path, library: str, reference_token: str, pin: str,
         seconds: float, rounds: int, data_size: int = 32,
-        progress: Callable[[str], None] = lambda line: None) -> dict[str, Any]:
+        progress: Callable[[str], None] = lambda line: None,
+        stop: StopRequest | None = None) -> dict[str, Any]:
     """Both servers up, four clients (two per server), `rounds` alternating rounds of
-    `seconds / rounds` per measurement; the servers and clients stopped whatever happens."""
+    `seconds / rounds` per measurement; the servers and clients stopped whatever happens.
+    When `stop` is requested, the clients end the measurement under way and the report holds
+    what was measured so far ("interrupted": true)."""
+    stop = stop or StopRequest()
+    figures = {(side, op): Figure() for side in ("ckdemo", "p11-kit") for op in OPERATIONS}
+    pairs = {side: Figure() for side in ("ckdemo", "p11-kit")}
     # sockets in a private (0700) temporary folder: short paths (a Unix socket path has 108 bytes)
     folder = Path(tempfile.mkdtemp(prefix="ckdemo-bench-"))
     processes: list[subprocess.Popen] = []
     clients: list[Client] = []
+    stop.listen(lambda: [client.interrupt() for client in clients])
     try:
         processes.append(start_ckdemo_serve(home, folder))
         processes.append(start_p11kit_server(softhsm_conf, library, reference_token, folder))
         ours, theirs = (f"unix:path={folder / name}" for name in ("ckdemo.sock", "p11-kit.sock"))
-        clients = [Client("ckdemo serve", ours, pin, data_size), Client("p11-kit server", theirs, pin, data_size),
-                   Client("ckdemo serve (2nd)", ours, pin, data_size),
-                   Client("p11-kit server (2nd)", theirs, pin, data_size)]
+        for name, address in (("ckdemo serve", ours), ("p11-kit server", theirs),
+                              ("ckdemo serve (2nd)", ours), ("p11-kit server (2nd)", theirs)):
+            if stop.is_set():
+                return _report(figures, pairs, seconds, rounds, reference_token, interrupted=True)
+            clients.append(Client(name, address, pin, data_size))
         a, b, a2, b2 = clients
-        figures = {(side, op): Figure() for side in ("ckdemo", "p11-kit") for op in OPERATIONS}
-        pairs = {side: Figure() for side in ("ckdemo", "p11-kit")}
         slice_s = seconds / rounds
         for number in range(1, rounds + 1):
+            if stop.is_set():
+                break
             progress(f"round {number}/{rounds}")
             # who goes first changes every round: the first of a pair runs right after the
             # two-client load of the round before, and must not always be the same server
@@ -213,8 +227,11 @@ def run(home: Path, softhsm_conf: Path, library: str, reference_token: str, pin:
                 doubles.reverse()
             for op in OPERATIONS:
                 for side, client in singles:
-                    figures[side, op].add(_run_together([client], op, slice_s)[0])
+                    if not stop.is_set():
+                        figures[side, op].add(_run_together([client], op, slice_s)[0])
             for side, two in doubles:
+                if stop.is_set():
+                    break
                 answers = _run_together(two, "rsa-sign", slice_s)
                 pair = pairs[side]
                 pair.ops += sum(x["ops"] for x in answers)
@@ -227,21 +244,22 @@ def run(home: Path, softhsm_conf: Path, library: str, reference_token: str, pin:
                 figures[side, op].latency_us = latency
         for client in (a2, b2):
             client.finish()
-        return _report(figures, pairs, seconds, rounds, reference_token)
+        return _report(figures, pairs, seconds, rounds, reference_token, stop.is_set())
     finally:
         for client in clients:
             client.kill()
         for process in reversed(processes):
-            stop(process)
+            stop_server(process)
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _report(figures: dict, pairs: dict, seconds: float, rounds: int, token: str) -> dict[str, Any]:
+def _report(figures: dict, pairs: dict, seconds: float, rounds: int, token: str,
+            interrupted: bool = False) -> dict[str, Any]:
     def shown(figure: Figure) -> dict[str, Any]:
         return {"ops": figure.ops, "ops_per_s": round(figure.ops_per_s, 1), "errors": figure.errors,
                 "first_error": figure.first_error, "latency_us": figure.latency_us}
     report: dict[str, Any] = {"seconds": seconds, "rounds": rounds, "reference_token": token,
-                              "operations": {}, "two_clients": {}}
+                              "interrupted": interrupted, "operations": {}, "two_clients": {}}
     for op in OPERATIONS:
         ours, theirs = figures["ckdemo", op], figures["p11-kit", op]
         report["operations"][op] = {

@@ -7,35 +7,38 @@ from pathlib import Path
 
 import click
 
-from .commands.common import (EXIT_FAILED, EXIT_OK, EXIT_USAGE, Fail, home_path, os_error,
-                              settings_for, workspace_for)
+from . import exit_codes
+from .commands.common import (Fail, InternalError, Interrupted, home_path, os_error, settings_for,
+                              workspace_for)
 from .provision import DEFAULT_MEMBERS, DEFAULT_SO_PIN, DEFAULT_USER_PIN, ProvisionError
-
-EXIT_BROKEN_PIPE = 141  # as a shell reports a command ended by SIGPIPE
 
 
 class SafeGroup(click.Group):
-    """The last line of defence: an exception no layer expected is one line on stderr (exit 2),
-    its traceback goes to HOME/errors.log (as the menu's internal errors do), never the screen."""
+    """The last line of defence: an exception no layer expected is one line on stderr (exit 3),
+    its traceback goes to HOME/errors.log (as the menu's internal errors do), never the screen.
+    A Ctrl-C that no command turned into figures is one line too (exit 130), not click's
+    "Aborted!" with exit 1 (exit_codes.py)."""
 
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort,
-                SystemExit, KeyboardInterrupt, EOFError):
+                SystemExit, EOFError):
             raise
+        except KeyboardInterrupt:
+            raise Interrupted("interrupted") from None
         except BrokenPipeError:  # the reader went away (`ckdemo hagroup status | head -2`)
             import os
             import sys
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush
-            raise SystemExit(EXIT_BROKEN_PIPE) from None
+            raise SystemExit(exit_codes.BROKEN_PIPE) from None
         except Exception as exc:
             from .menu.loop import report_internal_error
             home = home_path(ctx.obj or {})
             where = report_internal_error(exc, str(home / "errors.log")) if home.is_dir() \
                 else "nowhere (no state folder)"
-            raise Fail(f"internal error: {type(exc).__name__}: {exc} (a ckdemo bug; details in "
-                       f"{where})") from None
+            raise InternalError(f"internal error: {type(exc).__name__}: {exc} (a ckdemo bug; "
+                                f"details in {where})") from None
 
 
 @click.group(cls=SafeGroup, invoke_without_command=True,
@@ -95,7 +98,7 @@ def _interactive(ctx: click.Context) -> int:
                  watch=_config_watch(workspace_settings, workspace)).run()
     except KeyboardInterrupt:
         click.echo("\n(interrupted)")
-    return EXIT_OK
+    return exit_codes.OK
 
 
 def _replay(ctx: click.Context, script: str, transcript: str | None, junit: str | None,
@@ -103,7 +106,7 @@ def _replay(ctx: click.Context, script: str, transcript: str | None, junit: str 
     from .menu.context import Context
     from .menu.loop import PROMPT, MenuLoop
     from .replay.runner import Replay, stdout_outputs
-    from .replay.script import ScriptError, defaults, load, parse
+    from .replay.script import ScriptError, defaults, load, parse, require_steps
     from .replay import shipped
     from .replay.variables import ScriptVariables, check, slot_numbers
 
@@ -111,6 +114,7 @@ def _replay(ctx: click.Context, script: str, transcript: str | None, junit: str 
     given, script = script, shipped.resolve(script)
     try:
         lines = parse(sys.stdin.read(), "<stdin>") if script == "-" else load(script)
+        require_steps(lines, "<stdin>" if script == "-" else script)
     except ScriptError as exc:
         if script == given != "-" and "/" not in given and not Path(given).exists():
             exc = ScriptError(f"{exc} (neither a file here nor a shipped script: `ckdemo scripts` "
@@ -155,8 +159,10 @@ def _replay(ctx: click.Context, script: str, transcript: str | None, junit: str 
     if junit:
         _write_junit(replay.steps, junit, name, error)
     if error:
-        return EXIT_USAGE
-    return EXIT_FAILED if replay.failed or interrupted else EXIT_OK
+        return exit_codes.USAGE
+    if interrupted:
+        return exit_codes.INTERRUPTED
+    return exit_codes.FAILED if replay.failed else exit_codes.OK
 
 
 def _complete_script(ctx, param, incomplete: str) -> list:

@@ -27,6 +27,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import libraries
 from .childenv import child_environment
 from .config import ha as ha_config
 from .config.chrystoki import ChrystokiConf, ChrystokiSyntaxError
@@ -39,24 +40,15 @@ DEFAULT_GROUP_LABEL = "ckdemo-ha"  # the one HA group over all provisioned membe
 CONFIG_NAME = "Chrystoki.conf"  # Luna's client config syntax, so a Luna user recognises it
 CKDEMO_SECTION = "CKDemo"  # our own keys, for what Luna's file has no key for
 
-SOFTHSM_CANDIDATES = (
-    "/usr/lib/softhsm/libsofthsm2.so",
-    "/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
-    "/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
-    "/usr/local/lib/softhsm/libsofthsm2.so",
-)
-
-
 class ProvisionError(Exception):
     """Provisioning could not be done; the message is one line for the user."""
 
 
 def softhsm_library() -> str:
-    for path in SOFTHSM_CANDIDATES:
-        if os.path.exists(path):
-            return path
-    raise ProvisionError("SoftHSM2 is not installed (no libsofthsm2.so); run scripts/bootstrap "
-                         "or: apt-get install softhsm2")
+    try:
+        return libraries.find(libraries.SOFTHSM2)
+    except libraries.LibraryNotFound as missing:
+        raise ProvisionError(str(missing)) from None
 
 
 @dataclass

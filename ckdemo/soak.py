@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import os
 import random
-from array import array
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from .codes import CKRError
+from .histogram import LatencyHistogram
 from .known_keys import KNOWN_AES256, KNOWN_RSA2048
 from .model import (CKA_CLASS, CKA_ID, CKA_LABEL, CKA_MODULUS, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY,
                     CKO_SECRET_KEY, CKU_USER, CKM_SHA256_RSA_PKCS, KeySpec)
@@ -44,37 +45,34 @@ class Report:
     parameters: dict[str, Any] = field(default_factory=dict)  # the run as asked (run() fills it)
     began_at: float | None = None  # time.monotonic() when the workload began: a display reads it
     settling: bool = False  # the workload is over; waiting for every member to be back
+    cleaning: bool = False  # removing the run's objects from every member
+    interrupted: bool = False  # stopped early (Ctrl-C): the figures cover what ran
     seconds: float = 0.0
     operations: int = 0
     failures: list[str] = field(default_factory=list)
     kills: list[tuple[float, str]] = field(default_factory=list)  # (time, member serial)
     restores: list[tuple[float, str]] = field(default_factory=list)
     recoveries: list[tuple[float, str, str]] = field(default_factory=list)  # (time, serial, call)
-    # call start times and durations, as doubles: a list of tuples would weigh ~100 bytes a call
-    # and drown the RSS figure the soak exists to report
-    started: array = field(default_factory=lambda: array("d"))
-    durations: array = field(default_factory=lambda: array("d"))
+    # latencies in bounded memory (histogram.py): the RSS figure the soak reports stays flat
+    latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    windows: "FailureWindows" = field(default_factory=lambda: FailureWindows())
     consistency: dict[str, Any] = field(default_factory=dict)
     rss_start_kb: int = 0
     rss_end_kb: int = 0
 
-    def p99_ms(self, start: float = float("-inf"), end: float = float("inf")) -> float:
-        values = sorted(d for t, d in zip(self.started, self.durations) if start <= t < end)
-        return values[min(len(values) - 1, int(0.99 * len(values)))] * 1000 if values else 0.0
+    def record(self, began_s: float, seconds: float) -> None:
+        """One call, `began_s` after the workload began, that took `seconds`."""
+        ns = int(seconds * 1e9)
+        self.latency.record(ns)
+        self.windows.record(self.kills, began_s, ns)
 
-    def around_failures(self) -> list[dict[str, Any]]:
-        rows = []
-        for when, serial in self.kills:
-            window = [d for t, d in zip(self.started, self.durations) if when <= t < when + WINDOW_S]
-            rows.append({"t_s": round(when, 2), "member": serial,
-                         "slowest_ms": round(max(window) * 1000, 2) if window else 0.0,
-                         "p99_ms": round(self.p99_ms(when, when + WINDOW_S), 2)})
-        return rows
+    def p99_ms(self) -> float:
+        return self.latency.percentile(99) / 1e6
 
     def as_dict(self) -> dict[str, Any]:
         baseline = self.p99_ms()
-        around = self.around_failures()
-        return {"parameters": self.parameters,
+        around = self.windows.rows(self.kills)
+        return {"parameters": self.parameters, "interrupted": self.interrupted,
                 "elapsed_s": round(self.seconds, 1), "operations": self.operations,
                 "application_failures": len(self.failures), "failure_samples": self.failures[:5],
                 "kills": len(self.kills), "restores": len(self.restores),
@@ -83,6 +81,53 @@ class Report:
                 "worst_added_p99_ms": round(max((r["p99_ms"] for r in around), default=0.0) - baseline, 2),
                 "consistency": self.consistency, "rss_start_kb": self.rss_start_kb,
                 "rss_end_kb": self.rss_end_kb, "rss_growth_kb": self.rss_end_kb - self.rss_start_kb}
+
+
+class FailureWindows:
+    """Latency from each kill to WINDOW_S after it, one histogram per window still open; a window
+    that closed keeps only its figures. The chaos thread appends a kill just after making it, so
+    the calls of the last WINDOW_S are kept (`recent`) to fill a window opened late."""
+
+    def __init__(self) -> None:
+        self.recent: deque[tuple[float, int]] = deque()  # (start s, ns), the last WINDOW_S
+        self.open: dict[int, tuple[LatencyHistogram, list[int]]] = {}  # kill index -> (hist, [slowest])
+        self.closed: dict[int, dict[str, float]] = {}
+        self.seen = 0  # kills opened so far
+
+    def record(self, kills: list[tuple[float, str]], began_s: float, ns: int) -> None:
+        while self.seen < len(kills):
+            when = kills[self.seen][0]
+            window = self.open[self.seen] = (LatencyHistogram(), [0])
+            for t, earlier in self.recent:
+                if when <= t:
+                    self._add(window, earlier)
+            self.seen += 1
+        self.recent.append((began_s, ns))
+        while self.recent and self.recent[0][0] < began_s - WINDOW_S:
+            self.recent.popleft()
+        for index, window in list(self.open.items()):
+            when = kills[index][0]
+            if began_s >= when + WINDOW_S:
+                self._close(index)
+            elif when <= began_s:
+                self._add(window, ns)
+
+    @staticmethod
+    def _add(window: tuple[LatencyHistogram, list[int]], ns: int) -> None:
+        window[0].record(ns)
+        window[1][0] = max(window[1][0], ns)
+
+    def _close(self, index: int) -> None:
+        histogram, slowest = self.open.pop(index)
+        self.closed[index] = {"slowest_ms": round(slowest[0] / 1e6, 2),
+                              "p99_ms": round(histogram.percentile(99) / 1e6, 2)}
+
+    def rows(self, kills: list[tuple[float, str]]) -> list[dict[str, Any]]:
+        for index in list(self.open):
+            self._close(index)
+        return [{"t_s": round(when, 2), "member": serial,
+                 **self.closed.get(index, {"slowest_ms": 0.0, "p99_ms": 0.0})}
+                for index, (when, serial) in enumerate(kills)]
 
 
 def rss_kb() -> int:
@@ -114,9 +159,12 @@ def parameters(group, seconds: float, chaos: Chaos, interval_s: float) -> dict[s
 
 
 def run(group, seconds: float, chaos: Chaos, pin: str, interval_s: float = 0.5,
-        report: Report | None = None) -> Report:
-    """`report`, when given, is filled as the run goes (a progress display reads it)."""
+        report: Report | None = None, interrupt: threading.Event | None = None) -> Report:
+    """`report`, when given, is filled as the run goes (a progress display reads it). When
+    `interrupt` is set the workload ends there; the members are still brought back, compared and
+    cleared of the run's objects."""
     report = report if report is not None else Report()
+    interrupt = interrupt or threading.Event()
     report.rss_start_kb = rss_kb()
     report.parameters = parameters(group, seconds, chaos, interval_s)
     group.policy.configure(interval_s=interval_s)
@@ -133,7 +181,7 @@ def run(group, seconds: float, chaos: Chaos, pin: str, interval_s: float = 0.5,
     seen = len(group.log.events)
     generated: list[int] = []
     n = 0
-    while time.monotonic() - start < seconds:
+    while time.monotonic() - start < seconds and not interrupt.is_set():
         n += 1
         data = (b"soak %d" % n).ljust(SIGN_DATA_BYTES, b".")
         calls = [("C_Sign", lambda: session.sign(rsa, CKM_SHA256_RSA_PKCS, data)),
@@ -150,8 +198,7 @@ def run(group, seconds: float, chaos: Chaos, pin: str, interval_s: float = 0.5,
                     report.failures.append(f"{began - start:.2f}s {name}: decrypted bytes differ")
             except CKRError as exc:
                 report.failures.append(f"{began - start:.2f}s {name}: {exc}")
-            report.started.append(began - start)
-            report.durations.append(time.monotonic() - began)
+            report.record(began - start, time.monotonic() - began)
             report.operations += 1
             for event in group.log.events[seen:]:
                 if event.event == "recovered":
@@ -159,19 +206,31 @@ def run(group, seconds: float, chaos: Chaos, pin: str, interval_s: float = 0.5,
             seen = len(group.log.events)
     stop.set()
     chaos_thread.join()
+    report.interrupted = interrupt.is_set()
     report.seconds = time.monotonic() - start
     report.settling = True
     report.consistency = _settle_and_compare(group, session, f"soak-{tag}")
-    report.settling = False
+    report.settling, report.cleaning = False, True
     report.consistency["generated_keys"] = len(generated)
-    for handle in (rsa, aes, *generated):
+    _remove_run_objects(session, f"soak-{tag}")
+    report.cleaning = False
+    session.close()
+    report.rss_end_kb = rss_kb()
+    return report
+
+
+def _remove_run_objects(session, label: str) -> None:
+    """Every object of the run (its label), found on the HA slot and destroyed on every member:
+    the handles noted along the way miss a key whose C_GenerateKey answer a failure swallowed."""
+    try:
+        handles = session.find_objects({CKA_LABEL: label})
+    except CKRError:
+        return  # the consistency figures already say the members are not all there
+    for handle in handles:
         try:
             session.destroy_object(handle)
         except CKRError:
             pass  # a member still down keeps its copy; the next resynchronisation removes it
-    session.close()
-    report.rss_end_kb = rss_kb()
-    return report
 
 
 def _chaos(group, chaos: Chaos, start: float, seconds: float, stop: threading.Event,

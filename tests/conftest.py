@@ -75,7 +75,7 @@ def pytest_configure(config) -> None:
 # order. These modules hold a test of 10 s or more (serial, 2 cores) that no worker can share:
 # they start first, so that none of them starts last and leaves the other workers idle at the end.
 LONGEST_FIRST = ("test_fuzz.py", "test_hostile_serve.py", "test_remote.py", "test_difftest.py",
-                 "test_bad_input_sweep.py", "test_crash_consistency.py")
+                 "test_bad_input_sweep.py", "test_crash_consistency.py", "test_interrupt.py")
 
 
 @pytest.hookimpl(optionalhook=True, tryfirst=True)

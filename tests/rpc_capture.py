@@ -17,7 +17,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 SOFTHSM_LIB = "/usr/lib/softhsm/libsofthsm2.so"
-P11KIT_CLIENT = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so"
+from ckdemo.libraries import P11KIT_CLIENT as _CLIENT, LibraryNotFound, find
+
+
+def _found(library) -> str:
+    """The library where this machine keeps it; when missing, its file name (tools_missing says)."""
+    try:
+        return find(library)
+    except LibraryNotFound:
+        return library.file
+
+
+P11KIT_CLIENT = _found(_CLIENT)
 TOKEN_LABEL, USER_PIN, SO_PIN = "rpccapture", "1234", "12345678"
 
 

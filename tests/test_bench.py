@@ -7,12 +7,16 @@ import json
 import os
 import re
 import select
+import signal
 import struct
 import subprocess
+import sys
 import termios
+import threading
 import time
 import pty
 from pathlib import Path
+from typing import Callable
 
 from conftest import clean_env, no_traceback, requires_softhsm
 
@@ -54,6 +58,52 @@ def on_a_terminal(command: list[str], stdout_too: bool = True, timeout_s: float 
     os.close(master)
     piped = "" if stdout_too else child.stdout.read().decode()
     return child.wait(timeout=timeout_s), chunks, piped
+
+
+def on_a_terminal_until(command: list[str], interrupt_when: Callable[[str], bool],
+                        timeout_s: float = 90, stdout_too: bool = False):
+    """Runs `command` with stderr (and stdout when stdout_too, else piped) on a pseudo-terminal,
+    so the progress line shows; sends one SIGINT once `interrupt_when(everything the terminal
+    showed so far)` is true.
+
+    Returns (exit code, [(seconds since start, terminal text)], piped stdout)."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 200, 0, 0))
+    started = time.monotonic()
+    child = subprocess.Popen(command, stdin=subprocess.DEVNULL,
+                             stdout=slave if stdout_too else subprocess.PIPE, stderr=slave,
+                             env=clean_env(), close_fds=True, start_new_session=True,
+                             # as at a terminal: a shell's background job (`make test &`) passes
+                             # SIGINT on ignored, and Python then keeps ignoring it
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    os.close(slave)
+    piped: list[bytes] = []
+    reader = threading.Thread(target=lambda: piped.append(child.stdout.read() if child.stdout else b""),
+                              daemon=True)
+    reader.start()
+    chunks, screen, sent = [], "", False
+    while time.monotonic() - started < timeout_s:
+        ready, _, _ = select.select([master], [], [], 0.5)
+        if not ready:
+            if child.poll() is not None:
+                break
+            continue
+        try:
+            data = os.read(master, 4096)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not data:
+            break
+        text = data.decode(errors="replace")
+        chunks.append((time.monotonic() - started, text))
+        screen += text
+        if not sent and interrupt_when(screen):
+            child.send_signal(signal.SIGINT)
+            sent = True
+    os.close(master)
+    code = child.wait(timeout=timeout_s)
+    reader.join(timeout_s)
+    return code, chunks, b"".join(piped).decode()
 
 
 def field_paths(value, path: str = "") -> set[str]:
@@ -189,3 +239,24 @@ def test_json_to_a_pipe_while_the_bar_goes_to_the_terminal(shared_home, ckdemo_b
     assert json.loads(piped)["results"][0]["ops"] == 600  # stdout is pure JSON
     last = frames(chunks)[-1][1]
     assert re.search(r"100%  600/600 calls  ETA 0:00  \(slot#2\)", last), last
+
+
+MEMORY_LIMIT_MB = 60
+
+
+def test_memory_stays_bounded_however_many_calls(shared_home, ckdemo_bin):
+    """`--op random` makes ~250,000 calls a second: keeping every latency grew ~11 MB a second
+    (143 MB peak for 2 x 5 s); the histogram keeps the process under MEMORY_LIMIT_MB."""
+    measure = ("import resource, subprocess, sys\n"
+               "done = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE)\n"
+               "print(done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+               "print(done.stdout.decode())")
+    done = subprocess.run([sys.executable, "-c", measure, str(ckdemo_bin), "--home", str(shared_home),
+                           "bench", "--op", "random", "--slot", "both", "--seconds", "2", "--json"],
+                          capture_output=True, text=True, env=clean_env(), timeout=60)
+    code, peak_kb = map(int, done.stdout.split("\n", 1)[0].split())
+    report = json.loads(done.stdout.split("\n", 1)[1])
+    assert code == 0, done.stderr
+    calls = sum(r["ops"] for r in report["results"])
+    assert calls > 100_000  # enough calls that a list of them would show
+    assert peak_kb < MEMORY_LIMIT_MB * 1024, f"{peak_kb // 1024} MB for {calls:,} calls"

@@ -231,12 +231,13 @@ MAY_IMPORT: dict[str, set[str]] = {
     "ckdemo.attributes": FOUNDATIONS,
     "ckdemo.interprocess": FOUNDATIONS,
     "ckdemo.childenv": FOUNDATIONS,
+    "ckdemo.libraries": set(),  # standard library only: scripts/bootstrap runs it before any venv
     "ckdemo.rpc": FOUNDATIONS,
     "ckdemo.members": FOUNDATIONS | {"ckdemo.slots", "ckdemo.rpc", "ckdemo.childenv",
                                      "ckdemo.interprocess", "pkcs11", "ctypes"},
     "ckdemo.ha": FOUNDATIONS | {"ckdemo.slots"},
     "ckdemo.config": FOUNDATIONS | {"ckdemo.ha"},  # the HA settings name the recovery defaults
-    "ckdemo.provision": FOUNDATIONS | {"ckdemo.config", "ckdemo.childenv"},
+    "ckdemo.provision": FOUNDATIONS | {"ckdemo.config", "ckdemo.childenv", "ckdemo.libraries"},
     "ckdemo.settings": FOUNDATIONS | {"ckdemo.config", "ckdemo.ha", "ckdemo.provision"},
     "ckdemo.tokeninit": FOUNDATIONS | {"ckdemo.ha", "ckdemo.members"},
     "ckdemo.workspace": FOUNDATIONS | {"ckdemo.slots"},
@@ -249,14 +250,17 @@ MAY_IMPORT: dict[str, set[str]] = {
     "ckdemo.handlers": FOUNDATIONS | {"ckdemo.menu", "ckdemo.slots", "ckdemo.attributes", "ckdemo.known_keys",
                                       "ckdemo.screens"},
     "ckdemo.replay": FOUNDATIONS | {"ckdemo.menu", "ckdemo.workspace", "ckdemo.config"},
-    "ckdemo.bench": FOUNDATIONS | {"ckdemo.known_keys"},
-    "ckdemo.soak": FOUNDATIONS | {"ckdemo.known_keys"},
-    "ckdemo.bench_serve": FOUNDATIONS | {"ckdemo.childenv"},
+    "ckdemo.histogram": set(),  # standard library only: bench-serve's client processes load it too
+    "ckdemo.bench": FOUNDATIONS | {"ckdemo.known_keys", "ckdemo.histogram"},
+    "ckdemo.soak": FOUNDATIONS | {"ckdemo.known_keys", "ckdemo.histogram"},
+    "ckdemo.interruption": set(),
+    "ckdemo.exit_codes": set(),
+    "ckdemo.bench_serve": FOUNDATIONS | {"ckdemo.childenv", "ckdemo.interruption"},
     "ckdemo.commands": FOUNDATIONS | {"ckdemo.bench", "ckdemo.bench_serve", "ckdemo.soak", "ckdemo.config",
-                                      "ckdemo.ha", "ckdemo.harness", "ckdemo.members", "ckdemo.menu",
+                                      "ckdemo.exit_codes", "ckdemo.ha", "ckdemo.harness", "ckdemo.interruption", "ckdemo.libraries", "ckdemo.members", "ckdemo.menu",
                                       "ckdemo.provision", "ckdemo.screens", "ckdemo.serve", "ckdemo.settings",
                                       "ckdemo.lab", "click", "tabulate"},
-    "ckdemo.cli": {"ckdemo.commands", "ckdemo.config", "ckdemo.menu", "ckdemo.provision", "ckdemo.replay",
+    "ckdemo.cli": {"ckdemo.commands", "ckdemo.config", "ckdemo.exit_codes", "ckdemo.menu", "ckdemo.provision", "ckdemo.replay",
                    "click"},
 }
 WATCHED_OUTSIDE = ("pkcs11", "ctypes", "click", "tabulate")

@@ -18,6 +18,7 @@ from cryptography.hazmat.primitives.asymmetric import padding
 from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicNumbers
 
 from conftest import USER_PIN, no_traceback, requires_softhsm
+from rpc_capture import P11KIT_CLIENT
 
 from ckdemo.codes import (CKR_DEVICE_ERROR, CKR_MECHANISM_INVALID, CKR_SESSION_HANDLE_INVALID,
                           CKRError)
@@ -29,7 +30,7 @@ from ckdemo.model import (CKA_CLASS, CKA_LABEL, CKA_MODULUS, CKA_PUBLIC_EXPONENT
 pytestmark = [requires_softhsm,
               pytest.mark.skipif(shutil.which("p11-kit") is None, reason="p11-kit is not installed")]
 
-CLIENT = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so"
+CLIENT = P11KIT_CLIENT
 MEMBERS = ("member1", "member2", "member3")
 CKM_SHA256_RSA_PKCS_PSS = 0x43
 CKM_AES_GCM = 0x1087

@@ -22,14 +22,15 @@ from pathlib import Path
 import pytest
 
 from conftest import SOFTHSM_LIB, SO_PIN, USER_PIN, clean_env, no_traceback, requires_softhsm, softhsm_env
-from rpc_capture import P11KIT_CLIENT, tools_missing
+from rpc_capture import P11KIT_CLIENT, _found, tools_missing
+from ckdemo.libraries import OPENSSL_PKCS11_ENGINE
 from test_serve import RawClient, Served, start_server, stop_cleanly, stop_server
 
 from ckdemo import codes
 from ckdemo.rpc import HANDSHAKE, Attribute, AttributeSize, Mechanism
 from ckdemo.rpc.attributes import UNAVAILABLE
 
-OPENSSL_ENGINE = "/usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so"  # libengine-pkcs11-openssl
+OPENSSL_ENGINE = _found(OPENSSL_PKCS11_ENGINE)  # libengine-pkcs11-openssl
 HA_TOKEN = "ckdemo-ha"
 REFERENCE_TOKEN = "member1"
 

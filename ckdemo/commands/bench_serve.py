@@ -3,12 +3,12 @@ measured by clients of p11-kit-client.so in one run (ckdemo.bench_serve does the
 from __future__ import annotations
 
 import shutil
-import sys
 from pathlib import Path
 
 import click
 
-from .common import Fail, settings_for
+from .. import exit_codes
+from .common import Fail, Interrupted, settings_for
 
 
 @click.command(name="bench-serve")
@@ -23,17 +23,20 @@ from .common import Fail, settings_for
 def bench_serve(ctx: click.Context, seconds: float, rounds: int, pin: str | None, as_json: bool) -> None:
     """An application of p11-kit-client.so against `ckdemo serve` (the HA slot) and against the C
     `p11-kit server` serving the first member's token: RSA-2048 sign, 32-byte random, and RSA
-    sign by two clients at once; rounds alternate in one run."""
+    sign by two clients at once; rounds alternate in one run. Exit 1 when calls failed; Ctrl-C
+    stops the run with the figures so far (exit 130)."""
     import json
     from tabulate import tabulate
-    from .. import bench_serve as measure
+    from .. import bench_serve as measure, libraries
+    from ..interruption import StopRequest, first_ctrl_c_stops
 
     settings = settings_for(ctx)
-    missing = [what for what, there in (("p11-kit", shutil.which("p11-kit")),
-                                        (measure.P11KIT_CLIENT, Path(measure.P11KIT_CLIENT).exists()))
-               if not there]
-    if missing:
-        raise Fail(f"bench-serve needs {' and '.join(missing)} (Debian: p11-kit, p11-kit-modules)")
+    if not shutil.which("p11-kit"):
+        raise Fail("bench-serve needs the p11-kit command; on Debian or Ubuntu: apt-get install p11-kit")
+    try:
+        libraries.find(libraries.P11KIT_CLIENT)  # the clients load it (scripts/bench-serve-client)
+    except libraries.LibraryNotFound as missing:
+        raise Fail(f"bench-serve: {missing}") from None
     members = [m.strip() for m in (settings.conf.get("CKDemo", "Members") or "").split(",") if m.strip()]
     softhsm_conf = settings.conf.get("CKDemo", "SoftHSM2Conf")
     library = settings.conf.get("CKDemo", "Library00")
@@ -41,14 +44,21 @@ def bench_serve(ctx: click.Context, seconds: float, rounds: int, pin: str | None
         raise Fail(f"{settings.config_path} names no SoftHSM2 members (ckdemo init)")
     pin = pin or settings.secrets().get("CKDEMO_USER_PIN") or click.prompt("User PIN", hide_input=True)
     say = (lambda line: click.echo(f"bench-serve: {line}", err=True)) if not as_json else (lambda line: None)
+    stop = StopRequest()
     try:
-        report = measure.run(settings.home, Path(softhsm_conf), library, members[0], pin, seconds,
-                             rounds, progress=say)
+        with first_ctrl_c_stops(stop):
+            report = measure.run(settings.home, Path(softhsm_conf), library, members[0], pin,
+                                 seconds, rounds, progress=say, stop=stop)
     except measure.BenchError as exc:
+        if stop.is_set():  # a client or server stopped by the same Ctrl-C: nothing measured
+            raise Interrupted(f"interrupted: {exc}") from None
         raise Fail(str(exc)) from None
+    errors = sum(b[s]["errors"] for b in report["operations"].values() for s in ("ckdemo", "p11-kit")) \
+        + sum(p["errors"] for p in report["two_clients"].values())
+    code = exit_codes.INTERRUPTED if report["interrupted"] else exit_codes.FAILED if errors else exit_codes.OK
     if as_json:
         click.echo(json.dumps(report, indent=2))
-        return
+        ctx.exit(code)
     rows = []
     for op, both in report["operations"].items():
         for side in ("ckdemo", "p11-kit"):
@@ -68,7 +78,7 @@ def bench_serve(ctx: click.Context, seconds: float, rounds: int, pin: str | None
                    f"once {pair['two_clients_ops_per_s']} ops/s (x{pair['scaling']}), "
                    f"{pair['errors']} error(s)")
     click.echo(f"{seconds:g} s per measurement in {rounds} alternating rounds, one run")
-    errors = sum(b[s]["errors"] for b in report["operations"].values() for s in ("ckdemo", "p11-kit")) \
-        + sum(p["errors"] for p in report["two_clients"].values())
-    if errors:
-        sys.exit(1)
+    if report["interrupted"]:
+        click.echo("interrupted: the figures so far; the servers, clients and their session keys "
+                   "are gone")
+    ctx.exit(code)

@@ -1,5 +1,5 @@
-"""What every command shares: the one-line failure, exit codes, and the settings and workspace
-built from the global options. The commands and the entry point (cli.py) both import this; the
+"""What every command shares: the one-line failure (with its code from ckdemo/exit_codes.py),
+and the settings and workspace built from the global options. The commands and the entry point (cli.py) both import this; the
 commands never import cli.py, which registers them."""
 from __future__ import annotations
 
@@ -7,18 +7,30 @@ from pathlib import Path
 
 import click
 
+from .. import exit_codes
 from ..provision import ProvisionError
 from ..settings import SettingsError, load_settings
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+# the names commands used before exit_codes.py, kept for code written against them
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = exit_codes.OK, exit_codes.FAILED, exit_codes.USAGE
 
 
 class Fail(click.ClickException):
-    """One clear line on stderr and exit code 2, never a traceback."""
-    exit_code = EXIT_USAGE
+    """One clear line on stderr and exit code 2 (usage or configuration), never a traceback."""
+    exit_code = exit_codes.USAGE
 
     def show(self, file=None) -> None:
         click.echo(f"ckdemo: {self.message}", err=True)
+
+
+class InternalError(Fail):
+    """A ckdemo bug: one line on stderr (the traceback went to HOME/errors.log), exit code 3."""
+    exit_code = exit_codes.INTERNAL
+
+
+class Interrupted(Fail):
+    """Ctrl-C: one line on stderr, exit code 130."""
+    exit_code = exit_codes.INTERRUPTED
 
 
 def settings_for(ctx: click.Context, auto_provision: bool = True):

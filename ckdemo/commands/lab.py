@@ -13,7 +13,8 @@ from pathlib import Path
 
 import click
 
-from .common import EXIT_FAILED, Fail, settings_for
+from .. import exit_codes
+from .common import Fail, settings_for
 
 
 @click.group()
@@ -44,7 +45,8 @@ def run(ctx: click.Context, scenario_file: str, command: tuple[str, ...], seed: 
     from importlib.metadata import PackageNotFoundError, version
     from ..lab.runner import LabError, run as run_lab
     from ..lab.scenario import ScenarioError, load
-    from .serve import P11KIT_CLIENT, build_server
+    from .. import libraries
+    from .serve import build_server
 
     try:
         scenario = load(scenario_file, seed)
@@ -58,6 +60,10 @@ def run(ctx: click.Context, scenario_file: str, command: tuple[str, ...], seed: 
         raise Fail("which application? give its command after --")
     if shutil.which(command[0]) is None and not Path(command[0]).exists():
         raise Fail(f"cannot run {command[0]!r}: no such program")
+    try:
+        client = libraries.find(libraries.P11KIT_CLIENT)
+    except libraries.LibraryNotFound as error:
+        raise Fail(str(error)) from None
     temporary = None
     if not (ctx.obj.get("home") or os.environ.get("CKDEMO_HOME")):
         temporary = Path(tempfile.mkdtemp(prefix="ckdemo-lab-"))
@@ -72,13 +78,13 @@ def run(ctx: click.Context, scenario_file: str, command: tuple[str, ...], seed: 
         groups = served.groups
         env = dict(os.environ)
         env.update({"P11_KIT_SERVER_ADDRESS": f"unix:path={served.path.resolve()}",
-                    "CKDEMO_P11_MODULE": P11KIT_CLIENT,
+                    "CKDEMO_P11_MODULE": client,
                     "CKDEMO_TOKEN_LABEL": groups[0].token_info().label.strip() if groups else ""})
         pin = settings.secrets().get("CKDEMO_USER_PIN")
         if pin:
             env["CKDEMO_USER_PIN"] = pin
         extra = {"home": str(settings.home), "temporary_home": temporary is not None,
-                 "module": P11KIT_CLIENT, "server_address": env["P11_KIT_SERVER_ADDRESS"]}
+                 "module": client, "server_address": env["P11_KIT_SERVER_ADDRESS"]}
         try:
             try:
                 ours = version("ckdemo")
@@ -102,4 +108,4 @@ def run(ctx: click.Context, scenario_file: str, command: tuple[str, ...], seed: 
         click.echo(line)
     click.echo(f"report: {', '.join(str(p) for p in done.written)}; the application's output: {done.app_log}")
     if not done.result.held:
-        ctx.exit(EXIT_FAILED)
+        ctx.exit(exit_codes.FAILED)

@@ -9,7 +9,8 @@ from typing import Callable, TextIO
 
 import click
 
-from .common import EXIT_FAILED, EXIT_OK, Fail, settings_for, workspace_for
+from .. import exit_codes
+from .common import Fail, settings_for, workspace_for
 
 BAR_WIDTH = 24
 REDRAW_S = 0.2  # a person sees the line move; the run does not notice the cost
@@ -84,11 +85,13 @@ def minutes(seconds: float | None) -> str:
 @click.pass_context
 def bench_command(ctx, operation, slot_ref, seconds, count, threads, key_size, data_size,
                   member_count, pin, as_json):
-    """Throughput and latency of one operation on a slot, or HA vs direct in the same run."""
+    """Throughput and latency of one operation on a slot, or HA vs direct in the same run.
+    Exit 1 when calls failed; Ctrl-C stops the run with the figures so far (exit 130)."""
     import json
     from tabulate import tabulate
     from .. import bench
     from ..codes import CKR_USER_ALREADY_LOGGED_IN, CKRError
+    from ..interruption import StopRequest, first_ctrl_c_stops
     from ..model import CKU_USER
 
     settings = settings_for(ctx)
@@ -109,32 +112,37 @@ def bench_command(ctx, operation, slot_ref, seconds, count, threads, key_size, d
             chosen = [(f"slot#{slot_ref}", workspace.slot(int(slot_ref)))]
         except (ValueError, IndexError):
             raise Fail(f"--slot {slot_ref}: not a slot number (1-{len(workspace.slots)}), ha, direct or both") from None
+    stop = StopRequest()
     try:
-        for _, slot in chosen:
-            if pin:
-                session = slot.open_session(rw=True)
-                try:
-                    session.login(CKU_USER, pin)
-                except CKRError as exc:
-                    if exc.ckr != CKR_USER_ALREADY_LOGGED_IN:
-                        raise
-        progress = bench.Progress(seconds * len(chosen), count * len(chosen))
-        with ProgressLine(lambda: _bench_line(operation, progress)):
-            results = bench.bench(chosen, operation, seconds, threads, key_size, data_size,
-                                  progress, count)
+        with first_ctrl_c_stops(stop):
+            for _, slot in chosen:
+                if pin:
+                    session = slot.open_session(rw=True)
+                    try:
+                        session.login(CKU_USER, pin)
+                    except CKRError as exc:
+                        if exc.ckr != CKR_USER_ALREADY_LOGGED_IN:
+                            raise
+            progress = bench.Progress(seconds * len(chosen), count * len(chosen))
+            with ProgressLine(lambda: _bench_line(operation, progress, stop)):
+                results = bench.bench(chosen, operation, seconds, threads, key_size, data_size,
+                                      progress, count, stop)
     except CKRError as exc:
         raise Fail(str(exc)) from None
+    interrupted = stop.is_set()
+    failed = sum(r.errors for r in results)
+    code = exit_codes.INTERRUPTED if interrupted else exit_codes.FAILED if failed else exit_codes.OK
     figures = [r.as_dict() for r in results]
     asked = bench.parameters(chosen, operation, seconds, threads, key_size, data_size, count)
     ratio = None
-    if len(results) == 2 and results[0].ops_per_s:
-        d, h = results
+    if len(results) == 2 and results[0].ops_per_s and results[1].ops_per_s:
+        d, h = results  # an interrupted run may have measured one side only: no ratio then
         ratio = {"ha_over_direct": round(h.ops_per_s / d.ops_per_s, 3),
-                 "added_us_per_call": round(1e6 / h.ops_per_s - 1e6 / d.ops_per_s, 2)
-                 if h.ops_per_s else None}
+                 "added_us_per_call": round(1e6 / h.ops_per_s - 1e6 / d.ops_per_s, 2)}
     if as_json:
-        click.echo(json.dumps({"parameters": asked, "results": figures, "ratio": ratio}, indent=2))
-        return
+        click.echo(json.dumps({"parameters": asked, "results": figures, "ratio": ratio,
+                               "interrupted": interrupted}, indent=2))
+        ctx.exit(code)
     rows = [(f["slot"], f["operation"], f["threads"], f["ops"], f["ops_per_s"],
              f["latency_us"]["p50"], f["latency_us"]["p95"], f["latency_us"]["p99"],
              f["latency_us"]["max"], f["errors"],
@@ -146,9 +154,18 @@ def bench_command(ctx, operation, slot_ref, seconds, count, threads, key_size, d
     if ratio:
         click.echo(f"HA/direct = {ratio['ha_over_direct']} "
                    f"(HA adds {ratio['added_us_per_call']} us per call), measured in one run")
+    for f in figures:
+        if f["errors"]:
+            click.echo(f"{f['slot']}: {f['errors']} call(s) failed, the first: {f['first_error']}")
+    if interrupted:
+        click.echo(f"interrupted after {sum(f['measured_s'] for f in figures):g} s of measuring: "
+                   "the figures so far; the run's sessions and keys are closed")
+    ctx.exit(code)
 
 
-def _bench_line(operation: str, progress) -> str:
+def _bench_line(operation: str, progress, stop) -> str:
+    if stop.is_set():
+        return f"{operation}: interrupted, closing the run's sessions ..."
     if not progress.slot:
         return f"{operation}: preparing keys and sessions ..."
     if progress.total_ops:
@@ -165,7 +182,10 @@ def _soak_line(report, seconds: float) -> str:
     counts = (f"kills {len(report.kills)}  recoveries {len(report.recoveries)}  "
               f"failures {len(report.failures)}  ops {report.operations:,}")
     if report.seconds:  # the workload is over
-        state = "waiting for every member to be back" if report.settling else "done"
+        state = ("waiting for every member to be back" if report.settling
+                 else "removing the run's keys" if report.cleaning else "done")
+        if report.interrupted:
+            state = f"interrupted; {state}"
         return f"soak {bar(1.0)} {report.seconds:.0f}/{seconds:g} s  {counts}  ({state})"
     elapsed = min(seconds, time.monotonic() - report.began_at)
     return (f"soak {bar(elapsed / seconds)} {elapsed:.0f}/{seconds:g} s  "
@@ -208,11 +228,14 @@ def _range(text: str) -> tuple[float, float]:
 def soak(ctx, seconds, seed, interval, kill_every, down_for, pin, as_json) -> None:
     """Chaos: sign and encrypt/decrypt on the HA slot while members are killed and brought back
     (real SIGKILLs for remote members). Exit 1 on any application-visible failure or when the
-    members end up holding different key material."""
+    members end up holding different key material. Ctrl-C ends the workload early: the members
+    are still brought back, compared and cleared of the run's keys, the figures so far printed
+    (exit 130)."""
     import json
     from tabulate import tabulate
     from .. import soak as chaos_run
     from ..codes import CKRError
+    from ..interruption import StopRequest, first_ctrl_c_stops
 
     chaos = chaos_run.Chaos(seed, _range(kill_every), _range(down_for))
     settings = settings_for(ctx)
@@ -223,17 +246,18 @@ def soak(ctx, seconds, seed, interval, kill_every, down_for, pin, as_json) -> No
     groups = workspace.groups
     if not groups or len(groups[0].members) < 2:
         raise Fail("a soak needs an HA group with at least two members")
-    report = chaos_run.Report()
+    report, stop = chaos_run.Report(), StopRequest()
     try:
-        with ProgressLine(lambda: _soak_line(report, seconds)):
-            chaos_run.run(groups[0], seconds, chaos, pin, interval, report)
+        with first_ctrl_c_stops(stop), ProgressLine(lambda: _soak_line(report, seconds)):
+            chaos_run.run(groups[0], seconds, chaos, pin, interval, report, stop)
     except CKRError as exc:
         raise Fail(f"soak could not start: {exc}") from None
     figures = report.as_dict()
     ok = not report.failures and figures["consistency"].get("identical", False)
+    code = exit_codes.INTERRUPTED if report.interrupted else exit_codes.OK if ok else exit_codes.FAILED
     if as_json:
         click.echo(json.dumps(figures, indent=2))
-        ctx.exit(EXIT_OK if ok else EXIT_FAILED)
+        ctx.exit(code)
     click.echo(f"operations: {figures['operations']} in {figures['elapsed_s']} s; "
                f"application-visible failures: {figures['application_failures']}")
     for sample in figures["failure_samples"]:
@@ -253,4 +277,7 @@ def soak(ctx, seconds, seed, interval, kill_every, down_for, pin, as_json) -> No
                f"same objects and key material {c.get('identical')}")
     click.echo(f"RSS: {figures['rss_start_kb']} kB -> {figures['rss_end_kb']} kB "
                f"({figures['rss_growth_kb']:+d} kB)")
-    ctx.exit(EXIT_OK if ok else EXIT_FAILED)
+    if report.interrupted:
+        click.echo(f"interrupted after {figures['elapsed_s']} s of {seconds:g}: the figures so far; "
+                   "the run's keys are removed from every member")
+    ctx.exit(code)

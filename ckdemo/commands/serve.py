@@ -17,7 +17,6 @@ from .common import Fail, settings_for, workspace_for
 from ..serve.server import DEFAULT_MAX_CONNECTIONS
 from ..codes import CKRError
 
-P11KIT_CLIENT = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so"  # Debian 12's p11-kit-modules
 EVENT_POLL_S = 0.2  # how often the HA log is read for new events to print
 
 
@@ -109,7 +108,7 @@ def serve(ctx: click.Context, socket_path: str | None, which: str, isolated: boo
     control, control_problem = served.control, served.control_problem
     address = f"unix:path={path.resolve()}"
     click.echo(f"export P11_KIT_SERVER_ADDRESS={address}")
-    click.echo(f"pkcs11-tool --module {P11KIT_CLIENT} -L")
+    click.echo(f"pkcs11-tool --module {_p11kit_client()} -L")
     for exposed in server.slots:
         _say(f"serving slot {exposed.slot_id:#x}: {_described(exposed)}")
     for group in groups:
@@ -178,3 +177,12 @@ def _print_new_events(groups: list) -> None:
     for log in logs.values():
         for event in log.unseen():
             _say(event.message())
+
+
+def _p11kit_client() -> str:
+    """The client module an application loads, or where it is missing, what to install."""
+    from .. import libraries
+    try:
+        return libraries.find(libraries.P11KIT_CLIENT)
+    except libraries.LibraryNotFound:
+        return "p11-kit-client.so  # not installed here: apt-get install p11-kit-modules"

@@ -111,6 +111,13 @@ def parse(text: str, source: str = "<script>") -> list[Line]:
     return lines
 
 
+def require_steps(lines: list[Line], source: str) -> None:
+    """A script with no answer tests nothing: refused before anything runs, never a pass."""
+    if all(line.is_directive for line in lines):
+        raise ScriptError(f"{source}: no step to run (the script is empty, or holds only comments "
+                          "and directives)")
+
+
 def load(path: str | Path) -> list[Line]:
     path = Path(path)
     try:
