@@ -32,10 +32,11 @@ NOT_AT_START = [
     "ckdemo.replay.junit", "xml.etree.ElementTree",  # only for run --junit
     "ckdemo.commands.hagroup", "ckdemo.commands.member", "ckdemo.commands.measure",
     "ckdemo.commands.serve", "ckdemo.commands.bench_serve", "ckdemo.serve", "ckdemo.rpc",
-    "ckdemo.bench", "ckdemo.soak",
+    "ckdemo.bench", "ckdemo.soak", "ckdemo.lab", "ckdemo.commands.lab", "ckdemo.commands.fault",
     "ckdemo.handlers.token", "ckdemo.handlers.crypto", "ckdemo.handlers.others",  # a choice's
 ]
-SUBCOMMANDS = ["bench", "bench-serve", "hagroup", "init", "member", "run", "scripts", "serve", "soak"]
+SUBCOMMANDS = ["bench", "bench-serve", "fault", "hagroup", "init", "lab", "member", "run", "scripts", "serve",
+               "soak"]
 
 
 def started(home: Path, tmp_path: Path, answers: str, *args: str) -> tuple[str, set[str]]:
