@@ -70,7 +70,7 @@ def build_groups(settings: Settings, slots: list) -> list:
         config = GroupConfig(group.label, group.serial, ha.interval_s, ha.reconnect_attempts,
                              HA_SLOT_ID_BASE + number, synchronize_on_recovery=ha_config.
                              synchronize_on_recovery(settings.conf, group.label),
-                             recovery_mode=ha.recovery_mode)
+                             recovery_mode=ha.recovery_mode, standby=frozenset(group.standby))
         members = [(serial, *by_serial.get(serial, (None, ""))) for serial in group.members]
         groups.append(build_group(
             config, members, log=log,

@@ -12,6 +12,15 @@ def ha_status_row(serial: str, ckr: int) -> str:
     return f"   HSM {serial:<{HA_STATUS_SERIAL_WIDTH}} - {ckr_name(ckr)}"
 
 
+def standby_notices(report) -> list[str]:
+    """A line per standby member of an HA Status report ((member, code) pairs): idle while an
+    active member serves, serving once none does (Luna: promoted)."""
+    serving = any(code == 0 and not member.standby for member, code in report)
+    return [f"HSM {member.serial}: standby member, "
+            + ("idle while an active member serves" if serving or code != 0 else
+               "serving: every active member has failed") for member, code in report if member.standby]
+
+
 def exhausted_notices(retries: int, exhausted, way_out: str) -> list[str]:
     """A line per member automatic recovery has given up on ((member, attempts made) pairs; N
     attempts made, or N = 0), with the way out where the user reads it."""

@@ -824,3 +824,48 @@ def test_active_enhanced_recovers_in_the_background_with_no_call_and_obeys_x_and
     finally:
         ha.group.set_recovery_mode("activeBasic")
     assert ha.group.background is None and ha.group.recovery.in_calls
+
+
+def test_a_standby_member_is_kept_current_serves_only_when_every_active_member_failed(ha, rsa_key):
+    """Luna's standby member (hagroup addstandby): logged in and given every key, idle while an
+    active member serves (one active member lost changes nothing for it), serving when every
+    active member has failed, idle again once one is recovered."""
+    m1, m2, m3 = ha.group.members
+    m3.standby = True
+    try:
+        calls = {m.serial: m.calls for m in ha.group.members}
+        for _ in range(12):
+            sign(ha, rsa_key[1])
+        assert m3.calls == calls[m3.serial]  # idle
+        assert m1.calls > calls[m1.serial] and m2.calls > calls[m2.serial]
+        (key,) = ha.session.generate(KeySpec("aes", 32, "made-beside-a-standby", b"\x5b"))
+        on_standby = ha.group.session_for(m3).find_objects({CKA_LABEL: "made-beside-a-standby"})
+        assert len(on_standby) == 1  # kept current with key material
+        ha.group.fail_member(m1)
+        for _ in range(6):
+            sign(ha, rsa_key[1])
+        assert m3.calls == calls[m3.serial] and not m1.active  # one active member still serves
+        ha.group.fail_member(m2)
+        before = m3.calls
+        verify(rsa_key[2], sign(ha, rsa_key[1]), b"ckdemo HA test")  # promoted: it serves
+        assert m3.calls > before and not m2.active
+        assert any("serving: every active member has failed" in line
+                   for line in standby_lines(ha.group))
+        ha.group.restore_member(m1)
+        ha.group.restore_member(m2)
+        ha.clock.advance(ha.x + 1)
+        sign(ha, rsa_key[1])  # the call after X recovers them
+        assert m1.active and m2.active
+        before = m3.calls
+        for _ in range(6):
+            sign(ha, rsa_key[1])
+        assert m3.calls == before  # the load is back on the active members
+        assert any("idle while an active member serves" in line for line in standby_lines(ha.group))
+        ha.session.destroy_object(key)
+    finally:
+        m3.standby = False
+
+
+def standby_lines(group) -> list[str]:
+    from ckdemo.screens import standby_notices
+    return standby_notices(group.status())

@@ -399,3 +399,33 @@ def test_a_running_menu_picks_up_interval_and_retry_and_names_haonly(home, ckdem
         assert pane.wait_for_exit() == "0"
     finally:
         pane.close()
+
+
+def test_addstandby_and_removestandby_as_lunacm_spells_them(run_ckdemo, menu, home):
+    """A member made standby: listgroups and show say so, and in a menu run its calls stay at 0
+    while the others sign (HA Status adds a line for it); removestandby makes it active again."""
+    serials = token_serials(home)
+    m3 = serials["member3"]
+    said = ok(run_ckdemo(home, "hagroup", "addstandby", "-group", GROUP, "-serial", m3))
+    assert f"standby = {m3}" in said
+    assert f"VirtualToken00Standby = {m3}" in (home / "Chrystoki.conf").read_text()
+    listed = ok(run_ckdemo(home, "hagroup", "listgroups"))
+    assert f"Standby Members:  {m3}" in listed and m3 not in \
+        next(l for l in listed.splitlines() if l.startswith("Group Members:"))
+    assert re.search(rf"3 +{m3} +member3 +standby", ok(run_ckdemo(home, "hagroup", "show")))
+    # a menu run: HA login, open a session, 12 random calls, HA Status, 122
+    code, out = menu(home, f"51\n5\n{USER_PIN}\n1\n5\ny\n" + "62\n${LAST_SESSION}\n16\n" * 12 +
+                     "52\n5\n122\n5\n0\n")
+    assert code == 0, out
+    assert f"HSM {m3}: standby member, idle while an active member serves" in out
+    rows = {r[1]: r for r in (line.split() for line in out.splitlines()) if len(r) >= 5 and r[0] in "123"}
+    assert rows[m3][4] == "0", rows  # member3 served no call
+    # refusals: not a member; every member standby
+    assert "is not a member of" in refused(run_ckdemo(home, "hagroup", "addstandby", "-serial",
+                                                       "0123456789abcdef"))
+    ok(run_ckdemo(home, "hagroup", "addstandby", "-serial", serials["member2"]))
+    assert "one must stay active" in refused(run_ckdemo(home, "hagroup", "addstandby", "-serial",
+                                                        serials["member1"]))
+    ok(run_ckdemo(home, "hagroup", "removestandby", "-serial", m3))
+    ok(run_ckdemo(home, "hagroup", "removestandby", "--label", "member2"))
+    assert "Standby" not in (home / "Chrystoki.conf").read_text()

@@ -235,7 +235,7 @@ def unlockpin(ctx: click.Context, group_ref: str | None, so_pin: str | None) -> 
                    + (f"(it had {was} wrong PIN(s) in a row)." if was else "(it was not locked)."))
 
 
-# ---- members: addmember, removemember ------------------------------------------------------------
+# ---- members: addmember, removemember, addstandby, removestandby ------------------------------------------------------------
 
 def _member_options(f):
     f = click.option("--label", "-label", "token_label", metavar="LABEL",
@@ -272,7 +272,37 @@ def removemember(ctx: click.Context, group_ref: str | None, serial: str | None,
 
 
 def _members_said(group) -> str:
-    return f"HA group {group.label} members = {','.join(group.members)}"
+    return f"HA group {group.label} members = {','.join(group.members)}" + \
+        (f"; standby = {','.join(group.standby)}" if group.standby else "")
+
+
+@hagroup.command()
+@_member_options
+@click.pass_context
+def addstandby(ctx: click.Context, group_ref: str | None, serial: str | None,
+               token_label: str | None) -> None:
+    """Make a member standby (lunacm: hagroup addstandby -group L -serial S): logged in and kept
+    current with every key, it serves no call while another member can."""
+    _standby(ctx, group_ref, serial, token_label, True)
+
+
+@hagroup.command()
+@_member_options
+@click.pass_context
+def removestandby(ctx: click.Context, group_ref: str | None, serial: str | None,
+                  token_label: str | None) -> None:
+    """Make a standby member active again (lunacm: hagroup removestandby); it stays a member."""
+    _standby(ctx, group_ref, serial, token_label, False)
+
+
+def _standby(ctx: click.Context, group_ref: str | None, serial: str | None, token_label: str | None,
+             on: bool) -> None:
+    from ..config import ha
+    settings = settings_for(ctx)
+    serial = _resolve_member(settings, serial, token_label, must_exist=serial is None)
+    _edit_conf(ctx, lambda conf: _members_said(ha.set_standby(conf, ha.find_group(conf, group_ref),
+                                                               serial, on)),
+               AT_RESTART[:-1] + NOT_LIVE_BECAUSE["members"] + ".")
 
 
 def _resolve_member(settings, serial: str | None, token_label: str | None, must_exist: bool) -> str:

@@ -65,11 +65,12 @@ def render_show(settings, live: LiveState | None, why: str | None) -> list[str]:
         return [groups]
     lines = []
     for group, members in groups:
-        rows = [(n, serial, label, "-" if found is None else ("yes" if found else "no"),
+        rows = [(n, serial, label, "standby" if serial in group.standby else "active",
+                 "-" if found is None else ("yes" if found else "no"),
                  "-" if code is None else ckr_name(code))
                 for n, serial, label, found, code in members]
         lines.append(f"HA group {group.label}  serial {group.serial}")
-        lines += tabulate(rows, headers=["#", "HSM", "Label", "Found", "Status"],
+        lines += tabulate(rows, headers=["#", "HSM", "Label", "Role", "Found", "Status"],
                           disable_numparse=True).splitlines()
         if not ha.synchronize_on_recovery(conf, group.label):
             lines.append(f"HASynchronize {group.label} = 0: HA login and recovery copy nothing; "
@@ -96,8 +97,8 @@ def render_listgroups(settings, live: LiveState | None, why: str | None) -> list
         lines += [f"HA Group Label:   {group.label}",
                   f"HA Group Number:  {group.serial}",
                   f"Synchronization:  {'enabled' if sync else 'disabled'} (HASynchronize)",
-                  f"Group Members:    {', '.join(group.members) or '<none>'}",
-                  "Standby Members:  <none>", ""]
+                  f"Group Members:    {', '.join(m for m in group.members if m not in group.standby) or '<none>'}",
+                  f"Standby Members:  {', '.join(group.standby) or '<none>'}", ""]
         rows = [(n, serial, label, "not known" if code is None else
                  ("alive" if code == CKR_OK else "down") + f" ({ckr_name(code)})")
                 for n, serial, label, _, code in members]

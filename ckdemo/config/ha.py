@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from ..ha.policy import DEFAULT_RECOVERY_INTERVAL_S, DEFAULT_RECOVERY_RETRIES
 from .chrystoki import ChrystokiConf
@@ -53,6 +53,7 @@ class GroupConfig:
     label: str
     serial: str
     members: list[str]  # member token serials, in order (the first is the primary)
+    standby: list[str] = field(default_factory=list)  # members that are standby (addstandby)
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,9 @@ def groups(conf: ChrystokiConf) -> list[GroupConfig]:
         nn = match.group(1)
         members = [s.strip() for s in (section.get(f"VirtualToken{nn}Members") or "").split(",") if s.strip()]
         serial = section.get(f"VirtualToken{nn}SN") or ("1" + members[0] if members else "")
-        found.append(GroupConfig(int(nn), value, serial, members))
+        standby = [s.strip() for s in (section.get(f"VirtualToken{nn}Standby") or "").split(",")
+                   if s.strip() in members]
+        found.append(GroupConfig(int(nn), value, serial, members, standby))
     return sorted(found, key=lambda g: g.index)
 
 
@@ -173,7 +176,13 @@ def _set_members(conf: ChrystokiConf, group: GroupConfig, members: list[str]) ->
     nn = f"{group.index:02d}"
     conf.set(VIRTUAL_TOKEN, f"VirtualToken{nn}SN", group.serial)  # written out if it was implied
     conf.set(VIRTUAL_TOKEN, f"VirtualToken{nn}Members", ",".join(members))
-    return GroupConfig(group.index, group.label, group.serial, members)
+    standby = [s for s in group.standby if s in members]  # a member that leaves is no standby
+    if standby != group.standby:
+        if standby:
+            conf.set(VIRTUAL_TOKEN, f"VirtualToken{nn}Standby", ",".join(standby))
+        else:
+            conf.remove(VIRTUAL_TOKEN, f"VirtualToken{nn}Standby")
+    return GroupConfig(group.index, group.label, group.serial, members, standby)
 
 
 def set_retry(conf: ChrystokiConf, count: int) -> None:
@@ -183,3 +192,20 @@ def set_retry(conf: ChrystokiConf, count: int) -> None:
 def set_interval(conf: ChrystokiConf, seconds: float) -> None:
     conf.set(HA_CONFIGURATION, "AutoReconnectInterval",
              f"{parse_interval(repr(seconds), 'AutoReconnectInterval'):g}")
+
+
+def set_standby(conf: ChrystokiConf, group: GroupConfig, serial: str, standby: bool) -> GroupConfig:
+    """lunacm: hagroup addstandby / removestandby -group L -serial S (S a member already):
+    VirtualToken<NN>Standby lists the group's standby members (ckdemo's name for the key)."""
+    if serial not in group.members:
+        raise ValueError(f"{serial} is not a member of {group.label}: add it first "
+                         "(hagroup addmember), then make it standby")
+    chosen = [s for s in group.standby if s != serial] + ([serial] if standby else [])
+    if standby and len(set(chosen)) == len(group.members):
+        raise ValueError(f"every member of {group.label} would be standby: one must stay active")
+    nn = f"{group.index:02d}"
+    if chosen:
+        conf.set(VIRTUAL_TOKEN, f"VirtualToken{nn}Standby", ",".join(chosen))
+    else:
+        conf.remove(VIRTUAL_TOKEN, f"VirtualToken{nn}Standby")
+    return GroupConfig(group.index, group.label, group.serial, group.members, chosen)

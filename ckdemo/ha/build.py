@@ -27,6 +27,7 @@ class GroupConfig:
     balance: bool = True
     synchronize_on_recovery: bool = True
     recovery_mode: str = "activeBasic"  # lunacm: hagroup recoverymode (activeEnhanced: background)
+    standby: frozenset[str] = frozenset()  # serials of standby members (lunacm: hagroup addstandby)
 
 
 def build_group(config: GroupConfig, members: Sequence[tuple[str, Any, str]],
@@ -34,7 +35,8 @@ def build_group(config: GroupConfig, members: Sequence[tuple[str, Any, str]],
                 pin_lock: PinLock | None = None, vault: Vault | None = None,
                 state_lock: Callable[[], AbstractContextManager] = nullcontext) -> HAGroup:
     """members: (token serial, its slot or None while it cannot be found, token label)."""
-    return HAGroup(config.label, config.serial, [HAMember(*member) for member in members],
+    return HAGroup(config.label, config.serial,
+                   [HAMember(*member, standby=member[0] in config.standby) for member in members],
                    RecoveryPolicy(config.interval_s, config.retries, clock), log,
                    slot_id=config.slot_id, balance=config.balance, state_lock=state_lock,
                    synchronize_on_recovery=config.synchronize_on_recovery, pin_lock=pin_lock,

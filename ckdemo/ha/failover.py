@@ -79,23 +79,30 @@ class Failover:
     # ---- one member ---------------------------------------------------------------------------
     def _pick(self, skip, mechanism: int | None) -> "HAMember | None":
         """Least-busy round robin (as Luna HA): of the active members not in `skip` and not
-        known to refuse `mechanism`, the one with the fewest calls in flight, ties broken in
-        turn; None when there is none. One caller thread gets plain round robin; several
+        known to refuse `mechanism` (standby members only when no other is left), the one with
+        the fewest calls in flight, ties broken in turn; None when there is none. One caller thread gets plain round robin; several
         spread out. One pass under the lock: this runs on every load-balanced call."""
         members = self.members
         count = len(members)
         with self.lock:
             if self.balance and not skip:  # the usual case: the next in turn is free and able
                 member = members[self._next]
-                if member.state is _ACTIVE and not member.outstanding and mechanism not in member.refused:
+                if member.state is _ACTIVE and not member.outstanding and mechanism not in member.refused \
+                        and not member.standby:
                     self._next = (member.index + 1) % count
                     member.outstanding = 1
                     return member
             start = self._next if self.balance else 0
             chosen = None
+            # standby members serve only when no other member can (Luna: promoted when every
+            # active member has failed)
+            standby_serves = not any(m.state is _ACTIVE and not m.standby and m not in skip
+                                     for m in members)
             for step in range(count):
                 member = members[(start + step) % count]
                 if member.state is not _ACTIVE or member in skip or mechanism in member.refused:
+                    continue
+                if member.standby and not standby_serves:
                     continue
                 if chosen is None or member.outstanding < chosen.outstanding:
                     chosen = member

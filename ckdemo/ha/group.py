@@ -121,7 +121,7 @@ class HAGroup(Slot):
         active = self.active_members()
         if not active:
             raise CKRError(CKR_DEVICE_ERROR, "HA", "no HA group member is available")
-        return active[0]
+        return next((m for m in active if not m.standby), active[0])
 
     # ---- recovery and synchronisation: owned objects (recovery.py, synchronization.py) ---------
     def before_call(self) -> None:

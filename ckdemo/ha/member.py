@@ -20,8 +20,11 @@ STATUS_CODE = {MemberState.ACTIVE: CKR_OK, MemberState.FAILED: CKR_DEVICE_ERROR,
 
 
 class HAMember:
-    def __init__(self, serial: str, slot: Any | None, label: str = "") -> None:
+    def __init__(self, serial: str, slot: Any | None, label: str = "", standby: bool = False) -> None:
         self.serial = serial
+        # a standby member (lunacm: hagroup addstandby) is logged in and kept current, and serves
+        # no call while an active member that is not standby does (failover.Failover._pick)
+        self.standby = standby
         self.slot = slot  # a physical slot, or None while it cannot be found
         self.label = label
         self.state = MemberState.ACTIVE if slot is not None else MemberState.DOWN

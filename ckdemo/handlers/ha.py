@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..menu.context import Context, InputError
-from ..screens import exhausted_notices, ha_status_row
+from ..screens import standby_notices, exhausted_notices, ha_status_row
 from ..model import CKU_USER
 
 
@@ -43,6 +43,8 @@ def ha_status(ctx: Context) -> None:
     ctx.say(f"HA group {group.serial} status:")
     for member, code in report:
         ctx.say(ha_status_row(member.serial, code))
+    for line in standby_notices(report):
+        ctx.say(line)
     _exhausted_notice(ctx, group)
 
 

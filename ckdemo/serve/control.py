@@ -35,7 +35,7 @@ import time
 from typing import Any, Callable, Protocol, Sequence
 
 from ..codes import CKRError, ckr_name
-from ..screens import exhausted_notices, ha_status_row
+from ..screens import exhausted_notices, ha_status_row, standby_notices
 from . import unixsocket
 from .faults import CallRecord, FaultBook, FaultError, FaultSpec
 
@@ -50,6 +50,7 @@ JOURNAL_READ_MAX = 5_000  # calls one journal_read answers (read again from "nex
 class ControlledMember(Protocol):
     serial: str
     label: str
+    standby: bool
 
 
 class RecoveryTiming(Protocol):
@@ -80,6 +81,7 @@ def status_lines(group: ControlledGroup, report: list[tuple[ControlledMember, in
     """HA Status as menu choice 52 prints it (the seed's format)."""
     return [f"HA group {group.serial} status:"] + \
         [ha_status_row(member.serial, code) for member, code in report] + \
+        standby_notices(report) + \
         exhausted_notices(group.policy.retries, group.recovery_exhausted(),
                           "`ckdemo hagroup recover` recovers it now")
 
@@ -166,8 +168,8 @@ class ControlServer:
             report = group.status()
             lines += status_lines(group, report)
             groups.append({"label": group.label, "serial": group.serial,
-                           "members": [{"serial": m.serial, "label": m.label, "status": ckr_name(code)}
-                                       for m, code in report]})
+                           "members": [{"serial": m.serial, "label": m.label, "status": ckr_name(code),
+                                        "standby": m.standby} for m, code in report]})
         return {"lines": lines, "groups": groups}
 
     def _fail(self, request: dict) -> dict:
