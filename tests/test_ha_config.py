@@ -215,11 +215,11 @@ def test_hagroup_show_on_a_fresh_home(run_ckdemo, home):
     assert done.returncode == 0, done.stderr
     assert done.stdout == (
         f"HA group {DEFAULT_GROUP}  serial 1{m1}\n"
-        "#    HSM               Label    Role     Found    Status\n"
-        "---  ----------------  -------  -------  -------  --------\n"
-        f"1    {m1}  member1  active   yes      CKR_OK\n"
-        f"2    {m2}  member2  active   yes      CKR_OK\n"
-        f"3    {m3}  member3  active   yes      CKR_OK\n"
+        "#    HSM               Label    Found    Status\n"
+        "---  ----------------  -------  -------  --------\n"
+        f"1    {m1}  member1  yes      CKR_OK\n"
+        f"2    {m2}  member2  yes      CKR_OK\n"
+        f"3    {m3}  member3  yes      CKR_OK\n"
         "\n"
         "reconnAtt = -1 (unlimited); AutoReconnectInterval = 60 s; HAOnly = 0; haLogStatus = disabled\n"
         "Recovery mode:     activeBasic (inside an application call)\n"

@@ -429,3 +429,34 @@ def test_addstandby_and_removestandby_as_lunacm_spells_them(run_ckdemo, menu, ho
     ok(run_ckdemo(home, "hagroup", "removestandby", "-serial", m3))
     ok(run_ckdemo(home, "hagroup", "removestandby", "--label", "member2"))
     assert "Standby" not in (home / "Chrystoki.conf").read_text()
+
+
+def test_lunacm_spellings_creategroup_deletegroup_group_option_and_any_case(run_ckdemo, home):
+    serials = token_serials(home)
+    m3 = serials["member3"]
+    conf = home / "Chrystoki.conf"
+    assert "Standby Members:" in ok(run_ckdemo(home, "hagroup", "listGroups"))  # any case
+    assert "is a member of HA group ckdemo-ha already: a token is in one group only" in \
+        refused(run_ckdemo(home, "hagroup", "createGroup", "-label", "second", "-serial", m3))
+    ok(run_ckdemo(home, "hagroup", "removemember", "-group", GROUP, "-serial", m3))
+    said = ok(run_ckdemo(home, "hagroup", "creategroup", "-label", "second", "-serial", m3,
+                         "-password", "not-stored"))
+    assert "HA group second created with member" in said and "not-stored" not in conf.read_text()
+    assert f"VirtualToken01Members = {m3}" in conf.read_text()
+    only = ok(run_ckdemo(home, "hagroup", "listgroups", "-group", "second"))
+    assert "HA Group Label:   second" in only and "ckdemo-ha" not in only
+    assert f"HA Group Number:  1{m3}" in only  # Luna: 1 + the first member's serial
+    assert "an HA group 'second' exists already" in refused(run_ckdemo(
+        home, "hagroup", "creategroup", "-label", "second", "-serial", serials["member1"]))
+    ok(run_ckdemo(home, "hagroup", "retry", "-group", "second", "-count", "4"))
+    assert "no HA group 'third'" in refused(run_ckdemo(home, "hagroup", "interval", "-group", "third",
+                                                       "-interval", "5"))
+    assert "no HA group 'third'" in refused(run_ckdemo(home, "hagroup", "recover", "-group", "third"))
+    ok(run_ckdemo(home, "hagroup", "log", "-enable"))
+    assert "haLogStatus = enabled" in conf.read_text()
+    ok(run_ckdemo(home, "hagroup", "log", "-disable"))
+    assert "give exactly one of on, off, -enable, -disable" in refused(
+        run_ckdemo(home, "hagroup", "log", "on", "-disable"))
+    ok(run_ckdemo(home, "hagroup", "deleteGroup", "-label", "second"))
+    assert "VirtualToken01" not in conf.read_text()
+    ok(run_ckdemo(home, "hagroup", "addmember", "-group", GROUP, "-serial", m3))

@@ -21,10 +21,11 @@ NOT_LIVE_BECAUSE = {
     "HASynchronize": " (the group is built at start)",
     "members": " (the group is built at start)",
 }
-@click.group()
+@click.group(context_settings={"token_normalize_func": lambda word: word.lower()})
 def hagroup() -> None:
-    """HA groups and settings in Chrystoki.conf (Luna's lunacm 'hagroup' commands; lunacm's
-    single-dash options, e.g. -enable, -count, -group, -serial, are accepted too)."""
+    """HA groups and settings in Chrystoki.conf (Luna's lunacm 'hagroup' commands, in any case:
+    listGroups, addStandby; lunacm's single-dash options, e.g. -enable, -count, -group, -serial,
+    are accepted too)."""
 
 
 def _edit_conf(ctx: click.Context, change, effect: str | None = None) -> None:
@@ -55,29 +56,47 @@ def _group_option(f):
 @hagroup.command()
 @click.option("--count", "-count", required=True, type=click.IntRange(min=-1),
               help="Recovery attempts N (-1 unlimited, 0 turns auto-recovery off).")
+@_group_option
 @click.pass_context
-def retry(ctx: click.Context, count: int) -> None:
-    """Set HAConfiguration reconnAtt (creates the section, as lunacm does)."""
+def retry(ctx: click.Context, count: int, group_ref: str | None) -> None:
+    """Set HAConfiguration reconnAtt (creates the section, as lunacm does). It is one setting for
+    every group (HAConfiguration is one section): -group only checks that the group exists."""
     from ..config import ha
+    _check_group(ctx, group_ref)
     _edit_conf(ctx, lambda conf: ha.set_retry(conf, count), APPLIED_LIVE)
+
+
+def _check_group(ctx: click.Context, group_ref: str | None) -> None:
+    """-group on a verb whose setting is every group's: the group must exist all the same."""
+    if group_ref is None:
+        return
+    from ..config import ha
+    try:
+        ha.find_group(settings_for(ctx).conf, group_ref)
+    except ValueError as exc:
+        raise Fail(str(exc)) from None
 
 
 @hagroup.command()
 @click.option("--seconds", "-interval", required=True, type=click.FloatRange(min=0, min_open=True),
               help="Recovery interval X in seconds (Luna: 60 minimum; shorter allowed for demos).")
+@_group_option
 @click.pass_context
-def interval(ctx: click.Context, seconds: float) -> None:
-    """Set HAConfiguration AutoReconnectInterval."""
+def interval(ctx: click.Context, seconds: float, group_ref: str | None) -> None:
+    """Set HAConfiguration AutoReconnectInterval (every group's, as retry)."""
     from ..config import ha
+    _check_group(ctx, group_ref)
     _edit_conf(ctx, lambda conf: ha.set_interval(conf, seconds), APPLIED_LIVE)
 
 
 @hagroup.command()
+@_group_option
 @click.pass_context
-def recover(ctx: click.Context) -> None:
-    """Manual recovery now, whatever X and N say (lunacm: hagroup recover; menu choice 125).
-    Beside a running `ckdemo serve`, its groups recover; otherwise this process tries the
+def recover(ctx: click.Context, group_ref: str | None) -> None:
+    """Manual recovery now, whatever X and N say (lunacm: hagroup recover -group L; menu choice
+    125). Beside a running `ckdemo serve`, its groups recover; otherwise this process tries the
     members it could not reach at start."""
+    _check_group(ctx, group_ref)
     _recover(ctx)
 
 
@@ -142,13 +161,18 @@ def haonly(ctx: click.Context, state: str | None, enable: bool, disable: bool, s
 
 
 @hagroup.command()
-@click.argument("state", type=click.Choice(["on", "off"]))
-@click.option("--path", type=click.Path(), help="haLogPath: a log file, or a folder for haErrorLog.txt.")
+@click.argument("state", required=False, type=click.Choice(["on", "off"]))
+@click.option("--enable", "-enable", is_flag=True, help="haLogStatus enabled (lunacm: -enable).")
+@click.option("--disable", "-disable", is_flag=True, help="haLogStatus disabled (lunacm: -disable).")
+@click.option("--path", "-path", type=click.Path(), help="haLogPath: a log file, or a folder for haErrorLog.txt.")
 @click.pass_context
-def log(ctx: click.Context, state: str, path: str | None) -> None:
-    """Set HAConfiguration haLogStatus (and haLogPath)."""
+def log(ctx: click.Context, state: str | None, enable: bool, disable: bool, path: str | None) -> None:
+    """Set HAConfiguration haLogStatus (and haLogPath): on|off, or -enable|-disable."""
+    chosen = _one_switch({"on": state == "on" or enable, "off": state == "off" or disable},
+                         "on, off, -enable, -disable")
+
     def change(conf) -> None:
-        conf.set("HAConfiguration", "haLogStatus", "enabled" if state == "on" else "disabled")
+        conf.set("HAConfiguration", "haLogStatus", "enabled" if chosen == "on" else "disabled")
         if path:
             conf.set("HAConfiguration", "haLogPath", str(Path(path).resolve()))
     _edit_conf(ctx, change, AT_RESTART[:-1] + NOT_LIVE_BECAUSE["haLogStatus"] + ".")
@@ -233,6 +257,44 @@ def unlockpin(ctx: click.Context, group_ref: str | None, so_pin: str | None) -> 
                 pass  # the members forgot the SO login already: the state we wanted
         click.echo(f"HA group {group.label}: user PIN unlocked "
                    + (f"(it had {was} wrong PIN(s) in a row)." if was else "(it was not locked)."))
+
+
+# ---- groups: creategroup, deletegroup --------------------------------------------------------------
+
+@hagroup.command()
+@click.option("--label", "-label", "group_label", required=True, help="The new group's label.")
+@click.option("--serial", "-serial", metavar="SERIAL", help="Its first member's token serial.")
+@click.option("--member-label", "-memberlabel", "token_label", metavar="LABEL",
+              help="... or its first member's token label.")
+@click.option("--password", "-password", hidden=True,
+              help="Accepted as lunacm takes it; not needed (ckdemo asks for PINs at HA login), "
+                   "never stored.")
+@click.pass_context
+def creategroup(ctx: click.Context, group_label: str, serial: str | None, token_label: str | None,
+                password: str | None) -> None:
+    """Create an HA group with one member (lunacm: hagroup creategroup -label L -serial S); add
+    the others with addmember. Only a token ckdemo can see is taken."""
+    from ..config import ha
+    settings = settings_for(ctx)
+    serial = _resolve_member(settings, serial, token_label, must_exist=True)
+    _edit_conf(ctx, lambda conf: f"HA group {ha.create_group(conf, group_label, serial).label} "
+                                 f"created with member {serial}", AT_RESTART)
+
+
+@hagroup.command()
+@click.option("--label", "-label", "group_ref", required=True, metavar="LABEL|SERIAL",
+              help="The group to delete.")
+@click.pass_context
+def deletegroup(ctx: click.Context, group_ref: str) -> None:
+    """Delete an HA group from the configuration (lunacm: hagroup deletegroup -label L); its
+    members' tokens and keys stay as they are."""
+    from ..config import ha
+
+    def change(conf) -> str:
+        group = ha.find_group(conf, group_ref)
+        ha.delete_group(conf, group)
+        return f"HA group {group.label} deleted (its members' tokens are untouched)"
+    _edit_conf(ctx, change, AT_RESTART)
 
 
 # ---- members: addmember, removemember, addstandby, removestandby ------------------------------------------------------------
@@ -362,14 +424,17 @@ def show(ctx: click.Context) -> None:
 
 
 @hagroup.command()
+@_group_option
 @click.pass_context
-def listgroups(ctx: click.Context) -> None:
-    """The configured HA groups as lunacm lists them: label, group number (serial), members with
-    serials, HASynchronize, and the HA settings; live member state when the library loads."""
+def listgroups(ctx: click.Context, group_ref: str | None) -> None:
+    """The configured HA groups as lunacm lists them (-group: one of them): label, group number
+    (serial), members and standby members with serials, HASynchronize, and the HA settings;
+    live member state when the library loads."""
     from .hagroup_view import live_reports, render_listgroups
+    _check_group(ctx, group_ref)
     settings = settings_for(ctx)
     reports, why = live_reports(settings, workspace_for)
-    for line in render_listgroups(settings, reports, why):
+    for line in render_listgroups(settings, reports, why, only=group_ref):
         click.echo(line)
 
 

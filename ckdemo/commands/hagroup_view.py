@@ -65,12 +65,13 @@ def render_show(settings, live: LiveState | None, why: str | None) -> list[str]:
         return [groups]
     lines = []
     for group, members in groups:
-        rows = [(n, serial, label, "standby" if serial in group.standby else "active",
-                 "-" if found is None else ("yes" if found else "no"),
-                 "-" if code is None else ckr_name(code))
+        roles = bool(group.standby)  # a Role column only where a member is standby
+        rows = [(n, serial, label) + ((("standby" if serial in group.standby else "active"),) if roles else ())
+                + ("-" if found is None else ("yes" if found else "no"),
+                   "-" if code is None else ckr_name(code))
                 for n, serial, label, found, code in members]
         lines.append(f"HA group {group.label}  serial {group.serial}")
-        lines += tabulate(rows, headers=["#", "HSM", "Label", "Role", "Found", "Status"],
+        lines += tabulate(rows, headers=["#", "HSM", "Label"] + (["Role"] if roles else []) + ["Found", "Status"],
                           disable_numparse=True).splitlines()
         if not ha.synchronize_on_recovery(conf, group.label):
             lines.append(f"HASynchronize {group.label} = 0: HA login and recovery copy nothing; "
@@ -86,13 +87,16 @@ def render_show(settings, live: LiveState | None, why: str | None) -> list[str]:
     return lines
 
 
-def render_listgroups(settings, live: LiveState | None, why: str | None) -> list[str]:
+def render_listgroups(settings, live: LiveState | None, why: str | None,
+                      only: str | None = None) -> list[str]:
     conf = settings.conf
     groups = _groups(settings, live)
     if isinstance(groups, str):
         return [groups]
     lines = []
     for group, members in groups:
+        if only is not None and only not in (group.label, group.serial):
+            continue
         sync = ha.synchronize_on_recovery(conf, group.label)
         lines += [f"HA Group Label:   {group.label}",
                   f"HA Group Number:  {group.serial}",

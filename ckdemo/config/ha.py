@@ -153,10 +153,41 @@ def find_group(conf: ChrystokiConf, ref: str | None) -> GroupConfig:
 
 
 def add_member(conf: ChrystokiConf, group: GroupConfig, serial: str) -> GroupConfig:
-    """The member joins the end of the list (lunacm: hagroup addmember); the group serial stays."""
+    """The member joins the end of the list (lunacm: hagroup addmember); the group serial stays.
+    A token is a member of one group only (each group logs in to it and keeps it current)."""
     if serial in group.members:
         raise ValueError(f"HSM {serial} is already a member of HA group {group.label}")
+    _not_in_another_group(conf, serial, group.label)
     return _set_members(conf, group, group.members + [serial])
+
+
+def _not_in_another_group(conf: ChrystokiConf, serial: str, label: str | None) -> None:
+    for other in groups(conf):
+        if other.label != label and serial in other.members:
+            raise ValueError(f"HSM {serial} is a member of HA group {other.label} already: a token "
+                             "is in one group only (hagroup removemember it there first)")
+
+
+def create_group(conf: ChrystokiConf, label: str, serial: str) -> GroupConfig:
+    """lunacm: hagroup creategroup -label L -serial S: a new group whose first member is S (its
+    serial: 1 + S, as Luna makes it)."""
+    if not label.strip() or not re.fullmatch(r"[\w.-]{1,32}", label):
+        raise ValueError(f"a group label is 1 to 32 letters, digits, '.', '-' or '_', not {label!r}")
+    found = groups(conf)
+    if any(g.label == label for g in found):
+        raise ValueError(f"an HA group {label!r} exists already")
+    _not_in_another_group(conf, serial, None)
+    index = max((g.index for g in found), default=-1) + 1
+    return set_group(conf, label, [serial], index)
+
+
+def delete_group(conf: ChrystokiConf, group: GroupConfig) -> None:
+    """lunacm: hagroup deletegroup -label L: the group's entries leave the file (its members'
+    tokens and keys are untouched)."""
+    nn = f"{group.index:02d}"
+    for key in ("Label", "SN", "Members", "Standby"):
+        conf.remove(VIRTUAL_TOKEN, f"VirtualToken{nn}{key}")
+    conf.remove(HA_SYNCHRONIZE, group.label)
 
 
 def remove_member(conf: ChrystokiConf, group: GroupConfig, serial: str) -> GroupConfig:
