@@ -12,6 +12,18 @@ def ha_status_row(serial: str, ckr: int) -> str:
     return f"   HSM {serial:<{HA_STATUS_SERIAL_WIDTH}} - {ckr_name(ckr)}"
 
 
+def restored_line(member, how: str, interval_s: float, exhausted: bool, way_out: str,
+                  background: bool = False) -> str:
+    """What 121 and `ckdemo member restore` say of a member back in service: when the group
+    takes it back, or that it will not by itself (its N recovery attempts are spent)."""
+    if exhausted:
+        return (f"HSM {member.serial} ({member.label}) is back in service ({how}); its automatic "
+                f"recovery attempts are spent: {way_out} takes it back.")
+    when = f"within {interval_s:g} s (in the background)" if background else \
+        f"on a call after {interval_s:g} s"
+    return f"HSM {member.serial} ({member.label}) is back in service ({how}); the HA group takes it back {when}."
+
+
 def standby_notices(report) -> list[str]:
     """A line per standby member of an HA Status report ((member, code) pairs): idle while an
     active member serves, serving once none does (Luna: promoted)."""

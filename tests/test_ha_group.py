@@ -225,7 +225,8 @@ def test_retry_limit_counts_per_member(ha, rsa_key):
     for _ in range(5):
         ha.clock.advance(ha.x + 1)
         verify(rsa_key[2], sign(ha, rsa_key[1]), b"ckdemo HA test")
-    assert ha.events(m1.serial, mark) == ["failed", "recovery-attempt", "recovery-attempt"]
+    assert ha.events(m1.serial, mark) == ["failed", "recovery-attempt", "recovery-attempt",
+                                          "recovery-exhausted"]
     assert ha.events(m2.serial, mark) == ["failed", "recovered"]
     assert m1.recovery.recover_attempt_count == 2 and m2.active
     # m1 comes back now, but its N attempts are used up: it is not taken back
@@ -820,7 +821,7 @@ def test_active_enhanced_recovers_in_the_background_with_no_call_and_obeys_x_and
         ha.group.policy.retries = -1  # hagroup retry -count -1: attempts again
         wait_for(lambda: m1.active, "the background thread did not take the member back")
         assert ha.events(m1.serial, mark) == ["failed", "recovery-attempt", "recovery-attempt",
-                                              "recovered"]
+                                              "recovery-exhausted", "recovered"]
     finally:
         ha.group.set_recovery_mode("activeBasic")
     assert ha.group.background is None and ha.group.recovery.in_calls
@@ -869,3 +870,22 @@ def test_a_standby_member_is_kept_current_serves_only_when_every_active_member_f
 def standby_lines(group) -> list[str]:
     from ckdemo.screens import standby_notices
     return standby_notices(group.status())
+
+
+def test_spent_recovery_attempts_are_logged_once_and_restore_says_who_takes_it_back(ha):
+    from ckdemo.screens import restored_line
+    m1 = ha.group.members[0]
+    ha.group.policy.retries = 1
+    mark = len(ha.group.log.events)
+    ha.group.fail_member(m1)
+    ha.status()
+    ha.clock.advance(ha.x + 1)
+    ha.session.generate_random(16)  # the one attempt, failed
+    ha.clock.advance(ha.x + 1)
+    ha.session.generate_random(16)  # none more
+    assert ha.events(m1.serial, mark) == ["failed", "recovery-attempt", "recovery-exhausted"]
+    how = ha.group.restore_member(m1)
+    spent = any(m is m1 for m, _ in ha.group.recovery_exhausted())
+    line = restored_line(m1, how, ha.x, spent, "125 Recover now")
+    assert "its automatic recovery attempts are spent: 125 Recover now takes it back" in line
+    assert ha.group.recover_now() == [(m1, True)]

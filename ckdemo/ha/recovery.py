@@ -131,6 +131,11 @@ class Recovery:
             self.group.policy.attempted(member.recovery, recovered=False)
             self.group.log.record(self.group.serial, member.serial, "recovery-attempt",
                             f"#{attempt} failed: {exc}")
+            if 0 < self.group.policy.retries == member.recovery.recover_attempt_count:  # said once
+                self.group.log.record(self.group.serial, member.serial, "recovery-exhausted",
+                                      f"{attempt} of {self.group.policy.retries} attempts made: no "
+                                      "more automatic recovery (hagroup recover, or menu 125, "
+                                      "takes it back)")
             return
         except MemberRejected as exc:
             self.group.policy.attempted(member.recovery, recovered=False)

@@ -4,7 +4,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..menu.context import Context, InputError
-from ..screens import standby_notices, exhausted_notices, ha_status_row
+from ..screens import restored_line, standby_notices, exhausted_notices, ha_status_row
 from ..model import CKU_USER
 
 
@@ -70,8 +70,12 @@ def fail_member(ctx: Context) -> None:
 
 
 def restore_member(ctx: Context) -> None:
-    _on_member(ctx, "restore_member", "is back in service ({how}); the HA group takes it back on "
-                                      "a call after {x:g} s.")
+    _, group = _choose_group(ctx)
+    member = _choose_member(ctx, group)
+    how = group.restore_member(member)
+    spent = any(m is member for m, _ in group.recovery_exhausted())
+    ctx.say(restored_line(member, how, group.policy.interval_s, spent, "125 Recover now",
+                        group.recovery_mode == "activeEnhanced"))
 
 
 def hang_member(ctx: Context) -> None:

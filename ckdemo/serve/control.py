@@ -35,7 +35,7 @@ import time
 from typing import Any, Callable, Protocol, Sequence
 
 from ..codes import CKRError, ckr_name
-from ..screens import exhausted_notices, ha_status_row, standby_notices
+from ..screens import exhausted_notices, ha_status_row, restored_line, standby_notices
 from . import unixsocket
 from .faults import CallRecord, FaultBook, FaultError, FaultSpec
 
@@ -64,6 +64,7 @@ class ControlledGroup(Protocol):
     label: str
     members: Sequence[ControlledMember]
     policy: RecoveryTiming
+    recovery_mode: str  # activeBasic or activeEnhanced
 
     def status(self) -> list[tuple[ControlledMember, int]]: ...
     def member(self, ref: str) -> ControlledMember: ...
@@ -182,8 +183,10 @@ class ControlServer:
         group, member = self._member(request)
         how = group.restore_member(member)
         self.log(f"control: HSM {member.serial} ({member.label}) restored: {how}")
-        return {"lines": [f"HSM {member.serial} ({member.label}) is back in service ({how}); "
-                          f"the HA group takes it back on a call after {group.policy.interval_s:g} s."]}
+        spent = any(m is member for m, _ in group.recovery_exhausted())
+        return {"lines": [restored_line(member, how, group.policy.interval_s, spent,
+                                        "`ckdemo hagroup recover`",
+                                        group.recovery_mode == "activeEnhanced")]}
 
     def _recover(self, request: dict) -> dict:
         lines = []
