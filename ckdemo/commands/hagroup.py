@@ -489,7 +489,9 @@ def _recover(ctx: click.Context) -> None:
             click.echo(f"HSM {member.serial} ({member.label or '-'}): "
                        f"{'recovered' if back else 'still down'}")
         if not tried:
-            click.echo("Every member is in service: nothing to recover.")
+            click.echo("Every member this process reaches is in service: nothing to recover here. "
+                       "A member a running menu shows down is that menu's to recover (its choice "
+                       "125); a failure simulated there (120) lives in that process only.")
         click.echo(f"HA group {group.serial} status:")
         for member, code in group.status():
             click.echo(ha_status_row(member.serial, code))
