@@ -162,7 +162,7 @@ def _remote_slots(settings: Settings, start_servers: bool) -> list:
     try:
         for server in servers:
             server.attach(start=start_servers)
-            slots.append(RemoteSlot(server, settings.member_timeout()))
+            slots.append(RemoteSlot(server, settings.member_timeout(), settings.member_hedge_floor()))
     except RemoteError as exc:
         raise SettingsError(str(exc)) from None
     return slots

@@ -13,6 +13,7 @@ from .ha.pin_lock import DEFAULT_FAILED_LOGIN_LIMIT
 from .provision import CKDEMO_SECTION, CONFIG_NAME, is_provisioned, provision
 
 DEFAULT_HOME = ".ckdemo"
+DEFAULT_HEDGE_FLOOR_S = 0.5  # MemberHedgeFloor: see member_hedge_floor()
 DEFAULT_MEMBER_TIMEOUT_S = 20.0  # LUNA.md: a command running over 20 s fails a member
 MAX_MEMBER_TIMEOUT_S = 86400.0
 ISOLATION_VALUES = ("copies", "none", "")  # LocalIsolation; "": each command's own default
@@ -66,6 +67,22 @@ class Settings:
                                 f"(seconds, 0 for no limit, at most {MAX_MEMBER_TIMEOUT_S:g})")
         return seconds
 
+    def member_hedge_floor(self) -> float:
+        """MemberHedgeFloor: the least a remote member's quick call waits before it is given up
+        and moved to another member (its deadline is learnt from its answers); 0: off, every
+        call waits MemberTimeout."""
+        value = self.conf.get(CKDEMO_SECTION, "MemberHedgeFloor")
+        if value is None:
+            return DEFAULT_HEDGE_FLOOR_S
+        try:
+            seconds = float(value)
+        except ValueError:
+            raise SettingsError(f"{CKDEMO_SECTION}.MemberHedgeFloor = {value!r} is not a number") from None
+        if not (math.isfinite(seconds) and 0 <= seconds <= MAX_MEMBER_TIMEOUT_S):
+            raise SettingsError(f"{CKDEMO_SECTION}.MemberHedgeFloor = {value!r} is out of range "
+                                f"(seconds, 0 for off, at most {MAX_MEMBER_TIMEOUT_S:g})")
+        return seconds
+
     def failed_login_limit(self) -> int:
         """FailedLoginLimit: wrong user PINs in a row before the HA slot locks the PIN (0: never)."""
         value = self.conf.get(CKDEMO_SECTION, "FailedLoginLimit")
@@ -92,6 +109,7 @@ class Settings:
         """Every number in the file is checked when it is read, used or not (one line, exit 2),
         so a wrong value never waits for the day a remote member or a failover needs it."""
         self.member_timeout()
+        self.member_hedge_floor()
         self.failed_login_limit()
         self.isolation()
         try:

@@ -123,14 +123,14 @@ def test_a_disconnect_closes_the_connection_and_the_server_serves_on(served, fau
     assert lines[0] == {"n": 0, "ok": False, "error": "DeviceError"}, lines  # p11-kit's client
     served.wait_for_log("closed by a fault (disconnect)")
     code, lines = lines_of(app(served, 1))  # a new application is served as before
-    assert code == 0 and lines == [{"n": 0, "ok": True}]
+    assert code == 0 and [(l["n"], l["ok"]) for l in lines] == [(0, True)]
 
 
 def test_a_corrupt_signature_is_caught_by_an_application_that_verifies(served, fault):
     fault("add", "C_Sign", "--corrupt", "--count", "1")
     code, lines = lines_of(app(served, 2, "--verify"))
     assert code == 1
-    assert lines == [{"n": 0, "ok": False, "error": "wrong signature"}, {"n": 1, "ok": True}]
+    assert lines[0] == {"n": 0, "ok": False, "error": "wrong signature"} and lines[1]["ok"] is True
     fault("add", "C_Sign", "--corrupt", "--count", "1")
     code, lines = lines_of(app(served, 2))  # one that does not verify signs on, none the wiser
     assert code == 0 and [line["ok"] for line in lines] == [True, True]

@@ -275,7 +275,8 @@ def test_a_member_killed_and_another_hung_under_a_running_application_cost_it_no
     HA slot fails over, and the report shows no failure the application saw. MemberTimeout is
     1 s here, so the hung member costs one call a second at most (the default is 20 s)."""
     conf = remote_home / "Chrystoki.conf"
-    conf.write_text(conf.read_text().replace("[CKDemo]", "[CKDemo]\nMemberTimeout = 1", 1))
+    conf.write_text(conf.read_text().replace("CKDemo = {", "CKDemo = {\n   MemberTimeout = 1;", 1))
+    assert "MemberTimeout = 1;" in conf.read_text()
     assert run_ckdemo(remote_home, "hagroup", "interval", "--seconds", "1").returncode == 0
     scenario = write(tmp_path, """
 timeout = 90
@@ -381,3 +382,31 @@ member = { action = "restore", name = "member2" }
         steps["all back"]["reactions"], data["steps"]
     app = [json.loads(line) for line in (tmp_path / "r" / "app.log").read_text().splitlines()]
     assert app[-1].get("ok") is True, app[-5:]  # it signs again once members are back
+
+
+def test_a_hung_member_costs_the_application_less_than_a_second(remote_home, tmp_path, run_ckdemo):
+    """MemberTimeout stays Luna's 20 s; member2's server is stopped (SIGSTOP: its socket stays
+    open, nothing answers) while the application signs: the quick calls' own deadlines (learnt
+    from member2's answers, at least MemberHedgeFloor = 0.5 s) give it up and move the call on.
+    No signature of the application takes a second, none fails, and the HA log says why."""
+    conf = remote_home / "Chrystoki.conf"
+    assert "MemberTimeout" not in conf.read_text()
+    scenario = write(tmp_path, """
+timeout = 120
+expect = { app_exit = 0, app_failures = 0 }
+[[step]]
+name = "member2 hangs"
+after_calls = 200
+member = { action = "hang", name = "member2" }
+[[step]]
+name = "member2 resumes"
+after_calls = 1800
+member = { action = "resume", name = "member2" }
+""")
+    assert run_ckdemo(remote_home, "hagroup", "log", "on", "--path", str(tmp_path / "ha.log")).returncode == 0
+    done = lab(run_ckdemo, remote_home, scenario, tmp_path / "r", *app_command(800))
+    assert done.returncode == 0, done.stdout + done.stderr
+    app = [json.loads(line) for line in (tmp_path / "r" / "app.log").read_text().splitlines()]
+    slowest = max(line["ms"] for line in app)
+    assert len(app) == 800 and slowest < 1000, slowest
+    assert "given up (MemberHedgeFloor), the call moves to another member" in (tmp_path / "ha.log").read_text()

@@ -14,6 +14,7 @@ from __future__ import annotations
 import socket
 import struct
 import threading
+import time
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -23,17 +24,38 @@ from ..rpc.calls import BY_NAME, CALL_ERROR
 from ..rpc.framing import HEADER, FrameStream
 
 MAX_CALL_CODE = 0xFFFFFFFF
+# calls that change nothing a retry elsewhere could double: a member late on one of them by far
+# more than its own recent answers is given up (hedged) and the HA group moves the call on. The
+# others (key generation, object changes, logins, PIN changes) wait the whole MemberTimeout: an
+# answer that may yet come must not be mistaken for none.
+QUICK = frozenset({
+    "C_GetInfo", "C_GetSlotList", "C_GetSlotInfo", "C_GetTokenInfo", "C_GetMechanismList",
+    "C_GetMechanismInfo", "C_OpenSession", "C_CloseSession", "C_GetSessionInfo",
+    "C_FindObjectsInit", "C_FindObjects", "C_FindObjectsFinal", "C_GetAttributeValue",
+    "C_GetObjectSize", "C_EncryptInit", "C_Encrypt", "C_EncryptUpdate", "C_EncryptFinal",
+    "C_DecryptInit", "C_Decrypt", "C_DecryptUpdate", "C_DecryptFinal", "C_DigestInit", "C_Digest",
+    "C_DigestUpdate", "C_DigestFinal", "C_SignInit", "C_Sign", "C_SignUpdate", "C_SignFinal",
+    "C_VerifyInit", "C_Verify", "C_VerifyUpdate", "C_VerifyFinal", "C_GenerateRandom"})
+HEDGE_SPREAD = 8  # a quick call's deadline: its smoothed time + 8 x its smoothed deviation, and
+# never less than the floor the settings give (MemberHedgeFloor)
 
 
 class Connection:
     """A connected, initialised p11-kit RPC client for one socket."""
 
-    def __init__(self, path: str, name: str, timeout_s: float = 0.0) -> None:
+    def __init__(self, path: str, name: str, timeout_s: float = 0.0,
+                 hedge_floor_s: float = 0.0) -> None:
         """Connects, agrees on version 0 and sends C_Initialize with the handshake; failures
-        raise CKRError(CKR_DEVICE_ERROR) with the reason. timeout_s 0: no deadline."""
+        raise CKRError(CKR_DEVICE_ERROR) with the reason. timeout_s 0: no deadline.
+        hedge_floor_s > 0: a QUICK call gets a deadline of its own, learnt from this member's
+        recent answers to that call (as TCP learns its retransmission timeout), at least the
+        floor and at most timeout_s; 0: every call waits timeout_s."""
         self.path = path
         self.name = name
         self.timeout_s = timeout_s or None
+        self.hedge_floor_s = hedge_floor_s
+        self._times: dict[str, list[float]] = {}  # function -> [smoothed time, smoothed deviation]
+        self._sock_deadline = self.timeout_s  # what SO_RCVTIMEO says now
         self._lock = threading.RLock()
         self._lock_wait = -1 if self.timeout_s is None else self.timeout_s
         self._code = 0x0F  # the first call goes out as 0x10, as p11-kit's client numbers them
@@ -63,8 +85,38 @@ class Connection:
         self._sock = sock
         self.call("C_Initialize", HANDSHAKE, 0, b"\0")  # the reserved byte p11-kit sends
 
-    def _no_answer(self) -> str:
+    def _no_answer(self, function: str = "", deadline: float | None = None) -> str:
+        if deadline is not None and deadline != self.timeout_s:
+            times = self._times.get(function)
+            usual = f"its answers take {times[0] * 1000:.1f} ms" if times else "no answer to it yet"
+            return (f"no answer from member {self.name} to {function} within {deadline:.3g} s "
+                    f"({usual}): given up (MemberHedgeFloor), the call moves to another member")
         return f"no answer from member {self.name} within {self.timeout_s:g} s (MemberTimeout)"
+
+    def _deadline(self, function: str) -> float | None:
+        """How long this call may wait for its answer."""
+        if not self.hedge_floor_s or function not in QUICK:
+            return self.timeout_s
+        times = self._times.get(function)
+        wait = self.hedge_floor_s if times is None else \
+            max(self.hedge_floor_s, times[0] + HEDGE_SPREAD * times[1])
+        return wait if self.timeout_s is None else min(wait, self.timeout_s)
+
+    def _learn(self, function: str, took: float) -> None:
+        """Smoothed time and deviation of this member's answers to `function` (RFC 6298's)."""
+        times = self._times.get(function)
+        if times is None:
+            self._times[function] = [took, took / 2]
+            return
+        times[1] += (abs(took - times[0]) - times[1]) / 4
+        times[0] += (took - times[0]) / 8
+
+    def _set_deadline(self, sock: socket.socket, seconds: float | None) -> None:
+        value = struct.pack("ll", 0, 0) if seconds is None else \
+            struct.pack("ll", int(seconds), int(seconds % 1 * 1e6))
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
+        self._sock_deadline = seconds
 
     @property
     def alive(self) -> bool:
@@ -84,8 +136,9 @@ class Connection:
             except OSError:
                 pass
 
-    def _acquire(self, function: str) -> None:
-        if not self._lock.acquire(timeout=self._lock_wait):
+    def _acquire(self, function: str, deadline: float | None = None) -> None:
+        wait = self._lock_wait if deadline is None else deadline
+        if not self._lock.acquire(timeout=wait):
             raise CKRError(CKR_DEVICE_ERROR, function,
                            f"member {self.name} is still busy with an earlier call (hung?)")
 
@@ -93,7 +146,7 @@ class Connection:
     def exclusive(self, function: str) -> Iterator[None]:
         """Several calls that belong together (C_SignInit + C_Sign on one session) with no other
         call between them; waits at most the deadline for a call in progress."""
-        self._acquire(function)
+        self._acquire(function, self._deadline(function))
         try:
             yield
         finally:
@@ -106,19 +159,26 @@ class Connection:
             body = encode_request(call, *args)
         except CodecError as exc:  # a value the protocol cannot carry: the caller's mistake
             raise CKRError(CKR_ARGUMENTS_BAD, function, f"not encodable for p11-kit RPC: {exc}") from None
-        self._acquire(function)
+        deadline = self._deadline(function)
+        self._acquire(function, deadline)
         try:
             sock = self._sock
             if sock is None:
                 raise CKRError(CKR_DEVICE_ERROR, function,
                                f"connection to member {self.name} lost ({self._closed_because})")
             self._code = code = self._code + 1 if self._code < MAX_CALL_CODE else 0x10
+            if deadline != self._sock_deadline:
+                self._set_deadline(sock, deadline)
             try:
+                started = time.perf_counter()
                 sock.sendall(HEADER.pack(code, 0, len(body)) + body)
                 reply_code, reply = self._receive(sock)
+                if deadline is not None and function in QUICK:
+                    self._learn(function, time.perf_counter() - started)
             except BlockingIOError:  # SO_RCVTIMEO/SO_SNDTIMEO passed: EAGAIN
-                self._drop(self._no_answer())
-                raise CKRError(CKR_DEVICE_ERROR, function, self._no_answer()) from None
+                why = self._no_answer(function, deadline)
+                self._drop(why)
+                raise CKRError(CKR_DEVICE_ERROR, function, why) from None
             except (OSError, EOFError, CodecError) as exc:
                 why = f"member {self.name}'s server went away ({exc})"
                 self._drop(why)

@@ -36,13 +36,14 @@ class RemoteSlot(MemberSlot):
     """One member token behind a p11-kit server socket."""
 
 
-    def __init__(self, server, timeout_s: float = 0.0) -> None:
+    def __init__(self, server, timeout_s: float = 0.0, hedge_floor_s: float = 0.0) -> None:
         """server: the member's MemberServer (socket, and the process to kill/stop when ckdemo
         runs it). Connects at once; an unreachable member starts with slot_id None."""
         self.server = server
         self.member_label: str | None = server.label
         self.fallback_description = f"p11-kit remote member {server.label}"
         self.timeout_s = timeout_s
+        self.hedge_floor_s = hedge_floor_s  # rpcclient.Connection: quick calls' own deadlines
         self.slot_id: int | None = None
         self.connection: Connection | None = None
         self._simulated_failure = False  # a member ckdemo only attaches to cannot be killed
@@ -61,7 +62,7 @@ class RemoteSlot(MemberSlot):
         old, self.connection = self.connection, None
         if old is not None:
             old.close("reconnecting")
-        self.connection = Connection(self.path, self.server.label, self.timeout_s)
+        self.connection = Connection(self.path, self.server.label, self.timeout_s, self.hedge_floor_s)
         return self.connection
 
     def call(self, function: str, *args) -> tuple:

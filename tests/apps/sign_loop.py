@@ -76,6 +76,7 @@ def main() -> int:
         if ends is not None and time.monotonic() > ends:
             break
         digest = hashlib.sha256(b"payload %d" % n).digest()
+        started = time.monotonic()
         try:
             if parts:  # an iterable: python-pkcs11 signs it with C_SignUpdate per part
                 chunks = [b"part %d of message %d;" % (k, n) for k in range(parts)]
@@ -88,7 +89,7 @@ def main() -> int:
                 failures += 1
                 say(n=n, ok=False, error="wrong signature")
                 continue
-            say(n=n, ok=True)
+            say(n=n, ok=True, ms=round((time.monotonic() - started) * 1000, 3))
         except PKCS11Error as error:
             failures += 1
             say(n=n, ok=False, error=error_name(error))
