@@ -4,7 +4,7 @@ The oracle is one plain SoftHSM2 token behind Debian's C `p11-kit server` (the `
 fixture of tests/test_serve_clients.py); the subject is the HA slot (0x5000) of `ckdemo serve` on
 a provisioned home. One client, our own RPC codec (`RawClient` of tests/test_serve.py), sends the
 same seeded random sequence of application calls to both, and every answer is compared: return
-codes, attribute values, search results and their order, outputs. Handles, slot ids and values
+codes, attribute values, the objects a whole search found (not their order), outputs. Handles, slot ids and values
 that are random per side (key material, signatures, ciphertexts, random bytes) are not compared
 as such: handles are named by the order in which each side returned them, random outputs are
 compared by length and checked on their own side (a signature verifies with that side's public
@@ -474,6 +474,13 @@ ALLOWED = (
               "and so does the HA slot; SoftHSM2 2.6.1 answers CKR_OK",
               lambda name, ref, ha: name == "C_Logout" and ref.startswith("CKR_OK")
               and ha.startswith("CKR_USER_NOT_LOGGED_IN")),
+    Allowance("the order of a search's results",
+              "one token lists the objects a search finds in an order of its own (SoftHSM2 2.6.1: "
+              "their addresses in its memory); the HA slot lists them in the order the group made "
+              "or first saw them, the same in every session and on every member. PKCS#11 gives "
+              "C_FindObjects no order; the same objects are found",
+              lambda name, ref, ha: name == SEARCH and ref.endswith("]") and ha.endswith("]")
+              and Counter(map(unnamed, ref[8:-1].split(", "))) == Counter(map(unnamed, ha[8:-1].split(", ")))),
     Allowance("PIN lock after 10 wrong PINs",
               "the HA slot locks the user PIN after 10 wrong PINs in a row (FailedLoginLimit, as a "
               "Luna partition); SoftHSM2 never locks. The engine never sends 10 in a row",
@@ -503,6 +510,8 @@ def compare(seed: int, step: Step, call: Call, reference: tuple, ha: tuple, afte
     kind = f"{call.name}: {reference[0]} vs {ha[0]}" if reference[0] != ha[0] else f"{call.name}: other output"
     if call.name == "C_FindObjects" and reference[0] == ha[0]:
         kind = f"{call.name}: {search_difference(reference[1], ha[1])}"
+        if kind.endswith("in another order"):
+            return []  # a chunk of a search with no C_FindObjectsInit of this sequence: a set, as below
     family = kind
     if call.context and call.name != "C_FindObjects":
         kind += f" ({call.context})"
@@ -511,12 +520,77 @@ def compare(seed: int, step: Step, call: Call, reference: tuple, ha: tuple, afte
 
 
 def search_difference(ours: tuple[str, ...], theirs: tuple[str, ...]) -> str:
-    if Counter(ours) == Counter(theirs):
+    """What differs between two lists of found objects, up to the naming of new handles (f1, f2 ...
+    are named per side in the order that side returned them: any f is any other f)."""
+    ours_named, theirs_named = Counter(map(unnamed, ours)), Counter(map(unnamed, theirs))
+    if ours_named == theirs_named:
         return "the same objects in another order"
-    pairs = [(a, b) for a, b in zip(ours, theirs) if a != b]
-    if len(ours) == len(theirs) and all(a.startswith("f") != b.startswith("f") for a, b in pairs):
+    only_ours, only_theirs = ours_named - theirs_named, theirs_named - ours_named
+    if len(ours) == len(theirs) and {"f*"} in ({*only_ours}, {*only_theirs}):
         return "an object found under its old handle on one side, under a new one on the other"
     return f"other objects ({len(ours)} vs {len(theirs)})" if len(ours) != len(theirs) else "other objects"
+
+
+def unnamed(name: str) -> str:
+    """f1, f2 ...: an object this side gave a handle the sequence has no name for (see name_found)."""
+    return "f*" if name.startswith("f") else name
+
+
+# ---- searches, compared whole -------------------------------------------------------------------
+SEARCH = "C_FindObjectsInit..Final"
+
+
+@dataclass
+class Search:
+    """One search of one session, C_FindObjectsInit to C_FindObjectsFinal (or the session's end),
+    collected on both sides: the objects it found are compared as a set when it ends, as a token
+    lists them in an order of its own (SoftHSM2: their memory addresses)."""
+    init: str  # the C_FindObjectsInit, as the sequence names it
+    found: tuple[list[str], list[str]] = field(default_factory=lambda: ([], []))
+    ended: list[bool] = field(default_factory=lambda: [False, False])  # a chunk shorter than asked
+    spoiled: bool = False  # a chunk's code differed: recorded already, the rest says nothing more
+
+
+def follow_searches(sequence: Sequence, step: Step, call: Call, views: tuple[tuple, tuple]) -> list[Difference]:
+    """Collect the chunks of the searches of this call's session; the differences of those it ends."""
+    answers = views[0][0], views[1][0]
+    session = call.args[0] if call.args else None
+    if call.name in ("C_CloseAllSessions", "C_Finalize"):
+        ending = list(sequence.searches)
+    elif call.name in ("C_FindObjectsFinal", "C_CloseSession") or (
+            call.name == "C_FindObjectsInit" and "CKR_OK" in answers):  # else the search goes on
+        ending = [session] if session in sequence.searches else []
+    else:
+        ending = []
+    found = [d for ended in ending for d in search_differences(sequence.seed, step.number,
+                                                               sequence.searches.pop(ended))]
+    if call.name == "C_FindObjectsInit" and answers == ("CKR_OK", "CKR_OK"):
+        sequence.searches[session] = Search(str(call))
+    elif call.name in ("C_FindObjectsInit", "C_FindObjects") and session in sequence.searches:
+        search = sequence.searches[session]
+        search.spoiled |= answers[0] != answers[1]
+        if call.name == "C_FindObjects" and not search.spoiled and answers[0] == "CKR_OK":
+            for side, side_view in enumerate(views):
+                search.found[side].extend(side_view[1])
+                search.ended[side] |= len(side_view[1]) < call.args[1]
+    return found
+
+
+def search_differences(seed: int, step: int, search: Search) -> list[Difference]:
+    """A whole search: which objects each side found, as a set. A search read in part on both
+    sides (every chunk full) is not compared: which objects come first is the side's own order."""
+    ours, theirs = (tuple(names) for names in search.found)
+    if search.spoiled or not any(search.ended) or ours == theirs:
+        return []
+    ref_text, ha_text = (f"CKR_OK [{', '.join(names)}]" + ("" if ended else " and more, not read")
+                         for names, ended in zip(search.found, search.ended))
+    if not all(search.ended):
+        kind = f"{SEARCH}: other objects ({len(ours)}{'' if search.ended[0] else '+'} vs " \
+               f"{len(theirs)}{'' if search.ended[1] else '+'})"
+    else:
+        kind = f"{SEARCH}: {search_difference(ours, theirs)}"
+    allowed = next((a.name for a in ALLOWED if a.matches(SEARCH, ref_text, ha_text)), "")
+    return [Difference(seed, step, search.init, kind, ref_text, ha_text, allowed)]
 
 
 def show_answer(answer: tuple) -> str:
@@ -1113,6 +1187,7 @@ class Sequence:
     notes: list[str] = field(default_factory=list)
     trace: list[str] | None = None  # every call with both answers, when asked for
     coverage: Counter = field(default_factory=Counter)  # (call name, the reference's answer)
+    searches: dict[Ref, Search] = field(default_factory=dict)  # the session's search under way
 
 
 def run_sequence(servers: Servers, seed: int, calls: int, faults: int = 0, trace: bool = False) -> Sequence:
@@ -1171,7 +1246,9 @@ def play(servers: Servers, sequence: Sequence, step: Step, learn: bool) -> bool:
                 side.slot = reply.args[0][0] if ckr_of(reply) == "CKR_OK" and reply.args[0] else 0
         views = view(call, ours, reference), view(call, theirs, ha)
         sequence.coverage[(call.name, views[0][0])] += 1
-        found = compare(sequence.seed, step, call, *views, after)
+        in_search = call.name == "C_FindObjects" and call.args[0] in sequence.searches
+        found = follow_searches(sequence, step, call, views)
+        found += compare(sequence.seed, step, call, *((v[:1] for v in views) if in_search else views), after)
         if sequence.trace is not None:
             sequence.trace.append(f"step {step.number} {call}\n    reference: {show_answer(views[0])}"
                                   + ("" if views[0] == views[1] else f"\n    HA slot:   {show_answer(views[1])}"))
