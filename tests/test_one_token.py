@@ -22,7 +22,7 @@ HA_SLOT, CKF_DONT_BLOCK, CKU_CONTEXT_SPECIFIC = 0x5000, 0x1, 2
 CKA_CLASS, CKA_TOKEN, CKA_PRIVATE, CKA_LABEL, CKA_VALUE = 0x0, 0x1, 0x2, 0x3, 0x11
 CKA_SIGN, CKA_VALUE_LEN, CKA_EC_PARAMS = 0x108, 0x161, 0x180
 CKA_KEY_TYPE, CKA_ENCRYPT, CKA_DECRYPT, CKA_VERIFY = 0x100, 0x104, 0x105, 0x10A
-CKA_SENSITIVE, CKA_MODIFIABLE, CKA_COPYABLE = 0x103, 0x170, 0x171
+CKA_SENSITIVE, CKA_MODIFIABLE, CKA_COPYABLE, CKA_ID = 0x103, 0x170, 0x171, 0x102
 P256 = bytes.fromhex("06082a8648ce3d030107")
 
 
@@ -587,3 +587,80 @@ def test_a_generation_with_no_login_is_refused_for_the_login_before_the_template
     ours, theirs = story(served.socket), story(reference.socket)
     assert ours == theirs
     assert ours == ["CKR_USER_NOT_LOGGED_IN", "CKR_USER_NOT_LOGGED_IN", "CKR_TEMPLATE_INCOMPLETE"]
+
+
+def test_a_key_made_with_the_id_and_label_of_another_is_a_second_key_as_on_one_token(served, reference):
+    """Members find a key by class, CKA_ID and label: a key generated with those of a key made
+    before was that older key on the HA slot, and what the generation sets afterwards went to it
+    (COPYABLE FALSE on a copyable key: CKR_ATTRIBUTE_READ_ONLY) where one token makes a second key
+    (differential test, seed 700002 step 35). Members now keep a marked label for the second."""
+    AES_KEY_GEN, AES_ECB = 0x1080, 0x1081
+    naming = (Attribute(CKA_LABEL, b"alike-key"), Attribute(CKA_ID, b"\x03\x04\x05"))
+
+    def search(client, session) -> list[int]:
+        client.ok("C_FindObjectsInit", session, (Attribute(CKA_LABEL, b"alike-key"),))
+        (found,) = client.ok("C_FindObjects", session, 10)
+        client.ok("C_FindObjectsFinal", session)
+        return sorted(found)
+
+    def story(socket) -> list:
+        with on_first_slot(socket) as (client, session):
+            (first,) = client.ok("C_CreateObject", session, (
+                Attribute(CKA_CLASS, 4), Attribute(CKA_KEY_TYPE, 0x1F), Attribute(CKA_VALUE, b"k" * 16),
+                Attribute(CKA_ENCRYPT, 1), *naming))
+            reply = client.call("C_GenerateKey", session, Mechanism(AES_KEY_GEN), (
+                Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_SENSITIVE, 0), Attribute(CKA_COPYABLE, 0),
+                Attribute(CKA_ENCRYPT, 1), *naming))
+            if reply.is_error:
+                return [codes.ckr_name(reply.ckr)]
+            (second,) = reply.args
+            seen: list = ["CKR_OK", first != second]
+            seen += [search(client, session) == sorted((first, second)) for _ in range(3)]  # any member
+            for key in (first, second):
+                values, _ = client.ok("C_GetAttributeValue", session, key, (
+                    AttributeSize(CKA_LABEL, 32), AttributeSize(CKA_ID, 8), AttributeSize(CKA_COPYABLE, 1)))
+                seen.append([v.value for v in values])
+            client.ok("C_EncryptInit", session, Mechanism(AES_ECB), first)  # the first is the first
+            seen.append(client.ok("C_Encrypt", session, b"\0" * 16, 16)[0].hex())
+            client.ok("C_DestroyObject", session, second)
+            seen += [search(client, session) == [first] for _ in range(3)]
+            return seen
+    ours, theirs = story(served.socket), story(reference.socket)
+    assert ours == theirs
+    assert ours[:5] == ["CKR_OK", True, True, True, True]
+
+
+def test_a_copy_of_a_data_object_is_a_second_object_as_on_one_token(served, reference):
+    """The HA slot gave a copy with no CKA_ID or label in its template a CKA_ID of its own, to
+    tell it from the original on the members; a data object has no CKA_ID: one token copies it,
+    the HA slot answered CKR_ATTRIBUTE_TYPE_INVALID (differential test). A copy of a data object
+    that is not modifiable takes no other label either (SoftHSM2: CKR_ATTRIBUTE_READ_ONLY)."""
+    label = b"alike-data"
+
+    def story(socket) -> list:
+        with on_first_slot(socket) as (client, session):
+            originals = {value: client.ok("C_CreateObject", session, (
+                Attribute(CKA_CLASS, 0), Attribute(CKA_LABEL, label), Attribute(CKA_VALUE, value),
+                Attribute(CKA_MODIFIABLE, modifiable)))[0] for value, modifiable in ((b"v", 1), (b"w", 0))}
+            seen: list = []
+            for value, template in ((b"v", ()), (b"v", (Attribute(CKA_TOKEN, 0),)), (b"w", ()),
+                                    (b"w", (Attribute(CKA_LABEL, label),))):
+                reply = client.call("C_CopyObject", session, originals[value], template)
+                seen.append(codes.ckr_name(reply.ckr) if reply.is_error else "CKR_OK")
+            for _ in range(3):  # whichever member searches
+                client.ok("C_FindObjectsInit", session, (Attribute(CKA_LABEL, label),))
+                (found,) = client.ok("C_FindObjects", session, 10)
+                client.ok("C_FindObjectsFinal", session)
+                values = [client.ok("C_GetAttributeValue", session, handle, (
+                    AttributeSize(CKA_LABEL, 32), AttributeSize(CKA_VALUE, 8), AttributeSize(CKA_MODIFIABLE, 1)))[0]
+                    for handle in found]
+                seen.append(sorted(tuple(v.value for v in read) for read in values))
+            client.ok("C_DestroyObject", session, originals[b"v"])
+            client.ok("C_FindObjectsInit", session, (Attribute(CKA_CLASS, 0), Attribute(CKA_VALUE, b"v")))
+            (found,) = client.ok("C_FindObjects", session, 10)
+            client.ok("C_FindObjectsFinal", session)
+            seen.append(len(found))
+            return seen
+    ours, theirs = story(served.socket), story(reference.socket)
+    assert ours == theirs
+    assert ours[:4] == ["CKR_OK", "CKR_OK", "CKR_OK", "CKR_ATTRIBUTE_READ_ONLY"] and len(ours[4]) == 5
