@@ -664,3 +664,33 @@ def test_a_copy_of_a_data_object_is_a_second_object_as_on_one_token(served, refe
     ours, theirs = story(served.socket), story(reference.socket)
     assert ours == theirs
     assert ours[:4] == ["CKR_OK", "CKR_OK", "CKR_OK", "CKR_ATTRIBUTE_READ_ONLY"] and len(ours[4]) == 5
+
+
+def test_a_wrap_of_a_data_object_or_under_no_key_is_refused_as_by_one_token(served, reference):
+    """One token refuses to wrap a data object with CKR_KEY_UNEXTRACTABLE (it has no
+    CKA_EXTRACTABLE), size query or not; the HA slot answered CKR_ARGUMENTS_BAD (python-pkcs11's
+    own refusal of an object it does not take for a key). A wrapping key's handle that names
+    nothing is CKR_WRAPPING_KEY_HANDLE_INVALID (CKR_UNWRAPPING_KEY_HANDLE_INVALID at unwrap), not
+    CKR_KEY_HANDLE_INVALID (differential test)."""
+    AES_KEY_GEN, KEY_WRAP, KEY_WRAP_PAD, CKA_WRAP = 0x1080, 0x2109, 0x210A, 0x106
+
+    def story(socket) -> list[str]:
+        with on_first_slot(socket) as (client, session):
+            (wrapping,) = client.ok("C_GenerateKey", session, Mechanism(AES_KEY_GEN), (
+                Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_WRAP, 1)))
+            (data,) = client.ok("C_CreateObject", session, (Attribute(CKA_CLASS, 0), Attribute(CKA_VALUE, b"x")))
+            (key,) = client.ok("C_GenerateKey", session, Mechanism(AES_KEY_GEN), (
+                Attribute(CKA_VALUE_LEN, 16), Attribute(0x162, 1)))
+            seen = []
+            for mechanism, wrapper, wrapped, room in ((KEY_WRAP, wrapping, data, 0), (KEY_WRAP_PAD, wrapping, data, 4096),
+                                                      (KEY_WRAP, 0x7777, key, 0), (KEY_WRAP_PAD, 0x7777, data, 4096)):
+                reply = client.call("C_WrapKey", session, Mechanism(mechanism), wrapper, wrapped, room)
+                seen.append(codes.ckr_name(reply.ckr) if reply.is_error else "CKR_OK")
+            reply = client.call("C_UnwrapKey", session, Mechanism(KEY_WRAP_PAD), 0x7777, b"\x01" * 24,
+                                (Attribute(CKA_CLASS, 4), Attribute(CKA_KEY_TYPE, 0x1F)))
+            seen.append(codes.ckr_name(reply.ckr) if reply.is_error else "CKR_OK")
+            return seen
+    ours, theirs = story(served.socket), story(reference.socket)
+    assert ours == theirs
+    assert ours == ["CKR_KEY_UNEXTRACTABLE"] * 2 + ["CKR_WRAPPING_KEY_HANDLE_INVALID"] * 2 + [
+        "CKR_UNWRAPPING_KEY_HANDLE_INVALID"]

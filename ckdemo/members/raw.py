@@ -209,6 +209,7 @@ PROTOTYPES = {
     "C_Sign": (_UL, CK_BYTE_PTR, _UL, CK_BYTE_PTR, _PUL),
     "C_DecryptInit": (_UL, POINTER(CK_MECHANISM), _UL),
     "C_Decrypt": (_UL, CK_BYTE_PTR, _UL, CK_BYTE_PTR, _PUL),
+    "C_WrapKey": (_UL, POINTER(CK_MECHANISM), _UL, _UL, CK_BYTE_PTR, _PUL),
 }
 REAUTHENTICATED = {"sign": ("C_SignInit", "C_Sign"), "decrypt": ("C_DecryptInit", "C_Decrypt")}
 CKU_CONTEXT_SPECIFIC = 2
@@ -552,6 +553,17 @@ class RawModule:
         source = (c_ubyte * max(len(data), 1)).from_buffer_copy(bytes(data) or b"\0")
         output, size = (c_ubyte * room)(), CK_ULONG(room)
         self._call(function, session, source, len(data), output, byref(size))
+        del keep
+        return bytes(output[:size.value])
+
+    def wrap_key(self, session: int, mechanism: int, param, wrapping: int, key: int) -> bytes:
+        """C_WrapKey of any object, with the token's own answer (python-pkcs11 wraps only what it
+        takes for a key, and answers CKR_ARGUMENTS_BAD itself for a data object)."""
+        chosen, keep = _mechanism(mechanism, param)
+        size = CK_ULONG(0)
+        self._call("C_WrapKey", session, byref(chosen), wrapping, key, None, byref(size))
+        output = (c_ubyte * max(size.value, 1))()
+        self._call("C_WrapKey", session, byref(chosen), wrapping, key, output, byref(size))
         del keep
         return bytes(output[:size.value])
 

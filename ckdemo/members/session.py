@@ -10,7 +10,7 @@ import struct
 from functools import cache
 from typing import TYPE_CHECKING, Iterable, Iterator
 
-from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
+from pkcs11 import Attribute, Key, KeyType, Mechanism, ObjectClass
 from pkcs11.attributes import AttributeMapper
 
 from .. import attribute_table
@@ -352,6 +352,9 @@ class PhysicalSession(MemberSession):
 
     def wrap_key(self, wrapping: int, key: int, mechanism: int, param: MechanismParam = None) -> bytes:
         wrap, wrapped = self._operation(wrapping, "wrap_key", "C_WrapKey"), self._object(key, "C_WrapKey")
+        if not isinstance(wrapped, Key):  # a data object: the token says what it says of it
+            return self._call("C_WrapKey", self._module.raw.wrap_key, self.handle, mechanism, param,
+                              wrapping, key)
         with self._calling("C_WrapKey"):
             return wrap(wrapped, mechanism=_mechanism(mechanism),
                                     mechanism_param=to_pkcs11(param))
