@@ -694,3 +694,32 @@ def test_a_wrap_of_a_data_object_or_under_no_key_is_refused_as_by_one_token(serv
     assert ours == theirs
     assert ours == ["CKR_KEY_UNEXTRACTABLE"] * 2 + ["CKR_WRAPPING_KEY_HANDLE_INVALID"] * 2 + [
         "CKR_UNWRAPPING_KEY_HANDLE_INVALID"]
+
+
+def test_a_key_with_no_value_is_refused_at_digest_key_and_the_digest_goes_on_as_on_one_token(served, reference):
+    """SoftHSM2 refuses C_DigestKey of a key that has no CKA_VALUE (RSA and EC public keys, RSA
+    private keys) with CKR_KEY_INDIGESTIBLE at once, and its digest goes on without it; the HA
+    slot took the key (digests run at C_DigestFinal) and refused the whole digest at Final
+    (differential test: two families)."""
+    SHA256, RSA_KEY_PAIR_GEN, EC_KEY_PAIR_GEN, CKA_MODULUS_BITS = 0x250, 0x0, 0x1040, 0x121
+
+    def story(socket) -> list[str]:
+        with on_first_slot(socket) as (client, session):
+            rsa_public, rsa_private = client.ok("C_GenerateKeyPair", session, Mechanism(RSA_KEY_PAIR_GEN),
+                                                (Attribute(CKA_MODULUS_BITS, 1024),), ())
+            ec_public, _ = client.ok("C_GenerateKeyPair", session, Mechanism(EC_KEY_PAIR_GEN),
+                                     (Attribute(CKA_EC_PARAMS, P256),), ())
+            seen = []
+            for key, before in ((rsa_public, b"a"), (ec_public, b""), (rsa_private, b"b")):
+                client.ok("C_DigestInit", session, Mechanism(SHA256))
+                if before:
+                    client.ok("C_DigestUpdate", session, before)
+                reply = client.call("C_DigestKey", session, key)
+                seen.append(codes.ckr_name(reply.ckr) if reply.is_error else "CKR_OK")
+                client.ok("C_DigestUpdate", session, b"after")
+                seen.append(client.ok("C_DigestFinal", session, 64)[0].hex())
+            return seen
+    ours, theirs = story(served.socket), story(reference.socket)
+    assert ours == theirs
+    assert ours[0::2] == ["CKR_KEY_INDIGESTIBLE"] * 3
+    assert ours[1] == hashlib.sha256(b"aafter").hexdigest()
