@@ -592,7 +592,13 @@ class VirtualSession(Session):
         while they are copied takes the copies with it (the failover engine then generates on
         another member); its own keys are removed when it comes back (resynchronisation
         destroys what no other member holds, and the orphans are replaced)."""
-        handles = session.generate(made)
+        before = None if made.kind in ("aes", "generic") else self._keys_on(session)
+        try:
+            handles = session.generate(made)
+        except CKRError:
+            if before is not None:
+                self._remove_half_made(session, before)
+            raise
         kept: list[tuple] = []
         try:
             kept = self._keep_generated(source, handles, bool(final), spec, asked_wwt, label)
@@ -606,6 +612,22 @@ class VirtualSession(Session):
         except BaseException:
             self._forget(kept)
             raise
+
+    @staticmethod
+    def _keys_on(session) -> set[int]:
+        """Every public and private key the member session sees (the state lock is held)."""
+        return {h for cls in (CKO_PUBLIC_KEY, CKO_PRIVATE_KEY) for h in session.find_objects({CKA_CLASS: cls})}
+
+    def _remove_half_made(self, session, before: set[int]) -> None:
+        """SoftHSM2 keeps the half of a key pair it made before refusing the other half's
+        template (an attribute of the other class: CKR_ATTRIBUTE_TYPE_INVALID), sometimes with
+        neither its CKA_ID nor its label: removed, so that no member holds a key the group never
+        made (one token keeps it: docs/DIFFTEST.md)."""
+        try:
+            for h in self._keys_on(session) - before:
+                session.destroy_object(h)
+        except CKRError:
+            pass  # best effort: the refusal being reported is what the caller must see
 
     def _keep_generated(self, source: HAMember, handles: list[int], harden: bool, spec: KeySpec,
                         asked_wwt: bool, label: str | None) -> list[tuple]:
