@@ -756,3 +756,34 @@ def test_a_refused_key_pair_generation_leaves_no_half_on_any_member(served, refe
     assert ours == theirs == ["CKR_ATTRIBUTE_TYPE_INVALID"] * 3
     assert ours_left == [0] * 9
     assert theirs_left == [1] * 9  # one SoftHSM2 token's defect, the reason for the allowance
+
+
+def test_an_unwrap_template_is_applied_in_the_applications_order_as_on_one_token(served, reference):
+    """SoftHSM2 applies an unwrap template one attribute after the other: after CKA_MODIFIABLE
+    FALSE any other attribute is CKR_ATTRIBUTE_READ_ONLY. The members got the template through
+    python-pkcs11, which reorders it (MODIFIABLE last): the HA slot answered CKR_OK where one
+    token refuses (differential test: 'C_UnwrapKey: CKR_ATTRIBUTE_READ_ONLY vs CKR_OK')."""
+    AES_KEY_GEN, KEY_WRAP_PAD, CKA_WRAP, CKA_UNWRAP, CKA_EXTRACTABLE = 0x1080, 0x210A, 0x106, 0x107, 0x162
+
+    def story(socket) -> list:
+        with on_first_slot(socket) as (client, session):
+            (wrapping,) = client.ok("C_GenerateKey", session, Mechanism(AES_KEY_GEN), (
+                Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_WRAP, 1), Attribute(CKA_UNWRAP, 1)))
+            (key,) = client.ok("C_GenerateKey", session, Mechanism(AES_KEY_GEN), (
+                Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_EXTRACTABLE, 1)))
+            (blob,) = client.ok("C_WrapKey", session, Mechanism(KEY_WRAP_PAD), wrapping, key, 64)
+            seen = []
+            for rest in ((Attribute(CKA_MODIFIABLE, 0), Attribute(CKA_SENSITIVE, 1)),
+                         (Attribute(CKA_MODIFIABLE, 0), Attribute(CKA_LABEL, b"unwrapped-in-order")),
+                         (Attribute(CKA_SENSITIVE, 1), Attribute(CKA_MODIFIABLE, 0))):
+                reply = client.call("C_UnwrapKey", session, Mechanism(KEY_WRAP_PAD), wrapping, blob, (
+                    Attribute(CKA_CLASS, 4), Attribute(CKA_KEY_TYPE, 0x1F), *rest))
+                seen.append(codes.ckr_name(reply.ckr) if reply.is_error else "CKR_OK")
+                if not reply.is_error:
+                    values, _ = client.ok("C_GetAttributeValue", session, reply.args[0], (
+                        AttributeSize(CKA_MODIFIABLE, 1), AttributeSize(CKA_SENSITIVE, 1)))
+                    seen.append([v.value for v in values])
+            return seen
+    ours, theirs = story(served.socket), story(reference.socket)
+    assert ours == theirs
+    assert ours == ["CKR_ATTRIBUTE_READ_ONLY", "CKR_ATTRIBUTE_READ_ONLY", "CKR_OK", [0, 1]]

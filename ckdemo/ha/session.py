@@ -316,7 +316,9 @@ class VirtualSession(Session):
         name = template.get(CKA_VALUE if cls == CKO_DATA else CKA_ID, b"")
         if cls is None or not self._taken((cls, bytes(name), label)):
             return template, None
-        return {**template, CKA_LABEL: replication.alike_label(label)}, label
+        marked = replication.alike_label(label)  # in its place, or first (see _identified)
+        return ({**template, CKA_LABEL: marked} if CKA_LABEL in template
+                else {CKA_LABEL: marked, **template}), label
 
     def _keep_label(self, obj: VirtualObject, label: str | None) -> None:
         """The record answers the application's label when members keep a marked one."""
@@ -458,7 +460,7 @@ class VirtualSession(Session):
         typed. A data object has no CKA_ID (the token would refuse it): its value and label name it."""
         if template.get(CKA_ID) or template.get(CKA_CLASS) == CKO_DATA:
             return template
-        return {**template, CKA_ID: os.urandom(8)}
+        return {CKA_ID: os.urandom(8), **template}  # first: SoftHSM2 takes nothing after MODIFIABLE FALSE at unwrap
 
     def _register_results(self, results, kept: Kept | None = None, label: str | None = None) -> int:
         """A new object made on every member alike: its record in the vault is what the first
