@@ -1381,7 +1381,8 @@ def clear_token(side: Side) -> str:
         if login == codes.CKR_OK:
             client.call("C_Logout", session)
         client.call("C_Finalize")
-        return f"{len(found)} objects" + (f" (destroy refused: {', '.join(refused)})" if refused else "")
+        return (f"{len(found)} objects" + (f" (destroy refused: {', '.join(refused)})" if refused else "")
+                + ("" if login == codes.CKR_OK else f" (C_Login: {codes.ckr_name(login)})"))
     except (OSError, AssertionError, ValueError) as error:
         return f"{type(error).__name__}: {error}"
     finally:
