@@ -787,3 +787,43 @@ def test_an_unwrap_template_is_applied_in_the_applications_order_as_on_one_token
     ours, theirs = story(served.socket), story(reference.socket)
     assert ours == theirs
     assert ours == ["CKR_ATTRIBUTE_READ_ONLY", "CKR_ATTRIBUTE_READ_ONLY", "CKR_OK", [0, 1]]
+
+
+def test_a_copy_of_a_public_key_that_is_not_modifiable_is_a_second_key_as_on_one_token(served, reference):
+    """A public key made CKA_MODIFIABLE FALSE takes no other label in a copy (SoftHSM2:
+    CKR_ATTRIBUTE_READ_ONLY for any attribute in the copy's template), so its members could not
+    tell the copy from the original: the HA slot refused the copy one token makes (differential
+    test: 'C_CopyObject: CKR_OK vs CKR_ATTRIBUTE_READ_ONLY'). It is made anew from the original."""
+    EC_KEY_PAIR_GEN, ECDSA, CKA_ID_ = 0x1040, 0x1041, 0x102
+    label = b"copied-public"
+
+    def story(socket) -> list:
+        with on_first_slot(socket) as (client, session):
+            public, private = client.ok("C_GenerateKeyPair", session, Mechanism(EC_KEY_PAIR_GEN), (
+                Attribute(CKA_EC_PARAMS, P256), Attribute(CKA_MODIFIABLE, 0), Attribute(CKA_LABEL, label),
+                Attribute(CKA_ID_, b"\x7e")), (Attribute(CKA_SIGN, 1), Attribute(CKA_LABEL, label),
+                                               Attribute(CKA_ID_, b"\x7e")))
+            seen, copies = [], []
+            for template in ((), (Attribute(CKA_TOKEN, 0),)):
+                reply = client.call("C_CopyObject", session, public, template)
+                seen.append(codes.ckr_name(reply.ckr) if reply.is_error else "CKR_OK")
+                copies += [] if reply.is_error else list(reply.args)
+            if not copies:
+                return seen
+            (copy,) = copies
+            for _ in range(3):  # whichever member searches
+                found = client.find(session, Attribute(CKA_CLASS, 2), Attribute(CKA_LABEL, label))
+                seen.append(sorted(found) == sorted((public, copy)))
+            values, _ = client.ok("C_GetAttributeValue", session, copy, tuple(AttributeSize(a, 128) for a in (
+                CKA_LABEL, CKA_ID_, CKA_MODIFIABLE, CKA_VERIFY, 0x163, 0x166, CKA_EC_PARAMS, 0x181)))
+            seen.append([v.value for v in values])
+            client.ok("C_SignInit", session, Mechanism(ECDSA), private)
+            (signature,) = client.ok("C_Sign", session, b"d" * 32, 128)
+            client.ok("C_VerifyInit", session, Mechanism(ECDSA), copy)  # the copy is the key
+            seen.append(client.ckr("C_Verify", session, b"d" * 32, signature))
+            values, _ = client.ok("C_GetAttributeValue", session, public, (AttributeSize(0x181, 128),))
+            seen[-2][-1] = seen[-2][-1] == values[0].value  # the same point, not the same bytes per side
+            return seen
+    ours, theirs = story(served.socket), story(reference.socket)
+    assert ours == theirs
+    assert ours[:5] == ["CKR_OK", "CKR_ATTRIBUTE_READ_ONLY", True, True, True] and ours[-2][-1] is True

@@ -10,7 +10,8 @@ from typing import Any
 from ..codes import (CKR_ATTRIBUTE_TYPE_INVALID, CKR_KEY_INDIGESTIBLE, CKR_MECHANISM_INVALID,
                      CKR_OBJECT_HANDLE_INVALID, CKR_SESSION_HANDLE_INVALID, CKR_USER_NOT_LOGGED_IN,
                      CKRError)
-from ..model import (CKA_ALWAYS_AUTHENTICATE, CKA_CLASS, CKA_PRIVATE, CKA_EXTRACTABLE, CKA_ID, CKA_KEY_TYPE, CKA_LABEL, CKA_MODIFIABLE,
+from ..model import (CKA_ALWAYS_AUTHENTICATE, CKA_CLASS, CKA_DERIVE, CKA_EC_PARAMS, CKA_EC_POINT, CKA_ENCRYPT,
+                     CKA_MODULUS, CKA_PRIVATE, CKA_PUBLIC_EXPONENT, CKA_VERIFY, CKA_WRAP, CKA_EXTRACTABLE, CKA_ID, CKA_KEY_TYPE, CKA_LABEL, CKA_MODIFIABLE,
                      CKA_NEVER_EXTRACTABLE, CKA_SENSITIVE, CKA_TOKEN, CKA_VALUE, CKA_VALUE_LEN,
                      CKA_WRAP_WITH_TRUSTED, CKO_DATA, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY,
                      CKO_SECRET_KEY, CKU_SO, KeySpec, MechanismParam, SessionInfo)
@@ -25,8 +26,15 @@ RO_PUBLIC, RO_USER, RW_PUBLIC, RW_USER, RW_SO = range(5)  # CKS_* session states
 # a record may answer them (vault.py); CKA_LABEL: an object made alike another (alike_label)
 SEARCHED_BY_RECORD = frozenset(FACTS) | {CKA_SENSITIVE, CKA_LABEL}
 CKA_APPLICATION, CKA_OBJECT_ID = 0x10, 0x12
-DATA_OBJECT_ATTRIBUTES = (CKA_CLASS, CKA_TOKEN, CKA_PRIVATE, CKA_MODIFIABLE, CKA_LABEL, CKA_APPLICATION,
-                          CKA_OBJECT_ID, CKA_VALUE)  # what a copy of one takes over
+# what a copy made anew takes over from an original that is not modifiable (_copy_anew): all of
+# a data object and of a public key (the key's facts come from its record)
+COPIED_ANEW = {
+    CKO_DATA: (CKA_CLASS, CKA_TOKEN, CKA_PRIVATE, CKA_MODIFIABLE, CKA_LABEL, CKA_APPLICATION, CKA_OBJECT_ID,
+               CKA_VALUE),
+    CKO_PUBLIC_KEY: (CKA_CLASS, CKA_KEY_TYPE, CKA_TOKEN, CKA_PRIVATE, CKA_MODIFIABLE, CKA_LABEL, CKA_ID,
+                     CKA_ENCRYPT, CKA_VERIFY, CKA_WRAP, CKA_DERIVE, CKA_MODULUS, CKA_PUBLIC_EXPONENT,
+                     CKA_EC_PARAMS, CKA_EC_POINT),
+}
 MIN_DIGESTIBLE_BYTES = 16  # a sensitive key's digest is only as secret as 128 bits of key
 
 
@@ -388,8 +396,8 @@ class VirtualSession(Session):
         # says otherwise (members tell it from the original by a marked label, _alike)
         asked = {named_by: name, CKA_LABEL: self._facts(obj).get(CKA_LABEL, label), **template}
         members_template, label = self._alike(cls, asked)
-        if label is not None and cls == CKO_DATA and not self.read_attribute(handle, CKA_MODIFIABLE):
-            return self._copy_data_anew(obj, template, members_template, label)
+        if label is not None and cls in COPIED_ANEW and not self.read_attribute(handle, CKA_MODIFIABLE):
+            return self._copy_anew(obj, template, members_template, label)
         if members_template is not asked or CKA_LABEL in self._facts(obj):
             template = {**template, CKA_LABEL: members_template[CKA_LABEL]}
         if template.get(CKA_EXTRACTABLE) is False:
@@ -399,24 +407,26 @@ class VirtualSession(Session):
             self._on(m, obj), template), _destroy_made)
         return self._register_results(results, kept, label)
 
-    def _copy_data_anew(self, obj: VirtualObject, template: dict[int, Any], made: dict[int, Any],
-                        label: str) -> int:
-        """A copy of a data object that is not modifiable: SoftHSM2 takes no other label in such
-        a copy, so members could not tell it from the original. The token's answer to the copy
-        as asked comes from one member (that copy is destroyed at once); then the copy is created
-        on every member from the original's attributes, with a marked label (_alike)."""
+    def _copy_anew(self, obj: VirtualObject, template: dict[int, Any], made: dict[int, Any],
+                   label: str) -> int:
+        """A copy of a data object or a public key that is not modifiable: SoftHSM2 takes no
+        other label in such a copy, so members could not tell it from the original. The token's
+        answer to the copy as asked comes from one member (that copy is destroyed at once); then
+        the copy is created on every member from the original's attributes, with a marked label
+        (_alike), and its record is the original's (a key's facts: LOCAL, KEY_GEN_MECHANISM ...)."""
         self.failover.one("C_CopyObject", lambda s, m: s.destroy_object(
             s.copy_object(self._on(m, obj), template)))
         original = {}
-        for attribute in DATA_OBJECT_ATTRIBUTES:
+        for attribute in COPIED_ANEW[obj.key[0]]:
             try:
                 original[attribute] = self.read_attribute(obj.handle, attribute)
             except CKRError as error:
                 if error.ckr != CKR_ATTRIBUTE_TYPE_INVALID:
                     raise
         made = {**{a: v for a, v in original.items() if v is not None}, **made}
+        kept = self.group.vault.get(obj.key)
         results = self._everywhere("C_CopyObject", lambda s, m: s.create_object(made), _destroy_made)
-        return self._register_results(results, label=label)
+        return self._register_results(results, kept, label)
 
     def unwrap_key(self, unwrapping: int, object_class: int, key_type: int, data: bytes,
                    mechanism: int, template: dict[int, Any], param: MechanismParam = None) -> int:
