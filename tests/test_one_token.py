@@ -827,3 +827,28 @@ def test_a_copy_of_a_public_key_that_is_not_modifiable_is_a_second_key_as_on_one
     ours, theirs = story(served.socket), story(reference.socket)
     assert ours == theirs
     assert ours[:5] == ["CKR_OK", "CKR_ATTRIBUTE_READ_ONLY", True, True, True] and ours[-2][-1] is True
+
+
+def test_a_wrapping_key_of_another_type_is_refused_for_its_type_first_as_by_one_token(served, reference):
+    """SoftHSM2 checks that a wrapping (unwrapping) key's type fits the mechanism before its
+    CKA_WRAP (CKA_UNWRAP); the members' python-pkcs11 refused a key it offers no wrap for (an
+    RSA private key) first
+    (differential test: 'C_WrapKey: CKR_WRAPPING_KEY_TYPE_INCONSISTENT vs
+    CKR_KEY_FUNCTION_NOT_PERMITTED'). Wraps and unwraps now reach the token as sent."""
+    AES_KEY_GEN, RSA_KEY_PAIR_GEN, KEY_WRAP_PAD, CKA_EXTRACTABLE, CKA_MODULUS_BITS = 0x1080, 0x0, 0x210A, 0x162, 0x121
+
+    def story(socket) -> list[str]:
+        with on_first_slot(socket) as (client, session):
+            public, private = client.ok("C_GenerateKeyPair", session, Mechanism(RSA_KEY_PAIR_GEN),
+                                        (Attribute(CKA_MODULUS_BITS, 1024),), ())
+            (key,) = client.ok("C_GenerateKey", session, Mechanism(AES_KEY_GEN), (
+                Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_EXTRACTABLE, 1)))
+            seen = [codes.ckr_name(client.ckr("C_WrapKey", session, Mechanism(KEY_WRAP_PAD), wrapping, key, room))
+                    for wrapping in (private, public) for room in (0, 64)]
+            for unwrapping in (public, private):
+                seen.append(codes.ckr_name(client.ckr("C_UnwrapKey", session, Mechanism(KEY_WRAP_PAD), unwrapping,
+                                                      b"\x01" * 24, (Attribute(CKA_CLASS, 4), Attribute(CKA_KEY_TYPE, 0x1F)))))
+            return seen
+    ours, theirs = story(served.socket), story(reference.socket)
+    assert ours == theirs
+    assert ours == ["CKR_WRAPPING_KEY_TYPE_INCONSISTENT"] * 4 + ["CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT"] * 2

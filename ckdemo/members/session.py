@@ -10,7 +10,7 @@ import struct
 from functools import cache
 from typing import TYPE_CHECKING, Iterable, Iterator
 
-from pkcs11 import Attribute, Key, KeyType, Mechanism, ObjectClass
+from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
 from pkcs11.attributes import AttributeMapper
 
 from .. import attribute_table
@@ -351,20 +351,17 @@ class PhysicalSession(MemberSession):
         return self._remember(derived)
 
     def wrap_key(self, wrapping: int, key: int, mechanism: int, param: MechanismParam = None) -> bytes:
-        wrap, wrapped = self._operation(wrapping, "wrap_key", "C_WrapKey"), self._object(key, "C_WrapKey")
-        if not isinstance(wrapped, Key):  # a data object: the token says what it says of it
-            return self._call("C_WrapKey", self._module.raw.wrap_key, self.handle, mechanism, param,
-                              wrapping, key)
-        with self._calling("C_WrapKey"):
-            return wrap(wrapped, mechanism=_mechanism(mechanism),
-                                    mechanism_param=to_pkcs11(param))
+        """Through ctypes, so that the token answers in its own order: python-pkcs11 refuses a
+        wrapping key without CKA_WRAP (CKR_KEY_FUNCTION_NOT_PERMITTED) before the token says its
+        type does not fit the mechanism, and a data object to wrap with its own CKR_ARGUMENTS_BAD."""
+        return self._call("C_WrapKey", self._module.raw.wrap_key, self.handle, mechanism, param,
+                          wrapping, key)
 
     def unwrap_key(self, unwrapping: int, object_class: int, key_type: int, data: bytes,
                    mechanism: int, template: dict[int, object], param: MechanismParam = None) -> int:
         """Through ctypes with the template as it is, in its order: python-pkcs11 merges it into
         its own default unwrap template (attributes a private key must not have, FACTS) and
         reorders it, and SoftHSM2's answer depends on the order (raw.unwrap_key)."""
-        self._operation(unwrapping, "unwrap_key", "C_UnwrapKey")  # the key's own refusal first
         full = {CKA_CLASS: object_class, CKA_KEY_TYPE: key_type, **template}
         made = self._call("C_UnwrapKey", self._module.raw.unwrap_key, self.handle, mechanism, param,
                           unwrapping, bytes(data), full)
