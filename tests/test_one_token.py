@@ -852,3 +852,28 @@ def test_a_wrapping_key_of_another_type_is_refused_for_its_type_first_as_by_one_
     ours, theirs = story(served.socket), story(reference.socket)
     assert ours == theirs
     assert ours == ["CKR_WRAPPING_KEY_TYPE_INCONSISTENT"] * 4 + ["CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT"] * 2
+
+
+def test_a_copy_made_not_modifiable_takes_its_marked_label_first_as_on_one_token(served, reference):
+    """SoftHSM2 applies a copy's template in order and takes nothing after CKA_MODIFIABLE FALSE.
+    The HA slot gave a copy that keeps the original's identity a marked label after the
+    application's attributes: C_CopyObject(key, [MODIFIABLE=FALSE]) was CKR_ATTRIBUTE_READ_ONLY
+    where one token copies (differential test)."""
+    def story(socket) -> list:
+        with on_first_slot(socket) as (client, session):
+            (key,) = client.ok("C_CreateObject", session, (
+                Attribute(CKA_CLASS, 4), Attribute(CKA_KEY_TYPE, 0x1F), Attribute(CKA_VALUE, b"m" * 16),
+                Attribute(CKA_LABEL, b"copied-fixed")))
+            seen = []
+            for template in ((Attribute(CKA_MODIFIABLE, 0),),
+                             (Attribute(CKA_MODIFIABLE, 0), Attribute(CKA_LABEL, b"copied-fixed"))):
+                reply = client.call("C_CopyObject", session, key, template)
+                seen.append(codes.ckr_name(reply.ckr) if reply.is_error else "CKR_OK")
+                if not reply.is_error:
+                    values, _ = client.ok("C_GetAttributeValue", session, reply.args[0], (
+                        AttributeSize(CKA_LABEL, 32), AttributeSize(CKA_MODIFIABLE, 1)))
+                    seen.append([v.value for v in values])
+            return seen
+    ours, theirs = story(served.socket), story(reference.socket)
+    assert ours == theirs
+    assert ours == ["CKR_OK", [b"copied-fixed", 0], "CKR_ATTRIBUTE_READ_ONLY"]

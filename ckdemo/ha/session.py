@@ -398,8 +398,9 @@ class VirtualSession(Session):
         members_template, label = self._alike(cls, asked)
         if label is not None and cls in COPIED_ANEW and not self.read_attribute(handle, CKA_MODIFIABLE):
             return self._copy_anew(obj, template, members_template, label)
-        if members_template is not asked or CKA_LABEL in self._facts(obj):
-            template = {**template, CKA_LABEL: members_template[CKA_LABEL]}
+        if members_template is not asked or CKA_LABEL in self._facts(obj):  # in its place or first:
+            label_first = {CKA_LABEL: members_template[CKA_LABEL]}  # nothing may follow MODIFIABLE FALSE
+            template = {**template, **label_first} if CKA_LABEL in template else {**label_first, **template}
         if template.get(CKA_EXTRACTABLE) is False:
             self._keep_before_hardening(obj)
         kept = self.group.vault.get(obj.key)
