@@ -178,6 +178,7 @@ class Side:
     slot: int = 0
     handles: dict[Ref, int] = field(default_factory=dict)
     outputs: dict[int, tuple] = field(default_factory=dict)
+    ignored: set[int] = field(default_factory=set)  # half key pairs the engine could not remove
 
     def resolve(self, value):
         if isinstance(value, Ref):
@@ -312,7 +313,7 @@ def view(call: Call, reply, side: Side) -> tuple:
         return (ckr,)
     args = reply.args
     if call.name == "C_FindObjects":
-        return (ckr, tuple(side.name_of(h) for h in args[0]))
+        return (ckr, tuple(side.name_of(h) for h in args[0] if h not in side.ignored))
     if call.name == "C_GetAttributeValue":
         return (codes.ckr_name(args[1]),) + tuple(attribute_view(call, a) for a in args[0])
     if call.name == "C_GetSlotList":
@@ -559,8 +560,10 @@ class Search:
     spoiled: bool = False  # a chunk's code differed: recorded already, the rest says nothing more
 
 
-def follow_searches(sequence: Sequence, step: Step, call: Call, views: tuple[tuple, tuple]) -> list[Difference]:
-    """Collect the chunks of the searches of this call's session; the differences of those it ends."""
+def follow_searches(sequence: Sequence, step: Step, call: Call, views: tuple[tuple, tuple],
+                    returned: tuple[int, int] | None = None) -> list[Difference]:
+    """Collect the chunks of the searches of this call's session; the differences of those it ends.
+    returned: how many handles each side's C_FindObjects returned (views leave ignored ones out)."""
     answers = views[0][0], views[1][0]
     session = call.args[0] if call.args else None
     if call.name in ("C_CloseAllSessions", "C_Finalize"):
@@ -580,7 +583,7 @@ def follow_searches(sequence: Sequence, step: Step, call: Call, views: tuple[tup
         if call.name == "C_FindObjects" and not search.spoiled and answers[0] == "CKR_OK":
             for side, side_view in enumerate(views):
                 search.found[side].extend(side_view[1])
-                search.ended[side] |= len(side_view[1]) < call.args[1]
+                search.ended[side] |= (returned[side] if returned else len(side_view[1])) < call.args[1]
     return found
 
 
@@ -1229,6 +1232,7 @@ def connect(servers: Servers) -> None:
         side.client, side.slot = RawClient(side.socket), 0
         side.handles.clear()
         side.outputs.clear()
+        side.ignored.clear()
 
 
 def play(servers: Servers, sequence: Sequence, step: Step, learn: bool) -> bool:
@@ -1246,7 +1250,8 @@ def play(servers: Servers, sequence: Sequence, step: Step, learn: bool) -> bool:
             if verdict != "done":
                 sequence.notes.append(f"seed {sequence.seed} step {step.number} {call}: {verdict}")
             continue
-        keys_before = [keys_seen(side) for side in servers.sides] if call.name == "C_GenerateKeyPair" else None
+        keys_before = [keys_seen(side, side.resolve(call.args[0])) for side in servers.sides
+                       ] if call.name == "C_GenerateKeyPair" else None
         ours, theirs = send(reference, call, servers), send(ha, call, servers)
         sequence.calls += not call.name.startswith("sw:")
         replies[call.id] = ours
@@ -1256,7 +1261,9 @@ def play(servers: Servers, sequence: Sequence, step: Step, learn: bool) -> bool:
         views = view(call, ours, reference), view(call, theirs, ha)
         sequence.coverage[(call.name, views[0][0])] += 1
         in_search = call.name == "C_FindObjects" and call.args[0] in sequence.searches
-        found = follow_searches(sequence, step, call, views)
+        returned = tuple(len(r.args[0]) if call.name == "C_FindObjects" and ckr_of(r) == "CKR_OK" else 0
+                         for r in (ours, theirs))
+        found = follow_searches(sequence, step, call, views, returned)
         found += compare(sequence.seed, step, call, *((v[:1] for v in views) if in_search else views), after)
         if keys_before is not None:
             found += half_pairs(sequence.seed, step, call, servers, keys_before, views)
@@ -1275,19 +1282,12 @@ def play(servers: Servers, sequence: Sequence, step: Step, learn: bool) -> bool:
     return True
 
 
-def keys_seen(side: Side) -> set[int] | None:
-    """Every public and private key this side's application sees, through a session of the
-    engine's own (the application's may be in an operation); None when it cannot look."""
+def keys_seen(side: Side, session: int) -> set[int] | None:
+    """Every public and private key the application's session sees (SoftHSM2 numbers another
+    session's session objects anew in each session); None when it cannot look (an operation)."""
     try:
-        reply = side.client.call("C_OpenSession", side.slot, CKF_SERIAL_SESSION)
-        if reply.is_error:
-            return None
-        session = reply.args[0]
-        try:
-            return {h for cls in (CKO_PUBLIC_KEY, CKO_PRIVATE_KEY)
-                    for h in side.client.find(session, Attribute(CKA_CLASS, cls))}
-        finally:
-            side.client.call("C_CloseSession", session)  # never the application's last one
+        return {h for cls in (CKO_PUBLIC_KEY, CKO_PRIVATE_KEY)
+                for h in side.client.find(session, Attribute(CKA_CLASS, cls))}
     except (OSError, EOFError, AssertionError, ValueError, CodecError):
         return None
 
@@ -1296,13 +1296,16 @@ def half_pairs(seed: int, step: Step, call: Call, servers: Servers, before: list
     """SoftHSM2 keeps the half of a key pair it made before refusing the other half's template
     (an attribute of the other class). The engine removes what a refused generation left on
     either side, and a side that left something where the other did not is a difference:
-    allowed for the reference (one SoftHSM2 token's defect), a defect for the HA slot."""
+    allowed for the reference (one SoftHSM2 token's defect), a defect for the HA slot. A half
+    the token will not destroy in this process is left out of that side's searches (ignored)."""
     left = []
     for side, known, side_view in zip(servers.sides, before, views):
-        after = keys_seen(side) if known is not None and side_view[0] != "CKR_OK" else None
+        after = keys_seen(side, side.resolve(call.args[0])) if known is not None and side_view[0] != "CKR_OK" else None
         stray = sorted(after - known) if after is not None else []
         for handle in stray:
-            side.client.call("C_DestroyObject", side.resolve(call.args[0]), handle)
+            reply = side.client.call("C_DestroyObject", side.resolve(call.args[0]), handle)
+            if reply.is_error:  # SoftHSM2's half made in this process answers CKR_OBJECT_HANDLE_INVALID
+                side.ignored.add(handle)  # to everything but a search: searches leave it out
         left.append(len(stray))
     if left[0] == left[1]:
         return []
@@ -1341,11 +1344,15 @@ def finish(servers: Servers, sequence: Sequence) -> None:
         heal(servers, sequence, bool(failed))
     if sequence.lost:
         return
+    halves = [len(side.ignored) for side in servers.sides]  # the token keeps those it made
     left = [clear_token(side) for side in servers.sides]
     if left[0] != left[1]:
+        counts = [int(m.group(1)) if (m := re.match(r"(\d+) objects$", text)) else None for text in left]
+        extra = counts[0] - counts[1] if None not in counts else 0
         sequence.differences.append(Difference(
             sequence.seed, len(sequence.steps), "(a new application, logged in) find all, destroy each",
-            "token objects left after the sequence: other answer", left[0], left[1]))
+            "token objects left after the sequence: other answer", left[0], left[1],
+            f"follows from: {HALF_PAIR}" if 0 < extra <= halves[0] - halves[1] else ""))
 
 
 def heal(servers: Servers, sequence: Sequence, faulted: bool) -> None:
