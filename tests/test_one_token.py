@@ -877,3 +877,21 @@ def test_a_copy_made_not_modifiable_takes_its_marked_label_first_as_on_one_token
     ours, theirs = story(served.socket), story(reference.socket)
     assert ours == theirs
     assert ours == ["CKR_OK", [b"copied-fixed", 0], "CKR_ATTRIBUTE_READ_ONLY"]
+
+
+def test_a_short_sensitive_key_is_refused_at_digest_key_also_after_data(served):
+    """The HA slot refuses to digest a sensitive key under 16 bytes (docs/SECURITY.md) at
+    C_DigestKey when the key comes first; after data it took the key and refused the whole
+    digest at C_DigestFinal (differential test: 'C_DigestFinal: CKR_OK vs CKR_KEY_INDIGESTIBLE',
+    outside the allowed difference). It refuses the key at C_DigestKey now, and the digest goes
+    on without it, as a token's does after a key it refuses."""
+    SHA256 = 0x250
+    with session_on(served) as (client, session):
+        (short,) = client.ok("C_CreateObject", session, (
+            Attribute(CKA_CLASS, 4), Attribute(CKA_KEY_TYPE, 0x10), Attribute(CKA_VALUE, b"v"),
+            Attribute(CKA_SENSITIVE, 1), Attribute(CKA_TOKEN, 0)))
+        client.ok("C_DigestInit", session, Mechanism(SHA256))
+        client.ok("C_DigestUpdate", session, b"before")
+        assert codes.ckr_name(client.ckr("C_DigestKey", session, short)) == "CKR_KEY_INDIGESTIBLE"
+        client.ok("C_DigestUpdate", session, b"after")
+        assert client.ok("C_DigestFinal", session, 64)[0] == hashlib.sha256(b"beforeafter").digest()

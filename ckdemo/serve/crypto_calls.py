@@ -324,11 +324,17 @@ class CryptoCalls:
     def C_DigestKey(self, handle, key) -> tuple:
         session = self._session(handle, "C_DigestKey")
         self._usable(session, key, "C_DigestKey")
-        session.operations.get(DIGEST, "C_DigestKey")  # none running: that first
+        running = session.operations.get(DIGEST, "C_DigestKey")  # none running: that first
         found = self._store(session).get_attributes(key, [CKA_CLASS])
         if found.get(CKA_CLASS) in (key_checks.CKO_PUBLIC_KEY, key_checks.CKO_PRIVATE_KEY):
             key_type = self._store(session).get_attributes(key, [CKA_KEY_TYPE]).get(CKA_KEY_TYPE)
             key_checks.check_digestible(int(found[CKA_CLASS]), key_type)  # outside run(): goes on
+        if running.parts or running.keys:  # digested at Final with the rest: asked alone now,
+            try:  # so that the slot's refusal of this key comes here, and the digest goes on
+                self._store(session).digest_key(running.mechanism, key)
+            except CKRError as error:
+                if error.ckr == codes.CKR_KEY_INDIGESTIBLE:
+                    raise
 
         def add(operation: Operation) -> None:
             operation.multi = True
