@@ -353,7 +353,10 @@ class PhysicalSession(MemberSession):
     def wrap_key(self, wrapping: int, key: int, mechanism: int, param: MechanismParam = None) -> bytes:
         """Through ctypes, so that the token answers in its own order: python-pkcs11 refuses a
         wrapping key without CKA_WRAP (CKR_KEY_FUNCTION_NOT_PERMITTED) before the token says its
-        type does not fit the mechanism, and a data object to wrap with its own CKR_ARGUMENTS_BAD."""
+        type does not fit the mechanism, and a data object to wrap with its own CKR_ARGUMENTS_BAD.
+        Handles this session does not know are refused as before (the menu names them)."""
+        self._object(wrapping, "C_WrapKey")
+        self._object(key, "C_WrapKey")
         return self._call("C_WrapKey", self._module.raw.wrap_key, self.handle, mechanism, param,
                           wrapping, key)
 
@@ -362,6 +365,7 @@ class PhysicalSession(MemberSession):
         """Through ctypes with the template as it is, in its order: python-pkcs11 merges it into
         its own default unwrap template (attributes a private key must not have, FACTS) and
         reorders it, and SoftHSM2's answer depends on the order (raw.unwrap_key)."""
+        self._object(unwrapping, "C_UnwrapKey")  # a handle this session knows
         full = {CKA_CLASS: object_class, CKA_KEY_TYPE: key_type, **template}
         made = self._call("C_UnwrapKey", self._module.raw.unwrap_key, self.handle, mechanism, param,
                           unwrapping, bytes(data), full)
