@@ -22,7 +22,7 @@ HA_SLOT, CKF_DONT_BLOCK, CKU_CONTEXT_SPECIFIC = 0x5000, 0x1, 2
 CKA_CLASS, CKA_TOKEN, CKA_PRIVATE, CKA_LABEL, CKA_VALUE = 0x0, 0x1, 0x2, 0x3, 0x11
 CKA_SIGN, CKA_VALUE_LEN, CKA_EC_PARAMS = 0x108, 0x161, 0x180
 CKA_KEY_TYPE, CKA_ENCRYPT, CKA_DECRYPT, CKA_VERIFY = 0x100, 0x104, 0x105, 0x10A
-CKA_SENSITIVE, CKA_MODIFIABLE, CKA_COPYABLE = 0x103, 0x170, 0x171
+CKA_SENSITIVE, CKA_MODIFIABLE, CKA_COPYABLE, CKA_ID = 0x103, 0x170, 0x171, 0x102
 P256 = bytes.fromhex("06082a8648ce3d030107")
 
 
@@ -587,3 +587,311 @@ def test_a_generation_with_no_login_is_refused_for_the_login_before_the_template
     ours, theirs = story(served.socket), story(reference.socket)
     assert ours == theirs
     assert ours == ["CKR_USER_NOT_LOGGED_IN", "CKR_USER_NOT_LOGGED_IN", "CKR_TEMPLATE_INCOMPLETE"]
+
+
+def test_a_key_made_with_the_id_and_label_of_another_is_a_second_key_as_on_one_token(served, reference):
+    """Members find a key by class, CKA_ID and label: a key generated with those of a key made
+    before was that older key on the HA slot, and what the generation sets afterwards went to it
+    (COPYABLE FALSE on a copyable key: CKR_ATTRIBUTE_READ_ONLY) where one token makes a second key
+    (differential test, seed 700002 step 35). Members now keep a marked label for the second."""
+    AES_KEY_GEN, AES_ECB = 0x1080, 0x1081
+    naming = (Attribute(CKA_LABEL, b"alike-key"), Attribute(CKA_ID, b"\x03\x04\x05"))
+
+    def search(client, session) -> list[int]:
+        client.ok("C_FindObjectsInit", session, (Attribute(CKA_LABEL, b"alike-key"),))
+        (found,) = client.ok("C_FindObjects", session, 10)
+        client.ok("C_FindObjectsFinal", session)
+        return sorted(found)
+
+    def story(socket) -> list:
+        with on_first_slot(socket) as (client, session):
+            (first,) = client.ok("C_CreateObject", session, (
+                Attribute(CKA_CLASS, 4), Attribute(CKA_KEY_TYPE, 0x1F), Attribute(CKA_VALUE, b"k" * 16),
+                Attribute(CKA_ENCRYPT, 1), *naming))
+            reply = client.call("C_GenerateKey", session, Mechanism(AES_KEY_GEN), (
+                Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_SENSITIVE, 0), Attribute(CKA_COPYABLE, 0),
+                Attribute(CKA_ENCRYPT, 1), *naming))
+            if reply.is_error:
+                return [codes.ckr_name(reply.ckr)]
+            (second,) = reply.args
+            seen: list = ["CKR_OK", first != second]
+            seen += [search(client, session) == sorted((first, second)) for _ in range(3)]  # any member
+            for key in (first, second):
+                values, _ = client.ok("C_GetAttributeValue", session, key, (
+                    AttributeSize(CKA_LABEL, 32), AttributeSize(CKA_ID, 8), AttributeSize(CKA_COPYABLE, 1)))
+                seen.append([v.value for v in values])
+            client.ok("C_EncryptInit", session, Mechanism(AES_ECB), first)  # the first is the first
+            seen.append(client.ok("C_Encrypt", session, b"\0" * 16, 16)[0].hex())
+            client.ok("C_DestroyObject", session, second)
+            seen += [search(client, session) == [first] for _ in range(3)]
+            return seen
+    ours, theirs = story(served.socket), story(reference.socket)
+    assert ours == theirs
+    assert ours[:5] == ["CKR_OK", True, True, True, True]
+
+
+def test_a_copy_of_a_data_object_is_a_second_object_as_on_one_token(served, reference):
+    """The HA slot gave a copy with no CKA_ID or label in its template a CKA_ID of its own, to
+    tell it from the original on the members; a data object has no CKA_ID: one token copies it,
+    the HA slot answered CKR_ATTRIBUTE_TYPE_INVALID (differential test). A copy of a data object
+    that is not modifiable takes no other label either (SoftHSM2: CKR_ATTRIBUTE_READ_ONLY)."""
+    label = b"alike-data"
+
+    def story(socket) -> list:
+        with on_first_slot(socket) as (client, session):
+            originals = {value: client.ok("C_CreateObject", session, (
+                Attribute(CKA_CLASS, 0), Attribute(CKA_LABEL, label), Attribute(CKA_VALUE, value),
+                Attribute(CKA_MODIFIABLE, modifiable)))[0] for value, modifiable in ((b"v", 1), (b"w", 0))}
+            seen: list = []
+            for value, template in ((b"v", ()), (b"v", (Attribute(CKA_TOKEN, 0),)), (b"w", ()),
+                                    (b"w", (Attribute(CKA_LABEL, label),))):
+                reply = client.call("C_CopyObject", session, originals[value], template)
+                seen.append(codes.ckr_name(reply.ckr) if reply.is_error else "CKR_OK")
+            for _ in range(3):  # whichever member searches
+                client.ok("C_FindObjectsInit", session, (Attribute(CKA_LABEL, label),))
+                (found,) = client.ok("C_FindObjects", session, 10)
+                client.ok("C_FindObjectsFinal", session)
+                values = [client.ok("C_GetAttributeValue", session, handle, (
+                    AttributeSize(CKA_LABEL, 32), AttributeSize(CKA_VALUE, 8), AttributeSize(CKA_MODIFIABLE, 1)))[0]
+                    for handle in found]
+                seen.append(sorted(tuple(v.value for v in read) for read in values))
+            client.ok("C_DestroyObject", session, originals[b"v"])
+            client.ok("C_FindObjectsInit", session, (Attribute(CKA_CLASS, 0), Attribute(CKA_VALUE, b"v")))
+            (found,) = client.ok("C_FindObjects", session, 10)
+            client.ok("C_FindObjectsFinal", session)
+            seen.append(len(found))
+            return seen
+    ours, theirs = story(served.socket), story(reference.socket)
+    assert ours == theirs
+    assert ours[:4] == ["CKR_OK", "CKR_OK", "CKR_OK", "CKR_ATTRIBUTE_READ_ONLY"] and len(ours[4]) == 5
+
+
+def test_a_wrap_of_a_data_object_or_under_no_key_is_refused_as_by_one_token(served, reference):
+    """One token refuses to wrap a data object with CKR_KEY_UNEXTRACTABLE (it has no
+    CKA_EXTRACTABLE), size query or not; the HA slot answered CKR_ARGUMENTS_BAD (python-pkcs11's
+    own refusal of an object it does not take for a key). A wrapping key's handle that names
+    nothing is CKR_WRAPPING_KEY_HANDLE_INVALID (CKR_UNWRAPPING_KEY_HANDLE_INVALID at unwrap), not
+    CKR_KEY_HANDLE_INVALID (differential test)."""
+    AES_KEY_GEN, KEY_WRAP, KEY_WRAP_PAD, CKA_WRAP = 0x1080, 0x2109, 0x210A, 0x106
+
+    def story(socket) -> list[str]:
+        with on_first_slot(socket) as (client, session):
+            (wrapping,) = client.ok("C_GenerateKey", session, Mechanism(AES_KEY_GEN), (
+                Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_WRAP, 1)))
+            (data,) = client.ok("C_CreateObject", session, (Attribute(CKA_CLASS, 0), Attribute(CKA_VALUE, b"x")))
+            (key,) = client.ok("C_GenerateKey", session, Mechanism(AES_KEY_GEN), (
+                Attribute(CKA_VALUE_LEN, 16), Attribute(0x162, 1)))
+            seen = []
+            for mechanism, wrapper, wrapped, room in ((KEY_WRAP, wrapping, data, 0), (KEY_WRAP_PAD, wrapping, data, 4096),
+                                                      (KEY_WRAP, 0x7777, key, 0), (KEY_WRAP_PAD, 0x7777, data, 4096)):
+                reply = client.call("C_WrapKey", session, Mechanism(mechanism), wrapper, wrapped, room)
+                seen.append(codes.ckr_name(reply.ckr) if reply.is_error else "CKR_OK")
+            reply = client.call("C_UnwrapKey", session, Mechanism(KEY_WRAP_PAD), 0x7777, b"\x01" * 24,
+                                (Attribute(CKA_CLASS, 4), Attribute(CKA_KEY_TYPE, 0x1F)))
+            seen.append(codes.ckr_name(reply.ckr) if reply.is_error else "CKR_OK")
+            return seen
+    ours, theirs = story(served.socket), story(reference.socket)
+    assert ours == theirs
+    assert ours == ["CKR_KEY_UNEXTRACTABLE"] * 2 + ["CKR_WRAPPING_KEY_HANDLE_INVALID"] * 2 + [
+        "CKR_UNWRAPPING_KEY_HANDLE_INVALID"]
+
+
+def test_a_key_with_no_value_is_refused_at_digest_key_and_the_digest_goes_on_as_on_one_token(served, reference):
+    """SoftHSM2 refuses C_DigestKey of a key that has no CKA_VALUE (RSA and EC public keys, RSA
+    private keys) with CKR_KEY_INDIGESTIBLE at once, and its digest goes on without it; the HA
+    slot took the key (digests run at C_DigestFinal) and refused the whole digest at Final
+    (differential test: two families)."""
+    SHA256, RSA_KEY_PAIR_GEN, EC_KEY_PAIR_GEN, CKA_MODULUS_BITS = 0x250, 0x0, 0x1040, 0x121
+
+    def story(socket) -> list[str]:
+        with on_first_slot(socket) as (client, session):
+            rsa_public, rsa_private = client.ok("C_GenerateKeyPair", session, Mechanism(RSA_KEY_PAIR_GEN),
+                                                (Attribute(CKA_MODULUS_BITS, 1024),), ())
+            ec_public, _ = client.ok("C_GenerateKeyPair", session, Mechanism(EC_KEY_PAIR_GEN),
+                                     (Attribute(CKA_EC_PARAMS, P256),), ())
+            seen = []
+            for key, before in ((rsa_public, b"a"), (ec_public, b""), (rsa_private, b"b")):
+                client.ok("C_DigestInit", session, Mechanism(SHA256))
+                if before:
+                    client.ok("C_DigestUpdate", session, before)
+                reply = client.call("C_DigestKey", session, key)
+                seen.append(codes.ckr_name(reply.ckr) if reply.is_error else "CKR_OK")
+                client.ok("C_DigestUpdate", session, b"after")
+                seen.append(client.ok("C_DigestFinal", session, 64)[0].hex())
+            return seen
+    ours, theirs = story(served.socket), story(reference.socket)
+    assert ours == theirs
+    assert ours[0::2] == ["CKR_KEY_INDIGESTIBLE"] * 3
+    assert ours[1] == hashlib.sha256(b"aafter").hexdigest()
+
+
+def test_a_refused_key_pair_generation_leaves_no_half_on_any_member(served, reference):
+    """SoftHSM2 makes one half of a key pair, refuses the other half's template (an attribute
+    of the other class: CKR_ATTRIBUTE_TYPE_INVALID) and keeps the half it made, sometimes with
+    no CKA_ID. On the HA slot that half stayed on the one member that generated: a search found
+    it or not by which member answered (differential test: 'token objects left after the
+    sequence'). The HA slot answers the refusal and leaves nothing; one token keeps the half
+    (an allowed difference, docs/DIFFTEST.md)."""
+    RSA_KEY_PAIR_GEN, EC_KEY_PAIR_GEN, CKA_MODULUS_BITS = 0x0, 0x1040, 0x121
+
+    def story(socket) -> tuple[list[str], list[int]]:
+        with on_first_slot(socket) as (client, session):
+            seen, left = [], []
+            keys = lambda: {h for cls in (2, 3) for h in client.find(session, Attribute(CKA_CLASS, cls))}  # noqa: E731
+            before = keys()  # other tests' keys on the module's servers
+            for mechanism, public, private in (
+                    (RSA_KEY_PAIR_GEN, (Attribute(CKA_MODULUS_BITS, 1024), Attribute(CKA_SIGN, 1)), ()),
+                    (RSA_KEY_PAIR_GEN, (Attribute(CKA_MODULUS_BITS, 1024), Attribute(CKA_TOKEN, 1),
+                                        Attribute(CKA_SIGN, 1)), (Attribute(CKA_TOKEN, 1),)),
+                    (EC_KEY_PAIR_GEN, (Attribute(CKA_EC_PARAMS, P256),), (Attribute(CKA_VERIFY, 1),))):
+                reply = client.call("C_GenerateKeyPair", session, Mechanism(mechanism), public, private)
+                seen.append(codes.ckr_name(reply.ckr) if reply.is_error else "CKR_OK")
+                for _ in range(3):  # whichever member searches
+                    found = keys() - before
+                    left.append(len(found))
+                for handle in found:
+                    client.ok("C_DestroyObject", session, handle)
+            return seen, left
+    (ours, ours_left), (theirs, theirs_left) = story(served.socket), story(reference.socket)
+    assert ours == theirs == ["CKR_ATTRIBUTE_TYPE_INVALID"] * 3
+    assert ours_left == [0] * 9
+    assert theirs_left == [1] * 9  # one SoftHSM2 token's defect, the reason for the allowance
+
+
+def test_an_unwrap_template_is_applied_in_the_applications_order_as_on_one_token(served, reference):
+    """SoftHSM2 applies an unwrap template one attribute after the other: after CKA_MODIFIABLE
+    FALSE any other attribute is CKR_ATTRIBUTE_READ_ONLY. The members got the template through
+    python-pkcs11, which reorders it (MODIFIABLE last): the HA slot answered CKR_OK where one
+    token refuses (differential test: 'C_UnwrapKey: CKR_ATTRIBUTE_READ_ONLY vs CKR_OK')."""
+    AES_KEY_GEN, KEY_WRAP_PAD, CKA_WRAP, CKA_UNWRAP, CKA_EXTRACTABLE = 0x1080, 0x210A, 0x106, 0x107, 0x162
+
+    def story(socket) -> list:
+        with on_first_slot(socket) as (client, session):
+            (wrapping,) = client.ok("C_GenerateKey", session, Mechanism(AES_KEY_GEN), (
+                Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_WRAP, 1), Attribute(CKA_UNWRAP, 1)))
+            (key,) = client.ok("C_GenerateKey", session, Mechanism(AES_KEY_GEN), (
+                Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_EXTRACTABLE, 1)))
+            (blob,) = client.ok("C_WrapKey", session, Mechanism(KEY_WRAP_PAD), wrapping, key, 64)
+            seen = []
+            for rest in ((Attribute(CKA_MODIFIABLE, 0), Attribute(CKA_SENSITIVE, 1)),
+                         (Attribute(CKA_MODIFIABLE, 0), Attribute(CKA_LABEL, b"unwrapped-in-order")),
+                         (Attribute(CKA_SENSITIVE, 1), Attribute(CKA_MODIFIABLE, 0))):
+                reply = client.call("C_UnwrapKey", session, Mechanism(KEY_WRAP_PAD), wrapping, blob, (
+                    Attribute(CKA_CLASS, 4), Attribute(CKA_KEY_TYPE, 0x1F), *rest))
+                seen.append(codes.ckr_name(reply.ckr) if reply.is_error else "CKR_OK")
+                if not reply.is_error:
+                    values, _ = client.ok("C_GetAttributeValue", session, reply.args[0], (
+                        AttributeSize(CKA_MODIFIABLE, 1), AttributeSize(CKA_SENSITIVE, 1)))
+                    seen.append([v.value for v in values])
+            return seen
+    ours, theirs = story(served.socket), story(reference.socket)
+    assert ours == theirs
+    assert ours == ["CKR_ATTRIBUTE_READ_ONLY", "CKR_ATTRIBUTE_READ_ONLY", "CKR_OK", [0, 1]]
+
+
+def test_a_copy_of_a_public_key_that_is_not_modifiable_is_a_second_key_as_on_one_token(served, reference):
+    """A public key made CKA_MODIFIABLE FALSE takes no other label in a copy (SoftHSM2:
+    CKR_ATTRIBUTE_READ_ONLY for any attribute in the copy's template), so its members could not
+    tell the copy from the original: the HA slot refused the copy one token makes (differential
+    test: 'C_CopyObject: CKR_OK vs CKR_ATTRIBUTE_READ_ONLY'). It is made anew from the original."""
+    EC_KEY_PAIR_GEN, ECDSA, CKA_ID_ = 0x1040, 0x1041, 0x102
+    label = b"copied-public"
+
+    def story(socket) -> list:
+        with on_first_slot(socket) as (client, session):
+            public, private = client.ok("C_GenerateKeyPair", session, Mechanism(EC_KEY_PAIR_GEN), (
+                Attribute(CKA_EC_PARAMS, P256), Attribute(CKA_MODIFIABLE, 0), Attribute(CKA_LABEL, label),
+                Attribute(CKA_ID_, b"\x7e")), (Attribute(CKA_SIGN, 1), Attribute(CKA_LABEL, label),
+                                               Attribute(CKA_ID_, b"\x7e")))
+            seen, copies = [], []
+            for template in ((), (Attribute(CKA_TOKEN, 0),)):
+                reply = client.call("C_CopyObject", session, public, template)
+                seen.append(codes.ckr_name(reply.ckr) if reply.is_error else "CKR_OK")
+                copies += [] if reply.is_error else list(reply.args)
+            if not copies:
+                return seen
+            (copy,) = copies
+            for _ in range(3):  # whichever member searches
+                found = client.find(session, Attribute(CKA_CLASS, 2), Attribute(CKA_LABEL, label))
+                seen.append(sorted(found) == sorted((public, copy)))
+            values, _ = client.ok("C_GetAttributeValue", session, copy, tuple(AttributeSize(a, 128) for a in (
+                CKA_LABEL, CKA_ID_, CKA_MODIFIABLE, CKA_VERIFY, 0x163, 0x166, CKA_EC_PARAMS, 0x181)))
+            seen.append([v.value for v in values])
+            client.ok("C_SignInit", session, Mechanism(ECDSA), private)
+            (signature,) = client.ok("C_Sign", session, b"d" * 32, 128)
+            client.ok("C_VerifyInit", session, Mechanism(ECDSA), copy)  # the copy is the key
+            seen.append(client.ckr("C_Verify", session, b"d" * 32, signature))
+            values, _ = client.ok("C_GetAttributeValue", session, public, (AttributeSize(0x181, 128),))
+            seen[-2][-1] = seen[-2][-1] == values[0].value  # the same point, not the same bytes per side
+            return seen
+    ours, theirs = story(served.socket), story(reference.socket)
+    assert ours == theirs
+    assert ours[:5] == ["CKR_OK", "CKR_ATTRIBUTE_READ_ONLY", True, True, True] and ours[-2][-1] is True
+
+
+def test_a_wrapping_key_of_another_type_is_refused_for_its_type_first_as_by_one_token(served, reference):
+    """SoftHSM2 checks that a wrapping (unwrapping) key's type fits the mechanism before its
+    CKA_WRAP (CKA_UNWRAP); the members' python-pkcs11 refused a key it offers no wrap for (an
+    RSA private key) first
+    (differential test: 'C_WrapKey: CKR_WRAPPING_KEY_TYPE_INCONSISTENT vs
+    CKR_KEY_FUNCTION_NOT_PERMITTED'). Wraps and unwraps now reach the token as sent."""
+    AES_KEY_GEN, RSA_KEY_PAIR_GEN, KEY_WRAP_PAD, CKA_EXTRACTABLE, CKA_MODULUS_BITS = 0x1080, 0x0, 0x210A, 0x162, 0x121
+
+    def story(socket) -> list[str]:
+        with on_first_slot(socket) as (client, session):
+            public, private = client.ok("C_GenerateKeyPair", session, Mechanism(RSA_KEY_PAIR_GEN),
+                                        (Attribute(CKA_MODULUS_BITS, 1024),), ())
+            (key,) = client.ok("C_GenerateKey", session, Mechanism(AES_KEY_GEN), (
+                Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_EXTRACTABLE, 1)))
+            seen = [codes.ckr_name(client.ckr("C_WrapKey", session, Mechanism(KEY_WRAP_PAD), wrapping, key, room))
+                    for wrapping in (private, public) for room in (0, 64)]
+            for unwrapping in (public, private):
+                seen.append(codes.ckr_name(client.ckr("C_UnwrapKey", session, Mechanism(KEY_WRAP_PAD), unwrapping,
+                                                      b"\x01" * 24, (Attribute(CKA_CLASS, 4), Attribute(CKA_KEY_TYPE, 0x1F)))))
+            return seen
+    ours, theirs = story(served.socket), story(reference.socket)
+    assert ours == theirs
+    assert ours == ["CKR_WRAPPING_KEY_TYPE_INCONSISTENT"] * 4 + ["CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT"] * 2
+
+
+def test_a_copy_made_not_modifiable_takes_its_marked_label_first_as_on_one_token(served, reference):
+    """SoftHSM2 applies a copy's template in order and takes nothing after CKA_MODIFIABLE FALSE.
+    The HA slot gave a copy that keeps the original's identity a marked label after the
+    application's attributes: C_CopyObject(key, [MODIFIABLE=FALSE]) was CKR_ATTRIBUTE_READ_ONLY
+    where one token copies (differential test)."""
+    def story(socket) -> list:
+        with on_first_slot(socket) as (client, session):
+            (key,) = client.ok("C_CreateObject", session, (
+                Attribute(CKA_CLASS, 4), Attribute(CKA_KEY_TYPE, 0x1F), Attribute(CKA_VALUE, b"m" * 16),
+                Attribute(CKA_LABEL, b"copied-fixed")))
+            seen = []
+            for template in ((Attribute(CKA_MODIFIABLE, 0),),
+                             (Attribute(CKA_MODIFIABLE, 0), Attribute(CKA_LABEL, b"copied-fixed"))):
+                reply = client.call("C_CopyObject", session, key, template)
+                seen.append(codes.ckr_name(reply.ckr) if reply.is_error else "CKR_OK")
+                if not reply.is_error:
+                    values, _ = client.ok("C_GetAttributeValue", session, reply.args[0], (
+                        AttributeSize(CKA_LABEL, 32), AttributeSize(CKA_MODIFIABLE, 1)))
+                    seen.append([v.value for v in values])
+            return seen
+    ours, theirs = story(served.socket), story(reference.socket)
+    assert ours == theirs
+    assert ours == ["CKR_OK", [b"copied-fixed", 0], "CKR_ATTRIBUTE_READ_ONLY"]
+
+
+def test_a_short_sensitive_key_is_refused_at_digest_key_also_after_data(served):
+    """The HA slot refuses to digest a sensitive key under 16 bytes (docs/SECURITY.md) at
+    C_DigestKey when the key comes first; after data it took the key and refused the whole
+    digest at C_DigestFinal (differential test: 'C_DigestFinal: CKR_OK vs CKR_KEY_INDIGESTIBLE',
+    outside the allowed difference). It refuses the key at C_DigestKey now, and the digest goes
+    on without it, as a token's does after a key it refuses."""
+    SHA256 = 0x250
+    with session_on(served) as (client, session):
+        (short,) = client.ok("C_CreateObject", session, (
+            Attribute(CKA_CLASS, 4), Attribute(CKA_KEY_TYPE, 0x10), Attribute(CKA_VALUE, b"v"),
+            Attribute(CKA_SENSITIVE, 1), Attribute(CKA_TOKEN, 0)))
+        client.ok("C_DigestInit", session, Mechanism(SHA256))
+        client.ok("C_DigestUpdate", session, b"before")
+        assert codes.ckr_name(client.ckr("C_DigestKey", session, short)) == "CKR_KEY_INDIGESTIBLE"
+        client.ok("C_DigestUpdate", session, b"after")
+        assert client.ok("C_DigestFinal", session, 64)[0] == hashlib.sha256(b"beforeafter").digest()

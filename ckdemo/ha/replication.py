@@ -170,6 +170,17 @@ def object_key(ident: dict[int, Any]) -> tuple:
     return (ident[CKA_CLASS], bytes(ident.get(named_by) or b""), ident.get(CKA_LABEL) or "")
 
 
+# the mark members' labels carry for an object the application made with the identity of
+# another (two keys of one class, CKA_ID and label; a copy of a data object): the record answers
+# the application's label (docs/HA.md, "Two objects alike are two objects")
+ALIKE_MARK = " #ha-"
+
+
+def alike_label(label: str) -> str:
+    """The label members keep for an object whose identity another object already has."""
+    return f"{label}{ALIKE_MARK}{os.urandom(4).hex()}"
+
+
 # a public value that differs between two keys: two members' objects of the same identity are
 # one key only when it matches (an EC private key has none: it goes with its public key)
 FINGERPRINT = {(CKO_PUBLIC_KEY, CKK_RSA): CKA_MODULUS, (CKO_PRIVATE_KEY, CKK_RSA): CKA_MODULUS,

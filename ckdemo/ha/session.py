@@ -10,7 +10,8 @@ from typing import Any
 from ..codes import (CKR_ATTRIBUTE_TYPE_INVALID, CKR_KEY_INDIGESTIBLE, CKR_MECHANISM_INVALID,
                      CKR_OBJECT_HANDLE_INVALID, CKR_SESSION_HANDLE_INVALID, CKR_USER_NOT_LOGGED_IN,
                      CKRError)
-from ..model import (CKA_ALWAYS_AUTHENTICATE, CKA_CLASS, CKA_EXTRACTABLE, CKA_ID, CKA_KEY_TYPE, CKA_LABEL, CKA_MODIFIABLE,
+from ..model import (CKA_ALWAYS_AUTHENTICATE, CKA_CLASS, CKA_DERIVE, CKA_EC_PARAMS, CKA_EC_POINT, CKA_ENCRYPT,
+                     CKA_MODULUS, CKA_PRIVATE, CKA_PUBLIC_EXPONENT, CKA_VERIFY, CKA_WRAP, CKA_EXTRACTABLE, CKA_ID, CKA_KEY_TYPE, CKA_LABEL, CKA_MODIFIABLE,
                      CKA_NEVER_EXTRACTABLE, CKA_SENSITIVE, CKA_TOKEN, CKA_VALUE, CKA_VALUE_LEN,
                      CKA_WRAP_WITH_TRUSTED, CKO_DATA, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY,
                      CKO_SECRET_KEY, CKU_SO, KeySpec, MechanismParam, SessionInfo)
@@ -22,7 +23,18 @@ from .vault import FACTS, Kept
 
 CKF_RW_SESSION, CKF_SERIAL_SESSION = 0x2, 0x4
 RO_PUBLIC, RO_USER, RW_PUBLIC, RW_USER, RW_SO = range(5)  # CKS_* session states
-SEARCHED_BY_RECORD = frozenset(FACTS) | {CKA_SENSITIVE}  # a record may answer them (vault.py)
+# a record may answer them (vault.py); CKA_LABEL: an object made alike another (alike_label)
+SEARCHED_BY_RECORD = frozenset(FACTS) | {CKA_SENSITIVE, CKA_LABEL}
+CKA_APPLICATION, CKA_OBJECT_ID = 0x10, 0x12
+# what a copy made anew takes over from an original that is not modifiable (_copy_anew): all of
+# a data object and of a public key (the key's facts come from its record)
+COPIED_ANEW = {
+    CKO_DATA: (CKA_CLASS, CKA_TOKEN, CKA_PRIVATE, CKA_MODIFIABLE, CKA_LABEL, CKA_APPLICATION, CKA_OBJECT_ID,
+               CKA_VALUE),
+    CKO_PUBLIC_KEY: (CKA_CLASS, CKA_KEY_TYPE, CKA_TOKEN, CKA_PRIVATE, CKA_MODIFIABLE, CKA_LABEL, CKA_ID,
+                     CKA_ENCRYPT, CKA_VERIFY, CKA_WRAP, CKA_DERIVE, CKA_MODULUS, CKA_PUBLIC_EXPONENT,
+                     CKA_EC_PARAMS, CKA_EC_POINT),
+}
 MIN_DIGESTIBLE_BYTES = 16  # a sensitive key's digest is only as secret as 128 bits of key
 
 
@@ -258,7 +270,10 @@ class VirtualSession(Session):
         obj = self._object(handle, "C_SetAttributeValue")
         if template.get(CKA_EXTRACTABLE) is False:
             self._keep_before_hardening(obj)
+        template, label = self._renamed(obj, template)
         before = self._readable(handle, list(template))
+        if CKA_LABEL in before:
+            before[CKA_LABEL] = obj.key[2]  # the members' own (a marked one, _alike)
         try:
             self._everywhere("C_SetAttributeValue", lambda s, m: s.set_attributes(
                 self._on(m, obj), template))
@@ -277,6 +292,53 @@ class VirtualSession(Session):
         if CKA_ID in template or CKA_LABEL in template or (  # its identity on members changed
                 obj.key[0] == CKO_DATA and CKA_VALUE in template):
             self._rekey(obj, template)
+        self._keep_label(obj, label)
+
+    def _renamed(self, obj: VirtualObject, template: dict[int, Any]) -> tuple[dict[int, Any], str | None]:
+        """What members set, and the application's label when they keep another: a new label or
+        CKA_ID (a data object's value) that gives the object the identity of another object."""
+        cls, name, label = obj.key
+        named_by = CKA_VALUE if cls == CKO_DATA else CKA_ID
+        recorded = self._facts(obj).get(CKA_LABEL)
+        if CKA_LABEL not in template:
+            if recorded is not None or named_by not in template:
+                return template, recorded  # a marked label stays as unique as it was
+        wanted = _text(template.get(CKA_LABEL, label))
+        new = (cls, bytes(template.get(named_by, name)), wanted)
+        if new != obj.key and self._taken(new):
+            return {**template, CKA_LABEL: replication.alike_label(wanted)}, wanted
+        return ({**template, CKA_LABEL: wanted} if recorded is not None else template), None
+
+    def _taken(self, key: tuple) -> bool:
+        """Does an object of this identity (class, CKA_ID or a data object's value, label) exist?"""
+        if key in self.group.order:
+            return True
+        return bool(self.failover.one("C_FindObjects", lambda s, m: s.find_objects(
+            replication.search_template(key))))
+
+    def _alike(self, cls: int, template: dict[int, Any]) -> tuple[dict[int, Any], str | None]:
+        """A new object's template for the members, and the application's label when its
+        identity is another object's already: two objects the application made alike (two keys
+        of one CKA_ID and label, a copy of a data object) are two objects on every member too."""
+        label = _text(template.get(CKA_LABEL, ""))
+        name = template.get(CKA_VALUE if cls == CKO_DATA else CKA_ID, b"")
+        if cls is None or not self._taken((cls, bytes(name), label)):
+            return template, None
+        marked = replication.alike_label(label)  # in its place, or first (see _identified)
+        return ({**template, CKA_LABEL: marked} if CKA_LABEL in template
+                else {CKA_LABEL: marked, **template}), label
+
+    def _keep_label(self, obj: VirtualObject, label: str | None) -> None:
+        """The record answers the application's label when members keep a marked one."""
+        kept = self.group.vault.get(obj.key)
+        if label is None and (kept is None or CKA_LABEL not in kept.facts):
+            return
+        kept = kept or Kept()
+        if label is None:
+            kept.facts.pop(CKA_LABEL)
+        else:
+            kept.facts[CKA_LABEL] = label
+        self.group.vault.put(obj.key, kept, token=not obj.session_object)
 
     def _keep_before_hardening(self, obj: VirtualObject) -> None:
         """A key about to become unextractable is wrapped under the domain key while it still
@@ -328,24 +390,53 @@ class VirtualSession(Session):
 
     def copy_object(self, handle: int, template: dict[int, Any]) -> int:
         obj = self._object(handle, "C_CopyObject")
-        if CKA_ID not in template and CKA_LABEL not in template:
-            template = {**template, CKA_ID: os.urandom(8)}  # members must tell copies apart
+        cls, name, label = obj.key
+        named_by = CKA_VALUE if cls == CKO_DATA else CKA_ID
+        # the copy's identity as the application made it: the original's unless the template
+        # says otherwise (members tell it from the original by a marked label, _alike)
+        asked = {named_by: name, CKA_LABEL: self._facts(obj).get(CKA_LABEL, label), **template}
+        members_template, label = self._alike(cls, asked)
+        if label is not None and cls in COPIED_ANEW and not self.read_attribute(handle, CKA_MODIFIABLE):
+            return self._copy_anew(obj, template, members_template, label)
+        if members_template is not asked or CKA_LABEL in self._facts(obj):  # in its place or first:
+            label_first = {CKA_LABEL: members_template[CKA_LABEL]}  # nothing may follow MODIFIABLE FALSE
+            template = {**template, **label_first} if CKA_LABEL in template else {**label_first, **template}
         if template.get(CKA_EXTRACTABLE) is False:
             self._keep_before_hardening(obj)
         kept = self.group.vault.get(obj.key)
         results = self._everywhere("C_CopyObject", lambda s, m: s.copy_object(
             self._on(m, obj), template), _destroy_made)
-        handle = self._register_results(results, kept)
-        return handle
+        return self._register_results(results, kept, label)
+
+    def _copy_anew(self, obj: VirtualObject, template: dict[int, Any], made: dict[int, Any],
+                   label: str) -> int:
+        """A copy of a data object or a public key that is not modifiable: SoftHSM2 takes no
+        other label in such a copy, so members could not tell it from the original. The token's
+        answer to the copy as asked comes from one member (that copy is destroyed at once); then
+        the copy is created on every member from the original's attributes, with a marked label
+        (_alike), and its record is the original's (a key's facts: LOCAL, KEY_GEN_MECHANISM ...)."""
+        self.failover.one("C_CopyObject", lambda s, m: s.destroy_object(
+            s.copy_object(self._on(m, obj), template)))
+        original = {}
+        for attribute in COPIED_ANEW[obj.key[0]]:
+            try:
+                original[attribute] = self.read_attribute(obj.handle, attribute)
+            except CKRError as error:
+                if error.ckr != CKR_ATTRIBUTE_TYPE_INVALID:
+                    raise
+        made = {**{a: v for a, v in original.items() if v is not None}, **made}
+        kept = self.group.vault.get(obj.key)
+        results = self._everywhere("C_CopyObject", lambda s, m: s.create_object(made), _destroy_made)
+        return self._register_results(results, kept, label)
 
     def unwrap_key(self, unwrapping: int, object_class: int, key_type: int, data: bytes,
                    mechanism: int, template: dict[int, Any], param: MechanismParam = None) -> int:
         """Unwrapped on every member: the unwrapping key is the same on all, so is the result."""
         wrapper = self._object(unwrapping, "C_UnwrapKey")
-        template = self._identified(template)
+        template, label = self._alike(object_class, self._identified(template))
         results = self._everywhere("C_UnwrapKey", lambda s, m: s.unwrap_key(
             self._on(m, wrapper), object_class, key_type, data, mechanism, template, param), _destroy_made)
-        handle = self._register_results(results)
+        handle = self._register_results(results, label=label)
         self._keep_by_twin(handle, template, lambda s, m, twin: s.unwrap_key(
             self._on(m, wrapper), object_class, key_type, data, mechanism, twin, param))
         return handle
@@ -354,10 +445,10 @@ class VirtualSession(Session):
                    length: int, template: dict[int, Any]) -> int:
         """Derived on every member: same base key and inputs give the same key everywhere."""
         base_obj = self._object(base, "C_DeriveKey")
-        template = self._identified(template)
+        template, label = self._alike(CKO_SECRET_KEY, self._identified(template))
         results = self._everywhere("C_DeriveKey", lambda s, m: s.derive_key(
             self._on(m, base_obj), mechanism, param, key_type, length, template), _destroy_made)
-        handle = self._register_results(results)
+        handle = self._register_results(results, label=label)
         self._keep_by_twin(handle, template, lambda s, m, twin: s.derive_key(
             self._on(m, base_obj), mechanism, param, key_type, length, twin))
         return handle
@@ -380,12 +471,12 @@ class VirtualSession(Session):
         typed. A data object has no CKA_ID (the token would refuse it): its value and label name it."""
         if template.get(CKA_ID) or template.get(CKA_CLASS) == CKO_DATA:
             return template
-        return {**template, CKA_ID: os.urandom(8)}
+        return {CKA_ID: os.urandom(8), **template}  # first: SoftHSM2 takes nothing after MODIFIABLE FALSE at unwrap
 
-    def _register_results(self, results, kept: Kept | None = None) -> int:
+    def _register_results(self, results, kept: Kept | None = None, label: str | None = None) -> int:
         """A new object made on every member alike: its record in the vault is what the first
         member says of it (copies: the original's), so a copy made later by recovery answers
-        the same."""
+        the same. label: the application's, when members keep a marked one (_alike)."""
         first_member, first_handle = results[0]
         first = self.failover.on(first_member)
         ident = replication.identity(first, first_handle)
@@ -394,7 +485,9 @@ class VirtualSession(Session):
         if ident[CKA_CLASS] in (CKO_PUBLIC_KEY, CKO_PRIVATE_KEY, CKO_SECRET_KEY):
             record = Kept(dict(kept.facts), kept.blob, kept.generation) if kept else Kept(
                 replication.read_facts(first, first_handle))
+            record.facts.pop(CKA_LABEL, None)  # a copy's own label, below
             self.group.vault.put(obj.key, record, token=not obj.session_object)
+        self._keep_label(obj, label)
         for member, handle in results[1:]:
             obj.on_member[member.serial] = (member.generation, handle)
         return obj.handle
@@ -446,7 +539,7 @@ class VirtualSession(Session):
                 if replication.is_domain_key_id(ident.get(CKA_ID)):
                     continue
                 key = replication.object_key(ident)
-                if by_record and not self._matches(session, h, key, by_record):
+                if by_record and not self._matches(session, h, key, by_record, ident):
                     continue
                 obj = self._register(key, member, h)
                 if obj not in found:  # two objects of one identity (class, ID, label) are one here
@@ -460,12 +553,14 @@ class VirtualSession(Session):
             return [o.handle for o in found]
         return self.failover.one("C_FindObjects", search)
 
-    def _matches(self, session, h: int, key: tuple, wanted: dict[int, Any]) -> bool:
+    def _matches(self, session, h: int, key: tuple, wanted: dict[int, Any], ident: dict[int, Any]) -> bool:
         kept = self.group.vault.get(key)
         facts = kept.facts if kept else {}
         for attribute, value in wanted.items():
             if attribute in facts:
                 have = facts[attribute]
+            elif attribute in ident:
+                have = ident[attribute]
             else:
                 try:
                     have = session.read_attribute(h, attribute)
@@ -473,14 +568,19 @@ class VirtualSession(Session):
                     if self.group.is_member_failure(error):
                         raise
                     return False  # the object has no such attribute, or will not say
+            if attribute == CKA_LABEL:
+                have, value = _text(have or ""), _text(value)
             if have is None or _plain(have) != _plain(value):
                 return False
         return True
 
     # ---- key management: made on one member, then copied to every other active member -----------
     def generate(self, spec: KeySpec) -> list[int]:
+        label = None  # the application's, when members keep a marked one (_alike)
         if not spec.key_id:
             spec = _with(spec, key_id=os.urandom(8))  # members find the key by CKA_ID
+        elif any(self._taken(key) for key in _identities(spec)):
+            label, spec = spec.label, _with(spec, label=replication.alike_label(spec.label))
         asked_wwt = bool(dict(spec.extra).get(CKA_WRAP_WITH_TRUSTED, spec.wrap_with_trusted))
         # a key the application wants unextractable could never be copied: it is made extractable
         # (a sensitive one by trusted keys only), wrapped once under the domain key for the vault,
@@ -497,18 +597,24 @@ class VirtualSession(Session):
                                      if a not in (CKA_EXTRACTABLE, CKA_WRAP_WITH_TRUSTED, *final)))
         with self.group.state_lock():  # on every member or on none, seen from any process
             return self.failover.one("C_GenerateKeyPair", lambda s, m: self._generate_on(
-                s, m, made, final, spec, asked_wwt))
+                s, m, made, final, spec, asked_wwt, label))
 
     def _generate_on(self, session, source: HAMember, made: KeySpec, final: dict[int, Any], spec: KeySpec,
-                     asked_wwt: bool) -> list[int]:
+                     asked_wwt: bool, label: str | None) -> list[int]:
         """The keys generated on `source` and copied to every other member. A source that dies
         while they are copied takes the copies with it (the failover engine then generates on
         another member); its own keys are removed when it comes back (resynchronisation
         destroys what no other member holds, and the orphans are replaced)."""
-        handles = session.generate(made)
+        before = None if made.kind in ("aes", "generic") else self._keys_on(session)
+        try:
+            handles = session.generate(made)
+        except CKRError:
+            if before is not None:
+                self._remove_half_made(session, before)
+            raise
         kept: list[tuple] = []
         try:
-            kept = self._keep_generated(source, handles, bool(final), spec, asked_wwt)
+            kept = self._keep_generated(source, handles, bool(final), spec, asked_wwt, label)
             return self._replicate_all(source, handles, final)
         except MemberFailed as exc:
             self._forget(kept)
@@ -520,8 +626,24 @@ class VirtualSession(Session):
             self._forget(kept)
             raise
 
+    @staticmethod
+    def _keys_on(session) -> set[int]:
+        """Every public and private key the member session sees (the state lock is held)."""
+        return {h for cls in (CKO_PUBLIC_KEY, CKO_PRIVATE_KEY) for h in session.find_objects({CKA_CLASS: cls})}
+
+    def _remove_half_made(self, session, before: set[int]) -> None:
+        """SoftHSM2 keeps the half of a key pair it made before refusing the other half's
+        template (an attribute of the other class: CKR_ATTRIBUTE_TYPE_INVALID), sometimes with
+        neither its CKA_ID nor its label: removed, so that no member holds a key the group never
+        made (one token keeps it: docs/DIFFTEST.md)."""
+        try:
+            for h in self._keys_on(session) - before:
+                session.destroy_object(h)
+        except CKRError:
+            pass  # best effort: the refusal being reported is what the caller must see
+
     def _keep_generated(self, source: HAMember, handles: list[int], harden: bool, spec: KeySpec,
-                        asked_wwt: bool) -> list[tuple]:
+                        asked_wwt: bool, label: str | None) -> list[tuple]:
         """The vault's record of each new key: what the generating member says of it (it is
         LOCAL, its KEY_GEN_MECHANISM ...) and, for a key to be made unextractable, the blob and
         what one token would say of such a key."""
@@ -538,6 +660,8 @@ class VirtualSession(Session):
                 kept.facts.update({CKA_NEVER_EXTRACTABLE: True, CKA_WRAP_WITH_TRUSTED: asked_wwt})
                 if not spec.sensitive:  # a copy from the blob is sensitive: say what was asked
                     kept.facts[CKA_SENSITIVE] = False
+            if label is not None:
+                kept.facts[CKA_LABEL] = label
             key = replication.object_key(ident)
             self.group.vault.put(key, kept, token=bool(ident.get(CKA_TOKEN, True)))
             keys.append(key)
@@ -549,10 +673,10 @@ class VirtualSession(Session):
 
     def create_object(self, template: dict[int, Any]) -> int:
         """The caller typed the values: create them on every member alike."""
-        template = self._identified(template)
+        template, label = self._alike(template.get(CKA_CLASS), self._identified(template))
         results = self._everywhere("C_CreateObject",
                                     lambda s, m: s.create_object(template), _destroy_made)
-        handle = self._register_results(results)
+        handle = self._register_results(results, label=label)
         self._keep_by_twin(handle, template, lambda s, m, twin: s.create_object(
             {**template, **twin}))
         return handle
@@ -734,6 +858,11 @@ def _identities(spec: KeySpec) -> list[tuple]:
     """The object_key of each key a generation of this spec makes (replication.object_key)."""
     classes = (CKO_SECRET_KEY,) if spec.kind in ("aes", "generic") else (CKO_PUBLIC_KEY, CKO_PRIVATE_KEY)
     return [(cls, bytes(spec.key_id), spec.label) for cls in classes]
+
+
+def _text(label: Any) -> str:
+    """A label as the members' identities hold it."""
+    return bytes(label).decode("utf-8", "replace") if isinstance(label, (bytes, bytearray)) else str(label)
 
 
 def _plain(value: Any) -> Any:

@@ -209,6 +209,8 @@ PROTOTYPES = {
     "C_Sign": (_UL, CK_BYTE_PTR, _UL, CK_BYTE_PTR, _PUL),
     "C_DecryptInit": (_UL, POINTER(CK_MECHANISM), _UL),
     "C_Decrypt": (_UL, CK_BYTE_PTR, _UL, CK_BYTE_PTR, _PUL),
+    "C_WrapKey": (_UL, POINTER(CK_MECHANISM), _UL, _UL, CK_BYTE_PTR, _PUL),
+    "C_UnwrapKey": (_UL, POINTER(CK_MECHANISM), _UL, CK_BYTE_PTR, _UL, c_void_p, _UL, _PUL),
 }
 REAUTHENTICATED = {"sign": ("C_SignInit", "C_Sign"), "decrypt": ("C_DecryptInit", "C_Decrypt")}
 CKU_CONTEXT_SPECIFIC = 2
@@ -554,6 +556,30 @@ class RawModule:
         self._call(function, session, source, len(data), output, byref(size))
         del keep
         return bytes(output[:size.value])
+
+    def wrap_key(self, session: int, mechanism: int, param, wrapping: int, key: int) -> bytes:
+        """C_WrapKey of any object, with the token's own answer (python-pkcs11 wraps only what it
+        takes for a key, and answers CKR_ARGUMENTS_BAD itself for a data object)."""
+        chosen, keep = _mechanism(mechanism, param)
+        size = CK_ULONG(0)
+        self._call("C_WrapKey", session, byref(chosen), wrapping, key, None, byref(size))
+        output = (c_ubyte * max(size.value, 1))()
+        self._call("C_WrapKey", session, byref(chosen), wrapping, key, output, byref(size))
+        del keep
+        return bytes(output[:size.value])
+
+    def unwrap_key(self, session: int, mechanism: int, param, unwrapping: int, data: bytes,
+                   template: dict) -> int:
+        """C_UnwrapKey with exactly this template, in its order (SoftHSM2 applies the attributes
+        one after the other: after CKA_MODIFIABLE FALSE, any other is CKR_ATTRIBUTE_READ_ONLY)."""
+        from .template import Packed
+        chosen, keep = _mechanism(mechanism, param)
+        packed, handle = Packed(template), CK_ULONG(0)
+        blob = (c_ubyte * max(len(data), 1)).from_buffer_copy(bytes(data) or b"\0")
+        self._call("C_UnwrapKey", session, byref(chosen), unwrapping, blob, len(data),
+                   ctypes.cast(packed.array, c_void_p), packed.count, byref(handle))
+        del keep
+        return handle.value
 
     def generate_random(self, session: int, n: int) -> bytes:
         buffer = (c_ubyte * n)()

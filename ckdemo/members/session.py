@@ -17,7 +17,7 @@ from .. import attribute_table
 from ..codes import (CKR_ATTRIBUTE_TYPE_INVALID, CKR_KEY_FUNCTION_NOT_PERMITTED,
                      CKR_KEY_TYPE_INCONSISTENT, CKR_MECHANISM_INVALID, CKR_OBJECT_HANDLE_INVALID,
                      CKRError)
-from ..model import (CKA_CLASS, CKA_ID, CKA_LABEL, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, CKO_SECRET_KEY,
+from ..model import (CKA_CLASS, CKA_ID, CKA_KEY_TYPE, CKA_LABEL, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, CKO_SECRET_KEY,
                      KEY_TYPE_OF, KeySpec, MechanismParam, SessionInfo)
 from ..slots import MemberSession
 from . import keygen
@@ -212,10 +212,10 @@ class PhysicalSession(MemberSession):
         """Objects a raw call made, as python-pkcs11's objects, found by their class, ID and
         label: listing every object would make the token number objects no one asked for (a
         script's handles would shift)."""
-        for cls in ((template[CKA_CLASS],) if template[CKA_CLASS] == CKO_SECRET_KEY
+        for cls in ((template[CKA_CLASS],) if template[CKA_CLASS] != CKO_PRIVATE_KEY
                     else (CKO_PUBLIC_KEY, CKO_PRIVATE_KEY)):
-            wanted = _pkcs11_template({CKA_CLASS: cls, CKA_ID: template[CKA_ID],
-                                       CKA_LABEL: template[CKA_LABEL]}, "C_FindObjectsInit")
+            wanted = _pkcs11_template({CKA_CLASS: cls, **{a: template[a] for a in (CKA_ID, CKA_LABEL)
+                                                          if a in template}}, "C_FindObjectsInit")
             for obj in self._listed(wanted) if wanted is not None else ():
                 self._objects.setdefault(obj.handle, obj)
 
@@ -351,28 +351,26 @@ class PhysicalSession(MemberSession):
         return self._remember(derived)
 
     def wrap_key(self, wrapping: int, key: int, mechanism: int, param: MechanismParam = None) -> bytes:
-        wrap, wrapped = self._operation(wrapping, "wrap_key", "C_WrapKey"), self._object(key, "C_WrapKey")
-        with self._calling("C_WrapKey"):
-            return wrap(wrapped, mechanism=_mechanism(mechanism),
-                                    mechanism_param=to_pkcs11(param))
+        """Through ctypes, so that the token answers in its own order: python-pkcs11 refuses a
+        wrapping key without CKA_WRAP (CKR_KEY_FUNCTION_NOT_PERMITTED) before the token says its
+        type does not fit the mechanism, and a data object to wrap with its own CKR_ARGUMENTS_BAD.
+        Handles this session does not know are refused as before (the menu names them)."""
+        self._object(wrapping, "C_WrapKey")
+        self._object(key, "C_WrapKey")
+        return self._call("C_WrapKey", self._module.raw.wrap_key, self.handle, mechanism, param,
+                          wrapping, key)
 
     def unwrap_key(self, unwrapping: int, object_class: int, key_type: int, data: bytes,
                    mechanism: int, template: dict[int, object], param: MechanismParam = None) -> int:
-        unwrap = self._operation(unwrapping, "unwrap_key", "C_UnwrapKey")
-        # python-pkcs11's default unwrap template sets capabilities a private key must not have
-        # (FACTS: SoftHSM answers CKR_ATTRIBUTE_TYPE_INVALID); pass only what we mean.
-        import pkcs11
-        defaults = {a: pkcs11.DEFAULT for a in (Attribute.ENCRYPT, Attribute.VERIFY, Attribute.WRAP,
-                                                Attribute.DECRYPT, Attribute.SIGN, Attribute.UNWRAP,
-                                                Attribute.DERIVE, Attribute.TOKEN, Attribute.PRIVATE,
-                                                Attribute.LABEL, Attribute.ID, Attribute.SENSITIVE,
-                                                Attribute.EXTRACTABLE, Attribute.MODIFIABLE)}
-        with self._calling("C_UnwrapKey"):
-            key = unwrap(ObjectClass(object_class), KeyType(key_type), data,
-                                       mechanism=_mechanism(mechanism),
-                                       mechanism_param=to_pkcs11(param),
-                                       template={**defaults, **_template(template, "C_UnwrapKey")})
-        return self._remember(key)
+        """Through ctypes with the template as it is, in its order: python-pkcs11 merges it into
+        its own default unwrap template (attributes a private key must not have, FACTS) and
+        reorders it, and SoftHSM2's answer depends on the order (raw.unwrap_key)."""
+        self._object(unwrapping, "C_UnwrapKey")  # a handle this session knows
+        full = {CKA_CLASS: object_class, CKA_KEY_TYPE: key_type, **template}
+        made = self._call("C_UnwrapKey", self._module.raw.unwrap_key, self.handle, mechanism, param,
+                          unwrapping, bytes(data), full)
+        self._adopt(full)
+        return made
 
     def pbe_generate(self, password: str, salt: bytes, iterations: int,
                      template: dict[int, object]) -> int:

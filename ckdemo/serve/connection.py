@@ -150,15 +150,17 @@ class Connection(SlotCalls, SessionCalls, ObjectCalls, CryptoCalls, KeyCalls):
             self.private[key] = bool(found.get(CKA_PRIVATE, True))
         return self.private[key]
 
-    def _usable(self, session: ClientSession, handle: int, function: str) -> None:
+    def _usable(self, session: ClientSession, handle: int, function: str, invalid: int | None = None) -> None:
         """Another application's session object does not exist for this one; a private object
         is for a connection that logged in, not for one riding on another's: to one that is
         not (or no more) logged in, its handle is invalid, as a token forgets private objects'
-        handles at C_Logout (SoftHSM2). An operation begun before a logout: not logged in."""
+        handles at C_Logout (SoftHSM2). An operation begun before a logout: not logged in.
+        invalid: the code for an invalid handle (a wrapping key's has its own)."""
+        invalid = invalid or _invalid(function)
         if session.slot.owners and not self._visible(session, handle):
-            raise CKRError(_invalid(function), function, f"no object {handle} here")
+            raise CKRError(invalid, function, f"no object {handle} here")
         if self._user(session) is None and self._is_private(session, handle):
-            code = CKR_USER_NOT_LOGGED_IN if function in CONTINUED else _invalid(function)
+            code = CKR_USER_NOT_LOGGED_IN if function in CONTINUED else invalid
             raise CKRError(code, function,
                            f"object {handle} is private and this application is not logged in")
 

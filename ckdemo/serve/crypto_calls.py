@@ -6,6 +6,7 @@ from functools import partial
 from . import key_checks, wire
 from .. import codes
 from ..codes import CKR_MECHANISM_INVALID, CKRError
+from ..model import CKA_CLASS, CKA_KEY_TYPE
 from ..rpc.calls import BY_NAME
 from ..rpc.codec import encode_request, encode_response
 from ..rpc.structs import BufferSize
@@ -323,6 +324,17 @@ class CryptoCalls:
     def C_DigestKey(self, handle, key) -> tuple:
         session = self._session(handle, "C_DigestKey")
         self._usable(session, key, "C_DigestKey")
+        running = session.operations.get(DIGEST, "C_DigestKey")  # none running: that first
+        found = self._store(session).get_attributes(key, [CKA_CLASS])
+        if found.get(CKA_CLASS) in (key_checks.CKO_PUBLIC_KEY, key_checks.CKO_PRIVATE_KEY):
+            key_type = self._store(session).get_attributes(key, [CKA_KEY_TYPE]).get(CKA_KEY_TYPE)
+            key_checks.check_digestible(int(found[CKA_CLASS]), key_type)  # outside run(): goes on
+        if running.parts or running.keys:  # digested at Final with the rest: asked alone now,
+            try:  # so that the slot's refusal of this key comes here, and the digest goes on
+                self._store(session).digest_key(running.mechanism, key)
+            except CKRError as error:
+                if error.ckr == codes.CKR_KEY_INDIGESTIBLE:
+                    raise
 
         def add(operation: Operation) -> None:
             operation.multi = True

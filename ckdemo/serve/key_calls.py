@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 from . import key_checks, keygen, wire
-from ..codes import CKR_TEMPLATE_INCOMPLETE, CKRError
+from ..codes import (CKR_TEMPLATE_INCOMPLETE, CKR_UNWRAPPING_KEY_HANDLE_INVALID, CKR_WRAPPING_KEY_HANDLE_INVALID,
+                     CKRError)
 from ..model import CKA_CLASS, CKA_KEY_TYPE, CKA_PRIVATE, CKA_TOKEN, CKA_VALUE_LEN
 from ..rpc.structs import BufferSize
 from .attributes import naming
@@ -60,7 +61,7 @@ class KeyCalls:
 
     def C_WrapKey(self, handle, mechanism, wrapping, key, offered) -> tuple:
         session = self._session(handle, "C_WrapKey")
-        self._usable(session, wrapping, "C_WrapKey")
+        self._usable(session, wrapping, "C_WrapKey", CKR_WRAPPING_KEY_HANDLE_INVALID)
         self._usable(session, key, "C_WrapKey")
         request = (wrapping, key, mechanism)
         if session.wrapped is None or session.wrapped[0] != request:
@@ -76,7 +77,7 @@ class KeyCalls:
     def C_UnwrapKey(self, handle, mechanism, unwrapping, wrapped, attributes) -> tuple:
         session = self._session(handle, "C_UnwrapKey")
         key_checks.check_wrapped_length(mechanism.type, len(arg_bytes(wrapped)))
-        self._usable(session, unwrapping, "C_UnwrapKey")
+        self._usable(session, unwrapping, "C_UnwrapKey", CKR_UNWRAPPING_KEY_HANDLE_INVALID)
         template = wire.template(attributes, "C_UnwrapKey")
         if CKA_CLASS not in template or CKA_KEY_TYPE not in template:
             raise CKRError(CKR_TEMPLATE_INCOMPLETE, "C_UnwrapKey", "CKA_CLASS and CKA_KEY_TYPE are needed")

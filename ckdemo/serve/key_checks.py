@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..codes import (CKR_KEY_FUNCTION_NOT_PERMITTED, CKR_KEY_SIZE_RANGE, CKR_KEY_TYPE_INCONSISTENT,
-                     CKR_WRAPPED_KEY_LEN_RANGE, CKRError)
+from ..codes import (CKR_KEY_FUNCTION_NOT_PERMITTED, CKR_KEY_INDIGESTIBLE, CKR_KEY_SIZE_RANGE,
+                     CKR_KEY_TYPE_INCONSISTENT, CKR_WRAPPED_KEY_LEN_RANGE, CKRError)
 from ..model import HMAC, KEY_TYPE_OF
 from .operations import DECRYPT, ENCRYPT, SIGN, VERIFY
 
@@ -57,6 +57,19 @@ def check_wrapped_length(mechanism: int, length: int) -> None:
     if shortest is not None and (length < shortest or length % 8):
         raise CKRError(CKR_WRAPPED_KEY_LEN_RANGE, "C_UnwrapKey",
                        f"{length} bytes: mechanism {mechanism:#x} unwraps 8-byte blocks, at least {shortest}")
+
+
+# C_DigestKey: SoftHSM2 digests an object's CKA_VALUE; these keys have none. It refuses them at
+# once (CKR_KEY_INDIGESTIBLE) and its digest goes on; the server digests keys at C_DigestFinal, so
+# it checks them here (class, key type) to answer at C_DigestKey, and keeps the digest running
+CKO_PUBLIC_KEY, CKO_PRIVATE_KEY, CKK_RSA, CKK_EC = 0x2, 0x3, 0x0, 0x3
+NO_VALUE = frozenset({(CKO_PUBLIC_KEY, CKK_RSA), (CKO_PUBLIC_KEY, CKK_EC), (CKO_PRIVATE_KEY, CKK_RSA)})
+
+
+def check_digestible(object_class: int, key_type: int | None) -> None:
+    if (object_class, key_type) in NO_VALUE:
+        raise CKRError(CKR_KEY_INDIGESTIBLE, "C_DigestKey",
+                       "the key has no CKA_VALUE to digest (the digest goes on, as on SoftHSM2)")
 
 
 def check(kind: str, mechanism: int, key: KeyFacts, function: str) -> None:
