@@ -37,7 +37,8 @@ QUICK = frozenset({
     "C_DigestUpdate", "C_DigestFinal", "C_SignInit", "C_Sign", "C_SignUpdate", "C_SignFinal",
     "C_VerifyInit", "C_Verify", "C_VerifyUpdate", "C_VerifyFinal", "C_GenerateRandom"})
 HEDGE_SPREAD = 8  # a quick call's deadline: its smoothed time + 8 x its smoothed deviation, and
-# never less than the floor the settings give (MemberHedgeFloor)
+# never less than the floor the settings give (MemberHedgeFloor) ...
+HEDGE_AFTER = 3  # ... once the member has answered that call this often (before: MemberTimeout)
 
 
 class Connection:
@@ -54,7 +55,8 @@ class Connection:
         self.name = name
         self.timeout_s = timeout_s or None
         self.hedge_floor_s = hedge_floor_s
-        self._times: dict[str, list[float]] = {}  # function -> [smoothed time, smoothed deviation]
+        # function -> [smoothed time, smoothed deviation, answers seen]
+        self._times: dict[str, list[float]] = {}
         self._sock_deadline = self.timeout_s  # what SO_RCVTIMEO says now
         self._lock = threading.RLock()
         self._lock_wait = -1 if self.timeout_s is None else self.timeout_s
@@ -98,18 +100,20 @@ class Connection:
         if not self.hedge_floor_s or function not in QUICK:
             return self.timeout_s
         times = self._times.get(function)
-        wait = self.hedge_floor_s if times is None else \
-            max(self.hedge_floor_s, times[0] + HEDGE_SPREAD * times[1])
+        if times is None or times[2] < HEDGE_AFTER:
+            return self.timeout_s  # too few answers to know this member's usual time
+        wait = max(self.hedge_floor_s, times[0] + HEDGE_SPREAD * times[1])
         return wait if self.timeout_s is None else min(wait, self.timeout_s)
 
     def _learn(self, function: str, took: float) -> None:
         """Smoothed time and deviation of this member's answers to `function` (RFC 6298's)."""
         times = self._times.get(function)
         if times is None:
-            self._times[function] = [took, took / 2]
+            self._times[function] = [took, took / 2, 1]
             return
         times[1] += (abs(took - times[0]) - times[1]) / 4
         times[0] += (took - times[0]) / 8
+        times[2] += 1
 
     def _set_deadline(self, sock: socket.socket, seconds: float | None) -> None:
         value = struct.pack("ll", 0, 0) if seconds is None else \
