@@ -36,8 +36,9 @@ RSA_KEY_BITS, AES_KEY_BITS = 2048, 256  # the known keys the workload uses (know
 @dataclass
 class Chaos:
     seed: int
-    kill_every_s: tuple[float, float] = (2.0, 4.0)  # between kills, drawn uniformly
-    down_for_s: tuple[float, float] = (0.5, 1.5)  # how long a member stays down
+    kill_every_s: tuple[float, float] | None = (2.0, 4.0)  # between kills, drawn uniformly (None: no kill)
+    down_for_s: tuple[float, float] = (0.5, 1.5)  # how long a member stays down (or hung)
+    hang_every_s: tuple[float, float] | None = None  # between hangs (SIGSTOP; remote members only)
 
 
 @dataclass
@@ -50,7 +51,8 @@ class Report:
     seconds: float = 0.0
     operations: int = 0
     failures: list[str] = field(default_factory=list)
-    kills: list[tuple[float, str]] = field(default_factory=list)  # (time, member serial)
+    kills: list[tuple[float, str]] = field(default_factory=list)  # (time, member serial): kills and hangs
+    hangs: set[int] = field(default_factory=set)  # which of `kills` are hangs (SIGSTOP), by index
     restores: list[tuple[float, str]] = field(default_factory=list)
     recoveries: list[tuple[float, str, str]] = field(default_factory=list)  # (time, serial, call)
     # latencies in bounded memory (histogram.py): the RSS figure the soak reports stays flat
@@ -72,10 +74,13 @@ class Report:
     def as_dict(self) -> dict[str, Any]:
         baseline = self.p99_ms()
         around = self.windows.rows(self.kills)
+        for index, row in enumerate(around):
+            row["kind"] = "hang" if index in self.hangs else "kill"
         return {"parameters": self.parameters, "interrupted": self.interrupted,
                 "elapsed_s": round(self.seconds, 1), "operations": self.operations,
                 "application_failures": len(self.failures), "failure_samples": self.failures[:5],
-                "kills": len(self.kills), "restores": len(self.restores),
+                "kills": len(self.kills) - len(self.hangs), "hangs": len(self.hangs),
+                "restores": len(self.restores),
                 "recoveries": [{"t_s": round(t, 2), "member": s, "call": c} for t, s, c in self.recoveries],
                 "p99_ms": round(baseline, 2), "around_failures": around,
                 "worst_added_p99_ms": round(max((r["p99_ms"] for r in around), default=0.0) - baseline, 2),
@@ -151,7 +156,9 @@ def _create_keys(session, tag: str) -> tuple[int, int]:
 
 def parameters(group, seconds: float, chaos: Chaos, interval_s: float) -> dict[str, Any]:
     return {"seed": chaos.seed, "duration_s": seconds, "interval_s": interval_s,
-            "kill_every_s": list(chaos.kill_every_s), "down_for_s": list(chaos.down_for_s),
+            "kill_every_s": list(chaos.kill_every_s) if chaos.kill_every_s else None,
+            "hang_every_s": list(chaos.hang_every_s) if chaos.hang_every_s else None,
+            "down_for_s": list(chaos.down_for_s),
             "group": group.label, "members": [m.serial for m in group.members],
             "rsa_key_bits": RSA_KEY_BITS, "aes_key_bits": AES_KEY_BITS,
             "sign_data_bytes": SIGN_DATA_BYTES, "encrypt_data_bytes": len(BLOCK),
@@ -235,28 +242,34 @@ def _remove_run_objects(session, label: str) -> None:
 
 def _chaos(group, chaos: Chaos, start: float, seconds: float, stop: threading.Event,
            report: Report) -> None:
+    """Kills (and hangs, when asked) on their own seeded schedules; never every member at once."""
     rng = random.Random(chaos.seed)
-    down: dict[Any, float] = {}  # member -> when to bring it back
-    next_kill = rng.uniform(*chaos.kill_every_s)
+    down: dict[Any, tuple[float, str]] = {}  # member -> (when to bring it back, "kill" or "hang")
+    due = {kind: rng.uniform(*every) for kind, every in (("kill", chaos.kill_every_s),
+                                                          ("hang", chaos.hang_every_s)) if every}
     while not stop.is_set():
         now = time.monotonic() - start
-        for member, back_at in list(down.items()):
+        for member, (back_at, kind) in list(down.items()):
             if now >= back_at:
-                member.slot.restore()
+                member.slot.restore() if kind == "kill" else member.slot.resume()
                 report.restores.append((now, member.serial))
                 del down[member]
         # never all at once, as the HA layer sees it: a member whose server is back is not
         # serving again until a call has recovered it (and resynchronised the keys made meanwhile)
-        serving = [m for m in group.members if m not in down and m.active]
-        if now >= next_kill and now < seconds - 1.0 and len(serving) > 1:
-            victim = rng.choice(serving)
-            victim.slot.fail()
-            report.kills.append((now, victim.serial))
-            down[victim] = now + rng.uniform(*chaos.down_for_s)
-            next_kill = now + rng.uniform(*chaos.kill_every_s)
+        for kind, when in list(due.items()):
+            serving = [m for m in group.members if m not in down and m.active]
+            if now >= when and now < seconds - 1.0 and len(serving) > 1:
+                victim = rng.choice(serving)
+                victim.slot.fail() if kind == "kill" else victim.slot.hang()
+                if kind == "hang":
+                    report.hangs.add(len(report.kills))
+                report.kills.append((now, victim.serial))
+                down[victim] = (now + rng.uniform(*chaos.down_for_s), kind)
+                every = chaos.kill_every_s if kind == "kill" else chaos.hang_every_s
+                due[kind] = now + rng.uniform(*every)
         stop.wait(0.02)
-    for member in down:  # the run is over: everybody back
-        member.slot.restore()
+    for member, (_, kind) in down.items():  # the run is over: everybody back
+        member.slot.restore() if kind == "kill" else member.slot.resume()
         report.restores.append((time.monotonic() - start, member.serial))
 
 

@@ -55,7 +55,7 @@ def test_piped_soak_is_quiet_and_its_report_names_the_parameters(shared_home, ru
     members = report["parameters"].pop("members")
     assert report["parameters"] == {
         "seed": 5, "duration_s": 3.0, "interval_s": 0.1, "kill_every_s": [0.6, 0.8],
-        "down_for_s": [0.2, 0.3], "group": report["parameters"]["group"], "rsa_key_bits": 2048,
+        "hang_every_s": None, "down_for_s": [0.2, 0.3], "group": report["parameters"]["group"], "rsa_key_bits": 2048,
         "aes_key_bits": 256, "sign_data_bytes": 32, "encrypt_data_bytes": 16,
         "generate_every_rounds": 16, "window_s": 2.0}
     assert sorted(members) == sorted(report["consistency"]["members"])

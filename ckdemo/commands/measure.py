@@ -220,12 +220,16 @@ def _range(text: str) -> tuple[float, float]:
 @click.option("--seed", default=1, show_default=True, type=int, help="Chaos schedule seed.")
 @click.option("--interval", default=0.5, show_default=True, type=click.FloatRange(min=0),
               help="Recovery interval X during the soak (seconds).")
-@click.option("--kill-every", default="2,4", show_default=True, help="MIN,MAX seconds between kills.")
+@click.option("--kill-every", default="2,4", show_default=True,
+              help="MIN,MAX seconds between kills, or off.")
+@click.option("--hang-every", default="off", show_default=True,
+              help="MIN,MAX seconds between hangs (SIGSTOP of a remote member's server: its socket "
+                   "stays open, nothing answers), or off.")
 @click.option("--down-for", default="0.5,1.5", show_default=True, help="MIN,MAX seconds a member stays down.")
 @click.option("--pin", envvar="CKDEMO_USER_PIN", help="User PIN (default: the config's test PIN).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.pass_context
-def soak(ctx, seconds, seed, interval, kill_every, down_for, pin, as_json) -> None:
+def soak(ctx, seconds, seed, interval, kill_every, hang_every, down_for, pin, as_json) -> None:
     """Chaos: sign and encrypt/decrypt on the HA slot while members are killed and brought back
     (real SIGKILLs for remote members). Exit 1 on any application-visible failure or when the
     members end up holding different key material. Ctrl-C ends the workload early: the members
@@ -237,8 +241,13 @@ def soak(ctx, seconds, seed, interval, kill_every, down_for, pin, as_json) -> No
     from ..codes import CKRError
     from ..interruption import StopRequest, first_ctrl_c_stops
 
-    chaos = chaos_run.Chaos(seed, _range(kill_every), _range(down_for))
+    kills = None if kill_every == "off" else _range(kill_every)
+    hangs = None if hang_every == "off" else _range(hang_every)
+    chaos = chaos_run.Chaos(seed, kills, _range(down_for), hangs)
     settings = settings_for(ctx)
+    if hangs and settings.remote_members() != settings.member_labels():
+        raise Fail("--hang-every stops member servers (SIGSTOP): every member must be remote "
+                   "(ckdemo init --remote)")
     pin = pin or settings.secrets().get("CKDEMO_USER_PIN")
     if not pin:
         raise Fail("no user PIN: pass --pin or set CKDEMO_USER_PIN")
@@ -262,12 +271,12 @@ def soak(ctx, seconds, seed, interval, kill_every, down_for, pin, as_json) -> No
                f"application-visible failures: {figures['application_failures']}")
     for sample in figures["failure_samples"]:
         click.echo(f"  failure: {sample}")
-    click.echo(f"kills: {figures['kills']}, restores: {figures['restores']}, "
+    click.echo(f"kills: {figures['kills']}, hangs: {figures['hangs']}, restores: {figures['restores']}, "
                f"p99 latency {figures['p99_ms']} ms overall")
     if figures["around_failures"]:
-        click.echo(tabulate([(r["t_s"], r["member"], r["slowest_ms"], r["p99_ms"])
+        click.echo(tabulate([(r["kind"], r["t_s"], r["member"], r["slowest_ms"], r["p99_ms"])
                              for r in figures["around_failures"]],
-                            headers=["kill at s", "member", "slowest ms (next 2 s)", "p99 ms (next 2 s)"],
+                            headers=["", "at s", "member", "slowest ms (next 2 s)", "p99 ms (next 2 s)"],
                             disable_numparse=True))
     click.echo(f"worst p99 added around a failure: {figures['worst_added_p99_ms']} ms")
     for r in figures["recoveries"]:
