@@ -18,7 +18,9 @@ module's CKR_* code.
 """
 from __future__ import annotations
 
+import threading
 from abc import ABC, abstractmethod
+from contextlib import contextmanager
 from typing import Iterable, Iterator
 
 from .model import (KeySpec, LibraryInfo, MechanismInfo, MechanismParam, SessionInfo, SlotInfo,
@@ -213,3 +215,26 @@ class MemberSlot(Slot):
     def hang(self) -> str: ...
     @abstractmethod
     def resume(self) -> str: ...
+
+
+# ---- a call among several doing the same change --------------------------------------------------
+_fan_out = threading.local()
+
+
+@contextmanager
+def fan_out() -> Iterator[None]:
+    """Calls made inside reach one member of several that make the same change (an HA group
+    copying, changing or destroying an object on every member). A member slot may give up such a
+    call when the member is late by far more than its usual (a remote member's socket): the
+    member is then failed, as one that died, and brought up to date when it recovers; an answer
+    that comes after all changes nothing the group does not hold."""
+    before = getattr(_fan_out, "on", False)
+    _fan_out.on = True
+    try:
+        yield
+    finally:
+        _fan_out.on = before
+
+
+def in_fan_out() -> bool:
+    return getattr(_fan_out, "on", False)

@@ -12,6 +12,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from ..codes import CKR_DEVICE_ERROR, CKR_MECHANISM_INVALID, CKRError
+from ..slots import fan_out
 from .member import MemberState
 
 if TYPE_CHECKING:
@@ -183,7 +184,8 @@ class Failover:
             if member in exclude:
                 continue
             try:
-                done.append((member, self.pinned(member, lambda: op(self.session_for(member), member))))
+                with fan_out():  # a member late by far may be given up: it is resynchronised
+                    done.append((member, self.pinned(member, lambda: op(self.session_for(member), member))))
             except ObjectMissing:
                 continue  # the object never reached this member: nothing to do there
             except MemberFailed as exc:
@@ -220,9 +222,10 @@ class Failover:
             self.failed(member, exc)
             raise MemberFailed(member, exc) from exc
 
-    def on(self, member: "HAMember") -> "OnMember":
-        """The member's session with every call pinned to the member."""
-        return OnMember(self, member)
+    def on(self, member: "HAMember", fanned_out: bool = False) -> "OnMember":
+        """The member's session with every call pinned to the member (fanned_out: the member is
+        one target of a copy to every member, slots.fan_out)."""
+        return OnMember(self, member, fanned_out)
 
     def stream(self, function: str, mechanism: int, chunks: Iterable[bytes],
                start: Callable[[Any, "HAMember", Iterator[bytes]], Iterator[bytes]]) -> Iterator[bytes]:
@@ -271,16 +274,23 @@ class OnMember:
     member-fatal result fails *that* member. A copy from one member to another calls both: a
     source that dies in the middle must not be blamed on the member the copy was going to."""
 
-    def __init__(self, failover: Failover, member: "HAMember") -> None:
+    def __init__(self, failover: Failover, member: "HAMember", fanned_out: bool = False) -> None:
         self.failover = failover
         self.member = member
         self.session = failover.session_for(member)
+        self.fanned_out = fanned_out  # the member is one target of a copy to every member
 
     def __getattr__(self, name: str):
         attribute = getattr(self.session, name)
         if not callable(attribute):
             return attribute
         failover, member = self.failover, self.member
+
+        if self.fanned_out:
+            def call(*args, **kwargs):
+                with fan_out():
+                    return failover.pinned(member, attribute, *args, **kwargs)
+            return call
 
         def call(*args, **kwargs):
             return failover.pinned(member, attribute, *args, **kwargs)

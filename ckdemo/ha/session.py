@@ -750,7 +750,7 @@ class VirtualSession(Session):
                     if member is source:
                         continue
                     try:
-                        copy = replication.replicate(src, h, self.failover.on(member),
+                        copy = replication.replicate(src, h, self.failover.on(member, fanned_out=True),
                                                      self.group.vault.get(replication.object_key(ident)),
                                                      final if ident[CKA_CLASS] != CKO_PUBLIC_KEY else None)
                     except MemberFailed as exc:

@@ -22,6 +22,7 @@ from ..codes import CKR_ARGUMENTS_BAD, CKR_DEVICE_ERROR, CKRError
 from ..rpc import CodecError, HANDSHAKE, PROTOCOL_VERSION, decode_response, encode_request
 from ..rpc.calls import BY_NAME, CALL_ERROR
 from ..rpc.framing import HEADER, FrameStream
+from ..slots import in_fan_out
 
 MAX_CALL_CODE = 0xFFFFFFFF
 # calls that change nothing a retry elsewhere could double: a member late on one of them by far
@@ -36,6 +37,10 @@ QUICK = frozenset({
     "C_DecryptInit", "C_Decrypt", "C_DecryptUpdate", "C_DecryptFinal", "C_DigestInit", "C_Digest",
     "C_DigestUpdate", "C_DigestFinal", "C_SignInit", "C_Sign", "C_SignUpdate", "C_SignFinal",
     "C_VerifyInit", "C_Verify", "C_VerifyUpdate", "C_VerifyFinal", "C_GenerateRandom"})
+# ... and these, when they reach one member of several making the same change (slots.fan_out):
+# an answer that comes after the call was given up makes on the member what the group holds
+FANNED_OUT = frozenset({"C_CreateObject", "C_CopyObject", "C_DestroyObject", "C_SetAttributeValue",
+                        "C_UnwrapKey", "C_WrapKey"})
 HEDGE_SPREAD = 8  # a quick call's deadline: its smoothed time + 8 x its smoothed deviation, and
 # never less than the floor the settings give (MemberHedgeFloor) ...
 HEDGE_AFTER = 3  # ... once the member has answered that call this often (before: MemberTimeout)
@@ -45,27 +50,35 @@ class Connection:
     """A connected, initialised p11-kit RPC client for one socket."""
 
     def __init__(self, path: str, name: str, timeout_s: float = 0.0,
-                 hedge_floor_s: float = 0.0) -> None:
+                 hedge_floor_s: float = 0.0, probe: bool = False,
+                 learnt: dict[str, list[float]] | None = None) -> None:
         """Connects, agrees on version 0 and sends C_Initialize with the handshake; failures
         raise CKRError(CKR_DEVICE_ERROR) with the reason. timeout_s 0: no deadline.
         hedge_floor_s > 0: a QUICK call gets a deadline of its own, learnt from this member's
         recent answers to that call (as TCP learns its retransmission timeout), at least the
-        floor and at most timeout_s; 0: every call waits timeout_s."""
+        floor and at most timeout_s; 0: every call waits timeout_s. probe: a recovery attempt's
+        connection: connecting and C_Initialize wait at most the floor (a member that still does
+        not answer costs the application call that tries it no more); `learnt`: the times the
+        member's earlier connection learnt."""
         self.path = path
         self.name = name
         self.timeout_s = timeout_s or None
         self.hedge_floor_s = hedge_floor_s
         # function -> [smoothed time, smoothed deviation, answers seen]
-        self._times: dict[str, list[float]] = {}
+        self._times: dict[str, list[float]] = learnt if learnt is not None else {}
+        self._probing = False
         self._sock_deadline = self.timeout_s  # what SO_RCVTIMEO says now
+        if probe and hedge_floor_s and (self.timeout_s is None or hedge_floor_s < self.timeout_s):
+            self._sock_deadline = hedge_floor_s
         self._lock = threading.RLock()
         self._lock_wait = -1 if self.timeout_s is None else self.timeout_s
         self._code = 0x0F  # the first call goes out as 0x10, as p11-kit's client numbers them
         self._closed_because = ""
         self._sock: socket.socket | None = None
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        if self.timeout_s is not None:  # in the kernel: no poll() before every send and recv
-            deadline = struct.pack("ll", int(self.timeout_s), int(self.timeout_s % 1 * 1e6))
+        if self._sock_deadline is not None:  # in the kernel: no poll() before every send and recv
+            seconds = self._sock_deadline
+            deadline = struct.pack("ll", int(seconds), int(seconds % 1 * 1e6))
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, deadline)
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, deadline)
         try:
@@ -74,7 +87,8 @@ class Connection:
             agreed = sock.recv(1)
         except BlockingIOError:  # SO_RCVTIMEO passed: EAGAIN
             sock.close()
-            raise CKRError(CKR_DEVICE_ERROR, "C_Initialize", self._no_answer()) from None
+            raise CKRError(CKR_DEVICE_ERROR, "C_Initialize",
+                           self._no_answer("C_Initialize", self._sock_deadline)) from None
         except OSError as exc:
             sock.close()
             raise CKRError(CKR_DEVICE_ERROR, "C_Initialize",
@@ -85,7 +99,11 @@ class Connection:
                            f"member {name}'s server does not speak p11-kit RPC version 0 "
                            f"(answered {agreed!r})")
         self._sock = sock
-        self.call("C_Initialize", HANDSHAKE, 0, b"\0")  # the reserved byte p11-kit sends
+        self._probing = probe and self._sock_deadline != self.timeout_s
+        try:
+            self.call("C_Initialize", HANDSHAKE, 0, b"\0")  # the reserved byte p11-kit sends
+        finally:
+            self._probing = False
 
     def _no_answer(self, function: str = "", deadline: float | None = None) -> str:
         if deadline is not None and deadline != self.timeout_s:
@@ -97,7 +115,10 @@ class Connection:
 
     def _deadline(self, function: str) -> float | None:
         """How long this call may wait for its answer."""
-        if not self.hedge_floor_s or function not in QUICK:
+        if self._probing:
+            return self._sock_deadline  # a recovery attempt's C_Initialize: the floor
+        if not self.hedge_floor_s or (function not in QUICK and not
+                                      (function in FANNED_OUT and in_fan_out())):
             return self.timeout_s
         times = self._times.get(function)
         if times is None or times[2] < HEDGE_AFTER:
@@ -121,6 +142,11 @@ class Connection:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
         self._sock_deadline = seconds
+
+    @property
+    def learnt(self) -> dict[str, list[float]]:
+        """What this connection learnt of the member's answer times (handed to the next one)."""
+        return self._times
 
     @property
     def alive(self) -> bool:
@@ -177,7 +203,7 @@ class Connection:
                 started = time.perf_counter()
                 sock.sendall(HEADER.pack(code, 0, len(body)) + body)
                 reply_code, reply = self._receive(sock)
-                if deadline is not None and function in QUICK:
+                if deadline is not None and (function in QUICK or function in FANNED_OUT):
                     self._learn(function, time.perf_counter() - started)
             except BlockingIOError:  # SO_RCVTIMEO/SO_SNDTIMEO passed: EAGAIN
                 why = self._no_answer(function, deadline)

@@ -58,11 +58,12 @@ class RemoteSlot(MemberSlot):
     def path(self) -> str:
         return str(self.server.socket)
 
-    def _connect(self) -> Connection:
+    def _connect(self, probe: bool = False) -> Connection:
         old, self.connection = self.connection, None
         if old is not None:
             old.close("reconnecting")
-        self.connection = Connection(self.path, self.server.label, self.timeout_s, self.hedge_floor_s)
+        self.connection = Connection(self.path, self.server.label, self.timeout_s, self.hedge_floor_s,
+                                     probe=probe, learnt=old.learnt if old is not None else None)
         return self.connection
 
     def call(self, function: str, *args) -> tuple:
@@ -83,7 +84,7 @@ class RemoteSlot(MemberSlot):
         again by serial."""
         if self._simulated_failure:
             raise CKRError(CKR_DEVICE_ERROR, "C_Initialize", "member failed (simulated)")
-        self._connect()
+        self._connect(probe=True)  # a recovery attempt: a member still hung costs the floor
         for slot_id in self.call("C_GetSlotList", 1, SLOT_LIST_ROOM)[0]:
             try:
                 info = self.call("C_GetTokenInfo", slot_id)[0]
