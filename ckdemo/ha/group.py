@@ -114,7 +114,7 @@ class HAGroup(Slot):
         self.failover.balance = on
 
     def active_members(self) -> list[HAMember]:
-        return [m for m in self.members if m.active]
+        return self.failover.active()
 
     def primary(self) -> HAMember:
         self.before_call()

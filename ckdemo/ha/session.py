@@ -129,7 +129,7 @@ class VirtualSession(Session):
         obj = self._object(handle, "C_Sign")
         if obj.key[0] == CKO_PRIVATE_KEY and self.group.reauthenticated.get(obj.key) is not False:
             return self.failover.one("C_Sign", lambda s, m: self._reauthenticated(
-                s, m, obj, context_pin).sign(self._on(m, obj), mechanism, data, param,
+                s, m, obj).sign(self._on(m, obj), mechanism, data, param,
                                              **self._context(obj, context_pin)), mechanism=mechanism)
         return self.failover.one("C_Sign", lambda s, m: s.sign(
             self._on(m, obj), mechanism, data, param), mechanism=mechanism)
@@ -150,12 +150,12 @@ class VirtualSession(Session):
         obj = self._object(handle, "C_Decrypt")
         if obj.key[0] == CKO_PRIVATE_KEY and self.group.reauthenticated.get(obj.key) is not False:
             return self.failover.one("C_Decrypt", lambda s, m: self._reauthenticated(
-                s, m, obj, context_pin).decrypt(self._on(m, obj), mechanism, data, param,
+                s, m, obj).decrypt(self._on(m, obj), mechanism, data, param,
                                                 **self._context(obj, context_pin)), mechanism=mechanism)
         return self.failover.one("C_Decrypt", lambda s, m: s.decrypt(
             self._on(m, obj), mechanism, data, param), mechanism=mechanism)
 
-    def _reauthenticated(self, session, member: HAMember, obj: VirtualObject, given: str | None):
+    def _reauthenticated(self, session, member: HAMember, obj: VirtualObject):
         """The member session, once it is known whether each use of the key asks for a
         context-specific login (read on the serving member, in the same call, once a key)."""
         if self.group.reauthenticated.get(obj.key) is None:
