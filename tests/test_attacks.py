@@ -365,7 +365,7 @@ print(json.dumps(found))
 
 def test_a_digest_of_a_domain_key_is_all_the_user_pin_gets_and_it_is_not_the_key(attacked):
     """SoftHSM2 lets the user C_DigestKey a sensitive, unextractable key (a fact about the token,
-    kept here so a change shows; README Security): straight on a member with the user PIN, what
+    kept here so a change shows; docs/SECURITY.md, "In short"): straight on a member with the user PIN, what
     comes back is SHA-256 of each domain key, 32 bytes, one per key, and the value stays
     unreadable."""
     from conftest import SOFTHSM_LIB

@@ -61,7 +61,7 @@ def test_init_provisions_a_private_home(run_ckdemo, tmp_path):
 
 
 def test_init_refuses_an_existing_folder_open_to_others_and_leaves_its_mode(run_ckdemo, tmp_path):
-    """ckdemo never chmods a folder it did not create (README, The state folder)."""
+    """ckdemo never chmods a folder it did not create (docs/CONFIGURATION.md, "What init guarantees")."""
     home = tmp_path / "state"
     home.mkdir(mode=0o755)
     os.chmod(home, 0o755)

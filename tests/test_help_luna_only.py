@@ -85,10 +85,10 @@ def test_a_luna_extension_the_module_exports_is_marked_apart():
     assert "Luna-only, exported by the loaded module: 19, 70\n" in screen.text
 
 
-def test_readme_describes_99_as_the_menu_prints_it():
-    """README's paragraph on 99 quotes a marked row and the legend: both are on the 99 screen of a
-    module without Luna extensions, and the paragraph names both marks."""
-    readme = (Path(__file__).parent.parent / "README.md").read_text().replace("\n", " ")
+def test_the_scripts_page_describes_99_as_the_menu_prints_it():
+    """docs/SCRIPTS.md's paragraph on 99 quotes a marked row and the legend: both are on the 99
+    screen of a module without Luna extensions, and the paragraph names both marks."""
+    readme = (Path(__file__).parent.parent / "docs" / "SCRIPTS.md").read_text().replace("\n", " ")
     paragraph = readme[readme.index("99 (help) prints it again"):].split("`).", 1)[0]
     row = re.search(r"On SoftHSM2: `([^`]+)`", paragraph).group(1)
     legend = paragraph.rsplit("(`", 1)[1].split(", ...", 1)[0]
