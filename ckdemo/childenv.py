@@ -1,6 +1,6 @@
 """The environment of every process ckdemo starts: ckdemo's own, without its PIN variables.
 
-Scripts read PINs from CKDEMO_USER_PIN / CKDEMO_SO_PIN (README); a child process (a p11-kit
+Scripts read PINs from CKDEMO_USER_PIN / CKDEMO_SO_PIN (docs/SCRIPTS.md); a child process (a p11-kit
 member server, the token set-up of `ckdemo init`) has no use for them, and /proc/<pid>/environ
 of a long-running server would keep them readable for its whole life.
 """

@@ -3,7 +3,7 @@
 Never touches the system's SoftHSM2 tokens: every token call runs in a child process whose
 SOFTHSM2_CONF points at the state folder's own config (or init's staging folder).
 
-What `init` promises (README, "The state folder"):
+What `init` promises (docs/CONFIGURATION.md, "The state folder"):
 - PINs never on a command line or in a child's environment: tokens are set up through PKCS#11
   in `python -m ckdemo.tokeninit`, PINs on its stdin (tokeninit.py).
 - An existing home is not changed behind its tokens' back: another member list or PIN than the

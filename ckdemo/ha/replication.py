@@ -14,7 +14,7 @@ by trusted keys only and private. That is why there is one domain key per kind o
 an RSA blob cannot come back as a secret key whose value is the private key's encoding.
 SoftHSM lets only the SO create a trusted key and the SO cannot create private objects, so the
 domain keys are public objects: their values lie unencrypted in the token files, which the state
-folder's 0700 mode protects (README, Security).
+folder's 0700 mode protects (docs/SECURITY.md).
 
 Domain keys cannot be destroyed, so re-keying adds a generation beside the old one (CKA_ID
 `ckdemo-ha-domain/g<N>/<kind>`); replication uses the newest generation both members hold. The
