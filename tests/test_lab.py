@@ -258,14 +258,15 @@ fault = { calls = "C_Sign", error = "CKR_DEVICE_ERROR", count = 2 }
 
 
 def test_the_timeline_bins_grow_wider_and_stay_few_whatever_the_run_length():
-    from ckdemo.lab.journal import MAX_BINS, Journal
+    from ckdemo.lab.journal import Journal
+    from ckdemo.timeline import MAX_BINS
     from ckdemo.serve.faults import CallRecord
     journal = Journal(start=0.0)
     for n in range(50_000):
         journal.record(CallRecord(1, "C_Sign", n * 0.1, 0.001, None, 0 if n % 10 else 0x30))
-    calls, bins, bin_s, _ = journal.snapshot()
-    assert len(bins) <= MAX_BINS and bin_s >= 5000 / MAX_BINS
-    assert sum(b.calls for b in bins) == 50_000 and sum(b.failures for b in bins) == 5_000
+    calls, bins, _ = journal.snapshot()
+    assert len(bins.bins) <= MAX_BINS and bins.bin_s >= 5000 / MAX_BINS
+    assert sum(b.calls for b in bins.bins) == 50_000 and sum(b.failures for b in bins.bins) == 5_000
 
 
 def test_a_member_killed_and_another_hung_under_a_running_application_cost_it_no_failure(

@@ -245,14 +245,15 @@ MAY_IMPORT: dict[str, set[str]] = {
                                      "ckdemo.provision", "ckdemo.settings", "ckdemo.workspace"},
     "ckdemo.serve": FOUNDATIONS | {"ckdemo.slots", "ckdemo.rpc", "ckdemo.screens"},
     # the fault lab: scenarios, the call journal, the report; it drives a server it is handed
-    "ckdemo.lab": FOUNDATIONS | {"ckdemo.serve"},
+    "ckdemo.lab": FOUNDATIONS | {"ckdemo.serve", "ckdemo.timeline"},
+    "ckdemo.timeline": set(),  # standard library only: the lab, the soak and bench draw with it
     "ckdemo.menu": FOUNDATIONS | {"ckdemo.workspace", "ckdemo.slots", "tabulate"},
     "ckdemo.handlers": FOUNDATIONS | {"ckdemo.menu", "ckdemo.slots", "ckdemo.attributes", "ckdemo.known_keys",
                                       "ckdemo.screens"},
     "ckdemo.replay": FOUNDATIONS | {"ckdemo.menu", "ckdemo.workspace", "ckdemo.config"},
     "ckdemo.histogram": set(),  # standard library only: bench-serve's client processes load it too
     "ckdemo.bench": FOUNDATIONS | {"ckdemo.known_keys", "ckdemo.histogram"},
-    "ckdemo.soak": FOUNDATIONS | {"ckdemo.known_keys", "ckdemo.histogram"},
+    "ckdemo.soak": FOUNDATIONS | {"ckdemo.known_keys", "ckdemo.histogram", "ckdemo.timeline"},
     "ckdemo.interruption": set(),
     "ckdemo.exit_codes": set(),
     "ckdemo.bench_serve": FOUNDATIONS | {"ckdemo.childenv", "ckdemo.interruption"},

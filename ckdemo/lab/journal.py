@@ -2,8 +2,7 @@
 
 Memory is bounded whatever the run's length: the first MAX_CALLS calls are kept one by one (the
 report's call table and the step analysis read them); every call, kept or not, is also counted
-in time bins (calls, failures, the slowest and the summed latency) for the timeline: 0.1 s wide
-at first, twice as wide (neighbours merged) whenever there would be more than MAX_BINS.
+in the timeline's bins (ckdemo.timeline: at most MAX_BINS, wider as the run grows).
 """
 from __future__ import annotations
 
@@ -11,10 +10,9 @@ import threading
 from dataclasses import dataclass, field
 
 from ..serve.faults import CallRecord
+from ..timeline import Bins
 
 MAX_CALLS = 100_000
-MAX_BINS = 1000
-FIRST_BIN_S = 0.1
 # results that are answers, not failures: a size answer, what a polling application is told, and
 # a login to a token the application is logged in to already (applications that log in with
 # every new session, python-pkcs11's and OpenSC's among them, take it as success)
@@ -25,14 +23,6 @@ NOT_FAILURES = frozenset({0x0, 0x150, 0x8, 0x100})
 def failed(result: int | None) -> bool:
     """A failure the application saw: a return value other than those, or no reply at all."""
     return result is None or result not in NOT_FAILURES
-
-
-@dataclass
-class Bin:
-    calls: int = 0
-    failures: int = 0
-    slowest_s: float = 0.0
-    total_s: float = 0.0
 
 
 @dataclass
@@ -48,8 +38,7 @@ class Journal:
     start: float  # monotonic: the application's start
     calls: list[CallRecord] = field(default_factory=list)
     dropped: int = 0  # calls beyond MAX_CALLS (counted in the bins only)
-    bins: list[Bin] = field(default_factory=list)
-    bin_s: float = FIRST_BIN_S
+    timeline: Bins = field(default_factory=Bins)
     count: int = 0  # calls so far
     marks: list[Mark] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock)
@@ -63,34 +52,17 @@ class Journal:
                 self.calls.append(call)
             else:
                 self.dropped += 1
-            while int(at / self.bin_s) >= MAX_BINS:
-                self._coarser()
-            index = int(at / self.bin_s)
-            while len(self.bins) <= index:
-                self.bins.append(Bin())
-            slot = self.bins[index]
-            slot.calls += 1
-            slot.failures += failed(call.result)
-            slot.slowest_s = max(slot.slowest_s, call.seconds)
-            slot.total_s += call.seconds
-
-    def _coarser(self) -> None:
-        merged = []
-        for n in range(0, len(self.bins), 2):
-            pair = self.bins[n:n + 2]
-            merged.append(Bin(sum(b.calls for b in pair), sum(b.failures for b in pair),
-                              max(b.slowest_s for b in pair), sum(b.total_s for b in pair)))
-        self.bins = merged
-        self.bin_s *= 2
+            self.timeline.add(at, call.seconds, failed(call.result))
 
     def mark(self, at: float, what: str, step: str = "") -> None:
         with self._lock:
             self.marks.append(Mark(at - self.start, what, step))
 
-    def snapshot(self) -> tuple[list[CallRecord], list[Bin], float, list[Mark]]:
-        """The calls kept, the bins and their width in seconds, the marks."""
+    def snapshot(self) -> tuple[list[CallRecord], Bins, list[Mark]]:
+        """The calls kept, the timeline's bins (a copy), the marks."""
         with self._lock:
-            return list(self.calls), list(self.bins), self.bin_s, list(self.marks)
+            return (list(self.calls), Bins(list(self.timeline.bins), self.timeline.bin_s),
+                    list(self.marks))
 
     def at(self, call: CallRecord) -> float:
         """A call's time in the run (seconds after the application started)."""

@@ -12,12 +12,14 @@ from typing import Any
 
 from ..serve.faults import CallRecord
 from .analysis import RunResult, StepResult, result_name
-from .journal import Bin, Mark
+from .. import timeline
+from ..timeline import Bins, Line, Window
+from .journal import Mark
 
 REPORT_VERSION = 1
 
 
-def as_json(run: RunResult, calls: list[CallRecord], bins: list[Bin], bin_s: float, marks: list[Mark],
+def as_json(run: RunResult, calls: list[CallRecord], bins: Bins, marks: list[Mark],
             start: float, dropped: int, version: str, extra: dict[str, Any]) -> dict[str, Any]:
     scenario = run.scenario
     return {
@@ -32,11 +34,8 @@ def as_json(run: RunResult, calls: list[CallRecord], bins: list[Bin], bin_s: flo
                   "by_result": run.by_result},
         "checks": [_check(c) for c in run.checks],
         "steps": [_step(s) for s in run.steps],
-        "timeline_bin_s": bin_s,
-        "timeline": [{"at_s": round(n * bin_s, 3), "calls": b.calls, "failures": b.failures,
-                      "slowest_ms": round(b.slowest_s * 1000, 3),
-                      "mean_ms": round(b.total_s * 1000 / b.calls, 3) if b.calls else 0.0}
-                     for n, b in enumerate(bins)],
+        "timeline_bin_s": bins.bin_s,
+        "timeline": bins.as_json(),
         "marks": [{"at_s": round(m.at, 3), "what": m.what, "step": m.step} for m in marks],
         "call_log": [{"at_s": round(c.started - start, 6), "connection": c.connection,
                       "call": c.name, "ms": round(c.seconds * 1000, 3),
@@ -113,81 +112,23 @@ def junit(run: RunResult) -> bytes:
 
 
 # ---- the HTML page ----------------------------------------------------------------------------
-WIDTH, HEIGHT, LEFT, RIGHT, TOP, BOTTOM = 960, 320, 56, 56, 24, 40
-
-
-def timeline_svg(run: RunResult, bins: list[Bin], bin_s: float, marks: list[Mark]) -> str:
-    """Calls per second (bars, one per bin), the slowest call of each bin (line, right axis), the
-    steps' windows shaded where they inject something, failures as red marks, member changes as
-    dashed lines."""
-    seconds = max(1.0, run.duration_s, len(bins) * bin_s)
-    plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
-    rates = [b.calls / bin_s for b in bins]
-    most_calls = max([round(r) for r in rates] + [1])
-    slowest = max([b.slowest_s for b in bins] + [0.001])
-
-    def x(t: float) -> float:
-        return LEFT + plot_w * min(max(t, 0.0), seconds) / seconds
-
-    def y_calls(n: float) -> float:
-        return TOP + plot_h * (1 - n / most_calls)
-
-    def y_latency(s: float) -> float:
-        return TOP + plot_h * (1 - s / slowest)
-
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
-             f'viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="timeline" class="timeline">',
-             f'<rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" class="plot"/>']
-    for s in run.steps:
-        if s.step.fault is not None or s.step.event or s.step.member:
-            parts.append(f'<rect class="window" x="{x(s.start):.1f}" y="{TOP}" '
-                         f'width="{max(2.0, x(s.end) - x(s.start)):.1f}" height="{plot_h}">'
-                         f'<title>{html.escape(s.step.name)}: {html.escape(s.step.describe())}</title></rect>')
-            parts.append(f'<text class="step" x="{x(s.start) + 3:.1f}" y="{TOP + 12}">'
-                         f'{html.escape(s.step.name[:28])}</text>')
-    width = max(1.0, plot_w * bin_s / seconds - 0.5)
-    for n, b in enumerate(bins):
-        at = n * bin_s
-        if b.calls:
-            parts.append(f'<rect class="calls" x="{x(at):.1f}" y="{y_calls(rates[n]):.1f}" '
-                         f'width="{width:.1f}" height="{TOP + plot_h - y_calls(rates[n]):.1f}">'
-                         f'<title>{at:.1f} s: {b.calls} call(s), {b.failures} failed, slowest '
-                         f'{b.slowest_s * 1000:.1f} ms</title></rect>')
-        if b.failures:
-            parts.append(f'<rect class="failure" x="{x(at):.1f}" y="{TOP + plot_h - 8}" '
-                         f'width="{width:.1f}" height="8"><title>{at:.1f} s: {b.failures} failure(s)'
-                         '</title></rect>')
-    points = " ".join(f"{x((n + 0.5) * bin_s):.1f},{y_latency(b.slowest_s):.1f}"
-                      for n, b in enumerate(bins) if b.calls)
-    if points:
-        parts.append(f'<polyline class="latency" points="{points}"/>')
-    for mark in marks:
-        if mark.what.startswith("member"):
-            parts.append(f'<line class="member" x1="{x(mark.at):.1f}" x2="{x(mark.at):.1f}" y1="{TOP}" '
-                         f'y2="{TOP + plot_h}"><title>{html.escape(mark.what)}</title></line>')
-    parts += [f'<text class="axis" x="{LEFT - 6}" y="{TOP + 4}" text-anchor="end">{most_calls}</text>',
-              f'<text class="axis" x="{LEFT - 6}" y="{TOP + plot_h}" text-anchor="end">0</text>',
-              f'<text class="axis" x="{LEFT - 6}" y="{TOP + plot_h / 2:.0f}" text-anchor="end">calls/s</text>',
-              f'<text class="axis latency-label" x="{WIDTH - RIGHT + 6}" y="{TOP + 4}">'
-              f'{slowest * 1000:.0f} ms</text>',
-              f'<text class="axis latency-label" x="{WIDTH - RIGHT + 6}" y="{TOP + plot_h / 2:.0f}">slowest</text>',
-              f'<text class="axis" x="{LEFT}" y="{HEIGHT - 14}">0 s</text>',
-              f'<text class="axis" x="{WIDTH - RIGHT}" y="{HEIGHT - 14}" text-anchor="end">{seconds:.0f} s</text>',
-              "</svg>"]
-    return "\n".join(parts)
+def timeline_svg(run: RunResult, bins: Bins, marks: list[Mark]) -> str:
+    """The run's timeline (ckdemo.timeline): the steps that inject something shaded, member
+    changes as dashed lines."""
+    windows = [Window(s.start, s.end, s.step.name, f"{s.step.name}: {s.step.describe()}")
+               for s in run.steps if s.step.fault is not None or s.step.event or s.step.member]
+    lines = [Line(mark.at, mark.what) for mark in marks if mark.what.startswith("member")]
+    return timeline.svg(bins, run.duration_s, windows, lines)
 
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
 h1 { font-size: 1.4em; } .met { color: #176f2c; } .notmet { color: #b00020; font-weight: bold; }
 table { border-collapse: collapse; margin: 1em 0; } td, th { border: 1px solid #ccc; padding: 4px 8px; text-align: left; vertical-align: top; }
-.plot { fill: #fafafa; stroke: #999; } .window { fill: #f6c343; fill-opacity: 0.25; }
-.calls { fill: #4a78c2; } .failure { fill: #b00020; } .latency { fill: none; stroke: #e07000; stroke-width: 1.5; }
-.member { stroke: #6a3d9a; stroke-dasharray: 4 3; } .axis, .step { font-size: 11px; fill: #444; } .latency-label { fill: #e07000; }
-"""
+""" + timeline.STYLE
 
 
-def page(run: RunResult, bins: list[Bin], bin_s: float, marks: list[Mark]) -> str:
+def page(run: RunResult, bins: Bins, marks: list[Mark]) -> str:
     scenario = run.scenario
     verdict = "every expectation met" if run.held else "expectations NOT met"
     rows = []
@@ -213,9 +154,8 @@ def page(run: RunResult, bins: list[Bin], bin_s: float, marks: list[Mark]) -> st
 {run.calls} call(s) in {run.duration_s:.1f} s; the application
 {'was stopped at the timeout' if run.app_exit is None else f'exited {run.app_exit}'}. Results: {results or 'none'}.</p>
 <h2>Timeline</h2>
-{timeline_svg(run, bins, bin_s, marks)}
-<p>Bars: calls per second in each {bin_s:g} s (blue), failures (red); line: the slowest call of each {bin_s:g} s (orange);
-shaded: the steps that inject something; dashed: member changes.</p>
+{timeline_svg(run, bins, marks)}
+<p>{timeline.legend(bins.bin_s)}</p>
 <h2>Steps</h2>
 <table><tr><th>at</th><th>step</th><th>injects</th><th>calls</th><th>faulted</th><th>failures seen</th>
 <th>reactions</th><th>succeeded again after</th><th>expectations</th></tr>
@@ -225,13 +165,13 @@ shaded: the steps that inject something; dashed: member changes.</p>
 """
 
 
-def write(folder: Path, report: dict[str, Any], run: RunResult, bins: list[Bin], bin_s: float,
+def write(folder: Path, report: dict[str, Any], run: RunResult, bins: Bins,
           marks: list[Mark]) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for name, content in (("report.json", json.dumps(report, indent=1).encode()),
                           ("report.xml", junit(run)),
-                          ("report.html", page(run, bins, bin_s, marks).encode()),
+                          ("report.html", page(run, bins, marks).encode()),
                           ("report.txt", ("\n".join(text(run)) + "\n").encode())):
         path = folder / name
         path.write_bytes(content)

@@ -160,11 +160,11 @@ def run(scenario: Scenario, server, groups: Sequence[ControlledGroup], command: 
             book.close()  # no fault outlives the run; held calls are answered
             server.stop()
             serving.join(STOP_GRACE_S)
-    calls, bins, bin_s, marks = journal.snapshot()
+    calls, bins, marks = journal.snapshot()
     result = analyse(scenario, command, calls, journal.start, timeline.applied, duration, app_exit,
                      len(calls) + journal.dropped)
-    report = as_json(result, calls, bins, bin_s, marks, journal.start, journal.dropped, version, extra)
-    return LabRun(result, report, write(folder, report, result, bins, bin_s, marks), app_log)
+    report = as_json(result, calls, bins, marks, journal.start, journal.dropped, version, extra)
+    return LabRun(result, report, write(folder, report, result, bins, marks), app_log)
 
 
 def _stop(process: subprocess.Popen) -> None:
