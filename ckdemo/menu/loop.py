@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 from ..codes import CKR_FUNCTION_NOT_SUPPORTED, CKR_OK, CKRError
 from . import render
@@ -27,6 +27,7 @@ class StepResult:
     ckr: int | None = None
     message: str = ""
     function: str = ""
+    shown: dict[str, Any] = field(default_factory=dict)  # what the step showed as data (shown.py)
 
 
 Observer = Callable[[StepResult], None]
@@ -134,7 +135,9 @@ class MenuLoop:
                 [e.number for e in luna if e.number in exported])
 
     def dispatch(self, entry: Entry) -> StepResult:
+        self.context.take_shown()  # nothing an earlier step recorded belongs to this one
         result = self._dispatch(entry)  # HA events are shown as they happen (run)
+        result = replace(result, shown=self.context.take_shown())
         if result.ckr is not None:
             self.context.say(render.status_line(result.ckr, result.function))
         return result

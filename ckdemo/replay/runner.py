@@ -11,6 +11,7 @@ from .. import codes
 from ..menu.context import InputError
 from ..menu.io import EndOfInput
 from ..menu.loop import BAD_INPUT, NO_ANSWER, StepResult
+from ..menu.shown import HA_STATUS, HAStatusShown
 from ..menu.table import BY_NUMBER, HELP, QUIT, USUAL_ANSWERS
 from .masking import MASK, Masker, shown
 from .script import Directive, Line, ScriptError, directive, expand
@@ -43,10 +44,11 @@ class Step:
     mask: Callable[[str], str] = _unmasked  # hides script variables in every text made from the step
     ordinal: int = 1  # among the run's steps of the same choice: 3 Login #2 is the second login
     transcript: list[str] = field(default_factory=list)  # what the step wrote, masked as the screen
+    unmet: list[str] = field(default_factory=list)  # expectations on what it showed that failed
 
     @property
     def passed(self) -> bool:
-        return self.result.status == self.expected
+        return self.result.status == self.expected and not self.unmet
 
     @property
     def key(self) -> tuple[int | None, str]:
@@ -75,8 +77,32 @@ class Step:
     def verdict(self) -> str:
         title = f"choice {self.choice_text} ({self.result.title})" if self.result.choice is not None \
             else f"input {self.choice_text!r}"
+        if self.result.status == self.expected and self.unmet:
+            return self.mask(f"line {self.line}: {title}: {'; '.join(self.unmet)}")
         return self.mask(f"line {self.line}: {title} ended with {self.result.status}, "
                          f"expected {self.expected}")
+
+
+def status_rows_unmet(step: Step, d: Directive) -> str:
+    """Why the HA Status rows `step` showed do not meet `@expect-status MEMBER CKR_...`; "" if
+    they do. MEMBER: the label, serial or number in the group of a row, or `all` for every row."""
+    ref, code = d.argument.split(None, 1)
+    code = normalise_expectation(code.strip(), d.line)
+    shown: HAStatusShown | None = step.result.shown.get(HA_STATUS)
+    if shown is None:
+        if step.result.status == "CKR_OK":  # the choice is not HA Status: the script is wrong
+            raise ScriptError(f"line {d.line}: @expect-status follows a choice that shows no HA "
+                              f"Status (it belongs after 52 HA Status)")
+        return f"no HA Status was shown (the choice ended with {step.result.status})"
+    if ref.lower() == "all":
+        wrong = [row for row in shown.rows if row.status != code]
+        return "; ".join(f"HSM {row.serial} ({row.label}) showed {row.status}" for row in wrong)
+    rows = [row for row in shown.rows if ref in (row.label, row.serial, str(row.number))]
+    if not rows:
+        members = ", ".join(f"{row.number} {row.label} ({row.serial})" for row in shown.rows)
+        return f"no member {ref!r} in HA group {shown.group}'s status (its members: {members})"
+    row = rows[0]
+    return "" if row.status == code else f"HSM {row.serial} ({row.label}) showed {row.status}"
 
 
 def step_name(choice: int | None, title: str, ordinal: int) -> str:
@@ -278,6 +304,13 @@ class Replay:
             step.expected = normalise_expectation(d.argument, d.line)
             mark = "ok" if step.passed else "NOT MET"
             self.write(f"@expect {step.expected}: {mark}\n")
+        elif d.name == "expect-status":
+            if not self.steps:
+                raise ScriptError(f"line {d.line}: @expect-status before any menu choice")
+            step = self.steps[-1]
+            unmet = status_rows_unmet(step, d)
+            step.unmet += [f"@expect-status {d.argument} (line {d.line}) not met: {unmet}"] if unmet else []
+            self.write(f"@expect-status {d.argument}: {'NOT MET, ' + unmet if unmet else 'ok'}\n")
         elif d.name == "default":
             name = d.argument.split(" ", 1)[0]
             given = name in getattr(self.variables, "secrets", {})

@@ -10,6 +10,8 @@
     @default TOUR_SLOT ${HA_SLOT} (TOUR_SLOT when the environment does not set it)
     ""                          (an empty answer: Enter at a prompt; blank lines are skipped)
     @expect CKR_PIN_INCORRECT   (the last choice must have ended with this result)
+    @expect-status member1 CKR_DEVICE_ERROR  (the HA Status (52) just shown has this row for the
+                                 member: label, serial or number in the group; `all`: every row)
     @sleep 1.5                  (wait, e.g. for a recovery interval)
     @fail member1               (HA member by label, serial or number: fails as a dead device)
     @restore member1            (the member is back in service; the HA group recovers it)
@@ -24,6 +26,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import codes
 from ..config.ha import MAX_INTERVAL_S, MAX_RECONNECT_ATTEMPTS
 from ..menu.io import InputAborted
 
@@ -77,7 +80,7 @@ class Directive:
     argument: str
 
 
-DIRECTIVES = ("expect", "sleep", "fail", "restore", "hang", "resume", "ha-interval", "ha-retry",
+DIRECTIVES = ("expect", "expect-status", "sleep", "fail", "restore", "hang", "resume", "ha-interval", "ha-retry",
               "confirm-destructive", "default")
 FLAGS = ("confirm-destructive",)  # directives without an argument (replay/runner.py)
 MAX_SLEEP_S = 3600.0  # @sleep: an hour at most (a longer wait is a mistake in the script)
@@ -129,6 +132,14 @@ def load(path: str | Path) -> list[Line]:
     return parse(text, str(path))
 
 
+def _is_ckr(text: str) -> bool:
+    try:
+        codes.ckr_value(text)
+    except KeyError:
+        return False
+    return True
+
+
 def directive(line: Line, source: str = "<script>") -> Directive:
     name, _, argument = line.text[1:].partition(" ")
     name, argument = name.strip().lower(), argument.strip()
@@ -145,6 +156,12 @@ def directive(line: Line, source: str = "<script>") -> Directive:
     if not argument and name not in FLAGS:
         raise ScriptError(f"{source}:{line.number}: @{name} needs an argument "
                           "(e.g. @expect CKR_OK, @fail member1)")
+    if name == "expect-status":
+        member, _, code = argument.partition(" ")
+        if not code.strip() or " " in code.strip() or not _is_ckr(code.strip()):
+            raise ScriptError(f"{source}:{line.number}: @expect-status needs a member (label, serial, "
+                              f"number in the group, or all) and a CKR_* name, e.g. @expect-status "
+                              f"member1 CKR_DEVICE_ERROR; got {argument!r}")
     if name == "default":
         variable, _, value = argument.partition(" ")
         if not NAME.fullmatch(variable) or not value.strip() or from_harness(variable):
