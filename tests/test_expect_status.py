@@ -97,3 +97,28 @@ def test_a_misplaced_expect_status_is_a_script_error(replay, script, why):
     done = replay(script)
     assert done.returncode == 2
     assert f"Script error: {why}" in done.stdout
+
+
+# ------------------------------------------------------- @needs-previous on a set-up that runs it all
+
+def test_needs_previous_changes_nothing_when_the_choice_before_ran(replay, tmp_path):
+    """On local members nothing is skipped: a failing step after @needs-previous still fails."""
+    missing = tmp_path / "no-such-file"
+    done = replay(f"""\
+        14
+        @needs-previous
+        44
+        1
+        2
+        {missing}
+        0
+        """)
+    assert done.returncode != 0
+    assert "skipped" not in done.stdout.lower()
+    assert "FAILED line 3: choice 44" in done.stdout
+
+
+def test_needs_previous_takes_no_argument(replay):
+    done = replay("14\n@needs-previous now\n14\n0\n")
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.splitlines() == ["ckdemo: <stdin>:2: @needs-previous takes no argument, got 'now'"]

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field, replace
 from functools import partial
 from typing import Any, Callable, Sequence
 
-from ..codes import CKR_FUNCTION_NOT_SUPPORTED, CKR_OK, CKRError
+from ..codes import CKR_FUNCTION_NOT_SUPPORTED, CKR_OK, CKRError, NotCarried
 from . import render
 from .context import Context, InputError
 from .io import EndOfInput, InputAborted
@@ -28,6 +28,7 @@ class StepResult:
     message: str = ""
     function: str = ""
     shown: dict[str, Any] = field(default_factory=dict)  # what the step showed as data (shown.py)
+    not_carried: str = ""  # why the way to a member cannot carry the call (codes.NotCarried)
 
 
 Observer = Callable[[StepResult], None]
@@ -152,7 +153,8 @@ class MenuLoop:
         except CKRError as exc:
             if exc.detail and context.workspace.options.verbose_errors:
                 context.say(f"{entry.title}: {exc.detail}")
-            return StepResult(entry.number, entry.title, exc.name, exc.ckr, str(exc), exc.function)
+            return StepResult(entry.number, entry.title, exc.name, exc.ckr, str(exc), exc.function,
+                              not_carried=exc.detail if isinstance(exc, NotCarried) else "")
         except InputError as exc:
             context.say(str(exc))
             return StepResult(entry.number, entry.title, BAD_INPUT, message=str(exc))

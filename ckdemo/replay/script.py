@@ -18,6 +18,8 @@
     @hang member2 / @resume ... (a remote member's server stops answering / answers again)
     @ha-interval 2              (recovery interval X for this run, seconds)
     @ha-retry 3                 (recovery attempts N for this run; -1 unlimited, 0 off)
+    @needs-previous             (the next choice uses what the one before made: when that one
+                                 was skipped, this one is skipped too unless it succeeds)
 """
 from __future__ import annotations
 
@@ -81,8 +83,8 @@ class Directive:
 
 
 DIRECTIVES = ("expect", "expect-status", "sleep", "fail", "restore", "hang", "resume", "ha-interval", "ha-retry",
-              "confirm-destructive", "default")
-FLAGS = ("confirm-destructive",)  # directives without an argument (replay/runner.py)
+              "confirm-destructive", "needs-previous", "default")
+FLAGS = ("confirm-destructive", "needs-previous")  # directives without an argument (replay/runner.py)
 MAX_SLEEP_S = 3600.0  # @sleep: an hour at most (a longer wait is a mistake in the script)
 # numeric directives: (parse, lowest, highest, what the number is)
 NUMERIC = {"sleep": (float, 0.0, MAX_SLEEP_S, "seconds"),
@@ -153,6 +155,8 @@ def directive(line: Line, source: str = "<script>") -> Directive:
             _, lowest, highest, what = NUMERIC[name]
             raise ScriptError(f"{source}:{line.number}: @{name} needs a number from {lowest:n} to "
                               f"{highest:n} ({what}), got {argument!r}") from None
+    if argument and name in FLAGS:
+        raise ScriptError(f"{source}:{line.number}: @{name} takes no argument, got {argument!r}")
     if not argument and name not in FLAGS:
         raise ScriptError(f"{source}:{line.number}: @{name} needs an argument "
                           "(e.g. @expect CKR_OK, @fail member1)")
