@@ -166,6 +166,15 @@ class CKRError(Exception):
         return ckr_name(self.ckr)
 
 
+class NotCarried(CKRError):
+    """CKR_MECHANISM_INVALID from the way to a member, not from the token: the transport cannot
+    carry the call (p11-kit RPC 0.24 and a parameter holding pointers), so nothing was asked. A
+    replayed step that meets it is skipped with this reason, not failed: the set-up cannot run it."""
+
+    def __init__(self, function: str, detail: str) -> None:
+        super().__init__(CKR_MECHANISM_INVALID, function, detail)
+
+
 def ckr_name(code: int) -> str:
     """'CKR_PIN_INCORRECT'; unknown codes as 'CKR_VENDOR_DEFINED+0x123' or 'CKR_0x00000999'."""
     if code in CKR_NAMES:

@@ -266,3 +266,52 @@ def test_a_real_change_is_not_normalised_away(demo, name):
     changed = MUTATIONS[name](demo.stdout, demo.serials)
     assert changed != demo.stdout, f"mutation {name!r} no longer applies: pick another sample"
     assert demo.normalised(changed) != demo.normalised()
+
+
+# ------------------------------------------------------------------ a demo with no failover fails
+
+def test_the_demo_checks_every_ha_status_it_shows(demo):
+    """Four HA Status choices, four @expect-status lines met: the demo proves the failover it tells."""
+    assert [line for line in demo.stdout.splitlines() if line.startswith("@expect-status")] == [
+        "@expect-status all CKR_OK: ok", "@expect-status member1 CKR_DEVICE_ERROR: ok",
+        "@expect-status member1 CKR_TOKEN_NOT_PRESENT: ok", "@expect-status all CKR_OK: ok"]
+
+
+def _failed_line(stdout: str) -> str:
+    [line] = [l for l in stdout.splitlines() if l.startswith("FAILED ")]
+    return line
+
+
+def test_the_demo_without_its_failure_fails_at_the_first_status_after_it(run_ckdemo, home, tmp_path):
+    script = tmp_path / "no-failover-demo"
+    script.write_text("".join(line for line in SCRIPT.read_text().splitlines(keepends=True)
+                              if not line.startswith(("@fail", "@restore"))))
+    done = run_ckdemo(home, "run", str(script))
+    no_traceback(done.stdout, done.stderr)
+    assert done.returncode == 1, done.stdout[-2000:]
+    serial = token_serials(home)["member1"]
+    assert re.fullmatch(rf"FAILED line \d+: choice 52 \(HA Status\): @expect-status member1 "
+                        rf"CKR_DEVICE_ERROR \(line \d+\) not met: HSM {serial} \(member1\) showed CKR_OK",
+                        _failed_line(done.stdout)), _failed_line(done.stdout)
+    assert done.stdout.rstrip().endswith("did not (stopped at the first failure)")
+
+
+def test_the_demo_on_a_home_where_member1_is_in_another_group_fails(run_ckdemo, home, tmp_path):
+    """A two-group home: @fail member1 fails a member of the second group, every row of the
+    demo's group stays CKR_OK; the demo no longer reports success. (With two groups ${HA_SLOT}
+    names none: the demo's group is named, as a user would name it.)"""
+    serial = token_serials(home)["member1"]
+    for args in (("removemember", "-group", "ckdemo-ha", "-serial", serial),
+                 ("creategroup", "-label", "second", "-serial", serial)):
+        changed = run_ckdemo(home, "hagroup", *args)
+        assert changed.returncode == 0, changed.stderr
+    script = tmp_path / "two-group-demo"
+    script.write_text(SCRIPT.read_text().replace("${HA_SLOT}", "${HA_SLOT_ckdemo_ha}"))
+    done = run_ckdemo(home, "run", str(script))
+    no_traceback(done.stdout, done.stderr)
+    assert done.returncode == 1, done.stdout[-2000:]
+    assert f"@fail member1: HSM {serial} (member1)" in done.stdout  # it did fail, elsewhere
+    line = _failed_line(done.stdout)
+    assert re.fullmatch(r"FAILED line \d+: choice 52 \(HA Status\): @expect-status member1 "
+                        r"CKR_DEVICE_ERROR \(line \d+\) not met: no member 'member1' in HA group \S+'s "
+                        r"status \(its members: 1 member2 \(\S+\), 2 member3 \(\S+\)\)", line), line

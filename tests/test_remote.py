@@ -290,4 +290,5 @@ def test_the_remote_demo_script(remote_home, run_ckdemo):
             ["CKR_OK"] * 3, with_server_logs(done.stdout, remote_home)
         assert "its p11-kit server was killed (SIGKILL to the process group)" in done.stdout
         assert re.search(r"member \w+ recovered", done.stdout)
+        assert re.findall(r"(?m)^@expect-status .*: (\w+)", done.stdout) == ["ok"] * 4
     assert servers_of(remote_home) == []

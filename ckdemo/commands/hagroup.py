@@ -411,22 +411,34 @@ def visible_tokens(settings) -> tuple[dict[str, str], str | None]:
 
 # ---- views: show, listgroups, status -------------------------------------------------------------
 
+def _json_option(f):
+    return click.option("--json", "as_json", is_flag=True,
+                        help="One JSON document on stdout (docs/JSON.md), with the ckdemo version, "
+                             "a UTC timestamp and the PKCS#11 library.")(f)
+
+
 @hagroup.command()
+@_json_option
 @click.pass_context
-def show(ctx: click.Context) -> None:
+def show(ctx: click.Context, as_json: bool) -> None:
     """Groups, members (found, state), and the HA settings in force. Read from the file; the
     members' live state only when the PKCS#11 library loads on this machine."""
     from .hagroup_view import live_reports, render_show
     settings = settings_for(ctx)
     reports, why = live_reports(settings, workspace_for)
+    if as_json:
+        from . import state_json
+        state_json.echo(state_json.groups_document(settings, reports, why))
+        return
     for line in render_show(settings, reports, why):
         click.echo(line)
 
 
 @hagroup.command()
 @_group_option
+@_json_option
 @click.pass_context
-def listgroups(ctx: click.Context, group_ref: str | None) -> None:
+def listgroups(ctx: click.Context, group_ref: str | None, as_json: bool) -> None:
     """The configured HA groups as lunacm lists them (-group: one of them): label, group number
     (serial), members and standby members with serials, HASynchronize, and the HA settings;
     live member state when the library loads."""
@@ -434,32 +446,43 @@ def listgroups(ctx: click.Context, group_ref: str | None) -> None:
     _check_group(ctx, group_ref)
     settings = settings_for(ctx)
     reports, why = live_reports(settings, workspace_for)
+    if as_json:
+        from . import state_json
+        state_json.echo(state_json.groups_document(settings, reports, why, only=group_ref))
+        return
     for line in render_listgroups(settings, reports, why, only=group_ref):
         click.echo(line)
 
 
 @hagroup.command()
 @click.option("--recover", is_flag=True, help="Manual recovery first (Luna: hagroup recover, menu 125).")
+@_json_option
 @click.pass_context
-def status(ctx: click.Context, recover: bool) -> None:
+def status(ctx: click.Context, recover: bool, as_json: bool) -> None:
     """Live HA Status from the running `ckdemo serve` (menu choice 52's lines)."""
     from ..serve.control_client import NoServer
     try:
-        lines = _from_server(ctx, recover)
+        recovered, reply = _from_server(ctx, recover)
     except NoServer as exc:
         raise Fail(f"{exc}: live HA Status comes from `ckdemo serve`; `hagroup show` reads "
                    f"the configuration") from None
-    for line in lines:
+    if as_json:
+        from . import state_json
+        state_json.echo(state_json.status_document(settings_for(ctx), reply,
+                                                   recovered if recover else None))
+        return
+    for line in recovered + reply["lines"]:
         click.echo(line)
 
 
-def _from_server(ctx: click.Context, recover: bool) -> list[str]:
-    """Manual recovery (if asked) and HA Status through the running server's control socket."""
+def _from_server(ctx: click.Context, recover: bool) -> tuple[list[str], dict]:
+    """Manual recovery (if asked: its lines) and HA Status (the reply) through the running
+    server's control socket."""
     from ..serve.control_client import ControlFailed, control_path, request
     path = control_path(settings_for(ctx).home)
     try:
-        lines = request(path, "recover")["lines"] if recover else []
-        return lines + request(path, "status")["lines"]
+        recovered = request(path, "recover")["lines"] if recover else []
+        return recovered, request(path, "status")
     except ControlFailed as exc:
         raise Fail(f"HA Status: {exc}") from None
 
@@ -468,7 +491,8 @@ def _recover(ctx: click.Context) -> None:
     from ..screens import ha_status_row
     from ..serve.control_client import NoServer
     try:
-        lines = _from_server(ctx, recover=True)
+        recovered, reply = _from_server(ctx, recover=True)
+        lines = recovered + reply["lines"]
     except NoServer:
         lines = None
     if lines is not None:

@@ -38,7 +38,7 @@ def _recovery_mode_note(conf) -> list[str]:
                else "inside an application call") + ")"]
 
 
-def _groups(settings, live: LiveState | None) -> list[tuple] | str:
+def groups_with_members(settings, live: LiveState | None) -> list[tuple] | str:
     """Each configured group with its members' (n, serial, label, found, status code): live
     state when the library loaded, else what the file says (found and code None); or the line
     saying there is no group."""
@@ -60,7 +60,7 @@ def _groups(settings, live: LiveState | None) -> list[tuple] | str:
 
 def render_show(settings, live: LiveState | None, why: str | None) -> list[str]:
     conf = settings.conf
-    groups = _groups(settings, live)
+    groups = groups_with_members(settings, live)
     if isinstance(groups, str):
         return [groups]
     lines = []
@@ -90,7 +90,7 @@ def render_show(settings, live: LiveState | None, why: str | None) -> list[str]:
 def render_listgroups(settings, live: LiveState | None, why: str | None,
                       only: str | None = None) -> list[str]:
     conf = settings.conf
-    groups = _groups(settings, live)
+    groups = groups_with_members(settings, live)
     if isinstance(groups, str):
         return [groups]
     lines = []

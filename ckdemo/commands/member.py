@@ -57,12 +57,20 @@ def restart(ctx: click.Context, name: str) -> None:
 
 
 @member.command(name="list")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON document on stdout (docs/JSON.md), with the ckdemo version, a UTC "
+                   "timestamp and the PKCS#11 library.")
 @click.pass_context
-def list_members(ctx: click.Context) -> None:
+def list_members(ctx: click.Context, as_json: bool) -> None:
     """Remote members with pid, socket and state."""
     from tabulate import tabulate
+    servers = _servers(ctx, None)
+    if as_json:
+        from . import state_json
+        state_json.echo(state_json.members_document(settings_for(ctx), servers))
+        return
     rows = [(s.label, s.pid() or "-", s.socket, s.state(), "ckdemo" if s.managed else "elsewhere")
-            for s in _servers(ctx, None)]
+            for s in servers]
     click.echo(tabulate(rows, headers=["member", "pid", "socket", "state", "served by"],
                         disable_numparse=True))
 

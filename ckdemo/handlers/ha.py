@@ -3,7 +3,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..codes import ckr_name
 from ..menu.context import Context, InputError
+from ..menu.shown import HA_STATUS, HAStatusRow, HAStatusShown
 from ..screens import restored_line, standby_notices, exhausted_notices, ha_status_row
 from ..model import CKU_USER
 
@@ -43,6 +45,9 @@ def ha_status(ctx: Context) -> None:
     ctx.say(f"HA group {group.serial} status:")
     for member, code in report:
         ctx.say(ha_status_row(member.serial, code))
+    ctx.record(HA_STATUS, HAStatusShown(group.serial, tuple(
+        HAStatusRow(n, member.serial, member.label, ckr_name(code))
+        for n, (member, code) in enumerate(report, start=1))))
     for line in standby_notices(report):
         ctx.say(line)
     _exhausted_notice(ctx, group)

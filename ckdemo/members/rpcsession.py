@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Iterable, Iterator
 
 from ..codes import (CKR_ATTRIBUTE_TYPE_INVALID, CKR_ATTRIBUTE_VALUE_INVALID, CKR_BUFFER_TOO_SMALL,
-                     CKR_FUNCTION_NOT_SUPPORTED, CKR_MECHANISM_INVALID, CKR_OK, CKRError)
+                     CKR_FUNCTION_NOT_SUPPORTED, CKR_OK, CKRError, NotCarried)
 from ..model import (CKA_CLASS, CKA_EC_PARAMS, CKA_ID, CKA_KEY_TYPE, CKA_LABEL, CKA_PRIVATE,
                      CKA_SENSITIVE, CKA_SIGN, CKA_TOKEN, CKA_VALUE_LEN, CKA_VERIFY,
                      CKK_GENERIC_SECRET, CKM_EC_KEY_PAIR_GEN, CKO_SECRET_KEY, CKU_CONTEXT_SPECIFIC,
@@ -221,7 +221,7 @@ class RemoteSession(MemberSession):
 
     def pbe_generate(self, password: str, salt: bytes, iterations: int,
                      template: dict[int, object]) -> int:
-        raise CKRError(CKR_MECHANISM_INVALID, "C_GenerateKey", rpcvalues.TRANSPORT_LIMIT)
+        raise NotCarried("C_GenerateKey", rpcvalues.TRANSPORT_LIMIT)
 
     def probe_ec_curve(self, ec_params: bytes) -> None:
         public = {CKA_EC_PARAMS: ec_params, CKA_TOKEN: False, CKA_PRIVATE: False, CKA_VERIFY: True}

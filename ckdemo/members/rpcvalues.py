@@ -14,7 +14,7 @@ from __future__ import annotations
 import struct
 
 from .. import attribute_table
-from ..codes import CKR_MECHANISM_INVALID, CKRError
+from ..codes import CKR_MECHANISM_INVALID, CKRError, NotCarried
 from ..model import ECDHParam, GCMParam, MechanismParam, OAEPParam, PSSParam
 from ..rpc import values as rpc_values
 from ..rpc.attributes import Attribute
@@ -58,5 +58,5 @@ def mechanism(mechanism_type: int, param: MechanismParam, function: str) -> Mech
         return Mechanism(mechanism_type, RsaPkcsOaepParams(param.hash_mechanism, param.mgf,
                                                            CKZ_DATA_SPECIFIED, param.source or None))
     if isinstance(param, (GCMParam, ECDHParam, OAEPParam)):
-        raise CKRError(CKR_MECHANISM_INVALID, function, TRANSPORT_LIMIT)
+        raise NotCarried(function, TRANSPORT_LIMIT)
     raise TypeError(f"unknown mechanism parameter {param!r}")

@@ -25,6 +25,7 @@ class Context:
         self._menu_thread = threading.get_ident()
         self._waiting = False  # a prompt waits for its answer
         self._held: list[str] = []  # event lines from other threads while a prompt waits
+        self._shown: dict[str, Any] = {}  # what the step in progress showed, as data (shown.py)
 
     # output
     def write(self, text: str) -> None:
@@ -61,6 +62,15 @@ class Context:
             with self._screen:
                 self._waiting = False
                 self._release_held()
+
+    def record(self, name: str, value: Any) -> None:
+        """Keep what the step shows as data beside its lines, for a replay's expectations."""
+        self._shown[name] = value
+
+    def take_shown(self) -> dict[str, Any]:
+        """What the step recorded (and a clean slate for the next one)."""
+        shown, self._shown = self._shown, {}
+        return shown
 
     def table(self, rows: Iterable[Sequence], headers: Sequence[str]) -> None:
         self.say(render.table(rows, headers))

@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
-from ..codes import CKR_FUNCTION_NOT_SUPPORTED, CKR_OK, CKRError
+from ..codes import CKR_FUNCTION_NOT_SUPPORTED, CKR_OK, CKRError, NotCarried
 from . import render
 from .context import Context, InputError
 from .io import EndOfInput, InputAborted
@@ -27,6 +27,8 @@ class StepResult:
     ckr: int | None = None
     message: str = ""
     function: str = ""
+    shown: dict[str, Any] = field(default_factory=dict)  # what the step showed as data (shown.py)
+    not_carried: str = ""  # why the way to a member cannot carry the call (codes.NotCarried)
 
 
 Observer = Callable[[StepResult], None]
@@ -134,7 +136,9 @@ class MenuLoop:
                 [e.number for e in luna if e.number in exported])
 
     def dispatch(self, entry: Entry) -> StepResult:
+        self.context.take_shown()  # nothing an earlier step recorded belongs to this one
         result = self._dispatch(entry)  # HA events are shown as they happen (run)
+        result = replace(result, shown=self.context.take_shown())
         if result.ckr is not None:
             self.context.say(render.status_line(result.ckr, result.function))
         return result
@@ -149,7 +153,8 @@ class MenuLoop:
         except CKRError as exc:
             if exc.detail and context.workspace.options.verbose_errors:
                 context.say(f"{entry.title}: {exc.detail}")
-            return StepResult(entry.number, entry.title, exc.name, exc.ckr, str(exc), exc.function)
+            return StepResult(entry.number, entry.title, exc.name, exc.ckr, str(exc), exc.function,
+                              not_carried=exc.detail if isinstance(exc, NotCarried) else "")
         except InputError as exc:
             context.say(str(exc))
             return StepResult(entry.number, entry.title, BAD_INPUT, message=str(exc))

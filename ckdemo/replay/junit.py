@@ -34,7 +34,8 @@ def write(steps: list[Step], path: str | Path, suite: str, error: str | None = N
     root = ET.Element("testsuite", name=suite,
                       tests=str(len(steps) + len(not_run) + (1 if error else 0)),
                       failures=str(len(failures)), errors="1" if error else "0",
-                      skipped=str(len(not_run)), time=f"{elapsed_s:.3f}",
+                      skipped=str(len(not_run) + sum(1 for s in steps if s.skipped)),
+                      time=f"{elapsed_s:.3f}",
                       timestamp=began_at.isoformat(timespec="seconds"),
                       hostname=socket.gethostname())
     for step in steps:
@@ -42,6 +43,8 @@ def write(steps: list[Step], path: str | Path, suite: str, error: str | None = N
         # names, messages and output come from script answers: masked as in the transcript
         case = ET.SubElement(root, "testcase", classname=suite, name=xml_text(step.mask(step.name)),
                              time=f"{step.seconds:.3f}")
+        if step.skipped:
+            ET.SubElement(case, "skipped", message=xml_text(step.mask(step.skip_reason)))
         if not step.passed:
             failure = ET.SubElement(case, "failure", message=xml_text(step.verdict()), type=r.status)
             failure.text = xml_text(step.mask(r.message))

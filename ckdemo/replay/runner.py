@@ -11,12 +11,14 @@ from .. import codes
 from ..menu.context import InputError
 from ..menu.io import EndOfInput
 from ..menu.loop import BAD_INPUT, NO_ANSWER, StepResult
+from ..menu.shown import HA_STATUS, HAStatusShown
 from ..menu.table import BY_NUMBER, HELP, QUIT, USUAL_ANSWERS
 from .masking import MASK, Masker, shown
 from .script import Directive, Line, ScriptError, directive, expand
 
 PSEUDO_RESULTS = (BAD_INPUT, NO_ANSWER)
 CONFIRM_DIRECTIVE = "confirm-destructive"  # the next choice may destroy keys (6 Init Token on an HA member)
+NEEDS_PREVIOUS = "needs-previous"  # the next choice uses what the one before made (a file, a key)
 
 
 def _unmasked(text: str) -> str:
@@ -43,10 +45,18 @@ class Step:
     mask: Callable[[str], str] = _unmasked  # hides script variables in every text made from the step
     ordinal: int = 1  # among the run's steps of the same choice: 3 Login #2 is the second login
     transcript: list[str] = field(default_factory=list)  # what the step wrote, masked as the screen
+    unmet: list[str] = field(default_factory=list)  # expectations on what it showed that failed
+    skip_reason: str = ""  # the set-up cannot run the step (codes.NotCarried): neither met nor failed
+    skip_cause: tuple[int, str] = (0, "")  # the script line and reason of the first skip it follows
+
+    @property
+    def skipped(self) -> bool:
+        return bool(self.skip_reason)
 
     @property
     def passed(self) -> bool:
-        return self.result.status == self.expected
+        """Not failed: met its expectations, or skipped."""
+        return self.skipped or (self.result.status == self.expected and not self.unmet)
 
     @property
     def key(self) -> tuple[int | None, str]:
@@ -75,8 +85,32 @@ class Step:
     def verdict(self) -> str:
         title = f"choice {self.choice_text} ({self.result.title})" if self.result.choice is not None \
             else f"input {self.choice_text!r}"
+        if self.result.status == self.expected and self.unmet:
+            return self.mask(f"line {self.line}: {title}: {'; '.join(self.unmet)}")
         return self.mask(f"line {self.line}: {title} ended with {self.result.status}, "
                          f"expected {self.expected}")
+
+
+def status_rows_unmet(step: Step, d: Directive) -> str:
+    """Why the HA Status rows `step` showed do not meet `@expect-status MEMBER CKR_...`; "" if
+    they do. MEMBER: the label, serial or number in the group of a row, or `all` for every row."""
+    ref, code = d.argument.split(None, 1)
+    code = normalise_expectation(code.strip(), d.line)
+    shown: HAStatusShown | None = step.result.shown.get(HA_STATUS)
+    if shown is None:
+        if step.result.status == "CKR_OK":  # the choice is not HA Status: the script is wrong
+            raise ScriptError(f"line {d.line}: @expect-status follows a choice that shows no HA "
+                              f"Status (it belongs after 52 HA Status)")
+        return f"no HA Status was shown (the choice ended with {step.result.status})"
+    if ref.lower() == "all":
+        wrong = [row for row in shown.rows if row.status != code]
+        return "; ".join(f"HSM {row.serial} ({row.label}) showed {row.status}" for row in wrong)
+    rows = [row for row in shown.rows if ref in (row.label, row.serial, str(row.number))]
+    if not rows:
+        members = ", ".join(f"{row.number} {row.label} ({row.serial})" for row in shown.rows)
+        return f"no member {ref!r} in HA group {shown.group}'s status (its members: {members})"
+    row = rows[0]
+    return "" if row.status == code else f"HSM {row.serial} ({row.label}) showed {row.status}"
 
 
 def step_name(choice: int | None, title: str, ordinal: int) -> str:
@@ -166,6 +200,17 @@ def remaining_steps(lines: list[Line], answers: Mapping[int, int | None]) -> lis
     return found
 
 
+def paragraph_end(lines: list[Line], i: int) -> int:
+    """Index of the first line from i that opens the next paragraph: a directive, or a menu
+    number after a comment or a blank line (or the script's final 0); len(lines) if none."""
+    while i < len(lines) and not lines[i].is_directive:
+        if i > 0 and menu_choice(lines[i]) is not None \
+                and (lines[i].number > lines[i - 1].number + 1 or _ends(lines, i)):
+            break
+        i += 1
+    return i
+
+
 def _ends(lines: list[Line], i: int) -> bool:
     """lines[i] is a 0 that ends the script (only directives after it): quit, not an answer."""
     return lines[i].text == str(QUIT) and all(line.is_directive for line in lines[i + 1:])
@@ -190,6 +235,7 @@ class Replay:
     _choice: Line | None = None  # the script line of the choice in progress
     _choice_started: float = 0.0
     _confirmed: bool = False  # @confirm-destructive before the choice in progress
+    _needs_previous: bool = False  # @needs-previous before the choice in progress
     stopped_early: bool = False
     masker: Masker | None = None
 
@@ -276,8 +322,18 @@ class Replay:
                 raise ScriptError(f"line {d.line}: @expect before any menu choice")
             step = self.steps[-1]
             step.expected = normalise_expectation(d.argument, d.line)
-            mark = "ok" if step.passed else "NOT MET"
+            mark = "not judged, the step was skipped" if step.skipped else "ok" if step.passed else "NOT MET"
             self.write(f"@expect {step.expected}: {mark}\n")
+        elif d.name == "expect-status":
+            if not self.steps:
+                raise ScriptError(f"line {d.line}: @expect-status before any menu choice")
+            step = self.steps[-1]
+            if step.skipped:
+                self.write(f"@expect-status {d.argument}: not judged, the step was skipped\n")
+                return
+            unmet = status_rows_unmet(step, d)
+            step.unmet += [f"@expect-status {d.argument} (line {d.line}) not met: {unmet}"] if unmet else []
+            self.write(f"@expect-status {d.argument}: {'NOT MET, ' + unmet if unmet else 'ok'}\n")
         elif d.name == "default":
             name = d.argument.split(" ", 1)[0]
             given = name in getattr(self.variables, "secrets", {})
@@ -285,6 +341,8 @@ class Replay:
         elif d.name == CONFIRM_DIRECTIVE:
             self._confirmed = True
             self.write(f"@{CONFIRM_DIRECTIVE}: the next choice may destroy keys\n")
+        elif d.name == NEEDS_PREVIOUS:
+            self._needs_previous = True
         else:
             if self.control is None:
                 raise ScriptError(f"line {d.line}: @{d.name} needs an HA group in the configuration")
@@ -307,7 +365,37 @@ class Replay:
         step = Step(result, self._choice_line, self.clock() - self._choice_started,
                     shown_choice=shown_choice, mask=self.masker, transcript=self._transcript)
         step.ordinal = self.steps.next_ordinal(step.key)
+        step.skip_cause = self._skip_cause(step)
+        line, why = step.skip_cause
+        step.skip_reason = why if line == step.line else \
+            f"it builds on line {line}'s choice, skipped: {why}" if line else ""
+        if step.skipped:
+            self.write(f"(skipped, not failed: {step.skip_reason})\n")
+            if self._needs_previous:
+                self._pass_over_answers()
+        self._needs_previous = False  # @needs-previous covers one choice
         self.steps.append(step)
+
+    def _pass_over_answers(self) -> None:
+        """A choice skipped after @needs-previous may have stopped before reading its answers
+        (its input file is missing): the rest of its paragraph is its own, not the next choice."""
+        end = paragraph_end(self.lines, self._next)
+        if end > self._next:
+            self.write(f"(passed over: the skipped choice's answers, script lines "
+                       f"{self.lines[self._next].number}-{self.lines[end - 1].number})\n")
+            self._next = end
+
+    def _skip_cause(self, step: Step) -> tuple[int, str]:
+        """(line, why) the step is skipped: the way to a member cannot carry its call; or, after
+        @needs-previous, it did not succeed and the choice it builds on was skipped (that one's
+        cause). (0, "") when it is judged as usual."""
+        if step.result.not_carried:
+            return step.line, step.result.not_carried
+        before = self.steps[-1] if self.steps else None
+        if self._needs_previous and before is not None and before.skipped \
+                and step.result.status != step.expected:
+            return before.skip_cause
+        return 0, ""
 
     @property
     def failed(self) -> list[Step]:
@@ -315,10 +403,14 @@ class Replay:
 
     def summary(self) -> str:
         lines = [f"FAILED {s.verdict()}" for s in self.failed]
-        ok = len(self.steps) - len(self.failed)
+        skipped = [s for s in self.steps if s.skipped]
+        lines += [s.mask(f"SKIPPED line {s.line}: choice {s.choice_text} ({s.result.title}): "
+                         f"{s.skip_reason}") for s in skipped]
+        ok = len(self.steps) - len(self.failed) - len(skipped)
         lines.append(f"Replay: {len(self.steps)} steps, {ok} met their expectation, "
-                     f"{len(self.failed)} did not" + (" (stopped at the first failure)"
-                                                      if self.stopped_early else ""))
+                     f"{len(self.failed)} did not" + (f", {len(skipped)} skipped (this set-up cannot "
+                                                      f"run them)" if skipped else "")
+                     + (" (stopped at the first failure)" if self.stopped_early else ""))
         return "\n".join(lines)
 
 

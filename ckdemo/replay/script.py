@@ -10,12 +10,16 @@
     @default TOUR_SLOT ${HA_SLOT} (TOUR_SLOT when the environment does not set it)
     ""                          (an empty answer: Enter at a prompt; blank lines are skipped)
     @expect CKR_PIN_INCORRECT   (the last choice must have ended with this result)
+    @expect-status member1 CKR_DEVICE_ERROR  (the HA Status (52) just shown has this row for the
+                                 member: label, serial or number in the group; `all`: every row)
     @sleep 1.5                  (wait, e.g. for a recovery interval)
     @fail member1               (HA member by label, serial or number: fails as a dead device)
     @restore member1            (the member is back in service; the HA group recovers it)
     @hang member2 / @resume ... (a remote member's server stops answering / answers again)
     @ha-interval 2              (recovery interval X for this run, seconds)
     @ha-retry 3                 (recovery attempts N for this run; -1 unlimited, 0 off)
+    @needs-previous             (the next choice uses what the one before made: when that one
+                                 was skipped, this one is skipped too unless it succeeds)
 """
 from __future__ import annotations
 
@@ -24,6 +28,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from .. import codes
 from ..config.ha import MAX_INTERVAL_S, MAX_RECONNECT_ATTEMPTS
 from ..menu.io import InputAborted
 
@@ -77,9 +82,9 @@ class Directive:
     argument: str
 
 
-DIRECTIVES = ("expect", "sleep", "fail", "restore", "hang", "resume", "ha-interval", "ha-retry",
-              "confirm-destructive", "default")
-FLAGS = ("confirm-destructive",)  # directives without an argument (replay/runner.py)
+DIRECTIVES = ("expect", "expect-status", "sleep", "fail", "restore", "hang", "resume", "ha-interval", "ha-retry",
+              "confirm-destructive", "needs-previous", "default")
+FLAGS = ("confirm-destructive", "needs-previous")  # directives without an argument (replay/runner.py)
 MAX_SLEEP_S = 3600.0  # @sleep: an hour at most (a longer wait is a mistake in the script)
 # numeric directives: (parse, lowest, highest, what the number is)
 NUMERIC = {"sleep": (float, 0.0, MAX_SLEEP_S, "seconds"),
@@ -129,6 +134,14 @@ def load(path: str | Path) -> list[Line]:
     return parse(text, str(path))
 
 
+def _is_ckr(text: str) -> bool:
+    try:
+        codes.ckr_value(text)
+    except KeyError:
+        return False
+    return True
+
+
 def directive(line: Line, source: str = "<script>") -> Directive:
     name, _, argument = line.text[1:].partition(" ")
     name, argument = name.strip().lower(), argument.strip()
@@ -142,9 +155,17 @@ def directive(line: Line, source: str = "<script>") -> Directive:
             _, lowest, highest, what = NUMERIC[name]
             raise ScriptError(f"{source}:{line.number}: @{name} needs a number from {lowest:n} to "
                               f"{highest:n} ({what}), got {argument!r}") from None
+    if argument and name in FLAGS:
+        raise ScriptError(f"{source}:{line.number}: @{name} takes no argument, got {argument!r}")
     if not argument and name not in FLAGS:
         raise ScriptError(f"{source}:{line.number}: @{name} needs an argument "
                           "(e.g. @expect CKR_OK, @fail member1)")
+    if name == "expect-status":
+        member, _, code = argument.partition(" ")
+        if not code.strip() or " " in code.strip() or not _is_ckr(code.strip()):
+            raise ScriptError(f"{source}:{line.number}: @expect-status needs a member (label, serial, "
+                              f"number in the group, or all) and a CKR_* name, e.g. @expect-status "
+                              f"member1 CKR_DEVICE_ERROR; got {argument!r}")
     if name == "default":
         variable, _, value = argument.partition(" ")
         if not NAME.fullmatch(variable) or not value.strip() or from_harness(variable):

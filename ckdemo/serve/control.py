@@ -168,9 +168,11 @@ class ControlServer:
         for group in self.groups:
             report = group.status()
             lines += status_lines(group, report)
+            spent = {id(m) for m, _ in group.recovery_exhausted()}
             groups.append({"label": group.label, "serial": group.serial,
                            "members": [{"serial": m.serial, "label": m.label, "status": ckr_name(code),
-                                        "standby": m.standby} for m, code in report]})
+                                        "standby": m.standby, "recovery_exhausted": id(m) in spent}
+                                       for m, code in report]})
         return {"lines": lines, "groups": groups}
 
     def _fail(self, request: dict) -> dict:
