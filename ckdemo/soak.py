@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .codes import CKRError
+from . import timeline
 from .histogram import LatencyHistogram
+from .timeline import Bins, Line, Window
 from .known_keys import KNOWN_AES256, KNOWN_RSA2048
 from .model import (CKA_CLASS, CKA_ID, CKA_LABEL, CKA_MODULUS, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY,
                     CKO_SECRET_KEY, CKU_USER, CKM_SHA256_RSA_PKCS, KeySpec)
@@ -58,13 +60,15 @@ class Report:
     # latencies in bounded memory (histogram.py): the RSS figure the soak reports stays flat
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
     windows: "FailureWindows" = field(default_factory=lambda: FailureWindows())
+    timeline: Bins = field(default_factory=Bins)  # every call over time, bounded (timeline.py)
     consistency: dict[str, Any] = field(default_factory=dict)
     rss_start_kb: int = 0
     rss_end_kb: int = 0
 
-    def record(self, began_s: float, seconds: float) -> None:
+    def record(self, began_s: float, seconds: float, failed: bool = False) -> None:
         """One call, `began_s` after the workload began, that took `seconds`."""
         ns = int(seconds * 1e9)
+        self.timeline.add(began_s, seconds, failed)
         self.latency.record(ns)
         self.windows.record(self.kills, began_s, ns)
 
@@ -135,6 +139,41 @@ class FailureWindows:
                 for index, (when, serial) in enumerate(kills)]
 
 
+def html_page(report: "Report") -> str:
+    """The soak as one self-contained page: the figures, and the timeline the fault lab draws
+    (ckdemo.timeline), each kill or hang shaded until its member was back, recoveries dashed."""
+    import html
+    figures = report.as_dict()
+    back = {}  # member serial -> restore times, in order
+    for when, serial in report.restores:
+        back.setdefault(serial, []).append(when)
+    windows = []
+    for index, (when, serial) in enumerate(report.kills):
+        kind = "hang" if index in report.hangs else "kill"
+        ends = [t for t in back.get(serial, []) if t >= when]
+        windows.append(Window(when, ends[0] if ends else report.seconds, f"{kind} {serial[:6]}",
+                              f"{kind} of member {serial} at {when:.2f} s"))
+    lines = [Line(when, f"member {serial} recovered inside call {call}")
+             for when, serial, call in report.recoveries]
+    rows = "".join(f"<tr><td>{r['kind']}</td><td>{r['t_s']}</td><td>{html.escape(r['member'])}</td>"
+                   f"<td>{r['slowest_ms']}</td><td>{r['p99_ms']}</td></tr>" for r in figures["around_failures"])
+    consistency = figures["consistency"]
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>ckdemo soak</title>
+<style>body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding: 4px 8px; }}
+{timeline.STYLE}</style></head><body>
+<h1>ckdemo soak: {figures['operations']} operations in {figures['elapsed_s']} s,
+{figures['application_failures']} application-visible failure(s)</h1>
+<p>Seed {html.escape(str(report.parameters.get('seed')))}; {figures['kills']} kill(s), {figures['hangs']} hang(s),
+p99 {figures['p99_ms']} ms; members identical at the end: {consistency.get('identical')}.</p>
+{timeline.svg(report.timeline, report.seconds, windows, lines)}
+<p>{timeline.legend(report.timeline.bin_s)}</p>
+<table><tr><th></th><th>at s</th><th>member</th><th>slowest ms (next {WINDOW_S:g} s)</th><th>p99 ms</th></tr>{rows}</table>
+</body></html>
+"""
+
+
 def rss_kb() -> int:
     with open("/proc/self/status") as status:
         for line in status:
@@ -199,13 +238,16 @@ def run(group, seconds: float, chaos: Chaos, pin: str, interval_s: float = 0.5,
                 "aes", 32, f"soak-{tag}", f"soak-{tag}-gen-{n}".encode())))))
         for name, call in calls:
             began = time.monotonic()
+            failed = False
             try:
                 result = call()
                 if name == "C_Encrypt+C_Decrypt" and result != BLOCK:
                     report.failures.append(f"{began - start:.2f}s {name}: decrypted bytes differ")
+                    failed = True
             except CKRError as exc:
                 report.failures.append(f"{began - start:.2f}s {name}: {exc}")
-            report.record(began - start, time.monotonic() - began)
+                failed = True
+            report.record(began - start, time.monotonic() - began, failed)
             report.operations += 1
             for event in group.log.events[seen:]:
                 if event.event == "recovered":

@@ -61,3 +61,18 @@ def test_piped_soak_is_quiet_and_its_report_names_the_parameters(shared_home, ru
     assert sorted(members) == sorted(report["consistency"]["members"])
     assert 3.0 <= report["elapsed_s"] < 4.0
     assert all(0 <= r["t_s"] <= report["elapsed_s"] for r in report["recoveries"] + report["around_failures"])
+
+
+def test_the_soak_draws_the_fault_lab_s_timeline(shared_home, run_ckdemo, tmp_path):
+    """--html: one self-contained page with the timeline ckdemo.timeline draws for the fault lab,
+    a shaded window per kill (until its member was back) and a dashed line per recovery."""
+    page = tmp_path / "soak.html"
+    done = run_ckdemo(shared_home, "soak", *CHAOS, "--json", "--html", str(page))
+    report = json.loads(done.stdout)
+    text = page.read_text()
+    assert '<svg' in text and 'class="timeline"' in text and "<script" not in text
+    assert text.count('class="window"') == report["kills"] + report["hangs"] >= 2
+    assert text.count('class="member"') == len(report["recoveries"])
+    assert text.count('class="calls"') >= 10  # 0.1 s bins over 3 s
+    bad = run_ckdemo(shared_home, "soak", *CHAOS, "--html", str(tmp_path / "no" / "such" / "x.html"))
+    assert bad.returncode == 2 and "cannot write the HTML page" in bad.stderr

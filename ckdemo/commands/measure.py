@@ -5,12 +5,13 @@ import shutil
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import Callable, TextIO
 
 import click
 
 from .. import exit_codes
-from .common import Fail, settings_for, workspace_for
+from .common import Fail, settings_for, workspace_for, os_error
 
 BAR_WIDTH = 24
 REDRAW_S = 0.2  # a person sees the line move; the run does not notice the cost
@@ -228,8 +229,10 @@ def _range(text: str) -> tuple[float, float]:
 @click.option("--down-for", default="0.5,1.5", show_default=True, help="MIN,MAX seconds a member stays down.")
 @click.option("--pin", envvar="CKDEMO_USER_PIN", help="User PIN (default: the config's test PIN).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False),
+              help="Also write the run as one self-contained HTML page (the fault lab's timeline).")
 @click.pass_context
-def soak(ctx, seconds, seed, interval, kill_every, hang_every, down_for, pin, as_json) -> None:
+def soak(ctx, seconds, seed, interval, kill_every, hang_every, down_for, pin, as_json, html_path) -> None:
     """Chaos: sign and encrypt/decrypt on the HA slot while members are killed and brought back
     (real SIGKILLs for remote members). Exit 1 on any application-visible failure or when the
     members end up holding different key material. Ctrl-C ends the workload early: the members
@@ -241,6 +244,8 @@ def soak(ctx, seconds, seed, interval, kill_every, hang_every, down_for, pin, as
     from ..codes import CKRError
     from ..interruption import StopRequest, first_ctrl_c_stops
 
+    if html_path and not Path(html_path).expanduser().resolve().parent.is_dir():
+        raise Fail(f"cannot write the HTML page {html_path}: no folder {Path(html_path).parent}")
     kills = None if kill_every == "off" else _range(kill_every)
     hangs = None if hang_every == "off" else _range(hang_every)
     chaos = chaos_run.Chaos(seed, kills, _range(down_for), hangs)
@@ -262,6 +267,11 @@ def soak(ctx, seconds, seed, interval, kill_every, hang_every, down_for, pin, as
     except CKRError as exc:
         raise Fail(f"soak could not start: {exc}") from None
     figures = report.as_dict()
+    if html_path:
+        try:
+            Path(html_path).write_text(chaos_run.html_page(report))
+        except OSError as exc:
+            raise Fail(os_error("cannot write the HTML page", exc)) from None
     ok = not report.failures and figures["consistency"].get("identical", False)
     code = exit_codes.INTERRUPTED if report.interrupted else exit_codes.OK if ok else exit_codes.FAILED
     if as_json:
