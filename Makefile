@@ -3,7 +3,7 @@ VENV := .venv
 CKDEMO := $(VENV)/bin/ckdemo
 DEMO ?= scripts/ha-failover-demo
 
-.PHONY: setup demo demo-remote test fuzz menu clean
+.PHONY: setup demo demo-remote test lint fuzz menu clean
 
 setup:
 	@bash scripts/bootstrap
@@ -21,6 +21,10 @@ demo-remote: setup
 TEST_WORKERS ?= 4
 test: setup
 	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadfile
+
+# ruff's checks as pyproject.toml configures them (CI runs this before the tests)
+lint: setup
+	$(VENV)/bin/ruff check ckdemo tests
 
 # the long fuzz run (the suite runs 3,000 interactions); figures appended to docs/FUZZ.md
 FUZZ_COUNT ?= 20000

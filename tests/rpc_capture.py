@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 SOFTHSM_LIB = "/usr/lib/softhsm/libsofthsm2.so"
-from ckdemo.libraries import P11KIT_CLIENT as _CLIENT, LibraryNotFound, find
+from ckdemo.libraries import P11KIT_CLIENT as _CLIENT, LibraryNotFound, find  # noqa: E402
 
 
 def _found(library) -> str:

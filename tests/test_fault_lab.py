@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import USER_PIN, clean_env, no_traceback, requires_softhsm
+from conftest import USER_PIN, no_traceback, requires_softhsm
 from rpc_capture import P11KIT_CLIENT, tools_missing
 from test_serve import start_server, stop_cleanly
 
@@ -341,7 +341,8 @@ def test_a_changed_serial_number_is_what_token_info_reads_from_then_on(served, f
     before = served.text("-L")
     fault("add", "--change-serial")
     after = served.text("-L")
-    serial = lambda text: next(l.split(":", 1)[1].strip() for l in text.splitlines() if "serial num" in l)
+    def serial(text: str) -> str:
+        return next(l.split(":", 1)[1].strip() for l in text.splitlines() if "serial num" in l)
     assert serial(after) != serial(before) and serial(after).endswith("-1"), (before, after)
     fault("add", "--change-serial")
     assert serial(served.text("-L")).endswith("-2")

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import USER_PIN, clean_env, no_traceback, requires_softhsm
+from conftest import clean_env, no_traceback, requires_softhsm
 from rpc_capture import tools_missing
 
-from ckdemo.lab.scenario import ScenarioError, load, parse
+from ckdemo.lab.scenario import parse
 
 pytestmark = [requires_softhsm,
               pytest.mark.skipif(bool(tools_missing()), reason=str(tools_missing()))]
@@ -372,8 +372,8 @@ name = "all back"
 after_calls = 121
 member = { action = "restore", name = "member2" }
 """)
-    done = lab(run_ckdemo, lab_home, scenario, tmp_path / "r",
-               *app_command(400, "--reinitialize", "--seconds", "20"))
+    lab(run_ckdemo, lab_home, scenario, tmp_path / "r",
+        *app_command(400, "--reinitialize", "--seconds", "20"))
     data = json.loads((tmp_path / "r" / "report.json").read_text())
     steps = {s["name"]: s for s in data["steps"]}
     lost = steps["member3 fails"]

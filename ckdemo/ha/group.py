@@ -10,15 +10,14 @@ import threading
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any, Callable
 
-from ..codes import (CKR_DEVICE_ERROR, CKR_FUNCTION_NOT_SUPPORTED, CKR_MECHANISM_INVALID,
-                     CKR_NO_EVENT, CKR_USER_ALREADY_LOGGED_IN, CKR_USER_NOT_LOGGED_IN, SESSION_LOST,
+from ..codes import (CKR_DEVICE_ERROR, CKR_FUNCTION_NOT_SUPPORTED, CKR_NO_EVENT, CKR_USER_ALREADY_LOGGED_IN, CKR_USER_NOT_LOGGED_IN, SESSION_LOST,
                      CKRError, is_member_fatal)
 from ..model import CKU_USER, LibraryInfo, MechanismInfo, SlotInfo, TokenInfo
 from ..slots import LoginCounter, Slot
 from .admin import Administration
 from .events import HALog
 from .failover import Failover
-from .member import HAMember, MemberState
+from .member import HAMember
 from .vault import Vault
 from .pin_lock import PIN_FLAG_NAMES, PIN_FLAGS, PinLock
 from .policy import RecoveryPolicy

@@ -10,15 +10,14 @@ import struct
 from functools import cache
 from typing import TYPE_CHECKING, Iterable, Iterator
 
-from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
+from pkcs11 import Attribute, KeyType, Mechanism
 from pkcs11.attributes import AttributeMapper
 
 from .. import attribute_table
 from ..codes import (CKR_ATTRIBUTE_TYPE_INVALID, CKR_KEY_FUNCTION_NOT_PERMITTED,
                      CKR_KEY_TYPE_INCONSISTENT, CKR_MECHANISM_INVALID, CKR_OBJECT_HANDLE_INVALID,
                      CKRError)
-from ..model import (CKA_CLASS, CKA_ID, CKA_KEY_TYPE, CKA_LABEL, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, CKO_SECRET_KEY,
-                     KEY_TYPE_OF, KeySpec, MechanismParam, SessionInfo)
+from ..model import (CKA_CLASS, CKA_ID, CKA_KEY_TYPE, CKA_LABEL, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, KEY_TYPE_OF, KeySpec, MechanismParam, SessionInfo)
 from ..slots import MemberSession
 from . import keygen
 from .params import to_pkcs11
