@@ -19,6 +19,9 @@ class SafeGroup(click.Group):
     A Ctrl-C that no command turned into figures is one line too (exit 130), not click's
     "Aborted!" with exit 1 (exit_codes.py)."""
 
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, hoist_global_options(args, set(self.commands)))
+
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
@@ -41,11 +44,50 @@ class SafeGroup(click.Group):
                                 f"details in {where})") from None
 
 
+GLOBAL_WITH_VALUE = ("--home", "--config", "--module")
+GLOBAL_FLAGS = ("--nolb",)
+
+
+def hoist_global_options(args: list[str], commands: set[str]) -> list[str]:
+    """`ckdemo run token-tour --home H` as `ckdemo --home H run token-tour`: the global options
+    are taken wherever they come before a `--` (after it they belong to another program, as in
+    `ckdemo lab run S -- app --home x`)."""
+    front, rest, seen_command = [], [], False
+    items = iter(args)
+    for arg in items:
+        if arg == "--":
+            rest.append(arg)
+            rest.extend(items)
+            break
+        name = arg.split("=", 1)[0]
+        if seen_command and name in GLOBAL_WITH_VALUE:
+            front.append(arg)
+            if "=" not in arg:
+                value = next(items, None)
+                if value is not None:
+                    front.append(value)
+            continue
+        if seen_command and arg in GLOBAL_FLAGS:
+            front.append(arg)
+            continue
+        if not seen_command and arg in commands:
+            seen_command = True
+        elif not seen_command and name in GLOBAL_WITH_VALUE and "=" not in arg:
+            rest.append(arg)  # a global option before the command: its value is no command
+            value = next(items, None)
+            if value is not None:
+                rest.append(value)
+            continue
+        rest.append(arg)
+    return front + rest
+
+
 @click.group(cls=SafeGroup, invoke_without_command=True,
              context_settings={"help_option_names": ["-h", "--help"]},
              epilog="Environment: CKDEMO_HOME, CKDEMO_CONFIG, CKDEMO_MODULE (the options above); "
                     "CKDEMO_USER_PIN, CKDEMO_SO_PIN (PINs for init and for ${...} in scripts). "
-                    "Shell completion: eval \"$(_CKDEMO_COMPLETE=bash_source ckdemo)\" (README).")
+                    "Shell completion: eval \"$(_CKDEMO_COMPLETE=bash_source ckdemo)\" (docs/CONFIGURATION.md). "
+                    "Global options may also come after the command (ckdemo run SCRIPT --home H).")
 @click.version_option(None, "-V", "--version", package_name="ckdemo", prog_name="ckdemo",
                       message="%(prog)s %(version)s")
 @click.option("--home", envvar="CKDEMO_HOME", show_envvar=True, type=click.Path(file_okay=False),

@@ -296,3 +296,17 @@ def add_groups(conf_path: Path, count: int) -> None:
         conf.set("VirtualToken", f"VirtualToken{n:02d}SN", f"1{n:015d}")
         conf.set("VirtualToken", f"VirtualToken{n:02d}Members", f"{n:016x},{n + 1000:016x}")
     conf.save(conf_path)
+
+
+def test_global_options_may_come_after_the_command(run_ckdemo, tmp_path):
+    from ckdemo.cli import hoist_global_options
+    commands = {"run", "lab", "scripts"}
+    assert hoist_global_options(["run", "token-tour", "--home", "H", "--nolb"], commands) == \
+        ["--home", "H", "--nolb", "run", "token-tour"]
+    assert hoist_global_options(["--home", "run", "run", "x"], commands) == ["--home", "run", "run", "x"]
+    assert hoist_global_options(["lab", "run", "s.toml", "--config=C", "--", "app", "--home", "x"],
+                                commands) == ["--config=C", "lab", "run", "s.toml", "--", "app", "--home", "x"]
+    home = tmp_path / "after"
+    done = run_ckdemo(None, "run", "token-tour", "--home", str(home))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (home / "Chrystoki.conf").exists() and "10 met their expectation" in done.stdout
