@@ -261,25 +261,39 @@ def run(group, seconds: float, chaos: Chaos, pin: str, interval_s: float = 0.5,
     report.consistency = _settle_and_compare(group, session, f"soak-{tag}")
     report.settling, report.cleaning = False, True
     report.consistency["generated_keys"] = len(generated)
-    _remove_run_objects(session, f"soak-{tag}")
+    _remove_run_objects(session, f"soak-{tag}", group)
     report.cleaning = False
     session.close()
     report.rss_end_kb = rss_kb()
     return report
 
 
-def _remove_run_objects(session, label: str) -> None:
+def _remove_run_objects(session, label: str, group=None) -> None:
     """Every object of the run (its label), found on the HA slot and destroyed on every member:
-    the handles noted along the way miss a key whose C_GenerateKey answer a failure swallowed."""
+    the handles noted along the way miss a key whose C_GenerateKey answer a failure swallowed.
+    Then, straight on each member in service, whatever still carries the run's label (a copy
+    the group does not know of: made by a member that failed before answering, or kept apart
+    under a marked label `soak-... #ha-...`): the run's objects are the soak's own."""
     try:
         handles = session.find_objects({CKA_LABEL: label})
     except CKRError:
-        return  # the consistency figures already say the members are not all there
+        handles = []  # the consistency figures already say the members are not all there
     for handle in handles:
         try:
             session.destroy_object(handle)
         except CKRError:
             pass  # a member still down keeps its copy; the next resynchronisation removes it
+    for member in (group.members if group is not None else []):
+        if not member.active:
+            continue
+        try:
+            own = group.session_for(member)
+            for handle in own.find_objects({}):
+                found = own.get_attributes(handle, [CKA_LABEL]).get(CKA_LABEL) or ""
+                if str(found).startswith(label):
+                    own.destroy_object(handle)
+        except CKRError:
+            continue  # that member failed meanwhile: its copies go when it is resynchronised
 
 
 def _chaos(group, chaos: Chaos, start: float, seconds: float, stop: threading.Event,
