@@ -247,6 +247,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     # the fault lab: scenarios, the call journal, the report; it drives a server it is handed
     "ckdemo.lab": FOUNDATIONS | {"ckdemo.serve", "ckdemo.timeline"},
     "ckdemo.timeline": set(),  # standard library only: the lab, the soak and bench draw with it
+    "ckdemo.uri": set(),  # RFC 7512 pkcs11 URIs, standard library only
     "ckdemo.menu": FOUNDATIONS | {"ckdemo.workspace", "ckdemo.slots", "tabulate"},
     "ckdemo.handlers": FOUNDATIONS | {"ckdemo.menu", "ckdemo.slots", "ckdemo.attributes", "ckdemo.known_keys",
                                       "ckdemo.screens"},
@@ -260,7 +261,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "ckdemo.commands": FOUNDATIONS | {"ckdemo.bench", "ckdemo.bench_serve", "ckdemo.soak", "ckdemo.config",
                                       "ckdemo.exit_codes", "ckdemo.ha", "ckdemo.harness", "ckdemo.interruption", "ckdemo.libraries", "ckdemo.members", "ckdemo.menu",
                                       "ckdemo.provision", "ckdemo.screens", "ckdemo.serve", "ckdemo.settings",
-                                      "ckdemo.lab", "click", "tabulate"},
+                                      "ckdemo.lab", "ckdemo.uri", "click", "tabulate"},
     "ckdemo.cli": {"ckdemo.commands", "ckdemo.config", "ckdemo.exit_codes", "ckdemo.menu", "ckdemo.provision", "ckdemo.replay",
                    "click"},
 }

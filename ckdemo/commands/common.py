@@ -65,3 +65,35 @@ def workspace_for(settings):
         return workspace
     except SettingsError as exc:
         raise Fail(str(exc)) from None
+
+
+def slot_by_uri(workspace, text: str):
+    """(number, slot) of the one slot a pkcs11 URI (RFC 7512: pkcs11:token=LABEL;serial=...)
+    names among the workspace's slots; Fail with one line when none or several match."""
+    from ..codes import CKRError
+    from ..uri import URIError, parse
+    try:
+        uri = parse(text)
+    except URIError as exc:
+        raise Fail(str(exc)) from None
+    if not uri.chooses_slot():
+        raise Fail(f"{text!r} names no token or slot (give token=, serial=, model=, manufacturer= "
+                   "or slot-id=)")
+    found = []
+    for number, slot in enumerate(workspace.slots, start=1):
+        try:
+            info = slot.token_info()
+            about = slot.slot_info()
+        except CKRError:
+            continue  # no token to match (a member that is down, an empty slot)
+        token = {"label": info.label, "manufacturer": info.manufacturer_id, "serial": info.serial_number,
+                 "model": info.model}
+        if uri.matches(token, about.slot_id, {"description": about.description,
+                                              "manufacturer": about.manufacturer_id}):
+            found.append((number, slot))
+    if not found:
+        raise Fail(f"no slot matches {text} (ckdemo lists them with menu choice 14; pkcs11-tool -L)")
+    if len(found) > 1:
+        raise Fail(f"{text} matches {len(found)} slots ({', '.join(f'slot#{n}' for n, _ in found)}): "
+                   "add serial= to choose one")
+    return found[0]

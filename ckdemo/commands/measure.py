@@ -6,12 +6,13 @@ import sys
 import threading
 import time
 from pathlib import Path
+from urllib.parse import quote
 from typing import Callable, TextIO
 
 import click
 
 from .. import exit_codes
-from .common import Fail, settings_for, workspace_for, os_error
+from .common import Fail, os_error, settings_for, slot_by_uri, workspace_for
 
 BAR_WIDTH = 24
 REDRAW_S = 0.2  # a person sees the line move; the run does not notice the cost
@@ -69,7 +70,9 @@ def minutes(seconds: float | None) -> str:
               help="The operation measured.")
 @click.option("--slot", "slot_ref", default="both", show_default=True,
               help="A slot# number, 'ha' (the first HA slot), 'direct' (its first member), "
-                   "or 'both' (HA and direct side by side, ratio in one run).")
+                   "'both' (HA and direct side by side, ratio in one run), or a pkcs11 URI "
+                   "(RFC 7512: pkcs11:token=member2).")
+@click.option("--token-label", help="The slot whose token has this label (as pkcs11-tool takes it).")
 @click.option("--seconds", default=5.0, show_default=True, type=click.FloatRange(min=0.1),
               help="How long each slot is measured (--slot both: twice this in all).")
 @click.option("--count", default=0, type=click.IntRange(min=0),
@@ -84,7 +87,7 @@ def minutes(seconds: float | None) -> str:
 @click.option("--pin", envvar="CKDEMO_USER_PIN", help="User PIN (default: the config's test PIN).")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
 @click.pass_context
-def bench_command(ctx, operation, slot_ref, seconds, count, threads, key_size, data_size,
+def bench_command(ctx, operation, slot_ref, token_label, seconds, count, threads, key_size, data_size,
                   member_count, pin, as_json):
     """Throughput and latency of one operation on a slot, or HA vs direct in the same run.
     Exit 1 when calls failed; Ctrl-C stops the run with the figures so far (exit 130)."""
@@ -100,7 +103,7 @@ def bench_command(ctx, operation, slot_ref, seconds, count, threads, key_size, d
     pin = pin or settings.secrets().get("CKDEMO_USER_PIN")
     groups = workspace.groups
     chosen = []
-    if slot_ref in ("ha", "both", "direct"):
+    if slot_ref in ("ha", "both", "direct") and not token_label:
         if not groups:
             raise Fail("no HA group configured: use --slot N")
         if member_count:
@@ -108,11 +111,16 @@ def bench_command(ctx, operation, slot_ref, seconds, count, threads, key_size, d
         direct = groups[0].members[0].slot
         chosen = {"ha": [("HA", groups[0])], "direct": [("direct", direct)],
                   "both": [("direct", direct), ("HA", groups[0])]}[slot_ref]
+    elif token_label or slot_ref.lower().startswith("pkcs11:"):
+        ref = f"pkcs11:token={quote(token_label)}" if token_label else slot_ref
+        number, slot = slot_by_uri(workspace, ref)
+        chosen = [(f"slot#{number}", slot)]
     else:
         try:
             chosen = [(f"slot#{slot_ref}", workspace.slot(int(slot_ref)))]
         except (ValueError, IndexError):
-            raise Fail(f"--slot {slot_ref}: not a slot number (1-{len(workspace.slots)}), ha, direct or both") from None
+            raise Fail(f"--slot {slot_ref}: not a slot number (1-{len(workspace.slots)}), ha, direct, "
+                       "both or a pkcs11: URI") from None
     stop = StopRequest()
     try:
         with first_ctrl_c_stops(stop):
