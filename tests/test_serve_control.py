@@ -191,3 +191,37 @@ def test_active_enhanced_recovers_a_member_in_the_background_with_no_application
         code = stop_server(served)
         no_traceback(served.log())
         assert code == 0, served.log()
+
+
+def test_p11kit_module_file_lets_p11kit_proxy_users_see_the_slot(home, ckdemo_bin, tmp_path):
+    """`serve --p11-kit-module NAME`: `p11-kit list-modules` and pkcs11-tool through
+    p11-kit-proxy.so (no P11_KIT_SERVER_ADDRESS) see the HA token; the file goes at stop."""
+    import shutil
+    import subprocess
+    from ckdemo.serve.module_file import module_dir
+    proxy = "/usr/lib/x86_64-linux-gnu/p11-kit-proxy.so"
+    if shutil.which("p11-kit") is None or not os.path.exists(proxy):
+        pytest.skip("p11-kit or p11-kit-proxy.so missing")
+    name = f"ckdemo-test-{os.getpid()}"
+    served = start_server(ckdemo_bin, home, None, home.parent / "serve.log", "--p11-kit-module", name)
+    module = module_dir() / f"{name}.module"
+    try:
+        assert module.exists() and "remote: unix:path=" in module.read_text()
+        listed = subprocess.run(["p11-kit", "list-modules"], capture_output=True, text=True, timeout=60)
+        assert f"{name}:" in listed.stdout and "token: ckdemo-ha" in listed.stdout, listed.stdout[-2000:]
+        slots = subprocess.run(["pkcs11-tool", "--module", proxy, "-L"], capture_output=True, text=True,
+                               timeout=60, env={k: v for k, v in os.environ.items()
+                                                if k != "P11_KIT_SERVER_ADDRESS"})
+        assert "token label        : ckdemo-ha" in slots.stdout, slots.stdout + slots.stderr
+    finally:
+        code = stop_server(served)
+    assert code == 0 and not module.exists(), served.log()
+    module.write_text("module: /nonexistent.so\n")  # someone else's file of that name
+    try:
+        out = tmp_path / "refused.log"
+        done = subprocess.run([str(ckdemo_bin), "--home", str(home), "serve", "--p11-kit-module", name],
+                              capture_output=True, text=True, timeout=60)
+        assert done.returncode == 2 and "is not ckdemo's" in done.stderr, done.stderr
+        assert module.read_text() == "module: /nonexistent.so\n" and not out.exists()
+    finally:
+        module.unlink()

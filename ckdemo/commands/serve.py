@@ -94,9 +94,13 @@ def _say(line: str) -> None:
 @click.option("--max-connections", type=click.IntRange(1, 10000), default=DEFAULT_MAX_CONNECTIONS,
               show_default=True,
               help="Applications connected at once; one more is refused (closed, one log line).")
+@click.option("--p11-kit-module", "module_name", metavar="NAME",
+              help="Also register the served slots with p11-kit as module NAME (a module file "
+                   "with `remote: unix:path=...`, removed at stop; /etc/pkcs11/modules for root, "
+                   "~/.config/pkcs11/modules otherwise): p11-kit-proxy.so users see them.")
 @click.pass_context
 def serve(ctx: click.Context, socket_path: str | None, which: str, isolated: bool | None,
-          max_connections: int) -> None:
+          max_connections: int, module_name: str | None) -> None:
     """Serve the slots over the p11-kit RPC protocol, in the foreground, for any PKCS#11
     application loading p11-kit-client.so."""
     # a SIGTERM that comes while the sockets are being set up waits until the server can stop
@@ -106,6 +110,16 @@ def serve(ctx: click.Context, socket_path: str | None, which: str, isolated: boo
     served = build_server(settings, socket_path, which, isolated, max_connections)
     server, groups, path, control_at = served.server, served.groups, served.path, served.control_at
     control, control_problem = served.control, served.control_problem
+    module_file = None
+    if module_name:
+        from ..serve import module_file as p11kit_module
+        try:
+            module_file = p11kit_module.write(module_name, path, settings.home)
+        except p11kit_module.ModuleFileError as exc:
+            if control is not None:
+                control.stop()
+            server.stop()
+            raise Fail(str(exc)) from None
     address = f"unix:path={path.resolve()}"
     click.echo(f"export P11_KIT_SERVER_ADDRESS={address}")
     click.echo(f"pkcs11-tool --module {_p11kit_client()} -L")
@@ -120,6 +134,9 @@ def serve(ctx: click.Context, socket_path: str | None, which: str, isolated: boo
     if local:
         _say(_isolation_line(local, settings.isolated_members()))
     _say(f"listening on {path} (Ctrl-C or SIGTERM stops)")
+    if module_file is not None:
+        _say(f"p11-kit module {module_name}: {module_file} (p11-kit-proxy.so and "
+             "`p11-kit list-modules` see the served slots)")
     if control is not None:
         _say(f"control channel on {control_at} (ckdemo hagroup status, ckdemo member fail|restore "
              "NAME, ckdemo fault add|list|clear)")
@@ -143,6 +160,9 @@ def serve(ctx: click.Context, socket_path: str | None, which: str, isolated: boo
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         if control is not None:
             control.stop()
+        if module_file is not None:
+            from ..serve import module_file as p11kit_module
+            p11kit_module.remove(module_file)
         server.stop()
         stop_events.set()
         watcher.join(1)

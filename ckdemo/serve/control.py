@@ -115,7 +115,8 @@ class ControlServer:
         self._stopping = True
         self.stop_journal()
         unixsocket.close(self.listener, self.path)
-        self.thread.join(2)
+        if self.thread.is_alive():
+            self.thread.join(2)
 
     def _accept(self) -> None:
         while not self._stopping:
