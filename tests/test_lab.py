@@ -385,11 +385,13 @@ member = { action = "restore", name = "member2" }
     assert app[-1].get("ok") is True, app[-5:]  # it signs again once members are back
 
 
-def test_a_hung_member_costs_the_application_less_than_a_second(remote_home, tmp_path, run_ckdemo):
+def test_a_hung_member_costs_the_application_far_less_than_member_timeout(remote_home, tmp_path,
+                                                                          run_ckdemo):
     """MemberTimeout stays Luna's 20 s; member2's server is stopped (SIGSTOP: its socket stays
     open, nothing answers) while the application signs: the quick calls' own deadlines (learnt
     from member2's answers, at least MemberHedgeFloor = 0.5 s) give it up and move the call on.
-    No signature of the application takes a second, none fails, and the HA log says why."""
+    No signature of the application waits anywhere near MemberTimeout, none fails, and the HA log
+    says why."""
     conf = remote_home / "Chrystoki.conf"
     assert "MemberTimeout" not in conf.read_text()
     scenario = write(tmp_path, """
@@ -409,5 +411,8 @@ member = { action = "resume", name = "member2" }
     assert done.returncode == 0, done.stdout + done.stderr
     app = [json.loads(line) for line in (tmp_path / "r" / "app.log").read_text().splitlines()]
     slowest = max(line["ms"] for line in app)
-    assert len(app) == 800 and slowest < 1000, slowest
+    # MemberTimeout alone costs 20 s here; hedged, a run on a quiet machine measured 522 ms
+    # (docs/PERFORMANCE.md). The bound is far from both: a loaded CI machine stalls a call now
+    # and then, and a figure is a benchmark's to keep, not a unit test's.
+    assert len(app) == 800 and slowest < 5000, slowest
     assert "given up (MemberHedgeFloor), the call moves to another member" in (tmp_path / "ha.log").read_text()
