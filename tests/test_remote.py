@@ -292,3 +292,22 @@ def test_the_remote_demo_script(remote_home, run_ckdemo):
         assert re.search(r"member \w+ recovered", done.stdout)
         assert re.findall(r"(?m)^@expect-status .*: (\w+)", done.stdout) == ["ok"] * 4
     assert servers_of(remote_home) == []
+
+
+def test_a_member_restarted_by_hand_stops_with_the_run_that_started_the_others(remote_home,
+                                                                                run_ckdemo,
+                                                                                ckdemo_bin):
+    """`ckdemo member restart member1` beside a running serve: the new server is the runs' as the
+    one it replaced, so stopping serve stops it too (it kept running alone before), and
+    `member list` says who stops each server."""
+    from test_serve import start_server, stop_server
+    run_ckdemo(remote_home, "member", "kill", "all")  # the runs start them, not `member serve`
+    served = start_server(ckdemo_bin, remote_home, None, remote_home.parent / "serve.log")
+    try:
+        restarted = run_ckdemo(remote_home, "member", "restart", "member1")
+        assert restarted.returncode == 0, restarted.stderr
+        listed = run_ckdemo(remote_home, "member", "list").stdout
+        assert listed.count("a ckdemo run (stops with the last)") == 3, listed
+    finally:
+        assert stop_server(served) == 0, served.log()
+    assert servers_of(remote_home) == [], run_ckdemo(remote_home, "member", "list").stdout

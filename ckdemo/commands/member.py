@@ -69,10 +69,17 @@ def list_members(ctx: click.Context, as_json: bool) -> None:
         from . import state_json
         state_json.echo(state_json.members_document(settings_for(ctx), servers))
         return
-    rows = [(s.label, s.pid() or "-", s.socket, s.state(), "ckdemo" if s.managed else "elsewhere")
-            for s in servers]
+    rows = [(s.label, s.pid() or "-", s.socket, s.state(), _served_by(s)) for s in servers]
     click.echo(tabulate(rows, headers=["member", "pid", "socket", "state", "served by"],
                         disable_numparse=True))
+
+
+def _served_by(server) -> str:
+    if not server.managed:
+        return "elsewhere"
+    if server.pid() is None:
+        return "-"
+    return "a ckdemo run (stops with the last)" if server.started_by_run() else "ckdemo member serve"
 
 
 def _through_serve(ctx: click.Context, command: str, name: str) -> None:

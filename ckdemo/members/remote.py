@@ -204,8 +204,15 @@ class MemberServer:
         return True
 
     def restart(self) -> int:
+        """Kill and serve again. A server a run started stays the runs' (the last run using it
+        stops it, as the others), whoever restarts it: `ckdemo member restart` included."""
+        for_runs = self.started_by_run()
         self.kill()
-        return self.serve()
+        was, self.shared_by_runs = self.shared_by_runs, self.shared_by_runs or for_runs
+        try:
+            return self.serve()
+        finally:
+            self.shared_by_runs = was
 
 
 def _alive(pid: int) -> bool:
