@@ -5,12 +5,16 @@ slot or token: `pkcs11:token=member2`, `pkcs11:serial=4a12262d0b058ab8`,
 Path attributes that choose a slot or token are matched (every one given must match, values
 compared after percent-decoding, as RFC 7512 section 2.3 says); object attributes (object, id,
 type) and query attributes (pin-value, module-path, ...) are read but choose nothing here. One
-clear `URIError` line for what cannot be a pkcs11 URI. Standard library only.
+clear `URIError` line for what cannot be a pkcs11 URI. `matching_slots` finds the slots a URI
+names among any slots that answer token_info() and slot_info() (ckdemo.slots.Slot).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any, Sequence
 from urllib.parse import unquote
+
+from .codes import CKRError
 
 TOKEN_KEYS = ("token", "manufacturer", "serial", "model")
 SLOT_KEYS = ("slot-description", "slot-manufacturer", "slot-id")
@@ -78,3 +82,21 @@ def parse(text: str) -> Pkcs11URI:
     if "slot-id" in path and not path["slot-id"].isdigit():
         raise URIError(f"{text!r}: slot-id is a number, not {path['slot-id']!r}")
     return Pkcs11URI(path, query)
+
+
+def matching_slots(uri: Pkcs11URI, slots: Sequence[Any]) -> list[tuple[int, Any]]:
+    """(number from 1, slot) of every slot whose token and slot match the URI; a slot that cannot
+    say (a member that is down, no token) matches nothing."""
+    found = []
+    for number, slot in enumerate(slots, start=1):
+        try:
+            info = slot.token_info()
+            about = slot.slot_info()
+        except CKRError:
+            continue
+        token = {"label": info.label, "manufacturer": info.manufacturer_id, "serial": info.serial_number,
+                 "model": info.model}
+        if uri.matches(token, about.slot_id, {"description": about.description,
+                                              "manufacturer": about.manufacturer_id}):
+            found.append((number, slot))
+    return found

@@ -247,8 +247,8 @@ MAY_IMPORT: dict[str, set[str]] = {
     # the fault lab: scenarios, the call journal, the report; it drives a server it is handed
     "ckdemo.lab": FOUNDATIONS | {"ckdemo.serve", "ckdemo.timeline"},
     "ckdemo.timeline": set(),  # standard library only: the lab, the soak and bench draw with it
-    "ckdemo.uri": set(),  # RFC 7512 pkcs11 URIs, standard library only
-    "ckdemo.menu": FOUNDATIONS | {"ckdemo.workspace", "ckdemo.slots", "tabulate"},
+    "ckdemo.uri": FOUNDATIONS,  # RFC 7512 pkcs11 URIs
+    "ckdemo.menu": FOUNDATIONS | {"ckdemo.workspace", "ckdemo.slots", "ckdemo.uri", "tabulate"},
     "ckdemo.handlers": FOUNDATIONS | {"ckdemo.menu", "ckdemo.slots", "ckdemo.attributes", "ckdemo.known_keys",
                                       "ckdemo.screens"},
     "ckdemo.replay": FOUNDATIONS | {"ckdemo.menu", "ckdemo.workspace", "ckdemo.config"},

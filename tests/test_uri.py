@@ -45,3 +45,17 @@ def test_bench_chooses_its_slot_by_uri_or_token_label(run_ckdemo, shared_home):
     assert ha.returncode == 0 and "%" in ha.stdout, ha.stdout + ha.stderr  # member shares: the HA slot
     missing = run_ckdemo(shared_home, "bench", "--slot", "pkcs11:token=nope")
     assert missing.returncode == 2 and missing.stderr.startswith("ckdemo: no slot matches"), missing.stderr
+
+
+@requires_softhsm
+def test_the_menu_takes_a_pkcs11_uri_where_it_asks_for_a_slot(menu, shared_home):
+    code, out = menu(shared_home, "12\npkcs11:token=member2\n12\npkcs11:model=HA%20virtual%20token\n0\n")
+    assert code == 0, out
+    labels = [line.split(":", 1)[1].strip() for line in out.splitlines() if line.strip().startswith("Label")]
+    assert labels == ["member2", "ckdemo-ha"], out
+    for answer, says in (("pkcs11:token=nope", "pkcs11:token=nope matches no slot(s)."),
+                         ("pkcs11:tokn=x", "'tokn=x' is not a pkcs11 URI path attribute"),
+                         ("two", "a number is needed. A pkcs11: URI names a slot too")):
+        code, out = menu(shared_home, f"12\n{answer}\n0\n")
+        assert code == 1 and says in out, out
+        no_traceback(out)

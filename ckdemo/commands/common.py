@@ -70,8 +70,7 @@ def workspace_for(settings):
 def slot_by_uri(workspace, text: str):
     """(number, slot) of the one slot a pkcs11 URI (RFC 7512: pkcs11:token=LABEL;serial=...)
     names among the workspace's slots; Fail with one line when none or several match."""
-    from ..codes import CKRError
-    from ..uri import URIError, parse
+    from ..uri import URIError, matching_slots, parse
     try:
         uri = parse(text)
     except URIError as exc:
@@ -79,18 +78,7 @@ def slot_by_uri(workspace, text: str):
     if not uri.chooses_slot():
         raise Fail(f"{text!r} names no token or slot (give token=, serial=, model=, manufacturer= "
                    "or slot-id=)")
-    found = []
-    for number, slot in enumerate(workspace.slots, start=1):
-        try:
-            info = slot.token_info()
-            about = slot.slot_info()
-        except CKRError:
-            continue  # no token to match (a member that is down, an empty slot)
-        token = {"label": info.label, "manufacturer": info.manufacturer_id, "serial": info.serial_number,
-                 "model": info.model}
-        if uri.matches(token, about.slot_id, {"description": about.description,
-                                              "manufacturer": about.manufacturer_id}):
-            found.append((number, slot))
+    found = matching_slots(uri, workspace.slots)
     if not found:
         raise Fail(f"no slot matches {text} (ckdemo lists them with menu choice 14; pkcs11-tool -L)")
     if len(found) > 1:

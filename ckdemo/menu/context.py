@@ -4,6 +4,7 @@ from __future__ import annotations
 import threading
 from typing import Any, Iterable, Sequence
 
+from ..uri import URIError, is_uri, matching_slots, parse as parse_uri
 from ..codes import CKRError
 from ..workspace import OpenSession, Workspace
 from . import render
@@ -135,10 +136,28 @@ class Context:
         self.say("Slots available:")
         for number, slot in enumerate(slots, start=1):
             self.say(render.slot_row(number, slot_label(slot)))
-        number = self.ask_int("Select a slot: ")
+        text = self.ask("Select a slot: ")
+        if is_uri(text):  # RFC 7512, as pkcs11-tool users write it: pkcs11:token=member2
+            return self._slot_by_uri(text, slots)
+        try:
+            number = int(text, 0)
+        except ValueError:
+            raise InputError(f"Invalid input ({text}): a number is needed. A pkcs11: URI names a "
+                             "slot too (pkcs11:token=member2).") from None
         if not 1 <= number <= len(slots):
             raise InputError(f"Invalid input: there is no slot#{number} (slots are 1-{len(slots)}).")
         return number, slots[number - 1]
+
+    @staticmethod
+    def _slot_by_uri(text: str, slots) -> tuple[int, Any]:
+        try:
+            found = matching_slots(parse_uri(text), slots)
+        except URIError as exc:
+            raise InputError(f"Invalid input: {exc}") from None
+        if len(found) != 1:
+            raise InputError(f"Invalid input: {text} matches {len(found) or 'no'} slot(s)"
+                             + (": add serial= to choose one." if found else "."))
+        return found[0]
 
     def choose_session(self) -> OpenSession:
         handle = self.ask_int("Enter your session handle : ")
