@@ -166,9 +166,8 @@ class Connection:
             except OSError:
                 pass
 
-    def _acquire(self, function: str, deadline: float | None = None) -> None:
-        wait = self._lock_wait if deadline is None else deadline
-        if not self._lock.acquire(timeout=wait):
+    def _acquire(self, function: str) -> None:
+        if not self._lock.acquire(timeout=self._lock_wait):
             raise CKRError(CKR_DEVICE_ERROR, function,
                            f"member {self.name} is still busy with an earlier call (hung?)")
 
@@ -176,7 +175,7 @@ class Connection:
     def exclusive(self, function: str) -> Iterator[None]:
         """Several calls that belong together (C_SignInit + C_Sign on one session) with no other
         call between them; waits at most the deadline for a call in progress."""
-        self._acquire(function, self._deadline(function))
+        self._acquire(function)
         try:
             yield
         finally:
@@ -190,7 +189,9 @@ class Connection:
         except CodecError as exc:  # a value the protocol cannot carry: the caller's mistake
             raise CKRError(CKR_ARGUMENTS_BAD, function, f"not encodable for p11-kit RPC: {exc}") from None
         deadline = self._deadline(function)
-        self._acquire(function, deadline)
+        # waiting for the connection is not the member's lateness (another thread's key generation
+        # may hold it for seconds): that wait is MemberTimeout's, the answer's is the deadline
+        self._acquire(function)
         try:
             sock = self._sock
             if sock is None:
