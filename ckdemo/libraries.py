@@ -22,6 +22,8 @@ import sys
 from dataclasses import dataclass
 from typing import Callable, Iterator
 
+from .childenv import child_environment
+
 TOOL_TIMEOUT_S = 5
 
 
@@ -61,7 +63,8 @@ class LibraryNotFound(Exception):
 def tool_output(*command: str) -> str:
     """What a tool prints on one line, or "" when it is missing or fails."""
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=TOOL_TIMEOUT_S)
+        done = subprocess.run(command, capture_output=True, text=True, timeout=TOOL_TIMEOUT_S,
+                              env=child_environment())  # never the CKDEMO_*PIN* variables
     except (OSError, subprocess.SubprocessError):
         return ""
     return done.stdout.strip() if done.returncode == 0 else ""

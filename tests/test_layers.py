@@ -231,7 +231,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "ckdemo.attributes": FOUNDATIONS,
     "ckdemo.interprocess": FOUNDATIONS,
     "ckdemo.childenv": FOUNDATIONS,
-    "ckdemo.libraries": set(),  # standard library only: scripts/bootstrap runs it before any venv
+    "ckdemo.libraries": {"ckdemo.childenv"},  # standard library only: bootstrap runs it before any venv
     "ckdemo.rpc": FOUNDATIONS,
     "ckdemo.members": FOUNDATIONS | {"ckdemo.slots", "ckdemo.rpc", "ckdemo.childenv",
                                      "ckdemo.interprocess", "pkcs11", "ctypes"},
