@@ -347,3 +347,31 @@ def test_a_changed_serial_number_is_what_token_info_reads_from_then_on(served, f
     fault("add", "--change-serial")
     assert serial(served.text("-L")).endswith("-2")
     assert fault("add", "--insert-token", ok=False).strip().endswith("the token is in its slot (remove it first)")
+
+
+def test_after_an_hsm_restart_object_handles_change_and_old_ones_are_invalid(served, fault):
+    """As after an appliance reboot (nginx with pkcs11-provider kept stale handles: its bug is
+    what this shows): an RPC client of our own keeps an object handle across the restart; it is
+    CKR_OBJECT_HANDLE_INVALID in the new session, and a new search finds the object under
+    another number that works."""
+    from hostile_client import Client
+    CKA_LABEL, CKA_CLASS, CKO_DATA, CKA_TOKEN, CKA_VALUE = 0x3, 0x0, 0x0, 0x1, 0x11
+    client = Client(served.socket)
+    session = client.open_session(0x5000, USER_PIN)
+    (made,) = client.ok("C_CreateObject", session, [(CKA_CLASS, CKO_DATA), (CKA_TOKEN, False),
+                                                    (CKA_LABEL, b"before-reboot"), (CKA_VALUE, b"v")])
+    assert client.find(session, [(CKA_LABEL, b"before-reboot")]) == [made]
+    (kept,) = client.ok("C_CreateObject", session, [(CKA_CLASS, CKO_DATA), (CKA_TOKEN, True),
+                                                    (CKA_LABEL, b"survives-reboot"), (CKA_VALUE, b"w")])
+    fault("add", "--restart-hsm")
+    assert client.call("C_FindObjectsInit", session, []).rv == 0xB3  # CKR_SESSION_HANDLE_INVALID
+    (again,) = client.ok("C_OpenSession", 0x5000, 0x6)
+    client.ok("C_Login", again, 1, USER_PIN.encode())
+    stale = client.call("C_GetAttributeValue", again, kept, [(CKA_LABEL, 64)])
+    assert stale.rv == 0x82, stale  # CKR_OBJECT_HANDLE_INVALID: the handle from before
+    found = client.find(again, [(CKA_LABEL, b"survives-reboot")])
+    assert len(found) == 1 and found[0] != kept
+    assert client.call("C_GetAttributeValue", again, found[0], [(CKA_LABEL, 64)]).rv == 0
+    assert client.find(again, [(CKA_LABEL, b"before-reboot")]) == []  # a session object: gone
+    client.ok("C_DestroyObject", again, found[0])
+    client.close()

@@ -12,7 +12,10 @@ What each fault does to the call:
 - disconnect: no reply, the connection closes (the call is not made).
 - corrupt: the call is made and the last byte of its output is flipped.
 - HSM restart: at this connection's next call, every session it had ends and its login is lost
-  (the application sees CKR_SESSION_HANDLE_INVALID, and new session handles after that).
+  (the application sees CKR_SESSION_HANDLE_INVALID, and new session handles after that), and
+  object handles change: from then on this connection sees every object under a new number
+  (`Renumbered`), so a handle kept from before the restart is CKR_OBJECT_HANDLE_INVALID (or
+  CKR_KEY_HANDLE_INVALID), as after an appliance reboot; a search finds the objects again.
 - library reset: the same, and every call but C_Initialize answers CKR_CRYPTOKI_NOT_INITIALIZED
   until the application initializes again (p11-kit's client reconnects at C_Initialize).
 - token removed: every session ends; the slot says no token (C_GetSlotInfo's flags, C_GetSlotList
@@ -29,7 +32,7 @@ from dataclasses import dataclass, field, replace
 from ..codes import CKR_CRYPTOKI_NOT_INITIALIZED, CKR_TOKEN_NOT_PRESENT, CKRError
 from ..rpc.buffer import CodecError
 from ..rpc.calls import BY_ID, CALL_ERROR
-from ..rpc.codec import decode_request, decode_response, encode_error, encode_response
+from ..rpc.codec import decode_request, decode_response, encode_error, encode_request, encode_response
 from .faults import OUTPUT_CALLS, CallRecord, FaultBook, Injection
 
 # the parts of an operation after its C_*Init: an error ends the operation
@@ -101,6 +104,62 @@ TOKEN_CALLS = frozenset({"C_GetTokenInfo", "C_OpenSession", "C_GetMechanismList"
                          "C_GetMechanismInfo", "C_InitToken"})
 
 
+# where object handles travel, by call: request argument positions, reply field positions ("*":
+# the field is a list of handles)
+HANDLE_ARGS = {"C_CopyObject": (1,), "C_DestroyObject": (1,), "C_GetObjectSize": (1,),
+               "C_GetAttributeValue": (1,), "C_SetAttributeValue": (1,), "C_DigestKey": (1,),
+               "C_EncryptInit": (2,), "C_DecryptInit": (2,), "C_SignInit": (2,), "C_VerifyInit": (2,),
+               "C_SignRecoverInit": (2,), "C_VerifyRecoverInit": (2,), "C_WrapKey": (2, 3),
+               "C_UnwrapKey": (2,), "C_DeriveKey": (2,)}
+HANDLE_REPLIES = {"C_CreateObject": (0,), "C_CopyObject": (0,), "C_GenerateKey": (0,),
+                  "C_UnwrapKey": (0,), "C_DeriveKey": (0,), "C_GenerateKeyPair": (0, 1),
+                  "C_FindObjects": ("*",)}
+EPOCH_STEP = 1 << 32  # object handle n is seen as n + epoch x EPOCH_STEP after `epoch` restarts
+
+
+class Renumbered:
+    """This connection's object handles after `epoch` HSM restarts: the server's handle plus
+    epoch x EPOCH_STEP; a handle from an earlier epoch is no handle (CK_INVALID_HANDLE, 0)."""
+
+    def __init__(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def request(self, name: str, body: bytes) -> bytes:
+        places = HANDLE_ARGS.get(name)
+        if not places:
+            return body
+        try:
+            args = list(decode_request(body).args)
+        except (CodecError, CKRError):
+            return body  # the handler answers what is wrong with it
+        for place in places:
+            if place < len(args) and isinstance(args[place], int):
+                args[place] = self._inward(args[place])
+        return encode_request(name, *args)
+
+    def reply(self, name: str, reply: bytes) -> bytes:
+        places = HANDLE_REPLIES.get(name)
+        if not places or int.from_bytes(reply[:4], "big") == CALL_ERROR:
+            return reply
+        try:
+            fields = list(decode_response(reply, name).args)
+        except (CodecError, IndexError):
+            return reply
+        offset = self.epoch * EPOCH_STEP
+        for place in places:
+            if place == "*":
+                if isinstance(fields[0], (tuple, list)):
+                    fields[0] = tuple(handle + offset for handle in fields[0])
+            elif place < len(fields) and isinstance(fields[place], int) and fields[place]:
+                fields[place] += offset
+        return encode_response(name, *fields)
+
+    def _inward(self, handle: int) -> int:
+        if handle // EPOCH_STEP != self.epoch:
+            return 0  # a handle from before a restart: CK_INVALID_HANDLE
+        return handle % EPOCH_STEP
+
+
 @dataclass
 class Seen:
     """What this connection has been through of the server-wide events."""
@@ -119,6 +178,7 @@ class FaultedAnswers:
         self.connection = connection
         self.book = book
         self.seen = Seen(book.restarts, book.resets, book.removals, book.insertions)
+        self.renumbered: Renumbered | None = None  # after this connection's first HSM restart
 
     def answer(self, body: bytes) -> bytes | None:
         """The reply to `body`; None: close the connection without one. With journals on the
@@ -148,10 +208,12 @@ class FaultedAnswers:
         if token is not None:
             connection.calls += 1
             return token, name, None
+        if self.renumbered is not None:  # after an HSM restart objects have other numbers
+            body = self.renumbered.request(name, body)
         injection = self.book.for_call(connection.number, name,
                                        name in OUTPUT_CALLS and _size_query(body))
         if injection is None:
-            return self._changed(name, connection.answer(body)), name, None
+            return self._renumber(name, self._changed(name, connection.answer(body))), name, None
         self.book.wait_out(injection)
         if injection.disconnect:
             connection.calls += 1
@@ -160,12 +222,17 @@ class FaultedAnswers:
             connection.calls += 1
             self._end_operation(name, body)
             return encode_error(injection.error), name, injection
-        reply = self._changed(name, connection.answer(body))
+        reply = self._renumber(name, self._changed(name, connection.answer(body)))
         return (corrupted(reply) if injection.corrupt else reply), name, injection
+
+    def _renumber(self, name: str, reply: bytes) -> bytes:
+        return reply if self.renumbered is None else self.renumbered.reply(name, reply)
 
     def _events_due(self) -> None:
         book, seen, connection = self.book, self.seen, self.connection
         if book.restarts > seen.restarts:
+            self.renumbered = Renumbered((self.renumbered.epoch if self.renumbered else 0)
+                                         + book.restarts - seen.restarts)
             seen.restarts = book.restarts
             connection.release()
             connection.log(f"connection {connection.number}: HSM restart: its sessions and login are gone")
