@@ -26,7 +26,7 @@ test: setup
 lint: setup
 	$(VENV)/bin/ruff check ckdemo tests
 
-# the long fuzz run (the suite runs 3,000 interactions); figures appended to docs/FUZZ.md
+# the long fuzz run (the suite runs 2,000 interactions); figures appended to docs/FUZZ.md
 FUZZ_COUNT ?= 20000
 FUZZ_SEED ?= 1
 fuzz: setup

@@ -20,7 +20,7 @@ from support import REPO
 pytestmark = requires_softhsm
 
 FUZZ_SEED = 20261126
-FUZZ_COUNT = 3000  # menu interactions; about 30 s on 2 cores
+FUZZ_COUNT = 2000  # menu interactions; about 20 s on 2 cores (make fuzz: the long run)
 SLOT1_LOGIN = "1\n1\ny\n3\n1\n1\n${CKDEMO_USER_PIN}\n"
 
 
