@@ -55,32 +55,26 @@ class Settings:
 
     def member_timeout(self) -> float:
         """Seconds a remote member may take to answer before it counts as failed (0: no limit)."""
-        value = self.conf.get(CKDEMO_SECTION, "MemberTimeout")
-        if value is None:
-            return DEFAULT_MEMBER_TIMEOUT_S
-        try:
-            seconds = float(value)
-        except ValueError:
-            raise SettingsError(f"{CKDEMO_SECTION}.MemberTimeout = {value!r} is not a number") from None
-        if not (math.isfinite(seconds) and 0 <= seconds <= MAX_MEMBER_TIMEOUT_S):
-            raise SettingsError(f"{CKDEMO_SECTION}.MemberTimeout = {value!r} is out of range "
-                                f"(seconds, 0 for no limit, at most {MAX_MEMBER_TIMEOUT_S:g})")
-        return seconds
+        return self._seconds("MemberTimeout", DEFAULT_MEMBER_TIMEOUT_S, "0 for no limit")
 
     def member_hedge_floor(self) -> float:
         """MemberHedgeFloor: the least a remote member's quick call waits before it is given up
         and moved to another member (its deadline is learnt from its answers); 0: off, every
         call waits MemberTimeout."""
-        value = self.conf.get(CKDEMO_SECTION, "MemberHedgeFloor")
+        return self._seconds("MemberHedgeFloor", DEFAULT_HEDGE_FLOOR_S, "0 for off")
+
+    def _seconds(self, key: str, default: float, zero: str) -> float:
+        """A [CKDemo] setting in seconds, 0 to MAX_MEMBER_TIMEOUT_S; one line for anything else."""
+        value = self.conf.get(CKDEMO_SECTION, key)
         if value is None:
-            return DEFAULT_HEDGE_FLOOR_S
+            return default
         try:
             seconds = float(value)
         except ValueError:
-            raise SettingsError(f"{CKDEMO_SECTION}.MemberHedgeFloor = {value!r} is not a number") from None
+            raise SettingsError(f"{CKDEMO_SECTION}.{key} = {value!r} is not a number") from None
         if not (math.isfinite(seconds) and 0 <= seconds <= MAX_MEMBER_TIMEOUT_S):
-            raise SettingsError(f"{CKDEMO_SECTION}.MemberHedgeFloor = {value!r} is out of range "
-                                f"(seconds, 0 for off, at most {MAX_MEMBER_TIMEOUT_S:g})")
+            raise SettingsError(f"{CKDEMO_SECTION}.{key} = {value!r} is out of range "
+                                f"(seconds, {zero}, at most {MAX_MEMBER_TIMEOUT_S:g})")
         return seconds
 
     def failed_login_limit(self) -> int:

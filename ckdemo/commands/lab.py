@@ -42,7 +42,6 @@ def run(ctx: click.Context, scenario_file: str, command: tuple[str, ...], seed: 
     ckdemo lab run faults.toml --seed 7 --report out -- python3 my_app.py
     """
     from dataclasses import replace
-    from importlib.metadata import PackageNotFoundError, version
     from ..lab.runner import LabError, run as run_lab
     from ..lab.scenario import ScenarioError, load
     from .. import libraries
@@ -86,14 +85,11 @@ def run(ctx: click.Context, scenario_file: str, command: tuple[str, ...], seed: 
         extra = {"home": str(settings.home), "temporary_home": temporary is not None,
                  "module": client, "server_address": env["P11_KIT_SERVER_ADDRESS"]}
         try:
-            try:
-                ours = version("ckdemo")
-            except PackageNotFoundError:
-                ours = "unknown"
             from ..harness import member_servers
+            from .state_json import ckdemo_version
             processes = {server.label: server for server in member_servers(settings)}
             done = run_lab(scenario, served.server, groups, list(command), env, Path(report_dir),
-                           ours, extra, log=lambda line: click.echo(line, err=True),
+                           ckdemo_version(), extra, log=lambda line: click.echo(line, err=True),
                            processes=processes)
         except LabError as error:
             raise Fail(str(error)) from None

@@ -25,7 +25,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from ..codes import ckr_name
 from ..serve.control_client import ControlFailed, NoServer, control_path, request
+from .journal import NOT_FAILURES
 
 START_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
@@ -158,7 +160,7 @@ class FaultLab:
     def failures(self, new_only: bool = False) -> list[dict[str, Any]]:
         """The calls that did not answer CKR_OK (size answers and CKR_USER_ALREADY_LOGGED_IN are
         answers, not failures: see ckdemo.lab.journal)."""
-        answers = {"CKR_OK", "CKR_BUFFER_TOO_SMALL", "CKR_NO_EVENT", "CKR_USER_ALREADY_LOGGED_IN"}
+        answers = {ckr_name(code) for code in NOT_FAILURES}
         return [c for c in self.calls(new_only) if c["result"] not in answers]
 
     def _ask(self, command: str, **arguments: Any) -> dict[str, Any]:

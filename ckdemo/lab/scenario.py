@@ -122,10 +122,7 @@ def load(path: str | Path, seed: int | None = None) -> Scenario:
 
 
 def parse(data: dict[str, Any], where: str = "scenario", seed: int | None = None) -> Scenario:
-    unknown = sorted(set(data) - TOP_KEYS)
-    if unknown:
-        raise ScenarioError(f"{where}: unknown key(s) {', '.join(unknown)} "
-                            f"(known: {', '.join(sorted(TOP_KEYS))})")
+    _known_only(data, TOP_KEYS, where)
     chosen = seed if seed is not None else _int(data.get("seed", 0), f"{where}: seed", 0)
     timeout = _seconds(data.get("timeout", DEFAULT_TIMEOUT_S), f"{where}: timeout", MAX_TIMEOUT_S)
     if timeout <= 0:
@@ -169,10 +166,7 @@ def parse(data: dict[str, Any], where: str = "scenario", seed: int | None = None
 def _step(raw: Any, where: str, seed: int, index: int) -> Step:
     if not isinstance(raw, dict):
         raise ScenarioError(f"{where}: a step is a table")
-    unknown = sorted(set(raw) - STEP_KEYS)
-    if unknown:
-        raise ScenarioError(f"{where}: unknown key(s) {', '.join(unknown)} "
-                            f"(known: {', '.join(sorted(STEP_KEYS))})")
+    _known_only(raw, STEP_KEYS, where)
     name = raw.get("name", f"step {index + 1}")
     if not isinstance(name, str) or not name.strip():
         raise ScenarioError(f"{where}: name is a non-empty string")
@@ -216,10 +210,7 @@ def _chaos(raw: Any, where: str, seed: int, first: int) -> list[Step]:
     (each at a time drawn within its slot)."""
     if not isinstance(raw, dict):
         raise ScenarioError(f"{where}: chaos is a table (start, until, every, faults)")
-    unknown = sorted(set(raw) - CHAOS_KEYS)
-    if unknown:
-        raise ScenarioError(f"{where}: unknown key(s) {', '.join(unknown)} "
-                            f"(known: {', '.join(sorted(CHAOS_KEYS))})")
+    _known_only(raw, CHAOS_KEYS, where)
     start = _seconds(raw.get("start", 0.0), f"{where}: start", MAX_TIMEOUT_S)
     until = _seconds(raw.get("until", start + 30.0), f"{where}: until", MAX_TIMEOUT_S)
     every = _seconds(raw.get("every", 2.0), f"{where}: every", MAX_TIMEOUT_S)
@@ -251,10 +242,7 @@ def _chaos(raw: Any, where: str, seed: int, first: int) -> list[Step]:
 def _expect(raw: Any, where: str, run_level: bool = False) -> Expect:
     if not isinstance(raw, dict):
         raise ScenarioError(f"{where}: expect is a table, e.g. {{ app_failures = 0 }}")
-    unknown = sorted(set(raw) - EXPECT_KEYS)
-    if unknown:
-        raise ScenarioError(f"{where}: unknown expectation(s) {', '.join(unknown)} "
-                            f"(known: {', '.join(sorted(EXPECT_KEYS))})")
+    _known_only(raw, EXPECT_KEYS, where, "expectation(s)")
     if "app_exit" in raw and not run_level:
         raise ScenarioError(f"{where}: app_exit is about the whole run: put it in the top-level expect")
     if "app_failures" in raw and "app_failures_max" in raw:
@@ -267,6 +255,13 @@ def _expect(raw: Any, where: str, run_level: bool = False) -> Expect:
                                       MAX_TIMEOUT_S) if "app_recovers_within" in raw else None),
         calls_min=_int(raw["calls_min"], f"{where}: calls_min", 0) if "calls_min" in raw else None,
         app_exit=_int(raw["app_exit"], f"{where}: app_exit", 0, 255) if "app_exit" in raw else None)
+
+
+def _known_only(table: dict, known: frozenset[str], where: str, what: str = "key(s)") -> None:
+    unknown = sorted(set(table) - known)
+    if unknown:
+        raise ScenarioError(f"{where}: unknown {what} {', '.join(unknown)} "
+                            f"(known: {', '.join(sorted(known))})")
 
 
 def _int(value: Any, where: str, least: int, most: int = (1 << 62)) -> int:
