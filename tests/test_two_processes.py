@@ -88,6 +88,13 @@ def until(condition, what: str, timeout: float = 10.0):
     pytest.fail(f"timed out waiting for {what}")
 
 
+def three_servers(home: Path) -> dict[str, int] | None:
+    """The three member servers' pids, read once (two reads could straddle a pid file being
+    written, and the second answer miss a member the first one counted)."""
+    found = server_pids(home)
+    return found if len(found) == 3 else None
+
+
 def server_pids(home: Path) -> dict[str, int]:
     """member label -> pid of its p11-kit server, for the servers that run. A server forks a child
     for each connection, which shows the server's command line until it execs p11-kit-remote: a
@@ -146,7 +153,7 @@ def test_the_run_that_started_the_servers_exits_first(remote_home, start_run):
     """Run A starts the member servers and exits while run B still signs with them: B's later
     signs succeed on every member; B, the last user, stops the servers when it ends."""
     first = start_run(remote_home, "14\n@sleep 3\n0\n")
-    servers = until(lambda: len(server_pids(remote_home)) == 3 and server_pids(remote_home),
+    servers = until(lambda: three_servers(remote_home),
                     "run A to start three member servers")
     assert {parent_of(pid) for pid in servers.values()} == {first.pid}  # A started them
     second = start_run(remote_home, LOGIN_AND_KEYS + SIGN + "@sleep 5\n" + SIGN * 3 + HA_STATUS + "0\n")
@@ -174,7 +181,7 @@ def test_a_killed_server_is_reaped_by_the_run_that_started_it(remote_home, start
     """`member kill` from another process, and a SIGKILL straight to a server's process group:
     neither leaves a zombie under the run, which fails the members over and keeps signing."""
     long_run = start_run(remote_home, LOGIN_AND_KEYS + SIGN + "@sleep 4\n" + SIGN * 2 + HA_STATUS + "0\n")
-    servers = until(lambda: len(server_pids(remote_home)) == 3 and server_pids(remote_home),
+    servers = until(lambda: three_servers(remote_home),
                     "the run to start three member servers")
     assert {parent_of(pid) for pid in servers.values()} == {long_run.pid}
     until(lambda: holds_leases(long_run.pid, remote_home), "the run to hold its leases")
@@ -193,7 +200,7 @@ def test_a_killed_server_is_reaped_by_the_run_that_started_it(remote_home, start
 
 def test_hagroup_synchronize_beside_a_running_script(remote_home, start_run, run_ckdemo):
     long_run = start_run(remote_home, LOGIN_AND_KEYS + SIGN + "@sleep 4\n" + SIGN * 3 + HA_STATUS + "0\n")
-    servers = until(lambda: len(server_pids(remote_home)) == 3 and server_pids(remote_home),
+    servers = until(lambda: three_servers(remote_home),
                     "the run to start three member servers")
     until(lambda: holds_leases(long_run.pid, remote_home), "the run to hold its leases")
     synchronized = run_ckdemo(remote_home, "hagroup", "synchronize")
@@ -211,7 +218,7 @@ def test_a_run_killed_with_sigkill_leaves_its_servers_to_the_next_run(remote_hom
     """No atexit after SIGKILL: the servers stay, the kernel drops the lease, and the next run,
     their last user, stops them when it ends."""
     crashed = start_run(remote_home, "14\n@sleep 30\n0\n")
-    servers = until(lambda: len(server_pids(remote_home)) == 3 and server_pids(remote_home),
+    servers = until(lambda: three_servers(remote_home),
                     "the run to start three member servers")
     until(lambda: holds_leases(crashed.pid, remote_home), "the run to hold its leases")
     crashed.send_signal(signal.SIGKILL)
