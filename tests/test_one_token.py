@@ -895,3 +895,77 @@ def test_a_short_sensitive_key_is_refused_at_digest_key_also_after_data(served):
         assert codes.ckr_name(client.ckr("C_DigestKey", session, short)) == "CKR_KEY_INDIGESTIBLE"
         client.ok("C_DigestUpdate", session, b"after")
         assert client.ok("C_DigestFinal", session, 64)[0] == hashlib.sha256(b"beforeafter").digest()
+
+
+def test_a_copy_of_a_key_that_is_not_modifiable_is_a_second_key_as_on_one_token(served, reference):
+    """A secret or private key made CKA_MODIFIABLE FALSE takes no template in a copy (SoftHSM2:
+    CKR_ATTRIBUTE_READ_ONLY for any attribute), so members cannot label the copy apart from the
+    original: the HA slot refused the copy one token makes (differential test, seed 500011 step
+    26: 'C_CopyObject: CKR_OK vs CKR_ATTRIBUTE_READ_ONLY'). Each member now makes it as recovery
+    makes a key it lacks; extractable or not, the copy is the same key and reads as the token's."""
+    AES_GEN, AES_ECB, RSA_GEN, RSA_PKCS, CKA_EXTRACTABLE = 0x1080, 0x1081, 0x0, 0x1, 0x162
+    label = b"copied-key"
+
+    def story(socket) -> list:
+        with on_first_slot(socket) as (client, session):
+            seen = []
+            for extractable in (1, 0):
+                (key,) = client.ok("C_GenerateKey", session, Mechanism(AES_GEN), (
+                    Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_ENCRYPT, 1), Attribute(CKA_DECRYPT, 1),
+                    Attribute(CKA_MODIFIABLE, 0), Attribute(CKA_EXTRACTABLE, extractable),
+                    Attribute(CKA_TOKEN, 1), Attribute(CKA_LABEL, label), Attribute(CKA_ID, bytes([extractable]))))
+                reply = client.call("C_CopyObject", session, key, (Attribute(CKA_LABEL, b"other"),))
+                seen.append(codes.ckr_name(reply.ckr) if reply.is_error else "CKR_OK")
+                (copy,) = client.ok("C_CopyObject", session, key, ())
+                for _ in range(3):  # whichever member searches
+                    found = client.find(session, Attribute(CKA_LABEL, label), Attribute(CKA_ID, bytes([extractable])))
+                    seen.append(sorted(found) == sorted((key, copy)))
+                values, _ = client.ok("C_GetAttributeValue", session, copy, tuple(AttributeSize(a, 64) for a in (
+                    CKA_LABEL, CKA_ID, CKA_MODIFIABLE, CKA_EXTRACTABLE, CKA_SENSITIVE, CKA_ENCRYPT, 0x163)))
+                seen.append([v.value for v in values])
+                client.ok("C_EncryptInit", session, Mechanism(AES_ECB), key)
+                (ciphertext,) = client.ok("C_Encrypt", session, b"b" * 16, 64)
+                for _ in range(3):  # the copy decrypts what the original encrypted, on any member
+                    client.ok("C_DecryptInit", session, Mechanism(AES_ECB), copy)
+                    seen.append(client.ok("C_Decrypt", session, ciphertext, 64)[0] == b"b" * 16)
+            public, private = client.ok("C_GenerateKeyPair", session, Mechanism(RSA_GEN), (
+                Attribute(0x121, 1024), Attribute(CKA_VERIFY, 1)), (
+                Attribute(CKA_SIGN, 1), Attribute(CKA_TOKEN, 0), Attribute(CKA_MODIFIABLE, 0),
+                Attribute(CKA_LABEL, label)))
+            (copy,) = client.ok("C_CopyObject", session, private, ())
+            client.ok("C_SignInit", session, Mechanism(RSA_PKCS), copy)
+            (signature,) = client.ok("C_Sign", session, b"s" * 20, 256)
+            client.ok("C_VerifyInit", session, Mechanism(RSA_PKCS), public)
+            seen.append(client.ckr("C_Verify", session, b"s" * 20, signature))
+            values, _ = client.ok("C_GetAttributeValue", session, copy, tuple(AttributeSize(a, 64) for a in (
+                CKA_LABEL, CKA_TOKEN, CKA_MODIFIABLE, CKA_SIGN, 0x163)))
+            seen.append([v.value for v in values])
+            return seen
+    ours, theirs = story(served.socket), story(reference.socket)
+    assert ours == theirs
+    assert ours[:4] == ["CKR_ATTRIBUTE_READ_ONLY", True, True, True] and ours[-2] == codes.CKR_OK
+
+
+def test_a_copy_is_refused_for_the_object_before_the_session_as_by_one_token(served, reference):
+    """SoftHSM2 checks a copy's source (copyable, private staying private) before the session's
+    rights; the HA slot answered CKR_SESSION_READ_ONLY first (differential test, seeds 500011 and
+    500015: 'CKR_TEMPLATE_INCONSISTENT vs CKR_SESSION_READ_ONLY', 'CKR_ACTION_PROHIBITED vs
+    CKR_SESSION_READ_ONLY')."""
+    def story(socket) -> list:
+        with on_first_slot(socket) as (client, session):
+            made = {copyable: client.ok("C_CreateObject", session, (
+                Attribute(CKA_CLASS, 0), Attribute(CKA_TOKEN, 1), Attribute(CKA_PRIVATE, 1),
+                Attribute(CKA_COPYABLE, copyable), Attribute(CKA_LABEL, b"rights"),
+                Attribute(CKA_VALUE, bytes([copyable]))))[0] for copyable in (0, 1)}
+            (read_only,) = client.ok("C_OpenSession", client.ok("C_GetSlotList", 1, 8)[0][0], 0x4)
+            seen = []
+            for source, template in ((made[0], (Attribute(CKA_TOKEN, 1),)),
+                                     (made[1], (Attribute(CKA_TOKEN, 1), Attribute(CKA_PRIVATE, 0))),
+                                     (made[1], (Attribute(CKA_TOKEN, 1),)),
+                                     (made[1], (Attribute(CKA_TOKEN, 0),))):
+                reply = client.call("C_CopyObject", read_only, source, template)
+                seen.append(codes.ckr_name(reply.ckr) if reply.is_error else "CKR_OK")
+            return seen
+    ours, theirs = story(served.socket), story(reference.socket)
+    assert ours == theirs
+    assert ours[:3] == ["CKR_ACTION_PROHIBITED", "CKR_TEMPLATE_INCONSISTENT", "CKR_SESSION_READ_ONLY"]

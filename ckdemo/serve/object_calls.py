@@ -3,8 +3,9 @@ from __future__ import annotations
 
 from . import wire
 from .. import codes
-from ..codes import CKR_OPERATION_NOT_INITIALIZED, CKR_USER_NOT_LOGGED_IN, CKRError
-from ..model import CKA_PRIVATE, CKA_TOKEN
+from ..codes import (CKR_ACTION_PROHIBITED, CKR_OPERATION_NOT_INITIALIZED, CKR_TEMPLATE_INCONSISTENT,
+                     CKR_USER_NOT_LOGGED_IN, CKRError)
+from ..model import CKA_COPYABLE, CKA_PRIVATE, CKA_TOKEN
 from .attributes import UnnamedAttribute, naming, read_attributes
 
 
@@ -25,9 +26,14 @@ class ObjectCalls:
         self._usable(session, source, "C_CopyObject")
         template = wire.template(attributes, "C_CopyObject")
         store = self._store(session)
-        found = store.get_attributes(source, [CKA_TOKEN, CKA_PRIVATE])
+        found = store.get_attributes(source, [CKA_TOKEN, CKA_PRIVATE, CKA_COPYABLE])
         token = bool(template.get(CKA_TOKEN, found.get(CKA_TOKEN, True)))
         private = bool(template.get(CKA_PRIVATE, found.get(CKA_PRIVATE, True)))
+        # a token's order (SoftHSM2 2.6.1): copyable, no private -> public, then the session's rights
+        if found.get(CKA_COPYABLE) is False:
+            raise CKRError(CKR_ACTION_PROHIBITED, "C_CopyObject", f"object {source} is not copyable")
+        if found.get(CKA_PRIVATE, True) and not private:
+            raise CKRError(CKR_TEMPLATE_INCONSISTENT, "C_CopyObject", "a copy of a private object cannot be public")
         self._may_create(session, token, private, "C_CopyObject")
         with self._making("C_CopyObject"):
             made = store.copy_object(source, template)
