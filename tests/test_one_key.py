@@ -243,3 +243,41 @@ def test_a_created_key_neither_sensitive_nor_extractable_reaches_a_member_that_c
             (block,) = client.ok("C_Encrypt", session, bytes(16), 64)
             assert len(block) == 16
         client.ok("C_DestroyObject", session, found_key)
+
+
+def test_a_key_neither_modifiable_nor_copyable_is_made_and_reaches_a_member_that_comes_back(served, run_ckdemo):
+    """SoftHSM2 applies an unwrap template in its order and takes nothing after CKA_MODIFIABLE
+    FALSE: a copy made by unwrap takes COPYABLE FALSE and, last, MODIFIABLE FALSE. The HA slot
+    refused such keys with CKR_TEMPLATE_INCONSISTENT, where one token makes them (differential
+    test, seeds 500067 and 500133: 'C_GenerateKey: CKR_OK vs CKR_TEMPLATE_INCONSISTENT')."""
+    home = served.home
+    CKA_MODIFIABLE, CKA_COPYABLE = 0x170, 0x171
+    asked = {1: b"frozen-extractable", 0: b"frozen-unextractable"}
+    failed = run_ckdemo(home, "member", "fail", "member2")
+    assert failed.returncode == 0, failed.stdout + failed.stderr
+    try:
+        with session_on(served) as (client, session):
+            for _ in range(4):  # every member has its turn: member2 is found failed
+                client.ok("C_GenerateRandom", session, 8)
+            for extractable, label in asked.items():
+                client.ok("C_GenerateKey", session, Mechanism(CKM_AES_KEY_GEN), (
+                    Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_TOKEN, 1), Attribute(CKA_ENCRYPT, 1),
+                    Attribute(CKA_EXTRACTABLE, extractable), Attribute(CKA_MODIFIABLE, 0),
+                    Attribute(CKA_COPYABLE, 0), Attribute(CKA_LABEL, label)))
+    finally:
+        restored = run_ckdemo(home, "member", "restore", "member2")
+        assert restored.returncode == 0, restored.stdout + restored.stderr
+    recovered = run_ckdemo(home, "hagroup", "recover")
+    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    with session_on(served) as (client, session):
+        for extractable, label in asked.items():
+            for _ in range(6):  # whichever member answers
+                (key,) = found(client, session, Attribute(CKA_LABEL, label))
+                assert read(client, session, key, (CKA_EXTRACTABLE, CKA_MODIFIABLE, CKA_COPYABLE)) == {
+                    CKA_EXTRACTABLE: extractable, CKA_MODIFIABLE: 0, CKA_COPYABLE: 0}
+                assert client.ckr("C_SetAttributeValue", session, key, (Attribute(CKA_LABEL, b"x"),)) \
+                    == codes.CKR_ACTION_PROHIBITED
+                client.ok("C_EncryptInit", session, Mechanism(0x1081), key)
+                client.ok("C_Encrypt", session, b"e" * 16, 64)
+    for label in asked.values():
+        assert [k["CLASS"] for k in on_the_member(home, "member2", label.decode())] == [CKO_SECRET_KEY]
