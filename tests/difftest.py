@@ -446,6 +446,7 @@ class Allowance:
 
 
 HALF_PAIR = "half a key pair left by a refused C_GenerateKeyPair"
+PARTIAL_SET = "a refused C_SetAttributeValue on a session object keeps part of it"
 ALLOWED = (
     Allowance("C_DigestKey of a short sensitive key",
               "ckdemo refuses to digest a sensitive key under 16 bytes (CKR_KEY_INDIGESTIBLE), on "
@@ -490,6 +491,14 @@ ALLOWED = (
               "slot removes it from its member; the engine removes it from the reference",
               lambda name, ref, ha: name == "C_GenerateKeyPair" and ha.startswith("0 object")
               and not ref.startswith("0 object")),
+    Allowance(PARTIAL_SET,
+              "SoftHSM2 2.6.1 sets a template's attributes one by one and, on a session object, keeps "
+              "those it set before the attribute it refused (its session objects have no transactions; "
+              "a token object's change is undone). The HA slot changes nothing when it refuses, on "
+              "session and token objects alike (all or nothing across members); the engine puts the "
+              "reference's partial change back",
+              lambda name, ref, ha: name == "C_SetAttributeValue" and "nothing (put back" in ha
+              and "nothing (put back" not in ref),
     Allowance("PIN lock after 10 wrong PINs",
               "the HA slot locks the user PIN after 10 wrong PINs in a row (FailedLoginLimit, as a "
               "Luna partition); SoftHSM2 never locks. The engine never sends 10 in a row",
@@ -1252,6 +1261,7 @@ def play(servers: Servers, sequence: Sequence, step: Step, learn: bool) -> bool:
             continue
         keys_before = [keys_seen(side, side.resolve(call.args[0])) for side in servers.sides
                        ] if call.name == "C_GenerateKeyPair" else None
+        set_before = [values_now(side, call) for side in servers.sides] if call.name == "C_SetAttributeValue" else None
         ours, theirs = send(reference, call, servers), send(ha, call, servers)
         sequence.calls += not call.name.startswith("sw:")
         replies[call.id] = ours
@@ -1267,6 +1277,8 @@ def play(servers: Servers, sequence: Sequence, step: Step, learn: bool) -> bool:
         found += compare(sequence.seed, step, call, *((v[:1] for v in views) if in_search else views), after)
         if keys_before is not None:
             found += half_pairs(sequence.seed, step, call, servers, keys_before, views)
+        if set_before is not None:
+            found += partial_sets(sequence.seed, step, call, servers, set_before, views)
         if sequence.trace is not None:
             sequence.trace.append(f"step {step.number} {call}\n    reference: {show_answer(views[0])}"
                                   + ("" if views[0] == views[1] else f"\n    HA slot:   {show_answer(views[1])}"))
@@ -1312,6 +1324,49 @@ def half_pairs(seed: int, step: Step, call: Call, servers: Servers, before: list
     ref_text, ha_text = (f"{n} object(s) left after {v[0]} (removed by the engine)" for n, v in zip(left, views))
     allowed = next((a.name for a in ALLOWED if a.matches(call.name, ref_text, ha_text)), "")
     return [Difference(seed, step.number, str(call), f"{call.name}: objects left after the refusal",
+                       ref_text, ha_text, allowed)]
+
+
+def values_now(side: Side, call: Call) -> dict[int, Any] | None:
+    """The values a C_SetAttributeValue's template names, as the object has them now (those
+    readable); None when they cannot be read."""
+    session, handle, template = side.resolve(call.args)
+    try:
+        reply = side.client.call("C_GetAttributeValue", session, handle,
+                                 tuple(AttributeSize(a.type, 4096) for a in template))
+    except (OSError, EOFError, AssertionError, ValueError, CodecError):
+        return None
+    if reply.is_error:
+        return None
+    return {a.type: a.value for a in reply.args[0] if a.length != UNAVAILABLE}
+
+
+def partial_sets(seed: int, step: Step, call: Call, servers: Servers, before: list, views) -> list[Difference]:
+    """SoftHSM2 keeps, on a session object, the attributes a refused C_SetAttributeValue set
+    before the one it refused (its session objects have no transactions; a token object's
+    change is undone). The engine puts them back on either side and a side that kept a change
+    where the other did not is one difference: allowed for the reference, a defect for the HA
+    slot, whose sets are all or nothing."""
+    kept, stuck = [], False
+    for side, known, side_view in zip(servers.sides, before, views):
+        now = values_now(side, call) if known is not None and side_view[0] != "CKR_OK" else None
+        changed = {a: v for a, v in known.items() if now is not None and (a not in now or now[a] != v)} \
+            if known is not None else {}
+        session, handle, _ = side.resolve(call.args)
+        for attribute, value in changed.items():
+            stuck |= side.client.call("C_SetAttributeValue", session, handle, (Attribute(attribute, value),)).is_error
+        kept.append(sorted(attribute_name(a) for a in changed))
+    if kept[0] == kept[1]:
+        return []
+    if stuck:  # a one-way change (SENSITIVE FALSE -> TRUE) cannot be put back: the object goes
+        target = call.args[1]
+        for side in servers.sides:
+            if target in side.handles:
+                side.client.call("C_DestroyObject", side.resolve(call.args[0]), side.handles.pop(target))
+    ref_text, ha_text = (f"changed after {v[0]}: {', '.join(k) or 'nothing'} (put back by the engine)"
+                         for k, v in zip(kept, views))
+    allowed = next((a.name for a in ALLOWED if a.matches(call.name, ref_text, ha_text)), "")
+    return [Difference(seed, step.number, str(call), f"{call.name}: attributes changed by the refused call",
                        ref_text, ha_text, allowed)]
 
 

@@ -969,3 +969,33 @@ def test_a_copy_is_refused_for_the_object_before_the_session_as_by_one_token(ser
     ours, theirs = story(served.socket), story(reference.socket)
     assert ours == theirs
     assert ours[:3] == ["CKR_ACTION_PROHIBITED", "CKR_TEMPLATE_INCONSISTENT", "CKR_SESSION_READ_ONLY"]
+
+
+def test_a_refused_set_with_a_one_way_change_changes_nothing(served, reference):
+    """[SENSITIVE TRUE, VALUE] is refused for the value (CKR_ATTRIBUTE_READ_ONLY); SoftHSM2 had
+    set SENSITIVE on a session object by then and keeps it (no transactions for session objects),
+    and SENSITIVE cannot go back to FALSE: the HA slot's put-back could not undo it on its members
+    (differential test, seed 500081 step 68). The HA slot now tries such a template on a scratch
+    copy first: refused, nothing changes, on session and token objects alike; one token changes
+    nothing on a token object too."""
+    CKA_EXTRACTABLE = 0x162
+
+    def story(socket, token: int) -> list:
+        with on_first_slot(socket) as (client, session):
+            (key,) = client.ok("C_CreateObject", session, (
+                Attribute(CKA_CLASS, 4), Attribute(CKA_KEY_TYPE, 0x1F), Attribute(CKA_VALUE, b"k" * 16),
+                Attribute(CKA_TOKEN, token), Attribute(CKA_SENSITIVE, 0), Attribute(CKA_EXTRACTABLE, 1),
+                Attribute(CKA_LABEL, b"one-way")))
+            seen = [codes.ckr_name(client.ckr("C_SetAttributeValue", session, key, (
+                Attribute(CKA_SENSITIVE, 1), Attribute(CKA_VALUE, b"v" * 16)))),
+                codes.ckr_name(client.ckr("C_SetAttributeValue", session, key, (
+                    Attribute(CKA_EXTRACTABLE, 0), Attribute(CKA_CLASS, 3))))]
+            for _ in range(3):  # whichever member answers
+                values, _ = client.ok("C_GetAttributeValue", session, key, tuple(
+                    AttributeSize(a, 32) for a in (CKA_SENSITIVE, CKA_EXTRACTABLE, CKA_VALUE)))
+                seen.append([v.value for v in values])
+            client.ok("C_DestroyObject", session, key)
+            return seen
+    unchanged = ["CKR_ATTRIBUTE_READ_ONLY", "CKR_ATTRIBUTE_READ_ONLY"] + [[0, 1, b"k" * 16]] * 3
+    assert story(served.socket, 0) == unchanged
+    assert story(served.socket, 1) == story(reference.socket, 1) == unchanged

@@ -34,6 +34,8 @@ COPIED_ANEW = {
                      CKA_ENCRYPT, CKA_VERIFY, CKA_WRAP, CKA_DERIVE, CKA_MODULUS, CKA_PUBLIC_EXPONENT,
                      CKA_EC_PARAMS, CKA_EC_POINT),
 }
+# attribute changes a token takes one way only: a refused template cannot put them back
+ONE_WAY = {CKA_SENSITIVE: True, CKA_EXTRACTABLE: False, CKA_WRAP_WITH_TRUSTED: True}
 MIN_DIGESTIBLE_BYTES = 16  # a sensitive key's digest is only as secret as 128 bits of key
 
 
@@ -270,6 +272,7 @@ class VirtualSession(Session):
         if template.get(CKA_EXTRACTABLE) is False:
             self._keep_before_hardening(obj)
         template, label = self._renamed(obj, template)
+        self._tried_on_a_copy(obj, template)
         before = self._readable(handle, list(template))
         if CKA_LABEL in before:
             before[CKA_LABEL] = obj.key[2]  # the members' own (a marked one, _alike)
@@ -292,6 +295,27 @@ class VirtualSession(Session):
                 obj.key[0] == CKO_DATA and CKA_VALUE in template):
             self._rekey(obj, template)
         self._keep_label(obj, label)
+
+    def _tried_on_a_copy(self, obj: VirtualObject, template: dict[int, Any]) -> None:
+        """A change that cannot be put back (SENSITIVE TRUE, EXTRACTABLE FALSE, WRAP_WITH_TRUSTED
+        TRUE) beside other attributes is tried first on a scratch copy on one member: SoftHSM2
+        keeps on a session object what it set before an attribute it refuses, and the one-way
+        change would stay where the token changes nothing. The member's refusal is the answer.
+        An object that cannot be copied (not copyable, not modifiable) is not tried."""
+        if len(template) < 2 or obj.key[0] not in (CKO_PRIVATE_KEY, CKO_SECRET_KEY) or not any(
+                a in template and bool(template[a]) is v for a, v in ONE_WAY.items()):
+            return
+
+        def trial(session, member: HAMember) -> None:
+            try:
+                scratch = session.copy_object(self._on(member, obj), {CKA_TOKEN: False, CKA_ID: replication.TWIN_ID})
+            except CKRError:
+                return
+            try:
+                session.set_attributes(scratch, template)
+            finally:
+                session.destroy_object(scratch)
+        self.failover.one("C_SetAttributeValue", trial)
 
     def _renamed(self, obj: VirtualObject, template: dict[int, Any]) -> tuple[dict[int, Any], str | None]:
         """What members set, and the application's label when they keep another: a new label or
