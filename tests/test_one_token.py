@@ -999,3 +999,35 @@ def test_a_refused_set_with_a_one_way_change_changes_nothing(served, reference):
     unchanged = ["CKR_ATTRIBUTE_READ_ONLY", "CKR_ATTRIBUTE_READ_ONLY"] + [[0, 1, b"k" * 16]] * 3
     assert story(served.socket, 0) == unchanged
     assert story(served.socket, 1) == story(reference.socket, 1) == unchanged
+
+
+def test_an_unwrapped_hmac_key_too_short_is_refused_at_the_init_as_by_one_token(served, reference):
+    """SoftHSM2 leaves CKA_VALUE_LEN 0 in an unwrapped key, and checks an HMAC key's real length
+    at C_SignInit (CKR_KEY_SIZE_RANGE); the server, which checks keys at the Init from their
+    attributes, answered CKR_OK and the refusal came at C_Sign (differential test, seed 500061)."""
+    CKA_WRAP, CKA_UNWRAP, CKA_EXTRACTABLE, SHA256_HMAC = 0x106, 0x107, 0x162, 0x251
+
+    def story(socket) -> list:
+        with on_first_slot(socket) as (client, session):
+            (kek,) = client.ok("C_GenerateKey", session, Mechanism(0x1080), (
+                Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_WRAP, 1), Attribute(CKA_UNWRAP, 1)))
+            seen = []
+            for length in (8, 40):
+                (key,) = client.ok("C_CreateObject", session, (
+                    Attribute(CKA_CLASS, 4), Attribute(CKA_KEY_TYPE, 0x10), Attribute(CKA_VALUE, b"h" * length),
+                    Attribute(CKA_EXTRACTABLE, 1), Attribute(CKA_SENSITIVE, 1)))
+                (blob,) = client.ok("C_WrapKey", session, Mechanism(0x210A), kek, key, 256)
+                (unwrapped,) = client.ok("C_UnwrapKey", session, Mechanism(0x210A), kek, blob, (
+                    Attribute(CKA_CLASS, 4), Attribute(CKA_KEY_TYPE, 0x10), Attribute(CKA_SIGN, 1),
+                    Attribute(CKA_VERIFY, 1), Attribute(CKA_TOKEN, 0)))
+                for init in ("C_SignInit", "C_VerifyInit"):
+                    reply = client.call(init, session, Mechanism(SHA256_HMAC), unwrapped)
+                    seen.append(codes.ckr_name(reply.ckr) if reply.is_error else "CKR_OK")
+                    if not reply.is_error and init == "C_SignInit":
+                        seen.append(len(client.ok("C_Sign", session, b"data", 64)[0]))
+                    elif not reply.is_error:
+                        seen.append(codes.ckr_name(client.ckr("C_Verify", session, b"data", b"\0" * 32)))
+            return seen
+    ours, theirs = story(served.socket), story(reference.socket)
+    assert ours == theirs
+    assert ours == ["CKR_KEY_SIZE_RANGE", "CKR_KEY_SIZE_RANGE", "CKR_OK", 32, "CKR_OK", "CKR_SIGNATURE_INVALID"]
