@@ -1031,3 +1031,39 @@ def test_an_unwrapped_hmac_key_too_short_is_refused_at_the_init_as_by_one_token(
     ours, theirs = story(served.socket), story(reference.socket)
     assert ours == theirs
     assert ours == ["CKR_KEY_SIZE_RANGE", "CKR_KEY_SIZE_RANGE", "CKR_OK", 32, "CKR_OK", "CKR_SIGNATURE_INVALID"]
+
+
+def test_the_security_officer_sees_and_makes_public_objects_only_as_on_one_token(served, reference):
+    """SoftHSM2 treats an SO session as one with no login for objects (haveRead/haveWrite): a
+    private object is CKR_USER_NOT_LOGGED_IN, before a template's contents are looked at. The
+    HA slot checked the template first (differential test, seed 500146: 'C_GenerateKey:
+    CKR_USER_NOT_LOGGED_IN vs CKR_TEMPLATE_INCOMPLETE')."""
+    from conftest import SO_PIN
+
+    def story(socket) -> list:
+        with on_first_slot(socket) as (client, session):
+            (private,) = client.ok("C_CreateObject", session, (
+                Attribute(CKA_CLASS, 0), Attribute(CKA_TOKEN, 1), Attribute(CKA_PRIVATE, 1),
+                Attribute(CKA_LABEL, b"so-view"), Attribute(CKA_VALUE, b"p")))
+            client.ok("C_Logout", session)
+            client.ok("C_Login", session, 0, SO_PIN.encode())
+            seen = [codes.ckr_name(client.ckr("C_GenerateKey", session, Mechanism(0x1080), (
+                Attribute(CKA_DECRYPT, 1), Attribute(CKA_LABEL, b"so-view")))),
+                codes.ckr_name(client.ckr("C_CreateObject", session, (
+                    Attribute(CKA_CLASS, 0), Attribute(CKA_LABEL, b"so-view"), Attribute(CKA_VALUE, b"q"))))]
+            reply = client.call("C_CreateObject", session, (
+                Attribute(CKA_CLASS, 0), Attribute(CKA_PRIVATE, 0), Attribute(CKA_TOKEN, 1),
+                Attribute(CKA_LABEL, b"so-view"), Attribute(CKA_VALUE, b"r")))
+            seen.append(codes.ckr_name(reply.ckr) if reply.is_error else "CKR_OK")
+            found = client.find(session, Attribute(CKA_LABEL, b"so-view"))
+            seen.append(len(found))
+            seen.append(codes.ckr_name(client.ckr("C_GetAttributeValue", session, private, (AttributeSize(CKA_VALUE, 8),))))
+            for handle in found:
+                client.ok("C_DestroyObject", session, handle)
+            client.ok("C_Logout", session)
+            client.ok("C_Login", session, 1, USER_PIN.encode())
+            client.ok("C_DestroyObject", session, client.find(session, Attribute(CKA_LABEL, b"so-view"))[0])
+            return seen
+    ours, theirs = story(served.socket), story(reference.socket)
+    assert ours == theirs
+    assert ours[:4] == ["CKR_USER_NOT_LOGGED_IN", "CKR_USER_NOT_LOGGED_IN", "CKR_OK", 1]

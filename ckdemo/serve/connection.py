@@ -19,7 +19,7 @@ from .. import codes
 from ..codes import (CKR_FUNCTION_NOT_SUPPORTED, CKR_GENERAL_ERROR, CKR_KEY_HANDLE_INVALID,
                      CKR_OBJECT_HANDLE_INVALID, CKR_SESSION_HANDLE_INVALID, CKR_SESSION_READ_ONLY,
                      CKR_SLOT_ID_INVALID, CKR_USER_NOT_LOGGED_IN, CKRError)
-from ..model import CKA_CLASS, CKA_ID, CKA_LABEL, CKA_PRIVATE, CKA_TOKEN
+from ..model import CKA_CLASS, CKA_ID, CKA_LABEL, CKA_PRIVATE, CKA_TOKEN, CKU_USER
 from ..rpc.buffer import CodecError, UnknownCallError
 from ..rpc.codec import decode_request, encode_error, encode_response
 from ..rpc.structs import Info
@@ -138,6 +138,11 @@ class Connection(SlotCalls, SessionCalls, ObjectCalls, CryptoCalls, KeyCalls):
     def _user(self, session: ClientSession) -> int | None:
         return self.logged_in.get(session.slot.slot_id)
 
+    def _sees_private(self, session: ClientSession) -> bool:
+        """Private objects are the user's: the security officer sees and makes public objects
+        only, as a connection with no login (SoftHSM2's haveRead/haveWrite)."""
+        return self._user(session) == CKU_USER
+
     def _is_private(self, session: ClientSession, handle: int) -> bool:
         key = (session.slot.slot_id, handle)
         if key not in self.private:
@@ -159,7 +164,7 @@ class Connection(SlotCalls, SessionCalls, ObjectCalls, CryptoCalls, KeyCalls):
         invalid = invalid or _invalid(function)
         if session.slot.owners and not self._visible(session, handle):
             raise CKRError(invalid, function, f"no object {handle} here")
-        if self._user(session) is None and self._is_private(session, handle):
+        if not self._sees_private(session) and self._is_private(session, handle):
             code = CKR_USER_NOT_LOGGED_IN if function in CONTINUED else invalid
             raise CKRError(code, function,
                            f"object {handle} is private and this application is not logged in")
@@ -167,7 +172,7 @@ class Connection(SlotCalls, SessionCalls, ObjectCalls, CryptoCalls, KeyCalls):
     def _may_create(self, session: ClientSession, token: bool, private: bool, function: str) -> None:
         if token and not session.rw:
             raise CKRError(CKR_SESSION_READ_ONLY, function)
-        if private and self._user(session) is None:
+        if private and not self._sees_private(session):
             raise CKRError(CKR_USER_NOT_LOGGED_IN, function,
                            "a private object needs a logged-in application")
 

@@ -73,7 +73,7 @@ class ObjectCalls:
         if session.found is not None or session.operations.active:  # one operation at a time
             raise CKRError(codes.CKR_OPERATION_ACTIVE, "C_FindObjectsInit")
         template = wire.template(attributes, "C_FindObjectsInit")
-        if self._user(session) is None:  # public objects only, whoever else logged in
+        if not self._sees_private(session):  # public objects only, whoever else logged in
             if template.get(CKA_PRIVATE) is True:
                 session.found = []
                 return ()
@@ -83,7 +83,7 @@ class ObjectCalls:
                 session.found = self._own(session, self._store(session).find_objects(template))
         except UnnamedAttribute:  # no object has a type the slot cannot name (SoftHSM2: none found)
             session.found = []
-        if self._user(session) is None:
+        if not self._sees_private(session):
             for found in session.found:
                 self.private[(session.slot.slot_id, found)] = False
         return ()
