@@ -1067,3 +1067,31 @@ def test_the_security_officer_sees_and_makes_public_objects_only_as_on_one_token
     ours, theirs = story(served.socket), story(reference.socket)
     assert ours == theirs
     assert ours[:4] == ["CKR_USER_NOT_LOGGED_IN", "CKR_USER_NOT_LOGGED_IN", "CKR_OK", 1]
+
+
+def test_an_unwrap_is_refused_for_the_unwrapping_key_before_the_login_as_by_one_token(served, reference):
+    """SoftHSM2 checks the unwrapping key (AES for the AES key wraps, then CKA_UNWRAP) before the
+    new key's template and the login; the HA slot answered CKR_USER_NOT_LOGGED_IN first
+    (differential test, seed 500096: 'C_UnwrapKey: CKR_KEY_FUNCTION_NOT_PERMITTED vs
+    CKR_USER_NOT_LOGGED_IN')."""
+    CKA_UNWRAP = 0x107
+
+    def story(socket) -> list:
+        with on_first_slot(socket) as (client, session):
+            keys = [client.ok("C_CreateObject", session, (
+                Attribute(CKA_CLASS, 4), Attribute(CKA_KEY_TYPE, key_type), Attribute(CKA_VALUE, b"u" * 16),
+                Attribute(CKA_PRIVATE, 0), Attribute(CKA_UNWRAP, unwrap), Attribute(CKA_TOKEN, 1),
+                Attribute(CKA_LABEL, b"unwrapper")))[0] for key_type, unwrap in ((0x1F, 0), (0x10, 1), (0x1F, 1))]
+            client.ok("C_Logout", session)
+            seen = []
+            for key in keys:
+                for template in ((Attribute(CKA_CLASS, 4), Attribute(CKA_KEY_TYPE, 0x1F)), ()):
+                    seen.append(codes.ckr_name(client.ckr(
+                        "C_UnwrapKey", session, Mechanism(0x2109), key, b"w" * 24, template)))
+            client.ok("C_Login", session, 1, USER_PIN.encode())
+            for key in keys:
+                client.ok("C_DestroyObject", session, key)
+            return seen
+    ours, theirs = story(served.socket), story(reference.socket)
+    assert ours == theirs
+    assert ours[:4] == ["CKR_KEY_FUNCTION_NOT_PERMITTED"] * 2 + ["CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT"] * 2
