@@ -1095,3 +1095,38 @@ def test_an_unwrap_is_refused_for_the_unwrapping_key_before_the_login_as_by_one_
     ours, theirs = story(served.socket), story(reference.socket)
     assert ours == theirs
     assert ours[:4] == ["CKR_KEY_FUNCTION_NOT_PERMITTED"] * 2 + ["CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT"] * 2
+
+
+def test_handles_after_a_logout_and_a_last_close_are_new_as_on_one_token(served, reference):
+    """A token forgets private objects' handles at C_Logout and every handle when the
+    application's last session closes: found again, they have new handles, and an old one stays
+    invalid after a new login. The HA slot kept its handles (differential test, seed 500009: 'an
+    object found under its old handle on one side, under a new one on the other')."""
+    def story(socket) -> list:
+        with on_first_slot(socket) as (client, session):
+            (slot,) = client.ok("C_GetSessionInfo", session)
+            slot = slot.slot_id
+            made = {private: client.ok("C_CreateObject", session, (
+                Attribute(CKA_CLASS, 0), Attribute(CKA_TOKEN, 1), Attribute(CKA_PRIVATE, private),
+                Attribute(CKA_LABEL, b"renamed"), Attribute(CKA_VALUE, bytes([private]))))[0] for private in (0, 1)}
+
+            def state() -> list:
+                seen = [codes.ckr_name(client.ckr("C_GetAttributeValue", s, made[p], (AttributeSize(CKA_VALUE, 4),)))
+                        for s in (session,) for p in (0, 1)]
+                found = client.find(session, Attribute(CKA_LABEL, b"renamed"))
+                seen.append(sorted("old" if h in made.values() else "new" for h in found))
+                return seen
+            client.ok("C_Logout", session)
+            client.ok("C_Login", session, 1, USER_PIN.encode())
+            seen = state()
+            client.ok("C_CloseAllSessions", slot)
+            (session,) = client.ok("C_OpenSession", slot, 0x6)
+            client.ok("C_Login", session, 1, USER_PIN.encode())
+            seen += state()
+            for handle in client.find(session, Attribute(CKA_LABEL, b"renamed")):
+                client.ok("C_DestroyObject", session, handle)
+            return seen
+    ours, theirs = story(served.socket), story(reference.socket)
+    assert ours == theirs
+    assert ours == ["CKR_OK", "CKR_OBJECT_HANDLE_INVALID", ["new", "old"],
+                    "CKR_OBJECT_HANDLE_INVALID", "CKR_OBJECT_HANDLE_INVALID", ["new", "new"]]

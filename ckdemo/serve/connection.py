@@ -25,6 +25,7 @@ from ..rpc.codec import decode_request, encode_error, encode_response
 from ..rpc.structs import Info
 from ..slots import Session
 from .client_session import ClientSession
+from .handle_names import HandleNames
 from .crypto_calls import CryptoCalls
 from .key_calls import KeyCalls
 from .attributes import naming
@@ -64,6 +65,7 @@ class Connection(SlotCalls, SessionCalls, ObjectCalls, CryptoCalls, KeyCalls):
         self.events_told = {s.slot_id: s.collect_events() for s in slots}  # never raises
         self.calls = 0
         self._next_session = 1
+        self.names = HandleNames(self._slot_of_session, self._is_private_here)
         # work a reply promised, to do once it has gone (crypto_calls: a signature whose size
         # was answered first); the request loop calls run_after_reply() after each send
         self.after_reply: Callable[[], None] | None = None
@@ -87,6 +89,9 @@ class Connection(SlotCalls, SessionCalls, ObjectCalls, CryptoCalls, KeyCalls):
         if handler is None:
             return encode_error(CKR_FUNCTION_NOT_SUPPORTED)
         try:
+            if self.names.active:  # after a logout or a last close: this application's names
+                args = self.names.inward(request.name, args)
+                return encode_response(call_id, *self.names.outward(request.name, args, handler(self, *args)))
             return encode_response(call_id, *handler(self, *args))
         except CKRError as error:
             return encode_error(error.ckr or CKR_GENERAL_ERROR)
@@ -138,6 +143,17 @@ class Connection(SlotCalls, SessionCalls, ObjectCalls, CryptoCalls, KeyCalls):
     def _user(self, session: ClientSession) -> int | None:
         return self.logged_in.get(session.slot.slot_id)
 
+    def _slot_of_session(self, handle: int) -> int | None:
+        session = self.sessions.get(handle)
+        return None if session is None else session.slot.slot_id
+
+    def _is_private_here(self, slot_id: int, session: int, handle: int) -> bool:
+        """For HandleNames: a handle the slot no longer knows counts as private (renamed)."""
+        try:
+            return self._is_private(self.sessions[session], handle)
+        except (CKRError, KeyError):
+            return True
+
     def _sees_private(self, session: ClientSession) -> bool:
         """Private objects are the user's: the security officer sees and makes public objects
         only, as a connection with no login (SoftHSM2's haveRead/haveWrite)."""
@@ -162,6 +178,8 @@ class Connection(SlotCalls, SessionCalls, ObjectCalls, CryptoCalls, KeyCalls):
         handles at C_Logout (SoftHSM2). An operation begun before a logout: not logged in.
         invalid: the code for an invalid handle (a wrapping key's has its own)."""
         invalid = invalid or _invalid(function)
+        if not handle:  # CK_INVALID_HANDLE; also a name this application had before a logout
+            raise CKRError(invalid, function, "no object 0 (CK_INVALID_HANDLE)")
         if session.slot.owners and not self._visible(session, handle):
             raise CKRError(invalid, function, f"no object {handle} here")
         if not self._sees_private(session) and self._is_private(session, handle):

@@ -54,7 +54,9 @@ class SessionCalls:
             exposed.sessions -= 1
         if any(s.slot is exposed for s in self.sessions.values()):
             return
-        # the application's last session with the token: its login ends too (PKCS#11)
+        # the application's last session with the token: its login ends too (PKCS#11), and
+        # every object gets a new handle (SoftHSM2's HandleManager.allSessionsClosed)
+        self.names.all_closed(exposed.slot_id)
         with exposed.lock:
             store = self.stores.pop(exposed.slot_id, None)
             if store is not None:
@@ -120,6 +122,7 @@ class SessionCalls:
         if self._user(session) is None:
             raise CKRError(CKR_USER_NOT_LOGGED_IN, "C_Logout")
         self._logout(session.slot)
+        self.names.logged_out(session.slot.slot_id)  # private objects get new handles, as on a token
         return ()
 
     def _logout(self, exposed) -> None:
