@@ -445,7 +445,7 @@ class Allowance:
     ends_step: bool = False  # the rest of the step follows from it (an operation refused)
 
 
-HALF_PAIR = "half a key pair left by a refused C_GenerateKeyPair"
+HALF_PAIR = "a key left by a refused C_GenerateKeyPair or C_UnwrapKey"
 PARTIAL_SET = "a refused C_SetAttributeValue on a session object keeps part of it"
 ALLOWED = (
     Allowance("C_DigestKey of a short sensitive key",
@@ -487,9 +487,12 @@ ALLOWED = (
     Allowance(HALF_PAIR,
               "SoftHSM2 2.6.1 makes one half of a key pair, then refuses the other half's template "
               "(an attribute of the other class, CKR_ATTRIBUTE_TYPE_INVALID) and keeps the half it "
-              "made, sometimes without its CKA_ID: a refused call must make nothing (PKCS#11). The HA "
-              "slot removes it from its member; the engine removes it from the reference",
-              lambda name, ref, ha: name == "C_GenerateKeyPair" and ha.startswith("0 object")
+              "made, sometimes without its CKA_ID; it refuses an unwrap whose template has "
+              "CKA_MODIFIABLE FALSE before another attribute (CKR_ATTRIBUTE_READ_ONLY) and keeps the "
+              "key, without those attributes. A refused call must make nothing (PKCS#11). The HA "
+              "slot removes such a key from its member (or orders the template); the engine removes "
+              "it from the reference",
+              lambda name, ref, ha: name in LEAVES_OBJECTS and ha.startswith("0 object")
               and not ref.startswith("0 object")),
     Allowance(PARTIAL_SET,
               "SoftHSM2 2.6.1 sets a template's attributes one by one and, on a session object, keeps "
@@ -1260,7 +1263,7 @@ def play(servers: Servers, sequence: Sequence, step: Step, learn: bool) -> bool:
                 sequence.notes.append(f"seed {sequence.seed} step {step.number} {call}: {verdict}")
             continue
         keys_before = [keys_seen(side, side.resolve(call.args[0])) for side in servers.sides
-                       ] if call.name == "C_GenerateKeyPair" else None
+                       ] if call.name in LEAVES_OBJECTS else None
         set_before = [values_now(side, call) for side in servers.sides] if call.name == "C_SetAttributeValue" else None
         ours, theirs = send(reference, call, servers), send(ha, call, servers)
         sequence.calls += not call.name.startswith("sw:")
@@ -1294,11 +1297,17 @@ def play(servers: Servers, sequence: Sequence, step: Step, learn: bool) -> bool:
     return True
 
 
+# calls after whose refusal SoftHSM2 2.6.1 may keep what it made: the half of a key pair, and
+# the key of an unwrap (or derivation) whose template sets CKA_MODIFIABLE FALSE before another
+# attribute (CKR_ATTRIBUTE_READ_ONLY for the rest; the object stays, without them)
+LEAVES_OBJECTS = ("C_GenerateKeyPair", "C_UnwrapKey", "C_DeriveKey")
+
+
 def keys_seen(side: Side, session: int) -> set[int] | None:
-    """Every public and private key the application's session sees (SoftHSM2 numbers another
-    session's session objects anew in each session); None when it cannot look (an operation)."""
+    """Every key the application's session sees (SoftHSM2 numbers another session's session
+    objects anew in each session); None when it cannot look (an operation)."""
     try:
-        return {h for cls in (CKO_PUBLIC_KEY, CKO_PRIVATE_KEY)
+        return {h for cls in (CKO_PUBLIC_KEY, CKO_PRIVATE_KEY, CKO_SECRET_KEY)
                 for h in side.client.find(session, Attribute(CKA_CLASS, cls))}
     except (OSError, EOFError, AssertionError, ValueError, CodecError):
         return None

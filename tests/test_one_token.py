@@ -1130,3 +1130,26 @@ def test_handles_after_a_logout_and_a_last_close_are_new_as_on_one_token(served,
     assert ours == theirs
     assert ours == ["CKR_OK", "CKR_OBJECT_HANDLE_INVALID", ["new", "old"],
                     "CKR_OBJECT_HANDLE_INVALID", "CKR_OBJECT_HANDLE_INVALID", ["new", "new"]]
+
+
+def test_a_refused_unwrap_leaves_no_key_on_any_member(served, reference):
+    """SoftHSM2 refuses an unwrap whose template has CKA_MODIFIABLE FALSE before another attribute
+    (CKR_ATTRIBUTE_READ_ONLY) and keeps the key it made, without the rest: one token's defect,
+    which the HA slot's members had too, so its searches later found an object the application
+    never made (differential test, seed 500000 step 32). A refused call makes nothing."""
+    CKA_WRAP, CKA_UNWRAP, CKA_EXTRACTABLE = 0x106, 0x107, 0x162
+
+    def story(socket) -> tuple:
+        with on_first_slot(socket) as (client, session):
+            (kek,) = client.ok("C_GenerateKey", session, Mechanism(0x1080), (
+                Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_WRAP, 1), Attribute(CKA_UNWRAP, 1),
+                Attribute(CKA_EXTRACTABLE, 1), Attribute(CKA_LABEL, b"kek")))
+            (blob,) = client.ok("C_WrapKey", session, Mechanism(0x2109), kek, kek, 256)
+            refused = client.ckr("C_UnwrapKey", session, Mechanism(0x2109), kek, blob, (
+                Attribute(CKA_CLASS, 4), Attribute(CKA_KEY_TYPE, 0x1F), Attribute(CKA_MODIFIABLE, 0),
+                Attribute(CKA_LABEL, b"orphan")))
+            counts = [len(client.find(session, Attribute(CKA_CLASS, 4))) for _ in range(3)]
+            return codes.ckr_name(refused), counts
+    ours, theirs = story(served.socket), story(reference.socket)
+    assert ours == ("CKR_ATTRIBUTE_READ_ONLY", [1, 1, 1])  # the wrapping key alone, on every member
+    assert theirs[0] == ours[0]  # (one SoftHSM2 token keeps the orphan: theirs[1] == [2, 2, 2])

@@ -474,8 +474,9 @@ class VirtualSession(Session):
         """Unwrapped on every member: the unwrapping key is the same on all, so is the result."""
         wrapper = self._object(unwrapping, "C_UnwrapKey")
         template, label = self._alike(object_class, self._identified(template))
-        results = self._everywhere("C_UnwrapKey", lambda s, m: s.unwrap_key(
-            self._on(m, wrapper), object_class, key_type, data, mechanism, template, param), _destroy_made)
+        results = self._everywhere("C_UnwrapKey", lambda s, m: _leaving_nothing(
+            s, object_class, template, lambda: s.unwrap_key(
+                self._on(m, wrapper), object_class, key_type, data, mechanism, template, param)), _destroy_made)
         handle = self._register_results(results, label=label)
         self._keep_by_twin(handle, template, lambda s, m, twin: s.unwrap_key(
             self._on(m, wrapper), object_class, key_type, data, mechanism, twin, param))
@@ -486,8 +487,9 @@ class VirtualSession(Session):
         """Derived on every member: same base key and inputs give the same key everywhere."""
         base_obj = self._object(base, "C_DeriveKey")
         template, label = self._alike(CKO_SECRET_KEY, self._identified(template))
-        results = self._everywhere("C_DeriveKey", lambda s, m: s.derive_key(
-            self._on(m, base_obj), mechanism, param, key_type, length, template), _destroy_made)
+        results = self._everywhere("C_DeriveKey", lambda s, m: _leaving_nothing(
+            s, CKO_SECRET_KEY, template, lambda: s.derive_key(
+                self._on(m, base_obj), mechanism, param, key_type, length, template)), _destroy_made)
         handle = self._register_results(results, label=label)
         self._keep_by_twin(handle, template, lambda s, m, twin: s.derive_key(
             self._on(m, base_obj), mechanism, param, key_type, length, twin))
@@ -887,6 +889,26 @@ class VirtualSession(Session):
                                 f"object {obj.handle} is missing on member {member.serial}")
         obj.on_member[member.serial] = (member.generation, found[0])
         return found[0]
+
+
+def _leaving_nothing(session, object_class: int, template: dict[int, Any], make):
+    """make() on a member; SoftHSM2 refuses an unwrap or derivation whose template has
+    CKA_MODIFIABLE FALSE before another attribute (CKR_ATTRIBUTE_READ_ONLY) and keeps the key it
+    made without the rest: such a refusal destroys what appeared on the member. (Run inside
+    the group's state lock, as every change: no other application makes keys meanwhile.)"""
+    order = list(template)
+    if CKA_MODIFIABLE not in order or template[CKA_MODIFIABLE] or order[-1] == CKA_MODIFIABLE:
+        return make()
+    before = set(session.find_objects({CKA_CLASS: object_class}))
+    try:
+        return make()
+    except CKRError:
+        for handle in set(session.find_objects({CKA_CLASS: object_class})) - before:
+            try:
+                session.destroy_object(handle)
+            except CKRError:
+                pass  # gone, or the token keeps it from this process: nothing more to do
+        raise
 
 
 def _destroy_made(session, member: HAMember, handle: int) -> None:
