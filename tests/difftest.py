@@ -72,6 +72,12 @@ P256 = bytes.fromhex("06082a8648ce3d030107")  # DER OID of prime256v1, as CKA_EC
 INVALID_HANDLE = 0x7FFF_FFF0  # what a handle the side never returned becomes
 ROOM = 4096  # the output buffer offered (0 is a size query)
 MEMBERS = ("member1", "member2", "member3")
+# member faults and what undoes each: `ckdemo member fail|restore` (any home), and with remote
+# members (each a p11-kit server process) a power cut and a new server, a hang (SIGSTOP: the
+# socket stays open, nothing answers) and its end
+FAULTS = {"fail": "restore", "kill": "serve", "hang": "resume"}
+REMOTE_FAULTS = ("fail", "kill", "hang")
+REMOTE_MEMBER_TIMEOUT_S = 3  # a change waiting on a hung member gives it up after this long
 RECOVERY_INTERVAL_S = "1"  # a restored member comes back at the first call a second later
 
 # what C_GetAttributeValue asks of every object (one call; the token answers what applies)
@@ -221,6 +227,7 @@ class Servers:
     ha: Side  # the subject: the HA slot (or a second reference, to check the engine itself)
     home: Path | None = None  # the HA side's ckdemo home: None, no faults and no healing
     run_ckdemo: Callable | None = None
+    faults: tuple[str, ...] = ("fail",)  # the member faults a sequence may inject (FAULTS)
 
     @property
     def sides(self) -> tuple[Side, Side]:
@@ -238,18 +245,29 @@ class _Folders:
 
 
 @contextlib.contextmanager
-def servers(folder: Path, provision, run_ckdemo, ckdemo_bin: Path) -> Iterator[Servers]:
+def servers(folder: Path, provision, run_ckdemo, ckdemo_bin: Path, remote: bool = False) -> Iterator[Servers]:
     """Both servers for a run: the reference (test_serve_clients' fixture, called as the plain
-    generator it wraps) and `ckdemo serve` of a home provisioned with a 1 s recovery interval."""
-    home = provision(folder / "home")
+    generator it wraps) and `ckdemo serve` of a home provisioned with a 1 s recovery interval.
+    remote: the home's members are p11-kit server processes (`init --remote`), and a sequence's
+    faults may also kill or hang one (REMOTE_FAULTS)."""
+    home = provision(folder / "home", *(("--remote",) if remote else ()))
     done = run_ckdemo(home, "hagroup", "interval", "--seconds", RECOVERY_INTERVAL_S)
     assert done.returncode == 0, done.stdout + done.stderr
-    with contextlib.contextmanager(test_serve_clients.reference.__wrapped__)(_Folders(folder)) as reference:
-        served = start_server(ckdemo_bin, home, None, folder / "serve.log")
-        try:
-            yield Servers(Side("reference", reference.socket), Side("HA slot", served.socket), home, run_ckdemo)
-        finally:
-            stop_cleanly(served)
+    if remote:
+        conf = home / "Chrystoki.conf"
+        conf.write_text(conf.read_text().replace(
+            "CKDemo = {", f"CKDemo = {{\n   MemberTimeout = {REMOTE_MEMBER_TIMEOUT_S};", 1))
+    try:
+        with contextlib.contextmanager(test_serve_clients.reference.__wrapped__)(_Folders(folder)) as reference:
+            served = start_server(ckdemo_bin, home, None, folder / "serve.log")
+            try:
+                yield Servers(Side("reference", reference.socket), Side("HA slot", served.socket), home, run_ckdemo,
+                              REMOTE_FAULTS if remote else ("fail",))
+            finally:
+                stop_cleanly(served)
+    finally:
+        if remote:
+            run_ckdemo(home, "member", "kill", "all")
 
 
 @contextlib.contextmanager
@@ -408,7 +426,7 @@ LOCAL_CHECKS: dict[str, Callable[..., tuple[str, bytes]]] = {
 
 # ---- faults, on the HA side only -------------------------------------------------------------------
 def inject(servers: Servers, command: str, member: str) -> str:
-    """`ckdemo member fail|restore MEMBER` (or `hagroup recover`) against the running serve."""
+    """`ckdemo member fail|restore|kill|serve|hang|resume MEMBER` (or `hagroup recover`)."""
     args = ("hagroup", "recover") if command == "recover" else ("member", command, member)
     done = servers.run_ckdemo(servers.home, *args)
     return "done" if done.returncode == 0 else f"refused: {(done.stdout + done.stderr).strip()[-200:]}"
@@ -658,7 +676,7 @@ class Model:
     sessions: dict[Ref, bool] = field(default_factory=dict)  # session -> read/write
     login: str | None = None  # None, "user", "so": the application's login
     gone: list[Ref] = field(default_factory=list)  # destroyed objects, closed sessions
-    failed_member: str | None = None
+    failed_member: tuple[str, str] | None = None  # (member, fault kind)
 
     def close(self, session: Ref) -> None:
         self.sessions.pop(session, None)
@@ -710,8 +728,9 @@ def template(attrs: dict[int, Any]) -> tuple[Attribute, ...]:
 class Generator:
     """Seeded random steps of one application; `learn` keeps the model in line with the reference."""
 
-    def __init__(self, seed: int, faults: int = 0, calls: int = 100):
+    def __init__(self, seed: int, faults: int = 0, calls: int = 100, kinds: tuple[str, ...] = ("fail",)):
         self.rng = random.Random(seed)
+        self.kinds = kinds
         self.model = Model()
         self.counters = Counter()
         self.steps = 0
@@ -1181,19 +1200,22 @@ class Generator:
 
     # -- faults (HA side only) --------------------------------------------------------------------
     def fault(self, calls_sent: int) -> Step | None:
-        """Fail a member when the schedule says so, restore it 3-20 steps later; else None."""
+        """A member fault when the schedule says so (of a kind the home allows: FAULTS), undone
+        3-20 steps later; else None."""
         model = self.model
         if model.failed_member is not None:
             self.restore_in -= 1
             if self.restore_in > 0:
                 return None
-            member, model.failed_member = model.failed_member, None
-            return self.step(f"restore {member}", [self.call("fault:restore", member)])
+            (member, kind), model.failed_member = model.failed_member, None
+            return self.step(f"{FAULTS[kind]} {member}", [self.call(f"fault:{FAULTS[kind]}", member)])
         if not self.fault_at or calls_sent < self.fault_at[0]:
             return None
         self.fault_at.pop(0)
-        model.failed_member, self.restore_in = self.rng.choice(MEMBERS), self.rng.randint(3, 20)
-        return self.step(f"fail {model.failed_member}", [self.call("fault:fail", model.failed_member)])
+        member, self.restore_in = self.rng.choice(MEMBERS), self.rng.randint(3, 20)
+        kind = self.rng.choice(self.kinds) if len(self.kinds) > 1 else self.kinds[0]
+        model.failed_member = (member, kind)
+        return self.step(f"{kind} {member}", [self.call(f"fault:{kind}", member)])
 
 
 # ---- one sequence ----------------------------------------------------------------------------------
@@ -1215,7 +1237,7 @@ class Sequence:
 
 def run_sequence(servers: Servers, seed: int, calls: int, faults: int = 0, trace: bool = False) -> Sequence:
     """A new seeded sequence of about `calls` calls (faults: member faults on the HA side)."""
-    generator = Generator(seed, faults, calls)
+    generator = Generator(seed, faults, calls, servers.faults)
     sequence = Sequence(seed, faults, trace=[] if trace else None)
     step = opening(generator)
     while True:
@@ -1256,7 +1278,7 @@ def play(servers: Servers, sequence: Sequence, step: Step, learn: bool) -> bool:
     for call in step.calls:
         if call.name.startswith("fault:"):
             verdict = send(ha, call, servers)
-            sequence.injected += call.name == "fault:fail"
+            sequence.injected += call.name[6:] in FAULTS
             if sequence.trace is not None:
                 sequence.trace.append(f"step {step.number} {call} on the HA side: {verdict}")
             if verdict != "done":
@@ -1401,9 +1423,15 @@ def finish(servers: Servers, sequence: Sequence) -> None:
         if side.client is not None:
             side.client.close()
             side.client = None
-    failed = {call.args[0] for step in sequence.steps for call in step.calls if call.name == "fault:fail"}
-    for member in sorted(failed):
-        inject(servers, "restore", member)
+    outstanding: dict[str, str] = {}  # member -> the fault injected and not undone
+    for call in (call for step in sequence.steps for call in step.calls if call.name.startswith("fault:")):
+        if call.name[6:] in FAULTS:
+            outstanding[call.args[0]] = call.name[6:]
+        else:
+            outstanding.pop(call.args[0], None)
+    failed = {call.args[0] for step in sequence.steps for call in step.calls if call.name[6:] in FAULTS}
+    for member, kind in sorted(outstanding.items()):
+        inject(servers, FAULTS[kind], member)
     if servers.home is not None:
         heal(servers, sequence, bool(failed))
     if sequence.lost:

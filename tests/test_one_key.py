@@ -281,3 +281,38 @@ def test_a_key_neither_modifiable_nor_copyable_is_made_and_reaches_a_member_that
                 client.ok("C_Encrypt", session, b"e" * 16, 64)
     for label in asked.values():
         assert [k["CLASS"] for k in on_the_member(home, "member2", label.decode())] == [CKO_SECRET_KEY]
+
+
+def test_data_objects_made_or_destroyed_while_a_member_is_down_reach_it(served, run_ckdemo):
+    """Recovery compared keys only: a data object made while a member was down never reached
+    it, and a search served by that member missed it (differential test with remote members,
+    seed 500001: a new application found 0 objects where one token holds 2)."""
+    home = served.home
+    with session_on(served) as (client, session):
+        (doomed,) = client.ok("C_CreateObject", session, (
+            Attribute(CKA_CLASS, 0), Attribute(CKA_TOKEN, 1), Attribute(CKA_LABEL, b"data-doomed"),
+            Attribute(0x11, b"d")))
+    failed = run_ckdemo(home, "member", "fail", "member3")
+    assert failed.returncode == 0, failed.stdout + failed.stderr
+    try:
+        with session_on(served) as (client, session):
+            for _ in range(4):  # every member has its turn: member3 is found failed
+                client.ok("C_GenerateRandom", session, 8)
+            for private in (0, 1):
+                client.ok("C_CreateObject", session, (
+                    Attribute(CKA_CLASS, 0), Attribute(CKA_TOKEN, 1), Attribute(CKA_PRIVATE, private),
+                    Attribute(CKA_LABEL, b"data-late"), Attribute(0x11, bytes([private])),
+                    Attribute(0x10, b"app"), Attribute(0x170, 0)))
+            (doomed,) = found(client, session, Attribute(CKA_LABEL, b"data-doomed"))
+            client.ok("C_DestroyObject", session, doomed)
+    finally:
+        restored = run_ckdemo(home, "member", "restore", "member3")
+        assert restored.returncode == 0, restored.stdout + restored.stderr
+    recovered = run_ckdemo(home, "hagroup", "recover")
+    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    with session_on(served) as (client, session):
+        for _ in range(6):  # whichever member answers
+            assert len(found(client, session, Attribute(CKA_LABEL, b"data-late"))) == 2
+            assert found(client, session, Attribute(CKA_LABEL, b"data-doomed")) == []
+    assert len(on_the_member(home, "member3", "data-late")) == 2
+    assert on_the_member(home, "member3", "data-doomed") == []

@@ -30,7 +30,7 @@ from typing import Any
 
 from .. import codes
 from ..codes import CKR_KEY_NOT_WRAPPABLE, CKRError
-from ..model import (CKA_ALLOWED_MECHANISMS, CKA_ALWAYS_AUTHENTICATE, CKA_CLASS, CKA_COEFFICIENT, CKA_COPYABLE, CKA_DECRYPT,
+from ..model import (CKA_ALLOWED_MECHANISMS, CKA_ALWAYS_AUTHENTICATE, CKA_APPLICATION, CKA_OBJECT_ID, CKA_CLASS, CKA_COEFFICIENT, CKA_COPYABLE, CKA_DECRYPT,
                      CKA_DERIVE, CKA_DESTROYABLE, CKA_EC_PARAMS, CKA_EC_POINT, CKA_ENCRYPT,
                      CKA_EXPONENT_1, CKA_EXPONENT_2, CKA_EXTRACTABLE, CKA_ID, CKA_KEY_TYPE,
                      CKA_LABEL, CKA_MODIFIABLE, CKA_MODULUS, CKA_PRIME_1, CKA_PRIME_2, CKA_PRIVATE,
@@ -94,6 +94,9 @@ CLEAR_VALUES = {
     (CKO_PRIVATE_KEY, CKK_EC): (CKA_EC_PARAMS, CKA_VALUE),
 }
 IDENTITY = (CKA_CLASS, CKA_KEY_TYPE, CKA_ID, CKA_LABEL, CKA_TOKEN, CKA_PRIVATE)
+# a data object's attributes, copied to a member that lacks it (MODIFIABLE and the rest at creation)
+DATA_VALUES = (CKA_TOKEN, CKA_PRIVATE, CKA_LABEL, CKA_APPLICATION, CKA_OBJECT_ID, CKA_VALUE,
+               CKA_COPYABLE, CKA_DESTROYABLE, CKA_MODIFIABLE)
 
 
 def domain_key_id(generation: int, kind: str) -> bytes:
@@ -243,6 +246,9 @@ def replicate(source, handle: int, target, kept: Kept | None = None,
     existing = None if again else find_same(target, ident)
     if existing is not None:
         return existing
+    if ident[CKA_CLASS] == CKO_DATA:  # readable by whoever may see it: made again as it is
+        return target.create_object({CKA_CLASS: CKO_DATA, **source.get_attributes(handle, list(DATA_VALUES)),
+                                     **{a: v for a, v in (final or {}).items() if a in DATA_VALUES}})
     cls, key_type = ident[CKA_CLASS], ident[CKA_KEY_TYPE]
     template = {k: v for k, v in ident.items() if k not in (CKA_CLASS, CKA_KEY_TYPE)}
     template.update(source.get_attributes(handle, list(CAPABILITIES.get(cls, ()))))
