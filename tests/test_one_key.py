@@ -316,3 +316,30 @@ def test_data_objects_made_or_destroyed_while_a_member_is_down_reach_it(served, 
             assert found(client, session, Attribute(CKA_LABEL, b"data-doomed")) == []
     assert len(on_the_member(home, "member3", "data-late")) == 2
     assert on_the_member(home, "member3", "data-doomed") == []
+
+
+def test_setting_sensitive_false_on_a_key_that_is_not_sensitive_is_ok_on_every_member(served, run_ckdemo):
+    """A key neither sensitive nor extractable reaches a member that comes back from the blob,
+    sensitive there (the record answers FALSE). Setting CKA_SENSITIVE FALSE, the value it has,
+    is CKR_OK on one token; that member refused it (differential test with remote members,
+    seed 500005: 'C_SetAttributeValue: CKR_OK vs CKR_ATTRIBUTE_READ_ONLY')."""
+    home = served.home
+    failed = run_ckdemo(home, "member", "fail", "member2")
+    assert failed.returncode == 0, failed.stdout + failed.stderr
+    try:
+        with session_on(served) as (client, session):
+            for _ in range(4):
+                client.ok("C_GenerateRandom", session, 8)
+            client.ok("C_CreateObject", session, (
+                Attribute(CKA_CLASS, CKO_SECRET_KEY), Attribute(0x100, 0x1F), Attribute(0x11, b"s" * 16),
+                Attribute(CKA_TOKEN, 1), Attribute(CKA_SENSITIVE, 0), Attribute(CKA_EXTRACTABLE, 0),
+                Attribute(CKA_LABEL, b"plain-key")))
+    finally:
+        restored = run_ckdemo(home, "member", "restore", "member2")
+        assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert run_ckdemo(home, "hagroup", "recover").returncode == 0
+    with session_on(served) as (client, session):
+        (key,) = found(client, session, Attribute(CKA_LABEL, b"plain-key"))
+        for _ in range(6):  # whichever member answers
+            assert client.ckr("C_SetAttributeValue", session, key, (Attribute(CKA_SENSITIVE, 0),)) == codes.CKR_OK
+            assert read(client, session, key, (CKA_SENSITIVE, CKA_EXTRACTABLE)) == {CKA_SENSITIVE: 0, CKA_EXTRACTABLE: 0}
