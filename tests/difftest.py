@@ -25,6 +25,7 @@ import contextlib
 import random
 import re
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -228,6 +229,7 @@ class Servers:
     home: Path | None = None  # the HA side's ckdemo home: None, no faults and no healing
     run_ckdemo: Callable | None = None
     faults: tuple[str, ...] = ("fail",)  # the member faults a sequence may inject (FAULTS)
+    pending: list = field(default_factory=list)  # faults on their way (injected during calls)
 
     @property
     def sides(self) -> tuple[Side, Side]:
@@ -425,9 +427,20 @@ LOCAL_CHECKS: dict[str, Callable[..., tuple[str, bytes]]] = {
 
 
 # ---- faults, on the HA side only -------------------------------------------------------------------
-def inject(servers: Servers, command: str, member: str) -> str:
-    """`ckdemo member fail|restore|kill|serve|hang|resume MEMBER` (or `hagroup recover`)."""
+def inject(servers: Servers, command: str, member: str, delay_ms: int | None = None) -> str:
+    """`ckdemo member fail|restore|kill|serve|hang|resume MEMBER` (or `hagroup recover`); with a
+    delay, in a thread that waits that long first: the fault lands while the next calls are on
+    their way (a fault injected later waits for it)."""
+    for pending in servers.pending:
+        pending.join()
+    servers.pending.clear()
     args = ("hagroup", "recover") if command == "recover" else ("member", command, member)
+    if delay_ms is not None:
+        thread = threading.Thread(target=lambda: (time.sleep(delay_ms / 1000), servers.run_ckdemo(servers.home, *args)),
+                                  daemon=True)
+        thread.start()
+        servers.pending.append(thread)
+        return "done"
     done = servers.run_ckdemo(servers.home, *args)
     return "done" if done.returncode == 0 else f"refused: {(done.stdout + done.stderr).strip()[-200:]}"
 
@@ -1213,9 +1226,13 @@ class Generator:
             return None
         self.fault_at.pop(0)
         member, self.restore_in = self.rng.choice(MEMBERS), self.rng.randint(3, 20)
-        kind = self.rng.choice(self.kinds) if len(self.kinds) > 1 else self.kinds[0]
+        kind, during = self.kinds[0], None
+        if len(self.kinds) > 1:  # (a home of one kind of fault keeps its seeds' sequences)
+            kind = self.rng.choice(self.kinds)
+            during = self.rng.choice((None, self.rng.randint(2, 60)))  # between calls, or during the next
         model.failed_member = (member, kind)
-        return self.step(f"{kind} {member}", [self.call(f"fault:{kind}", member)])
+        return self.step(f"{kind} {member}" + (f" during the next calls (+{during} ms)" if during else ""),
+                         [self.call(f"fault:{kind}", member, *((during,) if during else ()))])
 
 
 # ---- one sequence ----------------------------------------------------------------------------------
@@ -1423,6 +1440,9 @@ def finish(servers: Servers, sequence: Sequence) -> None:
         if side.client is not None:
             side.client.close()
             side.client = None
+    for pending in servers.pending:  # a fault injected during the last calls
+        pending.join()
+    servers.pending.clear()
     outstanding: dict[str, str] = {}  # member -> the fault injected and not undone
     for call in (call for step in sequence.steps for call in step.calls if call.name.startswith("fault:")):
         if call.name[6:] in FAULTS:

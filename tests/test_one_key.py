@@ -343,3 +343,38 @@ def test_setting_sensitive_false_on_a_key_that_is_not_sensitive_is_ok_on_every_m
         for _ in range(6):  # whichever member answers
             assert client.ckr("C_SetAttributeValue", session, key, (Attribute(CKA_SENSITIVE, 0),)) == codes.CKR_OK
             assert read(client, session, key, (CKA_SENSITIVE, CKA_EXTRACTABLE)) == {CKA_SENSITIVE: 0, CKA_EXTRACTABLE: 0}
+
+
+def test_a_private_copy_of_an_unextractable_public_key_reaches_a_member_that_comes_back(served, run_ckdemo):
+    """A key that is not private is kept under the domain key of its family, which unwraps only
+    into a key that is not private: a private copy of it could not reach a member that was down
+    ('not copied ... CKR_GENERAL_ERROR', the member shown CKR_OK without it; differential test,
+    seed 500043). The copy's record now keeps the blob wrapped anew for private keys."""
+    home = served.home
+    with session_on(served) as (client, session):
+        (public,) = client.ok("C_CreateObject", session, (
+            Attribute(CKA_CLASS, CKO_SECRET_KEY), Attribute(0x100, 0x1F), Attribute(0x11, b"p" * 16),
+            Attribute(CKA_TOKEN, 1), Attribute(CKA_PRIVATE, 0), Attribute(CKA_SENSITIVE, 1),
+            Attribute(CKA_EXTRACTABLE, 0), Attribute(CKA_ENCRYPT, 1), Attribute(CKA_LABEL, b"made-private")))
+        failed = run_ckdemo(home, "member", "fail", "member1")
+        assert failed.returncode == 0, failed.stdout + failed.stderr
+        try:
+            for _ in range(4):
+                client.ok("C_GenerateRandom", session, 8)
+            client.ok("C_CopyObject", session, public, (Attribute(CKA_PRIVATE, 1),))
+        finally:
+            restored = run_ckdemo(home, "member", "restore", "member1")
+            assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert run_ckdemo(home, "hagroup", "recover").returncode == 0
+    with session_on(served) as (client, session):
+        for _ in range(6):  # whichever member answers
+            keys = found(client, session, Attribute(CKA_LABEL, b"made-private"))
+            assert sorted(read(client, session, k, (CKA_PRIVATE,))[CKA_PRIVATE] for k in keys) == [0, 1]
+            for key in keys:
+                client.ok("C_EncryptInit", session, Mechanism(0x1081), key)
+                client.ok("C_Encrypt", session, b"e" * 16, 64)
+    assert "not copied" not in served.log(), served.log()
+    labels = subprocess.run(["pkcs11-tool", "--module", SOFTHSM_LIB, "--token-label", "member1", "--login",
+                             "--pin", USER_PIN, "--list-objects", "--type", "secrkey"],
+                            capture_output=True, text=True, timeout=60, env=softhsm_env(home)).stdout
+    assert labels.count("label:      made-private") == 2, labels  # the copy under a marked label

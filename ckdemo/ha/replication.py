@@ -333,6 +333,22 @@ def keep(source, handle: int, cls: int, key_type: int) -> tuple[int, bytes] | No
     return generation, source.wrap_key(held[generation][kind], handle, DOMAIN_KEY_MECHANISM)
 
 
+def rekept(source, cls: int, key_type: int, blob: bytes, generation: int, was_private: bool) -> tuple[int, bytes] | None:
+    """A kept blob of a key that was not private, wrapped anew under the newest domain key for
+    private keys: for a private copy of it (a domain key of the public family unwraps only into
+    a key that is not private). (generation, blob), or None when the source cannot do it."""
+    if was_private:
+        return None
+    held = domain_keys(source).generations
+    older = held.get(generation, {}).get(kind_of(cls, key_type, False) or "")
+    kind = kind_of(cls, key_type, True)
+    generations = [g for g, kinds in held.items() if kind in kinds]
+    if older is None or not generations:
+        return None
+    newest = max(generations)
+    return newest, _rewrapped(source, cls, key_type, blob, older, held[newest][kind], False)
+
+
 # the HA slot's own short-lived session keys: hidden from the application as domain keys are
 TRANSPORT_ID = DOMAIN_KEY_PREFIX + b"/transport"
 TWIN_ID = DOMAIN_KEY_PREFIX + b"/twin"

@@ -433,9 +433,23 @@ class VirtualSession(Session):
         if template.get(CKA_EXTRACTABLE) is False:
             self._keep_before_hardening(obj)
         kept = self.group.vault.get(obj.key)
+        if template.get(CKA_PRIVATE) and kept is not None and kept.blob and not self.read_attribute(handle, CKA_PRIVATE):
+            kept = self._kept_private(obj, kept)
         results = self._everywhere("C_CopyObject", lambda s, m: s.copy_object(
             self._on(m, obj), template), _destroy_made)
         return self._register_results(results, kept, label)
+
+    def _kept_private(self, obj: VirtualObject, kept: Kept) -> Kept:
+        """The record of a private copy of a key that is not private: its blob wrapped anew under
+        the domain key of private keys, so that a member that comes back gets the copy (the blob
+        as kept unwraps only into a key that is not private)."""
+        cls = obj.key[0]
+        key_type = self.read_attribute(obj.handle, CKA_KEY_TYPE)
+        made = self.failover.one("C_CopyObject", lambda s, m: replication.rekept(
+            s, cls, key_type, kept.blob, kept.generation, False))
+        if made is None:
+            return Kept(dict(kept.facts))  # (a member that comes back then lacks it: said in its log)
+        return Kept(dict(kept.facts), made[1], made[0])
 
     def _copy_anew(self, obj: VirtualObject, template: dict[int, Any], made: dict[int, Any],
                    label: str) -> int:
