@@ -235,8 +235,11 @@ class Recovery:
                             f"{len(copied) - len(refused)} object(s) copied, {len(removed)} destroyed"
                             + (f" ({len(replaced)} of the copies replace another key under the same "
                                "class, CKA_ID and label)" if replaced else "")
-                            + (f"; not copied (calls needing them go to other members): "
-                               f"{', '.join(refused)}" if refused else ""))
+                            + (f"; not copied: {', '.join(refused)}" if refused else ""))
+        if refused:  # never in service without an object the others have: held out, said why
+            raise CKRError(CKR_DEVICE_ERROR, "C_UnwrapKey",
+                           f"held out of service: {len(refused)} object(s) the other members have could not be "
+                           f"copied to it ({', '.join(refused)})")
 
 
     @staticmethod
