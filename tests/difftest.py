@@ -503,6 +503,13 @@ ALLOWED = (
               lambda name, ref, ha: name in ("C_SignInit", "C_VerifyInit", "C_EncryptInit", "C_DecryptInit")
               and ref.startswith("CKR_OK") and ha.startswith("CKR_KEY_TYPE_INCONSISTENT"),
               ends_step=True),
+    Allowance("an Init with a handle that names no key",
+              "PKCS#11 v2.40 answers C_SignInit, C_VerifyInit, C_EncryptInit and C_DecryptInit with "
+              "CKR_KEY_HANDLE_INVALID for a handle that is no key (CKR_OBJECT_HANDLE_INVALID is not "
+              "among their return values), and so does the HA slot; SoftHSM2 2.6.1 answers "
+              "CKR_OBJECT_HANDLE_INVALID",
+              lambda name, ref, ha: name in ("C_SignInit", "C_VerifyInit", "C_EncryptInit", "C_DecryptInit")
+              and ref.startswith("CKR_OBJECT_HANDLE_INVALID") and ha.startswith("CKR_KEY_HANDLE_INVALID")),
     Allowance("C_Logout with no login",
               "PKCS#11 v2.40 (C_Logout) answers CKR_USER_NOT_LOGGED_IN when nobody is logged in, "
               "and so does the HA slot; SoftHSM2 2.6.1 answers CKR_OK",
