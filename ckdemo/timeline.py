@@ -4,8 +4,9 @@ report, the soak and whoever else measures calls as they go.
 `Bins` counts calls in time bins (calls, failures, the slowest and the summed latency): 0.1 s
 wide at first, twice as wide (neighbours merged) whenever there would be more than MAX_BINS, so
 a day-long run costs what a minute does. `svg()` draws calls per second (bars), the slowest call
-of each bin (a line on its own axis), failures (red), shaded windows (faults, members down) and
-marks (dashed lines): one self-contained SVG element, no script, no font from the network.
+of each bin (a line on its own axis), failures (red), shaded windows (faults, members down),
+marks (dashed lines) and, under the plot, one band per member coloured by its state over time
+(up, down, hung, slow): one self-contained SVG element, no script, no font from the network.
 Standard library only.
 """
 from __future__ import annotations
@@ -77,17 +78,35 @@ class Line:
     title: str
 
 
+@dataclass(frozen=True)
+class Band:
+    """One stretch of one member's band: its state from start_s to end_s."""
+    member: str
+    start_s: float
+    end_s: float
+    state: str  # one of BAND_STATES
+    title: str = ""
+
+
+BAND_STATES = ("up", "down", "hung", "slow")
+BAND_ROW, BAND_HEIGHT = 18, 12  # px per member row, and the band's own height in it
+
+
 WIDTH, HEIGHT, LEFT, RIGHT, TOP, BOTTOM = 960, 320, 56, 56, 24, 40
 STYLE = """
 .plot { fill: #fafafa; stroke: #999; } .window { fill: #f6c343; fill-opacity: 0.25; }
 .calls { fill: #4a78c2; } .failure { fill: #b00020; } .latency { fill: none; stroke: #e07000; stroke-width: 1.5; }
 .member { stroke: #6a3d9a; stroke-dasharray: 4 3; } .axis, .step { font-size: 11px; fill: #444; } .latency-label { fill: #e07000; }
+.band-up { fill: #7cc47f; } .band-down { fill: #b00020; } .band-hung { fill: #555; } .band-slow { fill: #f0a030; }
 """
 
 
-def svg(bins: Bins, duration_s: float, windows: list[Window] = (), lines: list[Line] = ()) -> str:
+def svg(bins: Bins, duration_s: float, windows: list[Window] = (), lines: list[Line] = (),
+        bands: list[Band] = ()) -> str:
     seconds = max(1.0, duration_s, len(bins.bins) * bins.bin_s)
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
+    rows = list(dict.fromkeys(band.member for band in bands))  # members, in their first band's order
+    height = HEIGHT + (len(rows) * BAND_ROW + 8 if rows else 0)
     rates = [b.calls / bins.bin_s for b in bins.bins]
     most_calls = max([round(r) for r in rates] + [1])
     slowest = max([b.slowest_s for b in bins.bins] + [0.001])
@@ -101,8 +120,8 @@ def svg(bins: Bins, duration_s: float, windows: list[Window] = (), lines: list[L
     def y_latency(s: float) -> float:
         return TOP + plot_h * (1 - s / slowest)
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{HEIGHT}" '
-             f'viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="timeline" class="timeline">',
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
+             f'viewBox="0 0 {WIDTH} {height}" role="img" aria-label="timeline" class="timeline">',
              f'<rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" class="plot"/>']
     for window in windows:
         parts.append(f'<rect class="window" x="{x(window.start_s):.1f}" y="{TOP}" '
@@ -136,12 +155,44 @@ def svg(bins: Bins, duration_s: float, windows: list[Window] = (), lines: list[L
               f'{slowest * 1000:.0f} ms</text>',
               f'<text class="axis latency-label" x="{WIDTH - RIGHT + 6}" y="{TOP + plot_h / 2:.0f}">slowest</text>',
               f'<text class="axis" x="{LEFT}" y="{HEIGHT - 14}">0 s</text>',
-              f'<text class="axis" x="{WIDTH - RIGHT}" y="{HEIGHT - 14}" text-anchor="end">{seconds:.0f} s</text>',
-              "</svg>"]
+              f'<text class="axis" x="{WIDTH - RIGHT}" y="{HEIGHT - 14}" text-anchor="end">{seconds:.0f} s</text>']
+    for row, member in enumerate(rows):
+        top = HEIGHT + row * BAND_ROW
+        parts.append(f'<text class="axis band-label" x="{LEFT - 6}" y="{top + BAND_HEIGHT - 2}" '
+                     f'text-anchor="end">{html.escape(member[:10])}</text>')
+        for band in (b for b in bands if b.member == member):
+            parts.append(f'<rect class="band band-{html.escape(band.state)}" data-member="{html.escape(member)}" '
+                         f'data-state="{html.escape(band.state)}" x="{x(band.start_s):.1f}" y="{top}" '
+                         f'width="{max(1.0, x(band.end_s) - x(band.start_s)):.1f}" height="{BAND_HEIGHT}">'
+                         f'<title>{html.escape(member)} {html.escape(band.state)} from {band.start_s:.2f} s '
+                         f'to {band.end_s:.2f} s' + (f': {html.escape(band.title)}' if band.title else "")
+                         + '</title></rect>')
+    parts.append("</svg>")
     return "\n".join(parts)
 
 
-def legend(bin_s: float) -> str:
+def member_bands(changes: list[tuple[float, str, str, str]], members: list[str], duration_s: float) -> list[Band]:
+    """Each member's band from its state changes (at_s, member, state, what), in time order:
+    up from the start until its first change, each state until the next change, the last until
+    duration_s. A change to the state it is in already changes nothing."""
+    order = list(dict.fromkeys([*members, *(member for _, member, _, _ in changes)]))
+    bands = []
+    for member in order:
+        start, state, title = 0.0, "up", ""
+        for at, who, new, what in sorted(changes, key=lambda change: change[0]):
+            if who != member or new == state:
+                continue
+            if at > start:
+                bands.append(Band(member, start, at, state, title))
+            start, state, title = max(start, at), new, what
+        end = max(start, duration_s)
+        if end > start or not bands:
+            bands.append(Band(member, start, end, state, title))
+    return bands
+
+
+def legend(bin_s: float, bands: bool = False) -> str:
     return (f"Bars: calls per second in each {bin_s:g} s (blue), failures (red); line: the slowest "
             f"call of each {bin_s:g} s (orange); shaded: faults and members down; dashed: member "
-            "changes.")
+            "changes." + (" Bands under the plot: each member's state as the lab set it: up (green), "
+                          "down (red), hung (grey), slow (amber)." if bands else ""))

@@ -416,3 +416,74 @@ member = { action = "resume", name = "member2" }
     # and then, and a figure is a benchmark's to keep, not a unit test's.
     assert len(app) == 800 and slowest < 5000, slowest
     assert "given up (MemberHedgeFloor), the call moves to another member" in (tmp_path / "ha.log").read_text()
+
+
+def _member_states(report: Path, label: str) -> list[str]:
+    data = json.loads((report / "report.json").read_text())
+    return [band["state"] for band in data["member_states"] if band["member"] == label]
+
+
+def test_a_slow_member_makes_calls_late_and_costs_the_application_no_failure(remote_home, tmp_path,
+                                                                           run_ckdemo):
+    """member2's server is stopped 300 ms at a time for 3 s (its answers up to 300 ms late, below
+    MemberHedgeFloor's 0.5 s: nothing is given up) while the application signs: some signatures
+    wait, none fails, and the report's member bands show member2 slow, then up."""
+    scenario = write(tmp_path, """
+timeout = 120
+expect = { app_exit = 0, app_failures = 0 }
+[[step]]
+name = "member2 slow"
+after_calls = 100
+member = { action = "slow", name = "member2", ms = 300, for = 3.0 }
+expect = { app_failures = 0, calls_min = 10 }
+""")
+    done = lab(run_ckdemo, remote_home, scenario, tmp_path / "r", *app_command(1_000_000, "--seconds", "6"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    data = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert data["calls"]["by_result"].keys() == {"CKR_OK"}, data["calls"]["by_result"]
+    app = [json.loads(line) for line in (tmp_path / "r" / "app.log").read_text().splitlines()]
+    assert all(line["ok"] for line in app) and max(line["ms"] for line in app) >= 100, max(line["ms"] for line in app)
+    assert _member_states(tmp_path / "r", "member2") == ["up", "slow", "up"]
+    assert _member_states(tmp_path / "r", "member1") == ["up"]
+    assert 'class="band band-slow"' in (tmp_path / "r" / "report.html").read_text()
+
+
+def test_a_flapping_member_costs_the_application_no_failure(remote_home, tmp_path, run_ckdemo):
+    """member2's server is killed and started again every second for 4 s while the application
+    signs; the HA slot fails over each time (recovery interval 1 s here): no failure, and the
+    bands show member2 down and up again and again."""
+    assert run_ckdemo(remote_home, "hagroup", "interval", "--seconds", "1").returncode == 0
+    scenario = write(tmp_path, """
+timeout = 120
+expect = { app_exit = 0, app_failures = 0 }
+[[step]]
+name = "member2 flaps"
+after_calls = 100
+member = { action = "flap", name = "member2", every = 1.0, down = 0.5, for = 4.0 }
+expect = { app_failures = 0, calls_min = 10 }
+""")
+    done = lab(run_ckdemo, remote_home, scenario, tmp_path / "r", *app_command(1_000_000, "--seconds", "7"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    data = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert data["calls"]["by_result"].keys() == {"CKR_OK"}, data["calls"]["by_result"]
+    states = _member_states(tmp_path / "r", "member2")
+    assert states[0] == "up" and states[-1] == "up" and 3 <= states.count("down") <= 5, states
+    marks = " ".join(m["what"] for m in data["marks"])
+    assert "member2: flap (server process killed)" in marks and "flap (server process started again)" in marks
+
+
+def test_a_member_served_in_process_flaps_through_its_ha_group(lab_home, tmp_path, run_ckdemo):
+    scenario = write(tmp_path, """
+timeout = 120
+expect = { app_exit = 0, app_failures = 0 }
+[[step]]
+name = "member3 flaps"
+after_calls = 50
+member = { action = "flap", name = "member3", every = 0.6, for = 2.0 }
+""")
+    done = lab(run_ckdemo, lab_home, scenario, tmp_path / "r", *app_command(1_000_000, "--seconds", "4"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    states = _member_states(tmp_path / "r", "member3")
+    assert states.count("down") >= 2 and states[-1] == "up", states
+    assert "member3: flap (failed in its HA group)" in done.stderr + (tmp_path / "r" / "report.txt").read_text() \
+        or "failed in its HA group" in (tmp_path / "r" / "report.json").read_text()
