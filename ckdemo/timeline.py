@@ -92,12 +92,12 @@ BAND_STATES = ("up", "down", "hung", "slow")
 BAND_ROW, BAND_HEIGHT = 18, 12  # px per member row, and the band's own height in it
 
 
-WIDTH, HEIGHT, LEFT, RIGHT, TOP, BOTTOM = 960, 320, 56, 56, 24, 40
+WIDTH, HEIGHT, LEFT, RIGHT, TOP, BOTTOM = 960, 320, 72, 56, 24, 40
 STYLE = """
 .plot { fill: #fafafa; stroke: #999; } .window { fill: #f6c343; fill-opacity: 0.25; }
 .calls { fill: #4a78c2; } .failure { fill: #b00020; } .latency { fill: none; stroke: #e07000; stroke-width: 1.5; }
 .member { stroke: #6a3d9a; stroke-dasharray: 4 3; } .axis, .step { font-size: 11px; fill: #444; } .latency-label { fill: #e07000; }
-.band-up { fill: #7cc47f; } .band-down { fill: #b00020; } .band-hung { fill: #555; } .band-slow { fill: #f0a030; }
+.band-up { fill: #7cc47f; } .band-down { fill: #e34a33; } .band-hung { fill: #555; } .band-slow { fill: #f0a030; }
 """
 
 
@@ -193,6 +193,6 @@ def member_bands(changes: list[tuple[float, str, str, str]], members: list[str],
 
 def legend(bin_s: float, bands: bool = False) -> str:
     return (f"Bars: calls per second in each {bin_s:g} s (blue), failures (red); line: the slowest "
-            f"call of each {bin_s:g} s (orange); shaded: faults and members down; dashed: member "
-            "changes." + (" Bands under the plot: each member's state as the lab set it: up (green), "
-                          "down (red), hung (grey), slow (amber)." if bands else ""))
+            f"call of each {bin_s:g} s (orange); shaded: faults and members down; "
+            + ("bands under the plot: each member's state as the lab set it: up (green), down "
+               "(red), hung (grey), slow (amber)." if bands else "dashed: member changes."))
