@@ -281,7 +281,7 @@ name = "member2 back"
 at = 1.8
 member = { action = "restore", name = "member2" }
 """)
-    done = lab(run_ckdemo, lab_home, scenario, tmp_path / "r", *app_command(3000, "--seconds", "3"))
+    done = lab(run_ckdemo, lab_home, scenario, tmp_path / "r", *app_command(1_000_000, "--seconds", "3"))
     assert done.returncode == 0, done.stdout + done.stderr
     page = tmp_path / "r" / "report.html"
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
