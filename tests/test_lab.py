@@ -505,7 +505,11 @@ expect = { app_failures = 0, calls_min = 10 }
     data = json.loads((tmp_path / "r" / "report.json").read_text())
     assert data["calls"]["by_result"].keys() == {"CKR_OK"}, data["calls"]["by_result"]
     app = [json.loads(line) for line in (tmp_path / "r" / "app.log").read_text().splitlines()]
-    assert all(line["ok"] for line in app) and max(line["ms"] for line in app) >= 100, max(line["ms"] for line in app)
+    slowest = max(line["ms"] for line in app)
+    assert all(line["ok"] for line in app) and slowest >= 100, slowest
+    # the lab saw it too: a signature computed after its size was answered (serve's work ahead)
+    # is counted in the call that fetches it, which the application waited for
+    assert max(b["slowest_ms"] for b in data["timeline"]) >= slowest / 2, (data["timeline"], slowest)
     assert _member_states(tmp_path / "r", "member2") == ["up", "slow", "up"]
     assert _member_states(tmp_path / "r", "member1") == ["up"]
     assert 'class="band band-slow"' in (tmp_path / "r" / "report.html").read_text()

@@ -180,14 +180,22 @@ class FaultedAnswers:
         self.book = book
         self.seen = Seen(book.restarts, book.resets, book.removals, book.insertions)
         self.renumbered: Renumbered | None = None  # after this connection's first HSM restart
+        # when the work the last reply promised began (a signature computed after its size was
+        # answered): the application's next call, sent meanwhile, waited from then
+        self._waiting_since: float | None = None
+
+    def run_after_reply(self) -> None:
+        self._waiting_since = time.monotonic()
+        self.connection.run_after_reply()
 
     def answer(self, body: bytes) -> bytes | None:
         """The reply to `body`; None: close the connection without one. With journals on the
         book, every call is told to them with its fault and result."""
         journals = self.book.journals
+        since, self._waiting_since = self._waiting_since, None
         if not journals:
             return self._answer(body)[0]
-        started = time.monotonic()
+        started = time.monotonic() if since is None else since
         reply, name, injection = self._answer(body)
         record = CallRecord(self.state.number, name, started, time.monotonic() - started,
                             injection, result_of(reply))

@@ -125,7 +125,10 @@ class Server:
                 else:  # replies known ahead: another wrapper around answering
                     serve(call_code, body, send)
                 if state.after_reply is not None:
-                    connection.run_after_reply()
+                    if faults.active:  # timed: the application's next call waits for it
+                        faulted.run_after_reply()
+                    else:
+                        connection.run_after_reply()
         except EOFError:
             if self._stopping:
                 how = "closed by the server"
