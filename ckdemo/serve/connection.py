@@ -81,10 +81,10 @@ class Connection:
         state, sessions = self.state, self.session_calls
         for session in list(state.sessions.values()):
             try:
-                sessions._close(session)
+                sessions.close(session)
             except Exception as error:  # one broken close must not keep the rest open
                 state.sessions.pop(session.handle, None)
                 state.on_error(f"connection {state.number}: cleanup", error)
         for slot_id in list(state.logged_in):
-            sessions._logout(state.slots[slot_id])
+            sessions.logout(state.slots[slot_id])
         state.predicted.clear()

@@ -37,16 +37,16 @@ class SessionCalls:
         return (handle,)
 
     def C_CloseSession(self, handle) -> tuple:
-        self._close(self.state.session(handle, "C_CloseSession"))
+        self.close(self.state.session(handle, "C_CloseSession"))
         return ()
 
     def C_CloseAllSessions(self, slot_id) -> tuple:
         exposed = self.state.slot(slot_id, "C_CloseAllSessions")
         for session in [s for s in self.state.sessions.values() if s.slot is exposed]:
-            self._close(session)
+            self.close(session)
         return ()
 
-    def _close(self, session: ClientSession) -> None:
+    def close(self, session: ClientSession) -> None:
         session.operations.clear()
         store = self.state.stores.get(session.slot.slot_id)
         for handle in sorted(session.session_objects):
@@ -68,7 +68,7 @@ class SessionCalls:
         self.state.key_facts = {k: v for k, v in self.state.key_facts.items() if k[0] != exposed.slot_id}
         self.state.signature_sizes = {k: v for k, v in self.state.signature_sizes.items() if k[0] != exposed.slot_id}
         if exposed.slot_id in self.state.logged_in:
-            self._logout(exposed)
+            self.logout(exposed)
 
     def C_GetSessionInfo(self, handle) -> tuple:
         session = self.state.session(handle, "C_GetSessionInfo")
@@ -113,10 +113,10 @@ class SessionCalls:
         session = self.state.session(handle, "C_Logout")
         if self.state.user(session) is None:
             raise CKRError(CKR_USER_NOT_LOGGED_IN, "C_Logout")
-        self._logout(session.slot)
+        self.logout(session.slot)
         return ()
 
-    def _logout(self, exposed) -> None:
+    def logout(self, exposed) -> None:
         self.state.logged_in.pop(exposed.slot_id, None)
         try:
             exposed.login.logout(self.state.number)
