@@ -488,7 +488,7 @@ def _member_states(report: Path, label: str) -> list[str]:
 
 def test_a_slow_member_makes_calls_late_and_costs_the_application_no_failure(remote_home, tmp_path,
                                                                            run_ckdemo):
-    """member2's server is stopped 300 ms at a time for 3 s (its answers up to 300 ms late, below
+    """member2's server is stopped 300 ms at a time for 2 s (its answers up to 300 ms late, below
     MemberHedgeFloor's 0.5 s: nothing is given up) while the application signs: some signatures
     wait, none fails, and the report's member bands show member2 slow, then up."""
     scenario = write(tmp_path, """
@@ -497,10 +497,10 @@ expect = { app_exit = 0, app_failures = 0 }
 [[step]]
 name = "member2 slow"
 after_calls = 100
-member = { action = "slow", name = "member2", ms = 300, for = 3.0 }
+member = { action = "slow", name = "member2", ms = 300, for = 2.0 }
 expect = { app_failures = 0, calls_min = 10 }
 """)
-    done = lab(run_ckdemo, remote_home, scenario, tmp_path / "r", *app_command(1_000_000, "--seconds", "6"))
+    done = lab(run_ckdemo, remote_home, scenario, tmp_path / "r", *app_command(1_000_000, "--seconds", "4"))
     assert done.returncode == 0, done.stdout + done.stderr
     data = json.loads((tmp_path / "r" / "report.json").read_text())
     assert data["calls"]["by_result"].keys() == {"CKR_OK"}, data["calls"]["by_result"]
@@ -516,7 +516,7 @@ expect = { app_failures = 0, calls_min = 10 }
 
 
 def test_a_flapping_member_costs_the_application_no_failure(remote_home, tmp_path, run_ckdemo):
-    """member2's server is killed and started again every second for 4 s while the application
+    """member2's server is killed and started again every second for 3 s while the application
     signs; the HA slot fails over each time (recovery interval 1 s here): no failure, and the
     bands show member2 down and up again and again."""
     assert run_ckdemo(remote_home, "hagroup", "interval", "--seconds", "1").returncode == 0
@@ -526,15 +526,15 @@ expect = { app_exit = 0, app_failures = 0 }
 [[step]]
 name = "member2 flaps"
 after_calls = 100
-member = { action = "flap", name = "member2", every = 1.0, down = 0.5, for = 4.0 }
+member = { action = "flap", name = "member2", every = 1.0, down = 0.5, for = 3.0 }
 expect = { app_failures = 0, calls_min = 10 }
 """)
-    done = lab(run_ckdemo, remote_home, scenario, tmp_path / "r", *app_command(1_000_000, "--seconds", "7"))
+    done = lab(run_ckdemo, remote_home, scenario, tmp_path / "r", *app_command(1_000_000, "--seconds", "5"))
     assert done.returncode == 0, done.stdout + done.stderr
     data = json.loads((tmp_path / "r" / "report.json").read_text())
     assert data["calls"]["by_result"].keys() == {"CKR_OK"}, data["calls"]["by_result"]
     states = _member_states(tmp_path / "r", "member2")
-    assert states[0] == "up" and states[-1] == "up" and 3 <= states.count("down") <= 5, states
+    assert states[0] == "up" and states[-1] == "up" and 2 <= states.count("down") <= 4, states
     marks = " ".join(m["what"] for m in data["marks"])
     assert "member2: flap (server process killed)" in marks and "flap (server process started again)" in marks
 
@@ -546,11 +546,12 @@ expect = { app_exit = 0, app_failures = 0 }
 [[step]]
 name = "member3 flaps"
 after_calls = 50
-member = { action = "flap", name = "member3", every = 0.6, for = 2.0 }
+member = { action = "flap", name = "member3", every = 0.6, for = 1.5 }
 """)
-    done = lab(run_ckdemo, lab_home, scenario, tmp_path / "r", *app_command(1_000_000, "--seconds", "4"))
+    done = lab(run_ckdemo, lab_home, scenario, tmp_path / "r", *app_command(1_000_000, "--seconds", "3"))
     assert done.returncode == 0, done.stdout + done.stderr
     states = _member_states(tmp_path / "r", "member3")
     assert states.count("down") >= 2 and states[-1] == "up", states
-    assert "member3: flap (failed in its HA group)" in done.stderr + (tmp_path / "r" / "report.txt").read_text() \
-        or "failed in its HA group" in (tmp_path / "r" / "report.json").read_text()
+    marks = [m["what"] for m in json.loads((tmp_path / "r" / "report.json").read_text())["marks"]]
+    assert "member member3: flap (failed in its HA group)" in marks, marks
+    assert "member member3: flap (restored in its HA group)" in marks, marks
