@@ -169,51 +169,60 @@ class FaultedAnswers:
     """One connection's requests with faults applied (one per connection, in its thread)."""
 
     def __init__(self, connection, book: FaultBook) -> None:
-        self.connection = connection
+        self.connection = connection  # answers, and releases what the application holds
+        self.state = connection.state
         self.book = book
         self.seen = Seen(book.restarts, book.resets, book.removals, book.insertions)
         self.renumbered: Renumbered | None = None  # after this connection's first HSM restart
+        # when the work the last reply promised began (a signature computed after its size was
+        # answered): the application's next call, sent meanwhile, waited from then
+        self._waiting_since: float | None = None
+
+    def run_after_reply(self) -> None:
+        self._waiting_since = time.monotonic()
+        self.connection.run_after_reply()
 
     def answer(self, body: bytes) -> bytes | None:
         """The reply to `body`; None: close the connection without one. With journals on the
         book, every call is told to them with its fault and result."""
         journals = self.book.journals
+        since, self._waiting_since = self._waiting_since, None
         if not journals:
             return self._answer(body)[0]
-        started = time.monotonic()
+        started = time.monotonic() if since is None else since
         reply, name, injection = self._answer(body)
-        record = CallRecord(self.connection.number, name, started, time.monotonic() - started,
+        record = CallRecord(self.state.number, name, started, time.monotonic() - started,
                             injection, result_of(reply))
         for journal in journals:
             journal(record)
         return reply
 
     def _answer(self, body: bytes) -> tuple[bytes | None, str, Injection | None]:
-        connection = self.connection
-        connection.predicted.clear()  # replies sent ahead would go round the faults
+        connection, state = self.connection, self.state
+        state.predicted.clear()  # replies sent ahead would go round the faults
         self._events_due()
         name = call_name(body)
         if self.seen.uninitialized:
             if name != "C_Initialize":
-                connection.calls += 1
+                state.calls += 1
                 return encode_error(CKR_CRYPTOKI_NOT_INITIALIZED), name, None
             self.seen.uninitialized = False
         token = self._token_answer(name, body)
         if token is not None:
-            connection.calls += 1
+            state.calls += 1
             return token, name, None
         if self.renumbered is not None:  # after an HSM restart objects have other numbers
             body = self.renumbered.request(name, body)
-        injection = self.book.for_call(connection.number, name,
+        injection = self.book.for_call(state.number, name,
                                        name in OUTPUT_CALLS and _size_query(body))
         if injection is None:
             return self._renumber(name, self._changed(name, connection.answer(body))), name, None
         self.book.wait_out(injection)
         if injection.disconnect:
-            connection.calls += 1
+            state.calls += 1
             return None, name, injection
         if injection.error is not None:
-            connection.calls += 1
+            state.calls += 1
             self._end_operation(name, body)
             return encode_error(injection.error), name, injection
         reply = self._renumber(name, self._changed(name, connection.answer(body)))
@@ -223,27 +232,27 @@ class FaultedAnswers:
         return reply if self.renumbered is None else self.renumbered.reply(name, reply)
 
     def _events_due(self) -> None:
-        book, seen, connection = self.book, self.seen, self.connection
+        book, seen, connection, state = self.book, self.seen, self.connection, self.state
         if book.restarts > seen.restarts:
             self.renumbered = Renumbered((self.renumbered.epoch if self.renumbered else 0)
                                          + book.restarts - seen.restarts)
             seen.restarts = book.restarts
             connection.release()
-            connection.log(f"connection {connection.number}: HSM restart: its sessions and login are gone")
+            state.log(f"connection {state.number}: HSM restart: its sessions and login are gone")
         if book.resets > seen.resets:
             seen.resets = book.resets
             connection.release()
             seen.uninitialized = True
-            connection.log(f"connection {connection.number}: library reset: "
+            state.log(f"connection {state.number}: library reset: "
                            "CKR_CRYPTOKI_NOT_INITIALIZED until C_Initialize")
         if book.removals > seen.removals:
             seen.removals = book.removals
             connection.release()
-            seen.slot_events += [s.slot_id for s in connection.order]
-            connection.log(f"connection {connection.number}: token removed: its sessions are gone")
+            seen.slot_events += [s.slot_id for s in state.order]
+            state.log(f"connection {state.number}: token removed: its sessions are gone")
         if book.insertions > seen.insertions:
             seen.insertions = book.insertions
-            seen.slot_events += [s.slot_id for s in connection.order]
+            seen.slot_events += [s.slot_id for s in state.order]
 
     def _token_answer(self, name: str, body: bytes) -> bytes | None:
         """The answer of a slot whose token is out, or a slot event due; None: answer as usual."""
@@ -279,6 +288,6 @@ class FaultedAnswers:
             handle = decode_request(body).args[0]
         except (CodecError, CKRError, IndexError):
             return  # the call would have been refused for its request: nothing began
-        session = self.connection.sessions.get(handle)
+        session = self.state.sessions.get(handle)
         if session is not None:
             session.operations.end(kind)
