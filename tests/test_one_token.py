@@ -1154,3 +1154,20 @@ def test_a_refused_unwrap_leaves_no_key_on_any_member(served, reference):
     ours, theirs = story(served.socket), story(reference.socket)
     assert ours == ("CKR_ATTRIBUTE_READ_ONLY", [0, 0, 0])  # nothing new, on every member
     assert theirs[0] == ours[0]  # (one SoftHSM2 token keeps the orphan: theirs[1] == [1, 1, 1])
+
+
+def test_a_copy_made_sensitive_reads_sensitive_as_on_one_token(served, reference):
+    """A key neither sensitive nor extractable answers CKA_SENSITIVE from its record; a copy
+    made with CKA_SENSITIVE TRUE took the original's record and read FALSE (differential test,
+    seed 700030: 'C_GetAttributeValue CKA_SENSITIVE: 1 vs 0')."""
+    def story(socket) -> list:
+        with on_first_slot(socket) as (client, session):
+            (key,) = client.ok("C_GenerateKey", session, Mechanism(0x350), (
+                Attribute(CKA_VALUE_LEN, 32), Attribute(CKA_SENSITIVE, 0), Attribute(CKA_TOKEN, 0),
+                Attribute(CKA_LABEL, b"to-harden")))
+            (copy,) = client.ok("C_CopyObject", session, key, (Attribute(CKA_SENSITIVE, 1),))
+            return [[v.value for v in client.ok("C_GetAttributeValue", session, handle, tuple(
+                AttributeSize(a, 8) for a in (CKA_SENSITIVE, 0x162, 0x165)))[0]] for handle in (key, copy) for _ in range(2)]
+    ours, theirs = story(served.socket), story(reference.socket)
+    assert ours == theirs
+    assert [row[0] for row in ours] == [0, 0, 1, 1]

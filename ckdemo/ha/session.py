@@ -435,6 +435,9 @@ class VirtualSession(Session):
         kept = self.group.vault.get(obj.key)
         if template.get(CKA_PRIVATE) and kept is not None and kept.blob and not self.read_attribute(handle, CKA_PRIVATE):
             kept = self._kept_private(obj, kept)
+        if kept is not None and CKA_SENSITIVE in template and CKA_SENSITIVE in kept.facts:
+            # the copy is as sensitive as its template says (the original's record says otherwise)
+            kept = Kept({**kept.facts, CKA_SENSITIVE: bool(template[CKA_SENSITIVE])}, kept.blob, kept.generation)
         results = self._everywhere("C_CopyObject", lambda s, m: s.copy_object(
             self._on(m, obj), template), _destroy_made)
         return self._register_results(results, kept, label)
