@@ -1222,3 +1222,33 @@ with token.open(user_pin=sys.argv[3]) as session:
         if str(key[Attribute.LABEL]).startswith(sys.argv[4]):
             print(int(key[Attribute.SENSITIVE]))
 """
+
+
+def test_two_session_objects_of_one_identity_one_destroyed_the_other_stays(served, reference):
+    """Session objects are each application's own, told apart across applications by identity
+    (class, CKA_ID, label): destroying one of two such objects of one application forgot that
+    the application still owned the other, and it vanished from its searches when another
+    application held one of that identity too (CKR_KEY_HANDLE_INVALID afterwards; differential
+    test, seeds 1000015 and 1000016 after a run of sequences)."""
+    def story(socket, beside: bool) -> list:
+        with on_first_slot(socket) as (client, session):
+            other = RawClient(socket)  # another application with a session object of that identity
+            if beside:
+                other.ok("C_Initialize", HANDSHAKE, 0, b"\x00")
+                (slot,) = client.ok("C_GetSessionInfo", session)
+                (theirs,) = other.ok("C_OpenSession", slot.slot_id, 0x6)
+                other.ok("C_CreateObject", theirs, (Attribute(CKA_CLASS, 4), Attribute(CKA_KEY_TYPE, 0x1F),
+                                                    Attribute(CKA_VALUE, b"t" * 16), Attribute(CKA_TOKEN, 0),
+                                                    Attribute(CKA_PRIVATE, 0), Attribute(CKA_ID, b"\x02")))
+            first, second = (client.ok("C_CreateObject", session, (
+                Attribute(CKA_CLASS, 4), Attribute(CKA_KEY_TYPE, 0x1F), Attribute(CKA_VALUE, value),
+                Attribute(CKA_TOKEN, 0), Attribute(CKA_PRIVATE, 0), Attribute(CKA_ID, b"\x02")))[0]
+                for value in (b"a" * 16, b"b" * 16))
+            client.ok("C_DestroyObject", session, second)
+            seen = [client.find(session, Attribute(CKA_ID, b"\x02")) == (first,) for _ in range(3)]
+            seen.append(codes.ckr_name(client.ckr("C_EncryptInit", session, Mechanism(0x1081), first)))
+            other.close()
+            return seen
+    # (p11-kit server serves its clients one module instance: they see each other's session
+    # objects, so the reference is asked without the other application)
+    assert story(served.socket, beside=True) == story(reference.socket, beside=False) == [True, True, True, "CKR_OK"]

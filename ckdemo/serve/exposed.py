@@ -25,8 +25,8 @@ class ExposedSlot:
     # them. The members see one application (this server), so they would show every
     # connection's session objects to all; PKCS#11 gives each application its own, and so does
     # ConnectionState.usable. By identity, not handle: the HA slot numbers one object differently in
-    # each connection's session.
-    owners: dict[tuple, set[int]] = field(default_factory=dict)
+    # each connection's session (an application's own are known by handle: ConnectionState.visible).
+    owners: dict[tuple, dict[int, int]] = field(default_factory=dict)  # identity -> connection -> objects
     # slot events taken from the slot so far; each connection counts the ones it has been told,
     # so every application sees each event once, and none from before it connected
     events: int = 0

@@ -155,7 +155,8 @@ class ConnectionState:
             session.session_objects.add(handle)
             identity = self.identity(session, handle)
             if identity is not None:
-                session.slot.owners.setdefault(identity, set()).add(self.number)
+                owners = session.slot.owners.setdefault(identity, {})
+                owners[self.number] = owners.get(self.number, 0) + 1  # objects of it, per connection
         return handle
 
     def identity(self, session: ClientSession, handle: int) -> tuple | None:
@@ -175,8 +176,11 @@ class ConnectionState:
             if error.ckr != CKR_OBJECT_HANDLE_INVALID:
                 raise
             return False
-        owners = session.slot.owners.get(identity)
-        return owners is None or self.number in owners
+        if identity is None:  # a token object: everyone's
+            return True
+        if any(handle in s.session_objects for s in self.sessions.values() if s.slot is session.slot):
+            return True  # one of this application's own session objects
+        return identity not in session.slot.owners  # else another application's, if any has one
 
     def own(self, session: ClientSession, found: list[int]) -> list[int]:
         """The objects a search may show this application."""
@@ -216,8 +220,10 @@ class ConnectionState:
             session.session_objects.discard(handle)
             identity = self.identities.get((slot_id, handle))
             owners = session.slot.owners.get(identity)
-            if owners is not None:
-                owners.discard(self.number)
+            if owners is not None and self.number in owners:
+                owners[self.number] -= 1  # (another object of the same identity may stay)
+                if not owners[self.number]:
+                    del owners[self.number]
                 if not owners:
                     session.slot.owners.pop(identity, None)
         self.identities.pop((slot_id, handle), None)
