@@ -45,3 +45,9 @@ DIFFTEST_MINUTES ?= 10
 DIFFTEST_SEED ?= 1
 difftest: setup
 	$(VENV)/bin/python scripts/difftest --seed $(DIFFTEST_SEED) --minutes $(DIFFTEST_MINUTES) --calls 150 --faults 1 --shrink 20 --report docs/DIFFTEST.md
+
+# the same with remote members (p11-kit server processes) killed, hung and failed, half of the
+# faults during calls
+.PHONY: difftest-remote
+difftest-remote: setup
+	$(VENV)/bin/python scripts/difftest --remote --seed $(DIFFTEST_SEED) --minutes $(DIFFTEST_MINUTES) --calls 150 --faults 1 --shrink 0 --report docs/DIFFTEST.md
