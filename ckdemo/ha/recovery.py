@@ -16,7 +16,7 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Callable, Protocol
 
 from ..codes import CREDENTIALS_REJECTED, CKR_DEVICE_ERROR, CKR_USER_ALREADY_LOGGED_IN, CKRError
-from ..model import CKA_CLASS, CKA_ID, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, CKO_SECRET_KEY, CKU_USER
+from ..model import CKA_CLASS, CKA_ID, CKO_DATA, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, CKO_SECRET_KEY, CKU_USER
 from . import replication
 from .cleanup import close_quietly
 from .member import HAMember, MemberState
@@ -206,8 +206,8 @@ class Recovery:
     def _resynchronise(self, source: HAMember, target: HAMember) -> None:
         """Copy objects created while the member was away; destroy those destroyed meanwhile."""
         src, dst = self.group.session_for(source), target.anchor
-        theirs = {h: replication.identity(src, h) for h in key_objects(src)}
-        mine = {h: replication.identity(dst, h) for h in key_objects(dst)}
+        theirs = {h: replication.identity(src, h) for h in replicated_objects(src)}
+        mine = {h: replication.identity(dst, h) for h in replicated_objects(dst)}
         have = {replication.object_key(ident): h for h, ident in theirs.items()}
         held = {replication.object_key(ident): h for h, ident in mine.items()}
         # keys it generated and failed before copying them: another member made the application's
@@ -235,8 +235,11 @@ class Recovery:
                             f"{len(copied) - len(refused)} object(s) copied, {len(removed)} destroyed"
                             + (f" ({len(replaced)} of the copies replace another key under the same "
                                "class, CKA_ID and label)" if replaced else "")
-                            + (f"; not copied (calls needing them go to other members): "
-                               f"{', '.join(refused)}" if refused else ""))
+                            + (f"; not copied: {', '.join(refused)}" if refused else ""))
+        if refused:  # never in service without an object the others have: held out, said why
+            raise CKRError(CKR_DEVICE_ERROR, "C_UnwrapKey",
+                           f"held out of service: {len(refused)} object(s) the other members have could not be "
+                           f"copied to it ({', '.join(refused)})")
 
 
     @staticmethod
@@ -257,11 +260,14 @@ class Recovery:
         return diverged
 
 
-def key_objects(session) -> list[int]:
+def replicated_objects(session) -> list[int]:
+    """What every member holds alike: the keys (each has a CKA_ID: the HA slot gives one to a
+    key made without) and the data objects."""
     handles = []
     for cls in KEY_CLASSES:
         handles.extend(session.find_objects({CKA_CLASS: cls}))
-    return [h for h in handles if session.get_attributes(h, [CKA_ID]).get(CKA_ID)]
+    keys = [h for h in handles if session.get_attributes(h, [CKA_ID]).get(CKA_ID)]
+    return keys + list(session.find_objects({CKA_CLASS: CKO_DATA}))
 
 
 class BackgroundRecovery:

@@ -6,7 +6,7 @@ from __future__ import annotations
 from ..codes import CKRError
 from . import replication
 from .failover import MemberFailed
-from .recovery import GroupView, key_objects
+from .recovery import GroupView, replicated_objects
 
 
 class Synchronizer:
@@ -84,7 +84,7 @@ class Synchronizer:
     def _inventory(self) -> dict[str, dict[tuple, int]]:
         def held(session, member) -> dict[tuple, int]:
             return {key: h for key, h in ((replication.object_key(replication.identity(session, h)), h)
-                                          for h in key_objects(session))
+                                          for h in replicated_objects(session))
                     if not replication.is_domain_key_id(key[1])}
         return {member.serial: found for member, found in self.group.failover.every("C_FindObjects", held,
                                                                                      counted=False)}

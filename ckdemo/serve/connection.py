@@ -60,6 +60,10 @@ class Connection:
         if handler is None:
             return encode_error(CKR_FUNCTION_NOT_SUPPORTED)
         try:
+            names = self.state.names
+            if names.active:  # after a logout or a last close: this application's names
+                args = names.inward(request.name, args)
+                return encode_response(call_id, *names.outward(request.name, args, handler(*args)))
             return encode_response(call_id, *handler(*args))
         except CKRError as error:
             return encode_error(error.ckr or CKR_GENERAL_ERROR)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from dataclasses import replace
 from functools import partial
 
 from . import key_checks, wire
@@ -88,6 +89,8 @@ class CryptoCalls:
         if key is not None and kind in key_checks.USAGE:
             facts = self._key_facts(session, key)
             key_checks.check(kind, mechanism.type, facts, function)
+            if mechanism.type in key_checks.HMAC and not facts.length:
+                self._hmac_key_length(session, key, kind, mechanism.type, function)
             reauthenticate = facts.always_authenticate and kind in key_checks.REAUTHENTICATED
         # (nothing of an always-authenticate key's operation is predicted or made ahead)
         size_key = _size_key(session.slot.slot_id, key, mechanism.type, param) \
@@ -119,6 +122,24 @@ class CryptoCalls:
             facts = key_checks.KeyFacts.read(values, self._always_authenticate(session, key))
             self.state.key_facts[cache] = facts
         return facts
+
+    def _hmac_key_length(self, session: ClientSession, key: int, kind: str, mechanism: int, function: str) -> None:
+        """A secret key whose CKA_VALUE_LEN the slot does not give (SoftHSM2 leaves it 0 in an
+        unwrapped key) is tried with one MAC on the slot: the token's answer to a key too short
+        comes at the Init, as one token gives it. Once long enough, it is not tried again."""
+        store = self.state.store(session)
+        try:
+            if kind == SIGN:
+                store.sign(key, mechanism, b"length")
+            else:
+                store.verify(key, mechanism, b"length", bytes(key_checks.HMAC[mechanism][1]))
+        except CKRError as error:
+            if error.ckr == codes.CKR_KEY_SIZE_RANGE:
+                raise CKRError(error.ckr, function, "the key is shorter than the mechanism takes") from None
+            if error.ckr not in (codes.CKR_SIGNATURE_INVALID, codes.CKR_SIGNATURE_LEN_RANGE):
+                return  # another answer: the operation itself gives it
+        facts = self.state.key_facts[(session.slot.slot_id, key)]
+        self.state.key_facts[(session.slot.slot_id, key)] = replace(facts, length=key_checks.HMAC[mechanism][1])
 
     def _always_authenticate(self, session: ClientSession, key: int) -> bool:
         try:

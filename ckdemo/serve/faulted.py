@@ -34,6 +34,7 @@ from ..rpc.buffer import CodecError
 from ..rpc.calls import BY_ID, CALL_ERROR
 from ..rpc.codec import decode_request, decode_response, encode_error, encode_request, encode_response
 from .faults import OUTPUT_CALLS, CallRecord, FaultBook, Injection
+from .handle_names import HANDLE_ARGS, HANDLE_REPLIES
 
 # the parts of an operation after its C_*Init: an error ends the operation
 OPERATION_KINDS = {
@@ -106,14 +107,6 @@ TOKEN_CALLS = frozenset({"C_GetTokenInfo", "C_OpenSession", "C_GetMechanismList"
 
 # where object handles travel, by call: request argument positions, reply field positions ("*":
 # the field is a list of handles)
-HANDLE_ARGS = {"C_CopyObject": (1,), "C_DestroyObject": (1,), "C_GetObjectSize": (1,),
-               "C_GetAttributeValue": (1,), "C_SetAttributeValue": (1,), "C_DigestKey": (1,),
-               "C_EncryptInit": (2,), "C_DecryptInit": (2,), "C_SignInit": (2,), "C_VerifyInit": (2,),
-               "C_SignRecoverInit": (2,), "C_VerifyRecoverInit": (2,), "C_WrapKey": (2, 3),
-               "C_UnwrapKey": (2,), "C_DeriveKey": (2,)}
-HANDLE_REPLIES = {"C_CreateObject": (0,), "C_CopyObject": (0,), "C_GenerateKey": (0,),
-                  "C_UnwrapKey": (0,), "C_DeriveKey": (0,), "C_GenerateKeyPair": (0, 1),
-                  "C_FindObjects": ("*",)}
 EPOCH_STEP = 1 << 32  # object handle n is seen as n + epoch x EPOCH_STEP after `epoch` restarts
 
 
@@ -145,7 +138,7 @@ class Renumbered:
             fields = list(decode_response(reply, name).args)
         except (CodecError, IndexError):
             return reply
-        offset = self.epoch * EPOCH_STEP
+        offset = (self.epoch & 0xFFFF) * EPOCH_STEP
         for place in places:
             if place == "*":
                 if isinstance(fields[0], (tuple, list)):
@@ -155,9 +148,10 @@ class Renumbered:
         return encode_response(name, *fields)
 
     def _inward(self, handle: int) -> int:
-        if handle // EPOCH_STEP != self.epoch:
+        # bits 32-47 (the bits above them are a connection's own names: handle_names.py)
+        if (handle >> 32) & 0xFFFF != self.epoch & 0xFFFF:
             return 0  # a handle from before a restart: CK_INVALID_HANDLE
-        return handle % EPOCH_STEP
+        return handle & ~(0xFFFF << 32)
 
 
 @dataclass

@@ -83,6 +83,8 @@ class KeyCalls:
         session = self.state.session(handle, "C_UnwrapKey")
         key_checks.check_wrapped_length(mechanism.type, len(arg_bytes(wrapped)))
         self.state.usable(session, unwrapping, "C_UnwrapKey", CKR_UNWRAPPING_KEY_HANDLE_INVALID)
+        key_checks.check_unwrapping_key(mechanism.type, self.state.store(session).get_attributes(
+            unwrapping, key_checks.UNWRAPPING_FACTS))
         template = wire.template(attributes, "C_UnwrapKey")
         if CKA_CLASS not in template or CKA_KEY_TYPE not in template:
             raise CKRError(CKR_TEMPLATE_INCOMPLETE, "C_UnwrapKey", "CKA_CLASS and CKA_KEY_TYPE are needed")

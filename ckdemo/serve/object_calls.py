@@ -5,8 +5,9 @@ from dataclasses import dataclass
 
 from . import wire
 from .. import codes
-from ..codes import CKR_OPERATION_NOT_INITIALIZED, CKR_USER_NOT_LOGGED_IN, CKRError
-from ..model import CKA_PRIVATE, CKA_TOKEN
+from ..codes import (CKR_ACTION_PROHIBITED, CKR_OPERATION_NOT_INITIALIZED, CKR_TEMPLATE_INCONSISTENT,
+                     CKR_USER_NOT_LOGGED_IN, CKRError)
+from ..model import CKA_COPYABLE, CKA_PRIVATE, CKA_TOKEN
 from .attributes import UnnamedAttribute, naming, read_attributes
 from .state import ConnectionState
 
@@ -30,9 +31,14 @@ class ObjectCalls:
         self.state.usable(session, source, "C_CopyObject")
         template = wire.template(attributes, "C_CopyObject")
         store = self.state.store(session)
-        found = store.get_attributes(source, [CKA_TOKEN, CKA_PRIVATE])
+        found = store.get_attributes(source, [CKA_TOKEN, CKA_PRIVATE, CKA_COPYABLE])
         token = bool(template.get(CKA_TOKEN, found.get(CKA_TOKEN, True)))
         private = bool(template.get(CKA_PRIVATE, found.get(CKA_PRIVATE, True)))
+        # a token's order (SoftHSM2 2.6.1): copyable, no private -> public, then the session's rights
+        if found.get(CKA_COPYABLE) is False:
+            raise CKRError(CKR_ACTION_PROHIBITED, "C_CopyObject", f"object {source} is not copyable")
+        if found.get(CKA_PRIVATE, True) and not private:
+            raise CKRError(CKR_TEMPLATE_INCONSISTENT, "C_CopyObject", "a copy of a private object cannot be public")
         self.state.may_create(session, token, private, "C_CopyObject")
         with self.state.making("C_CopyObject"):
             made = store.copy_object(source, template)
@@ -72,7 +78,7 @@ class ObjectCalls:
         if session.found is not None or session.operations.active:  # one operation at a time
             raise CKRError(codes.CKR_OPERATION_ACTIVE, "C_FindObjectsInit")
         template = wire.template(attributes, "C_FindObjectsInit")
-        if self.state.user(session) is None:  # public objects only, whoever else logged in
+        if not self.state.sees_private(session):  # public objects only, whoever else logged in
             if template.get(CKA_PRIVATE) is True:
                 session.found = []
                 return ()
@@ -82,7 +88,7 @@ class ObjectCalls:
                 session.found = self.state.own(session, self.state.store(session).find_objects(template))
         except UnnamedAttribute:  # no object has a type the slot cannot name (SoftHSM2: none found)
             session.found = []
-        if self.state.user(session) is None:
+        if not self.state.sees_private(session):
             for found in session.found:
                 self.state.private[(session.slot.slot_id, found)] = False
         return ()

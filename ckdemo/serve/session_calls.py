@@ -58,7 +58,9 @@ class SessionCalls:
             exposed.sessions -= 1
         if any(s.slot is exposed for s in self.state.sessions.values()):
             return
-        # the application's last session with the token: its login ends too (PKCS#11)
+        # the application's last session with the token: its login ends too (PKCS#11), and
+        # every object gets a new handle (SoftHSM2's HandleManager.allSessionsClosed)
+        self.state.names.all_closed(exposed.slot_id)
         with exposed.lock:
             store = self.state.stores.pop(exposed.slot_id, None)
             if store is not None:
@@ -114,6 +116,7 @@ class SessionCalls:
         if self.state.user(session) is None:
             raise CKRError(CKR_USER_NOT_LOGGED_IN, "C_Logout")
         self.logout(session.slot)
+        self.state.names.logged_out(session.slot.slot_id)  # private objects get new handles, as on a token
         return ()
 
     def logout(self, exposed) -> None:

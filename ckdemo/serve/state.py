@@ -16,12 +16,13 @@ from typing import Callable, Iterator
 
 from ..codes import (CKR_KEY_HANDLE_INVALID, CKR_OBJECT_HANDLE_INVALID, CKR_SESSION_HANDLE_INVALID,
                      CKR_SESSION_READ_ONLY, CKR_SLOT_ID_INVALID, CKR_USER_NOT_LOGGED_IN, CKRError)
-from ..model import CKA_CLASS, CKA_ID, CKA_LABEL, CKA_PRIVATE, CKA_TOKEN
+from ..model import CKA_CLASS, CKA_ID, CKA_LABEL, CKA_PRIVATE, CKA_TOKEN, CKU_USER
 from ..rpc.structs import Info
 from ..slots import Session
 from .attributes import naming
 from .client_session import ClientSession
 from .exposed import ExposedSlot
+from .handle_names import HandleNames
 from .operations import CONNECTION_BUFFERED, CONNECTION_LOST, REFUSED_OBJECT_BYTES, Budget
 
 
@@ -50,6 +51,7 @@ class ConnectionState:
     events_told: dict[int, int] = field(init=False)
     calls: int = 0
     next_session: int = 1
+    names: HandleNames = field(init=False)  # object handles as this application sees them
     # work a reply promised, to do once it has gone (crypto_calls: a signature whose size was
     # answered first); the request loop calls Connection.run_after_reply() after each send
     after_reply: Callable[[], None] | None = None
@@ -61,6 +63,7 @@ class ConnectionState:
     def __post_init__(self) -> None:
         self.slots = {s.slot_id: s for s in self.order}
         self.events_told = {s.slot_id: s.collect_events() for s in self.order}  # never raises
+        self.names = HandleNames(self.slot_of_session, self.is_private_here)
 
     def predict(self, request: bytes, reply: bytes, holds: Callable[[], bool] | None = None) -> None:
         """`reply` is the answer to `request` if it is the next request and holds() (when given)
@@ -86,6 +89,22 @@ class ConnectionState:
     def user(self, session: ClientSession) -> int | None:
         return self.logged_in.get(session.slot.slot_id)
 
+    def slot_of_session(self, handle: int) -> int | None:
+        session = self.sessions.get(handle)
+        return None if session is None else session.slot.slot_id
+
+    def is_private_here(self, slot_id: int, session: int, handle: int) -> bool:
+        """For HandleNames: a handle the slot no longer knows counts as private (renamed)."""
+        try:
+            return self.is_private(self.sessions[session], handle)
+        except (CKRError, KeyError):
+            return True
+
+    def sees_private(self, session: ClientSession) -> bool:
+        """Private objects are the user's: the security officer sees and makes public objects
+        only, as a connection with no login (SoftHSM2's haveRead/haveWrite)."""
+        return self.user(session) == CKU_USER
+
     def is_private(self, session: ClientSession, handle: int) -> bool:
         key = (session.slot.slot_id, handle)
         if key not in self.private:
@@ -105,9 +124,11 @@ class ConnectionState:
         handles at C_Logout (SoftHSM2). An operation begun before a logout: not logged in.
         invalid: the code for an invalid handle (a wrapping key's has its own)."""
         invalid = invalid or _invalid(function)
+        if not handle:  # CK_INVALID_HANDLE; also a name this application had before a logout
+            raise CKRError(invalid, function, "no object 0 (CK_INVALID_HANDLE)")
         if session.slot.owners and not self.visible(session, handle):
             raise CKRError(invalid, function, f"no object {handle} here")
-        if self.user(session) is None and self.is_private(session, handle):
+        if not self.sees_private(session) and self.is_private(session, handle):
             code = CKR_USER_NOT_LOGGED_IN if function in CONTINUED else invalid
             raise CKRError(code, function,
                            f"object {handle} is private and this application is not logged in")
@@ -115,7 +136,7 @@ class ConnectionState:
     def may_create(self, session: ClientSession, token: bool, private: bool, function: str) -> None:
         if token and not session.rw:
             raise CKRError(CKR_SESSION_READ_ONLY, function)
-        if private and self.user(session) is None:
+        if private and not self.sees_private(session):
             raise CKRError(CKR_USER_NOT_LOGGED_IN, function,
                            "a private object needs a logged-in application")
 
