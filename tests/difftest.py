@@ -1308,7 +1308,7 @@ def play(servers: Servers, sequence: Sequence, step: Step, learn: bool) -> bool:
             if verdict != "done":
                 sequence.notes.append(f"seed {sequence.seed} step {step.number} {call}: {verdict}")
             continue
-        keys_before = [keys_seen(side, side.resolve(call.args[0])) for side in servers.sides
+        keys_before = [keys_before_making(side, side.resolve(call.args[0])) for side in servers.sides
                        ] if call.name in LEAVES_OBJECTS else None
         set_before = [values_now(side, call) for side in servers.sides] if call.name == "C_SetAttributeValue" else None
         ours, theirs = send(reference, call, servers), send(ha, call, servers)
@@ -1359,6 +1359,22 @@ def keys_seen(side: Side, session: int) -> set[int] | None:
         return None
 
 
+def keys_before_making(side: Side, session: int) -> tuple[int, set[int] | None, bool]:
+    """(the session looked in, the keys it sees, whether the engine opened it): the
+    application's session, or, when an operation there keeps the engine from searching, a
+    session of the engine's own (closed again after the call: half_pairs)."""
+    known = keys_seen(side, session)
+    if known is not None:
+        return session, known, False
+    try:
+        reply = side.client.call("C_OpenSession", side.slot, CKF_SERIAL_SESSION | CKF_RW_SESSION)
+    except (OSError, EOFError, AssertionError, ValueError, CodecError):
+        return session, None, False
+    if reply.is_error:
+        return session, None, False
+    return reply.args[0], keys_seen(side, reply.args[0]), True
+
+
 def half_pairs(seed: int, step: Step, call: Call, servers: Servers, before: list, views) -> list[Difference]:
     """SoftHSM2 keeps the half of a key pair it made before refusing the other half's template
     (an attribute of the other class). The engine removes what a refused generation left on
@@ -1366,13 +1382,15 @@ def half_pairs(seed: int, step: Step, call: Call, servers: Servers, before: list
     allowed for the reference (one SoftHSM2 token's defect), a defect for the HA slot. A half
     the token will not destroy in this process is left out of that side's searches (ignored)."""
     left = []
-    for side, known, side_view in zip(servers.sides, before, views):
-        after = keys_seen(side, side.resolve(call.args[0])) if known is not None and side_view[0] != "CKR_OK" else None
+    for side, (session, known, opened), side_view in zip(servers.sides, before, views):
+        after = keys_seen(side, session) if known is not None and side_view[0] != "CKR_OK" else None
         stray = sorted(after - known) if after is not None else []
         for handle in stray:
-            reply = side.client.call("C_DestroyObject", side.resolve(call.args[0]), handle)
+            reply = side.client.call("C_DestroyObject", session, handle)
             if reply.is_error:  # SoftHSM2's half made in this process answers CKR_OBJECT_HANDLE_INVALID
                 side.ignored.add(handle)  # to everything but a search: searches leave it out
+        if opened:
+            side.client.call("C_CloseSession", session)
         left.append(len(stray))
     if left[0] == left[1]:
         return []

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import subprocess
+import sys
 from contextlib import contextmanager
 from typing import Iterator
 
@@ -1145,11 +1146,79 @@ def test_a_refused_unwrap_leaves_no_key_on_any_member(served, reference):
                 Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_WRAP, 1), Attribute(CKA_UNWRAP, 1),
                 Attribute(CKA_EXTRACTABLE, 1), Attribute(CKA_LABEL, b"kek")))
             (blob,) = client.ok("C_WrapKey", session, Mechanism(0x2109), kek, kek, 256)
+            before = len(client.find(session, Attribute(CKA_CLASS, 4)))
             refused = client.ckr("C_UnwrapKey", session, Mechanism(0x2109), kek, blob, (
                 Attribute(CKA_CLASS, 4), Attribute(CKA_KEY_TYPE, 0x1F), Attribute(CKA_MODIFIABLE, 0),
                 Attribute(CKA_LABEL, b"orphan")))
-            counts = [len(client.find(session, Attribute(CKA_CLASS, 4))) for _ in range(3)]
+            counts = [len(client.find(session, Attribute(CKA_CLASS, 4))) - before for _ in range(3)]
             return codes.ckr_name(refused), counts
     ours, theirs = story(served.socket), story(reference.socket)
-    assert ours == ("CKR_ATTRIBUTE_READ_ONLY", [1, 1, 1])  # the wrapping key alone, on every member
-    assert theirs[0] == ours[0]  # (one SoftHSM2 token keeps the orphan: theirs[1] == [2, 2, 2])
+    assert ours == ("CKR_ATTRIBUTE_READ_ONLY", [0, 0, 0])  # nothing new, on every member
+    assert theirs[0] == ours[0]  # (one SoftHSM2 token keeps the orphan: theirs[1] == [1, 1, 1])
+
+
+def test_a_copy_made_sensitive_reads_sensitive_as_on_one_token(served, reference):
+    """A key neither sensitive nor extractable answers CKA_SENSITIVE from its record; a copy
+    made with CKA_SENSITIVE TRUE took the original's record and read FALSE (differential test,
+    seed 700030: 'C_GetAttributeValue CKA_SENSITIVE: 1 vs 0')."""
+    def story(socket) -> list:
+        with on_first_slot(socket) as (client, session):
+            (key,) = client.ok("C_GenerateKey", session, Mechanism(0x350), (
+                Attribute(CKA_VALUE_LEN, 32), Attribute(CKA_SENSITIVE, 0), Attribute(CKA_TOKEN, 0),
+                Attribute(CKA_LABEL, b"to-harden")))
+            (copy,) = client.ok("C_CopyObject", session, key, (Attribute(CKA_SENSITIVE, 1),))
+            return [[v.value for v in client.ok("C_GetAttributeValue", session, handle, tuple(
+                AttributeSize(a, 8) for a in (CKA_SENSITIVE, 0x162, 0x165)))[0]] for handle in (key, copy) for _ in range(2)]
+    ours, theirs = story(served.socket), story(reference.socket)
+    assert ours == theirs
+    assert [row[0] for row in ours] == [0, 0, 1, 1]
+
+
+def test_a_key_that_is_not_sensitive_is_made_sensitive_by_a_set_or_a_copy_as_on_one_token(served, reference, run_ckdemo):
+    """A key generated with no CKA_SENSITIVE (SoftHSM2: not sensitive) nor CKA_EXTRACTABLE has
+    sensitive copies on the members that got it from the blob, whose record answers FALSE; and
+    SoftHSM2 refuses any CKA_SENSITIVE on a sensitive key, TRUE too: a copy or a set asking it
+    TRUE was CKR_ATTRIBUTE_READ_ONLY on the HA slot (differential test with remote members,
+    seed 900029: 'C_CopyObject: CKR_OK vs CKR_ATTRIBUTE_READ_ONLY')."""
+    def story(socket, member_down: bool = False) -> list:
+        with on_first_slot(socket) as (client, session):
+            if member_down:  # member1 gets the key later, from the blob: a sensitive copy
+                assert run_ckdemo(served.home, "member", "fail", "member1").returncode == 0
+                for _ in range(4):
+                    client.ok("C_GenerateRandom", session, 8)
+            _, private = client.ok("C_GenerateKeyPair", session, Mechanism(0x1040), (
+                Attribute(CKA_EC_PARAMS, P256), Attribute(CKA_VERIFY, 1)), (
+                Attribute(CKA_SIGN, 1), Attribute(CKA_TOKEN, 1), Attribute(CKA_LABEL, b"soft-ec")))
+            if member_down:
+                assert run_ckdemo(served.home, "member", "restore", "member1").returncode == 0
+                assert run_ckdemo(served.home, "hagroup", "recover").returncode == 0
+            seen = []
+            for _ in range(3):  # whichever member copies first
+                reply = client.call("C_CopyObject", session, private, (Attribute(CKA_SENSITIVE, 1), Attribute(CKA_TOKEN, 0)))
+                seen.append(codes.ckr_name(reply.ckr) if reply.is_error else "CKR_OK")
+                if not reply.is_error:
+                    seen.append(client.ok("C_GetAttributeValue", session, reply.args[0], (AttributeSize(CKA_SENSITIVE, 1),))[0][0].value)
+            seen.append(codes.ckr_name(client.ckr("C_SetAttributeValue", session, private, (Attribute(CKA_SENSITIVE, 1),))))
+            seen += [client.ok("C_GetAttributeValue", session, private, (AttributeSize(CKA_SENSITIVE, 1),))[0][0].value for _ in range(3)]
+            return seen
+    ours, theirs = story(served.socket, member_down=True), story(reference.socket)
+    assert ours == theirs
+    assert ours == ["CKR_OK", 1] * 3 + ["CKR_OK", 1, 1, 1]
+    listed = subprocess.run(["pkcs11-tool", "--module", SOFTHSM_LIB, "--list-objects", "--type", "privkey", "--login",
+                             "--pin", USER_PIN, "--token-label", "member1"], capture_output=True, text=True,
+                            timeout=60, env=softhsm_env(served.home)).stdout
+    for member in ("member1", "member2", "member3"):  # no member keeps the value readable
+        done = subprocess.run([sys.executable, "-c", SENSITIVE_ON_MEMBER, SOFTHSM_LIB, member, USER_PIN, "soft-ec"],
+                              capture_output=True, text=True, timeout=60, env=softhsm_env(served.home))
+        assert done.returncode == 0 and done.stdout.split() == ["1"], (member, done.stdout, done.stderr, listed)
+
+
+SENSITIVE_ON_MEMBER = """
+import sys, pkcs11
+from pkcs11 import Attribute, ObjectClass
+token = pkcs11.lib(sys.argv[1]).get_token(token_label=sys.argv[2])
+with token.open(user_pin=sys.argv[3]) as session:
+    for key in session.get_objects({Attribute.CLASS: ObjectClass.PRIVATE_KEY}):
+        if str(key[Attribute.LABEL]).startswith(sys.argv[4]):
+            print(int(key[Attribute.SENSITIVE]))
+"""

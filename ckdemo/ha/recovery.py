@@ -229,6 +229,8 @@ class Recovery:
                 refused.append(f"{key[2] or key[1].hex()}: {exc.name}")
         for key in removed:
             dst.destroy_object(held[key])
+        if replaced or removed:  # handles of this member kept by sessions name objects gone now
+            target.generation += 1
         self.group.orphans.pop(target.serial, None)
         if copied or removed:
             self.group.log.record(self.group.serial, target.serial, "resynchronised",

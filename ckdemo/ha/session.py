@@ -272,7 +272,8 @@ class VirtualSession(Session):
         if template.get(CKA_EXTRACTABLE) is False:
             self._keep_before_hardening(obj)
         template, label = self._renamed(obj, template)
-        if template.get(CKA_SENSITIVE) is False and self._facts(obj).get(CKA_SENSITIVE) is False:
+        asked_sensitive = template.get(CKA_SENSITIVE)
+        if asked_sensitive is False and self._facts(obj).get(CKA_SENSITIVE) is False:
             # not sensitive, as the record says; a copy from the blob (a member that came back)
             # is, and would refuse it: setting the value the key has changes nothing anywhere
             template = {a: v for a, v in template.items() if a != CKA_SENSITIVE}
@@ -282,7 +283,7 @@ class VirtualSession(Session):
             before[CKA_LABEL] = obj.key[2]  # the members' own (a marked one, _alike)
         try:
             self._everywhere("C_SetAttributeValue", lambda s, m: s.set_attributes(
-                self._on(m, obj), template))
+                self._on(m, obj), self._as_the_copy_is(s, self._on(m, obj), obj, template)))
         except MemberFailed:
             raise
         except CKRError:
@@ -292,13 +293,24 @@ class VirtualSession(Session):
         if CKA_ALWAYS_AUTHENTICATE in template:
             self.group.reauthenticated.pop(obj.key, None)
         kept = self.group.vault.get(obj.key)
-        if kept is not None and CKA_SENSITIVE in template and CKA_SENSITIVE in kept.facts:
-            kept.facts[CKA_SENSITIVE] = bool(template[CKA_SENSITIVE])  # now so on every copy
+        if kept is not None and asked_sensitive is not None and CKA_SENSITIVE in kept.facts:
+            kept.facts[CKA_SENSITIVE] = bool(asked_sensitive)  # now so on every copy
             self.group.vault.put(obj.key, kept, token=not obj.session_object)
         if CKA_ID in template or CKA_LABEL in template or (  # its identity on members changed
                 obj.key[0] == CKO_DATA and CKA_VALUE in template):
             self._rekey(obj, template)
         self._keep_label(obj, label)
+
+    def _as_the_copy_is(self, session, handle: int, obj: VirtualObject, template: dict[int, Any]) -> dict[int, Any]:
+        """A template for one member's copy of a key whose record answers CKA_SENSITIVE FALSE:
+        copies from the blob are sensitive already, and SoftHSM2 refuses any CKA_SENSITIVE on a
+        sensitive key (CKR_ATTRIBUTE_READ_ONLY, TRUE too); the copy that is not sensitive (its
+        generating member's) takes it, so that no member keeps the value readable."""
+        if template.get(CKA_SENSITIVE) is not True or self._facts(obj).get(CKA_SENSITIVE) is not False:
+            return template
+        if not session.get_attributes(handle, [CKA_SENSITIVE]).get(CKA_SENSITIVE):
+            return template
+        return {a: v for a, v in template.items() if a != CKA_SENSITIVE}
 
     def _tried_on_a_copy(self, obj: VirtualObject, template: dict[int, Any]) -> None:
         """A change that cannot be put back (SENSITIVE TRUE, EXTRACTABLE FALSE, WRAP_WITH_TRUSTED
@@ -435,8 +447,13 @@ class VirtualSession(Session):
         kept = self.group.vault.get(obj.key)
         if template.get(CKA_PRIVATE) and kept is not None and kept.blob and not self.read_attribute(handle, CKA_PRIVATE):
             kept = self._kept_private(obj, kept)
+        if kept is not None and CKA_SENSITIVE in template and CKA_SENSITIVE in kept.facts:
+            # the copy is as sensitive as its template says (the original's record says otherwise)
+            kept = Kept({**kept.facts, CKA_SENSITIVE: bool(template[CKA_SENSITIVE])}, kept.blob, kept.generation)
+        if template.get(CKA_SENSITIVE) is False and self._facts(obj).get(CKA_SENSITIVE) is False:
+            template = {a: v for a, v in template.items() if a != CKA_SENSITIVE}  # as it is: nothing to ask
         results = self._everywhere("C_CopyObject", lambda s, m: s.copy_object(
-            self._on(m, obj), template), _destroy_made)
+            self._on(m, obj), self._as_the_copy_is(s, self._on(m, obj), obj, template)), _destroy_made)
         return self._register_results(results, kept, label)
 
     def _kept_private(self, obj: VirtualObject, kept: Kept) -> Kept:

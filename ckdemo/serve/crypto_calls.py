@@ -1,9 +1,8 @@
 """Cryptographic calls of a connection: Init keeps the operation, the last call does it on the slot."""
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
-from dataclasses import replace
 from functools import partial
 
 from . import key_checks, wire
@@ -138,8 +137,8 @@ class CryptoCalls:
                 raise CKRError(error.ckr, function, "the key is shorter than the mechanism takes") from None
             if error.ckr not in (codes.CKR_SIGNATURE_INVALID, codes.CKR_SIGNATURE_LEN_RANGE):
                 return  # another answer: the operation itself gives it
-        facts = self.state.key_facts[(session.slot.slot_id, key)]
-        self.state.key_facts[(session.slot.slot_id, key)] = replace(facts, length=key_checks.HMAC[mechanism][1])
+        cache = (session.slot.slot_id, key)
+        self.state.key_facts[cache] = replace(self.state.key_facts[cache], length=key_checks.HMAC[mechanism][1])
 
     def _always_authenticate(self, session: ClientSession, key: int) -> bool:
         try:

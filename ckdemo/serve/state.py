@@ -51,7 +51,6 @@ class ConnectionState:
     events_told: dict[int, int] = field(init=False)
     calls: int = 0
     next_session: int = 1
-    names: HandleNames = field(init=False)  # object handles as this application sees them
     # work a reply promised, to do once it has gone (crypto_calls: a signature whose size was
     # answered first); the request loop calls Connection.run_after_reply() after each send
     after_reply: Callable[[], None] | None = None
@@ -59,11 +58,24 @@ class ConnectionState:
     # requests whose replies are known before they come (crypto_calls: the next calls of an
     # application that signs again and again); any other request ends them all
     predicted: dict[bytes, tuple[bytes, Callable[[], bool] | None]] = field(default_factory=dict)
+    # object handles as a token would number them for this application (handle_names.py)
+    names: HandleNames = field(init=False)
 
     def __post_init__(self) -> None:
         self.slots = {s.slot_id: s for s in self.order}
         self.events_told = {s.slot_id: s.collect_events() for s in self.order}  # never raises
-        self.names = HandleNames(self.slot_of_session, self.is_private_here)
+        self.names = HandleNames(self._slot_of_session, self._is_private_here)
+
+    def _slot_of_session(self, handle: int) -> int | None:
+        session = self.sessions.get(handle)
+        return None if session is None else session.slot.slot_id
+
+    def _is_private_here(self, slot_id: int, session: int, handle: int) -> bool:
+        """For HandleNames: a handle the slot no longer knows counts as private (renamed)."""
+        try:
+            return self.is_private(self.sessions[session], handle)
+        except (CKRError, KeyError):
+            return True
 
     def predict(self, request: bytes, reply: bytes, holds: Callable[[], bool] | None = None) -> None:
         """`reply` is the answer to `request` if it is the next request and holds() (when given)
@@ -88,17 +100,6 @@ class ConnectionState:
 
     def user(self, session: ClientSession) -> int | None:
         return self.logged_in.get(session.slot.slot_id)
-
-    def slot_of_session(self, handle: int) -> int | None:
-        session = self.sessions.get(handle)
-        return None if session is None else session.slot.slot_id
-
-    def is_private_here(self, slot_id: int, session: int, handle: int) -> bool:
-        """For HandleNames: a handle the slot no longer knows counts as private (renamed)."""
-        try:
-            return self.is_private(self.sessions[session], handle)
-        except (CKRError, KeyError):
-            return True
 
     def sees_private(self, session: ClientSession) -> bool:
         """Private objects are the user's: the security officer sees and makes public objects
