@@ -189,9 +189,10 @@ class FaultedAnswers:
         since, self._waiting_since = self._waiting_since, None
         if not journals:
             return self._answer(body)[0]
-        started = time.monotonic() if since is None else since
+        started = time.monotonic()  # when the request came: the step windows go by it
         reply, name, injection = self._answer(body)
-        record = CallRecord(self.state.number, name, started, time.monotonic() - started,
+        record = CallRecord(self.state.number, name, started,
+                            time.monotonic() - (started if since is None else since),
                             injection, result_of(reply))
         for journal in journals:
             journal(record)
