@@ -16,7 +16,9 @@ from ..model import CKU_USER, LibraryInfo, MechanismInfo, SlotInfo, TokenInfo
 from ..slots import LoginCounter, Slot
 from .admin import Administration
 from .events import HALog
-from .failover import Failover
+from .failover import Failover, MemberFailed
+from .journal import Journal
+from .marks import Marks
 from .member import HAMember
 from .vault import Vault
 from .pin_lock import PIN_FLAG_NAMES, PIN_FLAGS, PinLock
@@ -35,7 +37,8 @@ class HAGroup(Slot):
                  log: HALog | None = None, slot_id: int = 0, balance: bool = True,
                  state_lock: Callable[[], AbstractContextManager] = nullcontext,
                  synchronize_on_recovery: bool = True, pin_lock: PinLock | None = None,
-                 vault: Vault | None = None, recovery_mode: str = ACTIVE_BASIC) -> None:
+                 vault: Vault | None = None, recovery_mode: str = ACTIVE_BASIC,
+                 journal: Journal | None = None) -> None:
         self.label = label
         self.serial = serial
         self.members = members
@@ -54,6 +57,10 @@ class HAGroup(Slot):
         # what one token would answer of each key, and the blobs of unextractable keys (vault.py)
         self.vault = vault if vault is not None else Vault()
         self.sessions: dict[int, Any] = {}
+        # the changes made on members, and each member's mark of the last one it took: a member
+        # that comes back is brought up to date in what changed meanwhile (journal.py, marks.py)
+        self.journal = journal if journal is not None else Journal()
+        self.marks = Marks(serial)
         # identity -> its place in searches: the order the group made or first saw each object
         self.order: dict[tuple, int] = {}
         self._places = itertools.count(1)
@@ -152,6 +159,22 @@ class HAGroup(Slot):
         self.log.record(self.serial, "*", "lost",
                         "every member is lost: the login and every session are gone (the "
                         "application must C_Finalize, C_Initialize and log in again)")
+
+    def changed(self, keys) -> None:
+        """A change made on every active member touched these identities (the state lock is
+        held): journalled, and every member that took it is marked with its number. A member
+        recovered before a user login is not: its private objects are not up to date yet."""
+        number = self.journal.record(keys)
+        mark = self.journal.mark(number)
+        for member in self.active_members():
+            if member.private_unsynced:
+                continue
+            try:
+                self.failover.pinned(member, self.marks.write, self.session_for(member), member, mark)
+            except MemberFailed:
+                continue  # failed now: it comes back with the older mark, and gets this change
+            except CKRError as exc:  # its mark lags: its next recovery replays more, or compares all
+                self.log.record(self.serial, member.serial, "journal-mark", f"not written: {exc}")
 
     def place(self, key: tuple) -> int:
         """The next place in search order, for an object the group makes or sees first."""

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Callable, Protocol
 
 from ..codes import CREDENTIALS_REJECTED, CKR_DEVICE_ERROR, CKR_USER_ALREADY_LOGGED_IN, CKRError
 from ..model import CKA_CLASS, CKA_ID, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, CKO_SECRET_KEY, CKU_USER
-from . import replication
+from . import catchup, replication
 from .cleanup import close_quietly
 from .member import HAMember, MemberState
 if TYPE_CHECKING:
@@ -67,6 +67,8 @@ class Recovery:
     def __init__(self, group: GroupView) -> None:
         self.group = group
         self.in_calls = True  # activeBasic; activeEnhanced: the background thread recovers
+        self.replays = 0  # recoveries brought up to date from the journal
+        self.full_comparisons = 0  # ... by comparing every key object
 
     def before_call(self) -> None:
         if self.in_calls:
@@ -204,7 +206,47 @@ class Recovery:
             member.private_unsynced = False
 
     def _resynchronise(self, source: HAMember, target: HAMember) -> None:
-        """Copy objects created while the member was away; destroy those destroyed meanwhile."""
+        """Copy objects created while the member was away, destroy those destroyed meanwhile:
+        from the journal when the member's mark proves where it stands (work as large as what
+        changed), else by comparing every key object on both. The member is marked up to date
+        after, unless only its public objects could be seen (no user logged in)."""
+        dst = target.anchor
+        mark = self.group.marks.read(dst)
+        touched = self.group.journal.since(mark)
+        if touched is None:
+            why = ("the member has no journal mark" if mark is None else
+                   f"the journal does not hold every change after the member's mark ({mark.decode(errors='replace')})")
+            self._compare_in_full(source, target, why)
+        else:
+            self._replay(source, target, touched, mark)
+        if self._user_logged_in():
+            self.group.marks.write(dst, target, self.group.journal.mark())
+
+    def _replay(self, source: HAMember, target: HAMember, touched: frozenset, mark: bytes) -> None:
+        """The identities touched since the member's mark, its lost session objects and the
+        keys it generated and failed before copying, made on it as they are on the source."""
+        src, dst = self.group.session_for(source), target.anchor
+        orphans = self.group.orphans.get(target.serial, set())
+        keys = set(touched) | set(catchup.session_objects(src)) | orphans
+        outcome = catchup.catch_up(src, dst, keys, self.group.vault, replace=orphans,
+                                   is_member_failure=self.group.is_member_failure)
+        self.group.orphans.pop(target.serial, None)
+        self.replays += 1
+        if outcome.changed:
+            self.group.log.record(self.group.serial, target.serial, "resynchronised",
+                                  f"{outcome.copied} object(s) copied, "
+                                  f"{outcome.destroyed} destroyed"
+                                  + (f", {outcome.updated} updated" if outcome.updated else "")
+                                  + (f" ({outcome.replaced} of the copies replace another key under "
+                                     "the same class, CKA_ID and label)" if outcome.replaced else "")
+                                  + (f"; not copied (calls needing them go to other members): "
+                                     f"{', '.join(outcome.refused)}" if outcome.refused else "")
+                                  + f" (journal: {len(touched)} object(s) changed after "
+                                    f"{mark.decode(errors='replace')})")
+
+    def _compare_in_full(self, source: HAMember, target: HAMember, why: str) -> None:
+        """Every key object on the source and on the member, compared (a few calls each)."""
+        self.full_comparisons += 1
         src, dst = self.group.session_for(source), target.anchor
         theirs = {h: replication.identity(src, h) for h in key_objects(src)}
         mine = {h: replication.identity(dst, h) for h in key_objects(dst)}
@@ -236,7 +278,8 @@ class Recovery:
                             + (f" ({len(replaced)} of the copies replace another key under the same "
                                "class, CKA_ID and label)" if replaced else "")
                             + (f"; not copied (calls needing them go to other members): "
-                               f"{', '.join(refused)}" if refused else ""))
+                               f"{', '.join(refused)}" if refused else "")
+                            + f" (full comparison: {why})")
 
 
     @staticmethod

@@ -17,6 +17,7 @@ from ..model import (CKA_ALWAYS_AUTHENTICATE, CKA_CLASS, CKA_DERIVE, CKA_EC_PARA
 from ..slots import Session
 from . import handles, replication
 from .failover import MemberFailed, ObjectMissing
+from .marks import is_mark
 from .member import HAMember
 from .vault import FACTS, Kept
 
@@ -255,10 +256,19 @@ class VirtualSession(Session):
                                      lambda s, m, data: iter([s.digest_stream(mechanism, data)])))
 
     # ---- changes applied on every member ----------------------------------------------------
-    def _everywhere(self, function: str, op, undo=None) -> list[tuple[HAMember, Any]]:
-        """A change on every active member, seen from any process as one (the state lock)."""
+    def _everywhere(self, function: str, op, undo=None, touched=None) -> list[tuple[HAMember, Any]]:
+        """A change on every active member, seen from any process as one (the state lock).
+        touched(results): the identities it changed, for the group's journal (journal.py)."""
         with self.group.state_lock():
-            return self.failover.every(function, op, undo)
+            results = self.failover.every(function, op, undo)
+            if touched is not None:
+                self.group.changed(touched(results))
+            return results
+
+    def _made(self, results: list[tuple[HAMember, Any]]) -> list[tuple]:
+        """The identity of the object a change made on every member (journal.py)."""
+        member, handle = results[0]
+        return [replication.object_key(replication.identity(self.failover.on(member), handle))]
 
     def seed_random(self, seed: bytes) -> None:
         self._everywhere("C_SeedRandom", lambda s, m: s.seed_random(seed))
@@ -275,7 +285,7 @@ class VirtualSession(Session):
             before[CKA_LABEL] = obj.key[2]  # the members' own (a marked one, _alike)
         try:
             self._everywhere("C_SetAttributeValue", lambda s, m: s.set_attributes(
-                self._on(m, obj), template))
+                self._on(m, obj), template), touched=lambda _: [obj.key, _renamed_key(obj.key, template)])
         except MemberFailed:
             raise
         except CKRError:
@@ -404,7 +414,7 @@ class VirtualSession(Session):
             self._keep_before_hardening(obj)
         kept = self.group.vault.get(obj.key)
         results = self._everywhere("C_CopyObject", lambda s, m: s.copy_object(
-            self._on(m, obj), template), _destroy_made)
+            self._on(m, obj), template), _destroy_made, self._made)
         return self._register_results(results, kept, label)
 
     def _copy_anew(self, obj: VirtualObject, template: dict[int, Any], made: dict[int, Any],
@@ -425,7 +435,8 @@ class VirtualSession(Session):
                     raise
         made = {**{a: v for a, v in original.items() if v is not None}, **made}
         kept = self.group.vault.get(obj.key)
-        results = self._everywhere("C_CopyObject", lambda s, m: s.create_object(made), _destroy_made)
+        results = self._everywhere("C_CopyObject", lambda s, m: s.create_object(made), _destroy_made,
+                                   self._made)
         return self._register_results(results, kept, label)
 
     def unwrap_key(self, unwrapping: int, object_class: int, key_type: int, data: bytes,
@@ -434,7 +445,8 @@ class VirtualSession(Session):
         wrapper = self._object(unwrapping, "C_UnwrapKey")
         template, label = self._alike(object_class, self._identified(template))
         results = self._everywhere("C_UnwrapKey", lambda s, m: s.unwrap_key(
-            self._on(m, wrapper), object_class, key_type, data, mechanism, template, param), _destroy_made)
+            self._on(m, wrapper), object_class, key_type, data, mechanism, template, param), _destroy_made,
+            self._made)
         handle = self._register_results(results, label=label)
         self._keep_by_twin(handle, template, lambda s, m, twin: s.unwrap_key(
             self._on(m, wrapper), object_class, key_type, data, mechanism, twin, param))
@@ -446,7 +458,8 @@ class VirtualSession(Session):
         base_obj = self._object(base, "C_DeriveKey")
         template, label = self._alike(CKO_SECRET_KEY, self._identified(template))
         results = self._everywhere("C_DeriveKey", lambda s, m: s.derive_key(
-            self._on(m, base_obj), mechanism, param, key_type, length, template), _destroy_made)
+            self._on(m, base_obj), mechanism, param, key_type, length, template), _destroy_made,
+            self._made)
         handle = self._register_results(results, label=label)
         self._keep_by_twin(handle, template, lambda s, m, twin: s.derive_key(
             self._on(m, base_obj), mechanism, param, key_type, length, twin))
@@ -457,7 +470,7 @@ class VirtualSession(Session):
         """On every member: PBKDF2 of the same password and salt is the same key everywhere."""
         template = self._identified(template)
         results = self._everywhere("C_GenerateKey", lambda s, m: s.pbe_generate(
-            password, salt, iterations, template), _destroy_made)
+            password, salt, iterations, template), _destroy_made, self._made)
         return self._register_results(results)
 
     def probe_ec_curve(self, ec_params: bytes) -> None:
@@ -535,8 +548,8 @@ class VirtualSession(Session):
                     if error.ckr != CKR_OBJECT_HANDLE_INVALID:
                         raise
                     continue  # destroyed since the search by another application: gone, as on a token
-                if replication.is_domain_key_id(ident.get(CKA_ID)):
-                    continue
+                if replication.is_domain_key_id(ident.get(CKA_ID)) or is_mark(ident):
+                    continue  # the group's own objects
                 key = replication.object_key(ident)
                 if by_record and not self._matches(session, h, key, by_record, ident):
                     continue
@@ -595,8 +608,10 @@ class VirtualSession(Session):
                          extra=tuple((a, v) for a, v in spec.extra
                                      if a not in (CKA_EXTRACTABLE, CKA_WRAP_WITH_TRUSTED, *final)))
         with self.group.state_lock():  # on every member or on none, seen from any process
-            return self.failover.one("C_GenerateKeyPair", lambda s, m: self._generate_on(
+            handles = self.failover.one("C_GenerateKeyPair", lambda s, m: self._generate_on(
                 s, m, made, final, spec, asked_wwt, label))
+            self.group.changed([self.objects[h].key for h in handles])
+            return handles
 
     def _generate_on(self, session, source: HAMember, made: KeySpec, final: dict[int, Any], spec: KeySpec,
                      asked_wwt: bool, label: str | None) -> list[int]:
@@ -674,7 +689,7 @@ class VirtualSession(Session):
         """The caller typed the values: create them on every member alike."""
         template, label = self._alike(template.get(CKA_CLASS), self._identified(template))
         results = self._everywhere("C_CreateObject",
-                                    lambda s, m: s.create_object(template), _destroy_made)
+                                    lambda s, m: s.create_object(template), _destroy_made, self._made)
         handle = self._register_results(results, label=label)
         self._keep_by_twin(handle, template, lambda s, m, twin: s.create_object(
             {**template, **twin}))
@@ -724,7 +739,7 @@ class VirtualSession(Session):
     def destroy_object(self, handle: int) -> None:
         obj = self._object(handle, "C_DestroyObject")
         self._everywhere("C_DestroyObject",
-                          lambda s, m: s.destroy_object(self._on(m, obj)))
+                          lambda s, m: s.destroy_object(self._on(m, obj)), touched=lambda _: [obj.key])
         self.objects.pop(handle, None)
         self._by_key.pop(obj.key, None)
         self.group.vault.drop(obj.key)
@@ -846,6 +861,13 @@ class VirtualSession(Session):
                                 f"object {obj.handle} is missing on member {member.serial}")
         obj.on_member[member.serial] = (member.generation, found[0])
         return found[0]
+
+
+def _renamed_key(key: tuple, template: dict[int, Any]) -> tuple:
+    """The identity an object has on members after this template is set (as _rekey)."""
+    cls, name, label = key
+    named_by = CKA_VALUE if cls == CKO_DATA else CKA_ID
+    return (cls, bytes(template.get(named_by, name)), _text(template.get(CKA_LABEL, label)))
 
 
 def _destroy_made(session, member: HAMember, handle: int) -> None:

@@ -25,6 +25,7 @@ class Synchronizer:
             torn = self._remove_torn()
             inventory = self._inventory()
             copied = 0
+            touched: set[tuple] = set()
             for target in self.group.active_members():
                 have = inventory[target.serial]
                 for source in self.group.active_members():
@@ -36,10 +37,13 @@ class Synchronizer:
                                                               self.group.failover.on(target),
                                                               self.group.vault.get(key))
                             copied += 1
+                            touched.add(key)
                         except MemberFailed:
                             continue
                         except CKRError as exc:
                             refused.append(f"{key[2] or key[1].hex()} to {target.serial}: {exc.name}")
+            if touched:  # a member away now may lack them too: its recovery looks at them
+                self.group.changed(touched)
         if copied or refused or torn:
             self.group.log.record(self.group.serial, "*", why, f"{copied} object(s) copied"
                             + (f"; {torn} torn object(s) removed (written by a process killed "
