@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from ..codes import CKR_ATTRIBUTE_TYPE_INVALID, CKRError
-from ..model import (CKA_CLASS, CKA_EXTRACTABLE, CKA_LABEL, CKA_MODIFIABLE, CKA_PRIVATE,
+from ..model import (CKA_CLASS, CKA_EXTRACTABLE, CKA_ID, CKA_LABEL, CKA_TRUSTED, CKA_MODIFIABLE, CKA_PRIVATE,
                      CKA_SENSITIVE, CKA_TOKEN, CKA_VALUE, CKO_DATA, CKO_PRIVATE_KEY,
                      CKO_PUBLIC_KEY, CKO_SECRET_KEY)
 from . import replication
@@ -50,6 +50,7 @@ def catch_up(src, dst, keys: Iterable[tuple], vault: Vault, replace: set[tuple] 
     identities whose copy on the member is another key whatever a fingerprint says (a key it
     generated and failed before copying)."""
     outcome = Outcome()
+    src, dst = _DomainKeysOnce(src), _DomainKeysOnce(dst)
     keys = [k for k in keys if not replication.is_domain_key_id(k[1])]
     pending: dict[tuple, int] = {}  # identity -> source handle: what the member must get
     both: dict[tuple, tuple[int, int]] = {}  # identity -> (source handle, member handle)
@@ -82,13 +83,43 @@ def catch_up(src, dst, keys: Iterable[tuple], vault: Vault, replace: set[tuple] 
             if key[0] == CKO_DATA:
                 copy_data(src, handle, dst)
             else:
-                replication.replicate(src, handle, dst, vault.get(key))
+                # (again: the member was searched above; it lacks the key)
+                replication.replicate(src, handle, dst, vault.get(key), again=True)
             outcome.copied += 1
         except CKRError as exc:
             if is_member_failure(exc):
                 raise
             outcome.refused.append(f"{key[2] or key[1].hex()}: {exc.name}")
     return outcome
+
+
+class _DomainKeysOnce:
+    """A member session whose domain keys (replication.domain_keys: a search and a read of
+    each) are looked up once for a whole catch-up instead of once for every key copied: they
+    cannot change meanwhile (the state lock is held, and a domain key is not destroyable)."""
+
+    def __init__(self, session) -> None:
+        self._session = session
+        self._found: dict[tuple, list[int]] = {}
+        self._ids: dict[int, dict] = {}
+
+    def find_objects(self, template: dict[int, Any]) -> list[int]:
+        if CKA_TRUSTED not in template:
+            return self._session.find_objects(template)
+        key = tuple(sorted(template.items()))
+        if key not in self._found:
+            self._found[key] = self._session.find_objects(template)
+        return self._found[key]
+
+    def get_attributes(self, handle: int, attributes: list[int]) -> dict[int, Any]:
+        if attributes != [CKA_ID] or not any(handle in found for found in self._found.values()):
+            return self._session.get_attributes(handle, attributes)
+        if handle not in self._ids:
+            self._ids[handle] = self._session.get_attributes(handle, attributes)
+        return self._ids[handle]
+
+    def __getattr__(self, name: str):
+        return getattr(self._session, name)
 
 
 def session_objects(session) -> list[tuple]:
