@@ -133,6 +133,16 @@ def session_objects(session) -> list[tuple]:
     return found
 
 
+def data_objects(session) -> dict[tuple, int]:
+    """Every data object the member session sees but the group's mark: identity -> handle."""
+    found = {}
+    for handle in session.find_objects({CKA_CLASS: CKO_DATA}):
+        ident = replication.identity(session, handle)
+        if not is_mark(ident):
+            found.setdefault(replication.object_key(ident), handle)
+    return found
+
+
 def _find(session, key: tuple) -> int | None:
     found = session.find_objects(replication.search_template(key))
     if not key[2] and key[0] != CKO_DATA:  # no label searched: objects with one are others

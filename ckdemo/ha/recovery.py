@@ -245,7 +245,8 @@ class Recovery:
                                     f"{mark.decode(errors='replace')})")
 
     def _compare_in_full(self, source: HAMember, target: HAMember, why: str) -> None:
-        """Every key object on the source and on the member, compared (a few calls each)."""
+        """Every key and data object on the source and on the member, compared (a few calls
+        each)."""
         self.full_comparisons += 1
         src, dst = self.group.session_for(source), target.anchor
         theirs = {h: replication.identity(src, h) for h in key_objects(src)}
@@ -271,6 +272,19 @@ class Recovery:
                 refused.append(f"{key[2] or key[1].hex()}: {exc.name}")
         for key in removed:
             dst.destroy_object(held[key])
+        # data objects (no key material: made from the source's attributes)
+        data_theirs, data_mine = catchup.data_objects(src), catchup.data_objects(dst)
+        for key in data_theirs.keys() - data_mine.keys():
+            copied.append(key)
+            try:
+                catchup.copy_data(src, data_theirs[key], dst)
+            except CKRError as exc:
+                if self.group.is_member_failure(exc):
+                    raise
+                refused.append(f"{key[2]}: {exc.name}")
+        for key in data_mine.keys() - data_theirs.keys():
+            dst.destroy_object(data_mine[key])
+            removed.append(key)
         self.group.orphans.pop(target.serial, None)
         if copied or removed:
             self.group.log.record(self.group.serial, target.serial, "resynchronised",
