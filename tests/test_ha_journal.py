@@ -15,13 +15,14 @@ from pathlib import Path
 
 import pytest
 
+from ckdemo.ha import comparison
 from ckdemo.ha.journal import FileSequence, Journal
 from ckdemo.ha.marks import MARK_LABEL
 from ckdemo.model import (CKA_CLASS, CKA_DECRYPT, CKA_ID, CKA_LABEL, CKA_PRIVATE, CKA_TOKEN,
                           CKA_VALUE, CKO_DATA, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, CKO_SECRET_KEY,
                           CKU_USER, KeySpec)
 from conftest import USER_PIN, requires_softhsm
-from test_ha_group import HA, build_ha, heal
+from test_ha_group import HA, build_ha, heal, wait_for
 
 
 # ---- the journal alone --------------------------------------------------------------------------
@@ -328,9 +329,58 @@ def test_active_enhanced_recovers_from_the_journal_in_the_background(ha):
         replays = ha.group.recovery.replays
         ha.group.restore_member(member)
         ha.clock.advance(ha.x + 1)
-        from test_ha_group import wait_for
         wait_for(lambda: member.active, "the background thread did not take the member back")
         assert ha.group.recovery.replays == replays + 1
         assert key_id in ids_on(member, CKO_SECRET_KEY)
     finally:
         ha.group.set_recovery_mode("activeBasic")
+
+
+def unmark(ha: HA, member) -> None:
+    """The member's journal mark destroyed straight on its token: the journal proves nothing."""
+    direct = member.slot.open_session(rw=True)
+    try:
+        for handle in direct.find_objects({CKA_CLASS: CKO_DATA, 0x10: f"{MARK_LABEL} {ha.group.serial}"}):
+            direct.destroy_object(handle)
+    finally:
+        direct.close()
+
+
+@requires_softhsm
+def test_active_enhanced_compares_an_unproven_member_off_the_locks_and_catches_up_what_changed_meanwhile(
+        ha, monkeypatch):
+    """activeEnhanced, a member the journal cannot vouch for: it is compared in full on a thread
+    of its own with no lock held, while the application goes on changing objects (here: from
+    inside the comparison, after it has read both members); those changes are caught up from
+    the journal before the member serves again."""
+    member = ha.group.members[0]
+    (doomed,) = ha.session.generate(KeySpec("aes", 32, "journal-doomed", os.urandom(8)))
+    doomed_id = ha.session.get_attributes(doomed, [CKA_ID])[CKA_ID]
+    unmark(ha, member)
+    away_id, during_id = os.urandom(8), os.urandom(8)
+    original = comparison.compare_in_full
+    seen = []
+
+    def compare_then_change(group, source, target, why):
+        original(group, source, target, why)
+        assert not group.lock._is_owned()  # noqa: SLF001 (no lock held: the application goes on)
+        ha.session.generate(KeySpec("aes", 32, "journal-during", during_id))
+        ha.session.destroy_object(doomed)
+        seen.append(why)
+
+    monkeypatch.setattr(comparison, "compare_in_full", compare_then_change)
+    ha.group.set_recovery_mode("activeEnhanced")
+    try:
+        ha.group.background.poll_s = 0.01
+        fail(ha, member)
+        ha.session.generate(KeySpec("aes", 32, "journal-away", away_id))
+        mark = len(ha.group.log.events)
+        ha.group.restore_member(member)
+        ha.clock.advance(ha.x + 1)
+        wait_for(lambda: member.active, "the member was not taken back")
+    finally:
+        ha.group.set_recovery_mode("activeBasic")
+    assert seen == ["the member has no journal mark; compared in the background"]
+    assert [e.event for e in ha.group.log.events[mark:] if e.member == member.serial][:1] == ["resynchronising"]
+    ids = ids_on(member, CKO_SECRET_KEY)
+    assert away_id in ids and during_id in ids and doomed_id not in ids

@@ -51,10 +51,12 @@ class Marks:
     def _label(value: bytes) -> str:
         return f"{MARK_LABEL} {value.decode()}"
 
-    def read(self, session) -> bytes | None:
+    def read(self, session, member=None) -> bytes | None:
         found = self._find(session)
         if len(found) != 1:
             return None  # none, or two (a half-made write): nothing proves the member's state
+        if member is not None:  # its next write needs no search
+            self._handles[member.serial] = (member.generation, found[0])
         label = session.get_attributes(found[0], [CKA_LABEL]).get(CKA_LABEL) or ""
         if isinstance(label, (bytes, bytearray)):
             label = bytes(label).decode("utf-8", "replace")

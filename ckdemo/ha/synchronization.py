@@ -6,7 +6,8 @@ from __future__ import annotations
 from ..codes import CKRError
 from . import replication
 from .failover import MemberFailed
-from .recovery import GroupView, key_objects
+from .comparison import key_objects
+from .recovery import GroupView
 
 
 class Synchronizer:
