@@ -59,6 +59,21 @@ def test_a_change_another_process_made_is_a_hole_the_journal_does_not_cover(tmp_
     assert Journal(FileSequence(path)).since(here.mark()) == frozenset()  # ... but the present
 
 
+def test_a_change_a_killed_process_left_half_made_is_a_hole_and_one_under_way_here_is_not(tmp_path):
+    path = tmp_path / "state" / "journal-g"
+    here, killed = Journal(FileSequence(path)), Journal(FileSequence(path))
+    here.record([("a",)])
+    mark = here.mark()
+    killed.begin()  # numbered before any member was touched, and never ended: the process died
+    here.record([("b",)])
+    assert here.since(mark) is None  # what that change did on members is unknown
+    before = here.mark()
+    number = here.begin()  # this process's change under way (a recovery inside it, activeBasic)
+    assert here.since(before) == frozenset() and here.mark() == before  # not yet on any member
+    here.end(number, [("c",)])
+    assert here.since(before) == {("c",)} and here.mark() == here.mark(number)
+
+
 # ---- on members -----------------------------------------------------------------------------------
 class Counting:
     """A member session whose calls are counted (by PKCS#11 operation of the session)."""

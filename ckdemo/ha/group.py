@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import itertools
 import threading
-from contextlib import AbstractContextManager, nullcontext
-from typing import Any, Callable
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Any, Callable, Iterator
 
 from ..codes import (CKR_DEVICE_ERROR, CKR_FUNCTION_NOT_SUPPORTED, CKR_NO_EVENT, CKR_USER_ALREADY_LOGGED_IN, CKR_USER_NOT_LOGGED_IN, SESSION_LOST,
                      CKRError, is_member_fatal)
@@ -160,12 +160,23 @@ class HAGroup(Slot):
                         "every member is lost: the login and every session are gone (the "
                         "application must C_Finalize, C_Initialize and log in again)")
 
-    def changed(self, keys) -> None:
-        """A change made on every active member touched these identities (the state lock is
-        held): journalled, and every member that took it is marked with its number. A member
-        recovered before a user login is not: its private objects are not up to date yet."""
-        number = self.journal.record(keys)
-        mark = self.journal.mark(number)
+    @contextmanager
+    def change(self) -> Iterator[list[tuple]]:
+        """A change made on every active member, under the state lock: numbered in the journal
+        before any member is touched; the caller adds the identities it touched to the list
+        yielded. Every member that took it is then marked with its number. A member recovered
+        before a user login is not: its private objects are not up to date yet."""
+        with self.state_lock():
+            number = self.journal.begin()
+            touched: list[tuple] = []
+            try:
+                yield touched
+            finally:
+                self.journal.end(number, touched)
+                if touched:
+                    self._mark_members(self.journal.mark(number))
+
+    def _mark_members(self, mark: bytes) -> None:
         for member in self.active_members():
             if member.private_unsynced:
                 continue

@@ -2,7 +2,7 @@
 
 Every change the HA slot makes on its members (create, generate, copy, unwrap, derive, destroy,
 set attribute, and the copies `hagroup synchronize` makes) takes the next number of the group's
-sequence and records the identities it touched (replication.object_key, as the members hold
+sequence before it touches any member, and records the identities it touched when it is made (replication.object_key, as the members hold
 them). Every member that took the change is then marked with that number (marks.py). A member
 that comes back marked N is exactly as the group was at N (or newer: a mark is written after
 the change), so bringing it up to date needs only the objects touched after N: work that
@@ -10,8 +10,9 @@ follows what changed while it was away, not what the group holds (recovery.py).
 
 The journal proves nothing, and the full comparison runs, when it does not hold every number
 after N: it was overflowed (CAPACITY changes), another process made some of the changes (the
-sequence is shared by every process on the home, the entries are this process's), this process
-started after N, or the member's mark is missing or from another sequence.
+sequence is shared by every process on the home, the entries are this process's), a process was
+killed in the middle of a change, this process started after N, or the member's mark is missing
+or from another sequence.
 """
 from __future__ import annotations
 
@@ -96,41 +97,67 @@ class Journal:
         self.entries: OrderedDict[int, frozenset[tuple]] = OrderedDict()
         self._lock = threading.Lock()
         self._sequence_id = self.sequence.id
+        self.in_flight: set[int] = set()  # numbers of this process's changes under way
 
-    def record(self, keys: Iterable[tuple]) -> int:
-        """A change made on every active member touched these identities: its number."""
+    def begin(self) -> int:
+        """A change is about to be made (the state lock is held): its number, taken before any
+        member is touched, so a process killed in the middle leaves a number no journal holds
+        (a hole: recovery compares in full rather than trust a half-made change)."""
         with self._lock:
             number = self.sequence.next()
             if self.sequence.id != self._sequence_id:
                 self.entries.clear()
                 self._sequence_id = self.sequence.id
+            self.in_flight.add(number)
+            return number
+
+    def end(self, number: int, keys: Iterable[tuple]) -> None:
+        """The change is made (or refused: no identities): what it touched."""
+        with self._lock:
+            self.in_flight.discard(number)
             self.entries[number] = frozenset(keys)
             while len(self.entries) > self.capacity:
                 self.entries.popitem(last=False)
-            return number
+
+    def record(self, keys: Iterable[tuple]) -> int:
+        """A change made at once: begin() and end()."""
+        number = self.begin()
+        self.end(number, keys)
+        return number
 
     def mark(self, number: int | None = None) -> bytes:
-        """What a member that took every change up to `number` (the head) is marked with."""
-        return f"{self.sequence.id}:{self.head() if number is None else number}".encode()
+        """What a member that took every change up to `number` is marked with; by default the
+        last change made (a change of this process still under way is not: it may yet fail on
+        that member)."""
+        if number is None:
+            number = self.head()
+            with self._lock:
+                if self.in_flight:
+                    number = min(self.in_flight) - 1
+        return f"{self.sequence.id}:{number}".encode()
 
     def head(self) -> int:
         return self.sequence.head()
 
     def since(self, mark: bytes | None) -> frozenset[tuple] | None:
         """Every identity touched after the change a member's mark names; None when the
-        journal cannot tell (no mark, another sequence, or a number it does not hold)."""
+        journal cannot tell (no mark, another sequence, or a number it does not hold: another
+        process's change, or one a killed process left half made). This process's change under
+        way is no hole: the member takes it when it serves again (or its mark stays before it)."""
         parsed = parse_mark(mark)
         if parsed is None:
             return None
         sequence_id, number = parsed
         head = self.head()
         with self._lock:
-            if sequence_id != self.sequence.id or number > head or head - number > len(self.entries):
+            if sequence_id != self.sequence.id or number > head or head - number > len(self.entries) + len(self.in_flight):
                 return None
             touched: set[tuple] = set()
             for wanted in range(number + 1, head + 1):
                 keys = self.entries.get(wanted)
                 if keys is None:
+                    if wanted in self.in_flight:
+                        continue
                     return None
                 touched |= keys
             return frozenset(touched)

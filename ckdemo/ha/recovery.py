@@ -22,6 +22,8 @@ from .cleanup import close_quietly
 from .member import HAMember, MemberState
 if TYPE_CHECKING:
     from .failover import Failover
+    from .journal import Journal
+    from .marks import Marks
 from .events import HALog
 from .policy import RecoveryPolicy
 from .vault import Vault
@@ -47,6 +49,8 @@ class GroupView(Protocol):
     vault: Vault  # what is kept of each key (vault.py)
     orphans: dict[str, set[tuple]]  # member serial -> keys it made and failed before copying
     failover: Failover  # runs calls on members (failover.py)
+    journal: Journal  # the group's changes by number (journal.py)
+    marks: Marks  # each member's mark of the last change it took (marks.py)
 
     def active_members(self) -> list[HAMember]: ...
     def source_member(self, exclude: HAMember) -> HAMember | None: ...

@@ -259,10 +259,12 @@ class VirtualSession(Session):
     def _everywhere(self, function: str, op, undo=None, touched=None) -> list[tuple[HAMember, Any]]:
         """A change on every active member, seen from any process as one (the state lock).
         touched(results): the identities it changed, for the group's journal (journal.py)."""
-        with self.group.state_lock():
+        if touched is None:  # nothing an object holds (a PIN, the RNG's seed, a probe)
+            with self.group.state_lock():
+                return self.failover.every(function, op, undo)
+        with self.group.change() as changed:
             results = self.failover.every(function, op, undo)
-            if touched is not None:
-                self.group.changed(touched(results))
+            changed.extend(touched(results))
             return results
 
     def _made(self, results: list[tuple[HAMember, Any]]) -> list[tuple]:
@@ -607,10 +609,10 @@ class VirtualSession(Session):
             made = _with(spec, extractable=True, wrap_with_trusted=spec.sensitive or asked_wwt,
                          extra=tuple((a, v) for a, v in spec.extra
                                      if a not in (CKA_EXTRACTABLE, CKA_WRAP_WITH_TRUSTED, *final)))
-        with self.group.state_lock():  # on every member or on none, seen from any process
+        with self.group.change() as changed:  # on every member or on none, seen from any process
             handles = self.failover.one("C_GenerateKeyPair", lambda s, m: self._generate_on(
                 s, m, made, final, spec, asked_wwt, label))
-            self.group.changed([self.objects[h].key for h in handles])
+            changed.extend(self.objects[h].key for h in handles)
             return handles
 
     def _generate_on(self, session, source: HAMember, made: KeySpec, final: dict[int, Any], spec: KeySpec,

@@ -21,12 +21,12 @@ class Synchronizer:
         CKA_ID and label tell objects apart); serialised with every other process's changes,
         so running it beside a key generation never makes a duplicate."""
         refused: list[str] = []
-        with self.group.state_lock():
+        # the copies are a change: a member away now may lack them too (its recovery looks)
+        with self.group.change() as touched:
             self.group.before_call()
             torn = self._remove_torn()
             inventory = self._inventory()
             copied = 0
-            touched: set[tuple] = set()
             for target in self.group.active_members():
                 have = inventory[target.serial]
                 for source in self.group.active_members():
@@ -38,13 +38,11 @@ class Synchronizer:
                                                               self.group.failover.on(target),
                                                               self.group.vault.get(key))
                             copied += 1
-                            touched.add(key)
+                            touched.append(key)
                         except MemberFailed:
                             continue
                         except CKRError as exc:
                             refused.append(f"{key[2] or key[1].hex()} to {target.serial}: {exc.name}")
-            if touched:  # a member away now may lack them too: its recovery looks at them
-                self.group.changed(touched)
         if copied or refused or torn:
             self.group.log.record(self.group.serial, "*", why, f"{copied} object(s) copied"
                             + (f"; {torn} torn object(s) removed (written by a process killed "
