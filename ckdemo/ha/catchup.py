@@ -38,6 +38,7 @@ class Outcome:
     replaced: int = 0  # of the copies: another key under the same name on the member before
     updated: int = 0  # objects whose attributes were set as the source's
     refused: list[str] = field(default_factory=list)  # "name: CKR_..." not copied
+    not_copied: set[tuple] = field(default_factory=set)  # their identities
 
     @property
     def changed(self) -> bool:
@@ -90,6 +91,7 @@ def catch_up(src, dst, keys: Iterable[tuple], vault: Vault, replace: set[tuple] 
             if is_member_failure(exc):
                 raise
             outcome.refused.append(f"{key[2] or key[1].hex()}: {exc.name}")
+            outcome.not_copied.add(key)
     return outcome
 
 
