@@ -22,6 +22,8 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import Iterable, Protocol
 
+from ..codes import CKR_FUNCTION_FAILED, CKRError
+
 CAPACITY = 4096  # changes kept; a member away for more is compared in full
 
 
@@ -51,12 +53,20 @@ class MemorySequence:
 class FileSequence:
     """Numbers shared by every process on the home: a file `<id> <head>` in the state folder,
     read and written under the state lock the changes already hold, so a number another process
-    took is a hole in this process's journal (and proves nothing), never a number taken twice."""
+    took is a hole in this process's journal (and proves nothing), never a number taken twice.
+    Nothing is read or written before the first change or recovery (a read-only home starts)."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self._lock = threading.Lock()
-        self.id = self._read()[0]
+        self._id: str | None = None
+
+    @property
+    def id(self) -> str:
+        if self._id is None:
+            with self._lock:
+                self._id = self._read()[0]
+        return self._id
 
     def _read(self) -> tuple[str, int]:
         try:
@@ -68,23 +78,26 @@ class FileSequence:
             return sequence_id, 0
 
     def _write(self, sequence_id: str, head: int) -> None:
-        self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}")
-        temporary.write_text(f"{sequence_id} {head}\n")
-        os.replace(temporary, self.path)
+        try:
+            self.path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+            temporary = self.path.with_name(f".{self.path.name}.{os.getpid()}")
+            temporary.write_text(f"{sequence_id} {head}\n")
+            os.replace(temporary, self.path)
+        except OSError as exc:  # a read-only home: one line, the call fails
+            raise CKRError(CKR_FUNCTION_FAILED, "ckdemo journal",
+                           f"cannot write {self.path}: {exc.strerror or exc} (the home must be writable)") from None
 
     def next(self) -> int:
         with self._lock:
             sequence_id, head = self._read()
-            if sequence_id != self.id:
-                self.id = sequence_id  # the file was made anew: this process's entries are void
-            self._write(self.id, head + 1)
+            self._id = sequence_id  # made anew meanwhile: this process's entries are void (Journal)
+            self._write(sequence_id, head + 1)
             return head + 1
 
     def head(self) -> int:
         with self._lock:
             sequence_id, head = self._read()
-            self.id = sequence_id
+            self._id = sequence_id
             return head
 
 
@@ -96,7 +109,7 @@ class Journal:
         self.capacity = capacity
         self.entries: OrderedDict[int, frozenset[tuple]] = OrderedDict()
         self._lock = threading.Lock()
-        self._sequence_id = self.sequence.id
+        self._sequence_id: str | None = None  # (read at the first change: a read-only home starts)
         self.in_flight: set[int] = set()  # numbers of this process's changes under way
 
     def begin(self) -> int:
