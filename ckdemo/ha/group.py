@@ -173,8 +173,9 @@ class HAGroup(Slot):
                 yield touched
             finally:
                 self.journal.end(number, touched)
-                if touched:
-                    self._mark_members(self.journal.mark(number))
+                # (a change that touched nothing, or was refused and undone, is marked too: a
+                # number left unmarked would be a hole for every other process's journal)
+                self._mark_members(self.journal.mark(number))
 
     def _mark_members(self, mark: bytes) -> None:
         for member in self.active_members():
