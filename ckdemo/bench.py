@@ -22,8 +22,9 @@ from .model import CKM_ECDSA, CKM_SHA256_RSA_PKCS, KeySpec
 CKM_AES_CBC_PAD, CKM_AES_ECB, CKM_SHA256 = 0x1085, 0x1081, 0x250
 OPERATIONS = ("rsa-sign", "ecdsa-sign", "aes-encrypt", "aes-ecb", "digest", "random")
 ROUNDS = 6  # alternating rounds per slot in a side-by-side run
-# a worker tells the progress display about its calls this often, not on every call
-TICK_CALLS, TICK_S = 256, 0.1
+# a worker tells the progress display (and a sampled timeline: 10 ticks in each 0.1 s bin, so a
+# bin is off by a tick at most) about its calls this often, not on every call: ~1 us a tick
+TICK_CALLS, TICK_S = 256, 0.01
 KNOWN_KEY_BITS = {"rsa-sign": 2048, "ecdsa-sign": 256, "aes-encrypt": 256, "aes-ecb": 256}
 
 
@@ -35,6 +36,7 @@ class Progress:
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.total_s, self.total_ops, self.clock = total_s, total_ops, clock
         self.ops = 0
+        self.errors = 0  # of the ops (a timeline's failures: timeline.Sampler reads both)
         self.slot = ""  # the slot being measured now
         self._done_s = 0.0  # measured time of the finished slices
         self._began: float | None = None  # start of the slice under way
@@ -48,9 +50,15 @@ class Progress:
             self._done_s += self.clock() - self._began
             self._began = None
 
-    def add(self, ops: int) -> None:
+    def add(self, ops: int, errors: int = 0) -> None:
         with self._lock:
             self.ops += ops
+            self.errors += errors
+
+    @property
+    def measuring(self) -> str:
+        """The slot measured now; '' between measurements."""
+        return self.slot if self._began is not None else ""
 
     def measured_s(self) -> float:
         began = self._began
@@ -132,11 +140,12 @@ def prepare(session, operation: str, key_size: int, data_size: int) -> Callable[
 
 
 def run_for(calls: list[Callable[[], Any]], seconds: float, result: Result,
-            tick: Callable[[int], None] = lambda n: None, count: int = 0,
+            tick: Callable[[int, int], None] = lambda n, errors: None, count: int = 0,
             stop: threading.Event | None = None) -> None:
     """One thread per call object (each with its own session) for the given time, or until
     `count` calls (all threads together) when a count is given, or until `stop` is set (a
-    threading.Event, or interruption.StopRequest)."""
+    threading.Event, or interruption.StopRequest). tick(calls, failed): how many calls (and of
+    them failed) since the last tick, every TICK_CALLS calls or TICK_S seconds: never per call."""
     stop = stop or threading.Event()
     stop_at = time.perf_counter() + (seconds if not count else 1e9)
     lock = threading.Lock()
@@ -145,11 +154,12 @@ def run_for(calls: list[Callable[[], Any]], seconds: float, result: Result,
     def worker(call: Callable[[], Any]) -> None:
         local, done, errors, first = LatencyHistogram(), 0, 0, ""
         untold, told_at = 0, time.perf_counter()  # calls not yet passed to tick, and when last
+        errors_told = 0
         while ((now := time.perf_counter()) < stop_at and not stop.is_set()
                and (not count or next(started_calls) <= count)):
             if untold and (untold >= TICK_CALLS or now - told_at >= TICK_S):
-                tick(untold)
-                untold, told_at = 0, now
+                tick(untold, errors - errors_told)
+                untold, told_at, errors_told = 0, now, errors
             untold += 1
             start = time.perf_counter_ns()
             try:
@@ -165,7 +175,7 @@ def run_for(calls: list[Callable[[], Any]], seconds: float, result: Result,
             result.ops += done
             result.errors += errors
             result.first_error = result.first_error or first
-        tick(untold)
+        tick(untold, errors - errors_told)
 
     started = time.perf_counter()
     threads = [threading.Thread(target=worker, args=(c,)) for c in calls]
@@ -231,7 +241,7 @@ def _measure(slots, operation, seconds, threads, key_size, data_size, progress, 
         for call in calls:
             call()  # warm up: first-use costs (object lookups, anchors) are not measured
     rounds = rounds_for(slots)
-    tick = progress.add if progress else (lambda n: None)
+    tick = progress.add if progress else (lambda n, errors: None)
     before = {id(slot): member_calls(slot) for _, slot, _, _ in prepared}
     for round_number in range(rounds):
         # with a count, exactly `count` per slot over all rounds
@@ -253,3 +263,36 @@ def _measure(slots, operation, seconds, threads, key_size, data_size, progress, 
 
 def median(values: list[float]) -> float:
     return statistics.median(values) if values else 0.0
+
+
+def sampler(progress: Progress, threads: int):
+    """The run's timeline, sampled from `progress` (timeline.Sampler): no work added to a call."""
+    from .timeline import Sampler
+    return Sampler(lambda: (progress.ops, progress.errors, progress.measured_s(), progress.measuring),
+                   threads)
+
+
+def html_page(figures: list[dict[str, Any]], asked: dict[str, Any], sampled, ratio: dict | None) -> str:
+    """The run as one self-contained page: calls per second over time (sampled), each slot's
+    rounds shaded, the mean call time, and the figures."""
+    import html
+    from . import timeline
+    rows = "".join(f"<tr><td>{html.escape(f['slot'])}</td><td>{f['ops']}</td><td>{f['ops_per_s']}</td>"
+                   f"<td>{f['latency_us']['p50']}</td><td>{f['latency_us']['p99']}</td>"
+                   f"<td>{f['latency_us']['max']}</td><td>{f['errors']}</td></tr>" for f in figures)
+    said = f"; HA/direct {ratio['ha_over_direct']}" if ratio else ""
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>ckdemo bench</title>
+<style>body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
+table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding: 4px 8px; }}
+{timeline.STYLE}</style></head><body>
+<h1>ckdemo bench: {html.escape(asked['operation'])}, {asked['threads']} thread(s){html.escape(said)}</h1>
+{timeline.svg(sampled.bins, sampled.duration_s, sampled.windows, latency="mean")}
+<p>Bars: calls per second in each {sampled.bins.bin_s:g} s (blue), failures (red); line: the mean
+call time in each (orange), from the closed loop ({asked['threads']} thread(s) busy for the time
+measured); shaded: the rounds of each slot. Sampled every {sampled.every_s:g} s from the run's own
+counters: nothing was added to the calls measured.</p>
+<table><tr><th>slot</th><th>ops</th><th>ops/s</th><th>p50 us</th><th>p99 us</th><th>max us</th><th>errors</th></tr>
+{rows}</table>
+</body></html>
+"""

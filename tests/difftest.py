@@ -25,6 +25,7 @@ import contextlib
 import random
 import re
 import tempfile
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
@@ -72,6 +73,12 @@ P256 = bytes.fromhex("06082a8648ce3d030107")  # DER OID of prime256v1, as CKA_EC
 INVALID_HANDLE = 0x7FFF_FFF0  # what a handle the side never returned becomes
 ROOM = 4096  # the output buffer offered (0 is a size query)
 MEMBERS = ("member1", "member2", "member3")
+# member faults and what undoes each: `ckdemo member fail|restore` (any home), and with remote
+# members (each a p11-kit server process) a power cut and a new server, a hang (SIGSTOP: the
+# socket stays open, nothing answers) and its end
+FAULTS = {"fail": "restore", "kill": "serve", "hang": "resume"}
+REMOTE_FAULTS = ("fail", "kill", "hang")
+REMOTE_MEMBER_TIMEOUT_S = 3  # a change waiting on a hung member gives it up after this long
 RECOVERY_INTERVAL_S = "1"  # a restored member comes back at the first call a second later
 
 # what C_GetAttributeValue asks of every object (one call; the token answers what applies)
@@ -221,6 +228,8 @@ class Servers:
     ha: Side  # the subject: the HA slot (or a second reference, to check the engine itself)
     home: Path | None = None  # the HA side's ckdemo home: None, no faults and no healing
     run_ckdemo: Callable | None = None
+    faults: tuple[str, ...] = ("fail",)  # the member faults a sequence may inject (FAULTS)
+    pending: list = field(default_factory=list)  # faults on their way (injected during calls)
 
     @property
     def sides(self) -> tuple[Side, Side]:
@@ -238,18 +247,29 @@ class _Folders:
 
 
 @contextlib.contextmanager
-def servers(folder: Path, provision, run_ckdemo, ckdemo_bin: Path) -> Iterator[Servers]:
+def servers(folder: Path, provision, run_ckdemo, ckdemo_bin: Path, remote: bool = False) -> Iterator[Servers]:
     """Both servers for a run: the reference (test_serve_clients' fixture, called as the plain
-    generator it wraps) and `ckdemo serve` of a home provisioned with a 1 s recovery interval."""
-    home = provision(folder / "home")
+    generator it wraps) and `ckdemo serve` of a home provisioned with a 1 s recovery interval.
+    remote: the home's members are p11-kit server processes (`init --remote`), and a sequence's
+    faults may also kill or hang one (REMOTE_FAULTS)."""
+    home = provision(folder / "home", *(("--remote",) if remote else ()))
     done = run_ckdemo(home, "hagroup", "interval", "--seconds", RECOVERY_INTERVAL_S)
     assert done.returncode == 0, done.stdout + done.stderr
-    with contextlib.contextmanager(test_serve_clients.reference.__wrapped__)(_Folders(folder)) as reference:
-        served = start_server(ckdemo_bin, home, None, folder / "serve.log")
-        try:
-            yield Servers(Side("reference", reference.socket), Side("HA slot", served.socket), home, run_ckdemo)
-        finally:
-            stop_cleanly(served)
+    if remote:
+        conf = home / "Chrystoki.conf"
+        conf.write_text(conf.read_text().replace(
+            "CKDemo = {", f"CKDemo = {{\n   MemberTimeout = {REMOTE_MEMBER_TIMEOUT_S};", 1))
+    try:
+        with contextlib.contextmanager(test_serve_clients.reference.__wrapped__)(_Folders(folder)) as reference:
+            served = start_server(ckdemo_bin, home, None, folder / "serve.log")
+            try:
+                yield Servers(Side("reference", reference.socket), Side("HA slot", served.socket), home, run_ckdemo,
+                              REMOTE_FAULTS if remote else ("fail",))
+            finally:
+                stop_cleanly(served)
+    finally:
+        if remote:
+            run_ckdemo(home, "member", "kill", "all")
 
 
 @contextlib.contextmanager
@@ -407,9 +427,20 @@ LOCAL_CHECKS: dict[str, Callable[..., tuple[str, bytes]]] = {
 
 
 # ---- faults, on the HA side only -------------------------------------------------------------------
-def inject(servers: Servers, command: str, member: str) -> str:
-    """`ckdemo member fail|restore MEMBER` (or `hagroup recover`) against the running serve."""
+def inject(servers: Servers, command: str, member: str, delay_ms: int | None = None) -> str:
+    """`ckdemo member fail|restore|kill|serve|hang|resume MEMBER` (or `hagroup recover`); with a
+    delay, in a thread that waits that long first: the fault lands while the next calls are on
+    their way (a fault injected later waits for it)."""
+    for pending in servers.pending:
+        pending.join()
+    servers.pending.clear()
     args = ("hagroup", "recover") if command == "recover" else ("member", command, member)
+    if delay_ms is not None:
+        thread = threading.Thread(target=lambda: (time.sleep(delay_ms / 1000), servers.run_ckdemo(servers.home, *args)),
+                                  daemon=True)
+        thread.start()
+        servers.pending.append(thread)
+        return "done"
     done = servers.run_ckdemo(servers.home, *args)
     return "done" if done.returncode == 0 else f"refused: {(done.stdout + done.stderr).strip()[-200:]}"
 
@@ -445,7 +476,8 @@ class Allowance:
     ends_step: bool = False  # the rest of the step follows from it (an operation refused)
 
 
-HALF_PAIR = "half a key pair left by a refused C_GenerateKeyPair"
+HALF_PAIR = "a key left by a refused C_GenerateKeyPair or C_UnwrapKey"
+PARTIAL_SET = "a refused C_SetAttributeValue on a session object keeps part of it"
 ALLOWED = (
     Allowance("C_DigestKey of a short sensitive key",
               "ckdemo refuses to digest a sensitive key under 16 bytes (CKR_KEY_INDIGESTIBLE), on "
@@ -471,6 +503,13 @@ ALLOWED = (
               lambda name, ref, ha: name in ("C_SignInit", "C_VerifyInit", "C_EncryptInit", "C_DecryptInit")
               and ref.startswith("CKR_OK") and ha.startswith("CKR_KEY_TYPE_INCONSISTENT"),
               ends_step=True),
+    Allowance("an Init with a handle that names no key",
+              "PKCS#11 v2.40 answers C_SignInit, C_VerifyInit, C_EncryptInit and C_DecryptInit with "
+              "CKR_KEY_HANDLE_INVALID for a handle that is no key (CKR_OBJECT_HANDLE_INVALID is not "
+              "among their return values), and so does the HA slot; SoftHSM2 2.6.1 answers "
+              "CKR_OBJECT_HANDLE_INVALID",
+              lambda name, ref, ha: name in ("C_SignInit", "C_VerifyInit", "C_EncryptInit", "C_DecryptInit")
+              and ref.startswith("CKR_OBJECT_HANDLE_INVALID") and ha.startswith("CKR_KEY_HANDLE_INVALID")),
     Allowance("C_Logout with no login",
               "PKCS#11 v2.40 (C_Logout) answers CKR_USER_NOT_LOGGED_IN when nobody is logged in, "
               "and so does the HA slot; SoftHSM2 2.6.1 answers CKR_OK",
@@ -486,10 +525,21 @@ ALLOWED = (
     Allowance(HALF_PAIR,
               "SoftHSM2 2.6.1 makes one half of a key pair, then refuses the other half's template "
               "(an attribute of the other class, CKR_ATTRIBUTE_TYPE_INVALID) and keeps the half it "
-              "made, sometimes without its CKA_ID: a refused call must make nothing (PKCS#11). The HA "
-              "slot removes it from its member; the engine removes it from the reference",
-              lambda name, ref, ha: name == "C_GenerateKeyPair" and ha.startswith("0 object")
+              "made, sometimes without its CKA_ID; it refuses an unwrap whose template has "
+              "CKA_MODIFIABLE FALSE before another attribute (CKR_ATTRIBUTE_READ_ONLY) and keeps the "
+              "key, without those attributes. A refused call must make nothing (PKCS#11). The HA "
+              "slot removes such a key from its member (or orders the template); the engine removes "
+              "it from the reference",
+              lambda name, ref, ha: name in LEAVES_OBJECTS and ha.startswith("0 object")
               and not ref.startswith("0 object")),
+    Allowance(PARTIAL_SET,
+              "SoftHSM2 2.6.1 sets a template's attributes one by one and, on a session object, keeps "
+              "those it set before the attribute it refused (its session objects have no transactions; "
+              "a token object's change is undone). The HA slot changes nothing when it refuses, on "
+              "session and token objects alike (all or nothing across members); the engine puts the "
+              "reference's partial change back",
+              lambda name, ref, ha: name == "C_SetAttributeValue" and "nothing (put back" in ha
+              and "nothing (put back" not in ref),
     Allowance("PIN lock after 10 wrong PINs",
               "the HA slot locks the user PIN after 10 wrong PINs in a row (FailedLoginLimit, as a "
               "Luna partition); SoftHSM2 never locks. The engine never sends 10 in a row",
@@ -646,7 +696,7 @@ class Model:
     sessions: dict[Ref, bool] = field(default_factory=dict)  # session -> read/write
     login: str | None = None  # None, "user", "so": the application's login
     gone: list[Ref] = field(default_factory=list)  # destroyed objects, closed sessions
-    failed_member: str | None = None
+    failed_member: tuple[str, str] | None = None  # (member, fault kind)
 
     def close(self, session: Ref) -> None:
         self.sessions.pop(session, None)
@@ -698,8 +748,9 @@ def template(attrs: dict[int, Any]) -> tuple[Attribute, ...]:
 class Generator:
     """Seeded random steps of one application; `learn` keeps the model in line with the reference."""
 
-    def __init__(self, seed: int, faults: int = 0, calls: int = 100):
+    def __init__(self, seed: int, faults: int = 0, calls: int = 100, kinds: tuple[str, ...] = ("fail",)):
         self.rng = random.Random(seed)
+        self.kinds = kinds
         self.model = Model()
         self.counters = Counter()
         self.steps = 0
@@ -1169,19 +1220,26 @@ class Generator:
 
     # -- faults (HA side only) --------------------------------------------------------------------
     def fault(self, calls_sent: int) -> Step | None:
-        """Fail a member when the schedule says so, restore it 3-20 steps later; else None."""
+        """A member fault when the schedule says so (of a kind the home allows: FAULTS), undone
+        3-20 steps later; else None."""
         model = self.model
         if model.failed_member is not None:
             self.restore_in -= 1
             if self.restore_in > 0:
                 return None
-            member, model.failed_member = model.failed_member, None
-            return self.step(f"restore {member}", [self.call("fault:restore", member)])
+            (member, kind), model.failed_member = model.failed_member, None
+            return self.step(f"{FAULTS[kind]} {member}", [self.call(f"fault:{FAULTS[kind]}", member)])
         if not self.fault_at or calls_sent < self.fault_at[0]:
             return None
         self.fault_at.pop(0)
-        model.failed_member, self.restore_in = self.rng.choice(MEMBERS), self.rng.randint(3, 20)
-        return self.step(f"fail {model.failed_member}", [self.call("fault:fail", model.failed_member)])
+        member, self.restore_in = self.rng.choice(MEMBERS), self.rng.randint(3, 20)
+        kind, during = self.kinds[0], None
+        if len(self.kinds) > 1:  # (a home of one kind of fault keeps its seeds' sequences)
+            kind = self.rng.choice(self.kinds)
+            during = self.rng.choice((None, self.rng.randint(2, 60)))  # between calls, or during the next
+        model.failed_member = (member, kind)
+        return self.step(f"{kind} {member}" + (f" during the next calls (+{during} ms)" if during else ""),
+                         [self.call(f"fault:{kind}", member, *((during,) if during else ()))])
 
 
 # ---- one sequence ----------------------------------------------------------------------------------
@@ -1203,7 +1261,7 @@ class Sequence:
 
 def run_sequence(servers: Servers, seed: int, calls: int, faults: int = 0, trace: bool = False) -> Sequence:
     """A new seeded sequence of about `calls` calls (faults: member faults on the HA side)."""
-    generator = Generator(seed, faults, calls)
+    generator = Generator(seed, faults, calls, servers.faults)
     sequence = Sequence(seed, faults, trace=[] if trace else None)
     step = opening(generator)
     while True:
@@ -1244,14 +1302,15 @@ def play(servers: Servers, sequence: Sequence, step: Step, learn: bool) -> bool:
     for call in step.calls:
         if call.name.startswith("fault:"):
             verdict = send(ha, call, servers)
-            sequence.injected += call.name == "fault:fail"
+            sequence.injected += call.name[6:] in FAULTS
             if sequence.trace is not None:
                 sequence.trace.append(f"step {step.number} {call} on the HA side: {verdict}")
             if verdict != "done":
                 sequence.notes.append(f"seed {sequence.seed} step {step.number} {call}: {verdict}")
             continue
         keys_before = [keys_seen(side, side.resolve(call.args[0])) for side in servers.sides
-                       ] if call.name == "C_GenerateKeyPair" else None
+                       ] if call.name in LEAVES_OBJECTS else None
+        set_before = [values_now(side, call) for side in servers.sides] if call.name == "C_SetAttributeValue" else None
         ours, theirs = send(reference, call, servers), send(ha, call, servers)
         sequence.calls += not call.name.startswith("sw:")
         replies[call.id] = ours
@@ -1267,6 +1326,8 @@ def play(servers: Servers, sequence: Sequence, step: Step, learn: bool) -> bool:
         found += compare(sequence.seed, step, call, *((v[:1] for v in views) if in_search else views), after)
         if keys_before is not None:
             found += half_pairs(sequence.seed, step, call, servers, keys_before, views)
+        if set_before is not None:
+            found += partial_sets(sequence.seed, step, call, servers, set_before, views)
         if sequence.trace is not None:
             sequence.trace.append(f"step {step.number} {call}\n    reference: {show_answer(views[0])}"
                                   + ("" if views[0] == views[1] else f"\n    HA slot:   {show_answer(views[1])}"))
@@ -1282,11 +1343,17 @@ def play(servers: Servers, sequence: Sequence, step: Step, learn: bool) -> bool:
     return True
 
 
+# calls after whose refusal SoftHSM2 2.6.1 may keep what it made: the half of a key pair, and
+# the key of an unwrap (or derivation) whose template sets CKA_MODIFIABLE FALSE before another
+# attribute (CKR_ATTRIBUTE_READ_ONLY for the rest; the object stays, without them)
+LEAVES_OBJECTS = ("C_GenerateKeyPair", "C_UnwrapKey", "C_DeriveKey")
+
+
 def keys_seen(side: Side, session: int) -> set[int] | None:
-    """Every public and private key the application's session sees (SoftHSM2 numbers another
-    session's session objects anew in each session); None when it cannot look (an operation)."""
+    """Every key the application's session sees (SoftHSM2 numbers another session's session
+    objects anew in each session); None when it cannot look (an operation)."""
     try:
-        return {h for cls in (CKO_PUBLIC_KEY, CKO_PRIVATE_KEY)
+        return {h for cls in (CKO_PUBLIC_KEY, CKO_PRIVATE_KEY, CKO_SECRET_KEY)
                 for h in side.client.find(session, Attribute(CKA_CLASS, cls))}
     except (OSError, EOFError, AssertionError, ValueError, CodecError):
         return None
@@ -1315,6 +1382,49 @@ def half_pairs(seed: int, step: Step, call: Call, servers: Servers, before: list
                        ref_text, ha_text, allowed)]
 
 
+def values_now(side: Side, call: Call) -> dict[int, Any] | None:
+    """The values a C_SetAttributeValue's template names, as the object has them now (those
+    readable); None when they cannot be read."""
+    session, handle, template = side.resolve(call.args)
+    try:
+        reply = side.client.call("C_GetAttributeValue", session, handle,
+                                 tuple(AttributeSize(a.type, 4096) for a in template))
+    except (OSError, EOFError, AssertionError, ValueError, CodecError):
+        return None
+    if reply.is_error:
+        return None
+    return {a.type: a.value for a in reply.args[0] if a.length != UNAVAILABLE}
+
+
+def partial_sets(seed: int, step: Step, call: Call, servers: Servers, before: list, views) -> list[Difference]:
+    """SoftHSM2 keeps, on a session object, the attributes a refused C_SetAttributeValue set
+    before the one it refused (its session objects have no transactions; a token object's
+    change is undone). The engine puts them back on either side and a side that kept a change
+    where the other did not is one difference: allowed for the reference, a defect for the HA
+    slot, whose sets are all or nothing."""
+    kept, stuck = [], False
+    for side, known, side_view in zip(servers.sides, before, views):
+        now = values_now(side, call) if known is not None and side_view[0] != "CKR_OK" else None
+        changed = {a: v for a, v in known.items() if now is not None and (a not in now or now[a] != v)} \
+            if known is not None else {}
+        session, handle, _ = side.resolve(call.args)
+        for attribute, value in changed.items():
+            stuck |= side.client.call("C_SetAttributeValue", session, handle, (Attribute(attribute, value),)).is_error
+        kept.append(sorted(attribute_name(a) for a in changed))
+    if kept[0] == kept[1]:
+        return []
+    if stuck:  # a one-way change (SENSITIVE FALSE -> TRUE) cannot be put back: the object goes
+        target = call.args[1]
+        for side in servers.sides:
+            if target in side.handles:
+                side.client.call("C_DestroyObject", side.resolve(call.args[0]), side.handles.pop(target))
+    ref_text, ha_text = (f"changed after {v[0]}: {', '.join(k) or 'nothing'} (put back by the engine)"
+                         for k, v in zip(kept, views))
+    allowed = next((a.name for a in ALLOWED if a.matches(call.name, ref_text, ha_text)), "")
+    return [Difference(seed, step.number, str(call), f"{call.name}: attributes changed by the refused call",
+                       ref_text, ha_text, allowed)]
+
+
 def drop_orphans(servers: Servers, step: Step) -> None:
     """What one side made and the other refused (a difference already recorded) is removed again,
     so that one difference does not show again in every later search."""
@@ -1337,9 +1447,18 @@ def finish(servers: Servers, sequence: Sequence) -> None:
         if side.client is not None:
             side.client.close()
             side.client = None
-    failed = {call.args[0] for step in sequence.steps for call in step.calls if call.name == "fault:fail"}
-    for member in sorted(failed):
-        inject(servers, "restore", member)
+    for pending in servers.pending:  # a fault injected during the last calls
+        pending.join()
+    servers.pending.clear()
+    outstanding: dict[str, str] = {}  # member -> the fault injected and not undone
+    for call in (call for step in sequence.steps for call in step.calls if call.name.startswith("fault:")):
+        if call.name[6:] in FAULTS:
+            outstanding[call.args[0]] = call.name[6:]
+        else:
+            outstanding.pop(call.args[0], None)
+    failed = {call.args[0] for step in sequence.steps for call in step.calls if call.name[6:] in FAULTS}
+    for member, kind in sorted(outstanding.items()):
+        inject(servers, FAULTS[kind], member)
     if servers.home is not None:
         heal(servers, sequence, bool(failed))
     if sequence.lost:

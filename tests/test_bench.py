@@ -260,3 +260,36 @@ def test_memory_stays_bounded_however_many_calls(shared_home, ckdemo_bin):
     calls = sum(r["ops"] for r in report["results"])
     assert calls > 100_000  # enough calls that a list of them would show
     assert peak_kb < MEMORY_LIMIT_MB * 1024, f"{peak_kb // 1024} MB for {calls:,} calls"
+
+
+def test_html_draws_the_run_sampled_from_its_counters_and_loses_no_call(shared_home, run_ckdemo, tmp_path):
+    """--html: calls per second over time, each slot's rounds shaded, taken from the counters the
+    progress line reads (nothing is added to a call): every call measured is in a bar."""
+    page = tmp_path / "bench.html"
+    done = run_ckdemo(shared_home, "bench", "--op", "rsa-sign", "--seconds", "1", "--slot", "both",
+                      "--json", "--html", str(page))
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    text = page.read_text()
+    assert text.count("<svg") == 1 and 'class="timeline"' in text and "<script" not in text
+    drawn = sum(int(n) for n in re.findall(r"<title>[\d.]+ s: (\d+) call\(s\)", text))
+    assert drawn == sum(r["ops"] for r in report["results"]) > 0
+    labels = re.findall(r'<text class="step"[^>]*>(\w+)</text>', text)
+    assert set(labels) == {"direct", "HA"} and len(labels) >= 6  # 6 rounds each, alternating
+    assert ">mean</text>" in text and "slowest" not in text.split("<svg")[1].split("</svg>")[0]
+
+
+def test_a_sampled_timeline_counts_what_happened_between_samples():
+    from ckdemo.timeline import Sampler
+    now, counters = [0.0], [(0, 0, 0.0, "")]
+    sampler = Sampler(lambda: counters[0], callers=2, clock=lambda: now[0])
+    sampler._start, sampler._last = 0.0, counters[0]  # started by hand: no thread
+    for step, reading in enumerate([(100, 0, 0.1, "A"), (300, 5, 0.2, "A"), (300, 5, 0.2, ""),
+                                    (400, 5, 0.3, "B")], start=1):
+        now[0], counters[0] = step * 0.1, reading
+        sampler.sample()
+    bins = sampler.stop()
+    assert [b.calls for b in bins.bins] == [100, 200, 0, 100] and bins.bins[1].failures == 5
+    assert abs(bins.bins[1].total_s - 0.2) < 1e-9  # two callers busy for 0.1 s: 1 ms a call
+    assert [(w.label, round(w.start_s, 1), round(w.end_s, 1)) for w in sampler.windows] == \
+        [("A", 0.1, 0.3), ("B", 0.4, 0.4)]

@@ -5,6 +5,7 @@ the exit code says whether every expectation held. Scenario files are checked li
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -219,6 +220,45 @@ def test_chaos_steps_come_from_the_seed():
     assert {s.fault.kind for s in first.steps} == {"error", "latency"}
 
 
+def _png_pixels(path: Path) -> list[list[tuple[int, int, int]]]:
+    """The rows of RGB pixels of an 8-bit RGB or RGBA PNG (what chromium's --screenshot writes)."""
+    import struct
+    import zlib
+    data, chunks, at = path.read_bytes(), {}, 8
+    idat = b""
+    while at < len(data):
+        length, kind = struct.unpack(">I4s", data[at:at + 8])
+        body = data[at + 8:at + 8 + length]
+        if kind == b"IDAT":
+            idat += body
+        else:
+            chunks[kind] = body
+        at += 12 + length
+    width, height, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", chunks[b"IHDR"])
+    assert depth == 8 and colour in (2, 6) and not interlace, (depth, colour, interlace)
+    size = 3 if colour == 2 else 4
+    raw, rows, previous = zlib.decompress(idat), [], bytearray(width * size)
+    stride = width * size
+    for y in range(height):
+        kind, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1:(y + 1) * (stride + 1)])
+        for i in range(stride):
+            left = line[i - size] if i >= size else 0
+            up, corner = previous[i], previous[i - size] if i >= size else 0
+            if kind == 1:
+                line[i] = (line[i] + left) & 0xFF
+            elif kind == 2:
+                line[i] = (line[i] + up) & 0xFF
+            elif kind == 3:
+                line[i] = (line[i] + (left + up) // 2) & 0xFF
+            elif kind == 4:
+                guess = left + up - corner
+                near = min((abs(guess - left), 0, left), (abs(guess - up), 1, up), (abs(guess - corner), 2, corner))
+                line[i] = (line[i] + near[2]) & 0xFF
+        rows.append([tuple(line[x * size:x * size + 3]) for x in range(width)])
+        previous = line
+    return rows
+
+
 def test_the_html_report_renders_offline_in_chromium(lab_home, tmp_path, run_ckdemo):
     chromium = shutil.which("chromium")
     if chromium is None:
@@ -232,8 +272,16 @@ fault = { calls = "C_Sign", latency = 20, count = 20 }
 name = "errors"
 at = 0.8
 fault = { calls = "C_Sign", error = "CKR_DEVICE_ERROR", count = 2 }
+[[step]]
+name = "member2 down"
+at = 1.2
+member = { action = "fail", name = "member2" }
+[[step]]
+name = "member2 back"
+at = 1.8
+member = { action = "restore", name = "member2" }
 """)
-    done = lab(run_ckdemo, lab_home, scenario, tmp_path / "r", *app_command(3000))
+    done = lab(run_ckdemo, lab_home, scenario, tmp_path / "r", *app_command(1_000_000, "--seconds", "3"))
     assert done.returncode == 0, done.stdout + done.stderr
     page = tmp_path / "r" / "report.html"
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -244,13 +292,28 @@ fault = { calls = "C_Sign", error = "CKR_DEVICE_ERROR", count = 2 }
     assert dom.returncode == 0, dom.stderr[-2000:]
     rendered = dom.stdout
     assert '<svg' in rendered and 'class="timeline"' in rendered
-    assert rendered.count('class="window"') == 2 and 'class="latency"' in rendered
+    assert rendered.count('class="window"') == 4 and 'class="latency"' in rendered
     assert 'class="failure"' in rendered and "<script" not in rendered
     assert "http://" not in page.read_text().replace("http://www.w3.org/2000/svg", "")
+    # one band per member under the plot; member2's: up, down (failed), up (restored)
+    assert rendered.count("band-label") == 3
+    member2 = re.findall(r'data-member="member2" data-state="(\w+)" x="([\d.]+)" y="[\d.]+" width="([\d.]+)"', rendered)
+    assert [state for state, _, _ in member2] == ["up", "down", "up"], member2
+    edges = [(float(x), float(x) + float(w)) for _, x, w in member2]
+    assert all(abs(a[1] - b[0]) < 1.5 for a, b in zip(edges, edges[1:]))  # end to end, no gap
     shot = tmp_path / "r" / "report.png"
     subprocess.run([chromium, *flags, f"--screenshot={shot}", "--window-size=1100,900", page.as_uri()],
                    capture_output=True, timeout=120)
     assert shot.exists() and shot.stat().st_size > 10_000
+    # drawn, not only written: the band colours are on screen, member2's down between its ups
+    pixels = _png_pixels(shot)
+    up, down = (0x7c, 0xc4, 0x7f), (0xe3, 0x4a, 0x33)
+    band_rows = [row for row in pixels if row.count(down) > 3]
+    assert band_rows, "no down band on the screenshot"
+    row = band_rows[len(band_rows) // 2]
+    reds = [x for x, pixel in enumerate(row) if pixel == down]
+    assert up in row[:reds[0]] and up in row[reds[-1]:]
+    assert sum(r.count(up) > 100 for r in pixels) >= 3 * 8  # three members' rows of green, ~12 px each
     kept = Path(__file__).parent / "artifacts"  # the screenshot, for a person to look at (git ignores it)
     kept.mkdir(exist_ok=True)
     shutil.copy(shot, kept / "lab-report.png")
@@ -416,3 +479,79 @@ member = { action = "resume", name = "member2" }
     # and then, and a figure is a benchmark's to keep, not a unit test's.
     assert len(app) == 800 and slowest < 5000, slowest
     assert "given up (MemberHedgeFloor), the call moves to another member" in (tmp_path / "ha.log").read_text()
+
+
+def _member_states(report: Path, label: str) -> list[str]:
+    data = json.loads((report / "report.json").read_text())
+    return [band["state"] for band in data["member_states"] if band["member"] == label]
+
+
+def test_a_slow_member_makes_calls_late_and_costs_the_application_no_failure(remote_home, tmp_path,
+                                                                           run_ckdemo):
+    """member2's server is stopped 300 ms at a time for 2 s (its answers up to 300 ms late, below
+    MemberHedgeFloor's 0.5 s: nothing is given up) while the application signs: some signatures
+    wait, none fails, and the report's member bands show member2 slow, then up."""
+    scenario = write(tmp_path, """
+timeout = 120
+expect = { app_exit = 0, app_failures = 0 }
+[[step]]
+name = "member2 slow"
+after_calls = 100
+member = { action = "slow", name = "member2", ms = 300, for = 2.0 }
+expect = { app_failures = 0, calls_min = 10 }
+""")
+    done = lab(run_ckdemo, remote_home, scenario, tmp_path / "r", *app_command(1_000_000, "--seconds", "4"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    data = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert data["calls"]["by_result"].keys() == {"CKR_OK"}, data["calls"]["by_result"]
+    app = [json.loads(line) for line in (tmp_path / "r" / "app.log").read_text().splitlines()]
+    slowest = max(line["ms"] for line in app)
+    assert all(line["ok"] for line in app) and slowest >= 100, slowest
+    # the lab saw it too: a signature computed after its size was answered (serve's work ahead)
+    # is counted in the call that fetches it, which the application waited for
+    assert max(b["slowest_ms"] for b in data["timeline"]) >= slowest / 2, (data["timeline"], slowest)
+    assert _member_states(tmp_path / "r", "member2") == ["up", "slow", "up"]
+    assert _member_states(tmp_path / "r", "member1") == ["up"]
+    assert 'class="band band-slow"' in (tmp_path / "r" / "report.html").read_text()
+
+
+def test_a_flapping_member_costs_the_application_no_failure(remote_home, tmp_path, run_ckdemo):
+    """member2's server is killed and started again every second for 3 s while the application
+    signs; the HA slot fails over each time (recovery interval 1 s here): no failure, and the
+    bands show member2 down and up again and again."""
+    assert run_ckdemo(remote_home, "hagroup", "interval", "--seconds", "1").returncode == 0
+    scenario = write(tmp_path, """
+timeout = 120
+expect = { app_exit = 0, app_failures = 0 }
+[[step]]
+name = "member2 flaps"
+after_calls = 100
+member = { action = "flap", name = "member2", every = 1.0, down = 0.5, for = 3.0 }
+expect = { app_failures = 0, calls_min = 10 }
+""")
+    done = lab(run_ckdemo, remote_home, scenario, tmp_path / "r", *app_command(1_000_000, "--seconds", "5"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    data = json.loads((tmp_path / "r" / "report.json").read_text())
+    assert data["calls"]["by_result"].keys() == {"CKR_OK"}, data["calls"]["by_result"]
+    states = _member_states(tmp_path / "r", "member2")
+    assert states[0] == "up" and states[-1] == "up" and 2 <= states.count("down") <= 4, states
+    marks = " ".join(m["what"] for m in data["marks"])
+    assert "member2: flap (server process killed)" in marks and "flap (server process started again)" in marks
+
+
+def test_a_member_served_in_process_flaps_through_its_ha_group(lab_home, tmp_path, run_ckdemo):
+    scenario = write(tmp_path, """
+timeout = 120
+expect = { app_exit = 0, app_failures = 0 }
+[[step]]
+name = "member3 flaps"
+after_calls = 50
+member = { action = "flap", name = "member3", every = 0.6, for = 1.5 }
+""")
+    done = lab(run_ckdemo, lab_home, scenario, tmp_path / "r", *app_command(1_000_000, "--seconds", "3"))
+    assert done.returncode == 0, done.stdout + done.stderr
+    states = _member_states(tmp_path / "r", "member3")
+    assert states.count("down") >= 2 and states[-1] == "up", states
+    marks = [m["what"] for m in json.loads((tmp_path / "r" / "report.json").read_text())["marks"]]
+    assert "member member3: flap (failed in its HA group)" in marks, marks
+    assert "member member3: flap (restored in its HA group)" in marks, marks

@@ -253,7 +253,7 @@ MAY_IMPORT: dict[str, set[str]] = {
                                       "ckdemo.screens"},
     "ckdemo.replay": FOUNDATIONS | {"ckdemo.menu", "ckdemo.workspace", "ckdemo.config"},
     "ckdemo.histogram": set(),  # standard library only: bench-serve's client processes load it too
-    "ckdemo.bench": FOUNDATIONS | {"ckdemo.known_keys", "ckdemo.histogram"},
+    "ckdemo.bench": FOUNDATIONS | {"ckdemo.known_keys", "ckdemo.histogram", "ckdemo.timeline"},
     "ckdemo.soak": FOUNDATIONS | {"ckdemo.known_keys", "ckdemo.histogram", "ckdemo.timeline"},
     "ckdemo.interruption": set(),
     "ckdemo.exit_codes": set(),

@@ -243,3 +243,138 @@ def test_a_created_key_neither_sensitive_nor_extractable_reaches_a_member_that_c
             (block,) = client.ok("C_Encrypt", session, bytes(16), 64)
             assert len(block) == 16
         client.ok("C_DestroyObject", session, found_key)
+
+
+def test_a_key_neither_modifiable_nor_copyable_is_made_and_reaches_a_member_that_comes_back(served, run_ckdemo):
+    """SoftHSM2 applies an unwrap template in its order and takes nothing after CKA_MODIFIABLE
+    FALSE: a copy made by unwrap takes COPYABLE FALSE and, last, MODIFIABLE FALSE. The HA slot
+    refused such keys with CKR_TEMPLATE_INCONSISTENT, where one token makes them (differential
+    test, seeds 500067 and 500133: 'C_GenerateKey: CKR_OK vs CKR_TEMPLATE_INCONSISTENT')."""
+    home = served.home
+    CKA_MODIFIABLE, CKA_COPYABLE = 0x170, 0x171
+    asked = {1: b"frozen-extractable", 0: b"frozen-unextractable"}
+    failed = run_ckdemo(home, "member", "fail", "member2")
+    assert failed.returncode == 0, failed.stdout + failed.stderr
+    try:
+        with session_on(served) as (client, session):
+            for _ in range(4):  # every member has its turn: member2 is found failed
+                client.ok("C_GenerateRandom", session, 8)
+            for extractable, label in asked.items():
+                client.ok("C_GenerateKey", session, Mechanism(CKM_AES_KEY_GEN), (
+                    Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_TOKEN, 1), Attribute(CKA_ENCRYPT, 1),
+                    Attribute(CKA_EXTRACTABLE, extractable), Attribute(CKA_MODIFIABLE, 0),
+                    Attribute(CKA_COPYABLE, 0), Attribute(CKA_LABEL, label)))
+    finally:
+        restored = run_ckdemo(home, "member", "restore", "member2")
+        assert restored.returncode == 0, restored.stdout + restored.stderr
+    recovered = run_ckdemo(home, "hagroup", "recover")
+    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    with session_on(served) as (client, session):
+        for extractable, label in asked.items():
+            for _ in range(6):  # whichever member answers
+                (key,) = found(client, session, Attribute(CKA_LABEL, label))
+                assert read(client, session, key, (CKA_EXTRACTABLE, CKA_MODIFIABLE, CKA_COPYABLE)) == {
+                    CKA_EXTRACTABLE: extractable, CKA_MODIFIABLE: 0, CKA_COPYABLE: 0}
+                assert client.ckr("C_SetAttributeValue", session, key, (Attribute(CKA_LABEL, b"x"),)) \
+                    == codes.CKR_ACTION_PROHIBITED
+                client.ok("C_EncryptInit", session, Mechanism(0x1081), key)
+                client.ok("C_Encrypt", session, b"e" * 16, 64)
+    for label in asked.values():
+        assert [k["CLASS"] for k in on_the_member(home, "member2", label.decode())] == [CKO_SECRET_KEY]
+
+
+def test_data_objects_made_or_destroyed_while_a_member_is_down_reach_it(served, run_ckdemo):
+    """Recovery compared keys only: a data object made while a member was down never reached
+    it, and a search served by that member missed it (differential test with remote members,
+    seed 500001: a new application found 0 objects where one token holds 2)."""
+    home = served.home
+    with session_on(served) as (client, session):
+        (doomed,) = client.ok("C_CreateObject", session, (
+            Attribute(CKA_CLASS, 0), Attribute(CKA_TOKEN, 1), Attribute(CKA_LABEL, b"data-doomed"),
+            Attribute(0x11, b"d")))
+    failed = run_ckdemo(home, "member", "fail", "member3")
+    assert failed.returncode == 0, failed.stdout + failed.stderr
+    try:
+        with session_on(served) as (client, session):
+            for _ in range(4):  # every member has its turn: member3 is found failed
+                client.ok("C_GenerateRandom", session, 8)
+            for private in (0, 1):
+                client.ok("C_CreateObject", session, (
+                    Attribute(CKA_CLASS, 0), Attribute(CKA_TOKEN, 1), Attribute(CKA_PRIVATE, private),
+                    Attribute(CKA_LABEL, b"data-late"), Attribute(0x11, bytes([private])),
+                    Attribute(0x10, b"app"), Attribute(0x170, 0)))
+            (doomed,) = found(client, session, Attribute(CKA_LABEL, b"data-doomed"))
+            client.ok("C_DestroyObject", session, doomed)
+    finally:
+        restored = run_ckdemo(home, "member", "restore", "member3")
+        assert restored.returncode == 0, restored.stdout + restored.stderr
+    recovered = run_ckdemo(home, "hagroup", "recover")
+    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    with session_on(served) as (client, session):
+        for _ in range(6):  # whichever member answers
+            assert len(found(client, session, Attribute(CKA_LABEL, b"data-late"))) == 2
+            assert found(client, session, Attribute(CKA_LABEL, b"data-doomed")) == []
+    assert len(on_the_member(home, "member3", "data-late")) == 2
+    assert on_the_member(home, "member3", "data-doomed") == []
+
+
+def test_setting_sensitive_false_on_a_key_that_is_not_sensitive_is_ok_on_every_member(served, run_ckdemo):
+    """A key neither sensitive nor extractable reaches a member that comes back from the blob,
+    sensitive there (the record answers FALSE). Setting CKA_SENSITIVE FALSE, the value it has,
+    is CKR_OK on one token; that member refused it (differential test with remote members,
+    seed 500005: 'C_SetAttributeValue: CKR_OK vs CKR_ATTRIBUTE_READ_ONLY')."""
+    home = served.home
+    failed = run_ckdemo(home, "member", "fail", "member2")
+    assert failed.returncode == 0, failed.stdout + failed.stderr
+    try:
+        with session_on(served) as (client, session):
+            for _ in range(4):
+                client.ok("C_GenerateRandom", session, 8)
+            client.ok("C_CreateObject", session, (
+                Attribute(CKA_CLASS, CKO_SECRET_KEY), Attribute(0x100, 0x1F), Attribute(0x11, b"s" * 16),
+                Attribute(CKA_TOKEN, 1), Attribute(CKA_SENSITIVE, 0), Attribute(CKA_EXTRACTABLE, 0),
+                Attribute(CKA_LABEL, b"plain-key")))
+    finally:
+        restored = run_ckdemo(home, "member", "restore", "member2")
+        assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert run_ckdemo(home, "hagroup", "recover").returncode == 0
+    with session_on(served) as (client, session):
+        (key,) = found(client, session, Attribute(CKA_LABEL, b"plain-key"))
+        for _ in range(6):  # whichever member answers
+            assert client.ckr("C_SetAttributeValue", session, key, (Attribute(CKA_SENSITIVE, 0),)) == codes.CKR_OK
+            assert read(client, session, key, (CKA_SENSITIVE, CKA_EXTRACTABLE)) == {CKA_SENSITIVE: 0, CKA_EXTRACTABLE: 0}
+
+
+def test_a_private_copy_of_an_unextractable_public_key_reaches_a_member_that_comes_back(served, run_ckdemo):
+    """A key that is not private is kept under the domain key of its family, which unwraps only
+    into a key that is not private: a private copy of it could not reach a member that was down
+    ('not copied ... CKR_GENERAL_ERROR', the member shown CKR_OK without it; differential test,
+    seed 500043). The copy's record now keeps the blob wrapped anew for private keys."""
+    home = served.home
+    with session_on(served) as (client, session):
+        (public,) = client.ok("C_CreateObject", session, (
+            Attribute(CKA_CLASS, CKO_SECRET_KEY), Attribute(0x100, 0x1F), Attribute(0x11, b"p" * 16),
+            Attribute(CKA_TOKEN, 1), Attribute(CKA_PRIVATE, 0), Attribute(CKA_SENSITIVE, 1),
+            Attribute(CKA_EXTRACTABLE, 0), Attribute(CKA_ENCRYPT, 1), Attribute(CKA_LABEL, b"made-private")))
+        failed = run_ckdemo(home, "member", "fail", "member1")
+        assert failed.returncode == 0, failed.stdout + failed.stderr
+        try:
+            for _ in range(4):
+                client.ok("C_GenerateRandom", session, 8)
+            client.ok("C_CopyObject", session, public, (Attribute(CKA_PRIVATE, 1),))
+        finally:
+            restored = run_ckdemo(home, "member", "restore", "member1")
+            assert restored.returncode == 0, restored.stdout + restored.stderr
+    assert run_ckdemo(home, "hagroup", "recover").returncode == 0
+    with session_on(served) as (client, session):
+        for _ in range(6):  # whichever member answers
+            keys = found(client, session, Attribute(CKA_LABEL, b"made-private"))
+            assert sorted(read(client, session, k, (CKA_PRIVATE,))[CKA_PRIVATE] for k in keys) == [0, 1]
+            for key in keys:
+                client.ok("C_EncryptInit", session, Mechanism(0x1081), key)
+                client.ok("C_Encrypt", session, b"e" * 16, 64)
+    assert "not copied" not in served.log(), served.log()
+    labels = subprocess.run(["pkcs11-tool", "--module", SOFTHSM_LIB, "--token-label", "member1", "--login",
+                             "--pin", USER_PIN, "--list-objects", "--type", "secrkey"],
+                            capture_output=True, text=True, timeout=60, env=softhsm_env(home)).stdout
+    assert labels.count("label:      made-private") == 2, labels  # the copy under a marked label

@@ -895,3 +895,279 @@ def test_a_short_sensitive_key_is_refused_at_digest_key_also_after_data(served):
         assert codes.ckr_name(client.ckr("C_DigestKey", session, short)) == "CKR_KEY_INDIGESTIBLE"
         client.ok("C_DigestUpdate", session, b"after")
         assert client.ok("C_DigestFinal", session, 64)[0] == hashlib.sha256(b"beforeafter").digest()
+
+
+def test_a_copy_of_a_key_that_is_not_modifiable_is_a_second_key_as_on_one_token(served, reference):
+    """A secret or private key made CKA_MODIFIABLE FALSE takes no template in a copy (SoftHSM2:
+    CKR_ATTRIBUTE_READ_ONLY for any attribute), so members cannot label the copy apart from the
+    original: the HA slot refused the copy one token makes (differential test, seed 500011 step
+    26: 'C_CopyObject: CKR_OK vs CKR_ATTRIBUTE_READ_ONLY'). Each member now makes it as recovery
+    makes a key it lacks; extractable or not, the copy is the same key and reads as the token's."""
+    AES_GEN, AES_ECB, RSA_GEN, RSA_PKCS, CKA_EXTRACTABLE = 0x1080, 0x1081, 0x0, 0x1, 0x162
+    label = b"copied-key"
+
+    def story(socket) -> list:
+        with on_first_slot(socket) as (client, session):
+            seen = []
+            for extractable in (1, 0):
+                (key,) = client.ok("C_GenerateKey", session, Mechanism(AES_GEN), (
+                    Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_ENCRYPT, 1), Attribute(CKA_DECRYPT, 1),
+                    Attribute(CKA_MODIFIABLE, 0), Attribute(CKA_EXTRACTABLE, extractable),
+                    Attribute(CKA_TOKEN, 1), Attribute(CKA_LABEL, label), Attribute(CKA_ID, bytes([extractable]))))
+                reply = client.call("C_CopyObject", session, key, (Attribute(CKA_LABEL, b"other"),))
+                seen.append(codes.ckr_name(reply.ckr) if reply.is_error else "CKR_OK")
+                (copy,) = client.ok("C_CopyObject", session, key, ())
+                for _ in range(3):  # whichever member searches
+                    found = client.find(session, Attribute(CKA_LABEL, label), Attribute(CKA_ID, bytes([extractable])))
+                    seen.append(sorted(found) == sorted((key, copy)))
+                values, _ = client.ok("C_GetAttributeValue", session, copy, tuple(AttributeSize(a, 64) for a in (
+                    CKA_LABEL, CKA_ID, CKA_MODIFIABLE, CKA_EXTRACTABLE, CKA_SENSITIVE, CKA_ENCRYPT, 0x163)))
+                seen.append([v.value for v in values])
+                client.ok("C_EncryptInit", session, Mechanism(AES_ECB), key)
+                (ciphertext,) = client.ok("C_Encrypt", session, b"b" * 16, 64)
+                for _ in range(3):  # the copy decrypts what the original encrypted, on any member
+                    client.ok("C_DecryptInit", session, Mechanism(AES_ECB), copy)
+                    seen.append(client.ok("C_Decrypt", session, ciphertext, 64)[0] == b"b" * 16)
+            public, private = client.ok("C_GenerateKeyPair", session, Mechanism(RSA_GEN), (
+                Attribute(0x121, 1024), Attribute(CKA_VERIFY, 1)), (
+                Attribute(CKA_SIGN, 1), Attribute(CKA_TOKEN, 0), Attribute(CKA_MODIFIABLE, 0),
+                Attribute(CKA_LABEL, label)))
+            (copy,) = client.ok("C_CopyObject", session, private, ())
+            client.ok("C_SignInit", session, Mechanism(RSA_PKCS), copy)
+            (signature,) = client.ok("C_Sign", session, b"s" * 20, 256)
+            client.ok("C_VerifyInit", session, Mechanism(RSA_PKCS), public)
+            seen.append(client.ckr("C_Verify", session, b"s" * 20, signature))
+            values, _ = client.ok("C_GetAttributeValue", session, copy, tuple(AttributeSize(a, 64) for a in (
+                CKA_LABEL, CKA_TOKEN, CKA_MODIFIABLE, CKA_SIGN, 0x163)))
+            seen.append([v.value for v in values])
+            return seen
+    ours, theirs = story(served.socket), story(reference.socket)
+    assert ours == theirs
+    assert ours[:4] == ["CKR_ATTRIBUTE_READ_ONLY", True, True, True] and ours[-2] == codes.CKR_OK
+
+
+def test_a_copy_is_refused_for_the_object_before_the_session_as_by_one_token(served, reference):
+    """SoftHSM2 checks a copy's source (copyable, private staying private) before the session's
+    rights; the HA slot answered CKR_SESSION_READ_ONLY first (differential test, seeds 500011 and
+    500015: 'CKR_TEMPLATE_INCONSISTENT vs CKR_SESSION_READ_ONLY', 'CKR_ACTION_PROHIBITED vs
+    CKR_SESSION_READ_ONLY')."""
+    def story(socket) -> list:
+        with on_first_slot(socket) as (client, session):
+            made = {copyable: client.ok("C_CreateObject", session, (
+                Attribute(CKA_CLASS, 0), Attribute(CKA_TOKEN, 1), Attribute(CKA_PRIVATE, 1),
+                Attribute(CKA_COPYABLE, copyable), Attribute(CKA_LABEL, b"rights"),
+                Attribute(CKA_VALUE, bytes([copyable]))))[0] for copyable in (0, 1)}
+            (read_only,) = client.ok("C_OpenSession", client.ok("C_GetSlotList", 1, 8)[0][0], 0x4)
+            seen = []
+            for source, template in ((made[0], (Attribute(CKA_TOKEN, 1),)),
+                                     (made[1], (Attribute(CKA_TOKEN, 1), Attribute(CKA_PRIVATE, 0))),
+                                     (made[1], (Attribute(CKA_TOKEN, 1),)),
+                                     (made[1], (Attribute(CKA_TOKEN, 0),))):
+                reply = client.call("C_CopyObject", read_only, source, template)
+                seen.append(codes.ckr_name(reply.ckr) if reply.is_error else "CKR_OK")
+            return seen
+    ours, theirs = story(served.socket), story(reference.socket)
+    assert ours == theirs
+    assert ours[:3] == ["CKR_ACTION_PROHIBITED", "CKR_TEMPLATE_INCONSISTENT", "CKR_SESSION_READ_ONLY"]
+
+
+def test_a_refused_set_with_a_one_way_change_changes_nothing(served, reference):
+    """[SENSITIVE TRUE, VALUE] is refused for the value (CKR_ATTRIBUTE_READ_ONLY); SoftHSM2 had
+    set SENSITIVE on a session object by then and keeps it (no transactions for session objects),
+    and SENSITIVE cannot go back to FALSE: the HA slot's put-back could not undo it on its members
+    (differential test, seed 500081 step 68). The HA slot now tries such a template on a scratch
+    copy first: refused, nothing changes, on session and token objects alike; one token changes
+    nothing on a token object too."""
+    CKA_EXTRACTABLE = 0x162
+
+    def story(socket, token: int) -> list:
+        with on_first_slot(socket) as (client, session):
+            (key,) = client.ok("C_CreateObject", session, (
+                Attribute(CKA_CLASS, 4), Attribute(CKA_KEY_TYPE, 0x1F), Attribute(CKA_VALUE, b"k" * 16),
+                Attribute(CKA_TOKEN, token), Attribute(CKA_SENSITIVE, 0), Attribute(CKA_EXTRACTABLE, 1),
+                Attribute(CKA_LABEL, b"one-way")))
+            seen = [codes.ckr_name(client.ckr("C_SetAttributeValue", session, key, (
+                Attribute(CKA_SENSITIVE, 1), Attribute(CKA_VALUE, b"v" * 16)))),
+                codes.ckr_name(client.ckr("C_SetAttributeValue", session, key, (
+                    Attribute(CKA_EXTRACTABLE, 0), Attribute(CKA_CLASS, 3))))]
+            for _ in range(3):  # whichever member answers
+                values, _ = client.ok("C_GetAttributeValue", session, key, tuple(
+                    AttributeSize(a, 32) for a in (CKA_SENSITIVE, CKA_EXTRACTABLE, CKA_VALUE)))
+                seen.append([v.value for v in values])
+            client.ok("C_DestroyObject", session, key)
+            return seen
+    unchanged = ["CKR_ATTRIBUTE_READ_ONLY", "CKR_ATTRIBUTE_READ_ONLY"] + [[0, 1, b"k" * 16]] * 3
+    assert story(served.socket, 0) == unchanged
+    assert story(served.socket, 1) == story(reference.socket, 1) == unchanged
+
+
+def test_an_unwrapped_hmac_key_too_short_is_refused_at_the_init_as_by_one_token(served, reference):
+    """SoftHSM2 leaves CKA_VALUE_LEN 0 in an unwrapped key, and checks an HMAC key's real length
+    at C_SignInit (CKR_KEY_SIZE_RANGE); the server, which checks keys at the Init from their
+    attributes, answered CKR_OK and the refusal came at C_Sign (differential test, seed 500061)."""
+    CKA_WRAP, CKA_UNWRAP, CKA_EXTRACTABLE, SHA256_HMAC = 0x106, 0x107, 0x162, 0x251
+
+    def story(socket) -> list:
+        with on_first_slot(socket) as (client, session):
+            (kek,) = client.ok("C_GenerateKey", session, Mechanism(0x1080), (
+                Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_WRAP, 1), Attribute(CKA_UNWRAP, 1)))
+            seen = []
+            for length in (8, 40):
+                (key,) = client.ok("C_CreateObject", session, (
+                    Attribute(CKA_CLASS, 4), Attribute(CKA_KEY_TYPE, 0x10), Attribute(CKA_VALUE, b"h" * length),
+                    Attribute(CKA_EXTRACTABLE, 1), Attribute(CKA_SENSITIVE, 1)))
+                (blob,) = client.ok("C_WrapKey", session, Mechanism(0x210A), kek, key, 256)
+                (unwrapped,) = client.ok("C_UnwrapKey", session, Mechanism(0x210A), kek, blob, (
+                    Attribute(CKA_CLASS, 4), Attribute(CKA_KEY_TYPE, 0x10), Attribute(CKA_SIGN, 1),
+                    Attribute(CKA_VERIFY, 1), Attribute(CKA_TOKEN, 0)))
+                for init in ("C_SignInit", "C_VerifyInit"):
+                    reply = client.call(init, session, Mechanism(SHA256_HMAC), unwrapped)
+                    seen.append(codes.ckr_name(reply.ckr) if reply.is_error else "CKR_OK")
+                    if not reply.is_error and init == "C_SignInit":
+                        seen.append(len(client.ok("C_Sign", session, b"data", 64)[0]))
+                    elif not reply.is_error:
+                        seen.append(codes.ckr_name(client.ckr("C_Verify", session, b"data", b"\0" * 32)))
+            return seen
+    ours, theirs = story(served.socket), story(reference.socket)
+    assert ours == theirs
+    assert ours == ["CKR_KEY_SIZE_RANGE", "CKR_KEY_SIZE_RANGE", "CKR_OK", 32, "CKR_OK", "CKR_SIGNATURE_INVALID"]
+
+
+def test_the_security_officer_sees_and_makes_public_objects_only_as_on_one_token(served, reference):
+    """SoftHSM2 treats an SO session as one with no login for objects (haveRead/haveWrite): a
+    private object is CKR_USER_NOT_LOGGED_IN, before a template's contents are looked at. The
+    HA slot checked the template first (differential test, seed 500146: 'C_GenerateKey:
+    CKR_USER_NOT_LOGGED_IN vs CKR_TEMPLATE_INCOMPLETE')."""
+    from conftest import SO_PIN
+
+    def story(socket) -> list:
+        with on_first_slot(socket) as (client, session):
+            (private,) = client.ok("C_CreateObject", session, (
+                Attribute(CKA_CLASS, 0), Attribute(CKA_TOKEN, 1), Attribute(CKA_PRIVATE, 1),
+                Attribute(CKA_LABEL, b"so-view"), Attribute(CKA_VALUE, b"p")))
+            client.ok("C_Logout", session)
+            client.ok("C_Login", session, 0, SO_PIN.encode())
+            seen = [codes.ckr_name(client.ckr("C_GenerateKey", session, Mechanism(0x1080), (
+                Attribute(CKA_DECRYPT, 1), Attribute(CKA_LABEL, b"so-view")))),
+                codes.ckr_name(client.ckr("C_CreateObject", session, (
+                    Attribute(CKA_CLASS, 0), Attribute(CKA_LABEL, b"so-view"), Attribute(CKA_VALUE, b"q"))))]
+            reply = client.call("C_CreateObject", session, (
+                Attribute(CKA_CLASS, 0), Attribute(CKA_PRIVATE, 0), Attribute(CKA_TOKEN, 1),
+                Attribute(CKA_LABEL, b"so-view"), Attribute(CKA_VALUE, b"r")))
+            seen.append(codes.ckr_name(reply.ckr) if reply.is_error else "CKR_OK")
+            found = client.find(session, Attribute(CKA_LABEL, b"so-view"))
+            seen.append(len(found))
+            seen.append(codes.ckr_name(client.ckr("C_GetAttributeValue", session, private, (AttributeSize(CKA_VALUE, 8),))))
+            for handle in found:
+                client.ok("C_DestroyObject", session, handle)
+            client.ok("C_Logout", session)
+            client.ok("C_Login", session, 1, USER_PIN.encode())
+            client.ok("C_DestroyObject", session, client.find(session, Attribute(CKA_LABEL, b"so-view"))[0])
+            return seen
+    ours, theirs = story(served.socket), story(reference.socket)
+    assert ours == theirs
+    assert ours[:4] == ["CKR_USER_NOT_LOGGED_IN", "CKR_USER_NOT_LOGGED_IN", "CKR_OK", 1]
+
+
+def test_an_unwrap_is_refused_for_the_unwrapping_key_before_the_login_as_by_one_token(served, reference):
+    """SoftHSM2 checks the unwrapping key (AES for the AES key wraps, then CKA_UNWRAP) before the
+    new key's template and the login; the HA slot answered CKR_USER_NOT_LOGGED_IN first
+    (differential test, seed 500096: 'C_UnwrapKey: CKR_KEY_FUNCTION_NOT_PERMITTED vs
+    CKR_USER_NOT_LOGGED_IN')."""
+    CKA_UNWRAP = 0x107
+
+    def story(socket) -> list:
+        with on_first_slot(socket) as (client, session):
+            keys = [client.ok("C_CreateObject", session, (
+                Attribute(CKA_CLASS, 4), Attribute(CKA_KEY_TYPE, key_type), Attribute(CKA_VALUE, b"u" * 16),
+                Attribute(CKA_PRIVATE, 0), Attribute(CKA_UNWRAP, unwrap), Attribute(CKA_TOKEN, 1),
+                Attribute(CKA_LABEL, b"unwrapper")))[0] for key_type, unwrap in ((0x1F, 0), (0x10, 1), (0x1F, 1))]
+            client.ok("C_Logout", session)
+            seen = []
+            for key in keys:
+                for template in ((Attribute(CKA_CLASS, 4), Attribute(CKA_KEY_TYPE, 0x1F)), ()):
+                    seen.append(codes.ckr_name(client.ckr(
+                        "C_UnwrapKey", session, Mechanism(0x2109), key, b"w" * 24, template)))
+            client.ok("C_Login", session, 1, USER_PIN.encode())
+            for key in keys:
+                client.ok("C_DestroyObject", session, key)
+            return seen
+    ours, theirs = story(served.socket), story(reference.socket)
+    assert ours == theirs
+    assert ours[:4] == ["CKR_KEY_FUNCTION_NOT_PERMITTED"] * 2 + ["CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT"] * 2
+
+
+def test_handles_after_a_logout_and_a_last_close_are_new_as_on_one_token(served, reference):
+    """A token forgets private objects' handles at C_Logout and every handle when the
+    application's last session closes: found again, they have new handles, and an old one stays
+    invalid after a new login. The HA slot kept its handles (differential test, seed 500009: 'an
+    object found under its old handle on one side, under a new one on the other')."""
+    def story(socket) -> list:
+        with on_first_slot(socket) as (client, session):
+            (slot,) = client.ok("C_GetSessionInfo", session)
+            slot = slot.slot_id
+            made = {private: client.ok("C_CreateObject", session, (
+                Attribute(CKA_CLASS, 0), Attribute(CKA_TOKEN, 1), Attribute(CKA_PRIVATE, private),
+                Attribute(CKA_LABEL, b"renamed"), Attribute(CKA_VALUE, bytes([private]))))[0] for private in (0, 1)}
+
+            def state() -> list:
+                seen = [codes.ckr_name(client.ckr("C_GetAttributeValue", s, made[p], (AttributeSize(CKA_VALUE, 4),)))
+                        for s in (session,) for p in (0, 1)]
+                found = client.find(session, Attribute(CKA_LABEL, b"renamed"))
+                seen.append(sorted("old" if h in made.values() else "new" for h in found))
+                return seen
+            client.ok("C_Logout", session)
+            client.ok("C_Login", session, 1, USER_PIN.encode())
+            seen = state()
+            client.ok("C_CloseAllSessions", slot)
+            (session,) = client.ok("C_OpenSession", slot, 0x6)
+            client.ok("C_Login", session, 1, USER_PIN.encode())
+            seen += state()
+            for handle in client.find(session, Attribute(CKA_LABEL, b"renamed")):
+                client.ok("C_DestroyObject", session, handle)
+            return seen
+    ours, theirs = story(served.socket), story(reference.socket)
+    assert ours == theirs
+    assert ours == ["CKR_OK", "CKR_OBJECT_HANDLE_INVALID", ["new", "old"],
+                    "CKR_OBJECT_HANDLE_INVALID", "CKR_OBJECT_HANDLE_INVALID", ["new", "new"]]
+
+
+def test_a_refused_unwrap_leaves_no_key_on_any_member(served, reference):
+    """SoftHSM2 refuses an unwrap whose template has CKA_MODIFIABLE FALSE before another attribute
+    (CKR_ATTRIBUTE_READ_ONLY) and keeps the key it made, without the rest: one token's defect,
+    which the HA slot's members had too, so its searches later found an object the application
+    never made (differential test, seed 500000 step 32). A refused call makes nothing."""
+    CKA_WRAP, CKA_UNWRAP, CKA_EXTRACTABLE = 0x106, 0x107, 0x162
+
+    def story(socket) -> tuple:
+        with on_first_slot(socket) as (client, session):
+            (kek,) = client.ok("C_GenerateKey", session, Mechanism(0x1080), (
+                Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_WRAP, 1), Attribute(CKA_UNWRAP, 1),
+                Attribute(CKA_EXTRACTABLE, 1), Attribute(CKA_LABEL, b"kek")))
+            (blob,) = client.ok("C_WrapKey", session, Mechanism(0x2109), kek, kek, 256)
+            before = len(client.find(session, Attribute(CKA_CLASS, 4)))
+            refused = client.ckr("C_UnwrapKey", session, Mechanism(0x2109), kek, blob, (
+                Attribute(CKA_CLASS, 4), Attribute(CKA_KEY_TYPE, 0x1F), Attribute(CKA_MODIFIABLE, 0),
+                Attribute(CKA_LABEL, b"orphan")))
+            counts = [len(client.find(session, Attribute(CKA_CLASS, 4))) - before for _ in range(3)]
+            return codes.ckr_name(refused), counts
+    ours, theirs = story(served.socket), story(reference.socket)
+    assert ours == ("CKR_ATTRIBUTE_READ_ONLY", [0, 0, 0])  # nothing new, on every member
+    assert theirs[0] == ours[0]  # (one SoftHSM2 token keeps the orphan: theirs[1] == [1, 1, 1])
+
+
+def test_a_copy_made_sensitive_reads_sensitive_as_on_one_token(served, reference):
+    """A key neither sensitive nor extractable answers CKA_SENSITIVE from its record; a copy
+    made with CKA_SENSITIVE TRUE took the original's record and read FALSE (differential test,
+    seed 700030: 'C_GetAttributeValue CKA_SENSITIVE: 1 vs 0')."""
+    def story(socket) -> list:
+        with on_first_slot(socket) as (client, session):
+            (key,) = client.ok("C_GenerateKey", session, Mechanism(0x350), (
+                Attribute(CKA_VALUE_LEN, 32), Attribute(CKA_SENSITIVE, 0), Attribute(CKA_TOKEN, 0),
+                Attribute(CKA_LABEL, b"to-harden")))
+            (copy,) = client.ok("C_CopyObject", session, key, (Attribute(CKA_SENSITIVE, 1),))
+            return [[v.value for v in client.ok("C_GetAttributeValue", session, handle, tuple(
+                AttributeSize(a, 8) for a in (CKA_SENSITIVE, 0x162, 0x165)))[0]] for handle in (key, copy) for _ in range(2)]
+    ours, theirs = story(served.socket), story(reference.socket)
+    assert ours == theirs
+    assert [row[0] for row in ours] == [0, 0, 1, 1]

@@ -418,12 +418,17 @@ def test_the_calls_around_a_signature_are_answered_as_predicted(served):
         assert client.ckr("C_Sign", session, b"two", 128) == codes.CKR_USER_NOT_LOGGED_IN
         client.ok("C_Login", session, 1, USER_PIN.encode())
         assert client.ckr("C_Sign", session, b"two", 128) == codes.CKR_OPERATION_NOT_INITIALIZED
+        (rsa,) = client.find(session, *key_attributes("b5", CKO_PRIVATE_KEY))  # a new handle since the logout
         _sign(client, session, CKM_RSA_PKCS, rsa, b"two")
         client.ok("C_Logout", session)
         assert client.ckr("C_SignInit", session, Mechanism(CKM_RSA_PKCS), rsa) == \
             codes.CKR_KEY_HANDLE_INVALID
         client.ok("C_Login", session, 1, USER_PIN.encode())
-        assert _sign(client, session, CKM_RSA_PKCS, rsa, b"two") == (
+        # a token forgot the private key's handle at the logout: found again, it has a new one
+        assert client.ckr("C_SignInit", session, Mechanism(CKM_RSA_PKCS), rsa) == codes.CKR_KEY_HANDLE_INVALID
+        (again,) = client.find(session, *key_attributes("b5", CKO_PRIVATE_KEY))
+        assert again != rsa
+        assert _sign(client, session, CKM_RSA_PKCS, again, b"two") == (
             BufferSize(128), codes.CKR_OK, expected[b"two"])
     finally:
         client.close()

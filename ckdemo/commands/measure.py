@@ -86,9 +86,12 @@ def minutes(seconds: float | None) -> str:
               help="Use only the first N members of the HA group (0: all).")
 @click.option("--pin", envvar="CKDEMO_USER_PIN", help="User PIN (default: the config's test PIN).")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
+@click.option("--html", "html_path", type=click.Path(dir_okay=False),
+              help="Also write the run as one self-contained HTML page: calls per second over "
+                   "time, sampled from the run's counters (nothing added to the calls).")
 @click.pass_context
 def bench_command(ctx, operation, slot_ref, token_label, seconds, count, threads, key_size, data_size,
-                  member_count, pin, as_json):
+                  member_count, pin, as_json, html_path):
     """Throughput and latency of one operation on a slot, or HA vs direct in the same run.
     Exit 1 when calls failed; Ctrl-C stops the run with the figures so far (exit 130)."""
     import json
@@ -98,6 +101,8 @@ def bench_command(ctx, operation, slot_ref, token_label, seconds, count, threads
     from ..interruption import StopRequest, first_ctrl_c_stops
     from ..model import CKU_USER
 
+    if html_path and not Path(html_path).expanduser().resolve().parent.is_dir():
+        raise Fail(f"cannot write the HTML page {html_path}: no folder {Path(html_path).parent}")
     settings = settings_for(ctx)
     workspace = workspace_for(settings)
     pin = pin or settings.secrets().get("CKDEMO_USER_PIN")
@@ -133,9 +138,14 @@ def bench_command(ctx, operation, slot_ref, token_label, seconds, count, threads
                         if exc.ckr != CKR_USER_ALREADY_LOGGED_IN:
                             raise
             progress = bench.Progress(seconds * len(chosen), count * len(chosen))
-            with ProgressLine(lambda: _bench_line(operation, progress, stop)):
-                results = bench.bench(chosen, operation, seconds, threads, key_size, data_size,
-                                      progress, count, stop)
+            sampled = bench.sampler(progress, threads).start() if html_path else None
+            try:
+                with ProgressLine(lambda: _bench_line(operation, progress, stop)):
+                    results = bench.bench(chosen, operation, seconds, threads, key_size, data_size,
+                                          progress, count, stop)
+            finally:
+                if sampled is not None:
+                    sampled.stop()
     except CKRError as exc:
         raise Fail(str(exc)) from None
     interrupted = stop.is_set()
@@ -148,6 +158,11 @@ def bench_command(ctx, operation, slot_ref, token_label, seconds, count, threads
         d, h = results  # an interrupted run may have measured one side only: no ratio then
         ratio = {"ha_over_direct": round(h.ops_per_s / d.ops_per_s, 3),
                  "added_us_per_call": round(1e6 / h.ops_per_s - 1e6 / d.ops_per_s, 2)}
+    if html_path:
+        try:
+            Path(html_path).write_text(bench.html_page(figures, asked, sampled, ratio))
+        except OSError as exc:
+            raise Fail(f"cannot write the HTML page {html_path}: {exc.strerror or exc}") from None
     if as_json:
         click.echo(json.dumps({"parameters": asked, "results": figures, "ratio": ratio,
                                "interrupted": interrupted}, indent=2))

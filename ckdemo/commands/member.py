@@ -135,3 +135,80 @@ _signal_command("hang", "hang", "stopped",
                 "link). The HA group fails it after MemberTimeout seconds (CKDemo section, "
                 "default 20).")
 _signal_command("resume", "resume", "running again", "SIGCONT to NAME's server after `member hang`.")
+
+
+def _one_managed(ctx: click.Context, name: str, verb: str):
+    servers = _servers(ctx, name)
+    if len(servers) != 1:
+        raise Fail(f"{verb} one member at a time (remote members: {', '.join(s.label for s in servers)})")
+    server = servers[0]
+    if not server.managed:
+        raise Fail(f"{server.label} is served elsewhere ({server.socket}); ckdemo does not {verb} it")
+    if server.pid() is None:
+        raise Fail(f"{server.label}'s server is not running (ckdemo member serve {server.label})")
+    return server
+
+
+def _run_cycle(cycle, label: str, verb: str, for_s: float | None) -> None:
+    """In the foreground until --for has passed, Ctrl-C or SIGTERM; the member is back after."""
+    import signal
+    import threading
+    done = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: done.set())
+    cycle.start(f"member-{verb}-{label}")
+    click.echo(f"{label}: {verb} " + (f"for {for_s:g} s" if for_s is not None else "until Ctrl-C"), err=True)
+    try:
+        while cycle.running and not done.wait(0.2):
+            pass
+    except KeyboardInterrupt:
+        pass
+    finally:
+        cycle.stop()
+        signal.signal(signal.SIGTERM, previous)
+
+
+@member.command()
+@click.argument("name")
+@click.option("--ms", type=click.FloatRange(min=1, max=60_000), required=True,
+              help="How long each stop lasts: an answer comes up to this late.")
+@click.option("--for", "for_s", type=click.FloatRange(min=0.1, max=86_400),
+              help="Seconds (default: until Ctrl-C).")
+@click.pass_context
+def slow(ctx: click.Context, name: str, ms: float, for_s: float | None) -> None:
+    """Make NAME's answers up to MS ms late: its server is stopped (SIGSTOP) MS ms at a time and
+    runs 20 ms between stops, its connections open. Runs in the foreground; NAME is running at
+    the end. Stops longer than MemberHedgeFloor (default 0.5 s) make the HA group give it up,
+    as a hang does."""
+    from ..lab.member_faults import slowdown
+    server = _one_managed(ctx, name, "slow")
+    errors: list[str] = []
+    cycle = slowdown(server, ms, for_s, on_error=lambda error: errors.append(str(error)))
+    _run_cycle(cycle, server.label, f"answers up to {ms:g} ms late", for_s)
+    click.echo(f"{server.label}: {cycle.cycles} stop(s) of {ms:g} ms; running again")
+    if errors:
+        raise Fail(f"{server.label}: {errors[0]}")
+
+
+@member.command()
+@click.argument("name")
+@click.option("--every", "every_s", type=click.FloatRange(min=0.2, max=86_400), required=True,
+              help="Seconds of one down-and-up.")
+@click.option("--down", "down_s", type=click.FloatRange(min=0.01, max=86_400),
+              help="Seconds down in each (default: half of --every).")
+@click.option("--for", "for_s", type=click.FloatRange(min=0.1, max=86_400),
+              help="Seconds (default: until Ctrl-C).")
+@click.pass_context
+def flap(ctx: click.Context, name: str, every_s: float, down_s: float | None, for_s: float | None) -> None:
+    """Kill NAME's server (SIGKILL to its process group) and serve it again, every EVERY
+    seconds. Runs in the foreground; NAME is served at the end. The HA group takes it back at a
+    call after the recovery interval, when it is up then."""
+    from ..lab.member_faults import server_flapping
+    if down_s is not None and down_s >= every_s:
+        raise Fail(f"--down ({down_s:g} s) is less than --every ({every_s:g} s)")
+    server = _one_managed(ctx, name, "flap")
+    errors: list[str] = []
+    cycle = server_flapping(server, every_s, down_s, for_s, on_error=lambda error: errors.append(str(error)))
+    _run_cycle(cycle, server.label, f"down {down_s or every_s / 2:g} s in every {every_s:g} s", for_s)
+    click.echo(f"{server.label}: down {cycle.cycles} time(s); served again (pid {server.pid() or '-'})")
+    if errors:
+        raise Fail(f"{server.label}: {errors[0]}")

@@ -13,17 +13,12 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from ..codes import CKR_ATTRIBUTE_TYPE_INVALID, CKRError
-from ..model import (CKA_CLASS, CKA_EXTRACTABLE, CKA_ID, CKA_LABEL, CKA_TRUSTED, CKA_MODIFIABLE, CKA_PRIVATE,
-                     CKA_SENSITIVE, CKA_TOKEN, CKA_VALUE, CKO_DATA, CKO_PRIVATE_KEY,
+from ..model import (CKA_APPLICATION, CKA_OBJECT_ID, CKA_EXTRACTABLE, CKA_ID, CKA_TRUSTED, CKA_SENSITIVE, CKA_TOKEN, CKO_DATA, CKO_PRIVATE_KEY,
                      CKO_PUBLIC_KEY, CKO_SECRET_KEY)
 from . import replication
 from .marks import is_mark
 from .vault import Vault
 
-CKA_APPLICATION, CKA_OBJECT_ID = 0x10, 0x12
-# what a data object is made of on another member (it has no key material to wrap)
-DATA_ATTRIBUTES = (CKA_CLASS, CKA_TOKEN, CKA_PRIVATE, CKA_LABEL, CKA_APPLICATION, CKA_OBJECT_ID,
-                   CKA_VALUE, CKA_MODIFIABLE)
 # attributes an application may change on an object that exists: set on the member as the
 # source has them (one-way ones only in their one way: a token refuses the other)
 CHANGEABLE = {cls: tuple(attrs) for cls, attrs in replication.CAPABILITIES.items()}
@@ -81,11 +76,8 @@ def catch_up(src, dst, keys: Iterable[tuple], vault: Vault, replace: set[tuple] 
             outcome.updated += 1
     for key, handle in pending.items():
         try:
-            if key[0] == CKO_DATA:
-                copy_data(src, handle, dst)
-            else:
-                # (again: the member was searched above; it lacks the key)
-                replication.replicate(src, handle, dst, vault.get(key), again=True)
+            # (again: the member was searched above; it lacks the object)
+            replication.replicate(src, handle, dst, vault.get(key), again=True)
             outcome.copied += 1
         except CKRError as exc:
             if is_member_failure(exc):
@@ -132,16 +124,6 @@ def session_objects(session) -> list[tuple]:
         ident = replication.identity(session, handle)
         if not is_mark(ident) and not replication.is_domain_key_id(ident.get(replication.CKA_ID)):
             found.append(replication.object_key(ident))
-    return found
-
-
-def data_objects(session) -> dict[tuple, int]:
-    """Every data object the member session sees but the group's mark: identity -> handle."""
-    found = {}
-    for handle in session.find_objects({CKA_CLASS: CKO_DATA}):
-        ident = replication.identity(session, handle)
-        if not is_mark(ident):
-            found.setdefault(replication.object_key(ident), handle)
     return found
 
 
@@ -197,14 +179,6 @@ def _read(session, handle: int, attributes) -> dict[int, Any]:
             if exc.ckr != CKR_ATTRIBUTE_TYPE_INVALID and exc.ckr not in replication.UNREADABLE:
                 raise
     return values
-
-
-def copy_data(src, handle: int, dst) -> int:
-    """A data object made on the member from the source's attributes."""
-    template = {a: v for a, v in _read(src, handle, DATA_ATTRIBUTES).items() if v is not None}
-    modifiable = template.pop(CKA_MODIFIABLE, True)
-    template[CKA_MODIFIABLE] = modifiable  # last: SoftHSM2 takes nothing after MODIFIABLE FALSE
-    return dst.create_object(template)
 
 
 def _plain(value: Any) -> Any:

@@ -12,10 +12,10 @@ from __future__ import annotations
 import threading
 from typing import TYPE_CHECKING
 
-from ..codes import CKR_FUNCTION_FAILED, CKRError
-from ..model import CKA_CLASS, CKA_ID, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, CKO_SECRET_KEY
+from ..codes import CKR_DEVICE_ERROR, CKR_FUNCTION_FAILED, CKRError
+from ..model import CKA_CLASS, CKA_ID, CKO_DATA, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, CKO_SECRET_KEY
 from . import replication
-from .catchup import copy_data, data_objects
+from .marks import is_mark
 from .member import HAMember
 
 if TYPE_CHECKING:
@@ -25,11 +25,14 @@ if TYPE_CHECKING:
 KEY_CLASSES = (CKO_PUBLIC_KEY, CKO_PRIVATE_KEY, CKO_SECRET_KEY)
 
 
-def key_objects(session) -> list[int]:
+def replicated_objects(session) -> list[int]:
+    """What every member holds alike: the keys (each has a CKA_ID: the HA slot gives one to a
+    key made without) and the data objects (the group's mark among them: callers leave it out)."""
     handles = []
     for cls in KEY_CLASSES:
         handles.extend(session.find_objects({CKA_CLASS: cls}))
-    return [h for h in handles if session.get_attributes(h, [CKA_ID]).get(CKA_ID)]
+    keys = [h for h in handles if session.get_attributes(h, [CKA_ID]).get(CKA_ID)]
+    return keys + list(session.find_objects({CKA_CLASS: CKO_DATA}))
 
 
 class CompareInBackground(Exception):
@@ -80,8 +83,8 @@ def compare_in_full(group, source: HAMember, target: HAMember, why: str) -> None
     each): copied when the member lacks it, destroyed when the source has it no more, replaced
     when the member holds another key under the same name."""
     src, dst = group.session_for(source), target.anchor
-    theirs = {h: replication.identity(src, h) for h in key_objects(src)}
-    mine = {h: replication.identity(dst, h) for h in key_objects(dst)}
+    theirs = _identities(src)
+    mine = _identities(dst)
     have = {replication.object_key(ident): h for h, ident in theirs.items()}
     held = {replication.object_key(ident): h for h, ident in mine.items()}
     # keys it generated and failed before copying them: another member made the application's
@@ -103,28 +106,34 @@ def compare_in_full(group, source: HAMember, target: HAMember, why: str) -> None
             refused.append(f"{key[2] or key[1].hex()}: {exc.name}")
     for key in removed:
         dst.destroy_object(held[key])
-    # data objects (no key material: made from the source's attributes)
-    data_theirs, data_mine = data_objects(src), data_objects(dst)
-    for key in data_theirs.keys() - data_mine.keys():
-        copied.append(key)
-        try:
-            copy_data(src, data_theirs[key], dst)
-        except CKRError as exc:
-            if group.is_member_failure(exc):
-                raise
-            refused.append(f"{key[2]}: {exc.name}")
-    for key in data_mine.keys() - data_theirs.keys():
-        dst.destroy_object(data_mine[key])
-        removed.append(key)
     group.orphans.pop(target.serial, None)
     if copied or removed:
         group.log.record(group.serial, target.serial, "resynchronised",
-                        f"{len(copied) - len(refused)} object(s) copied, {len(removed)} destroyed"
-                        + (f" ({len(replaced)} of the copies replace another key under the same "
-                           "class, CKA_ID and label)" if replaced else "")
-                        + (f"; not copied (calls needing them go to other members): "
-                           f"{', '.join(refused)}" if refused else "")
-                        + f" (full comparison: {why})")
+                         f"{len(copied) - len(refused)} object(s) copied, {len(removed)} destroyed"
+                         + (f" ({len(replaced)} of the copies replace another key under the same "
+                            "class, CKA_ID and label)" if replaced else "")
+                         + (f"; not copied: {', '.join(refused)}" if refused else "")
+                         + f" (full comparison: {why})")
+    if refused:  # never in service without an object the others have: held out, said why
+        raise held_out(refused)
+
+
+def held_out(refused: list[str]) -> CKRError:
+    """A member that could not be given every object the others have: the attempt fails."""
+    return CKRError(CKR_DEVICE_ERROR, "C_UnwrapKey",
+                    f"held out of service: {len(refused)} object(s) the other members have could not be "
+                    f"copied to it ({', '.join(refused)})")
+
+
+def _identities(session) -> dict[int, dict]:
+    """Handle -> identity of every key and data object the member session sees but the group's
+    own mark."""
+    found = {}
+    for handle in replicated_objects(session):
+        ident = replication.identity(session, handle)
+        if not is_mark(ident):
+            found[handle] = ident
+    return found
 
 
 def _diverged(src, have: dict, theirs: dict, dst, held: dict, mine: dict) -> set[tuple]:

@@ -177,12 +177,27 @@ class HAGroup(Slot):
                 # number left unmarked would be a hole for every other process's journal)
                 self._mark_members(self.journal.mark(number))
 
+    def vouch(self, members, lacking) -> None:
+        """After a synchronisation (the state lock is held): the members that now hold what the
+        others hold get a mark (their first, maybe); those that lack something lose theirs."""
+        mark = self.journal.mark()
+        for member in members:
+            try:
+                if member in lacking:
+                    self.failover.pinned(member, self.marks.drop, self.session_for(member), member)
+                elif not member.private_unsynced:
+                    self.failover.pinned(member, self.marks.write, self.session_for(member), member, mark)
+            except MemberFailed:
+                continue
+            except CKRError as exc:
+                self.log.record(self.serial, member.serial, "journal-mark", f"not written: {exc}")
+
     def _mark_members(self, mark: bytes) -> None:
         for member in self.active_members():
             if member.private_unsynced:
                 continue
             try:
-                self.failover.pinned(member, self.marks.write, self.session_for(member), member, mark)
+                self.failover.pinned(member, self.marks.advance, self.session_for(member), member, mark)
             except MemberFailed:
                 continue  # failed now: it comes back with the older mark, and gets this change
             except CKRError as exc:  # its mark lags: its next recovery replays more, or compares all

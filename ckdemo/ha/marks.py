@@ -19,10 +19,9 @@ from __future__ import annotations
 from typing import Any
 
 from ..codes import CKR_OBJECT_HANDLE_INVALID, CKRError
-from ..model import CKA_CLASS, CKA_LABEL, CKA_PRIVATE, CKA_TOKEN, CKA_VALUE, CKO_DATA
+from ..model import CKA_APPLICATION, CKA_CLASS, CKA_LABEL, CKA_PRIVATE, CKA_TOKEN, CKA_VALUE, CKO_DATA
 
 MARK_LABEL = "ckdemo HA journal mark"
-CKA_APPLICATION = 0x10
 # SoftHSM2 2.6.1 lets only CKA_LABEL of a data object change (CKA_VALUE, CKA_APPLICATION and
 # CKA_OBJECT_ID answer CKR_ATTRIBUTE_READ_ONLY): the mark is found by its CKA_APPLICATION and
 # carried in its label
@@ -36,6 +35,11 @@ def is_mark(ident: dict[int, Any]) -> bool:
     return ident.get(CKA_CLASS) == CKO_DATA and str(label).startswith(MARK_LABEL)
 
 
+def is_mark_key(key: tuple) -> bool:
+    """Is this replication.object_key the group's mark?"""
+    return key[0] == CKO_DATA and str(key[2]).startswith(MARK_LABEL)
+
+
 class Marks:
     """Reads and writes one group's mark on its members; remembers each member's mark handle
     (valid for the member's generation: handles are void after a member restarts)."""
@@ -43,6 +47,7 @@ class Marks:
     def __init__(self, group_serial: str) -> None:
         self.application = f"{MARK_LABEL} {group_serial}"
         self._handles: dict[str, tuple[int, int]] = {}  # member serial -> (generation, handle)
+        self._unmarked: dict[str, int] = {}  # member serial -> generation it was seen with no mark
 
     def _find(self, session) -> list[int]:
         return session.find_objects({CKA_CLASS: CKO_DATA, CKA_APPLICATION: self.application})
@@ -62,7 +67,29 @@ class Marks:
             label = bytes(label).decode("utf-8", "replace")
         return label[len(MARK_LABEL) + 1:].encode() if label.startswith(MARK_LABEL + " ") else None
 
+    def advance(self, session, member, value: bytes) -> None:
+        """A change the member took: its mark moves on, if it has one. A member with none was
+        never shown to hold what the others hold (only a recovery or a clean synchronisation
+        gives it its first mark, `write`), so a change alone does not mark it."""
+        if self._unmarked.get(member.serial) == member.generation:
+            return
+        known = self._handles.get(member.serial)
+        if known is None or known[0] != member.generation:
+            if not self._find(session):
+                self._unmarked[member.serial] = member.generation
+                return
+        self.write(session, member, value)
+
+    def drop(self, session, member) -> None:
+        """The member lacks what the others have: no mark vouches for it any more."""
+        for handle in self._find(session):
+            session.destroy_object(handle)
+        self._handles.pop(member.serial, None)
+        self._unmarked[member.serial] = member.generation
+
     def write(self, session, member, value: bytes) -> None:
+        """The member holds what the group holds as of `value`: marked so (made if need be)."""
+        self._unmarked.pop(member.serial, None)
         known = self._handles.get(member.serial)
         if known is not None and known[0] == member.generation:
             try:

@@ -76,7 +76,6 @@ class Recovery:
         # (activeEnhanced's thread) compares it with no lock held (comparison.py)
         self.background_comparison = True
         self.comparisons: list[threading.Thread] = []  # under way (joined when recovery stops)
-        self.not_copied: dict[str, set[tuple]] = {}  # member serial -> what its catch-up could not copy
 
     def before_call(self) -> None:
         if self.in_calls:
@@ -275,12 +274,10 @@ class Recovery:
         keys it generated and failed before copying, made on it as they are on the source."""
         src, dst = self.group.session_for(source), target.anchor
         orphans = self.group.orphans.get(target.serial, set())
-        keys = set(touched) | set(catchup.session_objects(src)) | orphans | self.not_copied.get(target.serial, set())
+        keys = set(touched) | set(catchup.session_objects(src)) | orphans
         outcome = catchup.catch_up(src, dst, keys, self.group.vault, replace=orphans,
                                    is_member_failure=self.group.is_member_failure)
         self.group.orphans.pop(target.serial, None)
-        # what it could not be given is looked at again at its next recovery (the mark moves on)
-        self.not_copied[target.serial] = outcome.not_copied
         self.replays += 1
         if outcome.changed:
             self.group.log.record(self.group.serial, target.serial, "resynchronised",
@@ -289,10 +286,11 @@ class Recovery:
                                   + (f", {outcome.updated} updated" if outcome.updated else "")
                                   + (f" ({outcome.replaced} of the copies replace another key under "
                                      "the same class, CKA_ID and label)" if outcome.replaced else "")
-                                  + (f"; not copied (calls needing them go to other members): "
-                                     f"{', '.join(outcome.refused)}" if outcome.refused else "")
+                                  + (f"; not copied: {', '.join(outcome.refused)}" if outcome.refused else "")
                                   + f" (journal: {len(touched)} object(s) changed after "
                                     f"{mark.decode(errors='replace')})")
+        if outcome.refused:  # never in service without an object the others have (its mark stays)
+            raise comparison.held_out(outcome.refused)
 
 class BackgroundRecovery:
     """activeEnhanced: a thread that tries the members whose attempt is due (the same X and N,

@@ -29,8 +29,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import codes
-from ..codes import CKR_KEY_NOT_WRAPPABLE, CKR_TEMPLATE_INCONSISTENT, CKRError
-from ..model import (CKA_ALLOWED_MECHANISMS, CKA_ALWAYS_AUTHENTICATE, CKA_CLASS, CKA_COEFFICIENT, CKA_COPYABLE, CKA_DECRYPT,
+from ..codes import CKR_KEY_NOT_WRAPPABLE, CKRError
+from ..model import (CKA_ALLOWED_MECHANISMS, CKA_ALWAYS_AUTHENTICATE, CKA_APPLICATION, CKA_OBJECT_ID, CKA_CLASS, CKA_COEFFICIENT, CKA_COPYABLE, CKA_DECRYPT,
                      CKA_DERIVE, CKA_DESTROYABLE, CKA_EC_PARAMS, CKA_EC_POINT, CKA_ENCRYPT,
                      CKA_EXPONENT_1, CKA_EXPONENT_2, CKA_EXTRACTABLE, CKA_ID, CKA_KEY_TYPE,
                      CKA_LABEL, CKA_MODIFIABLE, CKA_MODULUS, CKA_PRIME_1, CKA_PRIME_2, CKA_PRIVATE,
@@ -85,7 +85,7 @@ CAPABILITIES = {
 }
 # given at creation only (a token refuses to set them FALSE later): copied to every replica
 AT_CREATION = (CKA_MODIFIABLE, CKA_COPYABLE, CKA_DESTROYABLE)
-NOT_AT_UNWRAP = (CKA_DESTROYABLE, CKA_MODIFIABLE)  # measured on SoftHSM2 2.6.1; MODIFIABLE last
+NOT_AT_UNWRAP = (CKA_DESTROYABLE, CKA_MODIFIABLE)  # last in an unwrap template (SoftHSM2 2.6.1), MODIFIABLE last of all
 PUBLIC_VALUES = {CKK_RSA: (CKA_MODULUS, CKA_PUBLIC_EXPONENT), CKK_EC: (CKA_EC_PARAMS, CKA_EC_POINT)}
 # what a key that is not sensitive is copied by (it is readable anyway, so nothing is wrapped)
 CLEAR_VALUES = {
@@ -94,6 +94,9 @@ CLEAR_VALUES = {
     (CKO_PRIVATE_KEY, CKK_EC): (CKA_EC_PARAMS, CKA_VALUE),
 }
 IDENTITY = (CKA_CLASS, CKA_KEY_TYPE, CKA_ID, CKA_LABEL, CKA_TOKEN, CKA_PRIVATE)
+# a data object's attributes, copied to a member that lacks it (MODIFIABLE and the rest at creation)
+DATA_VALUES = (CKA_TOKEN, CKA_PRIVATE, CKA_LABEL, CKA_APPLICATION, CKA_OBJECT_ID, CKA_VALUE,
+               CKA_COPYABLE, CKA_DESTROYABLE, CKA_MODIFIABLE)
 
 
 def domain_key_id(generation: int, kind: str) -> bytes:
@@ -243,6 +246,9 @@ def replicate(source, handle: int, target, kept: Kept | None = None,
     existing = None if again else find_same(target, ident)
     if existing is not None:
         return existing
+    if ident[CKA_CLASS] == CKO_DATA:  # readable by whoever may see it: made again as it is
+        return target.create_object({CKA_CLASS: CKO_DATA, **source.get_attributes(handle, list(DATA_VALUES)),
+                                     **{a: v for a, v in (final or {}).items() if a in DATA_VALUES}})
     cls, key_type = ident[CKA_CLASS], ident[CKA_KEY_TYPE]
     template = {k: v for k, v in ident.items() if k not in (CKA_CLASS, CKA_KEY_TYPE)}
     template.update(source.get_attributes(handle, list(CAPABILITIES.get(cls, ()))))
@@ -259,41 +265,28 @@ def replicate(source, handle: int, target, kept: Kept | None = None,
         # (a key neither sensitive nor extractable cannot be read: it comes from the blob, and
         # that copy is sensitive, which the vault's record answers for it)
         return _copy_clear(source, handle, target, cls, key_type, {**template, **flags, **(final or {})})
-    # SoftHSM2 takes CKA_MODIFIABLE and CKA_DESTROYABLE at creation and copy, not at unwrap
-    # (CKR_ATTRIBUTE_READ_ONLY), and CKA_COPYABLE at unwrap, not at copy: a key with MODIFIABLE
-    # or DESTROYABLE FALSE is unwrapped without them and copied with them (the unwrapped one
-    # destroyed); one that also has COPYABLE FALSE cannot be made so on a replica
+    # SoftHSM2 applies an unwrap template in its order, and nothing after CKA_MODIFIABLE FALSE
+    # (CKR_ATTRIBUTE_READ_ONLY): MODIFIABLE and DESTROYABLE FALSE go last, after the pinned ones
     later = {a: template.pop(a) for a in NOT_AT_UNWRAP if a in template}
     later = {a: v for a, v in later.items() if v is False}
-    if later and template.get(CKA_COPYABLE) is False:
-        raise CKRError(CKR_TEMPLATE_INCONSISTENT, "C_UnwrapKey",
-                       "a key both not copyable and not modifiable (or not destroyable) cannot be "
-                       "copied to another SoftHSM2 member")
     template[CKA_EXTRACTABLE] = bool(flags[CKA_EXTRACTABLE])
     template.update({a: v for a, v in (final or {}).items() if a not in NOT_AT_UNWRAP})
     if unwrapping is not None:  # the blob kept when the key was made
-        made = target.unwrap_key(unwrapping, cls, key_type, kept.blob, DOMAIN_KEY_MECHANISM,
-                                 {**template, **pinned})
-    elif flags[CKA_EXTRACTABLE] and not flags[CKA_WRAP_WITH_TRUSTED]:
+        return target.unwrap_key(unwrapping, cls, key_type, kept.blob, DOMAIN_KEY_MECHANISM,
+                                 {**template, **pinned, **later})
+    if flags[CKA_EXTRACTABLE] and not flags[CKA_WRAP_WITH_TRUSTED]:
         # any key of the user's may wrap it: so may a key made for this one copy
-        made = _transport(source, handle, target, cls, key_type,
-                          {**template, CKA_SENSITIVE: True, CKA_WRAP_WITH_TRUSTED: False})
-    else:
-        kind = _kind(cls, key_type, private)
-        _, wrapping, unwrapping = _common_domain_key(source, target, kind)
-        older = None if flags[CKA_EXTRACTABLE] else _kept_domain_key(source, cls, key_type, kept, private)
-        if older is None:
-            wrapped = source.wrap_key(wrapping, handle, DOMAIN_KEY_MECHANISM)
-        else:  # kept under a generation the target lacks (it was re-initialised): wrapped anew
-            wrapped = _rewrapped(source, cls, key_type, kept.blob, older, wrapping, private)
-        made = target.unwrap_key(unwrapping, cls, key_type, wrapped, DOMAIN_KEY_MECHANISM,
-                                 {**template, **pinned})
-    if not later:
-        return made
-    try:
-        return target.copy_object(made, later)
-    finally:
-        target.destroy_object(made)
+        return _transport(source, handle, target, cls, key_type,
+                          {**template, CKA_SENSITIVE: True, CKA_WRAP_WITH_TRUSTED: False, **later})
+    kind = _kind(cls, key_type, private)
+    _, wrapping, unwrapping = _common_domain_key(source, target, kind)
+    older = None if flags[CKA_EXTRACTABLE] else _kept_domain_key(source, cls, key_type, kept, private)
+    if older is None:
+        wrapped = source.wrap_key(wrapping, handle, DOMAIN_KEY_MECHANISM)
+    else:  # kept under a generation the target lacks (it was re-initialised): wrapped anew
+        wrapped = _rewrapped(source, cls, key_type, kept.blob, older, wrapping, private)
+    return target.unwrap_key(unwrapping, cls, key_type, wrapped, DOMAIN_KEY_MECHANISM,
+                             {**template, **pinned, **later})
 
 
 def _kind(cls: int, key_type: int, private: bool = True) -> str:
@@ -338,6 +331,22 @@ def keep(source, handle: int, cls: int, key_type: int) -> tuple[int, bytes] | No
         return None
     generation = max(generations)
     return generation, source.wrap_key(held[generation][kind], handle, DOMAIN_KEY_MECHANISM)
+
+
+def rekept(source, cls: int, key_type: int, blob: bytes, generation: int, was_private: bool) -> tuple[int, bytes] | None:
+    """A kept blob of a key that was not private, wrapped anew under the newest domain key for
+    private keys: for a private copy of it (a domain key of the public family unwraps only into
+    a key that is not private). (generation, blob), or None when the source cannot do it."""
+    if was_private:
+        return None
+    held = domain_keys(source).generations
+    older = held.get(generation, {}).get(kind_of(cls, key_type, False) or "")
+    kind = kind_of(cls, key_type, True)
+    generations = [g for g, kinds in held.items() if kind in kinds]
+    if older is None or not generations:
+        return None
+    newest = max(generations)
+    return newest, _rewrapped(source, cls, key_type, blob, older, held[newest][kind], False)
 
 
 # the HA slot's own short-lived session keys: hidden from the application as domain keys are

@@ -35,6 +35,8 @@ COPIED_ANEW = {
                      CKA_ENCRYPT, CKA_VERIFY, CKA_WRAP, CKA_DERIVE, CKA_MODULUS, CKA_PUBLIC_EXPONENT,
                      CKA_EC_PARAMS, CKA_EC_POINT),
 }
+# attribute changes a token takes one way only: a refused template cannot put them back
+ONE_WAY = {CKA_SENSITIVE: True, CKA_EXTRACTABLE: False, CKA_WRAP_WITH_TRUSTED: True}
 MIN_DIGESTIBLE_BYTES = 16  # a sensitive key's digest is only as secret as 128 bits of key
 
 
@@ -282,6 +284,11 @@ class VirtualSession(Session):
         if template.get(CKA_EXTRACTABLE) is False:
             self._keep_before_hardening(obj)
         template, label = self._renamed(obj, template)
+        if template.get(CKA_SENSITIVE) is False and self._facts(obj).get(CKA_SENSITIVE) is False:
+            # not sensitive, as the record says; a copy from the blob (a member that came back)
+            # is, and would refuse it: setting the value the key has changes nothing anywhere
+            template = {a: v for a, v in template.items() if a != CKA_SENSITIVE}
+        self._tried_on_a_copy(obj, template)
         before = self._readable(handle, list(template))
         if CKA_LABEL in before:
             before[CKA_LABEL] = obj.key[2]  # the members' own (a marked one, _alike)
@@ -304,6 +311,27 @@ class VirtualSession(Session):
                 obj.key[0] == CKO_DATA and CKA_VALUE in template):
             self._rekey(obj, template)
         self._keep_label(obj, label)
+
+    def _tried_on_a_copy(self, obj: VirtualObject, template: dict[int, Any]) -> None:
+        """A change that cannot be put back (SENSITIVE TRUE, EXTRACTABLE FALSE, WRAP_WITH_TRUSTED
+        TRUE) beside other attributes is tried first on a scratch copy on one member: SoftHSM2
+        keeps on a session object what it set before an attribute it refuses, and the one-way
+        change would stay where the token changes nothing. The member's refusal is the answer.
+        An object that cannot be copied (not copyable, not modifiable) is not tried."""
+        if len(template) < 2 or obj.key[0] not in (CKO_PRIVATE_KEY, CKO_SECRET_KEY) or not any(
+                a in template and bool(template[a]) is v for a, v in ONE_WAY.items()):
+            return
+
+        def trial(session, member: HAMember) -> None:
+            try:
+                scratch = session.copy_object(self._on(member, obj), {CKA_TOKEN: False, CKA_ID: replication.TWIN_ID})
+            except CKRError:
+                return
+            try:
+                session.set_attributes(scratch, template)
+            finally:
+                session.destroy_object(scratch)
+        self.failover.one("C_SetAttributeValue", trial)
 
     def _renamed(self, obj: VirtualObject, template: dict[int, Any]) -> tuple[dict[int, Any], str | None]:
         """What members set, and the application's label when they keep another: a new label or
@@ -407,17 +435,36 @@ class VirtualSession(Session):
         # says otherwise (members tell it from the original by a marked label, _alike)
         asked = {named_by: name, CKA_LABEL: self._facts(obj).get(CKA_LABEL, label), **template}
         members_template, label = self._alike(cls, asked)
-        if label is not None and cls in COPIED_ANEW and not self.read_attribute(handle, CKA_MODIFIABLE):
-            return self._copy_anew(obj, template, members_template, label)
+        if label is not None and not self.read_attribute(handle, CKA_MODIFIABLE):
+            if cls in COPIED_ANEW:
+                return self._copy_anew(obj, template, members_template, label)
+            return self._copy_key_anew(obj, template, label)
         if members_template is not asked or CKA_LABEL in self._facts(obj):  # in its place or first:
             label_first = {CKA_LABEL: members_template[CKA_LABEL]}  # nothing may follow MODIFIABLE FALSE
             template = {**template, **label_first} if CKA_LABEL in template else {**label_first, **template}
         if template.get(CKA_EXTRACTABLE) is False:
             self._keep_before_hardening(obj)
         kept = self.group.vault.get(obj.key)
+        if template.get(CKA_PRIVATE) and kept is not None and kept.blob and not self.read_attribute(handle, CKA_PRIVATE):
+            kept = self._kept_private(obj, kept)
+        if kept is not None and CKA_SENSITIVE in template and CKA_SENSITIVE in kept.facts:
+            # the copy is as sensitive as its template says (the original's record says otherwise)
+            kept = Kept({**kept.facts, CKA_SENSITIVE: bool(template[CKA_SENSITIVE])}, kept.blob, kept.generation)
         results = self._everywhere("C_CopyObject", lambda s, m: s.copy_object(
             self._on(m, obj), template), _destroy_made, self._made)
         return self._register_results(results, kept, label)
+
+    def _kept_private(self, obj: VirtualObject, kept: Kept) -> Kept:
+        """The record of a private copy of a key that is not private: its blob wrapped anew under
+        the domain key of private keys, so that a member that comes back gets the copy (the blob
+        as kept unwraps only into a key that is not private)."""
+        cls = obj.key[0]
+        key_type = self.read_attribute(obj.handle, CKA_KEY_TYPE)
+        made = self.failover.one("C_CopyObject", lambda s, m: replication.rekept(
+            s, cls, key_type, kept.blob, kept.generation, False))
+        if made is None:
+            return Kept(dict(kept.facts))  # (a member that comes back then lacks it: said in its log)
+        return Kept(dict(kept.facts), made[1], made[0])
 
     def _copy_anew(self, obj: VirtualObject, template: dict[int, Any], made: dict[int, Any],
                    label: str) -> int:
@@ -441,13 +488,29 @@ class VirtualSession(Session):
                                    self._made)
         return self._register_results(results, kept, label)
 
+    def _copy_key_anew(self, obj: VirtualObject, template: dict[int, Any], label: str) -> int:
+        """A copy of a secret or private key that is not modifiable (so it takes no template at
+        all, SoftHSM2: CKR_ATTRIBUTE_READ_ONLY for any attribute): the token's answer to the copy
+        as asked comes from one member (that copy is destroyed at once); then each member makes
+        the copy as recovery makes a key a member lacks (replication.replicate: from the blob kept
+        of an unextractable key, through a key made for it otherwise), under a marked label, and
+        not modifiable as the original. Its record is the original's."""
+        self.failover.one("C_CopyObject", lambda s, m: s.destroy_object(
+            s.copy_object(self._on(m, obj), template)))
+        kept = self.group.vault.get(obj.key)
+        marked = {CKA_LABEL: replication.alike_label(label)}
+        results = self._everywhere("C_CopyObject", lambda s, m: replication.replicate(
+            s, self._on(m, obj), s, kept, final=marked, again=True), _destroy_made, self._made)
+        return self._register_results(results, kept, label)
+
     def unwrap_key(self, unwrapping: int, object_class: int, key_type: int, data: bytes,
                    mechanism: int, template: dict[int, Any], param: MechanismParam = None) -> int:
         """Unwrapped on every member: the unwrapping key is the same on all, so is the result."""
         wrapper = self._object(unwrapping, "C_UnwrapKey")
         template, label = self._alike(object_class, self._identified(template))
-        results = self._everywhere("C_UnwrapKey", lambda s, m: s.unwrap_key(
-            self._on(m, wrapper), object_class, key_type, data, mechanism, template, param), _destroy_made,
+        results = self._everywhere("C_UnwrapKey", lambda s, m: _leaving_nothing(
+            s, object_class, template, lambda: s.unwrap_key(
+                self._on(m, wrapper), object_class, key_type, data, mechanism, template, param)), _destroy_made,
             self._made)
         handle = self._register_results(results, label=label)
         self._keep_by_twin(handle, template, lambda s, m, twin: s.unwrap_key(
@@ -459,8 +522,9 @@ class VirtualSession(Session):
         """Derived on every member: same base key and inputs give the same key everywhere."""
         base_obj = self._object(base, "C_DeriveKey")
         template, label = self._alike(CKO_SECRET_KEY, self._identified(template))
-        results = self._everywhere("C_DeriveKey", lambda s, m: s.derive_key(
-            self._on(m, base_obj), mechanism, param, key_type, length, template), _destroy_made,
+        results = self._everywhere("C_DeriveKey", lambda s, m: _leaving_nothing(
+            s, CKO_SECRET_KEY, template, lambda: s.derive_key(
+                self._on(m, base_obj), mechanism, param, key_type, length, template)), _destroy_made,
             self._made)
         handle = self._register_results(results, label=label)
         self._keep_by_twin(handle, template, lambda s, m, twin: s.derive_key(
@@ -870,6 +934,26 @@ def _renamed_key(key: tuple, template: dict[int, Any]) -> tuple:
     cls, name, label = key
     named_by = CKA_VALUE if cls == CKO_DATA else CKA_ID
     return (cls, bytes(template.get(named_by, name)), _text(template.get(CKA_LABEL, label)))
+
+
+def _leaving_nothing(session, object_class: int, template: dict[int, Any], make):
+    """make() on a member; SoftHSM2 refuses an unwrap or derivation whose template has
+    CKA_MODIFIABLE FALSE before another attribute (CKR_ATTRIBUTE_READ_ONLY) and keeps the key it
+    made without the rest: such a refusal destroys what appeared on the member. (Run inside
+    the group's state lock, as every change: no other application makes keys meanwhile.)"""
+    order = list(template)
+    if CKA_MODIFIABLE not in order or template[CKA_MODIFIABLE] or order[-1] == CKA_MODIFIABLE:
+        return make()
+    before = set(session.find_objects({CKA_CLASS: object_class}))
+    try:
+        return make()
+    except CKRError:
+        for handle in set(session.find_objects({CKA_CLASS: object_class})) - before:
+            try:
+                session.destroy_object(handle)
+            except CKRError:
+                pass  # gone, or the token keeps it from this process: nothing more to do
+        raise
 
 
 def _destroy_made(session, member: HAMember, handle: int) -> None:

@@ -6,7 +6,8 @@ from __future__ import annotations
 from ..codes import CKRError
 from . import replication
 from .failover import MemberFailed
-from .comparison import key_objects
+from .comparison import replicated_objects
+from .marks import is_mark_key
 from .recovery import GroupView
 
 
@@ -27,6 +28,7 @@ class Synchronizer:
             torn = self._remove_torn()
             inventory = self._inventory()
             copied = 0
+            lacking: set = set()
             for target in self.group.active_members():
                 have = inventory[target.serial]
                 for source in self.group.active_members():
@@ -43,6 +45,9 @@ class Synchronizer:
                             continue
                         except CKRError as exc:
                             refused.append(f"{key[2] or key[1].hex()} to {target.serial}: {exc.name}")
+                            lacking.add(target)
+            # every member serving now holds the union, or is known to lack something (journal.py)
+            self.group.vouch([m for m in self.group.active_members() if m.serial in inventory], lacking)
         if copied or refused or torn:
             self.group.log.record(self.group.serial, "*", why, f"{copied} object(s) copied"
                             + (f"; {torn} torn object(s) removed (written by a process killed "
@@ -87,7 +92,7 @@ class Synchronizer:
     def _inventory(self) -> dict[str, dict[tuple, int]]:
         def held(session, member) -> dict[tuple, int]:
             return {key: h for key, h in ((replication.object_key(replication.identity(session, h)), h)
-                                          for h in key_objects(session))
-                    if not replication.is_domain_key_id(key[1])}
+                                          for h in replicated_objects(session))
+                    if not replication.is_domain_key_id(key[1]) and not is_mark_key(key)}
         return {member.serial: found for member, found in self.group.failover.every("C_FindObjects", held,
                                                                                      counted=False)}

@@ -31,6 +31,8 @@ class Mark:
     at: float
     what: str
     step: str = ""
+    member: str = ""  # the member's label, when the lab changed a member's state ...
+    state: str = ""  # ... to this: up, down, hung or slow (timeline bands)
 
 
 @dataclass
@@ -54,9 +56,9 @@ class Journal:
                 self.dropped += 1
             self.timeline.add(at, call.seconds, failed(call.result))
 
-    def mark(self, at: float, what: str, step: str = "") -> None:
+    def mark(self, at: float, what: str, step: str = "", member: str = "", state: str = "") -> None:
         with self._lock:
-            self.marks.append(Mark(at - self.start, what, step))
+            self.marks.append(Mark(at - self.start, what, step, member, state))
 
     def snapshot(self) -> tuple[list[CallRecord], Bins, list[Mark]]:
         """The calls kept, the timeline's bins (a copy), the marks."""

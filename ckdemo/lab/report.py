@@ -19,8 +19,15 @@ from .journal import Mark
 REPORT_VERSION = 1
 
 
+def bands(run: RunResult, marks: list[Mark], members: list[str]) -> list[timeline.Band]:
+    """Each member's state over the run, from the marks of the lab's member changes."""
+    changes = [(m.at, m.member, m.state, m.what) for m in marks if m.member and m.state]
+    return timeline.member_bands(changes, members, run.duration_s)
+
+
 def as_json(run: RunResult, calls: list[CallRecord], bins: Bins, marks: list[Mark],
-            start: float, dropped: int, version: str, extra: dict[str, Any]) -> dict[str, Any]:
+            start: float, dropped: int, version: str, extra: dict[str, Any],
+            members: list[str] = ()) -> dict[str, Any]:
     scenario = run.scenario
     return {
         "report_version": REPORT_VERSION, "ckdemo_version": version,
@@ -36,7 +43,10 @@ def as_json(run: RunResult, calls: list[CallRecord], bins: Bins, marks: list[Mar
         "steps": [_step(s) for s in run.steps],
         "timeline_bin_s": bins.bin_s,
         "timeline": bins.as_json(),
-        "marks": [{"at_s": round(m.at, 3), "what": m.what, "step": m.step} for m in marks],
+        "marks": [{"at_s": round(m.at, 3), "what": m.what, "step": m.step,
+                   **({"member": m.member, "state": m.state} if m.member else {})} for m in marks],
+        "member_states": [{"member": b.member, "state": b.state, "from_s": round(b.start_s, 3),
+                           "until_s": round(b.end_s, 3)} for b in bands(run, marks, list(members))],
         "call_log": [{"at_s": round(c.started - start, 6), "connection": c.connection,
                       "call": c.name, "ms": round(c.seconds * 1000, 3),
                       "fault": c.injection.describe() if c.injection else None,
@@ -112,13 +122,15 @@ def junit(run: RunResult) -> bytes:
 
 
 # ---- the HTML page ----------------------------------------------------------------------------
-def timeline_svg(run: RunResult, bins: Bins, marks: list[Mark]) -> str:
-    """The run's timeline (ckdemo.timeline): the steps that inject something shaded, member
-    changes as dashed lines."""
+def timeline_svg(run: RunResult, bins: Bins, marks: list[Mark], members: list[str] = ()) -> str:
+    """The run's timeline (ckdemo.timeline): the steps that inject something shaded, each
+    member's state as a band under the plot (its changes dashed when there is no band to show)."""
     windows = [Window(s.start, s.end, s.step.name, f"{s.step.name}: {s.step.describe()}")
                for s in run.steps if s.step.fault is not None or s.step.event or s.step.member]
-    lines = [Line(mark.at, mark.what) for mark in marks if mark.what.startswith("member")]
-    return timeline.svg(bins, run.duration_s, windows, lines)
+    member_bands = bands(run, marks, list(members))
+    lines = [] if member_bands else [Line(mark.at, mark.what) for mark in marks
+                                     if mark.what.startswith("member")]
+    return timeline.svg(bins, run.duration_s, windows, lines, member_bands)
 
 
 STYLE = """
@@ -128,7 +140,7 @@ table { border-collapse: collapse; margin: 1em 0; } td, th { border: 1px solid #
 """ + timeline.STYLE
 
 
-def page(run: RunResult, bins: Bins, marks: list[Mark]) -> str:
+def page(run: RunResult, bins: Bins, marks: list[Mark], members: list[str] = ()) -> str:
     scenario = run.scenario
     verdict = "every expectation met" if run.held else "expectations NOT met"
     rows = []
@@ -154,8 +166,8 @@ def page(run: RunResult, bins: Bins, marks: list[Mark]) -> str:
 {run.calls} call(s) in {run.duration_s:.1f} s; the application
 {'was stopped at the timeout' if run.app_exit is None else f'exited {run.app_exit}'}. Results: {results or 'none'}.</p>
 <h2>Timeline</h2>
-{timeline_svg(run, bins, marks)}
-<p>{timeline.legend(bins.bin_s)}</p>
+{timeline_svg(run, bins, marks, members)}
+<p>{timeline.legend(bins.bin_s, bool(members) or any(m.member for m in marks))}</p>
 <h2>Steps</h2>
 <table><tr><th>at</th><th>step</th><th>injects</th><th>calls</th><th>faulted</th><th>failures seen</th>
 <th>reactions</th><th>succeeded again after</th><th>expectations</th></tr>
@@ -166,12 +178,12 @@ def page(run: RunResult, bins: Bins, marks: list[Mark]) -> str:
 
 
 def write(folder: Path, report: dict[str, Any], run: RunResult, bins: Bins,
-          marks: list[Mark]) -> list[Path]:
+          marks: list[Mark], members: list[str] = ()) -> list[Path]:
     folder.mkdir(parents=True, exist_ok=True)
     written = []
     for name, content in (("report.json", json.dumps(report, indent=1).encode()),
                           ("report.xml", junit(run)),
-                          ("report.html", page(run, bins, marks).encode()),
+                          ("report.html", page(run, bins, marks, members).encode()),
                           ("report.txt", ("\n".join(text(run)) + "\n").encode())):
         path = folder / name
         path.write_bytes(content)

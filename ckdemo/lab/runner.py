@@ -21,6 +21,7 @@ from ..serve.control import ControlledGroup
 from ..serve.faults import FaultBook
 from .analysis import RunResult, analyse
 from .journal import Journal
+from .member_faults import Cycle, flapping, server_flapping, slowdown
 from .report import as_json, write
 from .scenario import Scenario, Step
 
@@ -38,10 +39,18 @@ class LabRun:
 
 class MemberProcess(Protocol):
     """A remote member's server process (ckdemo.members.remote.MemberServer offers it)."""
+    label: str
     def kill(self) -> bool: ...
     def restart(self) -> int: ...
     def hang(self) -> bool: ...
     def resume(self) -> bool: ...
+    def started_by_run(self) -> bool: ...
+    def serve_again(self, for_runs: bool) -> int: ...
+
+
+# the state a member is left in by each action (the report's member bands)
+MEMBER_STATES = {"fail": "down", "kill": "down", "restore": "up", "restart": "up", "hang": "hung",
+                 "resume": "up"}
 
 
 class Timeline(threading.Thread):
@@ -55,6 +64,8 @@ class Timeline(threading.Thread):
         self.processes = dict(processes or {})  # member label -> its server process (remote members)
         self.stopped = threading.Event()
         self.applied: dict[str, tuple[float, int | None]] = {}
+        self.cycles: list[tuple[Step, Cycle]] = []  # slow and flap steps going on
+        self._cycles_lock = threading.Lock()
 
     def run(self) -> None:
         for step in self.scenario.steps:
@@ -63,6 +74,7 @@ class Timeline(threading.Thread):
             while step.after_calls is not None and self.journal.count < step.after_calls:
                 if self.stopped.wait(CALL_COUNT_POLL_S):
                     return
+            self.end_cycles(until_next_step_only=True)  # their window ends where this one begins
             now = time.monotonic()  # before: a call its fault takes may come before it returns
             try:
                 fault_id = self._apply(step)
@@ -91,24 +103,69 @@ class Timeline(threading.Thread):
         elif step.event == "clear":
             self.book.clear()
         elif step.member is not None:
-            action, name = step.member
-            group, member = self._member(name)
-            if action == "fail":
-                how = group.fail_member(member)
-            elif action == "restore":
-                how = group.restore_member(member)
-            else:
-                process = self.processes.get(member.label)
-                if process is None:
-                    raise LookupError(f"{action} needs a remote member (ckdemo init --remote): "
-                                      f"{member.label} is served in this process; fail and restore "
-                                      "work on any member")
-                done = getattr(process, action)()
-                how = {"kill": "server process killed", "restart": f"server process {done} started",
-                       "hang": "server process stopped (SIGSTOP)",
-                       "resume": "server process resumed (SIGCONT)"}[action] if done else "no process"
-            self.journal.mark(time.monotonic(), f"member {member.label}: {action} ({how})", step.name)
+            self._member_step(step)
         return None
+
+    def _member_step(self, step: Step) -> None:
+        action = step.member.action
+        group, member = self._member(step.member.name)
+        process = self.processes.get(member.label)
+        if action in ("fail", "restore"):
+            how = group.fail_member(member) if action == "fail" else group.restore_member(member)
+        elif action == "flap" and process is None:  # a member served here: through its HA group
+            self._cycle(step, member.label, flapping(
+                lambda: group.fail_member(member), lambda: group.restore_member(member),
+                step.member.every_s, step.member.down_s, step.member.for_s),
+                "failed in its HA group", "restored in its HA group")
+            return
+        elif process is None:
+            raise LookupError(f"{action} needs a remote member (ckdemo init --remote): "
+                              f"{member.label} is served in this process; fail, restore and flap "
+                              "work on any member")
+        elif action == "flap":
+            self._cycle(step, member.label, server_flapping(
+                process, step.member.every_s, step.member.down_s, step.member.for_s),
+                "server process killed", "server process started again")
+            return
+        elif action == "slow":
+            self._cycle(step, member.label, slowdown(process, step.member.ms, step.member.for_s),
+                        f"server process stopped {step.member.ms:g} ms at a time (SIGSTOP, SIGCONT)",
+                        "server process running on time again")
+            return
+        else:
+            done = getattr(process, action)()
+            how = {"kill": "server process killed", "restart": f"server process {done} started",
+                   "hang": "server process stopped (SIGSTOP)",
+                   "resume": "server process resumed (SIGCONT)"}[action] if done else "no process"
+        self.journal.mark(time.monotonic(), f"member {member.label}: {action} ({how})", step.name,
+                          member.label, MEMBER_STATES[action])
+
+    def _cycle(self, step: Step, label: str, cycle: Cycle, first: str, second: str) -> None:
+        """Start a slow or flap step's loop; each change it tells is marked."""
+        action = step.member.action
+        states = {"first": "slow" if action == "slow" else "down", "second": "up"}
+        said = {"first": first, "second": second}
+
+        def changed(which: str) -> None:
+            self.journal.mark(time.monotonic(), f"member {label}: {action} ({said[which]})", step.name,
+                              label, states[which])
+
+        def failed(error: BaseException) -> None:
+            self.log(f"lab: step {step.name!r}: {label}: {error}")
+            self.journal.mark(time.monotonic(), f"member {label}: {action}: {error}", step.name)
+        cycle.on_change, cycle.on_error = changed, failed
+        with self._cycles_lock:
+            self.cycles.append((step, cycle.start(f"lab-{action}-{label}")))
+
+    def end_cycles(self, until_next_step_only: bool = False) -> None:
+        """Stop the slow and flap loops (only those without a `for` of their own: their window
+        ends at the next step); each leaves its member running and up."""
+        with self._cycles_lock:
+            ending = [(s, c) for s, c in self.cycles
+                      if not until_next_step_only or s.member.for_s is None]
+            self.cycles = [pair for pair in self.cycles if pair not in ending]
+        for _, cycle in ending:
+            cycle.stop()
 
     def _member(self, name: str):
         for group in self.groups:
@@ -154,6 +211,7 @@ def run(scenario: Scenario, server, groups: Sequence[ControlledGroup], command: 
             duration = time.monotonic() - journal.start
             timeline.stopped.set()
             timeline.join(STOP_GRACE_S)
+            timeline.end_cycles()  # before the resume below: a loop would stop a member again
             for process in (processes or {}).values():
                 process.resume()  # no member left stopped behind the run
             book.unwatch(journal.record)
@@ -163,8 +221,9 @@ def run(scenario: Scenario, server, groups: Sequence[ControlledGroup], command: 
     calls, bins, marks = journal.snapshot()
     result = analyse(scenario, command, calls, journal.start, timeline.applied, duration, app_exit,
                      len(calls) + journal.dropped)
-    report = as_json(result, calls, bins, marks, journal.start, journal.dropped, version, extra)
-    return LabRun(result, report, write(folder, report, result, bins, marks), app_log)
+    members = [m.label for group in groups for m in group.members]
+    report = as_json(result, calls, bins, marks, journal.start, journal.dropped, version, extra, members)
+    return LabRun(result, report, write(folder, report, result, bins, marks, members), app_log)
 
 
 def _stop(process: subprocess.Popen) -> None:

@@ -14,7 +14,11 @@ the application is expected to do under each.
     name = "member1 dies"
     at = 4.0
     member = { action = "fail", name = "member1" }   # also restore; kill, restart, hang, resume
-                                                     # (a remote member's server process)
+                                                     # (a remote member's server process);
+    # member = { action = "slow", name = "member2", ms = 300 }   (stopped 300 ms at a time: a
+    #          remote member's answers come up to 300 ms late), and
+    # member = { action = "flap", name = "member2", every = 2.0, down = 1.0 }: down and up again
+    #          every 2 s; both last `for` seconds, else until the next step starts
     expect = { app_failures = 0 }
     [[step]]
     name = "appliance reboot"
@@ -42,14 +46,17 @@ from pathlib import Path
 from typing import Any
 
 from ..serve.faults import FaultError, FaultSpec
+from .member_faults import MAX_SLOW_MS, MIN_FLAP_EVERY_S
 
 DEFAULT_TIMEOUT_S = 300.0
 MAX_TIMEOUT_S = 24 * 3600.0
 MAX_STEPS = 10_000
 EVENTS = ("restart_hsm", "reset_library", "remove_token", "insert_token", "change_serial", "clear")
 # fail/restore: any member (as menu choices 120/121); kill, restart, hang, resume: a remote
-# member's p11-kit server process (SIGKILL, a new one, SIGSTOP, SIGCONT)
-MEMBER_ACTIONS = ("fail", "restore", "kill", "restart", "hang", "resume")
+# member's p11-kit server process (SIGKILL, a new one, SIGSTOP, SIGCONT); slow: a remote member's
+# server stopped and continued again and again; flap: down and up again and again (lab/member_faults.py)
+MEMBER_ACTIONS = ("fail", "restore", "kill", "restart", "hang", "resume", "slow", "flap")
+MEMBER_KEYS = {"slow": frozenset({"ms", "for"}), "flap": frozenset({"every", "down", "for"})}
 STEP_KEYS = frozenset({"name", "at", "after_calls", "fault", "event", "member", "expect"})
 EXPECT_KEYS = frozenset({"app_failures", "app_failures_max", "app_recovers_within", "calls_min",
                          "app_exit"})
@@ -74,12 +81,35 @@ class Expect:
 
 
 @dataclass(frozen=True)
+class MemberAction:
+    """What a step does to a member; slow and flap last for_s (None: until the next step)."""
+    action: str
+    name: str  # the member's label, serial or number
+    ms: float | None = None  # slow: how long each stop lasts
+    every_s: float | None = None  # flap: one down-and-up every so many seconds
+    down_s: float | None = None  # flap: down for so long in each (default: half of every_s)
+    for_s: float | None = None
+
+    @property
+    def lasts(self) -> bool:
+        return self.action in MEMBER_KEYS
+
+    def describe(self) -> str:
+        said = f"member {self.name}: {self.action}"
+        if self.action == "slow":
+            said += f" (answers up to {self.ms:g} ms late)"
+        elif self.action == "flap":
+            said += f" (down {self.down_s:g} s in every {self.every_s:g} s)"
+        return said + (f" for {self.for_s:g} s" if self.for_s is not None else "")
+
+
+@dataclass(frozen=True)
 class Step:
     name: str
     at: float  # seconds after the application started (after_calls: the earliest)
     fault: FaultSpec | None = None
     event: str | None = None
-    member: tuple[str, str] | None = None  # (action, member name)
+    member: MemberAction | None = None
     expect: Expect = field(default_factory=Expect)
     after_calls: int | None = None  # ... and once the application has made this many calls
 
@@ -87,7 +117,7 @@ class Step:
         if self.fault is not None:
             return self.fault.describe()
         if self.member is not None:
-            return f"member {self.member[1]}: {self.member[0]}"
+            return self.member.describe()
         return {"restart_hsm": "HSM restart", "reset_library": "library reset",
                 "remove_token": "token removed", "insert_token": "token inserted",
                 "change_serial": "serial number changed",
@@ -150,10 +180,12 @@ def parse(data: dict[str, Any], where: str = "scenario", seed: int | None = None
     steps.sort(key=lambda s: s.at)  # stable: steps at the same time keep the file's order
     for step, following in zip(steps, steps[1:]):
         spec = step.fault
-        if spec is not None and spec.for_s is not None and \
-                step.at + spec.after_s + spec.for_s > following.at + 1e-9:
+        lasts = (spec.after_s + spec.for_s if spec is not None and spec.for_s is not None else
+                 step.member.for_s if step.member is not None and step.member.for_s is not None
+                 and not counted else None)  # (a step after N calls has no time to end by)
+        if lasts is not None and step.at + lasts > following.at + 1e-9:
             raise ScenarioError(
-                f"{where}: step {step.name!r} lasts until {step.at + spec.after_s + spec.for_s:g} s, "
+                f"{where}: step {step.name!r} lasts until {step.at + lasts:g} s, "
                 f"into step {following.name!r} at {following.at:g} s: windows overlap (a shorter "
                 "`for`, or a later next step), so each step's failures are its own")
     expect = _expect(data.get("expect", {}), f"{where}: expect", run_level=True)
@@ -193,16 +225,43 @@ def _step(raw: Any, where: str, seed: int, index: int) -> Step:
         if event not in EVENTS:
             raise ScenarioError(f"{where}: event is one of {', '.join(EVENTS)}, not {event!r}")
     elif "member" in raw:
-        given = raw["member"]
-        if not isinstance(given, dict) or set(given) != {"action", "name"}:
-            raise ScenarioError(f"{where}: member = {{ action = \"fail\", name = \"member1\" }} "
-                                f"(actions: {', '.join(MEMBER_ACTIONS)})")
-        if given["action"] not in MEMBER_ACTIONS or not isinstance(given["name"], str):
-            raise ScenarioError(f"{where}: member action is one of {', '.join(MEMBER_ACTIONS)} and "
-                                "name a member's label, serial or number")
-        member = (given["action"], given["name"])
+        member = _member(raw["member"], where)
     return Step(name.strip(), at, fault, event, member, _expect(raw.get("expect", {}), f"{where}: expect"),
                 after_calls)
+
+
+def _member(given: Any, where: str) -> MemberAction:
+    if not isinstance(given, dict) or not {"action", "name"} <= set(given):
+        raise ScenarioError(f"{where}: member = {{ action = \"fail\", name = \"member1\" }} "
+                            f"(actions: {', '.join(MEMBER_ACTIONS)})")
+    action = given["action"]
+    if action not in MEMBER_ACTIONS or not isinstance(given["name"], str):
+        raise ScenarioError(f"{where}: member action is one of {', '.join(MEMBER_ACTIONS)} and "
+                            "name a member's label, serial or number")
+    _known_only(given, frozenset({"action", "name"}) | MEMBER_KEYS.get(action, frozenset()),
+                f"{where}: member {action}")
+    for_s = _seconds(given["for"], f"{where}: for", MAX_TIMEOUT_S) if "for" in given else None
+    if for_s == 0:
+        raise ScenarioError(f"{where}: for is above 0")
+    if action == "slow":
+        if "ms" not in given:
+            raise ScenarioError(f"{where}: slow needs ms, how long each stop lasts "
+                                '(member = { action = "slow", name = "member2", ms = 300 })')
+        ms = _seconds(given["ms"], f"{where}: ms", MAX_SLOW_MS)
+        if ms <= 0:
+            raise ScenarioError(f"{where}: ms is above 0")
+        return MemberAction(action, given["name"], ms=ms, for_s=for_s)
+    if action == "flap":
+        if "every" not in given:
+            raise ScenarioError(f"{where}: flap needs every, the seconds of one down-and-up "
+                                '(member = { action = "flap", name = "member2", every = 2.0 })')
+        every = _seconds(given["every"], f"{where}: every", MAX_TIMEOUT_S)
+        down = _seconds(given["down"], f"{where}: down", MAX_TIMEOUT_S) if "down" in given else every / 2
+        if every < MIN_FLAP_EVERY_S or not 0 < down < every:
+            raise ScenarioError(f"{where}: every is at least {MIN_FLAP_EVERY_S:g} s and down above 0 "
+                                "and below every")
+        return MemberAction(action, given["name"], every_s=every, down_s=down, for_s=for_s)
+    return MemberAction(action, given["name"])
 
 
 def _chaos(raw: Any, where: str, seed: int, first: int) -> list[Step]:

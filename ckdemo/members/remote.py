@@ -208,6 +208,11 @@ class MemberServer:
         stops it, as the others), whoever restarts it: `ckdemo member restart` included."""
         for_runs = self.started_by_run()
         self.kill()
+        return self.serve_again(for_runs)
+
+    def serve_again(self, for_runs: bool) -> int:
+        """serve() (nothing when it runs) a server that was killed; `for_runs`: the runs had
+        started it (started_by_run() before the kill), so the new one is theirs too."""
         was, self.shared_by_runs = self.shared_by_runs, self.shared_by_runs or for_runs
         try:
             return self.serve()

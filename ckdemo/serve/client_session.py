@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..codes import CKRError
+from ..codes import CKR_ARGUMENTS_BAD, CKR_PIN_INVALID, CKRError
 from ..rpc.structs import BufferSize
 from .operations import Operations
 
@@ -34,3 +34,14 @@ def quietly(call) -> None:
         call()
     except CKRError:
         pass  # gone already (a failed member, a closed session): the state we wanted
+
+
+def pin_text(pin, function: str) -> str:
+    """A PIN argument as text: a NULL one (protected authentication path) is not served."""
+    if isinstance(pin, BufferSize):
+        raise CKRError(CKR_ARGUMENTS_BAD, function, "no PIN given (protected authentication "
+                                                    "path is not served)")
+    try:
+        return bytes(pin).decode("utf-8")
+    except UnicodeDecodeError:
+        raise CKRError(CKR_PIN_INVALID, function, "the PIN is not UTF-8") from None

@@ -1,5 +1,7 @@
-"""Cryptographic calls of a connection (part of Connection): Init keeps the operation, the last call does it on the slot."""
+"""Cryptographic calls of a connection: Init keeps the operation, the last call does it on the slot."""
 from __future__ import annotations
+
+from dataclasses import dataclass, replace
 
 from functools import partial
 
@@ -13,6 +15,7 @@ from ..rpc.structs import BufferSize
 from ..slots import Session
 from .client_session import ClientSession, arg_bytes
 from .operations import DECRYPT, DIGEST, ECB_BLOCK, ENCRYPT, SIGN, VERIFY, Operation
+from .state import ConnectionState
 
 
 MAX_RANDOM_BYTES = 1 << 20  # per C_GenerateRandom (the wire's frames stop at 16 MiB)
@@ -20,12 +23,12 @@ MAX_RANDOM_AHEAD = 4096  # a C_GenerateRandom up to this size gets the next one 
 
 # A signature's size depends on the key and mechanism only. When a client asks it (buffer size
 # 0) and this connection has signed with that key and mechanism before, the size is answered at
-# once and the signature computed after the reply has gone (Connection.after_reply), while the
+# once and the signature computed after the reply has gone (ConnectionState.after_reply), while the
 # client is busy sending the call that fetches it: the member's work overlaps one round trip.
 # A refusal found then is the answer to that call, which PKCS#11 allows (a size query that
 # succeeds does not promise the signature).
 #
-# The two calls around it are known before they come (Connection.predict): the fetch, once the
+# The two calls around it are known before they come (ConnectionState.predict): the fetch, once the
 # signature is computed (its request is the size query with the signature's length as buffer),
 # and the next C_SignInit with the same session, mechanism and key, once a signature is delivered
 # (nothing of this connection has changed if it is the very next request, and the slot still
@@ -63,18 +66,20 @@ def _in_order(op: Operation) -> list[bytes | int]:
     return pieces
 
 
+@dataclass(slots=True)
 class CryptoCalls:
     """C_SignInit ... C_DigestFinal, C_SeedRandom, C_GenerateRandom."""
+    state: ConnectionState
 
     def _init(self, handle, mechanism, key, kind: str, function: str) -> tuple:
-        session = self._session(handle, function)
+        session = self.state.session(handle, function)
         if session.found is not None:  # a search is going on: one operation at a time
             raise CKRError(codes.CKR_OPERATION_ACTIVE, function, "a search is active in this session")
         if session.operations.active:  # before the key, as SoftHSM2 checks (SignInit, DigestInit ...)
             raise CKRError(codes.CKR_OPERATION_ACTIVE, function,
                            f"a {next(iter(session.operations.active))} operation is active in this session")
         if key is not None:
-            self._usable(session, key, function)
+            self.state.usable(session, key, function)
         if not session.slot.offers(mechanism.type):
             raise CKRError(CKR_MECHANISM_INVALID, function,
                            f"mechanism {mechanism.type:#x} is not offered by this slot")
@@ -83,6 +88,8 @@ class CryptoCalls:
         if key is not None and kind in key_checks.USAGE:
             facts = self._key_facts(session, key)
             key_checks.check(kind, mechanism.type, facts, function)
+            if mechanism.type in key_checks.HMAC and not facts.length:
+                self._hmac_key_length(session, key, kind, mechanism.type, function)
             reauthenticate = facts.always_authenticate and kind in key_checks.REAUTHENTICATED
         # (nothing of an always-authenticate key's operation is predicted or made ahead)
         size_key = _size_key(session.slot.slot_id, key, mechanism.type, param) \
@@ -101,23 +108,41 @@ class CryptoCalls:
                            "the key is CKA_ALWAYS_AUTHENTICATE: C_Login(CKU_CONTEXT_SPECIFIC) first")
 
     def _key_facts(self, session: ClientSession, key: int) -> key_checks.KeyFacts:
-        """Read once per key (forgotten when the key changes or goes: Connection._forget)."""
+        """Read once per key (forgotten when the key changes or goes: ConnectionState.forget)."""
         cache = (session.slot.slot_id, key)
-        facts = self.key_facts.get(cache)
+        facts = self.state.key_facts.get(cache)
         if facts is None:
             try:
-                values = self._store(session).get_attributes(key, key_checks.FACTS)
+                values = self.state.store(session).get_attributes(key, key_checks.FACTS)
             except CKRError as error:  # none of them: a data object, which may do nothing
                 if error.ckr not in (codes.CKR_ATTRIBUTE_TYPE_INVALID, codes.CKR_ATTRIBUTE_SENSITIVE):
                     raise
                 values = {}
             facts = key_checks.KeyFacts.read(values, self._always_authenticate(session, key))
-            self.key_facts[cache] = facts
+            self.state.key_facts[cache] = facts
         return facts
+
+    def _hmac_key_length(self, session: ClientSession, key: int, kind: str, mechanism: int, function: str) -> None:
+        """A secret key whose CKA_VALUE_LEN the slot does not give (SoftHSM2 leaves it 0 in an
+        unwrapped key) is tried with one MAC on the slot: the token's answer to a key too short
+        comes at the Init, as one token gives it. Once long enough, it is not tried again."""
+        store = self.state.store(session)
+        try:
+            if kind == SIGN:
+                store.sign(key, mechanism, b"length")
+            else:
+                store.verify(key, mechanism, b"length", bytes(key_checks.HMAC[mechanism][1]))
+        except CKRError as error:
+            if error.ckr == codes.CKR_KEY_SIZE_RANGE:
+                raise CKRError(error.ckr, function, "the key is shorter than the mechanism takes") from None
+            if error.ckr not in (codes.CKR_SIGNATURE_INVALID, codes.CKR_SIGNATURE_LEN_RANGE):
+                return  # another answer: the operation itself gives it
+        cache = (session.slot.slot_id, key)
+        self.state.key_facts[cache] = replace(self.state.key_facts[cache], length=key_checks.HMAC[mechanism][1])
 
     def _always_authenticate(self, session: ClientSession, key: int) -> bool:
         try:
-            found = self._store(session).get_attributes(key, [key_checks.CKA_ALWAYS_AUTHENTICATE])
+            found = self.state.store(session).get_attributes(key, [key_checks.CKA_ALWAYS_AUTHENTICATE])
         except CKRError as error:  # not a private key: it has no such attribute
             if error.ckr not in (codes.CKR_ATTRIBUTE_TYPE_INVALID, codes.CKR_ATTRIBUTE_SENSITIVE):
                 raise
@@ -126,7 +151,7 @@ class CryptoCalls:
 
     def _single(self, handle, kind: str, function: str, data, offered: int, compute) -> tuple:
         # written out, no closures: every signature of every application passes here twice
-        session = self._session(handle, function)
+        session = self.state.session(handle, function)
         operations = session.operations
         operation = operations.get(kind, function)
         try:  # any refusal ends the operation (PKCS#11), except a size answer
@@ -141,13 +166,13 @@ class CryptoCalls:
                 output = operation.output(message, work)
             else:  # a signature
                 if not offered:
-                    size = self.signature_sizes.get(size_key)
+                    size = self.state.signature_sizes.get(size_key)
                     if size is not None:
                         if not operation.ready_for(message):
-                            self.after_reply = partial(self._sign_ahead, handle, operation, message, work)
+                            self.state.after_reply = partial(self._sign_ahead, handle, operation, message, work)
                         return (BufferSize(size),)
                 output = operation.output(message, work)
-                self.signature_sizes[size_key] = len(output)
+                self.state.signature_sizes[size_key] = len(output)
                 delivered = operations.deliver(kind, output, offered)
                 if delivered is output:  # the operation is over: the same Init may well follow
                     self._predict_init(session, operation)
@@ -162,16 +187,16 @@ class CryptoCalls:
         operation.prepare(message, work)
         output = operation.computed()
         if output is not None:
-            self.predict(encode_request(_C_SIGN, handle, message, len(output)),
+            self.state.predict(encode_request(_C_SIGN, handle, message, len(output)),
                          encode_response(_C_SIGN, output))
 
     def _predict_init(self, session: ClientSession, operation: Operation) -> None:
         handle, mechanism, key = operation.init
-        self.predict(encode_request(_C_SIGN_INIT, handle, mechanism, key), _SIGN_INIT_DONE,
+        self.state.predict(encode_request(_C_SIGN_INIT, handle, mechanism, key), _SIGN_INIT_DONE,
                      partial(session.slot.still_offers, mechanism.type))
 
     def _update(self, handle, kind: str, function: str, data) -> tuple:
-        session = self._session(handle, function)
+        session = self.state.session(handle, function)
 
         def body(operation: Operation) -> None:
             self._logged_in_for(operation, function)
@@ -180,7 +205,7 @@ class CryptoCalls:
         return ()
 
     def _final(self, handle, kind: str, function: str, offered: int, compute) -> tuple:
-        session = self._session(handle, function)
+        session = self.state.session(handle, function)
 
         def body(operation: Operation):
             self._logged_in_for(operation, function)
@@ -196,11 +221,11 @@ class CryptoCalls:
     def _may_deliver(self, session: ClientSession, operation: Operation, function: str) -> None:
         """Logged out since Init: no output, not even one made before (and kept for a fetch)."""
         if operation.key is not None:
-            self._usable(session, operation.key, function)
+            self.state.usable(session, operation.key, function)
 
     def _keyed(self, session: ClientSession, operation: Operation, function: str) -> Session:
-        self._usable(session, operation.key, function)  # still, after a logout in between
-        return self._store(session)
+        self.state.usable(session, operation.key, function)  # still, after a logout in between
+        return self.state.store(session)
 
     def _sign(self, session, op, data):
         if op.context_pin is not None:
@@ -219,13 +244,13 @@ class CryptoCalls:
 
     def _digest(self, session, op, data):
         if not op.keys:
-            return self._store(session).digest(op.mechanism, data)
+            return self.state.store(session).digest(op.mechanism, data)
         if len(op.keys) == 1 and not op.parts:
             op.key = op.keys[0]
             return self._keyed(session, op, "C_DigestKey").digest_key(op.mechanism, op.key)
         for key in op.keys:  # still, after a logout in between
-            self._usable(session, key, "C_DigestFinal")
-        return self._store(session).digest_parts(op.mechanism, _in_order(op))
+            self.state.usable(session, key, "C_DigestFinal")
+        return self.state.store(session).digest_parts(op.mechanism, _in_order(op))
 
     def C_SignInit(self, handle, mechanism, key) -> tuple:
         return self._init(handle, mechanism, key, SIGN, "C_SignInit")
@@ -243,7 +268,7 @@ class CryptoCalls:
         return self._init(handle, mechanism, key, VERIFY, "C_VerifyInit")
 
     def _verify(self, handle, function: str, data, signature) -> tuple:
-        session = self._session(handle, function)
+        session = self.state.session(handle, function)
 
         def body(op: Operation):
             if data is not None and op.multi:
@@ -291,7 +316,7 @@ class CryptoCalls:
     def _collect(self, handle, kind: str, function: str, data, offered: int) -> tuple:
         """An Update with output: the data is kept, the output comes at Final. A size query
         (buffer length 0) consumes nothing, as with p11-kit's server (the module gets NULL)."""
-        session = self._session(handle, function)
+        session = self.state.session(handle, function)
         operation = session.operations.get(kind, function)
         block = ECB_BLOCK.get(operation.mechanism)
         if block is None:  # kept for Final
@@ -322,16 +347,16 @@ class CryptoCalls:
         return self._update(handle, DIGEST, "C_DigestUpdate", data)
 
     def C_DigestKey(self, handle, key) -> tuple:
-        session = self._session(handle, "C_DigestKey")
-        self._usable(session, key, "C_DigestKey")
+        session = self.state.session(handle, "C_DigestKey")
+        self.state.usable(session, key, "C_DigestKey")
         running = session.operations.get(DIGEST, "C_DigestKey")  # none running: that first
-        found = self._store(session).get_attributes(key, [CKA_CLASS])
+        found = self.state.store(session).get_attributes(key, [CKA_CLASS])
         if found.get(CKA_CLASS) in (key_checks.CKO_PUBLIC_KEY, key_checks.CKO_PRIVATE_KEY):
-            key_type = self._store(session).get_attributes(key, [CKA_KEY_TYPE]).get(CKA_KEY_TYPE)
+            key_type = self.state.store(session).get_attributes(key, [CKA_KEY_TYPE]).get(CKA_KEY_TYPE)
             key_checks.check_digestible(int(found[CKA_CLASS]), key_type)  # outside run(): goes on
         if running.parts or running.keys:  # digested at Final with the rest: asked alone now,
             try:  # so that the slot's refusal of this key comes here, and the digest goes on
-                self._store(session).digest_key(running.mechanism, key)
+                self.state.store(session).digest_key(running.mechanism, key)
             except CKRError as error:
                 if error.ckr == codes.CKR_KEY_INDIGESTIBLE:
                     raise
@@ -353,14 +378,14 @@ class CryptoCalls:
         return self._final(handle, DIGEST, "C_DigestFinal", offered, self._digest)
 
     def C_SeedRandom(self, handle, seed) -> tuple:
-        session = self._session(handle, "C_SeedRandom")
-        self._store(session).seed_random(arg_bytes(seed))
-        for each in self.sessions.values():  # bytes made before the seed are not handed out
+        session = self.state.session(handle, "C_SeedRandom")
+        self.state.store(session).seed_random(arg_bytes(seed))
+        for each in self.state.sessions.values():  # bytes made before the seed are not handed out
             each.random_ahead = None
         return ()
 
     def C_GenerateRandom(self, handle, length) -> tuple:
-        session = self._session(handle, "C_GenerateRandom")
+        session = self.state.session(handle, "C_GenerateRandom")
         if length == 0:  # as one token behind p11-kit server: its server hands the token NULL
             raise CKRError(codes.CKR_ARGUMENTS_BAD, "C_GenerateRandom", "no room for random bytes")
         if length > MAX_RANDOM_BYTES:  # a client's u32 must not make the server allocate 4 GB
@@ -368,18 +393,18 @@ class CryptoCalls:
                            f"{length} random bytes asked, this server gives at most {MAX_RANDOM_BYTES}")
         ahead, session.random_ahead = session.random_ahead, None
         if ahead is None or len(ahead) != length:
-            ahead = self._store(session).generate_random(length)
+            ahead = self.state.store(session).generate_random(length)
         if length <= MAX_RANDOM_AHEAD:
-            self.after_reply = partial(self._random_ahead, handle, session, length)
+            self.state.after_reply = partial(self._random_ahead, handle, session, length)
         return (ahead,)
 
     def _random_ahead(self, handle: int, session: ClientSession, length: int) -> None:
-        if self.sessions.get(handle) is not session:
+        if self.state.sessions.get(handle) is not session:
             return
         try:
-            made = self._store(session).generate_random(length)
+            made = self.state.store(session).generate_random(length)
         except CKRError:
             return  # the next request asks the slot itself, and gets its answer
         session.random_ahead = made
-        self.predict(encode_request(_C_GENERATE_RANDOM, handle, length),
+        self.state.predict(encode_request(_C_GENERATE_RANDOM, handle, length),
                      encode_response(_C_GENERATE_RANDOM, made))

@@ -24,7 +24,7 @@ class ExposedSlot:
     # session objects (CKA_TOKEN false), by (class, CKA_ID, label) -> the connections that made
     # them. The members see one application (this server), so they would show every
     # connection's session objects to all; PKCS#11 gives each application its own, and so does
-    # Connection._usable. By identity, not handle: the HA slot numbers one object differently in
+    # ConnectionState.usable. By identity, not handle: the HA slot numbers one object differently in
     # each connection's session.
     owners: dict[tuple, set[int]] = field(default_factory=dict)
     # slot events taken from the slot so far; each connection counts the ones it has been told,

@@ -34,6 +34,7 @@ from ..rpc.buffer import CodecError
 from ..rpc.calls import BY_ID, CALL_ERROR
 from ..rpc.codec import decode_request, decode_response, encode_error, encode_request, encode_response
 from .faults import OUTPUT_CALLS, CallRecord, FaultBook, Injection
+from .handle_names import HANDLE_ARGS, HANDLE_REPLIES
 
 # the parts of an operation after its C_*Init: an error ends the operation
 OPERATION_KINDS = {
@@ -106,14 +107,6 @@ TOKEN_CALLS = frozenset({"C_GetTokenInfo", "C_OpenSession", "C_GetMechanismList"
 
 # where object handles travel, by call: request argument positions, reply field positions ("*":
 # the field is a list of handles)
-HANDLE_ARGS = {"C_CopyObject": (1,), "C_DestroyObject": (1,), "C_GetObjectSize": (1,),
-               "C_GetAttributeValue": (1,), "C_SetAttributeValue": (1,), "C_DigestKey": (1,),
-               "C_EncryptInit": (2,), "C_DecryptInit": (2,), "C_SignInit": (2,), "C_VerifyInit": (2,),
-               "C_SignRecoverInit": (2,), "C_VerifyRecoverInit": (2,), "C_WrapKey": (2, 3),
-               "C_UnwrapKey": (2,), "C_DeriveKey": (2,)}
-HANDLE_REPLIES = {"C_CreateObject": (0,), "C_CopyObject": (0,), "C_GenerateKey": (0,),
-                  "C_UnwrapKey": (0,), "C_DeriveKey": (0,), "C_GenerateKeyPair": (0, 1),
-                  "C_FindObjects": ("*",)}
 EPOCH_STEP = 1 << 32  # object handle n is seen as n + epoch x EPOCH_STEP after `epoch` restarts
 
 
@@ -145,7 +138,7 @@ class Renumbered:
             fields = list(decode_response(reply, name).args)
         except (CodecError, IndexError):
             return reply
-        offset = self.epoch * EPOCH_STEP
+        offset = (self.epoch & 0xFFFF) * EPOCH_STEP
         for place in places:
             if place == "*":
                 if isinstance(fields[0], (tuple, list)):
@@ -155,9 +148,10 @@ class Renumbered:
         return encode_response(name, *fields)
 
     def _inward(self, handle: int) -> int:
-        if handle // EPOCH_STEP != self.epoch:
+        # bits 32-47 (the bits above them are a connection's own names: handle_names.py)
+        if (handle >> 32) & 0xFFFF != self.epoch & 0xFFFF:
             return 0  # a handle from before a restart: CK_INVALID_HANDLE
-        return handle % EPOCH_STEP
+        return handle & ~(0xFFFF << 32)
 
 
 @dataclass
@@ -175,51 +169,60 @@ class FaultedAnswers:
     """One connection's requests with faults applied (one per connection, in its thread)."""
 
     def __init__(self, connection, book: FaultBook) -> None:
-        self.connection = connection
+        self.connection = connection  # answers, and releases what the application holds
+        self.state = connection.state
         self.book = book
         self.seen = Seen(book.restarts, book.resets, book.removals, book.insertions)
         self.renumbered: Renumbered | None = None  # after this connection's first HSM restart
+        # when the work the last reply promised began (a signature computed after its size was
+        # answered): the application's next call, sent meanwhile, waited from then
+        self._waiting_since: float | None = None
+
+    def run_after_reply(self) -> None:
+        self._waiting_since = time.monotonic()
+        self.connection.run_after_reply()
 
     def answer(self, body: bytes) -> bytes | None:
         """The reply to `body`; None: close the connection without one. With journals on the
         book, every call is told to them with its fault and result."""
         journals = self.book.journals
+        since, self._waiting_since = self._waiting_since, None
         if not journals:
             return self._answer(body)[0]
-        started = time.monotonic()
+        started = time.monotonic() if since is None else since
         reply, name, injection = self._answer(body)
-        record = CallRecord(self.connection.number, name, started, time.monotonic() - started,
+        record = CallRecord(self.state.number, name, started, time.monotonic() - started,
                             injection, result_of(reply))
         for journal in journals:
             journal(record)
         return reply
 
     def _answer(self, body: bytes) -> tuple[bytes | None, str, Injection | None]:
-        connection = self.connection
-        connection.predicted.clear()  # replies sent ahead would go round the faults
+        connection, state = self.connection, self.state
+        state.predicted.clear()  # replies sent ahead would go round the faults
         self._events_due()
         name = call_name(body)
         if self.seen.uninitialized:
             if name != "C_Initialize":
-                connection.calls += 1
+                state.calls += 1
                 return encode_error(CKR_CRYPTOKI_NOT_INITIALIZED), name, None
             self.seen.uninitialized = False
         token = self._token_answer(name, body)
         if token is not None:
-            connection.calls += 1
+            state.calls += 1
             return token, name, None
         if self.renumbered is not None:  # after an HSM restart objects have other numbers
             body = self.renumbered.request(name, body)
-        injection = self.book.for_call(connection.number, name,
+        injection = self.book.for_call(state.number, name,
                                        name in OUTPUT_CALLS and _size_query(body))
         if injection is None:
             return self._renumber(name, self._changed(name, connection.answer(body))), name, None
         self.book.wait_out(injection)
         if injection.disconnect:
-            connection.calls += 1
+            state.calls += 1
             return None, name, injection
         if injection.error is not None:
-            connection.calls += 1
+            state.calls += 1
             self._end_operation(name, body)
             return encode_error(injection.error), name, injection
         reply = self._renumber(name, self._changed(name, connection.answer(body)))
@@ -229,27 +232,27 @@ class FaultedAnswers:
         return reply if self.renumbered is None else self.renumbered.reply(name, reply)
 
     def _events_due(self) -> None:
-        book, seen, connection = self.book, self.seen, self.connection
+        book, seen, connection, state = self.book, self.seen, self.connection, self.state
         if book.restarts > seen.restarts:
             self.renumbered = Renumbered((self.renumbered.epoch if self.renumbered else 0)
                                          + book.restarts - seen.restarts)
             seen.restarts = book.restarts
             connection.release()
-            connection.log(f"connection {connection.number}: HSM restart: its sessions and login are gone")
+            state.log(f"connection {state.number}: HSM restart: its sessions and login are gone")
         if book.resets > seen.resets:
             seen.resets = book.resets
             connection.release()
             seen.uninitialized = True
-            connection.log(f"connection {connection.number}: library reset: "
+            state.log(f"connection {state.number}: library reset: "
                            "CKR_CRYPTOKI_NOT_INITIALIZED until C_Initialize")
         if book.removals > seen.removals:
             seen.removals = book.removals
             connection.release()
-            seen.slot_events += [s.slot_id for s in connection.order]
-            connection.log(f"connection {connection.number}: token removed: its sessions are gone")
+            seen.slot_events += [s.slot_id for s in state.order]
+            state.log(f"connection {state.number}: token removed: its sessions are gone")
         if book.insertions > seen.insertions:
             seen.insertions = book.insertions
-            seen.slot_events += [s.slot_id for s in connection.order]
+            seen.slot_events += [s.slot_id for s in state.order]
 
     def _token_answer(self, name: str, body: bytes) -> bytes | None:
         """The answer of a slot whose token is out, or a slot event due; None: answer as usual."""
@@ -285,6 +288,6 @@ class FaultedAnswers:
             handle = decode_request(body).args[0]
         except (CodecError, CKRError, IndexError):
             return  # the call would have been refused for its request: nothing began
-        session = self.connection.sessions.get(handle)
+        session = self.state.sessions.get(handle)
         if session is not None:
             session.operations.end(kind)

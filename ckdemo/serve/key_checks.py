@@ -14,7 +14,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ..codes import (CKR_KEY_FUNCTION_NOT_PERMITTED, CKR_KEY_INDIGESTIBLE, CKR_KEY_SIZE_RANGE,
-                     CKR_KEY_TYPE_INCONSISTENT, CKR_WRAPPED_KEY_LEN_RANGE, CKRError)
+                     CKR_KEY_TYPE_INCONSISTENT, CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT, CKR_WRAPPED_KEY_LEN_RANGE,
+                     CKRError)
 from ..model import HMAC, KEY_TYPE_OF
 from .operations import DECRYPT, ENCRYPT, SIGN, VERIFY
 
@@ -57,6 +58,22 @@ def check_wrapped_length(mechanism: int, length: int) -> None:
     if shortest is not None and (length < shortest or length % 8):
         raise CKRError(CKR_WRAPPED_KEY_LEN_RANGE, "C_UnwrapKey",
                        f"{length} bytes: mechanism {mechanism:#x} unwraps 8-byte blocks, at least {shortest}")
+
+
+# C_UnwrapKey: after the blob's length and the unwrapping key's handle, SoftHSM2 checks that key
+# (class and type for the AES key wraps, then CKA_UNWRAP) before the template and the login
+CKA_UNWRAP, CKO_SECRET_KEY, CKK_AES = 0x107, 0x4, 0x1F
+UNWRAPPING_FACTS = [0x0, CKA_KEY_TYPE, CKA_UNWRAP]  # CKA_CLASS, CKA_KEY_TYPE, CKA_UNWRAP
+
+
+def check_unwrapping_key(mechanism: int, values: dict[int, object]) -> None:
+    """CKRError with one token's answer for this unwrapping key, nothing when it would go on.
+    values: UNWRAPPING_FACTS as the slot read them."""
+    if mechanism in SHORTEST_WRAPPED and (values.get(0x0) != CKO_SECRET_KEY or values.get(CKA_KEY_TYPE) != CKK_AES):
+        raise CKRError(CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT, "C_UnwrapKey",
+                       f"mechanism {mechanism:#x} unwraps with an AES secret key")
+    if not values.get(CKA_UNWRAP):
+        raise CKRError(CKR_KEY_FUNCTION_NOT_PERMITTED, "C_UnwrapKey", "the key's CKA_UNWRAP is not set")
 
 
 # C_DigestKey: SoftHSM2 digests an object's CKA_VALUE; these keys have none. It refuses them at

@@ -21,7 +21,6 @@ from ..rpc.structs import Info, Version
 from ..slots import Slot
 from .connection import Connection
 from .exposed import expose
-from .dispatch import BY_ID as HANDLERS
 from .faulted import FaultedAnswers
 from .predicted import PredictedAnswers
 from .faults import FaultBook
@@ -105,8 +104,8 @@ class Server:
         self.log(f"connection {number} opened (pid {peer_pid(sock) or '?'})")
         connection = Connection(number, self.slots, self.info, self.log, self.on_error,
                                 Budget(CONNECTION_BUFFERED, self.budget, f"connection {number}"),
-                                Budget(CONNECTION_LOST, self.lost, f"connection {number}"),
-                                HANDLERS)
+                                Budget(CONNECTION_LOST, self.lost, f"connection {number}"))
+        state = connection.state
         how = "closed by the client"
         frames = FrameStream(sock)
         predicted = PredictedAnswers(connection)
@@ -125,8 +124,11 @@ class Server:
                     send(pack(call_code, 0, len(reply)) + reply)
                 else:  # replies known ahead: another wrapper around answering
                     serve(call_code, body, send)
-                if connection.after_reply is not None:
-                    connection.run_after_reply()
+                if state.after_reply is not None:
+                    if faults.active:  # timed: the application's next call waits for it
+                        faulted.run_after_reply()
+                    else:
+                        connection.run_after_reply()
         except EOFError:
             if self._stopping:
                 how = "closed by the server"
@@ -138,7 +140,7 @@ class Server:
             self.on_error(f"connection {number}", error)
             how = "closed after an internal error"
         finally:
-            left = len(connection.sessions)
+            left = len(state.sessions)
             try:
                 connection.release()
             finally:
@@ -149,7 +151,7 @@ class Server:
                         self.connections.pop(number, None)
             released = f", {left} session(s) released" if left else ""
             early = f" ({predicted.early} answered as predicted)" if predicted.early else ""
-            self.log(f"connection {number} {how} after {connection.calls} call(s){early} in "
+            self.log(f"connection {number} {how} after {state.calls} call(s){early} in "
                      f"{time.monotonic() - started:.1f} s{released}")
 
     def stop(self) -> None:
