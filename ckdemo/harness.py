@@ -46,6 +46,7 @@ def build_groups(settings: Settings, slots: list) -> list:
     from .ha.build import GroupConfig, build_group
     from .ha.events import HALog
     from .ha.pin_lock import PinLock
+    from .ha.journal import FileSequence, Journal
     from .ha.vault import Vault
 
     try:
@@ -76,6 +77,7 @@ def build_groups(settings: Settings, slots: list) -> list:
             config, members, log=log,
             pin_lock=PinLock(settings.pin_lock_path(group.serial), settings.failed_login_limit()),
             vault=Vault(settings.vault_dir(group.serial)),
+            journal=Journal(FileSequence(settings.journal_path(group.serial))),
             state_lock=partial(interprocess.state_lock, settings.home)))
     return groups
 

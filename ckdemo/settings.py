@@ -95,6 +95,10 @@ class Settings:
         """The failed-login count of one HA group (ckdemo/ha/pin_lock.py)."""
         return self.home / "state" / f"pin-lock-{group_serial}.json"
 
+    def journal_path(self, group_serial: str) -> Path:
+        """The number of the HA group's last change, shared by every process (ha/journal.py)."""
+        return self.home / "state" / f"journal-{group_serial}"
+
     def vault_dir(self, group_serial: str) -> Path:
         """What the HA group keeps of each token key (ckdemo/ha/vault.py)."""
         return self.home / "state" / f"vault-{group_serial}"

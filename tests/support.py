@@ -15,10 +15,13 @@ import pytest
 
 from conftest import SOFTHSM_LIB
 
+from ckdemo.ha.marks import MARK_LABEL
 from ckdemo.ha.replication import ALL_KINDS
 
 DOMAIN_KEYS = len(ALL_KINDS)  # HA domain keys per member: one per kind of key carried, two families
 DOMAIN_KEY_LABEL = "ckdemo HA domain key"  # every one's label starts so (`ckdemo init` makes them)
+# the HA group's own objects on every member: its domain keys and its journal mark (ha/marks.py)
+GROUP_LABELS = (DOMAIN_KEY_LABEL, MARK_LABEL)
 
 REPO = Path(__file__).resolve().parent.parent
 GOLDEN_DIR = Path(__file__).resolve().parent / "golden"

@@ -19,7 +19,7 @@ import pytest
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
 from conftest import MEMBERS, SOFTHSM_LIB, USER_PIN, requires_softhsm, softhsm_env
-from support import DOMAIN_KEY_LABEL, DOMAIN_KEYS, OK, statuses, summary
+from support import DOMAIN_KEY_LABEL, DOMAIN_KEYS, GROUP_LABELS, OK, statuses, summary
 
 from ckdemo.ha.handles import VIRTUAL_HANDLE_BASE
 
@@ -71,7 +71,7 @@ def found(transcript: str) -> list[list[tuple[int, str, str, str, str]]]:
         for line in block.splitlines():
             handle, cls, key_type, label, key_id = re.fullmatch(
                 r"(\d+)\s{2,}(CKO_\w+)\s{2,}(\S+)\s{2,}(.+?)\s{2,}(\S+)", line).groups()
-            if not label.startswith(DOMAIN_KEY_LABEL):  # the HA group's own keys on every member
+            if not label.startswith(GROUP_LABELS):  # the HA group's own objects on every member
                 rows.append((int(handle), cls, key_type, label, key_id))
         tables.append(rows)
     return tables
@@ -116,7 +116,7 @@ def tool_objects(independent, home, token: str) -> list[dict[str, str]]:
         field = re.match(r"^\s+([\w ]+?):\s+(.*)$", line)
         if field and objects:
             objects[-1][field.group(1).strip()] = field.group(2).strip().strip("'")
-    return [o for o in objects if not o.get("label", "").startswith(DOMAIN_KEY_LABEL)]
+    return [o for o in objects if not o.get("label", "").startswith(GROUP_LABELS)]
 
 
 def tool_identities(independent, home, token: str) -> set[tuple[str, str, str]]:
@@ -632,8 +632,8 @@ def test_an_unknown_handle_names_the_function_asked_for(menu, shared_home):
 # ---------------------------------------------------------------- the HA slot: every member follows
 
 def _members(independent, home) -> dict[str, set[tuple[str, str, str]]]:
-    """(class, label, id) per member, without the HA group's own domain key."""
-    return {m: {i for i in tool_identities(independent, home, m) if not i[1].startswith("ckdemo HA domain key")}
+    """(class, label, id) per member, without the HA group's own domain keys and journal mark."""
+    return {m: {i for i in tool_identities(independent, home, m) if not i[1].startswith(GROUP_LABELS)}
             for m in MEMBERS}
 
 

@@ -10,6 +10,7 @@ from typing import Any, Callable, Sequence
 
 from .events import HALog
 from .group import HAGroup
+from .journal import Journal
 from .member import HAMember
 from .pin_lock import PinLock
 from .policy import DEFAULT_RECOVERY_INTERVAL_S, DEFAULT_RECOVERY_RETRIES, RecoveryPolicy
@@ -33,11 +34,12 @@ class GroupConfig:
 def build_group(config: GroupConfig, members: Sequence[tuple[str, Any, str]],
                 clock: Callable[[], float] = time.monotonic, *, log: HALog | None = None,
                 pin_lock: PinLock | None = None, vault: Vault | None = None,
-                state_lock: Callable[[], AbstractContextManager] = nullcontext) -> HAGroup:
+                state_lock: Callable[[], AbstractContextManager] = nullcontext,
+                journal: Journal | None = None) -> HAGroup:
     """members: (token serial, its slot or None while it cannot be found, token label)."""
     return HAGroup(config.label, config.serial,
                    [HAMember(*member, standby=member[0] in config.standby) for member in members],
                    RecoveryPolicy(config.interval_s, config.retries, clock), log,
                    slot_id=config.slot_id, balance=config.balance, state_lock=state_lock,
                    synchronize_on_recovery=config.synchronize_on_recovery, pin_lock=pin_lock,
-                   vault=vault, recovery_mode=config.recovery_mode)
+                   vault=vault, recovery_mode=config.recovery_mode, journal=journal)

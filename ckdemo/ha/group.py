@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import itertools
 import threading
-from contextlib import AbstractContextManager, nullcontext
-from typing import Any, Callable
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+from typing import Any, Callable, Iterator
 
 from ..codes import (CKR_DEVICE_ERROR, CKR_FUNCTION_NOT_SUPPORTED, CKR_NO_EVENT, CKR_USER_ALREADY_LOGGED_IN, CKR_USER_NOT_LOGGED_IN, SESSION_LOST,
                      CKRError, is_member_fatal)
@@ -16,7 +16,9 @@ from ..model import CKU_USER, LibraryInfo, MechanismInfo, SlotInfo, TokenInfo
 from ..slots import LoginCounter, Slot
 from .admin import Administration
 from .events import HALog
-from .failover import Failover
+from .failover import Failover, MemberFailed
+from .journal import Journal
+from .marks import Marks
 from .member import HAMember
 from .vault import Vault
 from .pin_lock import PIN_FLAG_NAMES, PIN_FLAGS, PinLock
@@ -35,7 +37,8 @@ class HAGroup(Slot):
                  log: HALog | None = None, slot_id: int = 0, balance: bool = True,
                  state_lock: Callable[[], AbstractContextManager] = nullcontext,
                  synchronize_on_recovery: bool = True, pin_lock: PinLock | None = None,
-                 vault: Vault | None = None, recovery_mode: str = ACTIVE_BASIC) -> None:
+                 vault: Vault | None = None, recovery_mode: str = ACTIVE_BASIC,
+                 journal: Journal | None = None) -> None:
         self.label = label
         self.serial = serial
         self.members = members
@@ -54,6 +57,10 @@ class HAGroup(Slot):
         # what one token would answer of each key, and the blobs of unextractable keys (vault.py)
         self.vault = vault if vault is not None else Vault()
         self.sessions: dict[int, Any] = {}
+        # the changes made on members, and each member's mark of the last one it took: a member
+        # that comes back is brought up to date in what changed meanwhile (journal.py, marks.py)
+        self.journal = journal if journal is not None else Journal()
+        self.marks = Marks(serial)
         # identity -> its place in searches: the order the group made or first saw each object
         self.order: dict[tuple, int] = {}
         self._places = itertools.count(1)
@@ -152,6 +159,49 @@ class HAGroup(Slot):
         self.log.record(self.serial, "*", "lost",
                         "every member is lost: the login and every session are gone (the "
                         "application must C_Finalize, C_Initialize and log in again)")
+
+    @contextmanager
+    def change(self) -> Iterator[list[tuple]]:
+        """A change made on every active member, under the state lock: numbered in the journal
+        before any member is touched; the caller adds the identities it touched to the list
+        yielded. Every member that took it is then marked with its number. A member recovered
+        before a user login is not: its private objects are not up to date yet."""
+        with self.state_lock():
+            number = self.journal.begin()
+            touched: list[tuple] = []
+            try:
+                yield touched
+            finally:
+                self.journal.end(number, touched)
+                # (a change that touched nothing, or was refused and undone, is marked too: a
+                # number left unmarked would be a hole for every other process's journal)
+                self._mark_members(self.journal.mark(number))
+
+    def vouch(self, members, lacking) -> None:
+        """After a synchronisation (the state lock is held): the members that now hold what the
+        others hold get a mark (their first, maybe); those that lack something lose theirs."""
+        mark = self.journal.mark()
+        for member in members:
+            try:
+                if member in lacking:
+                    self.failover.pinned(member, self.marks.drop, self.session_for(member), member)
+                elif not member.private_unsynced:
+                    self.failover.pinned(member, self.marks.write, self.session_for(member), member, mark)
+            except MemberFailed:
+                continue
+            except CKRError as exc:
+                self.log.record(self.serial, member.serial, "journal-mark", f"not written: {exc}")
+
+    def _mark_members(self, mark: bytes) -> None:
+        for member in self.active_members():
+            if member.private_unsynced:
+                continue
+            try:
+                self.failover.pinned(member, self.marks.advance, self.session_for(member), member, mark)
+            except MemberFailed:
+                continue  # failed now: it comes back with the older mark, and gets this change
+            except CKRError as exc:  # its mark lags: its next recovery replays more, or compares all
+                self.log.record(self.serial, member.serial, "journal-mark", f"not written: {exc}")
 
     def place(self, key: tuple) -> int:
         """The next place in search order, for an object the group makes or sees first."""

@@ -39,6 +39,7 @@ class HAMember:
         # (the private ones are invisible); made as its source is at the next user login
         self.private_unsynced = False
         self.last_error: CKRError | None = None
+        self.comparing = False  # compared in full in the background: not tried again meanwhile
 
     @property
     def active(self) -> bool:

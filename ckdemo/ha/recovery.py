@@ -16,19 +16,20 @@ from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Callable, Protocol
 
 from ..codes import CREDENTIALS_REJECTED, CKR_DEVICE_ERROR, CKR_USER_ALREADY_LOGGED_IN, CKRError
-from ..model import CKA_CLASS, CKA_ID, CKO_DATA, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, CKO_SECRET_KEY, CKU_USER
-from . import replication
+from ..model import CKU_USER
+from . import catchup, comparison, replication
 from .cleanup import close_quietly
 from .member import HAMember, MemberState
 if TYPE_CHECKING:
     from .failover import Failover
+    from .journal import Journal
+    from .marks import Marks
 from .events import HALog
 from .policy import RecoveryPolicy
 from .vault import Vault
 
 _ACTIVE = MemberState.ACTIVE
 
-KEY_CLASSES = (CKO_PUBLIC_KEY, CKO_PRIVATE_KEY, CKO_SECRET_KEY)
 ACTIVE_BASIC, ACTIVE_ENHANCED = "activeBasic", "activeEnhanced"  # lunacm: hagroup recoverymode
 RECOVERY_MODES = (ACTIVE_BASIC, ACTIVE_ENHANCED)
 BACKGROUND_POLL_S = 0.5  # how often the background thread looks (at most; X/4 when X is shorter)
@@ -48,6 +49,8 @@ class GroupView(Protocol):
     vault: Vault  # what is kept of each key (vault.py)
     orphans: dict[str, set[tuple]]  # member serial -> keys it made and failed before copying
     failover: Failover  # runs calls on members (failover.py)
+    journal: Journal  # the group's changes by number (journal.py)
+    marks: Marks  # each member's mark of the last change it took (marks.py)
 
     def active_members(self) -> list[HAMember]: ...
     def source_member(self, exclude: HAMember) -> HAMember | None: ...
@@ -67,6 +70,12 @@ class Recovery:
     def __init__(self, group: GroupView) -> None:
         self.group = group
         self.in_calls = True  # activeBasic; activeEnhanced: the background thread recovers
+        self.replays = 0  # recoveries brought up to date from the journal
+        self.full_comparisons = 0  # ... by comparing every key and data object
+        # when the journal cannot prove a member's state, a recovery off the application's calls
+        # (activeEnhanced's thread) compares it with no lock held (comparison.py)
+        self.background_comparison = True
+        self.comparisons: list[threading.Thread] = []  # under way (joined when recovery stops)
 
     def before_call(self) -> None:
         if self.in_calls:
@@ -87,13 +96,13 @@ class Recovery:
 
     def _due(self, member: HAMember) -> bool:
         recovery = member.recovery
-        return member.down and recovery is not None \
+        return member.down and recovery is not None and not member.comparing \
             and self.group.policy.due(recovery)
 
     def _recover_due(self) -> None:
         for member in self.group.members:
             if self._due(member):
-                self._attempt_recovery(member)
+                self._attempt_recovery(member, background=not self.in_calls)
 
     def recover_now(self) -> list[tuple[HAMember, bool]]:
         """Manual recovery (Luna: `hagroup recover`): every member that is down is tried now,
@@ -122,32 +131,66 @@ class Recovery:
         if was_serving and not any(m.active for m in self.group.members):
             self.group.lose_everything()
 
-    def _attempt_recovery(self, member: HAMember) -> None:
+    def _attempt_recovery(self, member: HAMember, background: bool = False) -> None:
         assert member.recovery is not None
         attempt = member.recovery.recover_attempt_count + 1
         try:
-            self._reconnect(member)
+            self._reconnect(member, background)
         except CKRError as exc:
-            self.group.policy.attempted(member.recovery, recovered=False)
-            self.group.log.record(self.group.serial, member.serial, "recovery-attempt",
-                            f"#{attempt} failed: {exc}")
-            if 0 < self.group.policy.retries == member.recovery.recover_attempt_count:  # said once
-                self.group.log.record(self.group.serial, member.serial, "recovery-exhausted",
-                                      f"{attempt} of {self.group.policy.retries} attempts made: no "
-                                      "more automatic recovery (hagroup recover, or menu 125, "
-                                      "takes it back)")
+            self._failed_attempt(member, exc, attempt)
             return
         except MemberRejected as exc:
             self.group.policy.attempted(member.recovery, recovered=False)
             member.reject()
             self.group.log.record(self.group.serial, member.serial, "rejected", str(exc))
             return
+        except comparison.CompareInBackground as deferred:
+            self.full_comparisons += 1
+            self.group.log.record(self.group.serial, member.serial, "resynchronising",
+                                  f"{deferred.why}: compared in full in the background; it serves "
+                                  "again when done")
+            source = self.group.source_member(exclude=member)
+            comparison.compare_in_background(self, source, member, deferred, attempt)
+            return
+        self._recovered(member, attempt)
+
+    def _recovered(self, member: HAMember, attempt: int) -> None:
+        assert member.recovery is not None
         self.group.policy.attempted(member.recovery, recovered=True)
         member.rejoin()
         self.group.log.record(self.group.serial, member.serial, "recovered", f"after {attempt} attempt(s)")
         self.group.note_slot_event()
 
-    def _reconnect(self, member: HAMember) -> None:
+    def _failed_attempt(self, member: HAMember, exc: CKRError, attempt: int) -> None:
+        assert member.recovery is not None
+        self.group.policy.attempted(member.recovery, recovered=False)
+        self.group.log.record(self.group.serial, member.serial, "recovery-attempt",
+                              f"#{attempt} failed: {exc}")
+        if 0 < self.group.policy.retries == member.recovery.recover_attempt_count:  # said once
+            self.group.log.record(self.group.serial, member.serial, "recovery-exhausted",
+                                  f"{attempt} of {self.group.policy.retries} attempts made: no "
+                                  "more automatic recovery (hagroup recover, or menu 125, "
+                                  "takes it back)")
+
+    def finish_background(self, source: HAMember, target: HAMember, touched: frozenset,
+                          since: bytes, attempt: int) -> None:
+        """After a full comparison in the background (the locks are held): the changes made
+        meanwhile, caught up from the journal; then the member serves again."""
+        self._replay(source, target, touched, since)
+        if self._user_logged_in():
+            self.group.marks.write(target.anchor, target, self.group.journal.mark())
+        target.private_unsynced = not self._user_logged_in()
+        self._recovered(target, attempt)
+
+    def background_failed(self, target: HAMember, error: CKRError, attempt: int) -> None:
+        if target.active or target.recovery is None:
+            return
+        anchor, target.anchor = target.anchor, None
+        if anchor is not None:
+            close_quietly(anchor)
+        self._failed_attempt(target, error, attempt)
+
+    def _reconnect(self, member: HAMember, background: bool = False) -> None:
         if member.slot is None:
             raise CKRError(CKR_DEVICE_ERROR, "C_GetSlotList", "member slot not found")
         member.slot.reconnect(member.serial)  # re-initialises a member's own module only
@@ -173,8 +216,10 @@ class Recovery:
                         raise
             member.anchor = anchor
             if source is not None and self.group.synchronize_on_recovery:
-                self._resynchronise(source, member)
+                self._resynchronise(source, member, in_call=not background)
                 member.private_unsynced = not self._user_logged_in()
+        except comparison.CompareInBackground:
+            raise  # the member keeps its session: the comparison uses it
         except BaseException:
             member.anchor = None
             close_quietly(anchor)
@@ -203,74 +248,51 @@ class Recovery:
                 raise
             member.private_unsynced = False
 
-    def _resynchronise(self, source: HAMember, target: HAMember) -> None:
-        """Copy objects created while the member was away; destroy those destroyed meanwhile."""
+    def _resynchronise(self, source: HAMember, target: HAMember, in_call: bool = True) -> None:
+        """Copy objects created while the member was away, destroy those destroyed meanwhile:
+        from the journal when the member's mark proves where it stands (work as large as what
+        changed), else by comparing every key object on both. The member is marked up to date
+        after, unless only its public objects could be seen (no user logged in)."""
+        dst = target.anchor
+        mark = self.group.marks.read(dst, target)
+        touched = self.group.journal.since(mark)
+        if touched is None:
+            why = ("the member has no journal mark" if mark is None else
+                   f"the journal does not hold every change after the member's mark ({mark.decode(errors='replace')})")
+            if self.background_comparison and not in_call:
+                # compared with no lock held, caught up from the journal after (comparison.py)
+                raise comparison.CompareInBackground(why, self.group.journal.mark())
+            self.full_comparisons += 1
+            comparison.compare_in_full(self.group, source, target, why)
+        else:
+            self._replay(source, target, touched, mark)
+        if self._user_logged_in():
+            self.group.marks.write(dst, target, self.group.journal.mark())
+
+    def _replay(self, source: HAMember, target: HAMember, touched: frozenset, mark: bytes) -> None:
+        """The identities touched since the member's mark, its lost session objects and the
+        keys it generated and failed before copying, made on it as they are on the source."""
         src, dst = self.group.session_for(source), target.anchor
-        theirs = {h: replication.identity(src, h) for h in replicated_objects(src)}
-        mine = {h: replication.identity(dst, h) for h in replicated_objects(dst)}
-        have = {replication.object_key(ident): h for h, ident in theirs.items()}
-        held = {replication.object_key(ident): h for h, ident in mine.items()}
-        # keys it generated and failed before copying them: another member made the application's
-        # (a fingerprint cannot tell an unextractable secret key from another: this can)
         orphans = self.group.orphans.get(target.serial, set())
-        orphaned = {key for key in orphans if key in held and key in have}
-        replaced = self._diverged(src, have, theirs, dst, held, mine) | orphaned
-        for key in replaced:
-            dst.destroy_object(held.pop(key))  # another key under the same name: copied anew
-        copied = [k for k in have if k not in held and not replication.is_domain_key_id(k[1])]
-        removed = [k for k in held if k not in have and not replication.is_domain_key_id(k[1])]
-        refused = []
-        for key in copied:
-            try:
-                replication.replicate(src, have[key], dst, self.group.vault.get(key))
-            except CKRError as exc:
-                if self.group.is_member_failure(exc):
-                    raise
-                refused.append(f"{key[2] or key[1].hex()}: {exc.name}")
-        for key in removed:
-            dst.destroy_object(held[key])
-        if replaced or removed:  # handles of this member kept by sessions name objects gone now
-            target.generation += 1
+        keys = set(touched) | set(catchup.session_objects(src)) | orphans
+        outcome = catchup.catch_up(src, dst, keys, self.group.vault, replace=orphans,
+                                   is_member_failure=self.group.is_member_failure)
         self.group.orphans.pop(target.serial, None)
-        if copied or removed:
+        self.replays += 1
+        if outcome.destroyed or outcome.replaced:  # handles kept of this member name objects gone now
+            target.generation += 1
+        if outcome.changed:
             self.group.log.record(self.group.serial, target.serial, "resynchronised",
-                            f"{len(copied) - len(refused)} object(s) copied, {len(removed)} destroyed"
-                            + (f" ({len(replaced)} of the copies replace another key under the same "
-                               "class, CKA_ID and label)" if replaced else "")
-                            + (f"; not copied: {', '.join(refused)}" if refused else ""))
-        if refused:  # never in service without an object the others have: held out, said why
-            raise CKRError(CKR_DEVICE_ERROR, "C_UnwrapKey",
-                           f"held out of service: {len(refused)} object(s) the other members have could not be "
-                           f"copied to it ({', '.join(refused)})")
-
-
-    @staticmethod
-    def _diverged(src, have: dict, theirs: dict, dst, held: dict, mine: dict) -> set[tuple]:
-        """Objects with the same class, CKA_ID and label but another key: what a member keeps
-        of a key generation that failed over while it went down (it generated, then died
-        before its key was copied; another member generated the key the application got)."""
-        diverged = set()
-        for key in have.keys() & held.keys():
-            if replication.is_domain_key_id(key[1]):
-                continue
-            value = replication.fingerprint(src, have[key], theirs[have[key]])
-            if value is not None and value != replication.fingerprint(dst, held[key], mine[held[key]]):
-                diverged.add(key)
-        for cls, key_id, label in list(diverged):  # an EC private key goes with its public key
-            if cls == CKO_PUBLIC_KEY and (CKO_PRIVATE_KEY, key_id, label) in held:
-                diverged.add((CKO_PRIVATE_KEY, key_id, label))
-        return diverged
-
-
-def replicated_objects(session) -> list[int]:
-    """What every member holds alike: the keys (each has a CKA_ID: the HA slot gives one to a
-    key made without) and the data objects."""
-    handles = []
-    for cls in KEY_CLASSES:
-        handles.extend(session.find_objects({CKA_CLASS: cls}))
-    keys = [h for h in handles if session.get_attributes(h, [CKA_ID]).get(CKA_ID)]
-    return keys + list(session.find_objects({CKA_CLASS: CKO_DATA}))
-
+                                  f"{outcome.copied} object(s) copied, "
+                                  f"{outcome.destroyed} destroyed"
+                                  + (f", {outcome.updated} updated" if outcome.updated else "")
+                                  + (f" ({outcome.replaced} of the copies replace another key under "
+                                     "the same class, CKA_ID and label)" if outcome.replaced else "")
+                                  + (f"; not copied: {', '.join(outcome.refused)}" if outcome.refused else "")
+                                  + f" (journal: {len(touched)} object(s) changed after "
+                                    f"{mark.decode(errors='replace')})")
+        if outcome.refused:  # never in service without an object the others have (its mark stays)
+            raise comparison.held_out(outcome.refused)
 
 class BackgroundRecovery:
     """activeEnhanced: a thread that tries the members whose attempt is due (the same X and N,
@@ -298,6 +320,9 @@ class BackgroundRecovery:
         self._stop.set()
         if self.thread.is_alive() and self.thread is not threading.current_thread():
             self.thread.join(BACKGROUND_STOP_S)
+        for comparing in self.recovery.comparisons:  # a full comparison under way ends first
+            if comparing is not threading.current_thread():
+                comparing.join(BACKGROUND_STOP_S)
         self.recovery.in_calls = True
         atexit.unregister(self.stop)
 

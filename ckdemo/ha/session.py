@@ -17,6 +17,7 @@ from ..model import (CKA_ALWAYS_AUTHENTICATE, CKA_CLASS, CKA_DERIVE, CKA_EC_PARA
 from ..slots import Session
 from . import handles, replication
 from .failover import MemberFailed, ObjectMissing
+from .marks import is_mark
 from .member import HAMember
 from .vault import FACTS, Kept
 
@@ -257,10 +258,21 @@ class VirtualSession(Session):
                                      lambda s, m, data: iter([s.digest_stream(mechanism, data)])))
 
     # ---- changes applied on every member ----------------------------------------------------
-    def _everywhere(self, function: str, op, undo=None) -> list[tuple[HAMember, Any]]:
-        """A change on every active member, seen from any process as one (the state lock)."""
-        with self.group.state_lock():
-            return self.failover.every(function, op, undo)
+    def _everywhere(self, function: str, op, undo=None, touched=None) -> list[tuple[HAMember, Any]]:
+        """A change on every active member, seen from any process as one (the state lock).
+        touched(results): the identities it changed, for the group's journal (journal.py)."""
+        if touched is None:  # nothing an object holds (a PIN, the RNG's seed, a probe)
+            with self.group.state_lock():
+                return self.failover.every(function, op, undo)
+        with self.group.change() as changed:
+            results = self.failover.every(function, op, undo)
+            changed.extend(touched(results))
+            return results
+
+    def _made(self, results: list[tuple[HAMember, Any]]) -> list[tuple]:
+        """The identity of the object a change made on every member (journal.py)."""
+        member, handle = results[0]
+        return [replication.object_key(replication.identity(self.failover.on(member), handle))]
 
     def seed_random(self, seed: bytes) -> None:
         self._everywhere("C_SeedRandom", lambda s, m: s.seed_random(seed))
@@ -283,7 +295,8 @@ class VirtualSession(Session):
             before[CKA_LABEL] = obj.key[2]  # the members' own (a marked one, _alike)
         try:
             self._everywhere("C_SetAttributeValue", lambda s, m: s.set_attributes(
-                self._on(m, obj), self._as_the_copy_is(s, self._on(m, obj), obj, template)))
+                self._on(m, obj), self._as_the_copy_is(s, self._on(m, obj), obj, template)),
+                touched=lambda _: [obj.key, _renamed_key(obj.key, template)])
         except MemberFailed:
             raise
         except CKRError:
@@ -453,7 +466,7 @@ class VirtualSession(Session):
         if template.get(CKA_SENSITIVE) is False and self._facts(obj).get(CKA_SENSITIVE) is False:
             template = {a: v for a, v in template.items() if a != CKA_SENSITIVE}  # as it is: nothing to ask
         results = self._everywhere("C_CopyObject", lambda s, m: s.copy_object(
-            self._on(m, obj), self._as_the_copy_is(s, self._on(m, obj), obj, template)), _destroy_made)
+            self._on(m, obj), self._as_the_copy_is(s, self._on(m, obj), obj, template)), _destroy_made, self._made)
         return self._register_results(results, kept, label)
 
     def _kept_private(self, obj: VirtualObject, kept: Kept) -> Kept:
@@ -486,7 +499,8 @@ class VirtualSession(Session):
                     raise
         made = {**{a: v for a, v in original.items() if v is not None}, **made}
         kept = self.group.vault.get(obj.key)
-        results = self._everywhere("C_CopyObject", lambda s, m: s.create_object(made), _destroy_made)
+        results = self._everywhere("C_CopyObject", lambda s, m: s.create_object(made), _destroy_made,
+                                   self._made)
         return self._register_results(results, kept, label)
 
     def _copy_key_anew(self, obj: VirtualObject, template: dict[int, Any], label: str) -> int:
@@ -501,7 +515,7 @@ class VirtualSession(Session):
         kept = self.group.vault.get(obj.key)
         marked = {CKA_LABEL: replication.alike_label(label)}
         results = self._everywhere("C_CopyObject", lambda s, m: replication.replicate(
-            s, self._on(m, obj), s, kept, final=marked, again=True), _destroy_made)
+            s, self._on(m, obj), s, kept, final=marked, again=True), _destroy_made, self._made)
         return self._register_results(results, kept, label)
 
     def unwrap_key(self, unwrapping: int, object_class: int, key_type: int, data: bytes,
@@ -511,7 +525,8 @@ class VirtualSession(Session):
         template, label = self._alike(object_class, self._identified(template))
         results = self._everywhere("C_UnwrapKey", lambda s, m: _leaving_nothing(
             s, object_class, template, lambda: s.unwrap_key(
-                self._on(m, wrapper), object_class, key_type, data, mechanism, template, param)), _destroy_made)
+                self._on(m, wrapper), object_class, key_type, data, mechanism, template, param)), _destroy_made,
+            self._made)
         handle = self._register_results(results, label=label)
         self._keep_by_twin(handle, template, lambda s, m, twin: s.unwrap_key(
             self._on(m, wrapper), object_class, key_type, data, mechanism, twin, param))
@@ -524,7 +539,8 @@ class VirtualSession(Session):
         template, label = self._alike(CKO_SECRET_KEY, self._identified(template))
         results = self._everywhere("C_DeriveKey", lambda s, m: _leaving_nothing(
             s, CKO_SECRET_KEY, template, lambda: s.derive_key(
-                self._on(m, base_obj), mechanism, param, key_type, length, template)), _destroy_made)
+                self._on(m, base_obj), mechanism, param, key_type, length, template)), _destroy_made,
+            self._made)
         handle = self._register_results(results, label=label)
         self._keep_by_twin(handle, template, lambda s, m, twin: s.derive_key(
             self._on(m, base_obj), mechanism, param, key_type, length, twin))
@@ -535,7 +551,7 @@ class VirtualSession(Session):
         """On every member: PBKDF2 of the same password and salt is the same key everywhere."""
         template = self._identified(template)
         results = self._everywhere("C_GenerateKey", lambda s, m: s.pbe_generate(
-            password, salt, iterations, template), _destroy_made)
+            password, salt, iterations, template), _destroy_made, self._made)
         return self._register_results(results)
 
     def probe_ec_curve(self, ec_params: bytes) -> None:
@@ -613,8 +629,8 @@ class VirtualSession(Session):
                     if error.ckr != CKR_OBJECT_HANDLE_INVALID:
                         raise
                     continue  # destroyed since the search by another application: gone, as on a token
-                if replication.is_domain_key_id(ident.get(CKA_ID)):
-                    continue
+                if replication.is_domain_key_id(ident.get(CKA_ID)) or is_mark(ident):
+                    continue  # the group's own objects
                 key = replication.object_key(ident)
                 if by_record and not self._matches(session, h, key, by_record, ident):
                     continue
@@ -672,9 +688,11 @@ class VirtualSession(Session):
             made = _with(spec, extractable=True, wrap_with_trusted=spec.sensitive or asked_wwt,
                          extra=tuple((a, v) for a, v in spec.extra
                                      if a not in (CKA_EXTRACTABLE, CKA_WRAP_WITH_TRUSTED, *final)))
-        with self.group.state_lock():  # on every member or on none, seen from any process
-            return self.failover.one("C_GenerateKeyPair", lambda s, m: self._generate_on(
+        with self.group.change() as changed:  # on every member or on none, seen from any process
+            handles = self.failover.one("C_GenerateKeyPair", lambda s, m: self._generate_on(
                 s, m, made, final, spec, asked_wwt, label))
+            changed.extend(self.objects[h].key for h in handles)
+            return handles
 
     def _generate_on(self, session, source: HAMember, made: KeySpec, final: dict[int, Any], spec: KeySpec,
                      asked_wwt: bool, label: str | None) -> list[int]:
@@ -752,7 +770,7 @@ class VirtualSession(Session):
         """The caller typed the values: create them on every member alike."""
         template, label = self._alike(template.get(CKA_CLASS), self._identified(template))
         results = self._everywhere("C_CreateObject",
-                                    lambda s, m: s.create_object(template), _destroy_made)
+                                    lambda s, m: s.create_object(template), _destroy_made, self._made)
         handle = self._register_results(results, label=label)
         self._keep_by_twin(handle, template, lambda s, m, twin: s.create_object(
             {**template, **twin}))
@@ -802,7 +820,7 @@ class VirtualSession(Session):
     def destroy_object(self, handle: int) -> None:
         obj = self._object(handle, "C_DestroyObject")
         self._everywhere("C_DestroyObject",
-                          lambda s, m: s.destroy_object(self._on(m, obj)))
+                          lambda s, m: s.destroy_object(self._on(m, obj)), touched=lambda _: [obj.key])
         self.objects.pop(handle, None)
         self._by_key.pop(obj.key, None)
         self.group.vault.drop(obj.key)
@@ -924,6 +942,13 @@ class VirtualSession(Session):
                                 f"object {obj.handle} is missing on member {member.serial}")
         obj.on_member[member.serial] = (member.generation, found[0])
         return found[0]
+
+
+def _renamed_key(key: tuple, template: dict[int, Any]) -> tuple:
+    """The identity an object has on members after this template is set (as _rekey)."""
+    cls, name, label = key
+    named_by = CKA_VALUE if cls == CKO_DATA else CKA_ID
+    return (cls, bytes(template.get(named_by, name)), _text(template.get(CKA_LABEL, label)))
 
 
 def _leaving_nothing(session, object_class: int, template: dict[int, Any], make):

@@ -6,7 +6,9 @@ from __future__ import annotations
 from ..codes import CKRError
 from . import replication
 from .failover import MemberFailed
-from .recovery import GroupView, replicated_objects
+from .comparison import replicated_objects
+from .marks import is_mark_key
+from .recovery import GroupView
 
 
 class Synchronizer:
@@ -20,11 +22,13 @@ class Synchronizer:
         CKA_ID and label tell objects apart); serialised with every other process's changes,
         so running it beside a key generation never makes a duplicate."""
         refused: list[str] = []
-        with self.group.state_lock():
+        # the copies are a change: a member away now may lack them too (its recovery looks)
+        with self.group.change() as touched:
             self.group.before_call()
             torn = self._remove_torn()
             inventory = self._inventory()
             copied = 0
+            lacking: set = set()
             for target in self.group.active_members():
                 have = inventory[target.serial]
                 for source in self.group.active_members():
@@ -36,10 +40,14 @@ class Synchronizer:
                                                               self.group.failover.on(target),
                                                               self.group.vault.get(key))
                             copied += 1
+                            touched.append(key)
                         except MemberFailed:
                             continue
                         except CKRError as exc:
                             refused.append(f"{key[2] or key[1].hex()} to {target.serial}: {exc.name}")
+                            lacking.add(target)
+            # every member serving now holds the union, or is known to lack something (journal.py)
+            self.group.vouch([m for m in self.group.active_members() if m.serial in inventory], lacking)
         if copied or refused or torn:
             self.group.log.record(self.group.serial, "*", why, f"{copied} object(s) copied"
                             + (f"; {torn} torn object(s) removed (written by a process killed "
@@ -85,6 +93,6 @@ class Synchronizer:
         def held(session, member) -> dict[tuple, int]:
             return {key: h for key, h in ((replication.object_key(replication.identity(session, h)), h)
                                           for h in replicated_objects(session))
-                    if not replication.is_domain_key_id(key[1])}
+                    if not replication.is_domain_key_id(key[1]) and not is_mark_key(key)}
         return {member.serial: found for member, found in self.group.failover.every("C_FindObjects", held,
                                                                                      counted=False)}

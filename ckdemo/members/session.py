@@ -74,6 +74,9 @@ def _template(template: dict[int, object] | None, function: str) -> dict:
     return converted
 
 
+# a new label or CKA_ID leaves python-pkcs11's object as it was (it knows no capability by them):
+# kept, so the next call on it does not list every object of the token to find it again
+NAMES_ONLY = frozenset((0x3, 0x102))  # CKA_LABEL, CKA_ID
 REAUTHENTICATED_ROOM = 1024  # a signature or plaintext of an RSA-8192 or EC key fits
 
 
@@ -325,7 +328,8 @@ class PhysicalSession(MemberSession):
         attribute_table.check(template, "C_SetAttributeValue")
         self._call("C_SetAttributeValue", self._module.raw.set_attribute_value, self.handle,
                    handle, template)
-        self._objects.pop(handle, None)  # python-pkcs11 knew its capabilities as they were
+        if not set(template) <= NAMES_ONLY:
+            self._objects.pop(handle, None)  # python-pkcs11 knew its capabilities as they were
 
     def read_attribute(self, handle: int, attribute: int):
         """One attribute; CKRError(CKR_ATTRIBUTE_SENSITIVE / _TYPE_INVALID) when unreadable."""
