@@ -14,6 +14,7 @@ from pathlib import Path
 import click
 
 from .common import Fail, settings_for, workspace_for
+from ..serve import sdnotify
 from ..serve.server import DEFAULT_MAX_CONNECTIONS, DEFAULT_REFUSED_OBJECTS
 from ..codes import CKRError
 
@@ -151,6 +152,7 @@ def serve(ctx: click.Context, socket_path: str | None, which: str, isolated: boo
         control.start()
     else:
         _say(f"no control channel: {control_problem}")
+    _tell_systemd(sdnotify.READY)
 
     def terminate(signum, frame):
         raise Stop()
@@ -166,6 +168,7 @@ def serve(ctx: click.Context, socket_path: str | None, which: str, isolated: boo
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the cleanup
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        _tell_systemd(sdnotify.STOPPING)
         if control is not None:
             control.stop()
         if module_file is not None:
@@ -178,6 +181,16 @@ def serve(ctx: click.Context, socket_path: str | None, which: str, isolated: boo
         signal.signal(signal.SIGTERM, previous)
         removed = f"{path} and {control_at.name}" if control is not None else str(path)
         _say(f"stopped: sessions closed, {removed} removed")
+
+
+def _tell_systemd(state: str) -> None:
+    """Type=notify units (docs/systemd/ckdemo-serve.service): READY=1 once applications can
+    connect, STOPPING=1 at the stop; a notification that cannot be sent is one log line."""
+    try:
+        if sdnotify.notify(state):
+            _say(f"told systemd {state} (NOTIFY_SOCKET)")
+    except sdnotify.NotifyError as exc:
+        _say(str(exc))
 
 
 def _isolation_line(local: list[str], isolated: list[str]) -> str:
