@@ -251,7 +251,7 @@ def test_short_soak_with_real_kills(remote_home, run_ckdemo):
     assert generated >= 3  # one every 16 rounds: about 80 on a quiet machine, 6 under load 17
     # RSA public + private, the AES key and every key generated under chaos: all compared
     assert len(fingerprints[0]) == 3 + generated
-    assert report["operations"] > 500  # about 2,600 on the 2-core machine
+    assert report["operations"] > 100  # about 2,600 on the quiet 2-core machine, 340 under load average 11
     assert servers_of(remote_home) == []
 
 
