@@ -72,13 +72,10 @@ def pytest_configure(config) -> None:
 # `make test` runs the suite on several workers with `--dist loadfile`: a module's tests run in
 # order on one worker, so a module-scoped fixture (a provisioned home, a server) is made once and
 # tests that build on an earlier test's objects (test_serve.py, test_serve_clients.py) keep their
-# order. The modules that take longest on one worker (`--durations` summed per module, 2026-12-07:
-# 25-65 s each) start first, longest first, so that none of them starts last and leaves the other
-# workers idle at the end; test_crash_consistency.py holds one 17 s test.
-LONGEST_FIRST = ("test_lab.py", "test_remote.py", "test_fault_lab.py", "test_portable_scripts.py",
-                 "test_fuzz.py", "test_ha_group.py", "test_files_crypto.py", "test_cli.py",
-                 "test_one_token.py", "test_crash_consistency.py", "test_hostile_serve.py",
-                 "test_two_processes.py", "test_ha_config.py", "test_hagroup_verbs.py")
+# order. These modules hold a test of 10 s or more (serial, 2 cores) that no worker can share:
+# they start first, so that none of them starts last and leaves the other workers idle at the end.
+LONGEST_FIRST = ("test_fuzz.py", "test_hostile_serve.py", "test_remote.py", "test_difftest.py",
+                 "test_bad_input_sweep.py", "test_crash_consistency.py", "test_interrupt.py")
 
 
 @pytest.hookimpl(optionalhook=True, tryfirst=True)
