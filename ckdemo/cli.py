@@ -4,12 +4,13 @@ from __future__ import annotations
 import importlib
 import sys
 from pathlib import Path
+from urllib.parse import quote
 
 import click
 
 from . import exit_codes
 from .commands.common import (Fail, InternalError, Interrupted, home_path, os_error, settings_for,
-                              workspace_for)
+                              slot_by_uri, workspace_for)
 from .provision import DEFAULT_MEMBERS, DEFAULT_SO_PIN, DEFAULT_USER_PIN, ProvisionError
 
 
@@ -144,13 +145,13 @@ def _interactive(ctx: click.Context) -> int:
 
 
 def _replay(ctx: click.Context, script: str, transcript: str | None, junit: str | None,
-            keep_going: bool) -> int:
+            keep_going: bool, slot_ref: str | None = None) -> int:
     from .menu.context import Context
     from .menu.loop import PROMPT, MenuLoop
     from .replay.runner import Replay, stdout_outputs
-    from .replay.script import ScriptError, defaults, load, parse, require_steps
+    from .replay.script import VARIABLE, ScriptError, defaults, load, parse, require_steps
     from .replay import shipped
-    from .replay.variables import ScriptVariables, check, slot_numbers
+    from .replay.variables import TOUR_SLOT, ScriptVariables, check, slot_numbers
 
     name = "stdin" if script == "-" else Path(script).name
     given, script = script, shipped.resolve(script)
@@ -166,8 +167,16 @@ def _replay(ctx: click.Context, script: str, transcript: str | None, junit: str 
         raise Fail(str(exc)) from None
     settings = settings_for(ctx)
     workspace = workspace_for(settings)
+    chosen = {}
+    if slot_ref is not None:  # --token-label / --slot: the tours' slot, ${TOUR_SLOT}, is that one
+        if not any(TOUR_SLOT in VARIABLE.findall(line.text) for line in lines):
+            raise Fail(f"{name} does not use ${{{TOUR_SLOT}}}, so --token-label and --slot would "
+                       "choose nothing (the shipped tours do; a script names its slot with it)")
+        number, _ = slot_by_uri(workspace, slot_ref)
+        chosen[TOUR_SLOT] = str(number)
     variables = ScriptVariables(settings.secrets(), workspace.last,
-                                *slot_numbers(workspace.slots, workspace.groups), defaults(lines))
+                                *slot_numbers(workspace.slots, workspace.groups), defaults(lines),
+                                chosen=chosen)
     try:
         check(lines, variables, "<stdin>" if script == "-" else script)
     except ScriptError as exc:  # before anything runs: one line, as a script that cannot be read
@@ -221,11 +230,21 @@ def _complete_script(ctx, param, incomplete: str) -> list:
 @click.option("--transcript", type=click.Path(dir_okay=False), help="Also write the transcript here.")
 @click.option("--junit", type=click.Path(dir_okay=False), help="Write a JUnit XML report here.")
 @click.option("--keep-going", is_flag=True, help="Go on after a step that failed its expectation.")
+@click.option("--token-label", metavar="LABEL",
+              help="The slot whose token has this label (as pkcs11-tool takes it) is ${TOUR_SLOT}, "
+                   "the slot the shipped tours run on (over the environment and @default).")
+@click.option("--slot", "slot_uri", metavar="URI",
+              help="The same by a pkcs11 URI (RFC 7512): pkcs11:token=member2, pkcs11:serial=...")
 @click.pass_context
-def run(ctx: click.Context, script, transcript, junit, keep_going) -> None:
+def run(ctx: click.Context, script, transcript, junit, keep_going, token_label, slot_uri) -> None:
     """Replay SCRIPT (a file, the name of a shipped script such as token-tour, or - for standard
     input) through the menu; exit 1 if a step fails."""
-    ctx.exit(_replay(ctx, script, transcript, junit, keep_going))
+    if token_label is not None and slot_uri is not None:
+        raise Fail("--token-label and --slot both choose the slot: give one")
+    if slot_uri is not None and not slot_uri.lower().startswith("pkcs11:"):
+        raise Fail(f"--slot takes a pkcs11 URI (pkcs11:token=LABEL), got {slot_uri!r}")
+    slot_ref = f"pkcs11:token={quote(token_label, safe='')}" if token_label is not None else slot_uri
+    ctx.exit(_replay(ctx, script, transcript, junit, keep_going, slot_ref))
 
 
 @main.command("scripts")

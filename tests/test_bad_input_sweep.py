@@ -13,6 +13,9 @@ GARBAGE = [["x"], ["99999"], ["1", "x"], ["1", "99999"], ["1", "1", "x"], ["5", 
            ["1", "1", "1", "x"], ["1", "2", "@/nonexistent"], ["1", "1", "CKM_BOGUS"],
            ["5", "1", "x"], ["1", "2", "1", "x"], ["1", "1", "1", "1", "1", "1"]]
 DESTRUCTIVE = {5, 6, 7, 120}  # change PIN, init token, init PIN, fail member: not for a sweep
+# 15 Wait for Slot Event really waits the seconds answered after the slot (SoftHSM2 has no events):
+# 1 or 2 there, before the wrong answers, cost 9 s of a 13 s sweep; 0 ("do not block") asks the same
+WAIT_FOR_SLOT_EVENT = 15
 PREFIXES = {
     "physical": ["1", "1", "y", "3", "1", "1", "${CKDEMO_USER_PIN}"],
     "ha": ["51", "5", "${CKDEMO_USER_PIN}", "1", "5", "y"],
@@ -25,6 +28,8 @@ def sweep_script(prefix: list[str]) -> tuple[str, int]:
     lines = list(prefix)
     for choice in choices:
         for answers in GARBAGE:
+            if choice == WAIT_FOR_SLOT_EVENT and answers[1:2] in (["1"], ["2"]):
+                answers = [answers[0], "0", *answers[2:]]
             lines += [str(choice), *answers]
     return "\n".join(lines + ["0", ""]), len(choices)
 

@@ -232,24 +232,26 @@ def test_kill_from_another_terminal_while_the_menu_runs(remote_home, run_ckdemo,
 
 
 def test_short_soak_with_real_kills(remote_home, run_ckdemo):
-    """About 20 s of chaos: members killed and restarted (never all at once) while the HA slot
-    signs, encrypts with AES-CBC-PAD and generates AES keys; no application-visible failure, every
-    kill recovered, same key material (generated keys included) on every member."""
-    done = run_ckdemo(remote_home, "soak", "--seconds", "20", "--seed", "7", "--kill-every", "2,3",
-                      "--down-for", "0.5,1", "--interval", "0.3", "--json")
+    """8 s of chaos: members killed and restarted (never all at once) while the HA slot signs,
+    encrypts with AES-CBC-PAD and generates AES keys; no application-visible failure, every kill
+    recovered, same key material (generated keys included) on every member. A kill about every
+    second, each member down longer than the recovery interval: as many kills and recoveries as
+    the 20 s run this once was (about 7), in 40% of the time (`ckdemo soak` alone is the long run)."""
+    done = run_ckdemo(remote_home, "soak", "--seconds", "8", "--seed", "7", "--kill-every", "0.8,1.2",
+                      "--down-for", "0.3,0.5", "--interval", "0.2", "--json")
     report = json.loads(done.stdout)
     assert done.returncode == 0, done.stdout + done.stderr
     assert report["application_failures"] == 0, report["failure_samples"]
-    assert report["kills"] >= 4
+    assert report["kills"] >= 5
     assert len(report["recoveries"]) >= report["kills"] - 1  # the last one may come back at the end
     assert report["consistency"]["all_members_active"] is True
     assert report["consistency"]["identical"] is True
     fingerprints = list(report["consistency"]["members"].values())
     generated = report["consistency"]["generated_keys"]
-    assert generated >= 10
+    assert generated >= 3  # one every 16 rounds: about 80 on a quiet machine, 6 under load 17
     # RSA public + private, the AES key and every key generated under chaos: all compared
     assert len(fingerprints[0]) == 3 + generated
-    assert report["operations"] > 1000
+    assert report["operations"] > 100  # about 2,600 on the quiet 2-core machine, 340 under load average 11
     assert servers_of(remote_home) == []
 
 

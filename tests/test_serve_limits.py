@@ -86,24 +86,25 @@ def test_objects_the_token_refuses_cost_an_application_its_share_then_device_mem
         tmp_path, provision, ckdemo_bin):
     """SoftHSM2 keeps about 2.8 KB for every object it refuses to make, until the library is
     unloaded: a hostile application grew the server from 32 to 906 MiB in ten minutes of refused
-    C_CreateObject calls. Each refusal is charged now; past the application's share (16 MiB,
-    4,096 refusals) it gets CKR_DEVICE_MEMORY, and the others go on."""
+    C_CreateObject calls. Each refusal is charged now; past the application's share (by default
+    16 MiB, 4,096 refusals; here --refused-objects 300) it gets CKR_DEVICE_MEMORY, and the others
+    go on. The default share cost 22-66 s here: SoftHSM2 scans what it kept at every call."""
     from test_serve import start_server
     from ckdemo import codes
     from ckdemo.rpc import Attribute
     home = provision(tmp_path / "home")
-    served = start_server(ckdemo_bin, home, None, tmp_path / "serve.log")
+    served = start_server(ckdemo_bin, home, None, tmp_path / "serve.log", "--refused-objects", "300")
     try:
         hostile = RawClient(served.socket)
         hostile.ok("C_Initialize", HANDSHAKE, 0, b"\x00")
         (session,) = hostile.ok("C_OpenSession", 0x5000, 0x6)
         refused = (Attribute(0x0, 0), Attribute(0x1, 0), Attribute(0x2, 0), Attribute(0x80000000, b"x"))
         answers = {}
-        for _ in range(4100):
+        for _ in range(304):
             reply = hostile.call("C_CreateObject", session, refused)
             name = codes.ckr_name(reply.ckr) if reply.is_error else "CKR_OK"
             answers[name] = answers.get(name, 0) + 1
-        assert answers == {"CKR_ATTRIBUTE_TYPE_INVALID": 4096, "CKR_DEVICE_MEMORY": 4}, answers
+        assert answers == {"CKR_ATTRIBUTE_TYPE_INVALID": 300, "CKR_DEVICE_MEMORY": 4}, answers
         other = RawClient(served.socket)
         other.ok("C_Initialize", HANDSHAKE, 0, b"\x00")
         (theirs,) = other.ok("C_OpenSession", 0x5000, 0x6)
@@ -116,3 +117,12 @@ def test_objects_the_token_refuses_cost_an_application_its_share_then_device_mem
         other.close()
     finally:
         stop_cleanly(served)
+
+
+def test_an_application_s_share_of_refused_objects_is_4096_unless_serve_is_told():
+    """The share the test above lowers: 4,096 refusals of 4 KiB (16 MiB) per application, inside
+    the server's 64 MiB, as docs/SERVE.md says."""
+    from ckdemo.serve import operations, server
+    assert server.DEFAULT_REFUSED_OBJECTS == 4096
+    assert server.DEFAULT_REFUSED_OBJECTS * operations.REFUSED_OBJECT_BYTES == operations.CONNECTION_LOST
+    assert operations.SERVER_LOST == 4 * operations.CONNECTION_LOST

@@ -14,7 +14,8 @@ from pathlib import Path
 import click
 
 from .common import Fail, settings_for, workspace_for
-from ..serve.server import DEFAULT_MAX_CONNECTIONS
+from ..serve import sdnotify
+from ..serve.server import DEFAULT_MAX_CONNECTIONS, DEFAULT_REFUSED_OBJECTS
 from ..codes import CKRError
 
 EVENT_POLL_S = 0.2  # how often the HA log is read for new events to print
@@ -33,7 +34,8 @@ class Served:
 
 
 def build_server(settings, socket_path: str | None, which: str = "ha", isolated: bool | None = None,
-                 max_connections: int = DEFAULT_MAX_CONNECTIONS, control: bool = True) -> Served:
+                 max_connections: int = DEFAULT_MAX_CONNECTIONS, control: bool = True,
+                 refused_objects: int = DEFAULT_REFUSED_OBJECTS) -> Served:
     """The home's slots behind a listening Server (and its control channel, when `control` and
     the home has none running): what `ckdemo serve` and `ckdemo lab run` both serve."""
     from ..ha.group import HAGroup
@@ -61,7 +63,8 @@ def build_server(settings, socket_path: str | None, which: str = "ha", isolated:
     control_at = control_path(settings.home)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        server = Server(path, slots, log=_say, on_error=on_error, max_connections=max_connections)
+        server = Server(path, slots, log=_say, on_error=on_error, max_connections=max_connections,
+                        refused_objects=refused_objects)
     except OSError as exc:
         raise Fail(f"cannot listen on {path}: {exc.strerror or exc}") from None
     channel, problem = None, "not asked for"
@@ -94,20 +97,26 @@ def _say(line: str) -> None:
 @click.option("--max-connections", type=click.IntRange(1, 10000), default=DEFAULT_MAX_CONNECTIONS,
               show_default=True,
               help="Applications connected at once; one more is refused (closed, one log line).")
+@click.option("--refused-objects", type=click.IntRange(1, 16384), default=DEFAULT_REFUSED_OBJECTS,
+              show_default=True,
+              help="Objects the token may refuse to make for one application (SoftHSM2 keeps "
+                   "memory for each until serve stops); beyond, that application gets "
+                   "CKR_DEVICE_MEMORY.")
 @click.option("--p11-kit-module", "module_name", metavar="NAME",
               help="Also register the served slots with p11-kit as module NAME (a module file "
                    "with `remote: unix:path=...`, removed at stop; /etc/pkcs11/modules for root, "
                    "~/.config/pkcs11/modules otherwise): p11-kit-proxy.so users see them.")
 @click.pass_context
 def serve(ctx: click.Context, socket_path: str | None, which: str, isolated: bool | None,
-          max_connections: int, module_name: str | None) -> None:
+          max_connections: int, refused_objects: int, module_name: str | None) -> None:
     """Serve the slots over the p11-kit RPC protocol, in the foreground, for any PKCS#11
     application loading p11-kit-client.so."""
     # a SIGTERM that comes while the sockets are being set up waits until the server can stop
     # cleanly (the test harness, systemd and friends send it as soon as the socket exists)
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     settings = settings_for(ctx)
-    served = build_server(settings, socket_path, which, isolated, max_connections)
+    served = build_server(settings, socket_path, which, isolated, max_connections,
+                          refused_objects=refused_objects)
     server, groups, path, control_at = served.server, served.groups, served.path, served.control_at
     control, control_problem = served.control, served.control_problem
     module_file = None
@@ -143,6 +152,7 @@ def serve(ctx: click.Context, socket_path: str | None, which: str, isolated: boo
         control.start()
     else:
         _say(f"no control channel: {control_problem}")
+    _tell_systemd(sdnotify.READY)
 
     def terminate(signum, frame):
         raise Stop()
@@ -158,6 +168,7 @@ def serve(ctx: click.Context, socket_path: str | None, which: str, isolated: boo
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the cleanup
         signal.signal(signal.SIGINT, signal.SIG_IGN)
+        _tell_systemd(sdnotify.STOPPING)
         if control is not None:
             control.stop()
         if module_file is not None:
@@ -170,6 +181,16 @@ def serve(ctx: click.Context, socket_path: str | None, which: str, isolated: boo
         signal.signal(signal.SIGTERM, previous)
         removed = f"{path} and {control_at.name}" if control is not None else str(path)
         _say(f"stopped: sessions closed, {removed} removed")
+
+
+def _tell_systemd(state: str) -> None:
+    """Type=notify units (docs/systemd/ckdemo-serve.service): READY=1 once applications can
+    connect, STOPPING=1 at the stop; a notification that cannot be sent is one log line."""
+    try:
+        if sdnotify.notify(state):
+            _say(f"told systemd {state} (NOTIFY_SOCKET)")
+    except sdnotify.NotifyError as exc:
+        _say(str(exc))
 
 
 def _isolation_line(local: list[str], isolated: list[str]) -> str:

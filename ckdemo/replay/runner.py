@@ -336,8 +336,12 @@ class Replay:
             self.write(f"@expect-status {d.argument}: {'NOT MET, ' + unmet if unmet else 'ok'}\n")
         elif d.name == "default":
             name = d.argument.split(" ", 1)[0]
-            given = name in getattr(self.variables, "secrets", {})
-            self.write(f"@default {d.argument}: {'not used, the environment sets ' + name if given else 'used'}\n")
+            if name in getattr(self.variables, "chosen", {}):
+                self.write(f"@default {d.argument}: not used, the command line (--token-label, --slot) sets {name}\n")
+            elif name in getattr(self.variables, "secrets", {}):
+                self.write(f"@default {d.argument}: not used, the environment sets {name}\n")
+            else:
+                self.write(f"@default {d.argument}: used\n")
         elif d.name == CONFIRM_DIRECTIVE:
             self._confirmed = True
             self.write(f"@{CONFIRM_DIRECTIVE}: the next choice may destroy keys\n")

@@ -15,6 +15,9 @@ from typing import Any, Iterator, Mapping
 from .script import VARIABLE, HANDLE_PREFIX, Line, ScriptError
 
 
+TOUR_SLOT = "TOUR_SLOT"  # the slot the shipped tours run on; `ckdemo run --token-label` sets it
+
+
 def group_variable(label: str) -> str:
     return "HA_SLOT_" + re.sub(r"\W", "_", label)
 
@@ -57,14 +60,16 @@ def slot_numbers(slots: list[Any], groups: list[Any]) -> tuple[dict[str, int], d
 
 
 class ScriptVariables(Mapping):
-    """${NAME} -> value: handles as they are now, slot numbers, the environment, @default lines."""
+    """${NAME} -> value: handles as they are now, slot numbers, what the command line chose
+    (`run --token-label`: ${TOUR_SLOT}), the environment, @default lines."""
 
     def __init__(self, secrets: Mapping[str, str], handles: Mapping[str, int],
                  slots: Mapping[str, int] | None = None, missing: Mapping[str, str] | None = None,
-                 defaults: Mapping[str, str] | None = None) -> None:
+                 defaults: Mapping[str, str] | None = None, chosen: Mapping[str, str] | None = None) -> None:
         self.secrets, self.handles = secrets, handles
         self.slots, self.missing = dict(slots or {}), dict(missing or {})
         self.defaults = dict(defaults or {})
+        self.chosen = dict(chosen or {})
 
     def __getitem__(self, name: str) -> str:
         return self._value(name, ())
@@ -76,6 +81,8 @@ class ScriptVariables(Mapping):
             return str(self.handles[name])
         if name in self.slots:
             return str(self.slots[name])
+        if name in self.chosen:
+            return self.chosen[name]
         if name in self.secrets:
             return self.secrets[name]
         if name in self.defaults:
@@ -86,15 +93,16 @@ class ScriptVariables(Mapping):
     def __iter__(self) -> Iterator[str]:
         yield from self.handles
         yield from self.slots
-        yield from self.secrets
-        yield from (name for name in self.defaults if name not in self.secrets)
+        yield from self.chosen
+        yield from (name for name in self.secrets if name not in self.chosen)
+        yield from (name for name in self.defaults if name not in self.secrets and name not in self.chosen)
 
     def __len__(self) -> int:
         return sum(1 for _ in self)
 
     def why_missing(self, name: str, resolving: tuple[str, ...] = ()) -> str:
         """One line: why ${name} has no value here."""
-        if name in self.defaults and name not in self.secrets:
+        if name in self.defaults and name not in self.secrets and name not in self.chosen:
             inner = [m.group(1) for m in VARIABLE.finditer(self.defaults[name]) if m.group(1) not in self]
             if inner and inner[0] in (*resolving, name):
                 cycle = " -> ".join("${" + n + "}" for n in (*resolving, name, inner[0]))

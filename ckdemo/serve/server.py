@@ -25,9 +25,11 @@ from .faulted import FaultedAnswers
 from .predicted import PredictedAnswers
 from .faults import FaultBook
 from . import unixsocket
-from .operations import CONNECTION_BUFFERED, CONNECTION_LOST, SERVER_BUFFERED, SERVER_LOST, Budget
+from .operations import (CONNECTION_BUFFERED, CONNECTION_LOST, REFUSED_OBJECT_BYTES, SERVER_BUFFERED,
+                         SERVER_LOST, Budget)
 
 DEFAULT_MAX_CONNECTIONS = 64  # applications at once; each holds a thread and its sessions
+DEFAULT_REFUSED_OBJECTS = CONNECTION_LOST // REFUSED_OBJECT_BYTES  # an application's share: 4,096
 STOP_WAIT_S = 5.0  # how long stop() waits for connection threads to release what they hold
 ACCEPT_WAKE_S = 0.5
 
@@ -47,11 +49,13 @@ class Server:
                  log: Callable[[str], None] = print,
                  on_error: Callable[[str, BaseException], None] | None = None,
                  max_connections: int = DEFAULT_MAX_CONNECTIONS,
-                 faults: FaultBook | None = None) -> None:
+                 faults: FaultBook | None = None,
+                 refused_objects: int = DEFAULT_REFUSED_OBJECTS) -> None:
         self.path = os.fspath(path)
         # the fault lab's rules (ckdemo fault add ...): none, and the request loop never looks
         self.faults = faults or FaultBook(log=log)
         self.max_connections = max_connections
+        self.connection_lost = refused_objects * REFUSED_OBJECT_BYTES  # each connection's share
         self.budget = Budget(SERVER_BUFFERED, what="the server")  # every connection's is inside
         self.lost = Budget(SERVER_LOST, what="the server's member libraries")
         self.log = log
@@ -104,7 +108,7 @@ class Server:
         self.log(f"connection {number} opened (pid {peer_pid(sock) or '?'})")
         connection = Connection(number, self.slots, self.info, self.log, self.on_error,
                                 Budget(CONNECTION_BUFFERED, self.budget, f"connection {number}"),
-                                Budget(CONNECTION_LOST, self.lost, f"connection {number}"))
+                                Budget(self.connection_lost, self.lost, f"connection {number}"))
         state = connection.state
         how = "closed by the client"
         frames = FrameStream(sock)
