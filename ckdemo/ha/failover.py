@@ -180,13 +180,15 @@ class Failover:
         self.before_call()
         done: list[tuple["HAMember", T]] = []
         failures: list[MemberFailed] = []
+        missing: ObjectMissing | None = None
         for member in self.active():
             if member in exclude:
                 continue
             try:
                 with fan_out():  # a member late by far may be given up: it is resynchronised
                     done.append((member, self.pinned(member, lambda: op(self.session_for(member), member))))
-            except ObjectMissing:
+            except ObjectMissing as exc:
+                missing = exc
                 continue  # the object never reached this member: nothing to do there
             except MemberFailed as exc:
                 if exc.member is not member:
@@ -204,6 +206,8 @@ class Failover:
             if counted:
                 member.calls += 1
         if not done:
+            if missing is not None and not failures:
+                raise missing  # on no member (or, with no login, not seen on any): the token's answer
             raise no_member_left(function, failures)
         return done
 

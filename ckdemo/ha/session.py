@@ -935,9 +935,10 @@ class VirtualSession(Session):
         if known and known[0] == member.generation:
             return known[1]
         found = self.group.session_for(member).find_objects(replication.search_template(obj.key))
-        if not found:
-            if self.group.credentials is None:
-                raise CKRError(CKR_USER_NOT_LOGGED_IN, "C_FindObjects")
+        if not found:  # another member may have it (one that came back short of objects)
+            if self.group.credentials is None:  # else a private object: it takes a login
+                raise ObjectMissing(CKR_USER_NOT_LOGGED_IN, "C_FindObjects",
+                                    f"object {obj.handle} is not seen on member {member.serial} without a login")
             raise ObjectMissing(CKR_OBJECT_HANDLE_INVALID, "C_FindObjects",
                                 f"object {obj.handle} is missing on member {member.serial}")
         obj.on_member[member.serial] = (member.generation, found[0])
