@@ -1258,3 +1258,21 @@ def test_two_session_objects_of_one_identity_one_destroyed_the_other_stays(serve
     # (p11-kit server serves its clients one module instance: they see each other's session
     # objects, so the reference is asked without the other application)
     assert story(served.socket, beside=True) == story(reference.socket, beside=False) == [True, True, True, "CKR_OK"]
+
+
+def test_a_copy_template_is_refused_after_modifiable_false_as_on_one_token(served, reference):
+    """SoftHSM2 applies a copy's template in its order and refuses what follows CKA_MODIFIABLE
+    FALSE; the HA slot left out a CKA_SENSITIVE FALSE its record made needless and so accepted
+    [MODIFIABLE=0, SENSITIVE=0], which one token refuses (differential test, seed 1500071)."""
+    def story(socket) -> list:
+        with on_first_slot(socket) as (client, session):
+            (key,) = client.ok("C_GenerateKey", session, Mechanism(0x350), (
+                Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_TOKEN, 0), Attribute(0x162, 0)))
+            seen = []
+            for template in ((Attribute(CKA_MODIFIABLE, 0), Attribute(CKA_SENSITIVE, 0)),
+                             (Attribute(CKA_SENSITIVE, 0), Attribute(CKA_MODIFIABLE, 0))):
+                reply = client.call("C_CopyObject", session, key, template)
+                seen.append(codes.ckr_name(reply.ckr) if reply.is_error else "CKR_OK")
+            return seen
+    ours, theirs = story(served.socket), story(reference.socket)
+    assert ours == theirs == ["CKR_ATTRIBUTE_READ_ONLY", "CKR_OK"]

@@ -319,7 +319,8 @@ class VirtualSession(Session):
         copies from the blob are sensitive already, and SoftHSM2 refuses any CKA_SENSITIVE on a
         sensitive key (CKR_ATTRIBUTE_READ_ONLY, TRUE too); the copy that is not sensitive (its
         generating member's) takes it, so that no member keeps the value readable."""
-        if template.get(CKA_SENSITIVE) is not True or self._facts(obj).get(CKA_SENSITIVE) is not False:
+        if template.get(CKA_SENSITIVE) is not True or self._facts(obj).get(CKA_SENSITIVE) is not False \
+                or _after_unmodifiable(template, CKA_SENSITIVE):
             return template
         if not session.get_attributes(handle, [CKA_SENSITIVE]).get(CKA_SENSITIVE):
             return template
@@ -463,7 +464,8 @@ class VirtualSession(Session):
         if kept is not None and CKA_SENSITIVE in template and CKA_SENSITIVE in kept.facts:
             # the copy is as sensitive as its template says (the original's record says otherwise)
             kept = Kept({**kept.facts, CKA_SENSITIVE: bool(template[CKA_SENSITIVE])}, kept.blob, kept.generation)
-        if template.get(CKA_SENSITIVE) is False and self._facts(obj).get(CKA_SENSITIVE) is False:
+        if template.get(CKA_SENSITIVE) is False and self._facts(obj).get(CKA_SENSITIVE) is False \
+                and not _after_unmodifiable(template, CKA_SENSITIVE):
             template = {a: v for a, v in template.items() if a != CKA_SENSITIVE}  # as it is: nothing to ask
         results = self._everywhere("C_CopyObject", lambda s, m: s.copy_object(
             self._on(m, obj), self._as_the_copy_is(s, self._on(m, obj), obj, template)), _destroy_made, self._made)
@@ -950,6 +952,14 @@ def _renamed_key(key: tuple, template: dict[int, Any]) -> tuple:
     cls, name, label = key
     named_by = CKA_VALUE if cls == CKO_DATA else CKA_ID
     return (cls, bytes(template.get(named_by, name)), _text(template.get(CKA_LABEL, label)))
+
+
+def _after_unmodifiable(template: dict[int, Any], attribute: int) -> bool:
+    """Does CKA_MODIFIABLE FALSE come before `attribute` in the template? SoftHSM2 applies a copy's
+    template in its order, and refuses every attribute after it (CKR_ATTRIBUTE_READ_ONLY)."""
+    order = list(template)
+    return (CKA_MODIFIABLE in order and template[CKA_MODIFIABLE] is not None and not template[CKA_MODIFIABLE]
+            and attribute in order and order.index(CKA_MODIFIABLE) < order.index(attribute))
 
 
 def _leaving_nothing(session, object_class: int, template: dict[int, Any], make):
