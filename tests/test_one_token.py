@@ -1276,3 +1276,31 @@ def test_a_copy_template_is_refused_after_modifiable_false_as_on_one_token(serve
             return seen
     ours, theirs = story(served.socket), story(reference.socket)
     assert ours == theirs == ["CKR_ATTRIBUTE_READ_ONLY", "CKR_OK"]
+
+
+def test_closing_a_session_destroys_its_key_not_a_token_key_of_the_same_id(served, reference, run_ckdemo):
+    """A session key and a token key of one CKA_ID and no label: members keep the second under a
+    marked label, but found the first by class and ID alone, so closing the session (which
+    destroys its key) could destroy the token key instead (differential test, seed 1500071:
+    'token objects left after the sequence: 2 vs 1')."""
+    def story(socket) -> list:
+        with on_first_slot(socket) as (client, session):
+            (slot,) = client.ok("C_GetSessionInfo", session)
+            (other,) = client.ok("C_OpenSession", slot.slot_id, 0x6)
+            client.ok("C_GenerateKey", session, Mechanism(0x1080), (
+                Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_TOKEN, 0), Attribute(CKA_ID, b"\x03\x04\x05")))
+            client.ok("C_GenerateKey", other, Mechanism(0x1080), (
+                Attribute(CKA_VALUE_LEN, 32), Attribute(CKA_TOKEN, 1), Attribute(CKA_ID, b"\x03\x04\x05")))
+            if socket == served.socket:  # member1 out and back: its handles are found again by search
+                assert run_ckdemo(served.home, "member", "fail", "member1").returncode == 0
+                for _ in range(4):
+                    client.ok("C_GenerateRandom", other, 8)
+                assert run_ckdemo(served.home, "member", "restore", "member1").returncode == 0
+                assert run_ckdemo(served.home, "hagroup", "recover").returncode == 0
+            client.ok("C_CloseSession", session)
+            seen = [len(client.find(other, Attribute(CKA_ID, b"\x03\x04\x05"), Attribute(CKA_TOKEN, 1))) for _ in range(3)]
+            for handle in client.find(other, Attribute(CKA_ID, b"\x03\x04\x05")):
+                client.ok("C_DestroyObject", other, handle)
+            return seen
+    ours, theirs = story(served.socket), story(reference.socket)
+    assert ours == theirs == [1, 1, 1]

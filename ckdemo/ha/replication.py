@@ -221,10 +221,10 @@ def search_template(key: tuple) -> dict[int, Any]:
     cls, name, label = key
     if cls == CKO_DATA:
         return {CKA_CLASS: cls, CKA_VALUE: name, CKA_LABEL: label}
-    template: dict[int, Any] = {CKA_CLASS: cls, CKA_ID: name}
-    if label:
-        template[CKA_LABEL] = label
-    return template
+    # the label too when empty: a key with no label and one of the same CKA_ID under a marked
+    # label (_alike) are two objects (searching by ID alone found either, and a destroy of the one
+    # took the other)
+    return {CKA_CLASS: cls, CKA_ID: name, CKA_LABEL: label}
 
 
 def find_same(session, ident: dict[int, Any]) -> int | None:

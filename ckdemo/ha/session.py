@@ -675,7 +675,7 @@ class VirtualSession(Session):
         if not spec.key_id:
             spec = _with(spec, key_id=os.urandom(8))  # members find the key by CKA_ID
         elif any(self._taken(key) for key in _identities(spec)):
-            label, spec = spec.label, _with(spec, label=replication.alike_label(spec.label))
+            label, spec = spec.label or "", _with(spec, label=replication.alike_label(spec.label or ""))
         asked_wwt = bool(dict(spec.extra).get(CKA_WRAP_WITH_TRUSTED, spec.wrap_with_trusted))
         # a key the application wants unextractable could never be copied: it is made extractable
         # (a sensitive one by trusted keys only), wrapped once under the domain key for the vault,
@@ -990,7 +990,7 @@ def _destroy_made(session, member: HAMember, handle: int) -> None:
 def _identities(spec: KeySpec) -> list[tuple]:
     """The object_key of each key a generation of this spec makes (replication.object_key)."""
     classes = (CKO_SECRET_KEY,) if spec.kind in ("aes", "generic") else (CKO_PUBLIC_KEY, CKO_PRIVATE_KEY)
-    return [(cls, bytes(spec.key_id), spec.label) for cls in classes]
+    return [(cls, bytes(spec.key_id), spec.label or "") for cls in classes]  # no label: as members read it
 
 
 def _text(label: Any) -> str:
