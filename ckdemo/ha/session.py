@@ -644,7 +644,8 @@ class VirtualSession(Session):
             # in the order it made them (a member's own order differs from the next one's, and
             # applications that enumerate by index, pkcs11-tool --test, rely on it)
             order = self.group.order
-            found.sort(key=lambda o: order[o.key])
+            # (one destroyed by another application meanwhile has no place: listed last)
+            found.sort(key=lambda o: order.get(o.key, float("inf")))
             return [o.handle for o in found]
         return self.failover.one("C_FindObjects", search)
 
