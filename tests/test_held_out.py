@@ -26,6 +26,13 @@ for label in sys.argv[3:]:
 """
 
 
+def made_outside_ckdemo(home, script: str, *members: str) -> None:
+    """SCRIPT (python-pkcs11, user PIN only) run straight on those member tokens."""
+    done = subprocess.run([sys.executable, "-c", script, SOFTHSM_LIB, USER_PIN, *members],
+                          capture_output=True, text=True, timeout=60, env=softhsm_env(home))
+    assert done.returncode == 0, done.stderr
+
+
 def status(run_ckdemo, home) -> dict[str, str]:
     out = run_ckdemo(home, "hagroup", "status", "--json")
     assert out.returncode == 0, out.stdout + out.stderr
@@ -35,9 +42,7 @@ def status(run_ckdemo, home) -> dict[str, str]:
 
 def test_a_member_that_cannot_get_an_object_the_others_have_is_held_out(tmp_path, provision, run_ckdemo, ckdemo_bin):
     home = provision(tmp_path / "home")
-    done = subprocess.run([sys.executable, "-c", FOREIGN, SOFTHSM_LIB, USER_PIN, "member2", "member3"],
-                          capture_output=True, text=True, timeout=60, env=softhsm_env(home))
-    assert done.returncode == 0, done.stderr
+    made_outside_ckdemo(home, FOREIGN, "member2", "member3")
     served = start_server(ckdemo_bin, home, None, tmp_path / "serve.log")
     try:
         client = connect(served)
@@ -79,9 +84,7 @@ def test_an_object_a_member_lacks_is_read_from_another_with_no_login(tmp_path, p
     differential test's first search of a sequence after a member hung (seed 1400040). The read
     goes to a member that has it."""
     home = provision(tmp_path / "home")
-    done = subprocess.run([sys.executable, "-c", FOREIGN_DATA, SOFTHSM_LIB, USER_PIN, "member2", "member3"],
-                          capture_output=True, text=True, timeout=60, env=softhsm_env(home))
-    assert done.returncode == 0, done.stderr
+    made_outside_ckdemo(home, FOREIGN_DATA, "member2", "member3")
     served = start_server(ckdemo_bin, home, None, tmp_path / "serve.log")
     try:
         client = connect(served)

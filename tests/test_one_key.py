@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from contextlib import contextmanager
+from typing import Iterator
 
 from conftest import MEMBERS, SOFTHSM_LIB, USER_PIN, requires_softhsm, softhsm_env
 from test_one_token import HA_SLOT, connect, session_on
@@ -66,6 +68,26 @@ def found(client, session, *template) -> list[int]:
     (handles,) = client.ok("C_FindObjects", session, 50)
     client.ok("C_FindObjectsFinal", session)
     return list(handles)
+
+
+@contextmanager
+def member_out(run_ckdemo, home, member: str) -> Iterator[None]:
+    """MEMBER failed in the running serve for the block, restored after it, then recovered."""
+    failed = run_ckdemo(home, "member", "fail", member)
+    assert failed.returncode == 0, failed.stdout + failed.stderr
+    try:
+        yield
+    finally:
+        restored = run_ckdemo(home, "member", "restore", member)
+        assert restored.returncode == 0, restored.stdout + restored.stderr
+    recovered = run_ckdemo(home, "hagroup", "recover")
+    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+
+
+def noticed(client, session) -> None:
+    """Every member has its turn: the failed one is found failed."""
+    for _ in range(4):
+        client.ok("C_GenerateRandom", session, 8)
 
 
 def test_an_unextractable_key_is_unextractable_everywhere_and_answers_as_one_token(served):
@@ -253,22 +275,13 @@ def test_a_key_neither_modifiable_nor_copyable_is_made_and_reaches_a_member_that
     home = served.home
     CKA_MODIFIABLE, CKA_COPYABLE = 0x170, 0x171
     asked = {1: b"frozen-extractable", 0: b"frozen-unextractable"}
-    failed = run_ckdemo(home, "member", "fail", "member2")
-    assert failed.returncode == 0, failed.stdout + failed.stderr
-    try:
-        with session_on(served) as (client, session):
-            for _ in range(4):  # every member has its turn: member2 is found failed
-                client.ok("C_GenerateRandom", session, 8)
-            for extractable, label in asked.items():
-                client.ok("C_GenerateKey", session, Mechanism(CKM_AES_KEY_GEN), (
-                    Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_TOKEN, 1), Attribute(CKA_ENCRYPT, 1),
-                    Attribute(CKA_EXTRACTABLE, extractable), Attribute(CKA_MODIFIABLE, 0),
-                    Attribute(CKA_COPYABLE, 0), Attribute(CKA_LABEL, label)))
-    finally:
-        restored = run_ckdemo(home, "member", "restore", "member2")
-        assert restored.returncode == 0, restored.stdout + restored.stderr
-    recovered = run_ckdemo(home, "hagroup", "recover")
-    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    with member_out(run_ckdemo, home, "member2"), session_on(served) as (client, session):
+        noticed(client, session)
+        for extractable, label in asked.items():
+            client.ok("C_GenerateKey", session, Mechanism(CKM_AES_KEY_GEN), (
+                Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_TOKEN, 1), Attribute(CKA_ENCRYPT, 1),
+                Attribute(CKA_EXTRACTABLE, extractable), Attribute(CKA_MODIFIABLE, 0),
+                Attribute(CKA_COPYABLE, 0), Attribute(CKA_LABEL, label)))
     with session_on(served) as (client, session):
         for extractable, label in asked.items():
             for _ in range(6):  # whichever member answers
@@ -292,24 +305,15 @@ def test_data_objects_made_or_destroyed_while_a_member_is_down_reach_it(served, 
         (doomed,) = client.ok("C_CreateObject", session, (
             Attribute(CKA_CLASS, 0), Attribute(CKA_TOKEN, 1), Attribute(CKA_LABEL, b"data-doomed"),
             Attribute(0x11, b"d")))
-    failed = run_ckdemo(home, "member", "fail", "member3")
-    assert failed.returncode == 0, failed.stdout + failed.stderr
-    try:
-        with session_on(served) as (client, session):
-            for _ in range(4):  # every member has its turn: member3 is found failed
-                client.ok("C_GenerateRandom", session, 8)
-            for private in (0, 1):
-                client.ok("C_CreateObject", session, (
-                    Attribute(CKA_CLASS, 0), Attribute(CKA_TOKEN, 1), Attribute(CKA_PRIVATE, private),
-                    Attribute(CKA_LABEL, b"data-late"), Attribute(0x11, bytes([private])),
-                    Attribute(0x10, b"app"), Attribute(0x170, 0)))
-            (doomed,) = found(client, session, Attribute(CKA_LABEL, b"data-doomed"))
-            client.ok("C_DestroyObject", session, doomed)
-    finally:
-        restored = run_ckdemo(home, "member", "restore", "member3")
-        assert restored.returncode == 0, restored.stdout + restored.stderr
-    recovered = run_ckdemo(home, "hagroup", "recover")
-    assert recovered.returncode == 0, recovered.stdout + recovered.stderr
+    with member_out(run_ckdemo, home, "member3"), session_on(served) as (client, session):
+        noticed(client, session)
+        for private in (0, 1):
+            client.ok("C_CreateObject", session, (
+                Attribute(CKA_CLASS, 0), Attribute(CKA_TOKEN, 1), Attribute(CKA_PRIVATE, private),
+                Attribute(CKA_LABEL, b"data-late"), Attribute(0x11, bytes([private])),
+                Attribute(0x10, b"app"), Attribute(0x170, 0)))
+        (doomed,) = found(client, session, Attribute(CKA_LABEL, b"data-doomed"))
+        client.ok("C_DestroyObject", session, doomed)
     with session_on(served) as (client, session):
         for _ in range(6):  # whichever member answers
             assert len(found(client, session, Attribute(CKA_LABEL, b"data-late"))) == 2
@@ -324,20 +328,12 @@ def test_setting_sensitive_false_on_a_key_that_is_not_sensitive_is_ok_on_every_m
     is CKR_OK on one token; that member refused it (differential test with remote members,
     seed 500005: 'C_SetAttributeValue: CKR_OK vs CKR_ATTRIBUTE_READ_ONLY')."""
     home = served.home
-    failed = run_ckdemo(home, "member", "fail", "member2")
-    assert failed.returncode == 0, failed.stdout + failed.stderr
-    try:
-        with session_on(served) as (client, session):
-            for _ in range(4):
-                client.ok("C_GenerateRandom", session, 8)
-            client.ok("C_CreateObject", session, (
-                Attribute(CKA_CLASS, CKO_SECRET_KEY), Attribute(0x100, 0x1F), Attribute(0x11, b"s" * 16),
-                Attribute(CKA_TOKEN, 1), Attribute(CKA_SENSITIVE, 0), Attribute(CKA_EXTRACTABLE, 0),
-                Attribute(CKA_LABEL, b"plain-key")))
-    finally:
-        restored = run_ckdemo(home, "member", "restore", "member2")
-        assert restored.returncode == 0, restored.stdout + restored.stderr
-    assert run_ckdemo(home, "hagroup", "recover").returncode == 0
+    with member_out(run_ckdemo, home, "member2"), session_on(served) as (client, session):
+        noticed(client, session)
+        client.ok("C_CreateObject", session, (
+            Attribute(CKA_CLASS, CKO_SECRET_KEY), Attribute(0x100, 0x1F), Attribute(0x11, b"s" * 16),
+            Attribute(CKA_TOKEN, 1), Attribute(CKA_SENSITIVE, 0), Attribute(CKA_EXTRACTABLE, 0),
+            Attribute(CKA_LABEL, b"plain-key")))
     with session_on(served) as (client, session):
         (key,) = found(client, session, Attribute(CKA_LABEL, b"plain-key"))
         for _ in range(6):  # whichever member answers
@@ -356,16 +352,9 @@ def test_a_private_copy_of_an_unextractable_public_key_reaches_a_member_that_com
             Attribute(CKA_CLASS, CKO_SECRET_KEY), Attribute(0x100, 0x1F), Attribute(0x11, b"p" * 16),
             Attribute(CKA_TOKEN, 1), Attribute(CKA_PRIVATE, 0), Attribute(CKA_SENSITIVE, 1),
             Attribute(CKA_EXTRACTABLE, 0), Attribute(CKA_ENCRYPT, 1), Attribute(CKA_LABEL, b"made-private")))
-        failed = run_ckdemo(home, "member", "fail", "member1")
-        assert failed.returncode == 0, failed.stdout + failed.stderr
-        try:
-            for _ in range(4):
-                client.ok("C_GenerateRandom", session, 8)
+        with member_out(run_ckdemo, home, "member1"):
+            noticed(client, session)
             client.ok("C_CopyObject", session, public, (Attribute(CKA_PRIVATE, 1),))
-        finally:
-            restored = run_ckdemo(home, "member", "restore", "member1")
-            assert restored.returncode == 0, restored.stdout + restored.stderr
-    assert run_ckdemo(home, "hagroup", "recover").returncode == 0
     with session_on(served) as (client, session):
         for _ in range(6):  # whichever member answers
             keys = found(client, session, Attribute(CKA_LABEL, b"made-private"))
