@@ -313,3 +313,21 @@ def test_a_member_restarted_by_hand_stops_with_the_run_that_started_the_others(r
     finally:
         assert stop_server(served) == 0, served.log()
     assert servers_of(remote_home) == [], run_ckdemo(remote_home, "member", "list").stdout
+
+
+def test_a_server_counts_as_started_once_it_listens_not_when_its_socket_file_appears(tmp_path):
+    """p11-kit server binds (the socket file appears) and listens a moment later; a member
+    connected in between was refused and started failed (seen once in CI)."""
+    import socket as sockets
+
+    from ckdemo.members.remote import _accepts, _listening
+    path = tmp_path / "m.sock"
+    assert not _listening(path)
+    server = sockets.socket(sockets.AF_UNIX, sockets.SOCK_STREAM)
+    try:
+        server.bind(str(path))
+        assert path.exists() and not _listening(path) and not _accepts(path)
+        server.listen()
+        assert _listening(path) and _accepts(path)
+    finally:
+        server.close()

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -151,7 +152,8 @@ class MemberServer:
         finally:
             log.close()
         deadline = time.monotonic() + START_TIMEOUT_S
-        while not self.socket.exists():
+        # the file appears at bind(), connections are accepted from listen() on: wait for that
+        while not _listening(self.socket):
             if process.poll() is not None or time.monotonic() > deadline:
                 raise RemoteError(f"p11-kit server for {self.label} did not start "
                                   f"(see {self.run_dir / (self.label + '.log')})")
@@ -218,6 +220,33 @@ class MemberServer:
             return self.serve()
         finally:
             self.shared_by_runs = was
+
+
+def _listening(path: Path) -> bool:
+    """The unix socket at `path` accepts connections. p11-kit server binds (the file appears)
+    and listens a moment later; a connect in between is refused. Linux lists listening unix
+    sockets in /proc/net/unix (flag __SO_ACCEPTCON, 0x10000); elsewhere a connect tells."""
+    if not path.exists():
+        return False
+    try:
+        with open("/proc/net/unix") as table:
+            rows = table.read().splitlines()[1:]
+    except OSError:
+        return _accepts(path)
+    wanted = str(path)
+    return any(len(row.split()) >= 8 and row.split(None, 7)[7] == wanted
+               and int(row.split()[3], 16) & 0x10000 for row in rows)
+
+
+def _accepts(path: Path) -> bool:
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        probe.close()
 
 
 def _alive(pid: int) -> bool:
