@@ -831,6 +831,50 @@ def test_a_copy_of_a_public_key_that_is_not_modifiable_is_a_second_key_as_on_one
     assert ours[:5] == ["CKR_OK", "CKR_ATTRIBUTE_READ_ONLY", True, True, True] and ours[-2][-1] is True
 
 
+def test_a_copy_of_an_unmodifiable_object_whose_twin_is_gone_is_made_as_on_one_token(served, reference):
+    """Two objects the application made alike (one CKA_ID and label): members keep the second
+    under a marked label. Once the first is destroyed the label is free again, and a copy of
+    the second (not modifiable, so it takes no label in a copy) was refused by the HA slot
+    where one token copies (differential test, seed 1700057 step 36: 'C_CopyObject: CKR_OK vs
+    CKR_ATTRIBUTE_READ_ONLY'). The copy is made anew, a public key and a secret key alike."""
+    EC_KEY_PAIR_GEN, AES_GEN, AES_ECB = 0x1040, 0x1080, 0x1081
+    label = b"twin-gone"
+
+    def story(socket) -> list:
+        with on_first_slot(socket) as (client, session):
+            publics = [client.ok("C_GenerateKeyPair", session, Mechanism(EC_KEY_PAIR_GEN), (
+                Attribute(CKA_EC_PARAMS, P256), Attribute(CKA_MODIFIABLE, 0), Attribute(CKA_LABEL, label),
+                Attribute(CKA_ID, b"\x7d")), (Attribute(CKA_SIGN, 1), Attribute(CKA_ID, b"\x7d")))[0]
+                for _ in range(2)]
+            secrets = [client.ok("C_GenerateKey", session, Mechanism(AES_GEN), (
+                Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_ENCRYPT, 1), Attribute(CKA_DECRYPT, 1),
+                Attribute(CKA_MODIFIABLE, 0), Attribute(CKA_LABEL, label), Attribute(CKA_ID, b"\x7c")))[0]
+                for _ in range(2)]
+            seen = []
+            for first, second, cls in ((*publics, 2), (*secrets, 4)):
+                client.ok("C_DestroyObject", session, first)
+                reply = client.call("C_CopyObject", session, second, ())
+                seen.append(codes.ckr_name(reply.ckr) if reply.is_error else "CKR_OK")
+                if reply.is_error:
+                    continue
+                (copy,) = reply.args
+                for _ in range(3):  # whichever member searches
+                    found = client.find(session, Attribute(CKA_CLASS, cls), Attribute(CKA_LABEL, label))
+                    seen.append(sorted(found) == sorted((second, copy)))
+                values, _ = client.ok("C_GetAttributeValue", session, copy, (
+                    AttributeSize(CKA_LABEL, 32), AttributeSize(CKA_MODIFIABLE, 1)))
+                seen.append([v.value for v in values])
+            client.ok("C_EncryptInit", session, Mechanism(AES_ECB), secrets[1])
+            (ciphertext,) = client.ok("C_Encrypt", session, b"t" * 16, 64)
+            for _ in range(3):  # the copy is the same key on every member
+                client.ok("C_DecryptInit", session, Mechanism(AES_ECB), copy)
+                seen.append(client.ok("C_Decrypt", session, ciphertext, 64)[0] == b"t" * 16)
+            return seen
+    ours, theirs = story(served.socket), story(reference.socket)
+    assert ours == theirs
+    assert ours == ["CKR_OK", True, True, True, [label, 0]] * 2 + [True] * 3
+
+
 def test_a_wrapping_key_of_another_type_is_refused_for_its_type_first_as_by_one_token(served, reference):
     """SoftHSM2 checks that a wrapping (unwrapping) key's type fits the mechanism before its
     CKA_WRAP (CKA_UNWRAP); the members' python-pkcs11 refused a key it offers no wrap for (an

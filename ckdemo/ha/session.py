@@ -449,10 +449,14 @@ class VirtualSession(Session):
         # says otherwise (members tell it from the original by a marked label, _alike)
         asked = {named_by: name, CKA_LABEL: self._facts(obj).get(CKA_LABEL, label), **template}
         members_template, label = self._alike(cls, asked)
-        if label is not None and not self.read_attribute(handle, CKA_MODIFIABLE):
+        # members label the copy otherwise than their original (the copy is marked, or the
+        # original is and the application's label is free again): an original that is not
+        # modifiable takes no label in a copy, so the copy is made anew
+        relabelled = label is not None or CKA_LABEL in self._facts(obj)
+        if relabelled and not self.read_attribute(handle, CKA_MODIFIABLE):
             if cls in COPIED_ANEW:
                 return self._copy_anew(obj, template, members_template, label)
-            return self._copy_key_anew(obj, template, label)
+            return self._copy_key_anew(obj, template, members_template[CKA_LABEL], label)
         if members_template is not asked or CKA_LABEL in self._facts(obj):  # in its place or first:
             label_first = {CKA_LABEL: members_template[CKA_LABEL]}  # nothing may follow MODIFIABLE FALSE
             template = {**template, **label_first} if CKA_LABEL in template else {**label_first, **template}
@@ -484,7 +488,7 @@ class VirtualSession(Session):
         return Kept(dict(kept.facts), made[1], made[0])
 
     def _copy_anew(self, obj: VirtualObject, template: dict[int, Any], made: dict[int, Any],
-                   label: str) -> int:
+                   label: str | None) -> int:
         """A copy of a data object or a public key that is not modifiable: SoftHSM2 takes no
         other label in such a copy, so members could not tell it from the original. The token's
         answer to the copy as asked comes from one member (that copy is destroyed at once); then
@@ -505,19 +509,21 @@ class VirtualSession(Session):
                                    self._made)
         return self._register_results(results, kept, label)
 
-    def _copy_key_anew(self, obj: VirtualObject, template: dict[int, Any], label: str) -> int:
+    def _copy_key_anew(self, obj: VirtualObject, template: dict[int, Any], members_label: str,
+                       label: str | None) -> int:
         """A copy of a secret or private key that is not modifiable (so it takes no template at
         all, SoftHSM2: CKR_ATTRIBUTE_READ_ONLY for any attribute): the token's answer to the copy
         as asked comes from one member (that copy is destroyed at once); then each member makes
         the copy as recovery makes a key a member lacks (replication.replicate: from the blob kept
-        of an unextractable key, through a key made for it otherwise), under a marked label, and
+        of an unextractable key, through a key made for it otherwise), under the members' label
+        (marked, or the application's where the original's is marked), and
         not modifiable as the original. Its record is the original's."""
         self.failover.one("C_CopyObject", lambda s, m: s.destroy_object(
             s.copy_object(self._on(m, obj), template)))
         kept = self.group.vault.get(obj.key)
-        marked = {CKA_LABEL: replication.alike_label(label)}
+        final = {CKA_LABEL: members_label}
         results = self._everywhere("C_CopyObject", lambda s, m: replication.replicate(
-            s, self._on(m, obj), s, kept, final=marked, again=True), _destroy_made, self._made)
+            s, self._on(m, obj), s, kept, final=final, again=True), _destroy_made, self._made)
         return self._register_results(results, kept, label)
 
     def unwrap_key(self, unwrapping: int, object_class: int, key_type: int, data: bytes,
