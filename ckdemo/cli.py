@@ -9,7 +9,7 @@ from urllib.parse import quote
 import click
 
 from . import exit_codes
-from .commands.common import (Fail, InternalError, Interrupted, home_path, os_error, settings_for,
+from .commands.common import (Fail, GlobalOptions, InternalError, Interrupted, home_path, os_error, settings_for,
                               slot_by_uri, workspace_for)
 from .provision import DEFAULT_MEMBERS, DEFAULT_SO_PIN, DEFAULT_USER_PIN, ProvisionError
 
@@ -38,7 +38,7 @@ class SafeGroup(click.Group):
             raise SystemExit(exit_codes.BROKEN_PIPE) from None
         except Exception as exc:
             from .menu.loop import report_internal_error
-            home = home_path(ctx.obj or {})
+            home = home_path(ctx.obj)
             where = report_internal_error(exc, str(home / "errors.log")) if home.is_dir() \
                 else "nowhere (no state folder)"
             raise InternalError(f"internal error: {type(exc).__name__}: {exc} (a ckdemo bug; "
@@ -103,7 +103,7 @@ def hoist_global_options(args: list[str], commands: set[str]) -> list[str]:
 def main(ctx: click.Context, home, config, module, nolb) -> None:
     """CKDemo-like PKCS#11 test harness. Without a command: the interactive menu on a terminal,
     or a replay of the script on standard input."""
-    ctx.obj = {"home": home, "config": config, "module": module, "nolb": nolb}
+    ctx.obj = GlobalOptions(home, config, module, nolb)
     if ctx.invoked_subcommand is None:
         if sys.stdin.isatty():
             ctx.exit(_interactive(ctx))
@@ -166,7 +166,7 @@ def _replay(ctx: click.Context, script: str, transcript: str | None, junit: str 
             _write_junit([], junit, name, str(exc))
         raise Fail(str(exc)) from None
     settings = settings_for(ctx)
-    workspace = workspace_for(settings)
+    workspace = workspace_for(settings, show_menu=False)  # the transcript shows the menu once
     chosen = {}
     if slot_ref is not None:  # --token-label / --slot: the tours' slot, ${TOUR_SLOT}, is that one
         if not any(TOUR_SLOT in VARIABLE.findall(line.text) for line in lines):
@@ -183,7 +183,6 @@ def _replay(ctx: click.Context, script: str, transcript: str | None, junit: str 
         if junit:
             _write_junit([], junit, name, str(exc))
         raise Fail(str(exc)) from None
-    workspace.options.show_menu = False  # the transcript shows the menu once, not every step
     try:
         out = open(transcript, "w") if transcript else None
     except OSError as exc:
@@ -293,8 +292,8 @@ def init(ctx: click.Context, members, force, user_pin, so_pin, store_pins, label
     """Provision the state folder: a private SoftHSM2 config and member tokens."""
     from .provision import provision
 
-    if ctx.obj.get("module"):
-        raise Fail(f"init makes SoftHSM2 member tokens; --module {ctx.obj['module']} (a library "
+    if ctx.obj.module:
+        raise Fail(f"init makes SoftHSM2 member tokens; --module {ctx.obj.module} (a library "
                    "used instead of the members) does not apply to it: leave it out, or run the "
                    "menu with --module and no init")
     home = home_path(ctx.obj)

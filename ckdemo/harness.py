@@ -8,10 +8,13 @@ from . import interprocess
 from .codes import CKRError
 from .config import ha as ha_config
 from .settings import Settings, SettingsError
-from .workspace import Workspace
+from .workspace import Options, Workspace
 
 
-def build_workspace(settings: Settings, start_servers: bool = True) -> Workspace:
+def build_workspace(settings: Settings, start_servers: bool = True, show_menu: bool = True) -> Workspace:
+    """The slots the settings give (members, remote members' servers started when asked, HA
+    groups); show_menu: the menu is shown before every prompt (CKDemo's default; a replay's
+    transcript shows it once)."""
     from .members.module import module_for  # python-pkcs11 is imported only when needed
     from .members.slot import PhysicalSlot
 
@@ -39,7 +42,7 @@ def build_workspace(settings: Settings, start_servers: bool = True) -> Workspace
     ha = ha_config.settings(settings.conf)
     if ha.ha_only and groups:  # Luna's HAOnly: physical slots hidden, only virtual slots listed
         slots = []
-    return Workspace(slots + groups, groups=groups)
+    return Workspace(slots + groups, groups=groups, options=Options(show_menu=show_menu))
 
 
 def build_groups(settings: Settings, slots: list) -> list:
@@ -71,7 +74,8 @@ def build_groups(settings: Settings, slots: list) -> list:
         config = GroupConfig(group.label, group.serial, ha.interval_s, ha.reconnect_attempts,
                              HA_SLOT_ID_BASE + number, synchronize_on_recovery=ha_config.
                              synchronize_on_recovery(settings.conf, group.label),
-                             recovery_mode=ha.recovery_mode, standby=frozenset(group.standby))
+                             recovery_mode=ha.recovery_mode, standby=frozenset(group.standby),
+                             balance=settings.balance)
         members = [(serial, *by_serial.get(serial, (None, ""))) for serial in group.members]
         groups.append(build_group(
             config, members, log=log,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .config import ha as ha_config
@@ -25,12 +25,16 @@ class SettingsError(Exception):
     """The configuration cannot be used; the message is one line for the user."""
 
 
-@dataclass
+@dataclass(frozen=True)
 class Settings:
+    """The configuration, read once (load_settings) and handed down: nothing sets a field
+    afterwards; a command that serves otherwise than the file says makes another value
+    (overriding)."""
     home: Path
     config_path: Path
     conf: ChrystokiConf
     module_override: str | None = None
+    balance: bool = True  # False: --nolb (CKDemo's nolb: HA calls go to the first active member)
 
     def libraries(self) -> list[str]:
         """PKCS#11 libraries to load, in order: --module, CKDemo LibraryNN, Luna's LibUNIX64."""
@@ -124,9 +128,16 @@ class Settings:
                                 f"{', '.join(v for v in ISOLATION_VALUES if v)}")
         return value
 
-    def isolate(self, isolated: bool) -> None:
-        """LocalIsolation for this process only (the file is not written)."""
-        self.conf.set(CKDEMO_SECTION, "LocalIsolation", "copies" if isolated else "none")
+    def overriding(self, section: str, key: str, value: str) -> "Settings":
+        """These settings with one value other than the file's, for this process only (the file
+        is not written, and this value's configuration is not changed)."""
+        conf = ChrystokiConf.parse(self.conf.dumps(), str(self.config_path))
+        conf.set(section, key, value)
+        return replace(self, conf=conf)
+
+    def isolated_as(self, isolated: bool) -> "Settings":
+        """LocalIsolation for this process only."""
+        return self.overriding(CKDEMO_SECTION, "LocalIsolation", "copies" if isolated else "none")
 
     def isolated_members(self) -> list[str]:
         """Local members loaded through a private copy of the library each (LocalIsolation)."""
@@ -165,7 +176,7 @@ class Settings:
 
 
 def load_settings(home: str | Path | None = None, config: str | Path | None = None,
-                  module: str | None = None, auto_provision: bool = True) -> Settings:
+                  module: str | None = None, auto_provision: bool = True, balance: bool = True) -> Settings:
     home_path = Path(home or os.environ.get("CKDEMO_HOME") or DEFAULT_HOME).expanduser()
     if config:
         config_path = Path(config).expanduser()
@@ -181,6 +192,6 @@ def load_settings(home: str | Path | None = None, config: str | Path | None = No
         raise SettingsError(str(exc)) from None
     except OSError as exc:
         raise SettingsError(f"cannot read config {config_path}: {exc.strerror}") from None
-    settings = Settings(home_path.resolve(), config_path, conf, module)
+    settings = Settings(home_path.resolve(), config_path, conf, module, balance)
     settings.check()
     return settings

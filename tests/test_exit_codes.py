@@ -17,6 +17,7 @@ from test_bench import frames, on_a_terminal_until
 
 from ckdemo import exit_codes
 from ckdemo.cli import SafeGroup
+from ckdemo.commands.common import GlobalOptions
 
 REPO = Path(__file__).resolve().parent.parent
 PAGE = REPO / "docs" / "EXIT-CODES.md"
@@ -58,7 +59,7 @@ def group_raising(error: BaseException) -> click.Group:
     @click.group(cls=SafeGroup)
     @click.pass_context
     def main(ctx):
-        ctx.obj = {"home": "/nonexistent/ckdemo-home"}
+        ctx.obj = GlobalOptions(home="/nonexistent/ckdemo-home")
 
     @main.command()
     def broken():

@@ -3,6 +3,7 @@ and the settings and workspace built from the global options. The commands and t
 commands never import cli.py, which registers them."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import click
@@ -33,10 +34,22 @@ class Interrupted(Fail):
     exit_code = exit_codes.INTERRUPTED
 
 
+@dataclass(frozen=True)
+class GlobalOptions:
+    """The global options as given (or their environment variables), read once by the entry
+    point and handed to every command as ctx.obj; nothing sets a field afterwards (a command
+    that needs another home makes another value with dataclasses.replace)."""
+    home: str | None = None
+    config: str | None = None
+    module: str | None = None
+    nolb: bool = False
+
+
 def settings_for(ctx: click.Context, auto_provision: bool = True):
-    o = ctx.obj
+    o: GlobalOptions = ctx.obj
     try:
-        return load_settings(o["home"], o["config"], o["module"], auto_provision=auto_provision)
+        return load_settings(o.home, o.config, o.module, auto_provision=auto_provision,
+                             balance=not o.nolb)
     except (SettingsError, ProvisionError) as exc:
         raise Fail(str(exc)) from None
     except OSError as exc:  # e.g. a home below a regular file, or in a folder one may not write
@@ -49,20 +62,17 @@ def os_error(what: str, exc: OSError) -> str:
     return f"{what}{where}: {exc.strerror or exc}"
 
 
-def home_path(obj: dict) -> Path:
+def home_path(options: GlobalOptions | None) -> Path:
     import os
     from ..settings import DEFAULT_HOME
-    return Path(obj.get("home") or os.environ.get("CKDEMO_HOME") or DEFAULT_HOME).expanduser()
+    given = options.home if options is not None else None
+    return Path(given or os.environ.get("CKDEMO_HOME") or DEFAULT_HOME).expanduser()
 
 
-def workspace_for(settings):
+def workspace_for(settings, show_menu: bool = True):
     from ..harness import build_workspace
     try:
-        workspace = build_workspace(settings)
-        if click.get_current_context().obj.get("nolb"):
-            for group in workspace.groups:
-                group.balance = False
-        return workspace
+        return build_workspace(settings, show_menu=show_menu)
     except SettingsError as exc:
         raise Fail(str(exc)) from None
 

@@ -32,7 +32,8 @@ def _edit_conf(ctx: click.Context, change, effect: str | None = None) -> None:
     """Apply `change` to the file and save it; `effect`: what running processes do with it."""
     from ..config.chrystoki import ChrystokiConf
     settings = settings_for(ctx)
-    conf = ChrystokiConf.load(settings.config_path) if settings.config_path.exists() else settings.conf
+    conf = ChrystokiConf.load(settings.config_path) if settings.config_path.exists() \
+        else ChrystokiConf.parse(settings.conf.dumps(), str(settings.config_path))  # settings stay as read
     try:
         said = change(conf)
     except ValueError as exc:  # a value the config cannot hold, or an edit the group refuses

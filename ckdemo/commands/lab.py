@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -41,7 +42,6 @@ def run(ctx: click.Context, scenario_file: str, command: tuple[str, ...], seed: 
     \b
     ckdemo lab run faults.toml --seed 7 --report out -- python3 my_app.py
     """
-    from dataclasses import replace
     from ..lab.runner import LabError, run as run_lab
     from ..lab.scenario import ScenarioError, load
     from .. import libraries
@@ -64,14 +64,15 @@ def run(ctx: click.Context, scenario_file: str, command: tuple[str, ...], seed: 
     except libraries.LibraryNotFound as error:
         raise Fail(str(error)) from None
     temporary = None
-    if not (ctx.obj.get("home") or os.environ.get("CKDEMO_HOME")):
+    if not (ctx.obj.home or os.environ.get("CKDEMO_HOME")):
         temporary = Path(tempfile.mkdtemp(prefix="ckdemo-lab-"))
-        ctx.obj["home"] = str(temporary / "home")
+        ctx.obj = replace(ctx.obj, home=str(temporary / "home"))
         click.echo(f"lab: a fresh home in {temporary / 'home'} (removed after the run)", err=True)
     try:
         settings = settings_for(ctx)
         socket_path = settings.home / "run" / f"lab-{os.getpid()}.sock"
         served = build_server(settings, str(socket_path), control=True)
+        settings = served.settings
         if served.control is not None:
             served.control.start()
         groups = served.groups

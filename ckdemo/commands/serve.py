@@ -30,7 +30,7 @@ class Served:
     control_at: Path
     control: "ControlServer | None"  # noqa: F821
     control_problem: str
-    settings: object
+    settings: object  # as served: the home's, with --slots all and --isolated/--shared applied
 
 
 def build_server(settings, socket_path: str | None, which: str = "ha", isolated: bool | None = None,
@@ -45,9 +45,9 @@ def build_server(settings, socket_path: str | None, which: str = "ha", isolated:
     from ..serve.control_client import control_path
 
     if which == "all":  # in memory only: HAOnly hides the members from the menu, not from here
-        settings.conf.set("HAConfiguration", "HAOnly", "0")
+        settings = settings.overriding("HAConfiguration", "HAOnly", "0")
     if isolated is not None or not settings.isolation():  # serve's own default: a copy each
-        settings.isolate(isolated is not False)
+        settings = settings.isolated_as(isolated is not False)
     workspace = workspace_for(settings)
     groups = [slot for slot in workspace.slots if isinstance(slot, HAGroup)]
     slots = workspace.slots if which == "all" else groups
@@ -117,6 +117,7 @@ def serve(ctx: click.Context, socket_path: str | None, which: str, isolated: boo
     settings = settings_for(ctx)
     served = build_server(settings, socket_path, which, isolated, max_connections,
                           refused_objects=refused_objects)
+    settings = served.settings  # as served (--slots all, --isolated/--shared)
     server, groups, path, control_at = served.server, served.groups, served.path, served.control_at
     control, control_problem = served.control, served.control_problem
     module_file = None
