@@ -1637,15 +1637,19 @@ def sequence_seed(seed: int, index: int) -> int:
 
 
 def run(servers: Servers, seed: int, sequences: int, calls: int, faults: int = 0,
-        minutes: float | None = None, progress: Callable[[Sequence], None] = lambda s: None) -> Run:
+        minutes: float | None = None, progress: Callable[[Sequence], None] = lambda s: None,
+        traced: frozenset[int] = frozenset()) -> Run:
     """`sequences` sequences of `calls` calls; every other one (odd index) with `faults` member
-    faults on the HA side. minutes: no new sequence after that long."""
+    faults on the HA side. minutes: no new sequence after that long. traced: sequence seeds
+    whose every call is kept with both answers (Sequence.trace): a defect that shows only after
+    the sequences before it (a replay alone starts from fresh tokens) is seen call by call."""
     done = Run(seed, calls, faults)
     started = time.monotonic()
     for index in range(sequences):
         if minutes is not None and time.monotonic() - started > minutes * 60:
             break
-        sequence = run_sequence(servers, sequence_seed(seed, index), calls, faults if index % 2 else 0)
+        sequence = run_sequence(servers, sequence_seed(seed, index), calls, faults if index % 2 else 0,
+                                trace=sequence_seed(seed, index) in traced)
         done.sequences.append(sequence)
         progress(sequence)
         if sequence.lost:
