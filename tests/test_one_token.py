@@ -875,6 +875,29 @@ def test_a_copy_of_an_unmodifiable_object_whose_twin_is_gone_is_made_as_on_one_t
     assert ours == ["CKR_OK", True, True, True, [label, 0]] * 2 + [True] * 3
 
 
+def test_a_wrapping_key_that_may_not_wrap_is_refused_before_the_key_to_wrap_is_looked_at(served, reference):
+    """SoftHSM2 checks the wrapping key (type for the mechanism, then CKA_WRAP) before the
+    handle of the key to wrap; the HA slot looked the key up first and answered
+    CKR_KEY_HANDLE_INVALID for a key gone (differential test, seed 1500133 step 55:
+    'C_WrapKey: CKR_KEY_FUNCTION_NOT_PERMITTED vs CKR_KEY_HANDLE_INVALID')."""
+    AES_GEN, KEY_WRAP, CKA_WRAP_, CKA_EXTRACTABLE = 0x1080, 0x2109, 0x106, 0x162
+
+    def story(socket) -> list[str]:
+        with on_first_slot(socket) as (client, session):
+            (no_wrap,) = client.ok("C_GenerateKey", session, Mechanism(AES_GEN), (
+                Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_WRAP_, 0)))
+            (wraps,) = client.ok("C_GenerateKey", session, Mechanism(AES_GEN), (
+                Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_WRAP_, 1)))
+            (gone,) = client.ok("C_GenerateKey", session, Mechanism(AES_GEN), (
+                Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_EXTRACTABLE, 1)))
+            client.ok("C_DestroyObject", session, gone)
+            return [codes.ckr_name(client.ckr("C_WrapKey", session, Mechanism(KEY_WRAP), wrapping, gone, 0))
+                    for wrapping in (no_wrap, wraps)]
+    ours, theirs = story(served.socket), story(reference.socket)
+    assert ours == theirs
+    assert ours == ["CKR_KEY_FUNCTION_NOT_PERMITTED", "CKR_KEY_HANDLE_INVALID"]
+
+
 def test_a_wrapping_key_of_another_type_is_refused_for_its_type_first_as_by_one_token(served, reference):
     """SoftHSM2 checks that a wrapping (unwrapping) key's type fits the mechanism before its
     CKA_WRAP (CKA_UNWRAP); the members' python-pkcs11 refused a key it offers no wrap for (an

@@ -67,6 +67,8 @@ class KeyCalls:
     def C_WrapKey(self, handle, mechanism, wrapping, key, offered) -> tuple:
         session = self.state.session(handle, "C_WrapKey")
         self.state.usable(session, wrapping, "C_WrapKey", CKR_WRAPPING_KEY_HANDLE_INVALID)
+        key_checks.check_wrapping_key(mechanism.type, self.state.store(session).get_attributes(
+            wrapping, key_checks.WRAPPING_FACTS))
         self.state.usable(session, key, "C_WrapKey")
         request = (wrapping, key, mechanism)
         if session.wrapped is None or session.wrapped[0] != request:

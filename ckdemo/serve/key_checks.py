@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from ..codes import (CKR_KEY_FUNCTION_NOT_PERMITTED, CKR_KEY_INDIGESTIBLE, CKR_KEY_SIZE_RANGE,
                      CKR_KEY_TYPE_INCONSISTENT, CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT, CKR_WRAPPED_KEY_LEN_RANGE,
-                     CKRError)
+                     CKR_WRAPPING_KEY_TYPE_INCONSISTENT, CKRError)
 from ..model import HMAC, KEY_TYPE_OF
 from .operations import DECRYPT, ENCRYPT, SIGN, VERIFY
 
@@ -76,10 +76,32 @@ def check_unwrapping_key(mechanism: int, values: dict[int, object]) -> None:
         raise CKRError(CKR_KEY_FUNCTION_NOT_PERMITTED, "C_UnwrapKey", "the key's CKA_UNWRAP is not set")
 
 
+# C_WrapKey: after the wrapping key's handle, SoftHSM2 checks that key (its class and type for the
+# mechanism, then CKA_WRAP) before it looks at the key to wrap: a wrapping key that may not wrap is
+# the answer even when the other handle names nothing (difftest seed 1500133)
+CKA_WRAP = 0x106
+CKO_PUBLIC_KEY, CKO_PRIVATE_KEY, CKK_RSA, CKK_EC = 0x2, 0x3, 0x0, 0x3
+CKM_RSA_PKCS, CKM_RSA_PKCS_OAEP, CKM_AES_CBC, CKM_AES_CBC_PAD = 0x1, 0x9, 0x1082, 0x1085
+WRAPS_WITH = {CKM_AES_KEY_WRAP: (CKO_SECRET_KEY, CKK_AES), CKM_AES_KEY_WRAP_PAD: (CKO_SECRET_KEY, CKK_AES),
+              CKM_RSA_PKCS: (CKO_PUBLIC_KEY, CKK_RSA), CKM_RSA_PKCS_OAEP: (CKO_PUBLIC_KEY, CKK_RSA),
+              CKM_AES_CBC: (None, CKK_AES), CKM_AES_CBC_PAD: (None, CKK_AES)}  # (class, key type)
+WRAPPING_FACTS = [0x0, CKA_KEY_TYPE, CKA_WRAP]  # CKA_CLASS, CKA_KEY_TYPE, CKA_WRAP
+
+
+def check_wrapping_key(mechanism: int, values: dict[int, object]) -> None:
+    """CKRError with one token's answer for this wrapping key, nothing when it would go on.
+    values: WRAPPING_FACTS as the slot read them."""
+    wanted = WRAPS_WITH.get(mechanism)
+    if wanted is not None and (wanted[0] not in (None, values.get(0x0)) or values.get(CKA_KEY_TYPE) != wanted[1]):
+        raise CKRError(CKR_WRAPPING_KEY_TYPE_INCONSISTENT, "C_WrapKey",
+                       f"mechanism {mechanism:#x} does not wrap with this key's class and type")
+    if not values.get(CKA_WRAP):
+        raise CKRError(CKR_KEY_FUNCTION_NOT_PERMITTED, "C_WrapKey", "the key's CKA_WRAP is not set")
+
+
 # C_DigestKey: SoftHSM2 digests an object's CKA_VALUE; these keys have none. It refuses them at
 # once (CKR_KEY_INDIGESTIBLE) and its digest goes on; the server digests keys at C_DigestFinal, so
 # it checks them here (class, key type) to answer at C_DigestKey, and keeps the digest running
-CKO_PUBLIC_KEY, CKO_PRIVATE_KEY, CKK_RSA, CKK_EC = 0x2, 0x3, 0x0, 0x3
 NO_VALUE = frozenset({(CKO_PUBLIC_KEY, CKK_RSA), (CKO_PUBLIC_KEY, CKK_EC), (CKO_PRIVATE_KEY, CKK_RSA)})
 
 
