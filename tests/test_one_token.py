@@ -1070,6 +1070,36 @@ def test_a_refused_set_with_a_one_way_change_changes_nothing(served, reference):
     assert story(served.socket, 1) == story(reference.socket, 1) == unchanged
 
 
+def test_a_refused_set_of_a_label_and_an_attribute_the_key_has_not_changes_no_label(served, reference):
+    """[CKA_LABEL, CKA_ENCRYPT] on a private key is refused for CKA_ENCRYPT
+    (CKR_ATTRIBUTE_TYPE_INVALID); on a session key SoftHSM2 had set the label by then and keeps
+    it. The HA slot read the values to put back as one template, which the key cannot answer
+    (no CKA_ENCRYPT), so it put nothing back: members kept the new label and the key was no
+    longer found by its own (differential test, seed 1500126: 'other objects (4 vs 3)'). Now
+    nothing changes, on a session key and a token key alike, as one token does for a token key."""
+    EC_GEN, CKA_ENCRYPT_ = 0x1040, 0x104
+
+    def story(socket, token: int) -> list:
+        with on_first_slot(socket) as (client, session):
+            twin, private = (client.ok("C_GenerateKeyPair", session, Mechanism(EC_GEN), (
+                Attribute(CKA_EC_PARAMS, P256),), (Attribute(CKA_SIGN, 1), Attribute(CKA_TOKEN, token),
+                                                   Attribute(CKA_LABEL, b"kept-label"), Attribute(CKA_ID, b"\x02")))[1]
+                for _ in range(2))  # the second alike: members keep it under a marked label
+            client.ok("C_DestroyObject", session, twin)
+            seen = [codes.ckr_name(client.ckr("C_SetAttributeValue", session, private, (
+                Attribute(CKA_LABEL, b""), Attribute(CKA_ENCRYPT_, 0))))]
+            for _ in range(3):  # whichever member answers
+                seen.append(client.find(session, Attribute(CKA_CLASS, 3), Attribute(CKA_LABEL, b"kept-label"))
+                            == (private,))
+                values, _ = client.ok("C_GetAttributeValue", session, private, (AttributeSize(CKA_LABEL, 32),))
+                seen.append(values[0].value)
+            client.ok("C_DestroyObject", session, private)
+            return seen
+    unchanged = ["CKR_ATTRIBUTE_TYPE_INVALID"] + [True, b"kept-label"] * 3
+    assert story(served.socket, 0) == unchanged  # (one SoftHSM2 token keeps the new label here)
+    assert story(served.socket, 1) == story(reference.socket, 1) == unchanged
+
+
 def test_an_unwrapped_hmac_key_too_short_is_refused_at_the_init_as_by_one_token(served, reference):
     """SoftHSM2 leaves CKA_VALUE_LEN 0 in an unwrapped key, and checks an HMAC key's real length
     at C_SignInit (CKR_KEY_SIZE_RANGE); the server, which checks keys at the Init from their

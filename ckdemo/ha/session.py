@@ -427,12 +427,26 @@ class VirtualSession(Session):
         self.group.vault.put(obj.key, kept, token=bool(token))
 
     def _readable(self, handle: int, attributes: list[int]) -> dict[int, Any]:
+        """The values of those attributes the object answers (one it has not, or will not say,
+        is left out: nothing to put back there). One at a time when the whole template is not
+        readable: a template of a label and an attribute the object has not (CKA_ENCRYPT of a
+        private key) still puts the label back (SoftHSM2 keeps, on a session object, the label
+        it set before refusing the other)."""
         try:
             return self.get_attributes(handle, attributes)
         except MemberFailed:
             raise
         except CKRError:
-            return {}  # nothing readable (sensitive values): nothing to put back either
+            pass
+        values = {}
+        for attribute in attributes:
+            try:
+                values.update(self.get_attributes(handle, [attribute]))
+            except MemberFailed:
+                raise
+            except CKRError:
+                continue  # not this one (sensitive, or not an attribute of the object)
+        return values
 
     def _put_back(self, session, member: HAMember, obj: VirtualObject, values: dict[int, Any]) -> None:
         for attribute, value in values.items():  # one by one: what the token takes back
