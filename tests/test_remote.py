@@ -280,6 +280,37 @@ def test_a_hung_member_is_failed_after_the_timeout_and_recovers(remote_home, run
     assert servers_of(remote_home) == []  # even the one that was stopped is gone
 
 
+def test_a_key_generation_on_a_hung_member_moves_to_another_and_leaves_no_duplicate(
+        remote_home, run_ckdemo, independent):
+    """MemberTimeout stays Luna's 20 s. Key generations teach each member's connection its usual
+    time for an AES key; member1's server is then stopped (SIGSTOP). A generation that
+    lands on member1 is given up once it is late by far more than usual (at least
+    MemberHedgeFloor, 0.5 s) and made on another member: none waits MemberTimeout, none fails.
+    member1 is failed with the reason, and when it resumes it is recovered with exactly the keys
+    of the others: what it made after all is its orphan, replaced."""
+    from test_crash_consistency import assert_consistent, member_objects
+    assert run_ckdemo(remote_home, "hagroup", "log", "on", "--path", str(remote_home / "ha.log")).returncode == 0
+
+    def generate(prefix: str, count: int) -> list[str]:
+        return [line for n in range(count)
+                for line in ("45", "${LAST_SESSION}", "7", f"{prefix}-{n}", "y", "y", "n")]
+    script = "\n".join(["@ha-interval 0.5", "51", "5", "${CKDEMO_USER_PIN}", "1", "5", "y",
+                        *generate("learn", 12), "@hang member1", *generate("hung", 4), "52", "5",
+                        "@resume member1", "@sleep 0.7", *generate("after", 1), "52", "5", "0", ""])
+    started = time.monotonic()
+    done = run_ckdemo(remote_home, "run", "-", input=script)
+    took = time.monotonic() - started
+    assert done.returncode == 0, with_server_logs(done.stdout, remote_home)
+    assert took < 20, took  # one MemberTimeout alone would be 20 s
+    log = (remote_home / "ha.log").read_text()
+    assert re.search(r"to C_GenerateKey within [\d.]+ s .*given up \(MemberHedgeFloor\)", log), log
+    statuses = re.findall(r"HSM \w+ +- (CKR_\w+)", done.stdout)
+    assert statuses[:3] == ["CKR_DEVICE_ERROR", "CKR_OK", "CKR_OK"] and statuses[3:] == ["CKR_OK"] * 3
+    held = {m: member_objects(independent, remote_home, m) for m in ("member1", "member2", "member3")}
+    assert_consistent(held)
+    assert sum(held["member1"].values()) == 17  # 17 keys, each once on every member
+
+
 def test_the_remote_demo_script(remote_home, run_ckdemo):
     """scripts/ha-remote-demo (make demo-remote): the seed's story with a real SIGKILL."""
     for run in (1, 2):  # the known keys are token objects: a second run finds them there

@@ -14,7 +14,7 @@ from ..model import (CKA_ALWAYS_AUTHENTICATE, CKA_CLASS, CKA_DERIVE, CKA_EC_PARA
                      CKA_NEVER_EXTRACTABLE, CKA_SENSITIVE, CKA_TOKEN, CKA_VALUE, CKA_VALUE_LEN,
                      CKA_WRAP_WITH_TRUSTED, CKO_DATA, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY,
                      CKO_SECRET_KEY, CKU_SO, KeySpec, MechanismParam, SessionInfo)
-from ..slots import Session
+from ..slots import Session, fan_out
 from . import handles, replication
 from .failover import MemberFailed, ObjectMissing
 from .marks import is_mark
@@ -725,9 +725,13 @@ class VirtualSession(Session):
         destroys what no other member holds, and the orphans are replaced)."""
         before = None if made.kind in ("aes", "generic") else self._keys_on(session)
         try:
-            handles = session.generate(made)
-        except CKRError:
-            if before is not None:
+            with fan_out():  # a source late by far is given up: the key is made on another member
+                handles = session.generate(made)
+        except CKRError as exc:
+            if self.group.is_member_failure(exc):  # late or gone: a key it makes after all is an
+                with self.group.lock:             # orphan, replaced when it comes back
+                    self.group.orphans.setdefault(source.serial, set()).update(_identities(spec))
+            elif before is not None:
                 self._remove_half_made(session, before)
             raise
         kept: list[tuple] = []

@@ -27,8 +27,8 @@ from ..slots import in_fan_out
 MAX_CALL_CODE = 0xFFFFFFFF
 # calls that change nothing a retry elsewhere could double: a member late on one of them by far
 # more than its own recent answers is given up (hedged) and the HA group moves the call on. The
-# others (key generation, object changes, logins, PIN changes) wait the whole MemberTimeout: an
-# answer that may yet come must not be mistaken for none.
+# others (logins, PIN changes; object changes and key generation outside the cases below) wait the
+# whole MemberTimeout: an answer that may yet come must not be mistaken for none.
 QUICK = frozenset({
     "C_GetInfo", "C_GetSlotList", "C_GetSlotInfo", "C_GetTokenInfo", "C_GetMechanismList",
     "C_GetMechanismInfo", "C_OpenSession", "C_CloseSession", "C_GetSessionInfo",
@@ -38,9 +38,11 @@ QUICK = frozenset({
     "C_DigestUpdate", "C_DigestFinal", "C_SignInit", "C_Sign", "C_SignUpdate", "C_SignFinal",
     "C_VerifyInit", "C_Verify", "C_VerifyUpdate", "C_VerifyFinal", "C_GenerateRandom"})
 # ... and these, when they reach one member of several making the same change (slots.fan_out):
-# an answer that comes after the call was given up makes on the member what the group holds
+# an answer that comes after the call was given up makes on the member what the group holds. A
+# key generation is given up so only where the HA group generates (ha/session.py _generate_on):
+# a key the late member makes after all is its orphan, replaced when it comes back
 FANNED_OUT = frozenset({"C_CreateObject", "C_CopyObject", "C_DestroyObject", "C_SetAttributeValue",
-                        "C_UnwrapKey", "C_WrapKey"})
+                        "C_UnwrapKey", "C_WrapKey", "C_GenerateKey", "C_GenerateKeyPair"})
 HEDGE_SPREAD = 8  # a quick call's deadline: its smoothed time + 8 x its smoothed deviation, and
 # never less than the floor the settings give (MemberHedgeFloor) ...
 HEDGE_AFTER = 3  # ... once the member has answered that call this often (before: MemberTimeout)
@@ -105,22 +107,23 @@ class Connection:
         finally:
             self._probing = False
 
-    def _no_answer(self, function: str = "", deadline: float | None = None) -> str:
+    def _no_answer(self, function: str = "", deadline: float | None = None, timed_as: str = "") -> str:
         if deadline is not None and deadline != self.timeout_s:
-            times = self._times.get(function)
+            times = self._times.get(timed_as or function)
             usual = f"its answers take {times[0] * 1000:.1f} ms" if times else "no answer to it yet"
             return (f"no answer from member {self.name} to {function} within {deadline:.3g} s "
                     f"({usual}): given up (MemberHedgeFloor), the call moves to another member")
         return f"no answer from member {self.name} within {self.timeout_s:g} s (MemberTimeout)"
 
-    def _deadline(self, function: str) -> float | None:
-        """How long this call may wait for its answer."""
+    def _deadline(self, function: str, timed_as: str = "") -> float | None:
+        """How long this call may wait for its answer (timed_as: what its answers are learnt as,
+        when the function's time depends on its arguments: an RSA-4096 key pair is not an EC one)."""
         if self._probing:
             return self._sock_deadline  # a recovery attempt's C_Initialize: the floor
         if not self.hedge_floor_s or (function not in QUICK and not
                                       (function in FANNED_OUT and in_fan_out())):
             return self.timeout_s
-        times = self._times.get(function)
+        times = self._times.get(timed_as or function)
         if times is None or times[2] < HEDGE_AFTER:
             return self.timeout_s  # too few answers to know this member's usual time
         wait = max(self.hedge_floor_s, times[0] + HEDGE_SPREAD * times[1])
@@ -181,14 +184,15 @@ class Connection:
         finally:
             self._lock.release()
 
-    def call(self, function: str, *args) -> tuple:
-        """One request and its reply's fields; an error reply raises CKRError(its CK_RV)."""
+    def call(self, function: str, *args, timed_as: str = "") -> tuple:
+        """One request and its reply's fields; an error reply raises CKRError(its CK_RV).
+        timed_as: the name its answer times are learnt under (default: the function's)."""
         call = BY_NAME[function]
         try:
             body = encode_request(call, *args)
         except CodecError as exc:  # a value the protocol cannot carry: the caller's mistake
             raise CKRError(CKR_ARGUMENTS_BAD, function, f"not encodable for p11-kit RPC: {exc}") from None
-        deadline = self._deadline(function)
+        deadline = self._deadline(function, timed_as)
         # waiting for the connection is not the member's lateness (another thread's key generation
         # may hold it for seconds): that wait is MemberTimeout's, the answer's is the deadline
         self._acquire(function)
@@ -205,9 +209,9 @@ class Connection:
                 sock.sendall(HEADER.pack(code, 0, len(body)) + body)
                 reply_code, reply = self._receive(sock)
                 if deadline is not None and (function in QUICK or function in FANNED_OUT):
-                    self._learn(function, time.perf_counter() - started)
+                    self._learn(timed_as or function, time.perf_counter() - started)
             except BlockingIOError:  # SO_RCVTIMEO/SO_SNDTIMEO passed: EAGAIN
-                why = self._no_answer(function, deadline)
+                why = self._no_answer(function, deadline, timed_as)
                 self._drop(why)
                 raise CKRError(CKR_DEVICE_ERROR, function, why) from None
             except (OSError, EOFError, CodecError) as exc:

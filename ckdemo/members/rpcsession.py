@@ -191,12 +191,13 @@ class RemoteSession(MemberSession):
         """A secret key ([handle]) or a key pair ([public, private]) (keygen.py says with what)."""
         mechanism, public, private = keygen.templates(spec)
         wire = rpcvalues.mechanism(mechanism, None, "")
+        timed_as = f"{spec.kind}-{spec.size}"  # a member's usual time for this kind and size
         if public is None:
             return [self._call("C_GenerateKey", self.handle, wire,
-                               self._template(private, "C_GenerateKey"))[0]]
+                               self._template(private, "C_GenerateKey"), timed_as=timed_as)[0]]
         pair = self._call("C_GenerateKeyPair", self.handle, wire,
                           self._template(public, "C_GenerateKeyPair"),
-                          self._template(private, "C_GenerateKeyPair"))
+                          self._template(private, "C_GenerateKeyPair"), timed_as=timed_as)
         return [pair[0], pair[1]]
 
     def wrap_key(self, wrapping: int, key: int, mechanism: int, param: MechanismParam = None) -> bytes:
