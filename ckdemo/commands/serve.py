@@ -75,7 +75,8 @@ def build_server(settings, socket_path: str | None, which: str = "ha", isolated:
     if control:
         try:
             control_at.parent.mkdir(parents=True, exist_ok=True)
-            channel = ControlServer(control_at, groups, log=_say, on_error=on_error, faults=server.faults)
+            channel = ControlServer(control_at, groups, log=_say, on_error=on_error, faults=server.faults,
+                                    members=members)
         except OSError as exc:  # e.g. a first `ckdemo serve` of this home holds it: serve on without
             problem = exc.strerror or str(exc)
     return Served(server, groups, path, control_at, channel, problem, settings, members)
