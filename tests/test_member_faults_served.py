@@ -162,9 +162,34 @@ def test_bad_member_requests_are_one_line_each_and_change_nothing(fault_lab):
     fault_lab.hang_member("member1")
     with pytest.raises(LabFailed, match="member1 is hung .*: stop that first .`ckdemo member resume member1`"):
         fault_lab.slow_member("member1", ms=50)
+    # the same from the command line: one line on stderr, exit 2, no traceback
+    for args, said in [(("member", "slow", "member9", "--ms", "50"), "no member 'member9'"),
+                       (("member", "slow", "member2", "--ms", "-5"), "slow: ms is above 0"),
+                       (("member", "slow", "member2", "--ms", "1e9"), "slow: ms is above 0"),
+                       (("member", "flap", "member2", "--every", "0"), "flap: every is at least 0.2 s"),
+                       (("member", "hang", "member7"), "no member 'member7'")]:
+        done = ckdemo(home, *args)
+        assert done.returncode == 2 and done.stderr.count("\n") == 1 and said in done.stderr, done.stderr
     fault_lab.clear()  # the fixture does it too; here it is what the next lines look at
     assert fault_lab.member_faults() == []
     wait_for(lambda: stopped_servers(home) == [], "every member running")
+
+
+def test_the_command_line_and_fault_clear_go_through_the_running_serve(fault_lab):
+    home = fault_lab.home
+    assert ckdemo(home, "member", "hang", "member1").stdout == "member1: server process stopped (SIGSTOP)\n"
+    done = ckdemo(home, "member", "slow", "member2", "--ms", "50", "--for", "0.3")
+    assert done.returncode == 0 and "member2: slow (answers up to 50 ms late), for 0.3 s" in done.stderr
+    stops = int(done.stdout.split("member2: ")[1].split(" stop(s)")[0])
+    assert 2 <= stops <= 6, done.stdout  # 0.3 s in stops of 50 ms and runs of 20 ms
+    fault_lab.flap_member("member3", every=0.4)
+    listed = ckdemo(home, "fault", "list").stdout
+    assert "member member1: hung" in listed and "member member3: flapping (down 0.2 s in every 0.4 s)" in listed
+    cleared = ckdemo(home, "fault", "clear")
+    assert cleared.returncode == 0 and "member member3: flapping" in cleared.stdout, cleared.stdout
+    assert fault_lab.member_faults() == []
+    wait_for(lambda: stopped_servers(home) == [], "every member running")
+    assert {server_pid(home, m) for m in ("member1", "member2", "member3")} <= set(servers_of(home))
 
 
 def test_a_lab_that_ends_leaves_no_member_stopped(tmp_path, provision):
@@ -198,4 +223,15 @@ def test_members_served_in_process_flap_through_the_running_serve_and_refuse_wha
             with pytest.raises(LabFailed, match="needs a member whose p11-kit server process ckdemo "
                                                 "runs: member1 is served in this process"):
                 refused()
+        assert lab.member_faults() == []
+        # the command line through the running serve, as `ckdemo member flap` of a remote member
+        done = ckdemo(home, "member", "flap", "member2", "--every", "0.3", "--for", "0.7")
+        assert done.returncode == 0, done.stderr
+        downs = int(done.stdout.split("member2: down ")[1].split(" time(s)")[0])
+        assert 2 <= downs <= 4 and "up again" in done.stdout, done.stdout
+        for args in (("hang", "member1"), ("slow", "member1", "--ms", "50")):
+            refused = ckdemo(home, "member", *args)
+            assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+            assert "needs a member whose p11-kit server process ckdemo runs: member1 is served " \
+                   "in this process" in refused.stderr, refused.stderr
         assert lab.member_faults() == []

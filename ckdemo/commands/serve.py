@@ -152,8 +152,8 @@ def serve(ctx: click.Context, socket_path: str | None, which: str, isolated: boo
         _say(f"p11-kit module {module_name}: {module_file} (p11-kit-proxy.so and "
              "`p11-kit list-modules` see the served slots)")
     if control is not None:
-        _say(f"control channel on {control_at} (ckdemo hagroup status, ckdemo member fail|restore "
-             "NAME, ckdemo fault add|list|clear)")
+        _say(f"control channel on {control_at} (ckdemo hagroup status, ckdemo member "
+             "fail|restore|kill|hang|resume|slow|flap|stop NAME, ckdemo fault add|list|clear)")
         control.start()
     else:
         _say(f"no control channel: {control_problem}")
