@@ -162,12 +162,16 @@ def test_bad_member_requests_are_one_line_each_and_change_nothing(fault_lab):
     fault_lab.hang_member("member1")
     with pytest.raises(LabFailed, match="member1 is hung .*: stop that first .`ckdemo member resume member1`"):
         fault_lab.slow_member("member1", ms=50)
+    fault_lab.slow_member("member3", ms=50)
+    with pytest.raises(LabFailed, match=r"member3 is slow \(answers up to 50 ms late\): stop that first"):
+        fault_lab.fail_member("member3")  # the loop would restore it again behind the test's back
     # the same from the command line: one line on stderr, exit 2, no traceback
     for args, said in [(("member", "slow", "member9", "--ms", "50"), "no member 'member9'"),
                        (("member", "slow", "member2", "--ms", "-5"), "slow: ms is above 0"),
                        (("member", "slow", "member2", "--ms", "1e9"), "slow: ms is above 0"),
                        (("member", "flap", "member2", "--every", "0"), "flap: every is at least 0.2 s"),
-                       (("member", "hang", "member7"), "no member 'member7'")]:
+                       (("member", "hang", "member7"), "no member 'member7'"),
+                       (("member", "fail", "member3"), "member3 is slow")]:
         done = ckdemo(home, *args)
         assert done.returncode == 2 and done.stderr.count("\n") == 1 and said in done.stderr, done.stderr
     fault_lab.clear()  # the fixture does it too; here it is what the next lines look at

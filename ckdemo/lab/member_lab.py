@@ -205,10 +205,12 @@ class MemberLab:
 
     def _at_once(self, action: str, group: ControlledGroup, member: ControlledMember,
                  process: MemberProcess | None) -> str:
-        if action == "fail" or (action == "kill" and process is None):
-            return f"failed in its HA group: {group.fail_member(member)}"
+        if action == "fail":
+            return group.fail_member(member)
         if action == "restore":
-            return f"restored in its HA group: {group.restore_member(member)}"
+            return group.restore_member(member)
+        if action == "kill" and process is None:
+            return f"failed in its HA group: {group.fail_member(member)}"
         if action == "restart" and process is None:
             group.fail_member(member)
             return f"failed and restored in its HA group: {group.restore_member(member)}"

@@ -208,18 +208,26 @@ class ControlServer:
 
     def _fail(self, request: dict) -> dict:
         group, member = self._member(request)
-        how = group.fail_member(member)
+        how = self._fail_or_restore("fail", request, group, member)
         self.log(f"control: HSM {member.serial} ({member.label}) failed: {how}")
         return {"lines": [f"HSM {member.serial} ({member.label}) is down: {how}."]}
 
     def _restore(self, request: dict) -> dict:
         group, member = self._member(request)
-        how = group.restore_member(member)
+        how = self._fail_or_restore("restore", request, group, member)
         self.log(f"control: HSM {member.serial} ({member.label}) restored: {how}")
         spent = any(m is member for m, _ in group.recovery_exhausted())
         return {"lines": [restored_line(member, how, group.policy.interval_s, spent,
                                         "`ckdemo hagroup recover`",
                                         group.recovery_mode == "activeEnhanced")]}
+
+    def _fail_or_restore(self, action: str, request: dict, group: ControlledGroup,
+                         member: ControlledMember) -> str:
+        """Through the member faults when there are (a member that is slow, flapping or hung is
+        refused with the reason, and a hang ended by a fail is forgotten), else the group."""
+        if self.members is not None:
+            return self.members.apply(action, request["member"]).how
+        return group.fail_member(member) if action == "fail" else group.restore_member(member)
 
     def _recover(self, request: dict) -> dict:
         lines = []
