@@ -150,7 +150,10 @@ def test_bad_member_requests_are_one_line_each_and_change_nothing(fault_lab):
                       (lambda: fault_lab.slow_member("member2", ms="fast"), "ms is a number, not 'fast'"),
                       (lambda: fault_lab.flap_member("member2", every=0), "every is at least 0.2 s"),
                       (lambda: fault_lab.flap_member("member2", every=1, down=1), "below every"),
-                      (lambda: fault_lab.slow_member("member2", ms=50, for_=-1), "for is above 0")]:
+                      (lambda: fault_lab.slow_member("member2", ms=50, for_=-1), "for is above 0"),
+                      (lambda: fault_lab._ask("member_slow", member="member2", ms=5, speed=3),
+                       "slow takes no speed (it takes ms, for)"),
+                      (lambda: fault_lab._ask("member_hang"), "which member?")]:
         with pytest.raises(LabFailed) as refused:
             ask()
         assert said in str(refused.value) and "\n" not in str(refused.value), str(refused.value)
@@ -176,6 +179,9 @@ def test_bad_member_requests_are_one_line_each_and_change_nothing(fault_lab):
         assert done.returncode == 2 and done.stderr.count("\n") == 1 and said in done.stderr, done.stderr
     fault_lab.clear()  # the fixture does it too; here it is what the next lines look at
     assert fault_lab.member_faults() == []
+    log = fault_lab.log_path.read_text()
+    no_traceback(log)
+    assert "internal error" not in log, log
     wait_for(lambda: stopped_servers(home) == [], "every member running")
 
 
