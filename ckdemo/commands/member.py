@@ -17,7 +17,10 @@ def member() -> None:
     """Remote members: p11-kit server processes serving one member token each."""
 
 
-def _servers(ctx: click.Context, name: str | None):
+THROUGH_SERVE = "; or start `ckdemo serve`: through it this works on any member"
+
+
+def _servers(ctx: click.Context, name: str | None, hint: str = ""):
     from ..harness import member_servers
     from ..members.remote import RemoteError
     settings = settings_for(ctx)
@@ -26,13 +29,12 @@ def _servers(ctx: click.Context, name: str | None):
     except RemoteError as exc:
         raise Fail(str(exc)) from None
     if not servers:
-        raise Fail(f"no remote members in {settings.config_path} (ckdemo init --remote)")
+        raise Fail(f"no remote members in {settings.config_path} (ckdemo init --remote){hint}")
     if name in (None, "all"):
         return servers
     chosen = [s for s in servers if s.label == name]
     if not chosen:
-        raise Fail(f"no remote member {name!r} (remote members: {', '.join(s.label for s in servers)}; "
-                   "a member served in `ckdemo serve`'s process: start it first)")
+        raise Fail(f"no remote member {name!r} (remote members: {', '.join(s.label for s in servers)})")
     return chosen
 
 
@@ -128,7 +130,7 @@ def _signal_command(name: str, signal_name: str, done: str, help_text: str) -> N
     def command(ctx: click.Context, member_name: str) -> None:
         if member_name != "all" and member_served.at_once(ctx, name, member_name):
             return
-        for server in _servers(ctx, member_name):
+        for server in _servers(ctx, member_name, THROUGH_SERVE if name == "kill" else ""):
             if not server.managed:
                 raise Fail(f"{server.label} is served elsewhere ({server.socket}); "
                            f"ckdemo does not {name} it")
@@ -165,7 +167,7 @@ def _checked(action: str, given: dict) -> dict:
 
 
 def _one_managed(ctx: click.Context, name: str, verb: str):
-    servers = _servers(ctx, name)
+    servers = _servers(ctx, name, THROUGH_SERVE if verb == "flap" else "")
     if len(servers) != 1:
         raise Fail(f"{verb} one member at a time (remote members: {', '.join(s.label for s in servers)})")
     server = servers[0]
