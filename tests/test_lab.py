@@ -378,8 +378,8 @@ def test_kill_on_a_member_served_in_process_fails_it_and_hang_is_refused_with_th
                                '[[step]]\nname = "hang"\nat = 0.2\n'
                                'member = { action = "hang", name = "member2" }\n')
     done = lab(run_ckdemo, lab_home, scenario, tmp_path / "r", *app_command(200))
-    assert "hang needs a member whose p11-kit server process ckdemo runs: member2 is served in " \
-           "this process" in done.stderr, done.stderr
+    assert "hang needs a member whose p11-kit server process ckdemo runs: member2 is served inside " \
+           "the ckdemo process serving the HA slot" in done.stderr, done.stderr
     data = json.loads((tmp_path / "r" / "report.json").read_text())
     assert [step["reached"] for step in data["steps"]] == [True, False]
     assert any(m["what"].startswith("member member1: kill (failed in its HA group")

@@ -231,7 +231,7 @@ def test_members_served_in_process_flap_through_the_running_serve_and_refuse_wha
         lab.restore_member("member1")
         for refused in (lambda: lab.hang_member("member1"), lambda: lab.slow_member("member1", ms=50)):
             with pytest.raises(LabFailed, match="needs a member whose p11-kit server process ckdemo "
-                                                "runs: member1 is served in this process"):
+                                                "runs: member1 is served inside the ckdemo process"):
                 refused()
         assert lab.member_faults() == []
         # the command line through the running serve, as `ckdemo member flap` of a remote member
@@ -243,5 +243,5 @@ def test_members_served_in_process_flap_through_the_running_serve_and_refuse_wha
             refused = ckdemo(home, "member", *args)
             assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
             assert "needs a member whose p11-kit server process ckdemo runs: member1 is served " \
-                   "in this process" in refused.stderr, refused.stderr
+                   "inside the ckdemo process serving the HA slot" in refused.stderr, refused.stderr
         assert lab.member_faults() == []

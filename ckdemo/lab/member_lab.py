@@ -4,8 +4,8 @@ MemberLab, so they do the same thing.
 
 At once: fail, restore, kill, restart, hang, resume. Lasting (member_faults.Cycle, in a thread):
 slow and flap, until stop() or their `for`. A remote member whose `p11-kit server` ckdemo runs
-is killed and stopped for real (signals to its process group); a member served in this process
-(or one served elsewhere) is failed and restored in its HA group instead (kill: fail, restart:
+is killed and stopped for real (signals to its process group); a member served inside the
+serving process (or one served elsewhere) is failed and restored in its HA group instead (kill: fail, restart:
 fail then restore, flap: fail and restore in turn), and hang, resume and slow are refused with
 the reason: nothing can stop it without stopping the whole server. clear() ends every loop and
 resumes every server: no member is left hung, slowed or flapping.
@@ -162,7 +162,8 @@ class MemberLab:
 
     def _cannot_stop(self, action: str, label: str) -> MemberFaultError:
         where = ("is served elsewhere: ckdemo does not run its server" if label in self.processes
-                 else "is served in this process (ckdemo init --remote makes members that can)")
+                 else "is served inside the ckdemo process serving the HA slot (ckdemo init "
+                      "--remote makes members that can)")
         return MemberFaultError(f"{action} needs a member whose p11-kit server process ckdemo runs: "
                                 f"{label} {where}; fail, restore, kill and flap work on any member")
 
