@@ -371,13 +371,19 @@ member = { action = "resume", name = "member2" }
     assert "member1: kill (server process killed)" in marks and "member2: hang" in marks
 
 
-def test_kill_on_a_member_served_in_process_is_refused_with_the_reason(lab_home, tmp_path, run_ckdemo):
+def test_kill_on_a_member_served_in_process_fails_it_and_hang_is_refused_with_the_reason(
+        lab_home, tmp_path, run_ckdemo):
     scenario = write(tmp_path, '[[step]]\nname = "kill"\nat = 0.1\n'
-                               'member = { action = "kill", name = "member1" }\n')
+                               'member = { action = "kill", name = "member1" }\n'
+                               '[[step]]\nname = "hang"\nat = 0.2\n'
+                               'member = { action = "hang", name = "member2" }\n')
     done = lab(run_ckdemo, lab_home, scenario, tmp_path / "r", *app_command(200))
-    assert "kill needs a remote member (ckdemo init --remote)" in done.stderr, done.stderr
+    assert "hang needs a member whose p11-kit server process ckdemo runs: member2 is served inside " \
+           "the ckdemo process serving the HA slot" in done.stderr, done.stderr
     data = json.loads((tmp_path / "r" / "report.json").read_text())
-    assert data["steps"][0]["reached"] is False
+    assert [step["reached"] for step in data["steps"]] == [True, False]
+    assert any(m["what"].startswith("member member1: kill (failed in its HA group")
+               and m["state"] == "down" for m in data["marks"]), data["marks"]
 
 
 def test_a_member_lost_in_the_middle_of_multi_part_signatures_costs_the_application_nothing(

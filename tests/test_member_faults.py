@@ -152,3 +152,6 @@ def test_flap_and_slow_refuse_what_they_cannot_do(tmp_path, provision):
     home = provision(tmp_path / "home")  # local members: no server process to slow
     done = _ckdemo(home, "member", "slow", "member2", "--ms", "100", "--for", "1")
     assert done.returncode != 0 and "no remote members" in done.stderr
+    done = _ckdemo(home, "member", "flap", "member2", "--every", "1", "--for", "1")  # no serve runs
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "or start `ckdemo serve`: through it this works on any member" in done.stderr

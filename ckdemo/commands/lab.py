@@ -86,12 +86,10 @@ def run(ctx: click.Context, scenario_file: str, command: tuple[str, ...], seed: 
         extra = {"home": str(settings.home), "temporary_home": temporary is not None,
                  "module": client, "server_address": env["P11_KIT_SERVER_ADDRESS"]}
         try:
-            from ..harness import member_servers
             from .state_json import ckdemo_version
-            processes = {server.label: server for server in member_servers(settings)}
             done = run_lab(scenario, served.server, groups, list(command), env, Path(report_dir),
                            ckdemo_version(), extra, log=lambda line: click.echo(line, err=True),
-                           processes=processes)
+                           members=served.members)
         except LabError as error:
             raise Fail(str(error)) from None
         finally:

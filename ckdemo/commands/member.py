@@ -1,9 +1,14 @@
-"""`ckdemo member ...`: the p11-kit server processes of remote members."""
+"""`ckdemo member ...`: the p11-kit server processes of remote members, and member faults.
+
+fail, restore, stop, and kill, hang, resume, slow and flap while a `ckdemo serve` of the home
+runs, go through it (member_served.py): any member, as FaultLab and lab scenarios do. With no
+serve running, kill, hang, resume, slow and flap act on a remote member's server directly."""
 from __future__ import annotations
 
 
 import click
 
+from . import member_served
 from .common import Fail, settings_for
 
 
@@ -12,7 +17,10 @@ def member() -> None:
     """Remote members: p11-kit server processes serving one member token each."""
 
 
-def _servers(ctx: click.Context, name: str | None):
+THROUGH_SERVE = "; or start `ckdemo serve`: through it this works on any member"
+
+
+def _servers(ctx: click.Context, name: str | None, hint: str = ""):
     from ..harness import member_servers
     from ..members.remote import RemoteError
     settings = settings_for(ctx)
@@ -21,7 +29,7 @@ def _servers(ctx: click.Context, name: str | None):
     except RemoteError as exc:
         raise Fail(str(exc)) from None
     if not servers:
-        raise Fail(f"no remote members in {settings.config_path} (ckdemo init --remote)")
+        raise Fail(f"no remote members in {settings.config_path} (ckdemo init --remote){hint}")
     if name in (None, "all"):
         return servers
     chosen = [s for s in servers if s.label == name]
@@ -120,7 +128,9 @@ def _signal_command(name: str, signal_name: str, done: str, help_text: str) -> N
     @click.argument("member_name", metavar="NAME")
     @click.pass_context
     def command(ctx: click.Context, member_name: str) -> None:
-        for server in _servers(ctx, member_name):
+        if member_name != "all" and member_served.at_once(ctx, name, member_name):
+            return
+        for server in _servers(ctx, member_name, THROUGH_SERVE if name == "kill" else ""):
             if not server.managed:
                 raise Fail(f"{server.label} is served elsewhere ({server.socket}); "
                            f"ckdemo does not {name} it")
@@ -129,16 +139,35 @@ def _signal_command(name: str, signal_name: str, done: str, help_text: str) -> N
 
 
 _signal_command("kill", "kill", "killed",
-                "SIGKILL to NAME's server process group, as a power cut ('all' for every member).")
+                "SIGKILL to NAME's server process group, as a power cut ('all' for every member, "
+                "directly). Through a running `ckdemo serve` any member: one served in its process "
+                "is failed in its HA group.")
 _signal_command("hang", "hang", "stopped",
                 "SIGSTOP to NAME's server: it keeps its socket but never answers (a dead network "
                 "link). The HA group fails it after MemberTimeout seconds (CKDemo section, "
-                "default 20).")
+                "default 20). A running `ckdemo serve` resumes it at `ckdemo fault clear` and at "
+                "its stop.")
 _signal_command("resume", "resume", "running again", "SIGCONT to NAME's server after `member hang`.")
 
 
+@member.command(name="stop")
+@click.argument("name")
+@click.pass_context
+def stop_lasting(ctx: click.Context, name: str) -> None:
+    """End a slow or flap of NAME in the running `ckdemo serve` (NAME is left running and up)."""
+    member_served.stop(ctx, name)
+
+
+def _checked(action: str, given: dict) -> dict:
+    from ..lab.member_lab import MemberFaultError, checked
+    try:
+        return checked(action, {k: v for k, v in given.items() if v is not None})
+    except MemberFaultError as exc:
+        raise Fail(f"{action}: {exc}") from None
+
+
 def _one_managed(ctx: click.Context, name: str, verb: str):
-    servers = _servers(ctx, name)
+    servers = _servers(ctx, name, THROUGH_SERVE if verb == "flap" else "")
     if len(servers) != 1:
         raise Fail(f"{verb} one member at a time (remote members: {', '.join(s.label for s in servers)})")
     server = servers[0]
@@ -169,17 +198,19 @@ def _run_cycle(cycle, label: str, verb: str, for_s: float | None) -> None:
 
 @member.command()
 @click.argument("name")
-@click.option("--ms", type=click.FloatRange(min=1, max=60_000), required=True,
-              help="How long each stop lasts: an answer comes up to this late.")
-@click.option("--for", "for_s", type=click.FloatRange(min=0.1, max=86_400),
-              help="Seconds (default: until Ctrl-C).")
+@click.option("--ms", type=float, required=True,
+              help="How long each stop lasts: an answer comes up to this late (at most 60000).")
+@click.option("--for", "for_s", type=float, help="Seconds (default: until Ctrl-C).")
 @click.pass_context
 def slow(ctx: click.Context, name: str, ms: float, for_s: float | None) -> None:
     """Make NAME's answers up to MS ms late: its server is stopped (SIGSTOP) MS ms at a time and
     runs 20 ms between stops, its connections open. Runs in the foreground; NAME is running at
     the end. Stops longer than MemberHedgeFloor (default 0.5 s) make the HA group give it up,
-    as a hang does."""
+    as a hang does. Through a running `ckdemo serve` when one runs."""
     from ..lab.member_faults import slowdown
+    _checked("slow", {"ms": ms, "for": for_s})
+    if member_served.lasting(ctx, "slow", name, {"ms": ms}, for_s):
+        return
     server = _one_managed(ctx, name, "slow")
     errors: list[str] = []
     cycle = slowdown(server, ms, for_s, on_error=lambda error: errors.append(str(error)))
@@ -191,20 +222,22 @@ def slow(ctx: click.Context, name: str, ms: float, for_s: float | None) -> None:
 
 @member.command()
 @click.argument("name")
-@click.option("--every", "every_s", type=click.FloatRange(min=0.2, max=86_400), required=True,
-              help="Seconds of one down-and-up.")
-@click.option("--down", "down_s", type=click.FloatRange(min=0.01, max=86_400),
-              help="Seconds down in each (default: half of --every).")
-@click.option("--for", "for_s", type=click.FloatRange(min=0.1, max=86_400),
-              help="Seconds (default: until Ctrl-C).")
+@click.option("--every", "every_s", type=float, required=True,
+              help="Seconds of one down-and-up (at least 0.2).")
+@click.option("--down", "down_s", type=float, help="Seconds down in each (default: half of --every).")
+@click.option("--for", "for_s", type=float, help="Seconds (default: until Ctrl-C).")
 @click.pass_context
 def flap(ctx: click.Context, name: str, every_s: float, down_s: float | None, for_s: float | None) -> None:
     """Kill NAME's server (SIGKILL to its process group) and serve it again, every EVERY
     seconds. Runs in the foreground; NAME is served at the end. The HA group takes it back at a
-    call after the recovery interval, when it is up then."""
+    call after the recovery interval, when it is up then. Through a running `ckdemo serve` when
+    one runs: there any member (one served in its process is failed and restored in its HA
+    group)."""
     from ..lab.member_faults import server_flapping
-    if down_s is not None and down_s >= every_s:
-        raise Fail(f"--down ({down_s:g} s) is less than --every ({every_s:g} s)")
+    _checked("flap", {"every": every_s, "down": down_s, "for": for_s})
+    given = {"every": every_s, **({"down": down_s} if down_s is not None else {})}
+    if member_served.lasting(ctx, "flap", name, given, for_s):
+        return
     server = _one_managed(ctx, name, "flap")
     errors: list[str] = []
     cycle = server_flapping(server, every_s, down_s, for_s, on_error=lambda error: errors.append(str(error)))

@@ -31,6 +31,7 @@ class Served:
     control: "ControlServer | None"  # noqa: F821
     control_problem: str
     settings: object  # as served: the home's, with --slots all and --isolated/--shared applied
+    members: "MemberLab"  # noqa: F821  the lab's member faults (the control channel's, a lab run's)
 
 
 def build_server(settings, socket_path: str | None, which: str = "ha", isolated: bool | None = None,
@@ -39,6 +40,8 @@ def build_server(settings, socket_path: str | None, which: str = "ha", isolated:
     """The home's slots behind a listening Server (and its control channel, when `control` and
     the home has none running): what `ckdemo serve` and `ckdemo lab run` both serve."""
     from ..ha.group import HAGroup
+    from ..harness import member_servers
+    from ..lab.member_lab import MemberLab
     from ..menu.loop import report_internal_error
     from ..serve import Server
     from ..serve.control import ControlServer
@@ -67,14 +70,16 @@ def build_server(settings, socket_path: str | None, which: str = "ha", isolated:
                         refused_objects=refused_objects)
     except OSError as exc:
         raise Fail(f"cannot listen on {path}: {exc.strerror or exc}") from None
+    members = MemberLab(groups, {s.label: s for s in member_servers(settings)}, log=_say)
     channel, problem = None, "not asked for"
     if control:
         try:
             control_at.parent.mkdir(parents=True, exist_ok=True)
-            channel = ControlServer(control_at, groups, log=_say, on_error=on_error, faults=server.faults)
+            channel = ControlServer(control_at, groups, log=_say, on_error=on_error, faults=server.faults,
+                                    members=members)
         except OSError as exc:  # e.g. a first `ckdemo serve` of this home holds it: serve on without
             problem = exc.strerror or str(exc)
-    return Served(server, groups, path, control_at, channel, problem, settings)
+    return Served(server, groups, path, control_at, channel, problem, settings, members)
 
 
 class Stop(Exception):
@@ -148,8 +153,8 @@ def serve(ctx: click.Context, socket_path: str | None, which: str, isolated: boo
         _say(f"p11-kit module {module_name}: {module_file} (p11-kit-proxy.so and "
              "`p11-kit list-modules` see the served slots)")
     if control is not None:
-        _say(f"control channel on {control_at} (ckdemo hagroup status, ckdemo member fail|restore "
-             "NAME, ckdemo fault add|list|clear)")
+        _say(f"control channel on {control_at} (ckdemo hagroup status, ckdemo member "
+             "fail|restore|kill|hang|resume|slow|flap|stop NAME, ckdemo fault add|list|clear)")
         control.start()
     else:
         _say(f"no control channel: {control_problem}")
@@ -172,6 +177,8 @@ def serve(ctx: click.Context, socket_path: str | None, which: str, isolated: boo
         _tell_systemd(sdnotify.STOPPING)
         if control is not None:
             control.stop()
+        for going in served.members.clear():  # no member left hung, slowed or flapping
+            _say(f"member {going.label}: {going.action} ended: running")
         if module_file is not None:
             from ..serve import module_file as p11kit_module
             p11kit_module.remove(module_file)

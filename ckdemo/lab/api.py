@@ -79,6 +79,10 @@ class FaultLab:
     def close(self) -> None:
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
+            try:  # serve does this at its stop too; here as well in case it has to be killed
+                request(control_path(self.home), "fault_clear")
+            except (NoServer, ControlFailed):
+                pass
             process.send_signal(signal.SIGTERM)
             try:
                 process.wait(STOP_TIMEOUT_S)
@@ -120,6 +124,8 @@ class FaultLab:
         return self._ask("fault_list")["faults"]
 
     def clear(self, fault_id: int | None = None) -> None:
+        """End every fault (or one); with no id also every member fault: no member is left
+        hung, slowed or flapping."""
         self._ask("fault_clear", **({} if fault_id is None else {"id": fault_id}))
 
     def restart_hsm(self) -> None:
@@ -137,11 +143,53 @@ class FaultLab:
     def change_serial(self) -> None:
         self._ask("change_serial")
 
+    # ---- member faults (docs/FAULTS.md): `name` is a member's label, serial or number ----------
     def fail_member(self, name: str) -> None:
         self._ask("fail", member=name)
 
     def restore_member(self, name: str) -> None:
         self._ask("restore", member=name)
+
+    def kill_member(self, name: str) -> str:
+        """A remote member's server killed (SIGKILL); a member served in serve's process failed
+        in its HA group. restore_member brings either back. The member's state: "down"."""
+        return self._ask("member_kill", member=name)["state"]
+
+    def restart_member(self, name: str) -> str:
+        return self._ask("member_restart", member=name)["state"]
+
+    def hang_member(self, name: str) -> str:
+        """A remote member's server stopped (SIGSTOP) until resume_member or clear; refused for a
+        member served in serve's process."""
+        return self._ask("member_hang", member=name)["state"]
+
+    def resume_member(self, name: str) -> str:
+        return self._ask("member_resume", member=name)["state"]
+
+    def slow_member(self, name: str, ms: float, for_: float | None = None) -> str:
+        """A remote member's answers up to `ms` late (its server stopped ms at a time), for
+        `for_` seconds or until stop_member / clear."""
+        return self._ask("member_slow", member=name, ms=ms, **_given(for_=for_))["state"]
+
+    def flap_member(self, name: str, every: float, down: float | None = None,
+                    for_: float | None = None) -> str:
+        """Down `down` seconds (default: half of `every`) and up again, every `every` seconds, for
+        `for_` seconds or until stop_member / clear."""
+        return self._ask("member_flap", member=name, every=every, **_given(down=down, for_=for_))["state"]
+
+    def stop_member(self, name: str) -> list[dict[str, Any]]:
+        """End a slow or flap (the member is left running and up); what ended (`cycles`: the
+        stops or downs it made), [] when none went on."""
+        return self._ask("member_stop", member=name)["stopped"]
+
+    def members(self) -> list[dict[str, Any]]:
+        """The members of the served HA group(s), as HA Status sees them: `label`, `serial`,
+        `status` (CKR name), `standby`, `recovery_exhausted`, `calls` (calls it has served)."""
+        return [m for group in self._ask("status")["groups"] for m in group["members"]]
+
+    def member_faults(self) -> list[dict[str, Any]]:
+        """The member faults going on: slow, flap, hang (`member`, `action`, `ms`, `every_s`, ...)."""
+        return self._ask("fault_list")["members"]
 
     # ---- what the application did --------------------------------------------------------------
     def calls(self, new_only: bool = False) -> list[dict[str, Any]]:
@@ -168,3 +216,8 @@ class FaultLab:
             return request(control_path(self.home), command, **arguments)
         except (NoServer, ControlFailed) as error:
             raise LabFailed(f"{command}: {error}") from None
+
+
+def _given(**settings: Any) -> dict[str, Any]:
+    """The settings given (not None), by their JSON names (`for_` is "for")."""
+    return {name.rstrip("_"): value for name, value in settings.items() if value is not None}

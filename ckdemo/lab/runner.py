@@ -15,13 +15,13 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping, Protocol, Sequence
+from typing import Callable, Sequence
 
 from ..serve.control import ControlledGroup
 from ..serve.faults import FaultBook
 from .analysis import RunResult, analyse
 from .journal import Journal
-from .member_faults import Cycle, flapping, server_flapping, slowdown
+from .member_lab import MemberLab
 from .report import as_json, write
 from .scenario import Scenario, Step
 
@@ -37,35 +37,17 @@ class LabRun:
     app_log: Path
 
 
-class MemberProcess(Protocol):
-    """A remote member's server process (ckdemo.members.remote.MemberServer offers it)."""
-    label: str
-    def kill(self) -> bool: ...
-    def restart(self) -> int: ...
-    def hang(self) -> bool: ...
-    def resume(self) -> bool: ...
-    def started_by_run(self) -> bool: ...
-    def serve_again(self, for_runs: bool) -> int: ...
-
-
-# the state a member is left in by each action (the report's member bands)
-MEMBER_STATES = {"fail": "down", "kill": "down", "restore": "up", "restart": "up", "hang": "hung",
-                 "resume": "up"}
-
-
 class Timeline(threading.Thread):
     """Applies the steps at their times (seconds after `start`) until stopped."""
 
-    def __init__(self, scenario: Scenario, book: FaultBook, groups: Sequence[ControlledGroup],
-                 journal: Journal, log: Callable[[str], None],
-                 processes: Mapping[str, MemberProcess] | None = None) -> None:
+    def __init__(self, scenario: Scenario, book: FaultBook, journal: Journal,
+                 log: Callable[[str], None], members: MemberLab) -> None:
         super().__init__(name="lab-timeline", daemon=True)
-        self.scenario, self.book, self.groups, self.journal, self.log = scenario, book, groups, journal, log
-        self.processes = dict(processes or {})  # member label -> its server process (remote members)
+        self.scenario, self.book, self.journal, self.log = scenario, book, journal, log
+        self.members = members
         self.stopped = threading.Event()
         self.applied: dict[str, tuple[float, int | None]] = {}
-        self.cycles: list[tuple[Step, Cycle]] = []  # slow and flap steps going on
-        self._cycles_lock = threading.Lock()
+        self.lasting: list[str] = []  # members whose slow or flap ends at the next step
 
     def run(self) -> None:
         for step in self.scenario.steps:
@@ -74,7 +56,7 @@ class Timeline(threading.Thread):
             while step.after_calls is not None and self.journal.count < step.after_calls:
                 if self.stopped.wait(CALL_COUNT_POLL_S):
                     return
-            self.end_cycles(until_next_step_only=True)  # their window ends where this one begins
+            self.end_lasting()  # their window ends where this one begins
             now = time.monotonic()  # before: a call its fault takes may come before it returns
             try:
                 fault_id = self._apply(step)
@@ -107,79 +89,30 @@ class Timeline(threading.Thread):
         return None
 
     def _member_step(self, step: Step) -> None:
-        action = step.member.action
-        group, member = self._member(step.member.name)
-        process = self.processes.get(member.label)
-        if action in ("fail", "restore"):
-            how = group.fail_member(member) if action == "fail" else group.restore_member(member)
-        elif action == "flap" and process is None:  # a member served here: through its HA group
-            self._cycle(step, member.label, flapping(
-                lambda: group.fail_member(member), lambda: group.restore_member(member),
-                step.member.every_s, step.member.down_s, step.member.for_s),
-                "failed in its HA group", "restored in its HA group")
-            return
-        elif process is None:
-            raise LookupError(f"{action} needs a remote member (ckdemo init --remote): "
-                              f"{member.label} is served in this process; fail, restore and flap "
-                              "work on any member")
-        elif action == "flap":
-            self._cycle(step, member.label, server_flapping(
-                process, step.member.every_s, step.member.down_s, step.member.for_s),
-                "server process killed", "server process started again")
-            return
-        elif action == "slow":
-            self._cycle(step, member.label, slowdown(process, step.member.ms, step.member.for_s),
-                        f"server process stopped {step.member.ms:g} ms at a time (SIGSTOP, SIGCONT)",
-                        "server process running on time again")
-            return
-        else:
-            done = getattr(process, action)()
-            how = {"kill": "server process killed", "restart": f"server process {done} started",
-                   "hang": "server process stopped (SIGSTOP)",
-                   "resume": "server process resumed (SIGCONT)"}[action] if done else "no process"
-        self.journal.mark(time.monotonic(), f"member {member.label}: {action} ({how})", step.name,
-                          member.label, MEMBER_STATES[action])
+        given = step.member
+        settings = {"ms": given.ms, "every": given.every_s, "down": given.down_s, "for": given.for_s}
 
-    def _cycle(self, step: Step, label: str, cycle: Cycle, first: str, second: str) -> None:
-        """Start a slow or flap step's loop; each change it tells is marked."""
-        action = step.member.action
-        states = {"first": "slow" if action == "slow" else "down", "second": "up"}
-        said = {"first": first, "second": second}
+        def tell(label: str, what: str, state: str | None) -> None:
+            self.journal.mark(time.monotonic(), f"member {label}: {what}", step.name,
+                              label if state else "", state or "")
+        applied = self.members.apply(given.action, given.name,
+                                     {k: v for k, v in settings.items() if v is not None}, tell)
+        if given.lasts and given.for_s is None:
+            self.lasting.append(applied.label)
 
-        def changed(which: str) -> None:
-            self.journal.mark(time.monotonic(), f"member {label}: {action} ({said[which]})", step.name,
-                              label, states[which])
-
-        def failed(error: BaseException) -> None:
-            self.log(f"lab: step {step.name!r}: {label}: {error}")
-            self.journal.mark(time.monotonic(), f"member {label}: {action}: {error}", step.name)
-        cycle.on_change, cycle.on_error = changed, failed
-        with self._cycles_lock:
-            self.cycles.append((step, cycle.start(f"lab-{action}-{label}")))
-
-    def end_cycles(self, until_next_step_only: bool = False) -> None:
-        """Stop the slow and flap loops (only those without a `for` of their own: their window
-        ends at the next step); each leaves its member running and up."""
-        with self._cycles_lock:
-            ending = [(s, c) for s, c in self.cycles
-                      if not until_next_step_only or s.member.for_s is None]
-            self.cycles = [pair for pair in self.cycles if pair not in ending]
-        for _, cycle in ending:
-            cycle.stop()
-
-    def _member(self, name: str):
-        for group in self.groups:
-            try:
-                return group, group.member(name)
-            except KeyError:
-                continue
-        known = ", ".join(m.label for g in self.groups for m in g.members) or "none"
-        raise LookupError(f"no member {name!r} in the HA group(s) served (members: {known})")
+    def end_lasting(self) -> None:
+        """Stop the slow and flap loops without a `for` of their own (their window ends at the
+        next step); each leaves its member running and up."""
+        ending, self.lasting = self.lasting, []
+        for label in ending:
+            self.members.stop(label)
 
 
 def run(scenario: Scenario, server, groups: Sequence[ControlledGroup], command: list[str],
         env: dict[str, str], folder: Path, version: str, extra: dict,
-        log: Callable[[str], None], processes: Mapping[str, MemberProcess] | None = None) -> LabRun:
+        log: Callable[[str], None], members: MemberLab | None = None) -> LabRun:
+    """`members`: what applies the member steps (shared with serve's control channel, when it
+    has one); default: one for `groups` with no member process of its own."""
     folder.mkdir(parents=True, exist_ok=True)
     app_log = folder / "app.log"
     serving = threading.Thread(target=server.serve_forever, name="lab-serve", daemon=True)
@@ -189,7 +122,8 @@ def run(scenario: Scenario, server, groups: Sequence[ControlledGroup], command: 
     with open(app_log, "wb") as output:
         journal = Journal(time.monotonic())
         book.watch(journal.record)
-        timeline = Timeline(scenario, book, groups, journal, log, processes)
+        members = members or MemberLab(groups, {}, log)
+        timeline = Timeline(scenario, book, journal, log, members)
         try:
             process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT,
                                        start_new_session=True)
@@ -211,9 +145,7 @@ def run(scenario: Scenario, server, groups: Sequence[ControlledGroup], command: 
             duration = time.monotonic() - journal.start
             timeline.stopped.set()
             timeline.join(STOP_GRACE_S)
-            timeline.end_cycles()  # before the resume below: a loop would stop a member again
-            for process in (processes or {}).values():
-                process.resume()  # no member left stopped behind the run
+            members.clear()  # no member left hung, slowed or flapping behind the run
             book.unwatch(journal.record)
             book.close()  # no fault outlives the run; held calls are answered
             server.stop()

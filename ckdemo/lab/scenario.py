@@ -46,17 +46,16 @@ from pathlib import Path
 from typing import Any
 
 from ..serve.faults import FaultError, FaultSpec
-from .member_faults import MAX_SLOW_MS, MIN_FLAP_EVERY_S
+from .member_lab import ACTIONS, SETTINGS, MemberFaultError, checked
 
 DEFAULT_TIMEOUT_S = 300.0
 MAX_TIMEOUT_S = 24 * 3600.0
 MAX_STEPS = 10_000
 EVENTS = ("restart_hsm", "reset_library", "remove_token", "insert_token", "change_serial", "clear")
-# fail/restore: any member (as menu choices 120/121); kill, restart, hang, resume: a remote
-# member's p11-kit server process (SIGKILL, a new one, SIGSTOP, SIGCONT); slow: a remote member's
-# server stopped and continued again and again; flap: down and up again and again (lab/member_faults.py)
-MEMBER_ACTIONS = ("fail", "restore", "kill", "restart", "hang", "resume", "slow", "flap")
-MEMBER_KEYS = {"slow": frozenset({"ms", "for"}), "flap": frozenset({"every", "down", "for"})}
+# fail, restore, kill, restart, hang, resume, slow, flap: what each does to a member of either
+# kind is ckdemo/lab/member_lab.py's (docs/FAULTS.md); slow and flap take their own settings
+MEMBER_ACTIONS = ACTIONS
+MEMBER_KEYS = {action: frozenset(keys) for action, keys in SETTINGS.items()}
 STEP_KEYS = frozenset({"name", "at", "after_calls", "fault", "event", "member", "expect"})
 EXPECT_KEYS = frozenset({"app_failures", "app_failures_max", "app_recovers_within", "calls_min",
                          "app_exit"})
@@ -240,27 +239,12 @@ def _member(given: Any, where: str) -> MemberAction:
                             "name a member's label, serial or number")
     _known_only(given, frozenset({"action", "name"}) | MEMBER_KEYS.get(action, frozenset()),
                 f"{where}: member {action}")
-    for_s = _seconds(given["for"], f"{where}: for", MAX_TIMEOUT_S) if "for" in given else None
-    if for_s == 0:
-        raise ScenarioError(f"{where}: for is above 0")
-    if action == "slow":
-        if "ms" not in given:
-            raise ScenarioError(f"{where}: slow needs ms, how long each stop lasts "
-                                '(member = { action = "slow", name = "member2", ms = 300 })')
-        ms = _seconds(given["ms"], f"{where}: ms", MAX_SLOW_MS)
-        if ms <= 0:
-            raise ScenarioError(f"{where}: ms is above 0")
-        return MemberAction(action, given["name"], ms=ms, for_s=for_s)
-    if action == "flap":
-        if "every" not in given:
-            raise ScenarioError(f"{where}: flap needs every, the seconds of one down-and-up "
-                                '(member = { action = "flap", name = "member2", every = 2.0 })')
-        every = _seconds(given["every"], f"{where}: every", MAX_TIMEOUT_S)
-        down = _seconds(given["down"], f"{where}: down", MAX_TIMEOUT_S) if "down" in given else every / 2
-        if every < MIN_FLAP_EVERY_S or not 0 < down < every:
-            raise ScenarioError(f"{where}: every is at least {MIN_FLAP_EVERY_S:g} s and down above 0 "
-                                "and below every")
-        return MemberAction(action, given["name"], every_s=every, down_s=down, for_s=for_s)
+    if action in MEMBER_KEYS:  # the numbers are checked where the control channel checks them
+        try:
+            lasting = checked(action, {k: v for k, v in given.items() if k in MEMBER_KEYS[action]})
+        except MemberFaultError as error:
+            raise ScenarioError(f"{where}: {error}") from None
+        return MemberAction(action, given["name"], **lasting)
     return MemberAction(action, given["name"])
 
 

@@ -16,10 +16,15 @@ refused), one request and one reply per line:
     {"command": "fault_clear"} / {"command": "fault_clear", "id": 1}
     {"command": "restart_hsm"} / {"command": "reset_library"} / {"command": "remove_token"} /
     {"command": "insert_token"} / {"command": "change_serial"}
+    {"command": "member_kill", "member": "member2"} / member_restart / member_hang / member_resume
+    {"command": "member_slow", "member": "member2", "ms": 300}   ("for": S optional)
+    {"command": "member_flap", "member": "member2", "every": 2}  ("down", "for" optional)
+    {"command": "member_stop", "member": "member2"}              -> {"ok": true, "stopped": [...], ...}
     anything else                                  -> {"ok": false, "error": "..."}
 
 A fault's settings are the ones `ckdemo fault add` takes (ckdemo.serve.faults.FaultSpec.parse);
-docs/FAULTS.md describes them field by field.
+docs/FAULTS.md describes them field by field. Member faults are handed over to the MemberFaults
+the wiring gives (ckdemo.lab.member_lab.MemberLab): this module only carries them.
 
 The groups are handed in by the cli wiring; this module sees them only through `ControlledGroup`.
 """
@@ -41,8 +46,11 @@ from .faults import CallRecord, FaultBook, FaultError, FaultSpec
 
 CONTROL_NAME = "ckdemo.ctl"  # beside ckdemo.sock in HOME/run
 MAX_REQUEST_BYTES = 4096  # a request is one short JSON object
+MEMBER_FAULTS = ("member_kill", "member_restart", "member_hang", "member_resume", "member_slow",
+                 "member_flap")  # each "member_" + an action of the lab's member faults
 COMMANDS = ("status", "fail", "restore", "recover", "fault_add", "fault_list", "fault_clear",
-            "restart_hsm", "reset_library", "remove_token", "insert_token", "change_serial", "journal_start", "journal_read")
+            "restart_hsm", "reset_library", "remove_token", "insert_token", "change_serial",
+            "journal_start", "journal_read", *MEMBER_FAULTS, "member_stop")
 JOURNAL_KEPT = 100_000  # calls the journal keeps (the oldest go first)
 JOURNAL_READ_MAX = 5_000  # calls one journal_read answers (read again from "next" for more)
 
@@ -51,6 +59,7 @@ class ControlledMember(Protocol):
     serial: str
     label: str
     standby: bool
+    calls: int  # calls it has served (its share of the load)
 
 
 class RecoveryTiming(Protocol):
@@ -74,6 +83,22 @@ class ControlledGroup(Protocol):
     def recovery_exhausted(self) -> list[tuple[ControlledMember, int]]: ...
 
 
+class MemberFaultGoing(Protocol):
+    label: str
+    def as_json(self, now: float) -> dict[str, Any]: ...
+
+
+class MemberFaults(Protocol):
+    """The lab's member faults (ckdemo.lab.member_lab.MemberLab offers them): kill, restart,
+    hang, resume at once; slow and flap until stopped; clear() leaves every member running."""
+    clock: Callable[[], float]
+    def apply(self, action: str, name: str, settings: dict[str, Any] | None = None,
+              tell: Callable[[str, str, str | None], None] | None = None) -> Any: ...
+    def stop(self, name: str) -> list[MemberFaultGoing]: ...
+    def going(self) -> list[MemberFaultGoing]: ...
+    def clear(self) -> list[MemberFaultGoing]: ...
+
+
 class ControlError(Exception):
     """A request the channel cannot carry out: the reply's error text."""
 
@@ -93,10 +118,11 @@ class ControlServer:
     def __init__(self, path: str | os.PathLike, groups: list[ControlledGroup],
                  log: Callable[[str], None] = print,
                  on_error: Callable[[str, BaseException], None] | None = None,
-                 faults: FaultBook | None = None) -> None:
+                 faults: FaultBook | None = None, members: MemberFaults | None = None) -> None:
         self.path = os.fspath(path)
         self.groups = groups
         self.faults = faults
+        self.members = members
         self._journal: collections.deque | None = None  # (seq, CallRecord), when asked for
         self._journal_next = 0
         self._journal_lock = threading.Lock()
@@ -151,7 +177,10 @@ class ControlServer:
             command = request.get("command")
             if command not in COMMANDS:
                 raise ControlError(f"unknown command {command!r} (known: {', '.join(COMMANDS)})")
-            reply = getattr(self, f"_{command}")(request)
+            if command in MEMBER_FAULTS:
+                reply = self._member_fault(command.removeprefix("member_"), request)
+            else:
+                reply = getattr(self, f"_{command}")(request)
         except (ValueError, UnicodeDecodeError) as error:
             return {"ok": False, "error": f"not a JSON request: {error}"}
         except (ControlError, FaultError) as error:
@@ -172,24 +201,33 @@ class ControlServer:
             spent = {id(m) for m, _ in group.recovery_exhausted()}
             groups.append({"label": group.label, "serial": group.serial,
                            "members": [{"serial": m.serial, "label": m.label, "status": ckr_name(code),
-                                        "standby": m.standby, "recovery_exhausted": id(m) in spent}
+                                        "standby": m.standby, "recovery_exhausted": id(m) in spent,
+                                        "calls": m.calls}
                                        for m, code in report]})
         return {"lines": lines, "groups": groups}
 
     def _fail(self, request: dict) -> dict:
         group, member = self._member(request)
-        how = group.fail_member(member)
+        how = self._fail_or_restore("fail", request, group, member)
         self.log(f"control: HSM {member.serial} ({member.label}) failed: {how}")
         return {"lines": [f"HSM {member.serial} ({member.label}) is down: {how}."]}
 
     def _restore(self, request: dict) -> dict:
         group, member = self._member(request)
-        how = group.restore_member(member)
+        how = self._fail_or_restore("restore", request, group, member)
         self.log(f"control: HSM {member.serial} ({member.label}) restored: {how}")
         spent = any(m is member for m, _ in group.recovery_exhausted())
         return {"lines": [restored_line(member, how, group.policy.interval_s, spent,
                                         "`ckdemo hagroup recover`",
                                         group.recovery_mode == "activeEnhanced")]}
+
+    def _fail_or_restore(self, action: str, request: dict, group: ControlledGroup,
+                         member: ControlledMember) -> str:
+        """Through the member faults when there are (a member that is slow, flapping or hung is
+        refused with the reason, and a hang ended by a fail is forgotten), else the group."""
+        if self.members is not None:
+            return self.members.apply(action, request["member"]).how
+        return group.fail_member(member) if action == "fail" else group.restore_member(member)
 
     def _recover(self, request: dict) -> dict:
         lines = []
@@ -219,7 +257,9 @@ class ControlServer:
         faults = [fault.as_json(now) for fault in book.faults()]
         lines = [f"fault {f['id']}: {f['describe']} ({f['injected']} of {f['matched']} matching "
                  f"call(s) taken{', spent' if f['spent'] else ''})" for f in faults]
-        return {"faults": faults, "restarts": book.restarts, "resets": book.resets,
+        going = [g.as_json(now) for g in self.members.going()] if self.members is not None else []
+        lines += [f"member {g['describe']}" for g in going]
+        return {"faults": faults, "restarts": book.restarts, "resets": book.resets, "members": going,
                 "lines": lines or ["No fault in force."]}
 
     def _fault_clear(self, request: dict) -> dict:
@@ -227,9 +267,33 @@ class ControlServer:
         if which is not None and (isinstance(which, bool) or not isinstance(which, int)):
             raise ControlError(f"a fault id is a number (ckdemo fault list), not {which!r}")
         gone = self._book().clear(which)
-        return {"cleared": [f.id for f in gone],
+        ended = self._member_faults().clear() if which is None and self.members is not None else []
+        now = self._book().clock()
+        return {"cleared": [f.id for f in gone], "members": [g.as_json(now) for g in ended],
                 "lines": [f"fault {f.id} cleared ({f.injected} call(s) taken)" for f in gone]
+                + [f"member {g.as_json(now)['describe']}: ended, running" for g in ended]
                 or ["No fault in force."]}
+
+    def _member_faults(self) -> MemberFaults:
+        if self.members is None:
+            raise ControlError("this server applies no member faults")
+        return self.members
+
+    def _member_fault(self, action: str, request: dict) -> dict:
+        settings = {k: v for k, v in request.items() if k not in ("command", "member")}
+        applied = self._member_faults().apply(action, request.get("member"), settings,
+                                              lambda label, what, state: self.log(f"control: member {label}: {what}"))
+        return {"member": applied.label, "state": applied.state,
+                "lines": [f"{applied.label}: {applied.how}"]}
+
+    def _member_stop(self, request: dict) -> dict:
+        members = self._member_faults()
+        stopped = [g.as_json(members.clock()) for g in members.stop(request.get("member"))]
+        for g in stopped:
+            self.log(f"control: member {g['describe']}: stopped")
+        return {"stopped": stopped,
+                "lines": [f"{g['describe']}: stopped after {g['cycles']} time(s); running" for g in stopped]
+                or [f"{request.get('member')}: neither slow nor flapping"]}
 
     def _restart_hsm(self, request: dict) -> dict:
         self._book().restart_hsm()

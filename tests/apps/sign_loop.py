@@ -6,17 +6,19 @@ retry-and-reopen wrapper); --reinitialize also finalizes and initializes the lib
 (what CKR_CRYPTOKI_NOT_INITIALIZED asks for). The key is a token EC key pair labelled --label,
 made on the first run. Exit 1 when any signature failed.
 
---seconds S stops after S seconds (or COUNT signatures, whichever comes first). --parts K signs
+--seconds S stops after S seconds (or COUNT signatures, whichever comes first); --until-file F
+stops once the file F exists. --parts K signs
 each message in K parts (C_SignUpdate ... C_SignFinal) with an RSA-2048 key pair and
 CKM_SHA256_RSA_PKCS (SoftHSM2's ECDSA does not hash, so it has no multi-part form).
 
 Usage: sign_loop.py MODULE TOKEN_LABEL PIN COUNT [--label L] [--verify] [--reopen] [--reinitialize]
-                    [--seconds S]
+                    [--seconds S] [--until-file F]
 """
 import hashlib
 import json
 import sys
 import time
+from pathlib import Path
 
 import pkcs11
 from pkcs11 import Attribute, KeyType, Mechanism, ObjectClass
@@ -66,6 +68,7 @@ def main() -> int:
                                     "--reinitialize" in sys.argv)
     seconds = float(sys.argv[sys.argv.index("--seconds") + 1]) if "--seconds" in sys.argv else None
     parts = int(sys.argv[sys.argv.index("--parts") + 1]) if "--parts" in sys.argv else 0
+    until = Path(sys.argv[sys.argv.index("--until-file") + 1]) if "--until-file" in sys.argv else None
     lib = pkcs11.lib(module)
     token = lib.get_token(token_label=token_label)
     session = open_session(token, pin)
@@ -73,7 +76,7 @@ def main() -> int:
     failures = 0
     ends = time.monotonic() + seconds if seconds else None
     for n in range(count):
-        if ends is not None and time.monotonic() > ends:
+        if (ends is not None and time.monotonic() > ends) or (until is not None and until.exists()):
             break
         digest = hashlib.sha256(b"payload %d" % n).digest()
         started = time.monotonic()
