@@ -26,7 +26,8 @@ NULL = 0xFFFFFFFF  # a NULL byte array / no mechanism parameter
 # name -> (call id, request signature, reply signature): p11-kit 0.24.1 rpc-message.h
 CALLS = {
     "C_Initialize": (1, "ayyay", ""), "C_GetInfo": (3, "", "vsusv"), "C_GetSlotList": (4, "yfu", "au"),
-    "C_GetTokenInfo": (6, "u", "ssssuuuuuuuuuuuvvs"), "C_OpenSession": (10, "uu", "u"),
+    "C_GetSlotInfo": (5, "u", "ssuvv"), "C_GetTokenInfo": (6, "u", "ssssuuuuuuuuuuuvvs"),
+    "C_OpenSession": (10, "uu", "u"), "C_GetSessionInfo": (13, "u", "uuuu"),
     "C_Login": (18, "uuay", ""), "C_CreateObject": (20, "uaA", "u"), "C_CopyObject": (21, "uuaA", "u"),
     "C_DestroyObject": (22, "uu", ""), "C_GetAttributeValue": (24, "uufA", "aAu"),
     "C_SetAttributeValue": (25, "uuaA", ""), "C_FindObjectsInit": (26, "uaA", ""),

@@ -349,6 +349,38 @@ def test_a_changed_serial_number_is_what_token_info_reads_from_then_on(served, f
     assert fault("add", "--insert-token", ok=False).strip().endswith("the token is in its slot (remove it first)")
 
 
+def test_a_changed_slot_makes_a_kept_slot_id_invalid_and_sessions_say_the_new_one(
+        tmp_path, provision, ckdemo_bin, run_ckdemo):
+    """An appliance whose partitions come back numbered anew: from the change on, C_GetSlotList
+    gives another id, the id an application kept is CKR_SLOT_ID_INVALID, and a session opened
+    before says the new one. Seen by an RPC client of our own (not ckdemo's codec), on a server
+    of its own (the module's server keeps its slot for the other tests)."""
+    from hostile_client import Client
+    CKR_SLOT_ID_INVALID = 0x3
+    home = provision(tmp_path / "home")
+    server = start_server(ckdemo_bin, home, None, tmp_path / "serve.log")
+    try:
+        client = Client(server.socket)
+        client.initialize()
+        (slots,) = client.ok("C_GetSlotList", 1, 8)
+        old = slots[0]
+        (session,) = client.ok("C_OpenSession", old, 0x6)
+        done = run_ckdemo(home, "fault", "add", "--change-slot")
+        assert done.returncode == 0 and "another slot" in done.stdout, done.stdout + done.stderr
+        (moved,) = client.ok("C_GetSlotList", 1, 8)
+        assert len(moved) == 1 and moved[0] != old
+        assert client.call("C_GetSlotInfo", old).rv == CKR_SLOT_ID_INVALID
+        assert client.call("C_OpenSession", old, 0x6).rv == CKR_SLOT_ID_INVALID
+        assert client.call("C_GetSlotInfo", moved[0]).rv == 0
+        assert client.ok("C_GetSessionInfo", session)[0] == moved[0]  # the session goes on, there
+        (new_session,) = client.ok("C_OpenSession", moved[0], 0x6)
+        assert client.ok("C_GetSessionInfo", new_session)[0] == moved[0]
+        client.close()
+    finally:
+        stop_cleanly(server)
+    assert "the token moves to another slot (change 1)" in (tmp_path / "serve.log").read_text()
+
+
 def test_after_an_hsm_restart_object_handles_change_and_old_ones_are_invalid(served, fault):
     """As after an appliance reboot (nginx with pkcs11-provider kept stale handles: its bug is
     what this shows): an RPC client of our own keeps an object handle across the restart; it is

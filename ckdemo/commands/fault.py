@@ -50,6 +50,7 @@ def _ask(ctx: click.Context, command: str, as_json: bool = False, **arguments: A
 @click.option("--remove-token", is_flag=True, help="The token leaves its slot: sessions end, slot event.")
 @click.option("--insert-token", is_flag=True, help="The token is back in its slot (slot event).")
 @click.option("--change-serial", is_flag=True, help="The token reads another serial number from now on.")
+@click.option("--change-slot", is_flag=True, help="The token is in another slot from now on (old slot ids invalid).")
 @click.option("--count", type=int, help="Take the next COUNT matching calls, then stop.")
 @click.option("--every", type=int, help="Take every Nth matching call.")
 @click.option("--probability", type=float, help="Take a matching call with this chance (0 < p <= 1).")
@@ -61,7 +62,7 @@ def _ask(ctx: click.Context, command: str, as_json: bool = False, **arguments: A
 @click.pass_context
 def add(ctx: click.Context, calls: str, error: str | None, latency: float | None, jitter: float | None,
         hang: float | None, disconnect: bool, corrupt: bool, restart_hsm: bool, reset_library: bool,
-        remove_token: bool, insert_token: bool, change_serial: bool, count: int | None, every: int | None, probability: float | None, seed: int | None,
+        remove_token: bool, insert_token: bool, change_serial: bool, change_slot: bool, count: int | None, every: int | None, probability: float | None, seed: int | None,
         after: float | None, for_s: float | None, connection: int | None, as_json: bool) -> None:
     """Add a fault on CALLS (PKCS#11 names or groups, comma separated; none: every call).
 
@@ -73,14 +74,14 @@ def add(ctx: click.Context, calls: str, error: str | None, latency: float | None
     """
     events = [name for name, given in (("restart_hsm", restart_hsm), ("reset_library", reset_library),
                                        ("remove_token", remove_token), ("insert_token", insert_token),
-                                       ("change_serial", change_serial)) if given]
+                                       ("change_serial", change_serial), ("change_slot", change_slot)) if given]
     if events:
         rest = [n for n, v in (("CALLS", calls), ("--error", error), ("--latency", latency),
                                ("--hang", hang), ("--disconnect", disconnect), ("--corrupt", corrupt),
                                ("--count", count)) if v]
         if rest or len(events) > 1:
-            raise Fail("--restart-hsm, --reset-library, --remove-token, --insert-token and "
-                       "--change-serial are events of their own: give one alone")
+            raise Fail("--restart-hsm, --reset-library, --remove-token, --insert-token, "
+                       "--change-serial and --change-slot are events of their own: give one alone")
         _ask(ctx, events[0], as_json)
         return
     given = {"calls": calls, "error": error, "latency": latency, "jitter": jitter,

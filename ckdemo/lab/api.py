@@ -143,6 +143,10 @@ class FaultLab:
     def change_serial(self) -> None:
         self._ask("change_serial")
 
+    def change_slot(self) -> None:
+        """The token is in another slot from now on (slot ids kept from before are invalid)."""
+        self._ask("change_slot")
+
     # ---- member faults (docs/FAULTS.md): `name` is a member's label, serial or number ----------
     def fail_member(self, name: str) -> None:
         self._ask("fail", member=name)

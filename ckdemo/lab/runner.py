@@ -82,6 +82,8 @@ class Timeline(threading.Thread):
             self.book.insert_token()
         elif step.event == "change_serial":
             self.book.change_serial()
+        elif step.event == "change_slot":
+            self.book.change_slot()
         elif step.event == "clear":
             self.book.clear()
         elif step.member is not None:

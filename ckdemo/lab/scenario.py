@@ -23,7 +23,7 @@ the application is expected to do under each.
     [[step]]
     name = "appliance reboot"
     at = 8.0
-    event = "restart_hsm"         # or reset_library, remove_token, insert_token, change_serial,
+    event = "restart_hsm"         # or reset_library, remove_token, insert_token, change_serial, change_slot,
                                   # clear (every fault ends)
     [chaos]                       # steps made from the seed: one fault every `every` seconds
     start = 1.0
@@ -51,7 +51,8 @@ from .member_lab import ACTIONS, SETTINGS, MemberFaultError, checked
 DEFAULT_TIMEOUT_S = 300.0
 MAX_TIMEOUT_S = 24 * 3600.0
 MAX_STEPS = 10_000
-EVENTS = ("restart_hsm", "reset_library", "remove_token", "insert_token", "change_serial", "clear")
+EVENTS = ("restart_hsm", "reset_library", "remove_token", "insert_token", "change_serial", "change_slot",
+          "clear")
 # fail, restore, kill, restart, hang, resume, slow, flap: what each does to a member of either
 # kind is ckdemo/lab/member_lab.py's (docs/FAULTS.md); slow and flap take their own settings
 MEMBER_ACTIONS = ACTIONS
@@ -119,7 +120,7 @@ class Step:
             return self.member.describe()
         return {"restart_hsm": "HSM restart", "reset_library": "library reset",
                 "remove_token": "token removed", "insert_token": "token inserted",
-                "change_serial": "serial number changed",
+                "change_serial": "serial number changed", "change_slot": "slot changed",
                 "clear": "every fault cleared"}.get(self.event or "", "nothing injected")
 
 

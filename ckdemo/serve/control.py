@@ -15,7 +15,7 @@ refused), one request and one reply per line:
     {"command": "fault_list"}                      -> {"ok": true, "faults": [...], "lines": [...]}
     {"command": "fault_clear"} / {"command": "fault_clear", "id": 1}
     {"command": "restart_hsm"} / {"command": "reset_library"} / {"command": "remove_token"} /
-    {"command": "insert_token"} / {"command": "change_serial"}
+    {"command": "insert_token"} / {"command": "change_serial"} / {"command": "change_slot"}
     {"command": "member_kill", "member": "member2"} / member_restart / member_hang / member_resume
     {"command": "member_slow", "member": "member2", "ms": 300}   ("for": S optional)
     {"command": "member_flap", "member": "member2", "every": 2}  ("down", "for" optional)
@@ -50,7 +50,7 @@ MEMBER_FAULTS = ("member_kill", "member_restart", "member_hang", "member_resume"
                  "member_flap")  # each "member_" + an action of the lab's member faults
 COMMANDS = ("status", "fail", "restore", "recover", "fault_add", "fault_list", "fault_clear",
             "restart_hsm", "reset_library", "remove_token", "insert_token", "change_serial",
-            "journal_start", "journal_read", *MEMBER_FAULTS, "member_stop")
+            "change_slot", "journal_start", "journal_read", *MEMBER_FAULTS, "member_stop")
 JOURNAL_KEPT = 100_000  # calls the journal keeps (the oldest go first)
 JOURNAL_READ_MAX = 5_000  # calls one journal_read answers (read again from "next" for more)
 
@@ -316,6 +316,11 @@ class ControlServer:
     def _change_serial(self, request: dict) -> dict:
         changes = self._book().change_serial()
         return {"lines": [f"The token's serial number reads differently from now on (change {changes})."]}
+
+    def _change_slot(self, request: dict) -> dict:
+        changes = self._book().change_slot()
+        return {"lines": [f"The token is in another slot from now on (change {changes}): slot ids "
+                          "kept from before are CKR_SLOT_ID_INVALID."]}
 
     def _journal_start(self, request: dict) -> dict:
         book = self._book()

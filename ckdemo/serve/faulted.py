@@ -23,6 +23,10 @@ What each fault does to the call:
   connection of the removal, and later of the insertion, once.
 - serial change: C_GetTokenInfo gives another serial number from then on (as a cluster whose
   nodes have different serials, or an HSM replaced behind the same address).
+- slot change: the token is in another slot from then on (`SlotMoved`): C_GetSlotList and
+  C_WaitForSlotEvent give other slot ids, C_GetSessionInfo says the new one, and a slot id kept
+  from before is CKR_SLOT_ID_INVALID (an appliance whose partitions came back numbered anew; an
+  application that chose its slot by number once, not by token label or serial, breaks here).
 """
 from __future__ import annotations
 
@@ -154,6 +158,46 @@ class Renumbered:
         return handle & ~(0xFFFF << 32)
 
 
+SLOT_STEP = 0x100  # slot id n is seen as n + changes x SLOT_STEP after `changes` slot changes
+NO_SLOT = 0xFFFFFFFF  # what a slot id from before a change becomes: no slot (CKR_SLOT_ID_INVALID)
+SLOT_ARGS = frozenset({"C_GetSlotInfo", "C_GetTokenInfo", "C_GetMechanismList", "C_GetMechanismInfo",
+                       "C_InitToken", "C_OpenSession", "C_CloseAllSessions", "C_WaitForSlotEvent"})
+
+
+class SlotMoved:
+    """The served slots' ids as this connection sees them after `changes` slot changes (the
+    server's ids + changes x SLOT_STEP); an id from before is no slot."""
+
+    def __init__(self, changes: int, served: frozenset[int]) -> None:
+        self.offset = changes * SLOT_STEP
+        self.served = served
+
+    def outward(self, slot_id: int) -> int:
+        return slot_id + self.offset
+
+    def request(self, name: str, body: bytes) -> bytes:
+        if name not in SLOT_ARGS or name == "C_WaitForSlotEvent":  # (its argument is flags)
+            return body
+        try:
+            args = list(decode_request(body).args)
+        except (CodecError, CKRError):
+            return body  # the handler answers what is wrong with it
+        if args and isinstance(args[0], int):
+            inward = args[0] - self.offset
+            args[0] = inward if inward in self.served else NO_SLOT
+        return encode_request(name, *args)
+
+    def reply(self, name: str, reply: bytes) -> bytes:
+        if name == "C_GetSlotList":
+            return _rewritten(reply, name, lambda ids: tuple(self.outward(i) for i in ids)
+                              if isinstance(ids, (tuple, list)) else ids)
+        if name == "C_WaitForSlotEvent":
+            return _rewritten(reply, name, self.outward)
+        if name == "C_GetSessionInfo":
+            return _rewritten(reply, name, lambda info: replace(info, slot_id=self.outward(info.slot_id)))
+        return reply
+
+
 @dataclass
 class Seen:
     """What this connection has been through of the server-wide events."""
@@ -214,6 +258,8 @@ class FaultedAnswers:
             return token, name, None
         if self.renumbered is not None:  # after an HSM restart objects have other numbers
             body = self.renumbered.request(name, body)
+        if self.book.slot_changes:  # the token is in another slot
+            body = self._moved().request(name, body)
         injection = self.book.for_call(state.number, name,
                                        name in OUTPUT_CALLS and _size_query(body))
         if injection is None:
@@ -230,7 +276,12 @@ class FaultedAnswers:
         return (corrupted(reply) if injection.corrupt else reply), name, injection
 
     def _renumber(self, name: str, reply: bytes) -> bytes:
+        if self.book.slot_changes:
+            reply = self._moved().reply(name, reply)
         return reply if self.renumbered is None else self.renumbered.reply(name, reply)
+
+    def _moved(self) -> SlotMoved:
+        return SlotMoved(self.book.slot_changes, frozenset(s.slot_id for s in self.state.order))
 
     def _events_due(self) -> None:
         book, seen, connection, state = self.book, self.seen, self.connection, self.state
@@ -258,7 +309,9 @@ class FaultedAnswers:
     def _token_answer(self, name: str, body: bytes) -> bytes | None:
         """The answer of a slot whose token is out, or a slot event due; None: answer as usual."""
         if name == "C_WaitForSlotEvent" and self.seen.slot_events:
-            return encode_response("C_WaitForSlotEvent", self.seen.slot_events.pop(0))
+            slot_id = self.seen.slot_events.pop(0)
+            return encode_response("C_WaitForSlotEvent", self._moved().outward(slot_id)
+                                   if self.book.slot_changes else slot_id)
         if not self.book.removed:
             return None
         if name in TOKEN_CALLS:

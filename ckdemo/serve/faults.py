@@ -251,6 +251,7 @@ class FaultBook:
         self.removals = 0  # token removed (every session ends, TOKEN_NOT_PRESENT until inserted)
         self.insertions = 0
         self.serial_changes = 0  # the token's serial number reads differently from then on
+        self.slot_changes = 0  # the token is in another slot from then on (faulted.SlotMoved)
         self.active = False  # any rule, event or journal: the request loop's one cheap test
         self.closed = False
         self.journals: tuple[Callable[[CallRecord], None], ...] = ()
@@ -269,7 +270,7 @@ class FaultBook:
 
     def _update(self) -> None:
         self.active = bool(self._faults) or bool(self.journals) or \
-            (self.restarts + self.resets + self.removals + self.serial_changes) > 0
+            (self.restarts + self.resets + self.removals + self.serial_changes + self.slot_changes) > 0
 
     def add(self, spec: FaultSpec) -> Fault:
         with self._lock:
@@ -342,6 +343,14 @@ class FaultBook:
             self._update()
         self.log(f"fault: the token's serial number changes (change {self.serial_changes})")
         return self.serial_changes
+
+    def change_slot(self) -> int:
+        with self._lock:
+            self.slot_changes += 1
+            self._update()
+        self.log(f"fault: the token moves to another slot (change {self.slot_changes}): slot ids "
+                 "kept from before are CKR_SLOT_ID_INVALID")
+        return self.slot_changes
 
     def for_call(self, connection: int, name: str, sizing: bool = False) -> Injection | None:
         """What to do to this call of this connection; None: answer it as usual. `sizing`: the
