@@ -64,10 +64,13 @@ class Report:
     consistency: dict[str, Any] = field(default_factory=dict)
     rss_start_kb: int = 0
     rss_end_kb: int = 0
+    slowest: tuple[int, float] = (0, 0.0)  # (ns, when it began, s): the run's slowest call
 
     def record(self, began_s: float, seconds: float, failed: bool = False) -> None:
         """One call, `began_s` after the workload began, that took `seconds`."""
         ns = int(seconds * 1e9)
+        if ns > self.slowest[0]:
+            self.slowest = (ns, began_s)
         self.timeline.add(began_s, seconds, failed)
         self.latency.record(ns)
         self.windows.record(self.kills, began_s, ns)
@@ -86,7 +89,9 @@ class Report:
                 "kills": len(self.kills) - len(self.hangs), "hangs": len(self.hangs),
                 "restores": len(self.restores),
                 "recoveries": [{"t_s": round(t, 2), "member": s, "call": c} for t, s, c in self.recoveries],
-                "p99_ms": round(baseline, 2), "around_failures": around,
+                "p99_ms": round(baseline, 2),
+                "slowest_ms": round(self.slowest[0] / 1e6, 2), "slowest_at_s": round(self.slowest[1], 2),
+                "around_failures": around,
                 "worst_added_p99_ms": round(max((r["p99_ms"] for r in around), default=0.0) - baseline, 2),
                 "consistency": self.consistency, "rss_start_kb": self.rss_start_kb,
                 "rss_end_kb": self.rss_end_kb, "rss_growth_kb": self.rss_end_kb - self.rss_start_kb}

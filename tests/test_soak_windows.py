@@ -37,3 +37,16 @@ def test_the_report_figures_come_from_the_histograms():
     figures = report.as_dict()
     assert abs(figures["p99_ms"] - 5.0) <= 5.0 * RELATIVE_ERROR + 0.01
     assert figures["around_failures"][0]["slowest_ms"] == 5.0
+
+
+def test_the_run_s_slowest_call_is_reported_with_when_it_began():
+    """A call blocked across a whole window starts in none (a window counts the calls that began
+    in it): the run's slowest call and its start show it wherever it fell."""
+    report = Report()
+    report.kills.append((1.0, "member1"))
+    report.record(0.5, 0.001)
+    report.record(0.9, 2.5)  # began before the kill, blocked through its window
+    report.record(3.5, 0.002)
+    figures = report.as_dict()
+    assert (figures["slowest_ms"], figures["slowest_at_s"]) == (2500.0, 0.9)
+    assert figures["around_failures"][0]["slowest_ms"] < 2500.0
