@@ -305,7 +305,8 @@ def soak(ctx, seconds, seed, interval, kill_every, hang_every, down_for, pin, as
     for sample in figures["failure_samples"]:
         click.echo(f"  failure: {sample}")
     click.echo(f"kills: {figures['kills']}, hangs: {figures['hangs']}, restores: {figures['restores']}, "
-               f"p99 latency {figures['p99_ms']} ms overall")
+               f"p99 latency {figures['p99_ms']} ms overall, slowest call {figures['slowest_ms']} ms "
+               f"(began at {figures['slowest_at_s']} s)")
     if figures["around_failures"]:
         click.echo(tabulate([(r["kind"], r["t_s"], r["member"], r["slowest_ms"], r["p99_ms"])
                              for r in figures["around_failures"]],
