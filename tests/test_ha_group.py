@@ -515,6 +515,8 @@ def test_recovered_member_is_resynchronised(ha):
     before = m2.calls
     verify(public_key, ha.session.sign(new_priv, CKM_SHA256_RSA_PKCS, b"m2 only"), b"m2 only")
     assert m2.calls == before + 1
+    ha.status()  # m1 and m3 seen failed whichever member the sign went to (their sessions are gone)
+    assert not m1.active and not m3.active
 
 
 def _reinit_with_softhsm_util(ha: HA, member) -> None:

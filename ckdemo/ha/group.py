@@ -109,10 +109,12 @@ class HAGroup(Slot):
                 log=lambda line: self.log.record(self.serial, "-", "background-recovery", line)).start()
 
     def close(self) -> None:
-        """Stop what runs in the background (activeEnhanced's recovery thread)."""
+        """Stop what runs in the background (activeEnhanced's recovery thread, members being
+        brought up to date)."""
         if self.background is not None:
             self.background.stop()
             self.background = None
+        self.recovery.settle()
 
     # ---- members ------------------------------------------------------------------------------
     @property

@@ -6,12 +6,14 @@ again and brought up to date. Where the attempt runs is Luna's recovery mode:
 - activeEnhanced: in a background thread of the group, with no application call needed
   (`BackgroundRecovery`); application calls then never carry a recovery.
 
-Either way the attempt itself only reconnects, checks the token and logs in; bringing the
-member up to date (what costs in proportion to what its token holds) runs on a thread of its
-own, and the member serves again only when it is done (rejoin.py). An application call that made
-the attempt waits for that at most CALL_BUDGET_S: a member with little to catch up on is back
-inside the call, as the seed shows it; a longer catch-up goes on after the call has returned.
-A manual recovery (`hagroup recover`, menu 125) does it all at once and says how it went.
+Either way the attempt runs on a thread of its own (rejoin.py): reconnecting a member (an
+in-process SoftHSM2 re-reads every object file of its token) and bringing it up to date cost in
+proportion to what its token holds, and the member serves again only when it is done. The
+application call that started the attempt waits for it at most CALL_BUDGET_S: a member with
+little to catch up on is back inside the call, as the seed shows it; a longer one goes on
+after the call has returned (a call with no member left to serve it waits longer:
+NO_MEMBER_WAIT_S). A manual recovery (`hagroup recover`, menu 125) does it all at once and says
+how it went.
 
 Recovery is an object the group owns; what it uses of the group is declared in GroupView.
 """
@@ -45,6 +47,7 @@ BACKGROUND_STOP_S = 5.0  # how long stopping waits for an attempt under way
 # how long an application call that reconnected a member waits for it to be brought up to date
 # (the aim: a recovery costs an application call under 100 ms, whatever the token holds)
 CALL_BUDGET_S = 0.05
+NO_MEMBER_WAIT_S = 30.0  # ... when no member is left to serve the call
 
 
 class GroupView(Protocol):
@@ -82,6 +85,7 @@ class Recovery:
         self.full_comparisons = 0  # ... by comparing every key and data object
         self.catching_up: list[threading.Thread] = []  # members brought up to date (rejoin.py)
         self.call_budget_s = CALL_BUDGET_S
+        self.one_at_a_time = threading.Lock()  # one member's attempt at a time (rejoin.py)
 
     def before_call(self) -> None:
         if self.in_calls:
@@ -97,11 +101,12 @@ class Recovery:
             return  # the common case costs one pass, no call and no lock
         if not any(self._due(m) for m in members):
             return
-        with self.group.state_lock(), self.group.lock:
-            started = self._recover_due()
+        with self.group.lock:
+            started = [rejoin.start(self, m) for m in members if self._due(m)]
         if started and self.in_calls and not self.group.holds_state_lock():
             # (not when this thread holds the state lock the catch-up ends under)
-            deadline = time.monotonic() + self.call_budget_s
+            wait = self.call_budget_s if any(m.active for m in members) else NO_MEMBER_WAIT_S
+            deadline = time.monotonic() + wait
             for thread in started:
                 thread.join(max(0.0, deadline - time.monotonic()))
 
@@ -109,15 +114,6 @@ class Recovery:
         recovery = member.recovery
         return member.down and recovery is not None and not member.recovering \
             and self.group.policy.due(recovery)
-
-    def _recover_due(self) -> list[threading.Thread]:
-        started = []
-        for member in self.group.members:
-            if self._due(member):
-                catching_up = self._attempt_recovery(member)
-                if catching_up is not None:
-                    started.append(catching_up)
-        return started
 
     def recover_now(self) -> list[tuple[HAMember, bool]]:
         """Manual recovery (Luna: `hagroup recover`): every member that is down is tried now,
@@ -128,7 +124,7 @@ class Recovery:
         with self.group.state_lock(), self.group.lock:
             for member in self.group.members:
                 if member.down and member.recovery and not member.recovering:
-                    self._attempt_recovery(member, inline=True)
+                    self._attempt_recovery(member)
                     tried.append((member, member.active))
         return tried
 
@@ -156,18 +152,15 @@ class Recovery:
         if was_serving and not any(m.active for m in self.group.members):
             self.group.lose_everything()
 
-    def _attempt_recovery(self, member: HAMember, inline: bool = False) -> threading.Thread | None:
-        """Reconnect, check and log in the member (a few calls whatever its token holds); then
-        bring it up to date on a thread of its own (rejoin.py: returned), or here when `inline`
-        (a manual recovery), and it serves again."""
+    def _attempt_recovery(self, member: HAMember) -> None:
+        """A manual recovery attempt, all of it here (the locks are held): reconnect, check and
+        log in the member, bring it up to date, and it serves again."""
         assert member.recovery is not None
         attempt = member.recovery.recover_attempt_count + 1
         try:
-            self._reconnect(member)
+            self.reconnect(member)
             source = self.group.source_member(exclude=member)
             if source is not None and self.group.synchronize_on_recovery:
-                if not inline:
-                    return rejoin.start(self, source, member, attempt)
                 try:
                     self.check_domain_keys(source, member)
                     self.bring_up_to_date(source, member)
@@ -177,12 +170,11 @@ class Recovery:
                     raise
         except CKRError as exc:
             self._failed_attempt(member, exc, attempt)
-            return None
+            return
         except MemberRejected as exc:
             self.rejected(member, str(exc))
-            return None
+            return
         self._recovered(member, attempt)
-        return None
 
     def rejected(self, member: HAMember, why: str) -> None:
         """Came back as another or an emptied token: kept out until HA Init, said why."""
@@ -193,6 +185,10 @@ class Recovery:
         self.group.policy.attempted(member.recovery, recovered=False)
         member.reject()
         self.group.log.record(self.group.serial, member.serial, "rejected", why)
+
+    def recovered(self, member: HAMember, attempt: int) -> None:
+        """Back in service (the group's lock is held)."""
+        self._recovered(member, attempt)
 
     def _recovered(self, member: HAMember, attempt: int) -> None:
         assert member.recovery is not None
@@ -229,9 +225,10 @@ class Recovery:
             close_quietly(anchor)
         self._failed_attempt(target, error, attempt)
 
-    def _reconnect(self, member: HAMember) -> None:
-        """The cheap part of an attempt: the member's module re-initialised, the token checked
-        to be the same one, a session opened and logged in. No search: a search reads every
+    def reconnect(self, member: HAMember) -> None:
+        """The first part of an attempt: the member's module re-initialised, the token checked
+        to be the same one, a session opened and logged in (under the state lock: two processes
+        logging in to one SoftHSM2 token at once can fail). No search: a search reads every
         object of a SoftHSM2 token."""
         if member.slot is None:
             raise CKRError(CKR_DEVICE_ERROR, "C_GetSlotList", "member slot not found")
@@ -242,21 +239,26 @@ class Recovery:
         anchor = member.slot.open_session(rw=True)
         try:
             member.anchor = anchor
-            if self.group.credentials:
-                try:
-                    anchor.login(*self.group.credentials)
-                except CKRError as exc:
-                    if exc.ckr in CREDENTIALS_REJECTED:
-                        source = self.group.source_member(exclude=member)
-                        if source is not None:  # an emptied token (no user PIN) is named as such
-                            self.check_domain_keys(source, member)
-                        raise MemberRejected(f"the HA login is refused there ({exc.name})") from None
-                    if exc.ckr != CKR_USER_ALREADY_LOGGED_IN:
-                        raise
+            with self.group.state_lock():
+                self._log_in(member, anchor)
         except BaseException:
             member.anchor = None
             close_quietly(anchor)
             raise
+
+    def _log_in(self, member: HAMember, anchor) -> None:
+        if not self.group.credentials:
+            return
+        try:
+            anchor.login(*self.group.credentials)
+        except CKRError as exc:
+            if exc.ckr in CREDENTIALS_REJECTED:
+                source = self.group.source_member(exclude=member)
+                if source is not None:  # an emptied token (no user PIN) is named as such
+                    self.check_domain_keys(source, member)
+                raise MemberRejected(f"the HA login is refused there ({exc.name})") from None
+            if exc.ckr != CKR_USER_ALREADY_LOGGED_IN:
+                raise
 
     def log_in_as_the_group(self, target: HAMember, was) -> None:
         """The HA login changed while the member was out of service (the state lock is held):
