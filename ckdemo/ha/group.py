@@ -23,7 +23,7 @@ from .member import HAMember
 from .vault import Vault
 from .pin_lock import PIN_FLAG_NAMES, PIN_FLAGS, PinLock
 from .policy import RecoveryPolicy
-from .recovery import ACTIVE_BASIC, ACTIVE_ENHANCED, RECOVERY_MODES, BackgroundRecovery, Recovery
+from .recovery import ACTIVE_BASIC, ACTIVE_ENHANCED, ATTEMPT_WAIT_S, RECOVERY_MODES, BackgroundRecovery, Recovery
 from .synchronization import Synchronizer
 from .session import VirtualSession
 
@@ -107,6 +107,12 @@ class HAGroup(Slot):
             self.background = BackgroundRecovery(
                 self.recovery, self.policy, self.serial,
                 log=lambda line: self.log.record(self.serial, "-", "background-recovery", line)).start()
+
+    def show_recovery_inside_calls(self) -> None:
+        """A call that starts a recovery attempt waits for its end, so a person at the menu sees
+        the recovery inside that call as CKDemo shows it (an application's call waits at most
+        recovery.CALL_BUDGET_S, and the member serves again when its catch-up is done)."""
+        self.recovery.call_budget_s = ATTEMPT_WAIT_S
 
     def close(self) -> None:
         """Stop what runs in the background (activeEnhanced's recovery thread, members being

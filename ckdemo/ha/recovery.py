@@ -12,7 +12,7 @@ proportion to what its token holds, and the member serves again only when it is 
 application call that started the attempt waits for it at most CALL_BUDGET_S: a member with
 little to catch up on is back inside the call, as the seed shows it; a longer one goes on
 after the call has returned (a call with no member left to serve it waits longer:
-NO_MEMBER_WAIT_S). A manual recovery (`hagroup recover`, menu 125) does it all at once and says
+ATTEMPT_WAIT_S; so does every call of the menu, where a person watches the seed's transcript). A manual recovery (`hagroup recover`, menu 125) does it all at once and says
 how it went.
 
 Recovery is an object the group owns; what it uses of the group is declared in GroupView.
@@ -47,7 +47,9 @@ BACKGROUND_STOP_S = 5.0  # how long stopping waits for an attempt under way
 # how long an application call that reconnected a member waits for it to be brought up to date
 # (the aim: a recovery costs an application call under 100 ms, whatever the token holds)
 CALL_BUDGET_S = 0.05
-NO_MEMBER_WAIT_S = 30.0  # ... when no member is left to serve the call
+# ... when the call must see the attempt's end: no member is left to serve it, or the menu shows
+# the recovery inside the call that started it, as CKDemo does (menu/context.py)
+ATTEMPT_WAIT_S = 30.0
 
 
 class GroupView(Protocol):
@@ -105,7 +107,7 @@ class Recovery:
             started = [rejoin.start(self, m) for m in members if self._due(m)]
         if started and self.in_calls and not self.group.holds_state_lock():
             # (not when this thread holds the state lock the catch-up ends under)
-            wait = self.call_budget_s if any(m.active for m in members) else NO_MEMBER_WAIT_S
+            wait = self.call_budget_s if any(m.active for m in members) else ATTEMPT_WAIT_S
             deadline = time.monotonic() + wait
             for thread in started:
                 thread.join(max(0.0, deadline - time.monotonic()))
