@@ -74,7 +74,8 @@ def _attempt_now(recovery: "Recovery", target: HAMember) -> None:
             with group.lock:
                 recovery.recovered(target, attempt)
             return
-        recovery.check_domain_keys(source, target)
+        with _reading(group, source):
+            recovery.check_domain_keys(source, target)
         for _ in range(LOGIN_CHANGES + 1):
             if _caught_up(recovery, source, target, attempt, group.credentials):
                 return
