@@ -33,6 +33,14 @@ def standby_notices(report) -> list[str]:
                "serving: every active member has failed") for member, code in report if member.standby]
 
 
+def recovering_notices(report) -> list[str]:
+    """A line per member of an HA Status report that is back but not serving yet: reconnected
+    and logged in, brought up to date off the application's calls (it serves when done)."""
+    return [f"HSM {member.serial}: recovering: reconnected and logged in, being brought up to date "
+            "in the background; it serves again when done" for member, _ in report
+            if getattr(member, "recovering", False)]
+
+
 def exhausted_notices(retries: int, exhausted, way_out: str) -> list[str]:
     """A line per member automatic recovery has given up on ((member, attempts made) pairs; N
     attempts made, or N = 0), with the way out where the user reads it."""

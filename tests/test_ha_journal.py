@@ -22,7 +22,7 @@ from ckdemo.model import (CKA_CLASS, CKA_DECRYPT, CKA_ID, CKA_LABEL, CKA_PRIVATE
                           CKA_VALUE, CKO_DATA, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, CKO_SECRET_KEY,
                           CKU_USER, KeySpec)
 from conftest import USER_PIN, requires_softhsm
-from test_ha_group import HA, build_ha, heal, wait_for
+from test_ha_group import HA, build_ha, heal, settled, wait_for
 
 
 # ---- the journal alone --------------------------------------------------------------------------
@@ -107,6 +107,7 @@ def recover_counting(ha: HA, member) -> Counter:
         ha.group.restore_member(member)
         ha.clock.advance(ha.x + 1)
         ha.session.generate_random(8)  # the call that carries the recovery (activeBasic)
+        settled(ha)  # (brought up to date off the call: rejoin.py)
     finally:
         del member.slot.open_session
         for source in sources:
@@ -324,6 +325,7 @@ def test_a_member_recovered_before_a_login_gets_its_private_objects_from_the_jou
     ha.group.restore_member(member)
     ha.clock.advance(ha.x + 1)
     ha.session.generate_random(8)  # recovered with no login: its private keys are invisible
+    settled(ha)
     assert member.active and member.private_unsynced
     full = ha.group.recovery.full_comparisons
     ha.group.login(CKU_USER, USER_PIN)

@@ -2,24 +2,18 @@
 object on both, a few calls each (what recovery did before the journal, and still does when the
 journal cannot prove where the member stands: recovery.py, journal.py).
 
-In the background (activeEnhanced) it runs with no lock held, so the application's calls,
-changes included, go on meanwhile on the other members; the changes made during it are then
-caught up from the journal under the locks, and only then does the member serve again
-(`CompareInBackground`).
+It runs off the application's calls with no lock held, as any catch-up of a member that comes
+back (rejoin.py): the changes made during it are then caught up from the journal, and only
+then does the member serve again.
 """
 from __future__ import annotations
 
-import threading
-from typing import TYPE_CHECKING
 
-from ..codes import CKR_DEVICE_ERROR, CKR_FUNCTION_FAILED, CKRError
+from ..codes import CKR_DEVICE_ERROR, CKRError
 from ..model import CKA_CLASS, CKA_ID, CKO_DATA, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, CKO_SECRET_KEY
 from . import replication
 from .marks import is_mark
 from .member import HAMember
-
-if TYPE_CHECKING:
-    from .recovery import Recovery
 
 
 KEY_CLASSES = (CKO_PUBLIC_KEY, CKO_PRIVATE_KEY, CKO_SECRET_KEY)
@@ -33,49 +27,6 @@ def replicated_objects(session) -> list[int]:
         handles.extend(session.find_objects({CKA_CLASS: cls}))
     keys = [h for h in handles if session.get_attributes(h, [CKA_ID]).get(CKA_ID)]
     return keys + list(session.find_objects({CKA_CLASS: CKO_DATA}))
-
-
-class CompareInBackground(Exception):
-    """The journal cannot prove where the member stands: compare it in full off the locks.
-    `since`: the journal's mark when the comparison starts (what is caught up after)."""
-
-    def __init__(self, why: str, since: bytes) -> None:
-        super().__init__(why)
-        self.why = why
-        self.since = since
-
-
-def compare_in_background(recovery: "Recovery", source: HAMember, target: HAMember,
-                          deferred: CompareInBackground, attempt: int) -> threading.Thread:
-    """The member (reconnected, logged in, still out of service) is compared in full on a
-    thread of its own, with no lock held; then, under the state lock and the group's lock, the
-    changes made meanwhile are caught up from the journal and the member rejoins. A failure, or a
-    journal that cannot cover the time the comparison took, is a failed attempt (retried after X)."""
-    group = recovery.group
-
-    def run() -> None:
-        try:
-            compare_in_full(group, source, target, deferred.why + "; compared in the background")
-            with group.state_lock(), group.lock:
-                touched = group.journal.since(deferred.since)
-                if touched is None:
-                    raise CKRError(CKR_FUNCTION_FAILED, "HA", "the journal does not hold every change "
-                                   "made during the full comparison (another process?): tried again")
-                if target.anchor is None or target.active:
-                    return  # failed again meanwhile, or taken back another way
-                recovery.finish_background(source, target, touched, deferred.since, attempt)
-        except Exception as exc:  # never lost: the attempt fails, with the reason in the HA log
-            error = exc if isinstance(exc, CKRError) else CKRError(CKR_FUNCTION_FAILED, "HA", repr(exc))
-            with group.lock:
-                recovery.background_failed(target, error, attempt)
-        finally:
-            target.comparing = False
-
-    target.comparing = True
-    thread = threading.Thread(target=run, name=f"ha-compare-{target.serial}", daemon=True)
-    recovery.comparisons = [t for t in recovery.comparisons if t.is_alive()] + [thread]
-    thread.start()
-    return thread
 
 
 def compare_in_full(group, source: HAMember, target: HAMember, why: str) -> None:

@@ -23,7 +23,7 @@ from .member import HAMember
 from .vault import Vault
 from .pin_lock import PIN_FLAG_NAMES, PIN_FLAGS, PinLock
 from .policy import RecoveryPolicy
-from .recovery import ACTIVE_BASIC, ACTIVE_ENHANCED, RECOVERY_MODES, BackgroundRecovery, Recovery
+from .recovery import ACTIVE_BASIC, ACTIVE_ENHANCED, ATTEMPT_WAIT_S, RECOVERY_MODES, BackgroundRecovery, Recovery
 from .synchronization import Synchronizer
 from .session import VirtualSession
 
@@ -46,8 +46,13 @@ class HAGroup(Slot):
         self.log = log or HALog()
         self.slot_id = slot_id
         # serialises changes to what the members hold with every other process on the state
-        # folder (replication, synchronization, recovery); always taken before self.lock
-        self.state_lock = state_lock
+        # folder (replication, synchronization, recovery); always taken before self.lock; a
+        # group with no state folder serialises its own threads (a member rejoins under it)
+        if state_lock is nullcontext:
+            own = threading.RLock()
+            state_lock = lambda: own  # noqa: E731
+        self._state_lock = state_lock
+        self._holding = threading.local()  # how deep this thread holds the state lock
         self.credentials: tuple[int, str] | None = None  # HA login, kept in memory only
         self.epoch = 0  # sessions opened before every member was lost are void (lose_everything)
         # member serial -> identities of keys it generated and failed before they were copied:
@@ -103,11 +108,19 @@ class HAGroup(Slot):
                 self.recovery, self.policy, self.serial,
                 log=lambda line: self.log.record(self.serial, "-", "background-recovery", line)).start()
 
+    def show_recovery_inside_calls(self) -> None:
+        """A call that starts a recovery attempt waits for its end, so a person at the menu sees
+        the recovery inside that call as CKDemo shows it (an application's call waits at most
+        recovery.CALL_BUDGET_S, and the member serves again when its catch-up is done)."""
+        self.recovery.call_budget_s = ATTEMPT_WAIT_S
+
     def close(self) -> None:
-        """Stop what runs in the background (activeEnhanced's recovery thread)."""
+        """Stop what runs in the background (activeEnhanced's recovery thread, members being
+        brought up to date)."""
         if self.background is not None:
             self.background.stop()
             self.background = None
+        self.recovery.settle()
 
     # ---- members ------------------------------------------------------------------------------
     @property
@@ -176,6 +189,19 @@ class HAGroup(Slot):
                 # (a change that touched nothing, or was refused and undone, is marked too: a
                 # number left unmarked would be a hole for every other process's journal)
                 self._mark_members(self.journal.mark(number))
+
+    @contextmanager
+    def state_lock(self) -> Iterator[None]:
+        with self._state_lock():
+            self._holding.depth = getattr(self._holding, "depth", 0) + 1
+            try:
+                yield
+            finally:
+                self._holding.depth -= 1
+
+    def holds_state_lock(self) -> bool:
+        """Does this thread hold the state lock (a change, a login, a recovery)?"""
+        return getattr(self._holding, "depth", 0) > 0
 
     def vouch(self, members, lacking) -> None:
         """After a synchronisation (the state lock is held): the members that now hold what the

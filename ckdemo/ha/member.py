@@ -19,6 +19,10 @@ STATUS_CODE = {MemberState.ACTIVE: CKR_OK, MemberState.FAILED: CKR_DEVICE_ERROR,
                MemberState.DOWN: CKR_TOKEN_NOT_PRESENT, MemberState.REJECTED: CKR_TOKEN_NOT_RECOGNIZED}
 
 
+class MemberRejected(Exception):
+    """A member came back but must not rejoin silently (another token, or an emptied one)."""
+
+
 class HAMember:
     def __init__(self, serial: str, slot: Any | None, label: str = "", standby: bool = False) -> None:
         self.serial = serial
@@ -39,7 +43,9 @@ class HAMember:
         # (the private ones are invisible); made as its source is at the next user login
         self.private_unsynced = False
         self.last_error: CKRError | None = None
-        self.comparing = False  # compared in full in the background: not tried again meanwhile
+        # reconnected and logged in, brought up to date off the application's calls (rejoin.py):
+        # out of service meanwhile, shown so in HA Status, and not tried again
+        self.recovering = False
 
     @property
     def active(self) -> bool:

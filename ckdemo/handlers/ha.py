@@ -6,7 +6,7 @@ from typing import Any
 from ..codes import ckr_name
 from ..menu.context import Context, InputError
 from ..menu.shown import HA_STATUS, HAStatusRow, HAStatusShown
-from ..screens import restored_line, standby_notices, exhausted_notices, ha_status_row
+from ..screens import restored_line, recovering_notices, standby_notices, exhausted_notices, ha_status_row
 from ..model import CKU_USER
 
 
@@ -48,7 +48,7 @@ def ha_status(ctx: Context) -> None:
     ctx.record(HA_STATUS, HAStatusShown(group.serial, tuple(
         HAStatusRow(n, member.serial, member.label, ckr_name(code))
         for n, (member, code) in enumerate(report, start=1))))
-    for line in standby_notices(report):
+    for line in standby_notices(report) + recovering_notices(report):
         ctx.say(line)
     _exhausted_notice(ctx, group)
 

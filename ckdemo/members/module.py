@@ -115,10 +115,14 @@ class Module:
             self._tokens.clear()
             lib = self.lib
             try:
-                with pkcs11_call("C_Finalize"):
-                    lib.finalize()
+                self.raw.finalize()  # (ctypes: the GIL released, raw.py)
             except CKRError:
                 pass  # finalising a broken instance may fail; initialise is what counts
+            try:
+                with pkcs11_call("C_Finalize"):
+                    lib.finalize()  # python-pkcs11's own flag: CKR_CRYPTOKI_NOT_INITIALIZED now
+            except CKRError:
+                pass
             with pkcs11_call("C_Initialize"):
                 lib.initialize()
 

@@ -173,6 +173,7 @@ _UL, _PUL = CK_ULONG, POINTER(CK_ULONG)
 
 # Argument types of the functions this module calls (CK_SLOT_ID, handles and flags are CK_ULONG).
 PROTOTYPES = {
+    "C_Finalize": (c_void_p,),
     "C_GetInfo": (POINTER(CK_INFO),),
     "C_GetSlotList": (c_ubyte, _PUL, _PUL),
     "C_GetSlotInfo": (_UL, POINTER(CK_SLOT_INFO)),
@@ -411,6 +412,11 @@ class RawModule:
 
     def close_session(self, session: int) -> None:
         self._call("C_CloseSession", session)
+
+    def finalize(self) -> None:
+        """C_Finalize with the GIL released (python-pkcs11 holds it there, and SoftHSM2 frees
+        every object it had read: most of a second at 10,000 objects, the whole process stalled)."""
+        self._call("C_Finalize", None)
 
     def close_all_sessions(self, slot_id: int) -> None:
         self._call("C_CloseAllSessions", slot_id)

@@ -27,6 +27,9 @@ class Context:
         self._waiting = False  # a prompt waits for its answer
         self._held: list[str] = []  # event lines from other threads while a prompt waits
         self._shown: dict[str, Any] = {}  # what the step in progress showed, as data (shown.py)
+        for group in workspace.groups:  # a person sees a recovery inside the call that started it
+            if hasattr(group, "show_recovery_inside_calls"):
+                group.show_recovery_inside_calls()
 
     # output
     def write(self, text: str) -> None:

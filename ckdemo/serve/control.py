@@ -40,7 +40,7 @@ import time
 from typing import Any, Callable, Protocol, Sequence
 
 from ..codes import CKRError, ckr_name
-from ..screens import exhausted_notices, ha_status_row, restored_line, standby_notices
+from ..screens import exhausted_notices, ha_status_row, recovering_notices, restored_line, standby_notices
 from . import unixsocket
 from .faults import CallRecord, FaultBook, FaultError, FaultSpec
 
@@ -60,6 +60,7 @@ class ControlledMember(Protocol):
     label: str
     standby: bool
     calls: int  # calls it has served (its share of the load)
+    recovering: bool  # back, and catching up before it serves again (ha/rejoin.py)
 
 
 class RecoveryTiming(Protocol):
@@ -107,7 +108,7 @@ def status_lines(group: ControlledGroup, report: list[tuple[ControlledMember, in
     """HA Status as menu choice 52 prints it (the seed's format)."""
     return [f"HA group {group.serial} status:"] + \
         [ha_status_row(member.serial, code) for member, code in report] + \
-        standby_notices(report) + \
+        standby_notices(report) + recovering_notices(report) + \
         exhausted_notices(group.policy.retries, group.recovery_exhausted(),
                           "`ckdemo hagroup recover` recovers it now")
 
@@ -201,8 +202,8 @@ class ControlServer:
             spent = {id(m) for m, _ in group.recovery_exhausted()}
             groups.append({"label": group.label, "serial": group.serial,
                            "members": [{"serial": m.serial, "label": m.label, "status": ckr_name(code),
-                                        "standby": m.standby, "recovery_exhausted": id(m) in spent,
-                                        "calls": m.calls}
+                                        "standby": m.standby, "recovering": m.recovering,
+                                        "recovery_exhausted": id(m) in spent, "calls": m.calls}
                                        for m, code in report]})
         return {"lines": lines, "groups": groups}
 
