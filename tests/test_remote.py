@@ -286,8 +286,9 @@ def test_a_key_generation_on_a_hung_member_moves_to_another_and_leaves_no_duplic
     time for an AES key; member1's server is then stopped (SIGSTOP). A generation that
     lands on member1 is given up once it is late by far more than usual (at least
     MemberHedgeFloor, 0.5 s) and made on another member: none waits MemberTimeout, none fails.
-    member1 is failed with the reason, and when it resumes it is recovered with exactly the keys
-    of the others: what it made after all is its orphan, replaced."""
+    member1 is failed with the reason, and when it resumes it is recovered (125 Recover now:
+    the attempt whole, not on the recovery thread) with exactly the keys of the others: what it
+    made after all is its orphan, replaced."""
     from test_crash_consistency import assert_consistent, member_objects
     assert run_ckdemo(remote_home, "hagroup", "log", "on", "--path", str(remote_home / "ha.log")).returncode == 0
 
@@ -296,7 +297,7 @@ def test_a_key_generation_on_a_hung_member_moves_to_another_and_leaves_no_duplic
                 for line in ("45", "${LAST_SESSION}", "7", f"{prefix}-{n}", "y", "y", "n")]
     script = "\n".join(["@ha-interval 0.5", "51", "5", "${CKDEMO_USER_PIN}", "1", "5", "y",
                         *generate("learn", 12), "@hang member1", *generate("hung", 4), "52", "5",
-                        "@resume member1", "@sleep 0.7", *generate("after", 1), "52", "5", "0", ""])
+                        "@resume member1", "125", "5", *generate("after", 1), "52", "5", "0", ""])
     started = time.monotonic()
     done = run_ckdemo(remote_home, "run", "-", input=script)
     took = time.monotonic() - started
