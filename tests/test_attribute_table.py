@@ -113,3 +113,27 @@ def test_a_value_the_table_refuses_stops_the_whole_set_before_the_token(member_s
     assert session.read_attribute(data, CKA_LABEL) == "before"
     session.set_attributes(data, {CKA_LABEL: "after"})
     assert session.read_attribute(data, CKA_LABEL) == "after"
+
+
+def test_a_verify_on_a_member_whose_sessions_are_gone_is_a_member_failure(tmp_path):
+    """A member failed (its sessions closed) before the HA slot's next call to it: C_Verify with
+    a key whose type that member session had not read yet read it through python-pkcs11 outside
+    the member's call guard, and the lost session came out as python-pkcs11's own exception: an
+    internal error, CKR_GENERAL_ERROR to the application, where the HA slot moves a member
+    failure on (differential test, seed 2200049: 'C_Verify: CKR_OK vs CKR_GENERAL_ERROR')."""
+    from ckdemo.codes import CKR_DEVICE_ERROR
+    from ckdemo.model import KeySpec
+    ECDSA = 0x1041
+    _, workspace, _ = private_workspace(tmp_path, 1)
+    slot = next(s for s in workspace.slots if s not in workspace.groups)
+    session = slot.open_session(rw=True)
+    session.login(CKU_USER, USER_PIN)
+    public, private = session.generate(KeySpec("ec", "P-256", "verify-later", b"\x7a", token=False))
+    signature = session.sign(private, ECDSA, b"v" * 32)
+    slot.fail()  # every session of the member is gone, as when it dies
+    try:
+        with pytest.raises(CKRError) as raised:
+            session.verify(public, ECDSA, b"v" * 32, signature)
+        assert raised.value.ckr == CKR_DEVICE_ERROR
+    finally:
+        slot.restore()

@@ -252,8 +252,10 @@ class PhysicalSession(MemberSession):
                    signature, mechanism=_mechanism(mechanism), mechanism_param=to_pkcs11(param))
 
     def _key_type(self, handle: int) -> int | None:
-        """python-pkcs11 reads it once per key object (cached_property)."""
-        return getattr(self._object(handle, "C_VerifyInit"), "key_type", None)
+        """python-pkcs11 reads it once per key object (cached_property); the read is a module
+        call like any other: its failure is a CKRError (a member gone, a session it lost)."""
+        with self._calling("C_VerifyInit"):
+            return getattr(self._object(handle, "C_VerifyInit"), "key_type", None)
 
     def encrypt(self, handle: int, mechanism: int, data: bytes, param: MechanismParam = None) -> bytes:
         return self._call("C_Encrypt", self._operation(handle, "_encrypt", "C_EncryptInit"),
