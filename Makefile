@@ -25,6 +25,7 @@ test: setup
 # ruff's checks as pyproject.toml configures them (CI runs this before the tests)
 lint: setup
 	$(VENV)/bin/ruff check ckdemo tests
+	$(VENV)/bin/ruff format --check ckdemo tests
 
 # the long fuzz run (the suite runs 2,000 interactions); figures appended to docs/FUZZ.md
 FUZZ_COUNT ?= 20000

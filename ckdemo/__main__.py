@@ -1,4 +1,5 @@
 """`python -m ckdemo`: the same as the `ckdemo` command."""
+
 from .cli import main
 
 if __name__ == "__main__":

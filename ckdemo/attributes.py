@@ -3,6 +3,7 @@
 Used by the object handlers (create, copy, get, set, find, display). Values travel as plain
 Python: bool, int, bytes, str.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -11,11 +12,24 @@ from dataclasses import dataclass
 from . import attribute_table as table
 from .model import CLASS_NAMES, KEY_TYPE_NAMES
 
-CLASS_NAMES_ALL = {**CLASS_NAMES, 0x1: "CKO_CERTIFICATE", 0x5: "CKO_HW_FEATURE",
-                   0x6: "CKO_DOMAIN_PARAMETERS", 0x7: "CKO_MECHANISM", 0x8: "CKO_OTP_KEY"}
-KEY_TYPE_NAMES_ALL = {**KEY_TYPE_NAMES, 0x1: "CKK_DSA", 0x2: "CKK_DH", 0x13: "CKK_DES3",
-                      0x15: "CKK_DES2", 0x2B: "CKK_SHA256_HMAC", 0x40: "CKK_EC_EDWARDS",
-                      0x41: "CKK_EC_MONTGOMERY"}
+CLASS_NAMES_ALL = {
+    **CLASS_NAMES,
+    0x1: "CKO_CERTIFICATE",
+    0x5: "CKO_HW_FEATURE",
+    0x6: "CKO_DOMAIN_PARAMETERS",
+    0x7: "CKO_MECHANISM",
+    0x8: "CKO_OTP_KEY",
+}
+KEY_TYPE_NAMES_ALL = {
+    **KEY_TYPE_NAMES,
+    0x1: "CKK_DSA",
+    0x2: "CKK_DH",
+    0x13: "CKK_DES3",
+    0x15: "CKK_DES2",
+    0x2B: "CKK_SHA256_HMAC",
+    0x40: "CKK_EC_EDWARDS",
+    0x41: "CKK_EC_MONTGOMERY",
+}
 
 
 # A CK_ULONG is a C unsigned long: 0 .. 2**64-1 here. A value outside that range must never reach
@@ -35,27 +49,78 @@ class AttributeDef:
 # the attributes the menu reads, types and shows (24, 25, 26, 27); codes and kinds from the one
 # table (ckdemo.attribute_table)
 MENU_ATTRIBUTES = (
-    "CKA_CLASS", "CKA_TOKEN", "CKA_PRIVATE", "CKA_LABEL", "CKA_APPLICATION", "CKA_VALUE",
-    "CKA_OBJECT_ID", "CKA_CERTIFICATE_TYPE", "CKA_ISSUER", "CKA_SERIAL_NUMBER", "CKA_TRUSTED",
-    "CKA_CERTIFICATE_CATEGORY", "CKA_CHECK_VALUE", "CKA_KEY_TYPE", "CKA_SUBJECT", "CKA_ID",
-    "CKA_SENSITIVE", "CKA_ENCRYPT", "CKA_DECRYPT", "CKA_WRAP", "CKA_UNWRAP", "CKA_SIGN",
-    "CKA_SIGN_RECOVER", "CKA_VERIFY", "CKA_VERIFY_RECOVER", "CKA_DERIVE", "CKA_START_DATE",
-    "CKA_END_DATE", "CKA_MODULUS", "CKA_MODULUS_BITS", "CKA_PUBLIC_EXPONENT",
-    "CKA_PRIVATE_EXPONENT", "CKA_PRIME_1", "CKA_PRIME_2", "CKA_EXPONENT_1", "CKA_EXPONENT_2",
-    "CKA_COEFFICIENT", "CKA_PUBLIC_KEY_INFO", "CKA_PRIME", "CKA_SUBPRIME", "CKA_BASE",
-    "CKA_VALUE_BITS", "CKA_VALUE_LEN", "CKA_EXTRACTABLE", "CKA_LOCAL", "CKA_NEVER_EXTRACTABLE",
-    "CKA_ALWAYS_SENSITIVE", "CKA_KEY_GEN_MECHANISM", "CKA_MODIFIABLE", "CKA_COPYABLE",
-    "CKA_DESTROYABLE", "CKA_EC_PARAMS", "CKA_EC_POINT", "CKA_ALWAYS_AUTHENTICATE",
+    "CKA_CLASS",
+    "CKA_TOKEN",
+    "CKA_PRIVATE",
+    "CKA_LABEL",
+    "CKA_APPLICATION",
+    "CKA_VALUE",
+    "CKA_OBJECT_ID",
+    "CKA_CERTIFICATE_TYPE",
+    "CKA_ISSUER",
+    "CKA_SERIAL_NUMBER",
+    "CKA_TRUSTED",
+    "CKA_CERTIFICATE_CATEGORY",
+    "CKA_CHECK_VALUE",
+    "CKA_KEY_TYPE",
+    "CKA_SUBJECT",
+    "CKA_ID",
+    "CKA_SENSITIVE",
+    "CKA_ENCRYPT",
+    "CKA_DECRYPT",
+    "CKA_WRAP",
+    "CKA_UNWRAP",
+    "CKA_SIGN",
+    "CKA_SIGN_RECOVER",
+    "CKA_VERIFY",
+    "CKA_VERIFY_RECOVER",
+    "CKA_DERIVE",
+    "CKA_START_DATE",
+    "CKA_END_DATE",
+    "CKA_MODULUS",
+    "CKA_MODULUS_BITS",
+    "CKA_PUBLIC_EXPONENT",
+    "CKA_PRIVATE_EXPONENT",
+    "CKA_PRIME_1",
+    "CKA_PRIME_2",
+    "CKA_EXPONENT_1",
+    "CKA_EXPONENT_2",
+    "CKA_COEFFICIENT",
+    "CKA_PUBLIC_KEY_INFO",
+    "CKA_PRIME",
+    "CKA_SUBPRIME",
+    "CKA_BASE",
+    "CKA_VALUE_BITS",
+    "CKA_VALUE_LEN",
+    "CKA_EXTRACTABLE",
+    "CKA_LOCAL",
+    "CKA_NEVER_EXTRACTABLE",
+    "CKA_ALWAYS_SENSITIVE",
+    "CKA_KEY_GEN_MECHANISM",
+    "CKA_MODIFIABLE",
+    "CKA_COPYABLE",
+    "CKA_DESTROYABLE",
+    "CKA_EC_PARAMS",
+    "CKA_EC_POINT",
+    "CKA_ALWAYS_AUTHENTICATE",
     "CKA_WRAP_WITH_TRUSTED",
 )
 # python-pkcs11 0.10.1 has no value type for these (no Attribute member, or no packer), so a
 # template carrying one fails inside it: they can be read and shown, never typed into a template
 NOT_IN_TEMPLATES = {"CKA_PUBLIC_KEY_INFO", "CKA_CERTIFICATE_CATEGORY"}
-SECRET_PARTS = {"CKA_VALUE", "CKA_PRIVATE_EXPONENT", "CKA_PRIME_1", "CKA_PRIME_2", "CKA_EXPONENT_1",
-                "CKA_EXPONENT_2", "CKA_COEFFICIENT"}
+SECRET_PARTS = {
+    "CKA_VALUE",
+    "CKA_PRIVATE_EXPONENT",
+    "CKA_PRIME_1",
+    "CKA_PRIME_2",
+    "CKA_EXPONENT_1",
+    "CKA_EXPONENT_2",
+    "CKA_COEFFICIENT",
+}
 
-ATTRIBUTES = [AttributeDef(n, table.BY_NAME[n].code, table.BY_NAME[n].kind, n in SECRET_PARTS)
-              for n in MENU_ATTRIBUTES]
+ATTRIBUTES = [
+    AttributeDef(n, table.BY_NAME[n].code, table.BY_NAME[n].kind, n in SECRET_PARTS) for n in MENU_ATTRIBUTES
+]
 BY_NAME = {a.name: a for a in ATTRIBUTES}
 BY_CODE = {a.code: a for a in ATTRIBUTES}
 
@@ -77,8 +142,7 @@ def _ulong(value: str, what: str) -> int:
     except ValueError:
         raise ValueError(f"{what} needs a number, not {value!r}") from None
     if not 0 <= number <= ULONG_MAX:
-        raise ValueError(f"{what} needs a number from 0 to {ULONG_MAX:#x} (a CK_ULONG), "
-                         f"not {value!r}")
+        raise ValueError(f"{what} needs a number from 0 to {ULONG_MAX:#x} (a CK_ULONG), not {value!r}")
     return number
 
 
@@ -119,7 +183,13 @@ def parse(attribute: AttributeDef, text: str):
     if attribute.kind == "keytype":
         return _named(attribute, text, KEY_TYPE_NAMES_ALL, "key type")
     if attribute.kind == "bytes":
-        raw = text[4:] if text.lower().startswith("hex:") else text[2:] if text.lower().startswith("0x") else None
+        raw = (
+            text[4:]
+            if text.lower().startswith("hex:")
+            else text[2:]
+            if text.lower().startswith("0x")
+            else None
+        )
         if raw is None:
             return _text(attribute, text).encode()  # plain text, e.g. CKA_ID=mykey
         try:
@@ -132,8 +202,7 @@ def parse(attribute: AttributeDef, text: str):
         except ValueError:
             date = None
         if date is None or date.year < 1000:  # a CK_DATE holds four year digits
-            raise ValueError(f"{attribute.name} needs a date YYYY-MM-DD (year 1000-9999), "
-                             f"not {text!r}")
+            raise ValueError(f"{attribute.name} needs a date YYYY-MM-DD (year 1000-9999), not {text!r}")
         return date
     return _text(attribute, text)
 
@@ -145,8 +214,7 @@ def parse_assignment(text: str) -> tuple[AttributeDef, object]:
         raise ValueError(f"{text!r}: write NAME=VALUE, e.g. CKA_LABEL=mykey")
     attribute = lookup(name)
     if attribute.name in NOT_IN_TEMPLATES:
-        raise ValueError(f"{attribute.name} can be read (24, 27) but not written or searched "
-                         "by ckdemo")
+        raise ValueError(f"{attribute.name} can be read (24, 27) but not written or searched by ckdemo")
     return attribute, parse(attribute, value)
 
 
@@ -154,7 +222,7 @@ def render(attribute: AttributeDef | None, value, wrap: int = 0) -> str:
     """Text for a value; long byte strings are cut into lines of `wrap` hex digits."""
     text = _render(attribute, value)
     if wrap and isinstance(value, (bytes, bytearray)) and len(text) > wrap:
-        return "\n".join(text[i:i + wrap] for i in range(0, len(text), wrap))
+        return "\n".join(text[i : i + wrap] for i in range(0, len(text), wrap))
     return text
 
 

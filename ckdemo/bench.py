@@ -4,6 +4,7 @@ Works through the slot interface only, so the HA virtual slot and a physical slo
 by the same code. With two slots, rounds alternate between them in one run, so the ratio is not
 skewed by a noisy neighbour that comes and goes.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -32,8 +33,9 @@ class Progress:
     """How far a whole bench run is (every slot and round together), read by a display from
     another thread: measured time against the planned total, or operations against the count."""
 
-    def __init__(self, total_s: float, total_ops: int = 0,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, total_s: float, total_ops: int = 0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.total_s, self.total_ops, self.clock = total_s, total_ops, clock
         self.ops = 0
         self.errors = 0  # of the ops (a timeline's failures: timeline.Sampler reads both)
@@ -94,19 +96,29 @@ class Result:
         return self.ops / self.seconds if self.seconds else 0.0
 
     def as_dict(self) -> dict[str, Any]:
-        return {"slot": self.slot, "operation": self.operation, "threads": self.threads,
-                "ops": self.ops, "errors": self.errors, "measured_s": round(self.seconds, 3),
-                "ops_per_s": round(self.ops_per_s, 1),
-                "latency_us": self.latency.percentiles_us(),
-                "member_share": self.member_share, "first_error": self.first_error}
+        return {
+            "slot": self.slot,
+            "operation": self.operation,
+            "threads": self.threads,
+            "ops": self.ops,
+            "errors": self.errors,
+            "measured_s": round(self.seconds, 3),
+            "ops_per_s": round(self.ops_per_s, 1),
+            "latency_us": self.latency.percentiles_us(),
+            "member_share": self.member_share,
+            "first_error": self.first_error,
+        }
 
 
 def _known(session, known, tag: str) -> int:
     """The known test key as session objects (created on every member of an HA slot): the same
     key material on every member and in every run, so figures compare like with like."""
-    handles = [session.create_object(t) for t in
-               known.templates(token=False, private=True, label=f"bench-{tag}",
-                               key_id=f"bench-{tag}".encode())]
+    handles = [
+        session.create_object(t)
+        for t in known.templates(
+            token=False, private=True, label=f"bench-{tag}", key_id=f"bench-{tag}".encode()
+        )
+    ]
     return handles[-1]  # the private or secret part
 
 
@@ -139,9 +151,14 @@ def prepare(session, operation: str, key_size: int, data_size: int) -> Callable[
     raise ValueError(f"unknown operation {operation!r} (known: {', '.join(OPERATIONS)})")
 
 
-def run_for(calls: list[Callable[[], Any]], seconds: float, result: Result,
-            tick: Callable[[int, int], None] = lambda n, errors: None, count: int = 0,
-            stop: threading.Event | None = None) -> None:
+def run_for(
+    calls: list[Callable[[], Any]],
+    seconds: float,
+    result: Result,
+    tick: Callable[[int, int], None] = lambda n, errors: None,
+    count: int = 0,
+    stop: threading.Event | None = None,
+) -> None:
     """One thread per call object (each with its own session) for the given time, or until
     `count` calls (all threads together) when a count is given, or until `stop` is set (a
     threading.Event, or interruption.StopRequest). tick(calls, failed): how many calls (and of
@@ -155,8 +172,11 @@ def run_for(calls: list[Callable[[], Any]], seconds: float, result: Result,
         local, done, errors, first = LatencyHistogram(), 0, 0, ""
         untold, told_at = 0, time.perf_counter()  # calls not yet passed to tick, and when last
         errors_told = 0
-        while ((now := time.perf_counter()) < stop_at and not stop.is_set()
-               and (not count or next(started_calls) <= count)):
+        while (
+            (now := time.perf_counter()) < stop_at
+            and not stop.is_set()
+            and (not count or next(started_calls) <= count)
+        ):
             if untold and (untold >= TICK_CALLS or now - told_at >= TICK_S):
                 tick(untold, errors - errors_told)
                 untold, told_at, errors_told = 0, now, errors
@@ -194,29 +214,48 @@ def rounds_for(slots: list) -> int:
     return ROUNDS if len(slots) > 1 else 1
 
 
-def parameters(slots: list[tuple[str, Any]], operation: str, seconds: float, threads: int = 1,
-               key_size: int = 0, data_size: int = 32, count: int = 0) -> dict[str, Any]:
+def parameters(
+    slots: list[tuple[str, Any]],
+    operation: str,
+    seconds: float,
+    threads: int = 1,
+    key_size: int = 0,
+    data_size: int = 32,
+    count: int = 0,
+) -> dict[str, Any]:
     """The run as asked, for the JSON report: what another run must repeat to compare."""
-    return {"operation": operation, "slots": [name for name, _ in slots],
-            "members": [serial for _, slot in slots for serial in slot.member_calls()],
-            "per_slot_s": None if count else seconds,
-            "duration_s": None if count else seconds * len(slots),
-            "count_per_slot": count or None, "threads": threads, "rounds": rounds_for(slots),
-            "key_size_bits": key_size or KNOWN_KEY_BITS.get(operation),
-            "data_size_bytes": data_size}
+    return {
+        "operation": operation,
+        "slots": [name for name, _ in slots],
+        "members": [serial for _, slot in slots for serial in slot.member_calls()],
+        "per_slot_s": None if count else seconds,
+        "duration_s": None if count else seconds * len(slots),
+        "count_per_slot": count or None,
+        "threads": threads,
+        "rounds": rounds_for(slots),
+        "key_size_bits": key_size or KNOWN_KEY_BITS.get(operation),
+        "data_size_bytes": data_size,
+    }
 
 
-def bench(slots: list[tuple[str, Any]], operation: str, seconds: float, threads: int = 1,
-          key_size: int = 0, data_size: int = 32, progress: Progress | None = None,
-          count: int = 0, stop: threading.Event | None = None) -> list[Result]:
+def bench(
+    slots: list[tuple[str, Any]],
+    operation: str,
+    seconds: float,
+    threads: int = 1,
+    key_size: int = 0,
+    data_size: int = 32,
+    progress: Progress | None = None,
+    count: int = 0,
+    stop: threading.Event | None = None,
+) -> list[Result]:
     """`seconds` (or `count` operations) per slot; `progress` follows the whole run. When `stop`
     is set the run ends where it is: the figures so far, every session (and so every session key
     the run made) closed. The keys are session objects: nothing of a run outlives its sessions."""
     prepared: list[tuple[Result, Any, list, list]] = []
     stop = stop or threading.Event()
     try:
-        _measure(slots, operation, seconds, threads, key_size, data_size, progress, count, stop,
-                 prepared)
+        _measure(slots, operation, seconds, threads, key_size, data_size, progress, count, stop, prepared)
     finally:
         for _, _, _, sessions in prepared:
             for s in sessions:
@@ -227,8 +266,9 @@ def bench(slots: list[tuple[str, Any]], operation: str, seconds: float, threads:
     return [r for r, _, _, _ in prepared]
 
 
-def _measure(slots, operation, seconds, threads, key_size, data_size, progress, count, stop,
-             prepared: list) -> None:
+def _measure(
+    slots, operation, seconds, threads, key_size, data_size, progress, count, stop, prepared: list
+) -> None:
     for name, slot in slots:
         if stop.is_set():
             return
@@ -257,8 +297,7 @@ def _measure(slots, operation, seconds, threads, key_size, data_size, progress, 
     for result, slot, _, _ in prepared:
         after = member_calls(slot)
         total = sum(after[k] - before[id(slot)].get(k, 0) for k in after) or 1
-        result.member_share = {k: round((after[k] - before[id(slot)].get(k, 0)) / total, 3)
-                               for k in after}
+        result.member_share = {k: round((after[k] - before[id(slot)].get(k, 0)) / total, 3) for k in after}
 
 
 def median(values: list[float]) -> float:
@@ -268,8 +307,10 @@ def median(values: list[float]) -> float:
 def sampler(progress: Progress, threads: int):
     """The run's timeline, sampled from `progress` (timeline.Sampler): no work added to a call."""
     from .timeline import Sampler
-    return Sampler(lambda: (progress.ops, progress.errors, progress.measured_s(), progress.measuring),
-                   threads)
+
+    return Sampler(
+        lambda: (progress.ops, progress.errors, progress.measured_s(), progress.measuring), threads
+    )
 
 
 def html_page(figures: list[dict[str, Any]], asked: dict[str, Any], sampled, ratio: dict | None) -> str:
@@ -277,19 +318,23 @@ def html_page(figures: list[dict[str, Any]], asked: dict[str, Any], sampled, rat
     rounds shaded, the mean call time, and the figures."""
     import html
     from . import timeline
-    rows = "".join(f"<tr><td>{html.escape(f['slot'])}</td><td>{f['ops']}</td><td>{f['ops_per_s']}</td>"
-                   f"<td>{f['latency_us']['p50']}</td><td>{f['latency_us']['p99']}</td>"
-                   f"<td>{f['latency_us']['max']}</td><td>{f['errors']}</td></tr>" for f in figures)
+
+    rows = "".join(
+        f"<tr><td>{html.escape(f['slot'])}</td><td>{f['ops']}</td><td>{f['ops_per_s']}</td>"
+        f"<td>{f['latency_us']['p50']}</td><td>{f['latency_us']['p99']}</td>"
+        f"<td>{f['latency_us']['max']}</td><td>{f['errors']}</td></tr>"
+        for f in figures
+    )
     said = f"; HA/direct {ratio['ha_over_direct']}" if ratio else ""
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>ckdemo bench</title>
 <style>body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
 table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding: 4px 8px; }}
 {timeline.STYLE}</style></head><body>
-<h1>ckdemo bench: {html.escape(asked['operation'])}, {asked['threads']} thread(s){html.escape(said)}</h1>
+<h1>ckdemo bench: {html.escape(asked["operation"])}, {asked["threads"]} thread(s){html.escape(said)}</h1>
 {timeline.svg(sampled.bins, sampled.duration_s, sampled.windows, latency="mean")}
 <p>Bars: calls per second in each {sampled.bins.bin_s:g} s (blue), failures (red); line: the mean
-call time in each (orange), from the closed loop ({asked['threads']} thread(s) busy for the time
+call time in each (orange), from the closed loop ({asked["threads"]} thread(s) busy for the time
 measured); shaded: the rounds of each slot. Sampled every {sampled.every_s:g} s from the run's own
 counters: nothing was added to the calls measured.</p>
 <table><tr><th>slot</th><th>ops</th><th>ops/s</th><th>p50 us</th><th>p99 us</th><th>max us</th><th>errors</th></tr>

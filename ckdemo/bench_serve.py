@@ -12,6 +12,7 @@ Measured: RSA-2048 sign and 32-byte random, ckdemo/p11-kit ratio per operation; 
 client and by two clients at once against each server (do members serve two applications in
 parallel?).
 """
+
 from __future__ import annotations
 
 import json
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .interruption import StopRequest
+
 OPERATIONS = ("rsa-sign", "random")
 START_TIMEOUT_S = 30.0
 CLIENT_TIMEOUT_S = 120.0  # one round plus set-up; a client that stays silent longer is stuck
@@ -48,14 +50,21 @@ class Client:
 
     def __init__(self, name: str, address: str, pin: str, data_size: int) -> None:
         from .childenv import child_environment
+
         self.name = name
         if not CLIENT_SCRIPT.exists():
-            raise BenchError(f"{CLIENT_SCRIPT} is missing: bench-serve runs from the repository "
-                             "(make setup installs it in place)")
+            raise BenchError(
+                f"{CLIENT_SCRIPT} is missing: bench-serve runs from the repository "
+                "(make setup installs it in place)"
+            )
         self.process = subprocess.Popen(
-            [sys.executable, str(CLIENT_SCRIPT)], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env=child_environment(P11_KIT_SERVER_ADDRESS=address))
+            [sys.executable, str(CLIENT_SCRIPT)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=child_environment(P11_KIT_SERVER_ADDRESS=address),
+        )
         self.send({"pin": pin, "data_size": data_size})
         ready = self.receive()
         if "ready" not in ready:
@@ -69,15 +78,15 @@ class Client:
     def receive(self) -> dict:
         assert self.process.stdout is not None
         answer: list[str] = []
-        reader = threading.Thread(target=lambda: answer.append(self.process.stdout.readline()),
-                                  daemon=True)
+        reader = threading.Thread(target=lambda: answer.append(self.process.stdout.readline()), daemon=True)
         reader.start()
         reader.join(CLIENT_TIMEOUT_S)
         if not answer or not answer[0]:
             self.process.kill()
             stderr = self.process.stderr.read().strip().splitlines() if self.process.stderr else []
-            raise BenchError(f"client of {self.name} stopped answering"
-                             + (f": {stderr[-1]}" if stderr else ""))
+            raise BenchError(
+                f"client of {self.name} stopped answering" + (f": {stderr[-1]}" if stderr else "")
+            )
         return json.loads(answer[0])
 
     def finish(self) -> dict:
@@ -110,25 +119,51 @@ def _wait_for_socket(path: Path, process: subprocess.Popen, what: str, log: Path
 
 def start_ckdemo_serve(home: Path, folder: Path) -> subprocess.Popen:
     from .childenv import child_environment
+
     socket_path, log = folder / "ckdemo.sock", folder / "ckdemo-serve.log"
     with open(log, "w") as out:
         process = subprocess.Popen(
-            [sys.executable, "-c", "from ckdemo.cli import main; main(prog_name='ckdemo')",
-             "--home", str(home), "serve", "--socket", str(socket_path)],
-            stdout=out, stderr=subprocess.STDOUT, env=child_environment(), start_new_session=True)
+            [
+                sys.executable,
+                "-c",
+                "from ckdemo.cli import main; main(prog_name='ckdemo')",
+                "--home",
+                str(home),
+                "serve",
+                "--socket",
+                str(socket_path),
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=child_environment(),
+            start_new_session=True,
+        )
     _wait_for_socket(socket_path, process, "ckdemo serve", log)
     return process
 
 
 def start_p11kit_server(softhsm_conf: Path, library: str, token: str, folder: Path) -> subprocess.Popen:
     from .childenv import child_environment
+
     socket_path, log = folder / "p11-kit.sock", folder / "p11-kit-server.log"
     with open(log, "w") as out:
         # its own process group: it forks one p11-kit-remote per connection
         process = subprocess.Popen(
-            ["p11-kit", "server", "-f", "-n", str(socket_path), "--provider", library,
-             f"pkcs11:token={token}"], stdout=out, stderr=subprocess.STDOUT,
-            env=child_environment(SOFTHSM2_CONF=str(softhsm_conf)), start_new_session=True)
+            [
+                "p11-kit",
+                "server",
+                "-f",
+                "-n",
+                str(socket_path),
+                "--provider",
+                library,
+                f"pkcs11:token={token}",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=child_environment(SOFTHSM2_CONF=str(softhsm_conf)),
+            start_new_session=True,
+        )
     _wait_for_socket(socket_path, process, "p11-kit server", log)
     return process
 
@@ -147,6 +182,7 @@ def stop_server(process: subprocess.Popen) -> None:
 @dataclass
 class Figure:
     """ops and seconds summed over rounds; ops/s = ops / seconds (each client's own time)."""
+
     ops: int = 0
     seconds: float = 0.0
     errors: int = 0
@@ -179,6 +215,7 @@ def paired(ours: Figure, theirs: Figure) -> dict[str, Any]:
         low = int(position)
         high = min(low + 1, len(ratios) - 1)
         return round(ratios[low] + (ratios[high] - ratios[low]) * (position - low), 3)
+
     return {"median": at(0.5), "q1": at(0.25), "q3": at(0.75), "rounds": len(ratios)}
 
 
@@ -188,10 +225,18 @@ def _run_together(clients: list[Client], op: str, seconds: float) -> list[dict]:
     return [client.receive() for client in clients]
 
 
-def run(home: Path, softhsm_conf: Path, library: str, reference_token: str, pin: str,
-        seconds: float, rounds: int, data_size: int = 32,
-        progress: Callable[[str], None] = lambda line: None,
-        stop: StopRequest | None = None) -> dict[str, Any]:
+def run(
+    home: Path,
+    softhsm_conf: Path,
+    library: str,
+    reference_token: str,
+    pin: str,
+    seconds: float,
+    rounds: int,
+    data_size: int = 32,
+    progress: Callable[[str], None] = lambda line: None,
+    stop: StopRequest | None = None,
+) -> dict[str, Any]:
     """Both servers up, four clients (two per server), `rounds` alternating rounds of
     `seconds / rounds` per measurement; the servers and clients stopped whatever happens.
     When `stop` is requested, the clients end the measurement under way and the report holds
@@ -208,8 +253,12 @@ def run(home: Path, softhsm_conf: Path, library: str, reference_token: str, pin:
         processes.append(start_ckdemo_serve(home, folder))
         processes.append(start_p11kit_server(softhsm_conf, library, reference_token, folder))
         ours, theirs = (f"unix:path={folder / name}" for name in ("ckdemo.sock", "p11-kit.sock"))
-        for name, address in (("ckdemo serve", ours), ("p11-kit server", theirs),
-                              ("ckdemo serve (2nd)", ours), ("p11-kit server (2nd)", theirs)):
+        for name, address in (
+            ("ckdemo serve", ours),
+            ("p11-kit server", theirs),
+            ("ckdemo serve (2nd)", ours),
+            ("p11-kit server (2nd)", theirs),
+        ):
             if stop.is_set():
                 return _report(figures, pairs, seconds, rounds, reference_token, interrupted=True)
             clients.append(Client(name, address, pin, data_size))
@@ -237,8 +286,9 @@ def run(home: Path, softhsm_conf: Path, library: str, reference_token: str, pin:
                 pair.ops += sum(x["ops"] for x in answers)
                 pair.seconds += max(x["seconds"] for x in answers)
                 pair.errors += sum(x["errors"] for x in answers)
-                pair.first_error = pair.first_error or next((x["first_error"] for x in answers
-                                                             if x["first_error"]), "")
+                pair.first_error = pair.first_error or next(
+                    (x["first_error"] for x in answers if x["first_error"]), ""
+                )
         for side, client in (("ckdemo", a), ("p11-kit", b)):
             for op, latency in client.finish().items():
                 figures[side, op].latency_us = latency
@@ -253,24 +303,41 @@ def run(home: Path, softhsm_conf: Path, library: str, reference_token: str, pin:
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def _report(figures: dict, pairs: dict, seconds: float, rounds: int, token: str,
-            interrupted: bool = False) -> dict[str, Any]:
+def _report(
+    figures: dict, pairs: dict, seconds: float, rounds: int, token: str, interrupted: bool = False
+) -> dict[str, Any]:
     def shown(figure: Figure) -> dict[str, Any]:
-        return {"ops": figure.ops, "ops_per_s": round(figure.ops_per_s, 1), "errors": figure.errors,
-                "first_error": figure.first_error, "latency_us": figure.latency_us}
-    report: dict[str, Any] = {"seconds": seconds, "rounds": rounds, "reference_token": token,
-                              "interrupted": interrupted, "operations": {}, "two_clients": {}}
+        return {
+            "ops": figure.ops,
+            "ops_per_s": round(figure.ops_per_s, 1),
+            "errors": figure.errors,
+            "first_error": figure.first_error,
+            "latency_us": figure.latency_us,
+        }
+
+    report: dict[str, Any] = {
+        "seconds": seconds,
+        "rounds": rounds,
+        "reference_token": token,
+        "interrupted": interrupted,
+        "operations": {},
+        "two_clients": {},
+    }
     for op in OPERATIONS:
         ours, theirs = figures["ckdemo", op], figures["p11-kit", op]
         report["operations"][op] = {
-            "ckdemo": shown(ours), "p11-kit": shown(theirs),
+            "ckdemo": shown(ours),
+            "p11-kit": shown(theirs),
             "ratio": round(ours.ops_per_s / theirs.ops_per_s, 3) if theirs.ops_per_s else None,
-            "ratio_per_round": paired(ours, theirs)}
+            "ratio_per_round": paired(ours, theirs),
+        }
     for side in ("ckdemo", "p11-kit"):
         one, two = figures[side, "rsa-sign"], pairs[side]
         report["two_clients"][side] = {
-            "one_client_ops_per_s": round(one.ops_per_s, 1), "two_clients_ops_per_s": round(two.ops_per_s, 1),
+            "one_client_ops_per_s": round(one.ops_per_s, 1),
+            "two_clients_ops_per_s": round(two.ops_per_s, 1),
             "scaling": round(two.ops_per_s / one.ops_per_s, 3) if one.ops_per_s else None,
-            "errors": two.errors, "first_error": two.first_error}
+            "errors": two.errors,
+            "first_error": two.first_error,
+        }
     return report
-

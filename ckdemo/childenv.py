@@ -4,6 +4,7 @@ Scripts read PINs from CKDEMO_USER_PIN / CKDEMO_SO_PIN (docs/SCRIPTS.md); a chil
 member server, the token set-up of `ckdemo init`) has no use for them, and /proc/<pid>/environ
 of a long-running server would keep them readable for its whole life.
 """
+
 from __future__ import annotations
 
 import os

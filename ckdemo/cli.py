@@ -1,4 +1,5 @@
 """Command-line entry points: parse options, build objects, hand over. Nothing else."""
+
 from __future__ import annotations
 
 import importlib
@@ -9,8 +10,17 @@ from urllib.parse import quote
 import click
 
 from . import exit_codes
-from .commands.common import (Fail, GlobalOptions, InternalError, Interrupted, home_path, os_error, settings_for,
-                              slot_by_uri, workspace_for)
+from .commands.common import (
+    Fail,
+    GlobalOptions,
+    InternalError,
+    Interrupted,
+    home_path,
+    os_error,
+    settings_for,
+    slot_by_uri,
+    workspace_for,
+)
 from .provision import DEFAULT_MEMBERS, DEFAULT_SO_PIN, DEFAULT_USER_PIN, ProvisionError
 
 
@@ -26,23 +36,34 @@ class SafeGroup(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
-        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort,
-                SystemExit, EOFError):
+        except (
+            click.exceptions.ClickException,
+            click.exceptions.Exit,
+            click.exceptions.Abort,
+            SystemExit,
+            EOFError,
+        ):
             raise
         except KeyboardInterrupt:
             raise Interrupted("interrupted") from None
         except BrokenPipeError:  # the reader went away (`ckdemo hagroup status | head -2`)
             import os
             import sys
+
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # nothing more to flush
             raise SystemExit(exit_codes.BROKEN_PIPE) from None
         except Exception as exc:
             from .menu.loop import report_internal_error
+
             home = home_path(ctx.obj)
-            where = report_internal_error(exc, str(home / "errors.log")) if home.is_dir() \
+            where = (
+                report_internal_error(exc, str(home / "errors.log"))
+                if home.is_dir()
                 else "nowhere (no state folder)"
-            raise InternalError(f"internal error: {type(exc).__name__}: {exc} (a ckdemo bug; "
-                                f"details in {where})") from None
+            )
+            raise InternalError(
+                f"internal error: {type(exc).__name__}: {exc} (a ckdemo bug; details in {where})"
+            ) from None
 
 
 GLOBAL_WITH_VALUE = ("--home", "--config", "--module")
@@ -83,22 +104,42 @@ def hoist_global_options(args: list[str], commands: set[str]) -> list[str]:
     return front + rest
 
 
-@click.group(cls=SafeGroup, invoke_without_command=True,
-             context_settings={"help_option_names": ["-h", "--help"]},
-             epilog="Environment: CKDEMO_HOME, CKDEMO_CONFIG, CKDEMO_MODULE (the options above); "
-                    "CKDEMO_USER_PIN, CKDEMO_SO_PIN (PINs for init and for ${...} in scripts). "
-                    "Shell completion: eval \"$(_CKDEMO_COMPLETE=bash_source ckdemo)\" (docs/CONFIGURATION.md). "
-                    "Global options may also come after the command (ckdemo run SCRIPT --home H).")
-@click.version_option(None, "-V", "--version", package_name="ckdemo", prog_name="ckdemo",
-                      message="%(prog)s %(version)s")
-@click.option("--home", envvar="CKDEMO_HOME", show_envvar=True, type=click.Path(file_okay=False),
-              help="State folder (default ./.ckdemo).")
-@click.option("--config", envvar="CKDEMO_CONFIG", show_envvar=True, type=click.Path(dir_okay=False),
-              help="Configuration file in Chrystoki.conf syntax (default HOME/Chrystoki.conf).")
-@click.option("--module", envvar="CKDEMO_MODULE", show_envvar=True, type=click.Path(dir_okay=False),
-              help="Use this PKCS#11 library (e.g. Luna libCryptoki2.so) instead of the members.")
-@click.option("--nolb", is_flag=True,
-              help="No load balancing: HA calls go to the first active member (CKDemo's nolb).")
+@click.group(
+    cls=SafeGroup,
+    invoke_without_command=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+    epilog="Environment: CKDEMO_HOME, CKDEMO_CONFIG, CKDEMO_MODULE (the options above); "
+    "CKDEMO_USER_PIN, CKDEMO_SO_PIN (PINs for init and for ${...} in scripts). "
+    'Shell completion: eval "$(_CKDEMO_COMPLETE=bash_source ckdemo)" (docs/CONFIGURATION.md). '
+    "Global options may also come after the command (ckdemo run SCRIPT --home H).",
+)
+@click.version_option(
+    None, "-V", "--version", package_name="ckdemo", prog_name="ckdemo", message="%(prog)s %(version)s"
+)
+@click.option(
+    "--home",
+    envvar="CKDEMO_HOME",
+    show_envvar=True,
+    type=click.Path(file_okay=False),
+    help="State folder (default ./.ckdemo).",
+)
+@click.option(
+    "--config",
+    envvar="CKDEMO_CONFIG",
+    show_envvar=True,
+    type=click.Path(dir_okay=False),
+    help="Configuration file in Chrystoki.conf syntax (default HOME/Chrystoki.conf).",
+)
+@click.option(
+    "--module",
+    envvar="CKDEMO_MODULE",
+    show_envvar=True,
+    type=click.Path(dir_okay=False),
+    help="Use this PKCS#11 library (e.g. Luna libCryptoki2.so) instead of the members.",
+)
+@click.option(
+    "--nolb", is_flag=True, help="No load balancing: HA calls go to the first active member (CKDemo's nolb)."
+)
 @click.pass_context
 def main(ctx: click.Context, home, config, module, nolb) -> None:
     """CKDemo-like PKCS#11 test harness. Without a command: the interactive menu on a terminal,
@@ -117,6 +158,7 @@ def _error_log(settings) -> str:
 def _config_watch(settings, workspace):
     """`hagroup retry/interval/...` from another terminal reach a running menu (config/watch.py)."""
     from .config.watch import ConfigWatch
+
     return ConfigWatch(settings.config_path, settings.conf, workspace.groups).poll
 
 
@@ -137,15 +179,24 @@ def _interactive(ctx: click.Context) -> int:
     workspace_settings = settings_for(ctx)
     workspace = workspace_for(workspace_settings)
     try:
-        MenuLoop(Context(workspace, TerminalIO()), error_log=_error_log(workspace_settings),
-                 watch=_config_watch(workspace_settings, workspace)).run()
+        MenuLoop(
+            Context(workspace, TerminalIO()),
+            error_log=_error_log(workspace_settings),
+            watch=_config_watch(workspace_settings, workspace),
+        ).run()
     except KeyboardInterrupt:
         click.echo("\n(interrupted)")
     return exit_codes.OK
 
 
-def _replay(ctx: click.Context, script: str, transcript: str | None, junit: str | None,
-            keep_going: bool, slot_ref: str | None = None) -> int:
+def _replay(
+    ctx: click.Context,
+    script: str,
+    transcript: str | None,
+    junit: str | None,
+    keep_going: bool,
+    slot_ref: str | None = None,
+) -> int:
     from .menu.context import Context
     from .menu.loop import PROMPT, MenuLoop
     from .replay.runner import Replay, stdout_outputs
@@ -160,8 +211,9 @@ def _replay(ctx: click.Context, script: str, transcript: str | None, junit: str 
         require_steps(lines, "<stdin>" if script == "-" else script)
     except ScriptError as exc:
         if script == given != "-" and "/" not in given and not Path(given).exists():
-            exc = ScriptError(f"{exc} (neither a file here nor a shipped script: `ckdemo scripts` "
-                              "lists them)")
+            exc = ScriptError(
+                f"{exc} (neither a file here nor a shipped script: `ckdemo scripts` lists them)"
+            )
         if junit:
             _write_junit([], junit, name, str(exc))
         raise Fail(str(exc)) from None
@@ -170,13 +222,19 @@ def _replay(ctx: click.Context, script: str, transcript: str | None, junit: str 
     chosen = {}
     if slot_ref is not None:  # --token-label / --slot: the tours' slot, ${TOUR_SLOT}, is that one
         if not any(TOUR_SLOT in VARIABLE.findall(line.text) for line in lines):
-            raise Fail(f"{name} does not use ${{{TOUR_SLOT}}}, so --token-label and --slot would "
-                       "choose nothing (the shipped tours do; a script names its slot with it)")
+            raise Fail(
+                f"{name} does not use ${{{TOUR_SLOT}}}, so --token-label and --slot would "
+                "choose nothing (the shipped tours do; a script names its slot with it)"
+            )
         number, _ = slot_by_uri(workspace, slot_ref)
         chosen[TOUR_SLOT] = str(number)
-    variables = ScriptVariables(settings.secrets(), workspace.last,
-                                *slot_numbers(workspace.slots, workspace.groups), defaults(lines),
-                                chosen=chosen)
+    variables = ScriptVariables(
+        settings.secrets(),
+        workspace.last,
+        *slot_numbers(workspace.slots, workspace.groups),
+        defaults(lines),
+        chosen=chosen,
+    )
     try:
         check(lines, variables, "<stdin>" if script == "-" else script)
     except ScriptError as exc:  # before anything runs: one line, as a script that cannot be read
@@ -188,13 +246,19 @@ def _replay(ctx: click.Context, script: str, transcript: str | None, junit: str 
     except OSError as exc:
         raise Fail(f"cannot write transcript {transcript}: {exc.strerror}") from None
     from .replay.control import HAControl
-    replay = Replay(lines, variables, stdout_outputs(out), keep_going=keep_going,
-                    control=HAControl(workspace))
+
+    replay = Replay(
+        lines, variables, stdout_outputs(out), keep_going=keep_going, control=HAControl(workspace)
+    )
     error, interrupted = None, False
     try:
-        MenuLoop(Context(workspace, replay), observer=replay.observe,
-                 error_log=_error_log(settings), prompt=PROMPT,
-                 watch=_config_watch(settings, workspace)).run()
+        MenuLoop(
+            Context(workspace, replay),
+            observer=replay.observe,
+            error_log=_error_log(settings),
+            prompt=PROMPT,
+            watch=_config_watch(settings, workspace),
+        ).run()
     except ScriptError as exc:
         error = str(exc)
         replay.write(f"\nScript error: {error}\n")
@@ -219,21 +283,29 @@ def _complete_script(ctx, param, incomplete: str) -> list:
     """Shell completion for SCRIPT: the shipped names, then files as the shell completes them."""
     from click.shell_completion import CompletionItem
     from .replay import shipped
-    return [CompletionItem(n) for n in shipped.names() if n.startswith(incomplete)] + \
-        [CompletionItem(incomplete, type="file")]
+
+    return [CompletionItem(n) for n in shipped.names() if n.startswith(incomplete)] + [
+        CompletionItem(incomplete, type="file")
+    ]
 
 
 @main.command()
-@click.argument("script", type=click.Path(dir_okay=False, allow_dash=True),
-                shell_complete=_complete_script)
+@click.argument("script", type=click.Path(dir_okay=False, allow_dash=True), shell_complete=_complete_script)
 @click.option("--transcript", type=click.Path(dir_okay=False), help="Also write the transcript here.")
 @click.option("--junit", type=click.Path(dir_okay=False), help="Write a JUnit XML report here.")
 @click.option("--keep-going", is_flag=True, help="Go on after a step that failed its expectation.")
-@click.option("--token-label", metavar="LABEL",
-              help="The slot whose token has this label (as pkcs11-tool takes it) is ${TOUR_SLOT}, "
-                   "the slot the shipped tours run on (over the environment and @default).")
-@click.option("--slot", "slot_uri", metavar="URI",
-              help="The same by a pkcs11 URI (RFC 7512): pkcs11:token=member2, pkcs11:serial=...")
+@click.option(
+    "--token-label",
+    metavar="LABEL",
+    help="The slot whose token has this label (as pkcs11-tool takes it) is ${TOUR_SLOT}, "
+    "the slot the shipped tours run on (over the environment and @default).",
+)
+@click.option(
+    "--slot",
+    "slot_uri",
+    metavar="URI",
+    help="The same by a pkcs11 URI (RFC 7512): pkcs11:token=member2, pkcs11:serial=...",
+)
 @click.pass_context
 def run(ctx: click.Context, script, transcript, junit, keep_going, token_label, slot_uri) -> None:
     """Replay SCRIPT (a file, the name of a shipped script such as token-tour, or - for standard
@@ -266,47 +338,81 @@ def scripts_command(name) -> None:
 
 
 @main.command()
-@click.option("--members", type=click.IntRange(1, 16),
-              help=f"Number of SoftHSM2 member tokens (default: keep; {DEFAULT_MEMBERS} at first).")
-@click.option("--force", is_flag=True,
-              help="Delete the member tokens ckdemo made and make new ones (other files stay).")
-@click.option("--user-pin", envvar="CKDEMO_USER_PIN", show_envvar=True,
-              help=f"User PIN of new tokens (env CKDEMO_USER_PIN, better than argv; default: keep; "
-                   f"{DEFAULT_USER_PIN} at first).")
-@click.option("--so-pin", envvar="CKDEMO_SO_PIN", show_envvar=True,
-              help=f"SO PIN of new tokens (env CKDEMO_SO_PIN; default: keep; {DEFAULT_SO_PIN} at first).")
-@click.option("--store-pins/--no-store-pins", default=None,
-              help="Keep the PINs in Chrystoki.conf for scripts (default: only the public defaults "
-                   "are kept; other PINs come from CKDEMO_USER_PIN / CKDEMO_SO_PIN).")
+@click.option(
+    "--members",
+    type=click.IntRange(1, 16),
+    help=f"Number of SoftHSM2 member tokens (default: keep; {DEFAULT_MEMBERS} at first).",
+)
+@click.option(
+    "--force", is_flag=True, help="Delete the member tokens ckdemo made and make new ones (other files stay)."
+)
+@click.option(
+    "--user-pin",
+    envvar="CKDEMO_USER_PIN",
+    show_envvar=True,
+    help=f"User PIN of new tokens (env CKDEMO_USER_PIN, better than argv; default: keep; "
+    f"{DEFAULT_USER_PIN} at first).",
+)
+@click.option(
+    "--so-pin",
+    envvar="CKDEMO_SO_PIN",
+    show_envvar=True,
+    help=f"SO PIN of new tokens (env CKDEMO_SO_PIN; default: keep; {DEFAULT_SO_PIN} at first).",
+)
+@click.option(
+    "--store-pins/--no-store-pins",
+    default=None,
+    help="Keep the PINs in Chrystoki.conf for scripts (default: only the public defaults "
+    "are kept; other PINs come from CKDEMO_USER_PIN / CKDEMO_SO_PIN).",
+)
 @click.option("--label-prefix", help="Member token labels PREFIX1, PREFIX2, ... (default: member).")
-@click.option("--remote/--local", default=None,
-              help="Serve members from p11-kit server processes (real process kills) or load them "
-                   "in-process (default: keep the current choice; local at first).")
-@click.option("--isolated/--shared", default=None,
-              help="Load each local member through its own copy of the library (parallel calls, "
-                   "re-initialised alone) or all through one instance (default: keep; at first the menu "
-                   "shares one instance and ckdemo serve gives each member a copy).")
+@click.option(
+    "--remote/--local",
+    default=None,
+    help="Serve members from p11-kit server processes (real process kills) or load them "
+    "in-process (default: keep the current choice; local at first).",
+)
+@click.option(
+    "--isolated/--shared",
+    default=None,
+    help="Load each local member through its own copy of the library (parallel calls, "
+    "re-initialised alone) or all through one instance (default: keep; at first the menu "
+    "shares one instance and ckdemo serve gives each member a copy).",
+)
 @click.pass_context
-def init(ctx: click.Context, members, force, user_pin, so_pin, store_pins, label_prefix, remote,
-         isolated) -> None:
+def init(
+    ctx: click.Context, members, force, user_pin, so_pin, store_pins, label_prefix, remote, isolated
+) -> None:
     """Provision the state folder: a private SoftHSM2 config and member tokens."""
     from .provision import provision
 
     if ctx.obj.module:
-        raise Fail(f"init makes SoftHSM2 member tokens; --module {ctx.obj.module} (a library "
-                   "used instead of the members) does not apply to it: leave it out, or run the "
-                   "menu with --module and no init")
+        raise Fail(
+            f"init makes SoftHSM2 member tokens; --module {ctx.obj.module} (a library "
+            "used instead of the members) does not apply to it: leave it out, or run the "
+            "menu with --module and no init"
+        )
     home = home_path(ctx.obj)
     try:
-        done = provision(home, members=members, force=force, user_pin=user_pin or None,
-                         so_pin=so_pin or None, remote=remote, isolated=isolated,
-                         store_pins=store_pins, label_prefix=label_prefix)
+        done = provision(
+            home,
+            members=members,
+            force=force,
+            user_pin=user_pin or None,
+            so_pin=so_pin or None,
+            remote=remote,
+            isolated=isolated,
+            store_pins=store_pins,
+            label_prefix=label_prefix,
+        )
     except ProvisionError as exc:
         raise Fail(str(exc)) from None
     except OSError as exc:
         raise Fail(os_error("cannot provision the state folder", exc)) from None
-    click.echo(f"Provisioned {done.home}: {len(done.labels)} SoftHSM2 member tokens "
-               f"({', '.join(done.labels)}); config {done.config_path}")
+    click.echo(
+        f"Provisioned {done.home}: {len(done.labels)} SoftHSM2 member tokens "
+        f"({', '.join(done.labels)}); config {done.config_path}"
+    )
     for line in done.ha_init:
         click.echo(f"HA group: {line}.")
 
@@ -335,9 +441,17 @@ class LazyCommands(dict):
 
 
 main.commands = LazyCommands(main.commands)
-main.commands.update({"hagroup": "hagroup:hagroup", "member": "member:member",
-                      "bench": "measure:bench_command", "soak": "measure:soak",
-                      "serve": "serve:serve", "bench-serve": "bench_serve:bench_serve",
-                      "fault": "fault:fault", "lab": "lab:lab"})
+main.commands.update(
+    {
+        "hagroup": "hagroup:hagroup",
+        "member": "member:member",
+        "bench": "measure:bench_command",
+        "soak": "measure:soak",
+        "serve": "serve:serve",
+        "bench-serve": "bench_serve:bench_serve",
+        "fault": "fault:fault",
+        "lab": "lab:lab",
+    }
+)
 
 __all__ = ["main"]

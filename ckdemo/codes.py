@@ -4,6 +4,7 @@ The constants below are the table: CKR_NAMES is read back from them, so each nam
 is written exactly once. Values follow OASIS pkcs11t.h v2.40, v3.0 and v3.1 (the published
 3-01 header).
 """
+
 from __future__ import annotations
 
 import re
@@ -114,37 +115,47 @@ CKR_VENDOR_DEFINED = 0x80000000
 
 # Read back from the constants above, so the table exists once (no two CKR_* share a value).
 CKR_NAMES: dict[int, str] = {
-    value: name for name, value in sorted(globals().items())
+    value: name
+    for name, value in sorted(globals().items())
     if name.startswith("CKR_") and isinstance(value, int)
 }
 _CKR_VALUES: dict[str, int] = {name: value for value, name in CKR_NAMES.items()}
 assert len(CKR_NAMES) == len(_CKR_VALUES), "two CKR_* names share a value"
 
 # Device-class results: the member itself is unusable until recovered, so fail over.
-MEMBER_FATAL = frozenset({
-    CKR_DEVICE_ERROR,              # p11-kit client whose server died (FACTS: remote members)
-    CKR_DEVICE_REMOVED,
-    CKR_DEVICE_MEMORY,
-    CKR_TOKEN_NOT_PRESENT,
-    CKR_TOKEN_NOT_RECOGNIZED,
-    CKR_CRYPTOKI_NOT_INITIALIZED,  # the module was finalised under us: only C_Initialize helps
-    # Not CKR_GENERAL_ERROR: SoftHSM answers it for a mechanism that does not fit the key, an
-    # application error that would otherwise fail every member in turn (FACTS 7: its token-store
-    # faults give it too, but those are not a realistic member failure).
-})
+MEMBER_FATAL = frozenset(
+    {
+        CKR_DEVICE_ERROR,  # p11-kit client whose server died (FACTS: remote members)
+        CKR_DEVICE_REMOVED,
+        CKR_DEVICE_MEMORY,
+        CKR_TOKEN_NOT_PRESENT,
+        CKR_TOKEN_NOT_RECOGNIZED,
+        CKR_CRYPTOKI_NOT_INITIALIZED,  # the module was finalised under us: only C_Initialize helps
+        # Not CKR_GENERAL_ERROR: SoftHSM answers it for a mechanism that does not fit the key, an
+        # application error that would otherwise fail every member in turn (FACTS 7: its token-store
+        # faults give it too, but those are not a realistic member failure).
+    }
+)
 
 # Answers about credentials: retrying them on another member (or in recovery) burns PIN tries.
-CREDENTIALS_REJECTED = frozenset({
-    CKR_PIN_INCORRECT, CKR_PIN_LOCKED, CKR_PIN_EXPIRED, CKR_USER_PIN_NOT_INITIALIZED,
-})
+CREDENTIALS_REJECTED = frozenset(
+    {
+        CKR_PIN_INCORRECT,
+        CKR_PIN_LOCKED,
+        CKR_PIN_EXPIRED,
+        CKR_USER_PIN_NOT_INITIALIZED,
+    }
+)
 
 # The member is healthy but our session or its login is gone (re-init, C_Logout from another
 # session: FACTS 3, 5): open and log in again, then retry; no failover.
-SESSION_LOST = frozenset({
-    CKR_SESSION_HANDLE_INVALID,
-    CKR_SESSION_CLOSED,
-    CKR_USER_NOT_LOGGED_IN,
-})
+SESSION_LOST = frozenset(
+    {
+        CKR_SESSION_HANDLE_INVALID,
+        CKR_SESSION_CLOSED,
+        CKR_USER_NOT_LOGGED_IN,
+    }
+)
 
 
 def is_member_fatal(code: int) -> bool:
@@ -202,8 +213,10 @@ def ckr_value(name: str) -> int:
         key = text if text.startswith("CKR_") else "CKR_" + text
         if key in _CKR_VALUES:
             return _CKR_VALUES[key]
-        raise KeyError(f"unknown return value {name!r}: expected a CKR_* name such as "
-                       "CKR_PIN_INCORRECT, or a number such as 0xA0") from None
+        raise KeyError(
+            f"unknown return value {name!r}: expected a CKR_* name such as "
+            "CKR_PIN_INCORRECT, or a number such as 0xA0"
+        ) from None
     if value < 0:
         raise KeyError(f"return values are unsigned, got {name!r}")
     return value

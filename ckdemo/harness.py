@@ -1,4 +1,5 @@
 """Builds the workspace the menu drives: loads the configured libraries and lists their slots."""
+
 from __future__ import annotations
 
 from functools import partial
@@ -21,8 +22,9 @@ def build_workspace(settings: Settings, start_servers: bool = True, show_menu: b
     settings.apply_environment()
     libraries = settings.libraries()
     if not libraries:
-        raise SettingsError(f"no PKCS#11 library configured in {settings.config_path} "
-                            "(use --module PATH or ckdemo init)")
+        raise SettingsError(
+            f"no PKCS#11 library configured in {settings.config_path} (use --module PATH or ckdemo init)"
+        )
     slots = []
     for path in libraries:
         try:
@@ -71,18 +73,29 @@ def build_groups(settings: Settings, slots: list) -> list:
     groups = []
     log = HALog(_log_path(settings, ha)) if ha.log_enabled else HALog()
     for number, group in enumerate(ha_config.groups(settings.conf)):
-        config = GroupConfig(group.label, group.serial, ha.interval_s, ha.reconnect_attempts,
-                             HA_SLOT_ID_BASE + number, synchronize_on_recovery=ha_config.
-                             synchronize_on_recovery(settings.conf, group.label),
-                             recovery_mode=ha.recovery_mode, standby=frozenset(group.standby),
-                             balance=settings.balance)
+        config = GroupConfig(
+            group.label,
+            group.serial,
+            ha.interval_s,
+            ha.reconnect_attempts,
+            HA_SLOT_ID_BASE + number,
+            synchronize_on_recovery=ha_config.synchronize_on_recovery(settings.conf, group.label),
+            recovery_mode=ha.recovery_mode,
+            standby=frozenset(group.standby),
+            balance=settings.balance,
+        )
         members = [(serial, *by_serial.get(serial, (None, ""))) for serial in group.members]
-        groups.append(build_group(
-            config, members, log=log,
-            pin_lock=PinLock(settings.pin_lock_path(group.serial), settings.failed_login_limit()),
-            vault=Vault(settings.vault_dir(group.serial)),
-            journal=Journal(FileSequence(settings.journal_path(group.serial))),
-            state_lock=partial(interprocess.state_lock, settings.home)))
+        groups.append(
+            build_group(
+                config,
+                members,
+                log=log,
+                pin_lock=PinLock(settings.pin_lock_path(group.serial), settings.failed_login_limit()),
+                vault=Vault(settings.vault_dir(group.serial)),
+                journal=Journal(FileSequence(settings.journal_path(group.serial))),
+                state_lock=partial(interprocess.state_lock, settings.home),
+            )
+        )
     return groups
 
 
@@ -105,9 +118,11 @@ def _label(slot) -> str | None:
 
 def _in_member_order(slots: list, labels: list[str]) -> list:
     """Members first in the configured order, so slot#1 is member1 whatever ids SoftHSM drew."""
+
     def key(slot) -> tuple[int, int]:
         label = slot.member_label or _label(slot)
         return (labels.index(label) if label in labels else len(labels), slot.slot_id or 0)
+
     return sorted(slots, key=key)
 
 
@@ -130,8 +145,7 @@ def _isolated_slots(settings: Settings, labels: list[str]) -> list:
             copy.with_suffix(".tmp").replace(copy)
         try:
             module = module_for(str(copy), dedicated=True).load()
-            found = [PhysicalSlot(module, i, member_label=label)
-                     for i in module.slot_ids(token_present=True)]
+            found = [PhysicalSlot(module, i, member_label=label) for i in module.slot_ids(token_present=True)]
         except CKRError as exc:
             raise SettingsError(f"cannot load the private copy {copy}: {exc}") from None
         slots += [slot for slot in found if _label(slot) == label][:1]
@@ -147,8 +161,17 @@ def member_servers(settings: Settings, shared_by_runs: bool = False) -> list:
     servers = []
     for label in settings.remote_members():
         socket, managed = settings.member_socket(label)
-        servers.append(MemberServer(label, socket, settings.home / "run", softhsm_library(),
-                                    settings.softhsm_conf(), managed, shared_by_runs=shared_by_runs))
+        servers.append(
+            MemberServer(
+                label,
+                socket,
+                settings.home / "run",
+                softhsm_library(),
+                settings.softhsm_conf(),
+                managed,
+                shared_by_runs=shared_by_runs,
+            )
+        )
     return servers
 
 

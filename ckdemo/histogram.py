@@ -8,6 +8,7 @@ samples (for values in [LOWEST_NS, HIGHEST_NS]; the minimum and the maximum are 
 
 The rank is the one the exact figures used before: the sorted sample at min(n - 1, int(p/100 * n)).
 """
+
 from __future__ import annotations
 
 import math
@@ -16,7 +17,7 @@ from array import array
 GROWTH = 1.02  # each bucket 2 % wider than the one before
 RELATIVE_ERROR = math.sqrt(GROWTH) - 1  # 0.995 %: the middle of a bucket to either end of it
 LOWEST_NS = 100  # below: the first bucket (no PKCS#11 call returns faster)
-HIGHEST_NS = 10 ** 12  # 1000 s; above: the last bucket
+HIGHEST_NS = 10**12  # 1000 s; above: the last bucket
 BUCKETS = math.ceil(math.log(HIGHEST_NS / LOWEST_NS) / math.log(GROWTH)) + 1
 _PER_LOG = 1 / math.log(GROWTH)
 
@@ -66,8 +67,10 @@ class LatencyHistogram:
 
     def percentiles_us(self) -> dict[str, float]:
         """p50, p95, p99 and max in microseconds, as the JSON reports carry them."""
-        return {name: round(self.percentile(p) / 1000, 3)
-                for name, p in (("p50", 50), ("p95", 95), ("p99", 99), ("max", 100))}
+        return {
+            name: round(self.percentile(p) / 1000, 3)
+            for name, p in (("p50", 50), ("p95", 95), ("p99", 99), ("max", 100))
+        }
 
     def size_bytes(self) -> int:
         """What the samples occupy: the same however many were recorded."""

@@ -9,6 +9,7 @@ leaves a stale lock behind, and nothing here has to guess whether a pid is still
 - `Lease`: a shared lock each process holds while it uses something (a member's p11-kit
   server); whoever can turn it exclusive knows that no other live process uses it.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -32,9 +33,11 @@ class LockTimeout(CKRError):
 
     def __init__(self, path: Path, timeout: float) -> None:
         holder = _holder(path)
-        super().__init__(CKR_FUNCTION_FAILED, "ckdemo lock",
-                         f"{path} is held by another ckdemo process{holder} "
-                         f"(waited {timeout:g} s)")
+        super().__init__(
+            CKR_FUNCTION_FAILED,
+            "ckdemo lock",
+            f"{path} is held by another ckdemo process{holder} (waited {timeout:g} s)",
+        )
         self.path = path
 
 
@@ -159,8 +162,11 @@ def _open(path: Path) -> int:
         path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
         return os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
     except OSError as exc:  # a read-only home: one line, the call fails, the harness goes on
-        raise CKRError(CKR_FUNCTION_FAILED, "ckdemo lock",
-                       f"cannot open {path}: {exc.strerror or exc} (the home must be writable)") from None
+        raise CKRError(
+            CKR_FUNCTION_FAILED,
+            "ckdemo lock",
+            f"cannot open {path}: {exc.strerror or exc} (the home must be writable)",
+        ) from None
 
 
 def _flock_until(fd: int, operation: int, deadline: float, path: Path, timeout: float) -> None:

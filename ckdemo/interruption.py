@@ -5,6 +5,7 @@ is, so that it prints the figures so far and removes what it created; a second o
 A flag instead of KeyboardInterrupt: an exception raised in the middle of a PKCS#11 call, or
 between creating a key and noting its handle, would leave objects nobody removes.
 """
+
 from __future__ import annotations
 
 import contextlib

@@ -5,15 +5,40 @@ shows how to redo each result with openssl or `cryptography`. The RSA and EC key
 once with `cryptography` and written here as constants: nothing at run time needs `cryptography`.
 They are known to everybody: never protect anything with them.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .model import (CKA_CLASS, CKA_DECRYPT, CKA_DERIVE, CKA_EC_PARAMS, CKA_EC_POINT, CKA_ENCRYPT,
-                    CKA_EXTRACTABLE, CKA_ID, CKA_KEY_TYPE, CKA_LABEL, CKA_MODULUS, CKA_PRIVATE,
-                    CKA_PUBLIC_EXPONENT, CKA_SENSITIVE, CKA_SIGN, CKA_TOKEN, CKA_UNWRAP, CKA_VALUE,
-                    CKA_VERIFY, CKA_WRAP, CKK_AES, CKK_EC, CKK_GENERIC_SECRET, CKK_RSA,
-                    CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, CKO_SECRET_KEY)
+from .model import (
+    CKA_CLASS,
+    CKA_DECRYPT,
+    CKA_DERIVE,
+    CKA_EC_PARAMS,
+    CKA_EC_POINT,
+    CKA_ENCRYPT,
+    CKA_EXTRACTABLE,
+    CKA_ID,
+    CKA_KEY_TYPE,
+    CKA_LABEL,
+    CKA_MODULUS,
+    CKA_PRIVATE,
+    CKA_PUBLIC_EXPONENT,
+    CKA_SENSITIVE,
+    CKA_SIGN,
+    CKA_TOKEN,
+    CKA_UNWRAP,
+    CKA_VALUE,
+    CKA_VERIFY,
+    CKA_WRAP,
+    CKK_AES,
+    CKK_EC,
+    CKK_GENERIC_SECRET,
+    CKK_RSA,
+    CKO_PRIVATE_KEY,
+    CKO_PUBLIC_KEY,
+    CKO_SECRET_KEY,
+)
 
 # RSA private key parts (PKCS#11 v2.40 CKA_* values; model.py names only what every layer needs)
 CKA_PRIVATE_EXPONENT, CKA_PRIME_1, CKA_PRIME_2 = 0x123, 0x124, 0x125
@@ -83,15 +108,9 @@ RSA_QINV = _hex(
 )
 
 # EC P-256 (secp256r1): private scalar d and public point (x, y)
-EC_D = _hex(
-    "97dbe29b843b26b84b4761c5438e10135650436da46f8e90d99e7b6eeedb320f"
-)
-EC_X = _hex(
-    "cee8a49aef144860ca6c35b761f0b9628daaa3d1b18ccb9c43e9dfc9082b3b58"
-)
-EC_Y = _hex(
-    "6168ae417e8b10708f21a3808b7722b521fbcf2bca6760ee6d167f9fa66af5f4"
-)
+EC_D = _hex("97dbe29b843b26b84b4761c5438e10135650436da46f8e90d99e7b6eeedb320f")
+EC_X = _hex("cee8a49aef144860ca6c35b761f0b9628daaa3d1b18ccb9c43e9dfc9082b3b58")
+EC_Y = _hex("6168ae417e8b10708f21a3808b7722b521fbcf2bca6760ee6d167f9fa66af5f4")
 P256_PARAMS = _hex("06082a8648ce3d030107")  # ECParameters: namedCurve 1.2.840.10045.3.1.7
 EC_POINT_RAW = b"\x04" + EC_X + EC_Y  # uncompressed point (SEC 1), as ECDH takes it
 EC_POINT_DER = b"\x04\x41" + EC_POINT_RAW  # CKA_EC_POINT: DER OCTET STRING of the point
@@ -111,16 +130,21 @@ class KnownKey:
     key_id: bytes
     objects: tuple[KnownObject, ...]  # a secret key, or (public, private)
 
-    def templates(self, token: bool, private: bool, label: str | None = None,
-                  key_id: bytes | None = None) -> list[dict[int, object]]:
+    def templates(
+        self, token: bool, private: bool, label: str | None = None, key_id: bytes | None = None
+    ) -> list[dict[int, object]]:
         """C_CreateObject templates. Secret parts stay CKA_SENSITIVE (a harness should see what
         a real key shows) but CKA_EXTRACTABLE, so wrap tests can export them; `private` is
         CKA_PRIVATE of the secret and private objects (public keys are never private)."""
         result = []
         for obj in self.objects:
-            template = {CKA_CLASS: obj.object_class, CKA_KEY_TYPE: obj.key_type,
-                        CKA_TOKEN: token, CKA_LABEL: label or self.label,
-                        CKA_ID: key_id or self.key_id}
+            template = {
+                CKA_CLASS: obj.object_class,
+                CKA_KEY_TYPE: obj.key_type,
+                CKA_TOKEN: token,
+                CKA_LABEL: label or self.label,
+                CKA_ID: key_id or self.key_id,
+            }
             if obj.object_class == CKO_PUBLIC_KEY:
                 template[CKA_PRIVATE] = False
             else:
@@ -132,26 +156,63 @@ class KnownKey:
 _SECRET_AES = {CKA_ENCRYPT: True, CKA_DECRYPT: True, CKA_WRAP: True, CKA_UNWRAP: True}
 _RSA_PUBLIC = {CKA_MODULUS: RSA_N, CKA_PUBLIC_EXPONENT: RSA_PUBLIC_EXPONENT}
 
-KNOWN_AES256 = KnownKey("AES-256", "ckdemo-known-aes256", b"ckdemo-known-1", (
-    KnownObject(CKO_SECRET_KEY, CKK_AES, {CKA_VALUE: AES256_VALUE, **_SECRET_AES}),))
-KNOWN_HMAC = KnownKey("HMAC generic secret (32 bytes)", "ckdemo-known-hmac", b"ckdemo-known-2", (
-    KnownObject(CKO_SECRET_KEY, CKK_GENERIC_SECRET,
-                {CKA_VALUE: HMAC_VALUE, CKA_SIGN: True, CKA_VERIFY: True}),))
-KNOWN_RSA2048 = KnownKey("RSA-2048 key pair", "ckdemo-known-rsa2048", b"ckdemo-known-3", (
-    KnownObject(CKO_PUBLIC_KEY, CKK_RSA,
-                {**_RSA_PUBLIC, CKA_VERIFY: True, CKA_ENCRYPT: True, CKA_WRAP: True}),
-    KnownObject(CKO_PRIVATE_KEY, CKK_RSA,
-                {**_RSA_PUBLIC, CKA_PRIVATE_EXPONENT: RSA_D, CKA_PRIME_1: RSA_P,
-                 CKA_PRIME_2: RSA_Q, CKA_EXPONENT_1: RSA_DP, CKA_EXPONENT_2: RSA_DQ,
-                 CKA_COEFFICIENT: RSA_QINV, CKA_SIGN: True, CKA_DECRYPT: True,
-                 CKA_UNWRAP: True}),
-))
-KNOWN_EC_P256 = KnownKey("EC P-256 key pair", "ckdemo-known-ec-p256", b"ckdemo-known-4", (
-    KnownObject(CKO_PUBLIC_KEY, CKK_EC,
-                {CKA_EC_PARAMS: P256_PARAMS, CKA_EC_POINT: EC_POINT_DER, CKA_VERIFY: True}),
-    KnownObject(CKO_PRIVATE_KEY, CKK_EC,
-                {CKA_EC_PARAMS: P256_PARAMS, CKA_VALUE: EC_D, CKA_SIGN: True, CKA_DERIVE: True}),
-))
+KNOWN_AES256 = KnownKey(
+    "AES-256",
+    "ckdemo-known-aes256",
+    b"ckdemo-known-1",
+    (KnownObject(CKO_SECRET_KEY, CKK_AES, {CKA_VALUE: AES256_VALUE, **_SECRET_AES}),),
+)
+KNOWN_HMAC = KnownKey(
+    "HMAC generic secret (32 bytes)",
+    "ckdemo-known-hmac",
+    b"ckdemo-known-2",
+    (
+        KnownObject(
+            CKO_SECRET_KEY, CKK_GENERIC_SECRET, {CKA_VALUE: HMAC_VALUE, CKA_SIGN: True, CKA_VERIFY: True}
+        ),
+    ),
+)
+KNOWN_RSA2048 = KnownKey(
+    "RSA-2048 key pair",
+    "ckdemo-known-rsa2048",
+    b"ckdemo-known-3",
+    (
+        KnownObject(
+            CKO_PUBLIC_KEY, CKK_RSA, {**_RSA_PUBLIC, CKA_VERIFY: True, CKA_ENCRYPT: True, CKA_WRAP: True}
+        ),
+        KnownObject(
+            CKO_PRIVATE_KEY,
+            CKK_RSA,
+            {
+                **_RSA_PUBLIC,
+                CKA_PRIVATE_EXPONENT: RSA_D,
+                CKA_PRIME_1: RSA_P,
+                CKA_PRIME_2: RSA_Q,
+                CKA_EXPONENT_1: RSA_DP,
+                CKA_EXPONENT_2: RSA_DQ,
+                CKA_COEFFICIENT: RSA_QINV,
+                CKA_SIGN: True,
+                CKA_DECRYPT: True,
+                CKA_UNWRAP: True,
+            },
+        ),
+    ),
+)
+KNOWN_EC_P256 = KnownKey(
+    "EC P-256 key pair",
+    "ckdemo-known-ec-p256",
+    b"ckdemo-known-4",
+    (
+        KnownObject(
+            CKO_PUBLIC_KEY, CKK_EC, {CKA_EC_PARAMS: P256_PARAMS, CKA_EC_POINT: EC_POINT_DER, CKA_VERIFY: True}
+        ),
+        KnownObject(
+            CKO_PRIVATE_KEY,
+            CKK_EC,
+            {CKA_EC_PARAMS: P256_PARAMS, CKA_VALUE: EC_D, CKA_SIGN: True, CKA_DERIVE: True},
+        ),
+    ),
+)
 KNOWN_KEYS = (KNOWN_AES256, KNOWN_HMAC, KNOWN_RSA2048, KNOWN_EC_P256)
 
 
@@ -160,8 +221,14 @@ ABC = b"abc"
 DIGESTS = (  # FIPS 180-4 examples (NIST CSRC "Examples with Intermediate Values"), message "abc"
     ("SHA-1", 0x220, _hex("a9993e364706816aba3e25717850c26c9cd0d89d")),
     ("SHA-256", 0x250, _hex("ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad")),
-    ("SHA-512", 0x270, _hex("ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a"
-                            "2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f")),
+    (
+        "SHA-512",
+        0x270,
+        _hex(
+            "ddaf35a193617abacc417349ae20413112e6fa4e89a97ea20a9eeee64b55d39a"
+            "2192992a274fc1a836ba3c23a3feebbd454d4423643ce80e2a9ac94fa54ca49f"
+        ),
+    ),
 )
 # FIPS-197 appendix C.3 (AES-256), with AES256_VALUE as the key
 AES_ECB_PLAINTEXT = _hex("00112233445566778899aabbccddeeff")
@@ -169,17 +236,36 @@ AES_ECB_CIPHERTEXT = _hex("8ea2b7ca516745bfeafc49904b496089")
 # NIST SP 800-38A F.2.5 CBC-AES256.Encrypt
 AES_CBC_KEY = _hex("603deb1015ca71be2b73aef0857d77811f352c073b6108d72d9810a30914dff4")
 AES_CBC_IV = _hex("000102030405060708090a0b0c0d0e0f")
-AES_CBC_PLAINTEXT = _hex("6bc1bee22e409f96e93d7e117393172a", "ae2d8a571e03ac9c9eb76fac45af8e51",
-                         "30c81c46a35ce411e5fbc1191a0a52ef", "f69f2445df4f9b17ad2b417be66c3710")
-AES_CBC_CIPHERTEXT = _hex("f58c4c04d6e5f1ba779eabfb5f7bfbd6", "9cfc4e967edb808d679f777bc6702c7d",
-                          "39f23369a9d9bacfa530e26304231461", "b2eb05e2c39be9fcda6c19078c6a9d1b")
-SP800_38A_AES256 = KnownKey("AES-256 (SP 800-38A)", "ckdemo-sp800-38a-aes256", b"ckdemo-known-5", (
-    KnownObject(CKO_SECRET_KEY, CKK_AES, {CKA_VALUE: AES_CBC_KEY, **_SECRET_AES}),))
+AES_CBC_PLAINTEXT = _hex(
+    "6bc1bee22e409f96e93d7e117393172a",
+    "ae2d8a571e03ac9c9eb76fac45af8e51",
+    "30c81c46a35ce411e5fbc1191a0a52ef",
+    "f69f2445df4f9b17ad2b417be66c3710",
+)
+AES_CBC_CIPHERTEXT = _hex(
+    "f58c4c04d6e5f1ba779eabfb5f7bfbd6",
+    "9cfc4e967edb808d679f777bc6702c7d",
+    "39f23369a9d9bacfa530e26304231461",
+    "b2eb05e2c39be9fcda6c19078c6a9d1b",
+)
+SP800_38A_AES256 = KnownKey(
+    "AES-256 (SP 800-38A)",
+    "ckdemo-sp800-38a-aes256",
+    b"ckdemo-known-5",
+    (KnownObject(CKO_SECRET_KEY, CKK_AES, {CKA_VALUE: AES_CBC_KEY, **_SECRET_AES}),),
+)
 # RFC 4231 test case 6 (its test cases 1-5 have keys under the 32 bytes SoftHSM2 accepts)
 RFC4231_TC6_KEY = b"\xaa" * 131
-RFC4231_TC6 = KnownKey("HMAC key (RFC 4231 TC6)", "ckdemo-rfc4231-tc6", b"ckdemo-known-6", (
-    KnownObject(CKO_SECRET_KEY, CKK_GENERIC_SECRET,
-                {CKA_VALUE: RFC4231_TC6_KEY, CKA_SIGN: True, CKA_VERIFY: True}),))
+RFC4231_TC6 = KnownKey(
+    "HMAC key (RFC 4231 TC6)",
+    "ckdemo-rfc4231-tc6",
+    b"ckdemo-known-6",
+    (
+        KnownObject(
+            CKO_SECRET_KEY, CKK_GENERIC_SECRET, {CKA_VALUE: RFC4231_TC6_KEY, CKA_SIGN: True, CKA_VERIFY: True}
+        ),
+    ),
+)
 RFC4231_TC6_DATA = b"Test Using Larger Than Block-Size Key - Hash Key First"
 RFC4231_TC6_HMAC_SHA256 = _hex("60e431591ee0b67f0d8a26aacbf5b77f8e0bc6213728c5140546040f0ee37f54")
 

@@ -12,6 +12,7 @@ Standard library only: scripts/bootstrap asks it with the system python3 before 
 
     python3 -m ckdemo.libraries softhsm2        -> the path, or one line naming the package, exit 1
 """
+
 from __future__ import annotations
 
 import functools
@@ -40,19 +41,35 @@ class Library:
 
 
 SOFTHSM2 = Library(
-    "softhsm2", "libsofthsm2.so", "SoftHSM2's PKCS#11 module", "softhsm2",
+    "softhsm2",
+    "libsofthsm2.so",
+    "SoftHSM2's PKCS#11 module",
+    "softhsm2",
     fixed=("/usr/lib/softhsm/libsofthsm2.so",),  # Debian and Ubuntu, every architecture
-    under_multiarch=("softhsm",), in_p11_module_dir=True,
-    other_dirs=("/usr/lib64/pkcs11", "/usr/lib64/softhsm", "/usr/lib/pkcs11",
-                "/usr/local/lib/softhsm"))
+    under_multiarch=("softhsm",),
+    in_p11_module_dir=True,
+    other_dirs=("/usr/lib64/pkcs11", "/usr/lib64/softhsm", "/usr/lib/pkcs11", "/usr/local/lib/softhsm"),
+)
 P11KIT_CLIENT = Library(
-    "p11-kit-client", "p11-kit-client.so", "p11-kit's client module", "p11-kit-modules",
-    fixed=(), under_multiarch=("pkcs11",), in_p11_module_dir=True,
-    other_dirs=("/usr/lib64/pkcs11", "/usr/lib/pkcs11", "/usr/local/lib/pkcs11"))
+    "p11-kit-client",
+    "p11-kit-client.so",
+    "p11-kit's client module",
+    "p11-kit-modules",
+    fixed=(),
+    under_multiarch=("pkcs11",),
+    in_p11_module_dir=True,
+    other_dirs=("/usr/lib64/pkcs11", "/usr/lib/pkcs11", "/usr/local/lib/pkcs11"),
+)
 OPENSSL_PKCS11_ENGINE = Library(
-    "openssl-pkcs11-engine", "pkcs11.so", "OpenSSL's engine \"pkcs11\" (libp11)",
-    "libengine-pkcs11-openssl", fixed=(), under_multiarch=("engines-3",),
-    in_p11_module_dir=False, other_dirs=("/usr/lib64/engines-3", "/usr/local/lib/engines-3"))
+    "openssl-pkcs11-engine",
+    "pkcs11.so",
+    'OpenSSL\'s engine "pkcs11" (libp11)',
+    "libengine-pkcs11-openssl",
+    fixed=(),
+    under_multiarch=("engines-3",),
+    in_p11_module_dir=False,
+    other_dirs=("/usr/lib64/engines-3", "/usr/local/lib/engines-3"),
+)
 KNOWN = {library.name: library for library in (SOFTHSM2, P11KIT_CLIENT, OPENSSL_PKCS11_ENGINE)}
 
 
@@ -63,8 +80,9 @@ class LibraryNotFound(Exception):
 def tool_output(*command: str) -> str:
     """What a tool prints on one line, or "" when it is missing or fails."""
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=TOOL_TIMEOUT_S,
-                              env=child_environment())  # never the CKDEMO_*PIN* variables
+        done = subprocess.run(
+            command, capture_output=True, text=True, timeout=TOOL_TIMEOUT_S, env=child_environment()
+        )  # never the CKDEMO_*PIN* variables
     except (OSError, subprocess.SubprocessError):
         return ""
     return done.stdout.strip() if done.returncode == 0 else ""
@@ -73,9 +91,11 @@ def tool_output(*command: str) -> str:
 @functools.cache
 def multiarch() -> str:
     """Debian's multiarch triplet of this machine, e.g. x86_64-linux-gnu."""
-    return (tool_output("dpkg-architecture", "-qDEB_HOST_MULTIARCH")
-            or tool_output("gcc", "-print-multiarch")
-            or f"{platform.machine()}-linux-gnu")
+    return (
+        tool_output("dpkg-architecture", "-qDEB_HOST_MULTIARCH")
+        or tool_output("gcc", "-print-multiarch")
+        or f"{platform.machine()}-linux-gnu"
+    )
 
 
 @functools.cache
@@ -84,8 +104,11 @@ def p11_module_dir() -> str:
     return tool_output("pkg-config", "--variable=p11_module_path", "p11-kit-1")
 
 
-def candidates(library: Library, multiarch: Callable[[], str] = multiarch,
-               p11_module_dir: Callable[[], str] = p11_module_dir) -> Iterator[str]:
+def candidates(
+    library: Library,
+    multiarch: Callable[[], str] = multiarch,
+    p11_module_dir: Callable[[], str] = p11_module_dir,
+) -> Iterator[str]:
     """Every path worth trying, in order; the folders that need a tool are asked for lazily."""
     yield from library.fixed
     for folder in library.under_multiarch:
@@ -96,18 +119,23 @@ def candidates(library: Library, multiarch: Callable[[], str] = multiarch,
         yield os.path.join(folder, library.file)
 
 
-def find(library: Library, exists: Callable[[str], bool] = os.path.exists,
-         multiarch: Callable[[], str] = multiarch,
-         p11_module_dir: Callable[[], str] = p11_module_dir) -> str:
+def find(
+    library: Library,
+    exists: Callable[[str], bool] = os.path.exists,
+    multiarch: Callable[[], str] = multiarch,
+    p11_module_dir: Callable[[], str] = p11_module_dir,
+) -> str:
     """The first candidate that exists; LibraryNotFound says which package to install."""
     tried = []
     for path in candidates(library, multiarch, p11_module_dir):
         if exists(path):
             return path
         tried.append(path)
-    raise LibraryNotFound(f"{library.what} ({library.file}) is not installed; on Debian or Ubuntu: "
-                          f"apt-get install {library.debian_package} (looked in "
-                          f"{', '.join(dict.fromkeys(os.path.dirname(p) for p in tried))})")
+    raise LibraryNotFound(
+        f"{library.what} ({library.file}) is not installed; on Debian or Ubuntu: "
+        f"apt-get install {library.debian_package} (looked in "
+        f"{', '.join(dict.fromkeys(os.path.dirname(p) for p in tried))})"
+    )
 
 
 def main(argv: list[str]) -> int:

@@ -3,6 +3,7 @@
 The member layer fills them from a real module; the HA layer fills them for the virtual slot;
 handlers and the menu only read them.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -121,10 +122,18 @@ CKA_PRIVATE_EXPONENT, CKA_PRIME_1, CKA_PRIME_2 = 0x123, 0x124, 0x125
 CKA_EXPONENT_1, CKA_EXPONENT_2, CKA_COEFFICIENT = 0x126, 0x127, 0x128
 CKA_WRAP_TEMPLATE, CKA_UNWRAP_TEMPLATE, CKA_ALLOWED_MECHANISMS = 0x40000211, 0x40000212, 0x40000600
 
-CLASS_NAMES = {CKO_DATA: "CKO_DATA", CKO_PUBLIC_KEY: "CKO_PUBLIC_KEY",
-               CKO_PRIVATE_KEY: "CKO_PRIVATE_KEY", CKO_SECRET_KEY: "CKO_SECRET_KEY"}
-KEY_TYPE_NAMES = {CKK_RSA: "CKK_RSA", CKK_EC: "CKK_EC", CKK_GENERIC_SECRET: "CKK_GENERIC_SECRET",
-                  CKK_AES: "CKK_AES"}
+CLASS_NAMES = {
+    CKO_DATA: "CKO_DATA",
+    CKO_PUBLIC_KEY: "CKO_PUBLIC_KEY",
+    CKO_PRIVATE_KEY: "CKO_PRIVATE_KEY",
+    CKO_SECRET_KEY: "CKO_SECRET_KEY",
+}
+KEY_TYPE_NAMES = {
+    CKK_RSA: "CKK_RSA",
+    CKK_EC: "CKK_EC",
+    CKK_GENERIC_SECRET: "CKK_GENERIC_SECRET",
+    CKK_AES: "CKK_AES",
+}
 
 # Mechanisms the harness itself uses by number
 CKM_RSA_PKCS_KEY_PAIR_GEN, CKM_EC_KEY_PAIR_GEN, CKM_AES_KEY_GEN = 0x0, 0x1040, 0x1080
@@ -134,6 +143,7 @@ CKM_SHA256_RSA_PKCS, CKM_ECDSA, CKM_AES_KEY_WRAP_PAD = 0x40, 0x1041, 0x210A
 @dataclass(frozen=True)
 class KeySpec:
     """What to generate: 'rsa' (bits), 'ec' (curve name), 'aes' or 'generic' (bytes)."""
+
     kind: str
     size: int | str
     label: str
@@ -196,14 +206,34 @@ MechanismParam = bytes | GCMParam | OAEPParam | PSSParam | ECDHParam | None
 # SHA*-RSA(-PSS); ECDSA(-SHA*); the AES modes and CMAC. SoftHSM2 2.6.1 does not check it for
 # RSA verification: C_Verify with an RSA mechanism and an EC key kills its process.
 KEY_TYPE_OF = {
-    **{m: 0x0 for m in (0x1, 0x3, 0x5, 0x6, 0x9, 0xD, 0xE, 0x40, 0x41, 0x42, 0x43, 0x44, 0x45,
-                        0x46, 0x47)},
+    **{m: 0x0 for m in (0x1, 0x3, 0x5, 0x6, 0x9, 0xD, 0xE, 0x40, 0x41, 0x42, 0x43, 0x44, 0x45, 0x46, 0x47)},
     **{m: 0x3 for m in (0x1041, 0x1042, 0x1043, 0x1044, 0x1045, 0x1046)},
-    **{m: 0x1F for m in (0x1081, 0x1082, 0x1085, 0x1086, 0x1087, 0x1088, 0x1089, 0x108A,
-                         0x2104, 0x2105, 0x2106, 0x2107, 0x2108)},
+    **{
+        m: 0x1F
+        for m in (
+            0x1081,
+            0x1082,
+            0x1085,
+            0x1086,
+            0x1087,
+            0x1088,
+            0x1089,
+            0x108A,
+            0x2104,
+            0x2105,
+            0x2106,
+            0x2107,
+            0x2108,
+        )
+    },
 }
 # HMAC mechanisms: the key type of their own (beside CKK_GENERIC_SECRET) and the shortest key in
 # bytes SoftHSM2 takes (the hash length): CKM_MD5/SHA_1/SHA224/SHA256/SHA384/SHA512_HMAC
-HMAC = {0x211: (0x27, 16), 0x221: (0x28, 20), 0x256: (0x2E, 28), 0x251: (0x2B, 32),
-        0x261: (0x2C, 48), 0x271: (0x2D, 64)}
-
+HMAC = {
+    0x211: (0x27, 16),
+    0x221: (0x28, 20),
+    0x256: (0x2E, 28),
+    0x251: (0x2B, 32),
+    0x261: (0x2C, 48),
+    0x271: (0x2D, 64),
+}

@@ -14,6 +14,7 @@ What `init` promises (docs/CONFIGURATION.md, "The state folder"):
   cannot be written) puts back what was there before, or leaves nothing on a new home.
 - A folder ckdemo did not create is never chmod-ed: one that other users may enter is refused.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -39,6 +40,7 @@ DEFAULT_SO_PIN = "5678"
 DEFAULT_GROUP_LABEL = "ckdemo-ha"  # the one HA group over all provisioned members
 CONFIG_NAME = "Chrystoki.conf"  # Luna's client config syntax, so a Luna user recognises it
 CKDEMO_SECTION = "CKDemo"  # our own keys, for what Luna's file has no key for
+
 
 class ProvisionError(Exception):
     """Provisioning could not be done; the message is one line for the user."""
@@ -76,13 +78,19 @@ def is_provisioned(home: Path) -> bool:
 
 # ---------------------------------------------------------------- the token child process
 
+
 def _token_tool(conf: Path, request: dict) -> dict:
     """One request to `python -m ckdemo.tokeninit` under SOFTHSM2_CONF=conf: the PINs go on its
     stdin, its argv and environment hold none (tokeninit.py)."""
     try:
-        done = subprocess.run([sys.executable, "-I", "-m", "ckdemo.tokeninit"],
-                              input=json.dumps(request), env=child_environment(SOFTHSM2_CONF=str(conf)),
-                              capture_output=True, text=True, timeout=TOKEN_TOOL_TIMEOUT_S)
+        done = subprocess.run(
+            [sys.executable, "-I", "-m", "ckdemo.tokeninit"],
+            input=json.dumps(request),
+            env=child_environment(SOFTHSM2_CONF=str(conf)),
+            capture_output=True,
+            text=True,
+            timeout=TOKEN_TOOL_TIMEOUT_S,
+        )
     except subprocess.TimeoutExpired:
         raise ProvisionError(f"token set-up did not finish within {TOKEN_TOOL_TIMEOUT_S} s") from None
     if done.returncode != 0:
@@ -98,11 +106,14 @@ def existing_tokens(conf: Path, library: str | None = None) -> dict[str, str]:
 
 
 def _softhsm_conf_text(tokens: Path) -> str:
-    return (f"directories.tokendir = {tokens}\nobjectstore.backend = file\n"
-            "log.level = ERROR\nslots.removable = false\n")
+    return (
+        f"directories.tokendir = {tokens}\nobjectstore.backend = file\n"
+        "log.level = ERROR\nslots.removable = false\n"
+    )
 
 
 # ---------------------------------------------------------------- files and folders
+
 
 def write_atomically(path: Path, text: str, mode: int = FILE_MODE) -> None:
     """A temporary file beside `path`, fsync, rename: a reader sees the old file or the new one,
@@ -143,7 +154,8 @@ def _make_home(home: Path) -> Path | None:
             raise ProvisionError(
                 f"{home} is open to other users (mode {mode:04o}); ckdemo keeps PINs, tokens and "
                 f"member sockets there and does not change a folder it did not create: "
-                f"chmod 700 {home}, or name a new folder")
+                f"chmod 700 {home}, or name a new folder"
+            )
         return None
     top = home
     while not top.parent.exists() and top.parent != top:
@@ -157,8 +169,12 @@ def _token_folder_serial(folder: Path) -> str | None:
     """The serial of a SoftHSM2 token folder: SoftHSM2 names it by a UUID that ends with the
     token serial, and its token.object holds the serial too; anything else is not a token."""
     name = folder.name.replace("-", "").lower()
-    if folder.is_symlink() or not folder.is_dir() or len(name) != 32 or \
-            any(c not in "0123456789abcdef" for c in name):
+    if (
+        folder.is_symlink()
+        or not folder.is_dir()
+        or len(name) != 32
+        or any(c not in "0123456789abcdef" for c in name)
+    ):
         return None
     serial = name[-16:]
     try:
@@ -179,7 +195,7 @@ def _recorded_token_folders(tokens: Path, serials: set[str]) -> list[Path]:
 def _remove_stale_staging(home: Path) -> None:
     """Staging folders of an init that was killed: its tokens were never moved in."""
     for folder in home.glob(f"{STAGING_PREFIX}*"):
-        pid = folder.name[len(STAGING_PREFIX):]
+        pid = folder.name[len(STAGING_PREFIX) :]
         if pid.isdigit() and int(pid) != os.getpid() and not Path(f"/proc/{pid}").exists():
             shutil.rmtree(folder, ignore_errors=True)
 
@@ -205,8 +221,10 @@ def _os_message(exc: OSError) -> str:
 
 # ---------------------------------------------------------------- PINs
 
-def _pin_to_store(value: str | None, previous: str | None, default: str,
-                  store_pins: bool | None) -> str | None:
+
+def _pin_to_store(
+    value: str | None, previous: str | None, default: str, store_pins: bool | None
+) -> str | None:
     """The PIN kept in Chrystoki.conf, or None. --store-pins: store it; --no-store-pins: never;
     neither: keep what was stored, and store a new PIN only if it is the public default."""
     if store_pins is False:
@@ -216,25 +234,33 @@ def _pin_to_store(value: str | None, previous: str | None, default: str,
     return value if value == default else None
 
 
-def _check_pin(home: Path, live_conf: Path, library: str, label: str, kind: str,
-               given: str | None) -> None:
+def _check_pin(home: Path, live_conf: Path, library: str, label: str, kind: str, given: str | None) -> None:
     """A PIN given to init on an existing home must be the one its tokens have: init does not
     change PINs (the tokens would keep the old one and the config would lie)."""
     if given is None:
         return
-    answer = _token_tool(live_conf, {"action": "verify", "library": library, "label": label,
-                                     "user_pin": given if kind == "user" else None,
-                                     "so_pin": given if kind == "so" else None})
+    answer = _token_tool(
+        live_conf,
+        {
+            "action": "verify",
+            "library": library,
+            "label": label,
+            "user_pin": given if kind == "user" else None,
+            "so_pin": given if kind == "so" else None,
+        },
+    )
     result = answer.get(kind)
     if result not in (None, "CKR_OK", "CKR_USER_ALREADY_LOGGED_IN"):
         name = "user PIN" if kind == "user" else "SO PIN"
         raise ProvisionError(
             f"{home} was initialised with another {name} ({label}: {result}); init does not change "
             f"PINs: give the current one, change it with menu choice 5 on every member, or run "
-            f"init --force to make new tokens (every key on them is lost)")
+            f"init --force to make new tokens (every key on them is lost)"
+        )
 
 
 # ---------------------------------------------------------------- the HA group
+
 
 def set_up_ha_group(conf: ChrystokiConf, labels: list[str], serials: dict[str, str]) -> None:
     """The HA group over the provisioned members, unless the config already has groups.
@@ -249,11 +275,19 @@ def set_up_ha_group(conf: ChrystokiConf, labels: list[str], serials: dict[str, s
 
 # ---------------------------------------------------------------- init
 
-def provision(home: Path, members: int | None = None, force: bool = False,
-              labels: list[str] | None = None, user_pin: str | None = None,
-              so_pin: str | None = None, remote: bool | None = None,
-              isolated: bool | None = None, store_pins: bool | None = None,
-              label_prefix: str | None = None) -> Provisioned:
+
+def provision(
+    home: Path,
+    members: int | None = None,
+    force: bool = False,
+    labels: list[str] | None = None,
+    user_pin: str | None = None,
+    so_pin: str | None = None,
+    remote: bool | None = None,
+    isolated: bool | None = None,
+    store_pins: bool | None = None,
+    label_prefix: str | None = None,
+) -> Provisioned:
     """Create (or complete) the state folder: config, SoftHSM2 config and member tokens.
 
     members/labels/label_prefix and the PINs None: keep what the home has (defaults on a new
@@ -265,14 +299,27 @@ def provision(home: Path, members: int | None = None, force: bool = False,
     try:
         created = _make_home(home)
     except OSError as exc:
-        raise ProvisionError(f"cannot create the state folder {exc.filename or home}: "
-                             f"{exc.strerror or exc}") from None
+        raise ProvisionError(
+            f"cannot create the state folder {exc.filename or home}: {exc.strerror or exc}"
+        ) from None
     staging = home / f"{STAGING_PREFIX}{os.getpid()}"
     try:
         _remove_stale_staging(home)
         staging.mkdir(mode=HOME_MODE)
-        return _provision(home, staging, library, members, force, labels, user_pin, so_pin,
-                          remote, isolated, store_pins, label_prefix)
+        return _provision(
+            home,
+            staging,
+            library,
+            members,
+            force,
+            labels,
+            user_pin,
+            so_pin,
+            remote,
+            isolated,
+            store_pins,
+            label_prefix,
+        )
     except BaseException as exc:
         if created is not None:  # a new home: leave nothing behind
             shutil.rmtree(created, ignore_errors=True)
@@ -283,10 +330,20 @@ def provision(home: Path, members: int | None = None, force: bool = False,
         shutil.rmtree(staging, ignore_errors=True)
 
 
-def _provision(home: Path, staging: Path, library: str, members: int | None, force: bool,
-               labels: list[str] | None, user_pin: str | None, so_pin: str | None,
-               remote: bool | None, isolated: bool | None, store_pins: bool | None,
-               label_prefix: str | None) -> Provisioned:
+def _provision(
+    home: Path,
+    staging: Path,
+    library: str,
+    members: int | None,
+    force: bool,
+    labels: list[str] | None,
+    user_pin: str | None,
+    so_pin: str | None,
+    remote: bool | None,
+    isolated: bool | None,
+    store_pins: bool | None,
+    label_prefix: str | None,
+) -> Provisioned:
     config_path = home / CONFIG_NAME
     tokens = home / "tokens"
     old = _load_config(config_path)
@@ -300,7 +357,8 @@ def _provision(home: Path, staging: Path, library: str, members: int | None, for
         raise ProvisionError(
             f"{home} has members {','.join(old_labels)}; init would make them "
             f"{','.join(labels)}: run init --force to make new tokens (every key on the old ones "
-            f"is lost), or name another --home")
+            f"is lost), or name another --home"
+        )
 
     live_conf = staging / "live.conf"  # the home's own tokens, wherever softhsm2.conf points
     live_conf.write_text(_softhsm_conf_text(tokens))
@@ -315,9 +373,11 @@ def _provision(home: Path, staging: Path, library: str, members: int | None, for
         kept: dict[str, str] = {}
         strangers = [l for l in labels if l in present and present[l] not in recorded]
         if strangers:
-            raise ProvisionError(f"{tokens} holds a token labelled {strangers[0]} that ckdemo did "
-                                 "not record; init --force removes only its own tokens: move it "
-                                 "away or choose another --label-prefix")
+            raise ProvisionError(
+                f"{tokens} holds a token labelled {strangers[0]} that ckdemo did "
+                "not record; init --force removes only its own tokens: move it "
+                "away or choose another --label-prefix"
+            )
         user, so = user_pin or DEFAULT_USER_PIN, so_pin or DEFAULT_SO_PIN
         stored_user = stored_so = None
     else:
@@ -332,16 +392,20 @@ def _provision(home: Path, staging: Path, library: str, members: int | None, for
         so = so_pin or stored_so or fallback_so
     new_labels = [label for label in labels if label not in kept]
     if new_labels and (user is None or so is None):
-        raise ProvisionError(f"new tokens ({','.join(new_labels)}) need the PINs of the others: "
-                             "set CKDEMO_USER_PIN and CKDEMO_SO_PIN (or --user-pin/--so-pin)")
+        raise ProvisionError(
+            f"new tokens ({','.join(new_labels)}) need the PINs of the others: "
+            "set CKDEMO_USER_PIN and CKDEMO_SO_PIN (or --user-pin/--so-pin)"
+        )
 
     made: dict[str, str] = {}
     if new_labels:
         (staging / "tokens").mkdir(mode=HOME_MODE)
         new_conf = staging / "new.conf"
         new_conf.write_text(_softhsm_conf_text(staging / "tokens"))
-        made = _token_tool(new_conf, {"action": "create", "library": library, "labels": new_labels,
-                                      "so_pin": so, "user_pin": user})["tokens"]
+        made = _token_tool(
+            new_conf,
+            {"action": "create", "library": library, "labels": new_labels, "so_pin": so, "user_pin": user},
+        )["tokens"]
     serials = {**kept, **made}
 
     conf = old if old is not None and not force else ChrystokiConf.parse("")
@@ -359,11 +423,14 @@ def _provision(home: Path, staging: Path, library: str, members: int | None, for
             conf.remove(CKDEMO_SECTION, "RemoteMembers")
     # The public default PINs are kept (0600 file in a 0700 folder) so unattended scripts run;
     # other PINs only with --store-pins, else scripts take them from CKDEMO_USER_PIN/CKDEMO_SO_PIN.
-    for key, value, previous, default in (("UserPIN", user, stored_user, DEFAULT_USER_PIN),
-                                          ("SOPIN", so, stored_so, DEFAULT_SO_PIN)):
+    for key, value, previous, default in (
+        ("UserPIN", user, stored_user, DEFAULT_USER_PIN),
+        ("SOPIN", so, stored_so, DEFAULT_SO_PIN),
+    ):
         if store_pins is True and not (value or previous):
-            raise ProvisionError("--store-pins needs the PINs: set CKDEMO_USER_PIN and "
-                                 "CKDEMO_SO_PIN (or --user-pin/--so-pin)")
+            raise ProvisionError(
+                "--store-pins needs the PINs: set CKDEMO_USER_PIN and CKDEMO_SO_PIN (or --user-pin/--so-pin)"
+            )
         keep = _pin_to_store(value, previous, default, store_pins)
         if keep is None:
             conf.remove(CKDEMO_SECTION, key)
@@ -371,8 +438,9 @@ def _provision(home: Path, staging: Path, library: str, members: int | None, for
             conf.set(CKDEMO_SECTION, key, keep)
     set_up_ha_group(conf, labels, serials)
     _commit(home, staging, remove, conf, config_path, softhsm_conf, tokens)
-    return Provisioned(home, config_path, softhsm_conf, labels,
-                       ha_init=_ready_group(softhsm_conf, library, labels, so))
+    return Provisioned(
+        home, config_path, softhsm_conf, labels, ha_init=_ready_group(softhsm_conf, library, labels, so)
+    )
 
 
 def _ready_group(softhsm_conf: Path, library: str, labels: list[str], so_pin: str | None) -> list[str]:
@@ -380,18 +448,30 @@ def _ready_group(softhsm_conf: Path, library: str, labels: list[str], so_pin: st
     group is once created: the domain keys on every member (HA Init (50) re-keys later).
     After the commit point: a failure leaves a usable home and says to run 50."""
     if so_pin is None:
-        return ["HA Init not run (the SO PIN is not known): run HA Init (50) before generating "
-                "keys on the HA slot"]
+        return [
+            "HA Init not run (the SO PIN is not known): run HA Init (50) before generating "
+            "keys on the HA slot"
+        ]
     try:
-        return _token_tool(softhsm_conf, {"action": "ha-init", "library": library,
-                                          "labels": labels, "so_pin": so_pin})["said"]
+        return _token_tool(
+            softhsm_conf, {"action": "ha-init", "library": library, "labels": labels, "so_pin": so_pin}
+        )["said"]
     except ProvisionError as exc:
-        raise ProvisionError(f"the members are ready but HA Init failed ({exc}): run HA Init "
-                             "(50) before generating keys on the HA slot") from None
+        raise ProvisionError(
+            f"the members are ready but HA Init failed ({exc}): run HA Init "
+            "(50) before generating keys on the HA slot"
+        ) from None
 
 
-def _commit(home: Path, staging: Path, remove: list[Path], conf: ChrystokiConf,
-            config_path: Path, softhsm_conf: Path, tokens: Path) -> None:
+def _commit(
+    home: Path,
+    staging: Path,
+    remove: list[Path],
+    conf: ChrystokiConf,
+    config_path: Path,
+    softhsm_conf: Path,
+    tokens: Path,
+) -> None:
     """Old token folders out, new ones in, softhsm2.conf, then Chrystoki.conf (the commit point),
     each step undone if a later one fails."""
     undo: list = []
@@ -413,8 +493,11 @@ def _commit(home: Path, staging: Path, remove: list[Path], conf: ChrystokiConf,
         previous = softhsm_conf.read_text() if softhsm_conf.exists() else None
         if previous != text:
             write_atomically(softhsm_conf, text)
-            undo.append(lambda: softhsm_conf.unlink() if previous is None
-                        else write_atomically(softhsm_conf, previous))
+            undo.append(
+                lambda: (
+                    softhsm_conf.unlink() if previous is None else write_atomically(softhsm_conf, previous)
+                )
+            )
         conf.save(config_path)  # temp file, fsync, rename (ChrystokiConf.save)
         _fsync_folder(home)
     except BaseException:

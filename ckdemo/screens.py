@@ -1,5 +1,6 @@
 """CKDemo's fixed screen formats that more than one front door prints (the menu's HA Status, 52,
 and the running server's control channel, `ckdemo hagroup status`): one definition each."""
+
 from __future__ import annotations
 
 from .codes import ckr_name
@@ -12,33 +13,49 @@ def ha_status_row(serial: str, ckr: int) -> str:
     return f"   HSM {serial:<{HA_STATUS_SERIAL_WIDTH}} - {ckr_name(ckr)}"
 
 
-def restored_line(member, how: str, interval_s: float, exhausted: bool, way_out: str,
-                  background: bool = False) -> str:
+def restored_line(
+    member, how: str, interval_s: float, exhausted: bool, way_out: str, background: bool = False
+) -> str:
     """What 121 and `ckdemo member restore` say of a member back in service: when the group
     takes it back, or that it will not by itself (its N recovery attempts are spent)."""
     if exhausted:
-        return (f"HSM {member.serial} ({member.label}) is back in service ({how}); its automatic "
-                f"recovery attempts are spent: {way_out} takes it back.")
-    when = f"within {interval_s:g} s (in the background)" if background else \
-        f"on a call after {interval_s:g} s"
-    return f"HSM {member.serial} ({member.label}) is back in service ({how}); the HA group takes it back {when}."
+        return (
+            f"HSM {member.serial} ({member.label}) is back in service ({how}); its automatic "
+            f"recovery attempts are spent: {way_out} takes it back."
+        )
+    when = (
+        f"within {interval_s:g} s (in the background)" if background else f"on a call after {interval_s:g} s"
+    )
+    return (
+        f"HSM {member.serial} ({member.label}) is back in service ({how}); the HA group takes it back {when}."
+    )
 
 
 def standby_notices(report) -> list[str]:
     """A line per standby member of an HA Status report ((member, code) pairs): idle while an
     active member serves, serving once none does (Luna: promoted)."""
     serving = any(code == 0 and not member.standby for member, code in report)
-    return [f"HSM {member.serial}: standby member, "
-            + ("idle while an active member serves" if serving or code != 0 else
-               "serving: every active member has failed") for member, code in report if member.standby]
+    return [
+        f"HSM {member.serial}: standby member, "
+        + (
+            "idle while an active member serves"
+            if serving or code != 0
+            else "serving: every active member has failed"
+        )
+        for member, code in report
+        if member.standby
+    ]
 
 
 def recovering_notices(report) -> list[str]:
     """A line per member of an HA Status report that is back but not serving yet: reconnected
     and logged in, brought up to date off the application's calls (it serves when done)."""
-    return [f"HSM {member.serial}: recovering: reconnected and logged in, being brought up to date "
-            "in the background; it serves again when done" for member, _ in report
-            if getattr(member, "recovering", False)]
+    return [
+        f"HSM {member.serial}: recovering: reconnected and logged in, being brought up to date "
+        "in the background; it serves again when done"
+        for member, _ in report
+        if getattr(member, "recovering", False)
+    ]
 
 
 def exhausted_notices(retries: int, exhausted, way_out: str) -> list[str]:
@@ -46,7 +63,10 @@ def exhausted_notices(retries: int, exhausted, way_out: str) -> list[str]:
     attempts made, or N = 0), with the way out where the user reads it."""
     lines = []
     for member, attempts in exhausted:
-        made = "automatic recovery is off (0 attempts)" if retries == 0 else \
-            f"recovery attempts exhausted ({attempts} of {retries})"
+        made = (
+            "automatic recovery is off (0 attempts)"
+            if retries == 0
+            else f"recovery attempts exhausted ({attempts} of {retries})"
+        )
         lines.append(f"HSM {member.serial}: {made}; {way_out}")
     return lines

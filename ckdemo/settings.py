@@ -1,4 +1,5 @@
 """Where ckdemo's state and configuration come from: --home, --config, --module and env vars."""
+
 from __future__ import annotations
 
 import math
@@ -30,6 +31,7 @@ class Settings:
     """The configuration, read once (load_settings) and handed down: nothing sets a field
     afterwards; a command that serves otherwise than the file says makes another value
     (overriding)."""
+
     home: Path
     config_path: Path
     conf: ChrystokiConf
@@ -77,8 +79,10 @@ class Settings:
         except ValueError:
             raise SettingsError(f"{CKDEMO_SECTION}.{key} = {value!r} is not a number") from None
         if not (math.isfinite(seconds) and 0 <= seconds <= MAX_MEMBER_TIMEOUT_S):
-            raise SettingsError(f"{CKDEMO_SECTION}.{key} = {value!r} is out of range "
-                                f"(seconds, {zero}, at most {MAX_MEMBER_TIMEOUT_S:g})")
+            raise SettingsError(
+                f"{CKDEMO_SECTION}.{key} = {value!r} is out of range "
+                f"(seconds, {zero}, at most {MAX_MEMBER_TIMEOUT_S:g})"
+            )
         return seconds
 
     def failed_login_limit(self) -> int:
@@ -91,8 +95,10 @@ class Settings:
         except ValueError:
             limit = -1
         if not 0 <= limit <= 1000:
-            raise SettingsError(f"{CKDEMO_SECTION}.FailedLoginLimit = {value!r} is not a whole "
-                                "number from 0 (never lock) to 1000")
+            raise SettingsError(
+                f"{CKDEMO_SECTION}.FailedLoginLimit = {value!r} is not a whole "
+                "number from 0 (never lock) to 1000"
+            )
         return limit
 
     def pin_lock_path(self, group_serial: str) -> Path:
@@ -124,8 +130,10 @@ class Settings:
         through one instance) or "" (not said: the command chooses; the menu shares, serve copies)."""
         value = (self.conf.get(CKDEMO_SECTION, "LocalIsolation") or "").strip().lower()
         if value not in ISOLATION_VALUES:
-            raise SettingsError(f"{CKDEMO_SECTION}.LocalIsolation = {value!r} is not one of "
-                                f"{', '.join(v for v in ISOLATION_VALUES if v)}")
+            raise SettingsError(
+                f"{CKDEMO_SECTION}.LocalIsolation = {value!r} is not one of "
+                f"{', '.join(v for v in ISOLATION_VALUES if v)}"
+            )
         return value
 
     def overriding(self, section: str, key: str, value: str) -> "Settings":
@@ -175,8 +183,13 @@ class Settings:
             os.environ["SOFTHSM2_CONF"] = conf
 
 
-def load_settings(home: str | Path | None = None, config: str | Path | None = None,
-                  module: str | None = None, auto_provision: bool = True, balance: bool = True) -> Settings:
+def load_settings(
+    home: str | Path | None = None,
+    config: str | Path | None = None,
+    module: str | None = None,
+    auto_provision: bool = True,
+    balance: bool = True,
+) -> Settings:
     home_path = Path(home or os.environ.get("CKDEMO_HOME") or DEFAULT_HOME).expanduser()
     if config:
         config_path = Path(config).expanduser()

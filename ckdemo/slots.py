@@ -16,6 +16,7 @@ template is a dict, allowed mechanisms a list of int): the kinds of ckdemo.attri
 which checks every template before a member library sees it. Refusals are `codes.CKRError` with the
 module's CKR_* code.
 """
+
 from __future__ import annotations
 
 import threading
@@ -23,8 +24,7 @@ from abc import ABC, abstractmethod
 from contextlib import contextmanager
 from typing import Iterable, Iterator
 
-from .model import (KeySpec, LibraryInfo, MechanismInfo, MechanismParam, SessionInfo, SlotInfo,
-                    TokenInfo)
+from .model import KeySpec, LibraryInfo, MechanismInfo, MechanismParam, SessionInfo, SlotInfo, TokenInfo
 
 from .attribute_table import DATE_ATTRIBUTES, TEXT_ATTRIBUTES  # noqa: F401 (the kinds named above)
 
@@ -54,9 +54,11 @@ class Session(ABC):
     @abstractmethod
     def get_attributes(self, handle: int, attributes: list[int]) -> dict[int, object]:
         """The readable ones; an attribute left out of the result could not be read."""
+
     @abstractmethod
     def read_attribute(self, handle: int, attribute: int) -> object:
         """One attribute; CKRError(CKR_ATTRIBUTE_SENSITIVE / _TYPE_INVALID) when unreadable."""
+
     @abstractmethod
     def create_object(self, template: dict[int, object]) -> int: ...
     @abstractmethod
@@ -72,38 +74,68 @@ class Session(ABC):
     @abstractmethod
     def generate(self, spec: KeySpec) -> list[int]:
         """[secret key] or [public key, private key]."""
+
     @abstractmethod
-    def wrap_key(self, wrapping: int, key: int, mechanism: int,
-                 param: MechanismParam = None) -> bytes: ...
+    def wrap_key(self, wrapping: int, key: int, mechanism: int, param: MechanismParam = None) -> bytes: ...
     @abstractmethod
-    def unwrap_key(self, unwrapping: int, object_class: int, key_type: int, data: bytes,
-                   mechanism: int, template: dict[int, object],
-                   param: MechanismParam = None) -> int: ...
+    def unwrap_key(
+        self,
+        unwrapping: int,
+        object_class: int,
+        key_type: int,
+        data: bytes,
+        mechanism: int,
+        template: dict[int, object],
+        param: MechanismParam = None,
+    ) -> int: ...
     @abstractmethod
-    def derive_key(self, base: int, mechanism: int, param: MechanismParam, key_type: int,
-                   length: int, template: dict[int, object]) -> int: ...
+    def derive_key(
+        self,
+        base: int,
+        mechanism: int,
+        param: MechanismParam,
+        key_type: int,
+        length: int,
+        template: dict[int, object],
+    ) -> int: ...
 
     # cryptography, single-part and streamed
     @abstractmethod
-    def sign(self, handle: int, mechanism: int, data: bytes, param: MechanismParam = None,
-             context_pin: str | None = None) -> bytes:
+    def sign(
+        self,
+        handle: int,
+        mechanism: int,
+        data: bytes,
+        param: MechanismParam = None,
+        context_pin: str | None = None,
+    ) -> bytes:
         """context_pin: the context-specific login a CKA_ALWAYS_AUTHENTICATE key asks for."""
+
     @abstractmethod
-    def verify(self, handle: int, mechanism: int, data: bytes, signature: bytes,
-               param: MechanismParam = None) -> None:
+    def verify(
+        self, handle: int, mechanism: int, data: bytes, signature: bytes, param: MechanismParam = None
+    ) -> None:
         """Returns when the signature is good; CKRError(CKR_SIGNATURE_INVALID) otherwise."""
+
     @abstractmethod
-    def encrypt(self, handle: int, mechanism: int, data: bytes,
-                param: MechanismParam = None) -> bytes: ...
+    def encrypt(self, handle: int, mechanism: int, data: bytes, param: MechanismParam = None) -> bytes: ...
     @abstractmethod
-    def decrypt(self, handle: int, mechanism: int, data: bytes, param: MechanismParam = None,
-                context_pin: str | None = None) -> bytes: ...
+    def decrypt(
+        self,
+        handle: int,
+        mechanism: int,
+        data: bytes,
+        param: MechanismParam = None,
+        context_pin: str | None = None,
+    ) -> bytes: ...
     @abstractmethod
-    def encrypt_stream(self, handle: int, mechanism: int, chunks: Iterable[bytes],
-                       param: MechanismParam = None) -> Iterator[bytes]: ...
+    def encrypt_stream(
+        self, handle: int, mechanism: int, chunks: Iterable[bytes], param: MechanismParam = None
+    ) -> Iterator[bytes]: ...
     @abstractmethod
-    def decrypt_stream(self, handle: int, mechanism: int, chunks: Iterable[bytes],
-                       param: MechanismParam = None) -> Iterator[bytes]: ...
+    def decrypt_stream(
+        self, handle: int, mechanism: int, chunks: Iterable[bytes], param: MechanismParam = None
+    ) -> Iterator[bytes]: ...
     @abstractmethod
     def digest(self, mechanism: int, data: bytes) -> bytes: ...
     @abstractmethod
@@ -114,6 +146,7 @@ class Session(ABC):
     def digest_parts(self, mechanism: int, parts: list[bytes | int]) -> bytes:
         """One multi-part digest over data (bytes, C_DigestUpdate) and keys (an int handle,
         C_DigestKey) in the order given."""
+
     @abstractmethod
     def generate_random(self, length: int) -> bytes: ...
     @abstractmethod
@@ -121,10 +154,10 @@ class Session(ABC):
 
     # what the menu offers beyond the calls above
     @abstractmethod
-    def pbe_generate(self, password: str, salt: bytes, iterations: int,
-                     template: dict[int, object]) -> int:
+    def pbe_generate(self, password: str, salt: bytes, iterations: int, template: dict[int, object]) -> int:
         """A secret key from a password (CKM_PKCS5_PBKD2): PBKDF2 of one password and salt is
         one key wherever it is made."""
+
     @abstractmethod
     def probe_ec_curve(self, ec_params: bytes) -> None:
         """Returns when the token generates keys on this curve; CKRError otherwise."""
@@ -137,9 +170,11 @@ class LoginCounter(ABC):
     @abstractmethod
     def check(self, function: str = "C_Login") -> None:
         """CKRError(CKR_PIN_LOCKED) when the user PIN is locked."""
+
     @abstractmethod
     def failed(self, function: str = "C_Login") -> Exception:
         """Count a wrong PIN: the CKRError to answer it with."""
+
     @abstractmethod
     def succeeded(self) -> None: ...
 
@@ -162,6 +197,7 @@ class Slot(ABC):
     @abstractmethod
     def mechanisms(self) -> list[tuple[int, str]]:
         """(CKM_* code, name) pairs."""
+
     @abstractmethod
     def mechanism_info(self, mechanism: int) -> MechanismInfo: ...
     @abstractmethod
@@ -180,6 +216,7 @@ class Slot(ABC):
     def extractability_note(self, extractable: bool) -> str:
         """What the answer to "Extractable?" means for a key generated here, when the slot
         gives it a meaning of its own ("" otherwise); the menu prints it."""
+
     @abstractmethod
     def exports(self, symbol: str) -> list[str]:
         """The libraries behind the slot that export `symbol` (vendor extension detection)."""
@@ -204,11 +241,13 @@ class MemberSlot(Slot):
     @abstractmethod
     def reconnect(self, serial: str) -> None:
         """Find the token again by serial; CKRError(CKR_TOKEN_NOT_PRESENT) when it is not there."""
+
     @abstractmethod
     def open_session(self, rw: bool = True) -> MemberSession: ...
     @abstractmethod
     def fail(self) -> str:
         """Make the member fail; how, in words."""
+
     @abstractmethod
     def restore(self) -> str: ...
     @abstractmethod

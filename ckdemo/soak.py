@@ -7,6 +7,7 @@ it, and at the end whether every member holds the same objects with the same key
 
 Works through the slot interface only (fail/restore are real SIGKILLs for remote members).
 """
+
 from __future__ import annotations
 
 import os
@@ -22,8 +23,18 @@ from . import timeline
 from .histogram import LatencyHistogram
 from .timeline import Bins, Line, Window
 from .known_keys import KNOWN_AES256, KNOWN_RSA2048
-from .model import (CKA_CLASS, CKA_ID, CKA_LABEL, CKA_MODULUS, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY,
-                    CKO_SECRET_KEY, CKU_USER, CKM_SHA256_RSA_PKCS, KeySpec)
+from .model import (
+    CKA_CLASS,
+    CKA_ID,
+    CKA_LABEL,
+    CKA_MODULUS,
+    CKO_PRIVATE_KEY,
+    CKO_PUBLIC_KEY,
+    CKO_SECRET_KEY,
+    CKU_USER,
+    CKM_SHA256_RSA_PKCS,
+    KeySpec,
+)
 
 CKM_AES_ECB = 0x1081  # the fingerprint of an AES key: its check value
 CKM_AES_CBC_PAD = 0x1085  # the workload's cipher: its IV travels as a flat byte parameter
@@ -83,18 +94,27 @@ class Report:
         around = self.windows.rows(self.kills)
         for index, row in enumerate(around):
             row["kind"] = "hang" if index in self.hangs else "kill"
-        return {"parameters": self.parameters, "interrupted": self.interrupted,
-                "elapsed_s": round(self.seconds, 1), "operations": self.operations,
-                "application_failures": len(self.failures), "failure_samples": self.failures[:5],
-                "kills": len(self.kills) - len(self.hangs), "hangs": len(self.hangs),
-                "restores": len(self.restores),
-                "recoveries": [{"t_s": round(t, 2), "member": s, "call": c} for t, s, c in self.recoveries],
-                "p99_ms": round(baseline, 2),
-                "slowest_ms": round(self.slowest[0] / 1e6, 2), "slowest_at_s": round(self.slowest[1], 2),
-                "around_failures": around,
-                "worst_added_p99_ms": round(max((r["p99_ms"] for r in around), default=0.0) - baseline, 2),
-                "consistency": self.consistency, "rss_start_kb": self.rss_start_kb,
-                "rss_end_kb": self.rss_end_kb, "rss_growth_kb": self.rss_end_kb - self.rss_start_kb}
+        return {
+            "parameters": self.parameters,
+            "interrupted": self.interrupted,
+            "elapsed_s": round(self.seconds, 1),
+            "operations": self.operations,
+            "application_failures": len(self.failures),
+            "failure_samples": self.failures[:5],
+            "kills": len(self.kills) - len(self.hangs),
+            "hangs": len(self.hangs),
+            "restores": len(self.restores),
+            "recoveries": [{"t_s": round(t, 2), "member": s, "call": c} for t, s, c in self.recoveries],
+            "p99_ms": round(baseline, 2),
+            "slowest_ms": round(self.slowest[0] / 1e6, 2),
+            "slowest_at_s": round(self.slowest[1], 2),
+            "around_failures": around,
+            "worst_added_p99_ms": round(max((r["p99_ms"] for r in around), default=0.0) - baseline, 2),
+            "consistency": self.consistency,
+            "rss_start_kb": self.rss_start_kb,
+            "rss_end_kb": self.rss_end_kb,
+            "rss_growth_kb": self.rss_end_kb - self.rss_start_kb,
+        }
 
 
 class FailureWindows:
@@ -133,21 +153,29 @@ class FailureWindows:
 
     def _close(self, index: int) -> None:
         histogram, slowest = self.open.pop(index)
-        self.closed[index] = {"slowest_ms": round(slowest[0] / 1e6, 2),
-                              "p99_ms": round(histogram.percentile(99) / 1e6, 2)}
+        self.closed[index] = {
+            "slowest_ms": round(slowest[0] / 1e6, 2),
+            "p99_ms": round(histogram.percentile(99) / 1e6, 2),
+        }
 
     def rows(self, kills: list[tuple[float, str]]) -> list[dict[str, Any]]:
         for index in list(self.open):
             self._close(index)
-        return [{"t_s": round(when, 2), "member": serial,
-                 **self.closed.get(index, {"slowest_ms": 0.0, "p99_ms": 0.0})}
-                for index, (when, serial) in enumerate(kills)]
+        return [
+            {
+                "t_s": round(when, 2),
+                "member": serial,
+                **self.closed.get(index, {"slowest_ms": 0.0, "p99_ms": 0.0}),
+            }
+            for index, (when, serial) in enumerate(kills)
+        ]
 
 
 def html_page(report: "Report") -> str:
     """The soak as one self-contained page: the figures, and the timeline the fault lab draws
     (ckdemo.timeline), each kill or hang shaded until its member was back, recoveries dashed."""
     import html
+
     figures = report.as_dict()
     back = {}  # member serial -> restore times, in order
     for when, serial in report.restores:
@@ -156,22 +184,33 @@ def html_page(report: "Report") -> str:
     for index, (when, serial) in enumerate(report.kills):
         kind = "hang" if index in report.hangs else "kill"
         ends = [t for t in back.get(serial, []) if t >= when]
-        windows.append(Window(when, ends[0] if ends else report.seconds, f"{kind} {serial[:6]}",
-                              f"{kind} of member {serial} at {when:.2f} s"))
-    lines = [Line(when, f"member {serial} recovered inside call {call}")
-             for when, serial, call in report.recoveries]
-    rows = "".join(f"<tr><td>{r['kind']}</td><td>{r['t_s']}</td><td>{html.escape(r['member'])}</td>"
-                   f"<td>{r['slowest_ms']}</td><td>{r['p99_ms']}</td></tr>" for r in figures["around_failures"])
+        windows.append(
+            Window(
+                when,
+                ends[0] if ends else report.seconds,
+                f"{kind} {serial[:6]}",
+                f"{kind} of member {serial} at {when:.2f} s",
+            )
+        )
+    lines = [
+        Line(when, f"member {serial} recovered inside call {call}")
+        for when, serial, call in report.recoveries
+    ]
+    rows = "".join(
+        f"<tr><td>{r['kind']}</td><td>{r['t_s']}</td><td>{html.escape(r['member'])}</td>"
+        f"<td>{r['slowest_ms']}</td><td>{r['p99_ms']}</td></tr>"
+        for r in figures["around_failures"]
+    )
     consistency = figures["consistency"]
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>ckdemo soak</title>
 <style>body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
 table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding: 4px 8px; }}
 {timeline.STYLE}</style></head><body>
-<h1>ckdemo soak: {figures['operations']} operations in {figures['elapsed_s']} s,
-{figures['application_failures']} application-visible failure(s)</h1>
-<p>Seed {html.escape(str(report.parameters.get('seed')))}; {figures['kills']} kill(s), {figures['hangs']} hang(s),
-p99 {figures['p99_ms']} ms; members identical at the end: {consistency.get('identical')}.</p>
+<h1>ckdemo soak: {figures["operations"]} operations in {figures["elapsed_s"]} s,
+{figures["application_failures"]} application-visible failure(s)</h1>
+<p>Seed {html.escape(str(report.parameters.get("seed")))}; {figures["kills"]} kill(s), {figures["hangs"]} hang(s),
+p99 {figures["p99_ms"]} ms; members identical at the end: {consistency.get("identical")}.</p>
 {timeline.svg(report.timeline, report.seconds, windows, lines)}
 <p>{timeline.legend(report.timeline.bin_s)}</p>
 <table><tr><th></th><th>at s</th><th>member</th><th>slowest ms (next {WINDOW_S:g} s)</th><th>p99 ms</th></tr>{rows}</table>
@@ -191,26 +230,45 @@ def _create_keys(session, tag: str) -> tuple[int, int]:
     """The run's keys, on every member: the known RSA and AES keys under labels of this run."""
     handles = []
     for known in (KNOWN_RSA2048, KNOWN_AES256):
-        for template in known.templates(token=True, private=True, label=f"soak-{tag}",
-                                        key_id=f"soak-{tag}-{known.key_id[-1:].decode()}".encode()):
+        for template in known.templates(
+            token=True,
+            private=True,
+            label=f"soak-{tag}",
+            key_id=f"soak-{tag}-{known.key_id[-1:].decode()}".encode(),
+        ):
             handles.append(session.create_object(template))
     _, rsa_private, aes = handles
     return rsa_private, aes
 
 
 def parameters(group, seconds: float, chaos: Chaos, interval_s: float) -> dict[str, Any]:
-    return {"seed": chaos.seed, "duration_s": seconds, "interval_s": interval_s,
-            "kill_every_s": list(chaos.kill_every_s) if chaos.kill_every_s else None,
-            "hang_every_s": list(chaos.hang_every_s) if chaos.hang_every_s else None,
-            "down_for_s": list(chaos.down_for_s),
-            "group": group.label, "members": [m.serial for m in group.members],
-            "rsa_key_bits": RSA_KEY_BITS, "aes_key_bits": AES_KEY_BITS,
-            "sign_data_bytes": SIGN_DATA_BYTES, "encrypt_data_bytes": len(BLOCK),
-            "generate_every_rounds": GENERATE_EVERY, "window_s": WINDOW_S}
+    return {
+        "seed": chaos.seed,
+        "duration_s": seconds,
+        "interval_s": interval_s,
+        "kill_every_s": list(chaos.kill_every_s) if chaos.kill_every_s else None,
+        "hang_every_s": list(chaos.hang_every_s) if chaos.hang_every_s else None,
+        "down_for_s": list(chaos.down_for_s),
+        "group": group.label,
+        "members": [m.serial for m in group.members],
+        "rsa_key_bits": RSA_KEY_BITS,
+        "aes_key_bits": AES_KEY_BITS,
+        "sign_data_bytes": SIGN_DATA_BYTES,
+        "encrypt_data_bytes": len(BLOCK),
+        "generate_every_rounds": GENERATE_EVERY,
+        "window_s": WINDOW_S,
+    }
 
 
-def run(group, seconds: float, chaos: Chaos, pin: str, interval_s: float = 0.5,
-        report: Report | None = None, interrupt: threading.Event | None = None) -> Report:
+def run(
+    group,
+    seconds: float,
+    chaos: Chaos,
+    pin: str,
+    interval_s: float = 0.5,
+    report: Report | None = None,
+    interrupt: threading.Event | None = None,
+) -> Report:
     """`report`, when given, is filled as the run goes (a progress display reads it). When
     `interrupt` is set the workload ends there; the members are still brought back, compared and
     cleared of the run's objects."""
@@ -226,8 +284,9 @@ def run(group, seconds: float, chaos: Chaos, pin: str, interval_s: float = 0.5,
     rsa, aes = _create_keys(session, tag)
     start = report.began_at = time.monotonic()
     stop = threading.Event()
-    chaos_thread = threading.Thread(target=_chaos, args=(group, chaos, start, seconds, stop, report),
-                                    daemon=True)
+    chaos_thread = threading.Thread(
+        target=_chaos, args=(group, chaos, start, seconds, stop, report), daemon=True
+    )
     chaos_thread.start()
     seen = len(group.log.events)
     generated: list[int] = []
@@ -235,12 +294,24 @@ def run(group, seconds: float, chaos: Chaos, pin: str, interval_s: float = 0.5,
     while time.monotonic() - start < seconds and not interrupt.is_set():
         n += 1
         data = (b"soak %d" % n).ljust(SIGN_DATA_BYTES, b".")
-        calls = [("C_Sign", lambda: session.sign(rsa, CKM_SHA256_RSA_PKCS, data)),
-                 ("C_Encrypt+C_Decrypt", lambda: session.decrypt(
-                     aes, CKM_AES_CBC_PAD, session.encrypt(aes, CKM_AES_CBC_PAD, BLOCK, IV), IV))]
+        calls = [
+            ("C_Sign", lambda: session.sign(rsa, CKM_SHA256_RSA_PKCS, data)),
+            (
+                "C_Encrypt+C_Decrypt",
+                lambda: session.decrypt(
+                    aes, CKM_AES_CBC_PAD, session.encrypt(aes, CKM_AES_CBC_PAD, BLOCK, IV), IV
+                ),
+            ),
+        ]
         if n % GENERATE_EVERY == 0:
-            calls.append(("C_GenerateKey", lambda: generated.extend(session.generate(KeySpec(
-                "aes", 32, f"soak-{tag}", f"soak-{tag}-gen-{n}".encode())))))
+            calls.append(
+                (
+                    "C_GenerateKey",
+                    lambda: generated.extend(
+                        session.generate(KeySpec("aes", 32, f"soak-{tag}", f"soak-{tag}-gen-{n}".encode()))
+                    ),
+                )
+            )
         for name, call in calls:
             began = time.monotonic()
             failed = False
@@ -288,7 +359,7 @@ def _remove_run_objects(session, label: str, group=None) -> None:
             session.destroy_object(handle)
         except CKRError:
             pass  # a member still down keeps its copy; the next resynchronisation removes it
-    for member in (group.members if group is not None else []):
+    for member in group.members if group is not None else []:
         if not member.active:
             continue
         try:
@@ -301,13 +372,15 @@ def _remove_run_objects(session, label: str, group=None) -> None:
             continue  # that member failed meanwhile: its copies go when it is resynchronised
 
 
-def _chaos(group, chaos: Chaos, start: float, seconds: float, stop: threading.Event,
-           report: Report) -> None:
+def _chaos(group, chaos: Chaos, start: float, seconds: float, stop: threading.Event, report: Report) -> None:
     """Kills (and hangs, when asked) on their own seeded schedules; never every member at once."""
     rng = random.Random(chaos.seed)
     down: dict[Any, tuple[float, str]] = {}  # member -> (when to bring it back, "kill" or "hang")
-    due = {kind: rng.uniform(*every) for kind, every in (("kill", chaos.kill_every_s),
-                                                          ("hang", chaos.hang_every_s)) if every}
+    due = {
+        kind: rng.uniform(*every)
+        for kind, every in (("kill", chaos.kill_every_s), ("hang", chaos.hang_every_s))
+        if every
+    }
     while not stop.is_set():
         now = time.monotonic() - start
         for member, (back_at, kind) in list(down.items()):
@@ -358,6 +431,7 @@ def _settle_and_compare(group, session, label: str, timeout_s: float = 15.0) -> 
 def _fingerprint(slot, label: str) -> dict[str, str]:
     """Public values of the run's objects on one member: RSA modulus hash, AES KCV."""
     import hashlib
+
     physical = slot.open_session(rw=False)
     try:
         found = {}

@@ -9,6 +9,7 @@ marks (dashed lines) and, under the plot, one band per member coloured by its st
 (up, down, hung, slow): one self-contained SVG element, no script, no font from the network.
 Standard library only.
 """
+
 from __future__ import annotations
 
 import html
@@ -32,6 +33,7 @@ class Bin:
 @dataclass
 class Bins:
     """Not thread-safe: the caller holds its own lock when several threads add."""
+
     bins: list[Bin] = field(default_factory=list)
     bin_s: float = FIRST_BIN_S
 
@@ -65,17 +67,29 @@ class Bins:
     def _coarser(self) -> None:
         merged = []
         for n in range(0, len(self.bins), 2):
-            pair = self.bins[n:n + 2]
-            merged.append(Bin(sum(b.calls for b in pair), sum(b.failures for b in pair),
-                              max(b.slowest_s for b in pair), sum(b.total_s for b in pair)))
+            pair = self.bins[n : n + 2]
+            merged.append(
+                Bin(
+                    sum(b.calls for b in pair),
+                    sum(b.failures for b in pair),
+                    max(b.slowest_s for b in pair),
+                    sum(b.total_s for b in pair),
+                )
+            )
         self.bins = merged
         self.bin_s *= 2
 
     def as_json(self) -> list[dict]:
-        return [{"at_s": round(n * self.bin_s, 3), "calls": b.calls, "failures": b.failures,
-                 "slowest_ms": round(b.slowest_s * 1000, 3),
-                 "mean_ms": round(b.total_s * 1000 / b.calls, 3) if b.calls else 0.0}
-                for n, b in enumerate(self.bins)]
+        return [
+            {
+                "at_s": round(n * self.bin_s, 3),
+                "calls": b.calls,
+                "failures": b.failures,
+                "slowest_ms": round(b.slowest_s * 1000, 3),
+                "mean_ms": round(b.total_s * 1000 / b.calls, 3) if b.calls else 0.0,
+            }
+            for n, b in enumerate(self.bins)
+        ]
 
 
 class Sampler:
@@ -88,8 +102,13 @@ class Sampler:
     interval is not known, so the line drawn is the mean (svg(latency="mean")). Stretches
     measuring one thing (a slot) become windows, labelled by what read() names."""
 
-    def __init__(self, read: Callable[[], tuple[int, int, float, str]], callers: int = 1,
-                 every_s: float = FIRST_BIN_S, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        read: Callable[[], tuple[int, int, float, str]],
+        callers: int = 1,
+        every_s: float = FIRST_BIN_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.read, self.callers, self.every_s, self.clock = read, callers, every_s, clock
         self.bins = Bins()
         self.windows: list[Window] = []
@@ -115,8 +134,12 @@ class Sampler:
         last_calls, last_failures, last_measured, _ = self._last
         self._last = now
         if calls > last_calls:
-            self.bins.add_sampled(at - self.every_s / 2, calls - last_calls, failures - last_failures,
-                                  self.callers * max(0.0, measured_s - last_measured))
+            self.bins.add_sampled(
+                at - self.every_s / 2,
+                calls - last_calls,
+                failures - last_failures,
+                self.callers * max(0.0, measured_s - last_measured),
+            )
         if self._phase is None or self._phase[1] != what:
             if self._phase is not None and self._phase[1]:
                 self.windows.append(Window(self._phase[0], at, self._phase[1]))
@@ -140,6 +163,7 @@ class Sampler:
 @dataclass(frozen=True)
 class Window:
     """A shaded stretch of the timeline: a fault in force, a member down."""
+
     start_s: float
     end_s: float
     label: str
@@ -149,6 +173,7 @@ class Window:
 @dataclass(frozen=True)
 class Line:
     """A dashed line: something that happened at one moment (a member killed, restored)."""
+
     at_s: float
     title: str
 
@@ -156,6 +181,7 @@ class Line:
 @dataclass(frozen=True)
 class Band:
     """One stretch of one member's band: its state from start_s to end_s."""
+
     member: str
     start_s: float
     end_s: float
@@ -176,8 +202,14 @@ STYLE = """
 """
 
 
-def svg(bins: Bins, duration_s: float, windows: list[Window] = (), lines: list[Line] = (),
-        bands: list[Band] = (), latency: str = "slowest") -> str:
+def svg(
+    bins: Bins,
+    duration_s: float,
+    windows: list[Window] = (),
+    lines: list[Line] = (),
+    bands: list[Band] = (),
+    latency: str = "slowest",
+) -> str:
     """latency: "slowest" (each bin's slowest call) or "mean" (its mean: a Sampler's bins)."""
     seconds = max(1.0, duration_s, len(bins.bins) * bins.bin_s)
     plot_w, plot_h = WIDTH - LEFT - RIGHT, HEIGHT - TOP - BOTTOM
@@ -185,8 +217,10 @@ def svg(bins: Bins, duration_s: float, windows: list[Window] = (), lines: list[L
     height = HEIGHT + (len(rows) * BAND_ROW + 8 if rows else 0)
     rates = [b.calls / bins.bin_s for b in bins.bins]
     most_calls = max([round(r) for r in rates] + [1])
+
     def late(b: Bin) -> float:
         return b.slowest_s if latency == "slowest" else (b.total_s / b.calls if b.calls else 0.0)
+
     slowest = max([late(b) for b in bins.bins] + [0.001 if latency == "slowest" else 1e-6])
 
     def x(t: float) -> float:
@@ -198,53 +232,75 @@ def svg(bins: Bins, duration_s: float, windows: list[Window] = (), lines: list[L
     def y_latency(s: float) -> float:
         return TOP + plot_h * (1 - s / slowest)
 
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
-             f'viewBox="0 0 {WIDTH} {height}" role="img" aria-label="timeline" class="timeline">',
-             f'<rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" class="plot"/>']
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{WIDTH}" height="{height}" '
+        f'viewBox="0 0 {WIDTH} {height}" role="img" aria-label="timeline" class="timeline">',
+        f'<rect x="{LEFT}" y="{TOP}" width="{plot_w}" height="{plot_h}" class="plot"/>',
+    ]
     for window in windows:
-        parts.append(f'<rect class="window" x="{x(window.start_s):.1f}" y="{TOP}" '
-                     f'width="{max(2.0, x(window.end_s) - x(window.start_s)):.1f}" height="{plot_h}">'
-                     f'<title>{html.escape(window.title or window.label)}</title></rect>')
-        parts.append(f'<text class="step" x="{x(window.start_s) + 3:.1f}" y="{TOP + 12}">'
-                     f'{html.escape(window.label[:28])}</text>')
+        parts.append(
+            f'<rect class="window" x="{x(window.start_s):.1f}" y="{TOP}" '
+            f'width="{max(2.0, x(window.end_s) - x(window.start_s)):.1f}" height="{plot_h}">'
+            f"<title>{html.escape(window.title or window.label)}</title></rect>"
+        )
+        parts.append(
+            f'<text class="step" x="{x(window.start_s) + 3:.1f}" y="{TOP + 12}">'
+            f"{html.escape(window.label[:28])}</text>"
+        )
     width = max(1.0, plot_w * bins.bin_s / seconds - 0.5)
     for n, b in enumerate(bins.bins):
         at = n * bins.bin_s
         if b.calls:
-            parts.append(f'<rect class="calls" x="{x(at):.1f}" y="{y_calls(rates[n]):.1f}" '
-                         f'width="{width:.1f}" height="{TOP + plot_h - y_calls(rates[n]):.1f}">'
-                         f'<title>{at:.1f} s: {b.calls} call(s), {b.failures} failed, {latency} '
-                         f'{late(b) * 1000:.3g} ms</title></rect>')
+            parts.append(
+                f'<rect class="calls" x="{x(at):.1f}" y="{y_calls(rates[n]):.1f}" '
+                f'width="{width:.1f}" height="{TOP + plot_h - y_calls(rates[n]):.1f}">'
+                f"<title>{at:.1f} s: {b.calls} call(s), {b.failures} failed, {latency} "
+                f"{late(b) * 1000:.3g} ms</title></rect>"
+            )
         if b.failures:
-            parts.append(f'<rect class="failure" x="{x(at):.1f}" y="{TOP + plot_h - 8}" '
-                         f'width="{width:.1f}" height="8"><title>{at:.1f} s: {b.failures} failure(s)'
-                         '</title></rect>')
-    points = " ".join(f"{x((n + 0.5) * bins.bin_s):.1f},{y_latency(late(b)):.1f}"
-                      for n, b in enumerate(bins.bins) if b.calls)
+            parts.append(
+                f'<rect class="failure" x="{x(at):.1f}" y="{TOP + plot_h - 8}" '
+                f'width="{width:.1f}" height="8"><title>{at:.1f} s: {b.failures} failure(s)'
+                "</title></rect>"
+            )
+    points = " ".join(
+        f"{x((n + 0.5) * bins.bin_s):.1f},{y_latency(late(b)):.1f}"
+        for n, b in enumerate(bins.bins)
+        if b.calls
+    )
     if points:
         parts.append(f'<polyline class="latency" points="{points}"/>')
     for line in lines:
-        parts.append(f'<line class="member" x1="{x(line.at_s):.1f}" x2="{x(line.at_s):.1f}" y1="{TOP}" '
-                     f'y2="{TOP + plot_h}"><title>{html.escape(line.title)}</title></line>')
-    parts += [f'<text class="axis" x="{LEFT - 6}" y="{TOP + 4}" text-anchor="end">{most_calls}</text>',
-              f'<text class="axis" x="{LEFT - 6}" y="{TOP + plot_h}" text-anchor="end">0</text>',
-              f'<text class="axis" x="{LEFT - 6}" y="{TOP + plot_h / 2:.0f}" text-anchor="end">calls/s</text>',
-              f'<text class="axis latency-label" x="{WIDTH - RIGHT + 6}" y="{TOP + 4}">'
-              f'{_time_label(slowest)}</text>',
-              f'<text class="axis latency-label" x="{WIDTH - RIGHT + 6}" y="{TOP + plot_h / 2:.0f}">{latency}</text>',
-              f'<text class="axis" x="{LEFT}" y="{HEIGHT - 14}">0 s</text>',
-              f'<text class="axis" x="{WIDTH - RIGHT}" y="{HEIGHT - 14}" text-anchor="end">{seconds:.0f} s</text>']
+        parts.append(
+            f'<line class="member" x1="{x(line.at_s):.1f}" x2="{x(line.at_s):.1f}" y1="{TOP}" '
+            f'y2="{TOP + plot_h}"><title>{html.escape(line.title)}</title></line>'
+        )
+    parts += [
+        f'<text class="axis" x="{LEFT - 6}" y="{TOP + 4}" text-anchor="end">{most_calls}</text>',
+        f'<text class="axis" x="{LEFT - 6}" y="{TOP + plot_h}" text-anchor="end">0</text>',
+        f'<text class="axis" x="{LEFT - 6}" y="{TOP + plot_h / 2:.0f}" text-anchor="end">calls/s</text>',
+        f'<text class="axis latency-label" x="{WIDTH - RIGHT + 6}" y="{TOP + 4}">'
+        f"{_time_label(slowest)}</text>",
+        f'<text class="axis latency-label" x="{WIDTH - RIGHT + 6}" y="{TOP + plot_h / 2:.0f}">{latency}</text>',
+        f'<text class="axis" x="{LEFT}" y="{HEIGHT - 14}">0 s</text>',
+        f'<text class="axis" x="{WIDTH - RIGHT}" y="{HEIGHT - 14}" text-anchor="end">{seconds:.0f} s</text>',
+    ]
     for row, member in enumerate(rows):
         top = HEIGHT + row * BAND_ROW
-        parts.append(f'<text class="axis band-label" x="{LEFT - 6}" y="{top + BAND_HEIGHT - 2}" '
-                     f'text-anchor="end">{html.escape(member[:10])}</text>')
+        parts.append(
+            f'<text class="axis band-label" x="{LEFT - 6}" y="{top + BAND_HEIGHT - 2}" '
+            f'text-anchor="end">{html.escape(member[:10])}</text>'
+        )
         for band in (b for b in bands if b.member == member):
-            parts.append(f'<rect class="band band-{html.escape(band.state)}" data-member="{html.escape(member)}" '
-                         f'data-state="{html.escape(band.state)}" x="{x(band.start_s):.1f}" y="{top}" '
-                         f'width="{max(1.0, x(band.end_s) - x(band.start_s)):.1f}" height="{BAND_HEIGHT}">'
-                         f'<title>{html.escape(member)} {html.escape(band.state)} from {band.start_s:.2f} s '
-                         f'to {band.end_s:.2f} s' + (f': {html.escape(band.title)}' if band.title else "")
-                         + '</title></rect>')
+            parts.append(
+                f'<rect class="band band-{html.escape(band.state)}" data-member="{html.escape(member)}" '
+                f'data-state="{html.escape(band.state)}" x="{x(band.start_s):.1f}" y="{top}" '
+                f'width="{max(1.0, x(band.end_s) - x(band.start_s)):.1f}" height="{BAND_HEIGHT}">'
+                f"<title>{html.escape(member)} {html.escape(band.state)} from {band.start_s:.2f} s "
+                f"to {band.end_s:.2f} s"
+                + (f": {html.escape(band.title)}" if band.title else "")
+                + "</title></rect>"
+            )
     parts.append("</svg>")
     return "\n".join(parts)
 
@@ -253,7 +309,9 @@ def _time_label(seconds: float) -> str:
     return f"{seconds * 1000:.0f} ms" if seconds >= 0.001 else f"{seconds * 1e6:.3g} \u00b5s"
 
 
-def member_bands(changes: list[tuple[float, str, str, str]], members: list[str], duration_s: float) -> list[Band]:
+def member_bands(
+    changes: list[tuple[float, str, str, str]], members: list[str], duration_s: float
+) -> list[Band]:
     """Each member's band from its state changes (at_s, member, state, what), in time order:
     up from the start until its first change, each state until the next change, the last until
     duration_s. A change to the state it is in already changes nothing."""
@@ -274,7 +332,13 @@ def member_bands(changes: list[tuple[float, str, str, str]], members: list[str],
 
 
 def legend(bin_s: float, bands: bool = False) -> str:
-    return (f"Bars: calls per second in each {bin_s:g} s (blue), failures (red); line: the slowest "
-            f"call of each {bin_s:g} s (orange); shaded: faults and members down; "
-            + ("bands under the plot: each member's state as the lab set it: up (green), down "
-               "(red), hung (grey), slow (amber)." if bands else "dashed: member changes."))
+    return (
+        f"Bars: calls per second in each {bin_s:g} s (blue), failures (red); line: the slowest "
+        f"call of each {bin_s:g} s (orange); shaded: faults and members down; "
+        + (
+            "bands under the plot: each member's state as the lab set it: up (green), down "
+            "(red), hung (grey), slow (amber)."
+            if bands
+            else "dashed: member changes."
+        )
+    )

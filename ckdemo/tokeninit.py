@@ -18,6 +18,7 @@ Requests (one JSON object on stdin; the answer is one JSON object on stdout):
        (HA Init over those member tokens: the group's domain keys, so it is ready to use)
 Failure: one line on stderr, exit status 2.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,11 @@ def _tokens(raw) -> dict[str, tuple[int, str]]:
 
 def _create(raw, labels: list[str], so_pin: str, user_pin: str) -> None:
     for label in labels:
-        free = [slot for slot in raw.get_slot_list(True)
-                if not raw.get_token_info(slot).flags & CKF_TOKEN_INITIALIZED]
+        free = [
+            slot
+            for slot in raw.get_slot_list(True)
+            if not raw.get_token_info(slot).flags & CKF_TOKEN_INITIALIZED
+        ]
         if not free:
             raise RuntimeError("SoftHSM2 offers no free slot for a new token")
         slot = free[0]
@@ -56,6 +60,7 @@ def _create(raw, labels: list[str], so_pin: str, user_pin: str) -> None:
 
 def _login_result(raw, slot: int, user_type: int, pin: str) -> str:
     from .codes import CKRError
+
     session = raw.open_session(slot, rw=user_type == CKU_SO)  # an SO login needs R/W sessions only
     try:
         raw.login(session, user_type, pin)
@@ -83,8 +88,9 @@ def _ha_init(library: str, labels: list[str], so_pin: str) -> list[str]:
     missing = [label for label in labels if label not in by_label]
     if missing:
         raise RuntimeError(f"member token(s) {', '.join(missing)} not found")
-    group = build_group(GroupConfig("init", "init"),
-                        [(by_label[label][0], by_label[label][1], label) for label in labels])
+    group = build_group(
+        GroupConfig("init", "init"), [(by_label[label][0], by_label[label][1], label) for label in labels]
+    )
     return group.ha_init(so_pin).lines()
 
 
@@ -103,9 +109,14 @@ def handle(request: dict) -> dict:
         if token is None:
             return {"user": None, "so": None}
         slot = token[0]
-        return {kind: (_login_result(raw, slot, user_type, request[f"{kind}_pin"])
-                       if request.get(f"{kind}_pin") is not None else None)
-                for kind, user_type in (("user", CKU_USER), ("so", CKU_SO))}
+        return {
+            kind: (
+                _login_result(raw, slot, user_type, request[f"{kind}_pin"])
+                if request.get(f"{kind}_pin") is not None
+                else None
+            )
+            for kind, user_type in (("user", CKU_USER), ("so", CKU_SO))
+        }
     elif action != "list":
         raise ValueError(f"unknown action {action!r}")
     return {"tokens": {label: serial for label, (_, serial) in _tokens(raw).items()}}
@@ -117,6 +128,7 @@ def main() -> int:
         answer = handle(request)
     except Exception as exc:  # one line for the parent, which reports it; never a traceback
         from .codes import CKRError
+
         text = str(exc) if isinstance(exc, CKRError) else f"{type(exc).__name__}: {exc}"
         print(text.splitlines()[0] if text else type(exc).__name__, file=sys.stderr)
         return 2

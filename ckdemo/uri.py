@@ -8,6 +8,7 @@ type) and query attributes (pin-value, module-path, ...) are read but choose not
 clear `URIError` line for what cannot be a pkcs11 URI. `matching_slots` finds the slots a URI
 names among any slots that answer token_info() and slot_info() (ckdemo.slots.Slot).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -33,16 +34,21 @@ class Pkcs11URI:
     path: dict[str, str] = field(default_factory=dict)
     query: dict[str, str] = field(default_factory=dict)
 
-    def matches(self, token: dict[str, str], slot_id: int | None = None,
-                slot: dict[str, str] | None = None) -> bool:
+    def matches(
+        self, token: dict[str, str], slot_id: int | None = None, slot: dict[str, str] | None = None
+    ) -> bool:
         """True when every token and slot attribute the URI gives matches: `token` has label,
         manufacturer, serial, model (as C_GetTokenInfo gives them, padding stripped); `slot`
         has description and manufacturer."""
-        wanted = {"token": token.get("label"), "manufacturer": token.get("manufacturer"),
-                  "serial": token.get("serial"), "model": token.get("model"),
-                  "slot-description": (slot or {}).get("description"),
-                  "slot-manufacturer": (slot or {}).get("manufacturer"),
-                  "slot-id": None if slot_id is None else str(slot_id)}
+        wanted = {
+            "token": token.get("label"),
+            "manufacturer": token.get("manufacturer"),
+            "serial": token.get("serial"),
+            "model": token.get("model"),
+            "slot-description": (slot or {}).get("description"),
+            "slot-manufacturer": (slot or {}).get("manufacturer"),
+            "slot-id": None if slot_id is None else str(slot_id),
+        }
         for key in TOKEN_KEYS + SLOT_KEYS:
             if key in self.path and (wanted[key] or "").strip() != self.path[key]:
                 return False
@@ -66,8 +72,7 @@ def parse(text: str) -> Pkcs11URI:
         key, sep, value = item.partition("=")
         key = key.strip().lower()
         if not sep or key not in PATH_KEYS:
-            raise URIError(f"{text!r}: {item!r} is not a pkcs11 URI path attribute "
-                           f"({', '.join(PATH_KEYS)})")
+            raise URIError(f"{text!r}: {item!r} is not a pkcs11 URI path attribute ({', '.join(PATH_KEYS)})")
         if key in path:
             raise URIError(f"{text!r}: {key} given twice")
         path[key] = unquote(value)
@@ -76,8 +81,9 @@ def parse(text: str) -> Pkcs11URI:
         key, sep, value = item.partition("=")
         key = key.strip().lower()
         if not sep or key not in QUERY_KEYS:
-            raise URIError(f"{text!r}: {item!r} is not a pkcs11 URI query attribute "
-                           f"({', '.join(QUERY_KEYS)})")
+            raise URIError(
+                f"{text!r}: {item!r} is not a pkcs11 URI query attribute ({', '.join(QUERY_KEYS)})"
+            )
         query[key] = unquote(value)
     if "slot-id" in path and not path["slot-id"].isdigit():
         raise URIError(f"{text!r}: slot-id is a number, not {path['slot-id']!r}")
@@ -94,9 +100,14 @@ def matching_slots(uri: Pkcs11URI, slots: Sequence[Any]) -> list[tuple[int, Any]
             about = slot.slot_info()
         except CKRError:
             continue
-        token = {"label": info.label, "manufacturer": info.manufacturer_id, "serial": info.serial_number,
-                 "model": info.model}
-        if uri.matches(token, about.slot_id, {"description": about.description,
-                                              "manufacturer": about.manufacturer_id}):
+        token = {
+            "label": info.label,
+            "manufacturer": info.manufacturer_id,
+            "serial": info.serial_number,
+            "model": info.model,
+        }
+        if uri.matches(
+            token, about.slot_id, {"description": about.description, "manufacturer": about.manufacturer_id}
+        ):
             found.append((number, slot))
     return found

@@ -3,6 +3,7 @@
 Slots are physical member slots or HA virtual slots; both offer the same operations, so nothing
 here (or in the handlers) can tell them apart.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ class OpenSession:
 @dataclass
 class Options:
     """Harness settings shown and changed by choice 98."""
+
     show_menu: bool = True  # redisplay the menu before every prompt (CKDemo's default)
     hex_echo: bool = True  # show data (random bytes, signatures) in hex
     verbose_errors: bool = True  # a failed choice also prints its detail line (which key, member...)
@@ -66,4 +68,3 @@ class Workspace:
         for slot in self.slots:
             paths += [p for p in slot.exports(symbol) if p not in paths]
         return paths
-

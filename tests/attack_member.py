@@ -17,6 +17,7 @@ Output: {"member", "domain_keys": [...], "ha": {...}, "attacks": [{"no", "name",
 "rv", "leaked", "detail"}]}. "leaked" is True only when key material was actually recovered and
 checked against the public key (RSA/EC) or against the token's own AES encryption (AES).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -57,25 +58,50 @@ CKM_AES_CMAC, CKM_AES_ECB_ENCRYPT_DATA = 0x108A, 0x1104
 CKM_AES_KEY_WRAP, CKM_AES_KEY_WRAP_PAD = 0x2109, 0x210A
 
 CKR = {
-    0x0: "CKR_OK", 0x5: "CKR_GENERAL_ERROR", 0x6: "CKR_FUNCTION_FAILED", 0x7: "CKR_ARGUMENTS_BAD",
-    0x10: "CKR_ATTRIBUTE_READ_ONLY", 0x11: "CKR_ATTRIBUTE_SENSITIVE",
-    0x12: "CKR_ATTRIBUTE_TYPE_INVALID", 0x13: "CKR_ATTRIBUTE_VALUE_INVALID",
-    0x1B: "CKR_ACTION_PROHIBITED", 0x20: "CKR_DATA_INVALID", 0x21: "CKR_DATA_LEN_RANGE",
-    0x30: "CKR_DEVICE_ERROR", 0x40: "CKR_ENCRYPTED_DATA_INVALID",
-    0x41: "CKR_ENCRYPTED_DATA_LEN_RANGE", 0x54: "CKR_FUNCTION_NOT_SUPPORTED",
-    0x60: "CKR_KEY_HANDLE_INVALID", 0x62: "CKR_KEY_SIZE_RANGE", 0x63: "CKR_KEY_TYPE_INCONSISTENT",
-    0x64: "CKR_KEY_NOT_NEEDED", 0x65: "CKR_KEY_CHANGED", 0x66: "CKR_KEY_NEEDED",
-    0x67: "CKR_KEY_INDIGESTIBLE", 0x68: "CKR_KEY_FUNCTION_NOT_PERMITTED",
-    0x69: "CKR_KEY_NOT_WRAPPABLE", 0x6A: "CKR_KEY_UNEXTRACTABLE", 0x70: "CKR_MECHANISM_INVALID",
-    0x71: "CKR_MECHANISM_PARAM_INVALID", 0x82: "CKR_OBJECT_HANDLE_INVALID",
-    0x90: "CKR_OPERATION_ACTIVE", 0x91: "CKR_OPERATION_NOT_INITIALIZED",
-    0xB3: "CKR_SESSION_HANDLE_INVALID", 0xB5: "CKR_SESSION_READ_ONLY",
-    0xD0: "CKR_TEMPLATE_INCOMPLETE", 0xD1: "CKR_TEMPLATE_INCONSISTENT",
-    0xF0: "CKR_UNWRAPPING_KEY_HANDLE_INVALID", 0xF1: "CKR_UNWRAPPING_KEY_SIZE_RANGE",
-    0xF2: "CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT", 0x100: "CKR_USER_ALREADY_LOGGED_IN",
-    0x101: "CKR_USER_NOT_LOGGED_IN", 0x110: "CKR_WRAPPED_KEY_INVALID",
-    0x112: "CKR_WRAPPED_KEY_LEN_RANGE", 0x113: "CKR_WRAPPING_KEY_HANDLE_INVALID",
-    0x114: "CKR_WRAPPING_KEY_SIZE_RANGE", 0x115: "CKR_WRAPPING_KEY_TYPE_INCONSISTENT",
+    0x0: "CKR_OK",
+    0x5: "CKR_GENERAL_ERROR",
+    0x6: "CKR_FUNCTION_FAILED",
+    0x7: "CKR_ARGUMENTS_BAD",
+    0x10: "CKR_ATTRIBUTE_READ_ONLY",
+    0x11: "CKR_ATTRIBUTE_SENSITIVE",
+    0x12: "CKR_ATTRIBUTE_TYPE_INVALID",
+    0x13: "CKR_ATTRIBUTE_VALUE_INVALID",
+    0x1B: "CKR_ACTION_PROHIBITED",
+    0x20: "CKR_DATA_INVALID",
+    0x21: "CKR_DATA_LEN_RANGE",
+    0x30: "CKR_DEVICE_ERROR",
+    0x40: "CKR_ENCRYPTED_DATA_INVALID",
+    0x41: "CKR_ENCRYPTED_DATA_LEN_RANGE",
+    0x54: "CKR_FUNCTION_NOT_SUPPORTED",
+    0x60: "CKR_KEY_HANDLE_INVALID",
+    0x62: "CKR_KEY_SIZE_RANGE",
+    0x63: "CKR_KEY_TYPE_INCONSISTENT",
+    0x64: "CKR_KEY_NOT_NEEDED",
+    0x65: "CKR_KEY_CHANGED",
+    0x66: "CKR_KEY_NEEDED",
+    0x67: "CKR_KEY_INDIGESTIBLE",
+    0x68: "CKR_KEY_FUNCTION_NOT_PERMITTED",
+    0x69: "CKR_KEY_NOT_WRAPPABLE",
+    0x6A: "CKR_KEY_UNEXTRACTABLE",
+    0x70: "CKR_MECHANISM_INVALID",
+    0x71: "CKR_MECHANISM_PARAM_INVALID",
+    0x82: "CKR_OBJECT_HANDLE_INVALID",
+    0x90: "CKR_OPERATION_ACTIVE",
+    0x91: "CKR_OPERATION_NOT_INITIALIZED",
+    0xB3: "CKR_SESSION_HANDLE_INVALID",
+    0xB5: "CKR_SESSION_READ_ONLY",
+    0xD0: "CKR_TEMPLATE_INCOMPLETE",
+    0xD1: "CKR_TEMPLATE_INCONSISTENT",
+    0xF0: "CKR_UNWRAPPING_KEY_HANDLE_INVALID",
+    0xF1: "CKR_UNWRAPPING_KEY_SIZE_RANGE",
+    0xF2: "CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT",
+    0x100: "CKR_USER_ALREADY_LOGGED_IN",
+    0x101: "CKR_USER_NOT_LOGGED_IN",
+    0x110: "CKR_WRAPPED_KEY_INVALID",
+    0x112: "CKR_WRAPPED_KEY_LEN_RANGE",
+    0x113: "CKR_WRAPPING_KEY_HANDLE_INVALID",
+    0x114: "CKR_WRAPPING_KEY_SIZE_RANGE",
+    0x115: "CKR_WRAPPING_KEY_TYPE_INCONSISTENT",
     0x150: "CKR_BUFFER_TOO_SMALL",
 }
 
@@ -85,6 +111,7 @@ def ckr(rv: int) -> str:
 
 
 # ------------------------------------------------------------------ a minimal ctypes binding
+
 
 class CK_ATTRIBUTE(ctypes.Structure):
     _fields_ = [("type", c_ulong), ("pValue", c_void_p), ("ulValueLen", c_ulong)]
@@ -100,9 +127,23 @@ class CK_KEY_DERIVATION_STRING_DATA(ctypes.Structure):
 
 UNAVAILABLE = c_ulong(-1).value
 _lib = ctypes.CDLL(SOFTHSM_LIB)  # the same module instance python-pkcs11 initialises
-for _name in ("C_WrapKey", "C_UnwrapKey", "C_CopyObject", "C_CreateObject", "C_GenerateKey",
-              "C_GetAttributeValue", "C_SetAttributeValue", "C_DestroyObject", "C_EncryptInit",
-              "C_Encrypt", "C_DecryptInit", "C_Decrypt", "C_SignInit", "C_Sign", "C_DeriveKey"):
+for _name in (
+    "C_WrapKey",
+    "C_UnwrapKey",
+    "C_CopyObject",
+    "C_CreateObject",
+    "C_GenerateKey",
+    "C_GetAttributeValue",
+    "C_SetAttributeValue",
+    "C_DestroyObject",
+    "C_EncryptInit",
+    "C_Encrypt",
+    "C_DecryptInit",
+    "C_Decrypt",
+    "C_SignInit",
+    "C_Sign",
+    "C_DeriveKey",
+):
     getattr(_lib, _name).restype = c_ulong
 
 
@@ -157,19 +198,28 @@ def _two_call(call) -> tuple[int, bytes | None]:
         return rv, None
     buf = ctypes.create_string_buffer(max(1, length.value))
     rv = call(buf, byref(length))
-    return rv, (buf.raw[:length.value] if rv == 0 else None)
+    return rv, (buf.raw[: length.value] if rv == 0 else None)
 
 
 def wrap(s: int, mech: int, wrapping: int, key: int) -> tuple[int, bytes | None]:
     m = Mechanism(mech)
-    return _two_call(lambda out, n: _lib.C_WrapKey(c_ulong(s), byref(m.struct), c_ulong(wrapping),
-                                                   c_ulong(key), out, n))
+    return _two_call(
+        lambda out, n: _lib.C_WrapKey(c_ulong(s), byref(m.struct), c_ulong(wrapping), c_ulong(key), out, n)
+    )
 
 
 def unwrap(s: int, mech: int, unwrapping: int, blob: bytes, attrs: dict) -> tuple[int, int]:
     m, t, handle = Mechanism(mech), Template(attrs), c_ulong(0)
-    rv = _lib.C_UnwrapKey(c_ulong(s), byref(m.struct), c_ulong(unwrapping), blob, c_ulong(len(blob)),
-                          t.array, c_ulong(t.count), byref(handle))
+    rv = _lib.C_UnwrapKey(
+        c_ulong(s),
+        byref(m.struct),
+        c_ulong(unwrapping),
+        blob,
+        c_ulong(len(blob)),
+        t.array,
+        c_ulong(t.count),
+        byref(handle),
+    )
     return rv, handle.value
 
 
@@ -199,7 +249,7 @@ def get(s: int, obj: int, kind: int) -> tuple[int, bytes | None]:
     buf = ctypes.create_string_buffer(max(1, attr[0].ulValueLen))
     attr[0].pValue = ctypes.addressof(buf)
     rv = _lib.C_GetAttributeValue(c_ulong(s), c_ulong(obj), attr, c_ulong(1))
-    return rv, (buf.raw[:attr[0].ulValueLen] if rv == 0 else None)
+    return rv, (buf.raw[: attr[0].ulValueLen] if rv == 0 else None)
 
 
 def get_bool(s: int, obj: int, kind: int) -> bool | None:
@@ -238,12 +288,14 @@ def sign(s, mech, key, data, param=None):
 
 def derive(s: int, mech: int, base: int, param, attrs: dict) -> tuple[int, int]:
     m, t, handle = Mechanism(mech, param), Template(attrs), c_ulong(0)
-    rv = _lib.C_DeriveKey(c_ulong(s), byref(m.struct), c_ulong(base), t.array, c_ulong(t.count),
-                          byref(handle))
+    rv = _lib.C_DeriveKey(
+        c_ulong(s), byref(m.struct), c_ulong(base), t.array, c_ulong(t.count), byref(handle)
+    )
     return rv, handle.value
 
 
 # ------------------------------------------------------------------ checking recovered material
+
 
 class Truth:
     """What the HA keys really are, from their public halves and the token's own AES output: a
@@ -263,6 +315,7 @@ class Truth:
     def ec_private_value(self, d: bytes) -> bool:
         from cryptography.hazmat.primitives.asymmetric import ec
         from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
         if not self.ec_point or not d or not (0 < int.from_bytes(d, "big")):
             return False
         try:
@@ -273,6 +326,7 @@ class Truth:
 
     def aes_value(self, value: bytes) -> bool:
         from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
         if not value or len(value) not in (16, 24, 32):
             return False
         if self.aes_probe is None:  # cannot check: a readable 32-byte value is taken as a leak
@@ -311,8 +365,8 @@ def der_values(data: bytes, depth: int = 0):
             n = length & 0x7F
             if n == 0 or n > 4 or i + n > len(data):
                 return
-            length, i = int.from_bytes(data[i:i + n], "big"), i + n
-        value = data[i:i + length]
+            length, i = int.from_bytes(data[i : i + n], "big"), i + n
+        value = data[i : i + length]
         if len(value) != length:
             return
         i += length
@@ -336,7 +390,7 @@ def kwp_unwrap_with_ecb_oracle(decrypt_block, blob: bytes) -> bytes | None:
             return None
         aiv, rest = plain[:8], plain[8:]
     else:
-        a, r = blob[:8], [blob[8 * (i + 1):8 * (i + 2)] for i in range(n)]
+        a, r = blob[:8], [blob[8 * (i + 1) : 8 * (i + 2)] for i in range(n)]
         for j in range(5, -1, -1):
             for i in range(n, 0, -1):
                 t = (n * j + i).to_bytes(8, "big")
@@ -353,9 +407,15 @@ def kwp_unwrap_with_ecb_oracle(decrypt_block, blob: bytes) -> bytes | None:
 
 # ------------------------------------------------------------------ the attacks
 
+
 class Attacker:
-    def __init__(self, member: str, key_labels: list[str], destroy_first: str,
-                 kept: list[tuple[str, int | None, bytes]] = ()) -> None:
+    def __init__(
+        self,
+        member: str,
+        key_labels: list[str],
+        destroy_first: str,
+        kept: list[tuple[str, int | None, bytes]] = (),
+    ) -> None:
         # (label, domain key generation, blob) read from the home's state files, as a local user could
         self.kept = list(kept)
         self.member = member
@@ -369,11 +429,20 @@ class Attacker:
         self.dk_ids: list[bytes] = []  # CKA_ID of each domain key (re-found per session)
 
     # -------------------------------------------------------------- helpers
-    def record(self, no: str, name: str, session: str, rv: int | str, leaked: bool = False,
-               detail: str = "", **extra) -> None:
-        self.out["attacks"].append({"no": no, "name": name, "session": session,
-                                    "rv": rv if isinstance(rv, str) else ckr(rv),
-                                    "leaked": bool(leaked), "detail": detail, **extra})
+    def record(
+        self, no: str, name: str, session: str, rv: int | str, leaked: bool = False, detail: str = "", **extra
+    ) -> None:
+        self.out["attacks"].append(
+            {
+                "no": no,
+                "name": name,
+                "session": session,
+                "rv": rv if isinstance(rv, str) else ckr(rv),
+                "leaked": bool(leaked),
+                "detail": detail,
+                **extra,
+            }
+        )
 
     @staticmethod
     def domain_keys(session) -> list[int]:
@@ -398,13 +467,19 @@ class Attacker:
 
     @staticmethod
     def secret_attrs(kind: str) -> list[tuple[str, int]]:
-        return {"rsa": [("CKA_PRIVATE_EXPONENT", CKA_PRIVATE_EXPONENT), ("CKA_PRIME_1", CKA_PRIME_1)],
-                "ec": [("CKA_VALUE", CKA_VALUE)], "aes": [("CKA_VALUE", CKA_VALUE)]}[kind]
+        return {
+            "rsa": [("CKA_PRIVATE_EXPONENT", CKA_PRIVATE_EXPONENT), ("CKA_PRIME_1", CKA_PRIME_1)],
+            "ec": [("CKA_VALUE", CKA_VALUE)],
+            "aes": [("CKA_VALUE", CKA_VALUE)],
+        }[kind]
 
     @staticmethod
     def key_class(kind: str) -> tuple[int, int]:
-        return {"rsa": (CKO_PRIVATE_KEY, CKK_RSA), "ec": (CKO_PRIVATE_KEY, CKK_EC),
-                "aes": (CKO_SECRET_KEY, CKK_AES)}[kind]
+        return {
+            "rsa": (CKO_PRIVATE_KEY, CKK_RSA),
+            "ec": (CKO_PRIVATE_KEY, CKK_EC),
+            "aes": (CKO_SECRET_KEY, CKK_AES),
+        }[kind]
 
     def read_secret(self, s: int, handle: int, kind: str) -> tuple[bool, str]:
         """Try every secret component of a key object: (leaked, which)."""
@@ -420,16 +495,31 @@ class Attacker:
 
     def own_aes_key(self, s: int) -> tuple[int, bytes | None]:
         """The attacker's own session AES key: readable value, can wrap/unwrap/encrypt/decrypt."""
-        rv, h = generate(s, CKM_AES_KEY_GEN, {
-            CKA_CLASS: CKO_SECRET_KEY, CKA_KEY_TYPE: CKK_AES, CKA_VALUE_LEN: 32, CKA_TOKEN: False,
-            CKA_PRIVATE: True, CKA_SENSITIVE: False, CKA_EXTRACTABLE: True, CKA_WRAP: True,
-            CKA_UNWRAP: True, CKA_ENCRYPT: True, CKA_DECRYPT: True, CKA_LABEL: "attacker-own"})
+        rv, h = generate(
+            s,
+            CKM_AES_KEY_GEN,
+            {
+                CKA_CLASS: CKO_SECRET_KEY,
+                CKA_KEY_TYPE: CKK_AES,
+                CKA_VALUE_LEN: 32,
+                CKA_TOKEN: False,
+                CKA_PRIVATE: True,
+                CKA_SENSITIVE: False,
+                CKA_EXTRACTABLE: True,
+                CKA_WRAP: True,
+                CKA_UNWRAP: True,
+                CKA_ENCRYPT: True,
+                CKA_DECRYPT: True,
+                CKA_LABEL: "attacker-own",
+            },
+        )
         if rv != 0:
             raise SystemExit(f"cannot generate the attacker's own AES key: {ckr(rv)}")
         return h, get(s, h, CKA_VALUE)[1]
 
     def offline_unwrap(self, own_value: bytes, blob: bytes) -> bytes | None:
         from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap_with_padding
+
         try:
             return aes_key_unwrap_with_padding(own_value, blob)
         except InvalidUnwrap:
@@ -438,9 +528,11 @@ class Attacker:
     def oracle_leak(self, s: int, key: int, kind: str) -> tuple[bool, str]:
         """If `key` (a domain key or a copy of it) decrypts with AES-ECB, unwrap every blob wrapped
         under the matching domain key outside the token."""
+
         def block(data: bytes) -> bytes | None:
             rv, out = decrypt(s, CKM_AES_ECB, key, data)
             return out if rv == 0 else None
+
         for _, blob_kind, blob in self.blobs:
             if blob_kind != kind and kind != "*":
                 continue
@@ -457,11 +549,18 @@ class Attacker:
                 continue
             h = k["priv"]
             info = {"label": k["label"]}
-            for name, attr in (("CKA_SENSITIVE", CKA_SENSITIVE), ("CKA_WRAP_WITH_TRUSTED", CKA_WRAP_WITH_TRUSTED),
-                               ("CKA_EXTRACTABLE", CKA_EXTRACTABLE), ("CKA_PRIVATE", CKA_PRIVATE),
-                               ("CKA_TOKEN", CKA_TOKEN), ("CKA_SIGN", CKA_SIGN),
-                               ("CKA_DECRYPT", CKA_DECRYPT), ("CKA_ENCRYPT", CKA_ENCRYPT),
-                               ("CKA_MODIFIABLE", CKA_MODIFIABLE), ("CKA_COPYABLE", CKA_COPYABLE)):
+            for name, attr in (
+                ("CKA_SENSITIVE", CKA_SENSITIVE),
+                ("CKA_WRAP_WITH_TRUSTED", CKA_WRAP_WITH_TRUSTED),
+                ("CKA_EXTRACTABLE", CKA_EXTRACTABLE),
+                ("CKA_PRIVATE", CKA_PRIVATE),
+                ("CKA_TOKEN", CKA_TOKEN),
+                ("CKA_SIGN", CKA_SIGN),
+                ("CKA_DECRYPT", CKA_DECRYPT),
+                ("CKA_ENCRYPT", CKA_ENCRYPT),
+                ("CKA_MODIFIABLE", CKA_MODIFIABLE),
+                ("CKA_COPYABLE", CKA_COPYABLE),
+            ):
                 info[name] = get_bool(s, h, attr)
             info["CKA_ID"] = (get(s, h, CKA_ID)[1] or b"").hex()
             info["CKA_LABEL"] = (get(s, h, CKA_LABEL)[1] or b"").decode(errors="replace")
@@ -469,8 +568,11 @@ class Attacker:
             if kind == "rsa":
                 n, e = get(s, k["pub"], CKA_MODULUS)[1], get(s, k["pub"], CKA_PUBLIC_EXPONENT)[1]
                 self.truth.rsa_n, self.truth.rsa_e = int.from_bytes(n, "big"), int.from_bytes(e, "big")
-                info.update(modulus=n.hex(), public_exponent=e.hex(),
-                            private_modulus=(get(s, h, CKA_MODULUS)[1] or b"").hex())
+                info.update(
+                    modulus=n.hex(),
+                    public_exponent=e.hex(),
+                    private_modulus=(get(s, h, CKA_MODULUS)[1] or b"").hex(),
+                )
                 rv, sig = sign(s, CKM_SHA256_RSA_PKCS, h, data)
                 info.update(sign_rv=ckr(rv), data=data.hex(), signature=(sig or b"").hex())
             elif kind == "ec":
@@ -480,6 +582,7 @@ class Attacker:
                 self.truth.ec_point = raw
                 info.update(ec_point=raw.hex(), ec_params=(get(s, k["pub"], CKA_EC_PARAMS)[1] or b"").hex())
                 import hashlib
+
                 rv, sig = sign(s, CKM_ECDSA, h, hashlib.sha256(data).digest())
                 info.update(sign_rv=ckr(rv), data=data.hex(), signature=(sig or b"").hex())
             elif kind == "aes":
@@ -495,18 +598,30 @@ class Attacker:
 
     def describe_domain_keys(self, s: int, handles: list[int]) -> None:
         for h in handles:
-            info = {"CKA_ID": (get(s, h, CKA_ID)[1] or b"").hex(),
-                    "CKA_LABEL": (get(s, h, CKA_LABEL)[1] or b"").decode(errors="replace")}
-            for name, attr in (("CKA_PRIVATE", CKA_PRIVATE), ("CKA_SENSITIVE", CKA_SENSITIVE),
-                               ("CKA_EXTRACTABLE", CKA_EXTRACTABLE), ("CKA_MODIFIABLE", CKA_MODIFIABLE),
-                               ("CKA_COPYABLE", CKA_COPYABLE), ("CKA_DESTROYABLE", CKA_DESTROYABLE),
-                               ("CKA_ENCRYPT", CKA_ENCRYPT), ("CKA_DECRYPT", CKA_DECRYPT),
-                               ("CKA_SIGN", CKA_SIGN), ("CKA_VERIFY", CKA_VERIFY),
-                               ("CKA_DERIVE", CKA_DERIVE), ("CKA_WRAP", CKA_WRAP),
-                               ("CKA_UNWRAP", CKA_UNWRAP)):
+            info = {
+                "CKA_ID": (get(s, h, CKA_ID)[1] or b"").hex(),
+                "CKA_LABEL": (get(s, h, CKA_LABEL)[1] or b"").decode(errors="replace"),
+            }
+            for name, attr in (
+                ("CKA_PRIVATE", CKA_PRIVATE),
+                ("CKA_SENSITIVE", CKA_SENSITIVE),
+                ("CKA_EXTRACTABLE", CKA_EXTRACTABLE),
+                ("CKA_MODIFIABLE", CKA_MODIFIABLE),
+                ("CKA_COPYABLE", CKA_COPYABLE),
+                ("CKA_DESTROYABLE", CKA_DESTROYABLE),
+                ("CKA_ENCRYPT", CKA_ENCRYPT),
+                ("CKA_DECRYPT", CKA_DECRYPT),
+                ("CKA_SIGN", CKA_SIGN),
+                ("CKA_VERIFY", CKA_VERIFY),
+                ("CKA_DERIVE", CKA_DERIVE),
+                ("CKA_WRAP", CKA_WRAP),
+                ("CKA_UNWRAP", CKA_UNWRAP),
+            ):
                 info[name] = get_bool(s, h, attr)
             rv, tmpl = get(s, h, CKA_UNWRAP_TEMPLATE)
-            info["CKA_UNWRAP_TEMPLATE"] = ckr(rv) if rv else f"{len(tmpl or b'') // ctypes.sizeof(CK_ATTRIBUTE)} attribute(s)"
+            info["CKA_UNWRAP_TEMPLATE"] = (
+                ckr(rv) if rv else f"{len(tmpl or b'') // ctypes.sizeof(CK_ATTRIBUTE)} attribute(s)"
+            )
             self.out["domain_keys"].append(info)
             self.dk_ids.append(get(s, h, CKA_ID)[1] or b"")
 
@@ -525,8 +640,14 @@ class Attacker:
             for kind in kinds:
                 for name, attr in self.secret_attrs(kind):
                     rv, value = get(s, keys[kind]["priv"], attr)
-                    self.record("3", f"read {name} of HA {kind} key", "user", rv,
-                                leaked=rv == 0 and self.truth.any_material(kind, value), key=kind)
+                    self.record(
+                        "3",
+                        f"read {name} of HA {kind} key",
+                        "user",
+                        rv,
+                        leaked=rv == 0 and self.truth.any_material(kind, value),
+                        key=kind,
+                    )
 
             # 2. wrap the HA keys under the user's own (untrusted) AES key
             for kind in kinds:
@@ -540,8 +661,15 @@ class Attacker:
                     priv = keys[kind]["priv"]
                     cls, ktype = self.key_class(kind)
                     rv, blob = wrap(s, CKM_AES_KEY_WRAP_PAD, dk, priv)
-                    self.record("1a", f"wrap HA {kind} key under domain key #{i} (KWP)", "user", rv,
-                                key=kind, dk=i, allowed=True)
+                    self.record(
+                        "1a",
+                        f"wrap HA {kind} key under domain key #{i} (KWP)",
+                        "user",
+                        rv,
+                        key=kind,
+                        dk=i,
+                        allowed=True,
+                    )
                     if rv != 0:
                         continue
                     self.blobs.append((i, kind, blob))
@@ -578,15 +706,19 @@ class Attacker:
             # 7. wrap the domain keys themselves
             for i, dk in enumerate(dks):
                 for what, wrapping in [("own AES key", own), ("itself", dk)] + [
-                        (f"domain key #{j}", other) for j, other in enumerate(dks) if other != dk]:
+                    (f"domain key #{j}", other) for j, other in enumerate(dks) if other != dk
+                ]:
                     for mech_name, mech in (("KWP", CKM_AES_KEY_WRAP_PAD), ("KW", CKM_AES_KEY_WRAP)):
                         rv, blob = wrap(s, mech, wrapping, dk)
                         leaked = False
                         if rv == 0 and wrapping == own:
-                            raw = self.offline_unwrap(own_value, blob) if mech == CKM_AES_KEY_WRAP_PAD else None
+                            raw = (
+                                self.offline_unwrap(own_value, blob) if mech == CKM_AES_KEY_WRAP_PAD else None
+                            )
                             leaked = bool(raw) and len(raw) == 32
-                        self.record("7", f"wrap domain key #{i} under {what} ({mech_name})", "user", rv,
-                                    leaked, dk=i)
+                        self.record(
+                            "7", f"wrap domain key #{i} under {what} ({mech_name})", "user", rv, leaked, dk=i
+                        )
 
             # 8. make a trusted key of one's own
             self.trusted_attacks(s, own, "user")
@@ -603,16 +735,30 @@ class Attacker:
         the HA slot kept (made under the private family) unwrapped with the public family's key
         of the same kind, with everything that key's unwrap template asks: no key may come out."""
         by_id = {bytes(key_id): i for i, key_id in enumerate(self.dk_ids)}
-        mine = {CKA_CLASS: CKO_SECRET_KEY, CKA_KEY_TYPE: CKK_AES, CKA_VALUE_LEN: 32, CKA_TOKEN: False,
-                CKA_PRIVATE: True, CKA_SENSITIVE: True, CKA_EXTRACTABLE: True, CKA_WRAP_WITH_TRUSTED: True,
-                CKA_ENCRYPT: True, CKA_LABEL: "attacker-private"}
+        mine = {
+            CKA_CLASS: CKO_SECRET_KEY,
+            CKA_KEY_TYPE: CKK_AES,
+            CKA_VALUE_LEN: 32,
+            CKA_TOKEN: False,
+            CKA_PRIVATE: True,
+            CKA_SENSITIVE: True,
+            CKA_EXTRACTABLE: True,
+            CKA_WRAP_WITH_TRUSTED: True,
+            CKA_ENCRYPT: True,
+            CKA_LABEL: "attacker-private",
+        }
         rv, private_own = generate(s, CKM_AES_KEY_GEN, mine)
         for key_id, i in by_id.items():
             if not key_id.endswith(b"/aespub") or rv != 0:
                 continue
             rv2, blob = wrap(s, CKM_AES_KEY_WRAP_PAD, dks[i], private_own)
-            self.record("12a", f"wrap a private AES key of one's own under domain key #{i} "
-                        "(public family)", "user", rv2, dk=i)
+            self.record(
+                "12a",
+                f"wrap a private AES key of one's own under domain key #{i} (public family)",
+                "user",
+                rv2,
+                dk=i,
+            )
         for label, generation, blob in self.kept:
             kind = kind_of.get(label)
             if kind is None:
@@ -622,103 +768,230 @@ class Attacker:
             if named not in by_id:
                 continue
             i = by_id[named]
-            rv2, h = unwrap(s, CKM_AES_KEY_WRAP_PAD, dks[i], blob,
-                            {CKA_CLASS: cls, CKA_KEY_TYPE: ktype, CKA_TOKEN: False, CKA_PRIVATE: False,
-                             CKA_SENSITIVE: True, CKA_WRAP_WITH_TRUSTED: True, CKA_EXTRACTABLE: True})
-            self.record("12b", f"unwrap the kept {kind} blob with domain key #{i} (public family) as a "
-                        "public key", "user", rv2, key=kind, dk=i)
+            rv2, h = unwrap(
+                s,
+                CKM_AES_KEY_WRAP_PAD,
+                dks[i],
+                blob,
+                {
+                    CKA_CLASS: cls,
+                    CKA_KEY_TYPE: ktype,
+                    CKA_TOKEN: False,
+                    CKA_PRIVATE: False,
+                    CKA_SENSITIVE: True,
+                    CKA_WRAP_WITH_TRUSTED: True,
+                    CKA_EXTRACTABLE: True,
+                },
+            )
+            self.record(
+                "12b",
+                f"unwrap the kept {kind} blob with domain key #{i} (public family) as a public key",
+                "user",
+                rv2,
+                key=kind,
+                dk=i,
+            )
 
     def unwrap_attacks(self, s, dk, i, kind, cls, ktype, blob, own, own_value) -> None:
         base = {CKA_CLASS: cls, CKA_KEY_TYPE: ktype, CKA_TOKEN: False}
         # 1b: the classic: unwrap in the clear
-        rv, h = unwrap(s, CKM_AES_KEY_WRAP_PAD, dk, blob,
-                       {**base, CKA_SENSITIVE: False, CKA_EXTRACTABLE: True})
+        rv, h = unwrap(
+            s, CKM_AES_KEY_WRAP_PAD, dk, blob, {**base, CKA_SENSITIVE: False, CKA_EXTRACTABLE: True}
+        )
         leaked, which = self.read_secret(s, h, kind) if rv == 0 else (False, "")
-        self.record("1b", f"unwrap {kind} blob from domain key #{i} with SENSITIVE=FALSE, EXTRACTABLE=TRUE",
-                    "user", rv, leaked, which, key=kind, dk=i)
+        self.record(
+            "1b",
+            f"unwrap {kind} blob from domain key #{i} with SENSITIVE=FALSE, EXTRACTABLE=TRUE",
+            "user",
+            rv,
+            leaked,
+            which,
+            key=kind,
+            dk=i,
+        )
         # 1b': same, attributes not named at all (token defaults)
         rv, h = unwrap(s, CKM_AES_KEY_WRAP_PAD, dk, blob, dict(base))
         leaked, which = self.read_secret(s, h, kind) if rv == 0 else (False, "")
-        self.record("1b", f"unwrap {kind} blob from domain key #{i} with a bare template", "user", rv,
-                    leaked, which, key=kind, dk=i)
+        self.record(
+            "1b",
+            f"unwrap {kind} blob from domain key #{i} with a bare template",
+            "user",
+            rv,
+            leaked,
+            which,
+            key=kind,
+            dk=i,
+        )
         # 1c: sensitive, but free to wrap under anything; then wrap under own key, decrypt outside
-        rv, h = unwrap(s, CKM_AES_KEY_WRAP_PAD, dk, blob,
-                       {**base, CKA_SENSITIVE: True, CKA_EXTRACTABLE: True, CKA_WRAP_WITH_TRUSTED: False})
+        rv, h = unwrap(
+            s,
+            CKM_AES_KEY_WRAP_PAD,
+            dk,
+            blob,
+            {**base, CKA_SENSITIVE: True, CKA_EXTRACTABLE: True, CKA_WRAP_WITH_TRUSTED: False},
+        )
         leaked, detail = False, ""
         if rv == 0:
             rv2, blob2 = wrap(s, CKM_AES_KEY_WRAP_PAD, own, h)
             detail = f"then wrap under own key: {ckr(rv2)}"
             if rv2 == 0:
                 leaked = self.truth.any_material(kind, self.offline_unwrap(own_value, blob2))
-        self.record("1c", f"unwrap {kind} blob from domain key #{i} with WRAP_WITH_TRUSTED=FALSE", "user",
-                    rv, leaked, detail, key=kind, dk=i)
+        self.record(
+            "1c",
+            f"unwrap {kind} blob from domain key #{i} with WRAP_WITH_TRUSTED=FALSE",
+            "user",
+            rv,
+            leaked,
+            detail,
+            key=kind,
+            dk=i,
+        )
         # 1d: as another class: a generic secret whose CKA_VALUE is the key (PKCS#8 or raw)
         gen = {CKA_CLASS: CKO_SECRET_KEY, CKA_KEY_TYPE: CKK_GENERIC_SECRET, CKA_TOKEN: False}
         if kind != "aes":
-            rv, h = unwrap(s, CKM_AES_KEY_WRAP_PAD, dk, blob, {**gen, CKA_SENSITIVE: False, CKA_EXTRACTABLE: True})
+            rv, h = unwrap(
+                s, CKM_AES_KEY_WRAP_PAD, dk, blob, {**gen, CKA_SENSITIVE: False, CKA_EXTRACTABLE: True}
+            )
             leaked, which = self.read_secret(s, h, kind) if rv == 0 else (False, "")
-            self.record("1d", f"unwrap {kind} blob from domain key #{i} as CKO_SECRET_KEY/CKK_GENERIC_SECRET, "
-                        "SENSITIVE=FALSE", "user", rv, leaked, which, key=kind, dk=i)
-            rv, h = unwrap(s, CKM_AES_KEY_WRAP_PAD, dk, blob, {**gen, CKA_SENSITIVE: True, CKA_PRIVATE: True,
-                                                               CKA_WRAP_WITH_TRUSTED: True})
-            self.record("1d", f"unwrap {kind} blob from domain key #{i} as CKO_SECRET_KEY/CKK_GENERIC_SECRET, "
-                        "SENSITIVE=TRUE, WRAP_WITH_TRUSTED=TRUE", "user", rv, key=kind, dk=i)
+            self.record(
+                "1d",
+                f"unwrap {kind} blob from domain key #{i} as CKO_SECRET_KEY/CKK_GENERIC_SECRET, "
+                "SENSITIVE=FALSE",
+                "user",
+                rv,
+                leaked,
+                which,
+                key=kind,
+                dk=i,
+            )
+            rv, h = unwrap(
+                s,
+                CKM_AES_KEY_WRAP_PAD,
+                dk,
+                blob,
+                {**gen, CKA_SENSITIVE: True, CKA_PRIVATE: True, CKA_WRAP_WITH_TRUSTED: True},
+            )
+            self.record(
+                "1d",
+                f"unwrap {kind} blob from domain key #{i} as CKO_SECRET_KEY/CKK_GENERIC_SECRET, "
+                "SENSITIVE=TRUE, WRAP_WITH_TRUSTED=TRUE",
+                "user",
+                rv,
+                key=kind,
+                dk=i,
+            )
         else:
-            rv, h = unwrap(s, CKM_AES_KEY_WRAP_PAD, dk, blob, {**gen, CKA_SENSITIVE: False, CKA_EXTRACTABLE: True})
+            rv, h = unwrap(
+                s, CKM_AES_KEY_WRAP_PAD, dk, blob, {**gen, CKA_SENSITIVE: False, CKA_EXTRACTABLE: True}
+            )
             leaked = False
             if rv == 0:
                 v = get(s, h, CKA_VALUE)[1]
                 leaked = self.truth.any_material("aes", v)
-            self.record("1d", f"unwrap aes blob from domain key #{i} as CKK_GENERIC_SECRET, SENSITIVE=FALSE",
-                        "user", rv, leaked, key=kind, dk=i)
+            self.record(
+                "1d",
+                f"unwrap aes blob from domain key #{i} as CKK_GENERIC_SECRET, SENSITIVE=FALSE",
+                "user",
+                rv,
+                leaked,
+                key=kind,
+                dk=i,
+            )
         # 1e: an RSA/EC blob as the other private key type, an AES blob as a private key
-        other = {"rsa": (CKO_PRIVATE_KEY, CKK_EC), "ec": (CKO_PRIVATE_KEY, CKK_RSA),
-                 "aes": (CKO_PRIVATE_KEY, CKK_RSA)}[kind]
-        rv, h = unwrap(s, CKM_AES_KEY_WRAP_PAD, dk, blob,
-                       {CKA_CLASS: other[0], CKA_KEY_TYPE: other[1], CKA_TOKEN: False, CKA_SENSITIVE: True,
-                        CKA_PRIVATE: True, CKA_WRAP_WITH_TRUSTED: True})
-        self.record("1e", f"unwrap {kind} blob from domain key #{i} as class {other[0]} key type {other[1]}",
-                    "user", rv, key=kind, dk=i)
+        other = {
+            "rsa": (CKO_PRIVATE_KEY, CKK_EC),
+            "ec": (CKO_PRIVATE_KEY, CKK_RSA),
+            "aes": (CKO_PRIVATE_KEY, CKK_RSA),
+        }[kind]
+        rv, h = unwrap(
+            s,
+            CKM_AES_KEY_WRAP_PAD,
+            dk,
+            blob,
+            {
+                CKA_CLASS: other[0],
+                CKA_KEY_TYPE: other[1],
+                CKA_TOKEN: False,
+                CKA_SENSITIVE: True,
+                CKA_PRIVATE: True,
+                CKA_WRAP_WITH_TRUSTED: True,
+            },
+        )
+        self.record(
+            "1e",
+            f"unwrap {kind} blob from domain key #{i} as class {other[0]} key type {other[1]}",
+            "user",
+            rv,
+            key=kind,
+            dk=i,
+        )
         # 1g: the compliant unwrap replication itself uses: allowed; the copy must stay locked
-        rv, h = unwrap(s, CKM_AES_KEY_WRAP_PAD, dk, blob,
-                       {**base, CKA_SENSITIVE: True, CKA_PRIVATE: True, CKA_EXTRACTABLE: True,
-                        CKA_WRAP_WITH_TRUSTED: True})
-        self.record("1g", f"compliant unwrap of {kind} blob from domain key #{i} (info)", "user", rv,
-                    key=kind, dk=i, allowed=True)
+        rv, h = unwrap(
+            s,
+            CKM_AES_KEY_WRAP_PAD,
+            dk,
+            blob,
+            {
+                **base,
+                CKA_SENSITIVE: True,
+                CKA_PRIVATE: True,
+                CKA_EXTRACTABLE: True,
+                CKA_WRAP_WITH_TRUSTED: True,
+            },
+        )
+        self.record(
+            "1g",
+            f"compliant unwrap of {kind} blob from domain key #{i} (info)",
+            "user",
+            rv,
+            key=kind,
+            dk=i,
+            allowed=True,
+        )
         if rv == 0:
             self.loosen_one(s, h, kind, own, own_value, f"compliant session copy of HA {kind} key")
 
     def loosen_one(self, s, h, kind, own, own_value, what) -> None:
         """10: try to make a locked key readable or wrappable: set or copy with weaker flags."""
-        for name, attrs in (("SENSITIVE=FALSE", {CKA_SENSITIVE: False}),
-                            ("WRAP_WITH_TRUSTED=FALSE", {CKA_WRAP_WITH_TRUSTED: False})):
+        for name, attrs in (
+            ("SENSITIVE=FALSE", {CKA_SENSITIVE: False}),
+            ("WRAP_WITH_TRUSTED=FALSE", {CKA_WRAP_WITH_TRUSTED: False}),
+        ):
             rv = set_attr(s, h, attrs)
             leaked = False
             if rv == 0:
                 leaked, _ = self.read_secret(s, h, kind)
                 rv2, blob = wrap(s, CKM_AES_KEY_WRAP_PAD, own, h)
-                leaked = leaked or (rv2 == 0 and self.truth.any_material(kind, self.offline_unwrap(own_value, blob)))
+                leaked = leaked or (
+                    rv2 == 0 and self.truth.any_material(kind, self.offline_unwrap(own_value, blob))
+                )
             self.record("10", f"set {name} on {what}", "user", rv, leaked, key=kind)
             rv, c = copy(s, h, {CKA_TOKEN: False, **attrs})
             leaked = False
             if rv == 0:
                 leaked, _ = self.read_secret(s, c, kind)
                 rv2, blob = wrap(s, CKM_AES_KEY_WRAP_PAD, own, c)
-                leaked = leaked or (rv2 == 0 and self.truth.any_material(kind, self.offline_unwrap(own_value, blob)))
+                leaked = leaked or (
+                    rv2 == 0 and self.truth.any_material(kind, self.offline_unwrap(own_value, blob))
+                )
             self.record("10", f"copy {what} with {name}", "user", rv, leaked, key=kind)
 
     def usage_attacks(self, s, dk, i, who) -> None:
         zero_iv = bytes(16)
         for name, fn, mech, param in (
-                ("C_Encrypt CKM_AES_ECB", encrypt, CKM_AES_ECB, None),
-                ("C_Encrypt CKM_AES_CBC_PAD", encrypt, CKM_AES_CBC_PAD, zero_iv),
-                ("C_Decrypt CKM_AES_ECB", decrypt, CKM_AES_ECB, None),
-                ("C_Decrypt CKM_AES_CBC", decrypt, CKM_AES_CBC, zero_iv),
-                ("C_Decrypt CKM_AES_KEY_WRAP_PAD", decrypt, CKM_AES_KEY_WRAP_PAD, None),
-                ("C_Sign CKM_AES_CMAC", sign, CKM_AES_CMAC, None),
-                ("C_Sign CKM_SHA256_HMAC", sign, CKM_SHA256_HMAC, None)):
-            data = self.blobs[0][2][:16] if self.blobs and fn is decrypt and mech != CKM_AES_KEY_WRAP_PAD \
+            ("C_Encrypt CKM_AES_ECB", encrypt, CKM_AES_ECB, None),
+            ("C_Encrypt CKM_AES_CBC_PAD", encrypt, CKM_AES_CBC_PAD, zero_iv),
+            ("C_Decrypt CKM_AES_ECB", decrypt, CKM_AES_ECB, None),
+            ("C_Decrypt CKM_AES_CBC", decrypt, CKM_AES_CBC, zero_iv),
+            ("C_Decrypt CKM_AES_KEY_WRAP_PAD", decrypt, CKM_AES_KEY_WRAP_PAD, None),
+            ("C_Sign CKM_AES_CMAC", sign, CKM_AES_CMAC, None),
+            ("C_Sign CKM_SHA256_HMAC", sign, CKM_SHA256_HMAC, None),
+        ):
+            data = (
+                self.blobs[0][2][:16]
+                if self.blobs and fn is decrypt and mech != CKM_AES_KEY_WRAP_PAD
                 else (self.blobs[0][2] if self.blobs and mech == CKM_AES_KEY_WRAP_PAD else bytes(16))
+            )
             rv, out = fn(s, mech, dk, data, param)
             leaked, detail = False, ""
             if rv == 0 and fn is decrypt:
@@ -730,21 +1003,33 @@ class Attacker:
         data = CK_KEY_DERIVATION_STRING_DATA()
         buf = ctypes.create_string_buffer(bytes(16), 16)
         data.pData, data.ulLen = ctypes.addressof(buf), 16
-        rv, h = derive(s, CKM_AES_ECB_ENCRYPT_DATA, dk, data,
-                       {CKA_CLASS: CKO_SECRET_KEY, CKA_KEY_TYPE: CKK_GENERIC_SECRET, CKA_VALUE_LEN: 16,
-                        CKA_TOKEN: False, CKA_SENSITIVE: False, CKA_EXTRACTABLE: True})
+        rv, h = derive(
+            s,
+            CKM_AES_ECB_ENCRYPT_DATA,
+            dk,
+            data,
+            {
+                CKA_CLASS: CKO_SECRET_KEY,
+                CKA_KEY_TYPE: CKK_GENERIC_SECRET,
+                CKA_VALUE_LEN: 16,
+                CKA_TOKEN: False,
+                CKA_SENSITIVE: False,
+                CKA_EXTRACTABLE: True,
+            },
+        )
         self.record("5", f"C_DeriveKey CKM_AES_ECB_ENCRYPT_DATA with domain key #{i}", who, rv, dk=i)
 
     def copy_attacks(self, s, dk, i, who) -> None:
-        for name, attrs in (("label changed", {CKA_LABEL: "attacker copy"}),
-                            ("CKA_PRIVATE=TRUE", {CKA_PRIVATE: True}),
-                            ("CKA_PRIVATE=FALSE", {CKA_PRIVATE: False}),
-                            ("no template", {}),
-                            ("CKA_UNWRAP_TEMPLATE emptied", {CKA_UNWRAP_TEMPLATE: {}}),
-                            ("CKA_DECRYPT=TRUE", {CKA_DECRYPT: True}),
-                            ("CKA_EXTRACTABLE=TRUE", {CKA_EXTRACTABLE: True}),
-                            ("CKA_DESTROYABLE=TRUE, MODIFIABLE=TRUE", {CKA_DESTROYABLE: True,
-                                                                       CKA_MODIFIABLE: True})):
+        for name, attrs in (
+            ("label changed", {CKA_LABEL: "attacker copy"}),
+            ("CKA_PRIVATE=TRUE", {CKA_PRIVATE: True}),
+            ("CKA_PRIVATE=FALSE", {CKA_PRIVATE: False}),
+            ("no template", {}),
+            ("CKA_UNWRAP_TEMPLATE emptied", {CKA_UNWRAP_TEMPLATE: {}}),
+            ("CKA_DECRYPT=TRUE", {CKA_DECRYPT: True}),
+            ("CKA_EXTRACTABLE=TRUE", {CKA_EXTRACTABLE: True}),
+            ("CKA_DESTROYABLE=TRUE, MODIFIABLE=TRUE", {CKA_DESTROYABLE: True, CKA_MODIFIABLE: True}),
+        ):
             rv, c = copy(s, dk, {CKA_TOKEN: False, **attrs})
             leaked, detail = False, ""
             if rv == 0:  # what can the copy do that the original cannot?
@@ -753,10 +1038,20 @@ class Attacker:
                     if kind_i != i:
                         continue
                     cls, ktype = self.key_class(kind)
-                    rv2, h = unwrap(s, CKM_AES_KEY_WRAP_PAD, c, blob,
-                                    {CKA_CLASS: cls, CKA_KEY_TYPE: ktype, CKA_TOKEN: False,
-                                     CKA_PRIVATE: who == "user", CKA_SENSITIVE: False,
-                                     CKA_EXTRACTABLE: True})
+                    rv2, h = unwrap(
+                        s,
+                        CKM_AES_KEY_WRAP_PAD,
+                        c,
+                        blob,
+                        {
+                            CKA_CLASS: cls,
+                            CKA_KEY_TYPE: ktype,
+                            CKA_TOKEN: False,
+                            CKA_PRIVATE: who == "user",
+                            CKA_SENSITIVE: False,
+                            CKA_EXTRACTABLE: True,
+                        },
+                    )
                     if rv2 == 0:
                         ok, which = self.read_secret(s, h, kind)
                         if ok:
@@ -767,16 +1062,38 @@ class Attacker:
 
     def trusted_attacks(self, s, own, who) -> None:
         if own:
-            self.record("8", "set CKA_TRUSTED=TRUE on own AES key", who, set_attr(s, own, {CKA_TRUSTED: True}))
+            self.record(
+                "8", "set CKA_TRUSTED=TRUE on own AES key", who, set_attr(s, own, {CKA_TRUSTED: True})
+            )
             rv, _ = copy(s, own, {CKA_TOKEN: False, CKA_TRUSTED: True})
             self.record("8", "copy own AES key with CKA_TRUSTED=TRUE", who, rv)
-        rv, _ = create(s, {CKA_CLASS: CKO_SECRET_KEY, CKA_KEY_TYPE: CKK_AES, CKA_VALUE: bytes(range(32)),
-                           CKA_TOKEN: False, CKA_PRIVATE: who == "user", CKA_TRUSTED: True,
-                           CKA_WRAP: True, CKA_UNWRAP: True})
+        rv, _ = create(
+            s,
+            {
+                CKA_CLASS: CKO_SECRET_KEY,
+                CKA_KEY_TYPE: CKK_AES,
+                CKA_VALUE: bytes(range(32)),
+                CKA_TOKEN: False,
+                CKA_PRIVATE: who == "user",
+                CKA_TRUSTED: True,
+                CKA_WRAP: True,
+                CKA_UNWRAP: True,
+            },
+        )
         self.record("8", "C_CreateObject AES key with CKA_TRUSTED=TRUE", who, rv)
-        rv, _ = generate(s, CKM_AES_KEY_GEN, {CKA_CLASS: CKO_SECRET_KEY, CKA_KEY_TYPE: CKK_AES, CKA_VALUE_LEN: 32,
-                                              CKA_TOKEN: False, CKA_PRIVATE: who == "user",
-                                              CKA_TRUSTED: True, CKA_WRAP: True})
+        rv, _ = generate(
+            s,
+            CKM_AES_KEY_GEN,
+            {
+                CKA_CLASS: CKO_SECRET_KEY,
+                CKA_KEY_TYPE: CKK_AES,
+                CKA_VALUE_LEN: 32,
+                CKA_TOKEN: False,
+                CKA_PRIVATE: who == "user",
+                CKA_TRUSTED: True,
+                CKA_WRAP: True,
+            },
+        )
         self.record("8", "C_GenerateKey AES key with CKA_TRUSTED=TRUE", who, rv)
 
     def loosen_attacks(self, s, keys, kinds, dks, own, own_value) -> None:
@@ -787,9 +1104,11 @@ class Attacker:
         for i, dk in enumerate(dks):
             if dk is None:
                 continue
-            for name, attrs in (("CKA_DECRYPT=TRUE", {CKA_DECRYPT: True}),
-                                ("CKA_EXTRACTABLE=TRUE", {CKA_EXTRACTABLE: True}),
-                                ("CKA_UNWRAP_TEMPLATE emptied", {CKA_UNWRAP_TEMPLATE: {}})):
+            for name, attrs in (
+                ("CKA_DECRYPT=TRUE", {CKA_DECRYPT: True}),
+                ("CKA_EXTRACTABLE=TRUE", {CKA_EXTRACTABLE: True}),
+                ("CKA_UNWRAP_TEMPLATE emptied", {CKA_UNWRAP_TEMPLATE: {}}),
+            ):
                 rv = set_attr(s, dk, attrs)
                 leaked, detail = False, ""
                 if rv == 0 and CKA_DECRYPT in attrs:
@@ -802,29 +1121,78 @@ class Attacker:
             s = session.handle
             handles = {(get(s, h, CKA_ID)[1] or b""): h for h in self.domain_keys(session)}
             dks = [handles.get(key_id) for key_id in self.dk_ids]
-            self.record("6", "domain keys visible without login", "nologin", "CKR_OK",
-                        detail=f"{len(handles)} trusted key(s) found", allowed=True)
+            self.record(
+                "6",
+                "domain keys visible without login",
+                "nologin",
+                "CKR_OK",
+                detail=f"{len(handles)} trusted key(s) found",
+                allowed=True,
+            )
             for i, kind, blob in self.blobs:
                 if dks[i] is None:
                     continue
                 cls, ktype = self.key_class(kind)
-                rv, h = unwrap(s, CKM_AES_KEY_WRAP_PAD, dks[i], blob,
-                               {CKA_CLASS: cls, CKA_KEY_TYPE: ktype, CKA_TOKEN: False, CKA_PRIVATE: False,
-                                CKA_SENSITIVE: True, CKA_WRAP_WITH_TRUSTED: True, CKA_EXTRACTABLE: True})
+                rv, h = unwrap(
+                    s,
+                    CKM_AES_KEY_WRAP_PAD,
+                    dks[i],
+                    blob,
+                    {
+                        CKA_CLASS: cls,
+                        CKA_KEY_TYPE: ktype,
+                        CKA_TOKEN: False,
+                        CKA_PRIVATE: False,
+                        CKA_SENSITIVE: True,
+                        CKA_WRAP_WITH_TRUSTED: True,
+                        CKA_EXTRACTABLE: True,
+                    },
+                )
                 detail = ""
                 if rv == 0:
                     if kind == "rsa":
-                        detail = "session key signs with no login: " + ckr(sign(s, CKM_SHA256_RSA_PKCS, h, b"x")[0])
+                        detail = "session key signs with no login: " + ckr(
+                            sign(s, CKM_SHA256_RSA_PKCS, h, b"x")[0]
+                        )
                     elif kind == "aes":
-                        detail = "session key encrypts with no login: " + ckr(encrypt(s, CKM_AES_ECB, h, bytes(16))[0])
-                self.record("1f", f"unwrap {kind} blob from domain key #{i} with CKA_PRIVATE=FALSE, no login",
-                            "nologin", rv, detail=detail, key=kind, dk=i)
-                rv, h = unwrap(s, CKM_AES_KEY_WRAP_PAD, dks[i], blob,
-                               {CKA_CLASS: cls, CKA_KEY_TYPE: ktype, CKA_TOKEN: False, CKA_PRIVATE: False,
-                                CKA_SENSITIVE: False, CKA_EXTRACTABLE: True})
+                        detail = "session key encrypts with no login: " + ckr(
+                            encrypt(s, CKM_AES_ECB, h, bytes(16))[0]
+                        )
+                self.record(
+                    "1f",
+                    f"unwrap {kind} blob from domain key #{i} with CKA_PRIVATE=FALSE, no login",
+                    "nologin",
+                    rv,
+                    detail=detail,
+                    key=kind,
+                    dk=i,
+                )
+                rv, h = unwrap(
+                    s,
+                    CKM_AES_KEY_WRAP_PAD,
+                    dks[i],
+                    blob,
+                    {
+                        CKA_CLASS: cls,
+                        CKA_KEY_TYPE: ktype,
+                        CKA_TOKEN: False,
+                        CKA_PRIVATE: False,
+                        CKA_SENSITIVE: False,
+                        CKA_EXTRACTABLE: True,
+                    },
+                )
                 leaked, which = self.read_secret(s, h, kind) if rv == 0 else (False, "")
-                self.record("1f", f"unwrap {kind} blob from domain key #{i} with CKA_PRIVATE=FALSE, "
-                            "SENSITIVE=FALSE, no login", "nologin", rv, leaked, which, key=kind, dk=i)
+                self.record(
+                    "1f",
+                    f"unwrap {kind} blob from domain key #{i} with CKA_PRIVATE=FALSE, "
+                    "SENSITIVE=FALSE, no login",
+                    "nologin",
+                    rv,
+                    leaked,
+                    which,
+                    key=kind,
+                    dk=i,
+                )
             for i, dk in enumerate(dks):
                 if dk is None:
                     continue
@@ -837,6 +1205,7 @@ class Attacker:
         """Is a domain key's value lying in the token folder? Every 32-byte window of every object
         file is tried as the key that unwraps an AES blob (RFC 5649 checks its own integrity)."""
         from cryptography.hazmat.primitives.keywrap import InvalidUnwrap, aes_key_unwrap_with_padding
+
         blobs = [b for b in self.blobs if b[1] == "aes"]
         conf = os.environ.get("SOFTHSM2_CONF", "")
         folder = ""
@@ -854,14 +1223,21 @@ class Attacker:
                     data = open(os.path.join(root, name), "rb").read()
                     for i in range(len(data) - 31):
                         try:
-                            plain = aes_key_unwrap_with_padding(data[i:i + 32], blob)
+                            plain = aes_key_unwrap_with_padding(data[i : i + 32], blob)
                         except (InvalidUnwrap, ValueError):
                             continue
                         if self.truth.aes_value(plain):
                             found = f"{name} offset {i}"
                             break
-        self.record("11", "domain key value read from the token files (file access, no PIN)", "files",
-                    "CKR_OK" if found else "NOT_FOUND", bool(found), found, allowed=True)
+        self.record(
+            "11",
+            "domain key value read from the token files (file access, no PIN)",
+            "files",
+            "CKR_OK" if found else "NOT_FOUND",
+            bool(found),
+            found,
+            allowed=True,
+        )
 
     # -------------------------------------------------------------- phases C-E: change the keys
     def _found(self, session) -> list[int | None]:
@@ -871,8 +1247,14 @@ class Attacker:
     def _destroy(self, s, dks, who, other) -> None:
         for i, dk in enumerate(dks):
             if dk is None:
-                self.record("6", f"destroy domain key #{i}", who, "NOT_TRIED",
-                            detail=f"already destroyed by the {other} session", dk=i)
+                self.record(
+                    "6",
+                    f"destroy domain key #{i}",
+                    who,
+                    "NOT_TRIED",
+                    detail=f"already destroyed by the {other} session",
+                    dk=i,
+                )
             else:
                 self.record("6", f"destroy domain key #{i}", who, destroy(s, dk), dk=i)
 
@@ -883,8 +1265,13 @@ class Attacker:
             self.domain_key_changes(s, dks)
             for i, dk in enumerate(dks):
                 if dk is not None:
-                    self.record("6", f"relabel domain key #{i}", "user",
-                                set_attr(s, dk, {CKA_LABEL: "attacker relabelled"}), dk=i)
+                    self.record(
+                        "6",
+                        f"relabel domain key #{i}",
+                        "user",
+                        set_attr(s, dk, {CKA_LABEL: "attacker relabelled"}),
+                        dk=i,
+                    )
             if self.destroy_first == "user":
                 self._destroy(s, dks, "user", "no-login")
 
@@ -893,8 +1280,13 @@ class Attacker:
             s, dks = session.handle, self._found(session)
             for i, dk in enumerate(dks):
                 if dk is not None:
-                    self.record("6", f"relabel domain key #{i}", "nologin",
-                                set_attr(s, dk, {CKA_LABEL: "no-login relabelled"}), dk=i)
+                    self.record(
+                        "6",
+                        f"relabel domain key #{i}",
+                        "nologin",
+                        set_attr(s, dk, {CKA_LABEL: "no-login relabelled"}),
+                        dk=i,
+                    )
             self._destroy(s, dks, "nologin", "user")
 
     def phase_user_destroy(self) -> None:
@@ -908,10 +1300,10 @@ class Attacker:
                 dks = self.domain_keys(session)
                 self.describe_domain_keys(session.handle, dks)
             return self.out
-        self.phase_user()           # 1-5, 7, 8, 10 on the HA keys: nothing on the token changes
-        self.token_files()          # 11
-        self.phase_nologin()        # 1f, 4, 5, 8 without login: nothing changes either
-        self.phase_user_changes()   # 10 on the domain keys, 6 relabel (+ destroy if user first)
+        self.phase_user()  # 1-5, 7, 8, 10 on the HA keys: nothing on the token changes
+        self.token_files()  # 11
+        self.phase_nologin()  # 1f, 4, 5, 8 without login: nothing changes either
+        self.phase_user_changes()  # 10 on the domain keys, 6 relabel (+ destroy if user first)
         self.phase_nologin_changes()  # 6 relabel and destroy without login
         if self.destroy_first == "nologin":
             self.phase_user_destroy()
@@ -924,16 +1316,20 @@ def main() -> None:
     parser.add_argument("--keys", default="atk-rsa,atk-ec,atk-aes")
     parser.add_argument("--destroy-first", choices=("user", "nologin"), default="nologin")
     parser.add_argument("--inspect-only", action="store_true")
-    parser.add_argument("--kept", help="a folder of the HA slot's kept keys (JSON files holding "
-                        "\"label\" and a hex \"blob\"): every blob goes through the unwrap attacks")
+    parser.add_argument(
+        "--kept",
+        help="a folder of the HA slot's kept keys (JSON files holding "
+        '"label" and a hex "blob"): every blob goes through the unwrap attacks',
+    )
     args = parser.parse_args()
     kept = []
     if args.kept:
         for path in sorted(Path(args.kept).glob("*.json")):
             record = json.loads(path.read_text())
             if record.get("blob"):
-                kept.append((record.get("label", ""), record.get("generation"),
-                             bytes.fromhex(record["blob"])))
+                kept.append(
+                    (record.get("label", ""), record.get("generation"), bytes.fromhex(record["blob"]))
+                )
     attacker = Attacker(args.member, args.keys.split(","), args.destroy_first, kept)
     json.dump(attacker.run(args.inspect_only), sys.stdout, indent=1)
     sys.stdout.write("\n")

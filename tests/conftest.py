@@ -4,6 +4,7 @@ a private state folder, and pkcs11-tool as the independent client that reads tok
 The CLI always runs as a subprocess: python-pkcs11 keeps one loaded library per path and SoftHSM2
 reads SOFTHSM2_CONF only at C_Initialize, so one process per run is the only honest isolation.
 """
+
 from __future__ import annotations
 
 import os
@@ -23,13 +24,17 @@ USER_PIN, SO_PIN = "1234", "5678"  # ckdemo's documented defaults (ckdemo/provis
 MEMBERS = ("member1", "member2", "member3")
 TIMEOUT_S = 120
 
+
 def clean_env(**extra: str) -> dict[str, str]:
     """os.environ without what a developer's shell may carry to point ckdemo or SoftHSM elsewhere
     (CKDEMO_HOME, CKDEMO_MODULE, CKDEMO_USER_PIN, ..., SOFTHSM2_CONF), plus `extra`. COLUMNS and
     LINES go too: they would override a pseudo-terminal's size (pytest-xdist workers carry
     COLUMNS=80, which cut the progress lines the terminal tests read)."""
-    env = {k: v for k, v in os.environ.items()
-           if not k.startswith("CKDEMO_") and k not in ("SOFTHSM2_CONF", "COLUMNS", "LINES")}
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("CKDEMO_") and k not in ("SOFTHSM2_CONF", "COLUMNS", "LINES")
+    }
     env.update(extra)
     return env
 
@@ -43,7 +48,9 @@ def assert_pins_hidden(text: str, *pins: str) -> None:
     """No PIN appears as a word of its own (a hex serial may contain '1234'); masks do appear."""
     for pin in pins:
         found = re.search(rf"(?<![0-9A-Za-z]){re.escape(pin)}(?![0-9A-Za-z])", text)
-        assert found is None, f"PIN {pin!r} visible: ...{text[max(0, found.start() - 80):found.end() + 20]!r}"
+        assert found is None, (
+            f"PIN {pin!r} visible: ...{text[max(0, found.start() - 80) : found.end() + 20]!r}"
+        )
     assert "****" in text
 
 
@@ -63,6 +70,7 @@ def pytest_configure(config) -> None:
         return
     import compileall
     import importlib.util
+
     spec = importlib.util.find_spec("ckdemo")
     for folder in spec.submodule_search_locations if spec else []:
         compileall.compile_dir(folder, quiet=2)
@@ -74,8 +82,15 @@ def pytest_configure(config) -> None:
 # tests that build on an earlier test's objects (test_serve.py, test_serve_clients.py) keep their
 # order. These modules hold a test of 10 s or more (serial, 2 cores) that no worker can share:
 # they start first, so that none of them starts last and leaves the other workers idle at the end.
-LONGEST_FIRST = ("test_fuzz.py", "test_hostile_serve.py", "test_remote.py", "test_difftest.py",
-                 "test_bad_input_sweep.py", "test_crash_consistency.py", "test_interrupt.py")
+LONGEST_FIRST = (
+    "test_fuzz.py",
+    "test_hostile_serve.py",
+    "test_remote.py",
+    "test_difftest.py",
+    "test_bad_input_sweep.py",
+    "test_crash_consistency.py",
+    "test_interrupt.py",
+)
 
 
 @pytest.hookimpl(optionalhook=True, tryfirst=True)
@@ -105,7 +120,8 @@ def pytest_xdist_make_scheduler(config, log):
 
 requires_softhsm = pytest.mark.skipif(
     not (os.path.exists(SOFTHSM_LIB) and shutil.which("softhsm2-util") and shutil.which("pkcs11-tool")),
-    reason="SoftHSM2 (libsofthsm2.so, softhsm2-util) or OpenSC pkcs11-tool is not installed")
+    reason="SoftHSM2 (libsofthsm2.so, softhsm2-util) or OpenSC pkcs11-tool is not installed",
+)
 # CLI test modules: `from conftest import requires_softhsm` then `pytestmark = requires_softhsm`.
 
 
@@ -122,12 +138,25 @@ def run_ckdemo(ckdemo_bin) -> Callable[..., subprocess.CompletedProcess]:
 
     home=None leaves --home out (to test CKDEMO_HOME); env adds variables to a clean environment.
     """
-    def run(home: Path | None, *args: str, input: str | None = None,
-            env: dict[str, str] | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+
+    def run(
+        home: Path | None,
+        *args: str,
+        input: str | None = None,
+        env: dict[str, str] | None = None,
+        cwd: Path | None = None,
+    ) -> subprocess.CompletedProcess:
         command = [str(ckdemo_bin)] + (["--home", str(home)] if home is not None else []) + list(args)
-        return subprocess.run(command, input=input, capture_output=True, text=True,
-                              timeout=TIMEOUT_S, env=clean_env(**(env or {})),
-                              cwd=cwd or _existing_parent(home))
+        return subprocess.run(
+            command,
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT_S,
+            env=clean_env(**(env or {})),
+            cwd=cwd or _existing_parent(home),
+        )
+
     return run
 
 
@@ -142,10 +171,12 @@ def _existing_parent(home: Path | None) -> Path | None:
 def menu(run_ckdemo) -> Callable[..., tuple[int, str]]:
     """menu(home, *script_parts) -> (exit code, transcript): the parts, each dedented, typed into
     `ckdemo --home HOME run -`; never a traceback."""
+
     def replay(home: Path, *parts: str) -> tuple[int, str]:
         done = run_ckdemo(home, "run", "-", input="".join(dedent(part) for part in parts))
         no_traceback(done.stdout, done.stderr)
         return done.returncode, done.stdout
+
     return replay
 
 
@@ -175,6 +206,7 @@ def provisioner(run_ckdemo, templates: Path | None = None) -> Callable[..., Path
             made[args] = init(templates / f"home{len(made)}", *args)
         copy_home(made[args], home)
         return home
+
     return make
 
 
@@ -188,7 +220,9 @@ def copy_home(template: Path, home: Path) -> None:
     for name in HOME_PATH_FILES:
         path = home / name
         text = path.read_text()
-        assert text.count(old) == 1, f"{name} no longer names its home once: a template copy would be wrong:\n{text}"
+        assert text.count(old) == 1, (
+            f"{name} no longer names its home once: a template copy would be wrong:\n{text}"
+        )
         path.write_text(text.replace(old, new))
 
 
@@ -214,9 +248,16 @@ def shared_home(tmp_path_factory, provision) -> Path:
 @pytest.fixture(scope="session")
 def independent() -> Callable[..., subprocess.CompletedProcess]:
     """independent(home, *args): pkcs11-tool on SoftHSM2 with that home's tokens, not checked."""
+
     def run(home: Path, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(["pkcs11-tool", "--module", SOFTHSM_LIB, *args], capture_output=True,
-                              text=True, timeout=TIMEOUT_S, env=softhsm_env(home))
+        return subprocess.run(
+            ["pkcs11-tool", "--module", SOFTHSM_LIB, *args],
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT_S,
+            env=softhsm_env(home),
+        )
+
     return run
 
 
@@ -252,6 +293,7 @@ def served(tmp_path_factory, provision, ckdemo_bin):
     """One `ckdemo serve` per module, for tests that make only objects of their own (unique
     labels); modules that need a server of another kind define their own `served`."""
     from test_serve import start_server, stop_cleanly
+
     folder = tmp_path_factory.mktemp("served")
     server = start_server(ckdemo_bin, provision(folder / "home"), None, folder / "serve.log")
     yield server

@@ -19,6 +19,7 @@ replayed, and shrunk to the few steps that still show a difference (`shrink`).
 Used by tests/test_difftest.py (a short seeded run) and scripts/difftest (the long run);
 docs/DIFFTEST.md lists the allowed differences and the figures.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -82,12 +83,38 @@ REMOTE_MEMBER_TIMEOUT_S = 3  # a change waiting on a hung member gives it up aft
 RECOVERY_INTERVAL_S = "1"  # a restored member comes back at the first call a second later
 
 # what C_GetAttributeValue asks of every object (one call; the token answers what applies)
-READ_BACK = (CKA_CLASS, CKA_KEY_TYPE, CKA_TOKEN, CKA_PRIVATE, CKA_LABEL, CKA_ID, CKA_VALUE,
-             CKA_APPLICATION, CKA_SENSITIVE, CKA_EXTRACTABLE, CKA_LOCAL, CKA_ALWAYS_SENSITIVE,
-             CKA_NEVER_EXTRACTABLE, CKA_KEY_GEN_MECHANISM, CKA_VALUE_LEN, CKA_MODULUS,
-             CKA_MODULUS_BITS, CKA_PUBLIC_EXPONENT, CKA_EC_PARAMS, CKA_EC_POINT, CKA_SIGN,
-             CKA_VERIFY, CKA_ENCRYPT, CKA_DECRYPT, CKA_WRAP, CKA_UNWRAP, CKA_DERIVE,
-             CKA_MODIFIABLE, CKA_COPYABLE, CKA_DESTROYABLE)
+READ_BACK = (
+    CKA_CLASS,
+    CKA_KEY_TYPE,
+    CKA_TOKEN,
+    CKA_PRIVATE,
+    CKA_LABEL,
+    CKA_ID,
+    CKA_VALUE,
+    CKA_APPLICATION,
+    CKA_SENSITIVE,
+    CKA_EXTRACTABLE,
+    CKA_LOCAL,
+    CKA_ALWAYS_SENSITIVE,
+    CKA_NEVER_EXTRACTABLE,
+    CKA_KEY_GEN_MECHANISM,
+    CKA_VALUE_LEN,
+    CKA_MODULUS,
+    CKA_MODULUS_BITS,
+    CKA_PUBLIC_EXPONENT,
+    CKA_EC_PARAMS,
+    CKA_EC_POINT,
+    CKA_SIGN,
+    CKA_VERIFY,
+    CKA_ENCRYPT,
+    CKA_DECRYPT,
+    CKA_WRAP,
+    CKA_UNWRAP,
+    CKA_DERIVE,
+    CKA_MODIFIABLE,
+    CKA_COPYABLE,
+    CKA_DESTROYABLE,
+)
 # values that differ per side whatever the tokens do right: compared by presence and length
 KEY_MATERIAL = frozenset({CKA_MODULUS, CKA_EC_POINT, CKA_PRIVATE_EXPONENT})
 
@@ -100,6 +127,7 @@ def attribute_name(attribute_type: int) -> str:
 @dataclass(frozen=True)
 class Ref:
     """A handle named by the sequence ("o3": the 3rd object made); each side maps it to its own."""
+
     kind: str  # "s" session, "o" object
     number: int
 
@@ -110,6 +138,7 @@ class Ref:
 @dataclass(frozen=True)
 class Out:
     """The bytes this side answered to earlier calls (concatenated), e.g. the signature to verify."""
+
     calls: tuple[int, ...]
     tamper: bool = False  # one bit flipped: a signature that must not verify
 
@@ -120,6 +149,7 @@ class Out:
 @dataclass(frozen=True)
 class Read:
     """The attributes this side answered to an earlier C_GetAttributeValue (for a local check)."""
+
     call: int
 
     def __str__(self) -> str:
@@ -137,16 +167,17 @@ SLOT = _Slot()  # the side's one slot (0x5000 on the HA side)
 @dataclass(frozen=True)
 class Call:
     """One PKCS#11 call of a sequence, or a local check ("sw:..."), or a fault ("fault:...")."""
+
     id: int
     name: str
     args: tuple
-    binds: tuple[Ref, ...] = ()   # the handles in the answer get these names
-    random: bool = False          # its output bytes differ per side: compared by length
-    size_varies: bool = False     # ... and so does their length (a wrapped RSA private key)
+    binds: tuple[Ref, ...] = ()  # the handles in the answer get these names
+    random: bool = False  # its output bytes differ per side: compared by length
+    size_varies: bool = False  # ... and so does their length (a wrapped RSA private key)
     masked: frozenset = frozenset()  # C_GetAttributeValue: types whose values are per side
     hidden: frozenset = frozenset()  # C_GetAttributeValue: types not compared (CKA_ID not set)
-    context: str = ""             # what the object is, for grouping differences
-    asked: tuple = ()             # C_GetAttributeValue: (type, value) the application asked for
+    context: str = ""  # what the object is, for grouping differences
+    asked: tuple = ()  # C_GetAttributeValue: (type, value) the application asked for
 
     def __str__(self) -> str:
         return f"#{self.id} {self.name}({', '.join(show(a) for a in self.args)})"
@@ -169,6 +200,7 @@ def show(value) -> str:
 @dataclass
 class Step:
     """One application action: its calls, and what the generator learns from the reference."""
+
     number: int
     name: str
     calls: list[Call]
@@ -179,6 +211,7 @@ class Step:
 @dataclass
 class Side:
     """One server, and what one application holds on it during a sequence."""
+
     name: str  # "reference" or "HA slot"
     socket: Path
     client: RawClient | None = None
@@ -257,14 +290,24 @@ def servers(folder: Path, provision, run_ckdemo, ckdemo_bin: Path, remote: bool 
     assert done.returncode == 0, done.stdout + done.stderr
     if remote:
         conf = home / "Chrystoki.conf"
-        conf.write_text(conf.read_text().replace(
-            "CKDemo = {", f"CKDemo = {{\n   MemberTimeout = {REMOTE_MEMBER_TIMEOUT_S};", 1))
+        conf.write_text(
+            conf.read_text().replace(
+                "CKDemo = {", f"CKDemo = {{\n   MemberTimeout = {REMOTE_MEMBER_TIMEOUT_S};", 1
+            )
+        )
     try:
-        with contextlib.contextmanager(test_serve_clients.reference.__wrapped__)(_Folders(folder)) as reference:
+        with contextlib.contextmanager(test_serve_clients.reference.__wrapped__)(
+            _Folders(folder)
+        ) as reference:
             served = start_server(ckdemo_bin, home, None, folder / "serve.log")
             try:
-                yield Servers(Side("reference", reference.socket), Side("HA slot", served.socket), home, run_ckdemo,
-                              REMOTE_FAULTS if remote else ("fail",))
+                yield Servers(
+                    Side("reference", reference.socket),
+                    Side("HA slot", served.socket),
+                    home,
+                    run_ckdemo,
+                    REMOTE_FAULTS if remote else ("fail",),
+                )
             finally:
                 stop_cleanly(served)
     finally:
@@ -284,6 +327,7 @@ def two_references(folder: Path) -> Iterator[Servers]:
 def plain_fixtures() -> tuple[Callable, Callable, Path]:
     """provision, run_ckdemo and ckdemo_bin of tests/conftest.py outside pytest (scripts/difftest)."""
     import conftest
+
     ckdemo_bin = conftest.ckdemo_bin.__wrapped__()
     run_ckdemo = conftest.run_ckdemo.__wrapped__(ckdemo_bin)
     return conftest.provisioner(run_ckdemo), run_ckdemo, ckdemo_bin
@@ -293,6 +337,7 @@ def plain_fixtures() -> tuple[Callable, Callable, Path]:
 @dataclass(frozen=True)
 class Lost:
     """The connection broke (or the reply was not the call's): the sequence ends there."""
+
     why: str
 
 
@@ -376,8 +421,12 @@ def attribute_view(call: Call, attribute: Attribute) -> tuple:
         return (name, f"<{len(value)} bytes>")
     if isinstance(value, bytes):
         return (name, f"{value.hex()!r}")
-    return (name, value if attribute.length == (1 if isinstance(value, int) and value < 2 else 8)
-            else f"{value} (length {attribute.length})")
+    return (
+        name,
+        value
+        if attribute.length == (1 if isinstance(value, int) and value < 2 else 8)
+        else f"{value} (length {attribute.length})",
+    )
 
 
 # ---- local checks of outputs, on the side that made them --------------------------------------------
@@ -385,8 +434,9 @@ def public_key(attributes: tuple[Attribute, ...]):
     """A cryptography public key from CKA_MODULUS+CKA_PUBLIC_EXPONENT or CKA_EC_POINT, or None."""
     found = {a.type: a.value for a in attributes if a.length not in (UNAVAILABLE, 0)}
     if CKA_MODULUS in found and CKA_PUBLIC_EXPONENT in found:
-        return rsa.RSAPublicNumbers(int.from_bytes(found[CKA_PUBLIC_EXPONENT], "big"),
-                                    int.from_bytes(found[CKA_MODULUS], "big")).public_key()
+        return rsa.RSAPublicNumbers(
+            int.from_bytes(found[CKA_PUBLIC_EXPONENT], "big"), int.from_bytes(found[CKA_MODULUS], "big")
+        ).public_key()
     if CKA_EC_POINT in found:  # a DER OCTET STRING around the uncompressed point
         return ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(), found[CKA_EC_POINT][2:])
     return None
@@ -404,8 +454,9 @@ def check_signature(mechanism: int, attributes, data: bytes, signature: bytes) -
                 raise InvalidSignature
         else:
             half = len(signature) // 2
-            der = utils.encode_dss_signature(int.from_bytes(signature[:half], "big"),
-                                             int.from_bytes(signature[half:], "big"))
+            der = utils.encode_dss_signature(
+                int.from_bytes(signature[:half], "big"), int.from_bytes(signature[half:], "big")
+            )
             key.verify(der, data, ec.ECDSA(utils.Prehashed(hashes.SHA256())))
     except (InvalidSignature, ValueError):
         return "signature INVALID for this side's public key", b""
@@ -436,8 +487,9 @@ def inject(servers: Servers, command: str, member: str, delay_ms: int | None = N
     servers.pending.clear()
     args = ("hagroup", "recover") if command == "recover" else ("member", command, member)
     if delay_ms is not None:
-        thread = threading.Thread(target=lambda: (time.sleep(delay_ms / 1000), servers.run_ckdemo(servers.home, *args)),
-                                  daemon=True)
+        thread = threading.Thread(
+            target=lambda: (time.sleep(delay_ms / 1000), servers.run_ckdemo(servers.home, *args)), daemon=True
+        )
         thread.start()
         servers.pending.append(thread)
         return "done"
@@ -451,25 +503,28 @@ class Difference:
     seed: int
     step: int
     call: str
-    kind: str       # what differs, the same for every instance of one behaviour
+    kind: str  # what differs, the same for every instance of one behaviour
     reference: str
     ha: str
     allowed: str = ""  # the allowed difference it is (docs/DIFFTEST.md), "" for a defect
-    family: str = ""   # the kind without the object it happened to (report and shrink group by it)
+    family: str = ""  # the kind without the object it happened to (report and shrink group by it)
 
     def __post_init__(self):
         if not self.family:
             object.__setattr__(self, "family", self.kind)
 
     def __str__(self) -> str:
-        return (f"seed {self.seed} step {self.step} {self.call}: {self.kind}\n"
-                f"    reference: {self.reference}\n    HA slot:   {self.ha}"
-                + (f"\n    allowed: {self.allowed}" if self.allowed else ""))
+        return (
+            f"seed {self.seed} step {self.step} {self.call}: {self.kind}\n"
+            f"    reference: {self.reference}\n    HA slot:   {self.ha}"
+            + (f"\n    allowed: {self.allowed}" if self.allowed else "")
+        )
 
 
 @dataclass(frozen=True)
 class Allowance:
     """A difference the HA slot may show, and why (docs/DIFFTEST.md repeats the list)."""
+
     name: str
     reason: str
     matches: Callable[[str, str, str], bool]  # (call name, reference answer, HA answer)
@@ -479,74 +534,113 @@ class Allowance:
 HALF_PAIR = "a key left by a refused C_GenerateKeyPair or C_UnwrapKey"
 PARTIAL_SET = "a refused C_SetAttributeValue on a session object keeps part of it"
 ALLOWED = (
-    Allowance("C_DigestKey of a short sensitive key",
-              "ckdemo refuses to digest a sensitive key under 16 bytes (CKR_KEY_INDIGESTIBLE), on "
-              "purpose: its SHA-256 gives the key away by brute force (docs/SECURITY.md)",
-              lambda name, ref, ha: name == "C_DigestKey" and ha.startswith("CKR_KEY_INDIGESTIBLE"),
-              ends_step=True),
-    Allowance("slot events: CKR_NO_EVENT",
-              "SoftHSM2 2.6.1 does not implement C_WaitForSlotEvent (CKR_FUNCTION_NOT_SUPPORTED); the HA "
-              "slot serves the CKF_DONT_BLOCK form and answers CKR_NO_EVENT when nothing happened: an "
-              "application cannot tell a token that has no event from one that cannot say",
-              lambda name, ref, ha: name == "C_WaitForSlotEvent" and ref.startswith("CKR_FUNCTION_NOT_SUPPORTED")
-              and ha.startswith("CKR_NO_EVENT")),
-    Allowance("slot events: the HA slot's member events",
-              "the HA slot reports a member failing or coming back as an event on its slot (as "
-              "Luna's HA slot does: applications poll it to notice failovers); SoftHSM2 2.6.1 "
-              "has no slot events at all",
-              lambda name, ref, ha: name == "C_WaitForSlotEvent" and ref.startswith("CKR_FUNCTION_NOT_SUPPORTED")
-              and ha.startswith("CKR_OK")),
-    Allowance("an RSA or ECDSA Init with a key of another type",
-              "the HA slot refuses it at Init with CKR_KEY_TYPE_INCONSISTENT, as PKCS#11 says; "
-              "SoftHSM2 2.6.1 accepts the Init and fails later, or (C_Verify with an RSA mechanism "
-              "and an EC key) kills its process, which for the HA slot is every member's process",
-              lambda name, ref, ha: name in ("C_SignInit", "C_VerifyInit", "C_EncryptInit", "C_DecryptInit")
-              and ref.startswith("CKR_OK") and ha.startswith("CKR_KEY_TYPE_INCONSISTENT"),
-              ends_step=True),
-    Allowance("an Init with a handle that names no key",
-              "PKCS#11 v2.40 answers C_SignInit, C_VerifyInit, C_EncryptInit and C_DecryptInit with "
-              "CKR_KEY_HANDLE_INVALID for a handle that is no key (CKR_OBJECT_HANDLE_INVALID is not "
-              "among their return values), and so does the HA slot; SoftHSM2 2.6.1 answers "
-              "CKR_OBJECT_HANDLE_INVALID",
-              lambda name, ref, ha: name in ("C_SignInit", "C_VerifyInit", "C_EncryptInit", "C_DecryptInit")
-              and ref.startswith("CKR_OBJECT_HANDLE_INVALID") and ha.startswith("CKR_KEY_HANDLE_INVALID")),
-    Allowance("C_Logout with no login",
-              "PKCS#11 v2.40 (C_Logout) answers CKR_USER_NOT_LOGGED_IN when nobody is logged in, "
-              "and so does the HA slot; SoftHSM2 2.6.1 answers CKR_OK",
-              lambda name, ref, ha: name == "C_Logout" and ref.startswith("CKR_OK")
-              and ha.startswith("CKR_USER_NOT_LOGGED_IN")),
-    Allowance("the order of a search's results",
-              "one token lists the objects a search finds in an order of its own (SoftHSM2 2.6.1: "
-              "their addresses in its memory); the HA slot lists them in the order the group made "
-              "or first saw them, the same in every session and on every member. PKCS#11 gives "
-              "C_FindObjects no order; the same objects are found",
-              lambda name, ref, ha: name == SEARCH and ref.endswith("]") and ha.endswith("]")
-              and Counter(map(unnamed, ref[8:-1].split(", "))) == Counter(map(unnamed, ha[8:-1].split(", ")))),
-    Allowance(HALF_PAIR,
-              "SoftHSM2 2.6.1 makes one half of a key pair, then refuses the other half's template "
-              "(an attribute of the other class, CKR_ATTRIBUTE_TYPE_INVALID) and keeps the half it "
-              "made, sometimes without its CKA_ID; it refuses an unwrap whose template has "
-              "CKA_MODIFIABLE FALSE before another attribute (CKR_ATTRIBUTE_READ_ONLY) and keeps the "
-              "key, without those attributes. A refused call must make nothing (PKCS#11). The HA "
-              "slot removes such a key from its member (or orders the template); the engine removes "
-              "it from the reference. A token key so kept may be found by no search while the "
-              "application that made it runs, and by the next application: the sequence's last "
-              "check then allows as many token objects more on the reference as it refused such "
-              "unwraps",
-              lambda name, ref, ha: name in LEAVES_OBJECTS and ha.startswith("0 object")
-              and not ref.startswith("0 object")),
-    Allowance(PARTIAL_SET,
-              "SoftHSM2 2.6.1 sets a template's attributes one by one and, on a session object, keeps "
-              "those it set before the attribute it refused (its session objects have no transactions; "
-              "a token object's change is undone). The HA slot changes nothing when it refuses, on "
-              "session and token objects alike (all or nothing across members); the engine puts the "
-              "reference's partial change back",
-              lambda name, ref, ha: name == "C_SetAttributeValue" and "nothing (put back" in ha
-              and "nothing (put back" not in ref),
-    Allowance("PIN lock after 10 wrong PINs",
-              "the HA slot locks the user PIN after 10 wrong PINs in a row (FailedLoginLimit, as a "
-              "Luna partition); SoftHSM2 never locks. The engine never sends 10 in a row",
-              lambda name, ref, ha: name == "C_Login" and ha.startswith("CKR_PIN_LOCKED")),
+    Allowance(
+        "C_DigestKey of a short sensitive key",
+        "ckdemo refuses to digest a sensitive key under 16 bytes (CKR_KEY_INDIGESTIBLE), on "
+        "purpose: its SHA-256 gives the key away by brute force (docs/SECURITY.md)",
+        lambda name, ref, ha: name == "C_DigestKey" and ha.startswith("CKR_KEY_INDIGESTIBLE"),
+        ends_step=True,
+    ),
+    Allowance(
+        "slot events: CKR_NO_EVENT",
+        "SoftHSM2 2.6.1 does not implement C_WaitForSlotEvent (CKR_FUNCTION_NOT_SUPPORTED); the HA "
+        "slot serves the CKF_DONT_BLOCK form and answers CKR_NO_EVENT when nothing happened: an "
+        "application cannot tell a token that has no event from one that cannot say",
+        lambda name, ref, ha: (
+            name == "C_WaitForSlotEvent"
+            and ref.startswith("CKR_FUNCTION_NOT_SUPPORTED")
+            and ha.startswith("CKR_NO_EVENT")
+        ),
+    ),
+    Allowance(
+        "slot events: the HA slot's member events",
+        "the HA slot reports a member failing or coming back as an event on its slot (as "
+        "Luna's HA slot does: applications poll it to notice failovers); SoftHSM2 2.6.1 "
+        "has no slot events at all",
+        lambda name, ref, ha: (
+            name == "C_WaitForSlotEvent"
+            and ref.startswith("CKR_FUNCTION_NOT_SUPPORTED")
+            and ha.startswith("CKR_OK")
+        ),
+    ),
+    Allowance(
+        "an RSA or ECDSA Init with a key of another type",
+        "the HA slot refuses it at Init with CKR_KEY_TYPE_INCONSISTENT, as PKCS#11 says; "
+        "SoftHSM2 2.6.1 accepts the Init and fails later, or (C_Verify with an RSA mechanism "
+        "and an EC key) kills its process, which for the HA slot is every member's process",
+        lambda name, ref, ha: (
+            name in ("C_SignInit", "C_VerifyInit", "C_EncryptInit", "C_DecryptInit")
+            and ref.startswith("CKR_OK")
+            and ha.startswith("CKR_KEY_TYPE_INCONSISTENT")
+        ),
+        ends_step=True,
+    ),
+    Allowance(
+        "an Init with a handle that names no key",
+        "PKCS#11 v2.40 answers C_SignInit, C_VerifyInit, C_EncryptInit and C_DecryptInit with "
+        "CKR_KEY_HANDLE_INVALID for a handle that is no key (CKR_OBJECT_HANDLE_INVALID is not "
+        "among their return values), and so does the HA slot; SoftHSM2 2.6.1 answers "
+        "CKR_OBJECT_HANDLE_INVALID",
+        lambda name, ref, ha: (
+            name in ("C_SignInit", "C_VerifyInit", "C_EncryptInit", "C_DecryptInit")
+            and ref.startswith("CKR_OBJECT_HANDLE_INVALID")
+            and ha.startswith("CKR_KEY_HANDLE_INVALID")
+        ),
+    ),
+    Allowance(
+        "C_Logout with no login",
+        "PKCS#11 v2.40 (C_Logout) answers CKR_USER_NOT_LOGGED_IN when nobody is logged in, "
+        "and so does the HA slot; SoftHSM2 2.6.1 answers CKR_OK",
+        lambda name, ref, ha: (
+            name == "C_Logout" and ref.startswith("CKR_OK") and ha.startswith("CKR_USER_NOT_LOGGED_IN")
+        ),
+    ),
+    Allowance(
+        "the order of a search's results",
+        "one token lists the objects a search finds in an order of its own (SoftHSM2 2.6.1: "
+        "their addresses in its memory); the HA slot lists them in the order the group made "
+        "or first saw them, the same in every session and on every member. PKCS#11 gives "
+        "C_FindObjects no order; the same objects are found",
+        lambda name, ref, ha: (
+            name == SEARCH
+            and ref.endswith("]")
+            and ha.endswith("]")
+            and Counter(map(unnamed, ref[8:-1].split(", "))) == Counter(map(unnamed, ha[8:-1].split(", ")))
+        ),
+    ),
+    Allowance(
+        HALF_PAIR,
+        "SoftHSM2 2.6.1 makes one half of a key pair, then refuses the other half's template "
+        "(an attribute of the other class, CKR_ATTRIBUTE_TYPE_INVALID) and keeps the half it "
+        "made, sometimes without its CKA_ID; it refuses an unwrap whose template has "
+        "CKA_MODIFIABLE FALSE before another attribute (CKR_ATTRIBUTE_READ_ONLY) and keeps the "
+        "key, without those attributes. A refused call must make nothing (PKCS#11). The HA "
+        "slot removes such a key from its member (or orders the template); the engine removes "
+        "it from the reference. A token key so kept may be found by no search while the "
+        "application that made it runs, and by the next application: the sequence's last "
+        "check then allows as many token objects more on the reference as it refused such "
+        "unwraps",
+        lambda name, ref, ha: (
+            name in LEAVES_OBJECTS and ha.startswith("0 object") and not ref.startswith("0 object")
+        ),
+    ),
+    Allowance(
+        PARTIAL_SET,
+        "SoftHSM2 2.6.1 sets a template's attributes one by one and, on a session object, keeps "
+        "those it set before the attribute it refused (its session objects have no transactions; "
+        "a token object's change is undone). The HA slot changes nothing when it refuses, on "
+        "session and token objects alike (all or nothing across members); the engine puts the "
+        "reference's partial change back",
+        lambda name, ref, ha: (
+            name == "C_SetAttributeValue" and "nothing (put back" in ha and "nothing (put back" not in ref
+        ),
+    ),
+    Allowance(
+        "PIN lock after 10 wrong PINs",
+        "the HA slot locks the user PIN after 10 wrong PINs in a row (FailedLoginLimit, as a "
+        "Luna partition); SoftHSM2 never locks. The engine never sends 10 in a row",
+        lambda name, ref, ha: name == "C_Login" and ha.startswith("CKR_PIN_LOCKED"),
+    ),
 )
 
 
@@ -555,21 +649,42 @@ def compare(seed: int, step: Step, call: Call, reference: tuple, ha: tuple, afte
     if reference == ha:
         return []
     if call.name == "C_GetAttributeValue" and len(reference) == len(ha) > 1:
-        found = [Difference(seed, step.number, str(call), f"{call.name} code ({call.context})",
-                            reference[0], ha[0], family=f"{call.name}: {reference[0]} vs {ha[0]}")
-                 ] if reference[0] != ha[0] else []
+        found = (
+            [
+                Difference(
+                    seed,
+                    step.number,
+                    str(call),
+                    f"{call.name} code ({call.context})",
+                    reference[0],
+                    ha[0],
+                    family=f"{call.name}: {reference[0]} vs {ha[0]}",
+                )
+            ]
+            if reference[0] != ha[0]
+            else []
+        )
         asked = {attribute_name(t): v for t, v in call.asked}
         for ours, theirs in zip(reference[1:], ha[1:]):
             if ours != theirs:
                 wish = f"asked {show(asked[ours[0]])}" if ours[0] in asked else "not in the template"
                 values = f"{show_answer(ours[1:])} vs {show_answer(theirs[1:])}"
-                found.append(Difference(seed, step.number, str(call),
-                                        f"{call.name} {ours[0]} of a {call.context} ({wish}): {values}",
-                                        show_answer(ours[1:]), show_answer(theirs[1:]),
-                                        family=f"{call.name} {ours[0]}: {values}"))
+                found.append(
+                    Difference(
+                        seed,
+                        step.number,
+                        str(call),
+                        f"{call.name} {ours[0]} of a {call.context} ({wish}): {values}",
+                        show_answer(ours[1:]),
+                        show_answer(theirs[1:]),
+                        family=f"{call.name} {ours[0]}: {values}",
+                    )
+                )
         return [replace(d, allowed=after) for d in found]
     ref_text, ha_text = show_answer(reference), show_answer(ha)
-    kind = f"{call.name}: {reference[0]} vs {ha[0]}" if reference[0] != ha[0] else f"{call.name}: other output"
+    kind = (
+        f"{call.name}: {reference[0]} vs {ha[0]}" if reference[0] != ha[0] else f"{call.name}: other output"
+    )
     if call.name == "C_FindObjects" and reference[0] == ha[0]:
         kind = f"{call.name}: {search_difference(reference[1], ha[1])}"
         if kind.endswith("in another order"):
@@ -607,14 +722,20 @@ class Search:
     """One search of one session, C_FindObjectsInit to C_FindObjectsFinal (or the session's end),
     collected on both sides: the objects it found are compared as a set when it ends, as a token
     lists them in an order of its own (SoftHSM2: their memory addresses)."""
+
     init: str  # the C_FindObjectsInit, as the sequence names it
     found: tuple[list[str], list[str]] = field(default_factory=lambda: ([], []))
     ended: list[bool] = field(default_factory=lambda: [False, False])  # a chunk shorter than asked
     spoiled: bool = False  # a chunk's code differed: recorded already, the rest says nothing more
 
 
-def follow_searches(sequence: Sequence, step: Step, call: Call, views: tuple[tuple, tuple],
-                    returned: tuple[int, int] | None = None) -> list[Difference]:
+def follow_searches(
+    sequence: Sequence,
+    step: Step,
+    call: Call,
+    views: tuple[tuple, tuple],
+    returned: tuple[int, int] | None = None,
+) -> list[Difference]:
     """Collect the chunks of the searches of this call's session; the differences of those it ends.
     returned: how many handles each side's C_FindObjects returned (views leave ignored ones out)."""
     answers = views[0][0], views[1][0]
@@ -622,12 +743,16 @@ def follow_searches(sequence: Sequence, step: Step, call: Call, views: tuple[tup
     if call.name in ("C_CloseAllSessions", "C_Finalize"):
         ending = list(sequence.searches)
     elif call.name in ("C_FindObjectsFinal", "C_CloseSession") or (
-            call.name == "C_FindObjectsInit" and "CKR_OK" in answers):  # else the search goes on
+        call.name == "C_FindObjectsInit" and "CKR_OK" in answers
+    ):  # else the search goes on
         ending = [session] if session in sequence.searches else []
     else:
         ending = []
-    found = [d for ended in ending for d in search_differences(sequence.seed, step.number,
-                                                               sequence.searches.pop(ended))]
+    found = [
+        d
+        for ended in ending
+        for d in search_differences(sequence.seed, step.number, sequence.searches.pop(ended))
+    ]
     if call.name == "C_FindObjectsInit" and answers == ("CKR_OK", "CKR_OK"):
         sequence.searches[session] = Search(str(call))
     elif call.name in ("C_FindObjectsInit", "C_FindObjects") and session in sequence.searches:
@@ -646,11 +771,15 @@ def search_differences(seed: int, step: int, search: Search) -> list[Difference]
     ours, theirs = (tuple(names) for names in search.found)
     if search.spoiled or not any(search.ended) or ours == theirs:
         return []
-    ref_text, ha_text = (f"CKR_OK [{', '.join(names)}]" + ("" if ended else " and more, not read")
-                         for names, ended in zip(search.found, search.ended))
+    ref_text, ha_text = (
+        f"CKR_OK [{', '.join(names)}]" + ("" if ended else " and more, not read")
+        for names, ended in zip(search.found, search.ended)
+    )
     if not all(search.ended):
-        kind = f"{SEARCH}: other objects ({len(ours)}{'' if search.ended[0] else '+'} vs " \
-               f"{len(theirs)}{'' if search.ended[1] else '+'})"
+        kind = (
+            f"{SEARCH}: other objects ({len(ours)}{'' if search.ended[0] else '+'} vs "
+            f"{len(theirs)}{'' if search.ended[1] else '+'})"
+        )
     else:
         kind = f"{SEARCH}: {search_difference(ours, theirs)}"
     allowed = next((a.name for a in ALLOWED if a.matches(SEARCH, ref_text, ha_text)), "")
@@ -665,20 +794,27 @@ def show_answer(answer: tuple) -> str:
 @dataclass
 class Thing:
     """An object both sides made in this sequence."""
+
     ref: Ref
     cls: int
     key_type: int | None
-    origin: str                      # generated, created, copied, unwrapped
-    attrs: dict[int, Any]            # what the application asked for or set
-    partner: Ref | None = None       # the other half of a key pair
-    value: bytes | None = None       # a secret value both sides share; None: per side
-    session: Ref | None = None       # the session of a session object
-    size: int = 0                    # RSA bits, secret bytes
+    origin: str  # generated, created, copied, unwrapped
+    attrs: dict[int, Any]  # what the application asked for or set
+    partner: Ref | None = None  # the other half of a key pair
+    value: bytes | None = None  # a secret value both sides share; None: per side
+    session: Ref | None = None  # the session of a session object
+    size: int = 0  # RSA bits, secret bytes
 
     def describe(self) -> str:
-        kind = {CKO_DATA: "data object", CKO_PUBLIC_KEY: "public key", CKO_PRIVATE_KEY: "private key",
-                CKO_SECRET_KEY: "secret key"}[self.cls]
-        key = {CKK_RSA: "RSA ", CKK_EC: "EC ", CKK_AES: "AES ", CKK_GENERIC_SECRET: "generic "}.get(self.key_type, "")
+        kind = {
+            CKO_DATA: "data object",
+            CKO_PUBLIC_KEY: "public key",
+            CKO_PRIVATE_KEY: "private key",
+            CKO_SECRET_KEY: "secret key",
+        }[self.cls]
+        key = {CKK_RSA: "RSA ", CKK_EC: "EC ", CKK_AES: "AES ", CKK_GENERIC_SECRET: "generic "}.get(
+            self.key_type, ""
+        )
         return f"{self.origin} {key}{kind}"
 
     def known(self) -> dict[int, Any]:
@@ -729,14 +865,46 @@ def ok(replies: dict[int, Any], call: Call) -> bool:
 
 LABELS = (b"alpha", b"beta", b"gamma", b"")
 IDS = (b"\x01", b"\x02", b"\xa1\xb2", b"\x03\x04\x05")
-SECRET_FLAGS = (CKA_TOKEN, CKA_PRIVATE, CKA_SENSITIVE, CKA_EXTRACTABLE, CKA_ENCRYPT, CKA_DECRYPT,
-                CKA_SIGN, CKA_VERIFY, CKA_WRAP, CKA_UNWRAP, CKA_MODIFIABLE, CKA_COPYABLE)
+SECRET_FLAGS = (
+    CKA_TOKEN,
+    CKA_PRIVATE,
+    CKA_SENSITIVE,
+    CKA_EXTRACTABLE,
+    CKA_ENCRYPT,
+    CKA_DECRYPT,
+    CKA_SIGN,
+    CKA_VERIFY,
+    CKA_WRAP,
+    CKA_UNWRAP,
+    CKA_MODIFIABLE,
+    CKA_COPYABLE,
+)
 PUBLIC_FLAGS = (CKA_TOKEN, CKA_PRIVATE, CKA_ENCRYPT, CKA_VERIFY, CKA_WRAP, CKA_MODIFIABLE)
-PRIVATE_FLAGS = (CKA_TOKEN, CKA_PRIVATE, CKA_SENSITIVE, CKA_EXTRACTABLE, CKA_DECRYPT, CKA_SIGN,
-                 CKA_UNWRAP, CKA_MODIFIABLE)
+PRIVATE_FLAGS = (
+    CKA_TOKEN,
+    CKA_PRIVATE,
+    CKA_SENSITIVE,
+    CKA_EXTRACTABLE,
+    CKA_DECRYPT,
+    CKA_SIGN,
+    CKA_UNWRAP,
+    CKA_MODIFIABLE,
+)
 DATA_FLAGS = (CKA_TOKEN, CKA_PRIVATE, CKA_MODIFIABLE)
-FIND_TYPES = (CKA_CLASS, CKA_KEY_TYPE, CKA_LABEL, CKA_ID, CKA_TOKEN, CKA_PRIVATE, CKA_SENSITIVE,
-              CKA_EXTRACTABLE, CKA_SIGN, CKA_ENCRYPT, CKA_VERIFY, CKA_MODIFIABLE)
+FIND_TYPES = (
+    CKA_CLASS,
+    CKA_KEY_TYPE,
+    CKA_LABEL,
+    CKA_ID,
+    CKA_TOKEN,
+    CKA_PRIVATE,
+    CKA_SENSITIVE,
+    CKA_EXTRACTABLE,
+    CKA_SIGN,
+    CKA_ENCRYPT,
+    CKA_VERIFY,
+    CKA_MODIFIABLE,
+)
 
 
 def may(thing: Thing, usage: int) -> bool:
@@ -825,17 +993,37 @@ class Generator:
         if not model.sessions:
             return self.open_session()
         weights = {
-            self.open_session: 3, self.close_session: 1.5, self.close_all: 0.3,
-            self.login: 8 if model.login is None else 0.7, self.login_wrong: 0.6,
-            self.login_so: 0.4, self.logout: 3 if model.login == "so" else 1.5,
-            self.session_info: 1.5, self.token_info: 1, self.event: 1, self.stray: 1,
-            self.generate_key: 5, self.generate_key_pair: 3, self.create_data: 3,
-            self.create_secret: 3, self.get_attributes: 9, self.find: 7, self.digest: 2,
+            self.open_session: 3,
+            self.close_session: 1.5,
+            self.close_all: 0.3,
+            self.login: 8 if model.login is None else 0.7,
+            self.login_wrong: 0.6,
+            self.login_so: 0.4,
+            self.logout: 3 if model.login == "so" else 1.5,
+            self.session_info: 1.5,
+            self.token_info: 1,
+            self.event: 1,
+            self.stray: 1,
+            self.generate_key: 5,
+            self.generate_key_pair: 3,
+            self.create_data: 3,
+            self.create_secret: 3,
+            self.get_attributes: 9,
+            self.find: 7,
+            self.digest: 2,
             self.random: 1.5,
         }
         if model.things:
-            weights.update({self.copy: 2.5, self.destroy: 2.5, self.set_attributes: 5,
-                            self.sign: 6, self.encrypt: 5, self.digest_key: 1.5})
+            weights.update(
+                {
+                    self.copy: 2.5,
+                    self.destroy: 2.5,
+                    self.set_attributes: 5,
+                    self.sign: 6,
+                    self.encrypt: 5,
+                    self.digest_key: 1.5,
+                }
+            )
         if any(t.key_type == CKK_AES for t in model.things.values()):
             weights[self.wrap] = 5
         actions, chances = zip(*weights.items())
@@ -850,6 +1038,7 @@ class Generator:
         def learn(replies, kept):
             if ok(replies, opened) and kept(ref):
                 self.model.sessions[ref] = bool(flags & CKF_RW_SESSION)
+
         return self.step("open a session", [opened], learn)
 
     def close_session(self) -> Step:
@@ -859,6 +1048,7 @@ class Generator:
         def learn(replies, kept):
             if ok(replies, closed):
                 self.model.close(session)
+
         return self.step("close a session", [closed], learn)
 
     def close_all(self) -> Step:
@@ -868,6 +1058,7 @@ class Generator:
             if ok(replies, closed):
                 for session in list(self.model.sessions):
                     self.model.close(session)
+
         return self.step("close all sessions", [closed], learn)
 
     def login(self, user: int = CKU_USER, pin: str = USER_PIN, wrong_first: bool = False) -> Step:
@@ -878,6 +1069,7 @@ class Generator:
         def learn(replies, kept):
             if ok(replies, calls[-1]):
                 self.model.login = "user" if user == CKU_USER else "so"
+
         return self.step("log in" + (" after a wrong PIN" if wrong_first else ""), calls, learn)
 
     def login_wrong(self) -> Step:
@@ -893,6 +1085,7 @@ class Generator:
         def learn(replies, kept):
             if ok(replies, out):
                 self.model.logout()
+
         return self.step("log out", [out], learn)
 
     def session_info(self) -> Step:
@@ -914,24 +1107,35 @@ class Generator:
         elif choice == 1:
             calls = [self.call("C_FindObjects", session, 10)]
         elif choice == 2 and gone:
-            calls = [self.call("C_GetAttributeValue", session, self.rng.choice(gone),
-                               (AttributeSize(CKA_LABEL, ROOM),), context="a destroyed object")]
+            calls = [
+                self.call(
+                    "C_GetAttributeValue",
+                    session,
+                    self.rng.choice(gone),
+                    (AttributeSize(CKA_LABEL, ROOM),),
+                    context="a destroyed object",
+                )
+            ]
         elif choice == 3:
             calls = [self.call("C_Login", session, 7, USER_PIN.encode())]
         else:
-            calls = [self.call("C_DigestInit", session, Mechanism(CKM_SHA256)),
-                     self.call("C_DigestInit", session, Mechanism(CKM_SHA256)),
-                     self.call("C_Digest", session, b"twice", ROOM)]
+            calls = [
+                self.call("C_DigestInit", session, Mechanism(CKM_SHA256)),
+                self.call("C_DigestInit", session, Mechanism(CKM_SHA256)),
+                self.call("C_Digest", session, b"twice", ROOM),
+            ]
         return self.step("a call out of order", calls)
 
     # -- making objects -------------------------------------------------------------------------------
     def made(self, call: Call, *things: Thing) -> Callable:
         """learn(): the things exist when the reference made them and both sides kept them."""
+
         def learn(replies, kept):
             if ok(replies, call):
                 for thing in things:
                     if kept(thing.ref):
                         self.model.things[thing.ref] = thing
+
         return learn
 
     def session_of(self, attrs: dict[int, Any], session: Ref) -> Ref | None:
@@ -946,8 +1150,15 @@ class Generator:
         ref = self.new("o")
         mechanism = CKM_AES_KEY_GEN if aes else CKM_GENERIC_SECRET_KEY_GEN
         made = self.call("C_GenerateKey", session, Mechanism(mechanism), template(attrs), binds=(ref,))
-        thing = Thing(ref, CKO_SECRET_KEY, CKK_AES if aes else CKK_GENERIC_SECRET, "generated", attrs,
-                      session=self.session_of(attrs, session), size=size)
+        thing = Thing(
+            ref,
+            CKO_SECRET_KEY,
+            CKK_AES if aes else CKK_GENERIC_SECRET,
+            "generated",
+            attrs,
+            session=self.session_of(attrs, session),
+            size=size,
+        )
         return self.step("generate a secret key", [made], self.made(made, thing))
 
     def generate_key_pair(self) -> Step:
@@ -963,13 +1174,37 @@ class Generator:
             public[CKA_EC_PARAMS] = P256
         pub, priv = self.new("o"), self.new("o")
         mechanism = CKM_RSA_PKCS_KEY_PAIR_GEN if rsa_pair else CKM_EC_KEY_PAIR_GEN
-        made = self.call("C_GenerateKeyPair", session, Mechanism(mechanism), template(public), template(private),
-                         binds=(pub, priv))
+        made = self.call(
+            "C_GenerateKeyPair",
+            session,
+            Mechanism(mechanism),
+            template(public),
+            template(private),
+            binds=(pub, priv),
+        )
         key_type = CKK_RSA if rsa_pair else CKK_EC
-        things = (Thing(pub, CKO_PUBLIC_KEY, key_type, "generated", public, priv,
-                        session=self.session_of(public, session), size=bits),
-                  Thing(priv, CKO_PRIVATE_KEY, key_type, "generated", private, pub,
-                        session=self.session_of(private, session), size=bits))
+        things = (
+            Thing(
+                pub,
+                CKO_PUBLIC_KEY,
+                key_type,
+                "generated",
+                public,
+                priv,
+                session=self.session_of(public, session),
+                size=bits,
+            ),
+            Thing(
+                priv,
+                CKO_PRIVATE_KEY,
+                key_type,
+                "generated",
+                private,
+                pub,
+                session=self.session_of(private, session),
+                size=bits,
+            ),
+        )
         return self.step("generate a key pair", [made], self.made(made, *things))
 
     def create_data(self) -> Step:
@@ -995,8 +1230,16 @@ class Generator:
         ref = self.new("o")
         made = self.call("C_CreateObject", session, template(attrs), binds=(ref,))
         known = {t: v for t, v in attrs.items() if t not in (CKA_CLASS, CKA_KEY_TYPE, CKA_VALUE)}
-        thing = Thing(ref, CKO_SECRET_KEY, key_type, "created", known, value=value,
-                      session=self.session_of(attrs, session), size=len(value))
+        thing = Thing(
+            ref,
+            CKO_SECRET_KEY,
+            key_type,
+            "created",
+            known,
+            value=value,
+            session=self.session_of(attrs, session),
+            size=len(value),
+        )
         return self.step("create a secret key of a known value", [made], self.made(made, thing))
 
     def copy(self) -> Step:
@@ -1007,11 +1250,13 @@ class Generator:
         if source.cls in (CKO_SECRET_KEY, CKO_PRIVATE_KEY) and self.chance(0.3):
             attrs[self.rng.choice((CKA_SENSITIVE, CKA_EXTRACTABLE))] = self.rng.choice((0, 1))
         ref = self.new("o")
-        made = self.call("C_CopyObject", session, source.ref, template(attrs), binds=(ref,),
-                         context=source.describe())
+        made = self.call(
+            "C_CopyObject", session, source.ref, template(attrs), binds=(ref,), context=source.describe()
+        )
         session_of = self.session_of(attrs, session) if CKA_TOKEN in attrs else source.session
-        thing = replace(source, ref=ref, origin="copied", attrs=source.attrs | attrs, session=session_of,
-                        partner=None)
+        thing = replace(
+            source, ref=ref, origin="copied", attrs=source.attrs | attrs, session=session_of, partner=None
+        )
         return self.step("copy an object", [made], self.made(made, thing))
 
     def destroy(self) -> Step:
@@ -1021,28 +1266,45 @@ class Generator:
         def learn(replies, kept):
             if ok(replies, gone):
                 self.model.forget(target.ref)
+
         return self.step("destroy an object", [gone], learn)
 
     def set_attributes(self) -> Step:
         session, target = self.session(), self.thing()
-        choices = [{CKA_LABEL: self.rng.choice(LABELS)}, {CKA_VALUE: b"new value"},
-                   {CKA_MODIFIABLE: 0}, {CKA_CLASS: CKO_DATA}, {CKA_TOKEN: 1}, {CKA_PRIVATE: 1}]
+        choices = [
+            {CKA_LABEL: self.rng.choice(LABELS)},
+            {CKA_VALUE: b"new value"},
+            {CKA_MODIFIABLE: 0},
+            {CKA_CLASS: CKO_DATA},
+            {CKA_TOKEN: 1},
+            {CKA_PRIVATE: 1},
+        ]
         if target.cls != CKO_DATA:
-            choices += [{CKA_ID: self.rng.choice(IDS)}, {CKA_EXTRACTABLE: 0}, {CKA_EXTRACTABLE: 1},
-                        {CKA_SENSITIVE: 1}, {CKA_SENSITIVE: 0}, {CKA_SIGN: self.rng.choice((0, 1))},
-                        {CKA_ENCRYPT: self.rng.choice((0, 1))}, {CKA_KEY_TYPE: CKK_AES}]
+            choices += [
+                {CKA_ID: self.rng.choice(IDS)},
+                {CKA_EXTRACTABLE: 0},
+                {CKA_EXTRACTABLE: 1},
+                {CKA_SENSITIVE: 1},
+                {CKA_SENSITIVE: 0},
+                {CKA_SIGN: self.rng.choice((0, 1))},
+                {CKA_ENCRYPT: self.rng.choice((0, 1))},
+                {CKA_KEY_TYPE: CKK_AES},
+            ]
         else:
             choices.append({CKA_APPLICATION: b"app-three"})
         attrs = self.rng.choice(choices)
         if self.chance(0.2):
             attrs = attrs | self.rng.choice(choices)
-        changed = self.call("C_SetAttributeValue", session, target.ref, template(attrs), context=target.describe())
+        changed = self.call(
+            "C_SetAttributeValue", session, target.ref, template(attrs), context=target.describe()
+        )
 
         def learn(replies, kept):
             if ok(replies, changed):
                 target.attrs.update(attrs)
                 if CKA_VALUE in attrs and target.cls == CKO_DATA:
                     target.attrs[CKA_VALUE] = attrs[CKA_VALUE]
+
         return self.step("set attributes", [changed], learn)
 
     # -- reading objects -------------------------------------------------------------------------------
@@ -1052,16 +1314,24 @@ class Generator:
         if target.cls != CKO_DATA and not target.secret_known:
             masked.add(CKA_VALUE)
         hidden = {CKA_ID} if CKA_ID not in target.attrs and target.cls != CKO_DATA else set()
-        return self.call("C_GetAttributeValue", session, target.ref, tuple(AttributeSize(t, room) for t in types),
-                         masked=frozenset(masked), hidden=frozenset(hidden), context=target.describe(),
-                         asked=tuple(target.attrs.items()))
+        return self.call(
+            "C_GetAttributeValue",
+            session,
+            target.ref,
+            tuple(AttributeSize(t, room) for t in types),
+            masked=frozenset(masked),
+            hidden=frozenset(hidden),
+            context=target.describe(),
+            asked=tuple(target.attrs.items()),
+        )
 
     def get_attributes(self) -> Step:
         target = self.thing()
         if target is None:
             return self.random()
-        types = READ_BACK if self.chance(0.5) else tuple(
-            t for t in READ_BACK if self.chance(0.3)) or (CKA_LABEL,)
+        types = (
+            READ_BACK if self.chance(0.5) else tuple(t for t in READ_BACK if self.chance(0.3)) or (CKA_LABEL,)
+        )
         room = self.rng.choices((ROOM, 0, 1), (80, 15, 5))[0]
         return self.step("read attributes", [self.read(self.session(), target, types, room)])
 
@@ -1078,8 +1348,10 @@ class Generator:
         most = self.rng.choice((1, 3, 100))
         rounds = min(6, len(self.model.things) // most + 2)
         calls = [self.call("C_FindObjectsInit", session, template(wanted))]
-        calls += [self.call("C_FindObjects", session, most, context=f"template {show(template(wanted))}")
-                  for _ in range(rounds)]
+        calls += [
+            self.call("C_FindObjects", session, most, context=f"template {show(template(wanted))}")
+            for _ in range(rounds)
+        ]
         if self.chance(0.95):
             calls.append(self.call("C_FindObjectsFinal", session))
         return self.step("find objects", calls)
@@ -1100,9 +1372,13 @@ class Generator:
 
     def sign(self) -> Step:
         session = self.session()
-        key = self.thing(lambda t: may(t, CKA_SIGN) and (t.cls == CKO_PRIVATE_KEY or t.key_type == CKK_GENERIC_SECRET
-                                                          and t.size >= 32),
-                         lambda t: t.cls in (CKO_PRIVATE_KEY, CKO_SECRET_KEY))
+        key = self.thing(
+            lambda t: (
+                may(t, CKA_SIGN)
+                and (t.cls == CKO_PRIVATE_KEY or t.key_type == CKK_GENERIC_SECRET and t.size >= 32)
+            ),
+            lambda t: t.cls in (CKO_PRIVATE_KEY, CKO_SECRET_KEY),
+        )
         mechanism, data = self.signing(key)
         per_side = mechanism != CKM_SHA256_HMAC or not key.secret_known
         calls = [self.call("C_SignInit", session, Mechanism(mechanism), key.ref, context=key.describe())]
@@ -1110,7 +1386,10 @@ class Generator:
             calls.append(self.call("C_Sign", session, data, 0))
         if mechanism != CKM_ECDSA and mechanism != CKM_RSA_PKCS and self.chance(0.25):
             half = len(data) // 2
-            calls += [self.call("C_SignUpdate", session, data[:half]), self.call("C_SignUpdate", session, data[half:])]
+            calls += [
+                self.call("C_SignUpdate", session, data[:half]),
+                self.call("C_SignUpdate", session, data[half:]),
+            ]
             signature = self.call("C_SignFinal", session, ROOM, random=per_side)
         else:
             signature = self.call("C_Sign", session, data, ROOM, random=per_side)
@@ -1125,19 +1404,30 @@ class Generator:
             return []
         calls = []
         if checker.cls == CKO_PUBLIC_KEY:
-            read = self.read(session, checker, (CKA_MODULUS, CKA_PUBLIC_EXPONENT) if checker.key_type == CKK_RSA
-                             else (CKA_EC_POINT,))
+            read = self.read(
+                session,
+                checker,
+                (CKA_MODULUS, CKA_PUBLIC_EXPONENT) if checker.key_type == CKK_RSA else (CKA_EC_POINT,),
+            )
             calls += [read, self.call("sw:verify", mechanism, Read(read.id), data, Out((signature.id,)))]
         for tamper in (False, True) if self.chance(0.3) else (False,):
-            calls += [self.call("C_VerifyInit", session, Mechanism(mechanism), checker.ref, context=checker.describe()),
-                      self.call("C_Verify", session, data, Out((signature.id,), tamper))]
+            calls += [
+                self.call(
+                    "C_VerifyInit", session, Mechanism(mechanism), checker.ref, context=checker.describe()
+                ),
+                self.call("C_Verify", session, data, Out((signature.id,), tamper)),
+            ]
         return calls
 
     def encrypt(self) -> Step:
         session = self.session()
-        key = self.thing(lambda t: may(t, CKA_ENCRYPT) and (t.cls == CKO_PUBLIC_KEY and t.key_type == CKK_RSA
-                                                             or t.key_type == CKK_AES),
-                         lambda t: t.cls == CKO_PUBLIC_KEY and t.key_type == CKK_RSA or t.key_type == CKK_AES)
+        key = self.thing(
+            lambda t: (
+                may(t, CKA_ENCRYPT)
+                and (t.cls == CKO_PUBLIC_KEY and t.key_type == CKK_RSA or t.key_type == CKK_AES)
+            ),
+            lambda t: t.cls == CKO_PUBLIC_KEY and t.key_type == CKK_RSA or t.key_type == CKK_AES,
+        )
         if key.cls == CKO_PUBLIC_KEY or key.key_type == CKK_RSA:
             return self.step("encrypt and decrypt (RSA)", self.rsa_round_trip(session, key))
         return self.step("encrypt and decrypt (AES)", self.aes_round_trip(session, key))
@@ -1146,17 +1436,24 @@ class Generator:
         data = self.data(1, 100)
         private = self.model.things.get(key.partner) or key
         public = key if key.cls == CKO_PUBLIC_KEY else self.model.things.get(key.partner) or key
-        calls = [self.call("C_EncryptInit", session, Mechanism(CKM_RSA_PKCS), public.ref, context=public.describe()),
-                 self.call("C_Encrypt", session, data, ROOM, random=True)]
+        calls = [
+            self.call(
+                "C_EncryptInit", session, Mechanism(CKM_RSA_PKCS), public.ref, context=public.describe()
+            ),
+            self.call("C_Encrypt", session, data, ROOM, random=True),
+        ]
         sources = [calls[-1]]
         if self.chance(0.4):  # and a ciphertext made outside the token, with this side's public key
             read = self.read(session, public, (CKA_MODULUS, CKA_PUBLIC_EXPONENT))
             calls += [read, self.call("sw:encrypt", Read(read.id), data)]
             sources.append(calls[-1])
         for source in sources:
-            calls += [self.call("C_DecryptInit", session, Mechanism(CKM_RSA_PKCS), private.ref,
-                                context=private.describe()),
-                      self.call("C_Decrypt", session, Out((source.id,)), ROOM)]
+            calls += [
+                self.call(
+                    "C_DecryptInit", session, Mechanism(CKM_RSA_PKCS), private.ref, context=private.describe()
+                ),
+                self.call("C_Decrypt", session, Out((source.id,)), ROOM),
+            ]
         return calls
 
     def aes_round_trip(self, session: Ref, key: Thing) -> list[Call]:
@@ -1165,14 +1462,18 @@ class Generator:
         per_side = not key.secret_known
         calls = [self.call("C_EncryptInit", session, Mechanism(CKM_AES_ECB), key.ref, context=key.describe())]
         if self.chance(0.3):
-            calls += [self.call("C_EncryptUpdate", session, data[:16], ROOM, random=per_side),
-                      self.call("C_EncryptUpdate", session, data[16:], ROOM, random=per_side),
-                      self.call("C_EncryptFinal", session, ROOM, random=per_side)]
+            calls += [
+                self.call("C_EncryptUpdate", session, data[:16], ROOM, random=per_side),
+                self.call("C_EncryptUpdate", session, data[16:], ROOM, random=per_side),
+                self.call("C_EncryptFinal", session, ROOM, random=per_side),
+            ]
         else:
             calls.append(self.call("C_Encrypt", session, data, ROOM, random=per_side))
         ciphertext = Out(tuple(c.id for c in calls[1:]))
-        calls += [self.call("C_DecryptInit", session, Mechanism(CKM_AES_ECB), key.ref, context=key.describe()),
-                  self.call("C_Decrypt", session, ciphertext, ROOM)]
+        calls += [
+            self.call("C_DecryptInit", session, Mechanism(CKM_AES_ECB), key.ref, context=key.describe()),
+            self.call("C_Decrypt", session, ciphertext, ROOM),
+        ]
         return calls
 
     def digest(self) -> Step:
@@ -1187,10 +1488,12 @@ class Generator:
     def digest_key(self) -> Step:
         session = self.session()
         key = self.thing(lambda t: t.cls == CKO_SECRET_KEY)
-        calls = [self.call("C_DigestInit", session, Mechanism(CKM_SHA256)),
-                 self.call("C_DigestUpdate", session, b"prefix"),
-                 self.call("C_DigestKey", session, key.ref, context=key.describe()),
-                 self.call("C_DigestFinal", session, ROOM, random=not key.secret_known)]
+        calls = [
+            self.call("C_DigestInit", session, Mechanism(CKM_SHA256)),
+            self.call("C_DigestUpdate", session, b"prefix"),
+            self.call("C_DigestKey", session, key.ref, context=key.describe()),
+            self.call("C_DigestFinal", session, ROOM, random=not key.secret_known),
+        ]
         return self.step("digest a key", calls)
 
     def random(self) -> Step:
@@ -1200,25 +1503,58 @@ class Generator:
     def wrap(self) -> Step:
         """Wrap a key under one of the application's AES keys, then unwrap it as a new object."""
         session = self.session()
-        wrapping = self.thing(lambda t: t.key_type == CKK_AES and t.attrs.get(CKA_WRAP) == t.attrs.get(CKA_UNWRAP) == 1,
-                              lambda t: t.key_type == CKK_AES and t.attrs.get(CKA_WRAP) == 1,
-                              lambda t: t.key_type == CKK_AES)
-        target = self.thing(lambda t: t.attrs.get(CKA_EXTRACTABLE) == 1 and t.ref != wrapping.ref
-                            and t.cls in (CKO_SECRET_KEY, CKO_PRIVATE_KEY),
-                            lambda t: t.cls in (CKO_SECRET_KEY, CKO_PRIVATE_KEY) and t.ref != wrapping.ref)
+        wrapping = self.thing(
+            lambda t: t.key_type == CKK_AES and t.attrs.get(CKA_WRAP) == t.attrs.get(CKA_UNWRAP) == 1,
+            lambda t: t.key_type == CKK_AES and t.attrs.get(CKA_WRAP) == 1,
+            lambda t: t.key_type == CKK_AES,
+        )
+        target = self.thing(
+            lambda t: (
+                t.attrs.get(CKA_EXTRACTABLE) == 1
+                and t.ref != wrapping.ref
+                and t.cls in (CKO_SECRET_KEY, CKO_PRIVATE_KEY)
+            ),
+            lambda t: t.cls in (CKO_SECRET_KEY, CKO_PRIVATE_KEY) and t.ref != wrapping.ref,
+        )
         mechanism = Mechanism(self.rng.choice((CKM_AES_KEY_WRAP_PAD,) * 3 + (CKM_AES_KEY_WRAP,)))
         per_side = not (wrapping.secret_known and target.secret_known)
-        wrapped = self.call("C_WrapKey", session, mechanism, wrapping.ref, target.ref,
-                            self.rng.choice((ROOM,) * 4 + (0,)), random=per_side,
-                            size_varies=target.cls == CKO_PRIVATE_KEY, context=f"{target.describe()} under {wrapping.describe()}")
-        attrs = {CKA_CLASS: target.cls} | ({CKA_KEY_TYPE: target.key_type} if target.key_type is not None else {})
+        wrapped = self.call(
+            "C_WrapKey",
+            session,
+            mechanism,
+            wrapping.ref,
+            target.ref,
+            self.rng.choice((ROOM,) * 4 + (0,)),
+            random=per_side,
+            size_varies=target.cls == CKO_PRIVATE_KEY,
+            context=f"{target.describe()} under {wrapping.describe()}",
+        )
+        attrs = {CKA_CLASS: target.cls} | (
+            {CKA_KEY_TYPE: target.key_type} if target.key_type is not None else {}
+        )
         attrs |= self.flags(SECRET_FLAGS if target.cls == CKO_SECRET_KEY else PRIVATE_FLAGS) | self.naming()
         ref = self.new("o")
-        unwrapped = self.call("C_UnwrapKey", session, mechanism, wrapping.ref, Out((wrapped.id,)), template(attrs),
-                              binds=(ref,), context=f"{target.describe()} under {wrapping.describe()}")
+        unwrapped = self.call(
+            "C_UnwrapKey",
+            session,
+            mechanism,
+            wrapping.ref,
+            Out((wrapped.id,)),
+            template(attrs),
+            binds=(ref,),
+            context=f"{target.describe()} under {wrapping.describe()}",
+        )
         known = {t: v for t, v in attrs.items() if t not in (CKA_CLASS, CKA_KEY_TYPE)}
-        thing = Thing(ref, target.cls, target.key_type, "unwrapped", known, value=target.value,
-                      session=self.session_of(attrs, session), size=target.size)
+        thing = Thing(
+            ref,
+            target.cls,
+            target.key_type,
+            "unwrapped",
+            known,
+            value=target.value,
+            session=self.session_of(attrs, session),
+            size=target.size,
+        )
         return self.step("wrap and unwrap", [wrapped, unwrapped], self.made(unwrapped, thing))
 
     # -- faults (HA side only) --------------------------------------------------------------------
@@ -1241,21 +1577,24 @@ class Generator:
             kind = self.rng.choice(self.kinds)
             during = self.rng.choice((None, self.rng.randint(2, 60)))  # between calls, or during the next
         model.failed_member = (member, kind)
-        return self.step(f"{kind} {member}" + (f" during the next calls (+{during} ms)" if during else ""),
-                         [self.call(f"fault:{kind}", member, *((during,) if during else ()))])
+        return self.step(
+            f"{kind} {member}" + (f" during the next calls (+{during} ms)" if during else ""),
+            [self.call(f"fault:{kind}", member, *((during,) if during else ()))],
+        )
 
 
 # ---- one sequence ----------------------------------------------------------------------------------
 @dataclass
 class Sequence:
     """What one application did on both sides, and what differed."""
+
     seed: int
     faults: int
     steps: list[Step] = field(default_factory=list)
     differences: list[Difference] = field(default_factory=list)
-    calls: int = 0           # PKCS#11 calls sent to each side
-    injected: int = 0        # member faults injected on the HA side
-    lost: bool = False       # a connection broke: the sequence ended there
+    calls: int = 0  # PKCS#11 calls sent to each side
+    injected: int = 0  # member faults injected on the HA side
+    lost: bool = False  # a connection broke: the sequence ended there
     notes: list[str] = field(default_factory=list)
     trace: list[str] | None = None  # every call with both answers, when asked for
     coverage: Counter = field(default_factory=Counter)  # (call name, the reference's answer)
@@ -1281,8 +1620,10 @@ def run_sequence(servers: Servers, seed: int, calls: int, faults: int = 0, trace
 
 
 def opening(generator: Generator) -> Step:
-    return generator.step("start", [generator.call("C_Initialize", HANDSHAKE, 0, b"\x00"),
-                                    generator.call("C_GetSlotList", 1, 8)])
+    return generator.step(
+        "start",
+        [generator.call("C_Initialize", HANDSHAKE, 0, b"\x00"), generator.call("C_GetSlotList", 1, 8)],
+    )
 
 
 def closing(generator: Generator) -> Step:
@@ -1312,9 +1653,14 @@ def play(servers: Servers, sequence: Sequence, step: Step, learn: bool) -> bool:
             if verdict != "done":
                 sequence.notes.append(f"seed {sequence.seed} step {step.number} {call}: {verdict}")
             continue
-        keys_before = [keys_before_making(side, side.resolve(call.args[0])) for side in servers.sides
-                       ] if call.name in LEAVES_OBJECTS else None
-        set_before = [values_now(side, call) for side in servers.sides] if call.name == "C_SetAttributeValue" else None
+        keys_before = (
+            [keys_before_making(side, side.resolve(call.args[0])) for side in servers.sides]
+            if call.name in LEAVES_OBJECTS
+            else None
+        )
+        set_before = (
+            [values_now(side, call) for side in servers.sides] if call.name == "C_SetAttributeValue" else None
+        )
         ours, theirs = send(reference, call, servers), send(ha, call, servers)
         sequence.calls += not call.name.startswith("sw:")
         replies[call.id] = ours
@@ -1324,8 +1670,10 @@ def play(servers: Servers, sequence: Sequence, step: Step, learn: bool) -> bool:
         views = view(call, ours, reference), view(call, theirs, ha)
         sequence.coverage[(call.name, views[0][0])] += 1
         in_search = call.name == "C_FindObjects" and call.args[0] in sequence.searches
-        returned = tuple(len(r.args[0]) if call.name == "C_FindObjects" and ckr_of(r) == "CKR_OK" else 0
-                         for r in (ours, theirs))
+        returned = tuple(
+            len(r.args[0]) if call.name == "C_FindObjects" and ckr_of(r) == "CKR_OK" else 0
+            for r in (ours, theirs)
+        )
         found = follow_searches(sequence, step, call, views, returned)
         found += compare(sequence.seed, step, call, *((v[:1] for v in views) if in_search else views), after)
         if keys_before is not None:
@@ -1335,11 +1683,19 @@ def play(servers: Servers, sequence: Sequence, step: Step, learn: bool) -> bool:
         if set_before is not None:
             found += partial_sets(sequence.seed, step, call, servers, set_before, views)
         if sequence.trace is not None:
-            sequence.trace.append(f"step {step.number} {call}\n    reference: {show_answer(views[0])}"
-                                  + ("" if views[0] == views[1] else f"\n    HA slot:   {show_answer(views[1])}"))
+            sequence.trace.append(
+                f"step {step.number} {call}\n    reference: {show_answer(views[0])}"
+                + ("" if views[0] == views[1] else f"\n    HA slot:   {show_answer(views[1])}")
+            )
         sequence.differences += found
-        after = after or next((f"follows from: {d.allowed}" for d in found if d.allowed and any(
-            a.ends_step and a.name == d.allowed for a in ALLOWED)), "")
+        after = after or next(
+            (
+                f"follows from: {d.allowed}"
+                for d in found
+                if d.allowed and any(a.ends_step and a.name == d.allowed for a in ALLOWED)
+            ),
+            "",
+        )
         if isinstance(ours, Lost) or isinstance(theirs, Lost):
             sequence.lost = True
             return False
@@ -1359,8 +1715,11 @@ def keys_seen(side: Side, session: int) -> set[int] | None:
     """Every key the application's session sees (SoftHSM2 numbers another session's session
     objects anew in each session); None when it cannot look (an operation)."""
     try:
-        return {h for cls in (CKO_PUBLIC_KEY, CKO_PRIVATE_KEY, CKO_SECRET_KEY)
-                for h in side.client.find(session, Attribute(CKA_CLASS, cls))}
+        return {
+            h
+            for cls in (CKO_PUBLIC_KEY, CKO_PRIVATE_KEY, CKO_SECRET_KEY)
+            for h in side.client.find(session, Attribute(CKA_CLASS, cls))
+        }
     except (OSError, EOFError, AssertionError, ValueError, CodecError):
         return None
 
@@ -1392,8 +1751,12 @@ def unseen_stray_possible(call: Call) -> bool:
         return False
     types = [a.type for a in call.args[-1]]
     values = {a.type: a.value for a in call.args[-1]}
-    return bool(values.get(CKA_TOKEN)) and CKA_MODIFIABLE in types and not values[CKA_MODIFIABLE] \
+    return (
+        bool(values.get(CKA_TOKEN))
+        and CKA_MODIFIABLE in types
+        and not values[CKA_MODIFIABLE]
         and types[-1] != CKA_MODIFIABLE
+    )
 
 
 def half_pairs(seed: int, step: Step, call: Call, servers: Servers, before: list, views) -> list[Difference]:
@@ -1415,10 +1778,21 @@ def half_pairs(seed: int, step: Step, call: Call, servers: Servers, before: list
         left.append(len(stray))
     if left[0] == left[1]:
         return []
-    ref_text, ha_text = (f"{n} object(s) left after {v[0]} (removed by the engine)" for n, v in zip(left, views))
+    ref_text, ha_text = (
+        f"{n} object(s) left after {v[0]} (removed by the engine)" for n, v in zip(left, views)
+    )
     allowed = next((a.name for a in ALLOWED if a.matches(call.name, ref_text, ha_text)), "")
-    return [Difference(seed, step.number, str(call), f"{call.name}: objects left after the refusal",
-                       ref_text, ha_text, allowed)]
+    return [
+        Difference(
+            seed,
+            step.number,
+            str(call),
+            f"{call.name}: objects left after the refusal",
+            ref_text,
+            ha_text,
+            allowed,
+        )
+    ]
 
 
 def values_now(side: Side, call: Call) -> dict[int, Any] | None:
@@ -1426,8 +1800,9 @@ def values_now(side: Side, call: Call) -> dict[int, Any] | None:
     readable); None when they cannot be read."""
     session, handle, template = side.resolve(call.args)
     try:
-        reply = side.client.call("C_GetAttributeValue", session, handle,
-                                 tuple(AttributeSize(a.type, 4096) for a in template))
+        reply = side.client.call(
+            "C_GetAttributeValue", session, handle, tuple(AttributeSize(a.type, 4096) for a in template)
+        )
     except (OSError, EOFError, AssertionError, ValueError, CodecError):
         return None
     if reply.is_error:
@@ -1435,7 +1810,9 @@ def values_now(side: Side, call: Call) -> dict[int, Any] | None:
     return {a.type: a.value for a in reply.args[0] if a.length != UNAVAILABLE}
 
 
-def partial_sets(seed: int, step: Step, call: Call, servers: Servers, before: list, views) -> list[Difference]:
+def partial_sets(
+    seed: int, step: Step, call: Call, servers: Servers, before: list, views
+) -> list[Difference]:
     """SoftHSM2 keeps, on a session object, the attributes a refused C_SetAttributeValue set
     before the one it refused (its session objects have no transactions; a token object's
     change is undone). The engine puts them back on either side and a side that kept a change
@@ -1444,11 +1821,16 @@ def partial_sets(seed: int, step: Step, call: Call, servers: Servers, before: li
     kept, stuck = [], False
     for side, known, side_view in zip(servers.sides, before, views):
         now = values_now(side, call) if known is not None and side_view[0] != "CKR_OK" else None
-        changed = {a: v for a, v in known.items() if now is not None and (a not in now or now[a] != v)} \
-            if known is not None else {}
+        changed = (
+            {a: v for a, v in known.items() if now is not None and (a not in now or now[a] != v)}
+            if known is not None
+            else {}
+        )
         session, handle, _ = side.resolve(call.args)
         for attribute, value in changed.items():
-            stuck |= side.client.call("C_SetAttributeValue", session, handle, (Attribute(attribute, value),)).is_error
+            stuck |= side.client.call(
+                "C_SetAttributeValue", session, handle, (Attribute(attribute, value),)
+            ).is_error
         kept.append(sorted(attribute_name(a) for a in changed))
     if kept[0] == kept[1]:
         return []
@@ -1457,11 +1839,22 @@ def partial_sets(seed: int, step: Step, call: Call, servers: Servers, before: li
         for side in servers.sides:
             if target in side.handles:
                 side.client.call("C_DestroyObject", side.resolve(call.args[0]), side.handles.pop(target))
-    ref_text, ha_text = (f"changed after {v[0]}: {', '.join(k) or 'nothing'} (put back by the engine)"
-                         for k, v in zip(kept, views))
+    ref_text, ha_text = (
+        f"changed after {v[0]}: {', '.join(k) or 'nothing'} (put back by the engine)"
+        for k, v in zip(kept, views)
+    )
     allowed = next((a.name for a in ALLOWED if a.matches(call.name, ref_text, ha_text)), "")
-    return [Difference(seed, step.number, str(call), f"{call.name}: attributes changed by the refused call",
-                       ref_text, ha_text, allowed)]
+    return [
+        Difference(
+            seed,
+            step.number,
+            str(call),
+            f"{call.name}: attributes changed by the refused call",
+            ref_text,
+            ha_text,
+            allowed,
+        )
+    ]
 
 
 def drop_orphans(servers: Servers, step: Step) -> None:
@@ -1510,10 +1903,17 @@ def finish(servers: Servers, sequence: Sequence) -> None:
     if left[0] != left[1]:
         counts = [int(m.group(1)) if (m := re.match(r"(\d+) objects$", text)) else None for text in left]
         extra = counts[0] - counts[1] if None not in counts else 0
-        sequence.differences.append(Difference(
-            sequence.seed, len(sequence.steps), "(a new application, logged in) find all, destroy each",
-            "token objects left after the sequence: other answer", left[0], left[1],
-            f"follows from: {HALF_PAIR}" if 0 < extra <= halves[0] - halves[1] else ""))
+        sequence.differences.append(
+            Difference(
+                sequence.seed,
+                len(sequence.steps),
+                "(a new application, logged in) find all, destroy each",
+                "token objects left after the sequence: other answer",
+                left[0],
+                left[1],
+                f"follows from: {HALF_PAIR}" if 0 < extra <= halves[0] - halves[1] else "",
+            )
+        )
 
 
 def heal(servers: Servers, sequence: Sequence, faulted: bool) -> None:
@@ -1524,8 +1924,10 @@ def heal(servers: Servers, sequence: Sequence, faulted: bool) -> None:
     if all(ckr == "CKR_OK" for _, ckr in out) and len(out) == len(MEMBERS):
         return
     if not faulted:
-        sequence.notes.append(f"seed {sequence.seed}: after the sequence (no fault injected) members were out of "
-                              f"the HA group: {', '.join(f'{serial} {ckr}' for serial, ckr in out)}")
+        sequence.notes.append(
+            f"seed {sequence.seed}: after the sequence (no fault injected) members were out of "
+            f"the HA group: {', '.join(f'{serial} {ckr}' for serial, ckr in out)}"
+        )
     inject(servers, "recover", "")
 
 
@@ -1544,13 +1946,19 @@ def clear_token(side: Side) -> str:
         session = reply.args[0]
         login = client.ckr("C_Login", session, CKU_USER, USER_PIN.encode())
         found = client.find(session)
-        refused = [codes.ckr_name(ckr) for ckr in (client.ckr("C_DestroyObject", session, h) for h in found)
-                   if ckr != codes.CKR_OK]
+        refused = [
+            codes.ckr_name(ckr)
+            for ckr in (client.ckr("C_DestroyObject", session, h) for h in found)
+            if ckr != codes.CKR_OK
+        ]
         if login == codes.CKR_OK:
             client.call("C_Logout", session)
         client.call("C_Finalize")
-        return (f"{len(found)} objects" + (f" (destroy refused: {', '.join(refused)})" if refused else "")
-                + ("" if login == codes.CKR_OK else f" (C_Login: {codes.ckr_name(login)})"))
+        return (
+            f"{len(found)} objects"
+            + (f" (destroy refused: {', '.join(refused)})" if refused else "")
+            + ("" if login == codes.CKR_OK else f" (C_Login: {codes.ckr_name(login)})")
+        )
     except (OSError, AssertionError, ValueError) as error:
         return f"{type(error).__name__}: {error}"
     finally:
@@ -1585,7 +1993,7 @@ def shrink(servers: Servers, sequence: Sequence, family: str, deadline: float) -
         body = steps[1:]
         size = -(-len(body) // chunks)
         for start in range(0, len(body), size):
-            candidate = steps[:1] + body[:start] + body[start + size:]
+            candidate = steps[:1] + body[:start] + body[start + size :]
             if candidate[-1].number == first and shows(servers, sequence.seed, candidate, family):
                 steps, chunks = candidate, max(chunks - 1, 2)
                 break
@@ -1598,8 +2006,9 @@ def shrink(servers: Servers, sequence: Sequence, family: str, deadline: float) -
 
 def transcript(steps: list[Step]) -> str:
     """The calls of some steps, one a line (handles as the sequence names them)."""
-    return "\n".join(f"  step {step.number} ({step.name}): " + "; ".join(str(c) for c in step.calls)
-                     for step in steps)
+    return "\n".join(
+        f"  step {step.number} ({step.name}): " + "; ".join(str(c) for c in step.calls) for step in steps
+    )
 
 
 # ---- a run: many sequences ------------------------------------------------------------------------
@@ -1628,17 +2037,26 @@ class Run:
         first = {}
         for d in self.differences:
             first.setdefault(d.family, d)
-        return sorted(((f, n, spread[f], first[f]) for f, n in counted.items()),
-                      key=lambda item: (bool(item[3].allowed), -item[2], -item[1], item[0]))
+        return sorted(
+            ((f, n, spread[f], first[f]) for f, n in counted.items()),
+            key=lambda item: (bool(item[3].allowed), -item[2], -item[1], item[0]),
+        )
 
 
 def sequence_seed(seed: int, index: int) -> int:
     return seed * 100_000 + index
 
 
-def run(servers: Servers, seed: int, sequences: int, calls: int, faults: int = 0,
-        minutes: float | None = None, progress: Callable[[Sequence], None] = lambda s: None,
-        traced: frozenset[int] = frozenset()) -> Run:
+def run(
+    servers: Servers,
+    seed: int,
+    sequences: int,
+    calls: int,
+    faults: int = 0,
+    minutes: float | None = None,
+    progress: Callable[[Sequence], None] = lambda s: None,
+    traced: frozenset[int] = frozenset(),
+) -> Run:
     """`sequences` sequences of `calls` calls; every other one (odd index) with `faults` member
     faults on the HA side. minutes: no new sequence after that long. traced: sequence seeds
     whose every call is kept with both answers (Sequence.trace): a defect that shows only after
@@ -1648,8 +2066,13 @@ def run(servers: Servers, seed: int, sequences: int, calls: int, faults: int = 0
     for index in range(sequences):
         if minutes is not None and time.monotonic() - started > minutes * 60:
             break
-        sequence = run_sequence(servers, sequence_seed(seed, index), calls, faults if index % 2 else 0,
-                                trace=sequence_seed(seed, index) in traced)
+        sequence = run_sequence(
+            servers,
+            sequence_seed(seed, index),
+            calls,
+            faults if index % 2 else 0,
+            trace=sequence_seed(seed, index) in traced,
+        )
         done.sequences.append(sequence)
         progress(sequence)
         if sequence.lost:
@@ -1669,12 +2092,14 @@ def shrink_defects(servers: Servers, done: Run, most: int, seconds_each: float) 
 # ---- the report -----------------------------------------------------------------------------------
 def summary(done: Run) -> str:
     faulted = [s for s in done.sequences if s.faults]
-    return (f"{len(done.sequences)} sequences ({len(faulted)} with member faults) x "
-            f"{done.calls_per_sequence} calls, {sum(s.calls for s in done.sequences)} calls sent to each "
-            f"side, {sum(s.injected for s in done.sequences)} member faults injected, "
-            f"{len(done.differences)} differences ({len(done.defects)} defects, "
-            f"{len(done.differences) - len(done.defects)} allowed) in {len(done.families())} families "
-            f"({len({d.kind for d in done.differences})} kinds), {done.seconds:.0f} s")
+    return (
+        f"{len(done.sequences)} sequences ({len(faulted)} with member faults) x "
+        f"{done.calls_per_sequence} calls, {sum(s.calls for s in done.sequences)} calls sent to each "
+        f"side, {sum(s.injected for s in done.sequences)} member faults injected, "
+        f"{len(done.differences)} differences ({len(done.defects)} defects, "
+        f"{len(done.differences) - len(done.defects)} allowed) in {len(done.families())} families "
+        f"({len({d.kind for d in done.differences})} kinds), {done.seconds:.0f} s"
+    )
 
 
 def coverage(done: Run) -> str:
@@ -1684,26 +2109,44 @@ def coverage(done: Run) -> str:
     for sequence in done.sequences:
         for (name, answer), count in sequence.coverage.items():
             total[name] += count
-            good[name] += count if answer == "CKR_OK" or answer.startswith(("signature valid", "encrypted")) else 0
-    return ", ".join(f"{name} {total[name]} ({good[name]} OK)" for name in sorted(total, key=lambda n: -total[n]))
+            good[name] += (
+                count if answer == "CKR_OK" or answer.startswith(("signature valid", "encrypted")) else 0
+            )
+    return ", ".join(
+        f"{name} {total[name]} ({good[name]} OK)" for name in sorted(total, key=lambda n: -total[n])
+    )
 
 
 def report(done: Run, title: str, rows: int = 60) -> str:
     """Markdown: the figures, the differences by family (the first `rows`), the shrunk sequences."""
-    lines = [f"### {title}", "", summary(done) + ".", "", f"Calls (reference answered OK): {coverage(done)}.", "",
-             "| # | family | count | sequences | allowed | first seen (seed, step): call | reference | HA slot |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"### {title}",
+        "",
+        summary(done) + ".",
+        "",
+        f"Calls (reference answered OK): {coverage(done)}.",
+        "",
+        "| # | family | count | sequences | allowed | first seen (seed, step): call | reference | HA slot |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     families = done.families()
     for number, (family, count, spread, first) in enumerate(families[:rows], 1):
-        lines.append(f"| {number} | {cell(family)} | {count} | {spread} | {cell(first.allowed) or 'no: DEFECT'} | "
-                     f"{first.seed}, {first.step}: {cell(first.call, 100)} | {cell(first.reference)} | "
-                     f"{cell(first.ha)} |")
+        lines.append(
+            f"| {number} | {cell(family)} | {count} | {spread} | {cell(first.allowed) or 'no: DEFECT'} | "
+            f"{first.seed}, {first.step}: {cell(first.call, 100)} | {cell(first.reference)} | "
+            f"{cell(first.ha)} |"
+        )
     if len(families) > rows:
         rest = families[rows:]
         lines.append(f"| | {len(rest)} more families, {sum(f[1] for f in rest)} differences | | | | | | |")
     for family, (seed, steps) in done.shrunk.items():
-        lines += ["", f"Smallest sequence found for `{family}` (seed {seed}, {len(steps)} steps):", "```",
-                  transcript(steps), "```"]
+        lines += [
+            "",
+            f"Smallest sequence found for `{family}` (seed {seed}, {len(steps)} steps):",
+            "```",
+            transcript(steps),
+            "```",
+        ]
     notes = [n for s in done.sequences for n in s.notes]
     if notes:
         lines += ["", "Notes:"] + [f"- {n}" for n in notes[:20]]
@@ -1712,4 +2155,4 @@ def report(done: Run, title: str, rows: int = 60) -> str:
 
 def cell(text: str, most: int = 160) -> str:
     text = text.replace("|", "\\|").replace("\n", " ")
-    return text if len(text) <= most else text[:most - 3] + "..."
+    return text if len(text) <= most else text[: most - 3] + "..."

@@ -13,6 +13,7 @@ Arguments are Python values encoded by signature letter (ENCODERS), or Raw(bytes
 are. An attribute is (type, value[, declared length]): the value as p11-kit encodes that type,
 or Raw bytes put on the wire after the declared length.
 """
+
 from __future__ import annotations
 
 import re
@@ -25,17 +26,32 @@ HANDSHAKE = b"PRIVATE-GNOME-KEYRING-PKCS11-PROTOCOL-V-1"
 NULL = 0xFFFFFFFF  # a NULL byte array / no mechanism parameter
 # name -> (call id, request signature, reply signature): p11-kit 0.24.1 rpc-message.h
 CALLS = {
-    "C_Initialize": (1, "ayyay", ""), "C_GetInfo": (3, "", "vsusv"), "C_GetSlotList": (4, "yfu", "au"),
-    "C_GetSlotInfo": (5, "u", "ssuvv"), "C_GetTokenInfo": (6, "u", "ssssuuuuuuuuuuuvvs"),
-    "C_OpenSession": (10, "uu", "u"), "C_GetSessionInfo": (13, "u", "uuuu"),
-    "C_Login": (18, "uuay", ""), "C_CreateObject": (20, "uaA", "u"), "C_CopyObject": (21, "uuaA", "u"),
-    "C_DestroyObject": (22, "uu", ""), "C_GetAttributeValue": (24, "uufA", "aAu"),
-    "C_SetAttributeValue": (25, "uuaA", ""), "C_FindObjectsInit": (26, "uaA", ""),
-    "C_FindObjects": (27, "ufu", "au"), "C_FindObjectsFinal": (28, "u", ""),
-    "C_EncryptInit": (29, "uMu", ""), "C_Encrypt": (30, "uayfy", "ay"), "C_DigestInit": (37, "uM", ""),
-    "C_DigestUpdate": (39, "uay", ""), "C_SignInit": (42, "uMu", ""), "C_Sign": (43, "uayfy", "ay"),
-    "C_GenerateKey": (58, "uMaA", "u"), "C_GenerateKeyPair": (59, "uMaAaA", "uu"),
-    "C_UnwrapKey": (61, "uMuayaA", "u"), "C_DeriveKey": (62, "uMuaA", "u"),
+    "C_Initialize": (1, "ayyay", ""),
+    "C_GetInfo": (3, "", "vsusv"),
+    "C_GetSlotList": (4, "yfu", "au"),
+    "C_GetSlotInfo": (5, "u", "ssuvv"),
+    "C_GetTokenInfo": (6, "u", "ssssuuuuuuuuuuuvvs"),
+    "C_OpenSession": (10, "uu", "u"),
+    "C_GetSessionInfo": (13, "u", "uuuu"),
+    "C_Login": (18, "uuay", ""),
+    "C_CreateObject": (20, "uaA", "u"),
+    "C_CopyObject": (21, "uuaA", "u"),
+    "C_DestroyObject": (22, "uu", ""),
+    "C_GetAttributeValue": (24, "uufA", "aAu"),
+    "C_SetAttributeValue": (25, "uuaA", ""),
+    "C_FindObjectsInit": (26, "uaA", ""),
+    "C_FindObjects": (27, "ufu", "au"),
+    "C_FindObjectsFinal": (28, "u", ""),
+    "C_EncryptInit": (29, "uMu", ""),
+    "C_Encrypt": (30, "uayfy", "ay"),
+    "C_DigestInit": (37, "uM", ""),
+    "C_DigestUpdate": (39, "uay", ""),
+    "C_SignInit": (42, "uMu", ""),
+    "C_Sign": (43, "uayfy", "ay"),
+    "C_GenerateKey": (58, "uMaA", "u"),
+    "C_GenerateKeyPair": (59, "uMaAaA", "uu"),
+    "C_UnwrapKey": (61, "uMuayaA", "u"),
+    "C_DeriveKey": (62, "uMuaA", "u"),
     "C_WaitForSlotEvent": (65, "u", "u"),
 }
 REPLY_SIGNATURES = {call_id: reply for call_id, _, reply in CALLS.values()} | {0: "u"}
@@ -43,24 +59,88 @@ REPLY_SIGNATURES = {call_id: reply for call_id, _, reply in CALLS.values()} | {0
 # how p11-kit 0.24.1 carries attribute values (map_attribute_to_value_type): CK_BBOOL types as one
 # byte, CK_ULONG types as a u64, the wrap/unwrap templates nested, allowed mechanisms as a u32
 # count + u64s, everything else (dates, vendor types, ...) as u32 length + bytes
-BOOL_TYPES = frozenset((0x001, 0x002, 0x086, 0x103, 0x104, 0x105, 0x106, 0x107, 0x108, 0x109,
-                        0x10A, 0x10B, 0x10C, 0x162, 0x163, 0x164, 0x165, 0x170, 0x171, 0x200,
-                        0x202, 0x210, 0x301, 0x302, 0x405))
-ULONG_TYPES = frozenset((0x000, 0x080, 0x087, 0x088, 0x100, 0x121, 0x133, 0x134, 0x160, 0x161,
-                         0x166, 0x201, 0x300, 0x400, 0x401, 0x402, 0x403, 0x404, 0x406, 0x500))
+BOOL_TYPES = frozenset(
+    (
+        0x001,
+        0x002,
+        0x086,
+        0x103,
+        0x104,
+        0x105,
+        0x106,
+        0x107,
+        0x108,
+        0x109,
+        0x10A,
+        0x10B,
+        0x10C,
+        0x162,
+        0x163,
+        0x164,
+        0x165,
+        0x170,
+        0x171,
+        0x200,
+        0x202,
+        0x210,
+        0x301,
+        0x302,
+        0x405,
+    )
+)
+ULONG_TYPES = frozenset(
+    (
+        0x000,
+        0x080,
+        0x087,
+        0x088,
+        0x100,
+        0x121,
+        0x133,
+        0x134,
+        0x160,
+        0x161,
+        0x166,
+        0x201,
+        0x300,
+        0x400,
+        0x401,
+        0x402,
+        0x403,
+        0x404,
+        0x406,
+        0x500,
+    )
+)
 CKA_WRAP_TEMPLATE, CKA_UNWRAP_TEMPLATE, CKA_ALLOWED_MECHANISMS = 0x40000211, 0x40000212, 0x40000600
 NESTED_TYPES = frozenset((CKA_WRAP_TEMPLATE, CKA_UNWRAP_TEMPLATE))
 LETTERS = re.compile(r"a[yuA]|f[yuA]|[yuvszM]")  # a signature's fields
 SIZEOF_CK_ATTRIBUTE = 24  # the declared length of a nested template is its C size, per item
 
 CKR_NAMES = {
-    0x0: "OK", 0x5: "GENERAL_ERROR", 0x10: "ATTRIBUTE_READ_ONLY", 0x11: "ATTRIBUTE_SENSITIVE",
-    0x12: "ATTRIBUTE_TYPE_INVALID", 0x13: "ATTRIBUTE_VALUE_INVALID", 0x1B: "ACTION_PROHIBITED",
-    0x30: "DEVICE_ERROR", 0x31: "DEVICE_MEMORY", 0x54: "FUNCTION_NOT_SUPPORTED",
-    0x60: "KEY_HANDLE_INVALID", 0x68: "KEY_FUNCTION_NOT_PERMITTED", 0x70: "MECHANISM_INVALID",
-    0x71: "MECHANISM_PARAM_INVALID", 0x82: "OBJECT_HANDLE_INVALID", 0x90: "OPERATION_ACTIVE",
-    0x91: "OPERATION_NOT_INITIALIZED", 0xB3: "SESSION_HANDLE_INVALID", 0xD0: "TEMPLATE_INCOMPLETE",
-    0xD1: "TEMPLATE_INCONSISTENT", 0x101: "USER_NOT_LOGGED_IN", 0x140: "CURVE_NOT_SUPPORTED"}
+    0x0: "OK",
+    0x5: "GENERAL_ERROR",
+    0x10: "ATTRIBUTE_READ_ONLY",
+    0x11: "ATTRIBUTE_SENSITIVE",
+    0x12: "ATTRIBUTE_TYPE_INVALID",
+    0x13: "ATTRIBUTE_VALUE_INVALID",
+    0x1B: "ACTION_PROHIBITED",
+    0x30: "DEVICE_ERROR",
+    0x31: "DEVICE_MEMORY",
+    0x54: "FUNCTION_NOT_SUPPORTED",
+    0x60: "KEY_HANDLE_INVALID",
+    0x68: "KEY_FUNCTION_NOT_PERMITTED",
+    0x70: "MECHANISM_INVALID",
+    0x71: "MECHANISM_PARAM_INVALID",
+    0x82: "OBJECT_HANDLE_INVALID",
+    0x90: "OPERATION_ACTIVE",
+    0x91: "OPERATION_NOT_INITIALIZED",
+    0xB3: "SESSION_HANDLE_INVALID",
+    0xD0: "TEMPLATE_INCOMPLETE",
+    0xD1: "TEMPLATE_INCONSISTENT",
+    0x101: "USER_NOT_LOGGED_IN",
+    0x140: "CURVE_NOT_SUPPORTED",
+}
 
 
 def ckr_name(rv: int) -> str:
@@ -84,8 +164,12 @@ def byte_array(value: bytes | None) -> bytes:
     return u32(NULL) if value is None else u32(len(value)) + bytes(value)
 
 
-KINDS = {**dict.fromkeys(BOOL_TYPES, "bool"), **dict.fromkeys(ULONG_TYPES, "ulong"),
-         **dict.fromkeys(NESTED_TYPES, "nested"), CKA_ALLOWED_MECHANISMS: "mechanisms"}
+KINDS = {
+    **dict.fromkeys(BOOL_TYPES, "bool"),
+    **dict.fromkeys(ULONG_TYPES, "ulong"),
+    **dict.fromkeys(NESTED_TYPES, "nested"),
+    CKA_ALLOWED_MECHANISMS: "mechanisms",
+}
 
 
 def kind_of(attribute_type: int, value=None) -> str:
@@ -101,9 +185,14 @@ def native_length(attribute_type: int, value) -> int:
     return {"nested": SIZEOF_CK_ATTRIBUTE, "mechanisms": 8}.get(kind, 1) * len(value or b"")
 
 
-VALUE_ENCODERS = {"raw": bytes, "bool": lambda v: bytes([int(v) & 0xFF]), "ulong": u64,
-                  "nested": lambda v: attributes(v), "bytes": byte_array,
-                  "mechanisms": lambda v: u32(len(v)) + b"".join(map(u64, v))}
+VALUE_ENCODERS = {
+    "raw": bytes,
+    "bool": lambda v: bytes([int(v) & 0xFF]),
+    "ulong": u64,
+    "nested": lambda v: attributes(v),
+    "bytes": byte_array,
+    "mechanisms": lambda v: u32(len(v)) + b"".join(map(u64, v)),
+}
 
 
 def attribute(entry) -> bytes:
@@ -113,8 +202,7 @@ def attribute(entry) -> bytes:
     length = entry[2] if len(entry) > 2 else native_length(attribute_type, value)
     if length is None:
         return u32(attribute_type) + b"\x00"
-    return (u32(attribute_type) + b"\x01" + u32(length)
-            + VALUE_ENCODERS[kind_of(attribute_type, value)](value))
+    return u32(attribute_type) + b"\x01" + u32(length) + VALUE_ENCODERS[kind_of(attribute_type, value)](value)
 
 
 def attributes(template) -> bytes:
@@ -124,7 +212,12 @@ def attributes(template) -> bytes:
 
 
 ENCODERS = {
-    "y": lambda v: bytes([v]), "u": u64, "s": byte_array, "z": byte_array, "fy": u32, "fu": u32,
+    "y": lambda v: bytes([v]),
+    "u": u64,
+    "s": byte_array,
+    "z": byte_array,
+    "fy": u32,
+    "fu": u32,
     "ay": lambda v: b"\x00" + u32(0) if v is None else b"\x01" + byte_array(v),  # None: size query
     "au": lambda v: b"\x01" + u32(len(v)) + b"".join(map(u64, v)),
     "fA": lambda v: u32(len(v)) + b"".join(u32(t) + u32(n) for t, n in v),  # (type, buffer size)
@@ -139,8 +232,13 @@ def request(name: str, *args) -> bytes:
     call_id, signature, _ = CALLS[name]
     fields = LETTERS.findall(signature)
     assert len(fields) == len(args), f"{name} takes {signature!r}"
-    return u32(call_id) + byte_array(signature.encode()) + b"".join(
-        arg if isinstance(arg, Raw) else ENCODERS[letter](arg) for letter, arg in zip(fields, args))
+    return (
+        u32(call_id)
+        + byte_array(signature.encode())
+        + b"".join(
+            arg if isinstance(arg, Raw) else ENCODERS[letter](arg) for letter, arg in zip(fields, args)
+        )
+    )
 
 
 class Malformed(Exception):
@@ -150,6 +248,7 @@ class Malformed(Exception):
 @dataclass
 class Reply:
     """A parsed reply: the call id, its values (by signature letter) and, for an error, the rv."""
+
     call_id: int
     values: list
 
@@ -167,7 +266,7 @@ class _Reader:
         if n < 0 or self.at + n > len(self.data):
             raise Malformed(f"{n} bytes wanted at {self.at} of {len(self.data)}")
         self.at += n
-        return self.data[self.at - n:self.at]
+        return self.data[self.at - n : self.at]
 
     def u32(self) -> int:
         return struct.unpack(">I", self.take(4))[0]
@@ -185,9 +284,13 @@ class _Reader:
         if self.take(1) == b"\x00":
             return (attribute_type, None, None)
         length = self.u32()
-        read = {"bool": lambda: self.take(1)[0], "ulong": self.u64, "bytes": self.array,
-                "nested": lambda: [self.attribute() for _ in range(self.u32())],
-                "mechanisms": lambda: [self.u64() for _ in range(self.u32())]}
+        read = {
+            "bool": lambda: self.take(1)[0],
+            "ulong": self.u64,
+            "bytes": self.array,
+            "nested": lambda: [self.attribute() for _ in range(self.u32())],
+            "mechanisms": lambda: [self.u64() for _ in range(self.u32())],
+        }
         return (attribute_type, read[kind_of(attribute_type)](), length)
 
     def value(self, letter: str):
@@ -195,9 +298,14 @@ class _Reader:
             if self.take(1) != b"\x01":
                 return self.u32()
             return self.array() if letter == "ay" else [self.u64() for _ in range(self.u32())]
-        read = {"y": lambda: self.take(1)[0], "u": self.u64, "v": lambda: tuple(self.take(2)),
-                "s": self.array, "z": self.array,
-                "aA": lambda: [self.attribute() for _ in range(self.u32())]}
+        read = {
+            "y": lambda: self.take(1)[0],
+            "u": self.u64,
+            "v": lambda: tuple(self.take(2)),
+            "s": self.array,
+            "z": self.array,
+            "aA": lambda: [self.attribute() for _ in range(self.u32())],
+        }
         return read[letter]()
 
 

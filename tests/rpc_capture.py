@@ -4,6 +4,7 @@
 of it records every byte of each connection in both directions; pkcs11-tool loads
 `p11-kit-client.so` pointed at the relay. Used by the codec round-trip tests.
 """
+
 from __future__ import annotations
 
 import os
@@ -45,6 +46,7 @@ def tools_missing() -> str | None:
 @dataclass
 class Conversation:
     """One client connection: what the client sent and what the server answered, raw."""
+
     argv: list[str]
     from_client: bytearray = field(default_factory=bytearray)
     from_server: bytearray = field(default_factory=bytearray)
@@ -123,27 +125,59 @@ def capture(folder: Path, runs: list[list[str]], files: dict[str, bytes] | None 
     folder = Path(folder)
     (folder / "tokens").mkdir()
     conf = folder / "softhsm2.conf"
-    conf.write_text(f"directories.tokendir = {folder / 'tokens'}\nobjectstore.backend = file\n"
-                    "log.level = ERROR\n")
+    conf.write_text(
+        f"directories.tokendir = {folder / 'tokens'}\nobjectstore.backend = file\nlog.level = ERROR\n"
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith(("P11_KIT", "SOFTHSM"))}
     env["SOFTHSM2_CONF"] = str(conf)
-    subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", TOKEN_LABEL,
-                    "--so-pin", SO_PIN, "--pin", USER_PIN], env=env, check=True,
-                   capture_output=True, timeout=30)
+    subprocess.run(
+        [
+            "softhsm2-util",
+            "--init-token",
+            "--free",
+            "--label",
+            TOKEN_LABEL,
+            "--so-pin",
+            SO_PIN,
+            "--pin",
+            USER_PIN,
+        ],
+        env=env,
+        check=True,
+        capture_output=True,
+        timeout=30,
+    )
     for name, content in (files or {}).items():
         (folder / name).write_bytes(content)
     server_socket, relay_socket = folder / "server.sock", folder / "relay.sock"
-    server = subprocess.Popen(["p11-kit", "server", "-f", "-n", str(server_socket), "--provider",
-                               SOFTHSM_LIB, f"pkcs11:token={TOKEN_LABEL}"], env=env,
-                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    server = subprocess.Popen(
+        [
+            "p11-kit",
+            "server",
+            "-f",
+            "-n",
+            str(server_socket),
+            "--provider",
+            SOFTHSM_LIB,
+            f"pkcs11:token={TOKEN_LABEL}",
+        ],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     try:
         _wait_for(server_socket, server)
         relay = Relay(relay_socket, server_socket)
         client_env = dict(env, P11_KIT_SERVER_ADDRESS=f"unix:path={relay_socket}")
         for argv in runs:
             relay.argv = argv
-            subprocess.run(["pkcs11-tool", "--module", P11KIT_CLIENT, *argv], env=client_env,
-                           cwd=folder, capture_output=True, timeout=60)
+            subprocess.run(
+                ["pkcs11-tool", "--module", P11KIT_CLIENT, *argv],
+                env=client_env,
+                cwd=folder,
+                capture_output=True,
+                timeout=60,
+            )
             relay.wait_idle()
         relay.close()
     finally:

@@ -2,6 +2,7 @@
 comparison, a screen and a clock for in-process menu and HA tests, and a workspace that loads its
 own copy of SoftHSM2. Fixtures live in conftest.py; test modules `from support import ...`.
 """
+
 from __future__ import annotations
 
 import difflib
@@ -32,6 +33,7 @@ OK = "Status: Doing great, no errors (CKR_OK)"
 
 # ---------------------------------------------------------------- reading a transcript
 
+
 def statuses(transcript: str) -> list[str]:
     return re.findall(r"^Status: .*$", transcript, re.MULTILINE)
 
@@ -55,7 +57,7 @@ def unalign_id_tables(lines: list[str]) -> list[str]:
         if not (i and _TABLE_RULE.match(line)):
             continue
         end = next((j for j in range(i + 1, len(lines)) if "  " not in lines[j]), len(lines))
-        if not any("<ID>" in row for row in lines[i + 1:end]):  # "5 slots." ends the table
+        if not any("<ID>" in row for row in lines[i + 1 : end]):  # "5 slots." ends the table
             continue
         for j in [i - 1, *range(i + 1, end)]:
             out[j] = re.sub(r" {2,}", "  ", lines[j]).rstrip()
@@ -74,13 +76,19 @@ def assert_matches_golden(actual: str, golden: Path, what: str) -> None:
     assert golden.exists(), f"{golden} missing: run with CKDEMO_UPDATE_GOLDEN=1"
     expected = golden.read_text()
     if actual != expected:
-        diff = "".join(difflib.unified_diff(expected.splitlines(True), actual.splitlines(True),
-                                            f"golden/{golden.name}", "this run"))
-        pytest.fail(f"transcript of {what} differs from its golden file "
-                    f"(CKDEMO_UPDATE_GOLDEN=1 to accept an intended change):\n{diff}")
+        diff = "".join(
+            difflib.unified_diff(
+                expected.splitlines(True), actual.splitlines(True), f"golden/{golden.name}", "this run"
+            )
+        )
+        pytest.fail(
+            f"transcript of {what} differs from its golden file "
+            f"(CKDEMO_UPDATE_GOLDEN=1 to accept an intended change):\n{diff}"
+        )
 
 
 # ---------------------------------------------------------------- in-process stand-ins
+
 
 class Screen:
     """Answers from a list, output collected: the menu's IO without a terminal."""
@@ -112,6 +120,7 @@ class FakeClock:
 
 
 # ---------------------------------------------------------------- SoftHSM2 in this process
+
 
 def private_library(folder: Path) -> Path:
     """A copy of libsofthsm2.so under a name of its own: python-pkcs11 keeps one loaded library per

@@ -2,6 +2,7 @@
 a lock is waited for, any other failure is not. apt-get here is a stand-in on PATH that answers as
 apt 2.6 does while another process holds the package lists' lock; the real one was checked by
 hand (a lock held with fcntl for 7 s: waited, then updated)."""
+
 from __future__ import annotations
 
 import os
@@ -10,8 +11,10 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 SCRIPT = REPO / "scripts" / "apt-get-waiting"
-LOCKED = ("E: Could not get lock /var/lib/apt/lists/lock. It is held by process 4242 (apt-get)\n"
-          "E: Unable to lock directory /var/lib/apt/lists/")
+LOCKED = (
+    "E: Could not get lock /var/lib/apt/lists/lock. It is held by process 4242 (apt-get)\n"
+    "E: Unable to lock directory /var/lib/apt/lists/"
+)
 
 
 def fake_apt_get(folder: Path, locked_calls: int, other_error: str = "") -> Path:
@@ -57,7 +60,7 @@ def test_another_failure_is_not_waited_for(tmp_path):
 
 
 def test_the_wait_has_an_end(tmp_path):
-    folder = fake_apt_get(tmp_path / "bin", locked_calls=10 ** 6)
+    folder = fake_apt_get(tmp_path / "bin", locked_calls=10**6)
     done = run(folder, "update", APT_LOCK_WAIT_S="0")
     assert done.returncode == 100
     assert len(calls(folder)) == 1 and "Could not get lock" in done.stderr

@@ -16,6 +16,7 @@ Every test names the CKR it expects; a failure lists every attempt with the code
 means key material was actually recovered and checked against the public key / the token's own
 AES output, not merely that a call returned CKR_OK.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -70,8 +71,13 @@ def _generate(kind: str, choice: int) -> str:
 
 
 def _member_report(home: Path, member: str, *args: str) -> dict:
-    done = subprocess.run([sys.executable, str(HELPER), member, "--keys", ",".join(LABELS.values()),
-                           *args], capture_output=True, text=True, timeout=60, env=softhsm_env(home))
+    done = subprocess.run(
+        [sys.executable, str(HELPER), member, "--keys", ",".join(LABELS.values()), *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=softhsm_env(home),
+    )
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout)
 
@@ -83,8 +89,14 @@ def attacked(tmp_path_factory, provision, menu) -> Attacked:
     # HA Init on its own: a home whose `init` already made the domain key may answer "already
     # holds" or ask something more; whatever it does, it cannot shift the key-generation script.
     menu(home, f"50\n{slot}\n{SO_PIN}\n")
-    code, transcript = menu(home, f"51\n{slot}\n{USER_PIN}\n", f"1\n{slot}\ny\n",
-                            _generate("rsa", 1), _generate("ec", 4), _generate("aes", 7))
+    code, transcript = menu(
+        home,
+        f"51\n{slot}\n{USER_PIN}\n",
+        f"1\n{slot}\ny\n",
+        _generate("rsa", 1),
+        _generate("ec", 4),
+        _generate("aes", 7),
+    )
     for kind, title in KEY_CHOICE.items():
         assert f"Generated {title}" in transcript, transcript[-3000:]
     reports = {MEMBERS[2]: _member_report(home, MEMBERS[2], "--inspect-only")}
@@ -96,25 +108,33 @@ def attacked(tmp_path_factory, provision, menu) -> Attacked:
 
 
 def attempts(attacked: Attacked, member: str, *numbers: str, session: str | None = None) -> list[dict]:
-    found = [a for a in attacked.reports[member]["attacks"] if a["no"] in numbers
-             and (session is None or a["session"] == session) and not a.get("allowed")]
+    found = [
+        a
+        for a in attacked.reports[member]["attacks"]
+        if a["no"] in numbers and (session is None or a["session"] == session) and not a.get("allowed")
+    ]
     assert found, f"{member}: no attempt {numbers} ran (no domain key or HA key found?)"
     return found
 
 
 def table(found: list[dict]) -> str:
-    return "\n".join(f"  [{a['no']}] {a['session']:7} {a['rv']:32} {'LEAK ' if a['leaked'] else ''}"
-                     f"{a['name']}{' -- ' + a['detail'] if a['detail'] else ''}" for a in found)
+    return "\n".join(
+        f"  [{a['no']}] {a['session']:7} {a['rv']:32} {'LEAK ' if a['leaked'] else ''}"
+        f"{a['name']}{' -- ' + a['detail'] if a['detail'] else ''}"
+        for a in found
+    )
 
 
 def assert_refused(found: list[dict], expected: set[str], what: str) -> None:
     leaked = [a for a in found if a["leaked"]]
     wrong = [a for a in found if a["rv"] not in expected]
     assert not leaked and not wrong, (
-        f"{what}: expected {' or '.join(sorted(expected))} and no key material, got:\n{table(found)}")
+        f"{what}: expected {' or '.join(sorted(expected))} and no key material, got:\n{table(found)}"
+    )
 
 
 # ------------------------------------------------------------------ 1. wrap/unwrap tricks
+
 
 @pytest.mark.parametrize("member", list(ATTACKED))
 def test_1b_unwrap_sensitive_false_refused__CKR_TEMPLATE_INCONSISTENT(attacked, member):
@@ -127,8 +147,9 @@ def test_1b_unwrap_sensitive_false_refused__CKR_TEMPLATE_INCONSISTENT(attacked, 
 def test_1c_unwrap_wrap_with_trusted_false_refused__CKR_TEMPLATE_INCONSISTENT(attacked, member):
     """Unwrap SENSITIVE=TRUE but WRAP_WITH_TRUSTED=FALSE (then wrap the copy under one's own key
     and decrypt outside): refused."""
-    assert_refused(attempts(attacked, member, "1c"), {TEMPLATE_INCONSISTENT},
-                   "unwrap with WRAP_WITH_TRUSTED=FALSE")
+    assert_refused(
+        attempts(attacked, member, "1c"), {TEMPLATE_INCONSISTENT}, "unwrap with WRAP_WITH_TRUSTED=FALSE"
+    )
 
 
 @pytest.mark.parametrize("member", list(ATTACKED))
@@ -143,8 +164,11 @@ def test_1e_unwrap_as_other_key_type_refused__CKR_TEMPLATE_INCONSISTENT(attacked
     """A blob unwrapped as another private key type. Pinned CKA_KEY_TYPE gives
     CKR_TEMPLATE_INCONSISTENT; SoftHSM's decoder refusing the blob (CKR_FUNCTION_FAILED) is also
     a refusal."""
-    assert_refused(attempts(attacked, member, "1e"), {TEMPLATE_INCONSISTENT, "CKR_FUNCTION_FAILED"},
-                   "unwrap as another key type")
+    assert_refused(
+        attempts(attacked, member, "1e"),
+        {TEMPLATE_INCONSISTENT, "CKR_FUNCTION_FAILED"},
+        "unwrap as another key type",
+    )
 
 
 @pytest.mark.parametrize("member", list(ATTACKED))
@@ -152,8 +176,11 @@ def test_1f_unwrap_public_copy_without_login_refused__CKR_TEMPLATE_INCONSISTENT(
     """A session with NO login unwraps a blob (wrapped by the user) with CKA_PRIVATE=FALSE, to sign
     with or read: refused (CKA_PRIVATE pinned TRUE: CKR_TEMPLATE_INCONSISTENT; a token that first
     asks for a login: CKR_USER_NOT_LOGGED_IN)."""
-    assert_refused(attempts(attacked, member, "1f"), {TEMPLATE_INCONSISTENT, "CKR_USER_NOT_LOGGED_IN"},
-                   "no-login unwrap with CKA_PRIVATE=FALSE")
+    assert_refused(
+        attempts(attacked, member, "1f"),
+        {TEMPLATE_INCONSISTENT, "CKR_USER_NOT_LOGGED_IN"},
+        "no-login unwrap with CKA_PRIVATE=FALSE",
+    )
 
 
 @pytest.mark.parametrize("member", list(ATTACKED))
@@ -164,18 +191,28 @@ def test_12_the_public_family_of_domain_keys_carries_nothing_private(attacked, m
     blob the HA slot kept of a private key does not unwrap under one (another key: the AES key
     wrap's integrity check fails)."""
     assert_refused(attempts(attacked, member, "12a"), {KEY_NOT_WRAPPABLE}, "wrap a private key")
-    assert_refused(attempts(attacked, member, "12b"),
-                   {"CKR_WRAPPED_KEY_INVALID", "CKR_ENCRYPTED_DATA_INVALID", "CKR_FUNCTION_FAILED",
-                    "CKR_WRAPPED_KEY_LEN_RANGE", "CKR_GENERAL_ERROR"}, "unwrap a private key's blob")
+    assert_refused(
+        attempts(attacked, member, "12b"),
+        {
+            "CKR_WRAPPED_KEY_INVALID",
+            "CKR_ENCRYPTED_DATA_INVALID",
+            "CKR_FUNCTION_FAILED",
+            "CKR_WRAPPED_KEY_LEN_RANGE",
+            "CKR_GENERAL_ERROR",
+        },
+        "unwrap a private key's blob",
+    )
 
 
 # ------------------------------------------------------------------ 2, 3: the HA keys themselves
 
+
 @pytest.mark.parametrize("member", list(ATTACKED))
 def test_2_wrap_under_own_key_refused__CKR_KEY_NOT_WRAPPABLE(attacked, member):
     """(CKR_KEY_UNEXTRACTABLE first, now that the HA keys are unextractable on every member.)"""
-    assert_refused(attempts(attacked, member, "2"), {KEY_NOT_WRAPPABLE, KEY_UNEXTRACTABLE},
-                   "wrap under an untrusted key")
+    assert_refused(
+        attempts(attacked, member, "2"), {KEY_NOT_WRAPPABLE, KEY_UNEXTRACTABLE}, "wrap under an untrusted key"
+    )
 
 
 @pytest.mark.parametrize("member", list(ATTACKED))
@@ -193,6 +230,7 @@ def test_3_read_private_values_refused__CKR_ATTRIBUTE_SENSITIVE(attacked, member
 
 # ------------------------------------------------------------------ 4-8: the domain keys
 
+
 @pytest.mark.parametrize("member", list(ATTACKED))
 def test_4_copy_domain_key_refused__CKR_ACTION_PROHIBITED(attacked, member):
     """C_CopyObject of every domain key: label changed, CKA_PRIVATE either way, no template, unwrap
@@ -206,9 +244,11 @@ def test_5_domain_key_only_wraps__CKR_KEY_FUNCTION_NOT_PERMITTED(attacked, membe
     """C_Encrypt / C_Decrypt (ECB, CBC, key-wrap) / C_Sign (CMAC, HMAC) / C_DeriveKey with a domain
     key: refused. CKR_KEY_FUNCTION_NOT_PERMITTED expected; CKR_KEY_TYPE_INCONSISTENT (HMAC on an
     AES key) and CKR_MECHANISM_INVALID (CKA_ALLOWED_MECHANISMS, or no such operation) also refuse."""
-    assert_refused(attempts(attacked, member, "5"),
-                   {KEY_FUNCTION_NOT_PERMITTED, "CKR_KEY_TYPE_INCONSISTENT", "CKR_MECHANISM_INVALID"},
-                   "use a domain key for anything but wrap/unwrap")
+    assert_refused(
+        attempts(attacked, member, "5"),
+        {KEY_FUNCTION_NOT_PERMITTED, "CKR_KEY_TYPE_INCONSISTENT", "CKR_MECHANISM_INVALID"},
+        "use a domain key for anything but wrap/unwrap",
+    )
 
 
 @pytest.mark.parametrize("member", list(ATTACKED))
@@ -225,7 +265,8 @@ def test_6_destroy_domain_key_refused__CKR_ACTION_PROHIBITED(attacked, member):
     assert any(a["session"] == first and a["rv"] != "NOT_TRIED" for a in found), table(found)
     tried = [a for a in found if a["rv"] != "NOT_TRIED"]
     assert not [a for a in found if a["rv"] == "NOT_TRIED"] and tried, (
-        f"destroy a domain key: expected {ACTION_PROHIBITED}, got:\n{table(found)}")
+        f"destroy a domain key: expected {ACTION_PROHIBITED}, got:\n{table(found)}"
+    )
     assert_refused(tried, {ACTION_PROHIBITED}, "destroy a domain key")
 
 
@@ -238,8 +279,11 @@ def test_7_wrap_domain_key_refused__CKR_KEY_UNEXTRACTABLE(attacked, member):
     own = [a for a in found if "own AES key" in a["name"]]
     assert own, table(found)
     assert_refused(own, {KEY_UNEXTRACTABLE}, "wrap a domain key under the user's own key")
-    assert_refused([a for a in found if a not in own], {KEY_UNEXTRACTABLE, "CKR_MECHANISM_INVALID"},
-                   "wrap a domain key under a domain key")
+    assert_refused(
+        [a for a in found if a not in own],
+        {KEY_UNEXTRACTABLE, "CKR_MECHANISM_INVALID"},
+        "wrap a domain key under a domain key",
+    )
 
 
 @pytest.mark.parametrize("member", list(ATTACKED))
@@ -254,16 +298,22 @@ def test_10_locked_keys_cannot_be_loosened__CKR_ATTRIBUTE_READ_ONLY(attacked, me
     """Other routes: SENSITIVE=FALSE / WRAP_WITH_TRUSTED=FALSE set on, or copied onto, an HA key or
     a compliant replica (CKR_ATTRIBUTE_READ_ONLY); DECRYPT=TRUE, EXTRACTABLE=TRUE or an empty unwrap
     template set on a domain key (CKR_ACTION_PROHIBITED once it is not modifiable)."""
-    assert_refused(attempts(attacked, member, "10"), {ATTRIBUTE_READ_ONLY, ACTION_PROHIBITED},
-                   "loosen a locked key")
+    assert_refused(
+        attempts(attacked, member, "10"), {ATTRIBUTE_READ_ONLY, ACTION_PROHIBITED}, "loosen a locked key"
+    )
 
 
 def test_no_key_material_recovered_by_any_route(attacked):
     """The headline: across every attempt on both members, nothing matched a real key."""
-    leaks = [a | {"member": m} for m in ATTACKED for a in attacked.reports[m]["attacks"]
-             if a["leaked"] and a["no"] != "11"]
+    leaks = [
+        a | {"member": m}
+        for m in ATTACKED
+        for a in attacked.reports[m]["attacks"]
+        if a["leaked"] and a["no"] != "11"
+    ]
     assert not leaks, "key material recovered:\n" + "\n".join(
-        f"  {a['member']}: {line}" for a in leaks for line in [table([a]).strip()])
+        f"  {a['member']}: {line}" for a in leaks for line in [table([a]).strip()]
+    )
 
 
 def test_11_token_files_hold_a_domain_key_only_inside_a_private_folder(attacked):
@@ -278,6 +328,7 @@ def test_11_token_files_hold_a_domain_key_only_inside_a_private_folder(attacked)
 
 
 # ------------------------------------------------------------------ 9. the replicas
+
 
 def test_9_ha_keys_on_every_member_are_sensitive_and_wrap_only_with_trusted(attacked):
     for member, report in attacked.reports.items():
@@ -312,36 +363,49 @@ def test_9_replica_signatures_verify_with_the_original_public_key(attacked):
     """Each member signs with its own copy (RSA PKCS#1 v1.5 SHA-256, ECDSA P-256); the signatures
     verify (cryptography, not ckdemo) with member1's public key."""
     first = attacked.reports[MEMBERS[0]]["ha"]
-    public_rsa = rsa.RSAPublicNumbers(int(first["rsa"]["public_exponent"], 16),
-                                      int(first["rsa"]["modulus"], 16)).public_key()
-    public_ec = ec.EllipticCurvePublicKey.from_encoded_point(ec.SECP256R1(),
-                                                             bytes.fromhex(first["ec"]["ec_point"]))
+    public_rsa = rsa.RSAPublicNumbers(
+        int(first["rsa"]["public_exponent"], 16), int(first["rsa"]["modulus"], 16)
+    ).public_key()
+    public_ec = ec.EllipticCurvePublicKey.from_encoded_point(
+        ec.SECP256R1(), bytes.fromhex(first["ec"]["ec_point"])
+    )
     for member, report in attacked.reports.items():
         r, e = report["ha"]["rsa"], report["ha"]["ec"]
         assert r["sign_rv"] == OK and e["sign_rv"] == OK, (member, r["sign_rv"], e["sign_rv"])
-        public_rsa.verify(bytes.fromhex(r["signature"]), bytes.fromhex(r["data"]), padding.PKCS1v15(),
-                          hashes.SHA256())
+        public_rsa.verify(
+            bytes.fromhex(r["signature"]), bytes.fromhex(r["data"]), padding.PKCS1v15(), hashes.SHA256()
+        )
         raw = bytes.fromhex(e["signature"])
         der = utils.encode_dss_signature(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big"))
-        public_ec.verify(der, hashlib.sha256(bytes.fromhex(e["data"])).digest(),
-                         ec.ECDSA(utils.Prehashed(hashes.SHA256())))
+        public_ec.verify(
+            der, hashlib.sha256(bytes.fromhex(e["data"])).digest(), ec.ECDSA(utils.Prehashed(hashes.SHA256()))
+        )
 
 
 # ------------------------------------------------------------------ the menu's promise
+
 
 def test_menu_extractable_n_on_the_ha_slot_means_no_clear_copy(attacked):
     """The three keys were generated in the menu with "Extractable? n" on the HA slot: for them,
     attacks 1-3 (every wrap/unwrap trick, wrap under an own key, reading the secret attributes)
     must all be refused and recover nothing, on every attacked member."""
     assert attacked.transcript.count("Extractable? [y/N] : n") == 3, attacked.transcript[-2000:]
-    expected = {"1b": {TEMPLATE_INCONSISTENT}, "1c": {TEMPLATE_INCONSISTENT},
-                "1d": {TEMPLATE_INCONSISTENT}, "1e": {TEMPLATE_INCONSISTENT, "CKR_FUNCTION_FAILED"},
-                "1f": {TEMPLATE_INCONSISTENT, "CKR_USER_NOT_LOGGED_IN"}, "2": {KEY_NOT_WRAPPABLE, KEY_UNEXTRACTABLE},
-                "3": {ATTRIBUTE_SENSITIVE}}
-    bad = [a | {"member": m} for m in ATTACKED for a in attempts(attacked, m, *expected)
-           if a["leaked"] or a["rv"] not in expected[a["no"]]]
+    expected = {
+        "1b": {TEMPLATE_INCONSISTENT},
+        "1c": {TEMPLATE_INCONSISTENT},
+        "1d": {TEMPLATE_INCONSISTENT},
+        "1e": {TEMPLATE_INCONSISTENT, "CKR_FUNCTION_FAILED"},
+        "1f": {TEMPLATE_INCONSISTENT, "CKR_USER_NOT_LOGGED_IN"},
+        "2": {KEY_NOT_WRAPPABLE, KEY_UNEXTRACTABLE},
+        "3": {ATTRIBUTE_SENSITIVE},
+    }
+    bad = [
+        a | {"member": m}
+        for m in ATTACKED
+        for a in attempts(attacked, m, *expected)
+        if a["leaked"] or a["rv"] not in expected[a["no"]]
+    ]
     assert not bad, "'Extractable? n' keys not protected:\n" + table(bad)
-
 
 
 DIGEST_ATTACK = """
@@ -369,8 +433,14 @@ def test_a_digest_of_a_domain_key_is_all_the_user_pin_gets_and_it_is_not_the_key
     comes back is SHA-256 of each domain key, 32 bytes, one per key, and the value stays
     unreadable."""
     from conftest import SOFTHSM_LIB
-    done = subprocess.run([sys.executable, "-c", DIGEST_ATTACK, SOFTHSM_LIB, MEMBERS[0], USER_PIN],
-                          capture_output=True, text=True, timeout=60, env=softhsm_env(attacked.home))
+
+    done = subprocess.run(
+        [sys.executable, "-c", DIGEST_ATTACK, SOFTHSM_LIB, MEMBERS[0], USER_PIN],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=softhsm_env(attacked.home),
+    )
     assert done.returncode == 0, done.stderr
     found = json.loads(done.stdout)
     assert len(found) >= 4  # rsa, ec, aes, generic

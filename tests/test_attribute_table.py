@@ -5,6 +5,7 @@ crashed python-pkcs11 natively (a type it has no packer for, an empty date, a ne
 a search) must come back as the token's answer or a CKR, never kill the interpreter. A native
 crash here ends the whole pytest run, which is the point: it cannot pass by accident.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -15,7 +16,7 @@ from conftest import USER_PIN, requires_softhsm
 from support import private_workspace
 
 from ckdemo import attribute_table as table
-from ckdemo.codes import (CKR_ATTRIBUTE_TYPE_INVALID, CKR_ATTRIBUTE_VALUE_INVALID, CKRError)
+from ckdemo.codes import CKR_ATTRIBUTE_TYPE_INVALID, CKR_ATTRIBUTE_VALUE_INVALID, CKRError
 from ckdemo.rpc.attributes import Attribute
 from ckdemo.rpc.values import from_wire, template_from_wire
 
@@ -30,14 +31,33 @@ UNPACKABLE = (0x80000000, 0x83, 0x220, 0x482, 0x62A)
 
 # ---- the table alone ---------------------------------------------------------------------------
 def test_each_kind_takes_its_values_and_refuses_others_with_value_invalid():
-    good = {CKA_TOKEN: True, CKA_CLASS: 0, CKA_LABEL: "é", CKA_VALUE: b"", CKA_START_DATE: b"",
-            0x111: datetime.date(2030, 1, 2), CKA_UNWRAP_TEMPLATE: {0x103: True},
-            0x40000600: [0x1, 0x40], 0x80000001: b"vendor", 0xDEAD: b"unknown"}
+    good = {
+        CKA_TOKEN: True,
+        CKA_CLASS: 0,
+        CKA_LABEL: "é",
+        CKA_VALUE: b"",
+        CKA_START_DATE: b"",
+        0x111: datetime.date(2030, 1, 2),
+        CKA_UNWRAP_TEMPLATE: {0x103: True},
+        0x40000600: [0x1, 0x40],
+        0x80000001: b"vendor",
+        0xDEAD: b"unknown",
+    }
     assert table.check(dict(good), "C_CreateObject") == good
-    for code, bad in ((CKA_TOKEN, 1), (CKA_CLASS, True), (CKA_CLASS, -1), (CKA_CLASS, 2 ** 64),
-                      (CKA_LABEL, b"x"), (CKA_LABEL, "\udc80"), (CKA_VALUE, "text"),
-                      (CKA_START_DATE, b"2030"), (CKA_UNWRAP_TEMPLATE, {0x103: 1}),
-                      (0x40000600, [-1]), (0x80000001, 5), (CKA_VALUE, b"x" * (table.MAX_VALUE_BYTES + 1))):
+    for code, bad in (
+        (CKA_TOKEN, 1),
+        (CKA_CLASS, True),
+        (CKA_CLASS, -1),
+        (CKA_CLASS, 2**64),
+        (CKA_LABEL, b"x"),
+        (CKA_LABEL, "\udc80"),
+        (CKA_VALUE, "text"),
+        (CKA_START_DATE, b"2030"),
+        (CKA_UNWRAP_TEMPLATE, {0x103: 1}),
+        (0x40000600, [-1]),
+        (0x80000001, 5),
+        (CKA_VALUE, b"x" * (table.MAX_VALUE_BYTES + 1)),
+    ):
         with pytest.raises(CKRError) as refused:
             table.check({code: bad}, "C_CreateObject")
         assert refused.value.ckr == CKR_ATTRIBUTE_VALUE_INVALID, (hex(code), bad)
@@ -57,11 +77,17 @@ def test_wire_values_of_the_wrong_size_are_value_invalid():
     assert from_wire(Attribute(CKA_START_DATE, b"20301231"), "f") == datetime.date(2030, 12, 31)
     assert from_wire(Attribute(CKA_START_DATE, b""), "f") == b""
     assert from_wire(Attribute(0x80000000, b"x"), "f") == b"x"
-    for wire in (Attribute(CKA_TOKEN, 1, 5), Attribute(CKA_CLASS, 0, 4),
-                 Attribute(CKA_DESTROYABLE, b"\x01\x02"), Attribute(CKA_OTP_FORMAT, b"x"),
-                 Attribute(CKA_START_DATE, b"2030123"), Attribute(CKA_START_DATE, b"20301332"),
-                 Attribute(CKA_LABEL, b"\xff"), Attribute(CKA_VALUE, b"abc", 100),
-                 Attribute(CKA_TOKEN, None, -1)):
+    for wire in (
+        Attribute(CKA_TOKEN, 1, 5),
+        Attribute(CKA_CLASS, 0, 4),
+        Attribute(CKA_DESTROYABLE, b"\x01\x02"),
+        Attribute(CKA_OTP_FORMAT, b"x"),
+        Attribute(CKA_START_DATE, b"2030123"),
+        Attribute(CKA_START_DATE, b"20301332"),
+        Attribute(CKA_LABEL, b"\xff"),
+        Attribute(CKA_VALUE, b"abc", 100),
+        Attribute(CKA_TOKEN, None, -1),
+    ):
         with pytest.raises(CKRError) as refused:
             template_from_wire([wire], "C_CreateObject")
         assert refused.value.ckr == CKR_ATTRIBUTE_VALUE_INVALID, wire
@@ -92,8 +118,10 @@ def test_templates_python_pkcs11_cannot_pack_reach_the_token_and_come_back_as_it
         value = (7).to_bytes(8, "little") if code == CKA_OTP_FORMAT else b"x"
         typed = from_wire(Attribute(code, value), "C_FindObjectsInit")
         assert session.find_objects({code: typed}) == []  # SoftHSM2: no object has it
-        assert answer(session.create_object, {CKA_CLASS: CKO_DATA, CKA_TOKEN: False, code: typed}) \
+        assert (
+            answer(session.create_object, {CKA_CLASS: CKO_DATA, CKA_TOKEN: False, code: typed})
             == "CKR_ATTRIBUTE_TYPE_INVALID"
+        )
         assert answer(session.copy_object, data, {code: typed}) == "CKR_ATTRIBUTE_TYPE_INVALID"
         assert answer(session.set_attributes, data, {code: typed}) == "CKR_ATTRIBUTE_TYPE_INVALID"
     assert session.find_objects({CKA_UNWRAP_TEMPLATE: {0x103: True}}) == []
@@ -106,10 +134,13 @@ def test_a_value_the_table_refuses_stops_the_whole_set_before_the_token(member_s
     itself refuses is its own affair: SoftHSM2 2.6.1 keeps the attributes it set before the one
     it refused, as a single SoftHSM2 token does for any application.)"""
     session = member_session
-    data = session.create_object({CKA_CLASS: CKO_DATA, CKA_TOKEN: False, CKA_LABEL: "before",
-                                  CKA_VALUE: b"v"})
-    assert answer(session.set_attributes, data, {CKA_LABEL: "after", CKA_DESTROYABLE: 5}) \
+    data = session.create_object(
+        {CKA_CLASS: CKO_DATA, CKA_TOKEN: False, CKA_LABEL: "before", CKA_VALUE: b"v"}
+    )
+    assert (
+        answer(session.set_attributes, data, {CKA_LABEL: "after", CKA_DESTROYABLE: 5})
         == "CKR_ATTRIBUTE_VALUE_INVALID"
+    )
     assert session.read_attribute(data, CKA_LABEL) == "before"
     session.set_attributes(data, {CKA_LABEL: "after"})
     assert session.read_attribute(data, CKA_LABEL) == "after"
@@ -123,6 +154,7 @@ def test_a_verify_on_a_member_whose_sessions_are_gone_is_a_member_failure(tmp_pa
     failure on (differential test, seed 2200049: 'C_Verify: CKR_OK vs CKR_GENERAL_ERROR')."""
     from ckdemo.codes import CKR_DEVICE_ERROR
     from ckdemo.model import KeySpec
+
     ECDSA = 0x1041
     _, workspace, _ = private_workspace(tmp_path, 1)
     slot = next(s for s in workspace.slots if s not in workspace.groups)

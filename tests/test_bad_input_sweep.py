@@ -1,6 +1,7 @@
 """Every implemented choice fed with wrong answers (letters, huge numbers, unknown handles,
 missing files, unknown mechanisms), on a physical slot and on the HA slot: each gets one clear
 line and the menu goes on. Nothing may end as an internal error or show a traceback."""
+
 from __future__ import annotations
 
 import pytest
@@ -9,9 +10,20 @@ from conftest import no_traceback, requires_softhsm
 
 pytestmark = requires_softhsm
 
-GARBAGE = [["x"], ["99999"], ["1", "x"], ["1", "99999"], ["1", "1", "x"], ["5", "x"],
-           ["1", "1", "1", "x"], ["1", "2", "@/nonexistent"], ["1", "1", "CKM_BOGUS"],
-           ["5", "1", "x"], ["1", "2", "1", "x"], ["1", "1", "1", "1", "1", "1"]]
+GARBAGE = [
+    ["x"],
+    ["99999"],
+    ["1", "x"],
+    ["1", "99999"],
+    ["1", "1", "x"],
+    ["5", "x"],
+    ["1", "1", "1", "x"],
+    ["1", "2", "@/nonexistent"],
+    ["1", "1", "CKM_BOGUS"],
+    ["5", "1", "x"],
+    ["1", "2", "1", "x"],
+    ["1", "1", "1", "1", "1", "1"],
+]
 DESTRUCTIVE = {5, 6, 7, 120}  # change PIN, init token, init PIN, fail member: not for a sweep
 # 15 Wait for Slot Event really waits the seconds answered after the slot (SoftHSM2 has no events):
 # 1 or 2 there, before the wrong answers, cost 9 s of a 13 s sweep; 0 ("do not block") asks the same
@@ -24,6 +36,7 @@ PREFIXES = {
 
 def sweep_script(prefix: list[str]) -> tuple[str, int]:
     from ckdemo.menu.table import MENU  # the menu's own table: a new choice is swept too
+
     choices = [e.number for e in MENU if e.handler and e.number not in DESTRUCTIVE]
     lines = list(prefix)
     for choice in choices:

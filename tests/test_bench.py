@@ -1,5 +1,6 @@
 """`ckdemo bench`: figures come out of a real run, in the shape a CI job can read; on a terminal a
 person sees one progress line over the whole run, and nothing of it reaches a pipe."""
+
 from __future__ import annotations
 
 import fcntl
@@ -38,8 +39,14 @@ def on_a_terminal(command: list[str], stdout_too: bool = True, timeout_s: float 
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
     started = time.monotonic()
-    child = subprocess.Popen(command, stdin=slave, stdout=slave if stdout_too else subprocess.PIPE,
-                             stderr=slave, env=clean_env(), close_fds=True)
+    child = subprocess.Popen(
+        command,
+        stdin=slave,
+        stdout=slave if stdout_too else subprocess.PIPE,
+        stderr=slave,
+        env=clean_env(),
+        close_fds=True,
+    )
     os.close(slave)
     chunks = []
     while time.monotonic() - started < timeout_s:
@@ -60,8 +67,9 @@ def on_a_terminal(command: list[str], stdout_too: bool = True, timeout_s: float 
     return child.wait(timeout=timeout_s), chunks, piped
 
 
-def on_a_terminal_until(command: list[str], interrupt_when: Callable[[str], bool],
-                        timeout_s: float = 90, stdout_too: bool = False):
+def on_a_terminal_until(
+    command: list[str], interrupt_when: Callable[[str], bool], timeout_s: float = 90, stdout_too: bool = False
+):
     """Runs `command` with stderr (and stdout when stdout_too, else piped) on a pseudo-terminal,
     so the progress line shows; sends one SIGINT once `interrupt_when(everything the terminal
     showed so far)` is true.
@@ -70,16 +78,23 @@ def on_a_terminal_until(command: list[str], interrupt_when: Callable[[str], bool
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 200, 0, 0))
     started = time.monotonic()
-    child = subprocess.Popen(command, stdin=subprocess.DEVNULL,
-                             stdout=slave if stdout_too else subprocess.PIPE, stderr=slave,
-                             env=clean_env(), close_fds=True, start_new_session=True,
-                             # as at a terminal: a shell's background job (`make test &`) passes
-                             # SIGINT on ignored, and Python then keeps ignoring it
-                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+    child = subprocess.Popen(
+        command,
+        stdin=subprocess.DEVNULL,
+        stdout=slave if stdout_too else subprocess.PIPE,
+        stderr=slave,
+        env=clean_env(),
+        close_fds=True,
+        start_new_session=True,
+        # as at a terminal: a shell's background job (`make test &`) passes
+        # SIGINT on ignored, and Python then keeps ignoring it
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     os.close(slave)
     piped: list[bytes] = []
-    reader = threading.Thread(target=lambda: piped.append(child.stdout.read() if child.stdout else b""),
-                              daemon=True)
+    reader = threading.Thread(
+        target=lambda: piped.append(child.stdout.read() if child.stdout else b""), daemon=True
+    )
     reader.start()
     chunks, screen, sent = [], "", False
     while time.monotonic() - started < timeout_s:
@@ -139,8 +154,7 @@ def frames(chunks) -> list[tuple[float, str]]:
 
 
 def test_side_by_side_counts_and_ratio(shared_home, run_ckdemo):
-    done = run_ckdemo(shared_home, "bench", "--op", "random", "--count", "3000", "--slot", "both",
-                      "--json")
+    done = run_ckdemo(shared_home, "bench", "--op", "random", "--count", "3000", "--slot", "both", "--json")
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     direct, ha = report["results"]
@@ -156,8 +170,9 @@ def test_side_by_side_counts_and_ratio(shared_home, run_ckdemo):
 
 
 def test_a_physical_slot_with_threads_and_the_table(shared_home, run_ckdemo):
-    done = run_ckdemo(shared_home, "bench", "--op", "rsa-sign", "--slot", "2", "--seconds", "1",
-                      "--threads", "2")
+    done = run_ckdemo(
+        shared_home, "bench", "--op", "rsa-sign", "--slot", "2", "--seconds", "1", "--threads", "2"
+    )
     assert done.returncode == 0, done.stderr
     row = [line.split() for line in done.stdout.splitlines() if line.startswith("slot#2")]
     assert len(row) == 1 and row[0][1:3] == ["rsa-sign", "2"]
@@ -176,21 +191,43 @@ def test_nolb_sends_every_call_to_the_first_member(shared_home, run_ckdemo):
     script = "51\n5\n${CKDEMO_USER_PIN}\n1\n5\ny\n" + "62\n${LAST_SESSION}\n4\n" * 6 + "122\n5\n0\n"
     done = run_ckdemo(shared_home, "--nolb", "run", "-", input=script)
     assert done.returncode == 0, done.stdout
-    calls = [int(row.split()[4]) for row in done.stdout.splitlines()
-             if row[:1].isdigit() and " member" in row and "active" in row]
+    calls = [
+        int(row.split()[4])
+        for row in done.stdout.splitlines()
+        if row[:1].isdigit() and " member" in row and "active" in row
+    ]
     assert calls[0] >= 6 and calls[1:] == [0, 0]
     assert "load balancing off" in done.stdout
 
 
 def test_json_carries_the_parameters_and_units(shared_home, run_ckdemo):
-    done = run_ckdemo(shared_home, "bench", "--op", "ecdsa-sign", "--count", "10", "--slot", "both",
-                      "--data-size", "48", "--json")
+    done = run_ckdemo(
+        shared_home,
+        "bench",
+        "--op",
+        "ecdsa-sign",
+        "--count",
+        "10",
+        "--slot",
+        "both",
+        "--data-size",
+        "48",
+        "--json",
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     assert report["parameters"] == {
-        "operation": "ecdsa-sign", "slots": ["direct", "HA"], "members": report["parameters"]["members"],
-        "per_slot_s": None, "duration_s": None, "count_per_slot": 10, "threads": 1, "rounds": 6,
-        "key_size_bits": 256, "data_size_bytes": 48}
+        "operation": "ecdsa-sign",
+        "slots": ["direct", "HA"],
+        "members": report["parameters"]["members"],
+        "per_slot_s": None,
+        "duration_s": None,
+        "count_per_slot": 10,
+        "threads": 1,
+        "rounds": 6,
+        "key_size_bits": 256,
+        "data_size_bytes": 48,
+    }
     assert len(report["parameters"]["members"]) == 3
     # a count that rounds do not divide: still exactly that many per slot
     assert [r["ops"] for r in report["results"]] == [10, 10]
@@ -212,8 +249,20 @@ def test_piped_output_carries_no_progress(shared_home, run_ckdemo):
 
 def test_a_terminal_shows_one_bar_over_the_whole_run_with_an_eta(shared_home, ckdemo_bin):
     """--slot both --seconds 1 measures 2 s: the bar counts to 2 s, the ETA falls, both slots show."""
-    code, chunks, _ = on_a_terminal([str(ckdemo_bin), "--home", str(shared_home), "bench", "--op",
-                                     "random", "--slot", "both", "--seconds", "1"])
+    code, chunks, _ = on_a_terminal(
+        [
+            str(ckdemo_bin),
+            "--home",
+            str(shared_home),
+            "bench",
+            "--op",
+            "random",
+            "--slot",
+            "both",
+            "--seconds",
+            "1",
+        ]
+    )
     assert code == 0, chunks
     shown = [(when, FRAME.search(text)) for when, text in frames(chunks)]
     moving = [(when, m) for when, m in shown if m]
@@ -232,9 +281,22 @@ def test_a_terminal_shows_one_bar_over_the_whole_run_with_an_eta(shared_home, ck
 
 
 def test_json_to_a_pipe_while_the_bar_goes_to_the_terminal(shared_home, ckdemo_bin):
-    code, chunks, piped = on_a_terminal([str(ckdemo_bin), "--home", str(shared_home), "bench",
-                                         "--op", "digest", "--count", "600", "--slot", "2", "--json"],
-                                        stdout_too=False)
+    code, chunks, piped = on_a_terminal(
+        [
+            str(ckdemo_bin),
+            "--home",
+            str(shared_home),
+            "bench",
+            "--op",
+            "digest",
+            "--count",
+            "600",
+            "--slot",
+            "2",
+            "--json",
+        ],
+        stdout_too=False,
+    )
     assert code == 0, chunks
     assert json.loads(piped)["results"][0]["ops"] == 600  # stdout is pure JSON
     last = frames(chunks)[-1][1]
@@ -247,13 +309,34 @@ MEMORY_LIMIT_MB = 60
 def test_memory_stays_bounded_however_many_calls(shared_home, ckdemo_bin):
     """`--op random` makes ~250,000 calls a second: keeping every latency grew ~11 MB a second
     (143 MB peak for 2 x 5 s); the histogram keeps the process under MEMORY_LIMIT_MB."""
-    measure = ("import resource, subprocess, sys\n"
-               "done = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE)\n"
-               "print(done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
-               "print(done.stdout.decode())")
-    done = subprocess.run([sys.executable, "-c", measure, str(ckdemo_bin), "--home", str(shared_home),
-                           "bench", "--op", "random", "--slot", "both", "--seconds", "2", "--json"],
-                          capture_output=True, text=True, env=clean_env(), timeout=60)
+    measure = (
+        "import resource, subprocess, sys\n"
+        "done = subprocess.run(sys.argv[1:], stdout=subprocess.PIPE)\n"
+        "print(done.returncode, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+        "print(done.stdout.decode())"
+    )
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            measure,
+            str(ckdemo_bin),
+            "--home",
+            str(shared_home),
+            "bench",
+            "--op",
+            "random",
+            "--slot",
+            "both",
+            "--seconds",
+            "2",
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=60,
+    )
     code, peak_kb = map(int, done.stdout.split("\n", 1)[0].split())
     report = json.loads(done.stdout.split("\n", 1)[1])
     assert code == 0, done.stderr
@@ -266,8 +349,19 @@ def test_html_draws_the_run_sampled_from_its_counters_and_loses_no_call(shared_h
     """--html: calls per second over time, each slot's rounds shaded, taken from the counters the
     progress line reads (nothing is added to a call): every call measured is in a bar."""
     page = tmp_path / "bench.html"
-    done = run_ckdemo(shared_home, "bench", "--op", "rsa-sign", "--seconds", "1", "--slot", "both",
-                      "--json", "--html", str(page))
+    done = run_ckdemo(
+        shared_home,
+        "bench",
+        "--op",
+        "rsa-sign",
+        "--seconds",
+        "1",
+        "--slot",
+        "both",
+        "--json",
+        "--html",
+        str(page),
+    )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
     text = page.read_text()
@@ -281,15 +375,19 @@ def test_html_draws_the_run_sampled_from_its_counters_and_loses_no_call(shared_h
 
 def test_a_sampled_timeline_counts_what_happened_between_samples():
     from ckdemo.timeline import Sampler
+
     now, counters = [0.0], [(0, 0, 0.0, "")]
     sampler = Sampler(lambda: counters[0], callers=2, clock=lambda: now[0])
     sampler._start, sampler._last = 0.0, counters[0]  # started by hand: no thread
-    for step, reading in enumerate([(100, 0, 0.1, "A"), (300, 5, 0.2, "A"), (300, 5, 0.2, ""),
-                                    (400, 5, 0.3, "B")], start=1):
+    for step, reading in enumerate(
+        [(100, 0, 0.1, "A"), (300, 5, 0.2, "A"), (300, 5, 0.2, ""), (400, 5, 0.3, "B")], start=1
+    ):
         now[0], counters[0] = step * 0.1, reading
         sampler.sample()
     bins = sampler.stop()
     assert [b.calls for b in bins.bins] == [100, 200, 0, 100] and bins.bins[1].failures == 5
     assert abs(bins.bins[1].total_s - 0.2) < 1e-9  # two callers busy for 0.1 s: 1 ms a call
-    assert [(w.label, round(w.start_s, 1), round(w.end_s, 1)) for w in sampler.windows] == \
-        [("A", 0.1, 0.3), ("B", 0.4, 0.4)]
+    assert [(w.label, round(w.start_s, 1), round(w.end_s, 1)) for w in sampler.windows] == [
+        ("A", 0.1, 0.3),
+        ("B", 0.4, 0.4),
+    ]

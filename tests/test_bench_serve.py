@@ -1,6 +1,7 @@
 """`ckdemo bench-serve`: both servers measured by real clients of p11-kit-client.so in one run;
 the figures (docs/PERFORMANCE.md) come from longer runs, this checks the shape and that nothing
 failed or was left behind."""
+
 from __future__ import annotations
 
 import json
@@ -12,8 +13,7 @@ from rpc_capture import tools_missing
 
 import pytest
 
-pytestmark = [requires_softhsm,
-              pytest.mark.skipif(bool(tools_missing()), reason=str(tools_missing()))]
+pytestmark = [requires_softhsm, pytest.mark.skipif(bool(tools_missing()), reason=str(tools_missing()))]
 
 
 def processes_using(home: Path) -> list[str]:
@@ -65,6 +65,7 @@ def test_table_output(home, run_ckdemo):
 
 def test_the_ratio_of_each_round_gives_median_and_quartiles():
     from ckdemo.bench_serve import Figure, paired
+
     ours, theirs = Figure(per_round=[90.0, 100.0, 110.0, 95.0]), Figure(per_round=[100.0] * 4)
     assert paired(ours, theirs) == {"median": 0.975, "q1": 0.938, "q3": 1.025, "rounds": 4}
     assert paired(Figure(), Figure())["median"] is None

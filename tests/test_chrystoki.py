@@ -1,4 +1,5 @@
 """Chrystoki.conf / crystoki.ini reader-writer: parse, edit in place, lossless round trip, safe save."""
+
 from __future__ import annotations
 
 import os
@@ -50,10 +51,17 @@ def changed_lines(before: str, after: str) -> list[tuple[str, str]]:
 
 # -- parsing ----------------------------------------------------------------------------------
 
+
 def test_parse_example_sections_in_file_order():
     conf = ChrystokiConf.parse(BRIEF_EXAMPLE)
-    assert conf.sections() == ["Chrystoki2", "Luna", "CardReader", "VirtualToken",
-                               "HAConfiguration", "HASynchronize"]
+    assert conf.sections() == [
+        "Chrystoki2",
+        "Luna",
+        "CardReader",
+        "VirtualToken",
+        "HAConfiguration",
+        "HASynchronize",
+    ]
     assert conf.dialect == "conf"
 
 
@@ -124,18 +132,22 @@ def test_value_without_trailing_semicolon_is_accepted():
 
 # -- syntax errors carry source:line ----------------------------------------------------------
 
-@pytest.mark.parametrize("text, line, words", [
-    ("Luna = {\n   DefaultTimeOut = 1;\n", 1, "unterminated section 'Luna'"),
-    ("Luna = {\n}\nDefaultTimeOut = 1;\n", 3, "outside a section"),
-    ("Luna = {\n   DefaultTimeOut 500000;\n}\n", 2, "missing '='"),
-    ("Luna = {\n   A = 1;\nMisc = {\n}\n}\n", 3, "opened inside section 'Luna'"),
-    ("}\n", 1, "without an open section"),
-    ("Luna = {\n}\nluna = {\n}\n", 3, "already defined at line 1"),
-    ("Luna = {\n   A = 1;\n   A = 2;\n}\n", 3, "repeated"),
-    ("Luna = {\n}\n[Misc]\n", 3, "ini-style header"),
-    ("[Luna]\nA=1\nB\n", 3, "missing '='"),
-    ("A=1\n[Luna]\n", 1, "outside a section"),
-])
+
+@pytest.mark.parametrize(
+    "text, line, words",
+    [
+        ("Luna = {\n   DefaultTimeOut = 1;\n", 1, "unterminated section 'Luna'"),
+        ("Luna = {\n}\nDefaultTimeOut = 1;\n", 3, "outside a section"),
+        ("Luna = {\n   DefaultTimeOut 500000;\n}\n", 2, "missing '='"),
+        ("Luna = {\n   A = 1;\nMisc = {\n}\n}\n", 3, "opened inside section 'Luna'"),
+        ("}\n", 1, "without an open section"),
+        ("Luna = {\n}\nluna = {\n}\n", 3, "already defined at line 1"),
+        ("Luna = {\n   A = 1;\n   A = 2;\n}\n", 3, "repeated"),
+        ("Luna = {\n}\n[Misc]\n", 3, "ini-style header"),
+        ("[Luna]\nA=1\nB\n", 3, "missing '='"),
+        ("A=1\n[Luna]\n", 1, "outside a section"),
+    ],
+)
 def test_syntax_errors_name_source_and_line(text, line, words):
     with pytest.raises(ChrystokiSyntaxError) as caught:
         ChrystokiConf.parse(text, source="/etc/Chrystoki.conf")
@@ -161,6 +173,7 @@ def test_load_names_the_path_in_errors(tmp_path):
 
 # -- round trip -------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("path", [LINUX_CONF, WINDOWS_INI], ids=["conf", "ini"])
 def test_round_trip_is_byte_identical(path, tmp_path):
     out = tmp_path / path.name
@@ -168,13 +181,16 @@ def test_round_trip_is_byte_identical(path, tmp_path):
     assert out.read_bytes() == path.read_bytes()
 
 
-@pytest.mark.parametrize("text", [
-    BRIEF_EXAMPLE,
-    BRIEF_EXAMPLE.replace("\n", "\r\n"),
-    "# only a comment, no newline at end",
-    "",
-    "\tLuna={\n\t\tA=1;   \n\n\t}  \n# tail\n",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        BRIEF_EXAMPLE,
+        BRIEF_EXAMPLE.replace("\n", "\r\n"),
+        "# only a comment, no newline at end",
+        "",
+        "\tLuna={\n\t\tA=1;   \n\n\t}  \n# tail\n",
+    ],
+)
 def test_dumps_returns_the_text_unchanged(text):
     assert ChrystokiConf.parse(text).dumps() == text
 
@@ -187,11 +203,13 @@ def test_comments_and_blank_lines_survive_an_edit():
     for line in original.splitlines():
         if line.strip().startswith("#") or not line.strip():
             assert line in out.splitlines()
-    assert changed_lines(original, out) == [("   AutoReconnectInterval = 60;\n",
-                                             "   AutoReconnectInterval = 120;\n")]
+    assert changed_lines(original, out) == [
+        ("   AutoReconnectInterval = 60;\n", "   AutoReconnectInterval = 120;\n")
+    ]
 
 
 # -- set / remove -----------------------------------------------------------------------------
+
 
 def test_set_existing_key_rewrites_only_its_value():
     conf = ChrystokiConf.parse(BRIEF_EXAMPLE)
@@ -220,10 +238,14 @@ def test_set_new_key_in_existing_section_leaves_every_other_line_identical():
     before, after = BRIEF_EXAMPLE.splitlines(keepends=True), conf.dumps().splitlines(keepends=True)
     assert len(after) == len(before) + 1
     added = after.index("   haLogStatus = enabled;\n")
-    assert after[:added] + after[added + 1:] == before
+    assert after[:added] + after[added + 1 :] == before
     assert after[added - 1] == "   HAOnly = 1;\n"  # after the section's last entry
-    assert list(conf.section("HAConfiguration")) == ["reconnAtt", "AutoReconnectInterval",
-                                                     "HAOnly", "haLogStatus"]
+    assert list(conf.section("HAConfiguration")) == [
+        "reconnAtt",
+        "AutoReconnectInterval",
+        "HAOnly",
+        "haLogStatus",
+    ]
 
 
 def test_set_new_key_copies_the_neighbours_style_in_ini():
@@ -235,17 +257,35 @@ def test_set_new_key_copies_the_neighbours_style_in_ini():
     assert out.replace("haLogStatus=enabled\r\n", "", 1) == original
 
 
-@pytest.mark.parametrize("text, section, key, value, expected", [
-    pytest.param("CardReader = {\n}\n", "CardReader", "RemoteCommand", "1",
-                 "CardReader = {\n   RemoteCommand = 1;\n}\n",
-                 id="new key in an empty section goes after the header"),
-    pytest.param("[Luna]\r\nDefaultTimeOut=500000", "Misc", "PE1746Enabled", "0",
-                 "[Luna]\r\nDefaultTimeOut=500000\r\n[Misc]\r\nPE1746Enabled=0\r\n",
-                 id="new section in ini and a missing final newline"),
-    pytest.param("", "HAConfiguration", "HAOnly", "1",
-                 "HAConfiguration = {\n   HAOnly = 1;\n}\n",
-                 id="new section in an empty file"),
-])
+@pytest.mark.parametrize(
+    "text, section, key, value, expected",
+    [
+        pytest.param(
+            "CardReader = {\n}\n",
+            "CardReader",
+            "RemoteCommand",
+            "1",
+            "CardReader = {\n   RemoteCommand = 1;\n}\n",
+            id="new key in an empty section goes after the header",
+        ),
+        pytest.param(
+            "[Luna]\r\nDefaultTimeOut=500000",
+            "Misc",
+            "PE1746Enabled",
+            "0",
+            "[Luna]\r\nDefaultTimeOut=500000\r\n[Misc]\r\nPE1746Enabled=0\r\n",
+            id="new section in ini and a missing final newline",
+        ),
+        pytest.param(
+            "",
+            "HAConfiguration",
+            "HAOnly",
+            "1",
+            "HAConfiguration = {\n   HAOnly = 1;\n}\n",
+            id="new section in an empty file",
+        ),
+    ],
+)
 def test_set_writes_exactly(text, section, key, value, expected):
     conf = ChrystokiConf.parse(text)
     conf.set(section, key, value)
@@ -256,9 +296,8 @@ def test_set_in_missing_section_appends_it_at_the_end():
     conf = ChrystokiConf.parse(BRIEF_EXAMPLE)
     conf.set("Secure Trusted Channel", "SoftTokenDir", "/usr/safenet/lunaclient/config/stc/token")
     assert conf.dumps() == BRIEF_EXAMPLE + (
-        "Secure Trusted Channel = {\n"
-        "   SoftTokenDir = /usr/safenet/lunaclient/config/stc/token;\n"
-        "}\n")
+        "Secure Trusted Channel = {\n   SoftTokenDir = /usr/safenet/lunaclient/config/stc/token;\n}\n"
+    )
     assert conf.sections()[-1] == "Secure Trusted Channel"
 
 
@@ -271,13 +310,16 @@ def test_set_empty_value_and_value_with_equals():
     assert reread.get("Luna", "Extra") == "a=b"
 
 
-@pytest.mark.parametrize("section, key, value", [
-    ("Luna", "A", "1\nHAOnly = 0"),   # would inject a second line
-    ("Luna", "A", " padded "),        # would read back stripped
-    ("Luna", "", "1"),                # no key
-    ("Lu{na", "A", "1"),              # not a section header once written
-    ("Luna", "A=B", "1"),             # the key would end at the first '='
-])
+@pytest.mark.parametrize(
+    "section, key, value",
+    [
+        ("Luna", "A", "1\nHAOnly = 0"),  # would inject a second line
+        ("Luna", "A", " padded "),  # would read back stripped
+        ("Luna", "", "1"),  # no key
+        ("Lu{na", "A", "1"),  # not a section header once written
+        ("Luna", "A=B", "1"),  # the key would end at the first '='
+    ],
+)
 def test_set_refuses_what_would_not_read_back_and_leaves_the_text_alone(section, key, value):
     conf = ChrystokiConf.parse(BRIEF_EXAMPLE)
     with pytest.raises(ValueError):
@@ -332,6 +374,7 @@ def test_edits_after_a_removal_use_the_new_positions():
 
 
 # -- save -------------------------------------------------------------------------------------
+
 
 def test_save_writes_mode_0600_and_leaves_no_temporary_file(tmp_path):
     target = tmp_path / "Chrystoki.conf"

@@ -1,6 +1,7 @@
 """CKDemo's own screens where CKDemo has a format (seed: ../shared/seed/luna-ha-autorecovery.txt):
 the main prompt, the slot list, the HA Status rows; and 99 (help) marking the Luna-only choices
 the loaded module lacks."""
+
 from __future__ import annotations
 
 import re
@@ -17,7 +18,9 @@ pytestmark = requires_softhsm
 
 def test_ha_status_rows_are_the_seeds_byte_for_byte():
     # the two rows of the seed's second HA Status, with its serials
-    assert ha_status_row("599447001", CKR_TOKEN_NOT_PRESENT) == "   HSM 599447001      - CKR_TOKEN_NOT_PRESENT"
+    assert (
+        ha_status_row("599447001", CKR_TOKEN_NOT_PRESENT) == "   HSM 599447001      - CKR_TOKEN_NOT_PRESENT"
+    )
     assert ha_status_row("78665001", CKR_OK) == "   HSM 78665001       - CKR_OK"
     assert ha_status_row("599447001", CKR_DEVICE_ERROR) == "   HSM 599447001      - CKR_DEVICE_ERROR"
     # a SoftHSM serial (16 hex digits) is wider than the column: still one space before the dash
@@ -47,11 +50,14 @@ def test_help_marks_the_luna_only_choices_the_module_lacks(menu, shared_home):
     assert {16, 70, 110} <= set(luna_only)
     code, out = menu(shared_home, "0\n")
     assert "Luna-only" not in out  # the menu at start is CKDemo's, unmarked
-    code, out = menu(shared_home, "99\n70\n@expect CKR_FUNCTION_NOT_SUPPORTED\n16\n"
-                                  "@expect CKR_FUNCTION_NOT_SUPPORTED\n0\n")
+    code, out = menu(
+        shared_home, "99\n70\n@expect CKR_FUNCTION_NOT_SUPPORTED\n16\n@expect CKR_FUNCTION_NOT_SUPPORTED\n0\n"
+    )
     assert code == 0, out
     [note] = [line for line in out.splitlines() if line.startswith("Luna-only")]
-    assert note == ("Luna-only, not in the loaded module (CKR_FUNCTION_NOT_SUPPORTED): "
-                    + ", ".join(str(n) for n in luna_only))
+    assert note == (
+        "Luna-only, not in the loaded module (CKR_FUNCTION_NOT_SUPPORTED): "
+        + ", ".join(str(n) for n in luna_only)
+    )
     assert out.count("(0) Quit demo") == 2  # the menu at start, then 99's, with the note under it
     assert out.index(note) > out.rindex("(0) Quit demo")

@@ -2,6 +2,7 @@
 
 Provisioned tokens are read back with softhsm2-util under the home's own SOFTHSM2_CONF.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -21,8 +22,14 @@ pytestmark = requires_softhsm
 
 def tokens(home) -> dict[str, str]:
     """Initialised tokens of a home as {label: serial}, from softhsm2-util --show-slots."""
-    out = subprocess.run(["softhsm2-util", "--show-slots"], capture_output=True, text=True,
-                         timeout=60, env=softhsm_env(home), check=True).stdout
+    out = subprocess.run(
+        ["softhsm2-util", "--show-slots"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=softhsm_env(home),
+        check=True,
+    ).stdout
     found, serial = {}, None
     for line in out.splitlines():
         name, _, value = line.strip().partition(":")
@@ -44,15 +51,20 @@ def slot_labels(transcript: str) -> list[str]:
 
 # ---------------------------------------------------------------- init
 
+
 def test_init_provisions_a_private_home(run_ckdemo, tmp_path):
     home = tmp_path / "deep" / "state"
     done = run_ckdemo(home, "init")
     assert done.returncode == 0, done.stderr
     provisioned, ready = done.stdout.strip().splitlines()
-    assert provisioned == (f"Provisioned {home}: 3 SoftHSM2 member tokens "
-                           f"(member1, member2, member3); config {home / 'Chrystoki.conf'}")
-    assert ready.startswith("HA group: HA domain keys generation 1 (rsa, ec, aes, generic; for "
-                            "private keys and for keys that are not) created on 3 member(s): ")
+    assert provisioned == (
+        f"Provisioned {home}: 3 SoftHSM2 member tokens "
+        f"(member1, member2, member3); config {home / 'Chrystoki.conf'}"
+    )
+    assert ready.startswith(
+        "HA group: HA domain keys generation 1 (rsa, ec, aes, generic; for "
+        "private keys and for keys that are not) created on 3 member(s): "
+    )
     assert mode(home) == 0o700
     assert mode(home / "Chrystoki.conf") == 0o600
     assert sorted(tokens(home)) == ["member1", "member2", "member3"]
@@ -136,12 +148,20 @@ def test_first_use_without_init_provisions(run_ckdemo, tmp_path):
 
 # ---------------------------------------------------------------- --module and --config
 
+
 def test_module_option_uses_that_library(run_ckdemo, provision, tmp_path):
     """--module hands the slot list to the library: here SoftHSM2 under another home's config."""
     other = provision(tmp_path / "other", "--members", "2", "--label-prefix", "other")
     home = tmp_path / "plain"
-    done = run_ckdemo(home, "--module", SOFTHSM_LIB, "run", "-", input="14\n10\n1\n0\n",
-                      env={"SOFTHSM2_CONF": str(other / "softhsm2.conf")})
+    done = run_ckdemo(
+        home,
+        "--module",
+        SOFTHSM_LIB,
+        "run",
+        "-",
+        input="14\n10\n1\n0\n",
+        env={"SOFTHSM2_CONF": str(other / "softhsm2.conf")},
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert sorted(slot_labels(done.stdout)) == ["", "other1", "other2"]
     assert re.search(rf"^\s+Path\s+: {re.escape(SOFTHSM_LIB)}$", done.stdout, re.MULTILINE)
@@ -151,8 +171,13 @@ def test_module_option_uses_that_library(run_ckdemo, provision, tmp_path):
 def test_module_option_wins_over_the_provisioned_members(run_ckdemo, provision, tmp_path):
     home = provision(tmp_path / "home")
     other = provision(tmp_path / "other", "--members", "1", "--label-prefix", "other")
-    done = run_ckdemo(home, "run", "-", input="14\n0\n",
-                      env={"CKDEMO_MODULE": SOFTHSM_LIB, "SOFTHSM2_CONF": str(other / "softhsm2.conf")})
+    done = run_ckdemo(
+        home,
+        "run",
+        "-",
+        input="14\n0\n",
+        env={"CKDEMO_MODULE": SOFTHSM_LIB, "SOFTHSM2_CONF": str(other / "softhsm2.conf")},
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert sorted(slot_labels(done.stdout)) == ["", "other1"]
     assert "member1" not in done.stdout
@@ -210,12 +235,19 @@ def test_help_lists_the_commands_and_options(run_ckdemo, tmp_path):
 
 # ---------------------------------------------------------------- start-up time (recorded, not judged)
 
+
 def test_time_to_first_prompt_on_a_terminal(ckdemo_bin, provision, tmp_path, record_property):
     home = provision(tmp_path / "home")
     master, slave = pty.openpty()
     started = time.monotonic()
-    process = subprocess.Popen([str(ckdemo_bin), "--home", str(home)], stdin=slave, stdout=slave,
-                               stderr=slave, env=clean_env(TERM="dumb"), close_fds=True)
+    process = subprocess.Popen(
+        [str(ckdemo_bin), "--home", str(home)],
+        stdin=slave,
+        stdout=slave,
+        stderr=slave,
+        env=clean_env(TERM="dumb"),
+        close_fds=True,
+    )
     os.close(slave)
     screen, elapsed = b"", None
     try:
@@ -247,8 +279,9 @@ def test_isolated_members_each_have_their_own_library_instance(tmp_path, provisi
     home = provision(tmp_path / "home", "--isolated")
     done = run_ckdemo(home, "run", "-", input="10\n1\n10\n2\n10\n3\n0\n")
     assert done.returncode == 0, done.stdout
-    paths = [line.split(":", 1)[1].strip() for line in done.stdout.splitlines()
-             if line.strip().startswith("Path")]
+    paths = [
+        line.split(":", 1)[1].strip() for line in done.stdout.splitlines() if line.strip().startswith("Path")
+    ]
     assert paths == [str(home / "lib" / f"libsofthsm2-member{n}.so") for n in (1, 2, 3)]
     demo = run_ckdemo(home, "run", str(Path(__file__).parent.parent / "scripts" / "ha-failover-demo"))
     assert demo.returncode == 0, demo.stdout
@@ -275,8 +308,12 @@ def test_a_reader_that_goes_away_is_no_internal_error(ckdemo_bin, run_ckdemo, pr
     fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, PIPE_BYTES)
     holds = fcntl.fcntl(write_end, fcntl.F_GETPIPE_SZ)
     assert whole.returncode == 0 and len(whole.stdout.encode()) > holds + 1, whole.stderr
-    writer = subprocess.Popen([str(ckdemo_bin), "--home", str(home), "hagroup", "show"],
-                              stdout=write_end, stderr=subprocess.PIPE, env=clean_env())
+    writer = subprocess.Popen(
+        [str(ckdemo_bin), "--home", str(home), "hagroup", "show"],
+        stdout=write_end,
+        stderr=subprocess.PIPE,
+        env=clean_env(),
+    )
     os.close(write_end)
     try:
         assert os.read(read_end, 1)  # ckdemo has begun to write; what is left cannot fit the pipe
@@ -290,6 +327,7 @@ def test_a_reader_that_goes_away_is_no_internal_error(ckdemo_bin, run_ckdemo, pr
 def add_groups(conf_path: Path, count: int) -> None:
     """`count` more HA groups in the file, each of two members no token has (shown as not found)."""
     from ckdemo.config.chrystoki import ChrystokiConf
+
     conf = ChrystokiConf.load(conf_path)
     for n in range(1, count + 1):
         conf.set("VirtualToken", f"VirtualToken{n:02d}Label", f"extra-group-{n}")
@@ -300,12 +338,19 @@ def add_groups(conf_path: Path, count: int) -> None:
 
 def test_global_options_may_come_after_the_command(run_ckdemo, tmp_path):
     from ckdemo.cli import hoist_global_options
+
     commands = {"run", "lab", "scripts"}
-    assert hoist_global_options(["run", "token-tour", "--home", "H", "--nolb"], commands) == \
-        ["--home", "H", "--nolb", "run", "token-tour"]
+    assert hoist_global_options(["run", "token-tour", "--home", "H", "--nolb"], commands) == [
+        "--home",
+        "H",
+        "--nolb",
+        "run",
+        "token-tour",
+    ]
     assert hoist_global_options(["--home", "run", "run", "x"], commands) == ["--home", "run", "run", "x"]
-    assert hoist_global_options(["lab", "run", "s.toml", "--config=C", "--", "app", "--home", "x"],
-                                commands) == ["--config=C", "lab", "run", "s.toml", "--", "app", "--home", "x"]
+    assert hoist_global_options(
+        ["lab", "run", "s.toml", "--config=C", "--", "app", "--home", "x"], commands
+    ) == ["--config=C", "lab", "run", "s.toml", "--", "app", "--home", "x"]
     home = tmp_path / "after"
     done = run_ckdemo(None, "run", "token-tour", "--home", str(home))
     assert done.returncode == 0, done.stdout + done.stderr

@@ -1,5 +1,6 @@
 """The command line a new user meets (issue 11): --version, python -m ckdemo, environment variables
 shown in --help, help text on every option of every command, and click's shell completion."""
+
 from __future__ import annotations
 
 import subprocess
@@ -14,8 +15,9 @@ from ckdemo.cli import main
 
 
 def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(list(args), capture_output=True, text=True, timeout=60,
-                          env=clean_env(**(env or {})))
+    return subprocess.run(
+        list(args), capture_output=True, text=True, timeout=60, env=clean_env(**(env or {}))
+    )
 
 
 def test_version_from_the_command_and_from_python_m(ckdemo_bin):
@@ -60,11 +62,17 @@ def test_every_option_of_every_command_has_help():
 def test_bash_completion_script_and_answers(ckdemo_bin):
     source = run(str(ckdemo_bin), env={"_CKDEMO_COMPLETE": "bash_source"})
     assert source.returncode == 0
-    assert "_ckdemo_completion()" in source.stdout and "complete -o nosort -F _ckdemo_completion ckdemo" \
-        in source.stdout
-    commands = run(str(ckdemo_bin), env={"_CKDEMO_COMPLETE": "bash_complete", "COMP_WORDS": "ckdemo hag",
-                                         "COMP_CWORD": "1"})
+    assert (
+        "_ckdemo_completion()" in source.stdout
+        and "complete -o nosort -F _ckdemo_completion ckdemo" in source.stdout
+    )
+    commands = run(
+        str(ckdemo_bin),
+        env={"_CKDEMO_COMPLETE": "bash_complete", "COMP_WORDS": "ckdemo hag", "COMP_CWORD": "1"},
+    )
     assert commands.stdout.split() == ["plain,hagroup"]
-    scripts = run(str(ckdemo_bin), env={"_CKDEMO_COMPLETE": "bash_complete",
-                                        "COMP_WORDS": "ckdemo run ha-", "COMP_CWORD": "2"})
+    scripts = run(
+        str(ckdemo_bin),
+        env={"_CKDEMO_COMPLETE": "bash_complete", "COMP_WORDS": "ckdemo run ha-", "COMP_CWORD": "2"},
+    )
     assert scripts.stdout.split() == ["plain,ha-failover-demo", "plain,ha-remote-demo", "file,ha-"]

@@ -3,6 +3,7 @@
 Oracles: python-pkcs11's own `map_rv_to_error` source (which class it raises for which code),
 NSS's copy of the OASIS header for the values, and a wrong PIN on a real SoftHSM2 token.
 """
+
 from __future__ import annotations
 
 import inspect
@@ -30,11 +31,12 @@ _BRANCH = re.compile(r'rv == (CKR_\w+):\s*\n\s*exc = (\w+)\(\s*(?:"([^"]*)")?\s*
 
 def map_rv_to_error_pairs() -> list[tuple[str, str, str | None]]:
     source = (Path(pkcs11.__file__).parent / "_pkcs11.pxd").read_text()
-    body = source[source.index("map_rv_to_error"):]
+    body = source[source.index("map_rv_to_error") :]
     return _BRANCH.findall(body)
 
 
 # --- python-pkcs11 exceptions -> codes, against python-pkcs11's own source ----------------------
+
 
 def test_oracle_sees_the_whole_map():
     pairs = map_rv_to_error_pairs()
@@ -66,18 +68,27 @@ def test_python_side_exceptions():
     assert ckr_of(pkcs11.exceptions.NoSuchToken("No token matching {}")) == codes.CKR_TOKEN_NOT_PRESENT
     assert ckr_of(pkcs11.exceptions.NoSuchKey()) == codes.CKR_KEY_HANDLE_INVALID
     assert ckr_of(pkcs11.exceptions.MultipleObjectsReturned()) == codes.CKR_ARGUMENTS_BAD
-    assert ckr_of(pkcs11.exceptions.ArgumentsBad("Set either `user_pin` or `so_pin`")) == codes.CKR_ARGUMENTS_BAD
-    assert ckr_of(pkcs11.exceptions.PKCS11Error("Failed to cancel operation")) == codes.CKR_OPERATION_CANCEL_FAILED
+    assert (
+        ckr_of(pkcs11.exceptions.ArgumentsBad("Set either `user_pin` or `so_pin`")) == codes.CKR_ARGUMENTS_BAD
+    )
+    assert (
+        ckr_of(pkcs11.exceptions.PKCS11Error("Failed to cancel operation"))
+        == codes.CKR_OPERATION_CANCEL_FAILED
+    )
 
 
 def test_bare_pkcs11error_messages():
     bare = pkcs11.exceptions.PKCS11Error
     assert ckr_of(bare("Unmapped error code 0x80000123")) == 0x80000123
     assert ckr_name(ckr_of(bare("Unmapped error code 0x80000123"))) == "CKR_VENDOR_DEFINED+0x123"
-    assert ckr_of(bare("Initialisation error (not initialized). Should never see this.")) \
+    assert (
+        ckr_of(bare("Initialisation error (not initialized). Should never see this."))
         == codes.CKR_CRYPTOKI_NOT_INITIALIZED
-    assert ckr_of(bare("Initialisation error (already initialized). Should never see this.")) \
+    )
+    assert (
+        ckr_of(bare("Initialisation error (already initialized). Should never see this."))
         == codes.CKR_CRYPTOKI_ALREADY_INITIALIZED
+    )
     assert ckr_of(bare("Buffer was too small. Should never see this.")) == codes.CKR_BUFFER_TOO_SMALL
     assert ckr_of(bare("OS exception while loading /nope.so: no such file")) == codes.CKR_GENERAL_ERROR
 
@@ -86,7 +97,10 @@ def test_translate_keeps_python_pkcs11_words_only_when_they_say_more():
     assert translate(pkcs11.exceptions.PKCS11Error("Unmapped error code 0x80000123"), "C_Sign").detail == ""
     error = translate(pkcs11.exceptions.NoSuchKey("No key matching {'label': 'k1'}"), "C_FindObjects")
     assert (error.name, error.function) == ("CKR_KEY_HANDLE_INVALID", "C_FindObjects")
-    assert str(error) == "C_FindObjects returned CKR_KEY_HANDLE_INVALID (0x00000060): No key matching {'label': 'k1'}"
+    assert (
+        str(error)
+        == "C_FindObjects returned CKR_KEY_HANDLE_INVALID (0x00000060): No key matching {'label': 'k1'}"
+    )
 
 
 def test_pkcs11_call_translates_and_chains():
@@ -111,6 +125,7 @@ def test_pkcs11_call_lets_other_exceptions_pass():
 
 # --- a real return value from SoftHSM2 -----------------------------------------------------------
 
+
 @pytest.fixture
 def softhsm_copy(tmp_path, monkeypatch):
     """A private copy of SoftHSM2 (its own module instance) with one token 't1', user PIN 1234."""
@@ -122,9 +137,12 @@ def softhsm_copy(tmp_path, monkeypatch):
     conf.write_text(f"directories.tokendir = {tokens}\nobjectstore.backend = file\n")
     # SoftHSM reads its config at C_Initialize, and python-pkcs11 caches a library per path.
     monkeypatch.setenv("SOFTHSM2_CONF", str(conf))
-    subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", "t1",
-                    "--pin", "1234", "--so-pin", "5678"],
-                   check=True, capture_output=True, env=os.environ.copy())
+    subprocess.run(
+        ["softhsm2-util", "--init-token", "--free", "--label", "t1", "--pin", "1234", "--so-pin", "5678"],
+        check=True,
+        capture_output=True,
+        env=os.environ.copy(),
+    )
     copy = tmp_path / "libsofthsm2-copy.so"
     shutil.copyfile(SOFTHSM.resolve(), copy)
     lib = pkcs11.lib(str(copy))
@@ -146,6 +164,7 @@ def test_wrong_pin_is_ckr_pin_incorrect(softhsm_copy):
 
 
 # --- names and values ---------------------------------------------------------------------------
+
 
 def test_values_match_the_oasis_header_as_shipped_by_nss():
     if not NSS_HEADER.exists():
@@ -196,17 +215,29 @@ def test_describe_and_str():
     assert str(error) == "C_Login returned CKR_PIN_INCORRECT (0x000000A0)"
 
 
-@pytest.mark.parametrize("name, fatal", [
-    ("CKR_DEVICE_ERROR", True), ("CKR_DEVICE_REMOVED", True), ("CKR_TOKEN_NOT_PRESENT", True),
-    ("CKR_CRYPTOKI_NOT_INITIALIZED", True), ("CKR_GENERAL_ERROR", False),
-    ("CKR_PIN_INCORRECT", False), ("CKR_MECHANISM_INVALID", False), ("CKR_OK", False),
-    ("CKR_SESSION_HANDLE_INVALID", False), ("CKR_VENDOR_DEFINED", False),
-])
+@pytest.mark.parametrize(
+    "name, fatal",
+    [
+        ("CKR_DEVICE_ERROR", True),
+        ("CKR_DEVICE_REMOVED", True),
+        ("CKR_TOKEN_NOT_PRESENT", True),
+        ("CKR_CRYPTOKI_NOT_INITIALIZED", True),
+        ("CKR_GENERAL_ERROR", False),
+        ("CKR_PIN_INCORRECT", False),
+        ("CKR_MECHANISM_INVALID", False),
+        ("CKR_OK", False),
+        ("CKR_SESSION_HANDLE_INVALID", False),
+        ("CKR_VENDOR_DEFINED", False),
+    ],
+)
 def test_is_member_fatal(name, fatal):
     assert is_member_fatal(ckr_value(name)) is fatal
 
 
 def test_session_lost_is_not_member_fatal():
-    assert codes.SESSION_LOST == {codes.CKR_SESSION_HANDLE_INVALID, codes.CKR_SESSION_CLOSED,
-                                  codes.CKR_USER_NOT_LOGGED_IN}
+    assert codes.SESSION_LOST == {
+        codes.CKR_SESSION_HANDLE_INVALID,
+        codes.CKR_SESSION_CLOSED,
+        codes.CKR_USER_NOT_LOGGED_IN,
+    }
     assert not codes.SESSION_LOST & codes.MEMBER_FATAL

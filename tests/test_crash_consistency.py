@@ -4,6 +4,7 @@ Real processes only: `ckdemo run` generating keys on the HA slot is killed with 
 points, a second ckdemo process synchronises beside a generator, and pkcs11-tool straight on each
 member token (outside ckdemo) reads what every member holds.
 """
+
 from __future__ import annotations
 
 import random
@@ -27,8 +28,7 @@ TRIALS = 4
 
 def member_objects(independent, home: Path, member: str) -> Counter:
     """(class line, label, id) -> how many of them the member holds, by pkcs11-tool, logged in."""
-    listed = independent(home, "--token-label", member, "--login", "--pin", USER_PIN,
-                         "--list-objects")
+    listed = independent(home, "--token-label", member, "--login", "--pin", USER_PIN, "--list-objects")
     assert listed.returncode == 0, listed.stderr + token_files(home)
     found: Counter = Counter()
     current: dict[str, str] | None = None
@@ -36,8 +36,9 @@ def member_objects(independent, home: Path, member: str) -> Counter:
         if not line.startswith(" "):
             if current is not None and not current["label"].startswith("ckdemo HA domain key"):
                 found[(current["type"], current["label"], current["id"])] += 1
-            current = {"type": line.split(";")[0].strip(), "label": "", "id": ""} \
-                if "Object" in line else None
+            current = (
+                {"type": line.split(";")[0].strip(), "label": "", "id": ""} if "Object" in line else None
+            )
         elif current is not None:
             name, _, value = line.strip().partition(":")
             if name.strip() in ("label", "ID"):
@@ -47,8 +48,11 @@ def member_objects(independent, home: Path, member: str) -> Counter:
 
 def token_files(home: Path) -> str:
     """The token folders' files and sizes (when a member token cannot be read after a SIGKILL)."""
-    return "".join(f"\n{path.relative_to(home)} {path.stat().st_size} bytes"
-                   for path in sorted((home / "tokens").glob("*/*")) if path.is_file())
+    return "".join(
+        f"\n{path.relative_to(home)} {path.stat().st_size} bytes"
+        for path in sorted((home / "tokens").glob("*/*"))
+        if path.is_file()
+    )
 
 
 def holdings(independent, home: Path) -> dict[str, Counter]:
@@ -73,9 +77,15 @@ def generator_script(count: int, prefix: str) -> str:
 def start_run(ckdemo_bin: Path, home: Path, script: str) -> subprocess.Popen:
     """`ckdemo run -` in the background; its transcript goes to a file beside the home."""
     transcript = open(home.parent / "transcript.txt", "w")
-    process = subprocess.Popen([str(ckdemo_bin), "--home", str(home), "run", "-"],
-                               stdin=subprocess.PIPE, stdout=transcript, stderr=subprocess.STDOUT,
-                               text=True, env=clean_env(), cwd=home.parent)
+    process = subprocess.Popen(
+        [str(ckdemo_bin), "--home", str(home), "run", "-"],
+        stdin=subprocess.PIPE,
+        stdout=transcript,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=clean_env(),
+        cwd=home.parent,
+    )
     transcript.close()
     process.stdin.write(script)
     process.stdin.close()
@@ -104,13 +114,27 @@ def group_home(home, menu) -> Path:
 
 def test_ha_login_completes_a_key_some_members_lack(group_home, menu, independent):
     home = group_home
-    code, out = menu(home, generator_script(2, "partial"), )
+    code, out = menu(
+        home,
+        generator_script(2, "partial"),
+    )
     assert code == 0, out
     # what a crash in the middle of a replication leaves: the key pair on member1 only
     for member in MEMBERS[1:]:
         for kind in ("privkey", "pubkey"):
-            gone = independent(home, "--token-label", member, "--login", "--pin", USER_PIN,
-                               "--delete-object", "--type", kind, "--label", "partial-1")
+            gone = independent(
+                home,
+                "--token-label",
+                member,
+                "--login",
+                "--pin",
+                USER_PIN,
+                "--delete-object",
+                "--type",
+                kind,
+                "--label",
+                "partial-1",
+            )
             assert gone.returncode == 0, gone.stderr
     before = holdings(independent, home)
     assert before[MEMBERS[0]] != before[MEMBERS[1]]
@@ -123,8 +147,7 @@ def test_ha_login_completes_a_key_some_members_lack(group_home, menu, independen
     assert re.search(r"completed at HA login: 4 object\(s\) copied", out), out
 
 
-def test_sigkill_during_key_generation_leaves_every_member_alike(group_home, menu, independent,
-                                                                  ckdemo_bin):
+def test_sigkill_during_key_generation_leaves_every_member_alike(group_home, menu, independent, ckdemo_bin):
     home = group_home
     chance = random.Random(SEED)
     partial_trials = 0
@@ -140,12 +163,13 @@ def test_sigkill_during_key_generation_leaves_every_member_alike(group_home, men
         code, out = menu(home, f"51\n{HA_SLOT}\n{USER_PIN}\n0\n")  # a new process logs in
         assert code == 0, out
         assert_consistent(holdings(independent, home))
-    print(f"{partial_trials} of {TRIALS} SIGKILLs left a key on some members only; "
-          "every one was completed by the next HA login")
+    print(
+        f"{partial_trials} of {TRIALS} SIGKILLs left a key on some members only; "
+        "every one was completed by the next HA login"
+    )
 
 
-def test_synchronize_beside_a_generator_makes_no_duplicates(group_home, independent, ckdemo_bin,
-                                                            run_ckdemo):
+def test_synchronize_beside_a_generator_makes_no_duplicates(group_home, independent, ckdemo_bin, run_ckdemo):
     """`hagroup synchronize` again and again while a run generates key pairs. One synchronize has
     outlasted a whole 40-key generator (on a saturated machine, and once in CI): the test then
     proved nothing and said so. Each round starts its synchronize runs once the generator is logged

@@ -10,6 +10,7 @@ answers, handles, deterministic signatures, hashes, status lines) must match byt
 After an intended change of the tour or the screen, regenerate and review:
     CKDEMO_UPDATE_GOLDEN=1 .venv/bin/pytest -q tests/test_crypto_tour.py && git diff tests/golden
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -41,8 +42,15 @@ SLOT_NUMBER = {"physical": 1, "ha": 5}  # in a default home: slot#5 is the HA Vi
 MESSAGE = b"ckdemo known-answer test"  # what the tour signs
 CBC_IV = bytes.fromhex("000102030405060708090a0b0c0d0e0f")
 GCM_IV, GCM_AAD = bytes.fromhex("cafebabefacedbaddecaf888"), b"crypto tour"
-TOUR_FILES = {"crypto-tour.sig", "crypto-tour.cbc", "crypto-tour.cbc.out", "crypto-tour.gcm",
-              "crypto-tour.gcm.out", "crypto-tour-aes.oaep", "crypto-tour-unwrapped.cbc"}
+TOUR_FILES = {
+    "crypto-tour.sig",
+    "crypto-tour.cbc",
+    "crypto-tour.cbc.out",
+    "crypto-tour.gcm",
+    "crypto-tour.gcm.out",
+    "crypto-tour-aes.oaep",
+    "crypto-tour-unwrapped.cbc",
+}
 
 
 # ---------------------------------------------------------------- the strict normaliser
@@ -77,6 +85,7 @@ def normalise(transcript: str, home: Path) -> str:
 
 # ---------------------------------------------------------------- the published known keys
 
+
 @dataclass(frozen=True)
 class KnownKeys:
     aes: bytes
@@ -91,14 +100,19 @@ def known() -> KnownKeys:
     text = (REPO / "docs" / "KNOWN_KEYS.md").read_text()
     aes = re.search(r"^AES-256: `([0-9a-f]{64})`$", text, re.MULTILINE).group(1)
     mac = re.search(r"^HMAC: `[^`]+` = `([0-9a-f]+)`$", text, re.MULTILINE).group(1)
-    keys = [load_pem_private_key(block.encode(), None) for block in
-            re.findall(r"-----BEGIN PRIVATE KEY-----\n.*?\n-----END PRIVATE KEY-----", text, re.DOTALL)]
+    keys = [
+        load_pem_private_key(block.encode(), None)
+        for block in re.findall(
+            r"-----BEGIN PRIVATE KEY-----\n.*?\n-----END PRIVATE KEY-----", text, re.DOTALL
+        )
+    ]
     [rsa_key] = [k for k in keys if isinstance(k, rsa.RSAPrivateKey)]
     [ec_key] = [k for k in keys if isinstance(k, ec.EllipticCurvePrivateKey)]
     return KnownKeys(bytes.fromhex(aes), bytes.fromhex(mac), rsa_key, ec_key)
 
 
 # ---------------------------------------------------------------- the two replays
+
 
 @dataclass(frozen=True)
 class Tour:
@@ -131,6 +145,7 @@ def after(transcript: str, header: str) -> list[str]:
 
 # ---------------------------------------------------------------- golden
 
+
 @pytest.mark.parametrize("kind", SLOTS)
 def test_tour_meets_every_expectation(tours, kind):
     tour = tours[kind]
@@ -147,8 +162,11 @@ def test_tour_meets_every_expectation(tours, kind):
 @pytest.mark.parametrize("kind", SLOTS)
 def test_transcript_matches_golden(tours, kind):
     tour = tours[kind]
-    assert_matches_golden(normalise(tour.stdout, tour.home), GOLDEN_DIR / f"crypto-tour-{kind}.txt",
-                          f"scripts/crypto-tour ({kind})")
+    assert_matches_golden(
+        normalise(tour.stdout, tour.home),
+        GOLDEN_DIR / f"crypto-tour-{kind}.txt",
+        f"scripts/crypto-tour ({kind})",
+    )
 
 
 def test_a_second_run_normalises_to_the_same_text(run_ckdemo, provision, tours, tmp_path):
@@ -158,22 +176,31 @@ def test_a_second_run_normalises_to_the_same_text(run_ckdemo, provision, tours, 
     again = run_ckdemo(home, "run", str(TOUR), env={"TOUR_SLOT": "1"}, cwd=work)
     assert again.returncode == 0, again.stdout
     first = tours["physical"]
-    for header in (r"Signature \(64 bytes, CKM_ECDSA\):", r"16 random bytes:",
-                   r"Key \d+ wrapped with key \d+ \(CKM_RSA_PKCS_OAEP\): .*"):
+    for header in (
+        r"Signature \(64 bytes, CKM_ECDSA\):",
+        r"16 random bytes:",
+        r"Key \d+ wrapped with key \d+ \(CKM_RSA_PKCS_OAEP\): .*",
+    ):
         assert after(again.stdout, header) != after(first.stdout, header), header
     assert normalise(again.stdout, home) == normalise(first.stdout, first.home)
 
 
-@pytest.mark.parametrize("pattern, replacement", [
-    (r"(?m)^6e5d34969f", "7e5d34969f"),  # the deterministic RSA signature
-    (r"(?m)^0b9b0f7e858b", "0b9b0f7e858c"),  # the HMAC
-    (r"(?m)^663d09d3", "663d09d4"),  # a hash
-    (r"(?m)^(Enter signing key handle : )\d+$", r"\g<1>9"),  # a handle
-    (r"(?m)^Signature verified\.$", "Signature checked."),
-    (r"\(CKR_SIGNATURE_INVALID 0x000000C0\)", "(CKR_SIGNATURE_LEN_RANGE 0x000000C1)"),
-    (r"(?m)^(Signature \(\d+ bytes, )CKM_SHA256_RSA_PKCS\):", r"\1CKM_SHA384_RSA_PKCS):"),
-    (r"(?m)^(Encrypted 256 bytes of crypto-tour.sig into crypto-tour.cbc) \(272 bytes\)", r"\1 (288 bytes)"),
-])
+@pytest.mark.parametrize(
+    "pattern, replacement",
+    [
+        (r"(?m)^6e5d34969f", "7e5d34969f"),  # the deterministic RSA signature
+        (r"(?m)^0b9b0f7e858b", "0b9b0f7e858c"),  # the HMAC
+        (r"(?m)^663d09d3", "663d09d4"),  # a hash
+        (r"(?m)^(Enter signing key handle : )\d+$", r"\g<1>9"),  # a handle
+        (r"(?m)^Signature verified\.$", "Signature checked."),
+        (r"\(CKR_SIGNATURE_INVALID 0x000000C0\)", "(CKR_SIGNATURE_LEN_RANGE 0x000000C1)"),
+        (r"(?m)^(Signature \(\d+ bytes, )CKM_SHA256_RSA_PKCS\):", r"\1CKM_SHA384_RSA_PKCS):"),
+        (
+            r"(?m)^(Encrypted 256 bytes of crypto-tour.sig into crypto-tour.cbc) \(272 bytes\)",
+            r"\1 (288 bytes)",
+        ),
+    ],
+)
 def test_a_real_change_is_not_normalised_away(tours, pattern, replacement):
     tour = tours["physical"]
     changed, count = re.subn(pattern, replacement, tour.stdout, count=1)
@@ -181,11 +208,14 @@ def test_a_real_change_is_not_normalised_away(tours, pattern, replacement):
     assert normalise(changed, tour.home) != normalise(tour.stdout, tour.home)
 
 
-@pytest.mark.parametrize("pattern, replacement", [
-    (r"(?m)^(16 random bytes:\n)([0-9a-f]{32})$", r"\g<1>\g<2>00"),  # longer than its header says
-    (r"(?m)^(Signature \(64 bytes, CKM_ECDSA\):\n)[0-9a-f]{128}$", r"\1(hex echo off)"),
-    (r"(?m)^(Key \d+ wrapped with key \d+ \(CKM_RSA_PKCS_OAEP\): )256( bytes)", r"\g<1>255\2"),
-])
+@pytest.mark.parametrize(
+    "pattern, replacement",
+    [
+        (r"(?m)^(16 random bytes:\n)([0-9a-f]{32})$", r"\g<1>\g<2>00"),  # longer than its header says
+        (r"(?m)^(Signature \(64 bytes, CKM_ECDSA\):\n)[0-9a-f]{128}$", r"\1(hex echo off)"),
+        (r"(?m)^(Key \d+ wrapped with key \d+ \(CKM_RSA_PKCS_OAEP\): )256( bytes)", r"\g<1>255\2"),
+    ],
+)
 def test_a_randomised_output_out_of_shape_is_an_error(tours, pattern, replacement):
     tour = tours["physical"]
     changed, count = re.subn(pattern, replacement, tour.stdout, count=1)
@@ -205,25 +235,30 @@ def test_nothing_unstable_survives_normalising(tours):
 
 # ---------------------------------------------------------------- independent checks of the results
 
+
 @pytest.mark.parametrize("kind", SLOTS)
 def test_signatures_agree_with_the_published_keys(tours, known, kind):
     out = tours[kind].stdout
     v15 = known.rsa.sign(MESSAGE, padding.PKCS1v15(), hashes.SHA256())  # deterministic
     assert tours[kind].file("crypto-tour.sig") == v15
     assert after(out, r"Signature \(256 bytes, CKM_SHA256_RSA_PKCS\):") == [v15.hex()]
-    assert after(out, r"Signature \(32 bytes, CKM_SHA256_HMAC\):") == \
-        [hmac.new(known.hmac, MESSAGE, hashlib.sha256).hexdigest()]
+    assert after(out, r"Signature \(32 bytes, CKM_SHA256_HMAC\):") == [
+        hmac.new(known.hmac, MESSAGE, hashlib.sha256).hexdigest()
+    ]
     [pss] = after(out, r"Signature \(256 bytes, CKM_SHA256_RSA_PKCS_PSS\):")
-    known.rsa.public_key().verify(bytes.fromhex(pss), MESSAGE,
-                                  padding.PSS(padding.MGF1(hashes.SHA256()), 32), hashes.SHA256())
+    known.rsa.public_key().verify(
+        bytes.fromhex(pss), MESSAGE, padding.PSS(padding.MGF1(hashes.SHA256()), 32), hashes.SHA256()
+    )
     [ecdsa] = after(out, r"Signature \(64 bytes, CKM_ECDSA\):")
     r, s = int(ecdsa[:64], 16), int(ecdsa[64:], 16)
     known.ec.public_key().verify(encode_dss_signature(r, s), MESSAGE, ec.ECDSA(hashes.SHA256()))
     # the ECDSA signature the tour typed for 43, which it verified: `cryptography` agrees
-    typed = re.search(r"^Enter signature \(hex, or @file\) : ([0-9a-f]{128})\nSignature verified\.$",
-                      out, re.MULTILINE).group(1)
-    known.ec.public_key().verify(encode_dss_signature(int(typed[:64], 16), int(typed[64:], 16)),
-                                 MESSAGE, ec.ECDSA(hashes.SHA256()))
+    typed = re.search(
+        r"^Enter signature \(hex, or @file\) : ([0-9a-f]{128})\nSignature verified\.$", out, re.MULTILINE
+    ).group(1)
+    known.ec.public_key().verify(
+        encode_dss_signature(int(typed[:64], 16), int(typed[64:], 16)), MESSAGE, ec.ECDSA(hashes.SHA256())
+    )
 
 
 @pytest.mark.parametrize("kind", SLOTS)
@@ -237,8 +272,12 @@ def test_files_hashes_and_key_digest_agree_with_cryptography_and_hashlib(tours, 
     assert tour.file("crypto-tour.gcm") == AESGCM(known.aes).encrypt(GCM_IV, signature, GCM_AAD)
     assert tour.file("crypto-tour.cbc.out") == tour.file("crypto-tour.gcm.out") == signature
     # the key unwrapped from the OAEP file is the known AES key: it encrypts alike
-    assert known.rsa.decrypt(tour.file("crypto-tour-aes.oaep"), padding.OAEP(
-        padding.MGF1(hashes.SHA1()), hashes.SHA1(), None)) == known.aes
+    assert (
+        known.rsa.decrypt(
+            tour.file("crypto-tour-aes.oaep"), padding.OAEP(padding.MGF1(hashes.SHA1()), hashes.SHA1(), None)
+        )
+        == known.aes
+    )
     assert tour.file("crypto-tour-unwrapped.cbc") == cbc
     [wrapped] = after(tour.stdout, r"Key \d+ wrapped with key \d+ \(CKM_RSA_PKCS_OAEP\): .*")
     assert bytes.fromhex(wrapped) == tour.file("crypto-tour-aes.oaep")
@@ -254,13 +293,18 @@ def test_files_hashes_and_key_digest_agree_with_cryptography_and_hashlib(tours, 
 def test_the_ha_slot_answers_as_the_physical_slot(tours):
     """Same deterministic results and the same statuses on both slot kinds; only handles and the
     slot differ, and the randomised outputs."""
+
     def answers(tour: Tour) -> tuple[list[str], list[str]]:
         text = normalise(tour.stdout, tour.home)
-        results = re.findall(r"^(?:[0-9a-f]{32,}|<randomised: \d+ bytes>|Signature verified\.)$", text,
-                             re.MULTILINE)
+        results = re.findall(
+            r"^(?:[0-9a-f]{32,}|<randomised: \d+ bytes>|Signature verified\.)$", text, re.MULTILINE
+        )
         return results, re.findall(r"^Status: .*$", text, re.MULTILINE)
+
     assert answers(tours["ha"]) == answers(tours["physical"])
-    handles = {kind: re.findall(r"^(ckdemo-known-\S+) +\S+ key +.*?  (\d+) +created$", t.stdout, re.MULTILINE)
-               for kind, t in tours.items()}
+    handles = {
+        kind: re.findall(r"^(ckdemo-known-\S+) +\S+ key +.*?  (\d+) +created$", t.stdout, re.MULTILINE)
+        for kind, t in tours.items()
+    }
     assert [label for label, _ in handles["ha"]] == [label for label, _ in handles["physical"]]
     assert len(handles["ha"]) == 6

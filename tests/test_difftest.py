@@ -4,6 +4,7 @@ to ONE SoftHSM2 token behind `p11-kit server` and to the HA slot of `ckdemo serv
 compared. First the engine itself: between two single tokens it must find nothing, while doing
 real work (signatures verified, ciphertexts decrypted, keys wrapped and unwrapped, objects found).
 """
+
 from __future__ import annotations
 
 import difftest
@@ -26,9 +27,14 @@ def test_the_engine_finds_nothing_between_two_single_tokens(tmp_path):
     assert len(done.sequences) == SEQUENCES and not any(s.lost for s in done.sequences)
     assert sum(s.calls for s in done.sequences) >= SEQUENCES * CALLS
     assert not done.differences, difftest.report(done, "two single tokens")
-    for name, answer in (("sw:verify", "signature valid for this side's public key"), ("C_Decrypt", "CKR_OK"),
-                         ("C_UnwrapKey", "CKR_OK"), ("C_Verify", "CKR_SIGNATURE_INVALID"),
-                         ("C_GenerateKeyPair", "CKR_OK"), ("C_DigestKey", "CKR_OK")):
+    for name, answer in (
+        ("sw:verify", "signature valid for this side's public key"),
+        ("C_Decrypt", "CKR_OK"),
+        ("C_UnwrapKey", "CKR_OK"),
+        ("C_Verify", "CKR_SIGNATURE_INVALID"),
+        ("C_GenerateKeyPair", "CKR_OK"),
+        ("C_DigestKey", "CKR_OK"),
+    ):
         assert answered(done, name, answer) > 0, (name, answer, difftest.coverage(done))
 
 
@@ -38,8 +44,14 @@ def test_a_refused_short_key_digest_is_an_allowed_difference_and_so_is_what_foll
     final = difftest.Call(11, "C_DigestFinal", (difftest.Ref("s", 1), difftest.ROOM))
     (refused,) = difftest.compare(1, step, digest_key, ("CKR_OK",), ("CKR_KEY_INDIGESTIBLE",), "")
     assert refused.allowed == "C_DigestKey of a short sensitive key"
-    (after,) = difftest.compare(1, step, final, ("CKR_OK", "00"), ("CKR_OPERATION_NOT_INITIALIZED",),
-                                f"follows from: {refused.allowed}")
+    (after,) = difftest.compare(
+        1,
+        step,
+        final,
+        ("CKR_OK", "00"),
+        ("CKR_OPERATION_NOT_INITIALIZED",),
+        f"follows from: {refused.allowed}",
+    )
     assert after.allowed.startswith("follows from")
     (other,) = difftest.compare(1, step, final, ("CKR_OK", "00"), ("CKR_OK", "01"), "")
     assert not other.allowed and other.kind == "C_DigestFinal: other output"
@@ -58,7 +70,11 @@ def test_a_whole_search_is_compared_as_a_set_and_its_order_is_an_allowed_differe
         calls.append(difftest.Call(20, "C_FindObjectsFinal", (session,)))
         views = [(("CKR_OK",), ("CKR_OK",))] + [(("CKR_OK", a), ("CKR_OK", b)) for a, b in zip(ours, theirs)]
         views.append((("CKR_OK",), ("CKR_OK",)))
-        return [d for call, pair in zip(calls, views) for d in difftest.follow_searches(sequence, step, call, pair)]
+        return [
+            d
+            for call, pair in zip(calls, views)
+            for d in difftest.follow_searches(sequence, step, call, pair)
+        ]
 
     assert search([("o1", "o2"), ("o3",)], [("o1", "o2"), ("o3",)]) == []
     (order,) = search([("o1", "o2"), ("o3",)], [("o3", "o1"), ("o2",)])

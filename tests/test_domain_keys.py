@@ -2,6 +2,7 @@
 replaces the weak key of earlier versions and says what it did (issue 8, point 1; issue 11).
 Token state is read back straight on the members, outside ckdemo (pkcs11-tool, python-pkcs11).
 """
+
 from __future__ import annotations
 
 import subprocess
@@ -48,19 +49,37 @@ for token in lib.get_tokens():
 
 
 def domain_key_ids(home: Path, member: str) -> list[bytes]:
-    listed = subprocess.run(["pkcs11-tool", "--module", SOFTHSM_LIB, "--token-label", member,
-                             "--list-objects", "--type", "secrkey"],
-                            capture_output=True, text=True, timeout=60, env=softhsm_env(home))
+    listed = subprocess.run(
+        [
+            "pkcs11-tool",
+            "--module",
+            SOFTHSM_LIB,
+            "--token-label",
+            member,
+            "--list-objects",
+            "--type",
+            "secrkey",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=softhsm_env(home),
+    )
     assert listed.returncode == 0, listed.stderr
-    return [bytes.fromhex(line.split(":", 1)[1].strip()) for line in listed.stdout.splitlines()
-            if line.strip().startswith("ID:")]
+    return [
+        bytes.fromhex(line.split(":", 1)[1].strip())
+        for line in listed.stdout.splitlines()
+        if line.strip().startswith("ID:")
+    ]
 
 
 def test_init_leaves_the_group_ready_for_key_generation(home, menu, run_ckdemo):
     for member in MEMBERS:  # eight domain keys, public objects: listed without a login
         assert sorted(domain_key_ids(home, member)) == sorted(
-            b"ckdemo-ha-domain/g1/" + kind + family for kind in (b"rsa", b"ec", b"aes", b"generic")
-            for family in (b"", b"pub"))
+            b"ckdemo-ha-domain/g1/" + kind + family
+            for kind in (b"rsa", b"ec", b"aes", b"generic")
+            for family in (b"", b"pub")
+        )
     code, out = menu(home, GENERATE)  # no HA Init (50) first
     assert code == 0, out
     assert "replicated: 2 object(s) to 2 member(s)" in out
@@ -69,14 +88,21 @@ def test_init_leaves_the_group_ready_for_key_generation(home, menu, run_ckdemo):
 
 
 def test_ha_init_replaces_the_weak_key_of_an_earlier_version(home, menu):
-    planted = subprocess.run([sys.executable, "-c", PLANT_WEAK_KEY, SOFTHSM_LIB, SO_PIN],
-                             capture_output=True, text=True, timeout=60, env=softhsm_env(home))
+    planted = subprocess.run(
+        [sys.executable, "-c", PLANT_WEAK_KEY, SOFTHSM_LIB, SO_PIN],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=softhsm_env(home),
+    )
     assert planted.returncode == 0, planted.stderr
     assert all(LEGACY_ID in domain_key_ids(home, m) for m in MEMBERS)
     code, out = menu(home, f"50\n{HA_SLOT}\n{SO_PIN}\n0\n")
     assert code == 0, out
-    assert "Weak HA domain key of an earlier version (public, destroyable, no unwrap template) " \
-           "destroyed on 3 member(s)" in out
+    assert (
+        "Weak HA domain key of an earlier version (public, destroyable, no unwrap template) "
+        "destroyed on 3 member(s)" in out
+    )
     for member in MEMBERS:
         ids = domain_key_ids(home, member)
         assert LEGACY_ID not in ids and b"ckdemo-ha-domain/g1/rsa" in ids, (member, ids)

@@ -1,6 +1,7 @@
 """HA event lines in the order things happened (issue 11): a recovery that ran at the start of a
 call is on the screen before that call's output, not after "Signature written"; an event from
 another thread never splits a line, nor a prompt waiting for its answer."""
+
 from __future__ import annotations
 
 import threading
@@ -21,7 +22,9 @@ RECOVERED = "member {serial} recovered: after 1 attempt(s)"
 @requires_softhsm
 def test_a_recovery_in_a_sign_call_is_shown_before_the_signature(menu, home, tmp_path):
     signature_file = tmp_path / "signature.bin"
-    code, out = menu(home, f"""\
+    code, out = menu(
+        home,
+        f"""\
         @ha-interval 0.2
         51
         ${{HA_SLOT}}
@@ -48,7 +51,8 @@ def test_a_recovery_in_a_sign_call_is_shown_before_the_signature(menu, home, tmp
         signed after the recovery
         {signature_file}
         0
-        """)
+        """,
+    )
     assert code == 0, out
     assert signature_file.stat().st_size == 256  # RSA-2048: the sign call did run
     serial = out.split("@fail member1: HSM ", 1)[1].split(" ", 1)[0]
@@ -78,9 +82,9 @@ def test_an_event_on_the_menu_thread_lands_between_the_lines_of_the_call():
     context.say("asked the member")
     log.record("1000", "2000", "recovered", "after 1 attempt(s)")
     context.say("Signature written.")
-    assert screen.text == ("asked the member\n"
-                           "  (HA group 1000 member 2000 recovered: after 1 attempt(s))\n"
-                           "Signature written.\n")
+    assert screen.text == (
+        "asked the member\n  (HA group 1000 member 2000 recovered: after 1 attempt(s))\nSignature written.\n"
+    )
     assert log.unseen() == []  # shown once: not handed out again to whoever polls
 
 
@@ -89,6 +93,7 @@ def test_an_event_from_another_thread_waits_for_the_answer_to_a_prompt():
 
     class Terminal(Screen):
         """Writes the prompt, then (while it waits) another thread records an event."""
+
         def ask(self, prompt: str, secret: bool = False) -> str:
             self.text += prompt
             elsewhere = threading.Thread(target=log.record, args=("1000", "2000", "failed"))
@@ -102,9 +107,7 @@ def test_an_event_from_another_thread_waits_for_the_answer_to_a_prompt():
     log.follow(context.event)
     assert context.ask_int("Enter a number : ") == 7
     context.say("done")
-    assert screen.text == ("Enter a number : 7\n"
-                           "  (HA group 1000 member 2000 failed)\n"
-                           "done\n")
+    assert screen.text == ("Enter a number : 7\n  (HA group 1000 member 2000 failed)\ndone\n")
 
 
 def test_lines_stay_whole_when_events_come_from_many_threads():
@@ -117,8 +120,10 @@ def test_lines_stay_whole_when_events_come_from_many_threads():
     log, screen = HALog(), SlowScreen([])
     context = Context(Workspace([]), screen)
     log.follow(context.event)
-    threads = [threading.Thread(target=lambda n=n: [log.record("1000", f"m{n}", f"event-{i}")
-                                                   for i in range(20)]) for n in range(4)]
+    threads = [
+        threading.Thread(target=lambda n=n: [log.record("1000", f"m{n}", f"event-{i}") for i in range(20)])
+        for n in range(4)
+    ]
     for thread in threads:
         thread.start()
     for i in range(50):

@@ -1,6 +1,7 @@
 """One table of exit codes for every command (ckdemo/exit_codes.py, docs/EXIT-CODES.md): the page
 and the table agree, and real runs end with the code the table gives them. Ctrl-C (130) on the
 long runs: tests/test_interrupt.py."""
+
 from __future__ import annotations
 
 import ast
@@ -34,8 +35,8 @@ def test_the_page_shows_the_table():
 
 def test_the_readme_links_the_page_where_it_lists_the_commands():
     text = (REPO / "README.md").read_text()
-    commands = text[text.index("\n## Commands\n"):]
-    commands = commands[:commands.index("\n## ", 1)]
+    commands = text[text.index("\n## Commands\n") :]
+    commands = commands[: commands.index("\n## ", 1)]
     assert "(docs/EXIT-CODES.md)" in commands
 
 
@@ -45,11 +46,18 @@ def test_no_command_exits_with_a_bare_number():
     bare = []
     for path in sources:
         for node in ast.walk(ast.parse(path.read_text())):
-            if (isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", ""))
-                    in ("exit", "SystemExit") and node.args and isinstance(node.args[0], ast.Constant)):
+            if (
+                isinstance(node, ast.Call)
+                and getattr(node.func, "attr", getattr(node.func, "id", "")) in ("exit", "SystemExit")
+                and node.args
+                and isinstance(node.args[0], ast.Constant)
+            ):
                 bare.append(f"{path.name}:{node.lineno}")
-            if isinstance(node, ast.Assign) and any(getattr(t, "id", "") == "exit_code" for t in node.targets) \
-                    and isinstance(node.value, ast.Constant):
+            if (
+                isinstance(node, ast.Assign)
+                and any(getattr(t, "id", "") == "exit_code" for t in node.targets)
+                and isinstance(node.value, ast.Constant)
+            ):
                 bare.append(f"{path.name}:{node.lineno}")
     assert bare == []
 
@@ -64,6 +72,7 @@ def group_raising(error: BaseException) -> click.Group:
     @main.command()
     def broken():
         raise error
+
     return main
 
 
@@ -72,7 +81,8 @@ def test_an_internal_error_is_one_line_and_exit_3():
     assert done.exit_code == exit_codes.INTERNAL == 3
     assert done.output.strip().splitlines() == [
         "ckdemo: internal error: ZeroDivisionError: division by zero (a ckdemo bug; details in "
-        "nowhere (no state folder))"]
+        "nowhere (no state folder))"
+    ]
 
 
 def test_a_ctrl_c_no_command_handled_is_one_line_and_exit_130():
@@ -101,7 +111,8 @@ def test_an_empty_script_is_refused_with_one_line_and_exit_2(shared_home, run_ck
     done = run_ckdemo(shared_home, "run", str(script), "--junit", str(tmp_path / "report.xml"))
     assert done.returncode == exit_codes.USAGE
     assert done.stderr.strip().splitlines() == [
-        f"ckdemo: {script}: no step to run (the script is empty, or holds only comments and directives)"]
+        f"ckdemo: {script}: no step to run (the script is empty, or holds only comments and directives)"
+    ]
     assert "Replay:" not in done.stdout  # refused before anything ran
     assert "no step to run" in (tmp_path / "report.xml").read_text()  # CI sees why
     piped = run_ckdemo(shared_home, "run", "-", input=text)
@@ -131,8 +142,20 @@ def test_bench_exits_1_when_calls_failed(remote_home, run_ckdemo, ckdemo_bin):
         return False  # never interrupt: the run ends on its own
 
     code, chunks, piped = on_a_terminal_until(
-        [str(ckdemo_bin), "--home", str(remote_home), "bench", "--op", "digest", "--slot", "direct",
-         "--seconds", "2"], kill_once_measuring)
+        [
+            str(ckdemo_bin),
+            "--home",
+            str(remote_home),
+            "bench",
+            "--op",
+            "digest",
+            "--slot",
+            "direct",
+            "--seconds",
+            "2",
+        ],
+        kill_once_measuring,
+    )
     assert killed and killed[0].returncode == 0, killed
     assert code == exit_codes.FAILED, (piped, frames(chunks))
     row = next(line.split() for line in piped.splitlines() if line.startswith("direct"))
@@ -148,7 +171,9 @@ def test_a_replay_interrupted_by_ctrl_c_exits_130_with_its_summary(shared_home, 
     junit = tmp_path / "report.xml"
     code, chunks, _ = on_a_terminal_until(
         [str(ckdemo_bin), "--home", str(shared_home), "run", str(script), "--junit", str(junit)],
-        lambda screen: "Status: " in screen, stdout_too=True)  # the first step is done
+        lambda screen: "Status: " in screen,
+        stdout_too=True,
+    )  # the first step is done
     screen = "".join(text for _, text in chunks)
     assert code == exit_codes.INTERRUPTED, screen
     # the summary follows (the step counts once the replay has noted it, which the Ctrl-C may beat)

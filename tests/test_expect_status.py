@@ -2,6 +2,7 @@
 the step before it showed; MEMBER is a label, serial, number in the group, or `all`. An unmet one
 fails the step (exit 1, one FAILED line naming both script lines); a misplaced or malformed one is
 a script error (exit 2, one line)."""
+
 from __future__ import annotations
 
 from textwrap import dedent
@@ -19,6 +20,7 @@ def replay(run_ckdemo, shared_home):
         done = run_ckdemo(shared_home, "run", *args, "-", input=dedent(script))
         no_traceback(done.stdout, done.stderr)
         return done
+
     return run
 
 
@@ -59,10 +61,12 @@ def test_a_failed_member_shows_in_its_row_and_a_wrong_row_fails_the_step(replay)
     assert "@expect-status member1 CKR_DEVICE_ERROR: ok" in done.stdout
     failed = [l for l in done.stdout.splitlines() if l.startswith("FAILED")]
     assert len(failed) == 1 and failed[0].startswith(
-        "FAILED line 6: choice 52 (HA Status): @expect-status all CKR_OK (line 8) not met: HSM "), failed
+        "FAILED line 6: choice 52 (HA Status): @expect-status all CKR_OK (line 8) not met: HSM "
+    ), failed
     assert failed[0].endswith("(member1) showed CKR_TOKEN_NOT_PRESENT")
-    assert last_line(done.stdout) == ("Replay: 2 steps, 1 met their expectation, 1 did not "
-                                      "(stopped at the first failure)")
+    assert last_line(done.stdout) == (
+        "Replay: 2 steps, 1 met their expectation, 1 did not (stopped at the first failure)"
+    )
 
 
 def test_a_member_not_in_the_group_shown_fails_naming_the_members(replay):
@@ -74,14 +78,22 @@ def test_a_member_not_in_the_group_shown_fails_naming_the_members(replay):
 
 def test_the_junit_report_carries_the_unmet_row(run_ckdemo, shared_home, tmp_path):
     report = tmp_path / "junit.xml"
-    done = run_ckdemo(shared_home, "run", "--junit", str(report), "-",
-                      input="52\n${HA_SLOT}\n@expect-status member1 CKR_DEVICE_ERROR\n0\n")
+    done = run_ckdemo(
+        shared_home,
+        "run",
+        "--junit",
+        str(report),
+        "-",
+        input="52\n${HA_SLOT}\n@expect-status member1 CKR_DEVICE_ERROR\n0\n",
+    )
     assert done.returncode == 1
     assert "(member1) showed CKR_OK" in report.read_text()
 
 
-@pytest.mark.parametrize("bad", ["@expect-status member1", "@expect-status member1 CKR_NO_SUCH",
-                                 "@expect-status member1 CKR_OK extra"])
+@pytest.mark.parametrize(
+    "bad",
+    ["@expect-status member1", "@expect-status member1 CKR_NO_SUCH", "@expect-status member1 CKR_OK extra"],
+)
 def test_a_malformed_expect_status_exits_2_before_anything_runs(replay, bad):
     done = replay(f"52\n${{HA_SLOT}}\n{bad}\n0\n")
     assert done.returncode == 2 and done.stdout == ""
@@ -89,10 +101,16 @@ def test_a_malformed_expect_status_exits_2_before_anything_runs(replay, bad):
     assert line.startswith("ckdemo: <stdin>:3: @expect-status needs a member"), line
 
 
-@pytest.mark.parametrize("script, why", [
-    ("14\n@expect-status all CKR_OK\n0\n", "line 2: @expect-status follows a choice that shows no HA Status"),
-    ("@expect-status all CKR_OK\n14\n0\n", "line 1: @expect-status before any menu choice"),
-])
+@pytest.mark.parametrize(
+    "script, why",
+    [
+        (
+            "14\n@expect-status all CKR_OK\n0\n",
+            "line 2: @expect-status follows a choice that shows no HA Status",
+        ),
+        ("@expect-status all CKR_OK\n14\n0\n", "line 1: @expect-status before any menu choice"),
+    ],
+)
 def test_a_misplaced_expect_status_is_a_script_error(replay, script, why):
     done = replay(script)
     assert done.returncode == 2
@@ -100,6 +118,7 @@ def test_a_misplaced_expect_status_is_a_script_error(replay, script, why):
 
 
 # ------------------------------------------------------- @needs-previous on a set-up that runs it all
+
 
 def test_needs_previous_changes_nothing_when_the_choice_before_ran(replay, tmp_path):
     """On local members nothing is skipped: a failing step after @needs-previous still fails."""

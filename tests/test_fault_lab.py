@@ -4,6 +4,7 @@ application (python-pkcs11 through Debian's p11-kit-client.so, tests/apps/sign_l
 Each fault is checked by its effect on the application, never by ckdemo's word alone: the
 application's own per-signature lines, the exit code, the server log.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,8 +21,7 @@ from test_serve import start_server, stop_cleanly
 
 from ckdemo.serve.faults import FaultBook, FaultError, FaultSpec
 
-pytestmark = [requires_softhsm,
-              pytest.mark.skipif(bool(tools_missing()), reason=str(tools_missing()))]
+pytestmark = [requires_softhsm, pytest.mark.skipif(bool(tools_missing()), reason=str(tools_missing()))]
 
 APP = Path(__file__).parent / "apps" / "sign_loop.py"
 TOKEN = "ckdemo-ha"
@@ -38,20 +38,26 @@ def served(tmp_path_factory, provision, ckdemo_bin):
 @pytest.fixture
 def fault(served, run_ckdemo):
     """`ckdemo fault ...` on the served home; every test leaves no fault behind."""
+
     def run(*args: str, ok: bool = True) -> str:
         done = run_ckdemo(served.home, "fault", *args)
         no_traceback(done.stdout, done.stderr)
         assert (done.returncode == 0) == ok, done.stdout + done.stderr
         return done.stdout + done.stderr
+
     yield run
     run("clear")
     assert "No fault in force." in run("list")
 
 
 def app(served, count: int, *options: str, label: str = "lab-signer") -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, str(APP), P11KIT_CLIENT, TOKEN, USER_PIN, str(count),
-                             "--label", label, *options], env=served.env(), stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    return subprocess.Popen(
+        [sys.executable, str(APP), P11KIT_CLIENT, TOKEN, USER_PIN, str(count), "--label", label, *options],
+        env=served.env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 def lines_of(process: subprocess.Popen, timeout: float = 60) -> tuple[int, list[dict]]:
@@ -161,20 +167,23 @@ def test_a_library_reset_answers_not_initialized_until_the_application_initializ
 
 
 # ---- what people type ----------------------------------------------------------------------------
-@pytest.mark.parametrize("args, says", [
-    (("C_Sgn", "--error", "CKR_DEVICE_ERROR"), "unknown call 'C_Sgn'"),
-    (("C_Sign", "--error", "CKR_NOPE"), "unknown return value 'CKR_NOPE'"),
-    (("C_Sign", "--error", "CKR_OK"), "--error needs a failure code"),
-    (("C_Sign", "--latency", "-5"), "--latency is 0 or more"),
-    (("C_Sign", "--hang", "1e12"), "--hang is above 0 and at most 86400"),
-    (("C_Sign", "--error", "5", "--count", "0"), "--count is a whole number from 1"),
-    (("C_Sign", "--error", "5", "--probability", "1.5"), "a probability is above 0 and at most 1"),
-    (("C_Sign", "--error", "5", "--latency", "3"), "a fault does one thing"),
-    (("C_Sign",), "a fault does one thing"),
-    (("C_Login", "--corrupt"), "--corrupt changes an output"),
-    (("C_Initialize", "--error", "5"), "C_Initialize is never faulted"),
-    (("C_Sign", "--restart-hsm"), "are events of their own"),
-])
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (("C_Sgn", "--error", "CKR_DEVICE_ERROR"), "unknown call 'C_Sgn'"),
+        (("C_Sign", "--error", "CKR_NOPE"), "unknown return value 'CKR_NOPE'"),
+        (("C_Sign", "--error", "CKR_OK"), "--error needs a failure code"),
+        (("C_Sign", "--latency", "-5"), "--latency is 0 or more"),
+        (("C_Sign", "--hang", "1e12"), "--hang is above 0 and at most 86400"),
+        (("C_Sign", "--error", "5", "--count", "0"), "--count is a whole number from 1"),
+        (("C_Sign", "--error", "5", "--probability", "1.5"), "a probability is above 0 and at most 1"),
+        (("C_Sign", "--error", "5", "--latency", "3"), "a fault does one thing"),
+        (("C_Sign",), "a fault does one thing"),
+        (("C_Login", "--corrupt"), "--corrupt changes an output"),
+        (("C_Initialize", "--error", "5"), "C_Initialize is never faulted"),
+        (("C_Sign", "--restart-hsm"), "are events of their own"),
+    ],
+)
 def test_a_bad_fault_gets_one_clear_line_and_nothing_is_added(served, fault, args, says):
     out = fault("add", *args, ok=False)
     assert says in out and len(out.strip().splitlines()) == 1, out
@@ -183,6 +192,7 @@ def test_a_bad_fault_gets_one_clear_line_and_nothing_is_added(served, fault, arg
 
 def test_bad_control_requests_get_one_line_each(served, fault):
     from test_serve_control import raw_request
+
     control = served.home / "run" / "ckdemo.ctl"
     for payload, says in [
         (b'{"command": "fault_add"}\n', "a fault is a table"),
@@ -238,9 +248,13 @@ def test_count_every_window_and_connection_select_the_calls():
 def test_a_seed_makes_the_same_calls_faulty_again():
     def taken(seed: int) -> list[bool]:
         book = FaultBook(clock=Clock())
-        book.add(FaultSpec.parse({"calls": "crypto", "error": "CKR_DEVICE_ERROR",
-                                  "probability": 0.3, "seed": seed}))
+        book.add(
+            FaultSpec.parse(
+                {"calls": "crypto", "error": "CKR_DEVICE_ERROR", "probability": 0.3, "seed": seed}
+            )
+        )
         return [book.for_call(1, "C_Decrypt") is not None for _ in range(200)]
+
     assert taken(7) == taken(7)
     assert taken(7) != taken(8)
     assert 30 < sum(taken(7)) < 90
@@ -251,6 +265,7 @@ def test_clearing_a_hang_answers_the_held_call_and_stopping_leaves_none():
     book.add(FaultSpec.parse({"calls": "C_Sign", "hang": True}))
     injection = book.for_call(1, "C_Sign")
     import threading
+
     done = threading.Event()
     threading.Thread(target=lambda: (book.wait_out(injection), done.set()), daemon=True).start()
     assert not done.wait(0.2)
@@ -267,7 +282,7 @@ def test_a_fault_never_takes_initialize_or_finalize():
         FaultSpec.parse({"calls": "C_Sign"})
 
 
-REMOVAL_APP = r'''
+REMOVAL_APP = r"""
 import json, sys
 import pkcs11
 from pkcs11.exceptions import PKCS11Error
@@ -295,7 +310,7 @@ seen = {}
 attempt("open a session", lambda: token.open(user_pin=pin).generate_random(16))
 seen["token present"] = bool(lib.get_slots()[0].flags & pkcs11.SlotFlag.TOKEN_PRESENT)
 print(json.dumps(seen), flush=True)
-'''
+"""
 
 
 def test_a_removed_token_ends_the_sessions_and_refuses_new_ones_until_it_is_back(served, fault, tmp_path):
@@ -303,15 +318,21 @@ def test_a_removed_token_ends_the_sessions_and_refuses_new_ones_until_it_is_back
     our own (not ckdemo's codec) polls C_WaitForSlotEvent: one event at the removal, one at the
     insertion; one that connects after them sees neither."""
     from hostile_client import Client
+
     CKF_DONT_BLOCK, CKR_NO_EVENT = 1, 0x8
     poller = Client(served.socket)
     poller.initialize()
     assert poller.call("C_WaitForSlotEvent", CKF_DONT_BLOCK).rv == CKR_NO_EVENT
     script = tmp_path / "removal.py"
     script.write_text(REMOVAL_APP)
-    process = subprocess.Popen([sys.executable, str(script), P11KIT_CLIENT, TOKEN, USER_PIN],
-                               env=served.env(), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, str(script), P11KIT_CLIENT, TOKEN, USER_PIN],
+        env=served.env(),
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     assert process.stdout.readline().strip() == "ready"
     fault("add", "--remove-token")
     process.stdin.write("\n")
@@ -341,21 +362,29 @@ def test_a_changed_serial_number_is_what_token_info_reads_from_then_on(served, f
     before = served.text("-L")
     fault("add", "--change-serial")
     after = served.text("-L")
+
     def serial(text: str) -> str:
         return next(l.split(":", 1)[1].strip() for l in text.splitlines() if "serial num" in l)
+
     assert serial(after) != serial(before) and serial(after).endswith("-1"), (before, after)
     fault("add", "--change-serial")
     assert serial(served.text("-L")).endswith("-2")
-    assert fault("add", "--insert-token", ok=False).strip().endswith("the token is in its slot (remove it first)")
+    assert (
+        fault("add", "--insert-token", ok=False)
+        .strip()
+        .endswith("the token is in its slot (remove it first)")
+    )
 
 
 def test_a_changed_slot_makes_a_kept_slot_id_invalid_and_sessions_say_the_new_one(
-        tmp_path, provision, ckdemo_bin, run_ckdemo):
+    tmp_path, provision, ckdemo_bin, run_ckdemo
+):
     """An appliance whose partitions come back numbered anew: from the change on, C_GetSlotList
     gives another id, the id an application kept is CKR_SLOT_ID_INVALID, and a session opened
     before says the new one. Seen by an RPC client of our own (not ckdemo's codec), on a server
     of its own (the module's server keeps its slot for the other tests)."""
     from hostile_client import Client
+
     CKR_SLOT_ID_INVALID = 0x3
     home = provision(tmp_path / "home")
     server = start_server(ckdemo_bin, home, None, tmp_path / "serve.log")
@@ -387,14 +416,21 @@ def test_after_an_hsm_restart_object_handles_change_and_old_ones_are_invalid(ser
     CKR_OBJECT_HANDLE_INVALID in the new session, and a new search finds the object under
     another number that works."""
     from hostile_client import Client
+
     CKA_LABEL, CKA_CLASS, CKO_DATA, CKA_TOKEN, CKA_VALUE = 0x3, 0x0, 0x0, 0x1, 0x11
     client = Client(served.socket)
     session = client.open_session(0x5000, USER_PIN)
-    (made,) = client.ok("C_CreateObject", session, [(CKA_CLASS, CKO_DATA), (CKA_TOKEN, False),
-                                                    (CKA_LABEL, b"before-reboot"), (CKA_VALUE, b"v")])
+    (made,) = client.ok(
+        "C_CreateObject",
+        session,
+        [(CKA_CLASS, CKO_DATA), (CKA_TOKEN, False), (CKA_LABEL, b"before-reboot"), (CKA_VALUE, b"v")],
+    )
     assert client.find(session, [(CKA_LABEL, b"before-reboot")]) == [made]
-    (kept,) = client.ok("C_CreateObject", session, [(CKA_CLASS, CKO_DATA), (CKA_TOKEN, True),
-                                                    (CKA_LABEL, b"survives-reboot"), (CKA_VALUE, b"w")])
+    (kept,) = client.ok(
+        "C_CreateObject",
+        session,
+        [(CKA_CLASS, CKO_DATA), (CKA_TOKEN, True), (CKA_LABEL, b"survives-reboot"), (CKA_VALUE, b"w")],
+    )
     fault("add", "--restart-hsm")
     assert client.call("C_FindObjectsInit", session, []).rv == 0xB3  # CKR_SESSION_HANDLE_INVALID
     (again,) = client.ok("C_OpenSession", 0x5000, 0x6)

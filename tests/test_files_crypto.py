@@ -12,6 +12,7 @@ next are 2, 3, ... (SoftHSM numbers sessions and objects from one counter); the 
 virtual session and objects from one process-wide counter (ckdemo.ha.handles) the same way, above
 the physical ones. Scripts name the session ${LAST_SESSION}; tests check the handles the menu printed.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -32,8 +33,16 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from cryptography.hazmat.primitives.serialization import load_der_public_key
 
-from conftest import (MEMBERS, SOFTHSM_LIB, TIMEOUT_S, USER_PIN, clean_env, no_traceback, requires_softhsm,
-                      softhsm_env)
+from conftest import (
+    MEMBERS,
+    SOFTHSM_LIB,
+    TIMEOUT_S,
+    USER_PIN,
+    clean_env,
+    no_traceback,
+    requires_softhsm,
+    softhsm_env,
+)
 from support import DOMAIN_KEY_LABEL, summary
 
 from ckdemo.ha.handles import VIRTUAL_HANDLE_BASE
@@ -45,10 +54,18 @@ MIB = 1024 * 1024
 # NIST SP 800-38A F.2.5 CBC-AES256.Encrypt
 SP800_38A_KEY = bytes.fromhex("603deb1015ca71be2b73aef0857d77811f352c073b6108d72d9810a30914dff4")
 SP800_38A_IV = bytes.fromhex("000102030405060708090a0b0c0d0e0f")
-SP800_38A_PLAIN = bytes.fromhex("6bc1bee22e409f96e93d7e117393172a" "ae2d8a571e03ac9c9eb76fac45af8e51"
-                                "30c81c46a35ce411e5fbc1191a0a52ef" "f69f2445df4f9b17ad2b417be66c3710")
-SP800_38A_CIPHER = bytes.fromhex("f58c4c04d6e5f1ba779eabfb5f7bfbd6" "9cfc4e967edb808d679f777bc6702c7d"
-                                 "39f23369a9d9bacfa530e26304231461" "b2eb05e2c39be9fcda6c19078c6a9d1b")
+SP800_38A_PLAIN = bytes.fromhex(
+    "6bc1bee22e409f96e93d7e117393172a"
+    "ae2d8a571e03ac9c9eb76fac45af8e51"
+    "30c81c46a35ce411e5fbc1191a0a52ef"
+    "f69f2445df4f9b17ad2b417be66c3710"
+)
+SP800_38A_CIPHER = bytes.fromhex(
+    "f58c4c04d6e5f1ba779eabfb5f7bfbd6"
+    "9cfc4e967edb808d679f777bc6702c7d"
+    "39f23369a9d9bacfa530e26304231461"
+    "b2eb05e2c39be9fcda6c19078c6a9d1b"
+)
 # RFC 4231 test case 6 (a 131-byte key: SoftHSM wants at least 32 bytes for HMAC-SHA256)
 RFC4231_KEY = b"\xaa" * 131
 RFC4231_DATA = b"Test Using Larger Than Block-Size Key - Hash Key First"
@@ -100,11 +117,11 @@ QUIT = "0\n"
 
 # keys `cryptography` made for this run, typed into the token by the tests
 RSA_KEY = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-EC_KEYS = {"P-256": ec.generate_private_key(ec.SECP256R1()),
-           "P-384": ec.generate_private_key(ec.SECP384R1())}
+EC_KEYS = {"P-256": ec.generate_private_key(ec.SECP256R1()), "P-384": ec.generate_private_key(ec.SECP384R1())}
 
 
 # ---------------------------------------------------------------- typing keys into 20 Create object
+
 
 def _hex(number: int, size: int | None = None) -> str:
     return "hex:" + number.to_bytes(size or (number.bit_length() + 7) // 8, "big").hex()
@@ -112,57 +129,138 @@ def _hex(number: int, size: int | None = None) -> str:
 
 def typed_aes(label: str, value: bytes, *extra: str) -> str:
     """One secret key: handle +1."""
-    return "\n".join(["20", SESSION, "2", "CKA_KEY_TYPE=aes", f"CKA_LABEL={label}",
-                      f"CKA_VALUE=hex:{value.hex()}", "CKA_ENCRYPT=true", "CKA_DECRYPT=true", *extra,
-                      "."]) + "\n"
+    return (
+        "\n".join(
+            [
+                "20",
+                SESSION,
+                "2",
+                "CKA_KEY_TYPE=aes",
+                f"CKA_LABEL={label}",
+                f"CKA_VALUE=hex:{value.hex()}",
+                "CKA_ENCRYPT=true",
+                "CKA_DECRYPT=true",
+                *extra,
+                ".",
+            ]
+        )
+        + "\n"
+    )
 
 
 def typed_hmac(label: str, value: bytes) -> str:
-    return "\n".join(["20", SESSION, "2", "CKA_KEY_TYPE=generic_secret", f"CKA_LABEL={label}",
-                      f"CKA_VALUE=hex:{value.hex()}", "CKA_SIGN=true", "CKA_VERIFY=true", "."]) + "\n"
+    return (
+        "\n".join(
+            [
+                "20",
+                SESSION,
+                "2",
+                "CKA_KEY_TYPE=generic_secret",
+                f"CKA_LABEL={label}",
+                f"CKA_VALUE=hex:{value.hex()}",
+                "CKA_SIGN=true",
+                "CKA_VERIFY=true",
+                ".",
+            ]
+        )
+        + "\n"
+    )
 
 
 def typed_rsa(label: str, key: rsa.RSAPrivateKey) -> str:
     """Public key, then private key: handles +1, +2."""
     p = key.private_numbers()
     public = [f"CKA_MODULUS={_hex(p.public_numbers.n)}", f"CKA_PUBLIC_EXPONENT={_hex(p.public_numbers.e)}"]
-    return "\n".join(["20", SESSION, "3", "CKA_KEY_TYPE=rsa", f"CKA_LABEL={label}", *public,
-                      "CKA_VERIFY=true", "CKA_ENCRYPT=true", ".",
-                      "20", SESSION, "4", "CKA_KEY_TYPE=rsa", f"CKA_LABEL={label}", *public,
-                      f"CKA_PRIVATE_EXPONENT={_hex(p.d)}", f"CKA_PRIME_1={_hex(p.p)}",
-                      f"CKA_PRIME_2={_hex(p.q)}", f"CKA_EXPONENT_1={_hex(p.dmp1)}",
-                      f"CKA_EXPONENT_2={_hex(p.dmq1)}", f"CKA_COEFFICIENT={_hex(p.iqmp)}",
-                      "CKA_SIGN=true", "CKA_DECRYPT=true", "."]) + "\n"
+    return (
+        "\n".join(
+            [
+                "20",
+                SESSION,
+                "3",
+                "CKA_KEY_TYPE=rsa",
+                f"CKA_LABEL={label}",
+                *public,
+                "CKA_VERIFY=true",
+                "CKA_ENCRYPT=true",
+                ".",
+                "20",
+                SESSION,
+                "4",
+                "CKA_KEY_TYPE=rsa",
+                f"CKA_LABEL={label}",
+                *public,
+                f"CKA_PRIVATE_EXPONENT={_hex(p.d)}",
+                f"CKA_PRIME_1={_hex(p.p)}",
+                f"CKA_PRIME_2={_hex(p.q)}",
+                f"CKA_EXPONENT_1={_hex(p.dmp1)}",
+                f"CKA_EXPONENT_2={_hex(p.dmq1)}",
+                f"CKA_COEFFICIENT={_hex(p.iqmp)}",
+                "CKA_SIGN=true",
+                "CKA_DECRYPT=true",
+                ".",
+            ]
+        )
+        + "\n"
+    )
 
 
 def typed_ec(label: str, key: ec.EllipticCurvePrivateKey) -> str:
     """Public key, then private key: handles +1, +2."""
     from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
     params = EC_PARAMS[key.curve.name]
     point = key.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint)
     size = (key.curve.key_size + 7) // 8
-    return "\n".join(["20", SESSION, "3", "CKA_KEY_TYPE=ec", f"CKA_LABEL={label}", f"CKA_EC_PARAMS=hex:{params}",
-                      f"CKA_EC_POINT=hex:04{len(point):02x}{point.hex()}", "CKA_VERIFY=true", ".",
-                      "20", SESSION, "4", "CKA_KEY_TYPE=ec", f"CKA_LABEL={label}", f"CKA_EC_PARAMS=hex:{params}",
-                      f"CKA_VALUE={_hex(key.private_numbers().private_value, size)}", "CKA_SIGN=true",
-                      "."]) + "\n"
+    return (
+        "\n".join(
+            [
+                "20",
+                SESSION,
+                "3",
+                "CKA_KEY_TYPE=ec",
+                f"CKA_LABEL={label}",
+                f"CKA_EC_PARAMS=hex:{params}",
+                f"CKA_EC_POINT=hex:04{len(point):02x}{point.hex()}",
+                "CKA_VERIFY=true",
+                ".",
+                "20",
+                SESSION,
+                "4",
+                "CKA_KEY_TYPE=ec",
+                f"CKA_LABEL={label}",
+                f"CKA_EC_PARAMS=hex:{params}",
+                f"CKA_VALUE={_hex(key.private_numbers().private_value, size)}",
+                "CKA_SIGN=true",
+                ".",
+            ]
+        )
+        + "\n"
+    )
 
 
 # ---------------------------------------------------------------- reading the transcript and the token
+
 
 def created(transcript: str) -> list[int]:
     return [int(h) for h in re.findall(r"^Object created: handle (\d+)$", transcript, re.MULTILINE)]
 
 
 def generated(transcript: str) -> list[tuple[int, ...]]:
-    return [tuple(int(h) for h in m if h) for m in re.findall(
-        r"^Generated .*?: (?:public key handle (\d+), private key handle (\d+)|key handle (\d+))$",
-        transcript, re.MULTILINE)]
+    return [
+        tuple(int(h) for h in m if h)
+        for m in re.findall(
+            r"^Generated .*?: (?:public key handle (\d+), private key handle (\d+)|key handle (\d+))$",
+            transcript,
+            re.MULTILINE,
+        )
+    ]
 
 
 def signatures(transcript: str) -> list[bytes]:
-    return [bytes.fromhex(h) for h in re.findall(r"^Signature \(\d+ bytes, CKM_\w+\):\n([0-9a-f]+)$",
-                                                 transcript, re.MULTILINE)]
+    return [
+        bytes.fromhex(h)
+        for h in re.findall(r"^Signature \(\d+ bytes, CKM_\w+\):\n([0-9a-f]+)$", transcript, re.MULTILINE)
+    ]
 
 
 def digests(transcript: str) -> list[str]:
@@ -175,9 +273,12 @@ def ivs(transcript: str) -> list[bytes]:
 
 def tool_bytes(home: Path, token: str, *args: str) -> bytes:
     """pkcs11-tool on one token as the user, stdout as bytes."""
-    done = subprocess.run(["pkcs11-tool", "--module", SOFTHSM_LIB, "--token-label", token, "--login",
-                           "--pin", USER_PIN, *args], capture_output=True, env=softhsm_env(home),
-                          timeout=TIMEOUT_S)
+    done = subprocess.run(
+        ["pkcs11-tool", "--module", SOFTHSM_LIB, "--token-label", token, "--login", "--pin", USER_PIN, *args],
+        capture_output=True,
+        env=softhsm_env(home),
+        timeout=TIMEOUT_S,
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -186,7 +287,9 @@ def tool_objects(home: Path, token: str) -> list[dict[str, str]]:
     """pkcs11-tool --list-objects: one dict per object (`kind`, `header`, label, ID, Access, ...)."""
     objects = []
     for line in tool_bytes(home, token, "--list-objects").decode().splitlines():
-        head = re.match(r"^(Data object|Secret Key Object|Public Key Object|Private Key Object)[; ]*(.*)$", line)
+        head = re.match(
+            r"^(Data object|Secret Key Object|Public Key Object|Private Key Object)[; ]*(.*)$", line
+        )
         if head:
             objects.append({"kind": head.group(1), "header": head.group(2).strip()})
         elif objects and (field := re.match(r"^\s+([\w ]+?):\s+(.*)$", line)):
@@ -241,6 +344,7 @@ def der_ecdsa(raw: bytes) -> bytes:
 
 # ---------------------------------------------------------------- 40/41 AES-CBC-PAD
 
+
 @pytest.mark.parametrize("slot", SLOTS)
 def test_aes_cbc_file_agrees_with_sp800_38a_and_cryptography(menu, home, tmp_path, slot):
     login, key = SLOTS[slot]
@@ -249,7 +353,11 @@ def test_aes_cbc_file_agrees_with_sp800_38a_and_cryptography(menu, home, tmp_pat
     (tmp_path / "letter.txt").write_bytes(letter)
     theirs_iv = os.urandom(16)
     (tmp_path / "theirs.enc").write_bytes(cbc_encrypt(SP800_38A_KEY, theirs_iv, letter))
-    code, out = menu(home, login, typed_aes("qa-sp800-38a", SP800_38A_KEY), f"""\
+    code, out = menu(
+        home,
+        login,
+        typed_aes("qa-sp800-38a", SP800_38A_KEY),
+        f"""\
         40
         {SESSION}
         {key}
@@ -272,7 +380,9 @@ def test_aes_cbc_file_agrees_with_sp800_38a_and_cryptography(menu, home, tmp_pat
         {tmp_path}/theirs.enc
         {tmp_path}/theirs.txt
         {theirs_iv.hex()}
-        """, QUIT)
+        """,
+        QUIT,
+    )
     assert code == 0, out
     assert created(out) == [key]
     vector = (tmp_path / "vector.enc").read_bytes()
@@ -286,11 +396,14 @@ def test_aes_cbc_file_agrees_with_sp800_38a_and_cryptography(menu, home, tmp_pat
     assert f"Encrypted 64 bytes of {tmp_path}/vector.bin into {tmp_path}/vector.enc (80 bytes)." in out
     assert len(letter) % 16 != 0
     padded = (len(letter) // 16 + 1) * 16
-    assert f"Decrypted {padded} bytes of {tmp_path}/theirs.enc into {tmp_path}/theirs.txt ({len(letter)} bytes)." \
+    assert (
+        f"Decrypted {padded} bytes of {tmp_path}/theirs.enc into {tmp_path}/theirs.txt ({len(letter)} bytes)."
         in out
+    )
 
 
 # ---------------------------------------------------------------- 40/41 AES-GCM
+
 
 @pytest.mark.parametrize("slot", SLOTS)
 def test_aes_gcm_file_with_aad_both_ways(menu, home, tmp_path, slot):
@@ -300,7 +413,11 @@ def test_aes_gcm_file_with_aad_both_ways(menu, home, tmp_path, slot):
     (tmp_path / "plain.bin").write_bytes(plain)
     their_iv = os.urandom(12)
     (tmp_path / "theirs.gcm").write_bytes(AESGCM(aes_key).encrypt(their_iv, plain, b"their header"))
-    code, out = menu(home, login, typed_aes("qa-gcm", aes_key), f"""\
+    code, out = menu(
+        home,
+        login,
+        typed_aes("qa-gcm", aes_key),
+        f"""\
         40
         {SESSION}
         {key}
@@ -326,7 +443,9 @@ def test_aes_gcm_file_with_aad_both_ways(menu, home, tmp_path, slot):
         {tmp_path}/theirs.bin
         {their_iv.hex()}
         their header
-        """, QUIT)
+        """,
+        QUIT,
+    )
     assert code == 0, out
     ours = (tmp_path / "ours.gcm").read_bytes()
     assert len(ours) == len(plain) + 16  # the 128-bit tag is appended
@@ -348,7 +467,11 @@ def test_gcm_with_a_wrong_tag_aad_or_iv_fails_and_leaves_no_output(menu, home, t
     (tmp_path / "bad-body.gcm").write_bytes(bytes([good[0] ^ 0x80]) + good[1:])
     before = files_in(tmp_path)
     # SoftHSM 2.6.1 answers a tag that does not match with CKR_GENERAL_ERROR
-    code, out = menu(home, login, typed_aes("qa-gcm", aes_key), f"""\
+    code, out = menu(
+        home,
+        login,
+        typed_aes("qa-gcm", aes_key),
+        f"""\
         41
         {SESSION}
         {key}
@@ -394,7 +517,9 @@ def test_gcm_with_a_wrong_tag_aad_or_iv_fails_and_leaves_no_output(menu, home, t
         {tmp_path}/out-5.bin
         {GCM_IV.hex()}
         header
-        """, QUIT)
+        """,
+        QUIT,
+    )
     assert code == 0, out
     assert files_in(tmp_path) == before | {"out-5.bin"}  # no output, no temporary file left behind
     assert (tmp_path / "out-5.bin").read_bytes() == plain
@@ -402,6 +527,7 @@ def test_gcm_with_a_wrong_tag_aad_or_iv_fails_and_leaves_no_output(menu, home, t
 
 
 # ---------------------------------------------------------------- 40/41 RSA-OAEP
+
 
 @pytest.mark.parametrize("slot", SLOTS)
 def test_rsa_oaep_file_both_ways_with_a_known_key(menu, home, tmp_path, slot):
@@ -413,7 +539,11 @@ def test_rsa_oaep_file_both_ways_with_a_known_key(menu, home, tmp_path, slot):
     # one byte over what 2048-bit OAEP with SHA-1 takes; SoftHSM 2.6.1 answers CKR_GENERAL_ERROR
     (tmp_path / "too-big.bin").write_bytes(os.urandom(256 - 2 * 20 - 1))
     before = files_in(tmp_path)
-    code, out = menu(home, login, typed_rsa("qa-rsa", RSA_KEY), f"""\
+    code, out = menu(
+        home,
+        login,
+        typed_rsa("qa-rsa", RSA_KEY),
+        f"""\
         40
         {SESSION}
         {public}
@@ -433,7 +563,9 @@ def test_rsa_oaep_file_both_ways_with_a_known_key(menu, home, tmp_path, slot):
         {tmp_path}/too-big.bin
         {tmp_path}/too-big.oaep
         @expect CKR_GENERAL_ERROR
-        """, QUIT)
+        """,
+        QUIT,
+    )
     assert code == 0, out
     assert created(out) == [public, private]
     ours = (tmp_path / "ours.oaep").read_bytes()
@@ -444,7 +576,10 @@ def test_rsa_oaep_file_both_ways_with_a_known_key(menu, home, tmp_path, slot):
 
 
 def test_rsa_oaep_to_a_generated_key_whose_public_part_is_read_out(menu, home, tmp_path):
-    code, out = menu(home, SLOT1, """\
+    code, out = menu(
+        home,
+        SLOT1,
+        """\
         45
         1
         1
@@ -452,14 +587,19 @@ def test_rsa_oaep_to_a_generated_key_whose_public_part_is_read_out(menu, home, t
         y
         ""
         ""
-        """, QUIT)
+        """,
+        QUIT,
+    )
     assert code == 0, out
     assert generated(out) == [(2, 3)]
     public = tool_rsa_public(home, "member1", "qa-oaep-gen")
     secret = os.urandom(100)
     (tmp_path / "for-the-token.oaep").write_bytes(public.encrypt(secret, oaep()))
     # a new run finds the private key by label: handle 2
-    code, out = menu(home, SLOT1, f"""\
+    code, out = menu(
+        home,
+        SLOT1,
+        f"""\
         26
         1
         CKA_LABEL=qa-oaep-gen
@@ -471,7 +611,9 @@ def test_rsa_oaep_to_a_generated_key_whose_public_part_is_read_out(menu, home, t
         3
         {tmp_path}/for-the-token.oaep
         {tmp_path}/decrypted.bin
-        """, QUIT)
+        """,
+        QUIT,
+    )
     assert code == 0, out
     assert re.search(r"^2 +CKO_PRIVATE_KEY +CKK_RSA +qa-oaep-gen ", out, re.MULTILINE)
     assert (tmp_path / "decrypted.bin").read_bytes() == secret
@@ -479,15 +621,24 @@ def test_rsa_oaep_to_a_generated_key_whose_public_part_is_read_out(menu, home, t
 
 # ---------------------------------------------------------------- 40/41/44 a file of several MiB
 
+
 def _peak_rss_kib(command: list[str], stdin: str, env: dict[str, str]) -> tuple[int, str]:
     """Run a command in a small Python parent that reports the child's peak RSS (KiB)."""
-    probe = ("import resource, subprocess, sys\n"
-             "done = subprocess.run(sys.argv[1:], input=sys.stdin.read(), capture_output=True, text=True)\n"
-             "sys.stderr.write(done.stderr)\n"
-             "print(done.stdout)\n"
-             "print('PEAK-RSS', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n")
-    done = subprocess.run([sys.executable, "-c", probe, *command], input=stdin, capture_output=True,
-                          text=True, timeout=TIMEOUT_S, env=env)
+    probe = (
+        "import resource, subprocess, sys\n"
+        "done = subprocess.run(sys.argv[1:], input=sys.stdin.read(), capture_output=True, text=True)\n"
+        "sys.stderr.write(done.stderr)\n"
+        "print(done.stdout)\n"
+        "print('PEAK-RSS', resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss)\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", probe, *command],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        env=env,
+    )
     no_traceback(done.stdout, done.stderr)
     peak = int(re.search(r"^PEAK-RSS (\d+)$", done.stdout, re.MULTILINE).group(1))
     return peak, done.stdout
@@ -498,7 +649,11 @@ def test_several_mib_file_encrypts_decrypts_and_hashes_streamed(menu, home, tmp_
     big = os.urandom(6 * MIB + 5)
     (tmp_path / "big.bin").write_bytes(big)
     iv = os.urandom(16)
-    code, out = menu(home, SLOT1, typed_aes("qa-big", aes_key), f"""\
+    code, out = menu(
+        home,
+        SLOT1,
+        typed_aes("qa-big", aes_key),
+        f"""\
         40
         1
         2
@@ -533,7 +688,9 @@ def test_several_mib_file_encrypts_decrypts_and_hashes_streamed(menu, home, tmp_
         1
         2
         {tmp_path}/big.bin
-        """, QUIT)
+        """,
+        QUIT,
+    )
     assert code == 0, out
     assert (tmp_path / "big.cbc").read_bytes() == cbc_encrypt(aes_key, iv, big)
     assert (tmp_path / "big.cbc.out").read_bytes() == big
@@ -552,7 +709,10 @@ def test_hash_and_cbc_encrypt_of_a_large_file_run_in_constant_memory(home, tmp_p
             out.write(os.urandom(MIB))
     peaks = {}
     for source in (small, large):
-        script = dedent(SLOT1) + typed_aes("qa-stream", os.urandom(16)) + dedent(f"""\
+        script = (
+            dedent(SLOT1)
+            + typed_aes("qa-stream", os.urandom(16))
+            + dedent(f"""\
             44
             1
             4
@@ -566,14 +726,17 @@ def test_hash_and_cbc_encrypt_of_a_large_file_run_in_constant_memory(home, tmp_p
             {"00" * 16}
             0
             """)
-        peaks[source.name], out = _peak_rss_kib([str(ckdemo_bin), "--home", str(home), "run", "-"],
-                                                script, clean_env())
+        )
+        peaks[source.name], out = _peak_rss_kib(
+            [str(ckdemo_bin), "--home", str(home), "run", "-"], script, clean_env()
+        )
         assert "Replay: 5 steps, 5 met their expectation, 0 did not" in out, out
     assert (large.parent / "large.bin.cbc").stat().st_size == 48 * MIB + 16
     assert peaks["large.bin"] - peaks["small.bin"] < 16 * 1024, peaks
 
 
 # ---------------------------------------------------------------- 40/41 refusals: one line, no file
+
 
 def test_encrypt_and_decrypt_refusals_say_one_line_and_leave_no_file(menu, home, tmp_path):
     work = tmp_path / "work"
@@ -582,7 +745,12 @@ def test_encrypt_and_decrypt_refusals_say_one_line_and_leave_no_file(menu, home,
     (work / "empty.bin").write_bytes(b"")
     (work / "odd.bin").write_bytes(os.urandom(20))  # not a whole number of AES blocks
     before = files_in(work)
-    code, out = menu(home, SLOT1, typed_aes("qa-aes", os.urandom(16)), typed_rsa("qa-rsa", RSA_KEY), f"""\
+    code, out = menu(
+        home,
+        SLOT1,
+        typed_aes("qa-aes", os.urandom(16)),
+        typed_rsa("qa-rsa", RSA_KEY),
+        f"""\
         # a missing input file
         40
         1
@@ -665,7 +833,9 @@ def test_encrypt_and_decrypt_refusals_say_one_line_and_leave_no_file(menu, home,
         {work}/plain.txt
         {work}/plain.enc
         {"00" * 16}
-        """, QUIT)
+        """,
+        QUIT,
+    )
     assert code == 0, out
     assert summary(out) == "Replay: 15 steps, 15 met their expectation, 0 did not"
     assert files_in(work) == before | {"plain.enc"}
@@ -676,19 +846,27 @@ def test_encrypt_and_decrypt_refusals_say_one_line_and_leave_no_file(menu, home,
     assert "Status: C_Encrypt returned error. (CKR_KEY_TYPE_INCONSISTENT 0x00000063)" in out
     assert "Invalid input: 16 bytes (32 hex digits) are needed." in out
     assert f"{work}/empty.bin is empty: nothing to encrypt." in out
-    assert re.search(r"^Status: C_Decrypt\w* returned error\. \(CKR_ENCRYPTED_DATA_LEN_RANGE 0x00000041\)$",
-                     out, re.MULTILINE)
+    assert re.search(
+        r"^Status: C_Decrypt\w* returned error\. \(CKR_ENCRYPTED_DATA_LEN_RANGE 0x00000041\)$",
+        out,
+        re.MULTILINE,
+    )
 
 
 def refused_steps(transcript: str) -> list[str]:
     """How each step that missed its expectation ended: a CKR_* name, BAD_INPUT or INTERNAL_ERROR."""
-    return re.findall(r"^FAILED line \d+: choice \d+ \(.*?\) ended with (\w+), expected", transcript,
-                      re.MULTILINE)
+    return re.findall(
+        r"^FAILED line \d+: choice \d+ \(.*?\) ended with (\w+), expected", transcript, re.MULTILINE
+    )
 
 
 def test_encrypt_with_a_private_key_is_refused_in_one_clear_line(run_ckdemo, home, tmp_path):
     (tmp_path / "plain.txt").write_bytes(b"plain text\n")
-    script = dedent(SLOT1) + typed_rsa("qa-rsa", RSA_KEY) + typed_ec("qa-ec", EC_KEYS["P-256"]) + dedent(f"""\
+    script = (
+        dedent(SLOT1)
+        + typed_rsa("qa-rsa", RSA_KEY)
+        + typed_ec("qa-ec", EC_KEYS["P-256"])
+        + dedent(f"""\
         40
         1
         3
@@ -704,20 +882,26 @@ def test_encrypt_with_a_private_key_is_refused_in_one_clear_line(run_ckdemo, hom
         {"00" * 16}
         0
         """)
+    )
     done = run_ckdemo(home, "run", "--keep-going", "-", input=script)
     no_traceback(done.stdout, done.stderr)
     assert "Internal error" not in done.stdout
     # a key whose attributes forbid encrypting is refused before the call; no file is left
     assert refused_steps(done.stdout) == ["CKR_KEY_FUNCTION_NOT_PERMITTED"] * 2
-    assert done.stdout.count(
-        "Status: C_EncryptInit returned error. (CKR_KEY_FUNCTION_NOT_PERMITTED 0x00000068)") == 2
+    assert (
+        done.stdout.count("Status: C_EncryptInit returned error. (CKR_KEY_FUNCTION_NOT_PERMITTED 0x00000068)")
+        == 2
+    )
     assert files_in(tmp_path) == {"home", "plain.txt"}
 
 
 def test_decrypting_an_empty_file_is_one_clear_line(run_ckdemo, home, tmp_path):
     (tmp_path / "empty.bin").write_bytes(b"")
     (tmp_path / "plain.txt").write_bytes(b"plain text\n")
-    script = dedent(SLOT1) + typed_aes("qa-aes", os.urandom(16)) + dedent(f"""\
+    script = (
+        dedent(SLOT1)
+        + typed_aes("qa-aes", os.urandom(16))
+        + dedent(f"""\
         41
         1
         2
@@ -732,6 +916,7 @@ def test_decrypting_an_empty_file_is_one_clear_line(run_ckdemo, home, tmp_path):
         {tmp_path}/plain.txt
         0
         """)
+    )
     done = run_ckdemo(home, "run", "--keep-going", "-", input=script)
     no_traceback(done.stdout, done.stderr)
     assert "Internal error" not in done.stdout
@@ -743,6 +928,7 @@ def test_decrypting_an_empty_file_is_one_clear_line(run_ckdemo, home, tmp_path):
 
 # ---------------------------------------------------------------- 42 Sign, checked by `cryptography`
 
+
 def test_signatures_of_generated_keys_verify_with_the_public_key_read_out(menu, home, tmp_path):
     data = b"QA release record 42"
     steps = []
@@ -750,7 +936,10 @@ def test_signatures_of_generated_keys_verify_with_the_public_key_read_out(menu, 
         steps.append(f"42\n1\n3\n{number}\n{data.decode()}\n{tmp_path}/rsa-{number}.sig\n")
     steps.append(f"42\n1\n5\n{ECDSA_SHA256}\n{data.decode()}\n{tmp_path}/p256.sig\n")
     steps.append(f"42\n1\n7\n{ECDSA_SHA384}\n{data.decode()}\n{tmp_path}/p384.sig\n")
-    code, out = menu(home, SLOT1, """\
+    code, out = menu(
+        home,
+        SLOT1,
+        """\
         45
         1
         1
@@ -772,7 +961,10 @@ def test_signatures_of_generated_keys_verify_with_the_public_key_read_out(menu, 
         y
         ""
         ""
-        """, *steps, QUIT)
+        """,
+        *steps,
+        QUIT,
+    )
     assert code == 0, out
     assert generated(out) == [(2, 3), (4, 5), (6, 7)]
     printed = signatures(out)
@@ -793,13 +985,19 @@ def test_signatures_of_generated_keys_verify_with_the_public_key_read_out(menu, 
         assert len(raw) == 2 * curve_bits // 8
         key.verify(der_ecdsa(raw), data, ec.ECDSA(digest))
     # PKCS#1 v1.5 is deterministic: a second run signs alike; PSS draws a fresh salt every time
-    code, again = menu(home, SLOT1, """\
+    code, again = menu(
+        home,
+        SLOT1,
+        """\
         26
         1
         CKA_LABEL=qa-sign-rsa
         CKA_CLASS=CKO_PRIVATE_KEY
         .
-        """, f"42\n1\n2\n1\n{data.decode()}\n\"\"\n42\n1\n2\n4\n{data.decode()}\n\"\"\n", QUIT)
+        """,
+        f'42\n1\n2\n1\n{data.decode()}\n""\n42\n1\n2\n4\n{data.decode()}\n""\n',
+        QUIT,
+    )
     assert code == 0, again
     v15, pss = signatures(again)
     assert v15 == printed[0]
@@ -808,7 +1006,11 @@ def test_signatures_of_generated_keys_verify_with_the_public_key_read_out(menu, 
 
 
 def test_hmac_sha256_matches_rfc_4231(menu, home, tmp_path):
-    code, out = menu(home, SLOT1, typed_hmac("qa-hmac", RFC4231_KEY), f"""\
+    code, out = menu(
+        home,
+        SLOT1,
+        typed_hmac("qa-hmac", RFC4231_KEY),
+        f"""\
         42
         1
         2
@@ -821,7 +1023,9 @@ def test_hmac_sha256_matches_rfc_4231(menu, home, tmp_path):
         {HMAC_SHA256}
         {RFC4231_DATA.decode()}
         {RFC4231_SHA256.hex()}
-        """, QUIT)
+        """,
+        QUIT,
+    )
     assert code == 0, out
     assert signatures(out) == [RFC4231_SHA256]
     assert "Signature verified." in out
@@ -831,6 +1035,7 @@ def test_hmac_sha256_matches_rfc_4231(menu, home, tmp_path):
 
 
 # ---------------------------------------------------------------- 43 Verify signatures made by `cryptography`
+
 
 @pytest.mark.parametrize("slot", SLOTS)
 def test_verify_accepts_what_cryptography_signs_and_refuses_tampering(menu, home, tmp_path, slot):
@@ -844,20 +1049,31 @@ def test_verify_accepts_what_cryptography_signs_and_refuses_tampering(menu, home
         tampered = bytearray(signature)
         tampered[len(tampered) // 2] ^= 0x01
         good.append(f"43\n{SESSION}\n{handle}\n{number}\n{data.decode()}\n{signature.hex()}\n")
-        bad.append(f"43\n{SESSION}\n{handle}\n{number}\n{data.decode()}\n{bytes(tampered).hex()}\n"
-                   "@expect CKR_SIGNATURE_INVALID\n")
+        bad.append(
+            f"43\n{SESSION}\n{handle}\n{number}\n{data.decode()}\n{bytes(tampered).hex()}\n"
+            "@expect CKR_SIGNATURE_INVALID\n"
+        )
 
     for number, (_, pad, digest) in RSA_MECHANISMS.items():
         case(rsa_public, number, RSA_KEY.sign(data, pad, digest))
-    for handle, number, curve, digest in ((p256_public, ECDSA_SHA256, "P-256", hashes.SHA256()),
-                                          (p384_public, ECDSA_SHA384, "P-384", hashes.SHA384())):
+    for handle, number, curve, digest in (
+        (p256_public, ECDSA_SHA256, "P-256", hashes.SHA256()),
+        (p384_public, ECDSA_SHA384, "P-384", hashes.SHA384()),
+    ):
         key = EC_KEYS[curve]
         case(handle, number, raw_ecdsa(key.sign(data, ec.ECDSA(digest)), key.curve))
     case(hmac_key, HMAC_SHA256, hmac.new(RFC4231_KEY, data, hashlib.sha256).digest())
 
-    code, out = menu(home, login, typed_rsa("qa-rsa", RSA_KEY), typed_ec("qa-p256", EC_KEYS["P-256"]),
-                     typed_ec("qa-p384", EC_KEYS["P-384"]), typed_hmac("qa-hmac", RFC4231_KEY),
-                     *good, *bad, f"""\
+    code, out = menu(
+        home,
+        login,
+        typed_rsa("qa-rsa", RSA_KEY),
+        typed_ec("qa-p256", EC_KEYS["P-256"]),
+        typed_ec("qa-p384", EC_KEYS["P-384"]),
+        typed_hmac("qa-hmac", RFC4231_KEY),
+        *good,
+        *bad,
+        f"""\
         # the right signature over other data
         43
         {SESSION}
@@ -866,7 +1082,9 @@ def test_verify_accepts_what_cryptography_signs_and_refuses_tampering(menu, home
         other data
         {RSA_KEY.sign(data, padding.PKCS1v15(), hashes.SHA256()).hex()}
         @expect CKR_SIGNATURE_INVALID
-        """, QUIT)
+        """,
+        QUIT,
+    )
     assert code == 0, out
     assert created(out) == list(range(first, first + 7))
     assert out.count("Signature verified.") == 9
@@ -875,7 +1093,11 @@ def test_verify_accepts_what_cryptography_signs_and_refuses_tampering(menu, home
 
 
 def test_verify_of_a_signature_of_the_wrong_length_keeps_the_module_answer(menu, home):
-    code, out = menu(home, SLOT1, typed_rsa("qa-rsa", RSA_KEY), """\
+    code, out = menu(
+        home,
+        SLOT1,
+        typed_rsa("qa-rsa", RSA_KEY),
+        """\
         43
         1
         2
@@ -883,13 +1105,18 @@ def test_verify_of_a_signature_of_the_wrong_length_keeps_the_module_answer(menu,
         data
         00ff
         @expect CKR_SIGNATURE_LEN_RANGE
-        """, QUIT)
+        """,
+        QUIT,
+    )
     assert code == 0, out
     assert "Status: C_Verify returned error. (CKR_SIGNATURE_LEN_RANGE 0x000000C1)" in out
 
 
 def test_sign_with_a_public_key_is_refused_in_one_clear_line(run_ckdemo, home):
-    script = dedent(SLOT1) + typed_rsa("qa-rsa", RSA_KEY) + dedent("""\
+    script = (
+        dedent(SLOT1)
+        + typed_rsa("qa-rsa", RSA_KEY)
+        + dedent("""\
         42
         1
         2
@@ -904,6 +1131,7 @@ def test_sign_with_a_public_key_is_refused_in_one_clear_line(run_ckdemo, home):
         00
         0
         """)
+    )
     done = run_ckdemo(home, "run", "--keep-going", "-", input=script)
     no_traceback(done.stdout, done.stderr)
     out = done.stdout
@@ -914,7 +1142,12 @@ def test_sign_with_a_public_key_is_refused_in_one_clear_line(run_ckdemo, home):
 
 
 def test_sign_and_verify_refusals(menu, home):
-    code, out = menu(home, SLOT1, typed_rsa("qa-rsa", RSA_KEY), typed_aes("qa-aes", os.urandom(16)), f"""\
+    code, out = menu(
+        home,
+        SLOT1,
+        typed_rsa("qa-rsa", RSA_KEY),
+        typed_aes("qa-aes", os.urandom(16)),
+        f"""\
         # HMAC and ECDSA with an RSA key: the module's answers (SoftHSM 2.6.1 has no better one
         # than CKR_GENERAL_ERROR for ECDSA with a key that is not EC; python-pkcs11 says the same)
         42
@@ -970,7 +1203,9 @@ def test_sign_and_verify_refusals(menu, home):
         1
         data
         ""
-        """, QUIT)
+        """,
+        QUIT,
+    )
     assert code == 0, out
     assert summary(out) == "Replay: 13 steps, 13 met their expectation, 0 did not"
     assert "Invalid input: empty data." in out
@@ -985,7 +1220,11 @@ def test_sign_and_verify_read_data_and_signature_from_files_in_a_script(menu, ho
     data = b"a record kept in a file\n"
     (tmp_path / "record.txt").write_bytes(data)
     (tmp_path / "record.sig").write_bytes(RSA_KEY.sign(data, padding.PKCS1v15(), hashes.SHA256()))
-    code, out = menu(home, SLOT1, typed_rsa("qa-rsa", RSA_KEY), f"""\
+    code, out = menu(
+        home,
+        SLOT1,
+        typed_rsa("qa-rsa", RSA_KEY),
+        f"""\
         42
         1
         3
@@ -1004,7 +1243,9 @@ def test_sign_and_verify_read_data_and_signature_from_files_in_a_script(menu, ho
         1
         @{tmp_path}/no-such-file
         @expect BAD_INPUT
-        """, QUIT)
+        """,
+        QUIT,
+    )
     assert code == 0, out
     [signature] = signatures(out)
     assert signature == (tmp_path / "record.sig").read_bytes()  # PKCS#1 v1.5 is deterministic
@@ -1014,12 +1255,22 @@ def test_sign_and_verify_read_data_and_signature_from_files_in_a_script(menu, ho
 
 # ---------------------------------------------------------------- 42/43 on the HA slot
 
+
 def test_ha_signatures_verify_with_the_public_key_of_every_member(menu, home, tmp_path):
     data = b"HA signed record"
     # four signatures per key: the group balances them over its members
-    signs = [f"42\n{SESSION}\n{HA_FIRST + 1}\n{4 + i % 2}\n{data.decode()}\n{tmp_path}/rsa-{i}.sig\n" for i in range(4)]
-    signs += [f"42\n{SESSION}\n{HA_FIRST + 3}\n{ECDSA_SHA256}\n{data.decode()}\n{tmp_path}/ec-{i}.sig\n" for i in range(4)]
-    code, out = menu(home, HA, """\
+    signs = [
+        f"42\n{SESSION}\n{HA_FIRST + 1}\n{4 + i % 2}\n{data.decode()}\n{tmp_path}/rsa-{i}.sig\n"
+        for i in range(4)
+    ]
+    signs += [
+        f"42\n{SESSION}\n{HA_FIRST + 3}\n{ECDSA_SHA256}\n{data.decode()}\n{tmp_path}/ec-{i}.sig\n"
+        for i in range(4)
+    ]
+    code, out = menu(
+        home,
+        HA,
+        """\
         45
         ${LAST_SESSION}
         1
@@ -1034,7 +1285,10 @@ def test_ha_signatures_verify_with_the_public_key_of_every_member(menu, home, tm
         y
         ""
         ""
-        """, *signs, QUIT)
+        """,
+        *signs,
+        QUIT,
+    )
     assert code == 0, out
     assert generated(out) == [(HA_FIRST, HA_FIRST + 1), (HA_FIRST + 2, HA_FIRST + 3)]
     rsa_keys = {m: tool_rsa_public(home, m, "qa-ha-rsa").public_numbers() for m in MEMBERS}
@@ -1050,6 +1304,7 @@ def test_ha_signatures_verify_with_the_public_key_of_every_member(menu, home, tm
 
 # ---------------------------------------------------------------- 44 Hash file, 46 Digest Key
 
+
 @pytest.mark.parametrize("slot", SLOTS)
 def test_hash_file_equals_hashlib(menu, home, tmp_path, slot):
     login, _ = SLOTS[slot]
@@ -1059,7 +1314,9 @@ def test_hash_file_equals_hashlib(menu, home, tmp_path, slot):
     steps = [f"44\n{SESSION}\n{number}\n{tmp_path}/{name}\n" for name in samples for number in HASHES]
     code, out = menu(home, login, *steps, QUIT)
     assert code == 0, out
-    expected = [hashlib.new(HASHES[number], data).hexdigest() for data in samples.values() for number in HASHES]
+    expected = [
+        hashlib.new(HASHES[number], data).hexdigest() for data in samples.values() for number in HASHES
+    ]
     assert digests(out) == expected
     # FIPS 180-4 "abc" examples, as a published anchor for hashlib itself
     assert expected[4] == "a9993e364706816aba3e25717850c26c9cd0d89d"
@@ -1068,7 +1325,10 @@ def test_hash_file_equals_hashlib(menu, home, tmp_path, slot):
 
 
 def test_hash_file_refusals(menu, shared_home, tmp_path):
-    code, out = menu(shared_home, SLOT1, f"""\
+    code, out = menu(
+        shared_home,
+        SLOT1,
+        f"""\
         44
         1
         2
@@ -1083,7 +1343,9 @@ def test_hash_file_refusals(menu, shared_home, tmp_path):
         1
         5
         @expect BAD_INPUT
-        """, QUIT)
+        """,
+        QUIT,
+    )
     assert code == 0, out
     assert f"Cannot read {tmp_path}/missing.bin: no such file." in out
     assert f"Cannot read {tmp_path}: a folder (only regular files are read)." in out
@@ -1097,23 +1359,34 @@ def test_digest_key_equals_hashlib_over_the_key_value(menu, home, slot):
     steps = [f"46\n{SESSION}\n{number}\n{key}\n" for number in HASHES]
     # SoftHSM digests a sensitive key too (C_DigestKey never shows the value)
     steps.append(f"46\n{SESSION}\n2\n{key + 1}\n")
-    code, out = menu(home, login, typed_aes("qa-readable", readable, "CKA_SENSITIVE=false", "CKA_EXTRACTABLE=true"),
-                     typed_aes("qa-hidden", hidden, "CKA_SENSITIVE=true"), *steps, QUIT)
+    code, out = menu(
+        home,
+        login,
+        typed_aes("qa-readable", readable, "CKA_SENSITIVE=false", "CKA_EXTRACTABLE=true"),
+        typed_aes("qa-hidden", hidden, "CKA_SENSITIVE=true"),
+        *steps,
+        QUIT,
+    )
     assert code == 0, out
     assert created(out) == [key, key + 1]
-    assert digests(out) == [hashlib.new(HASHES[n], readable).hexdigest() for n in HASHES] + \
-        [hashlib.sha256(hidden).hexdigest()]
+    assert digests(out) == [hashlib.new(HASHES[n], readable).hexdigest() for n in HASHES] + [
+        hashlib.sha256(hidden).hexdigest()
+    ]
     assert f"CKM_SHA_1 of key {key}:" in out
 
 
 # ---------------------------------------------------------------- 45 Simple Generate Key
+
 
 def _by_label(home: Path, token: str) -> dict[tuple[str, str], dict[str, str]]:
     return {(o["kind"], o.get("label", "")): o for o in tool_objects(home, token)}
 
 
 def test_generate_every_key_type_as_token_or_session_objects(menu, home):
-    code, out = menu(home, SLOT1, """\
+    code, out = menu(
+        home,
+        SLOT1,
+        """\
         45
         1
         1
@@ -1178,7 +1451,9 @@ def test_generate_every_key_type_as_token_or_session_objects(menu, home):
         n
         ""
         ""
-        """, QUIT)
+        """,
+        QUIT,
+    )
     assert code == 0, out
     assert generated(out) == [(2, 3), (4, 5), (6, 7), (8, 9), (10,), (11,), (12,), (13,), (14, 15)]
     tool = _by_label(home, "member1")
@@ -1197,20 +1472,31 @@ def test_generate_every_key_type_as_token_or_session_objects(menu, home):
 
     def access(kind: str, label: str) -> set[str]:
         return set(tool[kind, label]["Access"].split(", "))
+
     # the defaults: sensitive and never extractable
-    for kind, label in (("Private Key Object", "qa-rsa2048"), ("Private Key Object", "qa-rsa3072"),
-                        ("Private Key Object", "qa-p256"), ("Secret Key Object", "qa-aes128")):
+    for kind, label in (
+        ("Private Key Object", "qa-rsa2048"),
+        ("Private Key Object", "qa-rsa3072"),
+        ("Private Key Object", "qa-p256"),
+        ("Secret Key Object", "qa-aes128"),
+    ):
         assert access(kind, label) == {"sensitive", "always sensitive", "never extractable", "local"}, label
         assert "VALUE" not in tool[kind, label]
     # the answers changed: readable and extractable, and pkcs11-tool reads the value
-    for kind, label in (("Private Key Object", "qa-p384"), ("Secret Key Object", "qa-aes256"),
-                        ("Secret Key Object", "qa-generic")):
+    for kind, label in (
+        ("Private Key Object", "qa-p384"),
+        ("Secret Key Object", "qa-aes256"),
+        ("Secret Key Object", "qa-generic"),
+    ):
         assert access(kind, label) == {"extractable", "local"}, label
     assert len(bytes.fromhex(tool["Secret Key Object", "qa-aes256"]["VALUE"])) == 32
 
 
 def test_generated_keys_on_the_ha_slot_are_on_every_member_and_sensitive_by_default(menu, home):
-    code, out = menu(home, HA, """\
+    code, out = menu(
+        home,
+        HA,
+        """\
         45
         ${LAST_SESSION}
         7
@@ -1225,13 +1511,18 @@ def test_generated_keys_on_the_ha_slot_are_on_every_member_and_sensitive_by_defa
         y
         ""
         ""
-        """, QUIT)
+        """,
+        QUIT,
+    )
     assert code == 0, out
     assert generated(out) == [(HA_FIRST,), (HA_FIRST + 1, HA_FIRST + 2)]
     for member in MEMBERS:
         tool = _by_label(home, member)
-        for kind, label in (("Secret Key Object", "qa-ha-aes"), ("Private Key Object", "qa-ha-p256"),
-                            ("Public Key Object", "qa-ha-p256")):
+        for kind, label in (
+            ("Secret Key Object", "qa-ha-aes"),
+            ("Private Key Object", "qa-ha-p256"),
+            ("Public Key Object", "qa-ha-p256"),
+        ):
             assert (kind, label) in tool, (member, kind, label)
         assert "sensitive" in tool["Secret Key Object", "qa-ha-aes"]["Access"].split(", "), member
         assert "sensitive" in tool["Private Key Object", "qa-ha-p256"]["Access"].split(", "), member
@@ -1241,7 +1532,10 @@ def test_generated_keys_on_the_ha_slot_are_on_every_member_and_sensitive_by_defa
 
 
 def test_ha_non_sensitive_key_is_non_sensitive_on_every_member(menu, home):
-    code, out = menu(home, HA, """\
+    code, out = menu(
+        home,
+        HA,
+        """\
         45
         ${LAST_SESSION}
         8
@@ -1249,7 +1543,9 @@ def test_ha_non_sensitive_key_is_non_sensitive_on_every_member(menu, home):
         y
         n
         y
-        """, QUIT)
+        """,
+        QUIT,
+    )
     assert code == 0, out
     values = set()
     for member in MEMBERS:

@@ -2,6 +2,7 @@
 (commands/common.GlobalOptions) and the settings (settings.Settings). No command sets a field of
 either afterwards; one that serves otherwise than the file says (serve --slots all, --isolated)
 makes another value."""
+
 from __future__ import annotations
 
 import ast
@@ -57,7 +58,12 @@ def test_no_command_sets_a_field_of_the_options_the_settings_or_the_workspace_af
             if text == "ctx.obj":  # click's place for the value itself: made (or replaced) whole
                 continue
             if isinstance(target, (ast.Attribute, ast.Subscript)) and text.split(".")[0].split("[")[0] in (
-                    "ctx", "settings", "workspace", "group", "options"):
+                "ctx",
+                "settings",
+                "workspace",
+                "group",
+                "options",
+            ):
                 found.append(f"{path.name}:{target.lineno} {text}")
         for node in ast.walk(tree):  # a setter called on the settings' configuration
             if isinstance(node, ast.Call) and ast.unparse(node.func).startswith("settings.conf."):

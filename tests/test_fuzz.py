@@ -4,6 +4,7 @@ A seeded fuzz run (scripts/fuzz: random menu choices and answers replayed by rea
 processes on SoftHSM2 tokens, plus attribute, directive and config values fed to their parsers),
 then each reproducer that once crashed or printed a traceback, as its own regression test.
 """
+
 from __future__ import annotations
 
 import importlib.machinery
@@ -35,8 +36,7 @@ def load_fuzz():
 
 def test_seeded_fuzz_run_has_no_crash_traceback_or_internal_error(tmp_path):
     fuzz = load_fuzz()
-    figures = fuzz.fuzz(FUZZ_COUNT, FUZZ_SEED, batch=200, jobs=2, keep=tmp_path / "failed",
-                        root=tmp_path)
+    figures = fuzz.fuzz(FUZZ_COUNT, FUZZ_SEED, batch=200, jobs=2, keep=tmp_path / "failed", root=tmp_path)
     assert figures.processes == FUZZ_COUNT // 200 and figures.interactions == FUZZ_COUNT
     assert figures.lines > 5 * FUZZ_COUNT and figures.in_process == FUZZ_COUNT
     assert figures.clean, fuzz.summary(figures, FUZZ_SEED) + "\n" + "\n".join(figures.failures[:10])
@@ -46,6 +46,7 @@ def test_fuzz_scripts_reach_deep_prompts_with_hostile_answers(tmp_path):
     """The generator is worth its run time: the hostile values land inside choices, not only at the
     menu prompt (a fuzzer that only typed garbage choices could never find the old crashes)."""
     import random
+
     fuzz = load_fuzz()
     text, _ = fuzz.make_script(random.Random(FUZZ_SEED), tmp_path, 2000)
     lines = text.splitlines()
@@ -59,18 +60,23 @@ def test_fuzz_scripts_reach_deep_prompts_with_hostile_answers(tmp_path):
 
 # ---------------------------------------------------------------- regressions: attribute values
 
-@pytest.mark.parametrize("choice, answers, message", [
-    ("26", "CKA_CLASS=-1", "CKA_CLASS needs a number from 0 to 0xffffffffffffffff"),  # abort
-    ("20", "1\nCKA_VALUE_LEN=-5", "CKA_VALUE_LEN needs a number from 0"),  # segfault
-    ("26", "CKA_KEY_TYPE=0xffffffffffffffffff", "CKA_KEY_TYPE needs a number from 0"),
-    ("26", "CKA_PUBLIC_KEY_INFO=hex:00", "CKA_PUBLIC_KEY_INFO can be read"),  # no enum member
-    ("26", "CKA_CERTIFICATE_CATEGORY=1", "CKA_CERTIFICATE_CATEGORY can be read"),  # no packer
-    ("26", "CKA_START_DATE=0001-01-01", "CKA_START_DATE needs a date YYYY-MM-DD (year 1000-9999)"),
-])
+
+@pytest.mark.parametrize(
+    "choice, answers, message",
+    [
+        ("26", "CKA_CLASS=-1", "CKA_CLASS needs a number from 0 to 0xffffffffffffffff"),  # abort
+        ("20", "1\nCKA_VALUE_LEN=-5", "CKA_VALUE_LEN needs a number from 0"),  # segfault
+        ("26", "CKA_KEY_TYPE=0xffffffffffffffffff", "CKA_KEY_TYPE needs a number from 0"),
+        ("26", "CKA_PUBLIC_KEY_INFO=hex:00", "CKA_PUBLIC_KEY_INFO can be read"),  # no enum member
+        ("26", "CKA_CERTIFICATE_CATEGORY=1", "CKA_CERTIFICATE_CATEGORY can be read"),  # no packer
+        ("26", "CKA_START_DATE=0001-01-01", "CKA_START_DATE needs a date YYYY-MM-DD (year 1000-9999)"),
+    ],
+)
 def test_attribute_values_out_of_range_are_one_line(run_ckdemo, shared_home, choice, answers, message):
     """The wrong value ends the choice (no '.' needed) before any template reaches the token."""
-    done = run_ckdemo(shared_home, "run", "-", input=f"{SLOT1_LOGIN}{choice}\n1\n{answers}\n"
-                                                       "@expect BAD_INPUT\n14\n0\n")
+    done = run_ckdemo(
+        shared_home, "run", "-", input=f"{SLOT1_LOGIN}{choice}\n1\n{answers}\n@expect BAD_INPUT\n14\n0\n"
+    )
     no_traceback(done.stdout, done.stderr)
     assert done.returncode == 0, done.stdout[-2000:]  # the menu went on to 14
     assert f"Invalid input: {message}" in done.stdout
@@ -79,9 +85,11 @@ def test_attribute_values_out_of_range_are_one_line(run_ckdemo, shared_home, cho
 
 
 def test_set_attribute_out_of_range_is_one_line(run_ckdemo, shared_home):
-    script = (f"{SLOT1_LOGIN}20\n1\n1\nCKA_LABEL=qa-range\nCKA_TOKEN=false\n.\n"
-              "25\n1\n${LAST_OBJECT}\nCKA_VALUE_LEN=99999999999999999999999\n@expect BAD_INPUT\n"
-              "25\n1\n${LAST_OBJECT}\nCKA_LABEL=qa-renamed\n0\n")
+    script = (
+        f"{SLOT1_LOGIN}20\n1\n1\nCKA_LABEL=qa-range\nCKA_TOKEN=false\n.\n"
+        "25\n1\n${LAST_OBJECT}\nCKA_VALUE_LEN=99999999999999999999999\n@expect BAD_INPUT\n"
+        "25\n1\n${LAST_OBJECT}\nCKA_LABEL=qa-renamed\n0\n"
+    )
     done = run_ckdemo(shared_home, "run", "-", input=script)
     no_traceback(done.stdout, done.stderr)
     assert done.returncode == 0, done.stdout[-2000:]
@@ -93,9 +101,21 @@ def test_set_attribute_out_of_range_is_one_line(run_ckdemo, shared_home):
 
 # ---------------------------------------------------------------- regressions: directives
 
-@pytest.mark.parametrize("line", ["@sleep nan", "@sleep inf", "@sleep 1e30", "@sleep -1",
-                                  "@sleep 3601", "@ha-interval nan", "@ha-interval inf",
-                                  "@ha-retry 1e3", "@ha-retry 99999999999999999999999"])
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "@sleep nan",
+        "@sleep inf",
+        "@sleep 1e30",
+        "@sleep -1",
+        "@sleep 3601",
+        "@ha-interval nan",
+        "@ha-interval inf",
+        "@ha-retry 1e3",
+        "@ha-retry 99999999999999999999999",
+    ],
+)
 def test_unusable_numeric_directive_is_one_line_and_exit_2(run_ckdemo, shared_home, line):
     done = run_ckdemo(shared_home, "run", "-", input=f"14\n{line}\n14\n0\n")
     no_traceback(done.stdout, done.stderr)
@@ -114,13 +134,20 @@ def test_sleep_within_bounds_still_works(run_ckdemo, shared_home):
 def test_script_bytes_that_are_not_utf8_are_one_line(ckdemo_bin, shared_home):
     import subprocess
     from conftest import clean_env
-    done = subprocess.run([str(ckdemo_bin), "--home", str(shared_home), "run", "-"],
-                          input=b"14\n\xff\xfe\n0\n", capture_output=True, env=clean_env(), timeout=60)
+
+    done = subprocess.run(
+        [str(ckdemo_bin), "--home", str(shared_home), "run", "-"],
+        input=b"14\n\xff\xfe\n0\n",
+        capture_output=True,
+        env=clean_env(),
+        timeout=60,
+    )
     assert done.returncode == 2
     assert done.stderr.decode().splitlines() == ["ckdemo: <stdin>:2: not valid UTF-8 text"]
 
 
 # ---------------------------------------------------------------- regressions: @file and files
+
 
 @pytest.fixture
 def odd_files(tmp_path):
@@ -135,12 +162,23 @@ def odd_files(tmp_path):
 
 def test_sign_refuses_devices_fifos_big_files_and_nul_in_names(run_ckdemo, home, odd_files):
     sign = "42\n1\n${LAST_PRIVATE_KEY}\n1\n"
-    script = (SLOT1_LOGIN + "45\n1\n1\nqa-rsa\nn\nn\nn\n"
-              + "".join(f"{sign}{answer}\n@expect BAD_INPUT\n" for answer in (
-                  "@/dev/zero", f"@{odd_files}/fifo", f"@{odd_files}/big.bin", f"@{odd_files}/a\0b",
-                  "@~nosuchuser/x", f"@{odd_files}"))
-              + f"{sign}signed text\n{odd_files}/dev-null-link\n@expect BAD_INPUT\n"
-              + f"{sign}signed text\n{odd_files}/{'A' * 300}\n@expect BAD_INPUT\n0\n")
+    script = (
+        SLOT1_LOGIN
+        + "45\n1\n1\nqa-rsa\nn\nn\nn\n"
+        + "".join(
+            f"{sign}{answer}\n@expect BAD_INPUT\n"
+            for answer in (
+                "@/dev/zero",
+                f"@{odd_files}/fifo",
+                f"@{odd_files}/big.bin",
+                f"@{odd_files}/a\0b",
+                "@~nosuchuser/x",
+                f"@{odd_files}",
+            )
+        )
+        + f"{sign}signed text\n{odd_files}/dev-null-link\n@expect BAD_INPUT\n"
+        + f"{sign}signed text\n{odd_files}/{'A' * 300}\n@expect BAD_INPUT\n0\n"
+    )
     done = run_ckdemo(home, "run", "-", input=script)
     no_traceback(done.stdout, done.stderr)
     assert done.returncode == 0, done.stdout[-3000:]
@@ -159,9 +197,14 @@ def test_sign_refuses_devices_fifos_big_files_and_nul_in_names(run_ckdemo, home,
 
 def test_hash_file_streams_a_file_larger_than_the_whole_file_limit(run_ckdemo, shared_home, odd_files):
     import hashlib
-    done = run_ckdemo(shared_home, "run", "-",
-                      input=f"{SLOT1_LOGIN}44\n1\n2\n{odd_files}/big.bin\n44\n1\n2\n{odd_files}/fifo\n"
-                            "@expect BAD_INPUT\n0\n")
+
+    done = run_ckdemo(
+        shared_home,
+        "run",
+        "-",
+        input=f"{SLOT1_LOGIN}44\n1\n2\n{odd_files}/big.bin\n44\n1\n2\n{odd_files}/fifo\n"
+        "@expect BAD_INPUT\n0\n",
+    )
     no_traceback(done.stdout, done.stderr)
     assert done.returncode == 0, done.stdout[-2000:]
     expected = hashlib.sha256(b"\0" * (65 * 1024 * 1024)).hexdigest()
@@ -171,25 +214,35 @@ def test_hash_file_streams_a_file_larger_than_the_whole_file_limit(run_ckdemo, s
 
 # ---------------------------------------------------------------- regressions: config and home
 
+
 def _set_ha(home: Path, entries: str) -> None:
     path = home / "Chrystoki.conf"
     text = path.read_text()
-    text = "\n".join(line for line in text.splitlines() if "reconnAtt" not in line
-                     and "AutoReconnectInterval" not in line and "MemberTimeout" not in line)
+    text = "\n".join(
+        line
+        for line in text.splitlines()
+        if "reconnAtt" not in line and "AutoReconnectInterval" not in line and "MemberTimeout" not in line
+    )
     if "HAConfiguration = {" not in text:
         text += "\nHAConfiguration = {\n}\n"
     text = text.replace("HAConfiguration = {", "HAConfiguration = {\n" + entries, 1)
     path.write_text(text + "\n")
 
 
-@pytest.mark.parametrize("entries, message", [
-    ("   reconnAtt = inf;", "HAConfiguration.reconnAtt = 'inf' is not a whole number"),
-    ("   reconnAtt = 2.5;", "HAConfiguration.reconnAtt = '2.5' is not a whole number"),
-    ("   reconnAtt = -2;", "HAConfiguration.reconnAtt = '-2' is out of range"),
-    ("   AutoReconnectInterval = nan;", "HAConfiguration.AutoReconnectInterval = 'nan' is out of range"),
-    ("   AutoReconnectInterval = -5;", "HAConfiguration.AutoReconnectInterval = '-5' is out of range"),
-    ("   AutoReconnectInterval = 1e30;", "HAConfiguration.AutoReconnectInterval = '1e30' is out of range"),
-])
+@pytest.mark.parametrize(
+    "entries, message",
+    [
+        ("   reconnAtt = inf;", "HAConfiguration.reconnAtt = 'inf' is not a whole number"),
+        ("   reconnAtt = 2.5;", "HAConfiguration.reconnAtt = '2.5' is not a whole number"),
+        ("   reconnAtt = -2;", "HAConfiguration.reconnAtt = '-2' is out of range"),
+        ("   AutoReconnectInterval = nan;", "HAConfiguration.AutoReconnectInterval = 'nan' is out of range"),
+        ("   AutoReconnectInterval = -5;", "HAConfiguration.AutoReconnectInterval = '-5' is out of range"),
+        (
+            "   AutoReconnectInterval = 1e30;",
+            "HAConfiguration.AutoReconnectInterval = '1e30' is out of range",
+        ),
+    ],
+)
 def test_unusable_ha_configuration_is_one_line_and_exit_2(run_ckdemo, home, entries, message):
     _set_ha(home, entries)
     for args, stdin in ((("hagroup", "show"), None), (("run", "-"), "14\n0\n")):
@@ -206,13 +259,19 @@ def test_member_timeout_nan_is_one_line_and_exit_2(run_ckdemo, home):
     done = run_ckdemo(home, "run", "-", input="14\n0\n")
     no_traceback(done.stdout, done.stderr)
     assert done.returncode == 2
-    assert done.stderr.splitlines() == ["ckdemo: CKDemo.MemberTimeout = 'nan' is out of range "
-                                        "(seconds, 0 for no limit, at most 86400)"]
+    assert done.stderr.splitlines() == [
+        "ckdemo: CKDemo.MemberTimeout = 'nan' is out of range (seconds, 0 for no limit, at most 86400)"
+    ]
 
 
-@pytest.mark.parametrize("args", [("hagroup", "interval", "--seconds", "nan"),
-                                  ("hagroup", "interval", "--seconds", "inf"),
-                                  ("hagroup", "retry", "--count", "99999999999")])
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("hagroup", "interval", "--seconds", "nan"),
+        ("hagroup", "interval", "--seconds", "inf"),
+        ("hagroup", "retry", "--count", "99999999999"),
+    ],
+)
 def test_hagroup_refuses_what_the_file_could_not_hold(run_ckdemo, home, args):
     before = (home / "Chrystoki.conf").read_text()
     done = run_ckdemo(home, *args)
@@ -231,6 +290,5 @@ def test_home_below_a_regular_file_is_one_line_and_exit_2(run_ckdemo, tmp_path):
         assert done.returncode == 2, args
         [line] = done.stderr.splitlines()
         assert line.endswith(f"state folder {home}: Not a directory"), line
-    done = run_ckdemo(None, "run", "-", input="14\n0\n", env={"CKDEMO_HOME": str(home)},
-                      cwd=tmp_path)
+    done = run_ckdemo(None, "run", "-", input="14\n0\n", env={"CKDEMO_HOME": str(home)}, cwd=tmp_path)
     assert done.returncode == 2 and len(done.stderr.splitlines()) == 1

@@ -7,6 +7,7 @@ Everything else (menu, prompts, answers, results, status lines) must match byte 
 After an intended change of the screen (e.g. a new slot in the list), regenerate and review:
     CKDEMO_UPDATE_GOLDEN=1 .venv/bin/pytest -q tests/test_golden.py && git diff tests/golden
 """
+
 from __future__ import annotations
 
 import re
@@ -60,29 +61,34 @@ def test_two_provisions_normalise_to_the_same_text(run_ckdemo, transcripts, tmp_
     assert normalise(again.stdout, other_home) == normalise(stdout, home)
 
 
-@pytest.mark.parametrize("pattern, replacement", [
-    # a status line
-    (r"(?m)^Status: Doing great, no errors \(CKR_OK\)$",
-     "Status: C_Logout returned error. (CKR_USER_NOT_LOGGED_IN 0x00000101)"),
-    # a prompt
-    (r"(?m)^Select a slot: ", "Select slot: "),
-    # an answer echoed after its prompt
-    (r"(?m)^(Read/write session\? \[Y/n\] : )y$", r"\1n"),
-    # results
-    (r"CKS_RW_USER_FUNCTIONS", "CKS_RW_PUBLIC_SESSION"),
-    (r"(?m)^(\s+Label\s+: )member1$", r"\1member2"),
-    (r"(?m)^\d+ mechanisms\.$", "1 mechanisms."),
-    (r"(?m)^(   Min key size) : ", r"\1: "),  # a field list's own alignment
-    (r"(?m)^(\d+ +0x[0-9A-F]{8})  (CKM_AES_CBC)$", r"\1 \2"),  # a table with no slot id in it
-    # the slot list: a row, the count
-    (r"(?m)^slot#2  ", "slot#9  "),
-    (r"(?m)^\d+ slots\.$", "99 slots."),
-    (r"(?m)(  yes  +)member3$", r"\1member4"),
-    # a serial that is not a serial any more
-    (r"(?m)^(\s+Serial number\s+: )[0-9a-f]+$", r"\1unknown"),
-    # the replay summary
-    (r"(?m)^Replay: (\d+) steps", "Replay: 0 steps"),
-])
+@pytest.mark.parametrize(
+    "pattern, replacement",
+    [
+        # a status line
+        (
+            r"(?m)^Status: Doing great, no errors \(CKR_OK\)$",
+            "Status: C_Logout returned error. (CKR_USER_NOT_LOGGED_IN 0x00000101)",
+        ),
+        # a prompt
+        (r"(?m)^Select a slot: ", "Select slot: "),
+        # an answer echoed after its prompt
+        (r"(?m)^(Read/write session\? \[Y/n\] : )y$", r"\1n"),
+        # results
+        (r"CKS_RW_USER_FUNCTIONS", "CKS_RW_PUBLIC_SESSION"),
+        (r"(?m)^(\s+Label\s+: )member1$", r"\1member2"),
+        (r"(?m)^\d+ mechanisms\.$", "1 mechanisms."),
+        (r"(?m)^(   Min key size) : ", r"\1: "),  # a field list's own alignment
+        (r"(?m)^(\d+ +0x[0-9A-F]{8})  (CKM_AES_CBC)$", r"\1 \2"),  # a table with no slot id in it
+        # the slot list: a row, the count
+        (r"(?m)^slot#2  ", "slot#9  "),
+        (r"(?m)^\d+ slots\.$", "99 slots."),
+        (r"(?m)(  yes  +)member3$", r"\1member4"),
+        # a serial that is not a serial any more
+        (r"(?m)^(\s+Serial number\s+: )[0-9a-f]+$", r"\1unknown"),
+        # the replay summary
+        (r"(?m)^Replay: (\d+) steps", "Replay: 0 steps"),
+    ],
+)
 def test_a_real_change_is_not_normalised_away(transcripts, pattern, replacement):
     stdout, home = transcripts["token-tour"]
     changed, count = re.subn(pattern, replacement, stdout, count=1)

@@ -9,6 +9,7 @@ Two kinds of file:
 
 Token state is read back with softhsm2-util and pkcs11-tool, never with ckdemo itself.
 """
+
 from __future__ import annotations
 
 import re
@@ -31,12 +32,13 @@ LOG_LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d) HA group (\S+) member 
 
 # ------------------------------------------------------------------------------ helpers
 
+
 def slot_rows(transcript: str) -> list[tuple[int, str, str]]:
     """(slot#, description, label) of every row of the first Get Slot List (14) table."""
     lines = transcript.split("\n")
     start = lines.index("Enter your choice : 14")
     rows = []
-    for line in lines[start + 1:]:
+    for line in lines[start + 1 :]:
         if line.endswith(" slots."):
             break
         match = re.match(r"^slot#(\d+)  +(.+?)  +(?:yes|no)(?:  +(\S+))?\s*$", line)
@@ -67,6 +69,7 @@ def objects(listing: str) -> list[tuple[str, str]]:
 
 # ------------------------------------------------------------------------------ a Luna client file
 
+
 @pytest.fixture(scope="module")
 def luna_home(tmp_path_factory, provision) -> Path:
     """The tokens the Luna file's HA group is made of (only read, or failed and restored)."""
@@ -95,8 +98,15 @@ def luna(tmp_path, luna_home, run_ckdemo):
 
         @staticmethod
         def run(*args: str, input: str | None = None, config: Path | None = None):
-            return run_ckdemo(unused_home, "--config", str(config or conf), *args, input=input,
-                              env={"SOFTHSM2_CONF": str(luna_home / "softhsm2.conf")})
+            return run_ckdemo(
+                unused_home,
+                "--config",
+                str(config or conf),
+                *args,
+                input=input,
+                env={"SOFTHSM2_CONF": str(luna_home / "softhsm2.conf")},
+            )
+
     return Luna
 
 
@@ -108,10 +118,15 @@ def test_luna_file_hagroup_show(luna):
     lines = done.stdout.splitlines()
     assert lines[0] == f"HA group {LUNA_GROUP}  serial 1{m1}"
     rows = [line.split() for line in lines[3:6]]
-    assert rows == [["1", m1, "member1", "yes", "CKR_OK"], ["2", m2, "member2", "yes", "CKR_OK"],
-                    ["3", m3, "member3", "yes", "CKR_OK"]]
-    assert f"reconnAtt = 3 (attempts); AutoReconnectInterval = 7 s; HAOnly = 1; " \
-           f"haLogStatus = enabled; haLogPath = {luna.logs}" in lines
+    assert rows == [
+        ["1", m1, "member1", "yes", "CKR_OK"],
+        ["2", m2, "member2", "yes", "CKR_OK"],
+        ["3", m3, "member3", "yes", "CKR_OK"],
+    ]
+    assert (
+        f"reconnAtt = 3 (attempts); AutoReconnectInterval = 7 s; HAOnly = 1; "
+        f"haLogStatus = enabled; haLogPath = {luna.logs}" in lines
+    )
     assert not (luna.home / "Chrystoki.conf").exists()  # --config never provisions a home
     assert not (luna.home / "tokens").exists()
 
@@ -155,26 +170,39 @@ def test_luna_file_retry_and_interval_change_only_their_lines(luna):
         done = luna.run("hagroup", *args)
         no_traceback(done.stdout, done.stderr)
         assert done.returncode == 0, done.stderr
-        assert done.stdout.splitlines() == [f"Updated {luna.path}", "A running ckdemo menu applies it "
-                                            "before its next choice; a running `ckdemo serve` keeps "
-                                            "the old value until it restarts."]
+        assert done.stdout.splitlines() == [
+            f"Updated {luna.path}",
+            "A running ckdemo menu applies it "
+            "before its next choice; a running `ckdemo serve` keeps "
+            "the old value until it restarts.",
+        ]
     after = conf_lines(luna.path)
     assert len(after) == len(before)
     changed = {i: (a, b) for i, (a, b) in enumerate(zip(before, after)) if a != b}
-    assert sorted(changed.values()) == sorted([
-        ("   AutoReconnectInterval = 7;\n", "   AutoReconnectInterval = 30;\n"),
-        ("   reconnAtt = 3;\n", "   reconnAtt = 5;\n"),
-    ]), changed
+    assert sorted(changed.values()) == sorted(
+        [
+            ("   AutoReconnectInterval = 7;\n", "   AutoReconnectInterval = 30;\n"),
+            ("   reconnAtt = 3;\n", "   reconnAtt = 5;\n"),
+        ]
+    ), changed
     # keys ckdemo has no use for are still there, unchanged
     text = luna.path.read_text()
-    for line in ("   VirtualTokenActiveRecovery = activeBasic;", "   haLogToStdout = disabled;",
-                 "   logLen = 262144;", "   PEDTimeout3 = 20000;", "   ServerHtl00 = ;",
-                 "   ProtectedAuthenticationPathFlagStatus = 0;", "   lunaHA = 1;",
-                 "   # lunacm: hagroup retry -count 3 / hagroup interval -interval 7 / hagroup haonly -enable"):
+    for line in (
+        "   VirtualTokenActiveRecovery = activeBasic;",
+        "   haLogToStdout = disabled;",
+        "   logLen = 262144;",
+        "   PEDTimeout3 = 20000;",
+        "   ServerHtl00 = ;",
+        "   ProtectedAuthenticationPathFlagStatus = 0;",
+        "   lunaHA = 1;",
+        "   # lunacm: hagroup retry -count 3 / hagroup interval -interval 7 / hagroup haonly -enable",
+    ):
         assert line + "\n" in text
     show = luna.run("hagroup", "show")
-    assert "reconnAtt = 5 (attempts); AutoReconnectInterval = 30 s; HAOnly = 1; " \
-           f"haLogStatus = enabled; haLogPath = {luna.logs}" in show.stdout.splitlines()
+    assert (
+        "reconnAtt = 5 (attempts); AutoReconnectInterval = 30 s; HAOnly = 1; "
+        f"haLogStatus = enabled; haLogPath = {luna.logs}" in show.stdout.splitlines()
+    )
 
 
 def test_luna_file_haonly_and_log_switches_change_only_their_lines(luna):
@@ -185,8 +213,10 @@ def test_luna_file_haonly_and_log_switches_change_only_their_lines(luna):
     after = conf_lines(luna.path)
     changed = sorted((a, b) for a, b in zip(before, after) if a != b)
     assert len(after) == len(before)
-    assert changed == [("   HAOnly = 1;\n", "   HAOnly = 0;\n"),
-                       ("   haLogStatus = enabled;\n", "   haLogStatus = disabled;\n")], changed
+    assert changed == [
+        ("   HAOnly = 1;\n", "   HAOnly = 0;\n"),
+        ("   haLogStatus = enabled;\n", "   haLogStatus = disabled;\n"),
+    ], changed
     listing = luna.run("run", "-", input="14\n0\n")
     rows = slot_rows(listing.stdout)
     # no CKDemo section to order the members: physical slots come in the library's order
@@ -207,6 +237,7 @@ def test_luna_file_with_a_non_numeric_reconnatt(luna):
 
 # ------------------------------------------------------------------------------ a default home
 
+
 def test_hagroup_show_on_a_fresh_home(run_ckdemo, home):
     serials = token_serials(home)
     m1, m2, m3 = (serials[label] for label in MEMBERS)
@@ -223,7 +254,8 @@ def test_hagroup_show_on_a_fresh_home(run_ckdemo, home):
         "\n"
         "reconnAtt = -1 (unlimited); AutoReconnectInterval = 60 s; HAOnly = 0; haLogStatus = disabled\n"
         "Recovery mode:     activeBasic (inside an application call)\n"
-        "Per-member call counts belong to a running session: menu choice 122.\n")
+        "Per-member call counts belong to a running session: menu choice 122.\n"
+    )
 
 
 def test_retry_and_interval_create_and_fill_haconfiguration(run_ckdemo, home):
@@ -233,16 +265,21 @@ def test_retry_and_interval_create_and_fill_haconfiguration(run_ckdemo, home):
     assert run_ckdemo(home, "hagroup", "retry", "--count", "4").returncode == 0
     after_retry = conf.read_bytes()
     assert after_retry.startswith(before)  # nothing above it moved
-    assert after_retry[len(before):] == b"HAConfiguration = {\n   reconnAtt = 4;\n}\n"
+    assert after_retry[len(before) :] == b"HAConfiguration = {\n   reconnAtt = 4;\n}\n"
     assert run_ckdemo(home, "hagroup", "interval", "--seconds", "2.5").returncode == 0
-    assert conf.read_bytes() == before + (b"HAConfiguration = {\n   reconnAtt = 4;\n"
-                                          b"   AutoReconnectInterval = 2.5;\n}\n")
+    assert conf.read_bytes() == before + (
+        b"HAConfiguration = {\n   reconnAtt = 4;\n   AutoReconnectInterval = 2.5;\n}\n"
+    )
     show = run_ckdemo(home, "hagroup", "show")
-    assert "reconnAtt = 4 (attempts); AutoReconnectInterval = 2.5 s; HAOnly = 0; " \
-           "haLogStatus = disabled" in show.stdout.splitlines()
+    assert (
+        "reconnAtt = 4 (attempts); AutoReconnectInterval = 2.5 s; HAOnly = 0; "
+        "haLogStatus = disabled" in show.stdout.splitlines()
+    )
     stats = run_ckdemo(home, "run", "-", input="122\n5\n0\n")
     assert stats.returncode == 0, stats.stdout
-    assert "Recovery (activeBasic, inside a call): every 2.5 s, 4 attempts; load balancing on." in stats.stdout
+    assert (
+        "Recovery (activeBasic, inside a call): every 2.5 s, 4 attempts; load balancing on." in stats.stdout
+    )
 
 
 def test_interval_alone_creates_haconfiguration(run_ckdemo, home):
@@ -277,9 +314,11 @@ def test_ha_log_one_line_per_event(run_ckdemo, home, tmp_path):
     assert done.returncode == 0, done.stderr
     text = (home / "Chrystoki.conf").read_text()
     assert "   haLogStatus = enabled;\n" in text and f"   haLogPath = {logs};\n" in text
-    script = ("@ha-interval 0.2\n@fail member2\n52\n5\n"  # failed
-              "@sleep 0.3\n52\n5\n"  # recovery attempt, member still down: fails
-              "@restore member2\n@sleep 0.3\n52\n5\n0\n")  # recovered
+    script = (
+        "@ha-interval 0.2\n@fail member2\n52\n5\n"  # failed
+        "@sleep 0.3\n52\n5\n"  # recovery attempt, member still down: fails
+        "@restore member2\n@sleep 0.3\n52\n5\n0\n"
+    )  # recovered
     started = time.time()
     run = run_ckdemo(home, "run", "-", input=script)
     finished = time.time()
@@ -291,7 +330,8 @@ def test_ha_log_one_line_per_event(run_ckdemo, home, tmp_path):
     assert all(events), lines
     assert [(m.group(2), m.group(3), m.group(4)) for m in events] == [
         (f"1{serials['member1']}", serials["member2"], event)
-        for event in ("failed", "recovery-attempt", "recovered")], lines
+        for event in ("failed", "recovery-attempt", "recovered")
+    ], lines
     assert "CKR_DEVICE_ERROR" in events[0].group(5)
     assert events[1].group(5).startswith("#1 failed")
     for match in events:
@@ -303,8 +343,10 @@ def test_ha_log_one_line_per_event(run_ckdemo, home, tmp_path):
 def test_synchronize_copies_a_key_back_to_the_member_that_lost_it(run_ckdemo, home, independent):
     """A key generated on the HA slot, destroyed on member3 through its physical slot (22),
     comes back with `hagroup synchronize`: same id, same key material (pkcs11-tool)."""
-    generate = ("50\n5\n${CKDEMO_SO_PIN}\n51\n5\n${CKDEMO_USER_PIN}\n1\n5\ny\n"
-                "45\n${LAST_SESSION}\n7\nsync-key\ny\ny\nn\n0\n")
+    generate = (
+        "50\n5\n${CKDEMO_SO_PIN}\n51\n5\n${CKDEMO_USER_PIN}\n1\n5\ny\n"
+        "45\n${LAST_SESSION}\n7\nsync-key\ny\ny\nn\n0\n"
+    )
     done = run_ckdemo(home, "run", "-", input=generate)
     assert done.returncode == 0, done.stdout
     find = "1\n3\ny\n3\n1\n1\n${CKDEMO_USER_PIN}\n26\n1\nCKA_LABEL=sync-key\n.\n"
@@ -316,10 +358,10 @@ def test_synchronize_copies_a_key_back_to_the_member_that_lost_it(run_ckdemo, ho
     assert f"Object {handle} destroyed." in destroy.stdout
 
     def listing(member: str) -> list[tuple[str, str]]:
-        result = independent(home, "--token-label", member, "--login", "--pin", USER_PIN,
-                             "--list-objects")
+        result = independent(home, "--token-label", member, "--login", "--pin", USER_PIN, "--list-objects")
         assert result.returncode == 0, result.stderr
         return [o for o in objects(result.stdout) if o[0] == "sync-key"]
+
     [key] = listing("member1")
     assert listing("member2") == [key]
     assert listing("member3") == []
@@ -336,9 +378,23 @@ def test_synchronize_copies_a_key_back_to_the_member_that_lost_it(run_ckdemo, ho
     ciphertexts = []
     for member in ("member1", "member3"):
         out = home.parent / f"enc-{member}"
-        result = independent(home, "--token-label", member, "--login", "--pin", USER_PIN, "--encrypt",
-                             "-m", "AES-ECB", "--id", key[1], "--input-file", str(block),
-                             "--output-file", str(out))
+        result = independent(
+            home,
+            "--token-label",
+            member,
+            "--login",
+            "--pin",
+            USER_PIN,
+            "--encrypt",
+            "-m",
+            "AES-ECB",
+            "--id",
+            key[1],
+            "--input-file",
+            str(block),
+            "--output-file",
+            str(out),
+        )
         assert result.returncode == 0, result.stderr
         ciphertexts.append(out.read_bytes())
     assert len(ciphertexts[0]) == 16 and ciphertexts[0] == ciphertexts[1]
@@ -347,13 +403,16 @@ def test_synchronize_copies_a_key_back_to_the_member_that_lost_it(run_ckdemo, ho
     assert listing("member3") == [key]
 
 
-@pytest.mark.parametrize("args, option", [
-    (("retry", "--count", "-5"), "--count"),
-    (("retry", "--count", "many"), "--count"),
-    (("interval", "--seconds", "0"), "--seconds"),
-    (("interval", "--seconds", "-3"), "--seconds"),
-    (("haonly", "maybe"), "on|off"),
-])
+@pytest.mark.parametrize(
+    "args, option",
+    [
+        (("retry", "--count", "-5"), "--count"),
+        (("retry", "--count", "many"), "--count"),
+        (("interval", "--seconds", "0"), "--seconds"),
+        (("interval", "--seconds", "-3"), "--seconds"),
+        (("haonly", "maybe"), "on|off"),
+    ],
+)
 def test_bad_values_are_refused_and_the_file_is_left_alone(run_ckdemo, home, args, option):
     conf = home / "Chrystoki.conf"
     before = conf.read_bytes()
@@ -377,8 +436,9 @@ def test_non_numeric_setting_in_the_file(run_ckdemo, home, key, value):
         assert done.stderr.splitlines() == [f"ckdemo: HAConfiguration.{key} = {value!r} is not a number"]
 
 
-@pytest.mark.parametrize("args", [("hagroup", "show"), ("hagroup", "retry", "--count", "3"),
-                                  ("hagroup", "synchronize")])
+@pytest.mark.parametrize(
+    "args", [("hagroup", "show"), ("hagroup", "retry", "--count", "3"), ("hagroup", "synchronize")]
+)
 def test_missing_config_file(run_ckdemo, tmp_path, args):
     missing = tmp_path / "missing.conf"
     done = run_ckdemo(tmp_path / "home", "--config", str(missing), *args)

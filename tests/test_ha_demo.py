@@ -10,6 +10,7 @@ counts, member states and the order of every line stay as they are.
 After an intended change of the screen, regenerate and review:
     CKDEMO_UPDATE_GOLDEN=1 .venv/bin/pytest -q tests/test_ha_demo.py && git diff tests/golden
 """
+
 from __future__ import annotations
 
 import re
@@ -19,8 +20,16 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (MEMBERS, SO_PIN, SOFTHSM_LIB, USER_PIN, assert_pins_hidden, no_traceback,
-                      requires_softhsm, softhsm_env)
+from conftest import (
+    MEMBERS,
+    SO_PIN,
+    SOFTHSM_LIB,
+    USER_PIN,
+    assert_pins_hidden,
+    no_traceback,
+    requires_softhsm,
+    softhsm_env,
+)
 from support import GOLDEN_DIR, REPO, assert_matches_golden, unalign_id_tables
 
 pytestmark = requires_softhsm
@@ -35,8 +44,9 @@ HA_STATUS_LINE = re.compile(r"^   HSM ([0-9a-f]{16}) - (CKR_[A-Z_]+)$")
 
 def token_serials(home: Path) -> dict[str, str]:
     """{label: serial} of the home's tokens, read by softhsm2-util (not by ckdemo)."""
-    done = subprocess.run(["softhsm2-util", "--show-slots"], capture_output=True, text=True,
-                          timeout=60, env=softhsm_env(home))
+    done = subprocess.run(
+        ["softhsm2-util", "--show-slots"], capture_output=True, text=True, timeout=60, env=softhsm_env(home)
+    )
     assert done.returncode == 0, done.stderr
     found, serial = {}, ""
     for line in done.stdout.splitlines():
@@ -87,7 +97,7 @@ def ha_status_blocks(stdout: str) -> list[tuple[str, list[tuple[str, str]]]]:
         header = HA_STATUS_HEADER.match(line)
         if header:
             rows = []
-            for row in lines[i + 1:]:
+            for row in lines[i + 1 :]:
                 match = HA_STATUS_LINE.match(row)
                 if not match:
                     break
@@ -97,6 +107,7 @@ def ha_status_blocks(stdout: str) -> list[tuple[str, list[tuple[str, str]]]]:
 
 
 # ------------------------------------------------------------------------------ the run itself
+
 
 def test_demo_exits_0_with_every_step_met(demo):
     no_traceback(demo.stdout, demo.stderr)
@@ -128,8 +139,9 @@ def test_ha_status_sequence_is_the_seeds(demo):
 
 def test_ha_status_header_is_1_plus_member1_serial(demo):
     member1 = demo.serials["member1"]  # from softhsm2-util --show-slots, not from ckdemo
-    headers = [line for line in demo.stdout.split("\n") if line.startswith("HA group ") and
-               line.endswith(" status:")]
+    headers = [
+        line for line in demo.stdout.split("\n") if line.startswith("HA group ") and line.endswith(" status:")
+    ]
     assert len(headers) == 4
     assert set(headers) == {f"HA group 1{member1} status:"}
     # each header is preceded by an empty line and followed by exactly the three member lines
@@ -137,8 +149,12 @@ def test_ha_status_header_is_1_plus_member1_serial(demo):
     for i, line in enumerate(lines):
         if line in headers:
             assert lines[i - 1] == ""
-            assert [HA_STATUS_LINE.match(row) is not None for row in lines[i + 1:i + 5]] == \
-                [True, True, True, False]
+            assert [HA_STATUS_LINE.match(row) is not None for row in lines[i + 1 : i + 5]] == [
+                True,
+                True,
+                True,
+                False,
+            ]
             assert lines[i + 4].startswith("Status: ")
 
 
@@ -147,14 +163,13 @@ def _step(stdout: str, data: str) -> list[str]:
     lines = stdout.split("\n")
     start = lines.index(f"Enter data to sign (text, or @file) : {data}")
     end = next(j for j in range(start, len(lines)) if lines[j].startswith("Status: "))
-    return lines[start:end + 1]
+    return lines[start : end + 1]
 
 
 def test_failure_is_noticed_inside_the_sign_that_hit_it(demo):
     step = _step(demo.stdout, "HA demo: signed while member 1 is down")
     group = "1" + demo.serials["member1"]
-    notice = (f"  (HA group {group} member {demo.serials['member1']} failed: "
-              "C_Sign returned CKR_DEVICE_ERROR)")
+    notice = f"  (HA group {group} member {demo.serials['member1']} failed: C_Sign returned CKR_DEVICE_ERROR)"
     assert notice in step, step
     assert step[-1] == "Status: Doing great, no errors (CKR_OK)"  # the application saw success
     assert any(re.fullmatch(r"[0-9a-f]{512}", line) for line in step)
@@ -179,14 +194,19 @@ def test_member_stats_after_the_demo(demo):
     """122: all three members active again with their call counts, unlimited attempts, 2 s."""
     lines = demo.stdout.split("\n")
     start = lines.index("#    HSM               Label    State    Calls    Recovery attempts")
-    rows = [line.split() for line in lines[start + 2:start + 5]]
+    rows = [line.split() for line in lines[start + 2 : start + 5]]
     assert [(r[1], r[2], r[3], r[5]) for r in rows] == [
-        (demo.serials[label], label, "active", "-") for label in MEMBERS]
+        (demo.serials[label], label, "active", "-") for label in MEMBERS
+    ]
     assert all(int(r[4]) >= 1 for r in rows), rows  # every member served calls
-    assert lines[start + 5] == "Recovery (activeBasic, inside a call): every 2 s, unlimited attempts; load balancing on."
+    assert (
+        lines[start + 5]
+        == "Recovery (activeBasic, inside a call): every 2 s, unlimited attempts; load balancing on."
+    )
 
 
 # ------------------------------------------------------------------------------ the golden file
+
 
 def test_transcript_matches_golden(demo):
     assert demo.returncode == 0, demo.stdout[-2000:]
@@ -197,10 +217,13 @@ def test_golden_keeps_the_seed_shapes():
     """The golden file itself says what the seed says (a regenerated golden cannot drift)."""
     text = GOLDEN.read_text()
     assert text.count("HA group 1<member1> status:") == 4
-    assert "   HSM <member1> - CKR_DEVICE_ERROR\n   HSM <member2> - CKR_OK\n" \
-           "   HSM <member3> - CKR_OK\n" in text
-    assert "   HSM <member1> - CKR_TOKEN_NOT_PRESENT\n   HSM <member2> - CKR_OK\n" \
-           "   HSM <member3> - CKR_OK\n" in text
+    assert (
+        "   HSM <member1> - CKR_DEVICE_ERROR\n   HSM <member2> - CKR_OK\n   HSM <member3> - CKR_OK\n" in text
+    )
+    assert (
+        "   HSM <member1> - CKR_TOKEN_NOT_PRESENT\n   HSM <member2> - CKR_OK\n"
+        "   HSM <member3> - CKR_OK\n" in text
+    )
     assert "  slot#5 - HA Virtual Card Slot\n" in text  # CKDemo's slot list: two spaces, one a line
     assert text.count("<HEX 256 bytes>") == 4
     assert "slot#5  HA Virtual Card Slot  yes  ckdemo-ha" in text
@@ -227,26 +250,41 @@ MUTATIONS = {
     # HA Status: members in another order, another result, the seed's tab, the group serial
     "member order": lambda out, s: _swap_first_status_rows(out, s),
     "detection result": lambda out, s: out.replace(" - CKR_TOKEN_NOT_PRESENT", " - CKR_DEVICE_ERROR", 1),
-    "spacing in HA Status": lambda out, s: out.replace(f"   HSM {s['member2']} - ", f"     HSM {s['member2']}\t- ", 1),
-    "slot list row": lambda out, s: out.replace("  slot#5 - HA Virtual Card Slot\n", "\tslot#5 - HA Virtual Card Slot\n", 1),
-    "group serial": lambda out, s: out.replace(f"HA group 1{s['member1']} status:",
-                                               f"HA group 1{s['member2']} status:", 1),
+    "spacing in HA Status": lambda out, s: out.replace(
+        f"   HSM {s['member2']} - ", f"     HSM {s['member2']}\t- ", 1
+    ),
+    "slot list row": lambda out, s: out.replace(
+        "  slot#5 - HA Virtual Card Slot\n", "\tslot#5 - HA Virtual Card Slot\n", 1
+    ),
+    "group serial": lambda out, s: out.replace(
+        f"HA group 1{s['member1']} status:", f"HA group 1{s['member2']} status:", 1
+    ),
     "unknown serial": lambda out, s: out.replace(f"HSM {s['member3']} ", "HSM 0123456789abcdef ", 1),
     # the 122 table: a call count, a state, a recovery counter
-    "call count": lambda out, s: re.sub(r"(?m)^(1    \S+  member1  active   )(\d+)",
-                                        lambda m: m.group(1) + str(int(m.group(2)) + 1), out, count=1),
+    "call count": lambda out, s: re.sub(
+        r"(?m)^(1    \S+  member1  active   )(\d+)",
+        lambda m: m.group(1) + str(int(m.group(2)) + 1),
+        out,
+        count=1,
+    ),
     "member state": lambda out, s: re.sub(r"(?m)^(2    \S+  member2  )active", r"\1failed", out, count=1),
-    "recovery counter": lambda out, s: re.sub(r"(?m)^(3    \S+  member3  active   \d+ +)-", r"\g<1>1",
-                                              out, count=1),
+    "recovery counter": lambda out, s: re.sub(
+        r"(?m)^(3    \S+  member3  active   \d+ +)-", r"\g<1>1", out, count=1
+    ),
     # notices, status lines, signatures, the slot list, the summary
     "recovered notice moved": lambda out, s: _move_recovered_notice(out),
-    "failover notice dropped": lambda out, s: re.sub(r"(?m)^  \(HA group \S+ member \S+ failed: .*\)\n",
-                                                     "", out, count=1),
-    "status line": lambda out, s: out.replace("Status: Doing great, no errors (CKR_OK)",
-                                              "Status: C_Sign returned error. (CKR_DEVICE_ERROR 0x00000030)", 1),
+    "failover notice dropped": lambda out, s: re.sub(
+        r"(?m)^  \(HA group \S+ member \S+ failed: .*\)\n", "", out, count=1
+    ),
+    "status line": lambda out, s: out.replace(
+        "Status: Doing great, no errors (CKR_OK)",
+        "Status: C_Sign returned error. (CKR_DEVICE_ERROR 0x00000030)",
+        1,
+    ),
     "shorter signature": lambda out, s: re.sub(r"(?m)^([0-9a-f]{510})[0-9a-f]{2}$", r"\1", out, count=1),
-    "slot table row": lambda out, s: re.sub(r"(?m)^(slot#5  HA Virtual Card Slot  +yes  +)ckdemo-ha$",
-                                           r"\1other-ha", out, count=1),
+    "slot table row": lambda out, s: re.sub(
+        r"(?m)^(slot#5  HA Virtual Card Slot  +yes  +)ckdemo-ha$", r"\1other-ha", out, count=1
+    ),
     "summary": lambda out, s: re.sub(r"(?m)^Replay: \d+ steps", "Replay: 3 steps", out, count=1),
 }
 
@@ -270,11 +308,15 @@ def test_a_real_change_is_not_normalised_away(demo, name):
 
 # ------------------------------------------------------------------ a demo with no failover fails
 
+
 def test_the_demo_checks_every_ha_status_it_shows(demo):
     """Four HA Status choices, four @expect-status lines met: the demo proves the failover it tells."""
     assert [line for line in demo.stdout.splitlines() if line.startswith("@expect-status")] == [
-        "@expect-status all CKR_OK: ok", "@expect-status member1 CKR_DEVICE_ERROR: ok",
-        "@expect-status member1 CKR_TOKEN_NOT_PRESENT: ok", "@expect-status all CKR_OK: ok"]
+        "@expect-status all CKR_OK: ok",
+        "@expect-status member1 CKR_DEVICE_ERROR: ok",
+        "@expect-status member1 CKR_TOKEN_NOT_PRESENT: ok",
+        "@expect-status all CKR_OK: ok",
+    ]
 
 
 def _failed_line(stdout: str) -> str:
@@ -284,15 +326,22 @@ def _failed_line(stdout: str) -> str:
 
 def test_the_demo_without_its_failure_fails_at_the_first_status_after_it(run_ckdemo, home, tmp_path):
     script = tmp_path / "no-failover-demo"
-    script.write_text("".join(line for line in SCRIPT.read_text().splitlines(keepends=True)
-                              if not line.startswith(("@fail", "@restore"))))
+    script.write_text(
+        "".join(
+            line
+            for line in SCRIPT.read_text().splitlines(keepends=True)
+            if not line.startswith(("@fail", "@restore"))
+        )
+    )
     done = run_ckdemo(home, "run", str(script))
     no_traceback(done.stdout, done.stderr)
     assert done.returncode == 1, done.stdout[-2000:]
     serial = token_serials(home)["member1"]
-    assert re.fullmatch(rf"FAILED line \d+: choice 52 \(HA Status\): @expect-status member1 "
-                        rf"CKR_DEVICE_ERROR \(line \d+\) not met: HSM {serial} \(member1\) showed CKR_OK",
-                        _failed_line(done.stdout)), _failed_line(done.stdout)
+    assert re.fullmatch(
+        rf"FAILED line \d+: choice 52 \(HA Status\): @expect-status member1 "
+        rf"CKR_DEVICE_ERROR \(line \d+\) not met: HSM {serial} \(member1\) showed CKR_OK",
+        _failed_line(done.stdout),
+    ), _failed_line(done.stdout)
     assert done.stdout.rstrip().endswith("did not (stopped at the first failure)")
 
 
@@ -301,8 +350,10 @@ def test_the_demo_on_a_home_where_member1_is_in_another_group_fails(run_ckdemo, 
     demo's group stays CKR_OK; the demo no longer reports success. (With two groups ${HA_SLOT}
     names none: the demo's group is named, as a user would name it.)"""
     serial = token_serials(home)["member1"]
-    for args in (("removemember", "-group", "ckdemo-ha", "-serial", serial),
-                 ("creategroup", "-label", "second", "-serial", serial)):
+    for args in (
+        ("removemember", "-group", "ckdemo-ha", "-serial", serial),
+        ("creategroup", "-label", "second", "-serial", serial),
+    ):
         changed = run_ckdemo(home, "hagroup", *args)
         assert changed.returncode == 0, changed.stderr
     script = tmp_path / "two-group-demo"
@@ -312,6 +363,9 @@ def test_the_demo_on_a_home_where_member1_is_in_another_group_fails(run_ckdemo, 
     assert done.returncode == 1, done.stdout[-2000:]
     assert f"@fail member1: HSM {serial} (member1)" in done.stdout  # it did fail, elsewhere
     line = _failed_line(done.stdout)
-    assert re.fullmatch(r"FAILED line \d+: choice 52 \(HA Status\): @expect-status member1 "
-                        r"CKR_DEVICE_ERROR \(line \d+\) not met: no member 'member1' in HA group \S+'s "
-                        r"status \(its members: 1 member2 \(\S+\), 2 member3 \(\S+\)\)", line), line
+    assert re.fullmatch(
+        r"FAILED line \d+: choice 52 \(HA Status\): @expect-status member1 "
+        r"CKR_DEVICE_ERROR \(line \d+\) not met: no member 'member1' in HA group \S+'s "
+        r"status \(its members: 1 member2 \(\S+\), 2 member3 \(\S+\)\)",
+        line,
+    ), line

@@ -5,6 +5,7 @@ only at C_Initialize, so each workspace here loads its own private copy of libso
 pointed at its own provisioned home. Member failures are simulated at the member boundary
 (`HAGroup.fail_member` / `restore_member`); every test leaves all members back in the group.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,11 +18,30 @@ import pytest
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from ckdemo.codes import (CKR_DEVICE_ERROR, CKR_OBJECT_HANDLE_INVALID, CKR_OK, CKR_PIN_INCORRECT,
-                          CKR_TOKEN_NOT_PRESENT, CKR_TOKEN_NOT_RECOGNIZED, CKRError, ckr_name)
-from ckdemo.model import (CKA_CLASS, CKA_ID, CKA_LABEL, CKA_MODULUS, CKA_PUBLIC_EXPONENT, CKM_ECDSA,
-                          CKM_SHA256_RSA_PKCS, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, CKO_SECRET_KEY, CKU_USER,
-                          KeySpec)
+from ckdemo.codes import (
+    CKR_DEVICE_ERROR,
+    CKR_OBJECT_HANDLE_INVALID,
+    CKR_OK,
+    CKR_PIN_INCORRECT,
+    CKR_TOKEN_NOT_PRESENT,
+    CKR_TOKEN_NOT_RECOGNIZED,
+    CKRError,
+    ckr_name,
+)
+from ckdemo.model import (
+    CKA_CLASS,
+    CKA_ID,
+    CKA_LABEL,
+    CKA_MODULUS,
+    CKA_PUBLIC_EXPONENT,
+    CKM_ECDSA,
+    CKM_SHA256_RSA_PKCS,
+    CKO_PRIVATE_KEY,
+    CKO_PUBLIC_KEY,
+    CKO_SECRET_KEY,
+    CKU_USER,
+    KeySpec,
+)
 from conftest import SO_PIN, USER_PIN, requires_softhsm, softhsm_env
 from support import FakeClock, private_workspace
 
@@ -89,8 +109,9 @@ def ha(shared) -> HA:
     assert all(m.active for m in shared.group.members), shared.group.members
     yield shared
     heal(shared)
-    assert all(m.active for m in shared.group.members), \
+    assert all(m.active for m in shared.group.members), (
         f"members left out after the test: {shared.group.members}"
+    )
 
 
 @pytest.fixture
@@ -107,8 +128,9 @@ def rsa_key(shared):
     """An RSA-2048 key pair generated on the HA slot: (public handle, private handle, public key)."""
     pub, priv = shared.session.generate(KeySpec("rsa", 2048, "ha-group-sign", b""))
     values = shared.session.get_attributes(pub, [CKA_MODULUS, CKA_PUBLIC_EXPONENT])
-    public_key = rsa.RSAPublicNumbers(int.from_bytes(values[CKA_PUBLIC_EXPONENT], "big"),
-                                      int.from_bytes(values[CKA_MODULUS], "big")).public_key()
+    public_key = rsa.RSAPublicNumbers(
+        int.from_bytes(values[CKA_PUBLIC_EXPONENT], "big"), int.from_bytes(values[CKA_MODULUS], "big")
+    ).public_key()
     return pub, priv, public_key
 
 
@@ -238,8 +260,12 @@ def test_retry_limit_counts_per_member(ha, rsa_key):
         ha.clock.advance(ha.x + 1)
         verify(rsa_key[2], sign(ha, rsa_key[1]), b"ckdemo HA test")
         settled(ha)
-    assert ha.events(m1.serial, mark) == ["failed", "recovery-attempt", "recovery-attempt",
-                                          "recovery-exhausted"]
+    assert ha.events(m1.serial, mark) == [
+        "failed",
+        "recovery-attempt",
+        "recovery-attempt",
+        "recovery-exhausted",
+    ]
     assert ha.events(m2.serial, mark) == ["failed", "recovered"]
     assert m1.recovery.recover_attempt_count == 2 and m2.active
     # m1 comes back now, but its N attempts are used up: it is not taken back
@@ -284,6 +310,7 @@ def test_manual_recovery_when_auto_recovery_is_off(ha):
 def test_member_changes_are_slot_events_of_the_virtual_slot(ha):
     """15 Wait for Slot Event on the HA slot: one event per member failure or recovery."""
     from ckdemo.codes import CKR_NO_EVENT, CKRError
+
     group, m2 = ha.group, ha.group.members[1]
 
     def event() -> int | None:
@@ -292,6 +319,7 @@ def test_member_changes_are_slot_events_of_the_virtual_slot(ha):
         except CKRError as exc:
             assert exc.ckr == CKR_NO_EVENT
             return None
+
     while event() is not None:  # what earlier tests left
         pass
     group.fail_member(m2)
@@ -373,8 +401,11 @@ def test_losing_every_member_loses_the_sessions_and_the_login_as_luna(fresh):
     assert group.credentials is None
     heal(fresh)
     assert all(m.active for m in group.members)
-    for call in (lambda: old.sign(priv, CKM_ECDSA, b"d" * 32), lambda: old.generate_random(8),
-                 lambda: old.info()):
+    for call in (
+        lambda: old.sign(priv, CKM_ECDSA, b"d" * 32),
+        lambda: old.generate_random(8),
+        lambda: old.info(),
+    ):
         with pytest.raises(CKRError) as stale:
             call()
         assert stale.value.name == "CKR_SESSION_HANDLE_INVALID", stale.value
@@ -448,8 +479,9 @@ def member_objects(member, key_id: bytes) -> set[int]:
     """Object classes with this CKA_ID on the member, read through its own physical session."""
     session = member.slot.open_session(rw=False)
     try:
-        return {session.get_attributes(h, [CKA_CLASS])[CKA_CLASS]
-                for h in session.find_objects({CKA_ID: key_id})}
+        return {
+            session.get_attributes(h, [CKA_CLASS])[CKA_CLASS] for h in session.find_objects({CKA_ID: key_id})
+        }
     finally:
         session.close()
 
@@ -508,8 +540,9 @@ def test_recovered_member_is_resynchronised(ha):
     assert "2 object(s) copied" in resync[0].detail and "2 destroyed" in resync[0].detail
     # the copied key works on m2 itself: fail the others so only m2 can serve
     values = ha.session.get_attributes(new_pub, [CKA_MODULUS, CKA_PUBLIC_EXPONENT])
-    public_key = rsa.RSAPublicNumbers(int.from_bytes(values[CKA_PUBLIC_EXPONENT], "big"),
-                                      int.from_bytes(values[CKA_MODULUS], "big")).public_key()
+    public_key = rsa.RSAPublicNumbers(
+        int.from_bytes(values[CKA_PUBLIC_EXPONENT], "big"), int.from_bytes(values[CKA_MODULUS], "big")
+    ).public_key()
     ha.group.fail_member(m1)
     ha.group.fail_member(m3)
     before = m2.calls
@@ -520,9 +553,24 @@ def test_recovered_member_is_resynchronised(ha):
 
 
 def _reinit_with_softhsm_util(ha: HA, member) -> None:
-    done = subprocess.run(["softhsm2-util", "--init-token", "--serial", member.serial,
-                           "--label", member.label, "--so-pin", SO_PIN, "--pin", USER_PIN],
-                          capture_output=True, text=True, timeout=60, env=softhsm_env(ha.home))
+    done = subprocess.run(
+        [
+            "softhsm2-util",
+            "--init-token",
+            "--serial",
+            member.serial,
+            "--label",
+            member.label,
+            "--so-pin",
+            SO_PIN,
+            "--pin",
+            USER_PIN,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=softhsm_env(ha.home),
+    )
     assert done.returncode == 0, done.stderr
 
 
@@ -588,7 +636,8 @@ def test_rejected_member_is_admitted_again_after_ha_init_as_the_log_says(fresh):
     # every member, the others keep generation 1 (not destroyable, no longer used)
     assert report.generation == 2 and sorted(report.created_on) == sorted(m.serial for m in group.members)
     assert sorted(serial for serial, older in report.kept if older == [1]) == sorted(
-        m.serial for m in group.members if m is not m3)
+        m.serial for m in group.members if m is not m3
+    )
     group.login(CKU_USER, USER_PIN)
     fresh.clock.advance(fresh.x + 1)
     fresh.session.generate_random(8)
@@ -596,10 +645,14 @@ def test_rejected_member_is_admitted_again_after_ha_init_as_the_log_says(fresh):
     assert m3.active, [e.line() for e in group.log.events[-4:]]
     # the key from before travelled to m3 under generation 2, and a new one does too
     assert member_objects(m3, fresh.session.get_attributes(priv, [CKA_ID])[CKA_ID]) == {
-        CKO_PUBLIC_KEY, CKO_PRIVATE_KEY}
+        CKO_PUBLIC_KEY,
+        CKO_PRIVATE_KEY,
+    }
     new_pub, new_priv = fresh.session.generate(KeySpec("ec", "P-256", "after-rekey", b""))
     assert member_objects(m3, fresh.session.get_attributes(new_priv, [CKA_ID])[CKA_ID]) == {
-        CKO_PUBLIC_KEY, CKO_PRIVATE_KEY}
+        CKO_PUBLIC_KEY,
+        CKO_PRIVATE_KEY,
+    }
     again = group.ha_init(SO_PIN)
     assert again.generation == 2 and not again.created_on and "nothing to do" in again.lines()[0]
 
@@ -607,8 +660,9 @@ def test_rejected_member_is_admitted_again_after_ha_init_as_the_log_says(fresh):
 def _key_ids_on(ha: HA, member) -> list[bytes]:
     """CKA_IDs of the secret keys a member holds, read on the member's own session."""
     session = ha.group.session_for(member)
-    return [session.get_attributes(h, [CKA_ID])[CKA_ID]
-            for h in session.find_objects({CKA_CLASS: CKO_SECRET_KEY})]
+    return [
+        session.get_attributes(h, [CKA_ID])[CKA_ID] for h in session.find_objects({CKA_CLASS: CKO_SECRET_KEY})
+    ]
 
 
 def test_a_source_failing_in_the_middle_of_a_copy_is_blamed_alone(ha, monkeypatch):
@@ -617,6 +671,7 @@ def test_a_source_failing_in_the_middle_of_a_copy_is_blamed_alone(ha, monkeypatc
     Now: only the source is failed, the copy made is removed, the key is generated again on
     another member and reaches the rest; the source's own copy goes when it comes back."""
     from ckdemo.ha import replication
+
     original, calls, sources = replication.replicate, [], []
 
     def replicate(source, handle, target, *kept_and_final):
@@ -653,6 +708,7 @@ def test_a_source_failing_before_its_own_copy_is_made_unextractable_leaves_one_k
     stayed, the key was generated again on another member, which then kept the first copy under
     the same name: two keys for one; found by the soak with real kills)."""
     from ckdemo.ha import replication
+
     original, calls, sources = replication.replicate, [], []
     copies = len(ha.group.members) - 1
 
@@ -687,8 +743,9 @@ def test_a_key_destroyed_while_a_member_was_down_does_not_come_back_when_it_reco
     keys) or was logged "not copied" for ever (found by the differential test). At the login
     that member is now made as its source is: the destroyed key goes from it."""
     group, session = fresh.group, fresh.session
-    (key,) = session.generate(KeySpec("aes", 32, "destroyed-while-down", b"", sensitive=True,
-                                      extractable=True))
+    (key,) = session.generate(
+        KeySpec("aes", 32, "destroyed-while-down", b"", sensitive=True, extractable=True)
+    )
     key_id = session.get_attributes(key, [CKA_ID])[CKA_ID]
     down = group.members[2]
     group.fail_member(down)
@@ -713,14 +770,24 @@ def test_every_session_lists_objects_in_the_order_the_group_made_them(fresh):
     did so only per session (the order each session first saw them from whichever member served
     its first search), so two connections enumerating by index saw different keys at one index."""
     from ckdemo.model import CKA_TOKEN, CKA_VALUE, CKO_DATA
+
     made = []
     for number in (3, 1, 2, 0):  # labels out of order: the order is the making, not the name
-        made.append(fresh.session.create_object({CKA_CLASS: CKO_DATA, CKA_TOKEN: True,
-                                                 CKA_LABEL: f"order-{number}", CKA_VALUE: b"v%d" % number}))
+        made.append(
+            fresh.session.create_object(
+                {
+                    CKA_CLASS: CKO_DATA,
+                    CKA_TOKEN: True,
+                    CKA_LABEL: f"order-{number}",
+                    CKA_VALUE: b"v%d" % number,
+                }
+            )
+        )
     wanted = {CKA_CLASS: CKO_DATA}
 
     def labels(session) -> list[str]:
         return [session.get_attributes(h, [CKA_LABEL])[CKA_LABEL] for h in session.find_objects(wanted)]
+
     first = labels(fresh.session)
     assert first == ["order-3", "order-1", "order-2", "order-0"]
     other = fresh.group.open_session()
@@ -731,8 +798,9 @@ def test_every_session_lists_objects_in_the_order_the_group_made_them(fresh):
         served_by |= {m.serial for m in fresh.group.members if m.calls != before[m.serial]}
     assert len(served_by) == len(fresh.group.members)
     fresh.session.destroy_object(made[1])  # made again: listed last, as a token lists it
-    fresh.session.create_object({CKA_CLASS: CKO_DATA, CKA_TOKEN: True, CKA_LABEL: "order-1",
-                                 CKA_VALUE: b"v1"})
+    fresh.session.create_object(
+        {CKA_CLASS: CKO_DATA, CKA_TOKEN: True, CKA_LABEL: "order-1", CKA_VALUE: b"v1"}
+    )
     assert labels(other) == ["order-3", "order-2", "order-0", "order-1"]
 
 
@@ -742,6 +810,7 @@ def test_a_change_one_member_refuses_is_undone_on_the_members_that_made_it(fresh
     on the members that had made it, and the refusal reaches the caller."""
     from ckdemo.codes import CKR_TEMPLATE_INCONSISTENT
     from ckdemo.model import CKA_TOKEN, CKA_VALUE, CKO_DATA
+
     template = {CKA_CLASS: CKO_DATA, CKA_TOKEN: True, CKA_LABEL: "all-or-nothing", CKA_VALUE: b"x"}
     second = fresh.group.members[1]
 
@@ -749,6 +818,7 @@ def test_a_change_one_member_refuses_is_undone_on_the_members_that_made_it(fresh
         if member is second:
             raise CKRError(CKR_TEMPLATE_INCONSISTENT, "C_CreateObject")
         return session.create_object(template)
+
     with pytest.raises(CKRError) as refused:
         fresh.group.failover.every("C_CreateObject", create, undo=lambda s, m, h: s.destroy_object(h))
     assert refused.value.ckr == CKR_TEMPLATE_INCONSISTENT
@@ -765,20 +835,37 @@ def test_a_key_asked_unextractable_and_not_modifiable_is_both_on_every_member(fr
     Now each copy, its own member's included, is made as asked."""
     from ckdemo.model import CKA_EXTRACTABLE, CKA_LOCAL, CKA_MODIFIABLE, CKA_NEVER_EXTRACTABLE
     from ckdemo.codes import CKR_ATTRIBUTE_READ_ONLY
-    (key,) = fresh.session.generate(KeySpec("aes", 32, f"locked-{sensitive}", b"", token=True,
-                                            sensitive=sensitive, extractable=False,
-                                            extra=((CKA_MODIFIABLE, False),)))
+
+    (key,) = fresh.session.generate(
+        KeySpec(
+            "aes",
+            32,
+            f"locked-{sensitive}",
+            b"",
+            token=True,
+            sensitive=sensitive,
+            extractable=False,
+            extra=((CKA_MODIFIABLE, False),),
+        )
+    )
     for _ in range(len(fresh.group.members)):  # whichever member answers
-        found = fresh.session.get_attributes(key, [CKA_EXTRACTABLE, CKA_NEVER_EXTRACTABLE, CKA_LOCAL,
-                                                   CKA_MODIFIABLE])
-        assert found == {CKA_EXTRACTABLE: False, CKA_NEVER_EXTRACTABLE: True, CKA_LOCAL: True,
-                         CKA_MODIFIABLE: False}, found
+        found = fresh.session.get_attributes(
+            key, [CKA_EXTRACTABLE, CKA_NEVER_EXTRACTABLE, CKA_LOCAL, CKA_MODIFIABLE]
+        )
+        assert found == {
+            CKA_EXTRACTABLE: False,
+            CKA_NEVER_EXTRACTABLE: True,
+            CKA_LOCAL: True,
+            CKA_MODIFIABLE: False,
+        }, found
     label = f"locked-{sensitive}"
     for member in fresh.group.members:  # each member's own copy, read on its own session
         session = fresh.group.session_for(member)
         (copy,) = session.find_objects({CKA_CLASS: CKO_SECRET_KEY, CKA_LABEL: label})
         assert session.get_attributes(copy, [CKA_EXTRACTABLE, CKA_MODIFIABLE]) == {
-            CKA_EXTRACTABLE: False, CKA_MODIFIABLE: False}, member
+            CKA_EXTRACTABLE: False,
+            CKA_MODIFIABLE: False,
+        }, member
         with pytest.raises(CKRError) as refused:
             session.set_attributes(copy, {CKA_LABEL: "changed"})
         assert refused.value.ckr in (CKR_ATTRIBUTE_READ_ONLY, 0x1B)  # CKR_ACTION_PROHIBITED
@@ -790,17 +877,22 @@ def test_an_object_another_session_destroyed_and_this_one_made_again_is_listed_l
     (an internal error before: the object had no place in the group's order any more; found by
     the typed-template fuzz of test_hostile_serve)."""
     from ckdemo.model import CKA_TOKEN, CKA_VALUE, CKO_DATA
+
     a, b = fresh.session, fresh.group.open_session()
 
     def make(label: str) -> int:
         return a.create_object({CKA_CLASS: CKO_DATA, CKA_TOKEN: False, CKA_LABEL: label, CKA_VALUE: b"v"})
+
     make("again-1"), make("again-2")
     wanted = {CKA_CLASS: CKO_DATA, CKA_VALUE: b"v"}
     assert len(b.find_objects(wanted)) == 2
     (first,) = [h for h in b.find_objects(wanted) if b.get_attributes(h, [CKA_LABEL])[CKA_LABEL] == "again-1"]
     b.destroy_object(first)
     make("again-1")
-    assert [a.get_attributes(h, [CKA_LABEL])[CKA_LABEL] for h in a.find_objects(wanted)] == ["again-2", "again-1"]
+    assert [a.get_attributes(h, [CKA_LABEL])[CKA_LABEL] for h in a.find_objects(wanted)] == [
+        "again-2",
+        "again-1",
+    ]
 
 
 def wait_for(condition, what: str, seconds: float = 10.0) -> None:
@@ -842,8 +934,13 @@ def test_active_enhanced_recovers_in_the_background_with_no_call_and_obeys_x_and
         assert not m1.active and ha.group.recovery_exhausted()
         ha.group.policy.retries = -1  # hagroup retry -count -1: attempts again
         wait_for(lambda: m1.active, "the background thread did not take the member back")
-        assert ha.events(m1.serial, mark) == ["failed", "recovery-attempt", "recovery-attempt",
-                                              "recovery-exhausted", "recovered"]
+        assert ha.events(m1.serial, mark) == [
+            "failed",
+            "recovery-attempt",
+            "recovery-attempt",
+            "recovery-exhausted",
+            "recovered",
+        ]
     finally:
         ha.group.set_recovery_mode("activeBasic")
     assert ha.group.background is None and ha.group.recovery.in_calls
@@ -872,8 +969,7 @@ def test_a_standby_member_is_kept_current_serves_only_when_every_active_member_f
         before = m3.calls
         verify(rsa_key[2], sign(ha, rsa_key[1]), b"ckdemo HA test")  # promoted: it serves
         assert m3.calls > before and not m2.active
-        assert any("serving: every active member has failed" in line
-                   for line in standby_lines(ha.group))
+        assert any("serving: every active member has failed" in line for line in standby_lines(ha.group))
         ha.group.restore_member(m1)
         ha.group.restore_member(m2)
         ha.clock.advance(ha.x + 1)
@@ -892,11 +988,13 @@ def test_a_standby_member_is_kept_current_serves_only_when_every_active_member_f
 
 def standby_lines(group) -> list[str]:
     from ckdemo.screens import standby_notices
+
     return standby_notices(group.status())
 
 
 def test_spent_recovery_attempts_are_logged_once_and_restore_says_who_takes_it_back(ha):
     from ckdemo.screens import restored_line
+
     m1 = ha.group.members[0]
     ha.group.policy.retries = 1
     mark = len(ha.group.log.events)

@@ -6,6 +6,7 @@ reaches, changes made by another process) is compared in full.
 
 Work is counted in calls to the members' sessions, never in wall time (the figures are
 scripts/recovery-cost's)."""
+
 from __future__ import annotations
 
 import os
@@ -18,9 +19,21 @@ import pytest
 from ckdemo.ha import comparison
 from ckdemo.ha.journal import FileSequence, Journal
 from ckdemo.ha.marks import MARK_LABEL
-from ckdemo.model import (CKA_CLASS, CKA_DECRYPT, CKA_ID, CKA_LABEL, CKA_PRIVATE, CKA_TOKEN,
-                          CKA_VALUE, CKO_DATA, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, CKO_SECRET_KEY,
-                          CKU_USER, KeySpec)
+from ckdemo.model import (
+    CKA_CLASS,
+    CKA_DECRYPT,
+    CKA_ID,
+    CKA_LABEL,
+    CKA_PRIVATE,
+    CKA_TOKEN,
+    CKA_VALUE,
+    CKO_DATA,
+    CKO_PRIVATE_KEY,
+    CKO_PUBLIC_KEY,
+    CKO_SECRET_KEY,
+    CKU_USER,
+    KeySpec,
+)
 from conftest import USER_PIN, requires_softhsm
 from test_ha_group import HA, build_ha, heal, settled, wait_for
 
@@ -90,6 +103,7 @@ class Counting:
         def call(*args, **kwargs):
             self._counts[name] += 1
             return attribute(*args, **kwargs)
+
         return call
 
 
@@ -124,8 +138,13 @@ def fail(ha: HA, member) -> None:
 
 
 def data(n: int, prefix: str) -> dict:
-    return {CKA_CLASS: CKO_DATA, CKA_TOKEN: True, CKA_PRIVATE: True, CKA_LABEL: f"{prefix}-{n}",
-            CKA_VALUE: os.urandom(16)}
+    return {
+        CKA_CLASS: CKO_DATA,
+        CKA_TOKEN: True,
+        CKA_PRIVATE: True,
+        CKA_LABEL: f"{prefix}-{n}",
+        CKA_VALUE: os.urandom(16),
+    }
 
 
 def on_member(member, template: dict) -> list[int]:
@@ -140,8 +159,10 @@ def on_member(member, template: dict) -> list[int]:
 def ids_on(member, cls: int) -> set[bytes]:
     session = member.slot.open_session(rw=False)
     try:
-        return {bytes(session.get_attributes(h, [CKA_ID])[CKA_ID] or b"")
-                for h in session.find_objects({CKA_CLASS: cls})}
+        return {
+            bytes(session.get_attributes(h, [CKA_ID])[CKA_ID] or b"")
+            for h in session.find_objects({CKA_CLASS: cls})
+        }
     finally:
         session.close()
 
@@ -256,7 +277,9 @@ def test_a_member_without_a_mark_is_compared_in_full(ha):
 
 def token_folder(home: Path, serial: str) -> Path:
     """The SoftHSM2 folder of the token with this serial (its token.object holds the serial)."""
-    (folder,) = [p.parent for p in (home / "tokens").glob("*/token.object") if serial.encode() in p.read_bytes()]
+    (folder,) = [
+        p.parent for p in (home / "tokens").glob("*/token.object") if serial.encode() in p.read_bytes()
+    ]
     return folder
 
 
@@ -297,7 +320,9 @@ def test_a_member_back_with_an_older_copy_of_its_token_is_detected_and_repaired(
         assert line.startswith("4 object(s) copied") and "(journal: 5 object(s)" in line, line
     else:
         assert (ha.group.recovery.full_comparisons, ha.group.recovery.replays) == (full + 1, replays)
-        assert line.startswith("4 object(s) copied") and "(full comparison: the journal does not" in line, line
+        assert line.startswith("4 object(s) copied") and "(full comparison: the journal does not" in line, (
+            line
+        )
     for n in range(3):  # data objects too
         assert len(on_member(member, {CKA_CLASS: CKO_DATA, CKA_LABEL: f"journal-late-data-{n}"})) == 1
     ids = ids_on(member, CKO_SECRET_KEY)
@@ -365,7 +390,8 @@ def unmark(ha: HA, member) -> None:
 
 @requires_softhsm
 def test_active_enhanced_compares_an_unproven_member_off_the_locks_and_catches_up_what_changed_meanwhile(
-        ha, monkeypatch):
+    ha, monkeypatch
+):
     """activeEnhanced, a member the journal cannot vouch for: it is compared in full on a thread
     of its own with no lock held, while the application goes on changing objects (here: from
     inside the comparison, after it has read both members); those changes are caught up from
@@ -398,6 +424,8 @@ def test_active_enhanced_compares_an_unproven_member_off_the_locks_and_catches_u
     finally:
         ha.group.set_recovery_mode("activeBasic")
     assert seen == ["the member has no journal mark; compared in the background"]
-    assert [e.event for e in ha.group.log.events[mark:] if e.member == member.serial][:1] == ["resynchronising"]
+    assert [e.event for e in ha.group.log.events[mark:] if e.member == member.serial][:1] == [
+        "resynchronising"
+    ]
     ids = ids_on(member, CKO_SECRET_KEY)
     assert away_id in ids and during_id in ids and doomed_id not in ids

@@ -1,16 +1,21 @@
 """RecoveryPolicy against the seed's pseudocode, with a fake clock (no sleeps):
 
-    if (disconnected_member > 0 and recover_attempt_count < N
-            and time_now - last_recover_attempt > X) then
-        perform auto recovery; set last_recover_attempt = time_now
-        failure: increment recover_attempt_count; success: reset recover_attempt_count to 0
+if (disconnected_member > 0 and recover_attempt_count < N
+        and time_now - last_recover_attempt > X) then
+    perform auto recovery; set last_recover_attempt = time_now
+    failure: increment recover_attempt_count; success: reset recover_attempt_count to 0
 """
+
 from __future__ import annotations
 
 import pytest
 
-from ckdemo.ha.policy import (DEFAULT_RECOVERY_INTERVAL_S, DEFAULT_RECOVERY_RETRIES,
-                              RecoveryPolicy, RecoveryState)
+from ckdemo.ha.policy import (
+    DEFAULT_RECOVERY_INTERVAL_S,
+    DEFAULT_RECOVERY_RETRIES,
+    RecoveryPolicy,
+    RecoveryState,
+)
 from support import FakeClock
 
 X = 60.0
@@ -25,8 +30,14 @@ def policy(clock: FakeClock, retries: int = -1, interval_s: float = X) -> Recove
     return RecoveryPolicy(interval_s=interval_s, retries=retries, clock=clock)
 
 
-def attempts_over(p: RecoveryPolicy, state: RecoveryState, clock: FakeClock, calls: int,
-                  step_s: float, succeed: bool = False) -> int:
+def attempts_over(
+    p: RecoveryPolicy,
+    state: RecoveryState,
+    clock: FakeClock,
+    calls: int,
+    step_s: float,
+    succeed: bool = False,
+) -> int:
     """Make `calls` calls step_s apart; each call attempts recovery when due. Returns attempts."""
     attempts = 0
     for _ in range(calls):

@@ -6,6 +6,7 @@ change the application makes meanwhile reaches it before it serves again.
 
 The catch-up is held at a gate (an Event) where a test needs it under way; work is counted in
 member calls made by the application's own thread, never timed."""
+
 from __future__ import annotations
 
 import os
@@ -15,7 +16,16 @@ from collections import Counter
 import pytest
 
 from ckdemo.ha.recovery import Recovery
-from ckdemo.model import CKA_CLASS, CKA_LABEL, CKA_PRIVATE, CKA_TOKEN, CKA_VALUE, CKO_DATA, CKO_SECRET_KEY, KeySpec
+from ckdemo.model import (
+    CKA_CLASS,
+    CKA_LABEL,
+    CKA_PRIVATE,
+    CKA_TOKEN,
+    CKA_VALUE,
+    CKO_DATA,
+    CKO_SECRET_KEY,
+    KeySpec,
+)
 from ckdemo.screens import recovering_notices
 from conftest import requires_softhsm
 from test_ha_group import HA, build_ha, heal, settled
@@ -33,12 +43,26 @@ def big(tmp_path_factory) -> HA:
         session = member.slot.open_session(rw=True)
         try:
             for n in range(HELD):
-                session.create_object({CKA_CLASS: CKO_DATA, CKA_TOKEN: True, CKA_PRIVATE: True,
-                                       CKA_LABEL: f"held-{n}", CKA_VALUE: b"%d" % n})
+                session.create_object(
+                    {
+                        CKA_CLASS: CKO_DATA,
+                        CKA_TOKEN: True,
+                        CKA_PRIVATE: True,
+                        CKA_LABEL: f"held-{n}",
+                        CKA_VALUE: b"%d" % n,
+                    }
+                )
         finally:
             session.close()
-    ha.session.create_object({CKA_CLASS: CKO_DATA, CKA_TOKEN: True, CKA_PRIVATE: True,
-                              CKA_LABEL: "marks every member", CKA_VALUE: b"m"})
+    ha.session.create_object(
+        {
+            CKA_CLASS: CKO_DATA,
+            CKA_TOKEN: True,
+            CKA_PRIVATE: True,
+            CKA_LABEL: "marks every member",
+            CKA_VALUE: b"m",
+        }
+    )
     yield ha
     heal(ha)
 
@@ -63,6 +87,7 @@ class Gate:
                 self.thread = threading.get_ident()  # the attempt's own thread
                 self.reached.set()
                 assert self.open.wait(20), "the test never opened the gate"
+
         monkeypatch.setattr(Recovery, "bring_up_to_date", held)
 
 
@@ -80,6 +105,7 @@ def counting_by_thread(ha: HA, member) -> Counter:
             def call(*args, **kwargs):
                 counts[(threading.get_ident(), name)] += 1
                 return attribute(*args, **kwargs)
+
             return call
 
     opened = member.slot.open_session
@@ -106,8 +132,9 @@ def test_the_call_that_makes_the_attempt_does_not_wait_for_the_catch_up(ha, monk
     gate = Gate(monkeypatch)
     fail(ha, member)
     for n in range(3):
-        ha.session.create_object({CKA_CLASS: CKO_DATA, CKA_TOKEN: True, CKA_PRIVATE: True,
-                                  CKA_LABEL: f"away-{n}", CKA_VALUE: b"a"})
+        ha.session.create_object(
+            {CKA_CLASS: CKO_DATA, CKA_TOKEN: True, CKA_PRIVATE: True, CKA_LABEL: f"away-{n}", CKA_VALUE: b"a"}
+        )
     ha.group.restore_member(member)
     ha.clock.advance(ha.x + 1)
     counts = counting_by_thread(ha, member)
@@ -122,7 +149,9 @@ def test_the_call_that_makes_the_attempt_does_not_wait_for_the_catch_up(ha, monk
         assert mine == {"generate_random": 1}, mine  # no search, no login: only its own call
         assert counts[(gate.thread, "login")] == 1 and counts[(gate.thread, "find_objects")] > 0
         assert not member.active and member.recovering
-        assert [line.split(":")[1].strip() for line in recovering_notices(ha.group.status())] == ["recovering"]
+        assert [line.split(":")[1].strip() for line in recovering_notices(ha.group.status())] == [
+            "recovering"
+        ]
         served = member.calls
         for _ in range(6):
             ha.session.generate_random(8)
@@ -152,8 +181,15 @@ def test_a_change_made_during_the_catch_up_reaches_the_member_before_it_serves(h
     try:
         ha.session.generate(KeySpec("aes", 32, "rejoin-during", during_id))  # on the others only
         ha.session.destroy_object(doomed)
-        ha.session.create_object({CKA_CLASS: CKO_DATA, CKA_TOKEN: True, CKA_PRIVATE: True,
-                                  CKA_LABEL: "rejoin-during-data", CKA_VALUE: b"d"})
+        ha.session.create_object(
+            {
+                CKA_CLASS: CKO_DATA,
+                CKA_TOKEN: True,
+                CKA_PRIVATE: True,
+                CKA_LABEL: "rejoin-during-data",
+                CKA_VALUE: b"d",
+            }
+        )
         assert not member.active
         assert during_id not in ids_on(member, CKO_SECRET_KEY)
     finally:

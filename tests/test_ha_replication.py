@@ -4,6 +4,7 @@ Keys are generated on the HA slot (in process, private copy of libsofthsm2.so); 
 loads the system libsofthsm2.so with the same home's SoftHSM2 config and looks at one member
 token at a time. Public keys it reads back verify signatures made through the HA slot.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -16,9 +17,22 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, utils
 
 from ckdemo.codes import CKR_ATTRIBUTE_SENSITIVE, CKRError
-from ckdemo.model import (CKA_CLASS, CKA_ID, CKA_KEY_TYPE, CKA_LABEL, CKA_MODULUS,
-                          CKA_PUBLIC_EXPONENT, CKA_SENSITIVE, CKA_VALUE, CKM_ECDSA,
-                          CKM_SHA256_RSA_PKCS, CKO_PRIVATE_KEY, CKO_SECRET_KEY, CKU_USER, KeySpec)
+from ckdemo.model import (
+    CKA_CLASS,
+    CKA_ID,
+    CKA_KEY_TYPE,
+    CKA_LABEL,
+    CKA_MODULUS,
+    CKA_PUBLIC_EXPONENT,
+    CKA_SENSITIVE,
+    CKA_VALUE,
+    CKM_ECDSA,
+    CKM_SHA256_RSA_PKCS,
+    CKO_PRIVATE_KEY,
+    CKO_SECRET_KEY,
+    CKU_USER,
+    KeySpec,
+)
 from conftest import MEMBERS, SO_PIN, SOFTHSM_LIB, USER_PIN, requires_softhsm, softhsm_env
 from support import DOMAIN_KEYS, private_workspace
 
@@ -55,9 +69,23 @@ def ha(tmp_path_factory):
 
 
 def tool(home: Path, member: str, *args: str) -> subprocess.CompletedProcess:
-    done = subprocess.run(["pkcs11-tool", "--module", SOFTHSM_LIB, "--token-label", member,
-                           "--login", "--pin", USER_PIN, *args],
-                          capture_output=True, text=True, timeout=60, env=softhsm_env(home))
+    done = subprocess.run(
+        [
+            "pkcs11-tool",
+            "--module",
+            SOFTHSM_LIB,
+            "--token-label",
+            member,
+            "--login",
+            "--pin",
+            USER_PIN,
+            *args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=softhsm_env(home),
+    )
     assert done.returncode == 0, done.stderr
     return done
 
@@ -89,8 +117,17 @@ def public_keys(ha, tmp_path_factory) -> dict[tuple[str, str], bytes]:
     for member in MEMBERS:
         for label in ("rep-rsa", "rep-ec"):
             path = out / f"{member}-{label}.der"
-            tool(home, member, "--read-object", "--type", "pubkey", "--id", KEYS[label][1],
-                 "--output-file", str(path))
+            tool(
+                home,
+                member,
+                "--read-object",
+                "--type",
+                "pubkey",
+                "--id",
+                KEYS[label][1],
+                "--output-file",
+                str(path),
+            )
             found[(member, label)] = path.read_bytes()
     return found
 
@@ -102,8 +139,10 @@ def test_every_member_lists_the_keys_generated_on_the_ha_slot(listings):
 
 
 def test_members_list_the_same_objects(listings):
-    views = {member: sorted((o["type"], o.get("label", ""), o.get("id", "")) for o in objects)
-             for member, objects in listings.items()}
+    views = {
+        member: sorted((o["type"], o.get("label", ""), o.get("id", "")) for o in objects)
+        for member, objects in listings.items()
+    }
     first = views[MEMBERS[0]]
     assert len(first) == len(EXPECTED) + DOMAIN_KEYS + 1  # + the HA domain keys and journal mark
     for member in MEMBERS[1:]:
@@ -153,8 +192,7 @@ def test_ecdsa_signature_through_ha_slot_verifies_with_any_members_public_key(ha
         data = b"HA ECDSA %d" % n
         raw = session.sign(handles["rep-ec"][1], CKM_ECDSA, hashlib.sha256(data).digest())
         assert len(raw) == 64
-        der = utils.encode_dss_signature(int.from_bytes(raw[:32], "big"),
-                                         int.from_bytes(raw[32:], "big"))
+        der = utils.encode_dss_signature(int.from_bytes(raw[:32], "big"), int.from_bytes(raw[32:], "big"))
         for member in MEMBERS:
             key = serialization.load_der_public_key(public_keys[(member, "rep-ec")])
             key.verify(der, data, ec.ECDSA(hashes.SHA256()))
@@ -167,11 +205,14 @@ def _member_key(member, key_id: str, cls: int):
     return session, found[0]
 
 
-@pytest.mark.parametrize("label, cls, secret", [
-    ("rep-rsa", CKO_PRIVATE_KEY, CKA_PRIVATE_EXPONENT),
-    ("rep-ec", CKO_PRIVATE_KEY, CKA_VALUE),
-    ("rep-aes", CKO_SECRET_KEY, CKA_VALUE),
-])
+@pytest.mark.parametrize(
+    "label, cls, secret",
+    [
+        ("rep-rsa", CKO_PRIVATE_KEY, CKA_PRIVATE_EXPONENT),
+        ("rep-ec", CKO_PRIVATE_KEY, CKA_VALUE),
+        ("rep-aes", CKO_SECRET_KEY, CKA_VALUE),
+    ],
+)
 def test_key_value_is_not_readable_on_any_member(ha, label, cls, secret):
     for member in ha[1].members:
         session, handle = _member_key(member, KEYS[label][1], cls)

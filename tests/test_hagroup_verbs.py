@@ -9,6 +9,7 @@
 
 Token state is read back with pkcs11-tool; the menu's own view is what a person would read.
 """
+
 from __future__ import annotations
 
 import re
@@ -46,12 +47,16 @@ def refused(done) -> str:
 
 
 def members_line(home: Path) -> str:
-    [line] = [l.strip() for l in (home / "Chrystoki.conf").read_text().splitlines()
-              if l.strip().startswith("VirtualToken00Members")]
+    [line] = [
+        l.strip()
+        for l in (home / "Chrystoki.conf").read_text().splitlines()
+        if l.strip().startswith("VirtualToken00Members")
+    ]
     return line
 
 
 # ------------------------------------------------------------------------ a Luna client file
+
 
 @pytest.fixture(scope="module")
 def luna_tokens(tmp_path_factory, provision) -> Path:
@@ -73,13 +78,23 @@ def luna(tmp_path, luna_tokens, run_ckdemo):
     def run(*args: str, library: bool = True):
         conf = tmp_path / "Chrystoki.conf"
         if not conf.exists():
-            text = template if library else template.replace(
-                "/usr/lib/softhsm/libsofthsm2.so", MISSING_LUNA_LIBRARY)
+            text = (
+                template
+                if library
+                else template.replace("/usr/lib/softhsm/libsofthsm2.so", MISSING_LUNA_LIBRARY)
+            )
             conf.write_text(text)
-        return run_ckdemo(tmp_path / "unused-home", "--config", str(conf), *args,
-                          env={"SOFTHSM2_CONF": str(luna_tokens / "softhsm2.conf")})
-    return SimpleNamespace(run=run, serials=[serials[m] for m in MEMBERS], logs=log_dir,
-                           path=tmp_path / "Chrystoki.conf")
+        return run_ckdemo(
+            tmp_path / "unused-home",
+            "--config",
+            str(conf),
+            *args,
+            env={"SOFTHSM2_CONF": str(luna_tokens / "softhsm2.conf")},
+        )
+
+    return SimpleNamespace(
+        run=run, serials=[serials[m] for m in MEMBERS], logs=log_dir, path=tmp_path / "Chrystoki.conf"
+    )
 
 
 def test_show_a_luna_file_without_the_luna_library(luna):
@@ -88,10 +103,15 @@ def test_show_a_luna_file_without_the_luna_library(luna):
     m1, m2, m3 = luna.serials
     lines = out.splitlines()
     assert lines[0] == f"HA group {LUNA_GROUP}  serial 1{m1}"
-    assert [line.split() for line in lines[3:6]] == [["1", m1, "-", "-", "-"], ["2", m2, "-", "-", "-"],
-                                                     ["3", m3, "-", "-", "-"]]
-    assert f"reconnAtt = 3 (attempts); AutoReconnectInterval = 7 s; HAOnly = 1; " \
-           f"haLogStatus = enabled; haLogPath = {luna.logs}" in lines
+    assert [line.split() for line in lines[3:6]] == [
+        ["1", m1, "-", "-", "-"],
+        ["2", m2, "-", "-", "-"],
+        ["3", m3, "-", "-", "-"],
+    ]
+    assert (
+        f"reconnAtt = 3 (attempts); AutoReconnectInterval = 7 s; HAOnly = 1; "
+        f"haLogStatus = enabled; haLogPath = {luna.logs}" in lines
+    )
     [why] = [line for line in lines if line.startswith("Members' live state not shown:")]
     assert f"cannot use PKCS#11 library {MISSING_LUNA_LIBRARY}" in why
     assert "Recovery mode:     activeBasic (inside an application call)" in out
@@ -108,8 +128,7 @@ def test_listgroups_a_luna_file_without_the_luna_library(luna):
     assert "HA auto recovery:  enabled, 3 attempts, every 7 s\n" in out
     assert "HA only:           enabled (HAOnly)\n" in out
     assert f"HA log:            enabled, {luna.logs}\n" in out
-    assert out.count("Members' live state not shown: cannot use PKCS#11 library "
-                     f"{MISSING_LUNA_LIBRARY}") == 1
+    assert out.count(f"Members' live state not shown: cannot use PKCS#11 library {MISSING_LUNA_LIBRARY}") == 1
 
 
 def test_the_same_luna_file_with_a_library_that_loads_shows_live_state(luna):
@@ -120,8 +139,10 @@ def test_the_same_luna_file_with_a_library_that_loads_shows_live_state(luna):
     assert "live state not shown" not in out
     show = ok(luna.run("hagroup", "show"))
     assert [line.split() for line in show.splitlines()[3:6]] == [
-        ["1", m1, "member1", "yes", "CKR_OK"], ["2", m2, "member2", "yes", "CKR_OK"],
-        ["3", m3, "member3", "yes", "CKR_OK"]]
+        ["1", m1, "member1", "yes", "CKR_OK"],
+        ["2", m2, "member2", "yes", "CKR_OK"],
+        ["3", m3, "member3", "yes", "CKR_OK"],
+    ]
 
 
 def test_edits_on_a_luna_file_without_the_library(luna):
@@ -141,6 +162,7 @@ def test_edits_on_a_luna_file_without_the_library(luna):
 
 
 # ------------------------------------------------------------------------ a default home
+
 
 def test_listgroups_on_a_fresh_home(run_ckdemo, home):
     serials = token_serials(home)
@@ -169,7 +191,8 @@ def test_haonly_in_lunacm_spellings_and_ours(run_ckdemo, home):
     before = conf.read_bytes()
     for args in (("haonly",), ("haonly", "off", "--enable"), ("haonly", "--enable", "--disable")):
         assert "give exactly one of on, off, --enable, --disable, --show" in refused(
-            run_ckdemo(home, "hagroup", *args))
+            run_ckdemo(home, "hagroup", *args)
+        )
     assert conf.read_bytes() == before
 
 
@@ -188,14 +211,17 @@ def test_recoverymode_sets_luna_s_key_and_shows_it(run_ckdemo, home):
     done = run_ckdemo(home, "hagroup", "recoverymode", "-mode", "activeenhanced")  # any case
     assert done.returncode == 0, done.stderr
     assert "VirtualTokenActiveRecovery = activeEnhanced" in conf.read_text()
-    assert "Recovery mode:     activeEnhanced (in the background" in \
-        run_ckdemo(home, "hagroup", "listgroups").stdout
+    assert (
+        "Recovery mode:     activeEnhanced (in the background"
+        in run_ckdemo(home, "hagroup", "listgroups").stdout
+    )
     assert run_ckdemo(home, "hagroup", "recoverymode", "--mode", "activeBasic").returncode == 0
     assert "VirtualTokenActiveRecovery = activeBasic" in conf.read_text()
     refused_mode = run_ckdemo(home, "hagroup", "recoverymode", "-mode", "fast")
     assert refused_mode.returncode == 2 and "'fast' is not one of" in refused_mode.stderr
-    text = conf.read_text().replace("VirtualTokenActiveRecovery = activeBasic",
-                                    "VirtualTokenActiveRecovery = sometimes")
+    text = conf.read_text().replace(
+        "VirtualTokenActiveRecovery = activeBasic", "VirtualTokenActiveRecovery = sometimes"
+    )
     conf.write_text(text)
     bad = run_ckdemo(home, "hagroup", "recoverymode")
     assert bad.returncode == 2 and "'sometimes': one of activeBasic, activeEnhanced" in bad.stderr
@@ -205,16 +231,38 @@ def test_hasynchronize_switch_decides_what_ha_login_completes(run_ckdemo, menu, 
     """A key on member1 only (put there by pkcs11-tool, as a killed writer leaves it): with
     HASynchronize off, HA login (51) leaves member2 and member3 without it and says so; on, HA
     login copies it to them."""
-    made = independent(home, "--token-label", "member1", "--login", "--pin", USER_PIN, "--keygen",
-                       "--key-type", "AES:16", "--id", "5050", "--label", "solo-key",
-                       "--extractable")  # a sensitive, unextractable key could not be copied
+    made = independent(
+        home,
+        "--token-label",
+        "member1",
+        "--login",
+        "--pin",
+        USER_PIN,
+        "--keygen",
+        "--key-type",
+        "AES:16",
+        "--id",
+        "5050",
+        "--label",
+        "solo-key",
+        "--extractable",
+    )  # a sensitive, unextractable key could not be copied
     assert made.returncode == 0, made.stderr
 
     def holders() -> list[str]:
         found = []
         for member in MEMBERS:
-            listing = independent(home, "--token-label", member, "--login", "--pin", USER_PIN,
-                                  "--list-objects", "--type", "secrkey")
+            listing = independent(
+                home,
+                "--token-label",
+                member,
+                "--login",
+                "--pin",
+                USER_PIN,
+                "--list-objects",
+                "--type",
+                "secrkey",
+            )
             assert listing.returncode == 0, listing.stderr
             if "solo-key" in listing.stdout:
                 found.append(member)
@@ -256,24 +304,31 @@ def test_removemember_and_addmember_by_label_and_serial(run_ckdemo, menu, home):
     before = (home / "Chrystoki.conf").read_bytes()
     assert refused(run_ckdemo(home, "hagroup", "removemember", "--serial", m2)) == (
         f"ckdemo: HSM {m2} is the last member of HA group {GROUP}: a group needs one member "
-        "(edit VirtualToken by hand to delete the group)")
+        "(edit VirtualToken by hand to delete the group)"
+    )
     assert refused(run_ckdemo(home, "hagroup", "removemember", "--serial", m3)) == (
-        f"ckdemo: HSM {m3} is not a member of HA group {GROUP} (members: {m2})")
+        f"ckdemo: HSM {m3} is not a member of HA group {GROUP} (members: {m2})"
+    )
     assert "no token with serial 0123456789abcdef that ckdemo can see" in refused(
-        run_ckdemo(home, "hagroup", "addmember", "--serial", "0123456789abcdef"))
+        run_ckdemo(home, "hagroup", "addmember", "--serial", "0123456789abcdef")
+    )
     assert "no token labelled 'member9'" in refused(
-        run_ckdemo(home, "hagroup", "addmember", "--label", "member9"))
+        run_ckdemo(home, "hagroup", "addmember", "--label", "member9")
+    )
     assert "name the member with one of --serial, --label" in refused(
-        run_ckdemo(home, "hagroup", "addmember", "--serial", m1, "--label", "member1"))
+        run_ckdemo(home, "hagroup", "addmember", "--serial", m1, "--label", "member1")
+    )
     assert "no HA group 'other'" in refused(
-        run_ckdemo(home, "hagroup", "addmember", "-group", "other", "-serial", m1))
+        run_ckdemo(home, "hagroup", "addmember", "-group", "other", "-serial", m1)
+    )
     assert (home / "Chrystoki.conf").read_bytes() == before
 
     ok(run_ckdemo(home, "hagroup", "addmember", "-group", GROUP, "-serial", m1))
     ok(run_ckdemo(home, "hagroup", "addmember", "--label", "member3"))
     assert members_line(home) == f"VirtualToken00Members = {m2},{m1},{m3};"
     assert refused(run_ckdemo(home, "hagroup", "addmember", "--label", "member3")) == (
-        f"ckdemo: HSM {m3} is already a member of HA group {GROUP}")
+        f"ckdemo: HSM {m3} is already a member of HA group {GROUP}"
+    )
 
 
 def test_recover_without_a_server_tries_the_members_missing_at_start(run_ckdemo, home):
@@ -297,9 +352,11 @@ def test_recover_without_a_server_tries_the_members_missing_at_start(run_ckdemo,
 
 def test_recover_goes_through_a_running_server(home, ckdemo_bin, run_ckdemo):
     from rpc_capture import tools_missing
+
     if tools_missing():
         pytest.skip(tools_missing())
     from test_serve import start_server, stop_server
+
     served = start_server(ckdemo_bin, home, None, home.parent / "serve.log")
     try:
         ok(run_ckdemo(home, "member", "fail", "member1"))
@@ -316,6 +373,7 @@ def test_recover_goes_through_a_running_server(home, ckdemo_bin, run_ckdemo):
 
 
 # ------------------------------------------------------------------------ the re-read, as a unit
+
 
 def test_config_watch_applies_x_and_n_through_the_policy_and_names_the_rest(tmp_path):
     from ckdemo.config.chrystoki import ChrystokiConf
@@ -336,8 +394,10 @@ def test_config_watch_applies_x_and_n_through_the_policy_and_names_the_rest(tmp_
     conf.save(path)
     notices = watch.poll()
     assert (policy.interval_s, policy.retries) == (5.0, 2)
-    assert notices == ["Chrystoki.conf changed: recovery every 5 s, 2 attempts, from this choice on",
-                       "Chrystoki.conf changed HAOnly: this menu keeps 0 until it restarts"]
+    assert notices == [
+        "Chrystoki.conf changed: recovery every 5 s, 2 attempts, from this choice on",
+        "Chrystoki.conf changed HAOnly: this menu keeps 0 until it restarts",
+    ]
     assert watch.poll() == []
     path.write_text(path.read_text().replace("reconnAtt = 2", "reconnAtt = two"))
     [bad] = watch.poll()
@@ -347,9 +407,9 @@ def test_config_watch_applies_x_and_n_through_the_policy_and_names_the_rest(tmp_
 
 # ------------------------------------------------------------------------ a change while a menu runs
 
+
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed")
-def test_a_running_menu_picks_up_interval_and_retry_and_names_haonly(home, ckdemo_bin, run_ckdemo,
-                                                                     tmp_path):
+def test_a_running_menu_picks_up_interval_and_retry_and_names_haonly(home, ckdemo_bin, run_ckdemo, tmp_path):
     from test_terminal import PROMPT, Terminal, since
 
     pane = Terminal([str(ckdemo_bin), "--home", str(home)], tmp_path / "exit-code")
@@ -373,14 +433,16 @@ def test_a_running_menu_picks_up_interval_and_retry_and_names_haonly(home, ckdem
 
         # another terminal changes X and N
         assert "A running ckdemo menu applies it before its next choice" in ok(
-            run_ckdemo(home, "hagroup", "interval", "--seconds", "0.5"))
+            run_ckdemo(home, "hagroup", "interval", "--seconds", "0.5")
+        )
         ok(run_ckdemo(home, "hagroup", "retry", "-count", "2"))
         time.sleep(0.6)  # X of the new setting, so the next call is due to recover member2
         pane.answer(PROMPT, "52")
         pane.answer("Select a slot:", ha_slot)
         screen = since(pane.wait_for_prompt(PROMPT), "Select a slot: " + ha_slot)
-        assert "(Chrystoki.conf changed: recovery every 0.5 s, 2 attempts, from this choice on)" \
-            in pane.screen()
+        assert (
+            "(Chrystoki.conf changed: recovery every 0.5 s, 2 attempts, from this choice on)" in pane.screen()
+        )
         member2 = token_serials(home)["member2"]
         assert re.search(rf"(?m)^   HSM {member2} +- CKR_OK$", screen), screen  # recovered
 
@@ -410,22 +472,26 @@ def test_addstandby_and_removestandby_as_lunacm_spells_them(run_ckdemo, menu, ho
     assert f"standby = {m3}" in said
     assert f"VirtualToken00Standby = {m3}" in (home / "Chrystoki.conf").read_text()
     listed = ok(run_ckdemo(home, "hagroup", "listgroups"))
-    assert f"Standby Members:  {m3}" in listed and m3 not in \
-        next(l for l in listed.splitlines() if l.startswith("Group Members:"))
+    assert f"Standby Members:  {m3}" in listed and m3 not in next(
+        l for l in listed.splitlines() if l.startswith("Group Members:")
+    )
     assert re.search(rf"3 +{m3} +member3 +standby", ok(run_ckdemo(home, "hagroup", "show")))
     # a menu run: HA login, open a session, 12 random calls, HA Status, 122
-    code, out = menu(home, f"51\n5\n{USER_PIN}\n1\n5\ny\n" + "62\n${LAST_SESSION}\n16\n" * 12 +
-                     "52\n5\n122\n5\n0\n")
+    code, out = menu(
+        home, f"51\n5\n{USER_PIN}\n1\n5\ny\n" + "62\n${LAST_SESSION}\n16\n" * 12 + "52\n5\n122\n5\n0\n"
+    )
     assert code == 0, out
     assert f"HSM {m3}: standby member, idle while an active member serves" in out
     rows = {r[1]: r for r in (line.split() for line in out.splitlines()) if len(r) >= 5 and r[0] in "123"}
     assert rows[m3][4] == "0", rows  # member3 served no call
     # refusals: not a member; every member standby
-    assert "is not a member of" in refused(run_ckdemo(home, "hagroup", "addstandby", "-serial",
-                                                       "0123456789abcdef"))
+    assert "is not a member of" in refused(
+        run_ckdemo(home, "hagroup", "addstandby", "-serial", "0123456789abcdef")
+    )
     ok(run_ckdemo(home, "hagroup", "addstandby", "-serial", serials["member2"]))
-    assert "one must stay active" in refused(run_ckdemo(home, "hagroup", "addstandby", "-serial",
-                                                        serials["member1"]))
+    assert "one must stay active" in refused(
+        run_ckdemo(home, "hagroup", "addstandby", "-serial", serials["member1"])
+    )
     ok(run_ckdemo(home, "hagroup", "removestandby", "-serial", m3))
     ok(run_ckdemo(home, "hagroup", "removestandby", "--label", "member2"))
     assert "Standby" not in (home / "Chrystoki.conf").read_text()
@@ -436,27 +502,34 @@ def test_lunacm_spellings_creategroup_deletegroup_group_option_and_any_case(run_
     m3 = serials["member3"]
     conf = home / "Chrystoki.conf"
     assert "Standby Members:" in ok(run_ckdemo(home, "hagroup", "listGroups"))  # any case
-    assert "is a member of HA group ckdemo-ha already: a token is in one group only" in \
-        refused(run_ckdemo(home, "hagroup", "createGroup", "-label", "second", "-serial", m3))
+    assert "is a member of HA group ckdemo-ha already: a token is in one group only" in refused(
+        run_ckdemo(home, "hagroup", "createGroup", "-label", "second", "-serial", m3)
+    )
     ok(run_ckdemo(home, "hagroup", "removemember", "-group", GROUP, "-serial", m3))
-    said = ok(run_ckdemo(home, "hagroup", "creategroup", "-label", "second", "-serial", m3,
-                         "-password", "not-stored"))
+    said = ok(
+        run_ckdemo(
+            home, "hagroup", "creategroup", "-label", "second", "-serial", m3, "-password", "not-stored"
+        )
+    )
     assert "HA group second created with member" in said and "not-stored" not in conf.read_text()
     assert f"VirtualToken01Members = {m3}" in conf.read_text()
     only = ok(run_ckdemo(home, "hagroup", "listgroups", "-group", "second"))
     assert "HA Group Label:   second" in only and "ckdemo-ha" not in only
     assert f"HA Group Number:  1{m3}" in only  # Luna: 1 + the first member's serial
-    assert "an HA group 'second' exists already" in refused(run_ckdemo(
-        home, "hagroup", "creategroup", "-label", "second", "-serial", serials["member1"]))
+    assert "an HA group 'second' exists already" in refused(
+        run_ckdemo(home, "hagroup", "creategroup", "-label", "second", "-serial", serials["member1"])
+    )
     ok(run_ckdemo(home, "hagroup", "retry", "-group", "second", "-count", "4"))
-    assert "no HA group 'third'" in refused(run_ckdemo(home, "hagroup", "interval", "-group", "third",
-                                                       "-interval", "5"))
+    assert "no HA group 'third'" in refused(
+        run_ckdemo(home, "hagroup", "interval", "-group", "third", "-interval", "5")
+    )
     assert "no HA group 'third'" in refused(run_ckdemo(home, "hagroup", "recover", "-group", "third"))
     ok(run_ckdemo(home, "hagroup", "log", "-enable"))
     assert "haLogStatus = enabled" in conf.read_text()
     ok(run_ckdemo(home, "hagroup", "log", "-disable"))
     assert "give exactly one of on, off, -enable, -disable" in refused(
-        run_ckdemo(home, "hagroup", "log", "on", "-disable"))
+        run_ckdemo(home, "hagroup", "log", "on", "-disable")
+    )
     ok(run_ckdemo(home, "hagroup", "deleteGroup", "-label", "second"))
     assert "VirtualToken01" not in conf.read_text()
     ok(run_ckdemo(home, "hagroup", "addmember", "-group", GROUP, "-serial", m3))

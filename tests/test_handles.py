@@ -2,6 +2,7 @@
 physical slot, each with a session open, never hand out the same number, so the menu never has to
 ask "Handle N is open on slots [...]; which slot#" and a script's answers never shift.
 """
+
 from __future__ import annotations
 
 import re
@@ -35,16 +36,24 @@ def two_groups(home: Path) -> None:
 
 def opened(transcript: str) -> dict[int, int]:
     """slot# -> session handle, from every 'Session handle: H (slot#N, ...)' line."""
-    return {int(slot): int(handle) for handle, slot
-            in re.findall(r"^Session handle: (\d+) \(slot#(\d+),", transcript, re.MULTILINE)}
+    return {
+        int(slot): int(handle)
+        for handle, slot in re.findall(r"^Session handle: (\d+) \(slot#(\d+),", transcript, re.MULTILINE)
+    }
 
 
 def known_key_handles(transcript: str) -> list[list[int]]:
     """The handles each run of 65 Create known keys printed, one list per run."""
     runs = re.split(r"^Enter your choice : 65$", transcript, flags=re.MULTILINE)[1:]
-    return [[int(h) for h in re.findall(r"^ckdemo-known-\S+ .*?  (\d+) +\w[\w ]*$",
-                                        run.split("Enter your choice")[0], re.MULTILINE)]
-            for run in runs]
+    return [
+        [
+            int(h)
+            for h in re.findall(
+                r"^ckdemo-known-\S+ .*?  (\d+) +\w[\w ]*$", run.split("Enter your choice")[0], re.MULTILINE
+            )
+        ]
+        for run in runs
+    ]
 
 
 def test_two_groups_and_a_physical_slot_never_share_a_handle(home, run_ckdemo):
@@ -59,21 +68,56 @@ def test_two_groups_and_a_physical_slot_never_share_a_handle(home, run_ckdemo):
     # process SoftHSM numbers its first session 1 and the virtual ones come from one counter.
     first_virtual = handles.VIRTUAL_HANDLE_BASE + 1
     a, b = first_virtual, first_virtual + 1
-    script = "\n".join([
-        "1", str(PHYSICAL), "y",
-        "3", "1", "1", "${CKDEMO_USER_PIN}",
-        "51", str(GROUP_A), "${CKDEMO_USER_PIN}",
-        "51", str(GROUP_B), "${CKDEMO_USER_PIN}",
-        "1", str(GROUP_A), "y",
-        "1", str(GROUP_B), "y",
-        # each session named by its handle alone: no "which slot#" answer anywhere
-        "13", "1", "13", str(a), "13", str(b),
-        "65", "1", "n",
-        "65", str(a), "n",
-        "65", str(b), "n",
-        "42", str(b), "${LAST_KNOWN_RSA2048_PRIVATE}", "1", "signed on group b", '""',
-        "62", str(a), "8",
-        "0", ""])
+    script = "\n".join(
+        [
+            "1",
+            str(PHYSICAL),
+            "y",
+            "3",
+            "1",
+            "1",
+            "${CKDEMO_USER_PIN}",
+            "51",
+            str(GROUP_A),
+            "${CKDEMO_USER_PIN}",
+            "51",
+            str(GROUP_B),
+            "${CKDEMO_USER_PIN}",
+            "1",
+            str(GROUP_A),
+            "y",
+            "1",
+            str(GROUP_B),
+            "y",
+            # each session named by its handle alone: no "which slot#" answer anywhere
+            "13",
+            "1",
+            "13",
+            str(a),
+            "13",
+            str(b),
+            "65",
+            "1",
+            "n",
+            "65",
+            str(a),
+            "n",
+            "65",
+            str(b),
+            "n",
+            "42",
+            str(b),
+            "${LAST_KNOWN_RSA2048_PRIVATE}",
+            "1",
+            "signed on group b",
+            '""',
+            "62",
+            str(a),
+            "8",
+            "0",
+            "",
+        ]
+    )
     done = run_ckdemo(home, "run", "-", input=script)
     assert done.returncode == 0, done.stdout
     assert "which slot#" not in done.stdout
@@ -93,14 +137,37 @@ def test_two_groups_and_a_physical_slot_never_share_a_handle(home, run_ckdemo):
 def test_last_session_names_the_session_of_its_own_group(home, run_ckdemo):
     """Scripts that name handles ${LAST_SESSION} / ${LAST_OBJECT} work unchanged."""
     two_groups(home)
-    script = "\n".join([
-        "51", str(GROUP_A), "${CKDEMO_USER_PIN}", "51", str(GROUP_B), "${CKDEMO_USER_PIN}",
-        "1", str(GROUP_A), "y",
-        "1", str(GROUP_B), "y",
-        "65", "${LAST_SESSION}", "n",
-        "42", "${LAST_SESSION}", "${LAST_KNOWN_RSA2048_PRIVATE}", "1", "named by variables", '""',
-        "24", "${LAST_SESSION}", "${LAST_KNOWN_RSA2048_PRIVATE}", "CKA_LABEL",
-        "0", ""])
+    script = "\n".join(
+        [
+            "51",
+            str(GROUP_A),
+            "${CKDEMO_USER_PIN}",
+            "51",
+            str(GROUP_B),
+            "${CKDEMO_USER_PIN}",
+            "1",
+            str(GROUP_A),
+            "y",
+            "1",
+            str(GROUP_B),
+            "y",
+            "65",
+            "${LAST_SESSION}",
+            "n",
+            "42",
+            "${LAST_SESSION}",
+            "${LAST_KNOWN_RSA2048_PRIVATE}",
+            "1",
+            "named by variables",
+            '""',
+            "24",
+            "${LAST_SESSION}",
+            "${LAST_KNOWN_RSA2048_PRIVATE}",
+            "CKA_LABEL",
+            "0",
+            "",
+        ]
+    )
     done = run_ckdemo(home, "run", "-", input=script)
     assert done.returncode == 0, done.stdout
     assert "which slot#" not in done.stdout

@@ -1,6 +1,7 @@
 """A member that comes back is never shown CKR_OK while it lacks an object the other members have:
 what recovery cannot copy to it holds it out of service, with the reason in the HA log, and it
 comes back once the others no longer hold anything it cannot get."""
+
 from __future__ import annotations
 
 import subprocess
@@ -28,8 +29,13 @@ for label in sys.argv[3:]:
 
 def made_outside_ckdemo(home, script: str, *members: str) -> None:
     """SCRIPT (python-pkcs11, user PIN only) run straight on those member tokens."""
-    done = subprocess.run([sys.executable, "-c", script, SOFTHSM_LIB, USER_PIN, *members],
-                          capture_output=True, text=True, timeout=60, env=softhsm_env(home))
+    done = subprocess.run(
+        [sys.executable, "-c", script, SOFTHSM_LIB, USER_PIN, *members],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=softhsm_env(home),
+    )
     assert done.returncode == 0, done.stderr
 
 
@@ -37,10 +43,13 @@ def status(run_ckdemo, home) -> dict[str, str]:
     out = run_ckdemo(home, "hagroup", "status", "--json")
     assert out.returncode == 0, out.stdout + out.stderr
     import json
+
     return {m["label"]: m["status"] for m in json.loads(out.stdout)["groups"][0]["members"]}
 
 
-def test_a_member_that_cannot_get_an_object_the_others_have_is_held_out(tmp_path, provision, run_ckdemo, ckdemo_bin):
+def test_a_member_that_cannot_get_an_object_the_others_have_is_held_out(
+    tmp_path, provision, run_ckdemo, ckdemo_bin
+):
     home = provision(tmp_path / "home")
     made_outside_ckdemo(home, FOREIGN, "member2", "member3")
     served = start_server(ckdemo_bin, home, None, tmp_path / "serve.log")
@@ -56,7 +65,10 @@ def test_a_member_that_cannot_get_an_object_the_others_have_is_held_out(tmp_path
         for _ in range(6):  # the application goes on on the other members
             client.ok("C_GenerateRandom", session, 8)
         shown = status(run_ckdemo, home)
-        assert shown["member1"] != "CKR_OK" and shown["member2"] == shown["member3"] == "CKR_OK", (shown, recovered.stdout)
+        assert shown["member1"] != "CKR_OK" and shown["member2"] == shown["member3"] == "CKR_OK", (
+            shown,
+            recovered.stdout,
+        )
         served.wait_for_log("held out of service: 1 object(s) the other members have could not be copied")
         (foreign,) = client.find(session)  # the application destroys it: nothing left it cannot get
         client.ok("C_DestroyObject", session, foreign)

@@ -1,6 +1,7 @@
 """99 (help) marks the Luna-only choices in the menu itself (issue 11): '(16)*InitToken(ind)' where
 the loaded module lacks the Luna extension, '+' where it exports it; every other choice as CKDemo
 shows it, and the menu at start stays CKDemo's own."""
+
 from __future__ import annotations
 
 import re
@@ -51,8 +52,11 @@ def test_on_softhsm_the_luna_only_choices_are_marked_and_answer_not_supported(me
     assert "+" not in shown.values()  # SoftHSM exports no CA_ function
     # an unmarked choice works on the same module
     slot_list = out.split("Enter your choice : 14\n", 1)[1]
-    assert slot_list.split("Enter your choice", 1)[0].rstrip().endswith(
-        "Status: Doing great, no errors (CKR_OK)")
+    assert (
+        slot_list.split("Enter your choice", 1)[0]
+        .rstrip()
+        .endswith("Status: Doing great, no errors (CKR_OK)")
+    )
 
 
 class LunaLikeSlot:
@@ -89,7 +93,7 @@ def test_the_scripts_page_describes_99_as_the_menu_prints_it():
     """docs/SCRIPTS.md's paragraph on 99 quotes a marked row and the legend: both are on the 99
     screen of a module without Luna extensions, and the paragraph names both marks."""
     readme = (Path(__file__).parent.parent / "docs" / "SCRIPTS.md").read_text().replace("\n", " ")
-    paragraph = readme[readme.index("99 (help) prints it again"):].split("`).", 1)[0]
+    paragraph = readme[readme.index("99 (help) prints it again") :].split("`).", 1)[0]
     row = re.search(r"On SoftHSM2: `([^`]+)`", paragraph).group(1)
     legend = paragraph.rsplit("(`", 1)[1].split(", ...", 1)[0]
     screen = EchoScreen(["99", "0"])

@@ -1,6 +1,7 @@
 """The latency histogram every long run uses (ckdemo/histogram.py): its percentiles against the
 exact ones of the same samples, within the relative error it states, and a size that does not grow
 with the number of samples."""
+
 from __future__ import annotations
 
 import random
@@ -33,13 +34,18 @@ def test_the_stated_error_is_about_one_percent():
     assert 0.009 < RELATIVE_ERROR < 0.01
 
 
-@pytest.mark.parametrize("name, draw", [
-    ("lognormal around 50 us (a sign)", lambda rng: int(rng.lognormvariate(10.8, 0.6))),
-    ("two modes: 3 us calls, 40 ms failovers",
-     lambda rng: rng.choice((int(rng.gauss(3000, 300)), int(rng.gauss(4e7, 5e6))))),
-    ("uniform 1 us to 1 s", lambda rng: rng.randint(1000, 10 ** 9)),
-    ("heavy tail (pareto)", lambda rng: int(2000 * rng.paretovariate(1.2))),
-])
+@pytest.mark.parametrize(
+    "name, draw",
+    [
+        ("lognormal around 50 us (a sign)", lambda rng: int(rng.lognormvariate(10.8, 0.6))),
+        (
+            "two modes: 3 us calls, 40 ms failovers",
+            lambda rng: rng.choice((int(rng.gauss(3000, 300)), int(rng.gauss(4e7, 5e6)))),
+        ),
+        ("uniform 1 us to 1 s", lambda rng: rng.randint(1000, 10**9)),
+        ("heavy tail (pareto)", lambda rng: int(2000 * rng.paretovariate(1.2))),
+    ],
+)
 def test_percentiles_within_the_stated_error_of_the_exact_ones(name, draw):
     rng = random.Random(19)
     samples = [max(LOWEST_NS, min(HIGHEST_NS, draw(rng))) for _ in range(20_000)]
@@ -52,7 +58,7 @@ def test_percentiles_within_the_stated_error_of_the_exact_ones(name, draw):
 
 def test_bucket_edges_and_a_single_value():
     """Values on the edges of buckets (powers of the growth factor) and one lone sample."""
-    edges = [int(LOWEST_NS * 1.02 ** i) for i in range(0, 900, 7)]
+    edges = [int(LOWEST_NS * 1.02**i) for i in range(0, 900, 7)]
     histogram = histogram_of(edges)
     for p in PERCENTILES:
         assert within_error(histogram.percentile(p), exact(edges, p)), p
@@ -74,7 +80,7 @@ def test_the_size_does_not_grow_with_the_samples():
     small, large = histogram_of([5_000] * 10), LatencyHistogram()
     rng = random.Random(3)
     for _ in range(300_000):
-        large.record(rng.randint(LOWEST_NS, 10 ** 10))
+        large.record(rng.randint(LOWEST_NS, 10**10))
     assert large.size_bytes() == small.size_bytes() == BUCKETS * 8 < 16_384
     assert len(large.counts) == len(small.counts) == BUCKETS
 

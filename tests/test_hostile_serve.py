@@ -6,6 +6,7 @@ connection that made them, a mechanism parameter holding pointers, and resource 
 
 Each test starts its own `ckdemo serve` (test_serve.start_server) on one provisioned home.
 """
+
 from __future__ import annotations
 
 import importlib.machinery
@@ -50,9 +51,11 @@ def serve(hostile_home, ckdemo_bin, tmp_path):
     started = []
 
     def start(*options: str):
-        started.append(start_server(ckdemo_bin, hostile_home, tmp_path / "s.sock",
-                                    tmp_path / "serve.log", *options))
+        started.append(
+            start_server(ckdemo_bin, hostile_home, tmp_path / "s.sock", tmp_path / "serve.log", *options)
+        )
         return started[-1]
+
     yield start
     for served in started:
         _quiet(served)
@@ -74,8 +77,7 @@ def _quiet(served, timeout: float = 5) -> None:
 
 def assert_serving(served) -> None:
     """Alive, a new connection is answered, and nothing went wrong inside."""
-    assert served.process.poll() is None, \
-        f"serve died ({served.process.returncode}):\n{served.log()[-3000:]}"
+    assert served.process.poll() is None, f"serve died ({served.process.returncode}):\n{served.log()[-3000:]}"
     fresh = Client(served.socket)
     fresh.initialize()
     assert fresh.call("C_GetInfo").rv == CKR_OK
@@ -104,7 +106,7 @@ def _set(client, session, attribute) -> list:
 
 
 CRASHERS = {
-    **{f"find-{kind:#x}": (_find, (kind, b"x")) for kind in (0x80000000, 0x83, 0x220, 0x482, 0x62a)},
+    **{f"find-{kind:#x}": (_find, (kind, b"x")) for kind in (0x80000000, 0x83, 0x220, 0x482, 0x62A)},
     "find-unwrap-template": (_find, (CKA_UNWRAP_TEMPLATE, [(CKA_TOKEN, 0x78)])),
     "copy-vendor-type": (_copy, (0x80000000, b"x")),
     "create-empty-start-date": (_create, (CKA_START_DATE, b"")),
@@ -125,8 +127,10 @@ def test_a_frame_that_crashed_serve_natively_is_refused_or_done(serve, case):
             try:
                 reply = client.raw(request(name, *args))
             except (EOFError, OSError) as error:
-                pytest.fail(f"{name} {request(name, *args).hex()}: no reply ({error}); serve "
-                            f"{served.process.poll()}:\n{served.log()[-2000:]}")
+                pytest.fail(
+                    f"{name} {request(name, *args).hex()}: no reply ({error}); serve "
+                    f"{served.process.poll()}:\n{served.log()[-2000:]}"
+                )
             if name != "C_FindObjectsFinal":
                 assert reply.rv in REFUSALS, f"{name}: {ckr_name(reply.rv)}"
     assert_serving(served)
@@ -171,20 +175,29 @@ def test_session_objects_are_invisible_and_unusable_from_other_connections(serve
     a, b, c = (Client(served.socket) for _ in range(3))
     sa, sb, sc = a.open_session(HA_SLOT, USER_PIN), b.open_session(HA_SLOT, USER_PIN), c.open_session(HA_SLOT)
     tag = os.urandom(4).hex().encode()
-    public, private = a.ok("C_GenerateKeyPair", sa, CKM_RSA_PKCS_KEY_PAIR_GEN,
-                           [(CKA_TOKEN, 0), (CKA_MODULUS_BITS, 2048), (CKA_LABEL, b"a-pub-" + tag)],
-                           [(CKA_TOKEN, 0), (CKA_SIGN, 1), (CKA_PRIVATE, 1), (CKA_LABEL, b"a-priv-" + tag)])
+    public, private = a.ok(
+        "C_GenerateKeyPair",
+        sa,
+        CKM_RSA_PKCS_KEY_PAIR_GEN,
+        [(CKA_TOKEN, 0), (CKA_MODULUS_BITS, 2048), (CKA_LABEL, b"a-pub-" + tag)],
+        [(CKA_TOKEN, 0), (CKA_SIGN, 1), (CKA_PRIVATE, 1), (CKA_LABEL, b"a-priv-" + tag)],
+    )
     (data,) = a.ok("C_CreateObject", sa, PUBLIC_DATA + [(CKA_LABEL, b"a-data-" + tag)])
-    (token,) = a.ok("C_CreateObject", sa, [(CKA_CLASS, CKO_DATA), (CKA_TOKEN, 1), (CKA_PRIVATE, 1),
-                                           (CKA_LABEL, b"a-token-" + tag)])
+    (token,) = a.ok(
+        "C_CreateObject",
+        sa,
+        [(CKA_CLASS, CKO_DATA), (CKA_TOKEN, 1), (CKA_PRIVATE, 1), (CKA_LABEL, b"a-token-" + tag)],
+    )
     mine = {b"a-pub-" + tag, b"a-priv-" + tag, b"a-data-" + tag}
     try:
         visible = {}
         for other, session in ((b, sb), (c, sc)):
             visible[other] = set(other.find(session)) | set(
-                other.find(session, [(CKA_CLASS, CKO_PRIVATE_KEY)]))
-            assert not _labels(other, session, visible[other]) & mine, \
+                other.find(session, [(CKA_CLASS, CKO_PRIVATE_KEY)])
+            )
+            assert not _labels(other, session, visible[other]) & mine, (
                 "another connection finds A's session objects"
+            )
             assert not other.find(session, [(CKA_LABEL, b"a-data-" + tag)])
         assert b"a-token-" + tag in _labels(b, sb, b.find(sb, [(CKA_LABEL, b"a-token-" + tag)]))
         assert not c.find(sc, [(CKA_LABEL, b"a-token-" + tag)])  # private: not without a login
@@ -196,8 +209,9 @@ def test_session_objects_are_invisible_and_unusable_from_other_connections(serve
                 got = other.call("C_GetAttributeValue", session, handle, [(CKA_LABEL, 256)])
                 assert (got.call_id, got.rv) == (0, CKR_OBJECT_HANDLE_INVALID), f"read {handle}: {got}"
                 rv = other.call("C_SignInit", session, CKM_SHA256_RSA_PKCS, handle).rv
-                assert rv in (CKR_OBJECT_HANDLE_INVALID, CKR_KEY_HANDLE_INVALID), \
+                assert rv in (CKR_OBJECT_HANDLE_INVALID, CKR_KEY_HANDLE_INVALID), (
                     f"sign with {handle}: {ckr_name(rv)}"
+                )
                 rv = other.call("C_DestroyObject", session, handle).rv
                 assert rv == CKR_OBJECT_HANDLE_INVALID, f"destroy {handle}: {ckr_name(rv)}"
         assert {public, private, data} <= set(a.find(sa))
@@ -216,8 +230,9 @@ def test_a_mechanism_parameter_with_pointers_is_refused_not_followed(serve):
     served = serve()
     client = Client(served.socket)
     session = client.open_session(HA_SLOT, USER_PIN)
-    (key,) = client.ok("C_GenerateKey", session, CKM_AES_KEY_GEN,
-                       [(CKA_TOKEN, 0), (CKA_VALUE_LEN, 32), (CKA_ENCRYPT, 1)])
+    (key,) = client.ok(
+        "C_GenerateKey", session, CKM_AES_KEY_GEN, [(CKA_TOKEN, 0), (CKA_VALUE_LEN, 32), (CKA_ENCRYPT, 1)]
+    )
     anywhere = (0x4141414141414141).to_bytes(8, "big")
     params = b"".join((anywhere, u64(12), u64(96), anywhere, u64(16), u64(128)))  # 48 bytes
     try:

@@ -3,6 +3,7 @@ of member list or PIN, --force removes only what ckdemo recorded, PINs stored on
 and an init that fails (a full disk: RLIMIT_FSIZE makes writes fail with EFBIG) leaves the old
 state or nothing, with one line on stderr and exit status 2.
 """
+
 from __future__ import annotations
 
 import re
@@ -30,10 +31,18 @@ def state(home: Path) -> dict[str, bytes]:
 
 def init_limited(ckdemo_bin, home: Path, limit: int, *args: str) -> subprocess.CompletedProcess:
     """`ckdemo init` whose writes fail with EFBIG past `limit` bytes a file (a disk that is full)."""
+
     def limited() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
-    return subprocess.run([str(ckdemo_bin), "--home", str(home), "init", *args], preexec_fn=limited,
-                          capture_output=True, text=True, timeout=TIMEOUT_S, env=clean_env())
+
+    return subprocess.run(
+        [str(ckdemo_bin), "--home", str(home), "init", *args],
+        preexec_fn=limited,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        env=clean_env(),
+    )
 
 
 def one_line_error(done: subprocess.CompletedProcess, *words: str) -> None:
@@ -45,6 +54,7 @@ def one_line_error(done: subprocess.CompletedProcess, *words: str) -> None:
 
 
 # ---------------------------------------------------------------- an existing home
+
 
 def test_another_member_count_is_refused_without_force(run_ckdemo, provision, independent, tmp_path):
     home = provision(tmp_path / "home")
@@ -62,17 +72,19 @@ def test_another_member_count_is_refused_without_force(run_ckdemo, provision, in
 def test_another_pin_is_refused_without_force(run_ckdemo, provision, independent, tmp_path):
     home = provision(tmp_path / "home")
     before, config = tokens(independent, home), (home / "Chrystoki.conf").read_text()
-    one_line_error(run_ckdemo(home, "init", "--user-pin", "Other-user-1111"),
-                   "another user PIN", "--force")
-    one_line_error(run_ckdemo(home, "init", env={"CKDEMO_SO_PIN": "Other-so-2222"}),
-                   "another SO PIN")
+    one_line_error(run_ckdemo(home, "init", "--user-pin", "Other-user-1111"), "another user PIN", "--force")
+    one_line_error(run_ckdemo(home, "init", env={"CKDEMO_SO_PIN": "Other-so-2222"}), "another SO PIN")
     assert "Other-user-1111" not in (home / "Chrystoki.conf").read_text()
     assert (home / "Chrystoki.conf").read_text() == config
     assert tokens(independent, home) == before
     # the right PINs are accepted; the tokens still have them
     assert run_ckdemo(home, "init", "--user-pin", USER_PIN, "--so-pin", SO_PIN).returncode == 0
-    assert independent(home, "--token-label", "member1", "--login", "--pin", USER_PIN,
-                       "--list-objects").returncode == 0
+    assert (
+        independent(
+            home, "--token-label", "member1", "--login", "--pin", USER_PIN, "--list-objects"
+        ).returncode
+        == 0
+    )
 
 
 def test_force_removes_only_the_tokens_ckdemo_recorded(run_ckdemo, provision, independent, tmp_path):
@@ -96,13 +108,17 @@ def test_force_removes_only_the_tokens_ckdemo_recorded(run_ckdemo, provision, in
 
 # ---------------------------------------------------------------- which PINs are stored
 
+
 def test_default_pins_are_stored_other_pins_only_when_asked(run_ckdemo, provision, tmp_path):
     default = provision(tmp_path / "default")
     text = (default / "Chrystoki.conf").read_text()
     assert f"UserPIN = {USER_PIN};" in text and f"SOPIN = {SO_PIN};" in text
 
-    done = run_ckdemo(tmp_path / "custom", "init",
-                      env={"CKDEMO_USER_PIN": "Custom-user-3131", "CKDEMO_SO_PIN": "Custom-so-4141"})
+    done = run_ckdemo(
+        tmp_path / "custom",
+        "init",
+        env={"CKDEMO_USER_PIN": "Custom-user-3131", "CKDEMO_SO_PIN": "Custom-so-4141"},
+    )
     assert done.returncode == 0, done.stderr
     text = (tmp_path / "custom" / "Chrystoki.conf").read_text()
     assert "Custom-" not in text and "UserPIN" not in text and "SOPIN" not in text
@@ -111,13 +127,18 @@ def test_default_pins_are_stored_other_pins_only_when_asked(run_ckdemo, provisio
     missing = run_ckdemo(tmp_path / "custom", "run", "-", input=script)
     assert missing.returncode == 2
     assert "${CKDEMO_USER_PIN} is not set (export CKDEMO_USER_PIN=...)" in missing.stdout + missing.stderr
-    given = run_ckdemo(tmp_path / "custom", "run", "-", input=script,
-                       env={"CKDEMO_USER_PIN": "Custom-user-3131"})
+    given = run_ckdemo(
+        tmp_path / "custom", "run", "-", input=script, env={"CKDEMO_USER_PIN": "Custom-user-3131"}
+    )
     assert given.returncode == 0, given.stdout
     assert "Logged in as Crypto User" in given.stdout and "Custom-user-3131" not in given.stdout
 
-    stored = run_ckdemo(tmp_path / "stored", "init", "--store-pins",
-                        env={"CKDEMO_USER_PIN": "Custom-user-3131", "CKDEMO_SO_PIN": "Custom-so-4141"})
+    stored = run_ckdemo(
+        tmp_path / "stored",
+        "init",
+        "--store-pins",
+        env={"CKDEMO_USER_PIN": "Custom-user-3131", "CKDEMO_SO_PIN": "Custom-so-4141"},
+    )
     assert stored.returncode == 0, stored.stderr
     text = (tmp_path / "stored" / "Chrystoki.conf").read_text()
     assert "UserPIN = Custom-user-3131;" in text and "SOPIN = Custom-so-4141;" in text
@@ -128,6 +149,7 @@ def test_default_pins_are_stored_other_pins_only_when_asked(run_ckdemo, provisio
 
 
 # ---------------------------------------------------------------- all or nothing
+
 
 @pytest.mark.parametrize("limit", [1, 150, 400])
 def test_a_failed_init_on_a_new_home_leaves_nothing(ckdemo_bin, tmp_path, limit):
@@ -145,5 +167,9 @@ def test_a_failed_init_force_keeps_the_old_state(ckdemo_bin, provision, independ
     one_line_error(done, "init failed, nothing changed")
     assert tokens(independent, home) == before
     assert state(home) == files  # every file, token files included, as it was; no staging left
-    assert independent(home, "--token-label", "member3", "--login", "--pin", USER_PIN,
-                       "--list-objects").returncode == 0
+    assert (
+        independent(
+            home, "--token-label", "member3", "--login", "--pin", USER_PIN, "--list-objects"
+        ).returncode
+        == 0
+    )

@@ -1,4 +1,5 @@
 """The state-folder lock and member-server leases, between real processes (fcntl.flock)."""
+
 from __future__ import annotations
 
 import signal
@@ -10,8 +11,7 @@ import time
 import pytest
 
 from ckdemo.codes import CKR_FUNCTION_FAILED, CKRError
-from ckdemo.interprocess import (Lease, LockTimeout, state_lock, state_lock_held,
-                                 state_lock_path)
+from ckdemo.interprocess import Lease, LockTimeout, state_lock, state_lock_held, state_lock_path
 
 HOLD = """
 import sys, time
@@ -36,8 +36,12 @@ def holder(tmp_path):
     started = []
 
     def start(what: str) -> subprocess.Popen:
-        process = subprocess.Popen([sys.executable, "-c", HOLD, str(tmp_path / "home"), what],
-                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        process = subprocess.Popen(
+            [sys.executable, "-c", HOLD, str(tmp_path / "home"), what],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
         started.append(process)
         assert process.stdout.readline().strip() == "held"
         return process

@@ -2,6 +2,7 @@
 on a fresh home, gets one SIGINT once its progress shows work under way, and must end with exit
 130, the figures so far (JSON marked "interrupted"), and nothing of the run left on the member
 tokens, as pkcs11-tool reads them straight from SoftHSM2, outside ckdemo."""
+
 from __future__ import annotations
 
 import json
@@ -60,8 +61,23 @@ def measuring(screen: str) -> bool:
 def test_bench(fresh_home, ckdemo_bin, independent, as_json):
     home, before = fresh_home
     code, chunks, out = on_a_terminal_until(
-        [str(ckdemo_bin), "--home", str(home), "bench", "--op", "rsa-sign", "--slot", "both",
-         "--seconds", "60", "--threads", "2"] + (["--json"] if as_json else []), measuring)
+        [
+            str(ckdemo_bin),
+            "--home",
+            str(home),
+            "bench",
+            "--op",
+            "rsa-sign",
+            "--slot",
+            "both",
+            "--seconds",
+            "60",
+            "--threads",
+            "2",
+        ]
+        + (["--json"] if as_json else []),
+        measuring,
+    )
     screen = "".join(text for _, text in chunks)
     assert code == INTERRUPTED, (out, screen)
     no_traceback(out, screen)
@@ -75,7 +91,9 @@ def test_bench(fresh_home, ckdemo_bin, independent, as_json):
     else:
         row = next(line.split() for line in out.splitlines() if line.startswith("direct"))
         assert int(row[3]) > 0  # ops so far
-        assert re.search(r"^interrupted after [\d.]+ s of measuring: the figures so far", out, re.MULTILINE), out
+        assert re.search(
+            r"^interrupted after [\d.]+ s of measuring: the figures so far", out, re.MULTILINE
+        ), out
     assert member_objects(independent, home) == before
 
 
@@ -88,8 +106,19 @@ def test_soak(fresh_home, ckdemo_bin, independent):
         return re.search(r"kills [1-9].*ops [1-9]", screen) is not None
 
     code, chunks, out = on_a_terminal_until(
-        [str(ckdemo_bin), "--home", str(home), "soak", "--seconds", "120", "--kill-every", "0.5,0.8",
-         "--json"], killed_once)
+        [
+            str(ckdemo_bin),
+            "--home",
+            str(home),
+            "soak",
+            "--seconds",
+            "120",
+            "--kill-every",
+            "0.5,0.8",
+            "--json",
+        ],
+        killed_once,
+    )
     screen = "".join(text for _, text in chunks)
     assert code == INTERRUPTED, (out, screen)
     no_traceback(out, screen)
@@ -112,7 +141,8 @@ def test_bench_serve(fresh_home, ckdemo_bin, independent):
     home, before = fresh_home
     code, chunks, out = on_a_terminal_until(
         [str(ckdemo_bin), "--home", str(home), "bench-serve", "--seconds", "0.9", "--rounds", "3"],
-        lambda screen: "round 2/3" in screen)
+        lambda screen: "round 2/3" in screen,
+    )
     screen = "".join(text for _, text in chunks)
     assert code == INTERRUPTED, (out, screen)
     no_traceback(out, screen)

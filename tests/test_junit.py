@@ -3,6 +3,7 @@
 Names survive editing the script (choice, title, ordinal; no line number), the suite says when and
 where it ran and how long it took (sleeps included), the steps a failure kept from running are
 skipped test cases, and each case carries its step's transcript, PINs masked."""
+
 from __future__ import annotations
 
 import copy
@@ -49,8 +50,7 @@ LOGINS = """\
 def replay(run_ckdemo, home, tmp_path, script: str, *options: str, env=None):
     """(completed run, the suite junitparser read from the report, the report's text)."""
     report = tmp_path / "report.xml"
-    done = run_ckdemo(home, "run", "--junit", str(report), *options, "-", input=dedent(script),
-                      env=env)
+    done = run_ckdemo(home, "run", "--junit", str(report), *options, "-", input=dedent(script), env=env)
     no_traceback(done.stdout, done.stderr)
     return done, read_suite(report), report.read_text()
 
@@ -71,8 +71,14 @@ def counts_agree(suite: TestSuite) -> None:
 def test_names_survive_editing_the_script(run_ckdemo, shared_home, tmp_path):
     _, suite, _ = replay(run_ckdemo, shared_home, tmp_path, LOGINS)
     names = [case.name for case in suite]
-    assert names == ["1 Open Session #1", "3 Login #1", "3 Login #2", "14 Get Slot List #1",
-                     "12 Token Info #1", "4 Logout #1"]
+    assert names == [
+        "1 Open Session #1",
+        "3 Login #1",
+        "3 Login #2",
+        "14 Get Slot List #1",
+        "12 Token Info #1",
+        "4 Logout #1",
+    ]
     # the same steps after an edit: comments, blank lines and a directive move every line
     edited = "# edited: a header\n\n@sleep 0\n" + LOGINS.replace("    14\n", "    # the list\n\n    14\n")
     _, again, _ = replay(run_ckdemo, shared_home, tmp_path, edited)
@@ -102,9 +108,14 @@ def test_steps_after_a_failure_are_skipped_cases(run_ckdemo, shared_home, tmp_pa
     cases = list(suite)
     # 4 Logout follows 12's answers with no comment between: a step of its own all the same
     # (12 Token Info usually reads one answer, menu.table.USUAL_ANSWERS)
-    assert [case.name for case in cases] == ["1 Open Session #1", "3 Login #1", "3 Login #2",
-                                             "14 Get Slot List #1", "12 Token Info #1",
-                                             "4 Logout #1"]
+    assert [case.name for case in cases] == [
+        "1 Open Session #1",
+        "3 Login #1",
+        "3 Login #2",
+        "14 Get Slot List #1",
+        "12 Token Info #1",
+        "4 Logout #1",
+    ]
     assert [type(r) for r in cases[1].result] == [Failure]
     assert cases[0].is_passed and not cases[1].is_passed
     assert all(case.is_skipped for case in cases[2:])
@@ -143,8 +154,7 @@ def test_a_pin_from_the_environment_never_reaches_the_report(run_ckdemo, shared_
     """A PIN of 9 characters given as CKDEMO_USER_PIN: wrong for the token, masked everywhere,
     also where the failing step's output and the skipped step's lines show it."""
     script = "1\n${MEMBER_SLOT_1}\ny\n3\n${LAST_SESSION}\n1\n${CKDEMO_USER_PIN}\n\n3\n${LAST_SESSION}\n1\n${CKDEMO_USER_PIN}\n0\n"
-    done, suite, xml = replay(run_ckdemo, shared_home, tmp_path, script,
-                              env={"CKDEMO_USER_PIN": "Qa-9911-x"})
+    done, suite, xml = replay(run_ckdemo, shared_home, tmp_path, script, env={"CKDEMO_USER_PIN": "Qa-9911-x"})
     assert done.returncode == 1
     assert [case.name for case in suite] == ["1 Open Session #1", "3 Login #1", "3 Login #2"]
     assert list(suite)[2].is_skipped
@@ -162,8 +172,10 @@ def test_a_terminal_escape_in_output_still_parses(run_ckdemo, shared_home, tmp_p
 
 # ---------------------------------------------------------------- the plan of what did not run
 
+
 def test_remaining_steps_use_what_the_run_learned_and_paragraphs_otherwise():
-    lines = parse(dedent("""\
+    lines = parse(
+        dedent("""\
         4
         ${LAST_SESSION}
         2
@@ -175,19 +187,26 @@ def test_remaining_steps_use_what_the_run_learned_and_paragraphs_otherwise():
         99
         14
         0
-        """))
+        """)
+    )
     learned = {4: 1, 2: 1}  # Logout and Close Session each read one answer when they ran
     planned = [(n, [line.text for line in own]) for n, own in remaining_steps(lines, learned)]
-    assert planned == [(4, ["4", "${LAST_SESSION}"]), (2, ["2", "${LAST_SESSION}"]),
-                       (12, ["12", "1"]), (14, ["14"])]  # 99 (help) is no step, 0 quits
+    assert planned == [
+        (4, ["4", "${LAST_SESSION}"]),
+        (2, ["2", "${LAST_SESSION}"]),
+        (12, ["12", "1"]),
+        (14, ["14"]),
+    ]  # 99 (help) is no step, 0 quits
     # without what the run learned, the menu's usual answer counts split them the same way
     usual = [(n, [line.text for line in own]) for n, own in remaining_steps(lines, {})]
     assert usual == planned
     # a choice with no usual count (97 Set App ID) is split at paragraphs: a choice right
     # after its answers is read as one more answer; it is not lost, it shows among its lines
     varied = parse("97\n1\n2\n${LAST_SESSION}\n# next\n14\n0\n")
-    assert [(n, [line.text for line in own]) for n, own in remaining_steps(varied, {})] == \
-        [(97, ["97", "1", "2", "${LAST_SESSION}"]), (14, ["14"])]
+    assert [(n, [line.text for line in own]) for n, own in remaining_steps(varied, {})] == [
+        (97, ["97", "1", "2", "${LAST_SESSION}"]),
+        (14, ["14"]),
+    ]
 
 
 def is_menu_choice(case_name: str) -> bool:
@@ -205,10 +224,12 @@ def test_the_plan_of_a_shipped_script_is_the_run_of_it(run_ckdemo, home, tmp_pat
     its menu entry usually reads) splits every shipped script into the very steps a full run
     makes: the same choices in the same order, nothing merged, nothing invented."""
     from ckdemo.replay.shipped import find
+
     done = run_ckdemo(home, "run", "--keep-going", "--junit", str(tmp_path / "full.xml"), name)
     assert done.returncode == 0, done.stdout[-2000:]
-    ran = [int(case.name.split()[0]) for case in read_suite(tmp_path / "full.xml")
-           if is_menu_choice(case.name)]
+    ran = [
+        int(case.name.split()[0]) for case in read_suite(tmp_path / "full.xml") if is_menu_choice(case.name)
+    ]
     planned = [n for n, _ in remaining_steps(parse(find(name).read_text()), {})]
     assert planned == ran
 
@@ -220,18 +241,24 @@ def test_a_shipped_script_stopped_at_its_first_step(run_ckdemo, shared_home, tmp
     done = run_ckdemo(shared_home, "run", "--keep-going", "--junit", str(tmp_path / "all.xml"), name)
     full = read_suite(tmp_path / "all.xml")
     assert done.returncode == 0, done.stdout
-    stopped = run_ckdemo(shared_home, "run", "--junit", str(tmp_path / "stopped.xml"), name,
-                         env={"CKDEMO_USER_PIN": "not-the-pin"})
+    stopped = run_ckdemo(
+        shared_home,
+        "run",
+        "--junit",
+        str(tmp_path / "stopped.xml"),
+        name,
+        env={"CKDEMO_USER_PIN": "not-the-pin"},
+    )
     suite = read_suite(tmp_path / "stopped.xml")
     assert stopped.returncode == 1
     counts_agree(suite)
     assert suite.failures == 1 and suite.skipped > 0
     ran = [case.name for case in suite if not case.is_skipped]
     all_names = [case.name for case in full]
-    assert ran == all_names[:len(ran)]
+    assert ran == all_names[: len(ran)]
     skipped = [case.name for case in suite if case.is_skipped]
-    assert set(skipped) <= set(all_names[len(ran):])  # none invented
+    assert set(skipped) <= set(all_names[len(ran) :])  # none invented
     # every choice the full run made after the stop is a skipped case of its own (an input that
     # is no menu number, as negative-cases types on purpose, is not a choice to plan)
-    assert skipped == [n for n in all_names[len(ran):] if is_menu_choice(n)]
+    assert skipped == [n for n in all_names[len(ran) :] if is_menu_choice(n)]
     assert_pins_hidden(open(tmp_path / "stopped.xml").read(), "not-the-pin")

@@ -5,6 +5,7 @@ Each test types a script into `ckdemo --home H run -` on a fresh home: after Ope
 Login, SoftHSM2 numbers the session 1 and the known keys (65) 2-7 in this order:
 AES 2, HMAC 3, RSA public 4 / private 5, EC public 6 / private 7.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -14,8 +15,12 @@ from pathlib import Path
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, padding, rsa, utils
-from cryptography.hazmat.primitives.keywrap import (aes_key_unwrap, aes_key_unwrap_with_padding,
-                                                    aes_key_wrap, aes_key_wrap_with_padding)
+from cryptography.hazmat.primitives.keywrap import (
+    aes_key_unwrap,
+    aes_key_unwrap_with_padding,
+    aes_key_wrap,
+    aes_key_wrap_with_padding,
+)
 
 from ckdemo import known_keys as kk
 from conftest import USER_PIN, requires_softhsm
@@ -31,8 +36,9 @@ n = lambda data: int.from_bytes(data, "big")  # noqa: E731
 
 def rsa_key() -> rsa.RSAPrivateKey:
     public = rsa.RSAPublicNumbers(n(kk.RSA_PUBLIC_EXPONENT), n(kk.RSA_N))
-    return rsa.RSAPrivateNumbers(n(kk.RSA_P), n(kk.RSA_Q), n(kk.RSA_D), n(kk.RSA_DP), n(kk.RSA_DQ),
-                                 n(kk.RSA_QINV), public).private_key()
+    return rsa.RSAPrivateNumbers(
+        n(kk.RSA_P), n(kk.RSA_Q), n(kk.RSA_D), n(kk.RSA_DP), n(kk.RSA_DQ), n(kk.RSA_QINV), public
+    ).private_key()
 
 
 def ec_key() -> ec.EllipticCurvePrivateKey:
@@ -41,25 +47,29 @@ def ec_key() -> ec.EllipticCurvePrivateKey:
 
 # ---------------------------------------------------------------- the constants themselves
 
+
 def test_known_key_constants_agree_with_cryptography():
     key = rsa_key()  # cryptography checks p*q = n and the CRT values while loading
     assert key.key_size == 2048
-    key.public_key().verify(kk.RSA_SHA256_SIGNATURE, kk.SIGNED_MESSAGE, padding.PKCS1v15(),
-                            hashes.SHA256())
+    key.public_key().verify(kk.RSA_SHA256_SIGNATURE, kk.SIGNED_MESSAGE, padding.PKCS1v15(), hashes.SHA256())
     point = ec_key().public_key().public_numbers()
     assert kk.EC_POINT_RAW == b"\x04" + point.x.to_bytes(32, "big") + point.y.to_bytes(32, "big")
     r, s = n(kk.ECDSA_SIGNATURE[:32]), n(kk.ECDSA_SIGNATURE[32:])
-    ec_key().public_key().verify(utils.encode_dss_signature(r, s), kk.SIGNED_MESSAGE,
-                                 ec.ECDSA(hashes.SHA256()))
+    ec_key().public_key().verify(
+        utils.encode_dss_signature(r, s), kk.SIGNED_MESSAGE, ec.ECDSA(hashes.SHA256())
+    )
     assert hmac.new(kk.HMAC_VALUE, kk.SIGNED_MESSAGE, hashlib.sha256).digest() == kk.HMAC_SHA256_OF_MESSAGE
-    assert hmac.new(kk.RFC4231_TC6_KEY, kk.RFC4231_TC6_DATA, hashlib.sha256).digest() \
+    assert (
+        hmac.new(kk.RFC4231_TC6_KEY, kk.RFC4231_TC6_DATA, hashlib.sha256).digest()
         == kk.RFC4231_TC6_HMAC_SHA256
+    )
     for name, _, digest in kk.DIGESTS:
         assert hashlib.new(name.replace("-", "").lower(), kk.ABC).digest() == digest
 
 
 def test_aes_vectors_agree_with_cryptography():
     from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
+
     ecb = Cipher(algorithms.AES(kk.AES256_VALUE), modes.ECB()).encryptor()
     assert ecb.update(kk.AES_ECB_PLAINTEXT) + ecb.finalize() == kk.AES_ECB_CIPHERTEXT
     cbc = Cipher(algorithms.AES(kk.AES_CBC_KEY), modes.CBC(kk.AES_CBC_IV)).encryptor()
@@ -69,6 +79,7 @@ def test_aes_vectors_agree_with_cryptography():
 def test_curve_parameters_agree_with_python_pkcs11_and_the_p256_domain():
     from asn1crypto.keys import ECDomainParameters
     from pkcs11.util.ec import encode_named_curve_parameters
+
     for name, oid, der in kk.NAMED_CURVES:
         assert encode_named_curve_parameters(oid) == der, name
     assert kk.P256_PARAMS == kk.NAMED_CURVES[0][2]
@@ -78,7 +89,7 @@ def test_curve_parameters_agree_with_python_pkcs11_and_the_p256_domain():
     assert p == 2**256 - 2**224 + 2**192 + 2**96 - 1
     generator = ec.derive_private_key(1, ec.SECP256R1()).public_key().public_numbers()
     assert explicit["base"] == b"\x04" + generator.x.to_bytes(32, "big") + generator.y.to_bytes(32, "big")
-    assert (generator.y ** 2 - generator.x ** 3 - a * generator.x - b) % p == 0
+    assert (generator.y**2 - generator.x**3 - a * generator.x - b) % p == 0
     # the order: n * G is the point at infinity, so (n - 1) * G = -G
     minus_g = ec.derive_private_key(explicit["order"] - 1, ec.SECP256R1()).public_key().public_numbers()
     assert (minus_g.x, minus_g.y) == (generator.x, p - generator.y)
@@ -96,11 +107,13 @@ def test_docs_list_the_same_keys():
 
 def test_runtime_code_needs_no_cryptography():
     from test_layers import PACKAGE, imports_of, sources
+
     assert [str(p) for p in sources() if any(i.startswith("cryptography") for i in imports_of(p))] == []
     assert (PACKAGE / "known_keys.py").exists()
 
 
 # ---------------------------------------------------------------- 65 Create known keys
+
 
 def test_known_keys_on_the_token_read_back_by_pkcs11_tool(menu, home, independent):
     code, out = menu(home, LOGIN + "65\n1\ny\n65\n1\ny\n0\n")
@@ -108,48 +121,65 @@ def test_known_keys_on_the_token_read_back_by_pkcs11_tool(menu, home, independen
     first, second = out.split("Token objects? [Y/n] : y", 2)[1:]
     assert first.count("created") == 6 and "already there" not in first
     assert second.count("already there") == 6  # fixed values: one copy each is enough
-    listed = independent(home, "--token-label", "member1", "--login", "--pin", USER_PIN,
-                         "--list-objects").stdout
+    listed = independent(
+        home, "--token-label", "member1", "--login", "--pin", USER_PIN, "--list-objects"
+    ).stdout
     for key in kk.KNOWN_KEYS:
-        assert listed.count(f'label:      {key.label}') == len(key.objects), listed
+        assert listed.count(f"label:      {key.label}") == len(key.objects), listed
     # the secret parts stay sensitive: the value cannot be read back
     assert "ckdemo-known-aes256" in listed
-    read = independent(home, "--token-label", "member1", "--login", "--pin", USER_PIN,
-                       "--read-object", "--type", "secrkey", "--label", "ckdemo-known-aes256")
+    read = independent(
+        home,
+        "--token-label",
+        "member1",
+        "--login",
+        "--pin",
+        USER_PIN,
+        "--read-object",
+        "--type",
+        "secrkey",
+        "--label",
+        "ckdemo-known-aes256",
+    )
     assert read.returncode != 0
 
 
 # ---------------------------------------------------------------- 60 Wrap key
 
+
 def test_wrapped_keys_unwrap_with_cryptography(menu, home, tmp_path):
     files = {name: tmp_path / f"{name}.wrap" for name in ("kw", "kwp", "oaep", "rsa")}
-    code, out = menu(home, KNOWN + f"""\
+    code, out = menu(
+        home,
+        KNOWN
+        + f"""\
         60
         1
         {AES}
         {AES}
         1
-        {files['kw']}
+        {files["kw"]}
         60
         1
         {AES}
         {HMAC}
         2
-        {files['kwp']}
+        {files["kwp"]}
         60
         1
         {RSA_PUB}
         {AES}
         3
-        {files['oaep']}
+        {files["oaep"]}
         60
         1
         {AES}
         {RSA_PRIV}
         2
-        {files['rsa']}
+        {files["rsa"]}
         0
-        """)
+        """,
+    )
     assert code == 0, out
     assert statuses(out) == [OK] * 7
     kw, kwp = files["kw"].read_bytes(), files["kwp"].read_bytes()
@@ -161,8 +191,10 @@ def test_wrapped_keys_unwrap_with_cryptography(menu, home, tmp_path):
     # SoftHSM2 zero-pads the PKCS#8 to a multiple of 8 even for _PAD (docs/KNOWN_KEYS.md)
     der_length = 4 + int.from_bytes(pkcs8[2:4], "big")  # SEQUENCE, long form, 2 length bytes
     assert pkcs8[:2] == b"\x30\x82" and set(pkcs8[der_length:]) <= {0} and len(pkcs8) % 8 == 0
-    assert serialization.load_der_private_key(pkcs8[:der_length], None).private_numbers() \
+    assert (
+        serialization.load_der_private_key(pkcs8[:der_length], None).private_numbers()
         == rsa_key().private_numbers()
+    )
     # the screen shows what the file holds
     assert kw.hex() in out and kwp.hex() in out
     assert f"Key {AES} wrapped with key {AES} (CKM_AES_KEY_WRAP): 40 bytes written to {files['kw']}" in out
@@ -170,7 +202,10 @@ def test_wrapped_keys_unwrap_with_cryptography(menu, home, tmp_path):
 
 def test_wrap_failures_leave_no_file(menu, home, tmp_path):
     target = tmp_path / "out.wrap"
-    code, out = menu(home, KNOWN + f"""\
+    code, out = menu(
+        home,
+        KNOWN
+        + f"""\
         # an unknown key handle
         60
         1
@@ -204,7 +239,8 @@ def test_wrap_failures_leave_no_file(menu, home, tmp_path):
         {tmp_path}/missing/out.wrap
         @expect BAD_INPUT
         0
-        """)
+        """,
+    )
     assert code == 0, out
     assert "Wrap key: no object with handle 99 in session 1" in out
     assert "Status: C_WrapKey returned error. (CKR_WRAPPING_KEY_TYPE_INCONSISTENT 0x00000115)" in out
@@ -215,17 +251,22 @@ def test_wrap_failures_leave_no_file(menu, home, tmp_path):
 
 # ---------------------------------------------------------------- 61 Unwrap key
 
+
 def test_unwrap_keys_wrapped_by_cryptography(menu, home, tmp_path):
     """Keys wrapped outside the HSM come in and work: HMAC gives hashlib's MAC, the RSA private
     key signs what cryptography verifies with its own copy of the public key."""
     secret = b"an HMAC key wrapped by cryptography"[:32]
     (tmp_path / "hmac.wrap").write_bytes(aes_key_wrap_with_padding(kk.AES256_VALUE, secret))
     private = rsa.generate_private_key(65537, 2048)
-    pkcs8 = private.private_bytes(serialization.Encoding.DER, serialization.PrivateFormat.PKCS8,
-                                  serialization.NoEncryption())
+    pkcs8 = private.private_bytes(
+        serialization.Encoding.DER, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
     (tmp_path / "rsa.wrap").write_bytes(aes_key_wrap_with_padding(kk.AES256_VALUE, pkcs8))
     (tmp_path / "aes.wrap").write_bytes(aes_key_wrap(kk.AES256_VALUE, bytes(range(100, 132))))
-    code, out = menu(home, KNOWN + f"""\
+    code, out = menu(
+        home,
+        KNOWN
+        + f"""\
         61
         1
         {AES}
@@ -266,22 +307,25 @@ def test_unwrap_keys_wrapped_by_cryptography(menu, home, tmp_path):
         outside-aes
         y
         0
-        """)
+        """,
+    )
     assert code == 0, out
     assert "Unwrapped secret key, type Generic secret (CKM_AES_KEY_WRAP_PAD, session object): handle 8" in out
     assert "Unwrapped private key, type RSA (CKM_AES_KEY_WRAP_PAD, session object): handle 9" in out
     assert "Unwrapped secret key, type AES (CKM_AES_KEY_WRAP, token object): handle 10" in out
     signatures = re.findall(r"^Signature \(\d+ bytes, \S+\):\n([0-9a-f]+)$", out, re.MULTILINE)
     assert signatures[0] == hmac.new(secret, b"message", hashlib.sha256).hexdigest()
-    private.public_key().verify(bytes.fromhex(signatures[1]), b"message", padding.PKCS1v15(),
-                                hashes.SHA256())
+    private.public_key().verify(bytes.fromhex(signatures[1]), b"message", padding.PKCS1v15(), hashes.SHA256())
 
 
 def test_unwrap_failures(menu, home, tmp_path):
     (tmp_path / "empty.wrap").write_bytes(b"")
     good = aes_key_wrap(kk.AES256_VALUE, bytes(32))
     (tmp_path / "corrupt.wrap").write_bytes(good[:-1] + bytes([good[-1] ^ 1]))
-    code, out = menu(home, KNOWN + f"""\
+    code, out = menu(
+        home,
+        KNOWN
+        + f"""\
         # a file that is not there
         61
         1
@@ -328,7 +372,8 @@ def test_unwrap_failures(menu, home, tmp_path):
         n
         @expect CKR_OBJECT_HANDLE_INVALID
         0
-        """)
+        """,
+    )
     assert code == 0, out
     assert f"Cannot read {tmp_path}/missing.wrap: no such file." in out
     assert f"Invalid input: {tmp_path}/empty.wrap is empty." in out
@@ -338,15 +383,20 @@ def test_unwrap_failures(menu, home, tmp_path):
 
 # ---------------------------------------------------------------- 63 Derive Key
 
+
 def test_ecdh_agrees_both_ways_and_with_cryptography(menu, home, tmp_path):
     """A = the known EC key, B = a key pair generated on the token (45), C = made by cryptography.
     A priv + B pub and B priv + A pub give one key; A priv + C pub gives what C priv + A pub
     gives in cryptography. Each derived AES key leaves wrapped under the known AES key."""
     peer = ec.generate_private_key(ec.SECP256R1())
-    c_point = peer.public_key().public_bytes(serialization.Encoding.X962,
-                                             serialization.PublicFormat.UncompressedPoint)
+    c_point = peer.public_key().public_bytes(
+        serialization.Encoding.X962, serialization.PublicFormat.UncompressedPoint
+    )
     wraps = [tmp_path / f"{name}.wrap" for name in ("ab", "ba", "ac")]
-    code, out = menu(home, KNOWN + f"""\
+    code, out = menu(
+        home,
+        KNOWN
+        + f"""\
         45
         1
         4
@@ -394,7 +444,8 @@ def test_ecdh_agrees_both_ways_and_with_cryptography(menu, home, tmp_path):
         1
         {wraps[2]}
         0
-        """)
+        """,
+    )
     assert code == 0, out
     assert "Generated EC P-256 key pair: public key handle 8, private key handle 9" in out
     for handle in (10, 11, 12):
@@ -405,7 +456,10 @@ def test_ecdh_agrees_both_ways_and_with_cryptography(menu, home, tmp_path):
 
 
 def test_derive_failures(menu, home):
-    code, out = menu(home, KNOWN + f"""\
+    code, out = menu(
+        home,
+        KNOWN
+        + f"""\
         # an AES key is no ECDH base key
         63
         1
@@ -449,7 +503,8 @@ def test_derive_failures(menu, home):
         n
         @expect CKR_GENERAL_ERROR
         0
-        """)
+        """,
+    )
     assert code == 0, out
     assert f"Derive Key: key {AES} has CKA_DERIVE=FALSE (checked by ckdemo before the call)" in out
     assert f"Derive Key: object {AES} has no CKA_EC_POINT (not an EC public key)" in out
@@ -458,8 +513,12 @@ def test_derive_failures(menu, home):
 
 # ---------------------------------------------------------------- 64 PBE Key Gen
 
+
 def test_pbe_shows_the_modules_own_mechanism_invalid(menu, home):
-    code, out = menu(home, LOGIN + """\
+    code, out = menu(
+        home,
+        LOGIN
+        + """\
         64
         1
         Not-Shown-Passw0rd
@@ -468,7 +527,8 @@ def test_pbe_shows_the_modules_own_mechanism_invalid(menu, home):
         pbe-key
         @expect CKR_MECHANISM_INVALID
         0
-        """)
+        """,
+    )
     assert code == 0, out
     assert "CKM_PKCS5_PBKD2 is not in this slot's mechanism list" in out
     assert "PBE Key Gen: the module has no PBE mechanism (CKM_PKCS5_PBKD2)" in out
@@ -477,7 +537,10 @@ def test_pbe_shows_the_modules_own_mechanism_invalid(menu, home):
 
 
 def test_pbe_bad_input(menu, home):
-    code, out = menu(home, LOGIN + """\
+    code, out = menu(
+        home,
+        LOGIN
+        + """\
         64
         1
         pw
@@ -490,7 +553,8 @@ def test_pbe_bad_input(menu, home):
         0
         @expect BAD_INPUT
         0
-        """)
+        """,
+    )
     assert code == 0, out
     assert "Invalid input: the salt is not valid hex." in out
     assert "Invalid input (0): choose 1-10000000." in out
@@ -498,8 +562,12 @@ def test_pbe_bad_input(menu, home):
 
 # ---------------------------------------------------------------- 66 Seed RNG
 
+
 def test_seed_rng_text_and_hex(menu, home):
-    code, out = menu(home, LOGIN + """\
+    code, out = menu(
+        home,
+        LOGIN
+        + """\
         66
         1
         some seed text
@@ -515,7 +583,8 @@ def test_seed_rng_text_and_hex(menu, home):
         0xabc
         @expect BAD_INPUT
         0
-        """)
+        """,
+    )
     assert code == 0, out
     assert "RNG seeded with 14 bytes" in out and "RNG seeded with 4 bytes" in out
     assert "Invalid input: an empty seed." in out
@@ -524,8 +593,12 @@ def test_seed_rng_text_and_hex(menu, home):
 
 # ---------------------------------------------------------------- 67 EC User Defined Curves
 
+
 def test_ec_curves_table_and_explicit_parameters(menu, home):
-    code, out = menu(home, LOGIN + """\
+    code, out = menu(
+        home,
+        LOGIN
+        + """\
         67
         1
         y
@@ -533,15 +606,20 @@ def test_ec_curves_table_and_explicit_parameters(menu, home):
         1
         .
         0
-        """)
+        """,
+    )
     assert code == 0, out
     for name, oid, _ in kk.NAMED_CURVES:
         assert re.search(rf"^{name}\s+{re.escape(oid)}\s+accepted$", out, re.MULTILINE), name
     assert f"{len(kk.NAMED_CURVES)} of {len(kk.NAMED_CURVES)} named curves accepted" in out
-    assert "CKM_EC_KEY_PAIR_GEN has no CKF_EC_ECPARAMETERS: the module does not support " \
-           "user-defined curves (explicit EC parameters)." in out
-    assert "P-256 as explicit parameters: accepted, although the module does not advertise " \
-           "CKF_EC_ECPARAMETERS." in out
+    assert (
+        "CKM_EC_KEY_PAIR_GEN has no CKF_EC_ECPARAMETERS: the module does not support "
+        "user-defined curves (explicit EC parameters)." in out
+    )
+    assert (
+        "P-256 as explicit parameters: accepted, although the module does not advertise "
+        "CKF_EC_ECPARAMETERS." in out
+    )
     # every probe key pair was destroyed again: only the HA group's domain keys are left
     assert f"{DOMAIN_KEYS} object(s) found." in out
 
@@ -552,6 +630,7 @@ class CurveSession:
 
     def probe_ec_curve(self, params: bytes) -> None:
         from ckdemo.codes import CKR_CURVE_NOT_SUPPORTED, CKRError
+
         self.tried.append(params)
         if params in self.refuse:
             raise CKRError(CKR_CURVE_NOT_SUPPORTED, "C_GenerateKeyPair")
@@ -588,7 +667,9 @@ MEMBERS = ("member1", "member2", "member3")
 
 def test_ha_slot_known_keys_unwrap_and_derive_reach_every_member(menu, home, independent, tmp_path):
     wrapped = tmp_path / "hmac.wrap"
-    code, out = menu(home, f"""\
+    code, out = menu(
+        home,
+        f"""\
         50
         {HA_SLOT}
         5678
@@ -624,19 +705,23 @@ def test_ha_slot_known_keys_unwrap_and_derive_reach_every_member(menu, home, ind
         ha-derived
         y
         0
-        """)
+        """,
+    )
     assert code == 0, out
     assert aes_key_unwrap_with_padding(kk.AES256_VALUE, wrapped.read_bytes()) == kk.HMAC_VALUE
     for member in MEMBERS:
-        listed = independent(home, "--token-label", member, "--login", "--pin", USER_PIN,
-                             "--list-objects").stdout
+        listed = independent(
+            home, "--token-label", member, "--login", "--pin", USER_PIN, "--list-objects"
+        ).stdout
         for label in [k.label for k in kk.KNOWN_KEYS] + ["ha-unwrapped-hmac", "ha-derived"]:
             assert f"label:      {label}" in listed, (member, label, listed)
 
 
 def test_a_key_wrapped_on_one_member_unwraps_on_another(menu, home, tmp_path):
     wrapped = tmp_path / "rsa.wrap"
-    code, out = menu(home, f"""\
+    code, out = menu(
+        home,
+        f"""\
         1
         1
         y
@@ -679,7 +764,8 @@ def test_a_key_wrapped_on_one_member_unwraps_on_another(menu, home, tmp_path):
         {kk.SIGNED_MESSAGE.decode()}
         ""
         0
-        """)
+        """,
+    )
     assert code == 0, out
     assert "Unwrapped private key, type RSA (CKM_AES_KEY_WRAP_PAD, session object)" in out
     # PKCS#1 v1.5 is deterministic: member2's copy signs exactly as the known key does

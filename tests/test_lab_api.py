@@ -1,6 +1,7 @@
 """The fault lab from Python (ckdemo.lab.api.FaultLab) and as a pytest plugin (the `fault_lab`
 fixture, which pip registers under the entry point pytest11), as an application team uses them:
 their application is tests/apps/sign_loop.py (python-pkcs11 through p11-kit-client.so)."""
+
 from __future__ import annotations
 
 import json
@@ -16,16 +17,19 @@ from rpc_capture import tools_missing
 
 from ckdemo.lab.api import FaultLab, LabFailed
 
-pytestmark = [requires_softhsm,
-              pytest.mark.skipif(bool(tools_missing()), reason=str(tools_missing()))]
+pytestmark = [requires_softhsm, pytest.mark.skipif(bool(tools_missing()), reason=str(tools_missing()))]
 
 APP = Path(__file__).parent / "apps" / "sign_loop.py"
 
 
 def sign(lab: FaultLab, count: int, *options: str) -> tuple[int, list[dict]]:
-    done = subprocess.run([sys.executable, str(APP), lab.module, lab.token_label, lab.user_pin,
-                           str(count), *options], env=lab.env, capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        [sys.executable, str(APP), lab.module, lab.token_label, lab.user_pin, str(count), *options],
+        env=lab.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     no_traceback(done.stdout, done.stderr)
     return done.returncode, [json.loads(line) for line in done.stdout.splitlines()]
 
@@ -38,8 +42,9 @@ def test_the_api_serves_a_token_injects_faults_and_tells_what_the_application_di
         code, lines = sign(lab, 4)
         assert code == 1 and [line["ok"] for line in lines] == [False, False, True, True]
         failures = lab.failures()
-        assert [(c["call"], c["result"], c["fault"]) for c in failures] == \
-            [("C_Sign", "CKR_DEVICE_ERROR", "CKR_DEVICE_ERROR")] * 2
+        assert [(c["call"], c["result"], c["fault"]) for c in failures] == [
+            ("C_Sign", "CKR_DEVICE_ERROR", "CKR_DEVICE_ERROR")
+        ] * 2
         assert lab.faults()[0]["id"] == fault and lab.faults()[0]["injected"] == 2
         lab.clear()
         assert lab.faults() == []
@@ -53,7 +58,8 @@ def test_the_api_serves_a_token_injects_faults_and_tells_what_the_application_di
 def test_the_pytest_plugin_gives_an_application_suite_its_fixture(tmp_path):
     """A separate pytest run, as an application team's suite: only the installed plugin."""
     suite = tmp_path / "test_my_app.py"
-    suite.write_text(textwrap.dedent(f'''
+    suite.write_text(
+        textwrap.dedent(f"""
         import json, subprocess, sys
 
         def sign(lab, count):
@@ -70,8 +76,15 @@ def test_the_pytest_plugin_gives_an_application_suite_its_fixture(tmp_path):
             assert fault_lab.faults() == []
             assert sign(fault_lab, 2) == [True, True]
             assert fault_lab.failures(new_only=True) == []
-    '''))
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(suite)],
-                          capture_output=True, text=True, cwd=tmp_path, env=clean_env(), timeout=300)
+    """)
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(suite)],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env=clean_env(),
+        timeout=300,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "2 passed" in done.stdout

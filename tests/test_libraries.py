@@ -1,6 +1,7 @@
 """Finding SoftHSM2's module and p11-kit's client module (ckdemo/libraries.py): on this machine for
 real, and on the layouts of other machines (another multiarch, Fedora, p11-kit's module folder)
 with the file system and the tools answered by the test."""
+
 from __future__ import annotations
 
 import re
@@ -29,15 +30,18 @@ def test_this_machine_has_both_where_its_own_tools_say():
     softhsm, client = find(SOFTHSM2), find(P11KIT_CLIENT)
     assert Path(softhsm).is_file() and Path(client).is_file()
     if shutil.which("dpkg-architecture"):
-        triplet = subprocess.run(["dpkg-architecture", "-qDEB_HOST_MULTIARCH"], capture_output=True,
-                                 text=True, check=True).stdout.strip()
+        triplet = subprocess.run(
+            ["dpkg-architecture", "-qDEB_HOST_MULTIARCH"], capture_output=True, text=True, check=True
+        ).stdout.strip()
         assert libraries.multiarch() == triplet
         assert client == f"/usr/lib/{triplet}/pkcs11/p11-kit-client.so"
 
 
 def test_debian_softhsm_path_needs_no_tool():
-    assert find(SOFTHSM2, only("/usr/lib/softhsm/libsofthsm2.so"), never_asked, never_asked) \
+    assert (
+        find(SOFTHSM2, only("/usr/lib/softhsm/libsofthsm2.so"), never_asked, never_asked)
         == "/usr/lib/softhsm/libsofthsm2.so"
+    )
 
 
 def test_another_multiarch_folder():
@@ -53,10 +57,16 @@ def test_p11_kit_module_folder_from_pkg_config():
 
 
 def test_fedora_layout():
-    assert find(SOFTHSM2, only("/usr/lib64/pkcs11/libsofthsm2.so"), lambda: "x86_64-linux-gnu",
-                lambda: "") == "/usr/lib64/pkcs11/libsofthsm2.so"
-    assert find(P11KIT_CLIENT, only("/usr/lib64/pkcs11/p11-kit-client.so"), lambda: "x86_64-linux-gnu",
-                lambda: "") == "/usr/lib64/pkcs11/p11-kit-client.so"
+    assert (
+        find(SOFTHSM2, only("/usr/lib64/pkcs11/libsofthsm2.so"), lambda: "x86_64-linux-gnu", lambda: "")
+        == "/usr/lib64/pkcs11/libsofthsm2.so"
+    )
+    assert (
+        find(
+            P11KIT_CLIENT, only("/usr/lib64/pkcs11/p11-kit-client.so"), lambda: "x86_64-linux-gnu", lambda: ""
+        )
+        == "/usr/lib64/pkcs11/p11-kit-client.so"
+    )
 
 
 @pytest.mark.parametrize("library, package", [(SOFTHSM2, "softhsm2"), (P11KIT_CLIENT, "p11-kit-modules")])
@@ -69,11 +79,13 @@ def test_missing_is_one_line_naming_the_debian_package(library, package):
 
 
 def test_scripts_ask_it_from_the_command_line():
-    found = subprocess.run([sys.executable, "-m", "ckdemo.libraries", "p11-kit-client"], cwd=REPO,
-                           capture_output=True, text=True)
+    found = subprocess.run(
+        [sys.executable, "-m", "ckdemo.libraries", "p11-kit-client"], cwd=REPO, capture_output=True, text=True
+    )
     assert (found.returncode, found.stdout.strip()) == (0, find(P11KIT_CLIENT))
-    wrong = subprocess.run([sys.executable, "-m", "ckdemo.libraries", "libfoo"], cwd=REPO,
-                           capture_output=True, text=True)
+    wrong = subprocess.run(
+        [sys.executable, "-m", "ckdemo.libraries", "libfoo"], cwd=REPO, capture_output=True, text=True
+    )
     assert wrong.returncode == 2 and wrong.stderr.startswith("usage:")
 
 

@@ -1,6 +1,7 @@
 """Slow and flapping members (ckdemo/lab/member_faults.py, `ckdemo member slow|flap`, lab steps):
 the loops' shape with stand-ins for the two states, scenario lines checked, and real remote
 members (p11-kit server processes) slowed and flapped by the command line."""
+
 from __future__ import annotations
 
 import os
@@ -21,8 +22,15 @@ from ckdemo.lab.scenario import ScenarioError, parse
 
 def test_a_cycle_alternates_and_always_ends_in_its_second_state():
     seen, changes = [], []
-    cycle = Cycle(lambda: seen.append("down"), lambda: seen.append("up"), 0.01, 0.01, for_s=0.2,
-                  on_change=changes.append, tell_each=True)
+    cycle = Cycle(
+        lambda: seen.append("down"),
+        lambda: seen.append("up"),
+        0.01,
+        0.01,
+        for_s=0.2,
+        on_change=changes.append,
+        tell_each=True,
+    )
     cycle.run()  # in this thread: it ends when its 0.2 s are up
     assert seen[0] == "down" and seen[-1] == "up" and seen.count("down") >= 3
     assert all(a != b for a, b in zip(seen, seen[1:-1]))  # down, up, down, up ... (+ the last up)
@@ -43,6 +51,7 @@ def test_a_failing_change_is_told_and_the_loop_goes_on():
 
     def down():
         raise OSError("no such server")
+
     cycle = Cycle(down, lambda: ups.append(1), 0.01, 0.01, for_s=0.1, on_error=errors.append)
     cycle.run()
     assert len(errors) == cycle.cycles >= 2 and cycle.cycles <= len(ups) <= cycle.cycles + 1
@@ -69,27 +78,40 @@ event = "clear"
 
 def test_slow_and_flap_steps_are_read_and_checked():
     import tomllib
+
     slow = parse(tomllib.loads(_step('{ action = "slow", name = "member2", ms = 300 }'))).steps[0]
-    assert (slow.member.action, slow.member.name, slow.member.ms, slow.member.for_s) == ("slow", "member2", 300, None)
+    assert (slow.member.action, slow.member.name, slow.member.ms, slow.member.for_s) == (
+        "slow",
+        "member2",
+        300,
+        None,
+    )
     assert slow.describe() == "member member2: slow (answers up to 300 ms late)"
     flap = parse(tomllib.loads(_step('{ action = "flap", name = "member2", every = 2, "for" = 4 }'))).steps[0]
     assert (flap.member.every_s, flap.member.down_s, flap.member.for_s) == (2.0, 1.0, 4.0)
     assert flap.describe() == "member member2: flap (down 1 s in every 2 s) for 4 s"
-    for bad, said in [('{ action = "slow", name = "m" }', "slow needs ms"),
-                      ('{ action = "slow", name = "m", ms = 0 }', "ms is above 0"),
-                      ('{ action = "slow", name = "m", ms = 300, every = 2 }', "unknown key(s) every"),
-                      ('{ action = "flap", name = "m" }', "flap needs every"),
-                      ('{ action = "flap", name = "m", every = 2, down = 2 }', "below every"),
-                      ('{ action = "flap", name = "m", every = 0.1 }', "at least 0.2 s"),
-                      ('{ action = "kill", name = "m", ms = 3 }', "unknown key(s) ms"),
-                      ('{ action = "flap", name = "m", every = 1, "for" = 9 }', "windows overlap")]:
+    for bad, said in [
+        ('{ action = "slow", name = "m" }', "slow needs ms"),
+        ('{ action = "slow", name = "m", ms = 0 }', "ms is above 0"),
+        ('{ action = "slow", name = "m", ms = 300, every = 2 }', "unknown key(s) every"),
+        ('{ action = "flap", name = "m" }', "flap needs every"),
+        ('{ action = "flap", name = "m", every = 2, down = 2 }', "below every"),
+        ('{ action = "flap", name = "m", every = 0.1 }', "at least 0.2 s"),
+        ('{ action = "kill", name = "m", ms = 3 }', "unknown key(s) ms"),
+        ('{ action = "flap", name = "m", every = 1, "for" = 9 }', "windows overlap"),
+    ]:
         with pytest.raises(ScenarioError, match=said.replace("(", r"\(").replace(")", r"\)")):
             parse(tomllib.loads(_step(bad)))
 
 
 def _ckdemo(home: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    done = subprocess.run([str(Path(sys.executable).parent / "ckdemo"), "--home", str(home), *args],
-                          capture_output=True, text=True, env=clean_env(), timeout=timeout)
+    done = subprocess.run(
+        [str(Path(sys.executable).parent / "ckdemo"), "--home", str(home), *args],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=timeout,
+    )
     no_traceback(done.stdout, done.stderr)
     return done
 
@@ -108,6 +130,7 @@ def test_member_slow_stops_the_real_server_again_and_again_and_leaves_it_running
     def watch():
         while not watching.is_set():
             states.append(_state(remote_home, "member2"))
+
     watcher = threading.Thread(target=watch)
     watcher.start()
     try:
@@ -128,9 +151,24 @@ def test_member_flap_kills_and_serves_the_real_server_and_leaves_it_served(remot
     assert _ckdemo(remote_home, "member", "serve").returncode == 0
     before = _ckdemo(remote_home, "member", "list").stdout
     pid = int(next(line.split()[1] for line in before.splitlines() if line.startswith("member2")))
-    process = subprocess.Popen([str(Path(sys.executable).parent / "ckdemo"), "--home", str(remote_home),
-                                "member", "flap", "member2", "--every", "1", "--down", "0.5"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=clean_env())
+    process = subprocess.Popen(
+        [
+            str(Path(sys.executable).parent / "ckdemo"),
+            "--home",
+            str(remote_home),
+            "member",
+            "flap",
+            "member2",
+            "--every",
+            "1",
+            "--down",
+            "0.5",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=clean_env(),
+    )
     states, ends = [], time.monotonic() + 3.0
     while time.monotonic() < ends:
         states.append(_state(remote_home, "member2"))
@@ -138,7 +176,7 @@ def test_member_flap_kills_and_serves_the_real_server_and_leaves_it_served(remot
     out, err = process.communicate(timeout=30)
     no_traceback(out, err)
     assert process.returncode == 0, out + err
-    assert "dead" in states and "running" in states[states.index("dead"):], states  # down, then up again
+    assert "dead" in states and "running" in states[states.index("dead") :], states  # down, then up again
     downs = int(out.split("member2: down ")[1].split(" time(s)")[0])
     assert 2 <= downs <= 4 and "served again" in out, out
     after = _ckdemo(remote_home, "member", "list").stdout

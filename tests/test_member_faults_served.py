@@ -2,6 +2,7 @@
 from Python (FaultLab, the `fault_lab` fixture of the pytest plugin), from the command line
 (`ckdemo member ...`, `ckdemo fault clear`), on real members: remote ones (each its own `p11-kit
 server` process, really killed and stopped) and members served in serve's process."""
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,7 @@ from rpc_capture import tools_missing
 
 from ckdemo.lab.api import FaultLab, LabFailed
 
-pytestmark = [requires_softhsm,
-              pytest.mark.skipif(bool(tools_missing()), reason=str(tools_missing()))]
+pytestmark = [requires_softhsm, pytest.mark.skipif(bool(tools_missing()), reason=str(tools_missing()))]
 
 APP = Path(__file__).parent / "apps" / "sign_loop.py"
 CKDEMO = str(Path(sys.executable).parent / "ckdemo")
@@ -35,8 +35,9 @@ def fault_lab_home(tmp_path_factory, provision, run_ckdemo):
 
 
 def ckdemo(home: Path, *args: str) -> subprocess.CompletedProcess:
-    done = subprocess.run([CKDEMO, "--home", str(home), *args], capture_output=True, text=True,
-                          env=clean_env(), timeout=60)
+    done = subprocess.run(
+        [CKDEMO, "--home", str(home), *args], capture_output=True, text=True, env=clean_env(), timeout=60
+    )
     no_traceback(done.stdout, done.stderr)
     return done
 
@@ -66,7 +67,8 @@ def wait_for(condition, what: str, timeout: float = 20.0):
 
 
 def test_an_application_signing_in_a_loop_sees_nothing_of_a_member_killed_hung_and_slowed(
-        fault_lab, tmp_path):
+    fault_lab, tmp_path
+):
     """As an application team writes it: python-pkcs11 (tests/apps/sign_loop.py) signs in a loop
     through the lab while the member serving it is killed, then the one serving it then is hung,
     then the next one slowed; each fault lasts until the application has made 12 more
@@ -74,9 +76,24 @@ def test_an_application_signing_in_a_loop_sees_nothing_of_a_member_killed_hung_a
     each fault reached the application's calls (serve's log, the calls' times)."""
     home = fault_lab.home
     stop = tmp_path / "stop"
-    app = subprocess.Popen([sys.executable, str(APP), fault_lab.module, fault_lab.token_label,
-                            fault_lab.user_pin, "1000000", "--seconds", "60", "--until-file", str(stop)],
-                           env=fault_lab.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    app = subprocess.Popen(
+        [
+            sys.executable,
+            str(APP),
+            fault_lab.module,
+            fault_lab.token_label,
+            fault_lab.user_pin,
+            "1000000",
+            "--seconds",
+            "60",
+            "--until-file",
+            str(stop),
+        ],
+        env=fault_lab.env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     phase: list[dict] = []
     served = {m["label"]: m["calls"] for m in fault_lab.members()}
 
@@ -88,6 +105,7 @@ def test_an_application_signing_in_a_loop_sees_nothing_of_a_member_killed_hung_a
         def done() -> bool:
             phase.extend(fault_lab.calls(new_only=True))
             return sum(c["call"] == "C_Sign" and c["result"] == "CKR_OK" for c in phase) >= more
+
         return done
 
     def serving() -> str:
@@ -99,6 +117,7 @@ def test_an_application_signing_in_a_loop_sees_nothing_of_a_member_killed_hung_a
 
     def slowest() -> float:
         return max(c["ms"] for c in phase)
+
     try:
         wait_for(signs(5), "the application signs")
         killed = serving()
@@ -106,8 +125,10 @@ def test_an_application_signing_in_a_loop_sees_nothing_of_a_member_killed_hung_a
         assert fault_lab.kill_member(killed) == "down"
         wait_for(lambda: pid not in servers_of(home), f"{killed}'s server is gone")
         wait_for(signs(12), f"12 signatures with {killed} killed")
-        wait_for(lambda: f"member {killed}'s server went away" in fault_lab.log_tail(200),
-                 f"the HA group fails {killed} over (serve's log)")
+        wait_for(
+            lambda: f"member {killed}'s server went away" in fault_lab.log_tail(200),
+            f"the HA group fails {killed} over (serve's log)",
+        )
         fault_lab.restore_member(killed)
         hung = serving()
         assert hung != killed and fault_lab.hang_member(hung) == "hung"
@@ -116,8 +137,10 @@ def test_an_application_signing_in_a_loop_sees_nothing_of_a_member_killed_hung_a
         wait_for(signs(12), f"12 signatures with {hung} hung")
         during_hang = list(phase)
         # the application's calls reached it: the HA group gave it up after MemberHedgeFloor (0.5 s)
-        wait_for(lambda: f"no answer from member {hung}" in fault_lab.log_tail(200),
-                 f"the HA group gives {hung} up (serve's log)")
+        wait_for(
+            lambda: f"no answer from member {hung}" in fault_lab.log_tail(200),
+            f"the HA group gives {hung} up (serve's log)",
+        )
         assert fault_lab.resume_member(hung) == "up"
         wait_for(lambda: stopped_servers(home) == [], f"{hung} running again")
         wait_for(signs(2), "the calls of the hang behind us")
@@ -144,16 +167,20 @@ def test_an_application_signing_in_a_loop_sees_nothing_of_a_member_killed_hung_a
 
 def test_bad_member_requests_are_one_line_each_and_change_nothing(fault_lab):
     home = fault_lab.home
-    for ask, said in [(lambda: fault_lab.kill_member("member9"), "no member 'member9' in the HA group(s) served"),
-                      (lambda: fault_lab.slow_member("member2", ms=-5), "ms is above 0 and at most 60000, not -5"),
-                      (lambda: fault_lab.slow_member("member2", ms=10 ** 9), "ms is above 0 and at most 60000"),
-                      (lambda: fault_lab.slow_member("member2", ms="fast"), "ms is a number, not 'fast'"),
-                      (lambda: fault_lab.flap_member("member2", every=0), "every is at least 0.2 s"),
-                      (lambda: fault_lab.flap_member("member2", every=1, down=1), "below every"),
-                      (lambda: fault_lab.slow_member("member2", ms=50, for_=-1), "for is above 0"),
-                      (lambda: fault_lab._ask("member_slow", member="member2", ms=5, speed=3),
-                       "slow takes no speed (it takes ms, for)"),
-                      (lambda: fault_lab._ask("member_hang"), "which member?")]:
+    for ask, said in [
+        (lambda: fault_lab.kill_member("member9"), "no member 'member9' in the HA group(s) served"),
+        (lambda: fault_lab.slow_member("member2", ms=-5), "ms is above 0 and at most 60000, not -5"),
+        (lambda: fault_lab.slow_member("member2", ms=10**9), "ms is above 0 and at most 60000"),
+        (lambda: fault_lab.slow_member("member2", ms="fast"), "ms is a number, not 'fast'"),
+        (lambda: fault_lab.flap_member("member2", every=0), "every is at least 0.2 s"),
+        (lambda: fault_lab.flap_member("member2", every=1, down=1), "below every"),
+        (lambda: fault_lab.slow_member("member2", ms=50, for_=-1), "for is above 0"),
+        (
+            lambda: fault_lab._ask("member_slow", member="member2", ms=5, speed=3),
+            "slow takes no speed (it takes ms, for)",
+        ),
+        (lambda: fault_lab._ask("member_hang"), "which member?"),
+    ]:
         with pytest.raises(LabFailed) as refused:
             ask()
         assert said in str(refused.value) and "\n" not in str(refused.value), str(refused.value)
@@ -163,18 +190,22 @@ def test_bad_member_requests_are_one_line_each_and_change_nothing(fault_lab):
         fault_lab.slow_member("member2", ms=50)
     fault_lab.restore_member("member2")
     fault_lab.hang_member("member1")
-    with pytest.raises(LabFailed, match="member1 is hung .*: stop that first .`ckdemo member resume member1`"):
+    with pytest.raises(
+        LabFailed, match="member1 is hung .*: stop that first .`ckdemo member resume member1`"
+    ):
         fault_lab.slow_member("member1", ms=50)
     fault_lab.slow_member("member3", ms=50)
     with pytest.raises(LabFailed, match=r"member3 is slow \(answers up to 50 ms late\): stop that first"):
         fault_lab.fail_member("member3")  # the loop would restore it again behind the test's back
     # the same from the command line: one line on stderr, exit 2, no traceback
-    for args, said in [(("member", "slow", "member9", "--ms", "50"), "no member 'member9'"),
-                       (("member", "slow", "member2", "--ms", "-5"), "slow: ms is above 0"),
-                       (("member", "slow", "member2", "--ms", "1e9"), "slow: ms is above 0"),
-                       (("member", "flap", "member2", "--every", "0"), "flap: every is at least 0.2 s"),
-                       (("member", "hang", "member7"), "no member 'member7'"),
-                       (("member", "fail", "member3"), "member3 is slow")]:
+    for args, said in [
+        (("member", "slow", "member9", "--ms", "50"), "no member 'member9'"),
+        (("member", "slow", "member2", "--ms", "-5"), "slow: ms is above 0"),
+        (("member", "slow", "member2", "--ms", "1e9"), "slow: ms is above 0"),
+        (("member", "flap", "member2", "--every", "0"), "flap: every is at least 0.2 s"),
+        (("member", "hang", "member7"), "no member 'member7'"),
+        (("member", "fail", "member3"), "member3 is slow"),
+    ]:
         done = ckdemo(home, *args)
         assert done.returncode == 2 and done.stderr.count("\n") == 1 and said in done.stderr, done.stderr
     fault_lab.clear()  # the fixture does it too; here it is what the next lines look at
@@ -194,7 +225,9 @@ def test_the_command_line_and_fault_clear_go_through_the_running_serve(fault_lab
     assert 2 <= stops <= 6, done.stdout  # 0.3 s in stops of 50 ms and runs of 20 ms
     fault_lab.flap_member("member3", every=0.4)
     listed = ckdemo(home, "fault", "list").stdout
-    assert "member member1: hung" in listed and "member member3: flapping (down 0.2 s in every 0.4 s)" in listed
+    assert (
+        "member member1: hung" in listed and "member member3: flapping (down 0.2 s in every 0.4 s)" in listed
+    )
     cleared = ckdemo(home, "fault", "clear")
     assert cleared.returncode == 0 and "member member3: flapping" in cleared.stdout, cleared.stdout
     assert fault_lab.member_faults() == []
@@ -218,7 +251,8 @@ def test_a_lab_that_ends_leaves_no_member_stopped(tmp_path, provision):
 
 
 def test_members_served_in_process_flap_through_the_running_serve_and_refuse_what_cannot_be_real(
-        tmp_path, provision):
+    tmp_path, provision
+):
     home = provision(tmp_path / "home")
     with FaultLab(home=home) as lab:
         # the command line through the running serve, as `ckdemo member flap` of a remote member
@@ -234,12 +268,17 @@ def test_members_served_in_process_flap_through_the_running_serve_and_refuse_wha
         assert {m["label"]: m["status"] for m in lab.members()}["member1"] == "CKR_DEVICE_ERROR"
         lab.restore_member("member1")
         for refused in (lambda: lab.hang_member("member1"), lambda: lab.slow_member("member1", ms=50)):
-            with pytest.raises(LabFailed, match="needs a member whose p11-kit server process ckdemo "
-                                                "runs: member1 is served inside the ckdemo process"):
+            with pytest.raises(
+                LabFailed,
+                match="needs a member whose p11-kit server process ckdemo "
+                "runs: member1 is served inside the ckdemo process",
+            ):
                 refused()
         for args in (("hang", "member1"), ("slow", "member1", "--ms", "50")):
             refused = ckdemo(home, "member", *args)
             assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
-            assert "needs a member whose p11-kit server process ckdemo runs: member1 is served " \
-                   "inside the ckdemo process serving the HA slot" in refused.stderr, refused.stderr
+            assert (
+                "needs a member whose p11-kit server process ckdemo runs: member1 is served "
+                "inside the ckdemo process serving the HA slot" in refused.stderr
+            ), refused.stderr
         assert lab.member_faults() == []

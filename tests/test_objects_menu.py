@@ -10,6 +10,7 @@ draws its virtual sessions and objects from one process-wide counter (ckdemo.ha.
 the physical ones. Each test checks the handles the menu printed, so a script never works on an
 object it did not mean.
 """
+
 from __future__ import annotations
 
 import re
@@ -56,21 +57,30 @@ QUIT = "0\n"
 
 # ---------------------------------------------------------------- reading the transcript
 
+
 def created(transcript: str) -> list[int]:
     """Handles printed by 20 Create object and 21 Copy object, in order."""
-    return [int(h) for h in re.findall(r"^(?:Object created: handle|Object \d+ copied: new handle) (\d+)$",
-                                       transcript, re.MULTILINE)]
+    return [
+        int(h)
+        for h in re.findall(
+            r"^(?:Object created: handle|Object \d+ copied: new handle) (\d+)$", transcript, re.MULTILINE
+        )
+    ]
 
 
 def found(transcript: str) -> list[list[tuple[int, str, str, str, str]]]:
     """Every 26 Find object table: [(handle, class, key type, label, id), ...] per search."""
     tables = []
-    for block in re.findall(r"^Handle +Class +Key type +Label +ID\n-[- ]+\n(.*?)^\d+ object\(s\) found\.$",
-                            transcript, re.MULTILINE | re.DOTALL):
+    for block in re.findall(
+        r"^Handle +Class +Key type +Label +ID\n-[- ]+\n(.*?)^\d+ object\(s\) found\.$",
+        transcript,
+        re.MULTILINE | re.DOTALL,
+    ):
         rows = []
         for line in block.splitlines():
             handle, cls, key_type, label, key_id = re.fullmatch(
-                r"(\d+)\s{2,}(CKO_\w+)\s{2,}(\S+)\s{2,}(.+?)\s{2,}(\S+)", line).groups()
+                r"(\d+)\s{2,}(CKO_\w+)\s{2,}(\S+)\s{2,}(.+?)\s{2,}(\S+)", line
+            ).groups()
             if not label.startswith(GROUP_LABELS):  # the HA group's own objects on every member
                 rows.append((int(handle), cls, key_type, label, key_id))
         tables.append(rows)
@@ -80,8 +90,9 @@ def found(transcript: str) -> list[list[tuple[int, str, str, str, str]]]:
 def displayed(transcript: str) -> list[dict[str, str]]:
     """Every 27 Display Object table as {attribute: value}; wrapped hex lines joined."""
     tables = []
-    for block in re.findall(r"^Attribute +Value\n-[- ]+\n(.*?)(?=^Status: )", transcript,
-                            re.MULTILINE | re.DOTALL):
+    for block in re.findall(
+        r"^Attribute +Value\n-[- ]+\n(.*?)(?=^Status: )", transcript, re.MULTILINE | re.DOTALL
+    ):
         rows: dict[str, str] = {}
         name = ""
         for line in block.splitlines():
@@ -96,9 +107,13 @@ def displayed(transcript: str) -> list[dict[str, str]]:
 
 # ---------------------------------------------------------------- reading the token (pkcs11-tool)
 
-TOOL_CLASSES = {"Data object": "CKO_DATA", "Secret Key Object": "CKO_SECRET_KEY",
-                "Public Key Object": "CKO_PUBLIC_KEY", "Private Key Object": "CKO_PRIVATE_KEY",
-                "Certificate Object": "CKO_CERTIFICATE"}
+TOOL_CLASSES = {
+    "Data object": "CKO_DATA",
+    "Secret Key Object": "CKO_SECRET_KEY",
+    "Public Key Object": "CKO_PUBLIC_KEY",
+    "Private Key Object": "CKO_PRIVATE_KEY",
+    "Certificate Object": "CKO_CERTIFICATE",
+}
 
 
 def tool_objects(independent, home, token: str) -> list[dict[str, str]]:
@@ -108,8 +123,11 @@ def tool_objects(independent, home, token: str) -> list[dict[str, str]]:
     assert done.returncode == 0, done.stderr
     objects = []
     for line in done.stdout.splitlines():
-        head = re.match(r"^(Data object|Secret Key Object|Public Key Object|Private Key Object|"
-                        r"Certificate Object)[; ]*(.*)$", line)
+        head = re.match(
+            r"^(Data object|Secret Key Object|Public Key Object|Private Key Object|"
+            r"Certificate Object)[; ]*(.*)$",
+            line,
+        )
         if head:
             objects.append({"class": TOOL_CLASSES[head.group(1)], "header": head.group(2).strip()})
             continue
@@ -122,23 +140,46 @@ def tool_objects(independent, home, token: str) -> list[dict[str, str]]:
 def tool_identities(independent, home, token: str) -> set[tuple[str, str, str]]:
     """(class, label, id) of every object pkcs11-tool sees; a missing ID shows as '(empty)',
     as 26 Find object shows it."""
-    return {(o["class"], o.get("label", ""), o.get("ID", "(empty)"))
-            for o in tool_objects(independent, home, token)}
+    return {
+        (o["class"], o.get("label", ""), o.get("ID", "(empty)"))
+        for o in tool_objects(independent, home, token)
+    }
 
 
 def tool_read_bytes(home, token: str, kind: str, label: str) -> bytes:
     """--read-object as raw bytes (the `independent` fixture reads text)."""
-    done = subprocess.run(["pkcs11-tool", "--module", SOFTHSM_LIB, "--token-label", token, "--login",
-                           "--pin", USER_PIN, "--read-object", "--type", kind, "--label", label],
-                          capture_output=True, env=softhsm_env(home), timeout=60)
+    done = subprocess.run(
+        [
+            "pkcs11-tool",
+            "--module",
+            SOFTHSM_LIB,
+            "--token-label",
+            token,
+            "--login",
+            "--pin",
+            USER_PIN,
+            "--read-object",
+            "--type",
+            kind,
+            "--label",
+            label,
+        ],
+        capture_output=True,
+        env=softhsm_env(home),
+        timeout=60,
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout
 
 
 # ---------------------------------------------------------------- 20 Create object (slot#1)
 
+
 def test_create_a_data_object_and_an_aes_key_from_typed_values(menu, home, independent):
-    code, out = menu(home, SLOT1_LOGIN, f"""\
+    code, out = menu(
+        home,
+        SLOT1_LOGIN,
+        f"""\
         20
         1
         1
@@ -166,14 +207,18 @@ def test_create_a_data_object_and_an_aes_key_from_typed_values(menu, home, indep
         CKA_LABEL=qa-session-only
         CKA_VALUE=0x00ff
         .
-        """, QUIT)
+        """,
+        QUIT,
+    )
     assert code == 0, out
     assert created(out) == [2, 3, 4]
     assert statuses(out) == [OK] * 5
 
     objects = tool_objects(independent, home, "member1")
-    assert {(o["class"], o["label"]) for o in objects} == {("CKO_DATA", "qa-notes"),
-                                                          ("CKO_SECRET_KEY", "qa-aes")}
+    assert {(o["class"], o["label"]) for o in objects} == {
+        ("CKO_DATA", "qa-notes"),
+        ("CKO_SECRET_KEY", "qa-aes"),
+    }
     data = next(o for o in objects if o["class"] == "CKO_DATA")
     assert data["application"] == "qa-app"
     assert tool_read_bytes(home, "member1", "data", "qa-notes") == b"release 4 notes"
@@ -188,7 +233,10 @@ def test_create_a_data_object_and_an_aes_key_from_typed_values(menu, home, indep
 
 def test_create_refuses_what_it_cannot_use(menu, home, independent):
     """Each refused list ends at the refused line: the menu is back and reads the next choice."""
-    code, out = menu(home, SLOT1_LOGIN, """\
+    code, out = menu(
+        home,
+        SLOT1_LOGIN,
+        """\
         20
         1
         1
@@ -233,7 +281,9 @@ def test_create_refuses_what_it_cannot_use(menu, home, independent):
         CKA_TOKEN=true
         .
         @expect CKR_SESSION_READ_ONLY
-        """, QUIT)
+        """,
+        QUIT,
+    )
     assert code == 0, out
     assert "Invalid input: 'CKA_LABEL': write NAME=VALUE, e.g. CKA_LABEL=mykey" in out
     assert "Invalid input: CKA_VALUE: 'hex:zz' is not valid hex" in out
@@ -249,12 +299,16 @@ def test_create_refuses_what_it_cannot_use(menu, home, independent):
 
 # ---------------------------------------------------------------- 26 Find object, 27 Display Object
 
+
 @pytest.fixture(scope="module")
 def stocked_home(tmp_path_factory, provision, menu):
     """member1 holding a data object, two AES keys (one readable), a generic secret and an RSA
     key pair from 45; made once, only read by the tests that use it."""
     home = provision(tmp_path_factory.mktemp("stocked") / "home")
-    code, out = menu(home, SLOT1_LOGIN, f"""\
+    code, out = menu(
+        home,
+        SLOT1_LOGIN,
+        f"""\
         20
         1
         1
@@ -299,7 +353,9 @@ def stocked_home(tmp_path_factory, provision, menu):
         y
         ""
         ""
-        """, QUIT)
+        """,
+        QUIT,
+    )
     assert code == 0, out
     assert created(out) == [2, 3, 4, 5]
     assert "Generated RSA 2048 key pair: public key handle 6, private key handle 7" in out
@@ -307,7 +363,10 @@ def stocked_home(tmp_path_factory, provision, menu):
 
 
 def test_find_by_class_label_id_and_key_type(menu, stocked_home):
-    code, out = menu(stocked_home, SLOT1_LOGIN, """\
+    code, out = menu(
+        stocked_home,
+        SLOT1_LOGIN,
+        """\
         26
         1
         CKA_CLASS=CKO_SECRET_KEY
@@ -333,13 +392,18 @@ def test_find_by_class_label_id_and_key_type(menu, stocked_home):
         1
         CKA_LABEL=no-such-object
         .
-        """, QUIT)
+        """,
+        QUIT,
+    )
     assert code == 0, out
     by_class, by_label, by_id, by_type, by_two, nothing = found(out)
     assert sorted(r[3] for r in by_class) == ["qa-aes-open", "qa-aes-secret", "qa-hmac"]
     assert {r[1] for r in by_class} == {"CKO_SECRET_KEY"}
-    assert {(r[3], r[2]) for r in by_class} == {("qa-aes-open", "CKK_AES"), ("qa-aes-secret", "CKK_AES"),
-                                                ("qa-hmac", "CKK_GENERIC_SECRET")}
+    assert {(r[3], r[2]) for r in by_class} == {
+        ("qa-aes-open", "CKK_AES"),
+        ("qa-aes-secret", "CKK_AES"),
+        ("qa-hmac", "CKK_GENERIC_SECRET"),
+    }
     assert [r[1:] for r in by_label] == [("CKO_DATA", "-", "qa-notes", "(empty)")]
     assert [r[1:] for r in by_id] == [("CKO_SECRET_KEY", "CKK_AES", "qa-aes-open", "a2")]
     assert sorted(r[1] for r in by_type) == ["CKO_PRIVATE_KEY", "CKO_PUBLIC_KEY"]
@@ -354,11 +418,16 @@ def test_find_by_class_label_id_and_key_type(menu, stocked_home):
 
 
 def test_find_everything_agrees_with_pkcs11_tool(menu, stocked_home, independent):
-    code, out = menu(stocked_home, SLOT1_LOGIN, """\
+    code, out = menu(
+        stocked_home,
+        SLOT1_LOGIN,
+        """\
         26
         1
         .
-        """, QUIT)
+        """,
+        QUIT,
+    )
     assert code == 0, out
     [rows] = found(out)
     assert len(rows) == 6
@@ -366,16 +435,23 @@ def test_find_everything_agrees_with_pkcs11_tool(menu, stocked_home, independent
     ours = {(cls, label, key_id) for _, cls, _, label, key_id in rows}
     assert ours == tool_identities(independent, stocked_home, "member1")
     key_types = {label: key_type for _, cls, key_type, label, _ in rows if cls == "CKO_SECRET_KEY"}
-    theirs = {o["label"]: o["header"].split(" length")[0]
-              for o in tool_objects(independent, stocked_home, "member1") if o["class"] == "CKO_SECRET_KEY"}
-    assert {label: {"CKK_AES": "AES", "CKK_GENERIC_SECRET": "Generic secret"}[kt]
-            for label, kt in key_types.items()} == theirs
+    theirs = {
+        o["label"]: o["header"].split(" length")[0]
+        for o in tool_objects(independent, stocked_home, "member1")
+        if o["class"] == "CKO_SECRET_KEY"
+    }
+    assert {
+        label: {"CKK_AES": "AES", "CKK_GENERIC_SECRET": "Generic secret"}[kt]
+        for label, kt in key_types.items()
+    } == theirs
 
 
-def test_display_object_agrees_with_pkcs11_tool_and_hides_sensitive_values(menu, stocked_home,
-                                                                           independent):
+def test_display_object_agrees_with_pkcs11_tool_and_hides_sensitive_values(menu, stocked_home, independent):
     # 26 by a unique label gives the next handle of this process: 2, 3, 4, 5 in that order
-    code, out = menu(stocked_home, SLOT1_LOGIN, """\
+    code, out = menu(
+        stocked_home,
+        SLOT1_LOGIN,
+        """\
         26
         1
         CKA_LABEL=qa-aes-secret
@@ -413,7 +489,9 @@ def test_display_object_agrees_with_pkcs11_tool_and_hides_sensitive_values(menu,
         27
         1
         6
-        """, QUIT)
+        """,
+        QUIT,
+    )
     assert code == 0, out
     assert [t[0][0] for t in found(out)] == [2, 3, 4, 5, 6]
     secret, readable, notes, private, public = displayed(out)
@@ -425,7 +503,11 @@ def test_display_object_agrees_with_pkcs11_tool_and_hides_sensitive_values(menu,
     assert secret["CKA_VALUE_LEN"] == "16"
 
     tool = {o["label"]: o for o in tool_objects(independent, stocked_home, "member1")}
-    assert readable["CKA_VALUE"] == tool["qa-aes-open"]["VALUE"] == "000102030405060708090a0b0c0d0e0f1011121314151617"
+    assert (
+        readable["CKA_VALUE"]
+        == tool["qa-aes-open"]["VALUE"]
+        == "000102030405060708090a0b0c0d0e0f1011121314151617"
+    )
     assert readable["CKA_EXTRACTABLE"] == "TRUE" and "extractable" in tool["qa-aes-open"]["Access"]
     assert readable["CKA_VALUE_LEN"] == "24" and tool["qa-aes-open"]["header"] == "AES length 24"
     assert readable["CKA_ID"] == tool["qa-aes-open"]["ID"] == "a2"
@@ -434,10 +516,18 @@ def test_display_object_agrees_with_pkcs11_tool_and_hides_sensitive_values(menu,
     assert notes["CKA_VALUE"] == tool_read_bytes(stocked_home, "member1", "data", "qa-notes").hex()
 
     # the RSA pair from 45: secret parts hidden, public parts as pkcs11-tool reads them
-    for part in ("CKA_PRIVATE_EXPONENT", "CKA_PRIME_1", "CKA_PRIME_2", "CKA_EXPONENT_1",
-                 "CKA_EXPONENT_2", "CKA_COEFFICIENT"):
+    for part in (
+        "CKA_PRIVATE_EXPONENT",
+        "CKA_PRIME_1",
+        "CKA_PRIME_2",
+        "CKA_EXPONENT_1",
+        "CKA_EXPONENT_2",
+        "CKA_COEFFICIENT",
+    ):
         assert private[part] == "<sensitive>", part
-    numbers = load_der_public_key(tool_read_bytes(stocked_home, "member1", "pubkey", "qa-rsa")).public_numbers()
+    numbers = load_der_public_key(
+        tool_read_bytes(stocked_home, "member1", "pubkey", "qa-rsa")
+    ).public_numbers()
     assert int(public["CKA_MODULUS"], 16) == int(private["CKA_MODULUS"], 16) == numbers.n
     assert int(public["CKA_PUBLIC_EXPONENT"], 16) == numbers.e
     assert public["CKA_MODULUS_BITS"] == "2048"
@@ -447,8 +537,12 @@ def test_display_object_agrees_with_pkcs11_tool_and_hides_sensitive_values(menu,
 
 # ---------------------------------------------------------------- 21, 22, 23, 24, 25 on slot#1
 
+
 def test_copy_set_get_size_and_destroy(menu, home, independent):
-    code, out = menu(home, SLOT1_LOGIN, f"""\
+    code, out = menu(
+        home,
+        SLOT1_LOGIN,
+        f"""\
         20
         1
         2
@@ -485,7 +579,9 @@ def test_copy_set_get_size_and_destroy(menu, home, independent):
         23
         1
         2
-        """, QUIT)
+        """,
+        QUIT,
+    )
     assert code == 0, out
     assert created(out) == [2, 3]
     assert "Object 2 copied: new handle 3" in out
@@ -496,12 +592,17 @@ def test_copy_set_get_size_and_destroy(menu, home, independent):
     # SoftHSM answers C_GetObjectSize with CK_UNAVAILABLE_INFORMATION
     assert "Object 2 size: unavailable (the module does not say)" in out
     assert tool_identities(independent, home, "member1") == {
-        ("CKO_SECRET_KEY", "qa-renamed", "01"), ("CKO_SECRET_KEY", "qa-copy", "02")}
+        ("CKO_SECRET_KEY", "qa-renamed", "01"),
+        ("CKO_SECRET_KEY", "qa-copy", "02"),
+    }
     copy = next(o for o in tool_objects(independent, home, "member1") if o["label"] == "qa-copy")
     assert copy["header"] == "AES length 16" and "sensitive" in copy["Access"]
 
     # a second run: the copy goes; the original stays
-    code, out = menu(home, SLOT1_LOGIN, """\
+    code, out = menu(
+        home,
+        SLOT1_LOGIN,
+        """\
         26
         1
         CKA_LABEL=qa-copy
@@ -517,17 +618,30 @@ def test_copy_set_get_size_and_destroy(menu, home, independent):
         1
         2
         @expect CKR_OBJECT_HANDLE_INVALID
-        """, QUIT)
+        """,
+        QUIT,
+    )
     assert code == 0, out
     assert [r[0] for r in found(out)[0]] == [2]
     assert "Object 2 destroyed." in out
-    assert len(re.findall(r"^Status: C_\w+ returned error\. \(CKR_OBJECT_HANDLE_INVALID 0x00000082\)$",
-                          out, re.MULTILINE)) == 2
+    assert (
+        len(
+            re.findall(
+                r"^Status: C_\w+ returned error\. \(CKR_OBJECT_HANDLE_INVALID 0x00000082\)$",
+                out,
+                re.MULTILINE,
+            )
+        )
+        == 2
+    )
     assert tool_identities(independent, home, "member1") == {("CKO_SECRET_KEY", "qa-renamed", "01")}
 
 
 def test_object_functions_on_a_handle_that_does_not_exist(menu, shared_home, independent):
-    code, out = menu(shared_home, SLOT1_LOGIN, """\
+    code, out = menu(
+        shared_home,
+        SLOT1_LOGIN,
+        """\
         21
         1
         99
@@ -569,11 +683,21 @@ def test_object_functions_on_a_handle_that_does_not_exist(menu, shared_home, ind
         1
         CKA_LABEL
         @expect BAD_INPUT
-        """, QUIT)
+        """,
+        QUIT,
+    )
     assert code == 0, out
     assert summary(out) == "Replay: 11 steps, 11 met their expectation, 0 did not"
-    assert len(re.findall(r"^Status: C_\w+ returned error\. \(CKR_OBJECT_HANDLE_INVALID 0x00000082\)$",
-                          out, re.MULTILINE)) == 6
+    assert (
+        len(
+            re.findall(
+                r"^Status: C_\w+ returned error\. \(CKR_OBJECT_HANDLE_INVALID 0x00000082\)$",
+                out,
+                re.MULTILINE,
+            )
+        )
+        == 6
+    )
     assert "Invalid input (abc): a number is needed." in out
     assert re.search(r"^Invalid input: unknown attribute 'CKA_NO_SUCH'", out, re.MULTILINE)
     assert "Invalid input: 'CKA_LABEL': write NAME=VALUE, e.g. CKA_LABEL=mykey" in out
@@ -581,7 +705,10 @@ def test_object_functions_on_a_handle_that_does_not_exist(menu, shared_home, ind
 
 
 def test_set_attribute_the_token_refuses(menu, home, independent):
-    code, out = menu(home, SLOT1_LOGIN, f"""\
+    code, out = menu(
+        home,
+        SLOT1_LOGIN,
+        f"""\
         20
         1
         2
@@ -608,37 +735,52 @@ def test_set_attribute_the_token_refuses(menu, home, independent):
         3
         CKA_CLASS=CKO_SECRET_KEY
         @expect CKR_ATTRIBUTE_READ_ONLY
-        """, QUIT)
+        """,
+        QUIT,
+    )
     assert code == 0, out
     assert created(out) == [2, 3]
     assert "Status: C_SetAttributeValue returned error. (CKR_ACTION_PROHIBITED 0x0000001B)" in out
     assert "Status: C_SetAttributeValue returned error. (CKR_ATTRIBUTE_READ_ONLY 0x00000010)" in out
     assert summary(out) == "Replay: 6 steps, 6 met their expectation, 0 did not"
-    assert tool_identities(independent, home, "member1") == {("CKO_SECRET_KEY", "qa-fixed", "(empty)"),
-                                                             ("CKO_DATA", "qa-notes", "(empty)")}
+    assert tool_identities(independent, home, "member1") == {
+        ("CKO_SECRET_KEY", "qa-fixed", "(empty)"),
+        ("CKO_DATA", "qa-notes", "(empty)"),
+    }
 
 
 def test_an_unknown_handle_names_the_function_asked_for(menu, shared_home):
-    code, out = menu(shared_home, SLOT1_LOGIN, """\
+    code, out = menu(
+        shared_home,
+        SLOT1_LOGIN,
+        """\
         22
         1
         99
         @expect CKR_OBJECT_HANDLE_INVALID
-        """, QUIT)
+        """,
+        QUIT,
+    )
     assert code == 0, out
     assert "Status: C_DestroyObject returned error. (CKR_OBJECT_HANDLE_INVALID 0x00000082)" in out
 
 
 # ---------------------------------------------------------------- the HA slot: every member follows
 
+
 def _members(independent, home) -> dict[str, set[tuple[str, str, str]]]:
     """(class, label, id) per member, without the HA group's own domain keys and journal mark."""
-    return {m: {i for i in tool_identities(independent, home, m) if not i[1].startswith(GROUP_LABELS)}
-            for m in MEMBERS}
+    return {
+        m: {i for i in tool_identities(independent, home, m) if not i[1].startswith(GROUP_LABELS)}
+        for m in MEMBERS
+    }
 
 
 def test_ha_create_copy_set_and_destroy_reach_every_member(menu, home, independent):
-    code, out = menu(home, HA_LOGIN, f"""\
+    code, out = menu(
+        home,
+        HA_LOGIN,
+        f"""\
         20
         {HA_SESSION}
         2
@@ -656,14 +798,19 @@ def test_ha_create_copy_set_and_destroy_reach_every_member(menu, home, independe
         CKA_LABEL=qa-ha-copy
         CKA_ID=hex:0a02
         .
-        """, QUIT)
+        """,
+        QUIT,
+    )
     assert code == 0, out
     assert created(out) == [HA_FIRST, HA_SECOND]
     both = {("CKO_SECRET_KEY", "qa-ha-aes", "0a01"), ("CKO_SECRET_KEY", "qa-ha-copy", "0a02")}
     assert _members(independent, home) == {m: both for m in MEMBERS}
 
     # a later run finds them again by label (HA_FIRST, HA_SECOND), renames one, destroys the other
-    code, out = menu(home, HA_LOGIN, f"""\
+    code, out = menu(
+        home,
+        HA_LOGIN,
+        f"""\
         26
         {HA_SESSION}
         CKA_LABEL=qa-ha-aes
@@ -683,7 +830,9 @@ def test_ha_create_copy_set_and_destroy_reach_every_member(menu, home, independe
         {HA_SESSION}
         {HA_FIRST}
         CKA_LABEL
-        """, QUIT)
+        """,
+        QUIT,
+    )
     assert code == 0, out
     assert [[r[0] for r in t] for t in found(out)] == [[HA_FIRST], [HA_SECOND]]
     assert "CKA_LABEL = qa-ha-renamed" in out
@@ -695,7 +844,10 @@ def test_ha_create_copy_set_and_destroy_reach_every_member(menu, home, independe
 
 
 def test_ha_find_and_display_agree_with_every_member(menu, home, independent):
-    code, out = menu(home, HA_LOGIN, f"""\
+    code, out = menu(
+        home,
+        HA_LOGIN,
+        f"""\
         20
         {HA_SESSION}
         2
@@ -733,7 +885,9 @@ def test_ha_find_and_display_agree_with_every_member(menu, home, independent):
         {HA_SESSION}
         99
         @expect CKR_OBJECT_HANDLE_INVALID
-        """, QUIT)
+        """,
+        QUIT,
+    )
     assert code == 0, out
     assert created(out) == [HA_FIRST, HA_SECOND]
     [rows] = found(out)
@@ -752,7 +906,10 @@ def test_ha_find_and_display_agree_with_every_member(menu, home, independent):
 
 
 def test_ha_data_object_reaches_every_member(menu, home, independent):
-    code, out = menu(home, HA_LOGIN, f"""\
+    code, out = menu(
+        home,
+        HA_LOGIN,
+        f"""\
         20
         {HA_SESSION}
         1
@@ -760,7 +917,9 @@ def test_ha_data_object_reaches_every_member(menu, home, independent):
         CKA_TOKEN=true
         CKA_VALUE=ha notes
         .
-        """, QUIT)
+        """,
+        QUIT,
+    )
     assert code == 0, out
     assert created(out) == [HA_FIRST]
     for member in MEMBERS:

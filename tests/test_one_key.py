@@ -4,6 +4,7 @@ comes back after the application made it unextractable (ckdemo/ha/vault.py).
 
 Through `ckdemo serve` with our RPC client; every member's own copy is read straight from its
 token by python-pkcs11 in a process of its own (nothing of ckdemo), with the user PIN only."""
+
 from __future__ import annotations
 
 import json
@@ -28,8 +29,14 @@ CKA_ENCRYPT = 0x104
 CKM_AES_KEY_GEN, CKM_EC_KEY_PAIR_GEN, CKM_ECDSA, CKM_AES_KEY_WRAP_PAD = 0x1080, 0x1040, 0x1041, 0x210A
 CKO_PRIVATE_KEY, CKO_SECRET_KEY = 3, 4
 P256 = bytes.fromhex("06082a8648ce3d030107")
-FACTS = (CKA_SENSITIVE, CKA_EXTRACTABLE, CKA_LOCAL, CKA_NEVER_EXTRACTABLE, CKA_ALWAYS_SENSITIVE,
-         CKA_WRAP_WITH_TRUSTED)
+FACTS = (
+    CKA_SENSITIVE,
+    CKA_EXTRACTABLE,
+    CKA_LOCAL,
+    CKA_NEVER_EXTRACTABLE,
+    CKA_ALWAYS_SENSITIVE,
+    CKA_WRAP_WITH_TRUSTED,
+)
 
 ON_THE_MEMBER = """
 import json, sys, pkcs11
@@ -51,15 +58,21 @@ print(json.dumps(found))
 
 def on_the_member(home, member: str, label: str) -> list[dict]:
     """The member's own objects of that label, as python-pkcs11 reads them from its token."""
-    done = subprocess.run([sys.executable, "-c", ON_THE_MEMBER, SOFTHSM_LIB, member, USER_PIN, label],
-                          capture_output=True, text=True, timeout=60, env=softhsm_env(home))
+    done = subprocess.run(
+        [sys.executable, "-c", ON_THE_MEMBER, SOFTHSM_LIB, member, USER_PIN, label],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=softhsm_env(home),
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     return json.loads(done.stdout)
 
 
 def read(client, session, handle, attributes=FACTS) -> dict[int, int]:
-    values, _ = client.ok("C_GetAttributeValue", session, handle,
-                          tuple(AttributeSize(a, 8) for a in attributes))
+    values, _ = client.ok(
+        "C_GetAttributeValue", session, handle, tuple(AttributeSize(a, 8) for a in attributes)
+    )
     return {v.type: v.value for v in values}
 
 
@@ -95,31 +108,67 @@ def test_an_unextractable_key_is_unextractable_everywhere_and_answers_as_one_tok
     NEVER_EXTRACTABLE, KEY_GEN_MECHANISM, VALUE_LEN as one token answers for a generated key,
     whichever member answers (the replicas were unwrapped: alone they say LOCAL FALSE)."""
     with session_on(served) as (client, session):
-        (aes,) = client.ok("C_GenerateKey", session, Mechanism(CKM_AES_KEY_GEN), (
-            Attribute(CKA_VALUE_LEN, 32), Attribute(CKA_TOKEN, 1), Attribute(CKA_SENSITIVE, 1),
-            Attribute(CKA_EXTRACTABLE, 0), Attribute(CKA_LABEL, b"one-key-aes")))
-        _, private = client.ok("C_GenerateKeyPair", session, Mechanism(CKM_EC_KEY_PAIR_GEN),
-                               (Attribute(CKA_TOKEN, 1), Attribute(CKA_EC_PARAMS, P256),
-                                Attribute(CKA_LABEL, b"one-key-ec")),
-                               (Attribute(CKA_TOKEN, 1), Attribute(CKA_SENSITIVE, 1), Attribute(CKA_SIGN, 1),
-                                Attribute(CKA_EXTRACTABLE, 0), Attribute(CKA_LABEL, b"one-key-ec")))
-        one_token = {CKA_SENSITIVE: 1, CKA_EXTRACTABLE: 0, CKA_LOCAL: 1, CKA_NEVER_EXTRACTABLE: 1,
-                     CKA_ALWAYS_SENSITIVE: 1, CKA_WRAP_WITH_TRUSTED: 0}
+        (aes,) = client.ok(
+            "C_GenerateKey",
+            session,
+            Mechanism(CKM_AES_KEY_GEN),
+            (
+                Attribute(CKA_VALUE_LEN, 32),
+                Attribute(CKA_TOKEN, 1),
+                Attribute(CKA_SENSITIVE, 1),
+                Attribute(CKA_EXTRACTABLE, 0),
+                Attribute(CKA_LABEL, b"one-key-aes"),
+            ),
+        )
+        _, private = client.ok(
+            "C_GenerateKeyPair",
+            session,
+            Mechanism(CKM_EC_KEY_PAIR_GEN),
+            (Attribute(CKA_TOKEN, 1), Attribute(CKA_EC_PARAMS, P256), Attribute(CKA_LABEL, b"one-key-ec")),
+            (
+                Attribute(CKA_TOKEN, 1),
+                Attribute(CKA_SENSITIVE, 1),
+                Attribute(CKA_SIGN, 1),
+                Attribute(CKA_EXTRACTABLE, 0),
+                Attribute(CKA_LABEL, b"one-key-ec"),
+            ),
+        )
+        one_token = {
+            CKA_SENSITIVE: 1,
+            CKA_EXTRACTABLE: 0,
+            CKA_LOCAL: 1,
+            CKA_NEVER_EXTRACTABLE: 1,
+            CKA_ALWAYS_SENSITIVE: 1,
+            CKA_WRAP_WITH_TRUSTED: 0,
+        }
         for _ in range(6):  # the calls go round the three members
             assert read(client, session, aes) == one_token
             assert read(client, session, private) == one_token
             assert read(client, session, aes, (CKA_KEY_GEN_MECHANISM, CKA_VALUE_LEN)) == {
-                CKA_KEY_GEN_MECHANISM: CKM_AES_KEY_GEN, CKA_VALUE_LEN: 32}
+                CKA_KEY_GEN_MECHANISM: CKM_AES_KEY_GEN,
+                CKA_VALUE_LEN: 32,
+            }
             # searched by what only the record can answer: found every time
-            assert found(client, session, Attribute(CKA_LABEL, b"one-key-aes"),
-                         Attribute(CKA_LOCAL, 1), Attribute(CKA_NEVER_EXTRACTABLE, 1)) == [aes]
+            assert found(
+                client,
+                session,
+                Attribute(CKA_LABEL, b"one-key-aes"),
+                Attribute(CKA_LOCAL, 1),
+                Attribute(CKA_NEVER_EXTRACTABLE, 1),
+            ) == [aes]
             assert found(client, session, Attribute(CKA_LABEL, b"one-key-aes"), Attribute(CKA_LOCAL, 0)) == []
         for member in MEMBERS:
             for label in ("one-key-aes", "one-key-ec"):
-                keys = [k for k in on_the_member(served.home, member, label)
-                        if k["CLASS"] in (CKO_PRIVATE_KEY, CKO_SECRET_KEY)]
+                keys = [
+                    k
+                    for k in on_the_member(served.home, member, label)
+                    if k["CLASS"] in (CKO_PRIVATE_KEY, CKO_SECRET_KEY)
+                ]
                 assert len(keys) == 1 and keys[0]["EXTRACTABLE"] == 0 and keys[0]["SENSITIVE"] == 1, (
-                    member, label, keys)
+                    member,
+                    label,
+                    keys,
+                )
 
 
 def test_an_extractable_key_wraps_under_the_applications_own_key_on_every_member(served):
@@ -127,11 +176,23 @@ def test_an_extractable_key_wraps_under_the_applications_own_key_on_every_member
     the application may wrap under a key of its own, as on one token (the HA slot used to make
     every key wrap-with-trusted: CKR_KEY_NOT_WRAPPABLE)."""
     with session_on(served) as (client, session):
-        (wrapper,) = client.ok("C_GenerateKey", session, Mechanism(CKM_AES_KEY_GEN), (
-            Attribute(CKA_VALUE_LEN, 32), Attribute(CKA_WRAP, 1), Attribute(CKA_UNWRAP, 1),
-            Attribute(CKA_SENSITIVE, 1)))
-        (key,) = client.ok("C_GenerateKey", session, Mechanism(CKM_AES_KEY_GEN), (
-            Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_SENSITIVE, 1), Attribute(CKA_EXTRACTABLE, 1)))
+        (wrapper,) = client.ok(
+            "C_GenerateKey",
+            session,
+            Mechanism(CKM_AES_KEY_GEN),
+            (
+                Attribute(CKA_VALUE_LEN, 32),
+                Attribute(CKA_WRAP, 1),
+                Attribute(CKA_UNWRAP, 1),
+                Attribute(CKA_SENSITIVE, 1),
+            ),
+        )
+        (key,) = client.ok(
+            "C_GenerateKey",
+            session,
+            Mechanism(CKM_AES_KEY_GEN),
+            (Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_SENSITIVE, 1), Attribute(CKA_EXTRACTABLE, 1)),
+        )
         blobs = set()
         for _ in range(6):
             assert read(client, session, key)[CKA_WRAP_WITH_TRUSTED] == 0
@@ -152,10 +213,18 @@ def test_a_key_made_unextractable_later_reaches_a_member_that_comes_back(served,
             for _ in range(4):  # every member has its turn: member1 is found failed
                 client.ok("C_GenerateRandom", session, 8)
             _, private = client.ok(
-                "C_GenerateKeyPair", session, Mechanism(CKM_EC_KEY_PAIR_GEN),
+                "C_GenerateKeyPair",
+                session,
+                Mechanism(CKM_EC_KEY_PAIR_GEN),
                 (Attribute(CKA_TOKEN, 1), Attribute(CKA_EC_PARAMS, P256), Attribute(CKA_LABEL, b"hardened")),
-                (Attribute(CKA_TOKEN, 1), Attribute(CKA_SENSITIVE, 1), Attribute(CKA_SIGN, 1),
-                 Attribute(CKA_EXTRACTABLE, 1), Attribute(CKA_LABEL, b"hardened")))
+                (
+                    Attribute(CKA_TOKEN, 1),
+                    Attribute(CKA_SENSITIVE, 1),
+                    Attribute(CKA_SIGN, 1),
+                    Attribute(CKA_EXTRACTABLE, 1),
+                    Attribute(CKA_LABEL, b"hardened"),
+                ),
+            )
             client.ok("C_SetAttributeValue", session, private, (Attribute(CKA_EXTRACTABLE, 0),))
     finally:
         restored = run_ckdemo(home, "member", "restore", "member1")
@@ -163,10 +232,18 @@ def test_a_key_made_unextractable_later_reaches_a_member_that_comes_back(served,
     recovered = run_ckdemo(home, "hagroup", "recover")
     assert recovered.returncode == 0, recovered.stdout + recovered.stderr
     with session_on(served) as (client, session):
-        counts = [len(found(client, session, Attribute(CKA_CLASS, CKO_PRIVATE_KEY),
-                            Attribute(CKA_LABEL, b"hardened"))) for _ in range(6)]
+        counts = [
+            len(
+                found(
+                    client, session, Attribute(CKA_CLASS, CKO_PRIVATE_KEY), Attribute(CKA_LABEL, b"hardened")
+                )
+            )
+            for _ in range(6)
+        ]
         assert counts == [1] * 6, counts
-        (key,) = found(client, session, Attribute(CKA_CLASS, CKO_PRIVATE_KEY), Attribute(CKA_LABEL, b"hardened"))
+        (key,) = found(
+            client, session, Attribute(CKA_CLASS, CKO_PRIVATE_KEY), Attribute(CKA_LABEL, b"hardened")
+        )
         for _ in range(6):  # every member signs with it
             assert read(client, session, key)[CKA_EXTRACTABLE] == 0
             client.ok("C_SignInit", session, Mechanism(CKM_ECDSA), key)
@@ -180,9 +257,19 @@ def test_nothing_kept_gives_a_user_pin_holder_the_key(served):
     """The records kept for unextractable keys hold no key material in the clear: each blob is
     the key wrapped under the domain key (tests/test_attacks.py unwraps them every weaker way)."""
     with session_on(served) as (client, session):
-        (aes,) = client.ok("C_GenerateKey", session, Mechanism(CKM_AES_KEY_GEN), (
-            Attribute(CKA_VALUE_LEN, 32), Attribute(CKA_TOKEN, 1), Attribute(CKA_SENSITIVE, 1),
-            Attribute(CKA_EXTRACTABLE, 0), Attribute(CKA_ENCRYPT, 1), Attribute(CKA_LABEL, b"kept")))
+        (aes,) = client.ok(
+            "C_GenerateKey",
+            session,
+            Mechanism(CKM_AES_KEY_GEN),
+            (
+                Attribute(CKA_VALUE_LEN, 32),
+                Attribute(CKA_TOKEN, 1),
+                Attribute(CKA_SENSITIVE, 1),
+                Attribute(CKA_EXTRACTABLE, 0),
+                Attribute(CKA_ENCRYPT, 1),
+                Attribute(CKA_LABEL, b"kept"),
+            ),
+        )
         reply = client.call("C_GetAttributeValue", session, aes, (AttributeSize(0x11, 64),))
         assert reply.is_error is False or codes.ckr_name(reply.ckr) == "CKR_ATTRIBUTE_SENSITIVE"
     records = [json.loads(p.read_text()) for p in (served.home / "state").glob("vault-*/*.json")]
@@ -196,9 +283,17 @@ def test_nothing_kept_gives_a_user_pin_holder_the_key(served):
 def test_a_new_application_sees_the_same_answers(served):
     """The record is the home's, not the connection's: another application reads the same."""
     with session_on(served) as (client, session):
-        client.ok("C_GenerateKey", session, Mechanism(CKM_AES_KEY_GEN), (
-            Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_TOKEN, 1), Attribute(CKA_SENSITIVE, 1),
-            Attribute(CKA_LABEL, b"seen-later")))
+        client.ok(
+            "C_GenerateKey",
+            session,
+            Mechanism(CKM_AES_KEY_GEN),
+            (
+                Attribute(CKA_VALUE_LEN, 16),
+                Attribute(CKA_TOKEN, 1),
+                Attribute(CKA_SENSITIVE, 1),
+                Attribute(CKA_LABEL, b"seen-later"),
+            ),
+        )
     other = connect(served)
     try:
         (session,) = other.ok("C_OpenSession", HA_SLOT, 0x6)
@@ -223,21 +318,37 @@ def test_usage_flags_a_template_does_not_give_are_the_tokens_defaults(served):
     with session_on(served) as (client, session):
         keys = {}
         for mechanism in (0x1080, 0x350):  # AES, generic secret
-            (keys[mechanism],) = client.ok("C_GenerateKey", session, Mechanism(mechanism), (
-                Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_SENSITIVE, 1)))
-        public, private = client.ok("C_GenerateKeyPair", session, Mechanism(CKM_EC_KEY_PAIR_GEN),
-                                    (Attribute(CKA_EC_PARAMS, P256),), ())
+            (keys[mechanism],) = client.ok(
+                "C_GenerateKey",
+                session,
+                Mechanism(mechanism),
+                (Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_SENSITIVE, 1)),
+            )
+        public, private = client.ok(
+            "C_GenerateKeyPair",
+            session,
+            Mechanism(CKM_EC_KEY_PAIR_GEN),
+            (Attribute(CKA_EC_PARAMS, P256),),
+            (),
+        )
         for _ in range(3):  # whichever member answers
             for key in keys.values():
                 assert read(client, session, key, usage) == secret
             assert {a: v for a, v in read(client, session, public, (0x104, 0x10A, 0x106, 0x10C)).items()} == {
-                0x104: 1, 0x10A: 1, 0x106: 1, 0x10C: 0}
+                0x104: 1,
+                0x10A: 1,
+                0x106: 1,
+                0x10C: 0,
+            }
             assert read(client, session, private, (0x105, 0x108, 0x107, 0x10C)) == {
-                0x105: 1, 0x108: 1, 0x107: 1, 0x10C: 0}
+                0x105: 1,
+                0x108: 1,
+                0x107: 1,
+                0x10C: 0,
+            }
 
 
-def test_a_created_key_neither_sensitive_nor_extractable_reaches_a_member_that_comes_back(
-        served, run_ckdemo):
+def test_a_created_key_neither_sensitive_nor_extractable_reaches_a_member_that_comes_back(served, run_ckdemo):
     """SoftHSM2's default for a bare template: not sensitive, not extractable. No one may read
     its value, so a member that missed it could not get it (the HA login logged "not copied ...
     CKR_ATTRIBUTE_SENSITIVE" again and again in the differential test): it is kept too, and the
@@ -248,9 +359,18 @@ def test_a_created_key_neither_sensitive_nor_extractable_reaches_a_member_that_c
         with session_on(served) as (client, session):
             for _ in range(4):  # member2 is found failed
                 client.ok("C_GenerateRandom", session, 8)
-            (key,) = client.ok("C_CreateObject", session, (
-                Attribute(CKA_CLASS, CKO_SECRET_KEY), Attribute(0x100, 0x1F), Attribute(0x11, b"k" * 16),
-                Attribute(CKA_TOKEN, 1), Attribute(CKA_ENCRYPT, 1), Attribute(CKA_LABEL, b"bare-created")))
+            (key,) = client.ok(
+                "C_CreateObject",
+                session,
+                (
+                    Attribute(CKA_CLASS, CKO_SECRET_KEY),
+                    Attribute(0x100, 0x1F),
+                    Attribute(0x11, b"k" * 16),
+                    Attribute(CKA_TOKEN, 1),
+                    Attribute(CKA_ENCRYPT, 1),
+                    Attribute(CKA_LABEL, b"bare-created"),
+                ),
+            )
     finally:
         assert run_ckdemo(home, "member", "restore", "member2").returncode == 0
     assert run_ckdemo(home, "hagroup", "recover").returncode == 0
@@ -260,14 +380,18 @@ def test_a_created_key_neither_sensitive_nor_extractable_reaches_a_member_that_c
         (found_key,) = found(client, session, Attribute(CKA_LABEL, b"bare-created"))
         for _ in range(6):
             assert read(client, session, found_key, (CKA_SENSITIVE, CKA_EXTRACTABLE)) == {
-                CKA_SENSITIVE: 0, CKA_EXTRACTABLE: 0}
+                CKA_SENSITIVE: 0,
+                CKA_EXTRACTABLE: 0,
+            }
             client.ok("C_EncryptInit", session, Mechanism(0x1081), found_key)  # CKM_AES_ECB
             (block,) = client.ok("C_Encrypt", session, bytes(16), 64)
             assert len(block) == 16
         client.ok("C_DestroyObject", session, found_key)
 
 
-def test_a_key_neither_modifiable_nor_copyable_is_made_and_reaches_a_member_that_comes_back(served, run_ckdemo):
+def test_a_key_neither_modifiable_nor_copyable_is_made_and_reaches_a_member_that_comes_back(
+    served, run_ckdemo
+):
     """SoftHSM2 applies an unwrap template in its order and takes nothing after CKA_MODIFIABLE
     FALSE: a copy made by unwrap takes COPYABLE FALSE and, last, MODIFIABLE FALSE. The HA slot
     refused such keys with CKR_TEMPLATE_INCONSISTENT, where one token makes them (differential
@@ -278,18 +402,33 @@ def test_a_key_neither_modifiable_nor_copyable_is_made_and_reaches_a_member_that
     with member_out(run_ckdemo, home, "member2"), session_on(served) as (client, session):
         noticed(client, session)
         for extractable, label in asked.items():
-            client.ok("C_GenerateKey", session, Mechanism(CKM_AES_KEY_GEN), (
-                Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_TOKEN, 1), Attribute(CKA_ENCRYPT, 1),
-                Attribute(CKA_EXTRACTABLE, extractable), Attribute(CKA_MODIFIABLE, 0),
-                Attribute(CKA_COPYABLE, 0), Attribute(CKA_LABEL, label)))
+            client.ok(
+                "C_GenerateKey",
+                session,
+                Mechanism(CKM_AES_KEY_GEN),
+                (
+                    Attribute(CKA_VALUE_LEN, 16),
+                    Attribute(CKA_TOKEN, 1),
+                    Attribute(CKA_ENCRYPT, 1),
+                    Attribute(CKA_EXTRACTABLE, extractable),
+                    Attribute(CKA_MODIFIABLE, 0),
+                    Attribute(CKA_COPYABLE, 0),
+                    Attribute(CKA_LABEL, label),
+                ),
+            )
     with session_on(served) as (client, session):
         for extractable, label in asked.items():
             for _ in range(6):  # whichever member answers
                 (key,) = found(client, session, Attribute(CKA_LABEL, label))
                 assert read(client, session, key, (CKA_EXTRACTABLE, CKA_MODIFIABLE, CKA_COPYABLE)) == {
-                    CKA_EXTRACTABLE: extractable, CKA_MODIFIABLE: 0, CKA_COPYABLE: 0}
-                assert client.ckr("C_SetAttributeValue", session, key, (Attribute(CKA_LABEL, b"x"),)) \
+                    CKA_EXTRACTABLE: extractable,
+                    CKA_MODIFIABLE: 0,
+                    CKA_COPYABLE: 0,
+                }
+                assert (
+                    client.ckr("C_SetAttributeValue", session, key, (Attribute(CKA_LABEL, b"x"),))
                     == codes.CKR_ACTION_PROHIBITED
+                )
                 client.ok("C_EncryptInit", session, Mechanism(0x1081), key)
                 client.ok("C_Encrypt", session, b"e" * 16, 64)
     for label in asked.values():
@@ -302,16 +441,32 @@ def test_data_objects_made_or_destroyed_while_a_member_is_down_reach_it(served, 
     seed 500001: a new application found 0 objects where one token holds 2)."""
     home = served.home
     with session_on(served) as (client, session):
-        (doomed,) = client.ok("C_CreateObject", session, (
-            Attribute(CKA_CLASS, 0), Attribute(CKA_TOKEN, 1), Attribute(CKA_LABEL, b"data-doomed"),
-            Attribute(0x11, b"d")))
+        (doomed,) = client.ok(
+            "C_CreateObject",
+            session,
+            (
+                Attribute(CKA_CLASS, 0),
+                Attribute(CKA_TOKEN, 1),
+                Attribute(CKA_LABEL, b"data-doomed"),
+                Attribute(0x11, b"d"),
+            ),
+        )
     with member_out(run_ckdemo, home, "member3"), session_on(served) as (client, session):
         noticed(client, session)
         for private in (0, 1):
-            client.ok("C_CreateObject", session, (
-                Attribute(CKA_CLASS, 0), Attribute(CKA_TOKEN, 1), Attribute(CKA_PRIVATE, private),
-                Attribute(CKA_LABEL, b"data-late"), Attribute(0x11, bytes([private])),
-                Attribute(0x10, b"app"), Attribute(0x170, 0)))
+            client.ok(
+                "C_CreateObject",
+                session,
+                (
+                    Attribute(CKA_CLASS, 0),
+                    Attribute(CKA_TOKEN, 1),
+                    Attribute(CKA_PRIVATE, private),
+                    Attribute(CKA_LABEL, b"data-late"),
+                    Attribute(0x11, bytes([private])),
+                    Attribute(0x10, b"app"),
+                    Attribute(0x170, 0),
+                ),
+            )
         (doomed,) = found(client, session, Attribute(CKA_LABEL, b"data-doomed"))
         client.ok("C_DestroyObject", session, doomed)
     with session_on(served) as (client, session):
@@ -330,15 +485,30 @@ def test_setting_sensitive_false_on_a_key_that_is_not_sensitive_is_ok_on_every_m
     home = served.home
     with member_out(run_ckdemo, home, "member2"), session_on(served) as (client, session):
         noticed(client, session)
-        client.ok("C_CreateObject", session, (
-            Attribute(CKA_CLASS, CKO_SECRET_KEY), Attribute(0x100, 0x1F), Attribute(0x11, b"s" * 16),
-            Attribute(CKA_TOKEN, 1), Attribute(CKA_SENSITIVE, 0), Attribute(CKA_EXTRACTABLE, 0),
-            Attribute(CKA_LABEL, b"plain-key")))
+        client.ok(
+            "C_CreateObject",
+            session,
+            (
+                Attribute(CKA_CLASS, CKO_SECRET_KEY),
+                Attribute(0x100, 0x1F),
+                Attribute(0x11, b"s" * 16),
+                Attribute(CKA_TOKEN, 1),
+                Attribute(CKA_SENSITIVE, 0),
+                Attribute(CKA_EXTRACTABLE, 0),
+                Attribute(CKA_LABEL, b"plain-key"),
+            ),
+        )
     with session_on(served) as (client, session):
         (key,) = found(client, session, Attribute(CKA_LABEL, b"plain-key"))
         for _ in range(6):  # whichever member answers
-            assert client.ckr("C_SetAttributeValue", session, key, (Attribute(CKA_SENSITIVE, 0),)) == codes.CKR_OK
-            assert read(client, session, key, (CKA_SENSITIVE, CKA_EXTRACTABLE)) == {CKA_SENSITIVE: 0, CKA_EXTRACTABLE: 0}
+            assert (
+                client.ckr("C_SetAttributeValue", session, key, (Attribute(CKA_SENSITIVE, 0),))
+                == codes.CKR_OK
+            )
+            assert read(client, session, key, (CKA_SENSITIVE, CKA_EXTRACTABLE)) == {
+                CKA_SENSITIVE: 0,
+                CKA_EXTRACTABLE: 0,
+            }
 
 
 def test_a_private_copy_of_an_unextractable_public_key_reaches_a_member_that_comes_back(served, run_ckdemo):
@@ -348,10 +518,21 @@ def test_a_private_copy_of_an_unextractable_public_key_reaches_a_member_that_com
     seed 500043). The copy's record now keeps the blob wrapped anew for private keys."""
     home = served.home
     with session_on(served) as (client, session):
-        (public,) = client.ok("C_CreateObject", session, (
-            Attribute(CKA_CLASS, CKO_SECRET_KEY), Attribute(0x100, 0x1F), Attribute(0x11, b"p" * 16),
-            Attribute(CKA_TOKEN, 1), Attribute(CKA_PRIVATE, 0), Attribute(CKA_SENSITIVE, 1),
-            Attribute(CKA_EXTRACTABLE, 0), Attribute(CKA_ENCRYPT, 1), Attribute(CKA_LABEL, b"made-private")))
+        (public,) = client.ok(
+            "C_CreateObject",
+            session,
+            (
+                Attribute(CKA_CLASS, CKO_SECRET_KEY),
+                Attribute(0x100, 0x1F),
+                Attribute(0x11, b"p" * 16),
+                Attribute(CKA_TOKEN, 1),
+                Attribute(CKA_PRIVATE, 0),
+                Attribute(CKA_SENSITIVE, 1),
+                Attribute(CKA_EXTRACTABLE, 0),
+                Attribute(CKA_ENCRYPT, 1),
+                Attribute(CKA_LABEL, b"made-private"),
+            ),
+        )
         with member_out(run_ckdemo, home, "member1"):
             noticed(client, session)
             client.ok("C_CopyObject", session, public, (Attribute(CKA_PRIVATE, 1),))
@@ -363,7 +544,23 @@ def test_a_private_copy_of_an_unextractable_public_key_reaches_a_member_that_com
                 client.ok("C_EncryptInit", session, Mechanism(0x1081), key)
                 client.ok("C_Encrypt", session, b"e" * 16, 64)
     assert "not copied" not in served.log(), served.log()
-    labels = subprocess.run(["pkcs11-tool", "--module", SOFTHSM_LIB, "--token-label", "member1", "--login",
-                             "--pin", USER_PIN, "--list-objects", "--type", "secrkey"],
-                            capture_output=True, text=True, timeout=60, env=softhsm_env(home)).stdout
+    labels = subprocess.run(
+        [
+            "pkcs11-tool",
+            "--module",
+            SOFTHSM_LIB,
+            "--token-label",
+            "member1",
+            "--login",
+            "--pin",
+            USER_PIN,
+            "--list-objects",
+            "--type",
+            "secrkey",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=softhsm_env(home),
+    ).stdout
     assert labels.count("label:      made-private") == 2, labels  # the copy under a marked label

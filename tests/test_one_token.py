@@ -2,6 +2,7 @@
 of its own: slot events (each application sees each once, none from before it connected) and
 a context-specific login with no operation that needs one (SoftHSM2 2.6.1's answer), and public
 objects readable by an application with no login, whichever member answers."""
+
 from __future__ import annotations
 
 import hashlib
@@ -76,7 +77,8 @@ def events(client) -> list[str]:
 
 
 def test_each_application_sees_each_slot_event_once_and_none_from_before(
-        tmp_path, provision, ckdemo_bin, run_ckdemo):
+    tmp_path, provision, ckdemo_bin, run_ckdemo
+):
     home = provision(tmp_path / "home")
     served = start_server(ckdemo_bin, home, None, tmp_path / "serve.log")
     try:
@@ -111,8 +113,7 @@ def test_a_context_specific_login_without_an_operation_is_operation_not_initiali
                 client.ok("C_Login", session, 1, USER_PIN.encode())
 
 
-def test_a_public_data_object_reads_the_same_on_every_member_after_a_logout(
-        tmp_path, provision, ckdemo_bin):
+def test_a_public_data_object_reads_the_same_on_every_member_after_a_logout(tmp_path, provision, ckdemo_bin):
     """A data object has no CKA_ID: members found it again by an empty CKA_ID, found nothing,
     and a reader with no login got CKR_USER_NOT_LOGGED_IN from two members of three."""
     home = provision(tmp_path / "home")
@@ -121,8 +122,13 @@ def test_a_public_data_object_reads_the_same_on_every_member_after_a_logout(
         maker = connect(served)
         (made_in,) = maker.ok("C_OpenSession", HA_SLOT, 0x6)
         maker.ok("C_Login", made_in, 1, USER_PIN.encode())
-        template = (Attribute(CKA_CLASS, 0), Attribute(CKA_TOKEN, 1), Attribute(CKA_PRIVATE, 0),
-                    Attribute(CKA_LABEL, b"public-data"), Attribute(CKA_VALUE, b"hello"))
+        template = (
+            Attribute(CKA_CLASS, 0),
+            Attribute(CKA_TOKEN, 1),
+            Attribute(CKA_PRIVATE, 0),
+            Attribute(CKA_LABEL, b"public-data"),
+            Attribute(CKA_VALUE, b"hello"),
+        )
         (made,) = maker.ok("C_CreateObject", made_in, template)
         maker.ok("C_Logout", made_in)
         reader = connect(served)
@@ -143,7 +149,8 @@ def test_a_public_data_object_reads_the_same_on_every_member_after_a_logout(
 
 
 def test_searches_give_the_same_objects_in_the_same_order_whichever_member_serves(
-        tmp_path, provision, ckdemo_bin):
+    tmp_path, provision, ckdemo_bin
+):
     """pkcs11-tool --test enumerates keys by index over separate searches: an order that changed
     with the member made it test one key twice and skip another."""
     home = provision(tmp_path / "home")
@@ -153,11 +160,27 @@ def test_searches_give_the_same_objects_in_the_same_order_whichever_member_serve
         (session,) = client.ok("C_OpenSession", HA_SLOT, 0x6)
         client.ok("C_Login", session, 1, USER_PIN.encode())
         for number in range(3):
-            client.ok("C_GenerateKeyPair", session, Mechanism(0x1040),  # CKM_EC_KEY_PAIR_GEN
-                      (Attribute(CKA_TOKEN, 1), Attribute(CKA_EC_PARAMS, P256), Attribute(CKA_LABEL, b"ec%d" % number)),
-                      (Attribute(CKA_TOKEN, 1), Attribute(CKA_LABEL, b"ec%d" % number), Attribute(CKA_SIGN, 1)))
-            client.ok("C_GenerateKey", session, Mechanism(0x1080),  # CKM_AES_KEY_GEN
-                      (Attribute(CKA_VALUE_LEN, 32), Attribute(CKA_TOKEN, 1), Attribute(CKA_LABEL, b"aes%d" % number)))
+            client.ok(
+                "C_GenerateKeyPair",
+                session,
+                Mechanism(0x1040),  # CKM_EC_KEY_PAIR_GEN
+                (
+                    Attribute(CKA_TOKEN, 1),
+                    Attribute(CKA_EC_PARAMS, P256),
+                    Attribute(CKA_LABEL, b"ec%d" % number),
+                ),
+                (Attribute(CKA_TOKEN, 1), Attribute(CKA_LABEL, b"ec%d" % number), Attribute(CKA_SIGN, 1)),
+            )
+            client.ok(
+                "C_GenerateKey",
+                session,
+                Mechanism(0x1080),  # CKM_AES_KEY_GEN
+                (
+                    Attribute(CKA_VALUE_LEN, 32),
+                    Attribute(CKA_TOKEN, 1),
+                    Attribute(CKA_LABEL, b"aes%d" % number),
+                ),
+            )
         client.close()
         stop_cleanly(served)
         # a new server loads the objects from each member's files, each in its own order
@@ -183,24 +206,48 @@ def test_an_init_with_a_key_that_cannot_do_it_is_refused_at_init_as_by_a_token(s
     length), and C_Verify with an RSA mechanism and an EC key kills a SoftHSM2 process."""
     with session_on(served, 0x6) as (client, session):
         ec_public, ec_private = client.ok(
-            "C_GenerateKeyPair", session, Mechanism(0x1040),
+            "C_GenerateKeyPair",
+            session,
+            Mechanism(0x1040),
             (Attribute(CKA_TOKEN, 0), Attribute(CKA_EC_PARAMS, P256), Attribute(CKA_VERIFY, 1)),
-            (Attribute(CKA_TOKEN, 0), Attribute(CKA_SIGN, 1)))
-        (short,) = client.ok("C_CreateObject", session, (
-            Attribute(CKA_CLASS, 4), Attribute(CKA_KEY_TYPE, 0x10), Attribute(CKA_TOKEN, 0),
-            Attribute(CKA_SIGN, 1), Attribute(CKA_VALUE, b"k" * 16)))
-        (aes,) = client.ok("C_GenerateKey", session, Mechanism(0x1080), (
-            Attribute(CKA_VALUE_LEN, 32), Attribute(CKA_TOKEN, 0), Attribute(CKA_ENCRYPT, 1),
-            Attribute(CKA_DECRYPT, 0)))
-        (data,) = client.ok("C_CreateObject", session, (
-            Attribute(CKA_CLASS, 0), Attribute(CKA_TOKEN, 0), Attribute(CKA_LABEL, b"not a key")))
-        cases = [("C_VerifyInit", Mechanism(0x40), ec_public, "CKR_KEY_TYPE_INCONSISTENT"),
-                 ("C_SignInit", Mechanism(0x1041), data, "CKR_KEY_FUNCTION_NOT_PERMITTED"),
-                 ("C_SignInit", Mechanism(0x251), short, "CKR_KEY_SIZE_RANGE"),
-                 ("C_SignInit", Mechanism(0x251), ec_private, "CKR_KEY_TYPE_INCONSISTENT"),
-                 ("C_DecryptInit", Mechanism(0x1081), aes, "CKR_KEY_FUNCTION_NOT_PERMITTED"),
-                 ("C_EncryptInit", Mechanism(0x1), aes, "CKR_KEY_TYPE_INCONSISTENT"),
-                 ("C_SignInit", Mechanism(0x1041), ec_private, "CKR_OK")]
+            (Attribute(CKA_TOKEN, 0), Attribute(CKA_SIGN, 1)),
+        )
+        (short,) = client.ok(
+            "C_CreateObject",
+            session,
+            (
+                Attribute(CKA_CLASS, 4),
+                Attribute(CKA_KEY_TYPE, 0x10),
+                Attribute(CKA_TOKEN, 0),
+                Attribute(CKA_SIGN, 1),
+                Attribute(CKA_VALUE, b"k" * 16),
+            ),
+        )
+        (aes,) = client.ok(
+            "C_GenerateKey",
+            session,
+            Mechanism(0x1080),
+            (
+                Attribute(CKA_VALUE_LEN, 32),
+                Attribute(CKA_TOKEN, 0),
+                Attribute(CKA_ENCRYPT, 1),
+                Attribute(CKA_DECRYPT, 0),
+            ),
+        )
+        (data,) = client.ok(
+            "C_CreateObject",
+            session,
+            (Attribute(CKA_CLASS, 0), Attribute(CKA_TOKEN, 0), Attribute(CKA_LABEL, b"not a key")),
+        )
+        cases = [
+            ("C_VerifyInit", Mechanism(0x40), ec_public, "CKR_KEY_TYPE_INCONSISTENT"),
+            ("C_SignInit", Mechanism(0x1041), data, "CKR_KEY_FUNCTION_NOT_PERMITTED"),
+            ("C_SignInit", Mechanism(0x251), short, "CKR_KEY_SIZE_RANGE"),
+            ("C_SignInit", Mechanism(0x251), ec_private, "CKR_KEY_TYPE_INCONSISTENT"),
+            ("C_DecryptInit", Mechanism(0x1081), aes, "CKR_KEY_FUNCTION_NOT_PERMITTED"),
+            ("C_EncryptInit", Mechanism(0x1), aes, "CKR_KEY_TYPE_INCONSISTENT"),
+            ("C_SignInit", Mechanism(0x1041), ec_private, "CKR_OK"),
+        ]
         for call, mechanism, key, expected in cases:
             reply = client.call(call, session, mechanism, key)
             answer = codes.ckr_name(reply.ckr) if reply.is_error else "CKR_OK"
@@ -213,13 +260,17 @@ def test_an_init_with_a_key_that_cannot_do_it_is_refused_at_init_as_by_a_token(s
 def test_one_operation_at_a_time_in_a_session_as_softhsm2_keeps_it(served):
     with session_on(served, 0x6) as (client, session):
         _, private = client.ok(
-            "C_GenerateKeyPair", session, Mechanism(0x1040),
+            "C_GenerateKeyPair",
+            session,
+            Mechanism(0x1040),
             (Attribute(CKA_TOKEN, 0), Attribute(CKA_EC_PARAMS, P256)),
-            (Attribute(CKA_TOKEN, 0), Attribute(CKA_SIGN, 1)))
+            (Attribute(CKA_TOKEN, 0), Attribute(CKA_SIGN, 1)),
+        )
 
         def answer(call, *args) -> str:
             reply = client.call(call, session, *args)
             return codes.ckr_name(reply.ckr) if reply.is_error else "CKR_OK"
+
         assert answer("C_SignInit", Mechanism(0x1041), private) == "CKR_OK"
         assert answer("C_DigestInit", Mechanism(0x250)) == "CKR_OPERATION_ACTIVE"
         assert answer("C_FindObjectsInit", ()) == "CKR_OPERATION_ACTIVE"
@@ -235,9 +286,17 @@ def test_a_digest_over_data_and_keys_in_any_order(served):
     answered CKR_FUNCTION_NOT_SUPPORTED (differential test defect 6)."""
     with session_on(served, 0x6) as (client, session):
         value = bytes(range(32))
-        (key,) = client.ok("C_CreateObject", session, (
-            Attribute(CKA_CLASS, 4), Attribute(CKA_KEY_TYPE, 0x10), Attribute(CKA_TOKEN, 0),
-            Attribute(CKA_SENSITIVE, 0), Attribute(CKA_VALUE, value)))
+        (key,) = client.ok(
+            "C_CreateObject",
+            session,
+            (
+                Attribute(CKA_CLASS, 4),
+                Attribute(CKA_KEY_TYPE, 0x10),
+                Attribute(CKA_TOKEN, 0),
+                Attribute(CKA_SENSITIVE, 0),
+                Attribute(CKA_VALUE, value),
+            ),
+        )
         for parts in ([b"prefix", key, b"suffix"], [key, b"after"], [b"a", key, key, b"b"]):
             client.ok("C_DigestInit", session, Mechanism(0x250))
             for part in parts:
@@ -255,16 +314,25 @@ def test_attributes_a_key_takes_only_at_creation_are_given_at_generation_on_ever
     them afterwards and answered CKR_ATTRIBUTE_READ_ONLY where one token makes the key
     (differential test defect 4). Every member's copy carries them."""
     with session_on(served, 0x6) as (client, session):
-        (aes,) = client.ok("C_GenerateKey", session, Mechanism(0x1080), (
-            Attribute(CKA_VALUE_LEN, 32), Attribute(CKA_TOKEN, 1), Attribute(CKA_COPYABLE, 0)))
+        (aes,) = client.ok(
+            "C_GenerateKey",
+            session,
+            Mechanism(0x1080),
+            (Attribute(CKA_VALUE_LEN, 32), Attribute(CKA_TOKEN, 1), Attribute(CKA_COPYABLE, 0)),
+        )
         _, private = client.ok(
-            "C_GenerateKeyPair", session, Mechanism(0x1040),
+            "C_GenerateKeyPair",
+            session,
+            Mechanism(0x1040),
             (Attribute(CKA_TOKEN, 1), Attribute(CKA_EC_PARAMS, P256)),
-            (Attribute(CKA_TOKEN, 1), Attribute(CKA_SIGN, 1), Attribute(CKA_MODIFIABLE, 0)))
+            (Attribute(CKA_TOKEN, 1), Attribute(CKA_SIGN, 1), Attribute(CKA_MODIFIABLE, 0)),
+        )
         for _ in range(6):  # whichever member answers
             values, _ = client.ok("C_GetAttributeValue", session, aes, (AttributeSize(CKA_COPYABLE, 1),))
             assert values[0].value == b"\x00" or values[0].value == 0
-            values, _ = client.ok("C_GetAttributeValue", session, private, (AttributeSize(CKA_MODIFIABLE, 1),))
+            values, _ = client.ok(
+                "C_GetAttributeValue", session, private, (AttributeSize(CKA_MODIFIABLE, 1),)
+            )
             assert values[0].value == 0
         reply = client.call("C_CopyObject", session, aes, ())
         assert reply.is_error and codes.ckr_name(reply.ckr) == "CKR_ACTION_PROHIBITED"
@@ -283,9 +351,12 @@ def test_a_key_pair_with_a_token_half_and_a_session_half(served):
     does; the server refused it with CKR_TEMPLATE_INCONSISTENT (differential test defect 4)."""
     with session_on(served) as (client, session):
         public, private = client.ok(
-            "C_GenerateKeyPair", session, Mechanism(0x1040),
+            "C_GenerateKeyPair",
+            session,
+            Mechanism(0x1040),
             (Attribute(CKA_EC_PARAMS, P256), Attribute(CKA_LABEL, b"halves")),
-            (Attribute(CKA_TOKEN, 1), Attribute(CKA_SIGN, 1), Attribute(CKA_LABEL, b"halves")))
+            (Attribute(CKA_TOKEN, 1), Attribute(CKA_SIGN, 1), Attribute(CKA_LABEL, b"halves")),
+        )
         for _ in range(6):  # whichever member answers
             for key, token in ((public, 0), (private, 1)):
                 values, _ = client.ok("C_GetAttributeValue", session, key, (AttributeSize(CKA_TOKEN, 1),))
@@ -310,9 +381,19 @@ def test_two_data_objects_of_one_label_are_two_objects(served):
     of one label were one object (a search found one, a destroy removed one or the other on each
     member: differential test defect 7). Their values tell them apart now."""
     with session_on(served) as (client, session):
-        made = [client.ok("C_CreateObject", session, (
-            Attribute(CKA_CLASS, 0), Attribute(CKA_TOKEN, 1), Attribute(CKA_LABEL, b"twins"),
-            Attribute(CKA_VALUE, value)))[0] for value in (b"first", b"second", b"third")]
+        made = [
+            client.ok(
+                "C_CreateObject",
+                session,
+                (
+                    Attribute(CKA_CLASS, 0),
+                    Attribute(CKA_TOKEN, 1),
+                    Attribute(CKA_LABEL, b"twins"),
+                    Attribute(CKA_VALUE, value),
+                ),
+            )[0]
+            for value in (b"first", b"second", b"third")
+        ]
         for _ in range(6):  # whichever member searches
             client.ok("C_FindObjectsInit", session, (Attribute(CKA_LABEL, b"twins"),))
             (found,) = client.ok("C_FindObjects", session, 10)
@@ -333,7 +414,8 @@ def test_two_data_objects_of_one_label_are_two_objects(served):
 
 
 def test_losing_every_member_loses_sessions_and_logins_until_the_application_initializes_again(
-        tmp_path, provision, ckdemo_bin, run_ckdemo):
+    tmp_path, provision, ckdemo_bin, run_ckdemo
+):
     """Luna HA (docs/HA.md): every member lost, then back: the applications' sessions are gone
     (CKR_SESSION_HANDLE_INVALID) and so is the login; after C_Finalize and C_Initialize each
     application logs in again (a real login: the server's shared one went with the token)."""
@@ -364,8 +446,12 @@ def test_losing_every_member_loses_sessions_and_logins_until_the_application_ini
             wrong = client.call("C_Login", session, 1, b"0000")  # a real login checks the PIN
             assert codes.ckr_name(wrong.ckr) == "CKR_PIN_INCORRECT"
             client.ok("C_Login", session, 1, USER_PIN.encode())
-            (key,) = client.ok("C_GenerateKey", session, Mechanism(0x1080), (
-                Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_TOKEN, 0)))
+            (key,) = client.ok(
+                "C_GenerateKey",
+                session,
+                Mechanism(0x1080),
+                (Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_TOKEN, 0)),
+            )
             client.ok("C_DestroyObject", session, key)
         for client in (first, second):
             client.close()
@@ -379,8 +465,11 @@ def test_a_digest_over_a_data_object_is_the_tokens_answer_not_an_internal_error(
     """C_DigestKey of a data object: SoftHSM2 answers it; the member layer handed it to
     python-pkcs11, which digests keys only: an internal error (TypeError) and CKR_GENERAL_ERROR."""
     with session_on(served) as (client, session):
-        (data,) = client.ok("C_CreateObject", session, (
-            Attribute(CKA_CLASS, 0), Attribute(CKA_TOKEN, 0), Attribute(CKA_VALUE, b"not a key")))
+        (data,) = client.ok(
+            "C_CreateObject",
+            session,
+            (Attribute(CKA_CLASS, 0), Attribute(CKA_TOKEN, 0), Attribute(CKA_VALUE, b"not a key")),
+        )
         for _ in range(3):  # each member
             client.ok("C_DigestInit", session, Mechanism(0x250))
             client.ok("C_DigestUpdate", session, b"prefix")
@@ -396,11 +485,22 @@ def test_a_private_object_after_a_logout_is_an_invalid_handle_as_on_a_token(serv
     object's handle: SoftHSM2 forgot it (CKR_OBJECT_HANDLE_INVALID; a key's handle in an Init:
     CKR_KEY_HANDLE_INVALID); the server answered CKR_USER_NOT_LOGGED_IN."""
     with session_on(served) as (client, session):
-        (data,) = client.ok("C_CreateObject", session, (
-            Attribute(CKA_CLASS, 0), Attribute(CKA_TOKEN, 0), Attribute(CKA_PRIVATE, 1),
-            Attribute(CKA_LABEL, b"private-after-logout")))
-        (key,) = client.ok("C_GenerateKey", session, Mechanism(0x1080), (
-            Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_PRIVATE, 1), Attribute(CKA_ENCRYPT, 1)))
+        (data,) = client.ok(
+            "C_CreateObject",
+            session,
+            (
+                Attribute(CKA_CLASS, 0),
+                Attribute(CKA_TOKEN, 0),
+                Attribute(CKA_PRIVATE, 1),
+                Attribute(CKA_LABEL, b"private-after-logout"),
+            ),
+        )
+        (key,) = client.ok(
+            "C_GenerateKey",
+            session,
+            Mechanism(0x1080),
+            (Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_PRIVATE, 1), Attribute(CKA_ENCRYPT, 1)),
+        )
         client.ok("C_Logout", session)
         reply = client.call("C_GetAttributeValue", session, data, (AttributeSize(CKA_LABEL, 64),))
         assert codes.ckr_name(reply.ckr) == "CKR_OBJECT_HANDLE_INVALID"
@@ -420,18 +520,31 @@ def test_an_always_authenticate_key_asks_a_context_login_for_each_use_as_on_one_
     def story(socket) -> tuple[list[str], bytes, bytes]:
         with on_first_slot(socket) as (client, session):
             public, private = client.ok(
-                "C_GenerateKeyPair", session, Mechanism(RSA_KEY_PAIR_GEN),
-                (Attribute(CKA_TOKEN, 0), Attribute(CKA_MODULUS_BITS, 2048),
-                 Attribute(CKA_PUBLIC_EXPONENT, b"\x01\x00\x01"), Attribute(CKA_VERIFY, 1),
-                 Attribute(CKA_ENCRYPT, 1)),
-                (Attribute(CKA_TOKEN, 0), Attribute(CKA_SIGN, 1), Attribute(CKA_DECRYPT, 1),
-                 Attribute(CKA_SENSITIVE, 1), Attribute(CKA_ALWAYS_AUTHENTICATE, 1)))
+                "C_GenerateKeyPair",
+                session,
+                Mechanism(RSA_KEY_PAIR_GEN),
+                (
+                    Attribute(CKA_TOKEN, 0),
+                    Attribute(CKA_MODULUS_BITS, 2048),
+                    Attribute(CKA_PUBLIC_EXPONENT, b"\x01\x00\x01"),
+                    Attribute(CKA_VERIFY, 1),
+                    Attribute(CKA_ENCRYPT, 1),
+                ),
+                (
+                    Attribute(CKA_TOKEN, 0),
+                    Attribute(CKA_SIGN, 1),
+                    Attribute(CKA_DECRYPT, 1),
+                    Attribute(CKA_SENSITIVE, 1),
+                    Attribute(CKA_ALWAYS_AUTHENTICATE, 1),
+                ),
+            )
             seen = []
 
             def note(name, *args):
                 reply = client.call(name, *args)
                 seen.append(f"{name} {codes.ckr_name(reply.ckr) if reply.is_error else 'CKR_OK'}")
                 return None if reply.is_error else reply.args
+
             note("C_Login", session, CKU_CONTEXT_SPECIFIC, USER_PIN.encode())  # no operation
             note("C_SignInit", session, Mechanism(SHA256_RSA_PKCS), private)
             note("C_Sign", session, data, 256)  # no context login: refused, and the operation ends
@@ -449,10 +562,12 @@ def test_an_always_authenticate_key_asks_a_context_login_for_each_use_as_on_one_
             note("C_DecryptInit", session, Mechanism(RSA_PKCS), private)
             note("C_Login", session, CKU_CONTEXT_SPECIFIC, USER_PIN.encode())
             (plain,) = note("C_Decrypt", session, ciphertext, 256)
-            attributes, _ = note("C_GetAttributeValue", session, private,
-                                 (AttributeSize(CKA_ALWAYS_AUTHENTICATE, 1),))
+            attributes, _ = note(
+                "C_GetAttributeValue", session, private, (AttributeSize(CKA_ALWAYS_AUTHENTICATE, 1),)
+            )
             seen.append(f"ALWAYS_AUTHENTICATE {attributes[0].value!r}")
             return seen, signature, plain
+
     ours, their_story = story(served.socket), story(reference.socket)
     assert ours[0] == their_story[0]
     assert "C_Sign CKR_USER_NOT_LOGGED_IN" in ours[0] and "C_Login CKR_PIN_INCORRECT" in ours[0]
@@ -470,9 +585,13 @@ def test_keys_asked_public_are_public_and_made_without_a_login_as_on_one_token(s
 
     def on_members_without_login() -> None:
         for member in ("member1", "member2", "member3"):  # read straight on each token
-            listed = subprocess.run(["pkcs11-tool", "--module", SOFTHSM_LIB, "--token-label", member,
-                                     "-O"], env=softhsm_env(served.home), capture_output=True,
-                                    text=True, timeout=60)
+            listed = subprocess.run(
+                ["pkcs11-tool", "--module", SOFTHSM_LIB, "--token-label", member, "-O"],
+                env=softhsm_env(served.home),
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
             assert "public-aes" in listed.stdout and listed.stdout.count("public-ec") == 2, listed.stdout
 
     def story(socket, check=lambda: None) -> list[str]:
@@ -483,21 +602,49 @@ def test_keys_asked_public_are_public_and_made_without_a_login_as_on_one_token(s
                 reply = client.call(name, *args)
                 seen.append(f"{name} {codes.ckr_name(reply.ckr) if reply.is_error else 'CKR_OK'}")
                 return None if reply.is_error else reply.args
-            made = note("C_GenerateKey", session, Mechanism(AES_KEY_GEN),
-                        (Attribute(CKA_VALUE_LEN, 32), Attribute(CKA_TOKEN, 1), Attribute(CKA_PRIVATE, 0),
-                         Attribute(CKA_SENSITIVE, 1), Attribute(CKA_ENCRYPT, 1), Attribute(CKA_DECRYPT, 1),
-                         Attribute(CKA_LABEL, b"public-aes")))
-            pair = note("C_GenerateKeyPair", session, Mechanism(EC_KEY_PAIR_GEN),
-                        (Attribute(CKA_TOKEN, 1), Attribute(CKA_EC_PARAMS, P256), Attribute(CKA_VERIFY, 1),
-                         Attribute(CKA_LABEL, b"public-ec")),
-                        (Attribute(CKA_TOKEN, 1), Attribute(CKA_PRIVATE, 0), Attribute(CKA_SENSITIVE, 1),
-                         Attribute(CKA_SIGN, 1), Attribute(CKA_LABEL, b"public-ec")))
+
+            made = note(
+                "C_GenerateKey",
+                session,
+                Mechanism(AES_KEY_GEN),
+                (
+                    Attribute(CKA_VALUE_LEN, 32),
+                    Attribute(CKA_TOKEN, 1),
+                    Attribute(CKA_PRIVATE, 0),
+                    Attribute(CKA_SENSITIVE, 1),
+                    Attribute(CKA_ENCRYPT, 1),
+                    Attribute(CKA_DECRYPT, 1),
+                    Attribute(CKA_LABEL, b"public-aes"),
+                ),
+            )
+            pair = note(
+                "C_GenerateKeyPair",
+                session,
+                Mechanism(EC_KEY_PAIR_GEN),
+                (
+                    Attribute(CKA_TOKEN, 1),
+                    Attribute(CKA_EC_PARAMS, P256),
+                    Attribute(CKA_VERIFY, 1),
+                    Attribute(CKA_LABEL, b"public-ec"),
+                ),
+                (
+                    Attribute(CKA_TOKEN, 1),
+                    Attribute(CKA_PRIVATE, 0),
+                    Attribute(CKA_SENSITIVE, 1),
+                    Attribute(CKA_SIGN, 1),
+                    Attribute(CKA_LABEL, b"public-ec"),
+                ),
+            )
             if made and pair:
                 (aes,), (public, private) = made, pair
                 for _ in range(3):  # whichever member serves
-                    values, _ = client.ok("C_GetAttributeValue", session, aes, (AttributeSize(CKA_PRIVATE, 1),))
+                    values, _ = client.ok(
+                        "C_GetAttributeValue", session, aes, (AttributeSize(CKA_PRIVATE, 1),)
+                    )
                     seen.append(f"AES CKA_PRIVATE {values[0].value!r}")
-                    values, _ = client.ok("C_GetAttributeValue", session, private, (AttributeSize(CKA_PRIVATE, 1),))
+                    values, _ = client.ok(
+                        "C_GetAttributeValue", session, private, (AttributeSize(CKA_PRIVATE, 1),)
+                    )
                     seen.append(f"EC CKA_PRIVATE {values[0].value!r}")
                     note("C_EncryptInit", session, Mechanism(AES_ECB), aes)
                     (sealed,) = note("C_Encrypt", session, b"0123456789abcdef", 16)
@@ -515,6 +662,7 @@ def test_keys_asked_public_are_public_and_made_without_a_login_as_on_one_token(s
                 for handle in (aes, public, private):  # nothing left for the next test
                     note("C_DestroyObject", session, handle)
             return seen
+
     ours, theirs = story(served.socket, on_members_without_login), story(reference.socket)
     assert ours == theirs
     assert "C_GenerateKey CKR_OK" in ours and "round trip True" in ours and "C_Verify CKR_OK" in ours
@@ -528,17 +676,23 @@ def test_an_unwrap_of_a_blob_no_aes_key_wrap_makes_is_refused_first_as_by_one_to
 
     def story(socket) -> list[str]:
         with on_first_slot(socket) as (client, session):
-            (no_unwrap,) = client.ok("C_GenerateKey", session, Mechanism(AES_KEY_GEN),
-                                     (Attribute(CKA_VALUE_LEN, 32), Attribute(CKA_TOKEN, 0)))
+            (no_unwrap,) = client.ok(
+                "C_GenerateKey",
+                session,
+                Mechanism(AES_KEY_GEN),
+                (Attribute(CKA_VALUE_LEN, 32), Attribute(CKA_TOKEN, 0)),
+            )
             seen = []
             for mechanism, blob, template in (
-                    (KEY_WRAP_PAD, b"\x01" * 10, (Attribute(CKA_CLASS, 4), Attribute(CKA_KEY_TYPE, 0x1F))),
-                    (KEY_WRAP_PAD, b"\x01" * 20, (Attribute(CKA_CLASS, 4), Attribute(CKA_KEY_TYPE, 0x1F))),
-                    (KEY_WRAP, b"\x01" * 16, ()),  # short, and no class: the length first
-                    (KEY_WRAP_PAD, b"\x01" * 24, ())):  # the right length: the key's own refusal
+                (KEY_WRAP_PAD, b"\x01" * 10, (Attribute(CKA_CLASS, 4), Attribute(CKA_KEY_TYPE, 0x1F))),
+                (KEY_WRAP_PAD, b"\x01" * 20, (Attribute(CKA_CLASS, 4), Attribute(CKA_KEY_TYPE, 0x1F))),
+                (KEY_WRAP, b"\x01" * 16, ()),  # short, and no class: the length first
+                (KEY_WRAP_PAD, b"\x01" * 24, ()),
+            ):  # the right length: the key's own refusal
                 reply = client.call("C_UnwrapKey", session, Mechanism(mechanism), no_unwrap, blob, template)
                 seen.append(codes.ckr_name(reply.ckr) if reply.is_error else "CKR_OK")
             return seen
+
     ours, theirs = story(served.socket), story(reference.socket)
     assert ours == theirs
     assert ours[:3] == ["CKR_WRAPPED_KEY_LEN_RANGE"] * 3
@@ -552,19 +706,30 @@ def test_an_init_while_an_operation_is_active_is_refused_before_the_key_is_looke
 
     def story(socket) -> list[str]:
         with on_first_slot(socket) as (client, session):
-            (aes,) = client.ok("C_GenerateKey", session, Mechanism(AES_KEY_GEN),
-                               (Attribute(CKA_VALUE_LEN, 32), Attribute(CKA_TOKEN, 0),
-                                Attribute(CKA_ENCRYPT, 0), Attribute(CKA_DECRYPT, 0)))
+            (aes,) = client.ok(
+                "C_GenerateKey",
+                session,
+                Mechanism(AES_KEY_GEN),
+                (
+                    Attribute(CKA_VALUE_LEN, 32),
+                    Attribute(CKA_TOKEN, 0),
+                    Attribute(CKA_ENCRYPT, 0),
+                    Attribute(CKA_DECRYPT, 0),
+                ),
+            )
             client.ok("C_DigestInit", session, Mechanism(SHA256))
             seen = []
-            for name, mechanism, key in (("C_SignInit", SHA256_HMAC, aes),  # wrong type too
-                                         ("C_VerifyInit", SHA256_HMAC, aes),
-                                         ("C_EncryptInit", AES_ECB, aes),  # no CKA_ENCRYPT
-                                         ("C_DecryptInit", AES_ECB, aes),
-                                         ("C_SignInit", SHA256_HMAC, 0x7777)):  # no such key
+            for name, mechanism, key in (
+                ("C_SignInit", SHA256_HMAC, aes),  # wrong type too
+                ("C_VerifyInit", SHA256_HMAC, aes),
+                ("C_EncryptInit", AES_ECB, aes),  # no CKA_ENCRYPT
+                ("C_DecryptInit", AES_ECB, aes),
+                ("C_SignInit", SHA256_HMAC, 0x7777),
+            ):  # no such key
                 reply = client.call(name, session, Mechanism(mechanism), key)
                 seen.append(f"{name} {codes.ckr_name(reply.ckr) if reply.is_error else 'CKR_OK'}")
             return seen
+
     ours, theirs = story(served.socket), story(reference.socket)
     assert ours == theirs
     assert all(line.endswith("CKR_OPERATION_ACTIVE") for line in ours), ours
@@ -580,12 +745,14 @@ def test_a_generation_with_no_login_is_refused_for_the_login_before_the_template
         with on_first_slot(socket, login=False) as (client, session):
             seen = []
             for mechanism, template in (
-                    (GENERIC_SECRET_KEY_GEN, (Attribute(CKA_TOKEN, 0), Attribute(CKA_SIGN, 1))),
-                    (AES_KEY_GEN, (Attribute(CKA_TOKEN, 1),)),
-                    (AES_KEY_GEN, (Attribute(CKA_TOKEN, 0), Attribute(CKA_PRIVATE, 0)))):
+                (GENERIC_SECRET_KEY_GEN, (Attribute(CKA_TOKEN, 0), Attribute(CKA_SIGN, 1))),
+                (AES_KEY_GEN, (Attribute(CKA_TOKEN, 1),)),
+                (AES_KEY_GEN, (Attribute(CKA_TOKEN, 0), Attribute(CKA_PRIVATE, 0))),
+            ):
                 reply = client.call("C_GenerateKey", session, Mechanism(mechanism), template)
                 seen.append(codes.ckr_name(reply.ckr) if reply.is_error else "CKR_OK")
             return seen
+
     ours, theirs = story(served.socket), story(reference.socket)
     assert ours == theirs
     assert ours == ["CKR_USER_NOT_LOGGED_IN", "CKR_USER_NOT_LOGGED_IN", "CKR_TEMPLATE_INCOMPLETE"]
@@ -607,26 +774,48 @@ def test_a_key_made_with_the_id_and_label_of_another_is_a_second_key_as_on_one_t
 
     def story(socket) -> list:
         with on_first_slot(socket) as (client, session):
-            (first,) = client.ok("C_CreateObject", session, (
-                Attribute(CKA_CLASS, 4), Attribute(CKA_KEY_TYPE, 0x1F), Attribute(CKA_VALUE, b"k" * 16),
-                Attribute(CKA_ENCRYPT, 1), *naming))
-            reply = client.call("C_GenerateKey", session, Mechanism(AES_KEY_GEN), (
-                Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_SENSITIVE, 0), Attribute(CKA_COPYABLE, 0),
-                Attribute(CKA_ENCRYPT, 1), *naming))
+            (first,) = client.ok(
+                "C_CreateObject",
+                session,
+                (
+                    Attribute(CKA_CLASS, 4),
+                    Attribute(CKA_KEY_TYPE, 0x1F),
+                    Attribute(CKA_VALUE, b"k" * 16),
+                    Attribute(CKA_ENCRYPT, 1),
+                    *naming,
+                ),
+            )
+            reply = client.call(
+                "C_GenerateKey",
+                session,
+                Mechanism(AES_KEY_GEN),
+                (
+                    Attribute(CKA_VALUE_LEN, 16),
+                    Attribute(CKA_SENSITIVE, 0),
+                    Attribute(CKA_COPYABLE, 0),
+                    Attribute(CKA_ENCRYPT, 1),
+                    *naming,
+                ),
+            )
             if reply.is_error:
                 return [codes.ckr_name(reply.ckr)]
             (second,) = reply.args
             seen: list = ["CKR_OK", first != second]
             seen += [search(client, session) == sorted((first, second)) for _ in range(3)]  # any member
             for key in (first, second):
-                values, _ = client.ok("C_GetAttributeValue", session, key, (
-                    AttributeSize(CKA_LABEL, 32), AttributeSize(CKA_ID, 8), AttributeSize(CKA_COPYABLE, 1)))
+                values, _ = client.ok(
+                    "C_GetAttributeValue",
+                    session,
+                    key,
+                    (AttributeSize(CKA_LABEL, 32), AttributeSize(CKA_ID, 8), AttributeSize(CKA_COPYABLE, 1)),
+                )
                 seen.append([v.value for v in values])
             client.ok("C_EncryptInit", session, Mechanism(AES_ECB), first)  # the first is the first
             seen.append(client.ok("C_Encrypt", session, b"\0" * 16, 16)[0].hex())
             client.ok("C_DestroyObject", session, second)
             seen += [search(client, session) == [first] for _ in range(3)]
             return seen
+
     ours, theirs = story(served.socket), story(reference.socket)
     assert ours == theirs
     assert ours[:5] == ["CKR_OK", True, True, True, True]
@@ -641,21 +830,45 @@ def test_a_copy_of_a_data_object_is_a_second_object_as_on_one_token(served, refe
 
     def story(socket) -> list:
         with on_first_slot(socket) as (client, session):
-            originals = {value: client.ok("C_CreateObject", session, (
-                Attribute(CKA_CLASS, 0), Attribute(CKA_LABEL, label), Attribute(CKA_VALUE, value),
-                Attribute(CKA_MODIFIABLE, modifiable)))[0] for value, modifiable in ((b"v", 1), (b"w", 0))}
+            originals = {
+                value: client.ok(
+                    "C_CreateObject",
+                    session,
+                    (
+                        Attribute(CKA_CLASS, 0),
+                        Attribute(CKA_LABEL, label),
+                        Attribute(CKA_VALUE, value),
+                        Attribute(CKA_MODIFIABLE, modifiable),
+                    ),
+                )[0]
+                for value, modifiable in ((b"v", 1), (b"w", 0))
+            }
             seen: list = []
-            for value, template in ((b"v", ()), (b"v", (Attribute(CKA_TOKEN, 0),)), (b"w", ()),
-                                    (b"w", (Attribute(CKA_LABEL, label),))):
+            for value, template in (
+                (b"v", ()),
+                (b"v", (Attribute(CKA_TOKEN, 0),)),
+                (b"w", ()),
+                (b"w", (Attribute(CKA_LABEL, label),)),
+            ):
                 reply = client.call("C_CopyObject", session, originals[value], template)
                 seen.append(codes.ckr_name(reply.ckr) if reply.is_error else "CKR_OK")
             for _ in range(3):  # whichever member searches
                 client.ok("C_FindObjectsInit", session, (Attribute(CKA_LABEL, label),))
                 (found,) = client.ok("C_FindObjects", session, 10)
                 client.ok("C_FindObjectsFinal", session)
-                values = [client.ok("C_GetAttributeValue", session, handle, (
-                    AttributeSize(CKA_LABEL, 32), AttributeSize(CKA_VALUE, 8), AttributeSize(CKA_MODIFIABLE, 1)))[0]
-                    for handle in found]
+                values = [
+                    client.ok(
+                        "C_GetAttributeValue",
+                        session,
+                        handle,
+                        (
+                            AttributeSize(CKA_LABEL, 32),
+                            AttributeSize(CKA_VALUE, 8),
+                            AttributeSize(CKA_MODIFIABLE, 1),
+                        ),
+                    )[0]
+                    for handle in found
+                ]
                 seen.append(sorted(tuple(v.value for v in read) for read in values))
             client.ok("C_DestroyObject", session, originals[b"v"])
             client.ok("C_FindObjectsInit", session, (Attribute(CKA_CLASS, 0), Attribute(CKA_VALUE, b"v")))
@@ -663,6 +876,7 @@ def test_a_copy_of_a_data_object_is_a_second_object_as_on_one_token(served, refe
             client.ok("C_FindObjectsFinal", session)
             seen.append(len(found))
             return seen
+
     ours, theirs = story(served.socket), story(reference.socket)
     assert ours == theirs
     assert ours[:4] == ["CKR_OK", "CKR_OK", "CKR_OK", "CKR_ATTRIBUTE_READ_ONLY"] and len(ours[4]) == 5
@@ -678,27 +892,51 @@ def test_a_wrap_of_a_data_object_or_under_no_key_is_refused_as_by_one_token(serv
 
     def story(socket) -> list[str]:
         with on_first_slot(socket) as (client, session):
-            (wrapping,) = client.ok("C_GenerateKey", session, Mechanism(AES_KEY_GEN), (
-                Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_WRAP, 1)))
-            (data,) = client.ok("C_CreateObject", session, (Attribute(CKA_CLASS, 0), Attribute(CKA_VALUE, b"x")))
-            (key,) = client.ok("C_GenerateKey", session, Mechanism(AES_KEY_GEN), (
-                Attribute(CKA_VALUE_LEN, 16), Attribute(0x162, 1)))
+            (wrapping,) = client.ok(
+                "C_GenerateKey",
+                session,
+                Mechanism(AES_KEY_GEN),
+                (Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_WRAP, 1)),
+            )
+            (data,) = client.ok(
+                "C_CreateObject", session, (Attribute(CKA_CLASS, 0), Attribute(CKA_VALUE, b"x"))
+            )
+            (key,) = client.ok(
+                "C_GenerateKey",
+                session,
+                Mechanism(AES_KEY_GEN),
+                (Attribute(CKA_VALUE_LEN, 16), Attribute(0x162, 1)),
+            )
             seen = []
-            for mechanism, wrapper, wrapped, room in ((KEY_WRAP, wrapping, data, 0), (KEY_WRAP_PAD, wrapping, data, 4096),
-                                                      (KEY_WRAP, 0x7777, key, 0), (KEY_WRAP_PAD, 0x7777, data, 4096)):
+            for mechanism, wrapper, wrapped, room in (
+                (KEY_WRAP, wrapping, data, 0),
+                (KEY_WRAP_PAD, wrapping, data, 4096),
+                (KEY_WRAP, 0x7777, key, 0),
+                (KEY_WRAP_PAD, 0x7777, data, 4096),
+            ):
                 reply = client.call("C_WrapKey", session, Mechanism(mechanism), wrapper, wrapped, room)
                 seen.append(codes.ckr_name(reply.ckr) if reply.is_error else "CKR_OK")
-            reply = client.call("C_UnwrapKey", session, Mechanism(KEY_WRAP_PAD), 0x7777, b"\x01" * 24,
-                                (Attribute(CKA_CLASS, 4), Attribute(CKA_KEY_TYPE, 0x1F)))
+            reply = client.call(
+                "C_UnwrapKey",
+                session,
+                Mechanism(KEY_WRAP_PAD),
+                0x7777,
+                b"\x01" * 24,
+                (Attribute(CKA_CLASS, 4), Attribute(CKA_KEY_TYPE, 0x1F)),
+            )
             seen.append(codes.ckr_name(reply.ckr) if reply.is_error else "CKR_OK")
             return seen
+
     ours, theirs = story(served.socket), story(reference.socket)
     assert ours == theirs
     assert ours == ["CKR_KEY_UNEXTRACTABLE"] * 2 + ["CKR_WRAPPING_KEY_HANDLE_INVALID"] * 2 + [
-        "CKR_UNWRAPPING_KEY_HANDLE_INVALID"]
+        "CKR_UNWRAPPING_KEY_HANDLE_INVALID"
+    ]
 
 
-def test_a_key_with_no_value_is_refused_at_digest_key_and_the_digest_goes_on_as_on_one_token(served, reference):
+def test_a_key_with_no_value_is_refused_at_digest_key_and_the_digest_goes_on_as_on_one_token(
+    served, reference
+):
     """SoftHSM2 refuses C_DigestKey of a key that has no CKA_VALUE (RSA and EC public keys, RSA
     private keys) with CKR_KEY_INDIGESTIBLE at once, and its digest goes on without it; the HA
     slot took the key (digests run at C_DigestFinal) and refused the whole digest at Final
@@ -707,10 +945,20 @@ def test_a_key_with_no_value_is_refused_at_digest_key_and_the_digest_goes_on_as_
 
     def story(socket) -> list[str]:
         with on_first_slot(socket) as (client, session):
-            rsa_public, rsa_private = client.ok("C_GenerateKeyPair", session, Mechanism(RSA_KEY_PAIR_GEN),
-                                                (Attribute(CKA_MODULUS_BITS, 1024),), ())
-            ec_public, _ = client.ok("C_GenerateKeyPair", session, Mechanism(EC_KEY_PAIR_GEN),
-                                     (Attribute(CKA_EC_PARAMS, P256),), ())
+            rsa_public, rsa_private = client.ok(
+                "C_GenerateKeyPair",
+                session,
+                Mechanism(RSA_KEY_PAIR_GEN),
+                (Attribute(CKA_MODULUS_BITS, 1024),),
+                (),
+            )
+            ec_public, _ = client.ok(
+                "C_GenerateKeyPair",
+                session,
+                Mechanism(EC_KEY_PAIR_GEN),
+                (Attribute(CKA_EC_PARAMS, P256),),
+                (),
+            )
             seen = []
             for key, before in ((rsa_public, b"a"), (ec_public, b""), (rsa_private, b"b")):
                 client.ok("C_DigestInit", session, Mechanism(SHA256))
@@ -721,6 +969,7 @@ def test_a_key_with_no_value_is_refused_at_digest_key_and_the_digest_goes_on_as_
                 client.ok("C_DigestUpdate", session, b"after")
                 seen.append(client.ok("C_DigestFinal", session, 64)[0].hex())
             return seen
+
     ours, theirs = story(served.socket), story(reference.socket)
     assert ours == theirs
     assert ours[0::2] == ["CKR_KEY_INDIGESTIBLE"] * 3
@@ -742,10 +991,14 @@ def test_a_refused_key_pair_generation_leaves_no_half_on_any_member(served, refe
             keys = lambda: {h for cls in (2, 3) for h in client.find(session, Attribute(CKA_CLASS, cls))}  # noqa: E731
             before = keys()  # other tests' keys on the module's servers
             for mechanism, public, private in (
-                    (RSA_KEY_PAIR_GEN, (Attribute(CKA_MODULUS_BITS, 1024), Attribute(CKA_SIGN, 1)), ()),
-                    (RSA_KEY_PAIR_GEN, (Attribute(CKA_MODULUS_BITS, 1024), Attribute(CKA_TOKEN, 1),
-                                        Attribute(CKA_SIGN, 1)), (Attribute(CKA_TOKEN, 1),)),
-                    (EC_KEY_PAIR_GEN, (Attribute(CKA_EC_PARAMS, P256),), (Attribute(CKA_VERIFY, 1),))):
+                (RSA_KEY_PAIR_GEN, (Attribute(CKA_MODULUS_BITS, 1024), Attribute(CKA_SIGN, 1)), ()),
+                (
+                    RSA_KEY_PAIR_GEN,
+                    (Attribute(CKA_MODULUS_BITS, 1024), Attribute(CKA_TOKEN, 1), Attribute(CKA_SIGN, 1)),
+                    (Attribute(CKA_TOKEN, 1),),
+                ),
+                (EC_KEY_PAIR_GEN, (Attribute(CKA_EC_PARAMS, P256),), (Attribute(CKA_VERIFY, 1),)),
+            ):
                 reply = client.call("C_GenerateKeyPair", session, Mechanism(mechanism), public, private)
                 seen.append(codes.ckr_name(reply.ckr) if reply.is_error else "CKR_OK")
                 for _ in range(3):  # whichever member searches
@@ -754,6 +1007,7 @@ def test_a_refused_key_pair_generation_leaves_no_half_on_any_member(served, refe
                 for handle in found:
                     client.ok("C_DestroyObject", session, handle)
             return seen, left
+
     (ours, ours_left), (theirs, theirs_left) = story(served.socket), story(reference.socket)
     assert ours == theirs == ["CKR_ATTRIBUTE_TYPE_INVALID"] * 3
     assert ours_left == [0] * 9
@@ -769,23 +1023,44 @@ def test_an_unwrap_template_is_applied_in_the_applications_order_as_on_one_token
 
     def story(socket) -> list:
         with on_first_slot(socket) as (client, session):
-            (wrapping,) = client.ok("C_GenerateKey", session, Mechanism(AES_KEY_GEN), (
-                Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_WRAP, 1), Attribute(CKA_UNWRAP, 1)))
-            (key,) = client.ok("C_GenerateKey", session, Mechanism(AES_KEY_GEN), (
-                Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_EXTRACTABLE, 1)))
+            (wrapping,) = client.ok(
+                "C_GenerateKey",
+                session,
+                Mechanism(AES_KEY_GEN),
+                (Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_WRAP, 1), Attribute(CKA_UNWRAP, 1)),
+            )
+            (key,) = client.ok(
+                "C_GenerateKey",
+                session,
+                Mechanism(AES_KEY_GEN),
+                (Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_EXTRACTABLE, 1)),
+            )
             (blob,) = client.ok("C_WrapKey", session, Mechanism(KEY_WRAP_PAD), wrapping, key, 64)
             seen = []
-            for rest in ((Attribute(CKA_MODIFIABLE, 0), Attribute(CKA_SENSITIVE, 1)),
-                         (Attribute(CKA_MODIFIABLE, 0), Attribute(CKA_LABEL, b"unwrapped-in-order")),
-                         (Attribute(CKA_SENSITIVE, 1), Attribute(CKA_MODIFIABLE, 0))):
-                reply = client.call("C_UnwrapKey", session, Mechanism(KEY_WRAP_PAD), wrapping, blob, (
-                    Attribute(CKA_CLASS, 4), Attribute(CKA_KEY_TYPE, 0x1F), *rest))
+            for rest in (
+                (Attribute(CKA_MODIFIABLE, 0), Attribute(CKA_SENSITIVE, 1)),
+                (Attribute(CKA_MODIFIABLE, 0), Attribute(CKA_LABEL, b"unwrapped-in-order")),
+                (Attribute(CKA_SENSITIVE, 1), Attribute(CKA_MODIFIABLE, 0)),
+            ):
+                reply = client.call(
+                    "C_UnwrapKey",
+                    session,
+                    Mechanism(KEY_WRAP_PAD),
+                    wrapping,
+                    blob,
+                    (Attribute(CKA_CLASS, 4), Attribute(CKA_KEY_TYPE, 0x1F), *rest),
+                )
                 seen.append(codes.ckr_name(reply.ckr) if reply.is_error else "CKR_OK")
                 if not reply.is_error:
-                    values, _ = client.ok("C_GetAttributeValue", session, reply.args[0], (
-                        AttributeSize(CKA_MODIFIABLE, 1), AttributeSize(CKA_SENSITIVE, 1)))
+                    values, _ = client.ok(
+                        "C_GetAttributeValue",
+                        session,
+                        reply.args[0],
+                        (AttributeSize(CKA_MODIFIABLE, 1), AttributeSize(CKA_SENSITIVE, 1)),
+                    )
                     seen.append([v.value for v in values])
             return seen
+
     ours, theirs = story(served.socket), story(reference.socket)
     assert ours == theirs
     assert ours == ["CKR_ATTRIBUTE_READ_ONLY", "CKR_ATTRIBUTE_READ_ONLY", "CKR_OK", [0, 1]]
@@ -801,10 +1076,18 @@ def test_a_copy_of_a_public_key_that_is_not_modifiable_is_a_second_key_as_on_one
 
     def story(socket) -> list:
         with on_first_slot(socket) as (client, session):
-            public, private = client.ok("C_GenerateKeyPair", session, Mechanism(EC_KEY_PAIR_GEN), (
-                Attribute(CKA_EC_PARAMS, P256), Attribute(CKA_MODIFIABLE, 0), Attribute(CKA_LABEL, label),
-                Attribute(CKA_ID_, b"\x7e")), (Attribute(CKA_SIGN, 1), Attribute(CKA_LABEL, label),
-                                               Attribute(CKA_ID_, b"\x7e")))
+            public, private = client.ok(
+                "C_GenerateKeyPair",
+                session,
+                Mechanism(EC_KEY_PAIR_GEN),
+                (
+                    Attribute(CKA_EC_PARAMS, P256),
+                    Attribute(CKA_MODIFIABLE, 0),
+                    Attribute(CKA_LABEL, label),
+                    Attribute(CKA_ID_, b"\x7e"),
+                ),
+                (Attribute(CKA_SIGN, 1), Attribute(CKA_LABEL, label), Attribute(CKA_ID_, b"\x7e")),
+            )
             seen, copies = [], []
             for template in ((), (Attribute(CKA_TOKEN, 0),)):
                 reply = client.call("C_CopyObject", session, public, template)
@@ -816,8 +1099,24 @@ def test_a_copy_of_a_public_key_that_is_not_modifiable_is_a_second_key_as_on_one
             for _ in range(3):  # whichever member searches
                 found = client.find(session, Attribute(CKA_CLASS, 2), Attribute(CKA_LABEL, label))
                 seen.append(sorted(found) == sorted((public, copy)))
-            values, _ = client.ok("C_GetAttributeValue", session, copy, tuple(AttributeSize(a, 128) for a in (
-                CKA_LABEL, CKA_ID_, CKA_MODIFIABLE, CKA_VERIFY, 0x163, 0x166, CKA_EC_PARAMS, 0x181)))
+            values, _ = client.ok(
+                "C_GetAttributeValue",
+                session,
+                copy,
+                tuple(
+                    AttributeSize(a, 128)
+                    for a in (
+                        CKA_LABEL,
+                        CKA_ID_,
+                        CKA_MODIFIABLE,
+                        CKA_VERIFY,
+                        0x163,
+                        0x166,
+                        CKA_EC_PARAMS,
+                        0x181,
+                    )
+                ),
+            )
             seen.append([v.value for v in values])
             client.ok("C_SignInit", session, Mechanism(ECDSA), private)
             (signature,) = client.ok("C_Sign", session, b"d" * 32, 128)
@@ -826,6 +1125,7 @@ def test_a_copy_of_a_public_key_that_is_not_modifiable_is_a_second_key_as_on_one
             values, _ = client.ok("C_GetAttributeValue", session, public, (AttributeSize(0x181, 128),))
             seen[-2][-1] = seen[-2][-1] == values[0].value  # the same point, not the same bytes per side
             return seen
+
     ours, theirs = story(served.socket), story(reference.socket)
     assert ours == theirs
     assert ours[:5] == ["CKR_OK", "CKR_ATTRIBUTE_READ_ONLY", True, True, True] and ours[-2][-1] is True
@@ -842,14 +1142,37 @@ def test_a_copy_of_an_unmodifiable_object_whose_twin_is_gone_is_made_as_on_one_t
 
     def story(socket) -> list:
         with on_first_slot(socket) as (client, session):
-            publics = [client.ok("C_GenerateKeyPair", session, Mechanism(EC_KEY_PAIR_GEN), (
-                Attribute(CKA_EC_PARAMS, P256), Attribute(CKA_MODIFIABLE, 0), Attribute(CKA_LABEL, label),
-                Attribute(CKA_ID, b"\x7d")), (Attribute(CKA_SIGN, 1), Attribute(CKA_ID, b"\x7d")))[0]
-                for _ in range(2)]
-            secrets = [client.ok("C_GenerateKey", session, Mechanism(AES_GEN), (
-                Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_ENCRYPT, 1), Attribute(CKA_DECRYPT, 1),
-                Attribute(CKA_MODIFIABLE, 0), Attribute(CKA_LABEL, label), Attribute(CKA_ID, b"\x7c")))[0]
-                for _ in range(2)]
+            publics = [
+                client.ok(
+                    "C_GenerateKeyPair",
+                    session,
+                    Mechanism(EC_KEY_PAIR_GEN),
+                    (
+                        Attribute(CKA_EC_PARAMS, P256),
+                        Attribute(CKA_MODIFIABLE, 0),
+                        Attribute(CKA_LABEL, label),
+                        Attribute(CKA_ID, b"\x7d"),
+                    ),
+                    (Attribute(CKA_SIGN, 1), Attribute(CKA_ID, b"\x7d")),
+                )[0]
+                for _ in range(2)
+            ]
+            secrets = [
+                client.ok(
+                    "C_GenerateKey",
+                    session,
+                    Mechanism(AES_GEN),
+                    (
+                        Attribute(CKA_VALUE_LEN, 16),
+                        Attribute(CKA_ENCRYPT, 1),
+                        Attribute(CKA_DECRYPT, 1),
+                        Attribute(CKA_MODIFIABLE, 0),
+                        Attribute(CKA_LABEL, label),
+                        Attribute(CKA_ID, b"\x7c"),
+                    ),
+                )[0]
+                for _ in range(2)
+            ]
             seen = []
             for first, second, cls in ((*publics, 2), (*secrets, 4)):
                 client.ok("C_DestroyObject", session, first)
@@ -861,8 +1184,12 @@ def test_a_copy_of_an_unmodifiable_object_whose_twin_is_gone_is_made_as_on_one_t
                 for _ in range(3):  # whichever member searches
                     found = client.find(session, Attribute(CKA_CLASS, cls), Attribute(CKA_LABEL, label))
                     seen.append(sorted(found) == sorted((second, copy)))
-                values, _ = client.ok("C_GetAttributeValue", session, copy, (
-                    AttributeSize(CKA_LABEL, 32), AttributeSize(CKA_MODIFIABLE, 1)))
+                values, _ = client.ok(
+                    "C_GetAttributeValue",
+                    session,
+                    copy,
+                    (AttributeSize(CKA_LABEL, 32), AttributeSize(CKA_MODIFIABLE, 1)),
+                )
                 seen.append([v.value for v in values])
             client.ok("C_EncryptInit", session, Mechanism(AES_ECB), secrets[1])
             (ciphertext,) = client.ok("C_Encrypt", session, b"t" * 16, 64)
@@ -870,6 +1197,7 @@ def test_a_copy_of_an_unmodifiable_object_whose_twin_is_gone_is_made_as_on_one_t
                 client.ok("C_DecryptInit", session, Mechanism(AES_ECB), copy)
                 seen.append(client.ok("C_Decrypt", session, ciphertext, 64)[0] == b"t" * 16)
             return seen
+
     ours, theirs = story(served.socket), story(reference.socket)
     assert ours == theirs
     assert ours == ["CKR_OK", True, True, True, [label, 0]] * 2 + [True] * 3
@@ -884,15 +1212,30 @@ def test_a_wrapping_key_that_may_not_wrap_is_refused_before_the_key_to_wrap_is_l
 
     def story(socket) -> list[str]:
         with on_first_slot(socket) as (client, session):
-            (no_wrap,) = client.ok("C_GenerateKey", session, Mechanism(AES_GEN), (
-                Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_WRAP_, 0)))
-            (wraps,) = client.ok("C_GenerateKey", session, Mechanism(AES_GEN), (
-                Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_WRAP_, 1)))
-            (gone,) = client.ok("C_GenerateKey", session, Mechanism(AES_GEN), (
-                Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_EXTRACTABLE, 1)))
+            (no_wrap,) = client.ok(
+                "C_GenerateKey",
+                session,
+                Mechanism(AES_GEN),
+                (Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_WRAP_, 0)),
+            )
+            (wraps,) = client.ok(
+                "C_GenerateKey",
+                session,
+                Mechanism(AES_GEN),
+                (Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_WRAP_, 1)),
+            )
+            (gone,) = client.ok(
+                "C_GenerateKey",
+                session,
+                Mechanism(AES_GEN),
+                (Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_EXTRACTABLE, 1)),
+            )
             client.ok("C_DestroyObject", session, gone)
-            return [codes.ckr_name(client.ckr("C_WrapKey", session, Mechanism(KEY_WRAP), wrapping, gone, 0))
-                    for wrapping in (no_wrap, wraps)]
+            return [
+                codes.ckr_name(client.ckr("C_WrapKey", session, Mechanism(KEY_WRAP), wrapping, gone, 0))
+                for wrapping in (no_wrap, wraps)
+            ]
+
     ours, theirs = story(served.socket), story(reference.socket)
     assert ours == theirs
     assert ours == ["CKR_KEY_FUNCTION_NOT_PERMITTED", "CKR_KEY_HANDLE_INVALID"]
@@ -904,20 +1247,49 @@ def test_a_wrapping_key_of_another_type_is_refused_for_its_type_first_as_by_one_
     RSA private key) first
     (differential test: 'C_WrapKey: CKR_WRAPPING_KEY_TYPE_INCONSISTENT vs
     CKR_KEY_FUNCTION_NOT_PERMITTED'). Wraps and unwraps now reach the token as sent."""
-    AES_KEY_GEN, RSA_KEY_PAIR_GEN, KEY_WRAP_PAD, CKA_EXTRACTABLE, CKA_MODULUS_BITS = 0x1080, 0x0, 0x210A, 0x162, 0x121
+    AES_KEY_GEN, RSA_KEY_PAIR_GEN, KEY_WRAP_PAD, CKA_EXTRACTABLE, CKA_MODULUS_BITS = (
+        0x1080,
+        0x0,
+        0x210A,
+        0x162,
+        0x121,
+    )
 
     def story(socket) -> list[str]:
         with on_first_slot(socket) as (client, session):
-            public, private = client.ok("C_GenerateKeyPair", session, Mechanism(RSA_KEY_PAIR_GEN),
-                                        (Attribute(CKA_MODULUS_BITS, 1024),), ())
-            (key,) = client.ok("C_GenerateKey", session, Mechanism(AES_KEY_GEN), (
-                Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_EXTRACTABLE, 1)))
-            seen = [codes.ckr_name(client.ckr("C_WrapKey", session, Mechanism(KEY_WRAP_PAD), wrapping, key, room))
-                    for wrapping in (private, public) for room in (0, 64)]
+            public, private = client.ok(
+                "C_GenerateKeyPair",
+                session,
+                Mechanism(RSA_KEY_PAIR_GEN),
+                (Attribute(CKA_MODULUS_BITS, 1024),),
+                (),
+            )
+            (key,) = client.ok(
+                "C_GenerateKey",
+                session,
+                Mechanism(AES_KEY_GEN),
+                (Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_EXTRACTABLE, 1)),
+            )
+            seen = [
+                codes.ckr_name(client.ckr("C_WrapKey", session, Mechanism(KEY_WRAP_PAD), wrapping, key, room))
+                for wrapping in (private, public)
+                for room in (0, 64)
+            ]
             for unwrapping in (public, private):
-                seen.append(codes.ckr_name(client.ckr("C_UnwrapKey", session, Mechanism(KEY_WRAP_PAD), unwrapping,
-                                                      b"\x01" * 24, (Attribute(CKA_CLASS, 4), Attribute(CKA_KEY_TYPE, 0x1F)))))
+                seen.append(
+                    codes.ckr_name(
+                        client.ckr(
+                            "C_UnwrapKey",
+                            session,
+                            Mechanism(KEY_WRAP_PAD),
+                            unwrapping,
+                            b"\x01" * 24,
+                            (Attribute(CKA_CLASS, 4), Attribute(CKA_KEY_TYPE, 0x1F)),
+                        )
+                    )
+                )
             return seen
+
     ours, theirs = story(served.socket), story(reference.socket)
     assert ours == theirs
     assert ours == ["CKR_WRAPPING_KEY_TYPE_INCONSISTENT"] * 4 + ["CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT"] * 2
@@ -928,21 +1300,36 @@ def test_a_copy_made_not_modifiable_takes_its_marked_label_first_as_on_one_token
     The HA slot gave a copy that keeps the original's identity a marked label after the
     application's attributes: C_CopyObject(key, [MODIFIABLE=FALSE]) was CKR_ATTRIBUTE_READ_ONLY
     where one token copies (differential test)."""
+
     def story(socket) -> list:
         with on_first_slot(socket) as (client, session):
-            (key,) = client.ok("C_CreateObject", session, (
-                Attribute(CKA_CLASS, 4), Attribute(CKA_KEY_TYPE, 0x1F), Attribute(CKA_VALUE, b"m" * 16),
-                Attribute(CKA_LABEL, b"copied-fixed")))
+            (key,) = client.ok(
+                "C_CreateObject",
+                session,
+                (
+                    Attribute(CKA_CLASS, 4),
+                    Attribute(CKA_KEY_TYPE, 0x1F),
+                    Attribute(CKA_VALUE, b"m" * 16),
+                    Attribute(CKA_LABEL, b"copied-fixed"),
+                ),
+            )
             seen = []
-            for template in ((Attribute(CKA_MODIFIABLE, 0),),
-                             (Attribute(CKA_MODIFIABLE, 0), Attribute(CKA_LABEL, b"copied-fixed"))):
+            for template in (
+                (Attribute(CKA_MODIFIABLE, 0),),
+                (Attribute(CKA_MODIFIABLE, 0), Attribute(CKA_LABEL, b"copied-fixed")),
+            ):
                 reply = client.call("C_CopyObject", session, key, template)
                 seen.append(codes.ckr_name(reply.ckr) if reply.is_error else "CKR_OK")
                 if not reply.is_error:
-                    values, _ = client.ok("C_GetAttributeValue", session, reply.args[0], (
-                        AttributeSize(CKA_LABEL, 32), AttributeSize(CKA_MODIFIABLE, 1)))
+                    values, _ = client.ok(
+                        "C_GetAttributeValue",
+                        session,
+                        reply.args[0],
+                        (AttributeSize(CKA_LABEL, 32), AttributeSize(CKA_MODIFIABLE, 1)),
+                    )
                     seen.append([v.value for v in values])
             return seen
+
     ours, theirs = story(served.socket), story(reference.socket)
     assert ours == theirs
     assert ours == ["CKR_OK", [b"copied-fixed", 0], "CKR_ATTRIBUTE_READ_ONLY"]
@@ -956,9 +1343,17 @@ def test_a_short_sensitive_key_is_refused_at_digest_key_also_after_data(served):
     on without it, as a token's does after a key it refuses."""
     SHA256 = 0x250
     with session_on(served) as (client, session):
-        (short,) = client.ok("C_CreateObject", session, (
-            Attribute(CKA_CLASS, 4), Attribute(CKA_KEY_TYPE, 0x10), Attribute(CKA_VALUE, b"v"),
-            Attribute(CKA_SENSITIVE, 1), Attribute(CKA_TOKEN, 0)))
+        (short,) = client.ok(
+            "C_CreateObject",
+            session,
+            (
+                Attribute(CKA_CLASS, 4),
+                Attribute(CKA_KEY_TYPE, 0x10),
+                Attribute(CKA_VALUE, b"v"),
+                Attribute(CKA_SENSITIVE, 1),
+                Attribute(CKA_TOKEN, 0),
+            ),
+        )
         client.ok("C_DigestInit", session, Mechanism(SHA256))
         client.ok("C_DigestUpdate", session, b"before")
         assert codes.ckr_name(client.ckr("C_DigestKey", session, short)) == "CKR_KEY_INDIGESTIBLE"
@@ -979,37 +1374,78 @@ def test_a_copy_of_a_key_that_is_not_modifiable_is_a_second_key_as_on_one_token(
         with on_first_slot(socket) as (client, session):
             seen = []
             for extractable in (1, 0):
-                (key,) = client.ok("C_GenerateKey", session, Mechanism(AES_GEN), (
-                    Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_ENCRYPT, 1), Attribute(CKA_DECRYPT, 1),
-                    Attribute(CKA_MODIFIABLE, 0), Attribute(CKA_EXTRACTABLE, extractable),
-                    Attribute(CKA_TOKEN, 1), Attribute(CKA_LABEL, label), Attribute(CKA_ID, bytes([extractable]))))
+                (key,) = client.ok(
+                    "C_GenerateKey",
+                    session,
+                    Mechanism(AES_GEN),
+                    (
+                        Attribute(CKA_VALUE_LEN, 16),
+                        Attribute(CKA_ENCRYPT, 1),
+                        Attribute(CKA_DECRYPT, 1),
+                        Attribute(CKA_MODIFIABLE, 0),
+                        Attribute(CKA_EXTRACTABLE, extractable),
+                        Attribute(CKA_TOKEN, 1),
+                        Attribute(CKA_LABEL, label),
+                        Attribute(CKA_ID, bytes([extractable])),
+                    ),
+                )
                 reply = client.call("C_CopyObject", session, key, (Attribute(CKA_LABEL, b"other"),))
                 seen.append(codes.ckr_name(reply.ckr) if reply.is_error else "CKR_OK")
                 (copy,) = client.ok("C_CopyObject", session, key, ())
                 for _ in range(3):  # whichever member searches
-                    found = client.find(session, Attribute(CKA_LABEL, label), Attribute(CKA_ID, bytes([extractable])))
+                    found = client.find(
+                        session, Attribute(CKA_LABEL, label), Attribute(CKA_ID, bytes([extractable]))
+                    )
                     seen.append(sorted(found) == sorted((key, copy)))
-                values, _ = client.ok("C_GetAttributeValue", session, copy, tuple(AttributeSize(a, 64) for a in (
-                    CKA_LABEL, CKA_ID, CKA_MODIFIABLE, CKA_EXTRACTABLE, CKA_SENSITIVE, CKA_ENCRYPT, 0x163)))
+                values, _ = client.ok(
+                    "C_GetAttributeValue",
+                    session,
+                    copy,
+                    tuple(
+                        AttributeSize(a, 64)
+                        for a in (
+                            CKA_LABEL,
+                            CKA_ID,
+                            CKA_MODIFIABLE,
+                            CKA_EXTRACTABLE,
+                            CKA_SENSITIVE,
+                            CKA_ENCRYPT,
+                            0x163,
+                        )
+                    ),
+                )
                 seen.append([v.value for v in values])
                 client.ok("C_EncryptInit", session, Mechanism(AES_ECB), key)
                 (ciphertext,) = client.ok("C_Encrypt", session, b"b" * 16, 64)
                 for _ in range(3):  # the copy decrypts what the original encrypted, on any member
                     client.ok("C_DecryptInit", session, Mechanism(AES_ECB), copy)
                     seen.append(client.ok("C_Decrypt", session, ciphertext, 64)[0] == b"b" * 16)
-            public, private = client.ok("C_GenerateKeyPair", session, Mechanism(RSA_GEN), (
-                Attribute(0x121, 1024), Attribute(CKA_VERIFY, 1)), (
-                Attribute(CKA_SIGN, 1), Attribute(CKA_TOKEN, 0), Attribute(CKA_MODIFIABLE, 0),
-                Attribute(CKA_LABEL, label)))
+            public, private = client.ok(
+                "C_GenerateKeyPair",
+                session,
+                Mechanism(RSA_GEN),
+                (Attribute(0x121, 1024), Attribute(CKA_VERIFY, 1)),
+                (
+                    Attribute(CKA_SIGN, 1),
+                    Attribute(CKA_TOKEN, 0),
+                    Attribute(CKA_MODIFIABLE, 0),
+                    Attribute(CKA_LABEL, label),
+                ),
+            )
             (copy,) = client.ok("C_CopyObject", session, private, ())
             client.ok("C_SignInit", session, Mechanism(RSA_PKCS), copy)
             (signature,) = client.ok("C_Sign", session, b"s" * 20, 256)
             client.ok("C_VerifyInit", session, Mechanism(RSA_PKCS), public)
             seen.append(client.ckr("C_Verify", session, b"s" * 20, signature))
-            values, _ = client.ok("C_GetAttributeValue", session, copy, tuple(AttributeSize(a, 64) for a in (
-                CKA_LABEL, CKA_TOKEN, CKA_MODIFIABLE, CKA_SIGN, 0x163)))
+            values, _ = client.ok(
+                "C_GetAttributeValue",
+                session,
+                copy,
+                tuple(AttributeSize(a, 64) for a in (CKA_LABEL, CKA_TOKEN, CKA_MODIFIABLE, CKA_SIGN, 0x163)),
+            )
             seen.append([v.value for v in values])
             return seen
+
     ours, theirs = story(served.socket), story(reference.socket)
     assert ours == theirs
     assert ours[:4] == ["CKR_ATTRIBUTE_READ_ONLY", True, True, True] and ours[-2] == codes.CKR_OK
@@ -1020,21 +1456,36 @@ def test_a_copy_is_refused_for_the_object_before_the_session_as_by_one_token(ser
     rights; the HA slot answered CKR_SESSION_READ_ONLY first (differential test, seeds 500011 and
     500015: 'CKR_TEMPLATE_INCONSISTENT vs CKR_SESSION_READ_ONLY', 'CKR_ACTION_PROHIBITED vs
     CKR_SESSION_READ_ONLY')."""
+
     def story(socket) -> list:
         with on_first_slot(socket) as (client, session):
-            made = {copyable: client.ok("C_CreateObject", session, (
-                Attribute(CKA_CLASS, 0), Attribute(CKA_TOKEN, 1), Attribute(CKA_PRIVATE, 1),
-                Attribute(CKA_COPYABLE, copyable), Attribute(CKA_LABEL, b"rights"),
-                Attribute(CKA_VALUE, bytes([copyable]))))[0] for copyable in (0, 1)}
+            made = {
+                copyable: client.ok(
+                    "C_CreateObject",
+                    session,
+                    (
+                        Attribute(CKA_CLASS, 0),
+                        Attribute(CKA_TOKEN, 1),
+                        Attribute(CKA_PRIVATE, 1),
+                        Attribute(CKA_COPYABLE, copyable),
+                        Attribute(CKA_LABEL, b"rights"),
+                        Attribute(CKA_VALUE, bytes([copyable])),
+                    ),
+                )[0]
+                for copyable in (0, 1)
+            }
             (read_only,) = client.ok("C_OpenSession", client.ok("C_GetSlotList", 1, 8)[0][0], 0x4)
             seen = []
-            for source, template in ((made[0], (Attribute(CKA_TOKEN, 1),)),
-                                     (made[1], (Attribute(CKA_TOKEN, 1), Attribute(CKA_PRIVATE, 0))),
-                                     (made[1], (Attribute(CKA_TOKEN, 1),)),
-                                     (made[1], (Attribute(CKA_TOKEN, 0),))):
+            for source, template in (
+                (made[0], (Attribute(CKA_TOKEN, 1),)),
+                (made[1], (Attribute(CKA_TOKEN, 1), Attribute(CKA_PRIVATE, 0))),
+                (made[1], (Attribute(CKA_TOKEN, 1),)),
+                (made[1], (Attribute(CKA_TOKEN, 0),)),
+            ):
                 reply = client.call("C_CopyObject", read_only, source, template)
                 seen.append(codes.ckr_name(reply.ckr) if reply.is_error else "CKR_OK")
             return seen
+
     ours, theirs = story(served.socket), story(reference.socket)
     assert ours == theirs
     assert ours[:3] == ["CKR_ACTION_PROHIBITED", "CKR_TEMPLATE_INCONSISTENT", "CKR_SESSION_READ_ONLY"]
@@ -1051,20 +1502,48 @@ def test_a_refused_set_with_a_one_way_change_changes_nothing(served, reference):
 
     def story(socket, token: int) -> list:
         with on_first_slot(socket) as (client, session):
-            (key,) = client.ok("C_CreateObject", session, (
-                Attribute(CKA_CLASS, 4), Attribute(CKA_KEY_TYPE, 0x1F), Attribute(CKA_VALUE, b"k" * 16),
-                Attribute(CKA_TOKEN, token), Attribute(CKA_SENSITIVE, 0), Attribute(CKA_EXTRACTABLE, 1),
-                Attribute(CKA_LABEL, b"one-way")))
-            seen = [codes.ckr_name(client.ckr("C_SetAttributeValue", session, key, (
-                Attribute(CKA_SENSITIVE, 1), Attribute(CKA_VALUE, b"v" * 16)))),
-                codes.ckr_name(client.ckr("C_SetAttributeValue", session, key, (
-                    Attribute(CKA_EXTRACTABLE, 0), Attribute(CKA_CLASS, 3))))]
+            (key,) = client.ok(
+                "C_CreateObject",
+                session,
+                (
+                    Attribute(CKA_CLASS, 4),
+                    Attribute(CKA_KEY_TYPE, 0x1F),
+                    Attribute(CKA_VALUE, b"k" * 16),
+                    Attribute(CKA_TOKEN, token),
+                    Attribute(CKA_SENSITIVE, 0),
+                    Attribute(CKA_EXTRACTABLE, 1),
+                    Attribute(CKA_LABEL, b"one-way"),
+                ),
+            )
+            seen = [
+                codes.ckr_name(
+                    client.ckr(
+                        "C_SetAttributeValue",
+                        session,
+                        key,
+                        (Attribute(CKA_SENSITIVE, 1), Attribute(CKA_VALUE, b"v" * 16)),
+                    )
+                ),
+                codes.ckr_name(
+                    client.ckr(
+                        "C_SetAttributeValue",
+                        session,
+                        key,
+                        (Attribute(CKA_EXTRACTABLE, 0), Attribute(CKA_CLASS, 3)),
+                    )
+                ),
+            ]
             for _ in range(3):  # whichever member answers
-                values, _ = client.ok("C_GetAttributeValue", session, key, tuple(
-                    AttributeSize(a, 32) for a in (CKA_SENSITIVE, CKA_EXTRACTABLE, CKA_VALUE)))
+                values, _ = client.ok(
+                    "C_GetAttributeValue",
+                    session,
+                    key,
+                    tuple(AttributeSize(a, 32) for a in (CKA_SENSITIVE, CKA_EXTRACTABLE, CKA_VALUE)),
+                )
                 seen.append([v.value for v in values])
             client.ok("C_DestroyObject", session, key)
             return seen
+
     unchanged = ["CKR_ATTRIBUTE_READ_ONLY", "CKR_ATTRIBUTE_READ_ONLY"] + [[0, 1, b"k" * 16]] * 3
     assert story(served.socket, 0) == unchanged
     assert story(served.socket, 1) == story(reference.socket, 1) == unchanged
@@ -1081,20 +1560,44 @@ def test_a_refused_set_of_a_label_and_an_attribute_the_key_has_not_changes_no_la
 
     def story(socket, token: int) -> list:
         with on_first_slot(socket) as (client, session):
-            twin, private = (client.ok("C_GenerateKeyPair", session, Mechanism(EC_GEN), (
-                Attribute(CKA_EC_PARAMS, P256),), (Attribute(CKA_SIGN, 1), Attribute(CKA_TOKEN, token),
-                                                   Attribute(CKA_LABEL, b"kept-label"), Attribute(CKA_ID, b"\x02")))[1]
-                for _ in range(2))  # the second alike: members keep it under a marked label
+            twin, private = (
+                client.ok(
+                    "C_GenerateKeyPair",
+                    session,
+                    Mechanism(EC_GEN),
+                    (Attribute(CKA_EC_PARAMS, P256),),
+                    (
+                        Attribute(CKA_SIGN, 1),
+                        Attribute(CKA_TOKEN, token),
+                        Attribute(CKA_LABEL, b"kept-label"),
+                        Attribute(CKA_ID, b"\x02"),
+                    ),
+                )[1]
+                for _ in range(2)
+            )  # the second alike: members keep it under a marked label
             client.ok("C_DestroyObject", session, twin)
-            seen = [codes.ckr_name(client.ckr("C_SetAttributeValue", session, private, (
-                Attribute(CKA_LABEL, b""), Attribute(CKA_ENCRYPT_, 0))))]
+            seen = [
+                codes.ckr_name(
+                    client.ckr(
+                        "C_SetAttributeValue",
+                        session,
+                        private,
+                        (Attribute(CKA_LABEL, b""), Attribute(CKA_ENCRYPT_, 0)),
+                    )
+                )
+            ]
             for _ in range(3):  # whichever member answers
-                seen.append(client.find(session, Attribute(CKA_CLASS, 3), Attribute(CKA_LABEL, b"kept-label"))
-                            == (private,))
-                values, _ = client.ok("C_GetAttributeValue", session, private, (AttributeSize(CKA_LABEL, 32),))
+                seen.append(
+                    client.find(session, Attribute(CKA_CLASS, 3), Attribute(CKA_LABEL, b"kept-label"))
+                    == (private,)
+                )
+                values, _ = client.ok(
+                    "C_GetAttributeValue", session, private, (AttributeSize(CKA_LABEL, 32),)
+                )
                 seen.append(values[0].value)
             client.ok("C_DestroyObject", session, private)
             return seen
+
     unchanged = ["CKR_ATTRIBUTE_TYPE_INVALID"] + [True, b"kept-label"] * 3
     assert story(served.socket, 0) == unchanged  # (one SoftHSM2 token keeps the new label here)
     assert story(served.socket, 1) == story(reference.socket, 1) == unchanged
@@ -1108,17 +1611,40 @@ def test_an_unwrapped_hmac_key_too_short_is_refused_at_the_init_as_by_one_token(
 
     def story(socket) -> list:
         with on_first_slot(socket) as (client, session):
-            (kek,) = client.ok("C_GenerateKey", session, Mechanism(0x1080), (
-                Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_WRAP, 1), Attribute(CKA_UNWRAP, 1)))
+            (kek,) = client.ok(
+                "C_GenerateKey",
+                session,
+                Mechanism(0x1080),
+                (Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_WRAP, 1), Attribute(CKA_UNWRAP, 1)),
+            )
             seen = []
             for length in (8, 40):
-                (key,) = client.ok("C_CreateObject", session, (
-                    Attribute(CKA_CLASS, 4), Attribute(CKA_KEY_TYPE, 0x10), Attribute(CKA_VALUE, b"h" * length),
-                    Attribute(CKA_EXTRACTABLE, 1), Attribute(CKA_SENSITIVE, 1)))
+                (key,) = client.ok(
+                    "C_CreateObject",
+                    session,
+                    (
+                        Attribute(CKA_CLASS, 4),
+                        Attribute(CKA_KEY_TYPE, 0x10),
+                        Attribute(CKA_VALUE, b"h" * length),
+                        Attribute(CKA_EXTRACTABLE, 1),
+                        Attribute(CKA_SENSITIVE, 1),
+                    ),
+                )
                 (blob,) = client.ok("C_WrapKey", session, Mechanism(0x210A), kek, key, 256)
-                (unwrapped,) = client.ok("C_UnwrapKey", session, Mechanism(0x210A), kek, blob, (
-                    Attribute(CKA_CLASS, 4), Attribute(CKA_KEY_TYPE, 0x10), Attribute(CKA_SIGN, 1),
-                    Attribute(CKA_VERIFY, 1), Attribute(CKA_TOKEN, 0)))
+                (unwrapped,) = client.ok(
+                    "C_UnwrapKey",
+                    session,
+                    Mechanism(0x210A),
+                    kek,
+                    blob,
+                    (
+                        Attribute(CKA_CLASS, 4),
+                        Attribute(CKA_KEY_TYPE, 0x10),
+                        Attribute(CKA_SIGN, 1),
+                        Attribute(CKA_VERIFY, 1),
+                        Attribute(CKA_TOKEN, 0),
+                    ),
+                )
                 for init in ("C_SignInit", "C_VerifyInit"):
                     reply = client.call(init, session, Mechanism(SHA256_HMAC), unwrapped)
                     seen.append(codes.ckr_name(reply.ckr) if reply.is_error else "CKR_OK")
@@ -1127,9 +1653,17 @@ def test_an_unwrapped_hmac_key_too_short_is_refused_at_the_init_as_by_one_token(
                     elif not reply.is_error:
                         seen.append(codes.ckr_name(client.ckr("C_Verify", session, b"data", b"\0" * 32)))
             return seen
+
     ours, theirs = story(served.socket), story(reference.socket)
     assert ours == theirs
-    assert ours == ["CKR_KEY_SIZE_RANGE", "CKR_KEY_SIZE_RANGE", "CKR_OK", 32, "CKR_OK", "CKR_SIGNATURE_INVALID"]
+    assert ours == [
+        "CKR_KEY_SIZE_RANGE",
+        "CKR_KEY_SIZE_RANGE",
+        "CKR_OK",
+        32,
+        "CKR_OK",
+        "CKR_SIGNATURE_INVALID",
+    ]
 
 
 def test_the_security_officer_sees_and_makes_public_objects_only_as_on_one_token(served, reference):
@@ -1141,9 +1675,17 @@ def test_the_security_officer_sees_and_makes_public_objects_only_as_on_one_token
 
     def story(socket) -> list:
         with on_first_slot(socket) as (client, session):
-            (private,) = client.ok("C_CreateObject", session, (
-                Attribute(CKA_CLASS, 0), Attribute(CKA_TOKEN, 1), Attribute(CKA_PRIVATE, 1),
-                Attribute(CKA_LABEL, b"so-view"), Attribute(CKA_VALUE, b"p")))
+            (private,) = client.ok(
+                "C_CreateObject",
+                session,
+                (
+                    Attribute(CKA_CLASS, 0),
+                    Attribute(CKA_TOKEN, 1),
+                    Attribute(CKA_PRIVATE, 1),
+                    Attribute(CKA_LABEL, b"so-view"),
+                    Attribute(CKA_VALUE, b"p"),
+                ),
+            )
             client.ok("C_Logout", session)
             for _ in range(100):  # an earlier test's application may still be logging out on the server
                 answer = client.ckr("C_Login", session, 0, SO_PIN.encode())
@@ -1151,23 +1693,53 @@ def test_the_security_officer_sees_and_makes_public_objects_only_as_on_one_token
                     break
                 time.sleep(0.05)
             assert answer == codes.CKR_OK, codes.ckr_name(answer)
-            seen = [codes.ckr_name(client.ckr("C_GenerateKey", session, Mechanism(0x1080), (
-                Attribute(CKA_DECRYPT, 1), Attribute(CKA_LABEL, b"so-view")))),
-                codes.ckr_name(client.ckr("C_CreateObject", session, (
-                    Attribute(CKA_CLASS, 0), Attribute(CKA_LABEL, b"so-view"), Attribute(CKA_VALUE, b"q"))))]
-            reply = client.call("C_CreateObject", session, (
-                Attribute(CKA_CLASS, 0), Attribute(CKA_PRIVATE, 0), Attribute(CKA_TOKEN, 1),
-                Attribute(CKA_LABEL, b"so-view"), Attribute(CKA_VALUE, b"r")))
+            seen = [
+                codes.ckr_name(
+                    client.ckr(
+                        "C_GenerateKey",
+                        session,
+                        Mechanism(0x1080),
+                        (Attribute(CKA_DECRYPT, 1), Attribute(CKA_LABEL, b"so-view")),
+                    )
+                ),
+                codes.ckr_name(
+                    client.ckr(
+                        "C_CreateObject",
+                        session,
+                        (
+                            Attribute(CKA_CLASS, 0),
+                            Attribute(CKA_LABEL, b"so-view"),
+                            Attribute(CKA_VALUE, b"q"),
+                        ),
+                    )
+                ),
+            ]
+            reply = client.call(
+                "C_CreateObject",
+                session,
+                (
+                    Attribute(CKA_CLASS, 0),
+                    Attribute(CKA_PRIVATE, 0),
+                    Attribute(CKA_TOKEN, 1),
+                    Attribute(CKA_LABEL, b"so-view"),
+                    Attribute(CKA_VALUE, b"r"),
+                ),
+            )
             seen.append(codes.ckr_name(reply.ckr) if reply.is_error else "CKR_OK")
             found = client.find(session, Attribute(CKA_LABEL, b"so-view"))
             seen.append(len(found))
-            seen.append(codes.ckr_name(client.ckr("C_GetAttributeValue", session, private, (AttributeSize(CKA_VALUE, 8),))))
+            seen.append(
+                codes.ckr_name(
+                    client.ckr("C_GetAttributeValue", session, private, (AttributeSize(CKA_VALUE, 8),))
+                )
+            )
             for handle in found:
                 client.ok("C_DestroyObject", session, handle)
             client.ok("C_Logout", session)
             client.ok("C_Login", session, 1, USER_PIN.encode())
             client.ok("C_DestroyObject", session, client.find(session, Attribute(CKA_LABEL, b"so-view"))[0])
             return seen
+
     ours, theirs = story(served.socket), story(reference.socket)
     assert ours == theirs
     assert ours[:4] == ["CKR_USER_NOT_LOGGED_IN", "CKR_USER_NOT_LOGGED_IN", "CKR_OK", 1]
@@ -1182,20 +1754,36 @@ def test_an_unwrap_is_refused_for_the_unwrapping_key_before_the_login_as_by_one_
 
     def story(socket) -> list:
         with on_first_slot(socket) as (client, session):
-            keys = [client.ok("C_CreateObject", session, (
-                Attribute(CKA_CLASS, 4), Attribute(CKA_KEY_TYPE, key_type), Attribute(CKA_VALUE, b"u" * 16),
-                Attribute(CKA_PRIVATE, 0), Attribute(CKA_UNWRAP, unwrap), Attribute(CKA_TOKEN, 1),
-                Attribute(CKA_LABEL, b"unwrapper")))[0] for key_type, unwrap in ((0x1F, 0), (0x10, 1), (0x1F, 1))]
+            keys = [
+                client.ok(
+                    "C_CreateObject",
+                    session,
+                    (
+                        Attribute(CKA_CLASS, 4),
+                        Attribute(CKA_KEY_TYPE, key_type),
+                        Attribute(CKA_VALUE, b"u" * 16),
+                        Attribute(CKA_PRIVATE, 0),
+                        Attribute(CKA_UNWRAP, unwrap),
+                        Attribute(CKA_TOKEN, 1),
+                        Attribute(CKA_LABEL, b"unwrapper"),
+                    ),
+                )[0]
+                for key_type, unwrap in ((0x1F, 0), (0x10, 1), (0x1F, 1))
+            ]
             client.ok("C_Logout", session)
             seen = []
             for key in keys:
                 for template in ((Attribute(CKA_CLASS, 4), Attribute(CKA_KEY_TYPE, 0x1F)), ()):
-                    seen.append(codes.ckr_name(client.ckr(
-                        "C_UnwrapKey", session, Mechanism(0x2109), key, b"w" * 24, template)))
+                    seen.append(
+                        codes.ckr_name(
+                            client.ckr("C_UnwrapKey", session, Mechanism(0x2109), key, b"w" * 24, template)
+                        )
+                    )
             client.ok("C_Login", session, 1, USER_PIN.encode())
             for key in keys:
                 client.ok("C_DestroyObject", session, key)
             return seen
+
     ours, theirs = story(served.socket), story(reference.socket)
     assert ours == theirs
     assert ours[:4] == ["CKR_KEY_FUNCTION_NOT_PERMITTED"] * 2 + ["CKR_UNWRAPPING_KEY_TYPE_INCONSISTENT"] * 2
@@ -1206,20 +1794,38 @@ def test_handles_after_a_logout_and_a_last_close_are_new_as_on_one_token(served,
     application's last session closes: found again, they have new handles, and an old one stays
     invalid after a new login. The HA slot kept its handles (differential test, seed 500009: 'an
     object found under its old handle on one side, under a new one on the other')."""
+
     def story(socket) -> list:
         with on_first_slot(socket) as (client, session):
             (slot,) = client.ok("C_GetSessionInfo", session)
             slot = slot.slot_id
-            made = {private: client.ok("C_CreateObject", session, (
-                Attribute(CKA_CLASS, 0), Attribute(CKA_TOKEN, 1), Attribute(CKA_PRIVATE, private),
-                Attribute(CKA_LABEL, b"renamed"), Attribute(CKA_VALUE, bytes([private]))))[0] for private in (0, 1)}
+            made = {
+                private: client.ok(
+                    "C_CreateObject",
+                    session,
+                    (
+                        Attribute(CKA_CLASS, 0),
+                        Attribute(CKA_TOKEN, 1),
+                        Attribute(CKA_PRIVATE, private),
+                        Attribute(CKA_LABEL, b"renamed"),
+                        Attribute(CKA_VALUE, bytes([private])),
+                    ),
+                )[0]
+                for private in (0, 1)
+            }
 
             def state() -> list:
-                seen = [codes.ckr_name(client.ckr("C_GetAttributeValue", s, made[p], (AttributeSize(CKA_VALUE, 4),)))
-                        for s in (session,) for p in (0, 1)]
+                seen = [
+                    codes.ckr_name(
+                        client.ckr("C_GetAttributeValue", s, made[p], (AttributeSize(CKA_VALUE, 4),))
+                    )
+                    for s in (session,)
+                    for p in (0, 1)
+                ]
                 found = client.find(session, Attribute(CKA_LABEL, b"renamed"))
                 seen.append(sorted("old" if h in made.values() else "new" for h in found))
                 return seen
+
             client.ok("C_Logout", session)
             client.ok("C_Login", session, 1, USER_PIN.encode())
             seen = state()
@@ -1230,10 +1836,17 @@ def test_handles_after_a_logout_and_a_last_close_are_new_as_on_one_token(served,
             for handle in client.find(session, Attribute(CKA_LABEL, b"renamed")):
                 client.ok("C_DestroyObject", session, handle)
             return seen
+
     ours, theirs = story(served.socket), story(reference.socket)
     assert ours == theirs
-    assert ours == ["CKR_OK", "CKR_OBJECT_HANDLE_INVALID", ["new", "old"],
-                    "CKR_OBJECT_HANDLE_INVALID", "CKR_OBJECT_HANDLE_INVALID", ["new", "new"]]
+    assert ours == [
+        "CKR_OK",
+        "CKR_OBJECT_HANDLE_INVALID",
+        ["new", "old"],
+        "CKR_OBJECT_HANDLE_INVALID",
+        "CKR_OBJECT_HANDLE_INVALID",
+        ["new", "new"],
+    ]
 
 
 def test_a_refused_unwrap_leaves_no_key_on_any_member(served, reference):
@@ -1245,16 +1858,36 @@ def test_a_refused_unwrap_leaves_no_key_on_any_member(served, reference):
 
     def story(socket) -> tuple:
         with on_first_slot(socket) as (client, session):
-            (kek,) = client.ok("C_GenerateKey", session, Mechanism(0x1080), (
-                Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_WRAP, 1), Attribute(CKA_UNWRAP, 1),
-                Attribute(CKA_EXTRACTABLE, 1), Attribute(CKA_LABEL, b"kek")))
+            (kek,) = client.ok(
+                "C_GenerateKey",
+                session,
+                Mechanism(0x1080),
+                (
+                    Attribute(CKA_VALUE_LEN, 16),
+                    Attribute(CKA_WRAP, 1),
+                    Attribute(CKA_UNWRAP, 1),
+                    Attribute(CKA_EXTRACTABLE, 1),
+                    Attribute(CKA_LABEL, b"kek"),
+                ),
+            )
             (blob,) = client.ok("C_WrapKey", session, Mechanism(0x2109), kek, kek, 256)
             before = len(client.find(session, Attribute(CKA_CLASS, 4)))
-            refused = client.ckr("C_UnwrapKey", session, Mechanism(0x2109), kek, blob, (
-                Attribute(CKA_CLASS, 4), Attribute(CKA_KEY_TYPE, 0x1F), Attribute(CKA_MODIFIABLE, 0),
-                Attribute(CKA_LABEL, b"orphan")))
+            refused = client.ckr(
+                "C_UnwrapKey",
+                session,
+                Mechanism(0x2109),
+                kek,
+                blob,
+                (
+                    Attribute(CKA_CLASS, 4),
+                    Attribute(CKA_KEY_TYPE, 0x1F),
+                    Attribute(CKA_MODIFIABLE, 0),
+                    Attribute(CKA_LABEL, b"orphan"),
+                ),
+            )
             counts = [len(client.find(session, Attribute(CKA_CLASS, 4))) - before for _ in range(3)]
             return codes.ckr_name(refused), counts
+
     ours, theirs = story(served.socket), story(reference.socket)
     assert ours == ("CKR_ATTRIBUTE_READ_ONLY", [0, 0, 0])  # nothing new, on every member
     assert theirs[0] == ours[0]  # (one SoftHSM2 token keeps the orphan: theirs[1] == [1, 1, 1])
@@ -1264,56 +1897,126 @@ def test_a_copy_made_sensitive_reads_sensitive_as_on_one_token(served, reference
     """A key neither sensitive nor extractable answers CKA_SENSITIVE from its record; a copy
     made with CKA_SENSITIVE TRUE took the original's record and read FALSE (differential test,
     seed 700030: 'C_GetAttributeValue CKA_SENSITIVE: 1 vs 0')."""
+
     def story(socket) -> list:
         with on_first_slot(socket) as (client, session):
-            (key,) = client.ok("C_GenerateKey", session, Mechanism(0x350), (
-                Attribute(CKA_VALUE_LEN, 32), Attribute(CKA_SENSITIVE, 0), Attribute(CKA_TOKEN, 0),
-                Attribute(CKA_LABEL, b"to-harden")))
+            (key,) = client.ok(
+                "C_GenerateKey",
+                session,
+                Mechanism(0x350),
+                (
+                    Attribute(CKA_VALUE_LEN, 32),
+                    Attribute(CKA_SENSITIVE, 0),
+                    Attribute(CKA_TOKEN, 0),
+                    Attribute(CKA_LABEL, b"to-harden"),
+                ),
+            )
             (copy,) = client.ok("C_CopyObject", session, key, (Attribute(CKA_SENSITIVE, 1),))
-            return [[v.value for v in client.ok("C_GetAttributeValue", session, handle, tuple(
-                AttributeSize(a, 8) for a in (CKA_SENSITIVE, 0x162, 0x165)))[0]] for handle in (key, copy) for _ in range(2)]
+            return [
+                [
+                    v.value
+                    for v in client.ok(
+                        "C_GetAttributeValue",
+                        session,
+                        handle,
+                        tuple(AttributeSize(a, 8) for a in (CKA_SENSITIVE, 0x162, 0x165)),
+                    )[0]
+                ]
+                for handle in (key, copy)
+                for _ in range(2)
+            ]
+
     ours, theirs = story(served.socket), story(reference.socket)
     assert ours == theirs
     assert [row[0] for row in ours] == [0, 0, 1, 1]
 
 
-def test_a_key_that_is_not_sensitive_is_made_sensitive_by_a_set_or_a_copy_as_on_one_token(served, reference, run_ckdemo):
+def test_a_key_that_is_not_sensitive_is_made_sensitive_by_a_set_or_a_copy_as_on_one_token(
+    served, reference, run_ckdemo
+):
     """A key generated with no CKA_SENSITIVE (SoftHSM2: not sensitive) nor CKA_EXTRACTABLE has
     sensitive copies on the members that got it from the blob, whose record answers FALSE; and
     SoftHSM2 refuses any CKA_SENSITIVE on a sensitive key, TRUE too: a copy or a set asking it
     TRUE was CKR_ATTRIBUTE_READ_ONLY on the HA slot (differential test with remote members,
     seed 900029: 'C_CopyObject: CKR_OK vs CKR_ATTRIBUTE_READ_ONLY')."""
+
     def story(socket, member_down: bool = False) -> list:
         with on_first_slot(socket) as (client, session):
             if member_down:  # member1 gets the key later, from the blob: a sensitive copy
                 assert run_ckdemo(served.home, "member", "fail", "member1").returncode == 0
                 for _ in range(4):
                     client.ok("C_GenerateRandom", session, 8)
-            _, private = client.ok("C_GenerateKeyPair", session, Mechanism(0x1040), (
-                Attribute(CKA_EC_PARAMS, P256), Attribute(CKA_VERIFY, 1)), (
-                Attribute(CKA_SIGN, 1), Attribute(CKA_TOKEN, 1), Attribute(CKA_LABEL, b"soft-ec")))
+            _, private = client.ok(
+                "C_GenerateKeyPair",
+                session,
+                Mechanism(0x1040),
+                (Attribute(CKA_EC_PARAMS, P256), Attribute(CKA_VERIFY, 1)),
+                (Attribute(CKA_SIGN, 1), Attribute(CKA_TOKEN, 1), Attribute(CKA_LABEL, b"soft-ec")),
+            )
             if member_down:
                 assert run_ckdemo(served.home, "member", "restore", "member1").returncode == 0
                 assert run_ckdemo(served.home, "hagroup", "recover").returncode == 0
             seen = []
             for _ in range(3):  # whichever member copies first
-                reply = client.call("C_CopyObject", session, private, (Attribute(CKA_SENSITIVE, 1), Attribute(CKA_TOKEN, 0)))
+                reply = client.call(
+                    "C_CopyObject", session, private, (Attribute(CKA_SENSITIVE, 1), Attribute(CKA_TOKEN, 0))
+                )
                 seen.append(codes.ckr_name(reply.ckr) if reply.is_error else "CKR_OK")
                 if not reply.is_error:
-                    seen.append(client.ok("C_GetAttributeValue", session, reply.args[0], (AttributeSize(CKA_SENSITIVE, 1),))[0][0].value)
-            seen.append(codes.ckr_name(client.ckr("C_SetAttributeValue", session, private, (Attribute(CKA_SENSITIVE, 1),))))
-            seen += [client.ok("C_GetAttributeValue", session, private, (AttributeSize(CKA_SENSITIVE, 1),))[0][0].value for _ in range(3)]
+                    seen.append(
+                        client.ok(
+                            "C_GetAttributeValue", session, reply.args[0], (AttributeSize(CKA_SENSITIVE, 1),)
+                        )[0][0].value
+                    )
+            seen.append(
+                codes.ckr_name(
+                    client.ckr("C_SetAttributeValue", session, private, (Attribute(CKA_SENSITIVE, 1),))
+                )
+            )
+            seen += [
+                client.ok("C_GetAttributeValue", session, private, (AttributeSize(CKA_SENSITIVE, 1),))[0][
+                    0
+                ].value
+                for _ in range(3)
+            ]
             return seen
+
     ours, theirs = story(served.socket, member_down=True), story(reference.socket)
     assert ours == theirs
     assert ours == ["CKR_OK", 1] * 3 + ["CKR_OK", 1, 1, 1]
-    listed = subprocess.run(["pkcs11-tool", "--module", SOFTHSM_LIB, "--list-objects", "--type", "privkey", "--login",
-                             "--pin", USER_PIN, "--token-label", "member1"], capture_output=True, text=True,
-                            timeout=60, env=softhsm_env(served.home)).stdout
+    listed = subprocess.run(
+        [
+            "pkcs11-tool",
+            "--module",
+            SOFTHSM_LIB,
+            "--list-objects",
+            "--type",
+            "privkey",
+            "--login",
+            "--pin",
+            USER_PIN,
+            "--token-label",
+            "member1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=softhsm_env(served.home),
+    ).stdout
     for member in ("member1", "member2", "member3"):  # no member keeps the value readable
-        done = subprocess.run([sys.executable, "-c", SENSITIVE_ON_MEMBER, SOFTHSM_LIB, member, USER_PIN, "soft-ec"],
-                              capture_output=True, text=True, timeout=60, env=softhsm_env(served.home))
-        assert done.returncode == 0 and done.stdout.split() == ["1"], (member, done.stdout, done.stderr, listed)
+        done = subprocess.run(
+            [sys.executable, "-c", SENSITIVE_ON_MEMBER, SOFTHSM_LIB, member, USER_PIN, "soft-ec"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env=softhsm_env(served.home),
+        )
+        assert done.returncode == 0 and done.stdout.split() == ["1"], (
+            member,
+            done.stdout,
+            done.stderr,
+            listed,
+        )
 
 
 SENSITIVE_ON_MEMBER = """
@@ -1333,6 +2036,7 @@ def test_two_session_objects_of_one_identity_one_destroyed_the_other_stays(serve
     the application still owned the other, and it vanished from its searches when another
     application held one of that identity too (CKR_KEY_HANDLE_INVALID afterwards; differential
     test, seeds 1000015 and 1000016 after a run of sequences)."""
+
     def story(socket, beside: bool) -> list:
         with on_first_slot(socket) as (client, session):
             other = RawClient(socket)  # another application with a session object of that identity
@@ -1340,37 +2044,70 @@ def test_two_session_objects_of_one_identity_one_destroyed_the_other_stays(serve
                 other.ok("C_Initialize", HANDSHAKE, 0, b"\x00")
                 (slot,) = client.ok("C_GetSessionInfo", session)
                 (theirs,) = other.ok("C_OpenSession", slot.slot_id, 0x6)
-                other.ok("C_CreateObject", theirs, (Attribute(CKA_CLASS, 4), Attribute(CKA_KEY_TYPE, 0x1F),
-                                                    Attribute(CKA_VALUE, b"t" * 16), Attribute(CKA_TOKEN, 0),
-                                                    Attribute(CKA_PRIVATE, 0), Attribute(CKA_ID, b"\x02")))
-            first, second = (client.ok("C_CreateObject", session, (
-                Attribute(CKA_CLASS, 4), Attribute(CKA_KEY_TYPE, 0x1F), Attribute(CKA_VALUE, value),
-                Attribute(CKA_TOKEN, 0), Attribute(CKA_PRIVATE, 0), Attribute(CKA_ID, b"\x02")))[0]
-                for value in (b"a" * 16, b"b" * 16))
+                other.ok(
+                    "C_CreateObject",
+                    theirs,
+                    (
+                        Attribute(CKA_CLASS, 4),
+                        Attribute(CKA_KEY_TYPE, 0x1F),
+                        Attribute(CKA_VALUE, b"t" * 16),
+                        Attribute(CKA_TOKEN, 0),
+                        Attribute(CKA_PRIVATE, 0),
+                        Attribute(CKA_ID, b"\x02"),
+                    ),
+                )
+            first, second = (
+                client.ok(
+                    "C_CreateObject",
+                    session,
+                    (
+                        Attribute(CKA_CLASS, 4),
+                        Attribute(CKA_KEY_TYPE, 0x1F),
+                        Attribute(CKA_VALUE, value),
+                        Attribute(CKA_TOKEN, 0),
+                        Attribute(CKA_PRIVATE, 0),
+                        Attribute(CKA_ID, b"\x02"),
+                    ),
+                )[0]
+                for value in (b"a" * 16, b"b" * 16)
+            )
             client.ok("C_DestroyObject", session, second)
             seen = [client.find(session, Attribute(CKA_ID, b"\x02")) == (first,) for _ in range(3)]
             seen.append(codes.ckr_name(client.ckr("C_EncryptInit", session, Mechanism(0x1081), first)))
             other.close()
             return seen
+
     # (p11-kit server serves its clients one module instance: they see each other's session
     # objects, so the reference is asked without the other application)
-    assert story(served.socket, beside=True) == story(reference.socket, beside=False) == [True, True, True, "CKR_OK"]
+    assert (
+        story(served.socket, beside=True)
+        == story(reference.socket, beside=False)
+        == [True, True, True, "CKR_OK"]
+    )
 
 
 def test_a_copy_template_is_refused_after_modifiable_false_as_on_one_token(served, reference):
     """SoftHSM2 applies a copy's template in its order and refuses what follows CKA_MODIFIABLE
     FALSE; the HA slot left out a CKA_SENSITIVE FALSE its record made needless and so accepted
     [MODIFIABLE=0, SENSITIVE=0], which one token refuses (differential test, seed 1500071)."""
+
     def story(socket) -> list:
         with on_first_slot(socket) as (client, session):
-            (key,) = client.ok("C_GenerateKey", session, Mechanism(0x350), (
-                Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_TOKEN, 0), Attribute(0x162, 0)))
+            (key,) = client.ok(
+                "C_GenerateKey",
+                session,
+                Mechanism(0x350),
+                (Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_TOKEN, 0), Attribute(0x162, 0)),
+            )
             seen = []
-            for template in ((Attribute(CKA_MODIFIABLE, 0), Attribute(CKA_SENSITIVE, 0)),
-                             (Attribute(CKA_SENSITIVE, 0), Attribute(CKA_MODIFIABLE, 0))):
+            for template in (
+                (Attribute(CKA_MODIFIABLE, 0), Attribute(CKA_SENSITIVE, 0)),
+                (Attribute(CKA_SENSITIVE, 0), Attribute(CKA_MODIFIABLE, 0)),
+            ):
                 reply = client.call("C_CopyObject", session, key, template)
                 seen.append(codes.ckr_name(reply.ckr) if reply.is_error else "CKR_OK")
             return seen
+
     ours, theirs = story(served.socket), story(reference.socket)
     assert ours == theirs == ["CKR_ATTRIBUTE_READ_ONLY", "CKR_OK"]
 
@@ -1380,14 +2117,23 @@ def test_closing_a_session_destroys_its_key_not_a_token_key_of_the_same_id(serve
     marked label, but found the first by class and ID alone, so closing the session (which
     destroys its key) could destroy the token key instead (differential test, seed 1500071:
     'token objects left after the sequence: 2 vs 1')."""
+
     def story(socket) -> list:
         with on_first_slot(socket) as (client, session):
             (slot,) = client.ok("C_GetSessionInfo", session)
             (other,) = client.ok("C_OpenSession", slot.slot_id, 0x6)
-            client.ok("C_GenerateKey", session, Mechanism(0x1080), (
-                Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_TOKEN, 0), Attribute(CKA_ID, b"\x03\x04\x05")))
-            client.ok("C_GenerateKey", other, Mechanism(0x1080), (
-                Attribute(CKA_VALUE_LEN, 32), Attribute(CKA_TOKEN, 1), Attribute(CKA_ID, b"\x03\x04\x05")))
+            client.ok(
+                "C_GenerateKey",
+                session,
+                Mechanism(0x1080),
+                (Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_TOKEN, 0), Attribute(CKA_ID, b"\x03\x04\x05")),
+            )
+            client.ok(
+                "C_GenerateKey",
+                other,
+                Mechanism(0x1080),
+                (Attribute(CKA_VALUE_LEN, 32), Attribute(CKA_TOKEN, 1), Attribute(CKA_ID, b"\x03\x04\x05")),
+            )
             if socket == served.socket:  # member1 out and back: its handles are found again by search
                 assert run_ckdemo(served.home, "member", "fail", "member1").returncode == 0
                 for _ in range(4):
@@ -1395,9 +2141,13 @@ def test_closing_a_session_destroys_its_key_not_a_token_key_of_the_same_id(serve
                 assert run_ckdemo(served.home, "member", "restore", "member1").returncode == 0
                 assert run_ckdemo(served.home, "hagroup", "recover").returncode == 0
             client.ok("C_CloseSession", session)
-            seen = [len(client.find(other, Attribute(CKA_ID, b"\x03\x04\x05"), Attribute(CKA_TOKEN, 1))) for _ in range(3)]
+            seen = [
+                len(client.find(other, Attribute(CKA_ID, b"\x03\x04\x05"), Attribute(CKA_TOKEN, 1)))
+                for _ in range(3)
+            ]
             for handle in client.find(other, Attribute(CKA_ID, b"\x03\x04\x05")):
                 client.ok("C_DestroyObject", other, handle)
             return seen
+
     ours, theirs = story(served.socket), story(reference.socket)
     assert ours == theirs == [1, 1, 1]

@@ -1,6 +1,7 @@
 """ckdemo as a user installs it (issue 11): `pip install .` into a fresh virtual environment, then
 `ckdemo scripts` and `ckdemo run token-tour` from another folder, with nothing of the repository
 on the path. The wheel is built from a copy of the sources (nothing is written into the tree)."""
+
 from __future__ import annotations
 
 import shutil
@@ -18,8 +19,7 @@ from support import REPO
 
 pytestmark = requires_softhsm
 
-SHIPPED = {"crypto-tour", "ha-failover-demo", "ha-remote-demo", "keys-tour", "negative-cases",
-           "token-tour"}
+SHIPPED = {"crypto-tour", "ha-failover-demo", "ha-remote-demo", "keys-tour", "negative-cases", "token-tour"}
 BUILD_S = 300
 
 
@@ -29,12 +29,26 @@ def wheel(tmp_path_factory) -> Path:
     shutil.copy(REPO / "pyproject.toml", source)
     shutil.copy(REPO / "README.md", source)
     shutil.copy(REPO / "LICENSE", source)  # pyproject's license-files
-    shutil.copytree(REPO / "ckdemo", source / "ckdemo",
-                    ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    shutil.copytree(REPO / "ckdemo", source / "ckdemo", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
     out = tmp_path_factory.mktemp("wheel")
-    done = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation",
-                           "--disable-pip-version-check", "-q", "-w", str(out), str(source)],
-                          capture_output=True, text=True, timeout=BUILD_S)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "--no-deps",
+            "--no-build-isolation",
+            "--disable-pip-version-check",
+            "-q",
+            "-w",
+            str(out),
+            str(source),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=BUILD_S,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     [built] = out.glob("ckdemo-*.whl")
     return built
@@ -67,12 +81,30 @@ def installed(wheel, tmp_path_factory) -> Path:
     env_dir = tmp_path_factory.mktemp("fresh") / "venv"
     venv.create(env_dir, with_pip=False)
     python = env_dir / "bin" / "python"
-    done = subprocess.run([sys.executable, "-m", "pip", "--python", str(python), "install",
-                           "--no-deps", "--disable-pip-version-check", "-q", str(wheel)],
-                          capture_output=True, text=True, timeout=BUILD_S)
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(python),
+            "install",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "-q",
+            str(wheel),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=BUILD_S,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
-    site = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
-                          capture_output=True, text=True, timeout=60).stdout.strip()
+    site = subprocess.run(
+        [str(python), "-c", "import sysconfig; print(sysconfig.get_path('purelib'))"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout.strip()
     # a plain path line: this environment's .pth files (the editable ckdemo) are not run from it
     (Path(site) / "borrowed-dependencies.pth").write_text(sysconfig.get_path("purelib") + "\n")
     return env_dir
@@ -80,23 +112,35 @@ def installed(wheel, tmp_path_factory) -> Path:
 
 def test_pip_installed_ckdemo_runs_a_shipped_script_by_name(installed, tmp_path):
     ckdemo = installed / "bin" / "ckdemo"
-    where = subprocess.run([str(installed / "bin" / "python"), "-c",
-                            "import ckdemo; print(ckdemo.__file__)"],
-                           capture_output=True, text=True, timeout=60, cwd=tmp_path, env=clean_env())
+    where = subprocess.run(
+        [str(installed / "bin" / "python"), "-c", "import ckdemo; print(ckdemo.__file__)"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+        env=clean_env(),
+    )
     assert where.stdout.startswith(str(installed)), where.stdout + where.stderr  # not the repository
 
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
-    listing = subprocess.run([str(ckdemo), "scripts"], capture_output=True, text=True, timeout=60,
-                             cwd=elsewhere, env=clean_env())
+    listing = subprocess.run(
+        [str(ckdemo), "scripts"], capture_output=True, text=True, timeout=60, cwd=elsewhere, env=clean_env()
+    )
     assert listing.returncode == 0, listing.stderr
-    rows = dict(line.split(None, 1) for line in listing.stdout.splitlines()[:len(SHIPPED)])
+    rows = dict(line.split(None, 1) for line in listing.stdout.splitlines()[: len(SHIPPED)])
     assert set(rows) == SHIPPED
     assert rows["token-tour"].startswith("Token tour: the slot list")
 
     home = tmp_path / "home"
-    done = subprocess.run([str(ckdemo), "--home", str(home), "run", "token-tour"], capture_output=True,
-                          text=True, timeout=120, cwd=elsewhere, env=clean_env())
+    done = subprocess.run(
+        [str(ckdemo), "--home", str(home), "run", "token-tour"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=elsewhere,
+        env=clean_env(),
+    )
     no_traceback(done.stdout, done.stderr)
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr
     assert done.stdout.rstrip().endswith("Replay: 10 steps, 10 met their expectation, 0 did not")
@@ -113,8 +157,10 @@ def test_a_local_file_wins_over_a_shipped_name(run_ckdemo, shared_home, tmp_path
 def test_an_unknown_name_says_where_it_looked(run_ckdemo, shared_home, tmp_path):
     done = run_ckdemo(shared_home, "run", "token-tuor", cwd=tmp_path)
     assert done.returncode == 2 and done.stdout == ""
-    assert done.stderr == ("ckdemo: script not found: token-tuor (neither a file here nor a shipped "
-                           "script: `ckdemo scripts` lists them)\n")
+    assert done.stderr == (
+        "ckdemo: script not found: token-tuor (neither a file here nor a shipped "
+        "script: `ckdemo scripts` lists them)\n"
+    )
 
 
 def test_scripts_name_prints_the_shipped_script(run_ckdemo, shared_home):

@@ -4,6 +4,7 @@ SoftHSM2 never locks (FACTS), so the HA slot counts itself: in the menu's proces
 checks the PIN) and in `ckdemo serve` while another application holds the login (the server
 checks the PIN against its kept HMAC) alike, in one count per home that survives a restart.
 """
+
 from __future__ import annotations
 
 
@@ -22,8 +23,9 @@ LOW, FINAL, LOCKED = 0x10000, 0x20000, 0x40000
 
 
 def pin_flags(flags: int) -> set[str]:
-    return {name for bit, name in ((LOW, "COUNT_LOW"), (FINAL, "FINAL_TRY"), (LOCKED, "LOCKED"))
-            if flags & bit}
+    return {
+        name for bit, name in ((LOW, "COUNT_LOW"), (FINAL, "FINAL_TRY"), (LOCKED, "LOCKED")) if flags & bit
+    }
 
 
 def answer(call, *args) -> str:
@@ -37,6 +39,7 @@ def answer(call, *args) -> str:
 def limit_to(home, limit: int) -> None:
     from ckdemo.config.chrystoki import ChrystokiConf
     from ckdemo.provision import CKDEMO_SECTION, CONFIG_NAME
+
     conf = ChrystokiConf.load(home / CONFIG_NAME)
     conf.set(CKDEMO_SECTION, "FailedLoginLimit", str(limit))
     conf.save(home / CONFIG_NAME)
@@ -47,6 +50,7 @@ def test_three_wrong_pins_lock_the_ha_slot_and_the_sos_init_pin_unlocks_it(tmp_p
     home, workspace, _ = private_workspace(tmp_path, 2)
     limit_to(home, 3)
     from ckdemo.settings import load_settings
+
     group = workspace.groups[0]
     group.pin_lock.limit = load_settings(home).failed_login_limit()
     assert group.pin_lock.limit == 3
@@ -55,9 +59,11 @@ def test_three_wrong_pins_lock_the_ha_slot_and_the_sos_init_pin_unlocks_it(tmp_p
     seen = []
     for _ in range(3):
         seen.append((answer(group.login, CKU_USER, "0000"), pin_flags(group.token_info().flags)))
-    assert seen == [("CKR_PIN_INCORRECT", {"COUNT_LOW"}),
-                    ("CKR_PIN_INCORRECT", {"COUNT_LOW", "FINAL_TRY"}),
-                    ("CKR_PIN_INCORRECT", {"COUNT_LOW", "LOCKED"})]
+    assert seen == [
+        ("CKR_PIN_INCORRECT", {"COUNT_LOW"}),
+        ("CKR_PIN_INCORRECT", {"COUNT_LOW", "FINAL_TRY"}),
+        ("CKR_PIN_INCORRECT", {"COUNT_LOW", "LOCKED"}),
+    ]
     assert answer(group.login, CKU_USER, USER_PIN) == "CKR_PIN_LOCKED"  # the right PIN too
     assert "CKF_USER_PIN_LOCKED" in group.token_info().flag_names
 
@@ -104,7 +110,8 @@ def token_flags(client) -> set[str]:
 
 
 def test_guessing_beside_a_logged_in_application_locks_after_the_limit_for_everyone(
-        tmp_path, provision, ckdemo_bin, run_ckdemo):
+    tmp_path, provision, ckdemo_bin, run_ckdemo
+):
     home = provision(tmp_path / "home")
     limit_to(home, 4)
     served = start_server(ckdemo_bin, home, None, tmp_path / "serve.log")

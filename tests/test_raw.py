@@ -3,6 +3,7 @@
 Each test module gets its own copy of libsofthsm2.so (an independent module instance) and its own
 SoftHSM config; each test gets a fresh token, made by softhsm2-util before a re-initialise.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -42,8 +43,21 @@ class SoftHSM:
     raw: RawModule
 
     def new_token(self, label: str):
-        subprocess.run(["softhsm2-util", "--init-token", "--free", "--label", label,
-                        "--pin", USER_PIN, "--so-pin", SO_PIN], check=True, capture_output=True)
+        subprocess.run(
+            [
+                "softhsm2-util",
+                "--init-token",
+                "--free",
+                "--label",
+                label,
+                "--pin",
+                USER_PIN,
+                "--so-pin",
+                SO_PIN,
+            ],
+            check=True,
+            capture_output=True,
+        )
         self.lib.reinitialize()  # SoftHSM scans its token directory only in C_Initialize
         return self.lib.get_token(token_label=label)
 
@@ -81,11 +95,13 @@ def slot_of(token) -> int:
 
 
 def pkcs11_tool(softhsm, *args: str) -> str:
-    return subprocess.run(["pkcs11-tool", "--module", softhsm.path, *args],
-                          check=True, capture_output=True, text=True).stdout
+    return subprocess.run(
+        ["pkcs11-tool", "--module", softhsm.path, *args], check=True, capture_output=True, text=True
+    ).stdout
 
 
 # --- the same module instance -------------------------------------------------------------
+
 
 def test_session_opened_by_python_pkcs11_is_visible_through_ctypes(token, raw):
     with token.open(rw=True) as session:
@@ -112,8 +128,9 @@ def test_login_on_an_open_session_unlocks_private_objects(token, raw):
     with token.open(rw=True) as session:
         raw.login(session.handle, CKU_USER, USER_PIN)
         assert raw.get_session_info(session.handle).state_name == "CKS_RW_USER_FUNCTIONS"
-        key = session.generate_key(KeyType.AES, 256, label="private-aes", store=True,
-                                   template={Attribute.PRIVATE: True})
+        key = session.generate_key(
+            KeyType.AES, 256, label="private-aes", store=True, template={Attribute.PRIVATE: True}
+        )
         assert session.get_key(label="private-aes").handle == key.handle
 
         raw.logout(session.handle)
@@ -178,19 +195,42 @@ def test_init_token_on_the_free_slot(softhsm, token, raw):
 # --- information calls, checked against an independent client ---------------------------------
 
 PKCS11_TOOL_TOKEN_FLAGS = {
-    "rng": 0x1, "readonly": 0x2, "login required": 0x4, "PIN initialized": 0x8,
-    "PIN pad present": 0x100, "token initialized": 0x400,
-    "user PIN count low": 0x10000, "final user PIN try": 0x20000, "user PIN locked": 0x40000,
-    "user PIN to be changed": 0x80000, "SO PIN count low": 0x100000,
-    "final SO PIN try": 0x200000, "SO PIN locked": 0x400000, "SO PIN to be changed": 0x800000,
+    "rng": 0x1,
+    "readonly": 0x2,
+    "login required": 0x4,
+    "PIN initialized": 0x8,
+    "PIN pad present": 0x100,
+    "token initialized": 0x400,
+    "user PIN count low": 0x10000,
+    "final user PIN try": 0x20000,
+    "user PIN locked": 0x40000,
+    "user PIN to be changed": 0x80000,
+    "SO PIN count low": 0x100000,
+    "final SO PIN try": 0x200000,
+    "SO PIN locked": 0x400000,
+    "SO PIN to be changed": 0x800000,
 }
 
 PKCS11_TOOL_MECHANISM_FLAGS = {
-    "hw": 0x1, "encrypt": 0x100, "decrypt": 0x200, "digest": 0x400, "sign": 0x800,
-    "sign_recover": 0x1000, "verify": 0x2000, "verify_recover": 0x4000, "generate": 0x8000,
-    "generate_key_pair": 0x10000, "wrap": 0x20000, "unwrap": 0x40000, "derive": 0x80000,
-    "EC F_P": 0x100000, "EC F_2M": 0x200000, "EC parameters": 0x400000, "EC OID": 0x800000,
-    "EC uncompressed": 0x1000000, "EC compressed": 0x2000000,
+    "hw": 0x1,
+    "encrypt": 0x100,
+    "decrypt": 0x200,
+    "digest": 0x400,
+    "sign": 0x800,
+    "sign_recover": 0x1000,
+    "verify": 0x2000,
+    "verify_recover": 0x4000,
+    "generate": 0x8000,
+    "generate_key_pair": 0x10000,
+    "wrap": 0x20000,
+    "unwrap": 0x40000,
+    "derive": 0x80000,
+    "EC F_P": 0x100000,
+    "EC F_2M": 0x200000,
+    "EC parameters": 0x400000,
+    "EC OID": 0x800000,
+    "EC uncompressed": 0x1000000,
+    "EC compressed": 0x2000000,
 }
 
 
@@ -223,10 +263,10 @@ def test_token_info_matches_pkcs11_tool(softhsm, token, raw):
     assert info.manufacturer_id == listed["token manufacturer"]
     assert info.model == listed["token model"]
     assert info.serial_number == listed["serial num"] == token.serial.decode()
-    assert info.flags == flags_from_names(listed["token flags"].split(", "),
-                                          PKCS11_TOOL_TOKEN_FLAGS)
-    assert {"CKF_RNG", "CKF_LOGIN_REQUIRED", "CKF_USER_PIN_INITIALIZED",
-            "CKF_TOKEN_INITIALIZED"} <= set(info.flag_names)
+    assert info.flags == flags_from_names(listed["token flags"].split(", "), PKCS11_TOOL_TOKEN_FLAGS)
+    assert {"CKF_RNG", "CKF_LOGIN_REQUIRED", "CKF_USER_PIN_INITIALIZED", "CKF_TOKEN_INITIALIZED"} <= set(
+        info.flag_names
+    )
     assert f"{info.min_pin_len}/{info.max_pin_len}" == listed["pin min/max"]
     assert "%d.%d" % info.hardware_version == listed["hardware version"]
     assert "%d.%d" % info.firmware_version == listed["firmware version"]
@@ -265,18 +305,19 @@ def test_mechanism_list_and_info_match_pkcs11_tool(softhsm, token, raw):
     mechanisms = raw.get_mechanism_list(slot_of(token))
     assert set(mechanisms) == {int(m) for m in token.slot.get_mechanisms()}
     lines = pkcs11_tool(softhsm, "--slot", str(slot_of(token)), "-M").splitlines()
-    lines = lines[lines.index("Supported mechanisms:") + 1:]
+    lines = lines[lines.index("Supported mechanisms:") + 1 :]
     assert len(lines) == len(mechanisms)  # pkcs11-tool prints C_GetMechanismList order
 
     for mechanism, line in zip(mechanisms, lines):
         name, *parts = line.strip().split(", ")
         if name.startswith("mechtype-0x"):
-            assert int(name[len("mechtype-"):], 16) == mechanism
+            assert int(name[len("mechtype-") :], 16) == mechanism
         info = raw.get_mechanism_info(slot_of(token), mechanism)
         key_size = [p for p in parts if p.startswith("keySize=")]
         flags = [p for p in parts if not p.startswith("keySize=")]
-        expected_sizes = (key_size[0] if key_size else "keySize={0,0}").replace(
-            "{,", "{0,").replace(",}", ",0}")
+        expected_sizes = (
+            (key_size[0] if key_size else "keySize={0,0}").replace("{,", "{0,").replace(",}", ",0}")
+        )
         assert f"keySize={{{info.min_key_size},{info.max_key_size}}}" == expected_sizes, name
         assert info.flags == flags_from_names(flags, PKCS11_TOOL_MECHANISM_FLAGS), name
 
@@ -293,22 +334,33 @@ def test_aes_cbc_pad_mechanism_info(token, raw):
 
 def test_ec_mechanism_flag_names(token, raw):
     info = raw.get_mechanism_info(slot_of(token), 0x1041)  # CKM_ECDSA
-    assert info.flag_names == ("CKF_SIGN", "CKF_VERIFY", "CKF_EC_F_P", "CKF_EC_NAMEDCURVE",
-                               "CKF_EC_UNCOMPRESS")
+    assert info.flag_names == (
+        "CKF_SIGN",
+        "CKF_VERIFY",
+        "CKF_EC_F_P",
+        "CKF_EC_NAMEDCURVE",
+        "CKF_EC_UNCOMPRESS",
+    )
 
 
 # --- sessions and objects --------------------------------------------------------------------
 
+
 def test_get_object_size(token, raw):
     with token.open(rw=True) as session:
-        data = session.create_object({Attribute.CLASS: ObjectClass.DATA, Attribute.TOKEN: False,
-                                      Attribute.PRIVATE: False, Attribute.VALUE: b"x" * 100})
+        data = session.create_object(
+            {
+                Attribute.CLASS: ObjectClass.DATA,
+                Attribute.TOKEN: False,
+                Attribute.PRIVATE: False,
+                Attribute.VALUE: b"x" * 100,
+            }
+        )
         # SoftHSM answers every object with CK_UNAVAILABLE_INFORMATION (a valid answer).
         assert raw.get_object_size(session.handle, data.handle) == CK_UNAVAILABLE_INFORMATION
         with pytest.raises(CKRError) as caught:
             raw.get_object_size(session.handle, data.handle + 1000)
-        assert (caught.value.ckr, caught.value.function) == (CKR_OBJECT_HANDLE_INVALID,
-                                                             "C_GetObjectSize")
+        assert (caught.value.ckr, caught.value.function) == (CKR_OBJECT_HANDLE_INVALID, "C_GetObjectSize")
 
 
 def test_open_and_close_session(token, raw):
@@ -320,8 +372,7 @@ def test_open_and_close_session(token, raw):
     raw.close_session(handle)
     with pytest.raises(CKRError) as caught:
         raw.get_session_info(handle)
-    assert (caught.value.ckr, caught.value.function) == (CKR_SESSION_HANDLE_INVALID,
-                                                         "C_GetSessionInfo")
+    assert (caught.value.ckr, caught.value.function) == (CKR_SESSION_HANDLE_INVALID, "C_GetSessionInfo")
 
 
 def test_close_all_sessions(token, raw):

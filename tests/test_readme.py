@@ -12,6 +12,7 @@ Marks, on a fenced block's opening line (```` ```sh runnable ````):
                    placeholders
 Only quick blocks are marked: all of them together must stay under RUNNABLE_BUDGET_S.
 """
+
 from __future__ import annotations
 
 import re
@@ -34,9 +35,11 @@ RUNNABLE_BUDGET_S = 20
 ELISION = "..."
 FENCE = re.compile(r"^```(\S*)[ \t]*(.*)$")
 # values a run chooses: serials and other long hex words, 0x slot ids, JUnit's times and host
-VARYING = [(re.compile(r'\b(time|timestamp|hostname)="[^"]*"'), r'\1="*"'),
-           (re.compile(r"\b0x[0-9a-f]+"), "0x*"),
-           (re.compile(r"\b[0-9a-f]{8,}\b"), "*")]
+VARYING = [
+    (re.compile(r'\b(time|timestamp|hostname)="[^"]*"'), r'\1="*"'),
+    (re.compile(r"\b0x[0-9a-f]+"), "0x*"),
+    (re.compile(r"\b[0-9a-f]{8,}\b"), "*"),
+]
 LINK = re.compile(r"\[[^\]]*\]\(([^)\s]+)\)")
 INLINE_CODE = re.compile(r"`[^`\n]*`")
 
@@ -88,11 +91,19 @@ def missing_from(shown: str, printed: str) -> str | None:
             continue
         last = index == len(segments) - 1
         starts = [at] if index == 0 else range(at, len(out) - len(segment) + 1)
-        match = next((i for i in starts if out[i:i + len(segment)] == segment
-                      and (not last or i + len(segment) == len(out))), None)
+        match = next(
+            (
+                i
+                for i in starts
+                if out[i : i + len(segment)] == segment and (not last or i + len(segment) == len(out))
+            ),
+            None,
+        )
         if match is None:
-            return f"not printed {'at the start' if index == 0 else 'after the lines before'}" \
-                   f"{' and at the end' if last else ''}: {segment[0]!r} ... ({len(segment)} lines)"
+            return (
+                f"not printed {'at the start' if index == 0 else 'after the lines before'}"
+                f"{' and at the end' if last else ''}: {segment[0]!r} ... ({len(segment)} lines)"
+            )
         at = match + len(segment)
     return None
 
@@ -133,8 +144,14 @@ def test_the_runnable_blocks_run_on_a_fresh_home_and_print_what_the_readme_shows
     printed: dict[int, str] = {}
     started = time.monotonic()
     for block in runnable:
-        done = subprocess.run(["bash", "-e", "-c", block.text], cwd=tmp_path, env=env,
-                              capture_output=True, text=True, timeout=RUNNABLE_BUDGET_S)
+        done = subprocess.run(
+            ["bash", "-e", "-c", block.text],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=RUNNABLE_BUDGET_S,
+        )
         assert done.returncode == 0, f"README.md:{block.line}: exit {done.returncode}\n{done.stderr}"
         printed[block.line] = done.stdout
     took = time.monotonic() - started
@@ -148,15 +165,18 @@ def test_the_runnable_blocks_run_on_a_fresh_home_and_print_what_the_readme_shows
 
 def test_the_command_table_names_every_subcommand():
     text = README.read_text()
-    table = text[text.index("\n## Commands\n"):]
-    table = table[:table.index("\n## ", 1)]
+    table = text[text.index("\n## Commands\n") :]
+    table = table[: table.index("\n## ", 1)]
     named = set(re.findall(r"^\| `ckdemo ([a-z-]+)", table, re.MULTILINE))
     assert named == set(main.commands)
 
 
 def test_every_relative_link_reaches_a_file_of_the_repository():
-    broken = {page.relative_to(REPO).as_posix(): links for page in PAGES
-              if (links := broken_links(page, page.read_text()))}
+    broken = {
+        page.relative_to(REPO).as_posix(): links
+        for page in PAGES
+        if (links := broken_links(page, page.read_text()))
+    }
     assert broken == {}
 
 
@@ -170,34 +190,44 @@ def test_the_readme_refers_to_nothing_outside_the_repository():
 PRINTED = "menu\nEnter your choice : 52\nHSM 8629ea5b9790bdb1 - CKR_OK\nStatus: CKR_OK\nbye\n"
 
 
-@pytest.mark.parametrize("shown", [
-    "menu\n...\nHSM 0123456789abcdef - CKR_OK\nStatus: CKR_OK\n...\n",   # another serial
-    "menu\n...\nbye\n",
-    "menu\nEnter your choice : 52\nHSM 8629ea5b9790bdb1 - CKR_OK\nStatus: CKR_OK\nbye\n",
-])
+@pytest.mark.parametrize(
+    "shown",
+    [
+        "menu\n...\nHSM 0123456789abcdef - CKR_OK\nStatus: CKR_OK\n...\n",  # another serial
+        "menu\n...\nbye\n",
+        "menu\nEnter your choice : 52\nHSM 8629ea5b9790bdb1 - CKR_OK\nStatus: CKR_OK\nbye\n",
+    ],
+)
 def test_output_that_was_printed_is_found(shown):
     assert missing_from(shown, PRINTED) is None
 
 
-@pytest.mark.parametrize("shown", [
-    "menu\n...\nHSM 0123456789abcdef - CKR_DEVICE_ERROR\n...\n",   # another result
-    "...\nStatus: CKR_OK\nEnter your choice : 52\n...\n",          # out of order
-    "...\nEnter your choice : 52\nStatus: CKR_OK\n...\n",          # a line left out between
-    "Enter your choice : 52\n...\n",                               # not the first line printed
-    "menu\n...\nStatus: CKR_OK\n",                                 # not the last line printed
-])
+@pytest.mark.parametrize(
+    "shown",
+    [
+        "menu\n...\nHSM 0123456789abcdef - CKR_DEVICE_ERROR\n...\n",  # another result
+        "...\nStatus: CKR_OK\nEnter your choice : 52\n...\n",  # out of order
+        "...\nEnter your choice : 52\nStatus: CKR_OK\n...\n",  # a line left out between
+        "Enter your choice : 52\n...\n",  # not the first line printed
+        "menu\n...\nStatus: CKR_OK\n",  # not the last line printed
+    ],
+)
 def test_output_that_was_not_printed_is_reported(shown):
     assert missing_from(shown, PRINTED) is not None
 
 
 def test_a_broken_or_outside_link_is_reported():
     page = REPO / "docs" / "HA.md"
-    text = ("[ok](SECURITY.md) [anchor](#losing-every-member) [web](https://example.org/x.md)\n"
-            "[gone](NOPE.md) [out](../../etc/passwd) `[code](NOPE2.md)`\n```\n[fenced](NOPE3.md)\n```\n")
+    text = (
+        "[ok](SECURITY.md) [anchor](#losing-every-member) [web](https://example.org/x.md)\n"
+        "[gone](NOPE.md) [out](../../etc/passwd) `[code](NOPE2.md)`\n```\n[fenced](NOPE3.md)\n```\n"
+    )
     assert broken_links(page, text) == ["NOPE.md", "../../etc/passwd"]
 
 
 def test_blocks_read_marks_and_text():
     text = "x\n```sh runnable\nckdemo --version\n```\n```text file=a b\n1\n```\n"
     assert [(b.language, b.marks, b.text, b.line) for b in blocks(text)] == [
-        ("sh", "runnable", "ckdemo --version\n", 2), ("text", "file=a b", "1\n", 5)]
+        ("sh", "runnable", "ckdemo --version\n", 2),
+        ("text", "file=a b", "1\n", 5),
+    ]

@@ -1,6 +1,7 @@
 """When automatic recovery has used up its N attempts, HA Status (52) and Member stats (122) say
 so and name the ways out (issue 11): 125 Recover now, which takes the member back, and LunaCM's
 `ckdemo hagroup recover` for a running `ckdemo serve` (tests/test_hagroup_verbs.py runs it)."""
+
 from __future__ import annotations
 
 from conftest import requires_softhsm
@@ -12,7 +13,9 @@ NOTICE = "recovery attempts exhausted (1 of 1); 125 Recover now or `ckdemo hagro
 
 
 def test_exhausted_recovery_is_shown_where_the_user_looks(menu, home):
-    code, out = menu(home, """\
+    code, out = menu(
+        home,
+        """\
         @ha-interval 0.05
         @ha-retry 1
         51
@@ -33,12 +36,13 @@ def test_exhausted_recovery_is_shown_where_the_user_looks(menu, home):
         52
         ${HA_SLOT}
         0
-        """)
+        """,
+    )
     assert code == 0, out
     first, second, after = _status_blocks(out)
     assert "CKR_DEVICE_ERROR" in first and NOTICE not in first  # failed: not given up yet
     assert NOTICE in second  # one attempt made and failed: N = 1 is used up
-    stats = out[out.index("Enter your choice : 122"):out.index("Enter your choice : 125")]
+    stats = out[out.index("Enter your choice : 122") : out.index("Enter your choice : 125")]
     assert NOTICE in stats
     assert "exhausted" not in after and after.count("- CKR_OK") == 3  # 125 took it back
 

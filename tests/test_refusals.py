@@ -2,6 +2,7 @@
 an unknown wrap mechanism, a short sensitive key's digest, a script whose @default refers to
 itself, a read-only home, a regular file where serve's socket goes, init with --module, a
 switch that is not 0 or 1."""
+
 from __future__ import annotations
 
 import hashlib
@@ -50,8 +51,7 @@ def test_a_mechanism_python_pkcs11_cannot_name_is_mechanism_invalid_not_a_crash(
 def test_a_short_sensitive_key_is_not_digested_a_long_one_is(ha):
     (short,) = ha.generate(KeySpec("generic", 2, "short", b"", sensitive=True))
     assert ckr(ha.digest_key, CKM_SHA256, short) == "CKR_KEY_INDIGESTIBLE"
-    (readable,) = ha.generate(KeySpec("generic", 2, "short-readable", b"", sensitive=False,
-                                     extractable=True))
+    (readable,) = ha.generate(KeySpec("generic", 2, "short-readable", b"", sensitive=False, extractable=True))
     value = ha.get_attributes(readable, [CKA_VALUE])[CKA_VALUE]
     # not sensitive: its value is readable anyway, so its digest gives nothing away
     assert ha.digest_key(CKM_SHA256, readable) == hashlib.sha256(value).digest()
@@ -61,8 +61,10 @@ def test_a_short_sensitive_key_is_not_digested_a_long_one_is(ha):
 
 
 def test_a_default_that_refers_to_itself_is_one_line(tmp_path, run_ckdemo, shared_home):
-    for script, cycle in (("@default X ${X}\n${X}\n0\n", "${X} -> ${X}"),
-                          ("@default X ${Y}\n@default Y ${X}\n${X}\n0\n", "${X} -> ${Y} -> ${X}")):
+    for script, cycle in (
+        ("@default X ${X}\n${X}\n0\n", "${X} -> ${X}"),
+        ("@default X ${Y}\n@default Y ${X}\n${X}\n0\n", "${X} -> ${Y} -> ${X}"),
+    ):
         path = tmp_path / "loop.txt"
         path.write_text(script)
         done = run_ckdemo(shared_home, "run", str(path))

@@ -3,6 +3,7 @@
 checked by independent parties: pkcs11-tool through Debian's p11-kit-client.so on each member's
 socket, OpenSSL for AES-CBC, pyca/cryptography for RSA-PSS signatures.
 """
+
 from __future__ import annotations
 
 import os
@@ -21,15 +22,27 @@ from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicNumbers
 from conftest import USER_PIN, no_traceback, requires_softhsm
 from rpc_capture import P11KIT_CLIENT
 
-from ckdemo.codes import (CKR_DEVICE_ERROR, CKR_MECHANISM_INVALID, CKR_SESSION_HANDLE_INVALID,
-                          CKRError)
+from ckdemo.codes import CKR_DEVICE_ERROR, CKR_MECHANISM_INVALID, CKR_SESSION_HANDLE_INVALID, CKRError
 from ckdemo.members.remote import MemberServer
 from ckdemo.members.rpcslot import RemoteSlot
-from ckdemo.model import (CKA_CLASS, CKA_LABEL, CKA_MODULUS, CKA_PUBLIC_EXPONENT, CKG_MGF1_SHA256,
-                          CKM_SHA256, CKO_PRIVATE_KEY, CKU_USER, GCMParam, KeySpec, PSSParam)
+from ckdemo.model import (
+    CKA_CLASS,
+    CKA_LABEL,
+    CKA_MODULUS,
+    CKA_PUBLIC_EXPONENT,
+    CKG_MGF1_SHA256,
+    CKM_SHA256,
+    CKO_PRIVATE_KEY,
+    CKU_USER,
+    GCMParam,
+    KeySpec,
+    PSSParam,
+)
 
-pytestmark = [requires_softhsm,
-              pytest.mark.skipif(shutil.which("p11-kit") is None, reason="p11-kit is not installed")]
+pytestmark = [
+    requires_softhsm,
+    pytest.mark.skipif(shutil.which("p11-kit") is None, reason="p11-kit is not installed"),
+]
 
 CLIENT = P11KIT_CLIENT
 MEMBERS = ("member1", "member2", "member3")
@@ -45,8 +58,13 @@ def remote_home(remote_home, run_ckdemo):
 
 
 def server(home: Path, label: str) -> MemberServer:
-    return MemberServer(label, home / "run" / f"{label}.sock", home / "run",
-                        "/usr/lib/softhsm/libsofthsm2.so", str(home / "softhsm2.conf"))
+    return MemberServer(
+        label,
+        home / "run" / f"{label}.sock",
+        home / "run",
+        "/usr/lib/softhsm/libsofthsm2.so",
+        str(home / "softhsm2.conf"),
+    )
 
 
 def serial(home: Path, label: str) -> str:
@@ -56,10 +74,13 @@ def serial(home: Path, label: str) -> str:
 
 def objects_seen_by_the_c_client(home: Path, label: str) -> str:
     """pkcs11-tool through Debian's p11-kit-client.so on the member's socket."""
-    done = subprocess.run(["pkcs11-tool", "--module", CLIENT, "-O", "--login", "--pin", USER_PIN],
-                          capture_output=True, text=True, timeout=60,
-                          env={**os.environ,
-                               "P11_KIT_SERVER_ADDRESS": f"unix:path={home / 'run' / (label + '.sock')}"})
+    done = subprocess.run(
+        ["pkcs11-tool", "--module", CLIENT, "-O", "--login", "--pin", USER_PIN],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={**os.environ, "P11_KIT_SERVER_ADDRESS": f"unix:path={home / 'run' / (label + '.sock')}"},
+    )
     assert done.returncode == 0, done.stderr
     return done.stdout
 
@@ -68,11 +89,40 @@ def test_ha_key_generation_over_remote_members_reaches_every_member(remote_home,
     """45 on the HA slot with init --remote: the key pair is generated on one member and
     replicated (C_WrapKey/C_UnwrapKey with CKM_AES_KEY_WRAP_PAD over the socket) to the others;
     the C client on each member's socket lists the pair; the HA slot signs with it."""
-    script = "\n".join(["51", "5", "${CKDEMO_USER_PIN}", "1", "5", "y",
-                        "45", "${LAST_SESSION}", "1", "rpc-ha-key", "y", "y", "n",
-                        "45", "${LAST_SESSION}", "7", "rpc-ha-aes", "y", "y", "n",
-                        "42", "${LAST_SESSION}", "${LAST_PRIVATE_KEY}", "1", "signed over RPC", '""',
-                        "52", "5", "0", ""])
+    script = "\n".join(
+        [
+            "51",
+            "5",
+            "${CKDEMO_USER_PIN}",
+            "1",
+            "5",
+            "y",
+            "45",
+            "${LAST_SESSION}",
+            "1",
+            "rpc-ha-key",
+            "y",
+            "y",
+            "n",
+            "45",
+            "${LAST_SESSION}",
+            "7",
+            "rpc-ha-aes",
+            "y",
+            "y",
+            "n",
+            "42",
+            "${LAST_SESSION}",
+            "${LAST_PRIVATE_KEY}",
+            "1",
+            "signed over RPC",
+            '""',
+            "52",
+            "5",
+            "0",
+            "",
+        ]
+    )
     done = run_ckdemo(remote_home, "run", "-", input=script)
     assert done.returncode == 0, done.stdout
     no_traceback(done.stdout, done.stderr)
@@ -81,11 +131,14 @@ def test_ha_key_generation_over_remote_members_reaches_every_member(remote_home,
     assert re.findall(r"HSM \w+ +- (CKR_\w+)", done.stdout) == ["CKR_OK"] * 3
     for label in MEMBERS:
         listing = objects_seen_by_the_c_client(remote_home, label)
-        kinds = re.findall(r"^(\w+ Key Object); (RSA|AES|Secret)[^\n]*\n\s+label:\s+(rpc-ha-\w+)",
-                           listing, re.M)
-        assert sorted(kinds) == [("Private Key Object", "RSA", "rpc-ha-key"),
-                                 ("Public Key Object", "RSA", "rpc-ha-key"),
-                                 ("Secret Key Object", "AES", "rpc-ha-aes")], (label, listing)
+        kinds = re.findall(
+            r"^(\w+ Key Object); (RSA|AES|Secret)[^\n]*\n\s+label:\s+(rpc-ha-\w+)", listing, re.M
+        )
+        assert sorted(kinds) == [
+            ("Private Key Object", "RSA", "rpc-ha-key"),
+            ("Public Key Object", "RSA", "rpc-ha-key"),
+            ("Secret Key Object", "AES", "rpc-ha-aes"),
+        ], (label, listing)
 
 
 def test_aes_cbc_pad_through_the_ha_slot_over_remote_members(remote_home, run_ckdemo, tmp_path):
@@ -94,19 +147,52 @@ def test_aes_cbc_pad_through_the_ha_slot_over_remote_members(remote_home, run_ck
     plain = tmp_path / "plain.bin"
     plain.write_bytes(os.urandom(70_000))  # more than one 64 KiB chunk: several updates
     iv = "000102030405060708090a0b0c0d0e0f"
-    script = "\n".join([
-        "51", "5", "${CKDEMO_USER_PIN}", "1", "5", "y",
-        "20", "${LAST_SESSION}", "2", "CKA_KEY_TYPE=aes", "CKA_VALUE=hex:" + "5a" * 32,
-        "CKA_ENCRYPT=true", "CKA_DECRYPT=true", "CKA_TOKEN=false", "CKA_LABEL=rpc-cbc", ".",
-        "40", "${LAST_SESSION}", "${LAST_OBJECT}", "1", str(plain), str(tmp_path / "c.bin"), iv,
-        "41", "${LAST_SESSION}", "${LAST_OBJECT}", "1", str(tmp_path / "c.bin"),
-        str(tmp_path / "back.bin"), iv,
-        "52", "5", "0", ""])
+    script = "\n".join(
+        [
+            "51",
+            "5",
+            "${CKDEMO_USER_PIN}",
+            "1",
+            "5",
+            "y",
+            "20",
+            "${LAST_SESSION}",
+            "2",
+            "CKA_KEY_TYPE=aes",
+            "CKA_VALUE=hex:" + "5a" * 32,
+            "CKA_ENCRYPT=true",
+            "CKA_DECRYPT=true",
+            "CKA_TOKEN=false",
+            "CKA_LABEL=rpc-cbc",
+            ".",
+            "40",
+            "${LAST_SESSION}",
+            "${LAST_OBJECT}",
+            "1",
+            str(plain),
+            str(tmp_path / "c.bin"),
+            iv,
+            "41",
+            "${LAST_SESSION}",
+            "${LAST_OBJECT}",
+            "1",
+            str(tmp_path / "c.bin"),
+            str(tmp_path / "back.bin"),
+            iv,
+            "52",
+            "5",
+            "0",
+            "",
+        ]
+    )
     done = run_ckdemo(remote_home, "run", "-", input=script)
     assert done.returncode == 0, done.stdout
     no_traceback(done.stdout, done.stderr)
-    expected = subprocess.run(["openssl", "enc", "-aes-256-cbc", "-K", "5a" * 32, "-iv", iv,
-                               "-in", str(plain)], capture_output=True, check=True).stdout
+    expected = subprocess.run(
+        ["openssl", "enc", "-aes-256-cbc", "-K", "5a" * 32, "-iv", iv, "-in", str(plain)],
+        capture_output=True,
+        check=True,
+    ).stdout
     assert (tmp_path / "c.bin").read_bytes() == expected
     assert (tmp_path / "back.bin").read_bytes() == plain.read_bytes()
     assert re.findall(r"HSM \w+ +- (CKR_\w+)", done.stdout) == ["CKR_OK"] * 3
@@ -122,12 +208,15 @@ def test_sha256_rsa_pss_travels_as_the_native_struct_and_gcm_is_refused(remote_h
     session.login(CKU_USER, USER_PIN)
     public, private = session.generate(KeySpec("rsa", 2048, "rpc-pss", b"rpc-pss", token=False))
     values = session.get_attributes(public, [CKA_MODULUS, CKA_PUBLIC_EXPONENT])
-    assert session.get_attributes(private, [CKA_CLASS, CKA_LABEL]) == {CKA_CLASS: CKO_PRIVATE_KEY,
-                                                                       CKA_LABEL: "rpc-pss"}
+    assert session.get_attributes(private, [CKA_CLASS, CKA_LABEL]) == {
+        CKA_CLASS: CKO_PRIVATE_KEY,
+        CKA_LABEL: "rpc-pss",
+    }
     param = PSSParam(CKM_SHA256, CKG_MGF1_SHA256, 32)
     signature = session.sign(private, CKM_SHA256_RSA_PKCS_PSS, b"flat bytes", param)
-    key = RSAPublicNumbers(int.from_bytes(values[CKA_PUBLIC_EXPONENT], "big"),
-                           int.from_bytes(values[CKA_MODULUS], "big")).public_key()
+    key = RSAPublicNumbers(
+        int.from_bytes(values[CKA_PUBLIC_EXPONENT], "big"), int.from_bytes(values[CKA_MODULUS], "big")
+    ).public_key()
     key.verify(signature, b"flat bytes", padding.PSS(padding.MGF1(hashes.SHA256()), 32), hashes.SHA256())
     session.verify(public, CKM_SHA256_RSA_PKCS_PSS, b"flat bytes", signature, param)
     with pytest.raises(CKRError) as refused:
@@ -218,8 +307,10 @@ def test_the_keys_tour_over_remote_members_skips_ecdh_with_the_reason(remote_hom
     assert re.search(r"(?m)^Replay: \d+ steps, \d+ met their expectation, 0 did not, 2 skipped", done.stdout)
     suite = ET.parse(report).getroot()
     assert (suite.get("failures"), suite.get("skipped")) == ("0", "2")
-    assert [c.get("name") for c in suite.iter("testcase") if c.find("skipped") is not None] == \
-        ["63 Derive Key #1", "63 Derive Key #2"]
+    assert [c.get("name") for c in suite.iter("testcase") if c.find("skipped") is not None] == [
+        "63 Derive Key #1",
+        "63 Derive Key #2",
+    ]
 
 
 def test_the_crypto_tour_on_the_ha_slot_over_remote_members(remote_home, run_ckdemo):
@@ -231,12 +322,15 @@ def test_the_crypto_tour_on_the_ha_slot_over_remote_members(remote_home, run_ckd
     assert done.returncode == 0, done.stdout[-3000:]
     assert "FAILED" not in done.stdout
     skipped = re.findall(r"^SKIPPED line (\d+): choice (\d+) \(.+?\): (.*)$", done.stdout, re.MULTILINE)
-    script = (Path(__file__).resolve().parent.parent / "ckdemo" / "scripts_data" /
-              "crypto-tour").read_text().splitlines()
+    script = (
+        (Path(__file__).resolve().parent.parent / "ckdemo" / "scripts_data" / "crypto-tour")
+        .read_text()
+        .splitlines()
+    )
 
     def step_comment(line: int) -> str:  # the comment block right above the step's choice line
         block = []
-        for text in reversed(script[:line - 1]):
+        for text in reversed(script[: line - 1]):
             if not text.startswith(("#", "@")):
                 break
             block.append(text)
@@ -245,10 +339,17 @@ def test_the_crypto_tour_on_the_ha_slot_over_remote_members(remote_home, run_ckd
     assert [choice for _, choice, _ in skipped] == ["40", "41", "41", "44"], done.stdout[-3000:]
     first = int(skipped[0][0])
     assert "CKM_AES_GCM" in step_comment(first)
-    assert skipped[0][2].startswith("p11-kit RPC 0.24 (the member's p11-kit server) carries a mechanism "
-                                    "parameter only as flat bytes") and "AES-GCM" in skipped[0][2]
+    assert (
+        skipped[0][2].startswith(
+            "p11-kit RPC 0.24 (the member's p11-kit server) carries a mechanism parameter only as flat bytes"
+        )
+        and "AES-GCM" in skipped[0][2]
+    )
     for line, _, why in skipped[1:]:
         assert "@needs-previous" in step_comment(int(line))
         assert why == f"it builds on line {first}'s choice, skipped: {skipped[0][2]}"
-    assert re.search(r"(?m)^Replay: (\d+) steps, (\d+) met their expectation, 0 did not, 4 skipped "
-                     r"\(this set-up cannot run them\)$", done.stdout)
+    assert re.search(
+        r"(?m)^Replay: (\d+) steps, (\d+) met their expectation, 0 did not, 4 skipped "
+        r"\(this set-up cannot run them\)$",
+        done.stdout,
+    )

@@ -3,6 +3,7 @@
 Exit codes: 0 every step met its expectation, 1 a step did not (the output names the script line),
 2 the script cannot be run as written (one clear line, no traceback).
 """
+
 from __future__ import annotations
 
 import re
@@ -32,10 +33,12 @@ not-the-pin
 @pytest.fixture(scope="module")
 def replay(run_ckdemo, shared_home):
     """replay(script, *run_args, env=None) -> CompletedProcess of `ckdemo run ... -`."""
+
     def run(script: str, *args: str, env: dict[str, str] | None = None):
         done = run_ckdemo(shared_home, "run", *args, "-", input=dedent(script), env=env)
         no_traceback(done.stdout, done.stderr)
         return done
+
     return run
 
 
@@ -44,6 +47,7 @@ def last_line(text: str) -> str:
 
 
 # ---------------------------------------------------------------- exit codes
+
 
 def test_every_expectation_met_exits_0(replay):
     done = replay(LOGIN_WRONG_PIN + "@expect CKR_PIN_INCORRECT\n14\n0\n")
@@ -58,8 +62,9 @@ def test_an_unmet_expectation_exits_1_and_names_the_line(replay):
     assert done.returncode == 1
     # line 6 of the script is the "3" that chose Login (after a comment and a blank line)
     assert "FAILED line 6: choice 3 (Login) ended with CKR_PIN_INCORRECT, expected CKR_OK" in done.stdout
-    assert last_line(done.stdout) == ("Replay: 2 steps, 1 met their expectation, 1 did not "
-                                      "(stopped at the first failure)")
+    assert last_line(done.stdout) == (
+        "Replay: 2 steps, 1 met their expectation, 1 did not (stopped at the first failure)"
+    )
     assert "Get Slot List" not in done.stdout.split("CKR_PIN_INCORRECT 0x000000A0")[1]
 
 
@@ -71,8 +76,10 @@ def test_expecting_the_wrong_code_fails(replay):
         """)
     assert done.returncode == 1
     assert "@expect CKR_PIN_INCORRECT: NOT MET" in done.stdout
-    assert "FAILED line 1: choice 14 (Get Slot List) ended with CKR_OK, expected CKR_PIN_INCORRECT" \
+    assert (
+        "FAILED line 1: choice 14 (Get Slot List) ended with CKR_OK, expected CKR_PIN_INCORRECT"
         in done.stdout
+    )
 
 
 def test_expect_accepts_a_value_for_a_name(replay):
@@ -100,12 +107,15 @@ def test_missing_script_file_exits_2(run_ckdemo, shared_home, tmp_path):
     no_traceback(done.stdout, done.stderr)
 
 
-@pytest.mark.parametrize("bad, words", [
-    ("@bogus 1", ("unknown directive @bogus", "@expect", "@sleep")),
-    ("@sleep soon", ("@sleep", "'soon'")),
-    ("@sleep -1", ("@sleep", "'-1'")),
-    ("@expect", ("@expect", "CKR_OK")),
-])
+@pytest.mark.parametrize(
+    "bad, words",
+    [
+        ("@bogus 1", ("unknown directive @bogus", "@expect", "@sleep")),
+        ("@sleep soon", ("@sleep", "'soon'")),
+        ("@sleep -1", ("@sleep", "'-1'")),
+        ("@expect", ("@expect", "CKR_OK")),
+    ],
+)
 def test_a_bad_directive_exits_2_before_anything_runs(replay, bad, words):
     done = replay(f"14\n{bad}\n0\n")
     assert done.returncode == 2
@@ -131,7 +141,8 @@ def test_an_unset_variable_exits_2_naming_it_before_anything_runs(replay):
     done = replay(LOGIN_WRONG_PIN.replace("not-the-pin", "${CKDEMO_TEST_UNSET_PIN}") + "0\n")
     assert done.returncode == 2
     assert done.stderr.splitlines() == [
-        "ckdemo: <stdin>:9: ${CKDEMO_TEST_UNSET_PIN} is not set (export CKDEMO_TEST_UNSET_PIN=...)"]
+        "ckdemo: <stdin>:9: ${CKDEMO_TEST_UNSET_PIN} is not set (export CKDEMO_TEST_UNSET_PIN=...)"
+    ]
     assert done.stdout == ""  # not even the menu: no session was opened
 
 
@@ -149,6 +160,7 @@ def test_any_exported_variable_can_hold_a_secret(replay):
 
 
 # ---------------------------------------------------------------- directives, comments, EOF
+
 
 def test_sleep_waits_and_says_so(replay):
     started = time.monotonic()
@@ -185,16 +197,22 @@ def test_a_directive_where_an_answer_is_due_fails_the_step(replay):
     assert "FAILED line 1: choice 12 (Token Info) ended with BAD_INPUT, expected CKR_OK" in done.stdout
 
 
-@pytest.mark.parametrize("script, prompt", [
-    ("1\n", "Select a slot:"),
-    ("1\n1\ny\n3\n1\n1\n", "Enter PIN :"),
-])
+@pytest.mark.parametrize(
+    "script, prompt",
+    [
+        ("1\n", "Select a slot:"),
+        ("1\n1\ny\n3\n1\n1\n", "Enter PIN :"),
+    ],
+)
 def test_eof_in_the_middle_of_a_prompt(replay, script, prompt):
     done = replay(script)
     assert done.returncode != 0
     assert f"Input ended while waiting for an answer to '{prompt}'." in done.stdout
-    assert re.search(r"^FAILED line \d+: choice \d+ \(.*\) ended with NO_ANSWER, expected CKR_OK$",
-                     done.stdout, re.MULTILINE)
+    assert re.search(
+        r"^FAILED line \d+: choice \d+ \(.*\) ended with NO_ANSWER, expected CKR_OK$",
+        done.stdout,
+        re.MULTILINE,
+    )
 
 
 def test_a_script_without_a_final_0_ends_cleanly(replay):
@@ -204,6 +222,7 @@ def test_a_script_without_a_final_0_ends_cleanly(replay):
 
 
 # ---------------------------------------------------------------- stdin forms
+
 
 def test_run_dash_and_plain_stdin_replay_the_same(run_ckdemo, shared_home):
     script = "14\n11\n3\n0\n"  # no Token Info: its clock could tick between the two runs
@@ -222,6 +241,7 @@ def test_plain_stdin_reports_failures_like_run(run_ckdemo, shared_home):
 
 # ---------------------------------------------------------------- --transcript and --junit
 
+
 def test_transcript_file_is_the_screen_without_pins(run_ckdemo, shared_home, tmp_path):
     transcript = tmp_path / "out" / "transcript.txt"
     transcript.parent.mkdir()
@@ -236,8 +256,9 @@ def test_transcript_file_is_the_screen_without_pins(run_ckdemo, shared_home, tmp
 
 
 def test_transcript_to_an_unwritable_place_exits_2(run_ckdemo, shared_home, tmp_path):
-    done = run_ckdemo(shared_home, "run", "--transcript", str(tmp_path / "missing" / "t.txt"), "-",
-                      input="14\n0\n")
+    done = run_ckdemo(
+        shared_home, "run", "--transcript", str(tmp_path / "missing" / "t.txt"), "-", input="14\n0\n"
+    )
     assert done.returncode == 2
     assert len(done.stderr.splitlines()) == 1
     assert done.stderr.startswith("ckdemo: cannot write transcript ")
@@ -255,7 +276,12 @@ def test_junit_report_one_case_per_choice(run_ckdemo, shared_home, tmp_path):
     cases = suite.findall("testcase")
     # 1 open, 3 login, 14 slot list, x (bad input), 12 token info; 0 quits and is no test case
     assert [c.get("name") for c in cases] == [
-        "1 Open Session #1", "3 Login #1", "14 Get Slot List #1", "input x #1", "12 Token Info #1"]
+        "1 Open Session #1",
+        "3 Login #1",
+        "14 Get Slot List #1",
+        "input x #1",
+        "12 Token Info #1",
+    ]
     assert suite.get("tests") == "5"
     assert suite.get("errors") == "0"
     failed = [c for c in cases if c.find("failure") is not None]
@@ -264,7 +290,8 @@ def test_junit_report_one_case_per_choice(run_ckdemo, shared_home, tmp_path):
     assert messages == [
         "line 6: choice 3 (Login) ended with CKR_PIN_INCORRECT, expected CKR_OK",
         "line 11: input 'x' ended with BAD_INPUT, expected CKR_OK",
-        "line 12: choice 12 (Token Info) ended with CKR_OK, expected CKR_PIN_INCORRECT"]
+        "line 12: choice 12 (Token Info) ended with CKR_OK, expected CKR_PIN_INCORRECT",
+    ]
     assert [c.find("failure").get("type") for c in failed] == ["CKR_PIN_INCORRECT", "BAD_INPUT", "CKR_OK"]
     assert all(float(c.get("time")) >= 0 for c in cases)
 
@@ -290,8 +317,9 @@ def test_junit_report_for_a_script_that_cannot_run(run_ckdemo, shared_home, tmp_
 
 
 def test_junit_to_an_unwritable_place_is_one_line(run_ckdemo, shared_home, tmp_path):
-    done = run_ckdemo(shared_home, "run", "--junit", str(tmp_path / "missing" / "junit.xml"), "-",
-                      input="14\n0\n")
+    done = run_ckdemo(
+        shared_home, "run", "--junit", str(tmp_path / "missing" / "junit.xml"), "-", input="14\n0\n"
+    )
     assert done.returncode == 2
     no_traceback(done.stdout, done.stderr)
     assert len(done.stderr.splitlines()) == 1

@@ -5,6 +5,7 @@ Bytes come from Debian 12's `p11-kit-client.so` talking to `p11-kit server` (bot
 re-encode to the same bytes. Hand-written cases pin each structure to bytes written out here
 from the layouts in p11-kit's rpc-message.c, and bad input must raise CodecError only.
 """
+
 from __future__ import annotations
 
 import random
@@ -12,11 +13,30 @@ import struct
 
 import pytest
 
-from ckdemo.rpc import (HANDSHAKE, UNAVAILABLE, Attribute, AttributeSize, BufferSize, CodecError,
-                        FrameReader, Info, Mechanism, MechanismInfo, RsaPkcsOaepParams,
-                        RsaPkcsPssParams, SessionInfo, SlotInfo, TokenInfo, UnknownCallError,
-                        Version, decode_request, decode_response, encode_error, encode_request,
-                        encode_response)
+from ckdemo.rpc import (
+    HANDSHAKE,
+    UNAVAILABLE,
+    Attribute,
+    AttributeSize,
+    BufferSize,
+    CodecError,
+    FrameReader,
+    Info,
+    Mechanism,
+    MechanismInfo,
+    RsaPkcsOaepParams,
+    RsaPkcsPssParams,
+    SessionInfo,
+    SlotInfo,
+    TokenInfo,
+    UnknownCallError,
+    Version,
+    decode_request,
+    decode_response,
+    encode_error,
+    encode_request,
+    encode_response,
+)
 from ckdemo.rpc.calls import BY_ID, BY_NAME, CALLS
 from ckdemo.rpc.framing import MAX_BODY_LENGTH, Frame, decode_header, encode_frame
 
@@ -54,11 +74,37 @@ RUNS = [
     [*PIN, "-O"],
     [*PIN, "--sign", "--id", "01", "-m", "RSA-PKCS", "--input-file", "msg", "--output-file", "sig"],
     [*PIN, "--verify", "--id", "01", "-m", "RSA-PKCS", "--input-file", "msg", "--signature-file", "sig"],
-    [*PIN, "--sign", "--id", "01", "-m", "RSA-PKCS-PSS", "--hash-algorithm", "SHA256", "--mgf",
-     "MGF1-SHA256", "--input-file", "digest", "--output-file", "sig-pss"],
+    [
+        *PIN,
+        "--sign",
+        "--id",
+        "01",
+        "-m",
+        "RSA-PKCS-PSS",
+        "--hash-algorithm",
+        "SHA256",
+        "--mgf",
+        "MGF1-SHA256",
+        "--input-file",
+        "digest",
+        "--output-file",
+        "sig-pss",
+    ],
     [*PIN, "--sign", "--id", "02", "-m", "ECDSA", "--input-file", "digest", "--output-file", "sig-ec"],
-    [*PIN, "--decrypt", "--id", "01", "-m", "RSA-PKCS-OAEP", "--hash-algorithm", "SHA256", "--mgf",
-     "MGF1-SHA256", "--input-file", "not-a-ciphertext"],
+    [
+        *PIN,
+        "--decrypt",
+        "--id",
+        "01",
+        "-m",
+        "RSA-PKCS-OAEP",
+        "--hash-algorithm",
+        "SHA256",
+        "--mgf",
+        "MGF1-SHA256",
+        "--input-file",
+        "not-a-ciphertext",
+    ],
     [*PIN, "--encrypt", "--id", "03", "-m", "AES-ECB", "--input-file", "digest", "--output-file", "aes"],
     ["--generate-random", "32"],
     ["--hash", "-m", "SHA256", "--input-file", "msg"],
@@ -67,8 +113,11 @@ RUNS = [
     [*PIN, "--delete-object", "--type", "data", "--label", "note"],
     ["--test", *PIN],
 ]
-FILES = {"msg": b"hello from the relay\n", "digest": bytes(range(32)),
-         "not-a-ciphertext": b"\x00" + bytes(range(255))}
+FILES = {
+    "msg": b"hello from the relay\n",
+    "digest": bytes(range(32)),
+    "not-a-ciphertext": b"\x00" + bytes(range(255)),
+}
 
 
 @pytest.fixture(scope="module")
@@ -127,14 +176,40 @@ def test_every_captured_request_and_reply_round_trips(exchanges):
 def test_the_capture_exercises_most_calls(exchanges):
     seen = {decode_request(q.body).name for _, q, _ in exchanges}
     errors = {decode_request(q.body).name for _, q, r in exchanges if decode_response(r.body).is_error}
-    wanted = {"C_Initialize", "C_Finalize", "C_GetInfo", "C_GetSlotList", "C_GetSlotInfo",
-              "C_GetTokenInfo", "C_GetMechanismList", "C_GetMechanismInfo", "C_OpenSession",
-              "C_CloseSession", "C_GetSessionInfo", "C_Login", "C_InitPIN", "C_SetPIN",
-              "C_CreateObject", "C_DestroyObject",
-              "C_GetAttributeValue", "C_FindObjectsInit", "C_FindObjects", "C_FindObjectsFinal",
-              "C_EncryptInit", "C_Encrypt", "C_DecryptInit", "C_DigestInit", "C_Digest",
-              "C_SignInit", "C_Sign", "C_VerifyInit", "C_Verify", "C_GenerateKey",
-              "C_GenerateKeyPair", "C_GenerateRandom"}
+    wanted = {
+        "C_Initialize",
+        "C_Finalize",
+        "C_GetInfo",
+        "C_GetSlotList",
+        "C_GetSlotInfo",
+        "C_GetTokenInfo",
+        "C_GetMechanismList",
+        "C_GetMechanismInfo",
+        "C_OpenSession",
+        "C_CloseSession",
+        "C_GetSessionInfo",
+        "C_Login",
+        "C_InitPIN",
+        "C_SetPIN",
+        "C_CreateObject",
+        "C_DestroyObject",
+        "C_GetAttributeValue",
+        "C_FindObjectsInit",
+        "C_FindObjects",
+        "C_FindObjectsFinal",
+        "C_EncryptInit",
+        "C_Encrypt",
+        "C_DecryptInit",
+        "C_DigestInit",
+        "C_Digest",
+        "C_SignInit",
+        "C_Sign",
+        "C_VerifyInit",
+        "C_Verify",
+        "C_GenerateKey",
+        "C_GenerateKeyPair",
+        "C_GenerateRandom",
+    }
     assert wanted <= seen, sorted(wanted - seen)
     print("captured calls:", ", ".join(sorted(seen, key=lambda name: BY_NAME[name].id)))
     assert "C_Login" in errors
@@ -157,7 +232,9 @@ def test_captured_values_mean_what_pkcs11_tool_did(exchanges):
     _, info = next(messages_named(exchanges, "C_GetInfo"))
     assert isinstance(info.args[0], Info) and info.args[0].cryptoki_version.major == 2
     logins = [(q.args[2], r) for q, r in messages_named(exchanges, "C_Login")]
-    assert (b"0000", True, CKR_PIN_INCORRECT) in [(pin, r.is_error, r.is_error and r.ckr) for pin, r in logins]
+    assert (b"0000", True, CKR_PIN_INCORRECT) in [
+        (pin, r.is_error, r.is_error and r.ckr) for pin, r in logins
+    ]
     pairs = list(messages_named(exchanges, "C_GenerateKeyPair"))
     public_template = pairs[0][0].args[2]
     assert Attribute(CKA_MODULUS_BITS, 2048) in public_template
@@ -165,16 +242,22 @@ def test_captured_values_mean_what_pkcs11_tool_did(exchanges):
     mechanisms = {q.args[1] for q, _ in messages_named(exchanges, "C_SignInit")}
     assert Mechanism(CKM_RSA_PKCS_PSS, RsaPkcsPssParams(CKM_SHA256, CKG_MGF1_SHA256, 32)) in mechanisms
     assert Mechanism(CKM_RSA_PKCS, None) in mechanisms
-    oaep = [q.args[1] for q, _ in messages_named(exchanges, "C_DecryptInit")
-            if q.args[1].type == CKM_RSA_PKCS_OAEP]
+    oaep = [
+        q.args[1]
+        for q, _ in messages_named(exchanges, "C_DecryptInit")
+        if q.args[1].type == CKM_RSA_PKCS_OAEP
+    ]
     assert oaep and oaep[0].parameter.hash_alg == CKM_SHA256
     signatures = [r.args[0] for q, r in messages_named(exchanges, "C_Sign") if not r.is_error]
     assert any(isinstance(s, bytes) and len(s) == 256 for s in signatures)
     assert all(isinstance(q.args[2], int) for q, _ in messages_named(exchanges, "C_Sign"))  # fy
     randoms = [r.args[0] for _, r in messages_named(exchanges, "C_GenerateRandom")]
     assert any(isinstance(r, bytes) and len(r) == 32 for r in randoms)
-    sensitive = [r.args for _, r in messages_named(exchanges, "C_GetAttributeValue")
-                 if not r.is_error and r.args[1] == 0x11]  # CKR_ATTRIBUTE_SENSITIVE with the values
+    sensitive = [
+        r.args
+        for _, r in messages_named(exchanges, "C_GetAttributeValue")
+        if not r.is_error and r.args[1] == 0x11
+    ]  # CKR_ATTRIBUTE_SENSITIVE with the values
     assert sensitive and any(not a.available for a in sensitive[0][0])
 
 
@@ -187,29 +270,80 @@ def both_ways(encoded: bytes, decode, encode, expected_args):
 
 def test_info_structures():
     info = Info(Version(2, 40), b"ckdemo".ljust(32), 0, b"HA slot".ljust(32), Version(0, 1))
-    wire = (head(3, b"vsusv") + b"\x02\x28" + u32(32) + b"ckdemo".ljust(32) + u64(0)
-            + u32(32) + b"HA slot".ljust(32) + b"\x00\x01")
+    wire = (
+        head(3, b"vsusv")
+        + b"\x02\x28"
+        + u32(32)
+        + b"ckdemo".ljust(32)
+        + u64(0)
+        + u32(32)
+        + b"HA slot".ljust(32)
+        + b"\x00\x01"
+    )
     both_ways(wire, decode_response, encode_response, (info,))
     assert encode_response("C_GetInfo", Info(Version(2, 40), "ckdemo", 0, "HA slot", Version(0, 1))) == wire
 
     slot = SlotInfo(b"virtual".ljust(64), b"ckdemo".ljust(32), 0x5, Version(1, 2), Version(3, 4))
-    wire = (head(5, b"ssuvv") + u32(64) + b"virtual".ljust(64) + u32(32) + b"ckdemo".ljust(32)
-            + u64(5) + b"\x01\x02\x03\x04")
+    wire = (
+        head(5, b"ssuvv")
+        + u32(64)
+        + b"virtual".ljust(64)
+        + u32(32)
+        + b"ckdemo".ljust(32)
+        + u64(5)
+        + b"\x01\x02\x03\x04"
+    )
     both_ways(wire, decode_response, encode_response, (slot,))
 
-    token = TokenInfo(b"HA".ljust(32), b"m".ljust(32), b"model".ljust(16), b"0001".ljust(16),
-                      0x40D, 10, 1, 10, 0, 255, 4, 100, 50, 200, 150, Version(2, 6), Version(2, 7),
-                      b"2026112612000000")
-    wire = (head(6, b"ssssuuuuuuuuuuuvvs") + u32(32) + b"HA".ljust(32) + u32(32) + b"m".ljust(32)
-            + u32(16) + b"model".ljust(16) + u32(16) + b"0001".ljust(16)
-            + b"".join(u64(v) for v in (0x40D, 10, 1, 10, 0, 255, 4, 100, 50, 200, 150))
-            + b"\x02\x06\x02\x07" + u32(16) + b"2026112612000000")
+    token = TokenInfo(
+        b"HA".ljust(32),
+        b"m".ljust(32),
+        b"model".ljust(16),
+        b"0001".ljust(16),
+        0x40D,
+        10,
+        1,
+        10,
+        0,
+        255,
+        4,
+        100,
+        50,
+        200,
+        150,
+        Version(2, 6),
+        Version(2, 7),
+        b"2026112612000000",
+    )
+    wire = (
+        head(6, b"ssssuuuuuuuuuuuvvs")
+        + u32(32)
+        + b"HA".ljust(32)
+        + u32(32)
+        + b"m".ljust(32)
+        + u32(16)
+        + b"model".ljust(16)
+        + u32(16)
+        + b"0001".ljust(16)
+        + b"".join(u64(v) for v in (0x40D, 10, 1, 10, 0, 255, 4, 100, 50, 200, 150))
+        + b"\x02\x06\x02\x07"
+        + u32(16)
+        + b"2026112612000000"
+    )
     both_ways(wire, decode_response, encode_response, (token,))
 
-    both_ways(head(8, b"uuu") + u64(1024) + u64(4096) + u64(0x800), decode_response,
-              encode_response, (MechanismInfo(1024, 4096, 0x800),))
-    both_ways(head(13, b"uuuu") + u64(0x11) + u64(3) + u64(6) + u64(0), decode_response,
-              encode_response, (SessionInfo(0x11, 3, 6, 0),))
+    both_ways(
+        head(8, b"uuu") + u64(1024) + u64(4096) + u64(0x800),
+        decode_response,
+        encode_response,
+        (MechanismInfo(1024, 4096, 0x800),),
+    )
+    both_ways(
+        head(13, b"uuuu") + u64(0x11) + u64(3) + u64(6) + u64(0),
+        decode_response,
+        encode_response,
+        (SessionInfo(0x11, 3, 6, 0),),
+    )
 
 
 def test_space_strings_must_fit_and_have_their_fixed_size():
@@ -224,18 +358,34 @@ def test_arrays_buffers_and_strings():
     # C_GetSlotList: size query, then the list; the reply without data carries only the count
     both_ways(head(4, b"yfu") + b"\x01" + u32(0), decode_request, encode_request, (1, 0))
     both_ways(head(4, b"au") + b"\x00" + u32(2), decode_response, encode_response, (BufferSize(2),))
-    both_ways(head(4, b"au") + b"\x01" + u32(2) + u64(0x11) + u64(0x12), decode_response,
-              encode_response, ((0x11, 0x12),))
+    both_ways(
+        head(4, b"au") + b"\x01" + u32(2) + u64(0x11) + u64(0x12),
+        decode_response,
+        encode_response,
+        ((0x11, 0x12),),
+    )
     # C_InitToken: a byte array and a zero-terminated string (sent without its NUL)
-    both_ways(head(9, b"uayz") + u64(0x11) + b"\x01" + u32(8) + b"12345678" + u32(5) + b"label",
-              decode_request, encode_request, (0x11, b"12345678", b"label"))
+    both_ways(
+        head(9, b"uayz") + u64(0x11) + b"\x01" + u32(8) + b"12345678" + u32(5) + b"label",
+        decode_request,
+        encode_request,
+        (0x11, b"12345678", b"label"),
+    )
     # C_Sign: data, then the size of the caller's buffer; the reply too small: only the length
-    both_ways(head(43, b"uayfy") + u64(7) + b"\x01" + u32(3) + b"abc" + u32(512), decode_request,
-              encode_request, (7, b"abc", 512))
+    both_ways(
+        head(43, b"uayfy") + u64(7) + b"\x01" + u32(3) + b"abc" + u32(512),
+        decode_request,
+        encode_request,
+        (7, b"abc", 512),
+    )
     both_ways(head(43, b"ay") + b"\x00" + u32(256), decode_response, encode_response, (BufferSize(256),))
     both_ways(head(43, b"ay") + b"\x01" + u32(0), decode_response, encode_response, (b"",))
-    both_ways(head(1, b"ayyay") + b"\x01" + u32(len(HANDSHAKE)) + HANDSHAKE + b"\x00\x01" + u32(1) + b"\x00",
-              decode_request, encode_request, (HANDSHAKE, 0, b"\x00"))
+    both_ways(
+        head(1, b"ayyay") + b"\x01" + u32(len(HANDSHAKE)) + HANDSHAKE + b"\x00\x01" + u32(1) + b"\x00",
+        decode_request,
+        encode_request,
+        (HANDSHAKE, 0, b"\x00"),
+    )
     both_ways(head(59, b"uu") + u64(2) + u64(3), decode_response, encode_response, (2, 3))
     both_ways(head(2, b""), decode_request, encode_request, ())
 
@@ -244,38 +394,102 @@ def test_mechanisms():
     def init(mechanism_wire: bytes) -> bytes:
         return head(42, b"uMu") + u64(5) + mechanism_wire + u64(9)
 
-    both_ways(init(u32(CKM_RSA_PKCS) + u32(0xFFFFFFFF)), decode_request, encode_request,
-              (5, Mechanism(CKM_RSA_PKCS), 9))
-    both_ways(init(u32(CKM_RSA_PKCS_PSS) + u64(CKM_SHA256) + u64(CKG_MGF1_SHA256) + u64(32)),
-              decode_request, encode_request,
-              (5, Mechanism(CKM_RSA_PKCS_PSS, RsaPkcsPssParams(CKM_SHA256, CKG_MGF1_SHA256, 32)), 9))
-    both_ways(init(u32(CKM_RSA_PKCS_OAEP) + u64(CKM_SHA256) + u64(CKG_MGF1_SHA256) + u64(0)
-                   + u32(0xFFFFFFFF)), decode_request, encode_request,
-              (5, Mechanism(CKM_RSA_PKCS_OAEP, RsaPkcsOaepParams(CKM_SHA256, CKG_MGF1_SHA256, 0)), 9))
-    both_ways(init(u32(CKM_RSA_PKCS_OAEP) + u64(CKM_SHA256) + u64(CKG_MGF1_SHA256)
-                   + u64(CKZ_DATA_SPECIFIED) + u32(5) + b"label"), decode_request, encode_request,
-              (5, Mechanism(CKM_RSA_PKCS_OAEP, RsaPkcsOaepParams(CKM_SHA256, CKG_MGF1_SHA256,
-                                                                 CKZ_DATA_SPECIFIED, b"label")), 9))
+    both_ways(
+        init(u32(CKM_RSA_PKCS) + u32(0xFFFFFFFF)),
+        decode_request,
+        encode_request,
+        (5, Mechanism(CKM_RSA_PKCS), 9),
+    )
+    both_ways(
+        init(u32(CKM_RSA_PKCS_PSS) + u64(CKM_SHA256) + u64(CKG_MGF1_SHA256) + u64(32)),
+        decode_request,
+        encode_request,
+        (5, Mechanism(CKM_RSA_PKCS_PSS, RsaPkcsPssParams(CKM_SHA256, CKG_MGF1_SHA256, 32)), 9),
+    )
+    both_ways(
+        init(u32(CKM_RSA_PKCS_OAEP) + u64(CKM_SHA256) + u64(CKG_MGF1_SHA256) + u64(0) + u32(0xFFFFFFFF)),
+        decode_request,
+        encode_request,
+        (5, Mechanism(CKM_RSA_PKCS_OAEP, RsaPkcsOaepParams(CKM_SHA256, CKG_MGF1_SHA256, 0)), 9),
+    )
+    both_ways(
+        init(
+            u32(CKM_RSA_PKCS_OAEP)
+            + u64(CKM_SHA256)
+            + u64(CKG_MGF1_SHA256)
+            + u64(CKZ_DATA_SPECIFIED)
+            + u32(5)
+            + b"label"
+        ),
+        decode_request,
+        encode_request,
+        (
+            5,
+            Mechanism(
+                CKM_RSA_PKCS_OAEP,
+                RsaPkcsOaepParams(CKM_SHA256, CKG_MGF1_SHA256, CKZ_DATA_SPECIFIED, b"label"),
+            ),
+            9,
+        ),
+    )
     iv = bytes(range(16))  # the byte-array fallback: AES-CBC-PAD with its IV, for our own client
-    both_ways(init(u32(CKM_AES_CBC_PAD) + u32(16) + iv), decode_request, encode_request,
-              (5, Mechanism(CKM_AES_CBC_PAD, iv), 9))
-    both_ways(init(u32(CKM_AES_CBC_PAD) + u32(0)), decode_request, encode_request,
-              (5, Mechanism(CKM_AES_CBC_PAD, b""), 9))
-    for bad in (Mechanism(CKM_RSA_PKCS_PSS, b"raw"), Mechanism(CKM_RSA_PKCS_OAEP),
-                Mechanism(CKM_AES_CBC_PAD, RsaPkcsPssParams(0, 0, 0)), "CKM_RSA_PKCS"):
+    both_ways(
+        init(u32(CKM_AES_CBC_PAD) + u32(16) + iv),
+        decode_request,
+        encode_request,
+        (5, Mechanism(CKM_AES_CBC_PAD, iv), 9),
+    )
+    both_ways(
+        init(u32(CKM_AES_CBC_PAD) + u32(0)),
+        decode_request,
+        encode_request,
+        (5, Mechanism(CKM_AES_CBC_PAD, b""), 9),
+    )
+    for bad in (
+        Mechanism(CKM_RSA_PKCS_PSS, b"raw"),
+        Mechanism(CKM_RSA_PKCS_OAEP),
+        Mechanism(CKM_AES_CBC_PAD, RsaPkcsPssParams(0, 0, 0)),
+        "CKM_RSA_PKCS",
+    ):
         with pytest.raises(CodecError):
             encode_request("C_SignInit", 5, bad, 9)
 
 
 def test_attribute_templates_with_values():
-    template = (Attribute(CKA_CLASS, 4), Attribute(CKA_TOKEN, True), Attribute(CKA_LABEL, b"k1"),
-                Attribute(CKA_START_DATE, b"20261126"), Attribute(CKA_EXTRACTABLE, False))
-    wire = (head(20, b"uaA") + u64(3) + u32(5)
-            + u32(CKA_CLASS) + b"\x01" + u32(8) + u64(4)
-            + u32(CKA_TOKEN) + b"\x01" + u32(1) + b"\x01"
-            + u32(CKA_LABEL) + b"\x01" + u32(2) + u32(2) + b"k1"
-            + u32(CKA_START_DATE) + b"\x01" + u32(8) + u32(8) + b"20261126"
-            + u32(CKA_EXTRACTABLE) + b"\x01" + u32(1) + b"\x00")
+    template = (
+        Attribute(CKA_CLASS, 4),
+        Attribute(CKA_TOKEN, True),
+        Attribute(CKA_LABEL, b"k1"),
+        Attribute(CKA_START_DATE, b"20261126"),
+        Attribute(CKA_EXTRACTABLE, False),
+    )
+    wire = (
+        head(20, b"uaA")
+        + u64(3)
+        + u32(5)
+        + u32(CKA_CLASS)
+        + b"\x01"
+        + u32(8)
+        + u64(4)
+        + u32(CKA_TOKEN)
+        + b"\x01"
+        + u32(1)
+        + b"\x01"
+        + u32(CKA_LABEL)
+        + b"\x01"
+        + u32(2)
+        + u32(2)
+        + b"k1"
+        + u32(CKA_START_DATE)
+        + b"\x01"
+        + u32(8)
+        + u32(8)
+        + b"20261126"
+        + u32(CKA_EXTRACTABLE)
+        + b"\x01"
+        + u32(1)
+        + b"\x00"
+    )
     both_ways(wire, decode_request, encode_request, (3, template))
 
 
@@ -284,31 +498,70 @@ def test_nested_templates_and_mechanism_arrays_carry_native_lengths():
     unwrap = Attribute(CKA_UNWRAP_TEMPLATE, [Attribute(CKA_TOKEN, True), Attribute(CKA_KEY_TYPE, 0x1F)])
     allowed = Attribute(CKA_ALLOWED_MECHANISMS, [CKM_RSA_PKCS, CKM_SHA256])
     assert (unwrap.length, allowed.length) == (48, 16)
-    wire = (head(21, b"uuaA") + u64(3) + u64(9) + u32(2)
-            + u32(CKA_UNWRAP_TEMPLATE) + b"\x01" + u32(48) + u32(2)
-            + u32(CKA_TOKEN) + b"\x01" + u32(1) + b"\x01"
-            + u32(CKA_KEY_TYPE) + b"\x01" + u32(8) + u64(0x1F)
-            + u32(CKA_ALLOWED_MECHANISMS) + b"\x01" + u32(16) + u32(2) + u64(CKM_RSA_PKCS) + u64(CKM_SHA256))
+    wire = (
+        head(21, b"uuaA")
+        + u64(3)
+        + u64(9)
+        + u32(2)
+        + u32(CKA_UNWRAP_TEMPLATE)
+        + b"\x01"
+        + u32(48)
+        + u32(2)
+        + u32(CKA_TOKEN)
+        + b"\x01"
+        + u32(1)
+        + b"\x01"
+        + u32(CKA_KEY_TYPE)
+        + b"\x01"
+        + u32(8)
+        + u64(0x1F)
+        + u32(CKA_ALLOWED_MECHANISMS)
+        + b"\x01"
+        + u32(16)
+        + u32(2)
+        + u64(CKM_RSA_PKCS)
+        + u64(CKM_SHA256)
+    )
     both_ways(wire, decode_request, encode_request, (3, 9, (unwrap, allowed)))
 
 
 def test_get_attribute_value_template_and_reply():
-    both_ways(head(24, b"uufA") + u64(1) + u64(2) + u32(2) + u32(CKA_VALUE) + u32(0) + u32(CKA_LABEL)
-              + u32(64), decode_request, encode_request,
-              (1, 2, (AttributeSize(CKA_VALUE, 0), AttributeSize(CKA_LABEL, 64))))
+    both_ways(
+        head(24, b"uufA") + u64(1) + u64(2) + u32(2) + u32(CKA_VALUE) + u32(0) + u32(CKA_LABEL) + u32(64),
+        decode_request,
+        encode_request,
+        (1, 2, (AttributeSize(CKA_VALUE, 0), AttributeSize(CKA_LABEL, 64))),
+    )
     # size reply: a byte array's value is NULL (0xffffffff) with its length; a sensitive one invalid
-    reply = (head(24, b"aAu") + u32(3)
-             + u32(CKA_VALUE) + b"\x00"
-             + u32(CKA_LABEL) + b"\x01" + u32(5) + u32(0xFFFFFFFF)
-             + u32(CKA_TOKEN) + b"\x01" + u32(1) + b"\x00"
-             + u64(0x11))
-    both_ways(reply, decode_response, encode_response,
-              ((Attribute(CKA_VALUE, None, UNAVAILABLE), Attribute(CKA_LABEL, None, 5),
-                Attribute(CKA_TOKEN, 0)), 0x11))
+    reply = (
+        head(24, b"aAu")
+        + u32(3)
+        + u32(CKA_VALUE)
+        + b"\x00"
+        + u32(CKA_LABEL)
+        + b"\x01"
+        + u32(5)
+        + u32(0xFFFFFFFF)
+        + u32(CKA_TOKEN)
+        + b"\x01"
+        + u32(1)
+        + b"\x00"
+        + u64(0x11)
+    )
+    both_ways(
+        reply,
+        decode_response,
+        encode_response,
+        (
+            (Attribute(CKA_VALUE, None, UNAVAILABLE), Attribute(CKA_LABEL, None, 5), Attribute(CKA_TOKEN, 0)),
+            0x11,
+        ),
+    )
     # a value longer than its announced length is refused, as rpc-message.c does
     with pytest.raises(CodecError):
-        decode_response(head(24, b"aAu") + u32(1) + u32(CKA_LABEL) + b"\x01" + u32(1) + u32(2)
-                        + b"k1" + u64(0))
+        decode_response(
+            head(24, b"aAu") + u32(1) + u32(CKA_LABEL) + b"\x01" + u32(1) + u32(2) + b"k1" + u64(0)
+        )
 
 
 def test_error_reply():
@@ -418,6 +671,7 @@ def test_the_fast_replies_are_the_bytes_the_general_encoder_writes():
     from ckdemo.rpc.buffer import Writer
     from ckdemo.rpc.calls import BY_ID
     from ckdemo.rpc.codec import decode_response, encode_response
+
     checked = 0
     for call in BY_ID.values():
         if call.response == "ay":
@@ -446,6 +700,7 @@ def test_the_fast_request_reader_agrees_with_the_general_one(exchanges):
     call, captured and random well-formed bodies, mutated and cut ones, the fast reader gives
     the general decoder's fields or steps aside (None) for it to raise."""
     from ckdemo.rpc import codec
+
     rng = random.Random(20261127)
     shapes = {call_id: layout for call_id, layout in codec._REQUESTS.items() if layout.fast is not None}
     names = {BY_ID[call_id].name for call_id in shapes}
@@ -462,8 +717,11 @@ def test_the_fast_request_reader_agrees_with_the_general_one(exchanges):
             return rng.choice((BufferSize(rng.randrange(1 << 16)), rng.randbytes(rng.randrange(0, 300))))
         if rng.random() < 0.1:  # a structured parameter: the general decoder's
             from ckdemo.rpc import RsaPkcsPssParams
+
             return Mechanism(0x0D, RsaPkcsPssParams(0x250, 2, 32))
-        return Mechanism(rng.choice((0x1, 0x40, 0x1041, 0x1081, 0x6)), rng.choice((None, b"", rng.randbytes(16))))
+        return Mechanism(
+            rng.choice((0x1, 0x40, 0x1041, 0x1081, 0x6)), rng.choice((None, b"", rng.randbytes(16)))
+        )
 
     bodies = [q.body for _, q, _ in exchanges if q.body[:4] and int.from_bytes(q.body[:4], "big") in shapes]
     for call_id, layout in shapes.items():
@@ -476,7 +734,7 @@ def test_the_fast_request_reader_agrees_with_the_general_one(exchanges):
             for _ in range(rng.randint(1, 3)):
                 changed[rng.randrange(len(changed))] = rng.choice((0, 1, 0xFF, 0x7F, rng.randrange(256)))
             mutated.append(bytes(changed))
-        mutated.append(body[:rng.randrange(len(body))])
+        mutated.append(body[: rng.randrange(len(body))])
         mutated.append(body + b"\x00")
     fast_taken = 0
     for body in bodies + mutated:

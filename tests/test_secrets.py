@@ -3,6 +3,7 @@ in every line ckdemo writes, and re-initialising an HA member only when confirme
 
 Real SoftHSM2 tokens and real processes; pkcs11-tool reads token state back independently.
 """
+
 from __future__ import annotations
 
 import io
@@ -26,6 +27,7 @@ USER, SO = "Sampled-user-7391", "Sampled-so-8264"
 
 
 # ---------------------------------------------------------------- /proc sampling
+
 
 def _descendants(root: int) -> set[int]:
     parents: dict[int, int] = {}
@@ -87,8 +89,13 @@ class ProcSampler:
 def test_init_puts_no_pin_in_any_child_command_line_or_environment(ckdemo_bin, tmp_path):
     home = tmp_path / "home"
     env = clean_env(CKDEMO_USER_PIN=USER, CKDEMO_SO_PIN=SO)  # ckdemo's own environment has them
-    process = subprocess.Popen([str(ckdemo_bin), "--home", str(home), "init", "--store-pins"],
-                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [str(ckdemo_bin), "--home", str(home), "init", "--store-pins"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     sampler = ProcSampler(process.pid)
     out, err = process.communicate(timeout=TIMEOUT_S)
     sampler.stop()
@@ -101,10 +108,23 @@ def test_init_puts_no_pin_in_any_child_command_line_or_environment(ckdemo_bin, t
         assert USER not in text and SO not in text, f"PIN in /proc/{pid}/{part}: {text[:200]}"
         assert "CKDEMO_USER_PIN" not in text and "CKDEMO_SO_PIN" not in text, (pid, part)
     # and the tokens really have those PINs (pkcs11-tool, an independent client)
-    login = subprocess.run(["pkcs11-tool", "--module", "/usr/lib/softhsm/libsofthsm2.so",
-                            "--token-label", "member2", "--login", "--pin", USER, "--list-objects"],
-                           env=clean_env(SOFTHSM2_CONF=str(home / "softhsm2.conf")),
-                           capture_output=True, text=True, timeout=TIMEOUT_S)
+    login = subprocess.run(
+        [
+            "pkcs11-tool",
+            "--module",
+            "/usr/lib/softhsm/libsofthsm2.so",
+            "--token-label",
+            "member2",
+            "--login",
+            "--pin",
+            USER,
+            "--list-objects",
+        ],
+        env=clean_env(SOFTHSM2_CONF=str(home / "softhsm2.conf")),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
     assert login.returncode == 0, login.stderr
 
 
@@ -112,9 +132,14 @@ def test_member_servers_get_no_pin_variables(run_ckdemo, provision, ckdemo_bin, 
     home = provision(tmp_path / "home", "--remote")
     env = clean_env(CKDEMO_USER_PIN="1234", CKDEMO_SO_PIN=SO_PIN, CKDEMO_EXTRA_PIN="x-9931")
     # a run that starts the servers, then waits while the test reads their environment
-    process = subprocess.Popen([str(ckdemo_bin), "--home", str(home), "run", "-"], env=env,
-                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+    process = subprocess.Popen(
+        [str(ckdemo_bin), "--home", str(home), "run", "-"],
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     process.stdin.write("14\n@sleep 3\n14\n0\n")
     process.stdin.close()
     environs: dict[int, str] = {}
@@ -139,10 +164,20 @@ def test_member_servers_get_no_pin_variables(run_ckdemo, provision, ckdemo_bin, 
 
 # ---------------------------------------------------------------- masking
 
+
 def _run(run_ckdemo, home, script: str, tmp_path: Path, **env: str):
     junit, transcript = tmp_path / "report.xml", tmp_path / "transcript.txt"
-    done = run_ckdemo(home, "run", "--junit", str(junit), "--transcript", str(transcript), "-",
-                      input=dedent(script), env=env)
+    done = run_ckdemo(
+        home,
+        "run",
+        "--junit",
+        str(junit),
+        "--transcript",
+        str(transcript),
+        "-",
+        input=dedent(script),
+        env=env,
+    )
     no_traceback(done.stdout, done.stderr)
     return done, junit.read_text(), transcript.read_text()
 
@@ -150,10 +185,16 @@ def _run(run_ckdemo, home, script: str, tmp_path: Path, **env: str):
 @pytest.mark.parametrize("value", ["Qa-so-8841", "88412"])
 def test_a_secret_read_as_a_menu_choice_is_masked_everywhere(run_ckdemo, shared_home, tmp_path, value):
     """A script that fell out of step: the PIN line arrives where a choice is due."""
-    done, junit, transcript = _run(run_ckdemo, shared_home, """\
+    done, junit, transcript = _run(
+        run_ckdemo,
+        shared_home,
+        """\
         ${QA_SO_PIN}
         0
-        """, tmp_path, QA_SO_PIN=value)
+        """,
+        tmp_path,
+        QA_SO_PIN=value,
+    )
     assert done.returncode == 1
     for text in (done.stdout, done.stderr + "****", junit, transcript):
         assert_pins_hidden(text, value)
@@ -167,13 +208,20 @@ def test_a_secret_read_as_a_menu_choice_is_masked_everywhere(run_ckdemo, shared_
 
 
 def test_short_and_composite_secrets_are_masked_where_echoed(run_ckdemo, shared_home, tmp_path):
-    done, junit, transcript = _run(run_ckdemo, shared_home, """\
+    done, junit, transcript = _run(
+        run_ckdemo,
+        shared_home,
+        """\
         1
         ${QA_LONG}x
         @expect BAD_INPUT
         ${QA_SHORT}
         0
-        """, tmp_path, QA_SHORT="7x", QA_LONG="Qa-pin-5521")
+        """,
+        tmp_path,
+        QA_SHORT="7x",
+        QA_LONG="Qa-pin-5521",
+    )
     assert done.returncode == 1
     assert "Invalid input (****x): a number is needed." in done.stdout, done.stdout
     assert "Invalid input (****)." in done.stdout
@@ -187,12 +235,18 @@ def test_short_and_composite_secrets_are_masked_where_echoed(run_ckdemo, shared_
 
 def test_a_wrong_answer_holding_a_pin_inside_a_choice_is_masked(run_ckdemo, shared_home, tmp_path):
     """A secret typed where a number is due (Select a slot): the InputError echoes it."""
-    done, junit, transcript = _run(run_ckdemo, shared_home, """\
+    done, junit, transcript = _run(
+        run_ckdemo,
+        shared_home,
+        """\
         1
         ${QA_PIN}
         @expect BAD_INPUT
         0
-        """, tmp_path, QA_PIN="Qa-pin-3310")
+        """,
+        tmp_path,
+        QA_PIN="Qa-pin-3310",
+    )
     assert done.returncode == 0, done.stdout
     assert "Invalid input (****): a number is needed." in done.stdout
     for text in (done.stdout, transcript):
@@ -202,13 +256,16 @@ def test_a_wrong_answer_holding_a_pin_inside_a_choice_is_masked(run_ckdemo, shar
 
 # ---------------------------------------------------------------- 6 Init Token on an HA member
 
+
 def _label_of(home: Path, serial_index: int, independent) -> list[str]:
     slots = independent(home, "--list-token-slots")
     return sorted(re.findall(r"token label\s+: (\S+)", slots.stdout))
 
 
 def test_reinit_of_an_ha_member_is_refused_in_a_script_without_the_directive(menu, home, independent):
-    code, out = menu(home, f"""\
+    code, out = menu(
+        home,
+        f"""\
         6
         2
         {SO_PIN}
@@ -228,13 +285,18 @@ def test_reinit_of_an_ha_member_is_refused_in_a_script_without_the_directive(men
         member1-again
         @expect BAD_INPUT
         0
-        """)
+        """,
+    )
     assert code == 0, out
-    assert ("Token member2 is a member of HA group ckdemo-ha: all its keys will be lost. "
-            "Re-initialise? n (no @confirm-destructive before this choice)") in out
+    assert (
+        "Token member2 is a member of HA group ckdemo-ha: all its keys will be lost. "
+        "Re-initialise? n (no @confirm-destructive before this choice)"
+    ) in out
     assert "Token member2 not re-initialised." in out
-    assert ("Token member3 is a member of HA group ckdemo-ha: all its keys will be lost. "
-            "Re-initialise? y (@confirm-destructive)") in out
+    assert (
+        "Token member3 is a member of HA group ckdemo-ha: all its keys will be lost. "
+        "Re-initialise? y (@confirm-destructive)"
+    ) in out
     assert "Token in slot#3 initialised with label 'member3-again'." in out
     assert "Token member1 not re-initialised." in out
     assert _label_of(home, 0, independent) == ["member1", "member2", "member3-again"]
@@ -248,11 +310,13 @@ def test_reinit_of_an_ha_member_asks_a_person(tmp_path):
     home, workspace, _ = private_workspace(tmp_path, 2)
     answers = f"6\n1\n{SO_PIN}\nrenamed-1\nn\n6\n2\n{SO_PIN}\nrenamed-2\ny\n14\n0\n"
     screen = io.StringIO()
-    MenuLoop(Context(workspace, TerminalIO(io.StringIO(answers), screen)),
-             error_log=str(tmp_path / "errors.log")).run()
+    MenuLoop(
+        Context(workspace, TerminalIO(io.StringIO(answers), screen)), error_log=str(tmp_path / "errors.log")
+    ).run()
     text = screen.getvalue()
-    assert ("Token member1 is a member of HA group ckdemo-ha: all its keys will be lost. "
-            "Re-initialise? [y/N] : ") in text
+    assert (
+        "Token member1 is a member of HA group ckdemo-ha: all its keys will be lost. Re-initialise? [y/N] : "
+    ) in text
     assert "Token member1 not re-initialised." in text
     assert "Token in slot#2 initialised with label 'renamed-2'." in text
     labels = [slot.token_info().label for slot in workspace.slots[:3]]

@@ -5,6 +5,7 @@ member's token. Raw-socket clients (our codec) hold logins open at the same time
 One server per module (a subprocess, stopped with SIGTERM in the finalizer, which must leave no
 socket and no traceback behind).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -22,12 +23,21 @@ from conftest import SOFTHSM_LIB, SO_PIN, USER_PIN, clean_env, no_traceback, req
 from rpc_capture import P11KIT_CLIENT, tools_missing
 
 from ckdemo import codes
-from ckdemo.rpc import (HANDSHAKE, Attribute, AttributeSize, BufferSize, Frame, Mechanism,
-                        decode_response, encode_request, read_frame, write_frame)
+from ckdemo.rpc import (
+    HANDSHAKE,
+    Attribute,
+    AttributeSize,
+    BufferSize,
+    Frame,
+    Mechanism,
+    decode_response,
+    encode_request,
+    read_frame,
+    write_frame,
+)
 from ckdemo.rpc.framing import read_exact
 
-pytestmark = [requires_softhsm,
-              pytest.mark.skipif(bool(tools_missing()), reason=str(tools_missing()))]
+pytestmark = [requires_softhsm, pytest.mark.skipif(bool(tools_missing()), reason=str(tools_missing()))]
 
 CKA_CLASS, CKA_PRIVATE, CKA_ID, CKA_LABEL = 0x0, 0x2, 0x102, 0x3
 CKO_PRIVATE_KEY, CKO_PUBLIC_KEY = 0x3, 0x2
@@ -50,8 +60,13 @@ class Served:
 
     def tool(self, *args: str, input: bytes | None = None) -> subprocess.CompletedProcess:
         """pkcs11-tool through p11-kit-client.so to this server."""
-        done = subprocess.run(["pkcs11-tool", "--module", P11KIT_CLIENT, *args], env=self.env(),
-                              capture_output=True, timeout=60, input=input)
+        done = subprocess.run(
+            ["pkcs11-tool", "--module", P11KIT_CLIENT, *args],
+            env=self.env(),
+            capture_output=True,
+            timeout=60,
+            input=input,
+        )
         no_traceback(done.stdout.decode(errors="replace"), done.stderr.decode(errors="replace"))
         return done
 
@@ -66,8 +81,9 @@ class Served:
             time.sleep(0.05)
 
 
-def start_server(ckdemo_bin: Path, home: Path, socket_path: Path | None, output: Path,
-                 *options: str) -> Served:
+def start_server(
+    ckdemo_bin: Path, home: Path, socket_path: Path | None, output: Path, *options: str
+) -> Served:
     """`ckdemo serve` in the background, once it is set up; socket_path None: the default
     HOME/run/ckdemo.sock. The socket exists before serve has said how it serves and made its
     control channel: its last start-up line says whether it has one ("control channel on ..." or
@@ -76,8 +92,13 @@ def start_server(ckdemo_bin: Path, home: Path, socket_path: Path | None, output:
     where = ["--socket", str(socket_path)] if socket_path else []
     socket_path = socket_path or home / "run" / "ckdemo.sock"
     with open(output, "w") as out:
-        process = subprocess.Popen([str(ckdemo_bin), "--home", str(home), "serve", *where, *options],
-                                   stdout=out, stderr=subprocess.STDOUT, env=clean_env(), cwd=home)
+        process = subprocess.Popen(
+            [str(ckdemo_bin), "--home", str(home), "serve", *where, *options],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=clean_env(),
+            cwd=home,
+        )
     deadline = time.monotonic() + 30
     while not (socket_path.exists() and "control channel" in output.read_text()):
         if process.poll() is not None or time.monotonic() > deadline:
@@ -177,8 +198,13 @@ def key_attributes(key_id: str, object_class: int) -> tuple[Attribute, ...]:
 
 
 def on_member(home: Path, member: str, *args: str) -> str:
-    done = subprocess.run(["pkcs11-tool", "--module", SOFTHSM_LIB, "--token-label", member, *args],
-                          env=softhsm_env(home), capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        ["pkcs11-tool", "--module", SOFTHSM_LIB, "--token-label", member, *args],
+        env=softhsm_env(home),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     return done.stdout + done.stderr
 
 
@@ -202,35 +228,96 @@ def test_login_checks_the_pin(served):
 
 def test_key_pairs_are_made_on_every_member_and_sign(served, tmp_path):
     for key_type, key_id, label in (("rsa:2048", RSA_ID, "serve-rsa"), ("EC:prime256v1", EC_ID, "serve-ec")):
-        made = served.tool("--login", "--pin", USER_PIN, "--keypairgen", "--key-type", key_type,
-                           "--id", key_id, "--label", label)
+        made = served.tool(
+            "--login",
+            "--pin",
+            USER_PIN,
+            "--keypairgen",
+            "--key-type",
+            key_type,
+            "--id",
+            key_id,
+            "--label",
+            label,
+        )
         assert made.returncode == 0, made.stderr
         assert b"Key pair generated" in made.stdout
     for member in ("member1", "member2", "member3"):  # straight on each member's own token
         listed = on_member(served.home, member, "--login", "--pin", USER_PIN, "-O")
-        for kind in ("Private Key Object; RSA", "Public Key Object; RSA 2048 bits",
-                     "Private Key Object; EC", "Public Key Object; EC"):
+        for kind in (
+            "Private Key Object; RSA",
+            "Public Key Object; RSA 2048 bits",
+            "Private Key Object; EC",
+            "Public Key Object; EC",
+        ):
             assert kind in listed, f"{kind} missing on {member}:\n{listed}"
         assert "serve-rsa" in listed and "serve-ec" in listed
     data = tmp_path / "data.bin"
     data.write_bytes(b"signed through ckdemo serve\n")
     for mechanism, key_id in (("RSA-PKCS", RSA_ID), ("ECDSA", EC_ID)):
         signature = tmp_path / f"{mechanism}.sig"
-        signed = served.tool("--login", "--pin", USER_PIN, "--sign", "-m", mechanism, "--id", key_id,
-                             "-i", str(data), "-o", str(signature))
+        signed = served.tool(
+            "--login",
+            "--pin",
+            USER_PIN,
+            "--sign",
+            "-m",
+            mechanism,
+            "--id",
+            key_id,
+            "-i",
+            str(data),
+            "-o",
+            str(signature),
+        )
         assert signed.returncode == 0, signed.stderr
         assert signature.stat().st_size == (256 if mechanism == "RSA-PKCS" else 64)
-        verified = served.text("--login", "--pin", USER_PIN, "--verify", "-m", mechanism, "--id", key_id,
-                               "-i", str(data), "--signature-file", str(signature))
+        verified = served.text(
+            "--login",
+            "--pin",
+            USER_PIN,
+            "--verify",
+            "-m",
+            mechanism,
+            "--id",
+            key_id,
+            "-i",
+            str(data),
+            "--signature-file",
+            str(signature),
+        )
         assert "Signature is valid" in verified, verified
         # and by SoftHSM itself on another member, with the replica of the public key
-        elsewhere = on_member(served.home, "member3", "--verify", "-m", mechanism, "--id", key_id,
-                              "-i", str(data), "--signature-file", str(signature))
+        elsewhere = on_member(
+            served.home,
+            "member3",
+            "--verify",
+            "-m",
+            mechanism,
+            "--id",
+            key_id,
+            "-i",
+            str(data),
+            "--signature-file",
+            str(signature),
+        )
         assert "Signature is valid" in elsewhere, elsewhere
     tampered = tmp_path / "tampered.bin"
     tampered.write_bytes(b"signed through ckdemo serve!\n")
-    refused = served.text("--login", "--pin", USER_PIN, "--verify", "-m", "RSA-PKCS", "--id", RSA_ID,
-                          "-i", str(tampered), "--signature-file", str(tmp_path / "RSA-PKCS.sig"))
+    refused = served.text(
+        "--login",
+        "--pin",
+        USER_PIN,
+        "--verify",
+        "-m",
+        "RSA-PKCS",
+        "--id",
+        RSA_ID,
+        "-i",
+        str(tampered),
+        "--signature-file",
+        str(tmp_path / "RSA-PKCS.sig"),
+    )
     assert "Signature is valid" not in refused and "Invalid signature" in refused, refused
 
 
@@ -247,8 +334,18 @@ def test_random_and_hash(served, tmp_path):
 
 # ---- one application's login is not another's -----------------------------------------------------
 def test_two_clients_logged_in_and_not(served):
-    served.tool("--login", "--pin", USER_PIN, "--keypairgen", "--key-type", "rsa:1024", "--id", "b1",
-                "--label", "isolation")
+    served.tool(
+        "--login",
+        "--pin",
+        USER_PIN,
+        "--keypairgen",
+        "--key-type",
+        "rsa:1024",
+        "--id",
+        "b1",
+        "--label",
+        "isolation",
+    )
     logged, anonymous = RawClient(served.socket), RawClient(served.socket)
     try:
         mine = logged.session(USER_PIN)
@@ -262,7 +359,10 @@ def test_two_clients_logged_in_and_not(served):
         listed = served.text("-O")  # a third application, pkcs11-tool, not logged in
         assert "isolation" in listed and "Private Key Object" not in listed, listed
         assert anonymous.ckr("C_SignInit", theirs, Mechanism(CKM_SHA256_RSA_PKCS), private[0]) in (
-            codes.CKR_USER_NOT_LOGGED_IN, codes.CKR_OBJECT_HANDLE_INVALID, codes.CKR_KEY_HANDLE_INVALID)
+            codes.CKR_USER_NOT_LOGGED_IN,
+            codes.CKR_OBJECT_HANDLE_INVALID,
+            codes.CKR_KEY_HANDLE_INVALID,
+        )
         # a later application's PIN is checked too, though the token is logged in already
         assert anonymous.ckr("C_Login", theirs, 1, b"0000") == codes.CKR_PIN_INCORRECT
         assert anonymous.ckr("C_GetSessionInfo", theirs) == codes.CKR_OK
@@ -277,10 +377,14 @@ def test_two_clients_logged_in_and_not(served):
         # logged out, it holds a handle to the private key while the token is still logged in
         # for `logged`: the server refuses it, as a token forgets private objects' handles at
         # C_Logout (differential test defect 13)
-        assert anonymous.ckr("C_SignInit", theirs, Mechanism(CKM_SHA256_RSA_PKCS), their_key) == \
-            codes.CKR_KEY_HANDLE_INVALID
-        assert anonymous.ckr("C_GetAttributeValue", theirs, their_key, (AttributeSize(CKA_LABEL, 0),)) == \
-            codes.CKR_OBJECT_HANDLE_INVALID
+        assert (
+            anonymous.ckr("C_SignInit", theirs, Mechanism(CKM_SHA256_RSA_PKCS), their_key)
+            == codes.CKR_KEY_HANDLE_INVALID
+        )
+        assert (
+            anonymous.ckr("C_GetAttributeValue", theirs, their_key, (AttributeSize(CKA_LABEL, 0),))
+            == codes.CKR_OBJECT_HANDLE_INVALID
+        )
         # its logout is its own: the first application still signs
         logged.ok("C_SignInit", mine, Mechanism(CKM_SHA256_RSA_PKCS), private[0])
         assert len(logged.ok("C_Sign", mine, b"still mine", 128)[0]) == 128
@@ -314,10 +418,30 @@ def test_a_signature_is_computed_after_its_size_is_answered(served, run_ckdemo):
     and the member signs while the client sends the call that fetches the signature: the
     signature is the one the member gives, a refusal comes with the fetch (ending the
     operation), and a member failing meanwhile fails over as any call does."""
-    served.tool("--login", "--pin", USER_PIN, "--keypairgen", "--key-type", "rsa:1024", "--id", "b3",
-                "--label", "overlap")
-    served.tool("--login", "--pin", USER_PIN, "--keypairgen", "--key-type", "EC:prime256v1", "--id", "b4",
-                "--label", "overlap-ec")
+    served.tool(
+        "--login",
+        "--pin",
+        USER_PIN,
+        "--keypairgen",
+        "--key-type",
+        "rsa:1024",
+        "--id",
+        "b3",
+        "--label",
+        "overlap",
+    )
+    served.tool(
+        "--login",
+        "--pin",
+        USER_PIN,
+        "--keypairgen",
+        "--key-type",
+        "EC:prime256v1",
+        "--id",
+        "b4",
+        "--label",
+        "overlap-ec",
+    )
     fresh, client = RawClient(served.socket), RawClient(served.socket)
     try:
         session, rsa = _signer(client, "b3")
@@ -325,8 +449,10 @@ def test_a_signature_is_computed_after_its_size_is_answered(served, run_ckdemo):
         # PKCS#1 v1.5 is deterministic: a connection's first signature (no size known yet,
         # signed before the size is answered) equals a later one of the same data
         reference, fresh_rsa = _signer(fresh, "b3")
-        expected = {data: _sign(fresh, reference, CKM_RSA_PKCS, fresh_rsa, data)[2]
-                    for data in (b"first", b"second", b"third")}
+        expected = {
+            data: _sign(fresh, reference, CKM_RSA_PKCS, fresh_rsa, data)[2]
+            for data in (b"first", b"second", b"third")
+        }
         for data in (b"first", b"second", b"third", b"first"):
             size, ckr, signature = _sign(client, session, CKM_RSA_PKCS, rsa, data)
             assert (size, ckr, signature) == (BufferSize(128), codes.CKR_OK, expected[data])
@@ -352,8 +478,12 @@ def test_a_signature_is_computed_after_its_size_is_answered(served, run_ckdemo):
             assert client.ok("C_Sign", session, digest, 0) == (BufferSize(64),)
             (signature,) = client.ok("C_Sign", session, digest, 64)
             assert len(signature) == 64
-            client.ok("C_VerifyInit", session, Mechanism(CKM_ECDSA), client.find(
-                session, *key_attributes("b4", CKO_PUBLIC_KEY))[0])
+            client.ok(
+                "C_VerifyInit",
+                session,
+                Mechanism(CKM_ECDSA),
+                client.find(session, *key_attributes("b4", CKO_PUBLIC_KEY))[0],
+            )
             assert client.ckr("C_Verify", session, digest, signature) == codes.CKR_OK
         # member1 dies behind the server's back: the signatures computed after their size has
         # been answered fail over to the other members, and none fails
@@ -383,18 +513,32 @@ def test_the_calls_around_a_signature_are_answered_as_predicted(served):
     C_SignInit with the same session, mechanism and key are answered before they are handled,
     with what their handlers then answer. Anything else in between ends the predictions: a
     logout (C_SignInit refused), another buffer size or other data for the fetch."""
-    served.tool("--login", "--pin", USER_PIN, "--keypairgen", "--key-type", "rsa:1024", "--id", "b5",
-                "--label", "predicted")
+    served.tool(
+        "--login",
+        "--pin",
+        USER_PIN,
+        "--keypairgen",
+        "--key-type",
+        "rsa:1024",
+        "--id",
+        "b5",
+        "--label",
+        "predicted",
+    )
     client, fresh = RawClient(served.socket), RawClient(served.socket)
     try:
         session, rsa = _signer(client, "b5")
         reference, fresh_rsa = _signer(fresh, "b5")
-        expected = {data: _sign(fresh, reference, CKM_RSA_PKCS, fresh_rsa, data)[2]
-                    for data in (b"one", b"two")}
+        expected = {
+            data: _sign(fresh, reference, CKM_RSA_PKCS, fresh_rsa, data)[2] for data in (b"one", b"two")
+        }
         for number in range(10):  # the first cycle teaches the size; then 2 calls each predicted
             data = (b"one", b"two")[number % 2]
             assert _sign(client, session, CKM_RSA_PKCS, rsa, data) == (
-                BufferSize(128), codes.CKR_OK, expected[data])
+                BufferSize(128),
+                codes.CKR_OK,
+                expected[data],
+            )
         client.close()
         served.wait_for_log("after 36 call(s) (18 answered as predicted)")
 
@@ -421,15 +565,17 @@ def test_the_calls_around_a_signature_are_answered_as_predicted(served):
         (rsa,) = client.find(session, *key_attributes("b5", CKO_PRIVATE_KEY))  # a new handle since the logout
         _sign(client, session, CKM_RSA_PKCS, rsa, b"two")
         client.ok("C_Logout", session)
-        assert client.ckr("C_SignInit", session, Mechanism(CKM_RSA_PKCS), rsa) == \
-            codes.CKR_KEY_HANDLE_INVALID
+        assert client.ckr("C_SignInit", session, Mechanism(CKM_RSA_PKCS), rsa) == codes.CKR_KEY_HANDLE_INVALID
         client.ok("C_Login", session, 1, USER_PIN.encode())
         # a token forgot the private key's handle at the logout: found again, it has a new one
         assert client.ckr("C_SignInit", session, Mechanism(CKM_RSA_PKCS), rsa) == codes.CKR_KEY_HANDLE_INVALID
         (again,) = client.find(session, *key_attributes("b5", CKO_PRIVATE_KEY))
         assert again != rsa
         assert _sign(client, session, CKM_RSA_PKCS, again, b"two") == (
-            BufferSize(128), codes.CKR_OK, expected[b"two"])
+            BufferSize(128),
+            codes.CKR_OK,
+            expected[b"two"],
+        )
     finally:
         client.close()
         fresh.close()
@@ -439,8 +585,18 @@ def test_the_calls_around_a_signature_are_answered_as_predicted(served):
 def test_a_multi_part_signature_is_not_handed_out_after_a_logout(served):
     """C_SignUpdate, a C_SignFinal size query (the signature is made and kept for the fetch),
     C_Logout: the fetch is CKR_USER_NOT_LOGGED_IN, as with a single-part C_Sign."""
-    served.tool("--login", "--pin", USER_PIN, "--keypairgen", "--key-type", "rsa:1024", "--id", "b7",
-                "--label", "multi-part")
+    served.tool(
+        "--login",
+        "--pin",
+        USER_PIN,
+        "--keypairgen",
+        "--key-type",
+        "rsa:1024",
+        "--id",
+        "b7",
+        "--label",
+        "multi-part",
+    )
     client = RawClient(served.socket)
     try:
         session, rsa = _signer(client, "b7")
@@ -485,9 +641,20 @@ def test_mutated_copies_of_predicted_requests_are_answered_as_usual(served):
     gives the same signature, and no predicted reply ever disagrees with its handler (that
     would be logged as an internal error)."""
     import random
+
     rng = random.Random(20261127)
-    served.tool("--login", "--pin", USER_PIN, "--keypairgen", "--key-type", "rsa:1024", "--id", "b6",
-                "--label", "mutated")
+    served.tool(
+        "--login",
+        "--pin",
+        USER_PIN,
+        "--keypairgen",
+        "--key-type",
+        "rsa:1024",
+        "--id",
+        "b6",
+        "--label",
+        "mutated",
+    )
     client = RawClient(served.socket)
 
     def mutated(body: bytes) -> bytes:
@@ -497,10 +664,11 @@ def test_mutated_copies_of_predicted_requests_are_answered_as_usual(served):
             if choice < 0.4 and body:
                 body[rng.randrange(len(body))] = rng.randrange(256)
             elif choice < 0.7:
-                body = body[:rng.randrange(len(body) + 1)]
+                body = body[: rng.randrange(len(body) + 1)]
             else:
                 body += rng.randbytes(rng.randint(1, 8))
         return bytes(body)
+
     try:
         session, rsa = _signer(client, "b6")
         expected = {}
@@ -510,9 +678,11 @@ def test_mutated_copies_of_predicted_requests_are_answered_as_usual(served):
             size, ckr, signature = _sign(client, session, CKM_RSA_PKCS, rsa, data)
             assert ckr == codes.CKR_OK and expected.setdefault(data, signature) == signature
             client.ok("C_GenerateRandom", session, 32)
-            predicted = (encode_request("C_SignInit", session, Mechanism(CKM_RSA_PKCS), rsa),
-                         encode_request("C_Sign", session, data, size.length),
-                         encode_request("C_GenerateRandom", session, 32))
+            predicted = (
+                encode_request("C_SignInit", session, Mechanism(CKM_RSA_PKCS), rsa),
+                encode_request("C_Sign", session, data, size.length),
+                encode_request("C_GenerateRandom", session, 32),
+            )
             client.code += 1
             write_frame(client.sock, Frame(client.code, mutated(rng.choice(predicted)), b"fuzz"))
             assert read_frame(client.sock).call_code == client.code
@@ -593,19 +763,26 @@ def test_random_requests_get_answers_and_leave_the_server_serving(served):
     when it makes no sense) on a connection that stays open, no internal error is logged, and
     a good client is answered throughout."""
     import random
+
     rng = random.Random(20261126)
     good = RawClient(served.socket)
     handle = good.session()
     fuzzer = RawClient(served.socket)
-    valid = [encode_request("C_Initialize", HANDSHAKE, 0, b"\x00"),
-             encode_request("C_GetSlotList", 1, 16), encode_request("C_GetInfo"),
-             encode_request("C_OpenSession", HA_SLOT, CKF_SERIAL_RW),
-             encode_request("C_GenerateRandom", 1, 16), encode_request("C_FindObjectsInit", 1, ()),
-             encode_request("C_FindObjects", 1, 10), encode_request("C_CloseSession", 1),
-             encode_request("C_Login", 1, 1, b"not-the-pin"), encode_request("C_Logout", 1),
-             encode_request("C_GetTokenInfo", HA_SLOT),
-             encode_request("C_SignInit", 1, Mechanism(CKM_SHA256_RSA_PKCS), 1),
-             encode_request("C_Sign", 1, b"data", 256)]
+    valid = [
+        encode_request("C_Initialize", HANDSHAKE, 0, b"\x00"),
+        encode_request("C_GetSlotList", 1, 16),
+        encode_request("C_GetInfo"),
+        encode_request("C_OpenSession", HA_SLOT, CKF_SERIAL_RW),
+        encode_request("C_GenerateRandom", 1, 16),
+        encode_request("C_FindObjectsInit", 1, ()),
+        encode_request("C_FindObjects", 1, 10),
+        encode_request("C_CloseSession", 1),
+        encode_request("C_Login", 1, 1, b"not-the-pin"),
+        encode_request("C_Logout", 1),
+        encode_request("C_GetTokenInfo", HA_SLOT),
+        encode_request("C_SignInit", 1, Mechanism(CKM_SHA256_RSA_PKCS), 1),
+        encode_request("C_Sign", 1, b"data", 256),
+    ]
     answered = 0
     try:
         for number in range(4000):
@@ -616,7 +793,7 @@ def test_random_requests_get_answers_and_leave_the_server_serving(served):
                 for _ in range(rng.randrange(1, 4)):
                     body[rng.randrange(len(body))] = rng.randrange(256)
                 if rng.random() < 0.3:
-                    body = body[:rng.randrange(len(body) + 1)]
+                    body = body[: rng.randrange(len(body) + 1)]
                 body = bytes(body)
             if body[:4] == struct.pack(">I", WAIT_FOR_SLOT_EVENT):
                 continue
@@ -647,12 +824,17 @@ def test_random_requests_get_answers_and_leave_the_server_serving(served):
 
 def test_sigterm_with_a_logged_in_client_and_all_slots(served, ckdemo_bin, tmp_path):
     """--slots all serves the members too; SIGTERM while a client is logged in ends cleanly."""
-    other = start_server(ckdemo_bin, served.home, tmp_path / "all.sock", tmp_path / "all.log",
-                         "--slots", "all")
+    other = start_server(
+        ckdemo_bin, served.home, tmp_path / "all.sock", tmp_path / "all.log", "--slots", "all"
+    )
     try:
         listed = other.text("-L")
-        for label in ("token label        : member1", "token label        : member2",
-                      "token label        : member3", "HA Virtual Card Slot"):
+        for label in (
+            "token label        : member1",
+            "token label        : member2",
+            "token label        : member3",
+            "HA Virtual Card Slot",
+        ):
             assert label in listed, listed
         client = RawClient(other.socket)
         client.session(USER_PIN)
@@ -669,18 +851,34 @@ def test_sigterm_with_a_logged_in_client_and_all_slots(served, ckdemo_bin, tmp_p
 
 
 def test_secret_key_generated_everywhere_encrypts_multi_part(served, tmp_path):
-    made = served.tool("--login", "--pin", USER_PIN, "--keygen", "--key-type", "AES:32", "--id", "c1",
-                       "--label", "serve-aes")
+    made = served.tool(
+        "--login", "--pin", USER_PIN, "--keygen", "--key-type", "AES:32", "--id", "c1", "--label", "serve-aes"
+    )
     assert made.returncode == 0, made.stderr
     for member in ("member1", "member2", "member3"):
-        assert "serve-aes" in on_member(served.home, member, "--login", "--pin", USER_PIN, "-O",
-                                        "--type", "secrkey")
+        assert "serve-aes" in on_member(
+            served.home, member, "--login", "--pin", USER_PIN, "-O", "--type", "secrkey"
+        )
     plain = tmp_path / "plain"
     plain.write_bytes(os.urandom(4096))  # pkcs11-tool encrypts with Update/Final past 1 KiB
-    for direction, source, target in (("--encrypt", plain, tmp_path / "sealed"),
-                                      ("--decrypt", tmp_path / "sealed", tmp_path / "opened")):
-        done = served.tool("--login", "--pin", USER_PIN, direction, "-m", "AES-ECB", "--id", "c1",
-                           "-i", str(source), "-o", str(target))
+    for direction, source, target in (
+        ("--encrypt", plain, tmp_path / "sealed"),
+        ("--decrypt", tmp_path / "sealed", tmp_path / "opened"),
+    ):
+        done = served.tool(
+            "--login",
+            "--pin",
+            USER_PIN,
+            direction,
+            "-m",
+            "AES-ECB",
+            "--id",
+            "c1",
+            "-i",
+            str(source),
+            "-o",
+            str(target),
+        )
         assert done.returncode == 0, done.stderr
     assert (tmp_path / "sealed").read_bytes() != plain.read_bytes()
     assert (tmp_path / "opened").read_bytes() == plain.read_bytes()
@@ -691,9 +889,13 @@ def test_sigterm_as_soon_as_the_socket_exists_stops_cleanly(home, ckdemo_bin):
     setting up: it waits until the server can stop cleanly (exit 0, socket removed)."""
     for attempt in range(4):
         socket_path = home.parent / f"early{attempt}.sock"
-        process = subprocess.Popen([str(ckdemo_bin), "--home", str(home), "serve", "--socket",
-                                    str(socket_path)], stdout=subprocess.PIPE,
-                                   stderr=subprocess.STDOUT, env=clean_env(), cwd=home)
+        process = subprocess.Popen(
+            [str(ckdemo_bin), "--home", str(home), "serve", "--socket", str(socket_path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            env=clean_env(),
+            cwd=home,
+        )
         deadline = time.monotonic() + 30
         while not socket_path.exists() and time.monotonic() < deadline:
             time.sleep(0.001)
@@ -706,8 +908,9 @@ def test_sigterm_as_soon_as_the_socket_exists_stops_cleanly(home, ckdemo_bin):
 def _mapped_copies(process: subprocess.Popen, home: Path) -> list[str]:
     """The member copies of libsofthsm2.so the server process has loaded (/proc/PID/maps)."""
     maps = Path(f"/proc/{process.pid}/maps").read_text()
-    return sorted({line.split()[-1].rsplit("/", 1)[-1] for line in maps.splitlines()
-                   if str(home / "lib") in line})
+    return sorted(
+        {line.split()[-1].rsplit("/", 1)[-1] for line in maps.splitlines() if str(home / "lib") in line}
+    )
 
 
 def test_local_members_get_a_library_copy_each_unless_shared(served, ckdemo_bin, tmp_path):
@@ -715,11 +918,11 @@ def test_local_members_get_a_library_copy_each_unless_shared(served, ckdemo_bin,
     of libsofthsm2.so, so applications sign on several members at once (FACTS 1: one instance is
     one lock); --shared, or LocalIsolation = none in the home, keeps one instance; a wrong value
     is one line and exit 2."""
-    assert _mapped_copies(served.process, served.home) == [
-        f"libsofthsm2-member{n}.so" for n in (1, 2, 3)]
+    assert _mapped_copies(served.process, served.home) == [f"libsofthsm2-member{n}.so" for n in (1, 2, 3)]
     assert "local members member1, member2, member3: each through its own copy" in served.log()
-    shared = start_server(ckdemo_bin, served.home, tmp_path / "shared.sock", tmp_path / "shared.log",
-                          "--shared")
+    shared = start_server(
+        ckdemo_bin, served.home, tmp_path / "shared.sock", tmp_path / "shared.log", "--shared"
+    )
     try:
         assert _mapped_copies(shared.process, served.home) == []
         assert "all through one instance of the library" in shared.log()
@@ -730,12 +933,17 @@ def test_local_members_get_a_library_copy_each_unless_shared(served, ckdemo_bin,
     saved = conf.read_text()
     try:
         conf.write_text(saved.replace("CKDemo = {", "CKDemo = {\n   LocalIsolation = threads;", 1))
-        done = subprocess.run([str(ckdemo_bin), "--home", str(served.home), "serve", "--socket",
-                               str(tmp_path / "bad.sock")], capture_output=True, text=True,
-                              env=clean_env(), timeout=60)
+        done = subprocess.run(
+            [str(ckdemo_bin), "--home", str(served.home), "serve", "--socket", str(tmp_path / "bad.sock")],
+            capture_output=True,
+            text=True,
+            env=clean_env(),
+            timeout=60,
+        )
     finally:
         conf.write_text(saved)
     assert done.returncode == 2, done.stdout + done.stderr
     assert done.stderr.strip().splitlines() == [
-        "ckdemo: CKDemo.LocalIsolation = 'threads' is not one of copies, none"], done.stderr
+        "ckdemo: CKDemo.LocalIsolation = 'threads' is not one of copies, none"
+    ], done.stderr
     assert not (tmp_path / "bad.sock").exists()

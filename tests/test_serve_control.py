@@ -4,6 +4,7 @@ only through it. An application (pkcs11-tool through p11-kit-client.so) keeps wo
 member is failed; HA Status shows the seed's CKR_DEVICE_ERROR, then CKR_TOKEN_NOT_PRESENT, then
 CKR_OK after recovery.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,8 +19,7 @@ from conftest import no_traceback, requires_softhsm
 from rpc_capture import tools_missing
 from test_serve import start_server, stop_server
 
-pytestmark = [requires_softhsm,
-              pytest.mark.skipif(bool(tools_missing()), reason=str(tools_missing()))]
+pytestmark = [requires_softhsm, pytest.mark.skipif(bool(tools_missing()), reason=str(tools_missing()))]
 
 
 def member_status(text: str) -> dict[str, str]:
@@ -153,8 +153,10 @@ def test_status_through_the_server_says_when_recovery_is_off(home, ckdemo_bin, r
         status = run_ckdemo(home, "hagroup", "status")
         member2 = [s for s, c in member_status(status.stdout).items() if c != "CKR_OK"]
         assert len(member2) == 1, status.stdout
-        assert (f"HSM {member2[0]}: automatic recovery is off (0 attempts); "
-                "`ckdemo hagroup recover` recovers it now") in status.stdout
+        assert (
+            f"HSM {member2[0]}: automatic recovery is off (0 attempts); "
+            "`ckdemo hagroup recover` recovers it now"
+        ) in status.stdout
         assert run_ckdemo(home, "member", "restore", "member2").returncode == 0
         recovered = run_ckdemo(home, "hagroup", "recover")
         no_traceback(recovered.stdout, recovered.stderr)
@@ -169,7 +171,8 @@ def test_status_through_the_server_says_when_recovery_is_off(home, ckdemo_bin, r
 
 
 def test_active_enhanced_recovers_a_member_in_the_background_with_no_application_call(
-        home, ckdemo_bin, run_ckdemo):
+    home, ckdemo_bin, run_ckdemo
+):
     """`hagroup recoverymode -mode activeEnhanced`, X = 0.3 s: a member failed through the control
     channel (and seen failed by HA Status), then restored, is taken back by serve's own recovery
     thread: the HA log line comes with no application connected and no call after the restore."""
@@ -199,6 +202,7 @@ def test_p11kit_module_file_lets_p11kit_proxy_users_see_the_slot(home, ckdemo_bi
     import shutil
     import subprocess
     from ckdemo.serve.module_file import module_dir
+
     proxy = "/usr/lib/x86_64-linux-gnu/p11-kit-proxy.so"
     if shutil.which("p11-kit") is None or not os.path.exists(proxy):
         pytest.skip("p11-kit or p11-kit-proxy.so missing")
@@ -209,9 +213,13 @@ def test_p11kit_module_file_lets_p11kit_proxy_users_see_the_slot(home, ckdemo_bi
         assert module.exists() and "remote: unix:path=" in module.read_text()
         listed = subprocess.run(["p11-kit", "list-modules"], capture_output=True, text=True, timeout=60)
         assert f"{name}:" in listed.stdout and "token: ckdemo-ha" in listed.stdout, listed.stdout[-2000:]
-        slots = subprocess.run(["pkcs11-tool", "--module", proxy, "-L"], capture_output=True, text=True,
-                               timeout=60, env={k: v for k, v in os.environ.items()
-                                                if k != "P11_KIT_SERVER_ADDRESS"})
+        slots = subprocess.run(
+            ["pkcs11-tool", "--module", proxy, "-L"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            env={k: v for k, v in os.environ.items() if k != "P11_KIT_SERVER_ADDRESS"},
+        )
         assert "token label        : ckdemo-ha" in slots.stdout, slots.stdout + slots.stderr
     finally:
         code = stop_server(served)
@@ -219,8 +227,12 @@ def test_p11kit_module_file_lets_p11kit_proxy_users_see_the_slot(home, ckdemo_bi
     module.write_text("module: /nonexistent.so\n")  # someone else's file of that name
     try:
         out = tmp_path / "refused.log"
-        done = subprocess.run([str(ckdemo_bin), "--home", str(home), "serve", "--p11-kit-module", name],
-                              capture_output=True, text=True, timeout=60)
+        done = subprocess.run(
+            [str(ckdemo_bin), "--home", str(home), "serve", "--p11-kit-module", name],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert done.returncode == 2 and "is not ckdemo's" in done.stderr, done.stderr
         assert module.read_text() == "module: /nonexistent.so\n" and not out.exists()
     finally:

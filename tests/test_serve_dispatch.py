@@ -1,6 +1,7 @@
 """serve's dispatch table against the protocol: every version-0 call is answered by the method
 of its group named after it, or refused for a reason written down; nothing is found by
 reflection, and a connection is composed (one state, one object per group), not inherited."""
+
 from ckdemo.rpc.calls import BY_NAME, CALLS
 from ckdemo.rpc.structs import Info, Version
 from ckdemo.serve.connection import Connection
@@ -30,8 +31,9 @@ def test_no_group_method_named_after_a_call_is_left_out_of_the_table():
 def test_a_connection_is_one_state_and_groups_over_it_not_mixins():
     assert Connection.__bases__ == (object,) and ConnectionState.__bases__ == (object,)
     assert all(group.__bases__ == (object,) for group in GROUPS)
-    connection = Connection(1, [], Info(Version(2, 40), "m", 0, "d", Version(1, 0)), print,
-                            lambda where, error: None)
+    connection = Connection(
+        1, [], Info(Version(2, 40), "m", 0, "d", Version(1, 0)), print, lambda where, error: None
+    )
     assert set(connection.handlers) == {BY_NAME[name].id for name in HANDLERS}
     for call_id, method in connection.handlers.items():
         assert method.__self__.state is connection.state  # this connection's own group objects

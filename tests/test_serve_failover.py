@@ -9,6 +9,7 @@ The RSA-2048 key pair is generated on the HA slot by pkcs11-tool through the ser
 to every member over ckdemo's own RPC client, which carries AES key wrap), then read back straight
 from each member's token.
 """
+
 from __future__ import annotations
 
 import os
@@ -22,14 +23,17 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (SOFTHSM_LIB, USER_PIN, clean_env, no_traceback, requires_softhsm, servers_of,
-                      softhsm_env)
+from conftest import SOFTHSM_LIB, USER_PIN, clean_env, no_traceback, requires_softhsm, servers_of, softhsm_env
 from rpc_capture import P11KIT_CLIENT, tools_missing
 from test_serve import start_server, stop_server
 
-pytestmark = [requires_softhsm,
-              pytest.mark.skipif(bool(tools_missing()) or shutil.which("p11-kit") is None,
-                                 reason=str(tools_missing() or "p11-kit is not installed"))]
+pytestmark = [
+    requires_softhsm,
+    pytest.mark.skipif(
+        bool(tools_missing()) or shutil.which("p11-kit") is None,
+        reason=str(tools_missing() or "p11-kit is not installed"),
+    ),
+]
 
 KEY_ID, KEY_LABEL, TOKEN = "f1", "failover-key", "ckdemo-ha"
 DEADLINE_S = 60  # the whole scenario, from the first signature to the last
@@ -73,8 +77,10 @@ class Signer:
         with open(self.output, "w") as out:
             self.process = subprocess.Popen(
                 [sys.executable, str(script), P11KIT_CLIENT, TOKEN, USER_PIN, KEY_ID, str(self.stop_file)],
-                stdout=out, stderr=subprocess.STDOUT,
-                env=clean_env(P11_KIT_SERVER_ADDRESS=f"unix:path={socket_path}"))
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=clean_env(P11_KIT_SERVER_ADDRESS=f"unix:path={socket_path}"),
+            )
 
     def counts(self) -> tuple[int, int]:
         found = re.findall(r"^(?:progress|done) (\d+) (\d+)$", self.output.read_text(), re.MULTILINE)
@@ -84,7 +90,9 @@ class Signer:
         deadline = time.monotonic() + timeout
         while self.counts()[0] < signatures:
             assert self.process.poll() is None, f"the signer ended:\n{self.output.read_text()}"
-            assert time.monotonic() < deadline, f"{signatures} signatures not reached:\n{self.output.read_text()}"
+            assert time.monotonic() < deadline, (
+                f"{signatures} signatures not reached:\n{self.output.read_text()}"
+            )
             time.sleep(0.05)
 
     def finish(self) -> str:
@@ -121,13 +129,39 @@ def remote_served(tmp_path, provision, run_ckdemo, ckdemo_bin):
 def generate_key_on_every_member(served) -> None:
     """`pkcs11-tool --keypairgen` on the HA slot through p11-kit-client.so, then the key read
     back straight from each member's token (SoftHSM2, not through ckdemo)."""
-    done = served.tool("--login", "--pin", USER_PIN, "--keypairgen", "--key-type", "rsa:2048",
-                       "--id", KEY_ID, "--label", KEY_LABEL)
+    done = served.tool(
+        "--login",
+        "--pin",
+        USER_PIN,
+        "--keypairgen",
+        "--key-type",
+        "rsa:2048",
+        "--id",
+        KEY_ID,
+        "--label",
+        KEY_LABEL,
+    )
     assert done.returncode == 0, done.stderr.decode()
     for member in ("member1", "member2", "member3"):
-        listed = subprocess.run(["pkcs11-tool", "--module", SOFTHSM_LIB, "--token-label", member,
-                                 "--login", "--pin", USER_PIN, "-O", "--id", KEY_ID],
-                                capture_output=True, text=True, timeout=30, env=softhsm_env(served.home))
+        listed = subprocess.run(
+            [
+                "pkcs11-tool",
+                "--module",
+                SOFTHSM_LIB,
+                "--token-label",
+                member,
+                "--login",
+                "--pin",
+                USER_PIN,
+                "-O",
+                "--id",
+                KEY_ID,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=softhsm_env(served.home),
+        )
         assert listed.stdout.count(f"label:      {KEY_LABEL}") == 2, (member, listed.stdout, listed.stderr)
 
 

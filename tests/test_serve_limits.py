@@ -5,6 +5,7 @@ threads can start; before, the next one ended the whole server ("cannot join thr
 started") and every application with it. Now that connection is closed with one log line and the
 others, and the server, go on.
 """
+
 from __future__ import annotations
 
 import shutil
@@ -19,8 +20,10 @@ from test_serve import RawClient, Served, stop_cleanly
 
 from ckdemo.rpc import HANDSHAKE
 
-pytestmark = [requires_softhsm,
-              pytest.mark.skipif(shutil.which("prlimit") is None, reason="prlimit (util-linux) is missing")]
+pytestmark = [
+    requires_softhsm,
+    pytest.mark.skipif(shutil.which("prlimit") is None, reason="prlimit (util-linux) is missing"),
+]
 
 ADDRESS_SPACE = 1_200_000_000  # bytes: the server starts (about 190 MB), a few dozen threads fit
 
@@ -29,10 +32,24 @@ def test_connections_beyond_what_threads_allow_are_refused_alone(tmp_path, provi
     home = provision(tmp_path / "home")
     sock_path, log_path = tmp_path / "s.sock", tmp_path / "serve.log"
     with open(log_path, "w") as out:
-        process = subprocess.Popen(["prlimit", f"--as={ADDRESS_SPACE}", str(ckdemo_bin), "--home",
-                                    str(home), "serve", "--socket", str(sock_path),
-                                    "--max-connections", "1000"],
-                                   stdout=out, stderr=subprocess.STDOUT, env=clean_env(), cwd=home)
+        process = subprocess.Popen(
+            [
+                "prlimit",
+                f"--as={ADDRESS_SPACE}",
+                str(ckdemo_bin),
+                "--home",
+                str(home),
+                "serve",
+                "--socket",
+                str(sock_path),
+                "--max-connections",
+                "1000",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=clean_env(),
+            cwd=home,
+        )
     served = Served(home, sock_path, log_path, process)
     deadline = time.monotonic() + 30
     while not sock_path.exists():
@@ -83,7 +100,8 @@ def test_connections_beyond_what_threads_allow_are_refused_alone(tmp_path, provi
 
 
 def test_objects_the_token_refuses_cost_an_application_its_share_then_device_memory(
-        tmp_path, provision, ckdemo_bin):
+    tmp_path, provision, ckdemo_bin
+):
     """SoftHSM2 keeps about 2.8 KB for every object it refuses to make, until the library is
     unloaded: a hostile application grew the server from 32 to 906 MiB in ten minutes of refused
     C_CreateObject calls. Each refusal is charged now; past the application's share (by default
@@ -92,6 +110,7 @@ def test_objects_the_token_refuses_cost_an_application_its_share_then_device_mem
     from test_serve import start_server
     from ckdemo import codes
     from ckdemo.rpc import Attribute
+
     home = provision(tmp_path / "home")
     served = start_server(ckdemo_bin, home, None, tmp_path / "serve.log", "--refused-objects", "300")
     try:
@@ -108,8 +127,11 @@ def test_objects_the_token_refuses_cost_an_application_its_share_then_device_mem
         other = RawClient(served.socket)
         other.ok("C_Initialize", HANDSHAKE, 0, b"\x00")
         (theirs,) = other.ok("C_OpenSession", 0x5000, 0x6)
-        (made,) = other.ok("C_CreateObject", theirs, (Attribute(0x0, 0), Attribute(0x1, 0),
-                                                      Attribute(0x2, 0), Attribute(0x3, b"fine")))
+        (made,) = other.ok(
+            "C_CreateObject",
+            theirs,
+            (Attribute(0x0, 0), Attribute(0x1, 0), Attribute(0x2, 0), Attribute(0x3, b"fine")),
+        )
         other.ok("C_DestroyObject", theirs, made)
         served.wait_for_log("restart ckdemo serve to reclaim it")
         assert served.log().count("restart ckdemo serve to reclaim it") == 1
@@ -123,6 +145,7 @@ def test_an_application_s_share_of_refused_objects_is_4096_unless_serve_is_told(
     """The share the test above lowers: 4,096 refusals of 4 KiB (16 MiB) per application, inside
     the server's 64 MiB, as docs/SERVE.md says."""
     from ckdemo.serve import operations, server
+
     assert server.DEFAULT_REFUSED_OBJECTS == 4096
     assert server.DEFAULT_REFUSED_OBJECTS * operations.REFUSED_OBJECT_BYTES == operations.CONNECTION_LOST
     assert operations.SERVER_LOST == 4 * operations.CONNECTION_LOST

@@ -2,6 +2,7 @@
 contract it serves, can be instantiated (no operation missing), and takes the contract's
 arguments under the contract's names, so a handler or the RPC server written against
 ckdemo.slots works with a physical, a remote and the HA virtual slot alike."""
+
 from __future__ import annotations
 
 import inspect
@@ -16,14 +17,21 @@ from ckdemo.members.rpcslot import RemoteSlot
 from ckdemo.members.session import PhysicalSession
 from ckdemo.members.slot import PhysicalSlot
 
-SIGNED = [(slots.MemberSlot, PhysicalSlot), (slots.MemberSlot, RemoteSlot), (slots.Slot, HAGroup),
-          (slots.MemberSession, PhysicalSession), (slots.MemberSession, RemoteSession),
-          (slots.Session, VirtualSession), (slots.LoginCounter, HALoginCounter)]
+SIGNED = [
+    (slots.MemberSlot, PhysicalSlot),
+    (slots.MemberSlot, RemoteSlot),
+    (slots.Slot, HAGroup),
+    (slots.MemberSession, PhysicalSession),
+    (slots.MemberSession, RemoteSession),
+    (slots.Session, VirtualSession),
+    (slots.LoginCounter, HALoginCounter),
+]
 
 
 def operations(contract: type) -> list[str]:
-    return sorted(name for name in dir(contract) if not name.startswith("_")
-                  and callable(getattr(contract, name)))
+    return sorted(
+        name for name in dir(contract) if not name.startswith("_") and callable(getattr(contract, name))
+    )
 
 
 @pytest.mark.parametrize("contract, implementation", SIGNED, ids=[i.__name__ for _, i in SIGNED])
@@ -34,21 +42,25 @@ def test_every_implementation_signs_its_contract(contract, implementation):
         wanted = inspect.signature(getattr(contract, name))
         given = inspect.signature(getattr(implementation, name))
         wanted_names = [p.name for p in wanted.parameters.values()]
-        given_names = [p.name for p in given.parameters.values()
-                       if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-        assert given_names[:len(wanted_names)] == wanted_names, f"{implementation.__name__}.{name}{given}"
-        extra = given_names[len(wanted_names):]  # more parameters are fine when they have defaults
-        assert all(given.parameters[p].default is not inspect.Parameter.empty for p in extra), \
+        given_names = [
+            p.name for p in given.parameters.values() if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)
+        ]
+        assert given_names[: len(wanted_names)] == wanted_names, f"{implementation.__name__}.{name}{given}"
+        extra = given_names[len(wanted_names) :]  # more parameters are fine when they have defaults
+        assert all(given.parameters[p].default is not inspect.Parameter.empty for p in extra), (
             f"{implementation.__name__}.{name}{given} needs more than {contract.__name__}.{name}{wanted}"
+        )
 
 
 def test_a_slot_that_leaves_an_operation_out_cannot_be_made():
     """What the check above relies on: the contract is abstract, not a Protocol of good will."""
+
     class Partial(slots.Slot):
         slot_id = None
 
         def slot_info(self):
             return None
+
     with pytest.raises(TypeError, match="abstract"):
         Partial()
 
@@ -57,7 +69,11 @@ def test_every_session_operation_the_contract_names_is_used_by_a_front_door_or_t
     """No operation in the contract that nobody drives (a contract is what callers rely on)."""
     import ckdemo
     from pathlib import Path
-    text = "".join(p.read_text() for sub in ("handlers", "serve", "ha", "menu")
-                   for p in (Path(ckdemo.__file__).parent / sub).rglob("*.py"))
+
+    text = "".join(
+        p.read_text()
+        for sub in ("handlers", "serve", "ha", "menu")
+        for p in (Path(ckdemo.__file__).parent / sub).rglob("*.py")
+    )
     unused = [name for name in operations(slots.Session) if f".{name}(" not in text]
     assert unused == []

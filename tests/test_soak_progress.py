@@ -1,6 +1,7 @@
 """`ckdemo soak` as a person and as CI see it: on a terminal one line with elapsed/total, the ETA
 and the kills, recoveries and failures so far; through a pipe nothing but the report, whose
 parameters say how to repeat the run."""
+
 from __future__ import annotations
 
 import json
@@ -11,10 +12,22 @@ from test_bench import frames, on_a_terminal, undocumented
 
 pytestmark = requires_softhsm
 
-LINE = re.compile(r"soak \[[#-]+\] (\d+)/3 s  ETA (\d+):(\d\d)  kills (\d+)  recoveries (\d+)  "
-                  r"failures (\d+)  ops ([\d,]+)")
-CHAOS = ("--seconds", "3", "--seed", "5", "--kill-every", "0.6,0.8", "--down-for", "0.2,0.3",
-         "--interval", "0.1")
+LINE = re.compile(
+    r"soak \[[#-]+\] (\d+)/3 s  ETA (\d+):(\d\d)  kills (\d+)  recoveries (\d+)  "
+    r"failures (\d+)  ops ([\d,]+)"
+)
+CHAOS = (
+    "--seconds",
+    "3",
+    "--seed",
+    "5",
+    "--kill-every",
+    "0.6,0.8",
+    "--down-for",
+    "0.2,0.3",
+    "--interval",
+    "0.1",
+)
 
 
 def _exit_code(report: dict) -> int:
@@ -24,8 +37,9 @@ def _exit_code(report: dict) -> int:
 
 
 def test_a_terminal_shows_kills_recoveries_and_failures_as_they_happen(shared_home, ckdemo_bin):
-    code, chunks, piped = on_a_terminal([str(ckdemo_bin), "--home", str(shared_home), "soak",
-                                         *CHAOS, "--json"], stdout_too=False)
+    code, chunks, piped = on_a_terminal(
+        [str(ckdemo_bin), "--home", str(shared_home), "soak", *CHAOS, "--json"], stdout_too=False
+    )
     report = json.loads(piped)  # stdout is the report alone
     assert code == _exit_code(report), piped
     shown = frames(chunks)
@@ -40,8 +54,10 @@ def test_a_terminal_shows_kills_recoveries_and_failures_as_they_happen(shared_ho
     assert etas == sorted(etas, reverse=True)
     # the line left on screen is the final count, the same as the report's
     assert shown[-1][1].endswith("(done)"), shown[-1]
-    assert (f"kills {report['kills']}  recoveries {len(report['recoveries'])}  "
-            f"failures {report['application_failures']}  ops {report['operations']:,}") in shown[-1][1]
+    assert (
+        f"kills {report['kills']}  recoveries {len(report['recoveries'])}  "
+        f"failures {report['application_failures']}  ops {report['operations']:,}"
+    ) in shown[-1][1]
     assert report["kills"] >= 2
 
 
@@ -54,10 +70,20 @@ def test_piped_soak_is_quiet_and_its_report_names_the_parameters(shared_home, ru
     assert undocumented(report) == []
     members = report["parameters"].pop("members")
     assert report["parameters"] == {
-        "seed": 5, "duration_s": 3.0, "interval_s": 0.1, "kill_every_s": [0.6, 0.8],
-        "hang_every_s": None, "down_for_s": [0.2, 0.3], "group": report["parameters"]["group"], "rsa_key_bits": 2048,
-        "aes_key_bits": 256, "sign_data_bytes": 32, "encrypt_data_bytes": 16,
-        "generate_every_rounds": 16, "window_s": 2.0}
+        "seed": 5,
+        "duration_s": 3.0,
+        "interval_s": 0.1,
+        "kill_every_s": [0.6, 0.8],
+        "hang_every_s": None,
+        "down_for_s": [0.2, 0.3],
+        "group": report["parameters"]["group"],
+        "rsa_key_bits": 2048,
+        "aes_key_bits": 256,
+        "sign_data_bytes": 32,
+        "encrypt_data_bytes": 16,
+        "generate_every_rounds": 16,
+        "window_s": 2.0,
+    }
     assert sorted(members) == sorted(report["consistency"]["members"])
     assert 3.0 <= report["elapsed_s"] < 4.0
     assert all(0 <= r["t_s"] <= report["elapsed_s"] for r in report["recoveries"] + report["around_failures"])
@@ -70,7 +96,7 @@ def test_the_soak_draws_the_fault_lab_s_timeline(shared_home, run_ckdemo, tmp_pa
     done = run_ckdemo(shared_home, "soak", *CHAOS, "--json", "--html", str(page))
     report = json.loads(done.stdout)
     text = page.read_text()
-    assert '<svg' in text and 'class="timeline"' in text and "<script" not in text
+    assert "<svg" in text and 'class="timeline"' in text and "<script" not in text
     assert text.count('class="window"') == report["kills"] + report["hangs"] >= 2
     assert text.count('class="member"') == len(report["recoveries"])
     assert text.count('class="calls"') >= 10  # 0.1 s bins over 3 s

@@ -1,6 +1,7 @@
 """The soak's latency around each kill (ckdemo/soak.py FailureWindows), with the clock in the
 test's hands: a kill noted after calls that started after it still counts them, a window closes
 WINDOW_S after its kill and keeps only its figures."""
+
 from __future__ import annotations
 
 from ckdemo.histogram import RELATIVE_ERROR

@@ -2,6 +2,7 @@
 option or another subcommand needs (tabulate, the JUnit writer, the subcommands) is imported when
 used; `ckdemo --help` still lists every subcommand. The figures are in docs/PERFORMANCE.md
 (Start-up); this checks the cause, not the clock."""
+
 from __future__ import annotations
 
 import json
@@ -29,21 +30,49 @@ with open(modules, "w") as out:
 NOT_AT_START = [
     "tabulate",  # tables: 14, 122, ... (and importlib.metadata with it)
     "importlib.metadata",
-    "ckdemo.replay.junit", "xml.etree.ElementTree",  # only for run --junit
-    "ckdemo.commands.hagroup", "ckdemo.commands.member", "ckdemo.commands.measure",
-    "ckdemo.commands.serve", "ckdemo.commands.bench_serve", "ckdemo.serve", "ckdemo.rpc",
-    "ckdemo.bench", "ckdemo.soak", "ckdemo.lab", "ckdemo.commands.lab", "ckdemo.commands.fault",
-    "ckdemo.handlers.token", "ckdemo.handlers.crypto", "ckdemo.handlers.others",  # a choice's
+    "ckdemo.replay.junit",
+    "xml.etree.ElementTree",  # only for run --junit
+    "ckdemo.commands.hagroup",
+    "ckdemo.commands.member",
+    "ckdemo.commands.measure",
+    "ckdemo.commands.serve",
+    "ckdemo.commands.bench_serve",
+    "ckdemo.serve",
+    "ckdemo.rpc",
+    "ckdemo.bench",
+    "ckdemo.soak",
+    "ckdemo.lab",
+    "ckdemo.commands.lab",
+    "ckdemo.commands.fault",
+    "ckdemo.handlers.token",
+    "ckdemo.handlers.crypto",
+    "ckdemo.handlers.others",  # a choice's
 ]
-SUBCOMMANDS = ["bench", "bench-serve", "fault", "hagroup", "init", "lab", "member", "run", "scripts", "serve",
-               "soak"]
+SUBCOMMANDS = [
+    "bench",
+    "bench-serve",
+    "fault",
+    "hagroup",
+    "init",
+    "lab",
+    "member",
+    "run",
+    "scripts",
+    "serve",
+    "soak",
+]
 
 
 def started(home: Path, tmp_path: Path, answers: str, *args: str) -> tuple[str, set[str]]:
     modules = tmp_path / "modules.json"
-    done = subprocess.run([sys.executable, "-c", PROBE, str(home), str(modules), *args],
-                          input=answers, capture_output=True, text=True, timeout=TIMEOUT_S,
-                          env=clean_env())
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, str(home), str(modules), *args],
+        input=answers,
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        env=clean_env(),
+    )
     assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr
     return done.stdout, set(json.loads(modules.read_text()))
 
@@ -73,8 +102,13 @@ def test_help_lists_every_subcommand_and_each_one_loads():
         command = main.get_command(None, name)
         assert command is not None and command.name == name
         assert (command.help or "").strip(), name
-    listed = subprocess.run([sys.executable, "-m", "ckdemo", "--help"], capture_output=True,
-                            text=True, timeout=TIMEOUT_S, env=clean_env())
+    listed = subprocess.run(
+        [sys.executable, "-m", "ckdemo", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        env=clean_env(),
+    )
     assert listed.returncode == 0, listed.stderr
     commands = listed.stdout.split("Commands:\n", 1)[1].split("\n\n", 1)[0]
     assert [line.split()[0] for line in commands.splitlines()] == SUBCOMMANDS
@@ -83,9 +117,13 @@ def test_help_lists_every_subcommand_and_each_one_loads():
 
 def test_a_subcommand_is_found_by_name_without_the_others(tmp_path):
     modules = tmp_path / "modules.json"
-    done = subprocess.run([sys.executable, "-c", PROBE, str(tmp_path / "home"), str(modules),
-                           "hagroup", "--help"],
-                          capture_output=True, text=True, timeout=TIMEOUT_S, env=clean_env())
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, str(tmp_path / "home"), str(modules), "hagroup", "--help"],
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+        env=clean_env(),
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.startswith("Usage: ckdemo hagroup [OPTIONS] COMMAND")
     loaded = set(json.loads(modules.read_text()))

@@ -1,6 +1,7 @@
 """`--json` on the state views (`hagroup status|show|listgroups`, `member list`), read from real
 runs: a fresh home, a running `ckdemo serve` with a member failed through its control channel,
 and a remote home whose members are p11-kit servers. Every field must be in docs/JSON.md."""
+
 from __future__ import annotations
 
 import json
@@ -28,7 +29,8 @@ def state(run_ckdemo, home, *args: str) -> dict:
 
 def assert_envelope(document: dict, home, started: datetime) -> None:
     from importlib.metadata import version
-    assert list(document)[:len(ENVELOPE)] == list(ENVELOPE)
+
+    assert list(document)[: len(ENVELOPE)] == list(ENVELOPE)
     assert document["ckdemo_version"] == version("ckdemo")
     assert document["timestamp"].endswith("Z")
     made = datetime.fromisoformat(document["timestamp"].replace("Z", "+00:00"))
@@ -52,10 +54,18 @@ def test_show_and_listgroups_as_json_on_a_fresh_home(home, run_ckdemo):
     assert group["label"] == "ckdemo-ha" and group["synchronize"] is True
     assert [m["serial"] for m in group["members"]] == configured_serials(home)
     assert [(m["number"], m["label"], m["role"], m["found"], m["status"]) for m in group["members"]] == [
-        (1, "member1", "active", True, "CKR_OK"), (2, "member2", "active", True, "CKR_OK"),
-        (3, "member3", "active", True, "CKR_OK")]
-    assert shown["settings"] == {"reconnect_attempts": -1, "interval_s": 60.0, "ha_only": False,
-                                 "log_enabled": False, "log_path": None, "recovery_mode": "activeBasic"}
+        (1, "member1", "active", True, "CKR_OK"),
+        (2, "member2", "active", True, "CKR_OK"),
+        (3, "member3", "active", True, "CKR_OK"),
+    ]
+    assert shown["settings"] == {
+        "reconnect_attempts": -1,
+        "interval_s": 60.0,
+        "ha_only": False,
+        "log_enabled": False,
+        "log_path": None,
+        "recovery_mode": "activeBasic",
+    }
 
     listed = state(run_ckdemo, home, "hagroup", "listgroups", "-group", group["serial"])
     assert listed["groups"] == shown["groups"]
@@ -84,14 +94,19 @@ def test_status_as_json_shows_a_member_failed_through_the_running_server(home, c
         assert before["source"] == "ckdemo serve" and before["recovery"] is None
         [group] = before["groups"]
         assert [(m["label"], m["status"], m["recovery_exhausted"]) for m in group["members"]] == [
-            ("member1", "CKR_OK", False), ("member2", "CKR_OK", False), ("member3", "CKR_OK", False)]
+            ("member1", "CKR_OK", False),
+            ("member2", "CKR_OK", False),
+            ("member3", "CKR_OK", False),
+        ]
 
         failed = run_ckdemo(home, "member", "fail", "member1")
         assert failed.returncode == 0, failed.stderr
         first = state(run_ckdemo, home, "hagroup", "status")["groups"][0]["members"]
         assert [(m["number"], m["serial"], m["status"]) for m in first] == [
             (1, group["members"][0]["serial"], "CKR_DEVICE_ERROR"),
-            (2, group["members"][1]["serial"], "CKR_OK"), (3, group["members"][2]["serial"], "CKR_OK")]
+            (2, group["members"][1]["serial"], "CKR_OK"),
+            (3, group["members"][2]["serial"], "CKR_OK"),
+        ]
         later = state(run_ckdemo, home, "hagroup", "status")["groups"][0]["members"]
         assert later[0]["status"] == "CKR_TOKEN_NOT_PRESENT"
 
@@ -135,8 +150,9 @@ def test_member_list_as_json_on_a_local_home_is_one_line(home, run_ckdemo):
     assert "no remote members" in done.stderr and done.stderr.count("\n") == 1
 
 
-@pytest.mark.parametrize("args", [("hagroup", "show"), ("hagroup", "listgroups"),
-                                  ("hagroup", "status"), ("member", "list")])
+@pytest.mark.parametrize(
+    "args", [("hagroup", "show"), ("hagroup", "listgroups"), ("hagroup", "status"), ("member", "list")]
+)
 def test_help_offers_json(run_ckdemo, home, args):
     done = run_ckdemo(home, *args, "--help")
     assert done.returncode == 0 and "--json" in done.stdout and "docs/JSON.md" in done.stdout

@@ -2,6 +2,7 @@
 $NOTIFY_SOCKET once the socket listens and the control channel runs, STOPPING=1 at SIGTERM, both
 read from a real datagram socket as systemd's own would; the shipped unit file passes
 `systemd-analyze verify` where systemd is installed."""
+
 from __future__ import annotations
 
 import os
@@ -32,14 +33,19 @@ def listening(path: str) -> socket.socket:
 
 @requires_softhsm
 def test_serve_tells_systemd_ready_once_applications_can_connect_and_stopping_at_sigterm(
-        tmp_path, provision, ckdemo_bin):
+    tmp_path, provision, ckdemo_bin
+):
     home = provision(tmp_path / "home")
     notify_path, sock_path, log = str(tmp_path / "notify"), tmp_path / "s.sock", tmp_path / "serve.log"
     manager = listening(notify_path)
     with open(log, "w") as out:
-        process = subprocess.Popen([str(ckdemo_bin), "--home", str(home), "serve", "--socket", str(sock_path)],
-                                   stdout=out, stderr=subprocess.STDOUT, cwd=home,
-                                   env=clean_env(NOTIFY_SOCKET=notify_path))
+        process = subprocess.Popen(
+            [str(ckdemo_bin), "--home", str(home), "serve", "--socket", str(sock_path)],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            cwd=home,
+            env=clean_env(NOTIFY_SOCKET=notify_path),
+        )
     try:
         message, sender = manager.recvfrom(4096)
         assert message == b"READY=1", log.read_text()
@@ -81,8 +87,10 @@ def test_without_notify_socket_nothing_is_sent_and_a_bad_one_is_one_line(tmp_pat
         sdnotify.notify("READY=1", {"NOTIFY_SOCKET": "vsock:2:1234"})
 
 
-@pytest.mark.skipif(shutil.which("systemd-analyze") is None,
-                    reason="systemd-analyze is missing (Debian's systemd package): the unit file is not verified")
+@pytest.mark.skipif(
+    shutil.which("systemd-analyze") is None,
+    reason="systemd-analyze is missing (Debian's systemd package): the unit file is not verified",
+)
 def test_the_shipped_unit_file_verifies(tmp_path, ckdemo_bin):
     """systemd-analyze checks the unit as systemd would load it (Type=notify, the directives, the
     command's program); ExecStart points at this environment's ckdemo instead of /opt/ckdemo's."""
@@ -90,11 +98,21 @@ def test_the_shipped_unit_file_verifies(tmp_path, ckdemo_bin):
     assert "Type=notify" in text and "ExecStart=/opt/ckdemo/.venv/bin/ckdemo " in text
     unit = tmp_path / UNIT.name
     unit.write_text(text.replace("/opt/ckdemo/.venv/bin/ckdemo", str(ckdemo_bin)))
-    done = subprocess.run(["systemd-analyze", "verify", "--man=no", str(unit)], capture_output=True,
-                          text=True, timeout=60, cwd=tmp_path)
+    done = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
     assert done.returncode == 0 and done.stderr == "" and done.stdout == "", done.stdout + done.stderr
     # a mistake systemd only warns about (it would run the unit as Type=simple) is caught too
     unit.write_text(unit.read_text().replace("Type=notify", "Type=notifyy"))
-    wrong = subprocess.run(["systemd-analyze", "verify", "--man=no", str(unit)], capture_output=True,
-                           text=True, timeout=60, cwd=tmp_path)
+    wrong = subprocess.run(
+        ["systemd-analyze", "verify", "--man=no", str(unit)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
     assert "Failed to parse service type" in wrong.stderr

@@ -3,6 +3,7 @@
 Each test starts `ckdemo --home H` in its own tmux server (a private socket), waits for prompts by
 polling the screen with a deadline, and kills the server afterwards whatever happened.
 """
+
 from __future__ import annotations
 
 import re
@@ -17,9 +18,10 @@ import pytest
 
 from conftest import clean_env, requires_softhsm
 
-pytestmark = [requires_softhsm,
-              pytest.mark.skipif(shutil.which("tmux") is None,
-                                 reason="tmux is not installed (apt-get install tmux)")]
+pytestmark = [
+    requires_softhsm,
+    pytest.mark.skipif(shutil.which("tmux") is None, reason="tmux is not installed (apt-get install tmux)"),
+]
 
 PROMPT = "Enter your choice :"  # tmux trims the trailing space of "Enter your choice : "
 TERMINAL_PIN = "Tty-pin-4096"
@@ -40,16 +42,41 @@ class Terminal:
         shell = f"{shlex.join(command)}; echo $? > {shlex.quote(str(exit_file))}"
         # remain-on-exit in the same tmux call, so a quick exit still leaves the pane to inspect
         try:
-            self.tmux("new-session", "-d", "-s", self.target, "-x", "200", "-y", "50",
-                      shell, ";", "set-option", "-t", self.target, "remain-on-exit", "on",
-                      ";", "set-option", "-t", self.target, "history-limit", "100000")
+            self.tmux(
+                "new-session",
+                "-d",
+                "-s",
+                self.target,
+                "-x",
+                "200",
+                "-y",
+                "50",
+                shell,
+                ";",
+                "set-option",
+                "-t",
+                self.target,
+                "remain-on-exit",
+                "on",
+                ";",
+                "set-option",
+                "-t",
+                self.target,
+                "history-limit",
+                "100000",
+            )
         except BaseException:
             self.close()
             raise
 
     def tmux(self, *args: str) -> str:
-        done = subprocess.run(["tmux", "-S", self.socket, *args], capture_output=True, text=True,
-                              timeout=DEADLINE_S, env=clean_env())
+        done = subprocess.run(
+            ["tmux", "-S", self.socket, *args],
+            capture_output=True,
+            text=True,
+            timeout=DEADLINE_S,
+            env=clean_env(),
+        )
         assert done.returncode == 0, f"tmux {args[0]}: {done.stderr}"
         return done.stdout
 
@@ -193,8 +220,9 @@ def test_end_of_input_at_the_main_prompt_quits(terminal):
 
 
 def test_a_library_that_cannot_load_says_so_in_one_line(ckdemo_bin, terminal_home, tmp_path):
-    pane = Terminal([str(ckdemo_bin), "--home", str(terminal_home), "--module", "/nonexistent.so"],
-                    tmp_path / "exit-code")
+    pane = Terminal(
+        [str(ckdemo_bin), "--home", str(terminal_home), "--module", "/nonexistent.so"], tmp_path / "exit-code"
+    )
     try:
         assert pane.wait_for_exit() == "2"
         lines = pane.lines()

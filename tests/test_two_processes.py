@@ -5,6 +5,7 @@ a run started is stopped by the last process using it, so the run that started t
 exit first while another keeps signing. A server killed under the run that started it is reaped
 at once (no zombie). Real processes, real SIGKILLs; each test is bounded to a few seconds.
 """
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,10 @@ import pytest
 
 from conftest import MEMBERS, TIMEOUT_S, clean_env, no_traceback, requires_softhsm, servers_of
 
-pytestmark = [requires_softhsm,
-              pytest.mark.skipif(shutil.which("p11-kit") is None, reason="p11-kit is not installed")]
+pytestmark = [
+    requires_softhsm,
+    pytest.mark.skipif(shutil.which("p11-kit") is None, reason="p11-kit is not installed"),
+]
 
 LOGIN_AND_KEYS = """\
 51
@@ -54,10 +57,14 @@ def start_run(ckdemo_bin, tmp_path):
         name = tmp_path / f"run{len(started)}"
         name.with_suffix(".script").write_text(script)
         with open(name.with_suffix(".out"), "w") as out, open(name.with_suffix(".err"), "w") as err:
-            process = subprocess.Popen([str(ckdemo_bin), "--home", str(home), "run",
-                                        str(name.with_suffix(".script"))],
-                                       stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                                       env=clean_env(), cwd=home.parent)
+            process = subprocess.Popen(
+                [str(ckdemo_bin), "--home", str(home), "run", str(name.with_suffix(".script"))],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                env=clean_env(),
+                cwd=home.parent,
+            )
         process.output = name  # type: ignore[attr-defined]
         started.append(process)
         return process
@@ -121,8 +128,9 @@ def parent_of(pid: int) -> int:
 
 def holds_leases(pid: int, home: Path) -> bool:
     """The process holds a flock on every member's lease file (read in /proc/locks)."""
-    inodes = {(home / "run" / f"{m}.lease").stat().st_ino for m in MEMBERS
-              if (home / "run" / f"{m}.lease").exists()}
+    inodes = {
+        (home / "run" / f"{m}.lease").stat().st_ino for m in MEMBERS if (home / "run" / f"{m}.lease").exists()
+    }
     held = set()
     for line in Path("/proc/locks").read_text().splitlines():
         fields = line.split()
@@ -153,8 +161,7 @@ def test_the_run_that_started_the_servers_exits_first(remote_home, start_run):
     """Run A starts the member servers and exits while run B still signs with them: B's later
     signs succeed on every member; B, the last user, stops the servers when it ends."""
     first = start_run(remote_home, "14\n@sleep 3\n0\n")
-    servers = until(lambda: three_servers(remote_home),
-                    "run A to start three member servers")
+    servers = until(lambda: three_servers(remote_home), "run A to start three member servers")
     assert {parent_of(pid) for pid in servers.values()} == {first.pid}  # A started them
     second = start_run(remote_home, LOGIN_AND_KEYS + SIGN + "@sleep 5\n" + SIGN * 3 + HA_STATUS + "0\n")
     until(lambda: holds_leases(second.pid, remote_home), "run B to hold its leases")
@@ -181,15 +188,17 @@ def test_a_killed_server_is_reaped_by_the_run_that_started_it(remote_home, start
     """`member kill` from another process, and a SIGKILL straight to a server's process group:
     neither leaves a zombie under the run, which fails the members over and keeps signing."""
     long_run = start_run(remote_home, LOGIN_AND_KEYS + SIGN + "@sleep 4\n" + SIGN * 2 + HA_STATUS + "0\n")
-    servers = until(lambda: three_servers(remote_home),
-                    "the run to start three member servers")
+    servers = until(lambda: three_servers(remote_home), "the run to start three member servers")
     assert {parent_of(pid) for pid in servers.values()} == {long_run.pid}
     until(lambda: holds_leases(long_run.pid, remote_home), "the run to hold its leases")
     killed = run_ckdemo(remote_home, "member", "kill", "member2")
     assert killed.returncode == 0 and "killed" in killed.stdout
     os.killpg(servers["member3"], signal.SIGKILL)
-    until(lambda: not any(Path(f"/proc/{servers[m]}").exists() for m in ("member2", "member3")),
-          "the killed servers to be reaped", timeout=3)
+    until(
+        lambda: not any(Path(f"/proc/{servers[m]}").exists() for m in ("member2", "member3")),
+        "the killed servers to be reaped",
+        timeout=3,
+    )
     assert zombie_children(long_run.pid) == []
     assert long_run.poll() is None, "the run ended before the kills: the test proved nothing"
     stdout = finish(long_run)
@@ -200,8 +209,7 @@ def test_a_killed_server_is_reaped_by_the_run_that_started_it(remote_home, start
 
 def test_hagroup_synchronize_beside_a_running_script(remote_home, start_run, run_ckdemo):
     long_run = start_run(remote_home, LOGIN_AND_KEYS + SIGN + "@sleep 4\n" + SIGN * 3 + HA_STATUS + "0\n")
-    servers = until(lambda: three_servers(remote_home),
-                    "the run to start three member servers")
+    servers = until(lambda: three_servers(remote_home), "the run to start three member servers")
     until(lambda: holds_leases(long_run.pid, remote_home), "the run to hold its leases")
     synchronized = run_ckdemo(remote_home, "hagroup", "synchronize")
     no_traceback(synchronized.stdout, synchronized.stderr)
@@ -218,8 +226,7 @@ def test_a_run_killed_with_sigkill_leaves_its_servers_to_the_next_run(remote_hom
     """No atexit after SIGKILL: the servers stay, the kernel drops the lease, and the next run,
     their last user, stops them when it ends."""
     crashed = start_run(remote_home, "14\n@sleep 30\n0\n")
-    servers = until(lambda: three_servers(remote_home),
-                    "the run to start three member servers")
+    servers = until(lambda: three_servers(remote_home), "the run to start three member servers")
     until(lambda: holds_leases(crashed.pid, remote_home), "the run to hold its leases")
     crashed.send_signal(signal.SIGKILL)
     crashed.wait(TIMEOUT_S)

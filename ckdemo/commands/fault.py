@@ -3,6 +3,7 @@
 Wiring only: the options become one fault's settings (ckdemo.serve.faults.FaultSpec.parse checks
 them, in the server, with one clear line for what is wrong) and go over the control channel.
 """
+
 from __future__ import annotations
 
 import json
@@ -20,6 +21,7 @@ def fault() -> None:
 
 def _ask(ctx: click.Context, command: str, as_json: bool = False, **arguments: Any) -> None:
     from ..serve.control_client import ControlFailed, NoServer, control_path, request
+
     try:
         reply = request(control_path(settings_for(ctx).home), command, **arguments)
     except NoServer as exc:
@@ -43,14 +45,22 @@ def _ask(ctx: click.Context, command: str, as_json: bool = False, **arguments: A
 @click.option("--hang", "hang", type=float, help="No answer for this many seconds (0: until cleared).")
 @click.option("--disconnect", is_flag=True, help="Close the connection, no reply (the call is not made).")
 @click.option("--corrupt", is_flag=True, help="Flip the last byte of the output (a wrong signature ...).")
-@click.option("--restart-hsm", is_flag=True,
-              help="Every application's sessions and login end at its next call (no CALLS).")
-@click.option("--reset-library", is_flag=True,
-              help="Every call answers CKR_CRYPTOKI_NOT_INITIALIZED until C_Initialize (no CALLS).")
+@click.option(
+    "--restart-hsm",
+    is_flag=True,
+    help="Every application's sessions and login end at its next call (no CALLS).",
+)
+@click.option(
+    "--reset-library",
+    is_flag=True,
+    help="Every call answers CKR_CRYPTOKI_NOT_INITIALIZED until C_Initialize (no CALLS).",
+)
 @click.option("--remove-token", is_flag=True, help="The token leaves its slot: sessions end, slot event.")
 @click.option("--insert-token", is_flag=True, help="The token is back in its slot (slot event).")
 @click.option("--change-serial", is_flag=True, help="The token reads another serial number from now on.")
-@click.option("--change-slot", is_flag=True, help="The token is in another slot from now on (old slot ids invalid).")
+@click.option(
+    "--change-slot", is_flag=True, help="The token is in another slot from now on (old slot ids invalid)."
+)
 @click.option("--count", type=int, help="Take the next COUNT matching calls, then stop.")
 @click.option("--every", type=int, help="Take every Nth matching call.")
 @click.option("--probability", type=float, help="Take a matching call with this chance (0 < p <= 1).")
@@ -60,10 +70,30 @@ def _ask(ctx: click.Context, command: str, as_json: bool = False, **arguments: A
 @click.option("--connection", type=int, help="Only this connection (the number serve logs).")
 @click.option("--json", "as_json", is_flag=True, help="The fault as the server holds it, in JSON.")
 @click.pass_context
-def add(ctx: click.Context, calls: str, error: str | None, latency: float | None, jitter: float | None,
-        hang: float | None, disconnect: bool, corrupt: bool, restart_hsm: bool, reset_library: bool,
-        remove_token: bool, insert_token: bool, change_serial: bool, change_slot: bool, count: int | None, every: int | None, probability: float | None, seed: int | None,
-        after: float | None, for_s: float | None, connection: int | None, as_json: bool) -> None:
+def add(
+    ctx: click.Context,
+    calls: str,
+    error: str | None,
+    latency: float | None,
+    jitter: float | None,
+    hang: float | None,
+    disconnect: bool,
+    corrupt: bool,
+    restart_hsm: bool,
+    reset_library: bool,
+    remove_token: bool,
+    insert_token: bool,
+    change_serial: bool,
+    change_slot: bool,
+    count: int | None,
+    every: int | None,
+    probability: float | None,
+    seed: int | None,
+    after: float | None,
+    for_s: float | None,
+    connection: int | None,
+    as_json: bool,
+) -> None:
     """Add a fault on CALLS (PKCS#11 names or groups, comma separated; none: every call).
 
     \b
@@ -72,22 +102,55 @@ def add(ctx: click.Context, calls: str, error: str | None, latency: float | None
     ckdemo fault add C_Sign --hang 5        ckdemo fault add sign --disconnect --count 1
     ckdemo fault add --restart-hsm          ckdemo fault add --reset-library
     """
-    events = [name for name, given in (("restart_hsm", restart_hsm), ("reset_library", reset_library),
-                                       ("remove_token", remove_token), ("insert_token", insert_token),
-                                       ("change_serial", change_serial), ("change_slot", change_slot)) if given]
+    events = [
+        name
+        for name, given in (
+            ("restart_hsm", restart_hsm),
+            ("reset_library", reset_library),
+            ("remove_token", remove_token),
+            ("insert_token", insert_token),
+            ("change_serial", change_serial),
+            ("change_slot", change_slot),
+        )
+        if given
+    ]
     if events:
-        rest = [n for n, v in (("CALLS", calls), ("--error", error), ("--latency", latency),
-                               ("--hang", hang), ("--disconnect", disconnect), ("--corrupt", corrupt),
-                               ("--count", count)) if v]
+        rest = [
+            n
+            for n, v in (
+                ("CALLS", calls),
+                ("--error", error),
+                ("--latency", latency),
+                ("--hang", hang),
+                ("--disconnect", disconnect),
+                ("--corrupt", corrupt),
+                ("--count", count),
+            )
+            if v
+        ]
         if rest or len(events) > 1:
-            raise Fail("--restart-hsm, --reset-library, --remove-token, --insert-token, "
-                       "--change-serial and --change-slot are events of their own: give one alone")
+            raise Fail(
+                "--restart-hsm, --reset-library, --remove-token, --insert-token, "
+                "--change-serial and --change-slot are events of their own: give one alone"
+            )
         _ask(ctx, events[0], as_json)
         return
-    given = {"calls": calls, "error": error, "latency": latency, "jitter": jitter,
-             "hang": (True if hang == 0 else hang), "disconnect": disconnect or None,
-             "corrupt": corrupt or None, "count": count, "every": every, "probability": probability,
-             "seed": seed, "after": after, "for": for_s, "connection": connection}
+    given = {
+        "calls": calls,
+        "error": error,
+        "latency": latency,
+        "jitter": jitter,
+        "hang": (True if hang == 0 else hang),
+        "disconnect": disconnect or None,
+        "corrupt": corrupt or None,
+        "count": count,
+        "every": every,
+        "probability": probability,
+        "seed": seed,
+        "after": after,
+        "for": for_s,
+        "connection": connection,
+    }
     _ask(ctx, "fault_add", as_json, fault={k: v for k, v in given.items() if v is not None and v != ""})
 
 

@@ -4,6 +4,7 @@ Wiring only: the scenario (ckdemo.lab.scenario), a server on the home (the one -
 CKDEMO_HOME names, else a fresh temporary one made and removed here), the application's
 environment, and ckdemo.lab.runner to play it; the report's text on the terminal.
 """
+
 from __future__ import annotations
 
 import os
@@ -27,14 +28,28 @@ def lab() -> None:
 @click.argument("scenario_file", metavar="SCENARIO", type=click.Path(dir_okay=False))
 @click.argument("command", nargs=-1, required=True, type=click.UNPROCESSED)
 @click.option("--seed", type=int, help="Seed of the faults' random choices (default: the scenario's).")
-@click.option("--report", "report_dir", type=click.Path(file_okay=False), default="lab-report",
-              show_default=True, help="Folder for report.json, report.xml (JUnit), report.html, "
-                                      "report.txt and app.log.")
-@click.option("--timeout", type=click.FloatRange(min=0.1), help="Seconds the application may run "
-                                                                  "(default: the scenario's, else 300).")
+@click.option(
+    "--report",
+    "report_dir",
+    type=click.Path(file_okay=False),
+    default="lab-report",
+    show_default=True,
+    help="Folder for report.json, report.xml (JUnit), report.html, report.txt and app.log.",
+)
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0.1),
+    help="Seconds the application may run (default: the scenario's, else 300).",
+)
 @click.pass_context
-def run(ctx: click.Context, scenario_file: str, command: tuple[str, ...], seed: int | None,
-        report_dir: str, timeout: float | None) -> None:
+def run(
+    ctx: click.Context,
+    scenario_file: str,
+    command: tuple[str, ...],
+    seed: int | None,
+    report_dir: str,
+    timeout: float | None,
+) -> None:
     """Serve the HA slot, run COMMAND (after --) with P11_KIT_SERVER_ADDRESS, CKDEMO_P11_MODULE,
     CKDEMO_TOKEN_LABEL and CKDEMO_USER_PIN in its environment, play SCENARIO's faults, stop
     everything and write the report. Exit 0 only when every expectation holds.
@@ -77,19 +92,37 @@ def run(ctx: click.Context, scenario_file: str, command: tuple[str, ...], seed: 
             served.control.start()
         groups = served.groups
         env = dict(os.environ)
-        env.update({"P11_KIT_SERVER_ADDRESS": f"unix:path={served.path.resolve()}",
-                    "CKDEMO_P11_MODULE": client,
-                    "CKDEMO_TOKEN_LABEL": groups[0].token_info().label.strip() if groups else ""})
+        env.update(
+            {
+                "P11_KIT_SERVER_ADDRESS": f"unix:path={served.path.resolve()}",
+                "CKDEMO_P11_MODULE": client,
+                "CKDEMO_TOKEN_LABEL": groups[0].token_info().label.strip() if groups else "",
+            }
+        )
         pin = settings.secrets().get("CKDEMO_USER_PIN")
         if pin:
             env["CKDEMO_USER_PIN"] = pin
-        extra = {"home": str(settings.home), "temporary_home": temporary is not None,
-                 "module": client, "server_address": env["P11_KIT_SERVER_ADDRESS"]}
+        extra = {
+            "home": str(settings.home),
+            "temporary_home": temporary is not None,
+            "module": client,
+            "server_address": env["P11_KIT_SERVER_ADDRESS"],
+        }
         try:
             from .state_json import ckdemo_version
-            done = run_lab(scenario, served.server, groups, list(command), env, Path(report_dir),
-                           ckdemo_version(), extra, log=lambda line: click.echo(line, err=True),
-                           members=served.members)
+
+            done = run_lab(
+                scenario,
+                served.server,
+                groups,
+                list(command),
+                env,
+                Path(report_dir),
+                ckdemo_version(),
+                extra,
+                log=lambda line: click.echo(line, err=True),
+                members=served.members,
+            )
         except LabError as error:
             raise Fail(str(error)) from None
         finally:
@@ -99,6 +132,7 @@ def run(ctx: click.Context, scenario_file: str, command: tuple[str, ...], seed: 
         if temporary is not None:
             shutil.rmtree(temporary, ignore_errors=True)
     from ..lab.report import text
+
     for line in text(done.result):
         click.echo(line)
     click.echo(f"report: {', '.join(str(p) for p in done.written)}; the application's output: {done.app_log}")

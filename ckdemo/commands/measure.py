@@ -1,4 +1,5 @@
 """`ckdemo bench` and `ckdemo soak`: throughput and latency figures, and chaos runs."""
+
 from __future__ import annotations
 
 import shutil
@@ -65,33 +66,84 @@ def minutes(seconds: float | None) -> str:
 
 
 @click.command(name="bench")
-@click.option("--op", "operation", default="rsa-sign", show_default=True,
-              type=click.Choice(["rsa-sign", "ecdsa-sign", "aes-encrypt", "aes-ecb", "digest", "random"]),
-              help="The operation measured.")
-@click.option("--slot", "slot_ref", default="both", show_default=True,
-              help="A slot# number, 'ha' (the first HA slot), 'direct' (its first member), "
-                   "'both' (HA and direct side by side, ratio in one run), or a pkcs11 URI "
-                   "(RFC 7512: pkcs11:token=member2).")
+@click.option(
+    "--op",
+    "operation",
+    default="rsa-sign",
+    show_default=True,
+    type=click.Choice(["rsa-sign", "ecdsa-sign", "aes-encrypt", "aes-ecb", "digest", "random"]),
+    help="The operation measured.",
+)
+@click.option(
+    "--slot",
+    "slot_ref",
+    default="both",
+    show_default=True,
+    help="A slot# number, 'ha' (the first HA slot), 'direct' (its first member), "
+    "'both' (HA and direct side by side, ratio in one run), or a pkcs11 URI "
+    "(RFC 7512: pkcs11:token=member2).",
+)
 @click.option("--token-label", help="The slot whose token has this label (as pkcs11-tool takes it).")
-@click.option("--seconds", default=5.0, show_default=True, type=click.FloatRange(min=0.1),
-              help="How long each slot is measured (--slot both: twice this in all).")
-@click.option("--count", default=0, type=click.IntRange(min=0),
-              help="Stop after this many operations per slot instead of after --seconds.")
-@click.option("--threads", default=1, show_default=True, type=click.IntRange(1, 64),
-              help="Threads calling at once, each with its own session.")
+@click.option(
+    "--seconds",
+    default=5.0,
+    show_default=True,
+    type=click.FloatRange(min=0.1),
+    help="How long each slot is measured (--slot both: twice this in all).",
+)
+@click.option(
+    "--count",
+    default=0,
+    type=click.IntRange(min=0),
+    help="Stop after this many operations per slot instead of after --seconds.",
+)
+@click.option(
+    "--threads",
+    default=1,
+    show_default=True,
+    type=click.IntRange(1, 64),
+    help="Threads calling at once, each with its own session.",
+)
 @click.option("--key-size", default=0, type=click.IntRange(min=0), help="RSA bits / AES bits.")
-@click.option("--data-size", default=32, show_default=True, type=click.IntRange(1, 1 << 20),
-              help="Bytes signed, encrypted, digested or generated per operation.")
-@click.option("--members", "member_count", default=0, type=click.IntRange(min=0),
-              help="Use only the first N members of the HA group (0: all).")
+@click.option(
+    "--data-size",
+    default=32,
+    show_default=True,
+    type=click.IntRange(1, 1 << 20),
+    help="Bytes signed, encrypted, digested or generated per operation.",
+)
+@click.option(
+    "--members",
+    "member_count",
+    default=0,
+    type=click.IntRange(min=0),
+    help="Use only the first N members of the HA group (0: all).",
+)
 @click.option("--pin", envvar="CKDEMO_USER_PIN", help="User PIN (default: the config's test PIN).")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON.")
-@click.option("--html", "html_path", type=click.Path(dir_okay=False),
-              help="Also write the run as one self-contained HTML page: calls per second over "
-                   "time, sampled from the run's counters (nothing added to the calls).")
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False),
+    help="Also write the run as one self-contained HTML page: calls per second over "
+    "time, sampled from the run's counters (nothing added to the calls).",
+)
 @click.pass_context
-def bench_command(ctx, operation, slot_ref, token_label, seconds, count, threads, key_size, data_size,
-                  member_count, pin, as_json, html_path):
+def bench_command(
+    ctx,
+    operation,
+    slot_ref,
+    token_label,
+    seconds,
+    count,
+    threads,
+    key_size,
+    data_size,
+    member_count,
+    pin,
+    as_json,
+    html_path,
+):
     """Throughput and latency of one operation on a slot, or HA vs direct in the same run.
     Exit 1 when calls failed; Ctrl-C stops the run with the figures so far (exit 130)."""
     import json
@@ -114,8 +166,11 @@ def bench_command(ctx, operation, slot_ref, token_label, seconds, count, threads
         if member_count:
             groups[0] = _first_members(groups[0], member_count)
         direct = groups[0].members[0].slot
-        chosen = {"ha": [("HA", groups[0])], "direct": [("direct", direct)],
-                  "both": [("direct", direct), ("HA", groups[0])]}[slot_ref]
+        chosen = {
+            "ha": [("HA", groups[0])],
+            "direct": [("direct", direct)],
+            "both": [("direct", direct), ("HA", groups[0])],
+        }[slot_ref]
     elif token_label or slot_ref.lower().startswith("pkcs11:"):
         ref = f"pkcs11:token={quote(token_label)}" if token_label else slot_ref
         number, slot = slot_by_uri(workspace, ref)
@@ -124,8 +179,10 @@ def bench_command(ctx, operation, slot_ref, token_label, seconds, count, threads
         try:
             chosen = [(f"slot#{slot_ref}", workspace.slot(int(slot_ref)))]
         except (ValueError, IndexError):
-            raise Fail(f"--slot {slot_ref}: not a slot number (1-{len(workspace.slots)}), ha, direct, "
-                       "both or a pkcs11: URI") from None
+            raise Fail(
+                f"--slot {slot_ref}: not a slot number (1-{len(workspace.slots)}), ha, direct, "
+                "both or a pkcs11: URI"
+            ) from None
     stop = StopRequest()
     try:
         with first_ctrl_c_stops(stop):
@@ -141,8 +198,9 @@ def bench_command(ctx, operation, slot_ref, token_label, seconds, count, threads
             sampled = bench.sampler(progress, threads).start() if html_path else None
             try:
                 with ProgressLine(lambda: _bench_line(operation, progress, stop)):
-                    results = bench.bench(chosen, operation, seconds, threads, key_size, data_size,
-                                          progress, count, stop)
+                    results = bench.bench(
+                        chosen, operation, seconds, threads, key_size, data_size, progress, count, stop
+                    )
             finally:
                 if sampled is not None:
                     sampled.stop()
@@ -156,34 +214,71 @@ def bench_command(ctx, operation, slot_ref, token_label, seconds, count, threads
     ratio = None
     if len(results) == 2 and results[0].ops_per_s and results[1].ops_per_s:
         d, h = results  # an interrupted run may have measured one side only: no ratio then
-        ratio = {"ha_over_direct": round(h.ops_per_s / d.ops_per_s, 3),
-                 "added_us_per_call": round(1e6 / h.ops_per_s - 1e6 / d.ops_per_s, 2)}
+        ratio = {
+            "ha_over_direct": round(h.ops_per_s / d.ops_per_s, 3),
+            "added_us_per_call": round(1e6 / h.ops_per_s - 1e6 / d.ops_per_s, 2),
+        }
     if html_path:
         try:
             Path(html_path).write_text(bench.html_page(figures, asked, sampled, ratio))
         except OSError as exc:
             raise Fail(f"cannot write the HTML page {html_path}: {exc.strerror or exc}") from None
     if as_json:
-        click.echo(json.dumps({"parameters": asked, "results": figures, "ratio": ratio,
-                               "interrupted": interrupted}, indent=2))
+        click.echo(
+            json.dumps(
+                {"parameters": asked, "results": figures, "ratio": ratio, "interrupted": interrupted},
+                indent=2,
+            )
+        )
         ctx.exit(code)
-    rows = [(f["slot"], f["operation"], f["threads"], f["ops"], f["ops_per_s"],
-             f["latency_us"]["p50"], f["latency_us"]["p95"], f["latency_us"]["p99"],
-             f["latency_us"]["max"], f["errors"],
-             " ".join(f"{k[-4:]}:{v:.0%}" for k, v in f["member_share"].items()) or "-")
-            for f in figures]
-    click.echo(tabulate(rows, headers=["slot", "op", "thr", "ops", "ops/s", "p50 us", "p95 us",
-                                       "p99 us", "max us", "err", "member share"],
-                        disable_numparse=True))
+    rows = [
+        (
+            f["slot"],
+            f["operation"],
+            f["threads"],
+            f["ops"],
+            f["ops_per_s"],
+            f["latency_us"]["p50"],
+            f["latency_us"]["p95"],
+            f["latency_us"]["p99"],
+            f["latency_us"]["max"],
+            f["errors"],
+            " ".join(f"{k[-4:]}:{v:.0%}" for k, v in f["member_share"].items()) or "-",
+        )
+        for f in figures
+    ]
+    click.echo(
+        tabulate(
+            rows,
+            headers=[
+                "slot",
+                "op",
+                "thr",
+                "ops",
+                "ops/s",
+                "p50 us",
+                "p95 us",
+                "p99 us",
+                "max us",
+                "err",
+                "member share",
+            ],
+            disable_numparse=True,
+        )
+    )
     if ratio:
-        click.echo(f"HA/direct = {ratio['ha_over_direct']} "
-                   f"(HA adds {ratio['added_us_per_call']} us per call), measured in one run")
+        click.echo(
+            f"HA/direct = {ratio['ha_over_direct']} "
+            f"(HA adds {ratio['added_us_per_call']} us per call), measured in one run"
+        )
     for f in figures:
         if f["errors"]:
             click.echo(f"{f['slot']}: {f['errors']} call(s) failed, the first: {f['first_error']}")
     if interrupted:
-        click.echo(f"interrupted after {sum(f['measured_s'] for f in figures):g} s of measuring: "
-                   "the figures so far; the run's sessions and keys are closed")
+        click.echo(
+            f"interrupted after {sum(f['measured_s'] for f in figures):g} s of measuring: "
+            "the figures so far; the run's sessions and keys are closed"
+        )
     ctx.exit(code)
 
 
@@ -196,35 +291,53 @@ def _bench_line(operation: str, progress, stop) -> str:
         amount = f"{progress.ops:,}/{progress.total_ops:,} calls"
     else:
         amount = f"{progress.measured_s():.1f}/{progress.total_s:g} s, {progress.ops:,} calls"
-    return (f"{operation} {bar(progress.fraction())} {progress.fraction():4.0%}  {amount}  "
-            f"ETA {minutes(progress.eta_s())}  ({progress.slot})")
+    return (
+        f"{operation} {bar(progress.fraction())} {progress.fraction():4.0%}  {amount}  "
+        f"ETA {minutes(progress.eta_s())}  ({progress.slot})"
+    )
 
 
 def _soak_line(report, seconds: float) -> str:
     if report.began_at is None:
         return "soak: logging in and creating the run's keys ..."
-    counts = (f"kills {len(report.kills)}  recoveries {len(report.recoveries)}  "
-              f"failures {len(report.failures)}  ops {report.operations:,}")
+    counts = (
+        f"kills {len(report.kills)}  recoveries {len(report.recoveries)}  "
+        f"failures {len(report.failures)}  ops {report.operations:,}"
+    )
     if report.seconds:  # the workload is over
-        state = ("waiting for every member to be back" if report.settling
-                 else "removing the run's keys" if report.cleaning else "done")
+        state = (
+            "waiting for every member to be back"
+            if report.settling
+            else "removing the run's keys"
+            if report.cleaning
+            else "done"
+        )
         if report.interrupted:
             state = f"interrupted; {state}"
         return f"soak {bar(1.0)} {report.seconds:.0f}/{seconds:g} s  {counts}  ({state})"
     elapsed = min(seconds, time.monotonic() - report.began_at)
-    return (f"soak {bar(elapsed / seconds)} {elapsed:.0f}/{seconds:g} s  "
-            f"ETA {minutes(seconds - elapsed)}  {counts}")
+    return (
+        f"soak {bar(elapsed / seconds)} {elapsed:.0f}/{seconds:g} s  "
+        f"ETA {minutes(seconds - elapsed)}  {counts}"
+    )
 
 
 def _first_members(group, count: int):
     """The same group over its first `count` members only (for 1 vs 2 vs 3 member figures)."""
     from ..ha.build import GroupConfig, build_group
+
     if count > len(group.members):
         raise Fail(f"--members {count}: the group has {len(group.members)}")
-    config = GroupConfig(group.label, group.serial, group.policy.interval_s, group.policy.retries,
-                         group.slot_id, group.balance)
-    return build_group(config, [(m.serial, m.slot, m.label) for m in group.members[:count]],
-                       group.policy.clock, log=group.log, vault=group.vault)
+    config = GroupConfig(
+        group.label, group.serial, group.policy.interval_s, group.policy.retries, group.slot_id, group.balance
+    )
+    return build_group(
+        config,
+        [(m.serial, m.slot, m.label) for m in group.members[:count]],
+        group.policy.clock,
+        log=group.log,
+        vault=group.vault,
+    )
 
 
 def _range(text: str) -> tuple[float, float]:
@@ -239,21 +352,38 @@ def _range(text: str) -> tuple[float, float]:
 
 
 @click.command()
-@click.option("--seconds", default=30.0, show_default=True, type=click.FloatRange(min=3),
-              help="How long the workload and the chaos run.")
+@click.option(
+    "--seconds",
+    default=30.0,
+    show_default=True,
+    type=click.FloatRange(min=3),
+    help="How long the workload and the chaos run.",
+)
 @click.option("--seed", default=1, show_default=True, type=int, help="Chaos schedule seed.")
-@click.option("--interval", default=0.5, show_default=True, type=click.FloatRange(min=0),
-              help="Recovery interval X during the soak (seconds).")
-@click.option("--kill-every", default="2,4", show_default=True,
-              help="MIN,MAX seconds between kills, or off.")
-@click.option("--hang-every", default="off", show_default=True,
-              help="MIN,MAX seconds between hangs (SIGSTOP of a remote member's server: its socket "
-                   "stays open, nothing answers), or off.")
+@click.option(
+    "--interval",
+    default=0.5,
+    show_default=True,
+    type=click.FloatRange(min=0),
+    help="Recovery interval X during the soak (seconds).",
+)
+@click.option("--kill-every", default="2,4", show_default=True, help="MIN,MAX seconds between kills, or off.")
+@click.option(
+    "--hang-every",
+    default="off",
+    show_default=True,
+    help="MIN,MAX seconds between hangs (SIGSTOP of a remote member's server: its socket "
+    "stays open, nothing answers), or off.",
+)
 @click.option("--down-for", default="0.5,1.5", show_default=True, help="MIN,MAX seconds a member stays down.")
 @click.option("--pin", envvar="CKDEMO_USER_PIN", help="User PIN (default: the config's test PIN).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@click.option("--html", "html_path", type=click.Path(dir_okay=False),
-              help="Also write the run as one self-contained HTML page (the fault lab's timeline).")
+@click.option(
+    "--html",
+    "html_path",
+    type=click.Path(dir_okay=False),
+    help="Also write the run as one self-contained HTML page (the fault lab's timeline).",
+)
 @click.pass_context
 def soak(ctx, seconds, seed, interval, kill_every, hang_every, down_for, pin, as_json, html_path) -> None:
     """Chaos: sign and encrypt/decrypt on the HA slot while members are killed and brought back
@@ -274,8 +404,9 @@ def soak(ctx, seconds, seed, interval, kill_every, hang_every, down_for, pin, as
     chaos = chaos_run.Chaos(seed, kills, _range(down_for), hangs)
     settings = settings_for(ctx)
     if hangs and settings.remote_members() != settings.member_labels():
-        raise Fail("--hang-every stops member servers (SIGSTOP): every member must be remote "
-                   "(ckdemo init --remote)")
+        raise Fail(
+            "--hang-every stops member servers (SIGSTOP): every member must be remote (ckdemo init --remote)"
+        )
     pin = pin or settings.secrets().get("CKDEMO_USER_PIN")
     if not pin:
         raise Fail("no user PIN: pass --pin or set CKDEMO_USER_PIN")
@@ -300,27 +431,42 @@ def soak(ctx, seconds, seed, interval, kill_every, hang_every, down_for, pin, as
     if as_json:
         click.echo(json.dumps(figures, indent=2))
         ctx.exit(code)
-    click.echo(f"operations: {figures['operations']} in {figures['elapsed_s']} s; "
-               f"application-visible failures: {figures['application_failures']}")
+    click.echo(
+        f"operations: {figures['operations']} in {figures['elapsed_s']} s; "
+        f"application-visible failures: {figures['application_failures']}"
+    )
     for sample in figures["failure_samples"]:
         click.echo(f"  failure: {sample}")
-    click.echo(f"kills: {figures['kills']}, hangs: {figures['hangs']}, restores: {figures['restores']}, "
-               f"p99 latency {figures['p99_ms']} ms overall, slowest call {figures['slowest_ms']} ms "
-               f"(began at {figures['slowest_at_s']} s)")
+    click.echo(
+        f"kills: {figures['kills']}, hangs: {figures['hangs']}, restores: {figures['restores']}, "
+        f"p99 latency {figures['p99_ms']} ms overall, slowest call {figures['slowest_ms']} ms "
+        f"(began at {figures['slowest_at_s']} s)"
+    )
     if figures["around_failures"]:
-        click.echo(tabulate([(r["kind"], r["t_s"], r["member"], r["slowest_ms"], r["p99_ms"])
-                             for r in figures["around_failures"]],
-                            headers=["", "at s", "member", "slowest ms (next 2 s)", "p99 ms (next 2 s)"],
-                            disable_numparse=True))
+        click.echo(
+            tabulate(
+                [
+                    (r["kind"], r["t_s"], r["member"], r["slowest_ms"], r["p99_ms"])
+                    for r in figures["around_failures"]
+                ],
+                headers=["", "at s", "member", "slowest ms (next 2 s)", "p99 ms (next 2 s)"],
+                disable_numparse=True,
+            )
+        )
     click.echo(f"worst p99 added around a failure: {figures['worst_added_p99_ms']} ms")
     for r in figures["recoveries"]:
         click.echo(f"  recovered {r['member']} at {r['t_s']} s, inside call {r['call']}")
     c = figures["consistency"]
-    click.echo(f"consistency: all members active {c.get('all_members_active')}, "
-               f"same objects and key material {c.get('identical')}")
-    click.echo(f"RSS: {figures['rss_start_kb']} kB -> {figures['rss_end_kb']} kB "
-               f"({figures['rss_growth_kb']:+d} kB)")
+    click.echo(
+        f"consistency: all members active {c.get('all_members_active')}, "
+        f"same objects and key material {c.get('identical')}"
+    )
+    click.echo(
+        f"RSS: {figures['rss_start_kb']} kB -> {figures['rss_end_kb']} kB ({figures['rss_growth_kb']:+d} kB)"
+    )
     if report.interrupted:
-        click.echo(f"interrupted after {figures['elapsed_s']} s of {seconds:g}: the figures so far; "
-                   "the run's keys are removed from every member")
+        click.echo(
+            f"interrupted after {figures['elapsed_s']} s of {seconds:g}: the figures so far; "
+            "the run's keys are removed from every member"
+        )
     ctx.exit(code)

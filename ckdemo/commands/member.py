@@ -3,6 +3,7 @@
 fail, restore, stop, and kill, hang, resume, slow and flap while a `ckdemo serve` of the home
 runs, go through it (member_served.py): any member, as FaultLab and lab scenarios do. With no
 serve running, kill, hang, resume, slow and flap act on a remote member's server directly."""
+
 from __future__ import annotations
 
 
@@ -23,6 +24,7 @@ THROUGH_SERVE = "; or start `ckdemo serve`: through it this works on any member"
 def _servers(ctx: click.Context, name: str | None, hint: str = ""):
     from ..harness import member_servers
     from ..members.remote import RemoteError
+
     settings = settings_for(ctx)
     try:
         servers = member_servers(settings)
@@ -44,6 +46,7 @@ def _servers(ctx: click.Context, name: str | None, hint: str = ""):
 def serve(ctx: click.Context, name: str | None) -> None:
     """Start the server of NAME (default: all); it keeps running after ckdemo exits."""
     from ..members.remote import RemoteError
+
     for server in _servers(ctx, name):
         try:
             click.echo(f"{server.label}: serving on {server.socket} (pid {server.serve()})")
@@ -57,6 +60,7 @@ def serve(ctx: click.Context, name: str | None) -> None:
 def restart(ctx: click.Context, name: str) -> None:
     """Kill NAME's server and serve it again (the HA group recovers it on a later call)."""
     from ..members.remote import RemoteError
+
     for server in _servers(ctx, name):
         try:
             click.echo(f"{server.label}: restarted (pid {server.restart()})")
@@ -65,21 +69,28 @@ def restart(ctx: click.Context, name: str) -> None:
 
 
 @member.command(name="list")
-@click.option("--json", "as_json", is_flag=True,
-              help="One JSON document on stdout (docs/JSON.md), with the ckdemo version, a UTC "
-                   "timestamp and the PKCS#11 library.")
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="One JSON document on stdout (docs/JSON.md), with the ckdemo version, a UTC "
+    "timestamp and the PKCS#11 library.",
+)
 @click.pass_context
 def list_members(ctx: click.Context, as_json: bool) -> None:
     """Remote members with pid, socket and state."""
     from tabulate import tabulate
+
     servers = _servers(ctx, None)
     if as_json:
         from . import state_json
+
         state_json.echo(state_json.members_document(settings_for(ctx), servers))
         return
     rows = [(s.label, s.pid() or "-", s.socket, s.state(), _served_by(s)) for s in servers]
-    click.echo(tabulate(rows, headers=["member", "pid", "socket", "state", "served by"],
-                        disable_numparse=True))
+    click.echo(
+        tabulate(rows, headers=["member", "pid", "socket", "state", "served by"], disable_numparse=True)
+    )
 
 
 def _served_by(server) -> str:
@@ -93,11 +104,14 @@ def _served_by(server) -> str:
 def _through_serve(ctx: click.Context, command: str, name: str) -> None:
     """fail and restore: the running `ckdemo serve` holds the members, so ask it (control channel)."""
     from ..serve.control_client import ControlFailed, NoServer, control_path, request
+
     try:
         reply = request(control_path(settings_for(ctx).home), command, member=name)
     except NoServer as exc:
-        raise Fail(f"{exc}: start `ckdemo serve` first (in a menu run, choices 120/121 do this; "
-                   f"remote members also have `member kill` / `member serve`)") from None
+        raise Fail(
+            f"{exc}: start `ckdemo serve` first (in a menu run, choices 120/121 do this; "
+            f"remote members also have `member kill` / `member serve`)"
+        ) from None
     except ControlFailed as exc:
         raise Fail(f"{command} {name}: {exc}") from None
     for line in reply["lines"]:
@@ -124,6 +138,7 @@ def restore(ctx: click.Context, name: str) -> None:
 
 def _signal_command(name: str, signal_name: str, done: str, help_text: str) -> None:
     """kill, hang and resume: one signal to the server's process group of each member named."""
+
     @member.command(name=name, help=help_text)
     @click.argument("member_name", metavar="NAME")
     @click.pass_context
@@ -132,21 +147,28 @@ def _signal_command(name: str, signal_name: str, done: str, help_text: str) -> N
             return
         for server in _servers(ctx, member_name, THROUGH_SERVE if name == "kill" else ""):
             if not server.managed:
-                raise Fail(f"{server.label} is served elsewhere ({server.socket}); "
-                           f"ckdemo does not {name} it")
+                raise Fail(f"{server.label} is served elsewhere ({server.socket}); ckdemo does not {name} it")
             sent = getattr(server, signal_name)()
             click.echo(f"{server.label}: {done if sent else 'was not running'}")
 
 
-_signal_command("kill", "kill", "killed",
-                "SIGKILL to NAME's server process group, as a power cut ('all' for every member, "
-                "directly). Through a running `ckdemo serve` any member: one served in its process "
-                "is failed in its HA group.")
-_signal_command("hang", "hang", "stopped",
-                "SIGSTOP to NAME's server: it keeps its socket but never answers (a dead network "
-                "link). The HA group fails it after MemberTimeout seconds (CKDemo section, "
-                "default 20). A running `ckdemo serve` resumes it at `ckdemo fault clear` and at "
-                "its stop.")
+_signal_command(
+    "kill",
+    "kill",
+    "killed",
+    "SIGKILL to NAME's server process group, as a power cut ('all' for every member, "
+    "directly). Through a running `ckdemo serve` any member: one served in its process "
+    "is failed in its HA group.",
+)
+_signal_command(
+    "hang",
+    "hang",
+    "stopped",
+    "SIGSTOP to NAME's server: it keeps its socket but never answers (a dead network "
+    "link). The HA group fails it after MemberTimeout seconds (CKDemo section, "
+    "default 20). A running `ckdemo serve` resumes it at `ckdemo fault clear` and at "
+    "its stop.",
+)
 _signal_command("resume", "resume", "running again", "SIGCONT to NAME's server after `member hang`.")
 
 
@@ -160,6 +182,7 @@ def stop_lasting(ctx: click.Context, name: str) -> None:
 
 def _checked(action: str, given: dict) -> dict:
     from ..lab.member_lab import MemberFaultError, checked
+
     try:
         return checked(action, {k: v for k, v in given.items() if v is not None})
     except MemberFaultError as exc:
@@ -182,6 +205,7 @@ def _run_cycle(cycle, label: str, verb: str, for_s: float | None) -> None:
     """In the foreground until --for has passed, Ctrl-C or SIGTERM; the member is back after."""
     import signal
     import threading
+
     done = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: done.set())
     cycle.start(f"member-{verb}-{label}")
@@ -198,8 +222,12 @@ def _run_cycle(cycle, label: str, verb: str, for_s: float | None) -> None:
 
 @member.command()
 @click.argument("name")
-@click.option("--ms", type=float, required=True,
-              help="How long each stop lasts: an answer comes up to this late (at most 60000).")
+@click.option(
+    "--ms",
+    type=float,
+    required=True,
+    help="How long each stop lasts: an answer comes up to this late (at most 60000).",
+)
 @click.option("--for", "for_s", type=float, help="Seconds (default: until Ctrl-C).")
 @click.pass_context
 def slow(ctx: click.Context, name: str, ms: float, for_s: float | None) -> None:
@@ -208,6 +236,7 @@ def slow(ctx: click.Context, name: str, ms: float, for_s: float | None) -> None:
     the end. Stops longer than MemberHedgeFloor (default 0.5 s) make the HA group give it up,
     as a hang does. Through a running `ckdemo serve` when one runs."""
     from ..lab.member_faults import slowdown
+
     _checked("slow", {"ms": ms, "for": for_s})
     if member_served.lasting(ctx, "slow", name, {"ms": ms}, for_s):
         return
@@ -222,8 +251,9 @@ def slow(ctx: click.Context, name: str, ms: float, for_s: float | None) -> None:
 
 @member.command()
 @click.argument("name")
-@click.option("--every", "every_s", type=float, required=True,
-              help="Seconds of one down-and-up (at least 0.2).")
+@click.option(
+    "--every", "every_s", type=float, required=True, help="Seconds of one down-and-up (at least 0.2)."
+)
 @click.option("--down", "down_s", type=float, help="Seconds down in each (default: half of --every).")
 @click.option("--for", "for_s", type=float, help="Seconds (default: until Ctrl-C).")
 @click.pass_context
@@ -234,6 +264,7 @@ def flap(ctx: click.Context, name: str, every_s: float, down_s: float | None, fo
     one runs: there any member (one served in its process is failed and restored in its HA
     group)."""
     from ..lab.member_faults import server_flapping
+
     _checked("flap", {"every": every_s, "down": down_s, "for": for_s})
     given = {"every": every_s, **({"down": down_s} if down_s is not None else {})}
     if member_served.lasting(ctx, "flap", name, given, for_s):

@@ -3,6 +3,7 @@ goes over its control channel, and serve's MemberLab (ckdemo/lab/member_lab.py) 
 does for FaultLab and the lab's scenarios. With no serve running, member.py acts on a remote
 member's server itself.
 """
+
 from __future__ import annotations
 
 import signal
@@ -23,6 +24,7 @@ class NotServed(Exception):
 def ask(ctx: click.Context, command: str, name: str, **settings: Any) -> dict[str, Any]:
     """One request about member `name` to the running serve; its reply, or NotServed."""
     from ..serve.control_client import ControlFailed, NoServer, control_path, request
+
     try:
         return request(control_path(settings_for(ctx).home), command, member=name, **settings)
     except NoServer as exc:
@@ -42,8 +44,9 @@ def at_once(ctx: click.Context, action: str, name: str) -> bool:
     return True
 
 
-def lasting(ctx: click.Context, action: str, name: str, settings: dict[str, float],
-            for_s: float | None) -> bool:
+def lasting(
+    ctx: click.Context, action: str, name: str, settings: dict[str, float], for_s: float | None
+) -> bool:
     """slow or flap through the running serve, in the foreground until `for_s` has passed,
     Ctrl-C or SIGTERM, then stopped (the member running and up); False when no serve runs."""
     try:
@@ -51,8 +54,9 @@ def lasting(ctx: click.Context, action: str, name: str, settings: dict[str, floa
     except NotServed:
         return False
     label = reply["member"]
-    click.echo(f"{reply['lines'][0]}, " + (f"for {for_s:g} s" if for_s is not None else "until Ctrl-C"),
-               err=True)
+    click.echo(
+        f"{reply['lines'][0]}, " + (f"for {for_s:g} s" if for_s is not None else "until Ctrl-C"), err=True
+    )
     done = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: done.set())
     try:
@@ -67,10 +71,15 @@ def lasting(ctx: click.Context, action: str, name: str, settings: dict[str, floa
     try:
         stopped = ask(ctx, "member_stop", label)["stopped"]
     except NotServed:
-        raise Fail(f"{label}: ckdemo serve stopped meanwhile (it ends every member fault as it stops)") from None
+        raise Fail(
+            f"{label}: ckdemo serve stopped meanwhile (it ends every member fault as it stops)"
+        ) from None
     times = stopped[0]["cycles"] if stopped else 0
-    click.echo(f"{label}: {times} stop(s) of {settings['ms']:g} ms; running again" if action == "slow"
-               else f"{label}: down {times} time(s); up again")
+    click.echo(
+        f"{label}: {times} stop(s) of {settings['ms']:g} ms; running again"
+        if action == "slow"
+        else f"{label}: down {times} time(s); up again"
+    )
     return True
 
 
@@ -83,7 +92,9 @@ def stop(ctx: click.Context, name: str) -> None:
     try:
         reply = ask(ctx, "member_stop", name)
     except NotServed as exc:
-        raise Fail(f"{exc}: a slow or flap without ckdemo serve runs in the foreground of its own "
-                   "`ckdemo member slow|flap` (Ctrl-C stops it)") from None
+        raise Fail(
+            f"{exc}: a slow or flap without ckdemo serve runs in the foreground of its own "
+            "`ckdemo member slow|flap` (Ctrl-C stops it)"
+        ) from None
     for line in reply["lines"]:
         click.echo(line)

@@ -3,6 +3,7 @@
 Wiring only: build the workspace, choose the slots, hand them to ckdemo.serve.Server, print what
 happens (one line per connection and per HA event) until Ctrl-C or SIGTERM.
 """
+
 from __future__ import annotations
 
 import signal
@@ -24,6 +25,7 @@ EVENT_POLL_S = 0.2  # how often the HA log is read for new events to print
 @dataclass
 class Served:
     """A server built from a home, listening, with its control channel (not started)."""
+
     server: "Server"  # noqa: F821
     groups: list
     path: Path
@@ -34,9 +36,15 @@ class Served:
     members: "MemberLab"  # noqa: F821  the lab's member faults (the control channel's, a lab run's)
 
 
-def build_server(settings, socket_path: str | None, which: str = "ha", isolated: bool | None = None,
-                 max_connections: int = DEFAULT_MAX_CONNECTIONS, control: bool = True,
-                 refused_objects: int = DEFAULT_REFUSED_OBJECTS) -> Served:
+def build_server(
+    settings,
+    socket_path: str | None,
+    which: str = "ha",
+    isolated: bool | None = None,
+    max_connections: int = DEFAULT_MAX_CONNECTIONS,
+    control: bool = True,
+    refused_objects: int = DEFAULT_REFUSED_OBJECTS,
+) -> Served:
     """The home's slots behind a listening Server (and its control channel, when `control` and
     the home has none running): what `ckdemo serve` and `ckdemo lab run` both serve."""
     from ..ha.group import HAGroup
@@ -66,8 +74,14 @@ def build_server(settings, socket_path: str | None, which: str = "ha", isolated:
     control_at = control_path(settings.home)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        server = Server(path, slots, log=_say, on_error=on_error, max_connections=max_connections,
-                        refused_objects=refused_objects)
+        server = Server(
+            path,
+            slots,
+            log=_say,
+            on_error=on_error,
+            max_connections=max_connections,
+            refused_objects=refused_objects,
+        )
     except OSError as exc:
         raise Fail(f"cannot listen on {path}: {exc.strerror or exc}") from None
     members = MemberLab(groups, {s.label: s for s in member_servers(settings)}, log=_say)
@@ -75,8 +89,9 @@ def build_server(settings, socket_path: str | None, which: str = "ha", isolated:
     if control:
         try:
             control_at.parent.mkdir(parents=True, exist_ok=True)
-            channel = ControlServer(control_at, groups, log=_say, on_error=on_error, faults=server.faults,
-                                    members=members)
+            channel = ControlServer(
+                control_at, groups, log=_say, on_error=on_error, faults=server.faults, members=members
+            )
         except OSError as exc:  # e.g. a first `ckdemo serve` of this home holds it: serve on without
             problem = exc.strerror or str(exc)
     return Served(server, groups, path, control_at, channel, problem, settings, members)
@@ -91,43 +106,77 @@ def _say(line: str) -> None:
 
 
 @click.command()
-@click.option("--socket", "socket_path", type=click.Path(dir_okay=False),
-              help="Unix socket to listen on (default HOME/run/ckdemo.sock).")
-@click.option("--slots", "which", type=click.Choice(["ha", "all"]), default="ha", show_default=True,
-              help="ha: only the HA virtual slots; all: the members' physical slots too.")
-@click.option("--isolated/--shared", default=None,
-              help="Each local member through its own copy of the library, so applications sign "
-                   "on several members at once, or all through one instance (default: the home's "
-                   "LocalIsolation; isolated when the home does not say).")
-@click.option("--max-connections", type=click.IntRange(1, 10000), default=DEFAULT_MAX_CONNECTIONS,
-              show_default=True,
-              help="Applications connected at once; one more is refused (closed, one log line).")
-@click.option("--refused-objects", type=click.IntRange(1, 16384), default=DEFAULT_REFUSED_OBJECTS,
-              show_default=True,
-              help="Objects the token may refuse to make for one application (SoftHSM2 keeps "
-                   "memory for each until serve stops); beyond, that application gets "
-                   "CKR_DEVICE_MEMORY.")
-@click.option("--p11-kit-module", "module_name", metavar="NAME",
-              help="Also register the served slots with p11-kit as module NAME (a module file "
-                   "with `remote: unix:path=...`, removed at stop; /etc/pkcs11/modules for root, "
-                   "~/.config/pkcs11/modules otherwise): p11-kit-proxy.so users see them.")
+@click.option(
+    "--socket",
+    "socket_path",
+    type=click.Path(dir_okay=False),
+    help="Unix socket to listen on (default HOME/run/ckdemo.sock).",
+)
+@click.option(
+    "--slots",
+    "which",
+    type=click.Choice(["ha", "all"]),
+    default="ha",
+    show_default=True,
+    help="ha: only the HA virtual slots; all: the members' physical slots too.",
+)
+@click.option(
+    "--isolated/--shared",
+    default=None,
+    help="Each local member through its own copy of the library, so applications sign "
+    "on several members at once, or all through one instance (default: the home's "
+    "LocalIsolation; isolated when the home does not say).",
+)
+@click.option(
+    "--max-connections",
+    type=click.IntRange(1, 10000),
+    default=DEFAULT_MAX_CONNECTIONS,
+    show_default=True,
+    help="Applications connected at once; one more is refused (closed, one log line).",
+)
+@click.option(
+    "--refused-objects",
+    type=click.IntRange(1, 16384),
+    default=DEFAULT_REFUSED_OBJECTS,
+    show_default=True,
+    help="Objects the token may refuse to make for one application (SoftHSM2 keeps "
+    "memory for each until serve stops); beyond, that application gets "
+    "CKR_DEVICE_MEMORY.",
+)
+@click.option(
+    "--p11-kit-module",
+    "module_name",
+    metavar="NAME",
+    help="Also register the served slots with p11-kit as module NAME (a module file "
+    "with `remote: unix:path=...`, removed at stop; /etc/pkcs11/modules for root, "
+    "~/.config/pkcs11/modules otherwise): p11-kit-proxy.so users see them.",
+)
 @click.pass_context
-def serve(ctx: click.Context, socket_path: str | None, which: str, isolated: bool | None,
-          max_connections: int, refused_objects: int, module_name: str | None) -> None:
+def serve(
+    ctx: click.Context,
+    socket_path: str | None,
+    which: str,
+    isolated: bool | None,
+    max_connections: int,
+    refused_objects: int,
+    module_name: str | None,
+) -> None:
     """Serve the slots over the p11-kit RPC protocol, in the foreground, for any PKCS#11
     application loading p11-kit-client.so."""
     # a SIGTERM that comes while the sockets are being set up waits until the server can stop
     # cleanly (the test harness, systemd and friends send it as soon as the socket exists)
     signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
     settings = settings_for(ctx)
-    served = build_server(settings, socket_path, which, isolated, max_connections,
-                          refused_objects=refused_objects)
+    served = build_server(
+        settings, socket_path, which, isolated, max_connections, refused_objects=refused_objects
+    )
     settings = served.settings  # as served (--slots all, --isolated/--shared)
     server, groups, path, control_at = served.server, served.groups, served.path, served.control_at
     control, control_problem = served.control, served.control_problem
     module_file = None
     if module_name:
         from ..serve import module_file as p11kit_module
+
         try:
             module_file = p11kit_module.write(module_name, path, settings.home)
         except p11kit_module.ModuleFileError as exc:
@@ -142,19 +191,25 @@ def serve(ctx: click.Context, socket_path: str | None, which: str, isolated: boo
         _say(f"serving slot {exposed.slot_id:#x}: {_described(exposed)}")
     for group in groups:
         where = "in the background" if group.recovery_mode == "activeEnhanced" else "inside a call"
-        _say(f"HA group {group.serial}: recovery {group.recovery_mode} ({where}), every "
-             f"{group.policy.interval_s:g} s, "
-             f"{'unlimited' if group.policy.retries < 0 else group.policy.retries} attempts")
+        _say(
+            f"HA group {group.serial}: recovery {group.recovery_mode} ({where}), every "
+            f"{group.policy.interval_s:g} s, "
+            f"{'unlimited' if group.policy.retries < 0 else group.policy.retries} attempts"
+        )
     local = [m for m in settings.member_labels() if m not in settings.remote_members()]
     if local:
         _say(_isolation_line(local, settings.isolated_members()))
     _say(f"listening on {path} (Ctrl-C or SIGTERM stops)")
     if module_file is not None:
-        _say(f"p11-kit module {module_name}: {module_file} (p11-kit-proxy.so and "
-             "`p11-kit list-modules` see the served slots)")
+        _say(
+            f"p11-kit module {module_name}: {module_file} (p11-kit-proxy.so and "
+            "`p11-kit list-modules` see the served slots)"
+        )
     if control is not None:
-        _say(f"control channel on {control_at} (ckdemo hagroup status, ckdemo member "
-             "fail|restore|kill|hang|resume|slow|flap|stop NAME, ckdemo fault add|list|clear)")
+        _say(
+            f"control channel on {control_at} (ckdemo hagroup status, ckdemo member "
+            "fail|restore|kill|hang|resume|slow|flap|stop NAME, ckdemo fault add|list|clear)"
+        )
         control.start()
     else:
         _say(f"no control channel: {control_problem}")
@@ -162,6 +217,7 @@ def serve(ctx: click.Context, socket_path: str | None, which: str, isolated: boo
 
     def terminate(signum, frame):
         raise Stop()
+
     previous = signal.signal(signal.SIGTERM, terminate)
     stop_events = threading.Event()
     watcher = threading.Thread(target=_print_events, args=(groups, stop_events), daemon=True)
@@ -181,6 +237,7 @@ def serve(ctx: click.Context, socket_path: str | None, which: str, isolated: boo
             _say(f"member {going.label}: {going.action} ended: running")
         if module_file is not None:
             from ..serve import module_file as p11kit_module
+
             p11kit_module.remove(module_file)
         server.stop()
         stop_events.set()
@@ -203,10 +260,14 @@ def _tell_systemd(state: str) -> None:
 
 def _isolation_line(local: list[str], isolated: list[str]) -> str:
     if isolated:
-        return (f"local members {', '.join(local)}: each through its own copy of the library "
-                "(calls of several applications run at once; --shared for one instance)")
-    return (f"local members {', '.join(local)}: all through one instance of the library "
-            "(one call at a time; --isolated for a copy each)")
+        return (
+            f"local members {', '.join(local)}: each through its own copy of the library "
+            "(calls of several applications run at once; --shared for one instance)"
+        )
+    return (
+        f"local members {', '.join(local)}: all through one instance of the library "
+        "(one call at a time; --isolated for a copy each)"
+    )
 
 
 def _described(exposed) -> str:
@@ -231,6 +292,7 @@ def _print_new_events(groups: list) -> None:
 def _p11kit_client() -> str:
     """The client module an application loads, or where it is missing, what to install."""
     from .. import libraries
+
     try:
         return libraries.find(libraries.P11KIT_CLIENT)
     except libraries.LibraryNotFound:

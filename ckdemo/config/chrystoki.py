@@ -13,6 +13,7 @@ as ``ServerHtl00 = ;``), minus surrounding whitespace and one trailing ``;``. Bl
 lines starting with ``#`` or ``;`` are comments. The file is kept as its list of lines: an edit
 rewrites, inserts or deletes whole lines and every other line stays byte-identical.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -77,7 +78,7 @@ class ChrystokiConf:
     def __init__(self, lines: list[str], source: str) -> None:
         self._lines = lines
         self._source = source
-        self._newline = next((raw[len(_body(raw)):] for raw in lines if _body(raw) != raw), "\n")
+        self._newline = next((raw[len(_body(raw)) :] for raw in lines if _body(raw) != raw), "\n")
         self._dialect = CONF
         self._sections: list[_Section] = []
         self._index()
@@ -122,7 +123,7 @@ class ChrystokiConf:
             found = self._find_section(section)
             entry = found.find(key) if found else None
             if entry:
-                nl = self._lines[entry.line][len(_body(self._lines[entry.line])):]
+                nl = self._lines[entry.line][len(_body(self._lines[entry.line])) :]
                 self._lines[entry.line] = f"{entry.indent}{entry.key}{entry.eq}{value}{entry.tail}{nl}"
             elif found:
                 indent, eq, tail = self._style(found)
@@ -134,8 +135,10 @@ class ChrystokiConf:
                 self._insert(len(self._lines), [header, f"{indent}{key}{eq}{value}{tail}", *closing])
             self._index()
             if self.get(section, key) != value:
-                raise ValueError("it would read back differently (surrounding spaces and a "
-                                 "trailing ';' are not part of a value)")
+                raise ValueError(
+                    "it would read back differently (surrounding spaces and a "
+                    "trailing ';' are not part of a value)"
+                )
         except ValueError as err:  # includes ChrystokiSyntaxError: undo, the file stays valid
             self._lines = before
             self._index()
@@ -153,7 +156,7 @@ class ChrystokiConf:
         """Delete the section from its header to its closing '}' (ini: to its last entry)."""
         found = self._find_section(name)
         if found:
-            del self._lines[found.header:found.last + 1]
+            del self._lines[found.header : found.last + 1]
             self._index()
 
     # -- writing -------------------------------------------------------------------------------
@@ -164,8 +167,9 @@ class ChrystokiConf:
     def save(self, path) -> None:
         """Write atomically: a temporary file in the same directory, mode 0600, then os.replace."""
         path = os.fspath(path)
-        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.", suffix=".tmp",
-                                   dir=os.path.dirname(os.path.abspath(path)))
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{os.path.basename(path)}.", suffix=".tmp", dir=os.path.dirname(os.path.abspath(path))
+        )
         try:
             os.fchmod(fd, FILE_MODE)
             with os.fdopen(fd, "w", encoding="utf-8", errors="surrogateescape", newline="") as f:
@@ -186,8 +190,11 @@ class ChrystokiConf:
 
     def _style(self, section: _Section | None) -> tuple[str, str, str]:
         """Indent, separator and terminator of the nearest existing entry, so additions blend in."""
-        pool = list(section.entries.values()) if section and section.entries else [
-            e for s in self._sections for e in s.entries.values()]
+        pool = (
+            list(section.entries.values())
+            if section and section.entries
+            else [e for s in self._sections for e in s.entries.values()]
+        )
         if not pool:
             return _DEFAULT_STYLE[self._dialect]
         last = max(pool, key=lambda e: e.line)
@@ -225,8 +232,11 @@ class ChrystokiConf:
             ini_header = _INI_HEADER.match(text)
             if conf_header:
                 if current:
-                    raise fail(index, f"section {conf_header['name']!r} opened inside section "
-                                      f"{current.name!r} (line {current.header + 1}), which has no '}}' yet")
+                    raise fail(
+                        index,
+                        f"section {conf_header['name']!r} opened inside section "
+                        f"{current.name!r} (line {current.header + 1}), which has no '}}' yet",
+                    )
                 current = open_section(index, conf_header["name"])
             elif self._dialect == CONF and text == "}":
                 if not current:
@@ -235,8 +245,9 @@ class ChrystokiConf:
             elif ini_header and self._dialect == INI:
                 current = open_section(index, ini_header["name"].strip())
             elif ini_header:
-                raise fail(index, f"ini-style header {text!r} in a Chrystoki.conf-style file "
-                                  "(expected 'Name = {')")
+                raise fail(
+                    index, f"ini-style header {text!r} in a Chrystoki.conf-style file (expected 'Name = {{')"
+                )
             elif "=" not in text:
                 raise fail(index, f"missing '=' in {text!r} (expected 'Key = Value;')")
             elif not current:
@@ -248,15 +259,18 @@ class ChrystokiConf:
                     raise fail(index, f"missing key before '=' in {text!r}")
                 if key in current.entries:
                     first = current.entries[key].line + 1
-                    raise fail(index, f"key {key!r} repeated in section {current.name!r} "
-                                      f"(first at line {first})")
-                current.entries[key] = _Entry(key, match["value"], index, match["indent"],
-                                              match["eq"], match["tail"])
+                    raise fail(
+                        index, f"key {key!r} repeated in section {current.name!r} (first at line {first})"
+                    )
+                current.entries[key] = _Entry(
+                    key, match["value"], index, match["indent"], match["eq"], match["tail"]
+                )
                 if self._dialect == INI:
                     current.last = index
         if current and self._dialect == CONF:
-            raise fail(current.header, f"unterminated section {current.name!r}: "
-                                       "no closing '}' before end of file")
+            raise fail(
+                current.header, f"unterminated section {current.name!r}: no closing '}}' before end of file"
+            )
         self._sections = sections
 
 

@@ -1,4 +1,5 @@
 """HA groups and settings in Luna's own Chrystoki.conf names (VirtualToken, HAConfiguration)."""
+
 from __future__ import annotations
 
 import math
@@ -12,7 +13,7 @@ VIRTUAL_TOKEN = "VirtualToken"
 HA_CONFIGURATION = "HAConfiguration"
 HA_SYNCHRONIZE = "HASynchronize"
 RECOVERY_MODE = "VirtualTokenActiveRecovery"  # lunacm: hagroup recoverymode (activeBasic, ...)
-MAX_RECONNECT_ATTEMPTS = 2 ** 31 - 1  # reconnAtt: -1 unlimited, 0 off, else 1 .. this
+MAX_RECONNECT_ATTEMPTS = 2**31 - 1  # reconnAtt: -1 unlimited, 0 off, else 1 .. this
 MAX_INTERVAL_S = 86400.0  # AutoReconnectInterval: more than 0 s, at most one day
 
 
@@ -26,11 +27,13 @@ def parse_retries(value: str, what: str = f"{HA_CONFIGURATION}.reconnAtt") -> in
             float(text)
         except ValueError:
             raise ValueError(f"{what} = {value!r} is not a number") from None
-        raise ValueError(f"{what} = {value!r} is not a whole number "
-                         "(-1 unlimited, 0 off, N attempts)") from None
+        raise ValueError(
+            f"{what} = {value!r} is not a whole number (-1 unlimited, 0 off, N attempts)"
+        ) from None
     if not -1 <= count <= MAX_RECONNECT_ATTEMPTS:
-        raise ValueError(f"{what} = {value!r} is out of range (-1 unlimited, 0 off, "
-                         f"1-{MAX_RECONNECT_ATTEMPTS} attempts)")
+        raise ValueError(
+            f"{what} = {value!r} is out of range (-1 unlimited, 0 off, 1-{MAX_RECONNECT_ATTEMPTS} attempts)"
+        )
     return count
 
 
@@ -42,8 +45,9 @@ def parse_interval(value: str, what: str = f"{HA_CONFIGURATION}.AutoReconnectInt
     except ValueError:
         raise ValueError(f"{what} = {value!r} is not a number") from None
     if not (math.isfinite(seconds) and 0 < seconds <= MAX_INTERVAL_S):
-        raise ValueError(f"{what} = {value!r} is out of range (seconds, more than 0 and at most "
-                         f"{MAX_INTERVAL_S:g})")
+        raise ValueError(
+            f"{what} = {value!r} is out of range (seconds, more than 0 and at most {MAX_INTERVAL_S:g})"
+        )
     return seconds
 
 
@@ -76,8 +80,11 @@ def groups(conf: ChrystokiConf) -> list[GroupConfig]:
         nn = match.group(1)
         members = [s.strip() for s in (section.get(f"VirtualToken{nn}Members") or "").split(",") if s.strip()]
         serial = section.get(f"VirtualToken{nn}SN") or ("1" + members[0] if members else "")
-        standby = [s.strip() for s in (section.get(f"VirtualToken{nn}Standby") or "").split(",")
-                   if s.strip() in members]
+        standby = [
+            s.strip()
+            for s in (section.get(f"VirtualToken{nn}Standby") or "").split(",")
+            if s.strip() in members
+        ]
         found.append(GroupConfig(int(nn), value, serial, members, standby))
     return sorted(found, key=lambda g: g.index)
 
@@ -99,11 +106,14 @@ def settings(conf: ChrystokiConf) -> HASettings:
     for label, value in conf.section(HA_SYNCHRONIZE).items():
         if value.strip() not in ("0", "1"):  # nan, yes, 2 ...: not a switch Luna writes
             raise ValueError(f"{HA_SYNCHRONIZE}.{label} = {value!r} is not 1 (on) or 0 (off)")
-    return HASettings(DEFAULT_RECOVERY_RETRIES if retries is None else parse_retries(retries),
-                      DEFAULT_RECOVERY_INTERVAL_S if interval is None else parse_interval(interval),
-                      (conf.get(HA_CONFIGURATION, "HAOnly") or "0").strip() == "1",
-                      status == "enabled", conf.get(HA_CONFIGURATION, "haLogPath"),
-                      recovery_mode(conf))
+    return HASettings(
+        DEFAULT_RECOVERY_RETRIES if retries is None else parse_retries(retries),
+        DEFAULT_RECOVERY_INTERVAL_S if interval is None else parse_interval(interval),
+        (conf.get(HA_CONFIGURATION, "HAOnly") or "0").strip() == "1",
+        status == "enabled",
+        conf.get(HA_CONFIGURATION, "haLogPath"),
+        recovery_mode(conf),
+    )
 
 
 def synchronize_on_recovery(conf: ChrystokiConf, label: str) -> bool:
@@ -141,8 +151,10 @@ def find_group(conf: ChrystokiConf, ref: str | None) -> GroupConfig:
         raise ValueError("no HA group in the configuration (VirtualToken section)")
     if ref is None:
         if len(found) > 1:
-            raise ValueError(f"{len(found)} HA groups are configured: name one with --group "
-                             f"({', '.join(g.label for g in found)})")
+            raise ValueError(
+                f"{len(found)} HA groups are configured: name one with --group "
+                f"({', '.join(g.label for g in found)})"
+            )
         return found[0]
     matches = [g for g in found if ref in (g.label, g.serial)]
     if not matches:
@@ -164,8 +176,10 @@ def add_member(conf: ChrystokiConf, group: GroupConfig, serial: str) -> GroupCon
 def _not_in_another_group(conf: ChrystokiConf, serial: str, label: str | None) -> None:
     for other in groups(conf):
         if other.label != label and serial in other.members:
-            raise ValueError(f"HSM {serial} is a member of HA group {other.label} already: a token "
-                             "is in one group only (hagroup removemember it there first)")
+            raise ValueError(
+                f"HSM {serial} is a member of HA group {other.label} already: a token "
+                "is in one group only (hagroup removemember it there first)"
+            )
 
 
 def create_group(conf: ChrystokiConf, label: str, serial: str) -> GroupConfig:
@@ -195,11 +209,14 @@ def remove_member(conf: ChrystokiConf, group: GroupConfig, serial: str) -> Group
     group serial stays what it was even when the first member leaves (the virtual slot's
     identity must not change under the applications using it)."""
     if serial not in group.members:
-        raise ValueError(f"HSM {serial} is not a member of HA group {group.label} "
-                         f"(members: {', '.join(group.members)})")
+        raise ValueError(
+            f"HSM {serial} is not a member of HA group {group.label} (members: {', '.join(group.members)})"
+        )
     if len(group.members) == 1:
-        raise ValueError(f"HSM {serial} is the last member of HA group {group.label}: a group "
-                         "needs one member (edit VirtualToken by hand to delete the group)")
+        raise ValueError(
+            f"HSM {serial} is the last member of HA group {group.label}: a group "
+            "needs one member (edit VirtualToken by hand to delete the group)"
+        )
     return _set_members(conf, group, [m for m in group.members if m != serial])
 
 
@@ -221,16 +238,21 @@ def set_retry(conf: ChrystokiConf, count: int) -> None:
 
 
 def set_interval(conf: ChrystokiConf, seconds: float) -> None:
-    conf.set(HA_CONFIGURATION, "AutoReconnectInterval",
-             f"{parse_interval(repr(seconds), 'AutoReconnectInterval'):g}")
+    conf.set(
+        HA_CONFIGURATION,
+        "AutoReconnectInterval",
+        f"{parse_interval(repr(seconds), 'AutoReconnectInterval'):g}",
+    )
 
 
 def set_standby(conf: ChrystokiConf, group: GroupConfig, serial: str, standby: bool) -> GroupConfig:
     """lunacm: hagroup addstandby / removestandby -group L -serial S (S a member already):
     VirtualToken<NN>Standby lists the group's standby members (ckdemo's name for the key)."""
     if serial not in group.members:
-        raise ValueError(f"{serial} is not a member of {group.label}: add it first "
-                         "(hagroup addmember), then make it standby")
+        raise ValueError(
+            f"{serial} is not a member of {group.label}: add it first "
+            "(hagroup addmember), then make it standby"
+        )
     chosen = [s for s in group.standby if s != serial] + ([serial] if standby else [])
     if standby and len(set(chosen)) == len(group.members):
         raise ValueError(f"every member of {group.label} would be standby: one must stay active")

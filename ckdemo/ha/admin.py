@@ -1,12 +1,18 @@
 """HA functions of the group (an object the group owns): HA Init, HA login and logout, HA Status,
 and fault injection on members for demos and tests.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..codes import (CKR_DEVICE_ERROR, CKR_PIN_INCORRECT, CKR_USER_ALREADY_LOGGED_IN,
-                     CKR_USER_NOT_LOGGED_IN, CKRError)
+from ..codes import (
+    CKR_DEVICE_ERROR,
+    CKR_PIN_INCORRECT,
+    CKR_USER_ALREADY_LOGGED_IN,
+    CKR_USER_NOT_LOGGED_IN,
+    CKRError,
+)
 from ..model import CKU_SO, CKU_USER
 from . import replication
 from .cleanup import close_quietly, logout_quietly
@@ -49,15 +55,24 @@ class Administration:
                 report.readmitted.append(member.serial)
                 self.group.log.record(self.group.serial, member.serial, "readmitted", "by HA Init")
         if report.weak_removed:
-            self.group.log.record(self.group.serial, ",".join(report.weak_removed), "domain-key",
-                            "weak key of an earlier version destroyed")
+            self.group.log.record(
+                self.group.serial,
+                ",".join(report.weak_removed),
+                "domain-key",
+                "weak key of an earlier version destroyed",
+            )
         if report.created_on:
-            self.group.log.record(self.group.serial, ",".join(report.created_on), "domain-key",
-                            f"generation {report.generation} created")
+            self.group.log.record(
+                self.group.serial,
+                ",".join(report.created_on),
+                "domain-key",
+                f"generation {report.generation} created",
+            )
         return report
 
-    def _put_domain_keys(self, so_pin: str, targets: list[HAMember], held: dict,
-                         report: "HAInitReport", rekey: bool) -> None:
+    def _put_domain_keys(
+        self, so_pin: str, targets: list[HAMember], held: dict, report: "HAInitReport", rekey: bool
+    ) -> None:
         credentials = self.group.credentials
         if credentials:  # an SO login needs the user logged out of the token (PKCS#11)
             self.logout()
@@ -76,8 +91,9 @@ class Administration:
                             for kind in replication.ALL_KINDS:
                                 if kind not in values:
                                     values[kind] = session.generate_random(replication.DOMAIN_KEY_BYTES)
-                                session.create_object(replication.domain_key_template(
-                                    values[kind], report.generation, kind))
+                                session.create_object(
+                                    replication.domain_key_template(values[kind], report.generation, kind)
+                                )
                             report.created_on.append(member.serial)
                             older = [g for g in held[member.serial].generations if g < report.generation]
                             if older:
@@ -122,8 +138,12 @@ class Administration:
         the error to answer with; the lock is written to the HA log when it happens."""
         error = self.group.pin_lock.failed()
         if self.group.pin_lock.locked:
-            self.group.log.record(self.group.serial, "-", "user PIN locked",
-                            f"after {self.group.pin_lock.failures} wrong PIN(s) in a row")
+            self.group.log.record(
+                self.group.serial,
+                "-",
+                "user PIN locked",
+                f"after {self.group.pin_lock.failures} wrong PIN(s) in a row",
+            )
         return error
 
     def pin_unlocked(self) -> int:
@@ -131,8 +151,12 @@ class Administration:
         again; returns how many wrong PINs it held."""
         was = self.group.pin_lock.unlock()
         if was:
-            self.group.log.record(self.group.serial, "-", "user PIN unlocked",
-                            f"after {was} wrong PIN(s) in a row (the SO's C_InitPIN)")
+            self.group.log.record(
+                self.group.serial,
+                "-",
+                "user PIN unlocked",
+                f"after {was} wrong PIN(s) in a row (the SO's C_InitPIN)",
+            )
         return was
 
     def _login(self, user_type: int, pin: str) -> None:
@@ -143,7 +167,10 @@ class Administration:
                 if exc.ckr != CKR_USER_ALREADY_LOGGED_IN or self.group.credentials is not None:
                     raise
                 # else: already logged in by a physical-slot session of ours: the same state
-        self.group.failover.every("C_Login", login, undo=lambda session, member, _: logout_quietly(session), counted=False)
+
+        self.group.failover.every(
+            "C_Login", login, undo=lambda session, member, _: logout_quietly(session), counted=False
+        )
         self.group.credentials = (user_type, pin)
         if user_type == CKU_USER:  # only the user sees every key object
             self.group.recovery.resynchronise_private()
@@ -178,8 +205,11 @@ class Administration:
     def recovery_exhausted(self) -> list[tuple[HAMember, int]]:
         """Down members automatic recovery has given up on (N attempts made, or N = 0): with
         the attempts made, for the notice where the user looks (52, 122)."""
-        return [(m, m.recovery.recover_attempt_count) for m in self.group.members
-                if not m.active and m.recovery is not None and self.group.policy.exhausted(m.recovery)]
+        return [
+            (m, m.recovery.recover_attempt_count)
+            for m in self.group.members
+            if not m.active and m.recovery is not None and self.group.policy.exhausted(m.recovery)
+        ]
 
     def member(self, ref: str) -> HAMember:
         """A member by number in the group (1-based), token label or serial."""
@@ -205,6 +235,7 @@ class Administration:
 @dataclass
 class HAInitReport:
     """What HA Init did, for the menu and the HA log."""
+
     generation: int | None = None
     created_on: list[str] = field(default_factory=list)
     weak_removed: list[str] = field(default_factory=list)
@@ -214,17 +245,25 @@ class HAInitReport:
     def lines(self) -> list[str]:
         said = []
         if self.weak_removed:
-            said.append(f"weak HA domain key of an earlier version (public, destroyable, no unwrap "
-                        f"template) destroyed on {len(self.weak_removed)} member(s): "
-                        f"{', '.join(self.weak_removed)}")
+            said.append(
+                f"weak HA domain key of an earlier version (public, destroyable, no unwrap "
+                f"template) destroyed on {len(self.weak_removed)} member(s): "
+                f"{', '.join(self.weak_removed)}"
+            )
         if self.created_on:
-            said.append(f"HA domain keys generation {self.generation} ({', '.join(replication.CARRIED)}; for private keys and for keys that are not) "
-                        f"created on {len(self.created_on)} member(s): {', '.join(self.created_on)}")
+            said.append(
+                f"HA domain keys generation {self.generation} ({', '.join(replication.CARRIED)}; for private keys and for keys that are not) "
+                f"created on {len(self.created_on)} member(s): {', '.join(self.created_on)}"
+            )
         for serial, older in self.kept:
-            said.append(f"member {serial} keeps generation(s) {', '.join(map(str, older))}: domain keys "
-                        "cannot be destroyed (only re-initialising the token removes them); they "
-                        "unwrap only sensitive, trusted-only keys and are no longer used")
+            said.append(
+                f"member {serial} keeps generation(s) {', '.join(map(str, older))}: domain keys "
+                "cannot be destroyed (only re-initialising the token removes them); they "
+                "unwrap only sensitive, trusted-only keys and are no longer used"
+            )
         if not said:
-            said.append(f"every active member already holds HA domain keys generation "
-                        f"{self.generation}; nothing to do")
+            said.append(
+                f"every active member already holds HA domain keys generation "
+                f"{self.generation}; nothing to do"
+            )
         return said

@@ -7,14 +7,26 @@ change replayed twice, or one the member took before it failed, changes nothing.
 
 The cost is a few calls per identity touched, whatever the group holds.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
 from ..codes import CKR_ATTRIBUTE_TYPE_INVALID, CKRError
-from ..model import (CKA_APPLICATION, CKA_OBJECT_ID, CKA_EXTRACTABLE, CKA_ID, CKA_TRUSTED, CKA_SENSITIVE, CKA_TOKEN, CKO_DATA, CKO_PRIVATE_KEY,
-                     CKO_PUBLIC_KEY, CKO_SECRET_KEY)
+from ..model import (
+    CKA_APPLICATION,
+    CKA_OBJECT_ID,
+    CKA_EXTRACTABLE,
+    CKA_ID,
+    CKA_TRUSTED,
+    CKA_SENSITIVE,
+    CKA_TOKEN,
+    CKO_DATA,
+    CKO_PRIVATE_KEY,
+    CKO_PUBLIC_KEY,
+    CKO_SECRET_KEY,
+)
 from . import replication
 from .marks import is_mark
 from .vault import Vault
@@ -40,8 +52,14 @@ class Outcome:
         return bool(self.copied or self.destroyed or self.updated or self.refused)
 
 
-def catch_up(src, dst, keys: Iterable[tuple], vault: Vault, replace: set[tuple] = frozenset(),
-             is_member_failure: Callable[[CKRError], bool] = lambda exc: True) -> Outcome:
+def catch_up(
+    src,
+    dst,
+    keys: Iterable[tuple],
+    vault: Vault,
+    replace: set[tuple] = frozenset(),
+    is_member_failure: Callable[[CKRError], bool] = lambda exc: True,
+) -> Outcome:
     """Make every identity in `keys` on `dst` as it is on `src` (member sessions). `replace`:
     identities whose copy on the member is another key whatever a fingerprint says (a key it
     generated and failed before copying)."""

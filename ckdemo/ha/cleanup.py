@@ -1,4 +1,5 @@
 """Letting go of a member session whose member is being given up on: errors are expected there."""
+
 from __future__ import annotations
 
 from ..codes import CKRError

@@ -6,6 +6,7 @@ It runs off the application's calls with no lock held, as any catch-up of a memb
 back (rejoin.py): the changes made during it are then caught up from the journal, and only
 then does the member serve again.
 """
+
 from __future__ import annotations
 
 
@@ -61,21 +62,31 @@ def compare_in_full(group, source: HAMember, target: HAMember, why: str) -> None
         target.generation += 1
     group.orphans.pop(target.serial, None)
     if copied or removed:
-        group.log.record(group.serial, target.serial, "resynchronised",
-                         f"{len(copied) - len(refused)} object(s) copied, {len(removed)} destroyed"
-                         + (f" ({len(replaced)} of the copies replace another key under the same "
-                            "class, CKA_ID and label)" if replaced else "")
-                         + (f"; not copied: {', '.join(refused)}" if refused else "")
-                         + f" (full comparison: {why})")
+        group.log.record(
+            group.serial,
+            target.serial,
+            "resynchronised",
+            f"{len(copied) - len(refused)} object(s) copied, {len(removed)} destroyed"
+            + (
+                f" ({len(replaced)} of the copies replace another key under the same class, CKA_ID and label)"
+                if replaced
+                else ""
+            )
+            + (f"; not copied: {', '.join(refused)}" if refused else "")
+            + f" (full comparison: {why})",
+        )
     if refused:  # never in service without an object the others have: held out, said why
         raise held_out(refused)
 
 
 def held_out(refused: list[str]) -> CKRError:
     """A member that could not be given every object the others have: the attempt fails."""
-    return CKRError(CKR_DEVICE_ERROR, "C_UnwrapKey",
-                    f"held out of service: {len(refused)} object(s) the other members have could not be "
-                    f"copied to it ({', '.join(refused)})")
+    return CKRError(
+        CKR_DEVICE_ERROR,
+        "C_UnwrapKey",
+        f"held out of service: {len(refused)} object(s) the other members have could not be "
+        f"copied to it ({', '.join(refused)})",
+    )
 
 
 def _identities(session) -> dict[int, dict]:
@@ -104,5 +115,3 @@ def _diverged(src, have: dict, theirs: dict, dst, held: dict, mine: dict) -> set
         if cls == CKO_PUBLIC_KEY and (CKO_PRIVATE_KEY, key_id, label) in held:
             diverged.add((CKO_PRIVATE_KEY, key_id, label))
     return diverged
-
-

@@ -1,4 +1,5 @@
 """The HA log: one line per event (member failed, recovery attempt, recovered, resynchronised)."""
+
 from __future__ import annotations
 
 import threading
@@ -18,13 +19,15 @@ class HAEvent:
 
     def message(self) -> str:
         """The event without its time, as the menu shows it."""
-        return f"HA group {self.group} member {self.member} {self.event}" + \
-            (f": {self.detail}" if self.detail else "")
+        return f"HA group {self.group} member {self.member} {self.event}" + (
+            f": {self.detail}" if self.detail else ""
+        )
 
     def line(self) -> str:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(self.when))
-        return f"{stamp} HA group {self.group} member {self.member} {self.event}" + \
-            (f": {self.detail}" if self.detail else "")
+        return f"{stamp} HA group {self.group} member {self.member} {self.event}" + (
+            f": {self.detail}" if self.detail else ""
+        )
 
 
 Listener = Callable[[HAEvent], None]
@@ -37,6 +40,7 @@ class HALog:
     Whoever shows events either asks for the unseen ones now and then (`unseen`), or follows the
     log (`follow`): a follower is called with each event as it is recorded, on the recording
     thread, so a screen can show it between the lines of the call it happened in."""
+
     path: Path | None = None
     wall_clock: Callable[[], float] = time.time
     events: list[HAEvent] = field(default_factory=list)
@@ -49,7 +53,7 @@ class HALog:
     def unseen(self) -> list[HAEvent]:
         """Events since the last call, for the screen (the log file has them all)."""
         with self._lock:
-            new = self.events[self._shown:]
+            new = self.events[self._shown :]
             self._shown = len(self.events)
         return new
 
@@ -57,7 +61,7 @@ class HALog:
         """From now on `listener(event)` gets each event as it is recorded; returns the events
         not shown yet, which it will not get (so each event reaches the screen once)."""
         with self._lock:
-            new = self.events[self._shown:]
+            new = self.events[self._shown :]
             self._shown = len(self.events)
             self._followers.append(listener)
         return new

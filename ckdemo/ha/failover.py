@@ -6,6 +6,7 @@ A member-fatal result fails the member and comes back as MemberFailed, which the
 the same way everywhere: try another member, or leave that member out. Application answers
 (CKR_PIN_INCORRECT, CKR_MECHANISM_INVALID, ...) pass through unchanged.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
@@ -26,8 +27,11 @@ class MemberFailed(CKRError):
     """The member gave a member-fatal result and has been failed; `cause` is its own error."""
 
     def __init__(self, member: "HAMember", cause: CKRError) -> None:
-        super().__init__(cause.ckr, cause.function,
-                         f"member {member.serial}" + (f": {cause.detail}" if cause.detail else ""))
+        super().__init__(
+            cause.ckr,
+            cause.function,
+            f"member {member.serial}" + (f": {cause.detail}" if cause.detail else ""),
+        )
         self.member = member
         self.cause = cause
 
@@ -61,10 +65,17 @@ class Failover:
     An operation takes (session, member): the member's session (its login anchor) and the member.
     """
 
-    def __init__(self, members: list["HAMember"], *, session_for: Callable[["HAMember"], Any],
-                 is_failure: Callable[[CKRError], bool],
-                 failed: Callable[["HAMember", CKRError], None],
-                 before_call: Callable[[], None], lock, balance: bool = True) -> None:
+    def __init__(
+        self,
+        members: list["HAMember"],
+        *,
+        session_for: Callable[["HAMember"], Any],
+        is_failure: Callable[[CKRError], bool],
+        failed: Callable[["HAMember", CKRError], None],
+        before_call: Callable[[], None],
+        lock,
+        balance: bool = True,
+    ) -> None:
         self.members = members
         self.session_for = session_for
         self.is_failure = is_failure
@@ -88,8 +99,12 @@ class Failover:
         with self.lock:
             if self.balance and not skip:  # the usual case: the next in turn is free and able
                 member = members[self._next]
-                if member.state is _ACTIVE and not member.outstanding and mechanism not in member.refused \
-                        and not member.standby:
+                if (
+                    member.state is _ACTIVE
+                    and not member.outstanding
+                    and mechanism not in member.refused
+                    and not member.standby
+                ):
                     self._next = (member.index + 1) % count
                     member.outstanding = 1
                     return member
@@ -97,8 +112,7 @@ class Failover:
             chosen = None
             # standby members serve only when no other member can (Luna: promoted when every
             # active member has failed)
-            standby_serves = not any(m.state is _ACTIVE and not m.standby and m not in skip
-                                     for m in members)
+            standby_serves = not any(m.state is _ACTIVE and not m.standby and m not in skip for m in members)
             for step in range(count):
                 member = members[(start + step) % count]
                 if member.state is not _ACTIVE or member in skip or mechanism in member.refused:
@@ -115,8 +129,14 @@ class Failover:
                 chosen.outstanding += 1
             return chosen
 
-    def one(self, function: str, op: Callable[[Any, "HAMember"], T], mechanism: int | None = None,
-            exclude: Sequence["HAMember"] = (), session: bool = True) -> T:
+    def one(
+        self,
+        function: str,
+        op: Callable[[Any, "HAMember"], T],
+        mechanism: int | None = None,
+        exclude: Sequence["HAMember"] = (),
+        session: bool = True,
+    ) -> T:
         """op on one member, repeated on another when the member fails. session=False: a call
         on the member's slot, which needs no session (op gets None).
 
@@ -170,9 +190,14 @@ class Failover:
             return result
 
     # ---- every member ---------------------------------------------------------------------------
-    def every(self, function: str, op: Callable[[Any, "HAMember"], T],
-              undo: Callable[[Any, "HAMember", T], None] | None = None,
-              exclude: Sequence["HAMember"] = (), counted: bool = True) -> list[tuple["HAMember", T]]:
+    def every(
+        self,
+        function: str,
+        op: Callable[[Any, "HAMember"], T],
+        undo: Callable[[Any, "HAMember", T], None] | None = None,
+        exclude: Sequence["HAMember"] = (),
+        counted: bool = True,
+    ) -> list[tuple["HAMember", T]]:
         """op on every active member (but `exclude`). A member failure fails only that member;
         an object a member never received is skipped there; any other refusal is undone (`undo`
         with what op returned) on the members that had done it, and raised: all or nothing.
@@ -231,8 +256,13 @@ class Failover:
         one target of a copy to every member, slots.fan_out)."""
         return OnMember(self, member, fanned_out)
 
-    def stream(self, function: str, mechanism: int, chunks: Iterable[bytes],
-               start: Callable[[Any, "HAMember", Iterator[bytes]], Iterator[bytes]]) -> Iterator[bytes]:
+    def stream(
+        self,
+        function: str,
+        mechanism: int,
+        chunks: Iterable[bytes],
+        start: Callable[[Any, "HAMember", Iterator[bytes]], Iterator[bytes]],
+    ) -> Iterator[bytes]:
         """A multi-part operation pinned to one member. Until it has produced output it can move
         to another member (the chunks read so far are kept): a member that refuses the mechanism
         or fails at the start costs nothing. After that, a failure goes back to the caller, who
@@ -291,11 +321,14 @@ class OnMember:
         failover, member = self.failover, self.member
 
         if self.fanned_out:
+
             def call(*args, **kwargs):
                 with fan_out():
                     return failover.pinned(member, attribute, *args, **kwargs)
+
             return call
 
         def call(*args, **kwargs):
             return failover.pinned(member, attribute, *args, **kwargs)
+
         return call

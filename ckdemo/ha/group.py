@@ -3,6 +3,7 @@
 It offers the operations of a physical slot, so a handler cannot tell the two apart. Nothing
 here knows the menu or python-pkcs11: members are physical slots from ckdemo.members.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -10,8 +11,16 @@ import threading
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, Callable, Iterator
 
-from ..codes import (CKR_DEVICE_ERROR, CKR_FUNCTION_NOT_SUPPORTED, CKR_NO_EVENT, CKR_USER_ALREADY_LOGGED_IN, CKR_USER_NOT_LOGGED_IN, SESSION_LOST,
-                     CKRError, is_member_fatal)
+from ..codes import (
+    CKR_DEVICE_ERROR,
+    CKR_FUNCTION_NOT_SUPPORTED,
+    CKR_NO_EVENT,
+    CKR_USER_ALREADY_LOGGED_IN,
+    CKR_USER_NOT_LOGGED_IN,
+    SESSION_LOST,
+    CKRError,
+    is_member_fatal,
+)
 from ..model import CKU_USER, LibraryInfo, MechanismInfo, SlotInfo, TokenInfo
 from ..slots import LoginCounter, Slot
 from .admin import Administration
@@ -23,7 +32,14 @@ from .member import HAMember
 from .vault import Vault
 from .pin_lock import PIN_FLAG_NAMES, PIN_FLAGS, PinLock
 from .policy import RecoveryPolicy
-from .recovery import ACTIVE_BASIC, ACTIVE_ENHANCED, ATTEMPT_WAIT_S, RECOVERY_MODES, BackgroundRecovery, Recovery
+from .recovery import (
+    ACTIVE_BASIC,
+    ACTIVE_ENHANCED,
+    ATTEMPT_WAIT_S,
+    RECOVERY_MODES,
+    BackgroundRecovery,
+    Recovery,
+)
 from .synchronization import Synchronizer
 from .session import VirtualSession
 
@@ -33,12 +49,22 @@ HA_SLOT_DESCRIPTION = "HA Virtual Card Slot"  # seed: "slot#3 - HA Virtual Card 
 class HAGroup(Slot):
     fallback_description = HA_SLOT_DESCRIPTION
 
-    def __init__(self, label: str, serial: str, members: list[HAMember], policy: RecoveryPolicy,
-                 log: HALog | None = None, slot_id: int = 0, balance: bool = True,
-                 state_lock: Callable[[], AbstractContextManager] = nullcontext,
-                 synchronize_on_recovery: bool = True, pin_lock: PinLock | None = None,
-                 vault: Vault | None = None, recovery_mode: str = ACTIVE_BASIC,
-                 journal: Journal | None = None) -> None:
+    def __init__(
+        self,
+        label: str,
+        serial: str,
+        members: list[HAMember],
+        policy: RecoveryPolicy,
+        log: HALog | None = None,
+        slot_id: int = 0,
+        balance: bool = True,
+        state_lock: Callable[[], AbstractContextManager] = nullcontext,
+        synchronize_on_recovery: bool = True,
+        pin_lock: PinLock | None = None,
+        vault: Vault | None = None,
+        recovery_mode: str = ACTIVE_BASIC,
+        journal: Journal | None = None,
+    ) -> None:
         self.label = label
         self.serial = serial
         self.members = members
@@ -79,10 +105,15 @@ class HAGroup(Slot):
         self.recovery = Recovery(self)
         self.admin = Administration(self)  # HA Init, HA login, HA Status, fault injection
         # which member serves each call, and what a member failure is (failover.py)
-        self.failover = Failover(members, session_for=self.session_for,
-                                 is_failure=self.is_member_failure, failed=self.member_failed,
-                                 before_call=self.recovery.before_call, lock=self.lock,
-                                 balance=balance)
+        self.failover = Failover(
+            members,
+            session_for=self.session_for,
+            is_failure=self.is_member_failure,
+            failed=self.member_failed,
+            before_call=self.recovery.before_call,
+            lock=self.lock,
+            balance=balance,
+        )
         self.synchronizer = Synchronizer(self)
         for index, member in enumerate(members):
             member.index = index
@@ -105,8 +136,11 @@ class HAGroup(Slot):
         self.recovery_mode = mode
         if mode == ACTIVE_ENHANCED:
             self.background = BackgroundRecovery(
-                self.recovery, self.policy, self.serial,
-                log=lambda line: self.log.record(self.serial, "-", "background-recovery", line)).start()
+                self.recovery,
+                self.policy,
+                self.serial,
+                log=lambda line: self.log.record(self.serial, "-", "background-recovery", line),
+            ).start()
 
     def show_recovery_inside_calls(self) -> None:
         """A call that starts a recovery attempt waits for its end, so a person at the menu sees
@@ -169,9 +203,13 @@ class HAGroup(Slot):
         with self.lock:
             self.credentials = None
             self.epoch += 1
-        self.log.record(self.serial, "*", "lost",
-                        "every member is lost: the login and every session are gone (the "
-                        "application must C_Finalize, C_Initialize and log in again)")
+        self.log.record(
+            self.serial,
+            "*",
+            "lost",
+            "every member is lost: the login and every session are gone (the "
+            "application must C_Finalize, C_Initialize and log in again)",
+        )
 
     @contextmanager
     def change(self) -> Iterator[list[tuple]]:
@@ -316,38 +354,63 @@ class HAGroup(Slot):
 
     def slot_info(self) -> SlotInfo:
         self.before_call()
-        return SlotInfo(self.slot_id, HA_SLOT_DESCRIPTION, "ckdemo HA", 0x1, ("CKF_TOKEN_PRESENT",),
-                        (1, 0), (1, 0))
+        return SlotInfo(
+            self.slot_id, HA_SLOT_DESCRIPTION, "ckdemo HA", 0x1, ("CKF_TOKEN_PRESENT",), (1, 0), (1, 0)
+        )
 
     def token_info(self) -> TokenInfo:
         info = self.failover.one("C_GetTokenInfo", lambda _, m: m.slot.token_info(), session=False)
         rw = sum(1 for s in self.sessions.values() if s.rw)
         flags = (info.flags & ~PIN_FLAGS) | self.pin_lock.flags()  # the HA slot's own count
         names = tuple(n for n in info.flag_names if n not in PIN_FLAG_NAMES.values()) + tuple(
-            name for bit, name in PIN_FLAG_NAMES.items() if flags & bit)
-        return TokenInfo(self.label, "ckdemo HA", "HA virtual token", self.serial, flags,
-                         names, info.max_session_count, len(self.sessions),
-                         info.max_rw_session_count, rw, info.max_pin_len, info.min_pin_len,
-                         info.total_public_memory, info.free_public_memory,
-                         info.total_private_memory, info.free_private_memory,
-                         info.hardware_version, info.firmware_version, info.utc_time)
+            name for bit, name in PIN_FLAG_NAMES.items() if flags & bit
+        )
+        return TokenInfo(
+            self.label,
+            "ckdemo HA",
+            "HA virtual token",
+            self.serial,
+            flags,
+            names,
+            info.max_session_count,
+            len(self.sessions),
+            info.max_rw_session_count,
+            rw,
+            info.max_pin_len,
+            info.min_pin_len,
+            info.total_public_memory,
+            info.free_public_memory,
+            info.total_private_memory,
+            info.free_private_memory,
+            info.hardware_version,
+            info.firmware_version,
+            info.utc_time,
+        )
 
     def mechanisms(self) -> list[tuple[int, str]]:
         return self.failover.one("C_GetMechanismList", lambda _, m: m.slot.mechanisms(), session=False)
 
     def mechanism_info(self, mechanism: int) -> MechanismInfo:
-        return self.failover.one("C_GetMechanismInfo", lambda _, m: m.slot.mechanism_info(mechanism),
-                                 session=False)
+        return self.failover.one(
+            "C_GetMechanismInfo", lambda _, m: m.slot.mechanism_info(mechanism), session=False
+        )
 
     def library_info(self) -> LibraryInfo:
         info = self.failover.one("C_GetInfo", lambda _, m: m.slot.library_info(), session=False)
-        return LibraryInfo(info.cryptoki_version, "ckdemo HA",
-                           f"HA group {self.label} over {len(self.members)} members",
-                           (1, 0), info.path)
+        return LibraryInfo(
+            info.cryptoki_version,
+            "ckdemo HA",
+            f"HA group {self.label} over {len(self.members)} members",
+            (1, 0),
+            info.path,
+        )
 
     def init_token(self, so_pin: str, label: str) -> None:
-        raise CKRError(CKR_FUNCTION_NOT_SUPPORTED, "C_InitToken",
-                       "the HA virtual slot cannot be initialised; initialise each member's slot")
+        raise CKRError(
+            CKR_FUNCTION_NOT_SUPPORTED,
+            "C_InitToken",
+            "the HA virtual slot cannot be initialised; initialise each member's slot",
+        )
 
     def login_counter(self) -> "HALoginCounter":
         return HALoginCounter(self)
@@ -357,9 +420,11 @@ class HAGroup(Slot):
         can copy it: say what "Extractable? n" still promises."""
         if extractable:
             return ""
-        return ("HA slot: no one holding the user PIN can read or wrap this key in the clear; "
-                "members copy it only wrapped under the group's domain keys, CKA_WRAP_WITH_TRUSTED, "
-                "which unwrap nothing but sensitive, trusted-only keys")
+        return (
+            "HA slot: no one holding the user PIN can read or wrap this key in the clear; "
+            "members copy it only wrapped under the group's domain keys, CKA_WRAP_WITH_TRUSTED, "
+            "which unwrap nothing but sensitive, trusted-only keys"
+        )
 
     def wait_for_event(self) -> int:
         """The virtual slot's events are its members' comings and goings: one event for each

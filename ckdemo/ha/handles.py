@@ -5,6 +5,7 @@ object handles from this one counter, so two groups never hand out the same numb
 counter starts far above the numbers modules give their own sessions and objects (SoftHSM counts
 from 1, p11-kit from 17, Luna small numbers too), so a virtual handle is not a physical one.
 """
+
 from __future__ import annotations
 
 import itertools

@@ -14,6 +14,7 @@ sequence is shared by every process on the home, the entries are this process's)
 killed in the middle of a change, this process started after N, or the member's mark is missing
 or from another sequence.
 """
+
 from __future__ import annotations
 
 import os
@@ -29,6 +30,7 @@ CAPACITY = 4096  # changes kept; a member away for more is compared in full
 
 class Sequence(Protocol):
     """Where the group's change numbers come from."""
+
     id: str  # names this sequence: a mark from another one proves nothing
 
     def next(self) -> int: ...
@@ -84,8 +86,11 @@ class FileSequence:
             temporary.write_text(f"{sequence_id} {head}\n")
             os.replace(temporary, self.path)
         except OSError as exc:  # a read-only home: one line, the call fails
-            raise CKRError(CKR_FUNCTION_FAILED, "ckdemo journal",
-                           f"cannot write {self.path}: {exc.strerror or exc} (the home must be writable)") from None
+            raise CKRError(
+                CKR_FUNCTION_FAILED,
+                "ckdemo journal",
+                f"cannot write {self.path}: {exc.strerror or exc} (the home must be writable)",
+            ) from None
 
     def next(self) -> int:
         with self._lock:
@@ -163,7 +168,11 @@ class Journal:
         sequence_id, number = parsed
         head = self.head()
         with self._lock:
-            if sequence_id != self.sequence.id or number > head or head - number > len(self.entries) + len(self.in_flight):
+            if (
+                sequence_id != self.sequence.id
+                or number > head
+                or head - number > len(self.entries) + len(self.in_flight)
+            ):
                 return None
             touched: set[tuple] = set()
             for wanted in range(number + 1, head + 1):

@@ -14,6 +14,7 @@ carries no secret; whoever changes it can only make recovery compare in full, or
 newer number, make the group skip changes on that member (no more than destroying objects on
 the member token straight away could do).
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -65,7 +66,7 @@ class Marks:
         label = session.get_attributes(found[0], [CKA_LABEL]).get(CKA_LABEL) or ""
         if isinstance(label, (bytes, bytearray)):
             label = bytes(label).decode("utf-8", "replace")
-        return label[len(MARK_LABEL) + 1:].encode() if label.startswith(MARK_LABEL + " ") else None
+        return label[len(MARK_LABEL) + 1 :].encode() if label.startswith(MARK_LABEL + " ") else None
 
     def advance(self, session, member, value: bytes) -> None:
         """A change the member took: its mark moves on, if it has one. A member with none was
@@ -105,9 +106,16 @@ class Marks:
             session.set_attributes(found[0], {CKA_LABEL: self._label(value)})
             handle = found[0]
         else:
-            handle = session.create_object({CKA_CLASS: CKO_DATA, CKA_TOKEN: True, CKA_PRIVATE: False,
-                                            CKA_APPLICATION: self.application,
-                                            CKA_LABEL: self._label(value), CKA_VALUE: b"ckdemo"})
+            handle = session.create_object(
+                {
+                    CKA_CLASS: CKO_DATA,
+                    CKA_TOKEN: True,
+                    CKA_PRIVATE: False,
+                    CKA_APPLICATION: self.application,
+                    CKA_LABEL: self._label(value),
+                    CKA_VALUE: b"ckdemo",
+                }
+            )
         self._handles[member.serial] = (member.generation, handle)
 
     def forget(self, member) -> None:

@@ -1,4 +1,5 @@
 """One member of an HA group: a physical slot known by its token serial, and its health."""
+
 from __future__ import annotations
 
 import enum
@@ -15,8 +16,12 @@ class MemberState(enum.Enum):
     REJECTED = "rejected"  # came back with another or an empty token: kept out until HA Init
 
 
-STATUS_CODE = {MemberState.ACTIVE: CKR_OK, MemberState.FAILED: CKR_DEVICE_ERROR,
-               MemberState.DOWN: CKR_TOKEN_NOT_PRESENT, MemberState.REJECTED: CKR_TOKEN_NOT_RECOGNIZED}
+STATUS_CODE = {
+    MemberState.ACTIVE: CKR_OK,
+    MemberState.FAILED: CKR_DEVICE_ERROR,
+    MemberState.DOWN: CKR_TOKEN_NOT_PRESENT,
+    MemberState.REJECTED: CKR_TOKEN_NOT_RECOGNIZED,
+}
 
 
 class MemberRejected(Exception):

@@ -12,6 +12,7 @@ an flock, so every ckdemo process on the home sees one count and a lock survives
 on a token. Token flags follow PKCS#11 v2.40 (CK_TOKEN_INFO): COUNT_LOW after a failure,
 FINAL_TRY when one attempt is left, LOCKED when none is.
 """
+
 from __future__ import annotations
 
 import fcntl
@@ -32,16 +33,19 @@ CKF_USER_PIN_FINAL_TRY = 0x00020000
 CKF_USER_PIN_LOCKED = 0x00040000
 RECORD = b'{"failures": %10d}\n'  # fixed width
 PIN_FLAGS = CKF_USER_PIN_COUNT_LOW | CKF_USER_PIN_FINAL_TRY | CKF_USER_PIN_LOCKED
-PIN_FLAG_NAMES = {CKF_USER_PIN_COUNT_LOW: "CKF_USER_PIN_COUNT_LOW",
-                  CKF_USER_PIN_FINAL_TRY: "CKF_USER_PIN_FINAL_TRY",
-                  CKF_USER_PIN_LOCKED: "CKF_USER_PIN_LOCKED"}
+PIN_FLAG_NAMES = {
+    CKF_USER_PIN_COUNT_LOW: "CKF_USER_PIN_COUNT_LOW",
+    CKF_USER_PIN_FINAL_TRY: "CKF_USER_PIN_FINAL_TRY",
+    CKF_USER_PIN_LOCKED: "CKF_USER_PIN_LOCKED",
+}
 
 
 class PinLock:
     """The user PIN's failed-login count of one HA group. path None: kept in memory only."""
 
-    def __init__(self, path: str | os.PathLike | None = None,
-                 limit: int = DEFAULT_FAILED_LOGIN_LIMIT) -> None:
+    def __init__(
+        self, path: str | os.PathLike | None = None, limit: int = DEFAULT_FAILED_LOGIN_LIMIT
+    ) -> None:
         self.path = Path(path) if path is not None else None
         self.limit = limit
         self._threads = threading.Lock()
@@ -51,9 +55,12 @@ class PinLock:
     def check(self, function: str = "C_Login") -> None:
         """CKRError(CKR_PIN_LOCKED) when the user PIN is locked."""
         if self.locked:
-            raise CKRError(CKR_PIN_LOCKED, function,
-                           f"the user PIN is locked after {self.limit} wrong PINs; the SO's "
-                           "C_InitPIN (or `ckdemo hagroup unlockpin`) unlocks it")
+            raise CKRError(
+                CKR_PIN_LOCKED,
+                function,
+                f"the user PIN is locked after {self.limit} wrong PINs; the SO's "
+                "C_InitPIN (or `ckdemo hagroup unlockpin`) unlocks it",
+            )
 
     def failed(self, function: str = "C_Login") -> CKRError:
         """Count one wrong PIN; the error to answer it with (CKR_PIN_INCORRECT, as a token
@@ -61,8 +68,13 @@ class PinLock:
         with self._state() as state:
             state["failures"] = state.get("failures", 0) + 1
             left = self.limit - state["failures"]
-        detail = "" if self.limit <= 0 else \
-            "the user PIN is now locked" if left <= 0 else f"{left} attempt(s) left before the PIN locks"
+        detail = (
+            ""
+            if self.limit <= 0
+            else "the user PIN is now locked"
+            if left <= 0
+            else f"{left} attempt(s) left before the PIN locks"
+        )
         return CKRError(CKR_PIN_INCORRECT, function, detail)
 
     def succeeded(self) -> None:
@@ -113,8 +125,11 @@ class PinLock:
                 if not write and not self.path.exists():
                     yield {}  # nothing counted yet, and nothing to count in a read-only home
                     return
-                raise CKRError(CKR_FUNCTION_FAILED, "ckdemo", f"cannot keep the failed-login "
-                               f"count in {self.path}: {exc.strerror or exc}") from None
+                raise CKRError(
+                    CKR_FUNCTION_FAILED,
+                    "ckdemo",
+                    f"cannot keep the failed-login count in {self.path}: {exc.strerror or exc}",
+                ) from None
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX if write else fcntl.LOCK_SH)
                 raw = os.pread(fd, 4096, 0)

@@ -6,6 +6,7 @@
 Each disconnected member keeps its own counters, so several failed members recover
 independently.
 """
+
 from __future__ import annotations
 
 import time
@@ -19,14 +20,18 @@ DEFAULT_RECOVERY_RETRIES = -1  # seed: N, "effectively infinite"; 0 turns auto-r
 @dataclass
 class RecoveryState:
     """One disconnected member's counters, named as in the seed."""
+
     last_recover_attempt: float
     recover_attempt_count: int = 0
 
 
 class RecoveryPolicy:
-    def __init__(self, interval_s: float = DEFAULT_RECOVERY_INTERVAL_S,
-                 retries: int = DEFAULT_RECOVERY_RETRIES,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        interval_s: float = DEFAULT_RECOVERY_INTERVAL_S,
+        retries: int = DEFAULT_RECOVERY_RETRIES,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.interval_s = interval_s
         self.retries = retries
         self.clock = clock

@@ -17,6 +17,7 @@ how it went.
 
 Recovery is an object the group owns; what it uses of the group is declared in GroupView.
 """
+
 from __future__ import annotations
 
 import atexit
@@ -30,6 +31,7 @@ from ..model import CKU_USER
 from . import catchup, comparison, rejoin, replication
 from .cleanup import close_quietly, logout_quietly
 from .member import HAMember, MemberRejected, MemberState
+
 if TYPE_CHECKING:
     from .failover import Failover
     from .journal import Journal
@@ -54,6 +56,7 @@ ATTEMPT_WAIT_S = 30.0
 
 class GroupView(Protocol):
     """What recovery and synchronisation use of their HA group."""
+
     serial: str
     members: list[HAMember]
     policy: RecoveryPolicy
@@ -114,8 +117,9 @@ class Recovery:
 
     def _due(self, member: HAMember) -> bool:
         recovery = member.recovery
-        return member.down and recovery is not None and not member.recovering \
-            and self.group.policy.due(recovery)
+        return (
+            member.down and recovery is not None and not member.recovering and self.group.policy.due(recovery)
+        )
 
     def recover_now(self) -> list[tuple[HAMember, bool]]:
         """Manual recovery (Luna: `hagroup recover`): every member that is down is tried now,
@@ -143,8 +147,10 @@ class Recovery:
             if not member.active:
                 return
             member.last_error = error
-            self.disconnect(member, f"{error.function} returned {error.name}"
-                             + (f": {error.detail}" if error.detail else ""))
+            self.disconnect(
+                member,
+                f"{error.function} returned {error.name}" + (f": {error.detail}" if error.detail else ""),
+            )
 
     def disconnect(self, member: HAMember, why: str) -> None:
         self.group.note_slot_event()
@@ -202,13 +208,18 @@ class Recovery:
     def _failed_attempt(self, member: HAMember, exc: CKRError, attempt: int) -> None:
         assert member.recovery is not None
         self.group.policy.attempted(member.recovery, recovered=False)
-        self.group.log.record(self.group.serial, member.serial, "recovery-attempt",
-                              f"#{attempt} failed: {exc}")
+        self.group.log.record(
+            self.group.serial, member.serial, "recovery-attempt", f"#{attempt} failed: {exc}"
+        )
         if 0 < self.group.policy.retries == member.recovery.recover_attempt_count:  # said once
-            self.group.log.record(self.group.serial, member.serial, "recovery-exhausted",
-                                  f"{attempt} of {self.group.policy.retries} attempts made: no "
-                                  "more automatic recovery (hagroup recover, or menu 125, "
-                                  "takes it back)")
+            self.group.log.record(
+                self.group.serial,
+                member.serial,
+                "recovery-exhausted",
+                f"{attempt} of {self.group.policy.retries} attempts made: no "
+                "more automatic recovery (hagroup recover, or menu 125, "
+                "takes it back)",
+            )
 
     def rejoined(self, target: HAMember, attempt: int) -> None:
         """The member holds what the group holds (the state lock is held): marked so, and it
@@ -279,8 +290,10 @@ class Recovery:
         it was re-initialised and must be admitted again by HA Init."""
         wanted = replication.domain_keys(self.group.session_for(source)).current
         if wanted is not None and wanted not in replication.domain_keys(target.anchor).complete:
-            raise MemberRejected(f"came back without the HA domain keys (generation {wanted}; "
-                                 "token re-initialised?): run HA Init (50) to admit it again")
+            raise MemberRejected(
+                f"came back without the HA domain keys (generation {wanted}; "
+                "token re-initialised?): run HA Init (50) to admit it again"
+            )
 
     def bring_up_to_date(self, source: HAMember, target: HAMember, background: bool = False) -> None:
         """The member made as the group is now (from the journal, or by the full comparison).
@@ -294,8 +307,13 @@ class Recovery:
 
     def catch_up_changes(self, source: HAMember, target: HAMember, touched: frozenset, since: bytes) -> None:
         """The identities changed after `since`, made on the member as on the source."""
-        outcome = catchup.catch_up(self.group.session_for(source), target.anchor, touched,
-                                   self.group.vault, is_member_failure=self.group.is_member_failure)
+        outcome = catchup.catch_up(
+            self.group.session_for(source),
+            target.anchor,
+            touched,
+            self.group.vault,
+            is_member_failure=self.group.is_member_failure,
+        )
         self._said(target, outcome, touched, since)
 
     def _user_logged_in(self) -> bool:
@@ -308,8 +326,9 @@ class Recovery:
         for member in self.group.active_members():
             if not member.private_unsynced:
                 continue
-            source = next((m for m in self.group.active_members()
-                           if m is not member and not m.private_unsynced), None)
+            source = next(
+                (m for m in self.group.active_members() if m is not member and not m.private_unsynced), None
+            )
             if source is None:
                 continue  # every member missed something: the union is all there is to go by
             try:
@@ -331,13 +350,19 @@ class Recovery:
         mark = self.group.marks.read(dst, target)
         touched = self.group.journal.since(mark)
         if touched is None:
-            why = ("the member has no journal mark" if mark is None else
-                   f"the journal does not hold every change after the member's mark ({mark.decode(errors='replace')})")
+            why = (
+                "the member has no journal mark"
+                if mark is None
+                else f"the journal does not hold every change after the member's mark ({mark.decode(errors='replace')})"
+            )
             self.full_comparisons += 1
             if background and not self.in_calls:  # (said as activeEnhanced always has)
-                self.group.log.record(self.group.serial, target.serial, "resynchronising",
-                                      f"{why}: compared in full in the background; it serves "
-                                      "again when done")
+                self.group.log.record(
+                    self.group.serial,
+                    target.serial,
+                    "resynchronising",
+                    f"{why}: compared in full in the background; it serves again when done",
+                )
                 why += "; compared in the background"
             comparison.compare_in_full(self.group, source, target, why)
         else:
@@ -351,8 +376,9 @@ class Recovery:
         src, dst = self.group.session_for(source), target.anchor
         orphans = self.group.orphans.get(target.serial, set())
         keys = set(touched) | set(catchup.session_objects(src)) | orphans
-        outcome = catchup.catch_up(src, dst, keys, self.group.vault, replace=orphans,
-                                   is_member_failure=self.group.is_member_failure)
+        outcome = catchup.catch_up(
+            src, dst, keys, self.group.vault, replace=orphans, is_member_failure=self.group.is_member_failure
+        )
         self.group.orphans.pop(target.serial, None)
         self.replays += 1
         self._said(target, outcome, touched, mark)
@@ -363,15 +389,23 @@ class Recovery:
         if outcome.destroyed or outcome.replaced:  # handles kept of this member name objects gone now
             target.generation += 1
         if outcome.changed:
-            self.group.log.record(self.group.serial, target.serial, "resynchronised",
-                                  f"{outcome.copied} object(s) copied, "
-                                  f"{outcome.destroyed} destroyed"
-                                  + (f", {outcome.updated} updated" if outcome.updated else "")
-                                  + (f" ({outcome.replaced} of the copies replace another key under "
-                                     "the same class, CKA_ID and label)" if outcome.replaced else "")
-                                  + (f"; not copied: {', '.join(outcome.refused)}" if outcome.refused else "")
-                                  + f" (journal: {len(touched)} object(s) changed after "
-                                    f"{mark.decode(errors='replace')})")
+            self.group.log.record(
+                self.group.serial,
+                target.serial,
+                "resynchronised",
+                f"{outcome.copied} object(s) copied, "
+                f"{outcome.destroyed} destroyed"
+                + (f", {outcome.updated} updated" if outcome.updated else "")
+                + (
+                    f" ({outcome.replaced} of the copies replace another key under "
+                    "the same class, CKA_ID and label)"
+                    if outcome.replaced
+                    else ""
+                )
+                + (f"; not copied: {', '.join(outcome.refused)}" if outcome.refused else "")
+                + f" (journal: {len(touched)} object(s) changed after "
+                f"{mark.decode(errors='replace')})",
+            )
         if outcome.refused:  # never in service without an object the others have (its mark stays)
             raise comparison.held_out(outcome.refused)
 
@@ -381,8 +415,9 @@ class BackgroundRecovery:
     the same counters), so a failed member comes back with no application call. Stopped by
     stop() and at interpreter exit (no member library is called while Python shuts down)."""
 
-    def __init__(self, recovery: Recovery, policy, name: str,
-                 log: Callable[[str], None] = lambda line: None) -> None:
+    def __init__(
+        self, recovery: Recovery, policy, name: str, log: Callable[[str], None] = lambda line: None
+    ) -> None:
         self.recovery = recovery
         self.policy = policy
         self.log = log
@@ -411,7 +446,9 @@ class BackgroundRecovery:
         return self.thread.is_alive() and not self._stop.is_set()
 
     def _run(self) -> None:
-        while not self._stop.wait(self.poll_s or min(BACKGROUND_POLL_S, max(0.01, self.policy.interval_s / 4))):
+        while not self._stop.wait(
+            self.poll_s or min(BACKGROUND_POLL_S, max(0.01, self.policy.interval_s / 4))
+        ):
             self.passes += 1
             try:
                 if any(self.recovery._due(m) for m in self.recovery.group.members):

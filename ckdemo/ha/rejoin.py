@@ -23,6 +23,7 @@ the new login. A failure, or a journal that cannot cover the time it took (anoth
 change), is a failed attempt, retried after X with the seed's counters. The same path serves activeBasic (the attempt made
 inside an application call) and activeEnhanced (made by the group's background thread).
 """
+
 from __future__ import annotations
 
 import atexit
@@ -51,8 +52,9 @@ def start(recovery: "Recovery", member: HAMember) -> threading.Thread:
     member.recovering = True
     if not recovery.catching_up:  # no member library is called while Python shuts down
         atexit.register(recovery.settle)
-    thread = threading.Thread(target=_attempt, args=(recovery, member),
-                              name=f"ha-recover-{member.serial}", daemon=True)
+    thread = threading.Thread(
+        target=_attempt, args=(recovery, member), name=f"ha-recover-{member.serial}", daemon=True
+    )
     recovery.catching_up = [t for t in recovery.catching_up if t.is_alive()] + [thread]
     thread.start()
     return thread
@@ -79,8 +81,11 @@ def _attempt_now(recovery: "Recovery", target: HAMember) -> None:
         for _ in range(LOGIN_CHANGES + 1):
             if _caught_up(recovery, source, target, attempt, group.credentials):
                 return
-        raise Changed(CKR_FUNCTION_FAILED, "HA", "the HA login kept changing while the member was "
-                      "brought up to date: tried again")
+        raise Changed(
+            CKR_FUNCTION_FAILED,
+            "HA",
+            "the HA login kept changing while the member was brought up to date: tried again",
+        )
     except MemberRejected as exc:
         with group.lock:
             recovery.rejected(target, str(exc))
@@ -92,8 +97,7 @@ def _attempt_now(recovery: "Recovery", target: HAMember) -> None:
         target.recovering = False
 
 
-def _caught_up(recovery: "Recovery", source: HAMember, target: HAMember, attempt: int,
-               credentials) -> bool:
+def _caught_up(recovery: "Recovery", source: HAMember, target: HAMember, attempt: int, credentials) -> bool:
     """Steps 2-4 under one HA login; False when the login changed meanwhile (a user logged in
     or out: what the member's session could see was not what the group sees), the member's
     session then logged in as the group is now, to start again."""
@@ -138,6 +142,10 @@ def _reading(group, source: HAMember) -> Iterator[None]:
 def _since(group, mark: bytes) -> frozenset:
     touched = group.journal.since(mark)
     if touched is None:
-        raise Changed(CKR_FUNCTION_FAILED, "HA", "the journal does not hold every change made while "
-                      "the member was brought up to date (another process?): tried again")
+        raise Changed(
+            CKR_FUNCTION_FAILED,
+            "HA",
+            "the journal does not hold every change made while "
+            "the member was brought up to date (another process?): tried again",
+        )
     return touched

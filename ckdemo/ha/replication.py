@@ -21,6 +21,7 @@ Domain keys cannot be destroyed, so re-keying adds a generation beside the old o
 single public, destroyable key of earlier ckdemo versions (CKA_ID `ckdemo-ha-domain`) is weak:
 HA Init destroys it.
 """
+
 from __future__ import annotations
 
 import os
@@ -30,15 +31,55 @@ from typing import Any
 
 from .. import codes
 from ..codes import CKR_KEY_NOT_WRAPPABLE, CKRError
-from ..model import (CKA_ALLOWED_MECHANISMS, CKA_ALWAYS_AUTHENTICATE, CKA_APPLICATION, CKA_OBJECT_ID, CKA_CLASS, CKA_COEFFICIENT, CKA_COPYABLE, CKA_DECRYPT,
-                     CKA_DERIVE, CKA_DESTROYABLE, CKA_EC_PARAMS, CKA_EC_POINT, CKA_ENCRYPT,
-                     CKA_EXPONENT_1, CKA_EXPONENT_2, CKA_EXTRACTABLE, CKA_ID, CKA_KEY_TYPE,
-                     CKA_LABEL, CKA_MODIFIABLE, CKA_MODULUS, CKA_PRIME_1, CKA_PRIME_2, CKA_PRIVATE,
-                     CKA_PRIVATE_EXPONENT, CKA_PUBLIC_EXPONENT, CKA_SENSITIVE, CKA_SIGN, CKA_TOKEN,
-                     CKA_TRUSTED, CKA_UNWRAP, CKA_UNWRAP_TEMPLATE, CKA_VALUE, CKA_VERIFY, CKA_WRAP,
-                     CKA_WRAP_TEMPLATE, CKA_WRAP_WITH_TRUSTED, CKK_AES, CKK_EC, CKK_GENERIC_SECRET,
-                     CKK_RSA, CKM_AES_KEY_WRAP_PAD, CKM_SHA256, CKO_DATA, CKO_PRIVATE_KEY,
-                     CKO_PUBLIC_KEY, CKO_SECRET_KEY)
+from ..model import (
+    CKA_ALLOWED_MECHANISMS,
+    CKA_ALWAYS_AUTHENTICATE,
+    CKA_APPLICATION,
+    CKA_OBJECT_ID,
+    CKA_CLASS,
+    CKA_COEFFICIENT,
+    CKA_COPYABLE,
+    CKA_DECRYPT,
+    CKA_DERIVE,
+    CKA_DESTROYABLE,
+    CKA_EC_PARAMS,
+    CKA_EC_POINT,
+    CKA_ENCRYPT,
+    CKA_EXPONENT_1,
+    CKA_EXPONENT_2,
+    CKA_EXTRACTABLE,
+    CKA_ID,
+    CKA_KEY_TYPE,
+    CKA_LABEL,
+    CKA_MODIFIABLE,
+    CKA_MODULUS,
+    CKA_PRIME_1,
+    CKA_PRIME_2,
+    CKA_PRIVATE,
+    CKA_PRIVATE_EXPONENT,
+    CKA_PUBLIC_EXPONENT,
+    CKA_SENSITIVE,
+    CKA_SIGN,
+    CKA_TOKEN,
+    CKA_TRUSTED,
+    CKA_UNWRAP,
+    CKA_UNWRAP_TEMPLATE,
+    CKA_VALUE,
+    CKA_VERIFY,
+    CKA_WRAP,
+    CKA_WRAP_TEMPLATE,
+    CKA_WRAP_WITH_TRUSTED,
+    CKK_AES,
+    CKK_EC,
+    CKK_GENERIC_SECRET,
+    CKK_RSA,
+    CKM_AES_KEY_WRAP_PAD,
+    CKM_SHA256,
+    CKO_DATA,
+    CKO_PRIVATE_KEY,
+    CKO_PUBLIC_KEY,
+    CKO_SECRET_KEY,
+)
 from .vault import FACTS, Kept
 
 DOMAIN_KEY_LABEL = "ckdemo HA domain key"
@@ -74,6 +115,7 @@ def kind_of(cls: int, key_type: int, private: bool = True) -> str | None:
     kind = KIND_OF.get((cls, key_type))
     return kind if kind is None or private else kind + PUBLIC_FAMILY
 
+
 # capability attributes copied to a replica, by object class
 CAPABILITIES = {
     # (and whether each use asks for a context-specific login, which a token takes at any time)
@@ -85,18 +127,38 @@ CAPABILITIES = {
 }
 # given at creation only (a token refuses to set them FALSE later): copied to every replica
 AT_CREATION = (CKA_MODIFIABLE, CKA_COPYABLE, CKA_DESTROYABLE)
-NOT_AT_UNWRAP = (CKA_DESTROYABLE, CKA_MODIFIABLE)  # last in an unwrap template (SoftHSM2 2.6.1), MODIFIABLE last of all
+NOT_AT_UNWRAP = (
+    CKA_DESTROYABLE,
+    CKA_MODIFIABLE,
+)  # last in an unwrap template (SoftHSM2 2.6.1), MODIFIABLE last of all
 PUBLIC_VALUES = {CKK_RSA: (CKA_MODULUS, CKA_PUBLIC_EXPONENT), CKK_EC: (CKA_EC_PARAMS, CKA_EC_POINT)}
 # what a key that is not sensitive is copied by (it is readable anyway, so nothing is wrapped)
 CLEAR_VALUES = {
-    (CKO_PRIVATE_KEY, CKK_RSA): (CKA_MODULUS, CKA_PUBLIC_EXPONENT, CKA_PRIVATE_EXPONENT, CKA_PRIME_1,
-                                 CKA_PRIME_2, CKA_EXPONENT_1, CKA_EXPONENT_2, CKA_COEFFICIENT),
+    (CKO_PRIVATE_KEY, CKK_RSA): (
+        CKA_MODULUS,
+        CKA_PUBLIC_EXPONENT,
+        CKA_PRIVATE_EXPONENT,
+        CKA_PRIME_1,
+        CKA_PRIME_2,
+        CKA_EXPONENT_1,
+        CKA_EXPONENT_2,
+        CKA_COEFFICIENT,
+    ),
     (CKO_PRIVATE_KEY, CKK_EC): (CKA_EC_PARAMS, CKA_VALUE),
 }
 IDENTITY = (CKA_CLASS, CKA_KEY_TYPE, CKA_ID, CKA_LABEL, CKA_TOKEN, CKA_PRIVATE)
 # a data object's attributes, copied to a member that lacks it (MODIFIABLE and the rest at creation)
-DATA_VALUES = (CKA_TOKEN, CKA_PRIVATE, CKA_LABEL, CKA_APPLICATION, CKA_OBJECT_ID, CKA_VALUE,
-               CKA_COPYABLE, CKA_DESTROYABLE, CKA_MODIFIABLE)
+DATA_VALUES = (
+    CKA_TOKEN,
+    CKA_PRIVATE,
+    CKA_LABEL,
+    CKA_APPLICATION,
+    CKA_OBJECT_ID,
+    CKA_VALUE,
+    CKA_COPYABLE,
+    CKA_DESTROYABLE,
+    CKA_MODIFIABLE,
+)
 
 
 def domain_key_id(generation: int, kind: str) -> bytes:
@@ -109,24 +171,40 @@ def is_domain_key_id(key_id: bytes | None) -> bool:
 
 def domain_key_template(value: bytes, generation: int, kind: str) -> dict[int, Any]:
     private = not kind.endswith(PUBLIC_FAMILY)
-    cls, key_type = CARRIED[kind if private else kind[:-len(PUBLIC_FAMILY)]]
+    cls, key_type = CARRIED[kind if private else kind[: -len(PUBLIC_FAMILY)]]
     wraps = {CKA_CLASS: cls, CKA_KEY_TYPE: key_type, **({} if private else {CKA_PRIVATE: False})}
-    return {CKA_CLASS: CKO_SECRET_KEY, CKA_KEY_TYPE: CKK_AES, CKA_VALUE: value, CKA_TOKEN: True,
-            CKA_PRIVATE: False,  # SoftHSM: only the SO may set CKA_TRUSTED, and not on private objects
-            CKA_SENSITIVE: True, CKA_EXTRACTABLE: False, CKA_TRUSTED: True,
-            CKA_WRAP: True, CKA_UNWRAP: True, CKA_ENCRYPT: False, CKA_DECRYPT: False,
-            CKA_SIGN: False, CKA_VERIFY: False, CKA_DERIVE: False,
-            CKA_MODIFIABLE: False, CKA_COPYABLE: False, CKA_DESTROYABLE: False,
-            CKA_ALLOWED_MECHANISMS: [DOMAIN_KEY_MECHANISM],
-            # it wraps only its own kind of key, and unwraps only that kind, locked down
-            CKA_WRAP_TEMPLATE: wraps,
-            CKA_UNWRAP_TEMPLATE: {CKA_CLASS: cls, CKA_KEY_TYPE: key_type, **unwrap_pinned(private)},
-            CKA_ID: domain_key_id(generation, kind), CKA_LABEL: f"{DOMAIN_KEY_LABEL} g{generation} {kind}"}
+    return {
+        CKA_CLASS: CKO_SECRET_KEY,
+        CKA_KEY_TYPE: CKK_AES,
+        CKA_VALUE: value,
+        CKA_TOKEN: True,
+        CKA_PRIVATE: False,  # SoftHSM: only the SO may set CKA_TRUSTED, and not on private objects
+        CKA_SENSITIVE: True,
+        CKA_EXTRACTABLE: False,
+        CKA_TRUSTED: True,
+        CKA_WRAP: True,
+        CKA_UNWRAP: True,
+        CKA_ENCRYPT: False,
+        CKA_DECRYPT: False,
+        CKA_SIGN: False,
+        CKA_VERIFY: False,
+        CKA_DERIVE: False,
+        CKA_MODIFIABLE: False,
+        CKA_COPYABLE: False,
+        CKA_DESTROYABLE: False,
+        CKA_ALLOWED_MECHANISMS: [DOMAIN_KEY_MECHANISM],
+        # it wraps only its own kind of key, and unwraps only that kind, locked down
+        CKA_WRAP_TEMPLATE: wraps,
+        CKA_UNWRAP_TEMPLATE: {CKA_CLASS: cls, CKA_KEY_TYPE: key_type, **unwrap_pinned(private)},
+        CKA_ID: domain_key_id(generation, kind),
+        CKA_LABEL: f"{DOMAIN_KEY_LABEL} g{generation} {kind}",
+    }
 
 
 @dataclass
 class DomainKeys:
     """The domain keys one member holds: {generation: {kind: handle}}, and a weak legacy key."""
+
     generations: dict[int, dict[str, int]] = field(default_factory=dict)
     legacy: list[int] = field(default_factory=list)
 
@@ -186,8 +264,11 @@ def alike_label(label: str) -> str:
 
 # a public value that differs between two keys: two members' objects of the same identity are
 # one key only when it matches (an EC private key has none: it goes with its public key)
-FINGERPRINT = {(CKO_PUBLIC_KEY, CKK_RSA): CKA_MODULUS, (CKO_PRIVATE_KEY, CKK_RSA): CKA_MODULUS,
-               (CKO_PUBLIC_KEY, CKK_EC): CKA_EC_POINT}
+FINGERPRINT = {
+    (CKO_PUBLIC_KEY, CKK_RSA): CKA_MODULUS,
+    (CKO_PRIVATE_KEY, CKK_RSA): CKA_MODULUS,
+    (CKO_PUBLIC_KEY, CKK_EC): CKA_EC_POINT,
+}
 
 
 def fingerprint(session, handle: int, ident: dict[int, Any]) -> bytes | None:
@@ -210,9 +291,16 @@ def fingerprint(session, handle: int, ident: dict[int, Any]) -> bytes | None:
     return bytes(value) if value else None
 
 
-UNREADABLE = frozenset((codes.CKR_ATTRIBUTE_TYPE_INVALID, codes.CKR_ATTRIBUTE_SENSITIVE,
-                        codes.CKR_KEY_INDIGESTIBLE, codes.CKR_KEY_FUNCTION_NOT_PERMITTED,
-                        codes.CKR_MECHANISM_INVALID, codes.CKR_FUNCTION_NOT_SUPPORTED))
+UNREADABLE = frozenset(
+    (
+        codes.CKR_ATTRIBUTE_TYPE_INVALID,
+        codes.CKR_ATTRIBUTE_SENSITIVE,
+        codes.CKR_KEY_INDIGESTIBLE,
+        codes.CKR_KEY_FUNCTION_NOT_PERMITTED,
+        codes.CKR_MECHANISM_INVALID,
+        codes.CKR_FUNCTION_NOT_SUPPORTED,
+    )
+)
 
 
 def search_template(key: tuple) -> dict[int, Any]:
@@ -233,8 +321,14 @@ def find_same(session, ident: dict[int, Any]) -> int | None:
     return found[0] if found else None
 
 
-def replicate(source, handle: int, target, kept: Kept | None = None,
-              final: dict[int, Any] | None = None, again: bool = False) -> int:
+def replicate(
+    source,
+    handle: int,
+    target,
+    kept: Kept | None = None,
+    final: dict[int, Any] | None = None,
+    again: bool = False,
+) -> int:
     """Copy one key object from the source member session to the target member session; an
     object the target already has (same class, CKA_ID, label) is not copied twice. The copy
     is made as the source's is: sensitive and extractable as it is, so a key the application
@@ -247,8 +341,13 @@ def replicate(source, handle: int, target, kept: Kept | None = None,
     if existing is not None:
         return existing
     if ident[CKA_CLASS] == CKO_DATA:  # readable by whoever may see it: made again as it is
-        return target.create_object({CKA_CLASS: CKO_DATA, **source.get_attributes(handle, list(DATA_VALUES)),
-                                     **{a: v for a, v in (final or {}).items() if a in DATA_VALUES}})
+        return target.create_object(
+            {
+                CKA_CLASS: CKO_DATA,
+                **source.get_attributes(handle, list(DATA_VALUES)),
+                **{a: v for a, v in (final or {}).items() if a in DATA_VALUES},
+            }
+        )
     cls, key_type = ident[CKA_CLASS], ident[CKA_KEY_TYPE]
     template = {k: v for k, v in ident.items() if k not in (CKA_CLASS, CKA_KEY_TYPE)}
     template.update(source.get_attributes(handle, list(CAPABILITIES.get(cls, ()))))
@@ -272,12 +371,19 @@ def replicate(source, handle: int, target, kept: Kept | None = None,
     template[CKA_EXTRACTABLE] = bool(flags[CKA_EXTRACTABLE])
     template.update({a: v for a, v in (final or {}).items() if a not in NOT_AT_UNWRAP})
     if unwrapping is not None:  # the blob kept when the key was made
-        return target.unwrap_key(unwrapping, cls, key_type, kept.blob, DOMAIN_KEY_MECHANISM,
-                                 {**template, **pinned, **later})
+        return target.unwrap_key(
+            unwrapping, cls, key_type, kept.blob, DOMAIN_KEY_MECHANISM, {**template, **pinned, **later}
+        )
     if flags[CKA_EXTRACTABLE] and not flags[CKA_WRAP_WITH_TRUSTED]:
         # any key of the user's may wrap it: so may a key made for this one copy
-        return _transport(source, handle, target, cls, key_type,
-                          {**template, CKA_SENSITIVE: True, CKA_WRAP_WITH_TRUSTED: False, **later})
+        return _transport(
+            source,
+            handle,
+            target,
+            cls,
+            key_type,
+            {**template, CKA_SENSITIVE: True, CKA_WRAP_WITH_TRUSTED: False, **later},
+        )
     kind = _kind(cls, key_type, private)
     _, wrapping, unwrapping = _common_domain_key(source, target, kind)
     older = None if flags[CKA_EXTRACTABLE] else _kept_domain_key(source, cls, key_type, kept, private)
@@ -285,20 +391,23 @@ def replicate(source, handle: int, target, kept: Kept | None = None,
         wrapped = source.wrap_key(wrapping, handle, DOMAIN_KEY_MECHANISM)
     else:  # kept under a generation the target lacks (it was re-initialised): wrapped anew
         wrapped = _rewrapped(source, cls, key_type, kept.blob, older, wrapping, private)
-    return target.unwrap_key(unwrapping, cls, key_type, wrapped, DOMAIN_KEY_MECHANISM,
-                             {**template, **pinned, **later})
+    return target.unwrap_key(
+        unwrapping, cls, key_type, wrapped, DOMAIN_KEY_MECHANISM, {**template, **pinned, **later}
+    )
 
 
 def _kind(cls: int, key_type: int, private: bool = True) -> str:
     kind = kind_of(cls, key_type, private)
     if kind is None:
-        raise CKRError(CKR_KEY_NOT_WRAPPABLE, "C_WrapKey",
-                       f"no HA domain key carries this kind of key (class {cls:#x}, key type {key_type:#x})")
+        raise CKRError(
+            CKR_KEY_NOT_WRAPPABLE,
+            "C_WrapKey",
+            f"no HA domain key carries this kind of key (class {cls:#x}, key type {key_type:#x})",
+        )
     return kind
 
 
-def _kept_domain_key(target, cls: int, key_type: int, kept: Kept | None,
-                     private: bool = True) -> int | None:
+def _kept_domain_key(target, cls: int, key_type: int, kept: Kept | None, private: bool = True) -> int | None:
     """The target's domain key that unwraps the kept blob, if there is a blob and it has it."""
     if kept is None or not kept.blob or kept.generation is None:
         return None
@@ -306,13 +415,19 @@ def _kept_domain_key(target, cls: int, key_type: int, kept: Kept | None,
     return domain_keys(target).generations.get(kept.generation, {}).get(kind) if kind else None
 
 
-def _rewrapped(source, cls: int, key_type: int, blob: bytes, older: int, wrapping: int,
-               private: bool = True) -> bytes:
+def _rewrapped(
+    source, cls: int, key_type: int, blob: bytes, older: int, wrapping: int, private: bool = True
+) -> bytes:
     """The kept blob, unwrapped on the source with the older domain key as a session key
     (sensitive, trusted-only: all that key allows) and wrapped under the one the target holds."""
-    temporary = source.unwrap_key(older, cls, key_type, blob, DOMAIN_KEY_MECHANISM,
-                                  {CKA_TOKEN: False, CKA_EXTRACTABLE: True, CKA_ID: TWIN_ID,
-                                   **unwrap_pinned(private)})
+    temporary = source.unwrap_key(
+        older,
+        cls,
+        key_type,
+        blob,
+        DOMAIN_KEY_MECHANISM,
+        {CKA_TOKEN: False, CKA_EXTRACTABLE: True, CKA_ID: TWIN_ID, **unwrap_pinned(private)},
+    )
     try:
         return source.wrap_key(wrapping, temporary, DOMAIN_KEY_MECHANISM)
     finally:
@@ -333,7 +448,9 @@ def keep(source, handle: int, cls: int, key_type: int) -> tuple[int, bytes] | No
     return generation, source.wrap_key(held[generation][kind], handle, DOMAIN_KEY_MECHANISM)
 
 
-def rekept(source, cls: int, key_type: int, blob: bytes, generation: int, was_private: bool) -> tuple[int, bytes] | None:
+def rekept(
+    source, cls: int, key_type: int, blob: bytes, generation: int, was_private: bool
+) -> tuple[int, bytes] | None:
     """A kept blob of a key that was not private, wrapped anew under the newest domain key for
     private keys: for a private copy of it (a domain key of the public family unwraps only into
     a key that is not private). (generation, blob), or None when the source cannot do it."""
@@ -354,17 +471,29 @@ TRANSPORT_ID = DOMAIN_KEY_PREFIX + b"/transport"
 TWIN_ID = DOMAIN_KEY_PREFIX + b"/twin"
 
 
-def _transport(source, handle: int, target, cls: int, key_type: int,
-               template: dict[int, Any]) -> int:
+def _transport(source, handle: int, target, cls: int, key_type: int, template: dict[int, Any]) -> int:
     """A key its owner may wrap under any key of theirs (extractable, not wrap-with-trusted)
     goes under a session key made for this one copy on both members, then destroyed."""
     value = os.urandom(DOMAIN_KEY_BYTES)
-    transport = {CKA_CLASS: CKO_SECRET_KEY, CKA_KEY_TYPE: CKK_AES, CKA_VALUE: value,
-                 # (as private as the key it carries: a key that is not private is copied with
-                 # no login, and anyone may wrap it anyway)
-                 CKA_TOKEN: False, CKA_PRIVATE: bool(template.get(CKA_PRIVATE, True)),
-                 CKA_SENSITIVE: True, CKA_EXTRACTABLE: False, CKA_WRAP: True, CKA_UNWRAP: True, CKA_ENCRYPT: False, CKA_DECRYPT: False,
-                 CKA_SIGN: False, CKA_VERIFY: False, CKA_DERIVE: False, CKA_ID: TRANSPORT_ID}
+    transport = {
+        CKA_CLASS: CKO_SECRET_KEY,
+        CKA_KEY_TYPE: CKK_AES,
+        CKA_VALUE: value,
+        # (as private as the key it carries: a key that is not private is copied with
+        # no login, and anyone may wrap it anyway)
+        CKA_TOKEN: False,
+        CKA_PRIVATE: bool(template.get(CKA_PRIVATE, True)),
+        CKA_SENSITIVE: True,
+        CKA_EXTRACTABLE: False,
+        CKA_WRAP: True,
+        CKA_UNWRAP: True,
+        CKA_ENCRYPT: False,
+        CKA_DECRYPT: False,
+        CKA_SIGN: False,
+        CKA_VERIFY: False,
+        CKA_DERIVE: False,
+        CKA_ID: TRANSPORT_ID,
+    }
     made: list[tuple[Any, int]] = []
     try:
         wrapping = source.create_object(transport)
@@ -397,17 +526,18 @@ def read_facts(session, handle: int) -> dict[int, Any]:
 
 def _common_domain_key(source, target, kind: str) -> tuple[int, int, int]:
     mine, theirs = domain_keys(source), domain_keys(target)
-    common = [g for g in mine.generations if kind in mine.generations[g]
-              and kind in theirs.generations.get(g, {})]
+    common = [
+        g for g in mine.generations if kind in mine.generations[g] and kind in theirs.generations.get(g, {})
+    ]
     if not common:
-        raise CKRError(CKR_KEY_NOT_WRAPPABLE, "C_WrapKey",
-                       "the members hold no common HA domain key: run HA Init (50)")
+        raise CKRError(
+            CKR_KEY_NOT_WRAPPABLE, "C_WrapKey", "the members hold no common HA domain key: run HA Init (50)"
+        )
     generation = max(common)
     return generation, mine.generations[generation][kind], theirs.generations[generation][kind]
 
 
-def _copy_clear(source, handle: int, target, cls: int, key_type: int,
-                template: dict[int, Any]) -> int:
+def _copy_clear(source, handle: int, target, cls: int, key_type: int, template: dict[int, Any]) -> int:
     """A key that is not sensitive is readable by its owner anyway: copied by value."""
     names = CLEAR_VALUES.get((cls, key_type), (CKA_VALUE,))
     values = source.get_attributes(handle, list(names))

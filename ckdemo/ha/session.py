@@ -1,4 +1,5 @@
 """A virtual session on the HA slot: virtual session and object handles over member sessions."""
+
 from __future__ import annotations
 
 import functools
@@ -7,13 +8,46 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..codes import (CKR_ATTRIBUTE_TYPE_INVALID, CKR_KEY_INDIGESTIBLE, CKR_OBJECT_HANDLE_INVALID, CKR_SESSION_HANDLE_INVALID, CKR_USER_NOT_LOGGED_IN,
-                     CKRError)
-from ..model import (CKA_ALWAYS_AUTHENTICATE, CKA_CLASS, CKA_DERIVE, CKA_EC_PARAMS, CKA_EC_POINT, CKA_ENCRYPT,
-                     CKA_MODULUS, CKA_PRIVATE, CKA_PUBLIC_EXPONENT, CKA_VERIFY, CKA_WRAP, CKA_EXTRACTABLE, CKA_ID, CKA_KEY_TYPE, CKA_LABEL, CKA_MODIFIABLE,
-                     CKA_NEVER_EXTRACTABLE, CKA_SENSITIVE, CKA_TOKEN, CKA_VALUE, CKA_VALUE_LEN,
-                     CKA_WRAP_WITH_TRUSTED, CKO_DATA, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY,
-                     CKO_SECRET_KEY, CKU_SO, KeySpec, MechanismParam, SessionInfo)
+from ..codes import (
+    CKR_ATTRIBUTE_TYPE_INVALID,
+    CKR_KEY_INDIGESTIBLE,
+    CKR_OBJECT_HANDLE_INVALID,
+    CKR_SESSION_HANDLE_INVALID,
+    CKR_USER_NOT_LOGGED_IN,
+    CKRError,
+)
+from ..model import (
+    CKA_ALWAYS_AUTHENTICATE,
+    CKA_CLASS,
+    CKA_DERIVE,
+    CKA_EC_PARAMS,
+    CKA_EC_POINT,
+    CKA_ENCRYPT,
+    CKA_MODULUS,
+    CKA_PRIVATE,
+    CKA_PUBLIC_EXPONENT,
+    CKA_VERIFY,
+    CKA_WRAP,
+    CKA_EXTRACTABLE,
+    CKA_ID,
+    CKA_KEY_TYPE,
+    CKA_LABEL,
+    CKA_MODIFIABLE,
+    CKA_NEVER_EXTRACTABLE,
+    CKA_SENSITIVE,
+    CKA_TOKEN,
+    CKA_VALUE,
+    CKA_VALUE_LEN,
+    CKA_WRAP_WITH_TRUSTED,
+    CKO_DATA,
+    CKO_PRIVATE_KEY,
+    CKO_PUBLIC_KEY,
+    CKO_SECRET_KEY,
+    CKU_SO,
+    KeySpec,
+    MechanismParam,
+    SessionInfo,
+)
 from ..slots import Session, fan_out
 from . import handles, replication
 from .failover import MemberFailed, ObjectMissing
@@ -29,11 +63,33 @@ CKA_APPLICATION, CKA_OBJECT_ID = 0x10, 0x12
 # what a copy made anew takes over from an original that is not modifiable (_copy_anew): all of
 # a data object and of a public key (the key's facts come from its record)
 COPIED_ANEW = {
-    CKO_DATA: (CKA_CLASS, CKA_TOKEN, CKA_PRIVATE, CKA_MODIFIABLE, CKA_LABEL, CKA_APPLICATION, CKA_OBJECT_ID,
-               CKA_VALUE),
-    CKO_PUBLIC_KEY: (CKA_CLASS, CKA_KEY_TYPE, CKA_TOKEN, CKA_PRIVATE, CKA_MODIFIABLE, CKA_LABEL, CKA_ID,
-                     CKA_ENCRYPT, CKA_VERIFY, CKA_WRAP, CKA_DERIVE, CKA_MODULUS, CKA_PUBLIC_EXPONENT,
-                     CKA_EC_PARAMS, CKA_EC_POINT),
+    CKO_DATA: (
+        CKA_CLASS,
+        CKA_TOKEN,
+        CKA_PRIVATE,
+        CKA_MODIFIABLE,
+        CKA_LABEL,
+        CKA_APPLICATION,
+        CKA_OBJECT_ID,
+        CKA_VALUE,
+    ),
+    CKO_PUBLIC_KEY: (
+        CKA_CLASS,
+        CKA_KEY_TYPE,
+        CKA_TOKEN,
+        CKA_PRIVATE,
+        CKA_MODIFIABLE,
+        CKA_LABEL,
+        CKA_ID,
+        CKA_ENCRYPT,
+        CKA_VERIFY,
+        CKA_WRAP,
+        CKA_DERIVE,
+        CKA_MODULUS,
+        CKA_PUBLIC_EXPONENT,
+        CKA_EC_PARAMS,
+        CKA_EC_POINT,
+    ),
 }
 # attribute changes a token takes one way only: a refused template cannot put them back
 ONE_WAY = {CKA_SENSITIVE: True, CKA_EXTRACTABLE: False, CKA_WRAP_WITH_TRUSTED: True}
@@ -63,10 +119,14 @@ def _checked(function):
     @functools.wraps(function)
     def call(self, *args, **kwargs):
         if self.epoch != self.group.epoch:
-            raise CKRError(CKR_SESSION_HANDLE_INVALID, "HA",
-                           f"session {self.handle} was lost with every member of the HA group: "
-                           "finalize, initialize and log in again")
+            raise CKRError(
+                CKR_SESSION_HANDLE_INVALID,
+                "HA",
+                f"session {self.handle} was lost with every member of the HA group: "
+                "finalize, initialize and log in again",
+            )
         return function(self, *args, **kwargs)
+
     return call
 
 
@@ -123,39 +183,65 @@ class VirtualSession(Session):
 
     # ---- load-balanced single-part calls ------------------------------------------------------
     def generate_random(self, length: int) -> bytes:
-        return self.failover.one("C_GenerateRandom",
-                              lambda s, m: s.generate_random(length))
+        return self.failover.one("C_GenerateRandom", lambda s, m: s.generate_random(length))
 
-    def sign(self, handle: int, mechanism: int, data: bytes, param: MechanismParam = None,
-             context_pin: str | None = None) -> bytes:
+    def sign(
+        self,
+        handle: int,
+        mechanism: int,
+        data: bytes,
+        param: MechanismParam = None,
+        context_pin: str | None = None,
+    ) -> bytes:
         obj = self._object(handle, "C_Sign")
         if obj.key[0] == CKO_PRIVATE_KEY and self.group.reauthenticated.get(obj.key) is not False:
-            return self.failover.one("C_Sign", lambda s, m: self._reauthenticated(
-                s, m, obj).sign(self._on(m, obj), mechanism, data, param,
-                                             **self._context(obj, context_pin)), mechanism=mechanism)
-        return self.failover.one("C_Sign", lambda s, m: s.sign(
-            self._on(m, obj), mechanism, data, param), mechanism=mechanism)
+            return self.failover.one(
+                "C_Sign",
+                lambda s, m: self._reauthenticated(s, m, obj).sign(
+                    self._on(m, obj), mechanism, data, param, **self._context(obj, context_pin)
+                ),
+                mechanism=mechanism,
+            )
+        return self.failover.one(
+            "C_Sign", lambda s, m: s.sign(self._on(m, obj), mechanism, data, param), mechanism=mechanism
+        )
 
-    def verify(self, handle: int, mechanism: int, data: bytes, signature: bytes,
-               param: MechanismParam = None) -> None:
+    def verify(
+        self, handle: int, mechanism: int, data: bytes, signature: bytes, param: MechanismParam = None
+    ) -> None:
         obj = self._object(handle, "C_Verify")
-        self.failover.one("C_Verify", lambda s, m: s.verify(
-            self._on(m, obj), mechanism, data, signature, param), mechanism=mechanism)
+        self.failover.one(
+            "C_Verify",
+            lambda s, m: s.verify(self._on(m, obj), mechanism, data, signature, param),
+            mechanism=mechanism,
+        )
 
     def encrypt(self, handle: int, mechanism: int, data: bytes, param: MechanismParam = None) -> bytes:
         obj = self._object(handle, "C_Encrypt")
-        return self.failover.one("C_Encrypt", lambda s, m: s.encrypt(
-            self._on(m, obj), mechanism, data, param), mechanism=mechanism)
+        return self.failover.one(
+            "C_Encrypt", lambda s, m: s.encrypt(self._on(m, obj), mechanism, data, param), mechanism=mechanism
+        )
 
-    def decrypt(self, handle: int, mechanism: int, data: bytes, param: MechanismParam = None,
-                context_pin: str | None = None) -> bytes:
+    def decrypt(
+        self,
+        handle: int,
+        mechanism: int,
+        data: bytes,
+        param: MechanismParam = None,
+        context_pin: str | None = None,
+    ) -> bytes:
         obj = self._object(handle, "C_Decrypt")
         if obj.key[0] == CKO_PRIVATE_KEY and self.group.reauthenticated.get(obj.key) is not False:
-            return self.failover.one("C_Decrypt", lambda s, m: self._reauthenticated(
-                s, m, obj).decrypt(self._on(m, obj), mechanism, data, param,
-                                                **self._context(obj, context_pin)), mechanism=mechanism)
-        return self.failover.one("C_Decrypt", lambda s, m: s.decrypt(
-            self._on(m, obj), mechanism, data, param), mechanism=mechanism)
+            return self.failover.one(
+                "C_Decrypt",
+                lambda s, m: self._reauthenticated(s, m, obj).decrypt(
+                    self._on(m, obj), mechanism, data, param, **self._context(obj, context_pin)
+                ),
+                mechanism=mechanism,
+            )
+        return self.failover.one(
+            "C_Decrypt", lambda s, m: s.decrypt(self._on(m, obj), mechanism, data, param), mechanism=mechanism
+        )
 
     def _reauthenticated(self, session, member: HAMember, obj: VirtualObject):
         """The member session, once it is known whether each use of the key asks for a
@@ -182,16 +268,16 @@ class VirtualSession(Session):
         return {"context_pin": given}
 
     def digest(self, mechanism: int, data: bytes) -> bytes:
-        return self.failover.one("C_Digest", lambda s, m: s.digest(mechanism, data),
-                              mechanism=mechanism)
+        return self.failover.one("C_Digest", lambda s, m: s.digest(mechanism, data), mechanism=mechanism)
 
     def digest_key(self, mechanism: int, handle: int) -> bytes:
         """A sensitive key shorter than MIN_DIGESTIBLE_BYTES is not digested: its digest would
         give the key away to a brute force at once (a 2-byte secret: 65,536 tries). A single
         SoftHSM2 token digests it; the HA slot answers CKR_KEY_INDIGESTIBLE (docs/SECURITY.md)."""
         obj = self._digestible(handle)
-        return self.failover.one("C_DigestKey", lambda s, m: s.digest_key(
-            mechanism, self._on(m, obj)), mechanism=mechanism)
+        return self.failover.one(
+            "C_DigestKey", lambda s, m: s.digest_key(mechanism, self._on(m, obj)), mechanism=mechanism
+        )
 
     def digest_parts(self, mechanism: int, parts: list[bytes | int]) -> bytes:
         keys = {p: self._digestible(p) for p in parts if not isinstance(p, (bytes, bytearray))}
@@ -199,6 +285,7 @@ class VirtualSession(Session):
         def on(session, member: HAMember) -> bytes:
             pieces = [p if isinstance(p, (bytes, bytearray)) else self._on(member, keys[p]) for p in parts]
             return session.digest_parts(mechanism, pieces)
+
         return self.failover.one("C_DigestKey", on, mechanism=mechanism)
 
     def _digestible(self, handle: int) -> VirtualObject:
@@ -206,8 +293,9 @@ class VirtualSession(Session):
         # every member's reading: SoftHSM2 stores CKA_VALUE_LEN 0 on an unwrapped copy, only the
         # member that generated the key knows its length
         try:
-            read = self._everywhere("C_DigestKey", lambda s, m: s.get_attributes(
-                self._on(m, obj), [CKA_SENSITIVE, CKA_VALUE_LEN]))
+            read = self._everywhere(
+                "C_DigestKey", lambda s, m: s.get_attributes(self._on(m, obj), [CKA_SENSITIVE, CKA_VALUE_LEN])
+            )
         except MemberFailed:
             raise
         except CKRError as error:
@@ -217,45 +305,64 @@ class VirtualSession(Session):
         sensitive = any(found.get(CKA_SENSITIVE) for _, found in read)
         length = max(int(found.get(CKA_VALUE_LEN) or 0) for _, found in read)
         if sensitive and length < MIN_DIGESTIBLE_BYTES:
-            raise CKRError(CKR_KEY_INDIGESTIBLE, "C_DigestKey",
-                           f"a sensitive key of {length} byte(s) is not digested (its digest "
-                           f"would reveal it; at least {MIN_DIGESTIBLE_BYTES} bytes)")
+            raise CKRError(
+                CKR_KEY_INDIGESTIBLE,
+                "C_DigestKey",
+                f"a sensitive key of {length} byte(s) is not digested (its digest "
+                f"would reveal it; at least {MIN_DIGESTIBLE_BYTES} bytes)",
+            )
         return obj
 
     def wrap_key(self, wrapping: int, key: int, mechanism: int, param: MechanismParam = None) -> bytes:
         wrapper, wrapped = self._object(wrapping, "C_WrapKey"), self._object(key, "C_WrapKey")
-        return self.failover.one("C_WrapKey", lambda s, m: s.wrap_key(
-            self._on(m, wrapper), self._on(m, wrapped), mechanism, param), mechanism=mechanism)
+        return self.failover.one(
+            "C_WrapKey",
+            lambda s, m: s.wrap_key(self._on(m, wrapper), self._on(m, wrapped), mechanism, param),
+            mechanism=mechanism,
+        )
 
     def read_attribute(self, handle: int, attribute: int):
         obj = self._object(handle, "C_GetAttributeValue")
         facts = self._facts(obj)
         if attribute in facts:
             return self.get_attributes(handle, [attribute])[attribute]
-        return self.failover.one("C_GetAttributeValue", lambda s, m: s.read_attribute(
-            self._on(m, obj), attribute))
+        return self.failover.one(
+            "C_GetAttributeValue", lambda s, m: s.read_attribute(self._on(m, obj), attribute)
+        )
 
     def object_size(self, handle: int) -> int:
         obj = self._object(handle, "C_GetObjectSize")
-        return self.failover.one("C_GetObjectSize", lambda s, m: s.object_size(
-            self._on(m, obj)))
+        return self.failover.one("C_GetObjectSize", lambda s, m: s.object_size(self._on(m, obj)))
 
     # ---- multi-part: pinned to one member; a member failure mid-way fails back to the caller
-    def encrypt_stream(self, handle: int, mechanism: int, chunks: Iterable[bytes],
-                       param: MechanismParam = None) -> Iterator[bytes]:
+    def encrypt_stream(
+        self, handle: int, mechanism: int, chunks: Iterable[bytes], param: MechanismParam = None
+    ) -> Iterator[bytes]:
         obj = self._object(handle, "C_EncryptInit")
-        return self.failover.stream("C_EncryptInit", mechanism, chunks, lambda s, m, data: s.encrypt_stream(
-            self._on(m, obj), mechanism, data, param))
+        return self.failover.stream(
+            "C_EncryptInit",
+            mechanism,
+            chunks,
+            lambda s, m, data: s.encrypt_stream(self._on(m, obj), mechanism, data, param),
+        )
 
-    def decrypt_stream(self, handle: int, mechanism: int, chunks: Iterable[bytes],
-                       param: MechanismParam = None) -> Iterator[bytes]:
+    def decrypt_stream(
+        self, handle: int, mechanism: int, chunks: Iterable[bytes], param: MechanismParam = None
+    ) -> Iterator[bytes]:
         obj = self._object(handle, "C_DecryptInit")
-        return self.failover.stream("C_DecryptInit", mechanism, chunks, lambda s, m, data: s.decrypt_stream(
-            self._on(m, obj), mechanism, data, param))
+        return self.failover.stream(
+            "C_DecryptInit",
+            mechanism,
+            chunks,
+            lambda s, m, data: s.decrypt_stream(self._on(m, obj), mechanism, data, param),
+        )
 
     def digest_stream(self, mechanism: int, chunks: Iterable[bytes]) -> bytes:
-        return b"".join(self.failover.stream("C_DigestInit", mechanism, chunks,
-                                     lambda s, m, data: iter([s.digest_stream(mechanism, data)])))
+        return b"".join(
+            self.failover.stream(
+                "C_DigestInit", mechanism, chunks, lambda s, m, data: iter([s.digest_stream(mechanism, data)])
+            )
+        )
 
     # ---- changes applied on every member ----------------------------------------------------
     def _everywhere(self, function: str, op, undo=None, touched=None) -> list[tuple[HAMember, Any]]:
@@ -294,9 +401,13 @@ class VirtualSession(Session):
         if CKA_LABEL in before:
             before[CKA_LABEL] = obj.key[2]  # the members' own (a marked one, _alike)
         try:
-            self._everywhere("C_SetAttributeValue", lambda s, m: s.set_attributes(
-                self._on(m, obj), self._as_the_copy_is(s, self._on(m, obj), obj, template)),
-                touched=lambda _: [obj.key, _renamed_key(obj.key, template)])
+            self._everywhere(
+                "C_SetAttributeValue",
+                lambda s, m: s.set_attributes(
+                    self._on(m, obj), self._as_the_copy_is(s, self._on(m, obj), obj, template)
+                ),
+                touched=lambda _: [obj.key, _renamed_key(obj.key, template)],
+            )
         except MemberFailed:
             raise
         except CKRError:
@@ -309,18 +420,28 @@ class VirtualSession(Session):
         if kept is not None and asked_sensitive is not None and CKA_SENSITIVE in kept.facts:
             kept.facts[CKA_SENSITIVE] = bool(asked_sensitive)  # now so on every copy
             self.group.vault.put(obj.key, kept, token=not obj.session_object)
-        if CKA_ID in template or CKA_LABEL in template or (  # its identity on members changed
-                obj.key[0] == CKO_DATA and CKA_VALUE in template):
+        if (
+            CKA_ID in template
+            or CKA_LABEL in template
+            or (  # its identity on members changed
+                obj.key[0] == CKO_DATA and CKA_VALUE in template
+            )
+        ):
             self._rekey(obj, template)
         self._keep_label(obj, label)
 
-    def _as_the_copy_is(self, session, handle: int, obj: VirtualObject, template: dict[int, Any]) -> dict[int, Any]:
+    def _as_the_copy_is(
+        self, session, handle: int, obj: VirtualObject, template: dict[int, Any]
+    ) -> dict[int, Any]:
         """A template for one member's copy of a key whose record answers CKA_SENSITIVE FALSE:
         copies from the blob are sensitive already, and SoftHSM2 refuses any CKA_SENSITIVE on a
         sensitive key (CKR_ATTRIBUTE_READ_ONLY, TRUE too); the copy that is not sensitive (its
         generating member's) takes it, so that no member keeps the value readable."""
-        if template.get(CKA_SENSITIVE) is not True or self._facts(obj).get(CKA_SENSITIVE) is not False \
-                or _after_unmodifiable(template, CKA_SENSITIVE):
+        if (
+            template.get(CKA_SENSITIVE) is not True
+            or self._facts(obj).get(CKA_SENSITIVE) is not False
+            or _after_unmodifiable(template, CKA_SENSITIVE)
+        ):
             return template
         if not session.get_attributes(handle, [CKA_SENSITIVE]).get(CKA_SENSITIVE):
             return template
@@ -332,19 +453,25 @@ class VirtualSession(Session):
         keeps on a session object what it set before an attribute it refuses, and the one-way
         change would stay where the token changes nothing. The member's refusal is the answer.
         An object that cannot be copied (not copyable, not modifiable) is not tried."""
-        if len(template) < 2 or obj.key[0] not in (CKO_PRIVATE_KEY, CKO_SECRET_KEY) or not any(
-                a in template and bool(template[a]) is v for a, v in ONE_WAY.items()):
+        if (
+            len(template) < 2
+            or obj.key[0] not in (CKO_PRIVATE_KEY, CKO_SECRET_KEY)
+            or not any(a in template and bool(template[a]) is v for a, v in ONE_WAY.items())
+        ):
             return
 
         def trial(session, member: HAMember) -> None:
             try:
-                scratch = session.copy_object(self._on(member, obj), {CKA_TOKEN: False, CKA_ID: replication.TWIN_ID})
+                scratch = session.copy_object(
+                    self._on(member, obj), {CKA_TOKEN: False, CKA_ID: replication.TWIN_ID}
+                )
             except CKRError:
                 return
             try:
                 session.set_attributes(scratch, template)
             finally:
                 session.destroy_object(scratch)
+
         self.failover.one("C_SetAttributeValue", trial)
 
     def _renamed(self, obj: VirtualObject, template: dict[int, Any]) -> tuple[dict[int, Any], str | None]:
@@ -366,8 +493,9 @@ class VirtualSession(Session):
         """Does an object of this identity (class, CKA_ID or a data object's value, label) exist?"""
         if key in self.group.order:
             return True
-        return bool(self.failover.one("C_FindObjects", lambda s, m: s.find_objects(
-            replication.search_template(key))))
+        return bool(
+            self.failover.one("C_FindObjects", lambda s, m: s.find_objects(replication.search_template(key)))
+        )
 
     def _alike(self, cls: int, template: dict[int, Any]) -> tuple[dict[int, Any], str | None]:
         """A new object's template for the members, and the application's label when its
@@ -378,8 +506,9 @@ class VirtualSession(Session):
         if cls is None or not self._taken((cls, bytes(name), label)):
             return template, None
         marked = replication.alike_label(label)  # in its place, or first (see _identified)
-        return ({**template, CKA_LABEL: marked} if CKA_LABEL in template
-                else {CKA_LABEL: marked, **template}), label
+        return (
+            {**template, CKA_LABEL: marked} if CKA_LABEL in template else {CKA_LABEL: marked, **template}
+        ), label
 
     def _keep_label(self, obj: VirtualObject, label: str | None) -> None:
         """The record answers the application's label when members keep a marked one."""
@@ -409,8 +538,12 @@ class VirtualSession(Session):
             flags = session.get_attributes(h, [CKA_SENSITIVE, CKA_EXTRACTABLE])
             if not flags[CKA_EXTRACTABLE]:
                 return None
-            return (found[CKA_TOKEN], bool(flags[CKA_SENSITIVE]),
-                    replication.keep(session, h, found[CKA_CLASS], found[CKA_KEY_TYPE]))
+            return (
+                found[CKA_TOKEN],
+                bool(flags[CKA_SENSITIVE]),
+                replication.keep(session, h, found[CKA_CLASS], found[CKA_KEY_TYPE]),
+            )
+
         try:
             made = self.failover.one("C_SetAttributeValue", wrap)
         except MemberFailed:
@@ -477,16 +610,32 @@ class VirtualSession(Session):
         if template.get(CKA_EXTRACTABLE) is False:
             self._keep_before_hardening(obj)
         kept = self.group.vault.get(obj.key)
-        if template.get(CKA_PRIVATE) and kept is not None and kept.blob and not self.read_attribute(handle, CKA_PRIVATE):
+        if (
+            template.get(CKA_PRIVATE)
+            and kept is not None
+            and kept.blob
+            and not self.read_attribute(handle, CKA_PRIVATE)
+        ):
             kept = self._kept_private(obj, kept)
         if kept is not None and CKA_SENSITIVE in template and CKA_SENSITIVE in kept.facts:
             # the copy is as sensitive as its template says (the original's record says otherwise)
-            kept = Kept({**kept.facts, CKA_SENSITIVE: bool(template[CKA_SENSITIVE])}, kept.blob, kept.generation)
-        if template.get(CKA_SENSITIVE) is False and self._facts(obj).get(CKA_SENSITIVE) is False \
-                and not _after_unmodifiable(template, CKA_SENSITIVE):
+            kept = Kept(
+                {**kept.facts, CKA_SENSITIVE: bool(template[CKA_SENSITIVE])}, kept.blob, kept.generation
+            )
+        if (
+            template.get(CKA_SENSITIVE) is False
+            and self._facts(obj).get(CKA_SENSITIVE) is False
+            and not _after_unmodifiable(template, CKA_SENSITIVE)
+        ):
             template = {a: v for a, v in template.items() if a != CKA_SENSITIVE}  # as it is: nothing to ask
-        results = self._everywhere("C_CopyObject", lambda s, m: s.copy_object(
-            self._on(m, obj), self._as_the_copy_is(s, self._on(m, obj), obj, template)), _destroy_made, self._made)
+        results = self._everywhere(
+            "C_CopyObject",
+            lambda s, m: s.copy_object(
+                self._on(m, obj), self._as_the_copy_is(s, self._on(m, obj), obj, template)
+            ),
+            _destroy_made,
+            self._made,
+        )
         return self._register_results(results, kept, label)
 
     def _kept_private(self, obj: VirtualObject, kept: Kept) -> Kept:
@@ -495,21 +644,25 @@ class VirtualSession(Session):
         as kept unwraps only into a key that is not private)."""
         cls = obj.key[0]
         key_type = self.read_attribute(obj.handle, CKA_KEY_TYPE)
-        made = self.failover.one("C_CopyObject", lambda s, m: replication.rekept(
-            s, cls, key_type, kept.blob, kept.generation, False))
+        made = self.failover.one(
+            "C_CopyObject",
+            lambda s, m: replication.rekept(s, cls, key_type, kept.blob, kept.generation, False),
+        )
         if made is None:
             return Kept(dict(kept.facts))  # (a member that comes back then lacks it: said in its log)
         return Kept(dict(kept.facts), made[1], made[0])
 
-    def _copy_anew(self, obj: VirtualObject, template: dict[int, Any], made: dict[int, Any],
-                   label: str | None) -> int:
+    def _copy_anew(
+        self, obj: VirtualObject, template: dict[int, Any], made: dict[int, Any], label: str | None
+    ) -> int:
         """A copy of a data object or a public key that is not modifiable: SoftHSM2 takes no
         other label in such a copy, so members could not tell it from the original. The token's
         answer to the copy as asked comes from one member (that copy is destroyed at once); then
         the copy is created on every member from the original's attributes, with a marked label
         (_alike), and its record is the original's (a key's facts: LOCAL, KEY_GEN_MECHANISM ...)."""
-        self.failover.one("C_CopyObject", lambda s, m: s.destroy_object(
-            s.copy_object(self._on(m, obj), template)))
+        self.failover.one(
+            "C_CopyObject", lambda s, m: s.destroy_object(s.copy_object(self._on(m, obj), template))
+        )
         original = {}
         for attribute in COPIED_ANEW[obj.key[0]]:
             try:
@@ -519,12 +672,14 @@ class VirtualSession(Session):
                     raise
         made = {**{a: v for a, v in original.items() if v is not None}, **made}
         kept = self.group.vault.get(obj.key)
-        results = self._everywhere("C_CopyObject", lambda s, m: s.create_object(made), _destroy_made,
-                                   self._made)
+        results = self._everywhere(
+            "C_CopyObject", lambda s, m: s.create_object(made), _destroy_made, self._made
+        )
         return self._register_results(results, kept, label)
 
-    def _copy_key_anew(self, obj: VirtualObject, template: dict[int, Any], members_label: str,
-                       label: str | None) -> int:
+    def _copy_key_anew(
+        self, obj: VirtualObject, template: dict[int, Any], members_label: str, label: str | None
+    ) -> int:
         """A copy of a secret or private key that is not modifiable (so it takes no template at
         all, SoftHSM2: CKR_ATTRIBUTE_READ_ONLY for any attribute): the token's answer to the copy
         as asked comes from one member (that copy is destroyed at once); then each member makes
@@ -532,61 +687,110 @@ class VirtualSession(Session):
         of an unextractable key, through a key made for it otherwise), under the members' label
         (marked, or the application's where the original's is marked), and
         not modifiable as the original. Its record is the original's."""
-        self.failover.one("C_CopyObject", lambda s, m: s.destroy_object(
-            s.copy_object(self._on(m, obj), template)))
+        self.failover.one(
+            "C_CopyObject", lambda s, m: s.destroy_object(s.copy_object(self._on(m, obj), template))
+        )
         kept = self.group.vault.get(obj.key)
         final = {CKA_LABEL: members_label}
-        results = self._everywhere("C_CopyObject", lambda s, m: replication.replicate(
-            s, self._on(m, obj), s, kept, final=final, again=True), _destroy_made, self._made)
+        results = self._everywhere(
+            "C_CopyObject",
+            lambda s, m: replication.replicate(s, self._on(m, obj), s, kept, final=final, again=True),
+            _destroy_made,
+            self._made,
+        )
         return self._register_results(results, kept, label)
 
-    def unwrap_key(self, unwrapping: int, object_class: int, key_type: int, data: bytes,
-                   mechanism: int, template: dict[int, Any], param: MechanismParam = None) -> int:
+    def unwrap_key(
+        self,
+        unwrapping: int,
+        object_class: int,
+        key_type: int,
+        data: bytes,
+        mechanism: int,
+        template: dict[int, Any],
+        param: MechanismParam = None,
+    ) -> int:
         """Unwrapped on every member: the unwrapping key is the same on all, so is the result."""
         wrapper = self._object(unwrapping, "C_UnwrapKey")
         template, label = self._alike(object_class, self._identified(template))
-        results = self._everywhere("C_UnwrapKey", lambda s, m: _leaving_nothing(
-            s, object_class, template, lambda: s.unwrap_key(
-                self._on(m, wrapper), object_class, key_type, data, mechanism, template, param)), _destroy_made,
-            self._made)
+        results = self._everywhere(
+            "C_UnwrapKey",
+            lambda s, m: _leaving_nothing(
+                s,
+                object_class,
+                template,
+                lambda: s.unwrap_key(
+                    self._on(m, wrapper), object_class, key_type, data, mechanism, template, param
+                ),
+            ),
+            _destroy_made,
+            self._made,
+        )
         handle = self._register_results(results, label=label)
-        self._keep_by_twin(handle, template, lambda s, m, twin: s.unwrap_key(
-            self._on(m, wrapper), object_class, key_type, data, mechanism, twin, param))
+        self._keep_by_twin(
+            handle,
+            template,
+            lambda s, m, twin: s.unwrap_key(
+                self._on(m, wrapper), object_class, key_type, data, mechanism, twin, param
+            ),
+        )
         return handle
 
-    def derive_key(self, base: int, mechanism: int, param: MechanismParam, key_type: int,
-                   length: int, template: dict[int, Any]) -> int:
+    def derive_key(
+        self,
+        base: int,
+        mechanism: int,
+        param: MechanismParam,
+        key_type: int,
+        length: int,
+        template: dict[int, Any],
+    ) -> int:
         """Derived on every member: same base key and inputs give the same key everywhere."""
         base_obj = self._object(base, "C_DeriveKey")
         template, label = self._alike(CKO_SECRET_KEY, self._identified(template))
-        results = self._everywhere("C_DeriveKey", lambda s, m: _leaving_nothing(
-            s, CKO_SECRET_KEY, template, lambda: s.derive_key(
-                self._on(m, base_obj), mechanism, param, key_type, length, template)), _destroy_made,
-            self._made)
+        results = self._everywhere(
+            "C_DeriveKey",
+            lambda s, m: _leaving_nothing(
+                s,
+                CKO_SECRET_KEY,
+                template,
+                lambda: s.derive_key(self._on(m, base_obj), mechanism, param, key_type, length, template),
+            ),
+            _destroy_made,
+            self._made,
+        )
         handle = self._register_results(results, label=label)
-        self._keep_by_twin(handle, template, lambda s, m, twin: s.derive_key(
-            self._on(m, base_obj), mechanism, param, key_type, length, twin))
+        self._keep_by_twin(
+            handle,
+            template,
+            lambda s, m, twin: s.derive_key(self._on(m, base_obj), mechanism, param, key_type, length, twin),
+        )
         return handle
 
-    def pbe_generate(self, password: str, salt: bytes, iterations: int,
-                     template: dict[int, Any]) -> int:
+    def pbe_generate(self, password: str, salt: bytes, iterations: int, template: dict[int, Any]) -> int:
         """On every member: PBKDF2 of the same password and salt is the same key everywhere."""
         template = self._identified(template)
-        results = self._everywhere("C_GenerateKey", lambda s, m: s.pbe_generate(
-            password, salt, iterations, template), _destroy_made, self._made)
+        results = self._everywhere(
+            "C_GenerateKey",
+            lambda s, m: s.pbe_generate(password, salt, iterations, template),
+            _destroy_made,
+            self._made,
+        )
         return self._register_results(results)
 
     def probe_ec_curve(self, ec_params: bytes) -> None:
         """The HA slot accepts a curve when every active member does."""
-        self._everywhere("C_GenerateKeyPair",
-                          lambda s, m: s.probe_ec_curve(ec_params))
+        self._everywhere("C_GenerateKeyPair", lambda s, m: s.probe_ec_curve(ec_params))
 
     def _identified(self, template: dict[int, Any]) -> dict[int, Any]:
         """Members find an object again by class, CKA_ID and label: give it an ID when none was
         typed. A data object has no CKA_ID (the token would refuse it): its value and label name it."""
         if template.get(CKA_ID) or template.get(CKA_CLASS) == CKO_DATA:
             return template
-        return {CKA_ID: os.urandom(8), **template}  # first: SoftHSM2 takes nothing after MODIFIABLE FALSE at unwrap
+        return {
+            CKA_ID: os.urandom(8),
+            **template,
+        }  # first: SoftHSM2 takes nothing after MODIFIABLE FALSE at unwrap
 
     def _register_results(self, results, kept: Kept | None = None, label: str | None = None) -> int:
         """A new object made on every member alike: its record in the vault is what the first
@@ -598,8 +802,11 @@ class VirtualSession(Session):
         obj = self._register(replication.object_key(ident), first_member, first_handle)
         obj.session_object = not ident.get(CKA_TOKEN, True)
         if ident[CKA_CLASS] in (CKO_PUBLIC_KEY, CKO_PRIVATE_KEY, CKO_SECRET_KEY):
-            record = Kept(dict(kept.facts), kept.blob, kept.generation) if kept else Kept(
-                replication.read_facts(first, first_handle))
+            record = (
+                Kept(dict(kept.facts), kept.blob, kept.generation)
+                if kept
+                else Kept(replication.read_facts(first, first_handle))
+            )
             record.facts.pop(CKA_LABEL, None)  # a copy's own label, below
             self.group.vault.put(obj.key, record, token=not obj.session_object)
         self._keep_label(obj, label)
@@ -624,8 +831,9 @@ class VirtualSession(Session):
         obj = self._object(handle, "C_GetAttributeValue")
         facts = self._facts(obj)
         asked = [a for a in attributes if a not in facts] or [CKA_CLASS]  # the object is still there
-        found = self.failover.one("C_GetAttributeValue", lambda s, m: s.get_attributes(
-            self._on(m, obj), asked))
+        found = self.failover.one(
+            "C_GetAttributeValue", lambda s, m: s.get_attributes(self._on(m, obj), asked)
+        )
         found = {a: v for a, v in found.items() if a in attributes}
         found.update({a: facts[a] for a in attributes if a in facts})
         return found
@@ -667,6 +875,7 @@ class VirtualSession(Session):
             # (one destroyed by another application meanwhile has no place: listed last)
             found.sort(key=lambda o: order.get(o.key, float("inf")))
             return [o.handle for o in found]
+
         return self.failover.one("C_FindObjects", search)
 
     def _matches(self, session, h: int, key: tuple, wanted: dict[int, Any], ident: dict[int, Any]) -> bool:
@@ -706,19 +915,35 @@ class VirtualSession(Session):
         made, final = spec, {}
         if not spec.extractable:
             asked = dict(spec.extra)
-            final = {CKA_EXTRACTABLE: False, **{a: False for a in replication.NOT_AT_UNWRAP
-                                                if asked.get(a, True) is False}}
-            made = _with(spec, extractable=True, wrap_with_trusted=spec.sensitive or asked_wwt,
-                         extra=tuple((a, v) for a, v in spec.extra
-                                     if a not in (CKA_EXTRACTABLE, CKA_WRAP_WITH_TRUSTED, *final)))
+            final = {
+                CKA_EXTRACTABLE: False,
+                **{a: False for a in replication.NOT_AT_UNWRAP if asked.get(a, True) is False},
+            }
+            made = _with(
+                spec,
+                extractable=True,
+                wrap_with_trusted=spec.sensitive or asked_wwt,
+                extra=tuple(
+                    (a, v) for a, v in spec.extra if a not in (CKA_EXTRACTABLE, CKA_WRAP_WITH_TRUSTED, *final)
+                ),
+            )
         with self.group.change() as changed:  # on every member or on none, seen from any process
-            handles = self.failover.one("C_GenerateKeyPair", lambda s, m: self._generate_on(
-                s, m, made, final, spec, asked_wwt, label))
+            handles = self.failover.one(
+                "C_GenerateKeyPair", lambda s, m: self._generate_on(s, m, made, final, spec, asked_wwt, label)
+            )
             changed.extend(self.objects[h].key for h in handles)
             return handles
 
-    def _generate_on(self, session, source: HAMember, made: KeySpec, final: dict[int, Any], spec: KeySpec,
-                     asked_wwt: bool, label: str | None) -> list[int]:
+    def _generate_on(
+        self,
+        session,
+        source: HAMember,
+        made: KeySpec,
+        final: dict[int, Any],
+        spec: KeySpec,
+        asked_wwt: bool,
+        label: str | None,
+    ) -> list[int]:
         """The keys generated on `source` and copied to every other member. A source that dies
         while they are copied takes the copies with it (the failover engine then generates on
         another member); its own keys are removed when it comes back (resynchronisation
@@ -729,7 +954,7 @@ class VirtualSession(Session):
                 handles = session.generate(made)
         except CKRError as exc:
             if self.group.is_member_failure(exc):  # late or gone: a key it makes after all is an
-                with self.group.lock:             # orphan, replaced when it comes back
+                with self.group.lock:  # orphan, replaced when it comes back
                     self.group.orphans.setdefault(source.serial, set()).update(_identities(spec))
             elif before is not None:
                 self._remove_half_made(session, before)
@@ -751,7 +976,9 @@ class VirtualSession(Session):
     @staticmethod
     def _keys_on(session) -> set[int]:
         """Every public and private key the member session sees (the state lock is held)."""
-        return {h for cls in (CKO_PUBLIC_KEY, CKO_PRIVATE_KEY) for h in session.find_objects({CKA_CLASS: cls})}
+        return {
+            h for cls in (CKO_PUBLIC_KEY, CKO_PRIVATE_KEY) for h in session.find_objects({CKA_CLASS: cls})
+        }
 
     def _remove_half_made(self, session, before: set[int]) -> None:
         """SoftHSM2 keeps the half of a key pair it made before refusing the other half's
@@ -764,8 +991,15 @@ class VirtualSession(Session):
         except CKRError:
             pass  # best effort: the refusal being reported is what the caller must see
 
-    def _keep_generated(self, source: HAMember, handles: list[int], harden: bool, spec: KeySpec,
-                        asked_wwt: bool, label: str | None) -> list[tuple]:
+    def _keep_generated(
+        self,
+        source: HAMember,
+        handles: list[int],
+        harden: bool,
+        spec: KeySpec,
+        asked_wwt: bool,
+        label: str | None,
+    ) -> list[tuple]:
         """The vault's record of each new key: what the generating member says of it (it is
         LOCAL, its KEY_GEN_MECHANISM ...) and, for a key to be made unextractable, the blob and
         what one token would say of such a key."""
@@ -796,11 +1030,11 @@ class VirtualSession(Session):
     def create_object(self, template: dict[int, Any]) -> int:
         """The caller typed the values: create them on every member alike."""
         template, label = self._alike(template.get(CKA_CLASS), self._identified(template))
-        results = self._everywhere("C_CreateObject",
-                                    lambda s, m: s.create_object(template), _destroy_made, self._made)
+        results = self._everywhere(
+            "C_CreateObject", lambda s, m: s.create_object(template), _destroy_made, self._made
+        )
         handle = self._register_results(results, label=label)
-        self._keep_by_twin(handle, template, lambda s, m, twin: s.create_object(
-            {**template, **twin}))
+        self._keep_by_twin(handle, template, lambda s, m, twin: s.create_object({**template, **twin}))
         return handle
 
     def _keep_by_twin(self, handle: int, template: dict[int, Any], make) -> None:
@@ -812,31 +1046,47 @@ class VirtualSession(Session):
         kept = self.group.vault.get(obj.key)
         if kept is None or kept.blob or obj.key[0] not in (CKO_PRIVATE_KEY, CKO_SECRET_KEY):
             return
-        twin = {CKA_TOKEN: False, CKA_EXTRACTABLE: True, CKA_WRAP_WITH_TRUSTED: True,
-                CKA_ID: replication.TWIN_ID, CKA_LABEL: "", CKA_MODIFIABLE: True,
-                replication.CKA_DESTROYABLE: True}
+        twin = {
+            CKA_TOKEN: False,
+            CKA_EXTRACTABLE: True,
+            CKA_WRAP_WITH_TRUSTED: True,
+            CKA_ID: replication.TWIN_ID,
+            CKA_LABEL: "",
+            CKA_MODIFIABLE: True,
+            replication.CKA_DESTROYABLE: True,
+        }
 
         def wrap(_, member: HAMember):
             session = self.failover.on(member)
-            found = session.get_attributes(self._on(member, obj), [CKA_KEY_TYPE, CKA_SENSITIVE,
-                                                                   CKA_EXTRACTABLE])
+            found = session.get_attributes(
+                self._on(member, obj), [CKA_KEY_TYPE, CKA_SENSITIVE, CKA_EXTRACTABLE]
+            )
             if found[CKA_EXTRACTABLE]:
                 return None
-            made = make(session, member, {**{a: v for a, v in template.items()
-                                     if a not in replication.AT_CREATION}, **twin})
+            made = make(
+                session,
+                member,
+                {**{a: v for a, v in template.items() if a not in replication.AT_CREATION}, **twin},
+            )
             try:
-                return bool(found[CKA_SENSITIVE]), replication.keep(session, made, obj.key[0],
-                                                                     found[CKA_KEY_TYPE])
+                return bool(found[CKA_SENSITIVE]), replication.keep(
+                    session, made, obj.key[0], found[CKA_KEY_TYPE]
+                )
             finally:
                 session.destroy_object(made)
+
         try:
             blob = self.failover.one("C_CreateObject", wrap)
         except MemberFailed:
             raise
         except CKRError as exc:  # e.g. an unwrapping key whose own template forbids the twin
-            self.group.log.record(self.group.serial, "*", "not kept",
-                                  f"{obj.key[2] or obj.key[1].hex()}: {exc.name}: a member that "
-                                  "comes back cannot get this unextractable key")
+            self.group.log.record(
+                self.group.serial,
+                "*",
+                "not kept",
+                f"{obj.key[2] or obj.key[1].hex()}: {exc.name}: a member that "
+                "comes back cannot get this unextractable key",
+            )
             return
         if blob is not None and blob[1] is not None:
             sensitive, (kept.generation, kept.blob) = blob
@@ -846,16 +1096,18 @@ class VirtualSession(Session):
 
     def destroy_object(self, handle: int) -> None:
         obj = self._object(handle, "C_DestroyObject")
-        self._everywhere("C_DestroyObject",
-                          lambda s, m: s.destroy_object(self._on(m, obj)), touched=lambda _: [obj.key])
+        self._everywhere(
+            "C_DestroyObject", lambda s, m: s.destroy_object(self._on(m, obj)), touched=lambda _: [obj.key]
+        )
         self.objects.pop(handle, None)
         self._by_key.pop(obj.key, None)
         self.group.vault.drop(obj.key)
         self.group.order.pop(obj.key, None)  # made again later: listed last, as on a token
         self.group.reauthenticated.pop(obj.key, None)
 
-    def _replicate_all(self, source: HAMember, handles: list[int],
-                       final: dict[int, Any] | None = None) -> list[int]:
+    def _replicate_all(
+        self, source: HAMember, handles: list[int], final: dict[int, Any] | None = None
+    ) -> list[int]:
         """Copies new objects to every other active member. If a copy is refused (not a member
         failure: e.g. a transport that cannot carry the wrap mechanism), nothing is left on only
         some members: every copy and the originals are destroyed and the refusal is returned.
@@ -872,19 +1124,25 @@ class VirtualSession(Session):
                     if member is source:
                         continue
                     try:
-                        copy = replication.replicate(src, h, self.failover.on(member, fanned_out=True),
-                                                     self.group.vault.get(replication.object_key(ident)),
-                                                     final if ident[CKA_CLASS] != CKO_PUBLIC_KEY else None)
+                        copy = replication.replicate(
+                            src,
+                            h,
+                            self.failover.on(member, fanned_out=True),
+                            self.group.vault.get(replication.object_key(ident)),
+                            final if ident[CKA_CLASS] != CKO_PUBLIC_KEY else None,
+                        )
                     except MemberFailed as exc:
                         if exc.member is source:
                             raise
                         continue  # that member failed: it gets the key when it is resynchronised
                     except CKRError as exc:
                         self._undo(source, handles, copies)
-                        raise CKRError(exc.ckr, exc.function,
-                                       f"the new key could not be copied to member {member.serial}, so "
-                                       f"it was removed from every member"
-                                       + (f": {exc.detail}" if exc.detail else ""))
+                        raise CKRError(
+                            exc.ckr,
+                            exc.function,
+                            f"the new key could not be copied to member {member.serial}, so "
+                            f"it was removed from every member" + (f": {exc.detail}" if exc.detail else ""),
+                        )
                     copies.append((member, copy))
                     on_member[member.serial] = (member.generation, copy)
                 placed.append((ident, on_member))
@@ -907,8 +1165,12 @@ class VirtualSession(Session):
             obj.on_member.update(on_member)
             obj.session_object = not ident.get(CKA_TOKEN, True)
             virtual.append(obj.handle)
-        self.group.log.record(self.group.serial, source.serial, "replicated",
-                              f"{len(handles)} object(s) to {len(self.group.active_members()) - 1} member(s)")
+        self.group.log.record(
+            self.group.serial,
+            source.serial,
+            "replicated",
+            f"{len(handles)} object(s) to {len(self.group.active_members()) - 1} member(s)",
+        )
         return virtual
 
     def _harden_source(self, src, handle: int, ident: dict[int, Any], final: dict[int, Any]) -> int:
@@ -940,8 +1202,11 @@ class VirtualSession(Session):
             self.objects[obj.handle] = obj
             self._by_key[key] = obj
         known = obj.on_member.get(member.serial)
-        if known is not None and known != (member.generation, member_handle) \
-                and known[0] == member.generation:
+        if (
+            known is not None
+            and known != (member.generation, member_handle)
+            and known[0] == member.generation
+        ):
             # destroyed and made again (by another session): the other members' handles are
             # stale too; each is found again at its next use
             obj.on_member.clear()
@@ -953,8 +1218,11 @@ class VirtualSession(Session):
         try:
             return self.objects[handle]
         except KeyError:
-            raise CKRError(CKR_OBJECT_HANDLE_INVALID, function,
-                           f"no object with handle {handle} in session {self.handle}") from None
+            raise CKRError(
+                CKR_OBJECT_HANDLE_INVALID,
+                function,
+                f"no object with handle {handle} in session {self.handle}",
+            ) from None
 
     def _on(self, member: HAMember, obj: VirtualObject) -> int:
         """The member's own handle for a virtual object, found again after a recovery."""
@@ -964,10 +1232,16 @@ class VirtualSession(Session):
         found = self.group.session_for(member).find_objects(replication.search_template(obj.key))
         if not found:  # another member may have it (one that came back short of objects)
             if self.group.credentials is None:  # else a private object: it takes a login
-                raise ObjectMissing(CKR_USER_NOT_LOGGED_IN, "C_FindObjects",
-                                    f"object {obj.handle} is not seen on member {member.serial} without a login")
-            raise ObjectMissing(CKR_OBJECT_HANDLE_INVALID, "C_FindObjects",
-                                f"object {obj.handle} is missing on member {member.serial}")
+                raise ObjectMissing(
+                    CKR_USER_NOT_LOGGED_IN,
+                    "C_FindObjects",
+                    f"object {obj.handle} is not seen on member {member.serial} without a login",
+                )
+            raise ObjectMissing(
+                CKR_OBJECT_HANDLE_INVALID,
+                "C_FindObjects",
+                f"object {obj.handle} is missing on member {member.serial}",
+            )
         obj.on_member[member.serial] = (member.generation, found[0])
         return found[0]
 
@@ -983,8 +1257,13 @@ def _after_unmodifiable(template: dict[int, Any], attribute: int) -> bool:
     """Does CKA_MODIFIABLE FALSE come before `attribute` in the template? SoftHSM2 applies a copy's
     template in its order, and refuses every attribute after it (CKR_ATTRIBUTE_READ_ONLY)."""
     order = list(template)
-    return (CKA_MODIFIABLE in order and template[CKA_MODIFIABLE] is not None and not template[CKA_MODIFIABLE]
-            and attribute in order and order.index(CKA_MODIFIABLE) < order.index(attribute))
+    return (
+        CKA_MODIFIABLE in order
+        and template[CKA_MODIFIABLE] is not None
+        and not template[CKA_MODIFIABLE]
+        and attribute in order
+        and order.index(CKA_MODIFIABLE) < order.index(attribute)
+    )
 
 
 def _leaving_nothing(session, object_class: int, template: dict[int, Any], make):
@@ -1033,4 +1312,5 @@ def _plain(value: Any) -> Any:
 
 def _with(spec: KeySpec, **changes) -> KeySpec:
     from dataclasses import replace
+
     return replace(spec, **changes)

@@ -1,6 +1,7 @@
 """Synchronisation of an HA group's members: every key object on every active member (Luna's
 `hagroup synchronize`), torn objects a killed writer left removed, and the completion at HA login
 of keys that reached only some members."""
+
 from __future__ import annotations
 
 from ..codes import CKRError
@@ -36,9 +37,12 @@ class Synchronizer:
                         if key in have or not (source.active and target.active):
                             continue
                         try:
-                            have[key] = replication.replicate(self.group.failover.on(source), handle,
-                                                              self.group.failover.on(target),
-                                                              self.group.vault.get(key))
+                            have[key] = replication.replicate(
+                                self.group.failover.on(source),
+                                handle,
+                                self.group.failover.on(target),
+                                self.group.vault.get(key),
+                            )
                             copied += 1
                             touched.append(key)
                         except MemberFailed:
@@ -49,22 +53,33 @@ class Synchronizer:
             # every member serving now holds the union, or is known to lack something (journal.py)
             self.group.vouch([m for m in self.group.active_members() if m.serial in inventory], lacking)
         if copied or refused or torn:
-            self.group.log.record(self.group.serial, "*", why, f"{copied} object(s) copied"
-                            + (f"; {torn} torn object(s) removed (written by a process killed "
-                               "in the middle)" if torn else "")
-                            + (f"; not copied: {', '.join(refused)}" if refused else ""))
+            self.group.log.record(
+                self.group.serial,
+                "*",
+                why,
+                f"{copied} object(s) copied"
+                + (
+                    f"; {torn} torn object(s) removed (written by a process killed in the middle)"
+                    if torn
+                    else ""
+                )
+                + (f"; not copied: {', '.join(refused)}" if refused else ""),
+            )
         return copied
 
     def _remove_torn(self) -> int:
         """Key objects without their key material, as SoftHSM leaves them when the process
         writing them is killed: unusable, and no member could ever copy them."""
+
         def remove(session, member) -> int:
             torn = session.torn_objects()  # (members/torn.py)
             for handle in torn:
                 session.destroy_object(handle)
             return len(torn)
-        return sum(removed for _, removed in self.group.failover.every("C_DestroyObject", remove,
-                                                                   counted=False))
+
+        return sum(
+            removed for _, removed in self.group.failover.every("C_DestroyObject", remove, counted=False)
+        )
 
     def incomplete(self) -> int:
         """How many key objects some active members hold and others lack."""
@@ -82,17 +97,29 @@ class Synchronizer:
                 return self.synchronize(why="completed at HA login")
             missing = self.incomplete()
             if missing:
-                self.group.log.record(self.group.serial, "*", "incomplete",
-                                f"{missing} object(s) on some members only (HASynchronize off: "
-                                "`ckdemo hagroup synchronize` copies them)")
+                self.group.log.record(
+                    self.group.serial,
+                    "*",
+                    "incomplete",
+                    f"{missing} object(s) on some members only (HASynchronize off: "
+                    "`ckdemo hagroup synchronize` copies them)",
+                )
         except CKRError as exc:
             self.group.log.record(self.group.serial, "*", "incomplete", f"could not complete objects: {exc}")
         return 0
 
     def _inventory(self) -> dict[str, dict[tuple, int]]:
         def held(session, member) -> dict[tuple, int]:
-            return {key: h for key, h in ((replication.object_key(replication.identity(session, h)), h)
-                                          for h in replicated_objects(session))
-                    if not replication.is_domain_key_id(key[1]) and not is_mark_key(key)}
-        return {member.serial: found for member, found in self.group.failover.every("C_FindObjects", held,
-                                                                                     counted=False)}
+            return {
+                key: h
+                for key, h in (
+                    (replication.object_key(replication.identity(session, h)), h)
+                    for h in replicated_objects(session)
+                )
+                if not replication.is_domain_key_id(key[1]) and not is_mark_key(key)
+            }
+
+        return {
+            member.serial: found
+            for member, found in self.group.failover.every("C_FindObjects", held, counted=False)
+        }

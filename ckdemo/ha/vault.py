@@ -19,6 +19,7 @@ Token objects' records are files in the group's folder of the home's state (0700
 written whole (a temporary file renamed): every process on the home sees them. Session objects'
 records live in memory and go with their object.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -40,8 +41,15 @@ from ..model import (
 )
 
 # what one token answers from how a key was made, and a copy answers from how it was copied
-FACTS = (CKA_LOCAL, CKA_ALWAYS_SENSITIVE, CKA_NEVER_EXTRACTABLE, CKA_KEY_GEN_MECHANISM,
-         CKA_VALUE_LEN, CKA_WRAP_WITH_TRUSTED, CKA_CHECK_VALUE)
+FACTS = (
+    CKA_LOCAL,
+    CKA_ALWAYS_SENSITIVE,
+    CKA_NEVER_EXTRACTABLE,
+    CKA_KEY_GEN_MECHANISM,
+    CKA_VALUE_LEN,
+    CKA_WRAP_WITH_TRUSTED,
+    CKA_CHECK_VALUE,
+)
 
 Key = tuple  # replication.object_key: (class, CKA_ID, label)
 
@@ -54,15 +62,23 @@ class Kept:
 
     def to_json(self, key: Key) -> dict:
         cls, key_id, label = key
-        return {"class": cls, "id": bytes(key_id).hex(), "label": label,
-                "facts": {f"{a:#x}": _encode(v) for a, v in self.facts.items()},
-                "blob": self.blob.hex() if self.blob else None, "generation": self.generation}
+        return {
+            "class": cls,
+            "id": bytes(key_id).hex(),
+            "label": label,
+            "facts": {f"{a:#x}": _encode(v) for a, v in self.facts.items()},
+            "blob": self.blob.hex() if self.blob else None,
+            "generation": self.generation,
+        }
 
     @classmethod
     def from_json(cls, data: dict) -> Kept:
         blob = data.get("blob")
-        return cls({int(a, 16): _decode(v) for a, v in data.get("facts", {}).items()},
-                   bytes.fromhex(blob) if blob else None, data.get("generation"))
+        return cls(
+            {int(a, 16): _decode(v) for a, v in data.get("facts", {}).items()},
+            bytes.fromhex(blob) if blob else None,
+            data.get("generation"),
+        )
 
 
 def _encode(value: Any) -> Any:

@@ -1,24 +1,40 @@
 """Key generation, signing, key digests and random numbers (42, 43, 45, 46, 62) on any slot."""
+
 from __future__ import annotations
 
 import hashlib
 from pathlib import Path
 
 from ..menu.context import Context, InputError
-from ..model import (CKG_MGF1_SHA256, CKG_MGF1_SHA384, CKG_MGF1_SHA512, CKM_ECDSA, CKM_SHA256,
-                     CKM_SHA384, CKM_SHA512, CKM_SHA_1, KeySpec, PSSParam)
+from ..model import (
+    CKG_MGF1_SHA256,
+    CKG_MGF1_SHA384,
+    CKG_MGF1_SHA512,
+    CKM_ECDSA,
+    CKM_SHA256,
+    CKM_SHA384,
+    CKM_SHA512,
+    CKM_SHA_1,
+    KeySpec,
+    PSSParam,
+)
 from .files import MAX_FILE_BYTES, atomic_output, file_name, read_regular, writable
 
 # (menu label, key kind, size)
 KEY_CHOICES = [
-    ("RSA 2048 key pair", "rsa", 2048), ("RSA 3072 key pair", "rsa", 3072),
-    ("RSA 4096 key pair", "rsa", 4096), ("EC P-256 key pair", "ec", "P-256"),
-    ("EC P-384 key pair", "ec", "P-384"), ("AES-128 key", "aes", 16), ("AES-256 key", "aes", 32),
+    ("RSA 2048 key pair", "rsa", 2048),
+    ("RSA 3072 key pair", "rsa", 3072),
+    ("RSA 4096 key pair", "rsa", 4096),
+    ("EC P-256 key pair", "ec", "P-256"),
+    ("EC P-384 key pair", "ec", "P-384"),
+    ("AES-128 key", "aes", 16),
+    ("AES-256 key", "aes", 32),
     ("Generic secret (32 bytes)", "generic", 32),
 ]
 # (menu label, mechanism, parameter, digest the harness applies first for raw ECDSA)
 SIGN_MECHANISMS = [
-    ("CKM_SHA256_RSA_PKCS", 0x40, None, None), ("CKM_SHA384_RSA_PKCS", 0x41, None, None),
+    ("CKM_SHA256_RSA_PKCS", 0x40, None, None),
+    ("CKM_SHA384_RSA_PKCS", 0x41, None, None),
     ("CKM_SHA512_RSA_PKCS", 0x42, None, None),
     ("CKM_SHA256_RSA_PKCS_PSS", 0x43, PSSParam(CKM_SHA256, CKG_MGF1_SHA256, 32), None),
     ("CKM_SHA384_RSA_PKCS_PSS", 0x44, PSSParam(CKM_SHA384, CKG_MGF1_SHA384, 48), None),
@@ -27,8 +43,12 @@ SIGN_MECHANISMS = [
     ("CKM_ECDSA (SHA-384 digest of the data)", CKM_ECDSA, None, "sha384"),
     ("CKM_SHA256_HMAC", 0x251, None, None),
 ]
-DIGESTS = [("CKM_SHA_1", CKM_SHA_1), ("CKM_SHA256", CKM_SHA256), ("CKM_SHA384", CKM_SHA384),
-           ("CKM_SHA512", CKM_SHA512)]
+DIGESTS = [
+    ("CKM_SHA_1", CKM_SHA_1),
+    ("CKM_SHA256", CKM_SHA256),
+    ("CKM_SHA384", CKM_SHA384),
+    ("CKM_SHA512", CKM_SHA512),
+]
 
 
 def _data(ctx: Context, prompt: str, text: str | None = None) -> bytes:
@@ -70,8 +90,9 @@ def generate_key(ctx: Context) -> None:
     token = ctx.ask_yes_no("Token object?", True)
     sensitive = ctx.ask_yes_no("Sensitive?", True)
     extractable = ctx.ask_yes_no("Extractable?", False)
-    handles = opened.session.generate(KeySpec(kind, size, label, b"", token=token,
-                                              sensitive=sensitive, extractable=extractable))
+    handles = opened.session.generate(
+        KeySpec(kind, size, label, b"", token=token, sensitive=sensitive, extractable=extractable)
+    )
     note = opened.slot.extractability_note(extractable)
     if note:
         ctx.say(f"({note})")

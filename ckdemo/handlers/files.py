@@ -6,6 +6,7 @@ calls, `@file` answers) are limited to MAX_FILE_BYTES; 40/41/44 stream any size 
 Output files are written to a temporary file beside the target and renamed on success, so a
 failed operation never leaves a partial file behind; an existing target must be a regular file.
 """
+
 from __future__ import annotations
 
 import errno
@@ -23,10 +24,17 @@ CHUNK = 64 * 1024
 MAX_FILE_BYTES = 64 * 1024 * 1024  # a file read whole (an @file answer, one RSA block): 64 MiB
 TEMP_NAME_EXTRA = 10  # atomic_output's temporary file: "." + name + "." + 8 random characters
 CKM_AES_CBC_PAD, CKM_AES_GCM, CKM_RSA_PKCS_OAEP = 0x1085, 0x1087, 0x9
-CIPHERS = [("CKM_AES_CBC_PAD", CKM_AES_CBC_PAD), ("CKM_AES_GCM (128-bit tag appended)", CKM_AES_GCM),
-           ("CKM_RSA_PKCS_OAEP (SHA-1, one block: small files only)", CKM_RSA_PKCS_OAEP)]
-HASHES = [("CKM_SHA_1", CKM_SHA_1), ("CKM_SHA256", CKM_SHA256), ("CKM_SHA384", CKM_SHA384),
-          ("CKM_SHA512", CKM_SHA512)]
+CIPHERS = [
+    ("CKM_AES_CBC_PAD", CKM_AES_CBC_PAD),
+    ("CKM_AES_GCM (128-bit tag appended)", CKM_AES_GCM),
+    ("CKM_RSA_PKCS_OAEP (SHA-1, one block: small files only)", CKM_RSA_PKCS_OAEP),
+]
+HASHES = [
+    ("CKM_SHA_1", CKM_SHA_1),
+    ("CKM_SHA256", CKM_SHA256),
+    ("CKM_SHA384", CKM_SHA384),
+    ("CKM_SHA512", CKM_SHA512),
+]
 IV_BYTES = {CKM_AES_CBC_PAD: 16, CKM_AES_GCM: 12}
 
 
@@ -57,8 +65,10 @@ def open_regular(path: Path, max_bytes: int | None = None) -> BinaryIO:
         raise InputError(f"Cannot read {path}: {what} (only regular files are read).")
     if max_bytes is not None and info.st_size > max_bytes:
         os.close(fd)
-        raise InputError(f"Cannot read {path}: {info.st_size} bytes, more than the "
-                         f"{max_bytes // (1024 * 1024)} MiB a file read whole may have.")
+        raise InputError(
+            f"Cannot read {path}: {info.st_size} bytes, more than the "
+            f"{max_bytes // (1024 * 1024)} MiB a file read whole may have."
+        )
     os.set_blocking(fd, True)
     return os.fdopen(fd, "rb")
 
@@ -71,8 +81,9 @@ def read_regular(path: Path, max_bytes: int = MAX_FILE_BYTES) -> bytes:
         except OSError as exc:
             raise InputError(f"Cannot read {path}: {(exc.strerror or str(exc)).lower()}.") from None
     if len(data) > max_bytes:
-        raise InputError(f"Cannot read {path}: more than the {max_bytes // (1024 * 1024)} MiB a "
-                         "file read whole may have.")
+        raise InputError(
+            f"Cannot read {path}: more than the {max_bytes // (1024 * 1024)} MiB a file read whole may have."
+        )
     return data
 
 
@@ -179,8 +190,11 @@ def _crypt_file(ctx: Context, encrypting: bool) -> None:
     key = ctx.ask_int("Enter key handle : ", 0)
     mechanism = _cipher(ctx)
     single_part = mechanism == CKM_RSA_PKCS_OAEP  # one RSA block, read whole
-    source = input_file(ctx, f"Enter file to {'encrypt' if encrypting else 'decrypt'} : ",
-                        MAX_FILE_BYTES if single_part else None)
+    source = input_file(
+        ctx,
+        f"Enter file to {'encrypt' if encrypting else 'decrypt'} : ",
+        MAX_FILE_BYTES if single_part else None,
+    )
     target = output_file(ctx, "Enter output file : ")
     param = _param(ctx, opened.session, mechanism, encrypting)  # every answer read before refusing
     stream = open_regular(source, MAX_FILE_BYTES if single_part else None)
@@ -201,8 +215,10 @@ def _crypt_file(ctx: Context, encrypting: bool) -> None:
             for piece in multi_part(key, mechanism, chunks(stream), param):
                 out.write(piece)
                 written += len(piece)
-    ctx.say(f"{'Encrypted' if encrypting else 'Decrypted'} {size} bytes of "
-            f"{source} into {target} ({written} bytes).")
+    ctx.say(
+        f"{'Encrypted' if encrypting else 'Decrypted'} {size} bytes of "
+        f"{source} into {target} ({written} bytes)."
+    )
 
 
 def encrypt_file(ctx: Context) -> None:

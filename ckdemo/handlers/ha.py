@@ -1,4 +1,5 @@
 """HIGH AVAILABILITY RECOVERY FUNCTIONS (50-52) and ckdemo's HA test functions (120-122)."""
+
 from __future__ import annotations
 
 from typing import Any
@@ -45,9 +46,16 @@ def ha_status(ctx: Context) -> None:
     ctx.say(f"HA group {group.serial} status:")
     for member, code in report:
         ctx.say(ha_status_row(member.serial, code))
-    ctx.record(HA_STATUS, HAStatusShown(group.serial, tuple(
-        HAStatusRow(n, member.serial, member.label, ckr_name(code))
-        for n, (member, code) in enumerate(report, start=1))))
+    ctx.record(
+        HA_STATUS,
+        HAStatusShown(
+            group.serial,
+            tuple(
+                HAStatusRow(n, member.serial, member.label, ckr_name(code))
+                for n, (member, code) in enumerate(report, start=1)
+            ),
+        ),
+    )
     for line in standby_notices(report) + recovering_notices(report):
         ctx.say(line)
     _exhausted_notice(ctx, group)
@@ -56,9 +64,11 @@ def ha_status(ctx: Context) -> None:
 def _exhausted_notice(ctx: Context, group) -> None:
     """Automatic recovery that has given up says so, with the way out (Luna: hagroup recover)."""
     # the verb recovers a serve's groups; without a serve only its own process's members
-    for line in exhausted_notices(group.policy.retries, group.recovery_exhausted(),
-                                  "125 Recover now or `ckdemo hagroup recover` beside a running "
-                                  "`ckdemo serve`"):
+    for line in exhausted_notices(
+        group.policy.retries,
+        group.recovery_exhausted(),
+        "125 Recover now or `ckdemo hagroup recover` beside a running `ckdemo serve`",
+    ):
         ctx.say(line)
 
 
@@ -79,8 +89,16 @@ def restore_member(ctx: Context) -> None:
     member = _choose_member(ctx, group)
     how = group.restore_member(member)
     spent = any(m is member for m, _ in group.recovery_exhausted())
-    ctx.say(restored_line(member, how, group.policy.interval_s, spent, "125 Recover now",
-                        group.recovery_mode == "activeEnhanced"))
+    ctx.say(
+        restored_line(
+            member,
+            how,
+            group.policy.interval_s,
+            spent,
+            "125 Recover now",
+            group.recovery_mode == "activeEnhanced",
+        )
+    )
 
 
 def hang_member(ctx: Context) -> None:
@@ -107,10 +125,20 @@ def member_stats(ctx: Context) -> None:
     most = "unlimited" if retries < 0 else str(retries)
     for n, m in enumerate(group.members, start=1):
         r = m.recovery
-        rows.append((n, m.serial, m.label, m.state.value, m.calls,
-                     f"{r.recover_attempt_count} of {most}" if r else "-"))
+        rows.append(
+            (
+                n,
+                m.serial,
+                m.label,
+                m.state.value,
+                m.calls,
+                f"{r.recover_attempt_count} of {most}" if r else "-",
+            )
+        )
     ctx.table(rows, ["#", "HSM", "Label", "State", "Calls", "Recovery attempts"])
     where = "in the background" if group.recovery_mode == "activeEnhanced" else "inside a call"
-    ctx.say(f"Recovery ({group.recovery_mode}, {where}): every {group.policy.interval_s:g} s, "
-            f"{most} attempts; load balancing {'on' if group.balance else 'off'}.")
+    ctx.say(
+        f"Recovery ({group.recovery_mode}, {where}): every {group.policy.interval_s:g} s, "
+        f"{most} attempts; load balancing {'on' if group.balance else 'off'}."
+    )
     _exhausted_notice(ctx, group)

@@ -4,17 +4,49 @@ seeding and the EC curves a module accepts.
 On the HA slot, unwrap, derive, PBE and create run on every member (the group's rule), so
 nothing here tells the slot kinds apart.
 """
+
 from __future__ import annotations
 
-from ..codes import (CKR_ATTRIBUTE_TYPE_INVALID, CKR_KEY_FUNCTION_NOT_PERMITTED,
-                     CKR_MECHANISM_INVALID, MEMBER_FATAL, SESSION_LOST, CKRError, ckr_name)
+from ..codes import (
+    CKR_ATTRIBUTE_TYPE_INVALID,
+    CKR_KEY_FUNCTION_NOT_PERMITTED,
+    CKR_MECHANISM_INVALID,
+    MEMBER_FATAL,
+    SESSION_LOST,
+    CKRError,
+    ckr_name,
+)
 from ..known_keys import KNOWN_KEYS, NAMED_CURVES, P256_EXPLICIT_PARAMS
 from ..menu.context import Context, InputError
-from ..model import (CKA_CLASS, CKA_DECRYPT, CKA_DERIVE, CKA_EC_POINT, CKA_ENCRYPT, CKA_EXTRACTABLE,
-                     CKA_KEY_TYPE, CKA_LABEL, CKA_PRIVATE, CKA_SENSITIVE, CKA_SIGN, CKA_TOKEN,
-                     CKA_UNWRAP, CKA_VALUE_LEN, CKA_VERIFY, CKA_WRAP, CKK_AES, CKK_EC,
-                     CKK_GENERIC_SECRET, CKK_RSA, CKM_AES_KEY_WRAP_PAD, CKM_EC_KEY_PAIR_GEN,
-                     CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, CKO_SECRET_KEY, ECDHParam, OAEPParam)
+from ..model import (
+    CKA_CLASS,
+    CKA_DECRYPT,
+    CKA_DERIVE,
+    CKA_EC_POINT,
+    CKA_ENCRYPT,
+    CKA_EXTRACTABLE,
+    CKA_KEY_TYPE,
+    CKA_LABEL,
+    CKA_PRIVATE,
+    CKA_SENSITIVE,
+    CKA_SIGN,
+    CKA_TOKEN,
+    CKA_UNWRAP,
+    CKA_VALUE_LEN,
+    CKA_VERIFY,
+    CKA_WRAP,
+    CKK_AES,
+    CKK_EC,
+    CKK_GENERIC_SECRET,
+    CKK_RSA,
+    CKM_AES_KEY_WRAP_PAD,
+    CKM_EC_KEY_PAIR_GEN,
+    CKO_PRIVATE_KEY,
+    CKO_PUBLIC_KEY,
+    CKO_SECRET_KEY,
+    ECDHParam,
+    OAEPParam,
+)
 from .files import atomic_output, input_file, output_file, read_regular
 
 CKM_AES_KEY_WRAP, CKM_RSA_PKCS_OAEP, CKM_ECDH1_DERIVE = 0x2109, 0x9, 0x1050
@@ -29,12 +61,14 @@ WRAP_MECHANISMS = [
 UNWRAP_CLASSES = [("Secret key", CKO_SECRET_KEY), ("Private key", CKO_PRIVATE_KEY)]
 # class -> [(menu label, key type, capabilities of the new key)]
 KEY_TYPES = {
-    CKO_SECRET_KEY: [("AES", CKK_AES, {CKA_ENCRYPT: True, CKA_DECRYPT: True, CKA_WRAP: True,
-                                       CKA_UNWRAP: True}),
-                     ("Generic secret", CKK_GENERIC_SECRET, {CKA_SIGN: True, CKA_VERIFY: True,
-                                                             CKA_DERIVE: True})],
-    CKO_PRIVATE_KEY: [("RSA", CKK_RSA, {CKA_SIGN: True, CKA_DECRYPT: True, CKA_UNWRAP: True}),
-                      ("EC", CKK_EC, {CKA_SIGN: True, CKA_DERIVE: True})],
+    CKO_SECRET_KEY: [
+        ("AES", CKK_AES, {CKA_ENCRYPT: True, CKA_DECRYPT: True, CKA_WRAP: True, CKA_UNWRAP: True}),
+        ("Generic secret", CKK_GENERIC_SECRET, {CKA_SIGN: True, CKA_VERIFY: True, CKA_DERIVE: True}),
+    ],
+    CKO_PRIVATE_KEY: [
+        ("RSA", CKK_RSA, {CKA_SIGN: True, CKA_DECRYPT: True, CKA_UNWRAP: True}),
+        ("EC", CKK_EC, {CKA_SIGN: True, CKA_DERIVE: True}),
+    ],
 }
 ALL_KEY_TYPES = [(name, key_type) for types in KEY_TYPES.values() for name, key_type, _ in types]
 # (menu label, key type, length in bytes, capabilities)
@@ -43,8 +77,7 @@ DERIVED_KEYS = [
     ("AES-256", CKK_AES, 32, {CKA_ENCRYPT: True, CKA_DECRYPT: True}),
     ("Generic secret (32 bytes)", CKK_GENERIC_SECRET, 32, {CKA_SIGN: True, CKA_VERIFY: True}),
 ]
-CLASS_TITLES = {CKO_SECRET_KEY: "secret key", CKO_PUBLIC_KEY: "public key",
-                CKO_PRIVATE_KEY: "private key"}
+CLASS_TITLES = {CKO_SECRET_KEY: "secret key", CKO_PUBLIC_KEY: "public key", CKO_PRIVATE_KEY: "private key"}
 PBE_ITERATIONS = 10000
 
 
@@ -79,12 +112,17 @@ def _require(session, handle: int, attribute: int, name: str, function: str) -> 
     except CKRError as exc:
         if exc.ckr != CKR_ATTRIBUTE_TYPE_INVALID:
             raise
-        raise CKRError(CKR_KEY_FUNCTION_NOT_PERMITTED, function,
-                       f"object {handle} has no {name}: its class cannot do this "
-                       "(checked by ckdemo before the call)") from None
+        raise CKRError(
+            CKR_KEY_FUNCTION_NOT_PERMITTED,
+            function,
+            f"object {handle} has no {name}: its class cannot do this (checked by ckdemo before the call)",
+        ) from None
     if not allowed:
-        raise CKRError(CKR_KEY_FUNCTION_NOT_PERMITTED, function,
-                       f"key {handle} has {name}=FALSE (checked by ckdemo before the call)")
+        raise CKRError(
+            CKR_KEY_FUNCTION_NOT_PERMITTED,
+            function,
+            f"key {handle} has {name}=FALSE (checked by ckdemo before the call)",
+        )
 
 
 def _show(ctx: Context, data: bytes) -> None:
@@ -100,8 +138,9 @@ def wrap_key(ctx: Context) -> None:
     opened = ctx.choose_session()
     wrapping = ctx.ask_int("Enter wrapping key handle : ", 0)
     key = ctx.ask_int("Enter handle of the key to wrap : ", 0)
-    name, mechanism, param = WRAP_MECHANISMS[_pick(ctx, "Select mechanism: ",
-                                                   [m[0] for m in WRAP_MECHANISMS])]
+    name, mechanism, param = WRAP_MECHANISMS[
+        _pick(ctx, "Select mechanism: ", [m[0] for m in WRAP_MECHANISMS])
+    ]
     target = output_file(ctx, "Enter output file name : ")
     _require(opened.session, wrapping, CKA_WRAP, "CKA_WRAP", "C_WrapKey")
     wrapped = opened.session.wrap_key(wrapping, key, mechanism, param)
@@ -110,39 +149,47 @@ def wrap_key(ctx: Context) -> None:
             out.write(wrapped)
     except OSError as exc:
         raise InputError(f"Cannot write {target}: {exc.strerror}.") from None
-    ctx.say(f"Key {key} wrapped with key {wrapping} ({name.split()[0]}): "
-            f"{len(wrapped)} bytes written to {target}")
+    ctx.say(
+        f"Key {key} wrapped with key {wrapping} ({name.split()[0]}): {len(wrapped)} bytes written to {target}"
+    )
     _show(ctx, wrapped)
 
 
 def unwrap_key(ctx: Context) -> None:
     opened = ctx.choose_session()
     unwrapping = ctx.ask_int("Enter unwrapping key handle : ", 0)
-    name, mechanism, param = WRAP_MECHANISMS[_pick(ctx, "Select mechanism: ",
-                                                   [m[0] for m in WRAP_MECHANISMS])]
+    name, mechanism, param = WRAP_MECHANISMS[
+        _pick(ctx, "Select mechanism: ", [m[0] for m in WRAP_MECHANISMS])
+    ]
     source = input_file(ctx, "Enter input file name (the wrapped key) : ")
     data = read_regular(source)
     if not data:
         raise InputError(f"Invalid input: {source} is empty.")
-    object_class = UNWRAP_CLASSES[_pick(ctx, "Select the class of the wrapped key: ",
-                                        [label for label, _ in UNWRAP_CLASSES])][1]
-    type_name, key_type = ALL_KEY_TYPES[_pick(ctx, "Select its key type: ",
-                                              [n for n, _ in ALL_KEY_TYPES])]
+    object_class = UNWRAP_CLASSES[
+        _pick(ctx, "Select the class of the wrapped key: ", [label for label, _ in UNWRAP_CLASSES])
+    ][1]
+    type_name, key_type = ALL_KEY_TYPES[_pick(ctx, "Select its key type: ", [n for n, _ in ALL_KEY_TYPES])]
     capabilities = {t: caps for _, t, caps in KEY_TYPES[object_class]}
     if key_type not in capabilities:
-        raise InputError(f"Invalid input: a {CLASS_TITLES[object_class]} cannot be of type "
-                         f"{type_name}.")
+        raise InputError(f"Invalid input: a {CLASS_TITLES[object_class]} cannot be of type {type_name}.")
     label = ctx.ask("Enter label for the unwrapped key [ckdemo-unwrapped] : ", "ckdemo-unwrapped")
     token = ctx.ask_yes_no("Token object?", ctx.workspace.options.token_objects)
     # it arrived wrapped, so it may leave wrapped again; its value is never readable
-    template = {CKA_LABEL: label, CKA_TOKEN: token, CKA_PRIVATE: True, CKA_SENSITIVE: True,
-                CKA_EXTRACTABLE: True, **capabilities[key_type]}
+    template = {
+        CKA_LABEL: label,
+        CKA_TOKEN: token,
+        CKA_PRIVATE: True,
+        CKA_SENSITIVE: True,
+        CKA_EXTRACTABLE: True,
+        **capabilities[key_type],
+    }
     _require(opened.session, unwrapping, CKA_UNWRAP, "CKA_UNWRAP", "C_UnwrapKey")
-    handle = opened.session.unwrap_key(unwrapping, object_class, key_type, data, mechanism,
-                                       template, param)
+    handle = opened.session.unwrap_key(unwrapping, object_class, key_type, data, mechanism, template, param)
     ctx.workspace.remember(object=handle)
-    ctx.say(f"Unwrapped {CLASS_TITLES[object_class]}, type {type_name} ({name.split()[0]}, "
-            f"{_created(token)}): handle {handle}")
+    ctx.say(
+        f"Unwrapped {CLASS_TITLES[object_class]}, type {type_name} ({name.split()[0]}, "
+        f"{_created(token)}): handle {handle}"
+    )
 
 
 # ---- 63 Derive Key (ECDH1) ------------------------------------------------------------------------
@@ -151,18 +198,23 @@ def derive_key(ctx: Context) -> None:
     base = ctx.ask_int("Enter base key handle (your EC private key) : ", 0)
     peer = _peer(ctx.ask("Enter the peer's EC public key handle, or its point as hex:04... : "))
     title, key_type, length, capabilities = DERIVED_KEYS[
-        _pick(ctx, "Select derived key type: ", [d[0] for d in DERIVED_KEYS])]
+        _pick(ctx, "Select derived key type: ", [d[0] for d in DERIVED_KEYS])
+    ]
     label = ctx.ask("Enter label for the derived key [ckdemo-derived] : ", "ckdemo-derived")
     token = ctx.ask_yes_no("Token object?", ctx.workspace.options.token_objects)
     _require(opened.session, base, CKA_DERIVE, "CKA_DERIVE", "C_DeriveKey")
     point = peer if isinstance(peer, bytes) else _point_of(opened.session, peer)
-    template = {CKA_LABEL: label, CKA_TOKEN: token, CKA_PRIVATE: True, CKA_SENSITIVE: True,
-                CKA_EXTRACTABLE: True, **capabilities}
-    handle = opened.session.derive_key(base, CKM_ECDH1_DERIVE, ECDHParam(point), key_type,
-                                       length, template)
+    template = {
+        CKA_LABEL: label,
+        CKA_TOKEN: token,
+        CKA_PRIVATE: True,
+        CKA_SENSITIVE: True,
+        CKA_EXTRACTABLE: True,
+        **capabilities,
+    }
+    handle = opened.session.derive_key(base, CKM_ECDH1_DERIVE, ECDHParam(point), key_type, length, template)
     ctx.workspace.remember(object=handle)
-    ctx.say(f"Derived {title} key (CKM_ECDH1_DERIVE, KDF null, {_created(token)}): "
-            f"handle {handle}")
+    ctx.say(f"Derived {title} key (CKM_ECDH1_DERIVE, KDF null, {_created(token)}): handle {handle}")
 
 
 def _peer(text: str) -> bytes | int:
@@ -181,8 +233,9 @@ def _point_of(session, handle: int) -> bytes:
     except CKRError as exc:
         if exc.ckr != CKR_ATTRIBUTE_TYPE_INVALID:
             raise
-        raise CKRError(exc.ckr, exc.function,
-                       f"object {handle} has no CKA_EC_POINT (not an EC public key)") from None
+        raise CKRError(
+            exc.ckr, exc.function, f"object {handle} has no CKA_EC_POINT (not an EC public key)"
+        ) from None
 
 
 def _raw_point(data: bytes) -> bytes:
@@ -200,24 +253,37 @@ def pbe_key_gen(ctx: Context) -> None:
     opened = ctx.choose_session()
     password = ctx.ask_secret("Enter password : ")
     salt = _hex_or_text(ctx.ask("Enter salt (text, or hex:...) : "), "salt")
-    iterations = ctx.ask_int(f"Enter iteration count [{PBE_ITERATIONS}] : ", 1, 10_000_000,
-                             default=PBE_ITERATIONS)
+    iterations = ctx.ask_int(
+        f"Enter iteration count [{PBE_ITERATIONS}] : ", 1, 10_000_000, default=PBE_ITERATIONS
+    )
     label = ctx.ask("Enter label for the key [ckdemo-pbe] : ", "ckdemo-pbe")
     if CKM_PKCS5_PBKD2 not in {code for code, _ in opened.slot.mechanisms()}:
-        ctx.say("CKM_PKCS5_PBKD2 is not in this slot's mechanism list; "
-                "asking the module anyway, for its own answer.")
-    template = {CKA_CLASS: CKO_SECRET_KEY, CKA_KEY_TYPE: CKK_AES, CKA_VALUE_LEN: 32,
-                CKA_TOKEN: False, CKA_LABEL: label, CKA_ENCRYPT: True, CKA_DECRYPT: True}
+        ctx.say(
+            "CKM_PKCS5_PBKD2 is not in this slot's mechanism list; "
+            "asking the module anyway, for its own answer."
+        )
+    template = {
+        CKA_CLASS: CKO_SECRET_KEY,
+        CKA_KEY_TYPE: CKK_AES,
+        CKA_VALUE_LEN: 32,
+        CKA_TOKEN: False,
+        CKA_LABEL: label,
+        CKA_ENCRYPT: True,
+        CKA_DECRYPT: True,
+    }
     try:
         handle = opened.session.pbe_generate(password, salt, iterations, template)
     except CKRError as exc:
         if exc.ckr == CKR_MECHANISM_INVALID:
-            raise CKRError(exc.ckr, exc.function,
-                           "the module has no PBE mechanism (CKM_PKCS5_PBKD2)") from exc
+            raise CKRError(
+                exc.ckr, exc.function, "the module has no PBE mechanism (CKM_PKCS5_PBKD2)"
+            ) from exc
         raise
     ctx.workspace.remember(object=handle)
-    ctx.say(f"AES-256 key from PBKDF2-HMAC-SHA256 ({iterations} iterations, "
-            f"{len(salt)}-byte salt, session object): handle {handle}")
+    ctx.say(
+        f"AES-256 key from PBKDF2-HMAC-SHA256 ({iterations} iterations, "
+        f"{len(salt)}-byte salt, session object): handle {handle}"
+    )
 
 
 # ---- 65 Create known keys ------------------------------------------------------------------------
@@ -237,8 +303,7 @@ def create_known_keys(ctx: Context) -> None:
             rows.append((key.label, CLASS_TITLES[cls], key.title, handle, done))
             ctx.workspace.remember(**{_script_name(key, cls): handle})
     ctx.table(rows, ["Label", "Class", "Key", "Handle", "Result"])
-    ctx.say(f"Known keys as {_created(token)}s; values and how to reproduce results: "
-            "docs/KNOWN_KEYS.md")
+    ctx.say(f"Known keys as {_created(token)}s; values and how to reproduce results: docs/KNOWN_KEYS.md")
 
 
 def _script_name(key, object_class: int) -> str:
@@ -254,8 +319,10 @@ def seed_rng(ctx: Context) -> None:
     opened = ctx.choose_session()
     seed = _hex_or_text(ctx.ask("Enter seed (text, or hex:...) : "), "seed")
     opened.session.seed_random(seed)
-    ctx.say(f"RNG seeded with {len(seed)} bytes (C_SeedRandom mixes them in; it does not make "
-            "the output repeatable).")
+    ctx.say(
+        f"RNG seeded with {len(seed)} bytes (C_SeedRandom mixes them in; it does not make "
+        "the output repeatable)."
+    )
 
 
 # ---- 67 EC User Defined Curves -------------------------------------------------------------------
@@ -267,17 +334,23 @@ def ec_curves(ctx: Context) -> None:
         accepted += result == "CKR_OK"
         rows.append((name, oid, "accepted" if result == "CKR_OK" else result))
     ctx.table(rows, ["Curve", "OID", "Result"])
-    ctx.say(f"{accepted} of {len(NAMED_CURVES)} named curves accepted "
-            "(a session key pair generated on each, then destroyed).")
+    ctx.say(
+        f"{accepted} of {len(NAMED_CURVES)} named curves accepted "
+        "(a session key pair generated on each, then destroyed)."
+    )
     info = opened.slot.mechanism_info(CKM_EC_KEY_PAIR_GEN)
     if info.flags & CKF_EC_ECPARAMETERS:
-        ctx.say("CKM_EC_KEY_PAIR_GEN has CKF_EC_ECPARAMETERS: the module takes user-defined "
-                "curves (explicit EC parameters).")
+        ctx.say(
+            "CKM_EC_KEY_PAIR_GEN has CKF_EC_ECPARAMETERS: the module takes user-defined "
+            "curves (explicit EC parameters)."
+        )
         if not ctx.ask_yes_no("Try P-256 given as explicit parameters?", True):
             return
     else:
-        ctx.say("CKM_EC_KEY_PAIR_GEN has no CKF_EC_ECPARAMETERS: the module does not support "
-                "user-defined curves (explicit EC parameters).")
+        ctx.say(
+            "CKM_EC_KEY_PAIR_GEN has no CKF_EC_ECPARAMETERS: the module does not support "
+            "user-defined curves (explicit EC parameters)."
+        )
         if not ctx.ask_yes_no("Try P-256 given as explicit parameters anyway?", False):
             return
     result = _probe(opened.session, P256_EXPLICIT_PARAMS)
@@ -286,8 +359,10 @@ def ec_curves(ctx: Context) -> None:
     elif info.flags & CKF_EC_ECPARAMETERS:
         ctx.say("P-256 as explicit parameters: accepted.")
     else:
-        ctx.say("P-256 as explicit parameters: accepted, although the module does not "
-                "advertise CKF_EC_ECPARAMETERS.")
+        ctx.say(
+            "P-256 as explicit parameters: accepted, although the module does not "
+            "advertise CKF_EC_ECPARAMETERS."
+        )
 
 
 def _probe(session, params: bytes) -> str:

@@ -1,4 +1,5 @@
 """OBJECT MANAGEMENT FUNCTIONS (20-27) on any slot: objects chosen by handle, attributes by name."""
+
 from __future__ import annotations
 
 from .. import attributes
@@ -6,15 +7,22 @@ from ..codes import CKR_ATTRIBUTE_SENSITIVE, CKR_ATTRIBUTE_TYPE_INVALID, CKRErro
 from ..menu.context import Context, InputError
 from ..model import CK_UNAVAILABLE_INFORMATION, CKA_CLASS, CKA_ID, CKA_KEY_TYPE, CKA_LABEL
 
-CLASSES = [(0x0, "Data object"), (0x4, "Secret key"), (0x2, "Public key"), (0x3, "Private key"),
-           (0x1, "Certificate")]
+CLASSES = [
+    (0x0, "Data object"),
+    (0x4, "Secret key"),
+    (0x2, "Public key"),
+    (0x3, "Private key"),
+    (0x1, "Certificate"),
+]
 DONE = (".", "")  # ends an attribute list (scripts skip blank lines, so they write ".")
 SENSITIVE = "<sensitive>"
 
 
 def _ask_attributes(ctx: Context, prompt: str) -> dict[int, object]:
-    ctx.say(f"{prompt} NAME=VALUE per line (e.g. CKA_LABEL=mykey, CKA_ENCRYPT=true, "
-            "CKA_VALUE=hex:00ff); '.' to finish.")
+    ctx.say(
+        f"{prompt} NAME=VALUE per line (e.g. CKA_LABEL=mykey, CKA_ENCRYPT=true, "
+        "CKA_VALUE=hex:00ff); '.' to finish."
+    )
     template: dict[int, object] = {}
     while True:
         text = ctx.ask("Attribute : ")
@@ -82,16 +90,16 @@ def get_attribute(ctx: Context) -> None:
 def set_attribute(ctx: Context) -> None:
     opened = ctx.choose_session()
     handle = _ask_handle(ctx)
-    attribute, value = _typed(attributes.parse_assignment,
-                              ctx.ask("Enter NAME=VALUE (e.g. CKA_LABEL=newname) : "))
+    attribute, value = _typed(
+        attributes.parse_assignment, ctx.ask("Enter NAME=VALUE (e.g. CKA_LABEL=newname) : ")
+    )
     opened.session.set_attributes(handle, {attribute.code: value})
     ctx.say(f"{attribute.name} of object {handle} set to {attributes.render(attribute, value)}")
 
 
 def find_object(ctx: Context) -> None:
     opened = ctx.choose_session()
-    template = _ask_attributes(ctx, "Search template (none: every object; by class, label, id or key "
-                                    "type):")
+    template = _ask_attributes(ctx, "Search template (none: every object; by class, label, id or key type):")
     handles = opened.session.find_objects(template)
     rows = []
     for handle in handles:
@@ -103,10 +111,17 @@ def find_object(ctx: Context) -> None:
                 if exc.ckr != CKR_ATTRIBUTE_TYPE_INVALID:
                     raise
                 values[code] = None
-        rows.append((handle, attributes.render(attributes.BY_CODE[CKA_CLASS], values[CKA_CLASS]),
-                     "-" if values[CKA_KEY_TYPE] is None
-                     else attributes.render(attributes.BY_CODE[CKA_KEY_TYPE], values[CKA_KEY_TYPE]),
-                     values[CKA_LABEL] or "", attributes.render(None, values[CKA_ID])))
+        rows.append(
+            (
+                handle,
+                attributes.render(attributes.BY_CODE[CKA_CLASS], values[CKA_CLASS]),
+                "-"
+                if values[CKA_KEY_TYPE] is None
+                else attributes.render(attributes.BY_CODE[CKA_KEY_TYPE], values[CKA_KEY_TYPE]),
+                values[CKA_LABEL] or "",
+                attributes.render(None, values[CKA_ID]),
+            )
+        )
     ctx.table(rows, ["Handle", "Class", "Key type", "Label", "ID"])
     ctx.say(f"{len(rows)} object(s) found.")
 

@@ -1,4 +1,5 @@
 """Choice 98 Options: show and change harness settings."""
+
 from __future__ import annotations
 
 from ..menu.context import Context

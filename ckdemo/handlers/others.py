@@ -3,6 +3,7 @@
 The self test runs published known-answer vectors (ckdemo/known_keys.py) on a session of its
 own, with public session copies of the known keys, and leaves nothing behind.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -11,8 +12,13 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .. import known_keys as kk
-from ..codes import (CKR_FUNCTION_FAILED, CKR_FUNCTION_NOT_SUPPORTED, CKR_RANDOM_NO_RNG,
-                     CKR_SIGNATURE_INVALID, CKRError)
+from ..codes import (
+    CKR_FUNCTION_FAILED,
+    CKR_FUNCTION_NOT_SUPPORTED,
+    CKR_RANDOM_NO_RNG,
+    CKR_SIGNATURE_INVALID,
+    CKRError,
+)
 from ..menu.context import Context, InputError
 from ..model import CKM_ECDSA, CKM_SHA256_RSA_PKCS
 
@@ -33,9 +39,12 @@ class KeyShelf:
         if key.title not in self.made:
             self.made[key.title] = []
             tag = f"{len(self.made)}"
-            for template in key.templates(token=False, private=False,
-                                          label=f"{SELF_TEST_LABEL}-{tag}",
-                                          key_id=f"{SELF_TEST_LABEL}-{tag}".encode()):
+            for template in key.templates(
+                token=False,
+                private=False,
+                label=f"{SELF_TEST_LABEL}-{tag}",
+                key_id=f"{SELF_TEST_LABEL}-{tag}".encode(),
+            ):
                 self.made[key.title].append(self.session.create_object(template))
         return self.made[key.title]
 
@@ -68,29 +77,30 @@ def _digest(mechanism: int, expected: bytes):
 
 def _aes_ecb(session, shelf: KeyShelf) -> str | None:
     key = shelf.handles(kk.KNOWN_AES256)[0]
-    return (_compare(session.encrypt(key, CKM_AES_ECB, kk.AES_ECB_PLAINTEXT), kk.AES_ECB_CIPHERTEXT)
-            or _compare(session.decrypt(key, CKM_AES_ECB, kk.AES_ECB_CIPHERTEXT), kk.AES_ECB_PLAINTEXT))
+    return _compare(
+        session.encrypt(key, CKM_AES_ECB, kk.AES_ECB_PLAINTEXT), kk.AES_ECB_CIPHERTEXT
+    ) or _compare(session.decrypt(key, CKM_AES_ECB, kk.AES_ECB_CIPHERTEXT), kk.AES_ECB_PLAINTEXT)
 
 
 def _aes_cbc(session, shelf: KeyShelf) -> str | None:
     key = shelf.handles(kk.SP800_38A_AES256)[0]
     iv = kk.AES_CBC_IV
-    return (_compare(session.encrypt(key, CKM_AES_CBC, kk.AES_CBC_PLAINTEXT, iv), kk.AES_CBC_CIPHERTEXT)
-            or _compare(session.decrypt(key, CKM_AES_CBC, kk.AES_CBC_CIPHERTEXT, iv), kk.AES_CBC_PLAINTEXT))
+    return _compare(
+        session.encrypt(key, CKM_AES_CBC, kk.AES_CBC_PLAINTEXT, iv), kk.AES_CBC_CIPHERTEXT
+    ) or _compare(session.decrypt(key, CKM_AES_CBC, kk.AES_CBC_CIPHERTEXT, iv), kk.AES_CBC_PLAINTEXT)
 
 
 def _hmac(session, shelf: KeyShelf) -> str | None:
     tc6 = shelf.handles(kk.RFC4231_TC6)[0]
     known = shelf.handles(kk.KNOWN_HMAC)[0]
-    return (_compare(session.sign(tc6, CKM_SHA256_HMAC, kk.RFC4231_TC6_DATA), kk.RFC4231_TC6_HMAC_SHA256)
-            or _compare(session.sign(known, CKM_SHA256_HMAC, kk.SIGNED_MESSAGE),
-                        kk.HMAC_SHA256_OF_MESSAGE))
+    return _compare(
+        session.sign(tc6, CKM_SHA256_HMAC, kk.RFC4231_TC6_DATA), kk.RFC4231_TC6_HMAC_SHA256
+    ) or _compare(session.sign(known, CKM_SHA256_HMAC, kk.SIGNED_MESSAGE), kk.HMAC_SHA256_OF_MESSAGE)
 
 
 def _rsa(session, shelf: KeyShelf) -> str | None:
     public, private = shelf.handles(kk.KNOWN_RSA2048)
-    problem = _compare(session.sign(private, CKM_SHA256_RSA_PKCS, kk.SIGNED_MESSAGE),
-                       kk.RSA_SHA256_SIGNATURE)
+    problem = _compare(session.sign(private, CKM_SHA256_RSA_PKCS, kk.SIGNED_MESSAGE), kk.RSA_SHA256_SIGNATURE)
     if problem is None:
         session.verify(public, CKM_SHA256_RSA_PKCS, kk.SIGNED_MESSAGE, kk.RSA_SHA256_SIGNATURE)
     return problem
@@ -169,8 +179,9 @@ def self_test(ctx: Context) -> None:
             pass  # the results stand; a session that will not close is gone anyway
     ctx.table(rows, ["Test", "Mechanism", "Result", "Detail"])
     counts = {result: sum(1 for row in rows if row[2] == result) for result in (PASS, FAIL, SKIP)}
-    ctx.say(f"Self test on slot#{number}: {counts[PASS]} passed, {counts[FAIL]} failed, "
-            f"{counts[SKIP]} skipped.")
+    ctx.say(
+        f"Self test on slot#{number}: {counts[PASS]} passed, {counts[FAIL]} failed, {counts[SKIP]} skipped."
+    )
     if counts[FAIL]:
         raise CKRError(CKR_FUNCTION_FAILED, "Self Test", f"{counts[FAIL]} self-tests failed")
 
@@ -193,15 +204,19 @@ def _app_id(ctx: Context) -> str:
 
 
 def open_access(ctx: Context) -> None:
-    ctx.say(f"Open Access: Luna extension CA_OpenApplicationID (app ID {_app_id(ctx)}); "
-            f"{_module_note(ctx, 'CA_OpenApplicationID')}. Nothing to do in standard PKCS#11: "
-            "sessions and login already belong to this process.")
+    ctx.say(
+        f"Open Access: Luna extension CA_OpenApplicationID (app ID {_app_id(ctx)}); "
+        f"{_module_note(ctx, 'CA_OpenApplicationID')}. Nothing to do in standard PKCS#11: "
+        "sessions and login already belong to this process."
+    )
 
 
 def close_access(ctx: Context) -> None:
-    ctx.say(f"Close Access: Luna extension CA_CloseApplicationID (app ID {_app_id(ctx)}); "
-            f"{_module_note(ctx, 'CA_CloseApplicationID')}. Nothing to do in standard PKCS#11: "
-            "closing the sessions (2) ends their access.")
+    ctx.say(
+        f"Close Access: Luna extension CA_CloseApplicationID (app ID {_app_id(ctx)}); "
+        f"{_module_note(ctx, 'CA_CloseApplicationID')}. Nothing to do in standard PKCS#11: "
+        "closing the sessions (2) ends their access."
+    )
 
 
 def set_app_id(ctx: Context) -> None:
@@ -217,13 +232,17 @@ def set_app_id(ctx: Context) -> None:
     if not 0 <= major <= 0xFFFFFFFF:
         raise InputError(f"Invalid input ({major}): choose 0-{0xFFFFFFFF}.")
     ctx.workspace.app_id = (major, minor)
-    ctx.say(f"App ID set to {major}.{minor} (stored by ckdemo for Open/Close Access; "
-            f"Luna's CA_SetApplicationID: {_module_note(ctx, 'CA_SetApplicationID')}).")
+    ctx.say(
+        f"App ID set to {major}.{minor} (stored by ckdemo for Open/Close Access; "
+        f"Luna's CA_SetApplicationID: {_module_note(ctx, 'CA_SetApplicationID')})."
+    )
 
 
 # ---- Luna-only choices (16-19, 70-87, 101-110) -----------------------------------------------------
 def luna_only(ctx: Context, entry) -> None:
     """A choice that needs a Luna extension: name it, and say whether a loaded module has it."""
-    raise CKRError(CKR_FUNCTION_NOT_SUPPORTED, entry.title,
-                   f"Luna extension {entry.extension}; {_module_note(ctx, entry.extension)} "
-                   "(not standard PKCS#11).")
+    raise CKRError(
+        CKR_FUNCTION_NOT_SUPPORTED,
+        entry.title,
+        f"Luna extension {entry.extension}; {_module_note(ctx, entry.extension)} (not standard PKCS#11).",
+    )

@@ -1,4 +1,5 @@
 """TOKEN FUNCTIONS (CKDemo choices 1-15) on any slot, physical or HA virtual."""
+
 from __future__ import annotations
 
 import time
@@ -66,8 +67,9 @@ def init_token(ctx: Context) -> None:
     membership = ha_membership(ctx, slot)
     if membership is not None:
         member, group = membership
-        question = (f"Token {member} is a member of HA group {group}: all its keys will be lost. "
-                    "Re-initialise?")
+        question = (
+            f"Token {member} is a member of HA group {group}: all its keys will be lost. Re-initialise?"
+        )
         if not confirm_destructive(ctx, question):
             raise InputError(f"Token {member} not re-initialised.")
     slot.init_token(so_pin, label)
@@ -111,8 +113,10 @@ def init_pin(ctx: Context) -> None:
 def mechanism_list(ctx: Context) -> None:
     _, slot = ctx.choose_slot()
     mechanisms = slot.mechanisms()
-    ctx.table(((n, f"0x{code:08X}", name) for n, (code, name) in enumerate(mechanisms, start=1)),
-              ["#", "Value", "Mechanism"])
+    ctx.table(
+        ((n, f"0x{code:08X}", name) for n, (code, name) in enumerate(mechanisms, start=1)),
+        ["#", "Value", "Mechanism"],
+    )
     ctx.say(f"{len(mechanisms)} mechanisms.")
 
 
@@ -122,9 +126,14 @@ def mechanism_info(ctx: Context) -> None:
     text = ctx.ask("Enter mechanism (name, 0x value, or row # in the list) : ")
     mechanism = _pick_mechanism(text, mechanisms)
     info = slot.mechanism_info(mechanism)
-    ctx.fields([("Mechanism", f"{info.name} (0x{info.mechanism:08X})"),
-                ("Min key size", info.min_key_size), ("Max key size", info.max_key_size),
-                ("Flags", flags(info.flags, info.flag_names))])
+    ctx.fields(
+        [
+            ("Mechanism", f"{info.name} (0x{info.mechanism:08X})"),
+            ("Min key size", info.min_key_size),
+            ("Max key size", info.max_key_size),
+            ("Flags", flags(info.flags, info.flag_names)),
+        ]
+    )
 
 
 def _pick_mechanism(text: str, mechanisms: list[tuple[int, str]]) -> int:
@@ -146,36 +155,55 @@ def _pick_mechanism(text: str, mechanisms: list[tuple[int, str]]) -> int:
 def get_info(ctx: Context) -> None:
     _, slot = ctx.choose_slot()
     info = slot.library_info()
-    ctx.fields([("Cryptoki version", version(info.cryptoki_version)),
-                ("Manufacturer", info.manufacturer_id),
-                ("Library", info.library_description),
-                ("Library version", version(info.library_version)),
-                ("Path", info.path)])
+    ctx.fields(
+        [
+            ("Cryptoki version", version(info.cryptoki_version)),
+            ("Manufacturer", info.manufacturer_id),
+            ("Library", info.library_description),
+            ("Library version", version(info.library_version)),
+            ("Path", info.path),
+        ]
+    )
 
 
 def slot_info(ctx: Context) -> None:
     number, slot = ctx.choose_slot()
     info = slot.slot_info()
-    ctx.fields([("Slot", f"slot#{number} (slot id {info.slot_id})"),
-                ("Description", info.description), ("Manufacturer", info.manufacturer_id),
-                ("Flags", flags(info.flags, info.flag_names)),
-                ("Hardware version", version(info.hardware_version)),
-                ("Firmware version", version(info.firmware_version))])
+    ctx.fields(
+        [
+            ("Slot", f"slot#{number} (slot id {info.slot_id})"),
+            ("Description", info.description),
+            ("Manufacturer", info.manufacturer_id),
+            ("Flags", flags(info.flags, info.flag_names)),
+            ("Hardware version", version(info.hardware_version)),
+            ("Firmware version", version(info.firmware_version)),
+        ]
+    )
 
 
 def token_info(ctx: Context) -> None:
     _, slot = ctx.choose_slot()
     t = slot.token_info()
-    ctx.fields([("Label", t.label), ("Manufacturer", t.manufacturer_id), ("Model", t.model),
-                ("Serial number", t.serial_number), ("Flags", flags(t.flags, t.flag_names)),
-                ("Sessions (open/max)", f"{_count(t.session_count)}/{_limit(t.max_session_count)}"),
-                ("R/W sessions (open/max)", f"{_count(t.rw_session_count)}/{_limit(t.max_rw_session_count)}"),
-                ("PIN length (min-max)", f"{t.min_pin_len}-{t.max_pin_len}"),
-                ("Public memory (free/total)", f"{_count(t.free_public_memory)}/{_count(t.total_public_memory)}"),
-                ("Private memory (free/total)", f"{_count(t.free_private_memory)}/{_count(t.total_private_memory)}"),
-                ("Hardware version", version(t.hardware_version)),
-                ("Firmware version", version(t.firmware_version)),
-                ("UTC time", t.utc_time or "-")])
+    ctx.fields(
+        [
+            ("Label", t.label),
+            ("Manufacturer", t.manufacturer_id),
+            ("Model", t.model),
+            ("Serial number", t.serial_number),
+            ("Flags", flags(t.flags, t.flag_names)),
+            ("Sessions (open/max)", f"{_count(t.session_count)}/{_limit(t.max_session_count)}"),
+            ("R/W sessions (open/max)", f"{_count(t.rw_session_count)}/{_limit(t.max_rw_session_count)}"),
+            ("PIN length (min-max)", f"{t.min_pin_len}-{t.max_pin_len}"),
+            ("Public memory (free/total)", f"{_count(t.free_public_memory)}/{_count(t.total_public_memory)}"),
+            (
+                "Private memory (free/total)",
+                f"{_count(t.free_private_memory)}/{_count(t.total_private_memory)}",
+            ),
+            ("Hardware version", version(t.hardware_version)),
+            ("Firmware version", version(t.firmware_version)),
+            ("UTC time", t.utc_time or "-"),
+        ]
+    )
 
 
 def _count(value: int) -> str:
@@ -189,9 +217,15 @@ def _limit(value: int) -> str:
 def session_info(ctx: Context) -> None:
     opened = ctx.choose_session()
     info = opened.session.info()
-    ctx.fields([("Session handle", info.handle), ("Slot", f"slot#{opened.slot_number}"),
-                ("State", info.state_name), ("Flags", flags(info.flags, info.flag_names)),
-                ("Device error", f"0x{info.device_error:X}")])
+    ctx.fields(
+        [
+            ("Session handle", info.handle),
+            ("Slot", f"slot#{opened.slot_number}"),
+            ("State", info.state_name),
+            ("Flags", flags(info.flags, info.flag_names)),
+            ("Device error", f"0x{info.device_error:X}"),
+        ]
+    )
 
 
 def get_slot_list(ctx: Context) -> None:

@@ -5,6 +5,7 @@ In it: the calls the application made, the failures it saw (by CKR), how it reac
 one (retried the call, opened a new session, logged in again, reconnected, gave up), and how long
 after the last failure the failing function next succeeded.
 """
+
 from __future__ import annotations
 
 from collections import Counter
@@ -70,14 +71,20 @@ def result_name(result: int | None) -> str:
     return NO_REPLY if result is None else ckr_name(result)
 
 
-def analyse(scenario: Scenario, command: list[str], calls: list[CallRecord], start: float,
-            applied: dict[str, tuple[float, int | None]], duration_s: float, app_exit: int | None,
-            total_calls: int) -> RunResult:
+def analyse(
+    scenario: Scenario,
+    command: list[str],
+    calls: list[CallRecord],
+    start: float,
+    applied: dict[str, tuple[float, int | None]],
+    duration_s: float,
+    app_exit: int | None,
+    total_calls: int,
+) -> RunResult:
     """`applied`: step name -> (time applied, s after start; the fault id it added, if any)."""
     ordered = sorted(calls, key=lambda c: c.started)
     # a step's window: from when it was applied (a step never applied: from the end of the run)
-    starts = [applied[s.name][0] if s.name in applied else max(s.at, duration_s)
-              for s in scenario.steps]
+    starts = [applied[s.name][0] if s.name in applied else max(s.at, duration_s) for s in scenario.steps]
     steps = []
     for n, step in enumerate(scenario.steps):
         begin = starts[n]
@@ -86,20 +93,37 @@ def analyse(scenario: Scenario, command: list[str], calls: list[CallRecord], sta
         steps.append(_step(step, begin, end, step.name in applied, fault_id, ordered, start))
     checks = []
     if app_exit is None:
-        checks.append(Check("the application ends before the timeout", False,
-                            f"still running after {scenario.timeout_s:g} s: stopped"))
+        checks.append(
+            Check(
+                "the application ends before the timeout",
+                False,
+                f"still running after {scenario.timeout_s:g} s: stopped",
+            )
+        )
     if scenario.expect.app_exit is not None:
-        checks.append(Check(f"the application exits {scenario.expect.app_exit}",
-                            app_exit == scenario.expect.app_exit,
-                            "killed at the timeout" if app_exit is None else f"exit {app_exit}"))
+        checks.append(
+            Check(
+                f"the application exits {scenario.expect.app_exit}",
+                app_exit == scenario.expect.app_exit,
+                "killed at the timeout" if app_exit is None else f"exit {app_exit}",
+            )
+        )
     checks += _checks(scenario.expect, None, len(ordered), sum(failed(c.result) for c in ordered))
     by_result = Counter(result_name(c.result) for c in ordered)
-    return RunResult(scenario, command, duration_s, app_exit, steps, checks, total_calls,
-                     dict(by_result.most_common()))
+    return RunResult(
+        scenario, command, duration_s, app_exit, steps, checks, total_calls, dict(by_result.most_common())
+    )
 
 
-def _step(step: Step, begin: float, end: float, reached: bool, fault_id: int | None,
-          ordered: list[CallRecord], start: float) -> StepResult:
+def _step(
+    step: Step,
+    begin: float,
+    end: float,
+    reached: bool,
+    fault_id: int | None,
+    ordered: list[CallRecord],
+    start: float,
+) -> StepResult:
     result = StepResult(step, begin, end, reached, fault_id)
     inside = [c for c in ordered if begin <= c.started - start < end]
     result.calls = len(inside)
@@ -108,7 +132,9 @@ def _step(step: Step, begin: float, end: float, reached: bool, fault_id: int | N
         result.injected = len(taken)
         if taken:
             names = {c.name for c in taken}
-            others = [c for c in inside if c.name in names and not (c.injection and fault_id in c.injection.faults)]
+            others = [
+                c for c in inside if c.name in names and not (c.injection and fault_id in c.injection.faults)
+            ]
             result.faulted_ms = round(1000 * sum(c.seconds for c in taken) / len(taken), 3)
             if others:
                 result.unfaulted_ms = round(1000 * sum(c.seconds for c in others) / len(others), 3)
@@ -118,16 +144,17 @@ def _step(step: Step, begin: float, end: float, reached: bool, fault_id: int | N
         first = failures[0]
         last = [c for c in failures if c.name == first.name][-1]  # the function the fault hit
         result.reactions = _reactions(first, last, ordered)
-        after = next((c for c in ordered if c.started > last.started and c.name == last.name
-                      and c.result == 0), None)
+        after = next(
+            (c for c in ordered if c.started > last.started and c.name == last.name and c.result == 0), None
+        )
         if after is not None:
-            result.recovered_after_s = round(after.started + after.seconds
-                                             - (last.started + last.seconds), 6)
+            result.recovered_after_s = round(after.started + after.seconds - (last.started + last.seconds), 6)
     else:
         result.recovered_after_s = 0.0 if inside else None
     if not reached:
-        result.checks.append(Check("the step is reached", step.expect.empty(),
-                                   "the application had ended before it"))
+        result.checks.append(
+            Check("the step is reached", step.expect.empty(), "the application had ended before it")
+        )
         return result
     result.checks += _checks(step.expect, result, len(inside), len(failures))
     return result
@@ -155,17 +182,36 @@ def _reactions(first: CallRecord, last: CallRecord, ordered: list[CallRecord]) -
 def _checks(expect: Expect, step: StepResult | None, calls: int, failures: int) -> list[Check]:
     checks = []
     if expect.app_failures is not None:
-        checks.append(Check(f"the application sees {expect.app_failures} failure(s)",
-                            failures == expect.app_failures, f"{failures} seen"))
+        checks.append(
+            Check(
+                f"the application sees {expect.app_failures} failure(s)",
+                failures == expect.app_failures,
+                f"{failures} seen",
+            )
+        )
     if expect.app_failures_max is not None:
-        checks.append(Check(f"the application sees at most {expect.app_failures_max} failure(s)",
-                            failures <= expect.app_failures_max, f"{failures} seen"))
+        checks.append(
+            Check(
+                f"the application sees at most {expect.app_failures_max} failure(s)",
+                failures <= expect.app_failures_max,
+                f"{failures} seen",
+            )
+        )
     if expect.calls_min is not None:
-        checks.append(Check(f"the application makes at least {expect.calls_min} call(s)",
-                            calls >= expect.calls_min, f"{calls} made"))
+        checks.append(
+            Check(
+                f"the application makes at least {expect.calls_min} call(s)",
+                calls >= expect.calls_min,
+                f"{calls} made",
+            )
+        )
     if expect.app_recovers_within is not None and step is not None:
         took = step.recovered_after_s
-        checks.append(Check(f"the application recovers within {expect.app_recovers_within:g} s",
-                            took is not None and took <= expect.app_recovers_within,
-                            "never succeeded again" if took is None else f"after {took:.3f} s"))
+        checks.append(
+            Check(
+                f"the application recovers within {expect.app_recovers_within:g} s",
+                took is not None and took <= expect.app_recovers_within,
+                "never succeeded again" if took is None else f"after {took:.3f} s",
+            )
+        )
     return checks

@@ -13,6 +13,7 @@ inject faults into the application's calls and read what it did.
 faults and the journal go over its control channel (JSON lines, docs/FAULTS.md). The pytest
 plugin (ckdemo.lab.pytest_plugin) gives the same as the `fault_lab` fixture.
 """
+
 from __future__ import annotations
 
 import os
@@ -42,8 +43,12 @@ class FaultLab:
     """A served HA token with faults on demand. `home`: serve that ckdemo home (default: a fresh
     temporary one, removed at close); `ckdemo`: the command to run (default: this Python's)."""
 
-    def __init__(self, home: str | os.PathLike | None = None, ckdemo: list[str] | None = None,
-                 log: str | os.PathLike | None = None) -> None:
+    def __init__(
+        self,
+        home: str | os.PathLike | None = None,
+        ckdemo: list[str] | None = None,
+        log: str | os.PathLike | None = None,
+    ) -> None:
         self._temporary = None if home is not None else Path(tempfile.mkdtemp(prefix="ckdemo-lab-"))
         self.home = Path(home) if home is not None else self._temporary / "home"
         self._command = ckdemo or [sys.executable, "-m", "ckdemo"]
@@ -59,8 +64,12 @@ class FaultLab:
     def start(self) -> "FaultLab":
         environment = {k: v for k, v in os.environ.items() if not k.startswith("CKDEMO_")}
         with open(self.log_path, "w") as output:
-            self._process = subprocess.Popen([*self._command, "--home", str(self.home), "serve"],
-                                             stdout=output, stderr=subprocess.STDOUT, env=environment)
+            self._process = subprocess.Popen(
+                [*self._command, "--home", str(self.home), "serve"],
+                stdout=output,
+                stderr=subprocess.STDOUT,
+                env=environment,
+            )
         deadline = time.monotonic() + START_TIMEOUT_S
         while "control channel" not in self.log_path.read_text(errors="replace"):
             if self._process.poll() is not None or time.monotonic() > deadline:
@@ -101,9 +110,13 @@ class FaultLab:
     @property
     def env(self) -> dict[str, str]:
         """os.environ plus where the application finds the token: what `ckdemo lab run` gives."""
-        return {**os.environ, "P11_KIT_SERVER_ADDRESS": f"unix:path={self.socket}",
-                "CKDEMO_P11_MODULE": self.module, "CKDEMO_TOKEN_LABEL": self.token_label,
-                "CKDEMO_USER_PIN": self.user_pin}
+        return {
+            **os.environ,
+            "P11_KIT_SERVER_ADDRESS": f"unix:path={self.socket}",
+            "CKDEMO_P11_MODULE": self.module,
+            "CKDEMO_TOKEN_LABEL": self.token_label,
+            "CKDEMO_USER_PIN": self.user_pin,
+        }
 
     def log_tail(self, lines: int = 20) -> str:
         try:
@@ -175,8 +188,9 @@ class FaultLab:
         `for_` seconds or until stop_member / clear."""
         return self._ask("member_slow", member=name, ms=ms, **_given(for_=for_))["state"]
 
-    def flap_member(self, name: str, every: float, down: float | None = None,
-                    for_: float | None = None) -> str:
+    def flap_member(
+        self, name: str, every: float, down: float | None = None, for_: float | None = None
+    ) -> str:
         """Down `down` seconds (default: half of `every`) and up again, every `every` seconds, for
         `for_` seconds or until stop_member / clear."""
         return self._ask("member_flap", member=name, every=every, **_given(down=down, for_=for_))["state"]

@@ -4,6 +4,7 @@ Memory is bounded whatever the run's length: the first MAX_CALLS calls are kept 
 report's call table and the step analysis read them); every call, kept or not, is also counted
 in the timeline's bins (ckdemo.timeline: at most MAX_BINS, wider as the run grows).
 """
+
 from __future__ import annotations
 
 import threading
@@ -28,6 +29,7 @@ def failed(result: int | None) -> bool:
 @dataclass
 class Mark:
     """Something that happened to the run (a step began, a member changed state)."""
+
     at: float
     what: str
     step: str = ""
@@ -63,8 +65,7 @@ class Journal:
     def snapshot(self) -> tuple[list[CallRecord], Bins, list[Mark]]:
         """The calls kept, the timeline's bins (a copy), the marks."""
         with self._lock:
-            return (list(self.calls), Bins(list(self.timeline.bins), self.timeline.bin_s),
-                    list(self.marks))
+            return (list(self.calls), Bins(list(self.timeline.bins), self.timeline.bin_s), list(self.marks))
 
     def at(self, call: CallRecord) -> float:
         """A call's time in the run (seconds after the application started)."""

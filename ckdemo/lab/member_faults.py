@@ -13,6 +13,7 @@
 Whatever ends the loop (its time is up, it is stopped, a state change fails), the member is left
 in its second state (running, up).
 """
+
 from __future__ import annotations
 
 import threading
@@ -32,6 +33,7 @@ class Cycle:
     until stop() or for_s has passed; second() once more at the end, whatever happened.
     on_change(state) is told each change ("first" or "second") when `tell_each` is set, else
     only the first and the last; on_error(error) each state change that failed (the loop goes on)."""
+
     first: Callable[[], object]
     second: Callable[[], object]
     first_s: float
@@ -98,15 +100,22 @@ def slowdown(server, ms: float, for_s: float | None = None, **options) -> Cycle:
     return Cycle(server.hang, server.resume, ms / 1000.0, SLOW_RUN_S, for_s, **options)
 
 
-def flapping(down: Callable[[], object], up: Callable[[], object], every_s: float,
-             down_s: float | None = None, for_s: float | None = None, **options) -> Cycle:
+def flapping(
+    down: Callable[[], object],
+    up: Callable[[], object],
+    every_s: float,
+    down_s: float | None = None,
+    for_s: float | None = None,
+    **options,
+) -> Cycle:
     """down() then up() after down_s (default: half of every_s), every every_s seconds."""
     down_s = every_s / 2 if down_s is None else down_s
     return Cycle(down, up, down_s, every_s - down_s, for_s, tell_each=True, **options)
 
 
-def server_flapping(server, every_s: float, down_s: float | None = None, for_s: float | None = None,
-                    **options) -> Cycle:
+def server_flapping(
+    server, every_s: float, down_s: float | None = None, for_s: float | None = None, **options
+) -> Cycle:
     """A remote member's server killed (SIGKILL to its process group) and served again."""
     for_runs = server.started_by_run()  # a server the runs started stays theirs
     return flapping(server.kill, lambda: server.serve_again(for_runs), every_s, down_s, for_s, **options)

@@ -10,6 +10,7 @@ fail then restore, flap: fail and restore in turn), and hang, resume and slow ar
 the reason: nothing can stop it without stopping the whole server. clear() ends every loop and
 resumes every server: no member is left hung, slowed or flapping.
 """
+
 from __future__ import annotations
 
 import math
@@ -25,8 +26,7 @@ ACTIONS = ("fail", "restore", "kill", "restart", "hang", "resume", "slow", "flap
 LASTING = ("slow", "flap")
 MAX_SECONDS = 86_400.0  # every, down and for: at most a day
 # the state each action leaves its member in (the report's member bands); slow and flap alternate
-STATES = {"fail": "down", "kill": "down", "restore": "up", "restart": "up", "hang": "hung",
-          "resume": "up"}
+STATES = {"fail": "down", "kill": "down", "restore": "up", "restart": "up", "hang": "hung", "resume": "up"}
 # the settings each lasting action takes, by their JSON / TOML names
 SETTINGS = {"slow": ("ms", "for"), "flap": ("every", "down", "for")}
 
@@ -40,8 +40,10 @@ class MemberFaultError(ControlError):
 
 class MemberProcess(Protocol):
     """A remote member's server process (ckdemo.members.remote.MemberServer offers it)."""
+
     label: str
     managed: bool  # false: served elsewhere, ckdemo only attaches to its socket
+
     def pid(self) -> int | None: ...
     def kill(self) -> bool: ...
     def restart(self) -> int: ...
@@ -57,8 +59,9 @@ def checked(action: str, given: Mapping[str, Any]) -> dict[str, float | None]:
     known = SETTINGS.get(action, ())
     unknown = sorted(set(given) - set(known))
     if unknown:
-        raise MemberFaultError(f"{action} takes no {', '.join(unknown)}"
-                               + (f" (it takes {', '.join(known)})" if known else ""))
+        raise MemberFaultError(
+            f"{action} takes no {', '.join(unknown)}" + (f" (it takes {', '.join(known)})" if known else "")
+        )
     numbers = {key: _number(key, given[key]) for key in known if given.get(key) is not None}
     for_s = numbers.get("for")
     if for_s is not None and not 0 < for_s <= MAX_SECONDS:
@@ -76,9 +79,11 @@ def checked(action: str, given: Mapping[str, Any]) -> dict[str, float | None]:
             raise MemberFaultError("flap needs every, the seconds of one down-and-up (e.g. 2)")
         down = numbers.get("down", every / 2)
         if not MIN_FLAP_EVERY_S <= every <= MAX_SECONDS or not 0 < down < every:
-            raise MemberFaultError(f"every is at least {MIN_FLAP_EVERY_S:g} s and at most "
-                                   f"{MAX_SECONDS:.0f} s, and down above 0 and below every "
-                                   f"(every {every:g}, down {down:g})")
+            raise MemberFaultError(
+                f"every is at least {MIN_FLAP_EVERY_S:g} s and at most "
+                f"{MAX_SECONDS:.0f} s, and down above 0 and below every "
+                f"(every {every:g}, down {down:g})"
+            )
         return {"ms": None, "every_s": every, "down_s": down, "for_s": for_s}
     return {"ms": None, "every_s": None, "down_s": None, "for_s": None}
 
@@ -92,6 +97,7 @@ def _number(key: str, value: Any) -> float:
 @dataclass(eq=False)
 class Going:
     """A member fault that lasts: a slow or flap loop, or a hang (until resume)."""
+
     label: str
     action: str  # slow, flap or hang
     started: float
@@ -115,10 +121,17 @@ class Going:
         return said + (f" for {self.for_s:g} s" if self.for_s is not None else "")
 
     def as_json(self, now: float) -> dict[str, Any]:
-        return {"member": self.label, "action": self.action, "age_s": round(now - self.started, 3),
-                "ms": self.ms, "every_s": self.every_s, "down_s": self.down_s, "for_s": self.for_s,
-                "cycles": None if self.cycle is None else self.cycle.cycles,
-                "describe": f"{self.label}: {self.describe()}"}
+        return {
+            "member": self.label,
+            "action": self.action,
+            "age_s": round(now - self.started, 3),
+            "ms": self.ms,
+            "every_s": self.every_s,
+            "down_s": self.down_s,
+            "for_s": self.for_s,
+            "cycles": None if self.cycle is None else self.cycle.cycles,
+            "describe": f"{self.label}: {self.describe()}",
+        }
 
 
 @dataclass(frozen=True)
@@ -132,9 +145,13 @@ class MemberLab:
     """Applies member faults to the members of `groups`; `processes`: member label -> its
     server process (remote members). `log` is told what a loop could not do."""
 
-    def __init__(self, groups: Sequence[ControlledGroup], processes: Mapping[str, MemberProcess],
-                 log: Callable[[str], None] = lambda line: None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self,
+        groups: Sequence[ControlledGroup],
+        processes: Mapping[str, MemberProcess],
+        log: Callable[[str], None] = lambda line: None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.groups, self.processes, self.log, self.clock = list(groups), dict(processes), log, clock
         self._going: dict[str, Going] = {}  # member label -> what lasts on it
         self._lock = threading.Lock()
@@ -161,15 +178,21 @@ class MemberLab:
         return process if process is not None and process.managed else None
 
     def _cannot_stop(self, action: str, label: str) -> MemberFaultError:
-        where = ("is served elsewhere: ckdemo does not run its server" if label in self.processes
-                 else "is served inside the ckdemo process serving the HA slot (ckdemo init "
-                      "--remote makes members that can)")
-        return MemberFaultError(f"{action} needs a member whose p11-kit server process ckdemo runs: "
-                                f"{label} {where}; fail, restore, kill and flap work on any member")
+        where = (
+            "is served elsewhere: ckdemo does not run its server"
+            if label in self.processes
+            else "is served inside the ckdemo process serving the HA slot (ckdemo init "
+            "--remote makes members that can)"
+        )
+        return MemberFaultError(
+            f"{action} needs a member whose p11-kit server process ckdemo runs: "
+            f"{label} {where}; fail, restore, kill and flap work on any member"
+        )
 
     # ---- applying -----------------------------------------------------------------------------
-    def apply(self, action: str, name: str, settings: Mapping[str, Any] | None = None,
-              tell: Tell | None = None) -> Applied:
+    def apply(
+        self, action: str, name: str, settings: Mapping[str, Any] | None = None, tell: Tell | None = None
+    ) -> Applied:
         """Do `action` to member `name` (settings: ms / every, down / for, as in a scenario);
         `tell(label, what, state)` hears each change a slow or flap makes, and its errors."""
         if action not in ACTIONS:
@@ -184,16 +207,21 @@ class MemberLab:
             if going is not None and not going.running:
                 del self._going[label]
                 going = None
-            if going is not None and not (going.action == "hang" and action in ("resume", "kill", "fail",
-                                                                                 "restart")):
-                raise MemberFaultError(f"{label} is {going.describe()}: stop that first "
-                                       f"(`ckdemo member {'resume' if going.action == 'hang' else 'stop'} "
-                                       f"{label}`)")
+            if going is not None and not (
+                going.action == "hang" and action in ("resume", "kill", "fail", "restart")
+            ):
+                raise MemberFaultError(
+                    f"{label} is {going.describe()}: stop that first "
+                    f"(`ckdemo member {'resume' if going.action == 'hang' else 'stop'} "
+                    f"{label}`)"
+                )
             if action in ("hang", "resume", "slow") and process is None:
                 raise self._cannot_stop(action, label)
             if action in ("hang", "slow") and process.pid() is None:
-                raise MemberFaultError(f"{label}'s server is not running (killed, or never served): "
-                                       f"`ckdemo member restore {label}` first")
+                raise MemberFaultError(
+                    f"{label}'s server is not running (killed, or never served): "
+                    f"`ckdemo member restore {label}` first"
+                )
             if action in LASTING:
                 return self._start(action, group, member, label, process, given, tell)
             how = self._at_once(action, group, member, process)
@@ -204,8 +232,9 @@ class MemberLab:
         tell(label, f"{action} ({how})", STATES[action])
         return Applied(label, how, STATES[action])
 
-    def _at_once(self, action: str, group: ControlledGroup, member: ControlledMember,
-                 process: MemberProcess | None) -> str:
+    def _at_once(
+        self, action: str, group: ControlledGroup, member: ControlledMember, process: MemberProcess | None
+    ) -> str:
         if action == "fail":
             return group.fail_member(member)
         if action == "restore":
@@ -223,16 +252,31 @@ class MemberLab:
             return "server process stopped (SIGSTOP)" if process.hang() else "its server was not running"
         return "server process resumed (SIGCONT)" if process.resume() else "its server was not running"
 
-    def _start(self, action: str, group: ControlledGroup, member: ControlledMember, label: str,
-               process: MemberProcess | None, given: dict, tell: Tell) -> Applied:
+    def _start(
+        self,
+        action: str,
+        group: ControlledGroup,
+        member: ControlledMember,
+        label: str,
+        process: MemberProcess | None,
+        given: dict,
+        tell: Tell,
+    ) -> Applied:
         ms, every_s, down_s, for_s = given["ms"], given["every_s"], given["down_s"], given["for_s"]
         if action == "slow":
             cycle = slowdown(process, ms, for_s)
-            said = {"first": f"server process stopped {ms:g} ms at a time (SIGSTOP, SIGCONT)",
-                    "second": "server process running on time again"}
+            said = {
+                "first": f"server process stopped {ms:g} ms at a time (SIGSTOP, SIGCONT)",
+                "second": "server process running on time again",
+            }
         elif process is None:
-            cycle = flapping(lambda: group.fail_member(member), lambda: group.restore_member(member),
-                             every_s, down_s, for_s)
+            cycle = flapping(
+                lambda: group.fail_member(member),
+                lambda: group.restore_member(member),
+                every_s,
+                down_s,
+                for_s,
+            )
             said = {"first": "failed in its HA group", "second": "restored in its HA group"}
         else:
             cycle = server_flapping(process, every_s, down_s, for_s)
@@ -243,6 +287,7 @@ class MemberLab:
         def failed(error: BaseException) -> None:
             self.log(f"member {label}: {action}: {error}")
             tell(label, f"{action}: {error}", None)
+
         cycle.on_error = failed
         going = Going(label, action, self.clock(), ms, every_s, down_s, for_s, cycle)
         self._going[label] = going

@@ -13,6 +13,7 @@ init --remote` for members that can be killed, hung and slowed for real); `fault
 one test, and after it clears every fault and member fault (no member is left hung, slowed or
 flapping) and reads the journal past that test's calls.
 """
+
 from __future__ import annotations
 
 import pytest

@@ -6,6 +6,7 @@ environment), applies each step at its time, and when the application has ended 
 scenario's timeout has passed: it is stopped) stops everything and writes the report. No fault
 outlives the run: the book is closed before the server stops.
 """
+
 from __future__ import annotations
 
 import os
@@ -40,8 +41,14 @@ class LabRun:
 class Timeline(threading.Thread):
     """Applies the steps at their times (seconds after `start`) until stopped."""
 
-    def __init__(self, scenario: Scenario, book: FaultBook, journal: Journal,
-                 log: Callable[[str], None], members: MemberLab) -> None:
+    def __init__(
+        self,
+        scenario: Scenario,
+        book: FaultBook,
+        journal: Journal,
+        log: Callable[[str], None],
+        members: MemberLab,
+    ) -> None:
         super().__init__(name="lab-timeline", daemon=True)
         self.scenario, self.book, self.journal, self.log = scenario, book, journal, log
         self.members = members
@@ -95,10 +102,13 @@ class Timeline(threading.Thread):
         settings = {"ms": given.ms, "every": given.every_s, "down": given.down_s, "for": given.for_s}
 
         def tell(label: str, what: str, state: str | None) -> None:
-            self.journal.mark(time.monotonic(), f"member {label}: {what}", step.name,
-                              label if state else "", state or "")
-        applied = self.members.apply(given.action, given.name,
-                                     {k: v for k, v in settings.items() if v is not None}, tell)
+            self.journal.mark(
+                time.monotonic(), f"member {label}: {what}", step.name, label if state else "", state or ""
+            )
+
+        applied = self.members.apply(
+            given.action, given.name, {k: v for k, v in settings.items() if v is not None}, tell
+        )
         if given.lasts and given.for_s is None:
             self.lasting.append(applied.label)
 
@@ -110,9 +120,18 @@ class Timeline(threading.Thread):
             self.members.stop(label)
 
 
-def run(scenario: Scenario, server, groups: Sequence[ControlledGroup], command: list[str],
-        env: dict[str, str], folder: Path, version: str, extra: dict,
-        log: Callable[[str], None], members: MemberLab | None = None) -> LabRun:
+def run(
+    scenario: Scenario,
+    server,
+    groups: Sequence[ControlledGroup],
+    command: list[str],
+    env: dict[str, str],
+    folder: Path,
+    version: str,
+    extra: dict,
+    log: Callable[[str], None],
+    members: MemberLab | None = None,
+) -> LabRun:
     """`members`: what applies the member steps (shared with serve's control channel, when it
     has one); default: one for `groups` with no member process of its own."""
     folder.mkdir(parents=True, exist_ok=True)
@@ -127,8 +146,9 @@ def run(scenario: Scenario, server, groups: Sequence[ControlledGroup], command: 
         members = members or MemberLab(groups, {}, log)
         timeline = Timeline(scenario, book, journal, log, members)
         try:
-            process = subprocess.Popen(command, env=env, stdout=output, stderr=subprocess.STDOUT,
-                                       start_new_session=True)
+            process = subprocess.Popen(
+                command, env=env, stdout=output, stderr=subprocess.STDOUT, start_new_session=True
+            )
         except OSError as error:
             book.close()
             server.stop()
@@ -153,8 +173,16 @@ def run(scenario: Scenario, server, groups: Sequence[ControlledGroup], command: 
             server.stop()
             serving.join(STOP_GRACE_S)
     calls, bins, marks = journal.snapshot()
-    result = analyse(scenario, command, calls, journal.start, timeline.applied, duration, app_exit,
-                     len(calls) + journal.dropped)
+    result = analyse(
+        scenario,
+        command,
+        calls,
+        journal.start,
+        timeline.applied,
+        duration,
+        app_exit,
+        len(calls) + journal.dropped,
+    )
     members = [m.label for group in groups for m in group.members]
     report = as_json(result, calls, bins, marks, journal.start, journal.dropped, version, extra, members)
     return LabRun(result, report, write(folder, report, result, bins, marks, members), app_log)

@@ -36,6 +36,7 @@ A step lasts until the next one starts (the last until the application ends); it
 are about the calls in that window. Everything wrong in a file is one `ScenarioError` line that
 names the file and the step.
 """
+
 from __future__ import annotations
 
 import math
@@ -51,15 +52,21 @@ from .member_lab import ACTIONS, SETTINGS, MemberFaultError, checked
 DEFAULT_TIMEOUT_S = 300.0
 MAX_TIMEOUT_S = 24 * 3600.0
 MAX_STEPS = 10_000
-EVENTS = ("restart_hsm", "reset_library", "remove_token", "insert_token", "change_serial", "change_slot",
-          "clear")
+EVENTS = (
+    "restart_hsm",
+    "reset_library",
+    "remove_token",
+    "insert_token",
+    "change_serial",
+    "change_slot",
+    "clear",
+)
 # fail, restore, kill, restart, hang, resume, slow, flap: what each does to a member of either
 # kind is ckdemo/lab/member_lab.py's (docs/FAULTS.md); slow and flap take their own settings
 MEMBER_ACTIONS = ACTIONS
 MEMBER_KEYS = {action: frozenset(keys) for action, keys in SETTINGS.items()}
 STEP_KEYS = frozenset({"name", "at", "after_calls", "fault", "event", "member", "expect"})
-EXPECT_KEYS = frozenset({"app_failures", "app_failures_max", "app_recovers_within", "calls_min",
-                         "app_exit"})
+EXPECT_KEYS = frozenset({"app_failures", "app_failures_max", "app_recovers_within", "calls_min", "app_exit"})
 TOP_KEYS = frozenset({"seed", "timeout", "expect", "step", "chaos", "name"})
 CHAOS_KEYS = frozenset({"start", "until", "every", "faults", "seed"})
 
@@ -83,6 +90,7 @@ class Expect:
 @dataclass(frozen=True)
 class MemberAction:
     """What a step does to a member; slow and flap last for_s (None: until the next step)."""
+
     action: str
     name: str  # the member's label, serial or number
     ms: float | None = None  # slow: how long each stop lasts
@@ -118,10 +126,15 @@ class Step:
             return self.fault.describe()
         if self.member is not None:
             return self.member.describe()
-        return {"restart_hsm": "HSM restart", "reset_library": "library reset",
-                "remove_token": "token removed", "insert_token": "token inserted",
-                "change_serial": "serial number changed", "change_slot": "slot changed",
-                "clear": "every fault cleared"}.get(self.event or "", "nothing injected")
+        return {
+            "restart_hsm": "HSM restart",
+            "reset_library": "library reset",
+            "remove_token": "token removed",
+            "insert_token": "token inserted",
+            "change_serial": "serial number changed",
+            "change_slot": "slot changed",
+            "clear": "every fault cleared",
+        }.get(self.event or "", "nothing injected")
 
 
 @dataclass(frozen=True)
@@ -173,21 +186,28 @@ def parse(data: dict[str, Any], where: str = "scenario", seed: int | None = None
         raise ScenarioError(f"{where}: step names appear twice: {', '.join(twice)}")
     counted = [s for s in steps if s.after_calls is not None]
     if counted and len(counted) != len(steps):
-        raise ScenarioError(f"{where}: give every step `at` or every step `after_calls`, not both kinds "
-                            "(the order of the steps must be known before the run)")
+        raise ScenarioError(
+            f"{where}: give every step `at` or every step `after_calls`, not both kinds "
+            "(the order of the steps must be known before the run)"
+        )
     if counted:
         steps.sort(key=lambda s: s.after_calls)
     steps.sort(key=lambda s: s.at)  # stable: steps at the same time keep the file's order
     for step, following in zip(steps, steps[1:]):
         spec = step.fault
-        lasts = (spec.after_s + spec.for_s if spec is not None and spec.for_s is not None else
-                 step.member.for_s if step.member is not None and step.member.for_s is not None
-                 and not counted else None)  # (a step after N calls has no time to end by)
+        lasts = (
+            spec.after_s + spec.for_s
+            if spec is not None and spec.for_s is not None
+            else step.member.for_s
+            if step.member is not None and step.member.for_s is not None and not counted
+            else None
+        )  # (a step after N calls has no time to end by)
         if lasts is not None and step.at + lasts > following.at + 1e-9:
             raise ScenarioError(
                 f"{where}: step {step.name!r} lasts until {step.at + lasts:g} s, "
                 f"into step {following.name!r} at {following.at:g} s: windows overlap (a shorter "
-                "`for`, or a later next step), so each step's failures are its own")
+                "`for`, or a later next step), so each step's failures are its own"
+            )
     expect = _expect(data.get("expect", {}), f"{where}: expect", run_level=True)
     name = data.get("name", Path(where).stem)
     if not isinstance(name, str):
@@ -204,8 +224,10 @@ def _step(raw: Any, where: str, seed: int, index: int) -> Step:
         raise ScenarioError(f"{where}: name is a non-empty string")
     where = f"{where} ({name})"
     if "at" not in raw and "after_calls" not in raw:
-        raise ScenarioError(f"{where}: when? give at = seconds after the application started, "
-                            "or after_calls = the calls it has made by then")
+        raise ScenarioError(
+            f"{where}: when? give at = seconds after the application started, "
+            "or after_calls = the calls it has made by then"
+        )
     at = _seconds(raw.get("at", 0.0), f"{where}: at", MAX_TIMEOUT_S)
     after_calls = _int(raw["after_calls"], f"{where}: after_calls", 1) if "after_calls" in raw else None
     actions = [k for k in ("fault", "event", "member") if k in raw]
@@ -226,20 +248,34 @@ def _step(raw: Any, where: str, seed: int, index: int) -> Step:
             raise ScenarioError(f"{where}: event is one of {', '.join(EVENTS)}, not {event!r}")
     elif "member" in raw:
         member = _member(raw["member"], where)
-    return Step(name.strip(), at, fault, event, member, _expect(raw.get("expect", {}), f"{where}: expect"),
-                after_calls)
+    return Step(
+        name.strip(),
+        at,
+        fault,
+        event,
+        member,
+        _expect(raw.get("expect", {}), f"{where}: expect"),
+        after_calls,
+    )
 
 
 def _member(given: Any, where: str) -> MemberAction:
     if not isinstance(given, dict) or not {"action", "name"} <= set(given):
-        raise ScenarioError(f"{where}: member = {{ action = \"fail\", name = \"member1\" }} "
-                            f"(actions: {', '.join(MEMBER_ACTIONS)})")
+        raise ScenarioError(
+            f'{where}: member = {{ action = "fail", name = "member1" }} '
+            f"(actions: {', '.join(MEMBER_ACTIONS)})"
+        )
     action = given["action"]
     if action not in MEMBER_ACTIONS or not isinstance(given["name"], str):
-        raise ScenarioError(f"{where}: member action is one of {', '.join(MEMBER_ACTIONS)} and "
-                            "name a member's label, serial or number")
-    _known_only(given, frozenset({"action", "name"}) | MEMBER_KEYS.get(action, frozenset()),
-                f"{where}: member {action}")
+        raise ScenarioError(
+            f"{where}: member action is one of {', '.join(MEMBER_ACTIONS)} and "
+            "name a member's label, serial or number"
+        )
+    _known_only(
+        given,
+        frozenset({"action", "name"}) | MEMBER_KEYS.get(action, frozenset()),
+        f"{where}: member {action}",
+    )
     if action in MEMBER_KEYS:  # the numbers are checked where the control channel checks them
         try:
             lasting = checked(action, {k: v for k, v in given.items() if k in MEMBER_KEYS[action]})
@@ -292,20 +328,30 @@ def _expect(raw: Any, where: str, run_level: bool = False) -> Expect:
     if "app_failures" in raw and "app_failures_max" in raw:
         raise ScenarioError(f"{where}: app_failures or app_failures_max, not both")
     return Expect(
-        app_failures=_int(raw["app_failures"], f"{where}: app_failures", 0) if "app_failures" in raw else None,
-        app_failures_max=(_int(raw["app_failures_max"], f"{where}: app_failures_max", 0)
-                          if "app_failures_max" in raw else None),
-        app_recovers_within=(_seconds(raw["app_recovers_within"], f"{where}: app_recovers_within",
-                                      MAX_TIMEOUT_S) if "app_recovers_within" in raw else None),
+        app_failures=_int(raw["app_failures"], f"{where}: app_failures", 0)
+        if "app_failures" in raw
+        else None,
+        app_failures_max=(
+            _int(raw["app_failures_max"], f"{where}: app_failures_max", 0)
+            if "app_failures_max" in raw
+            else None
+        ),
+        app_recovers_within=(
+            _seconds(raw["app_recovers_within"], f"{where}: app_recovers_within", MAX_TIMEOUT_S)
+            if "app_recovers_within" in raw
+            else None
+        ),
         calls_min=_int(raw["calls_min"], f"{where}: calls_min", 0) if "calls_min" in raw else None,
-        app_exit=_int(raw["app_exit"], f"{where}: app_exit", 0, 255) if "app_exit" in raw else None)
+        app_exit=_int(raw["app_exit"], f"{where}: app_exit", 0, 255) if "app_exit" in raw else None,
+    )
 
 
 def _known_only(table: dict, known: frozenset[str], where: str, what: str = "key(s)") -> None:
     unknown = sorted(set(table) - known)
     if unknown:
-        raise ScenarioError(f"{where}: unknown {what} {', '.join(unknown)} "
-                            f"(known: {', '.join(sorted(known))})")
+        raise ScenarioError(
+            f"{where}: unknown {what} {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+        )
 
 
 def _int(value: Any, where: str, least: int, most: int = (1 << 62)) -> int:
@@ -315,7 +361,11 @@ def _int(value: Any, where: str, least: int, most: int = (1 << 62)) -> int:
 
 
 def _seconds(value: Any, where: str, most: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
-            or not 0 <= value <= most:
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not math.isfinite(value)
+        or not 0 <= value <= most
+    ):
         raise ScenarioError(f"{where} is a number of seconds from 0 to {most:.0f}, not {value!r}")
     return float(value)

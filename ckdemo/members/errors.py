@@ -3,6 +3,7 @@
 python-pkcs11 0.10.1 raises one exception class per return value but keeps no number
 (`map_rv_to_error` in its `_pkcs11.pxd`); the table below is that function read backwards.
 """
+
 from __future__ import annotations
 
 import re

@@ -3,6 +3,7 @@
 FACTS 1: python-pkcs11 initialises modules without OS locking and SoftHSM2 then crashes under
 two concurrent calls, so every call into one loaded library is serialised by its lock.
 """
+
 from __future__ import annotations
 
 import sys
@@ -39,8 +40,9 @@ def _excepthook(kind, value, tb) -> None:
 
 
 def _unraisablehook(unraisable) -> None:
-    if not (_failed_search_cleanup(unraisable.exc_value)
-            and "OperationContext.__del__" in str(unraisable.object)):
+    if not (
+        _failed_search_cleanup(unraisable.exc_value) and "OperationContext.__del__" in str(unraisable.object)
+    ):
         _DEFAULT_UNRAISABLEHOOK(unraisable)
 
 
@@ -69,8 +71,9 @@ class Module:
                     self._lib = pkcs11.lib(self.path)
                 except pkcs11.PKCS11Error as exc:
                     if "loading" in str(exc):  # dlopen failed: no such file, not a PKCS#11 library
-                        raise CKRError(CKR_GENERAL_ERROR, "C_GetFunctionList",
-                                       f"cannot load {self.path}") from exc
+                        raise CKRError(
+                            CKR_GENERAL_ERROR, "C_GetFunctionList", f"cannot load {self.path}"
+                        ) from exc
                     with pkcs11_call("C_Initialize"):
                         raise
                 self._raw = RawModule(self.path)
@@ -103,8 +106,13 @@ class Module:
 
     def info(self) -> LibraryInfo:
         info = self.call("C_GetInfo", self.raw.get_info)
-        return LibraryInfo(info.cryptoki_version, info.manufacturer_id, info.library_description,
-                           info.library_version, self.path)
+        return LibraryInfo(
+            info.cryptoki_version,
+            info.manufacturer_id,
+            info.library_description,
+            info.library_version,
+            self.path,
+        )
 
     def slot_ids(self, token_present: bool = False) -> list[int]:
         return self.call("C_GetSlotList", self.raw.get_slot_list, token_present)

@@ -1,4 +1,5 @@
 """CKM_* names for mechanism numbers, taken from python-pkcs11's enum (member layer only)."""
+
 from __future__ import annotations
 
 from pkcs11.mechanisms import Mechanism

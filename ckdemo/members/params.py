@@ -1,4 +1,5 @@
 """Plain mechanism parameters (ckdemo.model) to python-pkcs11's forms."""
+
 from __future__ import annotations
 
 from pkcs11 import KDF, MGF, Mechanism

@@ -5,6 +5,7 @@ function list members/raw.py already took from the initialised module instance (
 handles, no second C_Initialize), with this mechanism parameter. The caller holds the module
 lock, as for every raw call.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -20,6 +21,7 @@ CKP_PKCS5_PBKD2_HMAC_SHA256 = 0x4  # CK_PKCS5_PBKD2_PSEUDO_RANDOM_FUNCTION_TYPE
 
 class CK_PKCS5_PBKD2_PARAMS2(Structure):
     """v2.40 errata / v3.0: the password length is a value, not a pointer (PARAMS had a pointer)."""
+
     _fields_ = [
         ("saltSource", CK_ULONG),
         ("pSaltSourceData", c_void_p),
@@ -33,13 +35,21 @@ class CK_PKCS5_PBKD2_PARAMS2(Structure):
     ]
 
 
-def generate_key(raw: RawModule, session: int, password: str, salt: bytes, iterations: int,
-                 template: dict[int, object]) -> int:
+def generate_key(
+    raw: RawModule, session: int, password: str, salt: bytes, iterations: int, template: dict[int, object]
+) -> int:
     """C_GenerateKey(CKM_PKCS5_PBKD2, HMAC-SHA256 PRF, specified salt); the new key's handle."""
     secret = password.encode("utf-8")
     salt_buffer = (c_ubyte * max(len(salt), 1)).from_buffer_copy(salt or b"\0")
     params = CK_PKCS5_PBKD2_PARAMS2(
-        saltSource=CKZ_SALT_SPECIFIED, pSaltSourceData=ctypes.cast(salt_buffer, c_void_p),
-        ulSaltSourceDataLen=len(salt), iterations=iterations, prf=CKP_PKCS5_PBKD2_HMAC_SHA256,
-        pPrfData=None, ulPrfDataLen=0, pPassword=secret, ulPasswordLen=len(secret))
+        saltSource=CKZ_SALT_SPECIFIED,
+        pSaltSourceData=ctypes.cast(salt_buffer, c_void_p),
+        ulSaltSourceDataLen=len(salt),
+        iterations=iterations,
+        prf=CKP_PKCS5_PBKD2_HMAC_SHA256,
+        pPrfData=None,
+        ulPrfDataLen=0,
+        pPassword=secret,
+        ulPasswordLen=len(secret),
+    )
     return raw.generate_key(session, CKM_PKCS5_PBKD2, template, params)

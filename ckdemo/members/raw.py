@@ -5,6 +5,7 @@ path returns the same handle, so C_GetFunctionList hands out pointers into that 
 module, and session/object handles from python-pkcs11 (`session.handle`, `obj.handle`) are valid
 here. It never calls C_Initialize and holds no lock: the caller serialises calls per library.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -142,21 +143,73 @@ class CK_MECHANISM_INFO(Structure):
 
 # CK_FUNCTION_LIST of PKCS#11 v2.40, in spec order.
 FUNCTION_NAMES = (
-    "C_Initialize", "C_Finalize", "C_GetInfo", "C_GetFunctionList", "C_GetSlotList",
-    "C_GetSlotInfo", "C_GetTokenInfo", "C_GetMechanismList", "C_GetMechanismInfo",
-    "C_InitToken", "C_InitPIN", "C_SetPIN", "C_OpenSession", "C_CloseSession",
-    "C_CloseAllSessions", "C_GetSessionInfo", "C_GetOperationState", "C_SetOperationState",
-    "C_Login", "C_Logout", "C_CreateObject", "C_CopyObject", "C_DestroyObject",
-    "C_GetObjectSize", "C_GetAttributeValue", "C_SetAttributeValue", "C_FindObjectsInit",
-    "C_FindObjects", "C_FindObjectsFinal", "C_EncryptInit", "C_Encrypt", "C_EncryptUpdate",
-    "C_EncryptFinal", "C_DecryptInit", "C_Decrypt", "C_DecryptUpdate", "C_DecryptFinal",
-    "C_DigestInit", "C_Digest", "C_DigestUpdate", "C_DigestKey", "C_DigestFinal",
-    "C_SignInit", "C_Sign", "C_SignUpdate", "C_SignFinal", "C_SignRecoverInit",
-    "C_SignRecover", "C_VerifyInit", "C_Verify", "C_VerifyUpdate", "C_VerifyFinal",
-    "C_VerifyRecoverInit", "C_VerifyRecover", "C_DigestEncryptUpdate",
-    "C_DecryptDigestUpdate", "C_SignEncryptUpdate", "C_DecryptVerifyUpdate",
-    "C_GenerateKey", "C_GenerateKeyPair", "C_WrapKey", "C_UnwrapKey", "C_DeriveKey",
-    "C_SeedRandom", "C_GenerateRandom", "C_GetFunctionStatus", "C_CancelFunction",
+    "C_Initialize",
+    "C_Finalize",
+    "C_GetInfo",
+    "C_GetFunctionList",
+    "C_GetSlotList",
+    "C_GetSlotInfo",
+    "C_GetTokenInfo",
+    "C_GetMechanismList",
+    "C_GetMechanismInfo",
+    "C_InitToken",
+    "C_InitPIN",
+    "C_SetPIN",
+    "C_OpenSession",
+    "C_CloseSession",
+    "C_CloseAllSessions",
+    "C_GetSessionInfo",
+    "C_GetOperationState",
+    "C_SetOperationState",
+    "C_Login",
+    "C_Logout",
+    "C_CreateObject",
+    "C_CopyObject",
+    "C_DestroyObject",
+    "C_GetObjectSize",
+    "C_GetAttributeValue",
+    "C_SetAttributeValue",
+    "C_FindObjectsInit",
+    "C_FindObjects",
+    "C_FindObjectsFinal",
+    "C_EncryptInit",
+    "C_Encrypt",
+    "C_EncryptUpdate",
+    "C_EncryptFinal",
+    "C_DecryptInit",
+    "C_Decrypt",
+    "C_DecryptUpdate",
+    "C_DecryptFinal",
+    "C_DigestInit",
+    "C_Digest",
+    "C_DigestUpdate",
+    "C_DigestKey",
+    "C_DigestFinal",
+    "C_SignInit",
+    "C_Sign",
+    "C_SignUpdate",
+    "C_SignFinal",
+    "C_SignRecoverInit",
+    "C_SignRecover",
+    "C_VerifyInit",
+    "C_Verify",
+    "C_VerifyUpdate",
+    "C_VerifyFinal",
+    "C_VerifyRecoverInit",
+    "C_VerifyRecover",
+    "C_DigestEncryptUpdate",
+    "C_DecryptDigestUpdate",
+    "C_SignEncryptUpdate",
+    "C_DecryptVerifyUpdate",
+    "C_GenerateKey",
+    "C_GenerateKeyPair",
+    "C_WrapKey",
+    "C_UnwrapKey",
+    "C_DeriveKey",
+    "C_SeedRandom",
+    "C_GenerateRandom",
+    "C_GetFunctionStatus",
+    "C_CancelFunction",
     "C_WaitForSlotEvent",
 )
 
@@ -222,8 +275,13 @@ class CK_RSA_PKCS_PSS_PARAMS(Structure):
 
 
 class CK_RSA_PKCS_OAEP_PARAMS(Structure):
-    _fields_ = [("hashAlg", CK_ULONG), ("mgf", CK_ULONG), ("source", CK_ULONG),
-                ("pSourceData", c_void_p), ("ulSourceDataLen", CK_ULONG)]
+    _fields_ = [
+        ("hashAlg", CK_ULONG),
+        ("mgf", CK_ULONG),
+        ("source", CK_ULONG),
+        ("pSourceData", c_void_p),
+        ("ulSourceDataLen", CK_ULONG),
+    ]
 
 
 CKZ_DATA_SPECIFIED = 0x1
@@ -232,6 +290,7 @@ CKZ_DATA_SPECIFIED = 0x1
 def _mechanism(mechanism: int, param) -> tuple[CK_MECHANISM, list]:
     """CK_MECHANISM for `param` (none, raw bytes, PSS or OAEP), and what must outlive the call."""
     from ..model import OAEPParam, PSSParam
+
     keep: list = []
     if param is None:
         return CK_MECHANISM(mechanism, None, 0), keep
@@ -245,11 +304,19 @@ def _mechanism(mechanism: int, param) -> tuple[CK_MECHANISM, list]:
         source = bytes(param.source or b"")
         data = (c_ubyte * max(len(source), 1)).from_buffer_copy(source or b"\0")
         keep.append(data)
-        structure = CK_RSA_PKCS_OAEP_PARAMS(param.hash_mechanism, param.mgf, CKZ_DATA_SPECIFIED,
-                                            ctypes.cast(data, c_void_p) if source else None, len(source))
+        structure = CK_RSA_PKCS_OAEP_PARAMS(
+            param.hash_mechanism,
+            param.mgf,
+            CKZ_DATA_SPECIFIED,
+            ctypes.cast(data, c_void_p) if source else None,
+            len(source),
+        )
     else:
-        raise CKRError(CKR_MECHANISM_PARAM_INVALID, "C_SignInit",
-                       f"ckdemo passes no {type(param).__name__} to an always-authenticate key's operation")
+        raise CKRError(
+            CKR_MECHANISM_PARAM_INVALID,
+            "C_SignInit",
+            f"ckdemo passes no {type(param).__name__} to an always-authenticate key's operation",
+        )
     keep.append(structure)
     return CK_MECHANISM(mechanism, ctypes.cast(byref(structure), c_void_p), ctypes.sizeof(structure)), keep
 
@@ -441,28 +508,33 @@ class RawModule:
     def create_object(self, session: int, template: dict) -> int:
         """C_CreateObject with any template, nested ones included (CKA_UNWRAP_TEMPLATE)."""
         from .template import Packed
+
         packed, handle = Packed(template), CK_ULONG(0)
-        self._call("C_CreateObject", session, ctypes.cast(packed.array, c_void_p), packed.count,
-                   byref(handle))
+        self._call(
+            "C_CreateObject", session, ctypes.cast(packed.array, c_void_p), packed.count, byref(handle)
+        )
         return handle.value
 
     def copy_object(self, session: int, handle: int, template: dict) -> int:
         from .template import Packed
+
         packed, new = Packed(template), CK_ULONG(0)
-        self._call("C_CopyObject", session, handle, ctypes.cast(packed.array, c_void_p),
-                   packed.count, byref(new))
+        self._call(
+            "C_CopyObject", session, handle, ctypes.cast(packed.array, c_void_p), packed.count, byref(new)
+        )
         return new.value
 
     def set_attribute_value(self, session: int, handle: int, template: dict) -> None:
         """One C_SetAttributeValue with the whole template: the token applies all or nothing."""
         from .template import Packed
+
         packed = Packed(template)
-        self._call("C_SetAttributeValue", session, handle, ctypes.cast(packed.array, c_void_p),
-                   packed.count)
+        self._call("C_SetAttributeValue", session, handle, ctypes.cast(packed.array, c_void_p), packed.count)
 
     def find_objects(self, session: int, template: dict) -> list[int]:
         """Handles only: nothing is read from the objects (a torn one cannot break the search)."""
         from .template import Packed
+
         packed, found = Packed(template), []
         self._call("C_FindObjectsInit", session, ctypes.cast(packed.array, c_void_p), packed.count)
         try:
@@ -478,9 +550,12 @@ class RawModule:
     def attribute(self, session: int, handle: int, attribute: int) -> bytes | None:
         """One attribute's raw value, or None when the object does not have it."""
         from .template import CK_ATTRIBUTE
+
         item = CK_ATTRIBUTE(attribute, None, 0)
-        if self._functions["C_GetAttributeValue"](session, handle, byref(item), 1) != CKR_OK \
-                or item.ulValueLen == CK_UNAVAILABLE_INFORMATION:
+        if (
+            self._functions["C_GetAttributeValue"](session, handle, byref(item), 1) != CKR_OK
+            or item.ulValueLen == CK_UNAVAILABLE_INFORMATION
+        ):
             return None
         buffer = (c_ubyte * max(item.ulValueLen, 1))()
         item.pValue = ctypes.cast(buffer, c_void_p)
@@ -500,8 +575,9 @@ class RawModule:
                 if isinstance(part, (bytes, bytearray)):
                     if part:
                         data = bytes(part)
-                        self._call("C_DigestUpdate", session, (c_ubyte * len(data)).from_buffer_copy(data),
-                                   len(data))
+                        self._call(
+                            "C_DigestUpdate", session, (c_ubyte * len(data)).from_buffer_copy(data), len(data)
+                        )
                 else:
                     self._call("C_DigestKey", session, part)
             room, length = (c_ubyte * 512)(), CK_ULONG(512)
@@ -519,33 +595,51 @@ class RawModule:
         room, length = (c_ubyte * 512)(), CK_ULONG(512)
         self._functions["C_DigestFinal"](session, room, byref(length))
 
-    def generate_key(self, session: int, mechanism: int, template: dict,
-                     parameter: Structure | None = None) -> int:
+    def generate_key(
+        self, session: int, mechanism: int, template: dict, parameter: Structure | None = None
+    ) -> int:
         """C_GenerateKey with exactly this template, and the mechanism's parameter structure if
         it takes one (CKM_PKCS5_PBKD2: members/pbe.py)."""
         from .template import Packed
+
         packed, handle = Packed(template), CK_ULONG(0)
         if parameter is None:
             chosen = CK_MECHANISM(mechanism, None, 0)
         else:
-            chosen = CK_MECHANISM(mechanism, ctypes.cast(byref(parameter), c_void_p), ctypes.sizeof(parameter))
-        self._call("C_GenerateKey", session, byref(chosen), ctypes.cast(packed.array, c_void_p),
-                   packed.count, byref(handle))
+            chosen = CK_MECHANISM(
+                mechanism, ctypes.cast(byref(parameter), c_void_p), ctypes.sizeof(parameter)
+            )
+        self._call(
+            "C_GenerateKey",
+            session,
+            byref(chosen),
+            ctypes.cast(packed.array, c_void_p),
+            packed.count,
+            byref(handle),
+        )
         return handle.value
 
-    def generate_key_pair(self, session: int, mechanism: int, public: dict,
-                          private: dict) -> tuple[int, int]:
+    def generate_key_pair(self, session: int, mechanism: int, public: dict, private: dict) -> tuple[int, int]:
         from .template import Packed
+
         packed_public, packed_private = Packed(public), Packed(private)
         public_handle, private_handle = CK_ULONG(0), CK_ULONG(0)
-        self._call("C_GenerateKeyPair", session, byref(CK_MECHANISM(mechanism, None, 0)),
-                   ctypes.cast(packed_public.array, c_void_p), packed_public.count,
-                   ctypes.cast(packed_private.array, c_void_p), packed_private.count,
-                   byref(public_handle), byref(private_handle))
+        self._call(
+            "C_GenerateKeyPair",
+            session,
+            byref(CK_MECHANISM(mechanism, None, 0)),
+            ctypes.cast(packed_public.array, c_void_p),
+            packed_public.count,
+            ctypes.cast(packed_private.array, c_void_p),
+            packed_private.count,
+            byref(public_handle),
+            byref(private_handle),
+        )
         return public_handle.value, private_handle.value
 
-    def reauthenticated(self, session: int, operation: str, key: int, mechanism: int, param,
-                        data: bytes, pin: str, room: int) -> bytes:
+    def reauthenticated(
+        self, session: int, operation: str, key: int, mechanism: int, param, data: bytes, pin: str, room: int
+    ) -> bytes:
         """C_SignInit or C_DecryptInit, the context-specific login a CKA_ALWAYS_AUTHENTICATE key
         asks for, then C_Sign or C_Decrypt: the three in a row (python-pkcs11 has no room for
         the login between Init and the operation)."""
@@ -561,7 +655,7 @@ class RawModule:
         output, size = (c_ubyte * room)(), CK_ULONG(room)
         self._call(function, session, source, len(data), output, byref(size))
         del keep
-        return bytes(output[:size.value])
+        return bytes(output[: size.value])
 
     def wrap_key(self, session: int, mechanism: int, param, wrapping: int, key: int) -> bytes:
         """C_WrapKey of any object, with the token's own answer (python-pkcs11 wraps only what it
@@ -572,18 +666,29 @@ class RawModule:
         output = (c_ubyte * max(size.value, 1))()
         self._call("C_WrapKey", session, byref(chosen), wrapping, key, output, byref(size))
         del keep
-        return bytes(output[:size.value])
+        return bytes(output[: size.value])
 
-    def unwrap_key(self, session: int, mechanism: int, param, unwrapping: int, data: bytes,
-                   template: dict) -> int:
+    def unwrap_key(
+        self, session: int, mechanism: int, param, unwrapping: int, data: bytes, template: dict
+    ) -> int:
         """C_UnwrapKey with exactly this template, in its order (SoftHSM2 applies the attributes
         one after the other: after CKA_MODIFIABLE FALSE, any other is CKR_ATTRIBUTE_READ_ONLY)."""
         from .template import Packed
+
         chosen, keep = _mechanism(mechanism, param)
         packed, handle = Packed(template), CK_ULONG(0)
         blob = (c_ubyte * max(len(data), 1)).from_buffer_copy(bytes(data) or b"\0")
-        self._call("C_UnwrapKey", session, byref(chosen), unwrapping, blob, len(data),
-                   ctypes.cast(packed.array, c_void_p), packed.count, byref(handle))
+        self._call(
+            "C_UnwrapKey",
+            session,
+            byref(chosen),
+            unwrapping,
+            blob,
+            len(data),
+            ctypes.cast(packed.array, c_void_p),
+            packed.count,
+            byref(handle),
+        )
         del keep
         return handle.value
 

@@ -8,6 +8,7 @@ C_Finalize/C_Initialize, so a dead member is re-initialised alone while the othe
 sessions. The p11-kit proxy with `remote:` lines would share one failure domain (one dead member
 breaks slot listing for all, and re-init renumbers every slot).
 """
+
 from __future__ import annotations
 
 import os
@@ -34,6 +35,7 @@ class RemoteError(Exception):
 @dataclass
 class MemberServer:
     """One member token served by `p11-kit server` on a unix socket, in its own process group."""
+
     label: str
     socket: Path
     run_dir: Path
@@ -143,10 +145,22 @@ class MemberServer:
         log = open(self.run_dir / f"{self.label}.log", "ab")
         try:
             process = subprocess.Popen(
-                ["p11-kit", "server", "-f", "-n", str(self.socket), "--provider", self.provider,
-                 f"pkcs11:token={self.label}"],
-                env=env, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                start_new_session=True)  # its own process group: a kill takes its children too
+                [
+                    "p11-kit",
+                    "server",
+                    "-f",
+                    "-n",
+                    str(self.socket),
+                    "--provider",
+                    self.provider,
+                    f"pkcs11:token={self.label}",
+                ],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                start_new_session=True,
+            )  # its own process group: a kill takes its children too
         except FileNotFoundError:
             raise RemoteError("p11-kit not found: apt-get install p11-kit") from None
         finally:
@@ -155,8 +169,10 @@ class MemberServer:
         # the file appears at bind(), connections are accepted from listen() on: wait for that
         while not _listening(self.socket):
             if process.poll() is not None or time.monotonic() > deadline:
-                raise RemoteError(f"p11-kit server for {self.label} did not start "
-                                  f"(see {self.run_dir / (self.label + '.log')})")
+                raise RemoteError(
+                    f"p11-kit server for {self.label} did not start "
+                    f"(see {self.run_dir / (self.label + '.log')})"
+                )
             time.sleep(0.01)
         self.pid_file.write_text(f"{process.pid} {STARTED_BY_RUN if self.shared_by_runs else 'serve'}\n")
         self.started_here = process.pid
@@ -234,8 +250,10 @@ def _listening(path: Path) -> bool:
     except OSError:
         return _accepts(path)
     wanted = str(path)
-    return any(len(row.split()) >= 8 and row.split(None, 7)[7] == wanted
-               and int(row.split()[3], 16) & 0x10000 for row in rows)
+    return any(
+        len(row.split()) >= 8 and row.split(None, 7)[7] == wanted and int(row.split()[3], 16) & 0x10000
+        for row in rows
+    )
 
 
 def _accepts(path: Path) -> bool:

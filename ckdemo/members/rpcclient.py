@@ -9,6 +9,7 @@ the connection is dropped. A dead or restarted server, a broken frame or a timeo
 connection closed: every later call answers CKR_DEVICE_ERROR until the slot reconnects, which is
 what p11-kit-client.so does until C_Finalize + C_Initialize (FACTS, p11-kit server).
 """
+
 from __future__ import annotations
 
 import socket
@@ -29,20 +30,61 @@ MAX_CALL_CODE = 0xFFFFFFFF
 # more than its own recent answers is given up (hedged) and the HA group moves the call on. The
 # others (logins, PIN changes; object changes and key generation outside the cases below) wait the
 # whole MemberTimeout: an answer that may yet come must not be mistaken for none.
-QUICK = frozenset({
-    "C_GetInfo", "C_GetSlotList", "C_GetSlotInfo", "C_GetTokenInfo", "C_GetMechanismList",
-    "C_GetMechanismInfo", "C_OpenSession", "C_CloseSession", "C_GetSessionInfo",
-    "C_FindObjectsInit", "C_FindObjects", "C_FindObjectsFinal", "C_GetAttributeValue",
-    "C_GetObjectSize", "C_EncryptInit", "C_Encrypt", "C_EncryptUpdate", "C_EncryptFinal",
-    "C_DecryptInit", "C_Decrypt", "C_DecryptUpdate", "C_DecryptFinal", "C_DigestInit", "C_Digest",
-    "C_DigestUpdate", "C_DigestFinal", "C_SignInit", "C_Sign", "C_SignUpdate", "C_SignFinal",
-    "C_VerifyInit", "C_Verify", "C_VerifyUpdate", "C_VerifyFinal", "C_GenerateRandom"})
+QUICK = frozenset(
+    {
+        "C_GetInfo",
+        "C_GetSlotList",
+        "C_GetSlotInfo",
+        "C_GetTokenInfo",
+        "C_GetMechanismList",
+        "C_GetMechanismInfo",
+        "C_OpenSession",
+        "C_CloseSession",
+        "C_GetSessionInfo",
+        "C_FindObjectsInit",
+        "C_FindObjects",
+        "C_FindObjectsFinal",
+        "C_GetAttributeValue",
+        "C_GetObjectSize",
+        "C_EncryptInit",
+        "C_Encrypt",
+        "C_EncryptUpdate",
+        "C_EncryptFinal",
+        "C_DecryptInit",
+        "C_Decrypt",
+        "C_DecryptUpdate",
+        "C_DecryptFinal",
+        "C_DigestInit",
+        "C_Digest",
+        "C_DigestUpdate",
+        "C_DigestFinal",
+        "C_SignInit",
+        "C_Sign",
+        "C_SignUpdate",
+        "C_SignFinal",
+        "C_VerifyInit",
+        "C_Verify",
+        "C_VerifyUpdate",
+        "C_VerifyFinal",
+        "C_GenerateRandom",
+    }
+)
 # ... and these, when they reach one member of several making the same change (slots.fan_out):
 # an answer that comes after the call was given up makes on the member what the group holds. A
 # key generation is given up so only where the HA group generates (ha/session.py _generate_on):
 # a key the late member makes after all is its orphan, replaced when it comes back
-FANNED_OUT = frozenset({"C_CreateObject", "C_CopyObject", "C_DestroyObject", "C_SetAttributeValue",
-                        "C_UnwrapKey", "C_WrapKey", "C_GenerateKey", "C_GenerateKeyPair"})
+FANNED_OUT = frozenset(
+    {
+        "C_CreateObject",
+        "C_CopyObject",
+        "C_DestroyObject",
+        "C_SetAttributeValue",
+        "C_UnwrapKey",
+        "C_WrapKey",
+        "C_GenerateKey",
+        "C_GenerateKeyPair",
+    }
+)
 HEDGE_SPREAD = 8  # a quick call's deadline: its smoothed time + 8 x its smoothed deviation, and
 # never less than the floor the settings give (MemberHedgeFloor) ...
 HEDGE_AFTER = 3  # ... once the member has answered that call this often (before: MemberTimeout)
@@ -51,9 +93,15 @@ HEDGE_AFTER = 3  # ... once the member has answered that call this often (before
 class Connection:
     """A connected, initialised p11-kit RPC client for one socket."""
 
-    def __init__(self, path: str, name: str, timeout_s: float = 0.0,
-                 hedge_floor_s: float = 0.0, probe: bool = False,
-                 learnt: dict[str, list[float]] | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        name: str,
+        timeout_s: float = 0.0,
+        hedge_floor_s: float = 0.0,
+        probe: bool = False,
+        learnt: dict[str, list[float]] | None = None,
+    ) -> None:
         """Connects, agrees on version 0 and sends C_Initialize with the handshake; failures
         raise CKRError(CKR_DEVICE_ERROR) with the reason. timeout_s 0: no deadline.
         hedge_floor_s > 0: a QUICK call gets a deadline of its own, learnt from this member's
@@ -89,17 +137,23 @@ class Connection:
             agreed = sock.recv(1)
         except BlockingIOError:  # SO_RCVTIMEO passed: EAGAIN
             sock.close()
-            raise CKRError(CKR_DEVICE_ERROR, "C_Initialize",
-                           self._no_answer("C_Initialize", self._sock_deadline)) from None
+            raise CKRError(
+                CKR_DEVICE_ERROR, "C_Initialize", self._no_answer("C_Initialize", self._sock_deadline)
+            ) from None
         except OSError as exc:
             sock.close()
-            raise CKRError(CKR_DEVICE_ERROR, "C_Initialize",
-                           f"cannot reach member {name} at {path}: {exc.strerror or exc}") from None
+            raise CKRError(
+                CKR_DEVICE_ERROR,
+                "C_Initialize",
+                f"cannot reach member {name} at {path}: {exc.strerror or exc}",
+            ) from None
         if agreed != bytes([PROTOCOL_VERSION]):
             sock.close()
-            raise CKRError(CKR_DEVICE_ERROR, "C_Initialize",
-                           f"member {name}'s server does not speak p11-kit RPC version 0 "
-                           f"(answered {agreed!r})")
+            raise CKRError(
+                CKR_DEVICE_ERROR,
+                "C_Initialize",
+                f"member {name}'s server does not speak p11-kit RPC version 0 (answered {agreed!r})",
+            )
         self._sock = sock
         self._probing = probe and self._sock_deadline != self.timeout_s
         try:
@@ -111,8 +165,10 @@ class Connection:
         if deadline is not None and deadline != self.timeout_s:
             times = self._times.get(timed_as or function)
             usual = f"its answers take {times[0] * 1000:.1f} ms" if times else "no answer to it yet"
-            return (f"no answer from member {self.name} to {function} within {deadline:.3g} s "
-                    f"({usual}): given up (MemberHedgeFloor), the call moves to another member")
+            return (
+                f"no answer from member {self.name} to {function} within {deadline:.3g} s "
+                f"({usual}): given up (MemberHedgeFloor), the call moves to another member"
+            )
         return f"no answer from member {self.name} within {self.timeout_s:g} s (MemberTimeout)"
 
     def _deadline(self, function: str, timed_as: str = "") -> float | None:
@@ -120,8 +176,9 @@ class Connection:
         when the function's time depends on its arguments: an RSA-4096 key pair is not an EC one)."""
         if self._probing:
             return self._sock_deadline  # a recovery attempt's C_Initialize: the floor
-        if not self.hedge_floor_s or (function not in QUICK and not
-                                      (function in FANNED_OUT and in_fan_out())):
+        if not self.hedge_floor_s or (
+            function not in QUICK and not (function in FANNED_OUT and in_fan_out())
+        ):
             return self.timeout_s
         times = self._times.get(timed_as or function)
         if times is None or times[2] < HEDGE_AFTER:
@@ -140,8 +197,11 @@ class Connection:
         times[2] += 1
 
     def _set_deadline(self, sock: socket.socket, seconds: float | None) -> None:
-        value = struct.pack("ll", 0, 0) if seconds is None else \
-            struct.pack("ll", int(seconds), int(seconds % 1 * 1e6))
+        value = (
+            struct.pack("ll", 0, 0)
+            if seconds is None
+            else struct.pack("ll", int(seconds), int(seconds % 1 * 1e6))
+        )
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, value)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, value)
         self._sock_deadline = seconds
@@ -171,8 +231,9 @@ class Connection:
 
     def _acquire(self, function: str) -> None:
         if not self._lock.acquire(timeout=self._lock_wait):
-            raise CKRError(CKR_DEVICE_ERROR, function,
-                           f"member {self.name} is still busy with an earlier call (hung?)")
+            raise CKRError(
+                CKR_DEVICE_ERROR, function, f"member {self.name} is still busy with an earlier call (hung?)"
+            )
 
     @contextmanager
     def exclusive(self, function: str) -> Iterator[None]:
@@ -199,8 +260,11 @@ class Connection:
         try:
             sock = self._sock
             if sock is None:
-                raise CKRError(CKR_DEVICE_ERROR, function,
-                               f"connection to member {self.name} lost ({self._closed_because})")
+                raise CKRError(
+                    CKR_DEVICE_ERROR,
+                    function,
+                    f"connection to member {self.name} lost ({self._closed_because})",
+                )
             self._code = code = self._code + 1 if self._code < MAX_CALL_CODE else 0x10
             if deadline != self._sock_deadline:
                 self._set_deadline(sock, deadline)
@@ -225,7 +289,9 @@ class Connection:
                 message = decode_response(reply, call)
             except CodecError as exc:
                 self._drop(f"bad reply: {exc}")
-                raise CKRError(CKR_DEVICE_ERROR, function, f"bad reply from member {self.name}: {exc}") from None
+                raise CKRError(
+                    CKR_DEVICE_ERROR, function, f"bad reply from member {self.name}: {exc}"
+                ) from None
         finally:
             self._lock.release()
         if message.call_id == CALL_ERROR:

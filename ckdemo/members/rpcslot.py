@@ -6,6 +6,7 @@ connection lost (server killed, stopped past MemberTimeout, restarted) answers C
 until reconnect(), which connects anew and finds the token by serial: every session from before
 is gone, as after C_Finalize + C_Initialize of a client module (FACTS, p11-kit server).
 """
+
 from __future__ import annotations
 
 from ..codes import CKR_DEVICE_ERROR, CKR_FUNCTION_NOT_SUPPORTED, CKR_TOKEN_NOT_PRESENT, CKRError
@@ -35,7 +36,6 @@ def _flag_names(flags: int, table: dict[int, str]) -> tuple[str, ...]:
 class RemoteSlot(MemberSlot):
     """One member token behind a p11-kit server socket."""
 
-
     def __init__(self, server, timeout_s: float = 0.0, hedge_floor_s: float = 0.0) -> None:
         """server: the member's MemberServer (socket, and the process to kill/stop when ckdemo
         runs it). Connects at once; an unreachable member starts with slot_id None."""
@@ -62,8 +62,14 @@ class RemoteSlot(MemberSlot):
         old, self.connection = self.connection, None
         if old is not None:
             old.close("reconnecting")
-        self.connection = Connection(self.path, self.server.label, self.timeout_s, self.hedge_floor_s,
-                                     probe=probe, learnt=old.learnt if old is not None else None)
+        self.connection = Connection(
+            self.path,
+            self.server.label,
+            self.timeout_s,
+            self.hedge_floor_s,
+            probe=probe,
+            learnt=old.learnt if old is not None else None,
+        )
         return self.connection
 
     def call(self, function: str, *args) -> tuple:
@@ -98,28 +104,52 @@ class RemoteSlot(MemberSlot):
     # ---- the slot interface ------------------------------------------------------------------
     def slot_info(self) -> SlotInfo:
         info = self._slot_call("C_GetSlotInfo")[0]
-        return SlotInfo(self.slot_id, _text(info.slot_description), _text(info.manufacturer_id),
-                        info.flags, _flag_names(info.flags, SLOT_FLAGS),
-                        _version(info.hardware_version), _version(info.firmware_version))
+        return SlotInfo(
+            self.slot_id,
+            _text(info.slot_description),
+            _text(info.manufacturer_id),
+            info.flags,
+            _flag_names(info.flags, SLOT_FLAGS),
+            _version(info.hardware_version),
+            _version(info.firmware_version),
+        )
 
     def token_info(self) -> TokenInfo:
         i = self._slot_call("C_GetTokenInfo")[0]
-        return TokenInfo(_text(i.label), _text(i.manufacturer_id), _text(i.model),
-                         _text(i.serial_number), i.flags, _flag_names(i.flags, TOKEN_FLAGS),
-                         i.max_session_count, i.session_count, i.max_rw_session_count,
-                         i.rw_session_count, i.max_pin_len, i.min_pin_len, i.total_public_memory,
-                         i.free_public_memory, i.total_private_memory, i.free_private_memory,
-                         _version(i.hardware_version), _version(i.firmware_version),
-                         _text(i.utc_time))
+        return TokenInfo(
+            _text(i.label),
+            _text(i.manufacturer_id),
+            _text(i.model),
+            _text(i.serial_number),
+            i.flags,
+            _flag_names(i.flags, TOKEN_FLAGS),
+            i.max_session_count,
+            i.session_count,
+            i.max_rw_session_count,
+            i.rw_session_count,
+            i.max_pin_len,
+            i.min_pin_len,
+            i.total_public_memory,
+            i.free_public_memory,
+            i.total_private_memory,
+            i.free_private_memory,
+            _version(i.hardware_version),
+            _version(i.firmware_version),
+            _text(i.utc_time),
+        )
 
     def description(self) -> str:
         return slot_description(self, "remote")
 
     def library_info(self) -> LibraryInfo:
         info = self.call("C_GetInfo")[0]
-        return LibraryInfo(_version(info.cryptoki_version), _text(info.manufacturer_id),
-                           _text(info.library_description), _version(info.library_version),
-                           f"p11-kit RPC unix:path={self.path}")
+        return LibraryInfo(
+            _version(info.cryptoki_version),
+            _text(info.manufacturer_id),
+            _text(info.library_description),
+            _version(info.library_version),
+            f"p11-kit RPC unix:path={self.path}",
+        )
 
     def mechanisms(self) -> list[tuple[int, str]]:
         codes = self._slot_call("C_GetMechanismList", 1024)[0]
@@ -127,8 +157,14 @@ class RemoteSlot(MemberSlot):
 
     def mechanism_info(self, mechanism: int) -> MechanismInfo:
         info = self._slot_call("C_GetMechanismInfo", mechanism)[0]
-        return MechanismInfo(mechanism, mechanism_name(mechanism), info.min_key_size,
-                             info.max_key_size, info.flags, _flag_names(info.flags, MECHANISM_FLAGS))
+        return MechanismInfo(
+            mechanism,
+            mechanism_name(mechanism),
+            info.min_key_size,
+            info.max_key_size,
+            info.flags,
+            _flag_names(info.flags, MECHANISM_FLAGS),
+        )
 
     def init_token(self, so_pin: str, label: str) -> None:
         encoded = label.encode("utf-8")
@@ -144,8 +180,14 @@ class RemoteSlot(MemberSlot):
 
     def session_info(self, connection: Connection, handle: int) -> SessionInfo:
         info = connection.call("C_GetSessionInfo", handle)[0]
-        return SessionInfo(handle, info.slot_id, info.state, info.flags,
-                           _flag_names(info.flags, SESSION_FLAGS), info.device_error)
+        return SessionInfo(
+            handle,
+            info.slot_id,
+            info.state,
+            info.flags,
+            _flag_names(info.flags, SESSION_FLAGS),
+            info.device_error,
+        )
 
     def login_counter(self) -> None:
         return None  # the token counts wrong PINs itself
@@ -181,8 +223,11 @@ class RemoteSlot(MemberSlot):
 
     def hang(self) -> str:
         if not self.server.managed:
-            raise CKRError(CKR_FUNCTION_NOT_SUPPORTED, "Hang member",
-                           f"{self.server.label} is served elsewhere: ckdemo cannot stop it")
+            raise CKRError(
+                CKR_FUNCTION_NOT_SUPPORTED,
+                "Hang member",
+                f"{self.server.label} is served elsewhere: ckdemo cannot stop it",
+            )
         self.server.hang()
         return "its p11-kit server was stopped (SIGSTOP): calls get no answer"
 

@@ -3,6 +3,7 @@
 Objects are named by their integer handles above this module; the python-pkcs11 Object
 wrappers stay in a per-session cache here.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -14,10 +15,26 @@ from pkcs11 import Attribute, KeyType, Mechanism
 from pkcs11.attributes import AttributeMapper
 
 from .. import attribute_table
-from ..codes import (CKR_ATTRIBUTE_TYPE_INVALID, CKR_KEY_FUNCTION_NOT_PERMITTED,
-                     CKR_KEY_TYPE_INCONSISTENT, CKR_MECHANISM_INVALID, CKR_OBJECT_HANDLE_INVALID,
-                     CKRError)
-from ..model import (CKA_CLASS, CKA_ID, CKA_KEY_TYPE, CKA_LABEL, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY, KEY_TYPE_OF, KeySpec, MechanismParam, SessionInfo)
+from ..codes import (
+    CKR_ATTRIBUTE_TYPE_INVALID,
+    CKR_KEY_FUNCTION_NOT_PERMITTED,
+    CKR_KEY_TYPE_INCONSISTENT,
+    CKR_MECHANISM_INVALID,
+    CKR_OBJECT_HANDLE_INVALID,
+    CKRError,
+)
+from ..model import (
+    CKA_CLASS,
+    CKA_ID,
+    CKA_KEY_TYPE,
+    CKA_LABEL,
+    CKO_PRIVATE_KEY,
+    CKO_PUBLIC_KEY,
+    KEY_TYPE_OF,
+    KeySpec,
+    MechanismParam,
+    SessionInfo,
+)
 from ..slots import MemberSession
 from . import keygen
 from .params import to_pkcs11
@@ -37,9 +54,11 @@ def _mechanism(code: int) -> Mechanism:
     try:
         return Mechanism(code)
     except ValueError:
-        raise CKRError(CKR_MECHANISM_INVALID, "C_*Init",
-                       f"mechanism {code:#x} is not one python-pkcs11 0.10.1 can pass to the "
-                       "module") from None
+        raise CKRError(
+            CKR_MECHANISM_INVALID,
+            "C_*Init",
+            f"mechanism {code:#x} is not one python-pkcs11 0.10.1 can pass to the module",
+        ) from None
 
 
 _MAPPER = AttributeMapper()
@@ -68,9 +87,12 @@ def _template(template: dict[int, object] | None, function: str) -> dict:
     refused in one line instead."""
     converted = _pkcs11_template(template or {}, function)
     if converted is None:
-        raise CKRError(CKR_ATTRIBUTE_TYPE_INVALID, function,
-                       "ckdemo passes this template to the module through python-pkcs11, which "
-                       "cannot encode one of its attributes (vendor, nested or empty date)")
+        raise CKRError(
+            CKR_ATTRIBUTE_TYPE_INVALID,
+            function,
+            "ckdemo passes this template to the module through python-pkcs11, which "
+            "cannot encode one of its attributes (vendor, nested or empty date)",
+        )
     return converted
 
 
@@ -138,17 +160,23 @@ class PhysicalSession(MemberSession):
         try:
             return self._objects[handle]
         except KeyError:
-            raise CKRError(CKR_OBJECT_HANDLE_INVALID, function,
-                           f"no object with handle {handle} in session {self.handle}") from None
+            raise CKRError(
+                CKR_OBJECT_HANDLE_INVALID,
+                function,
+                f"no object with handle {handle} in session {self.handle}",
+            ) from None
 
     def _operation(self, handle: int, method: str, function: str):
         """The key's python-pkcs11 operation; it offers only what the key's CKA_SIGN, CKA_WRAP,
         ... allowed when it was read, so a missing one is the key's own refusal."""
         operation = getattr(self._object(handle, function), method, None)
         if operation is None:
-            raise CKRError(CKR_KEY_FUNCTION_NOT_PERMITTED, function,
-                           f"key {handle} does not allow {method.strip('_').replace('_', ' ')} "
-                           "(checked by ckdemo before the call)")
+            raise CKRError(
+                CKR_KEY_FUNCTION_NOT_PERMITTED,
+                function,
+                f"key {handle} does not allow {method.strip('_').replace('_', ' ')} "
+                "(checked by ckdemo before the call)",
+            )
         return operation
 
     def find_objects(self, template: dict[int, object]) -> list[int]:
@@ -193,8 +221,10 @@ class PhysicalSession(MemberSession):
         """Key objects a killed writer left behind (members/torn.py), found by raw calls."""
         raw = self._module.raw
         with self._calling("C_FindObjects"):
-            return torn_key_objects(lambda template: raw.find_objects(self.handle, template),
-                                    lambda handle, attribute: raw.attribute(self.handle, handle, attribute))
+            return torn_key_objects(
+                lambda template: raw.find_objects(self.handle, template),
+                lambda handle, attribute: raw.attribute(self.handle, handle, attribute),
+            )
 
     # keys
     def generate(self, spec: KeySpec) -> list[int]:
@@ -205,8 +235,11 @@ class PhysicalSession(MemberSession):
         if public is None:
             made = [self._call("C_GenerateKey", raw.generate_key, self.handle, mechanism, private)]
         else:
-            made = list(self._call("C_GenerateKeyPair", raw.generate_key_pair, self.handle, mechanism,
-                                   public, private))
+            made = list(
+                self._call(
+                    "C_GenerateKeyPair", raw.generate_key_pair, self.handle, mechanism, public, private
+                )
+            )
         self._adopt(private)
         return made
 
@@ -214,42 +247,78 @@ class PhysicalSession(MemberSession):
         """Objects a raw call made, as python-pkcs11's objects, found by their class, ID and
         label: listing every object would make the token number objects no one asked for (a
         script's handles would shift)."""
-        for cls in ((template[CKA_CLASS],) if template[CKA_CLASS] != CKO_PRIVATE_KEY
-                    else (CKO_PUBLIC_KEY, CKO_PRIVATE_KEY)):
-            wanted = _pkcs11_template({CKA_CLASS: cls, **{a: template[a] for a in (CKA_ID, CKA_LABEL)
-                                                          if a in template}}, "C_FindObjectsInit")
+        for cls in (
+            (template[CKA_CLASS],)
+            if template[CKA_CLASS] != CKO_PRIVATE_KEY
+            else (CKO_PUBLIC_KEY, CKO_PRIVATE_KEY)
+        ):
+            wanted = _pkcs11_template(
+                {CKA_CLASS: cls, **{a: template[a] for a in (CKA_ID, CKA_LABEL) if a in template}},
+                "C_FindObjectsInit",
+            )
             for obj in self._listed(wanted) if wanted is not None else ():
                 self._objects.setdefault(obj.handle, obj)
 
     # single-part crypto: python-pkcs11's Cython `_sign`/`_encrypt`/... straight (its public
     # methods only dispatch bytes to them), through module.call (no context managers): these
     # run once per signature of every application on the HA slot (docs/PERFORMANCE.md)
-    def sign(self, handle: int, mechanism: int, data: bytes, param: MechanismParam = None,
-             context_pin: str | None = None) -> bytes:
+    def sign(
+        self,
+        handle: int,
+        mechanism: int,
+        data: bytes,
+        param: MechanismParam = None,
+        context_pin: str | None = None,
+    ) -> bytes:
         if context_pin is not None:
             return self._reauthenticated("sign", handle, mechanism, param, data, context_pin)
-        return self._call("C_Sign", self._operation(handle, "_sign", "C_SignInit"), bytes(data),
-                          mechanism=_mechanism(mechanism), mechanism_param=to_pkcs11(param))
+        return self._call(
+            "C_Sign",
+            self._operation(handle, "_sign", "C_SignInit"),
+            bytes(data),
+            mechanism=_mechanism(mechanism),
+            mechanism_param=to_pkcs11(param),
+        )
 
-    def _reauthenticated(self, operation: str, handle: int, mechanism: int, param, data: bytes,
-                         pin: str) -> bytes:
+    def _reauthenticated(
+        self, operation: str, handle: int, mechanism: int, param, data: bytes, pin: str
+    ) -> bytes:
         """An operation on a CKA_ALWAYS_AUTHENTICATE key, with its context-specific login."""
-        return self._call(f"C_{operation.title()}", self._module.raw.reauthenticated, self.handle,
-                          operation, handle, mechanism, param, bytes(data), pin,
-                          max(REAUTHENTICATED_ROOM, len(data)))
+        return self._call(
+            f"C_{operation.title()}",
+            self._module.raw.reauthenticated,
+            self.handle,
+            operation,
+            handle,
+            mechanism,
+            param,
+            bytes(data),
+            pin,
+            max(REAUTHENTICATED_ROOM, len(data)),
+        )
 
-    def verify(self, handle: int, mechanism: int, data: bytes, signature: bytes,
-               param: MechanismParam = None) -> None:
+    def verify(
+        self, handle: int, mechanism: int, data: bytes, signature: bytes, param: MechanismParam = None
+    ) -> None:
         """Returns when the signature is good; CKRError(CKR_SIGNATURE_INVALID) otherwise."""
         # python-pkcs11's verify() folds CKR_SIGNATURE_LEN_RANGE into False; its _verify()
         # raises the module's own answer, which is what the status line must show
         wanted = KEY_TYPE_OF.get(mechanism)
         if wanted is not None and self._key_type(handle) != wanted:  # SoftHSM2 would crash
-            raise CKRError(CKR_KEY_TYPE_INCONSISTENT, "C_VerifyInit",
-                           f"mechanism {mechanism:#x} takes a key of type {wanted:#x} "
-                           "(checked by ckdemo: SoftHSM2 2.6.1 crashes on it)")
-        self._call("C_Verify", self._operation(handle, "_verify", "C_VerifyInit"), bytes(data),
-                   signature, mechanism=_mechanism(mechanism), mechanism_param=to_pkcs11(param))
+            raise CKRError(
+                CKR_KEY_TYPE_INCONSISTENT,
+                "C_VerifyInit",
+                f"mechanism {mechanism:#x} takes a key of type {wanted:#x} "
+                "(checked by ckdemo: SoftHSM2 2.6.1 crashes on it)",
+            )
+        self._call(
+            "C_Verify",
+            self._operation(handle, "_verify", "C_VerifyInit"),
+            bytes(data),
+            signature,
+            mechanism=_mechanism(mechanism),
+            mechanism_param=to_pkcs11(param),
+        )
 
     def _key_type(self, handle: int) -> int | None:
         """python-pkcs11 reads it once per key object (cached_property); the read is a module
@@ -258,31 +327,55 @@ class PhysicalSession(MemberSession):
             return getattr(self._object(handle, "C_VerifyInit"), "key_type", None)
 
     def encrypt(self, handle: int, mechanism: int, data: bytes, param: MechanismParam = None) -> bytes:
-        return self._call("C_Encrypt", self._operation(handle, "_encrypt", "C_EncryptInit"),
-                          bytes(data), mechanism=_mechanism(mechanism), mechanism_param=to_pkcs11(param))
+        return self._call(
+            "C_Encrypt",
+            self._operation(handle, "_encrypt", "C_EncryptInit"),
+            bytes(data),
+            mechanism=_mechanism(mechanism),
+            mechanism_param=to_pkcs11(param),
+        )
 
-    def decrypt(self, handle: int, mechanism: int, data: bytes, param: MechanismParam = None,
-                context_pin: str | None = None) -> bytes:
+    def decrypt(
+        self,
+        handle: int,
+        mechanism: int,
+        data: bytes,
+        param: MechanismParam = None,
+        context_pin: str | None = None,
+    ) -> bytes:
         if context_pin is not None:
             return self._reauthenticated("decrypt", handle, mechanism, param, data, context_pin)
-        return self._call("C_Decrypt", self._operation(handle, "_decrypt", "C_DecryptInit"),
-                          bytes(data), mechanism=_mechanism(mechanism), mechanism_param=to_pkcs11(param))
+        return self._call(
+            "C_Decrypt",
+            self._operation(handle, "_decrypt", "C_DecryptInit"),
+            bytes(data),
+            mechanism=_mechanism(mechanism),
+            mechanism_param=to_pkcs11(param),
+        )
 
-    def encrypt_stream(self, handle: int, mechanism: int, chunks: Iterable[bytes],
-                       param: MechanismParam = None) -> Iterator[bytes]:
+    def encrypt_stream(
+        self, handle: int, mechanism: int, chunks: Iterable[bytes], param: MechanismParam = None
+    ) -> Iterator[bytes]:
         """Multi-part C_EncryptUpdate/C_EncryptFinal over chunks; constant memory."""
-        return self._stream("C_EncryptUpdate", self._operation(handle, "encrypt", "C_EncryptInit"),
-                            mechanism, chunks, param)
+        return self._stream(
+            "C_EncryptUpdate", self._operation(handle, "encrypt", "C_EncryptInit"), mechanism, chunks, param
+        )
 
-    def decrypt_stream(self, handle: int, mechanism: int, chunks: Iterable[bytes],
-                       param: MechanismParam = None) -> Iterator[bytes]:
-        return self._stream("C_DecryptUpdate", self._operation(handle, "decrypt", "C_DecryptInit"),
-                            mechanism, chunks, param)
+    def decrypt_stream(
+        self, handle: int, mechanism: int, chunks: Iterable[bytes], param: MechanismParam = None
+    ) -> Iterator[bytes]:
+        return self._stream(
+            "C_DecryptUpdate", self._operation(handle, "decrypt", "C_DecryptInit"), mechanism, chunks, param
+        )
 
     def _stream(self, function, operation, mechanism, chunks, param) -> Iterator[bytes]:
         with self._calling(function):
-            output = operation(iter(chunks), mechanism=_mechanism(mechanism),
-                               mechanism_param=to_pkcs11(param), buffer_size=STREAM_BUFFER)
+            output = operation(
+                iter(chunks),
+                mechanism=_mechanism(mechanism),
+                mechanism_param=to_pkcs11(param),
+                buffer_size=STREAM_BUFFER,
+            )
         try:
             while True:
                 with self._calling(function):
@@ -318,8 +411,7 @@ class PhysicalSession(MemberSession):
         obj = self._object(handle, "C_CopyObject")
         converted = _pkcs11_template(template, "C_CopyObject")
         if converted is None:
-            return self._call("C_CopyObject", self._module.raw.copy_object, self.handle, handle,
-                              template)
+            return self._call("C_CopyObject", self._module.raw.copy_object, self.handle, handle, template)
         with self._calling("C_CopyObject"):
             return self._remember(obj.copy(converted))
 
@@ -328,8 +420,7 @@ class PhysicalSession(MemberSession):
         token applies all of it or none (one attribute at a time could stop half-way)."""
         self._object(handle, "C_SetAttributeValue")
         attribute_table.check(template, "C_SetAttributeValue")
-        self._call("C_SetAttributeValue", self._module.raw.set_attribute_value, self.handle,
-                   handle, template)
+        self._call("C_SetAttributeValue", self._module.raw.set_attribute_value, self.handle, handle, template)
         if not set(template) <= NAMES_ONLY:
             self._objects.pop(handle, None)  # python-pkcs11 knew its capabilities as they were
 
@@ -347,12 +438,24 @@ class PhysicalSession(MemberSession):
         self._object(handle, "C_GetObjectSize")
         return self._call("C_GetObjectSize", self._module.raw.get_object_size, self.handle, handle)
 
-    def derive_key(self, base: int, mechanism: int, param: MechanismParam, key_type: int,
-                   length: int, template: dict[int, object]) -> int:
+    def derive_key(
+        self,
+        base: int,
+        mechanism: int,
+        param: MechanismParam,
+        key_type: int,
+        length: int,
+        template: dict[int, object],
+    ) -> int:
         derive = self._operation(base, "derive_key", "C_DeriveKey")
         with self._calling("C_DeriveKey"):
-            derived = derive(KeyType(key_type), length * 8, mechanism=_mechanism(mechanism),
-                                     mechanism_param=to_pkcs11(param), template=_template(template, "C_DeriveKey"))
+            derived = derive(
+                KeyType(key_type),
+                length * 8,
+                mechanism=_mechanism(mechanism),
+                mechanism_param=to_pkcs11(param),
+                template=_template(template, "C_DeriveKey"),
+            )
         return self._remember(derived)
 
     def wrap_key(self, wrapping: int, key: int, mechanism: int, param: MechanismParam = None) -> bytes:
@@ -362,37 +465,67 @@ class PhysicalSession(MemberSession):
         Handles this session does not know are refused as before (the menu names them)."""
         self._object(wrapping, "C_WrapKey")
         self._object(key, "C_WrapKey")
-        return self._call("C_WrapKey", self._module.raw.wrap_key, self.handle, mechanism, param,
-                          wrapping, key)
+        return self._call(
+            "C_WrapKey", self._module.raw.wrap_key, self.handle, mechanism, param, wrapping, key
+        )
 
-    def unwrap_key(self, unwrapping: int, object_class: int, key_type: int, data: bytes,
-                   mechanism: int, template: dict[int, object], param: MechanismParam = None) -> int:
+    def unwrap_key(
+        self,
+        unwrapping: int,
+        object_class: int,
+        key_type: int,
+        data: bytes,
+        mechanism: int,
+        template: dict[int, object],
+        param: MechanismParam = None,
+    ) -> int:
         """Through ctypes with the template as it is, in its order: python-pkcs11 merges it into
         its own default unwrap template (attributes a private key must not have, FACTS) and
         reorders it, and SoftHSM2's answer depends on the order (raw.unwrap_key)."""
         self._object(unwrapping, "C_UnwrapKey")  # a handle this session knows
         full = {CKA_CLASS: object_class, CKA_KEY_TYPE: key_type, **template}
-        made = self._call("C_UnwrapKey", self._module.raw.unwrap_key, self.handle, mechanism, param,
-                          unwrapping, bytes(data), full)
+        made = self._call(
+            "C_UnwrapKey",
+            self._module.raw.unwrap_key,
+            self.handle,
+            mechanism,
+            param,
+            unwrapping,
+            bytes(data),
+            full,
+        )
         self._adopt(full)
         return made
 
-    def pbe_generate(self, password: str, salt: bytes, iterations: int,
-                     template: dict[int, object]) -> int:
+    def pbe_generate(self, password: str, salt: bytes, iterations: int, template: dict[int, object]) -> int:
         """C_GenerateKey with CKM_PKCS5_PBKD2 (HMAC-SHA256 PRF), through ctypes (members/pbe.py)."""
         from . import pbe
-        return self._call("C_GenerateKey", pbe.generate_key, self._module.raw, self.handle,
-                          password, salt, iterations, template)
+
+        return self._call(
+            "C_GenerateKey",
+            pbe.generate_key,
+            self._module.raw,
+            self.handle,
+            password,
+            salt,
+            iterations,
+            template,
+        )
 
     def probe_ec_curve(self, ec_params: bytes) -> None:
         """Generate a public session key pair on these DER ECParameters and destroy it again:
         returns when the module accepts the curve, CKRError with its answer otherwise."""
-        public = {Attribute.EC_PARAMS: ec_params, Attribute.TOKEN: False, Attribute.PRIVATE: False,
-                  Attribute.VERIFY: True}
+        public = {
+            Attribute.EC_PARAMS: ec_params,
+            Attribute.TOKEN: False,
+            Attribute.PRIVATE: False,
+            Attribute.VERIFY: True,
+        }
         private = {Attribute.TOKEN: False, Attribute.PRIVATE: False, Attribute.SIGN: True}
         with self._calling("C_GenerateKeyPair"):
-            pair = self._session.generate_keypair(KeyType.EC, public_template=public,
-                                                  private_template=private)
+            pair = self._session.generate_keypair(
+                KeyType.EC, public_template=public, private_template=private
+            )
         for key in pair:
             with self._calling("C_DestroyObject"):
                 key.destroy()

@@ -1,4 +1,5 @@
 """A physical slot: one slot id in one loaded module, with the token it holds."""
+
 from __future__ import annotations
 
 from ..codes import CKR_FUNCTION_NOT_SUPPORTED, CKR_TOKEN_NOT_PRESENT, CKRError
@@ -13,6 +14,7 @@ class PhysicalSlot(MemberSlot):
     """The operations CKDemo's token menu needs, on one slot of one module."""
 
     fallback_description = "physical slot"
+
     def __init__(self, module: Module, slot_id: int | None, member_label: str | None = None) -> None:
         """member_label: the member a library copy of its own serves (init --isolated)."""
         self.module = module
@@ -35,7 +37,10 @@ class PhysicalSlot(MemberSlot):
             self.module.reinitialize()
         for slot_id in self.module.slot_ids(token_present=True):
             try:
-                if self.module.call("C_GetTokenInfo", self.raw.get_token_info, slot_id).serial_number == serial:
+                if (
+                    self.module.call("C_GetTokenInfo", self.raw.get_token_info, slot_id).serial_number
+                    == serial
+                ):
                     self.slot_id = slot_id
                     return
             except CKRError:
@@ -60,10 +65,15 @@ class PhysicalSlot(MemberSlot):
         return [(code, mechanism_name(code)) for code in codes]
 
     def mechanism_info(self, mechanism: int) -> MechanismInfo:
-        info = self._call("C_GetMechanismInfo", self.raw.get_mechanism_info,
-                                self.slot_id, mechanism)
-        return MechanismInfo(mechanism, mechanism_name(mechanism), info.min_key_size,
-                             info.max_key_size, info.flags, info.flag_names)
+        info = self._call("C_GetMechanismInfo", self.raw.get_mechanism_info, self.slot_id, mechanism)
+        return MechanismInfo(
+            mechanism,
+            mechanism_name(mechanism),
+            info.min_key_size,
+            info.max_key_size,
+            info.flags,
+            info.flag_names,
+        )
 
     def init_token(self, so_pin: str, label: str) -> None:
         self._call("C_InitToken", self.raw.init_token, self.slot_id, so_pin, label)
@@ -94,8 +104,11 @@ class PhysicalSlot(MemberSlot):
         return "simulated: every call returns CKR_DEVICE_ERROR, its sessions are gone"
 
     def hang(self) -> str:
-        raise CKRError(CKR_FUNCTION_NOT_SUPPORTED, "Hang member",
-                       "only a remote member (a p11-kit server process) can be made to hang")
+        raise CKRError(
+            CKR_FUNCTION_NOT_SUPPORTED,
+            "Hang member",
+            "only a remote member (a p11-kit server process) can be made to hang",
+        )
 
     def resume(self) -> str:
         raise CKRError(CKR_FUNCTION_NOT_SUPPORTED, "Resume member", "only a remote member can hang")

@@ -5,6 +5,7 @@ python-pkcs11 0.10.1 packs only flat values; an attribute whose value is itself 
 Values are packed by their Python type: bool -> CK_BBOOL, int -> CK_ULONG, bytes/str -> bytes,
 dict -> nested template, list/tuple of ints -> CK_ULONG array, a date -> CK_DATE.
 """
+
 from __future__ import annotations
 
 import ctypes

@@ -7,22 +7,40 @@ or a secret key without CKA_TOKEN (it reads as a session object), ID, label or k
 like any of these. Reading is done one attribute at a time, as raw bytes: a torn object can make
 a library wrapper's object construction fail (python-pkcs11 raises while reading it).
 """
+
 from __future__ import annotations
 
 from typing import Callable
 
-from ..model import (CKA_CLASS, CKA_EC_PARAMS, CKA_ID, CKA_KEY_TYPE, CKA_LABEL, CKA_MODULUS,
-                     CKA_TOKEN, CKA_VALUE_LEN, CKK_EC, CKK_RSA, CKO_PRIVATE_KEY, CKO_PUBLIC_KEY,
-                     CKO_SECRET_KEY)
+from ..model import (
+    CKA_CLASS,
+    CKA_EC_PARAMS,
+    CKA_ID,
+    CKA_KEY_TYPE,
+    CKA_LABEL,
+    CKA_MODULUS,
+    CKA_TOKEN,
+    CKA_VALUE_LEN,
+    CKK_EC,
+    CKK_RSA,
+    CKO_PRIVATE_KEY,
+    CKO_PUBLIC_KEY,
+    CKO_SECRET_KEY,
+)
 
 KEY_CLASSES = (CKO_PUBLIC_KEY, CKO_PRIVATE_KEY, CKO_SECRET_KEY)
 # the attribute that is never empty on a usable key (readable even on a sensitive one)
-MATERIAL = {(CKO_PUBLIC_KEY, CKK_RSA): CKA_MODULUS, (CKO_PRIVATE_KEY, CKK_RSA): CKA_MODULUS,
-            (CKO_PUBLIC_KEY, CKK_EC): CKA_EC_PARAMS, (CKO_PRIVATE_KEY, CKK_EC): CKA_EC_PARAMS}
+MATERIAL = {
+    (CKO_PUBLIC_KEY, CKK_RSA): CKA_MODULUS,
+    (CKO_PRIVATE_KEY, CKK_RSA): CKA_MODULUS,
+    (CKO_PUBLIC_KEY, CKK_EC): CKA_EC_PARAMS,
+    (CKO_PRIVATE_KEY, CKK_EC): CKA_EC_PARAMS,
+}
 
 
-def torn_key_objects(find: Callable[[dict], list[int]],
-                     read: Callable[[int, int], bytes | None]) -> list[int]:
+def torn_key_objects(
+    find: Callable[[dict], list[int]], read: Callable[[int, int], bytes | None]
+) -> list[int]:
     """find(template) -> handles; read(handle, attribute) -> raw value or None."""
     torn = []
     for handle in find({}):

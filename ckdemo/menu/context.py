@@ -1,4 +1,5 @@
 """What a handler gets: prompts that validate, slot and session pickers, and output helpers."""
+
 from __future__ import annotations
 
 import threading
@@ -98,8 +99,9 @@ class Context:
             raise InputError("Invalid input: an empty PIN.")
         return answer
 
-    def ask_int(self, prompt: str, minimum: int | None = None, maximum: int | None = None,
-                default: int | None = None) -> int:
+    def ask_int(
+        self, prompt: str, minimum: int | None = None, maximum: int | None = None, default: int | None = None
+    ) -> int:
         text = self.ask(prompt, None if default is None else str(default))
         try:
             value = int(text, 0)
@@ -114,8 +116,9 @@ class Context:
         text = ", ".join(f"{label} [{n}]" for n, label in options)
         value = self.ask_int(f"{prompt} {text} : ")
         if value not in {n for n, _ in options}:
-            raise InputError(f"Invalid input ({value}): choose one of "
-                             f"{', '.join(str(n) for n, _ in options)}.")
+            raise InputError(
+                f"Invalid input ({value}): choose one of {', '.join(str(n) for n, _ in options)}."
+            )
         return value
 
     def ask_yes_no(self, prompt: str, default: bool) -> bool:
@@ -145,8 +148,10 @@ class Context:
         try:
             number = int(text, 0)
         except ValueError:
-            raise InputError(f"Invalid input ({text}): a number is needed. A pkcs11: URI names a "
-                             "slot too (pkcs11:token=member2).") from None
+            raise InputError(
+                f"Invalid input ({text}): a number is needed. A pkcs11: URI names a "
+                "slot too (pkcs11:token=member2)."
+            ) from None
         if not 1 <= number <= len(slots):
             raise InputError(f"Invalid input: there is no slot#{number} (slots are 1-{len(slots)}).")
         return number, slots[number - 1]
@@ -158,8 +163,10 @@ class Context:
         except URIError as exc:
             raise InputError(f"Invalid input: {exc}") from None
         if len(found) != 1:
-            raise InputError(f"Invalid input: {text} matches {len(found) or 'no'} slot(s)"
-                             + (": add serial= to choose one." if found else "."))
+            raise InputError(
+                f"Invalid input: {text} matches {len(found) or 'no'} slot(s)"
+                + (": add serial= to choose one." if found else ".")
+            )
         return found[0]
 
     def choose_session(self) -> OpenSession:
@@ -167,8 +174,10 @@ class Context:
         matches = self.workspace.sessions_with_handle(handle)
         if not matches:
             open_ = ", ".join(str(s.handle) for s in self.workspace.sessions)
-            raise InputError(f"Invalid input: no open session with handle {handle} "
-                             + (f"(open: {open_})." if open_ else "(none is open: use choice 1)."))
+            raise InputError(
+                f"Invalid input: no open session with handle {handle} "
+                + (f"(open: {open_})." if open_ else "(none is open: use choice 1).")
+            )
         if len(matches) == 1:
             return matches[0]
         numbers = sorted(s.slot_number for s in matches)

@@ -1,4 +1,5 @@
 """Where answers come from and where the screen goes: a terminal here, a script in replay/."""
+
 from __future__ import annotations
 
 import getpass

@@ -1,4 +1,5 @@
 """The menu loop: read a choice, dispatch it to its handler, print the status line."""
+
 from __future__ import annotations
 
 import importlib
@@ -46,6 +47,7 @@ def resolve(entry: Entry) -> Callable[[Context], None] | None:
 def report_internal_error(exc: BaseException, path: str) -> str:
     """Writes the traceback where a bug report can pick it up; returns where."""
     import traceback
+
     try:
         with open(path, "a") as log:
             log.write("".join(traceback.format_exception(exc)) + "\n")
@@ -55,10 +57,16 @@ def report_internal_error(exc: BaseException, path: str) -> str:
 
 
 class MenuLoop:
-    def __init__(self, context: Context, extra: Sequence[Entry] = (), extra_groups: Sequence = (),
-                 observer: Observer | None = None, error_log: str = "ckdemo-errors.log",
-                 prompt: str | None = None,
-                 watch: Callable[[], list[str]] | None = None) -> None:
+    def __init__(
+        self,
+        context: Context,
+        extra: Sequence[Entry] = (),
+        extra_groups: Sequence = (),
+        observer: Observer | None = None,
+        error_log: str = "ckdemo-errors.log",
+        prompt: str | None = None,
+        watch: Callable[[], list[str]] | None = None,
+    ) -> None:
         self.context = context
         # before each choice: changes made to the config meanwhile, applied or named (config/watch.py)
         self.watch = watch or (lambda: [])
@@ -89,7 +97,8 @@ class MenuLoop:
         while True:
             try:
                 text = self.context.ask_menu_choice(
-                    self.prompt or (PROMPT if show.show_menu else PROMPT_NO_MENU)).strip()
+                    self.prompt or (PROMPT if show.show_menu else PROMPT_NO_MENU)
+                ).strip()
             except EndOfInput:
                 return
             if not text:
@@ -124,16 +133,19 @@ class MenuLoop:
         missing, exported = self.luna_only()
         marks = {n: render.LUNA_ONLY_MISSING for n in missing}
         marks.update({n: render.LUNA_ONLY_EXPORTED for n in exported})
-        return (render.menu_text(self.extra, self.extra_groups, marks)
-                + render.luna_only_note(missing, exported))
+        return render.menu_text(self.extra, self.extra_groups, marks) + render.luna_only_note(
+            missing, exported
+        )
 
     def luna_only(self) -> tuple[list[int], list[int]]:
         """The Luna-only choices (a Luna CA_ extension, or a Luna facility ckdemo cannot find by
         symbol), split by whether a loaded module exports their function: (lacking, exported)."""
         luna = [e for e in sorted(self.entries.values(), key=lambda e: e.number) if e.extension]
         exported = {e.number for e in luna if self.context.workspace.exports(e.extension)}
-        return ([e.number for e in luna if e.number not in exported],
-                [e.number for e in luna if e.number in exported])
+        return (
+            [e.number for e in luna if e.number not in exported],
+            [e.number for e in luna if e.number in exported],
+        )
 
     def dispatch(self, entry: Entry) -> StepResult:
         self.context.take_shown()  # nothing an earlier step recorded belongs to this one
@@ -153,8 +165,15 @@ class MenuLoop:
         except CKRError as exc:
             if exc.detail and context.workspace.options.verbose_errors:
                 context.say(f"{entry.title}: {exc.detail}")
-            return StepResult(entry.number, entry.title, exc.name, exc.ckr, str(exc), exc.function,
-                              not_carried=exc.detail if isinstance(exc, NotCarried) else "")
+            return StepResult(
+                entry.number,
+                entry.title,
+                exc.name,
+                exc.ckr,
+                str(exc),
+                exc.function,
+                not_carried=exc.detail if isinstance(exc, NotCarried) else "",
+            )
         except InputError as exc:
             context.say(str(exc))
             return StepResult(entry.number, entry.title, BAD_INPUT, message=str(exc))
@@ -172,8 +191,10 @@ class MenuLoop:
             raise
         except Exception as exc:  # a ckdemo bug must not end the session or lose its state
             where = report_internal_error(exc, self.error_log)
-            message = (f"Internal error in {entry.title}: {type(exc).__name__}: {exc} "
-                       f"(a ckdemo bug; details in {where})")
+            message = (
+                f"Internal error in {entry.title}: {type(exc).__name__}: {exc} "
+                f"(a ckdemo bug; details in {where})"
+            )
             context.say(message)
             return StepResult(entry.number, entry.title, INTERNAL_ERROR, message=message)
         return StepResult(entry.number, entry.title, "CKR_OK", CKR_OK)

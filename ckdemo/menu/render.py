@@ -1,4 +1,5 @@
 """All screen formatting in one place: the menu, status lines, tables and field lists."""
+
 from __future__ import annotations
 
 from typing import Iterable, Mapping, Sequence
@@ -7,8 +8,9 @@ from ..codes import CKR_OK, ckr_name
 from .table import GROUPS, MENU, Entry
 
 
-def menu_text(extra: Sequence[Entry] = (), extra_groups: Sequence = (),
-              marks: Mapping[int, str] | None = None) -> str:
+def menu_text(
+    extra: Sequence[Entry] = (), extra_groups: Sequence = (), marks: Mapping[int, str] | None = None
+) -> str:
     """CKDemo's menu; `marks` puts a one-character mark between a choice's number and title (99)."""
     lines: list[str] = []
     groups = list(GROUPS) + list(extra_groups)
@@ -18,10 +20,11 @@ def menu_text(extra: Sequence[Entry] = (), extra_groups: Sequence = (),
         if not members:
             continue
         lines.append(group.heading)
-        cells = [f"({e.number:2d}){(marks or {}).get(e.number, ' ')}{e.title:<{group.width}}"
-                 for e in members]
+        cells = [
+            f"({e.number:2d}){(marks or {}).get(e.number, ' ')}{e.title:<{group.width}}" for e in members
+        ]
         for i in range(0, len(cells), group.columns):
-            lines.append("".join(cells[i:i + group.columns]).rstrip())
+            lines.append("".join(cells[i : i + group.columns]).rstrip())
     lines.append("(0) Quit demo")
     return "\n".join(lines) + "\n"
 
@@ -40,12 +43,16 @@ def luna_only_note(missing: Sequence[int], present: Sequence[int]) -> str:
     """What 99 adds under the menu: which choices need a Luna extension the loaded module lacks."""
     lines = []
     if missing or present:
-        lines.append(f"(nn){LUNA_ONLY_MISSING} marks a Luna-only choice the loaded module lacks"
-                     + (f"; (nn){LUNA_ONLY_EXPORTED} one it exports (ckdemo does not call it yet)"
-                        if present else "") + ":")
+        lines.append(
+            f"(nn){LUNA_ONLY_MISSING} marks a Luna-only choice the loaded module lacks"
+            + (f"; (nn){LUNA_ONLY_EXPORTED} one it exports (ckdemo does not call it yet)" if present else "")
+            + ":"
+        )
     if missing:
-        lines.append("Luna-only, not in the loaded module (CKR_FUNCTION_NOT_SUPPORTED): "
-                     + ", ".join(str(n) for n in missing))
+        lines.append(
+            "Luna-only, not in the loaded module (CKR_FUNCTION_NOT_SUPPORTED): "
+            + ", ".join(str(n) for n in missing)
+        )
     if present:
         lines.append("Luna-only, exported by the loaded module: " + ", ".join(str(n) for n in present))
     return "\n".join(lines) + ("\n" if lines else "")
@@ -64,6 +71,7 @@ def event_line(message: str) -> str:
 
 def table(rows: Iterable[Sequence], headers: Sequence[str]) -> str:
     from tabulate import tabulate  # ~20 ms to import; the first screen has no table
+
     return tabulate(list(rows), headers=list(headers), tablefmt="simple", disable_numparse=True)
 
 
@@ -79,4 +87,3 @@ def version(v: tuple[int, int]) -> str:
 
 def flags(value: int, names: Sequence[str]) -> str:
     return f"0x{value:08X}" + (f" ({' | '.join(names)})" if names else "")
-

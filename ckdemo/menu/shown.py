@@ -1,5 +1,6 @@
 """What a step showed, as data beside its lines: a replay's expectations read this, not the screen
 (`@expect-status` checks the HA Status rows of the step before it)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -4,6 +4,7 @@ Numbers, titles and group headings follow CKDemo (seed: luna-ha-autorecovery.txt
 named as "module:function" under ckdemo.handlers; None means ckdemo has no implementation yet,
 and `unavailable` says why in one line.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -146,11 +147,38 @@ BY_NUMBER: dict[int, Entry] = {e.number: e for e in MENU}
 # (JUnit <skipped/>); a choice missing here, or whose count varies, is split at paragraphs.
 # tests/test_junit.py checks it against real runs of every shipped script.
 USUAL_ANSWERS: dict[int, int] = {
-    1: 2, 2: 1, 3: 3, 4: 1, 7: 3, 8: 1, 9: 2, 11: 1, 12: 1, 13: 1, 14: 0,  # token functions
+    1: 2,
+    2: 1,
+    3: 3,
+    4: 1,
+    7: 3,
+    8: 1,
+    9: 2,
+    11: 1,
+    12: 1,
+    13: 1,
+    14: 0,  # token functions
     22: 2,  # objects
-    42: 5, 43: 5, 44: 3, 45: 6, 46: 3,  # security functions
-    50: 2, 51: 2, 52: 1, 122: 1,  # high availability
-    60: 5, 61: 8, 62: 2, 63: 6, 64: 5, 65: 2, 66: 2, 67: 2,  # key functions
-    70: 0, 90: 1, 94: 0, 95: 0,  # others
+    42: 5,
+    43: 5,
+    44: 3,
+    45: 6,
+    46: 3,  # security functions
+    50: 2,
+    51: 2,
+    52: 1,
+    122: 1,  # high availability
+    60: 5,
+    61: 8,
+    62: 2,
+    63: 6,
+    64: 5,
+    65: 2,
+    66: 2,
+    67: 2,  # key functions
+    70: 0,
+    90: 1,
+    94: 0,
+    95: 0,  # others
 }
 assert len(BY_NUMBER) == len(MENU), "duplicate menu number"

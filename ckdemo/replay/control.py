@@ -1,4 +1,5 @@
 """HA directives of a script (@fail, @restore, @ha-interval, @ha-retry) on the running groups."""
+
 from __future__ import annotations
 
 from ..codes import CKRError
@@ -28,11 +29,17 @@ class HAControl:
                 member = group.member(d.argument)
             except KeyError:
                 continue
-            action = {"fail": group.fail_member, "restore": group.restore_member,
-                      "hang": group.hang_member, "resume": group.resume_member}[d.name]
+            action = {
+                "fail": group.fail_member,
+                "restore": group.restore_member,
+                "hang": group.hang_member,
+                "resume": group.resume_member,
+            }[d.name]
             try:
                 return f"HSM {member.serial} ({member.label}): {action(member)}"
             except CKRError as exc:
                 raise ScriptError(f"line {d.line}: @{d.name} {d.argument}: {exc.detail}") from None
-        raise ScriptError(f"line {d.line}: @{d.name} {d.argument}: no such HA member "
-                          "(use its label, serial or number in the group)")
+        raise ScriptError(
+            f"line {d.line}: @{d.name} {d.argument}: no such HA member "
+            "(use its label, serial or number in the group)"
+        )

@@ -6,6 +6,7 @@ script. The steps a failure kept from running are there too, as skipped. Each ca
 step's transcript in system-out, masked as the transcript is (masking.py); the suite's time is
 the wall clock of the whole run, @sleep included.
 """
+
 from __future__ import annotations
 
 import re
@@ -31,18 +32,23 @@ def write(steps: list[Step], path: str | Path, suite: str, error: str | None = N
     began_at = getattr(steps, "began_at", None) or datetime.now()
     elapsed_s = steps.elapsed_s() if hasattr(steps, "elapsed_s") else 0.0
     suite = xml_text(suite)
-    root = ET.Element("testsuite", name=suite,
-                      tests=str(len(steps) + len(not_run) + (1 if error else 0)),
-                      failures=str(len(failures)), errors="1" if error else "0",
-                      skipped=str(len(not_run) + sum(1 for s in steps if s.skipped)),
-                      time=f"{elapsed_s:.3f}",
-                      timestamp=began_at.isoformat(timespec="seconds"),
-                      hostname=socket.gethostname())
+    root = ET.Element(
+        "testsuite",
+        name=suite,
+        tests=str(len(steps) + len(not_run) + (1 if error else 0)),
+        failures=str(len(failures)),
+        errors="1" if error else "0",
+        skipped=str(len(not_run) + sum(1 for s in steps if s.skipped)),
+        time=f"{elapsed_s:.3f}",
+        timestamp=began_at.isoformat(timespec="seconds"),
+        hostname=socket.gethostname(),
+    )
     for step in steps:
         r = step.result
         # names, messages and output come from script answers: masked as in the transcript
-        case = ET.SubElement(root, "testcase", classname=suite, name=xml_text(step.mask(step.name)),
-                             time=f"{step.seconds:.3f}")
+        case = ET.SubElement(
+            root, "testcase", classname=suite, name=xml_text(step.mask(step.name)), time=f"{step.seconds:.3f}"
+        )
         if step.skipped:
             ET.SubElement(case, "skipped", message=xml_text(step.mask(step.skip_reason)))
         if not step.passed:
@@ -50,12 +56,16 @@ def write(steps: list[Step], path: str | Path, suite: str, error: str | None = N
             failure.text = xml_text(step.mask(r.message))
         ET.SubElement(case, "system-out").text = xml_text(step.mask(step.output))
     for planned in not_run:
-        case = ET.SubElement(root, "testcase", classname=suite, name=xml_text(planned.name),
-                             time="0.000")
-        ET.SubElement(case, "skipped", message=f"not run: the replay stopped at the first failure "
-                                               f"(line {planned.line}; --keep-going runs on)")
+        case = ET.SubElement(root, "testcase", classname=suite, name=xml_text(planned.name), time="0.000")
+        ET.SubElement(
+            case,
+            "skipped",
+            message=f"not run: the replay stopped at the first failure "
+            f"(line {planned.line}; --keep-going runs on)",
+        )
         ET.SubElement(case, "system-out").text = xml_text(
-            "script lines not run:\n" + "".join(f"{line}\n" for line in planned.lines))
+            "script lines not run:\n" + "".join(f"{line}\n" for line in planned.lines)
+        )
     if error:
         case = ET.SubElement(root, "testcase", classname=suite, name="script")
         ET.SubElement(case, "error", message=xml_text(error))

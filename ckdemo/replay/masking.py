@@ -12,6 +12,7 @@ Three rules, because answers come back in several shapes:
 The harness's own ${LAST_*} handles and ${HA_SLOT}/${MEMBER_SLOT_n} numbers are not secrets
 and are shown.
 """
+
 from __future__ import annotations
 
 import re
@@ -29,14 +30,12 @@ def _word(value: str) -> str:
 
 def shown(line: Line) -> str:
     """The line as a transcript shows it: each secret ${NAME} as ****."""
-    return VARIABLE.sub(lambda m: m.group(0) if from_harness(m.group(1)) else MASK,
-                        line.text)
+    return VARIABLE.sub(lambda m: m.group(0) if from_harness(m.group(1)) else MASK, line.text)
 
 
 class Masker:
     def __init__(self, lines: Iterable[Line], variables: Mapping[str, str]) -> None:
-        names = {name for line in lines for name in VARIABLE.findall(line.text)
-                 if not from_harness(name)}
+        names = {name for line in lines for name in VARIABLE.findall(line.text) if not from_harness(name)}
         values = set()
         for name in names:
             try:

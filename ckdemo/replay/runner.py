@@ -1,4 +1,5 @@
 """Replays a script through the real menu loop and judges every step against its expectation."""
+
 from __future__ import annotations
 
 import sys
@@ -31,8 +32,9 @@ def normalise_expectation(text: str, line: int) -> str:
     try:
         return codes.ckr_name(codes.ckr_value(text))
     except KeyError:
-        raise ScriptError(f"line {line}: @expect {text}: not a CKR_* name or value "
-                          f"(or {', '.join(PSEUDO_RESULTS)})") from None
+        raise ScriptError(
+            f"line {line}: @expect {text}: not a CKR_* name or value (or {', '.join(PSEUDO_RESULTS)})"
+        ) from None
 
 
 @dataclass
@@ -83,12 +85,16 @@ class Step:
         return str(self.result.choice) if self.result.choice is not None else self.result.title
 
     def verdict(self) -> str:
-        title = f"choice {self.choice_text} ({self.result.title})" if self.result.choice is not None \
+        title = (
+            f"choice {self.choice_text} ({self.result.title})"
+            if self.result.choice is not None
             else f"input {self.choice_text!r}"
+        )
         if self.result.status == self.expected and self.unmet:
             return self.mask(f"line {self.line}: {title}: {'; '.join(self.unmet)}")
-        return self.mask(f"line {self.line}: {title} ended with {self.result.status}, "
-                         f"expected {self.expected}")
+        return self.mask(
+            f"line {self.line}: {title} ended with {self.result.status}, expected {self.expected}"
+        )
 
 
 def status_rows_unmet(step: Step, d: Directive) -> str:
@@ -99,8 +105,10 @@ def status_rows_unmet(step: Step, d: Directive) -> str:
     shown: HAStatusShown | None = step.result.shown.get(HA_STATUS)
     if shown is None:
         if step.result.status == "CKR_OK":  # the choice is not HA Status: the script is wrong
-            raise ScriptError(f"line {d.line}: @expect-status follows a choice that shows no HA "
-                              f"Status (it belongs after 52 HA Status)")
+            raise ScriptError(
+                f"line {d.line}: @expect-status follows a choice that shows no HA "
+                f"Status (it belongs after 52 HA Status)"
+            )
         return f"no HA Status was shown (the choice ended with {step.result.status})"
     if ref.lower() == "all":
         wrong = [row for row in shown.rows if row.status != code]
@@ -122,6 +130,7 @@ def step_name(choice: int | None, title: str, ordinal: int) -> str:
 @dataclass
 class NotRun:
     """A step of the script that did not run: an earlier step failed and the replay stopped."""
+
     choice: int
     title: str
     line: int  # the script line of the choice
@@ -191,8 +200,11 @@ def remaining_steps(lines: list[Line], answers: Mapping[int, int | None]) -> lis
         while i < len(lines) and not lines[i].is_directive:
             if count is not None and len(own) > count:
                 break
-            if count is None and menu_choice(lines[i]) is not None \
-                    and (lines[i].number > lines[i - 1].number + 1 or _ends(lines, i)):
+            if (
+                count is None
+                and menu_choice(lines[i]) is not None
+                and (lines[i].number > lines[i - 1].number + 1 or _ends(lines, i))
+            ):
                 break
             own.append(lines[i])
             i += 1
@@ -204,8 +216,11 @@ def paragraph_end(lines: list[Line], i: int) -> int:
     """Index of the first line from i that opens the next paragraph: a directive, or a menu
     number after a comment or a blank line (or the script's final 0); len(lines) if none."""
     while i < len(lines) and not lines[i].is_directive:
-        if i > 0 and menu_choice(lines[i]) is not None \
-                and (lines[i].number > lines[i - 1].number + 1 or _ends(lines, i)):
+        if (
+            i > 0
+            and menu_choice(lines[i]) is not None
+            and (lines[i].number > lines[i - 1].number + 1 or _ends(lines, i))
+        ):
             break
         i += 1
     return i
@@ -213,12 +228,13 @@ def paragraph_end(lines: list[Line], i: int) -> int:
 
 def _ends(lines: list[Line], i: int) -> bool:
     """lines[i] is a 0 that ends the script (only directives after it): quit, not an answer."""
-    return lines[i].text == str(QUIT) and all(line.is_directive for line in lines[i + 1:])
+    return lines[i].text == str(QUIT) and all(line.is_directive for line in lines[i + 1 :])
 
 
 @dataclass
 class Replay:
     """Feeds script lines to the menu as answers; the menu loop reports each finished step."""
+
     lines: list[Line]
     variables: Mapping[str, str]
     outputs: list[TextIO]
@@ -229,7 +245,9 @@ class Replay:
     steps: StepLog = field(init=False)
     _next: int = 0
     _choice_index: int = 0  # where in `lines` the choice in progress is
-    _answers: dict[int, int | None] = field(default_factory=dict)  # choice -> answers it read, None if it varied
+    _answers: dict[int, int | None] = field(
+        default_factory=dict
+    )  # choice -> answers it read, None if it varied
     _transcript: list[str] = field(default_factory=list)  # the current step's output
     _choice_line: int = 0
     _choice: Line | None = None  # the script line of the choice in progress
@@ -259,8 +277,9 @@ class Replay:
         line = self.lines[self._next]
         if line.is_directive:
             self.write(prompt + "\n")
-            raise InputError(f"line {line.number}: {line.text} where an answer to "
-                             f"'{prompt.strip()}' was due.")
+            raise InputError(
+                f"line {line.number}: {line.text} where an answer to '{prompt.strip()}' was due."
+            )
         self._next += 1
         answer = expand(line, self.variables)
         if line.has_secret:
@@ -307,10 +326,17 @@ class Replay:
         return self.ask(prompt)
 
     def _plan_not_run(self) -> None:
-        for number, own in remaining_steps(self.lines[self._next:], self._answers):
+        for number, own in remaining_steps(self.lines[self._next :], self._answers):
             title = BY_NUMBER[number].title
-            self.steps.not_run.append(NotRun(number, title, own[0].number, [shown(l) for l in own],
-                                             self.steps.next_ordinal((number, title))))
+            self.steps.not_run.append(
+                NotRun(
+                    number,
+                    title,
+                    own[0].number,
+                    [shown(l) for l in own],
+                    self.steps.next_ordinal((number, title)),
+                )
+            )
 
     # directives and results
     def directive(self, d: Directive) -> None:
@@ -337,7 +363,9 @@ class Replay:
         elif d.name == "default":
             name = d.argument.split(" ", 1)[0]
             if name in getattr(self.variables, "chosen", {}):
-                self.write(f"@default {d.argument}: not used, the command line (--token-label, --slot) sets {name}\n")
+                self.write(
+                    f"@default {d.argument}: not used, the command line (--token-label, --slot) sets {name}\n"
+                )
             elif name in getattr(self.variables, "secrets", {}):
                 self.write(f"@default {d.argument}: not used, the environment sets {name}\n")
             else:
@@ -366,13 +394,20 @@ class Replay:
             seen = self._answers.setdefault(result.choice, answered)
             if seen != answered:
                 self._answers[result.choice] = None
-        step = Step(result, self._choice_line, self.clock() - self._choice_started,
-                    shown_choice=shown_choice, mask=self.masker, transcript=self._transcript)
+        step = Step(
+            result,
+            self._choice_line,
+            self.clock() - self._choice_started,
+            shown_choice=shown_choice,
+            mask=self.masker,
+            transcript=self._transcript,
+        )
         step.ordinal = self.steps.next_ordinal(step.key)
         step.skip_cause = self._skip_cause(step)
         line, why = step.skip_cause
-        step.skip_reason = why if line == step.line else \
-            f"it builds on line {line}'s choice, skipped: {why}" if line else ""
+        step.skip_reason = (
+            why if line == step.line else f"it builds on line {line}'s choice, skipped: {why}" if line else ""
+        )
         if step.skipped:
             self.write(f"(skipped, not failed: {step.skip_reason})\n")
             if self._needs_previous:
@@ -385,8 +420,10 @@ class Replay:
         (its input file is missing): the rest of its paragraph is its own, not the next choice."""
         end = paragraph_end(self.lines, self._next)
         if end > self._next:
-            self.write(f"(passed over: the skipped choice's answers, script lines "
-                       f"{self.lines[self._next].number}-{self.lines[end - 1].number})\n")
+            self.write(
+                f"(passed over: the skipped choice's answers, script lines "
+                f"{self.lines[self._next].number}-{self.lines[end - 1].number})\n"
+            )
             self._next = end
 
     def _skip_cause(self, step: Step) -> tuple[int, str]:
@@ -396,8 +433,12 @@ class Replay:
         if step.result.not_carried:
             return step.line, step.result.not_carried
         before = self.steps[-1] if self.steps else None
-        if self._needs_previous and before is not None and before.skipped \
-                and step.result.status != step.expected:
+        if (
+            self._needs_previous
+            and before is not None
+            and before.skipped
+            and step.result.status != step.expected
+        ):
             return before.skip_cause
         return 0, ""
 
@@ -408,13 +449,17 @@ class Replay:
     def summary(self) -> str:
         lines = [f"FAILED {s.verdict()}" for s in self.failed]
         skipped = [s for s in self.steps if s.skipped]
-        lines += [s.mask(f"SKIPPED line {s.line}: choice {s.choice_text} ({s.result.title}): "
-                         f"{s.skip_reason}") for s in skipped]
+        lines += [
+            s.mask(f"SKIPPED line {s.line}: choice {s.choice_text} ({s.result.title}): {s.skip_reason}")
+            for s in skipped
+        ]
         ok = len(self.steps) - len(self.failed) - len(skipped)
-        lines.append(f"Replay: {len(self.steps)} steps, {ok} met their expectation, "
-                     f"{len(self.failed)} did not" + (f", {len(skipped)} skipped (this set-up cannot "
-                                                      f"run them)" if skipped else "")
-                     + (" (stopped at the first failure)" if self.stopped_early else ""))
+        lines.append(
+            f"Replay: {len(self.steps)} steps, {ok} met their expectation, "
+            f"{len(self.failed)} did not"
+            + (f", {len(skipped)} skipped (this set-up cannot run them)" if skipped else "")
+            + (" (stopped at the first failure)" if self.stopped_early else "")
+        )
         return "\n".join(lines)
 
 

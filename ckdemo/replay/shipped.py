@@ -1,5 +1,6 @@
 """The scripts ckdemo ships as package data (ckdemo/scripts_data/), so a `pip install`ed ckdemo can
 run them by name: `ckdemo run token-tour`. The repository's scripts/ holds links to them."""
+
 from __future__ import annotations
 
 from pathlib import Path

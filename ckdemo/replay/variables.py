@@ -7,6 +7,7 @@ ${HA_SLOT} (the HA virtual slot, when there is one group), ${HA_SLOT_<label>} (e
 label with every character other than a letter, digit or _ written as _) and ${MEMBER_SLOT_<n>}
 (the n-th member of the HA group(s), in group order).
 """
+
 from __future__ import annotations
 
 import re
@@ -49,13 +50,20 @@ def slot_numbers(slots: list[Any], groups: list[Any]) -> tuple[dict[str, int], d
         if number is not None:
             numbers[name] = number
         elif member.slot is not None:  # found, but not in the list
-            missing[name] = (f"member {position} ({member.label or member.serial}) has no slot in the "
-                             "list: HAOnly lists only the HA virtual slots (ckdemo hagroup haonly off)")
+            missing[name] = (
+                f"member {position} ({member.label or member.serial}) has no slot in the "
+                "list: HAOnly lists only the HA virtual slots (ckdemo hagroup haonly off)"
+            )
         else:
-            missing[name] = (f"member {position} ({member.serial}) was not found when ckdemo started, "
-                             "so it has no slot number")
-    missing["MEMBER_SLOT_"] = f"the HA group has {len(members)} member(s)" if members else \
-        "no HA group is configured, so there are no members to number"
+            missing[name] = (
+                f"member {position} ({member.serial}) was not found when ckdemo started, "
+                "so it has no slot number"
+            )
+    missing["MEMBER_SLOT_"] = (
+        f"the HA group has {len(members)} member(s)"
+        if members
+        else "no HA group is configured, so there are no members to number"
+    )
     return numbers, missing
 
 
@@ -63,9 +71,15 @@ class ScriptVariables(Mapping):
     """${NAME} -> value: handles as they are now, slot numbers, what the command line chose
     (`run --token-label`: ${TOUR_SLOT}), the environment, @default lines."""
 
-    def __init__(self, secrets: Mapping[str, str], handles: Mapping[str, int],
-                 slots: Mapping[str, int] | None = None, missing: Mapping[str, str] | None = None,
-                 defaults: Mapping[str, str] | None = None, chosen: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        secrets: Mapping[str, str],
+        handles: Mapping[str, int],
+        slots: Mapping[str, int] | None = None,
+        missing: Mapping[str, str] | None = None,
+        defaults: Mapping[str, str] | None = None,
+        chosen: Mapping[str, str] | None = None,
+    ) -> None:
         self.secrets, self.handles = secrets, handles
         self.slots, self.missing = dict(slots or {}), dict(missing or {})
         self.defaults = dict(defaults or {})
@@ -86,8 +100,7 @@ class ScriptVariables(Mapping):
         if name in self.secrets:
             return self.secrets[name]
         if name in self.defaults:
-            return VARIABLE.sub(lambda m: self._value(m.group(1), (*resolving, name)),
-                                self.defaults[name])
+            return VARIABLE.sub(lambda m: self._value(m.group(1), (*resolving, name)), self.defaults[name])
         raise KeyError(name)
 
     def __iter__(self) -> Iterator[str]:
@@ -106,13 +119,17 @@ class ScriptVariables(Mapping):
             inner = [m.group(1) for m in VARIABLE.finditer(self.defaults[name]) if m.group(1) not in self]
             if inner and inner[0] in (*resolving, name):
                 cycle = " -> ".join("${" + n + "}" for n in (*resolving, name, inner[0]))
-                return f"${{{resolving[0] if resolving else name}}} has no value: its @default " \
-                       f"lines refer back to themselves ({cycle})"
+                return (
+                    f"${{{resolving[0] if resolving else name}}} has no value: its @default "
+                    f"lines refer back to themselves ({cycle})"
+                )
             if inner and resolving:
                 return self.why_missing(inner[0], (*resolving, name))
             if inner:
-                return (f"${{{name}}} is not set and its @default needs "
-                        f"{self.why_missing(inner[0], (*resolving, name))} (or export {name}=...)")
+                return (
+                    f"${{{name}}} is not set and its @default needs "
+                    f"{self.why_missing(inner[0], (*resolving, name))} (or export {name}=...)"
+                )
         if name in self.missing:
             return f"${{{name}}}: {self.missing[name]}"
         if name.startswith("MEMBER_SLOT_") and "MEMBER_SLOT_" in self.missing:

@@ -9,6 +9,7 @@ else. 0.24.1 has no value-type byte on the wire: both ends derive it from the at
 Because the length is the native size, it is kept as decoded (24 per nested attribute, 8 per
 mechanism): re-encoding gives the same bytes, and a value never exceeds its length.
 """
+
 from __future__ import annotations
 
 import enum
@@ -25,6 +26,7 @@ MAX_NESTING = 4  # templates inside templates: 0.24.1 refuses even one level at 
 
 class ValueType(enum.IntEnum):
     """p11_rpc_value_type (rpc-message.h)."""
+
     BYTE = 0
     ULONG = 1
     ATTRIBUTE_ARRAY = 2
@@ -42,15 +44,59 @@ CKA_ALLOWED_MECHANISMS = CKF_ARRAY_ATTRIBUTE | 0x600
 # CKA_TOKEN, PRIVATE, TRUSTED, SENSITIVE, ENCRYPT .. DERIVE, EXTRACTABLE, LOCAL, NEVER_EXTRACTABLE,
 # ALWAYS_SENSITIVE, MODIFIABLE, COPYABLE, SECONDARY_AUTH, ALWAYS_AUTHENTICATE, WRAP_WITH_TRUSTED,
 # RESET_ON_INIT, HAS_RESET, COLOR
-_BYTE_TYPES = (0x001, 0x002, 0x086, 0x103, 0x104, 0x105, 0x106, 0x107, 0x108, 0x109, 0x10A,
-               0x10B, 0x10C, 0x162, 0x163, 0x164, 0x165, 0x170, 0x171, 0x200, 0x202, 0x210,
-               0x301, 0x302, 0x405)
+_BYTE_TYPES = (
+    0x001,
+    0x002,
+    0x086,
+    0x103,
+    0x104,
+    0x105,
+    0x106,
+    0x107,
+    0x108,
+    0x109,
+    0x10A,
+    0x10B,
+    0x10C,
+    0x162,
+    0x163,
+    0x164,
+    0x165,
+    0x170,
+    0x171,
+    0x200,
+    0x202,
+    0x210,
+    0x301,
+    0x302,
+    0x405,
+)
 # CKA_CLASS, CERTIFICATE_TYPE, CERTIFICATE_CATEGORY, JAVA_MIDP_SECURITY_DOMAIN, KEY_TYPE,
 # MODULUS_BITS, PRIME_BITS, SUB_PRIME_BITS, VALUE_BITS, VALUE_LEN, KEY_GEN_MECHANISM,
 # AUTH_PIN_FLAGS, HW_FEATURE_TYPE, PIXEL_X, PIXEL_Y, RESOLUTION, CHAR_ROWS, CHAR_COLUMNS,
 # BITS_PER_PIXEL, MECHANISM_TYPE
-_ULONG_TYPES = (0x000, 0x080, 0x087, 0x088, 0x100, 0x121, 0x133, 0x134, 0x160, 0x161, 0x166,
-                0x201, 0x300, 0x400, 0x401, 0x402, 0x403, 0x404, 0x406, 0x500)
+_ULONG_TYPES = (
+    0x000,
+    0x080,
+    0x087,
+    0x088,
+    0x100,
+    0x121,
+    0x133,
+    0x134,
+    0x160,
+    0x161,
+    0x166,
+    0x201,
+    0x300,
+    0x400,
+    0x401,
+    0x402,
+    0x403,
+    0x404,
+    0x406,
+    0x500,
+)
 _DATE_TYPES = (0x110, 0x111)  # CKA_START_DATE, CKA_END_DATE
 
 VALUE_TYPES: dict[int, ValueType] = {
@@ -77,6 +123,7 @@ class Attribute:
     length: the C ulValueLen; None computes the native size from the value; UNAVAILABLE marks
     an attribute the token could not return (validity byte 0, value None).
     """
+
     type: int
     value: object = None
     length: int | None = None

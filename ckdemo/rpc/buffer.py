@@ -3,6 +3,7 @@
 Everything is big-endian, as `p11_rpc_buffer_*` in p11-kit's `rpc-message.c` (tag 0.24.1):
 a byte, a u32, a u64 (every CK_ULONG), and a byte array (u32 length + bytes, 0xffffffff = NULL).
 """
+
 from __future__ import annotations
 
 import struct
@@ -37,14 +38,16 @@ class Reader:
         self.offset = offset
 
     def _truncated(self, count: int) -> CodecError:
-        return CodecError(f"truncated message: {count} bytes wanted at offset {self.offset}, "
-                          f"{len(self.data) - self.offset} left")
+        return CodecError(
+            f"truncated message: {count} bytes wanted at offset {self.offset}, "
+            f"{len(self.data) - self.offset} left"
+        )
 
     def _take(self, count: int) -> bytes:
         end = self.offset + count
         if count < 0 or end > len(self.data):
             raise self._truncated(count)
-        chunk = self.data[self.offset:end]
+        chunk = self.data[self.offset : end]
         self.offset = end
         return chunk
 

@@ -6,6 +6,7 @@ with buffer lengths, `ay`/`au` byte/ulong arrays, `fy`/`fu` the buffer size a ca
 The signature strings travel on the wire verbatim, so they are written here exactly as p11-kit
 has them. The five *Info replies are read as one structure (see structs.py).
 """
+
 from __future__ import annotations
 
 import re

@@ -13,22 +13,35 @@ Field values: `y` int, `u` int, `v` Version, `s`/`z` bytes (None = NULL), `M` Me
 C_GetInfo/GetSlotInfo/GetTokenInfo/GetMechanismInfo/GetSessionInfo is its one structure.
 Every malformed or unencodable message raises CodecError, nothing else.
 """
+
 from __future__ import annotations
 
 import struct
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from .attributes import (read_attribute_array, read_attribute_buffer, write_attribute_array,
-                         write_attribute_buffer)
+from .attributes import (
+    read_attribute_array,
+    read_attribute_buffer,
+    write_attribute_array,
+    write_attribute_buffer,
+)
 from .buffer import MAX_ARRAY_LENGTH, NULL_LENGTH, CodecError, Reader, UnknownCallError, Writer
 from .calls import BY_ID, BY_NAME, CALL_ERROR, Call
-from .mechanisms import (CKM_RSA_PKCS_OAEP, CKM_RSA_PKCS_PSS, Mechanism, read_mechanism,
-                         write_mechanism)
+from .mechanisms import CKM_RSA_PKCS_OAEP, CKM_RSA_PKCS_PSS, Mechanism, read_mechanism, write_mechanism
 from .structs import BufferSize, Version
 
-__all__ = ["CodecError", "UnknownCallError", "Message", "decode_request", "encode_request",
-           "decode_response", "encode_response", "encode_error", "call_of"]
+__all__ = [
+    "CodecError",
+    "UnknownCallError",
+    "Message",
+    "decode_request",
+    "encode_request",
+    "decode_response",
+    "encode_response",
+    "encode_error",
+    "call_of",
+]
 
 
 class Message(NamedTuple):  # a tuple: built on every call, cheaper than a frozen dataclass
@@ -122,16 +135,32 @@ def _write_version(writer: Writer, value) -> None:
 
 
 _WRITERS = {
-    "y": Writer.byte, "u": Writer.u64, "v": _write_version, "s": Writer.byte_array,
-    "z": Writer.byte_array, "M": write_mechanism, "ay": _write_byte_or_size,
-    "au": _write_ulongs_or_size, "aA": write_attribute_array, "fy": Writer.u32,
-    "fu": Writer.u32, "fA": write_attribute_buffer,
+    "y": Writer.byte,
+    "u": Writer.u64,
+    "v": _write_version,
+    "s": Writer.byte_array,
+    "z": Writer.byte_array,
+    "M": write_mechanism,
+    "ay": _write_byte_or_size,
+    "au": _write_ulongs_or_size,
+    "aA": write_attribute_array,
+    "fy": Writer.u32,
+    "fu": Writer.u32,
+    "fA": write_attribute_buffer,
 }
 _READERS = {
-    "y": Reader.byte, "u": Reader.u64, "v": Version.read, "s": Reader.byte_array,
-    "z": Reader.byte_array, "M": read_mechanism, "ay": _read_byte_or_size,
-    "au": _read_ulongs_or_size, "aA": read_attribute_array, "fy": Reader.u32,
-    "fu": Reader.u32, "fA": read_attribute_buffer,
+    "y": Reader.byte,
+    "u": Reader.u64,
+    "v": Version.read,
+    "s": Reader.byte_array,
+    "z": Reader.byte_array,
+    "M": read_mechanism,
+    "ay": _read_byte_or_size,
+    "au": _read_ulongs_or_size,
+    "aA": read_attribute_array,
+    "fy": Reader.u32,
+    "fu": Reader.u32,
+    "fA": read_attribute_buffer,
 }
 
 
@@ -152,6 +181,7 @@ _FIXED = {"y": "B", "u": "Q", "fy": "I", "fu": "I"}
 @dataclass(frozen=True)
 class _Layout:
     """One call in one direction, worked out once: its fixed prefix and field codecs."""
+
     signature: str
     prefix: bytes
     fields: tuple[str, ...]
@@ -180,9 +210,16 @@ def _layouts(request: bool) -> dict[int, _Layout]:
         fields = call.request_fields if request else call.response_fields
         readers = tuple(_READERS[t] for t in fields)
         head, count = _head(fields)
-        found[call.id] = _Layout(signature, _prefix(call, signature), fields, readers,
-                                 tuple(_WRITERS[t] for t in fields), head, readers[count:],
-                                 _fast_steps(fields) if request and call.id != CALL_ERROR else None)
+        found[call.id] = _Layout(
+            signature,
+            _prefix(call, signature),
+            fields,
+            readers,
+            tuple(_WRITERS[t] for t in fields),
+            head,
+            readers[count:],
+            _fast_steps(fields) if request and call.id != CALL_ERROR else None,
+        )
     return found
 
 
@@ -237,7 +274,7 @@ def _read_fast(body: bytes, offset: int, steps: tuple) -> tuple | None:
                 continue
             if presence != 1 or length >= MAX_ARRAY_LENGTH or offset + length > end:
                 return None
-            args.append(body[offset:offset + length])
+            args.append(body[offset : offset + length])
             offset += length
         else:  # a mechanism: type, then its parameter as a byte array (NULL: none)
             if offset + 8 > end:
@@ -251,7 +288,7 @@ def _read_fast(body: bytes, offset: int, steps: tuple) -> tuple | None:
                 continue
             if length >= MAX_ARRAY_LENGTH or offset + length > end:
                 return None
-            args.append(Mechanism(mechanism_type, body[offset:offset + length]))
+            args.append(Mechanism(mechanism_type, body[offset : offset + length]))
             offset += length
     return tuple(args) if offset == end else None
 
@@ -270,8 +307,9 @@ def _encode(call: Call, layout: _Layout, struct: type | None, args) -> bytes:
         args[0].write(writer)
         return writer.getvalue()
     if len(args) != len(layout.writers):
-        raise CodecError(f"{call.name} ({layout.signature!r}) takes {len(layout.writers)} values, "
-                         f"got {len(args)}", call.id)
+        raise CodecError(
+            f"{call.name} ({layout.signature!r}) takes {len(layout.writers)} values, got {len(args)}", call.id
+        )
     try:
         for write, value in zip(layout.writers, args):
             write(writer, value)

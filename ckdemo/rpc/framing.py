@@ -6,6 +6,7 @@ big-endian u32 -- call code, options length, body length -- then the options (th
 its module name, e.g. b"client"; a server sends none) and the body (see codec.py). The call code
 is chosen by the client and echoed by the server's reply.
 """
+
 from __future__ import annotations
 
 import struct
@@ -74,12 +75,13 @@ class FrameReader:
             self.version = self._pending.pop(0)
         while len(self._pending) >= HEADER_SIZE:
             call_code, options_length, body_length = decode_header(
-                bytes(self._pending[:HEADER_SIZE]), self.max_body)
+                bytes(self._pending[:HEADER_SIZE]), self.max_body
+            )
             end = HEADER_SIZE + options_length + body_length
             if len(self._pending) < end:
                 break
-            options = bytes(self._pending[HEADER_SIZE:HEADER_SIZE + options_length])
-            body = bytes(self._pending[HEADER_SIZE + options_length:end])
+            options = bytes(self._pending[HEADER_SIZE : HEADER_SIZE + options_length])
+            body = bytes(self._pending[HEADER_SIZE + options_length : end])
             del self._pending[:end]
             frames.append(Frame(call_code, body, options))
         return frames
@@ -147,7 +149,7 @@ class FrameStream:
                 if len(data) < end:
                     data = self._gather(data, end)
                 self.pending = data[end:]
-                return call_code, data[HEADER_SIZE + options_length:end]
+                return call_code, data[HEADER_SIZE + options_length : end]
             data = self._gather(data, HEADER_SIZE)
 
     def _gather(self, data: bytes, size: int) -> bytes:

@@ -6,6 +6,7 @@ is no parameter). The 0.24.1 *client* sends only its allowlist (parameterless me
 these two) and always sends 0xffffffff for the parameterless ones; the *server* decodes any
 type this way, which is what lets our own client send flat byte-string parameters (IVs ...).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ class RsaPkcsOaepParams:
 @dataclass(frozen=True)
 class Mechanism:
     """`parameter` is None (no parameter), bytes, or the params object its type requires."""
+
     type: int
     parameter: bytes | RsaPkcsPssParams | RsaPkcsOaepParams | None = None
 
@@ -67,6 +69,7 @@ def read_mechanism(reader: Reader) -> Mechanism:
     if mechanism_type == CKM_RSA_PKCS_PSS:
         return Mechanism(mechanism_type, RsaPkcsPssParams(reader.u64(), reader.u64(), reader.u64()))
     if mechanism_type == CKM_RSA_PKCS_OAEP:
-        return Mechanism(mechanism_type, RsaPkcsOaepParams(reader.u64(), reader.u64(), reader.u64(),
-                                                           reader.byte_array()))
+        return Mechanism(
+            mechanism_type, RsaPkcsOaepParams(reader.u64(), reader.u64(), reader.u64(), reader.byte_array())
+        )
     return Mechanism(mechanism_type, reader.byte_array())

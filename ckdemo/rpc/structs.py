@@ -5,6 +5,7 @@ Layouts follow `proto_write_*_info` in p11-kit's `rpc-server.c` (0.24.1). Space-
 the raw bytes (padding kept) so that re-encoding gives the same bytes, and may be given as a
 shorter str/bytes when encoding (padded with spaces, as PKCS#11 requires).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
@@ -34,12 +35,14 @@ class BufferSize:
     From a client: "tell me the size" was not sent this way by 0.24.1, but the wire allows it.
     From a server: the size the caller needs (a size query, or CKR_BUFFER_TOO_SMALL).
     """
+
     length: int
 
 
 @dataclass(frozen=True)
 class AttributeSize:
     """One entry of an `fA` template: the attribute wanted and the buffer the caller offers."""
+
     type: int
     length: int
 
@@ -79,8 +82,10 @@ class _Layout:
             else:
                 raw = reader.byte_array()
                 if raw is None or len(raw) != size:
-                    raise CodecError(f"{cls.__name__}.{name}: a {size}-byte string expected, "
-                                     f"got {'NULL' if raw is None else len(raw)}")
+                    raise CodecError(
+                        f"{cls.__name__}.{name}: a {size}-byte string expected, "
+                        f"got {'NULL' if raw is None else len(raw)}"
+                    )
                 values[name] = raw
         return cls(**values)
 
@@ -94,11 +99,17 @@ def _layout(*spec: tuple[str, str, int]):
         assert [f.name for f in fields(cls)] == [name for name, _, _ in spec], cls
         cls.LAYOUT = spec
         return cls
+
     return attach
 
 
-@_layout(("cryptoki_version", "v", 0), ("manufacturer_id", "s", 32), ("flags", "u", 0),
-         ("library_description", "s", 32), ("library_version", "v", 0))
+@_layout(
+    ("cryptoki_version", "v", 0),
+    ("manufacturer_id", "s", 32),
+    ("flags", "u", 0),
+    ("library_description", "s", 32),
+    ("library_version", "v", 0),
+)
 @dataclass(frozen=True)
 class Info(_Layout):
     cryptoki_version: Version
@@ -108,8 +119,13 @@ class Info(_Layout):
     library_version: Version
 
 
-@_layout(("slot_description", "s", 64), ("manufacturer_id", "s", 32), ("flags", "u", 0),
-         ("hardware_version", "v", 0), ("firmware_version", "v", 0))
+@_layout(
+    ("slot_description", "s", 64),
+    ("manufacturer_id", "s", 32),
+    ("flags", "u", 0),
+    ("hardware_version", "v", 0),
+    ("firmware_version", "v", 0),
+)
 @dataclass(frozen=True)
 class SlotInfo(_Layout):
     slot_description: bytes | str
@@ -119,13 +135,26 @@ class SlotInfo(_Layout):
     firmware_version: Version
 
 
-@_layout(("label", "s", 32), ("manufacturer_id", "s", 32), ("model", "s", 16),
-         ("serial_number", "s", 16), ("flags", "u", 0), ("max_session_count", "u", 0),
-         ("session_count", "u", 0), ("max_rw_session_count", "u", 0),
-         ("rw_session_count", "u", 0), ("max_pin_len", "u", 0), ("min_pin_len", "u", 0),
-         ("total_public_memory", "u", 0), ("free_public_memory", "u", 0),
-         ("total_private_memory", "u", 0), ("free_private_memory", "u", 0),
-         ("hardware_version", "v", 0), ("firmware_version", "v", 0), ("utc_time", "s", 16))
+@_layout(
+    ("label", "s", 32),
+    ("manufacturer_id", "s", 32),
+    ("model", "s", 16),
+    ("serial_number", "s", 16),
+    ("flags", "u", 0),
+    ("max_session_count", "u", 0),
+    ("session_count", "u", 0),
+    ("max_rw_session_count", "u", 0),
+    ("rw_session_count", "u", 0),
+    ("max_pin_len", "u", 0),
+    ("min_pin_len", "u", 0),
+    ("total_public_memory", "u", 0),
+    ("free_public_memory", "u", 0),
+    ("total_private_memory", "u", 0),
+    ("free_private_memory", "u", 0),
+    ("hardware_version", "v", 0),
+    ("firmware_version", "v", 0),
+    ("utc_time", "s", 16),
+)
 @dataclass(frozen=True)
 class TokenInfo(_Layout):
     label: bytes | str

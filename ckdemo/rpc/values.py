@@ -8,6 +8,7 @@ CKA_OTP_FORMAT ...) travels as 1 or 8 native bytes. What a value means, and its 
 the one table (ckdemo.attribute_table), so a value of the wrong size is refused here with
 CKR_ATTRIBUTE_VALUE_INVALID, never handed on.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -18,17 +19,18 @@ from ..codes import CKR_ATTRIBUTE_VALUE_INVALID, CKRError
 from .attributes import UNAVAILABLE, Attribute, ValueType, native_length, value_type
 
 
-
 def from_wire(wire: Attribute, function: str, depth: int = 0) -> object:
     """The plain value of one attribute that arrived with a value; checked against the table."""
     code, carried = wire.type, value_type(wire.type)
     if not wire.available:
-        raise CKRError(CKR_ATTRIBUTE_VALUE_INVALID, function,
-                       f"{table.name(code)} sent without a value")
+        raise CKRError(CKR_ATTRIBUTE_VALUE_INVALID, function, f"{table.name(code)} sent without a value")
     expected = native_length(carried, wire.value)
     if wire.length != expected:  # p11-kit's server would hand the module a short buffer
-        raise CKRError(CKR_ATTRIBUTE_VALUE_INVALID, function,
-                       f"{table.name(code)} announced {wire.length} byte(s) for {expected}")
+        raise CKRError(
+            CKR_ATTRIBUTE_VALUE_INVALID,
+            function,
+            f"{table.name(code)} announced {wire.length} byte(s) for {expected}",
+        )
     kind = table.kind(code)
     if carried is ValueType.BYTE:
         value: object = bool(wire.value)
@@ -74,8 +76,11 @@ def to_wire(code: int, value: object) -> Attribute:
     if isinstance(value, int):  # a CK_ULONG 0.24.1 does not map (IntEnum too): native, 8 bytes
         return Attribute(code, struct.pack("=Q", int(value)))
     if isinstance(value, dict):
-        raise CKRError(CKR_ATTRIBUTE_VALUE_INVALID, "C_GetAttributeValue",
-                       f"{table.name(code)} cannot hold a template on the wire")
+        raise CKRError(
+            CKR_ATTRIBUTE_VALUE_INVALID,
+            "C_GetAttributeValue",
+            f"{table.name(code)} cannot hold a template on the wire",
+        )
     return Attribute(code, bytes(value or b""))
 
 

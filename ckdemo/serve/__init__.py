@@ -5,6 +5,7 @@ protocol version 0 (ckdemo.rpc is the codec); each connection is one application
 session handles, login state and operations, driving the slots only through the declared
 `ckdemo.slots.Slot` / `Session` protocol.
 """
+
 from .exposed import ExposedSlot
 from .server import Server
 

@@ -4,13 +4,19 @@ Each wanted attribute comes back with its value, its length only (a size query: 
 0), or unavailable; the call's own code (CKR_OK, CKR_ATTRIBUTE_SENSITIVE,
 CKR_ATTRIBUTE_TYPE_INVALID, CKR_BUFFER_TOO_SMALL) travels after the attributes (`aAu`).
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
 from typing import Iterator
 
-from ..codes import (CKR_ATTRIBUTE_SENSITIVE, CKR_ATTRIBUTE_TYPE_INVALID, CKR_BUFFER_TOO_SMALL,
-                     CKR_OK, CKRError)
+from ..codes import (
+    CKR_ATTRIBUTE_SENSITIVE,
+    CKR_ATTRIBUTE_TYPE_INVALID,
+    CKR_BUFFER_TOO_SMALL,
+    CKR_OK,
+    CKRError,
+)
 from ..model import CK_UNAVAILABLE_INFORMATION
 from ..rpc.attributes import ValueType, value_type
 from ..slots import Session
@@ -34,8 +40,9 @@ def naming(function: str) -> Iterator[None]:
     try:
         yield
     except UNNAMED as error:
-        raise UnnamedAttribute(CKR_ATTRIBUTE_TYPE_INVALID, function,
-                               f"an attribute type the slot cannot name ({error})") from error
+        raise UnnamedAttribute(
+            CKR_ATTRIBUTE_TYPE_INVALID, function, f"an attribute type the slot cannot name ({error})"
+        ) from error
 
 
 def read_attributes(store: Session, handle: int, wanted) -> tuple:
@@ -96,5 +103,8 @@ def _decoded(attribute_type: int, value: object) -> object:
         return b""
     if kind is ValueType.ULONG:
         return CK_UNAVAILABLE_INFORMATION
-    raise CKRError(CKR_ATTRIBUTE_TYPE_INVALID, "C_GetAttributeValue",
-                   f"attribute {attribute_type:#x}: the slot has no value it can name")
+    raise CKRError(
+        CKR_ATTRIBUTE_TYPE_INVALID,
+        "C_GetAttributeValue",
+        f"attribute {attribute_type:#x}: the slot has no value it can name",
+    )

@@ -1,4 +1,5 @@
 """What a connection keeps per client session, and the small pieces every group of calls uses."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -39,8 +40,9 @@ def quietly(call) -> None:
 def pin_text(pin, function: str) -> str:
     """A PIN argument as text: a NULL one (protected authentication path) is not served."""
     if isinstance(pin, BufferSize):
-        raise CKRError(CKR_ARGUMENTS_BAD, function, "no PIN given (protected authentication "
-                                                    "path is not served)")
+        raise CKRError(
+            CKR_ARGUMENTS_BAD, function, "no PIN given (protected authentication path is not served)"
+        )
     try:
         return bytes(pin).decode("utf-8")
     except UnicodeDecodeError:

@@ -8,6 +8,7 @@ request, calls its method, packs the reply (a call the table does not list is an
 CKR_FUNCTION_NOT_SUPPORTED), as p11-kit's rpc-server.c does. Reply prediction (predicted.py)
 and the fault lab (faulted.py) are wrappers around `answer`.
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -31,18 +32,29 @@ from .state import ConnectionState
 class Connection:
     """One application: its state, the groups of calls over it, and their table by call id."""
 
-    def __init__(self, number: int, slots: list[ExposedSlot], info: Info, log: Callable[[str], None],
-                 on_error: Callable[[str, BaseException], None],
-                 budget: Budget | None = None, lost: Budget | None = None) -> None:
+    def __init__(
+        self,
+        number: int,
+        slots: list[ExposedSlot],
+        info: Info,
+        log: Callable[[str], None],
+        on_error: Callable[[str, BaseException], None],
+        budget: Budget | None = None,
+        lost: Budget | None = None,
+    ) -> None:
         self.state = state = ConnectionState(number, slots, info, log, on_error)
         if budget is not None:
             state.budget = budget
         if lost is not None:
             state.lost = lost
         self.session_calls = SessionCalls(state)
-        groups = {SlotCalls: SlotCalls(state, self.release), SessionCalls: self.session_calls,
-                  ObjectCalls: ObjectCalls(state), CryptoCalls: CryptoCalls(state),
-                  KeyCalls: KeyCalls(state)}
+        groups = {
+            SlotCalls: SlotCalls(state, self.release),
+            SessionCalls: self.session_calls,
+            ObjectCalls: ObjectCalls(state),
+            CryptoCalls: CryptoCalls(state),
+            KeyCalls: KeyCalls(state),
+        }
         self.handlers = dispatch.bind(groups)  # call id -> this connection's method
 
     # ---- the request loop's entry ------------------------------------------------------------

@@ -28,6 +28,7 @@ the wiring gives (ckdemo.lab.member_lab.MemberLab): this module only carries the
 
 The groups are handed in by the cli wiring; this module sees them only through `ControlledGroup`.
 """
+
 from __future__ import annotations
 
 import collections
@@ -46,11 +47,33 @@ from .faults import CallRecord, FaultBook, FaultError, FaultSpec
 
 CONTROL_NAME = "ckdemo.ctl"  # beside ckdemo.sock in HOME/run
 MAX_REQUEST_BYTES = 4096  # a request is one short JSON object
-MEMBER_FAULTS = ("member_kill", "member_restart", "member_hang", "member_resume", "member_slow",
-                 "member_flap")  # each "member_" + an action of the lab's member faults
-COMMANDS = ("status", "fail", "restore", "recover", "fault_add", "fault_list", "fault_clear",
-            "restart_hsm", "reset_library", "remove_token", "insert_token", "change_serial",
-            "change_slot", "journal_start", "journal_read", *MEMBER_FAULTS, "member_stop")
+MEMBER_FAULTS = (
+    "member_kill",
+    "member_restart",
+    "member_hang",
+    "member_resume",
+    "member_slow",
+    "member_flap",
+)  # each "member_" + an action of the lab's member faults
+COMMANDS = (
+    "status",
+    "fail",
+    "restore",
+    "recover",
+    "fault_add",
+    "fault_list",
+    "fault_clear",
+    "restart_hsm",
+    "reset_library",
+    "remove_token",
+    "insert_token",
+    "change_serial",
+    "change_slot",
+    "journal_start",
+    "journal_read",
+    *MEMBER_FAULTS,
+    "member_stop",
+)
 JOURNAL_KEPT = 100_000  # calls the journal keeps (the oldest go first)
 JOURNAL_READ_MAX = 5_000  # calls one journal_read answers (read again from "next" for more)
 
@@ -70,6 +93,7 @@ class RecoveryTiming(Protocol):
 
 class ControlledGroup(Protocol):
     """What the control channel asks of an HA group (ckdemo.ha.group.HAGroup offers it)."""
+
     serial: str
     label: str
     members: Sequence[ControlledMember]
@@ -86,15 +110,23 @@ class ControlledGroup(Protocol):
 
 class MemberFaultGoing(Protocol):
     label: str
+
     def as_json(self, now: float) -> dict[str, Any]: ...
 
 
 class MemberFaults(Protocol):
     """The lab's member faults (ckdemo.lab.member_lab.MemberLab offers them): kill, restart,
     hang, resume at once; slow and flap until stopped; clear() leaves every member running."""
+
     clock: Callable[[], float]
-    def apply(self, action: str, name: str, settings: dict[str, Any] | None = None,
-              tell: Callable[[str, str, str | None], None] | None = None) -> Any: ...
+
+    def apply(
+        self,
+        action: str,
+        name: str,
+        settings: dict[str, Any] | None = None,
+        tell: Callable[[str, str, str | None], None] | None = None,
+    ) -> Any: ...
     def stop(self, name: str) -> list[MemberFaultGoing]: ...
     def going(self) -> list[MemberFaultGoing]: ...
     def clear(self) -> list[MemberFaultGoing]: ...
@@ -106,20 +138,29 @@ class ControlError(Exception):
 
 def status_lines(group: ControlledGroup, report: list[tuple[ControlledMember, int]]) -> list[str]:
     """HA Status as menu choice 52 prints it (the seed's format)."""
-    return [f"HA group {group.serial} status:"] + \
-        [ha_status_row(member.serial, code) for member, code in report] + \
-        standby_notices(report) + recovering_notices(report) + \
-        exhausted_notices(group.policy.retries, group.recovery_exhausted(),
-                          "`ckdemo hagroup recover` recovers it now")
+    return (
+        [f"HA group {group.serial} status:"]
+        + [ha_status_row(member.serial, code) for member, code in report]
+        + standby_notices(report)
+        + recovering_notices(report)
+        + exhausted_notices(
+            group.policy.retries, group.recovery_exhausted(), "`ckdemo hagroup recover` recovers it now"
+        )
+    )
 
 
 class ControlServer:
     """Answers control requests on `path` in a thread of its own, one thread per client."""
 
-    def __init__(self, path: str | os.PathLike, groups: list[ControlledGroup],
-                 log: Callable[[str], None] = print,
-                 on_error: Callable[[str, BaseException], None] | None = None,
-                 faults: FaultBook | None = None, members: MemberFaults | None = None) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        groups: list[ControlledGroup],
+        log: Callable[[str], None] = print,
+        on_error: Callable[[str, BaseException], None] | None = None,
+        faults: FaultBook | None = None,
+        members: MemberFaults | None = None,
+    ) -> None:
         self.path = os.fspath(path)
         self.groups = groups
         self.faults = faults
@@ -128,8 +169,9 @@ class ControlServer:
         self._journal_next = 0
         self._journal_lock = threading.Lock()
         self.log = log
-        self.on_error = on_error or (lambda where, error: log(f"{where}: internal error "
-                                                              f"{type(error).__name__}: {error}"))
+        self.on_error = on_error or (
+            lambda where, error: log(f"{where}: internal error {type(error).__name__}: {error}")
+        )
         self._stopping = False
         self.listener = unixsocket.listen(self.path, backlog=8)
         self.thread = threading.Thread(target=self._accept, name="control", daemon=True)
@@ -151,8 +193,7 @@ class ControlServer:
                 sock, _ = self.listener.accept()
             except OSError:  # closed by stop()
                 return
-            threading.Thread(target=self._serve, args=(sock,), name="control-client",
-                             daemon=True).start()
+            threading.Thread(target=self._serve, args=(sock,), name="control-client", daemon=True).start()
 
     def _serve(self, sock: socket.socket) -> None:
         with sock:
@@ -200,11 +241,24 @@ class ControlServer:
             report = group.status()
             lines += status_lines(group, report)
             spent = {id(m) for m, _ in group.recovery_exhausted()}
-            groups.append({"label": group.label, "serial": group.serial,
-                           "members": [{"serial": m.serial, "label": m.label, "status": ckr_name(code),
-                                        "standby": m.standby, "recovering": m.recovering,
-                                        "recovery_exhausted": id(m) in spent, "calls": m.calls}
-                                       for m, code in report]})
+            groups.append(
+                {
+                    "label": group.label,
+                    "serial": group.serial,
+                    "members": [
+                        {
+                            "serial": m.serial,
+                            "label": m.label,
+                            "status": ckr_name(code),
+                            "standby": m.standby,
+                            "recovering": m.recovering,
+                            "recovery_exhausted": id(m) in spent,
+                            "calls": m.calls,
+                        }
+                        for m, code in report
+                    ],
+                }
+            )
         return {"lines": lines, "groups": groups}
 
     def _fail(self, request: dict) -> dict:
@@ -218,12 +272,22 @@ class ControlServer:
         how = self._fail_or_restore("restore", request, group, member)
         self.log(f"control: HSM {member.serial} ({member.label}) restored: {how}")
         spent = any(m is member for m, _ in group.recovery_exhausted())
-        return {"lines": [restored_line(member, how, group.policy.interval_s, spent,
-                                        "`ckdemo hagroup recover`",
-                                        group.recovery_mode == "activeEnhanced")]}
+        return {
+            "lines": [
+                restored_line(
+                    member,
+                    how,
+                    group.policy.interval_s,
+                    spent,
+                    "`ckdemo hagroup recover`",
+                    group.recovery_mode == "activeEnhanced",
+                )
+            ]
+        }
 
-    def _fail_or_restore(self, action: str, request: dict, group: ControlledGroup,
-                         member: ControlledMember) -> str:
+    def _fail_or_restore(
+        self, action: str, request: dict, group: ControlledGroup, member: ControlledMember
+    ) -> str:
         """Through the member faults when there are (a member that is slow, flapping or hung is
         refused with the reason, and a hang ended by a fail is forgotten), else the group."""
         if self.members is not None:
@@ -235,10 +299,11 @@ class ControlServer:
         for group in self.groups:
             tried = group.recover_now()
             for member, back in tried:
-                lines.append(f"HSM {member.serial} ({member.label}): "
-                             f"{'recovered' if back else 'still down'}")
-                self.log(f"control: manual recovery of HSM {member.serial}: "
-                         f"{'recovered' if back else 'still down'}")
+                lines.append(f"HSM {member.serial} ({member.label}): {'recovered' if back else 'still down'}")
+                self.log(
+                    f"control: manual recovery of HSM {member.serial}: "
+                    f"{'recovered' if back else 'still down'}"
+                )
         return {"lines": lines or ["Every member is in service: nothing to recover."]}
 
     # ---- the fault lab ------------------------------------------------------------------------
@@ -256,12 +321,20 @@ class ControlServer:
         book = self._book()
         now = book.clock()
         faults = [fault.as_json(now) for fault in book.faults()]
-        lines = [f"fault {f['id']}: {f['describe']} ({f['injected']} of {f['matched']} matching "
-                 f"call(s) taken{', spent' if f['spent'] else ''})" for f in faults]
+        lines = [
+            f"fault {f['id']}: {f['describe']} ({f['injected']} of {f['matched']} matching "
+            f"call(s) taken{', spent' if f['spent'] else ''})"
+            for f in faults
+        ]
         going = [g.as_json(now) for g in self.members.going()] if self.members is not None else []
         lines += [f"member {g['describe']}" for g in going]
-        return {"faults": faults, "restarts": book.restarts, "resets": book.resets, "members": going,
-                "lines": lines or ["No fault in force."]}
+        return {
+            "faults": faults,
+            "restarts": book.restarts,
+            "resets": book.resets,
+            "members": going,
+            "lines": lines or ["No fault in force."],
+        }
 
     def _fault_clear(self, request: dict) -> dict:
         which = request.get("id")
@@ -270,10 +343,13 @@ class ControlServer:
         gone = self._book().clear(which)
         ended = self._member_faults().clear() if which is None and self.members is not None else []
         now = self._book().clock()
-        return {"cleared": [f.id for f in gone], "members": [g.as_json(now) for g in ended],
-                "lines": [f"fault {f.id} cleared ({f.injected} call(s) taken)" for f in gone]
-                + [f"member {g.as_json(now)['describe']}: ended, running" for g in ended]
-                or ["No fault in force."]}
+        return {
+            "cleared": [f.id for f in gone],
+            "members": [g.as_json(now) for g in ended],
+            "lines": [f"fault {f.id} cleared ({f.injected} call(s) taken)" for f in gone]
+            + [f"member {g.as_json(now)['describe']}: ended, running" for g in ended]
+            or ["No fault in force."],
+        }
 
     def _member_faults(self) -> MemberFaults:
         if self.members is None:
@@ -282,19 +358,24 @@ class ControlServer:
 
     def _member_fault(self, action: str, request: dict) -> dict:
         settings = {k: v for k, v in request.items() if k not in ("command", "member")}
-        applied = self._member_faults().apply(action, request.get("member"), settings,
-                                              lambda label, what, state: self.log(f"control: member {label}: {what}"))
-        return {"member": applied.label, "state": applied.state,
-                "lines": [f"{applied.label}: {applied.how}"]}
+        applied = self._member_faults().apply(
+            action,
+            request.get("member"),
+            settings,
+            lambda label, what, state: self.log(f"control: member {label}: {what}"),
+        )
+        return {"member": applied.label, "state": applied.state, "lines": [f"{applied.label}: {applied.how}"]}
 
     def _member_stop(self, request: dict) -> dict:
         members = self._member_faults()
         stopped = [g.as_json(members.clock()) for g in members.stop(request.get("member"))]
         for g in stopped:
             self.log(f"control: member {g['describe']}: stopped")
-        return {"stopped": stopped,
-                "lines": [f"{g['describe']}: stopped after {g['cycles']} time(s); running" for g in stopped]
-                or [f"{request.get('member')}: neither slow nor flapping"]}
+        return {
+            "stopped": stopped,
+            "lines": [f"{g['describe']}: stopped after {g['cycles']} time(s); running" for g in stopped]
+            or [f"{request.get('member')}: neither slow nor flapping"],
+        }
 
     def _restart_hsm(self, request: dict) -> dict:
         self._book().restart_hsm()
@@ -302,13 +383,21 @@ class ControlServer:
 
     def _reset_library(self, request: dict) -> dict:
         self._book().reset_library()
-        return {"lines": ["Library reset: every application gets CKR_CRYPTOKI_NOT_INITIALIZED until "
-                          "it calls C_Initialize again."]}
+        return {
+            "lines": [
+                "Library reset: every application gets CKR_CRYPTOKI_NOT_INITIALIZED until "
+                "it calls C_Initialize again."
+            ]
+        }
 
     def _remove_token(self, request: dict) -> dict:
         self._book().remove_token()
-        return {"lines": ["Token removed: sessions end, CKR_TOKEN_NOT_PRESENT until `ckdemo fault add "
-                          "--insert-token`; each application gets a slot event."]}
+        return {
+            "lines": [
+                "Token removed: sessions end, CKR_TOKEN_NOT_PRESENT until `ckdemo fault add "
+                "--insert-token`; each application gets a slot event."
+            ]
+        }
 
     def _insert_token(self, request: dict) -> dict:
         self._book().insert_token()
@@ -320,8 +409,12 @@ class ControlServer:
 
     def _change_slot(self, request: dict) -> dict:
         changes = self._book().change_slot()
-        return {"lines": [f"The token is in another slot from now on (change {changes}): slot ids "
-                          "kept from before are CKR_SLOT_ID_INVALID."]}
+        return {
+            "lines": [
+                f"The token is in another slot from now on (change {changes}): slot ids "
+                "kept from before are CKR_SLOT_ID_INVALID."
+            ]
+        }
 
     def _journal_start(self, request: dict) -> dict:
         book = self._book()
@@ -346,10 +439,18 @@ class ControlServer:
             found = [(n, c) for n, c in self._journal if n >= after][:JOURNAL_READ_MAX]
             following = found[-1][0] + 1 if found else max(after, self._journal_next)
         now = time.monotonic()
-        calls = [{"seq": n, "connection": c.connection, "call": c.name, "ago_s": round(now - c.started, 6),
-                  "ms": round(c.seconds * 1000, 3),
-                  "fault": c.injection.describe() if c.injection else None,
-                  "result": "no reply" if c.result is None else ckr_name(c.result)} for n, c in found]
+        calls = [
+            {
+                "seq": n,
+                "connection": c.connection,
+                "call": c.name,
+                "ago_s": round(now - c.started, 6),
+                "ms": round(c.seconds * 1000, 3),
+                "fault": c.injection.describe() if c.injection else None,
+                "result": "no reply" if c.result is None else ckr_name(c.result),
+            }
+            for n, c in found
+        ]
         return {"calls": calls, "next": following, "lines": [f"{len(calls)} call(s)"]}
 
     def stop_journal(self) -> None:

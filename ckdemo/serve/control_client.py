@@ -1,4 +1,5 @@
 """Client side of the control channel (ckdemo.serve.control): one request, one reply."""
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,9 @@ def request(path: Path, command: str, **arguments: Any) -> dict[str, Any]:
             sock.sendall(json.dumps({"command": command, **arguments}).encode() + b"\n")
             line = sock.makefile("rb").readline()
         except socket.timeout:
-            raise ControlFailed(f"ckdemo serve did not answer {command!r} within "
-                                f"{REPLY_TIMEOUT_S:g} s") from None
+            raise ControlFailed(
+                f"ckdemo serve did not answer {command!r} within {REPLY_TIMEOUT_S:g} s"
+            ) from None
         except OSError as error:
             raise ControlFailed(f"ckdemo serve on {path}: {error.strerror or error}") from None
     if not line:

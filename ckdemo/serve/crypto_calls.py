@@ -1,4 +1,5 @@
 """Cryptographic calls of a connection: Init keeps the operation, the last call does it on the slot."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
@@ -69,6 +70,7 @@ def _in_order(op: Operation) -> list[bytes | int]:
 @dataclass(slots=True)
 class CryptoCalls:
     """C_SignInit ... C_DigestFinal, C_SeedRandom, C_GenerateRandom."""
+
     state: ConnectionState
 
     def _init(self, handle, mechanism, key, kind: str, function: str) -> tuple:
@@ -76,13 +78,17 @@ class CryptoCalls:
         if session.found is not None:  # a search is going on: one operation at a time
             raise CKRError(codes.CKR_OPERATION_ACTIVE, function, "a search is active in this session")
         if session.operations.active:  # before the key, as SoftHSM2 checks (SignInit, DigestInit ...)
-            raise CKRError(codes.CKR_OPERATION_ACTIVE, function,
-                           f"a {next(iter(session.operations.active))} operation is active in this session")
+            raise CKRError(
+                codes.CKR_OPERATION_ACTIVE,
+                function,
+                f"a {next(iter(session.operations.active))} operation is active in this session",
+            )
         if key is not None:
             self.state.usable(session, key, function)
         if not session.slot.offers(mechanism.type):
-            raise CKRError(CKR_MECHANISM_INVALID, function,
-                           f"mechanism {mechanism.type:#x} is not offered by this slot")
+            raise CKRError(
+                CKR_MECHANISM_INVALID, function, f"mechanism {mechanism.type:#x} is not offered by this slot"
+            )
         param = wire.mechanism_param(mechanism)
         reauthenticate = False
         if key is not None and kind in key_checks.USAGE:
@@ -92,11 +98,18 @@ class CryptoCalls:
                 self._hmac_key_length(session, key, kind, mechanism.type, function)
             reauthenticate = facts.always_authenticate and kind in key_checks.REAUTHENTICATED
         # (nothing of an always-authenticate key's operation is predicted or made ahead)
-        size_key = _size_key(session.slot.slot_id, key, mechanism.type, param) \
-            if kind == SIGN and not reauthenticate else None
+        size_key = (
+            _size_key(session.slot.slot_id, key, mechanism.type, param)
+            if kind == SIGN and not reauthenticate
+            else None
+        )
         init = (handle, mechanism, key) if size_key is not None else None
-        session.operations.start(Operation(kind, mechanism.type, param, key, size_key=size_key,
-                                           init=init, reauthenticate=reauthenticate), function)
+        session.operations.start(
+            Operation(
+                kind, mechanism.type, param, key, size_key=size_key, init=init, reauthenticate=reauthenticate
+            ),
+            function,
+        )
         return ()
 
     @staticmethod
@@ -104,8 +117,11 @@ class CryptoCalls:
         """A CKA_ALWAYS_AUTHENTICATE key's operation goes on only after its context-specific
         login: else it ends with CKR_USER_NOT_LOGGED_IN, as SoftHSM2 ends it."""
         if operation.reauthenticate:
-            raise CKRError(codes.CKR_USER_NOT_LOGGED_IN, function,
-                           "the key is CKA_ALWAYS_AUTHENTICATE: C_Login(CKU_CONTEXT_SPECIFIC) first")
+            raise CKRError(
+                codes.CKR_USER_NOT_LOGGED_IN,
+                function,
+                "the key is CKA_ALWAYS_AUTHENTICATE: C_Login(CKU_CONTEXT_SPECIFIC) first",
+            )
 
     def _key_facts(self, session: ClientSession, key: int) -> key_checks.KeyFacts:
         """Read once per key (forgotten when the key changes or goes: ConnectionState.forget)."""
@@ -122,7 +138,9 @@ class CryptoCalls:
             self.state.key_facts[cache] = facts
         return facts
 
-    def _hmac_key_length(self, session: ClientSession, key: int, kind: str, mechanism: int, function: str) -> None:
+    def _hmac_key_length(
+        self, session: ClientSession, key: int, kind: str, mechanism: int, function: str
+    ) -> None:
         """A secret key whose CKA_VALUE_LEN the slot does not give (SoftHSM2 leaves it 0 in an
         unwrapped key) is tried with one MAC on the slot: the token's answer to a key too short
         comes at the Init, as one token gives it. Once long enough, it is not tried again."""
@@ -138,7 +156,9 @@ class CryptoCalls:
             if error.ckr not in (codes.CKR_SIGNATURE_INVALID, codes.CKR_SIGNATURE_LEN_RANGE):
                 return  # another answer: the operation itself gives it
         cache = (session.slot.slot_id, key)
-        self.state.key_facts[cache] = replace(self.state.key_facts[cache], length=key_checks.HMAC[mechanism][1])
+        self.state.key_facts[cache] = replace(
+            self.state.key_facts[cache], length=key_checks.HMAC[mechanism][1]
+        )
 
     def _always_authenticate(self, session: ClientSession, key: int) -> bool:
         try:
@@ -169,7 +189,9 @@ class CryptoCalls:
                     size = self.state.signature_sizes.get(size_key)
                     if size is not None:
                         if not operation.ready_for(message):
-                            self.state.after_reply = partial(self._sign_ahead, handle, operation, message, work)
+                            self.state.after_reply = partial(
+                                self._sign_ahead, handle, operation, message, work
+                            )
                         return (BufferSize(size),)
                 output = operation.output(message, work)
                 self.state.signature_sizes[size_key] = len(output)
@@ -187,13 +209,17 @@ class CryptoCalls:
         operation.prepare(message, work)
         output = operation.computed()
         if output is not None:
-            self.state.predict(encode_request(_C_SIGN, handle, message, len(output)),
-                         encode_response(_C_SIGN, output))
+            self.state.predict(
+                encode_request(_C_SIGN, handle, message, len(output)), encode_response(_C_SIGN, output)
+            )
 
     def _predict_init(self, session: ClientSession, operation: Operation) -> None:
         handle, mechanism, key = operation.init
-        self.state.predict(encode_request(_C_SIGN_INIT, handle, mechanism, key), _SIGN_INIT_DONE,
-                     partial(session.slot.still_offers, mechanism.type))
+        self.state.predict(
+            encode_request(_C_SIGN_INIT, handle, mechanism, key),
+            _SIGN_INIT_DONE,
+            partial(session.slot.still_offers, mechanism.type),
+        )
 
     def _update(self, handle, kind: str, function: str, data) -> tuple:
         session = self.state.session(handle, function)
@@ -201,6 +227,7 @@ class CryptoCalls:
         def body(operation: Operation) -> None:
             self._logged_in_for(operation, function)
             operation.add(arg_bytes(data), function)
+
         session.operations.run(kind, function, body)
         return ()
 
@@ -216,6 +243,7 @@ class CryptoCalls:
             else:
                 output = operation.output(data, lambda d: compute(session, operation, d))
             return (session.operations.deliver(kind, output, offered),)
+
         return session.operations.run(kind, function, body)
 
     def _may_deliver(self, session: ClientSession, operation: Operation, function: str) -> None:
@@ -229,8 +257,9 @@ class CryptoCalls:
 
     def _sign(self, session, op, data):
         if op.context_pin is not None:
-            return self._keyed(session, op, "C_Sign").sign(op.key, op.mechanism, data, op.param,
-                                                           context_pin=op.context_pin)
+            return self._keyed(session, op, "C_Sign").sign(
+                op.key, op.mechanism, data, op.param, context_pin=op.context_pin
+            )
         return self._keyed(session, op, "C_Sign").sign(op.key, op.mechanism, data, op.param)
 
     def _encrypt(self, session, op, data):
@@ -238,8 +267,9 @@ class CryptoCalls:
 
     def _decrypt(self, session, op, data):
         if op.context_pin is not None:
-            return self._keyed(session, op, "C_Decrypt").decrypt(op.key, op.mechanism, data, op.param,
-                                                                 context_pin=op.context_pin)
+            return self._keyed(session, op, "C_Decrypt").decrypt(
+                op.key, op.mechanism, data, op.param, context_pin=op.context_pin
+            )
         return self._keyed(session, op, "C_Decrypt").decrypt(op.key, op.mechanism, data, op.param)
 
     def _digest(self, session, op, data):
@@ -274,10 +304,12 @@ class CryptoCalls:
             if data is not None and op.multi:
                 raise CKRError(codes.CKR_OPERATION_ACTIVE, function, "a multi-part operation is going on")
             message = op.collected() if data is None else arg_bytes(data)
-            self._keyed(session, op, function).verify(op.key, op.mechanism, message,
-                                                      arg_bytes(signature), op.param)
+            self._keyed(session, op, function).verify(
+                op.key, op.mechanism, message, arg_bytes(signature), op.param
+            )
             session.operations.end(VERIFY)
             return ()
+
         return session.operations.run(VERIFY, function, body)
 
     def C_Verify(self, handle, data, signature) -> tuple:
@@ -335,6 +367,7 @@ class CryptoCalls:
             output = compute(session, op, pending[:whole]) if whole else b""
             op.carry = pending[whole:]
             return (output,)
+
         return session.operations.run(kind, function, body)
 
     def C_DigestInit(self, handle, mechanism) -> tuple:
@@ -371,6 +404,7 @@ class CryptoCalls:
                 operation.prepare(b"", lambda data: self._digest(session, operation, data))
                 if operation.computed() is None:
                     operation.output(b"", None)  # raises the refusal kept by prepare
+
         session.operations.run(DIGEST, "C_DigestKey", add)
         return ()
 
@@ -389,8 +423,11 @@ class CryptoCalls:
         if length == 0:  # as one token behind p11-kit server: its server hands the token NULL
             raise CKRError(codes.CKR_ARGUMENTS_BAD, "C_GenerateRandom", "no room for random bytes")
         if length > MAX_RANDOM_BYTES:  # a client's u32 must not make the server allocate 4 GB
-            raise CKRError(codes.CKR_DEVICE_MEMORY, "C_GenerateRandom",
-                           f"{length} random bytes asked, this server gives at most {MAX_RANDOM_BYTES}")
+            raise CKRError(
+                codes.CKR_DEVICE_MEMORY,
+                "C_GenerateRandom",
+                f"{length} random bytes asked, this server gives at most {MAX_RANDOM_BYTES}",
+            )
         ahead, session.random_ahead = session.random_ahead, None
         if ahead is None or len(ahead) != length:
             ahead = self.state.store(session).generate_random(length)
@@ -406,5 +443,6 @@ class CryptoCalls:
         except CKRError:
             return  # the next request asks the slot itself, and gets its answer
         session.random_ahead = made
-        self.state.predict(encode_request(_C_GENERATE_RANDOM, handle, length),
-                     encode_response(_C_GENERATE_RANDOM, made))
+        self.state.predict(
+            encode_request(_C_GENERATE_RANDOM, handle, length), encode_response(_C_GENERATE_RANDOM, made)
+        )

@@ -1,5 +1,6 @@
 """A slot as serve's clients see it: its id, and what every connection shares about it (the
 shared login, session counts, session objects' owners, slot events taken so far, mechanisms)."""
+
 from __future__ import annotations
 
 import threading
@@ -16,6 +17,7 @@ MAX_EVENTS_AT_ONCE = 1000  # a slot that reports events without end cannot hold 
 @dataclass
 class ExposedSlot:
     """A slot as the clients see it: its id here, and what all connections share about it."""
+
     slot_id: int
     slot: Slot
     login: SharedLogin
@@ -78,5 +80,7 @@ def expose(slots: list[Slot], log: Callable[[str], None]) -> list[ExposedSlot]:
     ids = [slot.slot_id for slot in slots]
     if None in ids or len(set(ids)) != len(ids):
         ids = list(range(len(slots)))
-    return [ExposedSlot(slot_id, slot, SharedLogin(slot, lambda line, i=slot_id: log(f"slot {i:#x}: {line}")))
-            for slot_id, slot in zip(ids, slots)]
+    return [
+        ExposedSlot(slot_id, slot, SharedLogin(slot, lambda line, i=slot_id: log(f"slot {i:#x}: {line}")))
+        for slot_id, slot in zip(ids, slots)
+    ]

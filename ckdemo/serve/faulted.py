@@ -28,6 +28,7 @@ What each fault does to the call:
   from before is CKR_SLOT_ID_INVALID (an appliance whose partitions came back numbered anew; an
   application that chose its slot by number once, not by token label or serial, breaks here).
 """
+
 from __future__ import annotations
 
 import time
@@ -42,11 +43,21 @@ from .handle_names import HANDLE_ARGS, HANDLE_REPLIES
 
 # the parts of an operation after its C_*Init: an error ends the operation
 OPERATION_KINDS = {
-    "C_Sign": "sign", "C_SignUpdate": "sign", "C_SignFinal": "sign",
-    "C_Verify": "verify", "C_VerifyUpdate": "verify", "C_VerifyFinal": "verify",
-    "C_Encrypt": "encrypt", "C_EncryptUpdate": "encrypt", "C_EncryptFinal": "encrypt",
-    "C_Decrypt": "decrypt", "C_DecryptUpdate": "decrypt", "C_DecryptFinal": "decrypt",
-    "C_Digest": "digest", "C_DigestUpdate": "digest", "C_DigestKey": "digest",
+    "C_Sign": "sign",
+    "C_SignUpdate": "sign",
+    "C_SignFinal": "sign",
+    "C_Verify": "verify",
+    "C_VerifyUpdate": "verify",
+    "C_VerifyFinal": "verify",
+    "C_Encrypt": "encrypt",
+    "C_EncryptUpdate": "encrypt",
+    "C_EncryptFinal": "encrypt",
+    "C_Decrypt": "decrypt",
+    "C_DecryptUpdate": "decrypt",
+    "C_DecryptFinal": "decrypt",
+    "C_Digest": "digest",
+    "C_DigestUpdate": "digest",
+    "C_DigestKey": "digest",
     "C_DigestFinal": "digest",
 }
 
@@ -88,7 +99,7 @@ def _serial(serial: bytes | str, changes: int) -> str:
     """Another serial number of the same width (16 characters)."""
     text = serial.decode(errors="replace") if isinstance(serial, bytes) else serial
     suffix = f"-{changes}"
-    return (text.strip()[:16 - len(suffix)] + suffix).ljust(16)
+    return (text.strip()[: 16 - len(suffix)] + suffix).ljust(16)
 
 
 def result_of(reply: bytes | None) -> int | None:
@@ -105,8 +116,9 @@ def result_of(reply: bytes | None) -> int | None:
 
 CKF_TOKEN_PRESENT = 0x1
 # what a slot without its token refuses (the slot itself still answers)
-TOKEN_CALLS = frozenset({"C_GetTokenInfo", "C_OpenSession", "C_GetMechanismList",
-                         "C_GetMechanismInfo", "C_InitToken"})
+TOKEN_CALLS = frozenset(
+    {"C_GetTokenInfo", "C_OpenSession", "C_GetMechanismList", "C_GetMechanismInfo", "C_InitToken"}
+)
 
 
 # where object handles travel, by call: request argument positions, reply field positions ("*":
@@ -160,8 +172,18 @@ class Renumbered:
 
 SLOT_STEP = 0x100  # slot id n is seen as n + changes x SLOT_STEP after `changes` slot changes
 NO_SLOT = 0xFFFFFFFF  # what a slot id from before a change becomes: no slot (CKR_SLOT_ID_INVALID)
-SLOT_ARGS = frozenset({"C_GetSlotInfo", "C_GetTokenInfo", "C_GetMechanismList", "C_GetMechanismInfo",
-                       "C_InitToken", "C_OpenSession", "C_CloseAllSessions", "C_WaitForSlotEvent"})
+SLOT_ARGS = frozenset(
+    {
+        "C_GetSlotInfo",
+        "C_GetTokenInfo",
+        "C_GetMechanismList",
+        "C_GetMechanismInfo",
+        "C_InitToken",
+        "C_OpenSession",
+        "C_CloseAllSessions",
+        "C_WaitForSlotEvent",
+    }
+)
 
 
 class SlotMoved:
@@ -189,8 +211,11 @@ class SlotMoved:
 
     def reply(self, name: str, reply: bytes) -> bytes:
         if name == "C_GetSlotList":
-            return _rewritten(reply, name, lambda ids: tuple(self.outward(i) for i in ids)
-                              if isinstance(ids, (tuple, list)) else ids)
+            return _rewritten(
+                reply,
+                name,
+                lambda ids: tuple(self.outward(i) for i in ids) if isinstance(ids, (tuple, list)) else ids,
+            )
         if name == "C_WaitForSlotEvent":
             return _rewritten(reply, name, self.outward)
         if name == "C_GetSessionInfo":
@@ -201,6 +226,7 @@ class SlotMoved:
 @dataclass
 class Seen:
     """What this connection has been through of the server-wide events."""
+
     restarts: int
     resets: int
     removals: int
@@ -235,9 +261,14 @@ class FaultedAnswers:
             return self._answer(body)[0]
         started = time.monotonic()  # when the request came: the step windows go by it
         reply, name, injection = self._answer(body)
-        record = CallRecord(self.state.number, name, started,
-                            time.monotonic() - (started if since is None else since),
-                            injection, result_of(reply))
+        record = CallRecord(
+            self.state.number,
+            name,
+            started,
+            time.monotonic() - (started if since is None else since),
+            injection,
+            result_of(reply),
+        )
         for journal in journals:
             journal(record)
         return reply
@@ -260,8 +291,7 @@ class FaultedAnswers:
             body = self.renumbered.request(name, body)
         if self.book.slot_changes:  # the token is in another slot
             body = self._moved().request(name, body)
-        injection = self.book.for_call(state.number, name,
-                                       name in OUTPUT_CALLS and _size_query(body))
+        injection = self.book.for_call(state.number, name, name in OUTPUT_CALLS and _size_query(body))
         if injection is None:
             return self._renumber(name, self._changed(name, connection.answer(body))), name, None
         self.book.wait_out(injection)
@@ -286,8 +316,9 @@ class FaultedAnswers:
     def _events_due(self) -> None:
         book, seen, connection, state = self.book, self.seen, self.connection, self.state
         if book.restarts > seen.restarts:
-            self.renumbered = Renumbered((self.renumbered.epoch if self.renumbered else 0)
-                                         + book.restarts - seen.restarts)
+            self.renumbered = Renumbered(
+                (self.renumbered.epoch if self.renumbered else 0) + book.restarts - seen.restarts
+            )
             seen.restarts = book.restarts
             connection.release()
             state.log(f"connection {state.number}: HSM restart: its sessions and login are gone")
@@ -295,8 +326,9 @@ class FaultedAnswers:
             seen.resets = book.resets
             connection.release()
             seen.uninitialized = True
-            state.log(f"connection {state.number}: library reset: "
-                           "CKR_CRYPTOKI_NOT_INITIALIZED until C_Initialize")
+            state.log(
+                f"connection {state.number}: library reset: CKR_CRYPTOKI_NOT_INITIALIZED until C_Initialize"
+            )
         if book.removals > seen.removals:
             seen.removals = book.removals
             connection.release()
@@ -310,8 +342,9 @@ class FaultedAnswers:
         """The answer of a slot whose token is out, or a slot event due; None: answer as usual."""
         if name == "C_WaitForSlotEvent" and self.seen.slot_events:
             slot_id = self.seen.slot_events.pop(0)
-            return encode_response("C_WaitForSlotEvent", self._moved().outward(slot_id)
-                                   if self.book.slot_changes else slot_id)
+            return encode_response(
+                "C_WaitForSlotEvent", self._moved().outward(slot_id) if self.book.slot_changes else slot_id
+            )
         if not self.book.removed:
             return None
         if name in TOKEN_CALLS:
@@ -330,8 +363,11 @@ class FaultedAnswers:
         if name == "C_GetSlotInfo" and book.removed:
             return _rewritten(reply, name, lambda info: replace(info, flags=info.flags & ~CKF_TOKEN_PRESENT))
         if name == "C_GetTokenInfo" and book.serial_changes:
-            return _rewritten(reply, name, lambda info: replace(
-                info, serial_number=_serial(info.serial_number, book.serial_changes)))
+            return _rewritten(
+                reply,
+                name,
+                lambda info: replace(info, serial_number=_serial(info.serial_number, book.serial_changes)),
+            )
         return reply
 
     def _end_operation(self, name: str, body: bytes) -> None:

@@ -12,6 +12,7 @@ Every spelling a user may type is checked here, once, with one clear line for wh
 (`FaultError`): the control channel, the `ckdemo fault` command and scenario files all build
 faults through `FaultSpec.parse`.
 """
+
 from __future__ import annotations
 
 import math
@@ -33,22 +34,55 @@ GROUPS: dict[str, tuple[str, ...]] = {
     "digest": ("C_DigestInit", "C_Digest", "C_DigestUpdate", "C_DigestKey", "C_DigestFinal"),
     "random": ("C_SeedRandom", "C_GenerateRandom"),
     "keys": ("C_GenerateKey", "C_GenerateKeyPair", "C_WrapKey", "C_UnwrapKey", "C_DeriveKey"),
-    "objects": ("C_CreateObject", "C_CopyObject", "C_DestroyObject", "C_GetObjectSize",
-                "C_GetAttributeValue", "C_SetAttributeValue", "C_FindObjectsInit",
-                "C_FindObjects", "C_FindObjectsFinal"),
-    "session": ("C_OpenSession", "C_CloseSession", "C_CloseAllSessions", "C_GetSessionInfo",
-                "C_Login", "C_Logout"),
-    "slot": ("C_GetInfo", "C_GetSlotList", "C_GetSlotInfo", "C_GetTokenInfo",
-             "C_GetMechanismList", "C_GetMechanismInfo", "C_WaitForSlotEvent"),
+    "objects": (
+        "C_CreateObject",
+        "C_CopyObject",
+        "C_DestroyObject",
+        "C_GetObjectSize",
+        "C_GetAttributeValue",
+        "C_SetAttributeValue",
+        "C_FindObjectsInit",
+        "C_FindObjects",
+        "C_FindObjectsFinal",
+    ),
+    "session": (
+        "C_OpenSession",
+        "C_CloseSession",
+        "C_CloseAllSessions",
+        "C_GetSessionInfo",
+        "C_Login",
+        "C_Logout",
+    ),
+    "slot": (
+        "C_GetInfo",
+        "C_GetSlotList",
+        "C_GetSlotInfo",
+        "C_GetTokenInfo",
+        "C_GetMechanismList",
+        "C_GetMechanismInfo",
+        "C_WaitForSlotEvent",
+    ),
 }
-GROUPS["crypto"] = GROUPS["sign"] + GROUPS["verify"] + GROUPS["encrypt"] + GROUPS["decrypt"] + \
-    GROUPS["digest"]
+GROUPS["crypto"] = (
+    GROUPS["sign"] + GROUPS["verify"] + GROUPS["encrypt"] + GROUPS["decrypt"] + GROUPS["digest"]
+)
 CALL_NAMES = frozenset(name for name in BY_NAME if name.startswith("C_"))
 # calls whose reply ends in the output an application relies on: a `corrupt` fault flips its last
 # byte (a wrong signature, ciphertext, digest or random: does the application check?)
-OUTPUT_CALLS = frozenset({"C_Sign", "C_SignFinal", "C_Encrypt", "C_EncryptFinal", "C_Decrypt",
-                          "C_DecryptFinal", "C_Digest", "C_DigestFinal", "C_GenerateRandom",
-                          "C_WrapKey"})
+OUTPUT_CALLS = frozenset(
+    {
+        "C_Sign",
+        "C_SignFinal",
+        "C_Encrypt",
+        "C_EncryptFinal",
+        "C_Decrypt",
+        "C_DecryptFinal",
+        "C_Digest",
+        "C_DigestFinal",
+        "C_GenerateRandom",
+        "C_WrapKey",
+    }
+)
 # a fault never takes these: the application must be able to start and stop
 NEVER = frozenset({"C_Initialize", "C_Finalize"})
 
@@ -64,6 +98,7 @@ class FaultError(ValueError):
 @dataclass(frozen=True)
 class FaultSpec:
     """One rule as the user gave it (validated). `calls` empty: every call but NEVER."""
+
     kind: str
     calls: tuple[str, ...] = ()
     error: int | None = None  # kind "error": the code answered instead of calling
@@ -87,12 +122,16 @@ class FaultSpec:
             raise FaultError("a fault is a table of settings (calls, error, latency, ...)")
         unknown = sorted(set(given) - _KEYS)
         if unknown:
-            raise FaultError(f"unknown fault setting(s) {', '.join(map(repr, unknown))} "
-                             f"(known: {', '.join(sorted(_KEYS))})")
+            raise FaultError(
+                f"unknown fault setting(s) {', '.join(map(repr, unknown))} "
+                f"(known: {', '.join(sorted(_KEYS))})"
+            )
         kinds = [kind for kind in KINDS if given.get(kind) not in (None, False)]
         if len(kinds) != 1:
-            raise FaultError("a fault does one thing: give exactly one of --error, --latency, --hang, "
-                             f"--disconnect, --corrupt (got {', '.join(kinds) or 'none'})")
+            raise FaultError(
+                "a fault does one thing: give exactly one of --error, --latency, --hang, "
+                f"--disconnect, --corrupt (got {', '.join(kinds) or 'none'})"
+            )
         kind = kinds[0]
         calls = _calls(given.get("calls"))
         spec: dict[str, Any] = {"kind": kind, "calls": calls}
@@ -107,9 +146,10 @@ class FaultSpec:
         elif kind == "corrupt":
             wrong = sorted(set(calls or ()) - OUTPUT_CALLS)
             if not calls or wrong:
-                raise FaultError("--corrupt changes an output: name calls that return one "
-                                 f"({', '.join(sorted(OUTPUT_CALLS))})"
-                                 + (f", not {', '.join(wrong)}" if wrong else ""))
+                raise FaultError(
+                    "--corrupt changes an output: name calls that return one "
+                    f"({', '.join(sorted(OUTPUT_CALLS))})" + (f", not {', '.join(wrong)}" if wrong else "")
+                )
         if "jitter" in given and kind != "latency":
             raise FaultError("--jitter goes with --latency")
         if given.get("count") is not None:
@@ -129,12 +169,15 @@ class FaultSpec:
 
     def describe(self) -> str:
         """'C_Sign: CKR_DEVICE_ERROR, next 3 calls' and the like: one line for a list."""
-        what = {"error": lambda: ckr_name(self.error or 0),
-                "latency": lambda: f"+{self.latency_ms:g} ms" + (f" +/- {self.jitter_ms:g} ms"
-                                                                 if self.jitter_ms else ""),
-                "hang": lambda: "hang " + (f"{self.hang_s:g} s" if self.hang_s else "until cleared"),
-                "disconnect": lambda: "connection closed, no reply",
-                "corrupt": lambda: "output changed (last byte)"}[self.kind]()
+        what = {
+            "error": lambda: ckr_name(self.error or 0),
+            "latency": lambda: (
+                f"+{self.latency_ms:g} ms" + (f" +/- {self.jitter_ms:g} ms" if self.jitter_ms else "")
+            ),
+            "hang": lambda: "hang " + (f"{self.hang_s:g} s" if self.hang_s else "until cleared"),
+            "disconnect": lambda: "connection closed, no reply",
+            "corrupt": lambda: "output changed (last byte)",
+        }[self.kind]()
         when = [f"next {self.count} call(s)" if self.count else "every call"]
         if self.every > 1:
             when.append(f"1 in {self.every}")
@@ -159,6 +202,7 @@ class FaultSpec:
 @dataclass
 class Fault:
     """A rule in force: its spec, when it was added, and what it has done."""
+
     id: int
     spec: FaultSpec
     added: float  # monotonic
@@ -190,18 +234,26 @@ class Fault:
 
     def spent(self, now: float) -> bool:
         spec = self.spec
-        return (spec.count is not None and self.injected >= spec.count) or \
-            (spec.for_s is not None and now >= self.added + spec.after_s + spec.for_s)
+        return (spec.count is not None and self.injected >= spec.count) or (
+            spec.for_s is not None and now >= self.added + spec.after_s + spec.for_s
+        )
 
     def as_json(self, now: float) -> dict[str, Any]:
-        return {"id": self.id, **self.spec.as_json(), "matched": self.matched,
-                "injected": self.injected, "spent": self.spent(now),
-                "age_s": round(now - self.added, 3), "describe": self.spec.describe()}
+        return {
+            "id": self.id,
+            **self.spec.as_json(),
+            "matched": self.matched,
+            "injected": self.injected,
+            "spent": self.spent(now),
+            "age_s": round(now - self.added, 3),
+            "describe": self.spec.describe(),
+        }
 
 
 @dataclass(frozen=True)
 class CallRecord:
     """One call an application made, as a journal gets it (the fault lab's report)."""
+
     connection: int
     name: str
     started: float  # monotonic
@@ -213,6 +265,7 @@ class CallRecord:
 @dataclass(frozen=True)
 class Injection:
     """What happens to one call: at most one of each kind, from the faults that took it."""
+
     faults: tuple[int, ...]
     error: int | None = None
     delay_s: float = 0.0
@@ -238,8 +291,9 @@ class Injection:
 class FaultBook:
     """The faults of one server. Thread-safe; every connection thread asks it before each call."""
 
-    def __init__(self, clock: Callable[[], float] = time.monotonic,
-                 log: Callable[[str], None] = lambda line: None) -> None:
+    def __init__(
+        self, clock: Callable[[], float] = time.monotonic, log: Callable[[str], None] = lambda line: None
+    ) -> None:
         self.clock = clock
         self.log = log
         self._faults: list[Fault] = []
@@ -269,8 +323,11 @@ class FaultBook:
             self._update()
 
     def _update(self) -> None:
-        self.active = bool(self._faults) or bool(self.journals) or \
-            (self.restarts + self.resets + self.removals + self.serial_changes + self.slot_changes) > 0
+        self.active = (
+            bool(self._faults)
+            or bool(self.journals)
+            or (self.restarts + self.resets + self.removals + self.serial_changes + self.slot_changes) > 0
+        )
 
     def add(self, spec: FaultSpec) -> Fault:
         with self._lock:
@@ -348,8 +405,10 @@ class FaultBook:
         with self._lock:
             self.slot_changes += 1
             self._update()
-        self.log(f"fault: the token moves to another slot (change {self.slot_changes}): slot ids "
-                 "kept from before are CKR_SLOT_ID_INVALID")
+        self.log(
+            f"fault: the token moves to another slot (change {self.slot_changes}): slot ids "
+            "kept from before are CKR_SLOT_ID_INVALID"
+        )
         return self.slot_changes
 
     def for_call(self, connection: int, name: str, sizing: bool = False) -> Injection | None:
@@ -389,8 +448,24 @@ class FaultBook:
             fault.released.wait(fault.spec.hang_s)
 
 
-_KEYS = frozenset({"calls", "error", "latency", "jitter", "hang", "disconnect", "corrupt", "count",
-                   "every", "probability", "after", "for", "connection", "seed"})
+_KEYS = frozenset(
+    {
+        "calls",
+        "error",
+        "latency",
+        "jitter",
+        "hang",
+        "disconnect",
+        "corrupt",
+        "count",
+        "every",
+        "probability",
+        "after",
+        "for",
+        "connection",
+        "seed",
+    }
+)
 
 
 _LOWER = {name.lower(): name for name in CALL_NAMES - NEVER}
@@ -414,8 +489,10 @@ def _calls(given: Any) -> tuple[str, ...]:
         elif name.lower() in _LOWER:
             found.append(_LOWER[name.lower()])
         else:
-            raise FaultError(f"unknown call {name!r}: a PKCS#11 function such as C_Sign, or a "
-                             f"group: {', '.join(sorted(GROUPS))}")
+            raise FaultError(
+                f"unknown call {name!r}: a PKCS#11 function such as C_Sign, or a "
+                f"group: {', '.join(sorted(GROUPS))}"
+            )
     return tuple(dict.fromkeys(found))
 
 

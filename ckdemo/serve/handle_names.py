@@ -12,6 +12,7 @@ know. Until a connection's first logout or close nothing is renamed and nothing 
 
 The fault lab's HSM restart (faulted.Renumbered) uses bits 32-47; these epochs live above them.
 """
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -23,22 +24,41 @@ CLOSES = 1 << 8  # an epoch: closes x CLOSES + logouts (a private object's), in 
 
 # where a request carries an object handle (argument 0 is the session in each), and where a
 # reply gives one ("*": the list C_FindObjects returns)
-HANDLE_ARGS = {"C_CopyObject": (1,), "C_DestroyObject": (1,), "C_GetObjectSize": (1,),
-               "C_GetAttributeValue": (1,), "C_SetAttributeValue": (1,), "C_DigestKey": (1,),
-               "C_EncryptInit": (2,), "C_DecryptInit": (2,), "C_SignInit": (2,), "C_VerifyInit": (2,),
-               "C_SignRecoverInit": (2,), "C_VerifyRecoverInit": (2,), "C_WrapKey": (2, 3),
-               "C_UnwrapKey": (2,), "C_DeriveKey": (2,)}
-HANDLE_REPLIES = {"C_CreateObject": (0,), "C_CopyObject": (0,), "C_GenerateKey": (0,),
-                  "C_UnwrapKey": (0,), "C_DeriveKey": (0,), "C_GenerateKeyPair": (0, 1),
-                  "C_FindObjects": ("*",)}
+HANDLE_ARGS = {
+    "C_CopyObject": (1,),
+    "C_DestroyObject": (1,),
+    "C_GetObjectSize": (1,),
+    "C_GetAttributeValue": (1,),
+    "C_SetAttributeValue": (1,),
+    "C_DigestKey": (1,),
+    "C_EncryptInit": (2,),
+    "C_DecryptInit": (2,),
+    "C_SignInit": (2,),
+    "C_VerifyInit": (2,),
+    "C_SignRecoverInit": (2,),
+    "C_VerifyRecoverInit": (2,),
+    "C_WrapKey": (2, 3),
+    "C_UnwrapKey": (2,),
+    "C_DeriveKey": (2,),
+}
+HANDLE_REPLIES = {
+    "C_CreateObject": (0,),
+    "C_CopyObject": (0,),
+    "C_GenerateKey": (0,),
+    "C_UnwrapKey": (0,),
+    "C_DeriveKey": (0,),
+    "C_GenerateKeyPair": (0, 1),
+    "C_FindObjects": ("*",),
+}
 
 
 class HandleNames:
     """One connection's names for object handles. slot_of(session handle) -> slot id or None;
     is_private(slot id, session handle, object handle) -> bool (read once, cached by the caller)."""
 
-    def __init__(self, slot_of: Callable[[int], int | None],
-                 is_private: Callable[[int, int, int], bool]) -> None:
+    def __init__(
+        self, slot_of: Callable[[int], int | None], is_private: Callable[[int, int, int], bool]
+    ) -> None:
         self.slot_of = slot_of
         self.is_private = is_private
         self.logouts: dict[int, int] = {}  # slot id -> logouts on it (wrapping at CLOSES)
@@ -89,7 +109,10 @@ class HandleNames:
         session = args[0]
 
         def named(handle: int) -> int:
-            return handle | (self._epoch(slot_id, session, handle & HANDLE_MASK) << EPOCH_SHIFT) if handle else 0
+            return (
+                handle | (self._epoch(slot_id, session, handle & HANDLE_MASK) << EPOCH_SHIFT) if handle else 0
+            )
+
         changed = list(result)
         for place in places:
             if place == "*":

@@ -8,6 +8,7 @@ an HMAC under a per-process random key) -- a wrong one counted by the slot's own
 (the HA slot locks the PIN after N in a row, whoever checked it) -- and the real logout comes with the last connection's
 logout, last session close or disconnection.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -15,8 +16,14 @@ import hmac
 import os
 import threading
 
-from ..codes import (CKR_PIN_INCORRECT, CKR_SESSION_HANDLE_INVALID, CKR_USER_ANOTHER_ALREADY_LOGGED_IN,
-                     CKR_USER_ALREADY_LOGGED_IN, CKR_USER_NOT_LOGGED_IN, CKRError)
+from ..codes import (
+    CKR_PIN_INCORRECT,
+    CKR_SESSION_HANDLE_INVALID,
+    CKR_USER_ANOTHER_ALREADY_LOGGED_IN,
+    CKR_USER_ALREADY_LOGGED_IN,
+    CKR_USER_NOT_LOGGED_IN,
+    CKRError,
+)
 from ..model import CKU_USER
 from ..slots import Session, Slot
 
@@ -42,8 +49,10 @@ class SharedLogin:
     def login(self, connection: int, user_type: int, pin: str) -> None:
         with self.lock:
             if self.holders and self._lost():
-                self.log("real logout: the token lost the login (every HA member lost); "
-                         f"{len(self.holders)} application(s) must log in again")
+                self.log(
+                    "real logout: the token lost the login (every HA member lost); "
+                    f"{len(self.holders)} application(s) must log in again"
+                )
                 self.holders.clear()
                 anchor, self._anchor, self.user_type, self._pin = self._anchor, None, None, None
                 if anchor is not None:
@@ -52,8 +61,11 @@ class SharedLogin:
                 raise CKRError(CKR_USER_ALREADY_LOGGED_IN, "C_Login")
             if self.holders:
                 if user_type != self.user_type:
-                    raise CKRError(CKR_USER_ANOTHER_ALREADY_LOGGED_IN, "C_Login",
-                                   "another application is logged in as the other user type")
+                    raise CKRError(
+                        CKR_USER_ANOTHER_ALREADY_LOGGED_IN,
+                        "C_Login",
+                        "another application is logged in as the other user type",
+                    )
                 self._check(user_type, pin)
             else:
                 anchor = self.slot.open_session(rw=True)
@@ -65,8 +77,11 @@ class SharedLogin:
                         raise
                     # logged in by the same process beside us (the HA group over a member
                     # slot, with --slots all): the PIN is checked by nobody; refuse
-                    raise CKRError(CKR_USER_ANOTHER_ALREADY_LOGGED_IN, "C_Login",
-                                   "the token is logged in outside this server's control") from exc
+                    raise CKRError(
+                        CKR_USER_ANOTHER_ALREADY_LOGGED_IN,
+                        "C_Login",
+                        "the token is logged in outside this server's control",
+                    ) from exc
                 self._anchor, self.user_type, self._pin = anchor, user_type, _digest(pin)
                 self.log("real login")
             self.holders.add(connection)

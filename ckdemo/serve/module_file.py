@@ -7,6 +7,7 @@ Where: p11-kit reads user module files (~/.config/pkcs11/modules) only for a use
 root; root's p11-kit reads the system folder alone (/etc/pkcs11/modules; checked with p11-kit
 0.24: a user file is ignored for root).
 """
+
 from __future__ import annotations
 
 import os
@@ -37,8 +38,10 @@ def write(name: str, socket_path: Path, home: Path, folder: Path | None = None) 
         raise ModuleFileError(f"{path} exists and is not ckdemo's: choose another --p11-kit-module name")
     try:
         folder.mkdir(parents=True, exist_ok=True)
-        path.write_text(f"{MARK} (pid {os.getpid()}) for {home}; removed when it stops\n"
-                        f"remote: unix:path={Path(socket_path).resolve()}\n")
+        path.write_text(
+            f"{MARK} (pid {os.getpid()}) for {home}; removed when it stops\n"
+            f"remote: unix:path={Path(socket_path).resolve()}\n"
+        )
     except OSError as exc:
         raise ModuleFileError(f"cannot write {path}: {exc.strerror or exc}") from None
     return path

@@ -1,12 +1,18 @@
 """Object calls of a connection: a connection not logged in sees public objects only."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 from . import wire
 from .. import codes
-from ..codes import (CKR_ACTION_PROHIBITED, CKR_OPERATION_NOT_INITIALIZED, CKR_TEMPLATE_INCONSISTENT,
-                     CKR_USER_NOT_LOGGED_IN, CKRError)
+from ..codes import (
+    CKR_ACTION_PROHIBITED,
+    CKR_OPERATION_NOT_INITIALIZED,
+    CKR_TEMPLATE_INCONSISTENT,
+    CKR_USER_NOT_LOGGED_IN,
+    CKRError,
+)
 from ..model import CKA_COPYABLE, CKA_PRIVATE, CKA_TOKEN
 from .attributes import UnnamedAttribute, naming, read_attributes
 from .state import ConnectionState
@@ -15,6 +21,7 @@ from .state import ConnectionState
 @dataclass(slots=True)
 class ObjectCalls:
     """C_CreateObject ... C_FindObjectsFinal."""
+
     state: ConnectionState
 
     def C_CreateObject(self, handle, attributes) -> tuple:
@@ -38,7 +45,9 @@ class ObjectCalls:
         if found.get(CKA_COPYABLE) is False:
             raise CKRError(CKR_ACTION_PROHIBITED, "C_CopyObject", f"object {source} is not copyable")
         if found.get(CKA_PRIVATE, True) and not private:
-            raise CKRError(CKR_TEMPLATE_INCONSISTENT, "C_CopyObject", "a copy of a private object cannot be public")
+            raise CKRError(
+                CKR_TEMPLATE_INCONSISTENT, "C_CopyObject", "a copy of a private object cannot be public"
+            )
         self.state.may_create(session, token, private, "C_CopyObject")
         with self.state.making("C_CopyObject"):
             made = store.copy_object(source, template)

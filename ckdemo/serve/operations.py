@@ -7,6 +7,7 @@ end. Its output is kept until it is delivered: a size query (buffer length 0) or
 small leaves the operation active with the same output, as PKCS#11 requires (so an ECDSA
 signature asked twice is the same signature).
 """
+
 from __future__ import annotations
 
 import threading
@@ -49,9 +50,11 @@ class Budget:
     def take(self, size: int, function: str) -> None:
         with self._lock:
             if self.used + size > self.limit:
-                raise CKRError(CKR_DEVICE_MEMORY, function,
-                               f"{self.what} holds {self.used} bytes of multi-part input already "
-                               f"(at most {self.limit})")
+                raise CKRError(
+                    CKR_DEVICE_MEMORY,
+                    function,
+                    f"{self.what} holds {self.used} bytes of multi-part input already (at most {self.limit})",
+                )
             if self.parent is not None:
                 self.parent.take(size, function)
             self.used += size
@@ -94,8 +97,9 @@ class Operation:
     def add(self, data: bytes, function: str) -> None:
         self.multi = True
         if self.size + len(data) > MAX_BUFFERED:
-            raise CKRError(CKR_DEVICE_MEMORY, function,
-                           f"more than {MAX_BUFFERED} bytes in one multi-part operation")
+            raise CKRError(
+                CKR_DEVICE_MEMORY, function, f"more than {MAX_BUFFERED} bytes in one multi-part operation"
+            )
         if self.budget is not None:
             self.budget.take(len(data), function)
         self.size += len(data)
@@ -141,8 +145,11 @@ class Operations:
 
     def start(self, operation: Operation, function: str) -> None:
         if self.active:  # one operation at a time in a session, of any kind, as SoftHSM2 keeps it
-            raise CKRError(CKR_OPERATION_ACTIVE, function,
-                           f"a {next(iter(self.active))} operation is active in this session")
+            raise CKRError(
+                CKR_OPERATION_ACTIVE,
+                function,
+                f"a {next(iter(self.active))} operation is active in this session",
+            )
         operation.budget = self.budget
         self.active[operation.kind] = operation
 

@@ -7,6 +7,7 @@ request comes, its reply is sent at once and the request is handled after, as an
 state changes it makes are the point); a handler whose answer then differs is a ckdemo bug,
 logged. Any other request ends every prediction (it may change what they depended on).
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -34,8 +35,10 @@ class PredictedAnswers:
         self.early += 1
         reply = connection.answer(body)
         if reply != early:  # a prediction that did not hold: the client was misled
-            state.on_error(f"connection {state.number}: a predicted reply",
-                                AssertionError(f"sent {early.hex()}, the handler answered {reply.hex()}"))
+            state.on_error(
+                f"connection {state.number}: a predicted reply",
+                AssertionError(f"sent {early.hex()}, the handler answered {reply.hex()}"),
+            )
 
     def _early_reply(self, body: bytes) -> bytes | None:
         predicted = self.state.predicted

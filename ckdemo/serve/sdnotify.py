@@ -1,6 +1,7 @@
 """systemd's readiness protocol, the part `ckdemo serve` needs (sd_notify(3)): one datagram of
 `NAME=value` lines to the Unix socket $NOTIFY_SOCKET names, when a Type=notify unit set it.
 No dependency: a few lines of socket code, as systemd documents the protocol."""
+
 from __future__ import annotations
 
 import os
@@ -32,6 +33,7 @@ def notify(state: str, environ: Mapping[str, str] = os.environ) -> bool:
             sock.connect(target)
             sock.sendall(state.encode())
         except OSError as exc:
-            raise NotifyError(f"NOTIFY_SOCKET={address}: systemd not told {state} "
-                              f"({exc.strerror or exc})") from None
+            raise NotifyError(
+                f"NOTIFY_SOCKET={address}: systemd not told {state} ({exc.strerror or exc})"
+            ) from None
     return True

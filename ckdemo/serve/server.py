@@ -5,6 +5,7 @@ is right even when several client threads share the socket). A request that does
 an error reply; broken framing (a huge length, a frame cut short, EOF inside a frame) closes that
 connection only. However a connection ends, what it held is released (connection.release()).
 """
+
 from __future__ import annotations
 
 import os
@@ -25,8 +26,14 @@ from .faulted import FaultedAnswers
 from .predicted import PredictedAnswers
 from .faults import FaultBook
 from . import unixsocket
-from .operations import (CONNECTION_BUFFERED, CONNECTION_LOST, REFUSED_OBJECT_BYTES, SERVER_BUFFERED,
-                         SERVER_LOST, Budget)
+from .operations import (
+    CONNECTION_BUFFERED,
+    CONNECTION_LOST,
+    REFUSED_OBJECT_BYTES,
+    SERVER_BUFFERED,
+    SERVER_LOST,
+    Budget,
+)
 
 DEFAULT_MAX_CONNECTIONS = 64  # applications at once; each holds a thread and its sessions
 DEFAULT_REFUSED_OBJECTS = CONNECTION_LOST // REFUSED_OBJECT_BYTES  # an application's share: 4,096
@@ -45,12 +52,17 @@ def peer_pid(connection: socket.socket) -> int | None:
 class Server:
     """Serves `slots` on a Unix socket path (mode 0600: the tokens behind are logged in)."""
 
-    def __init__(self, path: str | os.PathLike, slots: list[Slot], info: Info | None = None,
-                 log: Callable[[str], None] = print,
-                 on_error: Callable[[str, BaseException], None] | None = None,
-                 max_connections: int = DEFAULT_MAX_CONNECTIONS,
-                 faults: FaultBook | None = None,
-                 refused_objects: int = DEFAULT_REFUSED_OBJECTS) -> None:
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        slots: list[Slot],
+        info: Info | None = None,
+        log: Callable[[str], None] = print,
+        on_error: Callable[[str, BaseException], None] | None = None,
+        max_connections: int = DEFAULT_MAX_CONNECTIONS,
+        faults: FaultBook | None = None,
+        refused_objects: int = DEFAULT_REFUSED_OBJECTS,
+    ) -> None:
         self.path = os.fspath(path)
         # the fault lab's rules (ckdemo fault add ...): none, and the request loop never looks
         self.faults = faults or FaultBook(log=log)
@@ -59,8 +71,9 @@ class Server:
         self.budget = Budget(SERVER_BUFFERED, what="the server")  # every connection's is inside
         self.lost = Budget(SERVER_LOST, what="the server's member libraries")
         self.log = log
-        self.on_error = on_error or (lambda where, error: log(f"{where}: internal error "
-                                                              f"{type(error).__name__}: {error}"))
+        self.on_error = on_error or (
+            lambda where, error: log(f"{where}: internal error {type(error).__name__}: {error}")
+        )
         self.slots = expose(slots, log)
         self.info = info or Info(Version(2, 40), "ckdemo", 0, "ckdemo serve", Version(1, 0))
         self.connections: dict[int, tuple[socket.socket, threading.Thread]] = {}
@@ -85,15 +98,18 @@ class Server:
                     connection.close()
                     return
                 if len(self.connections) >= self.max_connections:
-                    self.log(f"refused a connection (pid {peer_pid(connection) or '?'}): "
-                             f"{len(self.connections)} open already (--max-connections "
-                             f"{self.max_connections})")
+                    self.log(
+                        f"refused a connection (pid {peer_pid(connection) or '?'}): "
+                        f"{len(self.connections)} open already (--max-connections "
+                        f"{self.max_connections})"
+                    )
                     connection.close()
                     continue
                 self._count += 1
                 number = self._count
-                thread = threading.Thread(target=self._serve, args=(number, connection),
-                                          name=f"connection-{number}", daemon=True)
+                thread = threading.Thread(
+                    target=self._serve, args=(number, connection), name=f"connection-{number}", daemon=True
+                )
                 self.connections[number] = (connection, thread)
             try:
                 thread.start()
@@ -106,9 +122,15 @@ class Server:
     def _serve(self, number: int, sock: socket.socket) -> None:
         started = time.monotonic()
         self.log(f"connection {number} opened (pid {peer_pid(sock) or '?'})")
-        connection = Connection(number, self.slots, self.info, self.log, self.on_error,
-                                Budget(CONNECTION_BUFFERED, self.budget, f"connection {number}"),
-                                Budget(self.connection_lost, self.lost, f"connection {number}"))
+        connection = Connection(
+            number,
+            self.slots,
+            self.info,
+            self.log,
+            self.on_error,
+            Budget(CONNECTION_BUFFERED, self.budget, f"connection {number}"),
+            Budget(self.connection_lost, self.lost, f"connection {number}"),
+        )
         state = connection.state
         how = "closed by the client"
         frames = FrameStream(sock)
@@ -155,8 +177,10 @@ class Server:
                         self.connections.pop(number, None)
             released = f", {left} session(s) released" if left else ""
             early = f" ({predicted.early} answered as predicted)" if predicted.early else ""
-            self.log(f"connection {number} {how} after {state.calls} call(s){early} in "
-                     f"{time.monotonic() - started:.1f} s{released}")
+            self.log(
+                f"connection {number} {how} after {state.calls} call(s){early} in "
+                f"{time.monotonic() - started:.1f} s{released}"
+            )
 
     def stop(self) -> None:
         """Stop accepting, end every connection (each releases its sessions and login), remove

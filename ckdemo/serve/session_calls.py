@@ -1,17 +1,35 @@
 """Sessions and login of a connection: each connection logs in on its own."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..codes import (CKR_SESSION_PARALLEL_NOT_SUPPORTED, CKR_SESSION_READ_ONLY,
-                     CKR_SESSION_READ_ONLY_EXISTS, CKR_SESSION_READ_WRITE_SO_EXISTS,
-                     CKR_USER_ALREADY_LOGGED_IN, CKR_USER_ANOTHER_ALREADY_LOGGED_IN,
-                     CKR_OPERATION_NOT_INITIALIZED, CKR_USER_NOT_LOGGED_IN,
-                     CKR_USER_TYPE_INVALID, CKRError)
+from ..codes import (
+    CKR_SESSION_PARALLEL_NOT_SUPPORTED,
+    CKR_SESSION_READ_ONLY,
+    CKR_SESSION_READ_ONLY_EXISTS,
+    CKR_SESSION_READ_WRITE_SO_EXISTS,
+    CKR_USER_ALREADY_LOGGED_IN,
+    CKR_USER_ANOTHER_ALREADY_LOGGED_IN,
+    CKR_OPERATION_NOT_INITIALIZED,
+    CKR_USER_NOT_LOGGED_IN,
+    CKR_USER_TYPE_INVALID,
+    CKRError,
+)
 from ..model import CKU_CONTEXT_SPECIFIC, CKU_SO, CKU_USER
 from ..rpc.structs import SessionInfo
-from .client_session import (CKF_RW_SESSION, CKF_SERIAL_SESSION, RO_PUBLIC, RO_USER, RW_PUBLIC,
-                             RW_SO, RW_USER, ClientSession, pin_text, quietly)
+from .client_session import (
+    CKF_RW_SESSION,
+    CKF_SERIAL_SESSION,
+    RO_PUBLIC,
+    RO_USER,
+    RW_PUBLIC,
+    RW_SO,
+    RW_USER,
+    ClientSession,
+    pin_text,
+    quietly,
+)
 from .operations import Operations
 from .state import ConnectionState
 
@@ -19,6 +37,7 @@ from .state import ConnectionState
 @dataclass(slots=True)
 class SessionCalls:
     """C_OpenSession ... C_SetPIN."""
+
     state: ConnectionState
 
     def C_OpenSession(self, slot_id, flags) -> tuple:
@@ -68,7 +87,9 @@ class SessionCalls:
         self.state.private = {k: v for k, v in self.state.private.items() if k[0] != exposed.slot_id}
         self.state.identities = {k: v for k, v in self.state.identities.items() if k[0] != exposed.slot_id}
         self.state.key_facts = {k: v for k, v in self.state.key_facts.items() if k[0] != exposed.slot_id}
-        self.state.signature_sizes = {k: v for k, v in self.state.signature_sizes.items() if k[0] != exposed.slot_id}
+        self.state.signature_sizes = {
+            k: v for k, v in self.state.signature_sizes.items() if k[0] != exposed.slot_id
+        }
         if exposed.slot_id in self.state.logged_in:
             self.logout(exposed)
 
@@ -92,8 +113,11 @@ class SessionCalls:
             # only an operation on a CKA_ALWAYS_AUTHENTICATE key asks for it (SoftHSM2's order)
             operation = session.operations.waiting_for_login()
             if operation is None:
-                raise CKRError(CKR_OPERATION_NOT_INITIALIZED, "C_Login",
-                               "no operation in this session needs a context-specific login")
+                raise CKRError(
+                    CKR_OPERATION_NOT_INITIALIZED,
+                    "C_Login",
+                    "no operation in this session needs a context-specific login",
+                )
             exposed.login.reauthenticate(self.state.number, pin)
             operation.reauthenticate, operation.context_pin = False, pin
             return ()
@@ -103,12 +127,16 @@ class SessionCalls:
         if user_type == CKU_SO and any(s.slot is exposed and not s.rw for s in self.state.sessions.values()):
             raise CKRError(CKR_SESSION_READ_ONLY_EXISTS, "C_Login")
         if user is not None:
-            raise CKRError(CKR_USER_ALREADY_LOGGED_IN if user == user_type
-                           else CKR_USER_ANOTHER_ALREADY_LOGGED_IN, "C_Login")
+            raise CKRError(
+                CKR_USER_ALREADY_LOGGED_IN if user == user_type else CKR_USER_ANOTHER_ALREADY_LOGGED_IN,
+                "C_Login",
+            )
         exposed.login.login(self.state.number, user_type, pin)
         self.state.logged_in[exposed.slot_id] = user_type
-        self.state.log(f"connection {self.state.number}: logged in as {'SO' if user_type == CKU_SO else 'user'} "
-                 f"on slot {exposed.slot_id:#x}")
+        self.state.log(
+            f"connection {self.state.number}: logged in as {'SO' if user_type == CKU_SO else 'user'} "
+            f"on slot {exposed.slot_id:#x}"
+        )
         return ()
 
     def C_Logout(self, handle) -> tuple:

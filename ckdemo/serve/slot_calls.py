@@ -1,12 +1,12 @@
 """The general-purpose, slot and token calls of a connection."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable
 
 from . import wire
-from ..codes import (CKR_FUNCTION_NOT_SUPPORTED, CKR_GENERAL_ERROR, CKR_NO_EVENT,
-                     CKR_SESSION_EXISTS, CKRError)
+from ..codes import CKR_FUNCTION_NOT_SUPPORTED, CKR_GENERAL_ERROR, CKR_NO_EVENT, CKR_SESSION_EXISTS, CKRError
 from ..rpc.calls import HANDSHAKE
 from ..rpc.structs import BufferSize
 from .client_session import CKF_DONT_BLOCK, pin_text
@@ -16,6 +16,7 @@ from .state import ConnectionState
 @dataclass(slots=True)
 class SlotCalls:
     """C_Initialize ... C_WaitForSlotEvent: what the library, its slots and tokens are."""
+
     state: ConnectionState
     release: Callable[[], None]  # everything the application holds (C_Finalize)
 
@@ -57,14 +58,14 @@ class SlotCalls:
         with exposed.lock:
             if exposed.sessions or exposed.login.holders:
                 raise CKRError(CKR_SESSION_EXISTS, "C_InitToken")
-            exposed.slot.init_token(pin_text(pin, "C_InitToken"),
-                                    (label or b"").rstrip(b"\0 ").decode("utf-8", "replace"))
+            exposed.slot.init_token(
+                pin_text(pin, "C_InitToken"), (label or b"").rstrip(b"\0 ").decode("utf-8", "replace")
+            )
         return ()
 
     def C_WaitForSlotEvent(self, flags) -> tuple:
         if not flags & CKF_DONT_BLOCK:  # blocking would hold this connection's every call
-            raise CKRError(CKR_FUNCTION_NOT_SUPPORTED, "C_WaitForSlotEvent",
-                           "only CKF_DONT_BLOCK is served")
+            raise CKRError(CKR_FUNCTION_NOT_SUPPORTED, "C_WaitForSlotEvent", "only CKF_DONT_BLOCK is served")
         answer = CKR_FUNCTION_NOT_SUPPORTED
         for exposed in self.state.order:
             total = exposed.collect_events()

@@ -8,14 +8,22 @@ slot carries every call of this connection (so object handles are valid in all o
 as PKCS#11 wants). Login is enforced here (see logins.py): a connection that is not logged in
 neither sees nor uses private objects, whoever else is logged in.
 """
+
 from __future__ import annotations
 
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
-from ..codes import (CKR_KEY_HANDLE_INVALID, CKR_OBJECT_HANDLE_INVALID, CKR_SESSION_HANDLE_INVALID,
-                     CKR_SESSION_READ_ONLY, CKR_SLOT_ID_INVALID, CKR_USER_NOT_LOGGED_IN, CKRError)
+from ..codes import (
+    CKR_KEY_HANDLE_INVALID,
+    CKR_OBJECT_HANDLE_INVALID,
+    CKR_SESSION_HANDLE_INVALID,
+    CKR_SESSION_READ_ONLY,
+    CKR_SLOT_ID_INVALID,
+    CKR_USER_NOT_LOGGED_IN,
+    CKRError,
+)
 from ..model import CKA_CLASS, CKA_ID, CKA_LABEL, CKA_PRIVATE, CKA_TOKEN, CKU_USER
 from ..rpc.structs import Info
 from ..slots import Session
@@ -29,6 +37,7 @@ from .operations import CONNECTION_BUFFERED, CONNECTION_LOST, REFUSED_OBJECT_BYT
 @dataclass(slots=True, eq=False)
 class ConnectionState:
     """Everything one application has here; the calls' groups read and change it."""
+
     number: int
     order: list[ExposedSlot]  # the slots, in the order C_GetSlotList lists them
     info: Info
@@ -44,8 +53,12 @@ class ConnectionState:
     stores: dict[int, Session] = field(default_factory=dict)  # server slot id -> the slot session behind
     logged_in: dict[int, int] = field(default_factory=dict)  # server slot id -> user type
     private: dict[tuple[int, int], bool] = field(default_factory=dict)  # (slot id, object) -> CKA_PRIVATE
-    identities: dict[tuple[int, int], tuple | None] = field(default_factory=dict)  # (slot id, object) -> identity
-    key_facts: dict[tuple[int, int], object] = field(default_factory=dict)  # (slot id, key) -> key_checks.KeyFacts
+    identities: dict[tuple[int, int], tuple | None] = field(
+        default_factory=dict
+    )  # (slot id, object) -> identity
+    key_facts: dict[tuple[int, int], object] = field(
+        default_factory=dict
+    )  # (slot id, key) -> key_checks.KeyFacts
     # slot events told to this application, per slot: it starts at what had happened when it
     # connected (events before that are not its own)
     events_told: dict[int, int] = field(init=False)
@@ -131,15 +144,15 @@ class ConnectionState:
             raise CKRError(invalid, function, f"no object {handle} here")
         if not self.sees_private(session) and self.is_private(session, handle):
             code = CKR_USER_NOT_LOGGED_IN if function in CONTINUED else invalid
-            raise CKRError(code, function,
-                           f"object {handle} is private and this application is not logged in")
+            raise CKRError(
+                code, function, f"object {handle} is private and this application is not logged in"
+            )
 
     def may_create(self, session: ClientSession, token: bool, private: bool, function: str) -> None:
         if token and not session.rw:
             raise CKRError(CKR_SESSION_READ_ONLY, function)
         if private and not self.sees_private(session):
-            raise CKRError(CKR_USER_NOT_LOGGED_IN, function,
-                           "a private object needs a logged-in application")
+            raise CKRError(CKR_USER_NOT_LOGGED_IN, function, "a private object needs a logged-in application")
 
     def may_change(self, session: ClientSession, handle: int, function: str) -> None:
         self.usable(session, handle, function)
@@ -164,8 +177,11 @@ class ConnectionState:
         key = (session.slot.slot_id, handle)
         if key not in self.identities:
             found = self.store(session).get_attributes(handle, [CKA_TOKEN, CKA_CLASS, CKA_ID, CKA_LABEL])
-            self.identities[key] = None if found.get(CKA_TOKEN, True) else \
-                (found.get(CKA_CLASS), bytes(found.get(CKA_ID) or b""), found.get(CKA_LABEL) or "")
+            self.identities[key] = (
+                None
+                if found.get(CKA_TOKEN, True)
+                else (found.get(CKA_CLASS), bytes(found.get(CKA_ID) or b""), found.get(CKA_LABEL) or "")
+            )
         return self.identities[key]
 
     def visible(self, session: ClientSession, handle: int) -> bool:
@@ -199,10 +215,12 @@ class ConnectionState:
         except CKRError:
             if not self.told_lost:
                 self.told_lost = True
-                self.log(f"connection {self.number}: {function} refused with CKR_DEVICE_MEMORY: "
-                         "the member libraries keep memory for every object they refused to make "
-                         "(SoftHSM2), and this application or the server has used its share; "
-                         "restart ckdemo serve to reclaim it")
+                self.log(
+                    f"connection {self.number}: {function} refused with CKR_DEVICE_MEMORY: "
+                    "the member libraries keep memory for every object they refused to make "
+                    "(SoftHSM2), and this application or the server has used its share; "
+                    "restart ckdemo serve to reclaim it"
+                )
             raise
         made = False
         try:
@@ -232,14 +250,37 @@ class ConnectionState:
             del self.signature_sizes[key]
 
 
-
 # what a token answers for a handle it does not know, by function (SoftHSM2 2.6.1)
-KEY_FUNCTIONS = frozenset({"C_SignInit", "C_VerifyInit", "C_EncryptInit", "C_DecryptInit",
-                           "C_DigestKey", "C_WrapKey", "C_UnwrapKey", "C_DeriveKey"})
+KEY_FUNCTIONS = frozenset(
+    {
+        "C_SignInit",
+        "C_VerifyInit",
+        "C_EncryptInit",
+        "C_DecryptInit",
+        "C_DigestKey",
+        "C_WrapKey",
+        "C_UnwrapKey",
+        "C_DeriveKey",
+    }
+)
 # the parts of an operation begun before a logout
-CONTINUED = frozenset({"C_Sign", "C_SignUpdate", "C_SignFinal", "C_Verify", "C_VerifyUpdate",
-                       "C_VerifyFinal", "C_Encrypt", "C_EncryptUpdate", "C_EncryptFinal", "C_Decrypt",
-                       "C_DecryptUpdate", "C_DecryptFinal", "C_DigestFinal"})
+CONTINUED = frozenset(
+    {
+        "C_Sign",
+        "C_SignUpdate",
+        "C_SignFinal",
+        "C_Verify",
+        "C_VerifyUpdate",
+        "C_VerifyFinal",
+        "C_Encrypt",
+        "C_EncryptUpdate",
+        "C_EncryptFinal",
+        "C_Decrypt",
+        "C_DecryptUpdate",
+        "C_DecryptFinal",
+        "C_DigestFinal",
+    }
+)
 
 
 def _invalid(function: str) -> int:

@@ -1,5 +1,6 @@
 """The server's Unix sockets (the PKCS#11 socket and the control socket): made 0600, taken over
 from a server that died, never from one that still answers; closed with the file removed."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Between the wire (ckdemo.rpc values) and the slot protocol's plain values (ckdemo.slots)."""
+
 from __future__ import annotations
 
 from ..codes import CKR_MECHANISM_PARAM_INVALID, CKRError
@@ -43,25 +44,49 @@ def native_length(wire: Attribute) -> int:
 # pointers (CK_GCM_PARAMS, CK_ECDH1_DERIVE_PARAMS, CK_KEY_DERIVATION_STRING_DATA ...) that the
 # module would follow into this process's memory (measured: C_Encrypt after an AES-GCM init with
 # a raw 48-byte parameter killed the server): CKR_MECHANISM_PARAM_INVALID instead.
-FLAT_PARAMETERS = frozenset({
-    0x0122, 0x0125, 0x0133, 0x0136,  # CKM_DES_CBC(_PAD), CKM_DES3_CBC(_PAD): an IV
-    0x1082, 0x1085, 0x1089,  # CKM_AES_CBC, CKM_AES_CBC_PAD, CKM_AES_CTS: an IV
-    0x1086,  # CKM_AES_CTR: CK_AES_CTR_PARAMS (a CK_ULONG and a 16-byte block)
-    0x2104, 0x2105, 0x2106, 0x2107, 0x2108,  # CKM_AES_OFB, CFB64, CFB8, CFB128, CFB1: an IV
-    0x2109, 0x210A,  # CKM_AES_KEY_WRAP, CKM_AES_KEY_WRAP_PAD: an optional IV
-    0x0043, 0x0044, 0x0045, 0x0046, 0x0047,  # CKM_SHA*_RSA_PKCS_PSS: three CK_ULONGs
-    0x0222, 0x0232, 0x0252, 0x0257, 0x0262, 0x0272,  # CKM_SHA*_HMAC_GENERAL: a CK_ULONG
-    0x1084, 0x108B,  # CKM_AES_MAC_GENERAL, CKM_AES_CMAC_GENERAL: a CK_ULONG
-})
+FLAT_PARAMETERS = frozenset(
+    {
+        0x0122,
+        0x0125,
+        0x0133,
+        0x0136,  # CKM_DES_CBC(_PAD), CKM_DES3_CBC(_PAD): an IV
+        0x1082,
+        0x1085,
+        0x1089,  # CKM_AES_CBC, CKM_AES_CBC_PAD, CKM_AES_CTS: an IV
+        0x1086,  # CKM_AES_CTR: CK_AES_CTR_PARAMS (a CK_ULONG and a 16-byte block)
+        0x2104,
+        0x2105,
+        0x2106,
+        0x2107,
+        0x2108,  # CKM_AES_OFB, CFB64, CFB8, CFB128, CFB1: an IV
+        0x2109,
+        0x210A,  # CKM_AES_KEY_WRAP, CKM_AES_KEY_WRAP_PAD: an optional IV
+        0x0043,
+        0x0044,
+        0x0045,
+        0x0046,
+        0x0047,  # CKM_SHA*_RSA_PKCS_PSS: three CK_ULONGs
+        0x0222,
+        0x0232,
+        0x0252,
+        0x0257,
+        0x0262,
+        0x0272,  # CKM_SHA*_HMAC_GENERAL: a CK_ULONG
+        0x1084,
+        0x108B,  # CKM_AES_MAC_GENERAL, CKM_AES_CMAC_GENERAL: a CK_ULONG
+    }
+)
 
 
 def mechanism_param(mechanism: Mechanism) -> MechanismParam:
     parameter = mechanism.parameter
-    if isinstance(parameter, (bytes, bytearray)) and parameter \
-            and mechanism.type not in FLAT_PARAMETERS:
-        raise CKRError(CKR_MECHANISM_PARAM_INVALID, "C_*Init",
-                       f"mechanism {mechanism.type:#x} takes a parameter this server does not "
-                       "decode; sent as bytes it could hold pointers")
+    if isinstance(parameter, (bytes, bytearray)) and parameter and mechanism.type not in FLAT_PARAMETERS:
+        raise CKRError(
+            CKR_MECHANISM_PARAM_INVALID,
+            "C_*Init",
+            f"mechanism {mechanism.type:#x} takes a parameter this server does not "
+            "decode; sent as bytes it could hold pointers",
+        )
     if isinstance(parameter, RsaPkcsPssParams):
         return PSSParam(parameter.hash_alg, parameter.mgf, parameter.salt_length)
     if isinstance(parameter, RsaPkcsOaepParams):
@@ -85,23 +110,46 @@ def version(pair: tuple[int, int]) -> Version:
 
 
 def library_info(info: LibraryInfo) -> Info:
-    return Info(version(info.cryptoki_version), fixed(info.manufacturer_id, 32), 0,
-                fixed(info.library_description, 32), version(info.library_version))
+    return Info(
+        version(info.cryptoki_version),
+        fixed(info.manufacturer_id, 32),
+        0,
+        fixed(info.library_description, 32),
+        version(info.library_version),
+    )
 
 
 def slot_info(info: SlotSlotInfo, description: str) -> SlotInfo:
-    return SlotInfo(fixed(description, 64), fixed(info.manufacturer_id, 32), info.flags,
-                    version(info.hardware_version), version(info.firmware_version))
+    return SlotInfo(
+        fixed(description, 64),
+        fixed(info.manufacturer_id, 32),
+        info.flags,
+        version(info.hardware_version),
+        version(info.firmware_version),
+    )
 
 
 def token_info(info: SlotTokenInfo) -> TokenInfo:
-    return TokenInfo(fixed(info.label, 32), fixed(info.manufacturer_id, 32), fixed(info.model, 16),
-                     fixed(info.serial_number, 16), info.flags, info.max_session_count,
-                     info.session_count, info.max_rw_session_count, info.rw_session_count,
-                     info.max_pin_len, info.min_pin_len, info.total_public_memory,
-                     info.free_public_memory, info.total_private_memory,
-                     info.free_private_memory, version(info.hardware_version),
-                     version(info.firmware_version), fixed(info.utc_time, 16))
+    return TokenInfo(
+        fixed(info.label, 32),
+        fixed(info.manufacturer_id, 32),
+        fixed(info.model, 16),
+        fixed(info.serial_number, 16),
+        info.flags,
+        info.max_session_count,
+        info.session_count,
+        info.max_rw_session_count,
+        info.rw_session_count,
+        info.max_pin_len,
+        info.min_pin_len,
+        info.total_public_memory,
+        info.free_public_memory,
+        info.total_private_memory,
+        info.free_private_memory,
+        version(info.hardware_version),
+        version(info.firmware_version),
+        fixed(info.utc_time, 16),
+    )
 
 
 def mechanism_info(info: SlotMechanismInfo) -> MechanismInfo:

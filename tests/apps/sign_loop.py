@@ -14,6 +14,7 @@ CKM_SHA256_RSA_PKCS (SoftHSM2's ECDSA does not hash, so it has no multi-part for
 Usage: sign_loop.py MODULE TOKEN_LABEL PIN COUNT [--label L] [--verify] [--reopen] [--reinitialize]
                     [--seconds S] [--until-file F]
 """
+
 import hashlib
 import json
 import sys
@@ -33,17 +34,22 @@ def say(**fields) -> None:
 def keys(session, label: str, rsa: bool = False):
     if rsa:
         try:
-            return (session.get_key(ObjectClass.PRIVATE_KEY, KeyType.RSA, label=label + "-rsa"),
-                    session.get_key(ObjectClass.PUBLIC_KEY, KeyType.RSA, label=label + "-rsa"))
+            return (
+                session.get_key(ObjectClass.PRIVATE_KEY, KeyType.RSA, label=label + "-rsa"),
+                session.get_key(ObjectClass.PUBLIC_KEY, KeyType.RSA, label=label + "-rsa"),
+            )
         except pkcs11.NoSuchKey:
             public, private = session.generate_keypair(KeyType.RSA, 2048, label=label + "-rsa", store=True)
             return private, public
     try:
-        return (session.get_key(ObjectClass.PRIVATE_KEY, KeyType.EC, label=label),
-                session.get_key(ObjectClass.PUBLIC_KEY, KeyType.EC, label=label))
+        return (
+            session.get_key(ObjectClass.PRIVATE_KEY, KeyType.EC, label=label),
+            session.get_key(ObjectClass.PUBLIC_KEY, KeyType.EC, label=label),
+        )
     except pkcs11.NoSuchKey:
         curve = session.create_domain_parameters(
-            KeyType.EC, {Attribute.EC_PARAMS: encode_named_curve_parameters("secp256r1")}, local=True)
+            KeyType.EC, {Attribute.EC_PARAMS: encode_named_curve_parameters("secp256r1")}, local=True
+        )
         public, private = curve.generate_keypair(label=label, store=True)
         return private, public
 
@@ -64,8 +70,11 @@ def error_name(error: PKCS11Error) -> str:
 def main() -> int:
     module, token_label, pin, count = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     label = sys.argv[sys.argv.index("--label") + 1] if "--label" in sys.argv else "lab-signer"
-    verify, reopen, reinitialize = ("--verify" in sys.argv, "--reopen" in sys.argv,
-                                    "--reinitialize" in sys.argv)
+    verify, reopen, reinitialize = (
+        "--verify" in sys.argv,
+        "--reopen" in sys.argv,
+        "--reinitialize" in sys.argv,
+    )
     seconds = float(sys.argv[sys.argv.index("--seconds") + 1]) if "--seconds" in sys.argv else None
     parts = int(sys.argv[sys.argv.index("--parts") + 1]) if "--parts" in sys.argv else 0
     until = Path(sys.argv[sys.argv.index("--until-file") + 1]) if "--until-file" in sys.argv else None
