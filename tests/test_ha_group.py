@@ -1010,3 +1010,31 @@ def test_spent_recovery_attempts_are_logged_once_and_restore_says_who_takes_it_b
     line = restored_line(m1, how, ha.x, spent, "125 Recover now")
     assert "its automatic recovery attempts are spent: 125 Recover now takes it back" in line
     assert ha.group.recover_now() == [(m1, True)]
+
+
+def test_a_member_that_fails_right_after_a_change_does_not_fail_the_call(ha, monkeypatch):
+    """A member made the object and fails at once (killed, or a fault in the middle of the call)
+    before the group reads back what it made: the change holds on the others, so the call
+    succeeds and the member is failed (it answered CKR_DEVICE_ERROR for a copy made on two
+    members: differential test with remote members, seed 2400045). The failure is injected on
+    the first read of the new object, on real tokens."""
+    from ckdemo.ha import session as ha_session
+
+    first = ha.group.members[0]
+    read = ha_session.replication.identity
+    died = []
+
+    def identity(session, handle):
+        if not died and getattr(session, "slot", None) is first.slot:
+            died.append(ha.group.fail_member(first))  # it dies with the object made
+        return read(session, handle)
+
+    monkeypatch.setattr(ha_session.replication, "identity", identity)
+    handle = ha.session.create_object(
+        {CKA_CLASS: 0, 0x1: False, CKA_LABEL: "made-then-died", 0x11: b"v"}  # TOKEN, VALUE
+    )
+    monkeypatch.undo()
+    assert died, "the injected failure never came: the test does not test"
+    assert ha.session.get_attributes(handle, [CKA_LABEL])[CKA_LABEL] == "made-then-died"
+    assert ha.status()[first.serial] == "CKR_DEVICE_ERROR"
+    ha.session.destroy_object(handle)

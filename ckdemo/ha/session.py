@@ -378,8 +378,29 @@ class VirtualSession(Session):
 
     def _made(self, results: list[tuple[HAMember, Any]]) -> list[tuple]:
         """The identity of the object a change made on every member (journal.py)."""
-        member, handle = results[0]
-        return [replication.object_key(replication.identity(self.failover.on(member), handle))]
+        return [replication.object_key(self._first_answering(results)[2])]
+
+    def _first_answering(self, results: list[tuple[HAMember, Any]], facts: bool = False) -> tuple:
+        """(member, its handle, the object's identity) from the first member that made the
+        object and still answers: one that fails right after the change (a kill, a fault in the
+        middle of the call) is failed and resynchronised when it comes back; the change holds on
+        the others, so the application's call succeeds (it answered CKR_DEVICE_ERROR for a copy
+        made on two members: differential test with remote members, seed 2400045)."""
+
+        def read(member: HAMember, handle: int) -> tuple:
+            session = self.failover.session_for(member)
+            ident = replication.identity(session, handle)
+            if not facts or ident[CKA_CLASS] not in (CKO_PUBLIC_KEY, CKO_PRIVATE_KEY, CKO_SECRET_KEY):
+                return member, handle, ident, None
+            return member, handle, ident, replication.read_facts(session, handle)
+
+        failed: MemberFailed | None = None
+        for member, handle in results:
+            try:  # (pinned: a member-fatal answer fails that member)
+                return self.failover.pinned(member, read, member, handle)
+            except MemberFailed as exc:
+                failed = exc
+        raise failed
 
     def seed_random(self, seed: bytes) -> None:
         self._everywhere("C_SeedRandom", lambda s, m: s.seed_random(seed))
@@ -796,22 +817,17 @@ class VirtualSession(Session):
         """A new object made on every member alike: its record in the vault is what the first
         member says of it (copies: the original's), so a copy made later by recovery answers
         the same. label: the application's, when members keep a marked one (_alike)."""
-        first_member, first_handle = results[0]
-        first = self.failover.on(first_member)
-        ident = replication.identity(first, first_handle)
+        first_member, first_handle, ident, facts = self._first_answering(results, facts=kept is None)
         obj = self._register(replication.object_key(ident), first_member, first_handle)
         obj.session_object = not ident.get(CKA_TOKEN, True)
         if ident[CKA_CLASS] in (CKO_PUBLIC_KEY, CKO_PRIVATE_KEY, CKO_SECRET_KEY):
-            record = (
-                Kept(dict(kept.facts), kept.blob, kept.generation)
-                if kept
-                else Kept(replication.read_facts(first, first_handle))
-            )
+            record = Kept(dict(kept.facts), kept.blob, kept.generation) if kept else Kept(facts)
             record.facts.pop(CKA_LABEL, None)  # a copy's own label, below
             self.group.vault.put(obj.key, record, token=not obj.session_object)
         self._keep_label(obj, label)
-        for member, handle in results[1:]:
-            obj.on_member[member.serial] = (member.generation, handle)
+        for member, handle in results:
+            if member is not first_member:
+                obj.on_member[member.serial] = (member.generation, handle)
         return obj.handle
 
     def _rekey(self, obj: VirtualObject, template: dict[int, Any]) -> None:
