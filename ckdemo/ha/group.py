@@ -22,7 +22,7 @@ from ..codes import (
     is_member_fatal,
 )
 from ..model import CKU_USER, LibraryInfo, MechanismInfo, SlotInfo, TokenInfo
-from ..slots import LoginCounter, Slot
+from ..slots import LoginCounter, Slot, fan_out
 from .admin import Administration
 from .events import HALog
 from .failover import Failover, MemberFailed
@@ -247,21 +247,26 @@ class HAGroup(Slot):
         mark = self.journal.mark()
         for member in members:
             try:
-                if member in lacking:
-                    self.failover.pinned(member, self.marks.drop, self.session_for(member), member)
-                elif not member.private_unsynced:
-                    self.failover.pinned(member, self.marks.write, self.session_for(member), member, mark)
+                with fan_out():  # (as _mark_members)
+                    self._vouch_one(member, lacking, mark)
             except MemberFailed:
                 continue
             except CKRError as exc:
                 self.log.record(self.serial, member.serial, "journal-mark", f"not written: {exc}")
+
+    def _vouch_one(self, member, lacking, mark: bytes) -> None:
+        if member in lacking:
+            self.failover.pinned(member, self.marks.drop, self.session_for(member), member)
+        elif not member.private_unsynced:
+            self.failover.pinned(member, self.marks.write, self.session_for(member), member, mark)
 
     def _mark_members(self, mark: bytes) -> None:
         for member in self.active_members():
             if member.private_unsynced:
                 continue
             try:
-                self.failover.pinned(member, self.marks.advance, self.session_for(member), member, mark)
+                with fan_out():  # one of several members marked alike: a member late by far is failed
+                    self.failover.pinned(member, self.marks.advance, self.session_for(member), member, mark)
             except MemberFailed:
                 continue  # failed now: it comes back with the older mark, and gets this change
             except CKRError as exc:  # its mark lags: its next recovery replays more, or compares all

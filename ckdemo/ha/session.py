@@ -977,8 +977,12 @@ class VirtualSession(Session):
             raise
         kept: list[tuple] = []
         try:
-            kept = self._keep_generated(source, handles, bool(final), spec, asked_wwt, label)
-            return self._replicate_all(source, handles, final)
+            # the source's part too (its key wrapped for the vault, read, copied, made
+            # unextractable) is given up when the source is late by far: a source that stops
+            # answering after generating takes the copies with it, as one that dies
+            with fan_out():
+                kept = self._keep_generated(source, handles, bool(final), spec, asked_wwt, label)
+                return self._replicate_all(source, handles, final)
         except MemberFailed as exc:
             self._forget(kept)
             if exc.member is source:
