@@ -58,6 +58,12 @@ def on_first_slot(socket, login: bool = True) -> Iterator[tuple[RawClient, int]]
         client.close()
 
 
+def generate_key(client: RawClient, session: int, mechanism: int, *attributes: Attribute) -> int:
+    """C_GenerateKey that must succeed: the new key's handle."""
+    (key,) = client.ok("C_GenerateKey", session, Mechanism(mechanism), attributes)
+    return key
+
+
 def connect(served) -> RawClient:
     client = RawClient(served.socket)
     client.ok("C_Initialize", HANDSHAKE, 0, b"\x00")
@@ -223,16 +229,14 @@ def test_an_init_with_a_key_that_cannot_do_it_is_refused_at_init_as_by_a_token(s
                 Attribute(CKA_VALUE, b"k" * 16),
             ),
         )
-        (aes,) = client.ok(
-            "C_GenerateKey",
+        aes = generate_key(
+            client,
             session,
-            Mechanism(0x1080),
-            (
-                Attribute(CKA_VALUE_LEN, 32),
-                Attribute(CKA_TOKEN, 0),
-                Attribute(CKA_ENCRYPT, 1),
-                Attribute(CKA_DECRYPT, 0),
-            ),
+            0x1080,
+            Attribute(CKA_VALUE_LEN, 32),
+            Attribute(CKA_TOKEN, 0),
+            Attribute(CKA_ENCRYPT, 1),
+            Attribute(CKA_DECRYPT, 0),
         )
         (data,) = client.ok(
             "C_CreateObject",
@@ -314,11 +318,13 @@ def test_attributes_a_key_takes_only_at_creation_are_given_at_generation_on_ever
     them afterwards and answered CKR_ATTRIBUTE_READ_ONLY where one token makes the key
     (differential test defect 4). Every member's copy carries them."""
     with session_on(served, 0x6) as (client, session):
-        (aes,) = client.ok(
-            "C_GenerateKey",
+        aes = generate_key(
+            client,
             session,
-            Mechanism(0x1080),
-            (Attribute(CKA_VALUE_LEN, 32), Attribute(CKA_TOKEN, 1), Attribute(CKA_COPYABLE, 0)),
+            0x1080,
+            Attribute(CKA_VALUE_LEN, 32),
+            Attribute(CKA_TOKEN, 1),
+            Attribute(CKA_COPYABLE, 0),
         )
         _, private = client.ok(
             "C_GenerateKeyPair",
@@ -446,12 +452,7 @@ def test_losing_every_member_loses_sessions_and_logins_until_the_application_ini
             wrong = client.call("C_Login", session, 1, b"0000")  # a real login checks the PIN
             assert codes.ckr_name(wrong.ckr) == "CKR_PIN_INCORRECT"
             client.ok("C_Login", session, 1, USER_PIN.encode())
-            (key,) = client.ok(
-                "C_GenerateKey",
-                session,
-                Mechanism(0x1080),
-                (Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_TOKEN, 0)),
-            )
+            key = generate_key(client, session, 0x1080, Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_TOKEN, 0))
             client.ok("C_DestroyObject", session, key)
         for client in (first, second):
             client.close()
@@ -495,11 +496,13 @@ def test_a_private_object_after_a_logout_is_an_invalid_handle_as_on_a_token(serv
                 Attribute(CKA_LABEL, b"private-after-logout"),
             ),
         )
-        (key,) = client.ok(
-            "C_GenerateKey",
+        key = generate_key(
+            client,
             session,
-            Mechanism(0x1080),
-            (Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_PRIVATE, 1), Attribute(CKA_ENCRYPT, 1)),
+            0x1080,
+            Attribute(CKA_VALUE_LEN, 16),
+            Attribute(CKA_PRIVATE, 1),
+            Attribute(CKA_ENCRYPT, 1),
         )
         client.ok("C_Logout", session)
         reply = client.call("C_GetAttributeValue", session, data, (AttributeSize(CKA_LABEL, 64),))
@@ -676,11 +679,8 @@ def test_an_unwrap_of_a_blob_no_aes_key_wrap_makes_is_refused_first_as_by_one_to
 
     def story(socket) -> list[str]:
         with on_first_slot(socket) as (client, session):
-            (no_unwrap,) = client.ok(
-                "C_GenerateKey",
-                session,
-                Mechanism(AES_KEY_GEN),
-                (Attribute(CKA_VALUE_LEN, 32), Attribute(CKA_TOKEN, 0)),
+            no_unwrap = generate_key(
+                client, session, AES_KEY_GEN, Attribute(CKA_VALUE_LEN, 32), Attribute(CKA_TOKEN, 0)
             )
             seen = []
             for mechanism, blob, template in (
@@ -706,16 +706,14 @@ def test_an_init_while_an_operation_is_active_is_refused_before_the_key_is_looke
 
     def story(socket) -> list[str]:
         with on_first_slot(socket) as (client, session):
-            (aes,) = client.ok(
-                "C_GenerateKey",
+            aes = generate_key(
+                client,
                 session,
-                Mechanism(AES_KEY_GEN),
-                (
-                    Attribute(CKA_VALUE_LEN, 32),
-                    Attribute(CKA_TOKEN, 0),
-                    Attribute(CKA_ENCRYPT, 0),
-                    Attribute(CKA_DECRYPT, 0),
-                ),
+                AES_KEY_GEN,
+                Attribute(CKA_VALUE_LEN, 32),
+                Attribute(CKA_TOKEN, 0),
+                Attribute(CKA_ENCRYPT, 0),
+                Attribute(CKA_DECRYPT, 0),
             )
             client.ok("C_DigestInit", session, Mechanism(SHA256))
             seen = []
@@ -892,20 +890,14 @@ def test_a_wrap_of_a_data_object_or_under_no_key_is_refused_as_by_one_token(serv
 
     def story(socket) -> list[str]:
         with on_first_slot(socket) as (client, session):
-            (wrapping,) = client.ok(
-                "C_GenerateKey",
-                session,
-                Mechanism(AES_KEY_GEN),
-                (Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_WRAP, 1)),
+            wrapping = generate_key(
+                client, session, AES_KEY_GEN, Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_WRAP, 1)
             )
             (data,) = client.ok(
                 "C_CreateObject", session, (Attribute(CKA_CLASS, 0), Attribute(CKA_VALUE, b"x"))
             )
-            (key,) = client.ok(
-                "C_GenerateKey",
-                session,
-                Mechanism(AES_KEY_GEN),
-                (Attribute(CKA_VALUE_LEN, 16), Attribute(0x162, 1)),
+            key = generate_key(
+                client, session, AES_KEY_GEN, Attribute(CKA_VALUE_LEN, 16), Attribute(0x162, 1)
             )
             seen = []
             for mechanism, wrapper, wrapped, room in (
@@ -1023,17 +1015,16 @@ def test_an_unwrap_template_is_applied_in_the_applications_order_as_on_one_token
 
     def story(socket) -> list:
         with on_first_slot(socket) as (client, session):
-            (wrapping,) = client.ok(
-                "C_GenerateKey",
+            wrapping = generate_key(
+                client,
                 session,
-                Mechanism(AES_KEY_GEN),
-                (Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_WRAP, 1), Attribute(CKA_UNWRAP, 1)),
+                AES_KEY_GEN,
+                Attribute(CKA_VALUE_LEN, 16),
+                Attribute(CKA_WRAP, 1),
+                Attribute(CKA_UNWRAP, 1),
             )
-            (key,) = client.ok(
-                "C_GenerateKey",
-                session,
-                Mechanism(AES_KEY_GEN),
-                (Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_EXTRACTABLE, 1)),
+            key = generate_key(
+                client, session, AES_KEY_GEN, Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_EXTRACTABLE, 1)
             )
             (blob,) = client.ok("C_WrapKey", session, Mechanism(KEY_WRAP_PAD), wrapping, key, 64)
             seen = []
@@ -1212,23 +1203,14 @@ def test_a_wrapping_key_that_may_not_wrap_is_refused_before_the_key_to_wrap_is_l
 
     def story(socket) -> list[str]:
         with on_first_slot(socket) as (client, session):
-            (no_wrap,) = client.ok(
-                "C_GenerateKey",
-                session,
-                Mechanism(AES_GEN),
-                (Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_WRAP_, 0)),
+            no_wrap = generate_key(
+                client, session, AES_GEN, Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_WRAP_, 0)
             )
-            (wraps,) = client.ok(
-                "C_GenerateKey",
-                session,
-                Mechanism(AES_GEN),
-                (Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_WRAP_, 1)),
+            wraps = generate_key(
+                client, session, AES_GEN, Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_WRAP_, 1)
             )
-            (gone,) = client.ok(
-                "C_GenerateKey",
-                session,
-                Mechanism(AES_GEN),
-                (Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_EXTRACTABLE, 1)),
+            gone = generate_key(
+                client, session, AES_GEN, Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_EXTRACTABLE, 1)
             )
             client.ok("C_DestroyObject", session, gone)
             return [
@@ -1264,11 +1246,8 @@ def test_a_wrapping_key_of_another_type_is_refused_for_its_type_first_as_by_one_
                 (Attribute(CKA_MODULUS_BITS, 1024),),
                 (),
             )
-            (key,) = client.ok(
-                "C_GenerateKey",
-                session,
-                Mechanism(AES_KEY_GEN),
-                (Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_EXTRACTABLE, 1)),
+            key = generate_key(
+                client, session, AES_KEY_GEN, Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_EXTRACTABLE, 1)
             )
             seen = [
                 codes.ckr_name(client.ckr("C_WrapKey", session, Mechanism(KEY_WRAP_PAD), wrapping, key, room))
@@ -1374,20 +1353,18 @@ def test_a_copy_of_a_key_that_is_not_modifiable_is_a_second_key_as_on_one_token(
         with on_first_slot(socket) as (client, session):
             seen = []
             for extractable in (1, 0):
-                (key,) = client.ok(
-                    "C_GenerateKey",
+                key = generate_key(
+                    client,
                     session,
-                    Mechanism(AES_GEN),
-                    (
-                        Attribute(CKA_VALUE_LEN, 16),
-                        Attribute(CKA_ENCRYPT, 1),
-                        Attribute(CKA_DECRYPT, 1),
-                        Attribute(CKA_MODIFIABLE, 0),
-                        Attribute(CKA_EXTRACTABLE, extractable),
-                        Attribute(CKA_TOKEN, 1),
-                        Attribute(CKA_LABEL, label),
-                        Attribute(CKA_ID, bytes([extractable])),
-                    ),
+                    AES_GEN,
+                    Attribute(CKA_VALUE_LEN, 16),
+                    Attribute(CKA_ENCRYPT, 1),
+                    Attribute(CKA_DECRYPT, 1),
+                    Attribute(CKA_MODIFIABLE, 0),
+                    Attribute(CKA_EXTRACTABLE, extractable),
+                    Attribute(CKA_TOKEN, 1),
+                    Attribute(CKA_LABEL, label),
+                    Attribute(CKA_ID, bytes([extractable])),
                 )
                 reply = client.call("C_CopyObject", session, key, (Attribute(CKA_LABEL, b"other"),))
                 seen.append(codes.ckr_name(reply.ckr) if reply.is_error else "CKR_OK")
@@ -1611,11 +1588,13 @@ def test_an_unwrapped_hmac_key_too_short_is_refused_at_the_init_as_by_one_token(
 
     def story(socket) -> list:
         with on_first_slot(socket) as (client, session):
-            (kek,) = client.ok(
-                "C_GenerateKey",
+            kek = generate_key(
+                client,
                 session,
-                Mechanism(0x1080),
-                (Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_WRAP, 1), Attribute(CKA_UNWRAP, 1)),
+                0x1080,
+                Attribute(CKA_VALUE_LEN, 16),
+                Attribute(CKA_WRAP, 1),
+                Attribute(CKA_UNWRAP, 1),
             )
             seen = []
             for length in (8, 40):
@@ -1858,17 +1837,15 @@ def test_a_refused_unwrap_leaves_no_key_on_any_member(served, reference):
 
     def story(socket) -> tuple:
         with on_first_slot(socket) as (client, session):
-            (kek,) = client.ok(
-                "C_GenerateKey",
+            kek = generate_key(
+                client,
                 session,
-                Mechanism(0x1080),
-                (
-                    Attribute(CKA_VALUE_LEN, 16),
-                    Attribute(CKA_WRAP, 1),
-                    Attribute(CKA_UNWRAP, 1),
-                    Attribute(CKA_EXTRACTABLE, 1),
-                    Attribute(CKA_LABEL, b"kek"),
-                ),
+                0x1080,
+                Attribute(CKA_VALUE_LEN, 16),
+                Attribute(CKA_WRAP, 1),
+                Attribute(CKA_UNWRAP, 1),
+                Attribute(CKA_EXTRACTABLE, 1),
+                Attribute(CKA_LABEL, b"kek"),
             )
             (blob,) = client.ok("C_WrapKey", session, Mechanism(0x2109), kek, kek, 256)
             before = len(client.find(session, Attribute(CKA_CLASS, 4)))
@@ -1900,16 +1877,14 @@ def test_a_copy_made_sensitive_reads_sensitive_as_on_one_token(served, reference
 
     def story(socket) -> list:
         with on_first_slot(socket) as (client, session):
-            (key,) = client.ok(
-                "C_GenerateKey",
+            key = generate_key(
+                client,
                 session,
-                Mechanism(0x350),
-                (
-                    Attribute(CKA_VALUE_LEN, 32),
-                    Attribute(CKA_SENSITIVE, 0),
-                    Attribute(CKA_TOKEN, 0),
-                    Attribute(CKA_LABEL, b"to-harden"),
-                ),
+                0x350,
+                Attribute(CKA_VALUE_LEN, 32),
+                Attribute(CKA_SENSITIVE, 0),
+                Attribute(CKA_TOKEN, 0),
+                Attribute(CKA_LABEL, b"to-harden"),
             )
             (copy,) = client.ok("C_CopyObject", session, key, (Attribute(CKA_SENSITIVE, 1),))
             return [
@@ -2093,11 +2068,13 @@ def test_a_copy_template_is_refused_after_modifiable_false_as_on_one_token(serve
 
     def story(socket) -> list:
         with on_first_slot(socket) as (client, session):
-            (key,) = client.ok(
-                "C_GenerateKey",
+            key = generate_key(
+                client,
                 session,
-                Mechanism(0x350),
-                (Attribute(CKA_VALUE_LEN, 16), Attribute(CKA_TOKEN, 0), Attribute(0x162, 0)),
+                0x350,
+                Attribute(CKA_VALUE_LEN, 16),
+                Attribute(CKA_TOKEN, 0),
+                Attribute(0x162, 0),
             )
             seen = []
             for template in (
