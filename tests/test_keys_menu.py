@@ -770,3 +770,16 @@ def test_a_key_wrapped_on_one_member_unwraps_on_another(menu, home, tmp_path):
     assert "Unwrapped private key, type RSA (CKM_AES_KEY_WRAP_PAD, session object)" in out
     # PKCS#1 v1.5 is deterministic: member2's copy signs exactly as the known key does
     assert kk.RSA_SHA256_SIGNATURE.hex() in out
+
+
+def test_a_raw_point_whose_x_begins_with_its_size_less_two_stays_whole():
+    """04 || x || y with x[0] == 0x3f (63, the point's size less 2) looks like a DER OCTET STRING
+    of 63 bytes: the menu's ECDH took two bytes off it (CKR_GENERAL_ERROR, 1 run in 256 of
+    test_ecdh_agrees_both_ways_and_with_cryptography). A DER-wrapped point is still unwrapped."""
+    from ckdemo.handlers.keys import _raw_point
+
+    point = b"\x04\x3f" + b"\x11" * 63
+    assert _raw_point(point) == point
+    assert _raw_point(b"\x04\x41" + point) == point
+    p521 = b"\x04" + b"\x22" * 132
+    assert _raw_point(b"\x04\x81\x85" + p521) == p521 and _raw_point(p521) == p521

@@ -238,8 +238,15 @@ def _point_of(session, handle: int) -> bytes:
         ) from None
 
 
+RAW_POINT_SIZES = (65, 97, 133)  # 04 || x || y on P-256, P-384, P-521
+
+
 def _raw_point(data: bytes) -> bytes:
-    """CKA_EC_POINT is a DER OCTET STRING around the point: take the point out of it."""
+    """CKA_EC_POINT is a DER OCTET STRING around the point: take the point out of it. A raw
+    point's size is known first (as SoftHSM2 reads ECDH public data): a P-256 point whose x
+    begins with 0x3f (63, its size less 2) read as DER lost two bytes, 1 point in 256."""
+    if len(data) in RAW_POINT_SIZES and data[0] == 0x04:
+        return data
     if len(data) > 2 and data[0] == 0x04:
         if data[1] < 0x80 and data[1] == len(data) - 2:
             return data[2:]
