@@ -7,7 +7,7 @@ member's server itself.
 from __future__ import annotations
 
 import signal
-import threading
+import time
 from typing import Any
 
 import click
@@ -57,13 +57,10 @@ def lasting(
     click.echo(
         f"{reply['lines'][0]}, " + (f"for {for_s:g} s" if for_s is not None else "until Ctrl-C"), err=True
     )
-    done = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: done.set())
+    terminated: list[int] = []  # noted only: a lock taken in a handler can deadlock (member.py)
+    previous = signal.signal(signal.SIGTERM, lambda number, _: terminated.append(number))
     try:
-        if for_s is not None:
-            done.wait(for_s)
-        else:
-            _until_interrupted(done)
+        _until_interrupted(terminated, for_s)
     except KeyboardInterrupt:
         pass
     finally:
@@ -83,9 +80,11 @@ def lasting(
     return True
 
 
-def _until_interrupted(done: threading.Event) -> None:
-    while not done.wait(WAIT_TICK_S):
-        pass
+def _until_interrupted(terminated: list[int], for_s: float | None) -> None:
+    """Until SIGTERM (noted in `terminated`), Ctrl-C or for_s seconds."""
+    ends = None if for_s is None else time.monotonic() + for_s
+    while not terminated and (ends is None or time.monotonic() < ends):
+        time.sleep(WAIT_TICK_S if ends is None else max(0.0, min(WAIT_TICK_S, ends - time.monotonic())))
 
 
 def stop(ctx: click.Context, name: str) -> None:
