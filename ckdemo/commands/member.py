@@ -202,25 +202,19 @@ def _one_managed(ctx: click.Context, name: str, verb: str):
 
 
 def _run_cycle(cycle, label: str, verb: str, for_s: float | None) -> None:
-    """In the foreground until --for has passed, Ctrl-C or SIGTERM; the member is back after."""
-    import signal
-    import time
+    """In the foreground until --for has passed (the cycle ends), Ctrl-C or SIGTERM; the member
+    is back after."""
 
-    # the handler only notes it: a handler taking a lock (Event.set) could run while this very
-    # thread holds that lock (inside Event.wait) and wait for itself for ever, while the loop
-    # flaps on (seen once: `member flap` did not end after SIGTERM)
-    terminated: list[int] = []
-    previous = signal.signal(signal.SIGTERM, lambda number, _: terminated.append(number))
-    cycle.start(f"member-{verb}-{label}")
-    click.echo(f"{label}: {verb} " + (f"for {for_s:g} s" if for_s is not None else "until Ctrl-C"), err=True)
+    def begin() -> None:
+        cycle.start(f"member-{verb}-{label}")
+        click.echo(
+            f"{label}: {verb} " + (f"for {for_s:g} s" if for_s is not None else "until Ctrl-C"), err=True
+        )
+
     try:
-        while cycle.running and not terminated:
-            time.sleep(0.2)
-    except KeyboardInterrupt:
-        pass
+        member_served.foreground(lambda: cycle.running, begin=begin)
     finally:
         cycle.stop()
-        signal.signal(signal.SIGTERM, previous)
 
 
 @member.command()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import signal
 import time
-from typing import Any
+from typing import Any, Callable
 
 import click
 
@@ -57,14 +57,7 @@ def lasting(
     click.echo(
         f"{reply['lines'][0]}, " + (f"for {for_s:g} s" if for_s is not None else "until Ctrl-C"), err=True
     )
-    terminated: list[int] = []  # noted only: a lock taken in a handler can deadlock (member.py)
-    previous = signal.signal(signal.SIGTERM, lambda number, _: terminated.append(number))
-    try:
-        _until_interrupted(terminated, for_s)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        signal.signal(signal.SIGTERM, previous)
+    foreground(for_s=for_s)
     try:
         stopped = ask(ctx, "member_stop", label)["stopped"]
     except NotServed:
@@ -80,11 +73,27 @@ def lasting(
     return True
 
 
-def _until_interrupted(terminated: list[int], for_s: float | None) -> None:
-    """Until SIGTERM (noted in `terminated`), Ctrl-C or for_s seconds."""
+def foreground(
+    going_on: Callable[[], bool] = lambda: True,
+    for_s: float | None = None,
+    begin: Callable[[], object] = lambda: None,
+) -> None:
+    """begin() (once SIGTERM is caught), then wait until SIGTERM, Ctrl-C, for_s seconds or
+    going_on() is false. The SIGTERM handler only
+    notes the signal: one taking a lock (Event.set) could run while this very thread holds that
+    lock inside Event.wait and wait for itself for ever (seen once: `member flap` went on
+    flapping after SIGTERM)."""
+    terminated: list[int] = []
+    previous = signal.signal(signal.SIGTERM, lambda number, _: terminated.append(number))
     ends = None if for_s is None else time.monotonic() + for_s
-    while not terminated and (ends is None or time.monotonic() < ends):
-        time.sleep(WAIT_TICK_S if ends is None else max(0.0, min(WAIT_TICK_S, ends - time.monotonic())))
+    try:
+        begin()
+        while not terminated and going_on() and (ends is None or time.monotonic() < ends):
+            time.sleep(WAIT_TICK_S if ends is None else max(0.0, min(WAIT_TICK_S, ends - time.monotonic())))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def stop(ctx: click.Context, name: str) -> None:
