@@ -21,6 +21,8 @@ CK_BYTE_PTR = POINTER(c_ubyte)
 
 CKR_OK = 0x0
 CKR_BUFFER_TOO_SMALL = 0x150
+CKR_FUNCTION_FAILED = 0x6
+CKR_OPERATION_ACTIVE = 0x90
 CK_UNAVAILABLE_INFORMATION = (1 << (8 * ctypes.sizeof(CK_ULONG))) - 1
 CKF_DONT_BLOCK = 0x1
 CKF_RW_SESSION = 0x2
@@ -536,7 +538,15 @@ class RawModule:
         from .template import Packed
 
         packed, found = Packed(template), []
-        self._call("C_FindObjectsInit", session, ctypes.cast(packed.array, c_void_p), packed.count)
+        rv = self._functions["C_FindObjectsInit"](session, ctypes.cast(packed.array, c_void_p), packed.count)
+        if rv != CKR_OK:
+            # SoftHSM2 2.6.1 leaves the session in its search when the search fails half-way
+            # (CKR_GENERAL_ERROR: a private object's value it cannot decrypt), and every later
+            # operation is then CKR_OPERATION_ACTIVE: ended here (nothing to end is answered
+            # CKR_OPERATION_NOT_INITIALIZED, and another operation running is left as it is)
+            if rv != CKR_OPERATION_ACTIVE:
+                self._functions["C_FindObjectsFinal"](session)
+            self._check(rv, "C_FindObjectsInit")
         try:
             batch, count = (CK_ULONG * 64)(), CK_ULONG(0)
             while True:
@@ -562,6 +572,35 @@ class RawModule:
         if self._functions["C_GetAttributeValue"](session, handle, byref(item), 1) != CKR_OK:
             return None
         return bytes(buffer[: item.ulValueLen])
+
+    def attribute_values(self, session: int, handle: int, types: list[int]) -> dict[int, bytes]:
+        """The raw values of the readable ones of `types`, read as python-pkcs11's
+        Object.get_attributes reads them (its sizes first, then those available in one call):
+        an error only when none is readable, so the application's Objects need not be made."""
+        from .template import CK_ATTRIBUTE
+
+        read = self._functions["C_GetAttributeValue"]
+        sizes = (CK_ATTRIBUTE * len(types))(*((t, None, 0) for t in types))
+        rv = read(session, handle, ctypes.cast(sizes, c_void_p), len(types))
+        available = [item for item in sizes if item.ulValueLen != CK_UNAVAILABLE_INFORMATION]
+        if rv == CKR_OK and len(available) < len(types):  # the spec forbids it: python-pkcs11's
+            rv = CKR_FUNCTION_FAILED  # answer
+        if not available:
+            self._check(rv, "C_GetAttributeValue")
+            return {}
+        buffers = [(c_ubyte * max(item.ulValueLen, 1))() for item in available]
+        values = (CK_ATTRIBUTE * len(available))(
+            *(
+                (item.type, ctypes.addressof(buffer), item.ulValueLen)
+                for item, buffer in zip(available, buffers)
+            )
+        )
+        self._call("C_GetAttributeValue", session, handle, ctypes.cast(values, c_void_p), len(available))
+        if any(item.ulValueLen == CK_UNAVAILABLE_INFORMATION for item in values):
+            raise CKRError(
+                CKR_FUNCTION_FAILED, "C_GetAttributeValue", "the token gave a size and then no value"
+            )
+        return {item.type: ctypes.string_at(buffer, item.ulValueLen) for item, buffer in zip(values, buffers)}
 
     def destroy_object(self, session: int, handle: int) -> None:
         self._call("C_DestroyObject", session, handle)

@@ -28,8 +28,6 @@ from ..model import (
     CKA_ID,
     CKA_KEY_TYPE,
     CKA_LABEL,
-    CKO_PRIVATE_KEY,
-    CKO_PUBLIC_KEY,
     KEY_TYPE_OF,
     KeySpec,
     MechanismParam,
@@ -154,21 +152,57 @@ class PhysicalSession(MemberSession):
         return obj.handle
 
     def _object(self, handle: int, function: str = "C_GetAttributeValue"):
+        """python-pkcs11's object for a handle, for the operations only it makes (sign, verify,
+        encrypt, decrypt, derive): made when first needed, by a search of the objects of its
+        class, CKA_ID and label (python-pkcs11 reads ten attributes of every object it lists and
+        makes a class of its own for each: listing 10,000 keys stalled every thread)."""
         if handle not in self._objects:
-            for obj in self._listed({}):
-                self._objects.setdefault(obj.handle, obj)
+            for template in self._searches(handle, function):
+                for obj in self._listed({Attribute(code): value for code, value in template.items()}):
+                    self._objects.setdefault(obj.handle, obj)
+                if handle in self._objects:
+                    break
         try:
             return self._objects[handle]
         except KeyError:
-            raise CKRError(
-                CKR_OBJECT_HANDLE_INVALID,
-                function,
-                f"no object with handle {handle} in session {self.handle}",
-            ) from None
+            raise self._unknown(handle, function) from None
 
-    def _operation(self, handle: int, method: str, function: str):
+    def _unknown(self, handle: int, function: str) -> CKRError:
+        return CKRError(
+            CKR_OBJECT_HANDLE_INVALID, function, f"no object with handle {handle} in session {self.handle}"
+        )
+
+    def _exists(self, handle: int, function: str) -> int:
+        """The object's class, read by handle: CKR_OBJECT_HANDLE_INVALID (said as before) when
+        this session cannot see it."""
+        try:
+            return self.get_attributes(handle, [CKA_CLASS])[CKA_CLASS]
+        except CKRError as error:
+            if error.ckr == CKR_OBJECT_HANDLE_INVALID:
+                raise self._unknown(handle, function) from None
+            raise  # a member failure, a session gone: said as such
+
+    def _searches(self, handle: int, function: str) -> Iterator[dict]:
+        """What python-pkcs11 lists to find the object: what has its class, CKA_ID and label
+        when a search of those finds it (SoftHSM2 can fail a search that compares a private
+        object's byte string, and python-pkcs11 then keeps its session's operation lock: the
+        search is tried through ctypes first), else its class (numbers only), else everything."""
+        cls = self._exists(handle, function)
+        try:
+            name = self.get_attributes(handle, [CKA_CLASS, CKA_ID, CKA_LABEL])
+            if handle in self.find_objects(name):
+                yield name
+        except (CKRError, ValueError):  # (a label python-pkcs11 cannot decode: not UTF-8)
+            pass
+        yield {CKA_CLASS: cls}
+        yield {}
+
+    def _operation(self, handle: int, method: str, function: str, calling: str):
         """The key's python-pkcs11 operation; it offers only what the key's CKA_SIGN, CKA_WRAP,
-        ... allowed when it was read, so a missing one is the key's own refusal."""
+        ... allowed when it was read, so a missing one is the key's own refusal. A member failed
+        on purpose fails it as `calling` (the call the application made), before the key is
+        looked up."""
+        self._module.check_fault(self.slot.slot_id, calling)
         operation = getattr(self._object(handle, function), method, None)
         if operation is None:
             raise CKRError(
@@ -180,10 +214,11 @@ class PhysicalSession(MemberSession):
         return operation
 
     def find_objects(self, template: dict[int, object]) -> list[int]:
-        converted = _pkcs11_template(template, "C_FindObjectsInit")
-        if converted is None:
-            return self._call("C_FindObjectsInit", self._module.raw.find_objects, self.handle, template)
-        return [self._remember(obj) for obj in self._listed(converted)]
+        """Handles only, through ctypes: python-pkcs11 would make an object of each (ten
+        attributes read, a class made), which a recovery comparing 10,000 keys paid in
+        garbage-collector pauses of every thread of the process (docs/PERFORMANCE.md)."""
+        attribute_table.check(template or {}, "C_FindObjectsInit")
+        return self._call("C_FindObjectsInit", self._module.raw.find_objects, self.handle, template or {})
 
     def _listed(self, template: dict) -> list:
         """python-pkcs11's objects of a search. It reads each object's class as it lists them,
@@ -199,17 +234,19 @@ class PhysicalSession(MemberSession):
         return []
 
     def get_attributes(self, handle: int, attributes: list[int]) -> dict[int, object]:
-        obj = self._object(handle)
-        with self._calling("C_GetAttributeValue"):
-            values = obj.get_attributes([Attribute(a) for a in attributes])
-        return {int(k): v for k, v in values.items()}
+        """The readable ones, decoded as python-pkcs11 decodes them; read through ctypes by
+        handle (no python-pkcs11 object needed)."""
+        keys = [Attribute(a) for a in attributes]  # ValueError: a type python-pkcs11 cannot name
+        if not keys:
+            return {}
+        found = self._call(
+            "C_GetAttributeValue", self._module.raw.attribute_values, self.handle, handle, keys
+        )
+        return {int(code): _MAPPER.unpack_attributes(Attribute(code), value) for code, value in found.items()}
 
     def create_object(self, template: dict[int, object]) -> int:
-        converted = _pkcs11_template(template, "C_CreateObject")
-        if converted is None:  # CKA_UNWRAP_TEMPLATE, CKA_ALLOWED_MECHANISMS, vendor types ...
-            return self._call("C_CreateObject", self._module.raw.create_object, self.handle, template)
-        with self._calling("C_CreateObject"):
-            return self._remember(self._session.create_object(converted))
+        attribute_table.check(template or {}, "C_CreateObject")
+        return self._call("C_CreateObject", self._module.raw.create_object, self.handle, template or {})
 
     def destroy_object(self, handle: int) -> None:
         # by handle, without python-pkcs11's object: a torn object could not even be wrapped
@@ -240,24 +277,7 @@ class PhysicalSession(MemberSession):
                     "C_GenerateKeyPair", raw.generate_key_pair, self.handle, mechanism, public, private
                 )
             )
-        self._adopt(private)
         return made
-
-    def _adopt(self, template: dict[int, object]) -> None:
-        """Objects a raw call made, as python-pkcs11's objects, found by their class, ID and
-        label: listing every object would make the token number objects no one asked for (a
-        script's handles would shift)."""
-        for cls in (
-            (template[CKA_CLASS],)
-            if template[CKA_CLASS] != CKO_PRIVATE_KEY
-            else (CKO_PUBLIC_KEY, CKO_PRIVATE_KEY)
-        ):
-            wanted = _pkcs11_template(
-                {CKA_CLASS: cls, **{a: template[a] for a in (CKA_ID, CKA_LABEL) if a in template}},
-                "C_FindObjectsInit",
-            )
-            for obj in self._listed(wanted) if wanted is not None else ():
-                self._objects.setdefault(obj.handle, obj)
 
     # single-part crypto: python-pkcs11's Cython `_sign`/`_encrypt`/... straight (its public
     # methods only dispatch bytes to them), through module.call (no context managers): these
@@ -274,7 +294,7 @@ class PhysicalSession(MemberSession):
             return self._reauthenticated("sign", handle, mechanism, param, data, context_pin)
         return self._call(
             "C_Sign",
-            self._operation(handle, "_sign", "C_SignInit"),
+            self._operation(handle, "_sign", "C_SignInit", "C_Sign"),
             bytes(data),
             mechanism=_mechanism(mechanism),
             mechanism_param=to_pkcs11(param),
@@ -313,7 +333,7 @@ class PhysicalSession(MemberSession):
             )
         self._call(
             "C_Verify",
-            self._operation(handle, "_verify", "C_VerifyInit"),
+            self._operation(handle, "_verify", "C_VerifyInit", "C_Verify"),
             bytes(data),
             signature,
             mechanism=_mechanism(mechanism),
@@ -329,7 +349,7 @@ class PhysicalSession(MemberSession):
     def encrypt(self, handle: int, mechanism: int, data: bytes, param: MechanismParam = None) -> bytes:
         return self._call(
             "C_Encrypt",
-            self._operation(handle, "_encrypt", "C_EncryptInit"),
+            self._operation(handle, "_encrypt", "C_EncryptInit", "C_Encrypt"),
             bytes(data),
             mechanism=_mechanism(mechanism),
             mechanism_param=to_pkcs11(param),
@@ -347,7 +367,7 @@ class PhysicalSession(MemberSession):
             return self._reauthenticated("decrypt", handle, mechanism, param, data, context_pin)
         return self._call(
             "C_Decrypt",
-            self._operation(handle, "_decrypt", "C_DecryptInit"),
+            self._operation(handle, "_decrypt", "C_DecryptInit", "C_Decrypt"),
             bytes(data),
             mechanism=_mechanism(mechanism),
             mechanism_param=to_pkcs11(param),
@@ -358,14 +378,22 @@ class PhysicalSession(MemberSession):
     ) -> Iterator[bytes]:
         """Multi-part C_EncryptUpdate/C_EncryptFinal over chunks; constant memory."""
         return self._stream(
-            "C_EncryptUpdate", self._operation(handle, "encrypt", "C_EncryptInit"), mechanism, chunks, param
+            "C_EncryptUpdate",
+            self._operation(handle, "encrypt", "C_EncryptInit", "C_EncryptUpdate"),
+            mechanism,
+            chunks,
+            param,
         )
 
     def decrypt_stream(
         self, handle: int, mechanism: int, chunks: Iterable[bytes], param: MechanismParam = None
     ) -> Iterator[bytes]:
         return self._stream(
-            "C_DecryptUpdate", self._operation(handle, "decrypt", "C_DecryptInit"), mechanism, chunks, param
+            "C_DecryptUpdate",
+            self._operation(handle, "decrypt", "C_DecryptInit", "C_DecryptUpdate"),
+            mechanism,
+            chunks,
+            param,
         )
 
     def _stream(self, function, operation, mechanism, chunks, param) -> Iterator[bytes]:
@@ -408,34 +436,38 @@ class PhysicalSession(MemberSession):
         self._call("C_SeedRandom", self._session.seed_random, seed)
 
     def copy_object(self, handle: int, template: dict[int, object]) -> int:
-        obj = self._object(handle, "C_CopyObject")
-        converted = _pkcs11_template(template, "C_CopyObject")
-        if converted is None:
-            return self._call("C_CopyObject", self._module.raw.copy_object, self.handle, handle, template)
-        with self._calling("C_CopyObject"):
-            return self._remember(obj.copy(converted))
+        self._exists(handle, "C_CopyObject")
+        attribute_table.check(template or {}, "C_CopyObject")
+        return self._call("C_CopyObject", self._module.raw.copy_object, self.handle, handle, template or {})
 
     def set_attributes(self, handle: int, template: dict[int, object]) -> None:
         """One C_SetAttributeValue with the whole template, as the application sent it: the
         token applies all of it or none (one attribute at a time could stop half-way)."""
-        self._object(handle, "C_SetAttributeValue")
+        self._exists(handle, "C_SetAttributeValue")
         attribute_table.check(template, "C_SetAttributeValue")
         self._call("C_SetAttributeValue", self._module.raw.set_attribute_value, self.handle, handle, template)
         if not set(template) <= NAMES_ONLY:
             self._objects.pop(handle, None)  # python-pkcs11 knew its capabilities as they were
 
     def read_attribute(self, handle: int, attribute: int):
-        """One attribute; CKRError(CKR_ATTRIBUTE_SENSITIVE / _TYPE_INVALID) when unreadable."""
-        obj = self._object(handle)
-        with self._calling("C_GetAttributeValue"):
-            try:
-                value = obj[Attribute(attribute)]
-            except ValueError:
-                return None  # python-pkcs11 cannot decode an empty value (e.g. CKA_START_DATE)
+        """One attribute; CKRError(CKR_ATTRIBUTE_SENSITIVE / _TYPE_INVALID) when unreadable,
+        None for one python-pkcs11 cannot name or decode (e.g. an empty CKA_START_DATE)."""
+        try:
+            key = Attribute(attribute)
+        except ValueError:
+            self.get_attributes(handle, [CKA_CLASS])  # the handle is checked all the same
+            return None
+        found = self._call(
+            "C_GetAttributeValue", self._module.raw.attribute_values, self.handle, handle, [key]
+        )
+        try:
+            value = _MAPPER.unpack_attributes(key, found[key])
+        except ValueError:
+            return None
         return int(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
     def object_size(self, handle: int) -> int:
-        self._object(handle, "C_GetObjectSize")
+        self._exists(handle, "C_GetObjectSize")
         return self._call("C_GetObjectSize", self._module.raw.get_object_size, self.handle, handle)
 
     def derive_key(
@@ -447,7 +479,7 @@ class PhysicalSession(MemberSession):
         length: int,
         template: dict[int, object],
     ) -> int:
-        derive = self._operation(base, "derive_key", "C_DeriveKey")
+        derive = self._operation(base, "derive_key", "C_DeriveKey", "C_DeriveKey")
         with self._calling("C_DeriveKey"):
             derived = derive(
                 KeyType(key_type),
@@ -463,8 +495,8 @@ class PhysicalSession(MemberSession):
         wrapping key without CKA_WRAP (CKR_KEY_FUNCTION_NOT_PERMITTED) before the token says its
         type does not fit the mechanism, and a data object to wrap with its own CKR_ARGUMENTS_BAD.
         Handles this session does not know are refused as before (the menu names them)."""
-        self._object(wrapping, "C_WrapKey")
-        self._object(key, "C_WrapKey")
+        self._exists(wrapping, "C_WrapKey")
+        self._exists(key, "C_WrapKey")
         return self._call(
             "C_WrapKey", self._module.raw.wrap_key, self.handle, mechanism, param, wrapping, key
         )
@@ -482,7 +514,7 @@ class PhysicalSession(MemberSession):
         """Through ctypes with the template as it is, in its order: python-pkcs11 merges it into
         its own default unwrap template (attributes a private key must not have, FACTS) and
         reorders it, and SoftHSM2's answer depends on the order (raw.unwrap_key)."""
-        self._object(unwrapping, "C_UnwrapKey")  # a handle this session knows
+        self._exists(unwrapping, "C_UnwrapKey")  # a handle this session knows
         full = {CKA_CLASS: object_class, CKA_KEY_TYPE: key_type, **template}
         made = self._call(
             "C_UnwrapKey",
@@ -494,7 +526,6 @@ class PhysicalSession(MemberSession):
             bytes(data),
             full,
         )
-        self._adopt(full)
         return made
 
     def pbe_generate(self, password: str, salt: bytes, iterations: int, template: dict[int, object]) -> int:
