@@ -1,5 +1,5 @@
 """The control channel of a running `ckdemo serve` (HOME/run/ckdemo.ctl): with local members the
-server holds the members, so `ckdemo member fail|restore` and `ckdemo hagroup status` reach them
+server holds the members, so `ckdemo member fail` and `restore` and `ckdemo hagroup status` reach them
 only through it. An application (pkcs11-tool through p11-kit-client.so) keeps working while a
 member is failed; HA Status shows the seed's CKR_DEVICE_ERROR, then CKR_TOKEN_NOT_PRESENT, then
 CKR_OK after recovery.

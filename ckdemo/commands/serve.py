@@ -206,10 +206,7 @@ def serve(
             "`p11-kit list-modules` see the served slots)"
         )
     if control is not None:
-        _say(
-            f"control channel on {control_at} (ckdemo hagroup status, ckdemo member "
-            "fail|restore|kill|hang|resume|slow|flap|stop NAME, ckdemo fault add|list|clear)"
-        )
+        _say(f"control channel on {control_at} (for ckdemo hagroup status, ckdemo member and ckdemo fault)")
         control.start()
     else:
         _say(f"no control channel: {control_problem}")
