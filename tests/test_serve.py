@@ -140,6 +140,9 @@ def stop_cleanly(server: Served) -> None:
     assert not server.socket.exists(), "the socket outlived the server"
     assert "stopped: sessions closed" in log
     assert log.count("real login") == log.count("real logout"), log
+    # the commands that use the control channel, named in words on one line (no a|b|c list)
+    (control,) = [line for line in log.splitlines() if "control channel on" in line]
+    assert control.endswith(" (for ckdemo hagroup status, ckdemo member and ckdemo fault)"), control
 
 
 # ---- a raw client of our own (two logins at once, misbehaviour) -------------------------------------
