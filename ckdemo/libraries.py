@@ -1,5 +1,5 @@
 """Where this machine keeps the shared libraries ckdemo loads or hands to others: SoftHSM2's
-PKCS#11 module, p11-kit's client module, and OpenSSL's engine "pkcs11" (libp11).
+PKCS#11 module, p11-kit's client and proxy modules, and OpenSSL's engine "pkcs11" (libp11).
 
 Looked for, never assumed: Debian puts them under its multiarch folder (x86_64-linux-gnu,
 aarch64-linux-gnu, ...), Fedora under /usr/lib64. The candidates come in this order, each asked
