@@ -22,10 +22,13 @@ TEST_WORKERS ?= 4
 test: setup
 	$(VENV)/bin/pytest -q -n $(TEST_WORKERS) --dist loadfile
 
-# ruff's checks as pyproject.toml configures them (CI runs this before the tests)
+# ruff's checks as pyproject.toml configures them (CI runs this before the tests), on the package,
+# the tests and the Python scripts (scripts/ without an extension: found by their #! line), and
+# ruff's format of the Python blocks of the Markdown pages
+PY_SCRIPTS := $(shell awk 'FNR == 1 && /^\#!.*python/ { print FILENAME }' scripts/*)
 lint: setup
-	$(VENV)/bin/ruff check ckdemo tests
-	$(VENV)/bin/ruff format --check ckdemo tests
+	$(VENV)/bin/ruff check ckdemo tests $(PY_SCRIPTS)
+	$(VENV)/bin/ruff format --check ckdemo tests $(PY_SCRIPTS) README.md docs
 
 # the long fuzz run (the suite runs 2,000 interactions); figures appended to docs/FUZZ.md
 FUZZ_COUNT ?= 20000

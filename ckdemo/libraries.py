@@ -1,5 +1,5 @@
 """Where this machine keeps the shared libraries ckdemo loads or hands to others: SoftHSM2's
-PKCS#11 module, p11-kit's client module, and OpenSSL's engine "pkcs11" (libp11).
+PKCS#11 module, p11-kit's client and proxy modules, and OpenSSL's engine "pkcs11" (libp11).
 
 Looked for, never assumed: Debian puts them under its multiarch folder (x86_64-linux-gnu,
 aarch64-linux-gnu, ...), Fedora under /usr/lib64. The candidates come in this order, each asked
@@ -70,7 +70,17 @@ OPENSSL_PKCS11_ENGINE = Library(
     in_p11_module_dir=False,
     other_dirs=("/usr/lib64/engines-3", "/usr/local/lib/engines-3"),
 )
-KNOWN = {library.name: library for library in (SOFTHSM2, P11KIT_CLIENT, OPENSSL_PKCS11_ENGINE)}
+P11KIT_PROXY = Library(
+    "p11-kit-proxy",
+    "p11-kit-proxy.so",
+    "p11-kit's proxy module (the modules p11-kit is configured with, as one)",
+    "p11-kit",
+    fixed=(),
+    under_multiarch=("",),  # /usr/lib/<multiarch>/p11-kit-proxy.so
+    in_p11_module_dir=False,
+    other_dirs=("/usr/lib64", "/usr/local/lib"),
+)
+KNOWN = {library.name: library for library in (SOFTHSM2, P11KIT_CLIENT, OPENSSL_PKCS11_ENGINE, P11KIT_PROXY)}
 
 
 class LibraryNotFound(Exception):
@@ -112,7 +122,7 @@ def candidates(
     """Every path worth trying, in order; the folders that need a tool are asked for lazily."""
     yield from library.fixed
     for folder in library.under_multiarch:
-        yield f"/usr/lib/{multiarch()}/{folder}/{library.file}"
+        yield os.path.join("/usr/lib", multiarch(), folder, library.file)
     if library.in_p11_module_dir and (module_dir := p11_module_dir()):
         yield os.path.join(module_dir, library.file)
     for folder in library.other_dirs:
@@ -140,7 +150,7 @@ def find(
 
 def main(argv: list[str]) -> int:
     if len(argv) != 1 or argv[0] not in KNOWN:
-        print(f"usage: python3 -m ckdemo.libraries {'|'.join(KNOWN)}", file=sys.stderr)
+        print(f"usage: python3 -m ckdemo.libraries {{{','.join(KNOWN)}}}", file=sys.stderr)
         return 2
     try:
         print(find(KNOWN[argv[0]]))

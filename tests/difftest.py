@@ -9,7 +9,7 @@ that are random per side (key material, signatures, ciphertexts, random bytes) a
 as such: handles are named by the order in which each side returned them, random outputs are
 compared by length and checked on their own side (a signature verifies with that side's public
 key in `cryptography`, a ciphertext decrypts back on that side). In fault mode a member of the
-HA group is failed and restored between calls (`ckdemo member fail|restore`), on the HA side only.
+HA group is failed and restored between calls (`ckdemo member fail`, `restore`), on the HA side only.
 
 Vocabulary: a *sequence* (one application: one connection per side, from C_Initialize to
 C_Finalize) is a list of *steps* (one application action such as "sign and verify"), each a few
@@ -74,7 +74,7 @@ P256 = bytes.fromhex("06082a8648ce3d030107")  # DER OID of prime256v1, as CKA_EC
 INVALID_HANDLE = 0x7FFF_FFF0  # what a handle the side never returned becomes
 ROOM = 4096  # the output buffer offered (0 is a size query)
 MEMBERS = ("member1", "member2", "member3")
-# member faults and what undoes each: `ckdemo member fail|restore` (any home), and with remote
+# member faults and what undoes each: `ckdemo member fail`, `restore` (any home), and with remote
 # members (each a p11-kit server process) a power cut and a new server, a hang (SIGSTOP: the
 # socket stays open, nothing answers) and its end
 FAULTS = {"fail": "restore", "kill": "serve", "hang": "resume"}
@@ -479,7 +479,7 @@ LOCAL_CHECKS: dict[str, Callable[..., tuple[str, bytes]]] = {
 
 # ---- faults, on the HA side only -------------------------------------------------------------------
 def inject(servers: Servers, command: str, member: str, delay_ms: int | None = None) -> str:
-    """`ckdemo member fail|restore|kill|serve|hang|resume MEMBER` (or `hagroup recover`); with a
+    """`ckdemo member` fail, restore, kill, serve, hang or resume with a MEMBER (or `hagroup recover`); with a
     delay, in a thread that waits that long first: the fault lands while the next calls are on
     their way (a fault injected later waits for it)."""
     for pending in servers.pending:

@@ -33,6 +33,57 @@ def test_the_page_shows_the_table():
     assert len({c.value for c in exit_codes.TABLE}) == len(exit_codes.TABLE)  # no code twice
 
 
+def per_command(page: str) -> list[str]:
+    """The bullets of the page's per-command list, each as one line of text."""
+    listed = page[page.index("\nPer command:\n") :]
+    return [" ".join(item.split()) for item in re.split(r"\n- ", listed)[1:]]
+
+
+def commands_not_listed(group: click.Group, bullets: list[str]) -> list[str]:
+    """Each command of the CLI needs a bullet that starts with `ckdemo NAME`; a group's bullet
+    names each of its subcommands too."""
+    missing = []
+    for name, command in sorted(group.commands.items()):
+        if command.hidden:
+            continue
+        mine = [b for b in bullets if re.match(rf"`ckdemo {re.escape(name)}[ `]", b)]
+        if not mine:
+            missing.append(name)
+        elif isinstance(command, click.Group):
+            text = " ".join(mine)
+            missing += [
+                f"{name} {verb}"
+                for verb in sorted(command.commands)
+                if not re.search(rf"(?<![\w-]){re.escape(verb)}(?![\w-])", text)
+            ]
+    return missing
+
+
+def test_the_page_lists_every_command_with_its_codes():
+    from ckdemo.cli import main
+
+    assert commands_not_listed(main, per_command(PAGE.read_text())) == []
+
+
+def test_a_command_left_out_of_the_page_is_found():
+    @click.group()
+    def cli():
+        pass
+
+    @cli.group()
+    def member():
+        pass
+
+    for name in ("kill", "slow"):
+        member.command(name)(lambda: None)
+    cli.command("bench")(lambda: None)
+    cli.command("bench-serve")(lambda: None)
+    page = "x\nPer command:\n\n- `ckdemo bench`: 0.\n- `ckdemo member`: kill\n  exits 0.\n"
+    assert commands_not_listed(cli, per_command(page)) == ["bench-serve", "member slow"]
+    page += "- `ckdemo bench-serve`: 0.\n- `ckdemo member slow NAME`: 0.\n"
+    assert commands_not_listed(cli, per_command(page)) == []
+
+
 def test_the_readme_links_the_page_where_it_lists_the_commands():
     text = (REPO / "README.md").read_text()
     commands = text[text.index("\n## Commands\n") :]
@@ -127,6 +178,28 @@ def test_usage_and_configuration_exit_2(shared_home, run_ckdemo, tmp_path):
     not_a_home.write_text("")
     done = run_ckdemo(not_a_home / "home", "bench")
     assert done.returncode == exit_codes.USAGE and done.stderr.startswith("ckdemo: ")
+    no_traceback(done.stdout, done.stderr)
+
+
+@requires_softhsm
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (("init", "--members", "0"), "0 is not in the range"),
+        (("scripts", "nosuch"), "no shipped script 'nosuch'"),
+        (("hagroup", "status"), "no ckdemo serve runs for this home"),
+        (("hagroup", "synchronize", "-group", "nosuch", "-enable"), "no HA group 'nosuch'"),
+        (("member", "fail", "member1"), "no ckdemo serve runs for this home"),
+        (("member", "slow", "member2", "--ms", "-5"), "slow: ms is above 0 and at most 60000, not -5"),
+        (("member", "kill", "member1"), "no remote members"),
+        (("fault", "list"), "no ckdemo serve runs for this home"),
+        (("lab", "run", "/nonexistent/scenario.toml", "--", "true"), "no such scenario file"),
+    ],
+)
+def test_the_commands_the_page_lists_exit_2_for_what_cannot_be_used(shared_home, run_ckdemo, args, says):
+    done = run_ckdemo(shared_home, *args)
+    assert done.returncode == exit_codes.USAGE, done.stdout + done.stderr
+    assert says in done.stderr
     no_traceback(done.stdout, done.stderr)
 
 

@@ -1,4 +1,4 @@
-"""The fault lab: `ckdemo fault add|list|clear` against a running `ckdemo serve`, and what an
+"""The fault lab: `ckdemo fault` add, list and clear against a running `ckdemo serve`, and what an
 application (python-pkcs11 through Debian's p11-kit-client.so, tests/apps/sign_loop.py) sees.
 
 Each fault is checked by its effect on the application, never by ckdemo's word alone: the

@@ -16,6 +16,8 @@ import pytest
 from conftest import clean_env, no_traceback, requires_softhsm
 from rpc_capture import tools_missing
 
+from ckdemo.libraries import OPENSSL_PKCS11_ENGINE, P11KIT_CLIENT, Library, LibraryNotFound, find
+
 pytestmark = [requires_softhsm, pytest.mark.skipif(bool(tools_missing()), reason=str(tools_missing()))]
 
 APPS = Path(__file__).parent / "apps"
@@ -79,9 +81,15 @@ expect = { app_failures = 3, app_recovers_within = 5.0 }
     assert app[-1] == "29 OK"  # it signed again after the errors, and to the end
 
 
+def installed(library: Library) -> str | None:
+    try:
+        return find(library)
+    except LibraryNotFound:
+        return None
+
+
 @pytest.mark.skipif(
-    not Path("/usr/lib/x86_64-linux-gnu/engines-3/pkcs11.so").exists(),
-    reason="no OpenSSL pkcs11 engine (libengine-pkcs11-openssl)",
+    installed(OPENSSL_PKCS11_ENGINE) is None, reason="no OpenSSL pkcs11 engine (libengine-pkcs11-openssl)"
 )
 def test_openssl_engine_under_200_ms_on_c_sign_shows_the_added_latency(lab_home, tmp_path):
     done, report = lab_run(
@@ -120,7 +128,7 @@ expect = { app_failures_max = 100 }
 """,
         "pkcs11-tool",
         "--module",
-        "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so",
+        find(P11KIT_CLIENT),
         "--login",
         "--pin",
         "1234",

@@ -1,4 +1,6 @@
-"""Dependencies point one way (STYLE: cli -> menu -> handlers -> ha -> members), checked with ast.
+"""Dependencies point one way (STYLE: cli -> menu -> handlers -> ha -> members), checked with ast:
+each part of the package (a subpackage, or a top-level module) imports only what MAY_IMPORT
+allows it, and NEVER names what a part must not reach even through the parts it may import.
 
 Every import counts, including those inside functions and relative ones, resolved to absolute
 module names; `importlib.import_module("...")` / `__import__("...")` with a literal count too.
@@ -417,3 +419,65 @@ def test_every_part_of_the_package_says_what_it_may_import():
 def test_the_allow_list_refuses_an_import_across_the_layers(importer, source):
     path = PACKAGE.parent / (importer.replace(".", "/") + ".py")
     assert not_allowed(path, imports_of_source(source, importer)) != [], source
+
+
+# ---- the rules that matter, kept by the allow-list itself (also through what a part may import) -
+NEVER: dict[str, set[str]] = {
+    # the HA logic knows nothing of the UI, the configuration file, the wire format or python-pkcs11
+    "ckdemo.ha": {
+        "ckdemo.menu",
+        "ckdemo.handlers",
+        "ckdemo.cli",
+        "ckdemo.commands",
+        "ckdemo.config",
+        "ckdemo.rpc",
+        "ckdemo.serve",
+        "pkcs11",
+        "ctypes",
+    },
+    # the menu and its handlers know slots, not python-pkcs11 or the members behind them
+    "ckdemo.menu": {"pkcs11", "ctypes", "ckdemo.members", "ckdemo.ha"},
+    "ckdemo.handlers": {"pkcs11", "ctypes", "ckdemo.members", "ckdemo.ha"},
+    # members are handed what they need: they read no settings and provision nothing
+    "ckdemo.members": {"ckdemo.settings", "ckdemo.provision", "ckdemo.config", "ckdemo.ha"},
+    # the wire format and the server see slots only
+    "ckdemo.rpc": {"ckdemo.members", "ckdemo.ha", "ckdemo.serve"},
+    "ckdemo.serve": {"ckdemo.members", "ckdemo.ha", "ckdemo.menu", "ckdemo.handlers", "pkcs11"},
+}
+
+
+def reachable(allowed: dict[str, set[str]], part: str) -> set[str]:
+    """Every part `part` may reach, directly or through the parts it may import."""
+    seen: set[str] = set()
+    todo = [part]
+    while todo:
+        for name in allowed.get(todo.pop(), set()):
+            if name not in seen:
+                seen.add(name)
+                todo.append(name)
+    return seen
+
+
+def rules_broken(allowed: dict[str, set[str]]) -> dict[str, list[str]]:
+    return {
+        part: sorted(reachable(allowed, part) & never)
+        for part, never in NEVER.items()
+        if reachable(allowed, part) & never
+    }
+
+
+def test_the_allow_list_keeps_the_rules_that_matter():
+    assert set(NEVER) <= set(MAY_IMPORT)
+    assert rules_broken(MAY_IMPORT) == {}
+
+
+def test_a_rule_broken_through_another_part_is_found():
+    widened = {**MAY_IMPORT, "ckdemo.slots": MAY_IMPORT["ckdemo.slots"] | {"ckdemo.menu"}}
+    assert rules_broken(widened)["ckdemo.ha"] == ["ckdemo.menu"]
+    widened = {**MAY_IMPORT, "ckdemo.members": MAY_IMPORT["ckdemo.members"] | {"ckdemo.settings"}}
+    assert rules_broken(widened)["ckdemo.members"] == [
+        "ckdemo.config",
+        "ckdemo.ha",
+        "ckdemo.provision",
+        "ckdemo.settings",
+    ]

@@ -1,5 +1,5 @@
-"""Slow and flapping members (ckdemo/lab/member_faults.py, `ckdemo member slow|flap`, lab steps):
-the loops' shape with stand-ins for the two states, scenario lines checked, and real remote
+"""Slow and flapping members (ckdemo/lab/member_faults.py, `ckdemo member slow` and `flap`, lab
+steps): the loops' shape with stand-ins for the two states, scenario lines checked, and real remote
 members (p11-kit server processes) slowed and flapped by the command line."""
 
 from __future__ import annotations

@@ -1,6 +1,7 @@
 """README.md stays true: the blocks it marks runnable run on a fresh temporary home, what it shows
-as their output is what they print, its command table names every subcommand, and every relative
-link in README.md and docs/*.md reaches a file of the repository.
+as their output is what they print, its command table names every subcommand, every relative
+link in README.md and docs/*.md reaches a file of the repository, and none of them speaks of
+issues, working sessions or branches: only of the repository.
 
 Marks, on a fenced block's opening line (```` ```sh runnable ````):
   sh runnable      run by `bash -e` in a fresh folder that is also HOME, with the `ckdemo` of this
@@ -180,10 +181,51 @@ def test_every_relative_link_reaches_a_file_of_the_repository():
     assert broken == {}
 
 
+# what speaks of the work around the repository rather than of the repository: an issue or its
+# owner, the shared notes beside the checkout, a working session (numbered, ordinal or "this"
+# one: a PKCS#11 session is "a session", "the second session)" of an application, "its last
+# session", "C_OpenSession", never one of these), a git branch
+ORDINAL = r"(?:first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|previous|this)"
+OUTSIDE = [
+    re.compile(pattern)
+    for pattern in (
+        r"\b[Ii]ssues? #?\d+",
+        r"\b[Tt]he issue(?:'s)?\b",
+        r"\bissue owner",
+        r"\.\./shared",
+        r"(?<![.`\w])FACTS\b(?!`)",  # not the code's names (`vault.FACTS`, key_checks.FACTS)
+        r"\d{4}-\d\d-\d\d, session \d+\b",
+        r"\(session \d{1,2}\)",
+        r"\brun of session \d+\b",
+        r"\b[Ww]orking session",
+        rf"\d{{4}}-\d\d-\d\d, (?:\w+ of the )?{ORDINAL} session\b",
+        rf"\b(?:in|of|during) (?:the|this) {ORDINAL} session\b",
+        rf"\b{ORDINAL} session's (?:last|first|fixes|code|work|run)",
+        r"\b(?:start|end) of the session\b",
+        r"\b(?:found|fixed) (?:in )?this session\b",
+        r"\b(?:this|that|our|my|a|the|feature|main's) branch\b(?! of)",
+        r"\bbranch `",
+    )
+]
+
+
+def outside_references(text: str) -> list[str]:
+    return [found.group(0) for pattern in OUTSIDE for found in pattern.finditer(text)]
+
+
 def test_the_readme_refers_to_nothing_outside_the_repository():
     text = README.read_text()
-    for outside in ("../shared", "FACTS", "the seed", "issue "):
-        assert outside not in text
+    assert "the seed" not in text
+    assert outside_references(text) == []
+
+
+def test_the_docs_refer_to_nothing_outside_the_repository():
+    found = {
+        page.relative_to(REPO).as_posix(): refs
+        for page in [*PAGES, REPO / "CHANGELOG.md"]
+        if (refs := outside_references(page.read_text()))
+    }
+    assert found == {}
 
 
 # ---- the checks themselves can fail -----------------------------------------------------------
@@ -214,6 +256,50 @@ def test_output_that_was_printed_is_found(shown):
 )
 def test_output_that_was_not_printed_is_reported(shown):
     assert missing_from(shown, PRINTED) is not None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        'Acceptance of the issue "the HA slot must be indistinguishable"',
+        "### The journal (issue 20)",
+        "for the issue owner to move",
+        "see ../shared/notes.md",
+        "as FACTS says",
+        "SoftHSM 2.6 takes SHA-1 only (FACTS 6)",
+        "| before (session 14) |",
+        "### Predicted replies (2026-11-26, session 15)",
+        "The six-minute run of session 14 (same command",
+        "Runs of the fifth session (2026-12-07)",
+        "(2026-12-07, third session, branch `diff-18`)",
+        "(2026-12-07, end of the fifth session)",
+        "the two defects of the fourth session's last run",
+        "What was found and fixed this session",
+        "Fixed in the fourth session, each",
+        "| main b573707 and this branch started together |",
+    ],
+)
+def test_a_reference_outside_the_repository_is_found(text):
+    assert outside_references(text) != []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "C_OpenSession opens a session; sessions close",
+        "`s2` the second session) of the application",
+        "after the last session closes; the handles of the last session; its last session,",
+        "the same in every session; in the application's session",
+        "Session handle: 1000001 (slot#5, R/W); C_Login on session 1000001; the objects of session 1",
+        "Not an issue here: mechanisms",
+        "the key's facts; the seed of `probability`",
+        "what `vault.FACTS` lists; key_checks.FACTS; `FACTS` in ckdemo/ha/vault.py",
+        "each branch of the failover",
+        "(2026-12-07, later)",
+    ],
+)
+def test_pkcs11_sessions_and_plain_words_are_not_taken_for_outside_references(text):
+    assert outside_references(text) == []
 
 
 def test_a_broken_or_outside_link_is_reported():

@@ -140,6 +140,12 @@ def stop_cleanly(server: Served) -> None:
     assert not server.socket.exists(), "the socket outlived the server"
     assert "stopped: sessions closed" in log
     assert log.count("real login") == log.count("real logout"), log
+    # the commands that use the control channel (when serve made one), in words on one line
+    control = [line for line in log.splitlines() if "control channel" in line]
+    assert len(control) == 1, log
+    assert control[0].endswith(" (for ckdemo hagroup status, ckdemo member and ckdemo fault)") or (
+        "no control channel: " in control[0]
+    ), control
 
 
 # ---- a raw client of our own (two logins at once, misbehaviour) -------------------------------------

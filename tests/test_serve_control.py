@@ -1,5 +1,5 @@
 """The control channel of a running `ckdemo serve` (HOME/run/ckdemo.ctl): with local members the
-server holds the members, so `ckdemo member fail|restore` and `ckdemo hagroup status` reach them
+server holds the members, so `ckdemo member fail` and `restore` and `ckdemo hagroup status` reach them
 only through it. An application (pkcs11-tool through p11-kit-client.so) keeps working while a
 member is failed; HA Status shows the seed's CKR_DEVICE_ERROR, then CKR_TOKEN_NOT_PRESENT, then
 CKR_OK after recovery.
@@ -201,11 +201,15 @@ def test_p11kit_module_file_lets_p11kit_proxy_users_see_the_slot(home, ckdemo_bi
     p11-kit-proxy.so (no P11_KIT_SERVER_ADDRESS) see the HA token; the file goes at stop."""
     import shutil
     import subprocess
+    from ckdemo.libraries import P11KIT_PROXY, LibraryNotFound, find
     from ckdemo.serve.module_file import module_dir
 
-    proxy = "/usr/lib/x86_64-linux-gnu/p11-kit-proxy.so"
-    if shutil.which("p11-kit") is None or not os.path.exists(proxy):
-        pytest.skip("p11-kit or p11-kit-proxy.so missing")
+    try:
+        proxy = find(P11KIT_PROXY)
+    except LibraryNotFound as missing:
+        pytest.skip(str(missing))
+    if shutil.which("p11-kit") is None:
+        pytest.skip("p11-kit missing")
     name = f"ckdemo-test-{os.getpid()}"
     served = start_server(ckdemo_bin, home, None, home.parent / "serve.log", "--p11-kit-module", name)
     module = module_dir() / f"{name}.module"
@@ -224,6 +228,10 @@ def test_p11kit_module_file_lets_p11kit_proxy_users_see_the_slot(home, ckdemo_bi
     finally:
         code = stop_server(served)
     assert code == 0 and not module.exists(), served.log()
+    stopped = served.log().splitlines()[-1]
+    assert " stopped: sessions closed, " in stopped and stopped.endswith(
+        f" and p11-kit module file {module} removed"
+    ), stopped
     module.write_text("module: /nonexistent.so\n")  # someone else's file of that name
     try:
         out = tmp_path / "refused.log"

@@ -1,4 +1,4 @@
-"""`ckdemo fault add|list|clear`: the fault lab's faults in a running `ckdemo serve`.
+"""`ckdemo fault` add, list and clear: the fault lab's faults in a running `ckdemo serve`.
 
 Wiring only: the options become one fault's settings (ckdemo.serve.faults.FaultSpec.parse checks
 them, in the server, with one clear line for what is wrong) and go over the control channel.

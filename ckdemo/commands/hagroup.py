@@ -212,7 +212,7 @@ def haonly(ctx: click.Context, state: str | None, enable: bool, disable: bool, s
 )
 @click.pass_context
 def log(ctx: click.Context, state: str | None, enable: bool, disable: bool, path: str | None) -> None:
-    """Set HAConfiguration haLogStatus (and haLogPath): on|off, or -enable|-disable."""
+    """Set HAConfiguration haLogStatus (and haLogPath): on or off, or -enable or -disable."""
     chosen = _one_switch(
         {"on": state == "on" or enable, "off": state == "off" or disable}, "on, off, -enable, -disable"
     )

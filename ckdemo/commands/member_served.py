@@ -1,4 +1,4 @@
-"""`ckdemo member kill|hang|resume|slow|flap|stop` against a running `ckdemo serve`: the request
+"""`ckdemo member` kill, hang, resume, slow, flap and stop against a running `ckdemo serve`: the request
 goes over its control channel, and serve's MemberLab (ckdemo/lab/member_lab.py) applies it, as it
 does for FaultLab and the lab's scenarios. With no serve running, member.py acts on a remote
 member's server itself.
@@ -102,7 +102,7 @@ def stop(ctx: click.Context, name: str) -> None:
     except NotServed as exc:
         raise Fail(
             f"{exc}: a slow or flap without ckdemo serve runs in the foreground of its own "
-            "`ckdemo member slow|flap` (Ctrl-C stops it)"
+            "`ckdemo member slow` or `ckdemo member flap` (Ctrl-C stops it)"
         ) from None
     for line in reply["lines"]:
         click.echo(line)

@@ -206,10 +206,7 @@ def serve(
             "`p11-kit list-modules` see the served slots)"
         )
     if control is not None:
-        _say(
-            f"control channel on {control_at} (ckdemo hagroup status, ckdemo member "
-            "fail|restore|kill|hang|resume|slow|flap|stop NAME, ckdemo fault add|list|clear)"
-        )
+        _say(f"control channel on {control_at} (for ckdemo hagroup status, ckdemo member and ckdemo fault)")
         control.start()
     else:
         _say(f"no control channel: {control_problem}")
@@ -244,8 +241,17 @@ def serve(
         watcher.join(1)
         _print_new_events(groups)
         signal.signal(signal.SIGTERM, previous)
-        removed = f"{path} and {control_at.name}" if control is not None else str(path)
-        _say(f"stopped: sessions closed, {removed} removed")
+        removed = [str(path)]
+        if control is not None:
+            removed.append(control_at.name)
+        if module_file is not None:
+            removed.append(f"p11-kit module file {module_file}")
+        _say(f"stopped: sessions closed, {_listed(removed)} removed")
+
+
+def _listed(words: list[str]) -> str:
+    """a; a and b; a, b and c"""
+    return words[0] if len(words) == 1 else f"{', '.join(words[:-1])} and {words[-1]}"
 
 
 def _tell_systemd(state: str) -> None:

@@ -122,7 +122,7 @@ def synchronize_on_recovery(conf: ChrystokiConf, label: str) -> bool:
 
 
 def set_synchronize(conf: ChrystokiConf, label: str, on: bool) -> None:
-    """HASynchronize = { <label> = 1|0; } (lunacm: hagroup synchronize -group L -enable|-disable)."""
+    """HASynchronize = { <label> = 1 or 0; } (lunacm: hagroup synchronize -group L, -enable or -disable)."""
     conf.set(HA_SYNCHRONIZE, label, "1" if on else "0")
 
 
@@ -140,7 +140,7 @@ def recovery_mode(conf: ChrystokiConf) -> str:
 
 
 def set_recovery_mode(conf: ChrystokiConf, mode: str) -> None:
-    """lunacm: hagroup recoverymode -mode activeBasic|activeEnhanced."""
+    """lunacm: hagroup recoverymode -mode activeBasic or -mode activeEnhanced."""
     conf.set(VIRTUAL_TOKEN, RECOVERY_MODE, mode)
 
 

@@ -145,7 +145,7 @@ SELF_TESTS = [
 
 
 def run_self_tests(session, mechanisms: set[int]) -> list[tuple[str, str, str, str]]:
-    """(test, mechanism, PASS|FAIL|SKIP, detail) for each known-answer test."""
+    """(test, mechanism, PASS, FAIL or SKIP, detail) for each known-answer test."""
     shelf = KeyShelf(session)
     rows = []
     try:

@@ -1,6 +1,6 @@
 """The control channel of a running `ckdemo serve`: HA Status, fault injection and manual
 recovery for the groups the server holds, from another process (`ckdemo hagroup status`,
-`ckdemo member fail|restore NAME`).
+`ckdemo member fail NAME` and `ckdemo member restore NAME`).
 
 With local members only the serving process can reach its members, so this is the one way in.
 Protocol: JSON lines on a Unix socket (HOME/run/ckdemo.ctl, mode 0600, peers of another user
