@@ -16,6 +16,7 @@ import termios
 import threading
 import time
 import pty
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -201,6 +202,9 @@ def test_nolb_sends_every_call_to_the_first_member(shared_home, run_ckdemo):
 
 
 def test_json_carries_the_parameters_and_units(shared_home, run_ckdemo):
+    from test_state_json import assert_envelope
+
+    started = datetime.now(timezone.utc)
     done = run_ckdemo(
         shared_home,
         "bench",
@@ -216,6 +220,7 @@ def test_json_carries_the_parameters_and_units(shared_home, run_ckdemo):
     )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
+    assert_envelope(report, shared_home, started)  # which ckdemo, when, which library
     assert report["parameters"] == {
         "operation": "ecdsa-sign",
         "slots": ["direct", "HA"],

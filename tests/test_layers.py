@@ -320,7 +320,8 @@ MAY_IMPORT: dict[str, set[str]] = {
     },
     "ckdemo.serve": FOUNDATIONS | {"ckdemo.slots", "ckdemo.rpc", "ckdemo.screens"},
     # the fault lab: scenarios, the call journal, the report; it drives a server it is handed
-    "ckdemo.lab": FOUNDATIONS | {"ckdemo.serve", "ckdemo.timeline"},
+    "ckdemo.lab": FOUNDATIONS | {"ckdemo.serve", "ckdemo.timeline", "ckdemo.provenance"},
+    "ckdemo.provenance": set(),  # standard library only: which ckdemo wrote a document, and when
     "ckdemo.timeline": set(),  # standard library only: the lab, the soak and bench draw with it
     "ckdemo.uri": FOUNDATIONS,  # RFC 7512 pkcs11 URIs
     "ckdemo.menu": FOUNDATIONS | {"ckdemo.workspace", "ckdemo.slots", "ckdemo.uri", "tabulate"},
@@ -338,6 +339,7 @@ MAY_IMPORT: dict[str, set[str]] = {
         "ckdemo.bench",
         "ckdemo.bench_serve",
         "ckdemo.soak",
+        "ckdemo.provenance",
         "ckdemo.config",
         "ckdemo.exit_codes",
         "ckdemo.ha",

@@ -146,8 +146,8 @@ def bench_command(
 ):
     """Throughput and latency of one operation on a slot, or HA vs direct in the same run.
     Exit 1 when calls failed; Ctrl-C stops the run with the figures so far (exit 130)."""
-    import json
     from tabulate import tabulate
+    from . import state_json
     from .. import bench
     from ..codes import CKR_USER_ALREADY_LOGGED_IN, CKRError
     from ..interruption import StopRequest, first_ctrl_c_stops
@@ -224,10 +224,9 @@ def bench_command(
         except OSError as exc:
             raise Fail(f"cannot write the HTML page {html_path}: {exc.strerror or exc}") from None
     if as_json:
-        click.echo(
-            json.dumps(
-                {"parameters": asked, "results": figures, "ratio": ratio, "interrupted": interrupted},
-                indent=2,
+        state_json.echo(
+            state_json.envelope(
+                settings, parameters=asked, results=figures, ratio=ratio, interrupted=interrupted
             )
         )
         ctx.exit(code)
