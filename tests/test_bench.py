@@ -25,8 +25,15 @@ from conftest import clean_env, no_traceback, requires_softhsm
 pytestmark = requires_softhsm
 
 JSON_DOC = Path(__file__).resolve().parent.parent / "docs" / "JSON.md"
-# objects keyed by member serial (their keys are data, not field names), and one not walked further
-BY_SERIAL = {"results[].member_share", "consistency.members"}
+# objects whose keys are data, not field names (docs/JSON.md writes them <serial>, <op>, <server>),
+# and one not walked further
+KEYED = {
+    "results[].member_share": "<serial>",
+    "consistency.members": "<serial>",
+    "operations": "<op>",  # bench-serve's operations ...
+    "two_clients": "<server>",  # ... and servers
+}
+SERVERS = {"ckdemo", "p11-kit"}  # bench-serve's two, beside the ratios in operations.<op>
 NOT_WALKED = {"consistency.members.<serial>"}
 
 FRAME = re.compile(r"(\d+)%  ([\d.]+)/([\d.]+) s, ([\d,]+) calls  ETA (\d+):(\d\d)  \((\w+)\)")
@@ -129,7 +136,7 @@ def field_paths(value, path: str = "") -> set[str]:
         return found
     if isinstance(value, dict):
         for key, item in value.items():
-            name = "<serial>" if path in BY_SERIAL else key
+            name = KEYED.get(path) or ("<server>" if path == "operations.<op>" and key in SERVERS else key)
             found |= field_paths(item, f"{path}.{name}" if path else name)
     elif isinstance(value, list):
         for item in value:
