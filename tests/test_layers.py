@@ -330,7 +330,9 @@ MAY_IMPORT: dict[str, set[str]] = {
     "ckdemo.replay": FOUNDATIONS | {"ckdemo.menu", "ckdemo.workspace", "ckdemo.config"},
     "ckdemo.histogram": set(),  # standard library only: bench-serve's client processes load it too
     "ckdemo.bench": FOUNDATIONS | {"ckdemo.known_keys", "ckdemo.histogram", "ckdemo.timeline"},
-    "ckdemo.soak": FOUNDATIONS | {"ckdemo.known_keys", "ckdemo.histogram", "ckdemo.timeline"},
+    "ckdemo.soak": FOUNDATIONS
+    | {"ckdemo.known_keys", "ckdemo.histogram", "ckdemo.timeline", "ckdemo.soak_dropouts"},
+    "ckdemo.soak_dropouts": FOUNDATIONS,  # the members a soak loses for good
     "ckdemo.interruption": set(),
     "ckdemo.exit_codes": set(),
     "ckdemo.bench_serve": FOUNDATIONS | {"ckdemo.childenv", "ckdemo.interruption"},
@@ -339,6 +341,7 @@ MAY_IMPORT: dict[str, set[str]] = {
         "ckdemo.bench",
         "ckdemo.bench_serve",
         "ckdemo.soak",
+        "ckdemo.soak_dropouts",
         "ckdemo.provenance",
         "ckdemo.config",
         "ckdemo.exit_codes",

@@ -253,7 +253,7 @@ def _soak_line(report, seconds: float) -> str:
     )
     if report.seconds:  # the workload is over
         state = (
-            "waiting for every member to be back"
+            "waiting for the members that can come back"
             if report.settling
             else "removing the run's keys"
             if report.cleaning
@@ -338,8 +338,7 @@ def soak(ctx, seconds, seed, interval, kill_every, hang_every, down_for, pin, as
     members end up holding different key material. Ctrl-C ends the workload early: the members
     are still brought back, compared and cleared of the run's keys, the figures so far printed
     (exit 130)."""
-    import json
-    from tabulate import tabulate
+    from . import soak_text, state_json
     from .. import soak as chaos_run
     from ..codes import CKRError
     from ..interruption import StopRequest, first_ctrl_c_stops
@@ -362,9 +361,15 @@ def soak(ctx, seconds, seed, interval, kill_every, hang_every, down_for, pin, as
     if not groups or len(groups[0].members) < 2:
         raise Fail("a soak needs an HA group with at least two members")
     report, stop = chaos_run.Report(), StopRequest()
+    softhsm_conf, modules = settings.conf.get("CKDemo", "SoftHSM2Conf"), settings.libraries()
+    tool = (
+        (f"SOFTHSM2_CONF={softhsm_conf} " if softhsm_conf else "")
+        + "pkcs11-tool --module "
+        + (modules[0] if modules else "<the member's PKCS#11 library>")
+    )
     try:
-        with first_ctrl_c_stops(stop), ProgressLine(lambda: _soak_line(report, seconds)):
-            chaos_run.run(groups[0], seconds, chaos, pin, interval, report, stop)
+        with first_ctrl_c_stops(stop), ProgressLine(lambda: _soak_line(report, seconds)) as progress:
+            chaos_run.run(groups[0], seconds, chaos, pin, interval, report, stop, say=progress.say, tool=tool)
     except CKRError as exc:
         raise Fail(f"soak could not start: {exc}") from None
     figures = report.as_dict()
@@ -373,44 +378,13 @@ def soak(ctx, seconds, seed, interval, kill_every, hang_every, down_for, pin, as
             Path(html_path).write_text(chaos_run.html_page(report))
         except OSError as exc:
             raise Fail(os_error("cannot write the HTML page", exc)) from None
-    ok = not report.failures and figures["consistency"].get("identical", False)
+    ok = not report.failures and figures["consistency"].get("identical", False) and not figures["given_up"]
     code = exit_codes.INTERRUPTED if report.interrupted else exit_codes.OK if ok else exit_codes.FAILED
     if as_json:
-        click.echo(json.dumps(figures, indent=2))
+        state_json.echo(state_json.envelope(settings, **figures))
         ctx.exit(code)
-    click.echo(
-        f"operations: {figures['operations']} in {figures['elapsed_s']} s; "
-        f"application-visible failures: {figures['application_failures']}"
-    )
-    for sample in figures["failure_samples"]:
-        click.echo(f"  failure: {sample}")
-    click.echo(
-        f"kills: {figures['kills']}, hangs: {figures['hangs']}, restores: {figures['restores']}, "
-        f"p99 latency {figures['p99_ms']} ms overall, slowest call {figures['slowest_ms']} ms "
-        f"(began at {figures['slowest_at_s']} s)"
-    )
-    if figures["around_failures"]:
-        click.echo(
-            tabulate(
-                [
-                    (r["kind"], r["t_s"], r["member"], r["slowest_ms"], r["p99_ms"])
-                    for r in figures["around_failures"]
-                ],
-                headers=["", "at s", "member", "slowest ms (next 2 s)", "p99 ms (next 2 s)"],
-                disable_numparse=True,
-            )
-        )
-    click.echo(f"worst p99 added around a failure: {figures['worst_added_p99_ms']} ms")
-    for r in figures["recoveries"]:
-        click.echo(f"  recovered {r['member']} at {r['t_s']} s, inside call {r['call']}")
-    c = figures["consistency"]
-    click.echo(
-        f"consistency: all members active {c.get('all_members_active')}, "
-        f"same objects and key material {c.get('identical')}"
-    )
-    click.echo(
-        f"RSS: {figures['rss_start_kb']} kB -> {figures['rss_end_kb']} kB ({figures['rss_growth_kb']:+d} kB)"
-    )
+    for line in soak_text.lines(figures):
+        click.echo(line)
     if report.interrupted:
         click.echo(
             f"interrupted after {figures['elapsed_s']} s of {seconds:g}: the figures so far; "
