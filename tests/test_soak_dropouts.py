@@ -124,6 +124,18 @@ def test_the_end_says_what_it_waits_for(home, run_ckdemo):
     assert soak_objects(home) == {label: [] for label in MEMBERS}
 
 
+def test_a_negative_worst_added_p99_is_explained():
+    from ckdemo.commands.soak_text import worst_added
+
+    figures = {"worst_added_p99_ms": -1.25, "p99_ms": 9.5, "parameters": {"window_s": 2.0}}
+    assert worst_added(figures) == [
+        "worst p99 added around a failure: -1.25 ms",
+        "  (negative: in the 2 s after every failure the calls' p99 stayed below the run's 9.5 ms: "
+        "the run's slowest calls came away from the failures)",
+    ]
+    assert worst_added({**figures, "worst_added_p99_ms": 3.0}) == ["worst p99 added around a failure: 3.0 ms"]
+
+
 def test_a_member_out_of_reach_is_named_with_what_it_keeps_and_cleared_once_reachable(tmp_path):
     """In process, on real SoftHSM2 tokens: member 2 fails with automatic recovery off, so it is
     given up at once; while its slot fails, the run's objects on it are named as leftovers with
