@@ -4,6 +4,8 @@ every member under the domain keys) while a seeded chaos thread kills members an
 back, never all at once. Reports what the
 application saw, the latency around each failure, every recovery and the call that triggered
 it, and at the end whether every member holds the same objects with the same key material.
+A member automatic recovery gives up on (soak_dropouts.py) is said when it happens, not waited
+for at the end, and cleared of the run's objects through its own slot.
 
 Works through the slot interface only (fail/restore are real SIGKILLs for remote members).
 """
