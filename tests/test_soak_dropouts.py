@@ -77,7 +77,8 @@ def test_a_member_given_up_is_said_not_waited_for_and_cleared(home, run_ckdemo):
     assert report["parameters"]["retry"] == 1 and report["parameters"]["interval_s"] == 0.1
     [kill] = report["around_failures"]
     [given] = report["given_up"]
-    assert given["member"] == kill["member"] and kill["t_s"] < given["t_s"] < kill["t_s"] + 1.0
+    # seen while the workload ran, not at its end
+    assert given["member"] == kill["member"] and kill["t_s"] < given["t_s"] < report["elapsed_s"]
     assert (given["attempts"], given["retry"], given["interval_s"]) == (1, 1, 0.1)
     # the run's two known keys (three objects) and the AES keys generated before it dropped
     assert given["removed"] >= 3, given
