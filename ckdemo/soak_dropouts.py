@@ -63,7 +63,7 @@ class Dropouts:
         self.given_up: list[GivenUp] = []
         self.leftovers: list[Leftovers] = []
         self._reached: dict[str, Any] = {}  # serial -> a logged-in session on its own slot
-        self._unreached: dict[str, str] = {}  # serial -> why it could not be reached
+        self._unreached: dict[str, str] = {}  # serial -> why the run's objects could not be removed
 
     def check(self) -> None:
         """Says each member given up since the last check (after the HA log grew)."""
@@ -99,13 +99,13 @@ class Dropouts:
                 member.slot.reconnect(member.serial)
                 session = member.slot.open_session(rw=True)
             except CKRError as exc:
-                self._unreached[member.serial] = str(exc)
+                self._unreached[member.serial] = f"not reachable: {exc}"
                 continue
             try:
                 session.login(CKU_USER, pin)
             except CKRError as exc:
                 if exc.ckr != CKR_USER_ALREADY_LOGGED_IN:
-                    self._unreached[member.serial] = str(exc)
+                    self._unreached[member.serial] = f"the user cannot log in there: {exc}"
                     _quietly(session.close)
                     continue
             self._reached[member.serial] = session
@@ -114,17 +114,21 @@ class Dropouts:
         """The run's objects (label `label`, or a marked copy of it) removed from each member
         reached; the members that could not be reached named with what they keep and the
         pkcs11-tool lines that remove it (`tool`: the command that opens a member's library)."""
+        kept: dict[str, int | None] = {}  # serial -> objects of the run still on it (None: unknown)
         for serial, session in self._reached.items():
             try:
-                removed = 0
-                for handle in session.find_objects({}):
-                    found = session.get_attributes(handle, [CKA_LABEL]).get(CKA_LABEL) or ""
-                    if str(found).startswith(label):
-                        session.destroy_object(handle)
-                        removed += 1
-                self._note_removed(serial, removed)
+                ours = [
+                    handle
+                    for handle in session.find_objects({})
+                    if str(session.get_attributes(handle, [CKA_LABEL]).get(CKA_LABEL) or "").startswith(label)
+                ]
+                for removed, handle in enumerate(ours):
+                    kept[serial] = len(ours) - removed
+                    session.destroy_object(handle)
+                kept.pop(serial, None)
+                self._note_removed(serial, len(ours))
             except CKRError as exc:
-                self._unreached[serial] = str(exc)
+                self._unreached[serial] = f"it failed while they were removed: {exc}"
             finally:
                 _quietly(session.logout)
                 _quietly(session.close)
@@ -134,8 +138,8 @@ class Dropouts:
                 self.leftovers.append(
                     Leftovers(
                         member.serial,
-                        None,
-                        f"not reachable: {self._unreached[member.serial]}",
+                        kept.get(member.serial),
+                        self._unreached[member.serial],
                         f"once it is: {tool} --token-label {member.label or member.serial} --login "
                         "--list-objects, then the same with --delete-object --type privkey, pubkey "
                         f"or secrkey --id <CKA_ID> for each object labelled {label}",

@@ -168,7 +168,7 @@ def test_a_member_out_of_reach_is_named_with_what_it_keeps_and_cleared_once_reac
     dropouts.clear("soak-t1", "pkcs11-tool --module M")
     [left] = dropouts.as_dict()["leftovers"]
     assert (left["member"], left["objects"]) == (member.serial, None)
-    assert "CKR_DEVICE_ERROR" in left["why"]
+    assert left["why"].startswith("not reachable: ") and "CKR_DEVICE_ERROR" in left["why"]
     assert left["remove"].startswith(
         f"once it is: pkcs11-tool --module M --token-label {member.label} --login"
     )
