@@ -208,6 +208,11 @@ def html_page(report: "Report") -> str:
         for r in figures["around_failures"]
     )
     consistency = figures["consistency"]
+    given_up = "".join(
+        f"<p>Member {html.escape(g['member'])} given up at {g['t_s']} s: {g['attempts']} of {g['retry']} "
+        f"recovery attempt(s) failed, {g['interval_s']:g} s apart.</p>"
+        for g in figures["given_up"]
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>ckdemo soak</title>
 <style>body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
@@ -217,6 +222,7 @@ table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding
 {figures["application_failures"]} application-visible failure(s)</h1>
 <p>Seed {html.escape(str(report.parameters.get("seed")))}; {figures["kills"]} kill(s), {figures["hangs"]} hang(s),
 p99 {figures["p99_ms"]} ms; members identical at the end: {consistency.get("identical")}.</p>
+{given_up}
 {timeline.svg(report.timeline, report.seconds, windows, lines)}
 <p>{timeline.legend(report.timeline.bin_s)}</p>
 <table><tr><th></th><th>at s</th><th>member</th><th>slowest ms (next {WINDOW_S:g} s)</th><th>p99 ms</th></tr>{rows}</table>

@@ -68,9 +68,9 @@ def soak_objects(home) -> dict[str, list[str]]:
     }
 
 
-def test_a_member_given_up_is_said_not_waited_for_and_cleared(home, run_ckdemo):
+def test_a_member_given_up_is_said_not_waited_for_and_cleared(home, run_ckdemo, tmp_path):
     assert run_ckdemo(home, "hagroup", "retry", "-count", "1").returncode == 0
-    done = run_ckdemo(home, "soak", *ONE_DROP, "--json")
+    done = run_ckdemo(home, "soak", *ONE_DROP, "--json", "--html", str(tmp_path / "soak.html"))
     no_traceback(done.stdout, done.stderr)
     report = json.loads(done.stdout)
     assert done.returncode == 1, done.stderr  # a member lost for good fails the soak
@@ -88,6 +88,10 @@ def test_a_member_given_up_is_said_not_waited_for_and_cleared(home, run_ckdemo):
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and GIVEN_UP.fullmatch(lines[0]), done.stderr
     assert GIVEN_UP.fullmatch(lines[0]).group(1) == given["member"]
+    assert (
+        f"<p>Member {given['member']} given up at {given['t_s']} s: 1 of 1 recovery attempt(s) failed, "
+        "0.1 s apart.</p>"
+    ) in (tmp_path / "soak.html").read_text()
     # nothing of the run left on any member token, the one given up included
     assert soak_objects(home) == {label: [] for label in MEMBERS}
 
