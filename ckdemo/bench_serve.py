@@ -26,17 +26,48 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .interruption import StopRequest
 
 OPERATIONS = ("rsa-sign", "random")
+MEASUREMENTS = 2 * len(OPERATIONS) + 2  # a round: each operation on each server, then each pair
 START_TIMEOUT_S = 30.0
 CLIENT_TIMEOUT_S = 120.0  # one round plus set-up; a client that stays silent longer is stuck
 
 
 class BenchError(Exception):
     """Set-up failed: one line for the user."""
+
+
+@dataclass
+class Progress:
+    """Where a run stands, for a display to read: each round makes MEASUREMENTS measurements
+    of `seconds / rounds` one after the other (each operation on each server, then the pair of
+    clients on each server)."""
+
+    seconds: float  # --seconds: time per measurement, all rounds together
+    rounds: int
+    round: int = 0  # the round under way, from 1; 0 while servers and clients start
+    done: int = 0  # measurements made
+    began_at: float | None = None  # time.monotonic() when the first round began
+
+    @property
+    def total(self) -> int:
+        return MEASUREMENTS * self.rounds
+
+    def fraction(self) -> float:
+        return self.done / self.total
+
+    def eta_s(self) -> float | None:
+        """The measuring time left at the pace so far (set-up and shut-down not counted); None
+        before round 1."""
+        if self.began_at is None:
+            return None
+        elapsed = time.monotonic() - self.began_at
+        if not self.done:  # as planned until a measurement says what one costs here
+            return max(0.0, self.seconds * MEASUREMENTS - elapsed)
+        return elapsed / self.done * (self.total - self.done)
 
 
 # ---- the clients ----------------------------------------------------------------------------------
@@ -234,14 +265,16 @@ def run(
     seconds: float,
     rounds: int,
     data_size: int = 32,
-    progress: Callable[[str], None] = lambda line: None,
+    progress: Progress | None = None,
     stop: StopRequest | None = None,
 ) -> dict[str, Any]:
     """Both servers up, four clients (two per server), `rounds` alternating rounds of
     `seconds / rounds` per measurement; the servers and clients stopped whatever happens.
     When `stop` is requested, the clients end the measurement under way and the report holds
-    what was measured so far ("interrupted": true)."""
+    what was measured so far ("interrupted": true). `progress`, when given, is kept up to date
+    as the rounds go (a display reads it)."""
     stop = stop or StopRequest()
+    progress = progress or Progress(seconds, rounds)
     figures = {(side, op): Figure() for side in ("ckdemo", "p11-kit") for op in OPERATIONS}
     pairs = {side: Figure() for side in ("ckdemo", "p11-kit")}
     # sockets in a private (0700) temporary folder: short paths (a Unix socket path has 108 bytes)
@@ -267,7 +300,9 @@ def run(
         for number in range(1, rounds + 1):
             if stop.is_set():
                 break
-            progress(f"round {number}/{rounds}")
+            progress.round = number
+            if progress.began_at is None:
+                progress.began_at = time.monotonic()
             # who goes first changes every round: the first of a pair runs right after the
             # two-client load of the round before, and must not always be the same server
             singles, doubles = [("ckdemo", a), ("p11-kit", b)], [("ckdemo", [a, a2]), ("p11-kit", [b, b2])]
@@ -278,6 +313,7 @@ def run(
                 for side, client in singles:
                     if not stop.is_set():
                         figures[side, op].add(_run_together([client], op, slice_s)[0])
+                        progress.done += 1
             for side, two in doubles:
                 if stop.is_set():
                     break
@@ -289,6 +325,7 @@ def run(
                 pair.first_error = pair.first_error or next(
                     (x["first_error"] for x in answers if x["first_error"]), ""
                 )
+                progress.done += 1
         for side, client in (("ckdemo", a), ("p11-kit", b)):
             for op, latency in client.finish().items():
                 figures[side, op].latency_us = latency

@@ -4,6 +4,8 @@ every member under the domain keys) while a seeded chaos thread kills members an
 back, never all at once. Reports what the
 application saw, the latency around each failure, every recovery and the call that triggered
 it, and at the end whether every member holds the same objects with the same key material.
+A member automatic recovery gives up on (soak_dropouts.py) is said when it happens, not waited
+for at the end, and cleared of the run's objects through its own slot.
 
 Works through the slot interface only (fail/restore are real SIGKILLs for remote members).
 """
@@ -16,9 +18,10 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
 from .codes import CKRError
+from .soak_dropouts import Dropouts
 from . import timeline
 from .histogram import LatencyHistogram
 from .timeline import Bins, Line, Window
@@ -40,6 +43,7 @@ CKM_AES_ECB = 0x1081  # the fingerprint of an AES key: its check value
 CKM_AES_CBC_PAD = 0x1085  # the workload's cipher: its IV travels as a flat byte parameter
 GENERATE_EVERY = 16  # rounds between two key generations on the HA slot
 WINDOW_S = 2.0  # latency "around a failure": from the kill to this long after it
+SETTLE_S = 15.0  # at the end, how long to wait for the members that can still come back
 BLOCK = bytes(range(16))  # what each C_Encrypt+C_Decrypt round trip carries
 IV = bytes(16)
 SIGN_DATA_BYTES = 32  # what each C_Sign signs ("soak N", padded)
@@ -58,7 +62,7 @@ class Chaos:
 class Report:
     parameters: dict[str, Any] = field(default_factory=dict)  # the run as asked (run() fills it)
     began_at: float | None = None  # time.monotonic() when the workload began: a display reads it
-    settling: bool = False  # the workload is over; waiting for every member to be back
+    settling: bool = False  # the workload is over; waiting for the members that can come back
     cleaning: bool = False  # removing the run's objects from every member
     interrupted: bool = False  # stopped early (Ctrl-C): the figures cover what ran
     seconds: float = 0.0
@@ -76,6 +80,7 @@ class Report:
     rss_start_kb: int = 0
     rss_end_kb: int = 0
     slowest: tuple[int, float] = (0, 0.0)  # (ns, when it began, s): the run's slowest call
+    dropouts: Dropouts | None = None  # members given up (run() sets it when the workload begins)
 
     def record(self, began_s: float, seconds: float, failed: bool = False) -> None:
         """One call, `began_s` after the workload began, that took `seconds`."""
@@ -111,6 +116,7 @@ class Report:
             "around_failures": around,
             "worst_added_p99_ms": round(max((r["p99_ms"] for r in around), default=0.0) - baseline, 2),
             "consistency": self.consistency,
+            **(self.dropouts.as_dict() if self.dropouts else {"given_up": [], "leftovers": []}),
             "rss_start_kb": self.rss_start_kb,
             "rss_end_kb": self.rss_end_kb,
             "rss_growth_kb": self.rss_end_kb - self.rss_start_kb,
@@ -202,6 +208,11 @@ def html_page(report: "Report") -> str:
         for r in figures["around_failures"]
     )
     consistency = figures["consistency"]
+    given_up = "".join(
+        f"<p>Member {html.escape(g['member'])} given up at {g['t_s']} s: {g['attempts']} of {g['retry']} "
+        f"recovery attempt(s) failed, {g['interval_s']:g} s apart.</p>"
+        for g in figures["given_up"]
+    )
     return f"""<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>ckdemo soak</title>
 <style>body {{ font-family: system-ui, sans-serif; margin: 2em; color: #222; }}
@@ -211,6 +222,7 @@ table {{ border-collapse: collapse; }} td, th {{ border: 1px solid #ccc; padding
 {figures["application_failures"]} application-visible failure(s)</h1>
 <p>Seed {html.escape(str(report.parameters.get("seed")))}; {figures["kills"]} kill(s), {figures["hangs"]} hang(s),
 p99 {figures["p99_ms"]} ms; members identical at the end: {consistency.get("identical")}.</p>
+{given_up}
 {timeline.svg(report.timeline, report.seconds, windows, lines)}
 <p>{timeline.legend(report.timeline.bin_s)}</p>
 <table><tr><th></th><th>at s</th><th>member</th><th>slowest ms (next {WINDOW_S:g} s)</th><th>p99 ms</th></tr>{rows}</table>
@@ -246,6 +258,7 @@ def parameters(group, seconds: float, chaos: Chaos, interval_s: float) -> dict[s
         "seed": chaos.seed,
         "duration_s": seconds,
         "interval_s": interval_s,
+        "retry": group.policy.retries,
         "kill_every_s": list(chaos.kill_every_s) if chaos.kill_every_s else None,
         "hang_every_s": list(chaos.hang_every_s) if chaos.hang_every_s else None,
         "down_for_s": list(chaos.down_for_s),
@@ -268,10 +281,13 @@ def run(
     interval_s: float = 0.5,
     report: Report | None = None,
     interrupt: threading.Event | None = None,
+    say: Callable[[str], None] = lambda line: None,
+    tool: str = "pkcs11-tool --module <the member's PKCS#11 library>",
 ) -> Report:
     """`report`, when given, is filled as the run goes (a progress display reads it). When
     `interrupt` is set the workload ends there; the members are still brought back, compared and
-    cleared of the run's objects."""
+    cleared of the run's objects. `say` gets a line when a member is given up and when the end
+    waits for members; `tool` starts the pkcs11-tool line a leftover is removed with."""
     report = report if report is not None else Report()
     interrupt = interrupt or threading.Event()
     report.rss_start_kb = rss_kb()
@@ -283,6 +299,7 @@ def run(
     tag = os.urandom(3).hex()
     rsa, aes = _create_keys(session, tag)
     start = report.began_at = time.monotonic()
+    dropouts = report.dropouts = Dropouts(group, start, say)
     stop = threading.Event()
     chaos_thread = threading.Thread(
         target=_chaos, args=(group, chaos, start, seconds, stop, report), daemon=True
@@ -325,19 +342,27 @@ def run(
                 failed = True
             report.record(began - start, time.monotonic() - began, failed)
             report.operations += 1
+            if len(group.log.events) == seen:
+                continue
             for event in group.log.events[seen:]:
                 if event.event == "recovered":
                     report.recoveries.append((time.monotonic() - start, event.member, f"#{n} {name}"))
             seen = len(group.log.events)
+            dropouts.check()
     stop.set()
     chaos_thread.join()
     report.interrupted = interrupt.is_set()
     report.seconds = time.monotonic() - start
     report.settling = True
-    report.consistency = _settle_and_compare(group, session, f"soak-{tag}")
+    _settle(group, session, dropouts, say)
+    dropouts.reach(pin)  # members still out of service: through their own slot
+    report.consistency = _compare(group, f"soak-{tag}")
     report.settling, report.cleaning = False, True
     report.consistency["generated_keys"] = len(generated)
     _remove_run_objects(session, f"soak-{tag}", group)
+    dropouts.clear(f"soak-{tag}", tool)
+    for left in dropouts.leftovers:
+        say(left.line())
     report.cleaning = False
     session.close()
     report.rss_end_kb = rss_kb()
@@ -407,15 +432,34 @@ def _chaos(group, chaos: Chaos, start: float, seconds: float, stop: threading.Ev
         report.restores.append((time.monotonic() - start, member.serial))
 
 
-def _settle_and_compare(group, session, label: str, timeout_s: float = 15.0) -> dict[str, Any]:
-    """Calls until every member is back (recovery runs inside calls), then compares members."""
+def _settle(
+    group, session, dropouts: Dropouts, say: Callable[[str], None], timeout_s: float = SETTLE_S
+) -> None:
+    """Calls until every member that can still come back is back (recovery runs inside calls),
+    saying first which ones it waits for; none for a member given up."""
+    dropouts.check()
+    waited = [m for m in group.members if dropouts.can_come_back(m)]
+    if not waited:
+        return
+    say(
+        f"soak: waiting up to {timeout_s:g} s for member(s) {', '.join(m.serial for m in waited)} "
+        f"to be recovered (an attempt every {group.policy.interval_s:g} s)"
+    )
     deadline = time.monotonic() + timeout_s
-    while not all(m.active for m in group.members) and time.monotonic() < deadline:
+    while any(dropouts.can_come_back(m) for m in waited) and time.monotonic() < deadline:
         try:
             session.generate_random(8)
         except CKRError:
             pass  # a call is what drives recovery; its answer does not matter here
+        dropouts.check()
         time.sleep(min(0.1, group.policy.interval_s / 2))
+    late = [m.serial for m in waited if dropouts.can_come_back(m)]
+    if late:
+        say(f"soak: still out of service after {timeout_s:g} s: member(s) {', '.join(late)}")
+
+
+def _compare(group, label: str) -> dict[str, Any]:
+    """Do the members hold the same objects of the run with the same key material?"""
     result: dict[str, Any] = {"all_members_active": all(m.active for m in group.members)}
     fingerprints = {}
     for member in group.members:

@@ -16,6 +16,7 @@ import termios
 import threading
 import time
 import pty
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable
 
@@ -24,8 +25,15 @@ from conftest import clean_env, no_traceback, requires_softhsm
 pytestmark = requires_softhsm
 
 JSON_DOC = Path(__file__).resolve().parent.parent / "docs" / "JSON.md"
-# objects keyed by member serial (their keys are data, not field names), and one not walked further
-BY_SERIAL = {"results[].member_share", "consistency.members"}
+# objects whose keys are data, not field names (docs/JSON.md writes them <serial>, <op>, <server>),
+# and one not walked further
+KEYED = {
+    "results[].member_share": "<serial>",
+    "consistency.members": "<serial>",
+    "operations": "<op>",  # bench-serve's operations ...
+    "two_clients": "<server>",  # ... and servers
+}
+SERVERS = {"ckdemo", "p11-kit"}  # bench-serve's two, beside the ratios in operations.<op>
 NOT_WALKED = {"consistency.members.<serial>"}
 
 FRAME = re.compile(r"(\d+)%  ([\d.]+)/([\d.]+) s, ([\d,]+) calls  ETA (\d+):(\d\d)  \((\w+)\)")
@@ -128,7 +136,7 @@ def field_paths(value, path: str = "") -> set[str]:
         return found
     if isinstance(value, dict):
         for key, item in value.items():
-            name = "<serial>" if path in BY_SERIAL else key
+            name = KEYED.get(path) or ("<server>" if path == "operations.<op>" and key in SERVERS else key)
             found |= field_paths(item, f"{path}.{name}" if path else name)
     elif isinstance(value, list):
         for item in value:
@@ -201,6 +209,9 @@ def test_nolb_sends_every_call_to_the_first_member(shared_home, run_ckdemo):
 
 
 def test_json_carries_the_parameters_and_units(shared_home, run_ckdemo):
+    from test_state_json import assert_envelope
+
+    started = datetime.now(timezone.utc)
     done = run_ckdemo(
         shared_home,
         "bench",
@@ -216,6 +227,7 @@ def test_json_carries_the_parameters_and_units(shared_home, run_ckdemo):
     )
     assert done.returncode == 0, done.stderr
     report = json.loads(done.stdout)
+    assert_envelope(report, shared_home, started)  # which ckdemo, when, which library
     assert report["parameters"] == {
         "operation": "ecdsa-sign",
         "slots": ["direct", "HA"],

@@ -6,12 +6,18 @@ from __future__ import annotations
 
 import json
 import os
+import re
+from datetime import datetime, timezone
 from pathlib import Path
 
 from conftest import no_traceback, requires_softhsm
 from rpc_capture import tools_missing
+from test_bench import frames, on_a_terminal, undocumented
+from test_state_json import assert_envelope
 
 import pytest
+
+PROGRESS = re.compile(r"bench-serve \[[#-]+\] round (\d)/2  (\d+)/12 measurements  ETA (\d+):(\d\d)")
 
 pytestmark = [requires_softhsm, pytest.mark.skipif(bool(tools_missing()), reason=str(tools_missing()))]
 
@@ -32,10 +38,14 @@ def processes_using(home: Path) -> list[str]:
 
 
 def test_both_servers_both_operations_and_two_clients(home, run_ckdemo):
+    started = datetime.now(timezone.utc)
     done = run_ckdemo(home, "bench-serve", "--seconds", "0.6", "--rounds", "1", "--json")
     no_traceback(done.stdout, done.stderr)
     assert done.returncode == 0, done.stderr
+    assert done.stderr == ""  # not a terminal: no progress
     report = json.loads(done.stdout)
+    assert_envelope(report, home, started)
+    assert undocumented(report) == []  # every field is in docs/JSON.md
     assert report["reference_token"] == "member1" and report["rounds"] == 1
     for op in ("rsa-sign", "random"):
         figures = report["operations"][op]
@@ -60,7 +70,27 @@ def test_table_output(home, run_ckdemo):
     assert done.returncode == 0, done.stderr
     assert "rsa-sign: ckdemo serve / p11-kit server = " in done.stdout
     assert "rsa-sign, ckdemo: 1 client " in done.stdout and "2 clients at once" in done.stdout
-    assert "bench-serve: round 1/1" in done.stderr
+    assert done.stderr == ""  # not a terminal: no progress
+
+
+def test_a_terminal_shows_the_rounds_and_an_eta_and_a_pipe_gets_the_json(home, ckdemo_bin):
+    """stderr on a terminal: one line redrawn with the round, the measurements made and the ETA;
+    stdout piped: the JSON alone."""
+    code, chunks, piped = on_a_terminal(
+        [str(ckdemo_bin), "--home", str(home), "bench-serve", "--seconds", "0.6", "--rounds", "2", "--json"],
+        stdout_too=False,
+    )
+    assert code == 0, chunks
+    assert json.loads(piped)["rounds"] == 2
+    shown = [PROGRESS.search(text) for _, text in frames(chunks)]
+    moving = [m for m in shown if m]
+    assert len(moving) >= 5, frames(chunks)  # redrawn every 0.2 s over about 3.6 s of measuring
+    assert {m.group(1) for m in moving} == {"1", "2"}
+    made = [int(m.group(2)) for m in moving]
+    assert made == sorted(made) and made[0] < 12 and made[-1] == 12
+    etas = [int(m.group(3)) * 60 + int(m.group(4)) for m in moving]
+    assert max(etas) >= 1 and etas[-1] == 0
+    assert "\n" not in "".join(text for _, text in chunks).strip()  # one line, redrawn
 
 
 def test_the_ratio_of_each_round_gives_median_and_quartiles():

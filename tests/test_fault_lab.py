@@ -11,6 +11,7 @@ import json
 import subprocess
 import sys
 import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -18,6 +19,7 @@ import pytest
 from conftest import USER_PIN, no_traceback, requires_softhsm
 from rpc_capture import P11KIT_CLIENT, tools_missing
 from test_serve import start_server, stop_cleanly
+from test_state_json import assert_envelope
 
 from ckdemo.serve.faults import FaultBook, FaultError, FaultSpec
 
@@ -211,8 +213,10 @@ def test_bad_control_requests_get_one_line_each(served, fault):
 
 def test_fault_list_json_shows_what_each_fault_did(served, fault, run_ckdemo):
     fault("add", "sign", "--error", "CKR_FUNCTION_FAILED", "--every", "2", "--count", "1")
+    started = datetime.now(timezone.utc)
     done = run_ckdemo(served.home, "fault", "list", "--json")
     listed = json.loads(done.stdout)
+    assert_envelope(listed, served.home, started)
     assert listed["faults"][0]["calls"] == ["C_SignInit", "C_Sign", "C_SignUpdate", "C_SignFinal"]
     assert listed["faults"][0]["error"] == "CKR_FUNCTION_FAILED"
     assert listed["faults"][0]["injected"] == 0

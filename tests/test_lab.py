@@ -108,6 +108,9 @@ expect = { app_failures_max = 1, app_recovers_within = 5.0 }
     assert done.returncode == 0, done.stdout + done.stderr
     assert "8 of 8 expectation(s) met" in done.stdout, done.stdout
     data = json.loads((report / "report.json").read_text())
+    # the state views' time field, and `written` (the same moment, to the second) kept beside it
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", data["timestamp"]), data["timestamp"]
+    assert data["written"] == data["timestamp"][:19] + "+00:00"
     steps = {s["name"]: s for s in data["steps"]}
     assert steps["three device errors"]["failures"] == {"CKR_DEVICE_ERROR": 3}
     assert steps["three device errors"]["calls_faulted"] == 3

@@ -320,7 +320,8 @@ MAY_IMPORT: dict[str, set[str]] = {
     },
     "ckdemo.serve": FOUNDATIONS | {"ckdemo.slots", "ckdemo.rpc", "ckdemo.screens"},
     # the fault lab: scenarios, the call journal, the report; it drives a server it is handed
-    "ckdemo.lab": FOUNDATIONS | {"ckdemo.serve", "ckdemo.timeline"},
+    "ckdemo.lab": FOUNDATIONS | {"ckdemo.serve", "ckdemo.timeline", "ckdemo.provenance"},
+    "ckdemo.provenance": set(),  # standard library only: which ckdemo wrote a document, and when
     "ckdemo.timeline": set(),  # standard library only: the lab, the soak and bench draw with it
     "ckdemo.uri": FOUNDATIONS,  # RFC 7512 pkcs11 URIs
     "ckdemo.menu": FOUNDATIONS | {"ckdemo.workspace", "ckdemo.slots", "ckdemo.uri", "tabulate"},
@@ -329,7 +330,9 @@ MAY_IMPORT: dict[str, set[str]] = {
     "ckdemo.replay": FOUNDATIONS | {"ckdemo.menu", "ckdemo.workspace", "ckdemo.config"},
     "ckdemo.histogram": set(),  # standard library only: bench-serve's client processes load it too
     "ckdemo.bench": FOUNDATIONS | {"ckdemo.known_keys", "ckdemo.histogram", "ckdemo.timeline"},
-    "ckdemo.soak": FOUNDATIONS | {"ckdemo.known_keys", "ckdemo.histogram", "ckdemo.timeline"},
+    "ckdemo.soak": FOUNDATIONS
+    | {"ckdemo.known_keys", "ckdemo.histogram", "ckdemo.timeline", "ckdemo.soak_dropouts"},
+    "ckdemo.soak_dropouts": FOUNDATIONS,  # the members a soak loses for good
     "ckdemo.interruption": set(),
     "ckdemo.exit_codes": set(),
     "ckdemo.bench_serve": FOUNDATIONS | {"ckdemo.childenv", "ckdemo.interruption"},
@@ -338,6 +341,8 @@ MAY_IMPORT: dict[str, set[str]] = {
         "ckdemo.bench",
         "ckdemo.bench_serve",
         "ckdemo.soak",
+        "ckdemo.soak_dropouts",
+        "ckdemo.provenance",
         "ckdemo.config",
         "ckdemo.exit_codes",
         "ckdemo.ha",

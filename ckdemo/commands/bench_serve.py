@@ -10,6 +10,7 @@ import click
 
 from .. import exit_codes
 from .common import Fail, Interrupted, settings_for
+from .progress import ProgressLine, bar, minutes
 
 
 @click.command(name="bench-serve")
@@ -35,8 +36,8 @@ def bench_serve(ctx: click.Context, seconds: float, rounds: int, pin: str | None
     `p11-kit server` serving the first member's token: RSA-2048 sign, 32-byte random, and RSA
     sign by two clients at once; rounds alternate in one run. Exit 1 when calls failed; Ctrl-C
     stops the run with the figures so far (exit 130)."""
-    import json
     from tabulate import tabulate
+    from . import state_json
     from .. import bench_serve as measure, libraries
     from ..interruption import StopRequest, first_ctrl_c_stops
 
@@ -53,10 +54,9 @@ def bench_serve(ctx: click.Context, seconds: float, rounds: int, pin: str | None
     if not (members and softhsm_conf and library):
         raise Fail(f"{settings.config_path} names no SoftHSM2 members (ckdemo init)")
     pin = pin or settings.secrets().get("CKDEMO_USER_PIN") or click.prompt("User PIN", hide_input=True)
-    say = (lambda line: click.echo(f"bench-serve: {line}", err=True)) if not as_json else (lambda line: None)
-    stop = StopRequest()
+    stop, progress = StopRequest(), measure.Progress(seconds, rounds)
     try:
-        with first_ctrl_c_stops(stop):
+        with first_ctrl_c_stops(stop), ProgressLine(lambda: _progress_line(progress, stop)):
             report = measure.run(
                 settings.home,
                 Path(softhsm_conf),
@@ -65,7 +65,7 @@ def bench_serve(ctx: click.Context, seconds: float, rounds: int, pin: str | None
                 pin,
                 seconds,
                 rounds,
-                progress=say,
+                progress=progress,
                 stop=stop,
             )
     except measure.BenchError as exc:
@@ -77,7 +77,7 @@ def bench_serve(ctx: click.Context, seconds: float, rounds: int, pin: str | None
     )
     code = exit_codes.INTERRUPTED if report["interrupted"] else exit_codes.FAILED if errors else exit_codes.OK
     if as_json:
-        click.echo(json.dumps(report, indent=2))
+        state_json.echo(state_json.envelope(settings, **report))
         ctx.exit(code)
     rows = []
     for op, both in report["operations"].items():
@@ -117,3 +117,15 @@ def bench_serve(ctx: click.Context, seconds: float, rounds: int, pin: str | None
     if report["interrupted"]:
         click.echo("interrupted: the figures so far; the servers, clients and their session keys are gone")
     ctx.exit(code)
+
+
+def _progress_line(progress, stop) -> str:
+    """On a terminal only (ProgressLine): the rounds, the measurements and the ETA."""
+    if stop.is_set():
+        return "bench-serve: interrupted, stopping the servers and clients ..."
+    if not progress.round:
+        return "bench-serve: starting ckdemo serve, p11-kit server and four clients ..."
+    return (
+        f"bench-serve {bar(progress.fraction())} round {progress.round}/{progress.rounds}  "
+        f"{progress.done}/{progress.total} measurements  ETA {minutes(progress.eta_s())}"
+    )

@@ -6,7 +6,6 @@ them, in the server, with one clear line for what is wrong) and go over the cont
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import click
@@ -22,8 +21,11 @@ def fault() -> None:
 def _ask(ctx: click.Context, command: str, as_json: bool = False, **arguments: Any) -> None:
     from ..serve.control_client import ControlFailed, NoServer, control_path, request
 
+    from . import state_json
+
+    settings = settings_for(ctx)
     try:
-        reply = request(control_path(settings_for(ctx).home), command, **arguments)
+        reply = request(control_path(settings.home), command, **arguments)
     except NoServer as exc:
         raise Fail(f"{exc}: start `ckdemo serve` first") from None
     except ControlFailed as exc:
@@ -31,7 +33,7 @@ def _ask(ctx: click.Context, command: str, as_json: bool = False, **arguments: A
     if as_json:
         reply.pop("ok", None)
         reply.pop("lines", None)
-        click.echo(json.dumps(reply, indent=2))
+        state_json.echo(state_json.envelope(settings, **reply))
         return
     for line in reply["lines"]:
         click.echo(line)

@@ -109,7 +109,7 @@ def run(
             "server_address": env["P11_KIT_SERVER_ADDRESS"],
         }
         try:
-            from .state_json import ckdemo_version
+            from ..provenance import ckdemo_version
 
             done = run_lab(
                 scenario,

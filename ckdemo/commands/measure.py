@@ -2,67 +2,15 @@
 
 from __future__ import annotations
 
-import shutil
-import sys
-import threading
 import time
 from pathlib import Path
 from urllib.parse import quote
-from typing import Callable, TextIO
 
 import click
 
 from .. import exit_codes
 from .common import Fail, os_error, settings_for, slot_by_uri, workspace_for
-
-BAR_WIDTH = 24
-REDRAW_S = 0.2  # a person sees the line move; the run does not notice the cost
-
-
-class ProgressLine:
-    """One line on a terminal, redrawn every REDRAW_S while a long run goes on, left showing the
-    final state. Nothing at all when the stream is not a terminal: CI logs and pipes stay clean."""
-
-    def __init__(self, render: Callable[[], str], stream: TextIO | None = None) -> None:
-        self.render, self.stream = render, stream or sys.stderr
-        self.shown = self.stream.isatty()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._redraw, daemon=True)
-
-    def __enter__(self) -> "ProgressLine":
-        if self.shown:
-            self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self.shown:
-            self._stop.set()
-            self._thread.join()
-            self._draw()
-            self.stream.write("\n")
-            self.stream.flush()
-
-    def _redraw(self) -> None:
-        while not self._stop.wait(REDRAW_S):
-            self._draw()
-
-    def _draw(self) -> None:
-        width = shutil.get_terminal_size((100, 24)).columns - 1
-        self.stream.write("\r" + self.render()[:width] + "\x1b[K")
-        self.stream.flush()
-
-
-def bar(fraction: float) -> str:
-    filled = round(BAR_WIDTH * max(0.0, min(1.0, fraction)))
-    return "[" + "#" * filled + "-" * (BAR_WIDTH - filled) + "]"
-
-
-def minutes(seconds: float | None) -> str:
-    """m:ss, or --:-- when not known yet."""
-    if seconds is None:
-        return "--:--"
-    whole = int(round(seconds))
-    return f"{whole // 60}:{whole % 60:02d}"
+from .progress import ProgressLine, bar, minutes
 
 
 @click.command(name="bench")
@@ -146,8 +94,8 @@ def bench_command(
 ):
     """Throughput and latency of one operation on a slot, or HA vs direct in the same run.
     Exit 1 when calls failed; Ctrl-C stops the run with the figures so far (exit 130)."""
-    import json
     from tabulate import tabulate
+    from . import state_json
     from .. import bench
     from ..codes import CKR_USER_ALREADY_LOGGED_IN, CKRError
     from ..interruption import StopRequest, first_ctrl_c_stops
@@ -224,10 +172,9 @@ def bench_command(
         except OSError as exc:
             raise Fail(f"cannot write the HTML page {html_path}: {exc.strerror or exc}") from None
     if as_json:
-        click.echo(
-            json.dumps(
-                {"parameters": asked, "results": figures, "ratio": ratio, "interrupted": interrupted},
-                indent=2,
+        state_json.echo(
+            state_json.envelope(
+                settings, parameters=asked, results=figures, ratio=ratio, interrupted=interrupted
             )
         )
         ctx.exit(code)
@@ -306,7 +253,7 @@ def _soak_line(report, seconds: float) -> str:
     )
     if report.seconds:  # the workload is over
         state = (
-            "waiting for every member to be back"
+            "waiting for the members that can come back"
             if report.settling
             else "removing the run's keys"
             if report.cleaning
@@ -391,8 +338,7 @@ def soak(ctx, seconds, seed, interval, kill_every, hang_every, down_for, pin, as
     members end up holding different key material. Ctrl-C ends the workload early: the members
     are still brought back, compared and cleared of the run's keys, the figures so far printed
     (exit 130)."""
-    import json
-    from tabulate import tabulate
+    from . import soak_text, state_json
     from .. import soak as chaos_run
     from ..codes import CKRError
     from ..interruption import StopRequest, first_ctrl_c_stops
@@ -415,9 +361,15 @@ def soak(ctx, seconds, seed, interval, kill_every, hang_every, down_for, pin, as
     if not groups or len(groups[0].members) < 2:
         raise Fail("a soak needs an HA group with at least two members")
     report, stop = chaos_run.Report(), StopRequest()
+    softhsm_conf, modules = settings.conf.get("CKDemo", "SoftHSM2Conf"), settings.libraries()
+    tool = (
+        (f"SOFTHSM2_CONF={softhsm_conf} " if softhsm_conf else "")
+        + "pkcs11-tool --module "
+        + (modules[0] if modules else "<the member's PKCS#11 library>")
+    )
     try:
-        with first_ctrl_c_stops(stop), ProgressLine(lambda: _soak_line(report, seconds)):
-            chaos_run.run(groups[0], seconds, chaos, pin, interval, report, stop)
+        with first_ctrl_c_stops(stop), ProgressLine(lambda: _soak_line(report, seconds)) as progress:
+            chaos_run.run(groups[0], seconds, chaos, pin, interval, report, stop, say=progress.say, tool=tool)
     except CKRError as exc:
         raise Fail(f"soak could not start: {exc}") from None
     figures = report.as_dict()
@@ -426,44 +378,13 @@ def soak(ctx, seconds, seed, interval, kill_every, hang_every, down_for, pin, as
             Path(html_path).write_text(chaos_run.html_page(report))
         except OSError as exc:
             raise Fail(os_error("cannot write the HTML page", exc)) from None
-    ok = not report.failures and figures["consistency"].get("identical", False)
+    ok = not report.failures and figures["consistency"].get("identical", False) and not figures["given_up"]
     code = exit_codes.INTERRUPTED if report.interrupted else exit_codes.OK if ok else exit_codes.FAILED
     if as_json:
-        click.echo(json.dumps(figures, indent=2))
+        state_json.echo(state_json.envelope(settings, **figures))
         ctx.exit(code)
-    click.echo(
-        f"operations: {figures['operations']} in {figures['elapsed_s']} s; "
-        f"application-visible failures: {figures['application_failures']}"
-    )
-    for sample in figures["failure_samples"]:
-        click.echo(f"  failure: {sample}")
-    click.echo(
-        f"kills: {figures['kills']}, hangs: {figures['hangs']}, restores: {figures['restores']}, "
-        f"p99 latency {figures['p99_ms']} ms overall, slowest call {figures['slowest_ms']} ms "
-        f"(began at {figures['slowest_at_s']} s)"
-    )
-    if figures["around_failures"]:
-        click.echo(
-            tabulate(
-                [
-                    (r["kind"], r["t_s"], r["member"], r["slowest_ms"], r["p99_ms"])
-                    for r in figures["around_failures"]
-                ],
-                headers=["", "at s", "member", "slowest ms (next 2 s)", "p99 ms (next 2 s)"],
-                disable_numparse=True,
-            )
-        )
-    click.echo(f"worst p99 added around a failure: {figures['worst_added_p99_ms']} ms")
-    for r in figures["recoveries"]:
-        click.echo(f"  recovered {r['member']} at {r['t_s']} s, inside call {r['call']}")
-    c = figures["consistency"]
-    click.echo(
-        f"consistency: all members active {c.get('all_members_active')}, "
-        f"same objects and key material {c.get('identical')}"
-    )
-    click.echo(
-        f"RSS: {figures['rss_start_kb']} kB -> {figures['rss_end_kb']} kB ({figures['rss_growth_kb']:+d} kB)"
-    )
+    for line in soak_text.lines(figures):
+        click.echo(line)
     if report.interrupted:
         click.echo(
             f"interrupted after {figures['elapsed_s']} s of {seconds:g}: the figures so far; "

@@ -1,27 +1,19 @@
 """`--json` of the state views (`hagroup status`, `show`, `listgroups`, `member list`): data, not
 lines, each document in one envelope saying which ckdemo, when (UTC) and which PKCS#11 library.
+The long runs (`bench`, `soak`, `bench-serve`) and `fault list` put the same envelope first.
 docs/JSON.md describes every field."""
 
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
 from typing import Any
 
 import click
 
 from ..codes import ckr_name
 from ..config import ha
+from ..provenance import ckdemo_version, timestamp
 from .hagroup_view import LiveState, groups_with_members
-
-
-def ckdemo_version() -> str:
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return version("ckdemo")
-    except PackageNotFoundError:  # run from a source tree that was never installed
-        return "unknown"
 
 
 def envelope(settings, /, **body: Any) -> dict[str, Any]:
@@ -29,7 +21,7 @@ def envelope(settings, /, **body: Any) -> dict[str, Any]:
     modules = settings.libraries()
     return {
         "ckdemo_version": ckdemo_version(),
-        "timestamp": datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+        "timestamp": timestamp(),
         "home": str(settings.home),
         "config": str(settings.config_path),
         "module": modules[0] if modules else None,

@@ -7,13 +7,13 @@ from __future__ import annotations
 import html
 import json
 import xml.etree.ElementTree as ET
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
 from ..serve.faults import CallRecord
 from .analysis import RunResult, StepResult, result_name
 from .. import timeline
+from ..provenance import timestamp
 from ..timeline import Bins, Line, Window
 from .journal import Mark
 
@@ -38,10 +38,12 @@ def as_json(
     members: list[str] = (),
 ) -> dict[str, Any]:
     scenario = run.scenario
+    stamp = timestamp()
     return {
         "report_version": REPORT_VERSION,
         "ckdemo_version": version,
-        "written": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "timestamp": stamp,
+        "written": stamp[:19] + "+00:00",  # the same moment, as reports before `timestamp` had it
         "scenario": {
             "name": scenario.name,
             "file": scenario.path,
