@@ -117,6 +117,10 @@ READ_BACK = (
 )
 # values that differ per side whatever the tokens do right: compared by presence and length
 KEY_MATERIAL = frozenset({CKA_MODULUS, CKA_EC_POINT, CKA_PRIVATE_EXPONENT})
+# a private key's big integers (an EC private key's CKA_VALUE, an RSA private exponent): SoftHSM2
+# keeps them without leading zero bytes, so a P-256 scalar is 31 bytes long once in 256 keys,
+# on either side (seed 700004: <31 bytes> vs <32 bytes>, one run in several)
+VARYING_LENGTH = frozenset({CKA_VALUE, CKA_PRIVATE_EXPONENT})
 
 
 def attribute_name(attribute_type: int) -> str:
@@ -175,6 +179,7 @@ class Call:
     random: bool = False  # its output bytes differ per side: compared by length
     size_varies: bool = False  # ... and so does their length (a wrapped RSA private key)
     masked: frozenset = frozenset()  # C_GetAttributeValue: types whose values are per side
+    varying: frozenset = frozenset()  # ... and their lengths too (VARYING_LENGTH)
     hidden: frozenset = frozenset()  # C_GetAttributeValue: types not compared (CKA_ID not set)
     context: str = ""  # what the object is, for grouping differences
     asked: tuple = ()  # C_GetAttributeValue: (type, value) the application asked for
@@ -414,6 +419,8 @@ def attribute_view(call: Call, attribute: Attribute) -> tuple:
         return (name, "<not compared: CKA_ID not set by the application>")
     if attribute.length == UNAVAILABLE:
         return (name, "unavailable")
+    if attribute.type in call.varying:  # its value, or a size query: per key, length and all
+        return (name, "<bytes of a length that differs per key>")
     value = attribute.value
     if value is None:  # a size query
         return (name, f"size {attribute.length}")
@@ -1344,12 +1351,14 @@ class Generator:
         if target.cls != CKO_DATA and not target.secret_known:
             masked.add(CKA_VALUE)
         hidden = {CKA_ID} if CKA_ID not in target.attrs and target.cls != CKO_DATA else set()
+        varying = masked & VARYING_LENGTH if target.cls == CKO_PRIVATE_KEY else set()
         return self.call(
             "C_GetAttributeValue",
             session,
             target.ref,
             tuple(AttributeSize(t, room) for t in types),
             masked=frozenset(masked),
+            varying=frozenset(varying),
             hidden=frozenset(hidden),
             context=target.describe(),
             asked=tuple(target.attrs.items()),

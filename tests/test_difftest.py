@@ -97,3 +97,25 @@ def test_the_ha_slot_answers_as_one_token(tmp_path, provision, run_ckdemo, ckdem
         done = difftest.run(both, SEED, SEQUENCES, CALLS, FAULTS)
     assert len(done.sequences) == SEQUENCES and sum(s.injected for s in done.sequences) >= SEQUENCES // 2
     assert not done.defects, difftest.report(done, f"seed {SEED}")
+
+
+def test_a_private_keys_big_integer_is_compared_without_its_length():
+    """An EC private key's CKA_VALUE is 31 bytes in one key of 256 (SoftHSM2 drops the scalar's
+    leading zero byte), on either side: not a difference; a secret key's value length is one."""
+    Attribute = difftest.Attribute
+
+    def view(call, length, value=True):
+        return difftest.attribute_view(
+            call, Attribute(difftest.CKA_VALUE, b"\1" * length if value else None, length)
+        )
+
+    ec = difftest.Call(
+        1,
+        "C_GetAttributeValue",
+        (),
+        masked=frozenset({difftest.CKA_VALUE}),
+        varying=frozenset({difftest.CKA_VALUE}),
+    )
+    assert view(ec, 31) == view(ec, 32) and view(ec, 31, value=False) == view(ec, 32, value=False)
+    aes = difftest.Call(1, "C_GetAttributeValue", (), masked=frozenset({difftest.CKA_VALUE}))
+    assert view(aes, 16) != view(aes, 32)
