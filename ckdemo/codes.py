@@ -125,14 +125,14 @@ assert len(CKR_NAMES) == len(_CKR_VALUES), "two CKR_* names share a value"
 # Device-class results: the member itself is unusable until recovered, so fail over.
 MEMBER_FATAL = frozenset(
     {
-        CKR_DEVICE_ERROR,  # p11-kit client whose server died (FACTS: remote members)
+        CKR_DEVICE_ERROR,  # p11-kit client whose server died
         CKR_DEVICE_REMOVED,
         CKR_DEVICE_MEMORY,
         CKR_TOKEN_NOT_PRESENT,
         CKR_TOKEN_NOT_RECOGNIZED,
         CKR_CRYPTOKI_NOT_INITIALIZED,  # the module was finalised under us: only C_Initialize helps
         # Not CKR_GENERAL_ERROR: SoftHSM answers it for a mechanism that does not fit the key, an
-        # application error that would otherwise fail every member in turn (FACTS 7: its token-store
+        # application error that would otherwise fail every member in turn (its token-store
         # faults give it too, but those are not a realistic member failure).
     }
 )
@@ -148,7 +148,7 @@ CREDENTIALS_REJECTED = frozenset(
 )
 
 # The member is healthy but our session or its login is gone (re-init, C_Logout from another
-# session: FACTS 3, 5): open and log in again, then retry; no failover.
+# session): open and log in again, then retry; no failover.
 SESSION_LOST = frozenset(
     {
         CKR_SESSION_HANDLE_INVALID,

@@ -128,7 +128,7 @@ def _in_member_order(slots: list, labels: list[str]) -> list:
 
 def _isolated_slots(settings: Settings, labels: list[str]) -> list:
     """Local members each through a private copy of the library: an independent instance (own
-    lock, own sessions, own C_Finalize/C_Initialize, FACTS 1), so members run calls in parallel
+    lock, own sessions, own C_Finalize/C_Initialize), so members run calls in parallel
     and a member is re-initialised alone. Same SOFTHSM2_CONF, each copy uses its own token."""
     import shutil
     from .members.module import module_for

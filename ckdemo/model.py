@@ -180,7 +180,7 @@ class GCMParam:
 
 @dataclass(frozen=True)
 class OAEPParam:
-    hash_mechanism: int = CKM_SHA_1  # SoftHSM 2.6 takes SHA-1 only (FACTS 6)
+    hash_mechanism: int = CKM_SHA_1  # SoftHSM 2.6 takes SHA-1 only
     mgf: int = CKG_MGF1_SHA1
     source: bytes | None = None
 

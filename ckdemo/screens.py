@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from .codes import ckr_name
 
-HA_STATUS_SERIAL_WIDTH = 14  # seed: "   HSM 599447001      - CKR_OK", "   HSM 78665001       - CKR_OK"
+HA_STATUS_SERIAL_WIDTH = 14  # Luna: "   HSM 599447001      - CKR_OK", "   HSM 78665001       - CKR_OK"
 
 
 def ha_status_row(serial: str, ckr: int) -> str:

@@ -15,7 +15,7 @@ from .provision import CKDEMO_SECTION, CONFIG_NAME, is_provisioned, provision
 
 DEFAULT_HOME = ".ckdemo"
 DEFAULT_HEDGE_FLOOR_S = 0.5  # MemberHedgeFloor: see member_hedge_floor()
-DEFAULT_MEMBER_TIMEOUT_S = 20.0  # LUNA.md: a command running over 20 s fails a member
+DEFAULT_MEMBER_TIMEOUT_S = 20.0  # as Luna (docs/LUNA-HA.md): a command running over 20 s fails a member
 MAX_MEMBER_TIMEOUT_S = 86400.0
 ISOLATION_VALUES = ("copies", "none", "")  # LocalIsolation; "": each command's own default
 # Script variables filled from the config when the environment does not set them.

@@ -1,4 +1,4 @@
-"""The attacker's view of HA key replication (issue 8, part 1): can anyone holding only the USER
+"""The attacker's view of HA key replication: can anyone holding only the USER
 PIN, or no PIN at all, get an HA key out of a member token, or damage the group's domain keys?
 
 Set-up (once for the module): `ckdemo init`, HA Init (50) with the SO PIN (tolerating a domain key

@@ -25,7 +25,7 @@ pytestmark = requires_softhsm
 CKA_CLASS, CKA_TOKEN, CKA_LABEL, CKA_VALUE, CKA_START_DATE = 0x0, 0x1, 0x3, 0x11, 0x110
 CKA_DESTROYABLE, CKA_OTP_FORMAT, CKA_UNWRAP_TEMPLATE = 0x172, 0x220, 0x40000212
 CKO_DATA, CKU_USER = 0x0, 1
-# types python-pkcs11 0.10.1 names but cannot pack (FACTS: each crashed it natively in a search)
+# types python-pkcs11 0.10.1 names but cannot pack (each crashed it natively in a search)
 UNPACKABLE = (0x80000000, 0x83, 0x220, 0x482, 0x62A)
 
 

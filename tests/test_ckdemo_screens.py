@@ -1,4 +1,4 @@
-"""CKDemo's own screens where CKDemo has a format (seed: ../shared/seed/luna-ha-autorecovery.txt):
+"""CKDemo's own screens where CKDemo has a format (as Luna's HA documentation shows them):
 the main prompt, the slot list, the HA Status rows; and 99 (help) marking the Luna-only choices
 the loaded module lacks."""
 
@@ -17,7 +17,7 @@ pytestmark = requires_softhsm
 
 
 def test_ha_status_rows_are_the_seeds_byte_for_byte():
-    # the two rows of the seed's second HA Status, with its serials
+    # the two rows of the second HA Status Luna's documentation shows, with its serials
     assert (
         ha_status_row("599447001", CKR_TOKEN_NOT_PRESENT) == "   HSM 599447001      - CKR_TOKEN_NOT_PRESENT"
     )

@@ -1,4 +1,4 @@
-"""The command line a new user meets (issue 11): --version, python -m ckdemo, environment variables
+"""The command line a new user meets: --version, python -m ckdemo, environment variables
 shown in --help, help text on every option of every command, and click's shell completion."""
 
 from __future__ import annotations

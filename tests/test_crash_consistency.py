@@ -1,4 +1,4 @@
-"""A key is on every member or on none, even after a crash (issue 8, point 2).
+"""A key is on every member or on none, even after a crash.
 
 Real processes only: `ckdemo run` generating keys on the HA slot is killed with SIGKILL at random
 points, a second ckdemo process synchronises beside a generator, and pkcs11-tool straight on each

@@ -1,5 +1,5 @@
 """The HA group's domain keys as a user meets them: `init` leaves the group ready, HA Init (50)
-replaces the weak key of earlier versions and says what it did (issue 8, point 1; issue 11).
+replaces the weak key of earlier versions and says what it did.
 Token state is read back straight on the members, outside ckdemo (pkcs11-tool, python-pkcs11).
 """
 

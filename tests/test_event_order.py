@@ -1,4 +1,4 @@
-"""HA event lines in the order things happened (issue 11): a recovery that ran at the start of a
+"""HA event lines in the order things happened: a recovery that ran at the start of a
 call is on the screen before that call's output, not after "Signature written"; an event from
 another thread never splits a line, nor a prompt waiting for its answer."""
 

@@ -1,4 +1,4 @@
-"""No crash, no traceback, no internal error on any input (issue 8, part 4).
+"""No crash, no traceback, no internal error on any input.
 
 A seeded fuzz run (scripts/fuzz: random menu choices and answers replayed by real `ckdemo run -`
 processes on SoftHSM2 tokens, plus attribute, directive and config values fed to their parsers),

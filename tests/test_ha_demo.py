@@ -1,4 +1,5 @@
-"""The seed scenario (Luna HA auto-recovery) as shipped: `ckdemo run scripts/ha-failover-demo`.
+"""Luna's HA auto-recovery scenario as its documentation tells it, as shipped: `ckdemo run
+scripts/ha-failover-demo`.
 
 Its transcript is a golden file (tests/golden/ha-failover-demo.txt). The normaliser here is stricter
 than tests/test_golden.py's: member serials become <member1>..<member3> by the member's position in
@@ -38,7 +39,7 @@ SCRIPT = REPO / "scripts" / "ha-failover-demo"
 GOLDEN = GOLDEN_DIR / "ha-failover-demo.txt"
 
 HA_STATUS_HEADER = re.compile(r"^HA group (\S+) status:$")
-# seed: "   HSM 599447001      - CKR_OK" (three spaces, the serial padded to 14; ours have 16)
+# CKDemo on Luna: "   HSM 599447001      - CKR_OK" (three spaces, the serial padded to 14; ours have 16)
 HA_STATUS_LINE = re.compile(r"^   HSM ([0-9a-f]{16}) - (CKR_[A-Z_]+)$")
 
 
@@ -214,7 +215,7 @@ def test_transcript_matches_golden(demo):
 
 
 def test_golden_keeps_the_seed_shapes():
-    """The golden file itself says what the seed says (a regenerated golden cannot drift)."""
+    """The golden file itself says what Luna's documentation says (a regenerated golden cannot drift)."""
     text = GOLDEN.read_text()
     assert text.count("HA group 1<member1> status:") == 4
     assert (
@@ -247,7 +248,7 @@ def _swap_first_status_rows(stdout: str, serials: dict[str, str]) -> str:
 
 
 MUTATIONS = {
-    # HA Status: members in another order, another result, the seed's tab, the group serial
+    # HA Status: members in another order, another result, CKDemo's tab, the group serial
     "member order": lambda out, s: _swap_first_status_rows(out, s),
     "detection result": lambda out, s: out.replace(" - CKR_TOKEN_NOT_PRESENT", " - CKR_DEVICE_ERROR", 1),
     "spacing in HA Status": lambda out, s: out.replace(

@@ -142,7 +142,7 @@ def verify(public_key, signature: bytes, data: bytes) -> None:
     public_key.verify(signature, data, padding.PKCS1v15(), hashes.SHA256())  # raises if bad
 
 
-# ---- detection, as in the seed -------------------------------------------------------------------
+# ---- detection, as Luna documents it -----------------------------------------------------------
 def test_interval_defaults_to_one_minute_and_retries_to_unlimited(ha):
     assert ha.group.policy.interval_s == 60
     assert ha.group.policy.retries == -1
@@ -911,7 +911,7 @@ def looked(ha: HA, times: int) -> None:
 def test_active_enhanced_recovers_in_the_background_with_no_call_and_obeys_x_and_n(ha):
     """Luna's activeEnhanced: the group's own thread tries a failed member every X s (the
     policy's clock, here the test's), N times at most, and takes it back without any
-    application call; activeBasic (the seed) again afterwards."""
+    application call; activeBasic (Luna's documented rule) again afterwards."""
     m1 = ha.group.members[0]
     ha.group.policy.retries = 2
     ha.group.set_recovery_mode("activeEnhanced")

@@ -1,4 +1,4 @@
-"""RecoveryPolicy against the seed's pseudocode, with a fake clock (no sleeps):
+"""RecoveryPolicy against the pseudocode of Luna's documentation, with a fake clock (no sleeps):
 
 if (disconnected_member > 0 and recover_attempt_count < N
         and time_now - last_recover_attempt > X) then
@@ -66,7 +66,7 @@ def test_no_attempt_before_x(clock, elapsed):
     p = policy(clock)
     state = p.disconnected()
     clock.advance(elapsed)
-    assert not p.due(state)  # the seed's test is strict: time_now - last > X
+    assert not p.due(state)  # Luna's test is strict: time_now - last > X
 
 
 def test_attempt_due_just_after_x(clock):

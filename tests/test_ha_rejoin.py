@@ -210,7 +210,7 @@ def test_a_change_made_during_the_catch_up_reaches_the_member_before_it_serves(h
 
 
 def test_a_failure_during_the_catch_up_is_a_failed_attempt_counted_as_the_seed_counts(ha, monkeypatch):
-    """The member fails again while it is brought up to date: one failed attempt (the seed's
+    """The member fails again while it is brought up to date: one failed attempt (Luna's
     counter and HA log line), tried again after X, and back after that."""
     member = ha.group.members[1]
     gate = Gate(monkeypatch)

@@ -1,4 +1,4 @@
-"""LunaCM's `hagroup` verbs as Luna users type them (issue 11), on real SoftHSM2 tokens.
+"""LunaCM's `hagroup` verbs as Luna users type them, on real SoftHSM2 tokens.
 
 - listgroups, recover, haonly -enable/-disable/-show, synchronize -enable/-disable,
   addmember/removemember, recoverymode, beside ckdemo's own spellings;

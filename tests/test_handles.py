@@ -1,6 +1,7 @@
-"""Session and object handles are unique across the process (issue 8 §6): two HA groups and a
-physical slot, each with a session open, never hand out the same number, so the menu never has to
-ask "Handle N is open on slots [...]; which slot#" and a script's answers never shift.
+"""Session and object handles are unique across the process (PKCS#11 makes them unique per
+application): two HA groups and a physical slot, each with a session open, never hand out the
+same number, so the menu never has to ask "Handle N is open on slots [...]; which slot#" and a
+script's answers never shift.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""99 (help) marks the Luna-only choices in the menu itself (issue 11): '(16)*InitToken(ind)' where
+"""99 (help) marks the Luna-only choices in the menu itself: '(16)*InitToken(ind)' where
 the loaded module lacks the Luna extension, '+' where it exports it; every other choice as CKDemo
 shows it, and the menu at start stays CKDemo's own."""
 

@@ -1,4 +1,4 @@
-"""`ckdemo init` on an existing home and when it fails (issue 8, sections 4 and 5): no silent change
+"""`ckdemo init` on an existing home and when it fails: no silent change
 of member list or PIN, --force removes only what ckdemo recorded, PINs stored only when asked,
 and an init that fails (a full disk: RLIMIT_FSIZE makes writes fail with EFBIG) leaves the old
 state or nothing, with one line on stderr and exit status 2.

@@ -104,7 +104,7 @@ def noticed(client, session) -> None:
 
 
 def test_an_unextractable_key_is_unextractable_everywhere_and_answers_as_one_token(served):
-    """Issue point 1 and 4: EXTRACTABLE=FALSE as asked; LOCAL, ALWAYS_SENSITIVE,
+    """EXTRACTABLE=FALSE as asked; LOCAL, ALWAYS_SENSITIVE,
     NEVER_EXTRACTABLE, KEY_GEN_MECHANISM, VALUE_LEN as one token answers for a generated key,
     whichever member answers (the replicas were unwrapped: alone they say LOCAL FALSE)."""
     with session_on(served) as (client, session):
@@ -172,7 +172,7 @@ def test_an_unextractable_key_is_unextractable_everywhere_and_answers_as_one_tok
 
 
 def test_an_extractable_key_wraps_under_the_applications_own_key_on_every_member(served):
-    """Issue defect 10: a sensitive key made EXTRACTABLE=TRUE without WRAP_WITH_TRUSTED is what
+    """A sensitive key made EXTRACTABLE=TRUE without WRAP_WITH_TRUSTED is what
     the application may wrap under a key of its own, as on one token (the HA slot used to make
     every key wrap-with-trusted: CKR_KEY_NOT_WRAPPABLE)."""
     with session_on(served) as (client, session):
@@ -202,7 +202,7 @@ def test_an_extractable_key_wraps_under_the_applications_own_key_on_every_member
 
 
 def test_a_key_made_unextractable_later_reaches_a_member_that_comes_back(served, run_ckdemo):
-    """Issue point 2: member down, key pair generated extractable, private key then made
+    """Member down, key pair generated extractable, private key then made
     unextractable (CKR_OK, as on one token), member back: the key reaches it (it used to be
     "not copied ... CKR_KEY_UNEXTRACTABLE" and found by every second search)."""
     home = served.home

@@ -1,4 +1,4 @@
-"""ckdemo as a user installs it (issue 11): `pip install .` into a fresh virtual environment, then
+"""ckdemo as a user installs it: `pip install .` into a fresh virtual environment, then
 `ckdemo scripts` and `ckdemo run token-tour` from another folder, with nothing of the repository
 on the path. The wheel is built from a copy of the sources (nothing is written into the tree)."""
 

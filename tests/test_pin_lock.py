@@ -1,8 +1,9 @@
 """Wrong user PINs on the HA slot are counted and lock the PIN, as on a Luna partition.
 
-SoftHSM2 never locks (FACTS), so the HA slot counts itself: in the menu's process (the token
-checks the PIN) and in `ckdemo serve` while another application holds the login (the server
-checks the PIN against its kept HMAC) alike, in one count per home that survives a restart.
+SoftHSM2 never locks a user PIN (it sets CKF_USER_PIN_COUNT_LOW, never CKF_USER_PIN_LOCKED), so
+the HA slot counts itself: in the menu's process (the token checks the PIN) and in `ckdemo serve`
+while another application holds the login (the server checks the PIN against its kept HMAC)
+alike, in one count per home that survives a restart.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Shipped scripts survive another set-up (issue 11): slot numbers come from ${HA_SLOT},
+"""Shipped scripts survive another set-up: slot numbers come from ${HA_SLOT},
 ${HA_SLOT_<label>} and ${MEMBER_SLOT_n}, so the same script runs with 2 or 3 members and under
 HAOnly (where the HA slot is the only one and CKDemo does not ask for it); a script that needs a
 slot this set-up does not have says so in one line before anything runs.

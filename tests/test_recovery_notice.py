@@ -1,5 +1,5 @@
 """When automatic recovery has used up its N attempts, HA Status (52) and Member stats (122) say
-so and name the ways out (issue 11): 125 Recover now, which takes the member back, and LunaCM's
+so and name the ways out: 125 Recover now, which takes the member back, and LunaCM's
 `ckdemo hagroup recover` for a running `ckdemo serve` (tests/test_hagroup_verbs.py runs it)."""
 
 from __future__ import annotations
@@ -8,7 +8,7 @@ from conftest import requires_softhsm
 
 pytestmark = requires_softhsm
 
-# the issue's words; `hagroup recover` is LunaCM's verb (commands/hagroup.py), not `status --recover`
+# the notice word for word; `hagroup recover` is LunaCM's verb (commands/hagroup.py), not `status --recover`
 NOTICE = "recovery attempts exhausted (1 of 1); 125 Recover now or `ckdemo hagroup recover`"
 
 

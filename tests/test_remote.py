@@ -286,9 +286,10 @@ def test_attach_to_a_socket_somewhere_else(tmp_path, provision, run_ckdemo):
 
 
 def test_kill_from_another_terminal_while_the_menu_runs(remote_home, run_ckdemo, ckdemo_bin, tmp_path):
-    """The seed, with a real power cut: the menu keeps answering (failover), HA Status shows
-    CKR_DEVICE_ERROR then CKR_TOKEN_NOT_PRESENT, and once the member is served again the first
-    call after the interval recovers it; the other members keep their sessions."""
+    """Luna's documented failure and recovery, with a real power cut: the menu keeps answering
+    (failover), HA Status shows CKR_DEVICE_ERROR then CKR_TOKEN_NOT_PRESENT, and once the member
+    is served again the first call after the interval recovers it; the other members keep their
+    sessions."""
     assert run_ckdemo(remote_home, "hagroup", "interval", "--seconds", "1").returncode == 0
     assert run_ckdemo(remote_home, "member", "serve").returncode == 0
     pane = Terminal([str(ckdemo_bin), "--home", str(remote_home)], tmp_path / "exit-code")
@@ -503,7 +504,7 @@ def test_a_key_generation_on_a_hung_member_moves_to_another_and_leaves_no_duplic
 
 
 def test_the_remote_demo_script(remote_home, run_ckdemo):
-    """scripts/ha-remote-demo (make demo-remote): the seed's story with a real SIGKILL."""
+    """scripts/ha-remote-demo (make demo-remote): Luna's HA auto-recovery story with a real SIGKILL."""
     for run in (1, 2):  # the known keys are token objects: a second run finds them there
         done = run_ckdemo(
             remote_home, "run", str(Path(__file__).parent.parent / "scripts" / "ha-remote-demo")

@@ -316,7 +316,7 @@ def test_the_keys_tour_over_remote_members_skips_ecdh_with_the_reason(remote_hom
 def test_the_crypto_tour_on_the_ha_slot_over_remote_members(remote_home, run_ckdemo):
     """scripts/crypto-tour on the HA slot, every member remote, runs green: every step that works
     on local members works; the AES-GCM encryption the transport cannot carry is skipped with the
-    transport named, and the three steps built on its file (@needs-previous) with it (issue 19)."""
+    transport named, and the three steps built on its file (@needs-previous) with it."""
     done = run_ckdemo(remote_home, "run", "crypto-tour", cwd=remote_home.parent)
     no_traceback(done.stdout, done.stderr)
     assert done.returncode == 0, done.stdout[-3000:]

@@ -1,4 +1,4 @@
-"""Secrets (issue 8, section 5): PINs never in a child's argv or environment, ${...} values masked
+"""Secrets: PINs never in a child's argv or environment, ${...} values masked
 in every line ckdemo writes, and re-initialising an HA member only when confirmed.
 
 Real SoftHSM2 tokens and real processes; pkcs11-tool reads token state back independently.

@@ -921,7 +921,7 @@ def _mapped_copies(process: subprocess.Popen, home: Path) -> list[str]:
 
 def test_local_members_get_a_library_copy_each_unless_shared(served, ckdemo_bin, tmp_path):
     """On a home that does not say (a new home), serve loads each local member through its own copy
-    of libsofthsm2.so, so applications sign on several members at once (FACTS 1: one instance is
+    of libsofthsm2.so, so applications sign on several members at once (one instance is
     one lock); --shared, or LocalIsolation = none in the home, keeps one instance; a wrong value
     is one line and exit 2."""
     assert _mapped_copies(served.process, served.home) == [f"libsofthsm2-member{n}.so" for n in (1, 2, 3)]

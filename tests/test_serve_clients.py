@@ -1,4 +1,4 @@
-"""Issue 9 acceptance with real clients nobody here wrote, through Debian's p11-kit-client.so to
+"""Real clients nobody here wrote, each through Debian's p11-kit-client.so to
 `ckdemo serve` over local SoftHSM2 members:
 - `pkcs11-tool --test` on the HA slot passes every check it passes on one SoftHSM2 token served by
   the C reference, `p11-kit server`; both outputs are kept and compared check by check;

@@ -1,7 +1,7 @@
 """The control channel of a running `ckdemo serve` (HOME/run/ckdemo.ctl): with local members the
 server holds the members, so `ckdemo member fail` and `restore` and `ckdemo hagroup status` reach them
 only through it. An application (pkcs11-tool through p11-kit-client.so) keeps working while a
-member is failed; HA Status shows the seed's CKR_DEVICE_ERROR, then CKR_TOKEN_NOT_PRESENT, then
+member is failed; HA Status shows CKR_DEVICE_ERROR, then CKR_TOKEN_NOT_PRESENT, then
 CKR_OK after recovery.
 """
 
@@ -23,7 +23,7 @@ pytestmark = [requires_softhsm, pytest.mark.skipif(bool(tools_missing()), reason
 
 
 def member_status(text: str) -> dict[str, str]:
-    """{serial: CKR_...} from HA Status lines (`   HSM <serial>      - CKR_...`, the seed's rows)."""
+    """{serial: CKR_...} from HA Status lines (`   HSM <serial>      - CKR_...`, CKDemo's rows)."""
     return dict(re.findall(r"^   HSM (\S+) +- (CKR_\w+)$", text, re.MULTILINE))
 
 

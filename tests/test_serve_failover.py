@@ -1,8 +1,8 @@
-"""Failover with real processes (issue 9): members are `p11-kit server` processes (`init --remote`),
+"""Failover with real processes: members are `p11-kit server` processes (`init --remote`),
 `ckdemo serve` serves the HA slot, and an application process signs in a loop through Debian's
 p11-kit-client.so while another process runs `ckdemo member kill member1` and later `ckdemo member
 restart member1`. The application sees no failed signature; HA Status, read through the control
-channel by a third process (`ckdemo hagroup status`), shows the seed's CKR_DEVICE_ERROR, then
+channel by a third process (`ckdemo hagroup status`), shows CKR_DEVICE_ERROR (as Luna documents it), then
 CKR_TOKEN_NOT_PRESENT, then CKR_OK once a call after the interval X has recovered member1.
 
 The RSA-2048 key pair is generated on the HA slot by pkcs11-tool through the server (replicated

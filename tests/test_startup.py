@@ -1,4 +1,4 @@
-"""Start-up (issue 11): the menu imports only what its first screen needs. What a later screen, an
+"""Start-up: the menu imports only what its first screen needs. What a later screen, an
 option or another subcommand needs (tabulate, the JUnit writer, the subcommands) is imported when
 used; `ckdemo --help` still lists every subcommand. The figures are in docs/PERFORMANCE.md
 (Start-up); this checks the cause, not the clock."""

@@ -187,7 +187,7 @@ class Administration:
                 logout_quietly(member.anchor)
 
     def status(self) -> list[tuple[HAMember, int]]:
-        """Seed: a failed member shows CKR_DEVICE_ERROR once, then CKR_TOKEN_NOT_PRESENT."""
+        """As Luna documents it: a failed member shows CKR_DEVICE_ERROR once, then CKR_TOKEN_NOT_PRESENT."""
         self.group.before_call()
         report = []
         for member in self.group.members:

@@ -24,8 +24,8 @@ class GroupConfig:
 
     label: str
     serial: str
-    interval_s: float = DEFAULT_RECOVERY_INTERVAL_S  # seed: X
-    retries: int = DEFAULT_RECOVERY_RETRIES  # seed: N
+    interval_s: float = DEFAULT_RECOVERY_INTERVAL_S  # Luna's X
+    retries: int = DEFAULT_RECOVERY_RETRIES  # Luna's N
     slot_id: int = 0
     balance: bool = True
     synchronize_on_recovery: bool = True

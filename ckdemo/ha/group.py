@@ -43,7 +43,7 @@ from .recovery import (
 from .synchronization import Synchronizer
 from .session import VirtualSession
 
-HA_SLOT_DESCRIPTION = "HA Virtual Card Slot"  # seed: "slot#3 - HA Virtual Card Slot"
+HA_SLOT_DESCRIPTION = "HA Virtual Card Slot"  # CKDemo on Luna: "slot#3 - HA Virtual Card Slot"
 
 
 class HAGroup(Slot):
@@ -124,8 +124,8 @@ class HAGroup(Slot):
         self.set_recovery_mode(recovery_mode)
 
     def set_recovery_mode(self, mode: str) -> None:
-        """activeBasic: recovery inside application calls (the seed); activeEnhanced: in the
-        background, with no call needed (lunacm: hagroup recoverymode -mode ...)."""
+        """activeBasic: recovery inside application calls (Luna's documented rule); activeEnhanced:
+        in the background, with no call needed (lunacm: hagroup recoverymode -mode ...)."""
         if mode not in RECOVERY_MODES:
             raise ValueError(f"recovery mode {mode!r}: one of {', '.join(RECOVERY_MODES)}")
         if mode == self.recovery_mode and (mode == ACTIVE_BASIC or self.background is not None):
@@ -178,7 +178,7 @@ class HAGroup(Slot):
 
     # ---- recovery and synchronisation: owned objects (recovery.py, synchronization.py) ---------
     def before_call(self) -> None:
-        """The seed's auto-recovery, at the start of every call on the HA slot."""
+        """Luna's auto-recovery, at the start of every call on the HA slot."""
         self.recovery.before_call()
 
     def member_failed(self, member: HAMember, error: CKRError) -> None:

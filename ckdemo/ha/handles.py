@@ -1,6 +1,6 @@
 """Virtual session and object handles: one counter for the whole process.
 
-PKCS#11 handles are unique per application (issue 8 §6). Every HA group draws its session and
+PKCS#11 handles are unique per application. Every HA group draws its session and
 object handles from this one counter, so two groups never hand out the same number, and the
 counter starts far above the numbers modules give their own sessions and objects (SoftHSM counts
 from 1, p11-kit from 17, Luna small numbers too), so a virtual handle is not a physical one.

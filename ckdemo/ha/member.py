@@ -43,7 +43,7 @@ class HAMember:
         self.index = 0  # position in the group (set by the group)
         self.refused: set[int] = set()  # mechanisms this member cannot do (e.g. over p11-kit RPC)
         self.generation = 0  # bumped at each recovery: older sessions and handles are void
-        self.anchor = None  # the member session that holds the login (FACTS 5)
+        self.anchor = None  # the member session that holds the login (one per token and module instance)
         # recovered while no user was logged in: brought up to date in its public objects only
         # (the private ones are invisible); made as its source is at the next user login
         self.private_unsynced = False
@@ -63,7 +63,8 @@ class HAMember:
 
     # ---- the member's state machine: every change of state is one of these -------------------
     def fail(self, recovery: RecoveryState) -> None:
-        """A member-fatal result: out of service; its sessions and handles are void (FACTS 3)."""
+        """A member-fatal result: out of service; its sessions and handles are void (a module
+        initialised again reuses their numbers)."""
         self.state = MemberState.FAILED
         self.recovery = recovery
         self.generation += 1

@@ -1,4 +1,5 @@
-"""The seed's auto-recovery rule as a small object with an injected clock.
+"""Luna's auto-recovery rule (the pseudocode of its documentation, docs/HA.md) as a small object
+with an injected clock.
 
     if (disconnected_member > 0 and recover_attempt_count < N
             and time_now - last_recover_attempt > X) then perform auto recovery ...
@@ -13,13 +14,13 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-DEFAULT_RECOVERY_INTERVAL_S = 60.0  # seed: X, "pre-set to one minute"
-DEFAULT_RECOVERY_RETRIES = -1  # seed: N, "effectively infinite"; 0 turns auto-recovery off
+DEFAULT_RECOVERY_INTERVAL_S = 60.0  # Luna's X, "pre-set to one minute"
+DEFAULT_RECOVERY_RETRIES = -1  # Luna's N, "effectively infinite"; 0 turns auto-recovery off
 
 
 @dataclass
 class RecoveryState:
-    """One disconnected member's counters, named as in the seed."""
+    """One disconnected member's counters, named as in Luna's pseudocode."""
 
     last_recover_attempt: float
     recover_attempt_count: int = 0

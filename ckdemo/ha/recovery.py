@@ -1,8 +1,10 @@
-"""The seed's detection and auto-recovery: a member that fails is disconnected; once the policy
-says so (every X s, N attempts), it is reconnected, checked to be the same token, logged in
-again and brought up to date. Where the attempt runs is Luna's recovery mode:
+"""Luna's detection and auto-recovery (docs/HA.md, docs/LUNA-HA.md): a member that fails is
+disconnected; once the policy says so (every X s, N attempts), it is reconnected, checked to be
+the same token, logged in again and brought up to date. Where the attempt runs is Luna's
+recovery mode:
 
-- activeBasic (the seed, the default): at the start of an application's call on the HA slot;
+- activeBasic (Luna's documented rule, the default): at the start of an application's call on
+  the HA slot;
 - activeEnhanced: in a background thread of the group, with no application call needed
   (`BackgroundRecovery`); application calls then never carry a recovery.
 
@@ -10,10 +12,10 @@ Either way the attempt runs on a thread of its own (rejoin.py): reconnecting a m
 in-process SoftHSM2 re-reads every object file of its token) and bringing it up to date cost in
 proportion to what its token holds, and the member serves again only when it is done. The
 application call that started the attempt waits for it at most CALL_BUDGET_S: a member with
-little to catch up on is back inside the call, as the seed shows it; a longer one goes on
-after the call has returned (a call with no member left to serve it waits longer:
-ATTEMPT_WAIT_S; so does every call of the menu, where a person watches the seed's transcript). A manual recovery (`hagroup recover`, menu 125) does it all at once and says
-how it went.
+little to catch up on is back inside the call, as Luna's documentation shows it; a longer one
+goes on after the call has returned (a call with no member left to serve it waits longer:
+ATTEMPT_WAIT_S; so does every call of the menu, where a person watches a CKDemo transcript). A
+manual recovery (`hagroup recover`, menu 125) does it all at once and says how it went.
 
 Recovery is an object the group owns; what it uses of the group is declared in GroupView.
 """

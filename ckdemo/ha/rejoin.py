@@ -20,8 +20,9 @@ So no change is lost, and an application call does not wait for the work (the ca
 the attempt waits at most recovery.CALL_BUDGET_S): only a change made in the last round waits
 for that round (the state lock). A user who logs in or out meanwhile makes it start again under
 the new login. A failure, or a journal that cannot cover the time it took (another process's
-change), is a failed attempt, retried after X with the seed's counters. The same path serves activeBasic (the attempt made
-inside an application call) and activeEnhanced (made by the group's background thread).
+change), is a failed attempt, retried after X with the auto-recovery rule's counters
+(docs/HA.md). The same path serves activeBasic (the attempt made inside an application call)
+and activeEnhanced (made by the group's background thread).
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ class Changed(CKRError):
 def start(recovery: "Recovery", member: HAMember) -> threading.Thread:
     """A recovery attempt on `member` (due, the group's lock held) on a thread of its own:
     reconnected, checked, logged in and brought up to date; it serves again when done, or the
-    attempt fails (counted and said as the seed does)."""
+    attempt fails (counted and said as Luna's documentation does)."""
     member.recovering = True
     if not recovery.catching_up:  # no member library is called while Python shuts down
         atexit.register(recovery.settle)

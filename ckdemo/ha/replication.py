@@ -5,7 +5,7 @@ extractable. Its value is drawn from member 1's RNG and crosses host memory once
 a Luna cloning-domain secret does. Application keys are generated with CKA_WRAP_WITH_TRUSTED and
 only ever leave a member wrapped under a domain key (CKM_AES_KEY_WRAP_PAD).
 
-A trusted key alone is not enough (FACTS, "Domain key attacks"): whoever holds the user PIN could
+A trusted key alone is not enough (tests/test_attacks.py tries it): whoever holds the user PIN could
 unwrap a blob again as a non-sensitive key. So every domain key is locked down where the token
 enforces it (SoftHSM 2.6.1 does): not modifiable, copyable or destroyable, usable only for
 CKM_AES_KEY_WRAP_PAD wrap/unwrap; its CKA_WRAP_TEMPLATE lets it wrap one class and key type only,

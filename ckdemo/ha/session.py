@@ -135,7 +135,7 @@ class VirtualSession(Session):
     def __init__(self, group, rw: bool) -> None:
         self.group = group
         self.epoch = group.epoch
-        self.handle = handles.allocate()  # process-wide, not the group's count (issue 8 §6)
+        self.handle = handles.allocate()  # process-wide: PKCS#11 handles are unique per application
         self.rw = rw
         self.failover = group.failover  # runs every call on the members (failover.py)
         self.objects: dict[int, VirtualObject] = {}
@@ -859,9 +859,9 @@ class VirtualSession(Session):
         return kept.facts if kept else {}
 
     def find_objects(self, template: dict[int, Any]) -> list[int]:
-        """Searches stay on one member (LUNA.md); results get virtual handles. The group's own
-        domain keys are not the application's objects: the HA slot does not show them. The
-        attributes a key's record answers (vault.FACTS) are matched against the record, not
+        """Searches stay on one member, as on Luna (docs/HA.md); results get virtual handles. The
+        group's own domain keys are not the application's objects: the HA slot does not show them.
+        The attributes a key's record answers (vault.FACTS) are matched against the record, not
         against the member's copy."""
         by_record = {a: v for a, v in template.items() if a in SEARCHED_BY_RECORD}
         on_member = {a: v for a, v in template.items() if a not in SEARCHED_BY_RECORD}

@@ -10,7 +10,7 @@ from ..menu.render import flags, version
 from ..model import CK_EFFECTIVELY_INFINITE, CK_UNAVAILABLE_INFORMATION, CKU_SO, CKU_USER
 
 USER_TYPES = [(CKU_SO, "Security Officer"), (CKU_USER, "Crypto User")]
-WAIT_POLL_S = 0.2  # SoftHSM and p11-kit refuse blocking waits (FACTS 6): poll instead
+WAIT_POLL_S = 0.2  # SoftHSM and p11-kit refuse blocking waits: poll instead
 
 
 def open_session(ctx: Context) -> None:

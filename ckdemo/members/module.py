@@ -1,6 +1,6 @@
 """One loaded PKCS#11 library: python-pkcs11's `lib`, the ctypes escape hatch, and one lock.
 
-FACTS 1: python-pkcs11 initialises modules without OS locking and SoftHSM2 then crashes under
+python-pkcs11 initialises modules without OS locking and SoftHSM2 then crashes under
 two concurrent calls, so every call into one loaded library is serialised by its lock.
 """
 
@@ -118,7 +118,8 @@ class Module:
         return self.call("C_GetSlotList", self.raw.get_slot_list, token_present)
 
     def reinitialize(self) -> None:
-        """C_Finalize + C_Initialize: every session and handle from before is gone (FACTS 3)."""
+        """C_Finalize + C_Initialize: every session and handle from before is gone (their
+        numbers are given out again)."""
         with self.lock:
             self._tokens.clear()
             lib = self.lib

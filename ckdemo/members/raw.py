@@ -1,4 +1,5 @@
-"""A thin ctypes binding for the PKCS#11 calls python-pkcs11 0.10.1 does not expose (FACTS).
+"""A thin ctypes binding for the PKCS#11 calls python-pkcs11 0.10.1 does not expose
+(C_InitToken, C_GetSessionInfo, C_GetObjectSize among them).
 
 It reaches the module instance python-pkcs11 already loaded and initialised: dlopen of the same
 path returns the same handle, so C_GetFunctionList hands out pointers into that initialised

@@ -1,7 +1,7 @@
 """Members served by another process: a `p11-kit server` per member token, reached through a
 private copy of `p11-kit-client.so` per member.
 
-Why one client copy per member (FACTS 2): p11-kit-client reads P11_KIT_SERVER_ADDRESS once, at
+Why one client copy per member: p11-kit-client reads P11_KIT_SERVER_ADDRESS once, at
 C_Initialize of a loaded module, and dlopen gives one instance per file path. A copy under
 another path is another instance with its own address, its own sessions and its own
 C_Finalize/C_Initialize, so a dead member is re-initialised alone while the others keep their

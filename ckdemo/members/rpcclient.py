@@ -1,5 +1,5 @@
 """One connection to a `p11-kit server` socket, speaking the p11-kit RPC protocol version 0
-(ckdemo.rpc is the codec; ../shared/P11KIT-RPC.md the protocol).
+(ckdemo.rpc is the codec; docs/RPC.md the protocol).
 
 The server forks a `p11-kit-remote` child per connection: the connection is the member's
 module instance, and its sessions live and die with it. Calls go one at a time (a lock; the
@@ -7,7 +7,7 @@ child answers in order anyway). The socket gives every call its deadline (Member
 stopped server never answers, the call fails with CKR_DEVICE_ERROR once the deadline passes and
 the connection is dropped. A dead or restarted server, a broken frame or a timeout all leave the
 connection closed: every later call answers CKR_DEVICE_ERROR until the slot reconnects, which is
-what p11-kit-client.so does until C_Finalize + C_Initialize (FACTS, p11-kit server).
+what p11-kit-client.so does until C_Finalize + C_Initialize.
 """
 
 from __future__ import annotations

@@ -4,7 +4,7 @@
 The member's server serves one token; its slot id is the server's own (p11-kit numbers it). A
 connection lost (server killed, stopped past MemberTimeout, restarted) answers CKR_DEVICE_ERROR
 until reconnect(), which connects anew and finds the token by serial: every session from before
-is gone, as after C_Finalize + C_Initialize of a client module (FACTS, p11-kit server).
+is gone, as after C_Finalize + C_Initialize of a client module.
 """
 
 from __future__ import annotations

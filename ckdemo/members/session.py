@@ -66,7 +66,7 @@ def _pkcs11_template(template: dict[int, object], function: str) -> dict | None:
     """The template checked against the one table, as python-pkcs11 takes it; None when
     python-pkcs11 cannot pack a value (a type it has no packer for, an empty or early date, a
     nested template): its template packing fails half-way and frees memory it never allocated
-    (FACTS: SIGSEGV / free(): invalid pointer), so such a template goes the ctypes way."""
+    (a native crash: SIGSEGV, or free(): invalid pointer), so such a template goes the ctypes way."""
     converted = {}
     for code, value in attribute_table.check(template or {}, function).items():
         if isinstance(value, datetime.date) and value.year < 1000:
@@ -512,8 +512,9 @@ class PhysicalSession(MemberSession):
         param: MechanismParam = None,
     ) -> int:
         """Through ctypes with the template as it is, in its order: python-pkcs11 merges it into
-        its own default unwrap template (attributes a private key must not have, FACTS) and
-        reorders it, and SoftHSM2's answer depends on the order (raw.unwrap_key)."""
+        its own default unwrap template (attributes a private key must not have, which SoftHSM2
+        refuses: CKR_ATTRIBUTE_TYPE_INVALID) and reorders it, and SoftHSM2's answer depends on the
+        order (raw.unwrap_key)."""
         self._exists(unwrapping, "C_UnwrapKey")  # a handle this session knows
         full = {CKA_CLASS: object_class, CKA_KEY_TYPE: key_type, **template}
         made = self._call(

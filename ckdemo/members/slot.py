@@ -32,7 +32,7 @@ class PhysicalSlot(MemberSlot):
 
     def reconnect(self, serial: str) -> None:
         """Find the token again by serial (slot ids change); a member's own module instance is
-        re-initialised first, which is what brings a restarted remote member back (FACTS 2)."""
+        re-initialised first, which is what brings a restarted remote member back."""
         if self.module.dedicated:
             self.module.reinitialize()
         for slot_id in self.module.slot_ids(token_present=True):

@@ -29,7 +29,7 @@ def menu_text(
     return "\n".join(lines) + "\n"
 
 
-SLOT_ROW = "  slot#{number} - {description}"  # CKDemo's slot list (seed), one slot a line
+SLOT_ROW = "  slot#{number} - {description}"  # CKDemo's slot list, one slot a line
 
 
 def slot_row(number: int, description: str) -> str:

@@ -1,6 +1,6 @@
 """CKDemo's main menu as data: number, title, group, and the handler that serves it.
 
-Numbers, titles and group headings follow CKDemo (seed: luna-ha-autorecovery.txt). A handler is
+Numbers, titles and group headings follow CKDemo as Luna's documentation shows it. A handler is
 named as "module:function" under ckdemo.handlers; None means ckdemo has no implementation yet,
 and `unavailable` says why in one line.
 """

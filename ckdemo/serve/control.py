@@ -87,8 +87,8 @@ class ControlledMember(Protocol):
 
 
 class RecoveryTiming(Protocol):
-    interval_s: float  # seed: X
-    retries: int  # seed: N
+    interval_s: float  # Luna's X
+    retries: int  # Luna's N
 
 
 class ControlledGroup(Protocol):
@@ -137,7 +137,7 @@ class ControlError(Exception):
 
 
 def status_lines(group: ControlledGroup, report: list[tuple[ControlledMember, int]]) -> list[str]:
-    """HA Status as menu choice 52 prints it (the seed's format)."""
+    """HA Status as menu choice 52 prints it (CKDemo's format on Luna)."""
     return (
         [f"HA group {group.serial} status:"]
         + [ha_status_row(member.serial, code) for member, code in report]
