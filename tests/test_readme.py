@@ -1,7 +1,8 @@
 """README.md stays true: the blocks it marks runnable run on a fresh temporary home, what it shows
 as their output is what they print, its command table names every subcommand, every relative
-link in README.md and docs/*.md reaches a file of the repository, and none of them speaks of
-issues, working sessions or branches: only of the repository.
+link in README.md and docs/*.md reaches a file of the repository, and none of them, nor a comment
+or docstring of the Python sources, speaks of issues, sessions of work or branches: only of the
+repository.
 
 Marks, on a fenced block's opening line (```` ```sh runnable ````):
   sh runnable      run by `bash -e` in a fresh folder that is also HOME, with the `ckdemo` of this
@@ -16,10 +17,13 @@ Only quick blocks are marked: all of them together must stay under RUNNABLE_BUDG
 
 from __future__ import annotations
 
+import ast
+import io
 import re
 import subprocess
 import sys
 import time
+import tokenize
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -182,7 +186,7 @@ def test_every_relative_link_reaches_a_file_of_the_repository():
 
 
 # what speaks of the work around the repository rather than of the repository: an issue or its
-# owner, the shared notes beside the checkout, a working session (numbered, ordinal or "this"
+# owner, the shared notes beside the checkout, a session of work (numbered, ordinal or "this"
 # one: a PKCS#11 session is "a session", "the second session)" of an application, "its last
 # session", "C_OpenSession", never one of these), a git branch
 ORDINAL = r"(?:first|second|third|fourth|fifth|sixth|seventh|eighth|ninth|tenth|previous|this)"
@@ -226,6 +230,61 @@ def test_the_docs_refer_to_nothing_outside_the_repository():
         if (refs := outside_references(page.read_text()))
     }
     assert found == {}
+
+
+# the Python sources: what their comments and docstrings say. Names are code and never read
+# (vault.FACTS, key_checks.FACTS and WRAPPING_FACTS are identifiers, not notes), nor are other
+# strings: a program's output numbers PKCS#11 sessions.
+PYTHON = [
+    *sorted((REPO / "ckdemo").rglob("*.py")),
+    *sorted((REPO / "tests").rglob("*.py")),
+    *(
+        p
+        for p in sorted((REPO / "scripts").iterdir())
+        if p.is_file() and p.read_text().startswith("#!/usr/bin/env python")
+    ),
+]
+DOCUMENTED = (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+
+
+def prose(path: Path) -> list[tuple[int, str]]:
+    """(line, text) of every comment and docstring of a Python source."""
+    source = path.read_text()
+    docstrings = [
+        (node.body[0].lineno, node.body[0].value.value)
+        for node in ast.walk(ast.parse(source))
+        if isinstance(node, DOCUMENTED)
+        and node.body
+        and isinstance(node.body[0], ast.Expr)
+        and isinstance(node.body[0].value, ast.Constant)
+        and isinstance(node.body[0].value.value, str)
+    ]
+    comments = [
+        (token.start[0], token.string)
+        for token in tokenize.generate_tokens(io.StringIO(source).readline)
+        if token.type == tokenize.COMMENT
+    ]
+    return docstrings + comments
+
+
+def outside_references_in(path: Path) -> list[tuple[int, str]]:
+    """(line, reference) for every reference outside the repository in `path`'s prose."""
+    return sorted(
+        (line + text.count("\n", 0, found.start()), found.group(0))
+        for line, text in prose(path)
+        for pattern in OUTSIDE
+        for found in pattern.finditer(text)
+    )
+
+
+def test_the_python_sources_refer_to_nothing_outside_the_repository():
+    assert len(PYTHON) > 100 and any(p.parent.name == "scripts" for p in PYTHON)
+    found = [
+        f"{path.relative_to(REPO).as_posix()}:{line}: {reference}"
+        for path in PYTHON
+        for line, reference in outside_references_in(path)
+    ]
+    assert not found, "outside the repository:\n" + "\n".join(found)
 
 
 # ---- the checks themselves can fail -----------------------------------------------------------
@@ -300,6 +359,19 @@ def test_a_reference_outside_the_repository_is_found(text):
 )
 def test_pkcs11_sessions_and_plain_words_are_not_taken_for_outside_references(text):
     assert outside_references(text) == []
+
+
+def test_a_python_source_is_read_in_its_comments_and_docstrings_only(tmp_path):
+    source = tmp_path / "module.py"
+    source.write_text(
+        '"""A module.\n\nAs issue 8 says."""\n'
+        "from .vault import FACTS  # FACTS 6\n"
+        "\n\n"
+        "def f():\n"
+        '    """See ../shared/notes.md."""\n'
+        '    return "Logged out (session 1).", FACTS, vault.FACTS, key_checks.FACTS, WRAPPING_FACTS\n'
+    )
+    assert outside_references_in(source) == [(3, "issue 8"), (4, "FACTS"), (8, "../shared")]
 
 
 def test_a_broken_or_outside_link_is_reported():
