@@ -158,7 +158,7 @@ def _mode_words(mode: str) -> str:
     return (
         "a failed member is tried in the background every X s, no application call needed"
         if mode == "activeEnhanced"
-        else "a failed member is tried inside an application call, every X s (the seed)"
+        else "a failed member is tried inside an application call, every X s (as Luna's activeBasic)"
     )
 
 
