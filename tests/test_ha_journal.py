@@ -21,6 +21,10 @@ from ckdemo.ha.journal import FileSequence, Journal
 from ckdemo.ha.marks import MARK_LABEL
 from ckdemo.model import (
     CKA_CLASS,
+    CKA_ENCRYPT,
+    CKA_KEY_TYPE,
+    CKK_AES,
+    CKM_SHA256,
     CKA_DECRYPT,
     CKA_ID,
     CKA_LABEL,
@@ -429,3 +433,76 @@ def test_active_enhanced_compares_an_unproven_member_off_the_locks_and_catches_u
     ]
     ids = ids_on(member, CKO_SECRET_KEY)
     assert away_id in ids and during_id in ids and doomed_id not in ids
+
+
+def fingerprints(ha: HA, key_id: bytes) -> list[bytes]:
+    """The SHA-256 each member computes of its key with this CKA_ID (C_DigestKey)."""
+    found = []
+    for member in ha.group.members:
+        direct = member.slot.open_session(rw=False)
+        try:
+            (handle,) = direct.find_objects({CKA_CLASS: CKO_SECRET_KEY, CKA_ID: key_id})
+            found.append(direct.digest_key(CKM_SHA256, handle))
+        finally:
+            direct.close()
+    return found
+
+
+@requires_softhsm
+def test_a_member_marked_behind_the_others_at_login_gets_the_groups_key_not_its_own(tmp_path):
+    """A member that made a key of its own under the application's name (it hung in the key
+    generation and another member made the application's) and came back in a process that ended
+    before a user logged in: its journal mark is behind the others', and the next user login
+    makes the key the group's, by the full comparison a new process's journal leaves it (its own
+    key would encrypt otherwise: silently different key material)."""
+    ha = build_ha(tmp_path)
+    member = ha.group.members[2]
+    before = ha.group.marks.read(member.anchor, member)
+    key_id = os.urandom(8)
+    ha.session.generate(KeySpec("aes", 32, "journal-orphan", key_id))
+    direct = member.slot.open_session(rw=True)  # what the hang left on member3, straight
+    try:
+        (handle,) = direct.find_objects({CKA_CLASS: CKO_SECRET_KEY, CKA_ID: key_id})
+        kept = direct.get_attributes(handle, [CKA_LABEL, CKA_TOKEN, CKA_PRIVATE, CKA_ENCRYPT, CKA_DECRYPT])
+        direct.destroy_object(handle)
+        template = {
+            CKA_CLASS: CKO_SECRET_KEY,
+            CKA_KEY_TYPE: CKK_AES,
+            CKA_ID: key_id,
+            CKA_VALUE: os.urandom(32),
+        }
+        direct.create_object({**template, **kept})
+    finally:
+        direct.close()
+    ha.group.marks.write(member.anchor, member, before)
+    first, _, third = fingerprints(ha, key_id)
+    assert first != third
+    ha.group.logout()
+    ha.group.journal.entries.clear()  # as a new process: its journal holds none of the changes
+    full = ha.group.recovery.full_comparisons
+    ha.group.login(CKU_USER, USER_PIN)
+    assert ha.group.recovery.full_comparisons == full + 1
+    assert len(set(fingerprints(ha, key_id))) == 1
+    assert ha.group.marks.read(member.anchor, member) == ha.group.journal.mark()
+
+
+@requires_softhsm
+def test_a_members_own_keys_wait_for_a_user_login_to_be_replaced(tmp_path):
+    """Keys a member made and failed before copying (group.orphans: it hung in a generation)
+    are replaced when it is brought up to date, whatever a fingerprint says; with no user logged
+    in its private keys are invisible, so they wait for the login instead of being forgotten."""
+    ha = build_ha(tmp_path)
+    member = ha.group.members[2]
+    key_id = os.urandom(8)
+    ha.session.generate(KeySpec("aes", 32, "journal-orphan-kept", key_id))
+    ha.group.orphans[member.serial] = {(CKO_SECRET_KEY, key_id, "journal-orphan-kept")}
+    fail(ha, member)
+    ha.group.logout()
+    ha.group.restore_member(member)
+    ha.clock.advance(ha.x + 1)
+    ha.session.generate_random(8)  # recovered with no login
+    settled(ha)
+    assert member.active and member.serial in ha.group.orphans
+    ha.group.login(CKU_USER, USER_PIN)
+    assert member.serial not in ha.group.orphans
+    assert key_id in ids_on(member, CKO_SECRET_KEY) and len(set(fingerprints(ha, key_id))) == 1

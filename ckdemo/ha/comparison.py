@@ -60,7 +60,6 @@ def compare_in_full(group, source: HAMember, target: HAMember, why: str) -> None
         dst.destroy_object(held[key])
     if replaced or removed:  # handles of this member kept by sessions name objects gone now
         target.generation += 1
-    group.orphans.pop(target.serial, None)
     if copied or removed:
         group.log.record(
             group.serial,

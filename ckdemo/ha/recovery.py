@@ -324,12 +324,22 @@ class Recovery:
     def resynchronise_private(self) -> None:
         """At a user login: members that came back while no user was logged in are made as a
         member that did not miss anything (copies and destructions alike). Completing objects
-        as a union instead would bring back a key destroyed while such a member was down."""
+        as a union instead would bring back a key destroyed while such a member was down. So
+        are members whose journal mark is behind another member's, which is at the group's
+        last change: one that came back in a process that ended before a user logged in (a key
+        it made while it hung, the others making the application's, is another key under the
+        same name: only a user's login lets a comparison see it)."""
+        behind = self._behind()
         for member in self.group.active_members():
-            if not member.private_unsynced:
+            if not member.private_unsynced and member not in behind:
                 continue
             source = next(
-                (m for m in self.group.active_members() if m is not member and not m.private_unsynced), None
+                (
+                    m
+                    for m in self.group.active_members()
+                    if m is not member and not m.private_unsynced and m not in behind
+                ),
+                None,
             )
             if source is None:
                 continue  # every member missed something: the union is all there is to go by
@@ -341,6 +351,23 @@ class Recovery:
                     continue
                 raise
             member.private_unsynced = False
+
+    def _behind(self) -> list[HAMember]:
+        """Active members marked before the group's last change while another is marked at it
+        (none when no member is: a change under way, or a sequence no member has taken)."""
+        try:
+            present = self.group.journal.mark()
+        except CKRError:  # a home that cannot hold the group's sequence: nothing to go by
+            return []
+        marks = {}
+        for member in self.group.active_members():
+            try:
+                marks[member] = self.group.marks.read(member.anchor, member)
+            except CKRError:
+                continue  # (a member failing now is failed by the calls that meet it)
+        if present not in marks.values():
+            return []
+        return [member for member, mark in marks.items() if mark != present]
 
     def _resynchronise(self, source: HAMember, target: HAMember, background: bool = False) -> None:
         """Copy objects created while the member was away, destroy those destroyed meanwhile:
@@ -369,6 +396,8 @@ class Recovery:
             comparison.compare_in_full(self.group, source, target, why)
         else:
             self._replay(source, target, touched, mark)
+        if self._user_logged_in():  # its keys were seen: the orphans are replaced (else kept
+            self.group.orphans.pop(target.serial, None)  # for the user's login, which sees them)
         if not background and self._user_logged_in():
             self.group.marks.write(dst, target, self.group.journal.mark())
 
@@ -381,7 +410,6 @@ class Recovery:
         outcome = catchup.catch_up(
             src, dst, keys, self.group.vault, replace=orphans, is_member_failure=self.group.is_member_failure
         )
-        self.group.orphans.pop(target.serial, None)
         self.replays += 1
         self._said(target, outcome, touched, mark)
 
