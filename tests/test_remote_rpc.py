@@ -292,6 +292,30 @@ def test_a_stopped_server_fails_the_call_within_member_timeout(remote_home):
     slot.connection.close()
 
 
+def test_a_quick_call_a_stopped_member_never_answered_is_given_up_as_its_known_quick_calls(remote_home):
+    """A member that answers quick calls (here C_GenerateRandom, often enough to know its usual
+    time) is stopped; a quick call it has not answered yet (a new application's first
+    C_GetMechanismList) waits as long as its known quick calls, at least MemberHedgeFloor, not
+    MemberTimeout (it waited 20 s)."""
+    member = server(remote_home, "member2")
+    slot = RemoteSlot(member, 20.0, 0.3)
+    session = slot.open_session()
+    for _ in range(4):
+        session.generate_random(8)
+    assert member.hang()
+    try:
+        started = time.monotonic()
+        with pytest.raises(CKRError) as late:
+            slot.mechanisms()
+        took = time.monotonic() - started
+        assert late.value.ckr == CKR_DEVICE_ERROR
+        assert "C_GetMechanismList within 0.3 s (no answer to it yet)" in late.value.detail
+        assert took < 2.0, took
+    finally:
+        member.resume()
+        slot.connection.close()
+
+
 def test_the_keys_tour_over_remote_members_skips_ecdh_with_the_reason(remote_home, run_ckdemo, tmp_path):
     """scripts/keys-tour (member 1's slot, here a remote member) runs green: the two ECDH
     derivations, whose public data the transport cannot carry, are skipped and say why; the JUnit

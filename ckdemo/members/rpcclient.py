@@ -181,10 +181,21 @@ class Connection:
         ):
             return self.timeout_s
         times = self._times.get(timed_as or function)
-        if times is None or times[2] < HEDGE_AFTER:
+        if times is not None and times[2] >= HEDGE_AFTER:
+            wait = self._wait(times)
+        elif function in QUICK and self._answered_quickly():
+            # a quick call this member has not answered often yet (a new application's first
+            # C_GetMechanismList): as long as the slowest quick call it is known to answer
+            wait = max(self._wait(t) for f, t in self._times.items() if f in QUICK and t[2] >= HEDGE_AFTER)
+        else:
             return self.timeout_s  # too few answers to know this member's usual time
-        wait = max(self.hedge_floor_s, times[0] + HEDGE_SPREAD * times[1])
         return wait if self.timeout_s is None else min(wait, self.timeout_s)
+
+    def _wait(self, times: list[float]) -> float:
+        return max(self.hedge_floor_s, times[0] + HEDGE_SPREAD * times[1])
+
+    def _answered_quickly(self) -> bool:
+        return any(f in QUICK and t[2] >= HEDGE_AFTER for f, t in self._times.items())
 
     def _learn(self, function: str, took: float) -> None:
         """Smoothed time and deviation of this member's answers to `function` (RFC 6298's)."""
