@@ -70,3 +70,15 @@ def exhausted_notices(retries: int, exhausted, way_out: str) -> list[str]:
         )
         lines.append(f"HSM {member.serial}: {made}; {way_out}")
     return lines
+
+
+def recovery_line(mode: str, interval_s: float, retries: int) -> str:
+    """The group's recovery as `ckdemo serve` (at start) and `ckdemo hagroup status` say it:
+    Luna's recovery mode, X and N."""
+    where = "in the background" if mode == "activeEnhanced" else "inside a call"
+    return f"recovery {mode} ({where}), every {interval_s:g} s, {attempts_most(retries)} attempts"
+
+
+def attempts_most(retries: int) -> str:
+    """Luna's N as a count of attempts: -1 is unlimited."""
+    return "unlimited" if retries < 0 else str(retries)

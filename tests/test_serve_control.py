@@ -245,3 +245,38 @@ def test_p11kit_module_file_lets_p11kit_proxy_users_see_the_slot(home, ckdemo_bi
         assert module.read_text() == "module: /nonexistent.so\n" and not out.exists()
     finally:
         module.unlink()
+
+
+def test_status_says_the_recovery_mode_and_counters_and_recover_acts_on_the_named_group(
+    home, ckdemo_bin, run_ckdemo
+):
+    """Beside a running server: `hagroup status` says the recovery mode, X, N and the attempts
+    made on a member out of service (text and --json), and `hagroup recover -group L` recovers
+    that group only (it recovered every group)."""
+    from test_hagroup_verbs import ok, token_serials
+
+    m3 = token_serials(home)["member3"]
+    ok(run_ckdemo(home, "hagroup", "removemember", "-group", "ckdemo-ha", "-serial", m3))
+    ok(run_ckdemo(home, "hagroup", "creategroup", "-label", "second", "-serial", m3))
+    served = start_server(ckdemo_bin, home, None, home.parent / "serve.log")
+    try:
+        failed = ok(run_ckdemo(home, "member", "fail", "member1"))
+        member1 = re.search(r"HSM (\S+) \(member1\) is down", failed).group(1)
+        status = ok(run_ckdemo(home, "hagroup", "status"))
+        assert "recovery activeBasic (inside a call), every 60 s, unlimited attempts" in status
+        assert f"   HSM {member1}: recovery attempt 0 of unlimited" in status, status
+        document = json.loads(ok(run_ckdemo(home, "hagroup", "status", "--json")))
+        (first,) = [g for g in document["groups"] if g["label"] == "ckdemo-ha"]
+        assert (first["recovery_mode"], first["interval_s"], first["retry"]) == ("activeBasic", 60, -1)
+        attempts = {m["serial"]: m["recovery_attempts"] for m in first["members"]}
+        assert attempts[member1] == 0 and list(attempts.values()).count(None) == 1
+        ok(run_ckdemo(home, "member", "restore", "member1"))
+        other = ok(run_ckdemo(home, "hagroup", "recover", "-group", "second"))
+        assert "Every member is in service: nothing to recover." in other and "recovered" not in other
+        assert member_status(ok(run_ckdemo(home, "hagroup", "status")))[member1] != "CKR_OK"
+        named = ok(run_ckdemo(home, "hagroup", "recover", "-group", "ckdemo-ha"))
+        assert f"HSM {member1} (member1): recovered" in named, named
+    finally:
+        code = stop_server(served)
+    no_traceback(served.log())
+    assert code == 0, served.log()

@@ -126,7 +126,7 @@ def recover(ctx: click.Context, group_ref: str | None) -> None:
     125). Beside a running `ckdemo serve`, its groups recover; otherwise this process tries the
     members it could not reach at start."""
     _check_group(ctx, group_ref)
-    _recover(ctx)
+    _recover(ctx, group_ref)
 
 
 @hagroup.command()
@@ -591,25 +591,26 @@ def status(ctx: click.Context, recover: bool, as_json: bool) -> None:
         click.echo(line)
 
 
-def _from_server(ctx: click.Context, recover: bool) -> tuple[list[str], dict]:
-    """Manual recovery (if asked: its lines) and HA Status (the reply) through the running
-    server's control socket."""
+def _from_server(ctx: click.Context, recover: bool, group_ref: str | None = None) -> tuple[list[str], dict]:
+    """Manual recovery (if asked: its lines; of the named group only, if one is) and HA Status
+    (the reply) through the running server's control socket."""
     from ..serve.control_client import ControlFailed, control_path, request
 
     path = control_path(settings_for(ctx).home)
+    named = {} if group_ref is None else {"group": group_ref}
     try:
-        recovered = request(path, "recover")["lines"] if recover else []
+        recovered = request(path, "recover", **named)["lines"] if recover else []
         return recovered, request(path, "status")
     except ControlFailed as exc:
         raise Fail(f"HA Status: {exc}") from None
 
 
-def _recover(ctx: click.Context) -> None:
+def _recover(ctx: click.Context, group_ref: str | None = None) -> None:
     from ..screens import ha_status_row
     from ..serve.control_client import NoServer
 
     try:
-        recovered, reply = _from_server(ctx, recover=True)
+        recovered, reply = _from_server(ctx, recover=True, group_ref=group_ref)
         lines = recovered + reply["lines"]
     except NoServer:
         lines = None
@@ -620,7 +621,7 @@ def _recover(ctx: click.Context) -> None:
     # no server: a new process connects to every member it can reach at start; the others
     # are tried now, as choice 125 tries them in a menu
     settings = settings_for(ctx)
-    groups = workspace_for(settings).groups
+    groups = [g for g in workspace_for(settings).groups if group_ref in (None, g.label, g.serial)]
     if not groups:
         raise Fail(f"no HA group in {settings.config_path}")
     click.echo(

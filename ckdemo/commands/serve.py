@@ -18,6 +18,7 @@ from .common import Fail, settings_for, workspace_for
 from ..serve import sdnotify
 from ..serve.server import DEFAULT_MAX_CONNECTIONS, DEFAULT_REFUSED_OBJECTS
 from ..codes import CKRError
+from ..screens import recovery_line
 
 EVENT_POLL_S = 0.2  # how often the HA log is read for new events to print
 
@@ -190,11 +191,9 @@ def serve(
     for exposed in server.slots:
         _say(f"serving slot {exposed.slot_id:#x}: {_described(exposed)}")
     for group in groups:
-        where = "in the background" if group.recovery_mode == "activeEnhanced" else "inside a call"
         _say(
-            f"HA group {group.serial}: recovery {group.recovery_mode} ({where}), every "
-            f"{group.policy.interval_s:g} s, "
-            f"{'unlimited' if group.policy.retries < 0 else group.policy.retries} attempts"
+            f"HA group {group.serial}: "
+            f"{recovery_line(group.recovery_mode, group.policy.interval_s, group.policy.retries)}"
         )
     local = [m for m in settings.member_labels() if m not in settings.remote_members()]
     if local:

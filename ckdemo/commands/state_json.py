@@ -89,6 +89,9 @@ def status_document(settings, reply: dict[str, Any], recovered: list[str] | None
         {
             "label": g["label"],
             "serial": g["serial"],
+            "recovery_mode": g.get("recovery_mode"),
+            "interval_s": g.get("interval_s"),
+            "retry": g.get("retry"),
             "members": [
                 {
                     "number": n,
@@ -96,6 +99,7 @@ def status_document(settings, reply: dict[str, Any], recovered: list[str] | None
                     "label": m["label"] or None,
                     "role": "standby" if m["standby"] else "active",
                     "status": m["status"],
+                    "recovery_attempts": m.get("recovery_attempts"),
                     "recovery_exhausted": m.get("recovery_exhausted", False),
                 }
                 for n, m in enumerate(g["members"], start=1)

@@ -9,7 +9,7 @@ refused), one request and one reply per line:
     {"command": "status"}                          -> {"ok": true, "lines": [...], "groups": [...]}
     {"command": "fail", "member": "member1"}       -> {"ok": true, "lines": ["HSM ... is down: ..."]}
     {"command": "restore", "member": "member1"}
-    {"command": "recover"}
+    {"command": "recover"} / {"command": "recover", "group": "LABEL or serial"}
     {"command": "fault_add", "fault": {"calls": "C_Sign", "error": "CKR_DEVICE_ERROR", "count": 3}}
                                                    -> {"ok": true, "fault": {"id": 1, ...}, "lines": [...]}
     {"command": "fault_list"}                      -> {"ok": true, "faults": [...], "lines": [...]}
@@ -41,7 +41,15 @@ import time
 from typing import Any, Callable, Protocol, Sequence
 
 from ..codes import CKRError, ckr_name
-from ..screens import exhausted_notices, ha_status_row, recovering_notices, restored_line, standby_notices
+from ..screens import (
+    attempts_most,
+    exhausted_notices,
+    ha_status_row,
+    recovering_notices,
+    recovery_line,
+    restored_line,
+    standby_notices,
+)
 from . import unixsocket
 from .faults import CallRecord, FaultBook, FaultError, FaultSpec
 
@@ -78,12 +86,17 @@ JOURNAL_KEPT = 100_000  # calls the journal keeps (the oldest go first)
 JOURNAL_READ_MAX = 5_000  # calls one journal_read answers (read again from "next" for more)
 
 
+class RecoveryCount(Protocol):
+    recover_attempt_count: int  # the attempts made since it failed (Luna's counter)
+
+
 class ControlledMember(Protocol):
     serial: str
     label: str
     standby: bool
     calls: int  # calls it has served (its share of the load)
     recovering: bool  # back, and catching up before it serves again (ha/rejoin.py)
+    recovery: RecoveryCount | None  # while it is out of service
 
 
 class RecoveryTiming(Protocol):
@@ -147,6 +160,19 @@ def status_lines(group: ControlledGroup, report: list[tuple[ControlledMember, in
             group.policy.retries, group.recovery_exhausted(), "`ckdemo hagroup recover` recovers it now"
         )
     )
+
+
+def recovery_lines(group: ControlledGroup) -> list[str]:
+    """After HA Status: the group's recovery mode, X and N, and the attempts made on each member
+    out of service (menu 122's counters)."""
+    most = attempts_most(group.policy.retries)
+    return [
+        f"HA group {group.serial}: {recovery_line(group.recovery_mode, group.policy.interval_s, group.policy.retries)}"
+    ] + [
+        f"   HSM {m.serial}: recovery attempt {m.recovery.recover_attempt_count} of {most}"
+        for m in group.members
+        if m.recovery is not None
+    ]
 
 
 class ControlServer:
@@ -239,12 +265,15 @@ class ControlServer:
         lines, groups = [], []
         for group in self.groups:
             report = group.status()
-            lines += status_lines(group, report)
+            lines += status_lines(group, report) + recovery_lines(group)
             spent = {id(m) for m, _ in group.recovery_exhausted()}
             groups.append(
                 {
                     "label": group.label,
                     "serial": group.serial,
+                    "recovery_mode": group.recovery_mode,
+                    "interval_s": group.policy.interval_s,
+                    "retry": group.policy.retries,
                     "members": [
                         {
                             "serial": m.serial,
@@ -252,6 +281,7 @@ class ControlServer:
                             "status": ckr_name(code),
                             "standby": m.standby,
                             "recovering": m.recovering,
+                            "recovery_attempts": m.recovery.recover_attempt_count if m.recovery else None,
                             "recovery_exhausted": id(m) in spent,
                             "calls": m.calls,
                         }
@@ -295,8 +325,13 @@ class ControlServer:
         return group.fail_member(member) if action == "fail" else group.restore_member(member)
 
     def _recover(self, request: dict) -> dict:
-        lines = []
-        for group in self.groups:
+        lines, named = [], request.get("group")
+        groups = [g for g in self.groups if named in (None, g.label, g.serial)]
+        if not groups:
+            raise ControlError(
+                f"no HA group {named!r} here (groups: {', '.join(g.label for g in self.groups)})"
+            )
+        for group in groups:
             tried = group.recover_now()
             for member, back in tried:
                 lines.append(f"HSM {member.serial} ({member.label}): {'recovered' if back else 'still down'}")
