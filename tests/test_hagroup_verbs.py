@@ -304,7 +304,7 @@ def test_removemember_and_addmember_by_label_and_serial(run_ckdemo, menu, home):
     before = (home / "Chrystoki.conf").read_bytes()
     assert refused(run_ckdemo(home, "hagroup", "removemember", "--serial", m2)) == (
         f"ckdemo: HSM {m2} is the last member of HA group {GROUP}: a group needs one member "
-        "(edit VirtualToken by hand to delete the group)"
+        "(`ckdemo hagroup deletegroup -label L` deletes the group)"
     )
     assert refused(run_ckdemo(home, "hagroup", "removemember", "--serial", m3)) == (
         f"ckdemo: HSM {m3} is not a member of HA group {GROUP} (members: {m2})"
@@ -530,6 +530,6 @@ def test_lunacm_spellings_creategroup_deletegroup_group_option_and_any_case(run_
     assert "give exactly one of on, off, -enable, -disable" in refused(
         run_ckdemo(home, "hagroup", "log", "on", "-disable")
     )
-    ok(run_ckdemo(home, "hagroup", "deleteGroup", "-label", "second"))
+    ok(run_ckdemo(home, "hagroup", "deleteGroup", "-group", "second"))  # -group as elsewhere
     assert "VirtualToken01" not in conf.read_text()
     ok(run_ckdemo(home, "hagroup", "addmember", "-group", GROUP, "-serial", m3))

@@ -366,7 +366,14 @@ def creategroup(
 
 @hagroup.command()
 @click.option(
-    "--label", "-label", "group_ref", required=True, metavar="LABEL|SERIAL", help="The group to delete."
+    "--label",
+    "-label",
+    "--group",
+    "-group",
+    "group_ref",
+    required=True,
+    metavar="LABEL|SERIAL",
+    help="The group to delete (-group is accepted too, as the other verbs take it).",
 )
 @click.pass_context
 def deletegroup(ctx: click.Context, group_ref: str) -> None:

@@ -215,7 +215,7 @@ def remove_member(conf: ChrystokiConf, group: GroupConfig, serial: str) -> Group
     if len(group.members) == 1:
         raise ValueError(
             f"HSM {serial} is the last member of HA group {group.label}: a group "
-            "needs one member (edit VirtualToken by hand to delete the group)"
+            "needs one member (`ckdemo hagroup deletegroup -label L` deletes the group)"
         )
     return _set_members(conf, group, [m for m in group.members if m != serial])
 
