@@ -27,16 +27,17 @@ for label in sys.argv[3:]:
 """
 
 
-def made_outside_ckdemo(home, script: str, *members: str) -> None:
-    """SCRIPT (python-pkcs11, user PIN only) run straight on those member tokens."""
+def made_outside_ckdemo(home, script: str, *members: str) -> str:
+    """SCRIPT (python-pkcs11, user PIN only) run straight on those member tokens: what it printed."""
     done = subprocess.run(
         [sys.executable, "-c", script, SOFTHSM_LIB, USER_PIN, *members],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=120,
         env=softhsm_env(home),
     )
     assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 def status(run_ckdemo, home) -> dict[str, str]:

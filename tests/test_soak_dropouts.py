@@ -7,11 +7,10 @@ from __future__ import annotations
 
 import json
 import re
-import subprocess
-import sys
 import time
 
-from conftest import MEMBERS, SOFTHSM_LIB, USER_PIN, no_traceback, requires_softhsm, softhsm_env
+from conftest import MEMBERS, USER_PIN, no_traceback, requires_softhsm
+from test_held_out import made_outside_ckdemo
 
 pytestmark = requires_softhsm
 
@@ -50,15 +49,7 @@ print(json.dumps(found))
 
 
 def member_objects(home) -> dict[str, list[str]]:
-    done = subprocess.run(
-        [sys.executable, "-c", LIST_OBJECTS, SOFTHSM_LIB, USER_PIN, *MEMBERS],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=softhsm_env(home),
-    )
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout)
+    return json.loads(made_outside_ckdemo(home, LIST_OBJECTS, *MEMBERS))
 
 
 def soak_objects(home) -> dict[str, list[str]]:
