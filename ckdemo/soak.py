@@ -42,7 +42,7 @@ from .model import (
 CKM_AES_ECB = 0x1081  # the fingerprint of an AES key: its check value
 CKM_AES_CBC_PAD = 0x1085  # the workload's cipher: its IV travels as a flat byte parameter
 GENERATE_EVERY = 16  # rounds between two key generations on the HA slot
-WINDOW_S = 2.0  # latency "around a failure": from the kill to this long after it
+WINDOW_S = 2.0  # latency "around a failure": the calls in flight at the kill and begun this long after it
 SETTLE_S = 15.0  # at the end, how long to wait for the members that can still come back
 BLOCK = bytes(range(16))  # what each C_Encrypt+C_Decrypt round trip carries
 IV = bytes(16)
@@ -124,32 +124,42 @@ class Report:
 
 
 class FailureWindows:
-    """Latency from each kill to WINDOW_S after it, one histogram per window still open; a window
-    that closed keeps only its figures. The chaos thread appends a kill just after making it, so
-    the calls of the last WINDOW_S are kept (`recent`) to fill a window opened late."""
+    """Latency around each kill: every call running at the kill instant (the one in flight waits
+    for the member to be given up) or begun within WINDOW_S after it, that is each call (start,
+    end) with start < kill + WINDOW_S and end >= kill; one histogram per window still open, a
+    window that closed keeps only its figures. The chaos thread appends a kill just after making
+    it, so the calls that ended in the last WINDOW_S are kept (`recent`) to fill a window opened
+    late."""
 
     def __init__(self) -> None:
-        self.recent: deque[tuple[float, int]] = deque()  # (start s, ns), the last WINDOW_S
+        self.recent: deque[tuple[float, int]] = deque()  # (start s, ns), ended in the last WINDOW_S
         self.open: dict[int, tuple[LatencyHistogram, list[int]]] = {}  # kill index -> (hist, [slowest])
         self.closed: dict[int, dict[str, float]] = {}
         self.seen = 0  # kills opened so far
 
+    @staticmethod
+    def inside(when: float, began_s: float, ns: int) -> bool:
+        """Is the call that began at `began_s` and took `ns` in the window of a kill at `when`?"""
+        return began_s < when + WINDOW_S and began_s + ns / 1e9 >= when
+
     def record(self, kills: list[tuple[float, str]], began_s: float, ns: int) -> None:
+        """One call, recorded when it ended (the workload's calls come one after another)."""
         while self.seen < len(kills):
             when = kills[self.seen][0]
             window = self.open[self.seen] = (LatencyHistogram(), [0])
             for t, earlier in self.recent:
-                if when <= t:
+                if self.inside(when, t, earlier):
                     self._add(window, earlier)
             self.seen += 1
+        ended = began_s + ns / 1e9
         self.recent.append((began_s, ns))
-        while self.recent and self.recent[0][0] < began_s - WINDOW_S:
+        while self.recent and self.recent[0][0] + self.recent[0][1] / 1e9 < ended - WINDOW_S:
             self.recent.popleft()
         for index, window in list(self.open.items()):
             when = kills[index][0]
             if began_s >= when + WINDOW_S:
                 self._close(index)
-            elif when <= began_s:
+            elif self.inside(when, began_s, ns):
                 self._add(window, ns)
 
     @staticmethod
@@ -225,7 +235,7 @@ p99 {figures["p99_ms"]} ms; members identical at the end: {consistency.get("iden
 {given_up}
 {timeline.svg(report.timeline, report.seconds, windows, lines)}
 <p>{timeline.legend(report.timeline.bin_s)}</p>
-<table><tr><th></th><th>at s</th><th>member</th><th>slowest ms (next {WINDOW_S:g} s)</th><th>p99 ms</th></tr>{rows}</table>
+<table><tr><th></th><th>at s</th><th>member</th><th>slowest ms (in flight or begun in the next {WINDOW_S:g} s)</th><th>p99 ms</th></tr>{rows}</table>
 </body></html>
 """
 

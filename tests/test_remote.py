@@ -384,6 +384,31 @@ def test_short_soak_with_real_kills(remote_home, run_ckdemo):
     assert servers_of(remote_home) == []
 
 
+def test_short_soak_with_hangs_counts_the_call_in_flight_in_the_hang_s_window(remote_home, run_ckdemo):
+    """8 s with members' servers stopped (SIGSTOP) for 1 s every 2-3 s: the call in flight when a
+    member hangs waits for it to be given up (MemberHedgeFloor) and is the run's slowest; it is in
+    that hang's window (`around_failures`), so the run's slowest call is no slower than the
+    slowest window's. Under a second is the aim (about 0.5-0.7 s on the quiet 2-core machine);
+    1.5 s leaves room for a loaded one."""
+    done = run_ckdemo(
+        remote_home,
+        *("soak", "--seconds", "8", "--kill-every", "off", "--hang-every", "2,3"),
+        *("--down-for", "1,1", "--seed", "3", "--json"),
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    report = json.loads(done.stdout)
+    assert report["hangs"] >= 1 and report["kills"] == 0
+    assert report["application_failures"] == 0, report["failure_samples"]
+    assert report["consistency"]["identical"] is True
+    windows = report["around_failures"]
+    # each hang's window holds the call that waited for the hung member to be given up (at least
+    # MemberHedgeFloor, 0.5 s), also when that call was already running as the member hung
+    assert all(w["slowest_ms"] >= 500 for w in windows), windows
+    assert report["slowest_ms"] <= max(w["slowest_ms"] for w in windows), (report["slowest_at_s"], windows)
+    assert report["slowest_ms"] < 1500, report["slowest_ms"]
+    assert servers_of(remote_home) == []
+
+
 def test_a_hung_member_is_failed_after_the_timeout_and_recovers(remote_home, run_ckdemo):
     """SIGSTOP (a member behind a dead link) blocks p11-kit calls for ever; the HA layer gives
     each remote member call MemberTimeout seconds, fails the member over, and takes it back

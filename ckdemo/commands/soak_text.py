@@ -27,7 +27,7 @@ def lines(figures: dict[str, Any]) -> list[str]:
                     (r["kind"], r["t_s"], r["member"], r["slowest_ms"], r["p99_ms"])
                     for r in figures["around_failures"]
                 ],
-                headers=["", "at s", "member", "slowest ms (next 2 s)", "p99 ms (next 2 s)"],
+                headers=["", "at s", "member", "slowest ms (in flight or next 2 s)", "p99 ms (same calls)"],
                 disable_numparse=True,
             )
         )
