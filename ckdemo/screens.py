@@ -47,6 +47,18 @@ def standby_notices(report) -> list[str]:
     ]
 
 
+def member_state(member, members) -> str:
+    """A member's State in Member stats (122), worded as HA Status (52) words a standby member:
+    `standby` while an active member serves, `standby (serving)` once every active member has
+    failed (Luna: promoted), `<state> (standby)` when it is out of service itself."""
+    if not member.standby:
+        return member.state.value
+    if not member.active:
+        return f"{member.state.value} (standby)"
+    serving = any(m.active and not m.standby for m in members)
+    return "standby" if serving else "standby (serving)"
+
+
 def recovering_notices(report) -> list[str]:
     """A line per member of an HA Status report that is back but not serving yet: reconnected
     and logged in, brought up to date off the application's calls (it serves when done)."""

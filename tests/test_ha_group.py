@@ -958,6 +958,7 @@ def test_a_standby_member_is_kept_current_serves_only_when_every_active_member_f
             sign(ha, rsa_key[1])
         assert m3.calls == calls[m3.serial]  # idle
         assert m1.calls > calls[m1.serial] and m2.calls > calls[m2.serial]
+        assert states(ha.group) == ["active", "active", "standby"]  # Member stats (122)
         (key,) = ha.session.generate(KeySpec("aes", 32, "made-beside-a-standby", b"\x5b"))
         on_standby = ha.group.session_for(m3).find_objects({CKA_LABEL: "made-beside-a-standby"})
         assert len(on_standby) == 1  # kept current with key material
@@ -965,11 +966,13 @@ def test_a_standby_member_is_kept_current_serves_only_when_every_active_member_f
         for _ in range(6):
             sign(ha, rsa_key[1])
         assert m3.calls == calls[m3.serial] and not m1.active  # one active member still serves
+        assert states(ha.group)[1:] == ["active", "standby"]
         ha.group.fail_member(m2)
         before = m3.calls
         verify(rsa_key[2], sign(ha, rsa_key[1]), b"ckdemo HA test")  # promoted: it serves
         assert m3.calls > before and not m2.active
         assert any("serving: every active member has failed" in line for line in standby_lines(ha.group))
+        assert states(ha.group)[2] == "standby (serving)"
         ha.group.restore_member(m1)
         ha.group.restore_member(m2)
         ha.clock.advance(ha.x + 1)
@@ -981,9 +984,25 @@ def test_a_standby_member_is_kept_current_serves_only_when_every_active_member_f
             sign(ha, rsa_key[1])
         assert m3.calls == before  # the load is back on the active members
         assert any("idle while an active member serves" in line for line in standby_lines(ha.group))
+        assert states(ha.group) == ["active", "active", "standby"]
+        ha.group.fail_member(m3)
+        ha.status()  # HA Status finds it failed (a standby serves no call that would)
+        assert states(ha.group)[2] in ("failed (standby)", "down (standby)")  # its own state first
+        ha.group.restore_member(m3)
+        ha.clock.advance(ha.x + 1)
+        sign(ha, rsa_key[1])
+        settled(ha)
+        assert m3.active
         ha.session.destroy_object(key)
     finally:
         m3.standby = False
+
+
+def states(group) -> list[str]:
+    """Each member's State as Member stats (122) shows it."""
+    from ckdemo.screens import member_state
+
+    return [member_state(m, group.members) for m in group.members]
 
 
 def standby_lines(group) -> list[str]:

@@ -476,14 +476,26 @@ def test_addstandby_and_removestandby_as_lunacm_spells_them(run_ckdemo, menu, ho
         l for l in listed.splitlines() if l.startswith("Group Members:")
     )
     assert re.search(rf"3 +{m3} +member3 +standby", ok(run_ckdemo(home, "hagroup", "show")))
-    # a menu run: HA login, open a session, 12 random calls, HA Status, 122
+    # a menu run: HA login, open a session, 12 random calls, HA Status, 122; then members 1 and 2
+    # failed (120), a random call (member3 serves it), HA Status and 122 again
     code, out = menu(
-        home, f"51\n5\n{USER_PIN}\n1\n5\ny\n" + "62\n${LAST_SESSION}\n16\n" * 12 + "52\n5\n122\n5\n0\n"
+        home,
+        f"51\n5\n{USER_PIN}\n1\n5\ny\n"
+        + "62\n${LAST_SESSION}\n16\n" * 12
+        + "52\n5\n122\n5\n"
+        + "120\n5\n1\n120\n5\n2\n62\n${LAST_SESSION}\n16\n52\n5\n122\n5\n0\n",
     )
     assert code == 0, out
-    assert f"HSM {m3}: standby member, idle while an active member serves" in out
-    rows = {r[1]: r for r in (line.split() for line in out.splitlines()) if len(r) >= 5 and r[0] in "123"}
+    idle, promoted = out.split("Enter your choice : 120", 1)
+    assert f"HSM {m3}: standby member, idle while an active member serves" in idle
+    rows = {r[1]: r for r in (line.split() for line in idle.splitlines()) if len(r) >= 5 and r[0] in "123"}
     assert rows[m3][4] == "0", rows  # member3 served no call
+    # 122's State says standby as 52 does, not active
+    assert (rows[serials["member1"]][3], rows[m3][3]) == ("active", "standby"), rows
+    assert f"HSM {m3}: standby member, serving: every active member has failed" in promoted
+    stats = promoted[promoted.rindex("Enter your choice : 122") :]
+    assert re.search(rf"3 +{m3} +member3 +standby \(serving\) +1 ", stats), stats
+    assert re.search(rf"1 +{serials['member1']} +member1 +(failed|down) ", stats), stats
     # refusals: not a member; every member standby
     assert "is not a member of" in refused(
         run_ckdemo(home, "hagroup", "addstandby", "-serial", "0123456789abcdef")

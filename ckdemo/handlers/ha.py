@@ -7,7 +7,14 @@ from typing import Any
 from ..codes import ckr_name
 from ..menu.context import Context, InputError
 from ..menu.shown import HA_STATUS, HAStatusRow, HAStatusShown
-from ..screens import restored_line, recovering_notices, standby_notices, exhausted_notices, ha_status_row
+from ..screens import (
+    exhausted_notices,
+    ha_status_row,
+    member_state,
+    recovering_notices,
+    restored_line,
+    standby_notices,
+)
 from ..model import CKU_USER
 
 
@@ -130,7 +137,7 @@ def member_stats(ctx: Context) -> None:
                 n,
                 m.serial,
                 m.label,
-                m.state.value,
+                member_state(m, group.members),
                 m.calls,
                 f"{r.recover_attempt_count} of {most}" if r else "-",
             )
