@@ -16,19 +16,19 @@ def ha_status_row(serial: str, ckr: int) -> str:
 def restored_line(
     member, how: str, interval_s: float, exhausted: bool, way_out: str, background: bool = False
 ) -> str:
-    """What 121 and `ckdemo member restore` say of a member back in service: when the group
-    takes it back, or that it will not by itself (its N recovery attempts are spent)."""
+    """What 121 and `ckdemo member restore` say of a member whose token is reachable again: it
+    is not in service yet, so when the group takes it back, or that it will not by itself (its N
+    recovery attempts are spent: it stays down until `way_out`)."""
+    reachable = f"HSM {member.serial} ({member.label}): its token is reachable again ({how})"
     if exhausted:
         return (
-            f"HSM {member.serial} ({member.label}) is back in service ({how}); its automatic "
-            f"recovery attempts are spent: {way_out} takes it back."
+            f"{reachable}, but it stays out of service; its automatic recovery attempts are "
+            f"spent: {way_out} takes it back."
         )
     when = (
         f"within {interval_s:g} s (in the background)" if background else f"on a call after {interval_s:g} s"
     )
-    return (
-        f"HSM {member.serial} ({member.label}) is back in service ({how}); the HA group takes it back {when}."
-    )
+    return f"{reachable}; the HA group takes it back {when}."
 
 
 def standby_notices(report) -> list[str]:

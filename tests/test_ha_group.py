@@ -1028,6 +1028,10 @@ def test_spent_recovery_attempts_are_logged_once_and_restore_says_who_takes_it_b
     spent = any(m is m1 for m, _ in ha.group.recovery_exhausted())
     line = restored_line(m1, how, ha.x, spent, "125 Recover now")
     assert "its automatic recovery attempts are spent: 125 Recover now takes it back" in line
+    # the member stays down until then: the line does not say it is back in service
+    assert f"HSM {m1.serial} ({m1.label}): its token is reachable again (" in line
+    assert "it stays out of service" in line and "back in service" not in line
+    assert not m1.active
     assert ha.group.recover_now() == [(m1, True)]
 
 

@@ -79,7 +79,11 @@ def test_fail_restore_and_status_through_the_running_server(served, run_ckdemo):
 
     restored = ckdemo("member", "restore", "member1")
     assert restored.returncode == 0, restored.stderr
-    assert "is back in service (simulated failure lifted)" in restored.stdout
+    assert (
+        f"HSM {member1} (member1): its token is reachable again (simulated failure lifted); the HA group takes it back on a call after "
+        in restored.stdout
+    )
+    assert "back in service" not in restored.stdout  # it is not, until a recovery takes it back
     # X is 60 s by default: nothing recovers it yet; manual recovery does
     assert member_status(ckdemo("hagroup", "status").stdout)[member1] == "CKR_TOKEN_NOT_PRESENT"
     recovered = ckdemo("hagroup", "status", "--recover")
@@ -157,7 +161,15 @@ def test_status_through_the_server_says_when_recovery_is_off(home, ckdemo_bin, r
             f"HSM {member2[0]}: automatic recovery is off (0 attempts); "
             "`ckdemo hagroup recover` recovers it now"
         ) in status.stdout
-        assert run_ckdemo(home, "member", "restore", "member2").returncode == 0
+        restored = run_ckdemo(home, "member", "restore", "member2")
+        assert restored.returncode == 0, restored.stderr
+        assert (
+            f"HSM {member2[0]} (member2): its token is reachable again (simulated failure lifted), "
+            "but it stays out of service; its automatic recovery attempts are spent: "
+            "`ckdemo hagroup recover` takes it back."
+        ) in restored.stdout, restored.stdout
+        assert "back in service" not in restored.stdout
+        assert member_status(run_ckdemo(home, "hagroup", "status").stdout)[member2[0]] != "CKR_OK"
         recovered = run_ckdemo(home, "hagroup", "recover")
         no_traceback(recovered.stdout, recovered.stderr)
         assert f"HSM {member2[0]} (member2): recovered" in recovered.stdout, recovered.stdout

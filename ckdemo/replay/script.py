@@ -14,7 +14,7 @@ ${HA_SLOT}                  (the HA virtual slot's number; HA_SLOT_<label> per g
                              member: label, serial or number in the group; `all`: every row)
 @sleep 1.5                  (wait, e.g. for a recovery interval)
 @fail member1               (HA member by label, serial or number: fails as a dead device)
-@restore member1            (the member is back in service; the HA group recovers it)
+@restore member1            (the member's token is reachable again; the HA group recovers it)
 @hang member2 / @resume ... (a remote member's server stops answering / answers again)
 @ha-interval 2              (recovery interval X for this run, seconds)
 @ha-retry 3                 (recovery attempts N for this run; -1 unlimited, 0 off)
