@@ -316,6 +316,47 @@ def test_a_quick_call_a_stopped_member_never_answered_is_given_up_as_its_known_q
         slot.connection.close()
 
 
+def test_a_slow_member_is_passed_over_and_asked_again_once_it_answers_on_time(remote_home, monkeypatch):
+    """member2's server stopped 200 ms out of every 220 (an HSM that stalls and still answers):
+    the HA slot passes it over for the call it was slow at, but for a probe now and then, so few
+    of the application's calls wait for it (a third of them did); once it answers on time again,
+    it takes its share back."""
+    from ckdemo.ha import failover
+    from ckdemo.harness import build_workspace
+    from ckdemo.lab.member_faults import slowdown
+    from ckdemo.settings import load_settings
+
+    group = build_workspace(load_settings(remote_home)).groups[0]
+    group.login(CKU_USER, USER_PIN)
+    session = group.open_session()
+    member2 = next(m for m in group.members if m.label == "member2")
+
+    def calls(count: int) -> tuple[int, float]:
+        """(calls that waited 100 ms or more, member2's share of the calls): an application
+        making a call every 5 ms (back to back, every call would fit in one 20 ms run)"""
+        served, waited = member2.calls, 0
+        for _ in range(count):
+            started = time.monotonic()
+            session.generate_random(8)
+            waited += time.monotonic() - started >= 0.1
+            time.sleep(0.005)
+        return waited, (member2.calls - served) / count
+
+    def slowed(count: int) -> int:
+        slow = slowdown(server(remote_home, "member2"), 200).start()
+        try:
+            return calls(count)[0]
+        finally:
+            slow.stop()
+
+    calls(30)  # each member's usual time
+    passed_over = slowed(240)
+    assert passed_over <= 8, passed_over
+    assert calls(300)[1] > 0.2  # asked again, found quick: back in the rotation
+    monkeypatch.setattr(failover, "SLOW_FLOOR_S", float("inf"))  # plain round robin
+    assert slowed(90) >= 2 * passed_over + 6  # (about one call in three on member2 waits)
+
+
 def test_the_keys_tour_over_remote_members_skips_ecdh_with_the_reason(remote_home, run_ckdemo, tmp_path):
     """scripts/keys-tour (member 1's slot, here a remote member) runs green: the two ECDH
     derivations, whose public data the transport cannot carry, are skipped and say why; the JUnit

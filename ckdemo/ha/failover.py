@@ -10,6 +10,7 @@ the same way everywhere: try another member, or leave that member out. Applicati
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from time import perf_counter
 from typing import TYPE_CHECKING, Any, Callable, TypeVar
 
 from ..codes import CKR_DEVICE_ERROR, CKR_MECHANISM_INVALID, CKRError
@@ -21,6 +22,15 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 _ACTIVE = MemberState.ACTIVE
+
+# a member that answers a call SLOW_FACTOR times slower than the quickest other member (and
+# slower than SLOW_FLOOR_S: ordinary differences between fast calls do not count) is passed over
+# for that call while another member can serve it; every PROBE_EVERY-th time it is asked all the
+# same, so that its time is known again once it has recovered. Times: smoothed (EWMA_WEIGHT).
+SLOW_FLOOR_S = 0.02
+SLOW_FACTOR = 4.0
+PROBE_EVERY = 16
+EWMA_WEIGHT = 0.3
 
 
 class MemberFailed(CKRError):
@@ -89,11 +99,13 @@ class Failover:
         return [m for m in self.members if m.state is _ACTIVE]
 
     # ---- one member ---------------------------------------------------------------------------
-    def _pick(self, skip, mechanism: int | None) -> "HAMember | None":
+    def _pick(self, skip, mechanism: int | None, function: str = "") -> "HAMember | None":
         """Least-busy round robin (as Luna HA): of the active members not in `skip` and not
-        known to refuse `mechanism` (standby members only when no other is left), the one with
-        the fewest calls in flight, ties broken in turn; None when there is none. One caller thread gets plain round robin; several
-        spread out. One pass under the lock: this runs on every load-balanced call."""
+        known to refuse `mechanism` (standby members only when no other is left; members far
+        slower than the others at `function` only when no other is left, or to probe them),
+        the one with the fewest calls in flight, ties broken in turn; None when there is none.
+        One caller thread gets plain round robin; several spread out. One pass under the lock:
+        this runs on every load-balanced call."""
         members = self.members
         count = len(members)
         with self.lock:
@@ -104,6 +116,7 @@ class Failover:
                     and not member.outstanding
                     and mechanism not in member.refused
                     and not member.standby
+                    and member.latency.get(function, 0.0) < SLOW_FLOOR_S
                 ):
                     self._next = (member.index + 1) % count
                     member.outstanding = 1
@@ -113,12 +126,18 @@ class Failover:
             # standby members serve only when no other member can (Luna: promoted when every
             # active member has failed)
             standby_serves = not any(m.state is _ACTIVE and not m.standby and m not in skip for m in members)
-            for step in range(count):
-                member = members[(start + step) % count]
-                if member.state is not _ACTIVE or member in skip or mechanism in member.refused:
-                    continue
-                if member.standby and not standby_serves:
-                    continue
+            able = [
+                m
+                for m in (members[(start + step) % count] for step in range(count))
+                if m.state is _ACTIVE
+                and m not in skip
+                and mechanism not in m.refused
+                and (standby_serves or not m.standby)
+            ]
+            if self.balance and len(able) > 1:
+                quick = [m for m in able if not self._slow(m, function, able)]
+                able = quick or able
+            for member in able:
                 if chosen is None or member.outstanding < chosen.outstanding:
                     chosen = member
                     if not self.balance or not member.outstanding:
@@ -128,6 +147,28 @@ class Failover:
                     self._next = (chosen.index + 1) % count
                 chosen.outstanding += 1
             return chosen
+
+    @staticmethod
+    def _slow(member: "HAMember", function: str, able: list["HAMember"]) -> bool:
+        """Far slower at `function` than the quickest other member able to serve it (the lock
+        is held); every PROBE_EVERY-th time not, so that it is asked again."""
+        took = member.latency.get(function, 0.0)
+        if took < SLOW_FLOOR_S:
+            return False
+        others = [m.latency[function] for m in able if m is not member and function in m.latency]
+        if not others or took <= SLOW_FACTOR * min(others):
+            return False
+        member.passed_over += 1
+        if member.passed_over >= PROBE_EVERY:
+            member.passed_over = 0
+            return False
+        return True
+
+    @staticmethod
+    def _timed(member: "HAMember", function: str, took: float) -> None:
+        """The member answered `function` in `took` seconds: its smoothed time."""
+        before = member.latency.get(function)
+        member.latency[function] = took if before is None else before + (took - before) * EWMA_WEIGHT
 
     def one(
         self,
@@ -151,13 +192,14 @@ class Failover:
         missing: list["HAMember"] = []
         skip = exclude
         while True:
-            member = self._pick(skip, mechanism)
+            member = self._pick(skip, mechanism, function)
             if member is None and mechanism is not None and not refused:
-                member = self._pick(skip, None)  # every member refused it before: ask again
+                member = self._pick(skip, None, function)  # every member refused it before: ask again
             if member is None:
                 if refused_error is not None:
                     raise refused_error
                 raise no_member_left(function, failures)
+            started = perf_counter()
             try:
                 result = op((member.anchor or self.session_for(member)) if session else None, member)
             except MemberFailed as exc:
@@ -185,6 +227,8 @@ class Failover:
                 with self.lock:  # the member is free again (least-busy balancing)
                     member.outstanding -= 1
             member.calls += 1
+            if self.balance:
+                self._timed(member, function, perf_counter() - started)
             for other in refused:
                 other.refused.add(mechanism)
             return result

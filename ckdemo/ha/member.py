@@ -40,6 +40,10 @@ class HAMember:
         self.recovery: RecoveryState | None = None
         self.calls = 0  # calls served (load-balancing share)
         self.outstanding = 0  # calls in flight now (least-busy balancing)
+        # its recent answer time per function, smoothed (failover.Failover: a member far slower
+        # than the others at a call is passed over for it, asked now and then to see it recover)
+        self.latency: dict[str, float] = {}
+        self.passed_over = 0
         self.index = 0  # position in the group (set by the group)
         self.refused: set[int] = set()  # mechanisms this member cannot do (e.g. over p11-kit RPC)
         self.generation = 0  # bumped at each recovery: older sessions and handles are void
