@@ -14,17 +14,25 @@ def ha_status_row(serial: str, ckr: int) -> str:
 
 
 def restored_line(
-    member, how: str, interval_s: float, exhausted: bool, way_out: str, background: bool = False
+    member,
+    how: str,
+    interval_s: float,
+    exhausted: bool,
+    way_out: str,
+    background: bool = False,
+    retries: int = -1,
 ) -> str:
     """What 121 and `ckdemo member restore` say of a member whose token is reachable again: it
     is not in service yet, so when the group takes it back, or that it will not by itself (its N
-    recovery attempts are spent: it stays down until `way_out`)."""
+    recovery attempts are spent, or N is 0: it stays down until `way_out`)."""
     reachable = f"HSM {member.serial} ({member.label}): its token is reachable again ({how})"
     if exhausted:
-        return (
-            f"{reachable}, but it stays out of service; its automatic recovery attempts are "
-            f"spent: {way_out} takes it back."
+        why = (
+            "automatic recovery is off (0 attempts)"
+            if retries == 0
+            else "its automatic recovery attempts are spent"
         )
+        return f"{reachable}, but it stays out of service; {why}: {way_out} takes it back."
     when = (
         f"within {interval_s:g} s (in the background)" if background else f"on a call after {interval_s:g} s"
     )

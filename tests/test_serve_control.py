@@ -165,7 +165,7 @@ def test_status_through_the_server_says_when_recovery_is_off(home, ckdemo_bin, r
         assert restored.returncode == 0, restored.stderr
         assert (
             f"HSM {member2[0]} (member2): its token is reachable again (simulated failure lifted), "
-            "but it stays out of service; its automatic recovery attempts are spent: "
+            "but it stays out of service; automatic recovery is off (0 attempts): "
             "`ckdemo hagroup recover` takes it back."
         ) in restored.stdout, restored.stdout
         assert "back in service" not in restored.stdout

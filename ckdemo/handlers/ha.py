@@ -104,6 +104,7 @@ def restore_member(ctx: Context) -> None:
             spent,
             "125 Recover now",
             group.recovery_mode == "activeEnhanced",
+            group.policy.retries,
         )
     )
 

@@ -311,6 +311,7 @@ class ControlServer:
                     spent,
                     "`ckdemo hagroup recover`",
                     group.recovery_mode == "activeEnhanced",
+                    group.policy.retries,
                 )
             ]
         }
