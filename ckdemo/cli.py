@@ -176,14 +176,17 @@ def _interactive(ctx: click.Context) -> int:
     from .menu.io import TerminalIO
     from .menu.loop import MenuLoop
 
+    from .interprocess import menu_presence
+
     workspace_settings = settings_for(ctx)
     workspace = workspace_for(workspace_settings)
     try:
-        MenuLoop(
-            Context(workspace, TerminalIO()),
-            error_log=_error_log(workspace_settings),
-            watch=_config_watch(workspace_settings, workspace),
-        ).run()
+        with menu_presence(workspace_settings.home):  # `hagroup recover` elsewhere can tell
+            MenuLoop(
+                Context(workspace, TerminalIO()),
+                error_log=_error_log(workspace_settings),
+                watch=_config_watch(workspace_settings, workspace),
+            ).run()
     except KeyboardInterrupt:
         click.echo("\n(interrupted)")
     return exit_codes.OK

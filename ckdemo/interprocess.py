@@ -192,3 +192,36 @@ def _holder(path: Path) -> str:
     except (OSError, ValueError, IndexError):
         return ""
     return f" (pid {pid})"
+
+
+MENU_LEASE_FILE = "menu.lease"
+
+
+@contextmanager
+def menu_presence(home: str | os.PathLike) -> Iterator[None]:
+    """Held (shared) while an interactive menu runs on `home`: another process can tell that
+    the members this menu shows down are the menu's own (a failure it simulated lives in it).
+    A home that cannot hold the file: the menu runs all the same, unseen."""
+    lease = Lease(run_dir(home) / MENU_LEASE_FILE)
+    try:
+        lease.share(timeout=1.0)  # (a moment: another process may be looking)
+    except CKRError:
+        lease.release()
+    try:
+        yield
+    finally:
+        lease.release()
+
+
+def menu_running(home: str | os.PathLike) -> bool:
+    """Does an interactive menu (another process) run on `home` now?"""
+    path = run_dir(home) / MENU_LEASE_FILE
+    if not path.exists():
+        return False
+    lease = Lease(path)
+    try:
+        return not lease.last_user()
+    except CKRError:
+        return False
+    finally:
+        lease.release()

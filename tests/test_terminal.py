@@ -249,3 +249,22 @@ def test_ctrl_c_abandons_the_choice_and_keeps_the_session(terminal):
     assert "CKS_RW_PUBLIC_SESSION" in after  # the session opened before Ctrl-C is still there
     terminal.tmux("send-keys", "-t", terminal.target, "C-c")
     assert terminal.wait_for_exit() == "0"
+
+
+def test_hagroup_recover_beside_a_running_menu_says_the_menu_s_members_are_its_own(
+    terminal, terminal_home, run_ckdemo
+):
+    """A member the menu failed (120) is down in the menu only: `hagroup recover` in another
+    process says a menu runs and whose members those are, instead of only "every member is in
+    service"; with no menu running it does not."""
+    terminal.answer(PROMPT, "120")
+    terminal.answer("Select a slot:", "5")
+    terminal.answer("Select a member:", "1")
+    terminal.wait_for_prompt(PROMPT)
+    beside = run_ckdemo(terminal_home, "hagroup", "recover")
+    assert beside.returncode == 0, beside.stderr
+    assert "A ckdemo menu runs on this home: the members it shows down are its own" in beside.stdout
+    terminal.answer(PROMPT, "0")
+    assert terminal.wait_for_exit() == "0"
+    alone = run_ckdemo(terminal_home, "hagroup", "recover")
+    assert alone.returncode == 0 and "A ckdemo menu runs" not in alone.stdout, alone.stdout

@@ -631,9 +631,17 @@ def _recover(ctx: click.Context, group_ref: str | None = None) -> None:
     groups = [g for g in workspace_for(settings).groups if group_ref in (None, g.label, g.serial)]
     if not groups:
         raise Fail(f"no HA group in {settings.config_path}")
+    from ..interprocess import menu_running
+
+    menu = menu_running(settings.home)
     click.echo(
-        "No ckdemo serve runs for this home: recovering in this process (a running menu "
-        "recovers with choice 125)."
+        "No ckdemo serve runs for this home: recovering in this process"
+        + (
+            ". A ckdemo menu runs on this home: the members it shows down are its own to "
+            "recover (its choice 125: a failure it simulated lives in it only)."
+            if menu
+            else " (a running menu recovers with choice 125)."
+        )
     )
     for group in groups:
         tried = group.recover_now()
@@ -643,9 +651,13 @@ def _recover(ctx: click.Context, group_ref: str | None = None) -> None:
             )
         if not tried:
             click.echo(
-                "Every member this process reaches is in service: nothing to recover here. "
-                "A member a running menu shows down is that menu's to recover (its choice "
-                "125); a failure simulated there (120) lives in that process only."
+                "Every member this process reaches is in service: nothing to recover here."
+                + (
+                    ""
+                    if menu
+                    else " A member a running menu shows down is that menu's to recover (its "
+                    "choice 125); a failure simulated there (120) lives in that process only."
+                )
             )
         click.echo(f"HA group {group.serial} status:")
         for member, code in group.status():
