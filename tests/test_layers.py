@@ -348,6 +348,7 @@ MAY_IMPORT: dict[str, set[str]] = {
         "ckdemo.ha",
         "ckdemo.harness",
         "ckdemo.interruption",
+        "ckdemo.interprocess",  # hagroup recover: is a menu running on the home?
         "ckdemo.libraries",
         "ckdemo.members",
         "ckdemo.menu",
@@ -364,6 +365,7 @@ MAY_IMPORT: dict[str, set[str]] = {
         "ckdemo.commands",
         "ckdemo.config",
         "ckdemo.exit_codes",
+        "ckdemo.interprocess",  # the interactive menu says it runs (menu_presence)
         "ckdemo.menu",
         "ckdemo.provision",
         "ckdemo.replay",
