@@ -73,6 +73,7 @@ class HAMember:
         self.recovery = recovery
         self.generation += 1
         self.anchor = None
+        self.latency.clear()  # it comes back as a new member: its times are learnt anew
 
     def reported(self) -> None:
         """HA Status has shown the failure (CKR_DEVICE_ERROR) once: CKR_TOKEN_NOT_PRESENT now."""
