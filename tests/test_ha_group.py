@@ -1061,3 +1061,28 @@ def test_a_member_that_fails_right_after_a_change_does_not_fail_the_call(ha, mon
     assert ha.session.get_attributes(handle, [CKA_LABEL])[CKA_LABEL] == "made-then-died"
     assert ha.status()[first.serial] == "CKR_DEVICE_ERROR"
     ha.session.destroy_object(handle)
+
+
+@requires_softhsm
+def test_a_member_far_slower_than_the_others_is_passed_over_until_it_fails_and_comes_back(tmp_path):
+    """The balancing passes a member over for a call it answers far slower than the others
+    (ckdemo/ha/failover.py; on real slowed servers: tests/test_remote_rpc.py); a member that
+    fails forgets those times and serves its share again once recovered."""
+    ha = build_ha(tmp_path)
+    slow = ha.group.members[1]
+    for member in ha.group.members:
+        member.latency["C_GenerateRandom"] = 0.001
+    slow.latency["C_GenerateRandom"] = 0.5
+    served = slow.calls
+    for _ in range(12):
+        ha.session.generate_random(8)
+    assert slow.calls == served  # passed over (a probe comes every 16th time)
+    ha.group.fail_member(slow)
+    ha.status()
+    assert slow.latency == {}
+    heal(ha)
+    assert slow.active
+    served = slow.calls
+    for _ in range(12):
+        ha.session.generate_random(8)
+    assert slow.calls - served >= 3
