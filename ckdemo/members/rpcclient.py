@@ -69,6 +69,22 @@ QUICK = frozenset(
         "C_GenerateRandom",
     }
 )
+# ... of those, the ones whose time depends on neither the token's size nor a key nor the data:
+# one the member has not answered often yet waits as long as the quick calls it is known to
+# answer (a new application's first calls behind a hung member), not MemberTimeout
+CONSTANT_TIME = frozenset(
+    {
+        "C_GetInfo",
+        "C_GetSlotList",
+        "C_GetSlotInfo",
+        "C_GetTokenInfo",
+        "C_GetMechanismList",
+        "C_GetMechanismInfo",
+        "C_OpenSession",
+        "C_CloseSession",
+        "C_GetSessionInfo",
+    }
+)
 # ... and these, when they reach one member of several making the same change (slots.fan_out):
 # an answer that comes after the call was given up makes on the member what the group holds. A
 # key generation is given up so only where the HA group generates (ha/session.py _generate_on):
@@ -183,9 +199,10 @@ class Connection:
         times = self._times.get(timed_as or function)
         if times is not None and times[2] >= HEDGE_AFTER:
             wait = self._wait(times)
-        elif function in QUICK and self._answered_quickly():
-            # a quick call this member has not answered often yet (a new application's first
-            # C_GetMechanismList): as long as the slowest quick call it is known to answer
+        elif function in CONSTANT_TIME and self._answered_quickly():
+            # not answered often yet (a new application's first C_GetMechanismList): as long as
+            # the slowest quick call it is known to answer (a search or an RSA-8192 signature
+            # takes what it takes: those learn their own time first)
             wait = max(self._wait(t) for f, t in self._times.items() if f in QUICK and t[2] >= HEDGE_AFTER)
         else:
             return self.timeout_s  # too few answers to know this member's usual time
