@@ -26,11 +26,10 @@ from ..rpc.framing import HEADER, FrameStream
 from ..slots import in_fan_out
 
 MAX_CALL_CODE = 0xFFFFFFFF
-# calls that change nothing a retry elsewhere could double: a member late on one of them by far
-# more than its own recent answers is given up (hedged) and the HA group moves the call on. The
-# others (logins, PIN changes; object changes and key generation outside the cases below) wait the
-# whole MemberTimeout: an answer that may yet come must not be mistaken for none.
-QUICK = frozenset(
+# calls whose time depends on neither the token's size nor a key nor the data: one the member
+# has not answered often yet waits as long as the quick calls it is known to answer (a new
+# application's first calls behind a hung member), not MemberTimeout
+CONSTANT_TIME = frozenset(
     {
         "C_GetInfo",
         "C_GetSlotList",
@@ -41,6 +40,14 @@ QUICK = frozenset(
         "C_OpenSession",
         "C_CloseSession",
         "C_GetSessionInfo",
+    }
+)
+# the calls above and these change nothing a retry elsewhere could double: a member late on one
+# of them by far more than its own recent answers is given up (hedged) and the HA group moves the
+# call on. The others (logins, PIN changes; object changes and key generation outside the cases
+# below) wait the whole MemberTimeout: an answer that may yet come must not be mistaken for none.
+QUICK = CONSTANT_TIME | frozenset(
+    {
         "C_FindObjectsInit",
         "C_FindObjects",
         "C_FindObjectsFinal",
@@ -67,22 +74,6 @@ QUICK = frozenset(
         "C_VerifyUpdate",
         "C_VerifyFinal",
         "C_GenerateRandom",
-    }
-)
-# ... of those, the ones whose time depends on neither the token's size nor a key nor the data:
-# one the member has not answered often yet waits as long as the quick calls it is known to
-# answer (a new application's first calls behind a hung member), not MemberTimeout
-CONSTANT_TIME = frozenset(
-    {
-        "C_GetInfo",
-        "C_GetSlotList",
-        "C_GetSlotInfo",
-        "C_GetTokenInfo",
-        "C_GetMechanismList",
-        "C_GetMechanismInfo",
-        "C_OpenSession",
-        "C_CloseSession",
-        "C_GetSessionInfo",
     }
 )
 # ... and these, when they reach one member of several making the same change (slots.fan_out):
