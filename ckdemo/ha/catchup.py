@@ -146,10 +146,45 @@ def session_objects(session) -> list[tuple]:
 
 
 def _find(session, key: tuple) -> int | None:
+    found = _found(session, key)
+    return found[0] if found else None
+
+
+def _found(session, key: tuple) -> list[int]:
     found = session.find_objects(replication.search_template(key))
     if not key[2] and key[0] != CKO_DATA:  # no label searched: objects with one are others
         found = [h for h in found if replication.object_key(replication.identity(session, h)) == key]
-    return found[0] if found else None
+    return found
+
+
+def settle_orphans(src, dst, keys: Iterable[tuple], vault: Vault) -> int:
+    """Keys a member generated while it was late (its orphans) may land after the catch-up has
+    replaced them: a server stopped in the middle of C_GenerateKey makes the key when it runs
+    again, then finds its client gone. Called once such an answer had time to land: a member
+    holding an orphan's identity twice keeps the copy alike to the source's (by fingerprint),
+    or, when no fingerprint can tell, is given the source's again. Returns the keys destroyed."""
+    destroyed = 0
+    for key in keys:
+        mine = _found(dst, key)
+        if len(mine) < 2:
+            continue
+        theirs = _find(src, key)
+        value = (
+            None
+            if theirs is None
+            else replication.fingerprint(src, theirs, replication.identity(src, theirs))
+        )
+        alike = [
+            h
+            for h in mine
+            if value is not None and replication.fingerprint(dst, h, replication.identity(dst, h)) == value
+        ]
+        for handle in mine if not alike else [h for h in mine if h != alike[0]]:
+            dst.destroy_object(handle)
+            destroyed += 1
+        if not alike and theirs is not None:
+            replication.replicate(src, theirs, dst, vault.get(key), again=True)
+    return destroyed
 
 
 def _differs(src, theirs: int, dst, mine: int, key: tuple) -> bool:

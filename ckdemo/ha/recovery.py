@@ -54,6 +54,9 @@ CALL_BUDGET_S = 0.05
 # ... when the call must see the attempt's end: no member is left to serve it, or the menu shows
 # the recovery inside the call that started it, as CKDemo does (menu/context.py)
 ATTEMPT_WAIT_S = 30.0
+# a member that generated keys while it was late (its orphans): how long its recovery lets such a
+# late generation land before it looks for the orphans twice (catchup.settle_orphans)
+ORPHAN_SETTLE_S = 0.25
 
 
 class GroupView(Protocol):
@@ -93,6 +96,7 @@ class Recovery:
         self.catching_up: list[threading.Thread] = []  # members brought up to date (rejoin.py)
         self.call_budget_s = CALL_BUDGET_S
         self.one_at_a_time = threading.Lock()  # one member's attempt at a time (rejoin.py)
+        self.sleep: Callable[[float], None] = time.sleep  # (a test's own: settle_orphans)
 
     def before_call(self) -> None:
         if self.in_calls:
@@ -397,7 +401,12 @@ class Recovery:
         else:
             self._replay(source, target, touched, mark)
         if self._user_logged_in():  # its keys were seen: the orphans are replaced (else kept
-            self.group.orphans.pop(target.serial, None)  # for the user's login, which sees them)
+            orphans = self.group.orphans.pop(target.serial, None)  # for the login, which sees them)
+            if orphans:
+                self.sleep(ORPHAN_SETTLE_S)  # (a late generation lands when its server runs again)
+                src = self.group.session_for(source)
+                if catchup.settle_orphans(src, dst, orphans, self.group.vault):
+                    target.generation += 1  # handles kept of this member name objects gone now
         if not background and self._user_logged_in():
             self.group.marks.write(dst, target, self.group.journal.mark())
 
