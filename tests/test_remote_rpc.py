@@ -357,6 +357,26 @@ def test_a_slow_member_is_passed_over_and_asked_again_once_it_answers_on_time(re
     assert slowed(90) >= 2 * passed_over + 6  # (about one call in three on member2 waits)
 
 
+def test_a_recovery_lets_the_call_a_member_was_given_up_on_land_first(remote_home):
+    """A member given up in the middle of a long call (an RSA-4096 key pair, past its deadline)
+    still makes it: the server's child carries it out, then finds its client gone. Reconnecting
+    (a recovery) waits until that child has ended, so the key it made is on the token before
+    the member is compared and brought up to date (else it landed after, and the member held
+    the key it made and the group's copy: a duplicate)."""
+    member = server(remote_home, "member2")
+    slot = RemoteSlot(member, 0.2)
+    session = slot.open_session()
+    session.login(CKU_USER, USER_PIN)
+    child = slot._child
+    assert child is not None and not member.ended(child)
+    with pytest.raises(CKRError) as late:
+        session.generate(KeySpec("rsa", 4096, "late-pair", b"late-pair"))
+    assert late.value.ckr == CKR_DEVICE_ERROR and "within 0.2 s" in late.value.detail
+    slot.reconnect(serial(remote_home, "member2"))
+    assert member.ended(child)  # the late key pair made before reconnect returned
+    slot.connection.close()
+
+
 def test_the_keys_tour_over_remote_members_skips_ecdh_with_the_reason(remote_home, run_ckdemo, tmp_path):
     """scripts/keys-tour (member 1's slot, here a remote member) runs green: the two ECDH
     derivations, whose public data the transport cannot carry, are skipped and say why; the JUnit

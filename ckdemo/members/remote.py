@@ -203,6 +203,21 @@ class MemberServer:
         self.pid_file.unlink(missing_ok=True)
         return True
 
+    def children(self) -> set[int]:
+        """The server's children now: one per connection (each its own module instance)."""
+        pid = self.pid()
+        if pid is None:
+            return set()
+        try:
+            with open(f"/proc/{pid}/task/{pid}/children") as listed:
+                return {int(child) for child in listed.read().split()}
+        except (OSError, ValueError):
+            return set()
+
+    def ended(self, child: int) -> bool:
+        """That child of the server has ended (a zombie counts as ended)."""
+        return not _alive(child)
+
     def hang(self) -> bool:
         """SIGSTOP to the server's process group: it keeps its socket but never answers, as a
         member behind a dead network link. resume() sends SIGCONT."""

@@ -131,6 +131,8 @@ class Connection:
         self._lock_wait = -1 if self.timeout_s is None else self.timeout_s
         self._code = 0x0F  # the first call goes out as 0x10, as p11-kit's client numbers them
         self._closed_because = ""
+        # dropped with a call unanswered: the server may still carry it out when it runs again
+        self.left_a_call = False
         self._sock: socket.socket | None = None
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         if self._sock_deadline is not None:  # in the kernel: no poll() before every send and recv
@@ -295,6 +297,7 @@ class Connection:
                     self._learn(timed_as or function, time.perf_counter() - started)
             except BlockingIOError:  # SO_RCVTIMEO/SO_SNDTIMEO passed: EAGAIN
                 why = self._no_answer(function, deadline, timed_as)
+                self.left_a_call = True
                 self._drop(why)
                 raise CKRError(CKR_DEVICE_ERROR, function, why) from None
             except (OSError, EOFError, CodecError) as exc:

@@ -9,6 +9,8 @@ is gone, as after C_Finalize + C_Initialize of a client module.
 
 from __future__ import annotations
 
+import time
+
 from ..codes import CKR_DEVICE_ERROR, CKR_FUNCTION_NOT_SUPPORTED, CKR_TOKEN_NOT_PRESENT, CKRError
 from ..model import LibraryInfo, MechanismInfo, SessionInfo, SlotInfo, TokenInfo
 from ..slots import MemberSlot
@@ -16,6 +18,10 @@ from .names import mechanism_name, slot_description
 from .raw import MECHANISM_FLAGS, SESSION_FLAGS, SLOT_FLAGS, TOKEN_FLAGS
 from .rpcclient import Connection
 from .rpcsession import RemoteSession
+
+LATE_CALL_WAIT_S = 3.0  # the longest a recovery waits for a late call to land (a running server
+# carries one out in milliseconds; a server still stopped does not answer the reconnection)
+LATE_CALL_POLL_S = 0.01
 
 CKF_RW_SESSION, CKF_SERIAL_SESSION, CKF_DONT_BLOCK = 0x2, 0x4, 0x1
 SLOT_LIST_ROOM = 64  # a member server serves one token; room for any list it could send
@@ -47,6 +53,8 @@ class RemoteSlot(MemberSlot):
         self.slot_id: int | None = None
         self.connection: Connection | None = None
         self._simulated_failure = False  # a member ckdemo only attaches to cannot be killed
+        self._child: int | None = None  # the server's child serving this connection, if known
+        self._late: set[int] = set()  # ... those of connections dropped with a call unanswered
         try:
             self._connect()
             ids = self.call("C_GetSlotList", 1, SLOT_LIST_ROOM)[0]
@@ -62,6 +70,9 @@ class RemoteSlot(MemberSlot):
         old, self.connection = self.connection, None
         if old is not None:
             old.close("reconnecting")
+            if old.left_a_call and self._child is not None:
+                self._late.add(self._child)  # it may still carry out the call it was given
+        before = self._children()
         self.connection = Connection(
             self.path,
             self.server.label,
@@ -70,7 +81,26 @@ class RemoteSlot(MemberSlot):
             probe=probe,
             learnt=old.learnt if old is not None else None,
         )
+        new = self._children() - before
+        self._child = new.pop() if len(new) == 1 else None  # (unknown when others connected too)
         return self.connection
+
+    def _children(self) -> set[int]:
+        children = getattr(self.server, "children", None)
+        return children() if children is not None else set()
+
+    def _let_late_calls_land(self) -> None:
+        """The server's children whose connection was dropped with a call unanswered (a hung
+        member given up) carry that call out once the server runs again, a key generation
+        included: waited for (at most LATE_CALL_WAIT_S), so that what they make is on the token
+        before the member is compared and brought up to date."""
+        deadline = time.monotonic() + LATE_CALL_WAIT_S
+        while self._late:
+            self._late = {child for child in self._late if not self.server.ended(child)}
+            if not self._late or time.monotonic() >= deadline:
+                self._late.clear()
+                return
+            time.sleep(LATE_CALL_POLL_S)
 
     def call(self, function: str, *args) -> tuple:
         if self._simulated_failure:
@@ -91,6 +121,7 @@ class RemoteSlot(MemberSlot):
         if self._simulated_failure:
             raise CKRError(CKR_DEVICE_ERROR, "C_Initialize", "member failed (simulated)")
         self._connect(probe=True)  # a recovery attempt: a member still hung costs the floor
+        self._let_late_calls_land()
         for slot_id in self.call("C_GetSlotList", 1, SLOT_LIST_ROOM)[0]:
             try:
                 info = self.call("C_GetTokenInfo", slot_id)[0]
