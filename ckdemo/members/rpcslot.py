@@ -19,8 +19,9 @@ from .raw import MECHANISM_FLAGS, SESSION_FLAGS, SLOT_FLAGS, TOKEN_FLAGS
 from .rpcclient import Connection
 from .rpcsession import RemoteSession
 
-LATE_CALL_WAIT_S = 3.0  # the longest a recovery waits for a late call to land (a running server
-# carries one out in milliseconds; a server still stopped does not answer the reconnection)
+LATE_CALL_WAIT_S = 10.0  # the longest a recovery waits for a late call to land (a running server
+# carries out a signature in milliseconds, an RSA-4096 key pair in seconds on a loaded machine;
+# a server still stopped does not answer the reconnection)
 LATE_CALL_POLL_S = 0.01
 
 CKF_RW_SESSION, CKF_SERIAL_SESSION, CKF_DONT_BLOCK = 0x2, 0x4, 0x1
@@ -72,7 +73,7 @@ class RemoteSlot(MemberSlot):
             old.close("reconnecting")
             if old.left_a_call and self._child is not None:
                 self._late.add(self._child)  # it may still carry out the call it was given
-        before = self._children()
+        before = self.server.children()
         self.connection = Connection(
             self.path,
             self.server.label,
@@ -81,13 +82,9 @@ class RemoteSlot(MemberSlot):
             probe=probe,
             learnt=old.learnt if old is not None else None,
         )
-        new = self._children() - before
+        new = self.server.children() - before
         self._child = new.pop() if len(new) == 1 else None  # (unknown when others connected too)
         return self.connection
-
-    def _children(self) -> set[int]:
-        children = getattr(self.server, "children", None)
-        return children() if children is not None else set()
 
     def _let_late_calls_land(self) -> None:
         """The server's children whose connection was dropped with a call unanswered (a hung
