@@ -95,8 +95,14 @@ def exhausted_notices(retries: int, exhausted, way_out: str) -> list[str]:
 def recovery_line(mode: str, interval_s: float, retries: int) -> str:
     """The group's recovery as `ckdemo serve` (at start) and `ckdemo hagroup status` say it:
     Luna's recovery mode, X and N."""
-    where = "in the background" if mode == "activeEnhanced" else "inside a call"
-    return f"recovery {mode} ({where}), every {interval_s:g} s, {attempts_most(retries)} attempts"
+    return (
+        f"recovery {mode} ({recovery_where(mode)}), every {interval_s:g} s, {attempts_most(retries)} attempts"
+    )
+
+
+def recovery_where(mode: str) -> str:
+    """Where Luna's recovery mode tries a failed member."""
+    return "in the background" if mode == "activeEnhanced" else "inside a call"
 
 
 def attempts_most(retries: int) -> str:

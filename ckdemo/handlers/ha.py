@@ -8,10 +8,12 @@ from ..codes import ckr_name
 from ..menu.context import Context, InputError
 from ..menu.shown import HA_STATUS, HAStatusRow, HAStatusShown
 from ..screens import (
+    attempts_most,
     exhausted_notices,
     ha_status_row,
     member_state,
     recovering_notices,
+    recovery_where,
     restored_line,
     standby_notices,
 )
@@ -130,7 +132,7 @@ def member_stats(ctx: Context) -> None:
     _, group = _choose_group(ctx)
     rows = []
     retries = group.policy.retries
-    most = "unlimited" if retries < 0 else str(retries)
+    most = attempts_most(retries)
     for n, m in enumerate(group.members, start=1):
         r = m.recovery
         rows.append(
@@ -144,9 +146,8 @@ def member_stats(ctx: Context) -> None:
             )
         )
     ctx.table(rows, ["#", "HSM", "Label", "State", "Calls", "Recovery attempts"])
-    where = "in the background" if group.recovery_mode == "activeEnhanced" else "inside a call"
     ctx.say(
-        f"Recovery ({group.recovery_mode}, {where}): every {group.policy.interval_s:g} s, "
+        f"Recovery ({group.recovery_mode}, {recovery_where(group.recovery_mode)}): every {group.policy.interval_s:g} s, "
         f"{most} attempts; load balancing {'on' if group.balance else 'off'}."
     )
     _exhausted_notice(ctx, group)

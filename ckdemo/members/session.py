@@ -187,14 +187,21 @@ class PhysicalSession(MemberSession):
         when a search of those finds it (SoftHSM2 can fail a search that compares a private
         object's byte string, and python-pkcs11 then keeps its session's operation lock: the
         search is tried through ctypes first), else its class (numbers only), else everything."""
-        cls = self._exists(handle, function)
         try:
             name = self.get_attributes(handle, [CKA_CLASS, CKA_ID, CKA_LABEL])
-            if handle in self.find_objects(name):
-                yield name
-        except (CKRError, ValueError):  # (a label python-pkcs11 cannot decode: not UTF-8)
-            pass
-        yield {CKA_CLASS: cls}
+        except CKRError as error:
+            if error.ckr == CKR_OBJECT_HANDLE_INVALID:
+                raise self._unknown(handle, function) from None
+            raise  # a member failure, a session gone: said as such
+        except ValueError:  # a label python-pkcs11 cannot decode (not UTF-8)
+            name = {CKA_CLASS: self._exists(handle, function)}
+        else:
+            try:
+                if handle in self.find_objects(name):
+                    yield name
+            except CKRError:
+                pass
+        yield {CKA_CLASS: name[CKA_CLASS]}
         yield {}
 
     def _operation(self, handle: int, method: str, function: str, calling: str):
